@@ -1,0 +1,156 @@
+"""Studio settings: one dataclass filled from CLI flags and ``STUDIO_*`` environment variables.
+
+Precedence: CLI flag > environment variable > default. Every field is validated once in
+:func:`load_settings`, so the rest of the code can trust what it gets. Secrets (HF token, operator
+key) are deliberately NOT fields here: they are read from the environment at the moment of use, so
+they can never be echoed by a settings dump, stored in DuckDB or written to a log.
+"""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from core.errors import ConfigError
+
+AUTH_MODES = ("local", "team")
+SPACES_DATA_DIR = Path("/data")
+
+
+def _meta(env: str, help: str) -> dict[str, str]:
+    return {"env": env, "help": help}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server needs to start; see ``launch.py --help`` for the CLI side."""
+
+    data_dir: Path = field(default=Path("data"), metadata=_meta(
+        "STUDIO_DATA_DIR", "Where the DuckDB file, models, runs and chain state live."))
+    model: str = field(default="default", metadata=_meta(
+        "STUDIO_MODEL", "Base policy: 'default' (SmolLM2-135M-Instruct, offline), 'tiny' (test model), "
+        "a local model directory, or a Hub id (online only)."))
+    host: str = field(default="127.0.0.1", metadata=_meta(
+        "STUDIO_HOST", "Interface to listen on (0.0.0.0 to accept other machines)."))
+    port: int = field(default=7860, metadata=_meta("STUDIO_PORT", "TCP port of the one server."))
+    auth_mode: str = field(default="local", metadata=_meta(
+        "STUDIO_AUTH_MODE", "'local': one user, no login. 'team': accounts from the users file."))
+    users_file: Path | None = field(default=None, metadata=_meta(
+        "STUDIO_USERS_FILE", "Team mode accounts (one 'name:password:role' per line)."))
+    max_body_bytes: int = field(default=1_000_000, metadata=_meta(
+        "STUDIO_MAX_BODY_BYTES", "Largest REST API request body accepted."))
+    hub_endpoint: str | None = field(default=None, metadata=_meta(
+        "HF_ENDPOINT", "Hugging Face Hub endpoint for exports (token comes from HF_TOKEN, never stored)."))
+    chain_rpc_url: str | None = field(default=None, metadata=_meta(
+        "STUDIO_CHAIN_RPC_URL", "JSON-RPC endpoint of an EVM chain; empty = embedded local chain."))
+    chain_id: int | None = field(default=None, metadata=_meta("STUDIO_CHAIN_ID", "Chain id of that endpoint."))
+    contract_address: str | None = field(default=None, metadata=_meta(
+        "STUDIO_CONTRACT_ADDRESS", "Deployed ledger contract on that chain."))
+    on_space: bool = field(default=False, metadata=_meta(
+        "SPACE_ID", "Set by Hugging Face Spaces; switches the data dir to /data when it is mounted."))
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "studio.duckdb"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.data_dir / "runs"
+
+    @property
+    def storage_is_ephemeral(self) -> bool:
+        """On a Space without a persistent volume every label is lost on restart: the UI warns."""
+        return self.on_space and not _is_relative_to(self.data_dir.resolve(), SPACES_DATA_DIR)
+
+    def public_dict(self) -> dict[str, Any]:
+        """Settings for display (health endpoint, Settings page). Holds no secrets by construction."""
+        return {f.name: (str(v) if isinstance(v, Path) else v)
+                for f in dataclasses.fields(self) for v in [getattr(self, f.name)]}
+
+
+def _is_relative_to(path: Path, parent: Path) -> bool:
+    try:
+        path.relative_to(parent)
+        return True
+    except ValueError:
+        return False
+
+
+def _kind(name: str) -> type:
+    """The scalar type a settings field holds (``int | None`` -> int)."""
+    hint = typing.get_type_hints(Settings)[name]
+    args = typing.get_args(hint) or (hint,)
+    return next((k for k in (bool, int, Path) if k in args), str)
+
+
+def _coerce(label: str, raw: Any, kind: type) -> Any:
+    if raw is None or raw == "":
+        return None
+    if not isinstance(raw, str):
+        return raw
+    text = raw.strip()
+    try:
+        if kind is bool:
+            if text.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                raise ValueError(text)
+            return text.lower() in ("1", "true", "yes", "on")
+        if kind is int:
+            return int(text)
+        if kind is Path:
+            return Path(text).expanduser()
+    except ValueError:
+        raise ConfigError(f"Setting {label}={text!r} is not a valid {kind.__name__}",
+                          hint=f"give {label} a {kind.__name__} value") from None
+    return text
+
+
+def load_settings(cli: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Build and validate settings. ``cli`` holds only the flags the user actually passed."""
+    env = os.environ if env is None else env
+    cli = {k: v for k, v in (cli or {}).items() if v is not None}
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(Settings):
+        raw = cli.get(f.name, env.get(f.metadata["env"]))
+        if f.name == "on_space":
+            values[f.name] = bool(env.get("SPACE_ID"))
+            continue
+        label = f"--{f.name.replace('_', '-')}" if f.name in cli else f.metadata["env"]
+        value = _coerce(label, raw, _kind(f.name))
+        if value is not None:
+            values[f.name] = value
+    if values.get("on_space") and "data_dir" not in values and SPACES_DATA_DIR.is_dir():
+        values["data_dir"] = SPACES_DATA_DIR
+    settings = Settings(**values)
+    _validate(settings)
+    return settings
+
+
+def _validate(s: Settings) -> None:
+    if not 1 <= s.port <= 65535:
+        raise ConfigError(f"Port {s.port} is out of range", hint="use a port between 1 and 65535")
+    if s.host not in ("localhost",):
+        try:
+            ipaddress.ip_address(s.host)
+        except ValueError:
+            raise ConfigError(f"Host {s.host!r} is not an IP address",
+                              hint="use 127.0.0.1 (this machine) or 0.0.0.0 (all interfaces)") from None
+    if s.auth_mode not in AUTH_MODES:
+        raise ConfigError(f"Unknown auth mode {s.auth_mode!r}", hint=f"use one of {', '.join(AUTH_MODES)}")
+    if s.auth_mode == "team" and (s.users_file is None or not s.users_file.is_file()):
+        raise ConfigError("Team mode needs a users file",
+                          hint="set STUDIO_USERS_FILE to a file of 'name:password:role' lines")
+    if s.data_dir.exists() and not s.data_dir.is_dir():
+        raise ConfigError(f"Data dir {s.data_dir} exists and is not a directory",
+                          hint="pass --data-dir pointing at a directory (it is created if missing)")
+    if s.max_body_bytes < 1024:
+        raise ConfigError("STUDIO_MAX_BODY_BYTES is below 1024 bytes", hint="use a larger limit")
+    if not s.model.strip():
+        raise ConfigError("The model setting is empty", hint="use 'default', 'tiny', a path or a Hub id")

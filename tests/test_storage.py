@@ -1,0 +1,106 @@
+"""The DuckDB owner: migrations, transactions, persistence across restarts."""
+from __future__ import annotations
+
+import threading
+
+import duckdb
+import pytest
+
+from core.errors import StorageError
+from storage import db as dbmod
+from storage.db import Database, migration_files
+
+EXPECTED_TABLES = {"users", "prompts", "conversations", "messages", "candidates", "ratings",
+                   "preferences", "feedback", "policies", "jobs", "job_metrics", "schema_version"}
+
+
+def tables(db: Database) -> set[str]:
+    return {r["table_name"] for r in db.query("SELECT table_name FROM information_schema.tables")}
+
+
+def test_migrations_create_every_table_on_an_empty_db(tmp_path):
+    db = Database(tmp_path / "studio.duckdb")
+    assert db.schema_version == max(v for v, _, _ in migration_files())
+    assert EXPECTED_TABLES <= tables(db)
+    db.close()
+
+
+def test_reopening_applies_nothing_twice_and_keeps_rows(tmp_path):
+    path = tmp_path / "studio.duckdb"
+    db = Database(path)
+    with db.transaction() as cur:
+        cur.execute("INSERT INTO users (name, role) VALUES ('ada', 'admin')")
+    db.close()
+    db = Database(path)
+    assert db.query("SELECT name, role FROM users") == [{"name": "ada", "role": "admin"}]
+    assert db.scalar("SELECT count(*) FROM schema_version") == len(migration_files())
+    db.close()
+
+
+def test_new_migration_is_applied_to_an_existing_db(tmp_path, monkeypatch):
+    path = tmp_path / "studio.duckdb"
+    Database(path).close()
+    shipped = migration_files()
+    extra = (shipped[-1][0] + 1, "999_extra.sql", "ALTER TABLE users ADD COLUMN email VARCHAR;")
+    monkeypatch.setattr(dbmod, "migration_files", lambda: shipped + [extra])
+    db = Database(path)
+    assert db.schema_version == extra[0]
+    assert "email" in {r["column_name"] for r in db.query(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'users'")}
+    db.close()
+
+
+def test_failed_migration_rolls_back_and_says_which(tmp_path, monkeypatch):
+    path = tmp_path / "studio.duckdb"
+    Database(path).close()
+    shipped = migration_files()
+    broken = (shipped[-1][0] + 1, "999_broken.sql",
+              "CREATE TABLE half_done (x INTEGER); SELECT * FROM no_such_table;")
+    monkeypatch.setattr(dbmod, "migration_files", lambda: shipped + [broken])
+    with pytest.raises(StorageError, match="999_broken.sql"):
+        Database(path)
+    monkeypatch.setattr(dbmod, "migration_files", lambda: shipped)
+    db = Database(path)
+    assert "half_done" not in tables(db)
+    assert db.schema_version == shipped[-1][0]
+    db.close()
+
+
+def test_transaction_rolls_back_everything_on_error(tmp_path):
+    db = Database(tmp_path / "studio.duckdb")
+    with pytest.raises(duckdb.ConstraintException):
+        with db.transaction() as cur:
+            cur.execute("INSERT INTO users (name) VALUES ('bo')")
+            cur.execute("INSERT INTO users (name) VALUES ('bo')")  # UNIQUE violation
+    assert db.scalar("SELECT count(*) FROM users") == 0
+    db.close()
+
+
+def test_threads_write_concurrently_through_their_own_cursors(tmp_path):
+    db = Database(tmp_path / "studio.duckdb")
+
+    def write(worker: int) -> None:
+        for i in range(25):
+            with db.transaction() as cur:
+                cur.execute("INSERT INTO prompts (text, source) VALUES (?, 'test')", [f"{worker}-{i}"])
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert db.scalar("SELECT count(DISTINCT text) FROM prompts") == 100
+    db.close()
+
+
+def test_second_process_gets_a_clear_error_not_a_crash(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "studio.duckdb"
+    db = Database(path)
+    code = ("from storage.db import Database\nfrom core.errors import StorageError\n"
+            f"try:\n    Database({str(path)!r})\nexcept StorageError as e:\n    print(e.code)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "storage_error", out.stderr
+    db.close()
