@@ -1,0 +1,106 @@
+"""REST API mounted at ``/api``: health, feedback, policies.
+
+Thin: request parsing and error mapping only; rules live in core. Every error is JSON of the shape
+``{"error": {"code": ..., "message": ..., "hint": ...}}`` with a 4xx status for bad input.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from core import __version__
+from core.errors import PayloadTooLarge, StudioError
+from core.feedback import Feedback, record_feedback
+from core.policies import list_policies
+from core.studio import Studio
+
+
+class FeedbackIn(BaseModel):
+    """Body of POST /api/feedback. Types only; ranges and lengths are checked in core.feedback."""
+
+    model_config = ConfigDict(extra="forbid")
+    prompt: str
+    response: str
+    score: float = Field(description="0 = bad answer, 1 = good answer")
+    run_id: str | None = None
+    notes: str | None = None
+
+
+def _error(status: int, code: str, message: str, hint: str = "", **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message, "hint": hint, **extra}}, status)
+
+
+class BodyLimit:
+    """Refuse request bodies above ``max_bytes`` before the app reads them (413, nothing stored)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await self._refuse(scope, receive, send)
+        seen = 0
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise PayloadTooLarge("body too large")
+            return message
+
+        try:
+            await self.app(scope, counting_receive, send)
+        except PayloadTooLarge:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = _error(413, PayloadTooLarge.code, f"Request body is larger than {self.max_bytes} bytes",
+                          "send a smaller body or raise STUDIO_MAX_BODY_BYTES")
+        await response(scope, receive, send)
+
+
+def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp:
+    api = FastAPI(title="RLHF Studio API", version=__version__, docs_url="/docs", openapi_url="/openapi.json")
+
+    @api.exception_handler(StudioError)
+    async def studio_error(_: Request, exc: StudioError) -> JSONResponse:
+        return _error(exc.http_status, exc.code, exc.message, exc.hint)
+
+    @api.exception_handler(RequestValidationError)
+    async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [{"field": ".".join(str(p) for p in e["loc"][1:]) or "body", "problem": e["msg"]}
+                    for e in exc.errors()]
+        summary = "; ".join(f"{p['field']}: {p['problem']}" for p in problems)
+        return _error(422, "invalid_input", f"Invalid request: {summary}", "fix the listed fields",
+                      details=problems)
+
+    @api.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _error(exc.status_code, code, str(exc.detail))
+
+    @api.get("/health")
+    def health() -> dict[str, Any]:
+        return get_studio().health()
+
+    @api.post("/feedback", status_code=201)
+    def post_feedback(body: FeedbackIn) -> dict[str, Any]:
+        feedback = Feedback(prompt=body.prompt, response=body.response, score=body.score,
+                            run_id=body.run_id, notes=body.notes, source="api")
+        return {"id": record_feedback(get_studio().db, feedback), "status": "saved"}
+
+    @api.get("/policies")
+    def policies() -> dict[str, Any]:
+        return {"policies": list_policies(get_studio().db)}
+
+    return BodyLimit(api, max_body_bytes)

@@ -1,0 +1,65 @@
+"""Feedback records: validation and storage of what people say about answers.
+
+Validation lives here, not in the UIs or the API, so every entry point enforces the same rules.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from core.errors import ValidationError
+from storage.db import Database
+
+MAX_TEXT_CHARS = 100_000
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def clean_text(value: str, field_name: str, *, required: bool = True,
+               max_chars: int = MAX_TEXT_CHARS) -> str:
+    """Strip control characters (keep newlines and tabs); refuse empty or oversized text."""
+    if not isinstance(value, str):
+        raise ValidationError(f"{field_name} must be text", hint=f"send {field_name} as a JSON string")
+    text = _CONTROL_CHARS.sub("", value)
+    if required and not text.strip():
+        raise ValidationError(f"{field_name} is empty", hint=f"provide a non-empty {field_name}")
+    if len(text) > max_chars:
+        raise ValidationError(f"{field_name} has {len(text)} characters, more than {max_chars}",
+                              hint=f"shorten {field_name}")
+    return text
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """A scored single response (seed N3 shape): score 0 = bad, 1 = good."""
+
+    prompt: str
+    response: str
+    score: float
+    run_id: str | None = None
+    notes: str | None = None
+    source: str = "api"
+
+    def validated(self) -> "Feedback":
+        if isinstance(self.score, bool) or not isinstance(self.score, (int, float)):
+            raise ValidationError("score must be a number", hint="send a score between 0 and 1")
+        if not 0.0 <= float(self.score) <= 1.0:
+            raise ValidationError(f"score {self.score} is outside 0..1", hint="send a score between 0 and 1")
+        return Feedback(
+            prompt=clean_text(self.prompt, "prompt"),
+            response=clean_text(self.response, "response"),
+            score=float(self.score),
+            run_id=clean_text(self.run_id, "run_id", required=False, max_chars=200) if self.run_id else None,
+            notes=clean_text(self.notes, "notes", required=False, max_chars=10_000) if self.notes else None,
+            source=self.source,
+        )
+
+
+def record_feedback(db: Database, feedback: Feedback, labeler_id: int | None = None) -> int:
+    """Validate and store one feedback row; returns its id once committed."""
+    fb = feedback.validated()
+    with db.transaction() as cur:
+        return cur.execute(
+            "INSERT INTO feedback (prompt, response, score, run_id, notes, labeler_id, source)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            [fb.prompt, fb.response, fb.score, fb.run_id, fb.notes, labeler_id, fb.source],
+        ).fetchone()[0]

@@ -1,0 +1,96 @@
+"""The process-wide studio: settings, database, hardware profile and the loaded base model.
+
+One server process hosts the Streamlit console, the Gradio app and the REST API; they all reach the
+same :class:`Studio` through :func:`current`, so there is one DuckDB connection owner and one model
+cache per process.
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from core import __version__
+from core.config import Settings
+from core.errors import ModelError, StudioError
+from core.hardware import HardwareProfile, detect_hardware
+from core.models import load_model
+from core.policies import ensure_base_policy
+from storage.db import Database
+
+_current: "Studio | None" = None
+
+
+class Studio:
+    def __init__(self, settings: Settings, model_path: Path | str) -> None:
+        self.settings = settings
+        self.model_path = Path(model_path)
+        self.db = Database(settings.db_path)
+        self.hardware: HardwareProfile = detect_hardware()
+        self.base_policy_id = ensure_base_policy(self.db, settings.model)
+        self._model: tuple[Any, Any] | None = None
+        self._model_error: StudioError | None = None
+        self._model_lock = threading.Lock()
+
+    # -- model -------------------------------------------------------------------------------------
+    def model(self) -> tuple[Any, Any]:
+        """(model, tokenizer) of the base policy, loaded on first use and shared by every UI."""
+        with self._model_lock:
+            if self._model is None:
+                try:
+                    self._model = load_model(self.model_path)
+                    self._model_error = None
+                except StudioError as exc:
+                    self._model_error = exc
+                    raise
+                except Exception as exc:  # a broken model dir must not take the server down
+                    self._model_error = ModelError(f"Could not load {self.model_path}: {exc}",
+                                                   hint="check --model or delete the model dir to re-provision")
+                    raise self._model_error from exc
+            return self._model
+
+    def warm_up(self) -> None:
+        """Load the model in the background so the first chat does not pay for it."""
+        def run() -> None:
+            try:
+                self.model()
+            except StudioError:
+                pass  # recorded in model_status()
+        threading.Thread(target=run, name="model-warm-up", daemon=True).start()
+
+    def model_status(self) -> str:
+        if self._model is not None:
+            return "ready"
+        if self._model_error is not None:
+            return f"error: {self._model_error.message}"
+        return "loading"
+
+    # -- info --------------------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "version": __version__,
+            "model": self.settings.model,
+            "model_path": str(self.model_path),
+            "model_status": self.model_status(),
+            "data_dir": str(self.settings.data_dir.resolve()),
+            "schema_version": self.db.schema_version,
+            "storage_ephemeral": self.settings.storage_is_ephemeral,
+        }
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def open_studio(settings: Settings, model_path: Path | str) -> Studio:
+    """Create the process's studio and make it :func:`current`."""
+    global _current
+    _current = Studio(settings, model_path)
+    return _current
+
+
+def current() -> Studio:
+    if _current is None:
+        raise StudioError("The studio is not running in this process",
+                          hint="start it with `python launch.py`")
+    return _current

@@ -1,0 +1,99 @@
+#!/usr/bin/env python
+"""RLHF Studio command line.
+
+    python launch.py [--host H] [--port P] [--data-dir DIR] [--model SPEC]   serve the studio (default)
+    python launch.py provision [--data-dir DIR] [--model SPEC]               prepare the model and exit
+
+One process serves everything on one port: the Streamlit console at /, the Gradio labeling app at
+/label and the REST API at /api.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+# Offline by default and nothing phones home: set before Streamlit / Gradio / HF libraries import.
+for key, value in {
+    "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
+    "STREAMLIT_SERVER_HEADLESS": "true",
+    "GRADIO_ANALYTICS_ENABLED": "False",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}.items():
+    os.environ.setdefault(key, value)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from core.config import Settings, load_settings  # noqa: E402
+from core.errors import StudioError  # noqa: E402
+
+
+def _options(serving: bool, top_level: bool) -> argparse.ArgumentParser:
+    """Shared flags. Sub-command copies suppress their defaults so `--port 1 serve` keeps the 1."""
+    opts = argparse.ArgumentParser(add_help=False,
+                                   argument_default=None if top_level else argparse.SUPPRESS)
+    opts.add_argument("--data-dir", help="data directory: DuckDB file, models, runs (env STUDIO_DATA_DIR, "
+                      "default ./data; /data on a Space with persistent storage)")
+    opts.add_argument("--model", help="base policy: 'default' (SmolLM2-135M-Instruct, offline), 'tiny', "
+                      "a local model directory or a Hub id (env STUDIO_MODEL)")
+    if serving:
+        opts.add_argument("--host", help="interface to listen on (env STUDIO_HOST, default 127.0.0.1)")
+        opts.add_argument("--port", type=int, help="port of the one server (env STUDIO_PORT, default 7860)")
+    return opts
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="launch.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     parents=[_options(serving=True, top_level=True)])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("serve", parents=[_options(serving=True, top_level=False)],
+                   help="serve the studio (the default command)")
+    sub.add_parser("provision", parents=[_options(serving=False, top_level=False)],
+                   help="prepare the base model in the data dir and exit")
+    return parser
+
+
+def prepare_model(settings: Settings) -> Path:
+    """Resolve the model spec to a local directory, converting the default model once if needed."""
+    from core.models import resolve_model
+
+    return Path(resolve_model(settings.model, settings.data_dir))
+
+
+def serve(settings: Settings) -> None:
+    from app.server import create_app
+    from core.studio import open_studio
+
+    model_path = prepare_model(settings)
+    studio = open_studio(settings, model_path)
+    app = create_app(studio)
+    print(f"RLHF Studio on http://{settings.host}:{settings.port}/  (labeling: /label/, API: /api/)",
+          flush=True)
+    try:
+        app.run(config={"server.address": settings.host, "server.port": settings.port,
+                        "client.toolbarMode": "minimal"})
+    finally:
+        studio.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cli = {"data_dir": args.data_dir, "model": args.model,
+           "host": getattr(args, "host", None), "port": getattr(args, "port", None)}
+    try:
+        settings = load_settings(cli)
+        if args.command == "provision":
+            print(prepare_model(settings))
+        else:
+            serve(settings)
+    except StudioError as exc:
+        print(f"error [{exc.code}]: {exc.message}" + (f"\n  what to do: {exc.hint}" if exc.hint else ""),
+              file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""Hugging Face Space packaging: front matter, and the Dockerfile's command run as the Space runs it."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+
+import httpx
+
+from tests.conftest import ROOT, free_port
+
+
+def test_readme_front_matter_declares_a_docker_space_on_7860():
+    front = (ROOT / "README.md").read_text().split("---")[1]
+    assert re.search(r"^sdk: docker$", front, re.M) and re.search(r"^app_port: 7860$", front, re.M)
+
+
+def test_dockerfile_command_serves_and_warns_about_ephemeral_storage(tmp_path):
+    """No Docker engine here: run the image's CMD with the image's env, as a Space without /data."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    cmd = json.loads(re.search(r"^CMD (\[.*\])$", dockerfile, re.M).group(1))
+    assert re.search(r"STUDIO_PORT=7860", dockerfile) and re.search(r"STUDIO_HOST=0\.0\.0\.0", dockerfile)
+    port = free_port()
+    env = {**os.environ, "SPACE_ID": "someone/rlhf-studio", "STUDIO_PORT": str(port),
+           "STUDIO_HOST": "127.0.0.1", "STUDIO_MODEL": "tiny", "STUDIO_DATA_DIR": str(tmp_path / "data")}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        health = None
+        for _ in range(300):
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).json()
+                break
+            except httpx.HTTPError:
+                assert proc.poll() is None, "the Space command exited"
+                time.sleep(0.3)
+        assert health is not None and health["storage_ephemeral"] is True
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
