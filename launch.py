@@ -55,11 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def prepare_model(settings: Settings) -> Path:
+def prepare_model(settings: Settings) -> Path | str:
     """Resolve the model spec to a local directory, converting the default model once if needed."""
     from core.models import resolve_model
 
-    return Path(resolve_model(settings.model, settings.data_dir))
+    return resolve_model(settings.model, settings.data_dir)
 
 
 def serve(settings: Settings) -> None:

@@ -24,7 +24,7 @@ _current: "Studio | None" = None
 class Studio:
     def __init__(self, settings: Settings, model_path: Path | str) -> None:
         self.settings = settings
-        self.model_path = Path(model_path)
+        self.model_path = model_path
         self.db = Database(settings.db_path)
         self.hardware: HardwareProfile = detect_hardware()
         self.base_policy_id = ensure_base_policy(self.db, settings.model)
