@@ -5,6 +5,7 @@ Thin: request parsing and error mapping only; rules live in core. Every error is
 """
 from __future__ import annotations
 
+import base64
 from typing import Any, Callable
 
 from fastapi import FastAPI, Request
@@ -15,8 +16,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core import __version__
-from core.errors import PayloadTooLarge, StudioError
+from core.errors import PayloadTooLarge, PermissionDenied, StudioError
 from core.feedback import Feedback, record_feedback
+from core.identity import User, ensure_user
+from core.labeling import Vote, submit_labeled_pair
 from core.policies import list_policies
 from core.studio import Studio
 
@@ -30,6 +33,22 @@ class FeedbackIn(BaseModel):
     score: float = Field(description="0 = bad answer, 1 = good answer")
     run_id: str | None = None
     notes: str | None = None
+
+
+class VoteIn(BaseModel):
+    """Body of POST /api/votes: a prompt, two answers and the labeler's choice, stored in one go."""
+
+    model_config = ConfigDict(extra="forbid")
+    prompt: str
+    answer_a: str
+    answer_b: str
+    outcome: str = Field(description="a | b | tie | both_bad")
+    labeler: str | None = Field(default=None, description="local mode only; team mode uses the login")
+    idempotency_key: str | None = Field(default=None, max_length=200,
+                                        description="repeat a request with the same key: stored once")
+    ratings: dict[str, dict[str, int]] = Field(default_factory=dict, description="side -> aspect -> 1..5")
+    flags: list[str] = Field(default_factory=list)
+    note: str | None = None
 
 
 def _error(status: int, code: str, message: str, hint: str = "", **extra: Any) -> JSONResponse:
@@ -69,6 +88,17 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
+def _basic_credentials(request: Request) -> tuple[str | None, str | None]:
+    header = request.headers.get("authorization", "")
+    if not header.lower().startswith("basic "):
+        return None, None
+    try:
+        name, _, password = base64.b64decode(header[6:]).decode("utf-8").partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return None, None
+    return name, password
+
+
 def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp:
     api = FastAPI(title="RLHF Studio API", version=__version__, docs_url="/docs", openapi_url="/openapi.json")
 
@@ -98,6 +128,29 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
         feedback = Feedback(prompt=body.prompt, response=body.response, score=body.score,
                             run_id=body.run_id, notes=body.notes, source="api")
         return {"id": record_feedback(get_studio().db, feedback), "status": "saved"}
+
+    def api_user(request: Request, labeler: str | None) -> User:
+        """Team mode: HTTP Basic credentials of an account. Local mode: the named labeler or the local user."""
+        studio = get_studio()
+        directory = studio.directory
+        if directory.team_mode:
+            name, password = _basic_credentials(request)
+            if name is None or not directory.authenticate(name, password or ""):
+                raise PermissionDenied("Team mode: send your account with HTTP Basic auth",
+                                       hint="curl -u name:password ...", code="unauthorized")
+            return directory.user(name)
+        if labeler:
+            return ensure_user(studio.db, labeler.strip()[:100], "labeler", "api")
+        return directory.user(None)
+
+    @api.post("/votes", status_code=201)
+    def post_vote(body: VoteIn, request: Request) -> dict[str, Any]:
+        user = api_user(request, body.labeler)
+        vote = Vote(candidate_a=0, candidate_b=0, outcome=body.outcome, ratings=body.ratings,
+                    flags=tuple(body.flags), note=body.note, idempotency_key=body.idempotency_key,
+                    source="api")
+        receipt = submit_labeled_pair(get_studio().db, user, body.prompt, body.answer_a, body.answer_b, vote)
+        return {"id": receipt.preference_id, "status": "saved", "created": receipt.created}
 
     @api.get("/policies")
     def policies() -> dict[str, Any]:

@@ -144,8 +144,8 @@ def _validate(s: Settings) -> None:
                               hint="use 127.0.0.1 (this machine) or 0.0.0.0 (all interfaces)") from None
     if s.auth_mode not in AUTH_MODES:
         raise ConfigError(f"Unknown auth mode {s.auth_mode!r}", hint=f"use one of {', '.join(AUTH_MODES)}")
-    if s.auth_mode == "team" and (s.users_file is None or not s.users_file.is_file()):
-        raise ConfigError("Team mode needs a users file",
+    if s.users_file is not None and not s.users_file.is_file():
+        raise ConfigError(f"The users file {s.users_file} does not exist",
                           hint="set STUDIO_USERS_FILE to a file of 'name:password:role' lines")
     if s.data_dir.exists() and not s.data_dir.is_dir():
         raise ConfigError(f"Data dir {s.data_dir} exists and is not a directory",

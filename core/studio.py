@@ -14,6 +14,7 @@ from core import __version__
 from core.config import Settings
 from core.errors import ModelError, StudioError
 from core.hardware import HardwareProfile, detect_hardware
+from core.identity import Directory
 from core.models import load_model
 from core.policies import ensure_base_policy
 from storage.db import Database
@@ -28,6 +29,7 @@ class Studio:
         self.db = Database(settings.db_path)
         self.hardware: HardwareProfile = detect_hardware()
         self.base_policy_id = ensure_base_policy(self.db, settings.model)
+        self.directory = Directory(settings, self.db)
         self._model: tuple[Any, Any] | None = None
         self._model_error: StudioError | None = None
         self._model_lock = threading.Lock()

@@ -23,7 +23,7 @@ def test_cli_flag_beats_env_beats_default(tmp_path):
     ({"STUDIO_PORT": "70000"}, "out of range"),
     ({"STUDIO_HOST": "my host"}, "not an IP address"),
     ({"STUDIO_AUTH_MODE": "open"}, "Unknown auth mode"),
-    ({"STUDIO_AUTH_MODE": "team"}, "users file"),
+    ({"STUDIO_AUTH_MODE": "team", "STUDIO_USERS_FILE": "/no/such/file"}, "users file"),
     ({"STUDIO_MODEL": "  "}, "model setting is empty"),
 ])
 def test_invalid_settings_are_refused_with_a_hint(env, fragment):

@@ -1,0 +1,317 @@
+"""Chat-and-label records: conversations, candidate pairs, votes (with ratings, thumbs, gold edits,
+flags and notes), undo of the last vote.
+
+Every function here commits before it returns, so when a UI says "saved" the vote is on disk. Votes are
+idempotent: a repeated submission (double click, network retry, two tabs) returns the first receipt
+instead of writing a second row.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+
+from core.errors import Conflict, NotFound, PermissionDenied, ValidationError
+from core.feedback import clean_text
+from core.identity import User
+from storage.db import Database
+
+OUTCOMES = ("a", "b", "tie", "both_bad")
+OUTCOME_LABELS = {"a": "A is better", "b": "B is better", "tie": "Tie", "both_bad": "Both bad"}
+FLAGS = ("unsafe", "pii", "off_topic")
+RATING_MIN, RATING_MAX = 1, 5
+SIDES = ("a", "b")
+
+
+# -- aspects ---------------------------------------------------------------------------------------
+def active_aspects(db: Database) -> list[dict[str, Any]]:
+    return db.query("SELECT name, description, weight FROM aspects WHERE active ORDER BY position, name")
+
+
+def save_aspects(db: Database, admin: User, aspects: list[dict[str, Any]]) -> None:
+    """Replace the active aspect set (old aspects are deactivated, never deleted: ratings refer to them)."""
+    if not admin.is_admin:
+        raise PermissionDenied("Only admins can change the rating aspects", hint="ask an admin")
+    names = [clean_text(a["name"], "aspect name", max_chars=40).strip().lower().replace(" ", "_")
+             for a in aspects]
+    if len(set(names)) != len(names) or not names:
+        raise ValidationError("Aspect names must be unique and at least one is needed",
+                              hint="rename the duplicates")
+    with db.transaction() as cur:
+        cur.execute("UPDATE aspects SET active = FALSE")
+        for position, (name, aspect) in enumerate(zip(names, aspects), 1):
+            weight = float(aspect.get("weight", 1.0))
+            if weight < 0:
+                raise ValidationError(f"Weight of {name} is negative", hint="use a weight ≥ 0")
+            cur.execute(
+                "INSERT INTO aspects (name, description, weight, position, active) VALUES (?, ?, ?, ?, TRUE)"
+                " ON CONFLICT (name) DO UPDATE SET description = excluded.description,"
+                " weight = excluded.weight, position = excluded.position, active = TRUE",
+                [name, str(aspect.get("description", "")), weight, position])
+        cur.execute("INSERT INTO audit_log (user_id, action, target_table, details) VALUES (?, 'edit', 'aspects', ?)",
+                    [admin.id, json.dumps({"aspects": names})])
+
+
+# -- conversations ---------------------------------------------------------------------------------
+def new_conversation(db: Database, user: User, policy_id: int | None, prompt_id: int | None = None) -> int:
+    with db.transaction() as cur:
+        return cur.execute("INSERT INTO conversations (user_id, policy_id, prompt_id) VALUES (?, ?, ?)"
+                           " RETURNING id", [user.id, policy_id, prompt_id]).fetchone()[0]
+
+
+def _own_conversation(cur: duckdb.DuckDBPyConnection, conversation_id: int, user: User) -> None:
+    row = cur.execute("SELECT user_id FROM conversations WHERE id = ?", [conversation_id]).fetchone()
+    if row is None:
+        raise NotFound(f"Conversation {conversation_id} does not exist", hint="start a new chat")
+    if row[0] != user.id:
+        raise PermissionDenied("This conversation belongs to another labeler", hint="start your own chat")
+
+
+def history(db: Database, conversation_id: int) -> list[dict[str, str]]:
+    """The conversation so far in chat-template format."""
+    return db.query("SELECT role, content FROM messages WHERE conversation_id = ? AND redacted_at IS NULL"
+                    " ORDER BY turn", [conversation_id])
+
+
+def add_user_message(db: Database, user: User, conversation_id: int, text: str) -> int:
+    """Append the user's message; returns the turn index the answer candidates will have."""
+    text = clean_text(text, "message")
+    with db.transaction() as cur:
+        _own_conversation(cur, conversation_id, user)
+        last = cur.execute("SELECT turn, role FROM messages WHERE conversation_id = ? ORDER BY turn DESC"
+                           " LIMIT 1", [conversation_id]).fetchone()
+        if last is not None and last[1] == "user":
+            raise Conflict("The last message has no accepted answer yet",
+                           hint="vote on the two answers (or regenerate them) before writing again")
+        turn = 0 if last is None else last[0] + 1
+        cur.execute("INSERT INTO messages (conversation_id, turn, role, content) VALUES (?, ?, 'user', ?)",
+                    [conversation_id, turn, text])
+        return turn + 1
+
+
+@dataclass
+class CandidateIn:
+    text: str
+    policy_id: int | None
+    latency_ms: float | None = None
+    new_tokens: int | None = None
+
+
+def save_pair(db: Database, conversation_id: int | None, turn: int | None, prompt_id: int | None,
+              a: CandidateIn, b: CandidateIn, sampling: dict[str, Any] | None,
+              truncated_tokens: int = 0) -> tuple[int, int]:
+    """Store the two candidates shown for one assistant turn."""
+    ids = []
+    with db.transaction() as cur:
+        for cand in (a, b):
+            ids.append(cur.execute(
+                "INSERT INTO candidates (conversation_id, turn, prompt_id, policy_id, text, sampling,"
+                " latency_ms, new_tokens, truncated_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                [conversation_id, turn, prompt_id, cand.policy_id, cand.text,
+                 json.dumps(sampling) if sampling is not None else None, cand.latency_ms, cand.new_tokens,
+                 truncated_tokens]).fetchone()[0])
+    return ids[0], ids[1]
+
+
+# -- votes -----------------------------------------------------------------------------------------
+@dataclass
+class Vote:
+    """Everything a labeler says about one pair of candidates."""
+
+    candidate_a: int
+    candidate_b: int
+    outcome: str
+    ratings: dict[str, dict[str, int]] = field(default_factory=dict)   # side -> aspect -> 1..5
+    thumbs: dict[str, bool] = field(default_factory=dict)              # side -> up?
+    gold_text: str | None = None                                        # the answer it should have been
+    gold_side: str | None = None                                        # which candidate it was edited from
+    note: str | None = None
+    flags: tuple[str, ...] = ()
+    idempotency_key: str | None = None
+    source: str = "chat"
+
+
+@dataclass(frozen=True)
+class VoteReceipt:
+    preference_id: int
+    created: bool                 # False when this was a repeat of an already saved vote
+    continuation: str | None      # the answer that continues the conversation (None: regenerate)
+
+
+def _validate_vote(vote: Vote, aspects: set[str]) -> Vote:
+    if vote.outcome not in OUTCOMES:
+        raise ValidationError(f"Unknown choice {vote.outcome!r}", hint=f"choose one of {', '.join(OUTCOMES)}")
+    if vote.candidate_a == vote.candidate_b:
+        raise ValidationError("A vote needs two different candidates", hint="generate a new pair")
+    for side, scores in vote.ratings.items():
+        if side not in SIDES:
+            raise ValidationError(f"Unknown side {side!r} in ratings", hint="rate side a or b")
+        for aspect, score in scores.items():
+            if aspect not in aspects:
+                raise ValidationError(f"Unknown aspect {aspect!r}", hint=f"rate one of {', '.join(sorted(aspects))}")
+            if isinstance(score, bool) or not isinstance(score, (int, float)) or \
+                    not RATING_MIN <= score <= RATING_MAX or int(score) != score:
+                raise ValidationError(f"Rating {aspect}={score!r} is not a whole number from 1 to 5",
+                                      hint="rate 1 (worst) to 5 (best)")
+    if any(side not in SIDES for side in vote.thumbs):
+        raise ValidationError("Thumbs must be for side a or b", hint="give thumbs to a or b")
+    unknown = set(vote.flags) - set(FLAGS)
+    if unknown:
+        raise ValidationError(f"Unknown flag(s) {sorted(unknown)}", hint=f"use {', '.join(FLAGS)}")
+    gold = clean_text(vote.gold_text, "gold answer") if vote.gold_text and vote.gold_text.strip() else None
+    if gold is not None and vote.gold_side not in (None, *SIDES):
+        raise ValidationError("gold_side must be a or b", hint="say which answer you edited")
+    note = clean_text(vote.note, "note", required=False, max_chars=5000) if vote.note else None
+    return Vote(**{**vote.__dict__, "gold_text": gold, "note": note, "flags": tuple(sorted(set(vote.flags)))})
+
+
+def _continuation(vote: Vote, texts: dict[str, str]) -> tuple[str | None, str | None]:
+    """(text, side) that continues the conversation: the gold edit if any, else the pick (A on a tie)."""
+    if vote.gold_text:
+        return vote.gold_text, vote.gold_side
+    if vote.outcome in SIDES:
+        return texts[vote.outcome], vote.outcome
+    if vote.outcome == "tie":
+        return texts["a"], "a"
+    return None, None
+
+
+def _write_vote(cur: duckdb.DuckDBPyConnection, user: User, vote: Vote, key: str,
+                conversation_id: int | None, turn: int | None, prompt_id: int | None) -> int:
+    """Insert the preference row and everything said with it; returns the preference id."""
+    preference_id = cur.execute(
+        "INSERT INTO preferences (conversation_id, turn, prompt_id, candidate_a, candidate_b, outcome,"
+        " labeler_id, source, note, flags, idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " RETURNING id",
+        [conversation_id, turn, prompt_id, vote.candidate_a, vote.candidate_b, vote.outcome, user.id,
+         vote.source, vote.note, list(vote.flags), key]).fetchone()[0]
+    side_ids = {"a": vote.candidate_a, "b": vote.candidate_b}
+    for side, scores in vote.ratings.items():
+        for aspect, score in scores.items():
+            cur.execute("INSERT INTO ratings (candidate_id, user_id, aspect, score, preference_id)"
+                        " VALUES (?, ?, ?, ?, ?)", [side_ids[side], user.id, aspect, score, preference_id])
+    for side, up in vote.thumbs.items():
+        cur.execute("INSERT INTO thumbs (candidate_id, preference_id, user_id, up) VALUES (?, ?, ?, ?)",
+                    [side_ids[side], preference_id, user.id, bool(up)])
+    if vote.gold_text:
+        cur.execute("INSERT INTO gold_answers (preference_id, candidate_id, user_id, text) VALUES (?, ?, ?, ?)",
+                    [preference_id, side_ids.get(vote.gold_side or ""), user.id, vote.gold_text])
+    return preference_id
+
+
+def record_vote(db: Database, user: User, vote: Vote) -> VoteReceipt:
+    """Validate and store a vote with its ratings, thumbs, gold edit, note and flags in one transaction."""
+    vote = _validate_vote(vote, {a["name"] for a in active_aspects(db)})
+    key = vote.idempotency_key or f"{vote.source}:{user.id}:{vote.candidate_a}:{vote.candidate_b}"
+    existing = _receipt_for_key(db, key)
+    if existing is not None:
+        return existing
+    try:
+        return _insert_vote(db, user, vote, key)
+    except duckdb.ConstraintException:
+        # A concurrent identical submission won the race on the unique key: return its receipt.
+        existing = _receipt_for_key(db, key)
+        if existing is None:
+            raise
+        return existing
+
+
+def _receipt_for_key(db: Database, key: str) -> VoteReceipt | None:
+    row = db.cursor().execute(
+        "SELECT p.id, m.content FROM preferences p LEFT JOIN messages m ON m.conversation_id = p.conversation_id"
+        " AND m.turn = p.turn AND m.role = 'assistant' WHERE p.idempotency_key = ?", [key]).fetchone()
+    return None if row is None else VoteReceipt(row[0], False, row[1])
+
+
+def _insert_vote(db: Database, user: User, vote: Vote, key: str) -> VoteReceipt:
+    with db.transaction() as cur:
+        rows = cur.execute("SELECT id, conversation_id, turn, prompt_id, text, redacted_at FROM candidates"
+                           " WHERE id IN (?, ?)", [vote.candidate_a, vote.candidate_b]).fetchall()
+        found = {r[0]: r for r in rows}
+        for cid in (vote.candidate_a, vote.candidate_b):
+            if cid not in found or found[cid][5] is not None:
+                raise NotFound(f"Candidate {cid} does not exist (or was deleted)", hint="generate a new pair")
+        a, b = found[vote.candidate_a], found[vote.candidate_b]
+        if (a[1], a[2]) != (b[1], b[2]):
+            raise ValidationError("The two candidates answer different turns", hint="vote on one pair at a time")
+        conversation_id, turn, prompt_id = a[1], a[2], a[3]
+        if conversation_id is not None:
+            _own_conversation(cur, conversation_id, user)
+            taken = cur.execute("SELECT count(*) FROM messages WHERE conversation_id = ? AND turn = ?",
+                                [conversation_id, turn]).fetchone()[0]
+            if taken:
+                raise Conflict("This turn already has an accepted answer",
+                               hint="undo the last vote first if you want to change it")
+        preference_id = _write_vote(cur, user, vote, key, conversation_id, turn, prompt_id)
+        side_ids = {"a": vote.candidate_a, "b": vote.candidate_b}
+        text, side = _continuation(vote, {"a": a[4], "b": b[4]})
+        if conversation_id is not None and text is not None:
+            cur.execute("INSERT INTO messages (conversation_id, turn, role, content, candidate_id)"
+                        " VALUES (?, ?, 'assistant', ?, ?)",
+                        [conversation_id, turn, text, side_ids.get(side or "")])
+        if prompt_id is not None:
+            cur.execute("UPDATE assignments SET status = 'done', finished_at = now()"
+                        " WHERE prompt_id = ? AND user_id = ?", [prompt_id, user.id])
+    return VoteReceipt(preference_id, True, text)
+
+
+def undo_last_vote(db: Database, user: User) -> dict[str, Any]:
+    """Retract the labeler's most recent vote (kept for the record, ignored by builders) and reopen its turn."""
+    with db.transaction() as cur:
+        row = cur.execute(
+            "SELECT id, conversation_id, turn, prompt_id, candidate_a, candidate_b FROM preferences"
+            " WHERE labeler_id = ? AND retracted_at IS NULL AND redacted_at IS NULL ORDER BY id DESC LIMIT 1",
+            [user.id]).fetchone()
+        if row is None:
+            raise NotFound("You have no vote to undo", hint="vote first")
+        preference_id, conversation_id, turn, prompt_id, cand_a, cand_b = row
+        if conversation_id is not None:
+            later = cur.execute("SELECT count(*) FROM messages WHERE conversation_id = ? AND turn > ?",
+                                [conversation_id, turn]).fetchone()[0]
+            if later:
+                raise Conflict("The conversation already went on after that vote",
+                               hint="undo works until you send the next message")
+            cur.execute("DELETE FROM messages WHERE conversation_id = ? AND turn = ? AND role = 'assistant'",
+                        [conversation_id, turn])
+        cur.execute("UPDATE preferences SET retracted_at = now(), idempotency_key = NULL WHERE id = ?",
+                    [preference_id])
+        if prompt_id is not None:
+            cur.execute("UPDATE assignments SET status = 'served', finished_at = NULL"
+                        " WHERE prompt_id = ? AND user_id = ?", [prompt_id, user.id])
+        cur.execute("INSERT INTO audit_log (user_id, action, target_table, target_id) VALUES (?, 'undo', 'preferences', ?)",
+                    [user.id, preference_id])
+    return {"preference_id": preference_id, "conversation_id": conversation_id, "turn": turn,
+            "candidate_a": cand_a, "candidate_b": cand_b}
+
+
+def submit_labeled_pair(db: Database, user: User, prompt: str, answer_a: str, answer_b: str,
+                        vote: Vote) -> VoteReceipt:
+    """A pair labeled outside the chat (REST API, scripts): prompt, both answers and the vote at once.
+
+    ``vote.candidate_a/b`` are ignored: the candidates are created here, in the same transaction.
+    """
+    prompt = clean_text(prompt, "prompt")
+    answers = [clean_text(answer_a, "answer_a"), clean_text(answer_b, "answer_b")]
+    vote = _validate_vote(Vote(**{**vote.__dict__, "candidate_a": -1, "candidate_b": -2}),
+                          {a["name"] for a in active_aspects(db)})
+    if vote.idempotency_key:
+        existing = _receipt_for_key(db, vote.idempotency_key)
+        if existing is not None:
+            return existing
+    try:
+        with db.transaction() as cur:
+            prompt_id = cur.execute("INSERT INTO prompts (text, source) VALUES (?, ?) RETURNING id",
+                                    [prompt, vote.source]).fetchone()[0]
+            ids = [cur.execute("INSERT INTO candidates (prompt_id, text) VALUES (?, ?) RETURNING id",
+                               [prompt_id, text]).fetchone()[0] for text in answers]
+            vote = Vote(**{**vote.__dict__, "candidate_a": ids[0], "candidate_b": ids[1]})
+            key = vote.idempotency_key or f"{vote.source}:{user.id}:{ids[0]}:{ids[1]}"
+            preference_id = _write_vote(cur, user, vote, key, None, None, prompt_id)
+    except duckdb.ConstraintException:
+        existing = _receipt_for_key(db, vote.idempotency_key or "")
+        if existing is None:
+            raise
+        return existing
+    return VoteReceipt(preference_id, True, None)
