@@ -5,7 +5,6 @@ Thin: request parsing and error mapping only; rules live in core. Every error is
 """
 from __future__ import annotations
 
-import base64
 from typing import Any, Callable
 
 from fastapi import FastAPI, Request
@@ -15,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.auth import basic_credentials
 from core import __version__
 from core.errors import PayloadTooLarge, PermissionDenied, StudioError
 from core.feedback import Feedback, record_feedback
@@ -88,17 +88,6 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
-def _basic_credentials(request: Request) -> tuple[str | None, str | None]:
-    header = request.headers.get("authorization", "")
-    if not header.lower().startswith("basic "):
-        return None, None
-    try:
-        name, _, password = base64.b64decode(header[6:]).decode("utf-8").partition(":")
-    except (ValueError, UnicodeDecodeError):
-        return None, None
-    return name, password
-
-
 def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp:
     api = FastAPI(title="RLHF Studio API", version=__version__, docs_url="/docs", openapi_url="/openapi.json")
 
@@ -134,7 +123,7 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
         studio = get_studio()
         directory = studio.directory
         if directory.team_mode:
-            name, password = _basic_credentials(request)
+            name, password = basic_credentials(request.headers.get("authorization", ""))
             if name is None or not directory.authenticate(name, password or ""):
                 raise PermissionDenied("Team mode: send your account with HTTP Basic auth",
                                        hint="curl -u name:password ...", code="unauthorized")

@@ -1,63 +1,282 @@
-"""The Gradio app mounted at ``/label``: chat with the policy (labeling arrives with issue 3)."""
-from __future__ import annotations
+"""The Gradio app mounted at ``/label``: chat with a policy, see two candidates, vote, rate, edit.
 
+Thin: every rule lives in core (labeling, queue, identity, generate); this module only wires widgets.
+A turn: the labeler sends a message -> two candidates stream side by side from ONE batched generate
+call -> the labeler picks A / B / tie / both bad (keys 1-4), optionally with ratings, thumbs, a gold
+edit, flags and a note -> the vote is committed -> the picked (or edited) answer continues the chat.
+"""
+import uuid
 from typing import Any, Callable, Iterator
 
 import gradio as gr
 
 from app.forms import build_config, components_for
 from core.errors import StudioError
-from core.generate import SamplingParams, stream_chat
+from core.generate import SamplingParams, stream_pair
+from core.labeling import (FLAGS, OUTCOME_LABELS, CandidateIn, Vote, active_aspects, add_user_message,
+                           history, new_conversation, record_vote, save_pair, undo_last_vote)
+from core import queue as prompt_queue
 from core.studio import Studio
 
-CSS = ".studio-header {margin-bottom: 0.5rem}"
+FREE_CHAT = "Free chat"
+THUMBS = ["👍", "👎"]
+SCORES = ["1", "2", "3", "4", "5"]
+CSS = """
+.studio-header {margin-bottom: 0.25rem}
+.candidate {min-height: 8rem}
+#vote-row button {font-weight: 600}
+"""
+# Keys 1-4 vote, u undoes: only when the focus is not in a text field.
+HEAD = """<script>
+document.addEventListener('keydown', (e) => {
+  const t = e.target; if (t && (t.tagName === 'TEXTAREA' || t.tagName === 'INPUT')) return;
+  const ids = {'1': 'vote-a', '2': 'vote-b', '3': 'vote-tie', '4': 'vote-both_bad', 'u': 'undo-vote'};
+  const id = ids[e.key]; if (!id) return;
+  const root = document.querySelector('gradio-app') || document;
+  const el = (root.shadowRoot || root).querySelector('#' + id) || document.getElementById(id);
+  if (el) { e.preventDefault(); el.click(); }
+});
+</script>"""
 
 
-def _text(content: Any) -> str:
-    """Gradio 6 message content is a string or a list of parts; the model needs plain text."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
-    if isinstance(content, dict):
-        return str(content.get("text", ""))
-    return str(content)
+def empty_state() -> dict[str, Any]:
+    return {"conversation_id": None, "turn": None, "candidates": None, "prompt_id": None}
 
 
-def to_messages(message: str, history: list[dict[str, Any]]) -> list[dict[str, str]]:
-    turns = [{"role": m["role"], "content": _text(m["content"])} for m in history
-             if m.get("role") in ("user", "assistant")]
-    return turns + [{"role": "user", "content": message}]
+def _user(studio: Studio, request: gr.Request | None):
+    return studio.directory.user(getattr(request, "username", None) if request else None)
 
 
-def create_chat_tab(get_studio: Callable[[], Studio]) -> None:
-    """Chat with the base policy; answers stream token by token."""
+def create_label_tab(get_studio: Callable[[], Studio]) -> None:
+    """Chat-and-label tab: one function builds the widgets and wires them to core."""
+    studio = get_studio()
+    aspects = [a["name"] for a in active_aspects(studio.db)]
+    state = gr.State(empty_state())
 
-    def respond(message: str, history: list[dict[str, Any]], *sampling_values: Any) -> Iterator[str]:
-        if not message or not message.strip():
+    with gr.Row():
+        with gr.Column(scale=4):
+            with gr.Row():
+                queue_pick = gr.Dropdown(label="Prompt source", choices=[FREE_CHAT], value=FREE_CHAT, scale=2)
+                next_btn = gr.Button("Next prompt", scale=1)
+                skip_btn = gr.Button("Skip", scale=1)
+                new_chat_btn = gr.Button("New chat", scale=1)
+            progress_md = gr.Markdown("")
+            chatbot = gr.Chatbot(label="Conversation", height=320)
+            with gr.Row(equal_height=True):
+                with gr.Column():
+                    gr.Markdown("**Answer A**")
+                    cand_a = gr.Markdown(value="", elem_classes="candidate", container=True, elem_id="cand-a")
+                with gr.Column():
+                    gr.Markdown("**Answer B**")
+                    cand_b = gr.Markdown(value="", elem_classes="candidate", container=True, elem_id="cand-b")
+            with gr.Row(elem_id="vote-row"):
+                vote_buttons = {o: gr.Button(f"{OUTCOME_LABELS[o]}  [{i}]", elem_id=f"vote-{o}",
+                                             variant="primary" if o in ("a", "b") else "secondary")
+                                for i, o in enumerate(OUTCOME_LABELS, 1)}
+                undo_btn = gr.Button("↩ Undo last vote  [u]", elem_id="undo-vote", variant="secondary", size="sm")
+            status = gr.Markdown("", elem_id="save-status")
+            with gr.Accordion("Ratings, thumbs, flags, note and gold edit (optional)", open=False):
+                rating_inputs = []
+                for aspect in aspects:
+                    with gr.Row():
+                        rating_inputs.append(gr.Radio(SCORES, label=f"{aspect} · A"))
+                        rating_inputs.append(gr.Radio(SCORES, label=f"{aspect} · B"))
+                with gr.Row():
+                    thumbs_a = gr.Radio(THUMBS, label="Thumbs · A")
+                    thumbs_b = gr.Radio(THUMBS, label="Thumbs · B")
+                flags = gr.CheckboxGroup(list(FLAGS), label="Flags")
+                note = gr.Textbox(label="Note", lines=1)
+                with gr.Row():
+                    edit_a = gr.Button("Edit A into gold")
+                    edit_b = gr.Button("Edit B into gold")
+                gold_side = gr.State(None)
+                gold = gr.Textbox(label="Gold answer (continues the conversation)", lines=4)
+            with gr.Row():
+                message = gr.Textbox(placeholder="Write a message… (Enter to send)", show_label=False,
+                                     scale=6, max_lines=8)
+                send_btn = gr.Button("Send", variant="primary", scale=1)
+                regen_btn = gr.Button("Regenerate pair", scale=1)
+            with gr.Accordion("Sampling settings", open=False):
+                sampling_inputs = components_for(SamplingParams)
+        with gr.Column(scale=2):
+            with gr.Accordion("Guidelines", open=True):
+                guidelines_md = gr.Markdown(prompt_queue.guidelines(studio.db))
+
+    feedback_inputs = [*rating_inputs, thumbs_a, thumbs_b, flags, note, gold, gold_side]
+    clear_feedback = [gr.update(value=None)] * (len(rating_inputs) + 2) + [[], "", "", None]
+
+    def chat_view(st: dict[str, Any]) -> list[dict[str, str]]:
+        return history(get_studio().db, st["conversation_id"]) if st["conversation_id"] else []
+
+    def generate(st: dict[str, Any], *sampling_values: Any) -> Iterator[tuple]:
+        """Stream a fresh pair for the open user turn and store it."""
+        s = get_studio()
+        sampling = build_config(SamplingParams, sampling_values).validate()
+        model, tokenizer = s.model()
+        messages = history(s.db, st["conversation_id"])
+        final = None
+        for update in stream_pair(model, tokenizer, messages, sampling):
+            final = update
+            yield update.text_a, update.text_b, gr.update()
+        ids = save_pair(s.db, st["conversation_id"], st["turn"], st["prompt_id"],
+                        CandidateIn(final.text_a, s.base_policy_id, final.latency_ms, final.new_tokens_a),
+                        CandidateIn(final.text_b, s.base_policy_id, final.latency_ms, final.new_tokens_b),
+                        sampling.to_dict(), final.truncated_tokens)
+        st["candidates"] = list(ids)
+        notice = (f"⚠️ Your message was longer than the model's context: the oldest "
+                  f"{final.truncated_tokens} tokens were left out of what the model saw."
+                  if final.truncated_tokens else "Pick the better answer (keys 1-4).")
+        yield final.text_a, final.text_b, notice
+
+    def send(text: str, st: dict[str, Any], request: gr.Request, *sampling_values: Any) -> Iterator[tuple]:
+        if not text or not text.strip():
             raise gr.Error("Type a message first: empty messages are not sent.")
+        if st["candidates"]:
+            raise gr.Error("Vote on the two answers first (or undo), then write the next message.")
         try:
-            sampling = build_config(SamplingParams, sampling_values)
-            model, tokenizer = get_studio().model()
-            yield from stream_chat(model, tokenizer, to_messages(message, history), sampling)
+            s = get_studio()
+            user = _user(s, request)
+            if st["conversation_id"] is None:
+                st["conversation_id"] = new_conversation(s.db, user, s.base_policy_id, st["prompt_id"])
+            st["turn"] = add_user_message(s.db, user, st["conversation_id"], text)
+            yield "", chat_view(st), "", "", "Generating two answers…", st
+            for a, b, note_text in generate(st, *sampling_values):
+                yield gr.update(), gr.update(), a, b, note_text, st
         except StudioError as exc:
             raise gr.Error(str(exc)) from exc
 
-    gr.ChatInterface(
-        respond,
-        chatbot=gr.Chatbot(height=480, label="Chat"),
-        textbox=gr.Textbox(placeholder="Ask the policy something…", submit_btn=True, scale=7),
-        additional_inputs=components_for(SamplingParams),
-        additional_inputs_accordion=gr.Accordion("Sampling settings", open=False, render=False),
-        fill_height=False,
-        api_name="chat",
-    )
+    def regenerate(st: dict[str, Any], request: gr.Request, *sampling_values: Any) -> Iterator[tuple]:
+        if st["conversation_id"] is None or st["turn"] is None:
+            raise gr.Error("Nothing to regenerate: send a message first.")
+        try:
+            _user(get_studio(), request)
+            st["candidates"] = None
+            for a, b, note_text in generate(st, *sampling_values):
+                yield a, b, note_text, st
+        except StudioError as exc:
+            raise gr.Error(str(exc)) from exc
+
+    def make_vote(outcome: str) -> Callable:
+        def vote(st: dict[str, Any], request: gr.Request, *values: Any) -> tuple:
+            if not st["candidates"]:
+                raise gr.Error("There is no pair to vote on yet: send a message first.")
+            *ratings, t_a, t_b, flag_values, note_text, gold_text, side = values
+            scores: dict[str, dict[str, int]] = {"a": {}, "b": {}}
+            for i, aspect in enumerate(aspects):
+                for j, s_name in enumerate(("a", "b")):
+                    if ratings[2 * i + j] is not None:
+                        scores[s_name][aspect] = int(ratings[2 * i + j])
+            thumbs = {k: v == THUMBS[0] for k, v in (("a", t_a), ("b", t_b)) if v}
+            try:
+                s = get_studio()
+                user = _user(s, request)
+                receipt = record_vote(s.db, user, Vote(
+                    candidate_a=st["candidates"][0], candidate_b=st["candidates"][1], outcome=outcome,
+                    ratings={k: v for k, v in scores.items() if v}, thumbs=thumbs, gold_text=gold_text or None,
+                    gold_side=side, note=note_text or None, flags=tuple(flag_values or ())))
+            except StudioError as exc:
+                raise gr.Error(str(exc)) from exc
+            saved = f"✅ Saved: **{OUTCOME_LABELS[outcome]}** (vote #{receipt.preference_id})" + \
+                ("" if receipt.created else " — already saved, not counted twice")
+            if receipt.continuation is None:
+                saved += ". Both bad and no gold answer: regenerate the pair or write a gold answer."
+                st["candidates"] = None
+                return (chat_view(st), "", "", saved, st, *clear_feedback)
+            st["candidates"] = None
+            if st["prompt_id"] is not None:
+                saved += " Press **Next prompt** for the next one."
+            return (chat_view(st), "", "", saved, st, *clear_feedback)
+        return vote
+
+    def undo(st: dict[str, Any], request: gr.Request) -> tuple:
+        try:
+            s = get_studio()
+            info = undo_last_vote(s.db, _user(s, request))
+            texts = {r["id"]: r["text"] for r in s.db.query(
+                "SELECT id, text FROM candidates WHERE id IN (?, ?)", [info["candidate_a"], info["candidate_b"]])}
+        except StudioError as exc:
+            raise gr.Error(str(exc)) from exc
+        st.update(conversation_id=info["conversation_id"], turn=info["turn"],
+                  candidates=[info["candidate_a"], info["candidate_b"]])
+        return (chat_view(st), texts.get(info["candidate_a"], ""), texts.get(info["candidate_b"], ""),
+                f"↩️ Vote #{info['preference_id']} undone: vote again.", st)
+
+    def refresh_queues() -> tuple:
+        names = [FREE_CHAT] + [q["name"] for q in prompt_queue.list_queues(get_studio().db)]
+        return gr.update(choices=names), prompt_queue.guidelines(get_studio().db)
+
+    def queue_id(name: str) -> int:
+        for q in prompt_queue.list_queues(get_studio().db):
+            if q["name"] == name:
+                return q["id"]
+        raise gr.Error("Pick a prompt queue first (Free chat has no queue).")
+
+    def progress_text(s: Studio, user, qid: int) -> str:
+        p = prompt_queue.progress(s.db, user, qid)
+        return (f"**{p['today']} / {p['daily_goal']} today** · {p['done']} of {p['prompts']} prompts "
+                f"in this queue done by you")
+
+    def next_item(name: str, st: dict[str, Any], request: gr.Request) -> tuple:
+        if st["candidates"]:
+            raise gr.Error("Vote on the current pair first (or skip it).")
+        try:
+            s = get_studio()
+            user = _user(s, request)
+            qid = queue_id(name)
+            item = prompt_queue.next_prompt(s.db, user, qid)
+            if item is None:
+                return "", empty_state(), [], "🎉 Nothing left for you in this queue.", progress_text(s, user, qid)
+            st = empty_state() | {"prompt_id": item["id"]}
+            return item["text"], st, [], "Press **Send** to get two answers.", progress_text(s, user, qid)
+        except StudioError as exc:
+            raise gr.Error(str(exc)) from exc
+
+    def skip(name: str, st: dict[str, Any], request: gr.Request) -> tuple:
+        if st["prompt_id"] is None:
+            raise gr.Error("Nothing to skip: take a prompt from a queue first.")
+        try:
+            s = get_studio()
+            prompt_queue.skip_prompt(s.db, _user(s, request), st["prompt_id"])
+        except StudioError as exc:
+            raise gr.Error(str(exc)) from exc
+        return next_item(name, empty_state(), request)
+
+    def new_chat() -> tuple:
+        return empty_state(), [], "", "", "", ""
+
+    sampling_and_state = [state, *sampling_inputs]
+    send_outputs = [message, chatbot, cand_a, cand_b, status, state]
+    for trigger in (send_btn.click, message.submit):
+        trigger(send, [message, *sampling_and_state], send_outputs, api_name="send" if trigger == send_btn.click
+                else False, concurrency_limit=2)
+    regen_btn.click(regenerate, sampling_and_state, [cand_a, cand_b, status, state], api_name="regenerate")
+    for outcome, button in vote_buttons.items():
+        button.click(make_vote(outcome), [state, *feedback_inputs],
+                     [chatbot, cand_a, cand_b, status, state, *feedback_inputs], api_name=f"vote_{outcome}")
+    undo_btn.click(undo, [state], [chatbot, cand_a, cand_b, status, state], api_name="undo")
+    edit_a.click(lambda st: (_candidate_text(get_studio(), st, 0), "a"), [state], [gold, gold_side])
+    edit_b.click(lambda st: (_candidate_text(get_studio(), st, 1), "b"), [state], [gold, gold_side])
+    next_btn.click(next_item, [queue_pick, state], [message, state, chatbot, status, progress_md],
+                   api_name="next_prompt")
+    skip_btn.click(skip, [queue_pick, state], [message, state, chatbot, status, progress_md], api_name="skip")
+    new_chat_btn.click(new_chat, None, [state, chatbot, cand_a, cand_b, status, message], api_name="new_chat")
+    queue_pick.focus(refresh_queues, None, [queue_pick, guidelines_md], api_name=False)
+    return queue_pick, guidelines_md, refresh_queues
+
+
+def _candidate_text(studio: Studio, st: dict[str, Any], index: int) -> str:
+    if not st["candidates"]:
+        raise gr.Error("There is no candidate to edit yet.")
+    return studio.db.scalar("SELECT text FROM candidates WHERE id = ?", [st["candidates"][index]]) or ""
 
 
 def create_label_app(get_studio: Callable[[], Studio]) -> gr.Blocks:
     with gr.Blocks(title="RLHF Studio · Label") as blocks:
-        gr.Markdown("## RLHF Studio — chat\nChat with the current policy. "
+        gr.Markdown("## RLHF Studio — label\nChat, compare two answers, pick the better one. "
                     "[Open the console](/) for data, training and settings.", elem_classes="studio-header")
-        with gr.Tab("Chat"):
-            create_chat_tab(get_studio)
+        if get_studio().settings.on_space and get_studio().directory.team_mode:
+            gr.LoginButton()  # Hugging Face OAuth on a Space: the login becomes the labeler's identity
+        with gr.Tab("Chat & label"):
+            queue_pick, guidelines_md, refresh = create_label_tab(get_studio)
+        blocks.load(refresh, None, [queue_pick, guidelines_md], api_name=False)
     return blocks

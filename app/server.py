@@ -11,10 +11,12 @@ from typing import Any, AsyncIterator
 
 import gradio as gr
 from fastapi import FastAPI
+from starlette.middleware import Middleware
 from starlette.routing import Mount
 
 from app.api import create_api
-from app.label import CSS, create_label_app
+from app.auth import ConsoleLogin
+from app.label import CSS, HEAD, create_label_app
 from core.studio import Studio, current
 
 CONSOLE_SCRIPT = Path(__file__).resolve().parent.parent / "pages" / "console.py"
@@ -24,8 +26,11 @@ def create_app(studio: Studio) -> Any:
     """The ASGI app serving every UI of ``studio``."""
     import streamlit as st  # imported late: Streamlit reads its config env vars at import
 
-    gradio_host = gr.mount_gradio_app(FastAPI(), create_label_app(current), path="/label",
-                                      css=CSS, footer_links=["api", "settings"], ssr_mode=False)
+    directory = studio.directory
+    team_login = directory.authenticate if directory.team_mode and directory.accounts else None
+    gradio_host = gr.mount_gradio_app(FastAPI(), create_label_app(current), path="/label", auth=team_login,
+                                      auth_message="Log in with your RLHF Studio team account.",
+                                      css=CSS, head=HEAD, footer_links=["api", "settings"], ssr_mode=False)
     gradio_app = next(r.app for r in gradio_host.routes if getattr(r, "path", None) == "/label")
 
     @asynccontextmanager
@@ -37,6 +42,7 @@ def create_app(studio: Studio) -> Any:
     return st.App(
         str(CONSOLE_SCRIPT),
         lifespan=lifespan,
+        middleware=[Middleware(ConsoleLogin, directory=directory)],
         routes=[
             Mount("/api", app=create_api(current, studio.settings.max_body_bytes)),
             Mount("/label", app=gradio_app),

@@ -51,7 +51,8 @@ def list_queues(db: Database) -> list[dict[str, Any]]:
         " count(a.prompt_id) FILTER (WHERE a.status = 'done') AS labels_done,"
         " count(a.prompt_id) FILTER (WHERE a.status = 'skipped') AS skips"
         " FROM queues q LEFT JOIN prompts p ON p.queue_id = q.id AND p.redacted_at IS NULL"
-        " LEFT JOIN assignments a ON a.prompt_id = p.id GROUP BY ALL ORDER BY q.id")
+        " LEFT JOIN assignments a ON a.prompt_id = p.id GROUP BY q.id, q.name, q.overlap, q.daily_goal"
+        " ORDER BY q.id")
 
 
 def parse_prompts(data: bytes | str, filename: str) -> list[str]:
