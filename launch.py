@@ -63,6 +63,8 @@ def prepare_model(settings: Settings) -> Path | str:
 
 
 def serve(settings: Settings) -> None:
+    import uvicorn
+
     from app.server import create_app
     from core.studio import open_studio
 
@@ -72,8 +74,9 @@ def serve(settings: Settings) -> None:
     print(f"RLHF Studio on http://{settings.host}:{settings.port}/  (labeling: /label/, API: /api/)",
           flush=True)
     try:
-        app.run(config={"server.address": settings.host, "server.port": settings.port,
-                        "client.toolbarMode": "minimal"})
+        # uvicorn directly (not app.run) so shutdown is bounded even while browsers keep connections open
+        uvicorn.run(app, host=settings.host, port=settings.port, timeout_graceful_shutdown=3,
+                    access_log=False, log_level="warning")
     finally:
         studio.close()
 

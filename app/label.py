@@ -56,7 +56,8 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> None:
     with gr.Row():
         with gr.Column(scale=4):
             with gr.Row():
-                queue_pick = gr.Dropdown(label="Prompt source", choices=[FREE_CHAT], value=FREE_CHAT, scale=2)
+                queue_pick = gr.Dropdown(label="Prompt source", value=FREE_CHAT, scale=2, choices=[FREE_CHAT] + [
+                    q["name"] for q in prompt_queue.list_queues(studio.db)])
                 next_btn = gr.Button("Next prompt", scale=1)
                 skip_btn = gr.Button("Skip", scale=1)
                 new_chat_btn = gr.Button("New chat", scale=1)

@@ -25,6 +25,9 @@ CONSOLE_SCRIPT = Path(__file__).resolve().parent.parent / "pages" / "console.py"
 def create_app(studio: Studio) -> Any:
     """The ASGI app serving every UI of ``studio``."""
     import streamlit as st  # imported late: Streamlit reads its config env vars at import
+    from streamlit import config as st_config
+
+    st_config.set_option("client.toolbarMode", "minimal")  # no "Deploy" button in a self-hosted studio
 
     directory = studio.directory
     team_login = directory.authenticate if directory.team_mode and directory.accounts else None

@@ -19,6 +19,7 @@ if studio.settings.storage_is_ephemeral:
 navigation = st.navigation({
     "Loop": [
         st.Page("data.py", title="Data", icon=":material/dataset:", default=True),
+        st.Page("labeling.py", title="Labeling setup", icon=":material/playlist_add_check:"),
         st.Page("train.py", title="Train", icon=":material/model_training:"),
         st.Page("runs.py", title="Runs", icon=":material/monitoring:"),
         st.Page("compare.py", title="Compare", icon=":material/compare:"),

@@ -1,27 +1,275 @@
-"""Data page: what has been collected so far."""
+"""Data page: what has been labeled, by whom, how far labelers agree; redaction and the audit log.
+
+Thin: every number comes from core.analytics, every change goes through core.moderation.
+"""
+from __future__ import annotations
+
+from typing import Any
+
 import pandas as pd
+import plotly.express as px
 import streamlit as st
 
+from core import analytics, moderation
+from core.errors import StudioError
 from core.studio import current
-from pages.common import not_yet_available
 
 studio = current()
+db = studio.db
+CACHE_SECONDS = 5
+OUTCOME_LABELS = {"a": "A better", "b": "B better", "tie": "Tie", "both_bad": "Both bad"}
+OUTCOME_COLORS = {"A better": "#4C78A8", "B better": "#F58518", "Tie": "#9D9D9D", "Both bad": "#E45756"}
+COUNT_LABELS = {"votes": "Votes", "ratings": "Ratings", "gold_edits": "Gold edits", "thumbs": "Thumbs"}
+
+
+@st.cache_data(ttl=CACHE_SECONDS, show_spinner=False)
+def overview(db_path: str) -> dict[str, Any]:
+    """Everything above the recent-items table, cached for a few seconds (keyed by database)."""
+    return {"summary": analytics.summary(db), "counts": analytics.counts_over_time(db),
+            "labelers": analytics.labeler_stats(db), "aspects": analytics.aspect_distributions(db),
+            "outcomes": analytics.outcome_distribution(db), "agreement": analytics.agreement_table(db)}
+
+
+def console_user() -> Any:
+    """The logged-in console user (None when unknown), from pages.common when it is available."""
+    try:
+        from pages.common import current_user
+    except ImportError:
+        current_user = None
+    if current_user is not None:
+        try:
+            return current_user()
+        except StudioError:
+            return None
+    if studio.settings.auth_mode == "local":
+        from core.identity import LOCAL_USER, ensure_user
+        return ensure_user(db, LOCAL_USER, "admin", "local")
+    return None
+
+
+def chart(fig) -> None:
+    fig.update_layout(margin=dict(l=10, r=10, t=40, b=10), height=320, legend_title_text="")
+    st.plotly_chart(fig, width="stretch")
+
+
+def show_error(exc: StudioError) -> None:
+    st.error(exc.message + (f" — {exc.hint}" if exc.hint else ""), icon=":material/error:")
+
+
 st.title("Data")
+data = overview(str(db.path))
+summary = data["summary"]
 
-TABLES = {"Preferences": "preferences", "Ratings": "ratings", "Scored feedback (API)": "feedback",
-          "Conversations": "conversations", "Prompts": "prompts"}
-columns = st.columns(len(TABLES))
-for column, (label, table) in zip(columns, TABLES.items()):
-    column.metric(label, studio.db.scalar(f"SELECT count(*) FROM {table}"))
+# ----------------------------------------------------------------------------- metrics
+cols = st.columns(7)
+cols[0].metric("Votes", summary["votes"], delta=f"{summary['votes_today']} today" if summary["votes_today"] else None,
+               help="Live preference votes: undone and redacted votes are not counted.")
+cols[1].metric("Ratings", summary["ratings"], help="Aspect ratings (1-5) given with live votes.")
+cols[2].metric("Labelers", summary["labelers"])
+cols[3].metric("Shared items", summary["overlapping_items"],
+               help="Prompts voted on by at least two labelers: the items agreement is measured on.")
+cols[4].metric("Gold edits", summary["gold_edits"])
+cols[5].metric("Thumbs", summary["thumbs"])
+cols[6].metric("API feedback", summary["scored_feedback"], help="Scored single answers sent to POST /api/feedback.")
+if summary["retracted"]:
+    st.caption(f"{summary['retracted']} undone vote(s) are kept for the record and left out everywhere below.")
 
+has_labels = summary["votes"] or summary["ratings"]
+if not has_labels:
+    st.info("No labels yet. Open the [labeling app](/label/) to vote on answers; charts, agreement and "
+            "the item table fill in as votes arrive.", icon=":material/how_to_vote:")
+else:
+    # ------------------------------------------------------------------------- activity charts
+    left, right = st.columns([3, 2])
+    with left:
+        counts = data["counts"].melt(id_vars="day", var_name="kind", value_name="count")
+        counts["kind"] = counts["kind"].map(COUNT_LABELS)
+        fig = px.bar(counts, x="day", y="count", color="kind", barmode="group", title="Labels per day")
+        fig.update_xaxes(title="", type="date", tickformat="%b %d")
+        fig.update_yaxes(title="")
+        chart(fig)
+    with right:
+        outcomes = data["outcomes"].assign(outcome=lambda f: f["outcome"].map(OUTCOME_LABELS))
+        fig = px.pie(outcomes, names="outcome", values="count", title="Outcomes (as clicked)", hole=0.45,
+                     color="outcome", color_discrete_map=OUTCOME_COLORS)
+        fig.update_traces(sort=False, textinfo="percent+value")
+        chart(fig)
+
+    left, right = st.columns(2)
+    with left:
+        labelers = data["labelers"]
+        per_labeler = labelers[["labeler", *analytics.OUTCOMES]].melt(
+            id_vars="labeler", var_name="outcome", value_name="count")
+        per_labeler["outcome"] = per_labeler["outcome"].map(OUTCOME_LABELS)
+        fig = px.bar(per_labeler, x="labeler", y="count", color="outcome", title="Votes per labeler",
+                     color_discrete_map=OUTCOME_COLORS)
+        fig.update_xaxes(title="", type="category")
+        fig.update_yaxes(title="")
+        chart(fig)
+    with right:
+        aspects = data["aspects"]
+        if aspects["count"].sum():
+            fig = px.bar(aspects, x="score", y="count", color="aspect", barmode="group",
+                         title="Rating distribution per aspect")
+            fig.update_xaxes(title="score", tickmode="array", tickvals=list(analytics.SCORES))
+            fig.update_yaxes(title="")
+            chart(fig)
+        else:
+            st.markdown("**Rating distribution per aspect**")
+            st.caption("No aspect ratings yet: labelers can rate each answer 1-5 per aspect when they vote.")
+
+    st.dataframe(
+        labelers.drop(columns=["labeler_id"]), hide_index=True, width="stretch",
+        column_config={
+            "labeler": "Labeler", "votes": "Votes", "today": "Today", "a": "A", "b": "B", "tie": "Tie",
+            "both_bad": "Both bad", "ratings": "Ratings",
+            "tie_share": st.column_config.ProgressColumn("Tie share", format="percent", min_value=0, max_value=1),
+            "both_bad_share": st.column_config.ProgressColumn("Both-bad share", format="percent",
+                                                              min_value=0, max_value=1),
+            "last_active": st.column_config.DatetimeColumn("Last active", format="YYYY-MM-DD HH:mm"),
+        })
+
+    # ------------------------------------------------------------------------- agreement
+    st.subheader("Agreement")
+    agreement = data["agreement"]
+    if not agreement["overlapping_items"].any():
+        st.info("No item has been labeled by two people yet, so agreement cannot be measured. Give a queue "
+                "an overlap of 2 or more so each prompt goes to several labelers.", icon=":material/group:")
+    else:
+        st.dataframe(
+            agreement, hide_index=True, width="stretch",
+            column_config={
+                "measure": "Measure", "level": "Level",
+                "overlapping_items": st.column_config.NumberColumn(
+                    "Overlapping items", help="Items (or answers, for aspects) labeled by at least two people"),
+                "labels": st.column_config.NumberColumn("Labels", help="Labels on those items"),
+                "pairwise_agreement": st.column_config.NumberColumn(
+                    "Pairwise agreement", format="percent", help="Share of labeler pairs that gave the same label"),
+                "alpha": st.column_config.NumberColumn("Krippendorff's α", format="%.2f"),
+            })
+        st.caption(
+            "**Pairwise agreement** is how often two labelers gave exactly the same label to the same item; it "
+            "is inflated when one label dominates. **Krippendorff's α** corrects for that chance agreement: "
+            "1 = perfect, 0 = no better than chance, below 0 = systematic disagreement; ≥ 0.8 is usually "
+            "called reliable, below 0.67 tentative. Outcome is nominal (a / b / tie / both bad; swapped "
+            "pairs are aligned); aspects are ordinal 1-5, so near misses count less than far ones. Empty α: "
+            "not enough overlap or no variation at all. Aspect ratings are compared per shared answer, "
+            "otherwise per prompt and side (different answers: a lower bound).")
+
+        measures = agreement.loc[agreement["overlapping_items"] > 0, "measure"].tolist()
+        measure = st.selectbox("Labeler-pair agreement on", measures, key="pair_measure") if len(measures) > 1 \
+            else measures[0]
+        pairs = analytics.labeler_pair_agreement(db, measure)
+        if len(analytics.pair_matrix(pairs)) >= 2 and pairs["items"].any():
+            matrix = analytics.pair_matrix(pairs)
+            shared = analytics.pair_matrix(pairs.assign(agreement=pairs["items"]))
+            fig = px.imshow(matrix, zmin=0, zmax=1, color_continuous_scale="RdYlGn", text_auto=".0%",
+                            aspect="auto", title=f"Labeler-pair agreement ({measure}); hover for shared items")
+            fig.update_traces(customdata=shared.values,
+                              hovertemplate="%{y} × %{x}<br>agreement %{z:.0%}<br>%{customdata} shared items"
+                                            "<extra></extra>")
+            fig.update_layout(coloraxis_colorbar=dict(title="", tickformat=".0%"))
+            fig.update_layout(height=max(260, 60 * len(matrix) + 120))
+            st.plotly_chart(fig, width="stretch")
+            st.caption("Exact-match share on the items both labelers labeled; blank: no shared items.")
+        else:
+            st.caption("The labeler-pair heatmap appears once two labelers share an item.")
+
+# ----------------------------------------------------------------------------- recent items
+st.subheader("Recent items")
+options = analytics.filter_options(db)
+row1 = st.columns([2, 2, 2, 2, 3])
+labeler_names = {name: labeler_id for labeler_id, name in options["labelers"]}
+labeler = row1[0].selectbox("Labeler", ["All", *labeler_names], key="f_labeler")
+outcome = row1[1].selectbox("Outcome", ["All", *analytics.OUTCOMES], key="f_outcome",
+                            format_func=lambda o: OUTCOME_LABELS.get(o, o))
+flag = row1[2].selectbox("Flag", ["All", *options["flags"]], key="f_flag")
+source = row1[3].selectbox("Source", ["All", *options["sources"]], key="f_source")
+days = row1[4].date_input("Dates", value=(), key="f_days", help="Pick a start and an end day")
+row2 = st.columns([4, 1])
+search = row2[0].text_input("Search", key="f_search", placeholder="text in the prompt, either answer or the note")
+limit = row2[1].number_input("Rows", min_value=10, max_value=2000, value=200, step=50, key="f_limit")
+
+days = list(days) if isinstance(days, (list, tuple)) else [days]
+items = analytics.recent_items(
+    db, labeler_id=labeler_names.get(labeler), outcome=None if outcome == "All" else outcome,
+    flag=None if flag == "All" else flag, source=None if source == "All" else source,
+    since=days[0] if days else None, until=days[-1] if days else None, search=search or None, limit=int(limit))
+if items.empty:
+    st.caption("No items match." if has_labels else "No votes yet.")
+else:
+    st.dataframe(
+        items.assign(outcome=items["outcome"].map(OUTCOME_LABELS)), hide_index=True, width="stretch",
+        column_config={
+            "preference_id": st.column_config.NumberColumn("Vote id", format="%d"),
+            "created_at": st.column_config.DatetimeColumn("Created", format="YYYY-MM-DD HH:mm"),
+            "labeler": "Labeler", "outcome": "Outcome",
+            "prompt": st.column_config.TextColumn("Prompt", width="medium"),
+            "answer_a": st.column_config.TextColumn("Answer A", width="medium"),
+            "answer_b": st.column_config.TextColumn("Answer B", width="medium"),
+            "ratings": "Ratings", "flags": "Flags", "note": "Note", "source": "Source",
+            "labeler_id": None,
+            "prompt_id": st.column_config.NumberColumn("Prompt id", format="%d"),
+            "conversation_id": st.column_config.NumberColumn("Conversation id", format="%d"),
+            "candidate_a": st.column_config.NumberColumn("Candidate A id", format="%d"),
+            "candidate_b": st.column_config.NumberColumn("Candidate B id", format="%d"),
+        })
+    st.caption(f"{len(items)} item(s), newest first. The ids are what the redaction form below takes.")
+
+# ----------------------------------------------------------------------------- redaction
+st.subheader("Redact an item")
+user = console_user()
+if user is None or not getattr(user, "is_admin", False):
+    st.info("Admin only: ask an admin to redact an item.", icon=":material/lock:")
+else:
+    done = st.session_state.pop("redaction_result", None)
+    if done is not None:
+        (st.success if done["redacted"] else st.info)(done["message"])
+    st.caption("Redaction deletes the text for good (it becomes “[redacted]”) and removes the item from "
+               "analytics and training data. The audit log records who, what and why, never the text.")
+    with st.form("redact", clear_on_submit=False):
+        c1, c2 = st.columns([1, 1])
+        kind = c1.selectbox("Kind", moderation.KINDS, help="vote (preference), prompt, answer (candidate) "
+                            "or a whole conversation; see the id columns of the table above")
+        item_id = c2.number_input("Id", min_value=1, step=1, value=None, placeholder="e.g. 12")
+        reason = st.text_input("Reason", placeholder="e.g. contains a phone number",
+                               max_chars=moderation.MAX_REASON_CHARS)
+        confirm = st.checkbox("I understand the text is deleted and cannot be restored")
+        submitted = st.form_submit_button("Redact", type="primary")
+    if submitted:
+        if item_id is None:
+            st.warning("Enter the id of the item to redact.")
+        elif not confirm:
+            st.warning("Tick the confirmation box first: redaction cannot be undone.")
+        else:
+            try:
+                result = moderation.redact_item(db, user.id, kind, int(item_id), reason)
+            except StudioError as exc:
+                show_error(exc)
+            else:
+                overview.clear()
+                st.session_state["redaction_result"] = {"redacted": result.redacted, "message": result.message}
+                st.rerun()
+
+with st.expander("Audit log"):
+    audit = moderation.audit_entries(db, limit=200)
+    if audit.empty:
+        st.caption("Nothing recorded yet: redactions, undos, imports and edits appear here.")
+    else:
+        st.dataframe(audit, hide_index=True, width="stretch",
+                     column_config={"id": None,
+                                    "created_at": st.column_config.DatetimeColumn("When", format="YYYY-MM-DD HH:mm"),
+                                    "user": "By", "action": "Action", "target_table": "Table",
+                                    "target_id": st.column_config.NumberColumn("Id", format="%d"),
+                                    "details": st.column_config.TextColumn("Details", width="large")})
+
+# ----------------------------------------------------------------------------- scored feedback
 st.subheader("Recent scored feedback")
-recent = studio.db.query("SELECT id, created_at, score, prompt, response, run_id, notes, source"
-                         " FROM feedback ORDER BY id DESC LIMIT 50")
+recent = db.query("SELECT id, created_at, score, prompt, response, run_id, notes, source"
+                  " FROM feedback ORDER BY id DESC LIMIT 50")
 if recent:
-    st.dataframe(pd.DataFrame(recent), hide_index=True, use_container_width=True)
+    st.dataframe(pd.DataFrame(recent), hide_index=True, width="stretch",
+                 column_config={"created_at": st.column_config.DatetimeColumn("created_at", format="YYYY-MM-DD HH:mm")})
 else:
     st.caption("No feedback yet. Send some with `POST /api/feedback` "
                '(`{"prompt": ..., "response": ..., "score": 0.8}`).')
-
-not_yet_available("Labeling analytics (counts over time, per-labeler progress, agreement, redaction)",
-                  "labeling issue")

@@ -1,0 +1,51 @@
+"""A person in a real browser (headless Chromium): chat, vote with the keyboard, see "saved"."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from storage.db import Database
+from tests.conftest import ROOT, Server
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def page():
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is missing: `make test` installs Debian's chromium package")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        yield browser.new_page(viewport={"width": 1400, "height": 1000})
+        browser.close()
+
+
+def test_labeler_chats_votes_with_the_keyboard_and_sees_saved(server: Server, page):
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.goto(server.url + "/label/")
+    page.get_by_placeholder("Write a message").fill("What is the capital of France?")
+    page.get_by_role("button", name="Send", exact=True).click()
+    page.wait_for_selector("text=Pick the better answer", timeout=120_000)
+    assert page.locator("#cand-a").inner_text().strip() and page.locator("#cand-b").inner_text().strip()
+    page.locator("body").click(position={"x": 5, "y": 5})  # focus outside the text box
+    page.keyboard.press("1")
+    page.wait_for_selector("text=Saved", timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / "label-voted.png"), full_page=True)
+    assert "A is better" in page.locator("#save-status").inner_text()
+    assert "Traceback" not in page.content()
+    page.goto(server.url + "/")
+    page.wait_for_selector("text=Recent items", timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / "console-data.png"), full_page=True)
+    assert "Traceback" not in page.content()
+    server.stop()
+    db = Database.in_data_dir(server.data_dir)
+    assert db.query("SELECT outcome, source FROM preferences") == [{"outcome": "a", "source": "chat"}]
+    db.close()

@@ -1,0 +1,128 @@
+"""The labeling app through the real server: streaming pair, vote, undo, queue; REST votes."""
+from __future__ import annotations
+
+import httpx
+import pytest
+from gradio_client import Client
+
+from core import queue as pq
+from core.identity import ensure_user
+from storage.db import Database
+from tests.conftest import Server, free_port
+
+NO_FEEDBACK = [None] * 8 + [[], "", ""]   # 6 ratings, 2 thumbs, flags, note, gold
+
+
+def feedback(helpfulness_a=None, thumbs_b=None, flags=(), note="", gold=""):
+    values = list(NO_FEEDBACK)
+    values[0], values[7], values[8], values[9], values[10] = helpfulness_a, thumbs_b, list(flags), note, gold
+    return values
+
+
+@pytest.fixture
+def queued_server(data_dir):
+    db = Database.in_data_dir(data_dir)
+    admin = ensure_user(db, "local", "admin", "local")
+    qid = pq.create_queue(db, admin, "team-queue", overlap=1, daily_goal=5)
+    pq.import_prompts(db, admin, qid, ["What is 2+2?", "Name a colour."], "test")
+    db.close()
+    srv = Server(data_dir, free_port()).start("--model", "tiny")
+    yield srv
+    srv.stop()
+
+
+def test_pair_streams_then_vote_is_committed_with_ratings(queued_server: Server):
+    client = Client(queued_server.url + "/label/", verbose=False)
+    job = client.submit("Tell me a joke", 0.7, 0.9, 10, api_name="/send")
+    updates = list(job)
+    message_box, chat, text_a, text_b, status = job.result()
+    assert len(updates) >= 3 and text_a and text_b and updates[0][0] == ""  # message box cleared at once
+    assert "Pick the better answer" in status
+    chat, a, b, status, *_ = client.predict(*feedback("5", "👎", ["off_topic"], "funny"), api_name="/vote_a")
+    assert "Saved" in status and "A is better" in status
+    assert chat[-1]["role"] == "assistant"
+    _, _, _, status = client.predict(api_name="/undo")[:4]
+    assert "undone" in status
+    chat, _, _, status, *_ = client.predict(*feedback(gold="A better answer."), api_name="/vote_both_bad")
+    assert "Saved" in status and chat[-1]["content"][0]["text"] == "A better answer."
+    client.close()
+    queued_server.stop()
+    db = Database.in_data_dir(queued_server.data_dir)
+    votes = db.query("SELECT outcome, note, flags, retracted_at IS NOT NULL AS undone FROM preferences ORDER BY id")
+    assert votes == [{"outcome": "a", "note": "funny", "flags": ["off_topic"], "undone": True},
+                     {"outcome": "both_bad", "note": None, "flags": [], "undone": False}]
+    assert db.query("SELECT aspect, score FROM ratings") == [{"aspect": "helpfulness", "score": 5.0}]
+    assert db.query("SELECT up FROM thumbs") == [{"up": False}]
+    assert db.scalar("SELECT text FROM gold_answers") == "A better answer."
+    sampling = db.query("SELECT sampling->>'max_new_tokens' AS n, latency_ms > 0 AS timed FROM candidates")
+    assert sampling == [{"n": "10", "timed": True}] * 2
+    db.close()
+
+
+def test_queue_serves_prompts_and_counts_progress(queued_server: Server):
+    client = Client(queued_server.url + "/label/", verbose=False)
+    text, chat, status, progress = client.predict("team-queue", api_name="/next_prompt")
+    assert text == "What is 2+2?" and "0 / 5 today" in progress
+    client.predict(text, 0.7, 0.9, 6, api_name="/send")
+    client.predict(*feedback(), api_name="/vote_b")
+    text, _, _, progress = client.predict("team-queue", api_name="/next_prompt")
+    assert text == "Name a colour." and "1 / 5 today" in progress
+    text, _, status, _ = client.predict("team-queue", api_name="/skip")
+    assert text == "" and "Nothing left" in status
+    client.close()
+
+
+def test_empty_message_and_vote_without_pair_are_refused(queued_server: Server):
+    client = Client(queued_server.url + "/label/", verbose=False)
+    with pytest.raises(Exception, match="empty messages are not sent"):
+        client.predict("   ", 0.7, 0.9, 6, api_name="/send")
+    with pytest.raises(Exception, match="no pair to vote on"):
+        client.predict(*feedback(), api_name="/vote_a")
+    client.close()
+
+
+def test_rest_votes_are_idempotent_and_validated(queued_server: Server):
+    body = {"prompt": "p", "answer_a": "x", "answer_b": "y", "outcome": "tie", "labeler": "bot",
+            "idempotency_key": "req-1", "ratings": {"b": {"honesty": 4}}}
+    first = httpx.post(queued_server.url + "/api/votes", json=body, timeout=10)
+    again = httpx.post(queued_server.url + "/api/votes", json=body, timeout=10)
+    assert first.status_code == again.status_code == 201
+    assert first.json()["id"] == again.json()["id"] and again.json()["created"] is False
+    bad = httpx.post(queued_server.url + "/api/votes", json={**body, "outcome": "c", "idempotency_key": "2"},
+                     timeout=10)
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_input"
+    queued_server.stop()
+    db = Database.in_data_dir(queued_server.data_dir)
+    assert db.scalar("SELECT count(*) FROM preferences") == 1
+    db.close()
+
+
+def test_team_mode_requires_login_everywhere(tmp_path):
+    users = tmp_path / "users.txt"
+    users.write_text("ada:pw-ada:admin\nbob:pw-bob:labeler\n")
+    srv = Server(tmp_path / "data", free_port())
+    import os
+    os.environ["STUDIO_AUTH_MODE"], os.environ["STUDIO_USERS_FILE"] = "team", str(users)
+    try:
+        srv.start("--model", "tiny")
+    finally:
+        del os.environ["STUDIO_AUTH_MODE"], os.environ["STUDIO_USERS_FILE"]
+    try:
+        assert httpx.get(srv.url + "/", timeout=10).status_code == 401
+        assert httpx.get(srv.url + "/", auth=("ada", "pw-ada"), timeout=10).status_code == 200
+        body = {"prompt": "p", "answer_a": "x", "answer_b": "y", "outcome": "a"}
+        assert httpx.post(srv.url + "/api/votes", json=body, timeout=10).status_code == 403
+        assert httpx.post(srv.url + "/api/votes", json=body, auth=("bob", "wrong"), timeout=10).status_code == 403
+        assert httpx.post(srv.url + "/api/votes", json=body, auth=("bob", "pw-bob"), timeout=10).status_code == 201
+        with pytest.raises(Exception):
+            Client(srv.url + "/label/", verbose=False)  # the Gradio app wants a login first
+        client = Client(srv.url + "/label/", auth=("bob", "pw-bob"), verbose=False)
+        client.predict("hi", 0.7, 0.9, 4, api_name="/send")
+        assert "Saved" in client.predict(*feedback(), api_name="/vote_a")[3]
+        client.close()
+    finally:
+        srv.stop()
+    db = Database.in_data_dir(srv.data_dir)
+    assert db.query("SELECT u.name FROM preferences p JOIN users u ON u.id = p.labeler_id ORDER BY p.id") == \
+        [{"name": "bob"}, {"name": "bob"}]
+    db.close()
