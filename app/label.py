@@ -16,9 +16,11 @@ from core.generate import SamplingParams, stream_pair
 from core.labeling import (FLAGS, OUTCOME_LABELS, CandidateIn, Vote, active_aspects, add_user_message,
                            history, new_conversation, record_vote, save_pair, undo_last_vote)
 from core import queue as prompt_queue
+from core.policies import BASE_POLICY, servable_policies
 from core.studio import Studio
 
 FREE_CHAT = "Free chat"
+SAME_POLICY = "(same policy: two samples)"
 THUMBS = ["👍", "👎"]
 SCORES = ["1", "2", "3", "4", "5"]
 CSS = """
@@ -61,6 +63,12 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> None:
                 next_btn = gr.Button("Next prompt", scale=1)
                 skip_btn = gr.Button("Skip", scale=1)
                 new_chat_btn = gr.Button("New chat", scale=1)
+            policy_names = [p["name"] for p in servable_policies(studio.db)]
+            with gr.Row():
+                policy_a = gr.Dropdown(policy_names, value=BASE_POLICY, label="Policy",
+                                       info="the version that answers (both candidates are its samples)")
+                policy_b = gr.Dropdown([SAME_POLICY] + policy_names, value=SAME_POLICY, label="Compare with",
+                                       info="pick another version to get one answer from each")
             progress_md = gr.Markdown("")
             chatbot = gr.Chatbot(label="Conversation", height=320)
             with gr.Row(equal_height=True):
@@ -109,19 +117,20 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> None:
     def chat_view(st: dict[str, Any]) -> list[dict[str, str]]:
         return history(get_studio().db, st["conversation_id"]) if st["conversation_id"] else []
 
-    def generate(st: dict[str, Any], *sampling_values: Any) -> Iterator[tuple]:
+    def generate(st: dict[str, Any], name_a: str, name_b: str, *sampling_values: Any) -> Iterator[tuple]:
         """Stream a fresh pair for the open user turn and store it."""
         s = get_studio()
         sampling = build_config(SamplingParams, sampling_values).validate()
+        rows, (id_a, id_b) = s.adapter_rows(name_a, name_a if name_b in (SAME_POLICY, None) else name_b)
         model, tokenizer = s.model()
         messages = history(s.db, st["conversation_id"])
         final = None
-        for update in stream_pair(model, tokenizer, messages, sampling):
+        for update in stream_pair(model, tokenizer, messages, sampling, adapter_names=rows):
             final = update
             yield update.text_a, update.text_b, gr.update()
         ids = save_pair(s.db, st["conversation_id"], st["turn"], st["prompt_id"],
-                        CandidateIn(final.text_a, s.base_policy_id, final.latency_ms, final.new_tokens_a),
-                        CandidateIn(final.text_b, s.base_policy_id, final.latency_ms, final.new_tokens_b),
+                        CandidateIn(final.text_a, id_a, final.latency_ms, final.new_tokens_a),
+                        CandidateIn(final.text_b, id_b, final.latency_ms, final.new_tokens_b),
                         sampling.to_dict(), final.truncated_tokens)
         st["candidates"] = list(ids)
         notice = (f"⚠️ Your message was longer than the model's context: the oldest "
@@ -129,7 +138,8 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> None:
                   if final.truncated_tokens else "Pick the better answer (keys 1-4).")
         yield final.text_a, final.text_b, notice
 
-    def send(text: str, st: dict[str, Any], request: gr.Request, *sampling_values: Any) -> Iterator[tuple]:
+    def send(text: str, st: dict[str, Any], name_a: str, name_b: str, request: gr.Request,
+             *sampling_values: Any) -> Iterator[tuple]:
         if not text or not text.strip():
             raise gr.Error("Type a message first: empty messages are not sent.")
         if st["candidates"]:
@@ -141,18 +151,19 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> None:
                 st["conversation_id"] = new_conversation(s.db, user, s.base_policy_id, st["prompt_id"])
             st["turn"] = add_user_message(s.db, user, st["conversation_id"], text)
             yield "", chat_view(st), "", "", "Generating two answers…", st
-            for a, b, note_text in generate(st, *sampling_values):
+            for a, b, note_text in generate(st, name_a, name_b, *sampling_values):
                 yield gr.update(), gr.update(), a, b, note_text, st
         except StudioError as exc:
             raise gr.Error(str(exc)) from exc
 
-    def regenerate(st: dict[str, Any], request: gr.Request, *sampling_values: Any) -> Iterator[tuple]:
+    def regenerate(st: dict[str, Any], name_a: str, name_b: str, request: gr.Request,
+                   *sampling_values: Any) -> Iterator[tuple]:
         if st["conversation_id"] is None or st["turn"] is None:
             raise gr.Error("Nothing to regenerate: send a message first.")
         try:
             _user(get_studio(), request)
             st["candidates"] = None
-            for a, b, note_text in generate(st, *sampling_values):
+            for a, b, note_text in generate(st, name_a, name_b, *sampling_values):
                 yield a, b, note_text, st
         except StudioError as exc:
             raise gr.Error(str(exc)) from exc
@@ -202,9 +213,13 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> None:
         return (chat_view(st), texts.get(info["candidate_a"], ""), texts.get(info["candidate_b"], ""),
                 f"↩️ Vote #{info['preference_id']} undone: vote again.", st)
 
-    def refresh_queues() -> tuple:
-        names = [FREE_CHAT] + [q["name"] for q in prompt_queue.list_queues(get_studio().db)]
-        return gr.update(choices=names), prompt_queue.guidelines(get_studio().db)
+    def refresh() -> tuple:
+        """On page load: queues, guidelines and policy versions added since the app was built."""
+        db = get_studio().db
+        names = [FREE_CHAT] + [q["name"] for q in prompt_queue.list_queues(db)]
+        policies = [p["name"] for p in servable_policies(db)]
+        return (gr.update(choices=names), prompt_queue.guidelines(db), gr.update(choices=policies),
+                gr.update(choices=[SAME_POLICY] + policies))
 
     def queue_id(name: str) -> int:
         for q in prompt_queue.list_queues(get_studio().db):
@@ -245,7 +260,7 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> None:
     def new_chat() -> tuple:
         return empty_state(), [], "", "", "", ""
 
-    sampling_and_state = [state, *sampling_inputs]
+    sampling_and_state = [state, policy_a, policy_b, *sampling_inputs]
     send_outputs = [message, chatbot, cand_a, cand_b, status, state]
     for trigger in (send_btn.click, message.submit):
         trigger(send, [message, *sampling_and_state], send_outputs, api_name="send" if trigger == send_btn.click
@@ -261,8 +276,7 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> None:
                    api_name="next_prompt")
     skip_btn.click(skip, [queue_pick, state], [message, state, chatbot, status, progress_md], api_name="skip")
     new_chat_btn.click(new_chat, None, [state, chatbot, cand_a, cand_b, status, message], api_name="new_chat")
-    queue_pick.focus(refresh_queues, None, [queue_pick, guidelines_md], api_name=False)
-    return queue_pick, guidelines_md, refresh_queues
+    return refresh, [queue_pick, guidelines_md, policy_a, policy_b]
 
 
 def _candidate_text(studio: Studio, st: dict[str, Any], index: int) -> str:
@@ -278,6 +292,6 @@ def create_label_app(get_studio: Callable[[], Studio]) -> gr.Blocks:
         if get_studio().settings.on_space and get_studio().directory.team_mode:
             gr.LoginButton()  # Hugging Face OAuth on a Space: the login becomes the labeler's identity
         with gr.Tab("Chat & label"):
-            queue_pick, guidelines_md, refresh = create_label_tab(get_studio)
-        blocks.load(refresh, None, [queue_pick, guidelines_md], api_name=False)
+            refresh, refreshed = create_label_tab(get_studio)
+        blocks.load(refresh, None, refreshed, api_name=False)
     return blocks

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from core.errors import NotFound
 from storage.db import Database
 
 BASE_POLICY = "base"
@@ -34,3 +35,30 @@ def list_policies(db: Database, include_deleted: bool = False) -> list[dict[str,
         for key in ("created_at", "deleted_at"):
             row[key] = row[key].isoformat() if row[key] else None
     return rows
+
+
+def register_policy(db: Database, name: str, parent_id: int | None, base_model: str, algorithm: str,
+                    adapter_path: str | None, data_hash: str | None = None,
+                    config: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None,
+                    job_id: int | None = None) -> int:
+    """Add a trained version (v1, v2, ...) to the registry; its adapter is served by hot-swap."""
+    with db.transaction() as cur:
+        return cur.execute(
+            "INSERT INTO policies (name, parent_id, base_model, algorithm, adapter_path, data_hash, config,"
+            " metrics, job_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            [name, parent_id, base_model, algorithm, adapter_path, data_hash,
+             json.dumps(config) if config is not None else None,
+             json.dumps(metrics) if metrics is not None else None, job_id]).fetchone()[0]
+
+
+def servable_policies(db: Database) -> list[dict[str, Any]]:
+    """Policies people can chat with: the base and every live version that has an adapter."""
+    return db.query("SELECT id, name, adapter_path FROM policies WHERE deleted_at IS NULL"
+                    " AND (name = ? OR adapter_path IS NOT NULL) ORDER BY id", [BASE_POLICY])
+
+
+def get_policy(db: Database, name: str) -> dict[str, Any]:
+    rows = db.query("SELECT id, name, adapter_path, deleted_at FROM policies WHERE name = ?", [name])
+    if not rows or rows[0]["deleted_at"] is not None:
+        raise NotFound(f"Policy {name!r} does not exist (or was deleted)", hint="pick another policy version")
+    return rows[0]

@@ -16,7 +16,7 @@ from core.errors import ModelError, StudioError
 from core.hardware import HardwareProfile, detect_hardware
 from core.identity import Directory
 from core.models import load_model
-from core.policies import ensure_base_policy
+from core.policies import ensure_base_policy, get_policy
 from storage.db import Database
 
 _current: "Studio | None" = None
@@ -33,6 +33,7 @@ class Studio:
         self._model: tuple[Any, Any] | None = None
         self._model_error: StudioError | None = None
         self._model_lock = threading.Lock()
+        self._loaded_adapters: set[str] = set()
 
     # -- model -------------------------------------------------------------------------------------
     def model(self) -> tuple[Any, Any]:
@@ -50,6 +51,24 @@ class Studio:
                                                    hint="check --model or delete the model dir to re-provision")
                     raise self._model_error from exc
             return self._model
+
+    def adapter_rows(self, policy_a: str, policy_b: str) -> tuple[tuple[str | None, str | None] | None,
+                                                                   tuple[int, int]]:
+        """Hot-swap: make both policies' adapters available on the shared base model (loaded once each,
+        the base weights are never reloaded) and return (per-row adapter names, policy ids)."""
+        a, b = get_policy(self.db, policy_a), get_policy(self.db, policy_b)
+        model, _ = self.model()
+        with self._model_lock:
+            for policy in (a, b):
+                if policy["adapter_path"] and policy["name"] not in self._loaded_adapters:
+                    try:
+                        model.load_adapter(policy["adapter_path"], adapter_name=policy["name"])
+                    except Exception as exc:  # a missing or broken adapter dir must not take the chat down
+                        raise ModelError(f"Cannot load the adapter of {policy['name']}: {exc}",
+                                         hint="the version's files may have been moved or deleted") from exc
+                    self._loaded_adapters.add(policy["name"])
+        rows = (a["name"] if a["adapter_path"] else None, b["name"] if b["adapter_path"] else None)
+        return (rows if self._loaded_adapters else None), (a["id"], b["id"])
 
     def warm_up(self) -> None:
         """Load the model in the background so the first chat does not pay for it."""

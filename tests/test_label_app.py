@@ -5,12 +5,18 @@ import httpx
 import pytest
 from gradio_client import Client
 
+from app.label import SAME_POLICY
 from core import queue as pq
 from core.identity import ensure_user
 from storage.db import Database
 from tests.conftest import Server, free_port
 
 NO_FEEDBACK = [None] * 8 + [[], "", ""]   # 6 ratings, 2 thumbs, flags, note, gold
+
+
+def send(text, max_new_tokens, policy="base", other=SAME_POLICY, temperature=0.7):
+    """Arguments of the /send endpoint: message, policy, compare-with, temperature, top-p, max tokens."""
+    return text, policy, other, temperature, 0.9, max_new_tokens
 
 
 def feedback(helpfulness_a=None, thumbs_b=None, flags=(), note="", gold=""):
@@ -33,7 +39,7 @@ def queued_server(data_dir):
 
 def test_pair_streams_then_vote_is_committed_with_ratings(queued_server: Server):
     client = Client(queued_server.url + "/label/", verbose=False)
-    job = client.submit("Tell me a joke", 0.7, 0.9, 10, api_name="/send")
+    job = client.submit(*send("Tell me a joke", 10), api_name="/send")
     updates = list(job)
     message_box, chat, text_a, text_b, status = job.result()
     assert len(updates) >= 3 and text_a and text_b and updates[0][0] == ""  # message box cleared at once
@@ -63,7 +69,7 @@ def test_queue_serves_prompts_and_counts_progress(queued_server: Server):
     client = Client(queued_server.url + "/label/", verbose=False)
     text, chat, status, progress = client.predict("team-queue", api_name="/next_prompt")
     assert text == "What is 2+2?" and "0 / 5 today" in progress
-    client.predict(text, 0.7, 0.9, 6, api_name="/send")
+    client.predict(*send(text, 6), api_name="/send")
     client.predict(*feedback(), api_name="/vote_b")
     text, _, _, progress = client.predict("team-queue", api_name="/next_prompt")
     assert text == "Name a colour." and "1 / 5 today" in progress
@@ -75,7 +81,7 @@ def test_queue_serves_prompts_and_counts_progress(queued_server: Server):
 def test_empty_message_and_vote_without_pair_are_refused(queued_server: Server):
     client = Client(queued_server.url + "/label/", verbose=False)
     with pytest.raises(Exception, match="empty messages are not sent"):
-        client.predict("   ", 0.7, 0.9, 6, api_name="/send")
+        client.predict(*send("   ", 6), api_name="/send")
     with pytest.raises(Exception, match="no pair to vote on"):
         client.predict(*feedback(), api_name="/vote_a")
     client.close()
@@ -117,7 +123,7 @@ def test_team_mode_requires_login_everywhere(tmp_path):
         with pytest.raises(Exception):
             Client(srv.url + "/label/", verbose=False)  # the Gradio app wants a login first
         client = Client(srv.url + "/label/", auth=("bob", "pw-bob"), verbose=False)
-        client.predict("hi", 0.7, 0.9, 4, api_name="/send")
+        client.predict(*send("hi", 4), api_name="/send")
         assert "Saved" in client.predict(*feedback(), api_name="/vote_a")[3]
         client.close()
     finally:
@@ -125,4 +131,43 @@ def test_team_mode_requires_login_everywhere(tmp_path):
     db = Database.in_data_dir(srv.data_dir)
     assert db.query("SELECT u.name FROM preferences p JOIN users u ON u.id = p.labeler_id ORDER BY p.id") == \
         [{"name": "bob"}, {"name": "bob"}]
+    db.close()
+
+
+def make_random_adapter(data_dir, name="v1"):
+    """A LoRA adapter with random (non-zero) weights on the tiny base: it changes the answers."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from core.models import build_tiny_model
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(build_tiny_model(data_dir))
+    lora = get_peft_model(base, LoraConfig(r=8, lora_alpha=64, target_modules=["q_proj", "v_proj"],
+                                           init_lora_weights=False))
+    path = data_dir / "runs" / name / "adapter"
+    lora.save_pretrained(path)
+    return path
+
+
+def test_two_versions_answer_side_by_side_via_adapter_hot_swap(data_dir):
+    from core.policies import register_policy
+
+    adapter = make_random_adapter(data_dir)
+    db = Database.in_data_dir(data_dir)
+    register_policy(db, "v1", 1, "tiny", "dpo", str(adapter))
+    db.close()
+    srv = Server(data_dir, free_port()).start("--model", "tiny")
+    try:
+        client = Client(srv.url + "/label/", verbose=False)
+        _, _, text_a, text_b, _ = client.predict(*send("Hello", 8, policy="v1", other="base", temperature=0.0),
+                                                 api_name="/send")
+        assert text_a != text_b  # greedy: only the adapter can make them differ
+        client.close()
+    finally:
+        srv.stop()
+    db = Database.in_data_dir(data_dir)
+    rows = db.query("SELECT p.name FROM candidates c JOIN policies p ON p.id = c.policy_id ORDER BY c.id")
+    assert [r["name"] for r in rows] == ["v1", "base"]
     db.close()
