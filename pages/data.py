@@ -273,3 +273,43 @@ if recent:
 else:
     st.caption("No feedback yet. Send some with `POST /api/feedback` "
                '(`{"prompt": ..., "response": ..., "score": 0.8}`).')
+
+# -- training data -------------------------------------------------------------------------------
+st.subheader("Training data")
+st.caption("What the training jobs will see: the labels above turned into TRL datasets (conversational "
+           "format). How each label maps is explained in the README (“Labels → training data”).")
+import json as _json  # noqa: E402
+
+from core import trainsets  # noqa: E402
+from core.errors import StudioError as _StudioError  # noqa: E402
+from pages.common import dataclass_form  # noqa: E402
+
+BUILDERS = {"Preference (prompt / chosen / rejected)": lambda db, f: trainsets.build_preference(db, f),
+            "Reward model (preference + rating margin)": lambda db, f: trainsets.build_reward(
+                db, f, margin_from_ratings=True),
+            "Unpaired / KTO (prompt / completion / label)": lambda db, f: trainsets.build_unpaired(db, f),
+            "SFT (gold edits and chosen answers)": lambda db, f: trainsets.build_sft(db, f)}
+with st.form("trainset"):
+    kind = st.radio("Dataset", list(BUILDERS), horizontal=True)
+    with st.expander("Filters"):
+        options = {
+            "labelers": [r["name"] for r in studio.db.query("SELECT name FROM users ORDER BY name")],
+            "policies": [r["name"] for r in studio.db.query(
+                "SELECT name FROM policies WHERE deleted_at IS NULL ORDER BY id")],
+            "exclude_flags": list(trainsets.FLAGS),
+            "aspects": [r["name"] for r in studio.db.query("SELECT name FROM aspects ORDER BY position")],
+        }
+        filters = dataclass_form(trainsets.Filters, "trainset", options)
+    build = st.form_submit_button("Build preview")
+if build:
+    try:
+        built = BUILDERS[kind](studio.db, filters)
+        rows = built.dataset.to_list()
+        st.write(f"**{len(rows)} rows.** Skipped: "
+                 + (", ".join(f"{k}: {v}" for k, v in built.stats["skipped"].items()) or "nothing"))
+        if rows:
+            st.json(rows[0], expanded=False)
+            st.download_button("Download JSONL", "\n".join(_json.dumps(r, default=str) for r in rows),
+                               file_name=f"{kind.split()[0].lower()}.jsonl", mime="application/jsonl")
+    except _StudioError as exc:
+        st.error(f"{exc.message}. {exc.hint}")
