@@ -3,6 +3,7 @@
 
     python launch.py [--host H] [--port P] [--data-dir DIR] [--model SPEC]   serve the studio (default)
     python launch.py provision [--data-dir DIR] [--model SPEC]               prepare the model and exit
+    python launch.py hash-password                                           hash a team password
 
 One process serves everything on one port: the Streamlit console at /, the Gradio labeling app at
 /label and the REST API at /api.
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve the studio (the default command)")
     sub.add_parser("provision", parents=[_options(serving=False, top_level=False)],
                    help="prepare the base model in the data dir and exit")
+    sub.add_parser("hash-password", help="print a hashed password for a team users file (reads stdin or asks)")
     return parser
 
 
@@ -81,8 +83,23 @@ def serve(settings: Settings) -> None:
         studio.close()
 
 
+def hash_password_command() -> int:
+    import getpass
+
+    from core.identity import hash_password
+
+    password = getpass.getpass("Password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+    if not password:
+        print("error: empty password", file=sys.stderr)
+        return 2
+    print(hash_password(password))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "hash-password":
+        return hash_password_command()
     cli = {"data_dir": args.data_dir, "model": args.model,
            "host": getattr(args, "host", None), "port": getattr(args, "port", None)}
     try:

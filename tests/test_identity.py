@@ -1,0 +1,53 @@
+"""Accounts, password hashes and roles."""
+import subprocess
+import sys
+
+import pytest
+
+from core.config import load_settings
+from core.errors import ConfigError, PermissionDenied
+from core.identity import Directory, check_password, hash_password, parse_accounts
+from storage.db import Database
+from tests.conftest import ROOT
+
+
+def test_hashed_and_plain_passwords_check():
+    hashed = hash_password("s3cret")
+    assert hashed.startswith("pbkdf2_sha256$") and check_password("s3cret", hashed)
+    assert not check_password("wrong", hashed)
+    assert check_password("plain", "plain") and not check_password("plain", "other")
+
+
+def test_cli_hash_password_matches():
+    out = subprocess.run([sys.executable, str(ROOT / "launch.py"), "hash-password"], input="pw\n",
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and check_password("pw", out.stdout.strip())
+
+
+@pytest.mark.parametrize("line, error", [("ada:pw", "name:password:role"), ("ada:pw:boss", "unknown role")])
+def test_bad_account_lines_say_which_line(line, error):
+    with pytest.raises(ConfigError, match=error):
+        parse_accounts(["# comment", line], "users.txt")
+
+
+def test_team_directory_roles_and_unknown_users(tmp_path):
+    users = tmp_path / "users.txt"
+    users.write_text(f"ada:{hash_password('a')}:admin\nbob:b:labeler\n")
+    settings = load_settings({"data_dir": str(tmp_path)}, env={"STUDIO_AUTH_MODE": "team",
+                                                               "STUDIO_USERS_FILE": str(users)})
+    db = Database(tmp_path / "s.duckdb")
+    directory = Directory(settings, db)
+    assert directory.authenticate("ada", "a") and not directory.authenticate("ada", "b")
+    assert directory.user("ada").is_admin and not directory.user("bob").is_admin
+    with pytest.raises(PermissionDenied, match="session expired"):
+        directory.user(None)
+    with pytest.raises(PermissionDenied, match="Only admins"):
+        directory.require_admin("bob")
+    db.close()
+
+
+def test_local_mode_is_one_admin_without_login(tmp_path):
+    db = Database(tmp_path / "s.duckdb")
+    user = Directory(load_settings({"data_dir": str(tmp_path)}, env={}), db).user(None)
+    assert (user.name, user.is_admin) == ("local", True)
+    db.close()
