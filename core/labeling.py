@@ -8,6 +8,7 @@ instead of writing a second row.
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +23,11 @@ OUTCOMES = ("a", "b", "tie", "both_bad")
 OUTCOME_LABELS = {"a": "A is better", "b": "B is better", "tie": "Tie", "both_bad": "Both bad"}
 FLAGS = ("unsafe", "pii", "off_topic")
 RATING_MIN, RATING_MAX = 1, 5
+MAX_MESSAGE_CHARS = 200_000  # longer chat messages are refused; long ones are cut to the model context
 SIDES = ("a", "b")
+# This process is the database's only writer; the lock makes "is this vote already saved? if not, save
+# it" atomic, so a double click or a retried request can never store a vote twice.
+_VOTE_LOCK = threading.Lock()
 
 
 # -- aspects ---------------------------------------------------------------------------------------
@@ -77,7 +82,7 @@ def history(db: Database, conversation_id: int) -> list[dict[str, str]]:
 
 def add_user_message(db: Database, user: User, conversation_id: int, text: str) -> int:
     """Append the user's message; returns the turn index the answer candidates will have."""
-    text = clean_text(text, "message")
+    text = clean_text(text, "message", max_chars=MAX_MESSAGE_CHARS)
     with db.transaction() as cur:
         _own_conversation(cur, conversation_id, user)
         last = cur.execute("SELECT turn, role FROM messages WHERE conversation_id = ? ORDER BY turn DESC"
@@ -205,17 +210,11 @@ def record_vote(db: Database, user: User, vote: Vote) -> VoteReceipt:
     """Validate and store a vote with its ratings, thumbs, gold edit, note and flags in one transaction."""
     vote = _validate_vote(vote, {a["name"] for a in active_aspects(db)})
     key = vote.idempotency_key or f"{vote.source}:{user.id}:{vote.candidate_a}:{vote.candidate_b}"
-    existing = _receipt_for_key(db, key)
-    if existing is not None:
-        return existing
-    try:
-        return _insert_vote(db, user, vote, key)
-    except duckdb.ConstraintException:
-        # A concurrent identical submission won the race on the unique key: return its receipt.
+    with _VOTE_LOCK:  # check-then-insert must not interleave with an identical submission
         existing = _receipt_for_key(db, key)
-        if existing is None:
-            raise
-        return existing
+        if existing is not None:
+            return existing
+        return _insert_vote(db, user, vote, key)
 
 
 def _receipt_for_key(db: Database, key: str) -> VoteReceipt | None:
@@ -296,22 +295,16 @@ def submit_labeled_pair(db: Database, user: User, prompt: str, answer_a: str, an
     answers = [clean_text(answer_a, "answer_a"), clean_text(answer_b, "answer_b")]
     vote = _validate_vote(Vote(**{**vote.__dict__, "candidate_a": -1, "candidate_b": -2}),
                           {a["name"] for a in active_aspects(db)})
-    if vote.idempotency_key:
-        existing = _receipt_for_key(db, vote.idempotency_key)
-        if existing is not None:
-            return existing
-    try:
-        with db.transaction() as cur:
-            prompt_id = cur.execute("INSERT INTO prompts (text, source) VALUES (?, ?) RETURNING id",
-                                    [prompt, vote.source]).fetchone()[0]
-            ids = [cur.execute("INSERT INTO candidates (prompt_id, text) VALUES (?, ?) RETURNING id",
-                               [prompt_id, text]).fetchone()[0] for text in answers]
-            vote = Vote(**{**vote.__dict__, "candidate_a": ids[0], "candidate_b": ids[1]})
-            key = vote.idempotency_key or f"{vote.source}:{user.id}:{ids[0]}:{ids[1]}"
-            preference_id = _write_vote(cur, user, vote, key, None, None, prompt_id)
-    except duckdb.ConstraintException:
-        existing = _receipt_for_key(db, vote.idempotency_key or "")
-        if existing is None:
-            raise
-        return existing
+    with _VOTE_LOCK, db.transaction() as cur:
+        if vote.idempotency_key:
+            existing = _receipt_for_key(db, vote.idempotency_key)
+            if existing is not None:
+                return existing
+        prompt_id = cur.execute("INSERT INTO prompts (text, source) VALUES (?, ?) RETURNING id",
+                                [prompt, vote.source]).fetchone()[0]
+        ids = [cur.execute("INSERT INTO candidates (prompt_id, text) VALUES (?, ?) RETURNING id",
+                           [prompt_id, text]).fetchone()[0] for text in answers]
+        vote = Vote(**{**vote.__dict__, "candidate_a": ids[0], "candidate_b": ids[1]})
+        key = vote.idempotency_key or f"{vote.source}:{user.id}:{ids[0]}:{ids[1]}"
+        preference_id = _write_vote(cur, user, vote, key, None, None, prompt_id)
     return VoteReceipt(preference_id, True, None)

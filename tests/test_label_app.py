@@ -25,6 +25,13 @@ def feedback(helpfulness_a=None, thumbs_b=None, flags=(), note="", gold=""):
     return values
 
 
+@pytest.fixture(scope="module")
+def shared_label_server(tmp_path_factory):
+    srv = Server(tmp_path_factory.mktemp("label") / "data", free_port()).start("--model", "tiny")
+    yield srv
+    srv.stop()
+
+
 @pytest.fixture
 def queued_server(data_dir):
     db = Database.in_data_dir(data_dir)
@@ -171,3 +178,15 @@ def test_two_versions_answer_side_by_side_via_adapter_hot_swap(data_dir):
     rows = db.query("SELECT p.name FROM candidates c JOIN policies p ON p.id = c.policy_id ORDER BY c.id")
     assert [r["name"] for r in rows] == ["v1", "base"]
     db.close()
+
+
+def test_huge_message_is_truncated_to_the_context_with_a_notice(shared_label_server: Server):
+    client = Client(shared_label_server.url + "/label/", verbose=False)
+    huge = ("lorem ipsum dolor sit amet " * 4000)[:100_000] + "\x00\x07 what now?"
+    job = client.submit(*send(huge, 4), api_name="/send")
+    first = next(iter(job))
+    _, _, text_a, text_b, status = job.result()
+    assert "longer than the model's context" in status and text_a and text_b
+    stored = first[1][0]["content"][0]["text"]
+    assert "\x00" not in stored and stored.endswith(" what now?")
+    client.close()
