@@ -3,6 +3,7 @@
 
     python launch.py [--host H] [--port P] [--data-dir DIR] [--model SPEC]   serve the studio (default)
     python launch.py provision [--data-dir DIR] [--model SPEC]               prepare the model and exit
+    python launch.py train --algorithm dpo [--parent v1] [--set beta=0.2]    train a version headless
     python launch.py hash-password                                           hash a team password
 
 One process serves everything on one port: the Streamlit console at /, the Gradio labeling app at
@@ -53,6 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve the studio (the default command)")
     sub.add_parser("provision", parents=[_options(serving=False, top_level=False)],
                    help="prepare the base model in the data dir and exit")
+    train = sub.add_parser("train", parents=[_options(serving=False, top_level=False)],
+                           help="train a new policy version headless (same pipeline as the Train page)")
+    train.add_argument("--algorithm", required=True, help="sft, reward, dpo, kto, orpo or online_rl")
+    train.add_argument("--parent", default="base", help="version to start from (the reference model)")
+    train.add_argument("--reward-model", help="online RL: the reward model to optimise (rm1, ...)")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="a hyperparameter, e.g. --set beta=0.2 --set max_steps=20 (repeatable)")
+    train.add_argument("--filters", default="{}", help='data filters as JSON, e.g. \'{"labelers": ["ada"]}\'')
+    train.add_argument("--dry-run", action="store_true", help="only report usable data and estimates")
     sub.add_parser("hash-password", help="print a hashed password for a team users file (reads stdin or asks)")
     return parser
 
@@ -83,6 +93,72 @@ def serve(settings: Settings) -> None:
         studio.close()
 
 
+def parse_assignments(pairs: list[str]) -> dict[str, object]:
+    """``key=value`` strings to typed values (JSON when it parses: numbers, booleans, lists)."""
+    import json
+
+    from core.errors import ValidationError
+
+    values: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValidationError(f"--set {pair!r} is not KEY=VALUE", hint="e.g. --set learning_rate=5e-5")
+        try:
+            values[key.strip()] = json.loads(raw)
+        except ValueError:
+            values[key.strip()] = raw
+    return values
+
+
+def train_command(settings: Settings, args: argparse.Namespace) -> int:
+    """Headless training: dry run, freeze data, run the child in the foreground with a progress bar."""
+    import json
+
+    from tqdm import tqdm
+
+    from core.errors import ValidationError
+    from core.identity import ensure_user
+    from core.jobs import JobRequest
+    from core.studio import Studio
+    from core.trainsets import filters_from_dict
+
+    try:
+        filters = filters_from_dict(json.loads(args.filters))
+    except ValueError as exc:
+        raise ValidationError(f"--filters is not JSON: {exc}", hint='e.g. --filters \'{"labelers": ["ada"]}\'')
+    studio = Studio(settings, prepare_model(settings))
+    try:
+        request = JobRequest(args.algorithm, args.parent, parse_assignments(args.set), filters, args.reward_model)
+        report = studio.supervisor.dry_run(request)
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+        if args.dry_run:
+            return 0 if report.ok else 3
+        if not report.ok:
+            print(f"error: {report.reason}", file=sys.stderr)
+            return 3
+        # whoever can run this command owns the data dir: they act as the admin "operator"
+        job_id = studio.supervisor.submit(request, ensure_user(studio.db, "operator", "admin", "cli"))
+        bar = tqdm(total=report.estimate.get("steps") or None, desc=f"job {job_id} {args.algorithm}", unit="step")
+
+        def show(progress: dict) -> None:
+            if progress.get("max_steps"):
+                bar.total = progress["max_steps"]
+            bar.n = progress.get("step", bar.n)
+            bar.refresh()
+
+        job = studio.supervisor.run_blocking(job_id, show)
+        bar.close()
+        version = studio.db.scalar("SELECT name FROM policies WHERE job_id = ?", [job_id])
+        if job["status"] == "succeeded":
+            print(f"job {job_id} succeeded: new version {version} (runs/{job_id}/)")
+            return 0
+        print(f"job {job_id} {job['status']}: {job['error'] or ''}", file=sys.stderr)
+        return 1
+    finally:
+        studio.close()
+
+
 def hash_password_command() -> int:
     import getpass
 
@@ -106,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(cli)
         if args.command == "provision":
             print(prepare_model(settings))
+        elif args.command == "train":
+            return train_command(settings, args)
         else:
             serve(settings)
     except StudioError as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,11 +17,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth import basic_credentials
 from core import __version__
-from core.errors import PayloadTooLarge, PermissionDenied, StudioError
+from core.errors import NotFound, PayloadTooLarge, PermissionDenied, StudioError
 from core.feedback import Feedback, record_feedback
 from core.identity import User, ensure_user
 from core.labeling import Vote, submit_labeled_pair
-from core.policies import list_policies
+from core.jobs import JobRequest
+from core.policies import delete_policy, list_policies, rename_policy
+from core.trainsets import filters_from_dict
 from core.studio import Studio
 
 
@@ -49,6 +52,23 @@ class VoteIn(BaseModel):
     ratings: dict[str, dict[str, int]] = Field(default_factory=dict, description="side -> aspect -> 1..5")
     flags: list[str] = Field(default_factory=list)
     note: str | None = None
+
+
+class JobIn(BaseModel):
+    """Body of POST /api/jobs: what to train, from which version, on which labels."""
+
+    model_config = ConfigDict(extra="forbid")
+    algorithm: str
+    parent: str = "base"
+    hyperparams: dict[str, Any] = Field(default_factory=dict)
+    filters: dict[str, Any] = Field(default_factory=dict)
+    reward_model: str | None = None
+    dry_run: bool = False
+
+
+class RenameIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
 
 
 def _error(status: int, code: str, message: str, hint: str = "", **extra: Any) -> JSONResponse:
@@ -144,5 +164,52 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
     @api.get("/policies")
     def policies() -> dict[str, Any]:
         return {"policies": list_policies(get_studio().db)}
+
+    def api_admin(request: Request) -> User:
+        user = api_user(request, None)
+        if not user.is_admin:
+            raise PermissionDenied("Only admins can do this", hint="use an admin account")
+        return user
+
+    @api.patch("/policies/{name}")
+    def rename(name: str, body: RenameIn, request: Request) -> dict[str, Any]:
+        rename_policy(get_studio().db, api_admin(request), name, body.name)
+        return {"status": "renamed", "name": body.name}
+
+    @api.delete("/policies/{name}")
+    def delete(name: str, request: Request) -> dict[str, Any]:
+        delete_policy(get_studio().db, api_admin(request), name)
+        return {"status": "deleted", "name": name}
+
+    @api.get("/jobs")
+    def jobs() -> dict[str, Any]:
+        return {"jobs": jsonable_encoder(get_studio().supervisor.jobs())}
+
+    @api.post("/jobs", status_code=201)
+    def submit_job(body: JobIn, request: Request) -> dict[str, Any]:
+        user = api_admin(request)
+        supervisor = get_studio().supervisor
+        job = JobRequest(body.algorithm, body.parent, body.hyperparams, filters_from_dict(body.filters),
+                         body.reward_model)
+        if body.dry_run:
+            return {"dry_run": supervisor.dry_run(job).to_dict()}
+        return {"id": supervisor.submit(job, user), "status": "queued"}
+
+    @api.get("/jobs/{job_id}")
+    def job(job_id: int) -> dict[str, Any]:
+        supervisor = get_studio().supervisor
+        info = supervisor.job(job_id)
+        return jsonable_encoder({**info, "progress": supervisor.progress(info),
+                                 "log_tail": supervisor.log_tail(job_id)})
+
+    @api.post("/jobs/{job_id}/{action}")
+    def job_action(job_id: int, action: str, request: Request) -> dict[str, Any]:
+        api_admin(request)
+        supervisor = get_studio().supervisor
+        actions = {"cancel": supervisor.cancel, "pause": supervisor.pause, "resume": supervisor.resume}
+        if action not in actions:
+            raise NotFound(f"Unknown job action {action!r}", hint="use cancel, pause or resume")
+        actions[action](job_id)
+        return {"id": job_id, "status": supervisor.job(job_id)["status"], "requested": action}
 
     return BodyLimit(api, max_body_bytes)

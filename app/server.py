@@ -39,6 +39,7 @@ def create_app(studio: Studio) -> Any:
     @asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[None]:
         studio.warm_up()
+        studio.supervisor.start()  # re-attach to running jobs, then watch the queue
         async with gradio_host.router.lifespan_context(gradio_host):
             yield
 

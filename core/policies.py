@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
-from core.errors import NotFound
+from core.errors import Conflict, NotFound, PermissionDenied, ValidationError
 from storage.db import Database
 
 BASE_POLICY = "base"
@@ -62,3 +63,36 @@ def get_policy(db: Database, name: str) -> dict[str, Any]:
     if not rows or rows[0]["deleted_at"] is not None:
         raise NotFound(f"Policy {name!r} does not exist (or was deleted)", hint="pick another policy version")
     return rows[0]
+
+
+def rename_policy(db: Database, admin: Any, name: str, new_name: str) -> None:
+    """Admins may rename versions (not the base); names stay unique."""
+    _require_admin(admin)
+    new_name = new_name.strip()
+    if name == BASE_POLICY or not re.fullmatch(r"[A-Za-z0-9][\w.-]{0,63}", new_name) or new_name == BASE_POLICY:
+        raise ValidationError(f"Cannot rename {name!r} to {new_name!r}",
+                              hint="the base keeps its name; use letters, digits, '.', '_' or '-'")
+    get_policy(db, name)
+    if db.scalar("SELECT count(*) FROM policies WHERE name = ?", [new_name]):
+        raise Conflict(f"A policy named {new_name!r} already exists", hint="pick another name")
+    with db.transaction() as cur:
+        cur.execute("UPDATE policies SET name = ? WHERE name = ?", [new_name, name])
+        cur.execute("INSERT INTO audit_log (user_id, action, target_table, details) VALUES (?, 'rename', 'policies', ?)",
+                    [admin.id, json.dumps({"from": name, "to": new_name})])
+
+
+def delete_policy(db: Database, admin: Any, name: str) -> None:
+    """Soft delete: the version disappears from menus; its files and records stay for reproducibility."""
+    _require_admin(admin)
+    if name == BASE_POLICY:
+        raise ValidationError("The base policy cannot be deleted", hint="delete trained versions only")
+    policy = get_policy(db, name)
+    with db.transaction() as cur:
+        cur.execute("UPDATE policies SET deleted_at = now() WHERE id = ?", [policy["id"]])
+        cur.execute("INSERT INTO audit_log (user_id, action, target_table, target_id) VALUES (?, 'delete', 'policies', ?)",
+                    [admin.id, policy["id"]])
+
+
+def _require_admin(user: Any) -> None:
+    if not getattr(user, "is_admin", False):
+        raise PermissionDenied("Only admins can change policy versions", hint="ask an admin")

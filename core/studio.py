@@ -15,6 +15,7 @@ from core.config import Settings
 from core.errors import ModelError, StudioError
 from core.hardware import HardwareProfile, detect_hardware
 from core.identity import Directory
+from core.jobs import Supervisor
 from core.models import load_model
 from core.policies import ensure_base_policy, get_policy
 from storage.db import Database
@@ -30,6 +31,7 @@ class Studio:
         self.hardware: HardwareProfile = detect_hardware()
         self.base_policy_id = ensure_base_policy(self.db, settings.model)
         self.directory = Directory(settings, self.db)
+        self.supervisor = Supervisor(self.db, settings.runs_dir, model_path, settings.model)
         self._model: tuple[Any, Any] | None = None
         self._model_error: StudioError | None = None
         self._model_lock = threading.Lock()
@@ -100,6 +102,7 @@ class Studio:
         }
 
     def close(self) -> None:
+        self.supervisor.stop()
         self.db.close()
 
 

@@ -68,6 +68,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from datetime import date, datetime, time, timezone
 from typing import Any, NamedTuple, Sequence
 
@@ -597,3 +598,19 @@ def build_sft(db: Database, filters: Filters | None = None, *, only_gold: bool =
     rows, stats = sft_rows(db, filters, only_gold=only_gold)
     return Built(to_dataset("sft", rows), stats)
 
+
+
+def filters_from_dict(values: dict[str, Any] | None) -> Filters:
+    """Filters from JSON (API, CLI, job configs); unknown keys are an error, not silently ignored."""
+    values = dict(values or {})
+    known = {f.name for f in dataclass_fields(Filters)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValidationError(f"Unknown data filter(s): {', '.join(unknown)}",
+                              hint=f"known filters: {', '.join(sorted(known))}")
+    for name in ("labelers", "policies", "sources", "exclude_flags", "aspects"):
+        if isinstance(values.get(name), str):
+            values[name] = tuple(v.strip() for v in values[name].split(",") if v.strip())
+        elif values.get(name) is not None:
+            values[name] = tuple(values[name])
+    return Filters(**values)

@@ -299,7 +299,7 @@ with st.form("trainset"):
             "exclude_flags": list(trainsets.FLAGS),
             "aspects": [r["name"] for r in studio.db.query("SELECT name FROM aspects ORDER BY position")],
         }
-        filters = dataclass_form(trainsets.Filters, "trainset", options)
+        filters = trainsets.Filters(**dataclass_form(trainsets.Filters, "trainset", options))
     build = st.form_submit_button("Build preview")
 if build:
     try:

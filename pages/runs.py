@@ -1,7 +1,116 @@
-"""Runs page."""
+"""Runs page: every training job with live progress, actions, logs and curves (plotly, auto-refresh)."""
+import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
-from pages.common import not_yet_available
+from core.errors import StudioError
+from core.studio import current
+from pages.common import current_user
 
+studio = current()
+supervisor = studio.supervisor
 st.title("Runs")
-not_yet_available("Live loss, reward and KL curves of training runs", "training issue")
+
+CURVES = ["loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "kl", "implicit_kl",
+          "reward", "reward_std", "learning_rate", "grad_norm", "tokens_per_s"]
+STATUS_COLOR = {"queued": "gray", "running": "blue", "paused": "orange", "succeeded": "green", "failed": "red",
+                "cancelled": "gray", "interrupted": "orange"}
+
+
+def eta(progress: dict) -> str:
+    if not progress.get("max_steps"):
+        return ""
+    text = f"step {progress.get('step', 0)} / {progress['max_steps']}"
+    if progress.get("eta_s") is not None and progress.get("status") == "running":
+        text += f" · ETA {int(progress['eta_s'] // 60)}m {int(progress['eta_s'] % 60)}s"
+    return text
+
+
+@st.fragment(run_every="3s")
+def job_table() -> None:
+    jobs = supervisor.jobs()
+    if not jobs:
+        st.info("No training jobs yet: start one on the Train page.", icon=":material/info:")
+        return
+    rows = [{"job": j["id"], "status": j["status"],
+             "algorithm": j["algorithm"], "from": j["parent"], "version": j["version"] or "",
+             "progress": (j["progress"].get("step", 0) / j["progress"]["max_steps"])
+             if j["progress"].get("max_steps") else (1.0 if j["status"] == "succeeded" else 0.0),
+             "eta": eta(j["progress"]), "created": j["created_at"]} for j in jobs]
+    st.dataframe(pd.DataFrame(rows), hide_index=True, use_container_width=True,
+                 column_config={"progress": st.column_config.ProgressColumn("progress", min_value=0, max_value=1)})
+
+
+job_table()
+jobs = supervisor.jobs()
+if not jobs:
+    st.stop()
+
+st.subheader("Job")
+job_id = st.selectbox("Job", [j["id"] for j in jobs], format_func=lambda i: next(
+    f"#{j['id']} {j['algorithm']} ({j['status']})" for j in jobs if j["id"] == i))
+
+
+@st.fragment(run_every="2s")
+def job_details(job_id: int) -> None:
+    job = supervisor.job(job_id)
+    progress = supervisor.progress(job)
+    status = job["status"]
+    st.badge(status, color=STATUS_COLOR.get(status, "gray"))
+    st.markdown(f"{job['algorithm']} from `{job['parent']}`" + (f" → **{job['version']}**" if job.get("version") else ""))
+    if progress.get("max_steps"):
+        st.progress(min(1.0, progress.get("step", 0) / progress["max_steps"]), text=eta(progress))
+    if job["error"]:
+        st.error(job["error"].split("\n--- last lines")[0])
+    if current_user().is_admin:
+        cols = st.columns(3)
+        actions = {"Pause (checkpoint)": supervisor.pause, "Cancel": supervisor.cancel, "Resume": supervisor.resume}
+        enabled = {"Pause (checkpoint)": status == "running", "Cancel": status in ("queued", "running", "paused",
+                   "interrupted"), "Resume": status in ("paused", "interrupted", "failed")}
+        for col, (label, action) in zip(cols, actions.items()):
+            if col.button(label, disabled=not enabled[label], key=f"{label}-{job_id}", use_container_width=True):
+                try:
+                    action(job_id)
+                    st.toast(f"{label}: requested for job #{job_id}")
+                except StudioError as exc:
+                    st.error(f"{exc.message}. {exc.hint}")
+    with st.expander("Log (last lines)", expanded=status in ("failed",)):
+        st.code(supervisor.log_tail(job_id) or "(no output yet)", language=None)
+
+
+job_details(job_id)
+
+st.subheader("Curves")
+picked = st.multiselect("Runs to overlay", [j["id"] for j in jobs], default=[job_id],
+                        format_func=lambda i: f"#{i}")
+smoothing = st.slider("Smoothing (exponential moving average)", 0.0, 0.99, 0.0, 0.01)
+
+
+def smooth(values: pd.Series, alpha: float) -> pd.Series:
+    return values.ewm(alpha=1 - alpha, adjust=False).mean() if alpha > 0 else values
+
+
+@st.fragment(run_every="3s")
+def curves(job_ids: list[int], alpha: float) -> None:
+    metrics = pd.DataFrame(supervisor.metrics(job_ids), columns=["job_id", "step", "name", "value"])
+    if metrics.empty:
+        st.caption("No metrics yet: curves appear after the first logging step.")
+        return
+    available = [m for m in CURVES if m in set(metrics["name"])] + sorted(
+        set(metrics["name"]) - set(CURVES) - {"epoch"})
+    chosen = st.multiselect("Metrics", available, default=[m for m in available if m in CURVES][:4],
+                            key="curve-metrics")
+    for column, name in zip(st.columns(2) * ((len(chosen) + 1) // 2), chosen):
+        fig = go.Figure()
+        for jid in job_ids:
+            series = metrics[(metrics["job_id"] == jid) & (metrics["name"] == name)].sort_values("step")
+            if not series.empty:
+                fig.add_scatter(x=series["step"], y=smooth(series["value"], alpha), mode="lines+markers",
+                                name=f"#{jid}")
+        fig.update_layout(title=name, height=300, margin=dict(l=10, r=10, t=40, b=10), xaxis_title="step")
+        column.plotly_chart(fig, use_container_width=True, key=f"chart-{name}")
+    wide = metrics.pivot_table(index=["job_id", "step"], columns="name", values="value").reset_index()
+    st.download_button("Download CSV", wide.to_csv(index=False), file_name="metrics.csv", mime="text/csv")
+
+
+curves(picked, smoothing)

@@ -1,0 +1,182 @@
+"""Trainer callbacks: the only way the training child talks to the supervisor (files in the run dir).
+
+- ``MetricsCallback`` appends one JSON row per logging step to ``metrics.jsonl`` (TRL's metric names kept, plus
+  ``step``, ``epoch``, ``time``, ``tokens_per_s`` and algorithm-derived metrics such as DPO's ``implicit_kl``).
+- ``ProgressCallback`` overwrites ``progress.json`` atomically at each optimizer step.
+- ``ControlCallback`` stats ``control.json`` at each step end: ``pause`` saves a checkpoint and stops, ``cancel``
+  stops without saving. A handled command is renamed to ``control.handled.json`` so a resume does not see it again.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from transformers import TrainerCallback
+
+from core.training.common import write_json_atomic
+
+CONTROL_FILE = "control.json"
+HANDLED_CONTROL_FILE = "control.handled.json"
+SUMMARY_KEYS = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "total_flos", "train_loss")
+
+
+def _number(value: Any) -> Any:
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN/inf
+    return value
+
+
+class MetricsCallback(TrainerCallback):
+    """One JSON line per log event; the end-of-training summary goes to ``summary`` (for result.json) instead."""
+
+    def __init__(self, run_dir: Path, derive: Callable[[dict], dict] | None = None) -> None:
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.derive = derive
+        self.summary: dict[str, Any] = {}
+        self.last_train_row: dict[str, Any] = {}
+        self._last_tokens: tuple[float, float] | None = None  # (time, cumulative tokens)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._last_tokens = (time.time(), 0.0)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = dict(logs or {})
+        if any(key in logs for key in SUMMARY_KEYS):
+            self.summary.update({k: _number(v) for k, v in logs.items()})
+            return
+        now = time.time()
+        row: dict[str, Any] = {"step": state.global_step, "epoch": _number(state.epoch), "time": round(now, 3)}
+        row.update({key: _number(value) for key, value in logs.items()})
+        tokens = logs.get("num_tokens", logs.get("num_input_tokens_seen"))
+        if tokens is not None and self._last_tokens is not None:
+            last_time, last_tokens = self._last_tokens
+            if tokens >= last_tokens and now > last_time:
+                row["tokens_per_s"] = round((tokens - last_tokens) / (now - last_time), 1)
+            self._last_tokens = (now, float(tokens))
+        if self.derive is not None:
+            row.update(self.derive(row))
+        if not any(key.startswith("eval_") for key in row):
+            self.last_train_row = row
+        if state.is_world_process_zero:
+            with open(self.path, "a") as handle:
+                handle.write(json.dumps(row) + "\n")
+                handle.flush()
+
+
+class ProgressCallback(TrainerCallback):
+    """``progress.json``: step, max_steps, epoch, elapsed_s, eta_s, status. Elapsed time adds up across resumes."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / "progress.json"
+        self.previous_elapsed = 0.0
+        if self.path.is_file():
+            try:
+                self.previous_elapsed = float(json.loads(self.path.read_text()).get("elapsed_s") or 0.0)
+            except (OSError, ValueError, AttributeError):
+                pass
+        self.started = time.monotonic()
+        self.first_step = 0
+        self.last: dict[str, Any] = {}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.monotonic()
+        self.first_step = state.global_step
+        self._write(state, "running", eta=None)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        session = time.monotonic() - self.started
+        done = state.global_step - self.first_step
+        remaining = max(0, state.max_steps - state.global_step)
+        eta = round(session / done * remaining, 1) if done > 0 else None
+        self._write(state, "running", eta=eta)
+
+    def finish(self, status: str) -> None:
+        """The last write, with the final status (succeeded / paused / cancelled / failed)."""
+        if self.last:
+            write_json_atomic(self.path, {**self.last, "status": status, "eta_s": 0 if status == "succeeded" else None})
+
+    def _write(self, state, status: str, eta: float | None) -> None:
+        if not state.is_world_process_zero:
+            return
+        self.last = {
+            "step": state.global_step,
+            "max_steps": state.max_steps,
+            "epoch": _number(state.epoch) or 0.0,
+            "elapsed_s": round(self.previous_elapsed + time.monotonic() - self.started, 1),
+            "eta_s": eta,
+            "status": status,
+        }
+        write_json_atomic(self.path, self.last)
+
+
+def read_control(run_dir: Path) -> str | None:
+    """The action in ``control.json`` ("pause" / "cancel"), or None when absent or unreadable (half-written)."""
+    try:
+        action = json.loads((Path(run_dir) / CONTROL_FILE).read_text()).get("action")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return action if action in ("pause", "cancel") else None
+
+
+def consume_control(run_dir: Path) -> None:
+    """Mark the current command handled, so the resumed job does not act on it a second time."""
+    try:
+        os.replace(Path(run_dir) / CONTROL_FILE, Path(run_dir) / HANDLED_CONTROL_FILE)
+    except OSError:
+        pass
+
+
+class ControlCallback(TrainerCallback):
+    """Pause / cancel requests from the supervisor, checked cheaply (one ``stat``) after every optimizer step."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / CONTROL_FILE
+        self.action: str | None = None
+        self.step: int | None = None
+        self._seen: tuple[int, int] | None = None
+
+    def _poll(self) -> str | None:
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        signature = (stat.st_mtime_ns, stat.st_size)
+        if signature == self._seen:
+            return None
+        action = read_control(self.run_dir)
+        if action is not None:
+            self._seen = signature  # a half-written file is read again at the next step
+        return action
+
+    def _decide(self, args) -> str | None:
+        action = self._poll() if args.process_index == 0 else None
+        if args.world_size > 1:  # every rank must stop at the same step
+            from accelerate.utils import broadcast_object_list
+
+            box = [action]
+            broadcast_object_list(box, from_process=0)
+            action = box[0]
+        return action
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.action is not None:
+            return control
+        action = self._decide(args)
+        if action is None:
+            return control
+        self.action, self.step = action, state.global_step
+        control.should_training_stop = True
+        control.should_save = action == "pause"  # pause: checkpoint now; cancel: stop at once, save nothing
+        if action == "cancel":
+            control.should_evaluate = False
+        if state.is_world_process_zero:
+            print(f"[studio] {action} requested: stopping at step {state.global_step}", flush=True)
+            consume_control(self.run_dir)
+        return control

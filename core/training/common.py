@@ -1,0 +1,600 @@
+"""What every training algorithm shares: the curated config base, hardware-aware trainer arguments, LoRA/QLoRA,
+loading the policy (and its reference) from the base model and the parent adapter, datasets, and atomic files.
+
+Reading order: ``param`` and ``TrainConfig`` (the fields every algorithm form shows), ``JobConfig`` (config.json),
+``trainer_kwargs`` (TrainingArguments from the config + ``training_defaults``), ``load_policy`` (the model, its
+reference, and a one-line description of what the reference is), ``load_dataset_file``, then file helpers.
+
+The reference model is the PARENT policy version, never silently the base:
+
+- LoRA / QLoRA, no parent adapter: a fresh adapter on the base; the reference is the base model, obtained by
+  disabling the adapter (TRL's default for PEFT models with ``ref_model=None``). No second copy of the weights.
+- LoRA / QLoRA, with a parent adapter: the parent is loaded as the trainable ``default`` adapter, so the child
+  starts exactly at the parent. TRL 1.16 (DPO, KTO, GRPO with beta > 0) then adds a frozen copy named ``ref`` and
+  computes reference log-probs with ``use_adapter(model, "ref")``. Base weights are shared: one full copy only.
+  The child keeps the parent's LoRA shape (r, alpha, target modules); ``lora_*`` fields are ignored (logged).
+  (TRL 1.16's DPOConfig has no ``model_adapter_name``/``ref_adapter_name``; this is its replacement.)
+- Full fine-tuning with a parent adapter: the parent is merged into the base in memory; when the algorithm
+  needs a reference held in memory, a second merged copy is loaded as ``ref_model`` (full fine-tuning always
+  needs two copies unless reference log-probs are precomputed, in which case the policy at step 0 is used).
+- A "parent adapter" directory holding full weights (config.json, no adapter_config.json) is treated as the
+  base model itself: the parent of a full fine-tune is a full model.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from core.errors import ModelError, ValidationError
+from core.hardware import HardwareProfile, detect_hardware, training_defaults
+
+FINETUNE_CHOICES = ("lora", "qlora4", "qlora8", "full")
+QLORA_ON_CPU = "QLoRA needs a CUDA GPU; use LoRA or full fine-tuning on this machine"
+SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
+
+
+def param(default: Any, help: str, *, min: float | None = None, max: float | None = None,
+          choices: tuple | list | None = None, group: str = "training") -> Any:
+    """A config field whose metadata drives the UI form: ``help`` text, ``min``/``max`` or ``choices``, ``group``."""
+    metadata: dict[str, Any] = {"help": help, "group": group}
+    if min is not None:
+        metadata["min"] = min
+    if max is not None:
+        metadata["max"] = max
+    if choices is not None:
+        metadata["choices"] = list(choices)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class TrainConfig:
+    """Fields every algorithm shares. Subclasses add their own and override defaults (e.g. learning_rate).
+
+    Class constants: ``algorithm`` (registry name), ``dataset_kind``, ``min_examples`` (rows needed to start),
+    ``needs_reference`` (the loss compares the policy against a frozen reference), ``task`` ("causal" for
+    policies, "seq_cls" for reward models).
+    """
+
+    algorithm: ClassVar[str] = ""
+    dataset_kind: ClassVar[str] = ""
+    min_examples: ClassVar[int] = 1
+    needs_reference: ClassVar[bool] = False
+    task: ClassVar[str] = "causal"
+
+    finetune: str = param(
+        "lora",
+        "How to train. lora: small adapter on frozen base weights (fast, little memory, the default). "
+        "qlora4 / qlora8: LoRA on a 4-bit / 8-bit quantized base (CUDA GPUs only, least memory). "
+        "full: update every weight (most memory; saves a full model instead of an adapter).",
+        choices=FINETUNE_CHOICES, group="model")
+    learning_rate: float = param(
+        1e-4, "Peak learning rate of AdamW. LoRA tolerates 1e-5 to 2e-4; full fine-tuning wants ~10x smaller.",
+        min=1e-8, max=1.0)
+    num_train_epochs: float = param(
+        1.0, "Passes over the training data. Ignored when max_steps is set.", min=0.01, max=100)
+    max_steps: int = param(
+        0, "Stop after this many optimizer steps; 0 = run num_train_epochs instead.", min=0, max=1_000_000)
+    per_device_train_batch_size: int = param(
+        2, "Examples per forward/backward pass. Higher is faster per example but needs more memory.", min=1, max=1024)
+    gradient_accumulation_steps: int = param(
+        4, "Passes accumulated per optimizer step; effective batch = batch size x this.", min=1, max=1024)
+    max_length: int = param(
+        512, "Longest tokenized sequence (prompt + completion) kept; longer ones are truncated or dropped.",
+        min=16, max=131072)
+    lr_scheduler_type: str = param(
+        "linear", "How the learning rate changes over training (after warm-up).", choices=SCHEDULERS)
+    warmup_ratio: float = param(
+        0.0, "Share of the steps spent ramping the learning rate up from 0.", min=0.0, max=0.5)
+    lora_r: int = param(
+        16, "LoRA rank: size of the adapter. 8-64 is typical; higher learns more and costs more.", min=1, max=512,
+        group="lora")
+    lora_alpha: int = param(
+        32, "LoRA scaling (the update is scaled by alpha / r). Usually 2 x lora_r.", min=1, max=2048, group="lora")
+    lora_dropout: float = param(
+        0.05, "Dropout on the LoRA path during training (regularisation).", min=0.0, max=0.5, group="lora")
+    lora_target_modules: str = param(
+        "all-linear", "Layers that get an adapter: 'all-linear', or comma-separated module names "
+        "such as 'q_proj,v_proj'.", group="lora")
+    logging_steps: int = param(
+        5, "Write a metrics row every N optimizer steps.", min=1, max=100_000, group="run")
+    save_steps: int = param(
+        50, "Save a resumable checkpoint every N optimizer steps (and at the end).", min=1, max=1_000_000,
+        group="run")
+    save_total_limit: int = param(
+        2, "Checkpoints kept on disk (oldest deleted first); 0 keeps all.", min=0, max=1000, group="run")
+    seed: int = param(42, "Random seed for adapter init, data order and sampling: same seed, same run.",
+                      min=0, max=2**31 - 1, group="run")
+
+    # --- construction -------------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> "TrainConfig":
+        """Build from config.json ``hyperparams``; unknown names and wrong types raise ValidationError."""
+        values = dict(values or {})
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValidationError(
+                f"unknown hyperparameter(s) for {cls.algorithm}: {', '.join(unknown)}",
+                hint=f"allowed: {', '.join(known)}")
+        hints = typing.get_type_hints(cls)
+        kwargs = {name: _coerce(name, value, hints[name]) for name, value in values.items()}
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    # --- validation ---------------------------------------------------------------------------------------------
+
+    def validate(self, hardware: HardwareProfile | None = None) -> None:
+        """Raise ValidationError (message + hint) when a value is out of range or cannot run on this hardware."""
+        problems: list[tuple[str, str]] = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            meta = f.metadata
+            if "choices" in meta and value not in meta["choices"]:
+                problems.append((f"{f.name} must be one of {', '.join(map(str, meta['choices']))} (got {value!r})",
+                                 f"pick one of: {', '.join(map(str, meta['choices']))}"))
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                if isinstance(value, float) and not math.isfinite(value):
+                    problems.append((f"{f.name} must be a finite number (got {value})", "enter a number"))
+                elif "min" in meta and value < meta["min"]:
+                    problems.append((f"{f.name} must be >= {meta['min']:g} (got {value:g})",
+                                     f"{meta['help']}"))
+                elif "max" in meta and value > meta["max"]:
+                    problems.append((f"{f.name} must be <= {meta['max']:g} (got {value:g})", f"{meta['help']}"))
+        problems += self.extra_problems()
+        if self.finetune.startswith("qlora"):
+            hardware = hardware or detect_hardware()
+            if not hardware.cuda_available:
+                problems.insert(0, (QLORA_ON_CPU, "set finetune to 'lora' (or 'full')"))
+        if problems:
+            message = "; ".join(p[0] for p in problems)
+            raise ValidationError(f"invalid {self.algorithm} settings: {message}", hint=problems[0][1])
+
+    def extra_problems(self) -> list[tuple[str, str]]:
+        """Algorithm-specific checks: (message, hint) pairs. Subclasses extend."""
+        return []
+
+    # --- derived values -----------------------------------------------------------------------------------------
+
+    @property
+    def is_lora(self) -> bool:
+        return self.finetune != "full"
+
+    @property
+    def effective_batch_size(self) -> int:
+        return self.per_device_train_batch_size * self.gradient_accumulation_steps
+
+    def planned_steps(self, n_examples: int, num_processes: int = 1) -> int:
+        """Optimizer steps this config will run on ``n_examples`` rows (what the Trainer computes)."""
+        if self.max_steps > 0:
+            return self.max_steps
+        per_epoch = max(1, math.ceil(n_examples / (self.per_device_train_batch_size * num_processes))
+                        // self.gradient_accumulation_steps)
+        return max(1, math.ceil(per_epoch * self.num_train_epochs))
+
+    def reference_in_memory(self, n_examples: int) -> bool:
+        """True when a reference must be evaluated during training (DPO/KTO override: precomputed log-probs)."""
+        return self.needs_reference
+
+    def trl_kwargs(self) -> dict[str, Any]:
+        """Algorithm fields passed to the TRL config (subclasses)."""
+        return {}
+
+
+def _coerce(name: str, value: Any, annotation: Any) -> Any:
+    """JSON values into the field's type: int stays int (1.0 -> 1), numbers into float, strings stay strings."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if value is None:
+            return None
+        annotation = args[0]
+    bad = ValidationError(f"hyperparameter {name} must be of type {getattr(annotation, '__name__', annotation)} "
+                          f"(got {value!r})", hint="fix the value in the form or config.json")
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if annotation is int:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise bad
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise bad
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        raise bad
+    return value
+
+
+# --- config.json ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class JobConfig:
+    """The supervisor's ``runs/<id>/config.json``."""
+
+    job_id: int
+    algorithm: str
+    base_model: str
+    parent_adapter: str | None = None
+    reward_model: str | None = None
+    hyperparams: dict[str, Any] = field(default_factory=dict)
+    resume: bool = False
+    seed: int | None = None
+
+    @classmethod
+    def read(cls, path: Path) -> "JobConfig":
+        try:
+            data = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ValidationError(f"config file {path} does not exist", hint="pass runs/<id>/config.json") from None
+        except json.JSONDecodeError as exc:
+            raise ValidationError(f"config file {path} is not valid JSON: {exc}", hint="rewrite the job config") from None
+        if not isinstance(data, dict):
+            raise ValidationError(f"config file {path} must hold a JSON object", hint="rewrite the job config")
+        known = {f.name for f in dataclasses.fields(cls)}
+        missing = [name for name in ("job_id", "algorithm", "base_model") if name not in data]
+        if missing:
+            raise ValidationError(f"config.json lacks {', '.join(missing)}", hint="the supervisor must write them")
+        extra = sorted(set(data) - known)
+        if extra:
+            raise ValidationError(f"config.json has unknown keys: {', '.join(extra)}", hint=f"allowed: {', '.join(sorted(known))}")
+        if not isinstance(data.get("hyperparams") or {}, dict):
+            raise ValidationError("config.json hyperparams must be an object", hint="e.g. {\"learning_rate\": 1e-4}")
+        data["hyperparams"] = data.get("hyperparams") or {}
+        return cls(**data)
+
+
+# --- trainer arguments ------------------------------------------------------------------------------------------
+
+
+def trainer_kwargs(cfg: TrainConfig, run_dir: Path, hardware: HardwareProfile, n_params: int,
+                   has_eval: bool) -> dict[str, Any]:
+    """TrainingArguments fields shared by every TRL config, with precision / checkpointing from the hardware.
+
+    Never hardcodes bf16 or gradient checkpointing: TRL's defaults (bf16=True, checkpointing on) are ~12x slower on
+    a CPU without native bf16 (see core/hardware.py).
+    """
+    defaults = training_defaults(hardware, n_params)
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(run_dir / "checkpoints"),
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps if cfg.max_steps > 0 else -1,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        per_device_eval_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=cfg.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio of the total steps
+        logging_steps=cfg.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit or None,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=cfg.save_steps if has_eval else None,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        bf16=bool(defaults["bf16"]),
+        fp16=bool(defaults["fp16"]),
+        gradient_checkpointing=bool(defaults["gradient_checkpointing"]),
+        use_cpu=bool(defaults["use_cpu"]),
+        report_to="none",
+        disable_tqdm=False,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=hardware.cuda_available,
+    )
+    if cfg.finetune.startswith("qlora"):
+        kwargs["gradient_checkpointing"] = True  # QLoRA's point is minimal memory
+    return kwargs
+
+
+def precision_reason(hardware: HardwareProfile, n_params: int) -> str:
+    return str(training_defaults(hardware, n_params)["reason"])
+
+
+# --- LoRA -------------------------------------------------------------------------------------------------------
+
+
+def lora_config(cfg: TrainConfig):
+    """A fresh LoRA adapter for the config; reward models also train (and save) the score head."""
+    from peft import LoraConfig, TaskType
+
+    targets: str | list[str] = cfg.lora_target_modules.strip()
+    if targets.lower() != "all-linear":
+        targets = [t.strip() for t in targets.split(",") if t.strip()]
+    seq_cls = cfg.task == "seq_cls"
+    return LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=targets,
+        task_type=TaskType.SEQ_CLS if seq_cls else TaskType.CAUSAL_LM,
+        modules_to_save=["score"] if seq_cls else None,
+        bias="none",
+    )
+
+
+# --- models -----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelSetup:
+    """What a trainer needs about models. ``peft_config`` is set when TRL should wrap ``model`` itself."""
+
+    model: Any
+    tokenizer: Any
+    base_model: str
+    peft_config: Any = None
+    ref_model: Any = None  # an explicit reference (full fine-tuning from a parent); None = TRL's default
+    reference: str = "none (this algorithm has no reference model)"
+    n_params: int = 0
+    reward_model: Any = None  # online RL: the scoring model (merged, eval mode)
+    reward_tokenizer: Any = None
+    notes: list[str] = field(default_factory=list)
+
+
+def is_adapter_dir(path: str | Path) -> bool:
+    return (Path(path) / "adapter_config.json").is_file()
+
+
+def _adapter_task(path: str | Path) -> str:
+    try:
+        return str(json.loads((Path(path) / "adapter_config.json").read_text()).get("task_type") or "")
+    except (OSError, json.JSONDecodeError):
+        return ""
+
+
+def model_dtype(cfg: TrainConfig, hardware: HardwareProfile):
+    """fp32 on CPU/MPS and for full fine-tuning (mixed precision autocasts); bf16/fp16 weights under LoRA on CUDA."""
+    import torch
+
+    if hardware.cuda_available and cfg.is_lora:
+        return torch.bfloat16 if hardware.cuda_bf16 else torch.float16
+    return torch.float32
+
+
+def _quantization_config(cfg: TrainConfig, hardware: HardwareProfile):
+    if not cfg.finetune.startswith("qlora"):
+        return None
+    if not hardware.cuda_available:
+        raise ValidationError(QLORA_ON_CPU, hint="set finetune to 'lora' (or 'full')")
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    compute = torch.bfloat16 if hardware.cuda_bf16 else torch.float16
+    if cfg.finetune == "qlora4":
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                  bnb_4bit_compute_dtype=compute)
+    return BitsAndBytesConfig(load_in_8bit=True)
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception as exc:
+        raise ModelError(f"could not load the tokenizer of {path}: {exc}",
+                         hint="base_model must be a model directory with tokenizer files") from exc
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_base(path: str, cfg: TrainConfig, hardware: HardwareProfile, *, quantize: bool = True):
+    """The base weights as a causal LM (policies) or a 1-label sequence classifier (reward models)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    kwargs: dict[str, Any] = {"dtype": model_dtype(cfg, hardware)}
+    quantization = _quantization_config(cfg, hardware) if quantize else None
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization
+        kwargs["device_map"] = {"": 0}
+    try:
+        if cfg.task == "seq_cls":
+            return AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **kwargs)
+        return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except Exception as exc:
+        raise ModelError(f"could not load model {path}: {exc}",
+                         hint="base_model must be a model directory (config.json + weights + tokenizer)") from exc
+
+
+def _merged_parent(base: str, parent: str, cfg: TrainConfig, hardware: HardwareProfile):
+    """Base + parent adapter merged into plain weights, in memory."""
+    from peft import PeftModel
+
+    model = load_base(base, cfg, hardware, quantize=False)
+    return PeftModel.from_pretrained(model, parent).merge_and_unload()
+
+
+def load_policy(cfg: TrainConfig, job: JobConfig, hardware: HardwareProfile, n_examples: int) -> ModelSetup:
+    """Load the model to train and decide its reference; see the module docstring for the rules."""
+    base, parent = job.base_model, job.parent_adapter
+    if not Path(base).exists():
+        raise ModelError(f"base model {base} does not exist", hint="the job must name a local model directory")
+    notes: list[str] = []
+    if parent:
+        if not Path(parent).exists():
+            raise ModelError(f"parent adapter {parent} does not exist",
+                             hint="the parent policy version's adapter directory was moved or deleted")
+        if not is_adapter_dir(parent):
+            if (Path(parent) / "config.json").is_file():
+                notes.append(f"parent {parent} holds full weights: it is used as the base model")
+                base, parent = parent, None
+            else:
+                raise ModelError(f"{parent} is neither a LoRA adapter nor a model directory",
+                                 hint="pass the parent's adapter directory (adapter_config.json + weights)")
+    tokenizer = load_tokenizer(base)
+    seq_cls = cfg.task == "seq_cls"
+    reference_needed = cfg.reference_in_memory(n_examples)
+    setup = ModelSetup(model=None, tokenizer=tokenizer, base_model=base, notes=notes)
+
+    if cfg.is_lora:
+        from peft import PeftModel, prepare_model_for_kbit_training
+
+        model = load_base(base, cfg, hardware)
+        if cfg.finetune.startswith("qlora"):
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+        if parent and seq_cls and _adapter_task(parent) != "SEQ_CLS":
+            # A policy adapter under a reward model: fold it into the backbone, then train a fresh reward adapter.
+            model = PeftModel.from_pretrained(model, parent).merge_and_unload()
+            setup.peft_config = lora_config(cfg)
+            notes.append("policy parent adapter merged into the reward model's backbone; new reward adapter on top")
+        elif parent:
+            model = PeftModel.from_pretrained(model, parent, is_trainable=True)
+            notes.append("LoRA continues from the parent adapter (its r/alpha/targets are kept; lora_* ignored)")
+            if cfg.needs_reference:
+                setup.reference = ("parent policy: frozen copy of the parent adapter ('ref' adapter), base weights "
+                                   "shared; the new adapter starts from the parent's weights")
+        else:
+            setup.peft_config = lora_config(cfg)
+            if cfg.needs_reference:
+                setup.reference = "base model = parent policy (new LoRA adapter disabled for reference passes)"
+        setup.model = model
+    else:
+        if parent:
+            setup.model = _merged_parent(base, parent, cfg, hardware).requires_grad_(True)  # PEFT froze them
+            notes.append("full fine-tuning from the parent adapter merged into the base weights")
+            if cfg.needs_reference:
+                if reference_needed:
+                    setup.ref_model = _merged_parent(base, parent, cfg, hardware).eval()
+                    setup.reference = "parent policy: a second in-memory copy of base + parent adapter (merged)"
+                else:
+                    setup.reference = "parent policy: log-probs precomputed from the policy before the first update"
+        else:
+            setup.model = load_base(base, cfg, hardware)
+            if cfg.needs_reference:
+                setup.reference = ("base model = parent policy: " + (
+                    "a second copy loaded by TRL" if reference_needed else
+                    "log-probs precomputed before the first update"))
+    for module in (setup.model, setup.ref_model):
+        if module is not None and getattr(module.config, "pad_token_id", None) is None:
+            module.config.pad_token_id = tokenizer.pad_token_id
+    setup.n_params = _count_params(setup.model)
+    return setup
+
+
+def _count_params(model) -> int:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return sum(p.numel() for p in base.parameters())
+
+
+def count_trainable(model) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# --- saving -----------------------------------------------------------------------------------------------------
+
+
+def save_trained(trainer, setup: ModelSetup, cfg: TrainConfig, run_dir: Path) -> dict[str, str]:
+    """Write the trained adapter (``adapter/``) or full model (``model/``) atomically; return the result keys."""
+    from peft import PeftModel
+
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    is_peft = isinstance(model, PeftModel)
+    name = "adapter" if is_peft else "model"
+    target = run_dir / name
+    partial = run_dir / f".{name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    if is_peft:
+        # Only the trained adapter: TRL's frozen 'ref' copy of the parent is not part of the result.
+        model.save_pretrained(str(partial), selected_adapters=["default"])
+    else:
+        model.save_pretrained(str(partial), safe_serialization=True)
+    setup.tokenizer.save_pretrained(str(partial))
+    (partial / "studio_training.json").write_text(json.dumps({
+        "algorithm": cfg.algorithm, "task": cfg.task, "finetune": cfg.finetune, "base_model": setup.base_model,
+        "kind": "reward_model" if cfg.task == "seq_cls" else "policy",
+    }, indent=2) + "\n")
+    fsync_tree(partial)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(partial, target)
+    return {f"{name}_path": str(target.resolve())}
+
+
+# --- datasets ---------------------------------------------------------------------------------------------------
+
+
+def load_dataset_file(path: Path, cache_dir: Path):
+    """A parquet snapshot as a ``datasets.Dataset`` whose cache files (TRL's tokenized maps) stay in ``cache_dir``."""
+    from datasets import Dataset
+
+    if not path.is_file():
+        raise ValidationError(f"training data {path} does not exist", hint="the supervisor must snapshot data/train.parquet")
+    try:
+        return Dataset.from_parquet(str(path), cache_dir=str(cache_dir))
+    except Exception as exc:
+        raise ValidationError(f"could not read {path}: {exc}", hint="write the snapshot with pandas.to_parquet") from exc
+
+
+def require_columns(dataset, required: tuple[str, ...], optional: tuple[str, ...], kind: str, min_examples: int,
+                    name: str = "train"):
+    """Keep only the columns the trainer reads; check the TRL format and the minimum row count."""
+    columns = set(dataset.column_names)
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise ValidationError(
+            f"{name} data lacks column(s) {', '.join(missing)} for {kind} training (has: {', '.join(sorted(columns))})",
+            hint=f"{kind} data needs columns {', '.join(required)}")
+    keep = [c for c in (*required, *optional) if c in columns]
+    dataset = dataset.select_columns(keep)
+    if name == "train" and len(dataset) < min_examples:
+        raise ValidationError(
+            f"{len(dataset)} {kind} example(s) is too few: this algorithm needs at least {min_examples}",
+            hint="label more data, or pick an algorithm that needs fewer examples")
+    return dataset
+
+
+# --- files ------------------------------------------------------------------------------------------------------
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON so readers see the old file or the new one, never half of one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as handle:
+        json.dump(obj, handle, indent=2, default=_json_default)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def fsync_tree(root: Path) -> None:
+    for path in Path(root).rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+
+
+def log(message: str) -> None:
+    """One line into the job log (stdout is the run's log.txt)."""
+    print(f"[studio] {message}", file=sys.stdout, flush=True)

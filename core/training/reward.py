@@ -1,0 +1,134 @@
+"""Reward model: a scalar scorer trained on preference pairs with TRL ``RewardTrainer`` (Bradley-Terry loss).
+
+The model is the base loaded as a 1-label ``AutoModelForSequenceClassification``; with LoRA, the new ``score``
+head is trained in full (``modules_to_save``) and saved inside the adapter. ``load_reward_model(path)`` rebuilds
+it from ``runs/<id>/adapter`` (or loads ``runs/<id>/model`` after full fine-tuning).
+
+Margins: when the data has a ``margin`` column the loss is ``-log sigmoid(r_chosen - r_rejected - margin)``, so a
+pair labelled "much better" must be separated by more. Multi-objective note: the studio computes margins upstream
+(core.trainsets) from weighted per-aspect ratings (e.g. helpfulness, harmlessness), so one scalar reward model
+learns the weighted combination; train several reward models on single-aspect margins to keep objectives apart.
+
+No reference model. A parent adapter that is itself a reward adapter is trained further; a policy (causal LM)
+parent is merged into the backbone first and a fresh reward adapter is trained on top.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from core.errors import ModelError
+from core.training.common import ModelSetup, TrainConfig, param, require_columns
+
+
+@dataclass
+class RewardConfig(TrainConfig):
+    """Bradley-Terry reward model on chosen/rejected pairs."""
+
+    algorithm: ClassVar[str] = "reward"
+    dataset_kind: ClassVar[str] = "reward"
+    min_examples: ClassVar[int] = 10
+    task: ClassVar[str] = "seq_cls"
+
+    learning_rate: float = param(
+        1e-4, "Peak learning rate of AdamW. 5e-5 to 2e-4 with LoRA; ~1e-5 for full fine-tuning.", min=1e-8, max=1.0)
+    use_margin: bool = param(
+        True, "Use the data's margin column (how much better chosen is, from ratings) when present: pairs with a "
+        "larger margin must get a larger score gap.", group="algorithm")
+    center_rewards_coefficient: float = param(
+        0.01, "Pulls scores toward mean 0 so they stay comparable across runs (0 = off; 0.01 recommended).",
+        min=0.0, max=1.0, group="algorithm")
+
+
+def prepare_dataset(dataset, cfg: RewardConfig, name: str = "train"):
+    optional = ("margin",) if cfg.use_margin else ()
+    dataset = require_columns(dataset, ("prompt", "chosen", "rejected"), optional, "preference", cfg.min_examples,
+                              name)
+    if "margin" in dataset.column_names:
+        dataset = dataset.map(lambda row: {"margin": _margin(row["margin"])})
+    return dataset
+
+
+def _margin(value) -> float:
+    """Missing or NaN margins count as 0 (a plain preference)."""
+    return 0.0 if value is None or value != value else float(value)
+
+
+def build_trainer(cfg: RewardConfig, setup: ModelSetup, train_dataset, eval_dataset, args_kwargs: dict, callbacks):
+    from trl import RewardConfig as TRLRewardConfig, RewardTrainer
+
+    args = TRLRewardConfig(
+        **args_kwargs,
+        max_length=cfg.max_length,
+        center_rewards_coefficient=cfg.center_rewards_coefficient or None,
+    )
+    return RewardTrainer(
+        model=setup.model,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=setup.tokenizer,
+        peft_config=setup.peft_config,
+        callbacks=list(callbacks),
+    )
+
+
+def load_reward_model(path: str | Path, merge: bool = True, dtype=None):
+    """(model, tokenizer) of a trained reward model: an ``adapter/`` (LoRA + score head) or a full ``model/``.
+
+    The adapter is loaded onto ``AutoModelForSequenceClassification(base, num_labels=1)``, where ``base`` is the
+    model it was trained on (from studio_training.json, else adapter_config.json). ``merge=True`` folds the LoRA
+    weights in, giving a plain ``PreTrainedModel`` (what TRL's GRPO accepts as a reward function). Eval mode.
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    path = Path(path)
+    dtype = dtype or torch.float32
+    if not path.is_dir():
+        raise ModelError(f"reward model {path} does not exist", hint="train a reward model first (algorithm 'reward')")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        if (path / "adapter_config.json").is_file():
+            from peft import PeftModel
+
+            base = _reward_base(path)
+            model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, dtype=dtype)
+            model = PeftModel.from_pretrained(model, str(path))
+            if merge:
+                model = model.merge_and_unload()
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1, dtype=dtype)
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"could not load reward model {path}: {exc}",
+                         hint="pass the adapter/ or model/ directory of a finished reward job") from exc
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model.eval(), tokenizer
+
+
+def _reward_base(path: Path) -> str:
+    info = path / "studio_training.json"
+    if info.is_file():
+        base = json.loads(info.read_text()).get("base_model")
+        if base and Path(base).exists():
+            return base
+    base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if not base:
+        raise ModelError(f"{path} does not name its base model", hint="retrain the reward model")
+    return base
+
+
+def score(model, tokenizer, conversations: list[list[dict]]) -> list[float]:
+    """Reward of each full conversation (prompt + assistant answer), rendered with the chat template."""
+    import torch
+
+    texts = [tokenizer.apply_chat_template(c, tokenize=False) for c in conversations]
+    batch = tokenizer(texts, return_tensors="pt", padding=True, padding_side="right", add_special_tokens=False)
+    with torch.inference_mode():
+        return model(**batch.to(model.device)).logits[:, 0].float().tolist()
