@@ -65,9 +65,11 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> None:
                 new_chat_btn = gr.Button("New chat", scale=1)
             policy_names = [p["name"] for p in servable_policies(studio.db)]
             with gr.Row():
-                policy_a = gr.Dropdown(policy_names, value=BASE_POLICY, label="Policy",
+                # custom values allowed: versions trained after the page was built are valid (checked in core)
+                policy_a = gr.Dropdown(policy_names, value=BASE_POLICY, label="Policy", allow_custom_value=True,
                                        info="the version that answers (both candidates are its samples)")
                 policy_b = gr.Dropdown([SAME_POLICY] + policy_names, value=SAME_POLICY, label="Compare with",
+                                       allow_custom_value=True,
                                        info="pick another version to get one answer from each")
             progress_md = gr.Markdown("")
             chatbot = gr.Chatbot(label="Conversation", height=320)
