@@ -114,3 +114,28 @@ def curves(job_ids: list[int], alpha: float) -> None:
 
 
 curves(picked, smoothing)
+
+st.subheader("Policy versions")
+from core.policies import delete_policy, list_policies, rename_policy  # noqa: E402
+
+versions = list_policies(studio.db)
+table = pd.DataFrame([{"name": v["name"], "from": v["parent"] or "", "algorithm": v["algorithm"] or "base",
+                       "job": v["job_id"], "final loss": (v["metrics"] or {}).get("loss"),
+                       "data hash": (v["data_hash"] or "")[:12], "created": v["created_at"]} for v in versions])
+st.dataframe(table, hide_index=True, use_container_width=True)
+trained = [v["name"] for v in versions if v["name"] != "base"]
+if trained and current_user().is_admin:
+    with st.form("version-admin"):
+        target = st.selectbox("Version", trained)
+        new_name = st.text_input("New name (leave empty to keep)")
+        confirm_delete = st.checkbox("Delete this version (it disappears from menus; files and records stay)")
+        if st.form_submit_button("Apply"):
+            try:
+                if confirm_delete:
+                    delete_policy(studio.db, current_user(), target)
+                    st.success(f"{target} deleted.")
+                elif new_name.strip():
+                    rename_policy(studio.db, current_user(), target, new_name)
+                    st.success(f"{target} is now {new_name.strip()}.")
+            except StudioError as exc:
+                st.error(f"{exc.message}. {exc.hint}")
