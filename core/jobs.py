@@ -430,7 +430,7 @@ class Supervisor:
             self.db, name, job["parent_policy_id"], self.base_model_spec, job["algorithm"],
             None if is_reward else result.get("adapter_path"), config.get("data_hash"),
             {**config.get("hyperparams", {}), "model_path": result.get("model_path"),
-             "reward_model_path": result.get("adapter_path") or result.get("model_path") if is_reward else None},
+             "reward_model_path": (result.get("adapter_path") or result.get("model_path")) if is_reward else None},
             result.get("metrics"), job["id"])
         return name
 
