@@ -453,7 +453,7 @@ class Supervisor:
 
     def _check_parent(self, request: JobRequest) -> dict[str, Any]:
         parent = get_policy(self.db, request.parent)
-        if parent["name"].startswith("rm") and parent["adapter_path"] is None and parent["name"] != "base":
+        if parent["algorithm"] == "reward":
             raise ValidationError(f"{parent['name']} is a reward model, not a chat policy",
                                   hint="start from base or a vN version")
         return parent

@@ -59,7 +59,7 @@ def servable_policies(db: Database) -> list[dict[str, Any]]:
 
 
 def get_policy(db: Database, name: str) -> dict[str, Any]:
-    rows = db.query("SELECT id, name, adapter_path, deleted_at FROM policies WHERE name = ?", [name])
+    rows = db.query("SELECT id, name, algorithm, adapter_path, deleted_at FROM policies WHERE name = ?", [name])
     if not rows or rows[0]["deleted_at"] is not None:
         raise NotFound(f"Policy {name!r} does not exist (or was deleted)", hint="pick another policy version")
     return rows[0]
