@@ -43,7 +43,9 @@ class MetricsCallback(TrainerCallback):
         self._last_tokens: tuple[float, float] | None = None  # (time, cumulative tokens)
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self._last_tokens = (time.time(), 0.0)
+        # Fresh start: every token counter starts at 0. After a resume some counters restart at 0 (TRL's own)
+        # and some continue from the checkpoint (GRPO's), so the first row after a resume only sets the baseline.
+        self._last_tokens = (time.time(), 0.0) if state.global_step == 0 else None
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = dict(logs or {})
@@ -54,10 +56,11 @@ class MetricsCallback(TrainerCallback):
         row: dict[str, Any] = {"step": state.global_step, "epoch": _number(state.epoch), "time": round(now, 3)}
         row.update({key: _number(value) for key, value in logs.items()})
         tokens = logs.get("num_tokens", logs.get("num_input_tokens_seen"))
-        if tokens is not None and self._last_tokens is not None:
-            last_time, last_tokens = self._last_tokens
-            if tokens >= last_tokens and now > last_time:
-                row["tokens_per_s"] = round((tokens - last_tokens) / (now - last_time), 1)
+        if tokens is not None:
+            if self._last_tokens is not None:
+                last_time, last_tokens = self._last_tokens
+                if tokens >= last_tokens and now > last_time:
+                    row["tokens_per_s"] = round((tokens - last_tokens) / (now - last_time), 1)
             self._last_tokens = (now, float(tokens))
         if self.derive is not None:
             row.update(self.derive(row))
@@ -138,7 +141,8 @@ class ControlCallback(TrainerCallback):
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / CONTROL_FILE
-        self.action: str | None = None
+        self.action: str | None = None  # what was acted on
+        self.pending: str | None = None  # read, not yet acted on (a pause read mid-step)
         self.step: int | None = None
         self._seen: tuple[int, int] | None = None
 
@@ -166,17 +170,26 @@ class ControlCallback(TrainerCallback):
         return action
 
     def on_step_end(self, args, state, control, **kwargs):
+        return self._check(args, state, control, at_step_end=True)
+
+    def on_substep_end(self, args, state, control, **kwargs):
+        # Between gradient-accumulation passes: a cancel acts at once; a pause waits for the step boundary so the
+        # checkpoint holds a whole optimizer step.
+        return self._check(args, state, control, at_step_end=False)
+
+    def _check(self, args, state, control, at_step_end: bool):
         if self.action is not None:
             return control
-        action = self._decide(args)
-        if action is None:
+        if self.pending in (None, "pause"):  # a cancel written after a pending pause still wins
+            self.pending = self._decide(args) or self.pending
+        if self.pending is None or (self.pending == "pause" and not at_step_end):
             return control
-        self.action, self.step = action, state.global_step
+        self.action, self.step = self.pending, state.global_step
         control.should_training_stop = True
-        control.should_save = action == "pause"  # pause: checkpoint now; cancel: stop at once, save nothing
-        if action == "cancel":
+        control.should_save = self.action == "pause"  # pause: checkpoint now; cancel: stop at once, save nothing
+        if self.action == "cancel":
             control.should_evaluate = False
         if state.is_world_process_zero:
-            print(f"[studio] {action} requested: stopping at step {state.global_step}", flush=True)
+            print(f"[studio] {self.action} requested: stopping at step {state.global_step}", flush=True)
             consume_control(self.run_dir)
         return control

@@ -255,13 +255,11 @@ class JobConfig:
         missing = [name for name in ("job_id", "algorithm", "base_model") if name not in data]
         if missing:
             raise ValidationError(f"config.json lacks {', '.join(missing)}", hint="the supervisor must write them")
-        extra = sorted(set(data) - known)
-        if extra:
-            raise ValidationError(f"config.json has unknown keys: {', '.join(extra)}", hint=f"allowed: {', '.join(sorted(known))}")
         if not isinstance(data.get("hyperparams") or {}, dict):
             raise ValidationError("config.json hyperparams must be an object", hint="e.g. {\"learning_rate\": 1e-4}")
         data["hyperparams"] = data.get("hyperparams") or {}
-        return cls(**data)
+        # Other top-level keys (dataset hash, timestamps, ...) are the supervisor's metadata: ignored here.
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 # --- trainer arguments ------------------------------------------------------------------------------------------
@@ -350,6 +348,7 @@ class ModelSetup:
     n_params: int = 0
     reward_model: Any = None  # online RL: the scoring model (merged, eval mode)
     reward_tokenizer: Any = None
+    merged_parent: str | None = None  # a policy adapter folded into a reward model's backbone (needed to reload)
     notes: list[str] = field(default_factory=list)
 
 
@@ -365,11 +364,15 @@ def _adapter_task(path: str | Path) -> str:
 
 
 def model_dtype(cfg: TrainConfig, hardware: HardwareProfile):
-    """fp32 on CPU/MPS and for full fine-tuning (mixed precision autocasts); bf16/fp16 weights under LoRA on CUDA."""
+    """Frozen base weights in bf16 under LoRA on a bf16 GPU (half the memory); fp32 everywhere else.
+
+    Full fine-tuning keeps fp32 master weights (bf16/fp16 autocast does the fast math). fp16 weights are avoided:
+    a trainable fp16 tensor (e.g. a reward model's score head) breaks the fp16 gradient scaler.
+    """
     import torch
 
-    if hardware.cuda_available and cfg.is_lora:
-        return torch.bfloat16 if hardware.cuda_bf16 else torch.float16
+    if hardware.cuda_available and hardware.cuda_bf16 and cfg.is_lora:
+        return torch.bfloat16
     return torch.float32
 
 
@@ -457,8 +460,14 @@ def load_policy(cfg: TrainConfig, job: JobConfig, hardware: HardwareProfile, n_e
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
         if parent and seq_cls and _adapter_task(parent) != "SEQ_CLS":
             # A policy adapter under a reward model: fold it into the backbone, then train a fresh reward adapter.
-            model = PeftModel.from_pretrained(model, parent).merge_and_unload()
+            # Loaded without its task type: a causal-LM PeftModel wrapper would expect generation methods.
+            from peft import PeftConfig
+
+            parent_config = PeftConfig.from_pretrained(parent)
+            parent_config.task_type = None
+            model = PeftModel.from_pretrained(model, parent, config=parent_config).merge_and_unload()
             setup.peft_config = lora_config(cfg)
+            setup.merged_parent = str(Path(parent).resolve())
             notes.append("policy parent adapter merged into the reward model's backbone; new reward adapter on top")
         elif parent:
             model = PeftModel.from_pretrained(model, parent, is_trainable=True)
@@ -495,8 +504,8 @@ def load_policy(cfg: TrainConfig, job: JobConfig, hardware: HardwareProfile, n_e
 
 
 def _count_params(model) -> int:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return sum(p.numel() for p in base.parameters())
+    """Parameters of the model itself, not counting LoRA adapters already attached."""
+    return sum(p.numel() for name, p in model.named_parameters() if "lora_" not in name)
 
 
 def count_trainable(model) -> int:
@@ -525,6 +534,7 @@ def save_trained(trainer, setup: ModelSetup, cfg: TrainConfig, run_dir: Path) ->
     (partial / "studio_training.json").write_text(json.dumps({
         "algorithm": cfg.algorithm, "task": cfg.task, "finetune": cfg.finetune, "base_model": setup.base_model,
         "kind": "reward_model" if cfg.task == "seq_cls" else "policy",
+        "merged_parent": setup.merged_parent,
     }, indent=2) + "\n")
     fsync_tree(partial)
     shutil.rmtree(target, ignore_errors=True)

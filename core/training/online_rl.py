@@ -97,7 +97,7 @@ def _fits(tokenizer, limit: int):
 
 def build_trainer(cfg: OnlineRLConfig, setup: ModelSetup, train_dataset, eval_dataset, args_kwargs: dict, callbacks):
     from trl import GRPOConfig, GRPOTrainer
-    from trl.trainer.utils import disable_dropout_in_model
+    from trl.trainer.utils import add_fused_lm_head, disable_dropout_in_model
 
     if setup.reward_model is None:
         raise ValidationError("online RL needs a reward model", hint="train one (algorithm 'reward') and pass its path")
@@ -111,6 +111,10 @@ def build_trainer(cfg: OnlineRLConfig, setup: ModelSetup, train_dataset, eval_da
                               hint="raise max_length or lower max_completion_length")
     if eval_dataset is not None:
         eval_dataset = eval_dataset.filter(_fits(setup.tokenizer, limit))
+    # TRL names the reward metrics after the model's config path: "rewards/reward_model/mean".
+    setup.reward_model.config._name_or_path = "reward_model"
+    # Evaluation samples num_generations answers per prompt too: its batch must hold whole groups.
+    args_kwargs = {**args_kwargs, "per_device_eval_batch_size": cfg.num_generations}
     args = GRPOConfig(
         **args_kwargs,
         beta=cfg.beta,
@@ -133,5 +137,6 @@ def build_trainer(cfg: OnlineRLConfig, setup: ModelSetup, train_dataset, eval_da
     )
     if setup.ref_model is not None:  # full fine-tuning from a parent: the reference must be the parent, not the base
         disable_dropout_in_model(setup.ref_model)
+        add_fused_lm_head(setup.ref_model, temperature=cfg.temperature)  # as TRL patches the reference it builds
         trainer.ref_model = trainer.accelerator.prepare_model(setup.ref_model, evaluation_mode=True)
     return trainer

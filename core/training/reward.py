@@ -14,6 +14,7 @@ parent is merged into the backbone first and a fresh reward adapter is trained o
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,19 +84,51 @@ def load_reward_model(path: str | Path, merge: bool = True, dtype=None):
     weights in, giving a plain ``PreTrainedModel`` (what TRL's GRPO accepts as a reward function). Eval mode.
     """
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     path = Path(path)
     dtype = dtype or torch.float32
     if not path.is_dir():
         raise ModelError(f"reward model {path} does not exist", hint="train a reward model first (algorithm 'reward')")
+    with _quiet_transformers():
+        model, tokenizer = _load_reward_model(path, merge, dtype)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model.eval(), tokenizer
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """The base has no score head, so transformers reports it 'MISSING'; the adapter supplies it. Hide that."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _load_reward_model(path: Path, merge: bool, dtype):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path))
         if (path / "adapter_config.json").is_file():
             from peft import PeftModel
 
-            base = _reward_base(path)
+            base, merged_parent = _reward_base(path)
             model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, dtype=dtype)
+            if merged_parent:  # trained on base + a policy adapter folded into the backbone
+                from peft import PeftConfig
+
+                parent_config = PeftConfig.from_pretrained(merged_parent)
+                parent_config.task_type = None
+                model = PeftModel.from_pretrained(model, merged_parent, config=parent_config).merge_and_unload()
             model = PeftModel.from_pretrained(model, str(path))
             if merge:
                 model = model.merge_and_unload()
@@ -106,22 +139,24 @@ def load_reward_model(path: str | Path, merge: bool = True, dtype=None):
     except Exception as exc:
         raise ModelError(f"could not load reward model {path}: {exc}",
                          hint="pass the adapter/ or model/ directory of a finished reward job") from exc
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model.config.pad_token_id = tokenizer.pad_token_id
-    return model.eval(), tokenizer
+    return model, tokenizer
 
 
-def _reward_base(path: Path) -> str:
-    info = path / "studio_training.json"
-    if info.is_file():
-        base = json.loads(info.read_text()).get("base_model")
-        if base and Path(base).exists():
-            return base
+def _reward_base(path: Path) -> tuple[str, str | None]:
+    """(base model dir, policy adapter merged into the backbone or None), from what the training job recorded."""
+    info_path = path / "studio_training.json"
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    merged_parent = info.get("merged_parent")
+    if merged_parent and not Path(merged_parent).is_dir():
+        raise ModelError(f"reward model {path} was trained on top of adapter {merged_parent}, which is gone",
+                         hint="restore that adapter or retrain the reward model")
+    base = info.get("base_model")
+    if base and Path(base).exists():
+        return base, merged_parent
     base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
     if not base:
         raise ModelError(f"{path} does not name its base model", hint="retrain the reward model")
-    return base
+    return base, merged_parent
 
 
 def score(model, tokenizer, conversations: list[list[dict]]) -> list[float]:

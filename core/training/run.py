@@ -3,23 +3,34 @@
 The supervisor (core.jobs) prepares ``runs/<id>/`` with ``config.json`` and ``data/train.parquet`` (optionally
 ``data/eval.parquet``) and reads back only files this process writes inside the run dir:
 
-    metrics.jsonl    one JSON row per logging step (TRL metric names + step, epoch, time, tokens_per_s, ...)
+    metrics.jsonl    one JSON row per logging step (TRL metric names + step, epoch, time, tokens_per_s, ...);
+                     append-only, also across resumes (a resume from an older checkpoint re-logs those steps:
+                     readers keep the last row per step)
     progress.json    {"step", "max_steps", "epoch", "elapsed_s", "eta_s", "status"}, rewritten atomically each step
     checkpoints/     checkpoint-<step>/ (HF Trainer checkpoints; resume continues from the latest)
-    adapter/         the trained LoRA adapter (PEFT layout + tokenizer), or model/ after full fine-tuning
-    result.json      written LAST: {"status": "succeeded" | "paused" | "cancelled" | "failed", ...}
-    cache/, tmp/     datasets' cache files (tokenized data, precomputed reference log-probs) and temp files
+    adapter/         the trained LoRA adapter (PEFT layout + tokenizer + studio_training.json), or model/ after
+                     full fine-tuning; a reward model's adapter also holds its score head (load_reward_model)
+    result.json      written LAST, atomically: {"status": "succeeded" | "paused" | "cancelled" | "failed", ...}
+                     succeeded: adapter_path or model_path (absolute), metrics (last logged row + train_runtime,
+                     train_loss, steps, wall_time_s), setup (reference, hardware, trainable params, notes)
+                     paused: step, checkpoint; cancelled: step; failed: error (+ code, message, hint)
+    cache/, tmp/     datasets' cache files (tokenized data, precomputed reference log-probs) and temp files;
+                     removed on success, kept otherwise (a resume reuses them)
 
-It reads ``control.json`` ({"action": "pause" | "cancel"}) after every optimizer step; see callbacks.py.
-Exit code 0 for succeeded / paused / cancelled, 1 for failed (traceback on stderr = log.txt).
+It reads ``control.json`` ({"action": "pause" | "cancel"}) after every optimizer step (a cancel also between
+gradient-accumulation passes) and renames it to ``control.handled.json`` once acted on; see callbacks.py.
+Exit code 0 for succeeded / paused / cancelled, 1 for failed (traceback on stderr = log.txt). SIGTERM ends the
+job as failed (with result.json); its checkpoints allow a resume. The top-level config ``seed`` overrides
+``hyperparams.seed``; unknown top-level keys are ignored, unknown hyperparameters are an error.
 
 ``estimate(cfg, n_examples, model_dir)`` gives a dry-run guess of steps, seconds and peak memory.
 """
 from __future__ import annotations
 
 import json
-import math
 import os
+import shutil
+import signal
 import sys
 import time
 import traceback
@@ -57,6 +68,14 @@ def _write_result(run_dir: Path, result: dict[str, Any]) -> None:
         write_json_atomic(run_dir / "result.json", result)
 
 
+class Terminated(Exception):
+    """SIGTERM arrived (the supervisor or the machine is stopping this job); the checkpoints allow a resume."""
+
+
+def _on_sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
+    raise Terminated("terminated by SIGTERM (resume from the last checkpoint)")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
@@ -64,10 +83,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     config_path = Path(argv[0]).resolve()
     run_dir = config_path.parent
-    progress = None
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    live: dict[str, Any] = {}  # the progress callback, once training has been set up
     try:
         _confine_to_run_dir(run_dir)
-        result, progress = _train(config_path, run_dir)
+        _set_aside_previous_result(run_dir)
+        result = _train(config_path, run_dir, live)
     except BaseException as exc:  # noqa: BLE001 - everything ends in result.json
         traceback.print_exc()
         sys.stderr.flush()
@@ -78,20 +99,37 @@ def main(argv: list[str] | None = None) -> int:
             lines = traceback.format_exception_only(type(exc), exc)
             result = {"status": "failed", "error": (lines[-1].strip() if lines else repr(exc)) or type(exc).__name__}
         try:
-            if progress is not None:
-                progress.finish("failed")
+            if "progress" in live:
+                live["progress"].finish("failed")
             _write_result(run_dir, result)
         except Exception:  # the run dir may be gone; the traceback is in the log
             traceback.print_exc()
         return EXIT_FAILED
-    if progress is not None:
-        progress.finish(result["status"])
+    if "progress" in live:
+        live["progress"].finish(result["status"])
+    if result["status"] == "succeeded" and _is_main_process():
+        for scratch in ("cache", "tmp"):  # tokenized copies and cached log-probs: only needed to resume
+            shutil.rmtree(run_dir / scratch, ignore_errors=True)
     _write_result(run_dir, result)
     print(f"[studio] job finished: {result['status']}", flush=True)
     return EXIT_OK
 
 
-def _train(config_path: Path, run_dir: Path):
+def _set_aside_previous_result(run_dir: Path) -> None:
+    """A resumed job must not look finished (or paused) to a supervisor that re-attaches while it runs."""
+    previous = run_dir / "result.json"
+    if previous.is_file() and _is_main_process():
+        os.replace(previous, run_dir / "result.previous.json")
+
+
+def _last_logged_row(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    rows = [row for row in rows if not any(key.startswith("eval_") for key in row)]
+    return rows[-1] if rows else {}
+
+
+def _train(config_path: Path, run_dir: Path, live: dict[str, Any]) -> dict[str, Any]:
     from core.hardware import detect_hardware
     from core.training import get_algorithm
     from core.training.callbacks import consume_control, read_control
@@ -112,14 +150,14 @@ def _train(config_path: Path, run_dir: Path):
     if action == "cancel":
         log("cancelled before training started")
         consume_control(run_dir)
-        return {"status": "cancelled", "step": 0}, None
+        return {"status": "cancelled", "step": 0}
     if action == "pause" and job.resume:
         consume_control(run_dir)  # the pause that stopped the previous attempt
 
-    return _run_trainer(job, spec, cfg, hardware, run_dir)
+    return _run_trainer(job, spec, cfg, hardware, run_dir, live)
 
 
-def _run_trainer(job, spec, cfg, hardware, run_dir: Path):
+def _run_trainer(job, spec, cfg, hardware, run_dir: Path, live: dict[str, Any]) -> dict[str, Any]:
     from transformers import set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -151,7 +189,7 @@ def _run_trainer(job, spec, cfg, hardware, run_dir: Path):
     kwargs = trainer_kwargs(cfg, run_dir, hardware, setup.n_params, eval_dataset is not None)
     derive = module.derived_metrics(cfg) if hasattr(module, "derived_metrics") else None
     metrics = MetricsCallback(run_dir, derive)
-    progress = ProgressCallback(run_dir)
+    progress = live["progress"] = ProgressCallback(run_dir)
     control = ControlCallback(run_dir)
     trainer = module.build_trainer(cfg, setup, train_dataset, eval_dataset, kwargs, [metrics, progress, control])
     log(f"trainable parameters: {count_trainable(trainer.model):,} of {setup.n_params:,}")
@@ -175,44 +213,46 @@ def _run_trainer(job, spec, cfg, hardware, run_dir: Path):
         info["precompute_ref_log_probs"] = cfg.uses_precompute(len(train_dataset))
 
     if control.action == "cancel":
-        return {"status": "cancelled", "step": step, "setup": info}, progress
+        return {"status": "cancelled", "step": step, "setup": info}
     if control.action == "pause":
         saved = run_dir / "checkpoints" / f"checkpoint-{step}"
-        return {"status": "paused", "step": step, "checkpoint": str(saved.resolve()), "setup": info}, progress
+        return {"status": "paused", "step": step, "checkpoint": str(saved.resolve()), "setup": info}
 
     paths = save_trained(trainer, setup, cfg, run_dir)
-    summary = {k: v for k, v in metrics.last_train_row.items() if k not in ("time",)}
+    last_row = metrics.last_train_row or _last_logged_row(run_dir)  # empty when a resume had no steps left
+    summary = {k: v for k, v in last_row.items() if k not in ("time",)}
     summary.update({k: metrics.summary[k] for k in ("train_runtime", "train_loss") if k in metrics.summary})
     summary["steps"] = step
     summary["wall_time_s"] = round(time.time() - started, 1)
-    return {"status": "succeeded", **paths, "metrics": summary, "setup": info}, progress
+    return {"status": "succeeded", **paths, "metrics": summary, "setup": info}
 
 
 # --- dry-run estimate -------------------------------------------------------------------------------------------
 
-# Measured on this project's reference machine (2 CPU cores, AVX2, fp32, torch 2.13): the achieved training
-# throughput in "model FLOPs" per second. See estimate() for the FLOP model. Recalibrate when hardware differs.
-CPU_FLOPS_PER_CORE = 6e9
-GPU_FLOPS = 30e12
-STEP_OVERHEAD_S = 0.05
-# Sequences per example and forward-pass equivalents per token (fwd = 1, bwd ~ 2 for full, ~1 for LoRA).
-SEQUENCES = {"sft": 1, "reward": 2, "dpo": 2, "kto": 2, "orpo": 2, "online_rl": 1}
+# Achieved training throughput in model FLOPs per second per CPU core, and fixed costs, calibrated with LoRA DPO
+# (batch 2 pairs) on this project's 2-core machine (AMX bf16): SmolLM2-135M ~1.0 s/step at ~45 tokens per sequence
+# (~160 GFLOP/s), the tiny test model ~0.2 s/step (overhead-bound). DESIGN.md's fp32 AVX2 figure (8.2 s per step
+# of 4 pairs on SmolLM2-135M) is about half that rate per core.
+CPU_FLOPS_PER_CORE = {"bf16": 80e9, "fp32": 40e9}
+GPU_FLOPS = 25e12
+MICRO_STEP_OVERHEAD_S = {"cpu": 0.15, "cuda": 0.03}
+DECODE_STEP_S = {"cpu": 0.1, "cuda": 0.02}  # per generated token position (online RL), on top of its FLOPs
+SEQUENCES = {"sft": 1, "reward": 2, "dpo": 2, "kto": 2, "orpo": 2, "online_rl": 1}  # sequences per example
 
 
-def estimate(cfg, n_examples: int, model_dir: str | Path) -> dict[str, Any]:
+def estimate(cfg, n_examples: int, model_dir: str | Path, avg_tokens: int | None = None) -> dict[str, Any]:
     """A rough dry-run estimate: {"steps", "seconds", "peak_memory_bytes", "assumptions"}. An estimate, not a promise.
 
     - steps: what the Trainer will run (max_steps, else epochs x examples / effective batch).
-    - seconds: model FLOPs / throughput. Per token a forward costs 2 x params FLOPs; training a token costs 3x a
-      forward for full fine-tuning, ~2x with LoRA (no weight gradients for frozen layers); DPO/KTO add one forward
-      for the reference unless its log-probs are precomputed; online RL adds generation (num_generations answers of
-      max_completion_length tokens, each a forward of the growing sequence, plus the reward model's forward).
-      Tokens per sequence are taken as 60% of max_length (padding and short texts). The throughput constants
-      (CPU_FLOPS_PER_CORE, GPU_FLOPS, STEP_OVERHEAD_S) were measured on the tiny model and SmolLM2-135M on 2 CPU
-      cores; expect +-50%.
-    - peak_memory_bytes: weights (+ gradients and AdamW moments for what is trained, + a reference copy for full
-      fine-tuning), plus activations ~ batch x tokens x hidden x layers x 34 bytes, plus the logits
-      (batch x tokens x vocab x 4 bytes x 3).
+    - seconds: model FLOPs / measured throughput + a fixed cost per micro-batch. A forward pass costs
+      2 x params FLOPs per token (the LM head included); training costs 3 forwards per token for full fine-tuning,
+      ~2 with LoRA (no weight gradients for frozen layers); DPO / KTO add a reference forward per step, or one pass
+      over the data when reference log-probs are precomputed; online RL adds decoding max_completion_length
+      positions per micro-batch. ``avg_tokens`` is the mean tokens per sequence (prompt + answer, chat template
+      included); by default 60% of max_length, which overestimates for short chats. Expect +-50%.
+    - peak_memory_bytes: weights (2 copies for full fine-tuning with a live reference), gradients and AdamW moments
+      of what is trained, activations ~ batch x length x hidden x layers x 34 bytes, logits ~ batch x length x
+      vocab x 4 bytes x 3.
     """
     from transformers import AutoConfig
 
@@ -223,51 +263,51 @@ def estimate(cfg, n_examples: int, model_dir: str | Path) -> dict[str, Any]:
     layers = int(getattr(config, "num_hidden_layers", 12))
     vocab = int(getattr(config, "vocab_size", 32000))
     inter = int(getattr(config, "intermediate_size", 4 * hidden))
-    per_layer = 4 * hidden * hidden + 3 * hidden * inter
-    n_params = layers * per_layer + vocab * hidden * (1 if getattr(config, "tie_word_embeddings", True) else 2)
+    heads = int(getattr(config, "num_attention_heads", 12))
+    kv_heads = int(getattr(config, "num_key_value_heads", heads) or heads)
+    attention = 2 * hidden * hidden + 2 * hidden * (hidden * kv_heads // heads)
+    n_params = layers * (attention + 3 * hidden * inter) + vocab * hidden
 
-    algorithm = cfg.algorithm
-    steps = cfg.planned_steps(n_examples)
-    tokens = max(8, int(0.6 * cfg.max_length))
-    seqs = SEQUENCES.get(algorithm, 1)
-    examples_per_step = cfg.effective_batch_size
-    train_tokens_per_step = examples_per_step * seqs * tokens
-    passes = 3.0 if cfg.finetune == "full" else 2.0
-    if getattr(cfg, "needs_reference", False):
-        uses_pre = getattr(cfg, "uses_precompute", None)
-        if uses_pre is None or not uses_pre(n_examples):
-            passes += 1.0
-    flops = 2 * n_params * train_tokens_per_step * passes * steps
-    if uses_pre_once := (getattr(cfg, "uses_precompute", None) and cfg.uses_precompute(n_examples)):
-        flops += 2 * n_params * n_examples * seqs * tokens  # one reference pass over the data
-    if algorithm == "online_rl":
-        gen = cfg.max_completion_length
-        flops += 2 * n_params * examples_per_step * gen * steps * 2  # decoding is latency-bound: ~2x its FLOPs
     hardware = detect_hardware()
-    throughput = GPU_FLOPS if hardware.cuda_available else CPU_FLOPS_PER_CORE * hardware.cpu_cores
-    seconds = flops / throughput + STEP_OVERHEAD_S * steps * cfg.gradient_accumulation_steps
+    device = "cuda" if hardware.cuda_available else "cpu"
+    if device == "cuda":
+        throughput = GPU_FLOPS
+    else:
+        throughput = CPU_FLOPS_PER_CORE["bf16" if hardware.cpu_native_bf16 else "fp32"] * hardware.cpu_cores
 
-    bytes_per_weight = 4 if (cfg.finetune == "full" or not hardware.cuda_available) else 2
-    if cfg.finetune == "qlora4":
-        bytes_per_weight = 0.55
-    elif cfg.finetune == "qlora8":
-        bytes_per_weight = 1.05
+    steps = cfg.planned_steps(n_examples)
+    tokens = int(avg_tokens or max(8, int(0.6 * cfg.max_length)))
+    seqs = SEQUENCES.get(cfg.algorithm, 1)
+    micro_steps = steps * cfg.gradient_accumulation_steps
+    precompute = bool(getattr(cfg, "uses_precompute", None) and cfg.uses_precompute(n_examples))
+    passes = 3.0 if cfg.finetune == "full" else 2.0
+    if cfg.needs_reference and not precompute:
+        passes += 1.0
+    flops = 2 * n_params * cfg.effective_batch_size * seqs * tokens * passes * steps
+    if precompute:
+        flops += 2 * n_params * n_examples * seqs * tokens
+    seconds = flops / throughput + MICRO_STEP_OVERHEAD_S[device] * micro_steps
+    if cfg.algorithm == "online_rl":
+        per_position = DECODE_STEP_S[device] + 2 * n_params * cfg.per_device_train_batch_size / throughput
+        seconds += cfg.max_completion_length * per_position * micro_steps
+
+    bytes_per_weight = {"qlora4": 0.55, "qlora8": 1.05}.get(cfg.finetune, 4 if (cfg.finetune == "full" or device == "cpu") else 2)
     weights = n_params * bytes_per_weight
     if cfg.finetune == "full":
-        trained = n_params * 12  # fp32 grads + two AdamW moments
-        if getattr(cfg, "needs_reference", False) and not uses_pre_once:
+        trained = n_params * 12  # fp32 gradients + two AdamW moments
+        if cfg.needs_reference and not precompute:
             weights *= 2
     else:
-        lora_params = layers * 7 * cfg.lora_r * (hidden + inter) / 1.5
+        lora_params = layers * cfg.lora_r * (2 * (4 * hidden) + 3 * (hidden + inter))
         trained = lora_params * 16
-    batch_tokens = cfg.per_device_train_batch_size * seqs * cfg.max_length
+    batch_tokens = cfg.per_device_train_batch_size * seqs * min(cfg.max_length, max(tokens, 1) * 2)
     activations = batch_tokens * hidden * layers * 34 + batch_tokens * vocab * 4 * 3
     return {
         "steps": steps,
         "seconds": round(seconds, 1),
         "peak_memory_bytes": int(weights + trained + activations),
-        "assumptions": f"~{n_params / 1e6:.0f}M params, {tokens} tokens per sequence, "
-                       f"{throughput / 1e9:.0f} GFLOP/s effective; rough estimate (+-50%)",
+        "assumptions": f"rough estimate (+-50%): ~{n_params / 1e6:.0f}M params, {tokens} tokens per sequence, "
+                       f"{throughput / 1e9:.0f} GFLOP/s on {device}",
     }
 
 

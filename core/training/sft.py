@@ -9,6 +9,7 @@ unchanged). For other templates without markers the loss falls back to the whole
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -61,13 +62,15 @@ def build_trainer(cfg: SFTConfig, setup: ModelSetup, train_dataset, eval_dataset
     from trl import SFTConfig as TRLSFTConfig, SFTTrainer
 
     assistant_only = cfg.assistant_only_loss
+    tokenizer = setup.tokenizer
     if assistant_only:
-        template = _training_template(setup.tokenizer)
+        template = _training_template(tokenizer)
         if template is None:
             log("assistant_only_loss: the chat template has no generation markers; training on whole conversations")
             assistant_only = False
-        else:
-            setup.tokenizer.chat_template = template
+        elif template != tokenizer.chat_template:
+            tokenizer = copy.deepcopy(tokenizer)  # the saved adapter keeps the original template
+            tokenizer.chat_template = template
     args = TRLSFTConfig(
         **args_kwargs,
         max_length=cfg.max_length,
@@ -79,7 +82,7 @@ def build_trainer(cfg: SFTConfig, setup: ModelSetup, train_dataset, eval_dataset
         args=args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
-        processing_class=setup.tokenizer,
+        processing_class=tokenizer,
         peft_config=setup.peft_config,
         callbacks=list(callbacks),
     )
