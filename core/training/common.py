@@ -608,3 +608,9 @@ def fsync_tree(root: Path) -> None:
 def log(message: str) -> None:
     """One line into the job log (stdout is the run's log.txt)."""
     print(f"[studio] {message}", file=sys.stdout, flush=True)
+
+
+def trainer_inputs(setup: "ModelSetup", train_dataset: Any, eval_dataset: Any, callbacks: Any) -> dict[str, Any]:
+    """The constructor arguments every TRL trainer shares (model, data, tokenizer, LoRA, callbacks)."""
+    return {"model": setup.model, "train_dataset": train_dataset, "eval_dataset": eval_dataset,
+            "processing_class": setup.tokenizer, "peft_config": setup.peft_config, "callbacks": list(callbacks)}

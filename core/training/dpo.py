@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from core.training.common import ModelSetup, TrainConfig, param, require_columns
+from core.training.common import ModelSetup, TrainConfig, param, require_columns, trainer_inputs
 
 LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust", "bco_pair", "apo_zero", "apo_down", "sppo_hard", "nca_pair",
               "exo_pair", "sigmoid_norm")
@@ -101,12 +101,7 @@ def build_trainer(cfg: DPOConfig, setup: ModelSetup, train_dataset, eval_dataset
         precompute_ref_batch_size=cfg.per_device_train_batch_size * 4,
     )
     return DPOTrainer(
-        model=setup.model,
         ref_model=setup.ref_model,
         args=args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        processing_class=setup.tokenizer,
-        peft_config=setup.peft_config,
-        callbacks=list(callbacks),
+        **trainer_inputs(setup, train_dataset, eval_dataset, callbacks),
     )

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from core.errors import ValidationError
-from core.training.common import ModelSetup, TrainConfig, log, param, require_columns
+from core.training.common import ModelSetup, TrainConfig, log, param, require_columns, trainer_inputs
 from core.training.dpo import PRECOMPUTE_CHOICES
 
 
@@ -93,12 +93,7 @@ def build_trainer(cfg: KTOConfig, setup: ModelSetup, train_dataset, eval_dataset
         precompute_ref_batch_size=cfg.per_device_train_batch_size * 4,
     )
     return KTOTrainer(
-        model=setup.model,
         ref_model=setup.ref_model,
         args=args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        processing_class=setup.tokenizer,
-        peft_config=setup.peft_config,
-        callbacks=list(callbacks),
+        **trainer_inputs(setup, train_dataset, eval_dataset, callbacks),
     )

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from core.errors import ValidationError
-from core.training.common import ModelSetup, TrainConfig, log, param, require_columns
+from core.training.common import ModelSetup, TrainConfig, log, param, require_columns, trainer_inputs
 
 
 @dataclass
@@ -125,15 +125,10 @@ def build_trainer(cfg: OnlineRLConfig, setup: ModelSetup, train_dataset, eval_da
         scale_rewards=cfg.scale_rewards,
     )
     trainer = GRPOTrainer(
-        model=setup.model,
         reward_funcs=setup.reward_model,
         reward_processing_classes=setup.reward_tokenizer,
         args=args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        processing_class=setup.tokenizer,
-        peft_config=setup.peft_config,
-        callbacks=list(callbacks),
+        **trainer_inputs(setup, train_dataset, eval_dataset, callbacks),
     )
     if setup.ref_model is not None:  # full fine-tuning from a parent: the reference must be the parent, not the base
         disable_dropout_in_model(setup.ref_model)

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from typing import ClassVar
 
-from core.training.common import ModelSetup, TrainConfig, param, require_columns
+from core.training.common import ModelSetup, TrainConfig, param, require_columns, trainer_inputs
 
 
 @dataclass
@@ -44,11 +44,6 @@ def build_trainer(cfg: ORPOConfig, setup: ModelSetup, train_dataset, eval_datase
         remove_unused_columns=False,  # its collator reads the tokenized chosen_/rejected_ columns
     )
     return ORPOTrainer(
-        model=setup.model,
         args=args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        processing_class=setup.tokenizer,
-        peft_config=setup.peft_config,
-        callbacks=list(callbacks),
+        **trainer_inputs(setup, train_dataset, eval_dataset, callbacks),
     )

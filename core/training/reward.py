@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from core.errors import ModelError
-from core.training.common import ModelSetup, TrainConfig, param, require_columns
+from core.training.common import ModelSetup, TrainConfig, param, require_columns, trainer_inputs
 
 
 @dataclass
@@ -66,13 +66,8 @@ def build_trainer(cfg: RewardConfig, setup: ModelSetup, train_dataset, eval_data
         center_rewards_coefficient=cfg.center_rewards_coefficient or None,
     )
     return RewardTrainer(
-        model=setup.model,
         args=args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        processing_class=setup.tokenizer,
-        peft_config=setup.peft_config,
-        callbacks=list(callbacks),
+        **trainer_inputs(setup, train_dataset, eval_dataset, callbacks),
     )
 
 
