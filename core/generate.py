@@ -1,22 +1,47 @@
-"""Chat generation: token streaming for the chat tab.
+"""Chat generation: token streaming for the chat tab, and paired candidates for the labeling tab.
 
 One model is shared by every user of the process, so generation is serialised with a lock: two
 concurrent ``generate`` calls on two CPU cores only slow each other down, and queueing keeps the
 latency a labeler sees predictable.
+
+Paired candidates (two answers to one prompt, shown side by side) come from ONE batched ``generate``
+call of batch size 2: the same prompt twice, so no padding is needed. On a CPU the second row costs far
+less than a second call (the weights are read once per step for both rows). With a PEFT model the two
+rows can use different LoRA adapters in that same call (PEFT's mixed-adapter batches), which is how two
+policy versions trained on one base are compared.
+
+Streaming: ``generate`` runs in a worker thread and hands every step's tokens to a :class:`PairStreamer`,
+which decodes each row incrementally (a small window of tokens per step, never the whole answer) and
+queues text snapshots for the caller. Errors in the worker are re-raised in the caller's thread; a
+caller that stops iterating (closed browser tab) cancels the generation at the next step, so the lock
+is not held for an answer nobody reads.
+
+Threads and speed (measured, 2-core CPU): every thread that runs torch ops keeps an idle OpenMP thread
+pool while it lives, and once two pools exist libgomp stops spin-waiting, so every op in the generating
+thread gets ~1.6x slower (64 tokens: 2.3 s -> 3.8 s). Hence one short-lived thread per generation (it
+leaves no pool behind), and the rule for the rest of the process: no torch work in threads that stay
+alive (load models in a thread that exits, as ``Studio.warm_up`` does; not in the main thread).
 """
 from __future__ import annotations
 
+import functools
+import queue
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import torch
-from transformers import TextIteratorStreamer
+from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers.generation.streamers import BaseStreamer
 
 from core.errors import ValidationError
 
 _GENERATE_LOCK = threading.Lock()
+BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed-adapter batch
+# generate() arguments that stream_chat / stream_pair set themselves: overriding them would break streaming
+_RESERVED_GENERATE_ARGS = frozenset({"input_ids", "attention_mask", "streamer", "adapter_names",
+                                     "stopping_criteria", "num_return_sequences", "num_beams"})
 
 
 @dataclass
@@ -71,34 +96,403 @@ def prepare_chat(tokenizer: Any, model: Any, messages: list[dict[str, str]],
     return PreparedPrompt(ids, dropped)
 
 
-def stream_chat(model: Any, tokenizer: Any, messages: list[dict[str, str]],
-                sampling: SamplingParams | None = None) -> Iterator[str]:
-    """Yield the growing answer text as tokens arrive."""
-    sampling = (sampling or SamplingParams()).validate()
-    prompt = prepare_chat(tokenizer, model, messages, sampling.max_new_tokens)
-    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    input_ids = prompt.input_ids.to(model.device)
-    errors: list[BaseException] = []
+# --- incremental decoding ---------------------------------------------------------------------------------
+
+
+class _RowDecoder:
+    """Text of one generated sequence, decoded incrementally.
+
+    Each step decodes only a short window (the tokens since the last emitted piece plus the piece before
+    it, for context), the scheme used by TGI and vLLM: a piece is emitted once it decodes to complete
+    characters, so a multi-byte character split over several byte-level tokens never shows up as
+    U+FFFD. Decoding the whole answer every step, as ``TextIteratorStreamer`` does within a line, costs
+    O(n^2) over long answers.
+    """
+
+    __slots__ = ("decode", "stop_ids", "ids", "text", "prefix", "read", "done", "eos", "count")
+
+    def __init__(self, decode: Any, stop_ids: frozenset[int]) -> None:
+        self.decode, self.stop_ids = decode, stop_ids
+        self.ids: list[int] = []
+        self.text = ""
+        self.prefix = self.read = 0   # ids[prefix:read] = the last emitted piece, ids[read:] = pending
+        self.done = self.eos = False
+        self.count = 0                # generated tokens, the eos included, the padding after it not
+
+    def push(self, token_ids: Sequence[int]) -> bool:
+        """Take one step's token(s); True when the visible state (text or done) changed."""
+        if self.done:
+            return False
+        changed = False
+        for token in token_ids:
+            self.count += 1
+            if token in self.stop_ids:
+                self.done = self.eos = True
+                return True
+            self.ids.append(token)
+            changed |= self._advance()
+        return changed
+
+    def _advance(self) -> bool:
+        before = self.decode(self.ids[self.prefix:self.read]) if self.read > self.prefix else ""
+        after = self.decode(self.ids[self.prefix:])
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            self.text += after[len(before):]
+            self.prefix, self.read = self.read, len(self.ids)
+            return True
+        return False
+
+    def finish(self) -> None:
+        """Final text from one full decode: exactly what ``tokenizer.decode`` gives for the answer."""
+        self.text = self.decode(self.ids)
+        self.done = True
+
+
+class StreamSnapshot(NamedTuple):
+    """State of every row after one generation step."""
+
+    texts: tuple[str, ...]
+    done: tuple[bool, ...]
+    eos: tuple[bool, ...]        # the row ended by itself (eos), not by the length limit
+    new_tokens: tuple[int, ...]
+
+
+class _End(NamedTuple):
+    error: BaseException | None
+
+
+class PairStreamer(BaseStreamer):
+    """Streamer for batched ``generate``: one incrementally decoded text per row, snapshots in a queue.
+
+    Iterating yields ``(text_a, text_b)`` tuples (one text per row; ``rows=1`` gives 1-tuples) until
+    generation ends; an error passed to :meth:`fail` is raised by the iterator. If the consumer falls
+    behind, it gets the latest snapshot only (intermediate ones are skipped, the final one never is).
+    A row stops accumulating once it emits a stop token (eos or pad); the prompt (first ``put``) is skipped.
+    """
+
+    def __init__(self, tokenizer: Any, stop_token_ids: Sequence[int], rows: int = 2,
+                 timeout: float | None = None) -> None:
+        decode = functools.partial(tokenizer.decode, skip_special_tokens=True)
+        stops = frozenset(int(t) for t in stop_token_ids)
+        self.rows = [_RowDecoder(decode, stops) for _ in range(rows)]
+        self.timeout = timeout
+        self._queue: queue.SimpleQueue[StreamSnapshot | _End] = queue.SimpleQueue()
+        self._prompt_pending = True
+        self._ended = False
+
+    # producer side (the generation thread)
+
+    def put(self, value: torch.Tensor) -> None:
+        if self._prompt_pending:
+            self._prompt_pending = False
+            return
+        tokens = value.tolist()
+        if value.dim() == 0 or len(tokens) != len(self.rows):
+            raise ValueError(f"PairStreamer expects {len(self.rows)} rows, got tokens of shape {tuple(value.shape)}")
+        changed = False
+        for row, step in zip(self.rows, tokens):
+            changed |= row.push(step if isinstance(step, list) else (step,))
+        if changed:
+            self._queue.put(self.snapshot())
+
+    def end(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        for row in self.rows:
+            row.finish()
+        self._queue.put(self.snapshot())
+        self._queue.put(_End(None))
+
+    def fail(self, error: BaseException) -> None:
+        """End the stream with an error, re-raised in the consumer's thread."""
+        if not self._ended:
+            self._ended = True
+            self._queue.put(_End(error))
+
+    def snapshot(self) -> StreamSnapshot:
+        rows = self.rows
+        return StreamSnapshot(tuple(r.text for r in rows), tuple(r.done for r in rows),
+                              tuple(r.eos for r in rows), tuple(r.count for r in rows))
+
+    # consumer side
+
+    def snapshots(self) -> Iterator[StreamSnapshot]:
+        """Full snapshots (texts, done flags, token counts), latest first when the consumer lags."""
+        while True:
+            item = self._queue.get(timeout=self.timeout)
+            while not isinstance(item, _End):  # skip to the newest snapshot already queued
+                try:
+                    newer = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(newer, _End):  # deliver the last snapshot before ending
+                    yield item
+                    item = newer
+                    break
+                item = newer
+            if isinstance(item, _End):
+                if item.error is not None:
+                    raise item.error
+                return
+            yield item
+
+    def __iter__(self) -> Iterator[tuple[str, ...]]:
+        return (snap.texts for snap in self.snapshots())
+
+
+# --- the generation worker --------------------------------------------------------------------------------
+
+
+class _CancelRequested(StoppingCriteria):
+    """Stops every row at the next step once the consumer has gone away."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+def _stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
+    ids: set[int] = set()
+    for source in (getattr(model, "generation_config", None), tokenizer):
+        for name in ("eos_token_id", "pad_token_id"):
+            value = getattr(source, name, None)
+            if isinstance(value, int):
+                ids.add(value)
+            elif isinstance(value, (list, tuple)):
+                ids.update(int(v) for v in value)
+    return ids
+
+
+def _check_overrides(overrides: dict[str, Any]) -> None:
+    clash = sorted(set(overrides) & _RESERVED_GENERATE_ARGS)
+    if clash:
+        raise ValidationError(f"generate arguments {', '.join(clash)} are set by the studio itself",
+                              hint="pass only extra generation options, e.g. min_new_tokens")
+
+
+def _generate_in_thread(model: Any, tokenizer: Any, input_ids: torch.Tensor, streamer: PairStreamer,
+                        generate_kwargs: dict[str, Any], seed: int | None,
+                        adapter_rows: list[str] | None) -> tuple[threading.Thread, threading.Event]:
+    """Start ``model.generate`` under the lock in a daemon thread; return it and the event that cancels it."""
+    cancel = threading.Event()
+    kwargs = dict(generate_kwargs)
+    kwargs["stopping_criteria"] = StoppingCriteriaList([_CancelRequested(cancel)])
+    kwargs.setdefault("pad_token_id", tokenizer.pad_token_id)
 
     def run() -> None:
         try:
-            with _GENERATE_LOCK, torch.inference_mode():
-                model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                               streamer=streamer, pad_token_id=tokenizer.pad_token_id,
-                               **sampling.generate_kwargs())
-        except BaseException as exc:  # surfaced to the caller below
-            errors.append(exc)
-            streamer.end()
+            with _GENERATE_LOCK:
+                if cancel.is_set():  # the caller left while we waited for the lock
+                    return
+                with torch.inference_mode(), _mixed_adapters(model, adapter_rows) as extra:
+                    if seed is not None:
+                        torch.manual_seed(seed)
+                    model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                   streamer=streamer, **kwargs, **extra)
+        except BaseException as exc:  # re-raised in the caller's thread by the streamer's iterator
+            streamer.fail(exc)
+        finally:
+            streamer.end()  # no-op after fail() or after generate's own end()
 
-    worker = threading.Thread(target=run, daemon=True)
+    worker = threading.Thread(target=run, name="studio-generate", daemon=True)
     worker.start()
-    text = ""
-    for piece in streamer:
-        text += piece
-        yield text
-    worker.join()
-    if errors:
-        raise errors[0]
+    return worker, cancel
+
+
+# --- mixed-adapter batches --------------------------------------------------------------------------------
+
+
+def _lora_adapter_names(model: Any) -> set[str]:
+    from peft.tuners.lora import LoraLayer
+
+    names: set[str] = set()
+    for module in model.modules():
+        if isinstance(module, LoraLayer):
+            names |= set(module.lora_A.keys()) | set(module.lora_embedding_A.keys())
+    return names
+
+
+def _is_peft_model(model: Any) -> bool:
+    try:
+        from peft import PeftModel
+    except ImportError:  # pragma: no cover - peft is a dependency
+        return False
+    return isinstance(model, PeftModel)
+
+
+def _resolve_adapter_rows(model: Any, adapter_names: tuple[str | None, str | None] | None) -> list[str] | None:
+    """PEFT's per-row adapter list, or None when the model is to be used as it is."""
+    if adapter_names is None:
+        return None
+    if not isinstance(adapter_names, (tuple, list)) or len(adapter_names) != 2:
+        raise ValidationError("adapter_names needs one entry per candidate: (adapter_a, adapter_b)",
+                              hint="use None for the base model, e.g. ('v2', None)")
+    is_peft = _is_peft_model(model) or getattr(model, "_hf_peft_config_loaded", False)
+    if not is_peft:
+        if any(adapter_names):
+            raise ValidationError(f"the model has no adapters, cannot use {[a for a in adapter_names if a]}",
+                                  hint="load the policy's adapter onto the base model first")
+        return None
+    rows = [name or BASE_ADAPTER for name in adapter_names]
+    unknown = sorted({n for n in rows if n != BASE_ADAPTER} - _lora_adapter_names(model))
+    if unknown:
+        raise ValidationError(f"unknown adapter(s): {', '.join(unknown)}",
+                              hint="load the adapter onto the model, or pick one of its loaded adapters")
+    return rows
+
+
+class _mixed_adapters:
+    """Context for one mixed-adapter ``generate``; yields the extra generate kwargs.
+
+    A ``PeftModel`` takes ``adapter_names=[...]`` in ``generate`` (PEFT's mixed-batch inference). PEFT
+    removes the per-layer hooks it registers for that only when ``generate`` returns normally, so after
+    an error (or a cancelled stream) they would stay on the shared model and apply the old adapter list to
+    every later call; we remove leftovers on the way out. Adapters injected through transformers'
+    integration (``model.add_adapter`` / ``load_adapter``) have no such ``generate``: the same PEFT hook
+    is registered here around the call.
+    """
+
+    def __init__(self, model: Any, rows: list[str] | None) -> None:
+        self.model, self.rows = model, rows
+        self.handles: list[Any] = []
+
+    def __enter__(self) -> dict[str, Any]:
+        if self.rows is None:
+            return {}
+        if _is_peft_model(self.model):
+            return {"adapter_names": self.rows}
+        from peft.tuners.lora import LoraLayer
+        from peft.tuners.lora.model import _adapter_names_pre_forward_hook
+
+        hook = functools.partial(_adapter_names_pre_forward_hook, adapter_names=self.rows)
+        for module in self.model.modules():
+            if isinstance(module, LoraLayer):
+                self.handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
+        return {}
+
+    def __exit__(self, *exc: Any) -> None:
+        for handle in self.handles:
+            handle.remove()
+        if self.rows is not None and exc[0] is not None:
+            _remove_adapter_hooks(self.model)
+
+
+def _remove_adapter_hooks(model: Any) -> None:
+    """Drop PEFT mixed-batch hooks left behind by a ``generate`` that raised."""
+    from peft.tuners.lora.model import _adapter_names_pre_forward_hook
+
+    for module in model.modules():
+        stale = [key for key, hook in module._forward_pre_hooks.items()
+                 if getattr(hook, "func", None) is _adapter_names_pre_forward_hook]
+        for key in stale:
+            del module._forward_pre_hooks[key]
+            module._forward_pre_hooks_with_kwargs.pop(key, None)
+
+
+# --- public API -------------------------------------------------------------------------------------------
+
+
+def stream_chat(model: Any, tokenizer: Any, messages: list[dict[str, str]],
+                sampling: SamplingParams | None = None, **generate_overrides: Any) -> Iterator[str]:
+    """Yield the growing answer text as tokens arrive.
+
+    ``generate_overrides`` go to ``model.generate`` as they are (e.g. ``min_new_tokens`` for benchmarks).
+    """
+    sampling = (sampling or SamplingParams()).validate()
+    _check_overrides(generate_overrides)
+    prompt = prepare_chat(tokenizer, model, messages, sampling.max_new_tokens)
+    streamer = PairStreamer(tokenizer, _stop_token_ids(model, tokenizer), rows=1)
+    worker, cancel = _generate_in_thread(model, tokenizer, prompt.input_ids.to(model.device), streamer,
+                                         {**sampling.generate_kwargs(), **generate_overrides}, None, None)
+    try:
+        for (text,) in streamer:
+            yield text
+        worker.join()  # it is past generate(): only releasing the lock is left
+    finally:
+        cancel.set()  # stops the worker if the caller stopped early; harmless once it has finished
+
+
+@dataclass(frozen=True)
+class PairUpdate:
+    """One step of a paired turn. ``finished`` marks the last update, which also carries latency_ms."""
+
+    text_a: str
+    text_b: str
+    done_a: bool
+    done_b: bool
+    new_tokens_a: int
+    new_tokens_b: int
+    truncated_tokens: int          # prompt tokens dropped to fit the context window
+    finished: bool = False
+    latency_ms: float | None = None
+    eos_a: bool = False            # the answer ended by itself (not cut at max_new_tokens)
+    eos_b: bool = False
+
+
+@dataclass(frozen=True)
+class PairResult:
+    text_a: str
+    text_b: str
+    latency_ms: float
+    new_tokens_a: int
+    new_tokens_b: int
+    truncated_tokens: int
+    eos_a: bool
+    eos_b: bool
+
+
+def stream_pair(model: Any, tokenizer: Any, messages: list[dict[str, str]],
+                sampling: SamplingParams | None = None,
+                adapter_names: tuple[str | None, str | None] | None = None,
+                seed: int | None = None, **generate_overrides: Any) -> Iterator[PairUpdate]:
+    """Two candidate answers to one conversation from ONE batched ``generate`` call, streamed together.
+
+    ``adapter_names=(a, b)`` (PEFT models): row A uses adapter ``a``, row B adapter ``b``, ``None`` = the
+    base model without adapters. Without it both rows are samples of the model as it is. ``seed`` makes
+    sampling reproducible. Greedy decoding (temperature 0) gives two identical answers.
+    """
+    started = time.perf_counter()
+    sampling = (sampling or SamplingParams()).validate()
+    _check_overrides(generate_overrides)
+    adapter_rows = _resolve_adapter_rows(model, adapter_names)
+    prompt = prepare_chat(tokenizer, model, messages, sampling.max_new_tokens)
+    input_ids = prompt.input_ids.to(model.device).expand(2, -1).contiguous()  # same prompt: no padding
+    streamer = PairStreamer(tokenizer, _stop_token_ids(model, tokenizer), rows=2)
+    worker, cancel = _generate_in_thread(model, tokenizer, input_ids, streamer,
+                                         {**sampling.generate_kwargs(), **generate_overrides}, seed, adapter_rows)
+    try:
+        last: StreamSnapshot | None = None
+        for last in streamer.snapshots():
+            yield _update(last, prompt.truncated_tokens)
+        worker.join()  # it is past generate(): only releasing the lock is left
+        assert last is not None  # end() always queues a final snapshot before the end marker
+        yield _update(last, prompt.truncated_tokens, latency_ms=(time.perf_counter() - started) * 1000)
+    finally:
+        cancel.set()
+
+
+def _update(snap: StreamSnapshot, truncated: int, latency_ms: float | None = None) -> PairUpdate:
+    return PairUpdate(text_a=snap.texts[0], text_b=snap.texts[1], done_a=snap.done[0], done_b=snap.done[1],
+                      new_tokens_a=snap.new_tokens[0], new_tokens_b=snap.new_tokens[1],
+                      truncated_tokens=truncated, finished=latency_ms is not None, latency_ms=latency_ms,
+                      eos_a=snap.eos[0], eos_b=snap.eos[1])
+
+
+def generate_pair(model: Any, tokenizer: Any, messages: list[dict[str, str]],
+                  sampling: SamplingParams | None = None,
+                  adapter_names: tuple[str | None, str | None] | None = None,
+                  seed: int | None = None, **generate_overrides: Any) -> PairResult:
+    """Both candidates, complete (consumes :func:`stream_pair`)."""
+    final: PairUpdate | None = None
+    for final in stream_pair(model, tokenizer, messages, sampling, adapter_names, seed, **generate_overrides):
+        pass
+    assert final is not None and final.finished and final.latency_ms is not None
+    return PairResult(text_a=final.text_a, text_b=final.text_b, latency_ms=final.latency_ms,
+                      new_tokens_a=final.new_tokens_a, new_tokens_b=final.new_tokens_b,
+                      truncated_tokens=final.truncated_tokens, eos_a=final.eos_a, eos_b=final.eos_b)
 
 
 def generate_once(model: Any, tokenizer: Any, messages: list[dict[str, str]],
