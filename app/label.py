@@ -125,6 +125,7 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> None:
         sampling = build_config(SamplingParams, sampling_values).validate()
         rows, (id_a, id_b) = s.adapter_rows(name_a, name_a if name_b in (SAME_POLICY, None) else name_b)
         model, tokenizer = s.model()
+        s.share_cpu()
         messages = history(s.db, st["conversation_id"])
         final = None
         for update in stream_pair(model, tokenizer, messages, sampling, adapter_names=rows):

@@ -387,6 +387,13 @@ def _default_dtype(device: str, cuda_bf16: bool) -> torch.dtype:
 # --- building directories safely --------------------------------------------------------------------------
 
 
+def needs_provisioning(spec: str, data_dir: Path) -> bool:
+    """True when ``spec`` is a built-in model ('default' or 'tiny') not yet built in ``data_dir``."""
+    names = {"default": DEFAULT_MODEL_DIR, MODEL_NAME: DEFAULT_MODEL_DIR, DEFAULT_MODEL_DIR: DEFAULT_MODEL_DIR,
+             "tiny": TINY_MODEL_DIR}
+    return spec in names and not _is_complete(Path(data_dir) / MODELS_SUBDIR / names[spec])
+
+
 def _is_complete(model_dir: Path) -> bool:
     return (model_dir / MARKER_FILE).is_file() and (model_dir / "config.json").is_file()
 

@@ -10,12 +10,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from core import __version__
 from core.config import Settings
 from core.errors import ModelError, StudioError
 from core.hardware import HardwareProfile, detect_hardware
 from core.identity import Directory
-from core.jobs import Supervisor
+from core.jobs import Supervisor, trainer_threads
 from core.models import load_model
 from core.policies import ensure_base_policy, get_policy
 from storage.db import Database
@@ -71,6 +73,13 @@ class Studio:
                     self._loaded_adapters.add(policy["name"])
         rows = (a["name"] if a["adapter_path"] else None, b["name"] if b["adapter_path"] else None)
         return (rows if self._loaded_adapters else None), (a["id"], b["id"])
+
+    def share_cpu(self) -> None:
+        """Before generating: use only the cores a running trainer leaves free (see jobs.trainer_threads)."""
+        import torch
+
+        total = psutil.cpu_count(logical=True) or 1
+        torch.set_num_threads(max(1, total - trainer_threads()) if self.supervisor.busy() else total)
 
     def warm_up(self) -> None:
         """Load the model in the background so the first chat does not pay for it."""
