@@ -8,7 +8,6 @@ instead of writing a second row.
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,9 +24,6 @@ FLAGS = ("unsafe", "pii", "off_topic")
 RATING_MIN, RATING_MAX = 1, 5
 MAX_MESSAGE_CHARS = 200_000  # longer chat messages are refused; long ones are cut to the model context
 SIDES = ("a", "b")
-# This process is the database's only writer; the lock makes "is this vote already saved? if not, save
-# it" atomic, so a double click or a retried request can never store a vote twice.
-_VOTE_LOCK = threading.Lock()
 
 
 # -- aspects ---------------------------------------------------------------------------------------
@@ -210,49 +206,45 @@ def record_vote(db: Database, user: User, vote: Vote) -> VoteReceipt:
     """Validate and store a vote with its ratings, thumbs, gold edit, note and flags in one transaction."""
     vote = _validate_vote(vote, {a["name"] for a in active_aspects(db)})
     key = vote.idempotency_key or f"{vote.source}:{user.id}:{vote.candidate_a}:{vote.candidate_b}"
-    with _VOTE_LOCK:  # check-then-insert must not interleave with an identical submission
-        existing = _receipt_for_key(db, key)
-        if existing is not None:
-            return existing
-        return _insert_vote(db, user, vote, key)
+    # db.write serialises writers, so "already saved? else save" cannot interleave with a repeat
+    return db.write(lambda cur: _receipt_for_key(cur, key) or _insert_vote(cur, user, vote, key))
 
 
-def _receipt_for_key(db: Database, key: str) -> VoteReceipt | None:
-    row = db.cursor().execute(
+def _receipt_for_key(cur: duckdb.DuckDBPyConnection, key: str) -> VoteReceipt | None:
+    row = cur.execute(
         "SELECT p.id, m.content FROM preferences p LEFT JOIN messages m ON m.conversation_id = p.conversation_id"
         " AND m.turn = p.turn AND m.role = 'assistant' WHERE p.idempotency_key = ?", [key]).fetchone()
     return None if row is None else VoteReceipt(row[0], False, row[1])
 
 
-def _insert_vote(db: Database, user: User, vote: Vote, key: str) -> VoteReceipt:
-    with db.transaction() as cur:
-        rows = cur.execute("SELECT id, conversation_id, turn, prompt_id, text, redacted_at FROM candidates"
-                           " WHERE id IN (?, ?)", [vote.candidate_a, vote.candidate_b]).fetchall()
-        found = {r[0]: r for r in rows}
-        for cid in (vote.candidate_a, vote.candidate_b):
-            if cid not in found or found[cid][5] is not None:
-                raise NotFound(f"Candidate {cid} does not exist (or was deleted)", hint="generate a new pair")
-        a, b = found[vote.candidate_a], found[vote.candidate_b]
-        if (a[1], a[2]) != (b[1], b[2]):
-            raise ValidationError("The two candidates answer different turns", hint="vote on one pair at a time")
-        conversation_id, turn, prompt_id = a[1], a[2], a[3]
-        if conversation_id is not None:
-            _own_conversation(cur, conversation_id, user)
-            taken = cur.execute("SELECT count(*) FROM messages WHERE conversation_id = ? AND turn = ?",
-                                [conversation_id, turn]).fetchone()[0]
-            if taken:
-                raise Conflict("This turn already has an accepted answer",
-                               hint="undo the last vote first if you want to change it")
-        preference_id = _write_vote(cur, user, vote, key, conversation_id, turn, prompt_id)
-        side_ids = {"a": vote.candidate_a, "b": vote.candidate_b}
-        text, side = _continuation(vote, {"a": a[4], "b": b[4]})
-        if conversation_id is not None and text is not None:
-            cur.execute("INSERT INTO messages (conversation_id, turn, role, content, candidate_id)"
-                        " VALUES (?, ?, 'assistant', ?, ?)",
-                        [conversation_id, turn, text, side_ids.get(side or "")])
-        if prompt_id is not None:
-            cur.execute("UPDATE assignments SET status = 'done', finished_at = now()"
-                        " WHERE prompt_id = ? AND user_id = ?", [prompt_id, user.id])
+def _insert_vote(cur: duckdb.DuckDBPyConnection, user: User, vote: Vote, key: str) -> VoteReceipt:
+    rows = cur.execute("SELECT id, conversation_id, turn, prompt_id, text, redacted_at FROM candidates"
+                       " WHERE id IN (?, ?)", [vote.candidate_a, vote.candidate_b]).fetchall()
+    found = {r[0]: r for r in rows}
+    for cid in (vote.candidate_a, vote.candidate_b):
+        if cid not in found or found[cid][5] is not None:
+            raise NotFound(f"Candidate {cid} does not exist (or was deleted)", hint="generate a new pair")
+    a, b = found[vote.candidate_a], found[vote.candidate_b]
+    if (a[1], a[2]) != (b[1], b[2]):
+        raise ValidationError("The two candidates answer different turns", hint="vote on one pair at a time")
+    conversation_id, turn, prompt_id = a[1], a[2], a[3]
+    if conversation_id is not None:
+        _own_conversation(cur, conversation_id, user)
+        taken = cur.execute("SELECT count(*) FROM messages WHERE conversation_id = ? AND turn = ?",
+                            [conversation_id, turn]).fetchone()[0]
+        if taken:
+            raise Conflict("This turn already has an accepted answer",
+                           hint="undo the last vote first if you want to change it")
+    preference_id = _write_vote(cur, user, vote, key, conversation_id, turn, prompt_id)
+    side_ids = {"a": vote.candidate_a, "b": vote.candidate_b}
+    text, side = _continuation(vote, {"a": a[4], "b": b[4]})
+    if conversation_id is not None and text is not None:
+        cur.execute("INSERT INTO messages (conversation_id, turn, role, content, candidate_id)"
+                    " VALUES (?, ?, 'assistant', ?, ?)",
+                    [conversation_id, turn, text, side_ids.get(side or "")])
+    if prompt_id is not None:
+        cur.execute("UPDATE assignments SET status = 'done', finished_at = now()"
+                    " WHERE prompt_id = ? AND user_id = ?", [prompt_id, user.id])
     return VoteReceipt(preference_id, True, text)
 
 
@@ -295,16 +287,18 @@ def submit_labeled_pair(db: Database, user: User, prompt: str, answer_a: str, an
     answers = [clean_text(answer_a, "answer_a"), clean_text(answer_b, "answer_b")]
     vote = _validate_vote(Vote(**{**vote.__dict__, "candidate_a": -1, "candidate_b": -2}),
                           {a["name"] for a in active_aspects(db)})
-    with _VOTE_LOCK, db.transaction() as cur:
+
+    def write(cur: duckdb.DuckDBPyConnection) -> VoteReceipt:
         if vote.idempotency_key:
-            existing = _receipt_for_key(db, vote.idempotency_key)
+            existing = _receipt_for_key(cur, vote.idempotency_key)
             if existing is not None:
                 return existing
         prompt_id = cur.execute("INSERT INTO prompts (text, source) VALUES (?, ?) RETURNING id",
                                 [prompt, vote.source]).fetchone()[0]
-        ids = [cur.execute("INSERT INTO candidates (prompt_id, text) VALUES (?, ?) RETURNING id",
-                           [prompt_id, text]).fetchone()[0] for text in answers]
-        vote = Vote(**{**vote.__dict__, "candidate_a": ids[0], "candidate_b": ids[1]})
+        ids = sorted(r[0] for r in cur.execute("INSERT INTO candidates (prompt_id, text) VALUES (?, ?), (?, ?) RETURNING id",
+                                         [prompt_id, answers[0], prompt_id, answers[1]]).fetchall())
+        stored = Vote(**{**vote.__dict__, "candidate_a": ids[0], "candidate_b": ids[1]})
         key = vote.idempotency_key or f"{vote.source}:{user.id}:{ids[0]}:{ids[1]}"
-        preference_id = _write_vote(cur, user, vote, key, None, None, prompt_id)
-    return VoteReceipt(preference_id, True, None)
+        return VoteReceipt(_write_vote(cur, user, stored, key, None, None, prompt_id), True, None)
+
+    return db.write(write)

@@ -8,18 +8,22 @@ nothing half-written.
 """
 from __future__ import annotations
 
+import queue
 import re
 import threading
+from concurrent.futures import Future
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import duckdb
 
 from core.errors import StorageError
 
+T = TypeVar("T")
 DB_FILENAME = "studio.duckdb"
+GROUP_COMMIT_MAX = 64
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 
 
@@ -53,6 +57,8 @@ class Database:
         self._local = threading.local()
         self._lock = threading.Lock()
         self.schema_version = self._migrate()
+        self._writes: queue.Queue = queue.Queue()
+        self._writer: threading.Thread | None = None
 
     @classmethod
     def in_data_dir(cls, data_dir: Path | str) -> "Database":
@@ -79,6 +85,62 @@ class Database:
             raise
         cur.commit()
 
+    def write(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """Run ``fn(cursor)`` in a transaction and return its result once COMMITTED.
+
+        Calls from many threads are grouped: one writer thread runs every pending ``fn`` in one transaction
+        and commits once. A commit (its fsync) costs ~3 ms here while the statements of a vote cost well
+        under 1 ms, so grouping is what lets 20 labelers vote at once without queueing behind each other's
+        fsyncs. Writers are serialised, so check-then-insert logic inside ``fn`` is atomic. If one ``fn``
+        fails, the group is rolled back and each ``fn`` re-run alone, so only the failing call sees the error.
+        """
+        future: Future = Future()
+        with self._lock:
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_loop, name="db-group-commit", daemon=True)
+                self._writer.start()
+        self._writes.put((fn, future))
+        return future.result()
+
+    def _write_loop(self) -> None:
+        with self._lock:
+            cur = self._conn.cursor()
+        while True:
+            batch = [self._writes.get()]
+            if batch[0] is None:
+                return
+            while len(batch) < GROUP_COMMIT_MAX:
+                try:
+                    item = self._writes.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._writes.put(None)
+                    break
+                batch.append(item)
+            self._commit_group(cur, batch)
+
+    def _commit_group(self, cur: duckdb.DuckDBPyConnection, batch: list[tuple[Callable, Future]]) -> None:
+        results = []
+        try:
+            cur.begin()
+            for fn, _ in batch:
+                results.append(fn(cur))
+            cur.commit()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller through its future
+            try:
+                cur.rollback()
+            except duckdb.Error:
+                pass
+            if len(batch) == 1:
+                batch[0][1].set_exception(exc)
+            else:
+                for item in batch:
+                    self._commit_group(cur, [item])
+            return
+        for (_, future), result in zip(batch, results):
+            future.set_result(result)
+
     def query(self, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         """Read-only helper: rows as dicts."""
         cur = self.cursor().execute(sql, params)
@@ -90,6 +152,9 @@ class Database:
         return None if row is None else row[0]
 
     def close(self) -> None:
+        if self._writer is not None:
+            self._writes.put(None)
+            self._writer.join(timeout=10)
         with self._lock:
             self._conn.close()
 

@@ -104,3 +104,31 @@ def test_second_process_gets_a_clear_error_not_a_crash(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "storage_error", out.stderr
     db.close()
+
+
+def test_group_commit_writes_everything_once_and_isolates_a_failing_call(tmp_path):
+    db = Database(tmp_path / "studio.duckdb")
+    results, errors = [], []
+
+    def writer(i: int) -> None:
+        def fn(cur):
+            if i == 7:
+                cur.execute("INSERT INTO users (name) VALUES ('dup')")
+                cur.execute("INSERT INTO users (name) VALUES ('dup')")  # fails: UNIQUE
+            return cur.execute("INSERT INTO prompts (text) VALUES (?) RETURNING id", [f"p{i}"]).fetchone()[0]
+        try:
+            results.append(db.write(fn))
+        except duckdb.ConstraintException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(30)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(errors) == 1 and len(results) == 29 == len(set(results))
+    assert db.scalar("SELECT count(*) FROM prompts") == 29 and db.scalar("SELECT count(*) FROM users") == 0
+    db.close()
+    reopened = Database(tmp_path / "studio.duckdb")  # committed means on disk
+    assert reopened.scalar("SELECT count(*) FROM prompts") == 29
+    reopened.close()
