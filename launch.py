@@ -85,12 +85,10 @@ def serve(settings: Settings) -> None:
     app = create_app(studio)
     print(f"RLHF Studio on http://{settings.host}:{settings.port}/  (labeling: /label/, API: /api/)",
           flush=True)
-    try:
-        # uvicorn directly (not app.run) so shutdown is bounded even while browsers keep connections open
-        uvicorn.run(app, host=settings.host, port=settings.port, timeout_graceful_shutdown=3,
-                    access_log=False, log_level="warning")
-    finally:
-        studio.close()
+    # uvicorn directly (not app.run) so shutdown is bounded even while browsers keep connections open;
+    # the app's lifespan closes the studio on the way out
+    uvicorn.run(app, host=settings.host, port=settings.port, timeout_graceful_shutdown=3,
+                access_log=False, log_level="warning")
 
 
 def parse_assignments(pairs: list[str]) -> dict[str, object]:

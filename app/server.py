@@ -42,6 +42,9 @@ def create_app(studio: Studio) -> Any:
         studio.supervisor.start()  # re-attach to running jobs, then watch the queue
         async with gradio_host.router.lifespan_context(gradio_host):
             yield
+        # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, so code after uvicorn.run() may
+        # never run: release the database (and stop watching jobs) here, at the end of the lifespan.
+        studio.close()
 
     return st.App(
         str(CONSOLE_SCRIPT),
