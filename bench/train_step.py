@@ -1,0 +1,766 @@
+"""Training-step benchmark: DPO + LoRA on the default model (SmolLM2-135M-Instruct), CPU, 4 pairs per step.
+
+Last line: ``RESULT mfu_pct=... vs_trl_defaults=... overhead=... ref_cache_speedup=...``
+
+Setup
+- The default model is provisioned offline with ``core.models.provision_default_model`` into a cache dir under
+  /tmp (``STUDIO_BENCH_CACHE``, default /tmp/rlhf_studio_bench_train_step), so repeated runs do not reconvert it.
+- Data: ``PAIRS`` below, 16 fixed conversational preference pairs (TRL ``prompt/chosen/rejected`` messages,
+  ~100-200 tokens per prompt+answer with the chat template). Every run trains on exactly these rows.
+- Batch: 4 pairs per optimizer step (per_device_train_batch_size=4, no gradient accumulation). Each run does 8
+  optimizer steps (2 epochs over the 16 pairs); steps 1-2 are warm-up, step times are medians.
+
+Runs (each in its own fresh process, one after the other; the parent only samples CPU load while they run)
+1. ours (auto): the product path. A run dir is written in the supervisor's contract (``config.json`` with
+   ``JobRequest(...).config().to_dict()`` as hyperparams, ``data/train.parquet`` written by
+   ``core.jobs._write_parquet``), then ``python -m core.training.run runs/<id>/config.json`` is started with the
+   supervisor's environment, including its thread limit: OMP_NUM_THREADS = MKL_NUM_THREADS =
+   ``core.jobs.trainer_threads()`` (all cores but one, so chat stays responsive; 1 on a 2-core machine).
+   Started with plain ``python -m`` (not ``accelerate launch``, which the studio uses) so launcher start-up
+   cannot leak into the step time; on a 1-process CPU job accelerate only sets env (it keeps an OMP_NUM_THREADS
+   that is already set; mixed_precision=no is overridden by TrainingArguments' own bf16). Hyperparameters: the
+   product's defaults except batch 4 / accumulation 1 / 2 epochs and ``logging_steps=1``. The precision,
+   checkpointing and reference-cache choices are the product's own (hardware detection, precompute "auto").
+2. ours (precompute off): the same with ``precompute_ref_log_probs="off"`` (for ref_cache_speedup).
+3. TRL, same settings: a plain TRL script (this file, ``--baseline same``) with DPOTrainer and the settings our
+   job used: precision / checkpointing from ``core.hardware.training_defaults`` (what the child applies), the
+   precompute decision from the child's result.json, the LoRA / beta / lr / max_length / seed values of our
+   config, and the same thread count.
+4. TRL defaults: a plain TRL script (``--baseline defaults``): ``DPOConfig(output_dir, per_device_train_batch_size=4,
+   max_steps=5, report_to="none", use_cpu=True)``, everything else TRL's defaults (bf16=True,
+   gradient_checkpointing=True, no precompute, lr 1e-6), LoRA through ``peft_config`` with our LoRA shape.
+   (``use_cpu=True`` is required: without a GPU, TrainingArguments rejects TRL's bf16 default.) Run from a plain
+   shell: torch's default threads (all cores).
+5. Context only (not in RESULT), when trainer_threads() holds cores back: our job with torch's default threads.
+
+How step times are measured (nothing is added to core)
+- Ours: the child records no per-step duration, but with ``logging_steps=1`` its MetricsCallback writes one
+  ``metrics.jsonl`` row per optimizer step with a wall-clock ``time`` stamped after that step's callbacks
+  (progress.json write, control poll) and logging. Step k's time = time(row k) - time(row k-1): the whole
+  training-loop cost of a step, product callbacks included.
+- Plain TRL baselines: a TrainerCallback stamps ``on_step_end``; step k's time = stamp k - stamp k-1 (same span).
+- mfu / overhead / vs_trl_defaults: median over steps 3-8 (TRL defaults: 5 steps, median of 3-5, its steps are
+  several times slower). ref_cache_speedup: median over epoch-2 steps (5-8).
+
+Figures
+- mfu_pct: model FLOPs of one step of OUR job / its median step time / fp32 matmul peak. FLOPs = 6*N*T for the policy
+  forward+backward plus 2*N*T for the reference forward when the step runs it (not when reference log-probs are
+  precomputed: then no reference forward happens in the step). N = parameters of the base model (what the
+  child reports), T = real (unpadded) prompt+completion tokens of the 4 chosen + 4 rejected sequences, the mean
+  over the dataset (read from TRL's tokenization in the baseline process). 6*N*T is the usual convention; with
+  LoRA the frozen weights need no weight gradients, so the work actually done is nearer 4*N*T.
+  Peak: best of 10 2048x2048 fp32 ``torch.matmul`` with torch's default threads, in this process, measured
+  whenever the machine is quiet between runs (the best measurement counts); the peak at the trainer's thread
+  count is printed for context. If the
+  job trains under bf16 autocast (native bf16 CPUs), MFU against the fp32 peak can exceed what fp32 allows; the
+  bf16 peak and the MFU against it are printed on a progress line.
+- vs_trl_defaults: our median step time / TRL defaults' median step time.
+- overhead: our median step time / the same-settings TRL script's median step time.
+- ref_cache_speedup: epoch-2 median step time of ours with precompute off / with precompute on.
+
+A shared machine (other engineers' tests and benchmarks): two 2-thread torch processes on 2 cores slow each other
+down 5-10x (OpenMP threads wait for descheduled peers), so foreign load is handled explicitly:
+- before each run the parent waits (bounded: STUDIO_BENCH_QUIET_WAIT_S per run, STUDIO_BENCH_QUIET_BUDGET_S in
+  all) until other processes use < QUIET_CORES for two 2-s windows;
+- while a child runs, the parent samples every 0.5 s the CPU used by everything else ("foreign load");
+- a step during which the foreign load averaged > QUIET_CORES is left out of the medians, provided
+  MIN_CLEAN_STEPS clean steps remain; a run without enough clean steps is repeated (STUDIO_BENCH_ATTEMPTS runs at
+  most), else its figure is printed with a "!!" flag. Every step time is printed with its foreign load.
+- the process CPU time per step is printed as a diagnostic (with both threads busy it is 2 x the wall time).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+CACHE_DIR = Path(os.environ.get("STUDIO_BENCH_CACHE", "/tmp/rlhf_studio_bench_train_step"))
+BATCH_PAIRS = 4
+EPOCHS = 2
+WARMUP_STEPS = 2
+TRL_DEFAULTS_STEPS = 5  # TRL's defaults are much slower per step: 2 warm-up + 3 timed steps
+RUN_TIMEOUT_S = 600
+# A shared machine: other processes' CPU use (in cores) below which it counts as quiet, how long to wait for quiet
+# before a run (and in all), the clean steps a median needs, and how often a run without them is repeated.
+QUIET_CORES = 0.3
+QUIET_WAIT_S = float(os.environ.get("STUDIO_BENCH_QUIET_WAIT_S", 120))
+QUIET_BUDGET_S = float(os.environ.get("STUDIO_BENCH_QUIET_BUDGET_S", 420))
+MIN_CLEAN_STEPS = 2
+MAX_ATTEMPTS = int(os.environ.get("STUDIO_BENCH_ATTEMPTS", 2))
+
+# 16 fixed preference pairs: a realistic mix of chat requests, a good answer and a worse one each.
+PAIRS = [
+    ("How do I remove duplicates from a Python list but keep the original order?",
+     "Use a dict, since dicts keep insertion order (Python 3.7+):\n\n```python\nitems = [3, 1, 3, 2, 1]\nunique = "
+     "list(dict.fromkeys(items))  # [3, 1, 2]\n```\n\n`dict.fromkeys` keeps the first occurrence of each value and "
+     "drops later ones, in one pass. It needs hashable items. For unhashable ones such as lists, loop and keep a "
+     "`seen` list instead, which is slower but works for any type.",
+     "Just use set(): `unique = list(set(items))`. Sets remove duplicates automatically and it is the fastest way. "
+     "The order might change a bit but that usually does not matter for most programs, so I would not worry about "
+     "it."),
+    ("My homemade bread came out dense and didn't rise much. What went wrong?",
+     "A few usual suspects: 1) Yeast: old or killed by water hotter than about 45 C; proof it in warm water with a "
+     "pinch of sugar and look for foam after 10 minutes. 2) Too little kneading, so the gluten can't hold gas; "
+     "knead until the dough stretches thin without tearing. 3) Too short a rise or a cold kitchen; let it double "
+     "in size rather than watching the clock. 4) Too much flour, which makes a stiff dough. Change one thing at a "
+     "time next bake.",
+     "Bread is tricky. Maybe try a different recipe or buy a bread machine, they do everything for you. Some "
+     "flours just don't work well either, so switching brands could help. Good luck next time!"),
+    ("What should I pack for a three-day hiking trip in the mountains in autumn?",
+     "Plan for cold nights and changing weather. Clothing: moisture-wicking base layers, a fleece, a waterproof "
+     "shell, warm hat, gloves and two pairs of wool socks. Shelter and sleep: tent, a sleeping bag rated near "
+     "freezing, and an insulated pad. Food and water: about 1 kg of food per day, a stove, and a filter. Safety: "
+     "map and compass or GPS, headlamp, first-aid kit, and tell someone your route. Check the forecast the day "
+     "before.",
+     "Bring a backpack with some snacks, a water bottle and a jacket. Autumn is usually nice weather so you don't "
+     "need much. Your phone can handle navigation and light, so there is no need for extra gear."),
+    ("How much water should an adult drink each day?",
+     "There isn't one number for everyone. A common guideline is about 2.7 litres of total water a day for women "
+     "and 3.7 litres for men, from all drinks and food, and food supplies roughly a fifth of that. You need more "
+     "in hot weather, during exercise, or when ill with fever. A practical check: if you rarely feel thirsty and "
+     "your urine is pale yellow, you are probably drinking enough. People with heart or kidney conditions should "
+     "follow their doctor's advice.",
+     "Everyone needs exactly eight glasses of water a day, no more and no less. Coffee and tea don't count "
+     "because they dehydrate you. If you drink less than that you will definitely become dehydrated."),
+    ("What's the difference between a Roth IRA and a traditional IRA?",
+     "The main difference is when you pay tax. Traditional IRA: contributions may be tax-deductible now, the money "
+     "grows tax-deferred, and withdrawals in retirement are taxed as income; required minimum distributions start "
+     "in your 70s. Roth IRA: you contribute after-tax money, and qualified withdrawals in retirement are tax-free, "
+     "with no required distributions for the owner. A Roth tends to win if you expect a higher tax rate later; a "
+     "traditional IRA if you expect a lower one.",
+     "A Roth IRA is for young people and a traditional IRA is for older people. With a Roth you never pay taxes "
+     "on anything, and with a traditional IRA you pay taxes twice, so the Roth is always better."),
+    ("Can you help me write a polite email declining a meeting invitation?",
+     "Sure, here is a short version you can adapt:\n\nSubject: Re: Project sync on Thursday\n\nHi Maria,\n\nThank "
+     "you for the invitation. Unfortunately I can't join on Thursday because of a prior commitment. Could you "
+     "share the notes afterwards? If my input is needed, I'm happy to send comments beforehand or find another "
+     "time that works.\n\nBest regards,\nSam",
+     "Just write: 'I can't come to the meeting.' People are busy, and a short email is fine. No need to explain "
+     "yourself or offer anything else."),
+    ("Why is the sky blue?",
+     "Sunlight contains all colours. As it passes through the atmosphere it scatters off the nitrogen and oxygen "
+     "molecules, and this Rayleigh scattering is much stronger for short wavelengths: blue light scatters roughly "
+     "five times more than red. So blue light reaches your eyes from every direction of the sky. We don't see it "
+     "as violet because sunlight has less violet and our eyes are less sensitive to it. At sunset light travels "
+     "through more air, the blue is scattered away, and reds remain.",
+     "The sky is blue because it reflects the colour of the oceans. Since most of the Earth is covered by water, "
+     "the light bounces off the sea and up into the sky, making it look blue."),
+    ("How do I undo my last git commit but keep the changes?",
+     "Run `git reset --soft HEAD~1`. It moves the branch back one commit and leaves the changes staged, so you can "
+     "edit and commit again. Use `git reset HEAD~1` (mixed, the default) to keep the changes unstaged instead. If "
+     "you already pushed the commit, prefer `git revert HEAD`, which adds a new commit undoing it without "
+     "rewriting shared history. Avoid `--hard` here: it throws the changes away.",
+     "Use `git reset --hard HEAD~1`. That removes the last commit completely. Then just redo your work and "
+     "commit again."),
+    ("Write a SQL query to get the second highest salary from an employees table.",
+     "One portable way:\n\n```sql\nSELECT MAX(salary) AS second_highest\nFROM employees\nWHERE salary < (SELECT "
+     "MAX(salary) FROM employees);\n```\n\nIt returns NULL when there is no second distinct salary. With window "
+     "functions you can generalise to the n-th highest: `SELECT DISTINCT salary FROM (SELECT salary, DENSE_RANK() "
+     "OVER (ORDER BY salary DESC) AS r FROM employees) t WHERE r = 2;`",
+     "SELECT salary FROM employees ORDER BY salary DESC LIMIT 2;\n\nThis gives you the second highest salary."),
+    ("The leaves on my tomato plants are turning yellow from the bottom up. What should I do?",
+     "Yellowing that starts on the lowest leaves is most often a nitrogen shortage or early blight. Check the "
+     "leaves: plain yellowing points to nutrients, so feed with a balanced fertiliser. Brown spots with rings "
+     "suggest early blight: remove affected leaves, water at the base in the morning instead of wetting the "
+     "foliage, and mulch to stop soil splashing. Overwatering causes yellowing too, so let the top few "
+     "centimetres of soil dry between waterings.",
+     "Yellow leaves mean the plant is dying. You should pull it out and plant a new one, because once tomatoes "
+     "start turning yellow there is nothing you can do to save them."),
+    ("Briefly, what were the main causes of World War I?",
+     "Historians usually point to four long-term causes: militarism (an arms race, especially between Britain and "
+     "Germany), alliances (Triple Entente vs Triple Alliance, which turned a local conflict into a continental "
+     "war), imperialism (rivalry over colonies and markets) and nationalism (notably in the Balkans). The trigger "
+     "was the assassination of Archduke Franz Ferdinand in Sarajevo in June 1914, after which Austria-Hungary's "
+     "ultimatum to Serbia set the alliance system in motion.",
+     "World War I started because Germany invaded Poland in 1939. Hitler wanted more land, and the other "
+     "countries had to stop him."),
+    ("Explain the derivative of x squared in an intuitive way.",
+     "Picture a square with side x; its area is x squared. Grow the side by a tiny amount h. The new area gains two "
+     "thin strips of size x by h, plus a tiny corner of h by h. So the area grows by about 2xh, and the corner is "
+     "negligible when h is small. Dividing the growth by h gives the rate of change: 2x. That's why the derivative "
+     "of x squared is 2x: a bigger square gains area faster for the same small stretch of its side.",
+     "The derivative of x squared is 2x. You bring the power down and subtract one. That's just the rule, you "
+     "have to memorise it."),
+    ("I work from home and keep getting distracted. Any tips to focus?",
+     "A few things that help many people: keep a dedicated workspace you only use for work; plan the day the "
+     "evening before with two or three priority tasks; work in focused blocks, such as 50 minutes on and 10 off; "
+     "put your phone in another room and block distracting sites during those blocks; and keep a fixed start and "
+     "stop time so work does not bleed into the evening. Try one or two changes for a week before adding more.",
+     "Just try harder to concentrate. Distraction is mostly a matter of willpower, so if you really want to focus, "
+     "you will."),
+    ("How can I find the largest files on my Linux system?",
+     "From the directory you want to check, run:\n\n```bash\nsudo du -ah . 2>/dev/null | sort -rh | head -n 20\n```"
+     "\n\nIt lists the 20 biggest files and directories. For files only, above a size: `sudo find / -xdev -type f "
+     "-size +500M -exec ls -lh {} +`. The `-xdev` flag keeps find on one filesystem. For an interactive view, "
+     "install `ncdu` and run `ncdu /`.",
+     "Open the file manager and look through the folders to see which ones seem big. You can also delete things "
+     "in /usr if you need space, since it's mostly unused programs."),
+    ("How can I help my six-year-old learn to read?",
+     "Read aloud together every day and let them see you enjoy books. Practise letter sounds (phonics) with short "
+     "games, then blend sounds into simple words like cat and sun. Choose decodable books that match the sounds "
+     "they know, and let them read to you, helping gently rather than correcting every slip. Point out words in "
+     "daily life: signs, labels, menus. Keep sessions short and fun, ten to fifteen minutes, and praise effort.",
+     "Kids learn to read at school, so you don't really need to do anything. Giving them a tablet with reading "
+     "apps is enough."),
+    ("I'm a complete beginner. How should I start running?",
+     "Start with run-walk intervals three times a week: for example, alternate one minute of easy running with two "
+     "minutes of walking for 20 to 30 minutes. Each week, lengthen the running parts a little, and keep the pace "
+     "easy enough that you could talk in full sentences. Take rest days between runs, get shoes that feel "
+     "comfortable, and increase your weekly total by no more than about ten percent. Sharp pain means stop.",
+     "Go out and run as far and as fast as you can every day. The more it hurts, the faster you improve, so push "
+     "through any pain."),
+]
+
+
+def preference_rows() -> list[dict]:
+    """The pairs in TRL's conversational preference format (what core.trainsets' preference builder emits)."""
+    return [{"prompt": [{"role": "user", "content": prompt}],
+             "chosen": [{"role": "assistant", "content": chosen}],
+             "rejected": [{"role": "assistant", "content": rejected}]} for prompt, chosen, rejected in PAIRS]
+
+
+# --- the machine ------------------------------------------------------------------------------------------------
+
+
+def matmul_peak(dtype, n: int = 2048, reps: int = 10) -> float:
+    """Best-of-``reps`` FLOP/s of an n x n x n matmul in ``dtype`` with torch's default threads."""
+    import torch
+
+    a = torch.randn(n, n).to(dtype)
+    b = torch.randn(n, n).to(dtype)
+    for _ in range(3):
+        torch.matmul(a, b)
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+def _busy_seconds() -> float:
+    import psutil
+
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+
+def _tree_cpu_seconds(proc) -> float:
+    import psutil
+
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            c = p.cpu_times()
+            total += c.user + c.system + c.children_user + c.children_system
+        except psutil.Error:
+            pass
+    return total
+
+
+def foreign_load(seconds: float = 2.0) -> float:
+    """CPU cores used by all processes over ``seconds`` (the parent is idle meanwhile)."""
+    start = _busy_seconds()
+    time.sleep(seconds)
+    return (_busy_seconds() - start) / seconds
+
+
+def wait_for_quiet(label: str, budget: dict) -> float:
+    """Wait (within a per-run cap and a total budget) until other processes have used < QUIET_CORES for two
+    consecutive 2-s windows; return the last load seen."""
+    load, quiet_windows, waited, announced = foreign_load(), 0, 0.0, False
+    quiet_windows = int(load <= QUIET_CORES)
+    while quiet_windows < 2 and waited < QUIET_WAIT_S and budget["left"] > 0:
+        if load > QUIET_CORES and not announced:
+            announced = True
+            print(f"  [{label}] other processes use {load:.2f} cores; waiting up to "
+                  f"{min(QUIET_WAIT_S, budget['left']):.0f} s for quiet", flush=True)
+        start = time.time()
+        load = foreign_load()
+        quiet_windows = quiet_windows + 1 if load <= QUIET_CORES else 0
+        waited += time.time() - start
+        budget["left"] -= time.time() - start
+    if load > QUIET_CORES:
+        print(f"  [{label}] still busy ({load:.2f} cores of other processes); going on", flush=True)
+    return load
+
+
+class LoadMonitor(threading.Thread):
+    """Samples, while a child runs, its cumulative CPU time and the CPU everything else uses (in cores)."""
+
+    INTERVAL_S = 0.5
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        import psutil
+
+        self.proc = psutil.Process(pid)
+        self.stop = threading.Event()
+        self.samples: list[tuple[float, float]] = []    # (time, foreign cores over the interval ending then)
+        self.child_cpu: list[tuple[float, float]] = []  # (time, the child's cumulative CPU seconds)
+
+    def run(self) -> None:
+        last_t, last_busy, last_child = time.time(), _busy_seconds(), 0.0
+        while not self.stop.wait(self.INTERVAL_S):
+            try:
+                child = _tree_cpu_seconds(self.proc)
+            except Exception:
+                break
+            now, busy = time.time(), _busy_seconds()
+            foreign = max(0.0, (busy - last_busy) - (child - last_child)) / max(now - last_t, 1e-6)
+            self.samples.append((now, foreign))
+            self.child_cpu.append((now, child))
+            last_t, last_busy, last_child = now, busy, child
+
+    def mean_between(self, start: float, end: float) -> float:
+        """Mean foreign load over the sampling intervals that overlap [start, end]."""
+        values = [v for t, v in self.samples if start < t < end + self.INTERVAL_S]
+        return sum(values) / len(values) if values else 0.0
+
+    def cpu_at(self, when: float) -> float:
+        """The child's cumulative CPU seconds at ``when`` (linear between samples)."""
+        points = self.child_cpu
+        if not points:
+            return 0.0
+        for (t0, c0), (t1, c1) in zip(points, points[1:]):
+            if t0 <= when <= t1:
+                return c0 + (c1 - c0) * (when - t0) / max(t1 - t0, 1e-9)
+        return points[0][1] if when < points[0][0] else points[-1][1]
+
+
+# --- running children -------------------------------------------------------------------------------------------
+
+
+def child_env(threads: int | None, extra: dict | None = None) -> dict:
+    """The supervisor's child environment (core.jobs.Supervisor._launch), with ``threads`` CPU threads
+    (None: leave torch's default, as a plain script run from a shell would)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", **(extra or {})}
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.pop(name, None)
+        if threads is not None:
+            env[name] = str(threads)
+    return env
+
+
+def run_child(label: str, cmd: list[str], log_path: Path, env: dict, budget: dict,
+              watch_progress: Path | None = None) -> dict:
+    """Run one measured process to completion; returns timing facts and the foreign load during it."""
+    quiet = wait_for_quiet(label, budget)
+    started = time.time()
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT,
+                                env=env, start_new_session=True)
+    monitor = LoadMonitor(proc.pid)
+    monitor.start()
+    last_report = started
+    try:
+        while proc.poll() is None:
+            time.sleep(0.5)
+            if time.time() - started > RUN_TIMEOUT_S:
+                proc.kill()
+                proc.wait()
+                raise SystemExit(f"{label}: no result within {RUN_TIMEOUT_S} s; log: {log_path}")
+            if time.time() - last_report >= 15:
+                last_report = time.time()
+                step = ""
+                if watch_progress is not None and watch_progress.is_file():
+                    try:
+                        p = json.loads(watch_progress.read_text())
+                        step = f", step {p.get('step')}/{p.get('max_steps')}"
+                    except ValueError:
+                        pass
+                print(f"  [{label}] running {time.time() - started:.0f} s{step}", flush=True)
+    finally:
+        monitor.stop.set()
+        if proc.poll() is None:  # the parent is stopping (Ctrl-C, error): do not leave the child running
+            proc.kill()
+            proc.wait()
+    ended = time.time()
+    if proc.returncode != 0:
+        tail = log_path.read_text(errors="replace").splitlines()[-30:]
+        raise SystemExit(f"{label}: exit code {proc.returncode}; log {log_path}:\n" + "\n".join(tail))
+    return {"started": started, "ended": ended, "load_before": quiet, "monitor": monitor}
+
+
+def step_times(stamps: dict[int, float]) -> dict[int, float]:
+    """{step: seconds} from {step: wall time at the end of that step}; step 1 has no predecessor."""
+    return {k: stamps[k] - stamps[k - 1] for k in sorted(stamps) if k - 1 in stamps}
+
+
+def step_loads(run: dict) -> dict[int, float]:
+    """{step: mean CPU cores used by other processes while that step ran}."""
+    stamps = run["stamps"]
+    return {k: run["monitor"].mean_between(stamps[k - 1], stamps[k]) for k in run["times"]}
+
+
+def clean_steps(run: dict, first: int, last: int) -> int:
+    loads = step_loads(run)
+    return sum(1 for k in run["times"] if first <= k <= last and loads[k] <= QUIET_CORES)
+
+
+def attempts(label: str, start_run, spans: list[tuple[int, int]]) -> dict:
+    """``start_run(attempt)`` up to MAX_ATTEMPTS times, until every span has MIN_CLEAN_STEPS steps run without
+    foreign load; returns that run, else the attempt with the most clean steps."""
+    best, best_clean = None, -1
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        run = start_run(attempt)
+        counts = [clean_steps(run, *span) for span in spans]
+        print(f"  [{label}] step times in s ([foreign load in cores] where > {QUIET_CORES}): {fmt_steps(run)}",
+              flush=True)
+        if min(counts) > best_clean:
+            best, best_clean = run, min(counts)
+        if min(counts) >= MIN_CLEAN_STEPS:
+            break
+        if attempt < MAX_ATTEMPTS:
+            print(f"  [{label}] too few steps free of foreign load ({counts}); running it again", flush=True)
+    return best
+
+
+def clean_median(label: str, run: dict, first: int, last: int) -> float:
+    """Median step time over steps first..last, using only steps run without foreign load when enough remain."""
+    loads = step_loads(run)
+    span = [k for k in run["times"] if first <= k <= last]
+    if not span:
+        raise SystemExit(f"{label}: no step times for steps {first}-{last}: {run['times']}")
+    clean = [k for k in span if loads[k] <= QUIET_CORES]
+    used = clean if len(clean) >= MIN_CLEAN_STEPS else span
+    med = statistics.median(run["times"][k] for k in used)
+    dirty = sorted(set(span) - set(used))
+    note = (f"steps {','.join(map(str, dirty))} excluded (foreign load)" if dirty and used is clean
+            else "all steps used" if used is clean
+            else f"!! only {len(clean)} step(s) free of foreign load: all used, figure is pessimistic")
+    print(f"  [{label}] median steps {first}-{last}: {med:.2f} s ({note})", flush=True)
+    return med
+
+
+def fmt_steps(run: dict) -> str:
+    """'step:seconds' for every step, with the foreign load (cores) of loaded steps in brackets."""
+    loads = step_loads(run)
+    return " ".join(f"{k}:{v:.2f}" + (f"[{loads[k]:.1f}]" if loads[k] > QUIET_CORES else "")
+                    for k, v in sorted(run["times"].items()))
+
+
+def cpu_per_step(run: dict, first: int, last: int) -> float:
+    """Median CPU seconds the measured process used per step (diagnostic: less sensitive to foreign load)."""
+    stamps, monitor = run["stamps"], run["monitor"]
+    values = [monitor.cpu_at(stamps[k]) - monitor.cpu_at(stamps[k - 1])
+              for k in run["times"] if first <= k <= last]
+    return statistics.median(values) if values else float("nan")
+
+
+# --- our job (the product path) ---------------------------------------------------------------------------------
+
+
+def run_ours(label: str, runs_dir: Path, model_dir: Path, overrides: dict, budget: dict,
+             spans: list[tuple[int, int]], threads: int) -> dict:
+    from core.jobs import JobRequest, _write_parquet
+
+    cfg = JobRequest(algorithm="dpo", hyperparams=overrides).config()  # validated, as the supervisor does
+
+    def start(attempt: int) -> dict:
+        job_id = len(list(runs_dir.iterdir())) + 1
+        run_dir = runs_dir / str(job_id)
+        (run_dir / "data").mkdir(parents=True)
+        _write_parquet(preference_rows(), run_dir / "data" / "train.parquet")
+        config = {"job_id": job_id, "algorithm": "dpo", "base_model": str(model_dir), "parent_adapter": None,
+                  "reward_model": None, "hyperparams": cfg.to_dict(), "resume": False, "seed": cfg.seed}
+        (run_dir / "config.json").write_text(json.dumps(config, indent=2))
+        cmd = [sys.executable, "-m", "core.training.run", str(run_dir / "config.json")]
+        facts = run_child(label, cmd, run_dir / "log.txt", child_env(threads), budget,
+                          watch_progress=run_dir / "progress.json")
+        result = json.loads((run_dir / "result.json").read_text())
+        if result.get("status") != "succeeded":
+            raise SystemExit(f"{label}: job {result.get('status')}: {result.get('error')}")
+        stamps: dict[int, float] = {}
+        for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+            row = json.loads(line)
+            if "time" in row and not any(k.startswith("eval_") for k in row):
+                stamps.setdefault(int(row["step"]), float(row["time"]))
+        log_lines = (run_dir / "log.txt").read_text(errors="replace").splitlines()
+        return {**facts, "cfg": cfg, "result": result, "stamps": stamps, "times": step_times(stamps),
+                "run_dir": run_dir, "studio_lines": [line for line in log_lines if line.startswith("[studio]")]}
+
+    return attempts(label, start, spans)
+
+
+# --- plain TRL scripts (run as children of this file) -------------------------------------------------------------
+
+
+def run_baseline(label: str, mode: str, work_root: Path, model_dir: Path, parquet: Path, settings: dict,
+                 budget: dict, spans: list[tuple[int, int]], threads: int | None) -> dict:
+    def start(attempt: int) -> dict:
+        work = work_root / f"{mode}-{attempt}"
+        work.mkdir(parents=True)
+        out = work / "baseline.json"
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--baseline", mode, "--model", str(model_dir),
+               "--data", str(parquet), "--work", str(work), "--out", str(out), "--settings", json.dumps(settings)]
+        env = child_env(threads, {"HF_DATASETS_CACHE": str(work / "cache")})
+        facts = run_child(label, cmd, work / "log.txt", env, budget)
+        data = json.loads(out.read_text())
+        stamps = {int(k): v for k, v in data["step_end"].items()}
+        return {**facts, **data, "stamps": stamps, "times": step_times(stamps)}
+
+    return attempts(label, start, spans)
+
+
+def baseline_main(args) -> None:
+    """A plain TRL DPO script: DPOTrainer + DPOConfig + peft LoraConfig, nothing from core."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import DPOConfig, DPOTrainer
+
+    s = json.loads(args.settings)
+    work = Path(args.work)
+    stamps: dict[int, float] = {}
+
+    class StepClock(TrainerCallback):
+        def on_step_end(self, targs, state, control, **kwargs):
+            stamps[state.global_step] = time.time()
+
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model_kwargs = {"dtype": torch.float32} if args.baseline == "same" else {}
+    model = AutoModelForCausalLM.from_pretrained(args.model, **model_kwargs)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    dataset = Dataset.from_parquet(args.data, cache_dir=str(work / "cache"))
+    lora = LoraConfig(r=s["lora_r"], lora_alpha=s["lora_alpha"], lora_dropout=s["lora_dropout"],
+                      target_modules=s["lora_target_modules"], task_type="CAUSAL_LM", bias="none")
+    if args.baseline == "defaults":
+        # use_cpu=True is the one addition: without it TrainingArguments refuses bf16 on a machine without a GPU
+        # ("Your setup doesn't support bf16/gpu"); bf16 and gradient checkpointing stay TRL's defaults.
+        config = DPOConfig(output_dir=str(work / "out"), per_device_train_batch_size=s["batch"],
+                           max_steps=s["max_steps"], report_to="none", use_cpu=True)
+    else:
+        config = DPOConfig(
+            output_dir=str(work / "out"), per_device_train_batch_size=s["batch"], gradient_accumulation_steps=1,
+            num_train_epochs=s["epochs"], learning_rate=s["learning_rate"], lr_scheduler_type=s["lr_scheduler_type"],
+            bf16=s["bf16"], fp16=False, gradient_checkpointing=s["gradient_checkpointing"], use_cpu=True,
+            beta=s["beta"], loss_type=[s["loss_type"]], max_length=s["max_length"],
+            precompute_ref_log_probs=s["precompute"], precompute_ref_batch_size=s["precompute_batch"],
+            logging_steps=1, save_strategy="no", seed=s["seed"], data_seed=s["seed"], report_to="none",
+            dataloader_pin_memory=False)
+    trainer = DPOTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=lora, callbacks=[StepClock()])
+    ds = trainer.train_dataset
+    pair_tokens = [2 * len(p) + len(c) + len(r) for p, c, r in zip(ds["prompt_ids"], ds["chosen_ids"], ds["rejected_ids"])]
+    base = trainer.model.get_base_model() if hasattr(trainer.model, "get_base_model") else trainer.model
+    trainer.train()
+    Path(args.out).write_text(json.dumps({
+        "step_end": stamps,
+        "pair_tokens": pair_tokens,
+        "seq_tokens": [len(p) + len(c) for p, c in zip(ds["prompt_ids"], ds["chosen_ids"])]
+                      + [len(p) + len(r) for p, r in zip(ds["prompt_ids"], ds["rejected_ids"])],
+        "n_params": sum(p.numel() for name, p in base.named_parameters() if "lora_" not in name),
+        "weights_dtype": str(next(base.parameters()).dtype),
+        "bf16": config.bf16, "gradient_checkpointing": config.gradient_checkpointing,
+        "precompute": config.precompute_ref_log_probs, "learning_rate": config.learning_rate,
+    }))
+
+
+# --- main -------------------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    import torch
+
+    from core.hardware import detect_hardware, training_defaults
+    from core.jobs import trainer_threads
+    from core.models import provision_default_model
+
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    model_dir = provision_default_model(CACHE_DIR / "data", progress=False)
+    print(f"default model ready in {time.time() - t0:.1f} s: {model_dir}", flush=True)
+    hardware = detect_hardware()
+    threads = torch.get_num_threads()
+    job_threads = trainer_threads()  # what the supervisor gives a training child (OMP_NUM_THREADS)
+    print(f"machine: {hardware.cpu_model}, {hardware.cpu_cores} cores, torch threads {threads}, "
+          f"native bf16: {hardware.cpu_native_bf16}; the studio runs trainers with {job_threads} thread(s) "
+          f"(core.jobs.trainer_threads)", flush=True)
+
+    budget = {"left": QUIET_BUDGET_S}
+    peaks = {"fp32": 0.0, "bf16": 0.0, "fp32_job_threads": 0.0}
+
+    def measure_peaks() -> None:
+        """The matmul peaks, measured again whenever the machine has just been found quiet; the best counts."""
+        if wait_for_quiet("matmul peak", budget) <= QUIET_CORES:
+            peaks["fp32"] = max(peaks["fp32"], matmul_peak(torch.float32))
+            peaks["bf16"] = max(peaks["bf16"], matmul_peak(torch.bfloat16))
+            if job_threads != threads:  # context: the peak with the trainer's thread count
+                torch.set_num_threads(job_threads)
+                peaks["fp32_job_threads"] = max(peaks["fp32_job_threads"], matmul_peak(torch.float32))
+                torch.set_num_threads(threads)
+
+    measure_peaks()
+    if peaks["fp32"]:
+        print(f"matmul peak (2048^3, best of 10): fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, "
+              f"bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s", flush=True)
+    else:
+        print("matmul peak: machine busy, measured later (between runs, when quiet)", flush=True)
+
+    steps_total = EPOCHS * len(PAIRS) // BATCH_PAIRS
+    timed = (WARMUP_STEPS + 1, steps_total)
+    epoch2 = (steps_total // EPOCHS + 1, steps_total)
+    base_overrides = {"per_device_train_batch_size": BATCH_PAIRS, "gradient_accumulation_steps": 1,
+                      "num_train_epochs": EPOCHS, "logging_steps": 1}
+
+    def report(label: str, run: dict, span: tuple[int, int]) -> float:
+        med = clean_median(label, run, *span)
+        cpu = cpu_per_step(run, *span)
+        print(f"  [{label}] process CPU time: median {cpu:.2f} CPU-s per step (both threads busy all step would be "
+              f"{threads} x the wall time)", flush=True)
+        return med
+
+    with tempfile.TemporaryDirectory(prefix="bench_train_step_") as tmp:
+        tmp = Path(tmp)
+        runs = tmp / "runs"
+        runs.mkdir()
+
+        # 1. our job, product defaults (precompute "auto")
+        print(f"run 1/4: our job (python -m core.training.run), DPO LoRA, {BATCH_PAIRS} pairs/step, "
+              f"{steps_total} steps, precompute auto", flush=True)
+        ours = run_ours("ours auto", runs, model_dir, base_overrides, budget, [timed, epoch2], job_threads)
+        for line in ours["studio_lines"]:
+            if any(key in line for key in ("hardware:", "reference:", "trainable")):
+                print(f"  child: {line}", flush=True)
+        setup = ours["result"]["setup"]
+        n_params = int(setup["total_params"])
+        precompute_on = bool(setup.get("precompute_ref_log_probs"))
+        defaults = training_defaults(hardware, n_params)
+        ours_step = report("ours auto", ours, timed)
+        print(f"  [ours auto] launch -> end of step 1: {min(ours['stamps'].values()) - ours['started']:.1f} s "
+              f"(imports, tokenize, load, reference pass); end of step {steps_total} -> exit: "
+              f"{ours['ended'] - ours['stamps'][steps_total]:.1f} s (save adapter, result.json)", flush=True)
+        measure_peaks()
+
+        # 2. our job, reference log-probs recomputed every step
+        print("run 2/4: our job with precompute_ref_log_probs=off", flush=True)
+        ours_off = run_ours("ours precompute off", runs, model_dir,
+                            {**base_overrides, "precompute_ref_log_probs": "off"}, budget, [timed, epoch2],
+                            job_threads)
+        ours_off_step = report("ours precompute off", ours_off, timed)
+        if precompute_on:
+            cached = ours
+        else:  # auto chose off: measure the cached path explicitly
+            print("run 2b: our job with precompute_ref_log_probs=on", flush=True)
+            cached = run_ours("ours precompute on", runs, model_dir,
+                              {**base_overrides, "precompute_ref_log_probs": "on"}, budget, [epoch2], job_threads)
+        no_cache_e2 = clean_median("ours precompute off, epoch 2", ours_off, *epoch2)
+        cache_e2 = clean_median("ours precompute on, epoch 2", cached, *epoch2)
+        measure_peaks()
+
+        # 3. plain TRL with our job's settings
+        cfg = ours["cfg"]
+        parquet = ours["run_dir"] / "data" / "train.parquet"
+        same_settings = {
+            "batch": BATCH_PAIRS, "epochs": EPOCHS, "max_steps": steps_total,
+            "bf16": bool(defaults["bf16"]), "gradient_checkpointing": bool(defaults["gradient_checkpointing"]),
+            "precompute": precompute_on, "precompute_batch": BATCH_PAIRS * 4,
+            "learning_rate": cfg.learning_rate, "lr_scheduler_type": cfg.lr_scheduler_type, "beta": cfg.beta,
+            "loss_type": cfg.loss_type, "max_length": cfg.max_length, "seed": cfg.seed,
+            "lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha, "lora_dropout": cfg.lora_dropout,
+            "lora_target_modules": cfg.lora_target_modules if cfg.lora_target_modules == "all-linear"
+            else [t.strip() for t in cfg.lora_target_modules.split(",")],
+        }
+        print(f"run 3/4: plain TRL DPOTrainer with our job's settings (bf16={same_settings['bf16']}, "
+              f"gradient_checkpointing={same_settings['gradient_checkpointing']}, precompute={precompute_on}, "
+              f"{job_threads} thread(s))", flush=True)
+        same = run_baseline("TRL same settings", "same", tmp / "baselines", model_dir, parquet, same_settings,
+                            budget, [timed], job_threads)
+        same_step = report("TRL same settings", same, timed)
+        measure_peaks()
+
+        # 4. plain TRL defaults
+        def_span = (WARMUP_STEPS + 1, TRL_DEFAULTS_STEPS)
+        print(f"run 4/4: plain TRL DPOConfig defaults (bf16=True, gradient_checkpointing=True, no precompute), "
+              f"{TRL_DEFAULTS_STEPS} steps, torch's default threads ({threads})", flush=True)
+        trl_def = run_baseline("TRL defaults", "defaults", tmp / "baselines", model_dir, parquet,
+                               {**same_settings, "max_steps": TRL_DEFAULTS_STEPS}, budget, [def_span], None)
+        print(f"  [TRL defaults] resolved: bf16={trl_def['bf16']}, gradient_checkpointing="
+              f"{trl_def['gradient_checkpointing']}, precompute={trl_def['precompute']}, "
+              f"lr={trl_def['learning_rate']}, weights {trl_def['weights_dtype']}", flush=True)
+        trl_def_step = report("TRL defaults", trl_def, def_span)
+
+        # 5. context only: our job with every core (what trainer_threads() holds back for chat)
+        all_cores_step = None
+        if job_threads != threads:
+            print(f"run 5 (context, not in RESULT): our job with {threads} threads instead of {job_threads}", flush=True)
+            measure_peaks()
+            all_cores = run_ours("ours auto, all threads", runs, model_dir, base_overrides, budget, [timed], threads)
+            all_cores_step = report("ours auto, all threads", all_cores, timed)
+
+    # --- figures
+    if peaks["fp32"] == 0.0:  # never quiet: measure anyway, and say so
+        print("  !! the machine was never quiet: matmul peaks measured under load (too low)", flush=True)
+        peaks["fp32"], peaks["bf16"] = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
+    fp32_peak, bf16_peak = peaks["fp32"], peaks["bf16"]
+    print(f"matmul peak, best of the quiet measurements: fp32 {fp32_peak / 1e9:.0f} GFLOP/s, "
+          f"bf16 {bf16_peak / 1e9:.0f} GFLOP/s", flush=True)
+    tokens_per_step = BATCH_PAIRS * statistics.mean(same["pair_tokens"])
+    seq = same["seq_tokens"]
+    print(f"tokens: {min(seq)}-{max(seq)} per sequence (mean {statistics.mean(seq):.0f}), "
+          f"{tokens_per_step:.0f} per step (4 chosen + 4 rejected, unpadded); N = {n_params / 1e6:.1f}M params",
+          flush=True)
+    if same["n_params"] != n_params:
+        print(f"  note: the baseline counts {same['n_params']:,} params, our job {n_params:,}", flush=True)
+    ref_term = 0 if precompute_on else 2
+    flops = (6 + ref_term) * n_params * tokens_per_step
+    achieved = flops / ours_step
+    mfu = 100 * achieved / fp32_peak
+    precision = "bf16 autocast (fp32 master weights)" if defaults["bf16"] else "fp32"
+    print(f"our job used: {precision}, gradient checkpointing {'on' if defaults['gradient_checkpointing'] else 'off'}, "
+          f"reference log-probs {'precomputed (no reference forward in the step)' if precompute_on else 'computed each step'}",
+          flush=True)
+    print(f"our step: {6 + ref_term}*N*T = {flops / 1e12:.3f} TFLOP in {ours_step:.2f} s = {achieved / 1e9:.0f} GFLOP/s "
+          f"= {mfu:.1f}% of the fp32 peak, {100 * achieved / bf16_peak:.1f}% of the bf16 peak", flush=True)
+    off_achieved = 8 * n_params * tokens_per_step / ours_off_step
+    print(f"  (precompute off: 8*N*T in {ours_off_step:.2f} s = {off_achieved / 1e9:.0f} GFLOP/s = "
+          f"{100 * off_achieved / fp32_peak:.1f}% of the fp32 peak)", flush=True)
+    if peaks["fp32_job_threads"]:
+        print(f"  (the trainer runs {job_threads} thread(s): fp32 peak at {job_threads} thread(s) "
+              f"{peaks['fp32_job_threads'] / 1e9:.0f} GFLOP/s, our step is {100 * achieved / peaks['fp32_job_threads']:.1f}% "
+              f"of it)", flush=True)
+    if all_cores_step:
+        print(f"  (with all {threads} threads our step takes {all_cores_step:.2f} s = "
+              f"{100 * flops / all_cores_step / fp32_peak:.1f}% of the fp32 peak; core.jobs.trainer_threads() costs "
+              f"x{ours_step / all_cores_step:.2f} per step when nobody chats)", flush=True)
+    vs_defaults = ours_step / trl_def_step
+    overhead = ours_step / same_step
+    speedup = no_cache_e2 / cache_e2
+    print(f"vs TRL defaults: {ours_step:.2f} / {trl_def_step:.2f} s; overhead vs same-settings TRL: "
+          f"{ours_step:.2f} / {same_step:.2f} s; ref cache (epoch 2): {no_cache_e2:.2f} / {cache_e2:.2f} s", flush=True)
+    print(f"RESULT mfu_pct={mfu:.1f} vs_trl_defaults={vs_defaults:.3f} overhead={overhead:.3f} "
+          f"ref_cache_speedup={speedup:.2f}")
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", choices=("same", "defaults"), help="internal: run one plain TRL baseline")
+    parser.add_argument("--model")
+    parser.add_argument("--data")
+    parser.add_argument("--work")
+    parser.add_argument("--out")
+    parser.add_argument("--settings")
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    arguments = parse_args()
+    if arguments.baseline:
+        baseline_main(arguments)
+    else:
+        main()
