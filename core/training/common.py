@@ -225,6 +225,21 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
     return value
 
 
+class CachedReference:
+    """For configs with a ``precompute_ref_log_probs`` field (DPO, KTO): whether caching the reference
+    log-probs once pays off. "auto" caches when training sees the data at least once (or fine-tunes fully),
+    because then every example's reference forward would otherwise be recomputed."""
+
+    def uses_precompute(self, n_examples: int) -> bool:
+        if self.precompute_ref_log_probs != "auto":
+            return self.precompute_ref_log_probs == "on"
+        seen = self.planned_steps(n_examples) * self.effective_batch_size
+        return self.finetune == "full" or seen >= n_examples
+
+    def reference_in_memory(self, n_examples: int) -> bool:
+        return not self.uses_precompute(n_examples)
+
+
 # --- config.json ------------------------------------------------------------------------------------------------
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from core.training.common import ModelSetup, TrainConfig, param, require_columns, trainer_inputs
+from core.training.common import CachedReference, ModelSetup, TrainConfig, param, require_columns, trainer_inputs
 
 LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust", "bco_pair", "apo_zero", "apo_down", "sppo_hard", "nca_pair",
               "exo_pair", "sigmoid_norm")
@@ -27,7 +27,7 @@ PRECOMPUTE_CHOICES = ("auto", "on", "off")
 
 
 @dataclass
-class DPOConfig(TrainConfig):
+class DPOConfig(CachedReference, TrainConfig):
     """Direct Preference Optimization on chosen/rejected pairs."""
 
     algorithm: ClassVar[str] = "dpo"
@@ -60,15 +60,6 @@ class DPOConfig(TrainConfig):
         if self.loss_type == "exo_pair" and self.label_smoothing <= 0:
             problems.append(("exo_pair needs label_smoothing > 0", "set label_smoothing to 1e-3"))
         return problems
-
-    def uses_precompute(self, n_examples: int) -> bool:
-        if self.precompute_ref_log_probs != "auto":
-            return self.precompute_ref_log_probs == "on"
-        seen = self.planned_steps(n_examples) * self.effective_batch_size
-        return self.finetune == "full" or seen >= n_examples
-
-    def reference_in_memory(self, n_examples: int) -> bool:
-        return not self.uses_precompute(n_examples)
 
 
 def prepare_dataset(dataset, cfg: DPOConfig, name: str = "train"):

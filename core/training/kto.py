@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from core.errors import ValidationError
-from core.training.common import ModelSetup, TrainConfig, log, param, require_columns, trainer_inputs
+from core.training.common import CachedReference, ModelSetup, TrainConfig, log, param, require_columns, trainer_inputs
 from core.training.dpo import PRECOMPUTE_CHOICES
 
 
 @dataclass
-class KTOConfig(TrainConfig):
+class KTOConfig(CachedReference, TrainConfig):
     """Kahneman-Tversky Optimization on unpaired good / bad answers."""
 
     algorithm: ClassVar[str] = "kto"
@@ -50,15 +50,6 @@ class KTOConfig(TrainConfig):
             return [("KTO needs per_device_train_batch_size >= 2 (its KL estimate pairs examples within a batch)",
                      "set per_device_train_batch_size to 2 or more")]
         return []
-
-    def uses_precompute(self, n_examples: int) -> bool:
-        if self.precompute_ref_log_probs != "auto":
-            return self.precompute_ref_log_probs == "on"
-        seen = self.planned_steps(n_examples) * self.effective_batch_size
-        return self.finetune == "full" or seen >= n_examples
-
-    def reference_in_memory(self, n_examples: int) -> bool:
-        return not self.uses_precompute(n_examples)
 
 
 def prepare_dataset(dataset, cfg: KTOConfig, name: str = "train"):
