@@ -159,16 +159,21 @@ class Database:
             self._conn.close()
 
     def _migrate(self) -> int:
-        """Apply every migration newer than the recorded schema version, each in its own transaction."""
+        """Apply every shipped migration not yet recorded, in number order, each in its own transaction.
+
+        Set-based rather than "newer than the max": migrations written on parallel branches may land
+        out of number order, and a data dir must still receive every one of them exactly once.
+        """
         cur = self._conn.cursor()
         cur.execute(
             "CREATE TABLE IF NOT EXISTS schema_version ("
             " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL,"
             " applied_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp)"
         )
-        current = cur.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+        applied = {row[0] for row in cur.execute("SELECT version FROM schema_version").fetchall()}
+        current = max(applied, default=0)
         for version, name, sql in migration_files():
-            if version <= current:
+            if version in applied:
                 continue
             cur.begin()
             try:
@@ -179,6 +184,6 @@ class Database:
                 raise StorageError(f"Migration {name} failed: {exc}", hint="the database was left at "
                                    f"schema version {current}; fix the migration and restart") from exc
             cur.commit()
-            current = version
+            current = max(current, version)
         cur.close()
         return current
