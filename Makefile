@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-fast browser clean-venv
+.PHONY: setup run test test-fast browser anvil clean-venv
 
 setup: $(STAMP)
 
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 run: setup
 	$(PY) launch.py $(ARGS)
 
-test: setup browser
+test: setup browser anvil
 	$(PY) -m pytest $(ARGS)
 
 # Real-browser tests drive Debian's Chromium through Playwright (no browser download).
@@ -30,6 +30,15 @@ browser:
 	  echo "Installing Debian's chromium for the browser tests"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || sudo sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null'; }
+
+# The chain integration test runs a real standalone node: anvil from npm, in a project-local dir.
+ANVIL := .tools/anvil/node_modules/.bin/anvil
+anvil: $(ANVIL)
+
+$(ANVIL):
+	@command -v npm >/dev/null 2>&1 || { echo "npm is needed for the anvil test node (apt-get install npm)"; exit 1; }
+	mkdir -p .tools/anvil
+	npm install --prefix .tools/anvil --no-audit --no-fund --silent @foundry-rs/anvil@1.7.1
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow" $(ARGS)
