@@ -4,6 +4,7 @@
     python launch.py [--host H] [--port P] [--data-dir DIR] [--model SPEC]   serve the studio (default)
     python launch.py provision [--data-dir DIR] [--model SPEC]               prepare the model and exit
     python launch.py train --algorithm dpo [--parent v1] [--set beta=0.2]    train a version headless
+    python launch.py import FILE [--name N] [--dry-run] [--json] [--skip-bad]   import a dataset
     python launch.py hash-password                                           hash a team password
 
 One process serves everything on one port: the Streamlit console at /, the Gradio labeling app at
@@ -63,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a hyperparameter, e.g. --set beta=0.2 --set max_steps=20 (repeatable)")
     train.add_argument("--filters", default="{}", help='data filters as JSON, e.g. \'{"labelers": ["ada"]}\'')
     train.add_argument("--dry-run", action="store_true", help="only report usable data and estimates")
+    imp = sub.add_parser("import", parents=[_options(serving=False, top_level=False)],
+                         help="import a dataset file (JSONL, JSON, CSV, parquet, txt, save_to_disk folder)")
+    imp.add_argument("file", help="the file or save_to_disk folder; its shape is detected")
+    imp.add_argument("--name", help="source name, stored as import:NAME (default: the file name)")
+    imp.add_argument("--dry-run", action="store_true", help="only detect and check; write nothing")
+    imp.add_argument("--json", action="store_true", help="print the report as JSON")
+    imp.add_argument("--skip-bad", action="store_true", help="import the good rows, skip the bad ones")
+    imp.add_argument("--queue", help="prompt lists: the labeling queue to add them to (created if missing)")
     sub.add_parser("hash-password", help="print a hashed password for a team users file (reads stdin or asks)")
     return parser
 
@@ -157,6 +166,43 @@ def train_command(settings: Settings, args: argparse.Namespace) -> int:
         studio.close()
 
 
+def import_command(settings: Settings, args: argparse.Namespace) -> int:
+    """Dataset import in one transaction; --dry-run never opens the database. Exit 3: bad rows."""
+    import json
+
+    from core import datasets_io
+    from core.errors import StorageError
+    from core.identity import ensure_user
+    from storage.db import Database
+
+    path = Path(args.file)
+    source = datasets_io.source_name(args.name, path.name)
+    parsed = datasets_io.inspect_file(path)
+    if args.dry_run:
+        print(json.dumps(parsed.summary()) if args.json else parsed.describe())
+        for error in parsed.errors if not args.json else ():
+            print(f"  row {error['row']}: {error['error']}")
+        return 3 if parsed.errors else 0
+    try:
+        db = Database(settings.db_path)
+    except StorageError as exc:
+        raise StorageError(exc.message, hint="DuckDB allows one writer: stop the running studio first, or "
+                           "import through its Data page") from exc
+    try:
+        operator = ensure_user(db, "operator", "admin", "cli")   # whoever runs this owns the data dir
+        result = datasets_io.import_parsed(db, parsed, source=source, skip_bad=args.skip_bad,
+                                           user_id=operator.id, queue=args.queue,
+                                           details={"file": path.name,
+                                                    "sha256": datasets_io.file_hash(path)})
+    finally:
+        db.close()
+    print(json.dumps(result.to_dict()) if args.json else
+          f"imported {path.name} as {result.source} ({result.format}): {result.pairs} pairs, {result.labeled} "
+          f"labeled answers, {result.prompts} prompts; {result.duplicates} already there, "
+          f"{len(result.skipped_rows)} bad rows skipped")
+    return 0
+
+
 def hash_password_command() -> int:
     import getpass
 
@@ -182,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
             print(prepare_model(settings))
         elif args.command == "train":
             return train_command(settings, args)
+        elif args.command == "import":
+            return import_command(settings, args)
         else:
             serve(settings)
     except StudioError as exc:
