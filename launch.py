@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a hyperparameter, e.g. --set beta=0.2 --set max_steps=20 (repeatable)")
     train.add_argument("--filters", default="{}", help='data filters as JSON, e.g. \'{"labelers": ["ada"]}\'')
     train.add_argument("--dry-run", action="store_true", help="only report usable data and estimates")
+    board = sub.add_parser("leaderboard", parents=[_options(serving=False, top_level=False)],
+                           help="Bradley-Terry ratings with bootstrap 95%% CIs of arena battles (or a file)")
+    board.add_argument("--battles", help="FastChat clean-battle JSONL file (default: the data dir's arena battles)")
+    board.add_argument("--anchor", help="model fixed at 1000 (default: base if it fought, else the mean)")
+    board.add_argument("--rounds", type=int, default=200, help="bootstrap rounds (at least 100)")
+    board.add_argument("--json", action="store_true", help='print {"ratings", "ci", "battles"} as JSON')
     imp = sub.add_parser("import", parents=[_options(serving=False, top_level=False)],
                          help="import a dataset file (JSONL, JSON, CSV, parquet, txt, save_to_disk folder)")
     imp.add_argument("file", help="the file or save_to_disk folder; its shape is detected")
@@ -166,6 +172,19 @@ def train_command(settings: Settings, args: argparse.Namespace) -> int:
         studio.close()
 
 
+def leaderboard_command(settings: Settings, args: argparse.Namespace) -> int:
+    """Headless leaderboard; warnings (too few battles, ...) go to stderr so --json stays parseable."""
+    import json
+
+    from core.arena import format_table, headless_leaderboard
+
+    board = headless_leaderboard(args.battles, settings.data_dir, args.anchor, args.rounds)
+    print(json.dumps(board.to_json()) if args.json else format_table(board))
+    for warning in board.warnings if args.json else ():
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
 def import_command(settings: Settings, args: argparse.Namespace) -> int:
     """Dataset import in one transaction; --dry-run never opens the database. Exit 3: bad rows."""
     import json
@@ -226,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(cli)
         if args.command == "provision":
             print(prepare_model(settings))
+        elif args.command == "leaderboard":
+            return leaderboard_command(settings, args)
         elif args.command == "train":
             return train_command(settings, args)
         elif args.command == "import":

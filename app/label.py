@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterator
 
 import gradio as gr
 
+from app.arena import create_arena_tab
 from app.forms import build_config, components_for
 from core.errors import StudioError
 from core.generate import SamplingParams, stream_pair
@@ -296,5 +297,7 @@ def create_label_app(get_studio: Callable[[], Studio]) -> gr.Blocks:
             gr.LoginButton()  # Hugging Face OAuth on a Space: the login becomes the labeler's identity
         with gr.Tab("Chat & label"):
             refresh, refreshed = create_label_tab(get_studio)
+        with gr.Tab("Arena"):
+            create_arena_tab(get_studio)
         blocks.load(refresh, None, refreshed, api_name=False)
     return blocks

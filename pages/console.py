@@ -23,6 +23,7 @@ navigation = st.navigation({
         st.Page("train.py", title="Train", icon=":material/model_training:"),
         st.Page("runs.py", title="Runs", icon=":material/monitoring:"),
         st.Page("compare.py", title="Compare", icon=":material/compare:"),
+        st.Page("leaderboard.py", title="Leaderboard", icon=":material/leaderboard:"),
     ],
     "Share": [
         st.Page("export.py", title="Export", icon=":material/upload:"),

@@ -1,0 +1,101 @@
+"""The "Arena" tab of the labeling app: a blind A/B battle between two policy versions.
+
+Thin: pairing, storage and ratings live in core.arena; this module only wires widgets. A battle: the
+labeler types a prompt -> core.arena picks two versions (few battles and close ratings first) and
+randomises the sides -> both answer in ONE batched generate call (each row with its own adapter) ->
+the labeler votes A / B / tie / both bad -> the vote is committed as a battle and as a preference
+record (source 'arena') -> only then are the two names revealed. Until the vote the names exist only
+in server-side session state; no output of the tab carries them.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+import gradio as gr
+
+from app.forms import build_config, components_for
+from core import arena
+from core.errors import StudioError
+from core.generate import SamplingParams, stream_pair
+from core.labeling import OUTCOME_LABELS
+from core.studio import Studio
+
+HIDDEN = "🔒 The names stay hidden until you vote."
+
+
+def _user(studio: Studio, request: gr.Request | None):
+    return studio.directory.user(getattr(request, "username", None) if request else None)
+
+
+def create_arena_tab(get_studio: Callable[[], Studio]) -> None:
+    """Arena tab: prompt box, two anonymous answers, four vote buttons, the reveal after the vote."""
+    state = gr.State(None)   # the PendingBattle (server-side only), None when there is nothing to vote on
+    gr.Markdown("Two anonymous versions answer the same prompt. Vote for the better answer; you learn "
+                "which versions they were after your vote. Every vote trains the leaderboard and the next "
+                "version.")
+    with gr.Row():
+        prompt = gr.Textbox(placeholder="Ask both versions something… (Enter to start)", show_label=False,
+                            scale=6, max_lines=8)
+        ask_btn = gr.Button("Start battle", variant="primary", scale=1)
+    with gr.Row(equal_height=True):
+        with gr.Column():
+            gr.Markdown("**Assistant A**")
+            answer_a = gr.Markdown(value="", container=True, elem_id="arena-a", elem_classes="candidate")
+        with gr.Column():
+            gr.Markdown("**Assistant B**")
+            answer_b = gr.Markdown(value="", container=True, elem_id="arena-b", elem_classes="candidate")
+    with gr.Row():
+        vote_buttons = {o: gr.Button(label, elem_id=f"arena-vote-{o}",
+                                     variant="primary" if o in ("a", "b") else "secondary")
+                        for o, label in OUTCOME_LABELS.items()}
+    status = gr.Markdown("", elem_id="arena-status")
+    reveal = gr.Markdown("", elem_id="arena-reveal")
+    with gr.Accordion("Sampling settings (the same for both versions)", open=False):
+        sampling_inputs = components_for(SamplingParams)
+
+    def ask(text: str, _pending: Any, request: gr.Request, *sampling_values: Any) -> Iterator[tuple]:
+        try:  # an unvoted battle is simply dropped: nothing was stored for it
+            s = get_studio()
+            _user(s, request)
+            text = arena.clean_prompt(text or "")
+            sampling = build_config(SamplingParams, sampling_values).validate()
+            name_a, name_b = arena.next_pair(s.db)
+            rows, (id_a, id_b) = s.adapter_rows(name_a, name_b)
+            model, tokenizer = s.model()
+            s.share_cpu()
+            yield "", "", "Both versions are answering…", HIDDEN, None
+            final = None
+            for final in stream_pair(model, tokenizer, [{"role": "user", "content": text}], sampling,
+                                     adapter_names=rows):
+                yield final.text_a, final.text_b, gr.update(), gr.update(), None
+        except StudioError as exc:
+            raise gr.Error(str(exc)) from exc
+        pending = arena.PendingBattle(text, name_a, name_b, id_a, id_b, final.text_a, final.text_b,
+                                      sampling.to_dict(), final.latency_ms, (final.new_tokens_a, final.new_tokens_b))
+        notice = "Which answer is better? Vote to reveal the versions."
+        if final.truncated_tokens:
+            notice += (f" ⚠️ The prompt was longer than the model's context: its first {final.truncated_tokens} "
+                       "tokens were left out.")
+        yield final.text_a, final.text_b, notice, HIDDEN, pending
+
+    def make_vote(outcome: str) -> Callable:
+        def vote(pending: Any, request: gr.Request) -> tuple:
+            if pending is None:
+                raise gr.Error("There is no battle to vote on: type a prompt and start one.")
+            try:
+                s = get_studio()
+                receipt = arena.record_battle(s.db, _user(s, request), pending, outcome)
+            except StudioError as exc:
+                raise gr.Error(str(exc)) from exc
+            saved = f"✅ Saved: **{OUTCOME_LABELS[outcome]}** (battle #{receipt.battle_id})" + \
+                ("" if receipt.created else " — already saved, not counted twice")
+            names = f"🔓 **A** was **{receipt.model_a}** · **B** was **{receipt.model_b}**"
+            return saved + ". Type a new prompt for the next battle.", names, None
+        return vote
+
+    ask_inputs = [prompt, state, *sampling_inputs]
+    ask_outputs = [answer_a, answer_b, status, reveal, state]
+    ask_btn.click(ask, ask_inputs, ask_outputs, api_name="arena_ask", concurrency_limit=2)
+    prompt.submit(ask, ask_inputs, ask_outputs, api_name=False, concurrency_limit=2)
+    for outcome, button in vote_buttons.items():
+        button.click(make_vote(outcome), [state], [status, reveal, state], api_name=f"arena_vote_{outcome}")

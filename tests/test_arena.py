@@ -1,0 +1,411 @@
+"""Arena and leaderboard: Bradley-Terry fit, bootstrap intervals, battle files, pairing, votes, CLI, UI."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core import arena
+from core.arena import Battle
+from core.identity import ensure_user
+from core.labeling import undo_last_vote
+from core.policies import ensure_base_policy, register_policy, rename_policy
+from core.trainsets import Filters, preference_rows
+from storage.db import Database
+from tests.conftest import ROOT, Server, free_port
+
+THREE_TO_ONE = 400 * math.log10(3)   # rating gap when one model takes 3 of every 4 points: 190.85
+
+
+def battles(model_a: str, model_b: str, winner: str, n: int = 1) -> list[Battle]:
+    return [Battle(model_a, model_b, winner)] * n
+
+
+def simulate(true: dict[str, float], n: int, rng: np.random.Generator) -> list[Battle]:
+    """A tournament under the Bradley-Terry model itself (no ties) with the given Elo ratings."""
+    models = list(true)
+    out = []
+    for _ in range(n):
+        i, j = rng.choice(len(models), 2, replace=False)
+        a, b = models[i], models[j]
+        p_a = 1 / (1 + 10 ** ((true[b] - true[a]) / 400))
+        out.append(Battle(a, b, "model_a" if rng.random() < p_a else "model_b"))
+    return out
+
+
+def torch_fit(data: list[Battle]) -> dict[str, float]:
+    """Independent reference: unregularised BT likelihood (FastChat's weighted logistic form) by LBFGS."""
+    import torch
+
+    models = arena.model_order(data)
+    index = {m: k for k, m in enumerate(models)}
+    rows = []   # (i, j, y, weight): y=1 means i beat j; a tie is half a win and half a loss
+    for b in data:
+        i, j = index[b.model_a], index[b.model_b]
+        if b.winner == "model_a":
+            rows.append((i, j, 1.0, 1.0))
+        elif b.winner == "model_b":
+            rows.append((i, j, 0.0, 1.0))
+        else:
+            rows += [(i, j, 1.0, 0.5), (i, j, 0.0, 0.5)]
+    i, j, y, w = (torch.tensor(c, dtype=torch.float64) for c in zip(*rows))
+    i, j = i.long(), j.long()
+    r = torch.zeros(len(models), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([r], lr=1, max_iter=500, tolerance_grad=1e-12, tolerance_change=1e-14,
+                            line_search_fn="strong_wolfe")
+
+    def loss():
+        opt.zero_grad()
+        d = (r[i] - r[j]) * math.log(10)
+        value = -(w * (y * torch.nn.functional.logsigmoid(d) + (1 - y) * torch.nn.functional.logsigmoid(-d))).sum()
+        value.backward()
+        return value
+
+    opt.step(loss)
+    ratings = 400 * r.detach().numpy()
+    return dict(zip(models, (ratings - ratings.mean() + 1000).tolist()))
+
+
+# ------------------------------------------------------------------------------------ BT fit
+
+def test_three_wins_in_four_give_the_hand_computed_gap_anchored_on_base():
+    ratings = arena.bt_ratings(battles("v1", "base", "model_a", 3) + battles("base", "v1", "model_a"))
+    assert ratings["base"] == pytest.approx(1000, abs=1e-9)
+    assert ratings["v1"] == pytest.approx(1000 + THREE_TO_ONE, abs=0.01)
+
+
+def test_ties_and_both_bad_count_half_a_win_each():
+    with_tie = battles("x", "y", "model_a") + battles("x", "y", "tie")            # x takes 1.5 of 2 points
+    with_bothbad = battles("x", "y", "model_a") + battles("y", "x", "tie (bothbad)")
+    for data in (with_tie, with_bothbad):
+        r = arena.bt_ratings(data, anchor="y")
+        assert r["x"] - r["y"] == pytest.approx(THREE_TO_ONE, abs=0.01)
+    even = arena.bt_ratings(battles("x", "y", "tie", 5), anchor=None)
+    assert even == pytest.approx({"x": 1000, "y": 1000}, abs=1e-6)
+
+
+def test_a_cycle_rates_everyone_equal_and_the_mean_is_1000_without_anchor():
+    cycle = battles("a", "b", "model_a") + battles("b", "c", "model_a") + battles("c", "a", "model_a")
+    assert arena.bt_ratings(cycle, anchor=None) == pytest.approx({"a": 1000, "b": 1000, "c": 1000}, abs=1e-6)
+    chain = battles("a", "b", "model_a", 3) + battles("b", "a", "model_a") + battles("b", "c", "model_a", 3) \
+        + battles("c", "b", "model_a")
+    r = arena.bt_ratings(chain, anchor=None)
+    # a-b and b-c both 3:1 and never a-c: the MLE puts b exactly in the middle, gaps of 400·log10(3)
+    assert r["a"] - r["b"] == pytest.approx(THREE_TO_ONE, abs=0.01)
+    assert r["b"] - r["c"] == pytest.approx(THREE_TO_ONE, abs=0.01)
+    assert sum(r.values()) / 3 == pytest.approx(1000, abs=1e-6)
+
+
+def test_fit_agrees_with_an_independent_torch_fit_within_a_point():
+    rng = np.random.default_rng(7)
+    true = {"base": 0, "v1": 120, "v2": -60, "v3": 250, "v4": 30, "v5": 90}
+    data = simulate(true, 600, rng)
+    data += [Battle(b.model_a, b.model_b, "tie" if k % 3 else "tie (bothbad)") for k, b in enumerate(data[:90])]
+    ours = arena.bt_ratings(data, anchor=None)
+    reference = torch_fit(data)
+    assert max(abs(ours[m] - reference[m]) for m in ours) < 1.0
+    assert max(abs(ours[m] - reference[m]) for m in ours) < 0.05   # in fact far closer than required
+
+
+def test_simulated_tournament_recovers_the_ranking_and_ci_cover_the_truth():
+    true = {"base": 0, "v1": 100, "v2": 200, "v3": -100, "v4": 300}
+    board = arena.compute_leaderboard(simulate(true, 4000, np.random.default_rng(1)), "base", rounds=200)
+    by_true = sorted(true, key=lambda m: -true[m])
+    assert [row["model"] for row in board.rows()] == by_true
+    assert [row["rank"] for row in board.rows()] == [1, 2, 3, 4, 5]     # 100 points apart: all separable
+    for m, lo, hi in zip(board.models, board.ci_low, board.ci_high):
+        assert lo - 1e-9 <= 1000 + true[m] <= hi + 1e-9, m
+    # coverage over many tournaments: a 95% interval must hold the truth about 95% of the time
+    covered, total = 0, 0
+    rng = np.random.default_rng(2)
+    for _ in range(30):
+        b = arena.compute_leaderboard(simulate(true, 800, rng), "base", rounds=100, seed=int(rng.integers(1 << 30)))
+        for m, lo, hi in zip(b.models, b.ci_low, b.ci_high):
+            if m != "base":
+                covered += lo <= 1000 + true[m] <= hi
+                total += 1
+    assert covered / total >= 0.88, covered / total
+
+
+def test_bootstrap_is_reproducible_and_needs_100_rounds():
+    data = simulate({"base": 0, "v1": 50, "v2": 80}, 300, np.random.default_rng(3))
+    first, again = arena.compute_leaderboard(data, seed=5), arena.compute_leaderboard(data, seed=5)
+    assert first.to_json() == again.to_json()
+    assert arena.compute_leaderboard(data, seed=6).to_json()["ci"] != first.to_json()["ci"]
+    with pytest.raises(arena.ValidationError, match="too few"):
+        arena.compute_leaderboard(data, rounds=50)
+
+
+def test_rank_counts_only_models_whose_interval_is_entirely_above():
+    low, high = np.array([1100, 1050, 990, 700]), np.array([1200, 1120, 1060, 800])
+    assert arena.ranks_from_intervals(low, high).tolist() == [1, 1, 2, 4]
+
+
+def test_win_rates_battle_counts_and_too_few_battles_warning():
+    data = battles("base", "v1", "model_a", 3) + battles("v1", "base", "tie") + battles("v1", "v2", "model_b", 2)
+    board = arena.compute_leaderboard(data, rounds=100)
+    k = {m: i for i, m in enumerate(board.models)}
+    assert board.win_rate[k["base"], k["v1"]] == pytest.approx(3.5 / 4)
+    assert board.win_rate[k["v2"], k["v1"]] == 1.0 and math.isnan(board.win_rate[k["base"], k["v2"]])
+    assert dict(zip(board.models, board.battles_per_model.tolist())) == {"base": 4, "v1": 6, "v2": 2}
+    assert board.total_battles == 6 and all(row["too_few_battles"] for row in board.rows())
+    assert any(w.startswith("Too few battles") for w in board.warnings)
+    assert any("v2 won every battle" in w for w in board.warnings)
+    assert board.to_json()["ratings"]["base"] == 1000.0
+    assert "too few battles" in arena.format_table(board)
+
+
+def test_disconnected_groups_are_reported():
+    board = arena.compute_leaderboard(battles("a", "b", "model_a", 3) + battles("b", "a", "model_a")
+                                      + battles("c", "d", "tie", 4), anchor=None, rounds=100)
+    assert any("never compared" in w for w in board.warnings)
+
+
+# ------------------------------------------------------------------------------------ battle files
+
+def write(path: Path, lines: list) -> Path:
+    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
+    return path
+
+
+def test_fastchat_jsonl_and_json_array_are_read(tmp_path):
+    records = [{"model_a": "x", "model_b": "y", "winner": w, "judge": "j", "tstamp": 1.0, "anony": True}
+               for w in ("model_a", "model_b", "tie", "tie (bothbad)")]
+    from_lines = arena.read_battles_file(write(tmp_path / "b.jsonl", [*records[:2], "", *records[2:]]))
+    (tmp_path / "b.json").write_text(json.dumps(records))
+    assert from_lines == arena.read_battles_file(tmp_path / "b.json")
+    assert [b.winner for b in from_lines] == ["model_a", "model_b", "tie", "tie (bothbad)"]
+
+
+@pytest.mark.parametrize("lines, message", [
+    ([{"model_a": "x", "model_b": "y", "winner": "model_a"}, {"model_a": "x", "model_b": "y", "winner": "x"}],
+     r"unknown winner \(#2: 'x'\)"),
+    ([{"model_a": "x", "model_b": "y", "winner": "tie"}, {"model_a": "y", "model_b": "y", "winner": "tie"}],
+     r"against itself \(#2\)"),
+    ([{"model_a": "x", "model_b": "y", "winner": "tie"}, "{oops"], "Line 2 .* is not JSON"),
+    ([{"model_a": "x", "winner": "tie"}], "Line 1 .* lacks model_a, model_b or winner"),
+    ([], "no battles"),
+])
+def test_bad_battle_files_are_refused_with_the_reason(tmp_path, lines, message):
+    with pytest.raises(arena.BattlesError, match=message):
+        arena.read_battles_file(write(tmp_path / "bad.jsonl", lines))
+
+
+def test_one_model_only_and_missing_file_are_refused(tmp_path):
+    only_x = [{"model_a": "x", "model_b": "x", "winner": "tie"}] * 3
+    with pytest.raises(arena.BattlesError, match=r"has only one model \(x\)"):
+        arena.read_battles_file(write(tmp_path / "x.jsonl", only_x))
+    with pytest.raises(arena.BattlesError, match="Cannot read"):
+        arena.read_battles_file(tmp_path / "missing.jsonl")
+
+
+# ------------------------------------------------------------------------------------ pairing
+
+def test_pairing_favours_few_battles_and_close_ratings():
+    seasoned = battles("base", "v1", "model_a", 30) + battles("v1", "base", "model_a", 30)
+    weights = arena.pair_weights(["base", "v1", "v2"], seasoned)
+    assert weights[("base", "v2")] > weights[("base", "v1")] and weights[("v1", "v2")] > weights[("base", "v1")]
+    lopsided = battles("base", "v1", "model_a", 20) + battles("base", "v2", "model_a", 10) \
+        + battles("v2", "base", "model_a", 10)
+    weights = arena.pair_weights(["base", "v1", "v2"], lopsided)
+    assert weights[("base", "v2")] > weights[("base", "v1")]   # same battle counts for base; v2 is closer
+
+
+def test_sides_are_random_and_pairs_always_distinct():
+    rng = np.random.default_rng(0)
+    draws = [arena.sample_pair(["base", "v1"], [], rng) for _ in range(200)]
+    assert set(draws) == {("base", "v1"), ("v1", "base")}
+    first_is_base = sum(d[0] == "base" for d in draws)
+    assert 70 < first_is_base < 130
+    three = [arena.sample_pair(["base", "v1", "v2"], [], rng) for _ in range(300)]
+    assert all(a != b for a, b in three) and len({frozenset(p) for p in three}) == 3
+    with pytest.raises(arena.NotFound, match="at least two policy versions"):
+        arena.sample_pair(["base"], [], rng)
+
+
+# ------------------------------------------------------------------------------------ votes in the DB
+
+@pytest.fixture
+def db(tmp_path):
+    database = Database.in_data_dir(tmp_path / "data")
+    base = ensure_base_policy(database, "tiny")
+    register_policy(database, "v1", base, "tiny", "dpo", "/runs/1/adapter")
+    yield database
+    database.close()
+
+
+def pending(db, model_a="v1", model_b="base", prompt="Name a colour.", a="Blue.", b="Green."):
+    ids = {r["name"]: r["id"] for r in db.query("SELECT id, name FROM policies")}
+    return arena.PendingBattle(prompt, model_a, model_b, ids[model_a], ids[model_b], a, b, {"temperature": 0.7},
+                               12.5, (2, 2))
+
+
+def test_vote_is_a_battle_and_an_arena_preference_the_builders_read(db):
+    ada = ensure_user(db, "ada", "labeler", "local")
+    battle = pending(db)
+    receipt = arena.record_battle(db, ada, battle, "a")
+    assert receipt.created and receipt.winner == "model_a"
+    again = arena.record_battle(db, ada, battle, "a")        # double click: same battle, nothing new
+    assert not again.created and again.battle_id == receipt.battle_id
+    row = db.query("SELECT model_a, model_b, winner, judge, prompt, answer_a, answer_b, tstamp IS NOT NULL AS t"
+                   " FROM battle_records")
+    assert row == [{"model_a": "v1", "model_b": "base", "winner": "model_a", "judge": "ada",
+                    "prompt": "Name a colour.", "answer_a": "Blue.", "answer_b": "Green.", "t": True}]
+    pref = db.query("SELECT source, outcome, labeler_id FROM preferences")
+    assert pref == [{"source": "arena", "outcome": "a", "labeler_id": ada.id}]
+    rows, _ = preference_rows(db, Filters(sources=("arena",)))
+    assert rows == [{"prompt": [{"role": "user", "content": "Name a colour."}],
+                     "chosen": [{"role": "assistant", "content": "Blue."}],
+                     "rejected": [{"role": "assistant", "content": "Green."}]}]
+    assert db.query("SELECT p.name FROM candidates c JOIN policies p ON p.id = c.policy_id ORDER BY c.id") == \
+        [{"name": "v1"}, {"name": "base"}]
+
+
+def test_ties_both_bad_undo_and_renames_in_the_leaderboard_battles(db):
+    ada = ensure_user(db, "ada", "admin", "local")
+    arena.record_battle(db, ada, pending(db), "tie")
+    arena.record_battle(db, ada, pending(db, "base", "v1"), "both_bad")
+    arena.record_battle(db, ada, pending(db), "b")
+    undo_last_vote(db, ada)                                   # the last vote no longer counts
+    rename_policy(db, ada, "v1", "helpful-v1")
+    assert arena.battles_from_db(db) == [Battle("helpful-v1", "base", "tie"),
+                                         Battle("base", "helpful-v1", "tie (bothbad)")]
+    board = arena.leaderboard_from_db(db, rounds=100)
+    assert board.to_json()["ratings"] == {"base": 1000.0, "helpful-v1": 1000.0}
+    assert arena.battles_jsonl(arena.battles_from_db(db)).count("\n") == 2
+
+
+def test_bad_votes_write_nothing(db):
+    ada = ensure_user(db, "ada", "labeler", "local")
+    with pytest.raises(arena.ValidationError, match="Unknown choice"):
+        arena.record_battle(db, ada, pending(db), "c")
+    with pytest.raises(arena.ValidationError, match="two different versions"):
+        arena.record_battle(db, ada, pending(db, "base", "base"), "a")
+    with pytest.raises(arena.ValidationError, match="prompt is empty"):
+        arena.record_battle(db, ada, pending(db, prompt="  \x00 "), "a")
+    assert db.scalar("SELECT count(*) FROM battles") == db.scalar("SELECT count(*) FROM preferences") == 0
+    assert db.scalar("SELECT count(*) FROM prompts") == db.scalar("SELECT count(*) FROM candidates") == 0
+
+
+# ------------------------------------------------------------------------------------ CLI
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "launch.py"), "leaderboard", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_reads_a_fastchat_file_and_matches_an_independent_fit(tmp_path):
+    data = simulate({"gpt-x": 0, "llama-y": 150, "mistral-z": -80}, 400, np.random.default_rng(11))
+    data += battles("gpt-x", "llama-y", "tie", 20) + battles("llama-y", "mistral-z", "tie (bothbad)", 10)
+    path = tmp_path / "clean_battle.jsonl"
+    path.write_text(arena.battles_jsonl(data))
+    done = run_cli("--battles", str(path), "--json", "--data-dir", str(tmp_path / "unused"))
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert set(out) == {"ratings", "ci", "battles"} and out["battles"] == 430
+    reference = torch_fit(data)
+    assert all(abs(out["ratings"][m] - reference[m]) < 1.0 for m in reference)
+    assert all(lo <= out["ratings"][m] <= hi for m, (lo, hi) in out["ci"].items())
+    bad = tmp_path / "one.jsonl"
+    bad.write_text(json.dumps({"model_a": "x", "model_b": "y", "winner": "model_z"}) + "\n")
+    refused = run_cli("--battles", str(bad), "--json", "--data-dir", str(tmp_path / "unused"))
+    assert refused.returncode == 2 and "unknown winner" in refused.stderr and refused.stdout == ""
+
+
+def test_cli_reads_the_data_dir_battles_and_warns_on_stderr(db, tmp_path):
+    ada = ensure_user(db, "ada", "labeler", "local")
+    for outcome in ("a", "a", "b"):
+        arena.record_battle(db, ada, pending(db), outcome)
+    db.close()
+    done = run_cli("--json", "--data-dir", str(tmp_path / "data"))
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["battles"] == 3 and out["ratings"]["base"] == 1000.0
+    assert out["ratings"]["v1"] == pytest.approx(1000 + 400 * math.log10(2), abs=0.1)
+    assert "Too few battles" in done.stderr
+
+
+# ------------------------------------------------------------------------------------ console page
+
+def test_leaderboard_page_shows_ratings_charts_and_the_too_few_warning(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    import core.studio
+    from core.config import load_settings
+
+    data_dir = tmp_path / "data"
+    database = Database.in_data_dir(data_dir)
+    ensure_base_policy(database, "tiny")
+    register_policy(database, "v1", 1, "tiny", "dpo", "/runs/1/adapter")
+    ada = ensure_user(database, "ada", "labeler", "local")
+    for outcome in ("a", "b", "a", "tie"):
+        arena.record_battle(database, ada, pending(database), outcome)
+    database.close()
+    monkeypatch.setattr(core.studio, "_current", None)
+    studio = core.studio.open_studio(load_settings({"data_dir": str(data_dir), "model": "tiny"}, env={}),
+                                     tmp_path / "no-model")
+    try:
+        app = AppTest.from_file(str(ROOT / "pages" / "leaderboard.py"), default_timeout=30).run()
+        assert not app.exception and not app.error
+        assert any("Too few battles" in w.value for w in app.warning)
+        table = app.dataframe[0].value
+        assert list(table["model"]) == ["v1", "base"] and table["status"].str.contains("too few").all()
+        assert [m.value for m in app.metric][:2] == ["4", "2"]
+        assert len(app.get("plotly_chart")) == 2
+    finally:
+        studio.close()
+
+
+# ------------------------------------------------------------------------------------ through the server
+
+@pytest.mark.slow
+def test_arena_vote_flow_through_the_server_hides_names_until_the_vote(data_dir):
+    from gradio_client import Client
+
+    from tests.test_label_app import make_random_adapter
+
+    database = Database.in_data_dir(data_dir)
+    ensure_base_policy(database, "tiny")
+    register_policy(database, "v1", 1, "tiny", "dpo", str(make_random_adapter(data_dir)))
+    database.close()
+    srv = Server(data_dir, free_port()).start("--model", "tiny")
+    try:
+        client = Client(srv.url + "/label/", verbose=False)
+        with pytest.raises(Exception, match="no battle to vote on"):
+            client.predict(api_name="/arena_vote_a")
+        with pytest.raises(Exception, match="prompt is empty"):
+            client.predict("   ", 0.7, 0.9, 4, api_name="/arena_ask")
+        seen = []
+        for outcome in ("a", "tie"):
+            job = client.submit("Hello there", 0.0, 0.9, 6, api_name="/arena_ask")
+            updates = list(job)
+            text_a, text_b, status, reveal = job.result()
+            assert text_a and text_b and text_a != text_b      # greedy: only the two versions differ
+            for update in updates:                              # no output before the vote names a version
+                assert not any(name in str(update[2:]) for name in ("v1", "base"))
+            assert "hidden" in reveal and "Vote to reveal" in status
+            status, reveal = client.predict(api_name=f"/arena_vote_{outcome}")
+            assert "Saved" in status
+            shown = reveal.split("**A** was **")[1].split("**")[0], reveal.split("**B** was **")[1].split("**")[0]
+            assert set(shown) == {"v1", "base"}
+            seen.append((shown, text_a, text_b))
+        with pytest.raises(Exception, match="no battle to vote on"):
+            client.predict(api_name="/arena_vote_b")           # the vote closed the battle
+        client.close()
+    finally:
+        srv.stop()
+    database = Database.in_data_dir(data_dir)
+    rows = database.query("SELECT model_a, model_b, winner, judge, prompt, answer_a, answer_b FROM battle_records"
+                          " ORDER BY id")
+    assert [(r["model_a"], r["model_b"]) for r in rows] == [s[0] for s in seen]
+    assert [r["winner"] for r in rows] == ["model_a", "tie"]
+    assert [(r["answer_a"], r["answer_b"]) for r in rows] == [(s[1], s[2]) for s in seen]
+    assert all(r["prompt"] == "Hello there" and r["judge"] == "local" for r in rows)
+    assert database.query("SELECT source, outcome FROM preferences ORDER BY id") == \
+        [{"source": "arena", "outcome": "a"}, {"source": "arena", "outcome": "tie"}]
+    database.close()
