@@ -313,3 +313,8 @@ if build:
                                file_name=f"{kind.split()[0].lower()}.jsonl", mime="application/jsonl")
     except _StudioError as exc:
         st.error(f"{exc.message}. {exc.hint}")
+
+# -- import ----------------------------------------------------------------------------------------
+from pages.data_import import render_import  # noqa: E402
+
+render_import(db, console_user(), on_imported=overview.clear)

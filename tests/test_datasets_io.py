@@ -353,3 +353,45 @@ def test_cli_dry_run_json_then_import_and_refusal_while_the_database_is_busy(tmp
         assert "Traceback" not in busy.stderr
     finally:
         db.close()
+
+
+# ----------------------------------------------------------------------------------------- Data page
+
+def test_data_page_import_detects_then_imports_only_after_confirmation(tmp_path: Path, monkeypatch) -> None:
+    """The real Data page in Streamlit's AppTest: upload -> summary -> refused with bad rows -> skip -> done."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    import core.studio
+    from core.config import load_settings
+
+    monkeypatch.setattr(core.studio, "_current", None)
+    studio = core.studio.open_studio(load_settings({"data_dir": str(tmp_path / "data"), "model": "tiny"}, env={}),
+                                     tmp_path / "no-model")
+    content = "".join(json.dumps(r) + "\n" for r in [{"prompt": "Hi", "chosen": "Hello!", "rejected": "No."},
+                                                     {"prompt": "Bye", "chosen": "Ciao", "rejected": "Ciao"},
+                                                     {"prompt": "2+2?", "chosen": "4", "rejected": "5"}])
+    try:
+        st.cache_data.clear()
+        app = AppTest.from_file(str(ROOT / "pages" / "data.py"), default_timeout=60).run()
+        assert not app.exception
+        app.file_uploader(key="import_file").set_value(("team votes.jsonl", content.encode(), "application/jsonl"))
+        app.run()
+        assert not app.exception
+        assert any(w.value == "detected: preference, 3 rows, 2 pairs, 1 errors" for w in app.warning)
+        assert app.text_input(key="import_name").value == "team-votes"
+        assert studio.db.scalar("SELECT count(*) FROM preferences") == 0      # detection writes nothing
+
+        submit = next(b for b in app.button if b.label == "Import")
+        submit.click().run()
+        assert any("1 bad row(s), nothing imported" in e.value for e in app.error)
+        assert studio.db.scalar("SELECT count(*) FROM preferences") == 0
+
+        app.checkbox(key="import_skip_bad").check()
+        next(b for b in app.button if b.label == "Import").click().run()
+        assert not app.exception
+        assert any("as `import:team-votes`: 2 pairs" in s.value for s in app.success)
+        assert [r["prompt"] for r in preference_rows(studio.db, Filters(sources=("import:team-votes",))).rows] \
+            == [[user("Hi")], [user("2+2?")]]
+    finally:
+        studio.close()
