@@ -1,0 +1,507 @@
+"""Contributions -> batches -> anchored roots -> claims, and the proofs that tie them together.
+
+Contributions are *derived* from the tables the labeling and training code already writes (votes,
+arena votes, ratings, gold edits, finished training jobs, admin redactions), so no UI path has to
+remember to record them: :func:`collect_contributions` runs before every batch and is idempotent
+(one contribution per source row, ``UNIQUE (source_table, source_id)``).
+
+Each contribution gets a quality weight (agreement with the other labelers of the same item), a reward
+amount, a random salt and ``content_hash = keccak256(salt || canonical content)``; only that hash goes
+into the Merkle tree, so nothing readable reaches the chain. A batch has ONE leaf per contributor
+committing to (address, amount, sub-root of their contributions); see :mod:`core.chain.merkle`.
+Contributions of people without a linked wallet stay pending until they link one.
+"""
+from __future__ import annotations
+
+import json
+import secrets
+import statistics
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+from eth_utils import keccak
+
+from core.chain.errors import ChainError, ChainUnavailable, ProofError
+from core.chain.ledger import Ledger, TxResult
+from core.chain.merkle import ACCOUNT_LEAF, CONTRIBUTION_LEAF, MerkleTree, leaf_hash, process_proof
+from core.errors import NotFound, ValidationError
+from storage.db import Database
+
+TOKEN = 10**18
+# Reward per contribution at full quality, in milli-tokens (1000 = 1 token).
+REWARD_MILLI = {"vote": 1000, "arena_vote": 1000, "rating": 250, "gold_edit": 3000,
+                "training": 2000, "admin_validation": 500}
+KINDS = tuple(REWARD_MILLI)
+TRAINING_MINUTES_PER_UNIT = 10  # a training job earns its reward once per started 10 minutes of compute
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    """When a batch is cut (the Wallet page edits these; stored in studio_kv)."""
+
+    batch_size: int = field(default=50, metadata={"help": "Cut a batch once this many contributions of linked "
+                                                  "wallets are pending.", "min": 1, "max": 100_000})
+    max_age_minutes: int = field(default=60, metadata={"help": "Or once the oldest pending contribution is this old.",
+                                                       "min": 1, "max": 525_600})
+    retry_base_seconds: int = field(default=5, metadata={"help": "First retry delay after a failed anchor; doubles "
+                                                         "each attempt.", "min": 1, "max": 3600})
+    retry_max_seconds: int = field(default=600, metadata={"help": "Longest retry delay.", "min": 1, "max": 86_400})
+
+
+POLICY_KEY = "chain.batch_policy"
+
+
+def load_policy(db: Database) -> BatchPolicy:
+    raw = db.scalar("SELECT value FROM studio_kv WHERE key = ?", [POLICY_KEY])
+    return BatchPolicy(**json.loads(raw)) if raw else BatchPolicy()
+
+
+def save_policy(db: Database, policy: BatchPolicy, user_id: int | None = None) -> None:
+    from dataclasses import asdict
+
+    db.write(lambda cur: cur.execute(
+        "INSERT OR REPLACE INTO studio_kv (key, value, updated_by, updated_at) VALUES (?, ?, ?, current_timestamp)",
+        [POLICY_KEY, json.dumps(asdict(policy)), user_id]))
+
+
+# ----------------------------------------------------------------------------- sources
+# One query per kind: the columns after (id, user_id, created_at) are the contribution's content.
+# ``{where}`` is filled with the anti-join (collect) or an id filter (re-reading content to verify).
+_SOURCES: dict[str, tuple[str, str]] = {
+    "preferences": ("vote", """
+        SELECT p.id, p.labeler_id AS user_id, p.created_at, p.source, p.outcome, p.prompt_id,
+               p.candidate_a, p.candidate_b
+        FROM preferences p
+        WHERE p.labeler_id IS NOT NULL AND p.retracted_at IS NULL AND p.redacted_at IS NULL
+          AND p.source NOT LIKE 'import%' AND {where}"""),
+    "ratings": ("rating", """
+        SELECT r.id, r.user_id, r.created_at, r.candidate_id, r.aspect, r.score
+        FROM ratings r LEFT JOIN preferences p ON p.id = r.preference_id
+        WHERE r.user_id IS NOT NULL AND p.retracted_at IS NULL AND p.redacted_at IS NULL AND {where}"""),
+    "gold_answers": ("gold_edit", """
+        SELECT g.id, g.user_id, g.created_at, g.candidate_id, sha256(g.text) AS text_sha256
+        FROM gold_answers g LEFT JOIN preferences p ON p.id = g.preference_id
+        WHERE g.user_id IS NOT NULL AND p.retracted_at IS NULL AND p.redacted_at IS NULL AND {where}"""),
+    "jobs": ("training", """
+        SELECT j.id, j.created_by AS user_id, j.finished_at AS created_at, j.algorithm,
+               epoch(j.finished_at) - epoch(j.started_at) AS compute_seconds
+        FROM jobs j
+        WHERE j.status = 'succeeded' AND j.created_by IS NOT NULL AND j.finished_at IS NOT NULL AND {where}"""),
+    "audit_log": ("admin_validation", """
+        SELECT a.id, a.user_id, a.created_at, a.action, a.target_table, a.target_id
+        FROM audit_log a JOIN users u ON u.id = a.user_id
+        WHERE a.action = 'redact' AND u.role = 'admin' AND {where}"""),
+}
+_ALIAS = {"preferences": "p", "ratings": "r", "gold_answers": "g", "jobs": "j", "audit_log": "a"}
+
+
+def _canonical(table: str, row: dict[str, Any]) -> bytes:
+    """The content a contribution's hash commits to: its source row, canonical JSON."""
+    content = {"source_table": table, **{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}}
+    return json.dumps(content, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def content_hash(salt_hex: str, table: str, row: dict[str, Any]) -> str:
+    return "0x" + keccak(bytes.fromhex(salt_hex) + _canonical(table, row)).hex()
+
+
+def _vote_weights(db: Database) -> dict[int, float]:
+    """Share of an item's labelers who gave the same outcome (items labeled by one person: 1.0)."""
+    rows = db.query("SELECT id, prompt_id, outcome FROM preferences WHERE prompt_id IS NOT NULL"
+                    " AND retracted_at IS NULL AND redacted_at IS NULL")
+    by_item: dict[int, list[tuple[int, str]]] = defaultdict(list)
+    for row in rows:
+        by_item[row["prompt_id"]].append((row["id"], row["outcome"]))
+    weights = {}
+    for votes in by_item.values():
+        counts = Counter(outcome for _, outcome in votes)
+        for pid, outcome in votes:
+            weights[pid] = counts[outcome] / len(votes) if len(votes) > 1 else 1.0
+    return weights
+
+
+def _rating_weights(db: Database) -> dict[int, float]:
+    """1 - distance to the median of the other ratings of the same answer and aspect, on the 1-5 scale."""
+    rows = db.query("SELECT id, candidate_id, aspect, score FROM ratings")
+    groups: dict[tuple, list[tuple[int, float]]] = defaultdict(list)
+    for row in rows:
+        groups[(row["candidate_id"], row["aspect"])].append((row["id"], float(row["score"])))
+    weights = {}
+    for scores in groups.values():
+        median = statistics.median(s for _, s in scores)
+        for rid, score in scores:
+            weights[rid] = max(0.0, 1.0 - abs(score - median) / 4.0) if len(scores) > 1 else 1.0
+    return weights
+
+
+def _amount(kind: str, weight: float, row: dict[str, Any]) -> int:
+    units = 1
+    if kind == "training":
+        minutes = max(0.0, float(row.get("compute_seconds") or 0.0)) / 60.0
+        units = max(1, int(-(-minutes // TRAINING_MINUTES_PER_UNIT)))
+    milli = Decimal(REWARD_MILLI[kind] * units) * Decimal(str(round(weight, 6)))
+    return int(milli * TOKEN) // 1000
+
+
+def collect_contributions(db: Database) -> int:
+    """Record every not-yet-recorded contribution from the source tables; returns how many were new.
+
+    Idempotent and safe to run concurrently with itself: the anti-join runs inside the serialised
+    writer transaction and the table is unique on (source_table, source_id).
+    """
+    def write(cur) -> int:
+        vote_w = rating_w = None
+        added = 0
+        for table, (kind, sql) in _SOURCES.items():
+            alias = _ALIAS[table]
+            where = (f"NOT EXISTS (SELECT 1 FROM contributions c WHERE c.source_table = '{table}'"
+                     f" AND c.source_id = {alias}.id)")
+            result = cur.execute(sql.format(where=where) + f" ORDER BY {alias}.id")
+            names = [d[0] for d in result.description]
+            rows = [dict(zip(names, r)) for r in result.fetchall()]
+            if not rows:
+                continue
+            if table == "preferences" and vote_w is None:
+                vote_w = _vote_weights(db)
+            if table == "ratings" and rating_w is None:
+                rating_w = _rating_weights(db)
+            inserts = []
+            for row in rows:
+                row_kind = "arena_vote" if kind == "vote" and row.get("source") == "arena" else kind
+                weight = (vote_w or {}).get(row["id"], 1.0) if table == "preferences" else \
+                    (rating_w or {}).get(row["id"], 1.0) if table == "ratings" else 1.0
+                salt = secrets.token_hex(16)
+                inserts.append([row["user_id"], row_kind, table, row["id"], weight, _amount(row_kind, weight, row),
+                                salt, content_hash(salt, table, row), row["created_at"]])
+            cur.executemany("INSERT INTO contributions (user_id, kind, source_table, source_id, weight, amount, salt,"
+                            " content_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", inserts)
+            added += len(inserts)
+        return added
+
+    return db.write(write)
+
+
+def source_content(db: Database, contribution: dict[str, Any]) -> dict[str, Any] | None:
+    """The contribution's source row as it is now (None once retracted or redacted)."""
+    table = contribution["source_table"]
+    _, sql = _SOURCES[table]
+    rows = db.query(sql.format(where=f"{_ALIAS[table]}.id = ?"), [contribution["source_id"]])
+    return rows[0] if rows else None
+
+
+# ----------------------------------------------------------------------------- batches
+def _hex_to_bytes(value: str) -> bytes:
+    return bytes.fromhex(value[2:] if value.startswith("0x") else value)
+
+
+def _subtree(contribs: list[dict[str, Any]]) -> MerkleTree:
+    return MerkleTree.of([(c["id"], _hex_to_bytes(c["content_hash"]), int(c["amount"])) for c in contribs],
+                         CONTRIBUTION_LEAF)
+
+
+def batchable_count(db: Database) -> tuple[int, datetime | None]:
+    """(pending contributions of linked wallets, time of the oldest one)."""
+    row = db.query("SELECT count(*) AS n, min(c.created_at) AS oldest FROM contributions c"
+                   " JOIN wallet_links w ON w.user_id = c.user_id WHERE c.batch_id IS NULL")[0]
+    return int(row["n"]), row["oldest"]
+
+
+def due_trigger(db: Database, policy: BatchPolicy, now: datetime | None = None) -> str | None:
+    """'count' or 'age' when the policy says a batch is due, else None."""
+    n, oldest = batchable_count(db)
+    if n == 0:
+        return None
+    if n >= policy.batch_size:
+        return "count"
+    now = now or datetime.now(timezone.utc)
+    if oldest is not None and now - oldest >= timedelta(minutes=policy.max_age_minutes):
+        return "age"
+    return None
+
+
+def make_batch(db: Database, trigger: str) -> int | None:
+    """Cut one batch from every pending contribution of a linked wallet; returns its id (None if empty).
+
+    One transaction: the batch row, one leaf per contributor and the contributions' batch_id together.
+    """
+    def write(cur) -> int | None:
+        result = cur.execute(
+            "SELECT c.id, c.user_id, c.content_hash, c.amount, w.address FROM contributions c"
+            " JOIN wallet_links w ON w.user_id = c.user_id WHERE c.batch_id IS NULL ORDER BY c.user_id, c.id")
+        names = [d[0] for d in result.description]
+        rows = [dict(zip(names, r)) for r in result.fetchall()]
+        if not rows:
+            return None
+        by_user: dict[int, list[dict]] = defaultdict(list)
+        for row in rows:
+            by_user[row["user_id"]].append(row)
+        leaves = []
+        for user_id, contribs in by_user.items():
+            amount = sum(int(c["amount"]) for c in contribs)
+            leaves.append((user_id, contribs[0]["address"], amount, _subtree(contribs).root))
+        tree = MerkleTree.of([(addr, amount, sub) for _, addr, amount, sub in leaves], ACCOUNT_LEAF)
+        total = sum(amount for _, _, amount, _ in leaves)
+        batch_id = cur.execute(
+            "INSERT INTO chain_batches (trigger, root, contributors, contributions, total_amount)"
+            " VALUES (?, ?, ?, ?, ?) RETURNING id",
+            [trigger, "0x" + tree.root.hex(), len(leaves), len(rows), total]).fetchone()[0]
+        cur.executemany("INSERT INTO batch_leaves (batch_id, user_id, address, amount, subroot) VALUES (?, ?, ?, ?, ?)",
+                        [[batch_id, uid, addr, amount, "0x" + sub.hex()] for uid, addr, amount, sub in leaves])
+        cur.executemany("UPDATE contributions SET batch_id = ? WHERE id = ?", [[batch_id, r["id"]] for r in rows])
+        return batch_id
+
+    return db.write(write)
+
+
+def _record_tx(cur, ledger: Ledger, kind: str, args: dict[str, Any], result: TxResult) -> None:
+    cur.execute("INSERT INTO chain_txs (chain_key, kind, args, tx_hash, block_number, gas_used) VALUES (?, ?, ?, ?, ?, ?)",
+                [ledger.chain_key, kind, json.dumps(args), result.tx_hash, result.block_number, result.gas_used])
+
+
+def backoff_seconds(policy: BatchPolicy, attempts: int) -> int:
+    return min(policy.retry_max_seconds, policy.retry_base_seconds * 2 ** max(0, attempts - 1))
+
+
+def anchor_batch(db: Database, ledger: Ledger, batch_id: int, policy: BatchPolicy | None = None) -> dict[str, Any]:
+    """Anchor one queued batch; on failure it stays queued with the error and a later retry time.
+
+    Never anchors twice: the chain is asked first (a batch whose receipt was lost is found by its
+    event), and the contract itself ignores a repeated root for the same batch id.
+    """
+    policy = policy or load_policy(db)
+    batch = db.query("SELECT * FROM chain_batches WHERE id = ?", [batch_id])
+    if not batch:
+        raise NotFound(f"Batch {batch_id} does not exist", hint="pick a batch from the Wallet page")
+    batch = batch[0]
+    if batch["status"] == "anchored":
+        return batch
+    root = _hex_to_bytes(batch["root"])
+    try:
+        on_chain = ledger.root_of(batch_id)
+        if on_chain == root:
+            result, sent = ledger.anchor_event(batch_id), False
+            if result is None:
+                raise ChainUnavailable(f"Batch {batch_id} is anchored but its event is not visible yet",
+                                       hint="retried shortly")
+        elif on_chain is not None:
+            raise ChainError(f"Batch id {batch_id} is already anchored on this contract with another root",
+                             hint="this contract was used by another studio; point STUDIO_CHAIN_CONTRACT at your own",
+                             code="chain_conflict")
+        else:
+            result, sent = ledger.anchor(batch_id, root, batch["contributors"], int(batch["total_amount"])), True
+    except ChainError as exc:
+        def fail(cur):
+            attempts = batch["attempts"] + 1
+            cur.execute("UPDATE chain_batches SET attempts = ?, last_error = ?,"
+                        " next_attempt_at = current_timestamp + to_seconds(?) WHERE id = ?",
+                        [attempts, f"[{exc.code}] {exc.message}", backoff_seconds(policy, attempts), batch_id])
+        db.write(fail)
+        raise
+
+    def done(cur):
+        if sent:
+            _record_tx(cur, ledger, "anchor", {"batch_id": batch_id, "root": batch["root"],
+                                               "contributors": batch["contributors"],
+                                               "total_amount": str(batch["total_amount"])}, result)
+        cur.execute("UPDATE chain_batches SET status = 'anchored', attempts = attempts + 1, last_error = NULL,"
+                    " chain_id = ?, contract = ?, tx_hash = ?, block_number = ?, gas_used = ?,"
+                    " anchored_at = current_timestamp WHERE id = ?",
+                    [ledger.chain_id, ledger.address, result.tx_hash, result.block_number, result.gas_used, batch_id])
+    db.write(done)
+    return db.query("SELECT * FROM chain_batches WHERE id = ?", [batch_id])[0]
+
+
+def anchor_due(db: Database, ledger: Ledger, policy: BatchPolicy | None = None,
+               include_not_due: bool = False) -> list[int]:
+    """Anchor every queued batch whose retry time has come (or all queued ones); returns anchored ids.
+
+    Stops at the first unreachable-RPC failure: the later batches would fail the same way.
+    """
+    policy = policy or load_policy(db)
+    sql = "SELECT id FROM chain_batches WHERE status = 'queued'"
+    if not include_not_due:
+        sql += " AND next_attempt_at <= current_timestamp"
+    anchored = []
+    for row in db.query(sql + " ORDER BY id"):
+        try:
+            anchor_batch(db, ledger, row["id"], policy)
+            anchored.append(row["id"])
+        except ChainUnavailable:
+            break
+        except ChainError:
+            continue
+    return anchored
+
+
+# ----------------------------------------------------------------------------- proofs, claims
+@dataclass(frozen=True)
+class Proof:
+    """Everything needed to check one contribution against a batch root, without the server."""
+
+    contribution_id: int
+    batch_id: int
+    content_hash: str
+    amount: int
+    account: str
+    account_amount: int
+    subroot: str
+    subproof: list[str]
+    proof: list[str]
+    root: str
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        out = asdict(self)
+        out["amount"], out["account_amount"] = str(self.amount), str(self.account_amount)
+        return out
+
+    def recompute_root(self) -> bytes:
+        """Contribution leaf -> sub-root (must equal ``subroot``) -> batch root."""
+        leaf = leaf_hash(CONTRIBUTION_LEAF, (self.contribution_id, _hex_to_bytes(self.content_hash), self.amount))
+        if process_proof(leaf, [_hex_to_bytes(p) for p in self.subproof]) != _hex_to_bytes(self.subroot):
+            return b""
+        top = leaf_hash(ACCOUNT_LEAF, (self.account, self.account_amount, _hex_to_bytes(self.subroot)))
+        return process_proof(top, [_hex_to_bytes(p) for p in self.proof])
+
+
+def _leaf_row(db: Database, batch_id: int, user_id: int) -> dict[str, Any]:
+    rows = db.query("SELECT * FROM batch_leaves WHERE batch_id = ? AND user_id = ?", [batch_id, user_id])
+    if not rows:
+        raise NotFound(f"No leaf of user {user_id} in batch {batch_id}", hint="the contribution is in another batch")
+    return rows[0]
+
+
+def _batch_tree(db: Database, batch_id: int) -> tuple[MerkleTree, list[dict[str, Any]]]:
+    leaves = db.query("SELECT * FROM batch_leaves WHERE batch_id = ? ORDER BY user_id", [batch_id])
+    tree = MerkleTree.of([(r["address"], int(r["amount"]), _hex_to_bytes(r["subroot"])) for r in leaves], ACCOUNT_LEAF)
+    return tree, leaves
+
+
+def account_proof(db: Database, batch_id: int, user_id: int) -> tuple[dict[str, Any], list[bytes], bytes]:
+    """(leaf row, proof, root) of a contributor in a batch, rebuilt from the DB and checked."""
+    tree, leaves = _batch_tree(db, batch_id)
+    index = next((i for i, r in enumerate(leaves) if r["user_id"] == user_id), None)
+    if index is None:
+        raise NotFound(f"No leaf of user {user_id} in batch {batch_id}", hint="the contribution is in another batch")
+    stored = db.scalar("SELECT root FROM chain_batches WHERE id = ?", [batch_id])
+    if "0x" + tree.root.hex() != stored:
+        raise ProofError(f"Batch {batch_id} rebuilt from the database does not give its stored root",
+                         hint="the batch rows were altered; do not claim")
+    return leaves[index], tree.proof(index), tree.root
+
+
+def contribution_proof(db: Database, contribution_id: int) -> Proof:
+    """The two-level proof of one contribution (contribution -> sub-root -> batch root)."""
+    rows = db.query("SELECT * FROM contributions WHERE id = ?", [contribution_id])
+    if not rows:
+        raise NotFound(f"Contribution {contribution_id} does not exist", hint="pick one from the Wallet page")
+    c = rows[0]
+    if c["batch_id"] is None:
+        raise ProofError(f"Contribution {contribution_id} is not in a batch yet",
+                         hint="link a wallet and wait for (or cut) the next batch")
+    siblings = db.query("SELECT id, content_hash, amount FROM contributions WHERE batch_id = ? AND user_id = ?"
+                        " ORDER BY id", [c["batch_id"], c["user_id"]])
+    sub = _subtree(siblings)
+    position = next(i for i, s in enumerate(siblings) if s["id"] == contribution_id)
+    leaf, proof, root = account_proof(db, c["batch_id"], c["user_id"])
+    if "0x" + sub.root.hex() != leaf["subroot"]:
+        raise ProofError(f"The contributions of batch {c['batch_id']} do not give the stored sub-root",
+                         hint="the contribution rows were altered")
+    return Proof(contribution_id, c["batch_id"], c["content_hash"], int(c["amount"]), leaf["address"],
+                 int(leaf["amount"]), leaf["subroot"], ["0x" + p.hex() for p in sub.proof(position)],
+                 ["0x" + p.hex() for p in proof], "0x" + root.hex())
+
+
+@dataclass(frozen=True)
+class Verification:
+    ok: bool
+    contribution_id: int
+    batch_id: int | None
+    checks: dict[str, bool | None]  # None = could not be checked (e.g. content redacted since)
+    detail: str
+
+
+def verify_contribution(db: Database, ledger: Ledger | None, contribution_id: int) -> Verification:
+    """Recompute the proof locally and check it against the root READ FROM THE CHAIN (not the DB)."""
+    rows = db.query("SELECT * FROM contributions WHERE id = ?", [contribution_id])
+    if not rows:
+        raise NotFound(f"Contribution {contribution_id} does not exist", hint="pick one from the Wallet page")
+    c = rows[0]
+    source = source_content(db, c)
+    content_ok = None if source is None else content_hash(c["salt"], c["source_table"], source) == c["content_hash"]
+    try:
+        proof = contribution_proof(db, contribution_id)
+    except ProofError as exc:
+        return Verification(False, contribution_id, c["batch_id"], {"content": content_ok}, exc.message)
+    recomputed = proof.recompute_root()
+    checks: dict[str, bool | None] = {"content": content_ok, "proof_to_stored_root": recomputed == _hex_to_bytes(proof.root)}
+    if ledger is None:
+        return Verification(False, contribution_id, proof.batch_id, checks, "the chain is not reachable")
+    on_chain = ledger.root_of(proof.batch_id)
+    checks["root_on_chain"] = on_chain is not None and on_chain == recomputed
+    checks["contract_verify"] = ledger.verify_leaf(proof.batch_id, proof.account, proof.account_amount,
+                                                   _hex_to_bytes(proof.subroot), [_hex_to_bytes(p) for p in proof.proof])
+    ok = all(v is not False for v in checks.values()) and bool(checks["root_on_chain"])
+    detail = (f"batch {proof.batch_id}: root {('0x' + on_chain.hex()) if on_chain else 'not anchored'} on chain "
+              f"{ledger.chain_id}" + ("" if content_ok is not None else "; content redacted since (hash kept)"))
+    return Verification(ok, contribution_id, proof.batch_id, checks, detail)
+
+
+def claim(db: Database, ledger: Ledger, batch_id: int, user_id: int) -> TxResult:
+    """Relay the contributor's claim for one batch (tokens go to the leaf's address). Once per leaf."""
+    status = db.scalar("SELECT status FROM chain_batches WHERE id = ?", [batch_id])
+    if status != "anchored":
+        raise ValidationError(f"Batch {batch_id} is not anchored yet", hint="claims open once the root is on chain")
+    leaf, proof, _ = account_proof(db, batch_id, user_id)
+    if leaf["claim_tx"]:
+        raise ChainError(f"Batch {batch_id} was already claimed in {leaf['claim_tx']}",
+                         hint="each batch pays out once", code="already_claimed")
+    subroot = _hex_to_bytes(leaf["subroot"])
+    result = ledger.claim(batch_id, leaf["address"], int(leaf["amount"]), subroot, proof)
+    args = {"batch_id": batch_id, "account": leaf["address"], "amount": str(leaf["amount"]),
+            "subroot": leaf["subroot"], "proof": ["0x" + p.hex() for p in proof]}
+
+    def done(cur):
+        _record_tx(cur, ledger, "claim", args, result)
+        cur.execute("UPDATE batch_leaves SET claim_tx = ?, claim_block = ?, claimed_at = current_timestamp"
+                    " WHERE batch_id = ? AND user_id = ?", [result.tx_hash, result.block_number, batch_id, user_id])
+    db.write(done)
+    return result
+
+
+# ----------------------------------------------------------------------------- views
+def contributions_of(db: Database, user_id: int) -> list[dict[str, Any]]:
+    """A contributor's contributions with their batch status (pending / queued / anchored)."""
+    return db.query(
+        "SELECT c.id, c.kind, c.weight, c.amount, c.content_hash, c.created_at, c.batch_id,"
+        " CASE WHEN c.batch_id IS NULL THEN 'pending' WHEN b.status = 'anchored' THEN 'anchored'"
+        " ELSE 'batched' END AS status, b.tx_hash, b.block_number, l.claim_tx"
+        " FROM contributions c LEFT JOIN chain_batches b ON b.id = c.batch_id"
+        " LEFT JOIN batch_leaves l ON l.batch_id = c.batch_id AND l.user_id = c.user_id"
+        " WHERE c.user_id = ? ORDER BY c.id DESC", [user_id])
+
+
+def amounts_of(db: Database, user_id: int) -> dict[str, int]:
+    """Token amounts (base units): pending (not batched), batched (not anchored), claimable, claimed."""
+    pending = db.scalar("SELECT coalesce(sum(amount), 0) FROM contributions WHERE user_id = ? AND batch_id IS NULL",
+                        [user_id])
+    rows = db.query("SELECT b.status, l.amount, l.claim_tx FROM batch_leaves l JOIN chain_batches b ON b.id = l.batch_id"
+                    " WHERE l.user_id = ?", [user_id])
+    out = {"pending": int(pending), "batched": 0, "claimable": 0, "claimed": 0}
+    for row in rows:
+        key = "batched" if row["status"] != "anchored" else "claimed" if row["claim_tx"] else "claimable"
+        out[key] += int(row["amount"])
+    return out
+
+
+def batches(db: Database, limit: int = 200) -> list[dict[str, Any]]:
+    return db.query("SELECT * FROM chain_batches ORDER BY id DESC LIMIT ?", [limit])
+
+
+def tokens(amount: int) -> str:
+    """Base units -> a readable token amount."""
+    return f"{Decimal(int(amount)) / TOKEN:.3f}"
