@@ -409,3 +409,68 @@ def test_arena_vote_flow_through_the_server_hides_names_until_the_vote(data_dir)
     assert database.query("SELECT source, outcome FROM preferences ORDER BY id") == \
         [{"source": "arena", "outcome": "a"}, {"source": "arena", "outcome": "tie"}]
     database.close()
+
+
+@pytest.mark.slow
+def test_browser_battle_reveals_names_only_after_the_vote_and_leaderboard_renders(data_dir):
+    """A labeler in Chromium: prompt -> two anonymous answers -> vote -> names; then the console page."""
+    from tests.test_browser import ARTIFACTS
+    from tests.test_label_app import make_random_adapter
+
+    database = Database.in_data_dir(data_dir)
+    ensure_base_policy(database, "tiny")
+    register_policy(database, "v1", 1, "tiny", "dpo", str(make_random_adapter(data_dir)))
+    ada = ensure_user(database, "ada", "labeler", "local")
+    for outcome in ("a", "a", "b", "tie", "both_bad"):
+        arena.record_battle(database, ada, pending(database), outcome)
+    database.close()
+    srv = Server(data_dir, free_port()).start("--model", "tiny")
+    try:
+        with _chromium() as tab:
+            ARTIFACTS.mkdir(exist_ok=True)
+            tab.goto(srv.url + "/label/")
+            tab.get_by_role("tab", name="Arena").click()
+            tab.get_by_placeholder("Ask both versions something").fill("Say hello")
+            tab.get_by_role("button", name="Start battle").click()
+            tab.wait_for_selector("text=Vote to reveal", timeout=120_000)
+            assert tab.locator("#arena-a").inner_text().strip() and tab.locator("#arena-b").inner_text().strip()
+            before = tab.locator("#arena-reveal").inner_text() + tab.locator("#arena-status").inner_text()
+            assert "hidden" in before and "v1" not in before and "base" not in before
+            tab.screenshot(path=str(ARTIFACTS / "arena-before-vote.png"), full_page=True)
+            tab.locator("#arena-vote-b").click()
+            tab.wait_for_selector("text=B was", timeout=30_000)
+            after = tab.locator("#arena-reveal").inner_text()
+            assert "v1" in after and "base" in after
+            tab.screenshot(path=str(ARTIFACTS / "arena-after-vote.png"), full_page=True)
+            tab.goto(srv.url + "/leaderboard")
+            tab.wait_for_selector("text=Observed win rate", timeout=60_000)
+            tab.wait_for_selector(".js-plotly-plot", timeout=30_000)
+            assert "Too few battles" in tab.content() and "Traceback" not in tab.content()
+            tab.screenshot(path=str(ARTIFACTS / "leaderboard.png"), full_page=True)
+    finally:
+        srv.stop()
+    database = Database.in_data_dir(data_dir)
+    assert database.scalar("SELECT count(*) FROM battles") == 6
+    assert database.scalar("SELECT winner FROM battles ORDER BY id DESC LIMIT 1") == "model_b"
+    database.close()
+
+
+def _chromium():
+    """The same headless Chromium as tests/test_browser.py, as a context manager yielding a page."""
+    from contextlib import contextmanager
+
+    from tests.test_browser import CHROMIUM
+
+    @contextmanager
+    def run():
+        if not Path(CHROMIUM).exists():
+            pytest.fail("Chromium is missing: `make test` installs Debian's chromium package")
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+            try:
+                yield browser.new_page(viewport={"width": 1400, "height": 1000})
+            finally:
+                browser.close()
+    return run()
