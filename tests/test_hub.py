@@ -1,0 +1,348 @@
+"""Export and Hub push: PEFT layout that reproduces the app's answers, merged weights, cards, datasets, and
+pushes with the real huggingface_hub client against a Hub stand-in on loopback (tests/hub_standin.py)."""
+from __future__ import annotations
+
+import json
+import shutil
+import traceback
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from core import hub
+from core.config import load_settings
+from core.generate import SamplingParams, generate_once, generate_pair, prepare_chat
+from core.identity import ensure_user
+from core.labeling import CandidateIn, Vote, add_user_message, new_conversation, record_vote, save_pair
+from core.models import MODELS_SUBDIR, TINY_MODEL_DIR
+from core.policies import register_policy
+from core.studio import Studio
+from core.trainsets import preference_rows
+from tests.conftest import free_port
+from tests.hub_standin import HubStandin
+
+MESSAGES = [{"role": "user", "content": "Name a colour of the sky."}]
+GREEDY = SamplingParams(temperature=0.0, max_new_tokens=12)
+TOKEN, READ_TOKEN = "hf_writeTokenForTests0123456789", "hf_readOnlyTokenForTests0123456"
+CARD = hub.CardOptions(license="mit", base_model_id="studio-tests/tiny-llama", datasets=("ada/studio-labels",))
+METRICS = {"loss": [0.69, 0.61, 0.52], "rewards/chosen": [0.0, 0.1, 0.2], "rewards/rejected": [0.0, -0.1, -0.3],
+           "kl": [0.0, 0.02, 0.05]}
+
+
+def unique(name: str = "x") -> str:
+    return f"{name}-{free_port()}"
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory, tiny_model_dir):
+    """A studio on the tiny model with v1: a random LoRA adapter (tokenizer saved with it, as training does),
+    registered with a job, its config and metrics in DuckDB, plus a few labels for dataset exports."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    data_dir = tmp_path_factory.mktemp("hub") / "data"
+    shutil.copytree(tiny_model_dir, data_dir / MODELS_SUBDIR / TINY_MODEL_DIR)
+    s = Studio(load_settings({"data_dir": str(data_dir), "model": "tiny"}, env={}),
+               data_dir / MODELS_SUBDIR / TINY_MODEL_DIR)
+    torch.manual_seed(0)
+    lora = get_peft_model(AutoModelForCausalLM.from_pretrained(s.model_path),
+                          LoraConfig(r=8, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    adapter = data_dir / "runs" / "1" / "adapter"
+    lora.save_pretrained(adapter)
+    AutoTokenizer.from_pretrained(s.model_path).save_pretrained(adapter)
+    with s.db.transaction() as cur:
+        job_id = cur.execute(
+            "INSERT INTO jobs (algorithm, status, config, run_dir) VALUES ('dpo', 'succeeded', ?, ?) RETURNING id",
+            [json.dumps({"hyperparams": {"beta": 0.1, "learning_rate": 5e-6, "max_steps": 3}, "examples": 12,
+                         "data_hash": "d" * 64, "filters": {"labelers": ["ada"]}, "parent_policy": "base"}),
+             str(adapter.parent)]).fetchone()[0]
+        for name, values in METRICS.items():
+            cur.executemany("INSERT INTO job_metrics (job_id, step, name, value) VALUES (?, ?, ?, ?)",
+                            [(job_id, step + 1, name, value) for step, value in enumerate(values)])
+    register_policy(s.db, "v1", s.base_policy_id, "tiny", "dpo", str(adapter), "d" * 64, {"beta": 0.1},
+                    {"loss": 0.52}, job_id)
+    seed_labels(s)
+    yield s
+    s.close()
+
+
+def seed_labels(s: Studio) -> None:
+    ada = ensure_user(s.db, "ada", "admin", "test")
+    for i in range(4):
+        conv = new_conversation(s.db, ada, s.base_policy_id)
+        turn = add_user_message(s.db, ada, conv, f"Question {i}?")
+        a, b = save_pair(s.db, conv, turn, None, CandidateIn(f"Good answer {i}.", s.base_policy_id),
+                         CandidateIn(f"meh {i}", s.base_policy_id), None)
+        record_vote(s.db, ada, Vote(a, b, "a", thumbs={"a": True, "b": False}))
+
+
+@pytest.fixture(scope="module")
+def admin(studio):
+    return ensure_user(studio.db, "ada", "admin", "test")
+
+
+@pytest.fixture(scope="module")
+def app_answer(studio) -> str:
+    """What the labeling app answers with v1 (adapter hot-swapped onto the shared base), greedy."""
+    rows, _ = studio.adapter_rows("v1", "base")
+    model, tokenizer = studio.model()
+    pair = generate_pair(model, tokenizer, MESSAGES, GREEDY, adapter_names=rows)
+    assert pair.text_a != pair.text_b, "the random adapter must change the answer, else the test proves nothing"
+    return pair.text_a
+
+
+@pytest.fixture
+def standin(tmp_path, monkeypatch):
+    """The Hub stand-in, with the real client pointed at it (conftest sets offline mode: lifted here)."""
+    import huggingface_hub.constants
+
+    server = HubStandin(tmp_path / "hub", {TOKEN: ("ada", "write"), READ_TOKEN: ("ada", "read")},
+                        orgs={"ada": ["studio-org"]}).start()
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    yield server
+    server.stop()
+
+
+def greedy_ids(model, tokenizer) -> list[int]:
+    prompt = prepare_chat(tokenizer, model, MESSAGES, GREEDY.max_new_tokens)
+    with torch.no_grad():
+        out = model.generate(prompt.input_ids, attention_mask=torch.ones_like(prompt.input_ids),
+                             **GREEDY.generate_kwargs())
+    return out[0, prompt.input_ids.shape[1]:].tolist()
+
+
+def load_tokenizer(path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    return tokenizer
+
+
+def peft_from(base_dir, adapter_dir):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    return PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(base_dir)), str(adapter_dir)).eval()
+
+
+# --- local exports -------------------------------------------------------------------------------------------
+
+
+def test_exported_adapter_loads_with_peft_and_reproduces_the_apps_greedy_answer(studio, admin, app_answer):
+    from transformers import AutoModelForCausalLM
+
+    export = hub.export_adapter(studio.db, studio.settings.data_dir, "v1", admin, CARD)
+    assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "tokenizer_config.json",
+            "README.md", hub.CURVES_FILE, "training_config.json"} <= set(export.files)
+    assert not any(".partial-" in p.name for p in export.path.parent.iterdir())
+    model, tokenizer = peft_from(studio.model_path, export.path), load_tokenizer(export.path)
+    text, _ = generate_once(model, tokenizer, MESSAGES, GREEDY)
+    assert text == app_answer
+    merged = hub.export_merged(studio.db, studio.settings.data_dir, "v1", admin, "float32", CARD)
+    assert "model.safetensors" in merged.files and "adapter_config.json" not in merged.files
+    standalone = AutoModelForCausalLM.from_pretrained(str(merged.path)).eval()
+    merged_text, _ = generate_once(standalone, load_tokenizer(merged.path), MESSAGES, GREEDY)
+    assert merged_text == app_answer
+    assert greedy_ids(standalone, tokenizer) == greedy_ids(model, tokenizer)  # token for token
+    rows = studio.db.query("SELECT kind, version, dtype, path FROM exports ORDER BY id")
+    assert [(r["kind"], r["version"], r["dtype"]) for r in rows] == [("adapter", "v1", None), ("merged", "v1", "float32")]
+    assert rows[0]["path"] == str(export.path.resolve())
+
+
+def test_merged_export_saves_the_requested_precision(studio, admin):
+    from safetensors import safe_open
+
+    export = hub.export_merged(studio.db, studio.settings.data_dir, "v1", admin, "bfloat16")
+    with safe_open(str(export.path / "model.safetensors"), "pt") as fh:
+        assert {fh.get_tensor(k).dtype for k in fh.keys()} == {torch.bfloat16}
+    with pytest.raises(hub.ValidationError, match="dtype"):
+        hub.export_merged(studio.db, studio.settings.data_dir, "v1", admin, "int3")
+
+
+def test_model_card_has_metadata_config_data_hash_metrics_and_plot(studio, admin):
+    from PIL import Image
+
+    export = hub.export_adapter(studio.db, studio.settings.data_dir, "v1", admin, CARD)
+    card = (export.path / "README.md").read_text()
+    meta = yaml.safe_load(card.split("---")[1])
+    assert meta["base_model"] == "studio-tests/tiny-llama" and meta["library_name"] == "peft"
+    assert {"trl", "dpo", "peft", "lora"} <= set(meta["tags"]) and meta["license"] == "mit"
+    assert meta["datasets"] == ["ada/studio-labels"]
+    assert "d" * 64 in card and "| `beta` | `0.1` |" in card and "| `max_steps` | `3` |" in card
+    assert "| loss | 0.69 | 0.52 | 0.52 | 0.69 | 3 |" in card and "| kl |" in card
+    assert f"]({hub.CURVES_FILE})" in card
+    assert Image.open(export.path / hub.CURVES_FILE).size == (1200, 360)
+    config = json.loads((export.path / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "studio-tests/tiny-llama"
+    assert json.loads((export.path / "training_config.json").read_text())["examples"] == 12
+
+
+def test_dataset_export_writes_parquet_jsonl_and_card(studio, admin):
+    import pyarrow.parquet as pq
+
+    export = hub.export_dataset(studio.db, studio.settings.data_dir, "preference", admin, {}, name="votes")
+    expected = preference_rows(studio.db).rows
+    assert len(expected) == 4
+    assert pq.read_table(export.path / "data" / "train.parquet").to_pylist() == expected
+    lines = (export.path / "data" / "train.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == expected
+    meta = yaml.safe_load((export.path / "README.md").read_text().split("---")[1])
+    assert meta["configs"][0]["data_files"][0]["path"] == "data/train.parquet" and "dpo" in meta["tags"]
+    kto = hub.export_dataset(studio.db, studio.settings.data_dir, "unpaired", admin, formats=["jsonl"])
+    assert kto.files == ("README.md", "data/train.jsonl")
+    with pytest.raises(hub.ValidationError, match="No sft rows"):
+        hub.export_dataset(studio.db, studio.settings.data_dir, "sft", admin, {"since": "2999-01-01"})
+
+
+def test_only_admins_export_and_bad_versions_are_refused(studio):
+    bob = ensure_user(studio.db, "bob", "labeler", "test")
+    admin = ensure_user(studio.db, "ada", "admin", "test")
+    before = studio.db.scalar("SELECT count(*) FROM exports")
+    with pytest.raises(hub.PermissionDenied):
+        hub.export_adapter(studio.db, studio.settings.data_dir, "v1", bob)
+    with pytest.raises(hub.NotFound):
+        hub.export_adapter(studio.db, studio.settings.data_dir, "v99", admin)
+    with pytest.raises(hub.ValidationError, match="base policy"):
+        hub.export_adapter(studio.db, studio.settings.data_dir, "base", admin)
+    assert studio.db.scalar("SELECT count(*) FROM exports") == before
+
+
+# --- pushing to the Hub stand-in -----------------------------------------------------------------------------
+
+
+def test_push_adapter_commits_files_and_card_and_a_later_push_updates_the_same_repo(studio, admin, standin,
+                                                                                    app_answer, tmp_path):
+    from huggingface_hub import snapshot_download
+
+    export = hub.export_adapter(studio.db, studio.settings.data_dir, "v1", admin, CARD)
+    steps = []
+    result = hub.push_export(studio.db, export.id, admin, TOKEN, "ada/tiny-lora", private=True,
+                             progress=lambda f, text: steps.append((f, text)))
+    assert result.attempts == 1 and result.commit_url == f"{standin.url}/ada/tiny-lora/commit/{result.commit_oid}"
+    repo = standin.repo("ada/tiny-lora")
+    assert repo.private and [c["summary"] for c in repo.commits] == ["RLHF Studio: LoRA adapter of v1"]
+    on_disk = standin.files_on_disk("ada/tiny-lora")
+    assert set(on_disk) == set(export.files)
+    assert on_disk["adapter_model.safetensors"] == (export.path / "adapter_model.safetensors").read_bytes()
+    card = on_disk["README.md"].decode()
+    assert yaml.safe_load(card.split("---")[1])["library_name"] == "peft"
+    assert 'PeftModel.from_pretrained(base, "ada/tiny-lora")' in card
+    assert steps[-1][0] == 1.0 and any("adapter_model.safetensors" in text for _, text in steps)
+    assert [f for f, _ in steps] == sorted(f for f, _ in steps)  # progress only moves forward
+
+    # the real client downloads it back and PEFT loads it onto the base: same answer as in the app
+    local = snapshot_download("ada/tiny-lora", token=TOKEN, endpoint=standin.url, cache_dir=tmp_path / "cache")
+    text, _ = generate_once(peft_from(studio.model_path, local), load_tokenizer(local), MESSAGES, GREEDY)
+    assert text == app_answer
+
+    manifest = hub.adapter_manifest(studio.db)
+    assert manifest[0] | {"date": None} == manifest[0] | {
+        "kind": "adapter", "version": "v1", "base_model": "studio-tests/tiny-llama", "repo_id": "ada/tiny-lora",
+        "commit_url": result.commit_url, "date": None}
+    # a later export of v1 (new licence in the card) goes to the same repo as a second commit; the client
+    # sends only what changed
+    again = hub.export_adapter(studio.db, studio.settings.data_dir, "v1", admin,
+                               hub.CardOptions(license="apache-2.0", base_model_id=CARD.base_model_id))
+    assert hub.suggest_repo_id(studio.db, again.id, "ada") == "ada/tiny-lora"
+    second = hub.push_export(studio.db, again.id, admin, TOKEN, hub.suggest_repo_id(studio.db, again.id, "ada"))
+    assert [c["oid"] for c in repo.commits] == [result.commit_oid, second.commit_oid]
+    assert repo.commits[1]["parent"] == result.commit_oid and repo.commits[1]["files"] == ["README.md"]
+    assert [r["repo_id"] for r in hub.adapter_manifest(studio.db)][:2] == ["ada/tiny-lora"] * 2
+
+
+def test_push_dataset_to_a_dataset_repo_with_its_card(studio, admin, standin):
+    export = hub.export_dataset(studio.db, studio.settings.data_dir, "preference", admin, {})
+    assert hub.suggest_repo_id(studio.db, export.id, "ada") == "ada/rlhf-studio-preference"
+    result = hub.push_export(studio.db, export.id, admin, TOKEN, "studio-org/labels", private=False)
+    assert result.repo_type == "dataset" and "/datasets/studio-org/labels/commit/" in result.commit_url
+    files = standin.files_on_disk("studio-org/labels", "dataset")
+    assert set(files) == {"README.md", "data/train.parquet", "data/train.jsonl"}
+    assert not standin.repo("studio-org/labels", "dataset").private
+    meta = yaml.safe_load(files["README.md"].decode().split("---")[1])
+    assert meta["configs"][0]["data_files"][0]["split"] == "train" and "trl" in meta["tags"]
+    assert hub.adapter_manifest(studio.db) == [r for r in hub.adapter_manifest(studio.db) if r["kind"] != "dataset"]
+
+
+def assert_token_nowhere(studio, exc, caplog, *tokens):
+    text = "".join(traceback.format_exception(exc)) + repr(exc) + str(exc.to_dict()) + caplog.text
+    studio.db.cursor().execute("CHECKPOINT")
+    raw = Path(studio.settings.db_path).read_bytes()
+    for token in tokens:
+        assert token not in text and token.encode() not in raw
+
+
+def test_push_errors_are_clear_retried_when_transient_and_leave_nothing_registered(studio, admin, standin,
+                                                                                   caplog):
+    export = hub.export_adapter(studio.db, studio.settings.data_dir, "v1", admin)
+    pushes = studio.db.scalar("SELECT count(*) FROM hub_pushes")
+    bad = "hf_thisTokenIsNotValidForTheHub42"
+    with pytest.raises(hub.HubAuthError, match="rejected the token") as err:
+        hub.push_export(studio.db, export.id, admin, bad, "ada/errors")
+    assert "settings/tokens" in err.value.hint
+    assert_token_nowhere(studio, err.value, caplog, bad)
+    with pytest.raises(hub.HubForbidden, match="may not"):
+        hub.push_export(studio.db, export.id, admin, READ_TOKEN, "ada/errors")
+    with pytest.raises(hub.HubForbidden):                       # a namespace the user does not belong to
+        hub.push_export(studio.db, export.id, admin, TOKEN, "someone-else/errors")
+    standin.fail("commit", 404)
+    with pytest.raises(hub.HubNotFound, match="Not found"):
+        hub.push_export(studio.db, export.id, admin, TOKEN, "ada/errors")
+    standin.fail("commit", 409, times=2)
+    with pytest.raises(hub.HubConflict, match="conflict") as err:
+        hub.push_export(studio.db, export.id, admin, TOKEN, "ada/errors", retries=1, retry_wait=0.01)
+    assert_token_nowhere(studio, err.value, caplog, TOKEN)
+    assert standin.repo("ada/errors").commits == []             # the repo exists, nothing was committed
+    assert studio.db.scalar("SELECT count(*) FROM hub_pushes") == pushes
+
+    standin.fail("commit", 503)                                   # transient: the retry succeeds
+    result = hub.push_export(studio.db, export.id, admin, TOKEN, "ada/errors", retry_wait=0.01)
+    assert result.attempts == 2 and len(standin.repo("ada/errors").commits) == 1
+    assert studio.db.scalar("SELECT count(*) FROM hub_pushes") == pushes + 1
+
+
+def test_network_down_and_offline_mode_are_clear_errors(studio, admin, standin, monkeypatch, caplog):
+    import huggingface_hub.constants
+
+    export = hub.export_adapter(studio.db, studio.settings.data_dir, "v1", admin)
+    pushes = studio.db.scalar("SELECT count(*) FROM hub_pushes")
+    standin.stop()                                               # nothing listens on the port any more
+    steps = []
+    with pytest.raises(hub.HubUnreachable, match="Cannot reach the Hub") as err:
+        hub.push_export(studio.db, export.id, admin, TOKEN, "ada/down", retries=2, retry_wait=0.01,
+                        progress=lambda f, text: steps.append(text))
+    assert sum("retrying" in s for s in steps) == 2 and err.value.retryable
+    assert_token_nowhere(studio, err.value, caplog, TOKEN)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(hub.HubUnreachable, match="Offline mode") as err:
+        hub.push_export(studio.db, export.id, admin, TOKEN, "ada/down", retries=0)
+    assert "HF_HUB_OFFLINE" in err.value.hint
+    assert studio.db.scalar("SELECT count(*) FROM hub_pushes") == pushes
+
+
+def test_token_comes_from_the_field_or_hf_token_and_bad_repo_ids_are_refused(studio, admin, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    with pytest.raises(hub.HubAuthError, match="No Hugging Face token"):
+        hub.resolve_token("  ")
+    monkeypatch.setenv("HF_TOKEN", "hf_fromEnv")
+    assert hub.resolve_token(None) == "hf_fromEnv" and hub.resolve_token("hf_oneOff") == "hf_oneOff"
+    export_id = studio.db.scalar("SELECT max(id) FROM exports")
+    with pytest.raises(hub.ValidationError, match="repo id"):
+        hub.push_export(studio.db, export_id, admin, TOKEN, "no-namespace")
+
+
+def test_zip_download_holds_the_whole_export(studio, admin):
+    import io
+    import zipfile
+
+    export = hub.export_adapter(studio.db, studio.settings.data_dir, "v1", admin)
+    name, data = hub.zip_export(studio.db, export.id)
+    assert name == f"{export.path.name}.zip"
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        assert sorted(n.split("/", 1)[1] for n in zf.namelist()) == sorted(export.files)
+        assert zf.read(f"{export.path.name}/adapter_model.safetensors") == \
+            (export.path / "adapter_model.safetensors").read_bytes()
