@@ -132,8 +132,9 @@ def _decode(data: bytes, filename: str) -> str:
         raise ImportFileError(f"{filename} is UTF-16 encoded (it starts with a UTF-16 byte order mark)",
                               hint="save it as UTF-8, e.g. `iconv -f UTF-16 -t UTF-8 in > out`")
     if b"\x00" in data[:65536]:
-        raise ImportFileError(f"{filename} is not a text file (it contains NUL bytes)",
-                              hint="import JSONL, JSON, CSV, parquet, txt or a datasets folder")
+        raise ImportFileError(f"{filename} is not a text file (it contains NUL bytes: binary data, or UTF-16 "
+                              "without a byte order mark)",
+                              hint="import UTF-8 JSONL, JSON, CSV or txt, parquet, or a save_to_disk folder")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -378,10 +379,10 @@ def _label(value: Any) -> bool:
     raise RowError(f"label {value!r} is not true/false")
 
 
-def _pair_row(row: int, rec: dict, *, chosen_key: str = "chosen", rejected_key: str = "rejected") -> Item:
+def _pair_row(row: int, rec: dict) -> Item:
     prompt = _prompt(rec["prompt"]) if rec.get("prompt") not in (None, "") else None
-    p1, chosen = _answer(rec.get(chosen_key), prompt, chosen_key)
-    p2, rejected = _answer(rec.get(rejected_key), prompt, rejected_key)
+    p1, chosen = _answer(rec.get("chosen"), prompt, "chosen")
+    p2, rejected = _answer(rec.get("rejected"), prompt, "rejected")
     if p1 is None or p2 is None:
         raise RowError("no prompt: give a prompt column or full conversations in chosen/rejected")
     if p1 != p2:
@@ -458,12 +459,26 @@ def _oasst_role(msg: dict) -> str:
     return role
 
 
+def _rank(value: Any) -> float | None:
+    """An OpenAssistant rank (0 = best); None or NaN (pandas' missing value) means unranked."""
+    if value is None or value == "":
+        return None
+    try:
+        rank = float(value)
+    except (TypeError, ValueError):
+        raise RowError(f"rank {value!r} is not a number") from None
+    return None if rank != rank else rank
+
+
 def _ranked_items(row: int, prompt: list[Message], replies: list[dict]) -> Item | None:
     """All (better, worse) pairs among the ranked assistant replies to a user message (rank 0 = best)."""
-    ranked = [r for r in replies if r.get("rank") is not None and not r.get("deleted")
-              and _oasst_role(r) == "assistant"]
-    ranked.sort(key=lambda r: float(r["rank"]))
-    answers = list(dict.fromkeys(_text(r.get("text"), "reply text") for r in ranked))
+    ranked = []
+    for reply in replies:
+        rank = _rank(reply.get("rank"))
+        if rank is not None and not reply.get("deleted") and _oasst_role(reply) == "assistant":
+            ranked.append((rank, _text(reply.get("text"), "reply text")))
+    ranked.sort(key=lambda pair: pair[0])
+    answers = list(dict.fromkeys(text for _, text in ranked))   # identical replies count once
     if len(answers) < 2:
         return None
     return Item(row, prompt, answers, [(i, j) for i in range(len(answers)) for j in range(i + 1, len(answers))])
@@ -534,10 +549,10 @@ def _oasst_flat(records: list[tuple[int, Any]], errors: list[dict]) -> list[Item
     for message_id, (number, rec) in by_id.items():
         if rec.get("deleted") or _oasst_role(rec) != "user" or not children.get(message_id):
             continue
-        ranked = [r for r in children[message_id] if r.get("rank") is not None and not r.get("deleted")]
-        if len(ranked) < 2:
-            continue
         try:
+            ranked = [r for r in children[message_id] if _rank(r.get("rank")) is not None and not r.get("deleted")]
+            if len(ranked) < 2:
+                continue
             item = _ranked_items(number, path_to(message_id), ranked)
         except RowError as exc:
             errors.append({"row": number, "error": str(exc)})
@@ -697,7 +712,8 @@ def import_parsed(db: Database, parsed: Parsed, *, source: str, skip_bad: bool =
         first = parsed.errors[0]
         raise ValidationError(
             f"{len(parsed.errors)} bad row(s), nothing imported; first: row {first['row']}: {first['error']}",
-            hint="fix those rows, or skip them (--skip-bad / the 'skip bad rows' box)")
+            hint="list them with a dry run (--dry-run), then fix them or skip them (--skip-bad / the "
+                 "'skip bad rows' box)")
     if not parsed.items and not parsed.prompts:
         raise ValidationError("The file yields nothing to import (no pairs, labeled answers or prompts)",
                               hint="check the file's shape with a dry run")

@@ -170,9 +170,13 @@ def _expected_oasst_pairs() -> list[dict]:
 
 
 def test_oasst_tree_ranked_siblings_become_all_pairs(db: Database, tmp_path: Path) -> None:
-    path = jsonl(tmp_path / "oasst_trees.jsonl", [_oasst_tree(), {"prompt": {"role": "prompter"}}])
+    bad_rank = {"prompt": {"role": "prompter", "text": "Q", "replies": [
+        {"role": "assistant", "text": "A", "rank": "best"}, {"role": "assistant", "text": "B", "rank": 1}]}}
+    path = jsonl(tmp_path / "oasst_trees.jsonl", [_oasst_tree(), {"prompt": {"role": "prompter"}}, bad_rank])
     parsed = inspect_file(path)
-    assert (parsed.format, parsed.pairs, [e["row"] for e in parsed.errors]) == ("oasst_tree", 4, [2])
+    assert (parsed.format, parsed.pairs) == ("oasst_tree", 4)
+    assert parsed.errors == [{"row": 2, "error": "no message tree (expected a 'prompt' message with 'replies')"},
+                             {"row": 3, "error": "rank 'best' is not a number"}]
     import_file(db, path, skip_bad=True)
     assert preference_rows(db).rows == _expected_oasst_pairs()
 
