@@ -49,7 +49,7 @@ class Settings:
         "STUDIO_CHAIN_RPC_URL", "JSON-RPC endpoint of an EVM chain; empty = embedded local chain."))
     chain_id: int | None = field(default=None, metadata=_meta("STUDIO_CHAIN_ID", "Chain id of that endpoint."))
     contract_address: str | None = field(default=None, metadata=_meta(
-        "STUDIO_CHAIN_CONTRACT", "Deployed ledger contract on that chain (`launch.py chain deploy` prints it)."))
+        "STUDIO_CHAIN_CONTRACT", "Deployed ledger contract on that chain (`python -m core.chain deploy` prints it)."))
     on_space: bool = field(default=False, metadata=_meta(
         "SPACE_ID", "Set by Hugging Face Spaces; switches the data dir to /data when it is mounted."))
 

@@ -23,7 +23,7 @@ st.caption("Every accepted contribution (vote, arena vote, rating, gold edit, fi
 _signer = st.components.v2.component(
     name="wallet_signer",
     html='<button id="sign" type="button">Sign with my browser wallet</button> <span id="status"></span>',
-    js=(Path(__file__).resolve().parent.parent / "core" / "chain" / "signer.js").read_text(),
+    js=(Path(__file__).resolve().parent / "wallet_signer.js").read_text(),
 )
 
 

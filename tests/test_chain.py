@@ -151,3 +151,31 @@ def test_batch_policy_by_count_and_age(labels):
     assert cb.due_trigger(db, cb.BatchPolicy(batch_size=10, max_age_minutes=60), now=later) == "age"
     cb.save_policy(db, cb.BatchPolicy(batch_size=3))
     assert cb.load_policy(db).batch_size == 3
+
+
+def test_operator_key_from_keystore_never_printed(tmp_path):
+    import json
+
+    from eth_account import Account
+
+    from core.chain.ledger import load_operator
+
+    account = Account.create()
+    secret = account.key.hex()
+    keystore = tmp_path / "operator.json"
+    keystore.write_text(json.dumps(Account.encrypt(account.key, "pw-123")))
+    operator = load_operator({"STUDIO_CHAIN_KEYSTORE": str(keystore), "STUDIO_CHAIN_KEYSTORE_PASSWORD": "pw-123"})
+    assert operator.address == account.address
+    assert secret not in repr(operator) + str(operator)
+    with pytest.raises(TypeError):
+        import pickle
+
+        pickle.dumps(operator)
+    with pytest.raises(ChainError) as wrong:
+        load_operator({"STUDIO_CHAIN_KEYSTORE": str(keystore), "STUDIO_CHAIN_KEYSTORE_PASSWORD": "nope"})
+    assert "nope" not in str(wrong.value)
+    with pytest.raises(ChainError) as bad:
+        load_operator({"STUDIO_CHAIN_OPERATOR_KEY": "0x1234" + secret[6:-2]})
+    assert secret[6:-2] not in str(bad.value) and bad.value.__cause__ is None and bad.value.__suppress_context__
+    with pytest.raises(ChainError, match="No operator key"):
+        load_operator({})

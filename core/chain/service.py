@@ -22,6 +22,7 @@ from storage.db import Database
 
 log = logging.getLogger(__name__)
 TICK_SECONDS = 5.0
+RPC_TIMEOUT_SECONDS = 10.0
 
 
 class ChainService:
@@ -64,9 +65,9 @@ class ChainService:
             return open_embedded(self.db, self.cache_dir)
         if not self.settings.contract_address:
             raise ChainError("No ledger contract address for the external chain",
-                             hint="deploy with `launch.py chain deploy` and set STUDIO_CHAIN_CONTRACT")
+                             hint="deploy with `python -m core.chain deploy` and set STUDIO_CHAIN_CONTRACT")
         return connect_rpc(self.settings.chain_rpc_url, compile_ledger(self.cache_dir), self.settings.contract_address,
-                           load_operator(self.env), self.settings.chain_id)
+                           load_operator(self.env), self.settings.chain_id, timeout=RPC_TIMEOUT_SECONDS)
 
     def try_ledger(self) -> Ledger | None:
         try:
