@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -24,6 +25,8 @@ from storage.db import Database
 LOCAL_USER = "local"
 ROLES = ("admin", "labeler")
 _PBKDF2_ITERATIONS = 200_000
+_SEEN_TTL_S = 60.0        # a known user's row is re-read (and last_seen_at bumped) at most once a minute
+_VERIFIED_TTL_S = 300.0   # a checked password is not re-hashed (pbkdf2, ~0.1 s) for five minutes
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,24 @@ class Directory:
         self.db = db
         self.accounts = load_accounts(settings) if settings.auth_mode == "team" else {}
         self.admins = space_admins()
+        # Per-request work must stay small (20 labelers voting at once): remember users already seen
+        # and passwords already checked instead of a DB commit and a pbkdf2 hash on every request.
+        self._seen: dict[tuple[str, str, str], tuple[User, float]] = {}
+        self._verified: dict[tuple[str, bytes], float] = {}
+
+    def _ensure(self, name: str, role: str, source: str) -> User:
+        key = (name, role, source)
+        cached = self._seen.get(key)
+        now = time.monotonic()
+        if cached is not None and now - cached[1] < _SEEN_TTL_S:
+            return cached[0]
+        user = ensure_user(self.db, name, role, source)
+        self._seen[key] = (user, now)
+        return user
+
+    def api_labeler(self, name: str) -> User:
+        """Local mode: a labeler named by an API client (created on first sight)."""
+        return self._ensure(name.strip()[:100], "labeler", "api")
 
     @property
     def team_mode(self) -> bool:
@@ -123,20 +144,30 @@ class Directory:
 
     def authenticate(self, name: str, password: str) -> bool:
         account = self.accounts.get(name)
-        return account is not None and check_password(password, account.secret)
+        if account is None:
+            return False
+        # keyed by a digest of the secret and the password, so a changed users file is re-checked
+        key = (name, hashlib.sha256(f"{account.secret}\0{password}".encode()).digest())
+        checked = self._verified.get(key)
+        if checked is not None and time.monotonic() - checked < _VERIFIED_TTL_S:
+            return True
+        if not check_password(password, account.secret):
+            return False
+        self._verified[key] = time.monotonic()
+        return True
 
     def user(self, name: str | None) -> User:
         """The user behind a request; in local mode everyone is the local admin."""
         if not self.team_mode:
-            return ensure_user(self.db, LOCAL_USER, "admin", "local")
+            return self._ensure(LOCAL_USER, "admin", "local")
         if not name:
             raise PermissionDenied("You are not logged in (or your session expired)",
                                    hint="log in again; nothing you had saved is lost")
         account = self.accounts.get(name)
         if account is not None:
-            return ensure_user(self.db, name, account.role, "file")
+            return self._ensure(name, account.role, "file")
         if self.settings.on_space:  # Hugging Face login
-            return ensure_user(self.db, name, "admin" if name in self.admins else "labeler", "oauth")
+            return self._ensure(name, "admin" if name in self.admins else "labeler", "oauth")
         raise PermissionDenied(f"Unknown user {name!r}", hint="ask an admin to add you to the users file")
 
     def require_admin(self, name: str | None) -> User:

@@ -179,27 +179,51 @@ def _continuation(vote: Vote, texts: dict[str, str]) -> tuple[str | None, str | 
     return None, None
 
 
+def _insert_rows(cur: duckdb.DuckDBPyConnection, table: str, columns: tuple[str, ...],
+                 rows: list[tuple[Any, ...]], returning: bool = False) -> list[tuple[Any, ...]]:
+    """One multi-row INSERT: DuckDB's cost is per statement, not per row."""
+    if not rows:
+        return []
+    marks = ", ".join(["(" + ", ".join("?" * len(columns)) + ")"] * len(rows))
+    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES {marks}" + (" RETURNING id" if returning else "")
+    result = cur.execute(sql, [value for row in rows for value in row])
+    return result.fetchall() if returning else []
+
+
+_PREFERENCE_COLUMNS = ("id", "conversation_id", "turn", "prompt_id", "candidate_a", "candidate_b", "outcome",
+                       "labeler_id", "source", "note", "flags", "idempotency_key")
+
+
+def _write_preferences(cur: duckdb.DuckDBPyConnection,
+                       votes: list[tuple[User, Vote, str, int | None, int | None, int | None]]) -> list[int]:
+    """Insert preference rows and everything said with them (ratings, thumbs, gold edits).
+
+    ``votes`` holds (user, vote, idempotency key, conversation id, turn, prompt id); returns the new
+    preference ids in the same order. A handful of statements whatever the number of votes.
+    """
+    ids = [r[0] for r in cur.execute("SELECT nextval('preferences_seq') FROM range(?)", [len(votes)]).fetchall()]
+    _insert_rows(cur, "preferences", _PREFERENCE_COLUMNS, [
+        (pid, conversation_id, turn, prompt_id, vote.candidate_a, vote.candidate_b, vote.outcome, user.id,
+         vote.source, vote.note, list(vote.flags), key)
+        for pid, (user, vote, key, conversation_id, turn, prompt_id) in zip(ids, votes)])
+    ratings, thumbs, gold = [], [], []
+    for pid, (user, vote, *_) in zip(ids, votes):
+        side_ids = {"a": vote.candidate_a, "b": vote.candidate_b}
+        ratings += [(side_ids[side], user.id, aspect, score, pid)
+                    for side, scores in vote.ratings.items() for aspect, score in scores.items()]
+        thumbs += [(side_ids[side], pid, user.id, bool(up)) for side, up in vote.thumbs.items()]
+        if vote.gold_text:
+            gold.append((pid, side_ids.get(vote.gold_side or ""), user.id, vote.gold_text))
+    _insert_rows(cur, "ratings", ("candidate_id", "user_id", "aspect", "score", "preference_id"), ratings)
+    _insert_rows(cur, "thumbs", ("candidate_id", "preference_id", "user_id", "up"), thumbs)
+    _insert_rows(cur, "gold_answers", ("preference_id", "candidate_id", "user_id", "text"), gold)
+    return ids
+
+
 def _write_vote(cur: duckdb.DuckDBPyConnection, user: User, vote: Vote, key: str,
                 conversation_id: int | None, turn: int | None, prompt_id: int | None) -> int:
     """Insert the preference row and everything said with it; returns the preference id."""
-    preference_id = cur.execute(
-        "INSERT INTO preferences (conversation_id, turn, prompt_id, candidate_a, candidate_b, outcome,"
-        " labeler_id, source, note, flags, idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        " RETURNING id",
-        [conversation_id, turn, prompt_id, vote.candidate_a, vote.candidate_b, vote.outcome, user.id,
-         vote.source, vote.note, list(vote.flags), key]).fetchone()[0]
-    side_ids = {"a": vote.candidate_a, "b": vote.candidate_b}
-    for side, scores in vote.ratings.items():
-        for aspect, score in scores.items():
-            cur.execute("INSERT INTO ratings (candidate_id, user_id, aspect, score, preference_id)"
-                        " VALUES (?, ?, ?, ?, ?)", [side_ids[side], user.id, aspect, score, preference_id])
-    for side, up in vote.thumbs.items():
-        cur.execute("INSERT INTO thumbs (candidate_id, preference_id, user_id, up) VALUES (?, ?, ?, ?)",
-                    [side_ids[side], preference_id, user.id, bool(up)])
-    if vote.gold_text:
-        cur.execute("INSERT INTO gold_answers (preference_id, candidate_id, user_id, text) VALUES (?, ?, ?, ?)",
-                    [preference_id, side_ids.get(vote.gold_side or ""), user.id, vote.gold_text])
-    return preference_id
+    return _write_preferences(cur, [(user, vote, key, conversation_id, turn, prompt_id)])[0]
 
 
 def record_vote(db: Database, user: User, vote: Vote) -> VoteReceipt:
@@ -277,28 +301,70 @@ def undo_last_vote(db: Database, user: User) -> dict[str, Any]:
             "candidate_a": cand_a, "candidate_b": cand_b}
 
 
+@dataclass(frozen=True)
+class LabeledPair:
+    """A validated pair labeled outside the chat, ready to be written."""
+
+    user: User
+    prompt: str
+    answers: tuple[str, str]
+    vote: Vote
+
+
+def labeled_pair(db: Database, user: User, prompt: str, answer_a: str, answer_b: str, vote: Vote) -> LabeledPair:
+    """Validate a pair labeled outside the chat (REST API, scripts). Reads the DB only to check ratings."""
+    prompt = clean_text(prompt, "prompt")
+    answers = (clean_text(answer_a, "answer_a"), clean_text(answer_b, "answer_b"))
+    aspects = {a["name"] for a in active_aspects(db)} if vote.ratings else set()
+    vote = _validate_vote(Vote(**{**vote.__dict__, "candidate_a": -1, "candidate_b": -2}), aspects)
+    return LabeledPair(user, prompt, answers, vote)
+
+
 def submit_labeled_pair(db: Database, user: User, prompt: str, answer_a: str, answer_b: str,
                         vote: Vote) -> VoteReceipt:
-    """A pair labeled outside the chat (REST API, scripts): prompt, both answers and the vote at once.
+    """Store a prompt, both answers and the vote at once; returns after the commit.
 
     ``vote.candidate_a/b`` are ignored: the candidates are created here, in the same transaction.
+    Concurrent submissions are written together (:meth:`Database.write_batched`).
     """
-    prompt = clean_text(prompt, "prompt")
-    answers = [clean_text(answer_a, "answer_a"), clean_text(answer_b, "answer_b")]
-    vote = _validate_vote(Vote(**{**vote.__dict__, "candidate_a": -1, "candidate_b": -2}),
-                          {a["name"] for a in active_aspects(db)})
+    return db.write_batched(write_labeled_pairs, labeled_pair(db, user, prompt, answer_a, answer_b, vote))
 
-    def write(cur: duckdb.DuckDBPyConnection) -> VoteReceipt:
-        if vote.idempotency_key:
-            existing = _receipt_for_key(cur, vote.idempotency_key)
-            if existing is not None:
-                return existing
-        prompt_id = cur.execute("INSERT INTO prompts (text, source) VALUES (?, ?) RETURNING id",
-                                [prompt, vote.source]).fetchone()[0]
-        ids = sorted(r[0] for r in cur.execute("INSERT INTO candidates (prompt_id, text) VALUES (?, ?), (?, ?) RETURNING id",
-                                         [prompt_id, answers[0], prompt_id, answers[1]]).fetchall())
-        stored = Vote(**{**vote.__dict__, "candidate_a": ids[0], "candidate_b": ids[1]})
-        key = vote.idempotency_key or f"{vote.source}:{user.id}:{ids[0]}:{ids[1]}"
-        return VoteReceipt(_write_vote(cur, user, stored, key, None, None, prompt_id), True, None)
 
-    return db.write(write)
+def write_labeled_pairs(cur: duckdb.DuckDBPyConnection, pairs: list[LabeledPair]) -> list[VoteReceipt]:
+    """Store many labeled pairs with a few multi-row statements; repeats of a saved key are no-ops."""
+    keys = [p.vote.idempotency_key for p in pairs if p.vote.idempotency_key]
+    saved = dict(cur.execute("SELECT idempotency_key, id FROM preferences"
+                             " WHERE idempotency_key IN (SELECT unnest(?))", [keys]).fetchall()) if keys else {}
+    fresh: list[int] = []            # indexes into pairs that get new rows
+    first_of: dict[str, int] = {}    # key -> index of its first occurrence in this group
+    for i, pair in enumerate(pairs):
+        key = pair.vote.idempotency_key
+        if key is None or (key not in saved and key not in first_of):
+            fresh.append(i)
+            if key is not None:
+                first_of[key] = i
+    ids = cur.execute("SELECT nextval('prompts_seq'), nextval('candidates_seq'), nextval('candidates_seq')"
+                      " FROM range(?)", [len(fresh)]).fetchall() if fresh else []
+    _insert_rows(cur, "prompts", ("id", "text", "source"),
+                 [(prompt_id, pairs[i].prompt, pairs[i].vote.source) for i, (prompt_id, _, _) in zip(fresh, ids)])
+    _insert_rows(cur, "candidates", ("id", "prompt_id", "text"),
+                 [(cid, prompt_id, text) for i, (prompt_id, c1, c2) in zip(fresh, ids)
+                  for cid, text in zip(sorted((c1, c2)), pairs[i].answers)])
+    rows = []
+    for i, (prompt_id, c1, c2) in zip(fresh, ids):
+        pair = pairs[i]
+        a, b = sorted((c1, c2))
+        stored = Vote(**{**pair.vote.__dict__, "candidate_a": a, "candidate_b": b})
+        rows.append((pair.user, stored, pair.vote.idempotency_key or f"{stored.source}:{pair.user.id}:{a}:{b}",
+                     None, None, prompt_id))
+    created = dict(zip(fresh, _write_preferences(cur, rows))) if rows else {}
+    receipts = []
+    for i, pair in enumerate(pairs):
+        key = pair.vote.idempotency_key
+        if i in created:
+            receipts.append(VoteReceipt(created[i], True, None))
+        elif key in saved:
+            receipts.append(VoteReceipt(saved[key], False, None))
+        else:  # a repeat of a key first seen earlier in this same group
+            receipts.append(VoteReceipt(created[first_of[key]], False, None))
+    return receipts

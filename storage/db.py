@@ -24,6 +24,7 @@ from core.errors import StorageError
 T = TypeVar("T")
 DB_FILENAME = "studio.duckdb"
 GROUP_COMMIT_MAX = 64
+_SINGLE = object()   # marks a plain write() in the writer queue (batched writes carry their item)
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 
 
@@ -89,18 +90,38 @@ class Database:
         """Run ``fn(cursor)`` in a transaction and return its result once COMMITTED.
 
         Calls from many threads are grouped: one writer thread runs every pending ``fn`` in one transaction
-        and commits once. A commit (its fsync) costs ~3 ms here while the statements of a vote cost well
-        under 1 ms, so grouping is what lets 20 labelers vote at once without queueing behind each other's
-        fsyncs. Writers are serialised, so check-then-insert logic inside ``fn`` is atomic. If one ``fn``
-        fails, the group is rolled back and each ``fn`` re-run alone, so only the failing call sees the error.
+        and commits once, so 20 labelers voting at once do not queue behind each other's commits. Writers
+        are serialised, so check-then-insert logic inside ``fn`` is atomic. If one ``fn`` fails, the group
+        is rolled back and each call re-run alone, so only the failing call sees the error.
         """
+        return self._submit(fn, _SINGLE)
+
+    def write_batched(self, fn_many: Callable[[duckdb.DuckDBPyConnection, list[Any]], list[T]], item: Any) -> T:
+        """Like :meth:`write`, for writes that are cheaper together: consecutive pending calls with the same
+        ``fn_many`` are applied as ONE call ``fn_many(cursor, [item, ...])`` returning one result per item.
+
+        DuckDB spends ~0.5-1 ms per statement whatever its row count, so a group of 20 votes inserted
+        with multi-row statements costs about what one vote costs statement by statement.
+        """
+        return self.submit_batched(fn_many, item).result()
+
+    def submit_batched(self, fn_many: Callable[[duckdb.DuckDBPyConnection, list[Any]], list[T]],
+                       item: Any) -> Future:
+        """:meth:`write_batched` without waiting: the future resolves after the commit (async callers
+        await it with ``asyncio.wrap_future`` instead of parking a thread)."""
+        return self._enqueue(fn_many, item)
+
+    def _submit(self, fn: Callable, item: Any) -> Any:
+        return self._enqueue(fn, item).result()
+
+    def _enqueue(self, fn: Callable, item: Any) -> Future:
         future: Future = Future()
         with self._lock:
             if self._writer is None:
                 self._writer = threading.Thread(target=self._write_loop, name="db-group-commit", daemon=True)
                 self._writer.start()
-        self._writes.put((fn, future))
-        return future.result()
+        self._writes.put((fn, item, future))
+        return future
 
     def _write_loop(self) -> None:
         with self._lock:
@@ -120,12 +141,31 @@ class Database:
                 batch.append(item)
             self._commit_group(cur, batch)
 
-    def _commit_group(self, cur: duckdb.DuckDBPyConnection, batch: list[tuple[Callable, Future]]) -> None:
-        results = []
+    @staticmethod
+    def _apply(cur: duckdb.DuckDBPyConnection, batch: list[tuple[Callable, Any, Future]]) -> list[Any]:
+        """Run a group in order; runs of consecutive batched calls of one function go in one call."""
+        results: list[Any] = []
+        i = 0
+        while i < len(batch):
+            fn, item, _ = batch[i]
+            if item is _SINGLE:
+                results.append(fn(cur))
+                i += 1
+                continue
+            j = i + 1
+            while j < len(batch) and batch[j][0] is fn and batch[j][1] is not _SINGLE:
+                j += 1
+            out = fn(cur, [entry[1] for entry in batch[i:j]])
+            if len(out) != j - i:
+                raise StorageError(f"{fn.__name__} returned {len(out)} results for {j - i} items")
+            results.extend(out)
+            i = j
+        return results
+
+    def _commit_group(self, cur: duckdb.DuckDBPyConnection, batch: list[tuple[Callable, Any, Future]]) -> None:
         try:
             cur.begin()
-            for fn, _ in batch:
-                results.append(fn(cur))
+            results = self._apply(cur, batch)
             cur.commit()
         except BaseException as exc:  # noqa: BLE001 - handed to the caller through its future
             try:
@@ -133,12 +173,12 @@ class Database:
             except duckdb.Error:
                 pass
             if len(batch) == 1:
-                batch[0][1].set_exception(exc)
+                batch[0][2].set_exception(exc)
             else:
-                for item in batch:
-                    self._commit_group(cur, [item])
+                for entry in batch:
+                    self._commit_group(cur, [entry])
             return
-        for (_, future), result in zip(batch, results):
+        for (_, _, future), result in zip(batch, results):
             future.set_result(result)
 
     def query(self, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> list[dict[str, Any]]:

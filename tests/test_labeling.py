@@ -227,3 +227,42 @@ def test_seed_queue_and_edited_guidelines(db, ada):
     assert "Labeling guidelines" in pq.guidelines(db)
     pq.save_guidelines(db, ada, "# Our rules")
     assert pq.guidelines(db) == "# Our rules"
+
+
+def test_concurrent_api_pairs_are_written_together_once_each(db, bob):
+    """Many threads submitting labeled pairs at once, some repeating a key: one row per key, with its
+    own prompt, candidates and ratings, and every repeat answered with the first receipt."""
+    ensure_user(db, "ada", "admin", "test")
+    receipts: dict[int, object] = {}
+    errors = []
+
+    def submit(i: int) -> None:
+        key = f"key-{i % 15}"                         # 30 submissions, 15 distinct keys
+        vote = Vote(0, 0, ("a", "b", "tie")[i % 3], ratings={"a": {"helpfulness": 1 + i % 5}},
+                    thumbs={"b": i % 2 == 0}, idempotency_key=key, source="api")
+        try:
+            receipts[i] = submit_labeled_pair(db, bob, f"prompt {i % 15}", f"A{i % 15}", f"B{i % 15}", vote)
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(30)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert db.scalar("SELECT count(*) FROM preferences") == 15
+    assert db.scalar("SELECT count(*) FROM candidates") == 30 and db.scalar("SELECT count(*) FROM prompts") == 15
+    assert db.scalar("SELECT count(*) FROM ratings") == 15 and db.scalar("SELECT count(*) FROM thumbs") == 15
+    by_key: dict[str, set[int]] = {}
+    for i, receipt in receipts.items():
+        by_key.setdefault(f"key-{i % 15}", set()).add(receipt.preference_id)
+    assert all(len(ids) == 1 for ids in by_key.values()) and len(by_key) == 15
+    assert sum(r.created for r in receipts.values()) == 15
+    rows = db.query("SELECT p.idempotency_key AS k, pr.text AS prompt, ca.text AS a, cb.text AS b FROM preferences p"
+                    " JOIN prompts pr ON pr.id = p.prompt_id JOIN candidates ca ON ca.id = p.candidate_a"
+                    " JOIN candidates cb ON cb.id = p.candidate_b")
+    for row in rows:  # each preference points at its own prompt and answers, A shown as A
+        n = row["k"].split("-")[1]
+        assert (row["prompt"], row["a"], row["b"]) == (f"prompt {n}", f"A{n}", f"B{n}")
+

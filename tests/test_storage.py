@@ -132,3 +132,38 @@ def test_group_commit_writes_everything_once_and_isolates_a_failing_call(tmp_pat
     reopened = Database(tmp_path / "studio.duckdb")  # committed means on disk
     assert reopened.scalar("SELECT count(*) FROM prompts") == 29
     reopened.close()
+
+
+def test_batched_writes_share_calls_keep_order_and_isolate_a_failing_item(tmp_path):
+    db = Database(tmp_path / "studio.duckdb")
+    calls: list[int] = []
+
+    def insert_many(cur, texts: list[str]) -> list[int]:
+        calls.append(len(texts))
+        if "boom" in texts:
+            raise ValueError("bad item")
+        rows = cur.execute("INSERT INTO prompts (text) SELECT unnest(?) RETURNING id, text", [texts]).fetchall()
+        ids = {text: pid for pid, text in rows}
+        return [ids[t] for t in texts]
+
+    results: dict[int, int] = {}
+    errors: list[Exception] = []
+    gate = threading.Barrier(24)
+
+    def writer(i: int) -> None:
+        gate.wait()
+        try:
+            results[i] = db.write_batched(insert_many, "boom" if i == 5 else f"p{i}")
+        except ValueError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(errors) == 1 and len(results) == 23
+    stored = {r["id"]: r["text"] for r in db.query("SELECT id, text FROM prompts")}
+    assert stored == {results[i]: f"p{i}" for i in results}      # each caller got its own row's id
+    assert max(calls) > 1                                        # concurrent items really were grouped
+    db.close()
