@@ -54,6 +54,7 @@ CURVES_FILE = "training_curves.png"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
                    "vocab.json", "merges.txt", "tokenizer.model", "added_tokens.json")
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
+REPO_NAME = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}$")   # no owner: the token's user namespace
 # What a model spec means on the Hub, for the card's base_model (local dirs and "tiny" have no Hub id).
 KNOWN_BASES = {"default": "HuggingFaceTB/SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct": "HuggingFaceTB/SmolLM2-135M-Instruct"}
 
@@ -120,7 +121,8 @@ class PushOptions:
     """Where and how an export goes to the Hub."""
 
     repo_id: str = field(default="", metadata={
-        "help": "owner/name on the Hub. Empty: the repo this version (or the last adapter of this base) went to."})
+        "help": "owner/name on the Hub, or just a name for your own namespace. Suggested: the repo this export "
+                "(or this version, or the last adapter of this base) went to before, so pushes update one repo."})
     private: bool = field(default=True, metadata={"help": "Create the repo as private (ignored if it exists)."})
     commit_message: str | None = field(default=None, metadata={"help": "Commit message (default: generated)."})
 
@@ -388,8 +390,9 @@ def push_export(db: Database, export_id: int, user: Any, token: str, repo_id: st
     if not folder.is_dir():
         raise NotFound(f"The files of export {export_id} are gone ({folder})", hint="export it again")
     repo_id = (repo_id or "").strip()
-    if not REPO_ID.match(repo_id):
-        raise ValidationError(f"{repo_id!r} is not a Hub repo id", hint="use owner/name, e.g. ada/my-adapter")
+    if not (REPO_ID.match(repo_id) or REPO_NAME.match(repo_id)):
+        raise ValidationError(f"{repo_id!r} is not a Hub repo id",
+                              hint="use owner/name (e.g. ada/my-adapter), or just a name for your own namespace")
     repo_type = "dataset" if export["kind"] == "dataset" else "model"
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     total = sum(p.stat().st_size for p in files) or 1
@@ -398,8 +401,11 @@ def push_export(db: Database, export_id: int, user: Any, token: str, repo_id: st
     api = _api(token)
 
     def attempt() -> Any:
+        nonlocal repo_id
         report(0.0, "Checking the token")
-        _call(lambda: api.whoami(), token, "checking the token")
+        username = _call(lambda: api.whoami()["name"], token, "checking the token")
+        if "/" not in repo_id:
+            repo_id = f"{username}/{repo_id}"
         report(0.05, f"Creating {repo_type} repo {repo_id} (if needed)")
         _call(lambda: api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True),
               token, f"creating {repo_id}")

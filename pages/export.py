@@ -1,9 +1,162 @@
-"""Export page."""
+"""Export page (admins): adapters, merged models and datasets -> folders, zips and the Hugging Face Hub.
+
+Thin: every action is one call into core.hub. The Hub token comes from HF_TOKEN or a password field used for
+one push; it is kept in this browser session's memory at most (for a retry), never in DuckDB or files.
+"""
+import json
+import os
+
 import streamlit as st
 
-from pages.common import admin_only, not_yet_available
+from core import hub, trainsets
+from core.errors import StudioError
+from core.studio import current
+from pages.common import admin_only, current_user, dataclass_form
 
 st.title("Export")
 if not admin_only():
     st.stop()
-not_yet_available("Dataset import/export and pushing adapters and datasets to the Hugging Face Hub", "data and export issue")
+studio, user = current(), current_user()
+db, data_dir = studio.db, studio.settings.data_dir
+
+
+def show_error(exc: StudioError) -> None:
+    st.error(f"**{exc.message}**" + (f"  \n{exc.hint}" if exc.hint else ""), icon=":material/error:")
+
+
+tab_model, tab_data, tab_hub = st.tabs(["Adapter / merged model", "Dataset", "Exports and Hub"])
+
+# --- adapters and merged models ------------------------------------------------------------------------------
+with tab_model:
+    versions = hub.exportable_versions(db)
+    if not versions:
+        st.info("No trained versions yet. Train one on the Train page; its adapter can then be exported here.")
+    else:
+        with st.form("export-model"):
+            names = [v["name"] for v in versions]
+            version = st.selectbox("Version", names, index=len(names) - 1,
+                                   format_func=lambda n: next(f"{v['name']} — {v['algorithm']}"
+                                                              + ("" if v["has_adapter"] else " (full weights)")
+                                                              for v in versions if v["name"] == n))
+            kind = st.radio("Export", ["LoRA adapter (PEFT layout)", "Merged model (adapter folded into the base)"],
+                            help="The adapter is small and loads onto the base with PeftModel.from_pretrained; "
+                                 "the merged model is a standalone checkpoint.")
+            dtype = st.selectbox("Merged precision", hub.DTYPES,
+                                 help="Only for merged models. float16 / bfloat16 halve the size.")
+            card = hub.CardOptions(**dataclass_form(hub.CardOptions, "model-card"))
+            go = st.form_submit_button("Export", type="primary")
+        if go:
+            try:
+                with st.spinner("Writing the export (a merge loads the base model once)..."):
+                    if kind.startswith("LoRA"):
+                        result = hub.export_adapter(db, data_dir, version, user, card)
+                    else:
+                        result = hub.export_merged(db, data_dir, version, user, dtype, card)
+                st.session_state["export-selected"] = result.id
+                st.success(f"Export {result.id} written to `{result.path}` ({len(result.files)} files). "
+                           "Download or push it under *Exports and Hub*.", icon=":material/check_circle:")
+            except StudioError as exc:
+                show_error(exc)
+
+# --- datasets ------------------------------------------------------------------------------------------------
+with tab_data:
+    with st.form("export-dataset"):
+        kinds = {"preference": "Preference (prompt / chosen / rejected) — DPO, ORPO",
+                 "reward": "Reward model (preference + rating margin)",
+                 "unpaired": "Unpaired / KTO (prompt / completion / label)",
+                 "sft": "SFT (messages: gold edits and chosen answers)"}
+        dataset_kind = st.radio("Dataset", list(kinds), format_func=kinds.get)
+        formats = st.multiselect("Formats", hub.DATASET_FORMATS, default=list(hub.DATASET_FORMATS))
+        name = st.text_input("Name", help="Title of the dataset card and part of the folder name (optional).")
+        with st.expander("Filters"):
+            options = {
+                "labelers": [r["name"] for r in db.query("SELECT name FROM users ORDER BY name")],
+                "policies": [r["name"] for r in db.query("SELECT name FROM policies WHERE deleted_at IS NULL ORDER BY id")],
+                "exclude_flags": list(trainsets.FLAGS),
+                "aspects": [r["name"] for r in db.query("SELECT name FROM aspects ORDER BY position")],
+            }
+            filters = trainsets.Filters(**dataclass_form(trainsets.Filters, "export-filters", options))
+        license_ = st.selectbox("License", hub.LICENSES, key="dataset-license")
+        go_data = st.form_submit_button("Export dataset", type="primary")
+    if go_data:
+        try:
+            result = hub.export_dataset(db, data_dir, dataset_kind, user, filters, formats,
+                                        hub.CardOptions(license=license_), name.strip() or None)
+            st.session_state["export-selected"] = result.id
+            st.success(f"Export {result.id}: {', '.join(result.files)} in `{result.path}`.",
+                       icon=":material/check_circle:")
+        except StudioError as exc:
+            show_error(exc)
+
+# --- every export: zip download and Hub push -----------------------------------------------------------------
+with tab_hub:
+    exports = hub.list_exports(db)
+    if not exports:
+        st.info("Nothing exported yet. Export an adapter, a merged model or a dataset first.")
+    else:
+        st.dataframe([{"id": e["id"], "kind": e["kind"], "what": e["version"] or e["dataset_kind"],
+                       "precision": e["dtype"], "rows": e["rows"], "created": e["created_at"],
+                       "on the Hub": e["repo_id"], "commit": e["commit_url"]} for e in exports],
+                     hide_index=True,
+                     column_config={"commit": st.column_config.LinkColumn("commit")})
+        ids = [e["id"] for e in exports]
+        selected = st.session_state.get("export-selected")
+        export_id = st.selectbox("Export", ids, index=ids.index(selected) if selected in ids else 0,
+                                 format_func=lambda i: next(f"#{e['id']} {e['kind']} {e['version'] or e['dataset_kind']}"
+                                                            for e in exports if e["id"] == i))
+        st.download_button("Download as zip", data=lambda: hub.zip_export(db, export_id)[1],
+                           file_name=f"export-{export_id}.zip", mime="application/zip",
+                           icon=":material/download:", on_click="ignore")
+
+        st.subheader("Push to the Hugging Face Hub")
+        env_token = bool(os.environ.get("HF_TOKEN", "").strip())
+        def take_token() -> None:
+            """Before the run: move the typed token out of the widget, so the field is empty again."""
+            st.session_state["push-one-off"] = st.session_state.get("push-token", "")
+            st.session_state["push-token"] = ""
+
+        with st.form("push"):
+            push = hub.PushOptions(**dataclass_form(hub.PushOptions, f"push-{export_id}",
+                                                    defaults={"repo_id": hub.suggest_repo_id(db, export_id)}))
+            st.text_input("One-off token" + (" (optional: HF_TOKEN is set)" if env_token else ""),
+                                    type="password", key="push-token",
+                                    help="A write token from huggingface.co/settings/tokens, used for this push "
+                                         "only and never stored." + (" Empty: HF_TOKEN is used." if env_token else ""))
+            go_push = st.form_submit_button("Push", type="primary", on_click=take_token)
+
+        def run_push(token: str, repo_id: str, private: bool, message: str | None) -> None:
+            bar = st.progress(0.0, text="Starting")
+            try:
+                result = hub.push_export(db, export_id, user, token, repo_id, private, message,
+                                         progress=lambda fraction, text: bar.progress(min(1.0, fraction), text=text))
+                st.session_state.pop("push-retry", None)
+                st.success(f"Pushed to **{result.repo_id}**: [{result.commit_oid[:10]}]({result.commit_url})",
+                           icon=":material/cloud_done:")
+            except StudioError as exc:
+                show_error(exc)
+                if getattr(exc, "retryable", False):  # kept in this session's memory only, for the retry button
+                    st.session_state["push-retry"] = (export_id, token, repo_id, private, message)
+                else:
+                    st.session_state.pop("push-retry", None)
+
+        if go_push:
+            try:
+                run_push(hub.resolve_token(st.session_state.pop("push-one-off", "")), push.repo_id, push.private,
+                         push.commit_message)
+            except StudioError as exc:
+                show_error(exc)
+        elif st.session_state.get("push-retry") and st.session_state["push-retry"][0] == export_id:
+            if st.button("Retry the push", icon=":material/refresh:"):
+                _, token, repo_id, private, message = st.session_state["push-retry"]
+                run_push(token, repo_id, private, message)
+
+    st.subheader("Adapter manifest")
+    manifest = hub.adapter_manifest(db)
+    if manifest:
+        st.caption("Every adapter and merged model pushed to the Hub; a new push of a version suggests its repo.")
+        st.dataframe(manifest, hide_index=True,
+                     column_config={"commit_url": st.column_config.LinkColumn("commit")})
+        st.download_button("Download manifest.json", json.dumps(manifest, indent=2), file_name="manifest.json",
+                           mime="application/json", on_click="ignore")
+    else:
+        st.caption("No adapter pushed yet.")

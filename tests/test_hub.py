@@ -266,6 +266,8 @@ def test_push_dataset_to_a_dataset_repo_with_its_card(studio, admin, standin):
     meta = yaml.safe_load(files["README.md"].decode().split("---")[1])
     assert meta["configs"][0]["data_files"][0]["split"] == "train" and "trl" in meta["tags"]
     assert hub.adapter_manifest(studio.db) == [r for r in hub.adapter_manifest(studio.db) if r["kind"] != "dataset"]
+    bare = hub.push_export(studio.db, export.id, admin, TOKEN, "labels-bare")   # no owner: the token's user
+    assert bare.repo_id == "ada/labels-bare" and standin.repo("ada/labels-bare", "dataset").commits
 
 
 def assert_token_nowhere(studio, exc, caplog, *tokens):
@@ -332,7 +334,7 @@ def test_token_comes_from_the_field_or_hf_token_and_bad_repo_ids_are_refused(stu
     assert hub.resolve_token(None) == "hf_fromEnv" and hub.resolve_token("hf_oneOff") == "hf_oneOff"
     export_id = studio.db.scalar("SELECT max(id) FROM exports")
     with pytest.raises(hub.ValidationError, match="repo id"):
-        hub.push_export(studio.db, export_id, admin, TOKEN, "no-namespace")
+        hub.push_export(studio.db, export_id, admin, TOKEN, "bad name!")
 
 
 def test_zip_download_holds_the_whole_export(studio, admin):
@@ -346,3 +348,34 @@ def test_zip_download_holds_the_whole_export(studio, admin):
         assert sorted(n.split("/", 1)[1] for n in zf.namelist()) == sorted(export.files)
         assert zf.read(f"{export.path.name}/adapter_model.safetensors") == \
             (export.path / "adapter_model.safetensors").read_bytes()
+
+
+def test_export_page_exports_and_pushes_with_a_one_off_token(studio, standin, monkeypatch):
+    """The console page in-process (Streamlit AppTest) against the real studio and the Hub stand-in."""
+    from streamlit.testing.v1 import AppTest
+
+    import core.studio
+
+    monkeypatch.setattr(core.studio, "_current", studio)
+    page = str(Path(__file__).resolve().parent.parent / "pages" / "export.py")
+    app = AppTest.from_file(page, default_timeout=60).run()
+    assert not app.exception and not app.error
+    before = studio.db.scalar("SELECT count(*) FROM exports")
+    next(b for b in app.button if b.label == "Export").click().run()
+    assert not app.exception and any("written to" in s.value for s in app.success)
+    new_id = studio.db.scalar("SELECT max(id) FROM exports")
+    assert studio.db.scalar("SELECT count(*) FROM exports") == before + 1
+    assert studio.db.scalar("SELECT kind FROM exports WHERE id = ?", [new_id]) == "adapter"
+
+    app.text_input(key=f"push-{new_id}-repo_id").input("ada/page-push")
+    app.text_input(key="push-token").input(TOKEN)
+    next(b for b in app.button if b.label == "Push").click().run()
+    assert not app.exception and any("Pushed to" in s.value for s in app.success), [e.value for e in app.error]
+    assert len(standin.repo("ada/page-push").commits) == 1
+    assert app.text_input(key="push-token").value == ""          # the one-off token is not kept
+    assert any(r["repo_id"] == "ada/page-push" for r in hub.adapter_manifest(studio.db))
+
+    app.text_input(key=f"push-{new_id}-repo_id").input("ada/page-push")
+    app.text_input(key="push-token").input("hf_wrongTokenTypedIntoThePage99")
+    next(b for b in app.button if b.label == "Push").click().run()
+    assert any("rejected the token" in e.value for e in app.error)
