@@ -712,8 +712,8 @@ def import_parsed(db: Database, parsed: Parsed, *, source: str, skip_bad: bool =
         first = parsed.errors[0]
         raise ValidationError(
             f"{len(parsed.errors)} bad row(s), nothing imported; first: row {first['row']}: {first['error']}",
-            hint="list them with a dry run (--dry-run), then fix them or skip them (--skip-bad / the "
-                 "'skip bad rows' box)")
+            hint="fix those rows (a dry run lists them all), or skip them: --skip-bad on the command line, "
+                 "the 'Skip the bad rows' box on the Data page")
     if not parsed.items and not parsed.prompts:
         raise ValidationError("The file yields nothing to import (no pairs, labeled answers or prompts)",
                               hint="check the file's shape with a dry run")

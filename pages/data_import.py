@@ -76,6 +76,7 @@ def render_import(db: Database, user: Any, on_imported: Callable[[], None] = lam
     if upload is None:
         sources = datasets_io.imported_sources(db)
         if sources:
+            st.caption("Imported so far (filter training data by these sources):")
             st.dataframe(pd.DataFrame(sources), hide_index=True, width="stretch",
                          column_config={"source": "Source", "pairs": "Pairs", "labeled": "Labeled answers (KTO)",
                                         "prompts": "Prompts"})
