@@ -1,7 +1,220 @@
-"""Compare page."""
+"""Compare page (admins): two versions side by side, automatic evaluation across versions, active learning.
+
+Thin: every number comes from core.evaluation; this page only picks inputs, shows progress and draws.
+"""
+from datetime import datetime, timezone
+
+import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
-from pages.common import not_yet_available
+from core import evaluation as ev
+from core import queue as prompt_queue
+from core.errors import StudioError
+from core.studio import current
+from pages.common import admin_only, current_user, dataclass_form
 
+studio = current()
 st.title("Compare")
-not_yet_available("Side-by-side comparison, the blind arena and the Bradley-Terry leaderboard", "compare issue")
+if not admin_only():
+    st.stop()
+admin = current_user()
+db = studio.db
+versions = ev.comparable_policies(db)
+reward_models = ev.reward_models(db)
+SOURCE_LABELS = {"held_out": "Held-out prompts", "queue": "A labeling queue", "typed": "Typed prompts",
+                 "seed": "Seed prompts"}
+
+
+def show_error(exc: StudioError) -> None:
+    st.error(f"**{exc.message}**" + (f"  \n{exc.hint}" if exc.hint else ""), icon=":material/error:")
+
+
+def progress_bar():
+    bar = st.progress(0.0, text="starting")
+    return lambda value, text: bar.progress(value, text=text)
+
+
+def pick_versions(key: str, allow_same: bool = False) -> tuple[str, str]:
+    left, right = st.columns(2)
+    a = left.selectbox("Version A", versions, index=0, key=f"{key}-a")
+    default_b = len(versions) - 1 if len(versions) > 1 and not allow_same else 0
+    b = right.selectbox("Version B", versions, index=default_b, key=f"{key}-b")
+    return a, b
+
+
+def pick_prompts(key: str) -> ev.PromptSet:
+    source = st.radio("Prompt set", list(SOURCE_LABELS), format_func=SOURCE_LABELS.get, horizontal=True,
+                      key=f"{key}-source", help="Held-out: prompts of the preference pairs in the held-out split "
+                      "(a fixed hash of each prompt). Queue: the prompts of a labeling queue. Seed: assets/seed_prompts.")
+    queue_id, text = None, ""
+    if source == "queue":
+        queues = prompt_queue.list_queues(db)
+        if queues:
+            queue_id = st.selectbox("Queue", [q["id"] for q in queues], key=f"{key}-queue",
+                                    format_func=lambda i: next(f"{q['name']} ({q['prompts']} prompts)"
+                                                               for q in queues if q["id"] == i))
+        else:
+            st.caption("No queues yet: create one on the Labeling setup page.")
+    elif source == "typed":
+        text = st.text_area("Prompts, one per line", key=f"{key}-typed")
+    limit = st.number_input("At most this many prompts", min_value=1, max_value=500, value=10, key=f"{key}-limit")
+    return ev.PromptSet(source, queue_id, text, int(limit))
+
+
+def pick_reward_model(key: str, required: bool = False) -> str | None:
+    if not reward_models:
+        (st.warning if required else st.info)(ev.NO_REWARD_MODEL, icon=":material/info:")
+        return None
+    options = reward_models + ([] if required else ["none"])
+    choice = st.selectbox("Reward model", options, key=f"{key}-rm",
+                          help="Scores answers. Newest first; 'none' skips scoring.")
+    return None if choice == "none" else choice
+
+
+side_tab, eval_tab, active_tab = st.tabs(["Side by side", "Evaluation", "Active learning"])
+
+# --- side by side ------------------------------------------------------------------------------------------
+with side_tab:
+    if len(versions) < 2:
+        st.info("Only the base model is available: train a version on the Train page to compare it with the base.",
+                icon=":material/info:")
+    a, b = pick_versions("sbs")
+    prompt_set = pick_prompts("sbs")
+    reward_model = pick_reward_model("sbs")
+    with st.expander("Generation settings (the same for both versions)"):
+        settings = ev.CompareSettings(**dataclass_form(ev.CompareSettings, key="sbs-settings"))
+    if st.button("Generate side by side", type="primary", key="sbs-run"):
+        try:
+            prompts = ev.resolve_prompts(db, prompt_set)
+            st.session_state["sbs-result"] = ev.side_by_side(studio, a, b, prompts, settings, reward_model,
+                                                             progress=progress_bar())
+        except StudioError as exc:
+            show_error(exc)
+    result: ev.SideBySide | None = st.session_state.get("sbs-result")
+    if result is not None and result.rows:
+        pa, pb = result.policy_a, result.policy_b
+        table = pd.DataFrame(result.table())
+        if result.reward_model:
+            scored = [r for r in result.rows if r.score_a is not None]
+            wins_b = sum(1 for r in scored if r.score_b > r.score_a) + 0.5 * sum(1 for r in scored if r.score_b == r.score_a)
+            c1, c2, c3 = st.columns(3)
+            c1.metric(f"Mean score {pa}", f"{table[f'score {pa}'].mean():.3f}")
+            c2.metric(f"Mean score {pb}", f"{table[f'score {pb}'].mean():.3f}")
+            c3.metric(f"{pb} scored higher", f"{wins_b / len(scored):.0%}")
+        else:
+            st.caption("Not scored: no reward model picked.")
+        st.dataframe(table.drop(columns=[f"answer {pa}", f"answer {pb}"]), hide_index=True, use_container_width=True)
+        st.download_button("Download the table (CSV)", result.to_csv(), file_name=f"compare-{pa}-vs-{pb}.csv",
+                           mime="text/csv", key="sbs-csv")
+        for row in result.rows:
+            st.markdown(f"**Prompt:** {row.prompt}")
+            html_a, html_b = ev.diff_html(row.answer_a, row.answer_b)
+            left, right = st.columns(2)
+            for column, name, fragment, score, tokens, latency in (
+                    (left, pa, html_a, row.score_a, row.tokens_a, row.latency_a_ms),
+                    (right, pb, html_b, row.score_b, row.tokens_b, row.latency_b_ms)):
+                with column.container(border=True):
+                    st.caption(f"**{name}** · {tokens} tokens · {latency / 1000:.1f} s"
+                               + (f" · score {score:.3f}" if score is not None else ""))
+                    st.html(f"<div style='white-space:pre-wrap'>{fragment}</div>")
+        st.caption("Red: words only in A; green: words only in B.")
+
+# --- automatic evaluation ---------------------------------------------------------------------------------
+with eval_tab:
+    st.caption("Per version: preference accuracy on the held-out split (reward model, and the version's implicit "
+               "DPO reward β·(log π − log π_parent)), the reward model's mean score of its answers to a fixed "
+               "prompt set, a Monte Carlo KL-to-base estimate and the mean answer length. The held-out split is "
+               "every pair whose prompt hashes (SHA-256) into the lowest N of 100 buckets.")
+    chosen_versions = st.multiselect("Versions to evaluate", versions, default=versions, key="eval-versions")
+    eval_rm = pick_reward_model("eval")
+    with st.expander("Evaluation settings"):
+        eval_settings = ev.EvalSettings(**dataclass_form(ev.EvalSettings, key="eval-settings"))
+    if st.button("Evaluate", type="primary", key="eval-run"):
+        if not chosen_versions:
+            st.error("Pick at least one version to evaluate.")
+        else:
+            update = progress_bar()
+            n = len(chosen_versions)
+            for i, name in enumerate(chosen_versions):
+                try:
+                    ev.evaluate_version(studio, name, eval_rm, eval_settings, admin,
+                                        progress=lambda value, text, i=i: update((i + value) / n, text))
+                except StudioError as exc:
+                    show_error(exc)
+    rows = ev.eval_table(db)
+    if not rows:
+        st.info("No evaluations yet: pick versions and press Evaluate.", icon=":material/info:")
+    else:
+        frame = pd.DataFrame(rows)
+        seen = frame[frame["seen_in_training"] > 0]
+        if not seen.empty:
+            st.warning("Some held-out pairs were in a version's training data (training jobs use every label), so "
+                       "its accuracy on them is optimistic: " + ", ".join(
+                           f"{r.version}: {r.seen_in_training} of {r.held_out_pairs}" for r in seen.itertuples()),
+                       icon=":material/warning:")
+        st.dataframe(frame, hide_index=True, use_container_width=True)
+        charts = [("Rewards across versions", ["gen_reward", "implicit_margin"]),
+                  ("Preference accuracy (held-out)", ["rm_accuracy", "implicit_accuracy"]),
+                  ("KL to base (nats per answer)", ["kl_to_base"]), ("Mean answer length (tokens)", ["mean_length"])]
+        for row_charts in (charts[:2], charts[2:]):
+            for column, (title, metrics) in zip(st.columns(2), row_charts):
+                figure = go.Figure()
+                for metric in metrics:
+                    if frame[metric].notna().any():
+                        figure.add_trace(go.Scatter(x=frame["version"], y=frame[metric], mode="lines+markers",
+                                                    name=metric))
+                figure.update_layout(title=title, height=300, margin=dict(l=10, r=10, t=40, b=10),
+                                     xaxis_title="version")
+                column.plotly_chart(figure, use_container_width=True, key=f"eval-chart-{title}")
+
+# --- active learning --------------------------------------------------------------------------------------
+with active_tab:
+    strategy = st.radio("Pick prompts where", ev.STRATEGIES, horizontal=True, key="al-strategy", format_func={
+        "disagreement": "two versions disagree most", "uncertainty": "the reward model is least sure"}.get)
+    if strategy == "uncertainty":
+        st.caption("Two answers per prompt (from A and B; pick the same version twice for two samples of it), scored "
+                   "by the reward model; the smallest score gaps come first.")
+    else:
+        st.caption("Both versions answer; each answer is scored by both versions' log-likelihoods. Prompts where "
+                   "each version finds the other's answer least likely come first (nats per token).")
+    al_a, al_b = pick_versions("al", allow_same=strategy == "uncertainty")
+    al_rm = pick_reward_model("al", required=strategy == "uncertainty")
+    pool = pick_prompts("al")
+    k = st.number_input("Prompts to pick", min_value=1, max_value=500, value=5, key="al-k")
+    with st.expander("Generation settings"):
+        al_settings = ev.CompareSettings(**dataclass_form(ev.CompareSettings, key="al-settings"))
+    if st.button("Find prompts to label", type="primary", key="al-run"):
+        try:
+            picks = ev.pick_for_labeling(studio, strategy, al_a, al_b, ev.resolve_prompts(db, pool), int(k), al_rm,
+                                         al_settings, progress=progress_bar())
+            st.session_state["al-picks"] = (strategy, al_a, al_b, al_rm, picks)
+        except StudioError as exc:
+            show_error(exc)
+    found = st.session_state.get("al-picks")
+    if found:
+        f_strategy, f_a, f_b, f_rm, picks = found
+        st.dataframe(pd.DataFrame([{"rank": i, "prompt": p.text, "score": round(p.score, 4), "why": p.reason}
+                                   for i, p in enumerate(picks, 1)]), hide_index=True, use_container_width=True)
+        for i, pick in enumerate(picks, 1):
+            with st.expander(f"{i}. {pick.text[:80]}"):
+                st.caption(pick.reason)
+                left, right = st.columns(2)
+                left.markdown(f"**{f_a}**")
+                left.text(pick.answer_a)
+                right.markdown(f"**{f_b}**")
+                right.text(pick.answer_b)
+        default_name = f"active-{f_strategy}-{datetime.now(timezone.utc):%Y%m%d-%H%M}"
+        queue_name = st.text_input("Queue name", value=default_name, key="al-queue-name")
+        if st.button("Create the labeling queue", key="al-queue"):
+            try:
+                ev.queue_picks(db, admin, queue_name, f_strategy, f_a, f_b, picks, f_rm)
+                st.success(f"Queue **{queue_name}** holds {len(picks)} prompts. Labelers find it under Prompt source "
+                           "in the labeling app.", icon=":material/check:")
+                del st.session_state["al-picks"]
+            except StudioError as exc:
+                show_error(exc)
+    queued = ev.queued_picks(db)
+    if queued:
+        st.subheader("Queued by active learning")
+        st.dataframe(pd.DataFrame(queued), hide_index=True, use_container_width=True)
