@@ -15,7 +15,8 @@ Runs (each in its own fresh process, one after the other; the parent only sample
    ``JobRequest(...).config().to_dict()`` as hyperparams, ``data/train.parquet`` written by
    ``core.jobs._write_parquet``), then ``python -m core.training.run runs/<id>/config.json`` is started with the
    supervisor's environment, including its thread limit: OMP_NUM_THREADS = MKL_NUM_THREADS =
-   ``core.jobs.trainer_threads()`` (all cores but one, so chat stays responsive; 1 on a 2-core machine).
+   ``core.jobs.trainer_threads()`` (every core; the job lends one to the chat only while people chat, and
+   nobody chats during the benchmark).
    Started with plain ``python -m`` (not ``accelerate launch``, which the studio uses) so launcher start-up
    cannot leak into the step time; on a 1-process CPU job accelerate only sets env (it keeps an OMP_NUM_THREADS
    that is already set; mixed_precision=no is overridden by TrainingArguments' own bf16). Hyperparameters: the
@@ -31,7 +32,8 @@ Runs (each in its own fresh process, one after the other; the parent only sample
    gradient_checkpointing=True, no precompute, lr 1e-6), LoRA through ``peft_config`` with our LoRA shape.
    (``use_cpu=True`` is required: without a GPU, TrainingArguments rejects TRL's bf16 default.) Run from a plain
    shell: torch's default threads (all cores).
-5. Context only (not in RESULT), when trainer_threads() holds cores back: our job with torch's default threads.
+5. Context only (not in RESULT), when trainer_threads() differs from torch's default (STUDIO_TRAIN_THREADS set):
+   our job with torch's default threads.
 
 How step times are measured (nothing is added to core)
 - Ours: the child records no per-step duration, but with ``logging_steps=1`` its MetricsCallback writes one

@@ -17,7 +17,7 @@ from core.config import Settings
 from core.errors import ModelError, StudioError
 from core.hardware import HardwareProfile, detect_hardware
 from core.identity import Directory
-from core.jobs import Supervisor, trainer_threads
+from core.jobs import Supervisor, mark_chat_active, trainer_threads
 from core.models import load_model
 from core.policies import ensure_base_policy, get_policy
 from storage.db import Database
@@ -75,11 +75,15 @@ class Studio:
         return (rows if self._loaded_adapters else None), (a["id"], b["id"])
 
     def share_cpu(self) -> None:
-        """Before generating: use only the cores a running trainer leaves free (see jobs.trainer_threads)."""
+        """Before generating: while a job trains, ask it to lend a core and use only what it leaves free."""
         import torch
 
         total = psutil.cpu_count(logical=True) or 1
-        torch.set_num_threads(max(1, total - trainer_threads()) if self.supervisor.busy() else total)
+        if self.supervisor.busy():
+            mark_chat_active(self.supervisor.runs_dir)
+            torch.set_num_threads(max(1, total - trainer_threads(chat_active=True)))
+        else:
+            torch.set_num_threads(total)
 
     def warm_up(self) -> None:
         """Load the model in the background so the first chat does not pay for it."""

@@ -3,6 +3,7 @@
 - ``MetricsCallback`` appends one JSON row per logging step to ``metrics.jsonl`` (TRL's metric names kept, plus
   ``step``, ``epoch``, ``time``, ``tokens_per_s`` and algorithm-derived metrics such as DPO's ``implicit_kl``).
 - ``ProgressCallback`` overwrites ``progress.json`` atomically at each optimizer step.
+- ``CpuShareCallback`` lends a core to the chat while the server says people are chatting (``../chat_active``).
 - ``ControlCallback`` stats ``control.json`` at each step end: ``pause`` saves a checkpoint and stops, ``cancel``
   stops without saving. A handled command is renamed to ``control.handled.json`` so a resume does not see it again.
 """
@@ -133,6 +134,36 @@ def consume_control(run_dir: Path) -> None:
         os.replace(Path(run_dir) / CONTROL_FILE, Path(run_dir) / HANDLED_CONTROL_FILE)
     except OSError:
         pass
+
+
+class CpuShareCallback(TrainerCallback):
+    """Between steps: all cores, or one fewer while the chat is active (see ``core.jobs.trainer_threads``).
+
+    torch.set_num_threads takes effect at the next parallel region, so a chat waits at most one step.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.runs_dir = Path(run_dir).parent
+        self.threads: int | None = None
+
+    def _adjust(self) -> None:
+        import torch
+
+        from core.jobs import chat_active, trainer_threads
+
+        wanted = trainer_threads(chat_active(self.runs_dir))
+        if wanted != self.threads:
+            torch.set_num_threads(wanted)
+            self.threads = wanted
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._adjust()
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._adjust()
+
+    def on_substep_end(self, args, state, control, **kwargs):
+        self._adjust()
 
 
 class ControlCallback(TrainerCallback):

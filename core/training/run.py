@@ -161,7 +161,7 @@ def _run_trainer(job, spec, cfg, hardware, run_dir: Path, live: dict[str, Any]) 
     from transformers import set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
-    from core.training.callbacks import ControlCallback, MetricsCallback, ProgressCallback
+    from core.training.callbacks import ControlCallback, CpuShareCallback, MetricsCallback, ProgressCallback
     from core.training.common import (count_trainable, load_dataset_file, load_policy, log, precision_reason,
                                       save_trained, trainer_kwargs)
 
@@ -191,7 +191,7 @@ def _run_trainer(job, spec, cfg, hardware, run_dir: Path, live: dict[str, Any]) 
     metrics = MetricsCallback(run_dir, derive)
     progress = live["progress"] = ProgressCallback(run_dir)
     control = ControlCallback(run_dir)
-    trainer = module.build_trainer(cfg, setup, train_dataset, eval_dataset, kwargs, [metrics, progress, control])
+    trainer = module.build_trainer(cfg, setup, train_dataset, eval_dataset, kwargs, [metrics, progress, control, CpuShareCallback(run_dir)])
     log(f"trainable parameters: {count_trainable(trainer.model):,} of {setup.n_params:,}")
 
     checkpoint = None
