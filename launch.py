@@ -78,6 +78,20 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--json", action="store_true", help="print the report as JSON")
     imp.add_argument("--skip-bad", action="store_true", help="import the good rows, skip the bad ones")
     imp.add_argument("--queue", help="prompt lists: the labeling queue to add them to (created if missing)")
+    exp = sub.add_parser("export", parents=[_options(serving=False, top_level=False)],
+                         help="export an adapter, merged model or dataset (zip-ready folder), optionally push it")
+    exp.add_argument("what", choices=["adapter", "merged", "dataset", "push", "list", "manifest"])
+    exp.add_argument("target", nargs="?", help="adapter/merged: the version (v1); dataset: preference, reward, "
+                     "unpaired or sft; push: the export id")
+    exp.add_argument("--push", metavar="REPO", help="push to this Hub repo (owner/name, or name for your own "
+                     "namespace); token from HF_TOKEN")
+    exp.add_argument("--public", action="store_true", help="create the Hub repo public (default: private)")
+    exp.add_argument("--dtype", default="float32", help="merged: float32, float16 or bfloat16")
+    exp.add_argument("--format", action="append", help="dataset: parquet and/or jsonl (default both)")
+    exp.add_argument("--filters", default="{}", help='dataset filters as JSON, e.g. \'{"labelers": ["ada"]}\'')
+    exp.add_argument("--license", default="apache-2.0", help="licence in the card's metadata")
+    exp.add_argument("--base-model-id", help="Hub id of the base model for the card (for a local base)")
+    exp.add_argument("--name", help="dataset: title of the dataset card")
     sub.add_parser("hash-password", help="print a hashed password for a team users file (reads stdin or asks)")
     return parser
 
@@ -222,6 +236,67 @@ def import_command(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def export_command(settings: Settings, args: argparse.Namespace) -> int:
+    """Export (and push) headless; prints the export folder, then the commit URL. Exit 2 on any error."""
+    import json
+
+    from tqdm import tqdm
+
+    from core import hub
+    from core.errors import ValidationError
+    from core.identity import ensure_user
+    from storage.db import Database
+
+    db = Database(settings.db_path)
+    try:
+        operator = ensure_user(db, "operator", "admin", "cli")   # whoever runs this owns the data dir
+        card = hub.CardOptions(license=args.license, base_model_id=args.base_model_id)
+        if args.what in ("list", "manifest"):
+            rows = hub.list_exports(db) if args.what == "list" else hub.adapter_manifest(db)
+            print(json.dumps(rows, indent=2, default=str))
+            return 0
+        if not args.target:
+            raise ValidationError(f"export {args.what} needs a target", hint="see `launch.py export --help`")
+        if args.what == "push":
+            export_id, repo = int(args.target), args.push
+            if not repo:
+                raise ValidationError("export push needs --push REPO", hint="e.g. --push ada/my-adapter")
+        else:
+            result = {"adapter": lambda: hub.export_adapter(db, settings.data_dir, args.target, operator, card),
+                      "merged": lambda: hub.export_merged(db, settings.data_dir, args.target, operator, args.dtype, card),
+                      "dataset": lambda: hub.export_dataset(db, settings.data_dir, args.target, operator,
+                                                            _json_arg(args.filters, "--filters"),
+                                                            args.format or hub.DATASET_FORMATS, card, args.name),
+                      }[args.what]()
+            print(f"export {result.id}: {result.path}")
+            export_id, repo = result.id, args.push
+        if repo:
+            bar = tqdm(total=100, desc="push", unit="%")
+
+            def show(fraction: float, text: str) -> None:
+                bar.n = round(fraction * 100)
+                bar.set_postfix_str(text[:60])   # also refreshes the bar
+
+            pushed = hub.push_export(db, export_id, operator, hub.resolve_token(), repo, not args.public,
+                                     progress=show)
+            bar.close()
+            print(f"pushed to {pushed.repo_id}: {pushed.commit_url}")
+        return 0
+    finally:
+        db.close()
+
+
+def _json_arg(text: str, flag: str) -> object:
+    import json
+
+    from core.errors import ValidationError
+
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ValidationError(f"{flag} is not JSON: {exc}", hint='e.g. \'{"labelers": ["ada"]}\'') from None
+
+
 def hash_password_command() -> int:
     import getpass
 
@@ -251,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
             return train_command(settings, args)
         elif args.command == "import":
             return import_command(settings, args)
+        elif args.command == "export":
+            return export_command(settings, args)
         else:
             serve(settings)
     except StudioError as exc:

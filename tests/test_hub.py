@@ -379,3 +379,41 @@ def test_export_page_exports_and_pushes_with_a_one_off_token(studio, standin, mo
     app.text_input(key="push-token").input("hf_wrongTokenTypedIntoThePage99")
     next(b for b in app.button if b.label == "Push").click().run()
     assert any("rejected the token" in e.value for e in app.error)
+
+
+def test_cli_exports_and_pushes_with_hf_token(tmp_path, tiny_model_dir, standin):
+    """`launch.py export adapter v1 --push REPO` in its own process, token from HF_TOKEN, real client."""
+    import os
+    import subprocess
+    import sys
+
+    from core.policies import ensure_base_policy
+    from storage.db import Database
+    from tests.conftest import ROOT
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(tiny_model_dir, data_dir / MODELS_SUBDIR / TINY_MODEL_DIR)
+    adapter = data_dir / "runs" / "1" / "adapter"
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    get_peft_model(AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)),
+                   LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(adapter)
+    db = Database.in_data_dir(data_dir)
+    register_policy(db, "v1", ensure_base_policy(db, "tiny"), "tiny", "sft", str(adapter))
+    db.close()
+    env = {**os.environ, "HF_ENDPOINT": standin.url, "HF_TOKEN": TOKEN, "HF_HUB_OFFLINE": "0"}
+    run = subprocess.run([sys.executable, str(ROOT / "launch.py"), "export", "adapter", "v1", "--data-dir",
+                          str(data_dir), "--model", "tiny", "--push", "cli-lora", "--license", "mit"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "pushed to ada/cli-lora: " in run.stdout and TOKEN not in run.stdout + run.stderr
+    assert {"adapter_config.json", "adapter_model.safetensors", "README.md"} <= set(standin.files_on_disk("ada/cli-lora"))
+    assert standin.repo("ada/cli-lora").private           # private unless --public
+    listed = subprocess.run([sys.executable, str(ROOT / "launch.py"), "export", "manifest", "--data-dir",
+                             str(data_dir)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert json.loads(listed.stdout)[0]["repo_id"] == "ada/cli-lora"
+    bad = subprocess.run([sys.executable, str(ROOT / "launch.py"), "export", "push", "1", "--push", "cli-lora",
+                          "--data-dir", str(data_dir)], cwd=ROOT, env={**env, "HF_TOKEN": "hf_badTokenForCli12345"},
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "error [hub_unauthorized]" in bad.stderr and "hf_badTokenForCli12345" not in bad.stderr
