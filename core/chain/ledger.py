@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, TypeVar
@@ -123,6 +124,9 @@ class Ledger:
         self.operator = operator
         self.fixed_fees = fixed_fees
         self.embedded = embedded
+        # One transaction at a time from this process: nonces stay in order, and the in-process
+        # py-evm chain is not safe to use from several threads at once (reads take the lock too).
+        self._lock = threading.RLock()
         self.chain_id = self._rpc(lambda: w3.eth.chain_id)
 
     @property
@@ -174,11 +178,16 @@ class Ledger:
                              code="chain_reverted")
         return receipt
 
+    def _read(self, call: Callable[[], T]) -> T:
+        with self._lock:
+            return self._rpc(call)
+
     def _transact(self, fn: Any) -> TxResult:
-        # Simulate first: a revert is reported with its reason and costs no gas.
-        self._rpc(lambda: fn.call({"from": self.operator.address}))
-        tx = self._rpc(lambda: fn.build_transaction(self._tx_params(self.w3, self.operator, self.fixed_fees)))
-        receipt = self._send(self.w3, self.operator, tx)
+        with self._lock:
+            # Simulate first: a revert is reported with its reason and costs no gas.
+            self._rpc(lambda: fn.call({"from": self.operator.address}))
+            tx = self._rpc(lambda: fn.build_transaction(self._tx_params(self.w3, self.operator, self.fixed_fees)))
+            receipt = self._send(self.w3, self.operator, tx)
         return TxResult(_hex(receipt["transactionHash"]), int(receipt["blockNumber"]), int(receipt["gasUsed"]))
 
     # -- writes ------------------------------------------------------------------------------------
@@ -195,31 +204,31 @@ class Ledger:
 
     # -- reads -------------------------------------------------------------------------------------
     def root_of(self, batch_id: int) -> bytes | None:
-        root = bytes(self._rpc(lambda: self.contract.functions.roots(batch_id).call()))
+        root = bytes(self._read(lambda: self.contract.functions.roots(batch_id).call()))
         return None if root == bytes(32) else root
 
     def is_claimed(self, batch_id: int, account: str) -> bool:
-        return bool(self._rpc(lambda: self.contract.functions.claimed(batch_id, to_checksum_address(account)).call()))
+        return bool(self._read(lambda: self.contract.functions.claimed(batch_id, to_checksum_address(account)).call()))
 
     def balance_of(self, account: str) -> int:
-        return int(self._rpc(lambda: self.contract.functions.balanceOf(to_checksum_address(account)).call()))
+        return int(self._read(lambda: self.contract.functions.balanceOf(to_checksum_address(account)).call()))
 
     def verify_leaf(self, batch_id: int, account: str, amount: int, subroot: bytes, proof: Sequence[bytes]) -> bool:
         """The contract's own check of a contributor leaf against the anchored root."""
-        return bool(self._rpc(lambda: self.contract.functions.verify(
+        return bool(self._read(lambda: self.contract.functions.verify(
             batch_id, to_checksum_address(account), amount, subroot, list(proof)).call()))
 
     def operator_balance(self) -> int:
-        return int(self._rpc(lambda: self.w3.eth.get_balance(self.operator.address)))
+        return int(self._read(lambda: self.w3.eth.get_balance(self.operator.address)))
 
     def anchor_event(self, batch_id: int) -> TxResult | None:
         """Where batch ``batch_id`` was anchored (after a lost receipt, the chain still knows)."""
-        logs = self._rpc(lambda: self.contract.events.BatchAnchored().get_logs(
+        logs = self._read(lambda: self.contract.events.BatchAnchored().get_logs(
             from_block=0, argument_filters={"batch_id": batch_id}))
         if not logs:
             return None
         log = logs[0]
-        receipt = self._rpc(lambda: self.w3.eth.get_transaction_receipt(log["transactionHash"]))
+        receipt = self._read(lambda: self.w3.eth.get_transaction_receipt(log["transactionHash"]))
         return TxResult(_hex(log["transactionHash"]), int(log["blockNumber"]), int(receipt["gasUsed"]))
 
 

@@ -40,7 +40,9 @@ def open_embedded(db: Database, cache_dir: Path | str) -> Ledger:
 
 def replay(db: Database, ledger: Ledger) -> int:
     """Re-send every recorded transaction of this chain in order; returns how many."""
-    rows = db.query("SELECT id, kind, args, tx_hash, block_number FROM chain_txs WHERE chain_key = ? ORDER BY id",
+    # Chain order is block order (one transaction per block here), whatever order the DB rows were written in.
+    rows = db.query("SELECT id, kind, args, tx_hash, block_number FROM chain_txs WHERE chain_key = ?"
+                    " ORDER BY block_number, id",
                     [ledger.chain_key])
     for row in rows:
         args = json.loads(row["args"])
