@@ -276,12 +276,16 @@ def _zipped_dataset(path: Path, filename: str) -> list[tuple[int, Any]]:
             if not (root / member).resolve().is_relative_to(root):
                 raise ImportFileError(f"{filename} contains an unsafe path {member!r}", hint="zip the folder again")
         archive.extractall(root)
-        infos = list(root.rglob("dataset_info.json")) + list(root.rglob("dataset_dict.json"))
-        if not infos:
-            raise ImportFileError(f"{filename} does not contain a dataset saved with save_to_disk",
-                                  hint="zip the folder written by Dataset.save_to_disk")
-        folder = min((p.parent for p in infos), key=lambda p: len(p.parts))
-        return _saved_dataset(folder, filename)
+        return _saved_dataset(find_saved_dataset(root, filename), filename)
+
+
+def find_saved_dataset(root: Path, filename: str) -> Path:
+    """The save_to_disk folder inside an unpacked upload (the outermost one holding its metadata)."""
+    infos = list(root.rglob("dataset_info.json")) + list(root.rglob("dataset_dict.json"))
+    if not infos:
+        raise ImportFileError(f"{filename} does not contain a dataset saved with save_to_disk",
+                              hint="upload the folder written by Dataset.save_to_disk (or a zip of it)")
+    return min((p.parent for p in infos), key=lambda p: len(p.parts))
 
 
 # ----------------------------------------------------------------------------------------- detection

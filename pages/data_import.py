@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
 import pandas as pd
@@ -22,19 +22,35 @@ NO_QUEUE = "(no queue: just store the prompts)"
 PREVIEW_ERRORS = 200
 
 
-def _inspect(upload: Any) -> dict[str, Any]:
-    """Parse the upload once per file (kept in the session): the rerun after every click must not re-read it."""
+def _write_uploads(uploads: list[Any], root: Path) -> Path:
+    """Write the uploaded file(s) under ``root``; a folder upload keeps its relative paths."""
+    if len(uploads) == 1 and not uploads[0].name.count("/"):
+        path = root / Path(uploads[0].name).name
+        path.write_bytes(uploads[0].getvalue())
+        return path
+    for upload in uploads:
+        parts = [part for part in PurePosixPath(upload.name).parts if part not in ("", "/", ".", "..")]
+        target = root.joinpath(*parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(upload.getvalue())
+    return datasets_io.find_saved_dataset(root, "the uploaded folder")
+
+
+def _inspect(uploads: list[Any]) -> dict[str, Any]:
+    """Parse the upload once (kept in the session): the rerun after every click must not re-read it."""
+    key = tuple(upload.file_id for upload in uploads)
     cached = st.session_state.get("import_parsed")
-    if cached and cached["file_id"] == upload.file_id:
+    if cached and cached["key"] == key:
         return cached
-    data = upload.getvalue()
-    entry: dict[str, Any] = {"file_id": upload.file_id, "filename": upload.name,
-                             "sha256": hashlib.sha256(data).hexdigest(), "parsed": None, "error": None}
+    digest = hashlib.sha256()
+    for upload in sorted(uploads, key=lambda u: u.name):
+        digest.update(upload.name.encode() + b"\0" + upload.getvalue())
+    entry: dict[str, Any] = {"key": key, "filename": PurePosixPath(uploads[0].name).parts[0],
+                             "sha256": digest.hexdigest(), "parsed": None, "error": None}
     with tempfile.TemporaryDirectory(prefix="studio-upload-") as tmp:
-        path = Path(tmp) / Path(upload.name).name
-        path.write_bytes(data)
         try:
-            entry["parsed"] = datasets_io.inspect_file(path, upload.name)
+            path = _write_uploads(uploads, Path(tmp))
+            entry["parsed"] = datasets_io.inspect_file(path, entry["filename"])
         except StudioError as exc:
             entry["error"] = exc
     st.session_state["import_parsed"] = entry
@@ -66,14 +82,17 @@ def render_import(db: Database, user: Any, on_imported: Callable[[], None] = lam
         st.success(done, icon=":material/check_circle:")
     st.caption(
         "JSONL, JSON, CSV/TSV, parquet, a `.txt` prompt list, or a `datasets` folder saved with `save_to_disk` "
-        "(zip it first). Detected shapes: TRL preference (`prompt`/`chosen`/`rejected`, standard or "
+        "(as a folder or a zip). Detected shapes: TRL preference (`prompt`/`chosen`/`rejected`, standard or "
         "conversational), KTO (`prompt`/`completion`/`label`), Anthropic HH transcripts, UltraFeedback "
         "(`score_chosen`/`score_rejected`), OpenAssistant trees or oasst1 rows (ranked replies become "
         "pairs) and plain prompt lists. Pairs become votes with source `import:<name>`, so they feed every "
         "training set and can be filtered by source. Nothing is written until you confirm; the import is "
         "one transaction.")
-    upload = st.file_uploader("Dataset file", type=FILE_TYPES, key="import_file")
-    if upload is None:
+    folder = st.radio("Upload", ["a file", "a folder saved with save_to_disk"], horizontal=True,
+                      key="import_kind") != "a file"
+    uploads = st.file_uploader("Dataset folder", accept_multiple_files="directory", key="import_folder") \
+        if folder else [f for f in [st.file_uploader("Dataset file", type=FILE_TYPES, key="import_file")] if f]
+    if not uploads:
         sources = datasets_io.imported_sources(db)
         if sources:
             st.caption("Imported so far (filter training data by these sources):")
@@ -81,7 +100,7 @@ def render_import(db: Database, user: Any, on_imported: Callable[[], None] = lam
                          column_config={"source": "Source", "pairs": "Pairs", "labeled": "Labeled answers (KTO)",
                                         "prompts": "Prompts"})
         return
-    entry = _inspect(upload)
+    entry = _inspect(uploads)
     if entry["error"] is not None:
         exc = entry["error"]
         st.error(exc.message + (f" — {exc.hint}" if exc.hint else ""), icon=":material/error:")

@@ -399,3 +399,36 @@ def test_data_page_import_detects_then_imports_only_after_confirmation(tmp_path:
             == [[user("Hi")], [user("2+2?")]]
     finally:
         studio.close()
+
+
+def test_data_page_imports_a_save_to_disk_folder(tmp_path: Path, monkeypatch) -> None:
+    """Folder upload (the browser sends each file with its relative path)."""
+    import datasets
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    import core.studio
+    from core.config import load_settings
+
+    folder = tmp_path / "kto_saved"
+    datasets.Dataset.from_list([{"prompt": "Hi", "completion": "Hello!", "label": True},
+                                {"prompt": "Hi", "completion": "Meh.", "label": False}]).save_to_disk(str(folder))
+    files = [(f"kto_saved/{f.relative_to(folder).as_posix()}", f.read_bytes(), "application/octet-stream")
+             for f in sorted(folder.rglob("*")) if f.is_file()]
+    monkeypatch.setattr(core.studio, "_current", None)
+    studio = core.studio.open_studio(load_settings({"data_dir": str(tmp_path / "data"), "model": "tiny"}, env={}),
+                                     tmp_path / "no-model")
+    try:
+        st.cache_data.clear()
+        app = AppTest.from_file(str(ROOT / "pages" / "data.py"), default_timeout=60).run()
+        app.radio(key="import_kind").set_value("a folder saved with save_to_disk").run()
+        app.file_uploader(key="import_folder").set_value(files)
+        app.run()
+        assert not app.exception
+        assert any(i.value == "detected: kto, 2 rows, 2 pairs, 0 errors" for i in app.info)
+        assert app.text_input(key="import_name").value == "kto_saved"
+        next(b for b in app.button if b.label == "Import").click().run()
+        assert any("2 labeled answers" in s.value for s in app.success)
+        assert [r["label"] for r in unpaired_rows(studio.db).rows] == [True, False]
+    finally:
+        studio.close()
