@@ -417,3 +417,41 @@ def test_cli_exports_and_pushes_with_hf_token(tmp_path, tiny_model_dir, standin)
                           "--data-dir", str(data_dir)], cwd=ROOT, env={**env, "HF_TOKEN": "hf_badTokenForCli12345"},
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "error [hub_unauthorized]" in bad.stderr and "hf_badTokenForCli12345" not in bad.stderr
+
+
+@pytest.mark.slow
+def test_a_trained_version_exports_with_its_real_metrics_and_reproduces_the_app(tmp_path, tiny_model_dir):
+    """End to end: labels -> a real 3-step DPO job through the supervisor -> adapter export whose card holds
+    the metrics the trainer logged, and which PEFT loads to give the app's greedy answer."""
+    from core.jobs import JobRequest
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(tiny_model_dir, data_dir / MODELS_SUBDIR / TINY_MODEL_DIR)
+    s = Studio(load_settings({"data_dir": str(data_dir), "model": "tiny"}, env={}),
+               data_dir / MODELS_SUBDIR / TINY_MODEL_DIR)
+    try:
+        ada = ensure_user(s.db, "ada", "admin", "test")
+        for i in range(12):
+            conv = new_conversation(s.db, ada, s.base_policy_id)
+            turn = add_user_message(s.db, ada, conv, f"Question number {i}?")
+            a, b = save_pair(s.db, conv, turn, None, CandidateIn(f"A clear answer {i}.", 1), CandidateIn(f"meh {i}", 1), None)
+            record_vote(s.db, ada, Vote(a, b, "a"))
+        job = s.supervisor.run_blocking(s.supervisor.submit(JobRequest(
+            "dpo", "base", {"max_steps": 3, "logging_steps": 1, "max_length": 64, "learning_rate": 0.05}), ada))
+        assert job["status"] == "succeeded", job["error"]
+        version = s.db.scalar("SELECT name FROM policies WHERE job_id = ?", [job["id"]])
+        export = hub.export_adapter(s.db, data_dir, version, ada)
+        card = (export.path / "README.md").read_text()
+        logged = s.db.query("SELECT value FROM job_metrics WHERE job_id = ? AND name = 'loss' ORDER BY step",
+                            [job["id"]])
+        assert f"| loss | {logged[0]['value']:.4g} | {logged[-1]['value']:.4g} |" in card
+        assert "| rewards/margins |" in card and hub.CURVES_FILE in export.files
+        meta = yaml.safe_load(card.split("---")[1])
+        assert {"trl", "dpo"} <= set(meta["tags"]) and "base_model" not in meta   # tiny: no Hub id to name
+        rows, _ = s.adapter_rows(version, "base")
+        model, tokenizer = s.model()
+        app = generate_pair(model, tokenizer, MESSAGES, GREEDY, adapter_names=rows).text_a
+        text, _ = generate_once(peft_from(s.model_path, export.path), load_tokenizer(export.path), MESSAGES, GREEDY)
+        assert text == app
+    finally:
+        s.close()
