@@ -179,3 +179,38 @@ def test_operator_key_from_keystore_never_printed(tmp_path):
     assert secret[6:-2] not in str(bad.value) and bad.value.__cause__ is None and bad.value.__suppress_context__
     with pytest.raises(ChainError, match="No operator key"):
         load_operator({})
+
+
+def test_public_reports_let_anyone_recheck_a_contribution(labels, tmp_path):
+    import json
+
+    from eth_utils import keccak
+
+    from core.chain.merkle import ACCOUNT_LEAF, CONTRIBUTION_LEAF, leaf_hash, process_proof
+    from core.chain.public import contributions_report, proof_report
+    from core.errors import NotFound
+
+    db = labels.db
+    cb.collect_contributions(db)
+    batch_id = cb.make_batch(db, "admin")
+    ledger = open_embedded(db, tmp_path / "build")
+    cb.anchor_due(db, ledger)
+    report = json.loads(json.dumps(contributions_report(db, "bob")))  # JSON-ready
+    assert report["address"] == labels.bob_key.address and len(report["contributions"]) == 4
+    assert {c["status"] for c in report["contributions"]} == {"anchored"}
+    cid = report["contributions"][0]["id"]
+    full = json.loads(json.dumps(proof_report(db, "bob", cid, with_secret=True)))
+    public = proof_report(db, "bob", cid)
+    assert "salt" not in public and "content" not in public
+    # recompute everything from the report alone, then compare with the root read from the chain
+    p = full["proof"]
+    assert "0x" + keccak(bytes.fromhex(full["salt"]) + full["content"].encode()).hex() == p["content_hash"]
+    leaf = leaf_hash(CONTRIBUTION_LEAF, (cid, bytes.fromhex(p["content_hash"][2:]), int(p["amount"])))
+    subroot = process_proof(leaf, [bytes.fromhex(x[2:]) for x in p["subproof"]])
+    assert "0x" + subroot.hex() == p["subroot"]
+    top = leaf_hash(ACCOUNT_LEAF, (p["account"], int(p["account_amount"]), subroot))
+    assert process_proof(top, [bytes.fromhex(x[2:]) for x in p["proof"]]) == ledger.root_of(batch_id)
+    with pytest.raises(NotFound):
+        proof_report(db, "alice", cid)  # not alice's
+    with pytest.raises(NotFound):
+        contributions_report(db, "nobody")

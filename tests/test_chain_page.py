@@ -63,3 +63,17 @@ def test_wallet_page_link_batch_anchor_claim_verify(tmp_path, monkeypatch):
     finally:
         service_for(studio).stop()
         studio.close()
+
+    # restart: a new studio on the same data dir rebuilds the embedded chain from the database
+    studio = core.studio.open_studio(load_settings({"data_dir": str(tmp_path / "data"), "model": "tiny"}, env={}),
+                                     tmp_path / "no-model")
+    try:
+        app = AppTest.from_file(PAGE, default_timeout=60).run()
+        assert not app.exception, app.exception
+        metrics = [m.value for m in app.metric]
+        assert metrics[3] == "3.000" and metrics[4] == "3.000"  # claimed in the DB, balance on the rebuilt chain
+        app.button(key="verify").click().run()
+        assert any(s.value.startswith("Verified: batch 1") for s in app.success), _texts(app)
+    finally:
+        service_for(studio).stop()
+        studio.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -132,15 +133,16 @@ class ChainService:
         self._stop.set()
 
 
-_services: dict[int, ChainService] = {}
+_services: "weakref.WeakKeyDictionary[Any, ChainService]" = weakref.WeakKeyDictionary()
 _services_lock = threading.Lock()
 
 
 def service_for(studio: Any) -> ChainService:
-    """The process's chain service for this studio, started on first use."""
+    """The process's chain service for this studio, started on first use (keyed weakly: a closed
+    and collected studio never hands its service to a new one)."""
     with _services_lock:
-        service = _services.get(id(studio))
+        service = _services.get(studio)
         if service is None:
-            service = _services[id(studio)] = ChainService(studio.settings, studio.db)
+            service = _services[studio] = ChainService(studio.settings, studio.db)
             service.start()
         return service
