@@ -8,7 +8,7 @@ up in analytics, and can be redacted like any other item, with no second code pa
 
 Reading
     JSONL, JSON (a list of records, or one record), CSV/TSV, parquet, a ``datasets`` folder saved with
-    ``save_to_disk`` (or a .zip of one), and .txt (one prompt per line). Text files must be UTF-8
+    ``save_to_disk`` (or a .zip of one), and .txt (one prompt per line); text files may be gzipped. Text files must be UTF-8
     (a UTF-8 BOM is fine); any other encoding is refused with a clear error instead of guessed.
 
 Shapes (``Parsed.format``)
@@ -29,12 +29,14 @@ user said so) or writes nothing.
 from __future__ import annotations
 
 import csv
+import gzip
 import hashlib
 import io
 import json
 import re
 import tempfile
 import zipfile
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -249,7 +251,15 @@ def read_records(path: Path | str, filename: str | None = None) -> list[tuple[in
                               hint="check the file; it may be truncated")
     if suffix == ".arrow":
         raise ImportFileError(f"{filename} is a bare Arrow shard", hint="import the whole save_to_disk folder")
-    text = _decode(path.read_bytes(), filename)
+    data = path.read_bytes()
+    if magic[:2] == b"\x1f\x8b":   # gzip, as Anthropic HH ships (train.jsonl.gz)
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise ImportFileError(f"{filename} is a broken gzip file: {exc}", hint="download it again") from None
+        filename = filename.removesuffix(".gz").removesuffix(".GZ")
+        suffix = Path(filename).suffix.lower()
+    text = _decode(data, filename)
     if suffix == ".txt":
         return [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
     if suffix in (".csv", ".tsv"):
@@ -608,7 +618,8 @@ def inspect_file(path: Path | str, filename: str | None = None, fmt: str | None 
 
 def source_name(name: str | None, filename: str) -> str:
     """``import:<name>``; the name defaults to the file name without its extension."""
-    raw = name if name is not None else re.sub(r"[^A-Za-z0-9._-]+", "-", Path(filename).stem).strip("-.")
+    stem = Path(Path(filename).name.removesuffix(".gz")).stem
+    raw = name if name is not None else re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.")
     if not _NAME.match(raw or ""):
         raise ValidationError(f"Import name {raw!r} is not usable",
                               hint="use 1-64 letters, digits, '.', '_' or '-', e.g. --name hh-helpful")

@@ -17,7 +17,7 @@ from core import datasets_io
 from core.errors import StudioError
 from storage.db import Database
 
-FILE_TYPES = ["jsonl", "ndjson", "json", "csv", "tsv", "parquet", "txt", "zip"]
+FILE_TYPES = ["jsonl", "ndjson", "json", "csv", "tsv", "parquet", "txt", "zip", "gz"]
 NO_QUEUE = "(no queue: just store the prompts)"
 PREVIEW_ERRORS = 200
 

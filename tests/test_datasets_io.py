@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import subprocess
 import sys
@@ -116,10 +117,12 @@ def test_conversational_kto_jsonl(db: Database, tmp_path: Path) -> None:
 
 def test_hh_transcripts_split_into_shared_multi_turn_prompt(db: Database, tmp_path: Path) -> None:
     shared = "\n\nHuman: What is 2+2?\n\nAssistant: 4.\n\nHuman: And times 3?"
-    path = jsonl(tmp_path / "hh.jsonl", [
+    plain = jsonl(tmp_path / "hh.jsonl", [
         {"chosen": shared + "\n\nAssistant: 12.", "rejected": shared + "\n\nAssistant: 7."},
         {"chosen": "\n\nHuman: Hi\n\nAssistant: Hello!", "rejected": "\n\nHuman: Hey\n\nAssistant: Hello!"},
         {"chosen": "\n\nHuman: Hi\n\nAssistant:", "rejected": "\n\nHuman: Hi\n\nAssistant: Hello"}])
+    path = tmp_path / "hh.jsonl.gz"                   # gzipped, as Anthropic ships train.jsonl.gz
+    path.write_bytes(gzip.compress(plain.read_bytes()))
     parsed = inspect_file(path)
     assert parsed.format == "hh" and parsed.pairs == 1
     assert [e["row"] for e in parsed.errors] == [2, 3]
@@ -127,7 +130,7 @@ def test_hh_transcripts_split_into_shared_multi_turn_prompt(db: Database, tmp_pa
     assert "empty final answer" in parsed.errors[1]["error"]
     with pytest.raises(ValidationError, match="2 bad row"):
         import_file(db, path)
-    import_file(db, path, skip_bad=True)
+    assert import_file(db, path, skip_bad=True).source == "import:hh"
     assert preference_rows(db).rows == [
         pair([user("What is 2+2?"), bot("4."), user("And times 3?")], "12.", "7.")]
 
@@ -294,6 +297,7 @@ def test_importing_the_same_pairs_twice_does_not_duplicate_them(db: Database, tm
     ("broken.parquet", b"PAR1 truncated", "not a readable parquet file"),
     ("broken.zip", b"PK\x03\x04 broken", "not a valid zip file"),
     ("data.xyz", b"hello", "Cannot tell what kind of file"),
+    ("broken.jsonl.gz", b"\x1f\x8b\x08\x00garbage", "broken gzip file"),
     ("bad.json", b'[{"prompt": "x",', "not valid JSON"),
     ("shape.jsonl", b'{"foo": 1, "bar": 2}\n', "Unknown dataset shape; columns found: bar, foo"),
     ("empty.jsonl", b"\n\n", "no readable records"),
