@@ -95,7 +95,7 @@ with tab_hub:
         st.info("Nothing exported yet. Export an adapter, a merged model or a dataset first.")
     else:
         st.dataframe([{"id": e["id"], "kind": e["kind"], "what": e["version"] or e["dataset_kind"],
-                       "precision": e["dtype"], "rows": e["rows"], "created": e["created_at"],
+                       "precision": e["dtype"], "rows": e["rows"], "created": e["created_at"][:16].replace("T", " "),
                        "on the Hub": e["repo_id"], "commit": e["commit_url"]} for e in exports],
                      hide_index=True,
                      column_config={"commit": st.column_config.LinkColumn("commit")})
