@@ -436,3 +436,14 @@ def test_data_page_imports_a_save_to_disk_folder(tmp_path: Path, monkeypatch) ->
         assert [r["label"] for r in unpaired_rows(studio.db).rows] == [True, False]
     finally:
         studio.close()
+
+
+def test_an_imported_conversation_can_be_redacted_like_a_chat(db: Database, tmp_path: Path) -> None:
+    from core.moderation import redact_item
+
+    import_file(db, jsonl(tmp_path / "p.jsonl", [{"prompt": "My phone is 555-0100", "chosen": "ok", "rejected": "no"},
+                                                 {"prompt": "Hi", "chosen": "Hello!", "rejected": "No."}]))
+    admin = db.scalar("INSERT INTO users (name, role) VALUES ('root', 'admin') RETURNING id")
+    leaked = db.scalar("SELECT conversation_id FROM messages WHERE content LIKE 'My phone%'")
+    redact_item(db, admin, "conversation", leaked, "phone number")
+    assert preference_rows(db).rows == [pair([user("Hi")], "Hello!", "No.")]
