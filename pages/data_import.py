@@ -100,7 +100,8 @@ def render_import(db: Database, user: Any, on_imported: Callable[[], None] = lam
                          column_config={"source": "Source", "pairs": "Pairs", "labeled": "Labeled answers (KTO)",
                                         "prompts": "Prompts"})
         return
-    entry = _inspect(uploads)
+    with st.spinner("Reading the file and detecting its shape…"):
+        entry = _inspect(uploads)
     if entry["error"] is not None:
         exc = entry["error"]
         st.error(exc.message + (f" — {exc.hint}" if exc.hint else ""), icon=":material/error:")
@@ -134,10 +135,11 @@ def render_import(db: Database, user: Any, on_imported: Callable[[], None] = lam
         confirmed = st.form_submit_button("Import", type="primary")
     if confirmed:
         try:
-            result = datasets_io.import_parsed(
-                db, parsed, source=datasets_io.source_name(name.strip(), entry["filename"]), skip_bad=skip_bad,
-                user_id=getattr(user, "id", None), queue=queue,
-                details={"file": entry["filename"], "sha256": entry["sha256"]})
+            with st.spinner(f"Importing {parsed.pairs or len(parsed.prompts)} records in one transaction…"):
+                result = datasets_io.import_parsed(
+                    db, parsed, source=datasets_io.source_name(name.strip(), entry["filename"]),
+                    skip_bad=skip_bad, user_id=getattr(user, "id", None), queue=queue,
+                    details={"file": entry["filename"], "sha256": entry["sha256"]})
         except StudioError as exc:
             st.error(exc.message + (f" — {exc.hint}" if exc.hint else ""), icon=":material/error:")
             return
