@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from core import queue as prompt_queue
-from core.errors import NotFound, ValidationError
+from core.errors import Conflict, NotFound, ValidationError
 from core.generate import BASE_ADAPTER, SamplingParams, stream_pair
 from core.policies import BASE_POLICY
 from storage.db import Database
@@ -79,8 +79,10 @@ Messages = list[dict[str, str]]
 class CompareSettings:
     """How both versions answer in a side-by-side comparison (the form on the Compare page)."""
 
-    temperature: float = field(default=0.7, metadata={
-        "help": "Randomness, the same for both versions: 0 = greedy (deterministic).", "min": 0.0, "max": 2.0})
+    temperature: float = field(default=0.0, metadata={
+        "help": "0 = greedy: each version gives its single most likely answer, so every difference comes from the "
+                "versions. With sampling the two rows of the batch draw different random numbers (still "
+                "reproducible through the seed).", "min": 0.0, "max": 2.0})
     top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling mass.", "min": 0.05, "max": 1.0})
     max_new_tokens: int = field(default=128, metadata={"help": "Longest answer, in tokens.", "min": 1, "max": 2048})
     seed: int = field(default=0, metadata={
@@ -724,6 +726,9 @@ def pick_for_labeling(studio: Any, strategy: str, policy_a: str, policy_b: str, 
         comparable_policy(studio.db, policy_b)
         if not reward_model:
             raise ValidationError("Uncertainty sampling needs a reward model", hint=NO_REWARD_MODEL)
+        if policy_a == policy_b and settings.temperature == 0:
+            raise ValidationError(f"Two greedy answers of {policy_a} are identical, so there is nothing to be unsure "
+                                  "about", hint="raise the temperature (e.g. 0.7) or pick two different versions")
     scorer = _scorer(studio.db, reward_model)
     rows = _adapter_names(studio, policy_a, policy_b)
     sampling = settings.sampling()
@@ -760,6 +765,11 @@ def pick_for_labeling(studio: Any, strategy: str, policy_a: str, policy_b: str, 
                               f"answer {gap_a:.1f} nats less likely than {policy_a} does, and {policy_a} finds "
                               f"{policy_b}'s {gap_b:.1f} nats less likely ({value:.3f} nats/token); the answers "
                               f"share {overlap:.0%} of their words", a_texts[i], b_texts[i]))
+        if scorer is not None:  # extra evidence for the labeler-to-be: what the reward model thinks
+            scores = scorer.score(list(prompts) * 2, a_texts + b_texts)
+            for i, pick in enumerate(picks):
+                pick.score_a, pick.score_b = scores[i], scores[n + i]
+                pick.reason += f"; {scorer.name} scores them {pick.score_a:.3f} vs {pick.score_b:.3f}"
         picks.sort(key=lambda p: -p.score)
     _report(progress, 1.0, "done")
     return picks[:k]
@@ -770,6 +780,9 @@ def queue_picks(db: Database, admin: Any, queue_name: str, strategy: str, policy
     """Put the picks into a labeling queue (created if needed) and record why each was picked."""
     if not picks:
         raise ValidationError("Nothing to queue", hint="find prompts to label first")
+    if db.scalar("SELECT count(*) FROM queues WHERE name = ?", [queue_name.strip()]):
+        raise Conflict(f"A queue named {queue_name.strip()!r} already exists",
+                       hint="each active-learning batch gets its own queue: pick a new name")
     texts = [p.text for p in picks]
     if any(not t.strip() for t in texts):
         raise ValidationError("A picked prompt has no user message", hint="pick from another prompt set")

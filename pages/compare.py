@@ -180,10 +180,13 @@ with active_tab:
                    "each version finds the other's answer least likely come first (nats per token).")
     al_a, al_b = pick_versions("al", allow_same=strategy == "uncertainty")
     al_rm = pick_reward_model("al", required=strategy == "uncertainty")
+    if strategy == "disagreement" and al_rm:
+        st.caption(f"{al_rm} does not rank here; its scores of both answers are added to each reason.")
     pool = pick_prompts("al")
     k = st.number_input("Prompts to pick", min_value=1, max_value=500, value=5, key="al-k")
     with st.expander("Generation settings"):
-        al_settings = ev.CompareSettings(**dataclass_form(ev.CompareSettings, key="al-settings"))
+        al_settings = ev.CompareSettings(**dataclass_form(ev.CompareSettings, key="al-settings",
+                                                             defaults={"temperature": 0.7}))
     if st.button("Find prompts to label", type="primary", key="al-run"):
         try:
             picks = ev.pick_for_labeling(studio, strategy, al_a, al_b, ev.resolve_prompts(db, pool), int(k), al_rm,

@@ -14,7 +14,7 @@ import pytest
 from core import evaluation as ev
 from core import queue as prompt_queue
 from core.config import load_settings
-from core.errors import NotFound, ValidationError
+from core.errors import Conflict, NotFound, ValidationError
 from core.identity import ensure_user
 from core.jobs import JobRequest
 from core.models import build_tiny_model
@@ -243,9 +243,11 @@ def test_versions_trained_by_the_job_runner_evaluate_end_to_end(tmp_path):
 
 
 def test_disagreement_picks_are_ranked_with_reasons(studio):
-    picks = ev.pick_for_labeling(studio, "disagreement", "base", "v2", PROMPTS, k=3, settings=SHORT)
+    picks = ev.pick_for_labeling(studio, "disagreement", "base", "v2", PROMPTS, k=3, reward_model="rm1",
+                                 settings=SHORT)
     assert len(picks) == 3 and [p.score for p in picks] == sorted((p.score for p in picks), reverse=True)
     assert all("base and v2 disagree" in p.reason and "nats/token" in p.reason for p in picks)
+    assert all(f"rm1 scores them {p.score_a:.3f} vs {p.score_b:.3f}" in p.reason for p in picks)
     # the score is the symmetric cross log-likelihood per token of the two answers
     top = picks[0]
     rows = studio.adapter_rows("base", "v2")[0]
@@ -266,8 +268,8 @@ def test_uncertainty_picks_smallest_gaps_first_and_become_a_served_queue(studio)
         assert pick.score == pytest.approx(abs(pick.score_a - pick.score_b))
         assert "rm1 is unsure" in pick.reason and f"gap {pick.score:.3f}" in pick.reason
     for bad, match in ((dict(reward_model=None), "needs a reward model"), (dict(k=0), "at least one"),
-                       (dict(prompts=[]), "empty")):
-        kwargs = {"k": 2, "reward_model": "rm1", "prompts": PROMPTS, **bad}
+                       (dict(prompts=[]), "empty"), (dict(settings=SHORT), "greedy answers of v1 are identical")):
+        kwargs = {"k": 2, "reward_model": "rm1", "prompts": PROMPTS, "settings": settings, **bad}
         with pytest.raises(ValidationError, match=match):
             ev.pick_for_labeling(studio, "uncertainty", "v1", "v1", kwargs.pop("prompts"), **kwargs)
 
@@ -279,6 +281,9 @@ def test_uncertainty_picks_smallest_gaps_first_and_become_a_served_queue(studio)
     # a normal queue: the labeling app serves its prompts, smallest gap first
     bo = ensure_user(studio.db, "bo", "labeler", "test")
     assert prompt_queue.next_prompt(studio.db, bo, qid)["text"] == picks[0].text
+    with pytest.raises(Conflict, match="already exists"):    # one queue per batch, picks never mixed
+        ev.queue_picks(studio.db, admin, "active-test", "uncertainty", "v1", "v1", picks, "rm1")
+    assert len(ev.queued_picks(studio.db, qid)) == 4
     with pytest.raises(ValidationError, match="Nothing to queue"):
         ev.queue_picks(studio.db, admin, "active-empty", "uncertainty", "v1", "v1", [])
     assert not any(q["name"] == "active-empty" for q in prompt_queue.list_queues(studio.db))
