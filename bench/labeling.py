@@ -21,21 +21,18 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 PROMPT = [{"role": "user", "content": "Explain to a new colleague why code review matters, with two examples."}]
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "rlhf-studio-bench"
@@ -175,132 +172,32 @@ def bench_generation(data_dir: Path, new_tokens: int, reps: int) -> tuple[float,
 # --- votes ------------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(data_dir: Path, log_path: Path, timeout: float = 180.0) -> tuple[subprocess.Popen, str]:
-    import httpx
-
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = open(log_path, "ab")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), "--model", "tiny", "--data-dir", str(data_dir),
-                             "--port", str(port)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}; log: {log_path}")
-        try:
-            if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise SystemExit(f"server did not answer within {timeout:.0f} s; log: {log_path}")
-
-
-def stop_server(proc: subprocess.Popen) -> int:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        say("votes: the server ignored SIGTERM for 60 s and was killed")
-        return proc.returncode
-
-
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile of an already sorted list."""
-    index = max(0, min(len(sorted_values) - 1, round(q / 100 * len(sorted_values) + 0.5) - 1))
-    return sorted_values[index]
-
-
 def bench_votes(seconds: float, labelers: int) -> tuple[float, float, int]:
-    import httpx
-
-    from storage.db import Database
+    from votegen import StudioProcess, VoteLoad, audit, percentile
 
     with tempfile.TemporaryDirectory(prefix="studio-bench-votes-") as tmp:
         data_dir = Path(tmp) / "data"
-        log_path = Path(tmp) / "server.log"
-        t0 = time.perf_counter()
-        proc, url = start_server(data_dir, log_path)
-        say(f"votes: server up at {url} in {time.perf_counter() - t0:.1f} s; "
-            f"{labelers} labelers voting for {seconds:.0f} s")
-
-        acked: list[tuple[str, float]] = []          # (idempotency key, latency s) of every 2xx
-        failures: collections.Counter[str] = collections.Counter()
-        lock = threading.Lock()
-        start_at = time.monotonic() + 0.5
-        stop_at = start_at + seconds
-
-        def labeler(n: int) -> None:
-            with httpx.Client(base_url=url, timeout=30) as client:
-                while time.monotonic() < start_at:
-                    time.sleep(0.01)
-                i = 0
-                while time.monotonic() < stop_at:
-                    i += 1
-                    key = str(uuid.uuid4())
-                    body = {"prompt": f"bench prompt {n}-{i}: which answer is kinder?",
-                            "answer_a": f"Answer A #{i} from labeler {n}.", "answer_b": f"Answer B #{i}, different.",
-                            "outcome": ("a", "b", "tie")[i % 3], "labeler": f"bench-{n}",
-                            "idempotency_key": key}
-                    sent = time.perf_counter()
-                    try:
-                        response = client.post("/api/votes", json=body)
-                    except httpx.HTTPError as exc:
-                        with lock:
-                            failures[type(exc).__name__] += 1
-                        continue
-                    latency = time.perf_counter() - sent
-                    with lock:
-                        if 200 <= response.status_code < 300:
-                            acked.append((key, latency))
-                        else:
-                            failures[f"http_{response.status_code}"] += 1
-                            if failures[f"http_{response.status_code}"] == 1:
-                                say(f"votes: first {response.status_code}: {response.text[:300]}")
-
-        threads = [threading.Thread(target=labeler, args=(n,), daemon=True) for n in range(1, labelers + 1)]
-        for thread in threads:
-            thread.start()
-        tick = start_at
-        while tick < stop_at:
-            tick = min(tick + 5.0, stop_at)
-            time.sleep(max(0.0, tick - time.monotonic()))
-            with lock:
-                done, failed = len(acked), sum(failures.values())
-            say(f"votes: t={max(0.0, time.monotonic() - start_at):.0f}s acknowledged={done} failed={failed}")
-        for thread in threads:
-            thread.join(60)
-        code = stop_server(proc)
-        say(f"votes: server stopped (exit code {code}); {len(acked)} acknowledged "
-            f"({len(acked) / seconds:.0f}/s), failures: {dict(failures) or 'none'}")
-
-        db = Database.in_data_dir(data_dir)
-        try:
-            stored = collections.Counter({row["idempotency_key"]: row["n"] for row in db.query(
-                "SELECT idempotency_key, count(*) AS n FROM preferences"
-                " WHERE idempotency_key IS NOT NULL GROUP BY idempotency_key")})
-        finally:
-            db.close()
-        keys = [key for key, _ in acked]
-        lost = sum(1 for key in keys if key not in stored)
-        duplicated = sum(1 for n in stored.values() if n > 1)
-        unacked_but_stored = len(set(stored) - set(keys))
-        say(f"votes: in the database: {len(stored)} keys; lost={lost} duplicated={duplicated} "
-            f"stored-but-not-acknowledged={unacked_but_stored}")
-        if not acked:
-            say(f"votes: nothing acknowledged; server log tail:\n{log_path.read_text(errors='replace')[-3000:]}")
-            return float("nan"), float("nan"), lost
-        latencies = sorted(latency * 1000 for _, latency in acked)
-        return percentile(latencies, 50), percentile(latencies, 99), lost
+        server = StudioProcess(data_dir, Path(tmp) / "server.log")
+        took = server.start()
+        say(f"votes: server up at {server.url} in {took:.1f} s; {labelers} labelers voting for {seconds:.0f} s")
+        load = VoteLoad(server.url, labelers).start()
+        started = time.monotonic()
+        while time.monotonic() - started < seconds:
+            time.sleep(min(5.0, seconds - (time.monotonic() - started)))
+            say(f"votes: t={time.monotonic() - started:.0f}s acknowledged={load.count()} "
+                f"failed={sum(load.failures.values())}")
+        load.stop()
+        code = server.stop()
+        counts = audit(load, data_dir)
+        say(f"votes: server stopped (exit code {code}); {counts['acked']} acknowledged "
+            f"({counts['acked'] / seconds:.0f}/s), failures: {dict(load.failures) or 'none'} {load.first_errors or ''}")
+        say(f"votes: in the database: {counts['stored']} keys; lost={counts['lost']} "
+            f"duplicated={counts['duplicated']} stored-but-not-acknowledged={counts['stored_not_acked']}")
+        latencies = load.latencies_ms()
+        if not latencies:
+            say(f"votes: nothing acknowledged; server log tail:\n{server.log_tail()}")
+            return float("nan"), float("nan"), counts["lost"]
+        return percentile(latencies, 50), percentile(latencies, 99), counts["lost"]
 
 
 def main() -> None:
