@@ -98,14 +98,14 @@ _SOURCES: dict[str, tuple[str, str]] = {
 _ALIAS = {"preferences": "p", "ratings": "r", "gold_answers": "g", "jobs": "j", "audit_log": "a"}
 
 
-def _canonical(table: str, row: dict[str, Any]) -> bytes:
+def canonical_content(table: str, row: dict[str, Any]) -> bytes:
     """The content a contribution's hash commits to: its source row, canonical JSON."""
     content = {"source_table": table, **{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}}
     return json.dumps(content, sort_keys=True, separators=(",", ":"), default=str).encode()
 
 
 def content_hash(salt_hex: str, table: str, row: dict[str, Any]) -> str:
-    return "0x" + keccak(bytes.fromhex(salt_hex) + _canonical(table, row)).hex()
+    return "0x" + keccak(bytes.fromhex(salt_hex) + canonical_content(table, row)).hex()
 
 
 def _vote_weights(db: Database) -> dict[int, float]:

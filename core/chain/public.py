@@ -59,6 +59,6 @@ def proof_report(db: Database, name: str, contribution_id: int, with_secret: boo
         c = db.query("SELECT * FROM contributions WHERE id = ?", [contribution_id])[0]
         source = cb.source_content(db, c)
         report["salt"] = c["salt"]
-        report["content"] = None if source is None else cb._canonical(c["source_table"], source).decode()
+        report["content"] = None if source is None else cb.canonical_content(c["source_table"], source).decode()
     return report
 
