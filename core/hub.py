@@ -174,6 +174,8 @@ def export_adapter(db: Database, data_dir: Path | str, version: str, user: Any,
         raise ValidationError(f"{version} has no LoRA adapter (it was fully fine-tuned)",
                               hint="export it as a merged model instead")
     adapter_dir = _existing_dir(policy["adapter_path"], version)
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise NotFound(f"{adapter_dir} has no adapter_config.json", hint="the adapter directory is incomplete")
     base_id = card.base_model_id or _hub_id(policy["base_model"])
 
     def build(out: Path) -> dict[str, Any]:
@@ -385,6 +387,7 @@ def push_export(db: Database, export_id: int, user: Any, token: str, repo_id: st
     from huggingface_hub import CommitOperationAdd
 
     _require_admin(user)
+    token = resolve_token(token)  # an empty field falls back to HF_TOKEN, never to a token file on disk
     export = get_export(db, export_id)
     folder = Path(export["path"])
     if not folder.is_dir():
