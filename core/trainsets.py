@@ -277,7 +277,7 @@ history AS (
 ),
 cand AS (
     SELECT c.id, c.text, pol.name AS policy,
-           CASE WHEN c.conversation_id IS NULL THEN 'api' ELSE 'chat' END AS origin,
+           CASE WHEN c.conversation_id IS NULL THEN 'api' ELSE coalesce(cv.source, 'chat') END AS origin,
            CASE WHEN c.conversation_id IS NOT NULL THEN h.messages
                 WHEN pr.id IS NOT NULL THEN [{{'role': 'user', 'content': pr.text}}] END AS prompt,
            CASE WHEN c.redacted_at IS NOT NULL OR coalesce(h.redacted, false) OR pr.redacted_at IS NOT NULL

@@ -104,6 +104,9 @@ def test_kto_csv_labels_become_thumbs_for_the_unpaired_builder(db: Database, tmp
         {"prompt": [user("Sum 1+1")], "completion": [bot("2")], "label": True}]
     assert db.scalar("SELECT count(DISTINCT source) FROM conversations WHERE source = 'import:kto'") == 1
     assert preference_rows(db).rows == []
+    # the source filter picks imported KTO answers out (they have no vote to carry the source)
+    assert len(build_unpaired(db, Filters(sources=("import:kto",))).dataset) == 3
+    assert len(build_unpaired(db, Filters(sources=("chat",))).dataset) == 0
 
 
 def test_conversational_kto_jsonl(db: Database, tmp_path: Path) -> None:
