@@ -214,3 +214,27 @@ def test_public_reports_let_anyone_recheck_a_contribution(labels, tmp_path):
         proof_report(db, "alice", cid)  # not alice's
     with pytest.raises(NotFound):
         contributions_report(db, "nobody")
+
+
+def test_background_worker_collects_batches_by_count_and_anchors(labels, tmp_path, monkeypatch):
+    import time
+
+    from core.chain import service as service_module
+    from core.chain.service import ChainService
+    from core.config import load_settings
+
+    monkeypatch.setattr(service_module, "TICK_SECONDS", 0.1)
+    db = labels.db
+    cb.save_policy(db, cb.BatchPolicy(batch_size=5, max_age_minutes=600))
+    service = ChainService(load_settings({"data_dir": str(tmp_path / "data"), "model": "tiny"}, env={}), db)
+    service.start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not db.scalar(
+                "SELECT count(*) FROM chain_batches WHERE status = 'anchored'"):
+            time.sleep(0.2)
+        batch = db.query("SELECT * FROM chain_batches")
+        assert len(batch) == 1 and batch[0]["status"] == "anchored" and batch[0]["trigger"] == "count"
+        assert service.ledger().root_of(batch[0]["id"]).hex() == batch[0]["root"][2:]
+    finally:
+        service.stop()

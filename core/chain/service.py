@@ -130,7 +130,11 @@ class ChainService:
                 log.warning("chain worker: %s: %s", type(exc).__name__, exc)
 
     def stop(self) -> None:
+        """Stop the worker and wait for its current tick (before the database is closed)."""
         self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=30)
 
 
 _services: "weakref.WeakKeyDictionary[Any, ChainService]" = weakref.WeakKeyDictionary()
