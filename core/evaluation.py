@@ -541,6 +541,7 @@ class EvalResult:
     kl_to_base: float
     mean_length: float
     samples: int
+    rm_seen_in_training: int = 0  # held-out pairs whose prompt the reward model was trained on
     answers: list[dict[str, Any]] = field(default_factory=list)   # the generations, for inspection
 
     def metrics(self) -> dict[str, Any]:
@@ -628,7 +629,8 @@ def evaluate_version(studio: Any, name: str, reward_model: str | None = None, se
 
     result = EvalResult(name, reference, scorer.name if scorer else None, len(pairs), seen, rm_accuracy,
                         implicit_accuracy, implicit_margin, beta, gen_reward, kl,
-                        sum(a["tokens"] for a in answers) / len(answers), len(answers), answers)
+                        sum(a["tokens"] for a in answers) / len(answers), len(answers),
+                        _seen_in_training(db, _policy(db, scorer.name), pairs) if scorer else 0, answers)
     with db.transaction() as cur:
         cur.execute(
             "INSERT INTO eval_results (policy_id, reward_model_id, reference_id, held_out_pairs, seen_in_training,"
@@ -673,16 +675,38 @@ def _seen_in_training(db: Database, policy: dict[str, Any], pairs: list[dict[str
 
 
 def eval_table(db: Database) -> list[dict[str, Any]]:
-    """The latest evaluation of every live version, in version order (the versions table and trend plots)."""
-    return db.query(
+    """The latest evaluation of every live version, in version order (the versions table and trend plots).
+
+    ``rm_seen_in_training`` (the reward model's overlap with the held-out pairs) is recomputed from the run's
+    settings, so it stays right for a reward model evaluated against many versions.
+    """
+    rows = db.query(
         "SELECT p.name AS version, p.algorithm, coalesce(parent.name, CASE WHEN p.name = ? THEN NULL ELSE ? END)"
         " AS parent, rm.name AS reward_model, e.held_out_pairs, e.seen_in_training, e.rm_accuracy,"
         " e.implicit_accuracy, e.implicit_margin, e.beta, e.gen_reward, e.kl_to_base, e.mean_length, e.samples,"
-        " e.created_at AS evaluated_at FROM policies p"
+        " e.created_at AS evaluated_at, e.settings FROM policies p"
         " JOIN (SELECT *, row_number() OVER (PARTITION BY policy_id ORDER BY id DESC) AS n FROM eval_results) e"
         "   ON e.policy_id = p.id AND e.n = 1"
         " LEFT JOIN policies parent ON parent.id = p.parent_id LEFT JOIN policies rm ON rm.id = e.reward_model_id"
         " WHERE p.deleted_at IS NULL ORDER BY p.id", [BASE_POLICY, BASE_POLICY])
+    overlap: dict[tuple[str, int, int], int] = {}
+    for row in rows:
+        settings = json.loads(row.pop("settings") or "{}")
+        row["rm_seen_in_training"] = None
+        if row["reward_model"]:
+            key = (row["reward_model"], settings.get("held_out_percent", HELD_OUT_PERCENT),
+                   settings.get("max_pairs", row["held_out_pairs"]))
+            if key not in overlap:
+                pairs = held_out_pairs(db, key[1])[: key[2]]
+                overlap[key] = _seen_in_training(db, _policy_any(db, key[0]), pairs)
+            row["rm_seen_in_training"] = overlap[key]
+    return rows
+
+
+def _policy_any(db: Database, name: str) -> dict[str, Any]:
+    """A policy row, deleted or not (a deleted reward model's training data still explains old results)."""
+    rows = db.query("SELECT id, name, job_id FROM policies WHERE name = ?", [name])
+    return rows[0] if rows else {"id": None, "name": name, "job_id": None}
 
 
 # --- active learning --------------------------------------------------------------------------------------

@@ -147,11 +147,13 @@ with eval_tab:
         st.info("No evaluations yet: pick versions and press Evaluate.", icon=":material/info:")
     else:
         frame = pd.DataFrame(rows)
-        seen = frame[frame["seen_in_training"] > 0]
-        if not seen.empty:
-            st.warning("Some held-out pairs were in a version's training data (training jobs use every label), so "
-                       "its accuracy on them is optimistic: " + ", ".join(
-                           f"{r.version}: {r.seen_in_training} of {r.held_out_pairs}" for r in seen.itertuples()),
+        seen = [f"{r.version}: {r.seen_in_training} of {r.held_out_pairs}" for r in frame.itertuples()
+                if r.seen_in_training > 0]
+        seen += sorted({f"{r.reward_model}: {int(r.rm_seen_in_training)} of {r.held_out_pairs}"
+                        for r in frame.itertuples() if r.reward_model and (r.rm_seen_in_training or 0) > 0})
+        if seen:
+            st.warning("Some held-out pairs were in the training data of a version or reward model (training jobs use "
+                       "every label), so accuracy on them is optimistic: " + ", ".join(seen),
                        icon=":material/warning:")
         st.dataframe(frame, hide_index=True, use_container_width=True)
         charts = [("Rewards across versions", ["gen_reward", "implicit_margin"]),

@@ -215,6 +215,7 @@ def test_evaluation_numbers_are_computed_sane_and_tabled(studio):
     table = ev.eval_table(studio.db)
     assert [r["version"] for r in table] == ["base", "v1", "v2"]   # latest row per version, in version order
     assert table[1]["reward_model"] is None and table[2]["parent"] == "v1" and table[2]["reward_model"] == "rm1"
+    assert table[1]["rm_seen_in_training"] is None and table[2]["rm_seen_in_training"] == 0
 
 
 @pytest.mark.slow
@@ -227,7 +228,8 @@ def test_versions_trained_by_the_job_runner_evaluate_end_to_end(tmp_path):
         result = ev.evaluate_version(studio, "v1", "rm1", ev.EvalSettings(held_out_percent=100, max_pairs=8,
                                                                           prompts=2, max_new_tokens=8))
         assert result.reference == "base" and result.held_out_pairs == 8
-        assert result.seen_in_training == 8          # jobs train on every label: reported, not hidden
+        assert result.seen_in_training == result.rm_seen_in_training == 8   # jobs train on every label
+        assert ev.eval_table(studio.db)[-1]["rm_seen_in_training"] == 8      # reported, not hidden
         assert 0 <= result.rm_accuracy <= 1 and 0 <= result.implicit_accuracy <= 1
         assert math.isfinite(result.kl_to_base) and math.isfinite(result.gen_reward)
         table = ev.side_by_side(studio, "base", "v1", PROMPTS[:2], SHORT, "rm1")
