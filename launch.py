@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--base-model-id", help="Hub id of the base model for the card (for a local base)")
     exp.add_argument("--name", help="dataset: title of the dataset card")
     sub.add_parser("hash-password", help="print a hashed password for a team users file (reads stdin or asks)")
+    sub.add_parser("chain", help="proof of contribution: `chain deploy` the ledger contract, `chain status`", add_help=False)
     return parser
 
 
@@ -311,6 +312,10 @@ def hash_password_command() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["chain"]:  # its own options: core/chain/__main__.py
+        from core.chain.__main__ import main as chain_main
+        return chain_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "hash-password":
         return hash_password_command()

@@ -56,7 +56,7 @@ def anvil(tmp_path):
 
 def _deploy(url: str, tmp_path: Path) -> str:
     env = {**os.environ, "STUDIO_CHAIN_OPERATOR_KEY": ANVIL_KEY, "STUDIO_CHAIN_RPC_URL": url}
-    out = subprocess.run([sys.executable, "-m", "core.chain", "deploy", "--cache-dir", str(tmp_path / "build")],
+    out = subprocess.run([sys.executable, "launch.py", "chain", "deploy", "--cache-dir", str(tmp_path / "build")],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert ANVIL_KEY[2:] not in out.stdout + out.stderr

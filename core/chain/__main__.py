@@ -1,4 +1,4 @@
-"""Chain CLI: ``python -m core.chain deploy|status``.
+"""Chain CLI: ``launch.py chain deploy|status`` (or ``python -m core.chain ...``).
 
 ``deploy`` puts a fresh ledger contract on the chain at ``STUDIO_CHAIN_RPC_URL`` with the operator key
 from the environment (``STUDIO_CHAIN_OPERATOR_KEY``, or ``STUDIO_CHAIN_KEYSTORE`` +
@@ -16,7 +16,7 @@ from core.errors import StudioError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m core.chain", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="launch.py chain", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     deploy = sub.add_parser("deploy", help="deploy the ledger contract to STUDIO_CHAIN_RPC_URL")
     deploy.add_argument("--rpc-url", default=os.environ.get("STUDIO_CHAIN_RPC_URL"))
@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
             from core.chain import contributions as cb
             from storage.db import Database
 
+            if not (Path(args.data_dir) / "studio.duckdb").is_file():
+                print(f"error: no studio database in {args.data_dir}", file=sys.stderr)
+                return 2
             db = Database.in_data_dir(args.data_dir)
             for b in cb.batches(db):
                 print(f"batch {b['id']}: {b['status']} {b['contributors']} contributors, {b['contributions']} "
