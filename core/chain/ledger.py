@@ -244,5 +244,5 @@ def connect_rpc(url: str, compiled: CompiledContract, address: str, operator: Op
                          hint="check STUDIO_CHAIN_ID and STUDIO_CHAIN_RPC_URL")
     if not Ledger._rpc(lambda: w3.eth.get_code(ledger.address)):
         raise ChainError(f"No contract at {ledger.address} on chain {ledger.chain_id}",
-                         hint="deploy it with `python -m core.chain deploy` and set STUDIO_CHAIN_CONTRACT")
+                         hint="deploy it with `launch.py chain deploy` and set STUDIO_CHAIN_CONTRACT")
     return ledger

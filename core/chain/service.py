@@ -66,7 +66,7 @@ class ChainService:
             return open_embedded(self.db, self.cache_dir)
         if not self.settings.contract_address:
             raise ChainError("No ledger contract address for the external chain",
-                             hint="deploy with `python -m core.chain deploy` and set STUDIO_CHAIN_CONTRACT")
+                             hint="deploy with `launch.py chain deploy` and set STUDIO_CHAIN_CONTRACT")
         return connect_rpc(self.settings.chain_rpc_url, compile_ledger(self.cache_dir), self.settings.contract_address,
                            load_operator(self.env), self.settings.chain_id, timeout=RPC_TIMEOUT_SECONDS)
 
