@@ -524,9 +524,17 @@ def child_command(config_path: Path) -> list[str]:
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    checkpoints = sorted((run_dir / "checkpoints").glob("checkpoint-*"),
+    """The newest COMPLETE checkpoint: the Trainer writes trainer_state.json last, so a checkpoint cut short
+    (disk full, kill -9 mid-save) lacks it and is never resumed from."""
+    checkpoints = sorted((p for p in (Path(run_dir) / "checkpoints").glob("checkpoint-*")
+                          if (p / "trainer_state.json").is_file()),
                          key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
     return checkpoints[-1] if checkpoints else None
+
+
+def incomplete_checkpoints(run_dir: Path) -> list[Path]:
+    return [p for p in (Path(run_dir) / "checkpoints").glob("checkpoint-*")
+            if p.is_dir() and not (p / "trainer_state.json").is_file()]
 
 
 def _same_process(pid: int | None, started_at: float | None) -> bool:

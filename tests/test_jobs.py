@@ -210,3 +210,47 @@ def test_server_restart_reattaches_a_running_job(labeled_server):
     done = wait_for(lambda: (j := job_status(srv, job_id))["status"] in ("succeeded", "failed") and j)
     assert done["status"] == "succeeded", done["error"]
     assert [p["name"] for p in httpx.get(f"{srv.url}/api/policies", timeout=10).json()["policies"]] == ["base", "v1"]
+
+
+def _mount_tmpfs(path: Path, size_bytes: int) -> bool:
+    size_kb = max(64, size_bytes // 1024 + 1)
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(path)],
+                          capture_output=True).returncode == 0
+
+
+def test_disk_full_checkpoint_fails_clearly_and_resumes_from_the_last_complete_one(labeled_server, tmp_path):
+    """The checkpoint dir sits on a tmpfs that holds one checkpoint but not two: the second save fails with
+    ENOSPC. The job says the disk is full (not a bare traceback), the half-written checkpoint is gone, and once
+    space is freed the job resumes from the complete one."""
+    if os.geteuid() != 0 or subprocess.run(["which", "mount"], capture_output=True).returncode != 0:
+        pytest.skip("needs root to mount a tmpfs")
+    srv = labeled_server
+    job_id = start_job(srv, max_steps=400, save_steps=100_000)
+    wait_for(lambda: job_status(srv, job_id)["progress"].get("step", 0) >= 2)
+    httpx.post(f"{srv.url}/api/jobs/{job_id}/pause", timeout=10)
+    paused = wait_for(lambda: (j := job_status(srv, job_id))["status"] == "paused" and j)
+    checkpoints = Path(paused["run_dir"]) / "checkpoints"
+    first = next(checkpoints.glob("checkpoint-*"))
+    size = sum(f.stat().st_size for f in first.rglob("*") if f.is_file())
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    os.rename(first, saved / first.name)
+    if not _mount_tmpfs(checkpoints, int(size * 1.5)):
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        subprocess.run(["cp", "-a", str(saved / first.name), str(checkpoints)], check=True)
+        httpx.post(f"{srv.url}/api/jobs/{job_id}/resume", timeout=10)
+        step = paused["progress"]["step"]
+        wait_for(lambda: (j := job_status(srv, job_id))["status"] == "running" and j["progress"].get("step", 0) > step)
+        httpx.post(f"{srv.url}/api/jobs/{job_id}/pause", timeout=10)   # the save that does not fit
+        failed = wait_for(lambda: (j := job_status(srv, job_id))["status"] == "failed" and j)
+        assert "disk is full" in failed["error"] and f"restarts from {first.name}" in failed["error"], failed["error"]
+        assert sorted(p.name for p in checkpoints.glob("checkpoint-*")) == [first.name]  # the partial one is gone
+
+        subprocess.run(["mount", "-o", "remount,size=200m", str(checkpoints)], check=True)  # space freed
+        assert httpx.post(f"{srv.url}/api/jobs/{job_id}/resume", timeout=10).status_code == 200
+        wait_for(lambda: (j := job_status(srv, job_id))["status"] == "running" and j["progress"].get("step", 0) > step)
+        assert httpx.post(f"{srv.url}/api/jobs/{job_id}/cancel", timeout=10).status_code == 200
+        assert wait_for(lambda: job_status(srv, job_id)["status"] == "cancelled")
+    finally:
+        subprocess.run(["umount", "-l", str(checkpoints)], capture_output=True)

@@ -27,6 +27,7 @@ job as failed (with result.json); its checkpoints allow a resume. The top-level 
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -92,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as exc:  # noqa: BLE001 - everything ends in result.json
         traceback.print_exc()
         sys.stderr.flush()
+        full = _disk_full(exc)
+        if full is not None:
+            exc = _disk_full_error(run_dir, full)
+            print(f"[studio] {exc}", file=sys.stderr, flush=True)
         if isinstance(exc, StudioError):
             result = {"status": "failed", "error": str(exc), "code": exc.code, "message": exc.message,
                       "hint": exc.hint}
@@ -113,6 +118,35 @@ def main(argv: list[str] | None = None) -> int:
     _write_result(run_dir, result)
     print(f"[studio] job finished: {result['status']}", flush=True)
     return EXIT_OK
+
+
+def _disk_full(exc: BaseException) -> OSError | None:
+    """The ENOSPC / EDQUOT error behind ``exc`` (torch and safetensors wrap the OSError), if any."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return exc
+        if "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc):
+            return OSError(errno.ENOSPC, str(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _disk_full_error(run_dir: Path, error: OSError) -> StudioError:
+    """Say what happened and what to do, and drop the checkpoint that was cut short so a resume never
+    starts from it (the complete ones are kept)."""
+    from core.jobs import incomplete_checkpoints, latest_checkpoint
+
+    for partial in incomplete_checkpoints(run_dir):
+        shutil.rmtree(partial, ignore_errors=True)
+    where = getattr(error, "filename", None) or run_dir
+    last = latest_checkpoint(run_dir)
+    return StudioError(
+        f"The disk is full: no space left while writing {where}",
+        hint="free some space in the data dir, then resume the job"
+             + (f" (it restarts from {last.name})" if last else " (it had no complete checkpoint: start it again)"),
+        code="disk_full")
 
 
 def _set_aside_previous_result(run_dir: Path) -> None:
@@ -159,8 +193,8 @@ def _train(config_path: Path, run_dir: Path, live: dict[str, Any]) -> dict[str, 
 
 def _run_trainer(job, spec, cfg, hardware, run_dir: Path, live: dict[str, Any]) -> dict[str, Any]:
     from transformers import set_seed
-    from transformers.trainer_utils import get_last_checkpoint
 
+    from core.jobs import latest_checkpoint
     from core.training.callbacks import ControlCallback, CpuShareCallback, MetricsCallback, ProgressCallback
     from core.training.common import (count_trainable, load_dataset_file, load_policy, log, precision_reason,
                                       save_trained, trainer_kwargs)
@@ -191,13 +225,14 @@ def _run_trainer(job, spec, cfg, hardware, run_dir: Path, live: dict[str, Any]) 
     metrics = MetricsCallback(run_dir, derive)
     progress = live["progress"] = ProgressCallback(run_dir)
     control = ControlCallback(run_dir)
-    trainer = module.build_trainer(cfg, setup, train_dataset, eval_dataset, kwargs, [metrics, progress, control, CpuShareCallback(run_dir)])
+    callbacks = [metrics, progress, control, CpuShareCallback(run_dir)]
+    trainer = module.build_trainer(cfg, setup, train_dataset, eval_dataset, kwargs, callbacks)
     log(f"trainable parameters: {count_trainable(trainer.model):,} of {setup.n_params:,}")
 
     checkpoint = None
     if job.resume:
-        checkpoints = run_dir / "checkpoints"
-        checkpoint = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+        last = latest_checkpoint(run_dir)   # complete checkpoints only
+        checkpoint = str(last) if last else None
         log(f"resuming from {checkpoint}" if checkpoint else "resume requested but no checkpoint yet: starting fresh")
 
     trainer.train(resume_from_checkpoint=checkpoint)
