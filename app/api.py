@@ -135,7 +135,8 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
         return get_studio().health()
 
     @api.post("/feedback", status_code=201)
-    def post_feedback(body: FeedbackIn) -> dict[str, Any]:
+    def post_feedback(body: FeedbackIn, request: Request) -> dict[str, Any]:
+        api_user(request, None)   # team mode: only accounts write
         feedback = Feedback(prompt=body.prompt, response=body.response, score=body.score,
                             run_id=body.run_id, notes=body.notes, source="api")
         return {"id": record_feedback(get_studio().db, feedback), "status": "saved"}
@@ -172,6 +173,28 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
         pair = await run_in_threadpool(prepare) if slow else prepare()
         receipt = await asyncio.wrap_future(db.submit_batched(write_labeled_pairs, pair))
         return {"id": receipt.preference_id, "status": "saved", "created": receipt.created}
+
+    def own_or_admin(request: Request, name: str) -> User:
+        """Team mode: a labeler reads only their own contributions; admins read anyone's."""
+        user = api_user(request, None)
+        if get_studio().directory.team_mode and not user.is_admin and user.name != name:
+            raise PermissionDenied("You can only see your own contributions", hint=f"ask for /api/contributions/{user.name}")
+        return user
+
+    @api.get("/contributions/{name}")
+    def contributions(name: str, request: Request) -> dict[str, Any]:
+        from core.chain.public import contributions_report
+
+        own_or_admin(request, name)
+        return contributions_report(get_studio().db, name)
+
+    @api.get("/contributions/{name}/proof/{contribution_id}")
+    def contribution_proof(name: str, contribution_id: int, request: Request) -> dict[str, Any]:
+        """Everything needed to verify one contribution against the root on the chain, without the studio."""
+        from core.chain.public import proof_report
+
+        user = own_or_admin(request, name)
+        return proof_report(get_studio().db, name, contribution_id, with_secret=user.is_admin or user.name == name)
 
     @api.get("/policies")
     def policies() -> dict[str, Any]:

@@ -62,10 +62,14 @@ def create_app(studio: Studio) -> Any:
 
     @asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[None]:
+        from core.chain.service import service_for
+
         studio.warm_up()
         studio.supervisor.start()  # re-attach to running jobs, then watch the queue
+        chain = service_for(studio)  # its worker collects contributions, cuts batches, anchors with retries
         async with gradio_host.router.lifespan_context(gradio_host):
             yield
+        chain.stop()
         # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, so code after uvicorn.run() may
         # never run: release the database (and stop watching jobs) here, at the end of the lifespan.
         studio.close()

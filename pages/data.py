@@ -177,10 +177,19 @@ else:
 
 # ----------------------------------------------------------------------------- recent items
 st.subheader("Recent items")
+viewer = console_user()
 options = analytics.filter_options(db)
 row1 = st.columns([2, 2, 2, 2, 3])
 labeler_names = {name: labeler_id for labeler_id, name in options["labelers"]}
-labeler = row1[0].selectbox("Labeler", ["All", *labeler_names], key="f_labeler")
+if viewer is None or not viewer.is_admin:
+    # a labeler reviews their own items only; the charts above show aggregates, never another's text
+    labeler_names = {name: i for name, i in labeler_names.items() if viewer is not None and i == viewer.id}
+    labeler = row1[0].selectbox("Labeler", list(labeler_names) or ["(you have no items yet)"], key="f_labeler",
+                                disabled=True, help="Labelers see their own items; admins see everyone's")
+    if not labeler_names:
+        labeler_names = {labeler: -1}   # matches no vote
+else:
+    labeler = row1[0].selectbox("Labeler", ["All", *labeler_names], key="f_labeler")
 outcome = row1[1].selectbox("Outcome", ["All", *analytics.OUTCOMES], key="f_outcome",
                             format_func=lambda o: OUTCOME_LABELS.get(o, o))
 flag = row1[2].selectbox("Flag", ["All", *options["flags"]], key="f_flag")
