@@ -58,6 +58,7 @@ from core import queue as prompt_queue
 from core.errors import Conflict, NotFound, ValidationError
 from core.generate import BASE_ADAPTER, SamplingParams, stream_pair
 from core.policies import BASE_POLICY
+from core.trainsets import prompt_bucket, prompt_key  # noqa: F401 - the split is shared with training
 from storage.db import Database
 
 Progress = Callable[[float, str], None]
@@ -170,16 +171,6 @@ def seed_prompts() -> list[str]:
     """The fixed prompt set of automatic evaluation, in file order."""
     return prompt_queue.parse_prompts(prompt_queue.SEED_PROMPTS.read_text(encoding="utf-8"),
                                       prompt_queue.SEED_PROMPTS.name)
-
-
-def prompt_key(prompt: Messages) -> str:
-    """Canonical JSON of a prompt conversation (roles and contents only)."""
-    return json.dumps([{"role": m["role"], "content": m["content"]} for m in prompt], ensure_ascii=False)
-
-
-def prompt_bucket(prompt: Messages) -> int:
-    """0..99, fixed for a prompt forever: the held-out split is ``bucket < held_out_percent``."""
-    return int(hashlib.sha256(prompt_key(prompt).encode("utf-8")).hexdigest()[:8], 16) % 100
 
 
 def held_out_pairs(db: Database, percent: int = HELD_OUT_PERCENT) -> list[dict[str, Any]]:

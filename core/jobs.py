@@ -98,10 +98,17 @@ def build_rows(db: Database, spec: AlgorithmSpec, filters: trainsets.Filters) ->
         seen: dict[str, dict] = {}
         for row in pairs.rows:
             seen.setdefault(json.dumps(row["prompt"], sort_keys=True), {"prompt": row["prompt"]})
-        return list(seen.values()), pairs.stats
+        kept, held = trainsets.drop_held_out(list(seen.values()), filters.hold_out_percent)
+        return kept, _with_held_out(pairs.stats, held)
     else:
         raise ValidationError(f"Unknown dataset kind {kind!r}")
-    return rows.rows, rows.stats
+    kept, held = trainsets.drop_held_out(rows.rows, filters.hold_out_percent)
+    return kept, _with_held_out(rows.stats, held)
+
+
+def _with_held_out(stats: dict[str, Any], held: int) -> dict[str, Any]:
+    """The builder's stats, with the examples the evaluation split took counted among the skipped ones."""
+    return {**stats, "skipped": {**stats.get("skipped", {}), **({"held_out": held} if held else {})}}
 
 
 UNITS = {"preference": "pairs", "reward": "pairs", "unpaired": "labeled answers", "sft": "conversations",

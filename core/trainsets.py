@@ -66,6 +66,8 @@ filtered by their own time and author.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
@@ -96,6 +98,25 @@ FEATURES = {
 
 # ----------------------------------------------------------------------------------------- filters
 
+def prompt_key(prompt: list[dict[str, str]]) -> str:
+    """Canonical JSON of a prompt conversation (roles and contents only)."""
+    return json.dumps([{"role": m["role"], "content": m["content"]} for m in prompt], ensure_ascii=False)
+
+
+def prompt_bucket(prompt: list[dict[str, str]]) -> int:
+    """0..99, fixed for a prompt forever: the evaluation split is ``bucket < held-out percent``. All pairs of
+    one prompt fall on the same side, and a pair never changes side as labels grow."""
+    return int(hashlib.sha256(prompt_key(prompt).encode("utf-8")).hexdigest()[:8], 16) % 100
+
+
+def drop_held_out(rows: list[dict[str, Any]], percent: int) -> tuple[list[dict[str, Any]], int]:
+    """Rows whose prompt is outside the evaluation split, and how many were left out."""
+    if not percent:
+        return rows, 0
+    kept = [row for row in rows if prompt_bucket(row["prompt"] if "prompt" in row else row["messages"][:-1]) >= percent]
+    return kept, len(rows) - len(kept)
+
+
 @dataclass
 class Filters:
     """Which labels go into a training set. Empty tuples mean "no restriction"."""
@@ -117,6 +138,10 @@ class Filters:
                 "prompts labeled once are then dropped."})
     aspects: Sequence[str] = field(default=(), metadata={
         "help": "Rating aspects that count for margins and KTO labels (default: the active ones)."})
+    hold_out_percent: int = field(default=0, metadata={
+        "help": "Leave out the evaluation split: the prompts whose fixed hash bucket (0-99) is below this number, "
+                "so the Compare page's accuracy (held-out share 20 there) is measured on unseen pairs. "
+                "0 = train on every label.", "min": 0, "max": 99})
 
     def params(self, db: Database) -> dict[str, Any]:
         """Validate against the database and return the SQL parameters of :data:`_SIGNALS`."""
@@ -133,6 +158,10 @@ class Filters:
             if source not in SOURCES and not (source.startswith("import:") and len(source) > 7):
                 raise ValidationError(f"Unknown source {source!r}",
                                       hint=f"use {', '.join(SOURCES)}, import:<name> or import:*")
+        percent = self.hold_out_percent
+        if isinstance(percent, bool) or not isinstance(percent, int) or not 0 <= percent <= 99:
+            raise ValidationError(f"hold_out_percent {percent!r} is not a whole number from 0 to 99",
+                                  hint="use 20 to leave out the evaluation split, 0 to train on everything")
         agreement = self.min_agreement
         if agreement is not None and (isinstance(agreement, bool) or not isinstance(agreement, (int, float))
                                       or not 0.0 <= agreement <= 1.0):

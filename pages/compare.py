@@ -152,8 +152,9 @@ with eval_tab:
         seen += sorted({f"{r.reward_model}: {int(r.rm_seen_in_training)} of {r.held_out_pairs}"
                         for r in frame.itertuples() if r.reward_model and (r.rm_seen_in_training or 0) > 0})
         if seen:
-            st.warning("Some held-out pairs were in the training data of a version or reward model (training jobs use "
-                       "every label), so accuracy on them is optimistic: " + ", ".join(seen),
+            st.warning("Some held-out pairs were in the training data of a version or reward model, so accuracy on "
+                       "them is optimistic: " + ", ".join(seen) + ". Train with the data filter "
+                       "*hold_out_percent* set to the held-out share to keep them out.",
                        icon=":material/warning:")
         st.dataframe(frame, hide_index=True, use_container_width=True)
         charts = [("Rewards across versions", ["gen_reward", "implicit_margin"]),

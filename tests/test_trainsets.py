@@ -442,3 +442,26 @@ def test_empty_database_gives_empty_datasets_with_the_right_columns(lab: Lab):
     assert build_unpaired(lab.db).dataset.column_names == ["prompt", "completion", "label"]
     assert build_sft(lab.db).dataset.column_names == ["messages"]
     assert build_sft(lab.db).stats == {"rows": 0, "skipped": {}}
+
+
+def test_hold_out_leaves_the_evaluation_split_out_of_training_data(lab: Lab):
+    """``hold_out_percent`` drops exactly the prompts the Compare page evaluates on (same fixed hash split),
+    for pairs and SFT rows alike, and the dry run counts them as skipped."""
+    from core.jobs import build_rows
+    from core.trainsets import prompt_bucket
+    from core.training import get_algorithm
+
+    for i in range(40):
+        lab.api_pair("ann", f"question {i}?", f"good {i}", f"bad {i}", "a", gold=f"gold {i}", gold_side="a")
+    everything = preference_rows(lab.db).rows
+    held = [r for r in everything if prompt_bucket(r["prompt"]) < 20]
+    assert 0 < len(held) < len(everything)
+    rows, stats = build_rows(lab.db, get_algorithm("dpo"), Filters(hold_out_percent=20))
+    assert len(rows) == len(everything) - len(held) and stats["skipped"]["held_out"] == len(held)
+    assert all(prompt_bucket(r["prompt"]) >= 20 for r in rows)
+    sft, _ = build_rows(lab.db, get_algorithm("sft"), Filters(hold_out_percent=20))
+    assert sft and all(prompt_bucket(r["messages"][:-1]) >= 20 for r in sft)
+    full, stats = build_rows(lab.db, get_algorithm("dpo"), Filters())
+    assert len(full) == len(everything) and "held_out" not in stats["skipped"]
+    with pytest.raises(ValidationError, match="hold_out_percent"):
+        preference_rows(lab.db, Filters(hold_out_percent=100))
