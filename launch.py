@@ -64,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a hyperparameter, e.g. --set beta=0.2 --set max_steps=20 (repeatable)")
     train.add_argument("--filters", default="{}", help='data filters as JSON, e.g. \'{"labelers": ["ada"]}\'')
     train.add_argument("--dry-run", action="store_true", help="only report usable data and estimates")
+    backup = sub.add_parser("backup", parents=[_options(serving=False, top_level=False)],
+                            help="copy the database to a folder of parquet files (studio stopped; while it "
+                                 "runs, use Settings -> Back up now)")
+    backup.add_argument("--to", help="backup folder (default <data-dir>/backups/<timestamp>)")
+    restore = sub.add_parser("restore", parents=[_options(serving=False, top_level=False)],
+                             help="rebuild the database of an EMPTY data dir from a backup folder")
+    restore.add_argument("backup_dir", help="a folder written by backup")
     board = sub.add_parser("leaderboard", parents=[_options(serving=False, top_level=False)],
                            help="Bradley-Terry ratings with bootstrap 95%% CIs of arena battles (or a file)")
     board.add_argument("--battles", help="FastChat clean-battle JSONL file (default: the data dir's arena battles)")
@@ -185,6 +192,30 @@ def train_command(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     finally:
         studio.close()
+
+
+def backup_command(settings: Settings, args: argparse.Namespace) -> int:
+    from core.errors import StorageError
+    from storage.db import Database, default_backup_dir
+
+    try:
+        db = Database(settings.db_path)
+    except StorageError as exc:
+        raise StorageError(exc.message, hint="a running studio holds the database: use its Settings page "
+                           "(Back up now), or stop it first") from exc
+    try:
+        print(f"backup written to {db.backup(Path(args.to) if args.to else default_backup_dir(settings.data_dir))}")
+    finally:
+        db.close()
+    return 0
+
+
+def restore_command(settings: Settings, args: argparse.Namespace) -> int:
+    from storage.db import restore_backup
+
+    print(f"restored {restore_backup(args.backup_dir, settings.db_path)}; start the studio with "
+          f"--data-dir {settings.data_dir}")
+    return 0
 
 
 def leaderboard_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -333,6 +364,10 @@ def main(argv: list[str] | None = None) -> int:
             return import_command(settings, args)
         elif args.command == "export":
             return export_command(settings, args)
+        elif args.command == "backup":
+            return backup_command(settings, args)
+        elif args.command == "restore":
+            return restore_command(settings, args)
         else:
             serve(settings)
     except StudioError as exc:

@@ -2,6 +2,7 @@
 import pandas as pd
 import streamlit as st
 
+from core.errors import StudioError
 from core.hardware import training_defaults
 from core.studio import current
 
@@ -38,3 +39,23 @@ st.table(pd.DataFrame(
      ("Version", info["version"])] +
     [(f"setting: {k}", "" if v is None else str(v)) for k, v in studio.settings.public_dict().items()],
     columns=["", "value"]).set_index(""))
+
+st.subheader("Backup")
+st.caption("A consistent copy of every table while the studio runs (DuckDB EXPORT DATABASE: parquet files plus "
+           "the schema). Restore it into an empty data dir with `launch.py restore FOLDER --data-dir NEW`. "
+           "Copying studio.duckdb also works, but only while the studio is stopped.")
+from pages.common import current_user  # noqa: E402
+
+if current_user().is_admin:
+    if st.button("Back up now", icon=":material/backup:"):
+        from storage.db import default_backup_dir
+
+        try:
+            with st.spinner("Writing the backup..."):
+                folder = studio.db.backup(default_backup_dir(studio.settings.data_dir))
+            size = sum(f.stat().st_size for f in folder.iterdir()) / 1e6
+            st.success(f"Backup written to `{folder}` ({size:.1f} MB).", icon=":material/check_circle:")
+        except StudioError as exc:
+            st.error(exc.message + (f" — {exc.hint}" if exc.hint else ""), icon=":material/error:")
+else:
+    st.caption("Admins can back up from here.")

@@ -191,6 +191,22 @@ class Database:
         row = self.cursor().execute(sql, params).fetchone()
         return None if row is None else row[0]
 
+    def backup(self, dest: Path | str) -> Path:
+        """A consistent copy of every table (parquet files + schema.sql + load.sql) while the studio runs.
+
+        DuckDB's EXPORT DATABASE reads one snapshot, so labels written meanwhile are either wholly in the
+        backup or wholly not. Restore with :func:`restore_backup` into a new data dir.
+        """
+        dest = Path(dest)
+        if dest.exists() and any(dest.iterdir()):
+            raise StorageError(f"{dest} is not empty", hint="back up into a new folder")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.cursor().execute(f"EXPORT DATABASE '{_sql_path(dest)}' (FORMAT parquet)")
+        except duckdb.Error as exc:
+            raise StorageError(f"Backup to {dest} failed: {exc}", hint="check the free space and permissions") from exc
+        return dest
+
     def close(self) -> None:
         if self._writer is not None:
             self._writes.put(None)
@@ -227,3 +243,33 @@ class Database:
             current = max(current, version)
         cur.close()
         return current
+
+
+def default_backup_dir(data_dir: Path | str) -> Path:
+    from datetime import datetime, timezone
+
+    return Path(data_dir) / "backups" / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+
+
+def _sql_path(path: Path) -> str:
+    return str(path.resolve()).replace("'", "''")
+
+
+def restore_backup(backup_dir: Path | str, db_path: Path | str) -> Path:
+    """Rebuild a database file from :meth:`Database.backup` output; refuses to overwrite a database."""
+    backup_dir, db_path = Path(backup_dir), Path(db_path)
+    if not (backup_dir / "schema.sql").is_file() or not (backup_dir / "load.sql").is_file():
+        raise StorageError(f"{backup_dir} is not a studio backup (no schema.sql / load.sql)",
+                           hint="pass the folder a backup wrote")
+    if db_path.exists():
+        raise StorageError(f"{db_path} already exists", hint="restore into a new, empty data dir")
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    conn = duckdb.connect(str(db_path))
+    try:
+        conn.execute(f"IMPORT DATABASE '{_sql_path(backup_dir)}'")
+    except duckdb.Error as exc:
+        conn.close()
+        db_path.unlink(missing_ok=True)
+        raise StorageError(f"Restore from {backup_dir} failed: {exc}", hint="the backup may be incomplete") from exc
+    conn.close()
+    return db_path

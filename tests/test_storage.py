@@ -167,3 +167,25 @@ def test_batched_writes_share_calls_keep_order_and_isolate_a_failing_item(tmp_pa
     assert stored == {results[i]: f"p{i}" for i in results}      # each caller got its own row's id
     assert max(calls) > 1                                        # concurrent items really were grouped
     db.close()
+
+
+def test_backup_while_open_restores_into_a_new_data_dir_with_sequences_intact(tmp_path):
+    from storage.db import restore_backup
+
+    db = Database(tmp_path / "a" / "studio.duckdb")
+    for i in range(3):
+        db.write(lambda cur, i=i: cur.execute("INSERT INTO prompts (text) VALUES (?)", [f"p{i}"]))
+    folder = db.backup(tmp_path / "backup")
+    db.write(lambda cur: cur.execute("INSERT INTO prompts (text) VALUES ('after the backup')"))
+    with pytest.raises(StorageError, match="not empty"):
+        db.backup(folder)
+    db.close()
+    with pytest.raises(StorageError, match="already exists"):
+        restore_backup(folder, tmp_path / "a" / "studio.duckdb")
+    with pytest.raises(StorageError, match="not a studio backup"):
+        restore_backup(tmp_path, tmp_path / "c" / "studio.duckdb")
+    restored = Database(restore_backup(folder, tmp_path / "b" / "studio.duckdb"))
+    assert [r["text"] for r in restored.query("SELECT text FROM prompts ORDER BY id")] == ["p0", "p1", "p2"]
+    new_id = restored.write(lambda cur: cur.execute("INSERT INTO prompts (text) VALUES ('x') RETURNING id").fetchone()[0])
+    assert new_id == 4                                    # the sequence goes on where it was
+    restored.close()
