@@ -52,10 +52,12 @@ job_id = st.selectbox("Job", [j["id"] for j in jobs], format_func=lambda i: next
 
 
 @st.fragment(run_every="2s")
-def job_details(job_id: int) -> None:
+def job_details(job_id: int, listed_status: str) -> None:
     job = supervisor.job(job_id)
     progress = supervisor.progress(job)
     status = job["status"]
+    if status != listed_status:
+        st.rerun()   # the whole page: the job picker's label and the versions table follow the new status
     st.badge(status, color=STATUS_COLOR.get(status, "gray"))
     st.markdown(f"{job['algorithm']} from `{job['parent']}`" + (f" → **{job['version']}**" if job.get("version") else ""))
     if progress.get("max_steps"):
@@ -78,7 +80,7 @@ def job_details(job_id: int) -> None:
         st.code(supervisor.log_tail(job_id) or "(no output yet)", language=None)
 
 
-job_details(job_id)
+job_details(job_id, next(j["status"] for j in jobs if j["id"] == job_id))
 
 st.subheader("Curves")
 picked = st.multiselect("Runs to overlay", [j["id"] for j in jobs], default=[job_id],
