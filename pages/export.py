@@ -109,6 +109,8 @@ with tab_hub:
                            icon=":material/download:", on_click="ignore")
 
         st.subheader("Push to the Hugging Face Hub")
+        if "push-done" in st.session_state:
+            st.success(st.session_state.pop("push-done"), icon=":material/cloud_done:")
         env_token = bool(os.environ.get("HF_TOKEN", "").strip())
         def take_token() -> None:
             """Before the run: move the typed token out of the widget, so the field is empty again."""
@@ -130,8 +132,10 @@ with tab_hub:
                 result = hub.push_export(db, export_id, user, token, repo_id, private, message,
                                          progress=lambda fraction, text: bar.progress(min(1.0, fraction), text=text))
                 st.session_state.pop("push-retry", None)
-                st.success(f"Pushed to **{result.repo_id}**: [{result.commit_oid[:10]}]({result.commit_url})",
-                           icon=":material/cloud_done:")
+                # shown after a rerun, so the exports table and the manifest above already list the push
+                st.session_state["push-done"] = (f"Pushed to **{result.repo_id}**: "
+                                                 f"[{result.commit_oid[:10]}]({result.commit_url})")
+                st.rerun()
             except StudioError as exc:
                 show_error(exc)
                 if getattr(exc, "retryable", False):  # kept in this session's memory only, for the retry button
