@@ -230,6 +230,7 @@ def export_and_push(page, checker: PageChecker, url: str, hub: HubStandin) -> No
     page.get_by_label("One-off token", exact=True).fill(TOKEN)
     page.get_by_role("button", name="Push", exact=True).click()
     page.wait_for_selector("text=Pushed to", timeout=120_000)
+    page.get_by_role("button", name="Download manifest.json").wait_for(timeout=10_000)   # listed as pushed
     checker.check("export-pushed")
     pushed = hub.files_on_disk("ada/newcomer-v1")
     assert {"adapter_config.json", "adapter_model.safetensors", "README.md"} <= set(pushed)
