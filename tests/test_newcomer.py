@@ -46,12 +46,19 @@ def chat_and_vote(page, prompt: str, key: str, vote_number: int) -> None:
     assert VOTE_OFFSET or f"vote #{vote_number})" in status_text(page)   # a fresh studio: votes are numbered from 1
 
 
-def set_max_new_tokens(page, value: int) -> None:
-    """The Sampling settings accordion of the chat tab: short answers keep the tiny model quick."""
-    page.get_by_text("Sampling settings", exact=True).click()
+def set_max_new_tokens(page, accordion: str, value: int = 8) -> None:
+    """Short answers keep the tiny model quick: the Sampling settings accordion's number box, checked on the
+    slider (the value counts once the slider shows it)."""
+    page.get_by_text(accordion, exact=True).click()
     field = page.locator("input[aria-label='number input for Max new tokens']:visible")
-    field.fill(str(value))
-    field.press("Enter")
+    slider = page.locator("input[aria-label='range slider for Max new tokens']:visible")
+    for _ in range(20):
+        field.fill(str(value))
+        field.press("Tab")
+        time.sleep(0.25)
+        if slider.input_value() == str(value) and field.input_value() == str(value):
+            return
+    raise AssertionError(f"Max new tokens stayed {field.input_value()} / slider {slider.input_value()}")
 
 
 def streamlit_number(page, label: str, value: int) -> None:
@@ -134,7 +141,7 @@ def label_twelve_pairs(page, checker: PageChecker, url: str, hub: HubStandin) ->
     """1. The labeling app: chat and vote on 12 pairs with the keyboard."""
     page.goto(url + "/label/")
     page.get_by_placeholder("Write a message").wait_for(timeout=60_000)
-    set_max_new_tokens(page, 8)
+    set_max_new_tokens(page, "Sampling settings")
     checker.check("label")
     for i, prompt in enumerate(PROMPTS, 1):
         chat_and_vote(page, prompt, "1" if i % 2 else "2", i)
@@ -194,7 +201,7 @@ def chat_with_v1(page, checker: PageChecker, url: str, hub: HubStandin) -> None:
     """5. Chat with the new version in the labeling app."""
     page.goto(url + "/label/")
     page.get_by_placeholder("Write a message").wait_for(timeout=60_000)
-    set_max_new_tokens(page, 8)
+    set_max_new_tokens(page, "Sampling settings")
     policy = page.get_by_label("Policy", exact=True)
     policy.click()
     page.get_by_role("option", name="v1", exact=True).click()
@@ -205,10 +212,7 @@ def chat_with_v1(page, checker: PageChecker, url: str, hub: HubStandin) -> None:
 def arena_battle(page, checker: PageChecker, url: str, hub: HubStandin) -> None:
     """6. The arena: v1 against the base, names revealed only after the vote."""
     page.get_by_role("tab", name="Arena").click()
-    page.get_by_text("Sampling settings (the same for both versions)").click()
-    tokens = page.locator("input[aria-label='number input for Max new tokens']:visible")
-    tokens.fill("8")
-    tokens.press("Enter")
+    set_max_new_tokens(page, "Sampling settings (the same for both versions)")
     page.get_by_placeholder("Ask both versions something").fill("Say something nice.")
     page.get_by_role("button", name="Start battle").click()
     page.wait_for_selector("text=Vote to reveal", timeout=120_000)
