@@ -153,18 +153,27 @@ with st.form("batch-policy"):
         st.success("Saved: the background worker batches by count or age with these rules.")
 
 left, right = st.columns(2)
+def after_batch_action(notice: str) -> None:
+    """Rerun the page so the contributions and amounts above show the new batch state; keep the notice."""
+    st.session_state["batch-notice"] = notice
+    st.rerun()
+
+
 if left.button("Cut a batch now", key="cut"):
     batch_id = service.cut_batch("admin")
-    st.info(f"Batch {batch_id} queued." if batch_id else "Nothing to batch (pending contributions need a linked wallet).")
+    after_batch_action(f"Batch {batch_id} queued." if batch_id
+                       else "Nothing to batch (pending contributions need a linked wallet).")
 if right.button("Anchor queued batches now (retry failed)", key="anchor"):
     try:
         done = service.anchor(include_not_due=True)
         waiting = db.scalar("SELECT count(*) FROM chain_batches WHERE status <> 'anchored'")
         # the background worker may have anchored the batch a moment ago: only blame errors if some are left
-        st.info(f"Anchored: {done}" if done else "Nothing anchored; see the errors below." if waiting
-                else "Nothing left to anchor: every batch is anchored.")
+        after_batch_action(f"Anchored: {done}" if done else "Nothing anchored; see the errors below." if waiting
+                           else "Nothing left to anchor: every batch is anchored.")
     except StudioError as exc:
         show_error(exc)
+if "batch-notice" in st.session_state:
+    st.info(st.session_state.pop("batch-notice"))
 
 batch_rows = cb.batches(db)
 if batch_rows:
