@@ -262,6 +262,7 @@ def wallet_anchor_and_verify(page, checker: PageChecker, url: str, hub: HubStand
     page.get_by_role("button", name="Anchor queued batches now (retry failed)").click()
     # the studio's background worker may anchor the queued batch first; either way nothing is left waiting
     page.wait_for_selector("text=/Anchored: \\[\\d+\\]|Nothing left to anchor/", timeout=120_000)
+    page.get_by_role("button", name=re.compile(r"^Claim [\d.]+ tokens")).wait_for(timeout=10_000)  # page follows
     checker.check("wallet-anchored")
     page.get_by_role("button", name="Verify", exact=True).click()
     page.wait_for_selector("text=Verified:", timeout=60_000)
