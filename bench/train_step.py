@@ -726,7 +726,7 @@ def main() -> None:
     flops = (6 + ref_term) * n_params * tokens_per_step
     achieved = flops / ours_step
     mfu = 100 * achieved / fp32_peak
-    precision = "bf16 autocast (fp32 master weights)" if defaults["bf16"] else "fp32"
+    precision = "bf16 autocast (LoRA: frozen base weights in bf16, adapters fp32)" if defaults["bf16"] else "fp32"
     print(f"our job used: {precision}, gradient checkpointing {'on' if defaults['gradient_checkpointing'] else 'off'}, "
           f"reference log-probs {'precomputed (no reference forward in the step)' if precompute_on else 'computed each step'}",
           flush=True)

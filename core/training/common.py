@@ -379,15 +379,21 @@ def _adapter_task(path: str | Path) -> str:
 
 
 def model_dtype(cfg: TrainConfig, hardware: HardwareProfile):
-    """Frozen base weights in bf16 under LoRA on a bf16 GPU (half the memory); fp32 everywhere else.
+    """Frozen base weights in bf16 under LoRA wherever training runs in bf16 (a bf16 GPU, or a CPU with native
+    bf16); fp32 everywhere else.
 
-    Full fine-tuning keeps fp32 master weights (bf16/fp16 autocast does the fast math). fp16 weights are avoided:
-    a trainable fp16 tensor (e.g. a reward model's score head) breaks the fp16 gradient scaler.
+    Under LoRA the base is never updated, so fp32 copies only cost memory and a bf16 cast of every weight in
+    every forward and backward (autocast); the adapters stay fp32 (PEFT keeps them so). Measured on a 2-core AMX
+    CPU: a DPO-sized forward + backward of the 135M default model 3-7% faster. Full fine-tuning keeps
+    fp32 master weights. fp16 weights are avoided: a trainable fp16 tensor (e.g. a reward model's score head)
+    breaks the fp16 gradient scaler.
     """
     import torch
 
-    if hardware.cuda_available and hardware.cuda_bf16 and cfg.is_lora:
-        return torch.bfloat16
+    from core.hardware import training_defaults
+
+    if cfg.is_lora and cfg.task != "seq_cls" and training_defaults(hardware, 0)["bf16"]:
+        return torch.bfloat16   # (a reward model trains its score head in full: that one stays fp32)
     return torch.float32
 
 
@@ -424,6 +430,11 @@ def load_base(path: str, cfg: TrainConfig, hardware: HardwareProfile, *, quantiz
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     kwargs: dict[str, Any] = {"dtype": model_dtype(cfg, hardware)}
+    if not hardware.cuda_available:
+        # On CPU, PyTorch's SDPA (flash kernel) backward costs more than plain eager attention at the sequence
+        # lengths CPU training uses: a DPO-sized step of the 135M default model took ~10% less with eager
+        # (measured on 2 cores, bf16 and fp32 alike).
+        kwargs["attn_implementation"] = "eager"
     quantization = _quantization_config(cfg, hardware) if quantize else None
     if quantization is not None:
         kwargs["quantization_config"] = quantization
