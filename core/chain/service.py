@@ -102,7 +102,7 @@ class ChainService:
     def tick(self) -> None:
         """One round of the worker: collect, batch when due, anchor what is due."""
         with self._lock:
-            cb.collect_contributions(self.db)
+            cb.collect_contributions(self.db, pause=0.1)  # a backlog is spread out: labelers' votes come first
             trigger = cb.due_trigger(self.db, cb.load_policy(self.db))
             if trigger:
                 cb.make_batch(self.db, trigger)
