@@ -194,15 +194,22 @@ def train_command(settings: Settings, args: argparse.Namespace) -> int:
         studio.close()
 
 
-def backup_command(settings: Settings, args: argparse.Namespace) -> int:
+def cli_database(settings: Settings, alternative: str):
+    """The data dir's database for a CLI command that writes; a running studio holds it (one writer)."""
     from core.errors import StorageError
-    from storage.db import Database, default_backup_dir
+    from storage.db import Database
 
     try:
-        db = Database(settings.db_path)
+        return Database(settings.db_path)
     except StorageError as exc:
-        raise StorageError(exc.message, hint="a running studio holds the database: use its Settings page "
-                           "(Back up now), or stop it first") from exc
+        raise StorageError(exc.message, hint=f"DuckDB allows one writer: stop the running studio first, or "
+                           f"{alternative}") from exc
+
+
+def backup_command(settings: Settings, args: argparse.Namespace) -> int:
+    from storage.db import default_backup_dir
+
+    db = cli_database(settings, "use its Settings page (Back up now)")
     try:
         print(f"backup written to {db.backup(Path(args.to) if args.to else default_backup_dir(settings.data_dir))}")
     finally:
@@ -236,9 +243,7 @@ def import_command(settings: Settings, args: argparse.Namespace) -> int:
     import json
 
     from core import datasets_io
-    from core.errors import StorageError
     from core.identity import ensure_user
-    from storage.db import Database
 
     path = Path(args.file)
     source = datasets_io.source_name(args.name, path.name)
@@ -248,11 +253,7 @@ def import_command(settings: Settings, args: argparse.Namespace) -> int:
         for error in parsed.errors if not args.json else ():
             print(f"  row {error['row']}: {error['error']}")
         return 3 if parsed.errors else 0
-    try:
-        db = Database(settings.db_path)
-    except StorageError as exc:
-        raise StorageError(exc.message, hint="DuckDB allows one writer: stop the running studio first, or "
-                           "import through its Data page") from exc
+    db = cli_database(settings, "import through its Data page")
     try:
         operator = ensure_user(db, "operator", "admin", "cli")   # whoever runs this owns the data dir
         result = datasets_io.import_parsed(db, parsed, source=source, skip_bad=args.skip_bad,
@@ -277,9 +278,8 @@ def export_command(settings: Settings, args: argparse.Namespace) -> int:
     from core import hub
     from core.errors import ValidationError
     from core.identity import ensure_user
-    from storage.db import Database
 
-    db = Database(settings.db_path)
+    db = cli_database(settings, "export from its Export page")
     try:
         operator = ensure_user(db, "operator", "admin", "cli")   # whoever runs this owns the data dir
         card = hub.CardOptions(license=args.license, base_model_id=args.base_model_id)
