@@ -6,41 +6,21 @@ Last line: RESULT cold_s=... warm_s=...
 """
 from __future__ import annotations
 
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-ROOT = Path(__file__).resolve().parent.parent
+from votegen import StudioProcess  # noqa: E402
 
 
 def start_and_time(data_dir: Path) -> float:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), "--data-dir", str(data_dir),
-                             "--port", str(port)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = StudioProcess(data_dir, data_dir.parent / "server.log", model="default")
     try:
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"server exited with code {proc.returncode}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200:
-                    return time.perf_counter() - start
-            except httpx.HTTPError:
-                pass
-            if time.perf_counter() - start > 600:
-                raise SystemExit("server did not answer within 600 s")
-            time.sleep(0.1)
+        return server.start()
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+        server.stop()
 
 
 def main() -> None:

@@ -37,21 +37,21 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 
 class StudioProcess:
-    """``launch.py --model tiny`` on a loopback port and a data dir, started, killed and restarted at will."""
+    """``launch.py --model MODEL`` on a loopback port and a data dir, started, killed and restarted at will."""
 
-    def __init__(self, data_dir: Path, log_path: Path, port: int | None = None) -> None:
-        self.data_dir, self.log_path = Path(data_dir), Path(log_path)
+    def __init__(self, data_dir: Path, log_path: Path, port: int | None = None, model: str = "tiny") -> None:
+        self.data_dir, self.log_path, self.model = Path(data_dir), Path(log_path), model
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 180.0) -> float:
+    def start(self, timeout: float = 600.0) -> float:
         """Start and wait for /api/health; returns the seconds it took."""
         import httpx
 
         t0 = time.monotonic()
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), "--model", "tiny", "--data-dir",
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), "--model", self.model, "--data-dir",
                                       str(self.data_dir), "--port", str(self.port)],
                                      cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         log.close()
