@@ -17,6 +17,8 @@ from core.generate import SamplingParams, stream_pair
 from core.labeling import (FLAGS, OUTCOME_LABELS, CandidateIn, Vote, active_aspects, add_user_message,
                            history, new_conversation, record_vote, save_pair, undo_last_vote)
 from core import queue as prompt_queue
+from core.chain import contributions as contrib
+from core.chain.wallet import linked_address
 from core.policies import BASE_POLICY, servable_policies
 from core.studio import Studio
 
@@ -113,6 +115,9 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> None:
         with gr.Column(scale=2):
             with gr.Accordion("Guidelines", open=True):
                 guidelines_md = gr.Markdown(prompt_queue.guidelines(studio.db))
+            with gr.Accordion("My contributions and rewards", open=False):
+                rewards_md = gr.Markdown("", elem_id="my-rewards")
+                rewards_btn = gr.Button("Refresh", size="sm")
 
     feedback_inputs = [*rating_inputs, thumbs_a, thumbs_b, flags, note, gold, gold_side]
     clear_feedback = [gr.update(value=None)] * (len(rating_inputs) + 2) + [[], "", "", None]
@@ -261,6 +266,14 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> None:
             raise gr.Error(str(exc)) from exc
         return next_item(name, empty_state(), request)
 
+    def rewards(request: gr.Request) -> str:
+        """The labeler's side of proof-of-contribute: what is recorded, anchored and claimable."""
+        try:
+            s = get_studio()
+            return rewards_text(s, _user(s, request))
+        except StudioError as exc:
+            return f"⚠️ {exc}"
+
     def new_chat() -> tuple:
         return empty_state(), [], "", "", "", ""
 
@@ -280,7 +293,26 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> None:
                    api_name="next_prompt")
     skip_btn.click(skip, [queue_pick, state], [message, state, chatbot, status, progress_md], api_name="skip")
     new_chat_btn.click(new_chat, None, [state, chatbot, cand_a, cand_b, status, message], api_name="new_chat")
-    return refresh, [queue_pick, guidelines_md, policy_a, policy_b]
+    rewards_btn.click(rewards, None, rewards_md, api_name="my_rewards")
+
+    def refresh_all(request: gr.Request) -> tuple:
+        return (*refresh(), rewards(request))
+    return refresh_all, [queue_pick, guidelines_md, policy_a, policy_b, rewards_md]
+
+
+def rewards_text(studio: Studio, user) -> str:
+    """Counts by status and token amounts; contributions appear a few seconds after the vote (chain worker)."""
+    counts = contrib.status_counts(studio.db, user.id)
+    amounts = contrib.amounts_of(studio.db, user.id)
+    address = linked_address(studio.db, user.id)
+    wallet = (f"Wallet `{address[:6]}…{address[-4:]}`" if address
+              else "No wallet linked yet: link one on the [Wallet page](/wallet) to claim.")
+    total = sum(counts.values())
+    return (f"**{total} contribution{'' if total == 1 else 's'}** · {counts['pending']} waiting for a batch · "
+            f"{counts['batched']} batched · {counts['anchored']} anchored on chain\n\n"
+            f"Tokens: **{contrib.tokens(amounts['claimable'])} claimable** · {contrib.tokens(amounts['claimed'])} "
+            f"claimed · {contrib.tokens(amounts['pending'] + amounts['batched'])} on the way\n\n"
+            f"{wallet} Proofs and claims: [Wallet page](/wallet).")
 
 
 def _candidate_text(studio: Studio, st: dict[str, Any], index: int) -> str:

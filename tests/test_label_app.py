@@ -1,6 +1,8 @@
 """The labeling app through the real server: streaming pair, vote, undo, queue; REST votes."""
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 from gradio_client import Client
@@ -70,6 +72,19 @@ def test_pair_streams_then_vote_is_committed_with_ratings(queued_server: Server)
     sampling = db.query("SELECT sampling->>'max_new_tokens' AS n, latency_ms > 0 AS timed FROM candidates")
     assert sampling == [{"n": "10", "timed": True}] * 2
     db.close()
+
+
+def test_labelers_see_their_contributions_and_rewards_in_the_label_app(queued_server: Server):
+    client = Client(queued_server.url + "/label/", verbose=False)
+    assert "**0 contributions**" in client.predict(api_name="/my_rewards")
+    client.submit(*send("Hi", 4), api_name="/send").result()
+    assert "Saved" in client.predict(*NO_FEEDBACK, api_name="/vote_b")[3]
+    deadline = time.monotonic() + 30
+    while "**1 contribution**" not in (text := client.predict(api_name="/my_rewards")):
+        assert time.monotonic() < deadline, text  # the chain worker records the vote within a few ticks
+        time.sleep(0.5)
+    assert "1 waiting for a batch" in text and "No wallet linked yet" in text and "on the way" in text
+    client.close()
 
 
 def test_queue_serves_prompts_and_counts_progress(queued_server: Server):

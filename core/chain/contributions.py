@@ -483,12 +483,16 @@ def claim(db: Database, ledger: Ledger, batch_id: int, user_id: int) -> TxResult
 
 
 # ----------------------------------------------------------------------------- views
+# A contribution's status from its batch: pending (not batched yet), batched (root not anchored yet), anchored.
+_STATUS = ("CASE WHEN c.batch_id IS NULL THEN 'pending' WHEN b.status = 'anchored' THEN 'anchored'"
+           " ELSE 'batched' END AS status")
+
+
 def contributions_of(db: Database, user_id: int) -> list[dict[str, Any]]:
-    """A contributor's contributions with their batch status (pending / queued / anchored)."""
+    """A contributor's contributions with their batch status (pending / batched / anchored)."""
     return db.query(
-        "SELECT c.id, c.kind, c.weight, c.amount, c.content_hash, c.created_at, c.batch_id,"
-        " CASE WHEN c.batch_id IS NULL THEN 'pending' WHEN b.status = 'anchored' THEN 'anchored'"
-        " ELSE 'batched' END AS status, b.tx_hash, b.block_number, l.claim_tx"
+        "SELECT c.id, c.kind, c.weight, c.amount, c.content_hash, c.created_at, c.batch_id, "
+        + _STATUS + ", b.tx_hash, b.block_number, l.claim_tx"
         " FROM contributions c LEFT JOIN chain_batches b ON b.id = c.batch_id"
         " LEFT JOIN batch_leaves l ON l.batch_id = c.batch_id AND l.user_id = c.user_id"
         " WHERE c.user_id = ? ORDER BY c.id DESC", [user_id])
@@ -505,6 +509,13 @@ def amounts_of(db: Database, user_id: int) -> dict[str, int]:
         key = "batched" if row["status"] != "anchored" else "claimed" if row["claim_tx"] else "claimable"
         out[key] += int(row["amount"])
     return out
+
+
+def status_counts(db: Database, user_id: int) -> dict[str, int]:
+    """How many of a contributor's contributions are pending (not batched), batched and anchored."""
+    rows = db.query("SELECT " + _STATUS + ", count(*) AS n FROM contributions c"
+                    " LEFT JOIN chain_batches b ON b.id = c.batch_id WHERE c.user_id = ? GROUP BY 1", [user_id])
+    return {"pending": 0, "batched": 0, "anchored": 0} | {r["status"]: int(r["n"]) for r in rows}
 
 
 def batches(db: Database, limit: int = 200) -> list[dict[str, Any]]:
