@@ -41,6 +41,8 @@ def _options(serving: bool, top_level: bool) -> argparse.ArgumentParser:
     opts.add_argument("--model", help="base policy: 'default' (SmolLM2-135M-Instruct, offline), 'tiny', "
                       "a local model directory or a Hub id (env STUDIO_MODEL)")
     if serving:
+        opts.add_argument("--chat-dtype", help="precision of the chat model: auto (bf16 where the hardware "
+                          "computes it natively, else fp32), float32, bfloat16 or float16 (env STUDIO_CHAT_DTYPE)")
         opts.add_argument("--host", help="interface to listen on (env STUDIO_HOST, default 127.0.0.1)")
         opts.add_argument("--port", type=int, help="port of the one server (env STUDIO_PORT, default 7860)")
     return opts

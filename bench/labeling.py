@@ -76,7 +76,8 @@ def bench_generation(data_dir: Path, new_tokens: int, reps: int) -> tuple[float,
     started = time.perf_counter()
     model, tokenizer = in_fresh_thread(lambda: load_model(provision_default_model(data_dir, progress=False)))
     say(f"gen: default model ready in {time.perf_counter() - started:.1f} s "
-        f"(torch threads={torch.get_num_threads()}, {new_tokens} new tokens per answer, {reps} reps)")
+        f"({str(model.dtype).removeprefix('torch.')}, torch threads={torch.get_num_threads()}, "
+        f"{new_tokens} new tokens per answer, {reps} reps)")
     sampling = SamplingParams(max_new_tokens=new_tokens)  # the labeling defaults: temperature 0.7, top_p 0.9
     force = {"min_new_tokens": new_tokens}
     input_ids = prepare_chat(tokenizer, model, PROMPT, new_tokens).input_ids

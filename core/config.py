@@ -18,6 +18,7 @@ from typing import Any, Mapping
 from core.errors import ConfigError
 
 AUTH_MODES = ("local", "team")
+CHAT_DTYPES = ("auto", "float32", "bfloat16", "float16")
 SPACES_DATA_DIR = Path("/data")
 
 
@@ -34,6 +35,10 @@ class Settings:
     model: str = field(default="default", metadata=_meta(
         "STUDIO_MODEL", "Base policy: 'default' (SmolLM2-135M-Instruct, offline), 'tiny' (test model), "
         "a local model directory, or a Hub id (online only)."))
+    chat_dtype: str = field(default="auto", metadata=_meta(
+        "STUDIO_CHAT_DTYPE", "Precision of the shared chat model: 'auto' (bfloat16 where the device computes it "
+        "natively: recent GPUs, CPUs with AMX or AVX512-BF16; else float32, float16 on older GPUs), "
+        "'float32', 'bfloat16' or 'float16'."))
     host: str = field(default="127.0.0.1", metadata=_meta(
         "STUDIO_HOST", "Interface to listen on (0.0.0.0 to accept other machines)."))
     port: int = field(default=7860, metadata=_meta("STUDIO_PORT", "TCP port of the one server."))
@@ -144,6 +149,8 @@ def _validate(s: Settings) -> None:
                               hint="use 127.0.0.1 (this machine) or 0.0.0.0 (all interfaces)") from None
     if s.auth_mode not in AUTH_MODES:
         raise ConfigError(f"Unknown auth mode {s.auth_mode!r}", hint=f"use one of {', '.join(AUTH_MODES)}")
+    if s.chat_dtype not in CHAT_DTYPES:
+        raise ConfigError(f"Unknown chat dtype {s.chat_dtype!r}", hint=f"use one of {', '.join(CHAT_DTYPES)}")
     if s.users_file is not None and not s.users_file.is_file():
         raise ConfigError(f"The users file {s.users_file} does not exist",
                           hint="set STUDIO_USERS_FILE to a file of 'name:password:role' lines")

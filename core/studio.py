@@ -18,7 +18,7 @@ from core.errors import ModelError, StudioError
 from core.hardware import HardwareProfile, detect_hardware
 from core.identity import Directory
 from core.jobs import Supervisor, mark_chat_active, trainer_threads
-from core.models import load_model
+from core.models import auto_dtype, load_model
 from core.policies import ensure_base_policy, get_policy
 from storage.db import Database
 
@@ -45,7 +45,7 @@ class Studio:
         with self._model_lock:
             if self._model is None:
                 try:
-                    self._model = load_model(self.model_path)
+                    self._model = load_model(self.model_path, dtype=self.settings.chat_dtype)
                     self._model_error = None
                 except StudioError as exc:
                     self._model_error = exc
@@ -101,6 +101,13 @@ class Studio:
             return f"error: {self._model_error.message}"
         return "loading"
 
+    def chat_dtype(self) -> str:
+        """The precision chat runs in: the setting, with 'auto' resolved for this machine."""
+        spec = self.settings.chat_dtype
+        if spec != "auto":
+            return spec
+        return str(auto_dtype(self.hardware.device, self.hardware)).removeprefix("torch.")
+
     # -- info --------------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
         return {
@@ -109,6 +116,7 @@ class Studio:
             "model": self.settings.model,
             "model_path": str(self.model_path),
             "model_status": self.model_status(),
+            "chat_dtype": self.chat_dtype(),
             "data_dir": str(self.settings.data_dir.resolve()),
             "schema_version": self.db.schema_version,
             "storage_ephemeral": self.settings.storage_is_ephemeral,

@@ -36,6 +36,7 @@ st.table(pd.DataFrame(
     [("Data dir", info["data_dir"]), ("Database", str(studio.settings.db_path.resolve())),
      ("Schema version", info["schema_version"]), ("Model", info["model"]),
      ("Model path", info["model_path"]), ("Model status", info["model_status"]),
+     ("Chat precision", info["chat_dtype"]),
      ("Version", info["version"])] +
     [(f"setting: {k}", "" if v is None else str(v)) for k, v in studio.settings.public_dict().items()],
     columns=["", "value"]).set_index(""))

@@ -25,6 +25,7 @@ def test_cli_flag_beats_env_beats_default(tmp_path):
     ({"STUDIO_AUTH_MODE": "open"}, "Unknown auth mode"),
     ({"STUDIO_AUTH_MODE": "team", "STUDIO_USERS_FILE": "/no/such/file"}, "users file"),
     ({"STUDIO_MODEL": "  "}, "model setting is empty"),
+    ({"STUDIO_CHAT_DTYPE": "int8"}, "Unknown chat dtype"),
 ])
 def test_invalid_settings_are_refused_with_a_hint(env, fragment):
     with pytest.raises(ConfigError) as info:

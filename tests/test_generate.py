@@ -21,7 +21,7 @@ SEED = 1234
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir: Path):
-    return load_model(tiny_model_dir)
+    return load_model(tiny_model_dir, dtype="float32")  # compared with fp32 copies below
 
 
 def local_model(tiny_model_dir: Path):

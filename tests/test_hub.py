@@ -44,7 +44,8 @@ def studio(tmp_path_factory, tiny_model_dir):
 
     data_dir = tmp_path_factory.mktemp("hub") / "data"
     shutil.copytree(tiny_model_dir, data_dir / MODELS_SUBDIR / TINY_MODEL_DIR)
-    s = Studio(load_settings({"data_dir": str(data_dir), "model": "tiny"}, env={}),
+    # fp32 chat: the exports are checked against the app's greedy answers token for token
+    s = Studio(load_settings({"data_dir": str(data_dir), "model": "tiny", "chat_dtype": "float32"}, env={}),
                data_dir / MODELS_SUBDIR / TINY_MODEL_DIR)
     torch.manual_seed(0)
     lora = get_peft_model(AutoModelForCausalLM.from_pretrained(s.model_path),
@@ -427,7 +428,8 @@ def test_a_trained_version_exports_with_its_real_metrics_and_reproduces_the_app(
 
     data_dir = tmp_path / "data"
     shutil.copytree(tiny_model_dir, data_dir / MODELS_SUBDIR / TINY_MODEL_DIR)
-    s = Studio(load_settings({"data_dir": str(data_dir), "model": "tiny"}, env={}),
+    # fp32 chat: the exports are checked against the app's greedy answers token for token
+    s = Studio(load_settings({"data_dir": str(data_dir), "model": "tiny", "chat_dtype": "float32"}, env={}),
                data_dir / MODELS_SUBDIR / TINY_MODEL_DIR)
     try:
         ada = ensure_user(s.db, "ada", "admin", "test")

@@ -110,6 +110,19 @@ def test_load_model_returns_the_cached_model_for_the_same_path(data_dir: Path):
     assert models.load_model(path)[0] is not model
 
 
+def test_auto_dtype_is_bf16_only_where_the_hardware_computes_it_natively(data_dir: Path):
+    from core.hardware import HardwareProfile
+
+    assert models.auto_dtype("cpu", HardwareProfile(cuda_available=False, cpu_flags=frozenset({"avx2"}))) == torch.float32
+    for flag in ("avx512_bf16", "amx_bf16"):
+        assert models.auto_dtype("cpu", HardwareProfile(cuda_available=False, cpu_flags=frozenset({flag}))) == torch.bfloat16
+    assert models.auto_dtype("cuda", HardwareProfile(cuda_available=True, cuda_bf16=False)) == torch.float16
+    path = models.build_tiny_model(data_dir)
+    expected = models.auto_dtype("cpu", models.detect_hardware())
+    assert models.load_model(path)[0].dtype == models.load_model(path, "auto")[0].dtype == expected
+    assert models.load_model(path, "float32")[0].dtype == torch.float32
+
+
 def test_load_model_of_a_missing_directory_raises_model_error(tmp_path: Path):
     with pytest.raises(ModelError) as error:
         models.load_model(tmp_path / "no-model-here")
@@ -255,13 +268,14 @@ def test_default_model_provisions_offline_trainable_and_answers_paris(monkeypatc
     started = time.perf_counter()
     model, tokenizer = models.load_model(path)
     reloaded_in = time.perf_counter() - started
-    assert model.dtype == torch.float32
+    assert model.dtype == models.auto_dtype("cpu", models.detect_hardware())
     assert getattr(model, "hf_quantizer", None) is None and not getattr(model, "is_quantized", False)
 
-    inputs = chat_inputs(tokenizer, ["What is the capital of France?"])
-    output = model.generate(**inputs, max_new_tokens=20, do_sample=False)
-    answer = tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-    assert "Paris" in answer, answer
+    for model in (model, models.load_model(path, "float32")[0]):  # the chat precision here, and exact fp32
+        inputs = chat_inputs(tokenizer, ["What is the capital of France?"])
+        output = model.generate(**inputs, max_new_tokens=20, do_sample=False)
+        answer = tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        assert "Paris" in answer, (model.dtype, answer)
 
     started = time.perf_counter()
     assert models.provision_default_model(data_dir) == path
