@@ -17,6 +17,7 @@ from core.generate import SamplingParams, stream_pair
 from core.labeling import (FLAGS, OUTCOME_LABELS, CandidateIn, Vote, active_aspects, add_user_message,
                            history, new_conversation, record_vote, save_pair, undo_last_vote)
 from core import queue as prompt_queue
+from core.identity import User
 from core.chain import contributions as contrib
 from core.chain.wallet import linked_address
 from core.policies import BASE_POLICY, servable_policies
@@ -300,7 +301,7 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> None:
     return refresh_all, [queue_pick, guidelines_md, policy_a, policy_b, rewards_md]
 
 
-def rewards_text(studio: Studio, user) -> str:
+def rewards_text(studio: Studio, user: User) -> str:
     """Counts by status and token amounts; contributions appear a few seconds after the vote (chain worker)."""
     counts = contrib.status_counts(studio.db, user.id)
     amounts = contrib.amounts_of(studio.db, user.id)
