@@ -4,6 +4,7 @@
     python launch.py [--host H] [--port P] [--data-dir DIR] [--model SPEC]   serve the studio (default)
     python launch.py provision [--data-dir DIR] [--model SPEC]               prepare the model and exit
     python launch.py train --algorithm dpo [--parent v1] [--set beta=0.2]    train a version headless
+    python launch.py report v2 [--against v1] [--json] [--refresh]           what changed in a version
     python launch.py import FILE [--name N] [--dry-run] [--json] [--skip-bad]   import a dataset
     python launch.py hash-password                                           hash a team password
 
@@ -67,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a hyperparameter, e.g. --set beta=0.2 --set max_steps=20 (repeatable)")
     train.add_argument("--filters", default="{}", help='data filters as JSON, e.g. \'{"labelers": ["ada"]}\'')
     train.add_argument("--dry-run", action="store_true", help="only report usable data and estimates")
+    rep = sub.add_parser("report", parents=[_options(serving=False, top_level=False)],
+                         help="what changed in a version vs its parent (or --against): held-out preference "
+                              "accuracy, KL, length, refusals, diversity, a verdict (studio stopped; while it "
+                              "runs, use GET /api/policies/NAME/report)")
+    rep.add_argument("version", help="the version to report on (v1, v2, ...)")
+    rep.add_argument("--against", help="the version to compare with (default: its parent)")
+    rep.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    rep.add_argument("--refresh", action="store_true", help="compute it again even if one is stored")
     backup = sub.add_parser("backup", parents=[_options(serving=False, top_level=False)],
                             help="copy the database to a folder of parquet files (studio stopped; while it "
                                  "runs, use Settings -> Back up now)")
@@ -161,12 +170,11 @@ def train_command(settings: Settings, args: argparse.Namespace) -> int:
 
     from core.errors import ValidationError
     from core.identity import ensure_user
-    from core.jobs import JobRequest
+    from core.jobs import JobRequest, job_filters
     from core.studio import Studio
-    from core.trainsets import filters_from_dict
 
     try:
-        filters = filters_from_dict(json.loads(args.filters))
+        filters = job_filters(json.loads(args.filters))
     except ValueError as exc:
         raise ValidationError(f"--filters is not JSON: {exc}", hint='e.g. --filters \'{"labelers": ["ada"]}\'')
     studio = Studio(settings, prepare_model(settings))
@@ -194,11 +202,69 @@ def train_command(settings: Settings, args: argparse.Namespace) -> int:
         version = studio.db.scalar("SELECT name FROM policies WHERE job_id = ?", [job_id])
         if job["status"] == "succeeded":
             print(f"job {job_id} succeeded: new version {version} (runs/{job_id}/)")
+            if args.algorithm != "reward":
+                report = _report_with_progress(studio, version, None, refresh=True)
+                print(f"what changed: {report['summary']}")
+                for warning in report["warnings"]:
+                    print(f"warning: {warning}")
             return 0
         print(f"job {job_id} {job['status']}: {job['error'] or ''}", file=sys.stderr)
         return 1
     finally:
         studio.close()
+
+
+def _report_with_progress(studio, version: str, against: str | None, refresh: bool) -> dict:
+    """The stored report, or a new one computed here with a progress bar."""
+    from tqdm import tqdm
+
+    from core.report import compute_report, latest_report
+
+    report = None if refresh else latest_report(studio.db, version, against)
+    if report is None:
+        bar = tqdm(total=100, desc=f"report {version}", unit="%", file=sys.stderr)
+
+        def show(value: float, text: str) -> None:
+            bar.n = round(100 * value)
+            bar.set_postfix_str(text[:60])
+            bar.refresh()
+
+        report = compute_report(studio, version, against, progress=show)
+        bar.close()
+    return report
+
+
+def report_command(settings: Settings, args: argparse.Namespace) -> int:
+    """What changed in a version: stored after its job, computed here when missing (or with --refresh)."""
+    import json
+
+    from core.studio import Studio
+
+    cli_database(settings, f"ask the running studio: GET /api/policies/{args.version}/report").close()
+    studio = Studio(settings, prepare_model(settings))
+    try:
+        report = _report_with_progress(studio, args.version, args.against, args.refresh)
+    finally:
+        studio.close()
+    if args.json:
+        print(json.dumps(report, default=str))
+        return 0
+    m = report["metrics"]
+    print(report["summary"])
+    rows = [("held-out pairs", m.get("held_out_pairs")), ("prompts answered", m.get("prompts")),
+            ("KL per token", m.get("kl_per_token")), ("answer length", (m.get("length_against"), m.get("length_version"))),
+            ("refusal rate", (m.get("refusal_against"), m.get("refusal_version"))),
+            ("distinct-2", (m.get("distinct2_against"), m.get("distinct2_version"))),
+            (f"win rate ({m.get('reward_model')})", m.get("win_rate"))]
+    for name, value in rows:
+        if isinstance(value, tuple):
+            value = " -> ".join("n/a" if v is None else f"{v:.3g}" for v in value)
+        elif isinstance(value, float):
+            value = f"{value:.3g}"
+        print(f"  {name:<24} {'n/a' if value is None else value}")
+    for warning in report["warnings"]:
+        print(f"warning: {warning}")
+    return 0
 
 
 def cli_database(settings: Settings, alternative: str):
@@ -367,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
             return leaderboard_command(settings, args)
         elif args.command == "train":
             return train_command(settings, args)
+        elif args.command == "report":
+            return report_command(settings, args)
         elif args.command == "import":
             return import_command(settings, args)
         elif args.command == "export":

@@ -19,13 +19,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth import basic_credentials
 from core import __version__
-from core.errors import NotFound, PayloadTooLarge, PermissionDenied, StudioError
+from core.errors import NotFound, PayloadTooLarge, PermissionDenied, StudioError, Unauthenticated
 from core.feedback import Feedback, record_feedback
 from core.identity import User
 from core.labeling import Vote, labeled_pair, write_labeled_pairs
-from core.jobs import JobRequest
+from core.jobs import JobRequest, job_filters
 from core.policies import delete_policy, list_policies, rename_policy
-from core.trainsets import filters_from_dict
 from core.studio import Studio
 
 
@@ -148,8 +147,8 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
         if directory.team_mode:
             name, password = basic_credentials(request.headers.get("authorization", ""))
             if name is None or not directory.authenticate(name, password or ""):
-                raise PermissionDenied("Team mode: send your account with HTTP Basic auth",
-                                       hint="curl -u name:password ...", code="unauthorized")
+                raise Unauthenticated("Team mode: send your account with HTTP Basic auth",
+                                      hint="curl -u name:password ...")
             return directory.user(name)
         if labeler:
             return directory.api_labeler(labeler)
@@ -216,6 +215,37 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
         delete_policy(get_studio().db, api_admin(request), name)
         return {"status": "deleted", "name": name}
 
+    @api.get("/policies/{name}/report")
+    def version_report(name: str, request: Request, against: str | None = None) -> Any:
+        """What changed in a version vs its parent (or ``against``): 200 with the report once computed, 202 while
+        it is computed, 404 when none was asked for. Labelers get the figures without other people's text."""
+        from core.report import latest_report, public_view
+
+        user = api_user(request, None)
+        studio = get_studio()
+        report = latest_report(studio.db, name, against)
+        if report is not None:
+            return {"report": report if user.is_admin else public_view(report)}
+        state = studio.reports.state(name, against)
+        if state["status"] in ("queued", "computing"):
+            return JSONResponse(state, 202)
+        if state["status"] == "failed":
+            error = state["error"]
+            return _error(409, error["code"], error["message"], error["hint"])
+        raise NotFound(f"No report of {name} against {against or 'its parent'} yet",
+                       hint=f"an admin can compute one: POST /api/policies/{name}/report")
+
+    @api.post("/policies/{name}/report", status_code=202)
+    def request_report(name: str, request: Request, against: str | None = None) -> dict[str, Any]:
+        """Compute a report now, in the background (admins): poll GET for it."""
+        from core.report import default_against
+        from core.evaluation import check_pair
+
+        user = api_admin(request)
+        studio = get_studio()
+        check_pair(studio.db, name, against or default_against(studio.db, name))
+        return {**studio.reports.state(name, against), "status": studio.reports.request(name, against, user)}
+
     @api.get("/jobs")
     def jobs() -> dict[str, Any]:
         return {"jobs": jsonable_encoder(get_studio().supervisor.jobs())}
@@ -224,7 +254,7 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
     def submit_job(body: JobIn, request: Request) -> dict[str, Any]:
         user = api_admin(request)
         supervisor = get_studio().supervisor
-        job = JobRequest(body.algorithm, body.parent, body.hyperparams, filters_from_dict(body.filters),
+        job = JobRequest(body.algorithm, body.parent, body.hyperparams, job_filters(body.filters),
                          body.reward_model)
         if body.dry_run:
             return {"dry_run": supervisor.dry_run(job).to_dict()}

@@ -20,7 +20,8 @@ from core import queue as prompt_queue
 from core.identity import User
 from core.chain import contributions as contrib
 from core.chain.wallet import linked_address
-from core.policies import BASE_POLICY, servable_policies
+from core.policies import BASE_POLICY, newest_version, servable_policies
+from core.report import badges as report_badges
 from core.studio import Studio
 
 FREE_CHAT = "Free chat"
@@ -67,12 +68,16 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> None:
                 next_btn = gr.Button("Next prompt", scale=1)
                 skip_btn = gr.Button("Skip", scale=1)
                 new_chat_btn = gr.Button("New chat", scale=1)
-            policy_names = [p["name"] for p in servable_policies(studio.db)]
+            policy_names = policy_choices(studio)
+            with gr.Row():
+                newest_md = gr.Markdown("", elem_id="newest-version")
+                against_parent_btn = gr.Button("Label the newest version against its parent", visible=False,
+                                               size="sm", elem_id="label-newest")
             with gr.Row():
                 # custom values allowed: versions trained after the page was built are valid (checked in core)
                 policy_a = gr.Dropdown(policy_names, value=BASE_POLICY, label="Policy", allow_custom_value=True,
                                        info="the version that answers (both candidates are its samples)")
-                policy_b = gr.Dropdown([SAME_POLICY] + policy_names, value=SAME_POLICY, label="Compare with",
+                policy_b = gr.Dropdown([(SAME_POLICY, SAME_POLICY)] + policy_names, value=SAME_POLICY, label="Compare with",
                                        allow_custom_value=True,
                                        info="pick another version to get one answer from each")
             progress_md = gr.Markdown("")
@@ -224,12 +229,28 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> None:
                 f"↩️ Vote #{info['preference_id']} undone: vote again.", st)
 
     def refresh() -> tuple:
-        """On page load: queues, guidelines and policy versions added since the app was built."""
-        db = get_studio().db
-        names = [FREE_CHAT] + [q["name"] for q in prompt_queue.list_queues(db)]
-        policies = [p["name"] for p in servable_policies(db)]
-        return (gr.update(choices=names), prompt_queue.guidelines(db), gr.update(choices=policies),
-                gr.update(choices=[SAME_POLICY] + policies))
+        """On page load: queues, guidelines and policy versions added since the app was built (with their
+        "what changed" badge), and the one-click offer to label the newest version against its parent."""
+        s = get_studio()
+        names = [FREE_CHAT] + [q["name"] for q in prompt_queue.list_queues(s.db)]
+        policies = policy_choices(s)
+        newest = newest_version(s.db)
+        offer = (gr.update(visible=True, value=f"Label {newest['name']} against {newest['parent']}")
+                 if newest else gr.update(visible=False))
+        text = ""
+        if newest:
+            badge = report_badges(s.db).get(newest["name"])
+            text = (f"Newest version: **{newest['name']}** (from {newest['parent']})"
+                    + (f" · {badge}" if badge else " · report not ready yet"))
+        return (gr.update(choices=names), prompt_queue.guidelines(s.db), gr.update(choices=policies),
+                gr.update(choices=[(SAME_POLICY, SAME_POLICY)] + policies), text, offer)
+
+    def label_newest() -> tuple:
+        """One click: the newest version answers A, its parent answers B (each turn shows one of each)."""
+        newest = newest_version(get_studio().db)
+        if newest is None:
+            raise gr.Error("No trained version yet: train one on the console's Train page.")
+        return gr.update(value=newest["name"]), gr.update(value=newest["parent"])
 
     def queue_id(name: str) -> int:
         for q in prompt_queue.list_queues(get_studio().db):
@@ -298,7 +319,15 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> None:
 
     def refresh_all(request: gr.Request) -> tuple:
         return (*refresh(), rewards(request))
-    return refresh_all, [queue_pick, guidelines_md, policy_a, policy_b, rewards_md]
+    against_parent_btn.click(label_newest, None, [policy_a, policy_b], api_name="label_newest")
+    return refresh_all, [queue_pick, guidelines_md, policy_a, policy_b, newest_md, against_parent_btn, rewards_md]
+
+
+def policy_choices(studio: Studio) -> list[tuple[str, str]]:
+    """(label, name) for the version pickers: each trained version with its "what changed" badge."""
+    marks = report_badges(studio.db)
+    return [(f"{p['name']} · {marks[p['name']]}" if p["name"] in marks else p["name"], p["name"])
+            for p in servable_policies(studio.db)]
 
 
 def rewards_text(studio: Studio, user: User) -> str:

@@ -61,6 +61,13 @@ class PermissionDenied(StudioError):
     http_status = 403
 
 
+class Unauthenticated(PermissionDenied):
+    """No (valid) credentials where an account is needed: HTTP 401, so clients know to log in."""
+
+    code = "unauthorized"
+    http_status = 401
+
+
 class ModelError(StudioError):
     """A model could not be provisioned, found or loaded."""
 

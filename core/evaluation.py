@@ -58,12 +58,11 @@ from core import queue as prompt_queue
 from core.errors import Conflict, NotFound, ValidationError
 from core.generate import BASE_ADAPTER, SamplingParams, stream_pair
 from core.policies import BASE_POLICY
-from core.trainsets import prompt_bucket, prompt_key  # noqa: F401 - the split is shared with training
+from core.trainsets import HELD_OUT_PERCENT, prompt_bucket, prompt_key  # noqa: F401 - the split is shared with training
 from storage.db import Database
 
 Progress = Callable[[float, str], None]
 DEFAULT_BETA = 0.1                 # DPOConfig's default, for versions whose config names no beta
-HELD_OUT_PERCENT = 20
 MAX_LOGPROB_TOKENS = 1024          # prompt + answer tokens scored per row (the prompt is cut from the left)
 LOGPROB_BATCH = 4
 SCORE_BATCH = 8
@@ -255,7 +254,7 @@ class RewardScorer:
         from core.training.reward import load_reward_model
 
         self.name, self.policy_id, self.path = name, policy_id, path
-        self.model, self.tokenizer = _in_short_thread(lambda: load_reward_model(path))
+        self.model, self.tokenizer = in_short_thread(lambda: load_reward_model(path))
 
     @classmethod
     def load(cls, db: Database, name: str) -> "RewardScorer":
@@ -285,7 +284,7 @@ class RewardScorer:
             return out
 
         with self._lock:  # one scorer model, many page sessions
-            return _in_short_thread(run)
+            return in_short_thread(run)
 
 
 def _scorer(db: Database, reward_model: str | None) -> RewardScorer | None:
@@ -295,7 +294,7 @@ def _scorer(db: Database, reward_model: str | None) -> RewardScorer | None:
 # --- generation and log-probs on the shared model ---------------------------------------------------------
 
 
-def _in_short_thread(fn: Callable[[], Any]) -> Any:
+def in_short_thread(fn: Callable[[], Any]) -> Any:
     """Run torch work in a thread that exits afterwards (no idle OpenMP pool left behind); re-raise errors."""
     box: dict[str, Any] = {}
 
@@ -323,7 +322,7 @@ class PairAnswers:
     latency_b_ms: float
 
 
-def _generate_pair(studio: Any, rows: tuple[str | None, str | None] | None, prompt: Messages,
+def generate_pair_answers(studio: Any, rows: tuple[str | None, str | None] | None, prompt: Messages,
                    sampling: SamplingParams, seed: int) -> PairAnswers:
     """Both rows' answers from one batched call; per-row latency = when that row stopped growing."""
     model, tokenizer = studio.model()
@@ -396,17 +395,17 @@ def sequence_logprobs(studio: Any, adapters: Sequence[str | None], prompts: Sequ
                     out.append((float(logp[i, len(p) - 1:len(p) + len(a) - 1].sum()), len(a)))
         return out
 
-    return _in_short_thread(run)
+    return in_short_thread(run)
 
 
-def _adapter_names(studio: Any, a: str, b: str) -> tuple[str | None, str | None] | None:
+def adapter_names(studio: Any, a: str, b: str) -> tuple[str | None, str | None] | None:
     """Load both versions' adapters on the shared model; the per-row adapter names for ``stream_pair`` (None =
     the base row), or None when no adapter is loaded at all (the plain model is the base)."""
     rows, _ = studio.adapter_rows(a, b)
     return rows
 
 
-def _row(rows: tuple[str | None, str | None] | None, i: int) -> str | None:
+def row_adapter(rows: tuple[str | None, str | None] | None, i: int) -> str | None:
     return rows[i] if rows else None
 
 
@@ -465,11 +464,11 @@ def side_by_side(studio: Any, policy_a: str, policy_b: str, prompts: Sequence[Me
     if not prompts:
         raise ValidationError("The prompt set is empty", hint="pick or type at least one prompt")
     scorer = _scorer(studio.db, reward_model)
-    rows = _adapter_names(studio, policy_a, policy_b)
+    rows = adapter_names(studio, policy_a, policy_b)
     out: list[SideBySideRow] = []
     for i, prompt in enumerate(prompts):
         _report(progress, i / len(prompts), f"prompt {i + 1} of {len(prompts)}: generating")
-        answers = _generate_pair(studio, rows, prompt, sampling, settings.seed + i)
+        answers = generate_pair_answers(studio, rows, prompt, sampling, settings.seed + i)
         out.append(SideBySideRow(last_user_text(prompt), answers.text_a, answers.text_b, None, None,
                                  answers.tokens_a, answers.tokens_b, len(answers.text_a), len(answers.text_b),
                                  answers.latency_a_ms, answers.latency_b_ms, settings.seed + i))
@@ -554,11 +553,11 @@ def implicit_rewards(studio: Any, policy: str, reference: str, prompts: Sequence
     comparable_policy(studio.db, policy)
     comparable_policy(studio.db, reference)
     if policy == reference:
-        rows = _adapter_names(studio, policy, BASE_POLICY)
-        names = [_row(rows, 0)] * (2 * len(answers))
+        rows = adapter_names(studio, policy, BASE_POLICY)
+        names = [row_adapter(rows, 0)] * (2 * len(answers))
     else:
-        rows = _adapter_names(studio, policy, reference)
-        names = [_row(rows, 0)] * len(answers) + [_row(rows, 1)] * len(answers)
+        rows = adapter_names(studio, policy, reference)
+        names = [row_adapter(rows, 0)] * len(answers) + [row_adapter(rows, 1)] * len(answers)
     logps = sequence_logprobs(studio, names, list(prompts) * 2, list(answers) * 2)
     n = len(answers)
     return [beta * (logps[i][0] - logps[n + i][0]) for i in range(n)]
@@ -597,18 +596,18 @@ def evaluate_version(studio: Any, name: str, reward_model: str | None = None, se
 
     fixed = [_user(p) for p in seed_prompts()[: settings.prompts]]
     sampling = SamplingParams(settings.temperature, settings.top_p, settings.max_new_tokens).validate()
-    rows = _adapter_names(studio, name, name)
+    rows = adapter_names(studio, name, name)
     answers: list[dict[str, Any]] = []
     for i, prompt in enumerate(fixed):
         _report(progress, 0.3 + 0.5 * i / len(fixed), f"{name}: generating answer {i + 1} of {len(fixed)}")
-        pair = _generate_pair(studio, rows, prompt, sampling, settings.seed + i)
+        pair = generate_pair_answers(studio, rows, prompt, sampling, settings.seed + i)
         answers += [{"prompt": prompt[0]["content"], "answer": pair.text_a, "tokens": pair.tokens_a},
                     {"prompt": prompt[0]["content"], "answer": pair.text_b, "tokens": pair.tokens_b}]
     sample_prompts = [_user(a["prompt"]) for a in answers]
     texts = [a["answer"] for a in answers]
 
     _report(progress, 0.85, f"{name}: KL to the base")
-    logps = sequence_logprobs(studio, [_row(rows, 0)] * len(texts) + [None] * len(texts), sample_prompts * 2, texts * 2)
+    logps = sequence_logprobs(studio, [row_adapter(rows, 0)] * len(texts) + [None] * len(texts), sample_prompts * 2, texts * 2)
     kl = sum(logps[i][0] - logps[len(texts) + i][0] for i in range(len(texts))) / len(texts)
     gen_reward = None
     if scorer is not None:
@@ -650,19 +649,27 @@ def _reference(db: Database, policy: dict[str, Any]) -> str | None:
 
 def _seen_in_training(db: Database, policy: dict[str, Any], pairs: list[dict[str, Any]]) -> int:
     """How many of the pairs have a prompt that was in the version's frozen training snapshot."""
-    if not pairs or policy["job_id"] is None:
+    if not pairs:
         return 0
+    trained = trained_prompt_keys(db, policy)
+    return sum(1 for p in pairs if prompt_key(p["prompt"]) in trained)
+
+
+def trained_prompt_keys(db: Database, policy: dict[str, Any]) -> set[str]:
+    """The prompts (``prompt_key``) in a version's frozen training snapshot; empty for the base."""
+    if policy.get("job_id") is None:
+        return set()
     run_dir = db.scalar("SELECT run_dir FROM jobs WHERE id = ?", [policy["job_id"]])
     path = Path(run_dir or "") / "data" / "train.parquet"
     if not run_dir or not path.is_file():
-        return 0
+        return set()
     import pyarrow.parquet as pq
 
     trained = set()
     for row in pq.read_table(path).to_pylist():
         prompt = row.get("prompt") or (row.get("messages") or [])[:-1]
         trained.add(prompt_key(prompt))
-    return sum(1 for p in pairs if prompt_key(p["prompt"]) in trained)
+    return trained
 
 
 def eval_table(db: Database) -> list[dict[str, Any]]:
@@ -745,12 +752,12 @@ def pick_for_labeling(studio: Any, strategy: str, policy_a: str, policy_b: str, 
             raise ValidationError(f"Two greedy answers of {policy_a} are identical, so there is nothing to be unsure "
                                   "about", hint="raise the temperature (e.g. 0.7) or pick two different versions")
     scorer = _scorer(studio.db, reward_model)
-    rows = _adapter_names(studio, policy_a, policy_b)
+    rows = adapter_names(studio, policy_a, policy_b)
     sampling = settings.sampling()
     answers: list[PairAnswers] = []
     for i, prompt in enumerate(prompts):
         _report(progress, 0.9 * i / len(prompts), f"prompt {i + 1} of {len(prompts)}: generating")
-        answers.append(_generate_pair(studio, rows, prompt, sampling,
+        answers.append(generate_pair_answers(studio, rows, prompt, sampling,
                                       settings.seed + i))
     _report(progress, 0.9, "ranking")
     a_texts, b_texts = [x.text_a for x in answers], [x.text_b for x in answers]
@@ -768,8 +775,8 @@ def pick_for_labeling(studio: Any, strategy: str, policy_a: str, policy_b: str, 
     else:
         n = len(prompts)
         both = list(prompts) * 2
-        under_a = sequence_logprobs(studio, [_row(rows, 0)] * (2 * n), both, a_texts + b_texts)
-        under_b = sequence_logprobs(studio, [_row(rows, 1)] * (2 * n), both, a_texts + b_texts)
+        under_a = sequence_logprobs(studio, [row_adapter(rows, 0)] * (2 * n), both, a_texts + b_texts)
+        under_b = sequence_logprobs(studio, [row_adapter(rows, 1)] * (2 * n), both, a_texts + b_texts)
         for i, prompt in enumerate(prompts):
             (a_on_a, len_a), (a_on_b, len_b) = under_a[i], under_a[n + i]
             b_on_a, b_on_b = under_b[i][0], under_b[n + i][0]

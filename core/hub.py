@@ -659,7 +659,16 @@ def _run_info(db: Database, policy: dict[str, Any]) -> dict[str, Any]:
                             " ORDER BY name, step", [policy["job_id"]]):
             metrics.setdefault(row["name"], []).append((row["step"], row["value"]))
     record["final_metrics"] = policy["metrics"] or {}
-    return {"record": record, "metrics": metrics}
+    from core.report import latest_report, public_view
+
+    report = None
+    if policy["algorithm"] != "reward":
+        try:
+            report = latest_report(db, policy["name"])
+        except StudioError:
+            report = None
+    # A card is public: the report goes in without its example answers (other people's prompts).
+    return {"record": record, "metrics": metrics, "report": public_view(report) if report else None}
 
 
 def _in_short_thread(fn: Callable[[], None]) -> None:
@@ -748,8 +757,36 @@ def _model_card(policy: dict[str, Any], run: dict[str, Any], card: CardOptions, 
         lines.append("No metrics were recorded for this version.")
     if has_curves:
         lines += ["", f"![Loss, reward and KL during training]({CURVES_FILE})"]
+    lines += ["", "## What changed", ""] + _report_lines(run.get("report"), policy)
     lines += ["", "Exported by RLHF Studio; `training_config.json` holds the full run record.", ""]
     return "\n".join(lines)
+
+
+def _report_lines(report: dict[str, Any] | None, policy: dict[str, Any]) -> list[str]:
+    """The card's "what changed" section: the verdict and figures of the version against its parent."""
+    if not report:
+        return [f"No \"what changed\" report was computed for `{policy['name']}` (RLHF Studio computes one after "
+                "every training job).", ""]
+    m = report["metrics"]
+
+    def pair(name: str, fmt: str) -> str:
+        old, new = m.get(f"{name}_against"), m.get(f"{name}_version")
+        return "n/a" if new is None else f"{fmt.format(old)} -> {fmt.format(new)}" if old is not None else fmt.format(new)
+
+    lines = [f"**{report['summary']}**", "",
+             f"Measured against `{report['against']}` on {m['held_out_pairs']} labeled pairs and {m.get('prompts', 0)} "
+             "prompts that neither version was trained on.", "",
+             "| figure | value |", "|---|---|",
+             f"| held-out preference accuracy | {pair('accuracy', '{:.2f}')} |",
+             f"| KL to `{report['against']}` (nats per token) | "
+             f"{'n/a' if m.get('kl_per_token') is None else format(m['kl_per_token'], '.3f')} |",
+             f"| answer length (tokens) | {pair('length', '{:.0f}')} |",
+             f"| refusal rate | {pair('refusal', '{:.0%}')} |",
+             f"| diversity (distinct-2) | {pair('distinct2', '{:.2f}')} |"]
+    if m.get("win_rate") is not None:
+        lines.append(f"| win rate judged by `{m['reward_model']}` | {m['win_rate']:.0%} |")
+    lines += [f"\n> warning: {w}" for w in report.get("warnings", [])]
+    return lines + [""]
 
 
 def _dataset_card(kind: str, built: Any, data_hash: str, filters: dict[str, Any], formats: tuple[str, ...],

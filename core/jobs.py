@@ -32,6 +32,7 @@ from core.errors import Conflict, NotFound, ValidationError
 from core.identity import User
 from core.policies import get_policy, register_policy
 from core.training import ALGORITHMS, AlgorithmSpec
+from core.training.defaults import UNITS, Plan, plan_defaults
 from storage.db import Database
 
 ACTIVE = ("queued", "running")
@@ -42,12 +43,19 @@ CANCEL_GRACE_S = 20.0
 
 @dataclass
 class JobRequest:
-    """What a user asks for on the Train page or with ``launch.py train``."""
+    """What a user asks for on the Train page or with ``launch.py train``.
+
+    ``hyperparams`` holds only what the user set; every other value is chosen from the data at submit time
+    (core.training.defaults). ``filters.hold_out_percent`` defaults to the evaluation split (20% of prompts):
+    those labels are never trained on, the job evaluates on them while it trains, and the "what changed" report
+    measures the new version on them.
+    """
 
     algorithm: str
     parent: str = "base"                       # policy version the job starts from (and the reference)
     hyperparams: dict[str, Any] = field(default_factory=dict)
-    filters: trainsets.Filters = field(default_factory=trainsets.Filters)
+    filters: trainsets.Filters = field(default_factory=lambda: trainsets.Filters(
+        hold_out_percent=trainsets.HELD_OUT_PERCENT))
     reward_model: str | None = None            # online RL: name of a trained reward model (rm1, ...)
 
     def spec(self) -> AlgorithmSpec:
@@ -56,10 +64,13 @@ class JobRequest:
                                   hint=f"choose one of {', '.join(ALGORITHMS)}")
         return ALGORITHMS[self.algorithm]
 
-    def config(self) -> Any:
-        """The algorithm's config dataclass with the user's values, validated."""
-        spec = self.spec()
-        cfg = spec.config_from_dict(self.hyperparams)
+    def plan(self, n_examples: int) -> Plan:
+        """Every hyperparameter for ``n_examples`` training rows: the user's values plus chosen defaults."""
+        return plan_defaults(self.spec().config_class, n_examples, self.hyperparams)
+
+    def config(self, n_examples: int) -> Any:
+        """The algorithm's config dataclass for ``n_examples`` training rows, validated."""
+        cfg = self.spec().config_from_dict(self.plan(n_examples).values)
         cfg.validate()
         return cfg
 
@@ -76,14 +87,47 @@ class DryRun:
     estimate: dict[str, Any]
     ok: bool
     reason: str
+    summary: str = ""                                          # "64 pairs: 5 epochs -> 40 steps, lr 5e-4 ..."
+    settings: list[dict[str, Any]] = field(default_factory=list)   # name, value, source (auto|user|default), reason
+    eval_examples: int = 0                                     # held-out rows evaluated on while training
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-# -- data ------------------------------------------------------------------------------------------
+def job_filters(values: dict[str, Any] | None) -> trainsets.Filters:
+    """The data filters of a training job (REST, CLI): the evaluation split is held out unless they say otherwise."""
+    return trainsets.filters_from_dict({"hold_out_percent": trainsets.HELD_OUT_PERCENT, **(values or {})})
+
+
+# -- data ----------------------------------------------------------------------------------------
+MAX_EVAL_ROWS = 48   # held-out rows evaluated while training: enough to see a trend, cheap to run ~8 times
+
+
+@dataclass
+class TrainingData:
+    """The rows a job trains on, the held-out rows it evaluates on while training, and how they were chosen."""
+
+    rows: list[dict]
+    eval_rows: list[dict]
+    stats: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+
 def build_rows(db: Database, spec: AlgorithmSpec, filters: trainsets.Filters) -> tuple[list[dict], dict]:
     """The training rows for an algorithm's dataset kind, from the labels in the database."""
+    data = build_training_data(db, spec, filters)
+    return data.rows, data.stats
+
+
+def build_training_data(db: Database, spec: AlgorithmSpec, filters: trainsets.Filters) -> TrainingData:
+    """Training rows and the held-out split (``filters.hold_out_percent`` of prompts, by a fixed hash).
+
+    When holding out would leave fewer rows than the algorithm needs, the job trains on every row instead and
+    says so (a first job on a dozen labels should run; its report then has no held-out pairs to measure on).
+    Online RL trains on prompts and evaluates nothing while training (its curve is the reward itself).
+    """
     kind = spec.dataset_kind
     if kind == "preference":
         rows = trainsets.preference_rows(db, filters)
@@ -98,21 +142,31 @@ def build_rows(db: Database, spec: AlgorithmSpec, filters: trainsets.Filters) ->
         seen: dict[str, dict] = {}
         for row in pairs.rows:
             seen.setdefault(json.dumps(row["prompt"], sort_keys=True), {"prompt": row["prompt"]})
-        kept, held = trainsets.drop_held_out(list(seen.values()), filters.hold_out_percent)
-        return kept, _with_held_out(pairs.stats, held)
+        kept, held = trainsets.split_held_out(list(seen.values()), filters.hold_out_percent)
+        return TrainingData(kept, [], _with_held_out(pairs.stats, len(held)))
     else:
         raise ValidationError(f"Unknown dataset kind {kind!r}")
-    kept, held = trainsets.drop_held_out(rows.rows, filters.hold_out_percent)
-    return kept, _with_held_out(rows.stats, held)
+    kept, held = trainsets.split_held_out(rows.rows, filters.hold_out_percent)
+    if held and len(kept) < spec.min_examples:
+        notes = [] if len(rows.rows) < spec.min_examples else [
+            f"too few labels to hold out an evaluation split ({len(kept)} would be left, {spec.min_examples} "
+            f"needed): training on all {len(rows.rows)} {UNITS.get(kind, 'examples')}; label more to get a "
+            "held-out measurement"]
+        return TrainingData(rows.rows, [], rows.stats, notes)
+    return TrainingData(kept, _eval_subset(held), _with_held_out(rows.stats, len(held)))
+
+
+def _eval_subset(rows: list[dict]) -> list[dict]:
+    """At most MAX_EVAL_ROWS held-out rows, a fixed subset (by content hash) so reruns evaluate the same ones."""
+    if len(rows) <= MAX_EVAL_ROWS:
+        return rows
+    return sorted(rows, key=lambda r: hashlib.sha256(json.dumps(r, sort_keys=True, default=str).encode())
+                  .hexdigest())[:MAX_EVAL_ROWS]
 
 
 def _with_held_out(stats: dict[str, Any], held: int) -> dict[str, Any]:
     """The builder's stats, with the examples the evaluation split took counted among the skipped ones."""
     return {**stats, "skipped": {**stats.get("skipped", {}), **({"held_out": held} if held else {})}}
-
-
-UNITS = {"preference": "pairs", "reward": "pairs", "unpaired": "labeled answers", "sft": "conversations",
-         "prompts": "prompts"}
 
 
 def unit(spec: AlgorithmSpec) -> str:
@@ -143,6 +197,51 @@ def content_hash(rows: list[dict]) -> str:
     return digest.hexdigest()
 
 
+# -- the guided loop ------------------------------------------------------------------------------
+FIRST_JOB_PAIRS = 40   # preference pairs before the first suggested job: ~32 to train on, ~8 held out to measure
+NEXT_JOB_PAIRS = 20    # new pairs since the newest version before suggesting the next round
+
+
+@dataclass
+class Suggestion:
+    """What the console suggests next: a DPO job from the newest version once enough labels exist."""
+
+    ready: bool
+    parent: str                 # the version to train from (the newest chat version)
+    pairs: int                  # usable preference pairs (all, before the held-out split)
+    new_pairs: int              # of those, labeled after the parent was trained (all of them for base)
+    needed: int                 # more labels before the suggestion is ready (0 when ready)
+    text: str
+    request: JobRequest
+
+
+def suggest_next_job(db: Database) -> Suggestion:
+    """The next training the console suggests: a first DPO run after FIRST_JOB_PAIRS pairs, then a new round from
+    the newest version after NEXT_JOB_PAIRS new pairs; always with the data-chosen defaults."""
+    parent = db.query("SELECT p.name, j.created_at FROM policies p LEFT JOIN jobs j ON j.id = p.job_id"
+                      " WHERE p.deleted_at IS NULL AND (p.name = 'base' OR p.adapter_path IS NOT NULL)"
+                      " AND coalesce(p.algorithm, '') <> 'reward' ORDER BY p.id DESC LIMIT 1")[0]
+    rows = trainsets.preference_rows(db, trainsets.Filters()).rows
+    pairs = len(rows)
+    if parent["created_at"] is None:
+        new_pairs, target = pairs, FIRST_JOB_PAIRS
+    else:
+        new_pairs = len(trainsets.preference_rows(db, trainsets.Filters(since=parent["created_at"])).rows)
+        target = NEXT_JOB_PAIRS
+    request = JobRequest("dpo", parent["name"])
+    needed = max(0, target - new_pairs)
+    first = parent["name"] == "base"
+    if needed:
+        text = (f"{new_pairs} preference pair(s) labeled{'' if first else ' since ' + parent['name'] + ' was trained'}"
+                f": {needed} more and the studio suggests {'a first' if first else 'the next'} DPO run"
+                f"{'' if first else ' from ' + parent['name']}.")
+    else:
+        text = (f"{new_pairs} {'preference pairs labeled' if first else 'new pairs since ' + parent['name']}: "
+                f"ready for {'a first' if first else 'the next'} DPO run from {parent['name']}, with settings "
+                "chosen for this data.")
+    return Suggestion(not needed, parent["name"], pairs, new_pairs, needed, text, request)
+
+
 # -- supervisor ------------------------------------------------------------------------------------
 class Supervisor:
     """Queue and watcher of training jobs for one data dir (one job at a time by default)."""
@@ -160,13 +259,18 @@ class Supervisor:
         self._stop = threading.Event()
         self._wakeup = threading.Event()
         self._thread: threading.Thread | None = None
+        # Called with the new version's name after a job registered a chat policy (the studio queues its
+        # "what changed" report there). Never called for reward models.
+        self.on_new_version: Callable[[str], None] | None = None
 
     # -- requests ----------------------------------------------------------------------------------
     def dry_run(self, request: JobRequest) -> DryRun:
         spec = request.spec()
-        cfg = request.config()
         self._check_parent(request)
-        rows, stats = build_rows(self.db, spec, request.filters)
+        data = build_training_data(self.db, spec, request.filters)
+        rows = data.rows
+        plan = request.plan(len(rows))
+        cfg = request.config(len(rows))
         from core.training.run import estimate
 
         est = estimate(cfg, len(rows), self.base_model_path) if rows else {"steps": 0, "seconds": 0,
@@ -175,8 +279,9 @@ class Supervisor:
         reason = "ready" if ok else (
             f"only {len(rows)} usable {unit(spec)} (need at least {spec.min_examples}): label more, "
             "or loosen the data filters")
-        return DryRun(request.algorithm, len(rows), spec.min_examples, stats.get("skipped", {}),
-                      data_stats(rows), est, ok, reason)
+        return DryRun(request.algorithm, len(rows), spec.min_examples, data.stats.get("skipped", {}),
+                      data_stats(rows), est, ok, reason, plan.summary, plan.rows(), len(data.eval_rows),
+                      data.notes)
 
     def submit(self, request: JobRequest, user: User) -> int:
         """Freeze the data into runs/<id>/ and queue the job."""
@@ -184,9 +289,10 @@ class Supervisor:
             raise ValidationError("Only admins can start training jobs", hint="ask an admin",
                                   code="forbidden")
         spec = request.spec()
-        cfg = request.config()
         parent = self._check_parent(request)
-        rows, _ = build_rows(self.db, spec, request.filters)
+        data = build_training_data(self.db, spec, request.filters)
+        rows = data.rows
+        cfg = request.config(len(rows))
         if len(rows) < spec.min_examples:
             raise ValidationError(f"Only {len(rows)} usable {unit(spec)}; {request.algorithm} needs at least "
                                   f"{spec.min_examples}", hint="label more, or loosen the data filters")
@@ -199,6 +305,8 @@ class Supervisor:
         try:
             (run_dir / "data").mkdir(parents=True, exist_ok=True)
             _write_parquet(rows, run_dir / "data" / "train.parquet")
+            if data.eval_rows:
+                _write_parquet(data.eval_rows, run_dir / "data" / "eval.parquet")
             data_hash = content_hash(rows)
             config = {  # the child's contract (core.training.common.JobConfig)
                 "job_id": job_id, "algorithm": request.algorithm, "base_model": self.base_model_path,
@@ -207,6 +315,8 @@ class Supervisor:
             }
             _write_json(run_dir / "config.json", config)
             record = {**config, "parent_policy": parent["name"], "data_hash": data_hash, "examples": len(rows),
+                      "eval_examples": len(data.eval_rows), "plan": request.plan(len(rows)).rows(),
+                      "notes": data.notes,
                       "filters": _jsonable(asdict(request.filters))}
         except BaseException:
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -281,6 +391,10 @@ class Supervisor:
             return json.loads(path.read_text())
         except (OSError, ValueError):
             return {}
+
+    def result(self, job_id: int) -> dict[str, Any]:
+        """The child's result.json (status, metrics, setup: reference, kept step, ...); {} while it runs."""
+        return _read_json(Path(self.job(job_id)["run_dir"]) / "result.json") or {}
 
     def log_tail(self, job_id: int, lines: int = LOG_TAIL_LINES) -> str:
         return _tail(Path(self.job(job_id)["run_dir"]) / "log.txt", lines)
@@ -415,6 +529,11 @@ class Supervisor:
         if status == "succeeded" and clean_exit and _artifact_exists(result):
             version = self._register(job, result)
             self._set_status(job_id, "succeeded", finished=True, error=None)
+            if self.on_new_version is not None and job["algorithm"] != "reward":
+                try:
+                    self.on_new_version(version)
+                except Exception as exc:  # a report that cannot be queued must not fail the job
+                    print(f"job supervisor: report of {version}: {exc!r}", file=sys.stderr, flush=True)
             return version
         if status in ("paused", "cancelled") and clean_exit:
             self._set_status(job_id, status, finished=status == "cancelled")

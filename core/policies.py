@@ -58,6 +58,15 @@ def servable_policies(db: Database) -> list[dict[str, Any]]:
                     " AND (name = ? OR adapter_path IS NOT NULL) ORDER BY id", [BASE_POLICY])
 
 
+def newest_version(db: Database) -> dict[str, Any] | None:
+    """The newest live trained chat version and its parent's name (base for first versions), or None."""
+    rows = db.query("SELECT p.name, coalesce(parent.name, ?) AS parent FROM policies p"
+                    " LEFT JOIN policies parent ON parent.id = p.parent_id"
+                    " WHERE p.deleted_at IS NULL AND p.adapter_path IS NOT NULL AND p.name <> ?"
+                    " AND coalesce(p.algorithm, '') <> 'reward' ORDER BY p.id DESC LIMIT 1", [BASE_POLICY, BASE_POLICY])
+    return rows[0] if rows else None
+
+
 def get_policy(db: Database, name: str) -> dict[str, Any]:
     rows = db.query("SELECT id, name, algorithm, adapter_path, deleted_at FROM policies WHERE name = ?", [name])
     if not rows or rows[0]["deleted_at"] is not None:

@@ -20,6 +20,7 @@ from core.identity import Directory
 from core.jobs import Supervisor, mark_chat_active, trainer_threads
 from core.models import auto_dtype, load_model
 from core.policies import ensure_base_policy, get_policy
+from core.report import ReportWorker
 from storage.db import Database
 
 _current: "Studio | None" = None
@@ -34,6 +35,8 @@ class Studio:
         self.base_policy_id = ensure_base_policy(self.db, settings.model)
         self.directory = Directory(settings, self.db)
         self.supervisor = Supervisor(self.db, settings.runs_dir, model_path, settings.model)
+        self.reports = ReportWorker(self)
+        self.supervisor.on_new_version = self.reports.request
         self._model: tuple[Any, Any] | None = None
         self._model_error: StudioError | None = None
         self._model_lock = threading.Lock()
@@ -124,6 +127,7 @@ class Studio:
 
     def close(self) -> None:
         self.supervisor.stop()
+        self.reports.stop()
         self.db.close()
 
 

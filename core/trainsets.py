@@ -109,12 +109,25 @@ def prompt_bucket(prompt: list[dict[str, str]]) -> int:
     return int(hashlib.sha256(prompt_key(prompt).encode("utf-8")).hexdigest()[:8], 16) % 100
 
 
+HELD_OUT_PERCENT = 20   # the evaluation split: prompts whose bucket is below this are held out of training jobs
+
+
+def split_held_out(rows: list[dict[str, Any]], percent: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(rows whose prompt is outside the evaluation split, rows inside it)."""
+    if not percent:
+        return rows, []
+    kept: list[dict[str, Any]] = []
+    held: list[dict[str, Any]] = []
+    for row in rows:
+        bucket = prompt_bucket(row["prompt"] if "prompt" in row else row["messages"][:-1])
+        (kept if bucket >= percent else held).append(row)
+    return kept, held
+
+
 def drop_held_out(rows: list[dict[str, Any]], percent: int) -> tuple[list[dict[str, Any]], int]:
     """Rows whose prompt is outside the evaluation split, and how many were left out."""
-    if not percent:
-        return rows, 0
-    kept = [row for row in rows if prompt_bucket(row["prompt"] if "prompt" in row else row["messages"][:-1]) >= percent]
-    return kept, len(rows) - len(kept)
+    kept, held = split_held_out(rows, percent)
+    return kept, len(held)
 
 
 @dataclass
@@ -140,8 +153,8 @@ class Filters:
         "help": "Rating aspects that count for margins and KTO labels (default: the active ones)."})
     hold_out_percent: int = field(default=0, metadata={
         "help": "Leave out the evaluation split: the prompts whose fixed hash bucket (0-99) is below this number, "
-                "so the Compare page's accuracy (held-out share 20 there) is measured on unseen pairs. "
-                "0 = train on every label.", "min": 0, "max": 99})
+                "so accuracy is measured on unseen pairs (training jobs hold out 20 by default, evaluate on them "
+                "while training and in the 'what changed' report). 0 = use every label.", "min": 0, "max": 99})
 
     def params(self, db: Database) -> dict[str, Any]:
         """Validate against the database and return the SQL parameters of :data:`_SIGNALS`."""

@@ -80,3 +80,72 @@ def dataclass_form(cls, key: str, choices: dict | None = None, defaults: dict | 
             values[f.name] = st.text_input(label, "" if default is None else str(default), help=help_text,
                                            key=wkey) or None
     return values
+
+
+def show_error(exc) -> None:
+    """A StudioError as the console shows every error: what happened, then what to do."""
+    st.error(f"**{exc.message}**" + (f"  \n{exc.hint}" if exc.hint else ""), icon=":material/error:")
+
+
+VERDICT_STYLE = {"learned": ("green", ":material/trending_up:"), "no_change": ("gray", ":material/trending_flat:"),
+                 "regressed": ("red", ":material/trending_down:"), "unmeasured": ("orange", ":material/help:")}
+
+
+def show_report(report: dict, full: bool, key: str) -> None:
+    """A "what changed" report (core.report): verdict, figures, a chart, warnings, and for admins (``full``) the
+    prompts where the two versions differ most. Labelers get the figures only: the examples are other people's
+    held-out prompts."""
+    import plotly.graph_objects as go
+
+    from core.evaluation import diff_html
+
+    m, version, against = report["metrics"], report["version"], report["against"]
+    color, icon = VERDICT_STYLE.get(report["verdict"], ("gray", None))
+    st.badge(report["verdict"].replace("_", " "), color=color, icon=icon)
+    st.markdown(f"**{report['summary']}**")
+
+    def pair(name: str, fmt: str = "{:.2f}") -> tuple[str, str | None]:
+        old, new = m.get(f"{name}_against"), m.get(f"{name}_version")
+        if new is None:
+            return "n/a", None
+        return fmt.format(new), (fmt.format(new - old) if old is not None else None)
+
+    cols = st.columns(5)
+    value, delta = pair("accuracy")
+    cols[0].metric("Held-out preference accuracy", value, delta,
+                   help=f"{m['held_out_pairs']} labeled pairs never trained on; each version ranks chosen vs "
+                        f"rejected by its mean log-probability per token. {against} → {version}.")
+    kl = m.get("kl_per_token")
+    cols[1].metric("KL to " + against, "n/a" if kl is None else f"{kl:.3f}", help="nats per token, on the "
+                   f"version's own answers to {m.get('prompts', 0)} held-out prompts")
+    value, delta = pair("length", "{:.0f}")
+    cols[2].metric("Answer length (tokens)", value, delta, delta_color="off")
+    value, delta = pair("refusal", "{:.0%}")
+    cols[3].metric("Refusal rate", value, delta, delta_color="inverse")
+    win = m.get("win_rate")
+    cols[4].metric("Win rate vs " + against, "n/a" if win is None else f"{win:.0%}",
+                   help=f"judged by {m['reward_model']}" if m.get("reward_model") else
+                   "no reward model yet: train one (algorithm 'Reward model') to get a judged win rate")
+    names = [("accuracy", "held-out accuracy"), ("refusal", "refusal rate"), ("distinct2", "diversity (distinct-2)")]
+    shown = [(label, m.get(f"{n}_against"), m.get(f"{n}_version")) for n, label in names
+             if m.get(f"{n}_version") is not None]
+    if shown:
+        fig = go.Figure()
+        fig.add_bar(name=against, x=[s[0] for s in shown], y=[s[1] for s in shown])
+        fig.add_bar(name=version, x=[s[0] for s in shown], y=[s[2] for s in shown])
+        fig.update_layout(barmode="group", height=260, margin=dict(l=10, r=10, t=10, b=10), yaxis_range=[0, 1])
+        st.plotly_chart(fig, use_container_width=True, key=f"{key}-chart")
+    for warning in report.get("warnings", []):
+        st.warning(warning, icon=":material/warning:")
+    if full and report.get("examples"):
+        st.caption("Where the two versions differ most (sampled answers, held-out prompts):")
+        for i, example in enumerate(report["examples"]):
+            with st.expander(f"{i + 1}. {example['prompt'][:90]}"):
+                html_a, html_b = diff_html(example["answer_against"], example["answer_version"])
+                left, right = st.columns(2)
+                left.caption(f"**{against}**")
+                left.html(f"<div style='white-space:pre-wrap'>{html_a}</div>")
+                right.caption(f"**{version}**")
+                right.html(f"<div style='white-space:pre-wrap'>{html_b}</div>")
+    elif not full:
+        st.caption("Example answers are shown to admins only (they quote other people's prompts).")

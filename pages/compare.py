@@ -10,9 +10,10 @@ import streamlit as st
 
 from core import evaluation as ev
 from core import queue as prompt_queue
+from core import report as report_mod
 from core.errors import StudioError
 from core.studio import current
-from pages.common import admin_only, current_user, dataclass_form
+from pages.common import admin_only, current_user, dataclass_form, show_error, show_report
 
 studio = current()
 st.title("Compare")
@@ -24,10 +25,6 @@ versions = ev.comparable_policies(db)
 reward_models = ev.reward_models(db)
 SOURCE_LABELS = {"held_out": "Held-out prompts", "queue": "A labeling queue", "typed": "Typed prompts",
                  "seed": "Seed prompts"}
-
-
-def show_error(exc: StudioError) -> None:
-    st.error(f"**{exc.message}**" + (f"  \n{exc.hint}" if exc.hint else ""), icon=":material/error:")
 
 
 def progress_bar():
@@ -72,7 +69,36 @@ def pick_reward_model(key: str, required: bool = False) -> str | None:
     return None if choice == "none" else choice
 
 
-side_tab, eval_tab, active_tab = st.tabs(["Side by side", "Evaluation", "Active learning"])
+changed_tab, side_tab, eval_tab, active_tab = st.tabs(["What changed", "Side by side", "Evaluation",
+                                                      "Active learning"])
+
+# --- what changed -----------------------------------------------------------------------------------------
+with changed_tab:
+    st.caption("Did a version learn from the labels, and did anything else move? Held-out preference accuracy on "
+               "labeled pairs neither version trained on, KL, answer length, refusals, diversity, a reward-model "
+               "win rate when one exists, and the prompts where the two differ most. Computed after every job "
+               "against the parent; here for any two versions.")
+    trained = [v for v in versions if v != "base"]
+    if not trained:
+        st.info("Only the base model is available: train a version on the Train page first.", icon=":material/info:")
+    else:
+        left, right = st.columns(2)
+        version = left.selectbox("Version", trained, index=len(trained) - 1, key="changed-version")
+        parent = report_mod.default_against(db, version)
+        others = [v for v in versions if v != version]
+        against = right.selectbox("Against", others, index=others.index(parent) if parent in others else 0,
+                                  key="changed-against", help="Its parent by default.")
+        report = report_mod.latest_report(db, version, against)
+        if st.button("Measure now" if report is None else "Measure again", type="primary", key="changed-run"):
+            try:
+                report = report_mod.compute_report(studio, version, against, user=admin, progress=progress_bar())
+            except StudioError as exc:
+                show_error(exc)
+        if report is not None:
+            st.caption(f"Measured {str(report.get('created_at', 'just now'))[:19].replace('T', ' ')}.")
+            show_report(report, full=True, key="compare-changed")
+        else:
+            st.caption(f"No report of {version} against {against} yet.")
 
 # --- side by side ------------------------------------------------------------------------------------------
 with side_tab:

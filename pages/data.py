@@ -74,6 +74,17 @@ cols[6].metric("API feedback", summary["scored_feedback"], help="Scored single a
 if summary["retracted"]:
     st.caption(f"{summary['retracted']} undone vote(s) are kept for the record and left out everywhere below.")
 
+# ----------------------------------------------------------------------------- the guided loop
+from core.jobs import suggest_next_job  # noqa: E402
+
+suggestion = suggest_next_job(db)
+if suggestion.ready:
+    st.success(suggestion.text, icon=":material/model_training:")
+    st.page_link("train.py", label="Open the Train page", icon=":material/model_training:")
+else:
+    st.progress(suggestion.new_pairs / (suggestion.new_pairs + suggestion.needed),
+                text=f"{suggestion.text} ({suggestion.needed} more labels needed)")
+
 has_labels = summary["votes"] or summary["ratings"]
 if not has_labels:
     st.info("No labels yet. Open the [labeling app](/label/) to vote on answers; charts, agreement and "

@@ -4,15 +4,16 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.errors import StudioError
+from core.report import latest_report
 from core.studio import current
-from pages.common import current_user
+from pages.common import current_user, show_error, show_report
 
 studio = current()
 supervisor = studio.supervisor
 st.title("Runs")
 
-CURVES = ["loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "kl", "implicit_kl",
-          "reward", "reward_std", "learning_rate", "grad_norm", "tokens_per_s"]
+CURVES = ["loss", "rewards/accuracies", "rewards/margins", "implicit_kl", "kl", "reward", "accuracy",
+          "rewards/chosen", "rewards/rejected", "reward_std", "learning_rate", "grad_norm", "tokens_per_s"]
 STATUS_COLOR = {"queued": "gray", "running": "blue", "paused": "orange", "succeeded": "green", "failed": "red",
                 "cancelled": "gray", "interrupted": "orange"}
 
@@ -92,23 +93,41 @@ def smooth(values: pd.Series, alpha: float) -> pd.Series:
     return values.ewm(alpha=1 - alpha, adjust=False).mean() if alpha > 0 else values
 
 
+def kept_steps(job_ids: list[int]) -> dict[int, int]:
+    """Jobs whose held-out evaluation chose a checkpoint: the step whose weights became the version."""
+    kept = {}
+    for jid in job_ids:
+        setup = supervisor.result(jid).get("setup") or {}
+        if setup.get("kept_step") is not None:
+            kept[jid] = setup["kept_step"]
+    return kept
+
+
 @st.fragment(run_every="3s")
 def curves(job_ids: list[int], alpha: float) -> None:
     metrics = pd.DataFrame(supervisor.metrics(job_ids), columns=["job_id", "step", "name", "value"])
     if metrics.empty:
         st.caption("No metrics yet: curves appear after the first logging step.")
         return
-    available = [m for m in CURVES if m in set(metrics["name"])] + sorted(
-        set(metrics["name"]) - set(CURVES) - {"epoch"})
+    names = set(metrics["name"])
+    # held-out ("eval_") curves are drawn on the chart of their training metric, dashed
+    train_names = {n for n in names if not n.startswith("eval_")} | {n[5:] for n in names if n.startswith("eval_")
+                                                                    and n[5:] in CURVES}
+    available = [m for m in CURVES if m in train_names] + sorted(train_names - set(CURVES) - {"epoch"})
     chosen = st.multiselect("Metrics", available, default=[m for m in available if m in CURVES][:4],
-                            key="curve-metrics")
+                            key="curve-metrics", help="Dashed: the same metric on the held-out split (labels never "
+                            "trained on), measured every few steps; the dotted line marks the step kept.")
+    kept = kept_steps(job_ids)
     for column, name in zip(st.columns(2) * ((len(chosen) + 1) // 2), chosen):
         fig = go.Figure()
         for jid in job_ids:
-            series = metrics[(metrics["job_id"] == jid) & (metrics["name"] == name)].sort_values("step")
-            if not series.empty:
-                fig.add_scatter(x=series["step"], y=smooth(series["value"], alpha), mode="lines+markers",
-                                name=f"#{jid}")
+            for metric, label, dash in ((name, f"#{jid}", None), (f"eval_{name}", f"#{jid} held-out", "dash")):
+                series = metrics[(metrics["job_id"] == jid) & (metrics["name"] == metric)].sort_values("step")
+                if not series.empty:
+                    fig.add_scatter(x=series["step"], y=smooth(series["value"], alpha), mode="lines+markers",
+                                    name=label, line=dict(dash=dash))
+            if jid in kept:
+                fig.add_vline(x=kept[jid], line_dash="dot", line_color="gray")
         fig.update_layout(title=name, height=300, margin=dict(l=10, r=10, t=40, b=10), xaxis_title="step")
         column.plotly_chart(fig, use_container_width=True, key=f"chart-{name}")
     wide = metrics.pivot_table(index=["job_id", "step"], columns="name", values="value").reset_index()
@@ -116,6 +135,45 @@ def curves(job_ids: list[int], alpha: float) -> None:
 
 
 curves(picked, smoothing)
+
+st.subheader("What changed")
+
+
+@st.fragment(run_every="3s")
+def what_changed(job_id: int) -> None:
+    """The new version vs its parent on labels it never saw (core.report), computed after the job."""
+    job = supervisor.job(job_id)
+    version = job.get("version")
+    if job["status"] != "succeeded" or not version:
+        st.caption("A report appears here once the job has produced a version.")
+        return
+    if job["algorithm"] == "reward":
+        st.caption(f"{version} is a reward model: its held-out accuracy is on the Compare page (Evaluation).")
+        return
+    setup = supervisor.result(job_id).get("setup") or {}
+    if setup.get("kept_step") is not None:
+        st.caption(f"Kept the weights of step {setup['kept_step']} of {setup.get('planned_steps')} (best held-out "
+                   "evaluation)" + (": stopped early, held-out accuracy had stopped improving"
+                                    if setup.get("stopped_early") else ""))
+    report = latest_report(studio.db, version)
+    if report is not None:
+        show_report(report, current_user().is_admin, key=f"runs-{job_id}")
+        return
+    state = studio.reports.state(version)
+    if state["status"] in ("queued", "computing"):
+        st.progress(state.get("progress", 0.0), text=f"Measuring {version} against {job['parent']}: "
+                    f"{state.get('message', '')}")
+    elif state["status"] == "failed":
+        st.error(f"The report failed: {state['error']['message']}. {state['error']['hint']}")
+    if state["status"] != "computing" and current_user().is_admin and st.button(
+            "Compute the report", key=f"report-{job_id}", icon=":material/analytics:"):
+        try:
+            studio.reports.request(version, user=current_user())
+        except StudioError as exc:
+            show_error(exc)
+
+
+what_changed(job_id)
 
 st.subheader("Policy versions")
 from core.policies import delete_policy, list_policies, rename_policy  # noqa: E402

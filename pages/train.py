@@ -6,16 +6,34 @@ import streamlit as st
 from core import trainsets
 from core.errors import StudioError
 from core.hardware import training_defaults
-from core.jobs import JobRequest, unit
+from core.jobs import JobRequest, build_training_data, suggest_next_job, unit
 from core.policies import servable_policies
 from core.studio import current
 from core.training import ALGORITHMS
-from pages.common import admin_only, current_user, dataclass_form
+from pages.common import admin_only, current_user, dataclass_form, show_error
 
 studio = current()
 st.title("Train")
 if not admin_only():
     st.stop()
+
+suggestion = suggest_next_job(studio.db)
+with st.container(border=True):
+    st.markdown(f"**Suggested next step.** {suggestion.text}")
+    if suggestion.ready:
+        st.caption("Learning rate, epochs and batch are chosen from the data (the dry run below explains each); "
+                   "20% of prompts are held out, evaluated while training, and used for the 'what changed' "
+                   "report when the job ends.")
+        if st.button(f"Launch DPO from {suggestion.parent}", icon=":material/rocket_launch:", key="suggested"):
+            try:
+                job_id = studio.supervisor.submit(suggestion.request, current_user())
+                st.success(f"Job #{job_id} queued. Follow it on the Runs page.")
+                st.page_link("runs.py", label="Open Runs", icon=":material/monitoring:")
+            except StudioError as exc:
+                show_error(exc)
+    else:
+        st.progress(suggestion.new_pairs / (suggestion.new_pairs + suggestion.needed),
+                    text=f"{suggestion.needed} more labels to go")
 
 names = list(ALGORITHMS)
 algorithm = st.selectbox("Algorithm", names, index=names.index("dpo"), format_func=lambda n: ALGORITHMS[n].label)
@@ -42,7 +60,15 @@ with st.expander("Data filters", expanded=False):
         "exclude_flags": list(trainsets.FLAGS),
         "aspects": [r["name"] for r in studio.db.query("SELECT name FROM aspects ORDER BY position")],
     }
-    filter_values = dataclass_form(trainsets.Filters, f"filters-{algorithm}", options)
+    filter_values = dataclass_form(trainsets.Filters, f"filters-{algorithm}", options,
+                                   defaults={"hold_out_percent": trainsets.HELD_OUT_PERCENT})
+filters = trainsets.Filters(**filter_values)
+try:
+    examples = len(build_training_data(studio.db, spec, filters).rows)
+except StudioError as exc:
+    show_error(exc)
+    st.stop()
+plan = JobRequest(algorithm, parent, {}, filters, reward_model).plan(examples)
 
 with st.expander("Hyperparameters", expanded=True):
     model_params = None
@@ -54,19 +80,22 @@ with st.expander("Hyperparameters", expanded=True):
     groups = sorted(dict.fromkeys(f.metadata.get("group", "training")
                                   for f in spec.config_class.__dataclass_fields__.values()),
                     key=lambda g: order.index(g) if g in order else len(order))
-    hyperparams = {}
+    st.caption(f"Defaults chosen for the data: {plan.summary}. Change any value to override it.")
+    form_values = {}
     for tab, group in zip(st.tabs([g.capitalize() for g in groups]), groups):
         with tab:
-            hyperparams |= dataclass_form(spec.config_class, f"hp-{algorithm}", group=group)
+            form_values |= dataclass_form(spec.config_class, f"hp-{algorithm}-{examples}", defaults=plan.values,
+                                          group=group)
+    hyperparams = {k: v for k, v in form_values.items() if v != plan.values.get(k)}   # only what the user changed
 
-request = JobRequest(algorithm, parent, hyperparams, trainsets.Filters(**filter_values), reward_model)
+request = JobRequest(algorithm, parent, hyperparams, filters, reward_model)
 dry_col, launch_col = st.columns([1, 1])
 if dry_col.button("Dry run", icon=":material/fact_check:", use_container_width=True):
     try:
         report = studio.supervisor.dry_run(request)
         st.session_state["dry-run"] = (algorithm, report)
     except StudioError as exc:
-        st.error(f"{exc.message}. {exc.hint}")
+        show_error(exc)
 if "dry-run" in st.session_state and st.session_state["dry-run"][0] == algorithm:
     report = st.session_state["dry-run"][1]
     cols = st.columns(4)
@@ -80,10 +109,17 @@ if "dry-run" in st.session_state and st.session_state["dry-run"][0] == algorithm
         st.error(f"Refused: {report.reason}")
     details = {**report.data_stats, **{f"skipped: {k}": v for k, v in report.skipped.items()}}
     st.dataframe(pd.DataFrame([details]), hide_index=True, use_container_width=True)
+    st.markdown(f"**{report.summary}**" + (f" · {report.eval_examples} held-out {unit(spec)} evaluated while "
+                                           "training" if report.eval_examples else ""))
+    for note in report.notes:
+        st.info(note, icon=":material/info:")
+    st.dataframe(pd.DataFrame([{**row, "value": f"{row['value']:g}" if isinstance(row["value"], float)
+                                else str(row["value"])} for row in report.settings])
+                 .rename(columns={"source": "chosen by"}), hide_index=True, use_container_width=True)
 if launch_col.button("Launch", type="primary", icon=":material/rocket_launch:", use_container_width=True):
     try:
         job_id = studio.supervisor.submit(request, current_user())
         st.success(f"Job #{job_id} queued: its data is frozen in runs/{job_id}/. Follow it on the Runs page.")
         st.page_link("runs.py", label="Open Runs", icon=":material/monitoring:")
     except StudioError as exc:
-        st.error(f"{exc.message}. {exc.hint}")
+        show_error(exc)

@@ -4,6 +4,9 @@
   ``step``, ``epoch``, ``time``, ``tokens_per_s`` and algorithm-derived metrics such as DPO's ``implicit_kl``).
 - ``ProgressCallback`` overwrites ``progress.json`` atomically at each optimizer step.
 - ``CpuShareCallback`` lends a core to the chat while the server says people are chatting (``../chat_active``).
+- ``SelectionScoreCallback`` adds ``eval_selection_score`` to each evaluation: what early stopping and the best
+  checkpoint follow (held-out preference accuracy where the algorithm measures one, ties broken by held-out loss;
+  else minus the held-out loss).
 - ``ControlCallback`` stats ``control.json`` at each step end: ``pause`` saves a checkpoint and stops, ``cancel``
   stops without saving. A handled command is renamed to ``control.handled.json`` so a resume does not see it again.
 """
@@ -18,7 +21,7 @@ from typing import Any, Callable
 
 from transformers import TrainerCallback
 
-from core.training.common import write_json_atomic
+from core.training.common import SELECTION_METRIC, write_json_atomic
 
 CONTROL_FILE = "control.json"
 HANDLED_CONTROL_FILE = "control.handled.json"
@@ -71,6 +74,37 @@ class MetricsCallback(TrainerCallback):
             with open(self.path, "a") as handle:
                 handle.write(json.dumps(row) + "\n")
                 handle.flush()
+
+
+ACCURACY_METRICS = ("eval_rewards/accuracies", "eval_accuracy")   # DPO/ORPO family, reward model
+NOT_A_CANDIDATE = -1e9
+LOSS_TIE_BREAK = 1e-3   # one held-out pair in 48 moves accuracy by 0.02: loss only decides between equal accuracies
+
+
+def selection_score(metrics: dict[str, Any]) -> float | None:
+    """Higher is better: held-out accuracy minus a tiny multiple of the held-out loss, or minus the loss alone."""
+    loss = metrics.get("eval_loss")
+    loss = None if loss is None or not math.isfinite(float(loss)) else min(float(loss), 100.0)
+    accuracy = next((float(metrics[k]) for k in ACCURACY_METRICS if metrics.get(k) is not None), None)
+    if accuracy is None:
+        return None if loss is None else -loss
+    return accuracy - LOSS_TIE_BREAK * (loss or 0.0)
+
+
+class SelectionScoreCallback(TrainerCallback):
+    """Adds ``eval_selection_score`` to the metrics of every evaluation (the Trainer reads it for
+    ``metric_for_best_model`` right after the callbacks ran). Must come before ``EarlyStoppingCallback``."""
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if metrics is None:
+            return
+        score = selection_score(metrics)
+        if score is not None and state.global_step == 0:
+            # The evaluation before the first step measures the parent: a point on the curves, never the one to
+            # keep (no checkpoint holds it, and the job's result is a trained version; the report compares).
+            score = NOT_A_CANDIDATE
+        if score is not None:
+            metrics[f"eval_{SELECTION_METRIC}"] = score
 
 
 class ProgressCallback(TrainerCallback):

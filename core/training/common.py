@@ -40,6 +40,7 @@ from core.hardware import HardwareProfile, detect_hardware, training_defaults
 FINETUNE_CHOICES = ("lora", "qlora4", "qlora8", "full")
 QLORA_ON_CPU = "QLoRA needs a CUDA GPU; use LoRA or full fine-tuning on this machine"
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
+SELECTION_METRIC = "selection_score"   # eval_selection_score: what early stopping and the best checkpoint follow
 
 
 def param(default: Any, help: str, *, min: float | None = None, max: float | None = None,
@@ -107,8 +108,12 @@ class TrainConfig:
     logging_steps: int = param(
         5, "Write a metrics row every N optimizer steps.", min=1, max=100_000, group="run")
     save_steps: int = param(
-        50, "Save a resumable checkpoint every N optimizer steps (and at the end).", min=1, max=1_000_000,
-        group="run")
+        50, "Save a resumable checkpoint every N optimizer steps (and at the end); with held-out data, also "
+        "evaluate on it every N steps.", min=1, max=1_000_000, group="run")
+    early_stopping_patience: int = param(
+        3, "Stop when held-out accuracy (ties broken by held-out loss) has not improved for this many evaluations, "
+        "and keep the best checkpoint: small sets overfit fast. 0 = off (the last step is kept).",
+        min=0, max=1000, group="run")
     save_total_limit: int = param(
         2, "Checkpoints kept on disk (oldest deleted first); 0 keeps all.", min=0, max=1000, group="run")
     seed: int = param(42, "Random seed for adapter init, data order and sampling: same seed, same run.",
@@ -179,8 +184,9 @@ class TrainConfig:
         """Optimizer steps this config will run on ``n_examples`` rows (what the Trainer computes)."""
         if self.max_steps > 0:
             return self.max_steps
-        per_epoch = max(1, math.ceil(n_examples / (self.per_device_train_batch_size * num_processes))
-                        // self.gradient_accumulation_steps)
+        # As the Trainer counts: a last partial accumulation still makes an optimizer step.
+        per_epoch = max(1, math.ceil(math.ceil(n_examples / (self.per_device_train_batch_size * num_processes))
+                                     / self.gradient_accumulation_steps))
         return max(1, math.ceil(per_epoch * self.num_train_epochs))
 
     def reference_in_memory(self, n_examples: int) -> bool:
@@ -305,6 +311,7 @@ def trainer_kwargs(cfg: TrainConfig, run_dir: Path, hardware: HardwareProfile, n
         save_total_limit=cfg.save_total_limit or None,
         eval_strategy="steps" if has_eval else "no",
         eval_steps=cfg.save_steps if has_eval else None,
+        eval_on_start=has_eval,  # the parent's held-out figures: the first point of every eval curve
         seed=cfg.seed,
         data_seed=cfg.seed,
         bf16=bool(defaults["bf16"]),
@@ -318,6 +325,10 @@ def trainer_kwargs(cfg: TrainConfig, run_dir: Path, hardware: HardwareProfile, n
     )
     if cfg.finetune.startswith("qlora"):
         kwargs["gradient_checkpointing"] = True  # QLoRA's point is minimal memory
+    if has_eval and cfg.early_stopping_patience > 0:
+        # The best checkpoint by the studio's selection score (callbacks.SelectionScoreCallback) is restored at the
+        # end; the Trainer then keeps it on disk whatever save_total_limit says.
+        kwargs.update(load_best_model_at_end=True, metric_for_best_model=SELECTION_METRIC, greater_is_better=True)
     return kwargs
 
 

@@ -195,7 +195,10 @@ def _run_trainer(job, spec, cfg, hardware, run_dir: Path, live: dict[str, Any]) 
     from transformers import set_seed
 
     from core.jobs import latest_checkpoint
-    from core.training.callbacks import ControlCallback, CpuShareCallback, MetricsCallback, ProgressCallback
+    from transformers import EarlyStoppingCallback
+
+    from core.training.callbacks import (ControlCallback, CpuShareCallback, MetricsCallback, ProgressCallback,
+                                         SelectionScoreCallback)
     from core.training.common import (count_trainable, load_dataset_file, load_policy, log, precision_reason,
                                       save_trained, trainer_kwargs)
 
@@ -226,6 +229,10 @@ def _run_trainer(job, spec, cfg, hardware, run_dir: Path, live: dict[str, Any]) 
     progress = live["progress"] = ProgressCallback(run_dir)
     control = ControlCallback(run_dir)
     callbacks = [metrics, progress, control, CpuShareCallback(run_dir)]
+    if eval_dataset is not None:
+        callbacks.append(SelectionScoreCallback())
+        if cfg.early_stopping_patience > 0:
+            callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
     trainer = module.build_trainer(cfg, setup, train_dataset, eval_dataset, kwargs, callbacks)
     log(f"trainable parameters: {count_trainable(trainer.model):,} of {setup.n_params:,}")
 
@@ -246,6 +253,7 @@ def _run_trainer(job, spec, cfg, hardware, run_dir: Path, live: dict[str, Any]) 
     }
     if hasattr(cfg, "uses_precompute"):
         info["precompute_ref_log_probs"] = cfg.uses_precompute(len(train_dataset))
+    info.update(_early_stopping_info(trainer))
 
     if control.action == "cancel":
         return {"status": "cancelled", "step": step, "setup": info}
@@ -260,6 +268,18 @@ def _run_trainer(job, spec, cfg, hardware, run_dir: Path, live: dict[str, Any]) 
     summary["steps"] = step
     summary["wall_time_s"] = round(time.time() - started, 1)
     return {"status": "succeeded", **paths, "metrics": summary, "setup": info}
+
+
+def _early_stopping_info(trainer) -> dict[str, Any]:
+    """Which step's weights are kept and why (the best held-out evaluation, or simply the last step)."""
+    state = trainer.state
+    if not trainer.args.load_best_model_at_end:
+        return {}
+    best = state.best_model_checkpoint
+    best_step = int(best.rsplit("-", 1)[-1]) if best else None
+    return {"kept_step": best_step or state.global_step, "best_selection_score": state.best_metric,
+            "stopped_early": state.global_step < state.max_steps,
+            "planned_steps": state.max_steps}
 
 
 # --- dry-run estimate -------------------------------------------------------------------------------------------

@@ -1,0 +1,430 @@
+""""What changed": did a new version learn from the labels, and did anything else move that should not have?
+
+Computed in the background after every training job (new version vs its parent) and on demand for any two chat
+versions, on data the version never trained on:
+
+* **Held-out preference accuracy** on the labeled pairs of the evaluation split (prompts whose fixed hash bucket is
+  below 20, see core.trainsets; pairs whose prompt is in either version's training snapshot are left out). Each
+  version ranks chosen vs rejected by its own mean log-probability per answer token (per token, so answer length
+  does not decide); ``accuracy_against -> accuracy_version`` is the headline. The verdict itself rests on the
+  paired question DPO asks: did the version raise log p(chosen) - log p(rejected) relative to the other version?
+  ``toward`` / ``away`` count the pairs that moved each way; a one-sided sign test (p < 0.05) over the pairs that
+  moved decides "learned" (or "regressed"), so an untrained copy (nothing moved) always gets "no measurable change".
+* **Generations** on held-out prompts (the split's prompts, then seed prompts never trained on): each version
+  samples one answer per prompt (temperature 1, top-p 1, fixed seeds, one batched call per prompt), giving
+  - KL to the other version per token: mean over the version's samples of log pi_v(y|x) - log pi_against(y|x),
+    divided by the tokens (unbiased at temperature 1);
+  - answer length (tokens), refusal rate (a fixed list of refusal phrases), diversity (distinct-2: unique word
+    bigrams / all bigrams over the version's answers);
+  - win rate judged by the newest reward model (rmN) when one exists (ties count half);
+  - the prompts where the two answers differ most (1 - word overlap), side by side.
+* **Warnings** when something moved suspiciously (2x longer answers, more refusals, less diversity, large KL) and
+  **one verdict line** with a concrete suggestion when nothing changed.
+
+Nothing here knows what the labels prefer: every figure compares the two versions on the labelers' own held-out
+pairs and on neutral prompts.
+"""
+from __future__ import annotations
+
+import json
+import math
+import queue
+import re
+import threading
+import traceback
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Sequence
+
+from core import evaluation as ev
+from core.errors import StudioError, ValidationError
+from core.generate import SamplingParams, generate_batch
+from core.policies import BASE_POLICY
+from core.trainsets import HELD_OUT_PERCENT, prompt_key
+from storage.db import Database
+
+Progress = Callable[[float, str], None]
+SIGNIFICANCE = 0.05
+MIN_PAIRS_TO_TELL = 6            # below this even a perfect move is not significant (1/2^6 = 0.016 > 0.05 at 5)
+LENGTH_RATIO_WARN = 1.5
+REFUSAL_RISE_WARN = 0.15
+DIVERSITY_DROP_WARN = 0.25       # relative drop of distinct-2
+KL_WARN = 0.5                    # nats per token
+EXAMPLES = 5
+REFUSAL = re.compile(
+    r"\b(i\s+(?:can(?:'|no)t|cannot|won't|will not|am not able to|'m not able to|am unable to|'m unable to)"
+    r"(?:\s+help|\s+assist|\s+provide|\s+do|\s+answer|\s+comply)|i'm sorry,? but|i am sorry,? but"
+    r"|as an ai\b|i must decline|i do not feel comfortable|i don't feel comfortable)", re.IGNORECASE)
+VERDICTS = ("learned", "no_change", "regressed", "unmeasured")
+
+
+@dataclass
+class ReportSettings:
+    """What a report measures on (the same for every version, so reports are comparable)."""
+
+    prompts: int = field(default=12, metadata={
+        "help": "Held-out prompts each version answers (the evaluation split's prompts first, then seed prompts "
+                "never trained on).", "min": 1, "max": 200})
+    max_new_tokens: int = field(default=64, metadata={"help": "Longest generated answer.", "min": 4, "max": 1024})
+    max_pairs: int = field(default=200, metadata={
+        "help": "At most this many held-out labeled pairs are scored.", "min": 1, "max": 100_000})
+    seed: int = field(default=0, metadata={"help": "Prompt i is sampled with seed + i.", "min": 0,
+                                           "max": 2**31 - 1})
+
+    def validate(self) -> "ReportSettings":
+        for name, f in self.__dataclass_fields__.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or not f.metadata["min"] <= value <= f.metadata["max"]:
+                raise ValidationError(f"report setting {name}={value!r} is out of range",
+                                      hint=f"choose {name} between {f.metadata['min']} and {f.metadata['max']}")
+        return self
+
+
+# --- small pure measures ----------------------------------------------------------------------------------
+
+
+def is_refusal(text: str) -> bool:
+    return bool(REFUSAL.search(text or ""))
+
+
+def distinct_n(texts: Sequence[str], n: int = 2) -> float | None:
+    """Unique word n-grams / all word n-grams over the answers (1.0 = no n-gram repeats); None without n-grams."""
+    grams = [tuple(words[i:i + n]) for text in texts for words in [text.lower().split()]
+             for i in range(len(words) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else None
+
+
+def sign_test(successes: int, trials: int) -> float:
+    """One-sided p-value of at least ``successes`` of ``trials`` under a fair coin (1.0 without trials)."""
+    if trials <= 0:
+        return 1.0
+    return sum(math.comb(trials, k) for k in range(successes, trials + 1)) / 2 ** trials
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+# --- verdict and warnings ---------------------------------------------------------------------------------
+
+
+def drift_warnings(m: dict[str, Any]) -> list[str]:
+    """Plain-language warnings for figures that moved suspiciously."""
+    warnings = []
+    lv, la = m.get("length_version"), m.get("length_against")
+    if lv and la:
+        ratio = lv / la
+        if ratio >= LENGTH_RATIO_WARN:
+            warnings.append(f"answers got {ratio:.1f}x longer ({la:.0f} -> {lv:.0f} tokens): possible length "
+                            "hacking; check that the labels really prefer longer answers")
+        elif ratio <= 1 / LENGTH_RATIO_WARN:
+            warnings.append(f"answers got {1 / ratio:.1f}x shorter ({la:.0f} -> {lv:.0f} tokens): check that "
+                            "answers are still complete")
+    rv, ra = m.get("refusal_version"), m.get("refusal_against")
+    if rv is not None and ra is not None and rv - ra >= REFUSAL_RISE_WARN:
+        warnings.append(f"refuses more often ({ra:.0%} -> {rv:.0%} of answers): possible over-refusal")
+    dv, da = m.get("distinct2_version"), m.get("distinct2_against")
+    if dv is not None and da and (da - dv) / da >= DIVERSITY_DROP_WARN:
+        warnings.append(f"answers got more repetitive (distinct-2 {da:.2f} -> {dv:.2f}): possible mode collapse")
+    kl = m.get("kl_per_token")
+    if kl is not None and kl >= KL_WARN:
+        warnings.append(f"moved far from {m.get('against', 'the other version')} (KL {kl:.2f} nats per token): "
+                        "raise beta to stay closer, or check the answers below")
+    return warnings
+
+
+def verdict(m: dict[str, Any], config: dict[str, Any] | None = None) -> tuple[str, str]:
+    """(kind, one line in plain words) from the report's figures; ``config`` = the version's hyperparameters."""
+    n, toward, away = m.get("held_out_pairs", 0), m.get("toward", 0), m.get("away", 0)
+    head = (f"held-out preference accuracy {_fmt(m.get('accuracy_against'))} -> {_fmt(m.get('accuracy_version'))}"
+            f" (moved toward the chosen answer on {toward} of {n} held-out pairs, away on {away})")
+    if n == 0:
+        return "unmeasured", ("cannot tell: no labeled pair was held out of training — label more prompts (about "
+                              f"{HELD_OUT_PERCENT}% of prompts are kept aside for this measurement)")
+    if toward > away and sign_test(toward, toward + away) < SIGNIFICANCE:
+        return "learned", f"learned: {head}"
+    if away > toward and sign_test(away, toward + away) < SIGNIFICANCE:
+        return "regressed", (f"moved against the labels: {head} — check for flipped or conflicting labels "
+                             "(agreement on the Data page) before training on them")
+    return "no_change", f"no measurable change: {head} — {_suggestion(m, config or {})}"
+
+
+def _suggestion(m: dict[str, Any], config: dict[str, Any]) -> str:
+    n = m.get("held_out_pairs", 0)
+    if n < MIN_PAIRS_TO_TELL:
+        return (f"only {n} held-out pair(s), too few to tell: label more pairs (about {5 * MIN_PAIRS_TO_TELL} in "
+                "all) and train again")
+    kl = m.get("kl_per_token")
+    lr, epochs = config.get("learning_rate"), config.get("num_train_epochs")
+    if kl is not None and kl < 0.01 and lr:
+        return (f"the version barely moved (KL {kl:.3f} nats per token): raise learning_rate from {lr:.0e} to "
+                f"{3 * lr:.0e}" + (f" or num_train_epochs from {epochs:g} to {2 * epochs:g}" if epochs else ""))
+    return ("it moved, but not consistently toward the chosen answers: check that labelers agree (Data page), "
+            "label more pairs, or raise num_train_epochs")
+
+
+# --- computing a report -----------------------------------------------------------------------------------
+
+
+def default_against(db: Database, version: str) -> str:
+    policy = ev.comparable_policy(db, version)
+    if policy["name"] == BASE_POLICY:
+        raise ValidationError("base has no parent to compare with", hint="pick a trained version (v1, v2, ...) "
+                              "or name the version to compare with")
+    return policy["parent"] or BASE_POLICY
+
+
+def _trained_prompts(db: Database, *policies: dict[str, Any]) -> set[str]:
+    keys: set[str] = set()
+    for policy in policies:
+        keys |= ev.trained_prompt_keys(db, policy)
+    return keys
+
+
+def _report_prompts(db: Database, pairs: list[dict[str, Any]], trained: set[str], count: int) -> list[list[dict]]:
+    prompts: dict[str, list[dict]] = {}
+    for pair in pairs:
+        prompts.setdefault(prompt_key(pair["prompt"]), pair["prompt"])
+    for text in ev.seed_prompts():
+        prompt = [{"role": "user", "content": text}]
+        key = prompt_key(prompt)
+        if key not in trained:
+            prompts.setdefault(key, prompt)
+    return list(prompts.values())[:count]
+
+
+def compute_report(studio: Any, version: str, against: str | None = None, settings: ReportSettings | None = None,
+                   user: Any = None, progress: Progress | None = None) -> dict[str, Any]:
+    """Measure ``version`` against ``against`` (its parent by default), store the report, return it."""
+    settings = (settings or ReportSettings()).validate()
+    db = studio.db
+    against = against or default_against(db, version)
+    policy, other = ev.check_pair(db, version, against)
+    trained = _trained_prompts(db, policy, other)
+    pairs = [p for p in ev.held_out_pairs(db, HELD_OUT_PERCENT)
+             if prompt_key(p["prompt"]) not in trained][: settings.max_pairs]
+    rows = ev.adapter_names(studio, version, against)
+    v_row, a_row = ev.row_adapter(rows, 0), ev.row_adapter(rows, 1)
+
+    # 1. Held-out pairs: both versions score chosen and rejected.
+    _step(progress, 0.05, f"scoring {len(pairs)} held-out pairs with {version} and {against}")
+    m: dict[str, Any] = {"version": version, "against": against, "held_out_pairs": len(pairs)}
+    if pairs:
+        prompts = [p["prompt"] for p in pairs] * 2
+        answers = [p["chosen"][0]["content"] for p in pairs] + [p["rejected"][0]["content"] for p in pairs]
+        lv = ev.sequence_logprobs(studio, [v_row] * len(answers), prompts, answers)
+        la = ev.sequence_logprobs(studio, [a_row] * len(answers), prompts, answers)
+        n = len(pairs)
+
+        def per_token(lp: list[tuple[float, int]], i: int) -> float:
+            return lp[i][0] / max(1, lp[i][1])
+
+        m["accuracy_version"] = ev.preference_accuracy([per_token(lv, i) for i in range(n)],
+                                                        [per_token(lv, n + i) for i in range(n)])
+        m["accuracy_against"] = ev.preference_accuracy([per_token(la, i) for i in range(n)],
+                                                        [per_token(la, n + i) for i in range(n)])
+        margins = [(lv[i][0] - la[i][0]) - (lv[n + i][0] - la[n + i][0]) for i in range(n)]
+        eps = 1e-4  # log-prob noise of identical weights in a batched forward
+        m["toward"] = sum(1 for d in margins if d > eps)
+        m["away"] = sum(1 for d in margins if d < -eps)
+        m["implicit_accuracy"] = (m["toward"] + 0.5 * (n - m["toward"] - m["away"])) / n
+        m["mean_margin"] = sum(margins) / n
+        m["p_value"] = sign_test(max(m["toward"], m["away"]), m["toward"] + m["away"])
+    else:
+        m.update(accuracy_version=None, accuracy_against=None, toward=0, away=0, implicit_accuracy=None,
+                 mean_margin=None, p_value=None)
+
+    # 2. Generations on held-out prompts: every prompt x both versions in one batched call.
+    prompts = _report_prompts(db, pairs, trained, settings.prompts)
+    sampling = SamplingParams(1.0, 1.0, settings.max_new_tokens).validate()
+    _step(progress, 0.3, f"{len(prompts)} answers from each version")
+    model, tokenizer = studio.model()
+    studio.share_cpu()
+    answers = generate_batch(model, tokenizer, prompts * 2, sampling,
+                             [v_row] * len(prompts) + [a_row] * len(prompts) if rows else None, settings.seed)
+    n_prompts = len(prompts)
+    samples = [{"prompt": prompt, "version": answers[i][0], "against": answers[n_prompts + i][0],
+                "tokens_version": answers[i][1], "tokens_against": answers[n_prompts + i][1]}
+               for i, prompt in enumerate(prompts)]
+    m["prompts"] = len(samples)
+    if samples:
+        _step(progress, 0.85, f"KL of {version} to {against}")
+        texts = [s["version"] for s in samples]
+        sample_prompts = [s["prompt"] for s in samples]
+        own = ev.sequence_logprobs(studio, [v_row] * len(texts), sample_prompts, texts)
+        theirs = ev.sequence_logprobs(studio, [a_row] * len(texts), sample_prompts, texts)
+        tokens = sum(t for _, t in own)
+        m["kl_per_token"] = sum(o - t for (o, _), (t, _) in zip(own, theirs)) / max(1, tokens)
+        m["length_version"] = _mean([s["tokens_version"] for s in samples])
+        m["length_against"] = _mean([s["tokens_against"] for s in samples])
+        m["refusal_version"] = _mean([float(is_refusal(s["version"])) for s in samples])
+        m["refusal_against"] = _mean([float(is_refusal(s["against"])) for s in samples])
+        m["distinct2_version"] = distinct_n([s["version"] for s in samples])
+        m["distinct2_against"] = distinct_n([s["against"] for s in samples])
+    m["reward_model"], m["win_rate"] = None, None
+    reward_models = ev.reward_models(db)
+    if reward_models and samples:
+        _step(progress, 0.92, f"judging both versions' answers with {reward_models[0]}")
+        scorer = ev.RewardScorer.load(db, reward_models[0])
+        sample_prompts = [s["prompt"] for s in samples]
+        mine = scorer.score(sample_prompts, [s["version"] for s in samples])
+        theirs_scores = scorer.score(sample_prompts, [s["against"] for s in samples])
+        m["reward_model"] = reward_models[0]
+        m["win_rate"] = ev.preference_accuracy(mine, theirs_scores)
+
+    for s in samples:
+        s["difference"] = round(1.0 - ev.word_overlap(s["version"], s["against"]), 3)
+    examples = sorted(samples, key=lambda s: -s["difference"])[:EXAMPLES]
+    kind, summary = verdict(m, policy["config"])
+    report = {
+        "version": version, "against": against, "verdict": kind, "summary": summary, "metrics": m,
+        "warnings": drift_warnings(m), "settings": asdict(settings),
+        "examples": [{"prompt": ev.last_user_text(s["prompt"]), "answer_version": s["version"],
+                      "answer_against": s["against"], "difference": s["difference"]} for s in examples],
+    }
+    report_id = db.write(lambda cur: cur.execute(
+        "INSERT INTO version_reports (policy_id, against_id, verdict, summary, report, created_by)"
+        " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+        [policy["id"], other["id"], kind, summary, json.dumps(report), getattr(user, "id", None)]).fetchone()[0])
+    _step(progress, 1.0, summary)
+    return {**report, "id": report_id}
+
+
+def _step(progress: Progress | None, value: float, text: str) -> None:
+    if progress is not None:
+        progress(min(1.0, max(0.0, value)), text)
+
+
+# --- reading reports --------------------------------------------------------------------------------------
+
+
+def latest_report(db: Database, version: str, against: str | None = None) -> dict[str, Any] | None:
+    """The newest stored report of ``version`` (against ``against``, default: its parent), or None."""
+    against = against or default_against(db, version)
+    rows = db.query(
+        "SELECT r.id, r.report, r.created_at FROM version_reports r JOIN policies p ON p.id = r.policy_id"
+        " JOIN policies a ON a.id = r.against_id WHERE p.name = ? AND a.name = ? ORDER BY r.id DESC LIMIT 1",
+        [version, against])
+    if not rows:
+        return None
+    report = json.loads(rows[0]["report"])
+    return {**report, "id": rows[0]["id"], "created_at": rows[0]["created_at"].isoformat()}
+
+
+def badges(db: Database) -> dict[str, str]:
+    """A short badge per version, from its latest report against its parent: "learned 0.50→0.83" etc."""
+    rows = db.query(
+        "SELECT p.name, r.verdict, r.report FROM policies p"
+        " JOIN (SELECT *, row_number() OVER (PARTITION BY policy_id ORDER BY id DESC) AS n FROM version_reports"
+        "       WHERE (policy_id, against_id) IN (SELECT id, coalesce(parent_id, (SELECT id FROM policies"
+        "             WHERE name = ?)) FROM policies)) r ON r.policy_id = p.id AND r.n = 1"
+        " WHERE p.deleted_at IS NULL", [BASE_POLICY])
+    out = {}
+    for row in rows:
+        m = json.loads(row["report"])["metrics"]
+        figures = f" {_fmt(m.get('accuracy_against'))}→{_fmt(m.get('accuracy_version'))}" \
+            if m.get("accuracy_version") is not None else ""
+        out[row["name"]] = {"learned": "learned", "no_change": "no change", "regressed": "regressed",
+                            "unmeasured": "not measured"}[row["verdict"]] + figures
+    return out
+
+
+def public_view(report: dict[str, Any]) -> dict[str, Any]:
+    """A report without other people's text (prompts and answers): what labelers may see."""
+    return {k: v for k, v in report.items() if k != "examples"}
+
+
+# --- the background worker --------------------------------------------------------------------------------
+
+
+class _Stopped(Exception):
+    """The worker was stopped while computing a report (nothing is stored)."""
+
+
+class ReportWorker:
+    """One background thread computing reports in order: after every job, and on demand from the UIs."""
+
+    def __init__(self, studio: Any) -> None:
+        self.studio = studio
+        self._queue: "queue.Queue[tuple[str, str | None, Any]]" = queue.Queue()
+        self._pending: dict[tuple[str, str | None], str] = {}   # (version, against) -> "queued" | "computing"
+        self._errors: dict[tuple[str, str | None], StudioError] = {}
+        self._progress: dict[tuple[str, str | None], tuple[float, str]] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop after the current step (the studio is closing: the database is about to go away)."""
+        self._stopped.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def request(self, version: str, against: str | None = None, user: Any = None) -> str:
+        """Queue a report (once); returns its state: "queued" or "computing"."""
+        key = (version, against)
+        if self._stopped.is_set():
+            raise StudioError("the studio is shutting down", hint="ask again after the restart", code="stopping")
+        with self._lock:
+            if key in self._pending:
+                return self._pending[key]
+            self._pending[key] = "queued"
+            self._errors.pop(key, None)
+            self._queue.put((version, against, user))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="version-reports", daemon=True)
+                self._thread.start()
+        return "queued"
+
+    def state(self, version: str, against: str | None = None) -> dict[str, Any]:
+        """{"status": queued | computing | failed | idle, "progress", "message", "error"}."""
+        key = (version, against)
+        with self._lock:
+            if key in self._pending:
+                value, text = self._progress.get(key, (0.0, "waiting for the model"))
+                return {"status": self._pending[key], "progress": value, "message": text}
+            if key in self._errors:
+                exc = self._errors[key]
+                return {"status": "failed", "error": {"code": exc.code, "message": exc.message, "hint": exc.hint}}
+        return {"status": "idle"}
+
+    def _loop(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                version, against, user = self._queue.get(timeout=1)
+            except queue.Empty:
+                with self._lock:
+                    if self._queue.empty():
+                        self._thread = None
+                        return
+                continue
+            key = (version, against)
+            with self._lock:
+                self._pending[key] = "computing"
+
+            def progress(value: float, text: str, key: tuple[str, str | None] = key) -> None:
+                if self._stopped.is_set():
+                    raise _Stopped()
+                self._progress[key] = (value, text)
+
+            try:
+                compute_report(self.studio, version, against, user=user, progress=progress)
+            except _Stopped:
+                return
+            except StudioError as exc:
+                with self._lock:
+                    self._errors[key] = exc
+            except Exception as exc:  # the worker must survive anything a report does
+                traceback.print_exc()
+                with self._lock:
+                    self._errors[key] = StudioError(f"the report of {version} failed: {exc}",
+                                                    hint="see the server log", code="report_failed")
+            finally:
+                with self._lock:
+                    self._pending.pop(key, None)
+                    self._progress.pop(key, None)
+

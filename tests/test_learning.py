@@ -1,0 +1,273 @@
+"""The loop must learn: defaults chosen from the data, held-out evaluation and early stopping while training, and
+the "what changed" report -- on the tiny model with real TRL jobs, the real DuckDB, the real server and the CLI."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from core.config import load_settings
+from core.identity import ensure_user
+from core.jobs import JobRequest
+from core.labeling import Vote, submit_labeled_pair
+from core.models import build_tiny_model
+from core.policies import register_policy
+from core.report import badges, compute_report, distinct_n, drift_warnings, is_refusal, latest_report, sign_test
+from core.studio import Studio
+from core.training import ALGORITHMS
+from core.training.callbacks import selection_score
+from core.training.defaults import MIN_STEPS, plan_defaults
+from core.trainsets import HELD_OUT_PERCENT, prompt_bucket
+from tests.conftest import ROOT, Server, free_port
+
+MARKER = "Sure thing! Banana banana banana."
+
+
+# --- the defaults rule --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("algorithm, n, finetune, epochs, steps, lr, accumulation", [
+    ("dpo", 80, "lora", 4, 40, 5e-4, 4),         # the issue's case: 80 pairs -> ~40 steps at a LoRA rate
+    ("dpo", 12, "lora", 7, 42, 5e-4, 1),         # tiny set: small batches, many epochs
+    ("dpo", 3, "lora", 8, 16, 5e-4, 1),          # capped at MAX_EPOCHS
+    ("dpo", 300, "lora", 2, 76, 4e-4, 4),        # the rate falls with sqrt(steps)
+    ("dpo", 100_000, "lora", 1, 12_500, 5e-5, 4),  # large data keeps the old figures: 1 epoch, 5e-5
+    ("dpo", 80, "full", 4, 40, 5e-6, 4),         # full fine-tuning: ~100x lower than LoRA
+    ("sft", 64, "lora", 5, 40, 3e-4, 4),
+    ("reward", 1000, "lora", 1, 125, 2e-4, 4),
+    ("kto", 160, "lora", 2, 40, 5e-4, 4),
+    ("orpo", 80, "lora", 4, 40, 5e-4, 4),
+    ("online_rl", 12, "lora", 2, 24, 5e-5, 1),   # fewer, costlier steps
+])
+def test_defaults_follow_the_data_size(algorithm, n, finetune, epochs, steps, lr, accumulation):
+    overrides = {} if finetune == "lora" else {"finetune": finetune}
+    plan = plan_defaults(ALGORITHMS[algorithm].config_class, n, overrides)
+    values = plan.values
+    assert (values["num_train_epochs"], plan.steps, values["learning_rate"],
+            values["gradient_accumulation_steps"]) == (epochs, steps, lr, accumulation)
+    assert values["warmup_ratio"] == 0.1 and values["save_steps"] == -(-steps // 8)
+    cfg = ALGORITHMS[algorithm].config_class.from_dict(values)
+    cfg.validate()
+    assert cfg.planned_steps(n) == steps
+    assert all(s.reason for s in plan.settings)
+
+
+def test_every_chosen_value_has_a_reason_and_user_values_win():
+    plan = plan_defaults(ALGORITHMS["dpo"].config_class, 64, {"learning_rate": 1e-5, "num_train_epochs": 2})
+    assert plan.summary == "64 pairs: 2 epochs -> 16 steps, lr 1e-05 for LoRA r=16"
+    by_name = {s.name: s for s in plan.settings}
+    assert by_name["learning_rate"].source == by_name["num_train_epochs"].source == "user"
+    assert by_name["gradient_accumulation_steps"].reason.startswith("64 pairs: effective batch 8")
+    # the rest is derived from the user's values: 16 steps -> evaluate every 2
+    assert plan.values["save_steps"] == 2 and by_name["save_steps"].source == "auto"
+    with pytest.raises(Exception, match="unknown hyperparameter"):
+        plan_defaults(ALGORITHMS["dpo"].config_class, 64, {"learnin_rate": 1e-5})
+
+
+def test_selection_score_prefers_accuracy_then_lower_loss():
+    assert selection_score({"eval_rewards/accuracies": 0.75, "eval_loss": 0.5}) > \
+        selection_score({"eval_rewards/accuracies": 0.75, "eval_loss": 0.6}) > \
+        selection_score({"eval_rewards/accuracies": 0.70, "eval_loss": 0.01})
+    assert selection_score({"eval_loss": 0.5}) == -0.5 and selection_score({}) is None
+
+
+def test_report_measures():
+    assert is_refusal("I'm sorry, but I can't help with that.") and not is_refusal("Sure, here is a recipe.")
+    assert distinct_n(["a b a b a b"]) == 0.4 and distinct_n(["one"]) is None
+    assert sign_test(10, 10) == 2 ** -10 and sign_test(0, 0) == 1.0
+    warnings = drift_warnings({"length_version": 100, "length_against": 40, "refusal_version": 0.5,
+                               "refusal_against": 0.1, "distinct2_version": 0.3, "distinct2_against": 0.9,
+                               "kl_per_token": 0.9, "against": "v1"})
+    assert [w.split(" ")[0] for w in warnings] == ["answers", "refuses", "answers", "moved"]
+    assert "2.5x longer" in warnings[0] and "length hacking" in warnings[0]
+    assert drift_warnings({"length_version": 50, "length_against": 45, "kl_per_token": 0.05}) == []
+
+
+# --- a studio with a clear preference -----------------------------------------------------------------------
+
+def label_marker_pairs(studio: Studio, n: int, held_out_prefers_marker: bool = True) -> None:
+    """n pairs, one per prompt: the answer with MARKER wins (on held-out prompts: as ``held_out_prefers_marker``).
+    A and B sides are shuffled, so the side never predicts the label."""
+    ada = ensure_user(studio.db, "ada", "admin", "t")
+    rng = random.Random(0)
+    for i in range(n):
+        prompt = f"Tell me fact number {i}."
+        good, bad = f"{MARKER} Answer {i}.", f"Answer {i}, plain."
+        held = prompt_bucket([{"role": "user", "content": prompt}]) < HELD_OUT_PERCENT
+        if held and not held_out_prefers_marker:
+            good, bad = bad, good
+        a_wins = rng.random() < 0.5
+        submit_labeled_pair(studio.db, ada, prompt, good if a_wins else bad, bad if a_wins else good,
+                            Vote(0, 0, "a" if a_wins else "b"))
+
+
+def open_studio(data_dir: Path) -> Studio:
+    return Studio(load_settings({"data_dir": str(data_dir), "model": "tiny"}, env={}), build_tiny_model(data_dir))
+
+
+@pytest.fixture(scope="module")
+def learned(tmp_path_factory):
+    """v1: DPO with the studio's defaults on 100 marker pairs; v2: an untrained copy of the base (zero LoRA)."""
+    data_dir = tmp_path_factory.mktemp("learning") / "data"
+    studio = open_studio(data_dir)
+    studio.reports.stop()   # reports are computed in the tests, in the foreground
+    label_marker_pairs(studio, 100)
+    admin = ensure_user(studio.db, "ada", "admin", "t")
+    request = JobRequest("dpo", "base", {"max_length": 64})   # only the sequence length, for speed
+    dry = studio.supervisor.dry_run(request)
+    job = studio.supervisor.run_blocking(studio.supervisor.submit(request, admin))
+    assert job["status"] == "succeeded", job["error"]
+    copy = data_dir / "untrained-copy"
+    zero_adapter(studio.model_path, copy)
+    register_policy(studio.db, "v2", studio.base_policy_id, "tiny", "dpo", str(copy), config={})
+    yield studio, dry, job
+    studio.close()
+
+
+def zero_adapter(base: Path, out: Path) -> Path:
+    """A real LoRA adapter that changes nothing (PEFT's default init: B = 0)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
+    get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM")).save_pretrained(out)
+    return out
+
+
+@pytest.mark.slow
+def test_the_dry_run_explains_the_defaults_and_holds_out_an_evaluation_split(learned):
+    _, dry, job = learned
+    assert dry.ok and dry.eval_examples > 10 and dry.skipped["held_out"] == dry.eval_examples
+    assert dry.summary.startswith(f"{dry.examples} pairs: ") and "lr 5e-04 for LoRA r=16" in dry.summary
+    chosen = {row["name"]: row for row in dry.settings}
+    assert chosen["num_train_epochs"]["source"] == "auto" and "epoch" in chosen["num_train_epochs"]["reason"]
+    assert chosen["learning_rate"]["value"] == 5e-4
+    run_dir = Path(job["run_dir"])
+    assert (run_dir / "data" / "eval.parquet").is_file()
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["hyperparams"]["num_train_epochs"] == chosen["num_train_epochs"]["value"]
+    assert job["config"]["plan"] == dry.settings
+
+
+@pytest.mark.slow
+def test_held_out_curves_start_at_the_parent_and_the_best_step_is_kept(learned):
+    studio, dry, job = learned
+    evals = [r for r in map(json.loads, (Path(job["run_dir"]) / "metrics.jsonl").read_text().splitlines())
+             if "eval_loss" in r]
+    assert evals[0]["step"] == 0 and evals[0]["eval_rewards/accuracies"] == 0.0   # policy == reference at step 0
+    assert max(r["eval_rewards/accuracies"] for r in evals) >= 0.9
+    names = {r["name"] for r in studio.supervisor.metrics([job["id"]])}
+    assert {"eval_loss", "eval_rewards/accuracies"} <= names                      # the Runs page plots them
+    setup = json.loads((Path(job["run_dir"]) / "result.json").read_text())["setup"]
+    best = max((r for r in evals if r["step"] > 0), key=selection_score)
+    assert setup["kept_step"] == best["step"]
+
+
+@pytest.mark.slow
+def test_a_version_trained_on_a_clear_preference_is_reported_as_learned(learned):
+    studio, _, _ = learned
+    report = compute_report(studio, "v1")
+    m = report["metrics"]
+    assert report["verdict"] == "learned" and report["summary"].startswith("learned: held-out preference accuracy")
+    assert m["against"] == "base" and m["held_out_pairs"] > 10
+    assert m["accuracy_version"] > m["accuracy_against"] and m["toward"] > m["away"]
+    assert m["kl_per_token"] > 0 and m["prompts"] == 12 and len(report["examples"]) == 5
+    assert {"length_version", "refusal_version", "distinct2_version"} <= set(m)
+    stored = latest_report(studio.db, "v1")
+    assert stored["summary"] == report["summary"] and stored["id"] == report["id"]
+    assert badges(studio.db)["v1"].startswith("learned ")
+
+
+@pytest.mark.slow
+def test_an_untrained_copy_gets_no_measurable_change(learned):
+    studio, _, _ = learned
+    report = compute_report(studio, "v2")
+    m = report["metrics"]
+    assert report["verdict"] == "no_change" and report["summary"].startswith("no measurable change")
+    assert m["toward"] == m["away"] == 0 and m["accuracy_version"] == m["accuracy_against"]
+    assert abs(m["kl_per_token"]) < 1e-3 and report["warnings"] == []
+    # any two versions, on demand
+    assert compute_report(studio, "v1", against="v2")["verdict"] == "learned"
+
+
+@pytest.mark.slow
+def test_early_stopping_keeps_the_best_checkpoint(tmp_path):
+    """Training prefers MARKER, the held-out split prefers the opposite: held-out accuracy only falls after the
+    first update, so the job stops early and keeps the best evaluated checkpoint's weights."""
+    from safetensors.torch import load_file
+
+    studio = open_studio(tmp_path / "data")
+    studio.reports.stop()
+    label_marker_pairs(studio, 60, held_out_prefers_marker=False)
+    admin = ensure_user(studio.db, "ada", "admin", "t")
+    request = JobRequest("dpo", "base", {"max_length": 64, "learning_rate": 5e-3, "max_steps": 12, "save_steps": 1,
+                                         "early_stopping_patience": 2, "warmup_ratio": 0.0})
+    job = studio.supervisor.run_blocking(studio.supervisor.submit(request, admin))
+    assert job["status"] == "succeeded", job["error"]
+    run_dir = Path(job["run_dir"])
+    setup = json.loads((run_dir / "result.json").read_text())["setup"]
+    evals = [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "eval_loss" in r]
+    best = max((r for r in evals if r["step"] > 0), key=selection_score)
+    assert setup["stopped_early"] and evals[-1]["step"] < 12
+    assert setup["kept_step"] == best["step"] < evals[-1]["step"]
+    kept = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
+    checkpoint = load_file(str(run_dir / "checkpoints" / f"checkpoint-{best['step']}" / "adapter_model.safetensors"))
+    assert kept.keys() == checkpoint.keys() and all((kept[k] == checkpoint[k]).all() for k in kept)
+    studio.close()
+
+
+@pytest.mark.slow
+def test_report_over_rest_and_cli_with_roles(learned, tmp_path):
+    studio, _, _ = learned
+    compute_report(studio, "v1")
+    data_dir = studio.settings.data_dir
+    studio.close()   # one writer: the CLI and the server open the data dir next
+
+    cli = subprocess.run([sys.executable, str(ROOT / "launch.py"), "report", "v1", "--json", "--data-dir",
+                          str(data_dir), "--model", "tiny"], capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 0, cli.stderr
+    report = json.loads(cli.stdout)
+    assert report["verdict"] == "learned" and report["metrics"]["against"] == "base"
+    text = subprocess.run([sys.executable, str(ROOT / "launch.py"), "report", "v1", "--data-dir", str(data_dir),
+                           "--model", "tiny"], capture_output=True, text=True, timeout=300)
+    assert text.stdout.startswith("learned: held-out preference accuracy") and "KL per token" in text.stdout
+
+    users = tmp_path / "users.txt"
+    users.write_text("ada:pw-ada:admin\nbob:pw-bob:labeler\n")
+    env = {"STUDIO_AUTH_MODE": "team", "STUDIO_USERS_FILE": str(users)}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        srv = Server(data_dir, free_port()).start("--model", "tiny")
+    finally:
+        for key, value in saved.items():
+            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+    try:
+        url, admin, labeler = f"{srv.url}/api/policies", ("ada", "pw-ada"), ("bob", "pw-bob")
+        full = httpx.get(f"{url}/v1/report", auth=admin, timeout=30)
+        assert full.status_code == 200 and full.json()["report"]["summary"] == report["summary"]
+        assert len(full.json()["report"]["examples"]) == 5
+        public = httpx.get(f"{url}/v1/report", auth=labeler, timeout=30).json()["report"]
+        assert "examples" not in public and public["verdict"] == "learned"     # no one else's text
+        assert httpx.get(f"{url}/v1/report", timeout=30).status_code == 401
+        missing = httpx.get(f"{url}/v1/report", params={"against": "v2"}, auth=admin, timeout=30)
+        assert missing.status_code == 404 and "POST" in missing.json()["error"]["hint"]
+        assert httpx.get(f"{url}/nope/report", auth=admin, timeout=30).json()["error"]["code"] == "not_found"
+        assert httpx.get(f"{url}/base/report", auth=admin, timeout=30).status_code == 422
+        assert httpx.post(f"{url}/v1/report", params={"against": "v2"}, auth=labeler, timeout=30).status_code == 403
+        started = httpx.post(f"{url}/v1/report", params={"against": "v2"}, auth=admin, timeout=30)
+        assert started.status_code == 202 and started.json()["status"] in ("queued", "computing")
+        deadline = time.monotonic() + 180
+        while (reply := httpx.get(f"{url}/v1/report", params={"against": "v2"}, auth=admin, timeout=30)
+               ).status_code == 202 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert reply.status_code == 200 and reply.json()["report"]["against"] == "v2"
+    finally:
+        srv.stop()
