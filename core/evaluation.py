@@ -56,7 +56,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from core import queue as prompt_queue
 from core.errors import Conflict, NotFound, ValidationError
-from core.generate import BASE_ADAPTER, SamplingParams, stream_pair
+from core.generate import BASE_ADAPTER, SamplingParams, in_short_thread, stream_pair
 from core.policies import BASE_POLICY
 from core.trainsets import HELD_OUT_PERCENT, prompt_bucket, prompt_key  # noqa: F401 - the split is shared with training
 from storage.db import Database
@@ -172,12 +172,12 @@ def seed_prompts() -> list[str]:
                                       prompt_queue.SEED_PROMPTS.name)
 
 
-def held_out_pairs(db: Database, percent: int = HELD_OUT_PERCENT) -> list[dict[str, Any]]:
-    """Preference pairs (``prompt/chosen/rejected``, the training builder's rows) in the held-out split,
-    ordered by their hash so a ``max_pairs`` cut is a fixed, unbiased subset."""
+def held_out_pairs(db: Database, percent: int = HELD_OUT_PERCENT, filters: Any = None) -> list[dict[str, Any]]:
+    """Preference pairs (``prompt/chosen/rejected``, the training builder's rows, optionally filtered) in the
+    held-out split, ordered by their hash so a ``max_pairs`` cut is a fixed, unbiased subset."""
     from core.trainsets import preference_rows
 
-    rows = [r for r in preference_rows(db).rows if prompt_bucket(r["prompt"]) < percent]
+    rows = [r for r in preference_rows(db, filters).rows if prompt_bucket(r["prompt"]) < percent]
     return sorted(rows, key=lambda r: hashlib.sha256(json.dumps(
         [prompt_key(r["prompt"]), r["chosen"][0]["content"], r["rejected"][0]["content"]]).encode()).hexdigest())
 
@@ -292,24 +292,6 @@ def _scorer(db: Database, reward_model: str | None) -> RewardScorer | None:
 
 
 # --- generation and log-probs on the shared model ---------------------------------------------------------
-
-
-def in_short_thread(fn: Callable[[], Any]) -> Any:
-    """Run torch work in a thread that exits afterwards (no idle OpenMP pool left behind); re-raise errors."""
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - re-raised below in the caller's thread
-            box["error"] = exc
-
-    worker = threading.Thread(target=run, name="studio-eval", daemon=True)
-    worker.start()
-    worker.join()
-    if "error" in box:
-        raise box["error"]
-    return box.get("value")
 
 
 @dataclass

@@ -29,7 +29,7 @@ import queue
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
@@ -94,6 +94,25 @@ def prepare_chat(tokenizer: Any, model: Any, messages: list[dict[str, str]],
     if dropped:
         ids = ids[:, -budget:]
     return PreparedPrompt(ids, dropped)
+
+
+def in_short_thread(fn: Callable[[], Any], name: str = "studio-torch") -> Any:
+    """Run torch work in a thread that exits afterwards (no idle OpenMP pool left behind, see above); return its
+    result and re-raise its error in the caller's thread."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised below in the caller's thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=run, name=name, daemon=True)
+    worker.start()
+    worker.join()
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
 
 
 # --- incremental decoding ---------------------------------------------------------------------------------
@@ -529,26 +548,17 @@ def generate_batch(model: Any, tokenizer: Any, conversations: Sequence[list[dict
     for i, prompt in enumerate(prompts):  # left padding: every row's next token comes at the same position
         ids[i, width - len(prompt):] = prompt
         mask[i, width - len(prompt):] = 1
-    box: dict[str, Any] = {}
+    def run() -> Any:
+        with _GENERATE_LOCK, torch.inference_mode(), _mixed_adapters(model, adapter_rows) as extra:
+            if seed is not None:
+                torch.manual_seed(seed)
+            return model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
+                                  pad_token_id=pad, **sampling.generate_kwargs(), **extra)
 
-    def run() -> None:
-        try:
-            with _GENERATE_LOCK, torch.inference_mode(), _mixed_adapters(model, adapter_rows) as extra:
-                if seed is not None:
-                    torch.manual_seed(seed)
-                box["out"] = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
-                                            pad_token_id=pad, **sampling.generate_kwargs(), **extra)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-            box["error"] = exc
-
-    worker = threading.Thread(target=run, name="studio-generate-batch", daemon=True)
-    worker.start()
-    worker.join()
-    if "error" in box:
-        raise box["error"]
+    out = in_short_thread(run)
     stops = _stop_token_ids(model, tokenizer)
     answers = []
-    for row in box["out"][:, width:].tolist():
+    for row in out[:, width:].tolist():
         end = next((i for i, token in enumerate(row) if token in stops), None)
         tokens = row[:end]
         answers.append((tokenizer.decode(tokens, skip_special_tokens=True), len(tokens) + (end is not None)))

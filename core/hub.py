@@ -235,7 +235,9 @@ def export_merged(db: Database, data_dir: Path | str, version: str, user: Any, d
             model.save_pretrained(str(out), safe_serialization=True)
             tokenizer.save_pretrained(str(out))
 
-        _in_short_thread(merge)
+        from core.generate import in_short_thread
+
+        in_short_thread(merge, name="studio-export")
         run = _run_info(db, policy)
         curves = _curves_png(run["metrics"])
         if curves:
@@ -669,23 +671,6 @@ def _run_info(db: Database, policy: dict[str, Any]) -> dict[str, Any]:
             report = None
     # A card is public: the report goes in without its example answers (other people's prompts).
     return {"record": record, "metrics": metrics, "report": public_view(report) if report else None}
-
-
-def _in_short_thread(fn: Callable[[], None]) -> None:
-    """Torch work in a thread that ends (see core.generate: long-lived threads keep OpenMP pools)."""
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            fn()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
-            errors.append(exc)
-
-    worker = threading.Thread(target=run, name="studio-export", daemon=True)
-    worker.start()
-    worker.join()
-    if errors:
-        raise errors[0]
 
 
 def _jsonable(value: Any) -> Any:

@@ -218,9 +218,10 @@ class Suggestion:
 def suggest_next_job(db: Database) -> Suggestion:
     """The next training the console suggests: a first DPO run after FIRST_JOB_PAIRS pairs, then a new round from
     the newest version after NEXT_JOB_PAIRS new pairs; always with the data-chosen defaults."""
-    parent = db.query("SELECT p.name, j.created_at FROM policies p LEFT JOIN jobs j ON j.id = p.job_id"
+    newest = db.query("SELECT p.name, j.created_at FROM policies p LEFT JOIN jobs j ON j.id = p.job_id"
                       " WHERE p.deleted_at IS NULL AND (p.name = 'base' OR p.adapter_path IS NOT NULL)"
-                      " AND coalesce(p.algorithm, '') <> 'reward' ORDER BY p.id DESC LIMIT 1")[0]
+                      " AND coalesce(p.algorithm, '') <> 'reward' ORDER BY p.id DESC LIMIT 1")
+    parent = newest[0] if newest else {"name": "base", "created_at": None}
     rows = trainsets.preference_rows(db, trainsets.Filters()).rows
     pairs = len(rows)
     if parent["created_at"] is None:

@@ -39,7 +39,7 @@ from core import evaluation as ev
 from core.errors import StudioError, ValidationError
 from core.generate import SamplingParams, generate_batch
 from core.policies import BASE_POLICY
-from core.trainsets import HELD_OUT_PERCENT, prompt_key
+from core.trainsets import HELD_OUT_PERCENT, filters_from_dict, prompt_key
 from storage.db import Database
 
 Progress = Callable[[float, str], None]
@@ -184,6 +184,24 @@ def _trained_prompts(db: Database, *policies: dict[str, Any]) -> set[str]:
     return keys
 
 
+def held_out_pairs(db: Database, policy: dict[str, Any]) -> list[dict[str, Any]]:
+    """The held-out labeled pairs a version is judged on: those of the evaluation split chosen like its training
+    data (same labelers, sources, flags, agreement), so a version trained on one team's labels is judged by that
+    team's preference, including labels added after the job. Versions without a job: every held-out pair."""
+    filters = None
+    if policy.get("job_id") is not None:
+        raw = db.scalar("SELECT config FROM jobs WHERE id = ?", [policy["job_id"]])
+        recorded = (json.loads(raw) if raw else {}).get("filters")
+        if recorded:
+            filters = {k: v for k, v in recorded.items() if k not in ("since", "until", "hold_out_percent")}
+    if filters:
+        try:
+            return ev.held_out_pairs(db, HELD_OUT_PERCENT, filters_from_dict(filters))
+        except StudioError:   # a labeler or version named in the filters is gone: judge on every pair
+            pass
+    return ev.held_out_pairs(db, HELD_OUT_PERCENT)
+
+
 def _report_prompts(db: Database, pairs: list[dict[str, Any]], trained: set[str], count: int) -> list[list[dict]]:
     prompts: dict[str, list[dict]] = {}
     for pair in pairs:
@@ -204,8 +222,7 @@ def compute_report(studio: Any, version: str, against: str | None = None, settin
     against = against or default_against(db, version)
     policy, other = ev.check_pair(db, version, against)
     trained = _trained_prompts(db, policy, other)
-    pairs = [p for p in ev.held_out_pairs(db, HELD_OUT_PERCENT)
-             if prompt_key(p["prompt"]) not in trained][: settings.max_pairs]
+    pairs = [p for p in held_out_pairs(db, policy) if prompt_key(p["prompt"]) not in trained][: settings.max_pairs]
     rows = ev.adapter_names(studio, version, against)
     v_row, a_row = ev.row_adapter(rows, 0), ev.row_adapter(rows, 1)
 

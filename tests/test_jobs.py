@@ -161,7 +161,8 @@ def test_api_job_becomes_a_version_people_can_chat_with(labeled_server):
     srv = labeled_server
     dry = httpx.post(f"{srv.url}/api/jobs", json={"algorithm": "dpo", "hyperparams": FAST, "dry_run": True},
                      timeout=60).json()["dry_run"]
-    assert dry["ok"] and dry["examples"] == 24  # 12 votes, each with a gold edit: 2 pairs each
+    # 12 votes, each with a gold edit: 2 pairs each; the evaluation split (20% of prompts) is held out
+    assert dry["ok"] and dry["examples"] + dry["skipped"]["held_out"] == 24 and dry["eval_examples"] > 0
     job_id = start_job(srv)
     done = wait_for(lambda: (j := job_status(srv, job_id))["status"] in ("succeeded", "failed") and j)
     assert done["status"] == "succeeded", done["error"]

@@ -89,21 +89,38 @@ def test_report_measures():
     assert drift_warnings({"length_version": 50, "length_against": 45, "kl_per_token": 0.05}) == []
 
 
+def test_the_console_suggests_a_first_run_then_the_next_round(tmp_path):
+    from core.jobs import FIRST_JOB_PAIRS, NEXT_JOB_PAIRS, suggest_next_job
+    from storage.db import Database
+
+    db = Database.in_data_dir(tmp_path)
+    ensure_user(db, "ada", "admin", "t")
+    first = suggest_next_job(db)
+    assert not first.ready and first.needed == FIRST_JOB_PAIRS and first.parent == "base"
+    label_pairs(db, 25)
+    assert suggest_next_job(db).needed == FIRST_JOB_PAIRS - 25 and "15 more" in suggest_next_job(db).text
+    label_pairs(db, 20, start=25)
+    ready = suggest_next_job(db)
+    assert ready.ready and ready.needed == 0 and ready.request.algorithm == "dpo" and ready.request.hyperparams == {}
+    assert ready.request.filters.hold_out_percent == HELD_OUT_PERCENT
+    db.close()
+
+
 # --- a studio with a clear preference -----------------------------------------------------------------------
 
-def label_marker_pairs(studio: Studio, n: int, held_out_prefers_marker: bool = True) -> None:
+def label_pairs(db, n: int, start: int = 0, held_out_prefers_marker: bool = True) -> None:
     """n pairs, one per prompt: the answer with MARKER wins (on held-out prompts: as ``held_out_prefers_marker``).
     A and B sides are shuffled, so the side never predicts the label."""
-    ada = ensure_user(studio.db, "ada", "admin", "t")
-    rng = random.Random(0)
-    for i in range(n):
+    ada = ensure_user(db, "ada", "admin", "t")
+    rng = random.Random(start)
+    for i in range(start, start + n):
         prompt = f"Tell me fact number {i}."
         good, bad = f"{MARKER} Answer {i}.", f"Answer {i}, plain."
         held = prompt_bucket([{"role": "user", "content": prompt}]) < HELD_OUT_PERCENT
         if held and not held_out_prefers_marker:
             good, bad = bad, good
         a_wins = rng.random() < 0.5
-        submit_labeled_pair(studio.db, ada, prompt, good if a_wins else bad, bad if a_wins else good,
+        submit_labeled_pair(db, ada, prompt, good if a_wins else bad, bad if a_wins else good,
                             Vote(0, 0, "a" if a_wins else "b"))
 
 
@@ -117,7 +134,7 @@ def learned(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("learning") / "data"
     studio = open_studio(data_dir)
     studio.reports.stop()   # reports are computed in the tests, in the foreground
-    label_marker_pairs(studio, 100)
+    label_pairs(studio.db, 100)
     admin = ensure_user(studio.db, "ada", "admin", "t")
     request = JobRequest("dpo", "base", {"max_length": 64})   # only the sequence length, for speed
     dry = studio.supervisor.dry_run(request)
@@ -205,7 +222,7 @@ def test_early_stopping_keeps_the_best_checkpoint(tmp_path):
 
     studio = open_studio(tmp_path / "data")
     studio.reports.stop()
-    label_marker_pairs(studio, 60, held_out_prefers_marker=False)
+    label_pairs(studio.db, 60, held_out_prefers_marker=False)
     admin = ensure_user(studio.db, "ada", "admin", "t")
     request = JobRequest("dpo", "base", {"max_length": 64, "learning_rate": 5e-3, "max_steps": 12, "save_steps": 1,
                                          "early_stopping_patience": 2, "warmup_ratio": 0.0})
@@ -257,17 +274,24 @@ def test_report_over_rest_and_cli_with_roles(learned, tmp_path):
         public = httpx.get(f"{url}/v1/report", auth=labeler, timeout=30).json()["report"]
         assert "examples" not in public and public["verdict"] == "learned"     # no one else's text
         assert httpx.get(f"{url}/v1/report", timeout=30).status_code == 401
-        missing = httpx.get(f"{url}/v1/report", params={"against": "v2"}, auth=admin, timeout=30)
+        missing = httpx.get(f"{url}/v2/report", params={"against": "v1"}, auth=admin, timeout=30)
         assert missing.status_code == 404 and "POST" in missing.json()["error"]["hint"]
         assert httpx.get(f"{url}/nope/report", auth=admin, timeout=30).json()["error"]["code"] == "not_found"
         assert httpx.get(f"{url}/base/report", auth=admin, timeout=30).status_code == 422
-        assert httpx.post(f"{url}/v1/report", params={"against": "v2"}, auth=labeler, timeout=30).status_code == 403
-        started = httpx.post(f"{url}/v1/report", params={"against": "v2"}, auth=admin, timeout=30)
+        assert httpx.post(f"{url}/v2/report", params={"against": "v1"}, auth=labeler, timeout=30).status_code == 403
+        started = httpx.post(f"{url}/v2/report", params={"against": "v1"}, auth=admin, timeout=30)
         assert started.status_code == 202 and started.json()["status"] in ("queued", "computing")
         deadline = time.monotonic() + 180
-        while (reply := httpx.get(f"{url}/v1/report", params={"against": "v2"}, auth=admin, timeout=30)
+        while (reply := httpx.get(f"{url}/v2/report", params={"against": "v1"}, auth=admin, timeout=30)
                ).status_code == 202 and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert reply.status_code == 200 and reply.json()["report"]["against"] == "v2"
+        assert reply.status_code == 200 and reply.json()["report"]["against"] == "v1"
+        assert reply.json()["report"]["verdict"] == "regressed"     # v2 (= base) vs v1: the preference undone
+
+        from gradio_client import Client
+
+        client = Client(srv.url + "/label/", auth=labeler, verbose=False)   # one click in the labeling app
+        assert list(client.predict(api_name="/label_newest")) == ["v2", "base"]
+        client.close()
     finally:
         srv.stop()

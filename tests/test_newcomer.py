@@ -167,7 +167,8 @@ def train_dpo(page, checker: PageChecker, url: str, hub: HubStandin) -> None:
     page.get_by_role("tab", name="Run").click()
     streamlit_number(page, "Logging steps", 1)
     page.get_by_role("button", name="Dry run").click()
-    page.wait_for_selector("text=Ready: 12", timeout=60_000)
+    page.wait_for_selector("text=/Ready: \\d+ pairs/", timeout=60_000)   # 12 labeled, the held-out split aside
+    page.wait_for_selector("text=/pairs: \\d+ epochs? -> \\d+ steps/", timeout=10_000)   # the chosen settings
     checker.check("train-dry-run")
     page.get_by_role("button", name="Launch").click()
     page.wait_for_selector("text=Job #1 queued", timeout=60_000)
