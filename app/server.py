@@ -66,6 +66,7 @@ def create_app(studio: Studio) -> Any:
 
         studio.warm_up()
         studio.supervisor.start()  # re-attach to running jobs, then watch the queue
+        studio.reports.catch_up()  # "what changed" of versions whose job ended while the server was down
         chain = service_for(studio)  # its worker collects contributions, cuts batches, anchors with retries
         async with gradio_host.router.lifespan_context(gradio_host):
             yield

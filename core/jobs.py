@@ -32,6 +32,7 @@ from core.errors import Conflict, NotFound, ValidationError
 from core.identity import User
 from core.policies import get_policy, register_policy
 from core.training import ALGORITHMS, AlgorithmSpec
+from core.training.common import MIN_EVAL_FOR_EARLY_STOPPING, early_stopping
 from core.training.defaults import UNITS, Plan, plan_defaults
 from storage.db import Database
 
@@ -218,7 +219,8 @@ class Suggestion:
 def suggest_next_job(db: Database) -> Suggestion:
     """The next training the console suggests: a first DPO run after FIRST_JOB_PAIRS pairs, then a new round from
     the newest version after NEXT_JOB_PAIRS new pairs; always with the data-chosen defaults."""
-    newest = db.query("SELECT p.name, j.created_at FROM policies p LEFT JOIN jobs j ON j.id = p.job_id"
+    newest = db.query("SELECT p.name, CASE WHEN p.name = 'base' THEN NULL ELSE coalesce(j.created_at, p.created_at)"
+                      " END AS created_at FROM policies p LEFT JOIN jobs j ON j.id = p.job_id"
                       " WHERE p.deleted_at IS NULL AND (p.name = 'base' OR p.adapter_path IS NOT NULL)"
                       " AND coalesce(p.algorithm, '') <> 'reward' ORDER BY p.id DESC LIMIT 1")
     parent = newest[0] if newest else {"name": "base", "created_at": None}
@@ -280,9 +282,13 @@ class Supervisor:
         reason = "ready" if ok else (
             f"only {len(rows)} usable {unit(spec)} (need at least {spec.min_examples}): label more, "
             "or loosen the data filters")
+        notes = list(data.notes)
+        if data.eval_rows and not early_stopping(cfg, len(data.eval_rows)) and cfg.early_stopping_patience:
+            notes.append(f"{len(data.eval_rows)} held-out {unit(spec)} are evaluated for the curves and the report, "
+                         f"but are too few to pick a checkpoint by (early stopping needs "
+                         f"{MIN_EVAL_FOR_EARLY_STOPPING}): the last step is kept")
         return DryRun(request.algorithm, len(rows), spec.min_examples, data.stats.get("skipped", {}),
-                      data_stats(rows), est, ok, reason, plan.summary, plan.rows(), len(data.eval_rows),
-                      data.notes)
+                      data_stats(rows), est, ok, reason, plan.summary, plan.rows(), len(data.eval_rows), notes)
 
     def submit(self, request: JobRequest, user: User) -> int:
         """Freeze the data into runs/<id>/ and queue the job."""

@@ -397,6 +397,19 @@ class ReportWorker:
                 self._thread.start()
         return "queued"
 
+    def catch_up(self) -> list[str]:
+        """Queue the report of every trained chat version that has none against its parent (a server stopped
+        between a job's end and its report); returns the versions queued."""
+        rows = self.studio.db.query(
+            "SELECT p.name FROM policies p WHERE p.deleted_at IS NULL AND p.job_id IS NOT NULL"
+            " AND p.adapter_path IS NOT NULL AND coalesce(p.algorithm, '') <> 'reward'"
+            " AND NOT EXISTS (SELECT 1 FROM version_reports r WHERE r.policy_id = p.id"
+            "                 AND r.against_id = coalesce(p.parent_id, (SELECT id FROM policies WHERE name = ?)))"
+            " ORDER BY p.id", [BASE_POLICY])
+        for row in rows:
+            self.request(row["name"])
+        return [row["name"] for row in rows]
+
     def state(self, version: str, against: str | None = None) -> dict[str, Any]:
         """{"status": queued | computing | failed | idle, "progress", "message", "error"}."""
         key = (version, against)

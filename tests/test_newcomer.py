@@ -168,7 +168,7 @@ def train_dpo(page, checker: PageChecker, url: str, hub: HubStandin) -> None:
     streamlit_number(page, "Logging steps", 1)
     page.get_by_role("button", name="Dry run").click()
     page.wait_for_selector("text=/Ready: \\d+ pairs/", timeout=60_000)   # 12 labeled, the held-out split aside
-    page.wait_for_selector("text=/pairs: \\d+ epochs? -> \\d+ steps/", timeout=10_000)   # the chosen settings
+    page.wait_for_selector("text=/\\d+ pairs: \\d+ steps, lr .* for LoRA/", timeout=10_000)  # the settings used
     checker.check("train-dry-run")
     page.get_by_role("button", name="Launch").click()
     page.wait_for_selector("text=Job #1 queued", timeout=60_000)

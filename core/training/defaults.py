@@ -157,8 +157,8 @@ def plan_defaults(config_class: type[TrainConfig], n_examples: int,
     choose("logging_steps", max(1, steps // LOG_POINTS_PER_RUN),
            f"~{LOG_POINTS_PER_RUN} points on each training curve")
     choose("save_steps", max(1, math.ceil(steps / EVALS_PER_RUN)),
-           f"held-out evaluation and a checkpoint ~{EVALS_PER_RUN} times in {steps} steps (early stopping keeps "
-           "the best)")
+           f"held-out evaluation and a checkpoint ~{EVALS_PER_RUN} times in {steps} steps (with 40+ held-out "
+           "examples, early stopping keeps the best)")
     if "beta" in values:
         choose("beta", getattr(base, "beta"),
                "the algorithm's usual strength; raise it if the report warns that answers drifted too far, "

@@ -199,8 +199,9 @@ def _run_trainer(job, spec, cfg, hardware, run_dir: Path, live: dict[str, Any]) 
 
     from core.training.callbacks import (ControlCallback, CpuShareCallback, MetricsCallback, ProgressCallback,
                                          SelectionScoreCallback)
-    from core.training.common import (count_trainable, load_dataset_file, load_policy, log, precision_reason,
-                                      save_trained, trainer_kwargs)
+    from core.training.common import (MIN_EVAL_FOR_EARLY_STOPPING, count_trainable, early_stopping,
+                                      load_dataset_file, load_policy, log, precision_reason, save_trained,
+                                      trainer_kwargs)
 
     started = time.time()
     module = spec.load()
@@ -223,7 +224,8 @@ def _run_trainer(job, spec, cfg, hardware, run_dir: Path, live: dict[str, Any]) 
     for note in setup.notes:
         log(note)
 
-    kwargs = trainer_kwargs(cfg, run_dir, hardware, setup.n_params, eval_dataset is not None)
+    kwargs = trainer_kwargs(cfg, run_dir, hardware, setup.n_params, eval_dataset is not None,
+                            early_stopping(cfg, len(eval_dataset) if eval_dataset is not None else 0))
     derive = module.derived_metrics(cfg) if hasattr(module, "derived_metrics") else None
     metrics = MetricsCallback(run_dir, derive)
     progress = live["progress"] = ProgressCallback(run_dir)
@@ -231,8 +233,11 @@ def _run_trainer(job, spec, cfg, hardware, run_dir: Path, live: dict[str, Any]) 
     callbacks = [metrics, progress, control, CpuShareCallback(run_dir)]
     if eval_dataset is not None:
         callbacks.append(SelectionScoreCallback())
-        if cfg.early_stopping_patience > 0:
+        if early_stopping(cfg, len(eval_dataset)):
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+        elif cfg.early_stopping_patience > 0:
+            log(f"{len(eval_dataset)} held-out examples are too few to choose a checkpoint by (at least "
+                f"{MIN_EVAL_FOR_EARLY_STOPPING}): evaluating for the curves, keeping the last step")
     trainer = module.build_trainer(cfg, setup, train_dataset, eval_dataset, kwargs, callbacks)
     log(f"trainable parameters: {count_trainable(trainer.model):,} of {setup.n_params:,}")
 

@@ -1,0 +1,555 @@
+"""Efficacy benchmark (issue 13, "the loop must learn"): do labels through the studio move the model their way?
+
+What it measures, end to end through ONE real studio server (`launch.py`, local auth mode, a fresh data dir):
+  1. Pairs: prompts from a deterministic pool built here (templates x topics, never the repo's seed prompts)
+     are sent through the Gradio labeling app at /label/ (gradio_client, the `/send` endpoint the UI's Send
+     button calls): ONE batched call samples answers A and B of the base policy, temperature 1.0, top_p 0.95,
+     --max-new-tokens (default 96). Each pair is sampled once and shown to every synthetic labeler.
+  2. Votes: each rule below is a synthetic labeler (`rule-<name>`) that scores both answers with its rule and
+     POSTs a decisive vote (a | b) to /api/votes; equal scores are ties and are skipped. Pairs are sampled
+     until every rule has --labels decisive votes (or --max-pairs, reported).
+  3. Training: ONE DPO job per rule via POST /api/jobs, parent base, filtered to that labeler's votes, with
+     the studio's defaults (no hyperparameters sent). Jobs run one after the other; train_s is the wall time
+     from submit to the job's final state (child start, model load, training, saving, registration).
+  4. "What changed" report: GET /api/policies/<version>/report, polled until ready; its KL to the parent
+     (nats per token) and its verdict are printed. No report route -> kl=nan.
+  5. Judging: on --judge-prompts held-out prompts (never labeled) the label app samples, in one batched call,
+     one answer of the new version (Policy) and one of its parent (Compare with), same sampling. The rule
+     scores both: win 1, tie 0.5, loss 0. oracle_win of a rule = the mean over judge prompts.
+
+Rules (they live ONLY here; the studio never sees them, it only sees votes). Scores are continuous where
+possible, so that most pairs are decisive (measured on the default model's samples, T=1.0, 96 tokens):
+  concise    style    fewer words is better (score = -word count)                          ~100% decisive
+  you        content  speaks to the reader: more you/your/yourself per 100 words             ~90% decisive
+  paragraph  format   one block of text: a larger share of the words in the first paragraph  ~90% decisive
+                      (1.0 = no line break at all)
+  list       format   (optional) more bulleted or numbered lines; the default model rarely    ~15% decisive
+                      writes lists in 96 tokens, so it needs ~5x the pairs
+  numbers    content  (optional) more concrete numbers (digits, list markers excluded)        ~20% decisive
+Default: --rules concise,you,paragraph (one of each kind).
+
+How to read it: oracle_win 0.5 = the new version is indistinguishable from its parent by the rule (a coin
+flip); 1.0 = it satisfies the rule better on every held-out prompt. With 24 judge prompts, one rule's figure
+has a standard error of ~0.1, so read single rules with that in mind. kl = how far the version moved from its
+parent (mean over rules, from the report); a high win with a tiny kl is suspicious, a high kl with a win near
+0.5 means the model changed but not the way the labels asked.
+
+Targets on this machine (2 CPU cores, default model SmolLM2-135M-Instruct): 80 labels per rule, mean
+oracle_win >= 0.85, every rule >= 0.75, each job <= 10 minutes (600 s), KL reported.
+
+Run: `.venv/bin/python bench/efficacy.py` (~40+ minutes on 2 cores: sampling ~90 pairs, 3 jobs, 72 judge pairs).
+--pairs FILE reuses the pairs.jsonl of an earlier --keep run (sampled the same way) to re-run training and judging
+on identical pairs.
+Options: --model tiny runs the tiny random test model (plumbing check only: its figures mean nothing; its random
+text never says "you", so that rule gets no votes and no job), e.g. `--model tiny --labels 12` takes ~5 minutes on an idle machine.
+--sample-only samples and votes but trains nothing (how decisive the rules are on the model's samples).
+--keep / --data-dir keep pairs.jsonl, judge.jsonl (every answer with its score), server.log and runs/.
+
+Last line: RESULT labels=80 oracle_win=... min_rule_win=... kl=... train_s=... (max over jobs), then per rule
+win_<rule>= kl_<rule>= train_s_<rule>= votes_<rule>=, and train_mean_s, pairs.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+from votegen import StudioProcess  # noqa: E402
+
+# the same cache as bench/labeling.py: the default model is converted there once and linked into each data dir
+DEFAULT_CACHE = Path(tempfile.gettempdir()) / "rlhf-studio-bench"
+DEFAULT_MODEL_DIR = "SmolLM2-135M-Instruct"
+SAME_POLICY = "(same policy: two samples)"   # app.label.SAME_POLICY: "Compare with" = two samples of Policy
+TERMINAL = {"succeeded", "failed", "cancelled", "interrupted"}
+NAN = float("nan")
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+# --- rules ------------------------------------------------------------------------------------------------
+
+WORD = re.compile(r"[A-Za-z0-9']+")
+YOU = re.compile(r"\b(?:you|your|yours|yourself|yourselves|you're|you'll|you've|you'd)\b", re.IGNORECASE)
+LIST_ITEM = re.compile(r"^\s*(?:[-*\u2022+]|\d{1,2}[.)])\s+\S", re.MULTILINE)
+LIST_MARKER = re.compile(r"^\s*\d{1,2}[.)]\s", re.MULTILINE)
+NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
+
+
+def words(text: str) -> int:
+    return len(WORD.findall(text))
+
+
+def you_rate(text: str) -> float:
+    """Words addressing the reader (you, your, yourself, ...) per 100 words."""
+    return round(100 * len(YOU.findall(text)) / max(words(text), 1), 6)
+
+
+def first_paragraph_share(text: str) -> float:
+    """Share of the words before the first line break: 1.0 for an answer in one block."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return round(words(lines[0]) / max(words(text), 1), 6) if lines else 1.0
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    kind: str                         # style | content | format
+    description: str
+    score: Callable[[str], float]     # higher = satisfies the rule better
+
+    @property
+    def labeler(self) -> str:
+        return f"rule-{self.name}"
+
+    def prefers(self, a: str, b: str) -> str | None:
+        """'a' or 'b', or None for a tie."""
+        sa, sb = self.score(a), self.score(b)
+        return None if sa == sb else ("a" if sa > sb else "b")
+
+    def win(self, new: str, old: str) -> float:
+        """1 when ``new`` satisfies the rule better than ``old``, 0.5 for a tie, 0 when worse."""
+        return {"a": 1.0, "b": 0.0, None: 0.5}[self.prefers(new, old)]
+
+
+RULES: dict[str, Rule] = {rule.name: rule for rule in (
+    Rule("concise", "style", "fewer words", lambda t: -words(t)),
+    Rule("you", "content", "more you/your per 100 words", you_rate),
+    Rule("paragraph", "format", "larger share of the words in the first paragraph", first_paragraph_share),
+    Rule("list", "format", "more bulleted or numbered lines", lambda t: len(LIST_ITEM.findall(t))),
+    Rule("numbers", "content", "more concrete numbers", lambda t: len(NUMBER.findall(LIST_MARKER.sub("", t)))),
+)}
+
+
+# --- prompts ----------------------------------------------------------------------------------------------
+
+TEMPLATES = [
+    "Give me a tip for {}.",
+    "How do I get started with {}?",
+    "What is a common mistake people make when {}?",
+    "Why is {} worth the effort?",
+    "What should a beginner know about {}?",
+    "How can I get better at {}?",
+    "What do I need for {}?",
+    "How can I stay motivated when {}?",
+    "What is a simple way to practice {}?",
+    "Tell me one good habit for {}.",
+    "What are the benefits of {}?",
+    "How much time should I spend on {} each week?",
+]
+TOPICS = [
+    "learning Spanish", "saving money", "running a 5k", "baking bread", "growing tomatoes", "writing a resume",
+    "cleaning the kitchen", "studying for exams", "painting a room", "playing chess", "training a puppy",
+    "learning to swim", "planning a trip", "keeping a journal",
+]
+
+
+def prompt_pool() -> list[str]:
+    """168 distinct short user prompts (12 templates x 14 topics) in a fixed shuffled order."""
+    pool = [template.format(topic) for template, topic in itertools.product(TEMPLATES, TOPICS)]
+    random.Random(13).shuffle(pool)
+    return pool
+
+
+def split_prompts(judge_count: int) -> tuple[list[str], list[str]]:
+    """(labeling prompts, judge prompts): the judge prompts are never labeled."""
+    pool = prompt_pool()
+    return pool[judge_count:], pool[:judge_count]
+
+
+# --- the studio: server, label app, REST ------------------------------------------------------------------
+
+
+def link_default_model(data_dir: Path) -> None:
+    """Convert the default model once into DEFAULT_CACHE, then hard-link it into the fresh data dir."""
+    cached = DEFAULT_CACHE / "models" / DEFAULT_MODEL_DIR
+    if not (cached / "config.json").is_file():
+        say(f"setup: converting the default model once into {DEFAULT_CACHE} ...")
+        subprocess.run([sys.executable, str(ROOT / "launch.py"), "provision", "--data-dir", str(DEFAULT_CACHE),
+                        "--model", "default"], cwd=ROOT, check=True)
+    target = data_dir / "models" / DEFAULT_MODEL_DIR
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            shutil.copytree(cached, target, copy_function=os.link)
+        except OSError:   # another file system: copy
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(cached, target)
+
+
+@dataclass
+class Sampling:
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+
+
+class Studio:
+    """The two doors a labeler uses: the Gradio label app (sampling) and the REST API (votes, jobs, reports)."""
+
+    def __init__(self, url: str, sampling: Sampling) -> None:
+        import httpx
+        from gradio_client import Client
+
+        self.url, self.sampling = url, sampling
+        self.http = httpx.Client(base_url=url, timeout=60)
+        self.label = Client(url + "/label/", verbose=False)
+
+    def pair(self, prompt: str, policy: str = "base", compare_with: str = SAME_POLICY) -> tuple[str, str]:
+        """Answers A (policy) and B (compare_with, or a second sample of policy): one batched call, as the
+        UI's Send button does; then New chat, so the next prompt starts a fresh conversation."""
+        s = self.sampling
+        _, _, text_a, text_b, _ = self.label.predict(prompt, policy, compare_with, s.temperature, s.top_p,
+                                                     s.max_new_tokens, api_name="/send")
+        self.label.predict(api_name="/new_chat")
+        return text_a, text_b
+
+    def vote(self, prompt: str, answer_a: str, answer_b: str, outcome: str, labeler: str, key: str) -> None:
+        response = self.http.post("/api/votes", json={"prompt": prompt, "answer_a": answer_a, "answer_b": answer_b,
+                                                      "outcome": outcome, "labeler": labeler, "idempotency_key": key})
+        if response.status_code >= 300:
+            raise RuntimeError(f"POST /api/votes -> {response.status_code}: {response.text[:500]}")
+
+    def submit_job(self, labeler: str) -> int:
+        body = {"algorithm": "dpo", "parent": "base", "filters": {"labelers": [labeler]}}
+        response = self.http.post("/api/jobs", json=body)
+        if response.status_code >= 300:
+            raise RuntimeError(f"POST /api/jobs -> {response.status_code}: {response.text[:500]}")
+        return int(response.json()["id"])
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        response = self.http.get(f"/api/jobs/{job_id}")
+        response.raise_for_status()
+        return response.json()
+
+    def report(self, version: str) -> tuple[str, dict[str, Any]]:
+        """('ready' | 'computing' | 'none' (not asked for yet) | 'missing_route' | 'error', JSON body)."""
+        response = self.http.get(f"/api/policies/{version}/report")
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"text": response.text[:300]}
+        if response.status_code == 200:
+            return "ready", body
+        if response.status_code == 202:
+            return "computing", body
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+        if response.status_code == 405 or (response.status_code == 404 and error.get("message") == "Not Found"):
+            return "missing_route", body   # Starlette's own 404: there is no such route
+        if response.status_code == 404:
+            return "none", body
+        return "error", {"status": response.status_code, **(body if isinstance(body, dict) else {})}
+
+    def close(self) -> None:
+        self.http.close()
+        self.label.close()
+
+
+# --- the benchmark ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class RuleRun:
+    rule: Rule
+    votes: int = 0
+    ties: int = 0
+    job_id: int | None = None
+    status: str = "not run"
+    version: str | None = None
+    parent: str = "base"
+    train_s: float = NAN
+    steps: str = "?"
+    hyperparams: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+    kl: float = NAN
+    verdict: str = ""
+    wins: list[float] = field(default_factory=list)
+    score_new: list[float] = field(default_factory=list)
+    score_old: list[float] = field(default_factory=list)
+
+    @property
+    def oracle_win(self) -> float:
+        return statistics.fmean(self.wins) if self.wins else NAN
+
+
+def sample_and_vote(studio: Studio, runs: list[RuleRun], prompts: list[str], labels: int, max_pairs: int,
+                    log: Path | None, reuse: Path | None = None) -> int:
+    """Sample pairs of the base policy until every rule has ``labels`` decisive votes; returns pairs sampled.
+    ``reuse``: the pairs.jsonl of an earlier run (sampled the same way, through the label app) instead of sampling
+    again -- to re-run training and judging on identical pairs."""
+    started = time.monotonic()
+    pairs = 0
+    recorded = [json.loads(line) for line in reuse.read_text().splitlines() if line.strip()] if reuse else None
+    source = ((r["prompt"], r["a"], r["b"]) for r in recorded) if recorded is not None else (
+        (prompt, *studio.pair(prompt)) for prompt in itertools.cycle(prompts))
+    for pairs, (prompt, a, b) in enumerate(source, 1):
+        if pairs > max_pairs:
+            return max_pairs
+        scores = {}
+        for run in runs:
+            scores[run.rule.name] = (run.rule.score(a), run.rule.score(b))
+            if run.votes >= labels:
+                continue
+            outcome = run.rule.prefers(a, b)
+            if outcome is None:
+                run.ties += 1
+                continue
+            studio.vote(prompt, a, b, outcome, run.rule.labeler, key=f"efficacy-{run.rule.name}-{pairs}")
+            run.votes += 1
+        if log:
+            with log.open("a") as f:
+                f.write(json.dumps({"prompt": prompt, "a": a, "b": b, "scores": scores}) + "\n")
+        elapsed = time.monotonic() - started
+        say(f"pairs: {pairs} in {elapsed:.0f} s ({elapsed / pairs:.1f} s/pair, {words(a)}+{words(b)} words); votes "
+            + " ".join(f"{r.rule.name}={r.votes}" for r in runs))
+        if all(run.votes >= labels for run in runs):
+            return pairs
+    return pairs
+
+
+def train(studio: Studio, run: RuleRun, job_timeout: float) -> None:
+    """One DPO job with the studio's defaults on this rule's votes; waits for its final state."""
+    if run.votes == 0:
+        run.status, run.error = "no votes", "every pair was a tie for this rule: nothing to train on"
+        say(f"train {run.rule.name}: skipped, {run.error}")
+        return
+    started = time.monotonic()
+    try:
+        run.job_id = studio.submit_job(run.rule.labeler)
+    except RuntimeError as exc:
+        run.status, run.error = "refused", str(exc)
+        say(f"train {run.rule.name}: {exc}")
+        return
+    last_print = 0.0
+    info: dict[str, Any] = {}
+    while time.monotonic() - started < job_timeout:
+        info = studio.job(run.job_id)
+        if info["status"] in TERMINAL:
+            break
+        if time.monotonic() - last_print > 30:
+            last_print = time.monotonic()
+            progress = info.get("progress") or {}
+            say(f"train {run.rule.name}: job {run.job_id} {info['status']} step {progress.get('step', '?')}/"
+                f"{progress.get('max_steps', '?')} at {time.monotonic() - started:.0f} s")
+        time.sleep(2)
+    run.train_s = time.monotonic() - started
+    run.status = info.get("status", "?")
+    run.version, run.parent = info.get("version"), info.get("parent") or "base"
+    progress = info.get("progress") or {}
+    run.steps = f"{progress.get('step', '?')}/{progress.get('max_steps', '?')}"
+    run.hyperparams = ((info.get("config") or {}).get("hyperparams") or {})
+    if run.status != "succeeded":
+        run.error = (info.get("error") or "") + ("" if run.status in TERMINAL else f" (still {run.status} after "
+                                                 f"{job_timeout:.0f} s: gave up waiting)")
+    say(f"train {run.rule.name}: job {run.job_id} {run.status} in {run.train_s:.0f} s, steps {run.steps}, "
+        f"version {run.version}; hyperparams {compact(run.hyperparams)}")
+    if run.error:
+        say(f"train {run.rule.name}: error: {run.error[-1500:]}")
+
+
+def compact(hyperparams: dict[str, Any]) -> str:
+    keys = ("learning_rate", "num_train_epochs", "max_steps", "beta", "per_device_train_batch_size",
+            "gradient_accumulation_steps", "lora_r", "hold_out_percent")
+    shown = {k: hyperparams[k] for k in keys if k in hyperparams}
+    return json.dumps(shown or hyperparams)
+
+
+def find(body: Any, key: str) -> Any:
+    """The first value of ``key`` anywhere in a nested JSON body (the report's shape may still change)."""
+    if isinstance(body, dict):
+        if key in body:
+            return body[key]
+        values = body.values()
+    elif isinstance(body, list):
+        values = body
+    else:
+        return None
+    for value in values:
+        found = find(value, key)
+        if found is not None:
+            return found
+    return None
+
+
+def read_report(studio: Studio, run: RuleRun, timeout: float) -> bool:
+    """Wait for the version's "what changed" report; False when the server has no report route."""
+    started = time.monotonic()
+    while True:
+        state, body = studio.report(run.version or "")
+        if state == "ready":
+            metrics = find(body, "metrics") or {}
+            kl = metrics.get("kl_per_token") if isinstance(metrics, dict) else None
+            run.kl = float(kl) if isinstance(kl, (int, float)) else NAN
+            verdict, summary = find(body, "verdict"), find(body, "summary")
+            run.verdict = " - ".join(str(v) for v in (verdict, summary) if v)
+            say(f"report {run.version}: kl_per_token={run.kl:.4g}; {run.verdict or '(no verdict)'}")
+            return True
+        if state == "missing_route":
+            say(f"report {run.version}: the server has no GET /api/policies/<name>/report route: kl=nan")
+            return False
+        waited = time.monotonic() - started
+        if state == "error" or waited > timeout or (state == "none" and waited > 60):
+            run.verdict = (f"report {state}: {json.dumps(body)[:300]}" if state in ("error", "none")
+                           else f"report not ready after {timeout:.0f} s")
+            say(f"report {run.version}: {run.verdict}")
+            return True
+        time.sleep(3)
+
+
+def judge(studio: Studio, run: RuleRun, prompts: list[str], log: Path | None) -> None:
+    """New version vs its parent on the held-out prompts: one answer each per prompt, scored by the rule."""
+    started = time.monotonic()
+    for prompt in prompts:
+        new, old = studio.pair(prompt, policy=run.version or "", compare_with=run.parent)
+        run.wins.append(run.rule.win(new, old))
+        run.score_new.append(run.rule.score(new))
+        run.score_old.append(run.rule.score(old))
+        if log:
+            with log.open("a") as f:
+                f.write(json.dumps({"rule": run.rule.name, "version": run.version, "prompt": prompt, "new": new,
+                                    "old": old, "win": run.wins[-1]}) + "\n")
+    say(f"judge {run.rule.name}: {run.version} vs {run.parent} on {len(prompts)} held-out prompts in "
+        f"{time.monotonic() - started:.0f} s: oracle_win={run.oracle_win:.3f} (wins "
+        f"{run.wins.count(1.0)}, ties {run.wins.count(0.5)}, losses {run.wins.count(0.0)}); mean score "
+        f"{statistics.fmean(run.score_new):.2f} vs {statistics.fmean(run.score_old):.2f}")
+
+
+def fmt(value: float, digits: int = 3) -> str:
+    return "nan" if value != value else f"{value:.{digits}f}"
+
+
+def mean(values: list[float]) -> float:
+    values = [v for v in values if not math.isnan(v)]
+    return statistics.fmean(values) if values else NAN
+
+
+def print_table(runs: list[RuleRun], sample_only: bool) -> None:
+    say("")
+    say(f"{'rule':<9} {'kind':<8} {'votes':>5} {'ties':>5} {'job':>8} {'train_s':>8} {'steps':>7} {'version':>7} "
+        f"{'kl':>8} {'win':>6} {'score new/old':>15}  verdict")
+    for r in runs:
+        scores = f"{mean(r.score_new):.2f}/{mean(r.score_old):.2f}" if r.wins else "-"
+        say(f"{r.rule.name:<9} {r.rule.kind:<8} {r.votes:>5} {r.ties:>5} {r.status if not sample_only else '-':>8} "
+            f"{fmt(r.train_s, 0):>8} {r.steps:>7} {r.version or '-':>7} {fmt(r.kl, 4):>8} {fmt(r.oracle_win):>6} "
+            f"{scores:>15}  {r.verdict[:110] + ('...' if len(r.verdict) > 110 else '')}")
+    say("")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--labels", type=int, default=80, help="decisive votes per rule (default 80)")
+    parser.add_argument("--model", choices=("default", "tiny"), default="default",
+                        help="default: SmolLM2-135M-Instruct; tiny: the random test model (plumbing only)")
+    parser.add_argument("--rules", default="concise,you,paragraph",
+                        help=f"comma-separated, from: {', '.join(RULES)} (default concise,you,paragraph)")
+    parser.add_argument("--judge-prompts", type=int, default=24, help="held-out prompts per rule (default 24)")
+    parser.add_argument("--max-new-tokens", type=int, default=96, help="answer length cap (default 96)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
+    parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling (default 0.95)")
+    parser.add_argument("--max-pairs", type=int, default=0, help="stop sampling after this many pairs even if a "
+                        "rule is short of votes (default 3 x --labels, at least 40)")
+    parser.add_argument("--job-timeout", type=float, default=3600, help="give up on a job after this (s)")
+    parser.add_argument("--report-timeout", type=float, default=300, help="wait this long for a report (s)")
+    parser.add_argument("--sample-only", action="store_true", help="sample and vote, then stop (no training)")
+    parser.add_argument("--pairs", type=Path, help="reuse the pairs.jsonl of an earlier --keep run (same prompts, "
+                        "same label-app sampling) instead of sampling again")
+    parser.add_argument("--data-dir", type=Path, help="data dir to use (kept); default: a fresh temp dir")
+    parser.add_argument("--keep", action="store_true", help="keep the temp data dir (pairs.jsonl, judge.jsonl, "
+                        "server.log, runs/)")
+    parser.add_argument("--port", type=int, help="server port (default: a free one)")
+    args = parser.parse_args()
+
+    unknown = [name for name in args.rules.split(",") if name not in RULES]
+    if unknown:
+        parser.error(f"unknown rule(s) {unknown}; known: {', '.join(RULES)}")
+    rules = [RULES[name] for name in args.rules.split(",")]
+    label_prompts, judge_prompts = split_prompts(args.judge_prompts)
+    max_pairs = args.max_pairs or max(3 * args.labels, 40)
+    sampling = Sampling(args.temperature, args.top_p, args.max_new_tokens)
+
+    keep = args.keep or args.data_dir is not None
+    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="studio-bench-efficacy-")) / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if args.model == "default":
+        link_default_model(data_dir)
+    bench_dir = data_dir.parent if args.data_dir is None else data_dir
+    pairs_log, judge_log = bench_dir / "pairs.jsonl", bench_dir / "judge.jsonl"
+    say("efficacy: rules " + "; ".join(f"{r.name} ({r.kind}: {r.description})" for r in rules))
+    say(f"efficacy: model={args.model} labels={args.labels} "
+        f"judge_prompts={len(judge_prompts)} (of {len(prompt_pool())}; {len(label_prompts)} for labeling) "
+        f"sampling T={sampling.temperature} top_p={sampling.top_p} max_new_tokens={sampling.max_new_tokens}; "
+        f"data dir {data_dir}")
+
+    server = StudioProcess(data_dir, bench_dir / "server.log", port=args.port, model=args.model)
+    say(f"server: up at {server.url} in {server.start():.1f} s")
+    studio = Studio(server.url, sampling)
+    runs = [RuleRun(rule) for rule in rules]
+    total_started = time.monotonic()
+    try:
+        pairs = sample_and_vote(studio, runs, label_prompts, args.labels, max_pairs,
+                                None if args.pairs else pairs_log, args.pairs)
+        short = [r.rule.name for r in runs if r.votes < args.labels]
+        say(f"votes: {pairs} pairs sampled; " + " ".join(f"{r.rule.name}={r.votes} (ties {r.ties})" for r in runs)
+            + (f"; SHORT of {args.labels}: {', '.join(short)} (hit --max-pairs {max_pairs})" if short else ""))
+        if not args.sample_only:
+            report_route = True
+            for run in runs:
+                train(studio, run, args.job_timeout)
+                if run.status == "succeeded" and report_route:
+                    report_route = read_report(studio, run, args.report_timeout)
+            for run in runs:
+                if run.status == "succeeded":
+                    judge(studio, run, judge_prompts, judge_log)
+    finally:
+        studio.close()
+        code = server.stop()
+        say(f"server: stopped (exit code {code}) after {time.monotonic() - total_started:.0f} s of benchmark")
+        if keep:
+            say(f"kept: {bench_dir} (server.log, pairs.jsonl, judge.jsonl, data/runs/)")
+        else:
+            shutil.rmtree(data_dir.parent, ignore_errors=True)
+
+    print_table(runs, args.sample_only)
+    for hyperparams in {json.dumps(r.hyperparams) for r in runs if r.hyperparams}:
+        names = ",".join(r.rule.name for r in runs if json.dumps(r.hyperparams) == hyperparams)
+        say(f"studio defaults used by the job(s) of {names}: {hyperparams}")
+    train_times = [r.train_s for r in runs if not math.isnan(r.train_s)]
+    wins = [r.oracle_win for r in runs]
+    oracle_win = NAN if any(math.isnan(w) for w in wins) else statistics.fmean(wins)
+    min_rule_win = NAN if any(math.isnan(w) for w in wins) else min(wins)
+    verdicts = []
+    if not args.sample_only:
+        verdicts.append(f"oracle_win {fmt(oracle_win)} (target >= 0.85), min_rule_win {fmt(min_rule_win)} "
+                        f"(target >= 0.75), slowest job {fmt(max(train_times, default=NAN), 0)} s (target <= 600)")
+        if any(r.status != "succeeded" for r in runs):
+            verdicts.append("jobs not succeeded: " + ", ".join(f"{r.rule.name}={r.status}" for r in runs
+                                                                if r.status != "succeeded"))
+        say("summary: " + "; ".join(verdicts))
+    per_rule = " ".join(f"win_{r.rule.name}={fmt(r.oracle_win)} kl_{r.rule.name}={fmt(r.kl, 4)} "
+                        f"train_s_{r.rule.name}={fmt(r.train_s, 0)} votes_{r.rule.name}={r.votes}" for r in runs)
+    say(f"RESULT labels={min(r.votes for r in runs)} oracle_win={fmt(oracle_win)} min_rule_win={fmt(min_rule_win)} "
+        f"kl={fmt(mean([r.kl for r in runs]), 4)} train_s={fmt(max(train_times, default=NAN), 0)} "
+        f"train_mean_s={fmt(mean(train_times), 0)} pairs={pairs} {per_rule}")
+
+
+if __name__ == "__main__":
+    main()
