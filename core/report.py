@@ -49,6 +49,7 @@ LENGTH_RATIO_WARN = 1.5
 REFUSAL_RISE_WARN = 0.15
 DIVERSITY_DROP_WARN = 0.25       # relative drop of distinct-2
 KL_WARN = 0.5                    # nats per token
+MOVED_KL = 0.05                  # nats per token: a version this far from the other one has clearly changed
 EXAMPLES = 5
 REFUSAL = re.compile(
     r"\b(i\s+(?:can(?:'|no)t|cannot|won't|will not|am not able to|'m not able to|am unable to|'m unable to)"
@@ -149,7 +150,30 @@ def verdict(m: dict[str, Any], config: dict[str, Any] | None = None) -> tuple[st
     if away > toward and sign_test(away, toward + away) < SIGNIFICANCE:
         return "regressed", (f"moved against the labels: {head} — check for flipped or conflicting labels "
                              "(agreement on the Data page) before training on them")
+    kl = m.get("kl_per_token")
+    if toward > away and kl is not None and kl >= MOVED_KL:
+        needed = pairs_needed(toward, toward + away)
+        more = (f"; if the lean holds, about {needed} held-out pairs would settle it: label about "
+                f"{_labels_for(needed - n)} more" if needed else "")
+        return "no_change", (f"not significant yet: {head}, p = {sign_test(toward, toward + away):.2f} — the version "
+                             f"did change (KL {kl:.2f} nats per token) and leans toward the labels{more}")
     return "no_change", f"no measurable change: {head} — {_suggestion(m, config or {})}"
+
+
+def pairs_needed(toward: int, moved: int, limit: int = 10_000) -> int | None:
+    """Held-out pairs for the sign test to reach p < SIGNIFICANCE if the observed share toward the labels held."""
+    if moved <= 0 or toward * 2 <= moved:
+        return None
+    share = toward / moved
+    for n in range(moved, limit):
+        if sign_test(math.ceil(share * n), n) < SIGNIFICANCE:
+            return n
+    return None
+
+
+def _labels_for(held_out_pairs: int) -> int:
+    """Labels to add for ``held_out_pairs`` more held-out pairs (the split takes HELD_OUT_PERCENT of prompts)."""
+    return max(1, math.ceil(held_out_pairs * 100 / HELD_OUT_PERCENT))
 
 
 def _suggestion(m: dict[str, Any], config: dict[str, Any]) -> str:

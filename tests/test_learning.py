@@ -77,6 +77,21 @@ def test_selection_score_prefers_accuracy_then_lower_loss():
     assert selection_score({"eval_loss": 0.5}) == -0.5 and selection_score({}) is None
 
 
+def test_the_verdict_says_what_the_held_out_pairs_can_and_cannot_tell():
+    from core.report import pairs_needed, verdict
+
+    base = {"held_out_pairs": 19, "accuracy_against": 0.63, "accuracy_version": 0.68}
+    assert verdict({**base, "toward": 15, "away": 4, "kl_per_token": 0.2})[0] == "learned"
+    assert verdict({**base, "toward": 3, "away": 15, "kl_per_token": 0.2})[0] == "regressed"
+    kind, text = verdict({**base, "toward": 12, "away": 7, "kl_per_token": 0.3})   # the bench's "concise" v1
+    assert kind == "no_change" and text.startswith("not significant yet") and "p = 0.18" in text
+    assert f"about {pairs_needed(12, 19)} held-out pairs" in text and pairs_needed(12, 19) > 19
+    kind, text = verdict({**base, "toward": 0, "away": 0, "kl_per_token": 0.0}, {"learning_rate": 5e-4})
+    assert text.startswith("no measurable change") and "raise learning_rate from 5e-04 to 2e-03" in text
+    assert verdict({"held_out_pairs": 0})[0] == "unmeasured"
+    assert pairs_needed(5, 10) is None and pairs_needed(10, 10) == 10
+
+
 def test_report_measures():
     assert is_refusal("I'm sorry, but I can't help with that.") and not is_refusal("Sure, here is a recipe.")
     assert distinct_n(["a b a b a b"]) == 0.4 and distinct_n(["one"]) is None
@@ -229,7 +244,6 @@ def test_runs_train_and_compare_pages_show_the_plan_and_the_report(learned, monk
     text = " ".join(m.value for m in runs.markdown)
     assert "**learned: held-out preference accuracy" in text
     assert any(m.label == "Held-out preference accuracy" for m in runs.metric)
-    assert any("Kept the weights of step" in c.value for c in runs.caption)
     assert len(runs.expander) >= 5   # the log, and the prompts where v1 and base differ most (admin, local mode)
 
     train = AppTest.from_file(str(ROOT / "pages" / "train.py"), default_timeout=60).run()
