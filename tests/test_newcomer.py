@@ -205,7 +205,8 @@ def chat_with_v1(page, checker: PageChecker, url: str, hub: HubStandin) -> None:
     set_max_new_tokens(page, "Sampling settings")
     policy = page.get_by_label("Policy", exact=True)
     policy.click()
-    page.get_by_role("option", name="v1", exact=True).click()
+    # the option reads "v1", then "v1 · learned 0.50→0.83" once its "what changed" report is ready
+    page.get_by_role("option", name=re.compile(r"^v1( · .*)?$")).click()
     chat_and_vote(page, "Hello new version, who are you?", "1", 13)
     checker.check("label-v1")
 
