@@ -30,7 +30,7 @@ import psutil
 from core import trainsets
 from core.errors import Conflict, NotFound, ValidationError
 from core.identity import User
-from core.policies import get_policy, register_policy
+from core.policies import BASE_POLICY, get_policy, newest_version, register_policy
 from core.training import ALGORITHMS, AlgorithmSpec
 from core.training.common import MIN_EVAL_FOR_EARLY_STOPPING, early_stopping
 from core.training.defaults import UNITS, Plan, plan_defaults
@@ -219,11 +219,9 @@ class Suggestion:
 def suggest_next_job(db: Database) -> Suggestion:
     """The next training the console suggests: a first DPO run after FIRST_JOB_PAIRS pairs, then a new round from
     the newest version after NEXT_JOB_PAIRS new pairs; always with the data-chosen defaults."""
-    newest = db.query("SELECT p.name, CASE WHEN p.name = 'base' THEN NULL ELSE coalesce(j.created_at, p.created_at)"
-                      " END AS created_at FROM policies p LEFT JOIN jobs j ON j.id = p.job_id"
-                      " WHERE p.deleted_at IS NULL AND (p.name = 'base' OR p.adapter_path IS NOT NULL)"
-                      " AND coalesce(p.algorithm, '') <> 'reward' ORDER BY p.id DESC LIMIT 1")
-    parent = newest[0] if newest else {"name": "base", "created_at": None}
+    newest = newest_version(db)
+    parent = {"name": newest["name"], "created_at": newest["trained_at"]} if newest else \
+        {"name": BASE_POLICY, "created_at": None}
     rows = trainsets.preference_rows(db, trainsets.Filters()).rows
     pairs = len(rows)
     if parent["created_at"] is None:
@@ -258,6 +256,7 @@ class Supervisor:
         self.max_running = max_running
         self._children: dict[int, subprocess.Popen] = {}
         self._metric_offsets: dict[int, int] = {}
+        self._results: dict[int, dict[str, Any]] = {}   # result.json of succeeded jobs (immutable)
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._wakeup = threading.Event()
@@ -400,8 +399,16 @@ class Supervisor:
             return {}
 
     def result(self, job_id: int) -> dict[str, Any]:
-        """The child's result.json (status, metrics, setup: reference, kept step, ...); {} while it runs."""
-        return _read_json(Path(self.job(job_id)["run_dir"]) / "result.json") or {}
+        """The child's result.json (status, metrics, setup: reference, kept step, ...); {} while it runs.
+
+        A succeeded job's result never changes, and the Runs page asks every few seconds: it is read once."""
+        if job_id in self._results:
+            return self._results[job_id]
+        job = self.job(job_id)
+        result = _read_json(Path(job["run_dir"]) / "result.json") or {}
+        if job["status"] == "succeeded":
+            self._results[job_id] = result
+        return result
 
     def log_tail(self, job_id: int, lines: int = LOG_TAIL_LINES) -> str:
         return _tail(Path(self.job(job_id)["run_dir"]) / "log.txt", lines)

@@ -59,11 +59,11 @@ def servable_policies(db: Database) -> list[dict[str, Any]]:
 
 
 def newest_version(db: Database) -> dict[str, Any] | None:
-    """The newest live trained chat version and its parent's name (base for first versions), or None."""
-    rows = db.query("SELECT p.name, coalesce(parent.name, ?) AS parent FROM policies p"
-                    " LEFT JOIN policies parent ON parent.id = p.parent_id"
-                    " WHERE p.deleted_at IS NULL AND p.adapter_path IS NOT NULL AND p.name <> ?"
-                    " AND coalesce(p.algorithm, '') <> 'reward' ORDER BY p.id DESC LIMIT 1", [BASE_POLICY, BASE_POLICY])
+    """The newest live trained chat version: {"name", "parent" (base for first versions), "trained_at"}, or None.
+
+    One definition (the ``chat_versions`` view) serves the labeling app's "label vN against its parent", the
+    console's next-job suggestion and the "what changed" reports."""
+    rows = db.query("SELECT name, against_name AS parent, trained_at FROM chat_versions ORDER BY id DESC LIMIT 1")
     return rows[0] if rows else None
 
 

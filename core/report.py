@@ -358,11 +358,9 @@ def latest_report(db: Database, version: str, against: str | None = None) -> dic
 def badges(db: Database) -> dict[str, str]:
     """A short badge per version, from its latest report against its parent: "learned 0.50→0.83" etc."""
     rows = db.query(
-        "SELECT p.name, r.verdict, r.report FROM policies p"
-        " JOIN (SELECT *, row_number() OVER (PARTITION BY policy_id ORDER BY id DESC) AS n FROM version_reports"
-        "       WHERE (policy_id, against_id) IN (SELECT id, coalesce(parent_id, (SELECT id FROM policies"
-        "             WHERE name = ?)) FROM policies)) r ON r.policy_id = p.id AND r.n = 1"
-        " WHERE p.deleted_at IS NULL", [BASE_POLICY])
+        "SELECT v.name, r.verdict, r.report FROM chat_versions v"
+        " JOIN (SELECT *, row_number() OVER (PARTITION BY policy_id, against_id ORDER BY id DESC) AS n"
+        "       FROM version_reports) r ON r.policy_id = v.id AND r.against_id = v.against_id AND r.n = 1")
     out = {}
     for row in rows:
         m = json.loads(row["report"])["metrics"]
@@ -407,7 +405,7 @@ class ReportWorker:
 
     def request(self, version: str, against: str | None = None, user: Any = None) -> str:
         """Queue a report (once); returns its state: "queued" or "computing"."""
-        key = (version, against)
+        key = self._key(version, against)
         if self._stopped.is_set():
             raise StudioError("the studio is shutting down", hint="ask again after the restart", code="stopping")
         with self._lock:
@@ -415,28 +413,30 @@ class ReportWorker:
                 return self._pending[key]
             self._pending[key] = "queued"
             self._errors.pop(key, None)
-            self._queue.put((version, against, user))
+            self._queue.put((*key, user))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="version-reports", daemon=True)
                 self._thread.start()
         return "queued"
 
+    def _key(self, version: str, against: str | None) -> tuple[str, str]:
+        """(version, against) with the default spelled out, so "v2" and "v2 against v1" are one report."""
+        return version, against or default_against(self.studio.db, version)
+
     def catch_up(self) -> list[str]:
         """Queue the report of every trained chat version that has none against its parent (a server stopped
         between a job's end and its report); returns the versions queued."""
         rows = self.studio.db.query(
-            "SELECT p.name FROM policies p WHERE p.deleted_at IS NULL AND p.job_id IS NOT NULL"
-            " AND p.adapter_path IS NOT NULL AND coalesce(p.algorithm, '') <> 'reward'"
-            " AND NOT EXISTS (SELECT 1 FROM version_reports r WHERE r.policy_id = p.id"
-            "                 AND r.against_id = coalesce(p.parent_id, (SELECT id FROM policies WHERE name = ?)))"
-            " ORDER BY p.id", [BASE_POLICY])
+            "SELECT v.name FROM chat_versions v WHERE v.job_id IS NOT NULL AND NOT EXISTS"
+            " (SELECT 1 FROM version_reports r WHERE r.policy_id = v.id AND r.against_id = v.against_id)"
+            " ORDER BY v.id")
         for row in rows:
             self.request(row["name"])
         return [row["name"] for row in rows]
 
     def state(self, version: str, against: str | None = None) -> dict[str, Any]:
         """{"status": queued | computing | failed | idle, "progress", "message", "error"}."""
-        key = (version, against)
+        key = self._key(version, against)
         with self._lock:
             if key in self._pending:
                 value, text = self._progress.get(key, (0.0, "waiting for the model"))
