@@ -6,9 +6,11 @@ Thin: request parsing and error mapping only; rules live in core. Every error is
 from __future__ import annotations
 
 import asyncio
+import traceback
 from typing import Any, Callable
 
-from fastapi import FastAPI, Request
+import duckdb
+from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -17,9 +19,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.auth import basic_credentials
-from core import __version__
-from core.errors import NotFound, PayloadTooLarge, PermissionDenied, StudioError, Unauthenticated
+from app.auth import request_user
+from core import __version__, access
+from core.errors import NotFound, PayloadTooLarge, PermissionDenied, StudioError
 from core.feedback import Feedback, record_feedback
 from core.identity import User
 from core.labeling import Vote, labeled_pair, write_labeled_pairs
@@ -37,6 +39,9 @@ class FeedbackIn(BaseModel):
     score: float = Field(description="0 = bad answer, 1 = good answer")
     run_id: str | None = None
     notes: str | None = None
+    labeler: str | None = Field(default=None, description="local mode only; team mode uses the login")
+    idempotency_key: str | None = Field(default=None, max_length=200,
+                                        description="repeat a request with the same key: stored once")
 
 
 class VoteIn(BaseModel):
@@ -72,8 +77,19 @@ class RenameIn(BaseModel):
     name: str
 
 
+def _printable(value: Any) -> Any:
+    """Echoed input may hold lone surrogates, which no UTF-8 response can carry: spelled out as \\udxxx."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_printable(k): _printable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_printable(v) for v in value]
+    return value
+
+
 def _error(status: int, code: str, message: str, hint: str = "", **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message, "hint": hint, **extra}}, status)
+    return JSONResponse(_printable({"error": {"code": code, "message": message, "hint": hint, **extra}}), status)
 
 
 class BodyLimit:
@@ -88,6 +104,25 @@ class BodyLimit:
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             return await self._refuse(scope, receive, send)
+        if declared is None and scope.get("method") in ("POST", "PUT", "PATCH"):
+            # chunked: read it all here (it is small by definition) so an overflow is a 413, not a parse error
+            chunks, size = [], 0
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return
+                size += len(message.get("body", b""))
+                if size > self.max_bytes:
+                    return await self._refuse(scope, receive, send)
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body"):
+                    break
+            replay: list[Message] = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+
+            async def replayed() -> Message:
+                return replay.pop() if replay else await receive()
+
+            return await self.app(scope, replayed, send)
         seen = 0
 
         async def counting_receive() -> Message:
@@ -110,11 +145,43 @@ class BodyLimit:
 
 
 def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp:
-    api = FastAPI(title="RLHF Studio API", version=__version__, docs_url="/docs", openapi_url="/openapi.json")
+    async def authorize(request: Request) -> None:
+        """Every route: who is calling (None: anonymous) and what core.access grants them on this route; the
+        handler reads ``request.state.user`` and ``request.state.scope``. Routes without a rule are refused."""
+        route = request.scope.get("route")
+        studio = get_studio()
+        # password checks may hash (~0.3 s): off the event loop in team mode; local mode needs no I/O
+        user = (await run_in_threadpool(request_user, studio, request) if studio.directory.team_mode
+                else request_user(studio, request))
+        request.state.user = user
+        request.state.scope = access.require(user, f"api {request.method} {getattr(route, 'path', request.url.path)}")
+
+    api = FastAPI(title="RLHF Studio API", version=__version__, docs_url=None, openapi_url=None,
+                  dependencies=[Depends(authorize)])
 
     @api.exception_handler(StudioError)
     async def studio_error(_: Request, exc: StudioError) -> JSONResponse:
-        return _error(exc.http_status, exc.code, exc.message, exc.hint)
+        response = _error(exc.http_status, exc.code, exc.message, exc.hint)
+        if getattr(exc, "retry_after", None):
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+
+    @api.exception_handler(duckdb.Error)
+    async def storage_error(_: Request, exc: duckdb.Error) -> JSONResponse:
+        """The database refused (disk full, locked, read-only): nothing was stored, say so with a code."""
+        traceback.print_exception(exc)
+        if "No space left" in str(exc):
+            return _error(507, "storage_full", "The studio's disk is full: nothing was stored",
+                          "free some space in the data dir (old runs, exports) and send it again")
+        return _error(503, "storage_unavailable", "The database could not store this: nothing was stored",
+                      "send it again in a moment; if it persists an admin should read the server log")
+
+    @api.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        """Anything else: the JSON error shape with a code, never a bare 500 page; the details go to the log."""
+        traceback.print_exception(exc)
+        return _error(500, "internal_error", "Something went wrong on the server: nothing was stored",
+                      "send it again; if it persists an admin should read the server log")
 
     @api.exception_handler(RequestValidationError)
     async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -130,29 +197,34 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
         return _error(exc.status_code, code, str(exc.detail))
 
     @api.get("/health")
-    def health() -> dict[str, Any]:
-        return get_studio().health()
+    def health(request: Request) -> dict[str, Any]:
+        return access.health_view(get_studio().health(), request.state.user)
+
+    @api.get("/openapi.json", include_in_schema=False)
+    def openapi() -> dict[str, Any]:
+        return api.openapi()
+
+    @api.get("/docs", include_in_schema=False)
+    def docs(request: Request) -> Any:
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        return get_swagger_ui_html(openapi_url=request.scope.get("root_path", "") + "/openapi.json",
+                                   title="RLHF Studio API")
 
     @api.post("/feedback", status_code=201)
     def post_feedback(body: FeedbackIn, request: Request) -> dict[str, Any]:
-        api_user(request, None)   # team mode: only accounts write
         feedback = Feedback(prompt=body.prompt, response=body.response, score=body.score,
                             run_id=body.run_id, notes=body.notes, source="api")
-        return {"id": record_feedback(get_studio().db, feedback), "status": "saved"}
+        feedback_id, created = record_feedback(get_studio().db, feedback, api_user(request, body.labeler).id,
+                                               body.idempotency_key)
+        return {"id": feedback_id, "status": "saved", "created": created}
 
     def api_user(request: Request, labeler: str | None) -> User:
-        """Team mode: HTTP Basic credentials of an account. Local mode: the named labeler or the local user."""
-        studio = get_studio()
-        directory = studio.directory
-        if directory.team_mode:
-            name, password = basic_credentials(request.headers.get("authorization", ""))
-            if name is None or not directory.authenticate(name, password or ""):
-                raise Unauthenticated("Team mode: send your account with HTTP Basic auth",
-                                      hint="curl -u name:password ...")
-            return directory.user(name)
-        if labeler:
+        """Team mode: the logged-in account. Local mode: the labeler a client names, or the local user."""
+        directory = get_studio().directory
+        if labeler and not directory.team_mode:
             return directory.api_labeler(labeler)
-        return directory.user(None)
+        return request.state.user
 
     @api.post("/votes", status_code=201)
     async def post_vote(body: VoteIn, request: Request) -> dict[str, Any]:
@@ -167,16 +239,16 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
             user = api_user(request, body.labeler)
             return labeled_pair(db, user, body.prompt, body.answer_a, body.answer_b, vote)
 
-        # known users and vote checks without ratings need no I/O; password checks and aspect reads may
-        slow = get_studio().directory.team_mode or bool(body.ratings)
+        # vote checks without ratings need no I/O; aspect reads and a new labeler's row do
+        slow = bool(body.ratings) or (body.labeler is not None and not get_studio().directory.team_mode)
         pair = await run_in_threadpool(prepare) if slow else prepare()
         receipt = await asyncio.wrap_future(db.submit_batched(write_labeled_pairs, pair))
         return {"id": receipt.preference_id, "status": "saved", "created": receipt.created}
 
     def own_or_admin(request: Request, name: str) -> User:
-        """Team mode: a labeler reads only their own contributions; admins read anyone's."""
-        user = api_user(request, None)
-        if get_studio().directory.team_mode and not user.is_admin and user.name != name:
+        """A labeler reads only their own contributions; admins read anyone's."""
+        user = request.state.user
+        if request.state.scope == access.OWN and user.name != name:
             raise PermissionDenied("You can only see your own contributions", hint=f"ask for /api/contributions/{user.name}")
         return user
 
@@ -199,20 +271,14 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
     def policies() -> dict[str, Any]:
         return {"policies": list_policies(get_studio().db)}
 
-    def api_admin(request: Request) -> User:
-        user = api_user(request, None)
-        if not user.is_admin:
-            raise PermissionDenied("Only admins can do this", hint="use an admin account")
-        return user
-
     @api.patch("/policies/{name}")
     def rename(name: str, body: RenameIn, request: Request) -> dict[str, Any]:
-        rename_policy(get_studio().db, api_admin(request), name, body.name)
+        rename_policy(get_studio().db, request.state.user, name, body.name)
         return {"status": "renamed", "name": body.name}
 
     @api.delete("/policies/{name}")
     def delete(name: str, request: Request) -> dict[str, Any]:
-        delete_policy(get_studio().db, api_admin(request), name)
+        delete_policy(get_studio().db, request.state.user, name)
         return {"status": "deleted", "name": name}
 
     @api.get("/policies/{name}/report")
@@ -221,11 +287,10 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
         it is computed, 404 when none was asked for. Labelers get the figures without other people's text."""
         from core.report import latest_report, public_view
 
-        user = api_user(request, None)
         studio = get_studio()
         report = latest_report(studio.db, name, against)
         if report is not None:
-            return {"report": report if user.is_admin else public_view(report)}
+            return {"report": report if request.state.scope == access.ALL else public_view(report)}
         state = studio.reports.state(name, against)
         if state["status"] in ("queued", "computing"):
             return JSONResponse(state, 202)
@@ -241,18 +306,19 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
         from core.report import default_against
         from core.evaluation import check_pair
 
-        user = api_admin(request)
+        user = request.state.user
         studio = get_studio()
         check_pair(studio.db, name, against or default_against(studio.db, name))
         return {**studio.reports.state(name, against), "status": studio.reports.request(name, against, user)}
 
     @api.get("/jobs")
-    def jobs() -> dict[str, Any]:
-        return {"jobs": jsonable_encoder(get_studio().supervisor.jobs())}
+    def jobs(request: Request) -> dict[str, Any]:
+        return {"jobs": jsonable_encoder([access.job_view(job, request.state.scope)
+                                          for job in get_studio().supervisor.jobs()])}
 
     @api.post("/jobs", status_code=201)
     def submit_job(body: JobIn, request: Request) -> dict[str, Any]:
-        user = api_admin(request)
+        user = request.state.user
         supervisor = get_studio().supervisor
         job = JobRequest(body.algorithm, body.parent, body.hyperparams, job_filters(body.filters),
                          body.reward_model)
@@ -261,15 +327,14 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
         return {"id": supervisor.submit(job, user), "status": "queued"}
 
     @api.get("/jobs/{job_id}")
-    def job(job_id: int) -> dict[str, Any]:
+    def job(job_id: int, request: Request) -> dict[str, Any]:
         supervisor = get_studio().supervisor
         info = supervisor.job(job_id)
-        return jsonable_encoder({**info, "progress": supervisor.progress(info),
-                                 "log_tail": supervisor.log_tail(job_id)})
+        return jsonable_encoder(access.job_view({**info, "progress": supervisor.progress(info),
+                                                 "log_tail": supervisor.log_tail(job_id)}, request.state.scope))
 
     @api.post("/jobs/{job_id}/{action}")
-    def job_action(job_id: int, action: str, request: Request) -> dict[str, Any]:
-        api_admin(request)
+    def job_action(job_id: int, action: str) -> dict[str, Any]:
         supervisor = get_studio().supervisor
         actions = {"cancel": supervisor.cancel, "pause": supervisor.pause, "resume": supervisor.resume}
         if action not in actions:

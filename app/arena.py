@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterator
 
 import gradio as gr
 
+from app.auth import label_user
 from app.forms import build_config, components_for
 from core import arena
 from core.errors import StudioError
@@ -21,10 +22,6 @@ from core.labeling import OUTCOME_LABELS
 from core.studio import Studio
 
 HIDDEN = "🔒 The names stay hidden until you vote."
-
-
-def _user(studio: Studio, request: gr.Request | None):
-    return studio.directory.user(getattr(request, "username", None) if request else None)
 
 
 def create_arena_tab(get_studio: Callable[[], Studio]) -> None:
@@ -56,7 +53,7 @@ def create_arena_tab(get_studio: Callable[[], Studio]) -> None:
     def ask(text: str, _pending: Any, request: gr.Request, *sampling_values: Any) -> Iterator[tuple]:
         try:  # an unvoted battle is simply dropped: nothing was stored for it
             s = get_studio()
-            _user(s, request)
+            label_user(s, request, "arena_ask")
             text = arena.clean_prompt(text or "")
             sampling = build_config(SamplingParams, sampling_values).validate()
             name_a, name_b = arena.next_pair(s.db)
@@ -84,7 +81,7 @@ def create_arena_tab(get_studio: Callable[[], Studio]) -> None:
                 raise gr.Error("There is no battle to vote on: type a prompt and start one.")
             try:
                 s = get_studio()
-                receipt = arena.record_battle(s.db, _user(s, request), pending, outcome)
+                receipt = arena.record_battle(s.db, label_user(s, request, f"arena_vote_{outcome}"), pending, outcome)
             except StudioError as exc:
                 raise gr.Error(str(exc)) from exc
             saved = f"✅ Saved: **{OUTCOME_LABELS[outcome]}** (battle #{receipt.battle_id})" + \
@@ -96,6 +93,7 @@ def create_arena_tab(get_studio: Callable[[], Studio]) -> None:
     ask_inputs = [prompt, state, *sampling_inputs]
     ask_outputs = [answer_a, answer_b, status, reveal, state]
     ask_btn.click(ask, ask_inputs, ask_outputs, api_name="arena_ask", concurrency_limit=2)
-    prompt.submit(ask, ask_inputs, ask_outputs, api_name=False, concurrency_limit=2)
+    prompt.submit(ask, ask_inputs, ask_outputs, api_name="arena_ask_on_enter", api_visibility="private",
+                  concurrency_limit=2)
     for outcome, button in vote_buttons.items():
         button.click(make_vote(outcome), [state], [status, reveal, state], api_name=f"arena_vote_{outcome}")

@@ -5,19 +5,19 @@ A turn: the labeler sends a message -> two candidates stream side by side from O
 call -> the labeler picks A / B / tie / both bad (keys 1-4), optionally with ratings, thumbs, a gold
 edit, flags and a note -> the vote is committed -> the picked (or edited) answer continues the chat.
 """
-import uuid
 from typing import Any, Callable, Iterator
 
 import gradio as gr
 
 from app.arena import create_arena_tab
+from app.auth import label_user
 from app.forms import build_config, components_for
 from core.errors import StudioError
 from core.generate import SamplingParams, stream_pair
 from core.labeling import (FLAGS, OUTCOME_LABELS, CandidateIn, Vote, active_aspects, add_user_message,
                            history, new_conversation, record_vote, save_pair, undo_last_vote)
 from core import queue as prompt_queue
-from core.identity import User
+from core.identity import User, oauth_configured
 from core.chain import contributions as contrib
 from core.chain.wallet import linked_address
 from core.policies import BASE_POLICY, newest_version, servable_policies
@@ -48,10 +48,6 @@ document.addEventListener('keydown', (e) => {
 
 def empty_state() -> dict[str, Any]:
     return {"conversation_id": None, "turn": None, "candidates": None, "prompt_id": None}
-
-
-def _user(studio: Studio, request: gr.Request | None):
-    return studio.directory.user(getattr(request, "username", None) if request else None)
 
 
 def create_label_tab(get_studio: Callable[[], Studio]) -> None:
@@ -161,7 +157,7 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> None:
             raise gr.Error("Vote on the two answers first (or undo), then write the next message.")
         try:
             s = get_studio()
-            user = _user(s, request)
+            user = label_user(s, request, "send")
             if st["conversation_id"] is None:
                 st["conversation_id"] = new_conversation(s.db, user, s.base_policy_id, st["prompt_id"])
             st["turn"] = add_user_message(s.db, user, st["conversation_id"], text)
@@ -176,7 +172,7 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> None:
         if st["conversation_id"] is None or st["turn"] is None:
             raise gr.Error("Nothing to regenerate: send a message first.")
         try:
-            _user(get_studio(), request)
+            label_user(get_studio(), request, "regenerate")
             st["candidates"] = None
             for a, b, note_text in generate(st, name_a, name_b, *sampling_values):
                 yield a, b, note_text, st
@@ -196,7 +192,7 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> None:
             thumbs = {k: v == THUMBS[0] for k, v in (("a", t_a), ("b", t_b)) if v}
             try:
                 s = get_studio()
-                user = _user(s, request)
+                user = label_user(s, request, f"vote_{outcome}")
                 receipt = record_vote(s.db, user, Vote(
                     candidate_a=st["candidates"][0], candidate_b=st["candidates"][1], outcome=outcome,
                     ratings={k: v for k, v in scores.items() if v}, thumbs=thumbs, gold_text=gold_text or None,
@@ -218,7 +214,7 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> None:
     def undo(st: dict[str, Any], request: gr.Request) -> tuple:
         try:
             s = get_studio()
-            info = undo_last_vote(s.db, _user(s, request))
+            info = undo_last_vote(s.db, label_user(s, request, "undo"))
             texts = {r["id"]: r["text"] for r in s.db.query(
                 "SELECT id, text FROM candidates WHERE id IN (?, ?)", [info["candidate_a"], info["candidate_b"]])}
         except StudioError as exc:
@@ -245,8 +241,12 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> None:
         return (gr.update(choices=names), prompt_queue.guidelines(s.db), gr.update(choices=policies),
                 gr.update(choices=[(SAME_POLICY, SAME_POLICY)] + policies), text, offer)
 
-    def label_newest() -> tuple:
+    def label_newest(request: gr.Request) -> tuple:
         """One click: the newest version answers A, its parent answers B (each turn shows one of each)."""
+        try:
+            label_user(get_studio(), request, "label_newest")
+        except StudioError as exc:
+            raise gr.Error(str(exc)) from exc
         newest = newest_version(get_studio().db)
         if newest is None:
             raise gr.Error("No trained version yet: train one on the console's Train page.")
@@ -268,7 +268,7 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> None:
             raise gr.Error("Vote on the current pair first (or skip it).")
         try:
             s = get_studio()
-            user = _user(s, request)
+            user = label_user(s, request, "next_prompt")
             qid = queue_id(name)
             item = prompt_queue.next_prompt(s.db, user, qid)
             if item is None:
@@ -283,7 +283,7 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> None:
             raise gr.Error("Nothing to skip: take a prompt from a queue first.")
         try:
             s = get_studio()
-            prompt_queue.skip_prompt(s.db, _user(s, request), st["prompt_id"])
+            prompt_queue.skip_prompt(s.db, label_user(s, request, "skip"), st["prompt_id"])
         except StudioError as exc:
             raise gr.Error(str(exc)) from exc
         return next_item(name, empty_state(), request)
@@ -292,25 +292,41 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> None:
         """The labeler's side of proof-of-contribute: what is recorded, anchored and claimable."""
         try:
             s = get_studio()
-            return rewards_text(s, _user(s, request))
+            return rewards_text(s, label_user(s, request, "my_rewards"))
         except StudioError as exc:
             return f"⚠️ {exc}"
 
-    def new_chat() -> tuple:
+    def new_chat(request: gr.Request) -> tuple:
+        try:
+            label_user(get_studio(), request, "new_chat")
+        except StudioError as exc:
+            raise gr.Error(str(exc)) from exc
         return empty_state(), [], "", "", "", ""
 
     sampling_and_state = [state, policy_a, policy_b, *sampling_inputs]
     send_outputs = [message, chatbot, cand_a, cand_b, status, state]
     for trigger in (send_btn.click, message.submit):
-        trigger(send, [message, *sampling_and_state], send_outputs, api_name="send" if trigger == send_btn.click
-                else False, concurrency_limit=2)
+        enter = trigger == message.submit
+        trigger(send, [message, *sampling_and_state], send_outputs, api_name="send_on_enter" if enter else "send",
+                api_visibility="private" if enter else "public", concurrency_limit=2)
     regen_btn.click(regenerate, sampling_and_state, [cand_a, cand_b, status, state], api_name="regenerate")
     for outcome, button in vote_buttons.items():
         button.click(make_vote(outcome), [state, *feedback_inputs],
                      [chatbot, cand_a, cand_b, status, state, *feedback_inputs], api_name=f"vote_{outcome}")
     undo_btn.click(undo, [state], [chatbot, cand_a, cand_b, status, state], api_name="undo")
-    edit_a.click(lambda st: (_candidate_text(get_studio(), st, 0), "a"), [state], [gold, gold_side])
-    edit_b.click(lambda st: (_candidate_text(get_studio(), st, 1), "b"), [state], [gold, gold_side])
+    def gold_from(side: str) -> Callable:
+        def edit(st: dict[str, Any], request: gr.Request) -> tuple[str, str]:
+            """Start the gold answer from answer A or B of the current pair."""
+            try:
+                s = get_studio()
+                label_user(s, request, f"gold_from_{side}")
+            except StudioError as exc:
+                raise gr.Error(str(exc)) from exc
+            return _candidate_text(s, st, "ab".index(side)), side
+        return edit
+
+    edit_a.click(gold_from("a"), [state], [gold, gold_side], api_name="gold_from_a")
+    edit_b.click(gold_from("b"), [state], [gold, gold_side], api_name="gold_from_b")
     next_btn.click(next_item, [queue_pick, state], [message, state, chatbot, status, progress_md],
                    api_name="next_prompt")
     skip_btn.click(skip, [queue_pick, state], [message, state, chatbot, status, progress_md], api_name="skip")
@@ -355,11 +371,11 @@ def create_label_app(get_studio: Callable[[], Studio]) -> gr.Blocks:
     with gr.Blocks(title="RLHF Studio · Label") as blocks:
         gr.Markdown("## RLHF Studio — label\nChat, compare two answers, pick the better one. "
                     "[Open the console](/) for data, training and settings.", elem_classes="studio-header")
-        if get_studio().settings.on_space and get_studio().directory.team_mode:
-            gr.LoginButton()  # Hugging Face OAuth on a Space: the login becomes the labeler's identity
+        if get_studio().directory.team_mode and oauth_configured():
+            gr.LoginButton()  # Hugging Face OAuth on a Space: the sign-in becomes the labeler's identity
         with gr.Tab("Chat & label"):
             refresh, refreshed = create_label_tab(get_studio)
         with gr.Tab("Arena"):
             create_arena_tab(get_studio)
-        blocks.load(refresh, None, refreshed, api_name=False)
+        blocks.load(refresh, None, refreshed, api_name="page_load", api_visibility="private")
     return blocks

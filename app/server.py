@@ -17,7 +17,8 @@ from starlette.routing import Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api import create_api
-from app.auth import ConsoleLogin
+from app.auth import ConsoleLogin, Isolated, SiteGuard, gradio_login, oauth_forwarders
+from core.identity import oauth_configured
 from app.label import CSS, HEAD, create_label_app
 from core.studio import Studio, current
 
@@ -54,7 +55,10 @@ def create_app(studio: Studio) -> Any:
     st_config.set_option("client.toolbarMode", "minimal")  # no "Deploy" button in a self-hosted studio
 
     directory = studio.directory
-    team_login = directory.authenticate if directory.team_mode and directory.accounts else None
+    # Hugging Face sign-in (a Space with hf_oauth) replaces the labeling app's password page; accounts then log
+    # in to the console and the API with their password.
+    signin = directory.team_mode and oauth_configured()
+    team_login = gradio_login(directory) if directory.team_mode and directory.accounts and not signin else None
     gradio_host = gr.mount_gradio_app(FastAPI(), create_label_app(current), path="/label", auth=team_login,
                                       auth_message="Log in with your RLHF Studio team account.",
                                       css=CSS, head=HEAD, footer_links=["api", "settings"], ssr_mode=False)
@@ -80,6 +84,6 @@ def create_app(studio: Studio) -> Any:
         str(CONSOLE_SCRIPT),
         lifespan=lifespan,
         middleware=[Middleware(ConsoleLogin, directory=directory)],
-        routes=[Mount("/label", app=gradio_app)],
+        routes=[Mount("/label", app=Isolated(gradio_app)), *(oauth_forwarders() if signin else [])],
     )
-    return ApiFirst(console, api)
+    return SiteGuard(ApiFirst(console, api), on_space=studio.settings.on_space)

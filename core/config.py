@@ -22,8 +22,10 @@ CHAT_DTYPES = ("auto", "float32", "bfloat16", "float16")
 SPACES_DATA_DIR = Path("/data")
 
 
-def _meta(env: str, help: str) -> dict[str, str]:
-    return {"env": env, "help": help}
+def _meta(env: str, help: str, admin_only: bool = False) -> dict[str, Any]:
+    """``admin_only``: a path, endpoint or file (anything that may hold a key or reveal the machine), shown to
+    admins only."""
+    return {"env": env, "help": help, "admin_only": admin_only}
 
 
 @dataclass(frozen=True)
@@ -31,27 +33,27 @@ class Settings:
     """Everything the server needs to start; see ``launch.py --help`` for the CLI side."""
 
     data_dir: Path = field(default=Path("data"), metadata=_meta(
-        "STUDIO_DATA_DIR", "Where the DuckDB file, models, runs and chain state live."))
+        "STUDIO_DATA_DIR", "Where the DuckDB file, models, runs and chain state live.", admin_only=True))
     model: str = field(default="default", metadata=_meta(
         "STUDIO_MODEL", "Base policy: 'default' (SmolLM2-135M-Instruct, offline), 'tiny' (test model), "
-        "a local model directory, or a Hub id (online only)."))
+        "a local model directory, or a Hub id (online only).", admin_only=True))
     chat_dtype: str = field(default="auto", metadata=_meta(
         "STUDIO_CHAT_DTYPE", "Precision of the shared chat model: 'auto' (bfloat16 where the device computes it "
         "natively: recent GPUs, CPUs with AMX or AVX512-BF16; else float32, float16 on older GPUs), "
         "'float32', 'bfloat16' or 'float16'."))
     host: str = field(default="127.0.0.1", metadata=_meta(
-        "STUDIO_HOST", "Interface to listen on (0.0.0.0 to accept other machines)."))
+        "STUDIO_HOST", "Interface to listen on (0.0.0.0 to accept other machines).", admin_only=True))
     port: int = field(default=7860, metadata=_meta("STUDIO_PORT", "TCP port of the one server."))
     auth_mode: str = field(default="local", metadata=_meta(
         "STUDIO_AUTH_MODE", "'local': one user, no login. 'team': accounts from the users file."))
     users_file: Path | None = field(default=None, metadata=_meta(
-        "STUDIO_USERS_FILE", "Team mode accounts (one 'name:password:role' per line)."))
+        "STUDIO_USERS_FILE", "Team mode accounts (one 'name:password:role' per line).", admin_only=True))
     max_body_bytes: int = field(default=1_000_000, metadata=_meta(
         "STUDIO_MAX_BODY_BYTES", "Largest REST API request body accepted."))
     hub_endpoint: str | None = field(default=None, metadata=_meta(
-        "HF_ENDPOINT", "Hugging Face Hub endpoint for exports (token comes from HF_TOKEN, never stored)."))
+        "HF_ENDPOINT", "Hugging Face Hub endpoint for exports (token comes from HF_TOKEN, never stored).", admin_only=True))
     chain_rpc_url: str | None = field(default=None, metadata=_meta(
-        "STUDIO_CHAIN_RPC_URL", "JSON-RPC endpoint of an EVM chain; empty = embedded local chain."))
+        "STUDIO_CHAIN_RPC_URL", "JSON-RPC endpoint of an EVM chain; empty = embedded local chain.", admin_only=True))
     chain_id: int | None = field(default=None, metadata=_meta("STUDIO_CHAIN_ID", "Chain id of that endpoint."))
     contract_address: str | None = field(default=None, metadata=_meta(
         "STUDIO_CHAIN_CONTRACT", "Deployed ledger contract on that chain (`python -m core.chain deploy` prints it)."))
@@ -75,10 +77,12 @@ class Settings:
         """On a Space without a persistent volume every label is lost on restart: the UI warns."""
         return self.on_space and not _is_relative_to(self.data_dir.resolve(), SPACES_DATA_DIR)
 
-    def public_dict(self) -> dict[str, Any]:
-        """Settings for display (health endpoint, Settings page). Holds no secrets by construction."""
+    def public_dict(self, admin: bool = True) -> dict[str, Any]:
+        """Settings for display (Settings page). Holds no secrets by construction; without ``admin`` the
+        admin-only ones (paths, endpoints, files) are left out."""
         return {f.name: (str(v) if isinstance(v, Path) else v)
-                for f in dataclasses.fields(self) for v in [getattr(self, f.name)]}
+                for f in dataclasses.fields(self) for v in [getattr(self, f.name)]
+                if admin or not f.metadata.get("admin_only")}
 
 
 def _is_relative_to(path: Path, parent: Path) -> bool:

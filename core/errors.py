@@ -68,6 +68,17 @@ class Unauthenticated(PermissionDenied):
     http_status = 401
 
 
+class TooManyAttempts(PermissionDenied):
+    """Too many failed logins for an account or from one address: HTTP 429 with ``retry_after`` seconds."""
+
+    code = "too_many_attempts"
+    http_status = 429
+
+    def __init__(self, message: str, *, retry_after: int, hint: str = "") -> None:
+        super().__init__(message, hint=hint or f"wait {retry_after} s and try again")
+        self.retry_after = retry_after
+
+
 class ModelError(StudioError):
     """A model could not be provisioned, found or loaded."""
 

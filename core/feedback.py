@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from core.errors import ValidationError
 from storage.db import Database
@@ -20,6 +21,11 @@ def clean_text(value: str, field_name: str, *, required: bool = True,
     if not isinstance(value, str):
         raise ValidationError(f"{field_name} must be text", hint=f"send {field_name} as a JSON string")
     text = _CONTROL_CHARS.sub("", value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:   # JSON may carry "\ud800": a lone surrogate no file or database can store
+        raise ValidationError(f"{field_name} is not valid unicode (character {exc.start} is a lone surrogate)",
+                              hint=f"send {field_name} as proper UTF-8 text") from exc
     if required and not text.strip():
         raise ValidationError(f"{field_name} is empty", hint=f"provide a non-empty {field_name}")
     if len(text) > max_chars:
@@ -54,12 +60,31 @@ class Feedback:
         )
 
 
-def record_feedback(db: Database, feedback: Feedback, labeler_id: int | None = None) -> int:
-    """Validate and store one feedback row; returns its id once committed."""
+def record_feedback(db: Database, feedback: Feedback, labeler_id: int | None = None,
+                    idempotency_key: str | None = None) -> tuple[int, bool]:
+    """Validate and store one feedback row from ``labeler_id``; returns (id, created) once committed.
+
+    A repeated ``idempotency_key`` from the same sender returns the first row's id and stores nothing."""
     fb = feedback.validated()
-    with db.transaction() as cur:
+    key = clean_text(idempotency_key, "idempotency_key", max_chars=200) if idempotency_key is not None else None
+
+    def insert(cur: Any) -> tuple[int, bool]:   # writes are serialised: check-then-insert is atomic
+        if key:
+            row = cur.execute("SELECT id FROM feedback WHERE labeler_id IS NOT DISTINCT FROM ?"
+                              " AND idempotency_key = ?", [labeler_id, key]).fetchone()
+            if row:
+                return row[0], False
         return cur.execute(
-            "INSERT INTO feedback (prompt, response, score, run_id, notes, labeler_id, source)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            [fb.prompt, fb.response, fb.score, fb.run_id, fb.notes, labeler_id, fb.source],
-        ).fetchone()[0]
+            "INSERT INTO feedback (prompt, response, score, run_id, notes, labeler_id, source, idempotency_key)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            [fb.prompt, fb.response, fb.score, fb.run_id, fb.notes, labeler_id, fb.source, key]).fetchone()[0], True
+
+    return db.write(insert)
+
+
+def recent_feedback(db: Database, labeler_id: int | None = None, limit: int = 50) -> list[dict]:
+    """The newest scored feedback, with its sender's name; only ``labeler_id``'s when given."""
+    return db.query("SELECT f.id, f.created_at, f.score, f.prompt, f.response, f.run_id, f.notes,"
+                    " u.name AS sender, f.source FROM feedback f LEFT JOIN users u ON u.id = f.labeler_id"
+                    " WHERE ? IS NULL OR f.labeler_id = ? ORDER BY f.id DESC LIMIT ?",
+                    [labeler_id, labeler_id, limit])

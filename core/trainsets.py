@@ -642,6 +642,14 @@ def build_sft(db: Database, filters: Filters | None = None, *, only_gold: bool =
 
 
 
+def filter_choices(db: Database) -> dict[str, list[str]]:
+    """What the console's filter form offers: labelers, live versions, flags and aspects by name."""
+    return {"labelers": [r["name"] for r in db.query("SELECT name FROM users ORDER BY name")],
+            "policies": [r["name"] for r in db.query("SELECT name FROM policies WHERE deleted_at IS NULL ORDER BY id")],
+            "exclude_flags": list(FLAGS),
+            "aspects": [r["name"] for r in db.query("SELECT name FROM aspects ORDER BY position")]}
+
+
 def filters_from_dict(values: dict[str, Any] | None) -> Filters:
     """Filters from JSON (API, CLI, job configs); unknown keys are an error, not silently ignored."""
     values = dict(values or {})
@@ -653,6 +661,9 @@ def filters_from_dict(values: dict[str, Any] | None) -> Filters:
     for name in ("labelers", "policies", "sources", "exclude_flags", "aspects"):
         if isinstance(values.get(name), str):
             values[name] = tuple(v.strip() for v in values[name].split(",") if v.strip())
-        elif values.get(name) is not None:
+        elif isinstance(values.get(name), (list, tuple)):
             values[name] = tuple(values[name])
+        elif values.get(name) is not None:
+            raise ValidationError(f"Data filter {name!r} must be a list (or a comma-separated string), not "
+                                  f"{type(values[name]).__name__}", hint=f'e.g. "{name}": ["a", "b"]')
     return Filters(**values)

@@ -9,20 +9,38 @@ def not_yet_available(what: str, issue: str) -> None:
 
 
 def current_user():
-    """The console user: from the team login (HTTP Basic) or the local admin in local mode."""
-    from app.auth import basic_credentials
+    """The console user, resolved as on every surface (app.auth): the team login (HTTP Basic), a Hugging Face
+    sign-in, or the local admin in local mode."""
+    from app.auth import credentials_user
+    from core.errors import Unauthenticated
     from core.studio import current
 
-    name, _ = basic_credentials(st.context.headers.get("authorization", "") or "")
-    return current().directory.user(name)
+    user = credentials_user(current().directory, st.context.headers.get("authorization", "") or "", None,
+                            dict(st.context.cookies))
+    if user is None:
+        raise Unauthenticated("You are not logged in (or your session expired)",
+                              hint="reload the page and log in again; nothing you had saved is lost")
+    return user
 
 
-def admin_only() -> bool:
-    """True for admins; otherwise shows a notice so the page can stop."""
-    if current_user().is_admin:
-        return True
-    st.warning("This page is for admins. Ask an admin if you need something here.", icon=":material/lock:")
-    return False
+def require_page(name: str):
+    """The viewer and their scope on console page ``name`` (core.access rule ``page:<name>``); a viewer with
+    none gets a notice and the page stops there. Every page calls this first."""
+    from core import access
+
+    user = current_user()
+    granted = access.scope(user, f"page:{name}")
+    if granted == access.NONE:
+        st.warning("This page is for admins. Ask an admin if you need something here.", icon=":material/lock:")
+        st.stop()
+    return user, granted
+
+
+def can(user, resource: str) -> bool:
+    """Whether ``user`` may see a section of a page (core.access rule ``resource``)."""
+    from core import access
+
+    return access.can(user, resource)
 
 
 def dataclass_form(cls, key: str, choices: dict | None = None, defaults: dict | None = None,

@@ -13,13 +13,11 @@ from core import queue as prompt_queue
 from core import report as report_mod
 from core.errors import StudioError
 from core.studio import current
-from pages.common import admin_only, current_user, dataclass_form, show_error, show_report
+from pages.common import dataclass_form, require_page, show_error, show_report
 
 studio = current()
 st.title("Compare")
-if not admin_only():
-    st.stop()
-admin = current_user()
+admin, _ = require_page("compare")
 db = studio.db
 versions = ev.comparable_policies(db)
 reward_models = ev.reward_models(db)

@@ -3,7 +3,9 @@ import streamlit as st
 
 from pathlib import Path
 
+from core import access
 from core.studio import current
+from pages.common import current_user
 
 LOGO = Path(__file__).resolve().parent.parent / "assets" / "logo.svg"
 
@@ -16,21 +18,25 @@ if studio.settings.storage_is_ephemeral:
                "label and model is lost when it restarts. Enable persistent storage in the Space settings.",
                icon=":material/warning:")
 
-navigation = st.navigation({
-    "Loop": [
-        st.Page("data.py", title="Data", icon=":material/dataset:", default=True),
-        st.Page("labeling.py", title="Labeling setup", icon=":material/playlist_add_check:"),
-        st.Page("train.py", title="Train", icon=":material/model_training:"),
-        st.Page("runs.py", title="Runs", icon=":material/monitoring:"),
-        st.Page("compare.py", title="Compare", icon=":material/compare:"),
-        st.Page("leaderboard.py", title="Leaderboard", icon=":material/leaderboard:"),
-    ],
-    "Share": [
-        st.Page("export.py", title="Export", icon=":material/upload:"),
-        st.Page("wallet.py", title="Wallet", icon=":material/account_balance_wallet:"),
-    ],
-    "Studio": [st.Page("settings.py", title="Settings", icon=":material/settings:")],
-})
+# (file, title, icon) per section; each page has a rule "page:<file stem>" in core.access, and the sidebar
+# lists only the pages the viewer may open (each page checks again when it runs).
+PAGES = {
+    "Loop": [("data.py", "Data", ":material/dataset:"),
+             ("labeling.py", "Labeling setup", ":material/playlist_add_check:"),
+             ("train.py", "Train", ":material/model_training:"),
+             ("runs.py", "Runs", ":material/monitoring:"),
+             ("compare.py", "Compare", ":material/compare:"),
+             ("leaderboard.py", "Leaderboard", ":material/leaderboard:")],
+    "Share": [("export.py", "Export", ":material/upload:"),
+              ("wallet.py", "Wallet", ":material/account_balance_wallet:")],
+    "Studio": [("settings.py", "Settings", ":material/settings:"),
+               ("account.py", "Account", ":material/key:")],
+}
+viewer = current_user()
+allowed = {section: [st.Page(file, title=title, icon=icon, default=file == "data.py")
+                      for file, title, icon in pages if access.can(viewer, "page:" + file.removesuffix(".py"))]
+           for section, pages in PAGES.items()}
+navigation = st.navigation({section: pages for section, pages in allowed.items() if pages})
 with st.sidebar:
     st.link_button("Open the labeling app", "/label/", use_container_width=True)
 navigation.run()

@@ -10,12 +10,14 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core import analytics, moderation
+from core import access, analytics, moderation
 from core.errors import StudioError
 from core.studio import current
+from pages.common import can, require_page
 
 studio = current()
 db = studio.db
+viewer, _ = require_page("data")
 CACHE_SECONDS = 5
 OUTCOME_LABELS = {"a": "A better", "b": "B better", "tie": "Tie", "both_bad": "Both bad"}
 OUTCOME_COLORS = {"A better": "#4C78A8", "B better": "#F58518", "Tie": "#9D9D9D", "Both bad": "#E45756"}
@@ -28,23 +30,6 @@ def overview(db_path: str) -> dict[str, Any]:
     return {"summary": analytics.summary(db), "counts": analytics.counts_over_time(db),
             "labelers": analytics.labeler_stats(db), "aspects": analytics.aspect_distributions(db),
             "outcomes": analytics.outcome_distribution(db), "agreement": analytics.agreement_table(db)}
-
-
-def console_user() -> Any:
-    """The logged-in console user (None when unknown), from pages.common when it is available."""
-    try:
-        from pages.common import current_user
-    except ImportError:
-        current_user = None
-    if current_user is not None:
-        try:
-            return current_user()
-        except StudioError:
-            return None
-    if studio.settings.auth_mode == "local":
-        from core.identity import LOCAL_USER, ensure_user
-        return ensure_user(db, LOCAL_USER, "admin", "local")
-    return None
 
 
 def chart(fig) -> None:
@@ -188,13 +173,13 @@ else:
 
 # ----------------------------------------------------------------------------- recent items
 st.subheader("Recent items")
-viewer = console_user()
 options = analytics.filter_options(db)
 row1 = st.columns([2, 2, 2, 2, 3])
 labeler_names = {name: labeler_id for labeler_id, name in options["labelers"]}
-if viewer is None or not viewer.is_admin:
+own_items = access.owner_filter(viewer, "data.recent_items")
+if own_items is not None:
     # a labeler reviews their own items only; the charts above show aggregates, never another's text
-    labeler_names = {name: i for name, i in labeler_names.items() if viewer is not None and i == viewer.id}
+    labeler_names = {name: i for name, i in labeler_names.items() if i == own_items}
     labeler = row1[0].selectbox("Labeler", list(labeler_names) or ["(you have no items yet)"], key="f_labeler",
                                 disabled=True, help="Labelers see their own items; admins see everyone's")
     if not labeler_names:
@@ -238,8 +223,8 @@ else:
 
 # ----------------------------------------------------------------------------- redaction
 st.subheader("Redact an item")
-user = console_user()
-if user is None or not getattr(user, "is_admin", False):
+user = viewer
+if not can(user, "data.redact"):
     st.info("Admin only: ask an admin to redact an item.", icon=":material/lock:")
 else:
     done = st.session_state.pop("redaction_result", None)
@@ -271,22 +256,25 @@ else:
                 st.session_state["redaction_result"] = {"redacted": result.redacted, "message": result.message}
                 st.rerun()
 
-with st.expander("Audit log"):
-    audit = moderation.audit_entries(db, limit=200)
-    if audit.empty:
-        st.caption("Nothing recorded yet: redactions, undos, imports and edits appear here.")
-    else:
-        st.dataframe(audit, hide_index=True, width="stretch",
-                     column_config={"id": None,
-                                    "created_at": st.column_config.DatetimeColumn("When", format="YYYY-MM-DD HH:mm"),
-                                    "user": "By", "action": "Action", "target_table": "Table",
-                                    "target_id": st.column_config.NumberColumn("Id", format="%d"),
-                                    "details": st.column_config.TextColumn("Details", width="large")})
+if can(viewer, "data.audit_log"):
+    with st.expander("Audit log"):
+        audit = moderation.audit_entries(db, limit=200)
+        if audit.empty:
+            st.caption("Nothing recorded yet: redactions, undos, imports and edits appear here.")
+        else:
+            st.dataframe(audit, hide_index=True, width="stretch",
+                         column_config={"id": None,
+                                        "created_at": st.column_config.DatetimeColumn("When", format="YYYY-MM-DD HH:mm"),
+                                        "user": "By", "action": "Action", "target_table": "Table",
+                                        "target_id": st.column_config.NumberColumn("Id", format="%d"),
+                                        "details": st.column_config.TextColumn("Details", width="large")})
 
 # ----------------------------------------------------------------------------- scored feedback
-st.subheader("Recent scored feedback")
-recent = db.query("SELECT id, created_at, score, prompt, response, run_id, notes, source"
-                  " FROM feedback ORDER BY id DESC LIMIT 50")
+from core.feedback import recent_feedback  # noqa: E402
+
+own_feedback = access.owner_filter(viewer, "data.scored_feedback")
+st.subheader("Recent scored feedback" if own_feedback is None else "Your recent scored feedback")
+recent = recent_feedback(db, own_feedback)
 if recent:
     st.dataframe(pd.DataFrame(recent), hide_index=True, width="stretch",
                  column_config={"created_at": st.column_config.DatetimeColumn("created_at", format="YYYY-MM-DD HH:mm")})
@@ -309,17 +297,19 @@ BUILDERS = {"Preference (prompt / chosen / rejected)": lambda db, f: trainsets.b
                 db, f, margin_from_ratings=True),
             "Unpaired / KTO (prompt / completion / label)": lambda db, f: trainsets.build_unpaired(db, f),
             "SFT (gold edits and chosen answers)": lambda db, f: trainsets.build_sft(db, f)}
+own_labels = access.owner_filter(viewer, "data.training_set") is not None
+if own_labels:
+    st.caption("Built from your own labels only; admins build from everyone's.")
 with st.form("trainset"):
     kind = st.radio("Dataset", list(BUILDERS), horizontal=True)
     with st.expander("Filters"):
-        options = {
-            "labelers": [r["name"] for r in studio.db.query("SELECT name FROM users ORDER BY name")],
-            "policies": [r["name"] for r in studio.db.query(
-                "SELECT name FROM policies WHERE deleted_at IS NULL ORDER BY id")],
-            "exclude_flags": list(trainsets.FLAGS),
-            "aspects": [r["name"] for r in studio.db.query("SELECT name FROM aspects ORDER BY position")],
-        }
-        filters = trainsets.Filters(**dataclass_form(trainsets.Filters, "trainset", options))
+        options = trainsets.filter_choices(studio.db)
+        if own_labels:
+            options["labelers"] = [viewer.name]
+        values = dataclass_form(trainsets.Filters, "trainset", options)
+        if own_labels:
+            values["labelers"] = (viewer.name,)
+        filters = trainsets.Filters(**values)
     build = st.form_submit_button("Build preview")
 if build:
     try:
@@ -337,4 +327,4 @@ if build:
 # -- import ----------------------------------------------------------------------------------------
 from pages.data_import import render_import  # noqa: E402
 
-render_import(db, console_user(), on_imported=overview.clear)
+render_import(db, viewer if can(viewer, "data.import") else None, on_imported=overview.clear)

@@ -11,12 +11,11 @@ import streamlit as st
 from core import hub, trainsets
 from core.errors import StudioError
 from core.studio import current
-from pages.common import admin_only, current_user, dataclass_form
+from pages.common import dataclass_form, require_page
 
 st.title("Export")
-if not admin_only():
-    st.stop()
-studio, user = current(), current_user()
+user, _ = require_page("export")
+studio = current()
 db, data_dir = studio.db, studio.settings.data_dir
 
 

@@ -6,13 +6,11 @@ from core import queue as prompt_queue
 from core.errors import StudioError
 from core.labeling import active_aspects, save_aspects
 from core.studio import current
-from pages.common import admin_only, current_user
+from pages.common import require_page
 
 studio = current()
 st.title("Labeling setup")
-if not admin_only():
-    st.stop()
-admin = current_user()
+admin, _ = require_page("labeling")
 
 st.subheader("Prompt queues")
 queues = prompt_queue.list_queues(studio.db)

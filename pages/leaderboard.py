@@ -6,9 +6,11 @@ import streamlit as st
 
 from core import arena
 from core.studio import current
+from pages.common import require_page
 
 studio = current()
 st.title("Leaderboard")
+require_page("leaderboard")
 st.caption(f"Blind A/B battles from the labeling app's **Arena** tab, rated with a Bradley-Terry model "
            f"(ties count half, Elo scale 400·r + 1000, **{arena.BASE_POLICY}** fixed at 1000) and 95% "
            "bootstrap intervals. Versions whose intervals overlap share a rank.")

@@ -6,11 +6,13 @@ import streamlit as st
 from core.errors import StudioError
 from core.report import latest_report
 from core.studio import current
-from pages.common import current_user, show_error, show_report
+from core import access
+from pages.common import can, require_page, show_error, show_report
 
 studio = current()
 supervisor = studio.supervisor
 st.title("Runs")
+viewer, _ = require_page("runs")
 
 CURVES = ["loss", "rewards/accuracies", "rewards/margins", "implicit_kl", "kl", "reward", "accuracy",
           "rewards/chosen", "rewards/rejected", "reward_std", "learning_rate", "grad_norm", "tokens_per_s"]
@@ -64,8 +66,9 @@ def job_details(job_id: int, listed_status: str) -> None:
     if progress.get("max_steps"):
         st.progress(min(1.0, progress.get("step", 0) / progress["max_steps"]), text=eta(progress))
     if job["error"]:
-        st.error(job["error"].split("\n--- last lines")[0])
-    if current_user().is_admin:
+        st.error(job["error"].split("\n--- last lines")[0] if can(viewer, "runs.log") else
+                 "The job failed: an admin can read why in its log.")
+    if can(viewer, "runs.control"):
         cols = st.columns(3)
         actions = {"Pause (checkpoint)": supervisor.pause, "Cancel": supervisor.cancel, "Resume": supervisor.resume}
         enabled = {"Pause (checkpoint)": status == "running", "Cancel": status in ("queued", "running", "paused",
@@ -77,8 +80,9 @@ def job_details(job_id: int, listed_status: str) -> None:
                     st.toast(f"{label}: requested for job #{job_id}")
                 except StudioError as exc:
                     st.error(f"{exc.message}. {exc.hint}")
-    with st.expander("Log (last lines)", expanded=status in ("failed",)):
-        st.code(supervisor.log_tail(job_id) or "(no output yet)", language=None)
+    if can(viewer, "runs.log"):
+        with st.expander("Log (last lines)", expanded=status in ("failed",)):
+            st.code(supervisor.log_tail(job_id) or "(no output yet)", language=None)
 
 
 job_details(job_id, next(j["status"] for j in jobs if j["id"] == job_id))
@@ -157,7 +161,7 @@ def what_changed(job_id: int) -> None:
                                     if setup.get("stopped_early") else ""))
     report = latest_report(studio.db, version)
     if report is not None:
-        show_report(report, current_user().is_admin, key=f"runs-{job_id}")
+        show_report(report, access.scope(viewer, "runs.report") == access.ALL, key=f"runs-{job_id}")
         return
     state = studio.reports.state(version)
     if state["status"] in ("queued", "computing"):
@@ -165,10 +169,10 @@ def what_changed(job_id: int) -> None:
                     f"{state.get('message', '')}")
     elif state["status"] == "failed":
         st.error(f"The report failed: {state['error']['message']}. {state['error']['hint']}")
-    if state["status"] != "computing" and current_user().is_admin and st.button(
+    if state["status"] != "computing" and can(viewer, "api POST /policies/{name}/report") and st.button(
             "Compute the report", key=f"report-{job_id}", icon=":material/analytics:"):
         try:
-            studio.reports.request(version, user=current_user())
+            studio.reports.request(version, user=viewer)
         except StudioError as exc:
             show_error(exc)
 
@@ -184,7 +188,7 @@ table = pd.DataFrame([{"name": v["name"], "from": v["parent"] or "", "algorithm"
                        "data hash": (v["data_hash"] or "")[:12], "created": v["created_at"]} for v in versions])
 st.dataframe(table, hide_index=True, use_container_width=True)
 trained = [v["name"] for v in versions if v["name"] != "base"]
-if trained and current_user().is_admin:
+if trained and can(viewer, "runs.versions"):
     with st.form("version-admin"):
         target = st.selectbox("Version", trained)
         new_name = st.text_input("New name (leave empty to keep)")
@@ -192,10 +196,10 @@ if trained and current_user().is_admin:
         if st.form_submit_button("Apply"):
             try:
                 if confirm_delete:
-                    delete_policy(studio.db, current_user(), target)
+                    delete_policy(studio.db, viewer, target)
                     st.success(f"{target} deleted.")
                 elif new_name.strip():
-                    rename_policy(studio.db, current_user(), target, new_name)
+                    rename_policy(studio.db, viewer, target, new_name)
                     st.success(f"{target} is now {new_name.strip()}.")
             except StudioError as exc:
                 st.error(f"{exc.message}. {exc.hint}")

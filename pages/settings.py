@@ -4,10 +4,13 @@ import streamlit as st
 
 from core.errors import StudioError
 from core.hardware import training_defaults
+from core import access
 from core.studio import current
+from pages.common import can, require_page
 
 studio = current()
 st.title("Settings")
+viewer, _ = require_page("settings")
 
 if studio.settings.storage_is_ephemeral:
     st.error("Storage is ephemeral (no persistent volume at /data).")
@@ -31,23 +34,24 @@ with right:
         st.info(f"Base model: {status}. Defaults appear once it is loaded.")
 
 st.subheader("Studio")
-info = studio.health()
+info = access.health_view(studio.health(), viewer)
+everything = access.scope(viewer, "settings.values") == access.ALL
+rows = [("Data dir", info.get("data_dir")), ("Database", str(studio.settings.db_path.resolve()) if everything else None),
+        ("Schema version", info.get("schema_version")), ("Model", info.get("model")),
+        ("Model path", info.get("model_path")), ("Model status", info["model_status"]),
+        ("Chat precision", info["chat_dtype"]), ("Version", info["version"])]
 st.table(pd.DataFrame(
-    [("Data dir", info["data_dir"]), ("Database", str(studio.settings.db_path.resolve())),
-     ("Schema version", info["schema_version"]), ("Model", info["model"]),
-     ("Model path", info["model_path"]), ("Model status", info["model_status"]),
-     ("Chat precision", info["chat_dtype"]),
-     ("Version", info["version"])] +
-    [(f"setting: {k}", "" if v is None else str(v)) for k, v in studio.settings.public_dict().items()],
+    [(k, v) for k, v in rows if v is not None] +
+    [(f"setting: {k}", "" if v is None else str(v)) for k, v in studio.settings.public_dict(everything).items()],
     columns=["", "value"]).set_index(""))
+if not everything:
+    st.caption("Paths, endpoints and files are shown to admins only.")
 
 st.subheader("Backup")
 st.caption("A consistent copy of every table while the studio runs (DuckDB EXPORT DATABASE: parquet files plus "
            "the schema). Restore it into an empty data dir with `launch.py restore FOLDER --data-dir NEW`. "
            "Copying studio.duckdb also works, but only while the studio is stopped.")
-from pages.common import current_user  # noqa: E402
-
-if current_user().is_admin:
+if can(viewer, "settings.backup"):
     if st.button("Back up now", icon=":material/backup:"):
         from storage.db import default_backup_dir
 

@@ -10,12 +10,11 @@ from core.jobs import JobRequest, build_training_data, suggest_next_job, unit
 from core.policies import servable_policies
 from core.studio import current
 from core.training import ALGORITHMS
-from pages.common import admin_only, current_user, dataclass_form, show_error
+from pages.common import dataclass_form, require_page, show_error
 
 studio = current()
 st.title("Train")
-if not admin_only():
-    st.stop()
+admin, _ = require_page("train")
 
 suggestion = suggest_next_job(studio.db)
 with st.container(border=True):
@@ -26,7 +25,7 @@ with st.container(border=True):
                    "report when the job ends.")
         if st.button(f"Launch DPO from {suggestion.parent}", icon=":material/rocket_launch:", key="suggested"):
             try:
-                job_id = studio.supervisor.submit(suggestion.request, current_user())
+                job_id = studio.supervisor.submit(suggestion.request, admin)
                 st.success(f"Job #{job_id} queued. Follow it on the Runs page.")
                 st.page_link("runs.py", label="Open Runs", icon=":material/monitoring:")
             except StudioError as exc:
@@ -118,7 +117,7 @@ if "dry-run" in st.session_state and st.session_state["dry-run"][0] == algorithm
                  .rename(columns={"source": "chosen by"}), hide_index=True, use_container_width=True)
 if launch_col.button("Launch", type="primary", icon=":material/rocket_launch:", use_container_width=True):
     try:
-        job_id = studio.supervisor.submit(request, current_user())
+        job_id = studio.supervisor.submit(request, admin)
         st.success(f"Job #{job_id} queued: its data is frozen in runs/{job_id}/. Follow it on the Runs page.")
         st.page_link("runs.py", label="Open Runs", icon=":material/monitoring:")
     except StudioError as exc:

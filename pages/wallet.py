@@ -9,10 +9,10 @@ from core.chain.service import service_for
 from core.chain.wallet import SIGNING_SNIPPET, issue_challenge, link_wallet, linked_address
 from core.errors import StudioError
 from core.studio import current
-from pages.common import current_user, dataclass_form
+from pages.common import can, dataclass_form, require_page
 
 studio = current()
-user = current_user()
+user, _ = require_page("wallet")
 service = service_for(studio)
 db = studio.db
 st.title("Wallet")
@@ -131,7 +131,7 @@ if rows:
             show_error(exc)
 
 # -------------------------------------------------------------------------------------- admin
-if not user.is_admin:
+if not can(user, "wallet.admin"):
     st.stop()
 st.divider()
 st.subheader("Batches (admin)")

@@ -1,6 +1,7 @@
 """Shared fixtures: real data dirs, a real server process on a free loopback port."""
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -17,6 +18,24 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+@functools.cache
+def hashed(password: str) -> str:
+    """A users-file hash of ``password`` (600k PBKDF2 rounds: computed once per password per test run)."""
+    from core.identity import hash_password
+
+    return hash_password(password)
+
+
+def users_file(path: Path, *accounts: str) -> Path:
+    """Write a team users file from ``name:password:role`` entries, with the passwords hashed as required."""
+    lines = []
+    for entry in accounts:
+        name, password, role = entry.split(":")
+        lines.append(f"{name}:{hashed(password)}:{role}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def free_port() -> int:

@@ -11,9 +11,11 @@ from urllib.parse import quote
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
+from starlette.responses import PlainTextResponse
 from starlette.testclient import TestClient
 
 from app.api import create_api
+from app.server import ApiFirst
 from core.config import load_settings
 from core.models import build_tiny_model
 from core.studio import Studio
@@ -21,10 +23,10 @@ from core.studio import Studio
 TABLES = ("prompts", "candidates", "preferences", "ratings", "thumbs", "feedback", "jobs", "users", "policies")
 MAX_BODY = 20_000
 
-# unicode edge cases: NUL and other controls, lone surrogates are impossible in JSON text from Python, so use
-# the nearby troublemakers: RTL overrides, zero-width joiners, emoji, combining marks, non-characters
+# unicode edge cases: NUL and other controls, RTL overrides, zero-width joiners, emoji, combining marks,
+# non-characters, and lone surrogates (JSON may escape them as "\ud800"; json.dumps writes them that way)
 EDGE_TEXT = st.sampled_from(["", " ", "\x00", "\x1b[31m", "\u202e", "\u200d", "🧪" * 50, "e\u0301", "\uffff",
-                             "a" * 5000, "'; DROP TABLE preferences; --", "null", "\ud7ff"])
+                             "a" * 5000, "'; DROP TABLE preferences; --", "null", "\ud7ff", "\ud800", "a\udfffb"])
 TEXT = st.one_of(st.text(max_size=60), EDGE_TEXT)
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(min_value=-2**70, max_value=2**70),
                     st.floats(allow_nan=False, allow_infinity=False), TEXT)
@@ -70,9 +72,17 @@ JOB = st.fixed_dictionaries({
 def api(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("props")
     studio = Studio(load_settings({"data_dir": str(data_dir), "model": "tiny"}, env={}), build_tiny_model(data_dir))
-    client = TestClient(create_api(lambda: studio, MAX_BODY), raise_server_exceptions=False)
+    # routed at /api exactly as the server routes it, so the paths below are the real ones
+    app = ApiFirst(PlainTextResponse("the console", status_code=418), create_api(lambda: studio, MAX_BODY))
+    client = TestClient(app, raise_server_exceptions=False)
+    assert client.get("/api/health").status_code == 200
     yield client, studio
     studio.close()
+
+
+def as_json(body) -> dict:
+    """Request arguments sending ``body`` as JSON text the way json.dumps writes it (lone surrogates escaped)."""
+    return {"content": json.dumps(body), "headers": {"content-type": "application/json"}}
 
 
 def counts(studio: Studio) -> dict[str, int]:
@@ -96,7 +106,7 @@ PROPS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthC
 def test_votes_never_500_and_refusals_store_nothing(api, body):
     client, studio = api
     before = counts(studio)
-    response = client.post("/api/votes", json=body)
+    response = client.post("/api/votes", **as_json(body))
     check(response, before, counts(studio))
     if response.status_code == 201:
         assert counts(studio)["preferences"] in (before["preferences"], before["preferences"] + 1)
@@ -107,7 +117,7 @@ def test_votes_never_500_and_refusals_store_nothing(api, body):
 def test_feedback_never_500_and_refusals_store_nothing(api, body):
     client, studio = api
     before = counts(studio)
-    check(client.post("/api/feedback", json=body), before, counts(studio))
+    check(client.post("/api/feedback", **as_json(body)), before, counts(studio))
 
 
 @PROPS
@@ -115,7 +125,7 @@ def test_feedback_never_500_and_refusals_store_nothing(api, body):
 def test_jobs_never_500_and_refusals_start_nothing(api, body):
     client, studio = api
     before = counts(studio)
-    response = client.post("/api/jobs", json=body)
+    response = client.post("/api/jobs", **as_json(body))
     check(response, before, counts(studio))
     assert counts(studio)["jobs"] == before["jobs"]   # no labels yet: every job is refused or a dry run
 
@@ -126,8 +136,8 @@ def test_jobs_never_500_and_refusals_start_nothing(api, body):
 def test_policy_routes_never_500(api, name, body, method):
     client, studio = api
     before = counts(studio)
-    path = "/api/policies/" + quote(name, safe="") if name else "/api/policies"
-    response = client.request(method, path, json=body if method == "PATCH" else None)
+    path = "/api/policies/" + quote(name, safe="", errors="surrogatepass") if name else "/api/policies"
+    response = client.request(method, path, **(as_json(body) if method == "PATCH" else {}))
     check(response, before, counts(studio))
     if method != "GET" or path != "/api/policies":
         assert counts(studio)["policies"] == before["policies"]
@@ -152,6 +162,51 @@ def test_huge_bodies_get_413_before_anything_is_read(api, path):
     response = client.post(path, content=body, headers={"content-type": "application/json"})
     assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
     assert counts(studio) == before
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/api/votes", {"prompt": "hi \ud800", "answer_a": "a", "answer_b": "b", "outcome": "a"}),
+    ("/api/votes", {"prompt": "hi", "answer_a": "a", "answer_b": "\udfff", "outcome": "a", "note": "x"}),
+    ("/api/feedback", {"prompt": "p", "response": "r \ud83d", "score": 1}),
+])
+def test_lone_surrogates_are_refused_with_a_code_and_nothing_is_stored(api, path, body):
+    client, studio = api
+    before = counts(studio)
+    response = client.post(path, content=json.dumps(body), headers={"content-type": "application/json"})
+    assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_input", response.text
+    assert "surrogate" in response.json()["error"]["message"]
+    assert counts(studio) == before
+
+
+def test_oversized_chunked_bodies_get_413(api):
+    client, studio = api
+    before = counts(studio)
+    chunks = (b"x" * 8192 for _ in range(10))     # no content-length: counted while read
+    response = client.post("/api/votes", content=chunks, headers={"content-type": "application/json"})
+    assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
+    assert counts(studio) == before
+
+
+@pytest.mark.parametrize("failure, status, code", [
+    (RuntimeError("boom"), 500, "internal_error"),
+    ("duckdb.IOException('IO Error: No space left on device')", 507, "storage_full"),
+    ("duckdb.TransactionException('Conflict on update')", 503, "storage_unavailable"),
+])
+def test_unexpected_failures_answer_with_the_error_shape(api, monkeypatch, failure, status, code):
+    import duckdb  # noqa: F401  (the failures above are built from it)
+
+    import app.api as api_module
+
+    client, studio = api
+    exc = eval(failure) if isinstance(failure, str) else failure
+
+    def broken(*_args, **_kwargs):
+        raise exc
+
+    monkeypatch.setattr(api_module, "record_feedback", broken)
+    response = client.post("/api/feedback", json={"prompt": "p", "response": "r", "score": 1})
+    assert response.status_code == status and response.json()["error"]["code"] == code, response.text
+    assert "Traceback" not in response.text
 
 
 def test_deeply_nested_json_is_refused_not_crashed(api):

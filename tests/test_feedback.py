@@ -27,7 +27,8 @@ def test_invalid_feedback_is_refused_before_touching_the_db(tmp_path, kwargs, fr
 
 def test_valid_feedback_is_stored_cleaned(tmp_path):
     db = Database(tmp_path / "s.duckdb")
-    fid = record_feedback(db, Feedback(prompt="hi\x07", response="hello", score=1, notes="ok"))
+    fid, created = record_feedback(db, Feedback(prompt="hi\x07", response="hello", score=1, notes="ok"))
+    assert created
     assert db.query("SELECT prompt, score, notes FROM feedback WHERE id = ?", [fid]) == [
         {"prompt": "hi", "score": 1.0, "notes": "ok"}]
     db.close()

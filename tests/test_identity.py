@@ -8,14 +8,20 @@ from core.config import load_settings
 from core.errors import ConfigError, PermissionDenied
 from core.identity import Directory, check_password, hash_password, parse_accounts
 from storage.db import Database
-from tests.conftest import ROOT
+from tests.conftest import ROOT, users_file
 
 
-def test_hashed_and_plain_passwords_check():
+def test_hashed_passwords_check_at_owasp_strength():
     hashed = hash_password("s3cret")
-    assert hashed.startswith("pbkdf2_sha256$") and check_password("s3cret", hashed)
+    assert hashed.startswith("pbkdf2_sha256$600000$") and check_password("s3cret", hashed)
     assert not check_password("wrong", hashed)
-    assert check_password("plain", "plain") and not check_password("plain", "other")
+
+
+@pytest.mark.parametrize("secret", ["plain", "pbkdf2_sha256$200000$c2FsdHNhbHRzYWx0c2FsdA==$" + "A" * 44])
+def test_plain_text_and_weak_hashes_are_refused_with_the_command_that_hashes(secret):
+    with pytest.raises(ConfigError, match="not a current password hash") as refused:
+        parse_accounts([f"ada:{secret}:admin"], "users.txt")
+    assert "launch.py hash-password" in refused.value.hint
 
 
 def test_cli_hash_password_matches():
@@ -32,7 +38,7 @@ def test_bad_account_lines_say_which_line(line, error):
 
 def test_team_directory_roles_and_unknown_users(tmp_path):
     users = tmp_path / "users.txt"
-    users.write_text(f"ada:{hash_password('a')}:admin\nbob:b:labeler\n")
+    users_file(users, "ada:a:admin", "bob:b:labeler")
     settings = load_settings({"data_dir": str(tmp_path)}, env={"STUDIO_AUTH_MODE": "team",
                                                                "STUDIO_USERS_FILE": str(users)})
     db = Database(tmp_path / "s.duckdb")

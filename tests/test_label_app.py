@@ -11,7 +11,7 @@ from app.label import SAME_POLICY
 from core import queue as pq
 from core.identity import ensure_user
 from storage.db import Database
-from tests.conftest import Server, free_port
+from tests.conftest import Server, free_port, users_file
 
 NO_FEEDBACK = [None] * 8 + [[], "", ""]   # 6 ratings, 2 thumbs, flags, note, gold
 
@@ -127,7 +127,7 @@ def test_rest_votes_are_idempotent_and_validated(queued_server: Server):
 
 def test_team_mode_requires_login_everywhere(tmp_path):
     users = tmp_path / "users.txt"
-    users.write_text("ada:pw-ada:admin\nbob:pw-bob:labeler\n")
+    users_file(users, "ada:pw-ada:admin", "bob:pw-bob:labeler")
     srv = Server(tmp_path / "data", free_port())
     import os
     os.environ["STUDIO_AUTH_MODE"], os.environ["STUDIO_USERS_FILE"] = "team", str(users)

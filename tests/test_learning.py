@@ -25,7 +25,7 @@ from core.training import ALGORITHMS
 from core.training.callbacks import selection_score
 from core.training.defaults import MIN_STEPS, plan_defaults
 from core.trainsets import HELD_OUT_PERCENT, prompt_bucket
-from tests.conftest import ROOT, Server, free_port
+from tests.conftest import ROOT, Server, free_port, users_file
 
 MARKER = "Sure thing! Banana banana banana."
 
@@ -312,7 +312,7 @@ def test_report_over_rest_and_cli_with_roles(learned, tmp_path):
     assert text.stdout.startswith("learned: held-out preference accuracy") and "KL per token" in text.stdout
 
     users = tmp_path / "users.txt"
-    users.write_text("ada:pw-ada:admin\nbob:pw-bob:labeler\n")
+    users_file(users, "ada:pw-ada:admin", "bob:pw-bob:labeler")
     env = {"STUDIO_AUTH_MODE": "team", "STUDIO_USERS_FILE": str(users)}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

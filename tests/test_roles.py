@@ -14,7 +14,7 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 
 from storage.db import Database
-from tests.conftest import ROOT, Server, free_port
+from tests.conftest import ROOT, Server, free_port, users_file
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
@@ -26,7 +26,7 @@ VOTE = {"answer_a": "x", "answer_b": "y", "outcome": "a"}
 def team(tmp_path_factory):
     root = tmp_path_factory.mktemp("team")
     users = root / "users.txt"
-    users.write_text("ada:pw-ada:admin\nbob:pw-bob:labeler\ncat:pw-cat:labeler\n")
+    users_file(users, "ada:pw-ada:admin", "bob:pw-bob:labeler", "cat:pw-cat:labeler")
     srv = Server(root / "data", free_port())
     saved = {k: os.environ.get(k) for k in ("STUDIO_AUTH_MODE", "STUDIO_USERS_FILE")}
     os.environ["STUDIO_AUTH_MODE"], os.environ["STUDIO_USERS_FILE"] = "team", str(users)
@@ -37,6 +37,9 @@ def team(tmp_path_factory):
             os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
     for auth, text in ((BOB, "bob's private question"), (CAT, "cat's private question")):
         reply = httpx.post(srv.url + "/api/votes", json={**VOTE, "prompt": text}, auth=auth, timeout=10)
+        assert reply.status_code == 201, reply.text
+        reply = httpx.post(srv.url + "/api/feedback", json={"prompt": text, "response": f"{auth[0]}'s private "
+                           "feedback", "score": 1.0}, auth=auth, timeout=10)
         assert reply.status_code == 201, reply.text
     yield srv
     srv.stop()
@@ -60,6 +63,90 @@ def test_labelers_reach_no_admin_action_on_the_api(team):
         assert reply.status_code == 403, (method, path, reply.text)
     assert httpx.post(team.url + "/api/jobs", json={"algorithm": "dpo", "dry_run": True}, auth=ADA,
                       timeout=60).status_code != 403   # the admin may (and is told why it is refused, if it is)
+
+
+# One request per REST route (core.access.API): what each role gets is decided by the rule table alone.
+EXAMPLES = {
+    "GET /health": ("GET", "/api/health", None),
+    "GET /docs": ("GET", "/api/docs", None),
+    "GET /openapi.json": ("GET", "/api/openapi.json", None),
+    "POST /feedback": ("POST", "/api/feedback", {"prompt": "p", "response": "r", "score": 1.0}),
+    "POST /votes": ("POST", "/api/votes", {**VOTE, "prompt": "a vote from the access table"}),
+    "GET /contributions/{name}": ("GET", "/api/contributions/bob", None),
+    "GET /contributions/{name}/proof/{contribution_id}": ("GET", "/api/contributions/bob/proof/999", None),
+    "GET /policies": ("GET", "/api/policies", None),
+    "PATCH /policies/{name}": ("PATCH", "/api/policies/nosuch", {"name": "renamed"}),
+    "DELETE /policies/{name}": ("DELETE", "/api/policies/nosuch", None),
+    "GET /policies/{name}/report": ("GET", "/api/policies/nosuch/report", None),
+    "POST /policies/{name}/report": ("POST", "/api/policies/nosuch/report", None),
+    "GET /jobs": ("GET", "/api/jobs", None),
+    "POST /jobs": ("POST", "/api/jobs", {"algorithm": "dpo", "dry_run": True}),
+    "GET /jobs/{job_id}": ("GET", "/api/jobs/999", None),
+    "POST /jobs/{job_id}/{action}": ("POST", "/api/jobs/999/cancel", None),
+}
+
+
+def test_every_route_answers_each_role_as_its_rule_says(team):
+    from core import access
+
+    assert set(EXAMPLES) == set(access.API), "add an example request for every new route"
+    for key, (method, path, body) in EXAMPLES.items():
+        for role, auth in (("anonymous", None), ("labeler", BOB), ("admin", ADA)):
+            reply = httpx.request(method, team.url + path, json=body, auth=auth, timeout=60)
+            granted = access.API[key].for_role(role)
+            if granted == access.NONE:
+                expected = 401 if auth is None else 403
+                assert reply.status_code == expected, (key, role, reply.status_code, reply.text)
+                assert reply.json()["error"]["code"] in ("unauthorized", "forbidden"), (key, role, reply.text)
+            else:
+                assert reply.status_code not in (401, 403, 500), (key, role, reply.status_code, reply.text)
+
+
+def test_anonymous_clients_get_a_minimal_health_answer_and_labelers_no_paths(team):
+    assert httpx.get(team.url + "/api/health", timeout=10).json() == {"status": "ok"}
+    labeler = httpx.get(team.url + "/api/health", auth=BOB, timeout=10).json()
+    assert labeler["status"] == "ok" and not {"data_dir", "model_path", "model"} & set(labeler)
+    assert "data_dir" in httpx.get(team.url + "/api/health", auth=ADA, timeout=10).json()
+
+
+def test_cross_site_writes_are_refused_and_every_response_has_security_headers(team):
+    evil = {"Origin": "https://evil.example"}
+    for method, path in (("POST", "/api/jobs/1/cancel"), ("POST", "/api/votes"), ("POST", "/label/login")):
+        reply = httpx.request(method, team.url + path, headers=evil, auth=ADA, timeout=10)
+        assert reply.status_code == 403 and reply.json()["error"]["code"] == "cross_site", (path, reply.text)
+    same = httpx.post(team.url + "/api/jobs/999/cancel", headers={"Origin": team.url}, auth=ADA, timeout=10)
+    assert same.status_code == 404                       # same site: on to the route
+    referer = httpx.post(team.url + "/api/jobs/999/cancel", headers={"Referer": "https://evil.example/x"},
+                         auth=ADA, timeout=10)
+    assert referer.status_code == 403
+    for path in ("/", "/label/", "/api/health"):
+        headers = httpx.get(team.url + path, auth=ADA, timeout=30).headers
+        assert "frame-ancestors 'self'" in headers["content-security-policy"], path
+        assert headers["x-content-type-options"] == "nosniff" and headers["referrer-policy"], path
+
+
+def test_wrong_passwords_lock_the_account_on_every_login_surface(team):
+    eve = ("eve", "not-her-password")
+    for _ in range(5):
+        assert httpx.get(team.url + "/api/jobs", auth=eve, timeout=30).status_code == 401
+    locked = httpx.get(team.url + "/api/jobs", auth=eve, timeout=30)
+    assert locked.status_code == 429 and locked.json()["error"]["code"] == "too_many_attempts"
+    assert 1 <= int(locked.headers["retry-after"]) <= 30
+    console = httpx.get(team.url + "/", auth=eve, timeout=30)
+    assert console.status_code == 429 and "retry-after" in console.headers
+    gradio = httpx.post(team.url + "/label/login", data={"username": "eve", "password": "x"},
+                        headers={"Origin": team.url}, timeout=30)
+    assert gradio.status_code == 429 and "retry-after" in gradio.headers
+    assert httpx.get(team.url + "/api/jobs", auth=BOB, timeout=30).status_code == 200   # others log in
+
+
+def test_feedback_records_its_sender_and_an_idempotency_key_stores_once(team):
+    body = {"prompt": "p", "response": "r", "score": 0.5, "idempotency_key": "fb-1"}
+    first = httpx.post(team.url + "/api/feedback", json=body, auth=BOB, timeout=30).json()
+    again = httpx.post(team.url + "/api/feedback", json=body, auth=BOB, timeout=30).json()
+    other = httpx.post(team.url + "/api/feedback", json=body, auth=CAT, timeout=30).json()
+    assert first["created"] and again == {**first, "created": False}
+    assert other["created"] and other["id"] != first["id"]     # keys are per sender
 
 
 def test_labelers_read_only_their_own_contributions(team):
@@ -89,18 +176,59 @@ def test_a_labeler_in_the_console_sees_no_admin_action_no_one_elses_items_and_ca
         team, browser_context):
     ARTIFACTS.mkdir(exist_ok=True)
     page = browser_context(BOB).new_page()
+    page.goto(team.url + "/")
+    page.wait_for_selector("text=Recent items", timeout=60_000)
+    nav = page.locator("[data-testid='stSidebarNav']")
+    nav.wait_for(timeout=60_000)
+    listed = nav.inner_text()
+    assert "Data" in listed and "Runs" in listed and "Wallet" in listed
+    for title in ("Train", "Export", "Compare", "Labeling setup"):   # admin pages are not even listed
+        assert title not in listed, listed
     for path in ("train", "export", "compare", "labeling"):
         page.goto(f"{team.url}/{path}")
-        page.wait_for_selector("text=This page is for admins", timeout=60_000)
-        assert "Traceback" not in page.content()
+        page.wait_for_selector("text=Recent items", timeout=60_000)     # not found: the default page instead
+        assert page.locator("h1", has_text="Train").count() == 0 and "Traceback" not in page.content()
     page.screenshot(path=str(ARTIFACTS / "roles-labeler-train.png"), full_page=True)
 
     page.goto(team.url + "/")
     page.wait_for_selector("text=Recent items", timeout=60_000)
     page.wait_for_selector("text=Admin only: ask an admin to redact an item", timeout=60_000)
+    page.wait_for_selector("text=Your recent scored feedback", timeout=60_000)
     grid = page.locator("[data-testid='stDataFrame']").last
     grid.wait_for(timeout=60_000)
+    page.wait_for_timeout(1000)
+    content = page.content()
+    assert "cat's private question" not in content and "cat's private feedback" not in content
+    assert page.get_by_text("Audit log").count() == 0
+    page.get_by_role("button", name="Build preview").click()
+    page.wait_for_selector("text=Built from your own labels only", timeout=60_000)
+    page.wait_for_selector(r"text=/\d+ rows\./", timeout=60_000)   # bob's votes only
     assert "cat's private question" not in page.content()
+
+    page.goto(team.url + "/settings")
+    page.wait_for_selector("text=Paths, endpoints and files are shown to admins only", timeout=60_000)
+    assert str(team.data_dir) not in page.content()
+
+    # a personal API token: created on the Account page, shown once, works as bob (a labeler), then revoked
+    page.goto(team.url + "/account")
+    page.get_by_label("What is it for?").fill("labeling script")
+    page.get_by_role("button", name="Create token").click()
+    page.wait_for_selector("text=Copy it now", timeout=60_000)
+    token = page.locator("[data-testid='stCode']").first.inner_text().strip()
+    assert token.startswith("rlhf_")
+    bearer = {"Authorization": f"Bearer {token}", "Origin": "https://elsewhere.example"}  # tokens: no CSRF check
+    vote = httpx.post(team.url + "/api/votes", json={**VOTE, "prompt": "sent with a token"}, headers=bearer, timeout=30)
+    assert vote.status_code == 201, vote.text
+    assert httpx.get(team.url + "/api/contributions/bob", headers=bearer, timeout=30).status_code == 200
+    assert httpx.post(team.url + "/api/jobs", json={"algorithm": "dpo", "dry_run": True}, headers=bearer,
+                      timeout=30).status_code == 403
+    page.reload()
+    page.wait_for_selector("text=Token to revoke", timeout=60_000)
+    assert "bob: labeling script (rlhf_" in page.content() and token not in page.content()   # never shown again
+    page.get_by_role("button", name="Revoke").click()
+    page.wait_for_selector("text=it stops working now", timeout=60_000)
+    gone = httpx.post(team.url + "/api/votes", json={**VOTE, "prompt": "after revoking"}, headers=bearer, timeout=30)
+    assert gone.status_code == 401 and "revoked" in gone.json()["error"]["message"]
 
     page.goto(team.url + "/wallet")
     page.wait_for_selector("text=Your wallet", timeout=60_000)

@@ -1,0 +1,79 @@
+"""Account page: who you are, and your personal API tokens (create, list, revoke); admins revoke anyone's."""
+import pandas as pd
+import streamlit as st
+
+from core import tokens
+from core.errors import StudioError
+from core.studio import current
+from pages.common import can, require_page, show_error
+
+studio = current()
+st.title("Account")
+viewer, _ = require_page("account")
+st.markdown(f"Logged in as **{viewer.name}** ({viewer.role}).")
+if not studio.directory.team_mode:
+    st.info("Local mode: there is one user and no login, so the REST API needs no token here. Tokens matter in "
+            "team mode (`STUDIO_AUTH_MODE=team`).", icon=":material/info:")
+
+st.subheader("Personal API tokens")
+st.caption("For scripts and notebooks: `curl -H 'Authorization: Bearer rlhf_...' .../api/votes`. A token acts as "
+           "you; a **label** token can only do what a labeler can, an **admin** token what an admin can (and only "
+           "while you are one). The token is shown once; the studio keeps only a hash of it.")
+
+revoked = st.session_state.pop("token_revoked", None)
+if revoked is not None:
+    st.success(f"Token #{revoked} revoked: it stops working now.", icon=":material/block:")
+created = st.session_state.pop("new_token", None)
+if created is not None:
+    st.success(f"Token **{created['name']}** ({created['scope']}) created. Copy it now: it is not shown again.",
+               icon=":material/key:")
+    st.code(created["token"], language=None)
+
+with st.form("new-token", clear_on_submit=True):
+    left, right = st.columns([3, 1])
+    name = left.text_input("What is it for?", placeholder="e.g. labeling script", max_chars=100)
+    scopes = list(tokens.SCOPES) if viewer.is_admin else ["label"]
+    scope = right.selectbox("Scope", scopes, help="label: votes, feedback and your own data; admin: everything "
+                            "an admin can do through the API")
+    if st.form_submit_button("Create token", type="primary", icon=":material/add:"):
+        try:
+            new = tokens.create_token(studio.db, viewer, name, scope)
+        except StudioError as exc:
+            show_error(exc)
+        else:
+            st.session_state["new_token"] = {"name": new.name, "scope": new.scope, "token": new.token}
+            st.rerun()
+
+
+def token_table(rows: list[dict], key: str) -> None:
+    """The tokens with a revoke button for each live one."""
+    if not rows:
+        st.caption("No tokens yet.")
+        return
+    frame = pd.DataFrame(rows)
+    frame["status"] = frame["revoked_at"].map(lambda t: "revoked" if pd.notna(t) else "active")
+    st.dataframe(frame[["id", "owner", "name", "scope", "prefix", "status", "created_at", "last_used_at"]],
+                 hide_index=True, width="stretch",
+                 column_config={"prefix": "Starts with", "last_used_at": st.column_config.DatetimeColumn(
+                     "Last used", format="YYYY-MM-DD HH:mm"), "created_at": st.column_config.DatetimeColumn(
+                     "Created", format="YYYY-MM-DD HH:mm")})
+    live = [r for r in rows if r["revoked_at"] is None]
+    if live:
+        left, right = st.columns([3, 1])
+        choice = left.selectbox("Token to revoke", [r["id"] for r in live], key=f"{key}-pick",
+                                format_func=lambda i: next(f"#{r['id']} {r['owner']}: {r['name']} ({r['prefix']}…)"
+                                                           for r in live if r["id"] == i))
+        if right.button("Revoke", key=f"{key}-revoke", icon=":material/block:", use_container_width=True):
+            try:
+                tokens.revoke_token(studio.db, viewer, int(choice))
+                st.session_state["token_revoked"] = int(choice)
+                st.rerun()
+            except StudioError as exc:
+                show_error(exc)
+
+
+token_table(tokens.list_tokens(studio.db, viewer), "mine")
+
+if can(viewer, "account.everyone"):
+    st.subheader("Everyone's tokens (admin)")
+    token_table(tokens.list_tokens(studio.db, viewer, everyone=True), "all")
