@@ -23,6 +23,7 @@ import hashlib
 import html
 import json
 import os
+import re
 import time
 from typing import Any, Mapping
 from urllib.parse import urlencode, urlsplit
@@ -38,6 +39,7 @@ OPEN_PREFIXES = ("/label", "/api", "/login/", "/logout")
 SESSION_COOKIE = "session"             # Starlette's SessionMiddleware, as Gradio's OAuth sets it up
 SESSION_MAX_AGE_S = 14 * 24 * 3600
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+_SECURE = re.compile(rb";\s*secure\b", re.IGNORECASE)   # the cookie attribute (a name may contain "secure")
 _client: contextvars.ContextVar[str | None] = contextvars.ContextVar("client_address", default=None)
 
 
@@ -262,7 +264,7 @@ class SiteGuard:
             if message["type"] == "http.response.start":
                 out = [(k, v) for k, v in message.get("headers", []) if k.lower() not in dict(self.headers)]
                 if https:
-                    out = [(k, v + b"; Secure" if k.lower() == b"set-cookie" and b"secure" not in v.lower() else v)
+                    out = [(k, v + b"; Secure" if k.lower() == b"set-cookie" and not _SECURE.search(v) else v)
                            for k, v in out]
                 message = {**message, "headers": out + self.headers}
             await send(message)

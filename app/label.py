@@ -334,6 +334,12 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> None:
     rewards_btn.click(rewards, None, rewards_md, api_name="my_rewards")
 
     def refresh_all(request: gr.Request) -> tuple:
+        """The page load: nothing for a visitor who has not signed in yet (a Space with Hugging Face sign-in)."""
+        try:
+            label_user(get_studio(), request, "page_load")
+        except StudioError:
+            return (gr.update(), "", gr.update(), gr.update(), "**Sign in to label** (the button above).",
+                    gr.update(visible=False), "")
         return (*refresh(), rewards(request))
     against_parent_btn.click(label_newest, None, [policy_a, policy_b], api_name="label_newest")
     return refresh_all, [queue_pick, guidelines_md, policy_a, policy_b, newest_md, against_parent_btn, rewards_md]

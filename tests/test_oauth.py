@@ -77,6 +77,7 @@ def test_one_hugging_face_sign_in_labels_opens_the_console_and_the_api_and_admin
     # 1. a labeler signs in from the labeling app and labels
     provider.sign_in_as("alice")
     page.goto(srv.url + "/label/")
+    page.wait_for_selector("text=Sign in to label", timeout=60_000)     # nothing loads for a visitor
     page.get_by_role("button", name=re.compile("Sign in with Hugging Face")).click()
     page.get_by_role("button", name="Logout (alice)").wait_for(timeout=60_000)
     assert page.url.startswith(srv.url + "/label")

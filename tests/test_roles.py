@@ -119,6 +119,14 @@ def test_cross_site_writes_are_refused_and_every_response_has_security_headers(t
     referer = httpx.post(team.url + "/api/jobs/999/cancel", headers={"Referer": "https://evil.example/x"},
                          auth=ADA, timeout=10)
     assert referer.status_code == 403
+    login = {"username": "bob", "password": "pw-bob"}
+    plain = httpx.post(team.url + "/label/login", data=login, headers={"Origin": team.url}, timeout=30)
+    secure = re.compile(r";\s*secure\b", re.IGNORECASE)       # the attribute (a cookie's name may say "unsecure")
+    assert plain.status_code == 200 and not all(secure.search(c) for c in plain.headers.get_list("set-cookie"))
+    behind_https = httpx.post(team.url + "/label/login", data=login, timeout=30,
+                              headers={"Origin": team.url, "X-Forwarded-Proto": "https"})
+    cookies = behind_https.headers.get_list("set-cookie")
+    assert cookies and all(secure.search(c) for c in cookies)           # every cookie Secure behind HTTPS
     for path in ("/", "/label/", "/api/health"):
         headers = httpx.get(team.url + path, auth=ADA, timeout=30).headers
         assert "frame-ancestors 'self'" in headers["content-security-policy"], path
