@@ -205,3 +205,76 @@ def test_personal_api_tokens_are_shown_once_stored_hashed_scoped_and_revocable(t
     db.write(lambda cur: cur.execute("UPDATE users SET role = 'labeler' WHERE id = ?", [ada.id]))
     assert verifier.user(admin_token.token).role == "labeler"              # only while the owner is an admin
     db.close()
+
+
+def _page_text(app) -> str:
+    """Everything a viewer can read on an AppTest page: text elements, buttons, expanders, table cells."""
+    parts = [str(e.value) for kind in ("title", "header", "subheader", "markdown", "caption", "info", "warning",
+                                       "success", "error", "code") for e in getattr(app, kind)]
+    parts += [str(b.label) for b in app.button] + [str(e.label) for e in app.expander]
+    parts += [frame.value.to_csv() for frame in [*app.dataframe, *app.table]]
+    return "\n".join(parts)
+
+
+# Per section with a rule: text a viewer with scope "all" sees, and text a viewer with a narrower scope ("own" or
+# "summary") sees instead (None: that section has no narrower scope, so the first text means "not none").
+SECTION_MARKERS = {
+    "data.redact": ("Redaction deletes the text for good", None),
+    "data.audit_log": ("Audit log", None),
+    "data.scored_feedback": ("Recent scored feedback", "Your recent scored feedback"),
+    "data.training_set": ("Build preview", "Built from your own labels only"),
+    "data.recent_items": ("Recent items", None),
+    "data.import": ("Nothing is written until you confirm", None),
+    "settings.values": ("setting: data_dir", "Paths, endpoints and files are shown to admins only"),
+    "settings.backup": ("Back up now", None),
+    "account.everyone": ("Everyone's tokens (admin)", None),
+}
+
+
+def test_every_console_page_and_section_as_each_role(tmp_path, tiny_model_dir, monkeypatch):
+    """Each console page run as a labeler and as an admin: refused exactly where its rule says none, and each
+    section's content present or absent as its rule says; other people's text never reaches a labeler."""
+    from streamlit.testing.v1 import AppTest
+
+    import app.auth
+    import core.studio
+    from core.feedback import Feedback, record_feedback
+    from core.identity import ensure_user
+
+    monkeypatch.setattr(core.studio, "_current", None)
+    studio = core.studio.open_studio(load_settings({"data_dir": str(tmp_path / "data"), "model": "tiny"}, env={}),
+                                     tiny_model_dir)
+    users = {"labeler": ensure_user(studio.db, "bob", "labeler", "file"),
+             "admin": ensure_user(studio.db, "ada", "admin", "file")}
+    cat = ensure_user(studio.db, "cat", "labeler", "file")
+    record_feedback(studio.db, Feedback(prompt="cat's secret prompt", response="cat's secret answer", score=1.0),
+                    cat.id)
+    record_feedback(studio.db, Feedback(prompt="bob's own prompt", response="bob's answer", score=0.0),
+                    users["labeler"].id)
+    checked = set()
+    try:
+        for page in console_pages():
+            for role, user in users.items():
+                monkeypatch.setattr(app.auth, "credentials_user", lambda *_args, user=user: user)
+                run = AppTest.from_file(str(PAGES / f"{page}.py"), default_timeout=120).run()
+                assert not run.exception, (page, role, run.exception)
+                text = _page_text(run)
+                refused = "This page is for admins" in text
+                assert refused == (access.scope(user, f"page:{page}") == access.NONE), (page, role)
+                if refused:
+                    continue
+                assert "cat's secret" not in text or role == "admin", (page, role)
+                for section, (marker, own_marker) in SECTION_MARKERS.items():
+                    if not section.startswith(page + "."):
+                        continue
+                    granted = access.scope(user, section)
+                    checked.add(section)
+                    if own_marker is not None and granted in (access.OWN, access.SUMMARY):
+                        assert own_marker in text, (section, role, own_marker)
+                    elif own_marker is not None and granted == access.ALL:
+                        assert marker in text and own_marker not in text, (section, role)
+                    else:
+                        assert (marker in text) == (granted != access.NONE), (section, role, marker)
+    finally:
+        studio.close()
+    assert checked == set(SECTION_MARKERS)
