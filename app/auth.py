@@ -243,6 +243,7 @@ class SiteGuard:
 
     def __init__(self, app: ASGIApp, on_space: bool = False) -> None:
         self.app, self.headers = app, security_headers(on_space)
+        self.names = {name for name, _ in self.headers}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -262,7 +263,7 @@ class SiteGuard:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                out = [(k, v) for k, v in message.get("headers", []) if k.lower() not in dict(self.headers)]
+                out = [(k, v) for k, v in message.get("headers", []) if k.lower() not in self.names]
                 if https:
                     out = [(k, v + b"; Secure" if k.lower() == b"set-cookie" and not _SECURE.search(v) else v)
                            for k, v in out]
@@ -279,12 +280,8 @@ def label_user(studio: Any, request: Any, action: str) -> User:
     """The caller of a labeling-app action (Gradio request), allowed by core.access rule ``label:<action>``."""
     from core import access
 
-    directory = studio.directory
-    name = getattr(request, "username", None) if request is not None else None
-    if name or not directory.team_mode:
-        user = directory.user(name)
-    else:
-        signed_in = oauth_name((getattr(request, "cookies", None) or {}).get(SESSION_COOKIE))
-        user = directory.oauth_user(signed_in) if signed_in else None
+    name = getattr(request, "username", None) if request is not None else None   # Gradio's password login
+    user = studio.directory.user(name) if name else credentials_user(studio.directory, "", None,
+                                                                       getattr(request, "cookies", None))
     access.require(user, f"label:{action}")
     return user

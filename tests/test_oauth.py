@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-from pathlib import Path
 
 import httpx
 import pytest
@@ -20,7 +18,6 @@ from tests.conftest import ROOT, Server, free_port, users_file
 from tests.oidc_standin import OidcStandin
 from tests.test_newcomer import chat_and_vote, set_max_new_tokens
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
 
 
@@ -54,24 +51,12 @@ def test_without_a_sign_in_the_console_is_closed_and_the_api_says_only_that_it_i
     assert httpx.get(srv.url + "/", auth=("ada", "pw-ada"), timeout=30).status_code == 200   # accounts still work
 
 
-@pytest.fixture
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Chromium is missing: `make test` installs Debian's chromium package")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        yield b
-        b.close()
-
-
 @pytest.mark.slow
 def test_one_hugging_face_sign_in_labels_opens_the_console_and_the_api_and_admins_come_from_the_list(
-        space, browser):
+        space, chromium):
     srv, provider = space
     ARTIFACTS.mkdir(exist_ok=True)
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context = chromium.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
 
     # 1. a labeler signs in from the labeling app and labels

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-from pathlib import Path
 
 import httpx
 import pytest
@@ -16,7 +14,6 @@ from eth_account.messages import encode_defunct
 from storage.db import Database
 from tests.conftest import ROOT, Server, free_port, users_file
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
 ADA, BOB, CAT = ("ada", "pw-ada"), ("bob", "pw-bob"), ("cat", "pw-cat")
 VOTE = {"answer_a": "x", "answer_b": "y", "outcome": "a"}
@@ -166,17 +163,10 @@ def test_labelers_read_only_their_own_contributions(team):
 
 
 @pytest.fixture
-def browser_context():
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Chromium is missing: `make test` installs Debian's chromium package")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        yield lambda credentials: browser.new_context(
-            http_credentials={"username": credentials[0], "password": credentials[1]},
-            viewport={"width": 1400, "height": 1000})
-        browser.close()
+def browser_context(chromium):
+    return lambda credentials: chromium.new_context(
+        http_credentials={"username": credentials[0], "password": credentials[1]},
+        viewport={"width": 1400, "height": 1000})
 
 
 @pytest.mark.slow
