@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 import gradio as gr
 
 from app.auth import label_user
-from app.forms import build_config, components_for
+from app.forms import GENERATION_CONCURRENCY, build_config, components_for, waiting_notice
 from core import arena
 from core.errors import StudioError
 from core.generate import SamplingParams, stream_pair
@@ -64,7 +64,8 @@ def create_arena_tab(get_studio: Callable[[], Studio]) -> None:
             final = None
             for final in stream_pair(model, tokenizer, [{"role": "user", "content": text}], sampling,
                                      adapter_names=rows):
-                yield final.text_a, final.text_b, gr.update(), gr.update(), None
+                notice = waiting_notice(final.ahead) if final.ahead is not None else gr.update()
+                yield final.text_a, final.text_b, notice, gr.update(), None
         except StudioError as exc:
             raise gr.Error(str(exc)) from exc
         pending = arena.PendingBattle(text, name_a, name_b, id_a, id_b, final.text_a, final.text_b,
@@ -92,8 +93,8 @@ def create_arena_tab(get_studio: Callable[[], Studio]) -> None:
 
     ask_inputs = [prompt, state, *sampling_inputs]
     ask_outputs = [answer_a, answer_b, status, reveal, state]
-    ask_btn.click(ask, ask_inputs, ask_outputs, api_name="arena_ask", concurrency_limit=2)
+    ask_btn.click(ask, ask_inputs, ask_outputs, api_name="arena_ask", **GENERATION_CONCURRENCY)
     prompt.submit(ask, ask_inputs, ask_outputs, api_name="arena_ask_on_enter", api_visibility="private",
-                  concurrency_limit=2)
+                  **GENERATION_CONCURRENCY)
     for outcome, button in vote_buttons.items():
         button.click(make_vote(outcome), [state], [status, reveal, state], api_name=f"arena_vote_{outcome}")

@@ -6,6 +6,8 @@ from typing import Any
 
 import gradio as gr
 
+from core.scheduler import MAX_BATCH_ROWS
+
 
 def components_for(config_cls: type) -> list[gr.components.Component]:
     """One slider / number / checkbox / textbox per dataclass field, with help text from metadata."""
@@ -35,3 +37,17 @@ def build_config(config_cls: type, values: tuple[Any, ...]) -> Any:
         default = getattr(config_cls(), f.name)
         kwargs[f.name] = type(default)(value) if value is not None else default
     return config_cls(**kwargs)
+
+
+# --- generation events ------------------------------------------------------------------------------------
+
+# Every event that generates (chat pairs, regenerate, arena) shares one Gradio concurrency group as large as the
+# scheduler's batch: concurrent labelers reach the scheduler together and share decoding steps, the scheduler's
+# own line (with "N ahead of you") holds the rest, and Gradio queues beyond that.
+GENERATION_CONCURRENCY = {"concurrency_id": "generate", "concurrency_limit": MAX_BATCH_ROWS}
+
+
+def waiting_notice(ahead: int) -> str:
+    """What a labeler sees while the request waits for a place in the running batch."""
+    return ("⏳ Every generation slot is busy: you are next." if ahead == 0 else
+            f"⏳ Every generation slot is busy: {ahead} ahead of you.")

@@ -11,7 +11,7 @@ import gradio as gr
 
 from app.arena import create_arena_tab
 from app.auth import label_user
-from app.forms import build_config, components_for
+from app.forms import GENERATION_CONCURRENCY, build_config, components_for, waiting_notice
 from core.errors import StudioError
 from core.generate import SamplingParams, stream_pair
 from core.labeling import (FLAGS, OUTCOME_LABELS, CandidateIn, Vote, active_aspects, add_user_message,
@@ -138,7 +138,8 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> None:
         final = None
         for update in stream_pair(model, tokenizer, messages, sampling, adapter_names=rows):
             final = update
-            yield update.text_a, update.text_b, gr.update()
+            notice = waiting_notice(update.ahead) if update.ahead is not None else gr.update()
+            yield update.text_a, update.text_b, notice
         ids = save_pair(s.db, st["conversation_id"], st["turn"], st["prompt_id"],
                         CandidateIn(final.text_a, id_a, final.latency_ms, final.new_tokens_a),
                         CandidateIn(final.text_b, id_b, final.latency_ms, final.new_tokens_b),
@@ -308,8 +309,9 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> None:
     for trigger in (send_btn.click, message.submit):
         enter = trigger == message.submit
         trigger(send, [message, *sampling_and_state], send_outputs, api_name="send_on_enter" if enter else "send",
-                api_visibility="private" if enter else "public", concurrency_limit=2)
-    regen_btn.click(regenerate, sampling_and_state, [cand_a, cand_b, status, state], api_name="regenerate")
+                api_visibility="private" if enter else "public", **GENERATION_CONCURRENCY)
+    regen_btn.click(regenerate, sampling_and_state, [cand_a, cand_b, status, state], api_name="regenerate",
+                    **GENERATION_CONCURRENCY)
     for outcome, button in vote_buttons.items():
         button.click(make_vote(outcome), [state, *feedback_inputs],
                      [chatbot, cand_a, cand_b, status, state, *feedback_inputs], api_name=f"vote_{outcome}")

@@ -39,8 +39,9 @@ def percentile(sorted_values: list[float], q: float) -> float:
 class StudioProcess:
     """``launch.py --model MODEL`` on a loopback port and a data dir, started, killed and restarted at will."""
 
-    def __init__(self, data_dir: Path, log_path: Path, port: int | None = None, model: str = "tiny") -> None:
-        self.data_dir, self.log_path, self.model = Path(data_dir), Path(log_path), model
+    def __init__(self, data_dir: Path, log_path: Path, port: int | None = None, model: str = "tiny",
+                 extra: tuple[str, ...] = ()) -> None:
+        self.data_dir, self.log_path, self.model, self.extra = Path(data_dir), Path(log_path), model, tuple(extra)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -52,7 +53,7 @@ class StudioProcess:
         t0 = time.monotonic()
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), "--model", self.model, "--data-dir",
-                                      str(self.data_dir), "--port", str(self.port)],
+                                      str(self.data_dir), "--port", str(self.port), *self.extra],
                                      cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         while time.monotonic() - t0 < timeout:

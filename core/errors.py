@@ -91,3 +91,10 @@ class StorageError(StudioError):
 
     code = "storage_error"
     http_status = 500
+
+
+class Busy(StudioError):
+    """Every generation slot and the waiting line are full: try again in a moment (HTTP 503)."""
+
+    code = "busy"
+    http_status = 503

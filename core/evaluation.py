@@ -56,7 +56,9 @@ from typing import Any, Callable, Iterable, Sequence
 
 from core import queue as prompt_queue
 from core.errors import Conflict, NotFound, ValidationError
-from core.generate import BASE_ADAPTER, SamplingParams, in_short_thread, stream_pair
+from core.adapters import BASE_ADAPTER, lora_adapter_names, mixed_adapters
+from core.generate import SamplingParams, in_short_thread, stream_pair
+from core.scheduler import MODEL_LOCK
 from core.policies import BASE_POLICY
 from core.trainsets import HELD_OUT_PERCENT, prompt_bucket, prompt_key  # noqa: F401 - the split is shared with training
 from storage.db import Database
@@ -343,13 +345,12 @@ def sequence_logprobs(studio: Any, adapters: Sequence[str | None], prompts: Sequ
     (a loaded adapter name, or None for the base) on the shared model."""
     import torch
 
-    from core.generate import _GENERATE_LOCK, _lora_adapter_names, _mixed_adapters
 
     model, tokenizer = studio.model()
     encoded = [_encode(tokenizer, p, a) for p, a in zip(prompts, answers)]
     # Once any adapter is loaded on the shared model, every row names its adapter (BASE_ADAPTER = none):
     # a plain forward would apply whichever adapter happens to be active.
-    loaded = _lora_adapter_names(model)
+    loaded = lora_adapter_names(model)
     unknown = sorted({a for a in adapters if a} - loaded)
     if unknown:
         raise ValidationError(f"adapter(s) {', '.join(unknown)} are not loaded on the model",
@@ -359,7 +360,7 @@ def sequence_logprobs(studio: Any, adapters: Sequence[str | None], prompts: Sequ
 
     def run() -> list[tuple[float, int]]:
         out: list[tuple[float, int]] = []
-        with _GENERATE_LOCK, torch.inference_mode():
+        with MODEL_LOCK, torch.inference_mode():
             for start in range(0, len(encoded), LOGPROB_BATCH):
                 batch = encoded[start:start + LOGPROB_BATCH]
                 rows = [n or BASE_ADAPTER for n in adapters[start:start + LOGPROB_BATCH]] if has_adapters else None
@@ -369,7 +370,7 @@ def sequence_logprobs(studio: Any, adapters: Sequence[str | None], prompts: Sequ
                 for i, (p, a) in enumerate(batch):
                     ids[i, :len(p) + len(a)] = torch.tensor(p + a)
                     mask[i, :len(p) + len(a)] = 1
-                with _mixed_adapters(model, rows) as extra:
+                with mixed_adapters(model, rows) as extra:
                     logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
                                    **extra).logits.float()
                 logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None].to(logits.device))[..., 0]

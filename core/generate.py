@@ -1,25 +1,23 @@
 """Chat generation: token streaming for the chat tab, and paired candidates for the labeling tab.
 
-One model is shared by every user of the process, so generation is serialised with a lock: two
-concurrent ``generate`` calls on two CPU cores only slow each other down, and queueing keeps the
-latency a labeler sees predictable.
+One model is shared by every user of the process. Every request (a chat answer, a pair of candidates, a batch
+of evaluation answers) goes to the model's generation scheduler (``core.scheduler``), which decodes the rows of
+all concurrent requests together, one shared step at a time: eight labelers asking at once wait about as long
+as one.
 
-Paired candidates (two answers to one prompt, shown side by side) come from ONE batched ``generate``
-call of batch size 2: the same prompt twice, so no padding is needed. On a CPU the second row costs far
-less than a second call (the weights are read once per step for both rows). With a PEFT model the two
-rows can use different LoRA adapters in that same call (PEFT's mixed-adapter batches), which is how two
-policy versions trained on one base are compared.
+Paired candidates (two answers to one prompt, shown side by side) are two rows of the same prompt. With LoRA
+adapters loaded, each row can use its own adapter (PEFT's mixed-adapter batches), which is how two policy
+versions trained on one base are compared in one pair.
 
-Streaming: ``generate`` runs in a worker thread and hands every step's tokens to a :class:`PairStreamer`,
-which decodes each row incrementally (a small window of tokens per step, never the whole answer) and
-queues text snapshots for the caller. Errors in the worker are re-raised in the caller's thread; a
-caller that stops iterating (closed browser tab) cancels the generation at the next step, so the lock
-is not held for an answer nobody reads.
+Streaming: the scheduler hands every step's tokens to a :class:`PairStreamer`, which decodes each row
+incrementally (a small window of tokens per step, never the whole answer) and queues text snapshots for the
+caller. Errors in the scheduler are re-raised in the caller's thread; a caller that stops iterating (closed
+browser tab) cancels its request at the next step.
 
 Threads and speed (measured, 2-core CPU): every thread that runs torch ops keeps an idle OpenMP thread
 pool while it lives, and once two pools exist libgomp stops spin-waiting, so every op in the generating
-thread gets ~1.6x slower (64 tokens: 2.3 s -> 3.8 s). Hence one short-lived thread per generation (it
-leaves no pool behind), and the rule for the rest of the process: no torch work in threads that stay
+thread gets ~1.6x slower (64 tokens: 2.3 s -> 3.8 s). Hence the scheduler's worker thread exits when it has no
+work (it leaves no pool behind), and the rule for the rest of the process: no torch work in threads that stay
 alive (load models in a thread that exits, as ``Studio.warm_up`` does; not in the main thread).
 """
 from __future__ import annotations
@@ -32,16 +30,20 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
+from core.adapters import BASE_ADAPTER, resolve_adapter_rows
 from core.errors import ValidationError
+from core.scheduler import DEFAULT_TOP_K, Decoding, Request, scheduler_for
 
-_GENERATE_LOCK = threading.Lock()
-BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed-adapter batch
+__all__ = ["BASE_ADAPTER", "SamplingParams", "PairStreamer", "stream_chat", "stream_pair", "generate_pair",
+           "generate_once", "generate_batch", "prepare_chat", "in_short_thread"]
+
 # generate() arguments that stream_chat / stream_pair set themselves: overriding them would break streaming
 _RESERVED_GENERATE_ARGS = frozenset({"input_ids", "attention_mask", "streamer", "adapter_names",
                                      "stopping_criteria", "num_return_sequences", "num_beams"})
+# extra generation options the scheduler honours per request
+SUPPORTED_OVERRIDES = frozenset({"min_new_tokens"})
 
 
 @dataclass
@@ -174,6 +176,7 @@ class StreamSnapshot(NamedTuple):
     done: tuple[bool, ...]
     eos: tuple[bool, ...]        # the row ended by itself (eos), not by the length limit
     new_tokens: tuple[int, ...]
+    ahead: int | None = None     # while waiting for a place in the running batch: requests ahead of it
 
 
 class _End(NamedTuple):
@@ -190,13 +193,14 @@ class PairStreamer(BaseStreamer):
     """
 
     def __init__(self, tokenizer: Any, stop_token_ids: Sequence[int], rows: int = 2,
-                 timeout: float | None = None) -> None:
+                 timeout: float | None = None, skip_prompt: bool = True) -> None:
         decode = functools.partial(tokenizer.decode, skip_special_tokens=True)
         stops = frozenset(int(t) for t in stop_token_ids)
         self.rows = [_RowDecoder(decode, stops) for _ in range(rows)]
         self.timeout = timeout
+        self.ahead: int | None = None
         self._queue: queue.SimpleQueue[StreamSnapshot | _End] = queue.SimpleQueue()
-        self._prompt_pending = True
+        self._prompt_pending = skip_prompt
         self._ended = False
 
     # producer side (the generation thread)
@@ -205,6 +209,7 @@ class PairStreamer(BaseStreamer):
         if self._prompt_pending:
             self._prompt_pending = False
             return
+        self.ahead = None
         tokens = value.tolist()
         if value.dim() == 0 or len(tokens) != len(self.rows):
             raise ValueError(f"PairStreamer expects {len(self.rows)} rows, got tokens of shape {tuple(value.shape)}")
@@ -229,10 +234,15 @@ class PairStreamer(BaseStreamer):
             self._ended = True
             self._queue.put(_End(error))
 
+    def waiting(self, ahead: int) -> None:
+        """The request waits for a place in the running batch, behind ``ahead`` others."""
+        self.ahead = ahead
+        self._queue.put(self.snapshot())
+
     def snapshot(self) -> StreamSnapshot:
         rows = self.rows
         return StreamSnapshot(tuple(r.text for r in rows), tuple(r.done for r in rows),
-                              tuple(r.eos for r in rows), tuple(r.count for r in rows))
+                              tuple(r.eos for r in rows), tuple(r.count for r in rows), self.ahead)
 
     # consumer side
 
@@ -260,17 +270,7 @@ class PairStreamer(BaseStreamer):
         return (snap.texts for snap in self.snapshots())
 
 
-# --- the generation worker --------------------------------------------------------------------------------
-
-
-class _CancelRequested(StoppingCriteria):
-    """Stops every row at the next step once the consumer has gone away."""
-
-    def __init__(self, event: threading.Event) -> None:
-        self.event = event
-
-    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+# --- requests to the scheduler ---------------------------------------------------------------------------
 
 
 def _stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
@@ -290,127 +290,27 @@ def _check_overrides(overrides: dict[str, Any]) -> None:
     if clash:
         raise ValidationError(f"generate arguments {', '.join(clash)} are set by the studio itself",
                               hint="pass only extra generation options, e.g. min_new_tokens")
-
-
-def _generate_in_thread(model: Any, tokenizer: Any, input_ids: torch.Tensor, streamer: PairStreamer,
-                        generate_kwargs: dict[str, Any], seed: int | None,
-                        adapter_rows: list[str] | None) -> tuple[threading.Thread, threading.Event]:
-    """Start ``model.generate`` under the lock in a daemon thread; return it and the event that cancels it."""
-    cancel = threading.Event()
-    kwargs = dict(generate_kwargs)
-    kwargs["stopping_criteria"] = StoppingCriteriaList([_CancelRequested(cancel)])
-    kwargs.setdefault("pad_token_id", tokenizer.pad_token_id)
-
-    def run() -> None:
-        try:
-            with _GENERATE_LOCK:
-                if cancel.is_set():  # the caller left while we waited for the lock
-                    return
-                with torch.inference_mode(), _mixed_adapters(model, adapter_rows) as extra:
-                    if seed is not None:
-                        torch.manual_seed(seed)
-                    model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                                   streamer=streamer, **kwargs, **extra)
-        except BaseException as exc:  # re-raised in the caller's thread by the streamer's iterator
-            streamer.fail(exc)
-        finally:
-            streamer.end()  # no-op after fail() or after generate's own end()
-
-    worker = threading.Thread(target=run, name="studio-generate", daemon=True)
-    worker.start()
-    return worker, cancel
-
-
-# --- mixed-adapter batches --------------------------------------------------------------------------------
-
-
-def _lora_adapter_names(model: Any) -> set[str]:
-    from peft.tuners.lora import LoraLayer
-
-    names: set[str] = set()
-    for module in model.modules():
-        if isinstance(module, LoraLayer):
-            names |= set(module.lora_A.keys()) | set(module.lora_embedding_A.keys())
-    return names
-
-
-def _is_peft_model(model: Any) -> bool:
-    try:
-        from peft import PeftModel
-    except ImportError:  # pragma: no cover - peft is a dependency
-        return False
-    return isinstance(model, PeftModel)
-
-
-def _resolve_adapter_rows(model: Any, adapter_names: Sequence[str | None] | None,
-                          rows: int = 2) -> list[str] | None:
-    """PEFT's per-row adapter list, or None when the model is to be used as it is."""
-    if adapter_names is None:
-        return None
-    if not isinstance(adapter_names, (tuple, list)) or len(adapter_names) != rows:
-        raise ValidationError("adapter_names needs one entry per candidate: (adapter_a, adapter_b)" if rows == 2
-                              else f"adapter_names needs one entry per row ({rows})",
-                              hint="use None for the base model, e.g. ('v2', None)")
-    is_peft = _is_peft_model(model) or getattr(model, "_hf_peft_config_loaded", False)
-    if not is_peft:
-        if any(adapter_names):
-            raise ValidationError(f"the model has no adapters, cannot use {[a for a in adapter_names if a]}",
-                                  hint="load the policy's adapter onto the base model first")
-        return None
-    rows = [name or BASE_ADAPTER for name in adapter_names]
-    unknown = sorted({n for n in rows if n != BASE_ADAPTER} - _lora_adapter_names(model))
+    unknown = sorted(set(overrides) - SUPPORTED_OVERRIDES)
     if unknown:
-        raise ValidationError(f"unknown adapter(s): {', '.join(unknown)}",
-                              hint="load the adapter onto the model, or pick one of its loaded adapters")
-    return rows
+        raise ValidationError(f"generation option(s) {', '.join(unknown)} are not supported",
+                              hint=f"supported: {', '.join(sorted(SUPPORTED_OVERRIDES))}")
 
 
-class _mixed_adapters:
-    """Context for one mixed-adapter ``generate``; yields the extra generate kwargs.
-
-    A ``PeftModel`` takes ``adapter_names=[...]`` in ``generate`` (PEFT's mixed-batch inference). PEFT
-    removes the per-layer hooks it registers for that only when ``generate`` returns normally, so after
-    an error (or a cancelled stream) they would stay on the shared model and apply the old adapter list to
-    every later call; we remove leftovers on the way out. Adapters injected through transformers'
-    integration (``model.add_adapter`` / ``load_adapter``) have no such ``generate``: the same PEFT hook
-    is registered here around the call.
-    """
-
-    def __init__(self, model: Any, rows: list[str] | None) -> None:
-        self.model, self.rows = model, rows
-        self.handles: list[Any] = []
-
-    def __enter__(self) -> dict[str, Any]:
-        if self.rows is None:
-            return {}
-        if _is_peft_model(self.model):
-            return {"adapter_names": self.rows}
-        from peft.tuners.lora import LoraLayer
-        from peft.tuners.lora.model import _adapter_names_pre_forward_hook
-
-        hook = functools.partial(_adapter_names_pre_forward_hook, adapter_names=self.rows)
-        for module in self.model.modules():
-            if isinstance(module, LoraLayer):
-                self.handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
-        return {}
-
-    def __exit__(self, *exc: Any) -> None:
-        for handle in self.handles:
-            handle.remove()
-        if self.rows is not None and exc[0] is not None:
-            _remove_adapter_hooks(self.model)
-
-
-def _remove_adapter_hooks(model: Any) -> None:
-    """Drop PEFT mixed-batch hooks left behind by a ``generate`` that raised."""
-    from peft.tuners.lora.model import _adapter_names_pre_forward_hook
-
-    for module in model.modules():
-        stale = [key for key, hook in module._forward_pre_hooks.items()
-                 if getattr(hook, "func", None) is _adapter_names_pre_forward_hook]
-        for key in stale:
-            del module._forward_pre_hooks[key]
-            module._forward_pre_hooks_with_kwargs.pop(key, None)
+def _submit(model: Any, tokenizer: Any, prompts: list[list[int]], sampling: SamplingParams,
+            adapter_rows: list[str] | None, seed: int | None, overrides: dict[str, Any]) -> tuple[PairStreamer, Request]:
+    """Queue rows on the model's scheduler; the streamer that receives them and the request (to cancel it)."""
+    stops = _stop_token_ids(model, tokenizer)
+    top_k = getattr(getattr(model, "generation_config", None), "top_k", None)
+    decoding = Decoding(max_new_tokens=sampling.max_new_tokens, do_sample=sampling.temperature > 0,
+                        temperature=sampling.temperature or 1.0, top_p=sampling.top_p,
+                        top_k=DEFAULT_TOP_K if top_k is None else top_k,
+                        min_new_tokens=int(overrides.get("min_new_tokens") or 0))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stops, default=0)
+    streamer = PairStreamer(tokenizer, stops, rows=len(prompts), skip_prompt=False)
+    request = Request(prompts=prompts, decoding=decoding, stop_ids=frozenset(stops), pad_id=pad, sink=streamer,
+                      adapters=adapter_rows, seed=seed)
+    scheduler_for(model).submit(request)
+    return streamer, request
 
 
 # --- public API -------------------------------------------------------------------------------------------
@@ -420,25 +320,25 @@ def stream_chat(model: Any, tokenizer: Any, messages: list[dict[str, str]],
                 sampling: SamplingParams | None = None, **generate_overrides: Any) -> Iterator[str]:
     """Yield the growing answer text as tokens arrive.
 
-    ``generate_overrides`` go to ``model.generate`` as they are (e.g. ``min_new_tokens`` for benchmarks).
+    ``generate_overrides``: extra generation options (``min_new_tokens``, for benchmarks).
     """
     sampling = (sampling or SamplingParams()).validate()
     _check_overrides(generate_overrides)
     prompt = prepare_chat(tokenizer, model, messages, sampling.max_new_tokens)
-    streamer = PairStreamer(tokenizer, _stop_token_ids(model, tokenizer), rows=1)
-    worker, cancel = _generate_in_thread(model, tokenizer, prompt.input_ids.to(model.device), streamer,
-                                         {**sampling.generate_kwargs(), **generate_overrides}, None, None)
+    streamer, request = _submit(model, tokenizer, [prompt.input_ids[0].tolist()], sampling, None, None,
+                                generate_overrides)
     try:
-        for (text,) in streamer:
-            yield text
-        worker.join()  # it is past generate(): only releasing the lock is left
+        for snap in streamer.snapshots():
+            if snap.ahead is None:
+                yield snap.texts[0]
     finally:
-        cancel.set()  # stops the worker if the caller stopped early; harmless once it has finished
+        request.cancel.set()  # leaves the batch at the next step if the caller stopped early
 
 
 @dataclass(frozen=True)
 class PairUpdate:
-    """One step of a paired turn. ``finished`` marks the last update, which also carries latency_ms."""
+    """One step of a paired turn. ``finished`` marks the last update, which also carries latency_ms.
+    ``ahead`` is not None: still waiting for a place in the running batch, behind that many requests."""
 
     text_a: str
     text_b: str
@@ -451,6 +351,7 @@ class PairUpdate:
     latency_ms: float | None = None
     eos_a: bool = False            # the answer ended by itself (not cut at max_new_tokens)
     eos_b: bool = False
+    ahead: int | None = None
 
 
 @dataclass(frozen=True)
@@ -469,37 +370,36 @@ def stream_pair(model: Any, tokenizer: Any, messages: list[dict[str, str]],
                 sampling: SamplingParams | None = None,
                 adapter_names: tuple[str | None, str | None] | None = None,
                 seed: int | None = None, **generate_overrides: Any) -> Iterator[PairUpdate]:
-    """Two candidate answers to one conversation from ONE batched ``generate`` call, streamed together.
+    """Two candidate answers to one conversation, decoded as two rows of the shared batch, streamed together.
 
     ``adapter_names=(a, b)`` (PEFT models): row A uses adapter ``a``, row B adapter ``b``, ``None`` = the
     base model without adapters. Without it both rows are samples of the model as it is. ``seed`` makes
-    sampling reproducible. Greedy decoding (temperature 0) gives two identical answers.
+    sampling reproducible (the same as ``torch.manual_seed(seed)`` before a batched ``generate``), however busy
+    the model is. Greedy decoding (temperature 0) gives two identical answers. While the request waits for room
+    in the batch, updates carry ``ahead`` (requests before it) and no text.
     """
     started = time.perf_counter()
     sampling = (sampling or SamplingParams()).validate()
     _check_overrides(generate_overrides)
-    adapter_rows = _resolve_adapter_rows(model, adapter_names)
+    adapter_rows = resolve_adapter_rows(model, adapter_names)
     prompt = prepare_chat(tokenizer, model, messages, sampling.max_new_tokens)
-    input_ids = prompt.input_ids.to(model.device).expand(2, -1).contiguous()  # same prompt: no padding
-    streamer = PairStreamer(tokenizer, _stop_token_ids(model, tokenizer), rows=2)
-    worker, cancel = _generate_in_thread(model, tokenizer, input_ids, streamer,
-                                         {**sampling.generate_kwargs(), **generate_overrides}, seed, adapter_rows)
+    ids = prompt.input_ids[0].tolist()
+    streamer, request = _submit(model, tokenizer, [ids, ids], sampling, adapter_rows, seed, generate_overrides)
     try:
         last: StreamSnapshot | None = None
         for last in streamer.snapshots():
             yield _update(last, prompt.truncated_tokens)
-        worker.join()  # it is past generate(): only releasing the lock is left
         assert last is not None  # end() always queues a final snapshot before the end marker
         yield _update(last, prompt.truncated_tokens, latency_ms=(time.perf_counter() - started) * 1000)
     finally:
-        cancel.set()
+        request.cancel.set()
 
 
 def _update(snap: StreamSnapshot, truncated: int, latency_ms: float | None = None) -> PairUpdate:
     return PairUpdate(text_a=snap.texts[0], text_b=snap.texts[1], done_a=snap.done[0], done_b=snap.done[1],
                       new_tokens_a=snap.new_tokens[0], new_tokens_b=snap.new_tokens[1],
                       truncated_tokens=truncated, finished=latency_ms is not None, latency_ms=latency_ms,
-                      eos_a=snap.eos[0], eos_b=snap.eos[1])
+                      eos_a=snap.eos[0], eos_b=snap.eos[1], ahead=snap.ahead)
 
 
 def generate_pair(model: Any, tokenizer: Any, messages: list[dict[str, str]],
@@ -529,37 +429,25 @@ def generate_once(model: Any, tokenizer: Any, messages: list[dict[str, str]],
 def generate_batch(model: Any, tokenizer: Any, conversations: Sequence[list[dict[str, str]]],
                    sampling: SamplingParams | None = None, adapter_names: Sequence[str | None] | None = None,
                    seed: int | None = None) -> list[tuple[str, int]]:
-    """Complete answers to many conversations from ONE left-padded ``generate`` call: (text, new tokens) per row.
+    """Complete answers to many conversations as ONE request of many rows: (text, new tokens) per row.
 
     For evaluations that read whole answers (reports): on a CPU a decoding step of 24 rows costs little more
     than one of 2, so 12 prompts x 2 versions take about the time of one pair. ``adapter_names[i]`` is row i's
     adapter (None = the base), as in :func:`stream_pair`. One ``seed`` for the whole batch: the same batch gives
-    the same answers. Runs under the generation lock, in a short-lived thread (see the module docstring).
+    the same answers.
     """
     sampling = (sampling or SamplingParams()).validate()
     if not conversations:
         return []
-    adapter_rows = _resolve_adapter_rows(model, adapter_names, rows=len(conversations))
-    prompts = [prepare_chat(tokenizer, model, m, sampling.max_new_tokens).input_ids[0] for m in conversations]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for i, prompt in enumerate(prompts):  # left padding: every row's next token comes at the same position
-        ids[i, width - len(prompt):] = prompt
-        mask[i, width - len(prompt):] = 1
-    def run() -> Any:
-        with _GENERATE_LOCK, torch.inference_mode(), _mixed_adapters(model, adapter_rows) as extra:
-            if seed is not None:
-                torch.manual_seed(seed)
-            return model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
-                                  pad_token_id=pad, **sampling.generate_kwargs(), **extra)
-
-    out = in_short_thread(run)
-    stops = _stop_token_ids(model, tokenizer)
-    answers = []
-    for row in out[:, width:].tolist():
-        end = next((i for i, token in enumerate(row) if token in stops), None)
-        tokens = row[:end]
-        answers.append((tokenizer.decode(tokens, skip_special_tokens=True), len(tokens) + (end is not None)))
-    return answers
+    adapter_rows = resolve_adapter_rows(model, adapter_names, rows=len(conversations))
+    prompts = [prepare_chat(tokenizer, model, m, sampling.max_new_tokens).input_ids[0].tolist()
+               for m in conversations]
+    streamer, request = _submit(model, tokenizer, prompts, sampling, adapter_rows, seed, {})
+    try:
+        last: StreamSnapshot | None = None
+        for last in streamer.snapshots():
+            pass
+    finally:
+        request.cancel.set()
+    assert last is not None
+    return list(zip(last.texts, last.new_tokens))

@@ -79,14 +79,14 @@ class Studio:
 
     def share_cpu(self) -> None:
         """Before generating: while a job trains, ask it to lend a core and use only what it leaves free."""
-        import torch
+        from core.scheduler import set_generation_threads
 
         total = psutil.cpu_count(logical=True) or 1
         if self.supervisor.busy():
             mark_chat_active(self.supervisor.runs_dir)
-            torch.set_num_threads(max(1, total - trainer_threads(chat_active=True)))
+            set_generation_threads(max(1, total - trainer_threads(chat_active=True)))
         else:
-            torch.set_num_threads(total)
+            set_generation_threads(total)
 
     def warm_up(self) -> None:
         """Load the model in the background so the first chat does not pay for it."""

@@ -10,10 +10,10 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
-from core import generate as gen
 from core.errors import ValidationError
 from core.generate import PairStreamer, SamplingParams, generate_pair, prepare_chat, stream_chat, stream_pair
 from core.models import load_model
+from core.scheduler import scheduler_for
 
 MESSAGES = [{"role": "user", "content": "Name three colours of the rainbow."}]
 SEED = 1234
@@ -139,6 +139,11 @@ def test_pair_streamer_never_shows_half_a_character_and_stops_a_row_at_eos(tiny)
 # --- adapters ---------------------------------------------------------------------------------------------
 
 
+def decoder(model):
+    """The transformer stack inside a (PEFT-wrapped) causal LM: every forward pass goes through it."""
+    return next(m for m in model.modules() if type(m).__name__ == "LlamaModel")
+
+
 def greedy_single(model, tokenizer, sampling) -> str:
     *_, text = stream_chat(model, tokenizer, MESSAGES, sampling)
     return text
@@ -165,16 +170,16 @@ def test_pair_with_two_adapters_uses_each_rows_adapter_in_one_call(tiny_model_di
     base_text = greedy_single(local_model(tiny_model_dir), tokenizer, sampling)
     assert without == base_text and with_adapter != without, "the random adapter must change the answer"
 
-    calls = []
-    original = model.generate
-    model.generate = lambda *a, **k: calls.append(k["input_ids"].shape) or original(*a, **k)
+    batch_sizes = []
+    handle = decoder(model).register_forward_pre_hook(
+        lambda module, args, kwargs: batch_sizes.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
     pair = generate_pair(model, tokenizer, MESSAGES, sampling, adapter_names=("lora1", None))
     swapped = generate_pair(model, tokenizer, MESSAGES, sampling, adapter_names=(None, "lora1"))
-    model.generate = original
+    handle.remove()
 
     assert (pair.text_a, pair.text_b) == (with_adapter, without)
     assert (swapped.text_a, swapped.text_b) == (without, with_adapter)
-    assert [shape[0] for shape in calls] == [2, 2], "each pair is one batched generate call"
+    assert batch_sizes and set(batch_sizes) == {2}, "both rows of a pair go through every forward pass together"
     assert greedy_single(model, tokenizer, sampling) == with_adapter, "the model is left as it was"
 
     with pytest.raises(ValidationError, match="unknown adapter"):
@@ -239,8 +244,7 @@ def test_error_in_generation_surfaces_to_the_caller(tiny_model_dir, tiny, stream
     handle.remove()
 
     assert isinstance(outcome.get("error"), RuntimeError) and "boom" in str(outcome["error"])
-    assert gen._GENERATE_LOCK.acquire(timeout=5), "the lock was not released after the error"
-    gen._GENERATE_LOCK.release()
+    assert scheduler_for(model).idle(timeout=5), "the scheduler did not recover from the error"
     assert greedy_single(model, tokenizer, sampling), "the model still generates afterwards"
 
 
@@ -250,10 +254,18 @@ def test_failed_mixed_adapter_call_leaves_no_adapter_hooks_behind(tiny_model_dir
     model = get_peft_model(local_model(tiny_model_dir), lora_config(), adapter_name="lora1").eval()
     with_adapter = greedy_single(model, tokenizer, sampling)
 
-    # generate() refuses the unknown option after PEFT registered its per-row hooks
-    outcome = consume_with_deadline(stream_pair(model, tokenizer, MESSAGES, sampling,
-                                                adapter_names=("lora1", None), no_such_option=1))
-    assert isinstance(outcome.get("error"), ValueError)
+    calls = 0
+
+    def explode_on_second_step(module, args):  # after the per-row hooks are on the LoRA layers
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("boom with adapter hooks on")
+
+    handle = decoder(model).register_forward_pre_hook(explode_on_second_step)
+    outcome = consume_with_deadline(stream_pair(model, tokenizer, MESSAGES, sampling, adapter_names=("lora1", None)))
+    handle.remove()
+    assert isinstance(outcome.get("error"), RuntimeError)
     # a leftover hook would force the 2-row adapter list onto this 1-row call (and fail or change it)
     assert greedy_single(model, tokenizer, sampling) == with_adapter
 
@@ -266,6 +278,5 @@ def test_leaving_a_stream_early_cancels_the_generation(tiny):
     assert not first.finished
     stream.close()  # what Gradio does when the browser tab goes away
     started = time.monotonic()
-    assert gen._GENERATE_LOCK.acquire(timeout=10), "the generation went on after the caller left"
-    gen._GENERATE_LOCK.release()
+    assert scheduler_for(model).idle(timeout=10), "the generation went on after the caller left"
     assert time.monotonic() - started < 2
