@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 import gradio as gr
 
 from app.auth import label_user
-from app.forms import GENERATION_CONCURRENCY, build_config, components_for, waiting_notice
+from app.forms import GENERATION_CONCURRENCY, build_config, components_for, screen_pace, waiting_notice
 from core import arena
 from core.errors import StudioError
 from core.generate import SamplingParams, stream_pair
@@ -63,7 +63,7 @@ def create_arena_tab(get_studio: Callable[[], Studio]) -> None:
             yield "", "", "Both versions are answering…", HIDDEN, None
             final = None
             for final in stream_pair(model, tokenizer, [{"role": "user", "content": text}], sampling,
-                                     adapter_names=rows):
+                                     adapter_names=rows, interval=screen_pace(model)):
                 notice = waiting_notice(final.ahead) if final.ahead is not None else gr.update()
                 yield final.text_a, final.text_b, notice, gr.update(), None
         except StudioError as exc:

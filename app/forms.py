@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 
 import gradio as gr
 
-from core.scheduler import MAX_BATCH_ROWS
+from core.scheduler import MAX_BATCH_ROWS, scheduler_for
 
 
 def components_for(config_cls: type) -> list[gr.components.Component]:
@@ -45,6 +45,20 @@ def build_config(config_cls: type, values: tuple[Any, ...]) -> Any:
 # scheduler's batch: concurrent labelers reach the scheduler together and share decoding steps, the scheduler's
 # own line (with "N ahead of you") holds the rest, and Gradio queues beyond that.
 GENERATION_CONCURRENCY = {"concurrency_id": "generate", "concurrency_limit": MAX_BATCH_ROWS}
+
+
+# Screen updates of streaming answers: ~5 per second for a lone labeler, and about 10 per second for the whole
+# server when many stream at once. Readers see no difference, and the server's Python work per update (Gradio
+# post-processing, diffing, sending) stays small next to generation, which it would otherwise slow down
+# (measured with bench/concurrency.py).
+UI_UPDATE_S = 0.2
+UI_UPDATES_PER_S = 10
+
+
+def screen_pace(model: Any) -> Callable[[], float]:
+    """Seconds between two screen updates of one stream, from how many requests the model is serving now."""
+    scheduler = scheduler_for(model)
+    return lambda: max(UI_UPDATE_S, scheduler.load()["running_requests"] / UI_UPDATES_PER_S)
 
 
 def waiting_notice(ahead: int) -> str:

@@ -11,7 +11,7 @@ import gradio as gr
 
 from app.arena import create_arena_tab
 from app.auth import label_user
-from app.forms import GENERATION_CONCURRENCY, build_config, components_for, waiting_notice
+from app.forms import GENERATION_CONCURRENCY, build_config, components_for, screen_pace, waiting_notice
 from core.errors import StudioError
 from core.generate import SamplingParams, stream_pair
 from core.labeling import (FLAGS, OUTCOME_LABELS, CandidateIn, Vote, active_aspects, add_user_message,
@@ -136,7 +136,8 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> None:
         s.share_cpu()
         messages = history(s.db, st["conversation_id"])
         final = None
-        for update in stream_pair(model, tokenizer, messages, sampling, adapter_names=rows):
+        for update in stream_pair(model, tokenizer, messages, sampling, adapter_names=rows,
+                                  interval=screen_pace(model)):
             final = update
             notice = waiting_notice(update.ahead) if update.ahead is not None else gr.update()
             yield update.text_a, update.text_b, notice

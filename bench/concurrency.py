@@ -11,6 +11,8 @@ and in a crowd.
   p50_s, p95_s  the same prompts, all N labelers pressing Send at the same moment
   slowdown      p50_s / alone_p50_s, measured in this run (target <= 2.0)
   tok_s         generated tokens per second over the concurrent round (both answers of every pair)
+  in_process_slowdown  the same crowd straight on the scheduler (no HTTP, no Gradio, every pair forced to 64
+                tokens): what batching 16 rows instead of 2 costs on this CPU, the floor under `slowdown`
 
 --inference-url URL runs the same with the server sending generation to that OpenAI-compatible engine.
 Last line: RESULT labelers=... alone_p50_s=... p50_s=... p95_s=... slowdown=... tok_s=...
@@ -80,6 +82,43 @@ class Labeler:
         return elapsed, text_a, text_b
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """CPU time used so far by a process (None: this one, where the simulated browsers run)."""
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+def in_process_slowdown(model: str, data_dir: Path, labelers: int) -> float:
+    """The same crowd without HTTP or Gradio: pairs forced to MAX_NEW_TOKENS straight on the scheduler, 8 at once
+    vs one alone (median). The part of the slowdown that batching itself costs on this CPU."""
+    from core.generate import SamplingParams, generate_pair
+    from core.models import load_model, resolve_model
+
+    loaded, tokenizer = load_model(resolve_model(model, data_dir), dtype="float32")
+    greedy = SamplingParams(temperature=0, max_new_tokens=MAX_NEW_TOKENS)
+    prompts = (PROMPTS * (labelers // len(PROMPTS) + 1))[:labelers]
+
+    def pair(prompt: str) -> float:
+        started = time.perf_counter()
+        generate_pair(loaded, tokenizer, [{"role": "user", "content": prompt}], greedy, min_new_tokens=MAX_NEW_TOKENS)
+        return time.perf_counter() - started
+
+    def timed_threads(group: list[str]) -> list[float]:
+        out: list[float] = [0.0] * len(group)
+        threads = [threading.Thread(target=lambda i=i: out.__setitem__(i, pair(group[i]))) for i in range(len(group))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return out
+
+    timed_threads(prompts[:1])  # warm-up
+    alone = [timed_threads([p])[0] for p in prompts]
+    return statistics.median(timed_threads(prompts)) / statistics.median(alone)
+
+
 def count_tokens(texts: list[str]) -> int:
     from transformers import AutoTokenizer
 
@@ -129,14 +168,22 @@ def run(labelers: int, model: str, inference_url: str | None) -> dict[str, float
                 seconds, _, _ = Labeler(server.url).pair(prompt)
                 alone.append(seconds)
             say(f"alone: {', '.join(f'{s:.2f}' for s in alone)} s")
+            server_cpu, client_cpu = cpu_seconds(server.proc.pid), cpu_seconds(None)
             latencies, answers, wall = crowd(server.url, prompts)
+            say(f"CPU seconds during the crowd: server {cpu_seconds(server.proc.pid) - server_cpu:.1f}, "
+                f"simulated browsers {cpu_seconds(None) - client_cpu:.1f}, over {wall:.1f} s on "
+                f"{os.cpu_count()} cores")
             say(f"{labelers} at once: {', '.join(f'{s:.2f}' for s in sorted(latencies))} s, wall {wall:.2f} s")
         finally:
             server.stop()
+        batching = None if inference_url else in_process_slowdown(model, Path(tmp) / "data", labelers)
     alone_p50, p50 = statistics.median(alone), statistics.median(latencies)
-    return {"labelers": labelers, "alone_p50_s": round(alone_p50, 2), "p50_s": round(p50, 2),
-            "p95_s": round(percentile(latencies, 95), 2), "slowdown": round(p50 / alone_p50, 2),
-            "tok_s": round(count_tokens(answers) / wall, 1)}
+    result = {"labelers": labelers, "alone_p50_s": round(alone_p50, 2), "p50_s": round(p50, 2),
+              "p95_s": round(percentile(latencies, 95), 2), "slowdown": round(p50 / alone_p50, 2),
+              "tok_s": round(count_tokens(answers) / wall, 1)}
+    if batching is not None:
+        result["in_process_slowdown"] = round(batching, 2)
+    return result
 
 
 def main() -> None:

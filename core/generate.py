@@ -202,6 +202,7 @@ class PairStreamer(BaseStreamer):
         self._queue: queue.SimpleQueue[StreamSnapshot | _End] = queue.SimpleQueue()
         self._prompt_pending = skip_prompt
         self._ended = False
+        self._ended_event = threading.Event()
 
     # producer side (the generation thread)
 
@@ -227,12 +228,14 @@ class PairStreamer(BaseStreamer):
             row.finish()
         self._queue.put(self.snapshot())
         self._queue.put(_End(None))
+        self._ended_event.set()
 
     def fail(self, error: BaseException) -> None:
         """End the stream with an error, re-raised in the consumer's thread."""
         if not self._ended:
             self._ended = True
             self._queue.put(_End(error))
+            self._ended_event.set()
 
     def waiting(self, ahead: int) -> None:
         """The request waits for a place in the running batch, behind ``ahead`` others."""
@@ -246,8 +249,14 @@ class PairStreamer(BaseStreamer):
 
     # consumer side
 
-    def snapshots(self) -> Iterator[StreamSnapshot]:
-        """Full snapshots (texts, done flags, token counts), latest first when the consumer lags."""
+    def snapshots(self, interval: float | Callable[[], float] = 0.0) -> Iterator[StreamSnapshot]:
+        """Full snapshots (texts, done flags, token counts), latest first when the consumer lags.
+
+        ``interval``: at most one snapshot per that many seconds (a callable is asked after every snapshot; the
+        final snapshot is never held back). The
+        consumer sleeps in between instead of waking at every decoding step: with many streams at once,
+        those wake-ups compete with the scheduler for the interpreter (see bench/concurrency.py).
+        """
         while True:
             item = self._queue.get(timeout=self.timeout)
             while not isinstance(item, _End):  # skip to the newest snapshot already queued
@@ -265,6 +274,9 @@ class PairStreamer(BaseStreamer):
                     raise item.error
                 return
             yield item
+            pause = interval() if callable(interval) else interval
+            if pause:
+                self._ended_event.wait(pause)
 
     def __iter__(self) -> Iterator[tuple[str, ...]]:
         return (snap.texts for snap in self.snapshots())
@@ -317,8 +329,9 @@ def _submit(model: Any, tokenizer: Any, prompts: list[list[int]], sampling: Samp
 
 
 def stream_chat(model: Any, tokenizer: Any, messages: list[dict[str, str]],
-                sampling: SamplingParams | None = None, **generate_overrides: Any) -> Iterator[str]:
-    """Yield the growing answer text as tokens arrive.
+                sampling: SamplingParams | None = None, *, interval: float | Callable[[], float] = 0.0,
+                **generate_overrides: Any) -> Iterator[str]:
+    """Yield the growing answer text as tokens arrive (at most one text per ``interval`` seconds).
 
     ``generate_overrides``: extra generation options (``min_new_tokens``, for benchmarks).
     """
@@ -328,7 +341,7 @@ def stream_chat(model: Any, tokenizer: Any, messages: list[dict[str, str]],
     streamer, request = _submit(model, tokenizer, [prompt.input_ids[0].tolist()], sampling, None, None,
                                 generate_overrides)
     try:
-        for snap in streamer.snapshots():
+        for snap in streamer.snapshots(interval):
             if snap.ahead is None:
                 yield snap.texts[0]
     finally:
@@ -369,14 +382,16 @@ class PairResult:
 def stream_pair(model: Any, tokenizer: Any, messages: list[dict[str, str]],
                 sampling: SamplingParams | None = None,
                 adapter_names: tuple[str | None, str | None] | None = None,
-                seed: int | None = None, **generate_overrides: Any) -> Iterator[PairUpdate]:
+                seed: int | None = None, *, interval: float | Callable[[], float] = 0.0,
+                **generate_overrides: Any) -> Iterator[PairUpdate]:
     """Two candidate answers to one conversation, decoded as two rows of the shared batch, streamed together.
 
     ``adapter_names=(a, b)`` (PEFT models): row A uses adapter ``a``, row B adapter ``b``, ``None`` = the
     base model without adapters. Without it both rows are samples of the model as it is. ``seed`` makes
     sampling reproducible (the same as ``torch.manual_seed(seed)`` before a batched ``generate``), however busy
     the model is. Greedy decoding (temperature 0) gives two identical answers. While the request waits for room
-    in the batch, updates carry ``ahead`` (requests before it) and no text.
+    in the batch, updates carry ``ahead`` (requests before it) and no text. ``interval``: at most one update per
+    that many seconds (screens do not need more; the final update is never held back).
     """
     started = time.perf_counter()
     sampling = (sampling or SamplingParams()).validate()
@@ -387,7 +402,7 @@ def stream_pair(model: Any, tokenizer: Any, messages: list[dict[str, str]],
     streamer, request = _submit(model, tokenizer, [ids, ids], sampling, adapter_rows, seed, generate_overrides)
     try:
         last: StreamSnapshot | None = None
-        for last in streamer.snapshots():
+        for last in streamer.snapshots(interval):
             yield _update(last, prompt.truncated_tokens)
         assert last is not None  # end() always queues a final snapshot before the end marker
         yield _update(last, prompt.truncated_tokens, latency_ms=(time.perf_counter() - started) * 1000)
