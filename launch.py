@@ -47,6 +47,11 @@ def _options(serving: bool, top_level: bool) -> argparse.ArgumentParser:
                           "computes it natively, else fp32), float32, bfloat16 or float16 (env STUDIO_CHAT_DTYPE)")
         opts.add_argument("--host", help="interface to listen on (env STUDIO_HOST, default 127.0.0.1)")
         opts.add_argument("--port", type=int, help="port of the one server (env STUDIO_PORT, default 7860)")
+        opts.add_argument("--inference-url", help="OpenAI-compatible inference server for chat, pairs, arena and "
+                          "compare, e.g. http://127.0.0.1:8000/v1 (env STUDIO_INFERENCE_URL; key from "
+                          "STUDIO_INFERENCE_API_KEY)")
+        opts.add_argument("--inference-model", help="model name to request from it (env STUDIO_INFERENCE_MODEL, "
+                          "default: the first it lists)")
     return opts
 
 
@@ -424,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "hash-password":
         return hash_password_command()
     cli = {"data_dir": args.data_dir, "model": args.model,
-           "host": getattr(args, "host", None), "port": getattr(args, "port", None)}
+           **{name: getattr(args, name, None) for name in ("chat_dtype", "host", "port", "inference_url",
+                                                           "inference_model")}}
     try:
         settings = load_settings(cli)
         if args.command == "provision":

@@ -17,7 +17,7 @@ from app.auth import label_user
 from app.forms import GENERATION_CONCURRENCY, build_config, components_for, screen_pace, waiting_notice
 from core import arena
 from core.errors import StudioError
-from core.generate import SamplingParams, stream_pair
+from core.generate import SamplingParams
 from core.labeling import OUTCOME_LABELS
 from core.studio import Studio
 
@@ -57,13 +57,11 @@ def create_arena_tab(get_studio: Callable[[], Studio]) -> None:
             text = arena.clean_prompt(text or "")
             sampling = build_config(SamplingParams, sampling_values).validate()
             name_a, name_b = arena.next_pair(s.db)
-            rows, (id_a, id_b) = s.adapter_rows(name_a, name_b)
-            model, tokenizer = s.model()
-            s.share_cpu()
+            updates, (id_a, id_b) = s.pair_stream([{"role": "user", "content": text}], sampling, name_a, name_b,
+                                                  interval=screen_pace(s))
             yield "", "", "Both versions are answering…", HIDDEN, None
             final = None
-            for final in stream_pair(model, tokenizer, [{"role": "user", "content": text}], sampling,
-                                     adapter_names=rows, interval=screen_pace(model)):
+            for final in updates:
                 notice = waiting_notice(final.ahead) if final.ahead is not None else gr.update()
                 yield final.text_a, final.text_b, notice, gr.update(), None
         except StudioError as exc:

@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 import gradio as gr
 
-from core.scheduler import MAX_BATCH_ROWS, scheduler_for
+from core.scheduler import MAX_BATCH_ROWS
 
 
 def components_for(config_cls: type) -> list[gr.components.Component]:
@@ -55,10 +55,9 @@ UI_UPDATE_S = 0.2
 UI_UPDATES_PER_S = 10
 
 
-def screen_pace(model: Any) -> Callable[[], float]:
+def screen_pace(studio: Any) -> Callable[[], float]:
     """Seconds between two screen updates of one stream, from how many requests the model is serving now."""
-    scheduler = scheduler_for(model)
-    return lambda: max(UI_UPDATE_S, scheduler.load()["running_requests"] / UI_UPDATES_PER_S)
+    return lambda: max(UI_UPDATE_S, studio.generation_load() / UI_UPDATES_PER_S)
 
 
 def waiting_notice(ahead: int) -> str:

@@ -13,7 +13,7 @@ from app.arena import create_arena_tab
 from app.auth import label_user
 from app.forms import GENERATION_CONCURRENCY, build_config, components_for, screen_pace, waiting_notice
 from core.errors import StudioError
-from core.generate import SamplingParams, stream_pair
+from core.generate import SamplingParams
 from core.labeling import (FLAGS, OUTCOME_LABELS, CandidateIn, Vote, active_aspects, add_user_message,
                            history, new_conversation, record_vote, save_pair, undo_last_vote)
 from core import queue as prompt_queue
@@ -131,13 +131,12 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> None:
         """Stream a fresh pair for the open user turn and store it."""
         s = get_studio()
         sampling = build_config(SamplingParams, sampling_values).validate()
-        rows, (id_a, id_b) = s.adapter_rows(name_a, name_a if name_b in (SAME_POLICY, None) else name_b)
-        model, tokenizer = s.model()
-        s.share_cpu()
         messages = history(s.db, st["conversation_id"])
+        updates, (id_a, id_b) = s.pair_stream(messages, sampling, name_a,
+                                              name_a if name_b in (SAME_POLICY, None) else name_b,
+                                              interval=screen_pace(s))
         final = None
-        for update in stream_pair(model, tokenizer, messages, sampling, adapter_names=rows,
-                                  interval=screen_pace(model)):
+        for update in updates:
             final = update
             notice = waiting_notice(update.ahead) if update.ahead is not None else gr.update()
             yield update.text_a, update.text_b, notice

@@ -57,6 +57,13 @@ class Settings:
     chain_id: int | None = field(default=None, metadata=_meta("STUDIO_CHAIN_ID", "Chain id of that endpoint."))
     contract_address: str | None = field(default=None, metadata=_meta(
         "STUDIO_CHAIN_CONTRACT", "Deployed ledger contract on that chain (`python -m core.chain deploy` prints it)."))
+    inference_url: str | None = field(default=None, metadata=_meta(
+        "STUDIO_INFERENCE_URL", "OpenAI-compatible inference server (vLLM, SGLang, TGI, Ollama, llama.cpp server, "
+        "`transformers serve`) that answers chat pairs, arena and compare; empty = the in-process model. Its API "
+        "key, if any, comes from STUDIO_INFERENCE_API_KEY and is never stored.", admin_only=True))
+    inference_model: str | None = field(default=None, metadata=_meta(
+        "STUDIO_INFERENCE_MODEL", "Model name to request from that server (default: the first one it lists).",
+        admin_only=True))
     on_space: bool = field(default=False, metadata=_meta(
         "SPACE_ID", "Set by Hugging Face Spaces; switches the data dir to /data when it is mounted."))
 
@@ -163,5 +170,8 @@ def _validate(s: Settings) -> None:
                           hint="pass --data-dir pointing at a directory (it is created if missing)")
     if s.max_body_bytes < 1024:
         raise ConfigError("STUDIO_MAX_BODY_BYTES is below 1024 bytes", hint="use a larger limit")
+    if s.inference_url is not None and not s.inference_url.startswith(("http://", "https://")):
+        raise ConfigError(f"The inference URL {s.inference_url!r} is not an http(s) URL",
+                          hint="e.g. --inference-url http://127.0.0.1:8000/v1")
     if not s.model.strip():
         raise ConfigError("The model setting is empty", hint="use 'default', 'tiny', a path or a Hub id")

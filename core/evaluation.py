@@ -307,14 +307,22 @@ class PairAnswers:
 
 
 def generate_pair_answers(studio: Any, rows: tuple[str | None, str | None] | None, prompt: Messages,
-                   sampling: SamplingParams, seed: int) -> PairAnswers:
-    """Both rows' answers from one batched call; per-row latency = when that row stopped growing."""
-    model, tokenizer = studio.model()
-    studio.share_cpu()
+                          sampling: SamplingParams, seed: int,
+                          policies: tuple[str, str] | None = None) -> PairAnswers:
+    """Both rows' answers from one batched call; per-row latency = when that row stopped growing.
+
+    ``policies``: the two versions by name, for comparisons that an external inference engine serves when one
+    is configured (without it, or without ``policies``, the in-process model answers with ``rows``)."""
+    if policies is not None and studio.engine is not None:
+        updates, _ = studio.pair_stream(prompt, sampling, *policies, seed=seed)
+    else:
+        model, tokenizer = studio.model()
+        studio.share_cpu()
+        updates = stream_pair(model, tokenizer, prompt, sampling, adapter_names=rows, seed=seed)
     started = time.perf_counter()
     done_at: list[float | None] = [None, None]
     final = None
-    for final in stream_pair(model, tokenizer, prompt, sampling, adapter_names=rows, seed=seed):
+    for final in updates:
         now = (time.perf_counter() - started) * 1000
         for i, done in enumerate((final.done_a, final.done_b)):
             if done and done_at[i] is None:
@@ -451,7 +459,7 @@ def side_by_side(studio: Any, policy_a: str, policy_b: str, prompts: Sequence[Me
     out: list[SideBySideRow] = []
     for i, prompt in enumerate(prompts):
         _report(progress, i / len(prompts), f"prompt {i + 1} of {len(prompts)}: generating")
-        answers = generate_pair_answers(studio, rows, prompt, sampling, settings.seed + i)
+        answers = generate_pair_answers(studio, rows, prompt, sampling, settings.seed + i, (policy_a, policy_b))
         out.append(SideBySideRow(last_user_text(prompt), answers.text_a, answers.text_b, None, None,
                                  answers.tokens_a, answers.tokens_b, len(answers.text_a), len(answers.text_b),
                                  answers.latency_a_ms, answers.latency_b_ms, settings.seed + i))
@@ -740,8 +748,8 @@ def pick_for_labeling(studio: Any, strategy: str, policy_a: str, policy_b: str, 
     answers: list[PairAnswers] = []
     for i, prompt in enumerate(prompts):
         _report(progress, 0.9 * i / len(prompts), f"prompt {i + 1} of {len(prompts)}: generating")
-        answers.append(generate_pair_answers(studio, rows, prompt, sampling,
-                                      settings.seed + i))
+        answers.append(generate_pair_answers(studio, rows, prompt, sampling, settings.seed + i,
+                                             (policy_a, policy_b)))
     _report(progress, 0.9, "ranking")
     a_texts, b_texts = [x.text_a for x in answers], [x.text_b for x in answers]
     picks: list[Pick] = []

@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import psutil
 
 from core import __version__
 from core.config import Settings
+from core.engine import Engine
 from core.errors import ModelError, StudioError
+from core.generate import PairUpdate, SamplingParams, stream_pair
 from core.hardware import HardwareProfile, detect_hardware
 from core.identity import Directory
 from core.jobs import Supervisor, mark_chat_active, trainer_threads
 from core.models import auto_dtype, load_model
 from core.policies import ensure_base_policy, get_policy
 from core.report import ReportWorker
+from core.scheduler import scheduler_for
 from storage.db import Database
 
 _current: "Studio | None" = None
@@ -36,7 +39,8 @@ class Studio:
         self.directory = Directory(settings, self.db)
         self.supervisor = Supervisor(self.db, settings.runs_dir, model_path, settings.model)
         self.reports = ReportWorker(self)
-        self.supervisor.on_new_version = self.reports.request
+        self.engine = Engine(settings.inference_url, settings.inference_model) if settings.inference_url else None
+        self.supervisor.on_new_version = self._on_new_version
         self._model: tuple[Any, Any] | None = None
         self._model_error: StudioError | None = None
         self._model_lock = threading.Lock()
@@ -76,6 +80,35 @@ class Studio:
                     self._loaded_adapters.add(policy["name"])
         rows = (a["name"] if a["adapter_path"] else None, b["name"] if b["adapter_path"] else None)
         return (rows if self._loaded_adapters else None), (a["id"], b["id"])
+
+    def pair_stream(self, messages: list[dict[str, str]], sampling: SamplingParams, policy_a: str, policy_b: str,
+                    *, seed: int | None = None, interval: float | Callable[[], float] = 0.0,
+                    ) -> tuple[Iterator[PairUpdate], tuple[int, int]]:
+        """Two answers of two policy versions, streamed: from the external inference engine when one is set,
+        else from the shared in-process model (adapters hot-swapped in). Also returns the policies' ids."""
+        if self.engine is not None:
+            a, b = get_policy(self.db, policy_a), get_policy(self.db, policy_b)
+            models = (self.engine.model_for(a["name"], a["adapter_path"]),
+                      self.engine.model_for(b["name"], b["adapter_path"]))
+            return self.engine.stream_pair(messages, sampling, models, seed, interval), (a["id"], b["id"])
+        rows, ids = self.adapter_rows(policy_a, policy_b)
+        model, tokenizer = self.model()
+        self.share_cpu()
+        return stream_pair(model, tokenizer, messages, sampling, adapter_names=rows, seed=seed, interval=interval), ids
+
+    def generation_load(self) -> int:
+        """Requests the in-process model is generating for now (0 with an external engine)."""
+        if self.engine is not None or self._model is None:
+            return 0
+        return scheduler_for(self._model[0]).load()["running_requests"]
+
+    def _on_new_version(self, version: str) -> None:
+        """A job registered a version: report on it, and offer its adapter to the external engine."""
+        self.reports.request(version)
+        if self.engine is not None:
+            policy = get_policy(self.db, version)
+            if policy["adapter_path"]:
+                self.engine.register_adapter(policy["name"], str(Path(policy["adapter_path"]).resolve()))
 
     def share_cpu(self) -> None:
         """Before generating: while a job trains, ask it to lend a core and use only what it leaves free."""
@@ -123,9 +156,12 @@ class Studio:
             "data_dir": str(self.settings.data_dir.resolve()),
             "schema_version": self.db.schema_version,
             "storage_ephemeral": self.settings.storage_is_ephemeral,
+            **({"engine": self.engine.status().as_dict()} if self.engine is not None else {}),
         }
 
     def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
         self.supervisor.stop()
         self.reports.stop()
         self.db.close()

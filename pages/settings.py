@@ -40,6 +40,12 @@ rows = [("Data dir", info.get("data_dir")), ("Database", str(studio.settings.db_
         ("Schema version", info.get("schema_version")), ("Model", info.get("model")),
         ("Model path", info.get("model_path")), ("Model status", info["model_status"]),
         ("Chat precision", info["chat_dtype"]), ("Version", info["version"])]
+engine = info.get("engine")  # admins only (health_view)
+if engine:
+    rows += [("Inference engine", engine["url"]), ("Engine model", engine["model"]),
+             ("Engine status", engine["status"]),
+             ("Engine latency", None if engine["latency_ms"] is None else f"{engine['latency_ms']:.0f} ms"),
+             ("Engine serves versions (LoRA)", {None: "not tried yet", True: "yes", False: "no"}[engine["lora"]])]
 st.table(pd.DataFrame(
     [(k, v) for k, v in rows if v is not None] +
     [(f"setting: {k}", "" if v is None else str(v)) for k, v in studio.settings.public_dict(everything).items()],

@@ -106,6 +106,57 @@ class Server:
         return self.log_path.read_text(errors="replace")[-5000:] if self.log_path else ""
 
 
+@dataclass
+class EngineProcess:
+    """`transformers serve` (an OpenAI-compatible inference server that ships with transformers) on loopback,
+    pinned to one local model: the external engine the studio's --inference-url talks to in tests."""
+
+    model_dir: Path
+    work_dir: Path
+    port: int = 0
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def model(self) -> str:
+        return str(self.model_dir)
+
+    def start(self, timeout: float = 120.0) -> "EngineProcess":
+        self.port = self.port or free_port()
+        cache = self.work_dir / "hf-cache"  # it lists cached Hub models; an empty cache lists none
+        cache.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+        log = open(self.work_dir / f"engine-{self.port}.log", "ab")
+        self.process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "transformers"), "serve", self.model, "--host", "127.0.0.1",
+             "--port", str(self.port), "--dtype", "float32"],
+            cwd=self.work_dir, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"transformers serve exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"transformers serve did not answer within {timeout}s:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def log(self) -> str:
+        path = self.work_dir / f"engine-{self.port}.log"
+        return path.read_text(errors="replace")[-5000:] if path.exists() else ""
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny random Llama, built once per test session."""
