@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="a hyperparameter, e.g. --set beta=0.2 --set max_steps=20 (repeatable)")
     train.add_argument("--filters", default="{}", help='data filters as JSON, e.g. \'{"labelers": ["ada"]}\'')
+    train.add_argument("--launch", action="append", default=[], metavar="KEY=VALUE",
+                       help="launch mode, written as the job's accelerate config: e.g. --launch mode=ddp --launch "
+                       "num_processes=2 (modes: single, ddp, fsdp, deepspeed_zero2, deepspeed_zero3; also "
+                       "num_machines, machine_rank, main_process_ip, main_process_port)")
     train.add_argument("--dry-run", action="store_true", help="only report usable data and estimates")
     rep = sub.add_parser("report", parents=[_options(serving=False, top_level=False)],
                          help="what changed in a version vs its parent (or --against): held-out preference "
@@ -177,6 +181,7 @@ def train_command(settings: Settings, args: argparse.Namespace) -> int:
     from core.identity import ensure_user
     from core.jobs import JobRequest, job_filters
     from core.studio import Studio
+    from core.training.launch import LaunchConfig
 
     try:
         filters = job_filters(json.loads(args.filters))
@@ -184,7 +189,9 @@ def train_command(settings: Settings, args: argparse.Namespace) -> int:
         raise ValidationError(f"--filters is not JSON: {exc}", hint='e.g. --filters \'{"labelers": ["ada"]}\'')
     studio = Studio(settings, prepare_model(settings))
     try:
-        request = JobRequest(args.algorithm, args.parent, parse_assignments(args.set), filters, args.reward_model)
+        request = JobRequest(args.algorithm, args.parent, parse_assignments(args.set), filters, args.reward_model,
+                             LaunchConfig.from_dict({k: str(v) if k in ("mode", "main_process_ip") else v
+                                                     for k, v in parse_assignments(args.launch).items()}))
         report = studio.supervisor.dry_run(request)
         print(json.dumps(report.to_dict(), indent=2, default=str))
         if args.dry_run:

@@ -26,6 +26,7 @@ from core.feedback import Feedback, record_feedback
 from core.identity import User
 from core.labeling import Vote, labeled_pair, write_labeled_pairs
 from core.jobs import JobRequest, job_filters
+from core.training.launch import LaunchConfig
 from core.policies import delete_policy, list_policies, rename_policy
 from core.studio import Studio
 
@@ -69,6 +70,9 @@ class JobIn(BaseModel):
     hyperparams: dict[str, Any] = Field(default_factory=dict)
     filters: dict[str, Any] = Field(default_factory=dict)
     reward_model: str | None = None
+    launch: dict[str, Any] = Field(default_factory=dict,
+                                   description="launch mode (core.training.launch.LaunchConfig), e.g. "
+                                               '{"mode": "ddp", "num_processes": 2}')
     dry_run: bool = False
 
 
@@ -321,7 +325,7 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
         user = request.state.user
         supervisor = get_studio().supervisor
         job = JobRequest(body.algorithm, body.parent, body.hyperparams, job_filters(body.filters),
-                         body.reward_model)
+                         body.reward_model, LaunchConfig.from_dict(body.launch))
         if body.dry_run:
             return {"dry_run": supervisor.dry_run(job).to_dict()}
         return {"id": supervisor.submit(job, user), "status": "queued"}

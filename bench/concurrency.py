@@ -14,7 +14,9 @@ and in a crowd.
   in_process_slowdown  the same crowd straight on the scheduler (no HTTP, no Gradio, every pair forced to 64
                 tokens): what batching 16 rows instead of 2 costs on this CPU, the floor under `slowdown`
 
---inference-url URL runs the same with the server sending generation to that OpenAI-compatible engine.
+--inference-url URL (and --inference-model NAME) runs the same with the server sending generation to that
+OpenAI-compatible engine; --transformers-serve starts one (`transformers serve` pinned to the default model, with
+continuous batching) on loopback for the run.
 Last line: RESULT labelers=... alone_p50_s=... p50_s=... p95_s=... slowdown=... tok_s=...
 """
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -33,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 
-from votegen import StudioProcess, percentile  # noqa: E402
+from votegen import StudioProcess, free_port, percentile  # noqa: E402
 
 PROMPTS = [
     "Give me three tips for a good night's sleep.",
@@ -153,10 +156,44 @@ def crowd(url: str, prompts: list[str]) -> tuple[list[float], list[str], float]:
     return [r[0] for r in results], [t for r in results for t in r[1:]], wall
 
 
-def run(labelers: int, model: str, inference_url: str | None) -> dict[str, float]:
+def start_transformers_serve(model_dir: Path, work: Path) -> tuple[subprocess.Popen, str]:
+    """`transformers serve` pinned to ``model_dir`` with continuous batching, on a free loopback port."""
+    import httpx
+
+    port = free_port()
+    (work / "hf-cache").mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "HF_HUB_CACHE": str(work / "hf-cache"), "HF_HUB_OFFLINE": "1"}
+    with open(work / "engine.log", "ab") as log:
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "transformers"), "serve", str(model_dir),
+                                 "--host", "127.0.0.1", "--port", str(port), "--continuous-batching"],
+                                cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"transformers serve exited: {(work / 'engine.log').read_text()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return proc, f"http://127.0.0.1:{port}/v1"
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError("transformers serve did not start within 300 s")
+
+
+def run(labelers: int, model: str, inference_url: str | None, inference_model: str | None = None,
+        transformers_serve: bool = False) -> dict[str, float]:
     prompts = (PROMPTS * (labelers // len(PROMPTS) + 1))[:labelers]
     with tempfile.TemporaryDirectory(prefix="studio-concurrency-") as tmp:
+        engine = None
+        if transformers_serve:
+            from core.models import provision_default_model
+
+            model_dir = provision_default_model(Path(tmp) / "data")
+            engine, inference_url = start_transformers_serve(model_dir, Path(tmp))
+            inference_model = str(model_dir)
         extra = ("--inference-url", inference_url) if inference_url else ()
+        extra += ("--inference-model", inference_model) if inference_model else ()
         server = StudioProcess(Path(tmp) / "data", Path(tmp) / "server.log", model=model, extra=extra)
         say(f"server up at {server.url} in {server.start():.1f} s (model {model}"
             + (f", engine {inference_url})" if inference_url else ")"))
@@ -176,6 +213,8 @@ def run(labelers: int, model: str, inference_url: str | None) -> dict[str, float
             say(f"{labelers} at once: {', '.join(f'{s:.2f}' for s in sorted(latencies))} s, wall {wall:.2f} s")
         finally:
             server.stop()
+            if engine is not None:
+                engine.kill()
         batching = None if inference_url else in_process_slowdown(model, Path(tmp) / "data", labelers)
     alone_p50, p50 = statistics.median(alone), statistics.median(latencies)
     result = {"labelers": labelers, "alone_p50_s": round(alone_p50, 2), "p50_s": round(p50, 2),
@@ -191,8 +230,11 @@ def main() -> None:
     parser.add_argument("--labelers", type=int, default=8)
     parser.add_argument("--model", default="default", help="the server's --model (default: SmolLM2-135M-Instruct)")
     parser.add_argument("--inference-url", help="an OpenAI-compatible engine the server should use")
+    parser.add_argument("--inference-model", help="the model name to request from it")
+    parser.add_argument("--transformers-serve", action="store_true",
+                        help="start `transformers serve` with the default model on loopback and use it")
     args = parser.parse_args()
-    result = run(args.labelers, args.model, args.inference_url)
+    result = run(args.labelers, args.model, args.inference_url, args.inference_model, args.transformers_serve)
     print("RESULT " + " ".join(f"{k}={v}" for k, v in result.items()), flush=True)
 
 

@@ -33,6 +33,7 @@ from core.identity import User
 from core.policies import BASE_POLICY, get_policy, newest_version, register_policy
 from core.training import ALGORITHMS, AlgorithmSpec
 from core.training.common import MIN_EVAL_FOR_EARLY_STOPPING, early_stopping
+from core.training.launch import CONFIG_FILE as LAUNCH_FILE, LaunchConfig
 from core.training.defaults import UNITS, Plan, plan_defaults
 from storage.db import Database
 
@@ -58,6 +59,7 @@ class JobRequest:
     filters: trainsets.Filters = field(default_factory=lambda: trainsets.Filters(
         hold_out_percent=trainsets.HELD_OUT_PERCENT))
     reward_model: str | None = None            # online RL: name of a trained reward model (rm1, ...)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)   # one process, DDP, FSDP, DeepSpeed, nodes
 
     def spec(self) -> AlgorithmSpec:
         if self.algorithm not in ALGORITHMS:
@@ -67,7 +69,8 @@ class JobRequest:
 
     def plan(self, n_examples: int) -> Plan:
         """Every hyperparameter for ``n_examples`` training rows: the user's values plus chosen defaults."""
-        return plan_defaults(self.spec().config_class, n_examples, self.hyperparams)
+        return plan_defaults(self.spec().config_class, n_examples, self.hyperparams,
+                             world_size=self.launch.world_size)
 
     def config(self, n_examples: int) -> Any:
         """The algorithm's config dataclass for ``n_examples`` training rows, validated."""
@@ -261,6 +264,7 @@ class Supervisor:
         self._stop = threading.Event()
         self._wakeup = threading.Event()
         self._thread: threading.Thread | None = None
+        self._timers: list[threading.Timer] = []   # pending kills of cancelled jobs that ignore the cancel
         # Called with the new version's name after a job registered a chat policy (the studio queues its
         # "what changed" report there). Never called for reward models.
         self.on_new_version: Callable[[str], None] | None = None
@@ -268,6 +272,7 @@ class Supervisor:
     # -- requests ----------------------------------------------------------------------------------
     def dry_run(self, request: JobRequest) -> DryRun:
         spec = request.spec()
+        request.launch.validate(cuda=_cuda())
         self._check_parent(request)
         data = build_training_data(self.db, spec, request.filters)
         rows = data.rows
@@ -295,6 +300,7 @@ class Supervisor:
             raise ValidationError("Only admins can start training jobs", hint="ask an admin",
                                   code="forbidden")
         spec = request.spec()
+        request.launch.validate(cuda=_cuda())
         parent = self._check_parent(request)
         data = build_training_data(self.db, spec, request.filters)
         rows = data.rows
@@ -320,7 +326,8 @@ class Supervisor:
                 "hyperparams": cfg.to_dict(), "resume": False, "seed": cfg.seed,
             }
             _write_json(run_dir / "config.json", config)
-            record = {**config, "parent_policy": parent["name"], "data_hash": data_hash, "examples": len(rows),
+            request.launch.write(run_dir, cuda=_cuda())
+            record = {**config, "launch": request.launch.to_dict(), "parent_policy": parent["name"], "data_hash": data_hash, "examples": len(rows),
                       "eval_examples": len(data.eval_rows), "plan": request.plan(len(rows)).rows(),
                       "notes": data.notes,
                       "filters": _jsonable(asdict(request.filters))}
@@ -341,7 +348,9 @@ class Supervisor:
             self._set_status(job_id, "cancelled", finished=True)
         elif job["status"] == "running":
             _write_json(Path(job["run_dir"]) / "control.json", {"action": "cancel", "time": time.time()})
-            threading.Timer(CANCEL_GRACE_S, self._kill_if_running, [job_id]).start()
+            timer = threading.Timer(CANCEL_GRACE_S, self._kill_if_running, [job_id])
+            self._timers.append(timer)
+            timer.start()
         else:
             raise Conflict(f"Job {job_id} is {job['status']}", hint="only queued or running jobs can be cancelled")
 
@@ -428,7 +437,14 @@ class Supervisor:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop watching (jobs keep running and are re-attached by the next start); returns once the watcher has
+        finished its current pass, so the database can be closed right after."""
         self._stop.set()
+        self._wakeup.set()
+        for timer in self._timers:  # a job still running is re-attached (and can be cancelled) by the next start
+            timer.cancel()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=30)
 
     def wake(self) -> None:
         """Look at the queue now instead of at the next tick."""
@@ -489,10 +505,14 @@ class Supervisor:
         for stale in ("result.json", "control.json", "progress.json"):
             (run_dir / stale).unlink(missing_ok=True)
         log = open(run_dir / "log.txt", "ab")
-        threads = str(trainer_threads())  # the pool's size; CpuShareCallback lends a core to the chat
+        launch = LaunchConfig.from_dict((job["config"] or {}).get("launch"))
+        # the pool's size (CpuShareCallback lends a core to the chat), shared by this machine's processes
+        threads = str(launch.threads_per_process(trainer_threads()))
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
                "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-        child = subprocess.Popen(child_command(run_dir / "config.json"), stdout=log, stderr=subprocess.STDOUT,
+        accelerate_file = run_dir / LAUNCH_FILE
+        command = child_command(run_dir / "config.json", accelerate_file if accelerate_file.is_file() else None)
+        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                  stdin=subprocess.DEVNULL, cwd=Path(__file__).resolve().parent.parent,
                                  env=env, start_new_session=True)
         log.close()
@@ -646,11 +666,13 @@ def chat_active(runs_dir: Path) -> bool:
         return False
 
 
-def child_command(config_path: Path) -> list[str]:
-    """``accelerate launch -m core.training.run CONFIG``: an accelerate config file (env
-    STUDIO_ACCELERATE_CONFIG) makes the same job run on several GPUs or nodes unchanged."""
+def child_command(config_path: Path, accelerate_file: Path | None = None) -> list[str]:
+    """``accelerate launch -m core.training.run CONFIG``: the job's accelerate config (its launch mode, see
+    core.training.launch), or one from env STUDIO_ACCELERATE_CONFIG for jobs launched as a single process."""
     cmd = [sys.executable, "-m", "accelerate.commands.launch"]
-    config_file = os.environ.get("STUDIO_ACCELERATE_CONFIG")
+    env_file = os.environ.get("STUDIO_ACCELERATE_CONFIG")
+    config_file = env_file if env_file and (accelerate_file is None or _single_process(accelerate_file)) \
+        else accelerate_file
     if config_file:
         cmd += ["--config_file", config_file]
     else:
@@ -661,6 +683,18 @@ def child_command(config_path: Path) -> list[str]:
         if not torch.cuda.is_available():
             cmd += ["--cpu"]
     return cmd + ["-m", "core.training.run", str(config_path)]
+
+
+def _single_process(accelerate_file: Path) -> bool:
+    import yaml
+
+    return (yaml.safe_load(accelerate_file.read_text()) or {}).get("num_processes", 1) == 1
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

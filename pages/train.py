@@ -7,6 +7,7 @@ from core import trainsets
 from core.errors import StudioError
 from core.hardware import training_defaults
 from core.jobs import JobRequest, build_training_data, suggest_next_job, unit
+from core.training.launch import LaunchConfig
 from core.policies import servable_policies
 from core.studio import current
 from core.training import ALGORITHMS
@@ -67,7 +68,20 @@ try:
 except StudioError as exc:
     show_error(exc)
     st.stop()
-plan = JobRequest(algorithm, parent, {}, filters, reward_model).plan(examples)
+with st.expander("Launch: one process, several GPUs or machines", expanded=False):
+    st.caption("Written as the job's accelerate config (runs/<id>/accelerate.yaml). Without GPUs, ddp runs CPU "
+               "processes that share the cores; fsdp and DeepSpeed need CUDA GPUs. With several processes each "
+               "accumulates fewer micro-batches, so the effective batch and the steps stay the same.")
+    try:
+        launch = LaunchConfig.from_dict(dataclass_form(LaunchConfig, "launch"))
+    except StudioError as exc:
+        show_error(exc)
+        st.stop()
+    if launch.num_machines > 1:
+        st.info(f"Start the same job on the other {launch.num_machines - 1} machine(s) with their own rank: "
+                "`accelerate launch --config_file runs/<id>/accelerate.yaml --machine_rank N -m core.training.run "
+                "runs/<id>/config.json` (the run dir copied over).", icon=":material/lan:")
+plan = JobRequest(algorithm, parent, {}, filters, reward_model, launch).plan(examples)
 
 with st.expander("Hyperparameters", expanded=True):
     model_params = None
@@ -87,7 +101,7 @@ with st.expander("Hyperparameters", expanded=True):
                                           group=group)
     hyperparams = {k: v for k, v in form_values.items() if v != plan.values.get(k)}   # only what the user changed
 
-request = JobRequest(algorithm, parent, hyperparams, filters, reward_model)
+request = JobRequest(algorithm, parent, hyperparams, filters, reward_model, launch)
 dry_col, launch_col = st.columns([1, 1])
 if dry_col.button("Dry run", icon=":material/fact_check:", use_container_width=True):
     try:

@@ -10,7 +10,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import httpx
 import pytest
@@ -60,6 +60,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_up(process: subprocess.Popen, url: str, timeout: float, name: str, log: Callable[[], str],
+                  stop: Callable[[], None]) -> None:
+    """Poll ``url`` until it answers 200; a process that exits or a timeout raises with the log's tail.
+
+    The one wait loop of every process the tests start (the studio, `make run`, the inference engine)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}:\n{log()}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    stop()
+    raise RuntimeError(f"{name} did not answer within {timeout}s:\n{log()}")
+
+
 @dataclass
 class Server:
     """A studio started exactly as a user starts it: `python launch.py ...` in its own process."""
@@ -80,18 +99,8 @@ class Server:
             [sys.executable, str(ROOT / "launch.py"), "--data-dir", str(self.data_dir),
              "--port", str(self.port), *extra],
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.url}/api/health", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        self.stop()
-        raise RuntimeError(f"server did not answer within {timeout}s:\n{self.log()}")
+        wait_until_up(self.process, f"{self.url}/api/health", timeout, "server", self.log, self.stop)
+        return self
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -134,18 +143,9 @@ class EngineProcess:
             [str(Path(sys.executable).parent / "transformers"), "serve", self.model, "--host", "127.0.0.1",
              "--port", str(self.port), "--dtype", "float32"],
             cwd=self.work_dir, env=env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"transformers serve exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        self.stop()
-        raise RuntimeError(f"transformers serve did not answer within {timeout}s:\n{self.log()}")
+        wait_until_up(self.process, f"http://127.0.0.1:{self.port}/health", timeout, "transformers serve", self.log,
+                      self.stop)
+        return self
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

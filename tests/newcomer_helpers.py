@@ -9,9 +9,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, wait_until_up
 
 ARTIFACTS = ROOT / "test-artifacts"
 
@@ -36,18 +35,8 @@ class MakeRunServer:
             # its own process group: make, the shell and launch.py are stopped together (and only them)
             self.process = subprocess.Popen(["make", "run", f"ARGS={args}"], cwd=ROOT, env=self.env, stdout=log,
                                             stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"`make run` exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(self.url + "/api/health", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        self.stop()
-        raise RuntimeError(f"the studio did not answer within {timeout}s:\n{self.log()}")
+        wait_until_up(self.process, self.url + "/api/health", timeout, "`make run`", self.log, self.stop)
+        return self
 
     def stop(self) -> None:
         """SIGTERM to the process group (like Ctrl-C in a terminal), SIGKILL after 30 s."""

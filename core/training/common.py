@@ -566,29 +566,40 @@ def count_trainable(model) -> int:
 
 
 def save_trained(trainer, setup: ModelSetup, cfg: TrainConfig, run_dir: Path) -> dict[str, str]:
-    """Write the trained adapter (``adapter/``) or full model (``model/``) atomically; return the result keys."""
+    """Write the trained adapter (``adapter/``) or full model (``model/``) atomically; return the result keys.
+
+    With several processes only the main one writes (the others would race on the same files); with a sharded
+    model (FSDP, DeepSpeed ZeRO) every process first takes part in gathering the full state dict.
+    """
+    from accelerate.utils import DistributedType
     from peft import PeftModel
 
-    model = trainer.accelerator.unwrap_model(trainer.model)
+    accelerator = trainer.accelerator
+    model = accelerator.unwrap_model(trainer.model)
     is_peft = isinstance(model, PeftModel)
     name = "adapter" if is_peft else "model"
     target = run_dir / name
-    partial = run_dir / f".{name}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    if is_peft:
-        # Only the trained adapter: TRL's frozen 'ref' copy of the parent is not part of the result.
-        model.save_pretrained(str(partial), selected_adapters=["default"])
-    else:
-        model.save_pretrained(str(partial), safe_serialization=True)
-    setup.tokenizer.save_pretrained(str(partial))
-    (partial / "studio_training.json").write_text(json.dumps({
-        "algorithm": cfg.algorithm, "task": cfg.task, "finetune": cfg.finetune, "base_model": setup.base_model,
-        "kind": "reward_model" if cfg.task == "seq_cls" else "policy",
-        "merged_parent": setup.merged_parent,
-    }, indent=2) + "\n")
-    fsync_tree(partial)
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(partial, target)
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    state_dict = accelerator.get_state_dict(trainer.model) if sharded else None
+    if accelerator.is_main_process:
+        partial = run_dir / f".{name}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        extra = {"state_dict": state_dict} if state_dict is not None else {}
+        if is_peft:
+            # Only the trained adapter: TRL's frozen 'ref' copy of the parent is not part of the result.
+            model.save_pretrained(str(partial), selected_adapters=["default"], **extra)
+        else:
+            model.save_pretrained(str(partial), safe_serialization=True, **extra)
+        setup.tokenizer.save_pretrained(str(partial))
+        (partial / "studio_training.json").write_text(json.dumps({
+            "algorithm": cfg.algorithm, "task": cfg.task, "finetune": cfg.finetune, "base_model": setup.base_model,
+            "kind": "reward_model" if cfg.task == "seq_cls" else "policy",
+            "merged_parent": setup.merged_parent,
+        }, indent=2) + "\n")
+        fsync_tree(partial)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(partial, target)
+    accelerator.wait_for_everyone()
     return {f"{name}_path": str(target.resolve())}
 
 

@@ -103,8 +103,11 @@ def _lr(algorithm: str, finetune: str, steps: int) -> tuple[float, str]:
 
 
 def plan_defaults(config_class: type[TrainConfig], n_examples: int,
-                  overrides: dict[str, Any] | None = None) -> Plan:
+                  overrides: dict[str, Any] | None = None, world_size: int = 1) -> Plan:
     """The full hyperparameter set for ``n_examples`` training rows: the user's ``overrides`` plus chosen values.
+
+    ``world_size`` processes (DDP) each take a micro-batch per pass: accumulation is divided among them, so the
+    effective batch, the number of steps and the learning rate stay what one process would use.
 
     ``overrides`` are checked by ``config_class.from_dict`` (unknown names and wrong types raise ValidationError).
     """
@@ -128,16 +131,19 @@ def plan_defaults(config_class: type[TrainConfig], n_examples: int,
 
     online = config_class.algorithm == "online_rl"
     batch = int(values["per_device_train_batch_size"])
+    world = max(1, int(world_size))
     if online:
         choose("gradient_accumulation_steps", base.gradient_accumulation_steps,
                f"one prompt's {values.get('num_generations')} answers per step (the group GRPO compares)")
     else:
         target = 8 if n >= 64 else 4 if n >= 16 else 2
-        choose("gradient_accumulation_steps", max(1, target // batch),
-               f"{n} {unit}: effective batch {max(batch, target)} ({'the usual size' if n >= 64 else 'small set, so there are enough optimizer steps'})")
+        choose("gradient_accumulation_steps", max(1, target // (batch * world)),
+               f"{n} {unit}: effective batch {max(batch * world, target)} "
+               f"({'the usual size' if n >= 64 else 'small set, so there are enough optimizer steps'})"
+               + (f", over {world} processes" if world > 1 else ""))
 
     min_steps = MIN_STEPS_ONLINE if online else MIN_STEPS
-    one_epoch = config_class.from_dict({**values, "num_train_epochs": 1.0, "max_steps": 0}).planned_steps(n)
+    one_epoch = config_class.from_dict({**values, "num_train_epochs": 1.0, "max_steps": 0}).planned_steps(n, world)
     epochs = float(min(MAX_EPOCHS, max(1, math.ceil(min_steps / max(1, one_epoch)))))
     reason = f"{n} {unit} make {one_epoch} step(s) per epoch: {epochs:g} epoch(s) -> {one_epoch * int(epochs)} steps"
     if epochs == 1:
@@ -147,7 +153,7 @@ def plan_defaults(config_class: type[TrainConfig], n_examples: int,
     else:
         reason += f" (small set: repeated to reach at least {min_steps} optimizer steps)"
     choose("num_train_epochs", epochs, reason)
-    steps = config_class.from_dict(values).planned_steps(n)
+    steps = config_class.from_dict(values).planned_steps(n, world)
 
     lr, why = _lr(config_class.algorithm, str(values["finetune"]), steps)
     if values["finetune"] != "full":
@@ -163,4 +169,4 @@ def plan_defaults(config_class: type[TrainConfig], n_examples: int,
         choose("beta", getattr(base, "beta"),
                "the algorithm's usual strength; raise it if the report warns that answers drifted too far, "
                "lower it if nothing changed")
-    return Plan(config_class.algorithm, n, unit, values, settings, config_class.from_dict(values).planned_steps(n))
+    return Plan(config_class.algorithm, n, unit, values, settings, config_class.from_dict(values).planned_steps(n, world))

@@ -60,8 +60,20 @@ class OnlineRLConfig(TrainConfig):
         "group", "Divide advantages by the reward std of the group, the whole batch, or not at all (none).",
         choices=("group", "batch", "none"), group="algorithm")
 
+    use_vllm: bool = param(
+        False, "Generate the answers with vLLM (colocated on the training GPUs: much faster sampling) instead of "
+        "the policy's own generate. Needs CUDA GPUs and the vllm package.", group="algorithm")
+
     def extra_problems(self) -> list[tuple[str, str]]:
         problems = []
+        if self.use_vllm:
+            import importlib.util
+
+            import torch
+
+            if not torch.cuda.is_available() or importlib.util.find_spec("vllm") is None:
+                problems.append(("use_vllm needs CUDA GPUs and the vllm package",
+                                 "turn use_vllm off here, or pip install vllm on a GPU machine"))
         if self.effective_batch_size % self.num_generations:
             problems.append((
                 f"per_device_train_batch_size x gradient_accumulation_steps ({self.effective_batch_size}) must be a "
@@ -123,6 +135,8 @@ def build_trainer(cfg: OnlineRLConfig, setup: ModelSetup, train_dataset, eval_da
         temperature=cfg.temperature,
         loss_type=cfg.loss_type,
         scale_rewards=cfg.scale_rewards,
+        use_vllm=cfg.use_vllm,
+        **({"vllm_mode": "colocate"} if cfg.use_vllm else {}),
     )
     trainer = GRPOTrainer(
         reward_funcs=setup.reward_model,
