@@ -6,6 +6,7 @@ Thin: request parsing and error mapping only; rules live in core. Every error is
 from __future__ import annotations
 
 import asyncio
+import time
 import traceback
 from typing import Any, Callable
 
@@ -13,7 +14,7 @@ import duckdb
 from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -25,6 +26,7 @@ from core.errors import NotFound, PayloadTooLarge, PermissionDenied, StudioError
 from core.feedback import Feedback, record_feedback
 from core.identity import User
 from core.labeling import Vote, labeled_pair, write_labeled_pairs
+from core.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Latencies, render as render_metrics
 from core.jobs import JobRequest, job_filters
 from core.training.launch import LaunchConfig
 from core.policies import delete_policy, list_policies, rename_policy
@@ -94,6 +96,31 @@ def _printable(value: Any) -> Any:
 
 def _error(status: int, code: str, message: str, hint: str = "", **extra: Any) -> JSONResponse:
     return JSONResponse(_printable({"error": {"code": code, "message": message, "hint": hint, **extra}}), status)
+
+
+class TimedRequests:
+    """Record every request's duration by route template, method and status (``/metrics``). Unmatched paths share
+    one label, so scanners cannot grow the series without bound."""
+
+    def __init__(self, app: ASGIApp, latencies: Latencies) -> None:
+        self.app, self.latencies = app, latencies
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), [500]
+
+        async def send_and_note(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            self.latencies.observe(route, scope["method"], status[0], time.perf_counter() - started)
 
 
 class BodyLimit:
@@ -203,6 +230,13 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
     @api.get("/health")
     def health(request: Request) -> dict[str, Any]:
         return access.health_view(get_studio().health(), request.state.user)
+
+    latencies = Latencies()
+
+    @api.get("/metrics", response_class=PlainTextResponse)
+    def metrics() -> PlainTextResponse:
+        """Operator metrics in the Prometheus text format (also served at ``/metrics``)."""
+        return PlainTextResponse(render_metrics(get_studio(), latencies), media_type=METRICS_CONTENT_TYPE)
 
     @api.get("/openapi.json", include_in_schema=False)
     def openapi() -> dict[str, Any]:
@@ -346,4 +380,4 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
         actions[action](job_id)
         return {"id": job_id, "status": supervisor.job(job_id)["status"], "requested": action}
 
-    return BodyLimit(api, max_body_bytes)
+    return BodyLimit(TimedRequests(api, latencies), max_body_bytes)

@@ -26,7 +26,7 @@ CONSOLE_SCRIPT = Path(__file__).resolve().parent.parent / "pages" / "console.py"
 
 
 class ApiFirst:
-    """Send ``/api`` requests straight to the REST app, around the console's middleware stack.
+    """Send ``/api`` requests (and ``/metrics``) straight to the REST app, around the console's middleware stack.
 
     Streamlit wraps every route in its own middleware (sessions with cookie parsing, gzip, path checks,
     error pages). The REST API needs none of it, and under 20 labelers voting at once that stack cost
@@ -38,6 +38,9 @@ class ApiFirst:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
+        if scope["type"] == "http" and path == "/metrics":  # where Prometheus looks by default
+            await self.api(scope, receive, send)
+            return
         if scope["type"] == "http" and (path == self.prefix or path.startswith(self.prefix + "/")):
             root = scope.get("root_path", "")
             # what starlette's Mount would pass on: the prefix moves into root_path

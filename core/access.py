@@ -57,6 +57,7 @@ API: dict[str, Rule] = {
     "GET /health": Rule(SUMMARY, SUMMARY, ALL, "anonymous: up or not; labelers: no paths; admins: everything"),
     "GET /docs": _team("the API reference"),
     "GET /openapi.json": _team("the API schema the reference is drawn from"),
+    "GET /metrics": _admin("operator metrics: activity, generation queue, jobs, chain backlog, request latencies"),
     "POST /feedback": _own("scored feedback is stored with its sender"),
     "POST /votes": _own("a vote is stored as the caller's"),
     "GET /contributions/{name}": _own("a labeler's contributions and rewards are theirs"),

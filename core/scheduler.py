@@ -237,11 +237,8 @@ class _Batch:
         kept: list[Request] = []
         start = 0
         for request in self.requests:
-            done = all(request.finished)
-            if done:
-                request.sink.end()
-            elif request.cancel.is_set():
-                request.sink.end()
+            if all(request.finished) or request.cancel.is_set():
+                request.sink.end()  # the last snapshot, then the end marker (nobody reads it after a cancel)
             else:
                 kept.append(request)
                 keep_rows.extend(range(start, start + request.rows))

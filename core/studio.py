@@ -96,11 +96,16 @@ class Studio:
         self.share_cpu()
         return stream_pair(model, tokenizer, messages, sampling, adapter_names=rows, seed=seed, interval=interval), ids
 
+    def loaded_model(self) -> Any | None:
+        """The shared model if it is loaded (without loading it)."""
+        return self._model[0] if self._model is not None else None
+
     def generation_load(self) -> int:
         """Requests the in-process model is generating for now (0 with an external engine)."""
-        if self.engine is not None or self._model is None:
+        model = self.loaded_model()
+        if self.engine is not None or model is None:
             return 0
-        return scheduler_for(self._model[0]).load()["running_requests"]
+        return scheduler_for(model).load()["running_requests"]
 
     def _on_new_version(self, version: str) -> None:
         """A job registered a version: report on it, and offer its adapter to the external engine."""

@@ -67,6 +67,7 @@ EXAMPLES = {
     "GET /health": ("GET", "/api/health", None),
     "GET /docs": ("GET", "/api/docs", None),
     "GET /openapi.json": ("GET", "/api/openapi.json", None),
+    "GET /metrics": ("GET", "/metrics", None),
     "POST /feedback": ("POST", "/api/feedback", {"prompt": "p", "response": "r", "score": 1.0}),
     "POST /votes": ("POST", "/api/votes", {**VOTE, "prompt": "a vote from the access table"}),
     "GET /contributions/{name}": ("GET", "/api/contributions/bob", None),
