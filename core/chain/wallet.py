@@ -1,5 +1,8 @@
 """Link a wallet to an account by signing a server-issued EIP-4361 ("Sign-In with Ethereum") message.
 
+The message follows EIP-4361's grammar exactly (the ``siwe`` reference implementation parses and verifies it in
+the tests), so wallets that recognise Sign-In with Ethereum show it as such.
+
 The server writes the message (domain, address, statement naming the studio user, URI, chain id, a
 single-use random nonce, issue and expiry times) and keeps it; the wallet signs it with EIP-191
 ``personal_sign``; :func:`link_wallet` accepts the link only if the text is exactly the one issued for
@@ -23,6 +26,9 @@ from storage.db import Database
 
 CHALLENGE_TTL = timedelta(minutes=10)
 _NONCE = re.compile(r"^Nonce: ([A-Za-z0-9]{8,})$", re.MULTILINE)
+# EIP-4361's statement allows RFC 3986 reserved and unreserved characters and spaces only (no quotes, no
+# non-ASCII letters): a user name outside that set is named by its account number instead.
+_STATEMENT_SAFE = re.compile(r"^[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;= ]+$")
 
 
 def _iso(moment: datetime) -> str:
@@ -37,9 +43,10 @@ def issue_challenge(db: Database, user: User, address: str, *, domain: str, uri:
     address = to_checksum_address(address.strip())
     now = (now or datetime.now(timezone.utc)).replace(microsecond=0)
     nonce = secrets.token_hex(12)
+    who = f"user {user.name}" if _STATEMENT_SAFE.match(user.name) else f"account #{user.id}"
     message = (
         f"{domain} wants you to sign in with your Ethereum account:\n{address}\n\n"
-        f"Link this account to RLHF Studio user \"{user.name}\" to receive contribution rewards.\n\n"
+        f"Link this Ethereum account to RLHF Studio {who} to receive contribution rewards.\n\n"
         f"URI: {uri}\nVersion: 1\nChain ID: {chain_id}\nNonce: {nonce}\n"
         f"Issued At: {_iso(now)}\nExpiration Time: {_iso(now + ttl)}"
     )
