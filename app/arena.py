@@ -14,7 +14,8 @@ from typing import Any, Callable, Iterator
 import gradio as gr
 
 from app.auth import label_user
-from app.forms import GENERATION_CONCURRENCY, build_config, components_for, screen_pace, waiting_notice
+from app.forms import (GENERATION_CONCURRENCY, build_config, components_for, config_names, name_inputs, screen_pace,
+                       waiting_notice)
 from core import arena
 from core.errors import StudioError
 from core.generate import SamplingParams
@@ -91,6 +92,7 @@ def create_arena_tab(get_studio: Callable[[], Studio]) -> None:
 
     ask_inputs = [prompt, state, *sampling_inputs]
     ask_outputs = [answer_a, answer_b, status, reveal, state]
+    name_inputs(ask, config_names(SamplingParams))
     ask_btn.click(ask, ask_inputs, ask_outputs, api_name="arena_ask", **GENERATION_CONCURRENCY)
     prompt.submit(ask, ask_inputs, ask_outputs, api_name="arena_ask_on_enter", api_visibility="private",
                   **GENERATION_CONCURRENCY)

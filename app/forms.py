@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+import inspect
+from typing import Any, Callable, Sequence
 
 import gradio as gr
 
@@ -37,6 +38,29 @@ def build_config(config_cls: type, values: tuple[Any, ...]) -> Any:
         default = getattr(config_cls(), f.name)
         kwargs[f.name] = type(default)(value) if value is not None else default
     return config_cls(**kwargs)
+
+
+# --- API names -------------------------------------------------------------------------------------------
+
+
+def name_inputs(fn: Callable, names: Sequence[tuple[str, Any]]) -> Callable:
+    """Give a handler's ``*values`` names and defaults, as API clients see them (gradio_client, "Use via API").
+
+    Gradio reads parameter names and defaults from the handler's signature (``param_4`` for ``*values``) and
+    passes the inputs positionally in that order, so the handler keeps its ``*values`` and only its
+    ``__signature__`` is written: ``temperature=0.7`` instead of ``param_4``, optional instead of required.
+    """
+    signature = inspect.signature(fn)
+    fixed = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    extra = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default)
+             for name, default in names]
+    fn.__signature__ = signature.replace(parameters=fixed + extra)  # type: ignore[attr-defined]
+    return fn
+
+
+def config_names(config_cls: type) -> list[tuple[str, Any]]:
+    """(field, default) of a config dataclass whose form is the handler's trailing inputs."""
+    return [(f.name, f.default) for f in dataclasses.fields(config_cls)]
 
 
 # --- generation events ------------------------------------------------------------------------------------

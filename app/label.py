@@ -11,7 +11,8 @@ import gradio as gr
 
 from app.arena import create_arena_tab
 from app.auth import label_user
-from app.forms import GENERATION_CONCURRENCY, build_config, components_for, screen_pace, waiting_notice
+from app.forms import (GENERATION_CONCURRENCY, build_config, components_for, config_names, name_inputs, screen_pace,
+                       waiting_notice)
 from core.errors import StudioError
 from core.generate import SamplingParams
 from core.labeling import (FLAGS, OUTCOME_LABELS, CandidateIn, Vote, active_aspects, add_user_message,
@@ -180,6 +181,10 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> None:
         except StudioError as exc:
             raise gr.Error(str(exc)) from exc
 
+    feedback_names = [(f"{aspect}_{side}", None) for aspect in aspects for side in ("a", "b")] + [
+        ("thumbs_a", None), ("thumbs_b", None), ("flags", None), ("note", None), ("gold_answer", None),
+        ("gold_side", None)]
+
     def make_vote(outcome: str) -> Callable:
         def vote(st: dict[str, Any], request: gr.Request, *values: Any) -> tuple:
             if not st["candidates"]:
@@ -306,6 +311,8 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> None:
 
     sampling_and_state = [state, policy_a, policy_b, *sampling_inputs]
     send_outputs = [message, chatbot, cand_a, cand_b, status, state]
+    name_inputs(send, config_names(SamplingParams))
+    name_inputs(regenerate, config_names(SamplingParams))
     for trigger in (send_btn.click, message.submit):
         enter = trigger == message.submit
         trigger(send, [message, *sampling_and_state], send_outputs, api_name="send_on_enter" if enter else "send",
@@ -313,7 +320,7 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> None:
     regen_btn.click(regenerate, sampling_and_state, [cand_a, cand_b, status, state], api_name="regenerate",
                     **GENERATION_CONCURRENCY)
     for outcome, button in vote_buttons.items():
-        button.click(make_vote(outcome), [state, *feedback_inputs],
+        button.click(name_inputs(make_vote(outcome), feedback_names), [state, *feedback_inputs],
                      [chatbot, cand_a, cand_b, status, state, *feedback_inputs], api_name=f"vote_{outcome}")
     undo_btn.click(undo, [state], [chatbot, cand_a, cand_b, status, state], api_name="undo")
     def gold_from(side: str) -> Callable:
@@ -327,8 +334,9 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> None:
             return _candidate_text(s, st, "ab".index(side)), side
         return edit
 
-    edit_a.click(gold_from("a"), [state], [gold, gold_side], api_name="gold_from_a")
-    edit_b.click(gold_from("b"), [state], [gold, gold_side], api_name="gold_from_b")
+    # widget helpers, not API endpoints: hidden from API clients
+    edit_a.click(gold_from("a"), [state], [gold, gold_side], api_name="gold_from_a", api_visibility="private")
+    edit_b.click(gold_from("b"), [state], [gold, gold_side], api_name="gold_from_b", api_visibility="private")
     next_btn.click(next_item, [queue_pick, state], [message, state, chatbot, status, progress_md],
                    api_name="next_prompt")
     skip_btn.click(skip, [queue_pick, state], [message, state, chatbot, status, progress_md], api_name="skip")
@@ -343,7 +351,8 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> None:
             return (gr.update(), "", gr.update(), gr.update(), "**Sign in to label** (the button above).",
                     gr.update(visible=False), "")
         return (*refresh(), rewards(request))
-    against_parent_btn.click(label_newest, None, [policy_a, policy_b], api_name="label_newest")
+    against_parent_btn.click(label_newest, None, [policy_a, policy_b], api_name="label_newest",
+                             api_visibility="private")
     return refresh_all, [queue_pick, guidelines_md, policy_a, policy_b, newest_md, against_parent_btn, rewards_md]
 
 

@@ -206,3 +206,21 @@ def test_huge_message_is_truncated_to_the_context_with_a_notice(shared_label_ser
     stored = first[1][0]["content"][0]["text"]
     assert "\x00" not in stored and stored.endswith(" what now?")
     client.close()
+
+
+def test_api_clients_see_named_parameters_with_defaults_and_no_widget_helpers(shared_label_server: Server):
+    client = Client(shared_label_server.url + "/label/", verbose=False)
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    names = {ep: [p["parameter_name"] for p in info["parameters"]] for ep, info in endpoints.items()}
+    assert not [(ep, n) for ep, params in names.items() for n in params if n.startswith("param_")]
+    assert names["/send"] == ["text", "name_a", "name_b", "temperature", "top_p", "max_new_tokens"]
+    assert names["/vote_a"][:2] == ["helpfulness_a", "helpfulness_b"] and names["/vote_a"][-1] == "gold_answer"
+    defaults = {p["parameter_name"]: p["parameter_default"] for p in endpoints["/send"]["parameters"]}
+    assert (defaults["temperature"], defaults["top_p"], defaults["max_new_tokens"]) == (0.7, 0.9, 256)
+    assert not {"/gold_from_a", "/gold_from_b", "/label_newest", "/send_on_enter", "/page_load"} & set(endpoints)
+
+    *_, text_a, text_b, status = client.submit("Hello by name", max_new_tokens=4, api_name="/send").result()
+    assert text_a and text_b and "Pick the better answer" in status
+    chat, *_ = client.predict(helpfulness_a="5", note="named", api_name="/vote_a")
+    assert chat[-1]["role"] == "assistant"
+    client.close()
