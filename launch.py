@@ -132,7 +132,21 @@ def prepare_model(settings: Settings) -> Path | str:
     return resolve_model(settings.model, settings.data_dir)
 
 
+class _ShutdownCancellations:
+    """A logging filter for uvicorn: at shutdown it cancels the streams browsers keep open (Gradio's event stream)
+    after the grace period and logs each as "Exception in ASGI application" with a traceback; that is the
+    expected end of an open tab, nothing a user can act on. Every other error is still logged."""
+
+    def filter(self, record: object) -> bool:
+        import asyncio
+
+        exc_info = getattr(record, "exc_info", None)
+        return not (exc_info and isinstance(exc_info[1], asyncio.CancelledError))
+
+
 def serve(settings: Settings) -> None:
+    import logging
+
     import uvicorn
 
     from app.server import create_app
@@ -147,6 +161,7 @@ def serve(settings: Settings) -> None:
     gc.freeze()
     print(f"RLHF Studio on http://{settings.host}:{settings.port}/  (labeling: /label/, API: /api/)",
           flush=True)
+    logging.getLogger("uvicorn.error").addFilter(_ShutdownCancellations())  # kept by uvicorn's logging setup
     # uvicorn directly (not app.run) so shutdown is bounded even while browsers keep connections open;
     # the app's lifespan closes the studio on the way out
     uvicorn.run(app, host=settings.host, port=settings.port, timeout_graceful_shutdown=3,
