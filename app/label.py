@@ -351,8 +351,7 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> None:
             return (gr.update(), "", gr.update(), gr.update(), "**Sign in to label** (the button above).",
                     gr.update(visible=False), "")
         return (*refresh(), rewards(request))
-    against_parent_btn.click(label_newest, None, [policy_a, policy_b], api_name="label_newest",
-                             api_visibility="private")
+    against_parent_btn.click(label_newest, None, [policy_a, policy_b], api_name="label_newest")
     return refresh_all, [queue_pick, guidelines_md, policy_a, policy_b, newest_md, against_parent_btn, rewards_md]
 
 

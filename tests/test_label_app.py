@@ -217,7 +217,8 @@ def test_api_clients_see_named_parameters_with_defaults_and_no_widget_helpers(sh
     assert names["/vote_a"][:2] == ["helpfulness_a", "helpfulness_b"] and names["/vote_a"][-1] == "gold_answer"
     defaults = {p["parameter_name"]: p["parameter_default"] for p in endpoints["/send"]["parameters"]}
     assert (defaults["temperature"], defaults["top_p"], defaults["max_new_tokens"]) == (0.7, 0.9, 256)
-    assert not {"/gold_from_a", "/gold_from_b", "/label_newest", "/send_on_enter", "/page_load"} & set(endpoints)
+    assert not {"/gold_from_a", "/gold_from_b", "/send_on_enter", "/page_load"} & set(endpoints)
+    assert "/label_newest" in endpoints, "setting up 'newest version vs its parent' is an action, not a widget helper"
 
     *_, text_a, text_b, status = client.submit("Hello by name", max_new_tokens=4, api_name="/send").result()
     assert text_a and text_b and "Pick the better answer" in status
