@@ -6,6 +6,7 @@
     python launch.py train --algorithm dpo [--parent v1] [--set beta=0.2]    train a version headless
     python launch.py report v2 [--against v1] [--json] [--refresh]           what changed in a version
     python launch.py import FILE [--name N] [--dry-run] [--json] [--skip-bad]   import a dataset
+    python launch.py export gguf v2 [--quant q8_0] [--push REPO]              a GGUF file + Ollama Modelfile
     python launch.py hash-password                                           hash a team password
 
 One process serves everything on one port: the Streamlit console at /, the Gradio labeling app at
@@ -18,6 +19,7 @@ import gc
 import os
 import sys
 from pathlib import Path
+from typing import Callable
 
 # Offline by default and nothing phones home: set before Streamlit / Gradio / HF libraries import.
 for key, value in {
@@ -107,14 +109,17 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--skip-bad", action="store_true", help="import the good rows, skip the bad ones")
     imp.add_argument("--queue", help="prompt lists: the labeling queue to add them to (created if missing)")
     exp = sub.add_parser("export", parents=[_options(serving=False, top_level=False)],
-                         help="export an adapter, merged model or dataset (zip-ready folder), optionally push it")
-    exp.add_argument("what", choices=["adapter", "merged", "dataset", "push", "list", "manifest"])
-    exp.add_argument("target", nargs="?", help="adapter/merged: the version (v1); dataset: preference, reward, "
+                         help="export an adapter, merged model, GGUF file or dataset (zip-ready folder), optionally push "
+                              "it")
+    exp.add_argument("what", choices=["adapter", "merged", "gguf", "quantized", "dataset", "push", "list", "manifest"])
+    exp.add_argument("target", nargs="?", help="adapter/merged/gguf/quantized: the version (v1); dataset: preference, reward, "
                      "unpaired or sft; push: the export id")
     exp.add_argument("--push", metavar="REPO", help="push to this Hub repo (owner/name, or name for your own "
                      "namespace); token from HF_TOKEN")
     exp.add_argument("--public", action="store_true", help="create the Hub repo public (default: private)")
     exp.add_argument("--dtype", default="float32", help="merged: float32, float16 or bfloat16")
+    exp.add_argument("--quant", help="gguf: f16, bf16, q8_0 (default) or q4_0; quantized (bitsandbytes, CUDA "
+                     "only): nf4 (default) or int8")
     exp.add_argument("--format", action="append", help="dataset: parquet and/or jsonl (default both)")
     exp.add_argument("--filters", default="{}", help='dataset filters as JSON, e.g. \'{"labelers": ["ada"]}\'')
     exp.add_argument("--license", default="apache-2.0", help="licence in the card's metadata")
@@ -389,6 +394,18 @@ def export_command(settings: Settings, args: argparse.Namespace) -> int:
             return 0
         if not args.target:
             raise ValidationError(f"export {args.what} needs a target", hint="see `launch.py export --help`")
+
+        def tensor_bar() -> "Callable[[int, int, str], None]":
+            bar = tqdm(desc="gguf", unit="tensor")
+
+            def show(done: int, total: int, name: str) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+                bar.set_postfix_str(name)
+                if done == total:
+                    bar.close()
+            return show
+
         if args.what == "push":
             export_id, repo = int(args.target), args.push
             if not repo:
@@ -396,6 +413,10 @@ def export_command(settings: Settings, args: argparse.Namespace) -> int:
         else:
             result = {"adapter": lambda: hub.export_adapter(db, settings.data_dir, args.target, operator, card),
                       "merged": lambda: hub.export_merged(db, settings.data_dir, args.target, operator, args.dtype, card),
+                      "gguf": lambda: hub.export_gguf(db, settings.data_dir, args.target, operator,
+                                                      args.quant or "q8_0", card, progress=tensor_bar()),
+                      "quantized": lambda: hub.export_quantized(db, settings.data_dir, args.target, operator,
+                                                                args.quant or "nf4", card),
                       "dataset": lambda: hub.export_dataset(db, settings.data_dir, args.target, operator,
                                                             _json_arg(args.filters, "--filters"),
                                                             args.format or hub.DATASET_FORMATS, card, args.name),

@@ -34,10 +34,9 @@ import os
 import re
 import shutil
 import tempfile
-import threading
 import time
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -176,7 +175,7 @@ def export_adapter(db: Database, data_dir: Path | str, version: str, user: Any,
     adapter_dir = _existing_dir(policy["adapter_path"], version)
     if not (adapter_dir / "adapter_config.json").is_file():
         raise NotFound(f"{adapter_dir} has no adapter_config.json", hint="the adapter directory is incomplete")
-    base_id = card.base_model_id or _hub_id(policy["base_model"])
+    base_id = card.base_model_id or base_hub_id(policy["base_model"])
 
     def build(out: Path) -> dict[str, Any]:
         config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
@@ -185,14 +184,7 @@ def export_adapter(db: Database, data_dir: Path | str, version: str, user: Any,
         (out / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         _copy_adapter_weights(adapter_dir, out)
         _tokenizer(adapter_dir, policy, data_dir).save_pretrained(str(out))
-        run = _run_info(db, policy)
-        curves = _curves_png(run["metrics"])
-        if curves:
-            (out / CURVES_FILE).write_bytes(curves)
-        (out / "training_config.json").write_text(json.dumps(run["record"], indent=2, default=str) + "\n",
-                                                  encoding="utf-8")
-        (out / "README.md").write_text(_model_card(policy, run, card, base_id, merged=None, has_curves=bool(curves)),
-                                       encoding="utf-8")
+        _write_run_files(db, policy, card, base_id, out, "adapter")
         return {"kind": "adapter", "policy_id": policy["id"], "version": version,
                 "base_model": base_id or policy["base_model"], "data_hash": policy["data_hash"]}
 
@@ -207,29 +199,14 @@ def export_merged(db: Database, data_dir: Path | str, version: str, user: Any, d
         raise ValidationError(f"Unknown dtype {dtype!r}", hint=f"use one of {', '.join(DTYPES)}")
     card = card or CardOptions()
     policy = _policy(db, version)
-    base_id = card.base_model_id or _hub_id(policy["base_model"])
-    model_path = (policy["config"] or {}).get("model_path")
-    if not policy["adapter_path"] and not model_path:
-        raise ValidationError(f"{version} has neither an adapter nor its own weights", hint="pick another version")
+    base_id = card.base_model_id or base_hub_id(policy["base_model"])
 
     def build(out: Path) -> dict[str, Any]:
         def merge() -> None:
             import torch
-            from transformers import AutoModelForCausalLM
 
-            torch_dtype = getattr(torch, dtype)
-            if policy["adapter_path"]:
-                from peft import PeftModel
-
-                adapter_dir = _existing_dir(policy["adapter_path"], version)
-                base = AutoModelForCausalLM.from_pretrained(str(_base_dir(policy, data_dir)), dtype=torch.float32)
-                model = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
-                tokenizer = _tokenizer(adapter_dir, policy, data_dir)
-            else:
-                source = _existing_dir(model_path, version)
-                model = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch.float32)
-                tokenizer = _tokenizer(source, policy, data_dir)
-            model = model.to(torch_dtype)
+            model, tokenizer = _merged_model(policy, version, data_dir)
+            model = model.to(getattr(torch, dtype))
             if base_id:
                 model.config._name_or_path = base_id
             model.save_pretrained(str(out), safe_serialization=True)
@@ -238,18 +215,89 @@ def export_merged(db: Database, data_dir: Path | str, version: str, user: Any, d
         from core.generate import in_short_thread
 
         in_short_thread(merge, name="studio-export")
-        run = _run_info(db, policy)
-        curves = _curves_png(run["metrics"])
-        if curves:
-            (out / CURVES_FILE).write_bytes(curves)
-        (out / "training_config.json").write_text(json.dumps(run["record"], indent=2, default=str) + "\n",
-                                                  encoding="utf-8")
-        (out / "README.md").write_text(_model_card(policy, run, card, base_id, merged=dtype, has_curves=bool(curves)),
-                                       encoding="utf-8")
+        _write_run_files(db, policy, card, base_id, out, "merged", dtype)
         return {"kind": "merged", "policy_id": policy["id"], "version": version,
                 "base_model": base_id or policy["base_model"], "dtype": dtype, "data_hash": policy["data_hash"]}
 
     return _register(db, data_dir, f"{version}-merged-{dtype}", build, user)
+
+
+def export_gguf(db: Database, data_dir: Path | str, version: str, user: Any, quant: str = "q8_0",
+                card: CardOptions | None = None, progress: Callable[[int, int, str], None] | None = None
+                ) -> ExportResult:
+    """The merged version as one GGUF file (core.gguf_export) with an Ollama ``Modelfile`` and a card: runs in
+    llama.cpp, Ollama and LM Studio; transformers loads it back with ``gguf_file=``."""
+    from core.generate import SamplingParams, in_short_thread
+    from core.gguf_export import GGUF_TYPES, modelfile, write_gguf
+
+    _require_admin(user)
+    if quant not in GGUF_TYPES:
+        raise ValidationError(f"Unknown GGUF type {quant!r}", hint=f"use one of {', '.join(GGUF_TYPES)}")
+    card = card or CardOptions()
+    policy = _policy(db, version)
+    base_id = card.base_model_id or base_hub_id(policy["base_model"])
+    file_name = f"{_slug(version)}-{quant}.gguf"
+
+    def build(out: Path) -> dict[str, Any]:
+        def convert() -> dict[str, Any]:
+            model, tokenizer = _merged_model(policy, version, data_dir)
+            title = f"{(base_id or 'model').split('/')[-1]} {version} (RLHF Studio)"
+            info = write_gguf(model, tokenizer, out / file_name, quant, title, progress)
+            sampling = SamplingParams()
+            (out / "Modelfile").write_text(modelfile(file_name, tokenizer, sampling.temperature, sampling.top_p,
+                                                     sampling.max_new_tokens), encoding="utf-8")
+            return info
+
+        info = in_short_thread(convert, name="studio-export")
+        _write_run_files(db, policy, card, base_id, out, "gguf", quant, gguf=(file_name, info))
+        return {"kind": "gguf", "policy_id": policy["id"], "version": version,
+                "base_model": base_id or policy["base_model"], "dtype": quant, "data_hash": policy["data_hash"]}
+
+    return _register(db, data_dir, f"{version}-{quant}-gguf", build, user)
+
+
+QUANTIZED_BITS = ("nf4", "int8")
+
+
+def export_quantized(db: Database, data_dir: Path | str, version: str, user: Any, bits: str = "nf4",
+                     card: CardOptions | None = None) -> ExportResult:
+    """The merged version quantized with bitsandbytes (4-bit NF4 or 8-bit), saved so ``from_pretrained`` loads it
+    quantized. bitsandbytes quantizes on CUDA: elsewhere this refuses and points to GGUF, which is built for CPUs."""
+    import torch
+
+    _require_admin(user)
+    if bits not in QUANTIZED_BITS:
+        raise ValidationError(f"Unknown bitsandbytes type {bits!r}", hint=f"use one of {', '.join(QUANTIZED_BITS)}")
+    if not torch.cuda.is_available():
+        raise ValidationError("bitsandbytes quantization needs a CUDA GPU, and this machine has none",
+                              hint="export GGUF q8_0 or q4_0 instead (it is made for CPUs), or run this export "
+                                   "on a machine with a GPU", code="needs_cuda")
+    card = card or CardOptions()
+    policy = _policy(db, version)
+    base_id = card.base_model_id or base_hub_id(policy["base_model"])
+
+    def build(out: Path) -> dict[str, Any]:
+        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+        merged_dir = out / ".merged"
+        model, tokenizer = _merged_model(policy, version, data_dir)
+        model.save_pretrained(str(merged_dir), safe_serialization=True)
+        del model
+        quantization = (BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                           bnb_4bit_compute_dtype=torch.bfloat16) if bits == "nf4"
+                        else BitsAndBytesConfig(load_in_8bit=True))
+        quantized = AutoModelForCausalLM.from_pretrained(str(merged_dir), quantization_config=quantization,
+                                                         device_map={"": 0})
+        if base_id:
+            quantized.config._name_or_path = base_id
+        quantized.save_pretrained(str(out), safe_serialization=True)
+        tokenizer.save_pretrained(str(out))
+        shutil.rmtree(merged_dir)
+        _write_run_files(db, policy, card, base_id, out, "quantized", bits)
+        return {"kind": "quantized", "policy_id": policy["id"], "version": version,
+                "base_model": base_id or policy["base_model"], "dtype": bits, "data_hash": policy["data_hash"]}
+
+    return _register(db, data_dir, f"{version}-{bits}", build, user)
 
 
 def export_dataset(db: Database, data_dir: Path | str, kind: str, user: Any, filters: Any = None,
@@ -598,7 +646,7 @@ def _existing_dir(path: str, version: str) -> Path:
     return folder
 
 
-def _hub_id(spec: str | None) -> str | None:
+def base_hub_id(spec: str | None) -> str | None:
     """The Hub id a base-model spec stands for, or None (local directory, tiny test model)."""
     from core.models import HUB_ID
 
@@ -615,6 +663,48 @@ def _base_dir(policy: dict[str, Any], data_dir: Path | str) -> Path | str:
     from core.models import resolve_model
 
     return resolve_model(policy["base_model"], Path(data_dir))
+
+
+def _merged_model(policy: dict[str, Any], version: str, data_dir: Path | str) -> tuple[Any, Any]:
+    """(model, tokenizer) of a version in float32 with its adapter folded in; full fine-tunes load as they are."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model_path = (policy["config"] or {}).get("model_path")
+    if policy["adapter_path"]:
+        from peft import PeftModel
+
+        adapter_dir = _existing_dir(policy["adapter_path"], version)
+        base = AutoModelForCausalLM.from_pretrained(str(_base_dir(policy, data_dir)), dtype=torch.float32)
+        return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload(), \
+            _tokenizer(adapter_dir, policy, data_dir)
+    if not model_path:
+        raise ValidationError(f"{version} has neither an adapter nor its own weights", hint="pick another version")
+    source = _existing_dir(model_path, version)
+    return AutoModelForCausalLM.from_pretrained(str(source), dtype=torch.float32), _tokenizer(source, policy, data_dir)
+
+
+def _write_run_files(db: Database, policy: dict[str, Any], card: CardOptions, base_id: str | None, out: Path,
+                     form: str, precision: str | None = None, gguf: tuple[str, dict[str, Any]] | None = None) -> None:
+    """What every model export carries besides weights: the run record, the curves image and the model card."""
+    run = _run_info(db, policy)
+    curves = _curves_png(run["metrics"])
+    if curves:
+        (out / CURVES_FILE).write_bytes(curves)
+    (out / "training_config.json").write_text(json.dumps(run["record"], indent=2, default=str) + "\n",
+                                              encoding="utf-8")
+    card = replace(card, datasets=tuple(card.datasets) or _pushed_training_data(db, policy))
+    (out / "README.md").write_text(_model_card(policy, run, card, base_id, form, precision, bool(curves), gguf),
+                                   encoding="utf-8")
+
+
+def _pushed_training_data(db: Database, policy: dict[str, Any]) -> tuple[str, ...]:
+    """Hub dataset repos holding exactly this version's training rows (same data hash), for the card's datasets."""
+    if not policy["data_hash"]:
+        return ()
+    rows = db.query("SELECT DISTINCT h.repo_id FROM hub_pushes h JOIN exports e ON e.id = h.export_id"
+                    " WHERE e.kind = 'dataset' AND e.data_hash = ? ORDER BY h.repo_id", [policy["data_hash"]])
+    return tuple(row["repo_id"] for row in rows)
 
 
 def _tokenizer(folder: Path, policy: dict[str, Any], data_dir: Path | str) -> Any:
@@ -689,23 +779,58 @@ CARD_METRICS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins",
                 "kl", "objective/kl", "learning_rate", "grad_norm")
 
 
-def _model_card(policy: dict[str, Any], run: dict[str, Any], card: CardOptions, base_id: str | None,
-                merged: str | None, has_curves: bool) -> str:
+def _model_card(policy: dict[str, Any], run: dict[str, Any], card: CardOptions, base_id: str | None, form: str,
+                precision: str | None, has_curves: bool, gguf: tuple[str, dict[str, Any]] | None = None) -> str:
+    """The README.md of a model export. Its usage snippet runs as written on another machine once the export is
+    on the Hub (``REPO_ID`` becomes the repo at push time) and the base model has a Hub id."""
     from huggingface_hub import ModelCardData
 
     algorithm = policy["algorithm"]
-    tags = ["trl", algorithm, "rlhf-studio", "rlhf"] + (["peft", "lora"] if not merged else ["merged"])
-    data = ModelCardData(base_model=base_id, library_name="peft" if not merged else "transformers",
+    extra_tags = {"adapter": ["peft", "lora"], "merged": ["merged"], "gguf": ["gguf", "llama.cpp", "ollama"],
+                  "quantized": ["bitsandbytes", "4-bit" if precision == "nf4" else "8-bit"]}[form]
+    tags = ["trl", algorithm, "rlhf-studio", "rlhf"] + extra_tags
+    data = ModelCardData(base_model=base_id, library_name={"adapter": "peft", "gguf": "gguf"}.get(form, "transformers"),
                          license=card.license, tags=list(dict.fromkeys(tags)),
                          datasets=list(card.datasets) or None, pipeline_tag="text-generation")
+    if base_id and form != "adapter":
+        data.base_model_relation = "quantized" if form in ("gguf", "quantized") else "finetune"
     record, base_name = run["record"], base_id or policy["base_model"]
-    if merged:
-        title = f"{policy['name']} (merged, {merged})"
+    chat = ('\nmessages = [{"role": "user", "content": "Hello! Who are you?"}]\n'
+            "inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors=\"pt\",\n"
+            "                                       return_dict=True).to(model.device)\n"
+            "output = model.generate(**inputs, max_new_tokens=64)\n"
+            "print(tokenizer.decode(output[0, inputs[\"input_ids\"].shape[1]:], skip_special_tokens=True))")
+    language = "python"
+    if form == "merged":
+        title = f"{policy['name']} (merged, {precision})"
         what = (f"The LoRA adapter of policy version `{policy['name']}` merged into the weights of `{base_name}` "
-                f"and saved as {merged} safetensors: a standalone model, no PEFT needed.")
+                f"and saved as {precision} safetensors: a standalone model, no PEFT needed.")
         usage = ("from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
                  "model = AutoModelForCausalLM.from_pretrained(\"REPO_ID\")\n"
-                 "tokenizer = AutoTokenizer.from_pretrained(\"REPO_ID\")")
+                 "tokenizer = AutoTokenizer.from_pretrained(\"REPO_ID\")" + chat)
+    elif form == "quantized":
+        title = f"{policy['name']} (bitsandbytes {precision})"
+        what = (f"Policy version `{policy['name']}` merged into `{base_name}` and quantized with bitsandbytes "
+                f"({precision}): loads quantized on a CUDA GPU, no PEFT needed.")
+        usage = ("from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+                 "model = AutoModelForCausalLM.from_pretrained(\"REPO_ID\", device_map=\"auto\")\n"
+                 "tokenizer = AutoTokenizer.from_pretrained(\"REPO_ID\")" + chat)
+    elif form == "gguf":
+        file_name, info = gguf or ("model.gguf", {})
+        title = f"{policy['name']} (GGUF, {precision})"
+        what = (f"Policy version `{policy['name']}` merged into `{base_name}` and written as one GGUF file "
+                f"(`{file_name}`, {precision}) for llama.cpp, Ollama and LM Studio; the tokenizer and chat template "
+                "are inside the file. `Modelfile` sets Ollama's template, stop tokens and sampling defaults.")
+        language = "sh"
+        usage = ("# Ollama, from a folder holding both files\n"
+                 "ollama create my-model -f Modelfile && ollama run my-model\n\n"
+                 "# llama.cpp\n"
+                 f"llama-cli -hf \"REPO_ID\" -cnv    # or: llama-cli -m {file_name} -cnv\n\n"
+                 "# transformers (dequantizes to float32)\n"
+                 "python -c 'from transformers import AutoModelForCausalLM; "
+                 f"AutoModelForCausalLM.from_pretrained(\"REPO_ID\", gguf_file=\"{file_name}\")'")
+        if info.get("tensor_types"):
+            what += " Tensor types: " + ", ".join(f"{n} {k}" for k, n in sorted(info["tensor_types"].items())) + "."
     else:
         title = f"{policy['name']} (LoRA adapter)"
         what = (f"A LoRA adapter (PEFT) for `{base_name}`: policy version `{policy['name']}`, trained with "
@@ -714,9 +839,12 @@ def _model_card(policy: dict[str, Any], run: dict[str, Any], card: CardOptions, 
         usage = ("from peft import PeftModel\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
                  f"base = AutoModelForCausalLM.from_pretrained(\"{base_name}\")\n"
                  "model = PeftModel.from_pretrained(base, \"REPO_ID\")\n"
-                 "tokenizer = AutoTokenizer.from_pretrained(\"REPO_ID\")")
+                 "tokenizer = AutoTokenizer.from_pretrained(\"REPO_ID\")" + chat)
+    if not base_id:
+        what += (f"\n\n> Note: the base model `{base_name}` has no Hub id here, so this export names it by its local "
+                 "path and loads only where that path exists. Export again with the base model's Hub id to fix it.")
     lines = [f"---\n{data.to_yaml()}\n---", "", f"# {title}", "", what, ""]
-    lines += ["## Usage", "", "```python", usage, "```", "",
+    lines += ["## Usage", "", f"```{language}", usage, "```", "",
               "## Provenance", "",
               f"- algorithm: `{algorithm}` (TRL), parent version: `{policy['parent'] or 'base'}`",
               f"- base model: `{base_name}`",

@@ -5,11 +5,14 @@ one push; it is kept in this browser session's memory at most (for a retry), nev
 """
 import json
 import os
+import threading
 
 import streamlit as st
+from streamlit.runtime.scriptrunner import add_script_run_ctx, get_script_run_ctx
 
 from core import hub, trainsets
 from core.errors import StudioError
+from core.gguf_export import GGUF_HELP, GGUF_TYPES
 from core.studio import current
 from pages.common import dataclass_form, require_page
 
@@ -31,26 +34,49 @@ with tab_model:
     if not versions:
         st.info("No trained versions yet. Train one on the Train page; its adapter can then be exported here.")
     else:
+        names = [v["name"] for v in versions]
+        version = st.selectbox("Version", names, index=len(names) - 1,
+                               format_func=lambda n: next(f"{v['name']} — {v['algorithm']}"
+                                                          + ("" if v["has_adapter"] else " (full weights)")
+                                                          for v in versions if v["name"] == n))
+        chosen = next(v for v in versions if v["name"] == version)
+        if not hub.base_hub_id(chosen["base_model"]):
+            st.warning(f"The base model of {version} (`{chosen['base_model']}`) has no Hub id: an export would name it "
+                       "by its local path, which exists only on this machine. Give its Hub id below "
+                       "(`base_model_id`) so the adapter and the card's usage snippet work elsewhere.",
+                       icon=":material/warning:")
         with st.form("export-model"):
-            names = [v["name"] for v in versions]
-            version = st.selectbox("Version", names, index=len(names) - 1,
-                                   format_func=lambda n: next(f"{v['name']} — {v['algorithm']}"
-                                                              + ("" if v["has_adapter"] else " (full weights)")
-                                                              for v in versions if v["name"] == n))
-            kind = st.radio("Export", ["LoRA adapter (PEFT layout)", "Merged model (adapter folded into the base)"],
+            kinds = {"adapter": "LoRA adapter (PEFT layout)",
+                     "merged": "Merged model (adapter folded into the base)",
+                     "gguf": "GGUF file for llama.cpp / Ollama / LM Studio (merged, with a Modelfile)",
+                     "quantized": "bitsandbytes 4/8-bit (merged; needs a CUDA GPU)"}
+            kind = st.radio("Export", list(kinds), format_func=kinds.get,
                             help="The adapter is small and loads onto the base with PeftModel.from_pretrained; "
-                                 "the merged model is a standalone checkpoint.")
+                                 "the merged model is a standalone checkpoint; GGUF runs in local runtimes.")
             dtype = st.selectbox("Merged precision", hub.DTYPES,
                                  help="Only for merged models. float16 / bfloat16 halve the size.")
+            quant = st.selectbox("GGUF type", GGUF_TYPES, index=GGUF_TYPES.index("q8_0"),
+                                 format_func=lambda q: f"{q} — {GGUF_HELP[q]}", help="Only for GGUF files.")
+            bits = st.selectbox("bitsandbytes type", hub.QUANTIZED_BITS, help="Only for bitsandbytes exports.")
             card = hub.CardOptions(**dataclass_form(hub.CardOptions, "model-card"))
             go = st.form_submit_button("Export", type="primary")
         if go:
             try:
-                with st.spinner("Writing the export (a merge loads the base model once)..."):
-                    if kind.startswith("LoRA"):
-                        result = hub.export_adapter(db, data_dir, version, user, card)
-                    else:
-                        result = hub.export_merged(db, data_dir, version, user, dtype, card)
+                if kind == "gguf":
+                    bar, context = st.progress(0.0, text="Merging the adapter"), get_script_run_ctx()
+
+                    def show(done: int, total: int, name: str) -> None:
+                        """Called from the export's worker thread: it needs this page's context to draw."""
+                        add_script_run_ctx(threading.current_thread(), context)
+                        bar.progress(done / total, text=f"Writing {name} ({done}/{total})")
+
+                    result = hub.export_gguf(db, data_dir, version, user, quant, card, progress=show)
+                else:
+                    with st.spinner("Writing the export (a merge loads the base model once)..."):
+                        result = {"adapter": lambda: hub.export_adapter(db, data_dir, version, user, card),
+                                  "merged": lambda: hub.export_merged(db, data_dir, version, user, dtype, card),
+                                  "quantized": lambda: hub.export_quantized(db, data_dir, version, user, bits, card),
+                                  }[kind]()
                 st.session_state["export-selected"] = result.id
                 st.success(f"Export {result.id} written to `{result.path}` ({len(result.files)} files). "
                            "Download or push it under *Exports and Hub*.", icon=":material/check_circle:")
