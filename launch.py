@@ -111,8 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     exp = sub.add_parser("export", parents=[_options(serving=False, top_level=False)],
                          help="export an adapter, merged model, GGUF file or dataset (zip-ready folder), optionally push "
                               "it")
-    exp.add_argument("what", choices=["adapter", "merged", "gguf", "quantized", "dataset", "push", "list", "manifest"])
-    exp.add_argument("target", nargs="?", help="adapter/merged/gguf/quantized: the version (v1); dataset: preference, reward, "
+    exp.add_argument("what", choices=["adapter", "merged", "gguf", "quantized", "dataset", "training-data", "push",
+                                         "list", "manifest"])
+    exp.add_argument("target", nargs="?", help="adapter/merged/gguf/quantized/training-data: the version (v1); dataset: preference, reward, "
                      "unpaired or sft; push: the export id")
     exp.add_argument("--push", metavar="REPO", help="push to this Hub repo (owner/name, or name for your own "
                      "namespace); token from HF_TOKEN")
@@ -417,6 +418,8 @@ def export_command(settings: Settings, args: argparse.Namespace) -> int:
                                                       args.quant or "q8_0", card, progress=tensor_bar()),
                       "quantized": lambda: hub.export_quantized(db, settings.data_dir, args.target, operator,
                                                                 args.quant or "nf4", card),
+                      "training-data": lambda: hub.export_training_data(db, settings.data_dir, args.target, operator,
+                                                                        card),
                       "dataset": lambda: hub.export_dataset(db, settings.data_dir, args.target, operator,
                                                             _json_arg(args.filters, "--filters"),
                                                             args.format or hub.DATASET_FORMATS, card, args.name),

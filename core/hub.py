@@ -334,12 +334,53 @@ def export_dataset(db: Database, data_dir: Path | str, kind: str, user: Any, fil
             with open(out / "data" / "train.jsonl", "w", encoding="utf-8") as fh:
                 for row in built.rows:
                     fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
-        (out / "README.md").write_text(_dataset_card(kind, built, data_hash, filters_json, formats, card, name),
+        (out / "README.md").write_text(_dataset_card(kind, built.rows, built.stats["skipped"], data_hash, filters_json,
+                                                     formats, card, name),
                                        encoding="utf-8")
         return {"kind": "dataset", "dataset_kind": kind, "filters": json.dumps(filters_json),
                 "rows": len(built.rows), "data_hash": data_hash}
 
     return _register(db, data_dir, f"{name or kind}-dataset", build, user)
+
+
+def export_training_data(db: Database, data_dir: Path | str, version: str, user: Any,
+                         card: CardOptions | None = None) -> ExportResult:
+    """The exact rows a version was trained on (frozen in its run directory when the job started), as a dataset.
+
+    It carries the version's data hash, so once it is pushed, the model cards of that version name its repo in
+    ``datasets`` by themselves."""
+    import pyarrow.parquet as pq
+
+    from core.training import ALGORITHMS
+
+    _require_admin(user)
+    card = card or CardOptions()
+    policy = _policy(db, version)
+    kind = ALGORITHMS[policy["algorithm"]].dataset_kind
+    run_dir = db.scalar("SELECT run_dir FROM jobs WHERE id = ?", [policy["job_id"]]) if policy["job_id"] else None
+    train = Path(run_dir or "") / "data" / "train.parquet"
+    if not run_dir or not train.is_file():
+        raise NotFound(f"The training data of {version} is gone", hint="it lives in the run directory of its job; "
+                       "export the labels with filters instead")
+    if kind not in DATASET_KINDS:
+        raise ValidationError(f"{version} was trained on {kind}, which has no dataset card format",
+                              hint="export the labels with filters instead")
+    rows = pq.read_table(train).to_pylist()
+
+    def build(out: Path) -> dict[str, Any]:
+        (out / "data").mkdir()
+        shutil.copyfile(train, out / "data" / "train.parquet")
+        with open(out / "data" / "train.jsonl", "w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+        name = f"Training data of {version}"
+        (out / "README.md").write_text(_dataset_card(kind, rows, {}, policy["data_hash"] or "n/a",
+                                                     {"version": version}, DATASET_FORMATS, card, name),
+                                       encoding="utf-8")
+        return {"kind": "dataset", "dataset_kind": kind, "version": version, "policy_id": policy["id"],
+                "filters": json.dumps({"version": version}), "rows": len(rows), "data_hash": policy["data_hash"]}
+
+    return _register(db, data_dir, f"{version}-training-data", build, user)
 
 
 def list_exports(db: Database) -> list[dict[str, Any]]:
@@ -403,7 +444,7 @@ def suggest_repo_id(db: Database, export_id: int, username: str | None = None) -
     same base) was pushed to before, so later pushes update one repo; else ``<user>/<name>``."""
     export = get_export(db, export_id)
     queries = [("SELECT repo_id FROM hub_pushes WHERE export_id = ? ORDER BY id DESC LIMIT 1", [export_id])]
-    if export["kind"] in ("adapter", "merged"):
+    if export["kind"] != "dataset":
         queries += [
             ("SELECT h.repo_id FROM hub_pushes h JOIN exports e ON e.id = h.export_id WHERE e.kind = ?"
              " AND e.policy_id = ? ORDER BY h.id DESC LIMIT 1", [export["kind"], export["policy_id"]]),
@@ -420,6 +461,7 @@ def suggest_repo_id(db: Database, export_id: int, username: str | None = None) -
             return repo
     base = (export["base_model"] or "studio").split("/")[-1]
     name = {"adapter": f"{base}-rlhf-studio-lora", "merged": f"{base}-rlhf-studio",
+            "gguf": f"{base}-rlhf-studio-GGUF", "quantized": f"{base}-rlhf-studio-bnb-{export['dtype']}",
             "dataset": f"rlhf-studio-{export['dataset_kind']}"}[export["kind"]]
     return f"{username}/{name}" if username else name
 
@@ -499,11 +541,12 @@ def push_export(db: Database, export_id: int, user: Any, token: str, repo_id: st
 
 
 def adapter_manifest(db: Database) -> list[dict[str, Any]]:
-    """Every pushed adapter or merged model: version, base model, repo, commit URL and date, newest first."""
+    """Every pushed model export (adapter, merged, GGUF, bitsandbytes): version, base model, repo, commit URL and
+    date, newest first."""
     rows = db.query(
         "SELECT e.kind, e.version, e.base_model, e.dtype, h.repo_id, h.private, h.commit_url, h.commit_oid,"
         " h.pushed_at AS date, e.id AS export_id FROM hub_pushes h JOIN exports e ON e.id = h.export_id"
-        " WHERE e.kind IN ('adapter', 'merged') ORDER BY h.id DESC")
+        " WHERE e.kind <> 'dataset' ORDER BY h.id DESC")
     for row in rows:
         row["date"] = row["date"].isoformat()
     return rows
@@ -902,11 +945,11 @@ def _report_lines(report: dict[str, Any] | None, policy: dict[str, Any]) -> list
     return lines + [""]
 
 
-def _dataset_card(kind: str, built: Any, data_hash: str, filters: dict[str, Any], formats: tuple[str, ...],
-                  card: CardOptions, name: str | None) -> str:
+def _dataset_card(kind: str, rows: list[dict[str, Any]], skipped: dict[str, Any], data_hash: str,
+                  filters: dict[str, Any], formats: tuple[str, ...], card: CardOptions, name: str | None) -> str:
     from huggingface_hub import DatasetCardData
 
-    n = len(built.rows)
+    n = len(rows)
     size = "n<1K" if n < 1000 else "1K<n<10K" if n < 10_000 else "10K<n<100K" if n < 100_000 else "100K<n<1M"
     trainers = {"preference": "dpo", "reward": "reward-modeling", "unpaired": "kto", "sft": "sft"}[kind]
     data_file = "data/train.parquet" if "parquet" in formats else "data/train.jsonl"
@@ -925,7 +968,7 @@ def _dataset_card(kind: str, built: Any, data_hash: str, filters: dict[str, Any]
              f"- files: {', '.join('data/train.' + f for f in formats)}",
              f"- data hash (sha256 of the rows): `{data_hash}`",
              f"- filters: `{json.dumps(filters, sort_keys=True, default=str)}`",
-             f"- skipped labels: `{json.dumps(built.stats['skipped'], sort_keys=True)}`",
+             f"- skipped labels: `{json.dumps(skipped, sort_keys=True)}`",
              f"- exported: {datetime.now(timezone.utc).isoformat(timespec='seconds')}", "",
              "```python", "from datasets import load_dataset", "", "ds = load_dataset(\"REPO_ID\", split=\"train\")",
              "```", ""]

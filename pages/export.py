@@ -113,6 +113,22 @@ with tab_data:
         except StudioError as exc:
             show_error(exc)
 
+    trained = [v["name"] for v in hub.exportable_versions(db)]
+    if trained:
+        st.markdown("**Or the exact rows a version was trained on.** Once pushed, that version's model cards name "
+                    "the dataset repo by themselves.")
+        with st.form("export-training-data"):
+            data_version = st.selectbox("Version", trained, index=len(trained) - 1, key="training-data-version")
+            go_training = st.form_submit_button("Export its training data")
+        if go_training:
+            try:
+                result = hub.export_training_data(db, data_dir, data_version, user, hub.CardOptions(license=license_))
+                st.session_state["export-selected"] = result.id
+                st.success(f"Export {result.id}: {', '.join(result.files)} in `{result.path}`.",
+                           icon=":material/check_circle:")
+            except StudioError as exc:
+                show_error(exc)
+
 # --- every export: zip download and Hub push -----------------------------------------------------------------
 with tab_hub:
     exports = hub.list_exports(db)

@@ -577,3 +577,94 @@ def test_bitsandbytes_export_needs_cuda_and_says_what_to_do_instead(studio, admi
         hub.export_quantized(studio.db, studio.settings.data_dir, "v1", admin, "nf4")
     assert refused.value.code == "needs_cuda" and "GGUF" in refused.value.hint
     assert studio.db.scalar("SELECT count(*) FROM exports") == before
+
+
+def test_pushed_adapter_runs_as_its_card_says_on_another_machine_and_names_its_training_data(
+        studio, admin, standin, tmp_path):
+    """The base model and the adapter on the Hub stand-in; the card's Python snippet, run as written in a fresh
+    process with an empty cache and no access to this data dir, loads both and chats. The card's ``datasets``
+    names the repo the version's exact training rows were pushed to."""
+    import os
+    import subprocess
+    import sys
+
+    from huggingface_hub import HfApi
+
+    from core.jobs import _write_parquet
+
+    base_repo = "studio-org/tiny-llama"
+    api = HfApi(endpoint=standin.url, token=TOKEN)
+    api.create_repo(base_repo, private=False, exist_ok=True)
+    api.upload_folder(folder_path=str(studio.model_path), repo_id=base_repo)
+    run_dir = Path(studio.db.scalar("SELECT run_dir FROM jobs WHERE id = (SELECT job_id FROM policies"
+                                    " WHERE name = 'v1')"))
+    (run_dir / "data").mkdir(exist_ok=True)
+    _write_parquet(preference_rows(studio.db, None).rows, run_dir / "data" / "train.parquet")
+    data = hub.export_training_data(studio.db, studio.settings.data_dir, "v1", admin)
+    assert hub.get_export(studio.db, data.id)["data_hash"] == "d" * 64       # the version's recorded hash
+    hub.push_export(studio.db, data.id, admin, TOKEN, "ada/v1-training-data", private=False)
+
+    card = hub.CardOptions(base_model_id=base_repo)                            # no datasets given
+    adapter = hub.export_adapter(studio.db, studio.settings.data_dir, "v1", admin, card)
+    config = json.loads((adapter.path / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == base_repo
+    hub.push_export(studio.db, adapter.id, admin, TOKEN, "ada/portable-lora", private=False)
+    text = standin.files_on_disk("ada/portable-lora")["README.md"].decode()
+    assert yaml.safe_load(text.split("---")[1])["datasets"] == ["ada/v1-training-data"]
+    snippet = text.split("```python\n")[1].split("```")[0]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "STUDIO_"))}
+    env |= {"HF_ENDPOINT": standin.url, "HF_HOME": str(elsewhere / "hf-home"), "HF_HUB_OFFLINE": "0"}
+    run = subprocess.run([sys.executable, "-c", snippet], cwd=elsewhere, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip()
+
+
+def test_local_base_without_a_hub_id_is_named_in_the_card(studio, admin):
+    adapter = hub.export_adapter(studio.db, studio.settings.data_dir, "v1", admin)   # "tiny": no Hub id
+    assert "has no Hub id here" in (adapter.path / "README.md").read_text()
+
+
+def test_export_page_writes_a_gguf_and_warns_about_a_base_without_hub_id(studio, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    import core.studio
+
+    monkeypatch.setattr(core.studio, "_current", studio)
+    page = str(Path(__file__).resolve().parent.parent / "pages" / "export.py")
+    app = AppTest.from_file(page, default_timeout=60).run()
+    assert any("has no Hub id" in w.value for w in app.warning)          # the tiny base: asked for one, and why
+    next(r for r in app.radio if r.label == "Export").set_value("gguf")
+    next(s for s in app.selectbox if s.label == "GGUF type").set_value("q4_0")
+    next(b for b in app.button if b.label == "Export").click().run()
+    assert not app.exception and any("written to" in s.value for s in app.success), [e.value for e in app.error]
+    row = studio.db.query("SELECT kind, dtype, path FROM exports ORDER BY id DESC LIMIT 1")[0]
+    assert (row["kind"], row["dtype"]) == ("gguf", "q4_0") and (Path(row["path"]) / "v1-q4_0.gguf").is_file()
+
+
+def test_cli_exports_a_gguf(tmp_path, tiny_model_dir):
+    """`launch.py export gguf v1 --quant q8_0` on a full fine-tune (weights of its own, no adapter)."""
+    import subprocess
+    import sys
+
+    from core.policies import ensure_base_policy
+    from storage.db import Database
+    from tests.conftest import ROOT
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(tiny_model_dir, data_dir / MODELS_SUBDIR / TINY_MODEL_DIR)
+    db = Database.in_data_dir(data_dir)
+    register_policy(db, "v1", ensure_base_policy(db, "tiny"), "tiny", "sft", None,
+                    config={"model_path": str(tiny_model_dir)})
+    db.close()
+    run = subprocess.run([sys.executable, str(ROOT / "launch.py"), "export", "gguf", "v1", "--quant", "q8_0",
+                          "--data-dir", str(data_dir), "--model", "tiny"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    folder = Path(run.stdout.split(": ", 1)[1].strip())
+    assert (folder / "v1-q8_0.gguf").is_file() and (folder / "Modelfile").is_file()
+    bad = subprocess.run([sys.executable, str(ROOT / "launch.py"), "export", "gguf", "v1", "--quant", "q2",
+                          "--data-dir", str(data_dir)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "error [invalid_input]" in bad.stderr and "q8_0" in bad.stderr
