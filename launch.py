@@ -472,6 +472,9 @@ def main(argv: list[str] | None = None) -> int:
         from core.chain.__main__ import main as chain_main
         return chain_main(argv[1:])
     args = build_parser().parse_args(argv)
+    from core.hardware import quiet_unactionable_warnings
+
+    quiet_unactionable_warnings()
     if args.command == "hash-password":
         return hash_password_command()
     cli = {"data_dir": args.data_dir, "model": args.model,

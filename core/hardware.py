@@ -9,6 +9,7 @@ So we detect the hardware once and pick the settings from it, with a one-line re
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import platform
 from dataclasses import dataclass, field
@@ -208,3 +209,29 @@ def training_defaults(profile: HardwareProfile, n_params: int) -> dict[str, bool
         "use_cpu": True,
         "reason": f"{size} on CPU ({profile.cpu_cores} cores): {precision}, {memory_note}.",
     }
+
+
+# --- warnings nobody can act on ------------------------------------------------------------------------------
+
+# On CPUs with AVX512-BF16, importing bitsandbytes tries to fetch a 4-bit kernel from the Hub through the optional
+# `kernels` package and logs a warning on every start when it cannot (offline, or not installed). Its pure
+# PyTorch fallback is what runs; the studio never uses 4-bit on CPU, so the line only alarms people.
+_UNACTIONABLE = {"bitsandbytes.backends.cpu.ops": ("Failed to load CPU gemm_4bit_forward from kernels-community",)}
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefixes)
+
+
+_FILTERS = {name: _DropMessages(prefixes) for name, prefixes in _UNACTIONABLE.items()}
+
+
+def quiet_unactionable_warnings() -> None:
+    """Drop library log lines a user cannot act on (idempotent; call before the libraries are imported)."""
+    for name, drop in _FILTERS.items():
+        logging.getLogger(name).addFilter(drop)

@@ -122,3 +122,24 @@ def test_profile_rows_are_label_value_strings():
     assert {"CPU", "CPU cores", "RAM", "CPU features", "CPU native bf16", "torch"} <= this_machine.keys()
     assert this_machine["torch"] == torch.__version__
     assert this_machine["CPU"]
+
+
+def test_the_bitsandbytes_kernels_line_is_dropped_and_other_warnings_are_kept(caplog):
+    """On AVX512-BF16 CPUs importing bitsandbytes logs that it could not fetch a Hub kernel (every start, nothing to
+    act on). The filter drops exactly that line; the installed bitsandbytes still logs it with this wording."""
+    import importlib.util
+    import logging
+
+    from core.hardware import _UNACTIONABLE, quiet_unactionable_warnings
+
+    (name, (prefix,)), = _UNACTIONABLE.items()
+    source = Path(importlib.util.find_spec(name).origin).read_text()
+    assert f'"{prefix}' in source
+    quiet_unactionable_warnings()
+    quiet_unactionable_warnings()                                   # idempotent: one filter, not two
+    log = logging.getLogger(name)
+    assert len(log.filters) == 1
+    with caplog.at_level(logging.WARNING):
+        log.warning(prefix + ": %s. Please make sure you already `pip install kernels`", "No module named 'kernels'")
+        log.warning("Something else went wrong")
+    assert [r.getMessage() for r in caplog.records if r.name == name] == ["Something else went wrong"]

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import StudioError, ValidationError
+from core.hardware import quiet_unactionable_warnings
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     config_path = Path(argv[0]).resolve()
     run_dir = config_path.parent
+    quiet_unactionable_warnings()
     signal.signal(signal.SIGTERM, _on_sigterm)
     live: dict[str, Any] = {}  # the progress callback, once training has been set up
     try:
