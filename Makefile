@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-fast browser anvil clean-venv
+.PHONY: setup run test test-fast browser anvil llama-cpp clean-venv
 
 setup: $(STAMP)
 
@@ -41,6 +41,11 @@ $(ANVIL):
 	@command -v npm >/dev/null 2>&1 || { echo "npm is needed for the anvil test node (apt-get install npm)"; exit 1; }
 	mkdir -p .tools/anvil
 	npm install --prefix .tools/anvil --no-audit --no-fund --silent @foundry-rs/anvil@1.7.1
+
+# Optional: llama.cpp's Python binding, to run exported GGUF files in llama.cpp itself in the tests. It builds
+# from source (~17 min on 2 cores), so `make test` does not install it.
+llama-cpp: setup
+	$(PY) -m pip install --quiet llama-cpp-python==0.3.36
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow" $(ARGS)

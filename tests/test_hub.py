@@ -668,3 +668,17 @@ def test_cli_exports_a_gguf(tmp_path, tiny_model_dir):
     bad = subprocess.run([sys.executable, str(ROOT / "launch.py"), "export", "gguf", "v1", "--quant", "q2",
                           "--data-dir", str(data_dir)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "error [invalid_input]" in bad.stderr and "q8_0" in bad.stderr
+
+
+def test_gguf_runs_in_llama_cpp_with_the_same_greedy_answer(studio, gguf_exports):
+    """llama.cpp itself (llama-cpp-python) loads the f16 file, reads its chat template and answers greedily with
+    the fp32 model's tokens. llama-cpp-python builds from source (~17 min on 2 cores), so `make test` does not
+    install it: this runs where it is installed (`make llama-cpp`)."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    merged, tokenizer = merged_v1(studio)
+    expected = tokenizer.decode(greedy_ids(merged, tokenizer), skip_special_tokens=True)
+    export = gguf_exports["f16"]
+    llm = llama_cpp.Llama(model_path=str(export.path / gguf_file(export)), n_ctx=512, verbose=False)
+    assert llm.metadata["tokenizer.chat_template"] == tokenizer.chat_template
+    reply = llm.create_chat_completion(messages=MESSAGES, max_tokens=GREEDY.max_new_tokens, temperature=0.0)
+    assert reply["choices"][0]["message"]["content"] == expected
