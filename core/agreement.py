@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections import Counter
 from itertools import combinations
 from typing import Hashable, Mapping, Sequence
 
@@ -201,6 +202,39 @@ def agreement_by_labeler_pair(units: Units) -> list[dict]:
         rows.append({"labeler_a": a, "labeler_b": b, "items": len(shared),
                      "agreement": alike / len(shared) if shared else None})
     return rows
+
+
+# ----------------------------------------------------------------------------- two raters: Cohen's kappa
+
+def cohen_kappa(pairs: Sequence[tuple[Hashable, Hashable]]) -> float | None:
+    """Cohen's kappa of two raters (e.g. an AI judge against the humans) over the items both labeled.
+
+    kappa = (p_o - p_e) / (1 - p_e): observed agreement p_o corrected by the agreement p_e two raters with
+    these label frequencies would reach by chance. None without items, or when both raters always gave one
+    and the same label (p_e = 1: chance explains everything, nothing is measured).
+    """
+    pairs = [(a, b) for a, b in pairs if not (_is_missing(a) or _is_missing(b))]
+    if not pairs:
+        return None
+    n = len(pairs)
+    observed = sum(a == b for a, b in pairs) / n
+    first = Counter(a for a, _ in pairs)
+    second = Counter(b for _, b in pairs)
+    expected = sum(first[label] * second[label] for label in first) / (n * n)
+    if expected >= 1.0:
+        return None
+    return float((observed - expected) / (1.0 - expected))
+
+
+def confusion_matrix(pairs: Sequence[tuple[Hashable, Hashable]], labels: Sequence[Hashable]) -> list[list[int]]:
+    """Counts of (row label, column label) over the pairs, rows = first rater, columns = second, in ``labels``
+    order (labels outside it are not counted)."""
+    index = {label: i for i, label in enumerate(labels)}
+    matrix = [[0] * len(labels) for _ in labels]
+    for a, b in pairs:
+        if a in index and b in index:
+            matrix[index[a]][index[b]] += 1
+    return matrix
 
 
 # ----------------------------------------------------------------------------- per-aspect summary

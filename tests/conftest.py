@@ -165,6 +165,14 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model-cache"))
 
 
+@pytest.fixture(scope="session")
+def engine(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One `transformers serve` of the tiny model for the whole session (engine and judge tests share it)."""
+    process = EngineProcess(tiny_model_dir, tmp_path_factory.mktemp("engine")).start()
+    yield process
+    process.stop()
+
+
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"

@@ -250,3 +250,40 @@ def test_agreement_summary_passes_the_value_domain():
     [row] = agreement_summary({"quality": units}, {"quality": "ordinal"},
                               values_by_aspect={"quality": ["low", "mid", "high"]})
     assert row["alpha"] == pytest.approx(7 / 9)
+
+
+# --- Cohen's kappa: worked examples from the literature -------------------------------------------------------
+
+def _pairs(table: dict[tuple[str, str], int]) -> list[tuple[str, str]]:
+    return [pair for pair, count in table.items() for _ in range(count)]
+
+
+def test_cohen_kappa_matches_the_worked_example_in_wikipedia():
+    """Wikipedia, "Cohen's kappa", simple example: 50 applications, Yes/Yes 20, Yes/No 5, No/Yes 10, No/No 15:
+    p_o = 0.7, p_e = 0.5, kappa = 0.4."""
+    from core.agreement import cohen_kappa
+
+    pairs = _pairs({("yes", "yes"): 20, ("yes", "no"): 5, ("no", "yes"): 10, ("no", "no"): 15})
+    assert cohen_kappa(pairs) == pytest.approx(0.4)
+
+
+def test_cohen_kappa_same_agreement_different_chance():
+    """Wikipedia's "same percentage, different kappa" tables (both p_o = 0.60): 0.1304 and 0.2593."""
+    from core.agreement import cohen_kappa
+
+    first = _pairs({("yes", "yes"): 45, ("yes", "no"): 15, ("no", "yes"): 25, ("no", "no"): 15})
+    second = _pairs({("yes", "yes"): 25, ("yes", "no"): 35, ("no", "yes"): 5, ("no", "no"): 35})
+    assert cohen_kappa(first) == pytest.approx(0.1304, abs=1e-4)
+    assert cohen_kappa(second) == pytest.approx(0.2593, abs=1e-4)
+
+
+def test_cohen_kappa_edges_and_confusion_matrix():
+    from core.agreement import cohen_kappa, confusion_matrix
+
+    assert cohen_kappa([]) is None
+    assert cohen_kappa([("a", "a"), ("a", "a")]) is None           # one label only: nothing measured
+    assert cohen_kappa([("a", "a"), ("b", "b"), ("tie", "tie")]) == pytest.approx(1.0)
+    assert cohen_kappa([("a", "b"), ("b", "a")]) == pytest.approx(-1.0)
+    assert cohen_kappa([("a", None), ("a", "a"), ("b", "b")]) == pytest.approx(1.0)  # missing: not shared
+    pairs = [("a", "a"), ("a", "b"), ("b", "b"), ("tie", "a")]
+    assert confusion_matrix(pairs, ["a", "b", "tie"]) == [[1, 1, 0], [0, 1, 0], [1, 0, 0]]

@@ -17,13 +17,6 @@ GREEDY = SamplingParams(temperature=0, max_new_tokens=12)
 NO_FEEDBACK = [None] * 8 + [[], "", ""]
 
 
-@pytest.fixture(scope="module")
-def engine(tiny_model_dir, tmp_path_factory):
-    process = EngineProcess(tiny_model_dir, tmp_path_factory.mktemp("engine")).start()
-    yield process
-    process.stop()
-
-
 def test_a_pair_streams_from_the_engine_and_greedy_matches_the_in_process_model(engine, tiny_model_dir):
     remote = Engine(engine.url, engine.model)
     updates = list(remote.stream_pair(MESSAGES, GREEDY, (engine.model, engine.model)))
