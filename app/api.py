@@ -1,20 +1,23 @@
 """REST API mounted at ``/api``: health, feedback, policies.
 
 Thin: request parsing and error mapping only; rules live in core. Every error is JSON of the shape
-``{"error": {"code": ..., "message": ..., "hint": ...}}`` with a 4xx status for bad input.
+``{"error": {"code": ..., "message": ..., "hint": ...}}`` (:class:`ErrorBody`) with a 4xx status for bad input.
+Every route declares its answer model and each error status it can give, so ``/api/openapi.json`` is what
+clients really get (tests/test_openapi.py checks real answers against it).
 """
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import traceback
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import duckdb
 from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -25,11 +28,12 @@ from core import __version__, access
 from core.errors import NotFound, PayloadTooLarge, PermissionDenied, StudioError
 from core.feedback import Feedback, record_feedback
 from core.identity import User
-from core.labeling import Vote, labeled_pair, write_labeled_pairs
+from core.labeling import OUTCOMES, Vote, labeled_pair, write_labeled_pairs
 from core.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Latencies, render as render_metrics
-from core.jobs import JobRequest, job_filters
+from core.jobs import DryRun, JobRequest, job_filters
 from core.training.launch import LaunchConfig
 from core.policies import delete_policy, list_policies, rename_policy
+from core.report import VERDICTS
 from core.studio import Studio
 
 
@@ -54,7 +58,8 @@ class VoteIn(BaseModel):
     prompt: str
     answer_a: str
     answer_b: str
-    outcome: str = Field(description="a | b | tie | both_bad")
+    outcome: Literal[OUTCOMES] = Field(  # type: ignore[valid-type]  # the enum is core's one list
+        description="which answer is better: a, b, tie (equally good) or both_bad")
     labeler: str | None = Field(default=None, description="local mode only; team mode uses the login")
     idempotency_key: str | None = Field(default=None, max_length=200,
                                         description="repeat a request with the same key: stored once")
@@ -81,6 +86,257 @@ class JobIn(BaseModel):
 class RenameIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
+
+
+# --- answers -------------------------------------------------------------------------------------------------
+# What each route returns, for the schema and for clients generating code from it. Routes keep returning core's
+# dicts: these models check and document them. Models of open-ended core records allow extra keys (a new column
+# reaches clients without a schema change), and every route sets ``response_model_exclude_unset`` so a body
+# carries exactly the keys the handler built: role-dependent fields are left out, never sent as null.
+
+
+class _Open(BaseModel):
+    """A core record: the fields listed are documented; any others are passed on unchanged."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class FieldProblem(BaseModel):
+    field: str = Field(description="dotted path of the invalid field, or 'body'")
+    problem: str
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable machine-readable code, e.g. invalid_input, not_found, conflict")
+    message: str = Field(description="what went wrong")
+    hint: str = Field(description="what to do about it (may be empty)")
+    details: list[FieldProblem] | None = Field(default=None, description="422 on a body, path or query that "
+                                               "does not parse: each field and its problem")
+
+
+class ErrorBody(BaseModel):
+    """Every error answer of the API, whatever its status."""
+
+    error: ErrorDetail
+
+
+class Health(_Open):
+    """Anonymous clients get ``status`` only; labelers also the version, model status, chat dtype and whether
+    storage is ephemeral; admins every field."""
+
+    status: Literal["ok"]
+    version: str | None = None
+    model: str | None = Field(default=None, description="admins only")
+    model_path: str | None = Field(default=None, description="admins only")
+    model_status: str | None = Field(default=None, description="loading | ready | error: ...")
+    chat_dtype: str | None = None
+    data_dir: str | None = Field(default=None, description="admins only")
+    schema_version: int | None = Field(default=None, description="admins only")
+    storage_ephemeral: bool | None = None
+    engine: dict[str, Any] | None = Field(default=None, description="admins only, with an external inference "
+                                          "engine: url, model, status, latency_ms, lora")
+
+
+class Saved(BaseModel):
+    id: int
+    status: Literal["saved"]
+    created: bool = Field(description="false when this repeated an idempotency_key already stored")
+
+
+class Contribution(_Open):
+    id: int
+    kind: str = Field(description="vote | arena_vote | rating | gold_edit | training | admin_validation")
+    weight: float
+    amount: str = Field(description="token base units, as a decimal string")
+    content_hash: str
+    created_at: str
+    batch_id: int | None
+    status: Literal["pending", "batched", "anchored"]
+    tx_hash: str | None
+    block_number: int | None
+    claim_tx: str | None
+
+
+class TokenAmounts(BaseModel):
+    """Token base units, as decimal strings."""
+
+    pending: str
+    batched: str
+    claimable: str
+    claimed: str
+
+
+class Contributions(BaseModel):
+    user: str
+    address: str | None = Field(description="the linked wallet, if any")
+    amounts: TokenAmounts
+    contributions: list[Contribution]
+
+
+class MerkleProof(_Open):
+    contribution_id: int
+    batch_id: int
+    content_hash: str
+    amount: str
+    account: str
+    account_amount: str
+    subroot: str
+    subproof: list[str]
+    proof: list[str]
+    root: str
+
+
+class Anchor(_Open):
+    status: str = Field(description="queued | anchored")
+    chain_id: int | None
+    contract: str | None
+    tx_hash: str | None
+    block_number: int | None
+
+
+class ContributionProof(_Open):
+    proof: MerkleProof
+    anchor: Anchor
+    leaf_encoding: dict[str, list[str]]
+    convention: str
+    salt: str | None = Field(default=None, description="the contributor and admins only")
+    content: str | None = Field(default=None, description="the contributor and admins only")
+
+
+class Policy(_Open):
+    id: int
+    name: str
+    parent: str | None
+    base_model: str
+    algorithm: str | None
+    adapter_path: str | None
+    data_hash: str | None
+    config: dict[str, Any] | None
+    metrics: dict[str, Any] | None
+    job_id: int | None
+    created_at: str
+    deleted_at: str | None
+
+
+class Policies(BaseModel):
+    policies: list[Policy]
+
+
+class Renamed(BaseModel):
+    status: Literal["renamed"]
+    name: str = Field(description="the new name")
+
+
+class Deleted(BaseModel):
+    status: Literal["deleted"]
+    name: str
+
+
+class ReportExample(_Open):
+    prompt: str
+    answer_version: str
+    answer_against: str
+    difference: float
+
+
+class Report(_Open):
+    """core.report: what changed in a version against another one."""
+
+    id: int
+    version: str
+    against: str
+    verdict: Literal[VERDICTS]  # type: ignore[valid-type]
+    summary: str
+    metrics: dict[str, Any]
+    warnings: list[str] | None = None
+    settings: dict[str, Any] | None = None
+    examples: list[ReportExample] | None = Field(default=None, description="admins only")
+    created_at: str
+
+
+class ReportAnswer(BaseModel):
+    report: Report
+
+
+class ReportState(_Open):
+    status: Literal["queued", "computing", "failed", "idle"]
+    progress: float | None = Field(default=None, description="0..1 while queued or computing")
+    message: str | None = None
+    error: ErrorDetail | None = Field(default=None, description="why the last computation failed")
+
+
+class Job(_Open):
+    """A training job. Labelers get the fields up to ``progress``; admins every column (config, error, run dir
+    and, for one job, the log tail)."""
+
+    id: int
+    algorithm: str
+    status: str = Field(description="queued | running | paused | succeeded | failed | cancelled | interrupted")
+    parent: str | None
+    version: str | None = Field(description="the version it produced")
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    progress: dict[str, Any]
+    error: str | None = None
+    run_dir: str | None = None
+    config: dict[str, Any] | None = None
+    log_tail: str | None = None
+
+
+class Jobs(BaseModel):
+    jobs: list[Job]
+
+
+class JobQueued(BaseModel):
+    id: int
+    status: Literal["queued"]
+
+
+class JobDryRun(BaseModel):
+    dry_run: DryRun
+
+
+class JobAction(BaseModel):
+    id: int
+    status: str = Field(description="the job's status after the request")
+    requested: Literal["cancel", "pause", "resume"]
+
+
+_MEANS: dict[int, str] = {
+    401: "Team mode: no account where this needs one, or wrong credentials (code unauthorized)",
+    403: "The caller's role may not do this (code forbidden); also a write sent from another site, or a Hugging "
+         "Face sign-in named like a team account",
+    404: "Not found (code not_found)",
+    409: "Conflicts with the current state (code conflict)",
+    413: "The body is larger than STUDIO_MAX_BODY_BYTES: nothing was read or stored (code payload_too_large)",
+    422: "Invalid input (code invalid_input); details lists each field that did not parse",
+    429: "Too many failed logins for this account or address (code too_many_attempts): wait Retry-After seconds",
+    500: "Unexpected failure (code internal_error): nothing was stored",
+    503: "The database could not store this (code storage_unavailable): nothing was stored, send it again",
+    507: "The studio's disk is full (code storage_full): nothing was stored",
+}
+_EVERY_ROUTE = (401, 403, 429, 500)   # logins and roles are checked on every route (team mode)
+_WRITES = (503, 507)                  # what the database answers when it cannot store
+
+
+def errors(*statuses: int, why: dict[int, str] | None = None) -> dict[int | str, dict[str, Any]]:
+    """An :class:`ErrorBody` answer for every status a route can give: those of every route plus ``statuses``,
+    described as ``why`` says for this route (else as on every route)."""
+    out: dict[int | str, dict[str, Any]] = {
+        status: {"model": ErrorBody, "description": (why or {}).get(status, _MEANS[status])}
+        for status in sorted({*_EVERY_ROUTE, *statuses})}
+    out[429]["headers"] = {"Retry-After": {"description": "seconds until logins are accepted again",
+                                           "schema": {"type": "integer"}}}
+    return out
+
+
+def answers(model: Any, *statuses: int, why: dict[int, str] | None = None,
+            also: dict[int | str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Route arguments: answer ``model`` (and ``also``, e.g. a 202) plus :func:`errors`. Unset fields are left
+    out, so a body has exactly the keys the handler built."""
+    return {"response_model": model, "response_model_exclude_unset": True,
+            "responses": {**(also or {}), **errors(*statuses, why=why)}}
 
 
 def _printable(value: Any) -> Any:
@@ -227,20 +483,38 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return _error(exc.status_code, code, str(exc.detail))
 
-    @api.get("/health")
+    @api.get("/health", **answers(Health))
     def health(request: Request) -> dict[str, Any]:
         return access.health_view(get_studio().health(), request.state.user)
 
     latencies = Latencies()
 
-    @api.get("/metrics", response_class=PlainTextResponse)
+    # response_class=Response: a PlainTextResponse class would document the JSON errors as text/plain too
+    @api.get("/metrics", response_class=Response, responses={200: {
+        "description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}},
+        **errors()})
     def metrics() -> PlainTextResponse:
         """Operator metrics in the Prometheus text format (also served at ``/metrics``)."""
         return PlainTextResponse(render_metrics(get_studio(), latencies), media_type=METRICS_CONTENT_TYPE)
 
+    def schema() -> dict[str, Any]:
+        """FastAPI's schema less its built-in 422 answer (HTTPValidationError): our handler answers every 422 with
+        ErrorBody, and routes list 422 themselves where it can happen."""
+        if api.openapi_schema is None:
+            document = FastAPI.openapi(api)
+            for operation in (op for item in document["paths"].values() for op in item.values()):
+                if "HTTPValidationError" in json.dumps(operation["responses"].get("422", {})):
+                    del operation["responses"]["422"]
+            for name in ("HTTPValidationError", "ValidationError"):
+                document["components"]["schemas"].pop(name, None)
+        return api.openapi_schema
+
+    api.openapi = schema  # type: ignore[method-assign]
+
     @api.get("/openapi.json", include_in_schema=False)
-    def openapi() -> dict[str, Any]:
-        return api.openapi()
+    def openapi(request: Request) -> dict[str, Any]:
+        """With the mount point as server, so generated clients and the docs' "try it out" call /api/..."""
+        return {**api.openapi(), "servers": [{"url": request.scope.get("root_path", "") or "/"}]}
 
     @api.get("/docs", include_in_schema=False)
     def docs(request: Request) -> Any:
@@ -249,7 +523,7 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
         return get_swagger_ui_html(openapi_url=request.scope.get("root_path", "") + "/openapi.json",
                                    title="RLHF Studio API")
 
-    @api.post("/feedback", status_code=201)
+    @api.post("/feedback", status_code=201, **answers(Saved, 413, 422, *_WRITES))
     def post_feedback(body: FeedbackIn, request: Request) -> dict[str, Any]:
         feedback = Feedback(prompt=body.prompt, response=body.response, score=body.score,
                             run_id=body.run_id, notes=body.notes, source="api")
@@ -264,7 +538,7 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
             return directory.api_labeler(labeler)
         return request.state.user
 
-    @api.post("/votes", status_code=201)
+    @api.post("/votes", status_code=201, **answers(Saved, 413, 422, *_WRITES))
     async def post_vote(body: VoteIn, request: Request) -> dict[str, Any]:
         """The hot path of a labeling session, so it stays on the event loop: no thread hand-off per
         vote, only an await on the group-commit future (acknowledged after the commit)."""
@@ -290,14 +564,19 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
             raise PermissionDenied("You can only see your own contributions", hint=f"ask for /api/contributions/{user.name}")
         return user
 
-    @api.get("/contributions/{name}")
+    @api.get("/contributions/{name}", **answers(Contributions, 404, why={
+        403: "A labeler asked for someone else's contributions (code forbidden)", 404: "No such user (code not_found)"}))
     def contributions(name: str, request: Request) -> dict[str, Any]:
         from core.chain.public import contributions_report
 
         own_or_admin(request, name)
         return contributions_report(get_studio().db, name)
 
-    @api.get("/contributions/{name}/proof/{contribution_id}")
+    @api.get("/contributions/{name}/proof/{contribution_id}", **answers(ContributionProof, 404, 409, 422, why={
+        403: "A labeler asked for someone else's proof (code forbidden)",
+        404: "No such user, or no such contribution of theirs (code not_found)",
+        409: "The contribution is not in a batch yet, or its rows do not give the stored root (code proof_invalid)",
+        422: "contribution_id is not an integer (code invalid_input)"}))
     def contribution_proof(name: str, contribution_id: int, request: Request) -> dict[str, Any]:
         """Everything needed to verify one contribution against the root on the chain, without the studio."""
         from core.chain.public import proof_report
@@ -305,21 +584,28 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
         user = own_or_admin(request, name)
         return proof_report(get_studio().db, name, contribution_id, with_secret=user.is_admin or user.name == name)
 
-    @api.get("/policies")
+    @api.get("/policies", **answers(Policies))
     def policies() -> dict[str, Any]:
         return {"policies": list_policies(get_studio().db)}
 
-    @api.patch("/policies/{name}")
+    @api.patch("/policies/{name}", **answers(Renamed, 404, 409, 413, 422, *_WRITES, why={
+        404: "No such live version (code not_found)", 409: "The new name is taken (code conflict)",
+        422: "The base cannot be renamed, or the new name is not letters, digits, '.', '_', '-' (code invalid_input)"}))
     def rename(name: str, body: RenameIn, request: Request) -> dict[str, Any]:
         rename_policy(get_studio().db, request.state.user, name, body.name)
         return {"status": "renamed", "name": body.name}
 
-    @api.delete("/policies/{name}")
+    @api.delete("/policies/{name}", **answers(Deleted, 404, 422, *_WRITES, why={
+        404: "No such live version (code not_found)", 422: "The base cannot be deleted (code invalid_input)"}))
     def delete(name: str, request: Request) -> dict[str, Any]:
         delete_policy(get_studio().db, request.state.user, name)
         return {"status": "deleted", "name": name}
 
-    @api.get("/policies/{name}/report")
+    @api.get("/policies/{name}/report", **answers(ReportAnswer, 404, 409, 422, why={
+        404: "No such version, or no report of it was asked for (code not_found)",
+        409: "Computing the report failed: the error says why (its own code)",
+        422: "The versions cannot be compared: the base, a reward model, a version with itself (code invalid_input)"},
+        also={202: {"model": ReportState, "description": "The report is queued or being computed: poll again"}}))
     def version_report(name: str, request: Request, against: str | None = None) -> Any:
         """What changed in a version vs its parent (or ``against``): 200 with the report once computed, 202 while
         it is computed, 404 when none was asked for. Labelers get the figures without other people's text."""
@@ -338,7 +624,9 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
         raise NotFound(f"No report of {name} against {against or 'its parent'} yet",
                        hint=f"an admin can compute one: POST /api/policies/{name}/report")
 
-    @api.post("/policies/{name}/report", status_code=202)
+    @api.post("/policies/{name}/report", status_code=202, **answers(ReportState, 404, 422, why={
+        404: "No such version (code not_found)",
+        422: "The versions cannot be compared: the base, a reward model, a version with itself (code invalid_input)"}))
     def request_report(name: str, request: Request, against: str | None = None) -> dict[str, Any]:
         """Compute a report now, in the background (admins): poll GET for it."""
         from core.report import default_against
@@ -349,12 +637,15 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
         check_pair(studio.db, name, against or default_against(studio.db, name))
         return {**studio.reports.state(name, against), "status": studio.reports.request(name, against, user)}
 
-    @api.get("/jobs")
+    @api.get("/jobs", **answers(Jobs))
     def jobs(request: Request) -> dict[str, Any]:
         return {"jobs": jsonable_encoder([access.job_view(job, request.state.scope)
                                           for job in get_studio().supervisor.jobs()])}
 
-    @api.post("/jobs", status_code=201)
+    @api.post("/jobs", status_code=201, **answers(JobQueued | JobDryRun, 404, 413, 422, *_WRITES, why={
+        404: "No such parent version or reward model (code not_found)",
+        422: "Invalid job: unknown algorithm, hyperparameters, filters or launch settings, or too few labels "
+             "(code invalid_input)"}))
     def submit_job(body: JobIn, request: Request) -> dict[str, Any]:
         user = request.state.user
         supervisor = get_studio().supervisor
@@ -364,14 +655,18 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
             return {"dry_run": supervisor.dry_run(job).to_dict()}
         return {"id": supervisor.submit(job, user), "status": "queued"}
 
-    @api.get("/jobs/{job_id}")
+    @api.get("/jobs/{job_id}", **answers(Job, 404, 422, why={
+        404: "No such job (code not_found)", 422: "job_id is not an integer (code invalid_input)"}))
     def job(job_id: int, request: Request) -> dict[str, Any]:
         supervisor = get_studio().supervisor
         info = supervisor.job(job_id)
         return jsonable_encoder(access.job_view({**info, "progress": supervisor.progress(info),
                                                  "log_tail": supervisor.log_tail(job_id)}, request.state.scope))
 
-    @api.post("/jobs/{job_id}/{action}")
+    @api.post("/jobs/{job_id}/{action}", **answers(JobAction, 404, 409, 422, *_WRITES, why={
+        404: "No such job, or an action other than cancel, pause, resume (code not_found)",
+        409: "The job's status does not allow it, or it has no checkpoint to resume from (code conflict)",
+        422: "job_id is not an integer (code invalid_input)"}))
     def job_action(job_id: int, action: str) -> dict[str, Any]:
         supervisor = get_studio().supervisor
         actions = {"cancel": supervisor.cancel, "pause": supervisor.pause, "resume": supervisor.resume}
