@@ -7,6 +7,7 @@
     python launch.py report v2 [--against v1] [--json] [--refresh]           what changed in a version
     python launch.py import FILE [--name N] [--dry-run] [--json] [--skip-bad]   import a dataset
     python launch.py export gguf v2 [--quant q8_0] [--push REPO]              a GGUF file + Ollama Modelfile
+    python launch.py judge --judge rm1 [--estimate] [--json]                 an AI judge labels unlabeled pairs
     python launch.py hash-password                                           hash a team password
 
 One process serves everything on one port: the Streamlit console at /, the Gradio labeling app at
@@ -87,6 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--against", help="the version to compare with (default: its parent)")
     rep.add_argument("--json", action="store_true", help="print the whole report as JSON")
     rep.add_argument("--refresh", action="store_true", help="compute it again even if one is stored")
+    jud = sub.add_parser("judge", parents=[_options(serving=False, top_level=False)],
+                         help="an AI judge labels the pairs no person voted on (studio stopped; while it runs, "
+                              "use POST /api/judge-runs)")
+    jud.add_argument("--judge", help="rm:<rmN>, policy[:<vN>] or an OpenAI-compatible <url>#<model>; key from "
+                     "STUDIO_JUDGE_API_KEY")
+    jud.add_argument("--source", default="unlabeled", help="which pairs: unlabeled (default)")
+    jud.add_argument("--estimate", action="store_true", help="only say what a run would cost (pairs, requests, "
+                     "seconds, tokens)")
+    jud.add_argument("--list", action="store_true", help="list the judge runs so far")
+    jud.add_argument("--json", action="store_true", help="print the result as JSON")
     backup = sub.add_parser("backup", parents=[_options(serving=False, top_level=False)],
                             help="copy the database to a folder of parquet files (studio stopped; while it "
                                  "runs, use Settings -> Back up now)")
@@ -300,6 +311,58 @@ def report_command(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def judge_command(settings: Settings, args: argparse.Namespace) -> int:
+    """Run an AI judge headless with a progress bar (Ctrl-C cancels: judged pairs stay saved)."""
+    import json
+
+    from tqdm import tqdm
+
+    from core.errors import ValidationError
+    from core.identity import ensure_user
+    from core.studio import Studio
+
+    cli_database(settings, "start it from the API: POST /api/judge-runs").close()
+    studio = Studio(settings, prepare_model(settings))
+    try:
+        if args.list:
+            runs = studio.judge_runs.list()
+            print(json.dumps(runs, indent=2) if args.json else "\n".join(
+                f"#{r['id']} {r['judge']} on {r['source']}: {r['status']}, {r['done']}/{r['total']} pairs, "
+                f"{r['ties']} position ties, {r['unreadable']} unreadable" for r in runs) or "no judge runs yet")
+            return 0
+        if not args.judge:
+            raise ValidationError("judge needs --judge", hint="e.g. --judge rm1, --judge policy, "
+                                  "--judge http://gpu-box:8000/v1#Qwen/Qwen3-8B")
+        if args.estimate:
+            from core.judging import estimate
+
+            cost = estimate(studio, args.judge, args.source)
+            print(json.dumps(cost) if args.json else
+                  f"{cost['describe']} on {cost['source']}: {cost['pairs']} pairs, {cost['requests']} requests, "
+                  f"~{cost['seconds']:.0f} s" + (f", ~{cost['tokens']} tokens" if cost["tokens"] else ""))
+            return 0
+        operator = ensure_user(studio.db, "operator", "admin", "cli")
+        run_id = studio.judge_runs.start(args.judge, args.source, operator)
+        run = studio.judge_runs.get(run_id)
+        with tqdm(total=run["total"], desc="judge", unit="pair", disable=args.json) as bar:
+            try:
+                while run["status"] == "running":
+                    studio.judge_runs.join(run_id, timeout=0.5)
+                    run = studio.judge_runs.get(run_id)
+                    bar.update(run["done"] - bar.n)
+            except KeyboardInterrupt:
+                studio.judge_runs.cancel(run_id)
+                studio.judge_runs.join(run_id)
+                run = studio.judge_runs.get(run_id)
+        print(json.dumps(run) if args.json else
+              f"judge run {run['id']} {run['status']}: {run['done']}/{run['total']} pairs labeled by {run['judge']}"
+              f" ({run['ties']} position ties, {run['unreadable']} unreadable)" + (f"; {run['error']}" if run["error"]
+                                                                                   else ""))
+        return 0 if run["status"] == "succeeded" else 1
+    finally:
+        studio.close()
+
+
 def cli_database(settings: Settings, alternative: str):
     """The data dir's database for a CLI command that writes; a running studio holds it (one writer)."""
     from core.errors import StorageError
@@ -490,6 +553,8 @@ def main(argv: list[str] | None = None) -> int:
             return train_command(settings, args)
         elif args.command == "report":
             return report_command(settings, args)
+        elif args.command == "judge":
+            return judge_command(settings, args)
         elif args.command == "import":
             return import_command(settings, args)
         elif args.command == "export":

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from core.config import Settings
-from core.errors import ConfigError, PermissionDenied, TooManyAttempts
+from core.errors import ConfigError, PermissionDenied, TooManyAttempts, ValidationError
 from storage.db import Database
 
 LOCAL_USER = "local"
@@ -138,8 +138,14 @@ def space_admins(env: Mapping[str, str] | None = None) -> set[str]:
     return {n.strip() for n in env.get("STUDIO_ADMINS", "").split(",") if n.strip()}
 
 
+AI_PREFIX = "ai:"   # labeler names of AI judges (core.judges); people cannot take them
+
+
 def ensure_user(db: Database, name: str, role: str, source: str) -> User:
     """The user's row, created on first sight; the role follows the accounts file if it changed."""
+    if name.startswith(AI_PREFIX):
+        raise ValidationError(f"Names starting with {AI_PREFIX!r} are kept for AI judges ({name!r})",
+                              hint="pick another name")
     with db.transaction() as cur:
         row = cur.execute("SELECT id, role FROM users WHERE name = ?", [name]).fetchone()
         if row is None:
@@ -149,6 +155,22 @@ def ensure_user(db: Database, name: str, role: str, source: str) -> User:
             user_id = row[0]
             cur.execute("UPDATE users SET role = ?, last_seen_at = now() WHERE id = ?", [role, user_id])
     return User(user_id, name, role)
+
+
+def ensure_ai_labeler(db: Database, name: str) -> User:
+    """The labeler row of an AI judge (kind 'ai', created on first use): its labels stay apart from people's."""
+    if not name.startswith(AI_PREFIX):
+        raise ValidationError(f"AI judge names start with {AI_PREFIX!r}, got {name!r}", hint="see core.judges")
+    with db.transaction() as cur:
+        row = cur.execute("SELECT id, kind FROM users WHERE name = ?", [name]).fetchone()
+        if row is None:
+            user_id = cur.execute("INSERT INTO users (name, role, source, kind) VALUES (?, 'labeler', 'judge', 'ai')"
+                                  " RETURNING id", [name]).fetchone()[0]
+        elif row[1] != "ai":
+            raise ValidationError(f"{name!r} is a person's account, not an AI judge", hint="rename that account")
+        else:
+            user_id = row[0]
+    return User(user_id, name, "labeler")
 
 
 class LoginThrottle:

@@ -20,6 +20,7 @@ from core.generate import PairUpdate, SamplingParams, stream_pair
 from core.hardware import HardwareProfile, detect_hardware
 from core.identity import Directory
 from core.jobs import Supervisor, mark_chat_active, trainer_threads
+from core.judging import JudgeRuns
 from core.models import auto_dtype, load_model
 from core.policies import ensure_base_policy, get_policy
 from core.report import ReportWorker
@@ -39,6 +40,7 @@ class Studio:
         self.directory = Directory(settings, self.db)
         self.supervisor = Supervisor(self.db, settings.runs_dir, model_path, settings.model)
         self.reports = ReportWorker(self)
+        self.judge_runs = JudgeRuns(self)
         self.engine = Engine(settings.inference_url, settings.inference_model) if settings.inference_url else None
         self.supervisor.on_new_version = self._on_new_version
         self._model: tuple[Any, Any] | None = None
@@ -169,6 +171,7 @@ class Studio:
             self.engine.close()
         self.supervisor.stop()
         self.reports.stop()
+        self.judge_runs.stop()
         self.db.close()
 
 

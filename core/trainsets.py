@@ -80,6 +80,7 @@ from core.errors import ValidationError
 from storage.db import Database
 
 FLAGS = ("unsafe", "pii", "off_topic")
+LABEL_KINDS = ("human", "ai", "both")   # whose votes: people's, AI judges' (core.judges), or both
 SOURCES = ("chat", "api", "arena", "seed")
 KTO_GOOD_RATING = 4.0   # weighted mean rating at or above this: a desirable answer
 KTO_BAD_RATING = 2.0    # at or below this: an undesirable one
@@ -146,6 +147,12 @@ class Filters:
         "help": "Only labels from these sources: chat, api, arena, seed, import:<name>, import:*."})
     exclude_flags: Sequence[str] = field(default=("unsafe", "pii"), metadata={
         "help": "Drop votes flagged with any of these: unsafe, pii, off_topic."})
+    label_kinds: str = field(default="human", metadata={
+        "help": "Whose votes: human (people only, the default), ai (AI judges' labels only) or both. AI labels "
+                "are never mixed in unless chosen here.", "choices": LABEL_KINDS})
+    min_ai_confidence: float = field(default=0.0, metadata={
+        "help": "AI labels: keep only verdicts the judge gave at least this confidence (0.5..1; ties are 0.5).",
+        "min": 0.0, "max": 1.0})
     min_agreement: float | None = field(default=None, metadata={
         "help": "Keep only prompts where at least this share (0..1) of labelers gave the majority outcome; "
                 "prompts labeled once are then dropped."})
@@ -180,8 +187,16 @@ class Filters:
                                       or not 0.0 <= agreement <= 1.0):
             raise ValidationError(f"min_agreement {agreement!r} is not a number from 0 to 1",
                                   hint="use e.g. 0.66 (two of three labelers agree), or leave it empty")
+        if self.label_kinds not in LABEL_KINDS:
+            raise ValidationError(f"label_kinds {self.label_kinds!r} is not one of {', '.join(LABEL_KINDS)}",
+                                  hint="human keeps people's votes only; ai the judges'; both mixes them")
+        confidence = self.min_ai_confidence
+        if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0.0 <= confidence <= 1.0:
+            raise ValidationError(f"min_ai_confidence {confidence!r} is not a number from 0 to 1",
+                                  hint="use e.g. 0.8, or 0 to keep every AI verdict")
         return {
             "since": since, "until": until,
+            "label_kinds": self.label_kinds, "min_ai_confidence": float(confidence),
             "labeler_ids": _labeler_ids(db, self.labelers) or None,
             "policies": _policy_names(db, self.policies) or None,
             "sources": sources or None,
@@ -298,6 +313,15 @@ def _by_policy(col: str) -> str:
     return f"($policies IS NULL OR coalesce(list_contains($policies, {col}), false))"
 
 
+_VOTER_KIND = "coalesce(u.kind, 'human')"   # the voter's kind in the vote query (votes without labeler: people)
+
+
+def _kind_ok(kind: str, confidence: str) -> str:
+    """A vote of the chosen kind (people, AI judges, both); AI votes also need the minimum confidence."""
+    return (f"(($label_kinds = 'both' OR {kind} = $label_kinds)"
+            f" AND ({kind} <> 'ai' OR coalesce({confidence}, 0) >= $min_ai_confidence))")
+
+
 def _lone_signal_ok(created_at: str, author: str, candidate: str) -> str:
     """Filters for a thumb, rating or gold edit given without a vote."""
     return (f"({_in_window(created_at)} AND {_by_labeler(author)} AND {_from_source(candidate + '.origin')}"
@@ -334,6 +358,7 @@ cand AS (
 ),
 vote AS (
     SELECT p.id, p.outcome, p.labeler_id, p.created_at, a.prompt, to_json(a.prompt)::VARCHAR AS prompt_key,
+           {_kind_ok(_VOTER_KIND, 'p.confidence')} AS kind_ok,
            a.id AS a_id, a.text AS a_text, b.id AS b_id, b.text AS b_text,
            CASE WHEN p.retracted_at IS NOT NULL THEN 'retracted'
                 WHEN p.redacted_at IS NOT NULL OR a.problem = 'redacted' OR b.problem = 'redacted' THEN 'redacted'
@@ -341,6 +366,7 @@ vote AS (
                      THEN 'no_prompt'
            END AS invalid,
            CASE WHEN NOT {_in_window('p.created_at')} THEN 'date'
+                WHEN NOT {_kind_ok(_VOTER_KIND, 'p.confidence')} THEN 'label_kind'
                 WHEN NOT {_by_labeler('p.labeler_id')} THEN 'labeler'
                 WHEN NOT {_from_source('p.source')} THEN 'source'
                 WHEN NOT ({_by_policy('a.policy')} AND {_by_policy('b.policy')}) THEN 'policy'
@@ -348,12 +374,13 @@ vote AS (
                      AND len(list_intersect(coalesce(p.flags, []::VARCHAR[]), $exclude_flags)) > 0 THEN 'flagged'
            END AS filtered
     FROM preferences p
+    LEFT JOIN users u ON u.id = p.labeler_id
     LEFT JOIN cand a ON a.id = p.candidate_a
     LEFT JOIN cand b ON b.id = p.candidate_b
 ),
 -- agreement per prompt text, over all live votes; each labeler's latest outcome counts once
 latest_outcome AS (
-    SELECT prompt_key, outcome FROM vote WHERE invalid IS NULL
+    SELECT prompt_key, outcome FROM vote WHERE invalid IS NULL AND kind_ok
     QUALIFY row_number() OVER (PARTITION BY prompt_key, coalesce(labeler_id, -id)
                                ORDER BY created_at DESC, id DESC) = 1
 ),

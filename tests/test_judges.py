@@ -124,3 +124,175 @@ def test_a_down_endpoint_is_retried_with_backoff_then_a_clear_error():
         backend.prefer_first([(PROMPT, GOOD, BAD)])
     assert waits == [0.5, 1.0, 2.0] and failed.value.http_status == 503
     assert "resume" in failed.value.hint
+
+
+# --- judge runs: storage, training-set filters, failure and resume -------------------------------------------
+
+def add_unlabeled_pairs(studio, n: int, start: int = 0) -> list[tuple[int, int]]:
+    """Pairs shown in the chat that nobody voted on (what a judge run labels)."""
+    from core.identity import ensure_user
+    from core.labeling import CandidateIn, add_user_message, new_conversation, save_pair
+
+    bo = ensure_user(studio.db, "bo", "labeler", "test")
+    pairs = []
+    for i in range(start, start + n):
+        conv = new_conversation(studio.db, bo, studio.base_policy_id)
+        turn = add_user_message(studio.db, bo, conv, f"Unlabeled question {i}?")
+        pairs.append(save_pair(studio.db, conv, turn, None, CandidateIn(f"A careful answer {i}.", studio.base_policy_id),
+                               CandidateIn(f"nah {i}", studio.base_policy_id), None))
+    return pairs
+
+
+@pytest.fixture(scope="module")
+def admin(studio):
+    from core.identity import ensure_user
+
+    return ensure_user(studio.db, "ada", "admin", "test")
+
+
+def test_a_judge_run_labels_unlabeled_pairs_as_its_own_labeler_and_a_rerun_resumes(studio, admin):
+    from core import trainsets
+    from core.judging import pairs_to_judge
+
+    pairs = add_unlabeled_pairs(studio, 5)
+    human_before = len(trainsets.preference_rows(studio.db).rows)
+    cost = __import__("core.judging", fromlist=["estimate"]).estimate(studio, "rm1", "unlabeled")
+    assert (cost["pairs"], cost["requests"], cost["tokens"]) == (5, 10, None) and cost["seconds_per_pair"] > 0
+    assert studio.db.scalar("SELECT count(*) FROM preferences WHERE source = 'judge'") == 0   # estimating saves nothing
+
+    run = studio.judge_runs.run_blocking("rm1", "unlabeled", admin)
+    assert (run["status"], run["total"], run["done"], run["judge"]) == ("succeeded", 5, 5, "ai:rm:rm1")
+    rows = studio.db.query("SELECT p.candidate_a, p.candidate_b, p.outcome, p.confidence, u.kind, u.name"
+                           " FROM preferences p JOIN users u ON u.id = p.labeler_id WHERE p.judge_run_id = ?"
+                           " ORDER BY p.candidate_a", [run["id"]])
+    assert [(r["candidate_a"], r["candidate_b"]) for r in rows] == pairs
+    assert all(r["kind"] == "ai" and r["name"] == "ai:rm:rm1" and 0.5 <= r["confidence"] <= 1 for r in rows)
+
+    # never mixed in silently: people's labels by default, the judge's only when asked
+    assert len(trainsets.preference_rows(studio.db).rows) == human_before
+    ai_only = trainsets.preference_rows(studio.db, trainsets.Filters(label_kinds="ai")).rows
+    assert len(ai_only) == sum(r["outcome"] in ("a", "b") for r in rows)
+    both = trainsets.preference_rows(studio.db, trainsets.Filters(label_kinds="both")).rows
+    assert len(both) == human_before + len(ai_only)
+    assert trainsets.preference_rows(studio.db, trainsets.Filters(label_kinds="ai", min_ai_confidence=1.0)).rows == []
+    with pytest.raises(ValidationError, match="label_kinds"):
+        trainsets.preference_rows(studio.db, trainsets.Filters(label_kinds="robots"))
+
+    again = studio.judge_runs.run_blocking("rm1", "unlabeled", admin)       # nothing left for this judge
+    assert (again["status"], again["total"]) == ("succeeded", 0)
+    assert len(pairs_to_judge(studio.db, "unlabeled", judges.parse_judge("policy"))) >= 5   # another judge may
+
+
+def test_people_cannot_take_ai_names_and_only_admins_run_judges(studio):
+    from core.errors import PermissionDenied
+    from core.identity import ensure_user
+
+    with pytest.raises(ValidationError, match="kept for AI judges"):
+        ensure_user(studio.db, "ai:rm:rm1", "labeler", "api")
+    bo = ensure_user(studio.db, "bo", "labeler", "test")
+    with pytest.raises(PermissionDenied):
+        studio.judge_runs.start("rm1", "unlabeled", bo)
+    with pytest.raises(ValidationError, match="Unknown judge source"):
+        studio.judge_runs.start("rm1", "everything", ensure_user(studio.db, "ada", "admin", "test"))
+
+
+class FlakyProxy:
+    """A loopback HTTP proxy in front of the real engine that forwards ``budget`` requests, then answers 503:
+    an endpoint that fails in the middle of a run."""
+
+    def __init__(self, target: str, budget: int) -> None:
+        import http.server
+        import threading
+
+        import httpx
+
+        proxy = self
+        self.budget, self.forwarded = budget, 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if proxy.forwarded >= proxy.budget:
+                    self.send_response(503)
+                    self.end_headers()
+                    return
+                proxy.forwarded += 1
+                answer = httpx.post(target + self.path[len("/v1"):], content=body,
+                                    headers={"Content-Type": "application/json"}, timeout=60)
+                self.send_response(answer.status_code)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+def test_an_endpoint_failing_mid_run_loses_nothing_and_the_next_run_resumes(studio, admin, engine, monkeypatch):
+    """Against `transformers serve` through a proxy that starts refusing after 3 pairs (6 requests): the run fails
+    with the endpoint's error, the 3 judged pairs are saved whole, and a second run judges only the rest."""
+    monkeypatch.setattr(judges, "BACKOFF_S", 0.01)
+    add_unlabeled_pairs(studio, 5, start=100)
+    cost = __import__("core.judging", fromlist=["x"]).estimate(studio, f"{engine.url}#{engine.model}", "unlabeled")
+    assert cost["tokens"] > 20 * cost["pairs"] and cost["requests"] == 2 * cost["pairs"]
+    proxy = FlakyProxy(engine.url, budget=6)
+    spec = f"{proxy.url}#{engine.model}"
+    todo = len(__import__("core.judging", fromlist=["x"]).pairs_to_judge(studio.db, "unlabeled",
+                                                                        judges.parse_judge(spec)))
+    try:
+        failed = studio.judge_runs.run_blocking(spec, "unlabeled", admin)
+        assert failed["status"] == "failed" and "answered 503" in failed["error"]
+        assert failed["done"] == 3 and failed["tokens"] > 0
+        saved = studio.db.scalar("SELECT count(*) FROM preferences WHERE judge_run_id = ?", [failed["id"]])
+        assert saved == 3                                            # whole pairs only, nothing half-written
+        proxy.budget = 10_000
+        resumed = studio.judge_runs.run_blocking(spec, "unlabeled", admin)
+        assert (resumed["status"], resumed["total"], resumed["done"]) == ("succeeded", todo - 3, todo - 3)
+        judged = studio.db.query("SELECT candidate_a, count(*) AS n FROM preferences p JOIN users u"
+                                 " ON u.id = p.labeler_id WHERE u.name = ? GROUP BY candidate_a",
+                                 [judges.parse_judge(spec).labeler])
+        assert len(judged) == todo and all(r["n"] == 1 for r in judged)   # every pair once
+    finally:
+        proxy.stop()
+
+
+def test_the_cli_estimates_and_runs_a_judge(tmp_path, tiny_model_dir):
+    """`launch.py judge --judge rm1 [--estimate] --json` in its own process on a stopped studio's data dir."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from core.config import load_settings
+    from core.models import MODELS_SUBDIR, TINY_MODEL_DIR
+    from core.policies import register_policy
+    from core.studio import Studio
+    from tests.conftest import ROOT
+    from tests.test_evaluation import random_adapter
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(tiny_model_dir, data_dir / MODELS_SUBDIR / TINY_MODEL_DIR)
+    s = Studio(load_settings({"data_dir": str(data_dir), "model": "tiny"}, env={}), data_dir / MODELS_SUBDIR / TINY_MODEL_DIR)
+    rm = random_adapter(Path(s.model_path), tmp_path / "rm1", seed=3, task="SEQ_CLS")
+    register_policy(s.db, "rm1", s.base_policy_id, "tiny", "reward", None, config={"reward_model_path": str(rm)})
+    add_unlabeled_pairs(s, 3)
+    s.close()
+    base = [sys.executable, str(ROOT / "launch.py"), "judge", "--data-dir", str(data_dir), "--model", "tiny"]
+    cost = subprocess.run(base + ["--judge", "rm1", "--estimate", "--json"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert cost.returncode == 0, cost.stderr[-2000:]
+    assert json.loads(cost.stdout)["pairs"] == 3
+    run = subprocess.run(base + ["--judge", "rm1", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout)
+    assert (result["status"], result["done"], result["judge"]) == ("succeeded", 3, "ai:rm:rm1")
+    bad = subprocess.run(base + ["--judge", "gpt"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "error [invalid_input]" in bad.stderr and "rm:<rmN>" in bad.stderr

@@ -77,7 +77,7 @@ _SOURCES: dict[str, tuple[str, str]] = {
                p.candidate_a, p.candidate_b
         FROM preferences p
         WHERE p.labeler_id IS NOT NULL AND p.retracted_at IS NULL AND p.redacted_at IS NULL
-          AND p.source NOT LIKE 'import%' AND {where}"""),
+          AND p.source NOT LIKE 'import%' AND p.source <> 'judge' AND {where}"""),
     "ratings": ("rating", """
         SELECT r.id, r.user_id, r.created_at, r.candidate_id, r.aspect, r.score
         FROM ratings r LEFT JOIN preferences p ON p.id = r.preference_id

@@ -1,0 +1,240 @@
+"""Judge runs: an AI judge (core.judges) labels the pairs no person voted on, in the background.
+
+Why it looks like this:
+- A judge's labels are votes of its own labeler (users.kind 'ai', named ``ai:<judge>``, source 'judge') with
+  the verdict's confidence. Training sets leave them out unless a filter asks for them (core.trainsets
+  ``label_kinds``); they earn no contribution rewards.
+- Each pair's verdict is saved in its own transaction, so a run that fails or is cancelled keeps every pair
+  it finished and nothing half-written; running the same judge again skips the pairs it already labeled
+  (resume).
+- Before starting, :func:`estimate` says how many pairs and requests, how long (from judging the first pair
+  once, without saving it) and, for a remote endpoint, roughly how many tokens.
+- Progress, counts and the end state live in ``judge_runs``; cancel is a flag the worker checks between pairs.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from core import judges
+from core.errors import NotFound, PermissionDenied, StudioError, ValidationError
+from core.identity import User, ensure_ai_labeler
+from storage.db import Database
+
+UNLABELED = "unlabeled"
+SOURCES_HELP = "unlabeled (pairs shown in the chat that no person voted on)"
+CHARS_PER_TOKEN = 4          # rough size of English text in tokens, for a remote endpoint's estimate
+BATCH = 8                    # pairs judged per call of an in-process backend (a remote endpoint: one at a time,
+                             # so a failure mid-run loses no verdict already paid for)
+
+# Pairs are the two candidates saved together for one chat turn: same conversation, turn and transaction time.
+_PAIRS = """
+WITH pair AS (
+    SELECT conversation_id, turn, min(id) AS a_id, max(id) AS b_id, any_value(prompt_id) AS prompt_id
+    FROM candidates
+    WHERE conversation_id IS NOT NULL AND redacted_at IS NULL
+    GROUP BY conversation_id, turn, created_at HAVING count(*) = 2
+),
+history AS (
+    SELECT p.a_id, list({'role': m.role, 'content': m.content} ORDER BY m.turn) AS messages,
+           bool_or(m.redacted_at IS NOT NULL) AS redacted
+    FROM pair p JOIN messages m ON m.conversation_id = p.conversation_id AND m.turn < p.turn
+    GROUP BY p.a_id
+)
+SELECT p.conversation_id, p.turn, p.prompt_id, p.a_id, p.b_id, a.text AS text_a, b.text AS text_b,
+       h.messages AS prompt
+FROM pair p
+JOIN candidates a ON a.id = p.a_id
+JOIN candidates b ON b.id = p.b_id
+JOIN history h ON h.a_id = p.a_id AND NOT h.redacted
+WHERE NOT EXISTS (SELECT 1 FROM preferences v LEFT JOIN users u ON u.id = v.labeler_id
+                  WHERE v.candidate_a = p.a_id AND v.candidate_b = p.b_id AND v.retracted_at IS NULL
+                    AND (coalesce(u.kind, 'human') = 'human' OR u.name = ?))
+ORDER BY p.a_id
+"""
+
+
+@dataclass(frozen=True)
+class PairItem:
+    conversation_id: int
+    turn: int
+    prompt_id: int | None
+    a_id: int
+    b_id: int
+    text_a: str
+    text_b: str
+    prompt: list[dict[str, str]]
+
+
+def pairs_to_judge(db: Database, source: str, judge: judges.JudgeSpec) -> list[PairItem]:
+    """The pairs a run of ``judge`` on ``source`` would label: unlabeled by people and not yet by this judge."""
+    if source != UNLABELED:
+        raise ValidationError(f"Unknown judge source {source!r}", hint=f"use {SOURCES_HELP}")
+    rows = db.query(_PAIRS, [judge.labeler])
+    return [PairItem(r["conversation_id"], r["turn"], r["prompt_id"], r["a_id"], r["b_id"], r["text_a"],
+                     r["text_b"], [dict(m) for m in r["prompt"]])
+            for r in rows if r["prompt"] and r["prompt"][-1]["role"] == "user"]
+
+
+def backend_for(studio: Any, spec: judges.JudgeSpec, api_key: str | None = None) -> judges.Backend:
+    """The judge's backend, with the rubric built from the guidelines and aspects humans label with."""
+    from core.labeling import active_aspects
+    from core.queue import guidelines
+
+    instructions = judges.rubric(guidelines(studio.db), active_aspects(studio.db))
+    if spec.kind == "rm":
+        from core.evaluation import RewardScorer
+
+        return judges.RewardBackend(RewardScorer.load(studio.db, spec.name))
+    if spec.kind == "policy":
+        return judges.PolicyBackend(studio, spec.name, instructions)
+    return judges.EndpointBackend(spec.url or "", spec.name, instructions, api_key)
+
+
+def estimate(studio: Any, spec_text: str, source: str, api_key: str | None = None) -> dict[str, Any]:
+    """What a run would cost: pairs, requests (two orders each), seconds (measured on the first pair, not saved)
+    and, for an endpoint, prompt tokens (characters / 4)."""
+    spec = judges.parse_judge(spec_text)
+    items = pairs_to_judge(studio.db, source, spec)
+    out: dict[str, Any] = {"judge": spec.labeler, "describe": spec.describe(), "source": source,
+                           "pairs": len(items), "requests": 2 * len(items), "seconds": 0.0, "seconds_per_pair": None,
+                           "tokens": None}
+    if not items:
+        return out
+    backend = backend_for(studio, spec, api_key)
+    started = time.perf_counter()
+    judges.judge_pairs(backend, [(items[0].prompt, items[0].text_a, items[0].text_b)])
+    per_pair = time.perf_counter() - started
+    out["seconds_per_pair"], out["seconds"] = round(per_pair, 4), round(per_pair * len(items), 1)
+    if spec.kind == "endpoint":
+        instructions = getattr(backend, "instructions", "")
+        chars = sum(len(instructions) + sum(len(m["content"]) for m in i.prompt) + len(i.text_a) + len(i.text_b)
+                    for i in items)
+        out["tokens"] = 2 * (chars // CHARS_PER_TOKEN + judges.REPLY_TOKENS * len(items))
+    return out
+
+
+# --- runs -----------------------------------------------------------------------------------------------------
+
+
+class JudgeRuns:
+    """Background judge runs of one studio: start, progress (from the table), cancel."""
+
+    def __init__(self, studio: Any) -> None:
+        self.studio = studio
+        self._cancel: dict[int, threading.Event] = {}
+        self._threads: dict[int, threading.Thread] = {}
+        self._lock = threading.Lock()
+        # a run that was going when the studio stopped ended there; its judged pairs are saved
+        studio.db.write(lambda cur: cur.execute(
+            "UPDATE judge_runs SET status = 'failed', finished_at = now(), error = 'the studio stopped during the run;"
+            " judged pairs are saved: run the judge again to resume' WHERE status = 'running'"))
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Cancel every run of this process and wait for each to save its last pair."""
+        with self._lock:
+            running = list(self._threads.items())
+            for event in self._cancel.values():
+                event.set()
+        for _, thread in running:
+            thread.join(timeout)
+
+    def start(self, spec_text: str, source: str, user: User, api_key: str | None = None,
+              on_done: Callable[[int], None] | None = None) -> int:
+        """Start a run in a background thread; returns its id at once (watch it with :meth:`get`)."""
+        if not user.is_admin:
+            raise PermissionDenied("Only admins can run AI judges", hint="ask an admin")
+        spec = judges.parse_judge(spec_text)
+        items = pairs_to_judge(self.studio.db, source, spec)
+        backend = backend_for(self.studio, spec, api_key)     # fails here (unknown rm, ...) before any row exists
+        judge_user = ensure_ai_labeler(self.studio.db, spec.labeler)
+        with self.studio.db.transaction() as cur:
+            run_id = cur.execute(
+                "INSERT INTO judge_runs (judge, spec, source, status, total, started_by) VALUES (?, ?, ?, 'running',"
+                " ?, ?) RETURNING id", [spec.labeler, _public_spec(spec), source, len(items), user.id]).fetchone()[0]
+        cancel = threading.Event()
+        thread = threading.Thread(target=self._run, name=f"studio-judge-{run_id}", daemon=True,
+                                  args=(run_id, backend, judge_user, items, cancel, on_done))
+        with self._lock:
+            self._cancel[run_id], self._threads[run_id] = cancel, thread
+        thread.start()
+        return run_id
+
+    def run_blocking(self, spec_text: str, source: str, user: User, api_key: str | None = None) -> dict[str, Any]:
+        run_id = self.start(spec_text, source, user, api_key)
+        self._threads[run_id].join()
+        return self.get(run_id)
+
+    def cancel(self, run_id: int) -> None:
+        self.get(run_id)
+        with self._lock:
+            event = self._cancel.get(run_id)
+        if event is not None:
+            event.set()
+
+    def get(self, run_id: int) -> dict[str, Any]:
+        rows = self.studio.db.query("SELECT * FROM judge_runs WHERE id = ?", [run_id])
+        if not rows:
+            raise NotFound(f"Judge run {run_id} does not exist", hint="list the runs: launch.py judge --list")
+        return _jsonable(rows[0])
+
+    def list(self) -> list[dict[str, Any]]:
+        return [_jsonable(r) for r in self.studio.db.query("SELECT * FROM judge_runs ORDER BY id DESC")]
+
+    def join(self, run_id: int, timeout: float | None = None) -> None:
+        thread = self._threads.get(run_id)
+        if thread is not None:
+            thread.join(timeout)
+
+    def _run(self, run_id: int, backend: judges.Backend, judge_user: User, items: list[PairItem],
+             cancel: threading.Event, on_done: Callable[[int], None] | None) -> None:
+        db = self.studio.db
+        status, error = "succeeded", None
+        try:
+            batch = 1 if isinstance(backend, judges.EndpointBackend) else BATCH
+            for start in range(0, len(items), batch):
+                if cancel.is_set():
+                    status = "cancelled"
+                    break
+                chunk = items[start:start + batch]
+                verdicts = judges.judge_pairs(backend, [(i.prompt, i.text_a, i.text_b) for i in chunk])
+                tokens = getattr(backend, "tokens", 0)
+                for item, verdict in zip(chunk, verdicts):
+                    _save_verdict(db, run_id, judge_user, item, verdict, tokens)
+        except StudioError as exc:
+            status, error = "failed", f"{exc.message} ({exc.hint})" if exc.hint else exc.message
+        except Exception as exc:  # noqa: BLE001 - a run must end in a state, whatever broke
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
+        finally:
+            db.write(lambda cur: cur.execute(
+                "UPDATE judge_runs SET status = ?, error = ?, finished_at = now() WHERE id = ?",
+                [status, error, run_id]))
+            if hasattr(backend, "close"):
+                backend.close()
+            if on_done:
+                on_done(run_id)
+
+
+def _save_verdict(db: Database, run_id: int, judge_user: User, item: PairItem, verdict: judges.Verdict,
+                  tokens: int) -> None:
+    """One pair: the vote and the run's counters in one transaction (all or nothing)."""
+    with db.transaction() as cur:
+        cur.execute("INSERT INTO preferences (conversation_id, turn, prompt_id, candidate_a, candidate_b, outcome,"
+                    " labeler_id, source, note, confidence, judge_run_id) VALUES (?, ?, ?, ?, ?, ?, ?, 'judge', ?, ?, ?)",
+                    [item.conversation_id, item.turn, item.prompt_id, item.a_id, item.b_id, verdict.outcome,
+                     judge_user.id, json.dumps(verdict.as_dict()), verdict.confidence, run_id])
+        cur.execute("UPDATE judge_runs SET done = done + 1, ties = ties + ?, unreadable = unreadable + ?,"
+                    " tokens = ? WHERE id = ?",
+                    [int(not verdict.position_consistent and verdict.readable), int(not verdict.readable),
+                     tokens, run_id])
+
+
+def _public_spec(spec: judges.JudgeSpec) -> str:
+    return f"{spec.url}#{spec.name}" if spec.kind == "endpoint" else f"{spec.kind}:{spec.name}"
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
