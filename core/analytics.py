@@ -73,6 +73,7 @@ WITH pref_ctx AS (
     LEFT JOIN candidates ca ON ca.id = p.candidate_a
     LEFT JOIN candidates cb ON cb.id = p.candidate_b
     LEFT JOIN conversations conv ON conv.id = coalesce(p.conversation_id, ca.conversation_id)
+    WHERE p.source <> 'judge'   -- AI judges' labels have their own section (core.judging), not people's stats
 ), pref_history AS (
     -- the user messages before the voted turn: the last one is the prompt, all of them the context
     SELECT pc.id, count(m.id) AS user_turns, arg_max(m.content, m.turn) AS last_user_text,

@@ -25,35 +25,48 @@ from core.identity import User, ensure_ai_labeler
 from storage.db import Database
 
 UNLABELED = "unlabeled"
-SOURCES_HELP = "unlabeled (pairs shown in the chat that no person voted on)"
+LABELED = "labeled"
+SOURCES_HELP = ("unlabeled (chat pairs no person voted on: what the judge pre-labels) or labeled (pairs people "
+                "voted on: calibration, to measure how far the judge agrees with them)")
 CHARS_PER_TOKEN = 4          # rough size of English text in tokens, for a remote endpoint's estimate
 BATCH = 8                    # pairs judged per call of an in-process backend (a remote endpoint: one at a time,
                              # so a failure mid-run loses no verdict already paid for)
 
-# Pairs are the two candidates saved together for one chat turn: same conversation, turn and transaction time.
-_PAIRS = """
+# Unlabeled: the two candidates saved together for one chat turn (same conversation, turn and transaction time)
+# that no person voted on. Labeled: every pair a person voted on (chat, API, imports), for calibration.
+_UNLABELED = """
 WITH pair AS (
-    SELECT conversation_id, turn, min(id) AS a_id, max(id) AS b_id, any_value(prompt_id) AS prompt_id
+    SELECT conversation_id, turn, min(id) AS a_id, max(id) AS b_id
     FROM candidates
     WHERE conversation_id IS NOT NULL AND redacted_at IS NULL
     GROUP BY conversation_id, turn, created_at HAVING count(*) = 2
-),
-history AS (
-    SELECT p.a_id, list({'role': m.role, 'content': m.content} ORDER BY m.turn) AS messages,
-           bool_or(m.redacted_at IS NOT NULL) AS redacted
-    FROM pair p JOIN messages m ON m.conversation_id = p.conversation_id AND m.turn < p.turn
-    GROUP BY p.a_id
 )
-SELECT p.conversation_id, p.turn, p.prompt_id, p.a_id, p.b_id, a.text AS text_a, b.text AS text_b,
-       h.messages AS prompt
-FROM pair p
-JOIN candidates a ON a.id = p.a_id
-JOIN candidates b ON b.id = p.b_id
-JOIN history h ON h.a_id = p.a_id AND NOT h.redacted
+SELECT a_id, b_id FROM pair p
 WHERE NOT EXISTS (SELECT 1 FROM preferences v LEFT JOIN users u ON u.id = v.labeler_id
                   WHERE v.candidate_a = p.a_id AND v.candidate_b = p.b_id AND v.retracted_at IS NULL
-                    AND (coalesce(u.kind, 'human') = 'human' OR u.name = ?))
-ORDER BY p.a_id
+                    AND (coalesce(u.kind, 'human') = 'human' OR u.name = $judge))
+"""
+_LABELED = """
+SELECT DISTINCT p.candidate_a AS a_id, p.candidate_b AS b_id
+FROM preferences p LEFT JOIN users u ON u.id = p.labeler_id
+WHERE coalesce(u.kind, 'human') = 'human' AND p.retracted_at IS NULL AND p.redacted_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM preferences v JOIN users j ON j.id = v.labeler_id AND j.name = $judge
+                  WHERE v.candidate_a = p.candidate_a AND v.candidate_b = p.candidate_b AND v.retracted_at IS NULL)
+"""
+# The pair's texts and prompt: a chat turn's conversation before it, else the prompt it answered.
+_PAIRS = """
+WITH pair AS ({pairs})
+SELECT a.conversation_id, a.turn, a.prompt_id, a.id AS a_id, b.id AS b_id, a.text AS text_a, b.text AS text_b,
+       CASE WHEN a.conversation_id IS NOT NULL THEN
+                (SELECT list({{'role': m.role, 'content': m.content}} ORDER BY m.turn) FROM messages m
+                 WHERE m.conversation_id = a.conversation_id AND m.turn < a.turn AND m.redacted_at IS NULL)
+            WHEN pr.id IS NOT NULL AND pr.redacted_at IS NULL THEN [{{'role': 'user', 'content': pr.text}}]
+       END AS prompt
+FROM pair
+JOIN candidates a ON a.id = pair.a_id AND a.redacted_at IS NULL
+JOIN candidates b ON b.id = pair.b_id AND b.redacted_at IS NULL
+LEFT JOIN prompts pr ON pr.id = a.prompt_id
+ORDER BY a.id
 """
 
 
@@ -71,9 +84,9 @@ class PairItem:
 
 def pairs_to_judge(db: Database, source: str, judge: judges.JudgeSpec) -> list[PairItem]:
     """The pairs a run of ``judge`` on ``source`` would label: unlabeled by people and not yet by this judge."""
-    if source != UNLABELED:
+    if source not in (UNLABELED, LABELED):
         raise ValidationError(f"Unknown judge source {source!r}", hint=f"use {SOURCES_HELP}")
-    rows = db.query(_PAIRS, [judge.labeler])
+    rows = db.query(_PAIRS.format(pairs=_UNLABELED if source == UNLABELED else _LABELED), {"judge": judge.labeler})
     return [PairItem(r["conversation_id"], r["turn"], r["prompt_id"], r["a_id"], r["b_id"], r["text_a"],
                      r["text_b"], [dict(m) for m in r["prompt"]])
             for r in rows if r["prompt"] and r["prompt"][-1]["role"] == "user"]
@@ -238,3 +251,72 @@ def _public_spec(spec: judges.JudgeSpec) -> str:
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
     return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
+
+
+# --- how far to trust a judge ---------------------------------------------------------------------------------
+
+MIN_CALIBRATION = 20          # shared items with people before a judge's labels go into training
+AGREEMENT_LABELS = ("a", "b", "tie")
+MAX_DISAGREEMENTS = 50
+
+# Every (judge verdict, person's vote) on the same pair. "both bad" counts as a tie here: a judge only says which
+# answer is better, and "neither" is what a tie means for that question.
+_SHARED = """
+SELECT j.id AS judge_vote, j.candidate_a, j.candidate_b, j.outcome AS judge_outcome, j.confidence,
+       h.outcome AS human_outcome, coalesce(hu.name, 'anonymous #' || h.id) AS human,
+       a.text AS text_a, b.text AS text_b,
+       coalesce((SELECT arg_max(m.content, m.turn) FROM messages m WHERE m.conversation_id = a.conversation_id
+                 AND m.turn < a.turn AND m.role = 'user'), pr.text) AS prompt
+FROM preferences j
+JOIN users ju ON ju.id = j.labeler_id AND ju.name = ?
+JOIN preferences h ON h.candidate_a = j.candidate_a AND h.candidate_b = j.candidate_b
+                  AND h.retracted_at IS NULL AND h.redacted_at IS NULL AND h.source <> 'judge'
+LEFT JOIN users hu ON hu.id = h.labeler_id
+JOIN candidates a ON a.id = j.candidate_a
+JOIN candidates b ON b.id = j.candidate_b
+LEFT JOIN prompts pr ON pr.id = a.prompt_id
+WHERE j.retracted_at IS NULL AND j.redacted_at IS NULL AND coalesce(hu.kind, 'human') = 'human'
+ORDER BY j.id, h.id
+"""
+
+
+def _as_preference(outcome: str) -> str:
+    return "tie" if outcome == "both_bad" else outcome
+
+
+def judge_agreement(db: Database, judge_name: str, min_shared: int = MIN_CALIBRATION) -> dict[str, Any]:
+    """A judge against the people on the pairs both labeled: Cohen's kappa (every judge-person pair of labels),
+    Krippendorff's alpha (nominal; each pair an item with the judge as one more labeler), the raw agreement,
+    a confusion matrix (rows: the judge, columns: people, in a / b / tie order) and the disagreements to read.
+    ``calibrated`` once ``shared`` reaches ``min_shared`` items."""
+    from core.agreement import cohen_kappa, confusion_matrix, krippendorff_alpha
+
+    rows = db.query(_SHARED, [judge_name])
+    pairs = [(_as_preference(r["judge_outcome"]), _as_preference(r["human_outcome"])) for r in rows]
+    units: dict[tuple[int, int], dict[str, str]] = {}
+    for row, (judge, human) in zip(rows, pairs):
+        unit = units.setdefault((row["candidate_a"], row["candidate_b"]), {judge_name: judge})
+        unit[row["human"]] = human
+    disagreements = [{"prompt": r["prompt"], "answer_a": r["text_a"], "answer_b": r["text_b"],
+                      "judge": r["judge_outcome"], "confidence": r["confidence"], "person": r["human"],
+                      "person_said": r["human_outcome"]}
+                     for r, (judge, human) in zip(rows, pairs) if judge != human][:MAX_DISAGREEMENTS]
+    shared = len(units)
+    return {"judge": judge_name, "shared": shared, "comparisons": len(pairs),
+            "agreement": sum(j == h for j, h in pairs) / len(pairs) if pairs else None,
+            "kappa": cohen_kappa(pairs), "alpha": krippendorff_alpha(units, "nominal") if shared else None,
+            "labels": list(AGREEMENT_LABELS), "confusion": confusion_matrix(pairs, AGREEMENT_LABELS),
+            "disagreements": disagreements, "calibrated": shared >= min_shared, "min_shared": min_shared}
+
+
+def judges_overview(db: Database, min_shared: int = MIN_CALIBRATION) -> list[dict[str, Any]]:
+    """Every AI judge that has labeled: its votes, runs, and agreement with people (no text)."""
+    out = []
+    for row in db.query("SELECT u.name, count(p.id) AS votes, count(DISTINCT p.judge_run_id) AS runs,"
+                        " avg(p.confidence) AS mean_confidence FROM users u JOIN preferences p ON p.labeler_id = u.id"
+                        " WHERE u.kind = 'ai' AND p.judge_run_id IS NOT NULL AND p.retracted_at IS NULL"
+                        " GROUP BY u.name ORDER BY u.name"):
+        agreement = judge_agreement(db, row["name"], min_shared)
+        out.append({**row, **{k: agreement[k] for k in ("shared", "comparisons", "agreement", "kappa", "alpha",
+                                                         "calibrated")}})
+    return out

@@ -153,6 +153,10 @@ class Filters:
     min_ai_confidence: float = field(default=0.0, metadata={
         "help": "AI labels: keep only verdicts the judge gave at least this confidence (0.5..1; ties are 0.5).",
         "min": 0.0, "max": 1.0})
+    min_judge_calibration: int = field(default=20, metadata={
+        "help": "AI judges' labels count once the judge has labeled at least this many pairs people voted on too "
+                "(its agreement with them is on the Data page; calibrate with `launch.py judge --source labeled`).",
+        "min": 0, "max": 100000})
     min_agreement: float | None = field(default=None, metadata={
         "help": "Keep only prompts where at least this share (0..1) of labelers gave the majority outcome; "
                 "prompts labeled once are then dropped."})
@@ -197,12 +201,20 @@ class Filters:
         return {
             "since": since, "until": until,
             "label_kinds": self.label_kinds, "min_ai_confidence": float(confidence),
+            "min_judge_calibration": _calibration(self.min_judge_calibration),
             "labeler_ids": _labeler_ids(db, self.labelers) or None,
             "policies": _policy_names(db, self.policies) or None,
             "sources": sources or None,
             "exclude_flags": flags or None,
             "min_agreement": None if agreement is None else float(agreement),
         }
+
+
+def _calibration(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValidationError(f"min_judge_calibration {value!r} is not a whole number >= 0",
+                              hint="use e.g. 20 shared items, or 0 to trust judges without calibration")
+    return value
 
 
 def _strings(values: Sequence[str] | str | None, name: str) -> list[str]:
@@ -356,6 +368,16 @@ cand AS (
     LEFT JOIN conversations cv ON cv.id = c.conversation_id
     LEFT JOIN prompts pr ON pr.id = coalesce(c.prompt_id, cv.prompt_id)
 ),
+-- per AI judge: pairs it labeled that people voted on too (its calibration, see core.judging)
+judge_shared AS (
+    SELECT j.labeler_id, count(DISTINCT j.candidate_a::VARCHAR || '-' || j.candidate_b::VARCHAR) AS shared
+    FROM preferences j
+    JOIN preferences h ON h.candidate_a = j.candidate_a AND h.candidate_b = j.candidate_b
+                      AND h.retracted_at IS NULL AND h.redacted_at IS NULL AND h.source <> 'judge'
+    LEFT JOIN users hu ON hu.id = h.labeler_id
+    WHERE j.judge_run_id IS NOT NULL AND j.retracted_at IS NULL AND coalesce(hu.kind, 'human') = 'human'
+    GROUP BY j.labeler_id
+),
 vote AS (
     SELECT p.id, p.outcome, p.labeler_id, p.created_at, a.prompt, to_json(a.prompt)::VARCHAR AS prompt_key,
            {_kind_ok(_VOTER_KIND, 'p.confidence')} AS kind_ok,
@@ -367,6 +389,8 @@ vote AS (
            END AS invalid,
            CASE WHEN NOT {_in_window('p.created_at')} THEN 'date'
                 WHEN NOT {_kind_ok(_VOTER_KIND, 'p.confidence')} THEN 'label_kind'
+                WHEN p.judge_run_id IS NOT NULL AND coalesce(js.shared, 0) < $min_judge_calibration
+                     THEN 'uncalibrated_judge'
                 WHEN NOT {_by_labeler('p.labeler_id')} THEN 'labeler'
                 WHEN NOT {_from_source('p.source')} THEN 'source'
                 WHEN NOT ({_by_policy('a.policy')} AND {_by_policy('b.policy')}) THEN 'policy'
@@ -375,6 +399,7 @@ vote AS (
            END AS filtered
     FROM preferences p
     LEFT JOIN users u ON u.id = p.labeler_id
+    LEFT JOIN judge_shared js ON js.labeler_id = p.labeler_id
     LEFT JOIN cand a ON a.id = p.candidate_a
     LEFT JOIN cand b ON b.id = p.candidate_b
 ),

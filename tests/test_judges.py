@@ -170,17 +170,60 @@ def test_a_judge_run_labels_unlabeled_pairs_as_its_own_labeler_and_a_rerun_resum
 
     # never mixed in silently: people's labels by default, the judge's only when asked
     assert len(trainsets.preference_rows(studio.db).rows) == human_before
-    ai_only = trainsets.preference_rows(studio.db, trainsets.Filters(label_kinds="ai")).rows
+    uncalibrated = trainsets.preference_rows(studio.db, trainsets.Filters(label_kinds="ai"))
+    assert uncalibrated.rows == [] and uncalibrated.stats["skipped"]["uncalibrated_judge"] == 5
+    trusted = {"min_judge_calibration": 0}
+    ai_only = trainsets.preference_rows(studio.db, trainsets.Filters(label_kinds="ai", **trusted)).rows
     assert len(ai_only) == sum(r["outcome"] in ("a", "b") for r in rows)
-    both = trainsets.preference_rows(studio.db, trainsets.Filters(label_kinds="both")).rows
+    both = trainsets.preference_rows(studio.db, trainsets.Filters(label_kinds="both", **trusted)).rows
     assert len(both) == human_before + len(ai_only)
-    assert trainsets.preference_rows(studio.db, trainsets.Filters(label_kinds="ai", min_ai_confidence=1.0)).rows == []
+    assert trainsets.preference_rows(studio.db, trainsets.Filters(label_kinds="ai", min_ai_confidence=1.0,
+                                                                  **trusted)).rows == []
     with pytest.raises(ValidationError, match="label_kinds"):
         trainsets.preference_rows(studio.db, trainsets.Filters(label_kinds="robots"))
 
     again = studio.judge_runs.run_blocking("rm1", "unlabeled", admin)       # nothing left for this judge
     assert (again["status"], again["total"]) == ("succeeded", 0)
     assert len(pairs_to_judge(studio.db, "unlabeled", judges.parse_judge("policy"))) >= 5   # another judge may
+
+
+def test_calibration_on_labeled_pairs_measures_agreement_and_opens_training(studio, admin):
+    """The judge labels pairs people voted on (source labeled): kappa, alpha, confusion and disagreements against
+    them; once it shares enough items its labels on unlabeled pairs may go into training."""
+    from core import trainsets
+    from core.agreement import cohen_kappa
+    from core.judging import judge_agreement, judges_overview
+
+    human_pairs = studio.db.scalar("SELECT count(DISTINCT candidate_a) FROM preferences WHERE source <> 'judge'"
+                                   " AND retracted_at IS NULL")
+    add_unlabeled_pairs(studio, 2, start=200)
+    run = studio.judge_runs.run_blocking("policy", "labeled", admin)
+    assert (run["status"], run["done"]) == ("succeeded", human_pairs)
+    agreement = judge_agreement(studio.db, "ai:policy:base", min_shared=human_pairs)
+    assert agreement["shared"] == human_pairs == agreement["comparisons"] and agreement["calibrated"]
+    assert sum(map(sum, agreement["confusion"])) == human_pairs
+    diagonal = sum(agreement["confusion"][i][i] for i in range(3))
+    assert agreement["agreement"] == pytest.approx(diagonal / human_pairs)
+    assert len(agreement["disagreements"]) == human_pairs - diagonal
+    votes = studio.db.query("SELECT j.outcome AS judge, h.outcome AS human FROM preferences j JOIN preferences h"
+                            " ON h.candidate_a = j.candidate_a AND h.source <> 'judge' WHERE j.judge_run_id = ?",
+                            [run["id"]])
+    pairs = [(v["judge"], "tie" if v["human"] == "both_bad" else v["human"]) for v in votes]
+    assert agreement["kappa"] == cohen_kappa(pairs)
+    assert not judge_agreement(studio.db, "ai:policy:base", min_shared=human_pairs + 1)["calibrated"]
+    overview = {j["name"]: j for j in judges_overview(studio.db, min_shared=human_pairs)}
+    assert overview["ai:policy:base"]["shared"] == human_pairs and overview["ai:policy:base"]["calibrated"]
+
+    unlabeled = studio.judge_runs.run_blocking("policy", "unlabeled", admin)
+    assert unlabeled["done"] >= 2
+    decisive = studio.db.scalar("SELECT count(*) FROM preferences WHERE judge_run_id = ? AND outcome IN ('a', 'b')",
+                                [unlabeled["id"]])
+    calibrated = trainsets.Filters(label_kinds="ai", labelers=("ai:policy:base",),
+                                   min_judge_calibration=human_pairs)
+    # the calibration run's own verdicts count too once the judge is calibrated: people labeled those pairs
+    assert len(trainsets.preference_rows(studio.db, calibrated).rows) >= decisive
+    strict = trainsets.Filters(label_kinds="ai", labelers=("ai:policy:base",), min_judge_calibration=human_pairs + 1)
+    assert trainsets.preference_rows(studio.db, strict).rows == []
 
 
 def test_people_cannot_take_ai_names_and_only_admins_run_judges(studio):
