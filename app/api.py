@@ -83,6 +83,19 @@ class JobIn(BaseModel):
     dry_run: bool = False
 
 
+class JudgeRunIn(BaseModel):
+    """Body of POST /api/judge-runs: which judge labels which pairs (core.judges, core.judging)."""
+
+    model_config = ConfigDict(extra="forbid")
+    judge: str = Field(description="rm:<rmN>, policy[:<vN>] or an OpenAI-compatible <url>#<model>")
+    source: Literal["unlabeled", "labeled"] = Field(
+        default="unlabeled", description="unlabeled: chat pairs no person voted on; labeled: pairs people voted on "
+                                         "(calibration)")
+    api_key: str | None = Field(default=None, description="a one-off key for the endpoint, held in memory for this "
+                                                          "run only (else STUDIO_JUDGE_API_KEY)")
+    estimate: bool = Field(default=False, description="only say what the run would cost")
+
+
 class RenameIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
@@ -286,6 +299,66 @@ class Job(_Open):
 
 class Jobs(BaseModel):
     jobs: list[Job]
+
+
+class JudgeRun(_Open):
+    id: int
+    judge: str = Field(description="the judge's labeler name (ai:...)")
+    spec: str
+    source: str
+    status: Literal["running", "succeeded", "failed", "cancelled"]
+    total: int
+    done: int
+    ties: int = Field(description="pairs whose two orders disagreed (position bias): stored as ties")
+    unreadable: int = Field(description="pairs where a reply named neither answer: stored as ties")
+    tokens: int
+    error: str | None
+    started_at: str
+    finished_at: str | None
+
+
+class JudgeSummary(_Open):
+    name: str
+    votes: int
+    runs: int
+    shared: int = Field(description="pairs it labeled that people voted on too")
+    kappa: float | None
+    alpha: float | None
+    agreement: float | None
+    calibrated: bool
+
+
+class JudgeRuns(BaseModel):
+    runs: list[JudgeRun]
+    judges: list[JudgeSummary]
+
+
+class JudgeEstimate(_Open):
+    judge: str
+    source: str
+    pairs: int
+    requests: int
+    seconds: float
+    tokens: int | None = Field(description="endpoints only: prompt tokens, roughly (characters / 4)")
+
+
+class JudgeStarted(BaseModel):
+    id: int
+    status: Literal["running"]
+
+
+class JudgeAgreement(_Open):
+    judge: str
+    shared: int
+    comparisons: int
+    agreement: float | None
+    kappa: float | None
+    alpha: float | None
+    labels: list[str]
+    confusion: list[list[int]] = Field(description="rows: the judge, columns: people, in labels order")
+    disagreements: list[dict[str, Any]]
+    calibrated: bool
+    min_shared: int
 
 
 class JobQueued(BaseModel):
@@ -674,5 +747,49 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
             raise NotFound(f"Unknown job action {action!r}", hint="use cancel, pause or resume")
         actions[action](job_id)
         return {"id": job_id, "status": supervisor.job(job_id)["status"], "requested": action}
+
+    @api.get("/judge-runs", **answers(JudgeRuns))
+    def judge_runs() -> dict[str, Any]:
+        from core.judging import judges_overview
+
+        studio = get_studio()
+        return {"runs": studio.judge_runs.list(), "judges": judges_overview(studio.db)}
+
+    @api.post("/judge-runs", status_code=202, **answers(JudgeStarted | JudgeEstimate, 404, 413, 422, 503, *_WRITES,
+                                                        why={
+        404: "No such reward model or policy version (code not_found)",
+        422: "Unknown judge spec or source (code invalid_input)",
+        503: "The judge endpoint cannot be reached (code judge_unavailable), or the database could not store this"}))
+    def start_judge_run(body: JudgeRunIn, request: Request) -> dict[str, Any]:
+        """Start an AI judge in the background (poll GET /api/judge-runs/{id}), or with ``estimate`` only say
+        what it would cost (pairs, requests, seconds measured on one pair, tokens for endpoints)."""
+        from core.judging import estimate
+
+        studio = get_studio()
+        if body.estimate:
+            return estimate(studio, body.judge, body.source, body.api_key)
+        return {"id": studio.judge_runs.start(body.judge, body.source, request.state.user, body.api_key),
+                "status": "running"}
+
+    @api.get("/judge-runs/{run_id}", **answers(JudgeRun, 404, 422, why={
+        404: "No such judge run (code not_found)", 422: "run_id is not an integer (code invalid_input)"}))
+    def judge_run(run_id: int) -> dict[str, Any]:
+        return get_studio().judge_runs.get(run_id)
+
+    @api.post("/judge-runs/{run_id}/cancel", **answers(JudgeRun, 404, 422, *_WRITES, why={
+        404: "No such judge run (code not_found)", 422: "run_id is not an integer (code invalid_input)"}))
+    def cancel_judge_run(run_id: int) -> dict[str, Any]:
+        """Ask a running judge to stop after the pair it is on (the pairs it judged stay saved)."""
+        runs = get_studio().judge_runs
+        runs.cancel(run_id)
+        return runs.get(run_id)
+
+    @api.get("/judges/agreement", **answers(JudgeAgreement, 422, why={
+        422: "judge is missing (code invalid_input)"}))
+    def judge_agreement(judge: str) -> dict[str, Any]:
+        """A judge against people on the pairs both labeled (query ``judge=ai:...``), with the disagreements."""
+        from core.judging import judge_agreement
+
+        return judge_agreement(get_studio().db, judge)
 
     return BodyLimit(TimedRequests(api, latencies), max_body_bytes)

@@ -72,6 +72,11 @@ API: dict[str, Rule] = {
     "POST /jobs": _admin("training jobs"),
     "GET /jobs/{job_id}": _summary("status and progress; the log tail and config are for admins"),
     "POST /jobs/{job_id}/{action}": _admin("cancel, pause, resume"),
+    "GET /judge-runs": _admin("AI judge runs: endpoints and errors"),
+    "POST /judge-runs": _admin("AI judges use the model or a paid endpoint, and write labels"),
+    "GET /judge-runs/{run_id}": _admin("an AI judge run: endpoint and error"),
+    "POST /judge-runs/{run_id}/cancel": _admin("stopping an AI judge run"),
+    "GET /judges/agreement": _admin("a judge's disagreements hold people's prompts and answers"),
 }
 
 # Console pages (pages/*.py, by file stem) and their sections. Anonymous clients never reach the console in

@@ -339,3 +339,37 @@ def test_the_cli_estimates_and_runs_a_judge(tmp_path, tiny_model_dir):
     assert (result["status"], result["done"], result["judge"]) == ("succeeded", 3, "ai:rm:rm1")
     bad = subprocess.run(base + ["--judge", "gpt"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "error [invalid_input]" in bad.stderr and "rm:<rmN>" in bad.stderr
+
+
+def test_the_rest_api_estimates_starts_polls_and_reads_agreement(studio):
+    """The /api/judge-runs routes on the real app (local mode: the caller is the local admin)."""
+    import time
+
+    from starlette.responses import PlainTextResponse
+    from starlette.testclient import TestClient
+
+    from app.api import create_api
+    from app.server import ApiFirst
+
+    add_unlabeled_pairs(studio, 2, start=300)
+    client = TestClient(ApiFirst(PlainTextResponse("console"), create_api(lambda: studio, 20_000)),
+                        raise_server_exceptions=False)
+    cost = client.post("/api/judge-runs", json={"judge": "rm1", "estimate": True})
+    assert cost.status_code == 202 and cost.json()["pairs"] >= 2
+    started = client.post("/api/judge-runs", json={"judge": "rm1"})
+    assert started.status_code == 202 and started.json()["status"] == "running"
+    run_id = started.json()["id"]
+    for _ in range(200):
+        run = client.get(f"/api/judge-runs/{run_id}").json()
+        if run["status"] != "running":
+            break
+        time.sleep(0.1)
+    assert run["status"] == "succeeded" and run["done"] == run["total"] >= 2
+    listed = client.get("/api/judge-runs").json()
+    assert listed["runs"][0]["id"] == run_id and any(j["name"] == "ai:rm:rm1" for j in listed["judges"])
+    agreement = client.get("/api/judges/agreement", params={"judge": "ai:rm:rm1"})
+    assert agreement.status_code == 200 and agreement.json()["labels"] == ["a", "b", "tie"]
+    bad = client.post("/api/judge-runs", json={"judge": "gpt-5"})
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_input"
+    assert client.get("/api/judge-runs/999999").json()["error"]["code"] == "not_found"
+    assert client.post("/api/judge-runs", json={"judge": "rm9"}).status_code == 404

@@ -51,6 +51,11 @@ STATUSES = {
     ("post", "/jobs"): EVERY_ROUTE | {"404", "413", "422"} | WRITES,
     ("get", "/jobs/{job_id}"): EVERY_ROUTE | {"404", "422"},
     ("post", "/jobs/{job_id}/{action}"): EVERY_ROUTE | {"404", "409", "422"} | WRITES,
+    ("get", "/judge-runs"): EVERY_ROUTE,
+    ("post", "/judge-runs"): EVERY_ROUTE | {"404", "413", "422", "503"} | WRITES,
+    ("get", "/judge-runs/{run_id}"): EVERY_ROUTE | {"404", "422"},
+    ("post", "/judge-runs/{run_id}/cancel"): EVERY_ROUTE | {"404", "422"} | WRITES,
+    ("get", "/judges/agreement"): EVERY_ROUTE | {"422"},
 }
 
 
