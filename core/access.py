@@ -89,6 +89,8 @@ CONSOLE: dict[str, Rule] = {
     "data.scored_feedback": _own("API feedback: labelers see what they sent"),
     "data.training_set": _own("preview and JSONL download: built from the viewer's own labels"),
     "data.import": _admin("importing datasets"),
+    "data.judge_runs": _admin("running AI judges (the model or a paid endpoint) and their runs"),
+    "data.judge_disagreements": _admin("a judge's disagreements hold people's prompts and answers"),
     "page:labeling": _admin("queues, guidelines and aspects"),
     "page:train": _admin("launching training jobs"),
     "page:runs": _summary("job status, curves and the figures of each version's report"),

@@ -324,6 +324,11 @@ if build:
     except _StudioError as exc:
         st.error(f"{exc.message}. {exc.hint}")
 
+# -- AI judges -------------------------------------------------------------------------------------
+from pages.data_judges import render_judges  # noqa: E402
+
+render_judges(studio, viewer)
+
 # -- import ----------------------------------------------------------------------------------------
 from pages.data_import import render_import  # noqa: E402
 

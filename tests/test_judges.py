@@ -373,3 +373,34 @@ def test_the_rest_api_estimates_starts_polls_and_reads_agreement(studio):
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_input"
     assert client.get("/api/judge-runs/999999").json()["error"]["code"] == "not_found"
     assert client.post("/api/judge-runs", json={"judge": "rm9"}).status_code == 404
+
+
+def test_the_data_page_shows_agreement_and_runs_judges(studio, admin, monkeypatch):
+    """The Data page's AI judges section in-process (Streamlit AppTest), as the local admin."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    import core.studio
+    from tests.conftest import ROOT
+
+    monkeypatch.setattr(core.studio, "_current", studio)
+    st.cache_data.clear()
+    add_unlabeled_pairs(studio, 1, start=400)
+    studio.judge_runs.run_blocking("rm1", "labeled", admin)           # some agreement to show
+    add_unlabeled_pairs(studio, 1, start=401)
+    app = AppTest.from_file(str(ROOT / "pages" / "data.py"), default_timeout=60).run()
+    assert not app.exception and not app.error
+    table = next(frame.value for frame in app.dataframe if "Cohen's kappa" in frame.value.columns)
+    assert "ai:rm:rm1" in set(table["judge"])
+    assert any("calibrated" in status for status in table["status"])
+    app.text_input(key="judge-key").input("sk-one-off-never-stored")
+    next(t for t in app.text_input if t.label == "Judge").input("rm1")
+    next(b for b in app.button if b.label == "Estimate").click().run()
+    assert not app.exception and any("pairs" in info.value for info in app.info), [e.value for e in app.error]
+    assert app.text_input(key="judge-key").value == ""                # the one-off key left the form
+    next(b for b in app.button if b.label == "Start").click().run()
+    assert any("started" in s.value for s in app.success), [e.value for e in app.error]
+    run = studio.judge_runs.list()[0]
+    studio.judge_runs.join(run["id"], timeout=60)
+    assert studio.judge_runs.get(run["id"])["status"] == "succeeded"
+    assert "sk-one-off" not in str(studio.db.query("SELECT * FROM judge_runs"))
