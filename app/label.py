@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterator
 import gradio as gr
 
 from app.arena import create_arena_tab
+from app.review import create_review_tab
 from app.auth import label_user
 from app.forms import (GENERATION_CONCURRENCY, build_config, components_for, config_names, name_inputs, screen_pace,
                        waiting_notice)
@@ -393,5 +394,7 @@ def create_label_app(get_studio: Callable[[], Studio]) -> gr.Blocks:
             refresh, refreshed = create_label_tab(get_studio)
         with gr.Tab("Arena"):
             create_arena_tab(get_studio)
+        with gr.Tab("Review"):
+            create_review_tab(get_studio)
         blocks.load(refresh, None, refreshed, api_name="page_load", api_visibility="private")
     return blocks

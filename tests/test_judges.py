@@ -404,3 +404,24 @@ def test_the_data_page_shows_agreement_and_runs_judges(studio, admin, monkeypatc
     studio.judge_runs.join(run["id"], timeout=60)
     assert studio.judge_runs.get(run["id"])["status"] == "succeeded"
     assert "sk-one-off" not in str(studio.db.query("SELECT * FROM judge_runs"))
+
+
+def test_review_takes_the_least_seen_pair_and_stores_one_vote_per_person(studio, admin):
+    from core import review
+    from core.errors import Conflict
+    from core.identity import ensure_user
+
+    add_unlabeled_pairs(studio, 2, start=500)
+    studio.judge_runs.run_blocking("rm1", "unlabeled", admin)
+    cy = ensure_user(studio.db, "cy", "labeler", "test")
+    item = review.next_item(studio.db, cy)
+    assert item is not None and item.judge.startswith("ai:") and item.human_votes == 0
+    assert item.prompt[-1]["role"] == "user" and item.text_a and item.text_b
+    vote_id = review.record_review(studio.db, cy, item.candidate_a, item.candidate_b, "a")
+    assert studio.db.scalar("SELECT source FROM preferences WHERE id = ?", [vote_id]) == "review"
+    with pytest.raises(Conflict):
+        review.record_review(studio.db, cy, item.candidate_a, item.candidate_b, "b")
+    following = review.next_item(studio.db, cy)
+    assert following is None or (following.candidate_a, following.candidate_b) != (item.candidate_a, item.candidate_b)
+    with pytest.raises(ValidationError):
+        review.record_review(studio.db, cy, item.candidate_a, item.candidate_b, "maybe")

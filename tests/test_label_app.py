@@ -225,3 +225,31 @@ def test_api_clients_see_named_parameters_with_defaults_and_no_widget_helpers(sh
     chat, *_ = client.predict(helpfulness_a="5", note="named", api_name="/vote_a")
     assert chat[-1]["role"] == "assistant"
     client.close()
+
+
+def test_people_review_pairs_an_ai_judge_labeled(shared_label_server: Server):
+    """End to end on a served studio: a chat pair nobody voted on, an AI judge run started over REST (the policy
+    judging), then the Review tab shows the pair, hides the AI's verdict until the vote, and stores the vote."""
+    client = Client(shared_label_server.url + "/label/", verbose=False)
+    client.submit("Which is larger, 3 or 7?", max_new_tokens=4, api_name="/send").result()   # a pair, no vote
+    api = httpx.Client(base_url=shared_label_server.url, timeout=60)
+    run = api.post("/api/judge-runs", json={"judge": "policy", "source": "unlabeled"})
+    assert run.status_code == 202, run.text
+    for _ in range(300):
+        state = api.get(f"/api/judge-runs/{run.json()['id']}").json()
+        if state["status"] != "running":
+            break
+        time.sleep(0.2)
+    assert state["status"] == "succeeded" and state["done"] >= 1, state
+
+    prompt, text_a, text_b, status, verdict = client.predict(False, api_name="/review_next")
+    assert "Which is larger, 3 or 7?" in prompt and text_a and text_b
+    assert "shows after your vote" in verdict and "ai:policy:base" not in verdict
+    status, verdict = client.predict(False, api_name="/review_vote_b")
+    assert status.startswith("✅ Saved: **B is better**") and "ai:policy:base" in verdict
+    agreement = api.get("/api/judges/agreement", params={"judge": "ai:policy:base"}).json()
+    assert agreement["comparisons"] >= 1                          # the review counts toward the judge's calibration
+    with pytest.raises(Exception, match="no pair to vote on"):
+        client.predict(False, api_name="/review_vote_a")
+    client.close()
+    api.close()

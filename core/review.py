@@ -1,0 +1,113 @@
+"""Review: people check the pairs an AI labeled (judge runs, constitutional revisions) in the labeling app.
+
+Why it looks like this:
+- A review is a person's own vote on the same pair (source 'review'): it never edits the AI's label, so the
+  judge's agreement with people (core.judging) grows with every review and training takes people's labels.
+- The next pair is the one people have looked at least, least confident AI verdict first: where a person's
+  eye is worth most.
+- The AI's verdict is shown after the vote by default (seeing it first anchors people to it); a reviewer may
+  choose to see it first for speed, and the vote records which way it was done.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from core.errors import Conflict, NotFound, ValidationError
+from core.identity import User
+from core.labeling import OUTCOMES
+from storage.db import Database
+
+SOURCE = "review"
+
+# AI-labeled pairs the reviewer has not voted on, one row per pair (its first AI label), fewest human votes first.
+_NEXT = """
+WITH ai AS (
+    SELECT p.id, p.candidate_a, p.candidate_b, p.outcome, p.confidence, p.note, u.name AS judge
+    FROM preferences p JOIN users u ON u.id = p.labeler_id AND u.kind = 'ai'
+    WHERE p.retracted_at IS NULL AND p.redacted_at IS NULL
+    QUALIFY row_number() OVER (PARTITION BY p.candidate_a, p.candidate_b ORDER BY p.id) = 1
+), people AS (
+    SELECT h.candidate_a, h.candidate_b, count(*) AS votes, bool_or(h.labeler_id = $user) AS mine
+    FROM preferences h LEFT JOIN users hu ON hu.id = h.labeler_id
+    WHERE h.retracted_at IS NULL AND coalesce(hu.kind, 'human') = 'human'
+    GROUP BY ALL
+)
+SELECT ai.*, coalesce(people.votes, 0) AS human_votes, a.text AS text_a, b.text AS text_b,
+       a.conversation_id, a.turn, a.prompt_id,
+       coalesce((SELECT list({'role': m.role, 'content': m.content} ORDER BY m.turn) FROM messages m
+                 WHERE m.conversation_id = a.conversation_id AND m.turn < a.turn AND m.redacted_at IS NULL),
+                [{'role': 'user', 'content': pr.text}]) AS prompt
+FROM ai
+JOIN candidates a ON a.id = ai.candidate_a AND a.redacted_at IS NULL
+JOIN candidates b ON b.id = ai.candidate_b AND b.redacted_at IS NULL
+LEFT JOIN prompts pr ON pr.id = a.prompt_id AND pr.redacted_at IS NULL
+LEFT JOIN people ON people.candidate_a = ai.candidate_a AND people.candidate_b = ai.candidate_b
+WHERE NOT coalesce(people.mine, false)
+ORDER BY human_votes, ai.confidence NULLS LAST, ai.id
+LIMIT 1
+"""
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    """One AI-labeled pair to review; ``ai_outcome`` / ``ai_confidence`` / ``judge`` are what the AI said."""
+
+    candidate_a: int
+    candidate_b: int
+    prompt: list[dict[str, str]]
+    text_a: str
+    text_b: str
+    judge: str
+    ai_outcome: str
+    ai_confidence: float | None
+    human_votes: int
+    critique: str | None        # constitutional revisions: the critique that led to answer B
+
+
+def next_item(db: Database, user: User) -> ReviewItem | None:
+    """The next pair for ``user`` to review, or None when every AI-labeled pair has their vote."""
+    rows = db.query(_NEXT, {"user": user.id})
+    if not rows:
+        return None
+    row = rows[0]
+    note = _note(row["note"])
+    return ReviewItem(row["candidate_a"], row["candidate_b"], [dict(m) for m in row["prompt"] or []],
+                      row["text_a"], row["text_b"], row["judge"], row["outcome"], row["confidence"],
+                      row["human_votes"], note.get("critique"))
+
+
+def record_review(db: Database, user: User, candidate_a: int, candidate_b: int, outcome: str,
+                  saw_ai_first: bool = False) -> int:
+    """Store the reviewer's vote on an AI-labeled pair (one per person and pair); returns the preference id."""
+    if outcome not in OUTCOMES:
+        raise ValidationError(f"Unknown outcome {outcome!r}", hint=f"use one of {', '.join(OUTCOMES)}")
+
+    def write(cur: Any) -> int:
+        found = cur.execute("SELECT conversation_id, turn, prompt_id FROM candidates WHERE id = ? AND redacted_at IS"
+                            " NULL", [candidate_a]).fetchone()
+        other = cur.execute("SELECT 1 FROM candidates WHERE id = ? AND redacted_at IS NULL", [candidate_b]).fetchone()
+        labeled = cur.execute("SELECT count(*) FROM preferences p JOIN users u ON u.id = p.labeler_id AND u.kind = 'ai'"
+                              " WHERE p.candidate_a = ? AND p.candidate_b = ? AND p.retracted_at IS NULL",
+                              [candidate_a, candidate_b]).fetchone()[0]
+        if found is None or other is None or not labeled:
+            raise NotFound("That pair is gone, or no AI labeled it", hint="take the next pair")
+        if cur.execute("SELECT count(*) FROM preferences WHERE candidate_a = ? AND candidate_b = ? AND labeler_id = ?"
+                       " AND retracted_at IS NULL", [candidate_a, candidate_b, user.id]).fetchone()[0]:
+            raise Conflict("You already voted on this pair", hint="take the next pair")
+        return cur.execute(
+            "INSERT INTO preferences (conversation_id, turn, prompt_id, candidate_a, candidate_b, outcome, labeler_id,"
+            " source, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            [*found, candidate_a, candidate_b, outcome, user.id, SOURCE,
+             json.dumps({"saw_ai_first": saw_ai_first})]).fetchone()[0]
+
+    return db.write(write)
+
+
+def _note(text: str | None) -> dict[str, Any]:
+    try:
+        value = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
