@@ -93,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "use POST /api/judge-runs)")
     jud.add_argument("--judge", help="rm:<rmN>, policy[:<vN>] or an OpenAI-compatible <url>#<model>; key from "
                      "STUDIO_JUDGE_API_KEY")
-    jud.add_argument("--source", default="unlabeled", help="which pairs: unlabeled (default)")
+    jud.add_argument("--source", default="unlabeled", help="unlabeled (default: chat pairs no person voted on), "
+                     "queue:NAME (a labeling queue's prompts, answered twice by the base policy) or labeled (pairs "
+                     "people voted on: calibration)")
     jud.add_argument("--estimate", action="store_true", help="only say what a run would cost (pairs, requests, "
                      "seconds, tokens)")
     jud.add_argument("--list", action="store_true", help="list the judge runs so far")

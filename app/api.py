@@ -88,9 +88,10 @@ class JudgeRunIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     judge: str = Field(description="rm:<rmN>, policy[:<vN>] or an OpenAI-compatible <url>#<model>")
-    source: Literal["unlabeled", "labeled"] = Field(
-        default="unlabeled", description="unlabeled: chat pairs no person voted on; labeled: pairs people voted on "
-                                         "(calibration)")
+    source: str = Field(default="unlabeled", pattern=r"^(unlabeled|labeled|queue:.+)$",
+                        description="unlabeled: chat pairs no person voted on; queue:<name>: a labeling queue's "
+                                    "prompts, answered twice by the base policy; labeled: pairs people voted on "
+                                    "(calibration)")
     api_key: str | None = Field(default=None, description="a one-off key for the endpoint, held in memory for this "
                                                           "run only (else STUDIO_JUDGE_API_KEY)")
     estimate: bool = Field(default=False, description="only say what the run would cost")

@@ -26,8 +26,10 @@ from storage.db import Database
 
 UNLABELED = "unlabeled"
 LABELED = "labeled"
-SOURCES_HELP = ("unlabeled (chat pairs no person voted on: what the judge pre-labels) or labeled (pairs people "
-                "voted on: calibration, to measure how far the judge agrees with them)")
+QUEUE = "queue:"
+SOURCES_HELP = ("unlabeled (chat pairs no person voted on: what the judge pre-labels), queue:<name> (the prompts of a "
+                "labeling queue: the base policy answers each twice, the judge labels the pair) or labeled (pairs "
+                "people voted on: calibration, to measure how far the judge agrees with them)")
 CHARS_PER_TOKEN = 4          # rough size of English text in tokens, for a remote endpoint's estimate
 BATCH = 8                    # pairs judged per call of an in-process backend (a remote endpoint: one at a time,
                              # so a failure mid-run loses no verdict already paid for)
@@ -82,6 +84,39 @@ class PairItem:
     prompt: list[dict[str, str]]
 
 
+@dataclass(frozen=True)
+class QueuedPrompt:
+    """A queue's prompt with no pair this judge labeled yet: the run makes the pair, then judges it."""
+
+    prompt_id: int
+    text: str
+
+    @property
+    def prompt(self) -> list[dict[str, str]]:
+        return [{"role": "user", "content": self.text}]
+
+
+# A queue's prompts that no pair labeled by this judge answers yet.
+_QUEUE_PROMPTS = """
+SELECT pr.id, pr.text FROM prompts pr JOIN queues q ON q.id = pr.queue_id AND q.name = $queue
+WHERE pr.redacted_at IS NULL AND NOT EXISTS (
+    SELECT 1 FROM preferences v JOIN users u ON u.id = v.labeler_id AND u.name = $judge
+    JOIN candidates c ON c.id = v.candidate_a WHERE c.prompt_id = pr.id AND v.retracted_at IS NULL)
+ORDER BY pr.id
+"""
+
+
+def work_items(db: Database, source: str, judge: judges.JudgeSpec) -> list[PairItem | QueuedPrompt]:
+    """What a run of ``judge`` on ``source`` would label: pairs, or a queue's prompts still without a judged pair."""
+    if source.startswith(QUEUE):
+        name = source[len(QUEUE):]
+        if not db.scalar("SELECT count(*) FROM queues WHERE name = ?", [name]):
+            raise NotFound(f"There is no labeling queue named {name!r}", hint="see the console's Labeling page")
+        return [QueuedPrompt(r["id"], r["text"]) for r in db.query(_QUEUE_PROMPTS, {"queue": name,
+                                                                                  "judge": judge.labeler})]
+    return list(pairs_to_judge(db, source, judge))
+
+
 def pairs_to_judge(db: Database, source: str, judge: judges.JudgeSpec) -> list[PairItem]:
     """The pairs a run of ``judge`` on ``source`` would label: unlabeled by people and not yet by this judge."""
     if source not in (UNLABELED, LABELED):
@@ -107,11 +142,12 @@ def backend_for(studio: Any, spec: judges.JudgeSpec, api_key: str | None = None)
     return judges.EndpointBackend(spec.url or "", spec.name, instructions, api_key)
 
 
-def estimate(studio: Any, spec_text: str, source: str, api_key: str | None = None) -> dict[str, Any]:
+def estimate(studio: Any, spec_text: str, source: str, api_key: str | None = None,
+             sampling: Any = None) -> dict[str, Any]:
     """What a run would cost: pairs, requests (two orders each), seconds (measured on the first pair, not saved)
     and, for an endpoint, prompt tokens (characters / 4)."""
     spec = judges.parse_judge(spec_text)
-    items = pairs_to_judge(studio.db, source, spec)
+    items = work_items(studio.db, source, spec)
     out: dict[str, Any] = {"judge": spec.labeler, "describe": spec.describe(), "source": source,
                            "pairs": len(items), "requests": 2 * len(items), "seconds": 0.0, "seconds_per_pair": None,
                            "tokens": None}
@@ -119,13 +155,16 @@ def estimate(studio: Any, spec_text: str, source: str, api_key: str | None = Non
         return out
     backend = backend_for(studio, spec, api_key)
     started = time.perf_counter()
-    judges.judge_pairs(backend, [(items[0].prompt, items[0].text_a, items[0].text_b)])
+    first = items[0]
+    texts = (first.text_a, first.text_b) if isinstance(first, PairItem) else _answer_pair(studio, first, sampling)[:2]
+    judges.judge_pairs(backend, [(first.prompt, *texts)])
     per_pair = time.perf_counter() - started
     out["seconds_per_pair"], out["seconds"] = round(per_pair, 4), round(per_pair * len(items), 1)
     if spec.kind == "endpoint":
         instructions = getattr(backend, "instructions", "")
-        chars = sum(len(instructions) + sum(len(m["content"]) for m in i.prompt) + len(i.text_a) + len(i.text_b)
-                    for i in items)
+        answers = {id(i): (len(i.text_a) + len(i.text_b) if isinstance(i, PairItem) else sum(map(len, texts)))
+                   for i in items}
+        chars = sum(len(instructions) + sum(len(m["content"]) for m in i.prompt) + answers[id(i)] for i in items)
         out["tokens"] = 2 * (chars // CHARS_PER_TOKEN + judges.REPLY_TOKENS * len(items))
     return out
 
@@ -156,12 +195,13 @@ class JudgeRuns:
             thread.join(timeout)
 
     def start(self, spec_text: str, source: str, user: User, api_key: str | None = None,
-              on_done: Callable[[int], None] | None = None) -> int:
-        """Start a run in a background thread; returns its id at once (watch it with :meth:`get`)."""
+              on_done: Callable[[int], None] | None = None, sampling: Any = None) -> int:
+        """Start a run in a background thread; returns its id at once (watch it with :meth:`get`). ``sampling``
+        (core.generate.SamplingParams) is how a queue's prompts are answered (default: the chat's)."""
         if not user.is_admin:
             raise PermissionDenied("Only admins can run AI judges", hint="ask an admin")
         spec = judges.parse_judge(spec_text)
-        items = pairs_to_judge(self.studio.db, source, spec)
+        items = work_items(self.studio.db, source, spec)
         backend = backend_for(self.studio, spec, api_key)     # fails here (unknown rm, ...) before any row exists
         judge_user = ensure_ai_labeler(self.studio.db, spec.labeler)
         with self.studio.db.transaction() as cur:
@@ -170,14 +210,15 @@ class JudgeRuns:
                 " ?, ?) RETURNING id", [spec.labeler, _public_spec(spec), source, len(items), user.id]).fetchone()[0]
         cancel = threading.Event()
         thread = threading.Thread(target=self._run, name=f"studio-judge-{run_id}", daemon=True,
-                                  args=(run_id, backend, judge_user, items, cancel, on_done))
+                                  args=(run_id, backend, judge_user, items, cancel, on_done, sampling))
         with self._lock:
             self._cancel[run_id], self._threads[run_id] = cancel, thread
         thread.start()
         return run_id
 
-    def run_blocking(self, spec_text: str, source: str, user: User, api_key: str | None = None) -> dict[str, Any]:
-        run_id = self.start(spec_text, source, user, api_key)
+    def run_blocking(self, spec_text: str, source: str, user: User, api_key: str | None = None,
+                     sampling: Any = None) -> dict[str, Any]:
+        run_id = self.start(spec_text, source, user, api_key, sampling=sampling)
         self._threads[run_id].join()
         return self.get(run_id)
 
@@ -202,8 +243,8 @@ class JudgeRuns:
         if thread is not None:
             thread.join(timeout)
 
-    def _run(self, run_id: int, backend: judges.Backend, judge_user: User, items: list[PairItem],
-             cancel: threading.Event, on_done: Callable[[int], None] | None) -> None:
+    def _run(self, run_id: int, backend: judges.Backend, judge_user: User, items: list[PairItem | QueuedPrompt],
+             cancel: threading.Event, on_done: Callable[[int], None] | None, sampling: Any = None) -> None:
         db = self.studio.db
         status, error = "succeeded", None
         try:
@@ -212,7 +253,8 @@ class JudgeRuns:
                 if cancel.is_set():
                     status = "cancelled"
                     break
-                chunk = items[start:start + batch]
+                chunk = [item if isinstance(item, PairItem) else _make_pair(self.studio, judge_user, item, sampling)
+                         for item in items[start:start + batch]]
                 verdicts = judges.judge_pairs(backend, [(i.prompt, i.text_a, i.text_b) for i in chunk])
                 tokens = getattr(backend, "tokens", 0)
                 for item, verdict in zip(chunk, verdicts):
@@ -229,6 +271,33 @@ class JudgeRuns:
                 backend.close()
             if on_done:
                 on_done(run_id)
+
+
+def _answer_pair(studio: Any, item: QueuedPrompt, sampling: Any = None) -> tuple[str, str, Any, tuple[int, int]]:
+    """Two sampled answers of the base policy to a queued prompt, as the labeling app would show them."""
+    from core.generate import SamplingParams
+
+    sampling = sampling or SamplingParams()
+    updates, ids = studio.pair_stream(item.prompt, sampling, "base", "base")
+    final = None
+    for final in updates:
+        pass
+    return final.text_a, final.text_b, final, ids
+
+
+def _make_pair(studio: Any, judge_user: User, item: QueuedPrompt, sampling: Any = None) -> PairItem:
+    """Generate and store the pair for a queued prompt (one transaction: the pair exists whole or not at all)."""
+    from core.generate import SamplingParams
+    from core.labeling import CandidateIn, write_prompt_pair
+
+    sampling = sampling or SamplingParams()
+    text_a, text_b, final, (id_a, id_b) = _answer_pair(studio, item, sampling)
+    a = CandidateIn(text_a, id_a, final.latency_ms, final.new_tokens_a)
+    b = CandidateIn(text_b, id_b, final.latency_ms, final.new_tokens_b)
+    with studio.db.transaction() as cur:
+        conversation_id, turn, a_id, b_id = write_prompt_pair(cur, judge_user, item.text, item.prompt_id, a, b,
+                                                              sampling.to_dict())
+    return PairItem(conversation_id, turn, item.prompt_id, a_id, b_id, text_a, text_b, item.prompt)
 
 
 def _save_verdict(db: Database, run_id: int, judge_user: User, item: PairItem, verdict: judges.Verdict,

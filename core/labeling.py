@@ -116,6 +116,23 @@ def save_pair(db: Database, conversation_id: int | None, turn: int | None, promp
     return ids[0], ids[1]
 
 
+def write_prompt_pair(cur: duckdb.DuckDBPyConnection, user: User, prompt_text: str, prompt_id: int | None,
+                      a: CandidateIn, b: CandidateIn, sampling: dict[str, Any] | None) -> tuple[int, int, int, int]:
+    """A one-turn conversation of ``user`` (the prompt, then two candidate answers) inside the caller's
+    transaction, for pairs made without a chat (AI judges on a queue, constitutional revisions): it exists whole
+    or not at all. Returns (conversation id, candidates' turn, candidate A id, candidate B id)."""
+    conversation_id = cur.execute("INSERT INTO conversations (user_id, policy_id, prompt_id) VALUES (?, ?, ?)"
+                                  " RETURNING id", [user.id, a.policy_id, prompt_id]).fetchone()[0]
+    cur.execute("INSERT INTO messages (conversation_id, turn, role, content) VALUES (?, 0, 'user', ?)",
+                [conversation_id, clean_text(prompt_text, "message", max_chars=MAX_MESSAGE_CHARS)])
+    ids = [cur.execute("INSERT INTO candidates (conversation_id, turn, prompt_id, policy_id, text, sampling, latency_ms,"
+                       " new_tokens) VALUES (?, 1, ?, ?, ?, ?, ?, ?) RETURNING id",
+                       [conversation_id, prompt_id, cand.policy_id, cand.text,
+                        json.dumps(sampling) if sampling is not None else None, cand.latency_ms,
+                        cand.new_tokens]).fetchone()[0] for cand in (a, b)]
+    return conversation_id, 1, ids[0], ids[1]
+
+
 # -- votes -----------------------------------------------------------------------------------------
 @dataclass
 class Vote:

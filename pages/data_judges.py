@@ -73,7 +73,11 @@ def _runs(studio: Any, viewer: Any) -> None:
     with st.form("judge-run"):
         spec = st.text_input("Judge", placeholder="rm1, policy, policy:v2 or http://gpu-box:8000/v1#Qwen/Qwen3-8B",
                              help=judges.SPEC_HELP)
-        source = st.radio("Pairs", list(SOURCES), format_func=SOURCES.get, horizontal=True)
+        from core.queue import list_queues
+
+        sources = {**SOURCES, **{f"{judging.QUEUE}{q['name']}": f"Queue {q['name']} (answer each prompt twice, "
+                                 "then judge)" for q in list_queues(studio.db)}}
+        source = st.selectbox("Pairs", list(sources), format_func=sources.get)
         st.text_input("One-off endpoint key (optional)", type="password", key="judge-key",
                       help=f"For an endpoint that needs one; else {judges.API_KEY_ENV} is used. Held in memory for "
                            "this run only, never stored.")

@@ -425,3 +425,29 @@ def test_review_takes_the_least_seen_pair_and_stores_one_vote_per_person(studio,
     assert following is None or (following.candidate_a, following.candidate_b) != (item.candidate_a, item.candidate_b)
     with pytest.raises(ValidationError):
         review.record_review(studio.db, cy, item.candidate_a, item.candidate_b, "maybe")
+
+
+def test_a_judge_run_on_a_queue_answers_each_prompt_then_labels_the_pair(studio, admin):
+    from core import queue as pq
+    from core.errors import NotFound
+    from core.generate import SamplingParams
+    from core.judging import estimate
+
+    queue_id = pq.create_queue(studio.db, admin, "judge-me")
+    pq.import_prompts(studio.db, admin, queue_id, ["Name a river.", "What is 3 times 3?"], "test")
+    short = SamplingParams(max_new_tokens=6)
+    cost = estimate(studio, "policy", "queue:judge-me", sampling=short)
+    assert (cost["pairs"], cost["requests"]) == (2, 4) and cost["seconds_per_pair"] > 0
+    assert studio.db.scalar("SELECT count(*) FROM candidates c JOIN prompts p ON p.id = c.prompt_id"
+                            " WHERE p.queue_id = ?", [queue_id]) == 0             # estimating stores nothing
+    run = studio.judge_runs.run_blocking("policy", "queue:judge-me", admin, sampling=short)
+    assert (run["status"], run["total"], run["done"]) == ("succeeded", 2, 2), run["error"]
+    pairs = studio.db.query("SELECT c.prompt_id, count(*) AS n, any_value(u.name) AS owner FROM candidates c"
+                            " JOIN prompts p ON p.id = c.prompt_id JOIN conversations cv ON cv.id = c.conversation_id"
+                            " JOIN users u ON u.id = cv.user_id WHERE p.queue_id = ? GROUP BY c.prompt_id",
+                            [queue_id])
+    assert len(pairs) == 2 and all(r["n"] == 2 and r["owner"] == "ai:policy:base" for r in pairs)
+    again = studio.judge_runs.run_blocking("policy", "queue:judge-me", admin)
+    assert again["total"] == 0                                    # every prompt has its judged pair
+    with pytest.raises(NotFound, match="no labeling queue"):
+        studio.judge_runs.start("policy", "queue:nope", admin)
