@@ -194,12 +194,7 @@ def export_adapter(db: Database, data_dir: Path | str, version: str, user: Any,
 def export_merged(db: Database, data_dir: Path | str, version: str, user: Any, dtype: str = "float32",
                   card: CardOptions | None = None) -> ExportResult:
     """Base + adapter merged into plain weights (safetensors) in ``dtype``; full fine-tunes are converted."""
-    _require_admin(user)
-    if dtype not in DTYPES:
-        raise ValidationError(f"Unknown dtype {dtype!r}", hint=f"use one of {', '.join(DTYPES)}")
-    card = card or CardOptions()
-    policy = _policy(db, version)
-    base_id = card.base_model_id or base_hub_id(policy["base_model"])
+    policy, card, base_id = _prepare(db, user, version, card, ("dtype", dtype, DTYPES))
 
     def build(out: Path) -> dict[str, Any]:
         def merge() -> None:
@@ -230,12 +225,7 @@ def export_gguf(db: Database, data_dir: Path | str, version: str, user: Any, qua
     from core.generate import SamplingParams, in_short_thread
     from core.gguf_export import GGUF_TYPES, modelfile, write_gguf
 
-    _require_admin(user)
-    if quant not in GGUF_TYPES:
-        raise ValidationError(f"Unknown GGUF type {quant!r}", hint=f"use one of {', '.join(GGUF_TYPES)}")
-    card = card or CardOptions()
-    policy = _policy(db, version)
-    base_id = card.base_model_id or base_hub_id(policy["base_model"])
+    policy, card, base_id = _prepare(db, user, version, card, ("GGUF type", quant, GGUF_TYPES))
     file_name = f"{_slug(version)}-{quant}.gguf"
 
     def build(out: Path) -> dict[str, Any]:
@@ -265,16 +255,11 @@ def export_quantized(db: Database, data_dir: Path | str, version: str, user: Any
     quantized. bitsandbytes quantizes on CUDA: elsewhere this refuses and points to GGUF, which is built for CPUs."""
     import torch
 
-    _require_admin(user)
-    if bits not in QUANTIZED_BITS:
-        raise ValidationError(f"Unknown bitsandbytes type {bits!r}", hint=f"use one of {', '.join(QUANTIZED_BITS)}")
+    policy, card, base_id = _prepare(db, user, version, card, ("bitsandbytes type", bits, QUANTIZED_BITS))
     if not torch.cuda.is_available():
         raise ValidationError("bitsandbytes quantization needs a CUDA GPU, and this machine has none",
                               hint="export GGUF q8_0 or q4_0 instead (it is made for CPUs), or run this export "
                                    "on a machine with a GPU", code="needs_cuda")
-    card = card or CardOptions()
-    policy = _policy(db, version)
-    base_id = card.base_model_id or base_hub_id(policy["base_model"])
 
     def build(out: Path) -> dict[str, Any]:
         from transformers import AutoModelForCausalLM, BitsAndBytesConfig
@@ -706,6 +691,19 @@ def _base_dir(policy: dict[str, Any], data_dir: Path | str) -> Path | str:
     from core.models import resolve_model
 
     return resolve_model(policy["base_model"], Path(data_dir))
+
+
+def _prepare(db: Database, user: Any, version: str, card: CardOptions | None,
+             choice: tuple[str, str, tuple[str, ...]]) -> tuple[dict[str, Any], CardOptions, str | None]:
+    """What every model export checks first: an admin, a known ``(what, value, choices)``, a live version; returns
+    (policy, card options, the base model's Hub id or None)."""
+    _require_admin(user)
+    what, value, choices = choice
+    if value not in choices:
+        raise ValidationError(f"Unknown {what} {value!r}", hint=f"use one of {', '.join(choices)}")
+    card = card or CardOptions()
+    policy = _policy(db, version)
+    return policy, card, card.base_model_id or base_hub_id(policy["base_model"])
 
 
 def _merged_model(policy: dict[str, Any], version: str, data_dir: Path | str) -> tuple[Any, Any]:
