@@ -8,6 +8,7 @@
     python launch.py import FILE [--name N] [--dry-run] [--json] [--skip-bad]   import a dataset
     python launch.py export gguf v2 [--quant q8_0] [--push REPO]              a GGUF file + Ollama Modelfile
     python launch.py judge --judge rm1 [--estimate] [--json]                 an AI judge labels unlabeled pairs
+    python launch.py constitution --version v2 --queue main [--limit 50]     self-critique pairs for review
     python launch.py hash-password                                           hash a team password
 
 One process serves everything on one port: the Streamlit console at /, the Gradio labeling app at
@@ -100,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
                      "seconds, tokens)")
     jud.add_argument("--list", action="store_true", help="list the judge runs so far")
     jud.add_argument("--json", action="store_true", help="print the result as JSON")
+    con = sub.add_parser("constitution", parents=[_options(serving=False, top_level=False)],
+                         help="a version critiques and revises its answers to a queue's prompts against the "
+                              "principles; pairs go to the Review tab (studio stopped)")
+    con.add_argument("--version", default="base", help="the policy version that answers, critiques and revises")
+    con.add_argument("--queue", help="the labeling queue whose prompts to use")
+    con.add_argument("--limit", type=int, help="at most this many prompts")
+    con.add_argument("--max-new-tokens", type=int, default=192, help="longest answer, critique and revision")
+    con.add_argument("--show", action="store_true", help="print the principles and exit")
+    con.add_argument("--json", action="store_true", help="print the result as JSON")
     backup = sub.add_parser("backup", parents=[_options(serving=False, top_level=False)],
                             help="copy the database to a folder of parquet files (studio stopped; while it "
                                  "runs, use Settings -> Back up now)")
@@ -365,6 +375,41 @@ def judge_command(settings: Settings, args: argparse.Namespace) -> int:
         studio.close()
 
 
+def constitution_command(settings: Settings, args: argparse.Namespace) -> int:
+    """Constitutional self-critique headless, with a progress bar."""
+    import json
+
+    from tqdm import tqdm
+
+    from core import constitution
+    from core.errors import ValidationError
+    from core.generate import SamplingParams
+    from core.identity import ensure_user
+    from core.studio import Studio
+
+    cli_database(settings, "run it from the console's Labeling setup page").close()
+    studio = Studio(settings, prepare_model(settings))
+    try:
+        if args.show:
+            print("\n".join(f"{i}. {p}" for i, p in enumerate(constitution.principles(studio.db), 1)))
+            return 0
+        if not args.queue:
+            raise ValidationError("constitution needs --queue", hint="e.g. --queue main (see the Labeling setup page)")
+        rows = constitution.queue_prompt_rows(studio.db, args.queue, args.limit)
+        operator = ensure_user(studio.db, "operator", "admin", "cli")
+        with tqdm(total=len(rows), desc="constitution", unit="prompt", disable=args.json) as bar:
+            result = constitution.run_constitution(
+                studio, operator, args.version, [text for _, text in rows], prompt_ids=[i for i, _ in rows],
+                sampling=SamplingParams(max_new_tokens=args.max_new_tokens),
+                progress=lambda fraction, text: bar.update(round(fraction * len(rows)) - bar.n))
+        print(json.dumps(result) if args.json else
+              f"{result['pairs']} pairs stored for review by ai:constitution ({result['skipped_identical']} identical "
+              f"and {result['skipped_empty']} empty revisions skipped) in {result['seconds']:.0f} s")
+        return 0
+    finally:
+        studio.close()
+
+
 def cli_database(settings: Settings, alternative: str):
     """The data dir's database for a CLI command that writes; a running studio holds it (one writer)."""
     from core.errors import StorageError
@@ -557,6 +602,8 @@ def main(argv: list[str] | None = None) -> int:
             return report_command(settings, args)
         elif args.command == "judge":
             return judge_command(settings, args)
+        elif args.command == "constitution":
+            return constitution_command(settings, args)
         elif args.command == "import":
             return import_command(settings, args)
         elif args.command == "export":

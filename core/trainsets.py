@@ -151,7 +151,8 @@ class Filters:
         "help": "Whose votes: human (people only, the default), ai (AI judges' labels only) or both. AI labels "
                 "are never mixed in unless chosen here.", "choices": LABEL_KINDS})
     min_ai_confidence: float = field(default=0.0, metadata={
-        "help": "AI labels: keep only verdicts the judge gave at least this confidence (0.5..1; ties are 0.5).",
+        "help": "AI labels: keep only verdicts the judge gave at least this confidence (0.5..1; ties are 0.5). "
+                "Constitutional revisions carry no confidence and are not affected.",
         "min": 0.0, "max": 1.0})
     min_judge_calibration: int = field(default=20, metadata={
         "help": "AI judges' labels count once the judge has labeled at least this many pairs people voted on too "
@@ -331,7 +332,7 @@ _VOTER_KIND = "coalesce(u.kind, 'human')"   # the voter's kind in the vote query
 def _kind_ok(kind: str, confidence: str) -> str:
     """A vote of the chosen kind (people, AI judges, both); AI votes also need the minimum confidence."""
     return (f"(($label_kinds = 'both' OR {kind} = $label_kinds)"
-            f" AND ({kind} <> 'ai' OR coalesce({confidence}, 0) >= $min_ai_confidence))")
+            f" AND ({kind} <> 'ai' OR {confidence} IS NULL OR {confidence} >= $min_ai_confidence))")
 
 
 def _lone_signal_ok(created_at: str, author: str, candidate: str) -> str:

@@ -1,12 +1,14 @@
-"""Labeling setup (admins): prompt queues, imports, progress, guidelines and rating aspects."""
+"""Labeling setup (admins): prompt queues, imports, progress, guidelines, rating aspects and the constitution."""
 import pandas as pd
 import streamlit as st
 
-from core import queue as prompt_queue
+from core import constitution, queue as prompt_queue
 from core.errors import StudioError
+from core.evaluation import comparable_policies
+from core.generate import SamplingParams
 from core.labeling import active_aspects, save_aspects
 from core.studio import current
-from pages.common import require_page
+from pages.common import require_page, show_error
 
 studio = current()
 st.title("Labeling setup")
@@ -80,3 +82,43 @@ if st.button("Save guidelines"):
         st.success("Guidelines saved.")
     except StudioError as exc:
         st.error(f"{exc.message}. {exc.hint}")
+
+st.subheader("Constitution (AI self-critique)")
+st.caption("Principles a policy version critiques its own answers against, then revises them; each original vs "
+           "revision becomes a pair labeled 'B is better' by `ai:constitution`, which people check in the labeling "
+           "app's Review tab. Such pairs train only when a training set asks for AI labels. One principle per line.")
+principles_text = st.text_area("Principles", constitution.principles_text(studio.db), height=260,
+                               key="constitution-text")
+save_col, reset_col = st.columns(2)
+if save_col.button("Save principles"):
+    try:
+        saved = constitution.save_principles(studio.db, admin, principles_text)
+        st.success(f"{len(saved)} principles saved.")
+    except StudioError as exc:
+        show_error(exc)
+if reset_col.button("Restore the default principles"):
+    constitution.reset_principles(studio.db, admin)
+    st.session_state.pop("constitution-text", None)
+    st.rerun()
+if queues:
+    with st.form("constitution-run"):
+        st.markdown("**Critique and revise a queue's prompts**")
+        version = st.selectbox("Version", comparable_policies(studio.db))
+        queue_name = st.selectbox("Queue", [q["name"] for q in queues], key="constitution-queue")
+        limit = st.number_input("At most this many prompts", min_value=1, max_value=10_000, value=20)
+        max_new_tokens = st.number_input("Longest answer, critique and revision (tokens)", min_value=8,
+                                         max_value=1024, value=192)
+        run = st.form_submit_button("Run", type="primary")
+    if run:
+        bar = st.progress(0.0, text="Critiquing the first answer (three generations per prompt)")
+        try:
+            rows = constitution.queue_prompt_rows(studio.db, queue_name, int(limit))
+            result = constitution.run_constitution(
+                studio, admin, version, [text for _, text in rows], prompt_ids=[i for i, _ in rows],
+                sampling=SamplingParams(max_new_tokens=int(max_new_tokens)),
+                progress=lambda fraction, text: bar.progress(min(1.0, fraction), text=text))
+            st.success(f"{result['pairs']} pairs stored for review ({result['skipped_identical']} revisions identical "
+                       f"to the answer and {result['skipped_empty']} empty were skipped) in {result['seconds']:.0f} s.",
+                       icon=":material/check_circle:")
+        except StudioError as exc:
+            show_error(exc)
