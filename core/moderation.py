@@ -123,7 +123,9 @@ def _redact_gold(cur: Cursor, ids: list[int]) -> int:
 def _redact_texts(cur: Cursor, table: str, column: str, ids: list[int]) -> int:
     if not ids:
         return 0
-    return len(cur.execute(f"UPDATE {table} SET {column} = ?, redacted_at = now() WHERE redacted_at IS NULL"
+    # a candidate's sampling record may quote text too (a constitutional critique, core.constitution): cleared
+    extra = ", sampling = NULL" if table == "candidates" else ""
+    return len(cur.execute(f"UPDATE {table} SET {column} = ?{extra}, redacted_at = now() WHERE redacted_at IS NULL"
                            " AND id IN (SELECT unnest(?::BIGINT[])) RETURNING id", [REDACTED, ids]).fetchall())
 
 
@@ -159,6 +161,9 @@ def _redact_prompt(cur: Cursor, prompt_id: int) -> dict[str, int]:
                        " candidates WHERE prompt_id = ?))", [text[0], conversations, prompt_id])
     prompts = _redact_texts(cur, "prompts", "text", [prompt_id])
     messages = _redact_texts(cur, "messages", "content", copies)
+    # the answers stay, but a sampling record may quote the prompt (a constitutional critique): cleared
+    cur.execute("UPDATE candidates SET sampling = NULL WHERE sampling IS NOT NULL AND (prompt_id = ? OR conversation_id"
+                " IN (SELECT unnest(?::BIGINT[])))", [prompt_id, conversations])
     votes = _redact_preferences(cur, _ids(
         cur, "SELECT p.id FROM preferences p"
              " LEFT JOIN candidates ca ON ca.id = p.candidate_a LEFT JOIN candidates cb ON cb.id = p.candidate_b"

@@ -248,6 +248,8 @@ def test_people_review_the_pairs_and_redacting_the_prompt_reaches_them(studio, a
     assert studio.db.scalar("SELECT count(*) FROM messages m JOIN conversations c ON c.id = m.conversation_id"
                             " WHERE c.prompt_id = ? AND m.redacted_at IS NULL", [prompt_id]) == 0
     assert len(trainsets.preference_rows(studio.db, trainsets.Filters(label_kinds="ai")).rows) == ai - 1
+    assert studio.db.scalar("SELECT count(*) FROM candidates WHERE prompt_id = ? AND sampling::VARCHAR LIKE"
+                            " '%critique%'", [prompt_id]) == 0            # no copy of the critique is left
 
 
 def test_a_generation_that_fails_stores_nothing_and_the_run_is_on_record(studio, admin, tmp_path):
