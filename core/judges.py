@@ -216,12 +216,12 @@ class EndpointBackend:
     def _one(self, messages: Messages) -> float | None:
         body = {"model": self.model, "messages": messages, "max_tokens": REPLY_TOKENS, "temperature": 0.0,
                 "logprobs": True, "top_logprobs": 10}
-        reply = self._post(body)
+        reply = self.post(body)
         choice = (reply.get("choices") or [{}])[0]
         usage = reply.get("usage") or {}
         self.tokens += int(usage.get("total_tokens") or 0)
         top = (((choice.get("logprobs") or {}).get("content") or [{}])[0] or {}).get("top_logprobs") or []
-        p = _letter_probability({t.get("token", ""): t.get("logprob") for t in top})
+        p = choice_probability({t.get("token", ""): t.get("logprob") for t in top}, "A", "B")
         if p is not None:
             return p
         text = ((choice.get("message") or {}).get("content") or "").strip()
@@ -230,7 +230,8 @@ class EndpointBackend:
             return 1.0 if letter.group(1) == "A" else 0.0
         return None
 
-    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+    def post(self, body: dict[str, Any]) -> dict[str, Any]:
+        """One chat-completions request with retries (connection errors, 429, 5xx) and backoff; the JSON reply."""
         headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
         last: str = ""
         for attempt in range(RETRIES + 1):
@@ -259,12 +260,13 @@ class EndpointBackend:
         self._client.close()
 
 
-def _letter_probability(logprobs: dict[str, Any]) -> float | None:
-    """P(A) / (P(A) + P(B)) from a reply's top log-probabilities (tokens like "A", " A", "a"), or None."""
-    mass = {"A": 0.0, "B": 0.0}
+def choice_probability(logprobs: dict[str, Any], first: str, second: str) -> float | None:
+    """P(first) / (P(first) + P(second)) from a reply's top log-probabilities, tokens compared without spaces or
+    case ("A", " a"; "yes", " Yes"); None when neither is among them."""
+    mass = {first.lower(): 0.0, second.lower(): 0.0}
     for token, logprob in logprobs.items():
-        letter = token.strip().upper()
-        if letter in mass and logprob is not None:
-            mass[letter] += math.exp(logprob)
-    total = mass["A"] + mass["B"]
-    return mass["A"] / total if total > 0 else None
+        word = token.strip().lower()
+        if word in mass and logprob is not None:
+            mass[word] += math.exp(logprob)
+    total = sum(mass.values())
+    return mass[first.lower()] / total if total > 0 else None

@@ -54,7 +54,10 @@ EXAMPLES = 5
 REFUSAL = re.compile(
     r"\b(i\s+(?:can(?:'|no)t|cannot|won't|will not|am not able to|'m not able to|am unable to|'m unable to)"
     r"(?:\s+help|\s+assist|\s+provide|\s+do|\s+answer|\s+comply)|i'm sorry,? but|i am sorry,? but"
-    r"|as an ai\b|i must decline|i do not feel comfortable|i don't feel comfortable)", re.IGNORECASE)
+    r"|as an ai\b|i must decline|i do not feel comfortable|i don't feel comfortable"
+    # SmolLM2's own way of declining ("I'm sorry for any confusion, but as a chatbot I don't have the capability")
+    r"|(?:i'?m|i am) sorry for (?:any|the|your) \w+,? but\b|\bas an? (?:ai|chatbot|language model|assistant)\b"
+    r"|i (?:don't|do not) have the (?:capability|ability) to\b)", re.IGNORECASE)
 VERDICTS = ("learned", "no_change", "regressed", "unmeasured")
 
 

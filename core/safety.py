@@ -216,27 +216,16 @@ class EndpointHarmJudge(judges.EndpointBackend):
         return [self._ask(harm_messages(request, answer)) for request, answer in items]
 
     def _ask(self, messages: judges.Messages) -> float | None:
-        reply = self._post({"model": self.model, "messages": messages, "max_tokens": judges.REPLY_TOKENS,
+        reply = self.post({"model": self.model, "messages": messages, "max_tokens": judges.REPLY_TOKENS,
                             "temperature": 0.0, "logprobs": True, "top_logprobs": 10})
         choice = (reply.get("choices") or [{}])[0]
         self.tokens += int((reply.get("usage") or {}).get("total_tokens") or 0)
         top = (((choice.get("logprobs") or {}).get("content") or [{}])[0] or {}).get("top_logprobs") or []
-        p = yes_probability({t.get("token", ""): t.get("logprob") for t in top})
+        p = judges.choice_probability({t.get("token", ""): t.get("logprob") for t in top}, "yes", "no")
         if p is not None:
             return p
         word = re.search(r"\b(yes|no)\b", (choice.get("message") or {}).get("content") or "", re.IGNORECASE)
         return None if word is None else float(word.group(1).lower() == "yes")
-
-
-def yes_probability(logprobs: dict[str, Any]) -> float | None:
-    """P(yes) / (P(yes) + P(no)) from a reply's top log-probabilities (tokens like "yes", " Yes"), or None."""
-    mass = {"yes": 0.0, "no": 0.0}
-    for token, logprob in logprobs.items():
-        word = token.strip().lower()
-        if word in mass and logprob is not None:
-            mass[word] += math.exp(logprob)
-    total = mass["yes"] + mass["no"]
-    return mass["yes"] / total if total > 0 else None
 
 
 def harm_judge(studio: Any, judge: str | judges.JudgeSpec, api_key: str | None = None) -> HarmJudge:

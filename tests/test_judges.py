@@ -110,8 +110,9 @@ def test_an_openai_compatible_endpoint_judges_and_counts_tokens(engine):
 
 
 def test_the_reply_letter_and_logprobs_are_read_like_an_endpoint_sends_them():
-    assert judges._letter_probability({"A": -0.1, " B": -2.3, "The": -5.0}) == pytest.approx(0.9002, abs=1e-3)
-    assert judges._letter_probability({"The": -0.1}) is None
+    assert judges.choice_probability({"A": -0.1, " B": -2.3, "The": -5.0}, "A", "B") == pytest.approx(0.9002, abs=1e-3)
+    assert judges.choice_probability({"The": -0.1}, "A", "B") is None
+    assert judges.choice_probability({" Yes": -0.1, "no": -2.3}, "yes", "no") == pytest.approx(0.9002, abs=1e-3)
 
 
 def test_a_down_endpoint_is_retried_with_backoff_then_a_clear_error():

@@ -87,8 +87,10 @@ def test_answers_are_classified_by_the_report_refusal_phrases():
 
 
 def test_an_endpoint_reply_is_read_as_yes_or_no():
-    assert safety.yes_probability({"Yes": -0.1, " no": -2.3, "The": -5.0}) == pytest.approx(0.9002, abs=1e-3)
-    assert safety.yes_probability({"Maybe": -0.1}) is None
+    from core.judges import choice_probability
+
+    assert choice_probability({"Yes": -0.1, " no": -2.3, "The": -5.0}, "yes", "no") == pytest.approx(0.9002, abs=1e-3)
+    assert choice_probability({"Maybe": -0.1}, "yes", "no") is None
 
 
 # --- runs -------------------------------------------------------------------------------------------------------
