@@ -9,6 +9,7 @@
     python launch.py export gguf v2 [--quant q8_0] [--push REPO]              a GGUF file + Ollama Modelfile
     python launch.py judge --judge rm1 [--estimate] [--json]                 an AI judge labels unlabeled pairs
     python launch.py constitution --version v2 --queue main [--limit 50]     self-critique pairs for review
+    python launch.py safety-eval v2 [--judge policy] [--json]                unsafe and over-refusal rates
     python launch.py hash-password                                           hash a team password
 
 One process serves everything on one port: the Streamlit console at /, the Gradio labeling app at
@@ -101,6 +102,16 @@ def build_parser() -> argparse.ArgumentParser:
                      "seconds, tokens)")
     jud.add_argument("--list", action="store_true", help="list the judge runs so far")
     jud.add_argument("--json", action="store_true", help="print the result as JSON")
+    saf = sub.add_parser("safety-eval", parents=[_options(serving=False, top_level=False)],
+                         help="unsafe-answer and over-refusal rates of a version on the shipped red-team prompts "
+                              "(studio stopped; while it runs, use POST /api/policies/NAME/safety)")
+    saf.add_argument("version", help="the version to evaluate (base, v1, ...)")
+    saf.add_argument("--judge", help="policy[:vN] or an OpenAI-compatible <url>#<model> that says whether an answer "
+                     "is harmful (default: refusal phrases only, an upper bound)")
+    saf.add_argument("--against", help="compare with this version's latest run (default: its parent's, if any)")
+    saf.add_argument("--max-new-tokens", type=int, default=96, help="longest answer")
+    saf.add_argument("--limit", type=int, help="only this many prompts, spread over categories (a quick look)")
+    saf.add_argument("--json", action="store_true", help="print the run (and the comparison) as JSON")
     con = sub.add_parser("constitution", parents=[_options(serving=False, top_level=False)],
                          help="a version critiques and revises its answers to a queue's prompts against the "
                               "principles; pairs go to the Review tab (studio stopped)")
@@ -375,6 +386,45 @@ def judge_command(settings: Settings, args: argparse.Namespace) -> int:
         studio.close()
 
 
+def safety_command(settings: Settings, args: argparse.Namespace) -> int:
+    """A safety evaluation headless; exit 1 when the version got worse than the one it is compared with."""
+    import json
+
+    from tqdm import tqdm
+
+    from core import safety
+    from core.identity import ensure_user
+    from core.studio import Studio
+
+    cli_database(settings, f"ask the running studio: POST /api/policies/{args.version}/safety").close()
+    studio = Studio(settings, prepare_model(settings))
+    try:
+        operator = ensure_user(studio.db, "operator", "admin", "cli")
+        with tqdm(total=100, desc="safety", unit="%", disable=args.json) as bar:
+            def show(fraction: float, text: str) -> None:
+                bar.update(round(fraction * 100) - bar.n)
+                bar.set_postfix_str(text[:50])
+
+            run = safety.run_safety_eval(studio, args.version, operator, args.judge, args.max_new_tokens, show,
+                                         limit=args.limit)
+        change = safety.safety_change(studio.db, args.version, args.against)
+    finally:
+        studio.close()
+    if args.json:
+        print(json.dumps({"run": run, "change": change}, default=str))
+    else:
+        print(f"{args.version}: unsafe answers {safety.percent(run['unsafe_rate'])} of {run['harmful']} harmful requests "
+              f"(judged by {run['judged_by']}), over-refusals {safety.percent(run['over_refusal_rate'])} of "
+              f"{run['benign']} benign ones")
+        for category, figures in run["by_category"].items():
+            print(f"  {category:<16} unsafe {safety.percent(figures['unsafe_rate']):>5}   "
+                  f"over-refusal {safety.percent(figures['over_refusal_rate']):>5}")
+        if change:
+            print(f"against {change['against']}: " + ("; ".join(change["reasons"]) or "not worse")
+                  + "".join(f" ({note})" for note in change["notes"]))
+    return 1 if change and change["worse"] else 0
+
+
 def constitution_command(settings: Settings, args: argparse.Namespace) -> int:
     """Constitutional self-critique headless, with a progress bar."""
     import json
@@ -602,6 +652,8 @@ def main(argv: list[str] | None = None) -> int:
             return report_command(settings, args)
         elif args.command == "judge":
             return judge_command(settings, args)
+        elif args.command == "safety-eval":
+            return safety_command(settings, args)
         elif args.command == "constitution":
             return constitution_command(settings, args)
         elif args.command == "import":

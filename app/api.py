@@ -362,6 +362,30 @@ class JudgeAgreement(_Open):
     min_shared: int
 
 
+class SafetyRun(_Open):
+    """core.safety: one evaluation of a version on the shipped red-team prompts."""
+
+    id: int
+    version: str
+    judged_by: str = Field(description="the judge spec, or 'refusal phrases' (an upper bound)")
+    prompts: int
+    harmful: int
+    benign: int
+    unsafe_rate: float | None = Field(description="share of harmful requests answered harmfully (judged)")
+    over_refusal_rate: float | None = Field(description="share of benign requests refused")
+    unjudged: int = Field(description="harmful-request answers the judge could not classify (left out of the rate)")
+    by_category: dict[str, Any]
+    prompt_set_hash: str
+    examples: list[dict[str, Any]] | None = Field(default=None, description="admins only")
+    created_at: str
+
+
+class SafetyAnswer(BaseModel):
+    safety: SafetyRun
+    change: dict[str, Any] | None = Field(description="against the parent's (or ?against=) latest run: the rates "
+                                                      "before and after and, when it got worse, the reasons")
+
+
 class JobQueued(BaseModel):
     id: int
     status: Literal["queued"]
@@ -710,6 +734,44 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
         studio = get_studio()
         check_pair(studio.db, name, against or default_against(studio.db, name))
         return {**studio.reports.state(name, against), "status": studio.reports.request(name, against, user)}
+
+    @api.get("/policies/{name}/safety", **answers(SafetyAnswer, 404, 409, 422, also={
+        202: {"model": ReportState, "description": "An evaluation is being computed: poll again"}}, why={
+        404: "No such version, or no safety evaluation of it yet (code not_found)",
+        409: "The last evaluation failed: its error code and message", 422: "invalid input (code invalid_input)"}))
+    def safety_of(name: str, request: Request, against: str | None = None) -> Any:
+        """A version's latest safety evaluation (labelers get it without the quoted requests and answers) and how
+        it changed against its parent or ``against``; 202 while one is computed."""
+        from core import safety
+
+        studio = get_studio()
+        run = safety.latest_safety(studio.db, name)
+        state = studio.safety.state(name)
+        if state["status"] in ("queued", "computing"):
+            return JSONResponse(state, 202)
+        if run is None:
+            if state["status"] == "failed":
+                error = state["error"]
+                return _error(409, error["code"], error["message"], error["hint"])
+            raise NotFound(f"{name} has no safety evaluation yet",
+                           hint=f"an admin can run one: POST /api/policies/{name}/safety")
+        shown = run if request.state.scope == access.ALL else safety.public_view(run)
+        return {"safety": shown, "change": safety.safety_change(studio.db, name, against)}
+
+    @api.post("/policies/{name}/safety", status_code=202, **answers(ReportState, 404, 422, why={
+        404: "No such version (code not_found)", 422: "An unusable judge or max_new_tokens (code invalid_input)"}))
+    def request_safety(name: str, request: Request, judge: str | None = None,
+                       max_new_tokens: int = 96) -> dict[str, Any]:
+        """Evaluate a version on the red-team prompts in the background (admins): poll GET for it."""
+        from core import safety
+        from core.evaluation import comparable_policy
+
+        studio = get_studio()
+        comparable_policy(studio.db, name)
+        if judge:
+            safety.harm_judge(studio, judge)               # refuse reward models and bad specs now, not later
+        status = studio.safety.request(name, None, request.state.user, judge=judge, max_new_tokens=max_new_tokens)
+        return {**studio.safety.state(name), "status": status}
 
     @api.get("/jobs", **answers(Jobs))
     def jobs(request: Request) -> dict[str, Any]:

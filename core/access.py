@@ -68,6 +68,9 @@ API: dict[str, Rule] = {
     "GET /policies/{name}/report": _summary("figures for labelers; the example prompts and answers are "
                                             "other people's held-out text"),
     "POST /policies/{name}/report": _admin("computing a report uses the model for minutes"),
+    "GET /policies/{name}/safety": _summary("rates for labelers; the quoted red-team requests and answers are for "
+                                            "admins"),
+    "POST /policies/{name}/safety": _admin("a safety evaluation uses the model for minutes"),
     "GET /jobs": _summary("status and progress; configs, errors and run dirs are for admins"),
     "POST /jobs": _admin("training jobs"),
     "GET /jobs/{job_id}": _summary("status and progress; the log tail and config are for admins"),

@@ -387,11 +387,18 @@ class _Stopped(Exception):
 
 
 class ReportWorker:
-    """One background thread computing reports in order: after every job, and on demand from the UIs."""
+    """One background thread computing reports in order: after every job, and on demand from the UIs.
 
-    def __init__(self, studio: Any) -> None:
+    The same worker runs other per-version evaluations (core.safety): ``compute(studio, version, against, user=,
+    progress=, **options)`` does the work; ``paired=False`` keys requests by version alone (no parent to fill in).
+    """
+
+    def __init__(self, studio: Any, compute: Callable[..., Any] | None = None, name: str = "version-reports",
+                 paired: bool = True) -> None:
         self.studio = studio
-        self._queue: "queue.Queue[tuple[str, str | None, Any]]" = queue.Queue()
+        self._compute = compute or compute_report
+        self._name, self._paired = name, paired
+        self._queue: "queue.Queue[tuple[str, str | None, Any, dict[str, Any]]]" = queue.Queue()
         self._pending: dict[tuple[str, str | None], str] = {}   # (version, against) -> "queued" | "computing"
         self._errors: dict[tuple[str, str | None], StudioError] = {}
         self._progress: dict[tuple[str, str | None], tuple[float, str]] = {}
@@ -406,7 +413,7 @@ class ReportWorker:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
 
-    def request(self, version: str, against: str | None = None, user: Any = None) -> str:
+    def request(self, version: str, against: str | None = None, user: Any = None, **options: Any) -> str:
         """Queue a report (once); returns its state: "queued" or "computing"."""
         key = self._key(version, against)
         if self._stopped.is_set():
@@ -416,14 +423,16 @@ class ReportWorker:
                 return self._pending[key]
             self._pending[key] = "queued"
             self._errors.pop(key, None)
-            self._queue.put((*key, user))
+            self._queue.put((*key, user, options))
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, name="version-reports", daemon=True)
+                self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
                 self._thread.start()
         return "queued"
 
     def _key(self, version: str, against: str | None) -> tuple[str, str]:
         """(version, against) with the default spelled out, so "v2" and "v2 against v1" are one report."""
+        if not self._paired:
+            return version, against or ""
         return version, against or default_against(self.studio.db, version)
 
     def catch_up(self) -> list[str]:
@@ -452,7 +461,7 @@ class ReportWorker:
     def _loop(self) -> None:
         while not self._stopped.is_set():
             try:
-                version, against, user = self._queue.get(timeout=1)
+                version, against, user, options = self._queue.get(timeout=1)
             except queue.Empty:
                 with self._lock:
                     if self._queue.empty():
@@ -469,7 +478,7 @@ class ReportWorker:
                 self._progress[key] = (value, text)
 
             try:
-                compute_report(self.studio, version, against, user=user, progress=progress)
+                self._compute(self.studio, version, against, user=user, progress=progress, **options)
             except _Stopped:
                 return
             except StudioError as exc:
@@ -478,7 +487,7 @@ class ReportWorker:
             except Exception as exc:  # the worker must survive anything a report does
                 traceback.print_exc()
                 with self._lock:
-                    self._errors[key] = StudioError(f"the report of {version} failed: {exc}",
+                    self._errors[key] = StudioError(f"the {self._name} of {version} failed: {exc}",
                                                     hint="see the server log", code="report_failed")
             finally:
                 with self._lock:

@@ -39,7 +39,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 from core import evaluation as ev
 from core import judges
-from core.errors import NotFound, PermissionDenied, ValidationError
+from core.errors import NotFound, PermissionDenied, StudioError, ValidationError
 from core.generate import SamplingParams, generate_batch
 from core.report import is_refusal
 from storage.db import Database
@@ -306,8 +306,8 @@ def run_safety_eval(studio: Any, version: str, user: Any, judge: str | judges.Ju
     result = store_run(studio.db, version, answers, _public(judge_impl.spec) if judge_impl else None,
                        prompt_set_hash([a.prompt for a in answers]), settings, user,
                        time.perf_counter() - started)
-    _report(progress, 1.0, f"{version}: {_fmt(result['unsafe_rate'])} unsafe, "
-            f"{_fmt(result['over_refusal_rate'])} over-refusals")
+    _report(progress, 1.0, f"{version}: {percent(result['unsafe_rate'])} unsafe, "
+            f"{percent(result['over_refusal_rate'])} over-refusals")
     return result
 
 
@@ -452,10 +452,32 @@ def _cut(text: str) -> str:
     return text if len(text) <= EXAMPLE_CHARS else text[:EXAMPLE_CHARS].rstrip() + "…"
 
 
-def _fmt(rate: float | None) -> str:
+def percent(rate: float | None) -> str:
+    """A rate as people read it (12%), or n/a."""
     return "n/a" if rate is None else f"{rate:.0%}"
 
 
 def _report(progress: Progress | None, value: float, text: str) -> None:
     if progress is not None:
         progress(min(1.0, max(0.0, value)), text)
+
+
+def safety_change(db: Database, version: str, against: str | None = None) -> dict[str, Any] | None:
+    """:func:`compare_safety` against ``against`` (default: the version it was trained from) when both have a run,
+    else None: what the report, the model card and the Export page warn with."""
+    from core.report import default_against
+
+    try:
+        other = against or default_against(db, version)
+    except StudioError:
+        return None
+    if not other or latest_safety(db, version) is None or latest_safety(db, other) is None:
+        return None
+    return compare_safety(db, version, other)
+
+
+def evaluate_in_background(studio: Any, version: str, against: str | None = None, user: Any = None,
+                           progress: Progress | None = None, judge: str | None = None,
+                           max_new_tokens: int = 96) -> dict[str, Any]:
+    """The task of the studio's safety worker (a core.report.ReportWorker keyed by version): one evaluation."""
+    return run_safety_eval(studio, version, user, judge, max_new_tokens, progress)

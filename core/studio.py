@@ -24,6 +24,7 @@ from core.judging import JudgeRuns
 from core.models import auto_dtype, load_model
 from core.policies import ensure_base_policy, get_policy
 from core.report import ReportWorker
+from core.safety import evaluate_in_background
 from core.scheduler import scheduler_for
 from storage.db import Database
 
@@ -40,6 +41,7 @@ class Studio:
         self.directory = Directory(settings, self.db)
         self.supervisor = Supervisor(self.db, settings.runs_dir, model_path, settings.model)
         self.reports = ReportWorker(self)
+        self.safety = ReportWorker(self, compute=evaluate_in_background, name="safety evaluation", paired=False)
         self.judge_runs = JudgeRuns(self)
         self.engine = Engine(settings.inference_url, settings.inference_model) if settings.inference_url else None
         self.supervisor.on_new_version = self._on_new_version
@@ -171,6 +173,7 @@ class Studio:
             self.engine.close()
         self.supervisor.stop()
         self.reports.stop()
+        self.safety.stop()
         self.judge_runs.stop()
         self.db.close()
 

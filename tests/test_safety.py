@@ -243,3 +243,33 @@ def test_compare_flags_a_version_that_got_less_safe_and_says_why(studio, admin):
     with pytest.raises(NotFound, match="no safety evaluation yet") as missing:
         safety.compare_safety(studio.db, "v3", "v1")
     assert "safety-eval v3" in missing.value.hint
+
+
+def test_the_rest_api_runs_an_evaluation_in_the_background_and_compares_with_the_parent(studio):
+    """POST /api/policies/v1/safety (202, computed by the studio's safety worker), GET it back with the change
+    against base; a reward model as judge is refused before anything runs."""
+    import time
+
+    from starlette.responses import PlainTextResponse
+    from starlette.testclient import TestClient
+
+    from app.api import create_api
+    from app.server import ApiFirst
+
+    client = TestClient(ApiFirst(PlainTextResponse("console"), create_api(lambda: studio, 20_000)),
+                        raise_server_exceptions=False)
+    for version in ("base", "v1"):
+        started = client.post(f"/api/policies/{version}/safety", params={"max_new_tokens": 4})
+        assert started.status_code == 202 and started.json()["status"] in ("queued", "computing")
+        for _ in range(600):
+            answer = client.get(f"/api/policies/{version}/safety")
+            if answer.status_code != 202:
+                break
+            time.sleep(0.2)
+        assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["safety"]["version"] == "v1" and body["safety"]["prompts"] >= 90
+    assert body["change"]["against"] == "base" and isinstance(body["change"]["worse"], bool)
+    refused = client.post("/api/policies/v1/safety", params={"judge": "rm1"})
+    assert refused.status_code == 422 and "cannot judge" in refused.json()["error"]["message"]
+    assert client.get("/api/policies/v404/safety").status_code == 404
