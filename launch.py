@@ -585,6 +585,13 @@ def export_command(settings: Settings, args: argparse.Namespace) -> int:
                                                             args.format or hub.DATASET_FORMATS, card, args.name),
                       }[args.what]()
             print(f"export {result.id}: {result.path}")
+            if args.what in ("adapter", "merged", "gguf", "quantized"):
+                from core.safety import safety_change
+
+                change = safety_change(db, args.target)
+                if change and change["worse"]:
+                    print(f"warning: {args.target} is less safe than {change['against']}: "
+                          + "; ".join(change["reasons"]), file=sys.stderr)
             export_id, repo = result.id, args.push
         if repo:
             bar = tqdm(total=100, desc="push", unit="%")

@@ -801,7 +801,8 @@ def _run_info(db: Database, policy: dict[str, Any]) -> dict[str, Any]:
         except StudioError:
             report = None
     # A card is public: the report goes in without its example answers (other people's prompts).
-    return {"record": record, "metrics": metrics, "report": public_view(report) if report else None}
+    return {"record": record, "metrics": metrics, "report": public_view(report) if report else None,
+            "safety": _safety_lines(db, policy)}
 
 
 def _jsonable(value: Any) -> Any:
@@ -912,6 +913,7 @@ def _model_card(policy: dict[str, Any], run: dict[str, Any], card: CardOptions, 
     if has_curves:
         lines += ["", f"![Loss, reward and KL during training]({CURVES_FILE})"]
     lines += ["", "## What changed", ""] + _report_lines(run.get("report"), policy)
+    lines += ["## Safety", ""] + run.get("safety", [])
     lines += ["", "Exported by RLHF Studio; `training_config.json` holds the full run record.", ""]
     return "\n".join(lines)
 
@@ -940,6 +942,26 @@ def _report_lines(report: dict[str, Any] | None, policy: dict[str, Any]) -> list
     if m.get("win_rate") is not None:
         lines.append(f"| win rate judged by `{m['reward_model']}` | {m['win_rate']:.0%} |")
     lines += [f"\n> warning: {w}" for w in report.get("warnings", [])]
+    return lines + [""]
+
+
+def _safety_lines(db: Database, policy: dict[str, Any]) -> list[str]:
+    """The card's safety section: the latest red-team evaluation (rates only, no quoted text) and the change
+    against the parent when both were evaluated."""
+    from core.safety import latest_safety, percent, safety_change
+
+    run = latest_safety(db, policy["name"])
+    if run is None:
+        return ["No safety evaluation was run for this version (RLHF Studio: `launch.py safety-eval`).", ""]
+    lines = [f"On {run['prompts']} red-team prompts written for RLHF Studio ({run['harmful']} harmful requests, "
+             f"{run['benign']} benign look-alikes; prompt set `{run['prompt_set_hash'][:12]}`), judged by "
+             f"{run['judged_by']}:", "",
+             f"- unsafe-answer rate: {percent(run['unsafe_rate'])}",
+             f"- over-refusal rate: {percent(run['over_refusal_rate'])}"]
+    change = safety_change(db, policy["name"])
+    if change:
+        lines.append(f"- against `{change['against']}`: " + ("; ".join(change["reasons"]) if change["worse"]
+                                                             else "not less safe"))
     return lines + [""]
 
 

@@ -355,7 +355,11 @@ def latest_report(db: Database, version: str, against: str | None = None) -> dic
     if not rows:
         return None
     report = json.loads(rows[0]["report"])
-    return {**report, "id": rows[0]["id"], "created_at": rows[0]["created_at"].isoformat()}
+    from core.safety import safety_change   # a safety evaluation is run on its own, later: read it at read time
+
+    safety = safety_change(db, version, against)
+    return {**report, "id": rows[0]["id"], "created_at": rows[0]["created_at"].isoformat(),
+            **({"safety": safety} if safety else {})}
 
 
 def badges(db: Database) -> dict[str, str]:

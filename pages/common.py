@@ -116,6 +116,7 @@ def show_report(report: dict, full: bool, key: str) -> None:
     import plotly.graph_objects as go
 
     from core.evaluation import diff_html
+    from core.safety import percent
 
     m, version, against = report["metrics"], report["version"], report["against"]
     color, icon = VERDICT_STYLE.get(report["verdict"], ("gray", None))
@@ -155,6 +156,15 @@ def show_report(report: dict, full: bool, key: str) -> None:
         st.plotly_chart(fig, use_container_width=True, key=f"{key}-chart")
     for warning in report.get("warnings", []):
         st.warning(warning, icon=":material/warning:")
+    safety = report.get("safety")
+    if safety:
+        unsafe, over = safety["unsafe_rate"], safety["over_refusal_rate"]
+        line = (f"Safety against {safety['against']}: unsafe answers {percent(unsafe['against'])} → "
+                f"{percent(unsafe['version'])}, over-refusals {percent(over['against'])} → {percent(over['version'])}")
+        if safety["worse"]:
+            st.error(f"{line}. Less safe: {'; '.join(safety['reasons'])}.", icon=":material/gpp_bad:")
+        else:
+            st.caption(line + ("" if not safety["notes"] else f" ({'; '.join(safety['notes'])})"))
     if full and report.get("examples"):
         st.caption("Where the two versions differ most (sampled answers, held-out prompts):")
         for i, example in enumerate(report["examples"]):

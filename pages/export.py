@@ -10,7 +10,7 @@ import threading
 import streamlit as st
 from streamlit.runtime.scriptrunner import add_script_run_ctx, get_script_run_ctx
 
-from core import hub, trainsets
+from core import hub, safety, trainsets
 from core.errors import StudioError
 from core.gguf_export import GGUF_HELP, GGUF_TYPES
 from core.studio import current
@@ -40,6 +40,13 @@ with tab_model:
                                                           + ("" if v["has_adapter"] else " (full weights)")
                                                           for v in versions if v["name"] == n))
         chosen = next(v for v in versions if v["name"] == version)
+        change = safety.safety_change(db, version)
+        if safety.latest_safety(db, version) is None:
+            st.info(f"{version} has no safety evaluation yet: run one on the Compare page (or `launch.py "
+                    f"safety-eval {version}`) before sharing it.", icon=":material/shield:")
+        elif change and change["worse"]:
+            st.warning(f"{version} is less safe than {change['against']}: {'; '.join(change['reasons'])}. Its card "
+                       "says so too.", icon=":material/gpp_bad:")
         if not hub.base_hub_id(chosen["base_model"]):
             st.warning(f"The base model of {version} (`{chosen['base_model']}`) has no Hub id: an export would name it "
                        "by its local path, which exists only on this machine. Give its Hub id below "

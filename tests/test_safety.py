@@ -273,3 +273,50 @@ def test_the_rest_api_runs_an_evaluation_in_the_background_and_compares_with_the
     refused = client.post("/api/policies/v1/safety", params={"judge": "rm1"})
     assert refused.status_code == 422 and "cannot judge" in refused.json()["error"]["message"]
     assert client.get("/api/policies/v404/safety").status_code == 404
+
+
+def test_the_compare_page_evaluates_and_shows_rates_per_version_and_category(studio, monkeypatch):
+    """The Compare page's Safety tab in-process (Streamlit AppTest), as the local admin."""
+    from streamlit.testing.v1 import AppTest
+
+    import core.studio
+    from tests.conftest import ROOT
+
+    monkeypatch.setattr(core.studio, "_current", studio)
+    app = AppTest.from_file(str(ROOT / "pages" / "compare.py"), default_timeout=300).run()
+    assert not app.exception
+    next(s for s in app.selectbox if s.key == "safety-version").set_value("base")
+    next(n for n in app.number_input if n.label == "Longest answer (tokens)").set_value(8)
+    next(b for b in app.button if b.label == "Evaluate safety").click().run()
+    # the only error a page may show here is a version found less safe than its parent (earlier tests made one)
+    assert not app.exception and all(" against " in e.value for e in app.error), [e.value for e in app.error]
+    tables = [frame.value for frame in app.dataframe if "unsafe answers" in frame.value.columns]
+    assert "base" in set(tables[0]["version"])                     # rates per version
+    assert set(tables[1]["category"]) == set(safety.CATEGORIES)    # and per category of the chosen one
+
+
+def test_a_less_safe_version_is_named_in_its_card_and_on_the_export_page(studio, admin, monkeypatch):
+    """v2's latest run (from the comparison test above, or stored here) is worse than its parent v1's: the model
+    card's Safety section and the Export page say so."""
+    from streamlit.testing.v1 import AppTest
+
+    import core.studio
+    from core import hub
+    from tests.conftest import ROOT
+
+    if studio.db.scalar("SELECT count(*) FROM policies WHERE name = 'v2'") == 0:
+        parent = studio.db.scalar("SELECT id FROM policies WHERE name = 'v1'")
+        register_policy(studio.db, "v2", parent, "tiny", "dpo",
+                        studio.db.scalar("SELECT adapter_path FROM policies WHERE name = 'v1'"))
+    refuse, comply = "I'm sorry, but I can't help with that.", "Sure, here is how."
+    stored(studio, admin, "v1", lambda p: comply if p.kind == "benign" else refuse)
+    stored(studio, admin, "v2", lambda p: comply)                     # answers every harmful request
+    change = safety.safety_change(studio.db, "v2")
+    assert change["worse"] and change["against"] == "v1"
+    card = "\n".join(hub._safety_lines(studio.db, hub._policy(studio.db, "v2")))
+    assert "unsafe-answer rate: 100%" in card and "unsafe-answer rate rose 0% -> 100%" in card
+
+    monkeypatch.setattr(core.studio, "_current", studio)
+    app = AppTest.from_file(str(ROOT / "pages" / "export.py"), default_timeout=60).run()
+    next(s for s in app.selectbox if s.label == "Version").set_value("v2").run()
+    assert any("less safe than v1" in w.value for w in app.warning), [w.value for w in app.warning]
