@@ -452,3 +452,16 @@ def test_a_judge_run_on_a_queue_answers_each_prompt_then_labels_the_pair(studio,
     assert again["total"] == 0                                    # every prompt has its judged pair
     with pytest.raises(NotFound, match="no labeling queue"):
         studio.judge_runs.start("policy", "queue:nope", admin)
+
+
+def test_a_cancelled_run_stops_between_pairs_and_keeps_what_it_judged(studio, admin):
+    add_unlabeled_pairs(studio, 24, start=600)
+    run_id = studio.judge_runs.start("policy:base", "unlabeled", admin)
+    studio.judge_runs.cancel(run_id)
+    studio.judge_runs.join(run_id, timeout=120)
+    run = studio.judge_runs.get(run_id)
+    assert run["status"] == "cancelled" and run["done"] < run["total"]
+    saved = studio.db.scalar("SELECT count(*) FROM preferences WHERE judge_run_id = ?", [run_id])
+    assert saved == run["done"]                                     # every judged pair whole, nothing more
+    resumed = studio.judge_runs.run_blocking("policy:base", "unlabeled", admin)
+    assert resumed["total"] == run["total"] - run["done"] and resumed["status"] == "succeeded"
