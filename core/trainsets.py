@@ -72,7 +72,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
 from datetime import date, datetime, time, timezone
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import datasets
 
@@ -154,6 +154,10 @@ class Filters:
         "help": "AI labels: keep only verdicts the judge gave at least this confidence (0.5..1; ties are 0.5). "
                 "Constitutional revisions carry no confidence and are not affected.",
         "min": 0.0, "max": 1.0})
+    ai_weight: float = field(default=1.0, metadata={
+        "help": "How much one AI label counts against one person's (0.5 = half, 2 = double). Preference and SFT rows "
+                "from AI votes are thinned or repeated to this weight, by a fixed hash of the vote so a rebuild gives "
+                "the same rows; in KTO labels an AI vote counts this much in the tally.", "min": 0.0, "max": 10.0})
     min_judge_calibration: int = field(default=20, metadata={
         "help": "AI judges' labels count once the judge has labeled at least this many pairs people voted on too "
                 "(its agreement with them is on the Data page; calibrate with `launch.py judge --source labeled`).",
@@ -203,12 +207,30 @@ class Filters:
             "since": since, "until": until,
             "label_kinds": self.label_kinds, "min_ai_confidence": float(confidence),
             "min_judge_calibration": _calibration(self.min_judge_calibration),
+            "ai_weight": _ai_weight(self.ai_weight),
             "labeler_ids": _labeler_ids(db, self.labelers) or None,
             "policies": _policy_names(db, self.policies) or None,
             "sources": sources or None,
             "exclude_flags": flags or None,
             "min_agreement": None if agreement is None else float(agreement),
         }
+
+
+def _ai_weight(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 10.0:
+        raise ValidationError(f"ai_weight {value!r} is not a number from 0 to 10",
+                              hint="use 1 to count AI labels like people's, 0.5 for half")
+    return float(value)
+
+
+def _copies(vote: dict[str, Any], weight: float) -> int:
+    """How many times a vote's rows enter a set: once for people; ``weight`` on average for AI votes, the fraction
+    decided by a fixed hash of the vote (the same rows on every rebuild)."""
+    if not vote["ai"]:
+        return 1
+    whole = int(weight)
+    draw = int(hashlib.sha256(f"ai-weight:{vote['id']}".encode()).hexdigest()[:8], 16) / 0x1_0000_0000
+    return whole + (draw < weight - whole)
 
 
 def _calibration(value: Any) -> int:
@@ -381,7 +403,7 @@ judge_shared AS (
 ),
 vote AS (
     SELECT p.id, p.outcome, p.labeler_id, p.created_at, a.prompt, to_json(a.prompt)::VARCHAR AS prompt_key,
-           {_kind_ok(_VOTER_KIND, 'p.confidence')} AS kind_ok,
+           {_kind_ok(_VOTER_KIND, 'p.confidence')} AS kind_ok, {_VOTER_KIND} = 'ai' AS ai,
            a.id AS a_id, a.text AS a_text, b.id AS b_id, b.text AS b_text,
            CASE WHEN p.retracted_at IS NOT NULL THEN 'retracted'
                 WHEN p.redacted_at IS NOT NULL OR a.problem = 'redacted' OR b.problem = 'redacted' THEN 'redacted'
@@ -463,18 +485,20 @@ thumb AS (
     GROUP BY t.candidate_id
 ),
 vote_label AS (   -- per answer: how many kept votes called it good / bad (ties say neither)
-    SELECT candidate_id, sum(good) AS good, sum(bad) AS bad FROM (
-        SELECT a_id AS candidate_id, (outcome = 'a')::INT AS good, (outcome IN ('b', 'both_bad'))::INT AS bad
+    SELECT candidate_id, sum(good * w) AS good, sum(bad * w) AS bad FROM (
+        SELECT a_id AS candidate_id, (outcome = 'a')::INT AS good, (outcome IN ('b', 'both_bad'))::INT AS bad,
+               CASE WHEN ai THEN $ai_weight ELSE 1.0 END AS w
         FROM kept WHERE outcome <> 'tie'
         UNION ALL
-        SELECT b_id, (outcome = 'b')::INT, (outcome IN ('a', 'both_bad'))::INT FROM kept WHERE outcome <> 'tie'
+        SELECT b_id, (outcome = 'b')::INT, (outcome IN ('a', 'both_bad'))::INT, CASE WHEN ai THEN $ai_weight ELSE 1.0 END
+        FROM kept WHERE outcome <> 'tie'
     ) GROUP BY candidate_id
 )
 """
 
 _VOTES = _SIGNALS + """
 SELECT j.id, j.skip, j.outcome, j.prompt, j.a_text, j.b_text, sa.score AS a_score, sb.score AS b_score,
-       vg.text AS gold
+       vg.text AS gold, j.ai
 FROM judged j
 LEFT JOIN score sa ON sa.candidate_id = j.a_id
 LEFT JOIN score sb ON sb.candidate_id = j.b_id
@@ -575,18 +599,29 @@ def preference_rows(db: Database, filters: Filters | None = None, *, margin_from
         if vote["skip"]:
             skipped[vote["skip"]] += 1
             continue
-        outcome, gold = vote["outcome"], vote["gold"]
-        if outcome in ("a", "b"):
-            won, lost = ("a", "b") if outcome == "a" else ("b", "a")
-            pair(vote, vote[f"{won}_text"], vote[f"{lost}_text"], vote[f"{won}_score"], vote[f"{lost}_score"])
-            if gold is not None and not _same(gold, vote[f"{won}_text"]):
-                pair(vote, gold, vote[f"{lost}_text"])
-        elif outcome == "both_bad" and gold is not None:
-            pair(vote, gold, vote["a_text"])
-            pair(vote, gold, vote["b_text"])
-        else:
-            skipped["tie" if outcome == "tie" else "both_bad_without_gold"] += 1
+        copies = _copies(vote, params["ai_weight"])
+        if not copies:
+            skipped["ai_weight"] += 1
+            continue
+        first = len(rows)
+        _vote_pairs(vote, pair, skipped)
+        rows.extend(rows[first:] * (copies - 1))
     return Rows(rows, _stats(rows, skipped))
+
+
+def _vote_pairs(vote: dict[str, Any], pair: Callable[..., None], skipped: Counter) -> None:
+    """The preference pairs one vote gives (see the README table "Labels -> training data")."""
+    outcome, gold = vote["outcome"], vote["gold"]
+    if outcome in ("a", "b"):
+        won, lost = ("a", "b") if outcome == "a" else ("b", "a")
+        pair(vote, vote[f"{won}_text"], vote[f"{lost}_text"], vote[f"{won}_score"], vote[f"{lost}_score"])
+        if gold is not None and not _same(gold, vote[f"{won}_text"]):
+            pair(vote, gold, vote[f"{lost}_text"])
+    elif outcome == "both_bad" and gold is not None:
+        pair(vote, gold, vote["a_text"])
+        pair(vote, gold, vote["b_text"])
+    else:
+        skipped["tie" if outcome == "tie" else "both_bad_without_gold"] += 1
 
 
 def build_preference(db: Database, filters: Filters | None = None) -> Built:
@@ -679,7 +714,10 @@ def sft_rows(db: Database, filters: Filters | None = None, *, only_gold: bool = 
         if answer is None:
             skipped[{"tie": "tie", "both_bad": "both_bad_without_gold"}.get(vote["outcome"], "no_gold")] += 1
             continue
-        rows.append({"messages": vote["prompt"] + _assistant(answer)})
+        copies = _copies(vote, params["ai_weight"])
+        if not copies:
+            skipped["ai_weight"] += 1
+        rows.extend({"messages": vote["prompt"] + _assistant(answer)} for _ in range(copies))
     for gold in db.query(_LONE_GOLD, params):
         if gold["skip"]:
             skipped[gold["skip"]] += 1

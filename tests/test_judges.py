@@ -465,3 +465,26 @@ def test_a_cancelled_run_stops_between_pairs_and_keeps_what_it_judged(studio, ad
     assert saved == run["done"]                                     # every judged pair whole, nothing more
     resumed = studio.judge_runs.run_blocking("policy:base", "unlabeled", admin)
     assert resumed["total"] == run["total"] - run["done"] and resumed["status"] == "succeeded"
+
+
+def test_ai_weight_thins_or_repeats_ai_votes_the_same_way_on_every_rebuild(studio, admin):
+    """ai_weight 0 leaves AI votes out, 1 keeps each once, 2 twice, 0.5 about half (fixed by the vote); people's
+    votes always count once; in KTO labels an AI vote counts ai_weight in the tally."""
+    from core import trainsets
+
+    add_unlabeled_pairs(studio, 12, start=700)
+    studio.judge_runs.run_blocking("rm1", "unlabeled", admin)
+    base = {"label_kinds": "ai", "labelers": ("ai:rm:rm1",), "min_judge_calibration": 0}
+
+    def count(**extra: object) -> int:
+        return len(trainsets.preference_rows(studio.db, trainsets.Filters(**base, **extra)).rows)
+
+    once = count()
+    assert once >= 10 and count(ai_weight=2.0) == 2 * once and count(ai_weight=0.0) == 0
+    half = count(ai_weight=0.5)
+    assert 0 < half < once and count(ai_weight=0.5) == half                 # the same rows on a rebuild
+    assert trainsets.preference_rows(studio.db, trainsets.Filters(**base, ai_weight=0.0)).stats["skipped"]["ai_weight"]
+    people = len(trainsets.preference_rows(studio.db, trainsets.Filters(ai_weight=3.0)).rows)
+    assert people == len(trainsets.preference_rows(studio.db).rows)        # people's votes are not weighted
+    with pytest.raises(ValidationError, match="ai_weight"):
+        trainsets.preference_rows(studio.db, trainsets.Filters(**base, ai_weight=-1))
