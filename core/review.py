@@ -7,6 +7,8 @@ Why it looks like this:
   eye is worth most.
 - The AI's verdict is shown after the vote by default (seeing it first anchors people to it); a reviewer may
   choose to see it first for speed, and the vote records which way it was done.
+- A labeler reviews only text that is not another person's: pairs an AI made (a queue's prompts, constitutional
+  revisions: conversations owned by an AI labeler) and pairs from their own chats. Admins review every pair.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from core.errors import Conflict, NotFound, ValidationError
+from core.errors import Conflict, NotFound, PermissionDenied, ValidationError
 from core.identity import User
 from core.labeling import OUTCOMES
 from storage.db import Database
@@ -44,7 +46,10 @@ JOIN candidates a ON a.id = ai.candidate_a AND a.redacted_at IS NULL
 JOIN candidates b ON b.id = ai.candidate_b AND b.redacted_at IS NULL
 LEFT JOIN prompts pr ON pr.id = a.prompt_id AND pr.redacted_at IS NULL
 LEFT JOIN people ON people.candidate_a = ai.candidate_a AND people.candidate_b = ai.candidate_b
+LEFT JOIN conversations cv ON cv.id = a.conversation_id
+LEFT JOIN users owner ON owner.id = cv.user_id
 WHERE NOT coalesce(people.mine, false)
+  AND ($admin OR cv.user_id = $user OR owner.kind = 'ai' OR (a.conversation_id IS NULL AND pr.queue_id IS NOT NULL))
 ORDER BY human_votes, ai.confidence NULLS LAST, ai.id
 LIMIT 1
 """
@@ -68,7 +73,7 @@ class ReviewItem:
 
 def next_item(db: Database, user: User) -> ReviewItem | None:
     """The next pair for ``user`` to review, or None when every AI-labeled pair has their vote."""
-    rows = db.query(_NEXT, {"user": user.id})
+    rows = db.query(_NEXT, {"user": user.id, "admin": bool(user.is_admin)})
     if not rows:
         return None
     row = rows[0]
@@ -93,6 +98,10 @@ def record_review(db: Database, user: User, candidate_a: int, candidate_b: int, 
                               [candidate_a, candidate_b]).fetchone()[0]
         if found is None or other is None or not labeled:
             raise NotFound("That pair is gone, or no AI labeled it", hint="take the next pair")
+        owner = cur.execute("SELECT c.user_id, u.kind FROM conversations c LEFT JOIN users u ON u.id = c.user_id"
+                            " WHERE c.id = ?", [found[0]]).fetchone() if found[0] is not None else None
+        if owner is not None and not user.is_admin and owner[0] != user.id and owner[1] != "ai":
+            raise PermissionDenied("That pair comes from another person's chat", hint="take the next pair")
         if cur.execute("SELECT count(*) FROM preferences WHERE candidate_a = ? AND candidate_b = ? AND labeler_id = ?"
                        " AND retracted_at IS NULL", [candidate_a, candidate_b, user.id]).fetchone()[0]:
             raise Conflict("You already voted on this pair", hint="take the next pair")

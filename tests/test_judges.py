@@ -414,7 +414,7 @@ def test_review_takes_the_least_seen_pair_and_stores_one_vote_per_person(studio,
 
     add_unlabeled_pairs(studio, 2, start=500)
     studio.judge_runs.run_blocking("rm1", "unlabeled", admin)
-    cy = ensure_user(studio.db, "cy", "labeler", "test")
+    cy = ensure_user(studio.db, "cy", "admin", "test")         # the pairs are from bo's chats: admins review them
     item = review.next_item(studio.db, cy)
     assert item is not None and item.judge.startswith("ai:") and item.human_votes == 0
     assert item.prompt[-1]["role"] == "user" and item.text_a and item.text_b
@@ -488,3 +488,27 @@ def test_ai_weight_thins_or_repeats_ai_votes_the_same_way_on_every_rebuild(studi
     assert people == len(trainsets.preference_rows(studio.db).rows)        # people's votes are not weighted
     with pytest.raises(ValidationError, match="ai_weight"):
         trainsets.preference_rows(studio.db, trainsets.Filters(**base, ai_weight=-1))
+
+
+def test_labelers_review_only_ai_made_pairs_and_their_own_chats(studio, admin):
+    """A judge labels pairs from everyone's chats; a labeler's Review tab shows none of another person's chat
+    text (admins see every pair), and a vote on such a pair is refused."""
+    from core import review
+    from core.errors import PermissionDenied
+    from core.identity import ensure_user
+
+    bo_pairs = add_unlabeled_pairs(studio, 1, start=800)          # bo's own chat
+    studio.judge_runs.run_blocking("rm1", "unlabeled", admin)
+    dee = ensure_user(studio.db, "dee", "labeler", "test")
+    seen = set()
+    while (item := review.next_item(studio.db, dee)) is not None:
+        owner = studio.db.scalar("SELECT u.name FROM candidates c JOIN conversations cv ON cv.id = c.conversation_id"
+                                 " JOIN users u ON u.id = cv.user_id WHERE c.id = ?", [item.candidate_a])
+        assert owner.startswith("ai:") or owner == "dee", owner
+        review.record_review(studio.db, dee, item.candidate_a, item.candidate_b, "tie")
+        seen.add((item.candidate_a, item.candidate_b))
+    assert not seen & set(bo_pairs)
+    with pytest.raises(PermissionDenied):
+        review.record_review(studio.db, dee, *bo_pairs[0], "a")
+    admin_item = review.next_item(studio.db, admin)
+    assert admin_item is not None                                  # admins review every AI-labeled pair
