@@ -242,13 +242,14 @@ def test_people_review_pairs_an_ai_judge_labeled(shared_label_server: Server):
         time.sleep(0.2)
     assert state["status"] == "succeeded" and state["done"] >= 1, state
 
+    before = api.get("/api/judges/agreement", params={"judge": "ai:policy:base"}).json()["comparisons"]
     prompt, text_a, text_b, status, verdict = client.predict(False, api_name="/review_next")
-    assert "Which is larger, 3 or 7?" in prompt and text_a and text_b
+    assert "**user**:" in prompt and text_a and text_b      # one of the pairs the judge labeled (other tests chat too)
     assert "shows after your vote" in verdict and "ai:policy:base" not in verdict
     status, verdict = client.predict(False, api_name="/review_vote_b")
     assert status.startswith("✅ Saved: **B is better**") and "ai:policy:base" in verdict
-    agreement = api.get("/api/judges/agreement", params={"judge": "ai:policy:base"}).json()
-    assert agreement["comparisons"] >= 1                          # the review counts toward the judge's calibration
+    after = api.get("/api/judges/agreement", params={"judge": "ai:policy:base"}).json()["comparisons"]
+    assert after == before + 1                                    # the review counts toward the judge's calibration
     with pytest.raises(Exception, match="no pair to vote on"):
         client.predict(False, api_name="/review_vote_a")
     client.close()

@@ -81,6 +81,13 @@ EXAMPLES = {
     "POST /jobs": ("POST", "/api/jobs", {"algorithm": "dpo", "dry_run": True}),
     "GET /jobs/{job_id}": ("GET", "/api/jobs/999", None),
     "POST /jobs/{job_id}/{action}": ("POST", "/api/jobs/999/cancel", None),
+    "GET /policies/{name}/safety": ("GET", "/api/policies/nosuch/safety", None),
+    "POST /policies/{name}/safety": ("POST", "/api/policies/nosuch/safety", None),
+    "GET /judge-runs": ("GET", "/api/judge-runs", None),
+    "POST /judge-runs": ("POST", "/api/judge-runs", {"judge": "rm9", "estimate": True}),
+    "GET /judge-runs/{run_id}": ("GET", "/api/judge-runs/999", None),
+    "POST /judge-runs/{run_id}/cancel": ("POST", "/api/judge-runs/999/cancel", None),
+    "GET /judges/agreement": ("GET", "/api/judges/agreement?judge=ai:rm:rm9", None),
 }
 
 
