@@ -458,17 +458,17 @@ def side_by_side(studio: Any, policy_a: str, policy_b: str, prompts: Sequence[Me
     rows = adapter_names(studio, policy_a, policy_b)
     out: list[SideBySideRow] = []
     for i, prompt in enumerate(prompts):
-        _report(progress, i / len(prompts), f"prompt {i + 1} of {len(prompts)}: generating")
+        report_progress(progress, i / len(prompts), f"prompt {i + 1} of {len(prompts)}: generating")
         answers = generate_pair_answers(studio, rows, prompt, sampling, settings.seed + i, (policy_a, policy_b))
         out.append(SideBySideRow(last_user_text(prompt), answers.text_a, answers.text_b, None, None,
                                  answers.tokens_a, answers.tokens_b, len(answers.text_a), len(answers.text_b),
                                  answers.latency_a_ms, answers.latency_b_ms, settings.seed + i))
     if scorer is not None:
-        _report(progress, 0.99, f"scoring with {scorer.name}")
+        report_progress(progress, 0.99, f"scoring with {scorer.name}")
         scores = scorer.score([p for p in prompts for _ in (0, 1)], [t for r in out for t in (r.answer_a, r.answer_b)])
         for row, k in zip(out, range(0, len(scores), 2)):
             row.score_a, row.score_b = scores[k], scores[k + 1]
-    _report(progress, 1.0, "done")
+    report_progress(progress, 1.0, "done")
     return SideBySide(policy_a, policy_b, scorer.name if scorer else None, settings, out)
 
 
@@ -567,12 +567,12 @@ def evaluate_version(studio: Any, name: str, reward_model: str | None = None, se
     chosen = [p["chosen"][0]["content"] for p in pairs]
     rejected = [p["rejected"][0]["content"] for p in pairs]
 
-    _report(progress, 0.02, f"{name}: reward-model accuracy on {len(pairs)} held-out pairs")
+    report_progress(progress, 0.02, f"{name}: reward-model accuracy on {len(pairs)} held-out pairs")
     rm_accuracy = None
     if scorer is not None and pairs:
         rm_accuracy = preference_accuracy(scorer.score(prompts, chosen), scorer.score(prompts, rejected))
 
-    _report(progress, 0.15, f"{name}: implicit reward accuracy")
+    report_progress(progress, 0.15, f"{name}: implicit reward accuracy")
     reference = _reference(db, policy)
     beta = float(policy["config"].get("beta") or DEFAULT_BETA)
     implicit_accuracy = implicit_margin = None
@@ -590,19 +590,19 @@ def evaluate_version(studio: Any, name: str, reward_model: str | None = None, se
     rows = adapter_names(studio, name, name)
     answers: list[dict[str, Any]] = []
     for i, prompt in enumerate(fixed):
-        _report(progress, 0.3 + 0.5 * i / len(fixed), f"{name}: generating answer {i + 1} of {len(fixed)}")
+        report_progress(progress, 0.3 + 0.5 * i / len(fixed), f"{name}: generating answer {i + 1} of {len(fixed)}")
         pair = generate_pair_answers(studio, rows, prompt, sampling, settings.seed + i)
         answers += [{"prompt": prompt[0]["content"], "answer": pair.text_a, "tokens": pair.tokens_a},
                     {"prompt": prompt[0]["content"], "answer": pair.text_b, "tokens": pair.tokens_b}]
     sample_prompts = [_user(a["prompt"]) for a in answers]
     texts = [a["answer"] for a in answers]
 
-    _report(progress, 0.85, f"{name}: KL to the base")
+    report_progress(progress, 0.85, f"{name}: KL to the base")
     logps = sequence_logprobs(studio, [row_adapter(rows, 0)] * len(texts) + [None] * len(texts), sample_prompts * 2, texts * 2)
     kl = sum(logps[i][0] - logps[len(texts) + i][0] for i in range(len(texts))) / len(texts)
     gen_reward = None
     if scorer is not None:
-        _report(progress, 0.95, f"{name}: scoring generations with {scorer.name}")
+        report_progress(progress, 0.95, f"{name}: scoring generations with {scorer.name}")
         scores = scorer.score(sample_prompts, texts)
         for answer, value in zip(answers, scores):
             answer["score"] = value
@@ -621,7 +621,7 @@ def evaluate_version(studio: Any, name: str, reward_model: str | None = None, se
             [policy["id"], scorer.policy_id if scorer else None, reference, result.held_out_pairs, seen,
              rm_accuracy, implicit_accuracy, implicit_margin, beta, gen_reward, kl, result.mean_length,
              result.samples, json.dumps(asdict(settings)), getattr(user, "id", None)])
-    _report(progress, 1.0, f"{name}: done")
+    report_progress(progress, 1.0, f"{name}: done")
     return result
 
 
@@ -747,10 +747,10 @@ def pick_for_labeling(studio: Any, strategy: str, policy_a: str, policy_b: str, 
     sampling = settings.sampling()
     answers: list[PairAnswers] = []
     for i, prompt in enumerate(prompts):
-        _report(progress, 0.9 * i / len(prompts), f"prompt {i + 1} of {len(prompts)}: generating")
+        report_progress(progress, 0.9 * i / len(prompts), f"prompt {i + 1} of {len(prompts)}: generating")
         answers.append(generate_pair_answers(studio, rows, prompt, sampling, settings.seed + i,
                                              (policy_a, policy_b)))
-    _report(progress, 0.9, "ranking")
+    report_progress(progress, 0.9, "ranking")
     a_texts, b_texts = [x.text_a for x in answers], [x.text_b for x in answers]
     picks: list[Pick] = []
     if strategy == "uncertainty":
@@ -784,7 +784,7 @@ def pick_for_labeling(studio: Any, strategy: str, policy_a: str, policy_b: str, 
                 pick.score_a, pick.score_b = scores[i], scores[n + i]
                 pick.reason += f"; {scorer.name} scores them {pick.score_a:.3f} vs {pick.score_b:.3f}"
         picks.sort(key=lambda p: -p.score)
-    _report(progress, 1.0, "done")
+    report_progress(progress, 1.0, "done")
     return picks[:k]
 
 
@@ -820,6 +820,7 @@ def queued_picks(db: Database, queue_id: int | None = None) -> list[dict[str, An
         " ORDER BY a.created_at DESC, a.rank", {"queue": queue_id})
 
 
-def _report(progress: Progress | None, value: float, text: str) -> None:
+def report_progress(progress: Progress | None, value: float, text: str) -> None:
+    """Tell a progress callback (if any) how far, clamped to 0..1."""
     if progress is not None:
         progress(min(1.0, max(0.0, value)), text)

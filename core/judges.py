@@ -148,6 +148,9 @@ def combine(p_first_ab: float | None, p_first_ba: float | None) -> Verdict:
 
 
 class Backend(Protocol):
+    batch: int    # pairs per call: in-process backends batch them; an endpoint takes one at a time, so a failure
+                  # mid-run loses no verdict already paid for
+
     def prefer_first(self, items: Sequence[tuple[Messages, str, str]]) -> list[float | None]:
         """P(first answer better) for each (prompt, first, second); None when the judge named neither."""
 
@@ -166,6 +169,8 @@ class RewardBackend:
     """A reward model trained here: P(first better) = sigmoid(r(first) - r(second)), the Bradley-Terry model it
     was trained under."""
 
+    batch = 8
+
     def __init__(self, scorer: Any) -> None:
         self.scorer = scorer
 
@@ -180,6 +185,8 @@ class RewardBackend:
 class PolicyBackend:
     """The in-process policy (a version's adapter on the shared model) reading the judge prompt: the probability
     of replying "A" against replying "B", from one forward pass each (no sampling)."""
+
+    batch = 8
 
     def __init__(self, studio: Any, version: str, instructions: str) -> None:
         from core.evaluation import adapter_names
@@ -200,6 +207,8 @@ class PolicyBackend:
 
 class EndpointBackend:
     """An OpenAI-compatible chat-completions endpoint, one request per order of each pair."""
+
+    batch = 1
 
     def __init__(self, url: str, model: str, instructions: str, api_key: str | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:

@@ -31,8 +31,6 @@ SOURCES_HELP = ("unlabeled (chat pairs no person voted on: what the judge pre-la
                 "labeling queue: the base policy answers each twice, the judge labels the pair) or labeled (pairs "
                 "people voted on: calibration, to measure how far the judge agrees with them)")
 CHARS_PER_TOKEN = 4          # rough size of English text in tokens, for a remote endpoint's estimate
-BATCH = 8                    # pairs judged per call of an in-process backend (a remote endpoint: one at a time,
-                             # so a failure mid-run loses no verdict already paid for)
 
 # Unlabeled: the two candidates saved together for one chat turn (same conversation, turn and transaction time)
 # that no person voted on. Labeled: every pair a person voted on (chat, API, imports), for calibration.
@@ -162,9 +160,10 @@ def estimate(studio: Any, spec_text: str, source: str, api_key: str | None = Non
     out["seconds_per_pair"], out["seconds"] = round(per_pair, 4), round(per_pair * len(items), 1)
     if spec.kind == "endpoint":
         instructions = getattr(backend, "instructions", "")
-        answers = {id(i): (len(i.text_a) + len(i.text_b) if isinstance(i, PairItem) else sum(map(len, texts)))
-                   for i in items}
-        chars = sum(len(instructions) + sum(len(m["content"]) for m in i.prompt) + answers[id(i)] for i in items)
+        # a queued prompt's answers do not exist yet: the first pair's length stands in for them
+        chars = sum(len(instructions) + sum(len(m["content"]) for m in i.prompt)
+                    + (len(i.text_a) + len(i.text_b) if isinstance(i, PairItem) else sum(map(len, texts)))
+                    for i in items)
         out["tokens"] = 2 * (chars // CHARS_PER_TOKEN + judges.REPLY_TOKENS * len(items))
     return out
 
@@ -248,7 +247,7 @@ class JudgeRuns:
         db = self.studio.db
         status, error = "succeeded", None
         try:
-            batch = 1 if isinstance(backend, judges.EndpointBackend) else BATCH
+            batch = backend.batch
             for start in range(0, len(items), batch):
                 if cancel.is_set():
                     status = "cancelled"

@@ -13,6 +13,7 @@ import plotly.express as px
 import streamlit as st
 
 from core import judges, judging
+from core.queue import list_queues
 from core.errors import StudioError
 from pages.common import can, show_error
 
@@ -73,8 +74,6 @@ def _runs(studio: Any, viewer: Any) -> None:
     with st.form("judge-run"):
         spec = st.text_input("Judge", placeholder="rm1, policy, policy:v2 or http://gpu-box:8000/v1#Qwen/Qwen3-8B",
                              help=judges.SPEC_HELP)
-        from core.queue import list_queues
-
         sources = {**SOURCES, **{f"{judging.QUEUE}{q['name']}": f"Queue {q['name']} (answer each prompt twice, "
                                  "then judge)" for q in list_queues(studio.db)}}
         source = st.selectbox("Pairs", list(sources), format_func=sources.get)

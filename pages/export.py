@@ -101,12 +101,7 @@ with tab_data:
         formats = st.multiselect("Formats", hub.DATASET_FORMATS, default=list(hub.DATASET_FORMATS))
         name = st.text_input("Name", help="Title of the dataset card and part of the folder name (optional).")
         with st.expander("Filters"):
-            options = {
-                "labelers": [r["name"] for r in db.query("SELECT name FROM users ORDER BY name")],
-                "policies": [r["name"] for r in db.query("SELECT name FROM policies WHERE deleted_at IS NULL ORDER BY id")],
-                "exclude_flags": list(trainsets.FLAGS),
-                "aspects": [r["name"] for r in db.query("SELECT name FROM aspects ORDER BY position")],
-            }
+            options = trainsets.filter_choices(db)
             filters = trainsets.Filters(**dataclass_form(trainsets.Filters, "export-filters", options))
         license_ = st.selectbox("License", hub.LICENSES, key="dataset-license")
         go_data = st.form_submit_button("Export dataset", type="primary")

@@ -224,10 +224,29 @@ SECTION_MARKERS = {
     "data.training_set": ("Build preview", "Built from your own labels only"),
     "data.recent_items": ("Recent items", None),
     "data.import": ("Nothing is written until you confirm", None),
+    "data.judge_runs": ("Judge runs (", None),
+    "data.judge_disagreements": ("Disagreements to read", None),
     "settings.values": ("setting: data_dir", "Paths, endpoints and files are shown to admins only"),
     "settings.backup": ("Back up now", None),
     "account.everyone": ("Everyone's tokens (admin)", None),
 }
+
+
+def seed_judge_disagreement(studio, person) -> None:
+    """``person`` votes A on a pair of their chat; an AI judge's run says B: a disagreement with cat's text."""
+    from core import judges, judging
+    from core.identity import ensure_ai_labeler
+    from core.labeling import CandidateIn, Vote, record_vote, write_prompt_pair
+
+    with studio.db.transaction() as cur:
+        _, _, a, b = write_prompt_pair(cur, person, "cat's secret judged prompt", None,
+                                       CandidateIn("cat's secret A", None), CandidateIn("cat's secret B", None), None)
+        run_id = cur.execute("INSERT INTO judge_runs (judge, spec, source, status, total) VALUES"
+                             " ('ai:rm:rm1', 'rm:rm1', 'labeled', 'succeeded', 1) RETURNING id").fetchone()[0]
+    record_vote(studio.db, person, Vote(a, b, "a"))
+    item = judging.pairs_to_judge(studio.db, judging.LABELED, judges.parse_judge("rm1"))[0]
+    judging._save_verdict(studio.db, run_id, ensure_ai_labeler(studio.db, "ai:rm:rm1"), item,
+                          judges.combine(0.1, 0.9), 0)
 
 
 def test_every_console_page_and_section_as_each_role(tmp_path, tiny_model_dir, monkeypatch):
@@ -250,6 +269,7 @@ def test_every_console_page_and_section_as_each_role(tmp_path, tiny_model_dir, m
                     cat.id)
     record_feedback(studio.db, Feedback(prompt="bob's own prompt", response="bob's answer", score=0.0),
                     users["labeler"].id)
+    seed_judge_disagreement(studio, cat)
     checked = set()
     try:
         for page in console_pages():
