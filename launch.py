@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def prepare_model(settings: Settings) -> Path | str:
     """Resolve the model spec to a local directory, converting the default model once if needed."""
-    from core.models import resolve_model
+    from core.serving.models import resolve_model
 
     return resolve_model(settings.model, settings.data_dir)
 
@@ -233,8 +233,8 @@ def train_command(settings: Settings, args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from core.errors import ValidationError
-    from core.identity import ensure_user
-    from core.jobs import JobRequest, job_filters
+    from core.labeling.identity import ensure_user
+    from core.training.jobs import JobRequest, job_filters
     from core.studio import Studio
     from core.training.launch import LaunchConfig
 
@@ -285,7 +285,7 @@ def _report_with_progress(studio, version: str, against: str | None, refresh: bo
     """The stored report, or a new one computed here with a progress bar."""
     from tqdm import tqdm
 
-    from core.report import compute_report, latest_report
+    from core.compare.report import compute_report, latest_report
 
     report = None if refresh else latest_report(studio.db, version, against)
     if report is None:
@@ -341,7 +341,7 @@ def judge_command(settings: Settings, args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from core.errors import ValidationError
-    from core.identity import ensure_user
+    from core.labeling.identity import ensure_user
     from core.studio import Studio
 
     cli_database(settings, "start it from the API: POST /api/judge-runs").close()
@@ -357,7 +357,7 @@ def judge_command(settings: Settings, args: argparse.Namespace) -> int:
             raise ValidationError("judge needs --judge", hint="e.g. --judge rm1, --judge policy, "
                                   "--judge http://gpu-box:8000/v1#Qwen/Qwen3-8B")
         if args.estimate:
-            from core.judging import estimate
+            from core.judging.runs import estimate
 
             cost = estimate(studio, args.judge, args.source)
             print(json.dumps(cost) if args.json else
@@ -392,8 +392,8 @@ def safety_command(settings: Settings, args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from core import safety
-    from core.identity import ensure_user
+    from core.compare import safety
+    from core.labeling.identity import ensure_user
     from core.studio import Studio
 
     cli_database(settings, f"ask the running studio: POST /api/policies/{args.version}/safety").close()
@@ -431,10 +431,10 @@ def constitution_command(settings: Settings, args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from core import constitution
+    from core.judging import constitution
     from core.errors import ValidationError
-    from core.generate import SamplingParams
-    from core.identity import ensure_user
+    from core.serving.generate import SamplingParams
+    from core.labeling.identity import ensure_user
     from core.studio import Studio
 
     cli_database(settings, "run it from the console's Labeling setup page").close()
@@ -495,7 +495,7 @@ def leaderboard_command(settings: Settings, args: argparse.Namespace) -> int:
     """Headless leaderboard; warnings (too few battles, ...) go to stderr so --json stays parseable."""
     import json
 
-    from core.arena import format_table, headless_leaderboard
+    from core.compare.arena import format_table, headless_leaderboard
 
     board = headless_leaderboard(args.battles, settings.data_dir, args.anchor, args.rounds)
     print(json.dumps(board.to_json()) if args.json else format_table(board))
@@ -508,8 +508,8 @@ def import_command(settings: Settings, args: argparse.Namespace) -> int:
     """Dataset import in one transaction; --dry-run never opens the database. Exit 3: bad rows."""
     import json
 
-    from core import datasets_io
-    from core.identity import ensure_user
+    from core.data import datasets_io
+    from core.labeling.identity import ensure_user
 
     path = Path(args.file)
     source = datasets_io.source_name(args.name, path.name)
@@ -541,9 +541,9 @@ def export_command(settings: Settings, args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from core import hub
+    from core.share import hub
     from core.errors import ValidationError
-    from core.identity import ensure_user
+    from core.labeling.identity import ensure_user
 
     db = cli_database(settings, "export from its Export page")
     try:
@@ -586,7 +586,7 @@ def export_command(settings: Settings, args: argparse.Namespace) -> int:
                       }[args.what]()
             print(f"export {result.id}: {result.path}")
             if args.what in ("adapter", "merged", "gguf", "quantized"):
-                from core.safety import safety_change
+                from core.compare.safety import safety_change
 
                 change = safety_change(db, args.target)
                 if change and change["worse"]:
@@ -623,7 +623,7 @@ def _json_arg(text: str, flag: str) -> object:
 def hash_password_command() -> int:
     import getpass
 
-    from core.identity import hash_password
+    from core.labeling.identity import hash_password
 
     password = getpass.getpass("Password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
     if not password:
@@ -639,7 +639,7 @@ def main(argv: list[str] | None = None) -> int:
         from core.chain.__main__ import main as chain_main
         return chain_main(argv[1:])
     args = build_parser().parse_args(argv)
-    from core.hardware import quiet_unactionable_warnings
+    from core.serving.hardware import quiet_unactionable_warnings
 
     quiet_unactionable_warnings()
     if args.command == "hash-password":

@@ -24,21 +24,22 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth import request_user
-from core import __version__, access
+from core import __version__
+from core.labeling import access
 from core.errors import NotFound, PayloadTooLarge, PermissionDenied, StudioError
-from core.feedback import Feedback, record_feedback
-from core.identity import User
-from core.labeling import OUTCOMES, Vote, labeled_pair, write_labeled_pairs
+from core.labeling.feedback import Feedback, record_feedback
+from core.labeling.identity import User
+from core.labeling.votes import OUTCOMES, Vote, labeled_pair, write_labeled_pairs
 from core.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Latencies, render as render_metrics
-from core.jobs import DryRun, JobRequest, job_filters
+from core.training.jobs import DryRun, JobRequest, job_filters
 from core.training.launch import LaunchConfig
-from core.policies import delete_policy, list_policies, rename_policy
-from core.report import VERDICTS
+from core.serving.policies import delete_policy, list_policies, rename_policy
+from core.compare.report import VERDICTS
 from core.studio import Studio
 
 
 class FeedbackIn(BaseModel):
-    """Body of POST /api/feedback. Types only; ranges and lengths are checked in core.feedback."""
+    """Body of POST /api/feedback. Types only; ranges and lengths are checked in core.labeling.feedback."""
 
     model_config = ConfigDict(extra="forbid")
     prompt: str
@@ -84,7 +85,7 @@ class JobIn(BaseModel):
 
 
 class JudgeRunIn(BaseModel):
-    """Body of POST /api/judge-runs: which judge labels which pairs (core.judges, core.judging)."""
+    """Body of POST /api/judge-runs: which judge labels which pairs (core.judging.judges, core.judging.runs)."""
 
     model_config = ConfigDict(extra="forbid")
     judge: str = Field(description="rm:<rmN>, policy[:<vN>] or an OpenAI-compatible <url>#<model>")
@@ -254,7 +255,7 @@ class ReportExample(_Open):
 
 
 class Report(_Open):
-    """core.report: what changed in a version against another one."""
+    """core.compare.report: what changed in a version against another one."""
 
     id: int
     version: str
@@ -363,7 +364,7 @@ class JudgeAgreement(_Open):
 
 
 class SafetyRun(_Open):
-    """core.safety: one evaluation of a version on the shipped red-team prompts."""
+    """core.compare.safety: one evaluation of a version on the shipped red-team prompts."""
 
     id: int
     version: str
@@ -531,7 +532,7 @@ class BodyLimit:
 
 def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp:
     async def authorize(request: Request) -> None:
-        """Every route: who is calling (None: anonymous) and what core.access grants them on this route; the
+        """Every route: who is calling (None: anonymous) and what core.labeling.access grants them on this route; the
         handler reads ``request.state.user`` and ``request.state.scope``. Routes without a rule are refused."""
         route = request.scope.get("route")
         studio = get_studio()
@@ -707,7 +708,7 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
     def version_report(name: str, request: Request, against: str | None = None) -> Any:
         """What changed in a version vs its parent (or ``against``): 200 with the report once computed, 202 while
         it is computed, 404 when none was asked for. Labelers get the figures without other people's text."""
-        from core.report import latest_report, public_view
+        from core.compare.report import latest_report, public_view
 
         studio = get_studio()
         report = latest_report(studio.db, name, against)
@@ -727,8 +728,8 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
         422: "The versions cannot be compared: the base, a reward model, a version with itself (code invalid_input)"}))
     def request_report(name: str, request: Request, against: str | None = None) -> dict[str, Any]:
         """Compute a report now, in the background (admins): poll GET for it."""
-        from core.report import default_against
-        from core.evaluation import check_pair
+        from core.compare.report import default_against
+        from core.compare.evaluation import check_pair
 
         user = request.state.user
         studio = get_studio()
@@ -742,7 +743,7 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
     def safety_of(name: str, request: Request, against: str | None = None) -> Any:
         """A version's latest safety evaluation (labelers get it without the quoted requests and answers) and how
         it changed against its parent or ``against``; 202 while one is computed."""
-        from core import safety
+        from core.compare import safety
 
         studio = get_studio()
         run = safety.latest_safety(studio.db, name)
@@ -763,8 +764,8 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
     def request_safety(name: str, request: Request, judge: str | None = None,
                        max_new_tokens: int = 96) -> dict[str, Any]:
         """Evaluate a version on the red-team prompts in the background (admins): poll GET for it."""
-        from core import safety
-        from core.evaluation import comparable_policy
+        from core.compare import safety
+        from core.compare.evaluation import comparable_policy
 
         studio = get_studio()
         comparable_policy(studio.db, name)
@@ -813,7 +814,7 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
 
     @api.get("/judge-runs", **answers(JudgeRuns))
     def judge_runs() -> dict[str, Any]:
-        from core.judging import judges_overview
+        from core.judging.runs import judges_overview
 
         studio = get_studio()
         return {"runs": studio.judge_runs.list(), "judges": judges_overview(studio.db)}
@@ -826,7 +827,7 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
     def start_judge_run(body: JudgeRunIn, request: Request) -> dict[str, Any]:
         """Start an AI judge in the background (poll GET /api/judge-runs/{id}), or with ``estimate`` only say
         what it would cost (pairs, requests, seconds measured on one pair, tokens for endpoints)."""
-        from core.judging import estimate
+        from core.judging.runs import estimate
 
         studio = get_studio()
         if body.estimate:
@@ -851,7 +852,7 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
         422: "judge is missing (code invalid_input)"}))
     def judge_agreement(judge: str) -> dict[str, Any]:
         """A judge against people on the pairs both labeled (query ``judge=ai:...``), with the disagreements."""
-        from core.judging import judge_agreement
+        from core.judging.runs import judge_agreement
 
         return judge_agreement(get_studio().db, judge)
 

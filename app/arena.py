@@ -1,7 +1,7 @@
 """The "Arena" tab of the labeling app: a blind A/B battle between two policy versions.
 
-Thin: pairing, storage and ratings live in core.arena; this module only wires widgets. A battle: the
-labeler types a prompt -> core.arena picks two versions (few battles and close ratings first) and
+Thin: pairing, storage and ratings live in core.compare.arena; this module only wires widgets. A battle: the
+labeler types a prompt -> core.compare.arena picks two versions (few battles and close ratings first) and
 randomises the sides -> both answer in ONE batched generate call (each row with its own adapter) ->
 the labeler votes A / B / tie / both bad -> the vote is committed as a battle and as a preference
 record (source 'arena') -> only then are the two names revealed. Until the vote the names exist only
@@ -16,10 +16,10 @@ import gradio as gr
 from app.auth import label_user
 from app.forms import (GENERATION_CONCURRENCY, build_config, components_for, config_names, name_inputs, screen_pace,
                        waiting_notice)
-from core import arena
+from core.compare import arena
 from core.errors import StudioError
-from core.generate import SamplingParams
-from core.labeling import OUTCOME_LABELS
+from core.serving.generate import SamplingParams
+from core.labeling.votes import OUTCOME_LABELS
 from core.studio import Studio
 
 HIDDEN = "🔒 The names stay hidden until you vote."

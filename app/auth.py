@@ -33,7 +33,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.errors import PermissionDenied, TooManyAttempts, Unauthenticated
-from core.identity import Directory, User, oauth_configured
+from core.labeling.identity import Directory, User, oauth_configured
 
 OPEN_PREFIXES = ("/label", "/api", "/login/", "/logout")
 SESSION_COOKIE = "session"             # Starlette's SessionMiddleware, as Gradio's OAuth sets it up
@@ -55,7 +55,7 @@ def basic_credentials(header: str) -> tuple[str | None, str | None]:
 
 def oauth_secret() -> str | None:
     """The OAuth client secret when Hugging Face sign-in is configured as Gradio runs its real flow (see
-    core.identity.oauth_configured), else None. Gradio's local "mocked" flow is never trusted: its key is public."""
+    core.labeling.identity.oauth_configured), else None. Gradio's local "mocked" flow is never trusted: its key is public."""
     return os.environ["OAUTH_CLIENT_SECRET"] if oauth_configured() else None
 
 
@@ -277,8 +277,8 @@ class SiteGuard:
 
 
 def label_user(studio: Any, request: Any, action: str) -> User:
-    """The caller of a labeling-app action (Gradio request), allowed by core.access rule ``label:<action>``."""
-    from core import access
+    """The caller of a labeling-app action (Gradio request), allowed by core.labeling.access rule ``label:<action>``."""
+    from core.labeling import access
 
     name = getattr(request, "username", None) if request is not None else None   # Gradio's password login
     user = studio.directory.user(name) if name else credentials_user(studio.directory, "", None,

@@ -7,7 +7,7 @@ from typing import Any, Callable, Sequence
 
 import gradio as gr
 
-from core.scheduler import MAX_BATCH_ROWS
+from core.serving.scheduler import MAX_BATCH_ROWS
 
 
 def components_for(config_cls: type) -> list[gr.components.Component]:

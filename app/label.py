@@ -15,15 +15,15 @@ from app.auth import label_user
 from app.forms import (GENERATION_CONCURRENCY, build_config, components_for, config_names, name_inputs, screen_pace,
                        waiting_notice)
 from core.errors import StudioError
-from core.generate import SamplingParams
-from core.labeling import (FLAGS, OUTCOME_LABELS, CandidateIn, Vote, active_aspects, add_user_message,
+from core.serving.generate import SamplingParams
+from core.labeling.votes import (FLAGS, OUTCOME_LABELS, CandidateIn, Vote, active_aspects, add_user_message,
                            history, new_conversation, record_vote, save_pair, undo_last_vote)
-from core import queue as prompt_queue
-from core.identity import User, oauth_configured
+from core.labeling import queue as prompt_queue
+from core.labeling.identity import User, oauth_configured
 from core.chain import contributions as contrib
 from core.chain.wallet import linked_address
-from core.policies import BASE_POLICY, newest_version, servable_policies
-from core.report import badges as report_badges
+from core.serving.policies import BASE_POLICY, newest_version, servable_policies
+from core.compare.report import badges as report_badges
 from core.studio import Studio
 
 FREE_CHAT = "Free chat"

@@ -1,6 +1,6 @@
-"""The "Review" tab of the labeling app: people check the pairs an AI labeled (core.review).
+"""The "Review" tab of the labeling app: people check the pairs an AI labeled (core.labeling.review).
 
-Thin: choosing the next pair and storing the vote live in core.review. The AI's verdict is revealed after the
+Thin: choosing the next pair and storing the vote live in core.labeling.review. The AI's verdict is revealed after the
 vote unless the reviewer asks to see it first (seeing it first anchors people to it).
 """
 from __future__ import annotations
@@ -10,9 +10,9 @@ from typing import Any, Callable
 import gradio as gr
 
 from app.auth import label_user
-from core import review
+from core.labeling import review
 from core.errors import StudioError
-from core.labeling import OUTCOME_LABELS
+from core.labeling.votes import OUTCOME_LABELS
 from core.studio import Studio
 
 EMPTY = "Nothing to review: every pair an AI labeled has your vote. AI judges add pairs from the console's Data page."

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api import create_api
 from app.auth import ConsoleLogin, Isolated, SiteGuard, gradio_login, oauth_forwarders
-from core.identity import oauth_configured
+from core.labeling.identity import oauth_configured
 from app.label import CSS, HEAD, create_label_app
 from core.studio import Studio, current
 

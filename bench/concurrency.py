@@ -96,8 +96,8 @@ def cpu_seconds(pid: int | None) -> float:
 def in_process_slowdown(model: str, data_dir: Path, labelers: int) -> float:
     """The same crowd without HTTP or Gradio: pairs forced to MAX_NEW_TOKENS straight on the scheduler, 8 at once
     vs one alone (median). The part of the slowdown that batching itself costs on this CPU."""
-    from core.generate import SamplingParams, generate_pair
-    from core.models import load_model, resolve_model
+    from core.serving.generate import SamplingParams, generate_pair
+    from core.serving.models import load_model, resolve_model
 
     loaded, tokenizer = load_model(resolve_model(model, data_dir), dtype="float32")
     greedy = SamplingParams(temperature=0, max_new_tokens=MAX_NEW_TOKENS)
@@ -187,7 +187,7 @@ def run(labelers: int, model: str, inference_url: str | None, inference_model: s
     with tempfile.TemporaryDirectory(prefix="studio-concurrency-") as tmp:
         engine = None
         if transformers_serve:
-            from core.models import provision_default_model
+            from core.serving.models import provision_default_model
 
             model_dir = provision_default_model(Path(tmp) / "data")
             engine, inference_url = start_transformers_serve(model_dir, Path(tmp))

@@ -26,7 +26,7 @@ from eth_account.messages import encode_defunct  # noqa: E402
 from core.chain import contributions as cb  # noqa: E402
 from core.chain.local import open_embedded  # noqa: E402
 from core.chain.wallet import issue_challenge, link_wallet  # noqa: E402
-from core.identity import ensure_user  # noqa: E402
+from core.labeling.identity import ensure_user  # noqa: E402
 from storage.db import Database  # noqa: E402
 
 

@@ -69,9 +69,9 @@ def in_fresh_thread(fn):
 def bench_generation(data_dir: Path, new_tokens: int, reps: int) -> tuple[float, float]:
     import torch
 
-    from core import generate as gen
-    from core.generate import SamplingParams, prepare_chat, stream_chat, stream_pair
-    from core.models import load_model, provision_default_model
+    from core.serving import generate as gen
+    from core.serving.generate import SamplingParams, prepare_chat, stream_chat, stream_pair
+    from core.serving.models import load_model, provision_default_model
 
     started = time.perf_counter()
     model, tokenizer = in_fresh_thread(lambda: load_model(provision_default_model(data_dir, progress=False)))

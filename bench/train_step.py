@@ -3,7 +3,7 @@
 Last line: ``RESULT mfu_pct=... vs_trl_defaults=... overhead=... ref_cache_speedup=...``
 
 Setup
-- The default model is provisioned offline with ``core.models.provision_default_model`` into a cache dir under
+- The default model is provisioned offline with ``core.serving.models.provision_default_model`` into a cache dir under
   /tmp (``STUDIO_BENCH_CACHE``, default /tmp/rlhf_studio_bench_train_step), so repeated runs do not reconvert it.
 - Data: ``PAIRS`` below, 16 fixed conversational preference pairs (TRL ``prompt/chosen/rejected`` messages,
   ~100-200 tokens per prompt+answer with the chat template). Every run trains on exactly these rows.
@@ -13,9 +13,9 @@ Setup
 Runs (each in its own fresh process, one after the other; the parent only samples CPU load while they run)
 1. ours (auto): the product path. A run dir is written in the supervisor's contract (``config.json`` with
    ``JobRequest(...).config().to_dict()`` as hyperparams, ``data/train.parquet`` written by
-   ``core.jobs._write_parquet``), then ``python -m core.training.run runs/<id>/config.json`` is started with the
+   ``core.training.jobs._write_parquet``), then ``python -m core.training.run runs/<id>/config.json`` is started with the
    supervisor's environment, including its thread limit: OMP_NUM_THREADS = MKL_NUM_THREADS =
-   ``core.jobs.trainer_threads()`` (every core; the job lends one to the chat only while people chat, and
+   ``core.training.jobs.trainer_threads()`` (every core; the job lends one to the chat only while people chat, and
    nobody chats during the benchmark).
    Started with plain ``python -m`` (not ``accelerate launch``, which the studio uses) so launcher start-up
    cannot leak into the step time; on a 1-process CPU job accelerate only sets env (it keeps an OMP_NUM_THREADS
@@ -24,7 +24,7 @@ Runs (each in its own fresh process, one after the other; the parent only sample
    checkpointing and reference-cache choices are the product's own (hardware detection, precompute "auto").
 2. ours (precompute off): the same with ``precompute_ref_log_probs="off"`` (for ref_cache_speedup).
 3. TRL, same settings: a plain TRL script (this file, ``--baseline same``) with DPOTrainer and the settings our
-   job used: precision / checkpointing from ``core.hardware.training_defaults`` (what the child applies), the
+   job used: precision / checkpointing from ``core.serving.hardware.training_defaults`` (what the child applies), the
    precompute decision from the child's result.json, the LoRA / beta / lr / max_length / seed values of our
    config, and the same thread count.
 4. TRL defaults: a plain TRL script (``--baseline defaults``): ``DPOConfig(output_dir, per_device_train_batch_size=4,
@@ -225,7 +225,7 @@ PAIRS = [
 
 
 def preference_rows() -> list[dict]:
-    """The pairs in TRL's conversational preference format (what core.trainsets' preference builder emits)."""
+    """The pairs in TRL's conversational preference format (what core.data.trainsets' preference builder emits)."""
     return [{"prompt": [{"role": "user", "content": prompt}],
              "chosen": [{"role": "assistant", "content": chosen}],
              "rejected": [{"role": "assistant", "content": rejected}]} for prompt, chosen, rejected in PAIRS]
@@ -344,7 +344,7 @@ class LoadMonitor(threading.Thread):
 
 
 def child_env(threads: int | None, extra: dict | None = None) -> dict:
-    """The supervisor's child environment (core.jobs.Supervisor._launch), with ``threads`` CPU threads
+    """The supervisor's child environment (core.training.jobs.Supervisor._launch), with ``threads`` CPU threads
     (None: leave torch's default, as a plain script run from a shell would)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", **(extra or {})}
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -468,7 +468,7 @@ def cpu_per_step(run: dict, first: int, last: int) -> float:
 
 def run_ours(label: str, runs_dir: Path, model_dir: Path, overrides: dict, budget: dict,
              spans: list[tuple[int, int]], threads: int) -> dict:
-    from core.jobs import JobRequest, _write_parquet
+    from core.training.jobs import JobRequest, _write_parquet
 
     cfg = JobRequest(algorithm="dpo", hyperparams=overrides).config()  # validated, as the supervisor does
 
@@ -582,9 +582,9 @@ def baseline_main(args) -> None:
 def main() -> None:
     import torch
 
-    from core.hardware import detect_hardware, training_defaults
-    from core.jobs import trainer_threads
-    from core.models import provision_default_model
+    from core.serving.hardware import detect_hardware, training_defaults
+    from core.training.jobs import trainer_threads
+    from core.serving.models import provision_default_model
 
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -595,7 +595,7 @@ def main() -> None:
     job_threads = trainer_threads()  # what the supervisor gives a training child (OMP_NUM_THREADS)
     print(f"machine: {hardware.cpu_model}, {hardware.cpu_cores} cores, torch threads {threads}, "
           f"native bf16: {hardware.cpu_native_bf16}; the studio runs trainers with {job_threads} thread(s) "
-          f"(core.jobs.trainer_threads)", flush=True)
+          f"(core.training.jobs.trainer_threads)", flush=True)
 
     budget = {"left": QUIET_BUDGET_S}
     peaks = {"fp32": 0.0, "bf16": 0.0, "fp32_job_threads": 0.0}
@@ -741,7 +741,7 @@ def main() -> None:
               f"of it)", flush=True)
     if all_cores_step:
         print(f"  (with all {threads} threads our step takes {all_cores_step:.2f} s = "
-              f"{100 * flops / all_cores_step / fp32_peak:.1f}% of the fp32 peak; core.jobs.trainer_threads() costs "
+              f"{100 * flops / all_cores_step / fp32_peak:.1f}% of the fp32 peak; core.training.jobs.trainer_threads() costs "
               f"x{ours_step / all_cores_step:.2f} per step when nobody chats)", flush=True)
     vs_defaults = ours_step / trl_def_step
     overhead = ours_step / same_step

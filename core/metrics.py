@@ -84,7 +84,7 @@ def chain_backlog(db: Any) -> dict[str, int]:
 
 def render(studio: Any, latencies: Latencies) -> str:
     """Every metric of ``studio`` as one Prometheus text exposition."""
-    from core.scheduler import scheduler_for
+    from core.serving.scheduler import scheduler_for
 
     lines: list[str] = []
     labeling = labeling_figures(studio.db)

@@ -14,18 +14,18 @@ import psutil
 
 from core import __version__
 from core.config import Settings
-from core.engine import Engine
+from core.serving.engine import Engine
 from core.errors import ModelError, StudioError
-from core.generate import PairUpdate, SamplingParams, stream_pair
-from core.hardware import HardwareProfile, detect_hardware
-from core.identity import Directory
-from core.jobs import Supervisor, mark_chat_active, trainer_threads
-from core.judging import JudgeRuns
-from core.models import auto_dtype, load_model
-from core.policies import ensure_base_policy, get_policy
-from core.report import ReportWorker
-from core.safety import evaluate_in_background
-from core.scheduler import scheduler_for
+from core.serving.generate import PairUpdate, SamplingParams, stream_pair
+from core.serving.hardware import HardwareProfile, detect_hardware
+from core.labeling.identity import Directory
+from core.training.jobs import Supervisor, mark_chat_active, trainer_threads
+from core.judging.runs import JudgeRuns
+from core.serving.models import auto_dtype, load_model
+from core.serving.policies import ensure_base_policy, get_policy
+from core.compare.report import ReportWorker
+from core.compare.safety import evaluate_in_background
+from core.serving.scheduler import scheduler_for
 from storage.db import Database
 
 _current: "Studio | None" = None
@@ -121,7 +121,7 @@ class Studio:
 
     def share_cpu(self) -> None:
         """Before generating: while a job trains, ask it to lend a core and use only what it leaves free."""
-        from core.scheduler import set_generation_threads
+        from core.serving.scheduler import set_generation_threads
 
         total = psutil.cpu_count(logical=True) or 1
         if self.supervisor.busy():

@@ -2,7 +2,7 @@
 import pandas as pd
 import streamlit as st
 
-from core import tokens
+from core.labeling import tokens
 from core.errors import StudioError
 from core.studio import current
 from pages.common import can, require_page, show_error

@@ -24,9 +24,9 @@ def current_user():
 
 
 def require_page(name: str):
-    """The viewer and their scope on console page ``name`` (core.access rule ``page:<name>``); a viewer with
+    """The viewer and their scope on console page ``name`` (core.labeling.access rule ``page:<name>``); a viewer with
     none gets a notice and the page stops there. Every page calls this first."""
-    from core import access
+    from core.labeling import access
 
     user = current_user()
     granted = access.scope(user, f"page:{name}")
@@ -37,8 +37,8 @@ def require_page(name: str):
 
 
 def can(user, resource: str) -> bool:
-    """Whether ``user`` may see a section of a page (core.access rule ``resource``)."""
-    from core import access
+    """Whether ``user`` may see a section of a page (core.labeling.access rule ``resource``)."""
+    from core.labeling import access
 
     return access.can(user, resource)
 
@@ -110,13 +110,13 @@ VERDICT_STYLE = {"learned": ("green", ":material/trending_up:"), "no_change": ("
 
 
 def show_report(report: dict, full: bool, key: str) -> None:
-    """A "what changed" report (core.report): verdict, figures, a chart, warnings, and for admins (``full``) the
+    """A "what changed" report (core.compare.report): verdict, figures, a chart, warnings, and for admins (``full``) the
     prompts where the two versions differ most. Labelers get the figures only: the examples are other people's
     held-out prompts."""
     import plotly.graph_objects as go
 
-    from core.evaluation import diff_html
-    from core.safety import percent
+    from core.compare.evaluation import diff_html
+    from core.compare.safety import percent
 
     m, version, against = report["metrics"], report["version"], report["against"]
     color, icon = VERDICT_STYLE.get(report["verdict"], ("gray", None))

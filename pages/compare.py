@@ -1,6 +1,6 @@
 """Compare page (admins): two versions side by side, automatic evaluation across versions, active learning.
 
-Thin: every number comes from core.evaluation; this page only picks inputs, shows progress and draws.
+Thin: every number comes from core.compare.evaluation; this page only picks inputs, shows progress and draws.
 """
 from datetime import datetime, timezone
 
@@ -8,10 +8,10 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import evaluation as ev
-from core import queue as prompt_queue
-from core import report as report_mod
-from core import safety
+from core.compare import evaluation as ev
+from core.labeling import queue as prompt_queue
+from core.compare import report as report_mod
+from core.compare import safety
 from core.errors import StudioError
 from core.studio import current
 from pages.common import dataclass_form, require_page, show_error, show_report

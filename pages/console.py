@@ -3,7 +3,7 @@ import streamlit as st
 
 from pathlib import Path
 
-from core import access
+from core.labeling import access
 from core.studio import current
 from pages.common import current_user
 
@@ -18,7 +18,7 @@ if studio.settings.storage_is_ephemeral:
                "label and model is lost when it restarts. Enable persistent storage in the Space settings.",
                icon=":material/warning:")
 
-# (file, title, icon) per section; each page has a rule "page:<file stem>" in core.access, and the sidebar
+# (file, title, icon) per section; each page has a rule "page:<file stem>" in core.labeling.access, and the sidebar
 # lists only the pages the viewer may open (each page checks again when it runs).
 PAGES = {
     "Loop": [("data.py", "Data", ":material/dataset:"),

@@ -1,6 +1,6 @@
 """Data page: what has been labeled, by whom, how far labelers agree; redaction and the audit log.
 
-Thin: every number comes from core.analytics, every change goes through core.moderation.
+Thin: every number comes from core.labeling.analytics, every change goes through core.labeling.moderation.
 """
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core import access, analytics, moderation
+from core.labeling import access
+from core.labeling import analytics
+from core.labeling import moderation
 from core.errors import StudioError
 from core.studio import current
 from pages.common import can, require_page
@@ -60,7 +62,7 @@ if summary["retracted"]:
     st.caption(f"{summary['retracted']} undone vote(s) are kept for the record and left out everywhere below.")
 
 # ----------------------------------------------------------------------------- the guided loop
-from core.jobs import suggest_next_job  # noqa: E402
+from core.training.jobs import suggest_next_job  # noqa: E402
 
 suggestion = suggest_next_job(db)
 if suggestion.ready:
@@ -270,7 +272,7 @@ if can(viewer, "data.audit_log"):
                                         "details": st.column_config.TextColumn("Details", width="large")})
 
 # ----------------------------------------------------------------------------- scored feedback
-from core.feedback import recent_feedback  # noqa: E402
+from core.labeling.feedback import recent_feedback  # noqa: E402
 
 own_feedback = access.owner_filter(viewer, "data.scored_feedback")
 st.subheader("Recent scored feedback" if own_feedback is None else "Your recent scored feedback")

@@ -1,7 +1,7 @@
 """The Data page's import section: upload -> what was detected -> explicit confirmation -> one transaction.
 
 Not a page of its own (console.py lists the pages); pages/data.py calls :func:`render_import`. Thin:
-reading, detection and writing all live in core.datasets_io.
+reading, detection and writing all live in core.data.datasets_io.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any, Callable
 import pandas as pd
 import streamlit as st
 
-from core import datasets_io
+from core.data import datasets_io
 from core.errors import StudioError
 from storage.db import Database
 

@@ -1,6 +1,6 @@
 """Export page (admins): adapters, merged models and datasets -> folders, zips and the Hugging Face Hub.
 
-Thin: every action is one call into core.hub. The Hub token comes from HF_TOKEN or a password field used for
+Thin: every action is one call into core.share.hub. The Hub token comes from HF_TOKEN or a password field used for
 one push; it is kept in this browser session's memory at most (for a retry), never in DuckDB or files.
 """
 import json
@@ -10,9 +10,11 @@ import threading
 import streamlit as st
 from streamlit.runtime.scriptrunner import add_script_run_ctx, get_script_run_ctx
 
-from core import hub, safety, trainsets
+from core.share import hub
+from core.compare import safety
+from core.data import trainsets
 from core.errors import StudioError
-from core.gguf_export import GGUF_HELP, GGUF_TYPES
+from core.share.gguf_export import GGUF_HELP, GGUF_TYPES
 from core.studio import current
 from pages.common import dataclass_form, require_page
 

@@ -4,7 +4,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import arena
+from core.compare import arena
 from core.studio import current
 from pages.common import require_page
 

@@ -4,9 +4,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.errors import StudioError
-from core.report import latest_report
+from core.compare.report import latest_report
 from core.studio import current
-from core import access
+from core.labeling import access
 from pages.common import can, require_page, show_error, show_report
 
 studio = current()
@@ -145,7 +145,7 @@ st.subheader("What changed")
 
 @st.fragment(run_every="3s")
 def what_changed(job_id: int) -> None:
-    """The new version vs its parent on labels it never saw (core.report), computed after the job."""
+    """The new version vs its parent on labels it never saw (core.compare.report), computed after the job."""
     job = supervisor.job(job_id)
     version = job.get("version")
     if job["status"] != "succeeded" or not version:
@@ -180,7 +180,7 @@ def what_changed(job_id: int) -> None:
 what_changed(job_id)
 
 st.subheader("Policy versions")
-from core.policies import delete_policy, list_policies, rename_policy  # noqa: E402
+from core.serving.policies import delete_policy, list_policies, rename_policy  # noqa: E402
 
 versions = list_policies(studio.db)
 table = pd.DataFrame([{"name": v["name"], "from": v["parent"] or "", "algorithm": v["algorithm"] or "base",

@@ -3,8 +3,8 @@ import pandas as pd
 import streamlit as st
 
 from core.errors import StudioError
-from core.hardware import training_defaults
-from core import access
+from core.serving.hardware import training_defaults
+from core.labeling import access
 from core.studio import current
 from pages.common import can, require_page
 

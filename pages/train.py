@@ -3,12 +3,12 @@ the algorithm's config dataclass; dry run first, then launch a background job.""
 import pandas as pd
 import streamlit as st
 
-from core import trainsets
+from core.data import trainsets
 from core.errors import StudioError
-from core.hardware import training_defaults
-from core.jobs import JobRequest, build_training_data, suggest_next_job, unit
+from core.serving.hardware import training_defaults
+from core.training.jobs import JobRequest, build_training_data, suggest_next_job, unit
 from core.training.launch import LaunchConfig
-from core.policies import servable_policies
+from core.serving.policies import servable_policies
 from core.studio import current
 from core.training import ALGORITHMS
 from pages.common import dataclass_form, require_page, show_error

@@ -8,7 +8,7 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 
 from core.chain.wallet import issue_challenge, link_wallet
-from core.identity import User, ensure_user
+from core.labeling.identity import User, ensure_user
 from storage.db import Database
 
 

@@ -23,7 +23,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 @functools.cache
 def hashed(password: str) -> str:
     """A users-file hash of ``password`` (600k PBKDF2 rounds: computed once per password per test run)."""
-    from core.identity import hash_password
+    from core.labeling.identity import hash_password
 
     return hash_password(password)
 
@@ -160,7 +160,7 @@ class EngineProcess:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny random Llama, built once per test session."""
-    from core.models import build_tiny_model
+    from core.serving.models import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model-cache"))
 

@@ -1,4 +1,4 @@
-"""The one authorization policy (core.access): every surface has a rule, and the rules say what the README says.
+"""The one authorization policy (core.labeling.access): every surface has a rule, and the rules say what the README says.
 
 These tests read the surfaces themselves (the REST app's routes, the console's page list and each page's source,
 the labeling app's events) so that a new route, page, section or action without a rule fails here. What each
@@ -12,10 +12,10 @@ import time
 
 import pytest
 
-from core import access
+from core.labeling import access
 from core.config import load_settings
 from core.errors import PermissionDenied, TooManyAttempts, Unauthenticated
-from core.identity import Directory, LoginThrottle, User
+from core.labeling.identity import Directory, LoginThrottle, User
 from storage.db import Database
 from tests.conftest import ROOT, users_file
 
@@ -50,7 +50,7 @@ def test_every_console_page_has_a_rule_and_checks_it_first():
     pages = console_pages()
     assert {"data", "train", "runs", "settings", "wallet"} <= set(pages)
     for name in pages:
-        assert f"page:{name}" in access.CONSOLE, f"pages/{name}.py has no rule 'page:{name}' in core/access.py"
+        assert f"page:{name}" in access.CONSOLE, f"pages/{name}.py has no rule 'page:{name}' in core/labeling/access.py"
         source = (PAGES / f"{name}.py").read_text()
         assert f'require_page("{name}")' in source, f"pages/{name}.py does not call require_page({name!r})"
     assert {k.removeprefix("page:") for k in access.CONSOLE if k.startswith("page:")} == set(pages)
@@ -61,7 +61,7 @@ def test_every_section_a_page_asks_about_has_a_rule():
     for path in PAGES.glob("*.py"):
         asked |= set(re.findall(r"""(?:can|access\.scope|access\.owner_filter|access\.can)\(\w+, ["']([^"']+)["']\)""",
                                 path.read_text()))
-    assert asked, "the pages ask core.access nothing"
+    assert asked, "the pages ask core.labeling.access nothing"
     assert asked <= set(access.RULES), asked - set(access.RULES)
     sections = {k for k in access.CONSOLE if not k.startswith("page:")}
     assert sections <= asked, f"rules no page asks about: {sections - asked}"
@@ -173,8 +173,8 @@ def test_unknown_names_cost_the_same_as_wrong_passwords(tmp_path):
 
 
 def test_personal_api_tokens_are_shown_once_stored_hashed_scoped_and_revocable(tmp_path):
-    from core import tokens
-    from core.identity import ensure_user
+    from core.labeling import tokens
+    from core.labeling.identity import ensure_user
 
     db = Database(tmp_path / "s.duckdb")
     ada, bob = ensure_user(db, "ada", "admin", "file"), ensure_user(db, "bob", "labeler", "file")
@@ -234,9 +234,10 @@ SECTION_MARKERS = {
 
 def seed_judge_disagreement(studio, person) -> None:
     """``person`` votes A on a pair of their chat; an AI judge's run says B: a disagreement with cat's text."""
-    from core import judges, judging
-    from core.identity import ensure_ai_labeler
-    from core.labeling import CandidateIn, Vote, record_vote, write_prompt_pair
+    from core.judging import judges
+    from core.judging import runs as judging
+    from core.labeling.identity import ensure_ai_labeler
+    from core.labeling.votes import CandidateIn, Vote, record_vote, write_prompt_pair
 
     with studio.db.transaction() as cur:
         _, _, a, b = write_prompt_pair(cur, person, "cat's secret judged prompt", None,
@@ -256,8 +257,8 @@ def test_every_console_page_and_section_as_each_role(tmp_path, tiny_model_dir, m
 
     import app.auth
     import core.studio
-    from core.feedback import Feedback, record_feedback
-    from core.identity import ensure_user
+    from core.labeling.feedback import Feedback, record_feedback
+    from core.labeling.identity import ensure_user
 
     monkeypatch.setattr(core.studio, "_current", None)
     studio = core.studio.open_studio(load_settings({"data_dir": str(tmp_path / "data"), "model": "tiny"}, env={}),

@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from core.agreement import (
+from core.labeling.agreement import (
     LEVELS,
     agreement_by_labeler_pair,
     agreement_summary,
@@ -261,7 +261,7 @@ def _pairs(table: dict[tuple[str, str], int]) -> list[tuple[str, str]]:
 def test_cohen_kappa_matches_the_worked_example_in_wikipedia():
     """Wikipedia, "Cohen's kappa", simple example: 50 applications, Yes/Yes 20, Yes/No 5, No/Yes 10, No/No 15:
     p_o = 0.7, p_e = 0.5, kappa = 0.4."""
-    from core.agreement import cohen_kappa
+    from core.labeling.agreement import cohen_kappa
 
     pairs = _pairs({("yes", "yes"): 20, ("yes", "no"): 5, ("no", "yes"): 10, ("no", "no"): 15})
     assert cohen_kappa(pairs) == pytest.approx(0.4)
@@ -269,7 +269,7 @@ def test_cohen_kappa_matches_the_worked_example_in_wikipedia():
 
 def test_cohen_kappa_same_agreement_different_chance():
     """Wikipedia's "same percentage, different kappa" tables (both p_o = 0.60): 0.1304 and 0.2593."""
-    from core.agreement import cohen_kappa
+    from core.labeling.agreement import cohen_kappa
 
     first = _pairs({("yes", "yes"): 45, ("yes", "no"): 15, ("no", "yes"): 25, ("no", "no"): 15})
     second = _pairs({("yes", "yes"): 25, ("yes", "no"): 35, ("no", "yes"): 5, ("no", "no"): 35})
@@ -278,7 +278,7 @@ def test_cohen_kappa_same_agreement_different_chance():
 
 
 def test_cohen_kappa_edges_and_confusion_matrix():
-    from core.agreement import cohen_kappa, confusion_matrix
+    from core.labeling.agreement import cohen_kappa, confusion_matrix
 
     assert cohen_kappa([]) is None
     assert cohen_kappa([("a", "a"), ("a", "a")]) is None           # one label only: nothing measured

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from core import analytics
+from core.labeling import analytics
 from storage.db import Database
 
 ADA, BO, CY = 1, 2, 3

@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 from app.api import create_api
 from app.server import ApiFirst
 from core.config import load_settings
-from core.models import build_tiny_model
+from core.serving.models import build_tiny_model
 from core.studio import Studio
 
 TABLES = ("prompts", "candidates", "preferences", "ratings", "thumbs", "feedback", "jobs", "users", "policies")

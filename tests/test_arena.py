@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import arena
-from core.arena import Battle
-from core.identity import ensure_user
-from core.labeling import undo_last_vote
-from core.policies import ensure_base_policy, register_policy, rename_policy
-from core.trainsets import Filters, preference_rows
+from core.compare import arena
+from core.compare.arena import Battle
+from core.labeling.identity import ensure_user
+from core.labeling.votes import undo_last_vote
+from core.serving.policies import ensure_base_policy, register_policy, rename_policy
+from core.data.trainsets import Filters, preference_rows
 from storage.db import Database
 from tests.conftest import ROOT, Server, free_port
 

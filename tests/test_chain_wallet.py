@@ -9,7 +9,7 @@ from eth_account import Account
 from core.chain.errors import WalletLinkError
 from core.chain.wallet import issue_challenge, link_wallet, linked_address
 from core.errors import Conflict, ValidationError
-from core.identity import ensure_user
+from core.labeling.identity import ensure_user
 from storage.db import Database
 from tests.chain_helpers import sign
 

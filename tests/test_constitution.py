@@ -7,13 +7,13 @@ import time
 
 import pytest
 
-from core import constitution as cai
-from core import queue as prompt_queue
-from core import trainsets
+from core.judging import constitution as cai
+from core.labeling import queue as prompt_queue
+from core.data import trainsets
 from core.errors import ModelError, NotFound, PermissionDenied, ValidationError
-from core.generate import SamplingParams
-from core.identity import ensure_user
-from core.policies import register_policy
+from core.serving.generate import SamplingParams
+from core.labeling.identity import ensure_user
+from core.serving.policies import register_policy
 
 SHORT = SamplingParams(temperature=0.7, top_p=0.9, max_new_tokens=12)
 PROMPTS = ["Say hello.", "Name a colour.", "What is 2 plus 2?"]
@@ -230,10 +230,10 @@ def test_bad_inputs_fail_before_any_row_is_written(studio, admin, labeler):
 
 
 def test_people_review_the_pairs_and_redacting_the_prompt_reaches_them(studio, admin, labeler):
-    """The labeling app's Review tab (core.review) serves the revisions with their critique; a person's review is
+    """The labeling app's Review tab (core.labeling.review) serves the revisions with their critique; a person's review is
     their own vote, and redacting the queue prompt removes the AI's copy of it and its vote."""
-    from core import review
-    from core.moderation import redact_item
+    from core.labeling import review
+    from core.labeling.moderation import redact_item
 
     item = review.next_item(studio.db, labeler)
     assert item is not None and item.judge == "ai:constitution" and item.ai_outcome == "b"
@@ -298,7 +298,7 @@ def test_the_cli_shows_the_principles_and_runs_a_queue(tmp_path, tiny_model_dir)
     import subprocess
     import sys
 
-    from core.models import MODELS_SUBDIR, TINY_MODEL_DIR
+    from core.serving.models import MODELS_SUBDIR, TINY_MODEL_DIR
     from storage.db import Database
     from tests.conftest import ROOT
 

@@ -9,7 +9,7 @@ import psutil
 import pytest
 import torch
 
-from core.jobs import CHAT_ACTIVE_WINDOW_S, chat_active, mark_chat_active, trainer_threads
+from core.training.jobs import CHAT_ACTIVE_WINDOW_S, chat_active, mark_chat_active, trainer_threads
 from core.training.callbacks import CpuShareCallback
 
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from core import datasets_io
-from core.datasets_io import ImportFileError, import_file, inspect_file
+from core.data import datasets_io
+from core.data.datasets_io import ImportFileError, import_file, inspect_file
 from core.errors import PermissionDenied, ValidationError
-from core.identity import User
-from core.queue import next_prompt
-from core.trainsets import Filters, build_preference, build_sft, build_unpaired, preference_rows, unpaired_rows
+from core.labeling.identity import User
+from core.labeling.queue import next_prompt
+from core.data.trainsets import Filters, build_preference, build_sft, build_unpaired, preference_rows, unpaired_rows
 from storage.db import Database
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -442,7 +442,7 @@ def test_data_page_imports_a_save_to_disk_folder(tmp_path: Path, monkeypatch) ->
 
 
 def test_an_imported_conversation_can_be_redacted_like_a_chat(db: Database, tmp_path: Path) -> None:
-    from core.moderation import redact_item
+    from core.labeling.moderation import redact_item
 
     import_file(db, jsonl(tmp_path / "p.jsonl", [{"prompt": "My phone is 555-0100", "chosen": "ok", "rejected": "no"},
                                                  {"prompt": "Hi", "chosen": "Hello!", "rejected": "No."}]))

@@ -6,9 +6,9 @@ import pytest
 from gradio_client import Client
 
 from app.label import SAME_POLICY
-from core.engine import Engine, EngineUnavailable
-from core.generate import SamplingParams, generate_pair
-from core.models import load_model
+from core.serving.engine import Engine, EngineUnavailable
+from core.serving.generate import SamplingParams, generate_pair
+from core.serving.models import load_model
 from storage.db import Database
 from tests.conftest import EngineProcess, Server, free_port
 

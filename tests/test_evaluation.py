@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from core import evaluation as ev
-from core import queue as prompt_queue
+from core.compare import evaluation as ev
+from core.labeling import queue as prompt_queue
 from core.config import load_settings
 from core.errors import Conflict, NotFound, ValidationError
-from core.identity import ensure_user
-from core.jobs import JobRequest
-from core.models import build_tiny_model
-from core.policies import delete_policy, register_policy
+from core.labeling.identity import ensure_user
+from core.training.jobs import JobRequest
+from core.serving.models import build_tiny_model
+from core.serving.policies import delete_policy, register_policy
 from core.studio import Studio
 from tests.test_jobs import FAST, seed_labels
 

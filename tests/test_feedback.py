@@ -2,7 +2,7 @@
 import pytest
 
 from core.errors import ValidationError
-from core.feedback import Feedback, clean_text, record_feedback
+from core.labeling.feedback import Feedback, clean_text, record_feedback
 from storage.db import Database
 
 

@@ -11,9 +11,9 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
 from core.errors import ValidationError
-from core.generate import PairStreamer, SamplingParams, generate_pair, prepare_chat, stream_chat, stream_pair
-from core.models import load_model
-from core.scheduler import scheduler_for
+from core.serving.generate import PairStreamer, SamplingParams, generate_pair, prepare_chat, stream_chat, stream_pair
+from core.serving.models import load_model
+from core.serving.scheduler import scheduler_for
 
 MESSAGES = [{"role": "user", "content": "Name three colours of the rainbow."}]
 SEED = 1234

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.hardware import GB, KEY_CPU_FLAGS, HardwareProfile, detect_hardware, parse_cpuinfo, training_defaults
+from core.serving.hardware import GB, KEY_CPU_FLAGS, HardwareProfile, detect_hardware, parse_cpuinfo, training_defaults
 
 SMOLLM2_PARAMS = 134_515_008
 AVX2_ONLY = frozenset({"avx2"})
@@ -130,7 +130,7 @@ def test_the_bitsandbytes_kernels_line_is_dropped_and_other_warnings_are_kept(ca
     import importlib.util
     import logging
 
-    from core.hardware import _UNACTIONABLE, quiet_unactionable_warnings
+    from core.serving.hardware import _UNACTIONABLE, quiet_unactionable_warnings
 
     (name, (prefix,)), = _UNACTIONABLE.items()
     source = Path(importlib.util.find_spec(name).origin).read_text()

@@ -11,15 +11,15 @@ import pytest
 import torch
 import yaml
 
-from core import hub
+from core.share import hub
 from core.config import load_settings
-from core.generate import SamplingParams, generate_once, generate_pair, prepare_chat
-from core.identity import ensure_user
-from core.labeling import CandidateIn, Vote, add_user_message, new_conversation, record_vote, save_pair
-from core.models import MODELS_SUBDIR, TINY_MODEL_DIR
-from core.policies import register_policy
+from core.serving.generate import SamplingParams, generate_once, generate_pair, prepare_chat
+from core.labeling.identity import ensure_user
+from core.labeling.votes import CandidateIn, Vote, add_user_message, new_conversation, record_vote, save_pair
+from core.serving.models import MODELS_SUBDIR, TINY_MODEL_DIR
+from core.serving.policies import register_policy
 from core.studio import Studio
-from core.trainsets import preference_rows
+from core.data.trainsets import preference_rows
 from tests.conftest import free_port
 from tests.hub_standin import HubStandin
 
@@ -388,7 +388,7 @@ def test_cli_exports_and_pushes_with_hf_token(tmp_path, tiny_model_dir, standin)
     import subprocess
     import sys
 
-    from core.policies import ensure_base_policy
+    from core.serving.policies import ensure_base_policy
     from storage.db import Database
     from tests.conftest import ROOT
 
@@ -424,7 +424,7 @@ def test_cli_exports_and_pushes_with_hf_token(tmp_path, tiny_model_dir, standin)
 def test_a_trained_version_exports_with_its_real_metrics_and_reproduces_the_app(tmp_path, tiny_model_dir):
     """End to end: labels -> a real 3-step DPO job through the supervisor -> adapter export whose card holds
     the metrics the trainer logged, and which PEFT loads to give the app's greedy answer."""
-    from core.jobs import JobRequest
+    from core.training.jobs import JobRequest
 
     data_dir = tmp_path / "data"
     shutil.copytree(tiny_model_dir, data_dir / MODELS_SUBDIR / TINY_MODEL_DIR)
@@ -590,7 +590,7 @@ def test_pushed_adapter_runs_as_its_card_says_on_another_machine_and_names_its_t
 
     from huggingface_hub import HfApi
 
-    from core.jobs import _write_parquet
+    from core.training.jobs import _write_parquet
 
     base_repo = "studio-org/tiny-llama"
     api = HfApi(endpoint=standin.url, token=TOKEN)
@@ -649,7 +649,7 @@ def test_cli_exports_a_gguf(tmp_path, tiny_model_dir):
     import subprocess
     import sys
 
-    from core.policies import ensure_base_policy
+    from core.serving.policies import ensure_base_policy
     from storage.db import Database
     from tests.conftest import ROOT
 

@@ -6,7 +6,7 @@ import pytest
 
 from core.config import load_settings
 from core.errors import ConfigError, PermissionDenied
-from core.identity import Directory, check_password, hash_password, parse_accounts
+from core.labeling.identity import Directory, check_password, hash_password, parse_accounts
 from storage.db import Database
 from tests.conftest import ROOT, users_file
 

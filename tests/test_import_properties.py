@@ -8,9 +8,9 @@ import json
 import pytest
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
-from core.datasets_io import import_file, inspect_file
+from core.data.datasets_io import import_file, inspect_file
 from core.errors import StudioError
-from core.identity import User
+from core.labeling.identity import User
 from storage.db import Database
 
 ADMIN = User(0, "admin", "admin")

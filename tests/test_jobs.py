@@ -16,11 +16,11 @@ from gradio_client import Client
 
 from app.label import SAME_POLICY
 from core.config import load_settings
-from core.identity import ensure_user
-from core.jobs import JobRequest
-from core.labeling import (CandidateIn, Vote, add_user_message, new_conversation, record_vote, save_pair,
+from core.labeling.identity import ensure_user
+from core.training.jobs import JobRequest
+from core.labeling.votes import (CandidateIn, Vote, add_user_message, new_conversation, record_vote, save_pair,
                            submit_labeled_pair)
-from core.models import build_tiny_model
+from core.serving.models import build_tiny_model
 from core.studio import Studio
 from storage.db import Database
 from tests.conftest import ROOT, Server, free_port

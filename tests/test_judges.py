@@ -6,9 +6,9 @@ import socket
 
 import pytest
 
-from core import judges
+from core.judging import judges
 from core.errors import ValidationError
-from core.queue import GUIDELINES
+from core.labeling.queue import GUIDELINES
 
 PROMPT = [{"role": "user", "content": "What is the capital of France?"}]
 GOOD, BAD = "The capital of France is Paris.", "I like turtles."
@@ -65,7 +65,7 @@ def test_the_rubric_carries_the_guidelines_and_aspects():
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory):
     from tests.test_evaluation import open_studio, random_adapter
-    from core.policies import register_policy
+    from core.serving.policies import register_policy
     from pathlib import Path
 
     root = tmp_path_factory.mktemp("judges")
@@ -77,7 +77,7 @@ def studio(tmp_path_factory):
 
 
 def test_a_reward_model_judges_by_its_score_difference_in_both_orders(studio):
-    from core.evaluation import RewardScorer
+    from core.compare.evaluation import RewardScorer
 
     scorer = RewardScorer.load(studio.db, "rm1")
     good, bad = scorer.score([PROMPT, PROMPT], [GOOD, BAD])
@@ -131,8 +131,8 @@ def test_a_down_endpoint_is_retried_with_backoff_then_a_clear_error():
 
 def add_unlabeled_pairs(studio, n: int, start: int = 0) -> list[tuple[int, int]]:
     """Pairs shown in the chat that nobody voted on (what a judge run labels)."""
-    from core.identity import ensure_user
-    from core.labeling import CandidateIn, add_user_message, new_conversation, save_pair
+    from core.labeling.identity import ensure_user
+    from core.labeling.votes import CandidateIn, add_user_message, new_conversation, save_pair
 
     bo = ensure_user(studio.db, "bo", "labeler", "test")
     pairs = []
@@ -146,18 +146,18 @@ def add_unlabeled_pairs(studio, n: int, start: int = 0) -> list[tuple[int, int]]
 
 @pytest.fixture(scope="module")
 def admin(studio):
-    from core.identity import ensure_user
+    from core.labeling.identity import ensure_user
 
     return ensure_user(studio.db, "ada", "admin", "test")
 
 
 def test_a_judge_run_labels_unlabeled_pairs_as_its_own_labeler_and_a_rerun_resumes(studio, admin):
-    from core import trainsets
-    from core.judging import pairs_to_judge
+    from core.data import trainsets
+    from core.judging.runs import pairs_to_judge
 
     pairs = add_unlabeled_pairs(studio, 5)
     human_before = len(trainsets.preference_rows(studio.db).rows)
-    cost = __import__("core.judging", fromlist=["estimate"]).estimate(studio, "rm1", "unlabeled")
+    cost = __import__("core.judging.runs", fromlist=["estimate"]).estimate(studio, "rm1", "unlabeled")
     assert (cost["pairs"], cost["requests"], cost["tokens"]) == (5, 10, None) and cost["seconds_per_pair"] > 0
     assert studio.db.scalar("SELECT count(*) FROM preferences WHERE source = 'judge'") == 0   # estimating saves nothing
 
@@ -191,9 +191,9 @@ def test_a_judge_run_labels_unlabeled_pairs_as_its_own_labeler_and_a_rerun_resum
 def test_calibration_on_labeled_pairs_measures_agreement_and_opens_training(studio, admin):
     """The judge labels pairs people voted on (source labeled): kappa, alpha, confusion and disagreements against
     them; once it shares enough items its labels on unlabeled pairs may go into training."""
-    from core import trainsets
-    from core.agreement import cohen_kappa
-    from core.judging import judge_agreement, judges_overview
+    from core.data import trainsets
+    from core.labeling.agreement import cohen_kappa
+    from core.judging.runs import judge_agreement, judges_overview
 
     human_pairs = studio.db.scalar("SELECT count(DISTINCT candidate_a) FROM preferences WHERE source <> 'judge'"
                                    " AND retracted_at IS NULL")
@@ -229,7 +229,7 @@ def test_calibration_on_labeled_pairs_measures_agreement_and_opens_training(stud
 
 def test_people_cannot_take_ai_names_and_only_admins_run_judges(studio):
     from core.errors import PermissionDenied
-    from core.identity import ensure_user
+    from core.labeling.identity import ensure_user
 
     with pytest.raises(ValidationError, match="kept for AI judges"):
         ensure_user(studio.db, "ai:rm:rm1", "labeler", "api")
@@ -284,11 +284,11 @@ def test_an_endpoint_failing_mid_run_loses_nothing_and_the_next_run_resumes(stud
     with the endpoint's error, the 3 judged pairs are saved whole, and a second run judges only the rest."""
     monkeypatch.setattr(judges, "BACKOFF_S", 0.01)
     add_unlabeled_pairs(studio, 5, start=100)
-    cost = __import__("core.judging", fromlist=["x"]).estimate(studio, f"{engine.url}#{engine.model}", "unlabeled")
+    cost = __import__("core.judging.runs", fromlist=["x"]).estimate(studio, f"{engine.url}#{engine.model}", "unlabeled")
     assert cost["tokens"] > 20 * cost["pairs"] and cost["requests"] == 2 * cost["pairs"]
     proxy = FlakyProxy(engine.url, budget=6)
     spec = f"{proxy.url}#{engine.model}"
-    todo = len(__import__("core.judging", fromlist=["x"]).pairs_to_judge(studio.db, "unlabeled",
+    todo = len(__import__("core.judging.runs", fromlist=["x"]).pairs_to_judge(studio.db, "unlabeled",
                                                                         judges.parse_judge(spec)))
     try:
         failed = studio.judge_runs.run_blocking(spec, "unlabeled", admin)
@@ -316,8 +316,8 @@ def test_the_cli_estimates_and_runs_a_judge(tmp_path, tiny_model_dir):
     from pathlib import Path
 
     from core.config import load_settings
-    from core.models import MODELS_SUBDIR, TINY_MODEL_DIR
-    from core.policies import register_policy
+    from core.serving.models import MODELS_SUBDIR, TINY_MODEL_DIR
+    from core.serving.policies import register_policy
     from core.studio import Studio
     from tests.conftest import ROOT
     from tests.test_evaluation import random_adapter
@@ -408,9 +408,9 @@ def test_the_data_page_shows_agreement_and_runs_judges(studio, admin, monkeypatc
 
 
 def test_review_takes_the_least_seen_pair_and_stores_one_vote_per_person(studio, admin):
-    from core import review
+    from core.labeling import review
     from core.errors import Conflict
-    from core.identity import ensure_user
+    from core.labeling.identity import ensure_user
 
     add_unlabeled_pairs(studio, 2, start=500)
     studio.judge_runs.run_blocking("rm1", "unlabeled", admin)
@@ -429,10 +429,10 @@ def test_review_takes_the_least_seen_pair_and_stores_one_vote_per_person(studio,
 
 
 def test_a_judge_run_on_a_queue_answers_each_prompt_then_labels_the_pair(studio, admin):
-    from core import queue as pq
+    from core.labeling import queue as pq
     from core.errors import NotFound
-    from core.generate import SamplingParams
-    from core.judging import estimate
+    from core.serving.generate import SamplingParams
+    from core.judging.runs import estimate
 
     queue_id = pq.create_queue(studio.db, admin, "judge-me")
     pq.import_prompts(studio.db, admin, queue_id, ["Name a river.", "What is 3 times 3?"], "test")
@@ -470,7 +470,7 @@ def test_a_cancelled_run_stops_between_pairs_and_keeps_what_it_judged(studio, ad
 def test_ai_weight_thins_or_repeats_ai_votes_the_same_way_on_every_rebuild(studio, admin):
     """ai_weight 0 leaves AI votes out, 1 keeps each once, 2 twice, 0.5 about half (fixed by the vote); people's
     votes always count once; in KTO labels an AI vote counts ai_weight in the tally."""
-    from core import trainsets
+    from core.data import trainsets
 
     add_unlabeled_pairs(studio, 12, start=700)
     studio.judge_runs.run_blocking("rm1", "unlabeled", admin)
@@ -493,9 +493,9 @@ def test_ai_weight_thins_or_repeats_ai_votes_the_same_way_on_every_rebuild(studi
 def test_labelers_review_only_ai_made_pairs_and_their_own_chats(studio, admin):
     """A judge labels pairs from everyone's chats; a labeler's Review tab shows none of another person's chat
     text (admins see every pair), and a vote on such a pair is refused."""
-    from core import review
+    from core.labeling import review
     from core.errors import PermissionDenied
-    from core.identity import ensure_user
+    from core.labeling.identity import ensure_user
 
     bo_pairs = add_unlabeled_pairs(studio, 1, start=800)          # bo's own chat
     studio.judge_runs.run_blocking("rm1", "unlabeled", admin)

@@ -8,8 +8,8 @@ import pytest
 from gradio_client import Client
 
 from app.label import SAME_POLICY
-from core import queue as pq
-from core.identity import ensure_user
+from core.labeling import queue as pq
+from core.labeling.identity import ensure_user
 from storage.db import Database
 from tests.conftest import Server, free_port, users_file
 
@@ -163,7 +163,7 @@ def make_random_adapter(data_dir, name="v1"):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from core.models import build_tiny_model
+    from core.serving.models import build_tiny_model
 
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(build_tiny_model(data_dir))
@@ -175,7 +175,7 @@ def make_random_adapter(data_dir, name="v1"):
 
 
 def test_two_versions_answer_side_by_side_via_adapter_hot_swap(data_dir):
-    from core.policies import register_policy
+    from core.serving.policies import register_policy
 
     adapter = make_random_adapter(data_dir)
     db = Database.in_data_dir(data_dir)

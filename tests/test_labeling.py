@@ -6,10 +6,10 @@ import threading
 import pytest
 
 from core.errors import Conflict, NotFound, PermissionDenied, ValidationError
-from core.identity import ensure_user
-from core.labeling import (CandidateIn, Vote, add_user_message, history, new_conversation, record_vote,
+from core.labeling.identity import ensure_user
+from core.labeling.votes import (CandidateIn, Vote, add_user_message, history, new_conversation, record_vote,
                            save_pair, submit_labeled_pair, undo_last_vote)
-from core import queue as pq
+from core.labeling import queue as pq
 from storage.db import Database
 
 

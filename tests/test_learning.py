@@ -14,17 +14,17 @@ import httpx
 import pytest
 
 from core.config import load_settings
-from core.identity import ensure_user
-from core.jobs import JobRequest
-from core.labeling import Vote, submit_labeled_pair
-from core.models import build_tiny_model
-from core.policies import register_policy
-from core.report import badges, compute_report, distinct_n, drift_warnings, is_refusal, latest_report, sign_test
+from core.labeling.identity import ensure_user
+from core.training.jobs import JobRequest
+from core.labeling.votes import Vote, submit_labeled_pair
+from core.serving.models import build_tiny_model
+from core.serving.policies import register_policy
+from core.compare.report import badges, compute_report, distinct_n, drift_warnings, is_refusal, latest_report, sign_test
 from core.studio import Studio
 from core.training import ALGORITHMS
 from core.training.callbacks import selection_score
 from core.training.defaults import MIN_STEPS, plan_defaults
-from core.trainsets import HELD_OUT_PERCENT, prompt_bucket
+from core.data.trainsets import HELD_OUT_PERCENT, prompt_bucket
 from tests.conftest import ROOT, Server, free_port, users_file
 
 MARKER = "Sure thing! Banana banana banana."
@@ -78,7 +78,7 @@ def test_selection_score_prefers_accuracy_then_lower_loss():
 
 
 def test_the_verdict_says_what_the_held_out_pairs_can_and_cannot_tell():
-    from core.report import pairs_needed, verdict
+    from core.compare.report import pairs_needed, verdict
 
     base = {"held_out_pairs": 19, "accuracy_against": 0.63, "accuracy_version": 0.68}
     assert verdict({**base, "toward": 15, "away": 4, "kl_per_token": 0.2})[0] == "learned"
@@ -105,7 +105,7 @@ def test_report_measures():
 
 
 def test_the_console_suggests_a_first_run_then_the_next_round(tmp_path):
-    from core.jobs import FIRST_JOB_PAIRS, NEXT_JOB_PAIRS, suggest_next_job
+    from core.training.jobs import FIRST_JOB_PAIRS, NEXT_JOB_PAIRS, suggest_next_job
     from storage.db import Database
 
     db = Database.in_data_dir(tmp_path)
@@ -287,7 +287,7 @@ def test_early_stopping_keeps_the_best_checkpoint(tmp_path):
     checkpoint = load_file(str(run_dir / "checkpoints" / f"checkpoint-{best['step']}" / "adapter_model.safetensors"))
     assert kept.keys() == checkpoint.keys() and all((kept[k] == checkpoint[k]).all() for k in kept)
     # a server that starts after a job ended without its report computes it then
-    from core.report import ReportWorker
+    from core.compare.report import ReportWorker
 
     worker = ReportWorker(studio)
     assert worker.catch_up() == ["v1"] and worker.state("v1")["status"] in ("queued", "computing")

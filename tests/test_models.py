@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
-from core import models
+from core.serving import models
 from core.errors import ModelError
 
 
@@ -111,7 +111,7 @@ def test_load_model_returns_the_cached_model_for_the_same_path(data_dir: Path):
 
 
 def test_auto_dtype_is_bf16_only_where_the_hardware_computes_it_natively(data_dir: Path):
-    from core.hardware import HardwareProfile
+    from core.serving.hardware import HardwareProfile
 
     assert models.auto_dtype("cpu", HardwareProfile(cuda_available=False, cpu_flags=frozenset({"avx2"}))) == torch.float32
     for flag in ("avx512_bf16", "amx_bf16"):

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from core import analytics, moderation
+from core.labeling import analytics
+from core.labeling import moderation
 from core.errors import NotFound, PermissionDenied, ValidationError
-from core.moderation import REDACTED, redact_item
+from core.labeling.moderation import REDACTED, redact_item
 from storage.db import Database
 
 ADMIN, LABELER = 1, 2

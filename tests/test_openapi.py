@@ -18,14 +18,14 @@ from starlette.testclient import TestClient
 
 from app.api import create_api
 from app.server import ApiFirst
-from core import access
+from core.labeling import access
 from core.chain.public import contributions_report
 from core.config import load_settings
-from core.jobs import JobRequest, job_filters
-from core.labeling import OUTCOMES
-from core.models import build_tiny_model
-from core.policies import list_policies, register_policy
-from core.report import latest_report
+from core.training.jobs import JobRequest, job_filters
+from core.labeling.votes import OUTCOMES
+from core.serving.models import build_tiny_model
+from core.serving.policies import list_policies, register_policy
+from core.compare.report import latest_report
 from core.studio import Studio
 from core.training.launch import LaunchConfig
 from tests.conftest import users_file

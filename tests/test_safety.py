@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from core import judges
-from core import safety
+from core.judging import judges
+from core.compare import safety
 from core.errors import NotFound, PermissionDenied, ValidationError
-from core.identity import ensure_user
-from core.policies import register_policy
+from core.labeling.identity import ensure_user
+from core.serving.policies import register_policy
 
 FAST = 8           # tokens per answer: the tiny model's answers are noise anyway, the plumbing is what is tested
 
@@ -87,7 +87,7 @@ def test_answers_are_classified_by_the_report_refusal_phrases():
 
 
 def test_an_endpoint_reply_is_read_as_yes_or_no():
-    from core.judges import choice_probability
+    from core.judging.judges import choice_probability
 
     assert choice_probability({"Yes": -0.1, " no": -2.3, "The": -5.0}, "yes", "no") == pytest.approx(0.9002, abs=1e-3)
     assert choice_probability({"Maybe": -0.1}, "yes", "no") is None
@@ -301,7 +301,7 @@ def test_a_less_safe_version_is_named_in_its_card_and_on_the_export_page(studio,
     from streamlit.testing.v1 import AppTest
 
     import core.studio
-    from core import hub
+    from core.share import hub
     from tests.conftest import ROOT
 
     if studio.db.scalar("SELECT count(*) FROM policies WHERE name = 'v2'") == 0:

@@ -10,9 +10,9 @@ from peft import LoraConfig
 from transformers import AutoModelForCausalLM
 
 from core.errors import Busy
-from core.generate import SamplingParams, generate_batch, generate_pair, stream_chat, stream_pair
-from core.models import load_model
-from core.scheduler import scheduler_for
+from core.serving.generate import SamplingParams, generate_batch, generate_pair, stream_chat, stream_pair
+from core.serving.models import load_model
+from core.serving.scheduler import scheduler_for
 
 SAMPLED = SamplingParams(temperature=0.9, top_p=0.95, max_new_tokens=24)
 GREEDY = SamplingParams(temperature=0, max_new_tokens=24)

@@ -173,7 +173,7 @@ def tree_snapshot(root: Path) -> dict[str, tuple[int, int]]:
 
 @pytest.fixture(scope="module")
 def base_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from core.models import build_tiny_model
+    from core.serving.models import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("training-base"))
 
@@ -244,7 +244,7 @@ def test_validation_explains_bad_values():
     with pytest.raises(ValidationError) as info:
         OnlineRLConfig(per_device_train_batch_size=3, num_generations=4).validate()
     assert "multiple of num_generations" in info.value.message
-    from core.hardware import HardwareProfile
+    from core.serving.hardware import HardwareProfile
 
     with pytest.raises(ValidationError) as info:
         DPOConfig(finetune="qlora4").validate(HardwareProfile(cuda_available=False))

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import ValidationError
-from core.trainsets import (Filters, build_preference, build_reward, build_sft, build_unpaired,
+from core.data.trainsets import (Filters, build_preference, build_reward, build_sft, build_unpaired,
                             preference_rows, resolve_aspect_weights, sft_rows, unpaired_rows)
 from storage.db import Database
 
@@ -24,7 +24,7 @@ def bot(text: str) -> dict[str, str]:
 
 
 class Lab:
-    """Writes labels the way the studio stores them (see core/labeling.py), with controllable times."""
+    """Writes labels the way the studio stores them (see core/labeling/votes.py), with controllable times."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -447,8 +447,8 @@ def test_empty_database_gives_empty_datasets_with_the_right_columns(lab: Lab):
 def test_hold_out_leaves_the_evaluation_split_out_of_training_data(lab: Lab):
     """``hold_out_percent`` drops exactly the prompts the Compare page evaluates on (same fixed hash split),
     for pairs and SFT rows alike, and the dry run counts them as skipped."""
-    from core.jobs import build_rows
-    from core.trainsets import prompt_bucket
+    from core.training.jobs import build_rows
+    from core.data.trainsets import prompt_bucket
     from core.training import get_algorithm
 
     for i in range(40):

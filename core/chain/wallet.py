@@ -21,7 +21,7 @@ from eth_utils import is_address, to_checksum_address
 
 from core.chain.errors import WalletLinkError
 from core.errors import Conflict, ValidationError
-from core.identity import User
+from core.labeling.identity import User
 from storage.db import Database
 
 CHALLENGE_TTL = timedelta(minutes=10)

@@ -35,7 +35,7 @@ class AlgorithmSpec:
     label: str
     description: str
     config_class: type[TrainConfig]
-    dataset_kind: str  # which core.trainsets builder feeds it: preference | unpaired | sft | reward | prompts
+    dataset_kind: str  # which core.data.trainsets builder feeds it: preference | unpaired | sft | reward | prompts
     min_examples: int
     module: str  # import path of the module with prepare_dataset / build_trainer
     needs_reward_model: bool = False

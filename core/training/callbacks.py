@@ -171,7 +171,7 @@ def consume_control(run_dir: Path) -> None:
 
 
 class CpuShareCallback(TrainerCallback):
-    """Between steps: all cores, or one fewer while the chat is active (see ``core.jobs.trainer_threads``).
+    """Between steps: all cores, or one fewer while the chat is active (see ``core.training.jobs.trainer_threads``).
 
     torch.set_num_threads takes effect at the next parallel region, so a chat waits at most one step.
     """
@@ -183,7 +183,7 @@ class CpuShareCallback(TrainerCallback):
     def _adjust(self) -> None:
         import torch
 
-        from core.jobs import chat_active, trainer_threads
+        from core.training.jobs import chat_active, trainer_threads
 
         wanted = trainer_threads(chat_active(self.runs_dir))
         if wanted != self.threads:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from core.errors import ModelError, ValidationError
-from core.hardware import HardwareProfile, detect_hardware, training_defaults
+from core.serving.hardware import HardwareProfile, detect_hardware, training_defaults
 
 FINETUNE_CHOICES = ("lora", "qlora4", "qlora8", "full")
 QLORA_ON_CPU = "QLoRA needs a CUDA GPU; use LoRA or full fine-tuning on this machine"
@@ -304,7 +304,7 @@ def trainer_kwargs(cfg: TrainConfig, run_dir: Path, hardware: HardwareProfile, n
     """TrainingArguments fields shared by every TRL config, with precision / checkpointing from the hardware.
 
     Never hardcodes bf16 or gradient checkpointing: TRL's defaults (bf16=True, checkpointing on) are ~12x slower on
-    a CPU without native bf16 (see core/hardware.py).
+    a CPU without native bf16 (see core/serving/hardware.py).
     """
     defaults = training_defaults(hardware, n_params)
     kwargs: dict[str, Any] = dict(
@@ -414,7 +414,7 @@ def model_dtype(cfg: TrainConfig, hardware: HardwareProfile):
     """
     import torch
 
-    from core.hardware import training_defaults
+    from core.serving.hardware import training_defaults
 
     if cfg.is_lora and cfg.task != "seq_cls" and training_defaults(hardware, 0)["bf16"]:
         return torch.bfloat16   # (a reward model trains its score head in full: that one stays fp32)

@@ -6,7 +6,7 @@ it from ``runs/<id>/adapter`` (or loads ``runs/<id>/model`` after full fine-tuni
 
 Margins: when the data has a ``margin`` column the loss is ``-log sigmoid(r_chosen - r_rejected - margin)``, so a
 pair labelled "much better" must be separated by more. Multi-objective note: the studio computes margins upstream
-(core.trainsets) from weighted per-aspect ratings (e.g. helpfulness, harmlessness), so one scalar reward model
+(core.data.trainsets) from weighted per-aspect ratings (e.g. helpfulness, harmlessness), so one scalar reward model
 learns the weighted combination; train several reward models on single-aspect margins to keep objectives apart.
 
 No reference model. A parent adapter that is itself a reward adapter is trained further; a policy (causal LM)

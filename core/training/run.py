@@ -1,6 +1,6 @@
 """The training child: ``accelerate launch -m core.training.run runs/<id>/config.json`` (or ``python -m ...``).
 
-The supervisor (core.jobs) prepares ``runs/<id>/`` with ``config.json`` and ``data/train.parquet`` (optionally
+The supervisor (core.training.jobs) prepares ``runs/<id>/`` with ``config.json`` and ``data/train.parquet`` (optionally
 ``data/eval.parquet``) and reads back only files this process writes inside the run dir:
 
     metrics.jsonl    one JSON row per logging step (TRL metric names + step, epoch, time, tokens_per_s, ...);
@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import StudioError, ValidationError
-from core.hardware import quiet_unactionable_warnings
+from core.serving.hardware import quiet_unactionable_warnings
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -138,7 +138,7 @@ def _disk_full(exc: BaseException) -> OSError | None:
 def _disk_full_error(run_dir: Path, error: OSError) -> StudioError:
     """Say what happened and what to do, and drop the checkpoint that was cut short so a resume never
     starts from it (the complete ones are kept)."""
-    from core.jobs import incomplete_checkpoints, latest_checkpoint
+    from core.training.jobs import incomplete_checkpoints, latest_checkpoint
 
     for partial in incomplete_checkpoints(run_dir):
         shutil.rmtree(partial, ignore_errors=True)
@@ -166,7 +166,7 @@ def _last_logged_row(run_dir: Path) -> dict[str, Any]:
 
 
 def _train(config_path: Path, run_dir: Path, live: dict[str, Any]) -> dict[str, Any]:
-    from core.hardware import detect_hardware
+    from core.serving.hardware import detect_hardware
     from core.training import get_algorithm
     from core.training.callbacks import consume_control, read_control
     from core.training.common import JobConfig, log
@@ -196,7 +196,7 @@ def _train(config_path: Path, run_dir: Path, live: dict[str, Any]) -> dict[str, 
 def _run_trainer(job, spec, cfg, hardware, run_dir: Path, live: dict[str, Any]) -> dict[str, Any]:
     from transformers import set_seed
 
-    from core.jobs import latest_checkpoint
+    from core.training.jobs import latest_checkpoint
     from transformers import EarlyStoppingCallback
 
     from core.training.callbacks import (ControlCallback, CpuShareCallback, MetricsCallback, ProgressCallback,
@@ -318,7 +318,7 @@ def estimate(cfg, n_examples: int, model_dir: str | Path, avg_tokens: int | None
     """
     from transformers import AutoConfig
 
-    from core.hardware import detect_hardware
+    from core.serving.hardware import detect_hardware
 
     config = AutoConfig.from_pretrained(str(model_dir)).get_text_config()
     hidden = int(getattr(config, "hidden_size", 768))

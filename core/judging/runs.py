@@ -1,8 +1,8 @@
-"""Judge runs: an AI judge (core.judges) labels the pairs no person voted on, in the background.
+"""Judge runs: an AI judge (core.judging.judges) labels the pairs no person voted on, in the background.
 
 Why it looks like this:
 - A judge's labels are votes of its own labeler (users.kind 'ai', named ``ai:<judge>``, source 'judge') with
-  the verdict's confidence. Training sets leave them out unless a filter asks for them (core.trainsets
+  the verdict's confidence. Training sets leave them out unless a filter asks for them (core.data.trainsets
   ``label_kinds``); they earn no contribution rewards.
 - Each pair's verdict is saved in its own transaction, so a run that fails or is cancelled keeps every pair
   it finished and nothing half-written; running the same judge again skips the pairs it already labeled
@@ -19,9 +19,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from core import judges
+from core.judging import judges
 from core.errors import NotFound, PermissionDenied, StudioError, ValidationError
-from core.identity import User, ensure_ai_labeler
+from core.labeling.identity import User, ensure_ai_labeler
 from storage.db import Database
 
 UNLABELED = "unlabeled"
@@ -127,12 +127,12 @@ def pairs_to_judge(db: Database, source: str, judge: judges.JudgeSpec) -> list[P
 
 def backend_for(studio: Any, spec: judges.JudgeSpec, api_key: str | None = None) -> judges.Backend:
     """The judge's backend, with the rubric built from the guidelines and aspects humans label with."""
-    from core.labeling import active_aspects
-    from core.queue import guidelines
+    from core.labeling.votes import active_aspects
+    from core.labeling.queue import guidelines
 
     instructions = judges.rubric(guidelines(studio.db), active_aspects(studio.db))
     if spec.kind == "rm":
-        from core.evaluation import RewardScorer
+        from core.compare.evaluation import RewardScorer
 
         return judges.RewardBackend(RewardScorer.load(studio.db, spec.name))
     if spec.kind == "policy":
@@ -196,7 +196,7 @@ class JudgeRuns:
     def start(self, spec_text: str, source: str, user: User, api_key: str | None = None,
               on_done: Callable[[int], None] | None = None, sampling: Any = None) -> int:
         """Start a run in a background thread; returns its id at once (watch it with :meth:`get`). ``sampling``
-        (core.generate.SamplingParams) is how a queue's prompts are answered (default: the chat's)."""
+        (core.serving.generate.SamplingParams) is how a queue's prompts are answered (default: the chat's)."""
         if not user.is_admin:
             raise PermissionDenied("Only admins can run AI judges", hint="ask an admin")
         spec = judges.parse_judge(spec_text)
@@ -274,7 +274,7 @@ class JudgeRuns:
 
 def _answer_pair(studio: Any, item: QueuedPrompt, sampling: Any = None) -> tuple[str, str, Any, tuple[int, int]]:
     """Two sampled answers of the base policy to a queued prompt, as the labeling app would show them."""
-    from core.generate import SamplingParams
+    from core.serving.generate import SamplingParams
 
     sampling = sampling or SamplingParams()
     updates, ids = studio.pair_stream(item.prompt, sampling, "base", "base")
@@ -286,8 +286,8 @@ def _answer_pair(studio: Any, item: QueuedPrompt, sampling: Any = None) -> tuple
 
 def _make_pair(studio: Any, judge_user: User, item: QueuedPrompt, sampling: Any = None) -> PairItem:
     """Generate and store the pair for a queued prompt (one transaction: the pair exists whole or not at all)."""
-    from core.generate import SamplingParams
-    from core.labeling import CandidateIn, write_prompt_pair
+    from core.serving.generate import SamplingParams
+    from core.labeling.votes import CandidateIn, write_prompt_pair
 
     sampling = sampling or SamplingParams()
     text_a, text_b, final, (id_a, id_b) = _answer_pair(studio, item, sampling)
@@ -357,7 +357,7 @@ def judge_agreement(db: Database, judge_name: str, min_shared: int = MIN_CALIBRA
     Krippendorff's alpha (nominal; each pair an item with the judge as one more labeler), the raw agreement,
     a confusion matrix (rows: the judge, columns: people, in a / b / tie order) and the disagreements to read.
     ``calibrated`` once ``shared`` reaches ``min_shared`` items."""
-    from core.agreement import cohen_kappa, confusion_matrix, krippendorff_alpha
+    from core.labeling.agreement import cohen_kappa, confusion_matrix, krippendorff_alpha
 
     rows = db.query(_SHARED, [judge_name])
     pairs = [(_as_preference(r["judge_outcome"]), _as_preference(r["human_outcome"])) for r in rows]

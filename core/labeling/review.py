@@ -2,7 +2,7 @@
 
 Why it looks like this:
 - A review is a person's own vote on the same pair (source 'review'): it never edits the AI's label, so the
-  judge's agreement with people (core.judging) grows with every review and training takes people's labels.
+  judge's agreement with people (core.judging.runs) grows with every review and training takes people's labels.
 - The next pair is the one people have looked at least, least confident AI verdict first: where a person's
   eye is worth most.
 - The AI's verdict is shown after the vote by default (seeing it first anchors people to it); a reviewer may
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import Conflict, NotFound, PermissionDenied, ValidationError
-from core.identity import User
-from core.labeling import OUTCOMES
+from core.labeling.identity import User
+from core.labeling.votes import OUTCOMES
 from storage.db import Database
 
 SOURCE = "review"

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import NotFound, PermissionDenied, Unauthenticated, ValidationError
-from core.feedback import clean_text
-from core.identity import User
+from core.labeling.feedback import clean_text
+from core.labeling.identity import User
 from storage.db import Database
 
 PREFIX = "rlhf_"

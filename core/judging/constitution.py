@@ -11,10 +11,10 @@ Why it looks like this:
   the external engine when one is set), so a run shares the model with people chatting instead of competing for it.
 - The pair is stored like a chat turn labeled by an AI: a conversation owned by the AI labeler ``ai:constitution``
   (users.kind 'ai'), the prompt as its user message, A = original and B = revision (both from the version), and a
-  vote 'b' with source 'judge', the way AI judges store verdicts (core.judging). So training sets leave it out
-  unless asked (core.trainsets ``label_kinds``), it earns no contribution reward, and the critique stays readable in
+  vote 'b' with source 'judge', the way AI judges store verdicts (core.judging.runs). So training sets leave it out
+  unless asked (core.data.trainsets ``label_kinds``), it earns no contribution reward, and the critique stays readable in
   the vote's note and in the candidates' sampling JSON. There is no confidence: the vote is by construction.
-  People check the pairs in the labeling app's Review tab (core.review), which shows the critique with answer B.
+  People check the pairs in the labeling app's Review tab (core.labeling.review), which shows the critique with answer B.
 - Everything one prompt writes is one transaction: a run that fails keeps whole pairs only. A revision that is empty
   or identical to the original teaches nothing, so it is counted, not stored.
 """
@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from core.errors import ModelError, NotFound, PermissionDenied, ValidationError
-from core.evaluation import comparable_policy
-from core.feedback import clean_text
-from core.generate import SamplingParams
-from core.identity import User, ensure_ai_labeler
-from core.labeling import CandidateIn, write_prompt_pair
-from core.queue import MAX_PROMPT_CHARS
+from core.compare.evaluation import comparable_policy
+from core.labeling.feedback import clean_text
+from core.serving.generate import SamplingParams
+from core.labeling.identity import User, ensure_ai_labeler
+from core.labeling.votes import CandidateIn, write_prompt_pair
+from core.labeling.queue import MAX_PROMPT_CHARS
 from storage.db import Database
 
 CONSTITUTION = Path(__file__).resolve().parent.parent / "assets" / "constitution.md"
@@ -206,9 +206,9 @@ def critique_and_revise(studio: Any, version: str, prompt_messages: Messages, it
 def store_revision(db: Database, labeler: User, prompt: str, revision: Revision, sampling: SamplingParams,
                    items: Sequence[str], prompt_id: int | None = None) -> int | None:
     """Store one revision as a labeled pair in ONE transaction: a one-turn conversation of ``labeler`` with
-    A = original and B = revision (core.labeling.write_prompt_pair, the shape judge runs on a queue store too), and
+    A = original and B = revision (core.labeling.votes.write_prompt_pair, the shape judge runs on a queue store too), and
     the vote 'b' (source 'judge', note = the critique). ``prompt_id``: the queue prompt it answers, so redacting
-    that prompt (core.moderation) reaches this copy too. Returns the preference id, or None when the revision is
+    that prompt (core.labeling.moderation) reaches this copy too. Returns the preference id, or None when the revision is
     skipped (empty or identical: nothing is written)."""
     if revision.skipped:
         return None
@@ -225,7 +225,7 @@ def store_revision(db: Database, labeler: User, prompt: str, revision: Revision,
     note = json.dumps({"kind": "constitution", "critique": revision.critique})
     with db.transaction() as cur:
         conversation, turn, a_id, b_id = write_prompt_pair(cur, labeler, prompt, prompt_id, a, b, meta)
-        # the same columns as core.judging._save_verdict writes for an AI judge's vote
+        # the same columns as core.judging.runs._save_verdict writes for an AI judge's vote
         return cur.execute(
             "INSERT INTO preferences (conversation_id, turn, prompt_id, candidate_a, candidate_b, outcome, labeler_id,"
             " source, note, confidence, judge_run_id) VALUES (?, ?, ?, ?, ?, 'b', ?, 'judge', ?, NULL, NULL)"
@@ -253,7 +253,7 @@ def queue_prompt_rows(db: Database, queue_name: str, limit: int | None = None) -
 
 
 def queue_prompts(db: Database, queue_name: str, limit: int | None = None) -> list[str]:
-    """The prompt texts of a labeling queue (core.queue lists queues, not their texts)."""
+    """The prompt texts of a labeling queue (core.labeling.queue lists queues, not their texts)."""
     return [text for _, text in queue_prompt_rows(db, queue_name, limit)]
 
 

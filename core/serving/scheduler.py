@@ -31,7 +31,7 @@ Guarantees:
   Waiting requests are told how many are ahead of them.
 - Cancellation: a request whose consumer went away (closed tab) leaves the batch at the next step.
 - An error in a forward pass fails the requests of that batch only; the worker goes on with the others.
-- The worker thread exits when there is no work (no idle OpenMP pool stays behind, see ``core.generate``),
+- The worker thread exits when there is no work (no idle OpenMP pool stays behind, see ``core.serving.generate``),
   and applies the thread count the studio chose to share the CPU with a training job.
 """
 from __future__ import annotations
@@ -52,7 +52,7 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from core.adapters import mixed_adapters
+from core.serving.adapters import mixed_adapters
 from core.errors import Busy
 
 MAX_BATCH_ROWS = 32      # rows decoded together (a pair is 2 rows); a bigger request runs when the batch is empty
@@ -75,7 +75,7 @@ def set_generation_threads(threads: int) -> None:
 
 
 class Sink(Protocol):
-    """Where a request's tokens go (``core.generate.PairStreamer``)."""
+    """Where a request's tokens go (``core.serving.generate.PairStreamer``)."""
 
     def put(self, value: torch.Tensor) -> None: ...
     def end(self) -> None: ...

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator
 import httpx
 
 from core.errors import StudioError
-from core.generate import PairUpdate, SamplingParams
+from core.serving.generate import PairUpdate, SamplingParams
 
 API_KEY_ENV = "STUDIO_INFERENCE_API_KEY"
 CONNECT_TIMEOUT_S = 5.0
@@ -204,7 +204,7 @@ class Engine:
 
     def stream_pair(self, messages: list[dict[str, str]], sampling: SamplingParams, models: tuple[str, str],
                     seed: int | None = None, interval: float | Callable[[], float] = 0.0) -> Iterator[PairUpdate]:
-        """Two answers streamed side by side, as :func:`core.generate.stream_pair` yields them."""
+        """Two answers streamed side by side, as :func:`core.serving.generate.stream_pair` yields them."""
         sampling = sampling.validate()
         started = time.perf_counter()
         out: queue.SimpleQueue[tuple[int, str, Any]] = queue.SimpleQueue()

@@ -11,7 +11,7 @@ Three kinds of export, each a complete folder under ``<data-dir>/exports/<id>-<n
 ``merged``   the adapter merged into its base weights (``merge_and_unload``), saved as safetensors in
              float32, float16 or bfloat16, with tokenizer and card. A fully fine-tuned version is
              converted the same way.
-``dataset``  a training set of the labels (preference, reward, KTO or SFT builder of core.trainsets) as
+``dataset``  a training set of the labels (preference, reward, KTO or SFT builder of core.data.trainsets) as
              ``data/train.parquet`` and/or ``data/train.jsonl`` with a dataset card.
 
 :func:`push_export` uploads a folder with the real ``huggingface_hub`` client (``HF_ENDPOINT`` is honoured)
@@ -207,7 +207,7 @@ def export_merged(db: Database, data_dir: Path | str, version: str, user: Any, d
             model.save_pretrained(str(out), safe_serialization=True)
             tokenizer.save_pretrained(str(out))
 
-        from core.generate import in_short_thread
+        from core.serving.generate import in_short_thread
 
         in_short_thread(merge, name="studio-export")
         _write_run_files(db, policy, card, base_id, out, "merged", dtype)
@@ -220,10 +220,10 @@ def export_merged(db: Database, data_dir: Path | str, version: str, user: Any, d
 def export_gguf(db: Database, data_dir: Path | str, version: str, user: Any, quant: str = "q8_0",
                 card: CardOptions | None = None, progress: Callable[[int, int, str], None] | None = None
                 ) -> ExportResult:
-    """The merged version as one GGUF file (core.gguf_export) with an Ollama ``Modelfile`` and a card: runs in
+    """The merged version as one GGUF file (core.share.gguf_export) with an Ollama ``Modelfile`` and a card: runs in
     llama.cpp, Ollama and LM Studio; transformers loads it back with ``gguf_file=``."""
-    from core.generate import SamplingParams, in_short_thread
-    from core.gguf_export import GGUF_TYPES, modelfile, write_gguf
+    from core.serving.generate import SamplingParams, in_short_thread
+    from core.share.gguf_export import GGUF_TYPES, modelfile, write_gguf
 
     policy, card, base_id = _prepare(db, user, version, card, ("GGUF type", quant, GGUF_TYPES))
     file_name = f"{_slug(version)}-{quant}.gguf"
@@ -288,9 +288,9 @@ def export_quantized(db: Database, data_dir: Path | str, version: str, user: Any
 def export_dataset(db: Database, data_dir: Path | str, kind: str, user: Any, filters: Any = None,
                    formats: Iterable[str] = DATASET_FORMATS, card: CardOptions | None = None,
                    name: str | None = None) -> ExportResult:
-    """A training set built from the labels (core.trainsets) as parquet and/or JSONL, with a dataset card."""
-    from core import trainsets
-    from core.jobs import content_hash
+    """A training set built from the labels (core.data.trainsets) as parquet and/or JSONL, with a dataset card."""
+    from core.data import trainsets
+    from core.training.jobs import content_hash
 
     _require_admin(user)
     card = card or CardOptions()
@@ -676,7 +676,7 @@ def _existing_dir(path: str, version: str) -> Path:
 
 def base_hub_id(spec: str | None) -> str | None:
     """The Hub id a base-model spec stands for, or None (local directory, tiny test model)."""
-    from core.models import HUB_ID
+    from core.serving.models import HUB_ID
 
     if not spec or spec == "tiny":
         return None
@@ -688,7 +688,7 @@ def base_hub_id(spec: str | None) -> str | None:
 
 
 def _base_dir(policy: dict[str, Any], data_dir: Path | str) -> Path | str:
-    from core.models import resolve_model
+    from core.serving.models import resolve_model
 
     return resolve_model(policy["base_model"], Path(data_dir))
 
@@ -792,7 +792,7 @@ def _run_info(db: Database, policy: dict[str, Any]) -> dict[str, Any]:
                             " ORDER BY name, step", [policy["job_id"]]):
             metrics.setdefault(row["name"], []).append((row["step"], row["value"]))
     record["final_metrics"] = policy["metrics"] or {}
-    from core.report import latest_report, public_view
+    from core.compare.report import latest_report, public_view
 
     report = None
     if policy["algorithm"] != "reward":
@@ -948,7 +948,7 @@ def _report_lines(report: dict[str, Any] | None, policy: dict[str, Any]) -> list
 def _safety_lines(db: Database, policy: dict[str, Any]) -> list[str]:
     """The card's safety section: the latest red-team evaluation (rates only, no quoted text) and the change
     against the parent when both were evaluated."""
-    from core.safety import latest_safety, percent, safety_change
+    from core.compare.safety import latest_safety, percent, safety_change
 
     run = latest_safety(db, policy["name"])
     if run is None:

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import NotFound, PermissionDenied, ValidationError
-from core.feedback import clean_text
-from core.identity import User
+from core.labeling.feedback import clean_text
+from core.labeling.identity import User
 from storage.db import Database
 
 SEED_PROMPTS = Path(__file__).resolve().parent.parent / "assets" / "seed_prompts.jsonl"

@@ -24,7 +24,7 @@ Agreement needs the same item labeled by several people. The item of a vote is i
 A queued prompt and a free chat with the same text are different items: a queue prompt is identified
 by its id (its text may be edited or redacted on its own).
 
-Units and values per measure (``units`` = unit -> {labeler id -> value}, see core.agreement):
+Units and values per measure (``units`` = unit -> {labeler id -> value}, see core.labeling.agreement):
 
 * **outcome** (nominal, values a/b/tie/both_bad): unit = item. When two labelers saw the *same two
   answers* (same texts) in swapped positions, outcomes are mapped onto the orientation of the first
@@ -47,7 +47,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from core.agreement import agreement_by_labeler_pair, agreement_summary
+from core.labeling.agreement import agreement_by_labeler_pair, agreement_summary
 from storage.db import Database
 
 OUTCOMES = ("a", "b", "tie", "both_bad")
@@ -73,7 +73,7 @@ WITH pref_ctx AS (
     LEFT JOIN candidates ca ON ca.id = p.candidate_a
     LEFT JOIN candidates cb ON cb.id = p.candidate_b
     LEFT JOIN conversations conv ON conv.id = coalesce(p.conversation_id, ca.conversation_id)
-    WHERE p.source <> 'judge'   -- AI judges' labels have their own section (core.judging), not people's stats
+    WHERE p.source <> 'judge'   -- AI judges' labels have their own section (core.judging.runs), not people's stats
 ), pref_history AS (
     -- the user messages before the voted turn: the last one is the prompt, all of them the context
     SELECT pc.id, count(m.id) AS user_turns, arg_max(m.content, m.turn) AS last_user_text,

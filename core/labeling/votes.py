@@ -14,8 +14,8 @@ from typing import Any
 import duckdb
 
 from core.errors import Conflict, NotFound, PermissionDenied, ValidationError
-from core.feedback import clean_text
-from core.identity import User
+from core.labeling.feedback import clean_text
+from core.labeling.identity import User
 from storage.db import Database
 
 OUTCOMES = ("a", "b", "tie", "both_bad")

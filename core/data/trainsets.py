@@ -80,7 +80,7 @@ from core.errors import ValidationError
 from storage.db import Database
 
 FLAGS = ("unsafe", "pii", "off_topic")
-LABEL_KINDS = ("human", "ai", "both")   # whose votes: people's, AI judges' (core.judges), or both
+LABEL_KINDS = ("human", "ai", "both")   # whose votes: people's, AI judges' (core.judging.judges), or both
 SOURCES = ("chat", "api", "arena", "seed", "review")
 KTO_GOOD_RATING = 4.0   # weighted mean rating at or above this: a desirable answer
 KTO_BAD_RATING = 2.0    # at or below this: an undesirable one
@@ -391,7 +391,7 @@ cand AS (
     LEFT JOIN conversations cv ON cv.id = c.conversation_id
     LEFT JOIN prompts pr ON pr.id = coalesce(c.prompt_id, cv.prompt_id)
 ),
--- per AI judge: pairs it labeled that people voted on too (its calibration, see core.judging)
+-- per AI judge: pairs it labeled that people voted on too (its calibration, see core.judging.runs)
 judge_shared AS (
     SELECT j.labeler_id, count(DISTINCT j.candidate_a::VARCHAR || '-' || j.candidate_b::VARCHAR) AS shared
     FROM preferences j

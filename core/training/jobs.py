@@ -27,10 +27,10 @@ from typing import Any, Callable
 
 import psutil
 
-from core import trainsets
+from core.data import trainsets
 from core.errors import Conflict, NotFound, ValidationError
-from core.identity import User
-from core.policies import BASE_POLICY, get_policy, newest_version, register_policy
+from core.labeling.identity import User
+from core.serving.policies import BASE_POLICY, get_policy, newest_version, register_policy
 from core.training import ALGORITHMS, AlgorithmSpec
 from core.training.common import MIN_EVAL_FOR_EARLY_STOPPING, early_stopping
 from core.training.launch import CONFIG_FILE as LAUNCH_FILE, LaunchConfig

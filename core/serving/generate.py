@@ -1,7 +1,7 @@
 """Chat generation: token streaming for the chat tab, and paired candidates for the labeling tab.
 
 One model is shared by every user of the process. Every request (a chat answer, a pair of candidates, a batch
-of evaluation answers) goes to the model's generation scheduler (``core.scheduler``), which decodes the rows of
+of evaluation answers) goes to the model's generation scheduler (``core.serving.scheduler``), which decodes the rows of
 all concurrent requests together, one shared step at a time: eight labelers asking at once wait about as long
 as one.
 
@@ -32,9 +32,9 @@ from typing import Any, Callable, Iterator, NamedTuple, Sequence
 import torch
 from transformers.generation.streamers import BaseStreamer
 
-from core.adapters import BASE_ADAPTER, resolve_adapter_rows
+from core.serving.adapters import BASE_ADAPTER, resolve_adapter_rows
 from core.errors import ValidationError
-from core.scheduler import DEFAULT_TOP_K, Decoding, Request, scheduler_for
+from core.serving.scheduler import DEFAULT_TOP_K, Decoding, Request, scheduler_for
 
 __all__ = ["BASE_ADAPTER", "SamplingParams", "PairStreamer", "stream_chat", "stream_pair", "generate_pair",
            "generate_once", "generate_batch", "prepare_chat", "in_short_thread"]

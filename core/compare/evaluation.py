@@ -3,7 +3,7 @@
 Three questions, one module:
 
 * **Side by side** -- "what do v7 and v5 answer to these prompts?" Both versions answer every prompt in ONE
-  batched ``generate`` call (``core.generate.stream_pair`` with one LoRA adapter per row, both adapters
+  batched ``generate`` call (``core.serving.generate.stream_pair`` with one LoRA adapter per row, both adapters
   hot-swapped onto the shared base model), with the same settings and a fixed seed per prompt, so the table is
   reproducible. Each row carries the reward-model score of both answers (when an ``rmN`` is picked), their
   lengths, the time each row took, and a word diff.
@@ -26,7 +26,7 @@ Three questions, one module:
   versions, ``[log pA(yA) - log pB(yA) + log pB(yB) - log pA(yB)] / tokens``, a per-token sample estimate of the
   Jeffreys divergence between them on that prompt; highest first) or ``uncertainty`` of a reward model (smallest
   score gap between the two answers first). Every pick has a reason in words; the picks become a normal prompt
-  queue (``core.queue``) that the labeling app serves, and the reasons are kept in ``active_picks``.
+  queue (``core.labeling.queue``) that the labeling app serves, and the reasons are kept in ``active_picks``.
 
 Held-out split. A preference pair is held out when ``sha256(canonical JSON of its prompt conversation)`` taken
 mod 100 is below ``held_out_percent`` (default 20). Hashing the prompt (not the pair) keeps every pair of one
@@ -35,7 +35,7 @@ data from all labels, so a held-out pair may have been trained on: every evaluat
 (``seen_in_training``, from the version's frozen training snapshot ``runs/<job>/data/train.parquet``) and the
 Compare page warns when it is not 0.
 
-Threads: torch work runs in short-lived threads (see core.generate's note on OpenMP pools), and forward passes
+Threads: torch work runs in short-lived threads (see core.serving.generate's note on OpenMP pools), and forward passes
 on the shared model take the generation lock, because the per-row adapter hooks they install would otherwise
 leak into a chat generating at the same time.
 """
@@ -54,13 +54,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from core import queue as prompt_queue
+from core.labeling import queue as prompt_queue
 from core.errors import Conflict, NotFound, ValidationError
-from core.adapters import BASE_ADAPTER, lora_adapter_names, mixed_adapters
-from core.generate import SamplingParams, in_short_thread, stream_pair
-from core.scheduler import MODEL_LOCK
-from core.policies import BASE_POLICY
-from core.trainsets import HELD_OUT_PERCENT, prompt_bucket, prompt_key  # noqa: F401 - the split is shared with training
+from core.serving.adapters import BASE_ADAPTER, lora_adapter_names, mixed_adapters
+from core.serving.generate import SamplingParams, in_short_thread, stream_pair
+from core.serving.scheduler import MODEL_LOCK
+from core.serving.policies import BASE_POLICY
+from core.data.trainsets import HELD_OUT_PERCENT, prompt_bucket, prompt_key  # noqa: F401 - the split is shared with training
 from storage.db import Database
 
 Progress = Callable[[float, str], None]
@@ -177,7 +177,7 @@ def seed_prompts() -> list[str]:
 def held_out_pairs(db: Database, percent: int = HELD_OUT_PERCENT, filters: Any = None) -> list[dict[str, Any]]:
     """Preference pairs (``prompt/chosen/rejected``, the training builder's rows, optionally filtered) in the
     held-out split, ordered by their hash so a ``max_pairs`` cut is a fixed, unbiased subset."""
-    from core.trainsets import preference_rows
+    from core.data.trainsets import preference_rows
 
     rows = [r for r in preference_rows(db, filters).rows if prompt_bucket(r["prompt"]) < percent]
     return sorted(rows, key=lambda r: hashlib.sha256(json.dumps(

@@ -4,7 +4,7 @@ Computed in the background after every training job (new version vs its parent) 
 versions, on data the version never trained on:
 
 * **Held-out preference accuracy** on the labeled pairs of the evaluation split (prompts whose fixed hash bucket is
-  below 20, see core.trainsets; pairs whose prompt is in either version's training snapshot are left out). Each
+  below 20, see core.data.trainsets; pairs whose prompt is in either version's training snapshot are left out). Each
   version ranks chosen vs rejected by its own mean log-probability per answer token (per token, so answer length
   does not decide); ``accuracy_against -> accuracy_version`` is the headline. The verdict itself rests on the
   paired question DPO asks: did the version raise log p(chosen) - log p(rejected) relative to the other version?
@@ -35,11 +35,11 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
-from core import evaluation as ev
+from core.compare import evaluation as ev
 from core.errors import StudioError, ValidationError
-from core.generate import SamplingParams, generate_batch
-from core.policies import BASE_POLICY
-from core.trainsets import HELD_OUT_PERCENT, filters_from_dict, prompt_key
+from core.serving.generate import SamplingParams, generate_batch
+from core.serving.policies import BASE_POLICY
+from core.data.trainsets import HELD_OUT_PERCENT, filters_from_dict, prompt_key
 from storage.db import Database
 
 Progress = Callable[[float, str], None]
@@ -355,7 +355,7 @@ def latest_report(db: Database, version: str, against: str | None = None) -> dic
     if not rows:
         return None
     report = json.loads(rows[0]["report"])
-    from core.safety import safety_change   # a safety evaluation is run on its own, later: read it at read time
+    from core.compare.safety import safety_change   # a safety evaluation is run on its own, later: read it at read time
 
     safety = safety_change(db, version, against)
     return {**report, "id": rows[0]["id"], "created_at": rows[0]["created_at"].isoformat(),
@@ -393,7 +393,7 @@ class _Stopped(Exception):
 class ReportWorker:
     """One background thread computing reports in order: after every job, and on demand from the UIs.
 
-    The same worker runs other per-version evaluations (core.safety): ``compute(studio, version, against, user=,
+    The same worker runs other per-version evaluations (core.compare.safety): ``compute(studio, version, against, user=,
     progress=, **options)`` does the work; ``paired=False`` keys requests by version alone (no parent to fill in).
     """
 

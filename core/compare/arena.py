@@ -30,11 +30,11 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from core.errors import NotFound, ValidationError
-from core.feedback import clean_text
-from core.identity import User
-from core.labeling import (MAX_MESSAGE_CHARS, Vote, _receipt_for_key, _validate_vote, _write_vote,
+from core.labeling.feedback import clean_text
+from core.labeling.identity import User
+from core.labeling.votes import (MAX_MESSAGE_CHARS, Vote, _receipt_for_key, _validate_vote, _write_vote,
                            active_aspects)
-from core.policies import BASE_POLICY, servable_policies
+from core.serving.policies import BASE_POLICY, servable_policies
 from storage.db import Database
 
 WINNERS = ("model_a", "model_b", "tie", "tie (bothbad)")

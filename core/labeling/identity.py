@@ -138,7 +138,7 @@ def space_admins(env: Mapping[str, str] | None = None) -> set[str]:
     return {n.strip() for n in env.get("STUDIO_ADMINS", "").split(",") if n.strip()}
 
 
-AI_PREFIX = "ai:"   # labeler names of AI judges (core.judges); people cannot take them
+AI_PREFIX = "ai:"   # labeler names of AI judges (core.judging.judges); people cannot take them
 
 
 def ensure_user(db: Database, name: str, role: str, source: str) -> User:
@@ -160,7 +160,7 @@ def ensure_user(db: Database, name: str, role: str, source: str) -> User:
 def ensure_ai_labeler(db: Database, name: str) -> User:
     """The labeler row of an AI judge (kind 'ai', created on first use): its labels stay apart from people's."""
     if not name.startswith(AI_PREFIX):
-        raise ValidationError(f"AI judge names start with {AI_PREFIX!r}, got {name!r}", hint="see core.judges")
+        raise ValidationError(f"AI judge names start with {AI_PREFIX!r}, got {name!r}", hint="see core.judging.judges")
     with db.transaction() as cur:
         row = cur.execute("SELECT id, kind FROM users WHERE name = ?", [name]).fetchone()
         if row is None:
@@ -287,8 +287,8 @@ class Directory:
         raise PermissionDenied(f"Unknown user {name!r}", hint="ask an admin to add you to the users file")
 
     def token_user(self, token: str, client: str | None = None) -> User:
-        """The user a personal API token acts as (core.tokens); bad tokens are throttled like passwords."""
-        from core.tokens import TokenVerifier
+        """The user a personal API token acts as (core.labeling.tokens); bad tokens are throttled like passwords."""
+        from core.labeling.tokens import TokenVerifier
 
         if self._tokens is None:
             self._tokens = TokenVerifier(self.db)

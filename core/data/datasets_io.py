@@ -1,6 +1,6 @@
 """Dataset import: read a file, detect its shape, and store it the way chat labels are stored.
 
-Why store imports like chat labels: the training-set builders (core/trainsets.py) read conversations,
+Why store imports like chat labels: the training-set builders (core/data/trainsets.py) read conversations,
 candidates, votes and thumbs. An imported pair becomes a conversation (its prompt turns as messages),
 one candidate per answer and a vote for the better one (``outcome='a'``, ``source='import:<name>'``);
 an imported KTO row becomes a candidate with a thumb up or down. So imports feed every builder, show
@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import NotFound, PermissionDenied, ValidationError
-from core.feedback import clean_text
+from core.labeling.feedback import clean_text
 from storage.db import Database
 
 FORMATS = ("preference", "preference_conversational", "kto", "kto_conversational", "hh", "ultrafeedback",

@@ -151,7 +151,7 @@ def require(user: Any, resource: str, owner: Any = None) -> str:
                                   hint="send your account (HTTP Basic or a personal API token) and try again")
         if resource not in RULES:
             raise PermissionDenied(f"No access rule covers {resource!r}", hint="report this: every surface "
-                                   "needs a rule in core/access.py")
+                                   "needs a rule in core/labeling/access.py")
         raise PermissionDenied("Only admins can do this", hint="ask an admin")
     if granted == OWN and owner is not None and owner not in (user.id, user.name):
         raise PermissionDenied("You can only see your own items", hint="ask an admin for anyone else's")

@@ -26,7 +26,7 @@ import duckdb
 import pandas as pd
 
 from core.errors import NotFound, PermissionDenied, ValidationError
-from core.feedback import clean_text
+from core.labeling.feedback import clean_text
 from storage.db import Database
 
 KINDS = ("preference", "prompt", "candidate", "conversation")
@@ -123,7 +123,7 @@ def _redact_gold(cur: Cursor, ids: list[int]) -> int:
 def _redact_texts(cur: Cursor, table: str, column: str, ids: list[int]) -> int:
     if not ids:
         return 0
-    # a candidate's sampling record may quote text too (a constitutional critique, core.constitution): cleared
+    # a candidate's sampling record may quote text too (a constitutional critique, core.judging.constitution): cleared
     extra = ", sampling = NULL" if table == "candidates" else ""
     return len(cur.execute(f"UPDATE {table} SET {column} = ?{extra}, redacted_at = now() WHERE redacted_at IS NULL"
                            " AND id IN (SELECT unnest(?::BIGINT[])) RETURNING id", [REDACTED, ids]).fetchall())

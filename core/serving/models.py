@@ -46,7 +46,7 @@ except ImportError:  # pragma: no cover
     no_init_weights = contextlib.nullcontext
 
 from core.errors import ConfigError, ModelError
-from core.hardware import HardwareProfile, detect_hardware
+from core.serving.hardware import HardwareProfile, detect_hardware
 
 MODEL_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DEFAULT_MODEL_DIR = "SmolLM2-135M-Instruct"  # under <data_dir>/models/
