@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core import ASSETS
 from core.chain.errors import ChainError
 
-CONTRACTS_DIR = Path(__file__).resolve().parents[2] / "assets" / "contracts"
+CONTRACTS_DIR = ASSETS / "contracts"
 LEDGER_SOURCE = CONTRACTS_DIR / "ContributionLedger.vy"
 
 

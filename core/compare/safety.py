@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
+from core import ASSETS
 from core.compare import evaluation as ev
 from core.judging import judges
 from core.errors import NotFound, PermissionDenied, StudioError, ValidationError
@@ -45,7 +46,7 @@ from core.compare.report import is_refusal
 from storage.db import Database
 
 Progress = Callable[[float, str], None]
-PROMPTS = Path(__file__).resolve().parent.parent / "assets" / "safety" / "prompts.jsonl"
+PROMPTS = ASSETS / "safety" / "prompts.jsonl"
 CATEGORIES = ("dangerous_help", "privacy", "self_harm", "manipulation", "jailbreak", "hate_harassment")
 KINDS = ("harmful", "benign")
 FIELDS = {"id", "category", "kind", "prompt"}

@@ -24,9 +24,9 @@ import json
 import re
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from core import ASSETS
 from core.errors import ModelError, NotFound, PermissionDenied, ValidationError
 from core.compare.evaluation import comparable_policy
 from core.labeling.feedback import clean_text
@@ -36,7 +36,7 @@ from core.labeling.votes import CandidateIn, write_prompt_pair
 from core.labeling.queue import MAX_PROMPT_CHARS
 from storage.db import Database
 
-CONSTITUTION = Path(__file__).resolve().parent.parent / "assets" / "constitution.md"
+CONSTITUTION = ASSETS / "constitution.md"
 KV_KEY = "constitution"              # studio_kv row holding the admin-edited text
 LABELER = "ai:constitution"          # the AI labeler that owns the conversations and casts the votes
 MAX_TEXT_CHARS = 20_000              # the edited text as a whole

@@ -13,13 +13,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from core import ASSETS
 from core.errors import NotFound, PermissionDenied, ValidationError
 from core.labeling.feedback import clean_text
 from core.labeling.identity import User
 from storage.db import Database
 
-SEED_PROMPTS = Path(__file__).resolve().parent.parent / "assets" / "seed_prompts.jsonl"
-GUIDELINES = Path(__file__).resolve().parent.parent / "assets" / "guidelines.md"
+SEED_PROMPTS = ASSETS / "seed_prompts.jsonl"
+GUIDELINES = ASSETS / "guidelines.md"
 ABANDONED_AFTER_MINUTES = 30   # a served-but-unfinished prompt stops blocking its slot after this
 MAX_PROMPT_CHARS = 20_000
 _SERVE_LOCK = threading.Lock()

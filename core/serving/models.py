@@ -45,6 +45,7 @@ try:  # skips random init of weights we overwrite anyway (saves seconds); option
 except ImportError:  # pragma: no cover
     no_init_weights = contextlib.nullcontext
 
+from core import ASSETS
 from core.errors import ConfigError, ModelError
 from core.serving.hardware import HardwareProfile, detect_hardware
 
@@ -78,7 +79,7 @@ TINY_CONFIG = dict(
 )
 
 MODELS_SUBDIR = "models"
-TOKENIZER_ASSETS = Path(__file__).resolve().parent.parent / "assets" / "tokenizer"
+TOKENIZER_ASSETS = ASSETS / "tokenizer"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 MARKER_FILE = ".studio-model.json"  # written last, before the rename: its presence means "complete"
 MIN_FREE_BYTES = 1_000_000_000  # the default model's fp32 safetensors take ~540 MB

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from core import ASSETS
 from core.errors import ValidationError
 
 GGUF_TYPES = ("f16", "bf16", "q8_0", "q4_0")
@@ -30,7 +31,7 @@ GGUF_HELP = {"f16": "16-bit floats: lossless for these models in practice, large
              "bf16": "bfloat16: same size as f16, float32's range",
              "q8_0": "8-bit blocks: about half of f16, very close to it",
              "q4_0": "4-bit blocks: about a quarter of f16, fastest on CPU, some quality lost"}
-TOKENIZER_ASSETS = Path(__file__).resolve().parent.parent / "assets" / "tokenizer"
+TOKENIZER_ASSETS = ASSETS / "tokenizer"
 CHATML_STOPS = ("<|im_start|>", "<|im_end|>")
 
 Progress = Callable[[int, int, str], None]

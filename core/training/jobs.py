@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 import psutil
 
+from core import ROOT
 from core.data import trainsets
 from core.errors import Conflict, NotFound, ValidationError
 from core.labeling.identity import User
@@ -513,7 +514,7 @@ class Supervisor:
         accelerate_file = run_dir / LAUNCH_FILE
         command = child_command(run_dir / "config.json", accelerate_file if accelerate_file.is_file() else None)
         child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, cwd=Path(__file__).resolve().parent.parent,
+                                 stdin=subprocess.DEVNULL, cwd=ROOT,
                                  env=env, start_new_session=True)
         log.close()
         self._children[job_id] = child
