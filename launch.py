@@ -234,7 +234,8 @@ def train_command(settings: Settings, args: argparse.Namespace) -> int:
 
     from core.errors import ValidationError
     from core.labeling.identity import ensure_user
-    from core.training.jobs import JobRequest, job_filters
+    from core.serving.policies import version_of_job
+    from core.training.request import JobRequest, job_filters
     from core.studio import Studio
     from core.training.launch import LaunchConfig
 
@@ -266,7 +267,7 @@ def train_command(settings: Settings, args: argparse.Namespace) -> int:
 
         job = studio.supervisor.run_blocking(job_id, show)
         bar.close()
-        version = studio.db.scalar("SELECT name FROM policies WHERE job_id = ?", [job_id])
+        version = version_of_job(studio.db, job_id)
         if job["status"] == "succeeded":
             print(f"job {job_id} succeeded: new version {version} (runs/{job_id}/)")
             if args.algorithm != "reward":
@@ -495,7 +496,7 @@ def leaderboard_command(settings: Settings, args: argparse.Namespace) -> int:
     """Headless leaderboard; warnings (too few battles, ...) go to stderr so --json stays parseable."""
     import json
 
-    from core.compare.arena import format_table, headless_leaderboard
+    from core.compare.leaderboard import format_table, headless_leaderboard
 
     board = headless_leaderboard(args.battles, settings.data_dir, args.anchor, args.rounds)
     print(json.dumps(board.to_json()) if args.json else format_table(board))
@@ -509,11 +510,12 @@ def import_command(settings: Settings, args: argparse.Namespace) -> int:
     import json
 
     from core.data import datasets_io
+    from core.data.import_formats import inspect_file
     from core.labeling.identity import ensure_user
 
     path = Path(args.file)
     source = datasets_io.source_name(args.name, path.name)
-    parsed = datasets_io.inspect_file(path)
+    parsed = inspect_file(path)
     if args.dry_run:
         print(json.dumps(parsed.summary()) if args.json else parsed.describe())
         for error in parsed.errors if not args.json else ():
@@ -541,16 +543,16 @@ def export_command(settings: Settings, args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from core.share import hub
+    from core.share import cards, exports, hub
     from core.errors import ValidationError
     from core.labeling.identity import ensure_user
 
     db = cli_database(settings, "export from its Export page")
     try:
         operator = ensure_user(db, "operator", "admin", "cli")   # whoever runs this owns the data dir
-        card = hub.CardOptions(license=args.license, base_model_id=args.base_model_id)
+        card = cards.CardOptions(license=args.license, base_model_id=args.base_model_id)
         if args.what in ("list", "manifest"):
-            rows = hub.list_exports(db) if args.what == "list" else hub.adapter_manifest(db)
+            rows = exports.list_exports(db) if args.what == "list" else hub.adapter_manifest(db)
             print(json.dumps(rows, indent=2, default=str))
             return 0
         if not args.target:
@@ -572,17 +574,17 @@ def export_command(settings: Settings, args: argparse.Namespace) -> int:
             if not repo:
                 raise ValidationError("export push needs --push REPO", hint="e.g. --push ada/my-adapter")
         else:
-            result = {"adapter": lambda: hub.export_adapter(db, settings.data_dir, args.target, operator, card),
-                      "merged": lambda: hub.export_merged(db, settings.data_dir, args.target, operator, args.dtype, card),
-                      "gguf": lambda: hub.export_gguf(db, settings.data_dir, args.target, operator,
-                                                      args.quant or "q8_0", card, progress=tensor_bar()),
-                      "quantized": lambda: hub.export_quantized(db, settings.data_dir, args.target, operator,
-                                                                args.quant or "nf4", card),
-                      "training-data": lambda: hub.export_training_data(db, settings.data_dir, args.target, operator,
-                                                                        card),
-                      "dataset": lambda: hub.export_dataset(db, settings.data_dir, args.target, operator,
-                                                            _json_arg(args.filters, "--filters"),
-                                                            args.format or hub.DATASET_FORMATS, card, args.name),
+            result = {"adapter": lambda: exports.export_adapter(db, settings.data_dir, args.target, operator, card),
+                      "merged": lambda: exports.export_merged(db, settings.data_dir, args.target, operator, args.dtype, card),
+                      "gguf": lambda: exports.export_gguf(db, settings.data_dir, args.target, operator,
+                                                          args.quant or "q8_0", card, progress=tensor_bar()),
+                      "quantized": lambda: exports.export_quantized(db, settings.data_dir, args.target, operator,
+                                                                    args.quant or "nf4", card),
+                      "training-data": lambda: exports.export_training_data(db, settings.data_dir, args.target, operator,
+                                                                            card),
+                      "dataset": lambda: exports.export_dataset(db, settings.data_dir, args.target, operator,
+                                                                _json_arg(args.filters, "--filters"),
+                                                                args.format or exports.DATASET_FORMATS, card, args.name),
                       }[args.what]()
             print(f"export {result.id}: {result.path}")
             if args.what in ("adapter", "merged", "gguf", "quantized"):

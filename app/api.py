@@ -31,7 +31,7 @@ from core.labeling.feedback import Feedback, record_feedback
 from core.labeling.identity import User
 from core.labeling.votes import OUTCOMES, Vote, labeled_pair, write_labeled_pairs
 from core.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Latencies, render as render_metrics
-from core.training.jobs import DryRun, JobRequest, job_filters
+from core.training.request import DryRun, JobRequest, job_filters
 from core.training.launch import LaunchConfig
 from core.serving.policies import delete_policy, list_policies, rename_policy
 from core.compare.report import VERDICTS
@@ -728,8 +728,8 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
         422: "The versions cannot be compared: the base, a reward model, a version with itself (code invalid_input)"}))
     def request_report(name: str, request: Request, against: str | None = None) -> dict[str, Any]:
         """Compute a report now, in the background (admins): poll GET for it."""
-        from core.compare.report import default_against
         from core.compare.evaluation import check_pair
+        from core.serving.policies import default_against
 
         user = request.state.user
         studio = get_studio()
@@ -765,7 +765,7 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
                        max_new_tokens: int = 96) -> dict[str, Any]:
         """Evaluate a version on the red-team prompts in the background (admins): poll GET for it."""
         from core.compare import safety
-        from core.compare.evaluation import comparable_policy
+        from core.serving.policies import comparable_policy
 
         studio = get_studio()
         comparable_policy(studio.db, name)

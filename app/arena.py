@@ -1,6 +1,6 @@
 """The "Arena" tab of the labeling app: a blind A/B battle between two policy versions.
 
-Thin: pairing, storage and ratings live in core.compare.arena; this module only wires widgets. A battle: the
+Thin: pairing, storage and ratings live in core.compare.arena (ratings: core.compare.leaderboard); this module only wires widgets. A battle: the
 labeler types a prompt -> core.compare.arena picks two versions (few battles and close ratings first) and
 randomises the sides -> both answer in ONE batched generate call (each row with its own adapter) ->
 the labeler votes A / B / tie / both bad -> the vote is committed as a battle and as a preference

@@ -49,6 +49,13 @@ def name_inputs(fn: Callable, names: Sequence[tuple[str, Any]]) -> Callable:
     Gradio reads parameter names and defaults from the handler's signature (``param_4`` for ``*values``) and
     passes the inputs positionally in that order, so the handler keeps its ``*values`` and only its
     ``__signature__`` is written: ``temperature=0.7`` instead of ``param_4``, optional instead of required.
+
+    Why a written signature rather than plain named parameters: the names are known only when the app is built
+    (one rating input per active aspect, one per ``SamplingParams`` field), so no ``def`` can spell them out
+    without repeating the config dataclass and freezing the aspects. Gradio's own ``inputs_kwargs`` names the
+    inputs too, but hands them over as ``**kwargs`` without defaults: every vote input would become required
+    for API clients (``client.predict(helpfulness_a="5", api_name="/vote_a")`` would fail). Gradio reads the
+    signature through ``inspect.signature``, which honours ``__signature__``, so this stays a supported path.
     """
     signature = inspect.signature(fn)
     fixed = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_POSITIONAL]

@@ -17,10 +17,10 @@ from app.forms import (GENERATION_CONCURRENCY, build_config, components_for, con
 from core.errors import StudioError
 from core.serving.generate import SamplingParams
 from core.labeling.votes import (FLAGS, OUTCOME_LABELS, CandidateIn, Vote, active_aspects, add_user_message,
-                           history, new_conversation, record_vote, save_pair, undo_last_vote)
+                                 candidate_texts, history, new_conversation, record_vote, save_pair, undo_last_vote)
 from core.labeling import queue as prompt_queue
 from core.labeling.identity import User, oauth_configured
-from core.chain import contributions as contrib
+from core.chain import views as chain_views
 from core.chain.wallet import linked_address
 from core.serving.policies import BASE_POLICY, newest_version, servable_policies
 from core.compare.report import badges as report_badges
@@ -222,8 +222,7 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> None:
         try:
             s = get_studio()
             info = undo_last_vote(s.db, label_user(s, request, "undo"))
-            texts = {r["id"]: r["text"] for r in s.db.query(
-                "SELECT id, text FROM candidates WHERE id IN (?, ?)", [info["candidate_a"], info["candidate_b"]])}
+            texts = candidate_texts(s.db, [info["candidate_a"], info["candidate_b"]])
         except StudioError as exc:
             raise gr.Error(str(exc)) from exc
         st.update(conversation_id=info["conversation_id"], turn=info["turn"],
@@ -365,23 +364,24 @@ def policy_choices(studio: Studio) -> list[tuple[str, str]]:
 
 def rewards_text(studio: Studio, user: User) -> str:
     """Counts by status and token amounts; contributions appear a few seconds after the vote (chain worker)."""
-    counts = contrib.status_counts(studio.db, user.id)
-    amounts = contrib.amounts_of(studio.db, user.id)
+    counts = chain_views.status_counts(studio.db, user.id)
+    amounts = chain_views.amounts_of(studio.db, user.id)
     address = linked_address(studio.db, user.id)
     wallet = (f"Wallet `{address[:6]}…{address[-4:]}`" if address
               else "No wallet linked yet: link one on the [Wallet page](/wallet) to claim.")
     total = sum(counts.values())
     return (f"**{total} contribution{'' if total == 1 else 's'}** · {counts['pending']} waiting for a batch · "
             f"{counts['batched']} batched · {counts['anchored']} anchored on chain\n\n"
-            f"Tokens: **{contrib.tokens(amounts['claimable'])} claimable** · {contrib.tokens(amounts['claimed'])} "
-            f"claimed · {contrib.tokens(amounts['pending'] + amounts['batched'])} on the way\n\n"
+            f"Tokens: **{chain_views.tokens(amounts['claimable'])} claimable** · "
+            f"{chain_views.tokens(amounts['claimed'])} claimed · {chain_views.tokens(amounts['pending'] + amounts['batched'])} on the way\n\n"
             f"{wallet} Proofs and claims: [Wallet page](/wallet).")
 
 
 def _candidate_text(studio: Studio, st: dict[str, Any], index: int) -> str:
     if not st["candidates"]:
         raise gr.Error("There is no candidate to edit yet.")
-    return studio.db.scalar("SELECT text FROM candidates WHERE id = ?", [st["candidates"][index]]) or ""
+    candidate_id = st["candidates"][index]
+    return candidate_texts(studio.db, [candidate_id]).get(candidate_id) or ""
 
 
 def create_label_app(get_studio: Callable[[], Studio]) -> gr.Blocks:

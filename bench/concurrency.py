@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,7 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 
-from votegen import StudioProcess, free_port, percentile  # noqa: E402
+from tests.support.servers import EngineProcess  # noqa: E402
+from votegen import StudioProcess, percentile  # noqa: E402
 
 PROMPTS = [
     "Give me three tips for a good night's sleep.",
@@ -156,29 +156,12 @@ def crowd(url: str, prompts: list[str]) -> tuple[list[float], list[str], float]:
     return [r[0] for r in results], [t for r in results for t in r[1:]], wall
 
 
-def start_transformers_serve(model_dir: Path, work: Path) -> tuple[subprocess.Popen, str]:
-    """`transformers serve` pinned to ``model_dir`` with continuous batching, on a free loopback port."""
-    import httpx
+def start_transformers_serve(model_dir: Path, work: Path) -> EngineProcess:
+    """`transformers serve` pinned to ``model_dir`` with continuous batching, on a free loopback port.
 
-    port = free_port()
-    (work / "hf-cache").mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "HF_HUB_CACHE": str(work / "hf-cache"), "HF_HUB_OFFLINE": "1"}
-    with open(work / "engine.log", "ab") as log:
-        proc = subprocess.Popen([str(Path(sys.executable).parent / "transformers"), "serve", str(model_dir),
-                                 "--host", "127.0.0.1", "--port", str(port), "--continuous-batching"],
-                                cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"transformers serve exited: {(work / 'engine.log').read_text()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return proc, f"http://127.0.0.1:{port}/v1"
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError("transformers serve did not start within 300 s")
+    The tests' engine launcher (tests/support/servers.py) with the batching option: one start / wait / stop
+    for both; the first start loads the model, hence the longer wait."""
+    return EngineProcess(model_dir, work, args=("--continuous-batching",)).start(timeout=300)
 
 
 def run(labelers: int, model: str, inference_url: str | None, inference_model: str | None = None,
@@ -190,7 +173,8 @@ def run(labelers: int, model: str, inference_url: str | None, inference_model: s
             from core.serving.models import provision_default_model
 
             model_dir = provision_default_model(Path(tmp) / "data")
-            engine, inference_url = start_transformers_serve(model_dir, Path(tmp))
+            engine = start_transformers_serve(model_dir, Path(tmp))
+            inference_url = engine.url
             inference_model = str(model_dir)
         extra = ("--inference-url", inference_url) if inference_url else ()
         extra += ("--inference-model", inference_model) if inference_model else ()
@@ -214,7 +198,7 @@ def run(labelers: int, model: str, inference_url: str | None, inference_model: s
         finally:
             server.stop()
             if engine is not None:
-                engine.kill()
+                engine.stop()
         batching = None if inference_url else in_process_slowdown(model, Path(tmp) / "data", labelers)
     alone_p50, p50 = statistics.median(alone), statistics.median(latencies)
     result = {"labelers": labelers, "alone_p50_s": round(alone_p50, 2), "p50_s": round(p50, 2),

@@ -17,7 +17,8 @@ What it measures, end to end through ONE real studio server (`launch.py`, local 
      one answer of the new version (Policy) and one of its parent (Compare with), same sampling. The rule
      scores both: win 1, tie 0.5, loss 0. oracle_win of a rule = the mean over judge prompts.
 
-Rules (they live ONLY here; the studio never sees them, it only sees votes). Scores are continuous where
+Rules (they live ONLY in the benchmark, bench/efficacy_rules.py; the studio never sees them, it only sees
+votes). Scores are continuous where
 possible, so that most pairs are decisive (measured on the default model's samples, T=1.0, 96 tokens):
   concise    style    fewer words is better (score = -word count)                          ~100% decisive
   you        content  speaks to the reader: more you/your/yourself per 100 words             ~90% decisive
@@ -55,8 +56,6 @@ import itertools
 import json
 import math
 import os
-import random
-import re
 import shutil
 import statistics
 import subprocess
@@ -65,13 +64,14 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
+from efficacy_rules import RULES, Rule, prompt_pool, split_prompts, words  # noqa: E402
 from votegen import StudioProcess  # noqa: E402
 
 # the same cache as bench/labeling.py: the default model is converted there once and linked into each data dir
@@ -84,96 +84,6 @@ NAN = float("nan")
 
 def say(line: str) -> None:
     print(line, flush=True)
-
-
-# --- rules ------------------------------------------------------------------------------------------------
-
-WORD = re.compile(r"[A-Za-z0-9']+")
-YOU = re.compile(r"\b(?:you|your|yours|yourself|yourselves|you're|you'll|you've|you'd)\b", re.IGNORECASE)
-LIST_ITEM = re.compile(r"^\s*(?:[-*\u2022+]|\d{1,2}[.)])\s+\S", re.MULTILINE)
-LIST_MARKER = re.compile(r"^\s*\d{1,2}[.)]\s", re.MULTILINE)
-NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
-
-
-def words(text: str) -> int:
-    return len(WORD.findall(text))
-
-
-def you_rate(text: str) -> float:
-    """Words addressing the reader (you, your, yourself, ...) per 100 words."""
-    return round(100 * len(YOU.findall(text)) / max(words(text), 1), 6)
-
-
-def first_paragraph_share(text: str) -> float:
-    """Share of the words before the first line break: 1.0 for an answer in one block."""
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return round(words(lines[0]) / max(words(text), 1), 6) if lines else 1.0
-
-
-@dataclass(frozen=True)
-class Rule:
-    name: str
-    kind: str                         # style | content | format
-    description: str
-    score: Callable[[str], float]     # higher = satisfies the rule better
-
-    @property
-    def labeler(self) -> str:
-        return f"rule-{self.name}"
-
-    def prefers(self, a: str, b: str) -> str | None:
-        """'a' or 'b', or None for a tie."""
-        sa, sb = self.score(a), self.score(b)
-        return None if sa == sb else ("a" if sa > sb else "b")
-
-    def win(self, new: str, old: str) -> float:
-        """1 when ``new`` satisfies the rule better than ``old``, 0.5 for a tie, 0 when worse."""
-        return {"a": 1.0, "b": 0.0, None: 0.5}[self.prefers(new, old)]
-
-
-RULES: dict[str, Rule] = {rule.name: rule for rule in (
-    Rule("concise", "style", "fewer words", lambda t: -words(t)),
-    Rule("you", "content", "more you/your per 100 words", you_rate),
-    Rule("paragraph", "format", "larger share of the words in the first paragraph", first_paragraph_share),
-    Rule("list", "format", "more bulleted or numbered lines", lambda t: len(LIST_ITEM.findall(t))),
-    Rule("numbers", "content", "more concrete numbers", lambda t: len(NUMBER.findall(LIST_MARKER.sub("", t)))),
-)}
-
-
-# --- prompts ----------------------------------------------------------------------------------------------
-
-TEMPLATES = [
-    "Give me a tip for {}.",
-    "How do I get started with {}?",
-    "What is a common mistake people make when {}?",
-    "Why is {} worth the effort?",
-    "What should a beginner know about {}?",
-    "How can I get better at {}?",
-    "What do I need for {}?",
-    "How can I stay motivated when {}?",
-    "What is a simple way to practice {}?",
-    "Tell me one good habit for {}.",
-    "What are the benefits of {}?",
-    "How much time should I spend on {} each week?",
-]
-TOPICS = [
-    "learning Spanish", "saving money", "running a 5k", "baking bread", "growing tomatoes", "writing a resume",
-    "cleaning the kitchen", "studying for exams", "painting a room", "playing chess", "training a puppy",
-    "learning to swim", "planning a trip", "keeping a journal",
-]
-
-
-def prompt_pool() -> list[str]:
-    """168 distinct short user prompts (12 templates x 14 topics) in a fixed shuffled order."""
-    pool = [template.format(topic) for template, topic in itertools.product(TEMPLATES, TOPICS)]
-    random.Random(13).shuffle(pool)
-    return pool
-
-
-def split_prompts(judge_count: int) -> tuple[list[str], list[str]]:
-    """(labeling prompts, judge prompts): the judge prompts are never labeled."""
-    pool = prompt_pool()
-    return pool[judge_count:], pool[:judge_count]
 
 
 # --- the studio: server, label app, REST ------------------------------------------------------------------

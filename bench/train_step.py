@@ -11,11 +11,11 @@ Setup
   optimizer steps (2 epochs over the 16 pairs); steps 1-2 are warm-up, step times are medians.
 
 Runs (each in its own fresh process, one after the other; the parent only samples CPU load while they run)
-1. ours (auto): the product path. A run dir is written in the supervisor's contract (``config.json`` with
-   ``JobRequest(...).config().to_dict()`` as hyperparams, ``data/train.parquet`` written by
-   ``core.training.jobs._write_parquet``), then ``python -m core.training.run runs/<id>/config.json`` is started with the
-   supervisor's environment, including its thread limit: OMP_NUM_THREADS = MKL_NUM_THREADS =
-   ``core.training.jobs.trainer_threads()`` (every core; the job lends one to the chat only while people chat, and
+1. ours (auto): the product path. A run dir is written in the supervisor's contract, with the run-dir module
+   ``core.training.rundir`` (``config.json`` = ``JobConfig`` with ``JobRequest(...).config().to_dict()`` as
+   hyperparams, ``data/train.parquet``), then ``python -m core.training.run runs/<id>/config.json`` is started with
+   the supervisor's environment, including its thread limit: OMP_NUM_THREADS = MKL_NUM_THREADS =
+   ``core.training.launch.trainer_threads()`` (every core; the job lends one to the chat only while people chat, and
    nobody chats during the benchmark).
    Started with plain ``python -m`` (not ``accelerate launch``, which the studio uses) so launcher start-up
    cannot leak into the step time; on a 1-process CPU job accelerate only sets env (it keeps an OMP_NUM_THREADS
@@ -23,11 +23,11 @@ Runs (each in its own fresh process, one after the other; the parent only sample
    product's defaults except batch 4 / accumulation 1 / 2 epochs and ``logging_steps=1``. The precision,
    checkpointing and reference-cache choices are the product's own (hardware detection, precompute "auto").
 2. ours (precompute off): the same with ``precompute_ref_log_probs="off"`` (for ref_cache_speedup).
-3. TRL, same settings: a plain TRL script (this file, ``--baseline same``) with DPOTrainer and the settings our
+3. TRL, same settings: a plain TRL script (bench/train_step_trl.py ``--baseline same``) with DPOTrainer and the settings our
    job used: precision / checkpointing from ``core.serving.hardware.training_defaults`` (what the child applies), the
    precompute decision from the child's result.json, the LoRA / beta / lr / max_length / seed values of our
    config, and the same thread count.
-4. TRL defaults: a plain TRL script (``--baseline defaults``): ``DPOConfig(output_dir, per_device_train_batch_size=4,
+4. TRL defaults: the plain TRL script with ``--baseline defaults``: ``DPOConfig(output_dir, per_device_train_batch_size=4,
    max_steps=5, report_to="none", use_cpu=True)``, everything else TRL's defaults (bf16=True,
    gradient_checkpointing=True, no precompute, lr 1e-6), LoRA through ``peft_config`` with our LoRA shape.
    (``use_cpu=True`` is required: without a GPU, TrainingArguments rejects TRL's bf16 default.) Run from a plain
@@ -61,7 +61,8 @@ Figures
 - ref_cache_speedup: epoch-2 median step time of ours with precompute off / with precompute on.
 
 A shared machine (other engineers' tests and benchmarks): two 2-thread torch processes on 2 cores slow each other
-down 5-10x (OpenMP threads wait for descheduled peers), so foreign load is handled explicitly:
+down 5-10x (OpenMP threads wait for descheduled peers), so foreign load is handled explicitly
+(bench/shared_machine.py):
 - before each run the parent waits (bounded: STUDIO_BENCH_QUIET_WAIT_S per run, STUDIO_BENCH_QUIET_BUDGET_S in
   all) until other processes use < QUIET_CORES for two 2-s windows;
 - while a child runs, the parent samples every 0.5 s the CPU used by everything else ("foreign load");
@@ -76,29 +77,25 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
+
+from core.training import rundir  # noqa: E402  (cheap: no torch or transformers at import)
+from shared_machine import (QUIET_BUDGET_S, QUIET_CORES, attempts, clean_median, cpu_per_step,  # noqa: E402
+                            matmul_peak, run_child, step_times, wait_for_quiet)
 
 CACHE_DIR = Path(os.environ.get("STUDIO_BENCH_CACHE", "/tmp/rlhf_studio_bench_train_step"))
 BATCH_PAIRS = 4
 EPOCHS = 2
 WARMUP_STEPS = 2
 TRL_DEFAULTS_STEPS = 5  # TRL's defaults are much slower per step: 2 warm-up + 3 timed steps
-RUN_TIMEOUT_S = 600
-# A shared machine: other processes' CPU use (in cores) below which it counts as quiet, how long to wait for quiet
-# before a run (and in all), the clean steps a median needs, and how often a run without them is repeated.
-QUIET_CORES = 0.3
-QUIET_WAIT_S = float(os.environ.get("STUDIO_BENCH_QUIET_WAIT_S", 120))
-QUIET_BUDGET_S = float(os.environ.get("STUDIO_BENCH_QUIET_BUDGET_S", 420))
-MIN_CLEAN_STEPS = 2
-MAX_ATTEMPTS = int(os.environ.get("STUDIO_BENCH_ATTEMPTS", 2))
+TRL_SCRIPT = Path(__file__).resolve().parent / "train_step_trl.py"
 
 # 16 fixed preference pairs: a realistic mix of chat requests, a good answer and a worse one each.
 PAIRS = [
@@ -231,116 +228,7 @@ def preference_rows() -> list[dict]:
              "rejected": [{"role": "assistant", "content": rejected}]} for prompt, chosen, rejected in PAIRS]
 
 
-# --- the machine ------------------------------------------------------------------------------------------------
-
-
-def matmul_peak(dtype, n: int = 2048, reps: int = 10) -> float:
-    """Best-of-``reps`` FLOP/s of an n x n x n matmul in ``dtype`` with torch's default threads."""
-    import torch
-
-    a = torch.randn(n, n).to(dtype)
-    b = torch.randn(n, n).to(dtype)
-    for _ in range(3):
-        torch.matmul(a, b)
-    best = float("inf")
-    for _ in range(reps):
-        start = time.perf_counter()
-        torch.matmul(a, b)
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best
-
-
-def _busy_seconds() -> float:
-    import psutil
-
-    t = psutil.cpu_times()
-    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
-
-
-def _tree_cpu_seconds(proc) -> float:
-    import psutil
-
-    total = 0.0
-    for p in [proc, *proc.children(recursive=True)]:
-        try:
-            c = p.cpu_times()
-            total += c.user + c.system + c.children_user + c.children_system
-        except psutil.Error:
-            pass
-    return total
-
-
-def foreign_load(seconds: float = 2.0) -> float:
-    """CPU cores used by all processes over ``seconds`` (the parent is idle meanwhile)."""
-    start = _busy_seconds()
-    time.sleep(seconds)
-    return (_busy_seconds() - start) / seconds
-
-
-def wait_for_quiet(label: str, budget: dict) -> float:
-    """Wait (within a per-run cap and a total budget) until other processes have used < QUIET_CORES for two
-    consecutive 2-s windows; return the last load seen."""
-    load, quiet_windows, waited, announced = foreign_load(), 0, 0.0, False
-    quiet_windows = int(load <= QUIET_CORES)
-    while quiet_windows < 2 and waited < QUIET_WAIT_S and budget["left"] > 0:
-        if load > QUIET_CORES and not announced:
-            announced = True
-            print(f"  [{label}] other processes use {load:.2f} cores; waiting up to "
-                  f"{min(QUIET_WAIT_S, budget['left']):.0f} s for quiet", flush=True)
-        start = time.time()
-        load = foreign_load()
-        quiet_windows = quiet_windows + 1 if load <= QUIET_CORES else 0
-        waited += time.time() - start
-        budget["left"] -= time.time() - start
-    if load > QUIET_CORES:
-        print(f"  [{label}] still busy ({load:.2f} cores of other processes); going on", flush=True)
-    return load
-
-
-class LoadMonitor(threading.Thread):
-    """Samples, while a child runs, its cumulative CPU time and the CPU everything else uses (in cores)."""
-
-    INTERVAL_S = 0.5
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        import psutil
-
-        self.proc = psutil.Process(pid)
-        self.stop = threading.Event()
-        self.samples: list[tuple[float, float]] = []    # (time, foreign cores over the interval ending then)
-        self.child_cpu: list[tuple[float, float]] = []  # (time, the child's cumulative CPU seconds)
-
-    def run(self) -> None:
-        last_t, last_busy, last_child = time.time(), _busy_seconds(), 0.0
-        while not self.stop.wait(self.INTERVAL_S):
-            try:
-                child = _tree_cpu_seconds(self.proc)
-            except Exception:
-                break
-            now, busy = time.time(), _busy_seconds()
-            foreign = max(0.0, (busy - last_busy) - (child - last_child)) / max(now - last_t, 1e-6)
-            self.samples.append((now, foreign))
-            self.child_cpu.append((now, child))
-            last_t, last_busy, last_child = now, busy, child
-
-    def mean_between(self, start: float, end: float) -> float:
-        """Mean foreign load over the sampling intervals that overlap [start, end]."""
-        values = [v for t, v in self.samples if start < t < end + self.INTERVAL_S]
-        return sum(values) / len(values) if values else 0.0
-
-    def cpu_at(self, when: float) -> float:
-        """The child's cumulative CPU seconds at ``when`` (linear between samples)."""
-        points = self.child_cpu
-        if not points:
-            return 0.0
-        for (t0, c0), (t1, c1) in zip(points, points[1:]):
-            if t0 <= when <= t1:
-                return c0 + (c1 - c0) * (when - t0) / max(t1 - t0, 1e-9)
-        return points[0][1] if when < points[0][0] else points[-1][1]
-
-
-# --- running children -------------------------------------------------------------------------------------------
+# --- children ---------------------------------------------------------------------------------------------------
 
 
 def child_env(threads: int | None, extra: dict | None = None) -> dict:
@@ -354,113 +242,10 @@ def child_env(threads: int | None, extra: dict | None = None) -> dict:
     return env
 
 
-def run_child(label: str, cmd: list[str], log_path: Path, env: dict, budget: dict,
-              watch_progress: Path | None = None) -> dict:
-    """Run one measured process to completion; returns timing facts and the foreign load during it."""
-    quiet = wait_for_quiet(label, budget)
-    started = time.time()
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT,
-                                env=env, start_new_session=True)
-    monitor = LoadMonitor(proc.pid)
-    monitor.start()
-    last_report = started
-    try:
-        while proc.poll() is None:
-            time.sleep(0.5)
-            if time.time() - started > RUN_TIMEOUT_S:
-                proc.kill()
-                proc.wait()
-                raise SystemExit(f"{label}: no result within {RUN_TIMEOUT_S} s; log: {log_path}")
-            if time.time() - last_report >= 15:
-                last_report = time.time()
-                step = ""
-                if watch_progress is not None and watch_progress.is_file():
-                    try:
-                        p = json.loads(watch_progress.read_text())
-                        step = f", step {p.get('step')}/{p.get('max_steps')}"
-                    except ValueError:
-                        pass
-                print(f"  [{label}] running {time.time() - started:.0f} s{step}", flush=True)
-    finally:
-        monitor.stop.set()
-        if proc.poll() is None:  # the parent is stopping (Ctrl-C, error): do not leave the child running
-            proc.kill()
-            proc.wait()
-    ended = time.time()
-    if proc.returncode != 0:
-        tail = log_path.read_text(errors="replace").splitlines()[-30:]
-        raise SystemExit(f"{label}: exit code {proc.returncode}; log {log_path}:\n" + "\n".join(tail))
-    return {"started": started, "ended": ended, "load_before": quiet, "monitor": monitor}
-
-
-def step_times(stamps: dict[int, float]) -> dict[int, float]:
-    """{step: seconds} from {step: wall time at the end of that step}; step 1 has no predecessor."""
-    return {k: stamps[k] - stamps[k - 1] for k in sorted(stamps) if k - 1 in stamps}
-
-
-def step_loads(run: dict) -> dict[int, float]:
-    """{step: mean CPU cores used by other processes while that step ran}."""
-    stamps = run["stamps"]
-    return {k: run["monitor"].mean_between(stamps[k - 1], stamps[k]) for k in run["times"]}
-
-
-def clean_steps(run: dict, first: int, last: int) -> int:
-    loads = step_loads(run)
-    return sum(1 for k in run["times"] if first <= k <= last and loads[k] <= QUIET_CORES)
-
-
-def attempts(label: str, start_run, spans: list[tuple[int, int]]) -> dict:
-    """``start_run(attempt)`` up to MAX_ATTEMPTS times, until every span has MIN_CLEAN_STEPS steps run without
-    foreign load; returns that run, else the attempt with the most clean steps."""
-    best, best_score = None, None
-    for attempt in range(1, MAX_ATTEMPTS + 1):
-        run = start_run(attempt)
-        counts = [clean_steps(run, *span) for span in spans]
-        print(f"  [{label}] step times in s ([foreign load in cores] where > {QUIET_CORES}): {fmt_steps(run)}",
-              flush=True)
-        loads = step_loads(run)
-        in_spans = [loads[k] for k in run["times"] if any(a <= k <= b for a, b in spans)]
-        score = (min(counts), -statistics.mean(in_spans or [0.0]))  # more clean steps, then less foreign load
-        if best_score is None or score > best_score:
-            best, best_score = run, score
-        if min(counts) >= MIN_CLEAN_STEPS:
-            break
-        if attempt < MAX_ATTEMPTS:
-            print(f"  [{label}] too few steps free of foreign load ({counts}); running it again", flush=True)
-    return best
-
-
-def clean_median(label: str, run: dict, first: int, last: int) -> float:
-    """Median step time over steps first..last, using only steps run without foreign load when enough remain."""
-    loads = step_loads(run)
-    span = [k for k in run["times"] if first <= k <= last]
-    if not span:
-        raise SystemExit(f"{label}: no step times for steps {first}-{last}: {run['times']}")
-    clean = [k for k in span if loads[k] <= QUIET_CORES]
-    used = clean if len(clean) >= MIN_CLEAN_STEPS else span
-    med = statistics.median(run["times"][k] for k in used)
-    dirty = sorted(set(span) - set(used))
-    note = (f"steps {','.join(map(str, dirty))} excluded (foreign load)" if dirty and used is clean
-            else "all steps used" if used is clean
-            else f"!! only {len(clean)} step(s) free of foreign load: all used, figure is pessimistic")
-    print(f"  [{label}] median steps {first}-{last}: {med:.2f} s ({note})", flush=True)
-    return med
-
-
-def fmt_steps(run: dict) -> str:
-    """'step:seconds' for every step, with the foreign load (cores) of loaded steps in brackets."""
-    loads = step_loads(run)
-    return " ".join(f"{k}:{v:.2f}" + (f"[{loads[k]:.1f}]" if loads[k] > QUIET_CORES else "")
-                    for k, v in sorted(run["times"].items()))
-
-
-def cpu_per_step(run: dict, first: int, last: int) -> float:
-    """Median CPU seconds the measured process used per step (diagnostic: less sensitive to foreign load)."""
-    stamps, monitor = run["stamps"], run["monitor"]
-    values = [monitor.cpu_at(stamps[k]) - monitor.cpu_at(stamps[k - 1])
-              for k in run["times"] if first <= k <= last]
-    return statistics.median(values) if values else float("nan")
+def progress_note(run_dir: Path) -> str:
+    """", step 3/8" from the job's progress.json ("" before its first step)."""
+    progress = rundir.read_progress(run_dir)
+    return f", step {progress.get('step')}/{progress.get('max_steps')}" if progress else ""
 
 
 # --- our job (the product path) ---------------------------------------------------------------------------------
@@ -468,37 +253,36 @@ def cpu_per_step(run: dict, first: int, last: int) -> float:
 
 def run_ours(label: str, runs_dir: Path, model_dir: Path, overrides: dict, budget: dict,
              spans: list[tuple[int, int]], threads: int) -> dict:
-    from core.training.jobs import JobRequest, _write_parquet
+    from core.training.request import JobRequest
 
-    cfg = JobRequest(algorithm="dpo", hyperparams=overrides).config()  # validated, as the supervisor does
+    rows = preference_rows()
+    cfg = JobRequest(algorithm="dpo", hyperparams=overrides).config(len(rows))  # as the supervisor chooses it
 
     def start(attempt: int) -> dict:
         job_id = len(list(runs_dir.iterdir())) + 1
         run_dir = runs_dir / str(job_id)
-        (run_dir / "data").mkdir(parents=True)
-        _write_parquet(preference_rows(), run_dir / "data" / "train.parquet")
-        config = {"job_id": job_id, "algorithm": "dpo", "base_model": str(model_dir), "parent_adapter": None,
-                  "reward_model": None, "hyperparams": cfg.to_dict(), "resume": False, "seed": cfg.seed}
-        (run_dir / "config.json").write_text(json.dumps(config, indent=2))
-        cmd = [sys.executable, "-m", "core.training.run", str(run_dir / "config.json")]
-        facts = run_child(label, cmd, run_dir / "log.txt", child_env(threads), budget,
-                          watch_progress=run_dir / "progress.json")
-        result = json.loads((run_dir / "result.json").read_text())
+        run_dir.mkdir(parents=True)
+        rundir.write_data(run_dir, rows)
+        config_file = rundir.write_config(run_dir, rundir.JobConfig(
+            job_id=job_id, algorithm="dpo", base_model=str(model_dir), hyperparams=cfg.to_dict(), seed=cfg.seed))
+        cmd = [sys.executable, "-m", "core.training.run", str(config_file)]
+        facts = run_child(label, cmd, rundir.log_path(run_dir), child_env(threads), budget,
+                          progress=lambda: progress_note(run_dir))
+        result = rundir.read_result(run_dir) or {}
         if result.get("status") != "succeeded":
             raise SystemExit(f"{label}: job {result.get('status')}: {result.get('error')}")
         stamps: dict[int, float] = {}
-        for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-            row = json.loads(line)
-            if "time" in row and not any(k.startswith("eval_") for k in row):
+        for row in rundir.read_metrics(run_dir):
+            if "time" in row and not rundir.is_eval_row(row):
                 stamps.setdefault(int(row["step"]), float(row["time"]))
-        log_lines = (run_dir / "log.txt").read_text(errors="replace").splitlines()
+        log_lines = rundir.log_path(run_dir).read_text(errors="replace").splitlines()
         return {**facts, "cfg": cfg, "result": result, "stamps": stamps, "times": step_times(stamps),
                 "run_dir": run_dir, "studio_lines": [line for line in log_lines if line.startswith("[studio]")]}
 
     return attempts(label, start, spans)
 
 
-# --- plain TRL scripts (run as children of this file) -------------------------------------------------------------
+# --- the plain TRL script (bench/train_step_trl.py, run as a child) ----------------------------------------------
 
 
 def run_baseline(label: str, mode: str, work_root: Path, model_dir: Path, parquet: Path, settings: dict,
@@ -507,7 +291,7 @@ def run_baseline(label: str, mode: str, work_root: Path, model_dir: Path, parque
         work = work_root / f"{mode}-{attempt}"
         work.mkdir(parents=True)
         out = work / "baseline.json"
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--baseline", mode, "--model", str(model_dir),
+        cmd = [sys.executable, str(TRL_SCRIPT), "--baseline", mode, "--model", str(model_dir),
                "--data", str(parquet), "--work", str(work), "--out", str(out), "--settings", json.dumps(settings)]
         env = child_env(threads, {"HF_DATASETS_CACHE": str(work / "cache")})
         facts = run_child(label, cmd, work / "log.txt", env, budget)
@@ -518,64 +302,6 @@ def run_baseline(label: str, mode: str, work_root: Path, model_dir: Path, parque
     return attempts(label, start, spans)
 
 
-def baseline_main(args) -> None:
-    """A plain TRL DPO script: DPOTrainer + DPOConfig + peft LoraConfig, nothing from core."""
-    import torch
-    from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-    from trl import DPOConfig, DPOTrainer
-
-    s = json.loads(args.settings)
-    work = Path(args.work)
-    stamps: dict[int, float] = {}
-
-    class StepClock(TrainerCallback):
-        def on_step_end(self, targs, state, control, **kwargs):
-            stamps[state.global_step] = time.time()
-
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model_kwargs = {"dtype": torch.float32} if args.baseline == "same" else {}
-    model = AutoModelForCausalLM.from_pretrained(args.model, **model_kwargs)
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
-    dataset = Dataset.from_parquet(args.data, cache_dir=str(work / "cache"))
-    lora = LoraConfig(r=s["lora_r"], lora_alpha=s["lora_alpha"], lora_dropout=s["lora_dropout"],
-                      target_modules=s["lora_target_modules"], task_type="CAUSAL_LM", bias="none")
-    if args.baseline == "defaults":
-        # use_cpu=True is the one addition: without it TrainingArguments refuses bf16 on a machine without a GPU
-        # ("Your setup doesn't support bf16/gpu"); bf16 and gradient checkpointing stay TRL's defaults.
-        config = DPOConfig(output_dir=str(work / "out"), per_device_train_batch_size=s["batch"],
-                           max_steps=s["max_steps"], report_to="none", use_cpu=True)
-    else:
-        config = DPOConfig(
-            output_dir=str(work / "out"), per_device_train_batch_size=s["batch"], gradient_accumulation_steps=1,
-            num_train_epochs=s["epochs"], learning_rate=s["learning_rate"], lr_scheduler_type=s["lr_scheduler_type"],
-            bf16=s["bf16"], fp16=False, gradient_checkpointing=s["gradient_checkpointing"], use_cpu=True,
-            beta=s["beta"], loss_type=[s["loss_type"]], max_length=s["max_length"],
-            precompute_ref_log_probs=s["precompute"], precompute_ref_batch_size=s["precompute_batch"],
-            logging_steps=1, save_strategy="no", seed=s["seed"], data_seed=s["seed"], report_to="none",
-            dataloader_pin_memory=False)
-    trainer = DPOTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=lora, callbacks=[StepClock()])
-    ds = trainer.train_dataset
-    pair_tokens = [2 * len(p) + len(c) + len(r) for p, c, r in zip(ds["prompt_ids"], ds["chosen_ids"], ds["rejected_ids"])]
-    base = trainer.model.get_base_model() if hasattr(trainer.model, "get_base_model") else trainer.model
-    trainer.train()
-    Path(args.out).write_text(json.dumps({
-        "step_end": stamps,
-        "pair_tokens": pair_tokens,
-        "seq_tokens": [len(p) + len(c) for p, c in zip(ds["prompt_ids"], ds["chosen_ids"])]
-                      + [len(p) + len(r) for p, r in zip(ds["prompt_ids"], ds["rejected_ids"])],
-        "n_params": sum(p.numel() for name, p in base.named_parameters() if "lora_" not in name),
-        "weights_dtype": str(next(base.parameters()).dtype),
-        "bf16": config.bf16, "gradient_checkpointing": config.gradient_checkpointing,
-        "precompute": config.precompute_ref_log_probs, "learning_rate": config.learning_rate,
-    }))
-
-
 # --- main -------------------------------------------------------------------------------------------------------
 
 
@@ -583,7 +309,7 @@ def main() -> None:
     import torch
 
     from core.serving.hardware import detect_hardware, training_defaults
-    from core.training.jobs import trainer_threads
+    from core.training.launch import trainer_threads
     from core.serving.models import provision_default_model
 
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
@@ -595,7 +321,7 @@ def main() -> None:
     job_threads = trainer_threads()  # what the supervisor gives a training child (OMP_NUM_THREADS)
     print(f"machine: {hardware.cpu_model}, {hardware.cpu_cores} cores, torch threads {threads}, "
           f"native bf16: {hardware.cpu_native_bf16}; the studio runs trainers with {job_threads} thread(s) "
-          f"(core.training.jobs.trainer_threads)", flush=True)
+          f"(core.training.launch.trainer_threads)", flush=True)
 
     budget = {"left": QUIET_BUDGET_S}
     peaks = {"fp32": 0.0, "bf16": 0.0, "fp32_job_threads": 0.0}
@@ -670,7 +396,7 @@ def main() -> None:
 
         # 3. plain TRL with our job's settings
         cfg = ours["cfg"]
-        parquet = ours["run_dir"] / "data" / "train.parquet"
+        parquet = rundir.train_data_path(ours["run_dir"])
         same_settings = {
             "batch": BATCH_PAIRS, "epochs": EPOCHS, "max_steps": steps_total,
             "bf16": bool(defaults["bf16"]), "gradient_checkpointing": bool(defaults["gradient_checkpointing"]),
@@ -741,7 +467,7 @@ def main() -> None:
               f"of it)", flush=True)
     if all_cores_step:
         print(f"  (with all {threads} threads our step takes {all_cores_step:.2f} s = "
-              f"{100 * flops / all_cores_step / fp32_peak:.1f}% of the fp32 peak; core.training.jobs.trainer_threads() costs "
+              f"{100 * flops / all_cores_step / fp32_peak:.1f}% of the fp32 peak; core.training.launch.trainer_threads() costs "
               f"x{ours_step / all_cores_step:.2f} per step when nobody chats)", flush=True)
     vs_defaults = ours_step / trl_def_step
     overhead = ours_step / same_step
@@ -752,20 +478,11 @@ def main() -> None:
           f"ref_cache_speedup={speedup:.2f}")
 
 
-def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--baseline", choices=("same", "defaults"), help="internal: run one plain TRL baseline")
-    parser.add_argument("--model")
-    parser.add_argument("--data")
-    parser.add_argument("--work")
-    parser.add_argument("--out")
-    parser.add_argument("--settings")
-    return parser.parse_args()
+def parse_args() -> argparse.Namespace:
+    """No options: the run is fixed (see the module docstring); ``--help`` prints the first line."""
+    return argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
 
 
 if __name__ == "__main__":
-    arguments = parse_args()
-    if arguments.baseline:
-        baseline_main(arguments)
-    else:
-        main()
+    parse_args()
+    main()

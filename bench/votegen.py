@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,11 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.support.processes import free_port, launch, log_tail  # noqa: E402 - the one launcher, shared with tests
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -48,25 +43,12 @@ class StudioProcess:
 
     def start(self, timeout: float = 600.0) -> float:
         """Start and wait for /api/health; returns the seconds it took."""
-        import httpx
-
         t0 = time.monotonic()
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), "--model", self.model, "--data-dir",
-                                      str(self.data_dir), "--port", str(self.port), *self.extra],
-                                     cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        while time.monotonic() - t0 < timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}; log tail:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.url}/api/health", timeout=2).status_code == 200:
-                    return time.monotonic() - t0
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.proc.kill()
-        raise RuntimeError(f"server did not answer within {timeout:.0f} s; log tail:\n{self.log_tail()}")
+        self.proc = launch([sys.executable, str(ROOT / "launch.py"), "--model", self.model, "--data-dir",
+                            str(self.data_dir), "--port", str(self.port), *self.extra],
+                           f"{self.url}/api/health", self.log_path, name="studio server", timeout=timeout, cwd=ROOT,
+                           every=0.1)
+        return time.monotonic() - t0
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, as in a power cut or an OOM kill."""
@@ -85,7 +67,7 @@ class StudioProcess:
             raise RuntimeError("the server ignored SIGTERM for 60 s and was killed")
 
     def log_tail(self, chars: int = 3000) -> str:
-        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+        return log_tail(self.log_path, chars)
 
 
 @dataclass

@@ -19,7 +19,9 @@ from core.errors import ModelError, StudioError
 from core.serving.generate import PairUpdate, SamplingParams, stream_pair
 from core.serving.hardware import HardwareProfile, detect_hardware
 from core.labeling.identity import Directory
-from core.training.jobs import Supervisor, mark_chat_active, trainer_threads
+from core.training.jobs import Supervisor
+from core.training.launch import trainer_threads
+from core.training.rundir import mark_chat_active
 from core.judging.runs import JudgeRuns
 from core.serving.models import auto_dtype, load_model
 from core.serving.policies import ensure_base_policy, get_policy

@@ -1,5 +1,19 @@
-"""Small helpers shared by console pages."""
+"""Small helpers shared by console pages: who is viewing (``require_page``, ``can``), forms generated from config
+dataclasses (``dataclass_form``, and ``filter_form`` for the training-data filters), the one way a page shows an
+error (``show_error``) and the "what changed" report (``show_report``).
+
+Pages call core functions for everything they read or write; nothing here (or in any page) runs SQL.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import streamlit as st
+
+if TYPE_CHECKING:
+    from core.data.filters import Filters
+    from core.errors import StudioError
+    from storage.db import Database
 
 
 def not_yet_available(what: str, issue: str) -> None:
@@ -100,8 +114,30 @@ def dataclass_form(cls, key: str, choices: dict | None = None, defaults: dict | 
     return values
 
 
-def show_error(exc) -> None:
-    """A StudioError as the console shows every error: what happened, then what to do."""
+def filter_form(db: Database, key: str, *, label: str = "Filters", only_labeler: str | None = None,
+                defaults: dict | None = None) -> Filters:
+    """The training-data filter form (core.data.filters.Filters) in a collapsed expander -> the chosen filters.
+
+    One form for every page that builds or exports training data (Train, Data, Export), generated from the
+    ``Filters`` fields like the other config forms, so a new filter shows up everywhere at once. Labelers,
+    versions, flags and aspects are offered by name (``filter_choices``). ``key`` prefixes the widget keys
+    (``<key>-<field>``). ``only_labeler`` pins the labeler filter to one name: a labeler building a training set
+    from their own labels only. ``defaults`` overrides field defaults (training jobs hold out 20% by default).
+    """
+    from core.data.filters import Filters, filter_choices
+
+    choices = filter_choices(db)
+    if only_labeler is not None:
+        choices["labelers"] = [only_labeler]
+    with st.expander(label):
+        values = dataclass_form(Filters, key, choices, defaults)
+    if only_labeler is not None:
+        values["labelers"] = (only_labeler,)
+    return Filters(**values)
+
+
+def show_error(exc: StudioError) -> None:
+    """A StudioError as the console shows every error, on every page: what happened (bold), then what to do."""
     st.error(f"**{exc.message}**" + (f"  \n{exc.hint}" if exc.hint else ""), icon=":material/error:")
 
 
@@ -115,7 +151,7 @@ def show_report(report: dict, full: bool, key: str) -> None:
     held-out prompts."""
     import plotly.graph_objects as go
 
-    from core.compare.evaluation import diff_html
+    from core.compare.sidebyside import diff_html
     from core.compare.safety import percent
 
     m, version, against = report["metrics"], report["version"], report["against"]

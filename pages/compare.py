@@ -1,6 +1,7 @@
 """Compare page (admins): two versions side by side, automatic evaluation across versions, active learning.
 
-Thin: every number comes from core.compare.evaluation; this page only picks inputs, shows progress and draws.
+Thin: every number comes from core.compare (sidebyside, evaluation, active); this page only picks inputs, shows
+progress and draws.
 """
 from datetime import datetime, timezone
 
@@ -8,10 +9,12 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from core.compare import active, sidebyside
 from core.compare import evaluation as ev
 from core.labeling import queue as prompt_queue
 from core.compare import report as report_mod
 from core.compare import safety
+from core.serving.policies import comparable_policies, default_against
 from core.errors import StudioError
 from core.studio import current
 from pages.common import dataclass_form, require_page, show_error, show_report
@@ -20,7 +23,7 @@ studio = current()
 st.title("Compare")
 admin, _ = require_page("compare")
 db = studio.db
-versions = ev.comparable_policies(db)
+versions = comparable_policies(db)
 reward_models = ev.reward_models(db)
 SOURCE_LABELS = {"held_out": "Held-out prompts", "queue": "A labeling queue", "typed": "Typed prompts",
                  "seed": "Seed prompts"}
@@ -83,7 +86,7 @@ with changed_tab:
     else:
         left, right = st.columns(2)
         version = left.selectbox("Version", trained, index=len(trained) - 1, key="changed-version")
-        parent = report_mod.default_against(db, version)
+        parent = default_against(db, version)
         others = [v for v in versions if v != version]
         against = right.selectbox("Against", others, index=others.index(parent) if parent in others else 0,
                                   key="changed-against", help="Its parent by default.")
@@ -112,11 +115,11 @@ with side_tab:
     if st.button("Generate side by side", type="primary", key="sbs-run"):
         try:
             prompts = ev.resolve_prompts(db, prompt_set)
-            st.session_state["sbs-result"] = ev.side_by_side(studio, a, b, prompts, settings, reward_model,
-                                                             progress=progress_bar())
+            st.session_state["sbs-result"] = sidebyside.side_by_side(studio, a, b, prompts, settings, reward_model,
+                                                                     progress=progress_bar())
         except StudioError as exc:
             show_error(exc)
-    result: ev.SideBySide | None = st.session_state.get("sbs-result")
+    result: sidebyside.SideBySide | None = st.session_state.get("sbs-result")
     if result is not None and result.rows:
         pa, pb = result.policy_a, result.policy_b
         table = pd.DataFrame(result.table())
@@ -134,7 +137,7 @@ with side_tab:
                            mime="text/csv", key="sbs-csv")
         for row in result.rows:
             st.markdown(f"**Prompt:** {row.prompt}")
-            html_a, html_b = ev.diff_html(row.answer_a, row.answer_b)
+            html_a, html_b = sidebyside.diff_html(row.answer_a, row.answer_b)
             left, right = st.columns(2)
             for column, name, fragment, score, tokens, latency in (
                     (left, pa, html_a, row.score_a, row.tokens_a, row.latency_a_ms),
@@ -253,7 +256,7 @@ with safety_tab:
         st.caption("No version has been evaluated yet.")
 
 with active_tab:
-    strategy = st.radio("Pick prompts where", ev.STRATEGIES, horizontal=True, key="al-strategy", format_func={
+    strategy = st.radio("Pick prompts where", active.STRATEGIES, horizontal=True, key="al-strategy", format_func={
         "disagreement": "two versions disagree most", "uncertainty": "the reward model is least sure"}.get)
     if strategy == "uncertainty":
         st.caption("Two answers per prompt (from A and B; pick the same version twice for two samples of it), scored "
@@ -272,8 +275,8 @@ with active_tab:
                                                              defaults={"temperature": 0.7}))
     if st.button("Find prompts to label", type="primary", key="al-run"):
         try:
-            picks = ev.pick_for_labeling(studio, strategy, al_a, al_b, ev.resolve_prompts(db, pool), int(k), al_rm,
-                                         al_settings, progress=progress_bar())
+            picks = active.pick_for_labeling(studio, strategy, al_a, al_b, ev.resolve_prompts(db, pool), int(k),
+                                             al_rm, al_settings, progress=progress_bar())
             st.session_state["al-picks"] = (strategy, al_a, al_b, al_rm, picks)
         except StudioError as exc:
             show_error(exc)
@@ -294,13 +297,13 @@ with active_tab:
         queue_name = st.text_input("Queue name", value=default_name, key="al-queue-name")
         if st.button("Create the labeling queue", key="al-queue"):
             try:
-                ev.queue_picks(db, admin, queue_name, f_strategy, f_a, f_b, picks, f_rm)
+                active.queue_picks(db, admin, queue_name, f_strategy, f_a, f_b, picks, f_rm)
                 st.success(f"Queue **{queue_name}** holds {len(picks)} prompts. Labelers find it under Prompt source "
                            "in the labeling app.", icon=":material/check:")
                 del st.session_state["al-picks"]
             except StudioError as exc:
                 show_error(exc)
-    queued = ev.queued_picks(db)
+    queued = active.queued_picks(db)
     if queued:
         st.subheader("Queued by active learning")
         st.dataframe(pd.DataFrame(queued), hide_index=True, use_container_width=True)

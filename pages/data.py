@@ -15,7 +15,7 @@ from core.labeling import analytics
 from core.labeling import moderation
 from core.errors import StudioError
 from core.studio import current
-from pages.common import can, require_page
+from pages.common import can, filter_form, require_page, show_error
 
 studio = current()
 db = studio.db
@@ -39,10 +39,6 @@ def chart(fig) -> None:
     st.plotly_chart(fig, width="stretch")
 
 
-def show_error(exc: StudioError) -> None:
-    st.error(exc.message + (f" — {exc.hint}" if exc.hint else ""), icon=":material/error:")
-
-
 st.title("Data")
 data = overview(str(db.path))
 summary = data["summary"]
@@ -62,7 +58,7 @@ if summary["retracted"]:
     st.caption(f"{summary['retracted']} undone vote(s) are kept for the record and left out everywhere below.")
 
 # ----------------------------------------------------------------------------- the guided loop
-from core.training.jobs import suggest_next_job  # noqa: E402
+from core.training.suggest import suggest_next_job  # noqa: E402
 
 suggestion = suggest_next_job(db)
 if suggestion.ready:
@@ -290,41 +286,27 @@ st.caption("What the training jobs will see: the labels above turned into TRL da
            "format). How each label maps is explained in the README (“Labels → training data”).")
 import json as _json  # noqa: E402
 
-from core import trainsets  # noqa: E402
-from core.errors import StudioError as _StudioError  # noqa: E402
-from pages.common import dataclass_form  # noqa: E402
+from core.data.kinds import EXPORTABLE, KINDS  # noqa: E402
 
-BUILDERS = {"Preference (prompt / chosen / rejected)": lambda db, f: trainsets.build_preference(db, f),
-            "Reward model (preference + rating margin)": lambda db, f: trainsets.build_reward(
-                db, f, margin_from_ratings=True),
-            "Unpaired / KTO (prompt / completion / label)": lambda db, f: trainsets.build_unpaired(db, f),
-            "SFT (gold edits and chosen answers)": lambda db, f: trainsets.build_sft(db, f)}
 own_labels = access.owner_filter(viewer, "data.training_set") is not None
 if own_labels:
     st.caption("Built from your own labels only; admins build from everyone's.")
 with st.form("trainset"):
-    kind = st.radio("Dataset", list(BUILDERS), horizontal=True)
-    with st.expander("Filters"):
-        options = trainsets.filter_choices(studio.db)
-        if own_labels:
-            options["labelers"] = [viewer.name]
-        values = dataclass_form(trainsets.Filters, "trainset", options)
-        if own_labels:
-            values["labelers"] = (viewer.name,)
-        filters = trainsets.Filters(**values)
+    kind = st.radio("Dataset", EXPORTABLE, format_func=lambda name: KINDS[name].label, horizontal=True)
+    filters = filter_form(studio.db, "trainset", only_labeler=viewer.name if own_labels else None)
     build = st.form_submit_button("Build preview")
 if build:
     try:
-        built = BUILDERS[kind](studio.db, filters)
+        built = KINDS[kind].dataset(studio.db, filters)
         rows = built.dataset.to_list()
         st.write(f"**{len(rows)} rows.** Skipped: "
                  + (", ".join(f"{k}: {v}" for k, v in built.stats["skipped"].items()) or "nothing"))
         if rows:
             st.json(rows[0], expanded=False)
             st.download_button("Download JSONL", "\n".join(_json.dumps(r, default=str) for r in rows),
-                               file_name=f"{kind.split()[0].lower()}.jsonl", mime="application/jsonl")
-    except _StudioError as exc:
-        st.error(f"{exc.message}. {exc.hint}")
+                               file_name=f"{kind}.jsonl", mime="application/jsonl")
+    except StudioError as exc:
+        show_error(exc)
 
 # -- AI judges -------------------------------------------------------------------------------------
 from pages.data_judges import render_judges  # noqa: E402

@@ -1,7 +1,7 @@
 """The Data page's import section: upload -> what was detected -> explicit confirmation -> one transaction.
 
 Not a page of its own (console.py lists the pages); pages/data.py calls :func:`render_import`. Thin:
-reading, detection and writing all live in core.data.datasets_io.
+reading, detection and writing all live in core.data (import_files, import_formats, datasets_io).
 """
 from __future__ import annotations
 
@@ -14,7 +14,11 @@ import pandas as pd
 import streamlit as st
 
 from core.data import datasets_io
+from core.data.import_files import find_saved_dataset
+from core.data.import_formats import Parsed, inspect_file
 from core.errors import StudioError
+from core.labeling.queue import list_queues
+from pages.common import show_error
 from storage.db import Database
 
 FILE_TYPES = ["jsonl", "ndjson", "json", "csv", "tsv", "parquet", "txt", "zip", "gz"]
@@ -33,7 +37,7 @@ def _write_uploads(uploads: list[Any], root: Path) -> Path:
         target = root.joinpath(*parts)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(upload.getvalue())
-    return datasets_io.find_saved_dataset(root, "the uploaded folder")
+    return find_saved_dataset(root, "the uploaded folder")
 
 
 def _inspect(uploads: list[Any]) -> dict[str, Any]:
@@ -50,14 +54,14 @@ def _inspect(uploads: list[Any]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="studio-upload-") as tmp:
         try:
             path = _write_uploads(uploads, Path(tmp))
-            entry["parsed"] = datasets_io.inspect_file(path, entry["filename"])
+            entry["parsed"] = inspect_file(path, entry["filename"])
         except StudioError as exc:
             entry["error"] = exc
     st.session_state["import_parsed"] = entry
     return entry
 
 
-def _preview(parsed: datasets_io.Parsed) -> list[dict[str, Any]]:
+def _preview(parsed: Parsed) -> list[dict[str, Any]]:
     if parsed.format == "prompts":
         return [{"row": row, "prompt": text} for row, text in parsed.prompts[:3]]
     out = []
@@ -104,9 +108,9 @@ def render_import(db: Database, user: Any, on_imported: Callable[[], None] = lam
         entry = _inspect(uploads)
     if entry["error"] is not None:
         exc = entry["error"]
-        st.error(exc.message + (f" — {exc.hint}" if exc.hint else ""), icon=":material/error:")
+        show_error(exc)
         return
-    parsed: datasets_io.Parsed = entry["parsed"]
+    parsed: Parsed = entry["parsed"]
     (st.warning if parsed.errors else st.info)(parsed.describe(), icon=":material/fact_check:")
     if parsed.errors:
         st.dataframe(pd.DataFrame(parsed.errors[:PREVIEW_ERRORS]), hide_index=True, width="stretch",
@@ -125,7 +129,7 @@ def render_import(db: Database, user: Any, on_imported: Callable[[], None] = lam
                              help="Stored as import:<name> on every record; used by the source filter.")
         queue = None
         if parsed.format == "prompts":
-            queues = [r["name"] for r in db.query("SELECT name FROM queues ORDER BY id")]
+            queues = [q["name"] for q in list_queues(db)]
             picked = st.selectbox("Add the prompts to a labeling queue", [NO_QUEUE, *queues], key="import_queue")
             new_queue = st.text_input("… or a new queue", key="import_new_queue", placeholder="queue name")
             queue = new_queue.strip() or (None if picked == NO_QUEUE else picked)
@@ -141,7 +145,7 @@ def render_import(db: Database, user: Any, on_imported: Callable[[], None] = lam
                     skip_bad=skip_bad, user_id=getattr(user, "id", None), queue=queue,
                     details={"file": entry["filename"], "sha256": entry["sha256"]})
         except StudioError as exc:
-            st.error(exc.message + (f" — {exc.hint}" if exc.hint else ""), icon=":material/error:")
+            show_error(exc)
             return
         on_imported()
         st.session_state["import_result"] = (

@@ -1,7 +1,7 @@
 """Export page (admins): adapters, merged models and datasets -> folders, zips and the Hugging Face Hub.
 
-Thin: every action is one call into core.share.hub. The Hub token comes from HF_TOKEN or a password field used for
-one push; it is kept in this browser session's memory at most (for a retry), never in DuckDB or files.
+Thin: every action is one call into core.share (exports, hub). The Hub token comes from HF_TOKEN or a password
+field used for one push; it is kept in this browser session's memory at most (for a retry), never in DuckDB or files.
 """
 import json
 import os
@@ -10,13 +10,18 @@ import threading
 import streamlit as st
 from streamlit.runtime.scriptrunner import add_script_run_ctx, get_script_run_ctx
 
-from core.share import hub
 from core.compare import safety
-from core.data import trainsets
+from core.data.kinds import EXPORTABLE, KINDS
 from core.errors import StudioError
+from core.share.cards import LICENSES, CardOptions
+from core.share.exports import (DATASET_FORMATS, DTYPES, QUANTIZED_BITS, export_adapter, export_dataset,
+                                export_gguf, export_merged, export_quantized, export_training_data,
+                                exportable_versions, list_exports, zip_export)
 from core.share.gguf_export import GGUF_HELP, GGUF_TYPES
+from core.share.hub import PushOptions, adapter_manifest, push_export, resolve_token, suggest_repo_id
+from core.share.versions import base_hub_id
 from core.studio import current
-from pages.common import dataclass_form, require_page
+from pages.common import dataclass_form, filter_form, require_page, show_error
 
 st.title("Export")
 user, _ = require_page("export")
@@ -24,15 +29,11 @@ studio = current()
 db, data_dir = studio.db, studio.settings.data_dir
 
 
-def show_error(exc: StudioError) -> None:
-    st.error(f"**{exc.message}**" + (f"  \n{exc.hint}" if exc.hint else ""), icon=":material/error:")
-
-
 tab_model, tab_data, tab_hub = st.tabs(["Adapter / merged model", "Dataset", "Exports and Hub"])
 
 # --- adapters and merged models ------------------------------------------------------------------------------
 with tab_model:
-    versions = hub.exportable_versions(db)
+    versions = exportable_versions(db)
     if not versions:
         st.info("No trained versions yet. Train one on the Train page; its adapter can then be exported here.")
     else:
@@ -49,7 +50,7 @@ with tab_model:
         elif change and change["worse"]:
             st.warning(f"{version} is less safe than {change['against']}: {'; '.join(change['reasons'])}. Its card "
                        "says so too.", icon=":material/gpp_bad:")
-        if not hub.base_hub_id(chosen["base_model"]):
+        if not base_hub_id(chosen["base_model"]):
             st.warning(f"The base model of {version} (`{chosen['base_model']}`) has no Hub id: an export would name it "
                        "by its local path, which exists only on this machine. Give its Hub id below "
                        "(`base_model_id`) so the adapter and the card's usage snippet work elsewhere.",
@@ -62,12 +63,12 @@ with tab_model:
             kind = st.radio("Export", list(kinds), format_func=kinds.get,
                             help="The adapter is small and loads onto the base with PeftModel.from_pretrained; "
                                  "the merged model is a standalone checkpoint; GGUF runs in local runtimes.")
-            dtype = st.selectbox("Merged precision", hub.DTYPES,
+            dtype = st.selectbox("Merged precision", DTYPES,
                                  help="Only for merged models. float16 / bfloat16 halve the size.")
             quant = st.selectbox("GGUF type", GGUF_TYPES, index=GGUF_TYPES.index("q8_0"),
                                  format_func=lambda q: f"{q} — {GGUF_HELP[q]}", help="Only for GGUF files.")
-            bits = st.selectbox("bitsandbytes type", hub.QUANTIZED_BITS, help="Only for bitsandbytes exports.")
-            card = hub.CardOptions(**dataclass_form(hub.CardOptions, "model-card"))
+            bits = st.selectbox("bitsandbytes type", QUANTIZED_BITS, help="Only for bitsandbytes exports.")
+            card = CardOptions(**dataclass_form(CardOptions, "model-card"))
             go = st.form_submit_button("Export", type="primary")
         if go:
             try:
@@ -79,12 +80,12 @@ with tab_model:
                         add_script_run_ctx(threading.current_thread(), context)
                         bar.progress(done / total, text=f"Writing {name} ({done}/{total})")
 
-                    result = hub.export_gguf(db, data_dir, version, user, quant, card, progress=show)
+                    result = export_gguf(db, data_dir, version, user, quant, card, progress=show)
                 else:
                     with st.spinner("Writing the export (a merge loads the base model once)..."):
-                        result = {"adapter": lambda: hub.export_adapter(db, data_dir, version, user, card),
-                                  "merged": lambda: hub.export_merged(db, data_dir, version, user, dtype, card),
-                                  "quantized": lambda: hub.export_quantized(db, data_dir, version, user, bits, card),
+                        result = {"adapter": lambda: export_adapter(db, data_dir, version, user, card),
+                                  "merged": lambda: export_merged(db, data_dir, version, user, dtype, card),
+                                  "quantized": lambda: export_quantized(db, data_dir, version, user, bits, card),
                                   }[kind]()
                 st.session_state["export-selected"] = result.id
                 st.success(f"Export {result.id} written to `{result.path}` ({len(result.files)} files). "
@@ -95,29 +96,23 @@ with tab_model:
 # --- datasets ------------------------------------------------------------------------------------------------
 with tab_data:
     with st.form("export-dataset"):
-        kinds = {"preference": "Preference (prompt / chosen / rejected) — DPO, ORPO",
-                 "reward": "Reward model (preference + rating margin)",
-                 "unpaired": "Unpaired / KTO (prompt / completion / label)",
-                 "sft": "SFT (messages: gold edits and chosen answers)"}
-        dataset_kind = st.radio("Dataset", list(kinds), format_func=kinds.get)
-        formats = st.multiselect("Formats", hub.DATASET_FORMATS, default=list(hub.DATASET_FORMATS))
+        dataset_kind = st.radio("Dataset", EXPORTABLE, format_func=lambda name: KINDS[name].label)
+        formats = st.multiselect("Formats", DATASET_FORMATS, default=list(DATASET_FORMATS))
         name = st.text_input("Name", help="Title of the dataset card and part of the folder name (optional).")
-        with st.expander("Filters"):
-            options = trainsets.filter_choices(db)
-            filters = trainsets.Filters(**dataclass_form(trainsets.Filters, "export-filters", options))
-        license_ = st.selectbox("License", hub.LICENSES, key="dataset-license")
+        filters = filter_form(db, "export-filters")
+        license_ = st.selectbox("License", LICENSES, key="dataset-license")
         go_data = st.form_submit_button("Export dataset", type="primary")
     if go_data:
         try:
-            result = hub.export_dataset(db, data_dir, dataset_kind, user, filters, formats,
-                                        hub.CardOptions(license=license_), name.strip() or None)
+            result = export_dataset(db, data_dir, dataset_kind, user, filters, formats,
+                                    CardOptions(license=license_), name.strip() or None)
             st.session_state["export-selected"] = result.id
             st.success(f"Export {result.id}: {', '.join(result.files)} in `{result.path}`.",
                        icon=":material/check_circle:")
         except StudioError as exc:
             show_error(exc)
 
-    trained = [v["name"] for v in hub.exportable_versions(db)]
+    trained = [v["name"] for v in exportable_versions(db)]
     if trained:
         st.markdown("**Or the exact rows a version was trained on.** Once pushed, that version's model cards name "
                     "the dataset repo by themselves.")
@@ -126,7 +121,7 @@ with tab_data:
             go_training = st.form_submit_button("Export its training data")
         if go_training:
             try:
-                result = hub.export_training_data(db, data_dir, data_version, user, hub.CardOptions(license=license_))
+                result = export_training_data(db, data_dir, data_version, user, CardOptions(license=license_))
                 st.session_state["export-selected"] = result.id
                 st.success(f"Export {result.id}: {', '.join(result.files)} in `{result.path}`.",
                            icon=":material/check_circle:")
@@ -135,7 +130,7 @@ with tab_data:
 
 # --- every export: zip download and Hub push -----------------------------------------------------------------
 with tab_hub:
-    exports = hub.list_exports(db)
+    exports = list_exports(db)
     if not exports:
         st.info("Nothing exported yet. Export an adapter, a merged model or a dataset first.")
     else:
@@ -149,7 +144,7 @@ with tab_hub:
         export_id = st.selectbox("Export", ids, index=ids.index(selected) if selected in ids else 0,
                                  format_func=lambda i: next(f"#{e['id']} {e['kind']} {e['version'] or e['dataset_kind']}"
                                                             for e in exports if e["id"] == i))
-        st.download_button("Download as zip", data=lambda: hub.zip_export(db, export_id)[1],
+        st.download_button("Download as zip", data=lambda: zip_export(db, export_id)[1],
                            file_name=f"export-{export_id}.zip", mime="application/zip",
                            icon=":material/download:", on_click="ignore")
 
@@ -163,8 +158,8 @@ with tab_hub:
             st.session_state["push-token"] = ""
 
         with st.form("push"):
-            push = hub.PushOptions(**dataclass_form(hub.PushOptions, f"push-{export_id}",
-                                                    defaults={"repo_id": hub.suggest_repo_id(db, export_id)}))
+            push = PushOptions(**dataclass_form(PushOptions, f"push-{export_id}",
+                                                defaults={"repo_id": suggest_repo_id(db, export_id)}))
             st.text_input("One-off token" + (" (optional: HF_TOKEN is set)" if env_token else ""),
                                     type="password", key="push-token",
                                     help="A write token from huggingface.co/settings/tokens, used for this push "
@@ -174,8 +169,8 @@ with tab_hub:
         def run_push(token: str, repo_id: str, private: bool, message: str | None) -> None:
             bar = st.progress(0.0, text="Starting")
             try:
-                result = hub.push_export(db, export_id, user, token, repo_id, private, message,
-                                         progress=lambda fraction, text: bar.progress(min(1.0, fraction), text=text))
+                result = push_export(db, export_id, user, token, repo_id, private, message,
+                                     progress=lambda fraction, text: bar.progress(min(1.0, fraction), text=text))
                 st.session_state.pop("push-retry", None)
                 # shown after a rerun, so the exports table and the manifest above already list the push
                 st.session_state["push-done"] = (f"Pushed to **{result.repo_id}**: "
@@ -190,7 +185,7 @@ with tab_hub:
 
         if go_push:
             try:
-                run_push(hub.resolve_token(st.session_state.pop("push-one-off", "")), push.repo_id, push.private,
+                run_push(resolve_token(st.session_state.pop("push-one-off", "")), push.repo_id, push.private,
                          push.commit_message)
             except StudioError as exc:
                 show_error(exc)
@@ -200,7 +195,7 @@ with tab_hub:
                 run_push(token, repo_id, private, message)
 
     st.subheader("Adapter manifest")
-    manifest = hub.adapter_manifest(db)
+    manifest = adapter_manifest(db)
     if manifest:
         st.caption("Every adapter and merged model pushed to the Hub; a new push of a version suggests its repo.")
         st.dataframe(manifest, hide_index=True,

@@ -5,7 +5,7 @@ import streamlit as st
 from core.judging import constitution
 from core.labeling import queue as prompt_queue
 from core.errors import StudioError
-from core.compare.evaluation import comparable_policies
+from core.serving.policies import comparable_policies
 from core.serving.generate import SamplingParams
 from core.labeling.votes import active_aspects, save_aspects
 from core.studio import current
@@ -44,7 +44,7 @@ with left, st.form("new-queue"):
                 added = prompt_queue.import_prompts(studio.db, admin, qid, prompts, f"import:{upload.name}")
             st.success(f"Queue **{name}** saved; {added} new prompts imported.")
         except StudioError as exc:
-            st.error(f"{exc.message}. {exc.hint}")
+            show_error(exc)
 with right:
     st.markdown("**Seed prompts**")
     st.caption(f"{sum(1 for _ in open(prompt_queue.SEED_PROMPTS))} varied prompts shipped with the studio "
@@ -73,7 +73,7 @@ if st.button("Save aspects"):
         save_aspects(studio.db, admin, edited.dropna(subset=["name"]).to_dict("records"))
         st.success("Aspects saved.")
     except StudioError as exc:
-        st.error(f"{exc.message}. {exc.hint}")
+        show_error(exc)
 
 st.subheader("Guidelines")
 text = st.text_area("Shown to labelers in the side panel (Markdown)", prompt_queue.guidelines(studio.db), height=300)
@@ -82,7 +82,7 @@ if st.button("Save guidelines"):
         prompt_queue.save_guidelines(studio.db, admin, text)
         st.success("Guidelines saved.")
     except StudioError as exc:
-        st.error(f"{exc.message}. {exc.hint}")
+        show_error(exc)
 
 st.subheader("Constitution (AI self-critique)")
 st.caption("Principles a policy version critiques its own answers against, then revises them; each original vs "

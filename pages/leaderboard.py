@@ -4,7 +4,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.compare import arena
+from core.compare import leaderboard
 from core.studio import current
 from pages.common import require_page
 
@@ -12,19 +12,19 @@ studio = current()
 st.title("Leaderboard")
 require_page("leaderboard")
 st.caption(f"Blind A/B battles from the labeling app's **Arena** tab, rated with a Bradley-Terry model "
-           f"(ties count half, Elo scale 400·r + 1000, **{arena.BASE_POLICY}** fixed at 1000) and 95% "
+           f"(ties count half, Elo scale 400·r + 1000, **{leaderboard.BASE_POLICY}** fixed at 1000) and 95% "
            "bootstrap intervals. Versions whose intervals overlap share a rank.")
 
-battles = arena.battles_from_db(studio.db)
+battles = leaderboard.battles_from_db(studio.db)
 models = {m for b in battles for m in (b.model_a, b.model_b)}
 if len(models) < 2:
     st.info(f"No leaderboard yet: {len(battles)} battle(s) so far. Vote in the [Arena tab](/label/) of the "
             "labeling app (it needs at least two policy versions).", icon=":material/info:")
     st.stop()
 
-rounds = st.select_slider("Bootstrap rounds", [100, 200, 500, 1000], value=arena.DEFAULT_ROUNDS,
+rounds = st.select_slider("Bootstrap rounds", [100, 200, 500, 1000], value=leaderboard.DEFAULT_ROUNDS,
                           help="More rounds give steadier intervals; the seed is fixed, so results repeat.")
-board = arena.compute_leaderboard(battles, arena.BASE_POLICY, rounds=rounds)
+board = leaderboard.compute_leaderboard(battles, leaderboard.BASE_POLICY, rounds=rounds)
 for warning in board.warnings:
     st.warning(warning, icon=":material/warning:")
 
@@ -61,5 +61,5 @@ with right:
     heat.update_layout(height=120 + 40 * len(rows), margin={"t": 10, "b": 40}, yaxis={"autorange": "reversed"})
     st.plotly_chart(heat, use_container_width=True)
 
-st.download_button("Download battles (FastChat JSONL)", arena.battles_jsonl(battles), "battles.jsonl",
+st.download_button("Download battles (FastChat JSONL)", leaderboard.battles_jsonl(battles), "battles.jsonl",
                    mime="application/jsonl", help="`python launch.py leaderboard --battles battles.jsonl --json`")

@@ -79,7 +79,7 @@ def job_details(job_id: int, listed_status: str) -> None:
                     action(job_id)
                     st.toast(f"{label}: requested for job #{job_id}")
                 except StudioError as exc:
-                    st.error(f"{exc.message}. {exc.hint}")
+                    show_error(exc)
     if can(viewer, "runs.log"):
         with st.expander("Log (last lines)", expanded=status in ("failed",)):
             st.code(supervisor.log_tail(job_id) or "(no output yet)", language=None)
@@ -202,4 +202,4 @@ if trained and can(viewer, "runs.versions"):
                     rename_policy(studio.db, viewer, target, new_name)
                     st.success(f"{target} is now {new_name.strip()}.")
             except StudioError as exc:
-                st.error(f"{exc.message}. {exc.hint}")
+                show_error(exc)

@@ -6,7 +6,7 @@ from core.errors import StudioError
 from core.serving.hardware import training_defaults
 from core.labeling import access
 from core.studio import current
-from pages.common import can, require_page
+from pages.common import can, require_page, show_error
 
 studio = current()
 st.title("Settings")
@@ -67,6 +67,6 @@ if can(viewer, "settings.backup"):
             size = sum(f.stat().st_size for f in folder.iterdir()) / 1e6
             st.success(f"Backup written to `{folder}` ({size:.1f} MB).", icon=":material/check_circle:")
         except StudioError as exc:
-            st.error(exc.message + (f" — {exc.hint}" if exc.hint else ""), icon=":material/error:")
+            show_error(exc)
 else:
     st.caption("Admins can back up from here.")

@@ -3,15 +3,18 @@ the algorithm's config dataclass; dry run first, then launch a background job.""
 import pandas as pd
 import streamlit as st
 
-from core.data import trainsets
+from core.compare.evaluation import reward_models as live_reward_models
+from core.data.split import HELD_OUT_PERCENT
+from core.data.training_data import build_training_data, unit
 from core.errors import StudioError
 from core.serving.hardware import training_defaults
-from core.training.jobs import JobRequest, build_training_data, suggest_next_job, unit
 from core.training.launch import LaunchConfig
+from core.training.request import JobRequest
+from core.training.suggest import suggest_next_job
 from core.serving.policies import servable_policies
 from core.studio import current
 from core.training import ALGORITHMS
-from pages.common import dataclass_form, require_page, show_error
+from pages.common import dataclass_form, filter_form, require_page, show_error
 
 studio = current()
 st.title("Train")
@@ -46,23 +49,14 @@ parent = left.selectbox("Start from (and compare against)", parents, index=len(p
                              "for DPO, KTO, ORPO and online RL.")
 reward_model = None
 if spec.needs_reward_model:
-    reward_models = [r["name"] for r in studio.db.query(
-        "SELECT name FROM policies WHERE algorithm = 'reward' AND deleted_at IS NULL ORDER BY id")]
+    reward_models = list(reversed(live_reward_models(studio.db)))   # oldest first: rm1 is the default
     if not reward_models:
         st.warning("Online RL scores its answers with a reward model: train one first (algorithm "
                    "“Reward model”).", icon=":material/info:")
     reward_model = right.selectbox("Reward model", reward_models) if reward_models else None
 
-with st.expander("Data filters", expanded=False):
-    options = {
-        "labelers": [r["name"] for r in studio.db.query("SELECT name FROM users ORDER BY name")],
-        "policies": [r["name"] for r in studio.db.query("SELECT name FROM policies WHERE deleted_at IS NULL")],
-        "exclude_flags": list(trainsets.FLAGS),
-        "aspects": [r["name"] for r in studio.db.query("SELECT name FROM aspects ORDER BY position")],
-    }
-    filter_values = dataclass_form(trainsets.Filters, f"filters-{algorithm}", options,
-                                   defaults={"hold_out_percent": trainsets.HELD_OUT_PERCENT})
-filters = trainsets.Filters(**filter_values)
+filters = filter_form(studio.db, f"filters-{algorithm}", label="Data filters",
+                      defaults={"hold_out_percent": HELD_OUT_PERCENT})
 try:
     examples = len(build_training_data(studio.db, spec, filters).rows)
 except StudioError as exc:

@@ -5,11 +5,12 @@ import pandas as pd
 import streamlit as st
 
 from core.chain import contributions as cb
+from core.chain import views
 from core.chain.service import service_for
 from core.chain.wallet import SIGNING_SNIPPET, issue_challenge, link_wallet, linked_address
 from core.errors import StudioError
 from core.studio import current
-from pages.common import can, dataclass_form, require_page
+from pages.common import can, dataclass_form, require_page, show_error
 
 studio = current()
 user, _ = require_page("wallet")
@@ -25,10 +26,6 @@ _signer = st.components.v2.component(
     html='<button id="sign" type="button">Sign with my browser wallet</button> <span id="status"></span>',
     js=(Path(__file__).resolve().parent / "wallet_signer.js").read_text(),
 )
-
-
-def show_error(exc: StudioError) -> None:
-    st.error(f"{exc.message}" + (f" — {exc.hint}" if exc.hint else ""), icon=":material/error:")
 
 
 ledger = service.try_ledger()
@@ -75,36 +72,34 @@ with st.expander("Link a wallet" if not address else "Link another wallet", expa
 st.subheader("Your contributions")
 if st.button("Refresh (record new contributions)", key="collect"):
     cb.collect_contributions(db)
-amounts = cb.amounts_of(db, user.id)
+amounts = views.amounts_of(db, user.id)
 cols = st.columns(5)
-cols[0].metric("Pending", cb.tokens(amounts["pending"]), help="recorded, not in a batch yet (needs a linked wallet)")
-cols[1].metric("Batched", cb.tokens(amounts["batched"]), help="in a batch waiting to be anchored")
-cols[2].metric("Claimable", cb.tokens(amounts["claimable"]))
-cols[3].metric("Claimed", cb.tokens(amounts["claimed"]))
+cols[0].metric("Pending", views.tokens(amounts["pending"]), help="recorded, not in a batch yet (needs a linked wallet)")
+cols[1].metric("Batched", views.tokens(amounts["batched"]), help="in a batch waiting to be anchored")
+cols[2].metric("Claimable", views.tokens(amounts["claimable"]))
+cols[3].metric("Claimed", views.tokens(amounts["claimed"]))
 balance = None
 if ledger and address:
     try:
         balance = ledger.balance_of(address)
     except StudioError:
         pass
-cols[4].metric("Token balance", cb.tokens(balance) if balance is not None else "—", help="read from the chain")
+cols[4].metric("Token balance", views.tokens(balance) if balance is not None else "—", help="read from the chain")
 
-rows = cb.contributions_of(db, user.id)
+rows = views.contributions_of(db, user.id)
 if not rows:
     st.info("No contributions yet: vote, rate or edit answers in the labeling app.", icon=":material/info:")
 else:
     frame = pd.DataFrame(rows)
     st.dataframe(frame.pivot_table(index="kind", columns="status", values="id", aggfunc="count", fill_value=0),
                  width="stretch")
-    frame["tokens"] = frame["amount"].map(cb.tokens)
+    frame["tokens"] = frame["amount"].map(views.tokens)
     st.dataframe(frame[["id", "kind", "status", "weight", "tokens", "batch_id", "tx_hash", "block_number",
                         "claim_tx", "content_hash", "created_at"]], hide_index=True, width="stretch")
 
-claimable = db.query("SELECT l.batch_id, l.amount FROM batch_leaves l JOIN chain_batches b ON b.id = l.batch_id"
-                     " WHERE l.user_id = ? AND b.status = 'anchored' AND l.claim_tx IS NULL ORDER BY l.batch_id",
-                     [user.id])
+claimable = views.claimable_batches(db, user.id)
 if claimable and ledger:
-    if st.button(f"Claim {cb.tokens(sum(int(r['amount']) for r in claimable))} tokens "
+    if st.button(f"Claim {views.tokens(sum(int(r['amount']) for r in claimable))} tokens "
                  f"({len(claimable)} batch{'es' if len(claimable) > 1 else ''})", type="primary", key="claim"):
         for row in claimable:
             try:
@@ -166,7 +161,7 @@ if left.button("Cut a batch now", key="cut"):
 if right.button("Anchor queued batches now (retry failed)", key="anchor"):
     try:
         done = service.anchor(include_not_due=True)
-        waiting = db.scalar("SELECT count(*) FROM chain_batches WHERE status <> 'anchored'")
+        waiting = views.unanchored_batch_count(db)
         # the background worker may have anchored the batch a moment ago: only blame errors if some are left
         after_batch_action(f"Anchored: {done}" if done else "Nothing anchored; see the errors below." if waiting
                            else "Nothing left to anchor: every batch is anchored.")
@@ -175,10 +170,10 @@ if right.button("Anchor queued batches now (retry failed)", key="anchor"):
 if "batch-notice" in st.session_state:
     st.info(st.session_state.pop("batch-notice"))
 
-batch_rows = cb.batches(db)
+batch_rows = views.batches(db)
 if batch_rows:
     frame = pd.DataFrame(batch_rows)
-    frame["total_tokens"] = frame["total_amount"].map(cb.tokens)
+    frame["total_tokens"] = frame["total_amount"].map(views.tokens)
     st.dataframe(frame[["id", "status", "trigger", "contributors", "contributions", "total_tokens", "gas_used",
                         "tx_hash", "block_number", "attempts", "last_error", "next_attempt_at", "root", "created_at"]],
                  hide_index=True, width="stretch")

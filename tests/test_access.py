@@ -17,7 +17,8 @@ from core.config import load_settings
 from core.errors import PermissionDenied, TooManyAttempts, Unauthenticated
 from core.labeling.identity import Directory, LoginThrottle, User
 from storage.db import Database
-from tests.conftest import ROOT, users_file
+from tests.support import ROOT
+from tests.support.studios import users_file
 
 PAGES = ROOT / "pages"
 ADMIN, LABELER = User(1, "ada", "admin"), User(2, "bob", "labeler")
@@ -246,7 +247,7 @@ def seed_judge_disagreement(studio, person) -> None:
                              " ('ai:rm:rm1', 'rm:rm1', 'labeled', 'succeeded', 1) RETURNING id").fetchone()[0]
     record_vote(studio.db, person, Vote(a, b, "a"))
     item = judging.pairs_to_judge(studio.db, judging.LABELED, judges.parse_judge("rm1"))[0]
-    judging._save_verdict(studio.db, run_id, ensure_ai_labeler(studio.db, "ai:rm:rm1"), item,
+    judging.save_verdict(studio.db, run_id, ensure_ai_labeler(studio.db, "ai:rm:rm1"), item,
                           judges.combine(0.1, 0.9), 0)
 
 

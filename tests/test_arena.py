@@ -10,14 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.compare import arena
-from core.compare.arena import Battle
+from core.compare import arena, leaderboard
+from core.compare.leaderboard import Battle
 from core.labeling.identity import ensure_user
 from core.labeling.votes import undo_last_vote
 from core.serving.policies import ensure_base_policy, register_policy, rename_policy
-from core.data.trainsets import Filters, preference_rows
+from core.data.filters import Filters
+from core.data.trainsets import preference_rows
 from storage.db import Database
-from tests.conftest import ROOT, Server, free_port
+from tests.support import ROOT
+from tests.support.processes import free_port
+from tests.support.servers import Server
 
 THREE_TO_ONE = 400 * math.log10(3)   # rating gap when one model takes 3 of every 4 points: 190.85
 
@@ -42,7 +45,7 @@ def torch_fit(data: list[Battle]) -> dict[str, float]:
     """Independent reference: unregularised BT likelihood (FastChat's weighted logistic form) by LBFGS."""
     import torch
 
-    models = arena.model_order(data)
+    models = leaderboard.model_order(data)
     index = {m: k for k, m in enumerate(models)}
     rows = []   # (i, j, y, weight): y=1 means i beat j; a tie is half a win and half a loss
     for b in data:
@@ -74,7 +77,7 @@ def torch_fit(data: list[Battle]) -> dict[str, float]:
 # ------------------------------------------------------------------------------------ BT fit
 
 def test_three_wins_in_four_give_the_hand_computed_gap_anchored_on_base():
-    ratings = arena.bt_ratings(battles("v1", "base", "model_a", 3) + battles("base", "v1", "model_a"))
+    ratings = leaderboard.bt_ratings(battles("v1", "base", "model_a", 3) + battles("base", "v1", "model_a"))
     assert ratings["base"] == pytest.approx(1000, abs=1e-9)
     assert ratings["v1"] == pytest.approx(1000 + THREE_TO_ONE, abs=0.01)
 
@@ -83,18 +86,18 @@ def test_ties_and_both_bad_count_half_a_win_each():
     with_tie = battles("x", "y", "model_a") + battles("x", "y", "tie")            # x takes 1.5 of 2 points
     with_bothbad = battles("x", "y", "model_a") + battles("y", "x", "tie (bothbad)")
     for data in (with_tie, with_bothbad):
-        r = arena.bt_ratings(data, anchor="y")
+        r = leaderboard.bt_ratings(data, anchor="y")
         assert r["x"] - r["y"] == pytest.approx(THREE_TO_ONE, abs=0.01)
-    even = arena.bt_ratings(battles("x", "y", "tie", 5), anchor=None)
+    even = leaderboard.bt_ratings(battles("x", "y", "tie", 5), anchor=None)
     assert even == pytest.approx({"x": 1000, "y": 1000}, abs=1e-6)
 
 
 def test_a_cycle_rates_everyone_equal_and_the_mean_is_1000_without_anchor():
     cycle = battles("a", "b", "model_a") + battles("b", "c", "model_a") + battles("c", "a", "model_a")
-    assert arena.bt_ratings(cycle, anchor=None) == pytest.approx({"a": 1000, "b": 1000, "c": 1000}, abs=1e-6)
+    assert leaderboard.bt_ratings(cycle, anchor=None) == pytest.approx({"a": 1000, "b": 1000, "c": 1000}, abs=1e-6)
     chain = battles("a", "b", "model_a", 3) + battles("b", "a", "model_a") + battles("b", "c", "model_a", 3) \
         + battles("c", "b", "model_a")
-    r = arena.bt_ratings(chain, anchor=None)
+    r = leaderboard.bt_ratings(chain, anchor=None)
     # a-b and b-c both 3:1 and never a-c: the MLE puts b exactly in the middle, gaps of 400·log10(3)
     assert r["a"] - r["b"] == pytest.approx(THREE_TO_ONE, abs=0.01)
     assert r["b"] - r["c"] == pytest.approx(THREE_TO_ONE, abs=0.01)
@@ -106,7 +109,7 @@ def test_fit_agrees_with_an_independent_torch_fit_within_a_point():
     true = {"base": 0, "v1": 120, "v2": -60, "v3": 250, "v4": 30, "v5": 90}
     data = simulate(true, 600, rng)
     data += [Battle(b.model_a, b.model_b, "tie" if k % 3 else "tie (bothbad)") for k, b in enumerate(data[:90])]
-    ours = arena.bt_ratings(data, anchor=None)
+    ours = leaderboard.bt_ratings(data, anchor=None)
     reference = torch_fit(data)
     assert max(abs(ours[m] - reference[m]) for m in ours) < 1.0
     assert max(abs(ours[m] - reference[m]) for m in ours) < 0.05   # in fact far closer than required
@@ -114,7 +117,7 @@ def test_fit_agrees_with_an_independent_torch_fit_within_a_point():
 
 def test_simulated_tournament_recovers_the_ranking_and_ci_cover_the_truth():
     true = {"base": 0, "v1": 100, "v2": 200, "v3": -100, "v4": 300}
-    board = arena.compute_leaderboard(simulate(true, 4000, np.random.default_rng(1)), "base", rounds=200)
+    board = leaderboard.compute_leaderboard(simulate(true, 4000, np.random.default_rng(1)), "base", rounds=200)
     by_true = sorted(true, key=lambda m: -true[m])
     assert [row["model"] for row in board.rows()] == by_true
     assert [row["rank"] for row in board.rows()] == [1, 2, 3, 4, 5]     # 100 points apart: all separable
@@ -124,7 +127,7 @@ def test_simulated_tournament_recovers_the_ranking_and_ci_cover_the_truth():
     covered, total = 0, 0
     rng = np.random.default_rng(2)
     for _ in range(30):
-        b = arena.compute_leaderboard(simulate(true, 800, rng), "base", rounds=100, seed=int(rng.integers(1 << 30)))
+        b = leaderboard.compute_leaderboard(simulate(true, 800, rng), "base", rounds=100, seed=int(rng.integers(1 << 30)))
         for m, lo, hi in zip(b.models, b.ci_low, b.ci_high):
             if m != "base":
                 covered += lo <= 1000 + true[m] <= hi
@@ -134,21 +137,21 @@ def test_simulated_tournament_recovers_the_ranking_and_ci_cover_the_truth():
 
 def test_bootstrap_is_reproducible_and_needs_100_rounds():
     data = simulate({"base": 0, "v1": 50, "v2": 80}, 300, np.random.default_rng(3))
-    first, again = arena.compute_leaderboard(data, seed=5), arena.compute_leaderboard(data, seed=5)
+    first, again = leaderboard.compute_leaderboard(data, seed=5), leaderboard.compute_leaderboard(data, seed=5)
     assert first.to_json() == again.to_json()
-    assert arena.compute_leaderboard(data, seed=6).to_json()["ci"] != first.to_json()["ci"]
+    assert leaderboard.compute_leaderboard(data, seed=6).to_json()["ci"] != first.to_json()["ci"]
     with pytest.raises(arena.ValidationError, match="too few"):
-        arena.compute_leaderboard(data, rounds=50)
+        leaderboard.compute_leaderboard(data, rounds=50)
 
 
 def test_rank_counts_only_models_whose_interval_is_entirely_above():
     low, high = np.array([1100, 1050, 990, 700]), np.array([1200, 1120, 1060, 800])
-    assert arena.ranks_from_intervals(low, high).tolist() == [1, 1, 2, 4]
+    assert leaderboard.ranks_from_intervals(low, high).tolist() == [1, 1, 2, 4]
 
 
 def test_win_rates_battle_counts_and_too_few_battles_warning():
     data = battles("base", "v1", "model_a", 3) + battles("v1", "base", "tie") + battles("v1", "v2", "model_b", 2)
-    board = arena.compute_leaderboard(data, rounds=100)
+    board = leaderboard.compute_leaderboard(data, rounds=100)
     k = {m: i for i, m in enumerate(board.models)}
     assert board.win_rate[k["base"], k["v1"]] == pytest.approx(3.5 / 4)
     assert board.win_rate[k["v2"], k["v1"]] == 1.0 and math.isnan(board.win_rate[k["base"], k["v2"]])
@@ -157,11 +160,11 @@ def test_win_rates_battle_counts_and_too_few_battles_warning():
     assert any(w.startswith("Too few battles") for w in board.warnings)
     assert any("v2 won every battle" in w for w in board.warnings)
     assert board.to_json()["ratings"]["base"] == 1000.0
-    assert "too few battles" in arena.format_table(board)
+    assert "too few battles" in leaderboard.format_table(board)
 
 
 def test_disconnected_groups_are_reported():
-    board = arena.compute_leaderboard(battles("a", "b", "model_a", 3) + battles("b", "a", "model_a")
+    board = leaderboard.compute_leaderboard(battles("a", "b", "model_a", 3) + battles("b", "a", "model_a")
                                       + battles("c", "d", "tie", 4), anchor=None, rounds=100)
     assert any("never compared" in w for w in board.warnings)
 
@@ -176,9 +179,9 @@ def write(path: Path, lines: list) -> Path:
 def test_fastchat_jsonl_and_json_array_are_read(tmp_path):
     records = [{"model_a": "x", "model_b": "y", "winner": w, "judge": "j", "tstamp": 1.0, "anony": True}
                for w in ("model_a", "model_b", "tie", "tie (bothbad)")]
-    from_lines = arena.read_battles_file(write(tmp_path / "b.jsonl", [*records[:2], "", *records[2:]]))
+    from_lines = leaderboard.read_battles_file(write(tmp_path / "b.jsonl", [*records[:2], "", *records[2:]]))
     (tmp_path / "b.json").write_text(json.dumps(records))
-    assert from_lines == arena.read_battles_file(tmp_path / "b.json")
+    assert from_lines == leaderboard.read_battles_file(tmp_path / "b.json")
     assert [b.winner for b in from_lines] == ["model_a", "model_b", "tie", "tie (bothbad)"]
 
 
@@ -192,16 +195,16 @@ def test_fastchat_jsonl_and_json_array_are_read(tmp_path):
     ([], "no battles"),
 ])
 def test_bad_battle_files_are_refused_with_the_reason(tmp_path, lines, message):
-    with pytest.raises(arena.BattlesError, match=message):
-        arena.read_battles_file(write(tmp_path / "bad.jsonl", lines))
+    with pytest.raises(leaderboard.BattlesError, match=message):
+        leaderboard.read_battles_file(write(tmp_path / "bad.jsonl", lines))
 
 
 def test_one_model_only_and_missing_file_are_refused(tmp_path):
     only_x = [{"model_a": "x", "model_b": "x", "winner": "tie"}] * 3
-    with pytest.raises(arena.BattlesError, match=r"has only one model \(x\)"):
-        arena.read_battles_file(write(tmp_path / "x.jsonl", only_x))
-    with pytest.raises(arena.BattlesError, match="Cannot read"):
-        arena.read_battles_file(tmp_path / "missing.jsonl")
+    with pytest.raises(leaderboard.BattlesError, match=r"has only one model \(x\)"):
+        leaderboard.read_battles_file(write(tmp_path / "x.jsonl", only_x))
+    with pytest.raises(leaderboard.BattlesError, match="Cannot read"):
+        leaderboard.read_battles_file(tmp_path / "missing.jsonl")
 
 
 # ------------------------------------------------------------------------------------ pairing
@@ -273,11 +276,11 @@ def test_ties_both_bad_undo_and_renames_in_the_leaderboard_battles(db):
     arena.record_battle(db, ada, pending(db), "b")
     undo_last_vote(db, ada)                                   # the last vote no longer counts
     rename_policy(db, ada, "v1", "helpful-v1")
-    assert arena.battles_from_db(db) == [Battle("helpful-v1", "base", "tie"),
+    assert leaderboard.battles_from_db(db) == [Battle("helpful-v1", "base", "tie"),
                                          Battle("base", "helpful-v1", "tie (bothbad)")]
-    board = arena.leaderboard_from_db(db, rounds=100)
+    board = leaderboard.leaderboard_from_db(db, rounds=100)
     assert board.to_json()["ratings"] == {"base": 1000.0, "helpful-v1": 1000.0}
-    assert arena.battles_jsonl(arena.battles_from_db(db)).count("\n") == 2
+    assert leaderboard.battles_jsonl(leaderboard.battles_from_db(db)).count("\n") == 2
 
 
 def test_bad_votes_write_nothing(db):
@@ -303,7 +306,7 @@ def test_cli_reads_a_fastchat_file_and_matches_an_independent_fit(tmp_path):
     data = simulate({"gpt-x": 0, "llama-y": 150, "mistral-z": -80}, 400, np.random.default_rng(11))
     data += battles("gpt-x", "llama-y", "tie", 20) + battles("llama-y", "mistral-z", "tie (bothbad)", 10)
     path = tmp_path / "clean_battle.jsonl"
-    path.write_text(arena.battles_jsonl(data))
+    path.write_text(leaderboard.battles_jsonl(data))
     done = run_cli("--battles", str(path), "--json", "--data-dir", str(tmp_path / "unused"))
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
@@ -367,7 +370,7 @@ def test_leaderboard_page_shows_ratings_charts_and_the_too_few_warning(tmp_path,
 def test_arena_vote_flow_through_the_server_hides_names_until_the_vote(data_dir):
     from gradio_client import Client
 
-    from tests.test_label_app import make_random_adapter
+    from tests.support.studios import make_random_adapter
 
     database = Database.in_data_dir(data_dir)
     ensure_base_policy(database, "tiny")
@@ -414,8 +417,8 @@ def test_arena_vote_flow_through_the_server_hides_names_until_the_vote(data_dir)
 @pytest.mark.slow
 def test_browser_battle_reveals_names_only_after_the_vote_and_leaderboard_renders(data_dir):
     """A labeler in Chromium: prompt -> two anonymous answers -> vote -> names; then the console page."""
-    from tests.test_browser import ARTIFACTS
-    from tests.test_label_app import make_random_adapter
+    from tests.support import ARTIFACTS
+    from tests.support.studios import make_random_adapter
 
     database = Database.in_data_dir(data_dir)
     ensure_base_policy(database, "tiny")
@@ -456,21 +459,7 @@ def test_browser_battle_reveals_names_only_after_the_vote_and_leaderboard_render
 
 
 def _chromium():
-    """The same headless Chromium as tests/test_browser.py, as a context manager yielding a page."""
-    from contextlib import contextmanager
+    """The same headless Chromium as the other browser tests (tests/support/browser.py), yielding a page."""
+    from tests.support.browser import browser_page
 
-    from tests.test_browser import CHROMIUM
-
-    @contextmanager
-    def run():
-        if not Path(CHROMIUM).exists():
-            pytest.fail("Chromium is missing: `make test` installs Debian's chromium package")
-        from playwright.sync_api import sync_playwright
-
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-            try:
-                yield browser.new_page(viewport={"width": 1400, "height": 1000})
-            finally:
-                browser.close()
-    return run()
+    return browser_page()

@@ -1,31 +1,13 @@
 """A person in a real browser (headless Chromium): chat, vote with the keyboard, see "saved"."""
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
 
 from storage.db import Database
-from tests.conftest import ROOT, Server
+from tests.support import ARTIFACTS
+from tests.support.servers import Server
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = ROOT / "test-artifacts"
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def page():
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Chromium is missing: `make test` installs Debian's chromium package")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        yield browser.new_page(viewport={"width": 1400, "height": 1000})
-        browser.close()
 
 
 def test_labeler_chats_votes_with_the_keyboard_and_sees_saved(server: Server, page):

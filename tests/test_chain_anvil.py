@@ -18,12 +18,14 @@ import httpx
 import pytest
 
 from core.chain import contributions as cb
+from core.chain import views
 from core.chain import service as service_module
 from core.chain.errors import ChainError, ChainUnavailable
 from core.chain.service import ChainService
 from core.config import load_settings
-from tests.chain_helpers import seed_labels
-from tests.conftest import ROOT, free_port
+from tests.support import ROOT
+from tests.support.chain import seed_labels
+from tests.support.processes import free_port
 
 pytestmark = pytest.mark.slow
 # The platform package's native binary (the npm `.bin/anvil` is a node launcher: signals must reach the node).
@@ -119,7 +121,7 @@ def test_anvil_outage_recovery_claim_verify_and_key_secrecy(anvil, tmp_path, mon
     for c in db.query("SELECT id FROM contributions WHERE batch_id IS NOT NULL"):
         assert cb.verify_contribution(db, ledger, c["id"]).ok
 
-    amount = cb.amounts_of(db, labels.bob.id)["claimable"]
+    amount = views.amounts_of(db, labels.bob.id)["claimable"]
     cb.claim(db, ledger, batch_id, labels.bob.id)
     assert ledger.balance_of(labels.bob_key.address) == amount > 0
     leaf, proof, _ = cb.account_proof(db, batch_id, labels.bob.id)

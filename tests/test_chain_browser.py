@@ -7,8 +7,8 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 
 from storage.db import Database
-from tests.conftest import Server
-from tests.test_browser import ARTIFACTS, page  # noqa: F401 - the real-browser fixture
+from tests.support import ARTIFACTS
+from tests.support.servers import Server
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +24,7 @@ window.ethereum = {
 """
 
 
-def test_link_wallet_with_injected_browser_wallet(server: Server, page):  # noqa: F811
+def test_link_wallet_with_injected_browser_wallet(server: Server, page):
     key = Account.create()
     signed = []
 

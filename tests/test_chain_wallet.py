@@ -11,7 +11,7 @@ from core.chain.wallet import issue_challenge, link_wallet, linked_address
 from core.errors import Conflict, ValidationError
 from core.labeling.identity import ensure_user
 from storage.db import Database
-from tests.chain_helpers import sign
+from tests.support.chain import sign
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ TABLES = ("conversations", "messages", "candidates", "preferences")
 
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory):
-    from tests.test_evaluation import open_studio
+    from tests.support.studios import open_studio
 
     s = open_studio(tmp_path_factory.mktemp("constitution") / "data")   # tiny model + 12 people's votes
     yield s
@@ -58,7 +58,7 @@ def test_the_list_reader_takes_markers_numbers_and_plain_lines():
     text = "# Mine\n\n- Be kind.\n* Be  brief.\n3. Cite nothing you did not read.\n2) No PII\nPlain line\n-\n"
     assert cai.parse_principles(text) == ["Be kind.", "Be brief.", "Cite nothing you did not read.", "No PII",
                                           "Plain line"]
-    assert cai._checked(text) == cai.parse_principles(text)               # a written text, not its characters
+    assert cai.checked_principles(text) == cai.parse_principles(text)               # a written text, not its characters
 
 
 def test_admins_edit_the_principles_and_bad_edits_change_nothing(studio, admin, labeler):
@@ -270,7 +270,7 @@ def test_the_labeling_setup_page_edits_principles_and_runs_a_queue(studio, admin
     from streamlit.testing.v1 import AppTest
 
     import core.studio
-    from tests.conftest import ROOT
+    from tests.support import ROOT
 
     monkeypatch.setattr(core.studio, "_current", studio)
     queue_id = prompt_queue.create_queue(studio.db, admin, "page-cai")
@@ -300,7 +300,7 @@ def test_the_cli_shows_the_principles_and_runs_a_queue(tmp_path, tiny_model_dir)
 
     from core.serving.models import MODELS_SUBDIR, TINY_MODEL_DIR
     from storage.db import Database
-    from tests.conftest import ROOT
+    from tests.support import ROOT
 
     data_dir = tmp_path / "data"
     shutil.copytree(tiny_model_dir, data_dir / MODELS_SUBDIR / TINY_MODEL_DIR)

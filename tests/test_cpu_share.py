@@ -9,7 +9,8 @@ import psutil
 import pytest
 import torch
 
-from core.training.jobs import CHAT_ACTIVE_WINDOW_S, chat_active, mark_chat_active, trainer_threads
+from core.training.launch import trainer_threads
+from core.training.rundir import CHAT_ACTIVE_WINDOW_S, chat_active, mark_chat_active
 from core.training.callbacks import CpuShareCallback
 
 

@@ -12,11 +12,14 @@ from pathlib import Path
 import pytest
 
 from core.data import datasets_io
-from core.data.datasets_io import ImportFileError, import_file, inspect_file
+from core.data.datasets_io import import_file
+from core.data.import_files import ImportFileError
+from core.data.import_formats import inspect_file
 from core.errors import PermissionDenied, ValidationError
 from core.labeling.identity import User
 from core.labeling.queue import next_prompt
-from core.data.trainsets import Filters, build_preference, build_sft, build_unpaired, preference_rows, unpaired_rows
+from core.data.filters import Filters
+from core.data.trainsets import build_preference, build_sft, build_unpaired, preference_rows, unpaired_rows
 from storage.db import Database
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -268,14 +271,14 @@ def test_bad_rows_abort_the_whole_import_unless_skipped(db: Database, tmp_path: 
 
 def test_a_failure_while_writing_leaves_nothing_behind(db: Database, tmp_path: Path, monkeypatch) -> None:
     path = jsonl(tmp_path / "prefs.jsonl", [{"prompt": "Hi", "chosen": "Hello!", "rejected": "Go away."}])
-    real_insert = datasets_io._insert
+    real_insert = datasets_io.bulk_insert
 
     def failing_insert(cur, table, columns):
         if table == "preferences":
             raise RuntimeError("disk full")
         real_insert(cur, table, columns)
 
-    monkeypatch.setattr(datasets_io, "_insert", failing_insert)
+    monkeypatch.setattr(datasets_io, "bulk_insert", failing_insert)
     with pytest.raises(RuntimeError, match="disk full"):
         import_file(db, path)
     assert set(counts(db).values()) == {0}

@@ -10,7 +10,8 @@ from core.serving.engine import Engine, EngineUnavailable
 from core.serving.generate import SamplingParams, generate_pair
 from core.serving.models import load_model
 from storage.db import Database
-from tests.conftest import EngineProcess, Server, free_port
+from tests.support.processes import free_port
+from tests.support.servers import EngineProcess, Server
 
 MESSAGES = [{"role": "user", "content": "Name three colours of the rainbow."}]
 GREEDY = SamplingParams(temperature=0, max_new_tokens=12)

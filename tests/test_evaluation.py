@@ -5,46 +5,27 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from pathlib import Path
 
 import pytest
 
+from core.compare import active, sidebyside
 from core.compare import evaluation as ev
 from core.labeling import queue as prompt_queue
-from core.config import load_settings
 from core.errors import Conflict, NotFound, ValidationError
 from core.labeling.identity import ensure_user
-from core.training.jobs import JobRequest
-from core.serving.models import build_tiny_model
-from core.serving.policies import delete_policy, register_policy
+from core.training.request import JobRequest
+from core.serving import scoring
+from core.serving.policies import comparable_policies, delete_policy, register_policy
 from core.studio import Studio
-from tests.test_jobs import FAST, seed_labels
+from core.training.reward import RewardScorer
+from tests.support.studios import FAST, open_studio, random_adapter
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = [[{"role": "user", "content": text}] for text in
            ("Name a colour.", "What is 2 plus 2?", "Say hello.", "Describe the sea.", "Pick a fruit.")]
 SHORT = ev.CompareSettings(temperature=0.0, max_new_tokens=12)
-
-
-def random_adapter(base: Path, out: Path, seed: int, task: str = "CAUSAL_LM") -> Path:
-    """A real LoRA adapter with random (not zero) weights: a version that clearly differs from the base without
-    spending a training run. ``task="SEQ_CLS"`` gives a reward model (LoRA + score head) like the reward job's."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
-
-    torch.manual_seed(seed)
-    if task == "SEQ_CLS":
-        model = AutoModelForSequenceClassification.from_pretrained(str(base), num_labels=1, dtype=torch.float32)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
-    config = LoraConfig(r=8, lora_alpha=64, target_modules="all-linear", init_lora_weights=False, task_type=task)
-    get_peft_model(model, config).save_pretrained(str(out))
-    AutoTokenizer.from_pretrained(str(base)).save_pretrained(str(out))
-    (out / "studio_training.json").write_text(json.dumps({"base_model": str(base)}))
-    return out
 
 
 def train(studio: Studio, algorithm: str, parent: str = "base", **hyperparams) -> str:
@@ -53,12 +34,6 @@ def train(studio: Studio, algorithm: str, parent: str = "base", **hyperparams) -
     job = studio.supervisor.run_blocking(job_id)
     assert job["status"] == "succeeded", job["error"]
     return studio.db.scalar("SELECT name FROM policies WHERE job_id = ?", [job_id])
-
-
-def open_studio(data_dir: Path) -> Studio:
-    studio = Studio(load_settings({"data_dir": str(data_dir), "model": "tiny"}, env={}), build_tiny_model(data_dir))
-    seed_labels(studio.db)
-    return studio
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +78,7 @@ def test_preference_accuracy_counts_ties_half():
 
 def test_side_by_side_scores_measures_and_exports_every_prompt(studio):
     steps = []
-    result = ev.side_by_side(studio, "base", "v1", PROMPTS[:3], SHORT, "rm1",
+    result = sidebyside.side_by_side(studio, "base", "v1", PROMPTS[:3], SHORT, "rm1",
                              progress=lambda value, text: steps.append(value))
     assert [r.prompt for r in result.rows] == [p[0]["content"] for p in PROMPTS[:3]]
     assert steps[-1] == 1.0 and steps == sorted(steps)
@@ -114,12 +89,12 @@ def test_side_by_side_scores_measures_and_exports_every_prompt(studio):
         assert 0 < row.latency_a_ms < 60_000 and 0 < row.latency_b_ms < 60_000
         assert math.isfinite(row.score_a) and math.isfinite(row.score_b)
     # the scores are the reward model's own scores of those answers
-    scorer = ev.RewardScorer.load(studio.db, "rm1")
+    scorer = RewardScorer.load(studio.db, "rm1")
     first = result.rows[0]
     assert scorer.score([PROMPTS[0]] * 2, [first.answer_a, first.answer_b]) == pytest.approx(
         [first.score_a, first.score_b], abs=1e-4)
     # greedy with fixed seeds: the same table again
-    again = ev.side_by_side(studio, "base", "v1", PROMPTS[:3], SHORT)
+    again = sidebyside.side_by_side(studio, "base", "v1", PROMPTS[:3], SHORT)
     assert [(r.answer_a, r.answer_b) for r in again.rows] == [(r.answer_a, r.answer_b) for r in result.rows]
     assert again.rows[0].score_a is None                    # no reward model picked: not scored
     exported = list(csv.DictReader(io.StringIO(result.to_csv())))
@@ -130,18 +105,18 @@ def test_side_by_side_scores_measures_and_exports_every_prompt(studio):
 def test_side_by_side_refuses_bad_comparisons_with_clear_errors(studio):
     admin = ensure_user(studio.db, "ada", "admin", "test")
     with pytest.raises(ValidationError, match="with itself"):
-        ev.side_by_side(studio, "v1", "v1", PROMPTS)
+        sidebyside.side_by_side(studio, "v1", "v1", PROMPTS)
     v1_adapter = studio.db.scalar("SELECT adapter_path FROM policies WHERE name = 'v1'")
     register_policy(studio.db, "gone", None, "tiny", "dpo", v1_adapter)
     delete_policy(studio.db, admin, "gone")
     with pytest.raises(NotFound, match="was deleted"):
-        ev.side_by_side(studio, "base", "gone", PROMPTS)
+        sidebyside.side_by_side(studio, "base", "gone", PROMPTS)
     with pytest.raises(NotFound, match="does not exist"):
-        ev.side_by_side(studio, "base", "v99", PROMPTS)
+        sidebyside.side_by_side(studio, "base", "v99", PROMPTS)
     with pytest.raises(ValidationError, match="is a reward model"):
-        ev.side_by_side(studio, "base", "rm1", PROMPTS)
+        sidebyside.side_by_side(studio, "base", "rm1", PROMPTS)
     with pytest.raises(ValidationError, match="empty"):
-        ev.side_by_side(studio, "base", "v1", [])
+        sidebyside.side_by_side(studio, "base", "v1", [])
     with pytest.raises(ValidationError, match="empty") as typed:
         ev.resolve_prompts(studio.db, ev.PromptSet("typed", text=" \n\n "))
     assert "type at least one prompt" in typed.value.hint
@@ -150,7 +125,7 @@ def test_side_by_side_refuses_bad_comparisons_with_clear_errors(studio):
         ev.resolve_prompts(studio.db, ev.PromptSet("queue", queue_id=empty_queue))
     with pytest.raises(NotFound):
         ev.resolve_prompts(studio.db, ev.PromptSet("queue", queue_id=9999))
-    assert "gone" not in ev.comparable_policies(studio.db) and "rm1" not in ev.comparable_policies(studio.db)
+    assert "gone" not in comparable_policies(studio.db) and "rm1" not in comparable_policies(studio.db)
 
 
 def test_prompt_sets_come_from_held_out_pairs_queues_and_typed_text(studio):
@@ -165,10 +140,10 @@ def test_prompt_sets_come_from_held_out_pairs_queues_and_typed_text(studio):
 
 
 def test_diff_highlights_changed_words_and_escapes_html():
-    a, b = ev.diff_html("The cat sat on <the> mat.", "The dog sat on <the> mat.")
+    a, b = sidebyside.diff_html("The cat sat on <the> mat.", "The dog sat on <the> mat.")
     assert '<del style="background:#fdd">cat</del>' in a and '<ins style="background:#dfd">dog</ins>' in b
     assert "&lt;the&gt;" in a and "<the>" not in a and "dog" not in a and "cat" not in b
-    assert ev.diff_html("same", "same") == ("same", "same")
+    assert sidebyside.diff_html("same", "same") == ("same", "same")
 
 
 # --- automatic evaluation -------------------------------------------------------------------------------------
@@ -203,7 +178,7 @@ def test_evaluation_numbers_are_computed_sane_and_tabled(studio):
     rows = studio.adapter_rows("v2", "base")[0]
     prompts = [[{"role": "user", "content": a["prompt"]}] for a in v2.answers]
     texts = [a["answer"] for a in v2.answers]
-    lp = ev.sequence_logprobs(studio, [rows[0]] * 4 + [None] * 4, prompts * 2, texts * 2)
+    lp = scoring.sequence_logprobs(studio, [rows[0]] * 4 + [None] * 4, prompts * 2, texts * 2)
     assert v2.kl_to_base == pytest.approx(sum(lp[i][0] - lp[4 + i][0] for i in range(4)) / 4, abs=1e-3)
     assert v2.kl_to_base > 1.0
 
@@ -235,9 +210,9 @@ def test_versions_trained_by_the_job_runner_evaluate_end_to_end(tmp_path):
         assert ev.eval_table(studio.db)[-1]["rm_seen_in_training"] == trained   # reported, not hidden
         assert 0 <= result.rm_accuracy <= 1 and 0 <= result.implicit_accuracy <= 1
         assert math.isfinite(result.kl_to_base) and math.isfinite(result.gen_reward)
-        table = ev.side_by_side(studio, "base", "v1", PROMPTS[:2], SHORT, "rm1")
+        table = sidebyside.side_by_side(studio, "base", "v1", PROMPTS[:2], SHORT, "rm1")
         assert all(math.isfinite(r.score_a) and math.isfinite(r.score_b) for r in table.rows)
-        picks = ev.pick_for_labeling(studio, "uncertainty", "base", "v1", PROMPTS, k=3, reward_model="rm1",
+        picks = active.pick_for_labeling(studio, "uncertainty", "base", "v1", PROMPTS, k=3, reward_model="rm1",
                                      settings=SHORT)
         assert [p.score for p in picks] == sorted(p.score for p in picks)
     finally:
@@ -248,7 +223,7 @@ def test_versions_trained_by_the_job_runner_evaluate_end_to_end(tmp_path):
 
 
 def test_disagreement_picks_are_ranked_with_reasons(studio):
-    picks = ev.pick_for_labeling(studio, "disagreement", "base", "v2", PROMPTS, k=3, reward_model="rm1",
+    picks = active.pick_for_labeling(studio, "disagreement", "base", "v2", PROMPTS, k=3, reward_model="rm1",
                                  settings=SHORT)
     assert len(picks) == 3 and [p.score for p in picks] == sorted((p.score for p in picks), reverse=True)
     assert all("base and v2 disagree" in p.reason and "nats/token" in p.reason for p in picks)
@@ -257,16 +232,16 @@ def test_disagreement_picks_are_ranked_with_reasons(studio):
     top = picks[0]
     rows = studio.adapter_rows("base", "v2")[0]
     a_row, b_row = (rows or (None, None))
-    (aa, na), (ba, nb) = ev.sequence_logprobs(studio, [a_row, a_row], [top.prompt] * 2, [top.answer_a, top.answer_b])
-    (ab, _), (bb, _) = ev.sequence_logprobs(studio, [b_row, b_row], [top.prompt] * 2, [top.answer_a, top.answer_b])
+    (aa, na), (ba, nb) = scoring.sequence_logprobs(studio, [a_row, a_row], [top.prompt] * 2, [top.answer_a, top.answer_b])
+    (ab, _), (bb, _) = scoring.sequence_logprobs(studio, [b_row, b_row], [top.prompt] * 2, [top.answer_a, top.answer_b])
     assert top.score == pytest.approx(((aa - ab) + (bb - ba)) / (na + nb), abs=1e-4)
     with pytest.raises(ValidationError, match="with itself"):
-        ev.pick_for_labeling(studio, "disagreement", "v1", "v1", PROMPTS)
+        active.pick_for_labeling(studio, "disagreement", "v1", "v1", PROMPTS)
 
 
 def test_uncertainty_picks_smallest_gaps_first_and_become_a_served_queue(studio):
     settings = ev.CompareSettings(temperature=1.0, max_new_tokens=10, seed=3)
-    picks = ev.pick_for_labeling(studio, "uncertainty", "v1", "v1", PROMPTS, k=4, reward_model="rm1",
+    picks = active.pick_for_labeling(studio, "uncertainty", "v1", "v1", PROMPTS, k=4, reward_model="rm1",
                                  settings=settings)
     assert len(picks) == 4 and [p.score for p in picks] == sorted(p.score for p in picks)
     for pick in picks:
@@ -276,21 +251,21 @@ def test_uncertainty_picks_smallest_gaps_first_and_become_a_served_queue(studio)
                        (dict(prompts=[]), "empty"), (dict(settings=SHORT), "greedy answers of v1 are identical")):
         kwargs = {"k": 2, "reward_model": "rm1", "prompts": PROMPTS, "settings": settings, **bad}
         with pytest.raises(ValidationError, match=match):
-            ev.pick_for_labeling(studio, "uncertainty", "v1", "v1", kwargs.pop("prompts"), **kwargs)
+            active.pick_for_labeling(studio, "uncertainty", "v1", "v1", kwargs.pop("prompts"), **kwargs)
 
     admin = ensure_user(studio.db, "ada", "admin", "test")
-    qid = ev.queue_picks(studio.db, admin, "active-test", "uncertainty", "v1", "v1", picks, "rm1")
-    queued = ev.queued_picks(studio.db, qid)
+    qid = active.queue_picks(studio.db, admin, "active-test", "uncertainty", "v1", "v1", picks, "rm1")
+    queued = active.queued_picks(studio.db, qid)
     assert [q["prompt"] for q in queued] == [p.text for p in picks] and [q["rank"] for q in queued] == [1, 2, 3, 4]
     assert queued[0]["reason"] == picks[0].reason
     # a normal queue: the labeling app serves its prompts, smallest gap first
     bo = ensure_user(studio.db, "bo", "labeler", "test")
     assert prompt_queue.next_prompt(studio.db, bo, qid)["text"] == picks[0].text
     with pytest.raises(Conflict, match="already exists"):    # one queue per batch, picks never mixed
-        ev.queue_picks(studio.db, admin, "active-test", "uncertainty", "v1", "v1", picks, "rm1")
-    assert len(ev.queued_picks(studio.db, qid)) == 4
+        active.queue_picks(studio.db, admin, "active-test", "uncertainty", "v1", "v1", picks, "rm1")
+    assert len(active.queued_picks(studio.db, qid)) == 4
     with pytest.raises(ValidationError, match="Nothing to queue"):
-        ev.queue_picks(studio.db, admin, "active-empty", "uncertainty", "v1", "v1", [])
+        active.queue_picks(studio.db, admin, "active-empty", "uncertainty", "v1", "v1", [])
     assert not any(q["name"] == "active-empty" for q in prompt_queue.list_queues(studio.db))
 
 

@@ -130,9 +130,9 @@ def test_the_bitsandbytes_kernels_line_is_dropped_and_other_warnings_are_kept(ca
     import importlib.util
     import logging
 
-    from core.serving.hardware import _UNACTIONABLE, quiet_unactionable_warnings
+    from core.serving.hardware import UNACTIONABLE, quiet_unactionable_warnings
 
-    (name, (prefix,)), = _UNACTIONABLE.items()
+    (name, (prefix,)), = UNACTIONABLE.items()
     source = Path(importlib.util.find_spec(name).origin).read_text()
     assert f'"{prefix}' in source
     quiet_unactionable_warnings()

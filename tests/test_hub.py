@@ -1,5 +1,5 @@
 """Export and Hub push: PEFT layout that reproduces the app's answers, merged weights, cards, datasets, and
-pushes with the real huggingface_hub client against a Hub stand-in on loopback (tests/hub_standin.py)."""
+pushes with the real huggingface_hub client against a Hub stand-in on loopback (tests/support/hub_standin.py)."""
 from __future__ import annotations
 
 import json
@@ -11,8 +11,9 @@ import pytest
 import torch
 import yaml
 
-from core.share import hub
+from core.share import cards, curves, exports, hub, versions
 from core.config import load_settings
+from core.errors import NotFound, PermissionDenied, ValidationError
 from core.serving.generate import SamplingParams, generate_once, generate_pair, prepare_chat
 from core.labeling.identity import ensure_user
 from core.labeling.votes import CandidateIn, Vote, add_user_message, new_conversation, record_vote, save_pair
@@ -20,13 +21,13 @@ from core.serving.models import MODELS_SUBDIR, TINY_MODEL_DIR
 from core.serving.policies import register_policy
 from core.studio import Studio
 from core.data.trainsets import preference_rows
-from tests.conftest import free_port
-from tests.hub_standin import HubStandin
+from tests.support.hub_standin import HubStandin
+from tests.support.processes import free_port
 
 MESSAGES = [{"role": "user", "content": "Name a colour of the sky."}]
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=12)
 TOKEN, READ_TOKEN = "hf_writeTokenForTests0123456789", "hf_readOnlyTokenForTests0123456"
-CARD = hub.CardOptions(license="mit", base_model_id="studio-tests/tiny-llama", datasets=("ada/studio-labels",))
+CARD = cards.CardOptions(license="mit", base_model_id="studio-tests/tiny-llama", datasets=("ada/studio-labels",))
 METRICS = {"loss": [0.69, 0.61, 0.52], "rewards/chosen": [0.0, 0.1, 0.2], "rewards/rejected": [0.0, -0.1, -0.3],
            "kl": [0.0, 0.02, 0.05]}
 
@@ -137,14 +138,14 @@ def peft_from(base_dir, adapter_dir):
 def test_exported_adapter_loads_with_peft_and_reproduces_the_apps_greedy_answer(studio, admin, app_answer):
     from transformers import AutoModelForCausalLM
 
-    export = hub.export_adapter(studio.db, studio.settings.data_dir, "v1", admin, CARD)
+    export = exports.export_adapter(studio.db, studio.settings.data_dir, "v1", admin, CARD)
     assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "tokenizer_config.json",
-            "README.md", hub.CURVES_FILE, "training_config.json"} <= set(export.files)
+            "README.md", curves.CURVES_FILE, "training_config.json"} <= set(export.files)
     assert not any(".partial-" in p.name for p in export.path.parent.iterdir())
     model, tokenizer = peft_from(studio.model_path, export.path), load_tokenizer(export.path)
     text, _ = generate_once(model, tokenizer, MESSAGES, GREEDY)
     assert text == app_answer
-    merged = hub.export_merged(studio.db, studio.settings.data_dir, "v1", admin, "float32", CARD)
+    merged = exports.export_merged(studio.db, studio.settings.data_dir, "v1", admin, "float32", CARD)
     assert "model.safetensors" in merged.files and "adapter_config.json" not in merged.files
     standalone = AutoModelForCausalLM.from_pretrained(str(merged.path)).eval()
     merged_text, _ = generate_once(standalone, load_tokenizer(merged.path), MESSAGES, GREEDY)
@@ -158,17 +159,17 @@ def test_exported_adapter_loads_with_peft_and_reproduces_the_apps_greedy_answer(
 def test_merged_export_saves_the_requested_precision(studio, admin):
     from safetensors import safe_open
 
-    export = hub.export_merged(studio.db, studio.settings.data_dir, "v1", admin, "bfloat16")
+    export = exports.export_merged(studio.db, studio.settings.data_dir, "v1", admin, "bfloat16")
     with safe_open(str(export.path / "model.safetensors"), "pt") as fh:
         assert {fh.get_tensor(k).dtype for k in fh.keys()} == {torch.bfloat16}
-    with pytest.raises(hub.ValidationError, match="dtype"):
-        hub.export_merged(studio.db, studio.settings.data_dir, "v1", admin, "int3")
+    with pytest.raises(ValidationError, match="dtype"):
+        exports.export_merged(studio.db, studio.settings.data_dir, "v1", admin, "int3")
 
 
 def test_model_card_has_metadata_config_data_hash_metrics_and_plot(studio, admin):
     from PIL import Image
 
-    export = hub.export_adapter(studio.db, studio.settings.data_dir, "v1", admin, CARD)
+    export = exports.export_adapter(studio.db, studio.settings.data_dir, "v1", admin, CARD)
     card = (export.path / "README.md").read_text()
     meta = yaml.safe_load(card.split("---")[1])
     assert meta["base_model"] == "studio-tests/tiny-llama" and meta["library_name"] == "peft"
@@ -176,8 +177,8 @@ def test_model_card_has_metadata_config_data_hash_metrics_and_plot(studio, admin
     assert meta["datasets"] == ["ada/studio-labels"]
     assert "d" * 64 in card and "| `beta` | `0.1` |" in card and "| `max_steps` | `3` |" in card
     assert "| loss | 0.69 | 0.52 | 0.52 | 0.69 | 3 |" in card and "| kl |" in card
-    assert f"]({hub.CURVES_FILE})" in card
-    assert Image.open(export.path / hub.CURVES_FILE).size == (1200, 360)
+    assert f"]({curves.CURVES_FILE})" in card
+    assert Image.open(export.path / curves.CURVES_FILE).size == (1200, 360)
     config = json.loads((export.path / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == "studio-tests/tiny-llama"
     assert json.loads((export.path / "training_config.json").read_text())["examples"] == 12
@@ -186,7 +187,7 @@ def test_model_card_has_metadata_config_data_hash_metrics_and_plot(studio, admin
 def test_dataset_export_writes_parquet_jsonl_and_card(studio, admin):
     import pyarrow.parquet as pq
 
-    export = hub.export_dataset(studio.db, studio.settings.data_dir, "preference", admin, {}, name="votes")
+    export = exports.export_dataset(studio.db, studio.settings.data_dir, "preference", admin, {}, name="votes")
     expected = preference_rows(studio.db).rows
     assert len(expected) == 4
     assert pq.read_table(export.path / "data" / "train.parquet").to_pylist() == expected
@@ -194,22 +195,22 @@ def test_dataset_export_writes_parquet_jsonl_and_card(studio, admin):
     assert [json.loads(line) for line in lines] == expected
     meta = yaml.safe_load((export.path / "README.md").read_text().split("---")[1])
     assert meta["configs"][0]["data_files"][0]["path"] == "data/train.parquet" and "dpo" in meta["tags"]
-    kto = hub.export_dataset(studio.db, studio.settings.data_dir, "unpaired", admin, formats=["jsonl"])
+    kto = exports.export_dataset(studio.db, studio.settings.data_dir, "unpaired", admin, formats=["jsonl"])
     assert kto.files == ("README.md", "data/train.jsonl")
-    with pytest.raises(hub.ValidationError, match="No sft rows"):
-        hub.export_dataset(studio.db, studio.settings.data_dir, "sft", admin, {"since": "2999-01-01"})
+    with pytest.raises(ValidationError, match="No sft rows"):
+        exports.export_dataset(studio.db, studio.settings.data_dir, "sft", admin, {"since": "2999-01-01"})
 
 
 def test_only_admins_export_and_bad_versions_are_refused(studio):
     bob = ensure_user(studio.db, "bob", "labeler", "test")
     admin = ensure_user(studio.db, "ada", "admin", "test")
     before = studio.db.scalar("SELECT count(*) FROM exports")
-    with pytest.raises(hub.PermissionDenied):
-        hub.export_adapter(studio.db, studio.settings.data_dir, "v1", bob)
-    with pytest.raises(hub.NotFound):
-        hub.export_adapter(studio.db, studio.settings.data_dir, "v99", admin)
-    with pytest.raises(hub.ValidationError, match="base policy"):
-        hub.export_adapter(studio.db, studio.settings.data_dir, "base", admin)
+    with pytest.raises(PermissionDenied):
+        exports.export_adapter(studio.db, studio.settings.data_dir, "v1", bob)
+    with pytest.raises(NotFound):
+        exports.export_adapter(studio.db, studio.settings.data_dir, "v99", admin)
+    with pytest.raises(ValidationError, match="base policy"):
+        exports.export_adapter(studio.db, studio.settings.data_dir, "base", admin)
     assert studio.db.scalar("SELECT count(*) FROM exports") == before
 
 
@@ -220,7 +221,7 @@ def test_push_adapter_commits_files_and_card_and_a_later_push_updates_the_same_r
                                                                                     app_answer, tmp_path):
     from huggingface_hub import snapshot_download
 
-    export = hub.export_adapter(studio.db, studio.settings.data_dir, "v1", admin, CARD)
+    export = exports.export_adapter(studio.db, studio.settings.data_dir, "v1", admin, CARD)
     steps = []
     result = hub.push_export(studio.db, export.id, admin, TOKEN, "ada/tiny-lora", private=True,
                              progress=lambda f, text: steps.append((f, text)))
@@ -247,8 +248,8 @@ def test_push_adapter_commits_files_and_card_and_a_later_push_updates_the_same_r
         "commit_url": result.commit_url, "date": None}
     # a later export of v1 (new licence in the card) goes to the same repo as a second commit; the client
     # sends only what changed
-    again = hub.export_adapter(studio.db, studio.settings.data_dir, "v1", admin,
-                               hub.CardOptions(license="apache-2.0", base_model_id=CARD.base_model_id))
+    again = exports.export_adapter(studio.db, studio.settings.data_dir, "v1", admin,
+                               cards.CardOptions(license="apache-2.0", base_model_id=CARD.base_model_id))
     assert hub.suggest_repo_id(studio.db, again.id, "ada") == "ada/tiny-lora"
     second = hub.push_export(studio.db, again.id, admin, TOKEN, hub.suggest_repo_id(studio.db, again.id, "ada"))
     assert [c["oid"] for c in repo.commits] == [result.commit_oid, second.commit_oid]
@@ -257,7 +258,7 @@ def test_push_adapter_commits_files_and_card_and_a_later_push_updates_the_same_r
 
 
 def test_push_dataset_to_a_dataset_repo_with_its_card(studio, admin, standin):
-    export = hub.export_dataset(studio.db, studio.settings.data_dir, "preference", admin, {})
+    export = exports.export_dataset(studio.db, studio.settings.data_dir, "preference", admin, {})
     assert hub.suggest_repo_id(studio.db, export.id, "ada") == "ada/rlhf-studio-preference"
     result = hub.push_export(studio.db, export.id, admin, TOKEN, "studio-org/labels", private=False)
     assert result.repo_type == "dataset" and "/datasets/studio-org/labels/commit/" in result.commit_url
@@ -281,7 +282,7 @@ def assert_token_nowhere(studio, exc, caplog, *tokens):
 
 def test_push_errors_are_clear_retried_when_transient_and_leave_nothing_registered(studio, admin, standin,
                                                                                    caplog):
-    export = hub.export_adapter(studio.db, studio.settings.data_dir, "v1", admin)
+    export = exports.export_adapter(studio.db, studio.settings.data_dir, "v1", admin)
     pushes = studio.db.scalar("SELECT count(*) FROM hub_pushes")
     bad = "hf_thisTokenIsNotValidForTheHub42"
     with pytest.raises(hub.HubAuthError, match="rejected the token") as err:
@@ -311,7 +312,7 @@ def test_push_errors_are_clear_retried_when_transient_and_leave_nothing_register
 def test_network_down_and_offline_mode_are_clear_errors(studio, admin, standin, monkeypatch, caplog):
     import huggingface_hub.constants
 
-    export = hub.export_adapter(studio.db, studio.settings.data_dir, "v1", admin)
+    export = exports.export_adapter(studio.db, studio.settings.data_dir, "v1", admin)
     pushes = studio.db.scalar("SELECT count(*) FROM hub_pushes")
     standin.stop()                                               # nothing listens on the port any more
     steps = []
@@ -334,7 +335,7 @@ def test_token_comes_from_the_field_or_hf_token_and_bad_repo_ids_are_refused(stu
     monkeypatch.setenv("HF_TOKEN", "hf_fromEnv")
     assert hub.resolve_token(None) == "hf_fromEnv" and hub.resolve_token("hf_oneOff") == "hf_oneOff"
     export_id = studio.db.scalar("SELECT max(id) FROM exports")
-    with pytest.raises(hub.ValidationError, match="repo id"):
+    with pytest.raises(ValidationError, match="repo id"):
         hub.push_export(studio.db, export_id, admin, TOKEN, "bad name!")
 
 
@@ -342,8 +343,8 @@ def test_zip_download_holds_the_whole_export(studio, admin):
     import io
     import zipfile
 
-    export = hub.export_adapter(studio.db, studio.settings.data_dir, "v1", admin)
-    name, data = hub.zip_export(studio.db, export.id)
+    export = exports.export_adapter(studio.db, studio.settings.data_dir, "v1", admin)
+    name, data = exports.zip_export(studio.db, export.id)
     assert name == f"{export.path.name}.zip"
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         assert sorted(n.split("/", 1)[1] for n in zf.namelist()) == sorted(export.files)
@@ -390,7 +391,7 @@ def test_cli_exports_and_pushes_with_hf_token(tmp_path, tiny_model_dir, standin)
 
     from core.serving.policies import ensure_base_policy
     from storage.db import Database
-    from tests.conftest import ROOT
+    from tests.support import ROOT
 
     data_dir = tmp_path / "data"
     shutil.copytree(tiny_model_dir, data_dir / MODELS_SUBDIR / TINY_MODEL_DIR)
@@ -424,7 +425,7 @@ def test_cli_exports_and_pushes_with_hf_token(tmp_path, tiny_model_dir, standin)
 def test_a_trained_version_exports_with_its_real_metrics_and_reproduces_the_app(tmp_path, tiny_model_dir):
     """End to end: labels -> a real 3-step DPO job through the supervisor -> adapter export whose card holds
     the metrics the trainer logged, and which PEFT loads to give the app's greedy answer."""
-    from core.training.jobs import JobRequest
+    from core.training.request import JobRequest
 
     data_dir = tmp_path / "data"
     shutil.copytree(tiny_model_dir, data_dir / MODELS_SUBDIR / TINY_MODEL_DIR)
@@ -442,12 +443,12 @@ def test_a_trained_version_exports_with_its_real_metrics_and_reproduces_the_app(
             "dpo", "base", {"max_steps": 3, "logging_steps": 1, "max_length": 64, "learning_rate": 0.05}), ada))
         assert job["status"] == "succeeded", job["error"]
         version = s.db.scalar("SELECT name FROM policies WHERE job_id = ?", [job["id"]])
-        export = hub.export_adapter(s.db, data_dir, version, ada)
+        export = exports.export_adapter(s.db, data_dir, version, ada)
         card = (export.path / "README.md").read_text()
         logged = s.db.query("SELECT value FROM job_metrics WHERE job_id = ? AND name = 'loss' ORDER BY step",
                             [job["id"]])
         assert f"| loss | {logged[0]['value']:.4g} | {logged[-1]['value']:.4g} |" in card
-        assert "| rewards/margins |" in card and hub.CURVES_FILE in export.files
+        assert "| rewards/margins |" in card and curves.CURVES_FILE in export.files
         meta = yaml.safe_load(card.split("---")[1])
         assert {"trl", "dpo"} <= set(meta["tags"]) and "base_model" not in meta   # tiny: no Hub id to name
         rows, _ = s.adapter_rows(version, "base")
@@ -467,7 +468,7 @@ GGUF_PROMPT = [{"role": "user", "content": "Write one sentence about rivers and 
 @pytest.fixture(scope="module")
 def gguf_exports(studio, admin):
     """v1 written as GGUF in three types (module-wide: transformers takes ~15 s to read each file's tokenizer)."""
-    return {quant: hub.export_gguf(studio.db, studio.settings.data_dir, "v1", admin, quant, CARD)
+    return {quant: exports.export_gguf(studio.db, studio.settings.data_dir, "v1", admin, quant, CARD)
             for quant in ("f16", "q8_0", "q4_0")}
 
 
@@ -485,7 +486,7 @@ def load_gguf(export):
 
 
 def merged_v1(studio):
-    model, tokenizer = hub._merged_model(hub._policy(studio.db, "v1"), "v1", studio.settings.data_dir)
+    model, tokenizer = versions.merged_model(versions.load_policy(studio.db, "v1"), "v1", studio.settings.data_dir)
     return model.eval(), tokenizer
 
 
@@ -557,9 +558,9 @@ def test_gguf_export_refuses_unknown_types_and_non_admins(studio, admin):
     from core.errors import PermissionDenied, ValidationError
 
     with pytest.raises(ValidationError, match="Unknown GGUF type"):
-        hub.export_gguf(studio.db, studio.settings.data_dir, "v1", admin, "q3_k")
+        exports.export_gguf(studio.db, studio.settings.data_dir, "v1", admin, "q3_k")
     with pytest.raises(PermissionDenied):
-        hub.export_gguf(studio.db, studio.settings.data_dir, "v1", ensure_user(studio.db, "bo", "labeler", "test"))
+        exports.export_gguf(studio.db, studio.settings.data_dir, "v1", ensure_user(studio.db, "bo", "labeler", "test"))
 
 
 def test_bitsandbytes_export_needs_cuda_and_says_what_to_do_instead(studio, admin):
@@ -568,13 +569,13 @@ def test_bitsandbytes_export_needs_cuda_and_says_what_to_do_instead(studio, admi
     if torch.cuda.is_available():  # a GPU machine: the real export, loaded back quantized
         from transformers import AutoModelForCausalLM
 
-        export = hub.export_quantized(studio.db, studio.settings.data_dir, "v1", admin, "nf4", CARD)
+        export = exports.export_quantized(studio.db, studio.settings.data_dir, "v1", admin, "nf4", CARD)
         model = AutoModelForCausalLM.from_pretrained(str(export.path), device_map={"": 0})
         assert model.config.quantization_config.load_in_4bit
         return
     before = studio.db.scalar("SELECT count(*) FROM exports")
     with pytest.raises(ValidationError) as refused:
-        hub.export_quantized(studio.db, studio.settings.data_dir, "v1", admin, "nf4")
+        exports.export_quantized(studio.db, studio.settings.data_dir, "v1", admin, "nf4")
     assert refused.value.code == "needs_cuda" and "GGUF" in refused.value.hint
     assert studio.db.scalar("SELECT count(*) FROM exports") == before
 
@@ -590,7 +591,7 @@ def test_pushed_adapter_runs_as_its_card_says_on_another_machine_and_names_its_t
 
     from huggingface_hub import HfApi
 
-    from core.training.jobs import _write_parquet
+    from core.training.rundir import write_parquet
 
     base_repo = "studio-org/tiny-llama"
     api = HfApi(endpoint=standin.url, token=TOKEN)
@@ -599,13 +600,13 @@ def test_pushed_adapter_runs_as_its_card_says_on_another_machine_and_names_its_t
     run_dir = Path(studio.db.scalar("SELECT run_dir FROM jobs WHERE id = (SELECT job_id FROM policies"
                                     " WHERE name = 'v1')"))
     (run_dir / "data").mkdir(exist_ok=True)
-    _write_parquet(preference_rows(studio.db, None).rows, run_dir / "data" / "train.parquet")
-    data = hub.export_training_data(studio.db, studio.settings.data_dir, "v1", admin)
-    assert hub.get_export(studio.db, data.id)["data_hash"] == "d" * 64       # the version's recorded hash
+    write_parquet(preference_rows(studio.db, None).rows, run_dir / "data" / "train.parquet")
+    data = exports.export_training_data(studio.db, studio.settings.data_dir, "v1", admin)
+    assert exports.get_export(studio.db, data.id)["data_hash"] == "d" * 64       # the version's recorded hash
     hub.push_export(studio.db, data.id, admin, TOKEN, "ada/v1-training-data", private=False)
 
-    card = hub.CardOptions(base_model_id=base_repo)                            # no datasets given
-    adapter = hub.export_adapter(studio.db, studio.settings.data_dir, "v1", admin, card)
+    card = cards.CardOptions(base_model_id=base_repo)                            # no datasets given
+    adapter = exports.export_adapter(studio.db, studio.settings.data_dir, "v1", admin, card)
     config = json.loads((adapter.path / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == base_repo
     hub.push_export(studio.db, adapter.id, admin, TOKEN, "ada/portable-lora", private=False)
@@ -623,7 +624,7 @@ def test_pushed_adapter_runs_as_its_card_says_on_another_machine_and_names_its_t
 
 
 def test_local_base_without_a_hub_id_is_named_in_the_card(studio, admin):
-    adapter = hub.export_adapter(studio.db, studio.settings.data_dir, "v1", admin)   # "tiny": no Hub id
+    adapter = exports.export_adapter(studio.db, studio.settings.data_dir, "v1", admin)   # "tiny": no Hub id
     assert "has no Hub id here" in (adapter.path / "README.md").read_text()
 
 
@@ -651,7 +652,7 @@ def test_cli_exports_a_gguf(tmp_path, tiny_model_dir):
 
     from core.serving.policies import ensure_base_policy
     from storage.db import Database
-    from tests.conftest import ROOT
+    from tests.support import ROOT
 
     data_dir = tmp_path / "data"
     shutil.copytree(tiny_model_dir, data_dir / MODELS_SUBDIR / TINY_MODEL_DIR)

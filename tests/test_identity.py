@@ -8,7 +8,8 @@ from core.config import load_settings
 from core.errors import ConfigError, PermissionDenied
 from core.labeling.identity import Directory, check_password, hash_password, parse_accounts
 from storage.db import Database
-from tests.conftest import ROOT, users_file
+from tests.support import ROOT
+from tests.support.studios import users_file
 
 
 def test_hashed_passwords_check_at_owasp_strength():

@@ -8,7 +8,8 @@ import json
 import pytest
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
-from core.data.datasets_io import import_file, inspect_file
+from core.data.datasets_io import import_file
+from core.data.import_formats import inspect_file
 from core.errors import StudioError
 from core.labeling.identity import User
 from storage.db import Database

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -17,30 +16,16 @@ from gradio_client import Client
 from app.label import SAME_POLICY
 from core.config import load_settings
 from core.labeling.identity import ensure_user
-from core.training.jobs import JobRequest
-from core.labeling.votes import (CandidateIn, Vote, add_user_message, new_conversation, record_vote, save_pair,
-                           submit_labeled_pair)
+from core.training.request import JobRequest
 from core.serving.models import build_tiny_model
 from core.studio import Studio
 from storage.db import Database
-from tests.conftest import ROOT, Server, free_port
+from tests.support import ROOT
+from tests.support.processes import free_port
+from tests.support.servers import Server, job_status, wait_for
+from tests.support.studios import FAST, seed_labels
 
 pytestmark = pytest.mark.slow
-FAST = {"max_steps": 2, "logging_steps": 1, "max_length": 64}
-
-
-def seed_labels(db: Database, n: int = 12) -> None:
-    """Pairs with ratings, thumbs and gold edits: enough for every dataset kind."""
-    ada = ensure_user(db, "ada", "admin", "test")
-    for i in range(n):
-        conv = new_conversation(db, ada, 1)
-        turn = add_user_message(db, ada, conv, f"Question number {i}?")
-        a, b = save_pair(db, conv, turn, None, CandidateIn(f"A clear answer {i}.", 1),
-                         CandidateIn(f"meh {i}", 1), None)
-        record_vote(db, ada, Vote(a, b, "a", ratings={"a": {"helpfulness": 5}, "b": {"helpfulness": 2}},
-                                  thumbs={"a": True, "b": False}, gold_text=f"The best answer {i}.", gold_side="a"))
-
-
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("jobs") / "data"
@@ -126,20 +111,6 @@ def test_cli_trains_headless(tmp_path):
 
 
 # -- through the real server ---------------------------------------------------------------------
-def wait_for(predicate, timeout=240.0, every=0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("timed out")
-
-
-def job_status(srv: Server, job_id: int) -> dict:
-    return httpx.get(f"{srv.url}/api/jobs/{job_id}", timeout=10).json()
-
-
 @pytest.fixture
 def labeled_server(data_dir):
     db = Database.in_data_dir(data_dir)

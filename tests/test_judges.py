@@ -64,7 +64,7 @@ def test_the_rubric_carries_the_guidelines_and_aspects():
 
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory):
-    from tests.test_evaluation import open_studio, random_adapter
+    from tests.support.studios import open_studio, random_adapter
     from core.serving.policies import register_policy
     from pathlib import Path
 
@@ -77,7 +77,7 @@ def studio(tmp_path_factory):
 
 
 def test_a_reward_model_judges_by_its_score_difference_in_both_orders(studio):
-    from core.compare.evaluation import RewardScorer
+    from core.training.reward import RewardScorer
 
     scorer = RewardScorer.load(studio.db, "rm1")
     good, bad = scorer.score([PROMPT, PROMPT], [GOOD, BAD])
@@ -319,8 +319,8 @@ def test_the_cli_estimates_and_runs_a_judge(tmp_path, tiny_model_dir):
     from core.serving.models import MODELS_SUBDIR, TINY_MODEL_DIR
     from core.serving.policies import register_policy
     from core.studio import Studio
-    from tests.conftest import ROOT
-    from tests.test_evaluation import random_adapter
+    from tests.support import ROOT
+    from tests.support.studios import random_adapter
 
     data_dir = tmp_path / "data"
     shutil.copytree(tiny_model_dir, data_dir / MODELS_SUBDIR / TINY_MODEL_DIR)
@@ -382,7 +382,7 @@ def test_the_data_page_shows_agreement_and_runs_judges(studio, admin, monkeypatc
     from streamlit.testing.v1 import AppTest
 
     import core.studio
-    from tests.conftest import ROOT
+    from tests.support import ROOT
 
     monkeypatch.setattr(core.studio, "_current", studio)
     st.cache_data.clear()

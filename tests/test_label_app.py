@@ -11,7 +11,9 @@ from app.label import SAME_POLICY
 from core.labeling import queue as pq
 from core.labeling.identity import ensure_user
 from storage.db import Database
-from tests.conftest import Server, free_port, users_file
+from tests.support.processes import free_port
+from tests.support.servers import Server
+from tests.support.studios import make_random_adapter, users_file
 
 NO_FEEDBACK = [None] * 8 + [[], "", ""]   # 6 ratings, 2 thumbs, flags, note, gold
 
@@ -27,11 +29,11 @@ def feedback(helpfulness_a=None, thumbs_b=None, flags=(), note="", gold=""):
     return values
 
 
-@pytest.fixture(scope="module")
-def shared_label_server(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("label") / "data", free_port()).start("--model", "tiny")
-    yield srv
-    srv.stop()
+@pytest.fixture
+def shared_label_server(shared_server: Server) -> Server:
+    """The session's shared studio (conftest): these tests chat in conversations of their own and tolerate other
+    tests' rows, so they need no server of their own."""
+    return shared_server
 
 
 @pytest.fixture
@@ -155,23 +157,6 @@ def test_team_mode_requires_login_everywhere(tmp_path):
     assert db.query("SELECT u.name FROM preferences p JOIN users u ON u.id = p.labeler_id ORDER BY p.id") == \
         [{"name": "bob"}, {"name": "bob"}]
     db.close()
-
-
-def make_random_adapter(data_dir, name="v1"):
-    """A LoRA adapter with random (non-zero) weights on the tiny base: it changes the answers."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    from core.serving.models import build_tiny_model
-
-    torch.manual_seed(0)
-    base = AutoModelForCausalLM.from_pretrained(build_tiny_model(data_dir))
-    lora = get_peft_model(base, LoraConfig(r=8, lora_alpha=64, target_modules=["q_proj", "v_proj"],
-                                           init_lora_weights=False))
-    path = data_dir / "runs" / name / "adapter"
-    lora.save_pretrained(path)
-    return path
 
 
 def test_two_versions_answer_side_by_side_via_adapter_hot_swap(data_dir):

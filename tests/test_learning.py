@@ -15,17 +15,21 @@ import pytest
 
 from core.config import load_settings
 from core.labeling.identity import ensure_user
-from core.training.jobs import JobRequest
+from core.training.request import JobRequest
 from core.labeling.votes import Vote, submit_labeled_pair
 from core.serving.models import build_tiny_model
 from core.serving.policies import register_policy
-from core.compare.report import badges, compute_report, distinct_n, drift_warnings, is_refusal, latest_report, sign_test
+from core.compare.report import badges, compute_report, distinct_n, drift_warnings, latest_report, sign_test
+from core.compare.safety import is_refusal
 from core.studio import Studio
 from core.training import ALGORITHMS
 from core.training.callbacks import selection_score
 from core.training.defaults import MIN_STEPS, plan_defaults
-from core.data.trainsets import HELD_OUT_PERCENT, prompt_bucket
-from tests.conftest import ROOT, Server, free_port, users_file
+from core.data.split import HELD_OUT_PERCENT, prompt_bucket
+from tests.support import ROOT
+from tests.support.processes import free_port
+from tests.support.servers import Server
+from tests.support.studios import users_file
 
 MARKER = "Sure thing! Banana banana banana."
 
@@ -105,7 +109,7 @@ def test_report_measures():
 
 
 def test_the_console_suggests_a_first_run_then_the_next_round(tmp_path):
-    from core.training.jobs import FIRST_JOB_PAIRS, NEXT_JOB_PAIRS, suggest_next_job
+    from core.training.suggest import FIRST_JOB_PAIRS, NEXT_JOB_PAIRS, suggest_next_job
     from storage.db import Database
 
     db = Database.in_data_dir(tmp_path)

@@ -5,8 +5,8 @@ import pytest
 from gradio_client import Client
 
 from app.label import SAME_POLICY
-from tests.conftest import Server, free_port
-from tests.test_jobs import job_status, wait_for
+from tests.support.processes import free_port
+from tests.support.servers import Server, job_status, wait_for
 
 pytestmark = pytest.mark.slow
 NO_FEEDBACK = [None] * 8 + [[], "", ""]

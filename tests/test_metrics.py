@@ -6,7 +6,7 @@ from gradio_client import Client
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.label import SAME_POLICY
-from tests.conftest import Server
+from tests.support.servers import Server
 
 VOTE = {"answer_a": "A clear answer.", "answer_b": "meh", "outcome": "a"}
 

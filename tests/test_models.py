@@ -241,7 +241,7 @@ def test_failed_build_leaves_nothing_that_looks_like_a_model(monkeypatch, data_d
     assert list(models_dir.iterdir()) == []  # neither the target nor any partial dir
 
     monkeypatch.undo()
-    assert models._is_complete(models.build_tiny_model(data_dir))
+    assert models.is_complete(models.build_tiny_model(data_dir))
 
 
 def test_existing_incomplete_directory_is_not_mistaken_for_a_model(data_dir: Path):

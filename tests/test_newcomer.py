@@ -15,49 +15,17 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 
 from storage.db import Database
-from tests.conftest import free_port
-from tests.hub_standin import HubStandin
-from tests.newcomer_helpers import ARTIFACTS, MakeRunServer, PageChecker
-from tests.test_browser import CHROMIUM
+from tests.support import ARTIFACTS
+from tests.support.browser import CHROMIUM, PageChecker, chat_and_vote, set_max_new_tokens
+from tests.support.hub_standin import HubStandin
+from tests.support.processes import free_port
+from tests.support.servers import MakeRunServer
 
 TOKEN = "hf_newcomerOneOffToken0123456789abcd"
 PROMPTS = ["What is the capital of France?", "Name a fruit.", "How do birds fly?", "Say hello politely.",
            "What is two plus two?", "Describe the sea.", "Give me a colour.", "Why is the sky blue?",
            "Name a planet.", "What do cats eat?", "Write a short greeting.", "What is rain?"]
 MAX_STEPS = 16
-
-
-def status_text(page) -> str:
-    return page.locator("#save-status").inner_text()
-
-
-def chat_and_vote(page, prompt: str, key: str, vote_number: int) -> None:
-    """Send a message, wait for the two candidates, vote with the keyboard and wait for the receipt."""
-    page.get_by_placeholder("Write a message").fill(prompt)
-    page.get_by_role("button", name="Send", exact=True).click()
-    page.wait_for_function("() => document.querySelector('#save-status')?.innerText.includes('Pick the better')",
-                           timeout=120_000)
-    assert page.locator("#cand-a").inner_text().strip() and page.locator("#cand-b").inner_text().strip()
-    page.locator("body").click(position={"x": 5, "y": 5})   # focus outside the text box: keys vote
-    page.keyboard.press(key)
-    page.wait_for_function("() => document.querySelector('#save-status')?.innerText.includes('Saved')",
-                           timeout=30_000)
-    assert f"vote #{vote_number})" in status_text(page)   # a fresh studio: votes are numbered from 1
-
-
-def set_max_new_tokens(page, accordion: str, value: int = 8) -> None:
-    """Short answers keep the tiny model quick: the Sampling settings accordion's number box, checked on the
-    slider (the value counts once the slider shows it)."""
-    page.get_by_text(accordion, exact=True).click()
-    field = page.locator("input[aria-label='number input for Max new tokens']:visible")
-    slider = page.locator("input[aria-label='range slider for Max new tokens']:visible")
-    for _ in range(20):
-        field.fill(str(value))
-        field.press("Tab")
-        time.sleep(0.25)
-        if slider.input_value() == str(value) and field.input_value() == str(value):
-            return
-    raise AssertionError(f"Max new tokens stayed {field.input_value()} / slider {slider.input_value()}")
 
 
 def streamlit_number(page, label: str, value: int) -> None:

@@ -1,7 +1,7 @@
 """A Space in team mode with "Sign in with Hugging Face", end to end in Chromium.
 
 The studio runs as on a Space with ``hf_oauth: true`` (SYSTEM, SPACE_ID, OAUTH_* variables) except that the
-OpenID provider is a loopback stand-in (tests/oidc_standin.py). One sign-in must give the same identity to
+OpenID provider is a loopback stand-in (tests/support/oidc_standin.py). One sign-in must give the same identity to
 the labeling app, the console and the REST API; the console must never be open without it; STUDIO_ADMINS
 decides who is an admin; a Hub name equal to a team account's is refused.
 """
@@ -14,11 +14,12 @@ import httpx
 import pytest
 
 from storage.db import Database
-from tests.conftest import ROOT, Server, free_port, users_file
-from tests.oidc_standin import OidcStandin
-from tests.test_newcomer import chat_and_vote, set_max_new_tokens
-
-ARTIFACTS = ROOT / "test-artifacts"
+from tests.support import ARTIFACTS
+from tests.support.browser import chat_and_vote, set_max_new_tokens
+from tests.support.oidc_standin import OidcStandin
+from tests.support.processes import free_port
+from tests.support.servers import Server
+from tests.support.studios import users_file
 
 
 @pytest.fixture(scope="module")

@@ -21,14 +21,14 @@ from app.server import ApiFirst
 from core.labeling import access
 from core.chain.public import contributions_report
 from core.config import load_settings
-from core.training.jobs import JobRequest, job_filters
+from core.training.request import JobRequest, job_filters
 from core.labeling.votes import OUTCOMES
 from core.serving.models import build_tiny_model
 from core.serving.policies import list_policies, register_policy
 from core.compare.report import latest_report
 from core.studio import Studio
 from core.training.launch import LaunchConfig
-from tests.conftest import users_file
+from tests.support.studios import users_file
 
 MAX_BODY = 20_000
 ERROR_REF = "#/components/schemas/ErrorBody"

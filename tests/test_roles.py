@@ -12,9 +12,11 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 
 from storage.db import Database
-from tests.conftest import ROOT, Server, free_port, users_file
+from tests.support import ARTIFACTS
+from tests.support.processes import free_port
+from tests.support.servers import Server
+from tests.support.studios import users_file
 
-ARTIFACTS = ROOT / "test-artifacts"
 ADA, BOB, CAT = ("ada", "pw-ada"), ("bob", "pw-bob"), ("cat", "pw-cat")
 VOTE = {"answer_a": "x", "answer_b": "y", "outcome": "a"}
 

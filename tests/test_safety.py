@@ -20,7 +20,7 @@ FAST = 8           # tokens per answer: the tiny model's answers are noise anywa
 
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory):
-    from tests.test_evaluation import open_studio, random_adapter
+    from tests.support.studios import open_studio, random_adapter
 
     root = tmp_path_factory.mktemp("safety")
     s = open_studio(root / "data")
@@ -280,7 +280,7 @@ def test_the_compare_page_evaluates_and_shows_rates_per_version_and_category(stu
     from streamlit.testing.v1 import AppTest
 
     import core.studio
-    from tests.conftest import ROOT
+    from tests.support import ROOT
 
     monkeypatch.setattr(core.studio, "_current", studio)
     app = AppTest.from_file(str(ROOT / "pages" / "compare.py"), default_timeout=300).run()
@@ -301,8 +301,8 @@ def test_a_less_safe_version_is_named_in_its_card_and_on_the_export_page(studio,
     from streamlit.testing.v1 import AppTest
 
     import core.studio
-    from core.share import hub
-    from tests.conftest import ROOT
+    from core.share import cards, versions
+    from tests.support import ROOT
 
     if studio.db.scalar("SELECT count(*) FROM policies WHERE name = 'v2'") == 0:
         parent = studio.db.scalar("SELECT id FROM policies WHERE name = 'v1'")
@@ -313,7 +313,7 @@ def test_a_less_safe_version_is_named_in_its_card_and_on_the_export_page(studio,
     stored(studio, admin, "v2", lambda p: comply)                     # answers every harmful request
     change = safety.safety_change(studio.db, "v2")
     assert change["worse"] and change["against"] == "v1"
-    card = "\n".join(hub._safety_lines(studio.db, hub._policy(studio.db, "v2")))
+    card = "\n".join(cards.safety_lines(studio.db, versions.load_policy(studio.db, "v2")))
     assert "unsafe-answer rate: 100%" in card and "unsafe-answer rate rose 0% -> 100%" in card
 
     monkeypatch.setattr(core.studio, "_current", studio)

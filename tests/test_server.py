@@ -11,7 +11,8 @@ from gradio_client import Client
 from app.label import SAME_POLICY
 
 from storage.db import Database
-from tests.conftest import ROOT, Server, free_port
+from tests.support import ROOT
+from tests.support.servers import Server
 
 
 def test_console_label_app_and_api_answer_on_one_port(shared_server: Server):

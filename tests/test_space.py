@@ -9,7 +9,8 @@ import time
 
 import httpx
 
-from tests.conftest import ROOT, free_port
+from tests.support import ROOT
+from tests.support.processes import free_port
 
 
 def test_readme_front_matter_declares_a_docker_space_on_7860():

@@ -20,10 +20,11 @@ import torch
 
 from core.errors import ValidationError
 from core.training import ALGORITHMS, config_fields, get_algorithm
-from core.training.common import QLORA_ON_CPU, JobConfig
+from core.training.common import QLORA_ON_CPU
 from core.training.dpo import DPOConfig
+from core.training.estimate import estimate
 from core.training.online_rl import OnlineRLConfig
-from core.training.run import estimate
+from core.training.rundir import JobConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"max_steps": 2, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "max_length": 64,

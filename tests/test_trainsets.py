@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from core.errors import ValidationError
-from core.data.trainsets import (Filters, build_preference, build_reward, build_sft, build_unpaired,
-                            preference_rows, resolve_aspect_weights, sft_rows, unpaired_rows)
+from core.data.filters import Filters, resolve_aspect_weights
+from core.data.trainsets import (build_preference, build_reward, build_sft, build_unpaired, preference_rows, sft_rows,
+                                 unpaired_rows)
 from storage.db import Database
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -447,8 +448,8 @@ def test_empty_database_gives_empty_datasets_with_the_right_columns(lab: Lab):
 def test_hold_out_leaves_the_evaluation_split_out_of_training_data(lab: Lab):
     """``hold_out_percent`` drops exactly the prompts the Compare page evaluates on (same fixed hash split),
     for pairs and SFT rows alike, and the dry run counts them as skipped."""
-    from core.training.jobs import build_rows
-    from core.data.trainsets import prompt_bucket
+    from core.data.training_data import build_rows
+    from core.data.split import prompt_bucket
     from core.training import get_algorithm
 
     for i in range(40):

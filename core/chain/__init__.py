@@ -2,5 +2,9 @@
 
 Modules: ``contract`` (compile + cache), ``merkle`` (OpenZeppelin StandardMerkleTree), ``ledger``
 (web3 client for any JSON-RPC endpoint), ``local`` (embedded py-evm chain rebuilt from the DB),
-``contributions`` (collect, weigh, batch, anchor with retry, claim, verify), ``wallet`` (EIP-4361 link).
+``contributions`` (collect, weigh, batch, anchor with retry, claim, verify), ``views`` (what a contributor
+and an admin read back: contributions, amounts, claimable batches), ``wallet`` (EIP-4361 link),
+``service`` (the background batcher) and ``public`` (reports anyone can check).
+
+Independent of the labeling loop's packages: contributions are derived from the tables they write.
 """

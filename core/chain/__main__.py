@@ -39,16 +39,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"STUDIO_CHAIN_RPC_URL={args.rpc_url}\nSTUDIO_CHAIN_ID={ledger.chain_id}\n"
                   f"STUDIO_CHAIN_CONTRACT={ledger.address}")
         else:
-            from core.chain import contributions as cb
+            from core.chain import views
             from storage.db import Database
 
             if not (Path(args.data_dir) / "studio.duckdb").is_file():
                 print(f"error: no studio database in {args.data_dir}", file=sys.stderr)
                 return 2
             db = Database.in_data_dir(args.data_dir)
-            for b in cb.batches(db):
+            for b in views.batches(db):
                 print(f"batch {b['id']}: {b['status']} {b['contributors']} contributors, {b['contributions']} "
-                      f"contributions, {cb.tokens(b['total_amount'])} tokens, tx {b['tx_hash'] or '-'}"
+                      f"contributions, {views.tokens(b['total_amount'])} tokens, tx {b['tx_hash'] or '-'}"
                       + (f", last error: {b['last_error']}" if b["last_error"] else ""))
             db.close()
     except StudioError as exc:

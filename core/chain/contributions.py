@@ -10,14 +10,14 @@ amount, a random salt and ``content_hash = keccak256(salt || canonical content)`
 into the Merkle tree, so nothing readable reaches the chain. A batch has ONE leaf per contributor
 committing to (address, amount, sub-root of their contributions); see :mod:`core.chain.merkle`.
 Contributions of people without a linked wallet stay pending until they link one.
+What the UIs read back (a person's contributions, amounts, claimable batches) is in :mod:`core.chain.views`.
 """
 from __future__ import annotations
 
 import json
 import secrets
-import statistics
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -302,11 +302,13 @@ def anchor_batch(db: Database, ledger: Ledger, batch_id: int, policy: BatchPolic
         else:
             result, sent = ledger.anchor(batch_id, root, batch["contributors"], int(batch["total_amount"])), True
     except ChainError as exc:
+        last_error = f"[{exc.code}] {exc.message}"
+
         def fail(cur):
             attempts = batch["attempts"] + 1
             cur.execute("UPDATE chain_batches SET attempts = ?, last_error = ?,"
                         " next_attempt_at = current_timestamp + to_seconds(?) WHERE id = ?",
-                        [attempts, f"[{exc.code}] {exc.message}", backoff_seconds(policy, attempts), batch_id])
+                        [attempts, last_error, backoff_seconds(policy, attempts), batch_id])
         db.write(fail)
         raise
 
@@ -375,13 +377,6 @@ class Proof:
             return b""
         top = leaf_hash(ACCOUNT_LEAF, (self.account, self.account_amount, _hex_to_bytes(self.subroot)))
         return process_proof(top, [_hex_to_bytes(p) for p in self.proof])
-
-
-def _leaf_row(db: Database, batch_id: int, user_id: int) -> dict[str, Any]:
-    rows = db.query("SELECT * FROM batch_leaves WHERE batch_id = ? AND user_id = ?", [batch_id, user_id])
-    if not rows:
-        raise NotFound(f"No leaf of user {user_id} in batch {batch_id}", hint="the contribution is in another batch")
-    return rows[0]
 
 
 def _batch_tree(db: Database, batch_id: int) -> tuple[MerkleTree, list[dict[str, Any]]]:
@@ -480,48 +475,3 @@ def claim(db: Database, ledger: Ledger, batch_id: int, user_id: int) -> TxResult
                     " WHERE batch_id = ? AND user_id = ?", [result.tx_hash, result.block_number, batch_id, user_id])
     db.write(done)
     return result
-
-
-# ----------------------------------------------------------------------------- views
-# A contribution's status from its batch: pending (not batched yet), batched (root not anchored yet), anchored.
-_STATUS = ("CASE WHEN c.batch_id IS NULL THEN 'pending' WHEN b.status = 'anchored' THEN 'anchored'"
-           " ELSE 'batched' END AS status")
-
-
-def contributions_of(db: Database, user_id: int) -> list[dict[str, Any]]:
-    """A contributor's contributions with their batch status (pending / batched / anchored)."""
-    return db.query(
-        "SELECT c.id, c.kind, c.weight, c.amount, c.content_hash, c.created_at, c.batch_id, "
-        + _STATUS + ", b.tx_hash, b.block_number, l.claim_tx"
-        " FROM contributions c LEFT JOIN chain_batches b ON b.id = c.batch_id"
-        " LEFT JOIN batch_leaves l ON l.batch_id = c.batch_id AND l.user_id = c.user_id"
-        " WHERE c.user_id = ? ORDER BY c.id DESC", [user_id])
-
-
-def amounts_of(db: Database, user_id: int) -> dict[str, int]:
-    """Token amounts (base units): pending (not batched), batched (not anchored), claimable, claimed."""
-    pending = db.scalar("SELECT coalesce(sum(amount), 0) FROM contributions WHERE user_id = ? AND batch_id IS NULL",
-                        [user_id])
-    rows = db.query("SELECT b.status, l.amount, l.claim_tx FROM batch_leaves l JOIN chain_batches b ON b.id = l.batch_id"
-                    " WHERE l.user_id = ?", [user_id])
-    out = {"pending": int(pending), "batched": 0, "claimable": 0, "claimed": 0}
-    for row in rows:
-        key = "batched" if row["status"] != "anchored" else "claimed" if row["claim_tx"] else "claimable"
-        out[key] += int(row["amount"])
-    return out
-
-
-def status_counts(db: Database, user_id: int) -> dict[str, int]:
-    """How many of a contributor's contributions are pending (not batched), batched and anchored."""
-    rows = db.query("SELECT " + _STATUS + ", count(*) AS n FROM contributions c"
-                    " LEFT JOIN chain_batches b ON b.id = c.batch_id WHERE c.user_id = ? GROUP BY 1", [user_id])
-    return {"pending": 0, "batched": 0, "anchored": 0} | {r["status"]: int(r["n"]) for r in rows}
-
-
-def batches(db: Database, limit: int = 200) -> list[dict[str, Any]]:
-    return db.query("SELECT * FROM chain_batches ORDER BY id DESC LIMIT ?", [limit])
-
-
-def tokens(amount: int) -> str:
-    """Base units -> a readable token amount."""
-    return f"{Decimal(int(amount)) / TOKEN:.3f}"

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from core.chain import contributions as cb
+from core.chain import views
 from core.chain.wallet import linked_address
 from core.errors import NotFound
 from storage.db import Database
@@ -34,11 +35,11 @@ def _plain(value: Any) -> Any:
 def contributions_report(db: Database, name: str) -> dict[str, Any]:
     """A contributor's linked address, token amounts and contributions with their anchoring status."""
     user_id = _user_id(db, name)
-    rows = [{k: _plain(v) for k, v in r.items()} for r in cb.contributions_of(db, user_id)]
+    rows = [{k: _plain(v) for k, v in r.items()} for r in views.contributions_of(db, user_id)]
     for row in rows:
         row["amount"] = str(row["amount"])
     return {"user": name, "address": linked_address(db, user_id),
-            "amounts": {k: str(v) for k, v in cb.amounts_of(db, user_id).items()}, "contributions": rows}
+            "amounts": {k: str(v) for k, v in views.amounts_of(db, user_id).items()}, "contributions": rows}
 
 
 def proof_report(db: Database, name: str, contribution_id: int, with_secret: bool = False) -> dict[str, Any]:

@@ -4,7 +4,7 @@ Computed in the background after every training job (new version vs its parent) 
 versions, on data the version never trained on:
 
 * **Held-out preference accuracy** on the labeled pairs of the evaluation split (prompts whose fixed hash bucket is
-  below 20, see core.data.trainsets; pairs whose prompt is in either version's training snapshot are left out). Each
+  below 20, see core.data.split; pairs whose prompt is in either version's training snapshot are left out). Each
   version ranks chosen vs rejected by its own mean log-probability per answer token (per token, so answer length
   does not decide); ``accuracy_against -> accuracy_version`` is the headline. The verdict itself rests on the
   paired question DPO asks: did the version raise log p(chosen) - log p(rejected) relative to the other version?
@@ -14,8 +14,8 @@ versions, on data the version never trained on:
   samples one answer per prompt (temperature 1, top-p 1, fixed seeds, one batched call per prompt), giving
   - KL to the other version per token: mean over the version's samples of log pi_v(y|x) - log pi_against(y|x),
     divided by the tokens (unbiased at temperature 1);
-  - answer length (tokens), refusal rate (a fixed list of refusal phrases), diversity (distinct-2: unique word
-    bigrams / all bigrams over the version's answers);
+  - answer length (tokens), refusal rate (the refusal phrases of ``core.compare.safety.is_refusal``), diversity
+    (distinct-2: unique word bigrams / all bigrams over the version's answers);
   - win rate judged by the newest reward model (rmN) when one exists (ties count half);
   - the prompts where the two answers differ most (1 - word overlap), side by side.
 * **Warnings** when something moved suspiciously (2x longer answers, more refusals, less diversity, large KL) and
@@ -29,20 +29,24 @@ from __future__ import annotations
 import json
 import math
 import queue
-import re
 import threading
 import traceback
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
 from core.compare import evaluation as ev
+from core.compare.evaluation import Progress, report_progress
+from core.compare.safety import is_refusal, safety_change
+from core.compare.sidebyside import word_overlap
 from core.errors import StudioError, ValidationError
 from core.serving.generate import SamplingParams, generate_batch
-from core.serving.policies import BASE_POLICY
-from core.data.trainsets import HELD_OUT_PERCENT, filters_from_dict, prompt_key
+from core.serving.policies import default_against
+from core.serving.scoring import adapter_names, row_adapter, sequence_logprobs
+from core.training.reward import RewardScorer
+from core.data.filters import filters_from_dict
+from core.data.split import HELD_OUT_PERCENT, prompt_key
 from storage.db import Database
 
-Progress = Callable[[float, str], None]
 SIGNIFICANCE = 0.05
 MIN_PAIRS_TO_TELL = 6            # below this even a perfect move is not significant (1/2^6 = 0.016 > 0.05 at 5)
 LENGTH_RATIO_WARN = 1.5
@@ -51,13 +55,6 @@ DIVERSITY_DROP_WARN = 0.25       # relative drop of distinct-2
 KL_WARN = 0.5                    # nats per token
 MOVED_KL = 0.05                  # nats per token: a version this far from the other one has clearly changed
 EXAMPLES = 5
-REFUSAL = re.compile(
-    r"\b(i\s+(?:can(?:'|no)t|cannot|won't|will not|am not able to|'m not able to|am unable to|'m unable to)"
-    r"(?:\s+help|\s+assist|\s+provide|\s+do|\s+answer|\s+comply)|i'm sorry,? but|i am sorry,? but"
-    r"|as an ai\b|i must decline|i do not feel comfortable|i don't feel comfortable"
-    # SmolLM2's own way of declining ("I'm sorry for any confusion, but as a chatbot I don't have the capability")
-    r"|(?:i'?m|i am) sorry for (?:any|the|your) \w+,? but\b|\bas an? (?:ai|chatbot|language model|assistant)\b"
-    r"|i (?:don't|do not) have the (?:capability|ability) to\b)", re.IGNORECASE)
 VERDICTS = ("learned", "no_change", "regressed", "unmeasured")
 
 
@@ -84,10 +81,6 @@ class ReportSettings:
 
 
 # --- small pure measures ----------------------------------------------------------------------------------
-
-
-def is_refusal(text: str) -> bool:
-    return bool(REFUSAL.search(text or ""))
 
 
 def distinct_n(texts: Sequence[str], n: int = 2) -> float | None:
@@ -196,14 +189,6 @@ def _suggestion(m: dict[str, Any], config: dict[str, Any]) -> str:
 # --- computing a report -----------------------------------------------------------------------------------
 
 
-def default_against(db: Database, version: str) -> str:
-    policy = ev.comparable_policy(db, version)
-    if policy["name"] == BASE_POLICY:
-        raise ValidationError("base has no parent to compare with", hint="pick a trained version (v1, v2, ...) "
-                              "or name the version to compare with")
-    return policy["parent"] or BASE_POLICY
-
-
 def _trained_prompts(db: Database, *policies: dict[str, Any]) -> set[str]:
     keys: set[str] = set()
     for policy in policies:
@@ -250,17 +235,17 @@ def compute_report(studio: Any, version: str, against: str | None = None, settin
     policy, other = ev.check_pair(db, version, against)
     trained = _trained_prompts(db, policy, other)
     pairs = [p for p in held_out_pairs(db, policy) if prompt_key(p["prompt"]) not in trained][: settings.max_pairs]
-    rows = ev.adapter_names(studio, version, against)
-    v_row, a_row = ev.row_adapter(rows, 0), ev.row_adapter(rows, 1)
+    rows = adapter_names(studio, version, against)
+    v_row, a_row = row_adapter(rows, 0), row_adapter(rows, 1)
 
     # 1. Held-out pairs: both versions score chosen and rejected.
-    _step(progress, 0.05, f"scoring {len(pairs)} held-out pairs with {version} and {against}")
+    report_progress(progress, 0.05, f"scoring {len(pairs)} held-out pairs with {version} and {against}")
     m: dict[str, Any] = {"version": version, "against": against, "held_out_pairs": len(pairs)}
     if pairs:
         prompts = [p["prompt"] for p in pairs] * 2
         answers = [p["chosen"][0]["content"] for p in pairs] + [p["rejected"][0]["content"] for p in pairs]
-        lv = ev.sequence_logprobs(studio, [v_row] * len(answers), prompts, answers)
-        la = ev.sequence_logprobs(studio, [a_row] * len(answers), prompts, answers)
+        lv = sequence_logprobs(studio, [v_row] * len(answers), prompts, answers)
+        la = sequence_logprobs(studio, [a_row] * len(answers), prompts, answers)
         n = len(pairs)
 
         def per_token(lp: list[tuple[float, int]], i: int) -> float:
@@ -284,7 +269,7 @@ def compute_report(studio: Any, version: str, against: str | None = None, settin
     # 2. Generations on held-out prompts: every prompt x both versions in one batched call.
     prompts = _report_prompts(db, pairs, trained, settings.prompts)
     sampling = SamplingParams(1.0, 1.0, settings.max_new_tokens).validate()
-    _step(progress, 0.3, f"{len(prompts)} answers from each version")
+    report_progress(progress, 0.3, f"{len(prompts)} answers from each version")
     model, tokenizer = studio.model()
     studio.share_cpu()
     answers = generate_batch(model, tokenizer, prompts * 2, sampling,
@@ -295,11 +280,11 @@ def compute_report(studio: Any, version: str, against: str | None = None, settin
                for i, prompt in enumerate(prompts)]
     m["prompts"] = len(samples)
     if samples:
-        _step(progress, 0.85, f"KL of {version} to {against}")
+        report_progress(progress, 0.85, f"KL of {version} to {against}")
         texts = [s["version"] for s in samples]
         sample_prompts = [s["prompt"] for s in samples]
-        own = ev.sequence_logprobs(studio, [v_row] * len(texts), sample_prompts, texts)
-        theirs = ev.sequence_logprobs(studio, [a_row] * len(texts), sample_prompts, texts)
+        own = sequence_logprobs(studio, [v_row] * len(texts), sample_prompts, texts)
+        theirs = sequence_logprobs(studio, [a_row] * len(texts), sample_prompts, texts)
         tokens = sum(t for _, t in own)
         m["kl_per_token"] = sum(o - t for (o, _), (t, _) in zip(own, theirs)) / max(1, tokens)
         m["length_version"] = _mean([s["tokens_version"] for s in samples])
@@ -311,8 +296,8 @@ def compute_report(studio: Any, version: str, against: str | None = None, settin
     m["reward_model"], m["win_rate"] = None, None
     reward_models = ev.reward_models(db)
     if reward_models and samples:
-        _step(progress, 0.92, f"judging both versions' answers with {reward_models[0]}")
-        scorer = ev.RewardScorer.load(db, reward_models[0])
+        report_progress(progress, 0.92, f"judging both versions' answers with {reward_models[0]}")
+        scorer = RewardScorer.load(db, reward_models[0])
         sample_prompts = [s["prompt"] for s in samples]
         mine = scorer.score(sample_prompts, [s["version"] for s in samples])
         theirs_scores = scorer.score(sample_prompts, [s["against"] for s in samples])
@@ -320,7 +305,7 @@ def compute_report(studio: Any, version: str, against: str | None = None, settin
         m["win_rate"] = ev.preference_accuracy(mine, theirs_scores)
 
     for s in samples:
-        s["difference"] = round(1.0 - ev.word_overlap(s["version"], s["against"]), 3)
+        s["difference"] = round(1.0 - word_overlap(s["version"], s["against"]), 3)
     examples = sorted(samples, key=lambda s: -s["difference"])[:EXAMPLES]
     kind, summary = verdict(m, policy["config"])
     report = {
@@ -333,13 +318,8 @@ def compute_report(studio: Any, version: str, against: str | None = None, settin
         "INSERT INTO version_reports (policy_id, against_id, verdict, summary, report, created_by)"
         " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
         [policy["id"], other["id"], kind, summary, json.dumps(report), getattr(user, "id", None)]).fetchone()[0])
-    _step(progress, 1.0, summary)
+    report_progress(progress, 1.0, summary)
     return {**report, "id": report_id}
-
-
-def _step(progress: Progress | None, value: float, text: str) -> None:
-    if progress is not None:
-        progress(min(1.0, max(0.0, value)), text)
 
 
 # --- reading reports --------------------------------------------------------------------------------------
@@ -355,9 +335,7 @@ def latest_report(db: Database, version: str, against: str | None = None) -> dic
     if not rows:
         return None
     report = json.loads(rows[0]["report"])
-    from core.compare.safety import safety_change   # a safety evaluation is run on its own, later: read it at read time
-
-    safety = safety_change(db, version, against)
+    safety = safety_change(db, version, against)   # a safety evaluation is run on its own, later: read it at read time
     return {**report, "id": rows[0]["id"], "created_at": rows[0]["created_at"].isoformat(),
             **({"safety": safety} if safety else {})}
 

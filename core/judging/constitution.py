@@ -12,7 +12,7 @@ Why it looks like this:
 - The pair is stored like a chat turn labeled by an AI: a conversation owned by the AI labeler ``ai:constitution``
   (users.kind 'ai'), the prompt as its user message, A = original and B = revision (both from the version), and a
   vote 'b' with source 'judge', the way AI judges store verdicts (core.judging.runs). So training sets leave it out
-  unless asked (core.data.trainsets ``label_kinds``), it earns no contribution reward, and the critique stays readable in
+  unless asked (core.data.filters ``label_kinds``), it earns no contribution reward, and the critique stays readable in
   the vote's note and in the candidates' sampling JSON. There is no confidence: the vote is by construction.
   People check the pairs in the labeling app's Review tab (core.labeling.review), which shows the critique with answer B.
 - Everything one prompt writes is one transaction: a run that fails keeps whole pairs only. A revision that is empty
@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 
 from core import ASSETS
 from core.errors import ModelError, NotFound, PermissionDenied, ValidationError
-from core.compare.evaluation import comparable_policy
+from core.serving.policies import comparable_policy
 from core.labeling.feedback import clean_text
 from core.serving.generate import SamplingParams
 from core.labeling.identity import User, ensure_ai_labeler
@@ -68,7 +68,7 @@ def parse_principles(text: str) -> list[str]:
     return found
 
 
-def _checked(items: Sequence[str]) -> list[str]:
+def checked_principles(items: Sequence[str]) -> list[str]:
     """Principles as a critique prompt can use them: text, non-empty, not too many, none too long. A string is read
     as a written constitution (one principle per line), not as a sequence of characters."""
     if isinstance(items, str):
@@ -102,7 +102,7 @@ def save_principles(db: Database, admin: User, text: str) -> list[str]:
     if not admin.is_admin:
         raise PermissionDenied("Only admins can edit the constitution", hint="ask an admin")
     text = clean_text(text, "constitution", max_chars=MAX_TEXT_CHARS)
-    items = _checked(parse_principles(text))
+    items = checked_principles(parse_principles(text))
     with db.transaction() as cur:
         cur.execute("INSERT INTO studio_kv (key, value, updated_by) VALUES (?, ?, ?)"
                     " ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_by = excluded.updated_by,"
@@ -187,7 +187,7 @@ def critique_and_revise(studio: Any, version: str, prompt_messages: Messages, it
                         sampling: SamplingParams | None = None, *, seed: int | None = None) -> Revision:
     """Answer, critique the answer against ``items`` (the principles), revise it: three generations of
     ``version`` with the same settings and seed. Nothing is stored here."""
-    items = _checked(items)
+    items = checked_principles(items)
     sampling = (sampling or SamplingParams()).validate()
     if not prompt_messages or prompt_messages[-1].get("role") != "user":
         raise ValidationError("The prompt must end with a user message", hint="give the question to answer")
@@ -225,7 +225,7 @@ def store_revision(db: Database, labeler: User, prompt: str, revision: Revision,
     note = json.dumps({"kind": "constitution", "critique": revision.critique})
     with db.transaction() as cur:
         conversation, turn, a_id, b_id = write_prompt_pair(cur, labeler, prompt, prompt_id, a, b, meta)
-        # the same columns as core.judging.runs._save_verdict writes for an AI judge's vote
+        # the same columns as core.judging.runs.save_verdict writes for an AI judge's vote
         return cur.execute(
             "INSERT INTO preferences (conversation_id, turn, prompt_id, candidate_a, candidate_b, outcome, labeler_id,"
             " source, note, confidence, judge_run_id) VALUES (?, ?, ?, ?, ?, 'b', ?, 'judge', ?, NULL, NULL)"
@@ -278,7 +278,7 @@ def run_constitution(studio: Any, admin: User, version: str, prompts: Sequence[s
     ids_in = list(prompt_ids) if prompt_ids is not None else [None] * len(texts)
     if len(ids_in) != len(texts):
         raise ValidationError(f"{len(ids_in)} prompt ids for {len(texts)} prompts", hint="give one id per prompt")
-    items = _checked(principles_text(studio.db) if principles is None else principles)
+    items = checked_principles(principles_text(studio.db) if principles is None else principles)
     sampling = (sampling or SamplingParams()).validate()
     policy = comparable_policy(studio.db, version)
     labeler = ensure_ai_labeler(studio.db, LABELER)

@@ -189,14 +189,14 @@ class PolicyBackend:
     batch = 8
 
     def __init__(self, studio: Any, version: str, instructions: str) -> None:
-        from core.compare.evaluation import adapter_names
+        from core.serving.scoring import adapter_names
 
         self.studio, self.instructions = studio, instructions
         rows = adapter_names(studio, version, version)
         self.adapter = rows[0] if rows else None
 
     def prefer_first(self, items: Sequence[tuple[Messages, str, str]]) -> list[float]:
-        from core.compare.evaluation import sequence_logprobs
+        from core.serving.scoring import sequence_logprobs
 
         chats = [judge_messages(self.instructions, p, first, second) for p, first, second in items]
         scored = sequence_logprobs(self.studio, [self.adapter] * (2 * len(chats)), chats * 2,

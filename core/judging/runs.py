@@ -2,7 +2,7 @@
 
 Why it looks like this:
 - A judge's labels are votes of its own labeler (users.kind 'ai', named ``ai:<judge>``, source 'judge') with
-  the verdict's confidence. Training sets leave them out unless a filter asks for them (core.data.trainsets
+  the verdict's confidence. Training sets leave them out unless a filter asks for them (core.data.filters
   ``label_kinds``); they earn no contribution rewards.
 - Each pair's verdict is saved in its own transaction, so a run that fails or is cancelled keeps every pair
   it finished and nothing half-written; running the same judge again skips the pairs it already labeled
@@ -132,7 +132,7 @@ def backend_for(studio: Any, spec: judges.JudgeSpec, api_key: str | None = None)
 
     instructions = judges.rubric(guidelines(studio.db), active_aspects(studio.db))
     if spec.kind == "rm":
-        from core.compare.evaluation import RewardScorer
+        from core.training.reward import RewardScorer
 
         return judges.RewardBackend(RewardScorer.load(studio.db, spec.name))
     if spec.kind == "policy":
@@ -257,7 +257,7 @@ class JudgeRuns:
                 verdicts = judges.judge_pairs(backend, [(i.prompt, i.text_a, i.text_b) for i in chunk])
                 tokens = getattr(backend, "tokens", 0)
                 for item, verdict in zip(chunk, verdicts):
-                    _save_verdict(db, run_id, judge_user, item, verdict, tokens)
+                    save_verdict(db, run_id, judge_user, item, verdict, tokens)
         except StudioError as exc:
             status, error = "failed", f"{exc.message} ({exc.hint})" if exc.hint else exc.message
         except Exception as exc:  # noqa: BLE001 - a run must end in a state, whatever broke
@@ -299,8 +299,8 @@ def _make_pair(studio: Any, judge_user: User, item: QueuedPrompt, sampling: Any 
     return PairItem(conversation_id, turn, item.prompt_id, a_id, b_id, text_a, text_b, item.prompt)
 
 
-def _save_verdict(db: Database, run_id: int, judge_user: User, item: PairItem, verdict: judges.Verdict,
-                  tokens: int) -> None:
+def save_verdict(db: Database, run_id: int, judge_user: User, item: PairItem, verdict: judges.Verdict,
+                 tokens: int) -> None:
     """One pair: the vote and the run's counters in one transaction (all or nothing)."""
     with db.transaction() as cur:
         cur.execute("INSERT INTO preferences (conversation_id, turn, prompt_id, candidate_a, candidate_b, outcome,"

@@ -23,29 +23,19 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
 from core.config import Settings
 from core.errors import ConfigError, PermissionDenied, TooManyAttempts, ValidationError
+from core.labeling.tokens import TokenVerifier
+from core.labeling.users import ROLES, User
 from storage.db import Database
 
 LOCAL_USER = "local"
-ROLES = ("admin", "labeler")
 _PBKDF2_ITERATIONS = 600_000   # OWASP 2023+ for PBKDF2-HMAC-SHA256
 HASH_COMMAND = ".venv/bin/python launch.py hash-password"
 _SEEN_TTL_S = 60.0        # a known user's row is re-read (and last_seen_at bumped) at most once a minute
 _VERIFIED_TTL_S = 300.0   # a checked password is not re-hashed (pbkdf2, ~0.1 s) for five minutes
-
-
-@dataclass(frozen=True)
-class User:
-    id: int
-    name: str
-    role: str
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == "admin"
 
 
 @dataclass(frozen=True)
@@ -236,7 +226,7 @@ class Directory:
         self._seen: dict[tuple[str, str, str], tuple[User, float]] = {}
         self._verified: dict[tuple[str, bytes], float] = {}
         self.throttle = LoginThrottle()
-        self._tokens: Any = None
+        self._tokens: TokenVerifier | None = None
 
     def _ensure(self, name: str, role: str, source: str) -> User:
         key = (name, role, source)
@@ -288,8 +278,6 @@ class Directory:
 
     def token_user(self, token: str, client: str | None = None) -> User:
         """The user a personal API token acts as (core.labeling.tokens); bad tokens are throttled like passwords."""
-        from core.labeling.tokens import TokenVerifier
-
         if self._tokens is None:
             self._tokens = TokenVerifier(self.db)
         key = "token:" + token[:12]

@@ -16,7 +16,7 @@ from typing import Any
 
 from core.errors import NotFound, PermissionDenied, Unauthenticated, ValidationError
 from core.labeling.feedback import clean_text
-from core.labeling.identity import User
+from core.labeling.users import User
 from storage.db import Database
 
 PREFIX = "rlhf_"

@@ -158,7 +158,10 @@ class VoteReceipt:
     continuation: str | None      # the answer that continues the conversation (None: regenerate)
 
 
-def _validate_vote(vote: Vote, aspects: set[str]) -> Vote:
+def validate_vote(vote: Vote, aspects: set[str]) -> Vote:
+    """The vote checked and cleaned (outcome, ratings against ``aspects``, thumbs, flags, gold edit, note).
+
+    Public because every way of voting (chat pairs, prompt queues, arena battles) must apply the same rules."""
     if vote.outcome not in OUTCOMES:
         raise ValidationError(f"Unknown choice {vote.outcome!r}", hint=f"choose one of {', '.join(OUTCOMES)}")
     if vote.candidate_a == vote.candidate_b:
@@ -237,21 +240,23 @@ def _write_preferences(cur: duckdb.DuckDBPyConnection,
     return ids
 
 
-def _write_vote(cur: duckdb.DuckDBPyConnection, user: User, vote: Vote, key: str,
-                conversation_id: int | None, turn: int | None, prompt_id: int | None) -> int:
-    """Insert the preference row and everything said with it; returns the preference id."""
+def write_vote(cur: duckdb.DuckDBPyConnection, user: User, vote: Vote, key: str,
+               conversation_id: int | None, turn: int | None, prompt_id: int | None) -> int:
+    """Insert the preference row and everything said with it; returns the preference id (arena battles store
+    their votes through this too, so every vote has the same rows)."""
     return _write_preferences(cur, [(user, vote, key, conversation_id, turn, prompt_id)])[0]
 
 
 def record_vote(db: Database, user: User, vote: Vote) -> VoteReceipt:
     """Validate and store a vote with its ratings, thumbs, gold edit, note and flags in one transaction."""
-    vote = _validate_vote(vote, {a["name"] for a in active_aspects(db)})
+    vote = validate_vote(vote, {a["name"] for a in active_aspects(db)})
     key = vote.idempotency_key or f"{vote.source}:{user.id}:{vote.candidate_a}:{vote.candidate_b}"
     # db.write serialises writers, so "already saved? else save" cannot interleave with a repeat
-    return db.write(lambda cur: _receipt_for_key(cur, key) or _insert_vote(cur, user, vote, key))
+    return db.write(lambda cur: receipt_for_key(cur, key) or _insert_vote(cur, user, vote, key))
 
 
-def _receipt_for_key(cur: duckdb.DuckDBPyConnection, key: str) -> VoteReceipt | None:
+def receipt_for_key(cur: duckdb.DuckDBPyConnection, key: str) -> VoteReceipt | None:
+    """The receipt of a vote already saved under this idempotency key, or None: a repeated request is not a new vote."""
     row = cur.execute(
         "SELECT p.id, m.content FROM preferences p LEFT JOIN messages m ON m.conversation_id = p.conversation_id"
         " AND m.turn = p.turn AND m.role = 'assistant' WHERE p.idempotency_key = ?", [key]).fetchone()
@@ -276,7 +281,7 @@ def _insert_vote(cur: duckdb.DuckDBPyConnection, user: User, vote: Vote, key: st
         if taken:
             raise Conflict("This turn already has an accepted answer",
                            hint="undo the last vote first if you want to change it")
-    preference_id = _write_vote(cur, user, vote, key, conversation_id, turn, prompt_id)
+    preference_id = write_vote(cur, user, vote, key, conversation_id, turn, prompt_id)
     side_ids = {"a": vote.candidate_a, "b": vote.candidate_b}
     text, side = _continuation(vote, {"a": a[4], "b": b[4]})
     if conversation_id is not None and text is not None:
@@ -333,7 +338,7 @@ def labeled_pair(db: Database, user: User, prompt: str, answer_a: str, answer_b:
     prompt = clean_text(prompt, "prompt")
     answers = (clean_text(answer_a, "answer_a"), clean_text(answer_b, "answer_b"))
     aspects = {a["name"] for a in active_aspects(db)} if vote.ratings else set()
-    vote = _validate_vote(Vote(**{**vote.__dict__, "candidate_a": -1, "candidate_b": -2}), aspects)
+    vote = validate_vote(Vote(**{**vote.__dict__, "candidate_a": -1, "candidate_b": -2}), aspects)
     return LabeledPair(user, prompt, answers, vote)
 
 
@@ -385,3 +390,16 @@ def write_labeled_pairs(cur: duckdb.DuckDBPyConnection, pairs: list[LabeledPair]
         else:  # a repeat of a key first seen earlier in this same group
             receipts.append(VoteReceipt(created[first_of[key]], False, None))
     return receipts
+
+
+def candidate_texts(db: Database, candidate_ids: list[int]) -> dict[int, str | None]:
+    """Answer texts by candidate id; ids that do not exist are left out.
+
+    The label app shows a pair's answers again after an undo and pre-fills an answer the labeler edits; it
+    asks here rather than reading the candidates table itself (UIs never run SQL).
+    """
+    if not candidate_ids:
+        return {}
+    marks = ", ".join("?" for _ in candidate_ids)
+    return {r["id"]: r["text"] for r in db.query(f"SELECT id, text FROM candidates WHERE id IN ({marks})",
+                                                 list(candidate_ids))}

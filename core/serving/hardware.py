@@ -216,7 +216,7 @@ def training_defaults(profile: HardwareProfile, n_params: int) -> dict[str, bool
 # On CPUs with AVX512-BF16, importing bitsandbytes tries to fetch a 4-bit kernel from the Hub through the optional
 # `kernels` package and logs a warning on every start when it cannot (offline, or not installed). Its pure
 # PyTorch fallback is what runs; the studio never uses 4-bit on CPU, so the line only alarms people.
-_UNACTIONABLE = {"bitsandbytes.backends.cpu.ops": ("Failed to load CPU gemm_4bit_forward from kernels-community",)}
+UNACTIONABLE = {"bitsandbytes.backends.cpu.ops": ("Failed to load CPU gemm_4bit_forward from kernels-community",)}
 
 
 class _DropMessages(logging.Filter):
@@ -228,7 +228,7 @@ class _DropMessages(logging.Filter):
         return not str(record.msg).startswith(self.prefixes)
 
 
-_FILTERS = {name: _DropMessages(prefixes) for name, prefixes in _UNACTIONABLE.items()}
+_FILTERS = {name: _DropMessages(prefixes) for name, prefixes in UNACTIONABLE.items()}
 
 
 def quiet_unactionable_warnings() -> None:

@@ -125,7 +125,7 @@ def provision_default_model(data_dir: Path, progress: bool = True) -> Path:
     2 CPU cores; most of it is transformers reading and dequantizing the GGUF).
     """
     target = Path(data_dir) / MODELS_SUBDIR / DEFAULT_MODEL_DIR
-    if _is_complete(target):
+    if is_complete(target):
         return target
     gguf_path = find_default_gguf()
     if importlib.util.find_spec("gguf") is None:
@@ -221,7 +221,7 @@ def build_tiny_model(data_dir: Path) -> Path:
     Same seed, same weights: greedy output is reproducible across builds and runs. Needs neither network nor the GGUF package.
     """
     target = Path(data_dir) / MODELS_SUBDIR / TINY_MODEL_DIR
-    if _is_complete(target):
+    if is_complete(target):
         return target
     return _build_atomically(target, _write_tiny_model)
 
@@ -399,10 +399,11 @@ def needs_provisioning(spec: str, data_dir: Path) -> bool:
     """True when ``spec`` is a built-in model ('default' or 'tiny') not yet built in ``data_dir``."""
     names = {"default": DEFAULT_MODEL_DIR, MODEL_NAME: DEFAULT_MODEL_DIR, DEFAULT_MODEL_DIR: DEFAULT_MODEL_DIR,
              "tiny": TINY_MODEL_DIR}
-    return spec in names and not _is_complete(Path(data_dir) / MODELS_SUBDIR / names[spec])
+    return spec in names and not is_complete(Path(data_dir) / MODELS_SUBDIR / names[spec])
 
 
-def _is_complete(model_dir: Path) -> bool:
+def is_complete(model_dir: Path) -> bool:
+    """A model directory another process finished writing (its marker file is written last)."""
     return (model_dir / MARKER_FILE).is_file() and (model_dir / "config.json").is_file()
 
 
@@ -413,7 +414,7 @@ def _build_atomically(target: Path, build: Callable[[Path], dict], min_free_byte
     gone. If another process finishes the same model first, its copy wins and ours is discarded.
     """
     with _BUILD_LOCK:
-        if _is_complete(target):
+        if is_complete(target):
             return target
         if target.exists():
             raise ModelError(f"{target} exists but is not a complete model", hint=f"delete {target} and try again")
@@ -438,7 +439,7 @@ def _build_atomically(target: Path, build: Callable[[Path], dict], min_free_byte
             try:
                 os.rename(partial, target)
             except OSError:
-                if not _is_complete(target):  # otherwise another process published it first: fine
+                if not is_complete(target):  # otherwise another process published it first: fine
                     raise
         except ModelError:
             raise

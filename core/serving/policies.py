@@ -1,4 +1,6 @@
-"""Policy registry: the base model and every trained version (v1, v2, ...) people can chat with."""
+"""Policy registry: the base model and every trained version (v1, v2, ...) people can chat with, and which of
+them can be compared on the shared model (the serving layer knows what it can run; comparing and judging ask
+here)."""
 from __future__ import annotations
 
 import json
@@ -74,6 +76,55 @@ def get_policy(db: Database, name: str) -> dict[str, Any]:
     return rows[0]
 
 
+
+def live_policy(db: Database, name: str) -> dict[str, Any]:
+    """A live version's row with its parent's name and its config decoded: what comparing, evaluating and
+    judging read (NotFound for an unknown or deleted version, each with its own hint)."""
+    rows = db.query("SELECT p.id, p.name, p.algorithm, p.adapter_path, p.config, p.deleted_at, p.job_id,"
+                    " parent.name AS parent FROM policies p LEFT JOIN policies parent ON parent.id = p.parent_id"
+                    " WHERE p.name = ?", [name])
+    if not rows:
+        raise NotFound(f"Policy version {name!r} does not exist", hint="pick a version from the list")
+    policy = rows[0]
+    if policy["deleted_at"] is not None:
+        raise NotFound(f"Policy version {name!r} was deleted", hint="pick a live version (deleted ones stay "
+                       "on disk for the record but cannot be compared)")
+    policy["config"] = json.loads(policy["config"]) if policy["config"] else {}
+    return policy
+
+
+def comparable_policy(db: Database, name: str) -> dict[str, Any]:
+    """A live chat policy that can run on the shared base model (the base, or a version with an adapter).
+
+    Here, with the registry, because comparing (core.compare) and judging (core.judging) both need the check."""
+    policy = live_policy(db, name)
+    if policy["algorithm"] == "reward":
+        raise ValidationError(f"{name} is a reward model, not a chat policy",
+                              hint="compare base or vN versions; pick rmN as the reward model instead")
+    if policy["name"] != BASE_POLICY and not policy["adapter_path"]:
+        raise ValidationError(f"{name} is fully fine-tuned (its own weights, no adapter), so it cannot share a "
+                              "batch with other versions", hint="compare LoRA versions, or start the studio with "
+                              "--model <its model dir> to chat with it")
+    return policy
+
+
+def comparable_policies(db: Database) -> list[str]:
+    """Names of the versions the Compare page offers: base first, then every live adapter version."""
+    return [r["name"] for r in db.query(
+        "SELECT name FROM policies WHERE deleted_at IS NULL AND (name = ? OR adapter_path IS NOT NULL)"
+        " AND coalesce(algorithm, '') <> 'reward' ORDER BY id", [BASE_POLICY])]
+
+
+def default_against(db: Database, version: str) -> str:
+    """The version ``version`` is compared with when none is named: its parent (the base for first versions).
+
+    One definition for the "what changed" reports and the safety comparisons."""
+    policy = comparable_policy(db, version)
+    if policy["name"] == BASE_POLICY:
+        raise ValidationError("base has no parent to compare with", hint="pick a trained version (v1, v2, ...) "
+                              "or name the version to compare with")
+    return policy["parent"] or BASE_POLICY
+
 def rename_policy(db: Database, admin: Any, name: str, new_name: str) -> None:
     """Admins may rename versions (not the base); names stay unique."""
     _require_admin(admin)
@@ -105,3 +156,9 @@ def delete_policy(db: Database, admin: Any, name: str) -> None:
 def _require_admin(user: Any) -> None:
     if not getattr(user, "is_admin", False):
         raise PermissionDenied("Only admins can change policy versions", hint="ask an admin")
+
+
+def version_of_job(db: Database, job_id: int) -> str | None:
+    """The name of the version a training job registered (v1, rm1, ...), or None while it has none (the job
+    failed, was cancelled or has not finished)."""
+    return db.scalar("SELECT name FROM policies WHERE job_id = ?", [job_id])

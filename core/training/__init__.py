@@ -3,9 +3,24 @@
 ``ALGORITHMS[name]`` is an ``AlgorithmSpec``: its ``config_class`` (a dataclass whose fields, defaults and
 metadata -- help, min/max or choices, group -- generate the UI form), the dataset kind it reads, the minimum
 number of examples, and the module that builds the trainer. Importing this package does not import TRL: the
-modules import it only inside ``build_trainer``, so the server can render forms cheaply.
+modules import it only inside ``build_trainer``, so the server can render forms cheaply (nor torch: the
+hardware is only looked at when a config is validated or a trainer built).
 
 A job runs in a child process: ``accelerate launch -m core.training.run runs/<id>/config.json`` (see run.py).
+The package, server side first:
+
+    request.py     what a job is asked to do (JobRequest) and what a dry run answers
+    suggest.py     the guided loop: the next training the console suggests
+    jobs.py        the supervisor: freeze the data, queue, start the child, watch it, register the result
+    launch.py      how the child is started: launch modes (DDP, FSDP, ...), its command line, its CPU threads
+    estimate.py    a dry-run guess of steps, seconds and peak memory
+    rundir.py      the files in runs/<id>/, shared by the supervisor, the child and the benchmarks
+    run.py         the child: read config.json, train, write result.json (never imports the supervisor)
+    callbacks.py   the child's trainer callbacks: metrics, progress, pause / cancel, CPU sharing
+    weights.py     the child: load the policy and its reference, save the trained adapter or model
+    common.py      the config base every algorithm shares, trainer arguments, datasets
+    defaults.py    hyperparameters chosen from the data size and the hardware
+    sft.py, reward.py, dpo.py, kto.py, orpo.py, online_rl.py   one module per algorithm
 """
 from __future__ import annotations
 
@@ -24,9 +39,6 @@ from core.training.orpo import ORPOConfig
 from core.training.reward import RewardConfig
 from core.training.sft import SFTConfig
 
-DATASET_KINDS = ("preference", "unpaired", "sft", "reward", "prompts")
-
-
 @dataclass(frozen=True)
 class AlgorithmSpec:
     """What the UI and the supervisor need to know about one algorithm."""
@@ -35,7 +47,7 @@ class AlgorithmSpec:
     label: str
     description: str
     config_class: type[TrainConfig]
-    dataset_kind: str  # which core.data.trainsets builder feeds it: preference | unpaired | sft | reward | prompts
+    dataset_kind: str  # the kind of training set it reads: a name in core.data.kinds.KINDS
     min_examples: int
     module: str  # import path of the module with prepare_dataset / build_trainer
     needs_reward_model: bool = False
@@ -96,5 +108,5 @@ def config_fields(config_class: type[TrainConfig]) -> list[dict[str, Any]]:
     return rows
 
 
-__all__ = ["ALGORITHMS", "AlgorithmSpec", "DATASET_KINDS", "TrainConfig", "config_fields", "get_algorithm",
+__all__ = ["ALGORITHMS", "AlgorithmSpec", "TrainConfig", "config_fields", "get_algorithm",
            "DPOConfig", "KTOConfig", "ORPOConfig", "OnlineRLConfig", "RewardConfig", "SFTConfig"]

@@ -1,9 +1,11 @@
-"""Trainer callbacks: the only way the training child talks to the supervisor (files in the run dir).
+"""Trainer callbacks: the only way the training child talks to the supervisor (files in the run dir, whose format
+core.training.rundir defines).
 
 - ``MetricsCallback`` appends one JSON row per logging step to ``metrics.jsonl`` (TRL's metric names kept, plus
   ``step``, ``epoch``, ``time``, ``tokens_per_s`` and algorithm-derived metrics such as DPO's ``implicit_kl``).
 - ``ProgressCallback`` overwrites ``progress.json`` atomically at each optimizer step.
-- ``CpuShareCallback`` lends a core to the chat while the server says people are chatting (``../chat_active``).
+- ``CpuShareCallback`` lends a core to the chat while the server says people are chatting (the runs dir's
+  ``chat_active`` marker).
 - ``SelectionScoreCallback`` adds ``eval_selection_score`` to each evaluation: what early stopping and the best
   checkpoint follow (held-out preference accuracy where the algorithm measures one, ties broken by held-out loss;
   else minus the held-out loss).
@@ -12,7 +14,6 @@
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -21,10 +22,10 @@ from typing import Any, Callable
 
 from transformers import TrainerCallback
 
-from core.training.common import SELECTION_METRIC, write_json_atomic
+from core.training import rundir
+from core.training.common import SELECTION_METRIC
+from core.training.launch import trainer_threads
 
-CONTROL_FILE = "control.json"
-HANDLED_CONTROL_FILE = "control.handled.json"
 SUMMARY_KEYS = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "total_flos", "train_loss")
 
 
@@ -40,7 +41,7 @@ class MetricsCallback(TrainerCallback):
     """One JSON line per log event; the end-of-training summary goes to ``summary`` (for result.json) instead."""
 
     def __init__(self, run_dir: Path, derive: Callable[[dict], dict] | None = None) -> None:
-        self.path = Path(run_dir) / "metrics.jsonl"
+        self.run_dir = Path(run_dir)
         self.derive = derive
         self.summary: dict[str, Any] = {}
         self.last_train_row: dict[str, Any] = {}
@@ -68,12 +69,10 @@ class MetricsCallback(TrainerCallback):
             self._last_tokens = (now, float(tokens))
         if self.derive is not None:
             row.update(self.derive(row))
-        if not any(key.startswith("eval_") for key in row):
+        if not rundir.is_eval_row(row):
             self.last_train_row = row
         if state.is_world_process_zero:
-            with open(self.path, "a") as handle:
-                handle.write(json.dumps(row) + "\n")
-                handle.flush()
+            rundir.append_metrics(self.run_dir, row)
 
 
 ACCURACY_METRICS = ("eval_rewards/accuracies", "eval_accuracy")   # DPO/ORPO family, reward model
@@ -111,13 +110,12 @@ class ProgressCallback(TrainerCallback):
     """``progress.json``: step, max_steps, epoch, elapsed_s, eta_s, status. Elapsed time adds up across resumes."""
 
     def __init__(self, run_dir: Path) -> None:
-        self.path = Path(run_dir) / "progress.json"
+        self.run_dir = Path(run_dir)
         self.previous_elapsed = 0.0
-        if self.path.is_file():
-            try:
-                self.previous_elapsed = float(json.loads(self.path.read_text()).get("elapsed_s") or 0.0)
-            except (OSError, ValueError, AttributeError):
-                pass
+        try:
+            self.previous_elapsed = float(rundir.read_progress(self.run_dir).get("elapsed_s") or 0.0)
+        except (ValueError, TypeError, AttributeError):
+            pass
         self.started = time.monotonic()
         self.first_step = 0
         self.last: dict[str, Any] = {}
@@ -137,7 +135,8 @@ class ProgressCallback(TrainerCallback):
     def finish(self, status: str) -> None:
         """The last write, with the final status (succeeded / paused / cancelled / failed)."""
         if self.last:
-            write_json_atomic(self.path, {**self.last, "status": status, "eta_s": 0 if status == "succeeded" else None})
+            rundir.write_progress(self.run_dir, {**self.last, "status": status,
+                                                 "eta_s": 0 if status == "succeeded" else None})
 
     def _write(self, state, status: str, eta: float | None) -> None:
         if not state.is_world_process_zero:
@@ -150,28 +149,11 @@ class ProgressCallback(TrainerCallback):
             "eta_s": eta,
             "status": status,
         }
-        write_json_atomic(self.path, self.last)
-
-
-def read_control(run_dir: Path) -> str | None:
-    """The action in ``control.json`` ("pause" / "cancel"), or None when absent or unreadable (half-written)."""
-    try:
-        action = json.loads((Path(run_dir) / CONTROL_FILE).read_text()).get("action")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return action if action in ("pause", "cancel") else None
-
-
-def consume_control(run_dir: Path) -> None:
-    """Mark the current command handled, so the resumed job does not act on it a second time."""
-    try:
-        os.replace(Path(run_dir) / CONTROL_FILE, Path(run_dir) / HANDLED_CONTROL_FILE)
-    except OSError:
-        pass
+        rundir.write_progress(self.run_dir, self.last)
 
 
 class CpuShareCallback(TrainerCallback):
-    """Between steps: all cores, or one fewer while the chat is active (see ``core.training.jobs.trainer_threads``).
+    """Between steps: all cores, or one fewer while the chat is active (see ``core.training.launch.trainer_threads``).
 
     torch.set_num_threads takes effect at the next parallel region, so a chat waits at most one step.
     """
@@ -183,9 +165,7 @@ class CpuShareCallback(TrainerCallback):
     def _adjust(self) -> None:
         import torch
 
-        from core.training.jobs import chat_active, trainer_threads
-
-        wanted = trainer_threads(chat_active(self.runs_dir))
+        wanted = trainer_threads(rundir.chat_active(self.runs_dir))
         if wanted != self.threads:
             torch.set_num_threads(wanted)
             self.threads = wanted
@@ -205,7 +185,7 @@ class ControlCallback(TrainerCallback):
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = Path(run_dir)
-        self.path = self.run_dir / CONTROL_FILE
+        self.path = rundir.control_path(self.run_dir)
         self.action: str | None = None  # what was acted on
         self.pending: str | None = None  # read, not yet acted on (a pause read mid-step)
         self.step: int | None = None
@@ -219,7 +199,7 @@ class ControlCallback(TrainerCallback):
         signature = (stat.st_mtime_ns, stat.st_size)
         if signature == self._seen:
             return None
-        action = read_control(self.run_dir)
+        action = rundir.read_control(self.run_dir)
         if action is not None:
             self._seen = signature  # a half-written file is read again at the next step
         return action
@@ -256,5 +236,5 @@ class ControlCallback(TrainerCallback):
             control.should_evaluate = False
         if state.is_world_process_zero:
             print(f"[studio] {self.action} requested: stopping at step {state.global_step}", flush=True)
-            consume_control(self.run_dir)
+            rundir.consume_control(self.run_dir)
         return control

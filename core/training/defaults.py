@@ -30,6 +30,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.data import kinds
 from core.training.common import TrainConfig
 
 MIN_STEPS = 40
@@ -48,8 +49,6 @@ LEARNING_RATES: dict[str, tuple[float, float, float, float]] = {
     "orpo": (5e-4, 5e-5, 5e-5, 5e-6),
     "online_rl": (5e-5, 1e-5, 5e-6, 1e-6),
 }
-UNITS = {"preference": "pairs", "reward": "pairs", "unpaired": "labeled answers", "sft": "conversations",
-         "prompts": "prompts"}
 
 
 @dataclass
@@ -118,7 +117,7 @@ def plan_defaults(config_class: type[TrainConfig], n_examples: int,
     values.update(overrides)
     settings: list[Setting] = []
     n = max(0, int(n_examples))
-    unit = UNITS.get(config_class.dataset_kind, "examples")
+    unit = kinds.unit(config_class.dataset_kind)
 
     def choose(name: str, value: Any, reason: str) -> Any:
         if name in overrides:

@@ -11,17 +11,23 @@ learns the weighted combination; train several reward models on single-aspect ma
 
 No reference model. A parent adapter that is itself a reward adapter is trained further; a policy (causal LM)
 parent is merged into the backbone first and a fresh reward adapter is trained on top.
+
+``RewardScorer`` serves a trained rmN in the studio process: comparing versions and judging pairs score with it.
 """
 from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar, Sequence
 
-from core.errors import ModelError
+from core.errors import ModelError, NotFound, ValidationError
 from core.training.common import ModelSetup, TrainConfig, param, require_columns, trainer_inputs
+
+if TYPE_CHECKING:   # only for type hints: the training child never loads the database
+    from storage.db import Database
 
 
 @dataclass
@@ -162,3 +168,61 @@ def score(model, tokenizer, conversations: list[list[dict]]) -> list[float]:
     batch = tokenizer(texts, return_tensors="pt", padding=True, padding_side="right", add_special_tokens=False)
     with torch.inference_mode():
         return model(**batch.to(model.device)).logits[:, 0].float().tolist()
+
+
+# --- scoring answers in the server ------------------------------------------------------------------------
+
+
+SCORE_BATCH = 8                    # conversations per forward pass of a reward scorer
+
+
+class RewardScorer:
+    """A trained reward model (rmN), loaded once per process, scoring (prompt, answer) pairs.
+
+    Here, beside the model it loads, because comparing (core.compare) and judging (core.judging) both score
+    with it. The imports are inside the methods: the training child imports this module through the algorithm
+    registry and must not pull in the database or the serving layer.
+    """
+
+    _cache: dict[str, "RewardScorer"] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, name: str, policy_id: int, path: str) -> None:
+        from core.serving.generate import in_short_thread
+
+        self.name, self.policy_id, self.path = name, policy_id, path
+        self.model, self.tokenizer = in_short_thread(lambda: load_reward_model(path))
+
+    @classmethod
+    def load(cls, db: Database, name: str) -> "RewardScorer":
+        """The scorer of reward model ``name``, loaded on first use (then shared by every caller)."""
+        from core.serving.policies import live_policy
+
+        policy = live_policy(db, name)
+        if policy["algorithm"] != "reward":
+            raise ValidationError(f"{name} is not a reward model", hint="pick one of the rmN versions")
+        path = policy["config"].get("reward_model_path")
+        if not path or not Path(path).exists():
+            raise NotFound(f"The files of reward model {name} are missing ({path})",
+                           hint="retrain the reward model")
+        with cls._lock:
+            if path not in cls._cache:
+                cls._cache[path] = cls(name, policy["id"], path)
+            scorer = cls._cache[path]
+        scorer.name, scorer.policy_id = name, policy["id"]  # renamed versions keep their loaded model
+        return scorer
+
+    def score(self, prompts: Sequence[list[dict[str, str]]], answers: Sequence[str]) -> list[float]:
+        """The reward of each answer to its prompt, in order."""
+        from core.serving.generate import in_short_thread
+
+        conversations = [list(p) + [{"role": "assistant", "content": a}] for p, a in zip(prompts, answers)]
+
+        def run() -> list[float]:
+            out: list[float] = []
+            for i in range(0, len(conversations), SCORE_BATCH):
+                out += score(self.model, self.tokenizer, conversations[i:i + SCORE_BATCH])
+            return out
+
+        with self._lock:  # one scorer model, many page sessions
+            return in_short_thread(run)

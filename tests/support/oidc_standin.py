@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import secrets
-import socket
 import threading
 import time
 import urllib.parse
@@ -24,6 +23,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse
 from starlette.routing import Route
 
+from tests.support.processes import free_port
+
 
 class OidcStandin:
     """``start()`` serves on a free loopback port; ``sign_in_as(name)`` chooses who the next sign-in is."""
@@ -34,9 +35,7 @@ class OidcStandin:
         self.user = "alice"
         self.codes: dict[str, dict[str, Any]] = {}
         self.log: list[str] = []
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self._server: uvicorn.Server | None = None
 
     @property

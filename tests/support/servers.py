@@ -1,0 +1,138 @@
+"""The processes the tests talk to over HTTP, each started the way a person (or a Space) starts it: the studio
+(`python launch.py ...` or the README's `make run`) and an external inference engine (`transformers serve`).
+All three go through the one launcher in tests/support/processes.py; bench/concurrency.py uses EngineProcess.
+Also the polling the tests do against a running studio (`wait_for`, `job_status`)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+
+from tests.support import ROOT
+from tests.support.processes import free_port, launch, log_tail, stop
+
+
+@dataclass
+class Server:
+    """A studio started exactly as a user starts it: `python launch.py ...` in its own process."""
+
+    data_dir: Path
+    port: int
+    process: subprocess.Popen | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, *extra: str, timeout: float = 120.0) -> "Server":
+        """Start (or restart, on the same data dir and port) and wait for /api/health."""
+        self.log_path = self.data_dir.parent / f"server-{self.port}.log"
+        command = [sys.executable, str(ROOT / "launch.py"), "--data-dir", str(self.data_dir),
+                   "--port", str(self.port), *extra]
+        self.process = launch(command, f"{self.url}/api/health", self.log_path, name="server", timeout=timeout,
+                              cwd=ROOT)
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM, as a person's Ctrl-C: the studio closes DuckDB, so the test can open the file afterwards."""
+        stop(self.process)
+
+    def log(self) -> str:
+        return log_tail(self.log_path)
+
+
+@dataclass
+class MakeRunServer:
+    """`make run ARGS="--model tiny --data-dir D --port P"` from the repo root, exactly as the README says."""
+
+    data_dir: Path
+    port: int
+    log_path: Path
+    env: dict[str, str]
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 180.0) -> "MakeRunServer":
+        args = f"--model tiny --data-dir {self.data_dir} --port {self.port}"
+        # its own process group: make, the shell and launch.py are stopped together (and only them)
+        self.process = launch(["make", "run", f"ARGS={args}"], self.url + "/api/health", self.log_path,
+                              name="`make run`", timeout=timeout, cwd=ROOT, env=self.env, own_group=True)
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM to the process group (like Ctrl-C in a terminal), SIGKILL after 30 s."""
+        stop(self.process, own_group=True)
+
+    def log(self) -> str:
+        return log_tail(self.log_path)
+
+
+@dataclass
+class EngineProcess:
+    """`transformers serve` (an OpenAI-compatible inference server that ships with transformers) on loopback,
+    pinned to one local model: the external engine the studio's --inference-url talks to in tests.
+
+    ``args`` are its serving options: float32 in the tests (greedy answers compared with the in-process model),
+    continuous batching in bench/concurrency.py."""
+
+    model_dir: Path
+    work_dir: Path
+    port: int = 0
+    process: subprocess.Popen | None = None
+    args: tuple[str, ...] = ("--dtype", "float32")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def model(self) -> str:
+        return str(self.model_dir)
+
+    @property
+    def log_path(self) -> Path:
+        return self.work_dir / f"engine-{self.port}.log"
+
+    def start(self, timeout: float = 120.0) -> "EngineProcess":
+        self.port = self.port or free_port()
+        cache = self.work_dir / "hf-cache"  # it lists cached Hub models; an empty cache lists none
+        cache.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+        command = [str(Path(sys.executable).parent / "transformers"), "serve", self.model, "--host", "127.0.0.1",
+                   "--port", str(self.port), *self.args]
+        self.process = launch(command, f"http://127.0.0.1:{self.port}/health", self.log_path,
+                              name="transformers serve", timeout=timeout, cwd=self.work_dir, env=env)
+        return self
+
+    def stop(self) -> None:
+        """SIGKILL: the engine holds no data worth a clean shutdown."""
+        stop(self.process, grace=0)
+
+    def log(self) -> str:
+        return log_tail(self.log_path)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 240.0, every: float = 0.5) -> Any:
+    """Poll ``predicate`` until it returns something truthy (returned); AssertionError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("timed out")
+
+
+def job_status(srv: Server, job_id: int) -> dict:
+    """A training job as the REST API reports it."""
+    return httpx.get(f"{srv.url}/api/jobs/{job_id}", timeout=10).json()
