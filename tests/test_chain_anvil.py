@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -25,7 +24,7 @@ from core.chain.service import ChainService
 from core.config import load_settings
 from tests.support import ROOT
 from tests.support.chain import seed_labels
-from tests.support.processes import free_port
+from tests.support.processes import free_port, launch
 
 pytestmark = pytest.mark.slow
 # The platform package's native binary (the npm `.bin/anvil` is a node launcher: signals must reach the node).
@@ -40,20 +39,18 @@ def anvil(tmp_path):
     if not ANVIL.exists():
         pytest.fail(f"anvil is not installed at {ANVIL}: run `make anvil`")
     port = free_port()
-    proc = subprocess.Popen([str(ANVIL), "--host", "127.0.0.1", "--port", str(port), "--chain-id", "31337"],
-                            stdout=open(tmp_path / "anvil.log", "wb"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}, timeout=1)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.2)
+    proc = launch([str(ANVIL), "--host", "127.0.0.1", "--port", str(port), "--chain-id", "31337"], url,
+                  tmp_path / "anvil.log", name="anvil", timeout=30, cwd=ROOT, ready=answers_json_rpc)
     yield proc, url
     os.kill(proc.pid, signal.SIGCONT)
     proc.terminate()
     proc.wait(timeout=10)
+
+
+def answers_json_rpc(url: str) -> bool:
+    httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}, timeout=1)
+    return True
 
 
 def _deploy(url: str, tmp_path: Path) -> str:

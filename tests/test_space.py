@@ -4,13 +4,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import time
 
 import httpx
 
 from tests.support import ROOT
-from tests.support.processes import free_port
+from tests.support.processes import free_port, launch
 
 
 def test_readme_front_matter_declares_a_docker_space_on_7860():
@@ -26,16 +24,10 @@ def test_dockerfile_command_serves_and_warns_about_ephemeral_storage(tmp_path):
     port = free_port()
     env = {**os.environ, "SPACE_ID": "someone/rlhf-studio", "STUDIO_PORT": str(port),
            "STUDIO_HOST": "127.0.0.1", "STUDIO_MODEL": "tiny", "STUDIO_DATA_DIR": str(tmp_path / "data")}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/api/health"
+    proc = launch(cmd, url, tmp_path / "space.log", name="the Space command", timeout=120, cwd=ROOT, env=env)
     try:
-        health = None
-        for _ in range(300):
-            try:
-                health = httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).json()
-                break
-            except httpx.HTTPError:
-                assert proc.poll() is None, "the Space command exited"
-                time.sleep(0.3)
+        health = httpx.get(url, timeout=2).json()
         assert health is not None and health["storage_ephemeral"] is True
     finally:
         proc.terminate()

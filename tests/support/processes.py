@@ -1,7 +1,8 @@
-"""One launcher for every process the tests and the benchmarks start: the studio (`launch.py`, `make run`) and
-the inference engine (`transformers serve`).
+"""One launcher for every process the tests and the benchmarks start: the studio (`launch.py`, `make run`, the
+Space's Docker command), the inference engine (`transformers serve`) and the local chain (anvil).
 
-A launched process writes its output to a log file; it counts as up once a URL answers 200; if it exits or
+A launched process writes its output to a log file; it counts as up once a URL answers 200 (or its own
+``ready`` probe says so: anvil answers JSON-RPC POSTs only); if it exits or
 does not answer in time, the error carries the log's tail, which is what a person needs to see why. It lives
 under tests/ and imports nothing but the standard library and httpx, so bench/ can use it too (bench scripts
 put the checkout on sys.path and `from tests.support.processes import ...`)."""
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Callable
 
 import httpx
 
@@ -33,8 +35,14 @@ def log_tail(path: Path | None, chars: int = LOG_TAIL_CHARS) -> str:
     return path.read_text(errors="replace")[-chars:]
 
 
+def answers_200(url: str) -> bool:
+    """The default readiness probe: a GET of ``url`` answers 200."""
+    return httpx.get(url, timeout=2).status_code == 200
+
+
 def launch(command: list[str], url: str, log_path: Path, *, name: str, timeout: float, cwd: Path,
-           env: dict[str, str] | None = None, own_group: bool = False, every: float = 0.3) -> subprocess.Popen:
+           env: dict[str, str] | None = None, own_group: bool = False, every: float = 0.3,
+           ready: Callable[[str], bool] = answers_200) -> subprocess.Popen:
     """Start ``command`` with its output appended to ``log_path`` and wait until ``url`` answers 200.
 
     ``own_group`` starts it in a new session so that `stop` reaches its children too (`make run` starts a shell
@@ -49,7 +57,7 @@ def launch(command: list[str], url: str, log_path: Path, *, name: str, timeout: 
         if process.poll() is not None:
             raise RuntimeError(f"{name} exited with {process.returncode}:\n{log_tail(log_path)}")
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
+            if ready(url):
                 return process
         except httpx.HTTPError:
             pass
