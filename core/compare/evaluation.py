@@ -30,13 +30,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from core.labeling import queue as prompt_queue
 from core.errors import NotFound, ValidationError
 from core.serving.generate import SamplingParams
-from core.serving.policies import BASE_POLICY, comparable_policy, live_policy
+from core.serving.policies import BASE_POLICY, comparable_policy, live_policy, run_dir_of
 from core.serving.scoring import adapter_names, generate_pair_answers, row_adapter, sequence_logprobs
 from core.training.reward import RewardScorer
 from core.data.split import HELD_OUT_PERCENT, prompt_bucket, prompt_key  # noqa: F401 - the split is shared with training
@@ -338,11 +337,9 @@ def _seen_in_training(db: Database, policy: dict[str, Any], pairs: list[dict[str
 
 def trained_prompt_keys(db: Database, policy: dict[str, Any]) -> set[str]:
     """The prompts (``prompt_key``) in a version's frozen training snapshot; empty for the base."""
-    if policy.get("job_id") is None:
-        return set()
-    run_dir = db.scalar("SELECT run_dir FROM jobs WHERE id = ?", [policy["job_id"]])
-    path = rundir.train_data_path(Path(run_dir or ""))
-    if not run_dir or not path.is_file():
+    run_dir = run_dir_of(db, policy)
+    path = rundir.train_data_path(run_dir) if run_dir else None
+    if path is None or not path.is_file():
         return set()
     import pyarrow.parquet as pq
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 from core.errors import Conflict, NotFound, PermissionDenied, ValidationError
@@ -162,3 +163,12 @@ def version_of_job(db: Database, job_id: int) -> str | None:
     """The name of the version a training job registered (v1, rm1, ...), or None while it has none (the job
     failed, was cancelled or has not finished)."""
     return db.scalar("SELECT name FROM policies WHERE job_id = ?", [job_id])
+
+
+def run_dir_of(db: Database, policy: dict[str, Any]) -> Path | None:
+    """The run directory of the job that trained ``policy`` (its frozen training data lives there), or None for the
+    base and for versions without a job (imported)."""
+    if not policy.get("job_id"):
+        return None
+    run_dir = db.scalar("SELECT run_dir FROM jobs WHERE id = ?", [policy["job_id"]])
+    return Path(run_dir) if run_dir else None

@@ -35,6 +35,7 @@ from core.errors import NotFound, PermissionDenied, ValidationError
 from core.share.cards import CardOptions, dataset_card, model_card, pushed_training_data, run_info
 from core.share.curves import CURVES_FILE, curves_png
 from core.share.versions import base_hub_id, existing_dir, load_policy, load_tokenizer, merged_model
+from core.serving.policies import run_dir_of
 from core.training import rundir
 from storage.db import Database
 
@@ -245,9 +246,9 @@ def export_training_data(db: Database, data_dir: Path | str, version: str, user:
     card = card or CardOptions()
     policy = load_policy(db, version)
     kind = ALGORITHMS[policy["algorithm"]].dataset_kind
-    run_dir = db.scalar("SELECT run_dir FROM jobs WHERE id = ?", [policy["job_id"]]) if policy["job_id"] else None
-    train = rundir.train_data_path(Path(run_dir or ""))
-    if not run_dir or not train.is_file():
+    run_dir = run_dir_of(db, policy)
+    train = rundir.train_data_path(run_dir) if run_dir else None
+    if train is None or not train.is_file():
         raise NotFound(f"The training data of {version} is gone", hint="it lives in the run directory of its job; "
                        "export the labels with filters instead")
     if kind not in EXPORTABLE:
