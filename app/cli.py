@@ -133,7 +133,9 @@ def report_command(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     m = report["metrics"]
     print(report["summary"])
-    rows = [("held-out pairs", m.get("held_out_pairs")), ("prompts answered", m.get("prompts")),
+    rows = [("held-out pairs", m.get("held_out_pairs")),
+            ("log-prob ranking acc.", (m.get("accuracy_against"), m.get("accuracy_version"))),
+            ("prompts answered", m.get("prompts")),
             ("KL per token", m.get("kl_per_token")), ("answer length", (m.get("length_against"), m.get("length_version"))),
             ("refusal rate", (m.get("refusal_against"), m.get("refusal_version"))),
             ("distinct-2", (m.get("distinct2_against"), m.get("distinct2_version"))),
@@ -144,6 +146,10 @@ def report_command(settings: Settings, args: argparse.Namespace) -> int:
         elif isinstance(value, float):
             value = f"{value:.3g}"
         print(f"  {name:<24} {'n/a' if value is None else value}")
+    for line in (m.get("label_signature") or {}).get("preferences") or []:
+        print(line)
+    for e in report.get("evidence") or []:
+        print(f"evidence: {e['says'] or 'not significant'}: {e['text']} (p = {e['adjusted_p']:.2g} corrected)")
     for warning in report["warnings"]:
         print(f"warning: {warning}")
     return 0

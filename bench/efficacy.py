@@ -27,7 +27,10 @@ possible, so that most pairs are decisive (measured on the default model's sampl
   list       format   (optional) more bulleted or numbered lines; the default model rarely    ~15% decisive
                       writes lists in 96 tokens, so it needs ~5x the pairs
   numbers    content  (optional) more concrete numbers (digits, list markers excluded)        ~20% decisive
-Default: --rules concise,you,paragraph (one of each kind).
+  coin       control  a coin flip per pair (a fixed hash of each answer): nothing to learn    100% decisive
+Default: --rules concise,you,paragraph,coin (one of each kind, and the control). Each rule trains once per size in
+--labels (default 40,80) as its own labeler (`rule-<name>-<size>`); the smaller size's votes are the first ones of
+the larger, so one sampling pass serves every size.
 
 How to read it: oracle_win 0.5 = the new version is indistinguishable from its parent by the rule (a coin
 flip); 1.0 = it satisfies the rule better on every held-out prompt. With 24 judge prompts, one rule's figure
@@ -35,8 +38,11 @@ has a standard error of ~0.1, so read single rules with that in mind. kl = how f
 parent (mean over rules, from the report); a high win with a tiny kl is suspicious, a high kl with a win near
 0.5 means the model changed but not the way the labels asked.
 
-Targets on this machine (2 CPU cores, default model SmolLM2-135M-Instruct): 80 labels per rule, mean
-oracle_win >= 0.85, every rule >= 0.75, each job <= 10 minutes (600 s), KL reported.
+The verdict (issue 25): verdict_learned = the share of the rules' runs at the smallest size whose report says
+"learned"; control_learned = the share of the coin-flip control's runs (every size) that say "learned".
+
+Targets on this machine (2 CPU cores, default model SmolLM2-135M-Instruct), at 40 labels per rule: mean
+oracle_win >= 0.85, every rule >= 0.75, verdict_learned = 1.0, control_learned = 0, each job <= 5 minutes.
 
 Run: `.venv/bin/python bench/efficacy.py` (~40+ minutes on 2 cores: sampling ~90 pairs, 3 jobs, 72 judge pairs).
 --pairs FILE reuses the pairs.jsonl of an earlier --keep run (sampled the same way) to re-run training and judging
@@ -46,8 +52,8 @@ text never says "you", so that rule gets no votes and no job), e.g. `--model tin
 --sample-only samples and votes but trains nothing (how decisive the rules are on the model's samples).
 --keep / --data-dir keep pairs.jsonl, judge.jsonl (every answer with its score), server.log and runs/.
 
-Last line: RESULT labels=80 oracle_win=... min_rule_win=... kl=... train_s=... (max over jobs), then per rule
-win_<rule>= kl_<rule>= train_s_<rule>= votes_<rule>=, and train_mean_s, pairs.
+Last line: RESULT labels=40 oracle_win=... min_rule_win=... verdict_learned=... control_learned=... kl=...
+train_s=... (max over jobs), train_mean_s, pairs, then per run (<rule>_<size>) win_ kl_ learned_ train_s_ votes_.
 """
 from __future__ import annotations
 
@@ -180,6 +186,7 @@ class Studio:
 @dataclass
 class RuleRun:
     rule: Rule
+    labels: int = 80                 # votes this run trains on (one labeler per rule and size)
     votes: int = 0
     ties: int = 0
     job_id: int | None = None
@@ -197,13 +204,26 @@ class RuleRun:
     score_old: list[float] = field(default_factory=list)
 
     @property
+    def labeler(self) -> str:
+        return f"{self.rule.labeler}-{self.labels}"
+
+    @property
+    def name(self) -> str:
+        return f"{self.rule.name}_{self.labels}"
+
+    @property
+    def learned(self) -> bool:
+        return self.verdict.split(" - ")[0] == "learned"
+
+    @property
     def oracle_win(self) -> float:
         return statistics.fmean(self.wins) if self.wins else NAN
 
 
-def sample_and_vote(studio: Studio, runs: list[RuleRun], prompts: list[str], labels: int, max_pairs: int,
+def sample_and_vote(studio: Studio, runs: list[RuleRun], prompts: list[str], max_pairs: int,
                     log: Path | None, reuse: Path | None = None) -> int:
-    """Sample pairs of the base policy until every rule has ``labels`` decisive votes; returns pairs sampled.
+    """Sample pairs of the base policy until every run has its ``labels`` decisive votes; returns pairs sampled.
+    A rule's runs at several sizes vote on the same pairs: the 40-label run's votes are the first 40 of the 80's.
     ``reuse``: the pairs.jsonl of an earlier run (sampled the same way, through the label app) instead of sampling
     again -- to re-run training and judging on identical pairs."""
     started = time.monotonic()
@@ -217,21 +237,21 @@ def sample_and_vote(studio: Studio, runs: list[RuleRun], prompts: list[str], lab
         scores = {}
         for run in runs:
             scores[run.rule.name] = (run.rule.score(a), run.rule.score(b))
-            if run.votes >= labels:
+            if run.votes >= run.labels:
                 continue
             outcome = run.rule.prefers(a, b)
             if outcome is None:
                 run.ties += 1
                 continue
-            studio.vote(prompt, a, b, outcome, run.rule.labeler, key=f"efficacy-{run.rule.name}-{pairs}")
+            studio.vote(prompt, a, b, outcome, run.labeler, key=f"efficacy-{run.name}-{pairs}")
             run.votes += 1
         if log:
             with log.open("a") as f:
                 f.write(json.dumps({"prompt": prompt, "a": a, "b": b, "scores": scores}) + "\n")
         elapsed = time.monotonic() - started
         say(f"pairs: {pairs} in {elapsed:.0f} s ({elapsed / pairs:.1f} s/pair, {words(a)}+{words(b)} words); votes "
-            + " ".join(f"{r.rule.name}={r.votes}" for r in runs))
-        if all(run.votes >= labels for run in runs):
+            + " ".join(f"{r.name}={r.votes}" for r in runs))
+        if all(run.votes >= run.labels for run in runs):
             return pairs
     return pairs
 
@@ -240,14 +260,14 @@ def train(studio: Studio, run: RuleRun, job_timeout: float) -> None:
     """One DPO job with the studio's defaults on this rule's votes; waits for its final state."""
     if run.votes == 0:
         run.status, run.error = "no votes", "every pair was a tie for this rule: nothing to train on"
-        say(f"train {run.rule.name}: skipped, {run.error}")
+        say(f"train {run.name}: skipped, {run.error}")
         return
     started = time.monotonic()
     try:
-        run.job_id = studio.submit_job(run.rule.labeler)
+        run.job_id = studio.submit_job(run.labeler)
     except RuntimeError as exc:
         run.status, run.error = "refused", str(exc)
-        say(f"train {run.rule.name}: {exc}")
+        say(f"train {run.name}: {exc}")
         return
     last_print = 0.0
     info: dict[str, Any] = {}
@@ -258,7 +278,7 @@ def train(studio: Studio, run: RuleRun, job_timeout: float) -> None:
         if time.monotonic() - last_print > 30:
             last_print = time.monotonic()
             progress = info.get("progress") or {}
-            say(f"train {run.rule.name}: job {run.job_id} {info['status']} step {progress.get('step', '?')}/"
+            say(f"train {run.name}: job {run.job_id} {info['status']} step {progress.get('step', '?')}/"
                 f"{progress.get('max_steps', '?')} at {time.monotonic() - started:.0f} s")
         time.sleep(2)
     run.train_s = time.monotonic() - started
@@ -270,10 +290,10 @@ def train(studio: Studio, run: RuleRun, job_timeout: float) -> None:
     if run.status != "succeeded":
         run.error = (info.get("error") or "") + ("" if run.status in TERMINAL else f" (still {run.status} after "
                                                  f"{job_timeout:.0f} s: gave up waiting)")
-    say(f"train {run.rule.name}: job {run.job_id} {run.status} in {run.train_s:.0f} s, steps {run.steps}, "
+    say(f"train {run.name}: job {run.job_id} {run.status} in {run.train_s:.0f} s, steps {run.steps}, "
         f"version {run.version}; hyperparams {compact(run.hyperparams)}")
     if run.error:
-        say(f"train {run.rule.name}: error: {run.error[-1500:]}")
+        say(f"train {run.name}: error: {run.error[-1500:]}")
 
 
 def compact(hyperparams: dict[str, Any]) -> str:
@@ -335,9 +355,9 @@ def judge(studio: Studio, run: RuleRun, prompts: list[str], log: Path | None) ->
         run.score_old.append(run.rule.score(old))
         if log:
             with log.open("a") as f:
-                f.write(json.dumps({"rule": run.rule.name, "version": run.version, "prompt": prompt, "new": new,
+                f.write(json.dumps({"rule": run.name, "version": run.version, "prompt": prompt, "new": new,
                                     "old": old, "win": run.wins[-1]}) + "\n")
-    say(f"judge {run.rule.name}: {run.version} vs {run.parent} on {len(prompts)} held-out prompts in "
+    say(f"judge {run.name}: {run.version} vs {run.parent} on {len(prompts)} held-out prompts in "
         f"{time.monotonic() - started:.0f} s: oracle_win={run.oracle_win:.3f} (wins "
         f"{run.wins.count(1.0)}, ties {run.wins.count(0.5)}, losses {run.wins.count(0.0)}); mean score "
         f"{statistics.fmean(run.score_new):.2f} vs {statistics.fmean(run.score_old):.2f}")
@@ -354,11 +374,11 @@ def mean(values: list[float]) -> float:
 
 def print_table(runs: list[RuleRun], sample_only: bool) -> None:
     say("")
-    say(f"{'rule':<9} {'kind':<8} {'votes':>5} {'ties':>5} {'job':>8} {'train_s':>8} {'steps':>7} {'version':>7} "
+    say(f"{'rule_size':<12} {'kind':<8} {'votes':>5} {'ties':>5} {'job':>8} {'train_s':>8} {'steps':>7} {'version':>7} "
         f"{'kl':>8} {'win':>6} {'score new/old':>15}  verdict")
     for r in runs:
         scores = f"{mean(r.score_new):.2f}/{mean(r.score_old):.2f}" if r.wins else "-"
-        say(f"{r.rule.name:<9} {r.rule.kind:<8} {r.votes:>5} {r.ties:>5} {r.status if not sample_only else '-':>8} "
+        say(f"{r.name:<12} {r.rule.kind:<8} {r.votes:>5} {r.ties:>5} {r.status if not sample_only else '-':>8} "
             f"{fmt(r.train_s, 0):>8} {r.steps:>7} {r.version or '-':>7} {fmt(r.kl, 4):>8} {fmt(r.oracle_win):>6} "
             f"{scores:>15}  {r.verdict[:110] + ('...' if len(r.verdict) > 110 else '')}")
     say("")
@@ -366,11 +386,14 @@ def print_table(runs: list[RuleRun], sample_only: bool) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--labels", type=int, default=80, help="decisive votes per rule (default 80)")
+    parser.add_argument("--labels", default="40,80", help="decisive votes per rule, one or more sizes "
+                        "(default 40,80: each rule trains once per size; the smaller size's votes are the first "
+                        "ones of the larger)")
     parser.add_argument("--model", choices=("default", "tiny"), default="default",
                         help="default: SmolLM2-135M-Instruct; tiny: the random test model (plumbing only)")
-    parser.add_argument("--rules", default="concise,you,paragraph",
-                        help=f"comma-separated, from: {', '.join(RULES)} (default concise,you,paragraph)")
+    parser.add_argument("--rules", default="concise,you,paragraph,coin",
+                        help=f"comma-separated, from: {', '.join(RULES)} (default concise,you,paragraph,coin; coin "
+                        "is the coin-flip control)")
     parser.add_argument("--judge-prompts", type=int, default=24, help="held-out prompts per rule (default 24)")
     parser.add_argument("--max-new-tokens", type=int, default=96, help="answer length cap (default 96)")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
@@ -393,7 +416,10 @@ def main() -> None:
         parser.error(f"unknown rule(s) {unknown}; known: {', '.join(RULES)}")
     rules = [RULES[name] for name in args.rules.split(",")]
     label_prompts, judge_prompts = split_prompts(args.judge_prompts)
-    max_pairs = args.max_pairs or max(3 * args.labels, 40)
+    sizes = sorted({int(n) for n in str(args.labels).split(",") if n.strip()})
+    if not sizes or sizes[0] < 1:
+        parser.error("--labels needs one or more positive sizes, e.g. 40 or 40,80")
+    max_pairs = args.max_pairs or max(3 * sizes[-1], 40)
     sampling = Sampling(args.temperature, args.top_p, args.max_new_tokens)
 
     keep = args.keep or args.data_dir is not None
@@ -404,7 +430,7 @@ def main() -> None:
     bench_dir = data_dir.parent if args.data_dir is None else data_dir
     pairs_log, judge_log = bench_dir / "pairs.jsonl", bench_dir / "judge.jsonl"
     say("efficacy: rules " + "; ".join(f"{r.name} ({r.kind}: {r.description})" for r in rules))
-    say(f"efficacy: model={args.model} labels={args.labels} "
+    say(f"efficacy: model={args.model} labels={','.join(map(str, sizes))} "
         f"judge_prompts={len(judge_prompts)} (of {len(prompt_pool())}; {len(label_prompts)} for labeling) "
         f"sampling T={sampling.temperature} top_p={sampling.top_p} max_new_tokens={sampling.max_new_tokens}; "
         f"data dir {data_dir}")
@@ -412,14 +438,13 @@ def main() -> None:
     server = StudioProcess(data_dir, bench_dir / "server.log", port=args.port, model=args.model)
     say(f"server: up at {server.url} in {server.start():.1f} s")
     studio = Studio(server.url, sampling)
-    runs = [RuleRun(rule) for rule in rules]
+    runs = [RuleRun(rule, size) for size in sizes for rule in rules]
     total_started = time.monotonic()
     try:
-        pairs = sample_and_vote(studio, runs, label_prompts, args.labels, max_pairs,
-                                None if args.pairs else pairs_log, args.pairs)
-        short = [r.rule.name for r in runs if r.votes < args.labels]
-        say(f"votes: {pairs} pairs sampled; " + " ".join(f"{r.rule.name}={r.votes} (ties {r.ties})" for r in runs)
-            + (f"; SHORT of {args.labels}: {', '.join(short)} (hit --max-pairs {max_pairs})" if short else ""))
+        pairs = sample_and_vote(studio, runs, label_prompts, max_pairs, None if args.pairs else pairs_log, args.pairs)
+        short = [r.name for r in runs if r.votes < r.labels]
+        say(f"votes: {pairs} pairs sampled; " + " ".join(f"{r.name}={r.votes} (ties {r.ties})" for r in runs)
+            + (f"; SHORT: {', '.join(short)} (hit --max-pairs {max_pairs})" if short else ""))
         if not args.sample_only:
             report_route = True
             for run in runs:
@@ -440,23 +465,36 @@ def main() -> None:
 
     print_table(runs, args.sample_only)
     for hyperparams in {json.dumps(r.hyperparams) for r in runs if r.hyperparams}:
-        names = ",".join(r.rule.name for r in runs if json.dumps(r.hyperparams) == hyperparams)
+        names = ",".join(r.name for r in runs if json.dumps(r.hyperparams) == hyperparams)
         say(f"studio defaults used by the job(s) of {names}: {hyperparams}")
     train_times = [r.train_s for r in runs if not math.isnan(r.train_s)]
-    wins = [r.oracle_win for r in runs]
-    oracle_win = NAN if any(math.isnan(w) for w in wins) else statistics.fmean(wins)
-    min_rule_win = NAN if any(math.isnan(w) for w in wins) else min(wins)
+    first = [r for r in runs if r.labels == sizes[0]]          # the targets are at the smallest size
+    wins = [r.oracle_win for r in first if not r.rule.control]
+    oracle_win = NAN if not wins or any(math.isnan(w) for w in wins) else statistics.fmean(wins)
+    min_rule_win = NAN if not wins or any(math.isnan(w) for w in wins) else min(wins)
+
+    def learned_share(picked: list[RuleRun]) -> float:
+        """The share of these runs whose report verdict is "learned" (nan without any report)."""
+        reported = [r for r in picked if r.verdict]
+        return statistics.fmean(float(r.learned) for r in reported) if reported else NAN
+
+    verdict_learned = learned_share([r for r in first if not r.rule.control])
+    control_learned = learned_share([r for r in runs if r.rule.control])
     verdicts = []
     if not args.sample_only:
-        verdicts.append(f"oracle_win {fmt(oracle_win)} (target >= 0.85), min_rule_win {fmt(min_rule_win)} "
-                        f"(target >= 0.75), slowest job {fmt(max(train_times, default=NAN), 0)} s (target <= 600)")
+        verdicts.append(f"at {sizes[0]} labels: oracle_win {fmt(oracle_win)} (target >= 0.85), min_rule_win "
+                        f"{fmt(min_rule_win)} (target >= 0.75), verdict_learned {fmt(verdict_learned, 2)} (target "
+                        f"1.0), control_learned {fmt(control_learned, 2)} over every size (target 0), slowest job "
+                        f"{fmt(max(train_times, default=NAN), 0)} s (target <= 300)")
         if any(r.status != "succeeded" for r in runs):
-            verdicts.append("jobs not succeeded: " + ", ".join(f"{r.rule.name}={r.status}" for r in runs
+            verdicts.append("jobs not succeeded: " + ", ".join(f"{r.name}={r.status}" for r in runs
                                                                 if r.status != "succeeded"))
         say("summary: " + "; ".join(verdicts))
-    per_rule = " ".join(f"win_{r.rule.name}={fmt(r.oracle_win)} kl_{r.rule.name}={fmt(r.kl, 4)} "
-                        f"train_s_{r.rule.name}={fmt(r.train_s, 0)} votes_{r.rule.name}={r.votes}" for r in runs)
-    say(f"RESULT labels={min(r.votes for r in runs)} oracle_win={fmt(oracle_win)} min_rule_win={fmt(min_rule_win)} "
+    per_rule = " ".join(f"win_{r.name}={fmt(r.oracle_win)} kl_{r.name}={fmt(r.kl, 4)} learned_{r.name}="
+                        f"{int(r.learned)} train_s_{r.name}={fmt(r.train_s, 0)} votes_{r.name}={r.votes}"
+                        for r in runs)
+    say(f"RESULT labels={sizes[0]} oracle_win={fmt(oracle_win)} min_rule_win={fmt(min_rule_win)} "
+        f"verdict_learned={fmt(verdict_learned, 2)} control_learned={fmt(control_learned, 2)} "
         f"kl={fmt(mean([r.kl for r in runs]), 4)} train_s={fmt(max(train_times, default=NAN), 0)} "
         f"train_mean_s={fmt(mean(train_times), 0)} pairs={pairs} {per_rule}")
 

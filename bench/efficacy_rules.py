@@ -6,6 +6,7 @@ and held-out prompts to judge the new versions on.
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
 import random
 import re
@@ -37,12 +38,19 @@ def first_paragraph_share(text: str) -> float:
     return round(words(lines[0]) / max(words(text), 1), 6) if lines else 1.0
 
 
+def coin(text: str) -> float:
+    """A fixed pseudo-random score per answer text: the coin-flip control's "preference" (no property of the
+    answer predicts it, so there is nothing to learn; the same pair always gets the same vote)."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") / 2 ** 64
+
+
 @dataclass(frozen=True)
 class Rule:
     name: str
-    kind: str                         # style | content | format
+    kind: str                         # style | content | format | control
     description: str
     score: Callable[[str], float]     # higher = satisfies the rule better
+    control: bool = False             # a coin flip: its verdict must never be "learned"
 
     @property
     def labeler(self) -> str:
@@ -64,6 +72,7 @@ RULES: dict[str, Rule] = {rule.name: rule for rule in (
     Rule("paragraph", "format", "larger share of the words in the first paragraph", first_paragraph_share),
     Rule("list", "format", "more bulleted or numbered lines", lambda t: len(LIST_ITEM.findall(t))),
     Rule("numbers", "content", "more concrete numbers", lambda t: len(NUMBER.findall(LIST_MARKER.sub("", t)))),
+    Rule("coin", "control", "a coin flip per pair (fixed hash of the answer)", coin, control=True),
 )}
 
 

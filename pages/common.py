@@ -142,7 +142,61 @@ def show_error(exc: StudioError) -> None:
 
 
 VERDICT_STYLE = {"learned": ("green", ":material/trending_up:"), "no_change": ("gray", ":material/trending_flat:"),
+                 "changed": ("blue", ":material/swap_horiz:"), "mixed": ("violet", ":material/compare_arrows:"),
                  "regressed": ("red", ":material/trending_down:"), "unmeasured": ("orange", ":material/help:")}
+
+
+def signature_chart(rows: list[tuple[str, float, str]], key: str, height: int = 0) -> None:
+    """Horizontal bars centred on 0.5 (a coin flip): per feature, the share of pairs (or prompts) with more of it."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for series in dict.fromkeys(r[2] for r in rows):
+        picked = [r for r in rows if r[2] == series]
+        fig.add_bar(name=series, y=[r[0] for r in picked], x=[r[1] - 0.5 for r in picked], base=0.5,
+                    orientation="h", hovertemplate="%{y}: %{x:.0%} more<extra>" + series + "</extra>")
+    fig.add_vline(x=0.5, line_dash="dot", line_color="gray")
+    fig.update_layout(barmode="group", height=height or 60 + 28 * len({r[0] for r in rows}),
+                      margin=dict(l=10, r=10, t=10, b=10), xaxis=dict(range=[0, 1], tickformat=".0%",
+                      title="share with more of the feature (50% = no preference)"))
+    st.plotly_chart(fig, key=key)
+
+
+def _share(test: dict) -> float | None:
+    decided = test["more"] + test["less"]
+    return test["more"] / decided if decided else None
+
+
+def show_signature_and_movement(report: dict, key: str) -> None:
+    """What the version's training labels prefer, how its answers moved against the other version's, and every
+    piece of evidence the verdict rests on (with the rule)."""
+    m, version, against = report["metrics"], report["version"], report["against"]
+    signature = m.get("label_signature") or {}
+    preferences = signature.get("preferences") or []
+    if preferences:
+        st.markdown("**What the training labels prefer:** " + "; ".join(p.removeprefix("your labels prefer ")
+                                                                           for p in preferences))
+    elif signature:
+        st.caption(f"The {signature.get('pairs', 0)} training pairs show no measurable preference in the answer "
+                   "features (length, lists, refusals, ...; see the README).")
+    interesting = {t["feature"] for t in signature.get("tests", []) if t.get("direction")}
+    interesting |= {t["feature"] for t in m.get("movement") or [] if t.get("direction")}
+    rows = [(t["feature"], share, "training labels: chosen vs rejected")
+            for t in signature.get("tests", []) if t["feature"] in interesting and (share := _share(t)) is not None]
+    rows += [(t["feature"], share, f"answers: {version} vs {against}")
+             for t in m.get("movement") or [] if t["feature"] in interesting and (share := _share(t)) is not None]
+    if rows:
+        signature_chart(rows, key=f"{key}-signature")
+    found = report.get("evidence") or []
+    if found or report.get("rule"):
+        with st.expander(f"Evidence ({len(found)} tests) and the verdict rule"):
+            for e in found:
+                says = {"toward": "toward the labels", "against": "against the labels"}.get(e["says"],
+                                                                                          "not significant")
+                st.markdown(f"- **{says}** — {e['text']} (p = {e['p_value']:.2g}, {e['adjusted_p']:.2g} after "
+                            "correction)")
+            if report.get("rule"):
+                st.caption(report["rule"])
 
 
 def show_report(report: dict, full: bool, key: str) -> None:
@@ -167,9 +221,11 @@ def show_report(report: dict, full: bool, key: str) -> None:
 
     cols = st.columns(5)
     value, delta = pair("accuracy")
-    cols[0].metric("Held-out preference accuracy", value, delta,
+    cols[0].metric("Log-prob ranking accuracy (held-out)", value, delta,
                    help=f"{m['held_out_pairs']} labeled pairs never trained on; each version ranks chosen vs "
-                        f"rejected by its mean log-probability per token. {against} → {version}.")
+                        f"rejected by its mean log-probability per token. {against} → {version}. Not DPO's "
+                        "reward accuracy on the Runs page, which asks whether the version moved each pair's "
+                        "chosen answer up more than its rejected one relative to the reference.")
     kl = m.get("kl_per_token")
     cols[1].metric("KL to " + against, "n/a" if kl is None else f"{kl:.3f}", help="nats per token, on the "
                    f"version's own answers to {m.get('prompts', 0)} held-out prompts")
@@ -181,7 +237,9 @@ def show_report(report: dict, full: bool, key: str) -> None:
     cols[4].metric("Win rate vs " + against, "n/a" if win is None else f"{win:.0%}",
                    help=f"judged by {m['reward_model']}" if m.get("reward_model") else
                    "no reward model yet: train one (algorithm 'Reward model') to get a judged win rate")
-    names = [("accuracy", "held-out accuracy"), ("refusal", "refusal rate"), ("distinct2", "diversity (distinct-2)")]
+    show_signature_and_movement(report, key)
+    names = [("accuracy", "log-prob ranking accuracy"), ("refusal", "refusal rate"),
+             ("distinct2", "diversity (distinct-2)")]
     shown = [(label, m.get(f"{n}_against"), m.get(f"{n}_version")) for n, label in names
              if m.get(f"{n}_version") is not None]
     if shown:

@@ -76,10 +76,11 @@ changed_tab, side_tab, eval_tab, safety_tab, active_tab = st.tabs(["What changed
 
 # --- what changed -----------------------------------------------------------------------------------------
 with changed_tab:
-    st.caption("Did a version learn from the labels, and did anything else move? Held-out preference accuracy on "
-               "labeled pairs neither version trained on, KL, answer length, refusals, diversity, a reward-model "
-               "win rate when one exists, and the prompts where the two differ most. Computed after every job "
-               "against the parent; here for any two versions.")
+    st.caption("Did a version learn from the labels, and did anything else move? What the training labels prefer "
+               "and whether the version's answers moved that way, the labeled pairs neither version trained on "
+               "(log-prob ranking), KL, answer length, refusals, diversity, a reward-model win rate when one "
+               "exists, and the prompts where the two differ most. Computed after every job against the parent; "
+               "here for any two versions.")
     trained = [v for v in versions if v != "base"]
     if not trained:
         st.info("Only the base model is available: train a version on the Train page first.", icon=":material/info:")

@@ -15,7 +15,7 @@ from core.labeling import analytics
 from core.labeling import moderation
 from core.errors import StudioError
 from core.studio import current
-from pages.common import can, filter_form, require_page, show_error
+from pages.common import can, filter_form, require_page, show_error, signature_chart
 
 studio = current()
 db = studio.db
@@ -32,6 +32,15 @@ def overview(db_path: str) -> dict[str, Any]:
     return {"summary": analytics.summary(db), "counts": analytics.counts_over_time(db),
             "labelers": analytics.labeler_stats(db), "aspects": analytics.aspect_distributions(db),
             "outcomes": analytics.outcome_distribution(db), "agreement": analytics.agreement_table(db)}
+
+
+@st.cache_data(ttl=CACHE_SECONDS, show_spinner=False)
+def label_signature_cached(db_path: str, labeler: str | None) -> dict[str, Any]:
+    """What the labels prefer (core.compare.signature): everyone's, or one labeler's own."""
+    from core.compare.signature import signature_of_labels
+    from core.data.filters import filters_from_dict
+
+    return signature_of_labels(db, filters_from_dict({"labelers": [labeler]}) if labeler else None).to_dict()
 
 
 def chart(fig) -> None:
@@ -122,6 +131,23 @@ else:
                                                               min_value=0, max_value=1),
             "last_active": st.column_config.DatetimeColumn("Last active", format="YYYY-MM-DD HH:mm"),
         })
+
+    # ------------------------------------------------------------------------- label signature
+    st.subheader("What your labels prefer")
+    own_signature = access.owner_filter(viewer, "data.training_set") is not None
+    signature = label_signature_cached(str(db.path), viewer.name if own_signature else None)
+    st.caption(f"Over {signature['pairs']} preference pairs{' of yours' if own_signature else ''}: per answer "
+               "feature, how often the chosen answer has more of it than the rejected one (sign test, "
+               "Holm-corrected over the features; definitions in the README, \u201cWhat the labels prefer\u201d).")
+    if signature["preferences"]:
+        for line in signature["preferences"]:
+            st.markdown(f"- {line}")
+        picked = [t for t in signature["tests"] if t["direction"]]
+        signature_chart([(t["feature"], t["more"] / (t["more"] + t["less"]), "chosen vs rejected")
+                         for t in picked], key="data-signature")
+    else:
+        st.caption("No measurable preference yet in the answer features: either the labels prefer something the "
+                   "features do not capture (facts, tone), or there are too few pairs to tell.")
 
     # ------------------------------------------------------------------------- agreement
     st.subheader("Agreement")

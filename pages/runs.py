@@ -5,6 +5,7 @@ import streamlit as st
 
 from core.errors import StudioError
 from core.compare.report import latest_report
+from core.share.curves import CURVE_TITLES, overfitting_step
 from core.studio import current
 from core.labeling import access
 from pages.common import can, require_page, show_error, show_report
@@ -14,7 +15,7 @@ supervisor = studio.supervisor
 st.title("Runs")
 viewer, _ = require_page("runs")
 
-CURVES = ["loss", "rewards/accuracies", "rewards/margins", "implicit_kl", "kl", "reward", "accuracy",
+CURVES = ["loss", "rewards/accuracies", "rewards/margins", "labeled_logratio", "kl", "reward", "accuracy",
           "rewards/chosen", "rewards/rejected", "reward_std", "learning_rate", "grad_norm", "tokens_per_s"]
 STATUS_COLOR = {"queued": "gray", "running": "blue", "paused": "orange", "succeeded": "green", "failed": "red",
                 "cancelled": "gray", "interrupted": "orange"}
@@ -132,8 +133,21 @@ def curves(job_ids: list[int], alpha: float) -> None:
                                     name=label, line=dict(dash=dash))
             if jid in kept:
                 fig.add_vline(x=kept[jid], line_dash="dot", line_color="gray")
-        fig.update_layout(title=name, height=300, margin=dict(l=10, r=10, t=40, b=10), xaxis_title="step")
+            if name == "loss":
+                series = metrics[metrics["job_id"] == jid]
+                points = {n: list(zip(series[series["name"] == n]["step"], series[series["name"] == n]["value"]))
+                          for n in ("loss", "eval_loss")}
+                step = overfitting_step(sorted(points["loss"]), sorted(points["eval_loss"]))
+                if step is not None:
+                    fig.add_vrect(x0=step, x1=series["step"].max(), fillcolor="red", opacity=0.08, line_width=0)
+                    column.warning(f"Job #{jid}: held-out loss rose after step {step} while training loss kept "
+                                   "falling: the version memorised its training pairs from there on.",
+                                   icon=":material/warning:")
+        title, meaning = CURVE_TITLES.get(name, (name, ""))
+        fig.update_layout(title=title, height=300, margin=dict(l=10, r=10, t=40, b=10), xaxis_title="step")
         column.plotly_chart(fig, use_container_width=True, key=f"chart-{name}")
+        if meaning:
+            column.caption(meaning)
     wide = metrics.pivot_table(index=["job_id", "step"], columns="name", values="value").reset_index()
     st.download_button("Download CSV", wide.to_csv(index=False), file_name="metrics.csv", mime="text/csv")
 

@@ -19,7 +19,8 @@ from core.training.request import JobRequest
 from core.labeling.votes import Vote, submit_labeled_pair
 from core.serving.models import build_tiny_model
 from core.serving.policies import register_policy
-from core.compare.report import badges, compute_report, distinct_n, drift_warnings, latest_report, sign_test
+from core.compare.report import badges, compute_report, distinct_n, drift_warnings, latest_report
+from core.compare.signature import FEATURE_NAMES, sign_test
 from core.compare.safety import is_refusal
 from core.studio import Studio
 from core.training import ALGORITHMS
@@ -88,12 +89,65 @@ def test_the_verdict_says_what_the_held_out_pairs_can_and_cannot_tell():
     assert verdict({**base, "toward": 15, "away": 4, "kl_per_token": 0.2})[0] == "learned"
     assert verdict({**base, "toward": 3, "away": 15, "kl_per_token": 0.2})[0] == "regressed"
     kind, text = verdict({**base, "toward": 12, "away": 7, "kl_per_token": 0.3})   # the bench's "concise" v1
-    assert kind == "no_change" and text.startswith("not significant yet") and "p = 0.18" in text
-    assert f"about {pairs_needed(12, 19)} held-out pairs" in text and pairs_needed(12, 19) > 19
+    assert kind == "changed" and text.startswith("changed, but not toward your labels: KL 0.30")
+    assert "p = 0.36" in text and f"about {pairs_needed(12, 19)} held-out pairs" in text and pairs_needed(12, 19) > 19
     kind, text = verdict({**base, "toward": 0, "away": 0, "kl_per_token": 0.0}, {"learning_rate": 5e-4})
     assert text.startswith("no measurable change") and "raise learning_rate from 5e-04 to 2e-03" in text
     assert verdict({"held_out_pairs": 0})[0] == "unmeasured"
     assert pairs_needed(5, 10) is None and pairs_needed(10, 10) == 10
+
+
+def preference(feature: str, more: int, less: int, direction: int) -> dict:
+    return {"feature": feature, "more": more, "less": less, "ties": 0, "direction": direction}
+
+
+def test_a_version_that_moved_the_way_its_labels_prefer_is_learned_even_with_few_held_out_pairs():
+    """The issue's case: 44 labels that prefer shorter answers, 7 held-out pairs (p = 0.23 alone), v1's answers
+    shorter than base's on 22 of 24 prompts: learned, with no "label more" in the line."""
+    from core.compare.report import evidence, verdict
+
+    m = {"version": "v1", "against": "base", "held_out_pairs": 7, "toward": 5, "away": 2, "kl_per_token": 0.2,
+         "label_signature": {"pairs": 44, "tests": [preference("length", 3, 41, -1), preference("emoji", 1, 0, 0)]},
+         "movement": [preference("length", 2, 22, -1), preference("emoji", 0, 0, 0)]}
+    kind, text = verdict(m)
+    assert kind == "learned" and "label" not in text.split("(your labels")[0]
+    assert text.startswith("learned: v1 gave shorter answers than base on 22 of 24 prompts (your labels prefer "
+                           "shorter answers: 41 of 44 pairs)")
+    assert [e.source for e in evidence(m) if e.says] == ["movement:length"]
+    # the same move against the labels: regressed; along a feature the labels do not care about: changed
+    flipped = {**m, "movement": [preference("length", 22, 2, 1)], "toward": 2, "away": 5}
+    assert verdict(flipped)[0] == "regressed"
+    unrelated = {**m, "label_signature": {"pairs": 44, "tests": [preference("length", 20, 24, 0)]}}
+    kind, text = verdict(unrelated)
+    assert kind == "changed" and "v1 gave shorter answers than base on 22 of 24 prompts" in text
+    # both ways at once
+    both = {**m, "toward": 0, "away": 19, "held_out_pairs": 19}
+    assert verdict(both)[0] == "mixed"
+
+
+def test_a_coin_flip_labeler_is_never_called_learned():
+    """Random labels, a version that moved anyway (KL 0.2): 200 simulated controls, none "learned" more often than
+    the 5% the tests allow (Holm keeps the family-wise error at the level)."""
+    from core.compare.report import verdict
+    from core.compare.signature import label_signature, paired_tests
+
+    rng = random.Random(7)
+
+    def answer() -> str:
+        text = " ".join(rng.choice(["word", "you", "maybe", "42", "Sure!", "list"]) for _ in range(rng.randint(3, 60)))
+        return text + ("\n\n- a\n- b" if rng.random() < 0.3 else "")
+
+    learned = 0
+    for _ in range(200):
+        rows = [{"chosen": answer(), "rejected": answer()} for _ in range(40)]
+        held = 8
+        toward = sum(rng.random() < 0.5 for _ in range(held))
+        m = {"version": "v1", "against": "base", "held_out_pairs": held, "toward": toward, "away": held - toward,
+             "kl_per_token": 0.2, "label_signature": label_signature(rows).to_dict(),
+             "movement": [t.to_dict() for t in paired_tests([answer() for _ in range(24)],
+                                                             [answer() for _ in range(24)])]}
+        learned += verdict(m)[0] == "learned"
+    assert learned <= 10
 
 
 def test_report_measures():
@@ -212,10 +266,15 @@ def test_a_version_trained_on_a_clear_preference_is_reported_as_learned(learned)
     studio, _, _ = learned
     report = compute_report(studio, "v1")
     m = report["metrics"]
-    assert report["verdict"] == "learned" and report["summary"].startswith("learned: held-out preference accuracy")
+    assert report["verdict"] == "learned" and report["summary"].startswith("learned: ")
+    assert any(e["source"] == "held_out_pairs" and e["says"] == "toward" for e in report["evidence"])
+    assert "Holm" in report["rule"]
+    signature = m["label_signature"]   # the marker answers are longer and exclaim: the labels say so
+    assert signature["pairs"] > 50 and "your labels prefer longer answers" in " ".join(signature["preferences"])
+    assert {t["feature"] for t in m["movement"]} == set(FEATURE_NAMES)
     assert m["against"] == "base" and m["held_out_pairs"] > 10
     assert m["accuracy_version"] > m["accuracy_against"] and m["toward"] > m["away"]
-    assert m["kl_per_token"] > 0 and m["prompts"] == 12 and len(report["examples"]) == 5
+    assert m["kl_per_token"] > 0 and m["prompts"] == 24 and len(report["examples"]) == 5
     assert {"length_version", "refusal_version", "distinct2_version"} <= set(m)
     stored = latest_report(studio.db, "v1")
     assert stored["summary"] == report["summary"] and stored["id"] == report["id"]
@@ -246,8 +305,8 @@ def test_runs_train_and_compare_pages_show_the_plan_and_the_report(learned, monk
     runs = AppTest.from_file(str(ROOT / "pages" / "runs.py"), default_timeout=60).run()
     assert not runs.exception and not runs.error
     text = " ".join(m.value for m in runs.markdown)
-    assert "**learned: held-out preference accuracy" in text
-    assert any(m.label == "Held-out preference accuracy" for m in runs.metric)
+    assert "**learned: " in text and "What the training labels prefer:" in text
+    assert any(m.label == "Log-prob ranking accuracy (held-out)" for m in runs.metric)
     assert len(runs.expander) >= 5   # the log, and the prompts where v1 and base differ most (admin, local mode)
 
     train = AppTest.from_file(str(ROOT / "pages" / "train.py"), default_timeout=60).run()
@@ -259,7 +318,7 @@ def test_runs_train_and_compare_pages_show_the_plan_and_the_report(learned, monk
     assert not compare.exception and not compare.error
     compare.selectbox(key="changed-version").select("v1").run()
     compare.selectbox(key="changed-against").select("base").run()
-    assert "**learned: held-out preference accuracy" in " ".join(m.value for m in compare.markdown)
+    assert "**learned: " in " ".join(m.value for m in compare.markdown)
     compare.selectbox(key="changed-against").select("v2").run()
     compare.button(key="changed-run").click().run()
     assert not compare.exception and not compare.error
@@ -313,7 +372,7 @@ def test_report_over_rest_and_cli_with_roles(learned, tmp_path):
     assert report["verdict"] == "learned" and report["metrics"]["against"] == "base"
     text = subprocess.run([sys.executable, str(ROOT / "launch.py"), "report", "v1", "--data-dir", str(data_dir),
                            "--model", "tiny"], capture_output=True, text=True, timeout=300)
-    assert text.stdout.startswith("learned: held-out preference accuracy") and "KL per token" in text.stdout
+    assert text.stdout.startswith("learned: ") and "KL per token" in text.stdout and "evidence: toward" in text.stdout
 
     users = tmp_path / "users.txt"
     users_file(users, "ada:pw-ada:admin", "bob:pw-bob:labeler")

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
 from core.labeling import queue as prompt_queue
-from core.errors import NotFound, ValidationError
+from core.errors import NotFound, StudioError, ValidationError
 from core.serving.generate import SamplingParams
 from core.serving.policies import BASE_POLICY, comparable_policy, live_policy, run_dir_of
 from core.serving.scoring import adapter_names, generate_pair_answers, row_adapter, sequence_logprobs
@@ -333,6 +333,33 @@ def _seen_in_training(db: Database, policy: dict[str, Any], pairs: list[dict[str
         return 0
     trained = trained_prompt_keys(db, policy)
     return sum(1 for p in pairs if prompt_key(p["prompt"]) in trained)
+
+
+def trained_rows(db: Database, policy: dict[str, Any]) -> list[dict[str, Any]]:
+    """The labeled pairs a version was trained on (``prompt/chosen/rejected``): its frozen training snapshot when
+    that holds preference pairs; otherwise (KTO or SFT data, no job) the preference pairs of the labels chosen
+    like its training data (the job's filters), training split only."""
+    run_dir = run_dir_of(db, policy)
+    path = rundir.train_data_path(run_dir) if run_dir else None
+    if path is not None and path.is_file():
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        if {"prompt", "chosen", "rejected"} <= set(table.column_names):
+            return table.to_pylist()
+    from core.data.filters import filters_from_dict
+    from core.data.trainsets import preference_rows
+
+    filters = None
+    if policy.get("job_id") is not None:
+        raw = db.scalar("SELECT config FROM jobs WHERE id = ?", [policy["job_id"]])
+        recorded = (json.loads(raw) if raw else {}).get("filters")
+        if recorded:
+            try:
+                filters = filters_from_dict({k: v for k, v in recorded.items() if k not in ("since", "until")})
+            except StudioError:   # a labeler or version named in the filters is gone: every label
+                filters = None
+    return [r for r in preference_rows(db, filters).rows if prompt_bucket(r["prompt"]) >= HELD_OUT_PERCENT]
 
 
 def trained_prompt_keys(db: Database, policy: dict[str, Any]) -> set[str]:

@@ -1,28 +1,31 @@
 """"What changed": did a new version learn from the labels, and did anything else move that should not have?
 
 Computed in the background after every training job (new version vs its parent) and on demand for any two chat
-versions, on data the version never trained on:
+versions, on data the version never trained on. The verdict rests on every source of evidence a user would accept
+(VERDICT_RULE), Holm-corrected as one family:
 
-* **Held-out preference accuracy** on the labeled pairs of the evaluation split (prompts whose fixed hash bucket is
-  below 20, see core.data.split; pairs whose prompt is in either version's training snapshot are left out). Each
-  version ranks chosen vs rejected by its own mean log-probability per answer token (per token, so answer length
-  does not decide); ``accuracy_against -> accuracy_version`` is the headline. The verdict itself rests on the
-  paired question DPO asks: did the version raise log p(chosen) - log p(rejected) relative to the other version?
-  ``toward`` / ``away`` count the pairs that moved each way; a one-sided sign test (p < 0.05) over the pairs that
-  moved decides "learned" (or "regressed"), so an untrained copy (nothing moved) always gets "no measurable change".
-* **Generations** on held-out prompts (the split's prompts, then seed prompts never trained on): each version
-  samples one answer per prompt (temperature 1, top-p 1, fixed seeds, one batched call per prompt), giving
-  - KL to the other version per token: mean over the version's samples of log pi_v(y|x) - log pi_against(y|x),
-    divided by the tokens (unbiased at temperature 1);
-  - answer length (tokens), refusal rate (the refusal phrases of ``core.compare.safety.is_refusal``), diversity
-    (distinct-2: unique word bigrams / all bigrams over the version's answers);
-  - win rate judged by the newest reward model (rmN) when one exists (ties count half);
-  - the prompts where the two answers differ most (1 - word overlap), side by side.
-* **Warnings** when something moved suspiciously (2x longer answers, more refusals, less diversity, large KL) and
-  **one verdict line** with a concrete suggestion when nothing changed.
+* **What the labels prefer, and whether the version moved that way** (core.compare.signature). The label signature
+  of the version's training snapshot says which answer features the labels prefer (sign test per feature). Both
+  versions answer ``prompts`` held-out prompts (the split's prompts, then seed prompts never trained on; temperature
+  1, top-p 1, the same seed per prompt, one batched call) and each feature is compared per prompt. At 40 labels
+  this is the evidence that decides: ~8 held-out pairs cannot, while labels that always prefer the shorter answer
+  make length significant at any size. Answers run to 256 tokens: capped at 64, a version whose answers came out
+  1.7x shorter read 64 -> 59 tokens, like a coin-flip control.
+* **Held-out labeled pairs** of the evaluation split (prompts whose fixed hash bucket is below 20, see
+  core.data.split; pairs whose prompt is in either version's training snapshot are left out): did the version raise
+  log p(chosen) - log p(rejected) relative to the other version? ``toward`` / ``away`` count the pairs that moved
+  each way. Each version's *log-prob ranking accuracy* (mean log-probability per answer token, so length does not
+  decide) is shown beside it; it is not DPO's reward accuracy on the training curves.
+* **The blind check by people**, when votes were cast (``blind_check`` in the metrics).
+* From the same samples: KL to the other version per token (mean over the version's samples of log pi_v(y|x) -
+  log pi_against(y|x), divided by the tokens; unbiased at temperature 1), answer length (tokens), refusal rate (the
+  refusal phrases of ``core.compare.safety.is_refusal``), diversity (distinct-2), a win rate judged by the newest
+  reward model (rmN) when one exists, and the prompts where the two answers differ most, side by side.
+* **Warnings** when something moved suspiciously (2x longer answers the labels did not ask for, more refusals,
+  less diversity, large KL).
 
-Nothing here knows what the labels prefer: every figure compares the two versions on the labelers' own held-out
-pairs and on neutral prompts.
+A version trained on coin-flip labels moves too (KL ~0.2 nats per token measured) but its labels prefer nothing,
+so it gets "changed, but not toward your labels", never "learned".
 """
 from __future__ import annotations
 
@@ -38,6 +41,8 @@ from core.compare import evaluation as ev
 from core.compare.evaluation import Progress, report_progress
 from core.compare.safety import is_refusal, safety_change
 from core.compare.sidebyside import word_overlap
+from core.compare.signature import (SIGNIFICANCE, describe_movement, describe_preference, holm, label_signature,
+                                    paired_tests, sign_test, two_sided)
 from core.errors import StudioError, ValidationError
 from core.serving.generate import SamplingParams, generate_batch
 from core.serving.policies import default_against
@@ -47,7 +52,6 @@ from core.data.filters import filters_from_dict
 from core.data.split import HELD_OUT_PERCENT, prompt_key
 from storage.db import Database
 
-SIGNIFICANCE = 0.05
 MIN_PAIRS_TO_TELL = 6            # below this even a perfect move is not significant (1/2^6 = 0.016 > 0.05 at 5)
 LENGTH_RATIO_WARN = 1.5
 REFUSAL_RISE_WARN = 0.15
@@ -55,17 +59,21 @@ DIVERSITY_DROP_WARN = 0.25       # relative drop of distinct-2
 KL_WARN = 0.5                    # nats per token
 MOVED_KL = 0.05                  # nats per token: a version this far from the other one has clearly changed
 EXAMPLES = 5
-VERDICTS = ("learned", "no_change", "regressed", "unmeasured")
+VERDICTS = ("learned", "changed", "no_change", "regressed", "mixed", "unmeasured")
 
 
 @dataclass
 class ReportSettings:
     """What a report measures on (the same for every version, so reports are comparable)."""
 
-    prompts: int = field(default=12, metadata={
+    prompts: int = field(default=24, metadata={
         "help": "Held-out prompts each version answers (the evaluation split's prompts first, then seed prompts "
-                "never trained on).", "min": 1, "max": 200})
-    max_new_tokens: int = field(default=64, metadata={"help": "Longest generated answer.", "min": 4, "max": 1024})
+                "never trained on). The answers are compared per prompt along what the labels prefer: 24 "
+                "prompts let a move on 18 of them count after the correction for many features.",
+        "min": 1, "max": 200})
+    max_new_tokens: int = field(default=256, metadata={
+        "help": "Longest generated answer. Long enough for length and structure to move: capped at 64 tokens, a "
+                "version that answered 1.7x shorter read 64 -> 59 tokens.", "min": 4, "max": 1024})
     max_pairs: int = field(default=200, metadata={
         "help": "At most this many held-out labeled pairs are scored.", "min": 1, "max": 100_000})
     seed: int = field(default=0, metadata={"help": "Prompt i is sampled with seed + i.", "min": 0,
@@ -90,13 +98,6 @@ def distinct_n(texts: Sequence[str], n: int = 2) -> float | None:
     return len(set(grams)) / len(grams) if grams else None
 
 
-def sign_test(successes: int, trials: int) -> float:
-    """One-sided p-value of at least ``successes`` of ``trials`` under a fair coin (1.0 without trials)."""
-    if trials <= 0:
-        return 1.0
-    return sum(math.comb(trials, k) for k in range(successes, trials + 1)) / 2 ** trials
-
-
 def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
@@ -107,17 +108,87 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 
 # --- verdict and warnings ---------------------------------------------------------------------------------
 
+VERDICT_RULE = (
+    "Learned when, after Holm's correction over every piece of evidence tested together (the version's movement "
+    "along each significant preference of its training labels, paired per held-out prompt; the held-out labeled "
+    "pairs; the blind check by people; calibrated judges), at least one says the version moved toward the labels "
+    f"at p < {SIGNIFICANCE} and none says against. Regressed: the reverse. Changed: the version moved (KL >= "
+    f"{MOVED_KL} nats per token, or an answer feature moved significantly) but not along the labels. Two-sided "
+    "sign tests throughout, ties left out.")
+
+
+@dataclass
+class Evidence:
+    """One test that can tell whether a version moved toward the labels (``toward``) or against them."""
+
+    source: str          # "movement:<feature>" | "held_out_pairs" | "blind_check" | "judge:<name>"
+    toward: int
+    against: int
+    text: str            # what it measured, in plain words
+    adjusted_p: float = 1.0
+
+    @property
+    def p_value(self) -> float:
+        return two_sided(self.toward, self.against)
+
+    @property
+    def says(self) -> str:
+        """"toward" | "against" | "" (not significant after the correction)."""
+        if self.adjusted_p >= SIGNIFICANCE or self.toward == self.against:
+            return ""
+        return "toward" if self.toward > self.against else "against"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "toward": self.toward, "against": self.against, "text": self.text,
+                "p_value": self.p_value, "adjusted_p": self.adjusted_p, "says": self.says}
+
+
+def evidence(m: dict[str, Any]) -> list[Evidence]:
+    """Every test the verdict rests on, Holm-adjusted as one family."""
+    found: list[Evidence] = []
+    version, against = m.get("version", "the version"), m.get("against", "its parent")
+    moved = {t["feature"]: t for t in m.get("movement") or []}
+    for pref in (m.get("label_signature") or {}).get("tests", []):
+        test = moved.get(pref["feature"])
+        if not pref.get("direction") or test is None:
+            continue
+        toward, away = (test["more"], test["less"]) if pref["direction"] > 0 else (test["less"], test["more"])
+        if toward + away:
+            found.append(Evidence(f"movement:{pref['feature']}", toward, away,
+                                  f"{describe_movement(test, version, against)} (your labels prefer "
+                                  f"{describe_preference(pref)})"))
+    n = m.get("held_out_pairs", 0)
+    if n:
+        found.append(Evidence("held_out_pairs", m.get("toward", 0), m.get("away", 0),
+                              f"on {n} held-out labeled pairs {version} raised the chosen answer's log-probability "
+                              f"against the rejected one's on {m.get('toward', 0)}, lowered it on {m.get('away', 0)}"
+                              f" (log-prob ranking accuracy {_fmt(m.get('accuracy_against'))} -> "
+                              f"{_fmt(m.get('accuracy_version'))})"))
+    blind = m.get("blind_check") or {}
+    if blind.get("wins", 0) + blind.get("losses", 0):
+        found.append(Evidence("blind_check", blind["wins"], blind["losses"],
+                              f"people preferred {version} blind on {blind['wins']} of {blind['votes']} votes, "
+                              f"{against} on {blind['losses']} ({blind.get('ties', 0)} ties)"))
+    for adjusted, item in zip(holm([e.p_value for e in found]), found):
+        item.adjusted_p = adjusted
+    return found
+
+
+def _p(e: Evidence) -> str:
+    return f"p = {e.adjusted_p:.2g} after correction"
+
 
 def drift_warnings(m: dict[str, Any]) -> list[str]:
-    """Plain-language warnings for figures that moved suspiciously."""
+    """Plain-language warnings for figures that moved suspiciously (not when the labels asked for the move)."""
     warnings = []
+    preferred = {t["feature"]: t.get("direction", 0) for t in (m.get("label_signature") or {}).get("tests", [])}
     lv, la = m.get("length_version"), m.get("length_against")
     if lv and la:
         ratio = lv / la
-        if ratio >= LENGTH_RATIO_WARN:
+        if ratio >= LENGTH_RATIO_WARN and preferred.get("length", 0) <= 0:
             warnings.append(f"answers got {ratio:.1f}x longer ({la:.0f} -> {lv:.0f} tokens): possible length "
                             "hacking; check that the labels really prefer longer answers")
-        elif ratio <= 1 / LENGTH_RATIO_WARN:
+        elif ratio <= 1 / LENGTH_RATIO_WARN and preferred.get("length", 0) >= 0:
             warnings.append(f"answers got {1 / ratio:.1f}x shorter ({la:.0f} -> {lv:.0f} tokens): check that "
                             "answers are still complete")
     rv, ra = m.get("refusal_version"), m.get("refusal_against")
@@ -134,26 +205,53 @@ def drift_warnings(m: dict[str, Any]) -> list[str]:
 
 
 def verdict(m: dict[str, Any], config: dict[str, Any] | None = None) -> tuple[str, str]:
-    """(kind, one line in plain words) from the report's figures; ``config`` = the version's hyperparameters."""
-    n, toward, away = m.get("held_out_pairs", 0), m.get("toward", 0), m.get("away", 0)
-    head = (f"held-out preference accuracy {_fmt(m.get('accuracy_against'))} -> {_fmt(m.get('accuracy_version'))}"
-            f" (moved toward the chosen answer on {toward} of {n} held-out pairs, away on {away})")
-    if n == 0:
-        return "unmeasured", ("cannot tell: no labeled pair was held out of training — label more prompts (about "
-                              f"{HELD_OUT_PERCENT}% of prompts are kept aside for this measurement)")
-    if toward > away and sign_test(toward, toward + away) < SIGNIFICANCE:
-        return "learned", f"learned: {head}"
-    if away > toward and sign_test(away, toward + away) < SIGNIFICANCE:
-        return "regressed", (f"moved against the labels: {head} — check for flipped or conflicting labels "
-                             "(agreement on the Data page) before training on them")
+    """(kind, one line in plain words) from the report's figures; ``config`` = the version's hyperparameters.
+
+    The rule is VERDICT_RULE. Held-out pairs alone rarely decide at 40 labels (~8 pairs), so the version's answers
+    are tested along what the labels themselves prefer; a coin-flip labeler's labels prefer nothing, so a version
+    trained on them can only be "changed", never "learned".
+    """
+    found = evidence(m)
+    toward = [e for e in found if e.says == "toward"]
+    away = [e for e in found if e.says == "against"]
+    if toward and away:
+        return "mixed", ("mixed: toward the labels, " + "; ".join(f"{e.text}, {_p(e)}" for e in toward)
+                         + "; but against them, " + "; ".join(f"{e.text}, {_p(e)}" for e in away)
+                         + " — check for conflicting labels (agreement on the Data page)")
+    if toward:
+        return "learned", "learned: " + "; ".join(f"{e.text}, {_p(e)}" for e in toward)
+    if away:
+        return "regressed", ("moved against the labels: " + "; ".join(f"{e.text}, {_p(e)}" for e in away)
+                             + " — check for flipped or conflicting labels (agreement on the Data page) before "
+                               "training on them")
     kl = m.get("kl_per_token")
-    if toward > away and kl is not None and kl >= MOVED_KL:
-        needed = pairs_needed(toward, toward + away)
-        more = (f"; if the lean holds, about {needed} held-out pairs would settle it: label about "
-                f"{_labels_for(needed - n)} more" if needed else "")
-        return "no_change", (f"not significant yet: {head}, p = {sign_test(toward, toward + away):.2f} — the version "
-                             f"did change (KL {kl:.2f} nats per token) and leans toward the labels{more}")
-    return "no_change", f"no measurable change: {head} — {_suggestion(m, config or {})}"
+    moved = [t for t in m.get("movement") or [] if t.get("direction")]
+    changed = bool(moved) or (kl is not None and kl >= MOVED_KL)
+    lean = _lean(m)
+    if changed:
+        what = [f"KL {kl:.2f} nats per token"] if kl is not None else []
+        what += [describe_movement(t, m.get("version", "the version"), m.get("against", "its parent"))
+                 for t in moved[:3]]
+        tail = ("the labels show no measurable preference in the answer features and the held-out pairs do not "
+                "decide" if found else "no labeled pair was held out and the labels show no measurable "
+                "preference in the answer features, so there is nothing to measure the direction against")
+        return "changed", f"changed, but not toward your labels: {'; '.join(what)} — {tail}{lean}"
+    if not found:
+        return "unmeasured", ("cannot tell: no labeled pair was held out of training and the labels show no "
+                              "measurable preference in the answer features — label more prompts (about "
+                              f"{HELD_OUT_PERCENT}% of prompts are kept aside for this measurement)")
+    return "no_change", f"no measurable change: {'; '.join(e.text for e in found[:2])} — {_suggestion(m, config or {})}"
+
+
+def _lean(m: dict[str, Any]) -> str:
+    """"; held-out pairs lean toward the labels (12 of 19, p = 0.36): about 40 would settle it" or ""."""
+    toward, away, n = m.get("toward", 0), m.get("away", 0), m.get("held_out_pairs", 0)
+    needed = pairs_needed(toward, toward + away) if toward > away else None
+    if not needed:
+        return ""
+    return (f"; the held-out pairs lean toward the labels ({toward} of {toward + away}, p = "
+            f"{two_sided(toward, away):.2f}): if the lean holds, about {needed} held-out pairs would settle it "
+            f"(label about {_labels_for(needed - n)} more)")
 
 
 def pairs_needed(toward: int, moved: int, limit: int = 10_000) -> int | None:
@@ -162,7 +260,8 @@ def pairs_needed(toward: int, moved: int, limit: int = 10_000) -> int | None:
         return None
     share = toward / moved
     for n in range(moved, limit):
-        if sign_test(math.ceil(share * n), n) < SIGNIFICANCE:
+        k = math.ceil(share * n)
+        if two_sided(k, n - k) < SIGNIFICANCE:
             return n
     return None
 
@@ -240,7 +339,8 @@ def compute_report(studio: Any, version: str, against: str | None = None, settin
 
     # 1. Held-out pairs: both versions score chosen and rejected.
     report_progress(progress, 0.05, f"scoring {len(pairs)} held-out pairs with {version} and {against}")
-    m: dict[str, Any] = {"version": version, "against": against, "held_out_pairs": len(pairs)}
+    m: dict[str, Any] = {"version": version, "against": against, "held_out_pairs": len(pairs),
+                         "label_signature": label_signature(ev.trained_rows(db, policy)).to_dict()}
     if pairs:
         prompts = [p["prompt"] for p in pairs] * 2
         answers = [p["chosen"][0]["content"] for p in pairs] + [p["rejected"][0]["content"] for p in pairs]
@@ -261,7 +361,7 @@ def compute_report(studio: Any, version: str, against: str | None = None, settin
         m["away"] = sum(1 for d in margins if d < -eps)
         m["implicit_accuracy"] = (m["toward"] + 0.5 * (n - m["toward"] - m["away"])) / n
         m["mean_margin"] = sum(margins) / n
-        m["p_value"] = sign_test(max(m["toward"], m["away"]), m["toward"] + m["away"])
+        m["p_value"] = two_sided(m["toward"], m["away"])
     else:
         m.update(accuracy_version=None, accuracy_against=None, toward=0, away=0, implicit_accuracy=None,
                  mean_margin=None, p_value=None)
@@ -293,6 +393,8 @@ def compute_report(studio: Any, version: str, against: str | None = None, settin
         m["refusal_against"] = _mean([float(is_refusal(s["against"])) for s in samples])
         m["distinct2_version"] = distinct_n([s["version"] for s in samples])
         m["distinct2_against"] = distinct_n([s["against"] for s in samples])
+        m["movement"] = [t.to_dict() for t in paired_tests([s["version"] for s in samples],
+                                                            [s["against"] for s in samples])]
     m["reward_model"], m["win_rate"] = None, None
     reward_models = ev.reward_models(db)
     if reward_models and samples:
@@ -310,6 +412,7 @@ def compute_report(studio: Any, version: str, against: str | None = None, settin
     kind, summary = verdict(m, policy["config"])
     report = {
         "version": version, "against": against, "verdict": kind, "summary": summary, "metrics": m,
+        "evidence": [e.to_dict() for e in evidence(m)], "rule": VERDICT_RULE,
         "warnings": drift_warnings(m), "settings": asdict(settings),
         "examples": [{"prompt": ev.last_user_text(s["prompt"]), "answer_version": s["version"],
                       "answer_against": s["against"], "difference": s["difference"]} for s in examples],
@@ -352,6 +455,7 @@ def badges(db: Database) -> dict[str, str]:
         figures = f" {_fmt(m.get('accuracy_against'))}→{_fmt(m.get('accuracy_version'))}" \
             if m.get("accuracy_version") is not None else ""
         out[row["name"]] = {"learned": "learned", "no_change": "no change", "regressed": "regressed",
+                            "changed": "changed", "mixed": "mixed",
                             "unmeasured": "not measured"}[row["verdict"]] + figures
     return out
 

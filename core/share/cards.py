@@ -191,7 +191,7 @@ def _report_lines(report: dict[str, Any] | None, policy: dict[str, Any]) -> list
              f"Measured against `{report['against']}` on {m['held_out_pairs']} labeled pairs and {m.get('prompts', 0)} "
              "prompts that neither version was trained on.", "",
              "| figure | value |", "|---|---|",
-             f"| held-out preference accuracy | {pair('accuracy', '{:.2f}')} |",
+             f"| log-prob ranking accuracy on held-out pairs | {pair('accuracy', '{:.2f}')} |",
              f"| KL to `{report['against']}` (nats per token) | "
              f"{'n/a' if m.get('kl_per_token') is None else format(m['kl_per_token'], '.3f')} |",
              f"| answer length (tokens) | {pair('length', '{:.0f}')} |",
@@ -199,6 +199,14 @@ def _report_lines(report: dict[str, Any] | None, policy: dict[str, Any]) -> list
              f"| diversity (distinct-2) | {pair('distinct2', '{:.2f}')} |"]
     if m.get("win_rate") is not None:
         lines.append(f"| win rate judged by `{m['reward_model']}` | {m['win_rate']:.0%} |")
+    preferences = (m.get("label_signature") or {}).get("preferences") or []
+    if preferences:
+        lines += ["", "What the training labels prefer: " + "; ".join(p.removeprefix("your labels prefer ")
+                                                                       for p in preferences) + "."]
+    if report.get("evidence"):
+        lines += ["", "Evidence (two-sided sign tests, Holm-corrected together):", ""]
+        lines += [f"- {e['says'] or 'not significant'}: {e['text']} (p = {e['adjusted_p']:.2g})"
+                  for e in report["evidence"]]
     lines += [f"\n> warning: {w}" for w in report.get("warnings", [])]
     return lines + [""]
 

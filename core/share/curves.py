@@ -63,3 +63,38 @@ def curves_png(series: dict[str, list[tuple[int, float]]], width: int = 1200, he
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+# --- reading curves -----------------------------------------------------------------------------------------------
+
+# What each plotted metric is, in words: two figures called "accuracy" must never be confused (issue 25).
+CURVE_TITLES = {   # metric -> (chart title, what it is)
+    "loss": ("training loss", "solid: on the training pairs; dashed: on held-out pairs never trained on"),
+    "rewards/accuracies": ("DPO reward accuracy", "rewards/accuracies: share of pairs whose chosen answer the version "
+                           "raised more than the rejected one, relative to the reference. Not the report's log-prob "
+                           "ranking accuracy, which ranks the two answers by the version's own probabilities."),
+    "rewards/margins": ("DPO reward margin", "rewards/margins: beta x (chosen log-ratio - rejected log-ratio)"),
+    "labeled_logratio": ("log-ratio on the labeled answers", "labeled_logratio: probability the version moved onto "
+                         "(+) or off (-) the chosen and rejected answers, per answer; not a KL (a KL is never "
+                         "negative: the report measures it on the version's own answers)"),
+    "kl": ("KL to the reference", "online RL, on the policy's own samples"),
+}
+OVERFIT_RISE = 0.05   # held-out loss this far (relative) above its best while training loss kept falling
+
+
+def overfitting_step(train: list[tuple[int, float]], held_out: list[tuple[int, float]]) -> int | None:
+    """The step after which held-out loss rose while training loss kept falling (memorising), or None.
+
+    Measured on a 44-label DPO run: training loss went to 0 while held-out loss rose from step ~12; the curves
+    showed it but nothing said so."""
+    if len(held_out) < 3 or not train:
+        return None
+    best_step, best = min(held_out, key=lambda p: (p[1], p[0]))
+    last_step, last = max(held_out)
+    if best_step >= last_step or last <= best + OVERFIT_RISE * max(abs(best), 1e-6):
+        return None
+    before = [v for s, v in train if s <= best_step]
+    after = [v for s, v in train if s >= last_step - 1e-9]
+    if before and after and after[-1] < before[-1]:
+        return best_step
+    return None

@@ -2,7 +2,7 @@
 core.training.rundir defines).
 
 - ``MetricsCallback`` appends one JSON row per logging step to ``metrics.jsonl`` (TRL's metric names kept, plus
-  ``step``, ``epoch``, ``time``, ``tokens_per_s`` and algorithm-derived metrics such as DPO's ``implicit_kl``).
+  ``step``, ``epoch``, ``time``, ``tokens_per_s`` and algorithm-derived metrics such as DPO's ``labeled_logratio``).
 - ``ProgressCallback`` overwrites ``progress.json`` atomically at each optimizer step.
 - ``CpuShareCallback`` lends a core to the chat while the server says people are chatting (the runs dir's
   ``chat_active`` marker).

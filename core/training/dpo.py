@@ -9,10 +9,11 @@ and cache them in the dataset (under ``runs/<id>/cache``). Every later step then
 "auto" turns it on when that pays off: when training sees each pair at least once (>= 1 epoch; past that, every
 extra pass is free) or with full fine-tuning (no second full model in memory).
 
-Metric added by the studio: ``implicit_kl`` = (rewards/chosen + rewards/rejected) / (2 * beta), i.e. the mean
-sequence log-ratio log(pi/pi_ref) over the batch's chosen and rejected completions. TRL logs no KL for DPO. On
-offline preference data this is a drift indicator (how far the policy moved from the reference on the labelled
-completions), not an unbiased KL(pi || pi_ref), which would need samples from the policy.
+Metric added by the studio: ``labeled_logratio`` = (rewards/chosen + rewards/rejected) / (2 * beta), i.e. the mean
+sequence log-ratio log(pi/pi_ref) over the batch's chosen and rejected completions: how much probability the
+policy moved onto (positive) or off (negative) the labeled answers. It is NOT a KL, which is never negative and needs
+samples from the policy: it was once named ``implicit_kl`` and went to -50 on a run that pushed both answers down.
+The real KL (on the version's own samples) is in the "what changed" report.
 """
 from __future__ import annotations
 
@@ -71,7 +72,7 @@ def derived_metrics(cfg: DPOConfig):
         for prefix in ("", "eval_"):
             chosen, rejected = row.get(f"{prefix}rewards/chosen"), row.get(f"{prefix}rewards/rejected")
             if chosen is not None and rejected is not None:
-                return {f"{prefix}implicit_kl": (chosen + rejected) / (2 * cfg.beta)}
+                return {f"{prefix}labeled_logratio": (chosen + rejected) / (2 * cfg.beta)}
         return {}
 
     return derive
