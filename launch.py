@@ -10,6 +10,7 @@
     python launch.py judge --judge rm1 [--estimate] [--json]                 an AI judge labels unlabeled pairs
     python launch.py constitution --version v2 --queue main [--limit 50]     self-critique pairs for review
     python launch.py safety-eval v2 [--judge policy] [--json]                unsafe and over-refusal rates
+    python launch.py gate v2 [--json]                                        the release gate (exit 1: fails)
     python launch.py hash-password                                           hash a team password
 
 One process serves everything on one port: the Streamlit console at /, the Gradio labeling app at
@@ -36,9 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from core.config import Settings, load_settings  # noqa: E402
 from core.errors import StudioError  # noqa: E402
-from app.cli import (backup_command, constitution_command, export_command, hash_password_command,  # noqa: E402
-                     import_command, judge_command, leaderboard_command, prepare_model, report_command,
-                     restore_command, safety_command, train_command)
+from app.cli import (backup_command, constitution_command, export_command, gate_command,  # noqa: E402
+                     hash_password_command, import_command, judge_command, leaderboard_command, prepare_model,
+                     report_command, restore_command, safety_command, train_command)
 
 
 def _options(serving: bool, top_level: bool) -> argparse.ArgumentParser:
@@ -92,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--against", help="the version to compare with (default: its parent)")
     rep.add_argument("--json", action="store_true", help="print the whole report as JSON")
     rep.add_argument("--refresh", action="store_true", help="compute it again even if one is stored")
+    gate = sub.add_parser("gate", parents=[_options(serving=False, top_level=False)],
+                          help="the release gate of a version: learned, human check, safety, benchmarks, KL; exit 0 "
+                               "when it passes, 1 when a check fails (studio stopped; while it runs, use GET "
+                               "/api/policies/NAME/gate)")
+    gate.add_argument("version", help="the version to gate (v1, v2, ...)")
+    gate.add_argument("--against", help="the version to compare with (default: its parent)")
+    gate.add_argument("--json", action="store_true", help='print {"version", "against", "passed", "checks"}')
     jud = sub.add_parser("judge", parents=[_options(serving=False, top_level=False)],
                          help="an AI judge labels the pairs no person voted on (studio stopped; while it runs, "
                               "use POST /api/judge-runs)")
@@ -154,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--push", metavar="REPO", help="push to this Hub repo (owner/name, or name for your own "
                      "namespace); token from HF_TOKEN")
     exp.add_argument("--public", action="store_true", help="create the Hub repo public (default: private)")
+    exp.add_argument("--override", metavar="REASON", help="push even though the version fails its release gate "
+                     "(STUDIO_RELEASE_GATE=enforce); the reason goes into the audit log and the model card")
     exp.add_argument("--dtype", default="float32", help="merged: float32, float16 or bfloat16")
     exp.add_argument("--quant", help="gguf: f16, bf16, q8_0 (default) or q4_0; quantized (bitsandbytes, CUDA "
                      "only): nf4 (default) or int8")
@@ -227,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
             return train_command(settings, args)
         elif args.command == "report":
             return report_command(settings, args)
+        elif args.command == "gate":
+            return gate_command(settings, args)
         elif args.command == "judge":
             return judge_command(settings, args)
         elif args.command == "safety-eval":

@@ -23,10 +23,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth import request_user
-from app.schemas import (ContributionProof, Contributions, Deleted, FeedbackIn, Health, Job, JobAction,
+from app.schemas import (ContributionProof, Contributions, Deleted, FeedbackIn, Gate, Health, Job, JobAction,
                          JobDryRun, JobIn, JobQueued, Jobs, JudgeAgreement, JudgeEstimate, JudgeRun, JudgeRunIn,
-                         JudgeRuns, JudgeStarted, Policies, RenameIn, Renamed, ReportAnswer, ReportState, SafetyAnswer,
-                         Saved, VoteIn, WRITES, answers, errors)
+                         JudgeRuns, JudgeStarted, Lineage, Policies, RenameIn, Renamed, ReportAnswer, ReportState,
+                         SafetyAnswer, Saved, VoteIn, WRITES, answers, errors)
 from core import __version__
 from core.labeling import access
 from core.errors import NotFound, PayloadTooLarge, PermissionDenied, StudioError
@@ -375,6 +375,22 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
             safety.harm_judge(studio, judge)               # refuse reward models and bad specs now, not later
         status = studio.safety.request(name, None, request.state.user, judge=judge, max_new_tokens=max_new_tokens)
         return {**studio.safety.state(name), "status": status}
+
+    @api.get("/policies/{name}/gate", **answers(Gate, 404, 422, why={
+        404: "No such version (code not_found)", 422: "The base has no gate (code invalid_input)"}))
+    def release_gate(name: str, against: str | None = None) -> dict[str, Any]:
+        """The release gate of a version (learned, human check, safety, benchmarks, KL): what a Hub push checks."""
+        from core.compare.gate import evaluate_gate
+
+        return evaluate_gate(get_studio().db, name, against).to_dict()
+
+    @api.get("/policies/{name}/lineage", **answers(Lineage, 404, 422, why={
+        404: "No such version (code not_found)", 422: "The base has no lineage (code invalid_input)"}))
+    def version_lineage(name: str) -> dict[str, Any]:
+        """The chain behind a version: labels snapshot, job, report, blind check, safety, gate, pushes."""
+        from core.share.lineage import lineage
+
+        return lineage(get_studio().db, name)
 
     @api.get("/jobs", **answers(Jobs))
     def jobs(request: Request) -> dict[str, Any]:

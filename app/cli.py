@@ -155,6 +155,29 @@ def report_command(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def gate_command(settings: Settings, args: argparse.Namespace) -> int:
+    """The release gate of a version: exit 0 when it passes, 1 when a check fails (for scripts and CI)."""
+    import json
+
+    from core.compare.gate import evaluate_gate, gate_overrides
+
+    db = cli_database(settings, f"ask the running studio: GET /api/policies/{args.version}/gate")
+    try:
+        gate = evaluate_gate(db, args.version, args.against)
+        overrides = gate_overrides(db, args.version)
+    finally:
+        db.close()
+    if args.json:
+        print(json.dumps(gate.to_dict()))
+    else:
+        print(f"{gate.version} against {gate.against}: {'passed' if gate.passed else 'FAILED'}")
+        for line in gate.lines():
+            print(f"  {line}")
+        for o in overrides:
+            print(f"overridden by {o['by']} at {o['at'][:16]} for {o.get('target') or 'a push'}: {o['reason']}")
+    return 0 if gate.passed else 1
+
+
 def judge_command(settings: Settings, args: argparse.Namespace) -> int:
     """Run an AI judge headless with a progress bar (Ctrl-C cancels: judged pairs stay saved)."""
     import json
@@ -407,13 +430,15 @@ def export_command(settings: Settings, args: argparse.Namespace) -> int:
                                                                 args.format or exports.DATASET_FORMATS, card, args.name),
                       }[args.what]()
             print(f"export {result.id}: {result.path}")
-            if args.what in ("adapter", "merged", "gguf", "quantized"):
-                from core.compare.safety import safety_change
+            if args.what in exports.MODEL_KINDS:
+                from core.compare.gate import check_release
 
-                change = safety_change(db, args.target)
-                if change and change["worse"]:
-                    print(f"warning: {args.target} is less safe than {change['against']}: "
-                          + "; ".join(change["reasons"]), file=sys.stderr)
+                gate = check_release(db, args.target, operator, settings.release_gate, to_hub=False)
+                if gate is not None and not gate.passed:
+                    print(f"warning: {args.target} fails its release gate ("
+                          + "; ".join(f"{c.name}: {c.evidence}" for c in gate.failed) + ")"
+                          + (": a Hub push will be refused without --override" if settings.release_gate == "enforce"
+                             else ""), file=sys.stderr)
             export_id, repo = result.id, args.push
         if repo:
             bar = tqdm(total=100, desc="push", unit="%")
@@ -423,7 +448,7 @@ def export_command(settings: Settings, args: argparse.Namespace) -> int:
                 bar.set_postfix_str(text[:60])   # also refreshes the bar
 
             pushed = hub.push_export(db, export_id, operator, hub.resolve_token(), repo, not args.public,
-                                     progress=show)
+                                     progress=show, gate_mode=settings.release_gate, override=args.override)
             bar.close()
             print(f"pushed to {pushed.repo_id}: {pushed.commit_url}")
         return 0

@@ -232,6 +232,18 @@ class ReportExample(_Open):
     difference: float
 
 
+class ReportEvidence(_Open):
+    """One test the verdict rests on (two-sided sign test; ``adjusted_p`` after Holm's correction)."""
+
+    source: str = Field(description="movement:<feature> | held_out_pairs | blind_check")
+    toward: int
+    against: int
+    text: str
+    p_value: float
+    adjusted_p: float
+    says: Literal["toward", "against", ""]
+
+
 class Report(_Open):
     """core.compare.report: what changed in a version against another one."""
 
@@ -240,11 +252,45 @@ class Report(_Open):
     against: str
     verdict: Literal[VERDICTS]  # type: ignore[valid-type]
     summary: str
-    metrics: dict[str, Any]
+    metrics: dict[str, Any] = Field(description="figures, with label_signature (what the training labels prefer) "
+                                    "and movement (per answer feature, the version's answers against the other's)")
+    evidence: list[ReportEvidence] | None = None
+    rule: str | None = Field(default=None, description="the verdict rule, in words")
     warnings: list[str] | None = None
     settings: dict[str, Any] | None = None
     examples: list[ReportExample] | None = Field(default=None, description="admins only")
     created_at: str
+
+
+class GateCheck(BaseModel):
+    name: str = Field(description="learned | human_check | safety | benchmarks | kl")
+    status: Literal["pass", "fail", "unknown"]
+    evidence: str
+
+
+class Gate(BaseModel):
+    """core.compare.gate: the release gate of a version against its parent (passed: no check failed)."""
+
+    version: str
+    against: str
+    passed: bool
+    checks: list[GateCheck]
+
+
+class Lineage(_Open):
+    """core.share.lineage: the chain behind a version (counts and figures only, no names or text)."""
+
+    version: str
+    parent: str
+    labels: dict[str, Any] = Field(description="data_hash, examples, held_out, labelers {people, ai_judges}, filters")
+    job: dict[str, Any] | None
+    report: dict[str, Any] | None = Field(description="verdict and summary of the latest report against the parent")
+    blind_check: dict[str, Any] | None = Field(description="people's blind votes: votes, wins, losses, ties")
+    safety: dict[str, Any] | None
+    benchmarks: dict[str, Any] | None
+    gate: Gate
+    gate_overrides: list[dict[str, Any]]
+    pushes: list[dict[str, Any]]
 
 
 class ReportAnswer(BaseModel):

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 from core.errors import ConfigError
 
 AUTH_MODES = ("local", "team")
+RELEASE_GATE_MODES = ("off", "warn", "enforce")
 CHAT_DTYPES = ("auto", "float32", "bfloat16", "float16")
 SPACES_DATA_DIR = Path("/data")
 
@@ -64,6 +65,9 @@ class Settings:
     inference_model: str | None = field(default=None, metadata=_meta(
         "STUDIO_INFERENCE_MODEL", "Model name to request from that server (default: the first one it lists).",
         admin_only=True))
+    release_gate: str = field(default="enforce", metadata=_meta(
+        "STUDIO_RELEASE_GATE", "What a failing release gate does: 'enforce' refuses Hub pushes (an admin can "
+        "override with a reason) and warns on local exports; 'warn' only warns; 'off' checks nothing."))
     on_space: bool = field(default=False, metadata=_meta(
         "SPACE_ID", "Set by Hugging Face Spaces; switches the data dir to /data when it is mounted."))
 
@@ -160,6 +164,9 @@ def _validate(s: Settings) -> None:
                               hint="use 127.0.0.1 (this machine) or 0.0.0.0 (all interfaces)") from None
     if s.auth_mode not in AUTH_MODES:
         raise ConfigError(f"Unknown auth mode {s.auth_mode!r}", hint=f"use one of {', '.join(AUTH_MODES)}")
+    if s.release_gate not in RELEASE_GATE_MODES:
+        raise ConfigError(f"Unknown release gate mode {s.release_gate!r}",
+                          hint=f"set STUDIO_RELEASE_GATE to one of {', '.join(RELEASE_GATE_MODES)}")
     if s.chat_dtype not in CHAT_DTYPES:
         raise ConfigError(f"Unknown chat dtype {s.chat_dtype!r}", hint=f"use one of {', '.join(CHAT_DTYPES)}")
     if s.users_file is not None and not s.users_file.is_file():

@@ -24,7 +24,7 @@ from core.training.launch import trainer_threads
 from core.training.rundir import mark_chat_active
 from core.judging.runs import JudgeRuns
 from core.serving.models import auto_dtype, load_model
-from core.serving.policies import ensure_base_policy, get_policy
+from core.serving.policies import default_against, ensure_base_policy, get_policy
 from core.compare.report import ReportWorker
 from core.compare.safety import evaluate_in_background
 from core.serving.scheduler import scheduler_for
@@ -114,8 +114,16 @@ class Studio:
         return scheduler_for(model).load()["running_requests"]
 
     def _on_new_version(self, version: str) -> None:
-        """A job registered a version: report on it, and offer its adapter to the external engine."""
+        """A job registered a version: report on it, evaluate its safety (and its parent's, once) so the release
+        gate knows, and offer its adapter to the external engine."""
         self.reports.request(version)
+        if get_policy(self.db, version)["algorithm"] != "reward":
+            from core.compare.safety import latest_safety
+
+            self.safety.request(version)
+            parent = default_against(self.db, version)
+            if latest_safety(self.db, parent) is None:
+                self.safety.request(parent)
         if self.engine is not None:
             policy = get_policy(self.db, version)
             if policy["adapter_path"]:

@@ -146,6 +146,30 @@ VERDICT_STYLE = {"learned": ("green", ":material/trending_up:"), "no_change": ("
                  "regressed": ("red", ":material/trending_down:"), "unmeasured": ("orange", ":material/help:")}
 
 
+GATE_STYLE = {"pass": ("green", ":material/check_circle:"), "fail": ("red", ":material/cancel:"),
+              "unknown": ("gray", ":material/help:")}
+
+
+def show_gate(gate: dict, mode: str) -> None:
+    """The release gate as a checklist (core.compare.gate): one line per check with its evidence."""
+    if mode == "off":
+        st.caption("The release gate is off (STUDIO_RELEASE_GATE=off).")
+        return
+    head = f"Release gate of {gate['version']} against {gate['against']}: "
+    if gate["passed"]:
+        st.success(head + "passed (no check failed).", icon=":material/verified:")
+    else:
+        consequence = ("a Hub push is refused unless an admin overrides it with a reason" if mode == "enforce"
+                       else "pushes are allowed with this warning (STUDIO_RELEASE_GATE=warn)")
+        st.error(head + f"failed: {consequence}.", icon=":material/gpp_bad:")
+    for check in gate["checks"]:
+        color, icon = GATE_STYLE[check["status"]]
+        left, right = st.columns([1, 5])
+        with left:
+            st.badge(f"{check['name']}: {check['status']}", color=color, icon=icon)
+        right.caption(check["evidence"])
+
+
 def signature_chart(rows: list[tuple[str, float, str]], key: str, height: int = 0) -> None:
     """Horizontal bars centred on 0.5 (a coin flip): per feature, the share of pairs (or prompts) with more of it."""
     import plotly.graph_objects as go

@@ -21,7 +21,9 @@ from core.share.gguf_export import GGUF_HELP, GGUF_TYPES
 from core.share.hub import PushOptions, adapter_manifest, push_export, resolve_token, suggest_repo_id
 from core.share.versions import base_hub_id
 from core.studio import current
-from pages.common import dataclass_form, filter_form, require_page, show_error
+from core.compare.gate import evaluate_gate
+from core.share.exports import MODEL_KINDS
+from pages.common import dataclass_form, filter_form, require_page, show_error, show_gate
 
 st.title("Export")
 user, _ = require_page("export")
@@ -43,13 +45,12 @@ with tab_model:
                                                           + ("" if v["has_adapter"] else " (full weights)")
                                                           for v in versions if v["name"] == n))
         chosen = next(v for v in versions if v["name"] == version)
-        change = safety.safety_change(db, version)
+        if chosen["algorithm"] != "reward":
+            with st.expander("Release gate", expanded=True):
+                show_gate(evaluate_gate(db, version).to_dict(), studio.settings.release_gate)
         if safety.latest_safety(db, version) is None:
-            st.info(f"{version} has no safety evaluation yet: run one on the Compare page (or `launch.py "
-                    f"safety-eval {version}`) before sharing it.", icon=":material/shield:")
-        elif change and change["worse"]:
-            st.warning(f"{version} is less safe than {change['against']}: {'; '.join(change['reasons'])}. Its card "
-                       "says so too.", icon=":material/gpp_bad:")
+            st.info(f"{version} has no safety evaluation yet (one runs after every job; or on the Compare page, or "
+                    f"`launch.py safety-eval {version}`).", icon=":material/shield:")
         if not base_hub_id(chosen["base_model"]):
             st.warning(f"The base model of {version} (`{chosen['base_model']}`) has no Hub id: an export would name it "
                        "by its local path, which exists only on this machine. Give its Hub id below "
@@ -157,20 +158,34 @@ with tab_hub:
             st.session_state["push-one-off"] = st.session_state.get("push-token", "")
             st.session_state["push-token"] = ""
 
+        picked = next(e for e in exports if e["id"] == export_id)
+        gate = None
+        if picked["kind"] in MODEL_KINDS and picked["version"] and studio.settings.release_gate != "off":
+            try:
+                gate = evaluate_gate(db, picked["version"]).to_dict()
+                show_gate(gate, studio.settings.release_gate)
+            except StudioError as exc:
+                show_error(exc)
         with st.form("push"):
             push = PushOptions(**dataclass_form(PushOptions, f"push-{export_id}",
                                                 defaults={"repo_id": suggest_repo_id(db, export_id)}))
+            override = ""
+            if gate is not None and not gate["passed"] and studio.settings.release_gate == "enforce":
+                override = st.text_input("Override the release gate: reason", key=f"push-override-{export_id}",
+                                         help="Push although the gate failed. The reason and your name go into the "
+                                              "audit log and the model card on the Hub.")
             st.text_input("One-off token" + (" (optional: HF_TOKEN is set)" if env_token else ""),
                                     type="password", key="push-token",
                                     help="A write token from huggingface.co/settings/tokens, used for this push "
                                          "only and never stored." + (" Empty: HF_TOKEN is used." if env_token else ""))
             go_push = st.form_submit_button("Push", type="primary", on_click=take_token)
 
-        def run_push(token: str, repo_id: str, private: bool, message: str | None) -> None:
+        def run_push(token: str, repo_id: str, private: bool, message: str | None, override: str = "") -> None:
             bar = st.progress(0.0, text="Starting")
             try:
                 result = push_export(db, export_id, user, token, repo_id, private, message,
-                                     progress=lambda fraction, text: bar.progress(min(1.0, fraction), text=text))
+                                     progress=lambda fraction, text: bar.progress(min(1.0, fraction), text=text),
+                                     gate_mode=studio.settings.release_gate, override=override or None)
                 st.session_state.pop("push-retry", None)
                 # shown after a rerun, so the exports table and the manifest above already list the push
                 st.session_state["push-done"] = (f"Pushed to **{result.repo_id}**: "
@@ -179,20 +194,20 @@ with tab_hub:
             except StudioError as exc:
                 show_error(exc)
                 if getattr(exc, "retryable", False):  # kept in this session's memory only, for the retry button
-                    st.session_state["push-retry"] = (export_id, token, repo_id, private, message)
+                    st.session_state["push-retry"] = (export_id, token, repo_id, private, message, override)
                 else:
                     st.session_state.pop("push-retry", None)
 
         if go_push:
             try:
                 run_push(resolve_token(st.session_state.pop("push-one-off", "")), push.repo_id, push.private,
-                         push.commit_message)
+                         push.commit_message, override)
             except StudioError as exc:
                 show_error(exc)
         elif st.session_state.get("push-retry") and st.session_state["push-retry"][0] == export_id:
             if st.button("Retry the push", icon=":material/refresh:"):
-                _, token, repo_id, private, message = st.session_state["push-retry"]
-                run_push(token, repo_id, private, message)
+                _, token, repo_id, private, message, override = st.session_state["push-retry"]
+                run_push(token, repo_id, private, message, override)
 
     st.subheader("Adapter manifest")
     manifest = adapter_manifest(db)

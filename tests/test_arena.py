@@ -463,3 +463,34 @@ def _chromium():
     from tests.support.browser import browser_page
 
     return browser_page()
+
+
+def test_people_s_blind_votes_are_the_version_s_blind_check_and_move_its_verdict(db):
+    """Arena votes between v1 and base from either side count for v1 (people only, undone votes left out), and
+    the stored report's verdict is re-derived from them when read."""
+    import json as _json
+
+    from core.compare.report import latest_report
+    from core.labeling.identity import ensure_ai_labeler
+
+    ada, judge = ensure_user(db, "ada", "labeler", "local"), ensure_ai_labeler(db, "ai:policy:base")
+    assert arena.blind_check(db, "v1", "base") is None
+    for i in range(9):   # v1 wins 8 (as A or as B), one tie
+        a_side = i % 2 == 0
+        battle = pending(db, *(("v1", "base") if a_side else ("base", "v1")), prompt=f"Prompt {i}.")
+        arena.record_battle(db, ada, battle, "tie" if i == 8 else ("a" if a_side else "b"))
+    arena.record_battle(db, judge, pending(db, prompt="AI's."), "b")   # an AI judge: not a blind check
+    assert arena.blind_check(db, "v1", "base") == {"votes": 9, "wins": 8, "losses": 0, "ties": 1}
+    assert arena.blind_check(db, "base", "v1") == {"votes": 9, "wins": 0, "losses": 8, "ties": 1}
+
+    v1, base = (db.scalar("SELECT id FROM policies WHERE name = ?", [n]) for n in ("v1", "base"))
+    metrics = {"version": "v1", "against": "base", "held_out_pairs": 0, "toward": 0, "away": 0,
+               "kl_per_token": 0.3, "blind_check": None}
+    stored = {"version": "v1", "against": "base", "verdict": "changed", "summary": "changed", "metrics": metrics}
+    db.write(lambda cur: cur.execute(
+        "INSERT INTO version_reports (policy_id, against_id, verdict, summary, report) VALUES (?, ?, ?, ?, ?)",
+        [v1, base, "changed", "changed", _json.dumps(stored)]))
+    report = latest_report(db, "v1")
+    assert report["verdict"] == "learned" and report["metrics"]["blind_check"]["wins"] == 8
+    assert report["summary"] == ("learned: people preferred v1 blind on 8 of 9 votes, base on 0 (1 ties), "
+                                 "p = 0.0078 after correction")

@@ -328,6 +328,34 @@ def test_network_down_and_offline_mode_are_clear_errors(studio, admin, standin, 
     assert studio.db.scalar("SELECT count(*) FROM hub_pushes") == pushes
 
 
+def test_a_version_that_learned_nothing_is_refused_until_an_admin_overrides_with_a_reason(studio, admin, standin):
+    """STUDIO_RELEASE_GATE=enforce (the default): nothing reaches the Hub, then an override with a reason pushes,
+    and the card on the Hub names the failed check and the reason (so does the audit log)."""
+    from core.compare.gate import GateFailed, gate_overrides
+
+    export = exports.export_adapter(studio.db, studio.settings.data_dir, "v1", admin, CARD)
+    v1, base = (studio.db.scalar("SELECT id FROM policies WHERE name = ?", [n]) for n in ("v1", "base"))
+    report = {"version": "v1", "against": "base", "verdict": "no_change", "summary": "no measurable change: stored",
+              "metrics": {"version": "v1", "against": "base", "held_out_pairs": 9, "kl_per_token": 0.001}}
+    report_id = studio.db.write(lambda cur: cur.execute(
+        "INSERT INTO version_reports (policy_id, against_id, verdict, summary, report) VALUES (?, ?, ?, ?, ?)"
+        " RETURNING id", [v1, base, "no_change", report["summary"], json.dumps(report)]).fetchone()[0])
+    pushes = studio.db.scalar("SELECT count(*) FROM hub_pushes")
+    try:
+        with pytest.raises(GateFailed, match="v1 fails its release gate \\(learned\\)") as refused:
+            hub.push_export(studio.db, export.id, admin, TOKEN, "ada/gated")
+        assert refused.value.code == "gate_failed" and "--override" in refused.value.hint
+        assert ("models", "ada/gated") not in standin.repos and studio.db.scalar("SELECT count(*) FROM hub_pushes") == pushes
+        hub.push_export(studio.db, export.id, admin, TOKEN, "ada/gated", gate_mode="warn")   # warn: pushed
+        result = hub.push_export(studio.db, export.id, admin, TOKEN, "ada/gated", override="a demo for the team")
+        card = standin.files_on_disk("ada/gated")["README.md"].decode()
+        assert "## Release gate" in card and "| learned | fail | learned nothing measurable" in card
+        assert "Released despite the failed gate by ada: a demo for the team" in card
+        assert gate_overrides(studio.db, "v1")[0]["target"] == "ada/gated" and result.repo_id == "ada/gated"
+    finally:
+        studio.db.write(lambda cur: cur.execute("DELETE FROM version_reports WHERE id = ?", [report_id]))
+
+
 def test_token_comes_from_the_field_or_hf_token_and_bad_repo_ids_are_refused(studio, admin, monkeypatch):
     monkeypatch.delenv("HF_TOKEN", raising=False)
     with pytest.raises(hub.HubAuthError, match="No Hugging Face token"):

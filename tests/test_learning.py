@@ -160,6 +160,11 @@ def test_report_measures():
     assert [w.split(" ")[0] for w in warnings] == ["answers", "refuses", "answers", "moved"]
     assert "2.5x longer" in warnings[0] and "length hacking" in warnings[0]
     assert drift_warnings({"length_version": 50, "length_against": 45, "kl_per_token": 0.05}) == []
+    # 1.7x shorter is what these labels asked for: no warning (the verdict says it moved their way)
+    shorter = {"length_version": 33, "length_against": 57, "label_signature": {"tests": [
+        {"feature": "length", "more": 2, "less": 42, "ties": 0, "direction": -1}]}}
+    assert drift_warnings(shorter) == []
+    assert "1.7x shorter" in drift_warnings({**shorter, "label_signature": {}})[0]
 
 
 def test_the_console_suggests_a_first_run_then_the_next_round(tmp_path):

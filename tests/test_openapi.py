@@ -49,6 +49,8 @@ STATUSES = {
     ("post", "/policies/{name}/report"): EVERY_ROUTE | {"404", "422"},
     ("get", "/policies/{name}/safety"): EVERY_ROUTE | {"404", "409", "422"},
     ("post", "/policies/{name}/safety"): EVERY_ROUTE | {"404", "422"},
+    ("get", "/policies/{name}/gate"): EVERY_ROUTE | {"404", "422"},
+    ("get", "/policies/{name}/lineage"): EVERY_ROUTE | {"404", "422"},
     ("get", "/jobs"): EVERY_ROUTE,
     ("post", "/jobs"): EVERY_ROUTE | {"404", "413", "422"} | WRITES,
     ("get", "/jobs/{job_id}"): EVERY_ROUTE | {"404", "422"},

@@ -85,6 +85,8 @@ EXAMPLES = {
     "POST /jobs/{job_id}/{action}": ("POST", "/api/jobs/999/cancel", None),
     "GET /policies/{name}/safety": ("GET", "/api/policies/nosuch/safety", None),
     "POST /policies/{name}/safety": ("POST", "/api/policies/nosuch/safety", None),
+    "GET /policies/{name}/gate": ("GET", "/api/policies/nosuch/gate", None),
+    "GET /policies/{name}/lineage": ("GET", "/api/policies/nosuch/lineage", None),
     "GET /judge-runs": ("GET", "/api/judge-runs", None),
     "POST /judge-runs": ("POST", "/api/judge-runs", {"judge": "rm9", "estimate": True}),
     "GET /judge-runs/{run_id}": ("GET", "/api/judge-runs/999", None),

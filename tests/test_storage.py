@@ -189,3 +189,23 @@ def test_backup_while_open_restores_into_a_new_data_dir_with_sequences_intact(tm
     new_id = restored.write(lambda cur: cur.execute("INSERT INTO prompts (text) VALUES ('x') RETURNING id").fetchone()[0])
     assert new_id == 4                                    # the sequence goes on where it was
     restored.close()
+
+
+def test_the_report_verdicts_migration_keeps_every_report_and_allows_the_new_verdicts(tmp_path, monkeypatch):
+    path = tmp_path / "studio.duckdb"
+    shipped = migration_files()
+    monkeypatch.setattr(dbmod, "migration_files", lambda: [m for m in shipped if m[0] < 15])
+    db = Database(path)
+    db.write(lambda cur: cur.execute("INSERT INTO version_reports (policy_id, against_id, verdict, summary, report)"
+                                     " VALUES (2, 1, 'no_change', 'old line', '{}')"))
+    with pytest.raises(duckdb.ConstraintException):
+        db.write(lambda cur: cur.execute("INSERT INTO version_reports (policy_id, against_id, verdict, summary,"
+                                         " report) VALUES (2, 1, 'changed', 'x', '{}')"))
+    db.close()
+    monkeypatch.setattr(dbmod, "migration_files", lambda: shipped)
+    db = Database(path)
+    db.write(lambda cur: cur.execute("INSERT INTO version_reports (policy_id, against_id, verdict, summary, report)"
+                                     " VALUES (2, 1, 'changed', 'new line', '{}')"))
+    assert db.query("SELECT verdict, summary FROM version_reports ORDER BY id") == [
+        {"verdict": "no_change", "summary": "old line"}, {"verdict": "changed", "summary": "new line"}]
+    db.close()

@@ -148,3 +148,25 @@ def record_battle(db: Database, user: User, pending: PendingBattle, outcome: str
         return BattleReceipt(battle_id, preference_id, True, pending.model_a, pending.model_b, winner)
 
     return db.write(write)
+
+
+# ------------------------------------------------------------------------------------ the blind check
+
+def blind_check(db: Database, version: str, against: str) -> dict[str, int] | None:
+    """People's arena votes between two versions, from ``version``'s side: {"votes", "wins", "losses", "ties"}.
+
+    Arena battles are blind (names shown only after the vote, sides drawn at random), so they are the blind check
+    a "what changed" verdict may rest on. AI judges' battles are left out, and so are undone or redacted votes;
+    "both bad" counts as a tie. None when people never compared the two."""
+    rows = db.query(
+        "SELECT pa.name AS a, pb.name AS b, t.winner FROM battles t"
+        " JOIN policies pa ON pa.id = t.policy_a_id JOIN policies pb ON pb.id = t.policy_b_id"
+        " LEFT JOIN preferences p ON p.id = t.preference_id LEFT JOIN users u ON u.id = t.judge_id"
+        " WHERE coalesce(u.kind, 'human') = 'human' AND (p.id IS NULL OR (p.retracted_at IS NULL"
+        " AND p.redacted_at IS NULL)) AND ((pa.name = ? AND pb.name = ?) OR (pa.name = ? AND pb.name = ?))",
+        [version, against, against, version])
+    if not rows:
+        return None
+    wins = sum(1 for r in rows if r["winner"] == ("model_a" if r["a"] == version else "model_b"))
+    losses = sum(1 for r in rows if r["winner"] == ("model_b" if r["a"] == version else "model_a"))
+    return {"votes": len(rows), "wins": wins, "losses": losses, "ties": len(rows) - wins - losses}

@@ -347,19 +347,28 @@ def trained_rows(db: Database, policy: dict[str, Any]) -> list[dict[str, Any]]:
         table = pq.read_table(path)
         if {"prompt", "chosen", "rejected"} <= set(table.column_names):
             return table.to_pylist()
-    from core.data.filters import filters_from_dict
     from core.data.trainsets import preference_rows
 
-    filters = None
-    if policy.get("job_id") is not None:
-        raw = db.scalar("SELECT config FROM jobs WHERE id = ?", [policy["job_id"]])
-        recorded = (json.loads(raw) if raw else {}).get("filters")
-        if recorded:
-            try:
-                filters = filters_from_dict({k: v for k, v in recorded.items() if k not in ("since", "until")})
-            except StudioError:   # a labeler or version named in the filters is gone: every label
-                filters = None
-    return [r for r in preference_rows(db, filters).rows if prompt_bucket(r["prompt"]) >= HELD_OUT_PERCENT]
+    filters = job_filters(db, policy, drop=("since", "until"))
+    try:
+        rows = preference_rows(db, filters).rows
+    except StudioError:   # a labeler or version named in the filters is gone: every label
+        rows = preference_rows(db).rows
+    return [r for r in rows if prompt_bucket(r["prompt"]) >= HELD_OUT_PERCENT]
+
+
+def job_filters(db: Database, policy: dict[str, Any], drop: tuple[str, ...]) -> Any:
+    """The data filters a version's job chose its training labels with (less ``drop``), or None (no job, or no
+    filters recorded). Reading labels with them raises StudioError when a labeler or version they name is gone."""
+    from core.data.filters import filters_from_dict
+
+    if policy.get("job_id") is None:
+        return None
+    raw = db.scalar("SELECT config FROM jobs WHERE id = ?", [policy["job_id"]])
+    recorded = (json.loads(raw) if raw else {}).get("filters")
+    if not recorded:
+        return None
+    return filters_from_dict({k: v for k, v in recorded.items() if k not in drop})
 
 
 def trained_prompt_keys(db: Database, policy: dict[str, Any]) -> set[str]:

@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
 from core.compare import evaluation as ev
+from core.compare.arena import blind_check
 from core.compare.evaluation import Progress, report_progress
 from core.compare.safety import is_refusal, safety_change
 from core.compare.sidebyside import word_overlap
@@ -48,7 +49,6 @@ from core.serving.generate import SamplingParams, generate_batch
 from core.serving.policies import default_against
 from core.serving.scoring import adapter_names, row_adapter, sequence_logprobs
 from core.training.reward import RewardScorer
-from core.data.filters import filters_from_dict
 from core.data.split import HELD_OUT_PERCENT, prompt_key
 from storage.db import Database
 
@@ -165,10 +165,14 @@ def evidence(m: dict[str, Any]) -> list[Evidence]:
                               f" (log-prob ranking accuracy {_fmt(m.get('accuracy_against'))} -> "
                               f"{_fmt(m.get('accuracy_version'))})"))
     blind = m.get("blind_check") or {}
-    if blind.get("wins", 0) + blind.get("losses", 0):
-        found.append(Evidence("blind_check", blind["wins"], blind["losses"],
-                              f"people preferred {version} blind on {blind['wins']} of {blind['votes']} votes, "
-                              f"{against} on {blind['losses']} ({blind.get('ties', 0)} ties)"))
+    wins, losses = blind.get("wins", 0), blind.get("losses", 0)
+    if wins + losses:
+        needed = pairs_needed(wins, wins + losses) if two_sided(wins, losses) >= SIGNIFICANCE else None
+        found.append(Evidence("blind_check", wins, losses,
+                              f"people preferred {version} blind on {wins} of {blind['votes']} votes, {against} "
+                              f"on {losses} ({blind.get('ties', 0)} ties)" + (
+                                  f"; about {needed - wins - losses} more decisive votes would decide it if the "
+                                  "lean holds" if needed else "")))
     for adjusted, item in zip(holm([e.p_value for e in found]), found):
         item.adjusted_p = adjusted
     return found
@@ -299,15 +303,10 @@ def held_out_pairs(db: Database, policy: dict[str, Any]) -> list[dict[str, Any]]
     """The held-out labeled pairs a version is judged on: those of the evaluation split chosen like its training
     data (same labelers, sources, flags, agreement), so a version trained on one team's labels is judged by that
     team's preference, including labels added after the job. Versions without a job: every held-out pair."""
-    filters = None
-    if policy.get("job_id") is not None:
-        raw = db.scalar("SELECT config FROM jobs WHERE id = ?", [policy["job_id"]])
-        recorded = (json.loads(raw) if raw else {}).get("filters")
-        if recorded:
-            filters = {k: v for k, v in recorded.items() if k not in ("since", "until", "hold_out_percent")}
-    if filters:
+    filters = ev.job_filters(db, policy, drop=("since", "until", "hold_out_percent"))
+    if filters is not None:
         try:
-            return ev.held_out_pairs(db, HELD_OUT_PERCENT, filters_from_dict(filters))
+            return ev.held_out_pairs(db, HELD_OUT_PERCENT, filters)
         except StudioError:   # a labeler or version named in the filters is gone: judge on every pair
             pass
     return ev.held_out_pairs(db, HELD_OUT_PERCENT)
@@ -409,10 +408,12 @@ def compute_report(studio: Any, version: str, against: str | None = None, settin
     for s in samples:
         s["difference"] = round(1.0 - word_overlap(s["version"], s["against"]), 3)
     examples = sorted(samples, key=lambda s: -s["difference"])[:EXAMPLES]
+    m["blind_check"] = blind_check(db, version, against)
     kind, summary = verdict(m, policy["config"])
     report = {
         "version": version, "against": against, "verdict": kind, "summary": summary, "metrics": m,
         "evidence": [e.to_dict() for e in evidence(m)], "rule": VERDICT_RULE,
+        "config": {k: v for k, v in (policy["config"] or {}).items() if k in ("learning_rate", "num_train_epochs")},
         "warnings": drift_warnings(m), "settings": asdict(settings),
         "examples": [{"prompt": ev.last_user_text(s["prompt"]), "answer_version": s["version"],
                       "answer_against": s["against"], "difference": s["difference"]} for s in examples],
@@ -437,26 +438,40 @@ def latest_report(db: Database, version: str, against: str | None = None) -> dic
         [version, against])
     if not rows:
         return None
-    report = json.loads(rows[0]["report"])
+    report = with_blind_check(db, json.loads(rows[0]["report"]))
     safety = safety_change(db, version, against)   # a safety evaluation is run on its own, later: read it at read time
     return {**report, "id": rows[0]["id"], "created_at": rows[0]["created_at"].isoformat(),
             **({"safety": safety} if safety else {})}
 
 
+def with_blind_check(db: Database, report: dict[str, Any]) -> dict[str, Any]:
+    """The report with the people's blind votes cast since it was computed, and its verdict re-derived from them:
+    the votes come in after the job, the rest of the evidence does not change."""
+    blind = blind_check(db, report["version"], report["against"])
+    m = report["metrics"]
+    if blind == m.get("blind_check"):
+        return report
+    m = {**m, "blind_check": blind}
+    kind, summary = verdict(m, report.get("config") or {})
+    return {**report, "metrics": m, "verdict": kind, "summary": summary,
+            "evidence": [e.to_dict() for e in evidence(m)]}
+
+
 def badges(db: Database) -> dict[str, str]:
     """A short badge per version, from its latest report against its parent: "learned 0.50→0.83" etc."""
     rows = db.query(
-        "SELECT v.name, r.verdict, r.report FROM chat_versions v"
+        "SELECT v.name, r.report FROM chat_versions v"
         " JOIN (SELECT *, row_number() OVER (PARTITION BY policy_id, against_id ORDER BY id DESC) AS n"
         "       FROM version_reports) r ON r.policy_id = v.id AND r.against_id = v.against_id AND r.n = 1")
     out = {}
     for row in rows:
-        m = json.loads(row["report"])["metrics"]
+        report = with_blind_check(db, json.loads(row["report"]))
+        m = report["metrics"]
         figures = f" {_fmt(m.get('accuracy_against'))}→{_fmt(m.get('accuracy_version'))}" \
             if m.get("accuracy_version") is not None else ""
         out[row["name"]] = {"learned": "learned", "no_change": "no change", "regressed": "regressed",
                             "changed": "changed", "mixed": "mixed",
-                            "unmeasured": "not measured"}[row["verdict"]] + figures
+                            "unmeasured": "not measured"}[report["verdict"]] + figures
     return out
 
 

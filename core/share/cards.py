@@ -15,6 +15,7 @@ from typing import Any
 
 from core.errors import StudioError
 from core.share.curves import CURVES_FILE
+from core.share.lineage import card_lines
 from storage.db import Database
 
 LICENSES = ("apache-2.0", "mit", "cc-by-4.0", "cc-by-sa-4.0", "cc-by-nc-4.0", "openrail", "other")
@@ -66,8 +67,16 @@ def run_info(db: Database, policy: dict[str, Any]) -> dict[str, Any]:
         except StudioError:
             report = None
     # A card is public: the report goes in without its example answers (other people's prompts).
+    chain = None
+    if policy["algorithm"] != "reward":
+        from core.share.lineage import lineage
+
+        try:
+            chain = lineage(db, policy["name"])
+        except StudioError:
+            chain = None
     return {"record": record, "metrics": metrics, "report": public_view(report) if report else None,
-            "safety": safety_lines(db, policy)}
+            "safety": safety_lines(db, policy), "lineage": chain}
 
 
 def pushed_training_data(db: Database, policy: dict[str, Any]) -> tuple[str, ...]:
@@ -171,6 +180,8 @@ def model_card(policy: dict[str, Any], run: dict[str, Any], card: CardOptions, b
     if has_curves:
         lines += ["", f"![Loss, reward and KL during training]({CURVES_FILE})"]
     lines += ["", "## What changed", ""] + _report_lines(run.get("report"), policy)
+    if run.get("lineage"):
+        lines += card_lines(run["lineage"])
     lines += ["## Safety", ""] + run.get("safety", [])
     lines += ["", "Exported by RLHF Studio; `training_config.json` holds the full run record.", ""]
     return "\n".join(lines)

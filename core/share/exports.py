@@ -55,6 +55,9 @@ class ExportResult:
     files: tuple[str, ...]
 
 
+MODEL_KINDS = ("adapter", "merged", "gguf", "quantized")   # exports of a version's weights: the release gate applies
+
+
 def exports_dir(data_dir: Path | str) -> Path:
     """Where every export folder lives: under the data dir, next to the database that lists them."""
     return Path(data_dir) / EXPORTS_SUBDIR

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from core.compare.gate import card_section, check_release
 from core.errors import NotFound, StudioError, ValidationError
-from core.share.exports import get_export, require_admin
+from core.share.exports import MODEL_KINDS, get_export, require_admin
 from storage.db import Database
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
@@ -144,13 +145,18 @@ def suggest_repo_id(db: Database, export_id: int, username: str | None = None) -
 
 def push_export(db: Database, export_id: int, user: Any, token: str, repo_id: str, private: bool = True,
                 commit_message: str | None = None, progress: Progress | None = None, retries: int = 2,
-                retry_wait: float = 1.0) -> PushResult:
+                retry_wait: float = 1.0, gate_mode: str = "enforce", override: str | None = None) -> PushResult:
     """Upload an export folder as one commit to a model (adapter, merged) or dataset repo.
 
     Steps: check the token (whoami), create the repo if needed (``exist_ok``), upload file by file
     (``preupload_lfs_files``: large files go to LFS/Xet storage here, with progress), then one commit of
     all files. Network errors, 5xx and conflicts are retried ``retries`` times; a failed push records
     nothing. The ``hub_pushes`` row is written only after the commit succeeded.
+
+    A model export (adapter, merged, GGUF, bitsandbytes) passes the version's release gate first
+    (core.compare.gate, ``gate_mode`` from STUDIO_RELEASE_GATE): under ``enforce`` a failing version is refused
+    with ``gate_failed`` unless ``override`` gives a reason (recorded in the audit log). The card on the Hub gets
+    the gate's checklist, and the override with its reason.
     """
     from huggingface_hub import CommitOperationAdd
 
@@ -165,6 +171,11 @@ def push_export(db: Database, export_id: int, user: Any, token: str, repo_id: st
         raise ValidationError(f"{repo_id!r} is not a Hub repo id",
                               hint="use owner/name (e.g. ada/my-adapter), or just a name for your own namespace")
     repo_type = "dataset" if export["kind"] == "dataset" else "model"
+    gate = None
+    if export["kind"] in MODEL_KINDS and export["version"]:
+        gate = check_release(db, export["version"], user, gate_mode, to_hub=True, override=override,
+                             target=repo_id)
+    gate_card = card_section(gate, override, getattr(user, "name", None))
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     total = sum(p.stat().st_size for p in files) or 1
     message = commit_message or _commit_message(export)
@@ -185,7 +196,8 @@ def push_export(db: Database, export_id: int, user: Any, token: str, repo_id: st
             name = path.relative_to(folder).as_posix()
             content: str | bytes = str(path)
             if name == "README.md":  # the card's usage snippet names the repo it lives in
-                content = path.read_text(encoding="utf-8").replace('"REPO_ID"', f'"{repo_id}"').encode()
+                text = path.read_text(encoding="utf-8").replace('"REPO_ID"', f'"{repo_id}"')
+                content = (text.rstrip("\n") + "\n\n" + gate_card if gate_card else text).encode()
             op = CommitOperationAdd(path_in_repo=name, path_or_fileobj=content)
             report(0.1 + 0.8 * done / total, f"Uploading {op.path_in_repo} ({_size(path.stat().st_size)})")
             _call(lambda: api.preupload_lfs_files(repo_id, additions=[op], repo_type=repo_type),
