@@ -16,7 +16,7 @@ import gradio as gr
 from app.auth import label_user
 from app.forms import (GENERATION_CONCURRENCY, build_config, components_for, config_names, name_inputs, screen_pace,
                        waiting_notice)
-from core.compare import arena
+from core.compare import arena, blind
 from core.errors import StudioError
 from core.serving.generate import SamplingParams
 from core.labeling.votes import OUTCOME_LABELS
@@ -25,12 +25,17 @@ from core.studio import Studio
 HIDDEN = "🔒 The names stay hidden until you vote."
 
 
-def create_arena_tab(get_studio: Callable[[], Studio]) -> None:
-    """Arena tab: prompt box, two anonymous answers, four vote buttons, the reveal after the vote."""
+def create_arena_tab(get_studio: Callable[[], Studio]) -> tuple[Callable, list[Any]]:
+    """Arena tab: the blind check of the newest version, a prompt box, two anonymous answers, four vote buttons,
+    the reveal after the vote. Returns the page-load refresh of the blind-check offer and its outputs."""
     state = gr.State(None)   # the PendingBattle (server-side only), None when there is nothing to vote on
     gr.Markdown("Two anonymous versions answer the same prompt. Vote for the better answer; you learn "
                 "which versions they were after your vote. Every vote trains the leaderboard and the next "
                 "version.")
+    with gr.Row(equal_height=True):
+        blind_md = gr.Markdown("", elem_id="blind-check")
+        blind_btn = gr.Button("Next blind-check pair", visible=False, size="sm", scale=0,
+                              elem_id="blind-check-start")
     with gr.Row():
         prompt = gr.Textbox(placeholder="Ask both versions something… (Enter to start)", show_label=False,
                             scale=6, max_lines=8)
@@ -56,8 +61,37 @@ def create_arena_tab(get_studio: Callable[[], Studio]) -> None:
             s = get_studio()
             label_user(s, request, "arena_ask")
             text = arena.clean_prompt(text or "")
-            sampling = build_config(SamplingParams, sampling_values).validate()
             name_a, name_b = arena.next_pair(s.db)
+        except StudioError as exc:
+            raise gr.Error(str(exc)) from exc
+        yield from battle(s, text, name_a, name_b, sampling_values)
+
+    def blind_pair(_pending: Any, request: gr.Request, *sampling_values: Any) -> Iterator[tuple]:
+        """The next blind-check pair: the newest version against its parent on a held-out prompt, sides at
+        random; the prompt shows in the prompt box, the names after the vote."""
+        try:
+            s = get_studio()
+            text, name_a, name_b, _ = blind.next_blind_pair(s.db, label_user(s, request, "blind_check_next"))
+        except StudioError as exc:
+            raise gr.Error(str(exc)) from exc
+        for answer_a_text, answer_b_text, notice, shown, pending in battle(s, text, name_a, name_b, sampling_values):
+            yield text, answer_a_text, answer_b_text, notice, shown, pending
+
+    def blind_offer(request: gr.Request) -> tuple:
+        """On page load: how far the newest version's blind check is, and the button while it still asks (after a
+        vote on a blind-check pair the reveal says where it stands; a click once it is decided says so)."""
+        try:
+            label_user(get_studio(), request, "blind_offer")
+            status = blind.blind_status(get_studio().db)
+        except StudioError:
+            return "", gr.update(visible=False)
+        if status is None:
+            return "", gr.update(visible=False)
+        return ("🔍 " if status.open else "") + status.text(), gr.update(visible=status.open)
+
+    def battle(s: Studio, text: str, name_a: str, name_b: str, sampling_values: tuple) -> Iterator[tuple]:
+        try:
+            sampling = build_config(SamplingParams, sampling_values).validate()
             updates, (id_a, id_b) = s.pair_stream([{"role": "user", "content": text}], sampling, name_a, name_b,
                                                   interval=screen_pace(s))
             yield "", "", "Both versions are answering…", HIDDEN, None
@@ -87,6 +121,12 @@ def create_arena_tab(get_studio: Callable[[], Studio]) -> None:
             saved = f"✅ Saved: **{OUTCOME_LABELS[outcome]}** (battle #{receipt.battle_id})" + \
                 ("" if receipt.created else " — already saved, not counted twice")
             names = f"🔓 **A** was **{receipt.model_a}** · **B** was **{receipt.model_b}**"
+            try:
+                status = blind.blind_status(s.db)
+            except StudioError:
+                status = None
+            if status is not None and {receipt.model_a, receipt.model_b} == {status.version, status.against}:
+                names += f"\n\n{status.text()}"
             return saved + ". Type a new prompt for the next battle.", names, None
         return vote
 
@@ -98,3 +138,7 @@ def create_arena_tab(get_studio: Callable[[], Studio]) -> None:
                   **GENERATION_CONCURRENCY)
     for outcome, button in vote_buttons.items():
         button.click(make_vote(outcome), [state], [status, reveal, state], api_name=f"arena_vote_{outcome}")
+    name_inputs(blind_pair, config_names(SamplingParams))
+    blind_btn.click(blind_pair, [state, *sampling_inputs], [prompt, *ask_outputs], api_name="blind_check_next",
+                    **GENERATION_CONCURRENCY)
+    return blind_offer, [blind_md, blind_btn]

@@ -342,8 +342,26 @@ def leaderboard_command(settings: Settings, args: argparse.Namespace) -> int:
     from core.compare.leaderboard import format_table, headless_leaderboard
 
     board = headless_leaderboard(args.battles, settings.data_dir, args.anchor, args.rounds)
-    print(json.dumps(board.to_json()) if args.json else format_table(board))
-    for warning in board.warnings if args.json else ():
+    style = None
+    if args.battles is None:   # the studio's own battles carry both answers: style control too
+        from core.compare.arena import people_comparisons
+        from core.compare.style import style_controlled
+        from storage.db import Database
+
+        db = Database.in_data_dir(settings.data_dir)
+        try:
+            style = style_controlled(people_comparisons(db), board.anchor or "base")
+        finally:
+            db.close()
+    if args.json:
+        print(json.dumps({**board.to_json(), **({"style_controlled": style.to_dict()} if style else {})}))
+    else:
+        print(format_table(board))
+        if style:
+            print("style-controlled (length and Markdown accounted for): "
+                  + ", ".join(f"{m} {r:.1f}" for m, r in sorted(style.controlled.items(), key=lambda kv: -kv[1])))
+    for warning in [*board.warnings, *(style.warnings if style else [])] if args.json else (
+            style.warnings if style else []):
         print(f"warning: {warning}", file=sys.stderr)
     return 0
 

@@ -22,6 +22,7 @@ from core.labeling import queue as prompt_queue
 from core.labeling.identity import User, oauth_configured
 from core.chain import views as chain_views
 from core.chain.wallet import linked_address
+from core.compare.blind import blind_status
 from core.serving.policies import BASE_POLICY, newest_version, servable_policies
 from core.compare.report import badges as report_badges
 from core.studio import Studio
@@ -52,7 +53,7 @@ def empty_state() -> dict[str, Any]:
     return {"conversation_id": None, "turn": None, "candidates": None, "prompt_id": None}
 
 
-def create_label_tab(get_studio: Callable[[], Studio]) -> None:
+def create_label_tab(get_studio: Callable[[], Studio]) -> tuple[Callable, list[Any], tuple[Any, Callable]]:
     """Chat-and-label tab: one function builds the widgets and wires them to core."""
     studio = get_studio()
     aspects = [a["name"] for a in active_aspects(studio.db)]
@@ -69,7 +70,7 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> None:
             policy_names = policy_choices(studio)
             with gr.Row():
                 newest_md = gr.Markdown("", elem_id="newest-version")
-                against_parent_btn = gr.Button("Label the newest version against its parent", visible=False,
+                against_parent_btn = gr.Button("Blind check of the newest version", visible=False,
                                                size="sm", elem_id="label-newest")
             with gr.Row():
                 # custom values allowed: versions trained after the page was built are valid (checked in core)
@@ -237,8 +238,10 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> None:
         names = [FREE_CHAT] + [q["name"] for q in prompt_queue.list_queues(s.db)]
         policies = policy_choices(s)
         newest = newest_version(s.db)
-        offer = (gr.update(visible=True, value=f"Label {newest['name']} against {newest['parent']}")
-                 if newest else gr.update(visible=False))
+        status = blind_status(s.db) if newest else None
+        offer = (gr.update(visible=True, value=f"Blind check: {newest['name']} against {newest['parent']} "
+                           f"({status.votes} of {status.target} votes)")
+                 if status is not None and status.open else gr.update(visible=False))
         text = ""
         if newest:
             badge = report_badges(s.db).get(newest["name"])
@@ -247,16 +250,16 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> None:
         return (gr.update(choices=names), prompt_queue.guidelines(s.db), gr.update(choices=policies),
                 gr.update(choices=[(SAME_POLICY, SAME_POLICY)] + policies), text, offer)
 
-    def label_newest(request: gr.Request) -> tuple:
-        """One click: the newest version answers A, its parent answers B (each turn shows one of each)."""
+    def label_newest(request: gr.Request) -> Any:
+        """One click to the newest version's blind check (the Arena tab): the new version against its parent on
+        held-out prompts, sides at random and names hidden until the vote."""
         try:
             label_user(get_studio(), request, "label_newest")
         except StudioError as exc:
             raise gr.Error(str(exc)) from exc
-        newest = newest_version(get_studio().db)
-        if newest is None:
+        if newest_version(get_studio().db) is None:
             raise gr.Error("No trained version yet: train one on the console's Train page.")
-        return gr.update(value=newest["name"]), gr.update(value=newest["parent"])
+        return gr.Tabs(selected="arena")
 
     def queue_id(name: str) -> int:
         for q in prompt_queue.list_queues(get_studio().db):
@@ -351,8 +354,8 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> None:
             return (gr.update(), "", gr.update(), gr.update(), "**Sign in to label** (the button above).",
                     gr.update(visible=False), "")
         return (*refresh(), rewards(request))
-    against_parent_btn.click(label_newest, None, [policy_a, policy_b], api_name="label_newest")
-    return refresh_all, [queue_pick, guidelines_md, policy_a, policy_b, newest_md, against_parent_btn, rewards_md]
+    return (refresh_all, [queue_pick, guidelines_md, policy_a, policy_b, newest_md, against_parent_btn, rewards_md],
+            (against_parent_btn, label_newest))
 
 
 def policy_choices(studio: Studio) -> list[tuple[str, str]]:
@@ -390,11 +393,14 @@ def create_label_app(get_studio: Callable[[], Studio]) -> gr.Blocks:
                     "[Open the console](/) for data, training and settings.", elem_classes="studio-header")
         if get_studio().directory.team_mode and oauth_configured():
             gr.LoginButton()  # Hugging Face OAuth on a Space: the sign-in becomes the labeler's identity
-        with gr.Tab("Chat & label"):
-            refresh, refreshed = create_label_tab(get_studio)
-        with gr.Tab("Arena"):
-            create_arena_tab(get_studio)
-        with gr.Tab("Review"):
-            create_review_tab(get_studio)
+        with gr.Tabs() as tabs:
+            with gr.Tab("Chat & label", id="label"):
+                refresh, refreshed, (blind_button, open_blind_check) = create_label_tab(get_studio)
+            with gr.Tab("Arena", id="arena"):
+                blind_offer, offered = create_arena_tab(get_studio)
+            with gr.Tab("Review", id="review"):
+                create_review_tab(get_studio)
+        blind_button.click(open_blind_check, None, tabs, api_name="label_newest")
         blocks.load(refresh, None, refreshed, api_name="page_load", api_visibility="private")
+        blocks.load(blind_offer, None, offered, api_name="blind_offer", api_visibility="private")
     return blocks

@@ -451,6 +451,9 @@ def main() -> None:
                 train(studio, run, args.job_timeout)
                 if run.status == "succeeded" and report_route:
                     report_route = read_report(studio, run, args.report_timeout)
+            for run in runs:   # a report still computing when its job's wait ran out (a busy machine): read it now
+                if run.status == "succeeded" and report_route and run.verdict.startswith("report not ready"):
+                    read_report(studio, run, args.report_timeout)
             for run in runs:
                 if run.status == "succeeded":
                     judge(studio, run, judge_prompts, judge_log)

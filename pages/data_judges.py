@@ -30,15 +30,15 @@ def render_judges(studio: Any, viewer: Any) -> None:
     st.subheader("AI judges")
     st.caption("AI judges label pairs as their own labelers (`ai:...`), never mixed with people's labels: training "
                "sets take them only when their filters say `label_kinds` ai or both, and only from judges "
-               f"calibrated on at least {judging.MIN_CALIBRATION} pairs people voted on too. Kappa and alpha are "
-               "agreement corrected for chance (1 perfect, 0 chance, below 0 worse than chance).")
+               f"calibrated: at least {judging.MIN_CALIBRATION} pairs people voted on too, AND a Cohen's kappa "
+               "whose 95% interval lies above 0 (agreement clear of chance). Kappa and alpha are agreement corrected "
+               "for chance (1 perfect, 0 chance, below 0 worse than chance).")
     judged = judging.judges_overview(studio.db)
     if judged:
         table = pd.DataFrame([{
             "judge": j["name"], "labels": j["votes"], "runs": j["runs"], "shared with people": j["shared"],
             "agreement": j["agreement"], "Cohen's kappa": j["kappa"], "Krippendorff's alpha": j["alpha"],
-            "status": (f"calibrated on {j['shared']} shared items" if j["calibrated"] else
-                       f"not calibrated: {j['shared']} of {judging.MIN_CALIBRATION} shared items")}
+            "status": ("calibrated: " if j["calibrated"] else "not calibrated: ") + j["calibration"]}
             for j in judged])
         st.dataframe(table, hide_index=True, width="stretch",
                      column_config={name: st.column_config.NumberColumn(format="%.2f")

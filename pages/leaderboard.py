@@ -5,6 +5,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.compare import leaderboard
+from core.compare.arena import people_comparisons
+from core.compare.style import style_controlled
 from core.studio import current
 from pages.common import require_page
 
@@ -30,12 +32,21 @@ for warning in board.warnings:
 
 rows = pd.DataFrame(board.rows())
 rows["status"] = np.where(rows["too_few_battles"], f"⚠️ too few battles (< {board.min_battles})", "")
+style = style_controlled(people_comparisons(studio.db), leaderboard.BASE_POLICY)
+if style is not None:
+    rows.insert(3, "style-controlled", [style.controlled.get(m) for m in rows["model"]])
+    for warning in style.warnings:
+        st.warning(warning, icon=":material/format_size:")
 c1, c2, c3 = st.columns(3)
 c1.metric("Battles", board.total_battles)
 c2.metric("Versions", len(board.models))
 c3.metric("Leader", rows.iloc[0]["model"])
 st.dataframe(rows.drop(columns="too_few_battles"), hide_index=True, use_container_width=True,
              column_config={"rating": st.column_config.NumberColumn("rating", format="%.1f"),
+                            "style-controlled": st.column_config.NumberColumn(
+                                "style-controlled", format="%.1f", help="The rating once answer length and Markdown "
+                                "(headers, lists, bold) are accounted for, as Chatbot Arena's style control does: a "
+                                "version that wins only by writing longer answers drops here."),
                             "ci_low": st.column_config.NumberColumn("95% CI low", format="%.1f"),
                             "ci_high": st.column_config.NumberColumn("95% CI high", format="%.1f")})
 

@@ -287,3 +287,24 @@ def test_cohen_kappa_edges_and_confusion_matrix():
     assert cohen_kappa([("a", None), ("a", "a"), ("b", "b")]) == pytest.approx(1.0)  # missing: not shared
     pairs = [("a", "a"), ("a", "b"), ("b", "b"), ("tie", "a")]
     assert confusion_matrix(pairs, ["a", "b", "tie"]) == [[1, 1, 0], [0, 1, 0], [1, 0, 0]]
+
+
+def test_a_judge_is_calibrated_only_when_its_kappa_interval_clears_chance():
+    """The issue's judge: kappa 0.08 on 51 shared items (42 of them position ties) must not count as calibrated."""
+    from core.labeling.agreement import calibration_verdict, cohen_kappa, kappa_interval
+
+    # 51 items: the judge says tie on 42 and agrees with people on 5 of the other 9. By hand: p_o = 15/51,
+    # p_e = (42*10 + 5*21 + 4*20)/51^2, kappa = 0.080, se = sqrt(p_o (1-p_o) / (51 (1-p_e)^2)) = 0.0831
+    people = ["a"] * 16 + ["b"] * 16 + ["tie"] * 10 + ["a"] * 5 + ["b"] * 4
+    judge = ["tie"] * 42 + ["a", "a", "a", "b", "b", "b", "b", "a", "a"]
+    weak = kappa_interval(list(zip(judge, people)))
+    assert weak == pytest.approx((-0.083, 0.243), abs=1e-3) and cohen_kappa(list(zip(judge, people))) == \
+        pytest.approx(0.080, abs=1e-3)
+    ok, why = calibration_verdict(51, weak, 20)
+    assert not ok and why.startswith("agreement with people not clear of chance")
+    good = kappa_interval([("a", "a")] * 15 + [("b", "b")] * 15 + [("a", "b")] * 3 + [("b", "a")] * 2)
+    assert good[0] > 0 and calibration_verdict(35, good, 20) == (True, f"kappa 95% interval {good[0]:.2f} to "
+                                                                        f"{good[1]:.2f}, clear of chance")
+    assert calibration_verdict(10, good, 20) == (False, "10 of 20 shared items")
+    assert calibration_verdict(0, None, 0)[0] is True        # min_judge_calibration 0 trusts every judge
+    assert calibration_verdict(30, None, 20)[1].startswith("kappa undefined")

@@ -494,3 +494,97 @@ def test_people_s_blind_votes_are_the_version_s_blind_check_and_move_its_verdict
     assert report["verdict"] == "learned" and report["metrics"]["blind_check"]["wins"] == 8
     assert report["summary"] == ("learned: people preferred v1 blind on 8 of 9 votes, base on 0 (1 ties), "
                                  "p = 0.0078 after correction")
+
+
+def test_the_blind_check_offers_held_out_prompts_once_each_and_stops_when_decided(db):
+    """The newest version against its parent, sides at random, on prompts neither trained on; one labeler never
+    gets the same prompt twice, and the offer ends once people's votes decide."""
+    import random as _random
+
+    from core.compare import blind
+
+    ada, bob = ensure_user(db, "ada", "labeler", "local"), ensure_user(db, "bob", "labeler", "local")
+    status = blind.blind_status(db)
+    assert (status.version, status.against, status.votes, status.open) == ("v1", "base", 0, True)
+    rng = _random.Random(3)
+    sides, prompts = set(), []
+    for i in range(6):
+        prompt, a, b, _ = blind.next_blind_pair(db, ada, rng)
+        assert {a, b} == {"v1", "base"} and prompt not in prompts
+        sides.add(a)
+        prompts.append(prompt)
+        arena.record_battle(db, ada, pending(db, a, b, prompt=prompt), "a" if a == "v1" else "b")   # v1 wins
+        if i == 0:   # another labeler still gets the prompt ada just judged
+            assert blind.next_blind_pair(db, bob, rng)[0] == prompts[0]
+    assert sides == {"v1", "base"}                           # both sides came up
+    status = blind.blind_status(db)
+    assert status.wins == 6 and status.decided and not status.open and "people prefer v1" in status.text()
+    with pytest.raises(arena.ValidationError, match="decided") as done:
+        blind.next_blind_pair(db, ada, rng)
+    assert done.value.code == "blind_check_done"
+
+
+# ------------------------------------------------------------------------------------ style control
+
+def simulated(rng, n: int, by_length: bool) -> list:
+    """v2 against base: v2 writes 40 more words on average; people prefer the longer answer (``by_length``) or
+    v2 itself, 80% of the time whatever the length."""
+    from core.compare.style import Comparison
+
+    out = []
+    for _ in range(n):
+        la, lb, v2_is_a = rng.randint(5, 100), rng.randint(5, 100), rng.random() < 0.5
+        if by_length:
+            la, lb = (la + 40, lb) if v2_is_a else (la, lb + 40)
+            outcome = 1.0 if la > lb else 0.0 if la < lb else 0.5
+        else:
+            outcome = float((rng.random() < 0.8) == v2_is_a)
+        out.append(Comparison("v2" if v2_is_a else "base", "base" if v2_is_a else "v2", " ".join(["w"] * la),
+                              " ".join(["w"] * lb), outcome))
+    return out
+
+
+def test_style_control_takes_away_a_lead_that_is_only_length():
+    import random as _random
+
+    from core.compare.style import style_controlled, style_diff, version_vs_style
+
+    assert list(style_diff("a b c", "a")) == [0.5, 0.0, 0.0, 0.0]
+    assert list(style_diff("# H\n- x\n**b**", "")) == [1.0, 1.0, 1.0, 1.0]
+    rng = _random.Random(0)
+    longer = style_controlled(simulated(rng, 200, by_length=True), "base")
+    assert longer.raw["v2"] - 1000 > 200 and longer.controlled["v2"] - 1000 < (longer.raw["v2"] - 1000) / 2
+    assert longer.coefficients["length"] > 1 and longer.warnings[0].endswith("v2 wins mostly by longer")
+    only_style = version_vs_style(simulated(rng, 200, by_length=True), "v2")
+    assert only_style["style_only"] and only_style["raw_share"] > 0.8 and only_style["mostly"] == "longer"
+    better = style_controlled(simulated(rng, 200, by_length=False), "base")
+    assert abs(better.controlled["v2"] - better.raw["v2"]) < 15 and better.warnings == []
+    truly = version_vs_style(simulated(rng, 200, by_length=False), "v2")
+    assert not truly["style_only"] and truly["controlled_share"] > 0.7 and truly["controlled_p"] < 1e-6
+
+
+def test_the_report_warns_when_people_prefer_a_version_only_for_its_length(db):
+    """People's blind votes between v1 and base, won by whichever answer is longer (v1's usually are): the verdict
+    counts the blind check, and a warning says the win is only length."""
+    import json as _json
+    import random as _random
+
+    from core.compare.report import latest_report
+
+    ada = ensure_user(db, "ada", "labeler", "local")
+    name = {"v2": "v1", "base": "base"}
+    for i, c in enumerate(simulated(_random.Random(5), 40, by_length=True)):
+        arena.record_battle(db, ada, pending(db, name[c.model_a], name[c.model_b], f"Prompt {i}?", c.answer_a,
+                                             c.answer_b), {1.0: "a", 0.0: "b", 0.5: "tie"}[c.outcome])
+    assert len(arena.people_comparisons(db, ["v1", "base"])) == 40
+    v1, base = (db.scalar("SELECT id FROM policies WHERE name = ?", [n]) for n in ("v1", "base"))
+    metrics = {"version": "v1", "against": "base", "held_out_pairs": 0, "kl_per_token": 0.3}
+    db.write(lambda cur: cur.execute(
+        "INSERT INTO version_reports (policy_id, against_id, verdict, summary, report) VALUES (?, ?, ?, ?, ?)",
+        [v1, base, "changed", "changed", _json.dumps({"version": "v1", "against": "base", "verdict": "changed",
+                                                       "summary": "changed", "metrics": metrics})]))
+    report = latest_report(db, "v1")
+    style = report["metrics"]["style_control"]["blind_check"]
+    assert style["style_only"] and report["verdict"] == "learned"       # people did prefer v1's answers ...
+    assert ("v1 wins only by longer: preferred by people in blind votes on 82% of 40, but at equal length and "
+            "formatting 64% (style control)") in report["warnings"]

@@ -212,6 +212,23 @@ def test_calibration_on_labeled_pairs_measures_agreement_and_opens_training(stud
     pairs = [(v["judge"], "tie" if v["human"] == "both_bad" else v["human"]) for v in votes]
     assert agreement["kappa"] == cohen_kappa(pairs)
     assert not judge_agreement(studio.db, "ai:policy:base", min_shared=human_pairs + 1)["calibrated"]
+
+    # Enough shared items is not enough: the agreement must be clear of chance. A judge that says "tie" to every
+    # pair agrees with people only by chance (kappa 0); one that says what the people said is calibrated.
+    def judge_says(outcome_sql: str) -> dict:
+        studio.db.write(lambda cur: cur.execute(
+            f"UPDATE preferences j SET outcome = {outcome_sql} FROM preferences h WHERE j.judge_run_id = ? AND"
+            " h.candidate_a = j.candidate_a AND h.candidate_b = j.candidate_b AND h.source <> 'judge'", [run["id"]]))
+        return judge_agreement(studio.db, "ai:policy:base", min_shared=human_pairs)
+
+    chance = judge_says("'tie'")
+    assert not chance["calibrated"] and chance["shared"] == human_pairs
+    assert chance["calibration"].startswith(("agreement with people not clear of chance", "kappa undefined"))
+    strict = trainsets.Filters(label_kinds="ai", labelers=("ai:policy:base",), min_judge_calibration=human_pairs)
+    assert trainsets.preference_rows(studio.db, strict).rows == []
+    agreeing = judge_says("CASE WHEN h.outcome = 'both_bad' THEN 'tie' ELSE h.outcome END")
+    assert agreeing["calibrated"] and agreeing["kappa"] == 1.0 and agreeing["kappa_interval"] == [1.0, 1.0]
+    assert agreeing["calibration"] == "kappa 95% interval 1.00 to 1.00, clear of chance"
     overview = {j["name"]: j for j in judges_overview(studio.db, min_shared=human_pairs)}
     assert overview["ai:policy:base"]["shared"] == human_pairs and overview["ai:policy:base"]["calibrated"]
 

@@ -13,7 +13,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import combinations
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -25,6 +25,9 @@ from core.labeling.votes import (MAX_MESSAGE_CHARS, Vote, active_aspects, receip
                                  write_vote)
 from core.serving.policies import servable_policies
 from storage.db import Database
+
+if TYPE_CHECKING:
+    from core.compare.style import Comparison
 
 CLOSENESS = 200.0                          # rating gap (points) at which pairing weight drops by e
 
@@ -170,3 +173,19 @@ def blind_check(db: Database, version: str, against: str) -> dict[str, int] | No
     wins = sum(1 for r in rows if r["winner"] == ("model_a" if r["a"] == version else "model_b"))
     losses = sum(1 for r in rows if r["winner"] == ("model_b" if r["a"] == version else "model_a"))
     return {"votes": len(rows), "wins": wins, "losses": losses, "ties": len(rows) - wins - losses}
+
+
+def people_comparisons(db: Database, versions: Sequence[str] | None = None) -> list["Comparison"]:
+    """People's arena votes with both answers (for style control), optionally only between ``versions``."""
+    from core.compare.style import Comparison
+
+    rows = db.query(
+        "SELECT coalesce(pa.name, r.model_a) AS a, coalesce(pb.name, r.model_b) AS b, r.winner, r.answer_a,"
+        " r.answer_b FROM battle_records r LEFT JOIN policies pa ON pa.id = r.policy_a_id"
+        " LEFT JOIN policies pb ON pb.id = r.policy_b_id LEFT JOIN preferences p ON p.id = r.preference_id"
+        " LEFT JOIN users u ON u.id = r.judge_id WHERE coalesce(u.kind, 'human') = 'human'"
+        " AND (p.id IS NULL OR (p.retracted_at IS NULL AND p.redacted_at IS NULL)) ORDER BY r.id")
+    score = {"model_a": 1.0, "model_b": 0.0}
+    picked = set(versions) if versions else None
+    return [Comparison(r["a"], r["b"], r["answer_a"] or "", r["answer_b"] or "", score.get(r["winner"], 0.5))
+            for r in rows if picked is None or {r["a"], r["b"]} <= picked]

@@ -38,10 +38,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
 from core.compare import evaluation as ev
-from core.compare.arena import blind_check
+from core.compare.arena import blind_check, people_comparisons
 from core.compare.evaluation import Progress, report_progress
 from core.compare.safety import is_refusal, safety_change
 from core.compare.sidebyside import word_overlap
+from core.compare.style import Comparison, version_vs_style
 from core.compare.signature import (SIGNIFICANCE, describe_movement, describe_preference, holm, label_signature,
                                     paired_tests, sign_test, two_sided)
 from core.errors import StudioError, ValidationError
@@ -205,6 +206,12 @@ def drift_warnings(m: dict[str, Any]) -> list[str]:
     if kl is not None and kl >= KL_WARN:
         warnings.append(f"moved far from {m.get('against', 'the other version')} (KL {kl:.2f} nats per token): "
                         "raise beta to stay closer, or check the answers below")
+    judges = {"reward_model": f"the reward model {m.get('reward_model')}", "blind_check": "people in blind votes"}
+    for source, check in (m.get("style_control") or {}).items():
+        if check and check.get("style_only"):
+            warnings.append(f"{m.get('version', 'the version')} wins only by {check['mostly']}: preferred by "
+                            f"{judges.get(source, source)} on {check['raw_share']:.0%} of {check['comparisons']}, "
+                            f"but at equal length and formatting {check['controlled_share']:.0%} (style control)")
     return warnings
 
 
@@ -324,6 +331,15 @@ def _report_prompts(db: Database, pairs: list[dict[str, Any]], trained: set[str]
     return list(prompts.values())[:count]
 
 
+def held_out_prompts(db: Database, version: str, against: str, count: int) -> list[list[dict]]:
+    """The prompts neither version trained on that a report (and the blind check by people) asks both versions:
+    the held-out split's prompts of the version's labels first, then seed prompts never trained on."""
+    policy, other = ev.check_pair(db, version, against)
+    trained = _trained_prompts(db, policy, other)
+    pairs = [p for p in held_out_pairs(db, policy) if prompt_key(p["prompt"]) not in trained]
+    return _report_prompts(db, pairs, trained, count)
+
+
 def compute_report(studio: Any, version: str, against: str | None = None, settings: ReportSettings | None = None,
                    user: Any = None, progress: Progress | None = None) -> dict[str, Any]:
     """Measure ``version`` against ``against`` (its parent by default), store the report, return it."""
@@ -404,11 +420,14 @@ def compute_report(studio: Any, version: str, against: str | None = None, settin
         theirs_scores = scorer.score(sample_prompts, [s["against"] for s in samples])
         m["reward_model"] = reward_models[0]
         m["win_rate"] = ev.preference_accuracy(mine, theirs_scores)
+        m["style_control"] = {"reward_model": version_vs_style([
+            Comparison(version, against, s["version"], s["against"], 1.0 if a > b else 0.0 if a < b else 0.5)
+            for s, a, b in zip(samples, mine, theirs_scores)], version)}
 
     for s in samples:
         s["difference"] = round(1.0 - word_overlap(s["version"], s["against"]), 3)
     examples = sorted(samples, key=lambda s: -s["difference"])[:EXAMPLES]
-    m["blind_check"] = blind_check(db, version, against)
+    m.update(_blind_evidence(db, version, against, m.get("style_control")))
     kind, summary = verdict(m, policy["config"])
     report = {
         "version": version, "against": against, "verdict": kind, "summary": summary, "metrics": m,
@@ -444,16 +463,24 @@ def latest_report(db: Database, version: str, against: str | None = None) -> dic
             **({"safety": safety} if safety else {})}
 
 
+def _blind_evidence(db: Database, version: str, against: str, style: dict[str, Any] | None) -> dict[str, Any]:
+    """The blind check's tally and its style control (people's votes between the two, both answers)."""
+    blind = blind_check(db, version, against)
+    style = {k: v for k, v in (style or {}).items() if k != "blind_check"}
+    if blind:
+        style["blind_check"] = version_vs_style(people_comparisons(db, [version, against]), version)
+    return {"blind_check": blind, "style_control": style or None}
+
+
 def with_blind_check(db: Database, report: dict[str, Any]) -> dict[str, Any]:
-    """The report with the people's blind votes cast since it was computed, and its verdict re-derived from them:
-    the votes come in after the job, the rest of the evidence does not change."""
-    blind = blind_check(db, report["version"], report["against"])
+    """The report with the people's blind votes cast since it was computed, and its verdict and warnings
+    re-derived from them: the votes come in after the job, the rest of the evidence does not change."""
     m = report["metrics"]
-    if blind == m.get("blind_check"):
+    if blind_check(db, report["version"], report["against"]) == m.get("blind_check"):
         return report
-    m = {**m, "blind_check": blind}
+    m = {**m, **_blind_evidence(db, report["version"], report["against"], m.get("style_control"))}
     kind, summary = verdict(m, report.get("config") or {})
-    return {**report, "metrics": m, "verdict": kind, "summary": summary,
+    return {**report, "metrics": m, "verdict": kind, "summary": summary, "warnings": drift_warnings(m),
             "evidence": [e.to_dict() for e in evidence(m)]}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from core.data.filters import Filters, resolve_aspect_weights
+from core.labeling.agreement import calibrated_judges
 from storage.db import Database
 
 # Predicates on the named parameters produced by Filters.params. A NULL parameter means "no filter";
@@ -75,16 +76,6 @@ cand AS (
     LEFT JOIN conversations cv ON cv.id = c.conversation_id
     LEFT JOIN prompts pr ON pr.id = coalesce(c.prompt_id, cv.prompt_id)
 ),
--- per AI judge: pairs it labeled that people voted on too (its calibration, see core.judging.runs)
-judge_shared AS (
-    SELECT j.labeler_id, count(DISTINCT j.candidate_a::VARCHAR || '-' || j.candidate_b::VARCHAR) AS shared
-    FROM preferences j
-    JOIN preferences h ON h.candidate_a = j.candidate_a AND h.candidate_b = j.candidate_b
-                      AND h.retracted_at IS NULL AND h.redacted_at IS NULL AND h.source <> 'judge'
-    LEFT JOIN users hu ON hu.id = h.labeler_id
-    WHERE j.judge_run_id IS NOT NULL AND j.retracted_at IS NULL AND coalesce(hu.kind, 'human') = 'human'
-    GROUP BY j.labeler_id
-),
 vote AS (
     SELECT p.id, p.outcome, p.labeler_id, p.created_at, a.prompt, to_json(a.prompt)::VARCHAR AS prompt_key,
            {_kind_ok(_VOTER_KIND, 'p.confidence')} AS kind_ok, {_VOTER_KIND} = 'ai' AS ai,
@@ -96,7 +87,8 @@ vote AS (
            END AS invalid,
            CASE WHEN NOT {_in_window('p.created_at')} THEN 'date'
                 WHEN NOT {_kind_ok(_VOTER_KIND, 'p.confidence')} THEN 'label_kind'
-                WHEN p.judge_run_id IS NOT NULL AND coalesce(js.shared, 0) < $min_judge_calibration
+                WHEN p.judge_run_id IS NOT NULL AND $min_judge_calibration > 0
+                     AND NOT coalesce(list_contains($calibrated_judges, p.labeler_id), false)
                      THEN 'uncalibrated_judge'
                 WHEN NOT {_by_labeler('p.labeler_id')} THEN 'labeler'
                 WHEN NOT {_from_source('p.source')} THEN 'source'
@@ -106,7 +98,6 @@ vote AS (
            END AS filtered
     FROM preferences p
     LEFT JOIN users u ON u.id = p.labeler_id
-    LEFT JOIN judge_shared js ON js.labeler_id = p.labeler_id
     LEFT JOIN cand a ON a.id = p.candidate_a
     LEFT JOIN cand b ON b.id = p.candidate_b
 ),
@@ -222,4 +213,6 @@ def query_params(db: Database, filters: Filters | None,
     """Validated SQL parameters for the queries above (raises ValidationError on bad filters)."""
     filters = filters if filters is not None else Filters()
     weights = resolve_aspect_weights(db, filters, aspect_weights)
-    return filters.params(db) | {"aspect_names": list(weights), "aspect_weights": list(weights.values())}
+    params = filters.params(db)
+    return params | {"aspect_names": list(weights), "aspect_weights": list(weights.values()),
+                     "calibrated_judges": calibrated_judges(db, params["min_judge_calibration"])}

@@ -356,8 +356,11 @@ def judge_agreement(db: Database, judge_name: str, min_shared: int = MIN_CALIBRA
     """A judge against the people on the pairs both labeled: Cohen's kappa (every judge-person pair of labels),
     Krippendorff's alpha (nominal; each pair an item with the judge as one more labeler), the raw agreement,
     a confusion matrix (rows: the judge, columns: people, in a / b / tie order) and the disagreements to read.
-    ``calibrated`` once ``shared`` reaches ``min_shared`` items."""
-    from core.labeling.agreement import cohen_kappa, confusion_matrix, krippendorff_alpha
+    ``calibrated`` once ``shared`` reaches ``min_shared`` items AND kappa's 95% interval is clear of chance
+    (core.labeling.agreement.calibration_verdict; ``calibration`` says why or why not). Measured: a judge with
+    kappa 0.08 and 42 of 51 position ties had been called "calibrated on 51 shared items"."""
+    from core.labeling.agreement import (calibration_verdict, cohen_kappa, confusion_matrix, kappa_interval,
+                                         krippendorff_alpha)
 
     rows = db.query(_SHARED, [judge_name])
     pairs = [(_as_preference(r["judge_outcome"]), _as_preference(r["human_outcome"])) for r in rows]
@@ -370,11 +373,15 @@ def judge_agreement(db: Database, judge_name: str, min_shared: int = MIN_CALIBRA
                       "person_said": r["human_outcome"]}
                      for r, (judge, human) in zip(rows, pairs) if judge != human][:MAX_DISAGREEMENTS]
     shared = len(units)
+    interval = kappa_interval(pairs)
+    calibrated, why = calibration_verdict(shared, interval, min_shared)
     return {"judge": judge_name, "shared": shared, "comparisons": len(pairs),
             "agreement": sum(j == h for j, h in pairs) / len(pairs) if pairs else None,
-            "kappa": cohen_kappa(pairs), "alpha": krippendorff_alpha(units, "nominal") if shared else None,
+            "kappa": cohen_kappa(pairs), "kappa_interval": list(interval) if interval else None,
+            "alpha": krippendorff_alpha(units, "nominal") if shared else None,
             "labels": list(AGREEMENT_LABELS), "confusion": confusion_matrix(pairs, AGREEMENT_LABELS),
-            "disagreements": disagreements, "calibrated": shared >= min_shared, "min_shared": min_shared}
+            "disagreements": disagreements, "calibrated": calibrated, "calibration": why,
+            "min_shared": min_shared}
 
 
 def judges_overview(db: Database, min_shared: int = MIN_CALIBRATION) -> list[dict[str, Any]]:
@@ -386,5 +393,5 @@ def judges_overview(db: Database, min_shared: int = MIN_CALIBRATION) -> list[dic
                         " GROUP BY u.name ORDER BY u.name"):
         agreement = judge_agreement(db, row["name"], min_shared)
         out.append({**row, **{k: agreement[k] for k in ("shared", "comparisons", "agreement", "kappa", "alpha",
-                                                         "calibrated")}})
+                                                         "calibrated", "calibration")}})
     return out

@@ -123,7 +123,7 @@ LABEL_APP: dict[str, Rule] = {
         "gold_from_a", "gold_from_b", "next_prompt", "skip", "new_chat", "my_rewards", "label_newest",
         "page_load", "arena_ask", "arena_ask_on_enter", "arena_vote_a", "arena_vote_b", "arena_vote_tie",
         "arena_vote_both_bad", "review_next", "review_vote_a", "review_vote_b", "review_vote_tie",
-        "review_vote_both_bad")
+        "review_vote_both_bad", "blind_check_next", "blind_offer")
 }
 
 RULES: dict[str, Rule] = {**{f"api {k}": v for k, v in API.items()}, **CONSOLE,

@@ -18,11 +18,14 @@ import math
 import numbers
 from collections import Counter
 from itertools import combinations
-from typing import Hashable, Mapping, Sequence
+from typing import TYPE_CHECKING, Hashable, Mapping, Sequence
 
 import numpy as np
 
 from core.errors import ValidationError
+
+if TYPE_CHECKING:
+    from storage.db import Database
 
 LEVELS = ("nominal", "ordinal", "interval", "ratio")
 
@@ -226,6 +229,24 @@ def cohen_kappa(pairs: Sequence[tuple[Hashable, Hashable]]) -> float | None:
     return float((observed - expected) / (1.0 - expected))
 
 
+KAPPA_Z = 1.96   # a 95% interval
+
+
+def kappa_interval(pairs: Sequence[tuple[Hashable, Hashable]], z: float = KAPPA_Z) -> tuple[float, float] | None:
+    """An approximate 95% interval of Cohen's kappa: kappa +- z * sqrt(p_o (1 - p_o) / (n (1 - p_e)^2)), the
+    large-sample standard error of Cohen (1960). None where kappa is undefined."""
+    kappa = cohen_kappa(pairs)
+    pairs = [(a, b) for a, b in pairs if not (_is_missing(a) or _is_missing(b))]
+    if kappa is None:
+        return None
+    n = len(pairs)
+    observed = sum(a == b for a, b in pairs) / n
+    first, second = Counter(a for a, _ in pairs), Counter(b for _, b in pairs)
+    expected = sum(first[label] * second[label] for label in first) / (n * n)
+    se = math.sqrt(observed * (1 - observed) / (n * (1 - expected) ** 2))
+    return kappa - z * se, kappa + z * se
+
+
 def confusion_matrix(pairs: Sequence[tuple[Hashable, Hashable]], labels: Sequence[Hashable]) -> list[list[int]]:
     """Counts of (row label, column label) over the pairs, rows = first rater, columns = second, in ``labels``
     order (labels outside it are not counted)."""
@@ -263,3 +284,49 @@ def agreement_summary(units_by_aspect: Mapping[str, Units],
             "alpha": krippendorff_alpha(units, level, values_by_aspect.get(aspect)),
         })
     return rows
+
+
+# --- how far to trust an AI judge ----------------------------------------------------------------------------------
+
+KAPPA_FLOOR = 0.0   # calibrated: the lower end of the kappa interval above this, i.e. clear of chance agreement
+
+# Every (AI judge's verdict, person's vote) on the same pair: no text. "both bad" counts as a tie (a judge only says
+# which answer is better; "neither" is what a tie means for that question).
+_JUDGE_PAIRS = """
+SELECT j.labeler_id, j.candidate_a, j.candidate_b, j.outcome AS judge, h.outcome AS human
+FROM preferences j
+JOIN preferences h ON h.candidate_a = j.candidate_a AND h.candidate_b = j.candidate_b
+                  AND h.retracted_at IS NULL AND h.redacted_at IS NULL AND h.source <> 'judge'
+LEFT JOIN users hu ON hu.id = h.labeler_id
+WHERE j.judge_run_id IS NOT NULL AND j.retracted_at IS NULL AND j.redacted_at IS NULL
+  AND coalesce(hu.kind, 'human') = 'human'
+"""
+
+
+def calibration_verdict(shared: int, interval: tuple[float, float] | None, min_shared: int) -> tuple[bool, str]:
+    """(calibrated, why) for a judge: at least ``min_shared`` items shared with people AND a kappa interval clear
+    of chance (its lower end above KAPPA_FLOOR). ``min_shared`` 0 trusts every judge."""
+    if min_shared <= 0:
+        return True, "calibration not required (min_judge_calibration 0)"
+    if shared < min_shared:
+        return False, f"{shared} of {min_shared} shared items"
+    if interval is None:
+        return False, "kappa undefined: the judge or the people gave one label only"
+    if interval[0] <= KAPPA_FLOOR:
+        return False, (f"agreement with people not clear of chance: kappa 95% interval {interval[0]:.2f} to "
+                       f"{interval[1]:.2f} includes {KAPPA_FLOOR:g}")
+    return True, f"kappa 95% interval {interval[0]:.2f} to {interval[1]:.2f}, clear of chance"
+
+
+def calibrated_judges(db: "Database", min_shared: int) -> list[int]:
+    """The AI judges (users.id) whose labels may count: see :func:`calibration_verdict`."""
+    per_judge: dict[int, list[tuple[str, str]]] = {}
+    units: dict[int, set[tuple[int, int]]] = {}
+    for row in db.query(_JUDGE_PAIRS):
+        tie = {"both_bad": "tie"}
+        per_judge.setdefault(row["labeler_id"], []).append((tie.get(row["judge"], row["judge"]),
+                                                             tie.get(row["human"], row["human"])))
+        units.setdefault(row["labeler_id"], set()).add((row["candidate_a"], row["candidate_b"]))
+    judges = [r["id"] for r in db.query("SELECT id FROM users WHERE kind = 'ai'")]
+    return [j for j in judges if calibration_verdict(len(units.get(j, ())), kappa_interval(per_judge.get(j, [])),
+                                                     min_shared)[0]]
