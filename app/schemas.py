@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.compare.report import VERDICTS
+from core.compare.verdict import VERDICTS
 from core.labeling.votes import OUTCOMES
 from core.training.request import DryRun
 

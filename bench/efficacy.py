@@ -5,9 +5,8 @@ What it measures, end to end through ONE real studio server (`launch.py`, local 
      are sent through the Gradio labeling app at /label/ (gradio_client, the `/send` endpoint the UI's Send
      button calls): ONE batched call samples answers A and B of the base policy, temperature 1.0, top_p 0.95,
      --max-new-tokens (default 96). Each pair is sampled once and shown to every synthetic labeler.
-  2. Votes: each rule below is a synthetic labeler (`rule-<name>`) that scores both answers with its rule and
-     POSTs a decisive vote (a | b) to /api/votes; equal scores are ties and are skipped. Pairs are sampled
-     until every rule has --labels decisive votes (or --max-pairs, reported).
+  2. Votes: each rule below is a synthetic labeler that POSTs a decisive vote (a | b) to /api/votes (equal scores
+     are skipped) until it has --labels of them (or --max-pairs, reported).
   3. Training: ONE DPO job per rule via POST /api/jobs, parent base, filtered to that labeler's votes, with
      the studio's defaults (no hyperparameters sent). Jobs run one after the other; train_s is the wall time
      from submit to the job's final state (child start, model load, training, saving, registration).
@@ -17,15 +16,12 @@ What it measures, end to end through ONE real studio server (`launch.py`, local 
      one answer of the new version (Policy) and one of its parent (Compare with), same sampling. The rule
      scores both: win 1, tie 0.5, loss 0. oracle_win of a rule = the mean over judge prompts.
 
-Rules (they live ONLY in the benchmark, bench/efficacy_rules.py; the studio never sees them, it only sees
-votes). Scores are continuous where
-possible, so that most pairs are decisive (measured on the default model's samples, T=1.0, 96 tokens):
+Rules (ONLY in bench/efficacy_rules.py; the studio sees votes, never rules), continuous where possible so that
+most pairs are decisive (measured on the default model's samples, T=1.0, 96 tokens):
   concise    style    fewer words is better (score = -word count)                          ~100% decisive
   you        content  speaks to the reader: more you/your/yourself per 100 words             ~90% decisive
   paragraph  format   one block of text: a larger share of the words in the first paragraph  ~90% decisive
-                      (1.0 = no line break at all)
-  list       format   (optional) more bulleted or numbered lines; the default model rarely    ~15% decisive
-                      writes lists in 96 tokens, so it needs ~5x the pairs
+  list       format   (optional) more bulleted or numbered lines (rare in 96 tokens)          ~15% decisive
   numbers    content  (optional) more concrete numbers (digits, list markers excluded)        ~20% decisive
   coin       control  a coin flip per pair (a fixed hash of each answer): nothing to learn    100% decisive
 Default: --rules concise,you,paragraph,coin (one of each kind, and the control). Each rule trains once per size in
@@ -44,13 +40,11 @@ The verdict (issue 25): verdict_learned = the share of the rules' runs at the sm
 Targets on this machine (2 CPU cores, default model SmolLM2-135M-Instruct), at 40 labels per rule: mean
 oracle_win >= 0.85, every rule >= 0.75, verdict_learned = 1.0, control_learned = 0, each job <= 5 minutes.
 
-Run: `.venv/bin/python bench/efficacy.py` (~40+ minutes on 2 cores: sampling ~90 pairs, 3 jobs, 72 judge pairs).
---pairs FILE reuses the pairs.jsonl of an earlier --keep run (sampled the same way) to re-run training and judging
-on identical pairs.
-Options: --model tiny runs the tiny random test model (plumbing check only: its figures mean nothing; its random
-text never says "you", so that rule gets no votes and no job), e.g. `--model tiny --labels 12` takes ~5 minutes on an idle machine.
---sample-only samples and votes but trains nothing (how decisive the rules are on the model's samples).
---keep / --data-dir keep pairs.jsonl, judge.jsonl (every answer with its score), server.log and runs/.
+Run: `.venv/bin/python bench/efficacy.py` (~40+ minutes on 2 cores per size). --pairs FILE reuses the pairs.jsonl
+of an earlier --keep run to re-run training and judging on identical pairs.
+Options: --model tiny: the tiny random test model (plumbing only; its random text never says "you"), e.g.
+`--model tiny --labels 12` (~5 minutes). --sample-only votes but trains nothing. --keep / --data-dir keep
+pairs.jsonl, judge.jsonl (every answer with its score), server.log and runs/.
 
 Last line: RESULT labels=40 oracle_win=... min_rule_win=... verdict_learned=... control_learned=... kl=...
 train_s=... (max over jobs), train_mean_s, pairs, then per run (<rule>_<size>) win_ kl_ learned_ train_s_ votes_.

@@ -25,7 +25,8 @@ from core.training.rundir import mark_chat_active
 from core.judging.runs import JudgeRuns
 from core.serving.models import auto_dtype, load_model
 from core.serving.policies import default_against, ensure_base_policy, get_policy
-from core.compare.report import ReportWorker
+from core.compare.report import compute_report
+from core.compare.worker import ReportWorker
 from core.compare.safety import evaluate_in_background
 from core.serving.scheduler import scheduler_for
 from storage.db import Database
@@ -42,7 +43,7 @@ class Studio:
         self.base_policy_id = ensure_base_policy(self.db, settings.model)
         self.directory = Directory(settings, self.db)
         self.supervisor = Supervisor(self.db, settings.runs_dir, model_path, settings.model)
-        self.reports = ReportWorker(self)
+        self.reports = ReportWorker(self, compute=compute_report)
         self.safety = ReportWorker(self, compute=evaluate_in_background, name="safety evaluation", paired=False)
         self.judge_runs = JudgeRuns(self)
         self.engine = Engine(settings.inference_url, settings.inference_model) if settings.inference_url else None

@@ -180,9 +180,11 @@ def signature_chart(rows: list[tuple[str, float, str]], key: str, height: int = 
         fig.add_bar(name=series, y=[r[0] for r in picked], x=[r[1] - 0.5 for r in picked], base=0.5,
                     orientation="h", hovertemplate="%{y}: %{x:.0%} more<extra>" + series + "</extra>")
     fig.add_vline(x=0.5, line_dash="dot", line_color="gray")
-    fig.update_layout(barmode="group", height=height or 60 + 28 * len({r[0] for r in rows}),
-                      margin=dict(l=10, r=10, t=10, b=10), xaxis=dict(range=[0, 1], tickformat=".0%",
-                      title="share with more of the feature (50% = no preference)"))
+    fig.update_layout(barmode="group", height=height or 130 + 36 * len({r[0] for r in rows}),
+                      margin=dict(l=10, r=10, t=10, b=50), legend=dict(orientation="h", y=-0.45),
+                      xaxis=dict(range=[0, 1], tickformat=".0%", title=dict(
+                          text="share of pairs / prompts with more of the feature (50% = no preference)",
+                          standoff=4)))
     st.plotly_chart(fig, key=key)
 
 

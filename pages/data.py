@@ -135,7 +135,12 @@ else:
     # ------------------------------------------------------------------------- label signature
     st.subheader("What your labels prefer")
     own_signature = access.owner_filter(viewer, "data.training_set") is not None
-    signature = label_signature_cached(str(db.path), viewer.name if own_signature else None)
+    whose = viewer.name if own_signature else None
+    if not own_signature and len(labelers) > 1:
+        picked = st.selectbox("Labels of", ["everyone", *labelers["labeler"].tolist()], key="signature-labeler",
+                              help="Labelers who disagree cancel each other out: look at each one's labels too.")
+        whose = None if picked == "everyone" else picked
+    signature = label_signature_cached(str(db.path), whose)
     st.caption(f"Over {signature['pairs']} preference pairs{' of yours' if own_signature else ''}: per answer "
                "feature, how often the chosen answer has more of it than the rejected one (sign test, "
                "Holm-corrected over the features; definitions in the README, \u201cWhat the labels prefer\u201d).")

@@ -19,7 +19,8 @@ from core.training.request import JobRequest
 from core.labeling.votes import Vote, submit_labeled_pair
 from core.serving.models import build_tiny_model
 from core.serving.policies import register_policy
-from core.compare.report import badges, compute_report, distinct_n, drift_warnings, latest_report
+from core.compare.report import badges, compute_report, distinct_n, latest_report
+from core.compare.verdict import drift_warnings
 from core.compare.signature import FEATURE_NAMES, sign_test
 from core.compare.safety import is_refusal
 from core.studio import Studio
@@ -83,7 +84,7 @@ def test_selection_score_prefers_accuracy_then_lower_loss():
 
 
 def test_the_verdict_says_what_the_held_out_pairs_can_and_cannot_tell():
-    from core.compare.report import pairs_needed, verdict
+    from core.compare.verdict import pairs_needed, verdict
 
     base = {"held_out_pairs": 19, "accuracy_against": 0.63, "accuracy_version": 0.68}
     assert verdict({**base, "toward": 15, "away": 4, "kl_per_token": 0.2})[0] == "learned"
@@ -104,7 +105,7 @@ def preference(feature: str, more: int, less: int, direction: int) -> dict:
 def test_a_version_that_moved_the_way_its_labels_prefer_is_learned_even_with_few_held_out_pairs():
     """The issue's case: 44 labels that prefer shorter answers, 7 held-out pairs (p = 0.23 alone), v1's answers
     shorter than base's on 22 of 24 prompts: learned, with no "label more" in the line."""
-    from core.compare.report import evidence, verdict
+    from core.compare.verdict import evidence, verdict
 
     m = {"version": "v1", "against": "base", "held_out_pairs": 7, "toward": 5, "away": 2, "kl_per_token": 0.2,
          "label_signature": {"pairs": 44, "tests": [preference("length", 3, 41, -1), preference("emoji", 1, 0, 0)]},
@@ -112,7 +113,7 @@ def test_a_version_that_moved_the_way_its_labels_prefer_is_learned_even_with_few
     kind, text = verdict(m)
     assert kind == "learned" and "label" not in text.split("(your labels")[0]
     assert text.startswith("learned: v1 gave shorter answers than base on 22 of 24 prompts (your labels prefer "
-                           "shorter answers: 41 of 44 pairs)")
+                           "shorter answers: 41 of 44 pairs, 3 the other way)")
     assert [e.source for e in evidence(m) if e.says] == ["movement:length"]
     # the same move against the labels: regressed; along a feature the labels do not care about: changed
     flipped = {**m, "movement": [preference("length", 22, 2, 1)], "toward": 2, "away": 5}
@@ -128,7 +129,7 @@ def test_a_version_that_moved_the_way_its_labels_prefer_is_learned_even_with_few
 def test_a_coin_flip_labeler_is_never_called_learned():
     """Random labels, a version that moved anyway (KL 0.2): 200 simulated controls, none "learned" more often than
     the 5% the tests allow (Holm keeps the family-wise error at the level)."""
-    from core.compare.report import verdict
+    from core.compare.verdict import verdict
     from core.compare.signature import label_signature, paired_tests
 
     rng = random.Random(7)
@@ -355,9 +356,9 @@ def test_early_stopping_keeps_the_best_checkpoint(tmp_path):
     checkpoint = load_file(str(run_dir / "checkpoints" / f"checkpoint-{best['step']}" / "adapter_model.safetensors"))
     assert kept.keys() == checkpoint.keys() and all((kept[k] == checkpoint[k]).all() for k in kept)
     # a server that starts after a job ended without its report computes it then
-    from core.compare.report import ReportWorker
+    from core.compare.worker import ReportWorker
 
-    worker = ReportWorker(studio)
+    worker = ReportWorker(studio, compute=compute_report)
     assert worker.catch_up() == ["v1"] and worker.state("v1")["status"] in ("queued", "computing")
     worker.stop()
     studio.close()

@@ -66,6 +66,8 @@ def test_overfitting_is_named_where_held_out_loss_turns_up():
     assert overfitting_step(train, rising) == 12
     assert overfitting_step(train, [(0, 0.69), (12, 0.55), (24, 0.50)]) is None    # still improving
     assert overfitting_step(train, rising[:2]) is None                             # too few evaluations
+    # the walk-through's run: held-out loss best at step 0 (before any training step was logged), then rising
+    assert overfitting_step(train, [(0, 0.69), (5, 0.75), (10, 0.9), (40, 1.0)]) == 0
 
 
 def test_the_data_page_says_what_the_labels_prefer(tmp_path, monkeypatch):
@@ -93,7 +95,7 @@ def test_the_data_page_says_what_the_labels_prefer(tmp_path, monkeypatch):
             submit_labeled_pair(db, bob, f"Tell me fact {i}.", long, short, Vote(0, 0, "a"))
     everyone = signature_of_labels(db)
     assert everyone.pairs == 36 and everyone.preferences[0].feature == "length"
-    assert everyone.lines()[0] == "your labels prefer shorter answers: 30 of 36 pairs"
+    assert everyone.lines()[0] == "your labels prefer shorter answers: 30 of 36 pairs, 6 the other way"
     bobs = signature_of_labels(db, filters_from_dict({"labelers": ["bob"]}))
     length = next(t for t in bobs.tests if t.feature == "length")
     assert bobs.pairs == 6 and (length.more, length.less) == (6, 0)
@@ -107,6 +109,6 @@ def test_the_data_page_says_what_the_labels_prefer(tmp_path, monkeypatch):
         st.cache_data.clear()
         app = AppTest.from_file(str(ROOT / "pages" / "data.py"), default_timeout=30).run()
         assert not app.exception and not app.error
-        assert "your labels prefer shorter answers: 30 of 36 pairs" in " ".join(m.value for m in app.markdown)
+        assert "your labels prefer shorter answers: 30 of 36 pairs, 6 the other way" in " ".join(m.value for m in app.markdown)
     finally:
         studio.close()

@@ -23,7 +23,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 from core.compare.arena import blind_check
-from core.compare.report import KL_WARN, latest_report
+from core.compare.report import latest_report
+from core.compare.verdict import KL_WARN
 from core.compare.safety import safety_change
 from core.compare.signature import SIGNIFICANCE, two_sided
 from core.config import RELEASE_GATE_MODES

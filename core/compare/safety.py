@@ -492,5 +492,5 @@ def safety_change(db: Database, version: str, against: str | None = None) -> dic
 def evaluate_in_background(studio: Any, version: str, against: str | None = None, user: Any = None,
                            progress: Progress | None = None, judge: str | None = None,
                            max_new_tokens: int = 96) -> dict[str, Any]:
-    """The task of the studio's safety worker (a core.compare.report.ReportWorker keyed by version): one evaluation."""
+    """The task of the studio's safety worker (a core.compare.worker.ReportWorker keyed by version): one evaluation."""
     return run_safety_eval(studio, version, user, judge, max_new_tokens, progress)

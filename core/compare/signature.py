@@ -219,20 +219,20 @@ def describe_preference(test: FeatureTest | dict) -> str:
     """"prefer shorter answers: 38 of 40 pairs" for a significant label-signature test."""
     t = test if isinstance(test, dict) else test.to_dict()
     feature = by_name(str(t["feature"]))
-    more, less = int(t["more"]), int(t["less"])   # type: ignore[call-overload]
-    decided = more + less + int(t["ties"])         # type: ignore[call-overload]
+    more, less, ties = int(t["more"]), int(t["less"]), int(t["ties"])   # type: ignore[call-overload]
     word = feature.more if more > less else feature.less
-    return f"{word} answers: {max(more, less)} of {decided} pairs"
+    rest = f", {min(more, less)} the other way" + (f", {ties} equal" if ties else "")
+    return f"{word} answers: {max(more, less)} of {more + less + ties} pairs" + (rest if min(more, less) or ties
+                                                                                  else "")
 
 
 def describe_movement(test: FeatureTest | dict, version: str, against: str) -> str:
     """"v1's answers were shorter than base's on 22 of 24 prompts"."""
     t = test if isinstance(test, dict) else test.to_dict()
     feature = by_name(str(t["feature"]))
-    more, less = int(t["more"]), int(t["less"])   # type: ignore[call-overload]
-    total = more + less + int(t["ties"])          # type: ignore[call-overload]
+    more, less, ties = int(t["more"]), int(t["less"]), int(t["ties"])   # type: ignore[call-overload]
     word = feature.more if more > less else feature.less
-    return f"{version} gave {word} answers than {against} on {max(more, less)} of {total} prompts"
+    return f"{version} gave {word} answers than {against} on {max(more, less)} of {more + less + ties} prompts"
 
 
 # --- the label signature ----------------------------------------------------------------------------------

@@ -93,8 +93,6 @@ def overfitting_step(train: list[tuple[int, float]], held_out: list[tuple[int, f
     last_step, last = max(held_out)
     if best_step >= last_step or last <= best + OVERFIT_RISE * max(abs(best), 1e-6):
         return None
-    before = [v for s, v in train if s <= best_step]
-    after = [v for s, v in train if s >= last_step - 1e-9]
-    if before and after and after[-1] < before[-1]:
-        return best_step
-    return None
+    before = [v for s, v in train if s <= best_step] or [train[0][1]]   # held-out evaluation starts at step 0
+    after = [v for s, v in train if s >= last_step - 1e-9] or [train[-1][1]]
+    return best_step if after[-1] < before[-1] else None

@@ -87,7 +87,7 @@ def card_lines(chain: dict[str, Any]) -> list[str]:
              f"({labels['held_out'] or 0} held out), frozen as data hash `{(labels['data_hash'] or 'n/a')[:16]}`, "
              f"from {people} {'person' if people == 1 else 'people'}"
              + (f" and {ai} AI judge(s)" if ai else "") + ".",
-             f"2. **Job**: " + (f"#{job['id']} ({job['algorithm']}, {job['status']}, finished "
+             "2. **Job**: " + (f"#{job['id']} ({job['algorithm']}, {job['status']}, finished "
                                 f"{(job['finished_at'] or 'n/a')[:16]}) from `{chain['parent']}`." if job
                                 else "none recorded (an imported or registered version).")]
     report = chain["report"]
