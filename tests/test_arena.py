@@ -331,6 +331,9 @@ def test_cli_reads_the_data_dir_battles_and_warns_on_stderr(db, tmp_path):
     assert out["battles"] == 3 and out["ratings"]["base"] == 1000.0
     assert out["ratings"]["v1"] == pytest.approx(1000 + 400 * math.log10(2), abs=0.1)
     assert "Too few battles" in done.stderr
+    style = out["style_controlled"]      # the same answers on both sides: style explains nothing here
+    assert style["anchor"] == "base" and set(style["controlled"]) == {"base", "v1"}
+    assert style["controlled"]["v1"] == pytest.approx(style["raw"]["v1"], abs=1.0)
 
 
 # ------------------------------------------------------------------------------------ console page

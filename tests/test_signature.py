@@ -71,8 +71,8 @@ def test_overfitting_is_named_where_held_out_loss_turns_up():
 
 
 def test_the_data_page_says_what_the_labels_prefer(tmp_path, monkeypatch):
-    """Real votes in a real DuckDB: ada always picks the shorter answer, bob (6 pairs) the longer; the page (admin, local
-    mode) shows everyone's signature, and a labeler's own filter gives only theirs."""
+    """Real votes in a real DuckDB: ada always picks the shorter answer, bob (6 pairs) the longer; the page (admin,
+    local mode) shows everyone's signature, and a labeler's own filter gives only theirs."""
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
@@ -109,6 +109,7 @@ def test_the_data_page_says_what_the_labels_prefer(tmp_path, monkeypatch):
         st.cache_data.clear()
         app = AppTest.from_file(str(ROOT / "pages" / "data.py"), default_timeout=30).run()
         assert not app.exception and not app.error
-        assert "your labels prefer shorter answers: 30 of 36 pairs, 6 the other way" in " ".join(m.value for m in app.markdown)
+        shown = " ".join(m.value for m in app.markdown)
+        assert "your labels prefer shorter answers: 30 of 36 pairs, 6 the other way" in shown
     finally:
         studio.close()

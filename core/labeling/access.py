@@ -72,7 +72,8 @@ API: dict[str, Rule] = {
                                             "admins"),
     "POST /policies/{name}/safety": _admin("a safety evaluation uses the model for minutes"),
     "GET /policies/{name}/gate": _team("the release gate's checks: verdicts and figures, no one's text"),
-    "GET /policies/{name}/lineage": _team("a version's chain from labels to the Hub: counts and figures, no names"),
+    "GET /policies/{name}/lineage": _team("a version's chain from labels to the Hub: counts and figures, no "
+                                          "labeler's name"),
     "GET /jobs": _summary("status and progress; configs, errors and run dirs are for admins"),
     "POST /jobs": _admin("training jobs"),
     "GET /jobs/{job_id}": _summary("status and progress; the log tail and config are for admins"),
