@@ -281,7 +281,8 @@ def with_blind_check(db: Database, report: dict[str, Any]) -> dict[str, Any]:
 
 
 def badges(db: Database) -> dict[str, str]:
-    """A short badge per version, from its latest report against its parent: "learned 0.50→0.83" etc."""
+    """A short badge per version, from its latest report against its parent: "learned · shorter answers",
+    "learned 0.50→0.83" (held-out pairs), "changed", ..."""
     rows = db.query(
         "SELECT v.name, r.report FROM chat_versions v"
         " JOIN (SELECT *, row_number() OVER (PARTITION BY policy_id, against_id ORDER BY id DESC) AS n"
@@ -289,13 +290,24 @@ def badges(db: Database) -> dict[str, str]:
     out = {}
     for row in rows:
         report = with_blind_check(db, json.loads(row["report"]))
-        m = report["metrics"]
-        figures = f" {figure(m.get('accuracy_against'))}→{figure(m.get('accuracy_version'))}" \
-            if m.get("accuracy_version") is not None else ""
         out[row["name"]] = {"learned": "learned", "no_change": "no change", "regressed": "regressed",
                             "changed": "changed", "mixed": "mixed",
-                            "unmeasured": "not measured"}[report["verdict"]] + figures
+                            "unmeasured": "not measured"}[report["verdict"]] + _badge_detail(report)
     return out
+
+
+def _badge_detail(report: dict[str, Any]) -> str:
+    """What the verdict rests on, in a few words: " · shorter answers", " · people prefer it", or the held-out
+    pairs' log-prob ranking accuracy " 0.50→0.83"."""
+    m = report["metrics"]
+    for e in report.get("evidence") or []:
+        if e["says"] and e["source"].startswith("movement:"):
+            return " · " + e["text"].split(" gave ", 1)[1].split(" than ", 1)[0]
+        if e["says"] and e["source"] == "blind_check":
+            return " · people prefer it" if e["says"] == "toward" else " · people prefer the parent"
+    if m.get("accuracy_version") is None:
+        return ""
+    return f" {figure(m.get('accuracy_against'))}→{figure(m.get('accuracy_version'))}"
 
 
 def public_view(report: dict[str, Any]) -> dict[str, Any]:
