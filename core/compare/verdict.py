@@ -33,17 +33,18 @@ def figure(value: float | None, digits: int = 2) -> str:
 VERDICT_RULE = (
     "Learned when, after Holm's correction over every piece of evidence tested together (the version's movement "
     "along each significant preference of its training labels, paired per held-out prompt; the held-out labeled "
-    "pairs; the blind check by people; calibrated judges), at least one says the version moved toward the labels "
-    f"at p < {SIGNIFICANCE} and none says against. Regressed: the reverse. Changed: the version moved (KL >= "
+    "pairs; the blind check by people), at least one says the version moved toward the labels at p < "
+    f"{SIGNIFICANCE} and none says against. Regressed: the reverse. Mixed: both. Changed: the version moved (KL >= "
     f"{MOVED_KL} nats per token, or an answer feature moved significantly) but not along the labels. Two-sided "
-    "sign tests throughout, ties left out.")
+    "sign tests throughout, ties left out. A reward model's win rate is shown apart and does not decide: trained "
+    "on the same labels, it is not independent evidence.")
 
 
 @dataclass
 class Evidence:
     """One test that can tell whether a version moved toward the labels (``toward``) or against them."""
 
-    source: str          # "movement:<feature>" | "held_out_pairs" | "blind_check" | "judge:<name>"
+    source: str          # "movement:<feature>" | "held_out_pairs" | "blind_check"
     toward: int
     against: int
     text: str            # what it measured, in plain words
