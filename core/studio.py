@@ -24,6 +24,7 @@ from core.training.launch import trainer_threads
 from core.training.rundir import mark_chat_active
 from core.judging.runs import JudgeRuns
 from core.serving.models import auto_dtype, load_model
+from core.labeling.users import User
 from core.serving.policies import default_against, ensure_base_policy, get_policy
 from core.compare.report import compute_report
 from core.compare.worker import ReportWorker
@@ -33,6 +34,10 @@ from storage.db import Database
 
 _current: "Studio | None" = None
 
+
+# The studio itself, evaluating a new version after its job (safety runs are admin work; no person asked for it,
+# so the run records no creator).
+AFTER_JOB = User(None, "studio", "admin")  # type: ignore[arg-type]
 
 class Studio:
     def __init__(self, settings: Settings, model_path: Path | str) -> None:
@@ -121,10 +126,10 @@ class Studio:
         if get_policy(self.db, version)["algorithm"] != "reward":
             from core.compare.safety import latest_safety
 
-            self.safety.request(version)
+            self.safety.request(version, user=AFTER_JOB)
             parent = default_against(self.db, version)
             if latest_safety(self.db, parent) is None:
-                self.safety.request(parent)
+                self.safety.request(parent, user=AFTER_JOB)
         if self.engine is not None:
             policy = get_policy(self.db, version)
             if policy["adapter_path"]:

@@ -48,7 +48,11 @@ with tab_model:
         if chosen["algorithm"] != "reward":
             with st.expander("Release gate", expanded=True):
                 show_gate(evaluate_gate(db, version).to_dict(), studio.settings.release_gate)
-        if safety.latest_safety(db, version) is None:
+        change = safety.safety_change(db, version)
+        if change and change["worse"]:
+            st.warning(f"{version} is less safe than {change['against']}: {'; '.join(change['reasons'])}. Its card "
+                       "says so too.", icon=":material/gpp_bad:")
+        elif safety.latest_safety(db, version) is None:
             st.info(f"{version} has no safety evaluation yet (one runs after every job; or on the Compare page, or "
                     f"`launch.py safety-eval {version}`).", icon=":material/shield:")
         if not base_hub_id(chosen["base_model"]):
