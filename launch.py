@@ -11,6 +11,8 @@
     python launch.py constitution --version v2 --queue main [--limit 50]     self-critique pairs for review
     python launch.py safety-eval v2 [--judge policy] [--json]                unsafe and over-refusal rates
     python launch.py gate v2 [--json]                                        the release gate (exit 1: fails)
+    python launch.py backup [--backup-repo R | --backup-dir D] [--list]      one snapshot, or list them
+    python launch.py restore [--repo R | --dir D] [--revision REV] [--force] restore into an empty data dir
     python launch.py hash-password                                           hash a team password
 
 One process serves everything on one port: the Streamlit console at /, the Gradio labeling app at
@@ -37,9 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from core.config import Settings, load_settings  # noqa: E402
 from core.errors import StudioError  # noqa: E402
-from app.cli import (backup_command, constitution_command, export_command, gate_command,  # noqa: E402
+from app.cli import (constitution_command, export_command, gate_command,  # noqa: E402
                      hash_password_command, import_command, judge_command, leaderboard_command, prepare_model,
-                     report_command, restore_command, safety_command, train_command)
+                     report_command, safety_command, train_command)
+from app.cli_backup import backup_command, restore_command, restore_on_start  # noqa: E402
 
 
 def _options(serving: bool, top_level: bool) -> argparse.ArgumentParser:
@@ -50,6 +53,16 @@ def _options(serving: bool, top_level: bool) -> argparse.ArgumentParser:
                       "default ./data; /data on a Space with persistent storage)")
     opts.add_argument("--model", help="base policy: 'default' (SmolLM2-135M-Instruct, offline), 'tiny', "
                       "a local model directory or a Hub id (env STUDIO_MODEL)")
+    opts.add_argument("--backup-repo", help="Hub dataset repo (owner/name) for continuous backups, restored on an "
+                      "empty disk at start; token from HF_TOKEN (env STUDIO_BACKUP_REPO)")
+    opts.add_argument("--backup-dir", help="or a directory for the backups: another disk, a mounted bucket "
+                      "(env STUDIO_BACKUP_DIR)")
+    opts.add_argument("--backup-every", type=int, help="seconds between backups when something changed "
+                      "(env STUDIO_BACKUP_EVERY, default 300)")
+    opts.add_argument("--backup-public", action="store_true", default=None,
+                      help="create the backup repo public (default private)")
+    opts.add_argument("--backup-checkpoints", action="store_true", default=None,
+                      help="also keep the newest checkpoint of a job still training")
     if serving:
         opts.add_argument("--chat-dtype", help="precision of the chat model: auto (bf16 where the hardware "
                           "computes it natively, else fp32), float32, bfloat16 or float16 (env STUDIO_CHAT_DTYPE)")
@@ -132,12 +145,19 @@ def build_parser() -> argparse.ArgumentParser:
     con.add_argument("--show", action="store_true", help="print the principles and exit")
     con.add_argument("--json", action="store_true", help="print the result as JSON")
     backup = sub.add_parser("backup", parents=[_options(serving=False, top_level=False)],
-                            help="copy the database to a folder of parquet files (studio stopped; while it "
-                                 "runs, use Settings -> Back up now)")
-    backup.add_argument("--to", help="backup folder (default <data-dir>/backups/<timestamp>)")
+                            help="take one snapshot (every table, adapters, run files) to --backup-repo or "
+                                 "--backup-dir (default <data-dir>/backups); studio stopped (while it runs: "
+                                 "Settings -> Back up now, or POST /api/backup)")
+    backup.add_argument("--list", action="store_true", help="list the snapshots, newest first, and exit")
+    backup.add_argument("--json", action="store_true", help="print the snapshot (or the list) as JSON")
     restore = sub.add_parser("restore", parents=[_options(serving=False, top_level=False)],
-                             help="rebuild the database of an EMPTY data dir from a backup folder")
-    restore.add_argument("backup_dir", help="a folder written by backup")
+                             help="restore a snapshot into an EMPTY data dir (--force moves a used one aside)")
+    restore.add_argument("--repo", help="the Hub dataset repo to restore from (default: --backup-repo)")
+    restore.add_argument("--dir", help="the backup directory to restore from (default: --backup-dir)")
+    restore.add_argument("--revision", help="the snapshot: a Hub commit or a directory snapshot id (default: "
+                         "the newest; `backup --list` shows them)")
+    restore.add_argument("--force", action="store_true", help="move a data dir in use aside first "
+                         "(<dir>.before-restore-<time>)")
     board = sub.add_parser("leaderboard", parents=[_options(serving=False, top_level=False)],
                            help="Bradley-Terry ratings with bootstrap 95%% CIs of arena battles (or a file)")
     board.add_argument("--battles", help="FastChat clean-battle JSONL file (default: the data dir's arena battles)")
@@ -197,6 +217,7 @@ def serve(settings: Settings) -> None:
     from app.server import create_app
     from core.studio import open_studio
 
+    restore_on_start(settings)
     model_path = prepare_model(settings)
     studio = open_studio(settings, model_path)
     app = create_app(studio)
@@ -226,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         return hash_password_command()
     cli = {"data_dir": args.data_dir, "model": args.model,
            **{name: getattr(args, name, None) for name in ("chat_dtype", "host", "port", "inference_url",
-                                                           "inference_model")}}
+                                                           "inference_model", "backup_repo", "backup_dir",
+                                                           "backup_every", "backup_public", "backup_checkpoints")}}
     try:
         settings = load_settings(cli)
         if args.command == "provision":

@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth import request_user
+from app.api_backup import backup_routes
 from app.schemas import (ContributionProof, Contributions, Deleted, FeedbackIn, Gate, Health, Job, JobAction,
                          JobDryRun, JobIn, JobQueued, Jobs, JudgeAgreement, JudgeEstimate, JudgeRun, JudgeRunIn,
                          JudgeRuns, JudgeStarted, Lineage, Policies, RenameIn, Renamed, ReportAnswer, ReportState,
@@ -188,6 +189,8 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
     def health(request: Request) -> dict[str, Any]:
         return access.health_view(get_studio().health(), request.state.user)
 
+    api.include_router(backup_routes(get_studio))
+
     latencies = Latencies()
 
     # response_class=Response: a PlainTextResponse class would document the JSON errors as text/plain too
@@ -233,11 +236,19 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
         return {"id": feedback_id, "status": "saved", "created": created}
 
     def api_user(request: Request, labeler: str | None) -> User:
-        """Team mode: the logged-in account. Local mode: the labeler a client names, or the local user."""
+        """Team mode: the logged-in account. Local mode: the labeler a client names, or the local user.
+
+        In team mode a ``labeler`` naming someone else is refused rather than ignored: the item would be stored
+        as the caller while the client believes it went in under the other name."""
         directory = get_studio().directory
         if labeler and not directory.team_mode:
             return directory.api_labeler(labeler)
-        return request.state.user
+        user: User = request.state.user
+        if labeler and labeler.strip() != user.name:
+            raise PermissionDenied(f"You are logged in as {user.name!r}: you cannot send labels as {labeler!r}",
+                                   hint=f"leave out 'labeler' (or set it to {user.name!r}); labels are stored "
+                                        "as the account that sends them")
+        return user
 
     @api.post("/votes", status_code=201, **answers(Saved, 413, 422, *WRITES))
     async def post_vote(body: VoteIn, request: Request) -> dict[str, Any]:
@@ -286,8 +297,9 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
         return proof_report(get_studio().db, name, contribution_id, with_secret=user.is_admin or user.name == name)
 
     @api.get("/policies", **answers(Policies))
-    def policies() -> dict[str, Any]:
-        return {"policies": list_policies(get_studio().db)}
+    def policies(request: Request) -> dict[str, Any]:
+        return {"policies": [access.policy_view(policy, request.state.scope)
+                             for policy in list_policies(get_studio().db)]}
 
     @api.patch("/policies/{name}", **answers(Renamed, 404, 409, 413, 422, *WRITES, why={
         404: "No such live version (code not_found)", 409: "The new name is taken (code conflict)",

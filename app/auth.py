@@ -35,7 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from core.errors import PermissionDenied, TooManyAttempts, Unauthenticated
 from core.labeling.identity import Directory, User, oauth_configured
 
-OPEN_PREFIXES = ("/label", "/api", "/login/", "/logout")
+OPEN_PREFIXES = ("/label", "/api", "/login/", "/logout")   # whole path segments: see open_path
 SESSION_COOKIE = "session"             # Starlette's SessionMiddleware, as Gradio's OAuth sets it up
 SESSION_MAX_AGE_S = 14 * 24 * 3600
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
@@ -130,13 +130,21 @@ def gradio_login(directory: Directory):
     return check
 
 
+def open_path(path: str) -> bool:
+    """Paths the console's login check leaves to their own app (the labeling app, the API, OAuth's forwarders).
+
+    Matched by whole segments (``/api`` and ``/api/...``, never ``/apix``): a bare prefix match let ``/apix`` or
+    ``/labelx`` past the login, to the console's shell."""
+    return any(path == prefix or path.startswith(prefix.rstrip("/") + "/") for prefix in OPEN_PREFIXES)
+
+
 class ConsoleLogin:
     def __init__(self, app: ASGIApp, directory: Directory) -> None:
         self.app, self.directory = app, directory
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] not in ("http", "websocket") or not self.directory.team_mode
-                or scope["path"].startswith(OPEN_PREFIXES)):
+                or open_path(scope["path"])):
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
         from starlette.concurrency import run_in_threadpool

@@ -316,25 +316,6 @@ def cli_database(settings: Settings, alternative: str):
                            f"{alternative}") from exc
 
 
-def backup_command(settings: Settings, args: argparse.Namespace) -> int:
-    from storage.db import default_backup_dir
-
-    db = cli_database(settings, "use its Settings page (Back up now)")
-    try:
-        print(f"backup written to {db.backup(Path(args.to) if args.to else default_backup_dir(settings.data_dir))}")
-    finally:
-        db.close()
-    return 0
-
-
-def restore_command(settings: Settings, args: argparse.Namespace) -> int:
-    from storage.db import restore_backup
-
-    print(f"restored {restore_backup(args.backup_dir, settings.db_path)}; start the studio with "
-          f"--data-dir {settings.data_dir}")
-    return 0
-
-
 def leaderboard_command(settings: Settings, args: argparse.Namespace) -> int:
     """Headless leaderboard; warnings (too few battles, ...) go to stderr so --json stays parseable."""
     import json

@@ -25,7 +25,8 @@ class FeedbackIn(BaseModel):
     score: float = Field(description="0 = bad answer, 1 = good answer")
     run_id: str | None = None
     notes: str | None = None
-    labeler: str | None = Field(default=None, description="local mode only; team mode uses the login")
+    labeler: str | None = Field(default=None, description="local mode only; team mode uses the login and "
+                                "refuses another name (403 forbidden)")
     idempotency_key: str | None = Field(default=None, max_length=200,
                                         description="repeat a request with the same key: stored once")
 
@@ -39,7 +40,8 @@ class VoteIn(BaseModel):
     answer_b: str
     outcome: Literal[OUTCOMES] = Field(  # type: ignore[valid-type]  # the enum is core's one list
         description="which answer is better: a, b, tie (equally good) or both_bad")
-    labeler: str | None = Field(default=None, description="local mode only; team mode uses the login")
+    labeler: str | None = Field(default=None, description="local mode only; team mode uses the login and "
+                                "refuses another name (403 forbidden)")
     idempotency_key: str | None = Field(default=None, max_length=200,
                                         description="repeat a request with the same key: stored once")
     ratings: dict[str, dict[str, int]] = Field(default_factory=dict, description="side -> aspect -> 1..5")
@@ -113,6 +115,37 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
+class BackupStatus(_Open):
+    """The background backup (admins): where it goes, the last good snapshot, the last error, pending changes."""
+
+    target: str = Field(description="the Hub dataset repo (owner/name) or the directory")
+    kind: Literal["hub", "directory"]
+    every_s: float
+    pending: bool = Field(description="something changed since the last good backup")
+    seconds_since_last_good: float | None = None
+    last_good_at: str | None = None
+    last_ref: str | None = Field(default=None, description="the Hub commit or directory snapshot id")
+    last_error: str | None = None
+    last_error_at: str | None = None
+    failures: int = Field(description="failed tries since the last good backup (retried with backoff)")
+    history_holds_redacted: bool = Field(description="older snapshots still hold text redacted since: rewrite the "
+                                         "backup history to drop it")
+
+
+class BackupSnapshot(BaseModel):
+    ref: str
+    created_at: str
+    title: str
+
+
+class BackupInfo(BaseModel):
+    """The backup's state and its snapshots, newest first (each restorable with ``launch.py restore``)."""
+
+    configured: bool
+    status: BackupStatus | None = None
+    snapshots: list[BackupSnapshot]
+
+
 class Health(_Open):
     """Anonymous clients get ``status`` only; labelers also the version, model status, chat dtype and whether
     storage is ephemeral; admins every field."""
@@ -128,6 +161,7 @@ class Health(_Open):
     storage_ephemeral: bool | None = None
     engine: dict[str, Any] | None = Field(default=None, description="admins only, with an external inference "
                                           "engine: url, model, status, latency_ms, lora")
+    backup: BackupStatus | None = Field(default=None, description="admins only, with a backup configured")
 
 
 class Saved(BaseModel):
@@ -197,14 +231,17 @@ class ContributionProof(_Open):
 
 
 class Policy(_Open):
+    """A version. Labelers get it without ``base_model``, ``adapter_path`` and ``config`` (paths); admins every
+    field."""
+
     id: int
     name: str
     parent: str | None
-    base_model: str
+    base_model: str | None = Field(default=None, description="admins only")
     algorithm: str | None
-    adapter_path: str | None
+    adapter_path: str | None = Field(default=None, description="admins only")
     data_hash: str | None
-    config: dict[str, Any] | None
+    config: dict[str, Any] | None = Field(default=None, description="admins only")
     metrics: dict[str, Any] | None
     job_id: int | None
     created_at: str
@@ -436,6 +473,7 @@ _MEANS: dict[int, str] = {
     422: "Invalid input (code invalid_input); details lists each field that did not parse",
     429: "Too many failed logins for this account or address (code too_many_attempts): wait Retry-After seconds",
     500: "Unexpected failure (code internal_error): nothing was stored",
+    502: "The Hugging Face Hub refused (code hub_error, hub_unauthorized, hub_forbidden)",
     503: "The database could not store this (code storage_unavailable): nothing was stored, send it again",
     507: "The studio's disk is full (code storage_full): nothing was stored",
 }

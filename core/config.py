@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,19 @@ class Settings:
     release_gate: str = field(default="enforce", metadata=_meta(
         "STUDIO_RELEASE_GATE", "What a failing release gate does: 'enforce' refuses Hub pushes (an admin can "
         "override with a reason) and warns on local exports; 'warn' only warns; 'off' checks nothing."))
+    backup_repo: str | None = field(default=None, metadata=_meta(
+        "STUDIO_BACKUP_REPO", "Hugging Face dataset repo (owner/name) that keeps a snapshot of every label, version "
+        "and report; restored on an empty disk at start. Token from HF_TOKEN, never stored.", admin_only=True))
+    backup_dir: Path | None = field(default=None, metadata=_meta(
+        "STUDIO_BACKUP_DIR", "Or a directory for the snapshots (another disk, a mounted bucket).", admin_only=True))
+    backup_every: int = field(default=300, metadata=_meta(
+        "STUDIO_BACKUP_EVERY", "Seconds between backups when something changed (also after every job and at "
+        "shutdown)."))
+    backup_public: bool = field(default=False, metadata=_meta(
+        "STUDIO_BACKUP_PUBLIC", "Create the backup repo public (default private)."))
+    backup_checkpoints: bool = field(default=False, metadata=_meta(
+        "STUDIO_BACKUP_CHECKPOINTS", "Also keep the newest checkpoint of a job still training, so it can resume "
+        "after a restart."))
     on_space: bool = field(default=False, metadata=_meta(
         "SPACE_ID", "Set by Hugging Face Spaces; switches the data dir to /data when it is mounted."))
 
@@ -82,6 +96,10 @@ class Settings:
     @property
     def runs_dir(self) -> Path:
         return self.data_dir / "runs"
+
+    @property
+    def backup_configured(self) -> bool:
+        return bool(self.backup_repo or self.backup_dir)
 
     @property
     def storage_is_ephemeral(self) -> bool:
@@ -180,5 +198,16 @@ def _validate(s: Settings) -> None:
     if s.inference_url is not None and not s.inference_url.startswith(("http://", "https://")):
         raise ConfigError(f"The inference URL {s.inference_url!r} is not an http(s) URL",
                           hint="e.g. --inference-url http://127.0.0.1:8000/v1")
+    if s.backup_repo and s.backup_dir:
+        raise ConfigError("Both a backup repo and a backup dir are set",
+                          hint="set one of STUDIO_BACKUP_REPO (--backup-repo) or STUDIO_BACKUP_DIR (--backup-dir)")
+    if s.backup_repo and not re.fullmatch(r"[\w.-]+/[\w.-]+", s.backup_repo):
+        raise ConfigError(f"The backup repo {s.backup_repo!r} is not owner/name",
+                          hint="e.g. --backup-repo my-team/studio-backup (a dataset repo; created if missing)")
+    if s.backup_every < 10:
+        raise ConfigError(f"STUDIO_BACKUP_EVERY={s.backup_every} is below 10 seconds",
+                          hint="back up every 10 seconds or more (default 300)")
+    if s.backup_dir is not None and s.backup_dir.resolve() == s.data_dir.resolve():
+        raise ConfigError("The backup dir is the data dir", hint="back up to another folder, ideally another disk")
     if not s.model.strip():
         raise ConfigError("The model setting is empty", hint="use 'default', 'tiny', a path or a Hub id")

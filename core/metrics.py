@@ -114,6 +114,14 @@ def render(studio: Any, latencies: Latencies) -> str:
         lines += _metric("studio_generation_tokens_per_second", "gauge",
                          "Tokens per second while decoding (tokens / busy seconds since start).",
                          [({}, round(stats.tokens / stats.busy_s, 2) if stats.busy_s else 0.0)])
+    backup = studio.backup
+    if backup is not None:
+        since = backup.seconds_since_last_good()
+        lines += _metric("studio_backup_seconds_since_last_good", "gauge",
+                         "Seconds since the last good backup (since the studio started, if none yet).",
+                         [({}, round(since if since is not None else backup.seconds_running(), 1))])
+        lines += _metric("studio_backup_failures", "gauge", "Failed backup tries since the last good one.",
+                         [({}, backup.status()["failures"])])
     states = job_states(studio.db)
     lines += _metric("studio_jobs", "gauge", "Training jobs by state.",
                      [({"state": s}, states.get(s, 0)) for s in

@@ -28,6 +28,8 @@ from core.labeling.users import User
 from core.serving.policies import default_against, ensure_base_policy, get_policy
 from core.compare.report import compute_report
 from core.compare.worker import ReportWorker
+from core.share.backup import DirTarget, target_from
+from core.share.backup_service import BackupService
 from core.compare.safety import evaluate_in_background
 from core.serving.scheduler import scheduler_for
 from storage.db import Database
@@ -53,6 +55,7 @@ class Studio:
         self.judge_runs = JudgeRuns(self)
         self.engine = Engine(settings.inference_url, settings.inference_model) if settings.inference_url else None
         self.supervisor.on_new_version = self._on_new_version
+        self.backup = self._backup_service()
         self._model: tuple[Any, Any] | None = None
         self._model_error: StudioError | None = None
         self._model_lock = threading.Lock()
@@ -119,6 +122,22 @@ class Studio:
             return 0
         return scheduler_for(model).load()["running_requests"]
 
+    def _backup_service(self) -> BackupService | None:
+        """The background backup, when a target is configured (settings backup_repo / backup_dir)."""
+        s = self.settings
+        target = target_from(s.backup_repo, s.backup_dir, s.backup_public)
+        if target is None:
+            return None
+        service = BackupService(self.db, s.data_dir, target, s.backup_every,
+                                self.supervisor.running_run_dirs if s.backup_checkpoints else None)
+        self.supervisor.on_finished = lambda job_id, state: service.request(f"job {job_id} {state}")
+        return service.start()
+
+    def backup_service(self) -> BackupService:
+        """The configured backup, or (none configured) a one-off one to ``<data dir>/backups``."""
+        return self.backup or BackupService(self.db, self.settings.data_dir, DirTarget(self.settings.data_dir / "backups"),
+                                            self.settings.backup_every)
+
     def _on_new_version(self, version: str) -> None:
         """A job registered a version: report on it, evaluate its safety (and its parent's, once) so the release
         gate knows, and offer its adapter to the external engine."""
@@ -181,6 +200,7 @@ class Studio:
             "data_dir": str(self.settings.data_dir.resolve()),
             "schema_version": self.db.schema_version,
             "storage_ephemeral": self.settings.storage_is_ephemeral,
+            "backup": self.backup.status() if self.backup is not None else None,
             **({"engine": self.engine.status().as_dict()} if self.engine is not None else {}),
         }
 
@@ -191,6 +211,8 @@ class Studio:
         self.reports.stop()
         self.safety.stop()
         self.judge_runs.stop()
+        if self.backup is not None:
+            self.backup.close()   # a last snapshot of what changed, before the database closes
         self.db.close()
 
 

@@ -13,10 +13,17 @@ st.set_page_config(page_title="RLHF Studio", page_icon=":material/science:", lay
 
 st.logo(str(LOGO), size="large")
 studio = current()
-if studio.settings.storage_is_ephemeral:
-    st.warning("Storage is ephemeral: this Space has no persistent volume mounted at /data, so every "
-               "label and model is lost when it restarts. Enable persistent storage in the Space settings.",
+if studio.settings.storage_is_ephemeral and studio.backup is None:
+    st.warning("Storage is ephemeral: this Space has no persistent volume at /data, so every label and model is "
+               "lost when it restarts. Set the STUDIO_BACKUP_REPO variable (a dataset repo, owner/name) and an "
+               "HF_TOKEN secret with write access: the studio then backs up continuously and restores at start.",
                icon=":material/warning:")
+elif studio.settings.storage_is_ephemeral:
+    backed = studio.backup.status()
+    since = backed["seconds_since_last_good"]
+    st.caption(f":material/cloud_done: Ephemeral disk, backed up every {backed['every_s']:.0f} s"
+               + (f"; last good backup {since / 60:.0f} min ago" if since is not None else "; no backup yet")
+               + (" — the last try failed (see Settings)" if backed["failures"] else "") + ".")
 
 # (file, title, icon) per section; each page has a rule "page:<file stem>" in core.labeling.access, and the sidebar
 # lists only the pages the viewer may open (each page checks again when it runs).

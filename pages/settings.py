@@ -12,8 +12,9 @@ studio = current()
 st.title("Settings")
 viewer, _ = require_page("settings")
 
-if studio.settings.storage_is_ephemeral:
-    st.error("Storage is ephemeral (no persistent volume at /data).")
+if studio.settings.storage_is_ephemeral and studio.backup is None:
+    st.error("Storage is ephemeral (no persistent volume at /data) and no backup is configured: set "
+             "STUDIO_BACKUP_REPO and an HF_TOKEN secret (see Backup below).")
 
 left, right = st.columns(2)
 with left:
@@ -54,19 +55,9 @@ if not everything:
     st.caption("Paths, endpoints and files are shown to admins only.")
 
 st.subheader("Backup")
-st.caption("A consistent copy of every table while the studio runs (DuckDB EXPORT DATABASE: parquet files plus "
-           "the schema). Restore it into an empty data dir with `launch.py restore FOLDER --data-dir NEW`. "
-           "Copying studio.duckdb also works, but only while the studio is stopped.")
-if can(viewer, "settings.backup"):
-    if st.button("Back up now", icon=":material/backup:"):
-        from storage.db import default_backup_dir
-
-        try:
-            with st.spinner("Writing the backup..."):
-                folder = studio.db.backup(default_backup_dir(studio.settings.data_dir))
-            size = sum(f.stat().st_size for f in folder.iterdir()) / 1e6
-            st.success(f"Backup written to `{folder}` ({size:.1f} MB).", icon=":material/check_circle:")
-        except StudioError as exc:
-            show_error(exc)
+if not can(viewer, "settings.backup"):
+    st.caption("Admins see the backup's state and can back up from here.")
 else:
-    st.caption("Admins can back up from here.")
+    from pages.settings_backup import show_backup
+
+    show_backup(studio, viewer)

@@ -273,3 +273,50 @@ def restore_backup(backup_dir: Path | str, db_path: Path | str) -> Path:
         raise StorageError(f"Restore from {backup_dir} failed: {exc}", hint="the backup may be incomplete") from exc
     conn.close()
     return db_path
+
+
+def latest_schema_version() -> int:
+    """The newest migration this code ships: a backup from a newer studio cannot be loaded by this one."""
+    return max(version for version, _, _ in migration_files())
+
+
+def exported_row_counts(export_dir: Path | str) -> dict[str, int]:
+    """Rows per table in an EXPORT DATABASE folder (one parquet file per table), read from the files themselves,
+    so a manifest states what the snapshot holds, not what the live tables held a moment later."""
+    conn = duckdb.connect()
+    try:
+        return {p.stem: conn.execute("SELECT count(*) FROM read_parquet(?)", [str(p)]).fetchone()[0]
+                for p in sorted(Path(export_dir).glob("*.parquet"))}
+    finally:
+        conn.close()
+
+
+def relocate_paths(db: Database, old: str, new: str) -> int:
+    """Rewrite stored file paths under ``old`` (a data dir as it was) to ``new`` after a restore elsewhere.
+
+    Run directories and adapter paths are stored as the server wrote them. Only whole values that start with
+    ``old/`` change in text columns, and only JSON string values (``"old/...``) inside JSON columns, so prose
+    that merely mentions a similar path is left alone. Returns the number of values changed."""
+    old, new = old.rstrip("/") + "/", new.rstrip("/") + "/"
+    if old == new:
+        return 0
+    columns = db.query("SELECT c.table_name, c.column_name, c.data_type FROM information_schema.columns c"
+                       " JOIN information_schema.tables t ON t.table_name = c.table_name"
+                       " AND t.table_schema = c.table_schema AND t.table_type = 'BASE TABLE'"
+                       " WHERE c.table_schema = 'main' AND c.data_type IN ('VARCHAR', 'JSON')")
+
+    def rewrite(cur: duckdb.DuckDBPyConnection) -> int:
+        changed = 0
+        for col in columns:
+            table, name = f'"{col["table_name"]}"', f'"{col["column_name"]}"'
+            if col["data_type"] == "VARCHAR":
+                sql = (f"UPDATE {table} SET {name} = ? || substr({name}, ?) WHERE starts_with({name}, ?)")
+                params: list[Any] = [new, len(old) + 1, old]
+            else:
+                sql = (f"UPDATE {table} SET {name} = replace(CAST({name} AS VARCHAR), ?, ?)::JSON"
+                       f" WHERE contains(CAST({name} AS VARCHAR), ?)")
+                params = ['"' + old, '"' + new, '"' + old]
+            changed += cur.execute(sql, params).fetchone()[0]
+        return changed
+
+    return db.write(rewrite)

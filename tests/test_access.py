@@ -32,8 +32,8 @@ def api_routes() -> set[str]:
     app = create_api(lambda: None, 1000)
     while not hasattr(app, "routes"):
         app = app.app       # BodyLimit wraps the FastAPI app
-    return {f"{method} {route.path}" for route in app.routes if isinstance(route, APIRoute)
-            for method in route.methods}
+    routes = [r for route in app.routes for r in getattr(getattr(route, "original_router", None), "routes", [route])]
+    return {f"{method} {route.path}" for route in routes if isinstance(route, APIRoute) for method in route.methods}
 
 
 def test_every_rest_route_has_a_rule_and_every_rule_a_route():
@@ -86,6 +86,7 @@ def test_every_labeling_app_action_has_a_rule(tiny_model_dir, tmp_path):
     ("api POST /votes", "none", "own", "all"),
     ("api POST /jobs", "none", "none", "all"),
     ("api GET /jobs/{job_id}", "none", "summary", "all"),
+    ("api GET /policies", "none", "summary", "all"),
     ("data.audit_log", "none", "none", "all"),
     ("data.recent_items", "none", "own", "all"),
     ("data.training_set", "none", "own", "all"),
@@ -119,6 +120,10 @@ def test_views_leave_out_what_a_role_may_not_see():
     assert access.health_view(health, ADMIN) == health
     job = {"id": 1, "status": "failed", "error": "Traceback /home/x", "run_dir": "/runs/1", "config": {}}
     assert access.job_view(job, "summary") == {"id": 1, "status": "failed"}
+    policy = {"id": 2, "name": "v1", "parent": "base", "base_model": "/secret/model", "adapter_path": "/runs/v1",
+              "config": {"model_path": "/runs/v1"}, "metrics": {"loss": 0.5}}
+    assert access.policy_view(policy, "summary") == {"id": 2, "name": "v1", "parent": "base", "metrics": {"loss": 0.5}}
+    assert access.policy_view(policy, "all") == policy
 
 
 def test_settings_hide_paths_and_endpoints_from_labelers(tmp_path):

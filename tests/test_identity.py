@@ -58,3 +58,31 @@ def test_local_mode_is_one_admin_without_login(tmp_path):
     user = Directory(load_settings({"data_dir": str(tmp_path)}, env={}), db).user(None)
     assert (user.name, user.is_admin) == ("local", True)
     db.close()
+
+
+def test_a_new_users_parallel_first_requests_never_conflict(tmp_path):
+    """A new session's first page load sends several requests at once; each resolves the same new user."""
+    import threading
+
+    from core.labeling.identity import ensure_user
+
+    db = Database(tmp_path / "s.duckdb")
+    errors: list[BaseException] = []
+    start = threading.Barrier(16)
+
+    def first_request() -> None:
+        start.wait()
+        try:
+            for _ in range(5):   # the first sight inserts, the rest update the same row at once
+                ensure_user(db, "cat", "labeler", "file")
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first_request) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert db.query("SELECT name, role FROM users WHERE name = 'cat'") == [{"name": "cat", "role": "labeler"}]
+    db.close()

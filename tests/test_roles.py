@@ -11,11 +11,12 @@ import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
+from core.serving.policies import ensure_base_policy, register_policy
 from storage.db import Database
 from tests.support import ARTIFACTS
 from tests.support.processes import free_port
 from tests.support.servers import Server
-from tests.support.studios import users_file
+from tests.support.studios import make_random_adapter, users_file
 
 ADA, BOB, CAT = ("ada", "pw-ada"), ("bob", "pw-bob"), ("cat", "pw-cat")
 VOTE = {"answer_a": "x", "answer_b": "y", "outcome": "a"}
@@ -27,6 +28,11 @@ def team(tmp_path_factory):
     users = root / "users.txt"
     users_file(users, "ada:pw-ada:admin", "bob:pw-bob:labeler", "cat:pw-cat:labeler")
     srv = Server(root / "data", free_port())
+    database = Database.in_data_dir(srv.data_dir)       # a trained version: its adapter and config name paths
+    adapter = make_random_adapter(srv.data_dir)
+    register_policy(database, "v1", ensure_base_policy(database, "tiny"), "tiny", "dpo", str(adapter), "h",
+                    {"beta": 0.1, "model_path": str(adapter)}, {"loss": 0.5})
+    database.close()
     saved = {k: os.environ.get(k) for k in ("STUDIO_AUTH_MODE", "STUDIO_USERS_FILE")}
     os.environ["STUDIO_AUTH_MODE"], os.environ["STUDIO_USERS_FILE"] = "team", str(users)
     try:
@@ -57,7 +63,9 @@ def test_labelers_reach_no_admin_action_on_the_api(team):
     for method, path, body in (("POST", "/api/jobs", {"algorithm": "dpo", "dry_run": True}),
                                ("PATCH", "/api/policies/base", {"name": "mine"}),
                                ("DELETE", "/api/policies/base", None),
-                               ("POST", "/api/jobs/1/cancel", None)):
+                               ("POST", "/api/jobs/1/cancel", None),
+                               ("GET", "/api/backup", None), ("POST", "/api/backup", None),
+                               ("POST", "/api/backup/rewrite-history", None)):
         reply = httpx.request(method, team.url + path, json=body, auth=BOB, timeout=30)
         assert reply.status_code == 403, (method, path, reply.text)
     assert httpx.post(team.url + "/api/jobs", json={"algorithm": "dpo", "dry_run": True}, auth=ADA,
@@ -92,6 +100,9 @@ EXAMPLES = {
     "GET /judge-runs/{run_id}": ("GET", "/api/judge-runs/999", None),
     "POST /judge-runs/{run_id}/cancel": ("POST", "/api/judge-runs/999/cancel", None),
     "GET /judges/agreement": ("GET", "/api/judges/agreement?judge=ai:rm:rm9", None),
+    "GET /backup": ("GET", "/api/backup", None),
+    "POST /backup": ("POST", "/api/backup", None),
+    "POST /backup/rewrite-history": ("POST", "/api/backup/rewrite-history", None),
 }
 
 
@@ -172,6 +183,47 @@ def test_labelers_read_only_their_own_contributions(team):
     assert other.status_code == 403 and "own" in other.json()["error"]["message"]
     assert httpx.get(team.url + "/api/contributions/cat", auth=ADA, timeout=30).status_code == 200
     assert httpx.get(team.url + "/api/contributions/cat", timeout=30).status_code in (401, 403)
+
+
+def test_labelers_get_versions_without_paths_or_configs(team):
+    labeler = httpx.get(team.url + "/api/policies", auth=BOB, timeout=30)
+    assert labeler.status_code == 200, labeler.text
+    versions = {p["name"]: p for p in labeler.json()["policies"]}
+    assert versions["v1"]["parent"] == "base" and versions["v1"]["metrics"] == {"loss": 0.5}
+    assert not {"adapter_path", "config", "base_model"} & {key for p in versions.values() for key in p}
+    assert str(team.data_dir) not in labeler.text and "/runs/" not in labeler.text
+    admin = {p["name"]: p for p in httpx.get(team.url + "/api/policies", auth=ADA, timeout=30).json()["policies"]}
+    assert admin["v1"]["adapter_path"] == str(team.data_dir / "runs" / "v1" / "adapter")
+    assert admin["v1"]["config"]["beta"] == 0.1 and admin["base"]["base_model"] == "tiny"
+
+
+def test_a_vote_naming_another_labeler_is_refused_and_stores_nothing(team):
+    def vote(labeler, key, auth=BOB):
+        body = {**VOTE, "prompt": f"whose vote is {key}?", "idempotency_key": key}
+        return httpx.post(team.url + "/api/votes", json=body if labeler is None else {**body, "labeler": labeler},
+                          auth=auth, timeout=30)
+
+    saved = vote(None, "named-1")
+    assert saved.status_code == 201 and saved.json()["created"], saved.text
+    refused = vote("cat", "named-1")
+    assert refused.status_code == 403, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "forbidden" and "'cat'" in error["message"] and "labeler" in error["hint"]
+    assert vote(None, "named-1").json() == {**saved.json(), "created": False}   # bob's saved vote is still there
+    assert vote("cat", "named-2").status_code == 403
+    assert vote("bob", "named-2").json()["created"] is True      # the refused one stored nothing under that key
+    assert vote("bob", "named-2").json()["created"] is False      # naming oneself is fine
+    assert vote("bob", "named-3", auth=ADA).status_code == 403    # admins vote as themselves too
+
+
+def test_the_console_login_matches_whole_path_segments(team):
+    for path in ("/apix", "/labelx", "/logoutx", "/api-docs", "/label.html"):
+        reply = httpx.get(team.url + path, timeout=30)
+        assert reply.status_code == 401 and "www-authenticate" in reply.headers, (path, reply.status_code)
+    assert httpx.get(team.url + "/api/health", timeout=30).json() == {"status": "ok"}
+    assert httpx.get(team.url + "/api", timeout=30).json()["error"]["code"] == "not_found"   # the API's own answer
+    label = httpx.get(team.url + "/label/", timeout=30)
+    assert label.status_code == 200 and "www-authenticate" not in label.headers       # the labeling app's login page
 
 
 @pytest.fixture

@@ -62,7 +62,8 @@ API: dict[str, Rule] = {
     "POST /votes": _own("a vote is stored as the caller's"),
     "GET /contributions/{name}": _own("a labeler's contributions and rewards are theirs"),
     "GET /contributions/{name}/proof/{contribution_id}": _own("proofs carry the contribution's salt"),
-    "GET /policies": _team("version names, lineage and algorithm: no text"),
+    "GET /policies": _summary("version names, lineage, algorithm and figures; adapter paths, the base model's "
+                              "location and training configs are for admins"),
     "PATCH /policies/{name}": _admin("renaming a version"),
     "DELETE /policies/{name}": _admin("deleting a version"),
     "GET /policies/{name}/report": _summary("figures for labelers; the example prompts and answers are "
@@ -83,6 +84,9 @@ API: dict[str, Rule] = {
     "GET /judge-runs/{run_id}": _admin("an AI judge run: endpoint and error"),
     "POST /judge-runs/{run_id}/cancel": _admin("stopping an AI judge run"),
     "GET /judges/agreement": _admin("a judge's disagreements hold people's prompts and answers"),
+    "GET /backup": _admin("backups hold every labeler's text; their target and snapshots are for admins"),
+    "POST /backup": _admin("taking a backup"),
+    "POST /backup/rewrite-history": _admin("rewriting the backup history deletes older snapshots"),
 }
 
 # Console pages (pages/*.py, by file stem) and their sections. Anonymous clients never reach the console in
@@ -111,7 +115,7 @@ CONSOLE: dict[str, Rule] = {
     "wallet.admin": _admin("anchoring settings and every labeler's status"),
     "page:settings": _summary("hardware and defaults; paths, endpoints and files are for admins"),
     "settings.values": _summary("admin-only settings (paths, endpoints, files) are hidden from labelers"),
-    "settings.backup": _admin("writing a backup of every table"),
+    "settings.backup": _admin("the backup's target, state and snapshots; backing up and rewriting its history"),
     "page:account": _own("the viewer's own API tokens"),
     "account.everyone": _admin("every user's API tokens, to revoke them"),
 }
@@ -176,6 +180,8 @@ _HEALTH_FIELDS = {ANONYMOUS: ("status",),
                   LABELER: ("status", "version", "model_status", "chat_dtype", "storage_ephemeral")}
 _JOB_SUMMARY_FIELDS = ("id", "algorithm", "status", "parent", "version", "created_at", "started_at", "finished_at",
                        "progress")
+_POLICY_SUMMARY_FIELDS = ("id", "name", "parent", "algorithm", "data_hash", "metrics", "job_id", "created_at",
+                          "deleted_at")
 
 
 def health_view(health: dict[str, Any], user: Any) -> dict[str, Any]:
@@ -187,3 +193,9 @@ def health_view(health: dict[str, Any], user: Any) -> dict[str, Any]:
 def job_view(job: dict[str, Any], granted: str) -> dict[str, Any]:
     """A job as a scope shows it: ``summary`` drops the config, error text, log and run dir."""
     return job if granted == ALL else {k: v for k, v in job.items() if k in _JOB_SUMMARY_FIELDS}
+
+
+def policy_view(policy: dict[str, Any], granted: str) -> dict[str, Any]:
+    """A version as a scope shows it: ``summary`` drops the adapter path, the base model (a local directory when
+    the studio runs on one) and the training config (it holds model and reward-model paths)."""
+    return policy if granted == ALL else {k: v for k, v in policy.items() if k in _POLICY_SUMMARY_FIELDS}

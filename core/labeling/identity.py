@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+import duckdb
+
 from core.config import Settings
 from core.errors import ConfigError, PermissionDenied, TooManyAttempts, ValidationError
 from core.labeling.tokens import TokenVerifier
@@ -132,19 +134,25 @@ AI_PREFIX = "ai:"   # labeler names of AI judges (core.judging.judges); people c
 
 
 def ensure_user(db: Database, name: str, role: str, source: str) -> User:
-    """The user's row, created on first sight; the role follows the accounts file if it changed."""
+    """The user's row, created on first sight; the role follows the accounts file if it changed.
+
+    Written through the database's serialised writer (:meth:`Database.write`): a new session's first page
+    load sends several requests at once, and as parallel transactions they collided on the same row
+    (``TransactionException: Conflict on update!``, or a duplicate-name insert) instead of taking turns.
+    """
     if name.startswith(AI_PREFIX):
         raise ValidationError(f"Names starting with {AI_PREFIX!r} are kept for AI judges ({name!r})",
                               hint="pick another name")
-    with db.transaction() as cur:
-        row = cur.execute("SELECT id, role FROM users WHERE name = ?", [name]).fetchone()
+
+    def upsert(cur: duckdb.DuckDBPyConnection) -> int:
+        row = cur.execute("SELECT id FROM users WHERE name = ?", [name]).fetchone()
         if row is None:
-            user_id = cur.execute("INSERT INTO users (name, role, source, last_seen_at) VALUES (?, ?, ?, now())"
-                                  " RETURNING id", [name, role, source]).fetchone()[0]
-        else:
-            user_id = row[0]
-            cur.execute("UPDATE users SET role = ?, last_seen_at = now() WHERE id = ?", [role, user_id])
-    return User(user_id, name, role)
+            return int(cur.execute("INSERT INTO users (name, role, source, last_seen_at) VALUES (?, ?, ?, now())"
+                                   " RETURNING id", [name, role, source]).fetchone()[0])
+        cur.execute("UPDATE users SET role = ?, last_seen_at = now() WHERE id = ?", [role, row[0]])
+        return int(row[0])
+
+    return User(db.write(upsert), name, role)
 
 
 def ensure_ai_labeler(db: Database, name: str) -> User:

@@ -112,8 +112,8 @@ def hub_endpoint() -> str:
 
 def whoami(token: str) -> str:
     """The Hub user name behind a token (checks the token before anything is uploaded)."""
-    api = _api(token)
-    return _call(lambda: api.whoami()["name"], token, "checking the token")
+    api = hub_api(token)
+    return hub_call(lambda: api.whoami()["name"], token, "checking the token")
 
 
 def suggest_repo_id(db: Database, export_id: int, username: str | None = None) -> str:
@@ -180,16 +180,16 @@ def push_export(db: Database, export_id: int, user: Any, token: str, repo_id: st
     total = sum(p.stat().st_size for p in files) or 1
     message = commit_message or _commit_message(export)
     report = progress or (lambda fraction, text: None)
-    api = _api(token)
+    api = hub_api(token)
 
     def attempt() -> Any:
         nonlocal repo_id
         report(0.0, "Checking the token")
-        username = _call(lambda: api.whoami()["name"], token, "checking the token")
+        username = hub_call(lambda: api.whoami()["name"], token, "checking the token")
         if "/" not in repo_id:
             repo_id = f"{username}/{repo_id}"
         report(0.05, f"Creating {repo_type} repo {repo_id} (if needed)")
-        _call(lambda: api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True),
+        hub_call(lambda: api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True),
               token, f"creating {repo_id}")
         operations, done = [], 0
         for path in files:
@@ -200,12 +200,12 @@ def push_export(db: Database, export_id: int, user: Any, token: str, repo_id: st
                 content = (text.rstrip("\n") + "\n\n" + gate_card if gate_card else text).encode()
             op = CommitOperationAdd(path_in_repo=name, path_or_fileobj=content)
             report(0.1 + 0.8 * done / total, f"Uploading {op.path_in_repo} ({_size(path.stat().st_size)})")
-            _call(lambda: api.preupload_lfs_files(repo_id, additions=[op], repo_type=repo_type),
+            hub_call(lambda: api.preupload_lfs_files(repo_id, additions=[op], repo_type=repo_type),
                   token, f"uploading {op.path_in_repo}")
             operations.append(op)
             done += path.stat().st_size
         report(0.9, f"Committing {len(operations)} files")
-        return _call(lambda: api.create_commit(repo_id, operations, commit_message=message, repo_type=repo_type),
+        return hub_call(lambda: api.create_commit(repo_id, operations, commit_message=message, repo_type=repo_type),
                      token, f"committing to {repo_id}")
 
     attempts = 0
@@ -243,13 +243,13 @@ def adapter_manifest(db: Database) -> list[dict[str, Any]]:
 # --- internals: Hub calls ------------------------------------------------------------------------------------
 
 
-def _api(token: str) -> Any:
+def hub_api(token: str) -> Any:
     from huggingface_hub import HfApi
 
     return HfApi(endpoint=hub_endpoint(), token=token, library_name="rlhf-studio")
 
 
-def _call(fn: Callable[[], Any], token: str, doing: str) -> Any:
+def hub_call(fn: Callable[[], Any], token: str, doing: str) -> Any:
     """Run one Hub call; map what can go wrong to a HubError whose text never contains the token."""
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError
 

@@ -69,6 +69,8 @@ class Supervisor:
         # Called with the new version's name after a job registered a chat policy (the studio queues its
         # "what changed" report there). Never called for reward models.
         self.on_new_version: Callable[[str], None] | None = None
+        # Called with (job id, final state) whenever a job ends, whatever the outcome (the backup takes a snapshot).
+        self.on_finished: Callable[[int, str], None] | None = None
 
     # -- requests ----------------------------------------------------------------------------------
     def dry_run(self, request: JobRequest) -> DryRun:
@@ -188,6 +190,11 @@ class Supervisor:
         for row in rows:
             row["progress"] = self.progress(row) if row["run_dir"] else {}
         return rows
+
+    def running_run_dirs(self) -> list[Path]:
+        """Run directories of the jobs training now (the backup keeps their newest checkpoint when asked)."""
+        return [Path(r["run_dir"]) for r in self.db.query("SELECT run_dir FROM jobs WHERE status = 'running'"
+                                                          " AND run_dir IS NOT NULL")]
 
     def busy(self) -> bool:
         """A trainer is running on this machine (the chat then uses the core it leaves free)."""
@@ -384,6 +391,8 @@ class Supervisor:
             else:
                 cur.execute("UPDATE jobs SET status = ?, error = ?, finished_at = CASE WHEN ? THEN now()"
                             " ELSE finished_at END WHERE id = ?", [status, error, finished, job_id])
+        if finished and self.on_finished is not None:
+            self.on_finished(job_id, status)
 
     def _kill_if_running(self, job_id: int) -> None:
         job = self.job(job_id)
