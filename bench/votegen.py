@@ -77,6 +77,8 @@ class VoteLoad:
     url: str
     labelers: int = 20
     acked: list[tuple[str, float]] = field(default_factory=list)   # (idempotency key, latency s) per 2xx
+    sent_at: list[float] = field(default_factory=list)              # monotonic send time of each acked vote
+    last_ack_wall: float = 0.0                                      # wall clock of the last acknowledgement
     failures: collections.Counter = field(default_factory=collections.Counter)
     first_errors: dict[str, str] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -129,6 +131,8 @@ class VoteLoad:
                     if 200 <= response.status_code < 300:
                         with self._lock:
                             self.acked.append((body["idempotency_key"], latency))
+                            self.sent_at.append(sent)
+                            self.last_ack_wall = time.time()
                         break
                     self._fail(f"http_{response.status_code}", response.text)
                     if response.status_code < 500:

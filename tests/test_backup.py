@@ -84,7 +84,7 @@ def test_a_hub_round_trip_restores_every_table_row_for_row_and_the_version_serve
     service = BackupService(studio.db, data_dir, HubTarget("ada/studio-backup"), every=300)
     snap = service.backup_now("test")
     repo = standin.repo("ada/studio-backup", "dataset")
-    assert repo.private and snap.ref == repo.sha and "12 votes, 1 versions" in snap.title
+    assert repo.private and snap.ref == repo.sha and "12 votes, 1 version," in snap.title
     assert "runs/v1/adapter/adapter_model.safetensors" in repo.files and "db/preferences.parquet" in repo.files
     assert not any(p.startswith(("models/", "studio.duckdb")) for p in repo.files)   # no base model, no live db
     uploaded = len(standin.calls)
@@ -97,7 +97,7 @@ def test_a_hub_round_trip_restores_every_table_row_for_row_and_the_version_serve
 
     fresh = tmp_path / "fresh"
     result = restore(HubTarget("ada/studio-backup"), fresh)
-    assert result.line().startswith("restored 13 votes, 1 versions from ada/studio-backup@")
+    assert result.line().startswith("restored 13 votes, 1 version from ada/studio-backup@")
     restored_db = Database(fresh / "studio.duckdb")
     try:
         assert comparable(tables(restored_db), str(fresh.resolve()), str(data_dir.resolve())) == expected
@@ -106,6 +106,9 @@ def test_a_hub_round_trip_restores_every_table_row_for_row_and_the_version_serve
     # an earlier snapshot by its commit
     first = restore(HubTarget("ada/studio-backup"), tmp_path / "first", ref=snap.ref)
     assert first.votes == 12
+    # rewriting the history (after a redaction) leaves one commit: a fresh snapshot
+    service.rewrite_history()
+    assert len(repo.commits) == 1 and len(service.target.snapshots()) == 1
 
     again = Studio(load_settings({"data_dir": str(fresh), "model": "tiny"}, env={}), build_tiny_model(fresh))
     try:
@@ -263,3 +266,38 @@ def test_a_studio_on_an_empty_disk_restores_its_votes_from_the_hub_then_serves(t
         srv.stop()
         for key, value in saved.items():
             os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+
+
+def test_a_snapshot_from_an_older_schema_is_migrated_on_restore(tmp_path, monkeypatch):
+    import storage.db
+
+    shipped = storage.db.migration_files()
+    monkeypatch.setattr(storage.db, "migration_files", lambda: shipped[:-1])   # a studio one migration behind
+    old = Database(tmp_path / "old" / "studio.duckdb")
+    assert old.schema_version == shipped[-2][0]
+    vote(old, "asked before the upgrade")
+    BackupService(old, tmp_path / "old", DirTarget(tmp_path / "backups"), every=300).backup_now("old studio")
+    old.close()
+    monkeypatch.setattr(storage.db, "migration_files", lambda: shipped)          # the upgraded studio restores
+    assert restore(DirTarget(tmp_path / "backups"), tmp_path / "new").votes == 1
+    new = Database(tmp_path / "new" / "studio.duckdb")
+    try:
+        assert new.schema_version == shipped[-1][0]
+        assert new.query("SELECT content FROM messages WHERE role = 'user'")[0]["content"] == "asked before the upgrade"
+    finally:
+        new.close()
+
+
+def test_checkpoints_are_left_out_unless_asked_and_then_only_a_running_jobs_newest(tmp_path):
+    from core.share.backup import data_files
+
+    run = tmp_path / "data" / "runs" / "7"
+    for step in (2, 10):
+        (run / f"checkpoint-{step}").mkdir(parents=True)
+        (run / f"checkpoint-{step}" / "adapter_model.safetensors").write_bytes(b"w" * step)
+    (run / "metrics.jsonl").write_text("{}\n")
+    (tmp_path / "data" / "models" / "base").mkdir(parents=True)
+    (tmp_path / "data" / "models" / "base" / "model.safetensors").write_bytes(b"base")
+    assert set(data_files(tmp_path / "data")) == {"runs/7/metrics.jsonl"}
+    assert set(data_files(tmp_path / "data", [run])) == {"runs/7/metrics.jsonl",
+                                                         "runs/7/checkpoint-10/adapter_model.safetensors"}

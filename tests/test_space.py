@@ -32,3 +32,35 @@ def test_dockerfile_command_serves_and_warns_about_ephemeral_storage(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_space_with_a_backup_keeps_its_votes_across_a_restart_on_an_empty_disk(tmp_path):
+    """A free Space: STUDIO_BACKUP_DIR stands in for STUDIO_BACKUP_REPO (tests/test_backup.py covers the Hub). A
+    clean shutdown takes a last backup; the restarted Space finds an empty disk, restores, then serves."""
+    import shutil
+
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    cmd = json.loads(re.search(r"^CMD (\[.*\])$", dockerfile, re.M).group(1))
+    port = free_port()
+    data = tmp_path / "data"
+    env = {**os.environ, "SPACE_ID": "someone/rlhf-studio", "STUDIO_PORT": str(port), "STUDIO_HOST": "127.0.0.1",
+           "STUDIO_MODEL": "tiny", "STUDIO_DATA_DIR": str(data), "STUDIO_BACKUP_DIR": str(tmp_path / "bucket")}
+    url = f"http://127.0.0.1:{port}"
+    proc = launch(cmd, url + "/api/health", tmp_path / "space.log", name="the Space command", timeout=120, cwd=ROOT,
+                  env=env)
+    try:
+        vote = {"prompt": "kept across restarts?", "answer_a": "yes", "answer_b": "no", "outcome": "a"}
+        assert httpx.post(url + "/api/votes", json=vote, timeout=10).status_code == 201
+    finally:
+        proc.terminate()
+        proc.wait(timeout=120)
+    shutil.rmtree(data)
+    proc = launch(cmd, url + "/api/health", tmp_path / "space2.log", name="the Space command", timeout=120,
+                  cwd=ROOT, env=env)
+    try:
+        assert "restored 1 vote, 0 versions from" in (tmp_path / "space2.log").read_text()
+        health = httpx.get(url + "/api/health", timeout=10).json()
+        assert health["storage_ephemeral"] is True and health["backup"]["target"] == str(tmp_path / "bucket")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=120)

@@ -144,6 +144,11 @@ def ensure_user(db: Database, name: str, role: str, source: str) -> User:
         raise ValidationError(f"Names starting with {AI_PREFIX!r} are kept for AI judges ({name!r})",
                               hint="pick another name")
 
+    seen = db.query("SELECT id, role, now() - last_seen_at < INTERVAL 60 SECOND AS recent FROM users WHERE name = ?",
+                    [name])
+    if seen and seen[0]["role"] == role and seen[0]["recent"]:
+        return User(int(seen[0]["id"]), name, role)   # seen this minute: no write (a page load sends many requests)
+
     def upsert(cur: duckdb.DuckDBPyConnection) -> int:
         row = cur.execute("SELECT id FROM users WHERE name = ?", [name]).fetchone()
         if row is None:

@@ -201,8 +201,3 @@ def audit_entries(db: Database, limit: int = 100) -> pd.DataFrame:
         " FROM audit_log a LEFT JOIN users u ON u.id = a.user_id ORDER BY a.id DESC LIMIT ?", [int(limit)])
     return pd.DataFrame(rows, columns=["id", "created_at", "user", "action", "target_table", "target_id",
                                        "details"])
-
-
-def last_redaction_at(db: Database) -> Any:
-    """When text was last redacted (None: never). Backups taken before it still hold the text."""
-    return db.scalar("SELECT max(created_at) FROM audit_log WHERE action = 'redact'")

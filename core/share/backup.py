@@ -82,7 +82,7 @@ class RestoreResult:
 
     def line(self) -> str:
         ref = self.ref[:12] if len(self.ref) == 40 else self.ref   # a Hub commit is shown short, as git does
-        return (f"restored {self.votes:,} votes, {self.versions} versions from {self.source}@{ref} "
+        return (f"restored {_count(self.votes, 'vote')}, {_count(self.versions, 'version')} from {self.source}@{ref} "
                 f"({self.files} files)")
 
 
@@ -96,6 +96,8 @@ class BackupTarget(Protocol):
     def snapshots(self) -> list[Snapshot]: ...
 
     def fetch(self, ref: str | None, into: Path) -> tuple[str, dict[str, Any]]: ...
+
+    def manifest(self, ref: str) -> dict[str, Any]: ...
 
     def squash(self) -> None: ...
 
@@ -148,10 +150,15 @@ def take_snapshot(db: Database, data_dir: Path, stage: Path, reason: str,
             "format": FORMAT, "format_version": FORMAT_VERSION, "schema_version": db.schema_version,
             "studio_version": __version__, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "reason": reason, "data_dir": str(data_dir.resolve()), "tables": tables,
-            "votes": tables.get("preferences", 0), "versions": _versions(db),
+            "votes": tables.get("preferences", 0), "versions": _versions(db), "redactions": redaction_count(db),
             "files": {name: {"sha256": _sha256(path), "size": path.stat().st_size} for name, path in files.items()},
         }
     return manifest, files
+
+
+def redaction_count(db: Database) -> int:
+    """Redactions so far: a snapshot that recorded fewer may still hold text redacted since."""
+    return int(db.scalar("SELECT count(*) FROM audit_log WHERE action = 'redact'"))
 
 
 def _versions(db: Database) -> int:
@@ -159,7 +166,7 @@ def _versions(db: Database) -> int:
 
 
 def snapshot_title(manifest: dict[str, Any]) -> str:
-    return (f"{COMMIT_PREFIX}: {manifest['votes']:,} votes, {manifest['versions']} versions, "
+    return (f"{COMMIT_PREFIX}: {_count(manifest['votes'], 'vote')}, {_count(manifest['versions'], 'version')}, "
             f"{len(manifest['files'])} files ({manifest['reason']})")
 
 
@@ -290,6 +297,9 @@ class DirTarget:
                 shutil.copyfile(blob, into / name)
         return ref, manifest
 
+    def manifest(self, ref: str) -> dict[str, Any]:
+        return json.loads((self.root / "snapshots" / f"{ref}.json").read_text(encoding="utf-8"))
+
     def squash(self) -> None:
         """Keep only the newest snapshot and the blobs it uses (text redacted since is gone from the others)."""
         snaps = self.snapshots()
@@ -380,6 +390,10 @@ class HubTarget:
                                 hint="pick a commit the studio's backup wrote (`launch.py backup --list`)")
         return ref, json.loads(manifest_path.read_text(encoding="utf-8"))
 
+    def manifest(self, ref: str) -> dict[str, Any]:
+        api, token = self._api()
+        return self._remote_manifest(api, token, ref)
+
     def squash(self) -> None:
         api, token = self._api()
         hub.hub_call(lambda: api.super_squash_history(self.repo_id, repo_type="dataset",
@@ -401,6 +415,10 @@ def target_from(repo: str | None, directory: Path | None, public: bool = False) 
 
 
 # --- internals -----------------------------------------------------------------------------------------------
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def _sha256(path: Path) -> str:

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from core.errors import StudioError
-from core.labeling.moderation import last_redaction_at
-from core.share.backup import (BackupTarget, DirTarget, Snapshot, snapshot_title, take_snapshot)
+from core.share.backup import BackupTarget, DirTarget, Snapshot, redaction_count, snapshot_title, take_snapshot
 from storage.db import DB_FILENAME, Database
 
 log = logging.getLogger(__name__)
 FIRST_RETRY_S = 5.0
+FIRST_LOOK_S = 10.0
 STAGE = ".backup-stage"
 
 
@@ -38,11 +38,13 @@ class BackupService:
         self._stopping = False
         self._reason = "scheduled"
         self._backed_fingerprint: tuple | None = None
-        self._state: dict[str, Any] = {"last_good_at": None, "last_ref": None, "last_title": None,
-                                       "last_seconds": None, "last_error": None, "last_error_at": None,
-                                       "failures": 0, "running": False, "history_start": None,
-                                       "started_at": time.time()}
+        self._state: dict[str, Any] = {"last_good_at": None, "last_started_at": None, "last_ref": None,
+                                       "last_title": None, "last_seconds": None, "last_error": None,
+                                       "last_error_at": None, "failures": 0, "running": False,
+                                       "history_start": None, "started_at": time.time()}
         self._thread: threading.Thread | None = None
+        self._oldest_redactions: int | None = None
+        self._refreshed = False
 
     # -- control ------------------------------------------------------------------------------------------
     def start(self) -> "BackupService":
@@ -73,7 +75,7 @@ class BackupService:
         """Take and store one snapshot now (in the caller's thread); raises what went wrong, and records it."""
         with self._lock:
             self._state["running"] = True
-            started = time.monotonic()
+            started, started_at = time.monotonic(), _now()
             fingerprint = self._fingerprint()   # before reading: writes during the snapshot count as pending
             stage = self.data_dir / STAGE
             try:
@@ -94,7 +96,8 @@ class BackupService:
                 shutil.rmtree(stage, ignore_errors=True)
             self._backed_fingerprint = fingerprint
             self._state.update(last_good_at=_now(), last_ref=ref, last_title=title, running=False, failures=0,
-                               last_seconds=round(time.monotonic() - started, 2), last_error=None)
+                               last_seconds=round(time.monotonic() - started, 3), last_error=None,
+                               last_started_at=started_at)
         self._refresh_history()
         return Snapshot(ref, self._state["last_good_at"], title)
 
@@ -107,7 +110,9 @@ class BackupService:
         self._refresh_history()
 
     def _loop(self) -> None:
-        delay = self.every
+        # the first look comes soon: a studio started on data no snapshot holds yet (a first run with a new target,
+        # or a process killed before its last backup) should not wait a whole interval to be safe
+        delay = min(self.every, FIRST_LOOK_S)
         while not self._stopping:
             asked = self._wake.wait(timeout=delay)
             self._wake.clear()
@@ -141,12 +146,17 @@ class BackupService:
         return self._fingerprint() != self._backed_fingerprint
 
     def _refresh_history(self) -> None:
+        self._refreshed = True
         try:
             snaps = self.target.snapshots()
         except StudioError as exc:
             log.warning("listing the backups in %s failed: %s", self.target.describe(), exc.message)
             return
         self._state["history_start"] = snaps[-1].created_at if snaps else None
+        try:   # the oldest snapshot's redaction count: fewer than now means it may hold redacted text
+            self._oldest_redactions = int(self.target.manifest(snaps[-1].ref).get("redactions", 0)) if snaps else None
+        except StudioError as exc:
+            log.warning("reading the oldest backup's manifest failed: %s", exc.message)
         if snaps and self._state["last_good_at"] is None:
             self._state.update(last_good_at=snaps[0].created_at, last_ref=snaps[0].ref, last_title=snaps[0].title)
 
@@ -160,9 +170,10 @@ class BackupService:
     def status(self) -> dict[str, Any]:
         """Target, last good backup, last error, whether changes wait, and whether older snapshots still hold
         text redacted since (then the Settings page offers to rewrite the history)."""
-        redacted = last_redaction_at(self.db)
-        start = self._state["history_start"]
-        holds_redacted = bool(redacted and start and datetime.fromisoformat(start) < redacted)
+        if not self._refreshed:
+            self._refresh_history()
+        oldest = self._oldest_redactions
+        holds_redacted = oldest is not None and redaction_count(self.db) > oldest
         return {"target": self.target.describe(), "kind": "directory" if isinstance(self.target, DirTarget) else "hub",
                 "every_s": self.every, "pending": self.pending(),
                 "seconds_since_last_good": self.seconds_since_last_good(),
@@ -171,4 +182,4 @@ class BackupService:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
