@@ -63,7 +63,7 @@ def token_table(rows: list[dict], key: str) -> None:
         choice = left.selectbox("Token to revoke", [r["id"] for r in live], key=f"{key}-pick",
                                 format_func=lambda i: next(f"#{r['id']} {r['owner']}: {r['name']} ({r['prefix']}…)"
                                                            for r in live if r["id"] == i))
-        if right.button("Revoke", key=f"{key}-revoke", icon=":material/block:", use_container_width=True):
+        if right.button("Revoke", key=f"{key}-revoke", icon=":material/block:", width="stretch"):
             try:
                 tokens.revoke_token(studio.db, viewer, int(choice))
                 st.session_state["token_revoked"] = int(choice)

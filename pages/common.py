@@ -273,7 +273,7 @@ def show_report(report: dict, full: bool, key: str) -> None:
         fig.add_bar(name=against, x=[s[0] for s in shown], y=[s[1] for s in shown])
         fig.add_bar(name=version, x=[s[0] for s in shown], y=[s[2] for s in shown])
         fig.update_layout(barmode="group", height=260, margin=dict(l=10, r=10, t=10, b=10), yaxis_range=[0, 1])
-        st.plotly_chart(fig, use_container_width=True, key=f"{key}-chart")
+        st.plotly_chart(fig, width="stretch", key=f"{key}-chart")
     for warning in report.get("warnings", []):
         st.warning(warning, icon=":material/warning:")
     safety = report.get("safety")

@@ -133,7 +133,7 @@ with side_tab:
             c3.metric(f"{pb} scored higher", f"{wins_b / len(scored):.0%}")
         else:
             st.caption("Not scored: no reward model picked.")
-        st.dataframe(table.drop(columns=[f"answer {pa}", f"answer {pb}"]), hide_index=True, use_container_width=True)
+        st.dataframe(table.drop(columns=[f"answer {pa}", f"answer {pb}"]), hide_index=True, width="stretch")
         st.download_button("Download the table (CSV)", result.to_csv(), file_name=f"compare-{pa}-vs-{pb}.csv",
                            mime="text/csv", key="sbs-csv")
         for row in result.rows:
@@ -185,7 +185,7 @@ with eval_tab:
                        "them is optimistic: " + ", ".join(seen) + ". Train with the data filter "
                        "*hold_out_percent* set to the held-out share to keep them out.",
                        icon=":material/warning:")
-        st.dataframe(frame, hide_index=True, use_container_width=True)
+        st.dataframe(frame, hide_index=True, width="stretch")
         charts = [("Rewards across versions", ["gen_reward", "implicit_margin"]),
                   ("Preference accuracy (held-out)", ["rm_accuracy", "implicit_accuracy"]),
                   ("KL to base (nats per answer)", ["kl_to_base"]), ("Mean answer length (tokens)", ["mean_length"])]
@@ -198,7 +198,7 @@ with eval_tab:
                                                     name=metric))
                 figure.update_layout(title=title, height=300, margin=dict(l=10, r=10, t=40, b=10),
                                      xaxis_title="version")
-                column.plotly_chart(figure, use_container_width=True, key=f"eval-chart-{title}")
+                column.plotly_chart(figure, width="stretch", key=f"eval-chart-{title}")
 
 # --- active learning --------------------------------------------------------------------------------------
 # --- safety -------------------------------------------------------------------------------------------------
@@ -285,7 +285,7 @@ with active_tab:
     if found:
         f_strategy, f_a, f_b, f_rm, picks = found
         st.dataframe(pd.DataFrame([{"rank": i, "prompt": p.text, "score": round(p.score, 4), "why": p.reason}
-                                   for i, p in enumerate(picks, 1)]), hide_index=True, use_container_width=True)
+                                   for i, p in enumerate(picks, 1)]), hide_index=True, width="stretch")
         for i, pick in enumerate(picks, 1):
             with st.expander(f"{i}. {pick.text[:80]}"):
                 st.caption(pick.reason)
@@ -307,4 +307,4 @@ with active_tab:
     queued = active.queued_picks(db)
     if queued:
         st.subheader("Queued by active learning")
-        st.dataframe(pd.DataFrame(queued), hide_index=True, use_container_width=True)
+        st.dataframe(pd.DataFrame(queued), hide_index=True, width="stretch")

@@ -45,5 +45,5 @@ allowed = {section: [st.Page(file, title=title, icon=icon, default=file == "data
            for section, pages in PAGES.items()}
 navigation = st.navigation({section: pages for section, pages in allowed.items() if pages})
 with st.sidebar:
-    st.link_button("Open the labeling app", "/label/", use_container_width=True)
+    st.link_button("Open the labeling app", "/label/", width="stretch")
 navigation.run()

@@ -20,7 +20,7 @@ queues = prompt_queue.list_queues(studio.db)
 if queues:
     table = pd.DataFrame(queues)
     table["progress"] = (table["labels_done"] / table["labels_needed"].clip(lower=1)).round(3)
-    st.dataframe(table, hide_index=True, use_container_width=True,
+    st.dataframe(table, hide_index=True, width="stretch",
                  column_config={"progress": st.column_config.ProgressColumn("progress", min_value=0, max_value=1)})
 else:
     st.caption("No queues yet: create one below or load the seed prompts.")
@@ -59,14 +59,14 @@ if queues:
     qid = next(q["id"] for q in queues if q["name"] == chosen)
     rows = prompt_queue.labeler_progress(studio.db, qid)
     if rows:
-        st.dataframe(pd.DataFrame(rows), hide_index=True, use_container_width=True)
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
     else:
         st.caption("Nobody has labeled this queue yet.")
 
 st.subheader("Rating aspects")
 st.caption("Labelers rate each answer 1-5 on these aspects; the weights mix them into one reward later. "
            "Changes apply to labeling pages opened afterwards.")
-edited = st.data_editor(pd.DataFrame(active_aspects(studio.db)), num_rows="dynamic", use_container_width=True,
+edited = st.data_editor(pd.DataFrame(active_aspects(studio.db)), num_rows="dynamic", width="stretch",
                         hide_index=True, key="aspects-editor")
 if st.button("Save aspects"):
     try:

@@ -41,7 +41,7 @@ c1, c2, c3 = st.columns(3)
 c1.metric("Battles", board.total_battles)
 c2.metric("Versions", len(board.models))
 c3.metric("Leader", rows.iloc[0]["model"])
-st.dataframe(rows.drop(columns="too_few_battles"), hide_index=True, use_container_width=True,
+st.dataframe(rows.drop(columns="too_few_battles"), hide_index=True, width="stretch",
              column_config={"rating": st.column_config.NumberColumn("rating", format="%.1f"),
                             "style-controlled": st.column_config.NumberColumn(
                                 "style-controlled", format="%.1f", help="The rating once answer length and Markdown "
@@ -60,7 +60,7 @@ with left:
         error_x={"type": "data", "symmetric": False, "array": ordered["ci_high"] - ordered["rating"],
                  "arrayminus": ordered["rating"] - ordered["ci_low"]}))
     chart.update_layout(xaxis_title="rating", height=120 + 40 * len(rows), margin={"t": 10, "b": 40})
-    st.plotly_chart(chart, use_container_width=True)
+    st.plotly_chart(chart, width="stretch")
 with right:
     st.subheader("Observed win rate (row beats column)")
     order = [board.models.index(m) for m in rows["model"]]
@@ -70,7 +70,7 @@ with right:
         text=np.where(np.isnan(rates), "", np.vectorize(lambda v: f"{v:.0%}")(np.nan_to_num(rates))),
         texttemplate="%{text}", hovertemplate="%{y} vs %{x}: %{z:.0%}<extra></extra>"))
     heat.update_layout(height=120 + 40 * len(rows), margin={"t": 10, "b": 40}, yaxis={"autorange": "reversed"})
-    st.plotly_chart(heat, use_container_width=True)
+    st.plotly_chart(heat, width="stretch")
 
 st.download_button("Download battles (FastChat JSONL)", leaderboard.battles_jsonl(battles), "battles.jsonl",
                    mime="application/jsonl", help="`python launch.py leaderboard --battles battles.jsonl --json`")

@@ -41,7 +41,7 @@ def job_table() -> None:
              "progress": (j["progress"].get("step", 0) / j["progress"]["max_steps"])
              if j["progress"].get("max_steps") else (1.0 if j["status"] == "succeeded" else 0.0),
              "eta": eta(j["progress"]), "created": j["created_at"]} for j in jobs]
-    st.dataframe(pd.DataFrame(rows), hide_index=True, use_container_width=True,
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
                  column_config={"progress": st.column_config.ProgressColumn("progress", min_value=0, max_value=1)})
 
 
@@ -75,7 +75,7 @@ def job_details(job_id: int, listed_status: str) -> None:
         enabled = {"Pause (checkpoint)": status == "running", "Cancel": status in ("queued", "running", "paused",
                    "interrupted"), "Resume": status in ("paused", "interrupted", "failed")}
         for col, (label, action) in zip(cols, actions.items()):
-            if col.button(label, disabled=not enabled[label], key=f"{label}-{job_id}", use_container_width=True):
+            if col.button(label, disabled=not enabled[label], key=f"{label}-{job_id}", width="stretch"):
                 try:
                     action(job_id)
                     st.toast(f"{label}: requested for job #{job_id}")
@@ -145,7 +145,7 @@ def curves(job_ids: list[int], alpha: float) -> None:
                                    icon=":material/warning:")
         title, meaning = CURVE_TITLES.get(name, (name, ""))
         fig.update_layout(title=title, height=300, margin=dict(l=10, r=10, t=40, b=10), xaxis_title="step")
-        column.plotly_chart(fig, use_container_width=True, key=f"chart-{name}")
+        column.plotly_chart(fig, width="stretch", key=f"chart-{name}")
         if meaning:
             column.caption(meaning)
     wide = metrics.pivot_table(index=["job_id", "step"], columns="name", values="value").reset_index()
@@ -200,7 +200,7 @@ versions = list_policies(studio.db)
 table = pd.DataFrame([{"name": v["name"], "from": v["parent"] or "", "algorithm": v["algorithm"] or "base",
                        "job": v["job_id"], "final loss": (v["metrics"] or {}).get("loss"),
                        "data hash": (v["data_hash"] or "")[:12], "created": v["created_at"]} for v in versions])
-st.dataframe(table, hide_index=True, use_container_width=True)
+st.dataframe(table, hide_index=True, width="stretch")
 trained = [v["name"] for v in versions if v["name"] != "base"]
 if trained and can(viewer, "runs.versions"):
     with st.form("version-admin"):

@@ -48,7 +48,7 @@ if engine:
              ("Engine latency", None if engine["latency_ms"] is None else f"{engine['latency_ms']:.0f} ms"),
              ("Engine serves versions (LoRA)", {None: "not tried yet", True: "yes", False: "no"}[engine["lora"]])]
 st.table(pd.DataFrame(
-    [(k, v) for k, v in rows if v is not None] +
+    [(k, str(v)) for k, v in rows if v is not None] +   # one type per column: Arrow refuses a mixed column
     [(f"setting: {k}", "" if v is None else str(v)) for k, v in studio.settings.public_dict(everything).items()],
     columns=["", "value"]).set_index(""))
 if not everything:

@@ -97,7 +97,7 @@ with st.expander("Hyperparameters", expanded=True):
 
 request = JobRequest(algorithm, parent, hyperparams, filters, reward_model, launch)
 dry_col, launch_col = st.columns([1, 1])
-if dry_col.button("Dry run", icon=":material/fact_check:", use_container_width=True):
+if dry_col.button("Dry run", icon=":material/fact_check:", width="stretch"):
     try:
         report = studio.supervisor.dry_run(request)
         st.session_state["dry-run"] = (algorithm, report)
@@ -115,15 +115,15 @@ if "dry-run" in st.session_state and st.session_state["dry-run"][0] == algorithm
     else:
         st.error(f"Refused: {report.reason}")
     details = {**report.data_stats, **{f"skipped: {k}": v for k, v in report.skipped.items()}}
-    st.dataframe(pd.DataFrame([details]), hide_index=True, use_container_width=True)
+    st.dataframe(pd.DataFrame([details]), hide_index=True, width="stretch")
     st.markdown(f"**{report.summary}**" + (f" · {report.eval_examples} held-out {unit(spec)} evaluated while "
                                            "training" if report.eval_examples else ""))
     for note in report.notes:
         st.info(note, icon=":material/info:")
     st.dataframe(pd.DataFrame([{**row, "value": f"{row['value']:g}" if isinstance(row["value"], float)
                                 else str(row["value"])} for row in report.settings])
-                 .rename(columns={"source": "chosen by"}), hide_index=True, use_container_width=True)
-if launch_col.button("Launch", type="primary", icon=":material/rocket_launch:", use_container_width=True):
+                 .rename(columns={"source": "chosen by"}), hide_index=True, width="stretch")
+if launch_col.button("Launch", type="primary", icon=":material/rocket_launch:", width="stretch"):
     try:
         job_id = studio.supervisor.submit(request, admin)
         st.success(f"Job #{job_id} queued: its data is frozen in runs/{job_id}/. Follow it on the Runs page.")
