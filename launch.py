@@ -215,8 +215,10 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     from app.server import create_app
+    from core.labeling.identity import check_accounts
     from core.studio import open_studio
 
+    check_accounts(settings)    # before anything slow: a bad users file must not wait for a model conversion
     restore_on_start(settings)
     model_path = prepare_model(settings)
     studio = open_studio(settings, model_path)

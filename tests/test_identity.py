@@ -86,3 +86,22 @@ def test_a_new_users_parallel_first_requests_never_conflict(tmp_path):
     assert errors == []
     assert db.query("SELECT name, role FROM users WHERE name = 'cat'") == [{"name": "cat", "role": "labeler"}]
     db.close()
+
+
+def test_a_plain_text_password_stops_the_server_before_any_model_is_provisioned(tmp_path):
+    """Fail fast: the accounts are checked before the (default) model's conversion, not after it."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tests.support import ROOT
+
+    users = tmp_path / "users.txt"
+    users.write_text("ada:secret:admin\n")
+    env = {**os.environ, "STUDIO_AUTH_MODE": "team", "STUDIO_USERS_FILE": str(users)}
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, str(ROOT / "launch.py"), "--data-dir", str(tmp_path / "data"),
+                           "--model", "default"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "not a current password hash" in done.stderr
+    assert not (tmp_path / "data" / "models").exists() and time.monotonic() - started < 60

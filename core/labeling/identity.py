@@ -116,6 +116,13 @@ def load_accounts(settings: Settings, env: Mapping[str, str] | None = None) -> d
     return accounts
 
 
+def check_accounts(settings: Settings) -> None:
+    """Refuse a bad team configuration (plain-text passwords, unknown roles, no accounts) at once, before the
+    studio provisions a model: the default model's conversion takes ~15 s, and the error came only after it."""
+    if settings.auth_mode == "team":
+        load_accounts(settings)
+
+
 def oauth_configured(env: Mapping[str, str] | None = None) -> bool:
     """Hugging Face sign-in is set up the way a Space with ``hf_oauth: true`` sets it up (the variables Gradio's
     real OAuth flow reads)."""
