@@ -11,6 +11,7 @@
     python launch.py constitution --version v2 --queue main [--limit 50]     self-critique pairs for review
     python launch.py safety-eval v2 [--judge policy] [--json]                unsafe and over-refusal rates
     python launch.py gate v2 [--json]                                        the release gate (exit 1: fails)
+    python launch.py bench v2 [--tasks studio-offline,ifeval] [--limit N]    standard benchmarks vs the parent
     python launch.py backup [--backup-repo R | --backup-dir D] [--list]      one snapshot, or list them
     python launch.py restore [--repo R | --dir D] [--revision REV] [--force] restore into an empty data dir
     python launch.py hash-password                                           hash a team password
@@ -43,6 +44,7 @@ from app.cli import (constitution_command, export_command, gate_command,  # noqa
                      hash_password_command, import_command, judge_command, leaderboard_command, prepare_model,
                      report_command, safety_command, train_command)
 from app.cli_backup import backup_command, restore_command, restore_on_start  # noqa: E402
+from app.cli_bench import bench_command  # noqa: E402
 
 
 def _options(serving: bool, top_level: bool) -> argparse.ArgumentParser:
@@ -113,6 +115,20 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("version", help="the version to gate (v1, v2, ...)")
     gate.add_argument("--against", help="the version to compare with (default: its parent)")
     gate.add_argument("--json", action="store_true", help='print {"version", "against", "passed", "checks"}')
+    bench = sub.add_parser("bench", parents=[_options(serving=False, top_level=False)],
+                           help="standard benchmarks of a version and its parent through lm-evaluation-harness "
+                                "(exit 1: a task regressed); studio stopped")
+    bench.add_argument("version", help="the version to benchmark (v1, v2, ...; base alone works too)")
+    bench.add_argument("--tasks", default="studio-offline", help="comma-separated lm-eval tasks or groups: "
+                       "studio-offline (shipped, offline; the default) or e.g. ifeval,arc_easy where datasets "
+                       "can be downloaded")
+    bench.add_argument("--limit", type=int, help="at most this many examples per task (a quick look)")
+    bench.add_argument("--num-fewshot", type=int, help="few-shot examples (default: each task's own)")
+    bench.add_argument("--no-chat-template", action="store_true", help="score raw prompts, without the chat "
+                       "template")
+    bench.add_argument("--against", help="compare with this version (default: the parent)")
+    bench.add_argument("--json", action="store_true", help="print adapter_applied, the settings and per task the "
+                       "metric, value and stderr for the version and against")
     jud = sub.add_parser("judge", parents=[_options(serving=False, top_level=False)],
                          help="an AI judge labels the pairs no person voted on (studio stopped; while it runs, "
                               "use POST /api/judge-runs)")
@@ -263,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
             return report_command(settings, args)
         elif args.command == "gate":
             return gate_command(settings, args)
+        elif args.command == "bench":
+            return bench_command(settings, args)
         elif args.command == "judge":
             return judge_command(settings, args)
         elif args.command == "safety-eval":
