@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth import request_user
 from app.api_backup import backup_routes
+from app.api_benchmarks import benchmark_routes
 from app.schemas import (ContributionProof, Contributions, Deleted, FeedbackIn, Gate, Health, Job, JobAction,
                          JobDryRun, JobIn, JobQueued, Jobs, JudgeAgreement, JudgeEstimate, JudgeRun, JudgeRunIn,
                          JudgeRuns, JudgeStarted, Lineage, Policies, RenameIn, Renamed, ReportAnswer, ReportState,
@@ -190,6 +191,7 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
         return access.health_view(get_studio().health(), request.state.user)
 
     api.include_router(backup_routes(get_studio))
+    api.include_router(benchmark_routes(get_studio))
 
     latencies = Latencies()
 

@@ -31,6 +31,7 @@ from core.compare.worker import ReportWorker
 from core.share.backup import DirTarget, target_from
 from core.share.backup_service import BackupService
 from core.compare.safety import evaluate_in_background
+from core.compare.benchmarks import benchmark_in_background, mark_interrupted
 from core.serving.scheduler import scheduler_for
 from storage.db import Database
 
@@ -52,6 +53,8 @@ class Studio:
         self.supervisor = Supervisor(self.db, settings.runs_dir, model_path, settings.model)
         self.reports = ReportWorker(self, compute=compute_report)
         self.safety = ReportWorker(self, compute=evaluate_in_background, name="safety evaluation", paired=False)
+        self.benchmarks = ReportWorker(self, compute=benchmark_in_background, name="benchmarks")
+        mark_interrupted(self.db)   # runs a stopped studio left behind never finish
         self.judge_runs = JudgeRuns(self)
         self.engine = Engine(settings.inference_url, settings.inference_model) if settings.inference_url else None
         self.supervisor.on_new_version = self._on_new_version
@@ -210,6 +213,7 @@ class Studio:
         self.supervisor.stop()
         self.reports.stop()
         self.safety.stop()
+        self.benchmarks.stop()
         self.judge_runs.stop()
         if self.backup is not None:
             self.backup.close()   # a last snapshot of what changed, before the database closes

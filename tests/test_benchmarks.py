@@ -56,6 +56,27 @@ def test_the_offline_suite_runs_through_the_real_harness_and_the_parent_is_cache
     assert all(r["change_points"] == 0 for r in again["tasks"])   # a zero adapter scores exactly as the base
 
 
+def test_the_model_card_carries_the_scores_as_a_model_index_the_hub_parses_back(bench_dir):
+    from huggingface_hub import ModelCard
+
+    from core.compare.gate import evaluate_gate
+    from core.labeling.identity import ensure_user
+    from core.share import cards, exports
+
+    data_dir, model_path, db = bench_dir
+    benchmark_version(db, model_path, "v1", QUICK)          # cached by the first test when it ran
+    export = exports.export_adapter(db, data_dir, "v1", ensure_user(db, "ada", "admin", "test"),
+                                    cards.CardOptions(base_model_id="studio-tests/tiny-llama"))
+    card = ModelCard.load(export.path / "README.md")
+    results = card.data.eval_results
+    assert {r.dataset_name for r in results} == {"studio_knowledge", "studio_arithmetic", "studio_instructions"}
+    assert all(0.0 <= r.metric_value <= 1.0 and r.source_name.startswith("lm-evaluation-harness 0.4.13")
+               for r in results)
+    assert "## Standard benchmarks" in card.text and "| studio_knowledge | acc |" in card.text
+    check = next(c for c in evaluate_gate(db, "v1").checks if c.name == "benchmarks")
+    assert check.status in ("pass", "fail") and "against base" in check.evidence
+
+
 def test_an_ignored_adapter_is_caught_before_any_score_counts(bench_dir):
     data_dir, model_path, db = bench_dir
     merged, tokenizer, facts = load_scored_model(model_path, str(data_dir / "runs" / "v1" / "adapter"))
@@ -93,3 +114,39 @@ def test_the_cli_prints_the_settings_the_guard_and_both_sides_as_json(tmp_path):
     assert out["adapter_applied"] is True and out["settings"]["tasks"] == ["studio_knowledge"]
     assert out["tasks"][0]["metric"] == "acc" and "against_value" in out["tasks"][0]
     assert model_path.exists()
+
+
+def test_admins_start_a_background_run_over_rest_and_labelers_read_its_scores(tmp_path):
+    import time
+
+    from starlette.responses import PlainTextResponse
+    from starlette.testclient import TestClient
+
+    from app.api import create_api
+    from app.server import ApiFirst
+    from core.config import load_settings
+    from core.studio import Studio
+    from tests.support.studios import users_file
+
+    data_dir = tmp_path / "data"
+    users = users_file(tmp_path / "users.txt", "ada:pw-ada:admin", "bob:pw-bob:labeler")
+    studio = Studio(load_settings({"data_dir": str(data_dir), "model": "tiny"},
+                                  env={"STUDIO_AUTH_MODE": "team", "STUDIO_USERS_FILE": str(users)}),
+                    build_tiny_model(data_dir))
+    try:
+        register_policy(studio.db, "v1", studio.base_policy_id, "tiny", "dpo", str(make_random_adapter(data_dir)))
+        client = TestClient(ApiFirst(PlainTextResponse("console", status_code=418),
+                                     create_api(lambda: studio, 100_000)), raise_server_exceptions=False)
+        body = {"tasks": ["studio_knowledge"], "limit": 2}
+        assert client.post("/api/policies/v1/benchmarks", json=body, auth=("bob", "pw-bob")).status_code == 403
+        queued = client.post("/api/policies/v1/benchmarks", json=body, auth=("ada", "pw-ada"))
+        assert queued.status_code == 202 and queued.json()["status"] in ("queued", "computing")
+        deadline = time.monotonic() + 300
+        while (answer := client.get("/api/policies/v1/benchmarks", auth=("bob", "pw-bob")).json())["state"][
+                "status"] in ("queued", "computing") and time.monotonic() < deadline:
+            time.sleep(1)
+        scores = answer["benchmarks"]
+        assert scores["adapter_applied"] is True and scores["against"] == "base", answer
+        assert scores["tasks"][0]["task"] == "studio_knowledge" and scores["tasks"][0]["against_value"] is not None
+    finally:
+        studio.close()

@@ -60,6 +60,8 @@ STATUSES = {
     ("get", "/judge-runs/{run_id}"): EVERY_ROUTE | {"404", "422"},
     ("post", "/judge-runs/{run_id}/cancel"): EVERY_ROUTE | {"404", "422"} | WRITES,
     ("get", "/judges/agreement"): EVERY_ROUTE | {"422"},
+    ("get", "/policies/{name}/benchmarks"): EVERY_ROUTE | {"404", "422"},
+    ("post", "/policies/{name}/benchmarks"): EVERY_ROUTE | {"404", "422"},
     ("get", "/backup"): EVERY_ROUTE,
     ("post", "/backup"): EVERY_ROUTE | {"404", "409", "502", "503"},
     ("post", "/backup/rewrite-history"): EVERY_ROUTE | {"404", "409", "502", "503"},

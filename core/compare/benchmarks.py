@@ -68,7 +68,12 @@ class BenchSettings:
         return {**out, "tasks": list(self.tasks), "lm_eval_version": lm_eval_version}
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(self.recorded(), sort_keys=True).encode()).hexdigest()
+        return settings_key(self.recorded())
+
+
+def settings_key(recorded: dict[str, Any]) -> str:
+    """The hash that says two runs were made the same way (and so may be compared)."""
+    return hashlib.sha256(json.dumps(recorded, sort_keys=True).encode()).hexdigest()
 
 
 # --- the model the harness scores ----------------------------------------------------------------------------
@@ -277,3 +282,35 @@ def benchmark_version(db: Database, model_path: str | Path, version: str, settin
             "parent_cached": bool(parent and parent["cached"]), "seconds": mine["seconds"],
             "tasks": rows or [{**r, "against_value": None, "against_stderr": None} for r in mine["results"]],
             "regressions": [r for r in rows if r["regressed"]], "margin_points": margin_points}
+
+
+def latest_comparison(db: Database, version: str, against: str | None = None,
+                      margin_points: float = REGRESSION_MARGIN_POINTS) -> dict[str, Any] | None:
+    """The version's newest benchmark run beside its parent's run with the same settings (None: not measured);
+    what the release gate, the model card and the API read."""
+    mine = latest_benchmark(db, version)
+    if mine is None:
+        return None
+    against = against or (default_against(db, version) if version != BASE_POLICY else None)
+    parent = latest_benchmark(db, against, settings_key(mine["settings"])) if against else None
+    rows = compare(mine, parent, margin_points) if parent else []
+    return {"version": version, "against": against if parent else None, "settings": mine["settings"],
+            "adapter_applied": mine["adapter"].get("adapter_applied"), "adapter": mine["adapter"],
+            "created_at": mine["created_at"], "seconds": mine["seconds"],
+            "tasks": rows or [{**r, "against_value": None, "against_stderr": None} for r in mine["results"]],
+            "regressions": [r for r in rows if r["regressed"]], "margin_points": margin_points}
+
+
+def mark_interrupted(db: Database) -> int:
+    """Runs left 'running' by a studio that stopped mid-run: they will never finish (a new run starts afresh)."""
+    return db.write(lambda cur: cur.execute("UPDATE benchmark_runs SET status = 'interrupted',"
+                                            " error = 'the studio stopped during the run' WHERE status = 'running'"
+                                            ).fetchone()[0])
+
+
+def benchmark_in_background(studio: Any, version: str, against: str | None = None, user: Any = None,
+                            progress: Progress | None = None, **options: Any) -> dict[str, Any]:
+    """The studio's background worker's task (core.compare.worker), like the safety evaluation."""
+    settings = BenchSettings(**{k: tuple(v) if k == "tasks" else v for k, v in options.items()})
+    studio.share_cpu()
+    return benchmark_version(studio.db, studio.model_path, version, settings, against or None, user, progress)

@@ -8,7 +8,8 @@ Five checks, each ``pass``, ``fail`` or ``unknown`` (not measured yet), against 
   significantly (two-sided sign test, p < 0.05), fail when they prefer the parent, unknown otherwise.
 - ``safety``: the red-team evaluation (core.compare.safety), run after every job: fail when the version got less
   safe than its parent, pass when both were evaluated and it did not, unknown otherwise.
-- ``benchmarks``: standard benchmarks; unknown until they are measured per version.
+- ``benchmarks``: standard benchmarks (lm-evaluation-harness, core.compare.benchmarks): fails when a task dropped
+  beyond max(2 points, 2 x stderr) against the parent; unknown until both are measured with the same settings.
 - ``kl``: the report's KL to the parent per token: fail at KL_WARN or more (it drifted far), else pass.
 
 The gate passes when no check fails; unknown checks are shown, not held against a version (a job's report and
@@ -143,8 +144,25 @@ def evaluate_gate(db: Database, version: str, against: str | None = None) -> Gat
         GateCheck("learned", "unknown", f"cannot be measured: {why}") if why else _learned(report),
         measured("human_check", lambda: _human(db, version, against)),
         measured("safety", lambda: _safety(db, version, against)),
-        GateCheck("benchmarks", "unknown", "standard benchmarks are not measured per version yet"),
+        measured("benchmarks", lambda: _benchmarks(db, version, against)),
         _kl(report, against)])
+
+
+def _benchmarks(db: Database, version: str, against: str) -> GateCheck:
+    """Fails when a standard benchmark dropped beyond max(margin, 2 x stderr) against the parent."""
+    from core.compare.benchmarks import latest_comparison
+
+    comparison = latest_comparison(db, version, against)
+    if comparison is None or comparison["against"] is None:
+        return GateCheck("benchmarks", "unknown", f"not benchmarked against {against} yet (`launch.py bench "
+                         f"{version}`, or the Compare page)")
+    tasks = ", ".join(sorted({r["task"] for r in comparison["tasks"]}))
+    if comparison["regressions"]:
+        worst = "; ".join(f"{r['task']} {r['metric']} {r['against_value']:.3f} -> {r['value']:.3f} "
+                          f"({r['change_points']:+.1f} points)" for r in comparison["regressions"])
+        return GateCheck("benchmarks", "fail", f"regressed against {against}: {worst}")
+    return GateCheck("benchmarks", "pass", f"no drop beyond max({comparison['margin_points']:g} points, 2 x stderr) "
+                     f"against {against} on {tasks}")
 
 
 def check_release(db: Database, version: str, user: Any, mode: str, to_hub: bool,

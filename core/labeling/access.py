@@ -84,6 +84,8 @@ API: dict[str, Rule] = {
     "GET /judge-runs/{run_id}": _admin("an AI judge run: endpoint and error"),
     "POST /judge-runs/{run_id}/cancel": _admin("stopping an AI judge run"),
     "GET /judges/agreement": _admin("a judge's disagreements hold people's prompts and answers"),
+    "GET /policies/{name}/benchmarks": _team("standard benchmark scores of a version and its parent: figures only"),
+    "POST /policies/{name}/benchmarks": _admin("a benchmark run uses the model for minutes"),
     "GET /backup": _admin("backups hold every labeler's text; their target and snapshots are for admins"),
     "POST /backup": _admin("taking a backup"),
     "POST /backup/rewrite-history": _admin("rewriting the backup history deletes older snapshots"),

@@ -75,8 +75,16 @@ def run_info(db: Database, policy: dict[str, Any]) -> dict[str, Any]:
             chain = lineage(db, policy["name"])
         except StudioError:
             chain = None
+    benchmarks = None
+    if policy["algorithm"] != "reward":
+        from core.compare.benchmarks import latest_comparison
+
+        try:
+            benchmarks = latest_comparison(db, policy["name"])
+        except StudioError:
+            benchmarks = None
     return {"record": record, "metrics": metrics, "report": public_view(report) if report else None,
-            "safety": safety_lines(db, policy), "lineage": chain}
+            "safety": safety_lines(db, policy), "lineage": chain, "benchmarks": benchmarks}
 
 
 def pushed_training_data(db: Database, policy: dict[str, Any]) -> tuple[str, ...]:
@@ -101,6 +109,9 @@ def model_card(policy: dict[str, Any], run: dict[str, Any], card: CardOptions, b
     data = ModelCardData(base_model=base_id, library_name={"adapter": "peft", "gguf": "gguf"}.get(form, "transformers"),
                          license=card.license, tags=list(dict.fromkeys(tags)),
                          datasets=list(card.datasets) or None, pipeline_tag="text-generation")
+    if run.get("benchmarks"):   # model-index: the Hub shows these scores on the model page
+        data.model_name = f"{policy['name']} ({form})"
+        data.eval_results = eval_results(run["benchmarks"])
     if base_id and form != "adapter":
         data.base_model_relation = "quantized" if form in ("gguf", "quantized") else "finetune"
     record, base_name = run["record"], base_id or policy["base_model"]
@@ -182,9 +193,39 @@ def model_card(policy: dict[str, Any], run: dict[str, Any], card: CardOptions, b
     lines += ["", "## What changed", ""] + _report_lines(run.get("report"), policy)
     if run.get("lineage"):
         lines += card_lines(run["lineage"])
+    lines += ["## Standard benchmarks", ""] + benchmark_lines(run.get("benchmarks"))
     lines += ["## Safety", ""] + run.get("safety", [])
     lines += ["", "Exported by RLHF Studio; `training_config.json` holds the full run record.", ""]
     return "\n".join(lines)
+
+
+def eval_results(benchmarks: dict[str, Any]) -> list[Any]:
+    """The card's model-index entries: one per task and metric, from lm-evaluation-harness."""
+    from huggingface_hub import EvalResult
+
+    source = f"lm-evaluation-harness {benchmarks['settings']['lm_eval_version']} (RLHF Studio)"
+    return [EvalResult(task_type="text-generation", dataset_type=row["task"], dataset_name=row["task"],
+                       metric_type=row["metric"], metric_value=round(row["value"], 4), source_name=source,
+                       source_url="https://github.com/EleutherAI/lm-evaluation-harness")
+            for row in benchmarks["tasks"]]
+
+
+def benchmark_lines(benchmarks: dict[str, Any] | None) -> list[str]:
+    if not benchmarks:
+        return ["Not benchmarked (`launch.py bench VERSION` runs lm-evaluation-harness against the parent).", ""]
+    settings = benchmarks["settings"]
+    lines = [f"lm-evaluation-harness {settings['lm_eval_version']}, chat template "
+             f"{'on' if settings['chat_template'] else 'off'}, few-shot {settings['num_fewshot'] or 'task default'}, "
+             f"limit {settings['limit'] or 'none'}, seed {settings['seed']}; the adapter guard says "
+             f"{'applied' if benchmarks['adapter_applied'] else 'not applied / identical to base'}.", "",
+             f"| task | metric | this version | {benchmarks['against'] or 'parent'} | change (points) |",
+             "|---|---|---|---|---|"]
+    for row in benchmarks["tasks"]:
+        other = "" if row["against_value"] is None else f"{row['against_value']:.3f}"
+        change = "" if row.get("change_points") is None else f"{row['change_points']:+.1f}" + (
+            " (regressed)" if row.get("regressed") else "")
+        lines.append(f"| {row['task']} | {row['metric']} | {row['value']:.3f} | {other} | {change} |")
+    return lines + [""]
 
 
 def _report_lines(report: dict[str, Any] | None, policy: dict[str, Any]) -> list[str]:
