@@ -5,8 +5,45 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
 
-from app.schemas import BenchmarksAnswer, BenchmarksIn, ReportState, answers
+from app.schemas import ReportState, OpenModel, answers
+
+
+class BenchmarkTask(OpenModel):
+    task: str
+    metric: str
+    value: float
+    stderr: float | None = None
+    against_value: float | None = None
+    against_stderr: float | None = None
+    change_points: float | None = None
+    regressed: bool | None = Field(default=None, description="dropped beyond max(margin, 2 x stderr) in points")
+
+
+class Benchmarks(OpenModel):
+    """A version's latest standard benchmarks (lm-evaluation-harness) beside its parent's with the same settings."""
+
+    version: str
+    against: str | None = None
+    adapter_applied: bool | None = Field(default=None, description="the adapter guard: the scored model differs "
+                                         "from the base as the adapter's weights say (null: the base itself)")
+    settings: dict[str, Any] = Field(description="tasks, limit, num_fewshot, chat_template, seed, lm_eval_version")
+    tasks: list[BenchmarkTask]
+    regressions: list[BenchmarkTask]
+
+
+class BenchmarksAnswer(BaseModel):
+    benchmarks: Benchmarks | None = Field(description="null until the version is benchmarked")
+    state: ReportState = Field(description="the background run, if one is queued or computing")
+
+
+class BenchmarksIn(BaseModel):
+    tasks: list[str] = Field(default=["studio-offline"], description="lm-eval task or group names")
+    limit: int | None = Field(default=None, ge=1, description="at most this many examples per task")
+    num_fewshot: int | None = Field(default=None, ge=0)
+    chat_template: bool = True
+
 
 
 def benchmark_routes(get_studio: Callable[[], Any]) -> APIRouter:

@@ -90,7 +90,7 @@ class RenameIn(BaseModel):
 # carries exactly the keys the handler built: role-dependent fields are left out, never sent as null.
 
 
-class _Open(BaseModel):
+class OpenModel(BaseModel):
     """A core record: the fields listed are documented; any others are passed on unchanged."""
 
     model_config = ConfigDict(extra="allow")
@@ -115,7 +115,7 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
-class BackupStatus(_Open):
+class BackupStatus(OpenModel):
     """The background backup (admins): where it goes, the last good snapshot, the last error, pending changes."""
 
     target: str = Field(description="the Hub dataset repo (owner/name) or the directory")
@@ -146,7 +146,7 @@ class BackupInfo(BaseModel):
     snapshots: list[BackupSnapshot]
 
 
-class Health(_Open):
+class Health(OpenModel):
     """Anonymous clients get ``status`` only; labelers also the version, model status, chat dtype and whether
     storage is ephemeral; admins every field."""
 
@@ -170,7 +170,7 @@ class Saved(BaseModel):
     created: bool = Field(description="false when this repeated an idempotency_key already stored")
 
 
-class Contribution(_Open):
+class Contribution(OpenModel):
     id: int
     kind: str = Field(description="vote | arena_vote | rating | gold_edit | training | admin_validation")
     weight: float
@@ -200,7 +200,7 @@ class Contributions(BaseModel):
     contributions: list[Contribution]
 
 
-class MerkleProof(_Open):
+class MerkleProof(OpenModel):
     contribution_id: int
     batch_id: int
     content_hash: str
@@ -213,7 +213,7 @@ class MerkleProof(_Open):
     root: str
 
 
-class Anchor(_Open):
+class Anchor(OpenModel):
     status: str = Field(description="queued | anchored")
     chain_id: int | None
     contract: str | None
@@ -221,7 +221,7 @@ class Anchor(_Open):
     block_number: int | None
 
 
-class ContributionProof(_Open):
+class ContributionProof(OpenModel):
     proof: MerkleProof
     anchor: Anchor
     leaf_encoding: dict[str, list[str]]
@@ -230,7 +230,7 @@ class ContributionProof(_Open):
     content: str | None = Field(default=None, description="the contributor and admins only")
 
 
-class Policy(_Open):
+class Policy(OpenModel):
     """A version. Labelers get it without ``base_model``, ``adapter_path`` and ``config`` (paths); admins every
     field."""
 
@@ -262,14 +262,14 @@ class Deleted(BaseModel):
     name: str
 
 
-class ReportExample(_Open):
+class ReportExample(OpenModel):
     prompt: str
     answer_version: str
     answer_against: str
     difference: float
 
 
-class ReportEvidence(_Open):
+class ReportEvidence(OpenModel):
     """One test the verdict rests on (two-sided sign test; ``adjusted_p`` after Holm's correction)."""
 
     source: str = Field(description="movement:<feature> | held_out_pairs | blind_check")
@@ -281,7 +281,7 @@ class ReportEvidence(_Open):
     says: Literal["toward", "against", ""]
 
 
-class Report(_Open):
+class Report(OpenModel):
     """core.compare.report: what changed in a version against another one."""
 
     id: int
@@ -314,7 +314,7 @@ class Gate(BaseModel):
     checks: list[GateCheck]
 
 
-class Lineage(_Open):
+class Lineage(OpenModel):
     """core.share.lineage: the chain behind a version (counts and figures only, no names or text)."""
 
     version: str
@@ -334,14 +334,14 @@ class ReportAnswer(BaseModel):
     report: Report
 
 
-class ReportState(_Open):
+class ReportState(OpenModel):
     status: Literal["queued", "computing", "failed", "idle"]
     progress: float | None = Field(default=None, description="0..1 while queued or computing")
     message: str | None = None
     error: ErrorDetail | None = Field(default=None, description="why the last computation failed")
 
 
-class Job(_Open):
+class Job(OpenModel):
     """A training job. Labelers get the fields up to ``progress``; admins every column (config, error, run dir
     and, for one job, the log tail)."""
 
@@ -364,7 +364,7 @@ class Jobs(BaseModel):
     jobs: list[Job]
 
 
-class JudgeRun(_Open):
+class JudgeRun(OpenModel):
     id: int
     judge: str = Field(description="the judge's labeler name (ai:...)")
     spec: str
@@ -380,7 +380,7 @@ class JudgeRun(_Open):
     finished_at: str | None
 
 
-class JudgeSummary(_Open):
+class JudgeSummary(OpenModel):
     name: str
     votes: int
     runs: int
@@ -396,7 +396,7 @@ class JudgeRuns(BaseModel):
     judges: list[JudgeSummary]
 
 
-class JudgeEstimate(_Open):
+class JudgeEstimate(OpenModel):
     judge: str
     source: str
     pairs: int
@@ -410,7 +410,7 @@ class JudgeStarted(BaseModel):
     status: Literal["running"]
 
 
-class JudgeAgreement(_Open):
+class JudgeAgreement(OpenModel):
     judge: str
     shared: int
     comparisons: int
@@ -424,7 +424,7 @@ class JudgeAgreement(_Open):
     min_shared: int
 
 
-class SafetyRun(_Open):
+class SafetyRun(OpenModel):
     """core.compare.safety: one evaluation of a version on the shipped red-team prompts."""
 
     id: int
@@ -446,41 +446,6 @@ class SafetyAnswer(BaseModel):
     safety: SafetyRun
     change: dict[str, Any] | None = Field(description="against the parent's (or ?against=) latest run: the rates "
                                                       "before and after and, when it got worse, the reasons")
-
-
-class BenchmarkTask(_Open):
-    task: str
-    metric: str
-    value: float
-    stderr: float | None = None
-    against_value: float | None = None
-    against_stderr: float | None = None
-    change_points: float | None = None
-    regressed: bool | None = Field(default=None, description="dropped beyond max(margin, 2 x stderr) in points")
-
-
-class Benchmarks(_Open):
-    """A version's latest standard benchmarks (lm-evaluation-harness) beside its parent's with the same settings."""
-
-    version: str
-    against: str | None = None
-    adapter_applied: bool | None = Field(default=None, description="the adapter guard: the scored model differs "
-                                         "from the base as the adapter's weights say (null: the base itself)")
-    settings: dict[str, Any] = Field(description="tasks, limit, num_fewshot, chat_template, seed, lm_eval_version")
-    tasks: list[BenchmarkTask]
-    regressions: list[BenchmarkTask]
-
-
-class BenchmarksAnswer(BaseModel):
-    benchmarks: Benchmarks | None = Field(description="null until the version is benchmarked")
-    state: ReportState = Field(description="the background run, if one is queued or computing")
-
-
-class BenchmarksIn(BaseModel):
-    tasks: list[str] = Field(default=["studio-offline"], description="lm-eval task or group names")
-    limit: int | None = Field(default=None, ge=1, description="at most this many examples per task")
-    num_fewshot: int | None = Field(default=None, ge=0)
-    chat_template: bool = True
 
 
 class JobQueued(BaseModel):

@@ -75,6 +75,16 @@ def test_the_model_card_carries_the_scores_as_a_model_index_the_hub_parses_back(
     assert "## Standard benchmarks" in card.text and "| studio_knowledge | acc |" in card.text
     check = next(c for c in evaluate_gate(db, "v1").checks if c.name == "benchmarks")
     assert check.status in ("pass", "fail") and "against base" in check.evidence
+    # the "what changed" report carries them too (read at read time: benchmarks run after the report)
+    from core.compare.report import latest_report
+
+    ids = {r["name"]: r["id"] for r in db.query("SELECT id, name FROM policies")}
+    stored = {"version": "v1", "against": "base", "verdict": "no_change", "summary": "no change", "metrics": {}}
+    db.write(lambda cur: cur.execute("INSERT INTO version_reports (policy_id, against_id, verdict, summary, report)"
+                                     " VALUES (?, ?, 'no_change', 'no change', ?)",
+                                     [ids["v1"], ids["base"], json.dumps(stored)]))
+    report = latest_report(db, "v1")
+    assert report["benchmarks"]["against"] == "base" and len(report["benchmarks"]["tasks"]) == 3
 
 
 def test_an_ignored_adapter_is_caught_before_any_score_counts(bench_dir):
@@ -148,5 +158,63 @@ def test_admins_start_a_background_run_over_rest_and_labelers_read_its_scores(tm
         scores = answer["benchmarks"]
         assert scores["adapter_applied"] is True and scores["against"] == "base", answer
         assert scores["tasks"][0]["task"] == "studio_knowledge" and scores["tasks"][0]["against_value"] is not None
+    finally:
+        studio.close()
+
+
+def test_the_compare_pages_benchmarks_tab_runs_in_the_background_and_shows_both_sides(tmp_path, monkeypatch):
+    import time
+
+    from streamlit.testing.v1 import AppTest
+
+    import core.studio
+    from core.config import load_settings
+    from core.studio import Studio
+
+    data_dir = tmp_path / "data"
+    studio = Studio(load_settings({"data_dir": str(data_dir), "model": "tiny"}, env={}), build_tiny_model(data_dir))
+    try:
+        register_policy(studio.db, "v1", studio.base_policy_id, "tiny", "dpo", str(make_random_adapter(data_dir)))
+        monkeypatch.setattr(core.studio, "_current", studio)
+        app = AppTest.from_file(str(ROOT / "pages" / "compare.py"), default_timeout=120).run()
+        assert not app.exception
+        form_inputs = [t for t in app.text_input if t.value == "studio-offline"]
+        form_inputs[0].input("studio_knowledge")
+        next(n for n in app.number_input if n.label.startswith("Examples per task")).set_value(2)
+        next(b for b in app.button if b.label == "Run benchmarks").click().run()
+        assert not app.exception
+        deadline = time.monotonic() + 300
+        while studio.benchmarks.state("v1")["status"] in ("queued", "computing") and time.monotonic() < deadline:
+            time.sleep(1)
+        app.run()
+        assert not app.exception and not app.error
+        table = next(d.value for d in app.dataframe if "change (points)" in d.value.columns)
+        assert list(table["task"]) == ["studio_knowledge"] and {"v1", "base"} <= set(table.columns)
+    finally:
+        studio.close()
+
+
+def test_a_running_benchmark_can_be_cancelled_and_is_recorded_as_failed(tmp_path):
+    import time
+
+    from core.config import load_settings
+    from core.studio import Studio
+
+    data_dir = tmp_path / "data"
+    studio = Studio(load_settings({"data_dir": str(data_dir), "model": "tiny"}, env={}), build_tiny_model(data_dir))
+    try:
+        register_policy(studio.db, "v1", studio.base_policy_id, "tiny", "dpo", str(make_random_adapter(data_dir)))
+        studio.benchmarks.request("v1", None, None, tasks=["studio-offline"], limit=None)
+        deadline = time.monotonic() + 120
+        while "batches" not in (studio.benchmarks.state("v1").get("message") or ""):
+            assert time.monotonic() < deadline, studio.benchmarks.state("v1")
+            time.sleep(0.05)
+        assert studio.benchmarks.cancel("v1")
+        while studio.benchmarks.state("v1")["status"] in ("queued", "computing"):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        state = studio.benchmarks.state("v1")
+        assert state["status"] == "failed" and state["error"]["code"] == "cancelled"
+        assert studio.db.query("SELECT status FROM benchmark_runs")[0]["status"] == "failed"
     finally:
         studio.close()

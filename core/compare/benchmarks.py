@@ -179,7 +179,23 @@ def evaluate(model_path: str | Path, adapter_path: str | None, settings: BenchSe
     report = progress or (lambda fraction, text: None)
     report(0.05, "loading the model")
     model, tokenizer, facts = load_scored_model(model_path, adapter_path)
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=settings.batch_size)
+    batches = [0]
+
+    class StudioHFLM(HFLM):
+        """The harness's HF model, reporting each forward pass: a progress line, and a point where a cancel (or a
+        studio shutting down) stops the run, raised from the progress callback."""
+
+        def _model_call(self, *args: Any, **kwargs: Any) -> Any:
+            batches[0] += 1
+            report(0.2, f"scoring: {batches[0]} batches of {settings.batch_size} done")
+            return super()._model_call(*args, **kwargs)
+
+        def _model_generate(self, *args: Any, **kwargs: Any) -> Any:
+            batches[0] += 1
+            report(0.6, f"generating answers: {batches[0]} batches done")
+            return super()._model_generate(*args, **kwargs)
+
+    lm = StudioHFLM(pretrained=model, tokenizer=tokenizer, batch_size=settings.batch_size)
     guard = check_adapter_applied(lm.model, tokenizer, facts)
     report(0.15, f"running {', '.join(settings.tasks)} through lm-evaluation-harness")
     try:
@@ -187,7 +203,8 @@ def evaluate(model_path: str | Path, adapter_path: str | None, settings: BenchSe
                               limit=settings.limit, num_fewshot=settings.num_fewshot,
                               apply_chat_template=settings.chat_template, log_samples=False, bootstrap_iters=1000,
                               random_seed=settings.seed, numpy_random_seed=settings.seed,
-                              torch_random_seed=settings.seed, fewshot_random_seed=settings.seed)
+                              torch_random_seed=settings.seed, fewshot_random_seed=settings.seed,
+                              verbosity="ERROR")   # its per-task notes are for its own CLI, not the studio's log
     except (KeyError, ValueError) as exc:
         raise ValidationError(f"lm-evaluation-harness could not run {', '.join(settings.tasks)}: {exc}",
                               hint="use studio-offline, or lm-eval task names (`lm-eval ls tasks`) whose datasets "
@@ -254,7 +271,7 @@ def compare(version_run: dict[str, Any], against_run: dict[str, Any],
         change = 100 * (mine["value"] - other["value"])
         errors = [e for e in (mine["stderr"], other["stderr"]) if e is not None]
         noise = 100 * 2 * (sum(e * e for e in errors) ** 0.5) if errors else 0.0
-        rows.append({"task": mine["task"], "metric": mine["metric"], "value": mine["value"],
+        rows.append({"task": mine["task"], "metric": mine["metric"], "value": mine["value"], "n": mine.get("n"),
                      "stderr": mine["stderr"], "against_value": other["value"], "against_stderr": other["stderr"],
                      "change_points": round(change, 2), "threshold_points": round(max(margin_points, noise), 2),
                      "regressed": change < -max(margin_points, noise)})

@@ -37,6 +37,7 @@ from core.compare import evaluation as ev
 from core.compare.arena import blind_check, people_comparisons
 from core.compare.evaluation import Progress, report_progress
 from core.compare.safety import is_refusal, safety_change
+from core.compare.benchmarks import latest_comparison
 from core.compare.sidebyside import word_overlap
 from core.compare.style import Comparison, version_vs_style
 from core.compare.signature import label_signature, paired_tests, two_sided
@@ -255,8 +256,9 @@ def latest_report(db: Database, version: str, against: str | None = None) -> dic
         return None
     report = with_blind_check(db, json.loads(rows[0]["report"]))
     safety = safety_change(db, version, against)   # a safety evaluation is run on its own, later: read it at read time
+    benchmarks = latest_comparison(db, version, against)   # so are standard benchmarks
     return {**report, "id": rows[0]["id"], "created_at": rows[0]["created_at"].isoformat(),
-            **({"safety": safety} if safety else {})}
+            **({"safety": safety} if safety else {}), **({"benchmarks": benchmarks} if benchmarks else {})}
 
 
 def _blind_evidence(db: Database, version: str, against: str, style: dict[str, Any] | None) -> dict[str, Any]:

@@ -15,6 +15,10 @@ class _Stopped(Exception):
     """The worker was stopped while computing a report (nothing is stored)."""
 
 
+class _Cancelled(Exception):
+    """Someone cancelled this request while it was computing (at its next progress report)."""
+
+
 class ReportWorker:
     """One background thread computing reports in order: after every job, and on demand from the UIs.
 
@@ -31,6 +35,7 @@ class ReportWorker:
         self._pending: dict[tuple[str, str | None], str] = {}   # (version, against) -> "queued" | "computing"
         self._errors: dict[tuple[str, str | None], StudioError] = {}
         self._progress: dict[tuple[str, str | None], tuple[float, str]] = {}
+        self._cancelled: set[tuple[str, str | None]] = set()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
@@ -57,6 +62,15 @@ class ReportWorker:
                 self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
                 self._thread.start()
         return "queued"
+
+    def cancel(self, version: str, against: str | None = None) -> bool:
+        """Stop a queued or computing request at its next progress report; False when none is pending."""
+        key = self._key(version, against)
+        with self._lock:
+            if key not in self._pending:
+                return False
+            self._cancelled.add(key)
+        return True
 
     def _key(self, version: str, against: str | None) -> tuple[str, str]:
         """(version, against) with the default spelled out, so "v2" and "v2 against v1" are one report."""
@@ -104,12 +118,19 @@ class ReportWorker:
             def progress(value: float, text: str, key: tuple[str, str | None] = key) -> None:
                 if self._stopped.is_set():
                     raise _Stopped()
+                if key in self._cancelled:
+                    raise _Cancelled()
                 self._progress[key] = (value, text)
 
             try:
+                progress(0.0, "starting")
                 self._compute(self.studio, version, against, user=user, progress=progress, **options)
             except _Stopped:
                 return
+            except _Cancelled:
+                with self._lock:
+                    self._errors[key] = StudioError(f"the {self._name} of {version} was cancelled",
+                                                    hint="start it again when you want it", code="cancelled")
             except StudioError as exc:
                 with self._lock:
                     self._errors[key] = exc
@@ -122,3 +143,4 @@ class ReportWorker:
                 with self._lock:
                     self._pending.pop(key, None)
                     self._progress.pop(key, None)
+                    self._cancelled.discard(key)
