@@ -22,7 +22,7 @@ from core.serving.generate import SamplingParams
 from core.labeling.votes import OUTCOME_LABELS
 from core.studio import Studio
 
-HIDDEN = "🔒 The names stay hidden until you vote."
+HIDDEN = "The names stay hidden until you vote."
 
 
 def create_arena_tab(get_studio: Callable[[], Studio]) -> tuple[Callable, list[Any]]:
@@ -34,7 +34,7 @@ def create_arena_tab(get_studio: Callable[[], Studio]) -> tuple[Callable, list[A
                 "version.")
     with gr.Row(equal_height=True):
         blind_md = gr.Markdown("", elem_id="blind-check")
-        blind_btn = gr.Button("Next blind-check pair", visible=False, size="sm", scale=0,
+        blind_btn = gr.Button("Next blind-check pair  [n]", visible=False, size="sm", scale=0,
                               elem_id="blind-check-start")
     with gr.Row():
         prompt = gr.Textbox(placeholder="Ask both versions something… (Enter to start)", show_label=False,
@@ -48,9 +48,11 @@ def create_arena_tab(get_studio: Callable[[], Studio]) -> tuple[Callable, list[A
             gr.Markdown("**Assistant B**")
             answer_b = gr.Markdown(value="", container=True, elem_id="arena-b", elem_classes="candidate")
     with gr.Row():
-        vote_buttons = {o: gr.Button(label, elem_id=f"arena-vote-{o}",
+        vote_buttons = {o: gr.Button(f"{label}  [{i}]", elem_id=f"arena-vote-{o}",
                                      variant="primary" if o in ("a", "b") else "secondary")
-                        for o, label in OUTCOME_LABELS.items()}
+                        for i, (o, label) in enumerate(OUTCOME_LABELS.items(), 1)}
+    gr.Markdown("Keys: **1**–**4** vote · **n** next blind-check pair (when the cursor is not in a text box)",
+                elem_classes="key-hint")
     status = gr.Markdown("", elem_id="arena-status")
     reveal = gr.Markdown("", elem_id="arena-reveal")
     with gr.Accordion("Sampling settings (the same for both versions)", open=False):
@@ -87,7 +89,7 @@ def create_arena_tab(get_studio: Callable[[], Studio]) -> tuple[Callable, list[A
             return "", gr.update(visible=False)
         if status is None:
             return "", gr.update(visible=False)
-        return ("🔍 " if status.open else "") + status.text(), gr.update(visible=status.open)
+        return status.text(), gr.update(visible=status.open)
 
     def battle(s: Studio, text: str, name_a: str, name_b: str, sampling_values: tuple) -> Iterator[tuple]:
         try:
@@ -105,7 +107,7 @@ def create_arena_tab(get_studio: Callable[[], Studio]) -> tuple[Callable, list[A
                                       sampling.to_dict(), final.latency_ms, (final.new_tokens_a, final.new_tokens_b))
         notice = "Which answer is better? Vote to reveal the versions."
         if final.truncated_tokens:
-            notice += (f" ⚠️ The prompt was longer than the model's context: its first {final.truncated_tokens} "
+            notice += (f" Note: the prompt was longer than the model's context: its first {final.truncated_tokens} "
                        "tokens were left out.")
         yield final.text_a, final.text_b, notice, HIDDEN, pending
 
@@ -118,9 +120,9 @@ def create_arena_tab(get_studio: Callable[[], Studio]) -> tuple[Callable, list[A
                 receipt = arena.record_battle(s.db, label_user(s, request, f"arena_vote_{outcome}"), pending, outcome)
             except StudioError as exc:
                 raise gr.Error(str(exc)) from exc
-            saved = f"✅ Saved: **{OUTCOME_LABELS[outcome]}** (battle #{receipt.battle_id})" + \
+            saved = f"✓ Saved: **{OUTCOME_LABELS[outcome]}** (battle #{receipt.battle_id})" + \
                 ("" if receipt.created else " — already saved, not counted twice")
-            names = f"🔓 **A** was **{receipt.model_a}** · **B** was **{receipt.model_b}**"
+            names = f"Revealed: **A** was **{receipt.model_a}** · **B** was **{receipt.model_b}**"
             try:
                 status = blind.blind_status(s.db)
             except StudioError:

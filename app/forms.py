@@ -93,5 +93,5 @@ def screen_pace(studio: Any) -> Callable[[], float]:
 
 def waiting_notice(ahead: int) -> str:
     """What a labeler sees while the request waits for a place in the running batch."""
-    return ("⏳ Every generation slot is busy: you are next." if ahead == 0 else
-            f"⏳ Every generation slot is busy: {ahead} ahead of you.")
+    return ("Every generation slot is busy: you are next." if ahead == 0 else
+            f"Every generation slot is busy: {ahead} ahead of you.")

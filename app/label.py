@@ -5,6 +5,8 @@ A turn: the labeler sends a message -> two candidates stream side by side from O
 call -> the labeler picks A / B / tie / both bad (keys 1-4), optionally with ratings, thumbs, a gold
 edit, flags and a note -> the vote is committed -> the picked (or edited) answer continues the chat.
 """
+import html
+import json
 from typing import Any, Callable, Iterator
 
 import gradio as gr
@@ -29,24 +31,46 @@ from core.studio import Studio
 
 FREE_CHAT = "Free chat"
 SAME_POLICY = "(same policy: two samples)"
-THUMBS = ["👍", "👎"]
+THUMBS = ["👍", "👎"]   # the values the API takes and returns; the radio shows words (see THUMB_CHOICES)
+# Words, not emoji, on screen: emoji render as boxes where the viewer has no emoji font.
+THUMB_CHOICES = [("Up", THUMBS[0]), ("Down", THUMBS[1])]
 SCORES = ["1", "2", "3", "4", "5"]
 CSS = """
 .studio-header {margin-bottom: 0.25rem}
 .candidate {min-height: 8rem}
 #vote-row button {font-weight: 600}
+.key-hint {opacity: 0.75; font-size: 0.9em}
+.whoami {text-align: right}
 """
-# Keys 1-4 vote, u undoes: only when the focus is not in a text field.
+# Gradio's default theme declares Source Sans Pro at weights 400 and 600, but the 600 file Gradio 6.31 ships is a
+# 55-glyph subset without most letters: the bold "A"/"B" of the vote buttons fell back to another font. Its 400 and
+# 700 files are complete (1615 glyphs, arrows and the check mark included); IBM Plex Sans after it draws the few
+# symbols Gradio's own widgets use that Source Sans lacks (the sliders' reset arrow). Both come from Gradio's own
+# static folder: every text of the app renders in fonts the studio serves, on any machine, with no font host.
+THEME = gr.themes.Default(
+    font=(gr.themes.LocalFont("Source Sans Pro", weights=(400, 700)),
+          gr.themes.LocalFont("IBM Plex Sans", weights=(400, 700)), "ui-sans-serif", "system-ui", "sans-serif"),
+    font_mono=(gr.themes.LocalFont("IBM Plex Mono", weights=(400, 700)), "ui-monospace", "Consolas", "monospace"))
+# The same keys in every tab: 1-4 vote (A, B, tie, both bad), n takes the next item (prompt, blind-check pair,
+# review pair), u undoes the chat tab's last vote. Each key lists its button in every tab; only the visible one
+# (the open tab's) is pressed, and never while the focus is in a text field or with a modifier held.
+SHORTCUTS = {"1": ["vote-a", "arena-vote-a", "review-vote-a"], "2": ["vote-b", "arena-vote-b", "review-vote-b"],
+             "3": ["vote-tie", "arena-vote-tie", "review-vote-tie"],
+             "4": ["vote-both_bad", "arena-vote-both_bad", "review-vote-both_bad"],
+             "n": ["next-prompt", "blind-check-start", "review-next"], "u": ["undo-vote"]}
 HEAD = """<script>
+const STUDIO_SHORTCUTS = %s;
 document.addEventListener('keydown', (e) => {
-  const t = e.target; if (t && (t.tagName === 'TEXTAREA' || t.tagName === 'INPUT')) return;
-  const ids = {'1': 'vote-a', '2': 'vote-b', '3': 'vote-tie', '4': 'vote-both_bad', 'u': 'undo-vote'};
-  const id = ids[e.key]; if (!id) return;
+  if (e.ctrlKey || e.metaKey || e.altKey || e.repeat) return;
+  const t = e.target;
+  if (t && (t.tagName === 'TEXTAREA' || t.tagName === 'INPUT' || t.tagName === 'SELECT' || t.isContentEditable)) return;
   const root = document.querySelector('gradio-app') || document;
-  const el = (root.shadowRoot || root).querySelector('#' + id) || document.getElementById(id);
-  if (el) { e.preventDefault(); el.click(); }
+  for (const id of STUDIO_SHORTCUTS[e.key] || []) {
+    const el = (root.shadowRoot || root).querySelector('#' + id) || document.getElementById(id);
+    if (el && !el.disabled && el.getClientRects().length) { e.preventDefault(); el.click(); return; }
+  }
 });
-</script>"""
+</script>""" % json.dumps(SHORTCUTS)
 
 
 def empty_state() -> dict[str, Any]:
@@ -64,7 +88,7 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> tuple[Callable, list[A
             with gr.Row():
                 queue_pick = gr.Dropdown(label="Prompt source", value=FREE_CHAT, scale=2, choices=[FREE_CHAT] + [
                     q["name"] for q in prompt_queue.list_queues(studio.db)])
-                next_btn = gr.Button("Next prompt", scale=1)
+                next_btn = gr.Button("Next prompt  [n]", scale=1, elem_id="next-prompt")
                 skip_btn = gr.Button("Skip", scale=1)
                 new_chat_btn = gr.Button("New chat", scale=1)
             policy_names = policy_choices(studio)
@@ -80,7 +104,7 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> tuple[Callable, list[A
                                        allow_custom_value=True,
                                        info="pick another version to get one answer from each")
             progress_md = gr.Markdown("")
-            chatbot = gr.Chatbot(label="Conversation", height=320)
+            chatbot = gr.Chatbot(label="Conversation", height=320, elem_id="conversation")
             with gr.Row(equal_height=True):
                 with gr.Column():
                     gr.Markdown("**Answer A**")
@@ -92,7 +116,9 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> tuple[Callable, list[A
                 vote_buttons = {o: gr.Button(f"{OUTCOME_LABELS[o]}  [{i}]", elem_id=f"vote-{o}",
                                              variant="primary" if o in ("a", "b") else "secondary")
                                 for i, o in enumerate(OUTCOME_LABELS, 1)}
-                undo_btn = gr.Button("↩ Undo last vote  [u]", elem_id="undo-vote", variant="secondary", size="sm")
+                undo_btn = gr.Button("Undo last vote  [u]", elem_id="undo-vote", variant="secondary", size="sm")
+            gr.Markdown("Keys: **1**–**4** vote · **n** next prompt · **u** undo the last vote (when the cursor is "
+                        "not in a text box)", elem_classes="key-hint")
             status = gr.Markdown("", elem_id="save-status")
             with gr.Accordion("Ratings, thumbs, flags, note and gold edit (optional)", open=False):
                 rating_inputs = []
@@ -101,8 +127,8 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> tuple[Callable, list[A
                         rating_inputs.append(gr.Radio(SCORES, label=f"{aspect} · A"))
                         rating_inputs.append(gr.Radio(SCORES, label=f"{aspect} · B"))
                 with gr.Row():
-                    thumbs_a = gr.Radio(THUMBS, label="Thumbs · A")
-                    thumbs_b = gr.Radio(THUMBS, label="Thumbs · B")
+                    thumbs_a = gr.Radio(THUMB_CHOICES, label="Thumbs · A")
+                    thumbs_b = gr.Radio(THUMB_CHOICES, label="Thumbs · B")
                 flags = gr.CheckboxGroup(list(FLAGS), label="Flags")
                 note = gr.Textbox(label="Note", lines=1)
                 with gr.Row():
@@ -148,9 +174,9 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> tuple[Callable, list[A
                         CandidateIn(final.text_b, id_b, final.latency_ms, final.new_tokens_b),
                         sampling.to_dict(), final.truncated_tokens)
         st["candidates"] = list(ids)
-        notice = (f"⚠️ Your message was longer than the model's context: the oldest "
-                  f"{final.truncated_tokens} tokens were left out of what the model saw."
-                  if final.truncated_tokens else "Pick the better answer (keys 1-4).")
+        notice = "Pick the better answer (keys 1-4)." + (
+            f" Note: your message was longer than the model's context: the oldest {final.truncated_tokens} "
+            "tokens were left out of what the model saw." if final.truncated_tokens else "")
         yield final.text_a, final.text_b, notice
 
     def send(text: str, st: dict[str, Any], name_a: str, name_b: str, request: gr.Request,
@@ -207,7 +233,7 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> tuple[Callable, list[A
                     gold_side=side, note=note_text or None, flags=tuple(flag_values or ())))
             except StudioError as exc:
                 raise gr.Error(str(exc)) from exc
-            saved = f"✅ Saved: **{OUTCOME_LABELS[outcome]}** (vote #{receipt.preference_id})" + \
+            saved = f"✓ Saved: **{OUTCOME_LABELS[outcome]}** (vote #{receipt.preference_id})" + \
                 ("" if receipt.created else " — already saved, not counted twice")
             if receipt.continuation is None:
                 saved += ". Both bad and no gold answer: regenerate the pair or write a gold answer."
@@ -229,7 +255,7 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> tuple[Callable, list[A
         st.update(conversation_id=info["conversation_id"], turn=info["turn"],
                   candidates=[info["candidate_a"], info["candidate_b"]])
         return (chat_view(st), texts.get(info["candidate_a"], ""), texts.get(info["candidate_b"], ""),
-                f"↩️ Vote #{info['preference_id']} undone: vote again.", st)
+                f"Vote #{info['preference_id']} undone: vote again.", st)
 
     def refresh() -> tuple:
         """On page load: queues, guidelines and policy versions added since the app was built (with their
@@ -281,7 +307,7 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> tuple[Callable, list[A
             qid = queue_id(name)
             item = prompt_queue.next_prompt(s.db, user, qid)
             if item is None:
-                return "", empty_state(), [], "🎉 Nothing left for you in this queue.", progress_text(s, user, qid)
+                return "", empty_state(), [], "Nothing left for you in this queue.", progress_text(s, user, qid)
             st = empty_state() | {"prompt_id": item["id"]}
             return item["text"], st, [], "Press **Send** to get two answers.", progress_text(s, user, qid)
         except StudioError as exc:
@@ -303,7 +329,7 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> tuple[Callable, list[A
             s = get_studio()
             return rewards_text(s, label_user(s, request, "my_rewards"))
         except StudioError as exc:
-            return f"⚠️ {exc}"
+            return f"Could not load your rewards: {exc}"
 
     def new_chat(request: gr.Request) -> tuple:
         try:
@@ -387,10 +413,29 @@ def _candidate_text(studio: Studio, st: dict[str, Any], index: int) -> str:
     return candidate_texts(studio.db, [candidate_id]).get(candidate_id) or ""
 
 
+def signed_in_text(studio: Studio, request: gr.Request | None) -> str:
+    """Who the app labels as, and how to leave (HTML): people sharing a machine, or holding two accounts, must see
+    whose votes they cast. Local mode has one local admin and no login; a password login ends at Gradio's
+    /label/logout (it drops the session, then shows the login page again); a Hugging Face sign-in ends with its own
+    Logout button. HTML, not Markdown: Gradio's Markdown opens every link in a new tab."""
+    if not studio.directory.team_mode:
+        return "Local mode, no login: you label as <strong>local</strong> (admin)."
+    try:
+        user = label_user(studio, request, "page_load")
+    except StudioError:
+        return "Not signed in."
+    who = f"Signed in as <strong>{html.escape(user.name)}</strong> ({html.escape(user.role)})"
+    if oauth_configured():
+        return who + "."
+    return who + ' · <a href="/label/logout" target="_self">Sign out</a>'
+
+
 def create_label_app(get_studio: Callable[[], Studio]) -> gr.Blocks:
     with gr.Blocks(title="RLHF Studio · Label") as blocks:
-        gr.Markdown("## RLHF Studio — label\nChat, compare two answers, pick the better one. "
-                    "[Open the console](/) for data, training and settings.", elem_classes="studio-header")
+        with gr.Row(equal_height=True):
+            gr.Markdown("## RLHF Studio — label\nChat, compare two answers, pick the better one. "
+                        "[Open the console](/) for data, training and settings.", elem_classes="studio-header")
+            whoami = gr.HTML("", elem_id="whoami", elem_classes="whoami")
         if get_studio().directory.team_mode and oauth_configured():
             gr.LoginButton()  # Hugging Face OAuth on a Space: the sign-in becomes the labeler's identity
         with gr.Tabs() as tabs:
@@ -401,6 +446,12 @@ def create_label_app(get_studio: Callable[[], Studio]) -> gr.Blocks:
             with gr.Tab("Review", id="review"):
                 create_review_tab(get_studio)
         blind_button.click(open_blind_check, None, tabs, api_name="label_newest")
-        blocks.load(refresh, None, refreshed, api_name="page_load", api_visibility="private")
+
+        def page_load(request: gr.Request) -> tuple:
+            """The chat tab's refresh and the signed-in line in one event (each event is a rule in core's access
+            table: one page load, one rule)."""
+            return (*refresh(request), signed_in_text(get_studio(), request))
+
+        blocks.load(page_load, None, [*refreshed, whoami], api_name="page_load", api_visibility="private")
         blocks.load(blind_offer, None, offered, api_name="blind_offer", api_visibility="private")
     return blocks

@@ -25,7 +25,7 @@ def _conversation(prompt: list[dict[str, str]]) -> str:
 def _verdict(item: review.ReviewItem) -> str:
     said = OUTCOME_LABELS.get(item.ai_outcome, item.ai_outcome)
     confidence = "" if item.ai_confidence is None else f" (confidence {item.ai_confidence:.2f})"
-    text = f"🤖 **{item.judge}** said: **{said}**{confidence}"
+    text = f"The AI judge **{item.judge}** said: **{said}**{confidence}"
     if item.critique:
         text += f"\n\nThe critique that led to answer B: _{item.critique}_"
     return text
@@ -37,7 +37,7 @@ def create_review_tab(get_studio: Callable[[], Studio]) -> None:
     gr.Markdown("Pairs an AI judge labeled. Vote as you would in the chat: your vote is stored as yours and "
                 "measures how far the judge can be trusted.")
     with gr.Row():
-        next_btn = gr.Button("Next pair", variant="primary", scale=1)
+        next_btn = gr.Button("Next pair  [n]", variant="primary", scale=1, elem_id="review-next")
         show_first = gr.Checkbox(False, label="Show the AI's verdict before I vote", scale=3)
     conversation = gr.Markdown("", container=True, elem_id="review-prompt")
     with gr.Row(equal_height=True):
@@ -48,8 +48,11 @@ def create_review_tab(get_studio: Callable[[], Studio]) -> None:
             gr.Markdown("**Answer B**")
             answer_b = gr.Markdown("", container=True, elem_id="review-b", elem_classes="candidate")
     with gr.Row():
-        buttons = {o: gr.Button(label, elem_id=f"review-vote-{o}", variant="primary" if o in ("a", "b") else "secondary")
-                   for o, label in OUTCOME_LABELS.items()}
+        buttons = {o: gr.Button(f"{label}  [{i}]", elem_id=f"review-vote-{o}",
+                                variant="primary" if o in ("a", "b") else "secondary")
+                   for i, (o, label) in enumerate(OUTCOME_LABELS.items(), 1)}
+    gr.Markdown("Keys: **1**–**4** vote · **n** next pair (when the cursor is not in a text box)",
+                elem_classes="key-hint")
     status = gr.Markdown("", elem_id="review-status")
     verdict = gr.Markdown("", elem_id="review-verdict")
 
@@ -63,7 +66,7 @@ def create_review_tab(get_studio: Callable[[], Studio]) -> None:
             return "", "", "", EMPTY, "", None
         seen = f"{item.human_votes} person(s) reviewed it before you." if item.human_votes else "Nobody reviewed it yet."
         return (_conversation(item.prompt), item.text_a, item.text_b, f"Which answer is better? {seen}",
-                _verdict(item) if reveal else "🔒 The AI's verdict shows after your vote.", item)
+                _verdict(item) if reveal else "The AI's verdict shows after your vote.", item)
 
     def make_vote(outcome: str) -> Callable:
         def vote(item: Any, reveal: bool, request: gr.Request) -> tuple:
@@ -76,7 +79,7 @@ def create_review_tab(get_studio: Callable[[], Studio]) -> None:
             except StudioError as exc:
                 raise gr.Error(str(exc)) from exc
             agreed = "you agree" if item.ai_outcome == outcome else "you disagree"
-            return (f"✅ Saved: **{OUTCOME_LABELS[outcome]}** ({agreed} with the AI). Press Next pair.",
+            return (f"✓ Saved: **{OUTCOME_LABELS[outcome]}** ({agreed} with the AI). Press Next pair.",
                     _verdict(item), None)
         return vote
 

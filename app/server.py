@@ -13,16 +13,20 @@ from typing import Any, AsyncIterator
 import gradio as gr
 from fastapi import FastAPI
 from starlette.middleware import Middleware
+from starlette.responses import RedirectResponse
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api import create_api
 from app.auth import ConsoleLogin, Isolated, SiteGuard, gradio_login, oauth_forwarders
 from core.labeling.identity import oauth_configured
-from app.label import CSS, HEAD, create_label_app
+from app.label import CSS, HEAD, THEME, create_label_app
 from core.studio import Studio, current
 
 CONSOLE_SCRIPT = Path(__file__).resolve().parent.parent / "pages" / "console.py"
+
+
+REDIRECTS = {"/manifest.json": "/label/manifest.json", "/label": "/label/"}   # see ApiFirst
 
 
 class ApiFirst:
@@ -31,6 +35,13 @@ class ApiFirst:
     Streamlit wraps every route in its own middleware (sessions with cookie parsing, gzip, path checks,
     error pages). The REST API needs none of it, and under 20 labelers voting at once that stack cost
     about half of the server's CPU per vote. Everything else (lifespan included) goes to the console app.
+
+    Also ``/manifest.json``: the labeling app's page links its web-app manifest at the site root (Gradio
+    assumes it is mounted at ``/``), and browsers fetch manifests without credentials, so in team mode the
+    console's login answered 401, an error in every labeler's browser console. It is the labeling app's own
+    manifest, so it is sent there (its relative start URL and icons then resolve under ``/label/``).
+    And ``/label`` without its slash, where Gradio's sign-out sends the browser: the console would serve it as
+    an unknown page (or, in team mode, ask for the console's login).
     """
 
     def __init__(self, console: ASGIApp, api: ASGIApp, prefix: str = "/api") -> None:
@@ -38,6 +49,11 @@ class ApiFirst:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
+        if scope["type"] == "http" and path in REDIRECTS:
+            query = scope.get("query_string", b"").decode("latin-1")
+            await RedirectResponse(REDIRECTS[path] + (f"?{query}" if query else ""), status_code=307)(
+                scope, receive, send)
+            return
         if scope["type"] == "http" and path == "/metrics":  # where Prometheus looks by default
             await self.api(scope, receive, send)
             return
@@ -56,6 +72,10 @@ def create_app(studio: Studio) -> Any:
     from streamlit import config as st_config
 
     st_config.set_option("client.toolbarMode", "minimal")  # no "Deploy" button in a self-hosted studio
+    # A self-hosted studio sends nothing anywhere. Streamlit's browser code otherwise fetches its usage-statistics
+    # config from data.streamlit.io on every session. Set here, not by env: STREAMLIT_* variables are read only by
+    # the `streamlit` command line, which st.App does not go through (launch.py's env default had no effect).
+    st_config.set_option("browser.gatherUsageStats", False)
 
     directory = studio.directory
     # Hugging Face sign-in (a Space with hf_oauth) replaces the labeling app's password page; accounts then log
@@ -64,7 +84,7 @@ def create_app(studio: Studio) -> Any:
     team_login = gradio_login(directory) if directory.team_mode and directory.accounts and not signin else None
     gradio_host = gr.mount_gradio_app(FastAPI(), create_label_app(current), path="/label", auth=team_login,
                                       auth_message="Log in with your RLHF Studio team account.",
-                                      css=CSS, head=HEAD, footer_links=["api", "settings"], ssr_mode=False)
+                                      theme=THEME, css=CSS, head=HEAD, footer_links=["api", "settings"], ssr_mode=False)
     gradio_app = next(r.app for r in gradio_host.routes if getattr(r, "path", None) == "/label")
 
     @asynccontextmanager

@@ -1,19 +1,39 @@
-"""Account page: who you are, and your personal API tokens (create, list, revoke); admins revoke anyone's."""
+"""Account page: who you are, how to sign out, and your personal API tokens (create, list, revoke); admins revoke
+anyone's."""
 import pandas as pd
 import streamlit as st
 
 from core.labeling import tokens
 from core.errors import StudioError
 from core.studio import current
-from pages.common import can, require_page, show_error
+from pages.common import LABEL_SIGN_OUT_URL, SIGN_OUT_URL, can, require_page, show_error, sign_in_method
+
+ROLE_MEANS = {"admin": "every page and action of the studio",
+              "labeler": "labeling, your own items and the figures everyone may see; the admin pages (training, "
+                         "comparing, exporting, labeling setup) are not in your sidebar"}
 
 studio = current()
 st.title("Account")
 viewer, _ = require_page("account")
-st.markdown(f"Logged in as **{viewer.name}** ({viewer.role}).")
-if not studio.directory.team_mode:
-    st.info("Local mode: there is one user and no login, so the REST API needs no token here. Tokens matter in "
-            "team mode (`STUDIO_AUTH_MODE=team`).", icon=":material/info:")
+st.markdown(f"Signed in as **{viewer.name}**, role **{viewer.role}**: {ROLE_MEANS.get(viewer.role, viewer.role)}.")
+method = sign_in_method()
+if method == "local":
+    st.info("Local mode: there is one user (the local admin) and no login, so there is nothing to sign out of and "
+            "the REST API needs no token here. Logins and tokens matter in team mode (`STUDIO_AUTH_MODE=team`).",
+            icon=":material/info:")
+elif method == "huggingface":
+    st.markdown("You signed in with Hugging Face, in the labeling app; the console and the REST API use that same "
+                "sign-in. Signing out ends it everywhere: the console then asks you to sign in again.")
+    st.link_button("Sign out", SIGN_OUT_URL, icon=":material/logout:")
+else:
+    st.markdown(
+        "**Signing out.** You signed in to the console through your browser's own login prompt (HTTP Basic). The "
+        "browser keeps that login and sends it with every request until it quits; no page can reliably make it forget it, "
+        "so the console has no sign-out button. To sign out:\n"
+        "- close every window of this browser so that it quits (on macOS quit it with Cmd+Q; Chrome keeps running "
+        "in the background while *Continue running background apps* is on);\n"
+        "- on a shared computer, open the studio in a private window instead: closing that window signs you out.\n\n"
+        f"The labeling app has a login of its own: [sign out of the labeling app]({LABEL_SIGN_OUT_URL}).")
 
 st.subheader("Personal API tokens")
 st.caption("For scripts and notebooks: `curl -H 'Authorization: Bearer rlhf_...' .../api/votes`. A token acts as "

@@ -22,6 +22,15 @@ def not_yet_available(what: str, issue: str) -> None:
             "Nothing on this page is simulated; it stays empty until then.", icon=":material/construction:")
 
 
+SIGN_OUT_URL = "/logout"   # app.auth.oauth_forwarders: ends the Hugging Face sign-in (forwarded with OAuth only)
+LABEL_SIGN_OUT_URL = "/label/logout"   # Gradio's own: ends the labeling app's password login
+
+
+def authorization_header() -> str:
+    """The Authorization header the browser sent with this session ("" without one)."""
+    return st.context.headers.get("authorization", "") or ""
+
+
 def current_user():
     """The console user, resolved as on every surface (app.auth): the team login (HTTP Basic), a Hugging Face
     sign-in, or the local admin in local mode."""
@@ -29,23 +38,38 @@ def current_user():
     from core.errors import Unauthenticated
     from core.studio import current
 
-    user = credentials_user(current().directory, st.context.headers.get("authorization", "") or "", None,
-                            dict(st.context.cookies))
+    user = credentials_user(current().directory, authorization_header(), None, dict(st.context.cookies))
     if user is None:
         raise Unauthenticated("You are not logged in (or your session expired)",
                               hint="reload the page and log in again; nothing you had saved is lost")
     return user
 
 
+def sign_in_method() -> str:
+    """How the viewer got into the console, which decides how they sign out: ``local`` (local mode: no login),
+    ``basic`` (a team account typed into the browser's own login prompt: HTTP Basic, which only the browser can
+    forget) or ``huggingface`` (the labeling app's Hugging Face sign-in cookie, which ``SIGN_OUT_URL`` ends)."""
+    from core.studio import current
+
+    if not current().directory.team_mode:
+        return "local"
+    return "basic" if authorization_header().lower().startswith("basic ") else "huggingface"
+
+
 def require_page(name: str):
     """The viewer and their scope on console page ``name`` (core.labeling.access rule ``page:<name>``); a viewer with
-    none gets a notice and the page stops there. Every page calls this first."""
+    none gets an error saying so and the page stops there. Every page calls this first.
+
+    The console registers every page (pages/console.py) and only hides the ones a viewer may not open, so this is
+    what a labeler sees on opening /train, /export or /compare by address: before, such an address was unknown to
+    the navigation and Streamlit showed the Data page without a word."""
     from core.labeling import access
 
     user = current_user()
     granted = access.scope(user, f"page:{name}")
     if granted == access.NONE:
-        st.warning("This page is for admins. Ask an admin if you need something here.", icon=":material/lock:")
+        st.error(f"**This page is for admins.** You are signed in as {user.name} ({user.role}): the pages in the "
+                 "sidebar are the ones you can use. Ask an admin if you need something here.", icon=":material/lock:")
         st.stop()
     return user, granted
 
@@ -225,6 +249,16 @@ def show_signature_and_movement(report: dict, key: str) -> None:
                 st.caption(report["rule"])
 
 
+def metric_delta(new: float, old: float | None, fmt: str = "{:.2f}") -> str | None:
+    """``st.metric``'s delta text, or None (no arrow) when the change rounds to nothing at the figure's precision.
+    Streamlit draws every delta string as up or down: an unchanged accuracy read "↑ 0.00" in green and an unchanged
+    refusal rate "↑ 0%" in red."""
+    if old is None:
+        return None
+    text = fmt.format(new - old)
+    return text if any(c in "123456789" for c in text) else None
+
+
 def show_report(report: dict, full: bool, key: str) -> None:
     """A "what changed" report (core.compare.report): verdict, figures, a chart, warnings, and for admins (``full``) the
     prompts where the two versions differ most. Labelers get the figures only: the examples are other people's
@@ -243,7 +277,7 @@ def show_report(report: dict, full: bool, key: str) -> None:
         old, new = m.get(f"{name}_against"), m.get(f"{name}_version")
         if new is None:
             return "n/a", None
-        return fmt.format(new), (fmt.format(new - old) if old is not None else None)
+        return fmt.format(new), metric_delta(new, old, fmt)
 
     cols = st.columns(5)
     value, delta = pair("accuracy")
@@ -285,6 +319,15 @@ def show_report(report: dict, full: bool, key: str) -> None:
             st.error(f"{line}. Less safe: {'; '.join(safety['reasons'])}.", icon=":material/gpp_bad:")
         else:
             st.caption(line + ("" if not safety["notes"] else f" ({'; '.join(safety['notes'])})"))
+    bench = report.get("benchmarks")
+    if bench and bench.get("against"):
+        line = "Standard benchmarks against {}: {}".format(bench["against"], ", ".join(
+            f"{r['task']} {r['against_value']:.2f} → {r['value']:.2f}" for r in bench["tasks"]))
+        if bench["regressions"]:
+            st.error(f"{line}. Regressed: {', '.join(r['task'] for r in bench['regressions'])}.",
+                     icon=":material/trending_down:")
+        else:
+            st.caption(line + " (no regression)")
     if full and report.get("examples"):
         st.caption("Where the two versions differ most (sampled answers, held-out prompts):")
         for i, example in enumerate(report["examples"]):

@@ -71,8 +71,8 @@ def pick_reward_model(key: str, required: bool = False) -> str | None:
     return None if choice == "none" else choice
 
 
-changed_tab, side_tab, eval_tab, safety_tab, active_tab = st.tabs(["What changed", "Side by side", "Evaluation",
-                                                                  "Safety", "Active learning"])
+changed_tab, side_tab, eval_tab, safety_tab, bench_tab, active_tab = st.tabs(
+    ["What changed", "Side by side", "Evaluation", "Safety", "Benchmarks", "Active learning"])
 
 # --- what changed -----------------------------------------------------------------------------------------
 with changed_tab:
@@ -133,7 +133,8 @@ with side_tab:
             c3.metric(f"{pb} scored higher", f"{wins_b / len(scored):.0%}")
         else:
             st.caption("Not scored: no reward model picked.")
-        st.dataframe(table.drop(columns=[f"answer {pa}", f"answer {pb}"]), hide_index=True, width="stretch")
+        st.dataframe(table.drop(columns=[f"answer {pa}", f"answer {pb}"]), hide_index=True, width="stretch",
+                     placeholder="")
         st.download_button("Download the table (CSV)", result.to_csv(), file_name=f"compare-{pa}-vs-{pb}.csv",
                            mime="text/csv", key="sbs-csv")
         for row in result.rows:
@@ -185,7 +186,7 @@ with eval_tab:
                        "them is optimistic: " + ", ".join(seen) + ". Train with the data filter "
                        "*hold_out_percent* set to the held-out share to keep them out.",
                        icon=":material/warning:")
-        st.dataframe(frame, hide_index=True, width="stretch")
+        st.dataframe(frame, hide_index=True, width="stretch", placeholder="")
         charts = [("Rewards across versions", ["gen_reward", "implicit_margin"]),
                   ("Preference accuracy (held-out)", ["rm_accuracy", "implicit_accuracy"]),
                   ("KL to base (nats per answer)", ["kl_to_base"]), ("Mean answer length (tokens)", ["mean_length"])]
@@ -229,7 +230,7 @@ with safety_tab:
                               for r in runs])
         st.dataframe(table, hide_index=True, width="stretch",
                      column_config={c: st.column_config.NumberColumn(format="percent")
-                                    for c in ("unsafe answers", "over-refusals")})
+                                    for c in ("unsafe answers", "over-refusals")}, placeholder="")
         fig = go.Figure()
         for rate, label in (("unsafe_rate", "unsafe answers"), ("over_refusal_rate", "over-refusals")):
             fig.add_bar(name=label, x=[r["version"] for r in runs], y=[r[rate] for r in runs])
@@ -249,12 +250,17 @@ with safety_tab:
                                    for c, f in chosen_run["by_category"].items()]),
                      hide_index=True, width="stretch",
                      column_config={c: st.column_config.NumberColumn(format="percent")
-                                    for c in ("unsafe answers", "over-refusals")})
+                                    for c in ("unsafe answers", "over-refusals")}, placeholder="")
         if chosen_run.get("examples"):
             with st.expander(f"Examples from {chosen_run['version']} (unsafe answers and over-refusals)"):
-                st.dataframe(pd.DataFrame(chosen_run["examples"]), hide_index=True, width="stretch")
+                st.dataframe(pd.DataFrame(chosen_run["examples"]), hide_index=True, width="stretch", placeholder="")
     else:
         st.caption("No version has been evaluated yet.")
+
+with bench_tab:
+    from pages.compare_benchmarks import show_benchmarks
+
+    show_benchmarks(studio, versions, admin)
 
 with active_tab:
     strategy = st.radio("Pick prompts where", active.STRATEGIES, horizontal=True, key="al-strategy", format_func={
@@ -285,7 +291,7 @@ with active_tab:
     if found:
         f_strategy, f_a, f_b, f_rm, picks = found
         st.dataframe(pd.DataFrame([{"rank": i, "prompt": p.text, "score": round(p.score, 4), "why": p.reason}
-                                   for i, p in enumerate(picks, 1)]), hide_index=True, width="stretch")
+                                   for i, p in enumerate(picks, 1)]), hide_index=True, width="stretch", placeholder="")
         for i, pick in enumerate(picks, 1):
             with st.expander(f"{i}. {pick.text[:80]}"):
                 st.caption(pick.reason)
@@ -307,4 +313,4 @@ with active_tab:
     queued = active.queued_picks(db)
     if queued:
         st.subheader("Queued by active learning")
-        st.dataframe(pd.DataFrame(queued), hide_index=True, width="stretch")
+        st.dataframe(pd.DataFrame(queued), hide_index=True, width="stretch", placeholder="")

@@ -9,7 +9,7 @@ from pages.common import current_user
 
 LOGO = Path(__file__).resolve().parent.parent / "assets" / "logo.svg"
 
-st.set_page_config(page_title="RLHF Studio", page_icon=":material/science:", layout="wide")
+st.set_page_config(page_title="RLHF Studio", page_icon=str(LOGO), layout="wide")  # local: no font host
 
 st.logo(str(LOGO), size="large")
 studio = current()
@@ -25,8 +25,10 @@ elif studio.settings.storage_is_ephemeral:
                + (f"; last good backup {since / 60:.0f} min ago" if since is not None else "; no backup yet")
                + (" — the last try failed (see Settings)" if backed["failures"] else "") + ".")
 
-# (file, title, icon) per section; each page has a rule "page:<file stem>" in core.labeling.access, and the sidebar
-# lists only the pages the viewer may open (each page checks again when it runs).
+# (file, title, icon) per section; each page has a rule "page:<file stem>" in core.labeling.access. The sidebar lists
+# only the pages the viewer may open, but every page is registered (the others hidden): a labeler who opens /train
+# directly then gets that page's own refusal ("This page is for admins", pages.common.require_page) instead of
+# Streamlit silently showing the default page for an unknown address.
 PAGES = {
     "Loop": [("data.py", "Data", ":material/dataset:"),
              ("labeling.py", "Labeling setup", ":material/playlist_add_check:"),
@@ -40,10 +42,16 @@ PAGES = {
                ("account.py", "Account", ":material/key:")],
 }
 viewer = current_user()
-allowed = {section: [st.Page(file, title=title, icon=icon, default=file == "data.py")
-                      for file, title, icon in pages if access.can(viewer, "page:" + file.removesuffix(".py"))]
-           for section, pages in PAGES.items()}
-navigation = st.navigation({section: pages for section, pages in allowed.items() if pages})
+
+
+def registered(section_pages: list[tuple[str, str, str]]) -> list:
+    """A section's pages, those the viewer may not open hidden from the sidebar (reachable by address only)."""
+    return [st.Page(file, title=title, icon=icon, default=file == "data.py",
+                    visibility="visible" if access.can(viewer, "page:" + file.removesuffix(".py")) else "hidden")
+            for file, title, icon in section_pages]
+
+
+navigation = st.navigation({section: registered(pages) for section, pages in PAGES.items()})
 with st.sidebar:
     st.link_button("Open the labeling app", "/label/", width="stretch")
 navigation.run()

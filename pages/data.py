@@ -43,6 +43,12 @@ def label_signature_cached(db_path: str, labeler: str | None) -> dict[str, Any]:
     return signature_of_labels(db, filters_from_dict({"labelers": [labeler]}) if labeler else None).to_dict()
 
 
+def nonzero_slices(frame: pd.DataFrame, values: str = "count") -> pd.DataFrame:
+    """The rows of a pie's data with something in them: plotly draws a zero slice as a stray "0" label on the
+    ring (seen on the donut when nobody had clicked "both bad")."""
+    return frame[frame[values] > 0]
+
+
 def chart(fig) -> None:
     fig.update_layout(margin=dict(l=10, r=10, t=40, b=10), height=320, legend_title_text="")
     st.plotly_chart(fig, width="stretch")
@@ -92,11 +98,15 @@ else:
         fig.update_yaxes(title="")
         chart(fig)
     with right:
-        outcomes = data["outcomes"].assign(outcome=lambda f: f["outcome"].map(OUTCOME_LABELS))
-        fig = px.pie(outcomes, names="outcome", values="count", title="Outcomes (as clicked)", hole=0.45,
-                     color="outcome", color_discrete_map=OUTCOME_COLORS)
-        fig.update_traces(sort=False, textinfo="percent+value")
-        chart(fig)
+        outcomes = nonzero_slices(data["outcomes"].assign(outcome=lambda f: f["outcome"].map(OUTCOME_LABELS)))
+        if outcomes.empty:
+            st.markdown("**Outcomes (as clicked)**")
+            st.caption("No preference votes yet: only ratings.")
+        else:
+            fig = px.pie(outcomes, names="outcome", values="count", title="Outcomes (as clicked)", hole=0.45,
+                         color="outcome", color_discrete_map=OUTCOME_COLORS)
+            fig.update_traces(sort=False, textinfo="percent+value")
+            chart(fig)
 
     left, right = st.columns(2)
     with left:
@@ -130,7 +140,7 @@ else:
             "both_bad_share": st.column_config.ProgressColumn("Both-bad share", format="percent",
                                                               min_value=0, max_value=1),
             "last_active": st.column_config.DatetimeColumn("Last active", format="YYYY-MM-DD HH:mm"),
-        })
+        }, placeholder="")
 
     # ------------------------------------------------------------------------- label signature
     st.subheader("What your labels prefer")
@@ -171,7 +181,7 @@ else:
                 "pairwise_agreement": st.column_config.NumberColumn(
                     "Pairwise agreement", format="percent", help="Share of labeler pairs that gave the same label"),
                 "alpha": st.column_config.NumberColumn("Krippendorff's α", format="%.2f"),
-            })
+            }, placeholder="")
         st.caption(
             "**Pairwise agreement** is how often two labelers gave exactly the same label to the same item; it "
             "is inflated when one label dominates. **Krippendorff's α** corrects for that chance agreement: "
@@ -247,7 +257,7 @@ else:
             "conversation_id": st.column_config.NumberColumn("Conversation id", format="%d"),
             "candidate_a": st.column_config.NumberColumn("Candidate A id", format="%d"),
             "candidate_b": st.column_config.NumberColumn("Candidate B id", format="%d"),
-        })
+        }, placeholder="")
     st.caption(f"{len(items)} item(s), newest first. The ids are what the redaction form below takes.")
 
 # ----------------------------------------------------------------------------- redaction
@@ -291,7 +301,7 @@ if can(viewer, "data.audit_log"):
         if audit.empty:
             st.caption("Nothing recorded yet: redactions, undos, imports and edits appear here.")
         else:
-            st.dataframe(audit, hide_index=True, width="stretch",
+            st.dataframe(audit, hide_index=True, width="stretch", placeholder="",
                          column_config={"id": None,
                                         "created_at": st.column_config.DatetimeColumn("When", format="YYYY-MM-DD HH:mm"),
                                         "user": "By", "action": "Action", "target_table": "Table",
@@ -305,7 +315,7 @@ own_feedback = access.owner_filter(viewer, "data.scored_feedback")
 st.subheader("Recent scored feedback" if own_feedback is None else "Your recent scored feedback")
 recent = recent_feedback(db, own_feedback)
 if recent:
-    st.dataframe(pd.DataFrame(recent), hide_index=True, width="stretch",
+    st.dataframe(pd.DataFrame(recent), hide_index=True, width="stretch", placeholder="",
                  column_config={"created_at": st.column_config.DatetimeColumn("created_at", format="YYYY-MM-DD HH:mm")})
 else:
     st.caption("No feedback yet. Send some with `POST /api/feedback` "

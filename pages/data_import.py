@@ -102,7 +102,7 @@ def render_import(db: Database, user: Any, on_imported: Callable[[], None] = lam
             st.caption("Imported so far (filter training data by these sources):")
             st.dataframe(pd.DataFrame(sources), hide_index=True, width="stretch",
                          column_config={"source": "Source", "pairs": "Pairs", "labeled": "Labeled answers (KTO)",
-                                        "prompts": "Prompts"})
+                                        "prompts": "Prompts"}, placeholder="")
         return
     with st.spinner("Reading the file and detecting its shape…"):
         entry = _inspect(uploads)
@@ -113,7 +113,7 @@ def render_import(db: Database, user: Any, on_imported: Callable[[], None] = lam
     parsed: Parsed = entry["parsed"]
     (st.warning if parsed.errors else st.info)(parsed.describe(), icon=":material/fact_check:")
     if parsed.errors:
-        st.dataframe(pd.DataFrame(parsed.errors[:PREVIEW_ERRORS]), hide_index=True, width="stretch",
+        st.dataframe(pd.DataFrame(parsed.errors[:PREVIEW_ERRORS]), hide_index=True, width="stretch", placeholder="",
                      column_config={"row": st.column_config.NumberColumn("Row", format="%d"), "error": "Error"})
         if len(parsed.errors) > PREVIEW_ERRORS:
             st.caption(f"… and {len(parsed.errors) - PREVIEW_ERRORS} more bad rows.")

@@ -22,6 +22,14 @@ SOURCES = {judging.UNLABELED: "Unlabeled pairs (pre-label what people have not v
            judging.LABELED: "Pairs people voted on (calibration: measures agreement)"}
 
 
+def duration(seconds: float) -> str:
+    """``45 s``, ``3 min``, ``1 h 20 min``: an estimate's precision, no more."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
+
+
 def _figure(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
@@ -42,7 +50,7 @@ def render_judges(studio: Any, viewer: Any) -> None:
             for j in judged])
         st.dataframe(table, hide_index=True, width="stretch",
                      column_config={name: st.column_config.NumberColumn(format="%.2f")
-                                    for name in ("agreement", "Cohen's kappa", "Krippendorff's alpha")})
+                                    for name in ("agreement", "Cohen's kappa", "Krippendorff's alpha")}, placeholder="")
         name = st.selectbox("Judge", [j["name"] for j in judged], key="judge-detail")
         detail = judging.judge_agreement(studio.db, name)
         if detail["comparisons"]:
@@ -55,7 +63,8 @@ def render_judges(studio: Any, viewer: Any) -> None:
             st.plotly_chart(fig, width="stretch")
             if can(viewer, "data.judge_disagreements") and detail["disagreements"]:
                 with st.expander(f"Disagreements to read ({len(detail['disagreements'])})"):
-                    st.dataframe(pd.DataFrame(detail["disagreements"]), hide_index=True, width="stretch")
+                    st.dataframe(pd.DataFrame(detail["disagreements"]), hide_index=True, width="stretch",
+                                 placeholder="")
         else:
             st.caption(f"{name} shares no pair with people yet: run it on the pairs people voted on to calibrate it.")
     else:
@@ -88,11 +97,13 @@ def _runs(studio: Any, viewer: Any) -> None:
     if do_estimate or do_start:
         try:
             if do_estimate:
-                with st.spinner("Judging one pair to measure the time..."):
+                with st.spinner("Judging a few pairs to measure this machine's speed..."):
                     cost = judging.estimate(studio, spec, source, key)
+                measured = (f" (measured on {cost['sample_pairs']} pair{'s' if cost['sample_pairs'] != 1 else ''} "
+                            "just now; once it runs, the ETA follows its actual pace)" if cost["sample_pairs"] else "")
                 st.info(f"{cost['describe']}: {cost['pairs']} pairs, {cost['requests']} requests, about "
-                        f"{cost['seconds']:.0f} s" + (f" and {cost['tokens']:,} tokens" if cost["tokens"] else ""),
-                        icon=":material/schedule:")
+                        f"{duration(cost['seconds'])}" + (f" and {cost['tokens']:,} tokens" if cost["tokens"] else "")
+                        + measured, icon=":material/schedule:")
             else:
                 run_id = studio.judge_runs.start(spec, source, viewer, key)
                 st.success(f"Judge run {run_id} started.", icon=":material/play_arrow:")
@@ -105,11 +116,13 @@ def _runs(studio: Any, viewer: Any) -> None:
 def _progress(studio: Any) -> None:
     runs = studio.judge_runs.list()
     for run in [r for r in runs if r["status"] == "running"]:
+        eta = judging.run_eta(run)
+        left = "measuring the pace..." if eta is None else f"about {duration(eta)} left"
         st.progress(run["done"] / run["total"] if run["total"] else 1.0,
-                    text=f"#{run['id']} {run['judge']} on {run['source']}: {run['done']}/{run['total']} pairs")
+                    text=f"#{run['id']} {run['judge']} on {run['source']}: {run['done']}/{run['total']} pairs, {left}")
         if st.button("Cancel", key=f"judge-cancel-{run['id']}", icon=":material/stop:"):
             studio.judge_runs.cancel(run["id"])
     if runs:
         with st.expander(f"Judge runs ({len(runs)})"):
             st.dataframe(pd.DataFrame(runs).drop(columns=["started_by"], errors="ignore"), hide_index=True,
-                         width="stretch")
+                         width="stretch", placeholder="")

@@ -15,8 +15,8 @@ from core.data.kinds import EXPORTABLE, KINDS
 from core.errors import StudioError
 from core.share.cards import LICENSES, CardOptions
 from core.share.exports import (DATASET_FORMATS, DTYPES, QUANTIZED_BITS, export_adapter, export_dataset,
-                                export_gguf, export_merged, export_quantized, export_training_data,
-                                exportable_versions, list_exports, zip_export)
+                                export_files, export_gguf, export_merged, export_quantized, export_training_data,
+                                exportable_versions, human_size, list_exports, ollama_usage, zip_export)
 from core.share.gguf_export import GGUF_HELP, GGUF_TYPES
 from core.share.hub import PushOptions, adapter_manifest, push_export, resolve_token, suggest_repo_id
 from core.share.versions import base_hub_id
@@ -29,6 +29,28 @@ st.title("Export")
 user, _ = require_page("export")
 studio = current()
 db, data_dir = studio.db, studio.settings.data_dir
+
+NO_CUDA_NOTE = ("bitsandbytes 4/8-bit exports are not offered here: bitsandbytes quantizes on a CUDA GPU and "
+                "this machine has none. For a smaller model on a CPU, export GGUF q8_0 or q4_0.")
+
+
+def show_export_files(export_id: int) -> None:
+    """What an export wrote, names and sizes; for a GGUF export also the Modelfile and the command that hands the
+    file to Ollama, so the next step is a copy and paste rather than a read of the model card."""
+    try:
+        files = export_files(db, export_id)
+        ollama = ollama_usage(db, export_id)
+    except StudioError as exc:
+        show_error(exc)
+        return
+    total = sum(f["bytes"] for f in files)
+    st.markdown(f"**Files written** ({len(files)}, {human_size(total)})")
+    st.dataframe(files, hide_index=True, column_order=("file", "size"), placeholder="")
+    if ollama:
+        st.markdown("**Run it with Ollama**")
+        st.code(ollama["command"] + f" && ollama run {ollama['name']}", language="bash")
+        with st.expander("Modelfile"):
+            st.code(ollama["modelfile"], language="text")
 
 
 tab_model, tab_data, tab_hub = st.tabs(["Adapter / merged model", "Dataset", "Exports and Hub"])
@@ -60,19 +82,28 @@ with tab_model:
                        "by its local path, which exists only on this machine. Give its Hub id below "
                        "(`base_model_id`) so the adapter and the card's usage snippet work elsewhere.",
                        icon=":material/warning:")
+        kinds = {"adapter": "LoRA adapter (PEFT layout)",
+                 "merged": "Merged model (adapter folded into the base)",
+                 "gguf": "GGUF file for llama.cpp / Ollama / LM Studio (merged, with a Modelfile)",
+                 "quantized": "bitsandbytes 4/8-bit (merged; needs a CUDA GPU)"}
+        if not studio.hardware.cuda_available:
+            del kinds["quantized"]   # it would only fail: bitsandbytes quantizes on CUDA
+        # outside the form, so that picking a kind reruns the page and shows only that kind's options
+        kind = st.radio("Export", list(kinds), format_func=kinds.get, key="export-kind",
+                        help="The adapter is small and loads onto the base with PeftModel.from_pretrained; "
+                             "the merged model is a standalone checkpoint; GGUF runs in local runtimes.")
+        if "quantized" not in kinds:
+            st.caption(NO_CUDA_NOTE)
         with st.form("export-model"):
-            kinds = {"adapter": "LoRA adapter (PEFT layout)",
-                     "merged": "Merged model (adapter folded into the base)",
-                     "gguf": "GGUF file for llama.cpp / Ollama / LM Studio (merged, with a Modelfile)",
-                     "quantized": "bitsandbytes 4/8-bit (merged; needs a CUDA GPU)"}
-            kind = st.radio("Export", list(kinds), format_func=kinds.get,
-                            help="The adapter is small and loads onto the base with PeftModel.from_pretrained; "
-                                 "the merged model is a standalone checkpoint; GGUF runs in local runtimes.")
-            dtype = st.selectbox("Merged precision", DTYPES,
-                                 help="Only for merged models. float16 / bfloat16 halve the size.")
-            quant = st.selectbox("GGUF type", GGUF_TYPES, index=GGUF_TYPES.index("q8_0"),
-                                 format_func=lambda q: f"{q} — {GGUF_HELP[q]}", help="Only for GGUF files.")
-            bits = st.selectbox("bitsandbytes type", QUANTIZED_BITS, help="Only for bitsandbytes exports.")
+            dtype, quant, bits = "float32", "q8_0", "nf4"
+            if kind == "merged":
+                dtype = st.selectbox("Merged precision", DTYPES, help="float16 / bfloat16 halve the size.")
+            elif kind == "gguf":
+                quant = st.selectbox("GGUF type", GGUF_TYPES, index=GGUF_TYPES.index("q8_0"),
+                                     format_func=lambda q: f"{q} — {GGUF_HELP[q]}")
+            elif kind == "quantized":
+                bits = st.selectbox("bitsandbytes type", QUANTIZED_BITS,
+                                    help="nf4: 4-bit NormalFloat (QLoRA's type); int8: LLM.int8().")
             card = CardOptions(**dataclass_form(CardOptions, "model-card"))
             go = st.form_submit_button("Export", type="primary")
         if go:
@@ -95,6 +126,7 @@ with tab_model:
                 st.session_state["export-selected"] = result.id
                 st.success(f"Export {result.id} written to `{result.path}` ({len(result.files)} files). "
                            "Download or push it under *Exports and Hub*.", icon=":material/check_circle:")
+                show_export_files(result.id)
             except StudioError as exc:
                 show_error(exc)
 
@@ -112,8 +144,8 @@ with tab_data:
             result = export_dataset(db, data_dir, dataset_kind, user, filters, formats,
                                     CardOptions(license=license_), name.strip() or None)
             st.session_state["export-selected"] = result.id
-            st.success(f"Export {result.id}: {', '.join(result.files)} in `{result.path}`.",
-                       icon=":material/check_circle:")
+            st.success(f"Export {result.id} written to `{result.path}`.", icon=":material/check_circle:")
+            show_export_files(result.id)
         except StudioError as exc:
             show_error(exc)
 
@@ -128,8 +160,8 @@ with tab_data:
             try:
                 result = export_training_data(db, data_dir, data_version, user, CardOptions(license=license_))
                 st.session_state["export-selected"] = result.id
-                st.success(f"Export {result.id}: {', '.join(result.files)} in `{result.path}`.",
-                           icon=":material/check_circle:")
+                st.success(f"Export {result.id} written to `{result.path}`.", icon=":material/check_circle:")
+                show_export_files(result.id)
             except StudioError as exc:
                 show_error(exc)
 
@@ -142,13 +174,14 @@ with tab_hub:
         st.dataframe([{"id": e["id"], "kind": e["kind"], "what": e["version"] or e["dataset_kind"],
                        "precision": e["dtype"], "rows": e["rows"], "created": e["created_at"][:16].replace("T", " "),
                        "on the Hub": e["repo_id"], "commit": e["commit_url"]} for e in exports],
-                     hide_index=True,
+                     hide_index=True, placeholder="",
                      column_config={"commit": st.column_config.LinkColumn("commit")})
         ids = [e["id"] for e in exports]
         selected = st.session_state.get("export-selected")
         export_id = st.selectbox("Export", ids, index=ids.index(selected) if selected in ids else 0,
                                  format_func=lambda i: next(f"#{e['id']} {e['kind']} {e['version'] or e['dataset_kind']}"
                                                             for e in exports if e["id"] == i))
+        show_export_files(export_id)
         st.download_button("Download as zip", data=lambda: zip_export(db, export_id)[1],
                            file_name=f"export-{export_id}.zip", mime="application/zip",
                            icon=":material/download:", on_click="ignore")
@@ -217,7 +250,7 @@ with tab_hub:
     manifest = adapter_manifest(db)
     if manifest:
         st.caption("Every adapter and merged model pushed to the Hub; a new push of a version suggests its repo.")
-        st.dataframe(manifest, hide_index=True,
+        st.dataframe(manifest, hide_index=True, placeholder="",
                      column_config={"commit_url": st.column_config.LinkColumn("commit")})
         st.download_button("Download manifest.json", json.dumps(manifest, indent=2), file_name="manifest.json",
                            mime="application/json", on_click="ignore")

@@ -20,7 +20,7 @@ queues = prompt_queue.list_queues(studio.db)
 if queues:
     table = pd.DataFrame(queues)
     table["progress"] = (table["labels_done"] / table["labels_needed"].clip(lower=1)).round(3)
-    st.dataframe(table, hide_index=True, width="stretch",
+    st.dataframe(table, hide_index=True, width="stretch", placeholder="",
                  column_config={"progress": st.column_config.ProgressColumn("progress", min_value=0, max_value=1)})
 else:
     st.caption("No queues yet: create one below or load the seed prompts.")
@@ -59,7 +59,7 @@ if queues:
     qid = next(q["id"] for q in queues if q["name"] == chosen)
     rows = prompt_queue.labeler_progress(studio.db, qid)
     if rows:
-        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", placeholder="")
     else:
         st.caption("Nobody has labeled this queue yet.")
 

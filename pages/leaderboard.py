@@ -48,7 +48,7 @@ st.dataframe(rows.drop(columns="too_few_battles"), hide_index=True, width="stret
                                 "(headers, lists, bold) are accounted for, as Chatbot Arena's style control does: a "
                                 "version that wins only by writing longer answers drops here."),
                             "ci_low": st.column_config.NumberColumn("95% CI low", format="%.1f"),
-                            "ci_high": st.column_config.NumberColumn("95% CI high", format="%.1f")})
+                            "ci_high": st.column_config.NumberColumn("95% CI high", format="%.1f")}, placeholder="")
 
 left, right = st.columns(2)
 with left:

@@ -21,10 +21,26 @@ STATUS_COLOR = {"queued": "gray", "running": "blue", "paused": "orange", "succee
                 "cancelled": "gray", "interrupted": "orange"}
 
 
+def evaluating(progress: dict) -> bool:
+    """A running job between two steps, measuring itself on the held-out split (its step counter stands still)."""
+    return progress.get("status") == "running" and progress.get("phase") == "evaluating"
+
+
+def evaluation_text(progress: dict) -> str:
+    """'evaluating on 8 held-out examples… 3/4 batches' (core.training.callbacks.ProgressCallback's record)."""
+    examples, done, total = (progress.get(k) for k in ("eval_examples", "eval_batches_done", "eval_batches"))
+    text = f"evaluating on {examples} held-out examples…" if examples else "evaluating on the held-out examples…"
+    return text + (f" {done}/{total} batches" if total else "")
+
+
 def eta(progress: dict) -> str:
+    """'step 24 / 30 · evaluating on 8 held-out examples… 3/4 batches · ETA 1m 5s' (the ETA includes the
+    evaluations still to come)."""
     if not progress.get("max_steps"):
         return ""
     text = f"step {progress.get('step', 0)} / {progress['max_steps']}"
+    if evaluating(progress):
+        text += " · " + evaluation_text(progress)
     if progress.get("eta_s") is not None and progress.get("status") == "running":
         text += f" · ETA {int(progress['eta_s'] // 60)}m {int(progress['eta_s'] % 60)}s"
     return text
@@ -66,6 +82,9 @@ def job_details(job_id: int, listed_status: str) -> None:
     st.markdown(f"{job['algorithm']} from `{job['parent']}`" + (f" → **{job['version']}**" if job.get("version") else ""))
     if progress.get("max_steps"):
         st.progress(min(1.0, progress.get("step", 0) / progress["max_steps"]), text=eta(progress))
+    if evaluating(progress):
+        done, total = progress.get("eval_batches_done") or 0, progress.get("eval_batches") or 0
+        st.progress(min(1.0, done / total) if total else 0.0, text=evaluation_text(progress).capitalize())
     if job["error"]:
         st.error(job["error"].split("\n--- last lines")[0] if can(viewer, "runs.log") else
                  "The job failed: an admin can read why in its log.")

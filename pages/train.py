@@ -8,6 +8,7 @@ from core.data.split import HELD_OUT_PERCENT
 from core.data.training_data import build_training_data, unit
 from core.errors import StudioError
 from core.serving.hardware import training_defaults
+from core.training.estimate import base_parameter_count
 from core.training.launch import LaunchConfig
 from core.training.request import JobRequest
 from core.training.suggest import suggest_next_job
@@ -16,7 +17,23 @@ from core.studio import current
 from core.training import ALGORITHMS
 from pages.common import dataclass_form, filter_form, require_page, show_error
 
+
+def setting_text(value: object) -> str:
+    """One hyperparameter value as table text: floats short (5e-04), nothing for a missing value (not "None"). Text
+    throughout, as a column of mixed ints, floats and names makes pyarrow refuse the frame."""
+    if value is None:
+        return ""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def settings_table(settings: list[dict]) -> pd.DataFrame:
+    """The dry run's hyperparameters: name, value, who chose it and why."""
+    frame = pd.DataFrame([{**row, "value": setting_text(row["value"])} for row in settings])
+    return frame.rename(columns={"source": "chosen by"}).fillna("")
+
+
 studio = current()
+
 st.title("Train")
 admin, _ = require_page("train")
 
@@ -80,7 +97,7 @@ plan = JobRequest(algorithm, parent, {}, filters, reward_model, launch).plan(exa
 with st.expander("Hyperparameters", expanded=True):
     model_params = None
     if studio.model_status() == "ready":
-        model_params = sum(p.numel() for p in studio.model()[0].parameters())
+        model_params = base_parameter_count(studio.model()[0])   # the base alone, whatever adapters are loaded
         hw = training_defaults(studio.hardware, model_params)
         st.caption(f"Precision and memory follow the detected hardware: {hw['reason']}")
     order = ["algorithm", "training", "lora", "model", "run"]
@@ -115,14 +132,14 @@ if "dry-run" in st.session_state and st.session_state["dry-run"][0] == algorithm
     else:
         st.error(f"Refused: {report.reason}")
     details = {**report.data_stats, **{f"skipped: {k}": v for k, v in report.skipped.items()}}
-    st.dataframe(pd.DataFrame([details]), hide_index=True, width="stretch")
+    st.dataframe(pd.DataFrame([details]), hide_index=True, width="stretch", placeholder="")
     st.markdown(f"**{report.summary}**" + (f" · {report.eval_examples} held-out {unit(spec)} evaluated while "
                                            "training" if report.eval_examples else ""))
     for note in report.notes:
         st.info(note, icon=":material/info:")
-    st.dataframe(pd.DataFrame([{**row, "value": f"{row['value']:g}" if isinstance(row["value"], float)
-                                else str(row["value"])} for row in report.settings])
-                 .rename(columns={"source": "chosen by"}), hide_index=True, width="stretch")
+    # st.table, not st.dataframe: each setting's reason is a sentence, and a data grid cuts it off at the column
+    # edge; a static table wraps it
+    st.table(settings_table(report.settings), hide_index=True)
 if launch_col.button("Launch", type="primary", icon=":material/rocket_launch:", width="stretch"):
     try:
         job_id = studio.supervisor.submit(request, admin)

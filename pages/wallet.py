@@ -92,10 +92,10 @@ if not rows:
 else:
     frame = pd.DataFrame(rows)
     st.dataframe(frame.pivot_table(index="kind", columns="status", values="id", aggfunc="count", fill_value=0),
-                 width="stretch")
+                 width="stretch", placeholder="")
     frame["tokens"] = frame["amount"].map(views.tokens)
     st.dataframe(frame[["id", "kind", "status", "weight", "tokens", "batch_id", "tx_hash", "block_number",
-                        "claim_tx", "content_hash", "created_at"]], hide_index=True, width="stretch")
+                        "claim_tx", "content_hash", "created_at"]], hide_index=True, width="stretch", placeholder="")
 
 claimable = views.claimable_batches(db, user.id)
 if claimable and ledger:
@@ -176,7 +176,7 @@ if batch_rows:
     frame["total_tokens"] = frame["total_amount"].map(views.tokens)
     st.dataframe(frame[["id", "status", "trigger", "contributors", "contributions", "total_tokens", "gas_used",
                         "tx_hash", "block_number", "attempts", "last_error", "next_attempt_at", "root", "created_at"]],
-                 hide_index=True, width="stretch")
+                 hide_index=True, width="stretch", placeholder="")
     anchored_gas = [r["gas_used"] for r in batch_rows if r["gas_used"]]
     if anchored_gas:
         n = sum(r["contributions"] for r in batch_rows if r["gas_used"])

@@ -665,7 +665,7 @@ def test_export_page_writes_a_gguf_and_warns_about_a_base_without_hub_id(studio,
     page = str(Path(__file__).resolve().parent.parent / "pages" / "export.py")
     app = AppTest.from_file(page, default_timeout=60).run()
     assert any("has no Hub id" in w.value for w in app.warning)          # the tiny base: asked for one, and why
-    next(r for r in app.radio if r.label == "Export").set_value("gguf")
+    next(r for r in app.radio if r.label == "Export").set_value("gguf").run()   # options follow the kind
     next(s for s in app.selectbox if s.label == "GGUF type").set_value("q4_0")
     next(b for b in app.button if b.label == "Export").click().run()
     assert not app.exception and any("written to" in s.value for s in app.success), [e.value for e in app.error]

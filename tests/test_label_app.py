@@ -232,7 +232,7 @@ def test_people_review_pairs_an_ai_judge_labeled(shared_label_server: Server):
     assert "**user**:" in prompt and text_a and text_b      # one of the pairs the judge labeled (other tests chat too)
     assert "shows after your vote" in verdict and "ai:policy:base" not in verdict
     status, verdict = client.predict(False, api_name="/review_vote_b")
-    assert status.startswith("✅ Saved: **B is better**") and "ai:policy:base" in verdict
+    assert status.startswith("✓ Saved: **B is better**") and "ai:policy:base" in verdict
     after = api.get("/api/judges/agreement", params={"judge": "ai:policy:base"}).json()["comparisons"]
     assert after == before + 1                                    # the review counts toward the judge's calibration
     with pytest.raises(Exception, match="no pair to vote on"):

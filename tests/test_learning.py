@@ -419,7 +419,7 @@ def test_report_over_rest_and_cli_with_roles(learned, tmp_path):
         prompt, answer_a, answer_b, notice, reveal = client.predict(max_new_tokens=8, api_name="/blind_check_next")
         assert prompt and "v2" not in reveal and "Vote to reveal" in notice
         status, reveal = client.predict(api_name="/arena_vote_a")
-        assert status.startswith("✅ Saved") and "v2" in reveal and "base" in reveal
+        assert status.startswith("✓ Saved") and "v2" in reveal and "base" in reveal
         assert "Blind check of v2 against base: 1 of 10 votes" in reveal
         client.close()
         chain = httpx.get(f"{url}/v2/lineage", auth=labeler, timeout=30).json()

@@ -100,6 +100,8 @@ EXAMPLES = {
     "GET /judge-runs/{run_id}": ("GET", "/api/judge-runs/999", None),
     "POST /judge-runs/{run_id}/cancel": ("POST", "/api/judge-runs/999/cancel", None),
     "GET /judges/agreement": ("GET", "/api/judges/agreement?judge=ai:rm:rm9", None),
+    "GET /policies/{name}/benchmarks": ("GET", "/api/policies/nosuch/benchmarks", None),
+    "POST /policies/{name}/benchmarks": ("POST", "/api/policies/nosuch/benchmarks", None),
     "GET /backup": ("GET", "/api/backup", None),
     "POST /backup": ("POST", "/api/backup", None),
     "POST /backup/rewrite-history": ("POST", "/api/backup/rewrite-history", None),
@@ -248,8 +250,9 @@ def test_a_labeler_in_the_console_sees_no_admin_action_no_one_elses_items_and_ca
         assert title not in listed, listed
     for path in ("train", "export", "compare", "labeling"):
         page.goto(f"{team.url}/{path}")
-        page.wait_for_selector("text=Recent items", timeout=60_000)     # not found: the default page instead
-        assert page.locator("h1", has_text="Train").count() == 0 and "Traceback" not in page.content()
+        page.wait_for_selector("text=This page is for admins", timeout=60_000)   # said, not the Data page instead
+        assert page.get_by_text("Recent items").count() == 0 and "Traceback" not in page.content()
+        assert page.get_by_role("button", name="Dry run").count() == 0
     page.screenshot(path=str(ARTIFACTS / "roles-labeler-train.png"), full_page=True)
 
     page.goto(team.url + "/")

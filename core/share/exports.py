@@ -296,18 +296,55 @@ def get_export(db: Database, export_id: int) -> dict[str, Any]:
     return rows[0]
 
 
+def export_files(db: Database, export_id: int) -> list[dict[str, Any]]:
+    """Every file an export wrote, relative to its folder, with its size: the Export page lists them so nobody has
+    to open the folder to see what they got (a GGUF export is the .gguf, a Modelfile, a card and the run record)."""
+    folder = _export_folder(db, export_id)
+    return [{"file": path.relative_to(folder).as_posix(), "size": human_size(path.stat().st_size),
+             "bytes": path.stat().st_size}
+            for path in sorted(p for p in folder.rglob("*") if p.is_file())]
+
+
+def ollama_usage(db: Database, export_id: int) -> dict[str, str] | None:
+    """For a GGUF export: its Modelfile's text and the ``ollama create`` command that registers it (None for other
+    kinds, or when the Modelfile is gone)."""
+    from core.share.gguf_export import ollama_create_command, ollama_model_name
+
+    export = get_export(db, export_id)
+    modelfile = Path(export["path"]) / "Modelfile"
+    if export["kind"] != "gguf" or not modelfile.is_file():
+        return None
+    name = ollama_model_name(export["version"] or "model", export["dtype"] or "gguf")
+    return {"modelfile": modelfile.read_text(encoding="utf-8"), "name": name,
+            "command": ollama_create_command(modelfile, name)}
+
+
+def human_size(n_bytes: int) -> str:
+    """``1.5 MB``: powers of 1000, as file managers and the Hub show sizes."""
+    size = float(n_bytes)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"
+
+
 def zip_export(db: Database, export_id: int) -> tuple[str, bytes]:
     """(file name, zip bytes) of an export folder; weights are stored, text is deflated."""
-    export = get_export(db, export_id)
-    folder = Path(export["path"])
-    if not folder.is_dir():
-        raise NotFound(f"The files of export {export_id} are gone ({folder})", hint="export it again")
+    folder = _export_folder(db, export_id)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as zf:
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             compress = zipfile.ZIP_STORED if path.suffix in (".safetensors", ".parquet", ".png") else zipfile.ZIP_DEFLATED
             zf.write(path, f"{folder.name}/{path.relative_to(folder).as_posix()}", compress_type=compress)
     return f"{folder.name}.zip", buffer.getvalue()
+
+
+def _export_folder(db: Database, export_id: int) -> Path:
+    folder = Path(get_export(db, export_id)["path"])
+    if not folder.is_dir():
+        raise NotFound(f"The files of export {export_id} are gone ({folder})", hint="export it again")
+    return folder
 
 
 def require_admin(user: Any) -> None:

@@ -137,6 +137,20 @@ def modelfile(gguf_name: str, tokenizer: Any, temperature: float, top_p: float, 
     return "\n".join(lines)
 
 
+def ollama_model_name(version: str, quant: str) -> str:
+    """A name ``ollama create`` accepts for a version's GGUF: lowercase letters, digits, ``.``, ``_`` and ``-``."""
+    name = re.sub(r"[^a-z0-9._-]+", "-", f"{version}-{quant}".lower()).strip("-._")
+    return name or "studio-model"
+
+
+def ollama_create_command(modelfile_path: Path | str, name: str) -> str:
+    """The shell command that registers an exported GGUF with Ollama. Ollama resolves the Modelfile's
+    ``FROM ./<file>.gguf`` against the Modelfile's own folder, so an absolute ``-f`` works from any directory."""
+    import shlex
+
+    return f"ollama create {shlex.quote(name)} -f {shlex.quote(str(modelfile_path))}"
+
+
 # --- internals -------------------------------------------------------------------------------------------------
 
 

@@ -46,7 +46,11 @@ def estimate(cfg, n_examples: int, model_dir: str | Path, avg_tokens: int | None
     heads = int(getattr(config, "num_attention_heads", 12))
     kv_heads = int(getattr(config, "num_key_value_heads", heads) or heads)
     attention = 2 * hidden * hidden + 2 * hidden * (hidden * kv_heads // heads)
-    n_params = layers * (attention + 3 * hidden * inter) + vocab * hidden
+    norms = 2 * hidden * layers + hidden
+    # compute: the embedding matrix once (as the LM head; a lookup costs nothing). Shown: every weight, the way
+    # base_parameter_count counts a loaded model, so the dry run and the Train page name the same size
+    n_params = layers * (attention + 3 * hidden * inter) + vocab * hidden + norms
+    shown_params = n_params + (0 if getattr(config, "tie_word_embeddings", True) else vocab * hidden)
 
     hardware = detect_hardware()
     device = "cuda" if hardware.cuda_available else "cpu"
@@ -86,6 +90,18 @@ def estimate(cfg, n_examples: int, model_dir: str | Path, avg_tokens: int | None
         "steps": steps,
         "seconds": round(seconds, 1),
         "peak_memory_bytes": int(weights + trained + activations),
-        "assumptions": f"rough estimate (+-50%): ~{n_params / 1e6:.0f}M params, {tokens} tokens per sequence, "
+        "assumptions": f"rough estimate (+-50%): ~{shown_params / 1e6:.0f}M params, {tokens} tokens per sequence, "
                        f"{throughput / 1e9:.0f} GFLOP/s on {device}",
     }
+
+
+def base_parameter_count(model: Any) -> int:
+    """How many parameters the model has, one definition for every place that shows a model's size.
+
+    Counted: every weight of the base model once (``named_parameters`` yields tied input/output embeddings once).
+    Not counted: LoRA adapter weights (names with ``lora_``). The served model carries the adapters of the
+    versions people chatted with or compared, so counting them made the Train page say "135M-param" for
+    SmolLM2-135M before the first job and "139M-param" after it (v1's r=16 adapter on every projection is ~4.9M
+    weights). The training child counts the same way (core.training.weights), so its log agrees with the page.
+    """
+    return sum(p.numel() for name, p in model.named_parameters() if "lora_" not in name)

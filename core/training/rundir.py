@@ -12,8 +12,9 @@ these files (DESIGN.md "Data flow"); the benchmarks write and read them the same
     metrics.jsonl    the child: one JSON row per logging step (TRL metric names + step, epoch, time, tokens_per_s,
                      ...); append-only, also across resumes (a resume from an older checkpoint re-logs those
                      steps: readers keep the last row per step). The supervisor reads it incrementally.
-    progress.json    the child: {"step", "max_steps", "epoch", "elapsed_s", "eta_s", "status"}, rewritten
-                     atomically each step
+    progress.json    the child: {"step", "max_steps", "epoch", "elapsed_s", "eta_s", "status", "phase"}, rewritten
+                     atomically each step; ``phase`` is "training", or "evaluating" (a held-out evaluation between
+                     two steps) with "eval_examples", "eval_batches", "eval_batches_done", rewritten as it goes
     checkpoints/     the child: checkpoint-<step>/ (HF Trainer checkpoints; a resume continues from the latest
                      COMPLETE one)
     adapter/         the child: the trained LoRA adapter (PEFT layout + tokenizer + studio_training.json), or
@@ -21,7 +22,8 @@ these files (DESIGN.md "Data flow"); the benchmarks write and read them the same
     result.json      the child, LAST and atomically: {"status": "succeeded" | "paused" | "cancelled" | "failed",
                      ...} (see core.training.run); a resumed job first sets the previous one aside as
                      ``result.previous.json``
-    log.txt          the child's stdout and stderr (the supervisor opens it, the child prints into it)
+    log.txt          the child's stdout and stderr (the supervisor opens it, the child prints into it); readers
+                     show ``log_tail``, cleaned of tqdm's in-place redraws and escape codes (``clean_log``)
     cache/, tmp/     the child: datasets' cache files and temp files; removed on success, kept for a resume
 
 And one file in the runs dir itself: ``chat_active``, touched by the server whenever the chat generates, read by
@@ -35,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -278,15 +281,110 @@ def log_path(run_dir: Path) -> Path:
     return Path(run_dir) / LOG_FILE
 
 
+LOG_TAIL_BYTES = 128_000   # read from the end; a 1000-step tqdm bar redrawn in place is ~80 kB of one line
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+# tqdm's bar with a total ("desc: 45%|####  | 9/20 [00:01<00:02, 4.5it/s]") and without one ("desc: 62 examples
+# [00:00, 3922.81 examples/s]"); whatever follows the closing bracket on the same line was printed over the bar.
+_BAR = re.compile(r"(?P<desc>[^|\[\]]*?)\s*(?P<pct>\d{1,3})%\|[^|]*\|\s*(?P<n>\d+(?:\.\d+)?[kMG]?)/"
+                  r"(?P<total>\d+(?:\.\d+)?[kMG]?)\s*\[[^\]]*\]")
+_COUNTER = re.compile(r"(?P<desc>[^|\[\]]+?):\s+(?P<n>\d+(?:\.\d+)?[kMG]?)(?P<unit>\s?[^\s\[\]\d]*)\s"
+                      r"\[\d+:\d+(?::\d+)?,\s*[^\]]*\]")
+
+
+@dataclass
+class _Bar:
+    """One progress bar's latest state in a run of consecutive progress lines."""
+
+    key: str
+    n: float
+    text: str
+    complete: bool = False
+    states: int = 1
+
+
+def _bar(line: str) -> tuple[_Bar | None, str]:
+    """The progress bar at the start of ``line`` (or None) and the text printed after it on the same line."""
+    match = _BAR.match(line) or _COUNTER.match(line)
+    if match is None:
+        return None, line
+    n = match["n"]
+    value = float(n[:-1]) * {"k": 1e3, "M": 1e6, "G": 1e9}[n[-1]] if n[-1] in "kMG" else float(n)
+    of = match["total"] if "total" in match.re.groupindex else match["unit"]
+    key = f"{match['desc'].strip().rstrip(':')}/{of.strip()}"
+    complete = "pct" in match.re.groupindex and match["pct"] == "100"
+    return _Bar(key, value, line[:match.end()].rstrip(), complete), line[match.end():].strip()
+
+
+def _last_state(line: str) -> str:
+    """What a terminal would show of ``line``: the last non-blank part after a carriage return or another cursor
+    move or erase (tqdm redraws its bar in place with ``\\r``); colours removed."""
+    parts = re.split(r"\r|\x1b\[[0-?]*[ -/]*[@-ln-~]", line)   # every CSI but SGR ("m": colours) moves or erases
+    last = next((part for part in reversed(parts) if part.strip()), "")
+    return _ANSI.sub("", last).rstrip()
+
+
+def clean_log(text: str) -> list[str]:
+    """A trainer's raw output as the lines a person should read.
+
+    The child's stdout/stderr go to log.txt unchanged, so tqdm's in-place redraws pile up there: one line holds
+    every state of a bar separated by carriage returns, nested bars (held-out evaluation inside training) move the
+    cursor with ``ESC[A``, and after each evaluation tqdm redraws bars it already finished. Shown raw, that was
+    escape boxes and the same bar many times. Here: each line keeps its last state, escape sequences go, a log
+    record printed over a bar gets its own line, and a run of progress lines keeps each bar's latest state
+    (a bar that merely redraws a state already shown is dropped; one that completes a bar shown just above,
+    with a log record in between, replaces it)."""
+    out: list[str] = []
+    shown: dict[str, tuple[float, int]] = {}    # each bar's state as last shown, and its line in ``out``
+    pending: list[_Bar] = []                    # the current run of progress lines
+
+    def flush() -> None:
+        for bar in pending:
+            state, where = shown.get(bar.key, (None, -1))
+            if bar.states == 1 and state == bar.n:
+                continue                        # a redraw of what is already shown
+            if bar.states == 1 and bar.complete and state is not None and bar.n > state and len(out) - where <= 2:
+                out[where] = bar.text           # e.g. the evaluation's last batch, drawn after its metrics
+                shown[bar.key] = (bar.n, where)
+                continue
+            out.append(bar.text)
+            shown[bar.key] = (bar.n, len(out) - 1)
+        pending.clear()
+
+    # A nested bar (evaluation inside training) returns to the outer one with ESC[A, and what is printed next
+    # lands after it: a line break in the log's terms.
+    for line in map(_last_state, re.split(r"\n|\x1b\[\d*A", text)):
+        if not line.strip():
+            continue        # blank, or cleared by a bar
+        bar, rest = _bar(line)
+        if bar is not None:
+            same = next((b for b in reversed(pending) if b.key == bar.key), None)
+            if same is not None and bar.n >= same.n:
+                same.states += bar.n > same.n       # the same state drawn again is no progress
+                same.n, same.text = bar.n, bar.text
+            else:
+                pending.append(bar)
+        if rest:
+            flush()
+            out.append(rest)
+    flush()
+    return out
+
+
 def log_tail(run_dir: Path, lines: int) -> str:
-    """The last ``lines`` lines of the log (read from its last 64 kB); "" when there is none."""
+    """The last ``lines`` lines of the log, cleaned of progress-bar redraws and escape codes (``clean_log``; the
+    Runs page, the job's REST record and a failed job's error all show this). "" when there is no log."""
     try:
         with open(log_path(run_dir), "rb") as fh:
             fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - 64_000))
-            return "\n".join(fh.read().decode("utf-8", "replace").splitlines()[-lines:])
+            start = max(0, fh.tell() - LOG_TAIL_BYTES)
+            fh.seek(start)
+            text = fh.read().decode("utf-8", "replace")
     except OSError:
         return ""
+    if start > 0:   # the window cut its first line: drop the cut part (a later \r redraw of it is whole)
+        ends = [i for i in (text.find("\r"), text.find("\n")) if i >= 0]
+        text = text[min(ends) + 1:] if ends else ""
+    return "\n".join(clean_log(text)[-lines:])
 
 
 # -- checkpoints/ --------------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 app's chat-and-vote steps the browser tests share."""
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from contextlib import contextmanager
@@ -98,3 +99,149 @@ def set_max_new_tokens(page: Any, accordion: str, value: int = 8) -> None:
         if slider.input_value() == str(value) and number.input_value() == str(value):
             return
     raise AssertionError(f"Max new tokens stayed {number.input_value()} / slider {slider.input_value()}")
+
+
+STREAMLIT_PROBE = re.compile(r"^/[^/?#]+/_stcore/(health|host-config)$")
+
+
+@dataclass
+class SiteWatch:
+    """What a browser context did beyond the studio: every request (pages, workers, websockets) whose URL is not
+    on the studio's origin, every console error, every uncaught page error and every answer of 400 or more (the
+    console's "Failed to load resource" names no URL). A self-hosted studio must send
+    nothing anywhere (no usage statistics, no font or icon host) and log no error in the browser.
+
+    ``data:`` and ``blob:`` URLs never leave the browser, so they count as the studio's own."""
+
+    origin: str
+    outside: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def own(self, url: str) -> bool:
+        ws_origin = "ws" + self.origin.removeprefix("http")
+        return (url.startswith(("data:", "blob:", "about:blank"))
+                or any(url == o or url.startswith(o + "/") for o in (self.origin, ws_origin)))
+
+    def attach(self, context: Any) -> "SiteWatch":
+        """Watch ``context`` (a Playwright BrowserContext) and every page opened in it from now on."""
+        context.on("request", lambda request: self._url(request.url))
+        context.on("response", self._response)
+        context.on("page", self._page)
+        for page in context.pages:
+            self._page(page)
+        return self
+
+    def _url(self, url: str) -> None:
+        if not self.own(url):
+            self.outside.append(url)
+
+    def streamlit_probe(self, url: str) -> bool:
+        """Streamlit's own base-URL discovery: opened on a page's URL (``/settings``), its frontend first asks
+        whether the whole app lives under that path (``/settings/_stcore/health``, ``.../host-config``), and a 404
+        is the answer that sends it to ``/_stcore/...``. Only that exact request may answer 404."""
+        return bool(STREAMLIT_PROBE.match(url.removeprefix(self.origin)))
+
+    def _response(self, response: Any) -> None:
+        if response.status >= 400 and not (response.status == 404 and self.streamlit_probe(response.url)):
+            self.errors.append(f"HTTP {response.status} for {response.request.method} {response.url}")
+
+    def _console(self, page: Any, message: Any) -> None:
+        if message.type != "error":
+            return
+        if message.text.startswith("Failed to load resource") and self.streamlit_probe(message.location["url"]):
+            return   # the browser's own line for the probe's 404 (see streamlit_probe)
+        self.errors.append(f"{page.url}: console {message.type}: {message.text} (at {message.location['url']})")
+
+    def _page(self, page: Any) -> None:
+        page.on("websocket", lambda ws: self._url(ws.url))
+        page.on("console", lambda message: self._console(page, message))
+        page.on("pageerror", lambda exc: self.errors.append(f"{page.url}: uncaught {exc}"))
+
+    def assert_clean(self) -> None:
+        assert not self.outside, f"requests outside {self.origin}: {sorted(set(self.outside))}"
+        assert not self.errors, "browser console errors:\n" + "\n".join(self.errors)
+
+
+SETTLED = """() => {
+  const app = document.querySelector("[data-testid='stApp']");
+  return app && app.dataset.testScriptState === 'notRunning' && app.dataset.testConnectionState === 'CONNECTED'
+    && document.querySelector("[data-testid='stMain'] [data-testid='stElementContainer']");
+}"""
+
+
+def console_settled(page: Any, timeout: float = 60_000) -> None:
+    """Wait until the Streamlit console is connected, its script has finished and the page shows something.
+
+    Streamlit marks its root with data-test-script-state ('running' while the page's script runs) and
+    data-test-connection-state; "settled" means both are quiet and the main area has an element."""
+    page.wait_for_function(SETTLED, timeout=timeout)
+
+
+def console_rerun(page: Any, action: Any, timeout: float = 60_000) -> None:
+    """Do ``action`` (a click in an open console: a sidebar link, a button) and wait until the script run it
+    starts has finished. Without watching for the run itself, the previous page's finished state passes for
+    settled before the new run has even begun."""
+    page.evaluate("""() => {
+      const app = document.querySelector("[data-testid='stApp']");
+      window.__studioRan = false;
+      new MutationObserver(() => { if (app.dataset.testScriptState === 'running') window.__studioRan = true; })
+        .observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
+    }""")
+    action()
+    page.wait_for_function(f"() => window.__studioRan && ({SETTLED})()", timeout=timeout)
+
+
+def gradio_login(page: Any, url: str, credentials: tuple[str, str]) -> None:
+    """Log in on the labeling app's own login page (team mode with accounts) and wait for the app."""
+    page.goto(url)
+    page.get_by_label("username").fill(credentials[0])
+    page.get_by_label("password").fill(credentials[1])
+    page.get_by_role("button", name="Login").click()
+    page.wait_for_selector("#vote-a", timeout=60_000)
+
+
+def rendering_fonts(page: Any, selector: str = "body *") -> dict[str, list[str]]:
+    """{font family: the texts drawn with it} for the elements matching ``selector``, as Chromium rendered them,
+    with "(system)" added to the name of any font the page did not load itself. A glyph a page's fonts lack is
+    drawn from whatever the machine has (or as a box): that shows here as a system font."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    cdp = page.context.new_cdp_session(page)
+    try:
+        cdp.send("DOM.enable")
+        cdp.send("CSS.enable")
+        root = cdp.send("DOM.getDocument", {"depth": -1, "pierce": True})["root"]["nodeId"]
+        used: dict[str, list[str]] = {}
+        for node in cdp.send("DOM.querySelectorAll", {"nodeId": root, "selector": selector})["nodeIds"]:
+            try:
+                fonts = cdp.send("CSS.getPlatformFontsForNode", {"nodeId": node})["fonts"]
+                html = cdp.send("DOM.getOuterHTML", {"nodeId": node})["outerHTML"] if fonts else ""
+            except PlaywrightError as exc:   # re-rendered away since the query: nothing drawn any more
+                if "Could not find node" not in str(exc):
+                    raise
+                continue
+            for font in fonts:
+                name = font["familyName"] + ("" if font["isCustomFont"] else " (system)")
+                used.setdefault(name, []).append(html[:300])
+        return used
+    finally:
+        cdp.detach()
+
+
+# The labeling app's boxes that show model output (the tiny test model writes random tokens, any script), left out
+# when checking the fonts of the app's own text.
+MODEL_TEXT = ("#cand-a, #cand-b, #arena-a, #arena-b, #review-a, #review-b, #review-prompt, #conversation, "
+              "[data-testid='bot']")
+LABEL_APP_TEXT = f".gradio-container *:not(:is({MODEL_TEXT}), :is({MODEL_TEXT}) *)"
+CONSOLE_TEXT = "[data-testid='stApp'] *:not(input[type='file'])"   # a file input's own text is never shown
+
+
+def system_fonts(page: Any, selector: str) -> dict[str, list[str]]:
+    """The system fonts (see `rendering_fonts`) the text of ``selector`` needed: {} when all of it is drawn with
+    the fonts the studio serves."""
+    return {name: texts for name, texts in rendering_fonts(page, selector).items() if name.endswith("(system)")}
+
+
+def system_fonts_in_label_app(page: Any) -> dict[str, list[str]]:
+    """`system_fonts` of the labeling app's own text on the open tab (model output left out)."""
+    return system_fonts(page, LABEL_APP_TEXT)
