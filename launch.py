@@ -127,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-chat-template", action="store_true", help="score raw prompts, without the chat "
                        "template")
     bench.add_argument("--against", help="compare with this version (default: the parent)")
+    bench.add_argument("--margin", type=float, help="regression margin in points for this run (default: the "
+                       "studio's setting, 2 unless an admin changed it on the Compare page)")
     bench.add_argument("--json", action="store_true", help="print adapter_applied, the settings and per task the "
                        "metric, value and stderr for the version and against")
     jud = sub.add_parser("judge", parents=[_options(serving=False, top_level=False)],

@@ -27,7 +27,8 @@ def bench_command(settings: Settings, args: argparse.Namespace) -> int:
                 bar.set_postfix_str(text[:60])
                 bar.update(max(0, round(fraction * 100) - bar.n))
 
-            result = benchmark_version(db, model_path, args.version, bench, args.against, progress=show)
+            result = benchmark_version(db, model_path, args.version, bench, args.against, progress=show,
+                                       margin_points=args.margin)
     finally:
         db.close()
     if args.json:

@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.compare.benchmarks import OFFLINE_SUITE, REGRESSION_MARGIN_POINTS, latest_comparison
+from core.compare.benchmarks import OFFLINE_SUITE, latest_comparison, regression_margin, set_regression_margin
 from core.errors import StudioError
 from pages.common import show_error
 
@@ -19,8 +19,19 @@ def show_benchmarks(studio: Any, versions: list[str], admin: Any) -> None:
                f"lm-evaluation-harness) scores the version (its adapter merged into the base, checked to be applied) "
                f"and its parent with identical settings. **{OFFLINE_SUITE}** runs offline: general knowledge, short "
                f"arithmetic, instructions with checkable constraints. Other lm-eval tasks (ifeval, arc_easy, gsm8k, "
-               f"mmlu_...) need their datasets downloaded. A drop beyond max({REGRESSION_MARGIN_POINTS:g} points, "
-               "2 x the standard error) is a regression, and fails the release gate.")
+               "mmlu_...) need their datasets downloaded. A drop beyond max(margin, 2 x the standard error) is a "
+               "regression, and fails the release gate.")
+    margin = regression_margin(studio.db)
+    with st.expander(f"Regression margin: {margin:g} points"):
+        new = st.number_input("Margin (points)", min_value=0.0, max_value=50.0, value=margin, step=0.5,
+                              help="A drop counts as a regression beyond max(margin, 2 x the standard error). Used "
+                                   "by every comparison, the release gate and the model card.")
+        if st.button("Save the margin", key="bench-margin-save") and new != margin:
+            try:
+                set_regression_margin(studio.db, admin, new)
+                st.rerun()
+            except StudioError as exc:
+                show_error(exc)
     trained = [v for v in versions if v != "base"]
     if not trained:
         st.info("Train a version first: it is benchmarked against its parent.", icon=":material/info:")

@@ -129,24 +129,12 @@ def test_the_cli_prints_the_settings_the_guard_and_both_sides_as_json(tmp_path):
 def test_admins_start_a_background_run_over_rest_and_labelers_read_its_scores(tmp_path):
     import time
 
-    from starlette.responses import PlainTextResponse
-    from starlette.testclient import TestClient
-
-    from app.api import create_api
-    from app.server import ApiFirst
-    from core.config import load_settings
-    from core.studio import Studio
-    from tests.support.studios import users_file
+    from tests.support.studios import team_studio, users_file
 
     data_dir = tmp_path / "data"
-    users = users_file(tmp_path / "users.txt", "ada:pw-ada:admin", "bob:pw-bob:labeler")
-    studio = Studio(load_settings({"data_dir": str(data_dir), "model": "tiny"},
-                                  env={"STUDIO_AUTH_MODE": "team", "STUDIO_USERS_FILE": str(users)}),
-                    build_tiny_model(data_dir))
+    studio, client = team_studio(data_dir, users_file(tmp_path / "users.txt", "ada:pw-ada:admin", "bob:pw-bob:labeler"))
     try:
         register_policy(studio.db, "v1", studio.base_policy_id, "tiny", "dpo", str(make_random_adapter(data_dir)))
-        client = TestClient(ApiFirst(PlainTextResponse("console", status_code=418),
-                                     create_api(lambda: studio, 100_000)), raise_server_exceptions=False)
         body = {"tasks": ["studio_knowledge"], "limit": 2}
         assert client.post("/api/policies/v1/benchmarks", json=body, auth=("bob", "pw-bob")).status_code == 403
         queued = client.post("/api/policies/v1/benchmarks", json=body, auth=("ada", "pw-ada"))
@@ -218,3 +206,29 @@ def test_a_running_benchmark_can_be_cancelled_and_is_recorded_as_failed(tmp_path
         assert studio.db.query("SELECT status FROM benchmark_runs")[0]["status"] == "failed"
     finally:
         studio.close()
+
+
+def test_the_regression_margin_is_an_admin_setting_every_reader_uses(bench_dir):
+    from core.compare.benchmarks import latest_comparison, mark_interrupted, regression_margin, set_regression_margin
+    from core.errors import PermissionDenied, ValidationError
+    from core.labeling.identity import ensure_user
+
+    data_dir, model_path, db = bench_dir
+    benchmark_version(db, model_path, "v1", QUICK)
+    admin, labeler = ensure_user(db, "ada", "admin", "test"), ensure_user(db, "bob", "labeler", "test")
+    with pytest.raises(PermissionDenied):
+        set_regression_margin(db, labeler, 10)
+    with pytest.raises(ValidationError):
+        set_regression_margin(db, admin, 80)
+    try:
+        set_regression_margin(db, admin, 50)
+        comparison = latest_comparison(db, "v1")
+        assert regression_margin(db) == 50 and comparison["margin_points"] == 50 and not comparison["regressions"]
+        assert all(row["threshold_points"] >= 50 for row in comparison["tasks"])
+    finally:
+        set_regression_margin(db, admin, 2)
+    # a run a stopped studio left 'running' never finishes: the next start marks it interrupted
+    db.write(lambda cur: cur.execute("INSERT INTO benchmark_runs (policy_id, version, settings_key, settings, status)"
+                                     " SELECT id, name, 'k', '{}', 'running' FROM policies WHERE name = 'v1'"))
+    assert mark_interrupted(db) == 1
+    assert db.query("SELECT count(*) AS n FROM benchmark_runs WHERE status = 'running'")[0]["n"] == 0

@@ -11,7 +11,6 @@ import subprocess
 import sys
 
 import pytest
-from starlette.testclient import TestClient
 
 from core.compare import arena, gate as gates, safety
 from core.errors import NotFound
@@ -132,25 +131,13 @@ def test_the_cli_exits_1_on_a_failing_gate_and_prints_json(db, tmp_path):
 
 
 def test_the_rest_route_answers_each_role(tmp_path):
-    from starlette.responses import PlainTextResponse
-
-    from app.api import create_api
-    from app.server import ApiFirst
-    from core.config import load_settings
-    from core.serving.models import build_tiny_model
-    from core.studio import Studio
-    from tests.support.studios import users_file
+    from tests.support.studios import team_studio, users_file
 
     data_dir = tmp_path / "data"
-    users = users_file(tmp_path / "users.txt", "ada:pw-ada:admin", "bob:pw-bob:labeler")
-    studio = Studio(load_settings({"data_dir": str(data_dir), "model": "tiny"},
-                                  env={"STUDIO_AUTH_MODE": "team", "STUDIO_USERS_FILE": str(users)}),
-                    build_tiny_model(data_dir))
+    studio, client = team_studio(data_dir, users_file(tmp_path / "users.txt", "ada:pw-ada:admin", "bob:pw-bob:labeler"))
     try:
         register_policy(studio.db, "v1", studio.base_policy_id, "tiny", "dpo", str(tmp_path / "adapter"))
         store_report(studio.db, "v1", "regressed")
-        client = TestClient(ApiFirst(PlainTextResponse("console", status_code=418),
-                                     create_api(lambda: studio, 100_000)), raise_server_exceptions=False)
         for auth in (("ada", "pw-ada"), ("bob", "pw-bob")):
             answer = client.get("/api/policies/v1/gate", auth=auth)
             assert answer.status_code == 200 and answer.json()["passed"] is False

@@ -3,7 +3,6 @@
 someone else's wallet."""
 from __future__ import annotations
 
-import os
 import re
 
 import httpx
@@ -11,12 +10,9 @@ import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
-from core.serving.policies import ensure_base_policy, register_policy
 from storage.db import Database
 from tests.support import ARTIFACTS
-from tests.support.processes import free_port
-from tests.support.servers import Server
-from tests.support.studios import make_random_adapter, users_file
+from tests.support.servers import team_server
 
 ADA, BOB, CAT = ("ada", "pw-ada"), ("bob", "pw-bob"), ("cat", "pw-cat")
 VOTE = {"answer_a": "x", "answer_b": "y", "outcome": "a"}
@@ -24,22 +20,8 @@ VOTE = {"answer_a": "x", "answer_b": "y", "outcome": "a"}
 
 @pytest.fixture(scope="module")
 def team(tmp_path_factory):
-    root = tmp_path_factory.mktemp("team")
-    users = root / "users.txt"
-    users_file(users, "ada:pw-ada:admin", "bob:pw-bob:labeler", "cat:pw-cat:labeler")
-    srv = Server(root / "data", free_port())
-    database = Database.in_data_dir(srv.data_dir)       # a trained version: its adapter and config name paths
-    adapter = make_random_adapter(srv.data_dir)
-    register_policy(database, "v1", ensure_base_policy(database, "tiny"), "tiny", "dpo", str(adapter), "h",
-                    {"beta": 0.1, "model_path": str(adapter)}, {"loss": 0.5})
-    database.close()
-    saved = {k: os.environ.get(k) for k in ("STUDIO_AUTH_MODE", "STUDIO_USERS_FILE")}
-    os.environ["STUDIO_AUTH_MODE"], os.environ["STUDIO_USERS_FILE"] = "team", str(users)
-    try:
-        srv.start("--model", "tiny")
-    finally:
-        for key, value in saved.items():
-            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+    srv = team_server(tmp_path_factory.mktemp("team"), "ada:pw-ada:admin", "bob:pw-bob:labeler",
+                      "cat:pw-cat:labeler")
     for auth, text in ((BOB, "bob's private question"), (CAT, "cat's private question")):
         reply = httpx.post(srv.url + "/api/votes", json={**VOTE, "prompt": text}, auth=auth, timeout=10)
         assert reply.status_code == 201, reply.text

@@ -9,7 +9,6 @@ The labeler also uses the labeling app's keyboard shortcuts (1-4 vote, u undo, n
 its start is a fifth of the time."""
 from __future__ import annotations
 
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -18,15 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
-from core.serving.policies import ensure_base_policy, register_policy
-from storage.db import Database
 from tests.support import ARTIFACTS
 from tests.support.browser import (CONSOLE_TEXT, VIEWPORT, SiteWatch, chat_and_vote, console_rerun,
                                    console_settled, gradio_login, set_max_new_tokens, system_fonts,
                                    system_fonts_in_label_app)
-from tests.support.processes import free_port
-from tests.support.servers import Server
-from tests.support.studios import make_random_adapter, users_file
+from tests.support.servers import Server, team_server
 
 ADA, BOB = ("ada", "pw-ada"), ("bob", "pw-bob")
 ADMIN_PAGES = ("train", "export", "compare", "labeling")   # what a labeler may type in the address bar
@@ -40,21 +35,7 @@ TROUBLE = re.compile(r"traceback|warning|deprecat|\berror\b|exception", re.IGNOR
 def team(tmp_path_factory):
     """A team studio (an admin and a labeler) with one trained version, so the Arena and the blind check have two
     versions to pit against each other."""
-    root = tmp_path_factory.mktemp("walk")
-    users = users_file(root / "users.txt", "ada:pw-ada:admin", "bob:pw-bob:labeler")
-    srv = Server(root / "data", free_port())
-    database = Database.in_data_dir(srv.data_dir)
-    adapter = make_random_adapter(srv.data_dir)
-    register_policy(database, "v1", ensure_base_policy(database, "tiny"), "tiny", "dpo", str(adapter), "h",
-                    {"beta": 0.1, "model_path": str(adapter)}, {"loss": 0.5})
-    database.close()
-    saved = {k: os.environ.get(k) for k in ("STUDIO_AUTH_MODE", "STUDIO_USERS_FILE")}
-    os.environ["STUDIO_AUTH_MODE"], os.environ["STUDIO_USERS_FILE"] = "team", str(users)
-    try:
-        srv.start("--model", "tiny")
-    finally:
-        for key, value in saved.items():
-            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+    srv = team_server(tmp_path_factory.mktemp("walk"), "ada:pw-ada:admin", "bob:pw-bob:labeler")
     yield srv
     srv.stop()
 

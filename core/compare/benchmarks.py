@@ -280,9 +280,11 @@ def compare(version_run: dict[str, Any], against_run: dict[str, Any],
 
 def benchmark_version(db: Database, model_path: str | Path, version: str, settings: BenchSettings | None = None,
                       against: str | None = None, user: Any = None, progress: Progress | None = None,
-                      margin_points: float = REGRESSION_MARGIN_POINTS) -> dict[str, Any]:
-    """Benchmark a version and its parent (cached) with identical settings; flag regressions."""
+                      margin_points: float | None = None) -> dict[str, Any]:
+    """Benchmark a version and its parent (cached) with identical settings; flag regressions (the margin: the
+    admin's setting unless given)."""
     settings = settings or BenchSettings()
+    margin_points = regression_margin(db) if margin_points is None else margin_points
     report = progress or (lambda fraction, text: None)
     comparable_policy(db, version)
     against = against or (default_against(db, version) if version != BASE_POLICY else None)
@@ -301,10 +303,40 @@ def benchmark_version(db: Database, model_path: str | Path, version: str, settin
             "regressions": [r for r in rows if r["regressed"]], "margin_points": margin_points}
 
 
+MARGIN_KEY = "benchmark_margin_points"   # studio_kv: the admin-set regression margin
+
+
+def regression_margin(db: Database) -> float:
+    """The regression margin in points: an admin's setting (Compare page → Benchmarks), else 2."""
+    value = db.scalar("SELECT value FROM studio_kv WHERE key = ?", [MARGIN_KEY])
+    return float(value) if value is not None else REGRESSION_MARGIN_POINTS
+
+
+def set_regression_margin(db: Database, admin: Any, points: float) -> float:
+    """Admins set the margin (0-50 points); every comparison, the release gate and the model card use it."""
+    from core.errors import PermissionDenied
+
+    if not getattr(admin, "is_admin", False):
+        raise PermissionDenied("Only admins can change the regression margin", hint="ask an admin")
+    if not 0 <= points <= 50:
+        raise ValidationError(f"A margin of {points} points is out of range", hint="use 0 to 50 points")
+
+    def save(cur: Any) -> None:
+        cur.execute("INSERT INTO studio_kv (key, value, updated_by) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE"
+                    " SET value = excluded.value, updated_by = excluded.updated_by, updated_at = now()",
+                    [MARGIN_KEY, str(float(points)), admin.id])
+        cur.execute("INSERT INTO audit_log (user_id, action, target_table, details) VALUES (?, 'edit', ?, ?)",
+                    [admin.id, MARGIN_KEY, json.dumps({"points": float(points)})])
+
+    db.write(save)
+    return float(points)
+
+
 def latest_comparison(db: Database, version: str, against: str | None = None,
-                      margin_points: float = REGRESSION_MARGIN_POINTS) -> dict[str, Any] | None:
+                      margin_points: float | None = None) -> dict[str, Any] | None:
     """The version's newest benchmark run beside its parent's run with the same settings (None: not measured);
-    what the release gate, the model card and the API read."""
+    what the release gate, the model card and the API read. The margin: the admin's setting unless given."""
+    margin_points = regression_margin(db) if margin_points is None else margin_points
     mine = latest_benchmark(db, version)
     if mine is None:
         return None

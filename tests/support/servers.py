@@ -136,3 +136,27 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 240.0, every: float 
 def job_status(srv: Server, job_id: int) -> dict:
     """A training job as the REST API reports it."""
     return httpx.get(f"{srv.url}/api/jobs/{job_id}", timeout=10).json()
+
+
+def team_server(root: Path, *accounts: str) -> Server:
+    """A team-mode studio on the tiny model (accounts as ``name:password:role``) with one trained version, v1 (a
+    random LoRA adapter registered with a config naming paths, as a job registers it), started and serving."""
+    from core.serving.policies import ensure_base_policy, register_policy
+    from storage.db import Database
+    from tests.support.studios import make_random_adapter, users_file
+
+    users = users_file(root / "users.txt", *accounts)
+    srv = Server(root / "data", free_port())
+    database = Database.in_data_dir(srv.data_dir)
+    adapter = make_random_adapter(srv.data_dir)
+    register_policy(database, "v1", ensure_base_policy(database, "tiny"), "tiny", "dpo", str(adapter), "h",
+                    {"beta": 0.1, "model_path": str(adapter)}, {"loss": 0.5})
+    database.close()
+    saved = {k: os.environ.get(k) for k in ("STUDIO_AUTH_MODE", "STUDIO_USERS_FILE")}
+    os.environ["STUDIO_AUTH_MODE"], os.environ["STUDIO_USERS_FILE"] = "team", str(users)
+    try:
+        return srv.start("--model", "tiny")
+    finally:
+        for key, value in saved.items():
+            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+

@@ -88,3 +88,21 @@ def make_random_adapter(data_dir: Path, name: str = "v1") -> Path:
     path = data_dir / "runs" / name / "adapter"
     lora.save_pretrained(path)
     return path
+
+
+def team_studio(data_dir: Path, users: Path) -> tuple[Studio, object]:
+    """An in-process team-mode studio on the tiny model and a TestClient on its REST API, routed at /api exactly as
+    the server routes it (``ada``/``bob`` style accounts from ``users``). Close the studio when done."""
+    from starlette.responses import PlainTextResponse
+    from starlette.testclient import TestClient
+
+    from app.api import create_api
+    from app.server import ApiFirst
+
+    studio = Studio(load_settings({"data_dir": str(data_dir), "model": "tiny"},
+                                  env={"STUDIO_AUTH_MODE": "team", "STUDIO_USERS_FILE": str(users)}),
+                    build_tiny_model(data_dir))
+    client = TestClient(ApiFirst(PlainTextResponse("console", status_code=418), create_api(lambda: studio, 100_000)),
+                        raise_server_exceptions=False)
+    return studio, client
+
