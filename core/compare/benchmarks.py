@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -177,6 +178,8 @@ def evaluate(model_path: str | Path, adapter_path: str | None, settings: BenchSe
     from lm_eval.models.huggingface import HFLM
 
     report = progress or (lambda fraction, text: None)
+    # the harness warns that a model object skips its loading options: true, and nothing a user can act on
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
     report(0.05, "loading the model")
     model, tokenizer, facts = load_scored_model(model_path, adapter_path)
     batches = [0]
