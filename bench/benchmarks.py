@@ -17,7 +17,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+from votegen import register_random_versions  # noqa: E402
 
 
 def say(line: str) -> None:
@@ -31,14 +35,9 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=None)
     args = parser.parse_args()
 
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
     from app.cli import prepare_model
     from core.compare.benchmarks import BenchSettings, benchmark_version
     from core.config import load_settings
-    from core.serving.policies import ensure_base_policy, register_policy
     from storage.db import Database
 
     with tempfile.TemporaryDirectory(prefix="studio-bench-") as tmp:
@@ -46,15 +45,7 @@ def main() -> int:
         model_path = prepare_model(settings)
         db = Database(settings.db_path)
         try:
-            base = ensure_base_policy(db, args.model)
-            for n in (1, 2):
-                torch.manual_seed(n)
-                lora = get_peft_model(AutoModelForCausalLM.from_pretrained(model_path),
-                                      LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "v_proj"],
-                                                 init_lora_weights=False))
-                out = settings.runs_dir / f"v{n}" / "adapter"
-                lora.save_pretrained(out)
-                register_policy(db, f"v{n}", base, args.model, "dpo", str(out))
+            register_random_versions(db, settings.runs_dir, args.model, model_path, 2)
             bench = BenchSettings(tasks=tuple(args.tasks.split(",")), limit=args.limit)
             started = time.monotonic()
             first = benchmark_version(db, model_path, "v1", bench, progress=lambda f, t: None)

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-from votegen import StudioProcess, VoteLoad, percentile, stored_keys  # noqa: E402
+from votegen import StudioProcess, VoteLoad, percentile, register_random_versions, stored_keys  # noqa: E402
 
 TOKEN = "hf_durability_bench_token_0001"
 REPO = "bench/studio-backup"
@@ -46,15 +46,10 @@ def say(line: str) -> None:
 
 def seed(data_dir: Path, model: str, votes: int, versions: int) -> None:
     """Votes through core's own functions and LoRA versions on the base model, with the server stopped."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
     from app.cli import prepare_model
     from core.config import load_settings
     from core.labeling.identity import ensure_user
     from core.labeling.votes import CandidateIn, Vote, add_user_message, new_conversation, record_vote, save_pair
-    from core.serving.policies import ensure_base_policy, register_policy
     from storage.db import Database
 
     settings = load_settings({"data_dir": str(data_dir), "model": model}, env={})
@@ -72,15 +67,7 @@ def seed(data_dir: Path, model: str, votes: int, versions: int) -> None:
             record_vote(db, who, Vote(a, b, ("a", "b", "tie")[i % 3]))
             if (i + 1) % 2000 == 0:
                 say(f"  {i + 1} votes seeded ({time.monotonic() - started:.0f} s)")
-        base_id = ensure_base_policy(db, model)
-        for n in range(1, versions + 1):
-            torch.manual_seed(n)
-            lora = get_peft_model(AutoModelForCausalLM.from_pretrained(base_path),
-                                  LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "v_proj"],
-                                             init_lora_weights=False))
-            out = settings.runs_dir / f"seed-v{n}" / "adapter"
-            lora.save_pretrained(out)
-            register_policy(db, f"v{n}", base_id, model, "dpo", str(out), f"seed{n}", {"beta": 0.1})
+        register_random_versions(db, settings.runs_dir, model, base_path, versions)
     finally:
         db.close()
 

@@ -4,6 +4,7 @@ import streamlit as st
 
 from core.errors import StudioError
 from core.serving.hardware import training_defaults
+from core.training.estimate import base_parameter_count
 from core.labeling import access
 from core.studio import current
 from pages.common import can, require_page, show_error
@@ -25,7 +26,7 @@ with right:
     status = studio.model_status()
     if status == "ready":
         model, _ = studio.model()
-        n_params = sum(p.numel() for p in model.parameters())
+        n_params = base_parameter_count(model)   # the base alone, as the Train page counts
         defaults = training_defaults(studio.hardware, n_params)
         st.write(f"For the base model ({n_params / 1e6:.0f} M parameters):")
         st.table(pd.DataFrame([(k, str(v)) for k, v in defaults.items() if k != "reason"],

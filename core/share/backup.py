@@ -348,29 +348,23 @@ class HubTarget:
         return str(info.oid)
 
     def _remote_manifest(self, api: Any, token: str, ref: str | None) -> dict[str, Any]:
-        from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
-
+        """The manifest at ``ref`` (default: the newest); {} when the repo or its manifest does not exist yet."""
         try:
-            path = api.hf_hub_download(self.repo_id, MANIFEST, repo_type="dataset", revision=ref)
-        except (EntryNotFoundError, RepositoryNotFoundError):
-            return {}
-        except RevisionNotFoundError:
+            path = hub.hub_call(lambda: api.hf_hub_download(self.repo_id, MANIFEST, repo_type="dataset", revision=ref),
+                                token, f"reading the backup manifest of {self.repo_id}")
+        except hub.HubNotFound:
+            if ref is None:
+                return {}
             raise BackupError(f"No snapshot {ref} in {self.repo_id}",
                               hint="list them with `launch.py backup --list`") from None
-        except Exception as exc:
-            return hub.hub_call(lambda: _reraise(exc), token, f"reading the backup manifest of {self.repo_id}")
         return json.loads(Path(path).read_text(encoding="utf-8"))
 
     def snapshots(self) -> list[Snapshot]:
-        from huggingface_hub.errors import RepositoryNotFoundError
-
         api, token = self._api()
         try:
             commits = hub.hub_call(lambda: api.list_repo_commits(self.repo_id, repo_type="dataset"), token,
                                    f"listing the snapshots in {self.repo_id}")
-        except hub.HubNotFound:
-            return []
-        except RepositoryNotFoundError:
+        except hub.HubNotFound:   # no repo yet: no snapshot
             return []
         return [Snapshot(c.commit_id, c.created_at.isoformat(timespec="seconds"), c.title)
                 for c in commits if c.title.startswith(COMMIT_PREFIX)]
@@ -399,10 +393,6 @@ class HubTarget:
         hub.hub_call(lambda: api.super_squash_history(self.repo_id, repo_type="dataset",
                                                       commit_message=f"{COMMIT_PREFIX}: history rewritten"),
                      token, f"rewriting the history of {self.repo_id}")
-
-
-def _reraise(exc: BaseException) -> Any:
-    raise exc
 
 
 def target_from(repo: str | None, directory: Path | None, public: bool = False) -> BackupTarget | None:

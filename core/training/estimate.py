@@ -102,6 +102,6 @@ def base_parameter_count(model: Any) -> int:
     Not counted: LoRA adapter weights (names with ``lora_``). The served model carries the adapters of the
     versions people chatted with or compared, so counting them made the Train page say "135M-param" for
     SmolLM2-135M before the first job and "139M-param" after it (v1's r=16 adapter on every projection is ~4.9M
-    weights). The training child counts the same way (core.training.weights), so its log agrees with the page.
+    weights). The training child counts with this too (core.training.weights), so its log agrees with the page.
     """
     return sum(p.numel() for name, p in model.named_parameters() if "lora_" not in name)

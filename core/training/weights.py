@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.errors import ModelError, ValidationError
 from core.training.common import QLORA_ON_CPU, ModelSetup, TrainConfig
+from core.training.estimate import base_parameter_count
 from core.training.rundir import JobConfig
 
 if TYPE_CHECKING:
@@ -218,13 +219,8 @@ def load_policy(cfg: TrainConfig, job: JobConfig, hardware: HardwareProfile, n_e
     for module in (setup.model, setup.ref_model):
         if module is not None and getattr(module.config, "pad_token_id", None) is None:
             module.config.pad_token_id = tokenizer.pad_token_id
-    setup.n_params = _count_params(setup.model)
+    setup.n_params = base_parameter_count(setup.model)
     return setup
-
-
-def _count_params(model) -> int:
-    """Parameters of the model itself, not counting LoRA adapters already attached."""
-    return sum(p.numel() for name, p in model.named_parameters() if "lora_" not in name)
 
 
 def count_trainable(model) -> int:
