@@ -16,6 +16,15 @@ if TYPE_CHECKING:
     from storage.db import Database
 
 
+def data_key(db: Database) -> str:
+    """The cache key (an ``st.cache_data`` argument) of what a page computes from the labels: it changes with every
+    change of the labels and with the day (core.labeling.analytics.labels_fingerprint). Cached on it, a page
+    computes its analytics once per change instead of on every rerun, and never shows them stale."""
+    from core.labeling.analytics import labels_fingerprint
+
+    return labels_fingerprint(db)
+
+
 def not_yet_available(what: str, issue: str) -> None:
     """An honest notice for a page whose feature has not landed yet (no fake content)."""
     st.info(f"**Not yet available.** {what} arrives with the {issue}. "
@@ -265,8 +274,8 @@ def show_report(report: dict, full: bool, key: str) -> None:
     held-out prompts."""
     import plotly.graph_objects as go
 
-    from core.compare.sidebyside import diff_html
     from core.compare.safety import percent
+    from core.compare.sidebyside import diff_html
 
     m, version, against = report["metrics"], report["version"], report["against"]
     color, icon = VERDICT_STYLE.get(report["verdict"], ("gray", None))

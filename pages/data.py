@@ -10,32 +10,39 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core.labeling import access
-from core.labeling import analytics
-from core.labeling import moderation
 from core.errors import StudioError
+from core.labeling import access, analytics, moderation
 from core.studio import current
-from pages.common import can, filter_form, require_page, show_error, signature_chart
+from core.training.suggest import suggest_next_job
+from pages.common import can, data_key, filter_form, require_page, show_error, signature_chart
 
 studio = current()
 db = studio.db
 viewer, _ = require_page("data")
-CACHE_SECONDS = 5
 OUTCOME_LABELS = {"a": "A better", "b": "B better", "tie": "Tie", "both_bad": "Both bad"}
 OUTCOME_COLORS = {"A better": "#4C78A8", "B better": "#F58518", "Tie": "#9D9D9D", "Both bad": "#E45756"}
 COUNT_LABELS = {"votes": "Votes", "ratings": "Ratings", "gold_edits": "Gold edits", "thumbs": "Thumbs"}
 
 
-@st.cache_data(ttl=CACHE_SECONDS, show_spinner=False)
-def overview(db_path: str) -> dict[str, Any]:
-    """Everything above the recent-items table, cached for a few seconds (keyed by database)."""
+# Everything above the recent-items table is cached on the labels' fingerprint (pages.common.data_key): computed
+# once per change of the labels, not on every rerun. With 10k votes it took 3.6-5.3 s per rerun (a 5 s time-to-live
+# cache), most of it the label signature; measured figures in tests/test_page_speed.py.
+@st.cache_data(max_entries=4, show_spinner=False)
+def overview(db_path: str, version: str) -> dict[str, Any]:
+    """The metrics, charts, agreement tables and the training suggestion (keyed by database and labels). The
+    agreement units are read once for the table and every measure's labeler-pair heatmap."""
+    units = analytics.agreement_units(db)
+    agreement = analytics.agreement_table(db, units)
+    pairs = {measure: analytics.labeler_pair_agreement(db, measure, units)
+             for measure in agreement.loc[agreement["overlapping_items"] > 0, "measure"]}
     return {"summary": analytics.summary(db), "counts": analytics.counts_over_time(db),
             "labelers": analytics.labeler_stats(db), "aspects": analytics.aspect_distributions(db),
-            "outcomes": analytics.outcome_distribution(db), "agreement": analytics.agreement_table(db)}
+            "outcomes": analytics.outcome_distribution(db), "agreement": agreement, "pairs": pairs,
+            "suggestion": suggest_next_job(db)}
 
 
-@st.cache_data(ttl=CACHE_SECONDS, show_spinner=False)
-def label_signature_cached(db_path: str, labeler: str | None) -> dict[str, Any]:
+@st.cache_data(max_entries=16, show_spinner=False)
+def label_signature_cached(db_path: str, labeler: str | None, version: str) -> dict[str, Any]:
     """What the labels prefer (core.compare.signature): everyone's, or one labeler's own."""
     from core.compare.signature import signature_of_labels
     from core.data.filters import filters_from_dict
@@ -49,13 +56,51 @@ def nonzero_slices(frame: pd.DataFrame, values: str = "count") -> pd.DataFrame:
     return frame[frame[values] > 0]
 
 
-def chart(fig) -> None:
+def styled(fig):
     fig.update_layout(margin=dict(l=10, r=10, t=40, b=10), height=320, legend_title_text="")
-    st.plotly_chart(fig, width="stretch")
+    return fig
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def activity_charts(db_path: str, version: str) -> dict[str, Any]:
+    """The four activity charts (None: nothing to draw), built once per change of the labels and shared, read
+    only, by every session: plotly express spent ~0.2 s on them, a third of a rerun of this page."""
+    data = overview(db_path, version)
+    counts = data["counts"].melt(id_vars="day", var_name="kind", value_name="count")
+    counts["kind"] = counts["kind"].map(COUNT_LABELS)
+    per_day = px.bar(counts, x="day", y="count", color="kind", barmode="group", title="Labels per day")
+    per_day.update_xaxes(title="", type="date", tickformat="%b %d")
+    per_day.update_yaxes(title="")
+
+    outcomes = nonzero_slices(data["outcomes"].assign(outcome=lambda f: f["outcome"].map(OUTCOME_LABELS)))
+    donut = None
+    if not outcomes.empty:
+        donut = px.pie(outcomes, names="outcome", values="count", title="Outcomes (as clicked)", hole=0.45,
+                       color="outcome", color_discrete_map=OUTCOME_COLORS)
+        donut.update_traces(sort=False, textinfo="percent+value")
+
+    per_labeler = data["labelers"][["labeler", *analytics.OUTCOMES]].melt(
+        id_vars="labeler", var_name="outcome", value_name="count")
+    per_labeler["outcome"] = per_labeler["outcome"].map(OUTCOME_LABELS)
+    by_labeler = px.bar(per_labeler, x="labeler", y="count", color="outcome", title="Votes per labeler",
+                        color_discrete_map=OUTCOME_COLORS)
+    by_labeler.update_xaxes(title="", type="category")
+    by_labeler.update_yaxes(title="")
+
+    aspects = data["aspects"]
+    ratings = None
+    if aspects["count"].sum():
+        ratings = px.bar(aspects, x="score", y="count", color="aspect", barmode="group",
+                         title="Rating distribution per aspect")
+        ratings.update_xaxes(title="score", tickmode="array", tickvals=list(analytics.SCORES))
+        ratings.update_yaxes(title="")
+    return {"per_day": styled(per_day), "outcomes": donut and styled(donut), "per_labeler": styled(by_labeler),
+            "aspects": ratings and styled(ratings)}
 
 
 st.title("Data")
-data = overview(str(db.path))
+version = data_key(db)
+data = overview(str(db.path), version)
 summary = data["summary"]
 
 # ----------------------------------------------------------------------------- metrics
@@ -73,9 +118,7 @@ if summary["retracted"]:
     st.caption(f"{summary['retracted']} undone vote(s) are kept for the record and left out everywhere below.")
 
 # ----------------------------------------------------------------------------- the guided loop
-from core.training.suggest import suggest_next_job  # noqa: E402
-
-suggestion = suggest_next_job(db)
+suggestion = data["suggestion"]
 if suggestion.ready:
     st.success(suggestion.text, icon=":material/model_training:")
     st.page_link("train.py", label="Open the Train page", icon=":material/model_training:")
@@ -89,48 +132,23 @@ if not has_labels:
             "the item table fill in as votes arrive.", icon=":material/how_to_vote:")
 else:
     # ------------------------------------------------------------------------- activity charts
+    figures = activity_charts(str(db.path), version)
     left, right = st.columns([3, 2])
-    with left:
-        counts = data["counts"].melt(id_vars="day", var_name="kind", value_name="count")
-        counts["kind"] = counts["kind"].map(COUNT_LABELS)
-        fig = px.bar(counts, x="day", y="count", color="kind", barmode="group", title="Labels per day")
-        fig.update_xaxes(title="", type="date", tickformat="%b %d")
-        fig.update_yaxes(title="")
-        chart(fig)
-    with right:
-        outcomes = nonzero_slices(data["outcomes"].assign(outcome=lambda f: f["outcome"].map(OUTCOME_LABELS)))
-        if outcomes.empty:
-            st.markdown("**Outcomes (as clicked)**")
-            st.caption("No preference votes yet: only ratings.")
-        else:
-            fig = px.pie(outcomes, names="outcome", values="count", title="Outcomes (as clicked)", hole=0.45,
-                         color="outcome", color_discrete_map=OUTCOME_COLORS)
-            fig.update_traces(sort=False, textinfo="percent+value")
-            chart(fig)
-
+    left.plotly_chart(figures["per_day"], width="stretch")
+    if figures["outcomes"] is None:
+        right.markdown("**Outcomes (as clicked)**")
+        right.caption("No preference votes yet: only ratings.")
+    else:
+        right.plotly_chart(figures["outcomes"], width="stretch")
     left, right = st.columns(2)
-    with left:
-        labelers = data["labelers"]
-        per_labeler = labelers[["labeler", *analytics.OUTCOMES]].melt(
-            id_vars="labeler", var_name="outcome", value_name="count")
-        per_labeler["outcome"] = per_labeler["outcome"].map(OUTCOME_LABELS)
-        fig = px.bar(per_labeler, x="labeler", y="count", color="outcome", title="Votes per labeler",
-                     color_discrete_map=OUTCOME_COLORS)
-        fig.update_xaxes(title="", type="category")
-        fig.update_yaxes(title="")
-        chart(fig)
-    with right:
-        aspects = data["aspects"]
-        if aspects["count"].sum():
-            fig = px.bar(aspects, x="score", y="count", color="aspect", barmode="group",
-                         title="Rating distribution per aspect")
-            fig.update_xaxes(title="score", tickmode="array", tickvals=list(analytics.SCORES))
-            fig.update_yaxes(title="")
-            chart(fig)
-        else:
-            st.markdown("**Rating distribution per aspect**")
-            st.caption("No aspect ratings yet: labelers can rate each answer 1-5 per aspect when they vote.")
+    left.plotly_chart(figures["per_labeler"], width="stretch")
+    if figures["aspects"] is None:
+        right.markdown("**Rating distribution per aspect**")
+        right.caption("No aspect ratings yet: labelers can rate each answer 1-5 per aspect when they vote.")
+    else:
+        right.plotly_chart(figures["aspects"], width="stretch")
 
+    labelers = data["labelers"]
     st.dataframe(
         labelers.drop(columns=["labeler_id"]), hide_index=True, width="stretch",
         column_config={
@@ -150,7 +168,7 @@ else:
         picked = st.selectbox("Labels of", ["everyone", *labelers["labeler"].tolist()], key="signature-labeler",
                               help="Labelers who disagree cancel each other out: look at each one's labels too.")
         whose = None if picked == "everyone" else picked
-    signature = label_signature_cached(str(db.path), whose)
+    signature = label_signature_cached(str(db.path), whose, version)
     st.caption(f"Over {signature['pairs']} preference pairs{' of yours' if own_signature else ''}: per answer "
                "feature, how often the chosen answer has more of it than the rejected one (sign test, "
                "Holm-corrected over the features; definitions in the README, \u201cWhat the labels prefer\u201d).")
@@ -194,7 +212,7 @@ else:
         measures = agreement.loc[agreement["overlapping_items"] > 0, "measure"].tolist()
         measure = st.selectbox("Labeler-pair agreement on", measures, key="pair_measure") if len(measures) > 1 \
             else measures[0]
-        pairs = analytics.labeler_pair_agreement(db, measure)
+        pairs = data["pairs"][measure]
         if len(analytics.pair_matrix(pairs)) >= 2 and pairs["items"].any():
             matrix = analytics.pair_matrix(pairs)
             shared = analytics.pair_matrix(pairs.assign(agreement=pairs["items"]))
@@ -303,7 +321,8 @@ if can(viewer, "data.audit_log"):
         else:
             st.dataframe(audit, hide_index=True, width="stretch", placeholder="",
                          column_config={"id": None,
-                                        "created_at": st.column_config.DatetimeColumn("When", format="YYYY-MM-DD HH:mm"),
+                                        "created_at": st.column_config.DatetimeColumn("When",
+                                                                                      format="YYYY-MM-DD HH:mm"),
                                         "user": "By", "action": "Action", "target_table": "Table",
                                         "target_id": st.column_config.NumberColumn("Id", format="%d"),
                                         "details": st.column_config.TextColumn("Details", width="large")})

@@ -34,7 +34,8 @@ class ChainService:
         self.cache_dir = Path(settings.data_dir) / "chain" / "build"
         self._ledger: Ledger | None = None
         self._ledger_error: str | None = None
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()          # the work: collecting, batching, anchoring
+        self._ledger_lock = threading.Lock()    # the connection only, so a page never waits behind the work
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -50,8 +51,11 @@ class ChainService:
                 "error": self._ledger_error}
 
     def ledger(self) -> Ledger:
-        """The connected ledger (connecting, deploying or replaying on first use)."""
-        with self._lock:
+        """The connected ledger (connecting, deploying or replaying on first use).
+
+        Under its own lock, not the work's: the Wallet page asks for the ledger on every run, and while the worker
+        recorded a backlog (10k votes after an upgrade: tens of seconds, paced) the page waited for all of it."""
+        with self._ledger_lock:
             if self._ledger is None:
                 try:
                     self._ledger = self._connect()
@@ -67,6 +71,7 @@ class ChainService:
         if not self.settings.contract_address:
             raise ChainError("No ledger contract address for the external chain",
                              hint="deploy with `launch.py chain deploy` and set STUDIO_CHAIN_CONTRACT")
+        assert self.settings.chain_rpc_url is not None  # not embedded: the URL is set
         return connect_rpc(self.settings.chain_rpc_url, compile_ledger(self.cache_dir), self.settings.contract_address,
                            load_operator(self.env), self.settings.chain_id, timeout=RPC_TIMEOUT_SECONDS)
 
@@ -79,7 +84,7 @@ class ChainService:
     def drop_connection(self) -> None:
         """Forget the connection after an RPC failure (external chains only: the embedded one is local)."""
         if not self.embedded:
-            with self._lock:
+            with self._ledger_lock:
                 self._ledger = None
 
     # -- work --------------------------------------------------------------------------------------
@@ -137,7 +142,7 @@ class ChainService:
             thread.join(timeout=30)
 
 
-_services: "weakref.WeakKeyDictionary[Any, ChainService]" = weakref.WeakKeyDictionary()
+_services: weakref.WeakKeyDictionary[Any, ChainService] = weakref.WeakKeyDictionary()
 _services_lock = threading.Lock()
 
 

@@ -20,10 +20,13 @@ Every feature is defined in the README ("What the labels prefer").
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from core.compare.safety import is_refusal
 
@@ -52,9 +55,16 @@ _HEDGE = re.compile(r"\b(might|may|maybe|perhaps|possibly|probably|likely|could|
 
 
 def words(text: str) -> list[str]:
-    return _WORD.findall(text or "")
+    return list(_words(text or ""))
 
 
+@functools.lru_cache(maxsize=16)
+def _words(text: str) -> tuple[str, ...]:
+    """The words of one answer, found once for the several features that count them."""
+    return tuple(_WORD.findall(text))
+
+
+@functools.lru_cache(maxsize=65536)
 def _syllables(word: str) -> int:
     groups = _VOWELS.findall(word.lower())
     count = len(groups) - (1 if word.lower().endswith("e") and len(groups) > 1 else 0)
@@ -63,7 +73,7 @@ def _syllables(word: str) -> int:
 
 def reading_grade(text: str) -> float | None:
     """Flesch-Kincaid grade level (US school years); None under 10 words, where it means nothing."""
-    found = [w for w in words(text) if w.isalpha()]
+    found = [w for w in _words(text or "") if w.isalpha()]
     if len(found) < 10:
         return None
     sentences = max(1, len(_SENTENCE_END.findall(text)))
@@ -76,13 +86,15 @@ def _paragraphs(text: str) -> int:
 
 
 def _non_ascii_letters(text: str) -> float | None:
+    if (text or "").isascii():   # the usual case, without a pass over every character
+        return 0.0 if any(c.isalpha() for c in text) else None
     letters = [c for c in text or "" if c.isalpha()]
     return sum(1 for c in letters if not c.isascii()) / len(letters) if letters else None
 
 
 def _per_100_words(pattern: re.Pattern) -> Callable[[str], float | None]:
     def measure(text: str) -> float | None:
-        n = len(words(text))
+        n = len(_words(text or ""))
         return 100 * len(pattern.findall(text or "")) / n if n else None
     return measure
 
@@ -99,7 +111,7 @@ class Feature:
 
 
 FEATURES: tuple[Feature, ...] = (
-    Feature("length", lambda t: float(len(words(t))), "longer", "shorter", "words in the answer"),
+    Feature("length", lambda t: float(len(_words(t or ""))), "longer", "shorter", "words in the answer"),
     Feature("paragraphs", lambda t: float(_paragraphs(t)), "more paragraphs in", "fewer paragraphs in",
             "blocks of text separated by a blank line"),
     Feature("list_items", lambda t: float(len(_LIST_ITEM.findall(t or ""))), "more list items in",
@@ -132,7 +144,24 @@ FEATURE_NAMES = tuple(f.name for f in FEATURES)
 
 def measure(text: str) -> dict[str, float | None]:
     """Every feature of one answer."""
-    return {f.name: f.measure(text) for f in FEATURES}
+    return dict(zip(FEATURE_NAMES, _measured(text)))
+
+
+_MEASURED: dict[bytes, tuple[float | None, ...]] = {}
+_MEASURED_MAX = 200_000
+
+
+def _measured(text: str) -> tuple[float | None, ...]:
+    """Every feature of one answer, in FEATURES order, remembered by the text's digest: the Data page's signature
+    over 10k votes measures 20k answers (~6 s on 2 busy cores), and after a new vote only the new answers are new.
+    Keyed by a digest, so the memo holds no answer text."""
+    key = hashlib.blake2b((text or "").encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    found = _MEASURED.get(key)
+    if found is None:
+        if len(_MEASURED) >= _MEASURED_MAX:
+            _MEASURED.clear()
+        found = _MEASURED[key] = tuple(f.measure(text) for f in FEATURES)
+    return found
 
 
 # --- tests ------------------------------------------------------------------------------------------------
@@ -142,7 +171,16 @@ def sign_test(successes: int, trials: int) -> float:
     """One-sided p-value of at least ``successes`` of ``trials`` under a fair coin (1.0 without trials)."""
     if trials <= 0:
         return 1.0
-    return sum(math.comb(trials, k) for k in range(successes, trials + 1)) / 2 ** trials
+    successes = max(0, successes)
+    if successes > trials:
+        return 0.0
+    # the tail's binomial coefficients one from the other (exact integers): computing each afresh with math.comb
+    # took 6 s for a 10k-vote signature, this takes milliseconds
+    total, term = 0, math.comb(trials, successes)
+    for k in range(successes, trials + 1):
+        total += term
+        term = term * (trials - k) // (k + 1)
+    return total / 2 ** trials
 
 
 def two_sided(more: int, less: int) -> float:
@@ -190,13 +228,13 @@ class FeatureTest:
 
 def paired_tests(first: Sequence[str], second: Sequence[str], eps: float = 1e-9) -> list[FeatureTest]:
     """Per feature, sign test of first[i] - second[i] over the pairs, Holm-corrected over the features."""
-    first_m = [measure(t) for t in first]
-    second_m = [measure(t) for t in second]
+    first_m = [_measured(t) for t in first]
+    second_m = [_measured(t) for t in second]
     tests = []
-    for feature in FEATURES:
+    for i, feature in enumerate(FEATURES):
         more = less = ties = 0
         for a, b in zip(first_m, second_m):
-            x, y = a[feature.name], b[feature.name]
+            x, y = a[i], b[i]
             if x is None or y is None:
                 continue
             if x - y > eps:
@@ -217,9 +255,9 @@ def by_name(name: str) -> Feature:
 
 def describe_preference(test: FeatureTest | dict) -> str:
     """"prefer shorter answers: 38 of 40 pairs" for a significant label-signature test."""
-    t = test if isinstance(test, dict) else test.to_dict()
+    t: dict[str, Any] = test if isinstance(test, dict) else test.to_dict()
     feature = by_name(str(t["feature"]))
-    more, less, ties = int(t["more"]), int(t["less"]), int(t["ties"])   # type: ignore[call-overload]
+    more, less, ties = int(t["more"]), int(t["less"]), int(t["ties"])
     word = feature.more if more > less else feature.less
     rest = f", {min(more, less)} the other way" + (f", {ties} equal" if ties else "")
     return f"{word} answers: {max(more, less)} of {more + less + ties} pairs" + (rest if min(more, less) or ties
@@ -228,9 +266,9 @@ def describe_preference(test: FeatureTest | dict) -> str:
 
 def describe_movement(test: FeatureTest | dict, version: str, against: str) -> str:
     """"v1's answers were shorter than base's on 22 of 24 prompts"."""
-    t = test if isinstance(test, dict) else test.to_dict()
+    t: dict[str, Any] = test if isinstance(test, dict) else test.to_dict()
     feature = by_name(str(t["feature"]))
-    more, less, ties = int(t["more"]), int(t["less"]), int(t["ties"])   # type: ignore[call-overload]
+    more, less, ties = int(t["more"]), int(t["less"]), int(t["ties"])
     word = feature.more if more > less else feature.less
     return f"{version} gave {word} answers than {against} on {max(more, less)} of {more + less + ties} prompts"
 
@@ -273,7 +311,7 @@ def _answer_text(answer: object) -> str:
     return ""
 
 
-def signature_of_labels(db: "Database", filters: object = None) -> Signature:
+def signature_of_labels(db: Database, filters: object = None) -> Signature:
     """The signature of the labels the training builder turns into preference pairs (after ``filters``): what a
     DPO job on them would be asked to learn."""
     from core.data.trainsets import preference_rows

@@ -43,7 +43,8 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import pandas as pd
 
@@ -141,6 +142,33 @@ def _name(names: dict[Any, str], labeler_id: Any) -> str:
     if labeler_id is None:
         return ANONYMOUS
     return names.get(labeler_id, f"user {labeler_id}")
+
+
+# ----------------------------------------------------------------------------- cache key
+
+# Every table the label analytics, the label signature and the training suggestion read. Rows are only added or
+# deleted, except for the updates counted separately below (undo, redaction, aspects, versions renamed or deleted);
+# every redaction and undo also adds an audit_log row.
+_LABEL_TABLES = ("preferences", "candidates", "prompts", "messages", "conversations", "ratings", "thumbs",
+                 "gold_answers", "users", "feedback", "policies", "audit_log", "aspects")
+_FINGERPRINT = "SELECT " + ", ".join(
+    f"(SELECT count(*) || '.' || coalesce(max(rowid), -1) FROM {table})" for table in _LABEL_TABLES) + """,
+    (SELECT count(retracted_at) || '.' || count(redacted_at) FROM preferences),
+    (SELECT string_agg(name || active || weight || position, ',' ORDER BY name) FROM aspects),
+    (SELECT string_agg(name || coalesce(CAST(deleted_at AS VARCHAR), ''), ',' ORDER BY id) FROM policies),
+    current_date"""
+
+
+def labels_fingerprint(db: Database) -> str:
+    """Changes whenever the labels change (a vote, an undo, a redaction, an import, an aspect or version edit) or
+    the day does ("today" counts): the cache key of the console's label analytics, so a page computes them once
+    per change instead of on every rerun and never shows them stale. ~10 ms at 10k votes.
+
+    Not a count of the database's commits: the chain worker, job progress and sign-ins write all the time, and
+    none of that changes a chart."""
+    row = db.cursor().execute(_FINGERPRINT).fetchone()
+    assert row is not None  # a SELECT without FROM returns one row
+    return "/".join(map(str, row))
 
 
 # ----------------------------------------------------------------------------- counts
@@ -303,12 +331,13 @@ def agreement_units(db: Database) -> dict[str, dict]:
     return {OUTCOME_MEASURE: outcome_units(db), **{a: by_aspect[a] for a in aspects}}
 
 
-def agreement_table(db: Database) -> pd.DataFrame:
+def agreement_table(db: Database, units: dict[str, dict] | None = None) -> pd.DataFrame:
     """Per measure (outcome, then each rated aspect): ``measure, level, overlapping_items, labels,
     pairwise_agreement, alpha``. ``overlapping_items`` counts units with at least two labelers and
-    ``labels`` the labels on them; agreement and alpha are NaN where undefined."""
+    ``labels`` the labels on them; agreement and alpha are NaN where undefined. ``units``: the
+    :func:`agreement_units` already read (the Data page reads them once for this table and the heatmap)."""
     columns = ["measure", "level", "overlapping_items", "labels", "pairwise_agreement", "alpha"]
-    units = agreement_units(db)
+    units = agreement_units(db) if units is None else units
     levels = {m: ("nominal" if m == OUTCOME_MEASURE else "ordinal") for m in units}
     values = {m: (list(OUTCOMES) if m == OUTCOME_MEASURE else list(SCORES)) for m in units}
     rows = [{"measure": r["aspect"], "level": r["level"], "overlapping_items": r["multi_labeled_items"],
@@ -319,12 +348,13 @@ def agreement_table(db: Database) -> pd.DataFrame:
     return frame
 
 
-def labeler_pair_agreement(db: Database, measure: str = OUTCOME_MEASURE) -> pd.DataFrame:
+def labeler_pair_agreement(db: Database, measure: str = OUTCOME_MEASURE,
+                           units: dict[str, dict] | None = None) -> pd.DataFrame:
     """One row per pair of labelers on ``measure`` (outcome or an aspect):
     ``labeler_a, labeler_b, labeler_a_id, labeler_b_id, items, agreement`` (exact-match share of the
-    items both labeled; NaN when they share none)."""
+    items both labeled; NaN when they share none). ``units`` as in :func:`agreement_table`."""
     columns = ["labeler_a", "labeler_b", "labeler_a_id", "labeler_b_id", "items", "agreement"]
-    units = agreement_units(db).get(measure, {})
+    units = (agreement_units(db) if units is None else units).get(measure, {})
     names = _labeler_names(db)
     rows = [{"labeler_a": _name(names, r["labeler_a"]), "labeler_b": _name(names, r["labeler_b"]),
              "labeler_a_id": r["labeler_a"], "labeler_b_id": r["labeler_b"],

@@ -106,3 +106,104 @@ def team_studio(data_dir: Path, users: Path) -> tuple[Studio, object]:
                         raise_server_exceptions=False)
     return studio, client
 
+
+
+# -- a studio with history: many votes, several versions ---------------------------------------------------------
+TOPICS = ("the water cycle", "compound interest", "sourdough bread", "black holes", "the French Revolution",
+          "public-key cryptography", "photosynthesis", "marathon training", "sorting algorithms", "coral reefs",
+          "jazz harmony", "vaccines", "the stock market", "volcanoes", "machine translation", "beekeeping",
+          "the Roman Empire", "solar panels", "chess openings", "sleep hygiene", "climate models", "origami",
+          "supply chains", "quantum computing", "the immune system", "bicycle repair", "Shakespeare's sonnets",
+          "tide pools", "database indexes", "negotiation")
+ASKS = ("Explain {} to a ten-year-old.", "What are three common misconceptions about {}?",
+        "Write a short poem about {}.", "Give me a step-by-step plan to learn {} in a month.",
+        "Summarise the history of {} in one paragraph.", "What would an expert say is the hardest part of {}?",
+        "Compare {} with something from everyday life.", "List the key terms I need to understand {}.",
+        "Is it true that everything about {} is settled science? Be honest.",
+        "Write a tweet that makes {} sound exciting.")
+OPENERS = ("Sure! ", "", "Great question. ", "In short: ", "Here is an overview. ", "Let me think about this. ")
+SENTENCES = ("{} is easier to understand once you see the big picture.",
+             "The key idea behind {} is that small parts add up to a large effect.",
+             "Many people get {} wrong because the everyday words mislead them.",
+             "Experts still debate some details of {}, so treat strong claims with care.",
+             "A good way to start with {} is a concrete example you can check yourself.",
+             "Historically, {} developed over many decades, with several false starts.",
+             "If you remember one thing about {}, remember that it is a process, not a single event.",
+             "Numbers help: measure before and after, and the pattern in {} becomes clear.")
+REFUSAL = "I'm sorry, but I can't help with that request about {}."
+
+
+DETAILS = ("beginners", "teachers", "engineers", "historians", "students", "critics", "readers", "doctors")
+
+
+def _answer(rng, topic: str) -> str:
+    """A plausible answer of varied length and shape (prose, a Markdown list, or rarely a refusal), each one
+    different, as a model's sampled answers are."""
+    if rng.random() < 0.04:
+        return REFUSAL.format(topic)
+    picked = [s.format(topic) for s in rng.sample(SENTENCES, rng.randint(1, 5))]
+    picked.insert(rng.randint(0, len(picked)), f"About {rng.randint(2, 98)}% of {rng.choice(DETAILS)} "
+                                               f"say this took them {rng.randint(2, 500)} hours.")
+    if rng.random() < 0.3:
+        return rng.choice(OPENERS) + "\n" + "\n".join(f"- {s}" for s in picked)
+    return rng.choice(OPENERS) + " ".join(picked)
+
+
+def seed_votes(db: Database, n: int = 10_000, labelers: int = 8, per_prompt: int = 3, seed: int = 0) -> None:
+    """``n`` live votes by ``labelers`` people (one admin, the rest labelers), written as the REST API writes
+    pairs (core.labeling.votes.write_labeled_pairs) a thousand per transaction, ~1 s for 10k: what a studio
+    holds after a few weeks. Each prompt goes to ``per_prompt`` labelers (the overlap agreement is measured on);
+    about a third of the votes carry 1-5 ratings of both answers on every aspect, a fifth thumbs, a few a note,
+    a flag or a gold edit."""
+    import random
+
+    from core.labeling.votes import LabeledPair, active_aspects, write_labeled_pairs
+
+    rng = random.Random(seed)
+    aspects = [a["name"] for a in active_aspects(db)]
+    people = [ensure_user(db, "ada", "admin", "test")] + [ensure_user(db, f"labeler{i}", "labeler", "test")
+                                                          for i in range(1, labelers)]
+    pairs: list[LabeledPair] = []
+    while len(pairs) < n:
+        topic = rng.choice(TOPICS)
+        prompt = rng.choice(ASKS).format(topic) + ("" if rng.random() < 0.5 else f" (#{rng.randint(1, 400)})")
+        answers = (_answer(rng, topic), _answer(rng, topic))
+        for user in rng.sample(people, rng.randint(1, per_prompt)):
+            roll = rng.random()
+            vote = Vote(-1, -2, rng.choices(("a", "b", "tie", "both_bad"), (45, 40, 10, 5))[0], source="api",
+                        ratings={side: {a: rng.randint(1, 5) for a in aspects} for side in "ab"} if roll < 0.33
+                        else {},
+                        thumbs={"a": rng.random() < 0.6} if roll > 0.8 else {},
+                        note="checked the facts twice" if roll < 0.03 else None,
+                        flags=("off_topic",) if 0.5 < roll < 0.51 else (),
+                        gold_text=f"A better answer: {topic} in two clear sentences." if 0.6 < roll < 0.62 else None,
+                        gold_side="a" if 0.6 < roll < 0.62 else None)
+            pairs.append(LabeledPair(user, prompt, answers, vote))
+    del pairs[n:]
+    for start in range(0, n, 1000):
+        db.write(functools.partial(write_labeled_pairs, pairs=pairs[start:start + 1000]))
+
+
+def random_versions(db: Database, runs_dir: Path, model_spec: str, base_path: Path, count: int) -> list[str]:
+    """Versions v1..vN on the base ``model_spec`` (loaded from ``base_path``): real LoRA adapters (r=16 on q/v,
+    random weights, seed n) saved where a training job saves them and registered as a job registers them: a
+    studio with a history of trained versions, without the training (~1 s per version on the default model)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from core.serving.policies import ensure_base_policy, register_policy
+
+    parent = ensure_base_policy(db, model_spec)
+    names = []
+    for n in range(1, count + 1):
+        torch.manual_seed(n)
+        lora = get_peft_model(AutoModelForCausalLM.from_pretrained(base_path),
+                              LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "v_proj"],
+                                         init_lora_weights=False))
+        out = Path(runs_dir) / f"v{n}" / "adapter"
+        lora.save_pretrained(str(out))
+        parent = register_policy(db, f"v{n}", parent, model_spec, "dpo", str(out), f"seed{n}",
+                                 {"beta": 0.1, "model_path": str(out)}, {"loss": round(0.69 - 0.05 * n, 3)})
+        names.append(f"v{n}")
+    return names
