@@ -1,11 +1,11 @@
-# RLHF Studio: `make run` sets everything up and serves the studio; `make test` sets up and runs the tests.
+# RLHF Studio: `make run` sets everything up and serves the studio; `make test` sets up, lints and runs the tests.
 # Both are idempotent: the venv is rebuilt only when pyproject.toml changes.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-fast browser anvil llama-cpp clean-venv
+.PHONY: setup run test test-fast lint browser anvil llama-cpp clean-venv
 
 setup: $(STAMP)
 
@@ -23,8 +23,13 @@ $(STAMP): pyproject.toml Makefile
 run: setup
 	$(PY) launch.py $(ARGS)
 
-test: setup browser anvil
+test: setup lint browser anvil
 	$(PY) -m pytest $(ARGS)
+
+# Lint and type-check (settings in pyproject.toml): ruff's rules over the whole tree, mypy over core, storage and app.
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 # Real-browser tests drive Debian's Chromium through Playwright (no browser download).
 browser:

@@ -38,13 +38,23 @@ for key, value in {
     os.environ.setdefault(key, value)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from core.config import Settings, load_settings  # noqa: E402
-from core.errors import StudioError  # noqa: E402
-from app.cli import (constitution_command, export_command, gate_command,  # noqa: E402
-                     hash_password_command, import_command, judge_command, leaderboard_command, prepare_model,
-                     report_command, safety_command, train_command)
+from app.cli import (  # noqa: E402
+    constitution_command,
+    export_command,
+    gate_command,
+    hash_password_command,
+    import_command,
+    judge_command,
+    leaderboard_command,
+    prepare_model,
+    report_command,
+    safety_command,
+    train_command,
+)
 from app.cli_backup import backup_command, restore_command, restore_on_start  # noqa: E402
 from app.cli_bench import bench_command  # noqa: E402
+from core.config import Settings, load_settings  # noqa: E402
+from core.errors import StudioError  # noqa: E402
 
 
 def _options(serving: bool, top_level: bool) -> argparse.ArgumentParser:
@@ -100,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "num_processes=2 (modes: single, ddp, fsdp, deepspeed_zero2, deepspeed_zero3; also "
                        "num_machines, machine_rank, main_process_ip, main_process_port)")
     train.add_argument("--dry-run", action="store_true", help="only report usable data and estimates")
+    train.add_argument("--no-report", action="store_true",
+                       help="skip the 'what changed' report after training (later: launch.py report vN)")
     rep = sub.add_parser("report", parents=[_options(serving=False, top_level=False)],
                          help="what changed in a version vs its parent (or --against): held-out preference "
                               "accuracy, KL, length, refusals, diversity, a verdict (studio stopped; while it "
@@ -191,12 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--skip-bad", action="store_true", help="import the good rows, skip the bad ones")
     imp.add_argument("--queue", help="prompt lists: the labeling queue to add them to (created if missing)")
     exp = sub.add_parser("export", parents=[_options(serving=False, top_level=False)],
-                         help="export an adapter, merged model, GGUF file or dataset (zip-ready folder), optionally push "
-                              "it")
+                         help="export an adapter, merged model, GGUF file or dataset (zip-ready folder), "
+                              "optionally push it")
     exp.add_argument("what", choices=["adapter", "merged", "gguf", "quantized", "dataset", "training-data", "push",
                                          "list", "manifest"])
-    exp.add_argument("target", nargs="?", help="adapter/merged/gguf/quantized/training-data: the version (v1); dataset: preference, reward, "
-                     "unpaired or sft; push: the export id")
+    exp.add_argument("target", nargs="?", help="adapter/merged/gguf/quantized/training-data: the version (v1); "
+                     "dataset: preference, reward, unpaired or sft; push: the export id")
     exp.add_argument("--push", metavar="REPO", help="push to this Hub repo (owner/name, or name for your own "
                      "namespace); token from HF_TOKEN")
     exp.add_argument("--public", action="store_true", help="create the Hub repo public (default: private)")
@@ -211,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--base-model-id", help="Hub id of the base model for the card (for a local base)")
     exp.add_argument("--name", help="dataset: title of the dataset card")
     sub.add_parser("hash-password", help="print a hashed password for a team users file (reads stdin or asks)")
-    sub.add_parser("chain", help="proof of contribution: `chain deploy` the ledger contract, `chain status`", add_help=False)
+    sub.add_parser("chain", help="proof of contribution: `chain deploy` the ledger contract, `chain status`",
+                   add_help=False)
     return parser
 
 

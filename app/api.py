@@ -11,7 +11,8 @@ import asyncio
 import json
 import time
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, cast
 
 import duckdb
 from fastapi import Depends, FastAPI, Request
@@ -22,24 +23,28 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.auth import request_user
 from app.api_backup import backup_routes
 from app.api_benchmarks import benchmark_routes
-from app.schemas import (ContributionProof, Contributions, Deleted, FeedbackIn, Gate, Health, Job, JobAction,
+from app.auth import request_user
+
+# ruff's isort would wrap this one name per line, pushing the module past the layout's 500 lines
+# isort: off
+from app.schemas import (WRITES, ContributionProof, Contributions, Deleted, FeedbackIn, Gate, Health, Job, JobAction,
                          JobDryRun, JobIn, JobQueued, Jobs, JudgeAgreement, JudgeEstimate, JudgeRun, JudgeRunIn,
-                         JudgeRuns, JudgeStarted, Lineage, Policies, RenameIn, Renamed, ReportAnswer, ReportState,
-                         SafetyAnswer, Saved, VoteIn, WRITES, answers, errors)
+                         JudgeRuns, JudgeStarted, Lineage, Policies, Renamed, RenameIn, ReportAnswer, ReportState,
+                         SafetyAnswer, Saved, VoteIn, answers, errors)
+# isort: on
 from core import __version__
-from core.labeling import access
 from core.errors import NotFound, PayloadTooLarge, PermissionDenied, StudioError
+from core.labeling import access
 from core.labeling.feedback import Feedback, record_feedback
 from core.labeling.identity import User
 from core.labeling.votes import Vote, labeled_pair, write_labeled_pairs
 from core.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Latencies, render as render_metrics
-from core.training.request import JobRequest, job_filters
-from core.training.launch import LaunchConfig
 from core.serving.policies import delete_policy, list_policies, rename_policy
 from core.studio import Studio
+from core.training.launch import LaunchConfig
+from core.training.request import JobRequest, job_filters
 
 
 def _printable(value: Any) -> Any:
@@ -152,8 +157,8 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
     @api.exception_handler(StudioError)
     async def studio_error(_: Request, exc: StudioError) -> JSONResponse:
         response = _error(exc.http_status, exc.code, exc.message, exc.hint)
-        if getattr(exc, "retry_after", None):
-            response.headers["Retry-After"] = str(exc.retry_after)
+        if retry_after := getattr(exc, "retry_after", None):
+            response.headers["Retry-After"] = str(retry_after)
         return response
 
     @api.exception_handler(duckdb.Error)
@@ -213,7 +218,7 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
                     del operation["responses"]["422"]
             for name in ("HTTPValidationError", "ValidationError"):
                 document["components"]["schemas"].pop(name, None)
-        return api.openapi_schema
+        return cast("dict[str, Any]", api.openapi_schema)  # FastAPI.openapi() stored it
 
     api.openapi = schema  # type: ignore[method-assign]
 
@@ -275,11 +280,13 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
         """A labeler reads only their own contributions; admins read anyone's."""
         user = request.state.user
         if request.state.scope == access.OWN and user.name != name:
-            raise PermissionDenied("You can only see your own contributions", hint=f"ask for /api/contributions/{user.name}")
+            raise PermissionDenied("You can only see your own contributions",
+                                   hint=f"ask for /api/contributions/{user.name}")
         return user
 
     @api.get("/contributions/{name}", **answers(Contributions, 404, why={
-        403: "A labeler asked for someone else's contributions (code forbidden)", 404: "No such user (code not_found)"}))
+        403: "A labeler asked for someone else's contributions (code forbidden)",
+        404: "No such user (code not_found)"}))
     def contributions(name: str, request: Request) -> dict[str, Any]:
         from core.chain.public import contributions_report
 

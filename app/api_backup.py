@@ -2,7 +2,8 @@
 rewriting its history after a redaction. One router, included by :func:`app.api.create_api`."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from fastapi import APIRouter, Request
 

@@ -2,12 +2,13 @@
 version's results; admins start a run in the background worker. One router, included by app.api.create_api."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from app.schemas import ReportState, OpenModel, answers
+from app.schemas import OpenModel, ReportState, answers
 
 
 class BenchmarkTask(OpenModel):

@@ -1,25 +1,33 @@
 """The "Arena" tab of the labeling app: a blind A/B battle between two policy versions.
 
-Thin: pairing, storage and ratings live in core.compare.arena (ratings: core.compare.leaderboard); this module only wires widgets. A battle: the
-labeler types a prompt -> core.compare.arena picks two versions (few battles and close ratings first) and
-randomises the sides -> both answer in ONE batched generate call (each row with its own adapter) ->
-the labeler votes A / B / tie / both bad -> the vote is committed as a battle and as a preference
-record (source 'arena') -> only then are the two names revealed. Until the vote the names exist only
+Thin: pairing, storage and ratings live in core.compare.arena (ratings: core.compare.leaderboard); this module
+only wires widgets. A battle: the labeler types a prompt -> core.compare.arena picks two versions (few battles
+and close ratings first) and randomises the sides -> both answer in ONE batched generate call (each row with
+its own adapter) -> the labeler votes A / B / tie / both bad -> the vote is committed as a battle and as a
+preference record (source 'arena') -> only then are the two names revealed. Until the vote the names exist only
 in server-side session state; no output of the tab carries them.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import gradio as gr
 
 from app.auth import label_user
-from app.forms import (GENERATION_CONCURRENCY, build_config, components_for, config_names, name_inputs, screen_pace,
-                       waiting_notice)
+from app.forms import (
+    GENERATION_CONCURRENCY,
+    build_config,
+    components_for,
+    config_names,
+    name_inputs,
+    screen_pace,
+    waiting_notice,
+)
 from core.compare import arena, blind
 from core.errors import StudioError
-from core.serving.generate import SamplingParams
 from core.labeling.votes import OUTCOME_LABELS
+from core.serving.generate import SamplingParams
 from core.studio import Studio
 
 HIDDEN = "The names stay hidden until you vote."
@@ -103,6 +111,7 @@ def create_arena_tab(get_studio: Callable[[], Studio]) -> tuple[Callable, list[A
                 yield final.text_a, final.text_b, notice, gr.update(), None
         except StudioError as exc:
             raise gr.Error(str(exc)) from exc
+        assert final is not None  # a pair stream always ends with the finished pair
         pending = arena.PendingBattle(text, name_a, name_b, id_a, id_b, final.text_a, final.text_b,
                                       sampling.to_dict(), final.latency_ms, (final.new_tokens_a, final.new_tokens_b))
         notice = "Which answer is better? Vote to reveal the versions."

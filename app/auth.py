@@ -25,11 +25,12 @@ import json
 import os
 import re
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from starlette.requests import cookie_parser
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.errors import PermissionDenied, TooManyAttempts, Unauthenticated
@@ -55,7 +56,8 @@ def basic_credentials(header: str) -> tuple[str | None, str | None]:
 
 def oauth_secret() -> str | None:
     """The OAuth client secret when Hugging Face sign-in is configured as Gradio runs its real flow (see
-    core.labeling.identity.oauth_configured), else None. Gradio's local "mocked" flow is never trusted: its key is public."""
+    core.labeling.identity.oauth_configured), else None. Gradio's local "mocked" flow is never trusted: its key is
+    public."""
     return os.environ["OAUTH_CLIENT_SECRET"] if oauth_configured() else None
 
 
@@ -157,7 +159,8 @@ class ConsoleLogin:
         except TooManyAttempts as exc:
             if scope["type"] == "websocket":
                 return await send({"type": "websocket.close", "code": 1008})
-            response = PlainTextResponse(f"{exc.message}. {exc.hint}.", status_code=429, headers=_retry_headers(exc))
+            response: Response = PlainTextResponse(f"{exc.message}. {exc.hint}.", status_code=429,
+                                                   headers=_retry_headers(exc))
             return await response(scope, receive, send)
         except Unauthenticated:
             user = None
@@ -292,4 +295,5 @@ def label_user(studio: Any, request: Any, action: str) -> User:
     user = studio.directory.user(name) if name else credentials_user(studio.directory, "", None,
                                                                        getattr(request, "cookies", None))
     access.require(user, f"label:{action}")
+    assert user is not None  # require() raised for an anonymous caller
     return user

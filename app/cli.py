@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from core.config import Settings
 
@@ -49,14 +49,15 @@ def train_command(settings: Settings, args: argparse.Namespace) -> int:
     from core.errors import ValidationError
     from core.labeling.identity import ensure_user
     from core.serving.policies import version_of_job
-    from core.training.request import JobRequest, job_filters
     from core.studio import Studio
     from core.training.launch import LaunchConfig
+    from core.training.request import JobRequest, job_filters
 
     try:
         filters = job_filters(json.loads(args.filters))
     except ValueError as exc:
-        raise ValidationError(f"--filters is not JSON: {exc}", hint='e.g. --filters \'{"labelers": ["ada"]}\'')
+        raise ValidationError(f"--filters is not JSON: {exc}",
+                              hint='e.g. --filters \'{"labelers": ["ada"]}\'') from exc
     studio = Studio(settings, prepare_model(settings))
     try:
         request = JobRequest(args.algorithm, args.parent, parse_assignments(args.set), filters, args.reward_model,
@@ -84,10 +85,13 @@ def train_command(settings: Settings, args: argparse.Namespace) -> int:
         version = version_of_job(studio.db, job_id)
         if job["status"] == "succeeded":
             print(f"job {job_id} succeeded: new version {version} (runs/{job_id}/)")
-            if args.algorithm != "reward":
-                report = _report_with_progress(studio, version, None, refresh=True)
-                print(f"what changed: {report['summary']}")
-                for warning in report["warnings"]:
+            if args.algorithm != "reward" and args.no_report:
+                print(f"what changed: skipped (--no-report); later: launch.py report {version}")
+            elif args.algorithm != "reward":
+                assert version is not None  # a succeeded job registered its version
+                changes = _report_with_progress(studio, version, None, refresh=True)
+                print(f"what changed: {changes['summary']}")
+                for warning in changes["warnings"]:
                     print(f"warning: {warning}")
             return 0
         print(f"job {job_id} {job['status']}: {job['error'] or ''}", file=sys.stderr)
@@ -136,7 +140,8 @@ def report_command(settings: Settings, args: argparse.Namespace) -> int:
     rows = [("held-out pairs", m.get("held_out_pairs")),
             ("log-prob ranking acc.", (m.get("accuracy_against"), m.get("accuracy_version"))),
             ("prompts answered", m.get("prompts")),
-            ("KL per token", m.get("kl_per_token")), ("answer length", (m.get("length_against"), m.get("length_version"))),
+            ("KL per token", m.get("kl_per_token")),
+            ("answer length", (m.get("length_against"), m.get("length_version"))),
             ("refusal rate", (m.get("refusal_against"), m.get("refusal_version"))),
             ("distinct-2", (m.get("distinct2_against"), m.get("distinct2_version"))),
             (f"win rate ({m.get('reward_model')})", m.get("win_rate"))]
@@ -257,8 +262,8 @@ def safety_command(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"run": run, "change": change}, default=str))
     else:
-        print(f"{args.version}: unsafe answers {safety.percent(run['unsafe_rate'])} of {run['harmful']} harmful requests "
-              f"(judged by {run['judged_by']}), over-refusals {safety.percent(run['over_refusal_rate'])} of "
+        print(f"{args.version}: unsafe answers {safety.percent(run['unsafe_rate'])} of {run['harmful']} harmful "
+              f"requests (judged by {run['judged_by']}), over-refusals {safety.percent(run['over_refusal_rate'])} of "
               f"{run['benign']} benign ones")
         for category, figures in run["by_category"].items():
             print(f"  {category:<16} unsafe {safety.percent(figures['unsafe_rate']):>5}   "
@@ -275,10 +280,10 @@ def constitution_command(settings: Settings, args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from core.judging import constitution
     from core.errors import ValidationError
-    from core.serving.generate import SamplingParams
+    from core.judging import constitution
     from core.labeling.identity import ensure_user
+    from core.serving.generate import SamplingParams
     from core.studio import Studio
 
     cli_database(settings, "run it from the console's Labeling setup page").close()
@@ -385,9 +390,9 @@ def export_command(settings: Settings, args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from core.share import cards, exports, hub
     from core.errors import ValidationError
     from core.labeling.identity import ensure_user
+    from core.share import cards, exports, hub
 
     db = cli_database(settings, "export from its Export page")
     try:
@@ -400,7 +405,7 @@ def export_command(settings: Settings, args: argparse.Namespace) -> int:
         if not args.target:
             raise ValidationError(f"export {args.what} needs a target", hint="see `launch.py export --help`")
 
-        def tensor_bar() -> "Callable[[int, int, str], None]":
+        def tensor_bar() -> Callable[[int, int, str], None]:
             bar = tqdm(desc="gguf", unit="tensor")
 
             def show(done: int, total: int, name: str) -> None:
@@ -417,16 +422,18 @@ def export_command(settings: Settings, args: argparse.Namespace) -> int:
                 raise ValidationError("export push needs --push REPO", hint="e.g. --push ada/my-adapter")
         else:
             result = {"adapter": lambda: exports.export_adapter(db, settings.data_dir, args.target, operator, card),
-                      "merged": lambda: exports.export_merged(db, settings.data_dir, args.target, operator, args.dtype, card),
+                      "merged": lambda: exports.export_merged(db, settings.data_dir, args.target, operator, args.dtype,
+                                                              card),
                       "gguf": lambda: exports.export_gguf(db, settings.data_dir, args.target, operator,
                                                           args.quant or "q8_0", card, progress=tensor_bar()),
                       "quantized": lambda: exports.export_quantized(db, settings.data_dir, args.target, operator,
                                                                     args.quant or "nf4", card),
-                      "training-data": lambda: exports.export_training_data(db, settings.data_dir, args.target, operator,
-                                                                            card),
+                      "training-data": lambda: exports.export_training_data(db, settings.data_dir, args.target,
+                                                                            operator, card),
                       "dataset": lambda: exports.export_dataset(db, settings.data_dir, args.target, operator,
                                                                 _json_arg(args.filters, "--filters"),
-                                                                args.format or exports.DATASET_FORMATS, card, args.name),
+                                                                args.format or exports.DATASET_FORMATS, card,
+                                                                args.name),
                       }[args.what]()
             print(f"export {result.id}: {result.path}")
             if args.what in exports.MODEL_KINDS:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import gradio as gr
 
@@ -12,12 +13,13 @@ from core.serving.scheduler import MAX_BATCH_ROWS
 
 def components_for(config_cls: type) -> list[gr.components.Component]:
     """One slider / number / checkbox / textbox per dataclass field, with help text from metadata."""
-    components = []
+    components: list[gr.components.Component] = []
     defaults = config_cls()
     for f in dataclasses.fields(config_cls):
         meta, value = f.metadata, getattr(defaults, f.name)
         label = f.name.replace("_", " ").capitalize()
         info = meta.get("help")
+        comp: gr.components.Component
         if isinstance(value, bool):
             comp = gr.Checkbox(value=value, label=label, info=info)
         elif isinstance(value, (int, float)) and "min" in meta and "max" in meta:
@@ -75,7 +77,7 @@ def config_names(config_cls: type) -> list[tuple[str, Any]]:
 # Every event that generates (chat pairs, regenerate, arena) shares one Gradio concurrency group as large as the
 # scheduler's batch: concurrent labelers reach the scheduler together and share decoding steps, the scheduler's
 # own line (with "N ahead of you") holds the rest, and Gradio queues beyond that.
-GENERATION_CONCURRENCY = {"concurrency_id": "generate", "concurrency_limit": MAX_BATCH_ROWS}
+GENERATION_CONCURRENCY: dict[str, Any] = {"concurrency_id": "generate", "concurrency_limit": MAX_BATCH_ROWS}
 
 
 # Screen updates of streaming answers: ~5 per second for a lone labeler, and about 10 per second for the whole

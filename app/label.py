@@ -7,26 +7,46 @@ edit, flags and a note -> the vote is committed -> the picked (or edited) answer
 """
 import html
 import json
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import gradio as gr
 
 from app.arena import create_arena_tab
-from app.review import create_review_tab
 from app.auth import label_user
-from app.forms import (GENERATION_CONCURRENCY, build_config, components_for, config_names, name_inputs, screen_pace,
-                       waiting_notice)
-from core.errors import StudioError
-from core.serving.generate import SamplingParams
-from core.labeling.votes import (FLAGS, OUTCOME_LABELS, CandidateIn, Vote, active_aspects, add_user_message,
-                                 candidate_texts, history, new_conversation, record_vote, save_pair, undo_last_vote)
-from core.labeling import queue as prompt_queue
-from core.labeling.identity import User, oauth_configured
+from app.forms import (
+    GENERATION_CONCURRENCY,
+    build_config,
+    components_for,
+    config_names,
+    name_inputs,
+    screen_pace,
+    waiting_notice,
+)
+from app.review import create_review_tab
 from core.chain import views as chain_views
 from core.chain.wallet import linked_address
 from core.compare.blind import blind_status
-from core.serving.policies import BASE_POLICY, newest_version, servable_policies
 from core.compare.report import badges as report_badges
+from core.errors import StudioError
+from core.labeling import queue as prompt_queue
+from core.labeling.identity import User, oauth_configured
+from core.labeling.votes import (
+    FLAGS,
+    OUTCOME_LABELS,
+    CandidateIn,
+    Vote,
+    active_aspects,
+    add_user_message,
+    candidate_texts,
+    history,
+    new_conversation,
+    record_vote,
+    save_pair,
+    undo_last_vote,
+)
+from core.serving.generate import SamplingParams
+from core.serving.policies import BASE_POLICY, newest_version, servable_policies
 from core.studio import Studio
 
 FREE_CHAT = "Free chat"
@@ -70,7 +90,7 @@ document.addEventListener('keydown', (e) => {
     if (el && !el.disabled && el.getClientRects().length) { e.preventDefault(); el.click(); return; }
   }
 });
-</script>""" % json.dumps(SHORTCUTS)
+</script>""" % json.dumps(SHORTCUTS)  # noqa: UP031 (a script full of braces: % keeps it unescaped)
 
 
 def empty_state() -> dict[str, Any]:
@@ -100,8 +120,8 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> tuple[Callable, list[A
                 # custom values allowed: versions trained after the page was built are valid (checked in core)
                 policy_a = gr.Dropdown(policy_names, value=BASE_POLICY, label="Policy", allow_custom_value=True,
                                        info="the version that answers (both candidates are its samples)")
-                policy_b = gr.Dropdown([(SAME_POLICY, SAME_POLICY)] + policy_names, value=SAME_POLICY, label="Compare with",
-                                       allow_custom_value=True,
+                policy_b = gr.Dropdown([(SAME_POLICY, SAME_POLICY)] + policy_names, value=SAME_POLICY,
+                                       label="Compare with", allow_custom_value=True,
                                        info="pick another version to get one answer from each")
             progress_md = gr.Markdown("")
             chatbot = gr.Chatbot(label="Conversation", height=320, elem_id="conversation")
@@ -151,7 +171,7 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> tuple[Callable, list[A
                 rewards_btn = gr.Button("Refresh", size="sm")
 
     feedback_inputs = [*rating_inputs, thumbs_a, thumbs_b, flags, note, gold, gold_side]
-    clear_feedback = [gr.update(value=None)] * (len(rating_inputs) + 2) + [[], "", "", None]
+    clear_feedback: list[Any] = [gr.update(value=None)] * (len(rating_inputs) + 2) + [[], "", "", None]
 
     def chat_view(st: dict[str, Any]) -> list[dict[str, str]]:
         return history(get_studio().db, st["conversation_id"]) if st["conversation_id"] else []
@@ -169,6 +189,7 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> tuple[Callable, list[A
             final = update
             notice = waiting_notice(update.ahead) if update.ahead is not None else gr.update()
             yield update.text_a, update.text_b, notice
+        assert final is not None  # a pair stream always ends with the finished pair
         ids = save_pair(s.db, st["conversation_id"], st["turn"], st["prompt_id"],
                         CandidateIn(final.text_a, id_a, final.latency_ms, final.new_tokens_a),
                         CandidateIn(final.text_b, id_b, final.latency_ms, final.new_tokens_b),
@@ -267,7 +288,7 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> tuple[Callable, list[A
         status = blind_status(s.db) if newest else None
         offer = (gr.update(visible=True, value=f"Blind check: {newest['name']} against {newest['parent']} "
                            f"({status.votes} of {status.target} votes)")
-                 if status is not None and status.open else gr.update(visible=False))
+                 if newest is not None and status is not None and status.open else gr.update(visible=False))
         text = ""
         if newest:
             badge = report_badges(s.db).get(newest["name"])
@@ -402,7 +423,8 @@ def rewards_text(studio: Studio, user: User) -> str:
     return (f"**{total} contribution{'' if total == 1 else 's'}** · {counts['pending']} waiting for a batch · "
             f"{counts['batched']} batched · {counts['anchored']} anchored on chain\n\n"
             f"Tokens: **{chain_views.tokens(amounts['claimable'])} claimable** · "
-            f"{chain_views.tokens(amounts['claimed'])} claimed · {chain_views.tokens(amounts['pending'] + amounts['batched'])} on the way\n\n"
+            f"{chain_views.tokens(amounts['claimed'])} claimed · "
+            f"{chain_views.tokens(amounts['pending'] + amounts['batched'])} on the way\n\n"
             f"{wallet} Proofs and claims: [Wallet page](/wallet).")
 
 

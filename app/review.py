@@ -5,13 +5,14 @@ vote unless the reviewer asks to see it first (seeing it first anchors people to
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import gradio as gr
 
 from app.auth import label_user
-from core.labeling import review
 from core.errors import StudioError
+from core.labeling import review
 from core.labeling.votes import OUTCOME_LABELS
 from core.studio import Studio
 
@@ -64,7 +65,8 @@ def create_review_tab(get_studio: Callable[[], Studio]) -> None:
             raise gr.Error(str(exc)) from exc
         if item is None:
             return "", "", "", EMPTY, "", None
-        seen = f"{item.human_votes} person(s) reviewed it before you." if item.human_votes else "Nobody reviewed it yet."
+        seen = (f"{item.human_votes} person(s) reviewed it before you." if item.human_votes
+                else "Nobody reviewed it yet.")
         return (_conversation(item.prompt), item.text_a, item.text_b, f"Which answer is better? {seen}",
                 _verdict(item) if reveal else "The AI's verdict shows after your vote.", item)
 

@@ -6,9 +6,10 @@ at "queue: 1/1"). The lifespan below enters the Gradio host app's lifespan expli
 """
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import gradio as gr
 from fastapi import FastAPI
@@ -19,8 +20,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api import create_api
 from app.auth import ConsoleLogin, Isolated, SiteGuard, gradio_login, oauth_forwarders
-from core.labeling.identity import oauth_configured
 from app.label import CSS, HEAD, THEME, create_label_app
+from core.labeling.identity import oauth_configured
 from core.studio import Studio, current
 
 CONSOLE_SCRIPT = Path(__file__).resolve().parent.parent / "pages" / "console.py"
@@ -60,8 +61,8 @@ class ApiFirst:
         if scope["type"] == "http" and (path == self.prefix or path.startswith(self.prefix + "/")):
             root = scope.get("root_path", "")
             # what starlette's Mount would pass on: the prefix moves into root_path
-            await self.api({**scope, "root_path": root + self.prefix, "app_root_path": scope.get("app_root_path", root)},
-                           receive, send)
+            await self.api({**scope, "root_path": root + self.prefix,
+                            "app_root_path": scope.get("app_root_path", root)}, receive, send)
             return
         await self.console(scope, receive, send)
 

@@ -35,8 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 
-from tests.support.servers import EngineProcess  # noqa: E402
 from votegen import StudioProcess, percentile  # noqa: E402
+
+from tests.support.servers import EngineProcess  # noqa: E402
 
 PROMPTS = [
     "Give me three tips for a good night's sleep.",

@@ -15,8 +15,8 @@ loopback, as to huggingface.co):
 
 Figures: backup_s (one full backup of the seeded studio, the first one: every adapter uploaded), rpo_s,
 restore_s, vote_p95_ms (no backup running) and vote_p95_ms_during_backup.
-Last line: RESULT votes=... versions=... restored_votes=... lost=... rpo_s=... restore_s=... backup_s=... vote_p95_ms=...
-vote_p95_ms_during_backup=... p95_ratio=...
+Last line: RESULT votes=... versions=... restored_votes=... lost=... rpo_s=... restore_s=... backup_s=...
+vote_p95_ms=... vote_p95_ms_during_backup=... p95_ratio=...
 """
 from __future__ import annotations
 
@@ -155,8 +155,8 @@ def main() -> int:
         say(f"lost: {lost} of {len(voters.acked)} acknowledged live votes")
         hub.stop()
     ratio = p95_during / p95_quiet if p95_quiet else float("nan")
-    say(f"RESULT votes={args.votes} versions={result.versions} restored_votes={result.votes} lost={lost} rpo_s={rpo_s:.1f} "
-        f"restore_s={restore_s:.1f} backup_s={backup_s:.1f} vote_p95_ms={p95_quiet:.0f} "
+    say(f"RESULT votes={args.votes} versions={result.versions} restored_votes={result.votes} lost={lost} "
+        f"rpo_s={rpo_s:.1f} restore_s={restore_s:.1f} backup_s={backup_s:.1f} vote_p95_ms={p95_quiet:.0f} "
         f"vote_p95_ms_during_backup={p95_during:.0f} p95_ratio={ratio:.2f}")
     return 0
 

@@ -10,9 +10,8 @@ import hashlib
 import itertools
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
-
 
 # --- rules ------------------------------------------------------------------------------------------------
 

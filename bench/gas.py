@@ -43,7 +43,8 @@ def main() -> None:
         for i in range(args.contributors):
             user, key = ensure_user(db, f"labeler{i}", "labeler", "bench"), Account.create()
             message = issue_challenge(db, user, key.address, domain="bench", uri="http://bench/", chain_id=1)
-            link_wallet(db, user, message, Account.sign_message(encode_defunct(text=message), key.key).signature.to_0x_hex())
+            link_wallet(db, user, message,
+                        Account.sign_message(encode_defunct(text=message), key.key).signature.to_0x_hex())
             users.append((user, key))
         with db.transaction() as cur:
             cur.executemany("INSERT INTO preferences (outcome, labeler_id) VALUES ('a', ?)",

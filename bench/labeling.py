@@ -134,9 +134,9 @@ def bench_generation(data_dir: Path, new_tokens: int, reps: int) -> tuple[float,
         for rep in range(1, reps + 1):
             for name, run in (("raw1", lambda: raw(1)), ("chat", chat), ("pair", pair), ("raw2", lambda: raw(2))):
                 times[name].append(run())
-            say("gen: rep {}/{}: ".format(rep, reps) + " ".join(
+            say(f"gen: rep {rep}/{reps}: " + " ".join(
                 f"{name}={values[-1]:.2f}s" for name, values in times.items())
-                + " (load avg {:.2f})".format(os.getloadavg()[0]))
+                + f" (load avg {os.getloadavg()[0]:.2f})")
     finally:
         gen.PairStreamer.put = original_put
     med = {name: statistics.median(values) for name, values in times.items()}

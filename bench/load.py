@@ -67,7 +67,8 @@ def run(seconds: float, labelers: int, kill_at: float | None, say=say) -> dict[s
             f"duplicated {counts['duplicated']}, stored but never acknowledged (in flight at the kill) "
             f"{counts['stored_not_acked']}")
         latencies = load.latencies_ms()
-        return {**counts, "acked_before_kill": before, "p99_ms": percentile(latencies, 99) if latencies else float("nan"), "outage_s": outage}
+        return {**counts, "acked_before_kill": before,
+                "p99_ms": percentile(latencies, 99) if latencies else float("nan"), "outage_s": outage}
 
 
 def main() -> None:

@@ -23,13 +23,13 @@ Runs (each in its own fresh process, one after the other; the parent only sample
    product's defaults except batch 4 / accumulation 1 / 2 epochs and ``logging_steps=1``. The precision,
    checkpointing and reference-cache choices are the product's own (hardware detection, precompute "auto").
 2. ours (precompute off): the same with ``precompute_ref_log_probs="off"`` (for ref_cache_speedup).
-3. TRL, same settings: a plain TRL script (bench/train_step_trl.py ``--baseline same``) with DPOTrainer and the settings our
-   job used: precision / checkpointing from ``core.serving.hardware.training_defaults`` (what the child applies), the
-   precompute decision from the child's result.json, the LoRA / beta / lr / max_length / seed values of our
-   config, and the same thread count.
-4. TRL defaults: the plain TRL script with ``--baseline defaults``: ``DPOConfig(output_dir, per_device_train_batch_size=4,
-   max_steps=5, report_to="none", use_cpu=True)``, everything else TRL's defaults (bf16=True,
-   gradient_checkpointing=True, no precompute, lr 1e-6), LoRA through ``peft_config`` with our LoRA shape.
+3. TRL, same settings: a plain TRL script (bench/train_step_trl.py ``--baseline same``) with DPOTrainer and the
+   settings our job used: precision / checkpointing from ``core.serving.hardware.training_defaults`` (what the child
+   applies), the precompute decision from the child's result.json, the LoRA / beta / lr / max_length / seed values
+   of our config, and the same thread count.
+4. TRL defaults: the plain TRL script with ``--baseline defaults``: ``DPOConfig(output_dir,
+   per_device_train_batch_size=4, max_steps=5, report_to="none", use_cpu=True)``, everything else TRL's defaults
+   (bf16=True, gradient_checkpointing=True, no precompute, lr 1e-6), LoRA through ``peft_config`` with our LoRA shape.
    (``use_cpu=True`` is required: without a GPU, TrainingArguments rejects TRL's bf16 default.) Run from a plain
    shell: torch's default threads (all cores).
 5. Context only (not in RESULT), when trainer_threads() differs from torch's default (STUDIO_TRAIN_THREADS set):
@@ -86,9 +86,19 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 
+from shared_machine import (  # noqa: E402
+    QUIET_BUDGET_S,
+    QUIET_CORES,
+    attempts,
+    clean_median,
+    cpu_per_step,
+    matmul_peak,
+    run_child,
+    step_times,
+    wait_for_quiet,
+)
+
 from core.training import rundir  # noqa: E402  (cheap: no torch or transformers at import)
-from shared_machine import (QUIET_BUDGET_S, QUIET_CORES, attempts, clean_median, cpu_per_step,  # noqa: E402
-                            matmul_peak, run_child, step_times, wait_for_quiet)
 
 CACHE_DIR = Path(os.environ.get("STUDIO_BENCH_CACHE", "/tmp/rlhf_studio_bench_train_step"))
 BATCH_PAIRS = 4
@@ -309,8 +319,8 @@ def main() -> None:
     import torch
 
     from core.serving.hardware import detect_hardware, training_defaults
-    from core.training.launch import trainer_threads
     from core.serving.models import provision_default_model
+    from core.training.launch import trainer_threads
 
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -429,7 +439,8 @@ def main() -> None:
         # 5. context only: our job with every core (what trainer_threads() holds back for chat)
         all_cores_step = None
         if job_threads != threads:
-            print(f"run 5 (context, not in RESULT): our job with {threads} threads instead of {job_threads}", flush=True)
+            print(f"run 5 (context, not in RESULT): our job with {threads} threads instead of {job_threads}",
+                  flush=True)
             measure_peaks()
             all_cores = run_ours("ours auto, all threads", runs, model_dir, base_overrides, budget, [timed], threads)
             all_cores_step = report("ours auto, all threads", all_cores, timed)
@@ -454,21 +465,22 @@ def main() -> None:
     mfu = 100 * achieved / fp32_peak
     precision = "bf16 autocast (LoRA: frozen base weights in bf16, adapters fp32)" if defaults["bf16"] else "fp32"
     print(f"our job used: {precision}, gradient checkpointing {'on' if defaults['gradient_checkpointing'] else 'off'}, "
-          f"reference log-probs {'precomputed (no reference forward in the step)' if precompute_on else 'computed each step'}",
-          flush=True)
-    print(f"our step: {6 + ref_term}*N*T = {flops / 1e12:.3f} TFLOP in {ours_step:.2f} s = {achieved / 1e9:.0f} GFLOP/s "
-          f"= {mfu:.1f}% of the fp32 peak, {100 * achieved / bf16_peak:.1f}% of the bf16 peak", flush=True)
+          f"reference log-probs "
+          f"{'precomputed (no reference forward in the step)' if precompute_on else 'computed each step'}", flush=True)
+    print(f"our step: {6 + ref_term}*N*T = {flops / 1e12:.3f} TFLOP in {ours_step:.2f} s = {achieved / 1e9:.0f} "
+          f"GFLOP/s = {mfu:.1f}% of the fp32 peak, {100 * achieved / bf16_peak:.1f}% of the bf16 peak", flush=True)
     off_achieved = 8 * n_params * tokens_per_step / ours_off_step
     print(f"  (precompute off: 8*N*T in {ours_off_step:.2f} s = {off_achieved / 1e9:.0f} GFLOP/s = "
           f"{100 * off_achieved / fp32_peak:.1f}% of the fp32 peak)", flush=True)
     if peaks["fp32_job_threads"]:
         print(f"  (the trainer runs {job_threads} thread(s): fp32 peak at {job_threads} thread(s) "
-              f"{peaks['fp32_job_threads'] / 1e9:.0f} GFLOP/s, our step is {100 * achieved / peaks['fp32_job_threads']:.1f}% "
-              f"of it)", flush=True)
+              f"{peaks['fp32_job_threads'] / 1e9:.0f} GFLOP/s, our step is "
+              f"{100 * achieved / peaks['fp32_job_threads']:.1f}% of it)", flush=True)
     if all_cores_step:
         print(f"  (with all {threads} threads our step takes {all_cores_step:.2f} s = "
-              f"{100 * flops / all_cores_step / fp32_peak:.1f}% of the fp32 peak; core.training.launch.trainer_threads() costs "
-              f"x{ours_step / all_cores_step:.2f} per step when nobody chats)", flush=True)
+              f"{100 * flops / all_cores_step / fp32_peak:.1f}% of the fp32 peak; "
+              f"core.training.launch.trainer_threads() costs x{ours_step / all_cores_step:.2f} per step when nobody "
+              f"chats)", flush=True)
     vs_defaults = ours_step / trl_def_step
     overhead = ours_step / same_step
     speedup = no_cache_e2 / cache_e2

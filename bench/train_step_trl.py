@@ -59,7 +59,8 @@ def baseline_main(args) -> None:
     trainer = DPOTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=lora, callbacks=[StepClock()])
     ds = trainer.train_dataset
-    pair_tokens = [2 * len(p) + len(c) + len(r) for p, c, r in zip(ds["prompt_ids"], ds["chosen_ids"], ds["rejected_ids"])]
+    pair_tokens = [2 * len(p) + len(c) + len(r)
+                   for p, c, r in zip(ds["prompt_ids"], ds["chosen_ids"], ds["rejected_ids"])]
     base = trainer.model.get_base_model() if hasattr(trainer.model, "get_base_model") else trainer.model
     trainer.train()
     Path(args.out).write_text(json.dumps({

@@ -62,10 +62,10 @@ class StudioProcess:
         self.proc.send_signal(signal.SIGTERM)
         try:
             return self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as exc:
             self.proc.kill()
             self.proc.wait()
-            raise RuntimeError("the server ignored SIGTERM for 60 s and was killed")
+            raise RuntimeError("the server ignored SIGTERM for 60 s and was killed") from exc
 
     def log_tail(self, chars: int = 3000) -> str:
         return log_tail(self.log_path, chars)
@@ -86,7 +86,7 @@ class VoteLoad:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _threads: list[threading.Thread] = field(default_factory=list)
 
-    def start(self) -> "VoteLoad":
+    def start(self) -> VoteLoad:
         barrier = threading.Barrier(self.labelers)
         self._threads = [threading.Thread(target=self._labeler, args=(n, barrier), daemon=True)
                          for n in range(1, self.labelers + 1)]

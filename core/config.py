@@ -12,9 +12,10 @@ import ipaddress
 import os
 import re
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from core.errors import ConfigError
 
@@ -53,7 +54,8 @@ class Settings:
     max_body_bytes: int = field(default=1_000_000, metadata=_meta(
         "STUDIO_MAX_BODY_BYTES", "Largest REST API request body accepted."))
     hub_endpoint: str | None = field(default=None, metadata=_meta(
-        "HF_ENDPOINT", "Hugging Face Hub endpoint for exports (token comes from HF_TOKEN, never stored).", admin_only=True))
+        "HF_ENDPOINT", "Hugging Face Hub endpoint for exports (token comes from HF_TOKEN, never stored).",
+        admin_only=True))
     chain_rpc_url: str | None = field(default=None, metadata=_meta(
         "STUDIO_CHAIN_RPC_URL", "JSON-RPC endpoint of an EVM chain; empty = embedded local chain.", admin_only=True))
     chain_id: int | None = field(default=None, metadata=_meta("STUDIO_CHAIN_ID", "Chain id of that endpoint."))

@@ -7,35 +7,36 @@ cache per process.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import psutil
 
 from core import __version__
+from core.compare.benchmarks import benchmark_in_background, mark_interrupted
+from core.compare.report import compute_report
+from core.compare.safety import evaluate_in_background
+from core.compare.worker import ReportWorker
 from core.config import Settings
-from core.serving.engine import Engine
 from core.errors import ModelError, StudioError
+from core.judging.runs import JudgeRuns
+from core.labeling.identity import Directory
+from core.labeling.users import User
+from core.serving.engine import Engine
 from core.serving.generate import PairUpdate, SamplingParams, stream_pair
 from core.serving.hardware import HardwareProfile, detect_hardware
-from core.labeling.identity import Directory
+from core.serving.models import auto_dtype, load_model
+from core.serving.policies import default_against, ensure_base_policy, get_policy
+from core.serving.scheduler import scheduler_for
+from core.share.backup import DirTarget, target_from
+from core.share.backup_service import BackupService
 from core.training.jobs import Supervisor
 from core.training.launch import trainer_threads
 from core.training.rundir import mark_chat_active
-from core.judging.runs import JudgeRuns
-from core.serving.models import auto_dtype, load_model
-from core.labeling.users import User
-from core.serving.policies import default_against, ensure_base_policy, get_policy
-from core.compare.report import compute_report
-from core.compare.worker import ReportWorker
-from core.share.backup import DirTarget, target_from
-from core.share.backup_service import BackupService
-from core.compare.safety import evaluate_in_background
-from core.compare.benchmarks import benchmark_in_background, mark_interrupted
-from core.serving.scheduler import scheduler_for
 from storage.db import Database
 
-_current: "Studio | None" = None
+_current: Studio | None = None
 
 
 # The studio itself, evaluating a new version after its job (safety runs are admin work; no person asked for it,
@@ -138,8 +139,8 @@ class Studio:
 
     def backup_service(self) -> BackupService:
         """The configured backup, or (none configured) a one-off one to ``<data dir>/backups``."""
-        return self.backup or BackupService(self.db, self.settings.data_dir, DirTarget(self.settings.data_dir / "backups"),
-                                            self.settings.backup_every)
+        return self.backup or BackupService(self.db, self.settings.data_dir,
+                                            DirTarget(self.settings.data_dir / "backups"), self.settings.backup_every)
 
     def _on_new_version(self, version: str) -> None:
         """A job registered a version: report on it, evaluate its safety (and its parent's, once) so the release

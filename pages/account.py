@@ -3,8 +3,8 @@ anyone's."""
 import pandas as pd
 import streamlit as st
 
-from core.labeling import tokens
 from core.errors import StudioError
+from core.labeling import tokens
 from core.studio import current
 from pages.common import LABEL_SIGN_OUT_URL, SIGN_OUT_URL, can, require_page, show_error, sign_in_method
 
@@ -28,8 +28,8 @@ elif method == "huggingface":
 else:
     st.markdown(
         "**Signing out.** You signed in to the console through your browser's own login prompt (HTTP Basic). The "
-        "browser keeps that login and sends it with every request until it quits; no page can reliably make it forget it, "
-        "so the console has no sign-out button. To sign out:\n"
+        "browser keeps that login and sends it with every request until it quits; no page can reliably make it "
+        "forget it, so the console has no sign-out button. To sign out:\n"
         "- close every window of this browser so that it quits (on macOS quit it with Cmd+Q; Chrome keeps running "
         "in the background while *Continue running background apps* is on);\n"
         "- on a shared computer, open the studio in a private window instead: closing that window signs you out.\n\n"

@@ -1,7 +1,7 @@
 """Streamlit console entry point: navigation and the warnings every page must show."""
-import streamlit as st
-
 from pathlib import Path
+
+import streamlit as st
 
 from core.labeling import access
 from core.studio import current

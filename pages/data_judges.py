@@ -1,8 +1,8 @@
 """The Data page's AI judges section: how far each judge agrees with people, and (admins) running judges.
 
 Not a page of its own; pages/data.py calls :func:`render_judges`. Thin: judging, storage and every figure live
-in core.judging.judges / core.judging.runs. A one-off endpoint key typed here goes to the run in memory and is cleared from
-the form at once; it is never stored.
+in core.judging.judges / core.judging.runs. A one-off endpoint key typed here goes to the run in memory and is
+cleared from the form at once; it is never stored.
 """
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core.judging import judges
-from core.judging import runs as judging
-from core.labeling.queue import list_queues
 from core.errors import StudioError
+from core.judging import judges, runs as judging
+from core.labeling.queue import list_queues
 from pages.common import can, show_error
 
 SOURCES = {judging.UNLABELED: "Unlabeled pairs (pre-label what people have not voted on)",

@@ -11,18 +11,32 @@ import streamlit as st
 from streamlit.runtime.scriptrunner import add_script_run_ctx, get_script_run_ctx
 
 from core.compare import safety
+from core.compare.gate import evaluate_gate
 from core.data.kinds import EXPORTABLE, KINDS
 from core.errors import StudioError
 from core.share.cards import LICENSES, CardOptions
-from core.share.exports import (DATASET_FORMATS, DTYPES, QUANTIZED_BITS, export_adapter, export_dataset,
-                                export_files, export_gguf, export_merged, export_quantized, export_training_data,
-                                exportable_versions, human_size, list_exports, ollama_usage, zip_export)
+from core.share.exports import (
+    DATASET_FORMATS,
+    DTYPES,
+    MODEL_KINDS,
+    QUANTIZED_BITS,
+    export_adapter,
+    export_dataset,
+    export_files,
+    export_gguf,
+    export_merged,
+    export_quantized,
+    export_training_data,
+    exportable_versions,
+    human_size,
+    list_exports,
+    ollama_usage,
+    zip_export,
+)
 from core.share.gguf_export import GGUF_HELP, GGUF_TYPES
 from core.share.hub import PushOptions, adapter_manifest, push_export, resolve_token, suggest_repo_id
 from core.share.versions import base_hub_id
 from core.studio import current
-from core.compare.gate import evaluate_gate
-from core.share.exports import MODEL_KINDS
 from pages.common import dataclass_form, filter_form, require_page, show_error, show_gate
 
 st.title("Export")
@@ -179,8 +193,9 @@ with tab_hub:
         ids = [e["id"] for e in exports]
         selected = st.session_state.get("export-selected")
         export_id = st.selectbox("Export", ids, index=ids.index(selected) if selected in ids else 0,
-                                 format_func=lambda i: next(f"#{e['id']} {e['kind']} {e['version'] or e['dataset_kind']}"
-                                                            for e in exports if e["id"] == i))
+                                 format_func=lambda i: next(
+                                     f"#{e['id']} {e['kind']} {e['version'] or e['dataset_kind']}"
+                                     for e in exports if e["id"] == i))
         show_export_files(export_id)
         st.download_button("Download as zip", data=lambda: zip_export(db, export_id)[1],
                            file_name=f"export-{export_id}.zip", mime="application/zip",

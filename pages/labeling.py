@@ -2,12 +2,12 @@
 import pandas as pd
 import streamlit as st
 
+from core.errors import StudioError
 from core.judging import constitution
 from core.labeling import queue as prompt_queue
-from core.errors import StudioError
-from core.serving.policies import comparable_policies
-from core.serving.generate import SamplingParams
 from core.labeling.votes import active_aspects, save_aspects
+from core.serving.generate import SamplingParams
+from core.serving.policies import comparable_policies
 from core.studio import current
 from pages.common import require_page, show_error
 

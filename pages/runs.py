@@ -3,11 +3,11 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.errors import StudioError
 from core.compare.report import latest_report
+from core.errors import StudioError
+from core.labeling import access
 from core.share.curves import CURVE_TITLES, overfitting_step
 from core.studio import current
-from core.labeling import access
 from pages.common import can, require_page, show_error, show_report
 
 studio = current()
@@ -79,7 +79,8 @@ def job_details(job_id: int, listed_status: str) -> None:
     if status != listed_status:
         st.rerun()   # the whole page: the job picker's label and the versions table follow the new status
     st.badge(status, color=STATUS_COLOR.get(status, "gray"))
-    st.markdown(f"{job['algorithm']} from `{job['parent']}`" + (f" → **{job['version']}**" if job.get("version") else ""))
+    st.markdown(f"{job['algorithm']} from `{job['parent']}`"
+                + (f" → **{job['version']}**" if job.get("version") else ""))
     if progress.get("max_steps"):
         st.progress(min(1.0, progress.get("step", 0) / progress["max_steps"]), text=eta(progress))
     if evaluating(progress):

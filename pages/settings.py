@@ -2,12 +2,11 @@
 import pandas as pd
 import streamlit as st
 
-from core.errors import StudioError
-from core.serving.hardware import training_defaults
-from core.training.estimate import base_parameter_count
 from core.labeling import access
+from core.serving.hardware import training_defaults
 from core.studio import current
-from pages.common import can, require_page, show_error
+from core.training.estimate import base_parameter_count
+from pages.common import can, require_page
 
 studio = current()
 st.title("Settings")
@@ -38,7 +37,8 @@ with right:
 st.subheader("Studio")
 info = access.health_view(studio.health(), viewer)
 everything = access.scope(viewer, "settings.values") == access.ALL
-rows = [("Data dir", info.get("data_dir")), ("Database", str(studio.settings.db_path.resolve()) if everything else None),
+rows = [("Data dir", info.get("data_dir")),
+        ("Database", str(studio.settings.db_path.resolve()) if everything else None),
         ("Schema version", info.get("schema_version")), ("Model", info.get("model")),
         ("Model path", info.get("model_path")), ("Model status", info["model_status"]),
         ("Chat precision", info["chat_dtype"]), ("Version", info["version"])]

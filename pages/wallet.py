@@ -4,8 +4,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core.chain import contributions as cb
-from core.chain import views
+from core.chain import contributions as cb, views
 from core.chain.service import service_for
 from core.chain.wallet import SIGNING_SNIPPET, issue_challenge, link_wallet, linked_address
 from core.errors import StudioError

@@ -11,11 +11,12 @@ from __future__ import annotations
 import queue
 import re
 import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 import duckdb
 
@@ -62,7 +63,7 @@ class Database:
         self._writer: threading.Thread | None = None
 
     @classmethod
-    def in_data_dir(cls, data_dir: Path | str) -> "Database":
+    def in_data_dir(cls, data_dir: Path | str) -> Database:
         return cls(Path(data_dir) / DB_FILENAME)
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
@@ -181,7 +182,7 @@ class Database:
         for (_, _, future), result in zip(batch, results):
             future.set_result(result)
 
-    def query(self, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    def query(self, sql: str, params: list[Any] | tuple[Any, ...] | dict[str, Any] = ()) -> list[dict[str, Any]]:
         """Read-only helper: rows as dicts."""
         cur = self.cursor().execute(sql, params)
         names = [d[0] for d in cur.description]
@@ -245,6 +246,15 @@ class Database:
         return current
 
 
+def one_value(cursor: duckdb.DuckDBPyConnection) -> Any:
+    """The first column of the one row an executed statement returned (``INSERT ... RETURNING id``, the row count
+    of an UPDATE, ``count(*)``): ``fetchone()[0]`` that says what went wrong instead of indexing ``None``."""
+    row = cursor.fetchone()
+    if row is None:
+        raise StorageError("The statement returned no row", hint="this is a bug in the studio; report it")
+    return row[0]
+
+
 def default_backup_dir(data_dir: Path | str) -> Path:
     from datetime import datetime, timezone
 
@@ -285,7 +295,7 @@ def exported_row_counts(export_dir: Path | str) -> dict[str, int]:
     so a manifest states what the snapshot holds, not what the live tables held a moment later."""
     conn = duckdb.connect()
     try:
-        return {p.stem: conn.execute("SELECT count(*) FROM read_parquet(?)", [str(p)]).fetchone()[0]
+        return {p.stem: one_value(conn.execute("SELECT count(*) FROM read_parquet(?)", [str(p)]))
                 for p in sorted(Path(export_dir).glob("*.parquet"))}
     finally:
         conn.close()
@@ -316,7 +326,7 @@ def relocate_paths(db: Database, old: str, new: str) -> int:
                 sql = (f"UPDATE {table} SET {name} = replace(CAST({name} AS VARCHAR), ?, ?)::JSON"
                        f" WHERE contains(CAST({name} AS VARCHAR), ?)")
                 params = ['"' + old, '"' + new, '"' + old]
-            changed += cur.execute(sql, params).fetchone()[0]
+            changed += one_value(cur.execute(sql, params))
         return changed
 
     return db.write(rewrite)

@@ -4,8 +4,9 @@ The helpers behind them live in tests/support/ (test modules import from there, 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 

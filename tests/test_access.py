@@ -1,4 +1,5 @@
-"""The one authorization policy (core.labeling.access): every surface has a rule, and the rules say what the README says.
+"""The one authorization policy (core.labeling.access): every surface has a rule, and the rules say what the README
+says.
 
 These tests read the surfaces themselves (the REST app's routes, the console's page list and each page's source,
 the labeling app's events) so that a new route, page, section or action without a rule fails here. What each
@@ -12,9 +13,9 @@ import time
 
 import pytest
 
-from core.labeling import access
 from core.config import load_settings
 from core.errors import PermissionDenied, TooManyAttempts, Unauthenticated
+from core.labeling import access
 from core.labeling.identity import Directory, LoginThrottle, User
 from storage.db import Database
 from tests.support import ROOT
@@ -240,8 +241,7 @@ SECTION_MARKERS = {
 
 def seed_judge_disagreement(studio, person) -> None:
     """``person`` votes A on a pair of their chat; an AI judge's run says B: a disagreement with cat's text."""
-    from core.judging import judges
-    from core.judging import runs as judging
+    from core.judging import judges, runs as judging
     from core.labeling.identity import ensure_ai_labeler
     from core.labeling.votes import CandidateIn, Vote, record_vote, write_prompt_pair
 

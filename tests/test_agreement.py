@@ -10,6 +10,7 @@ import math
 
 import pytest
 
+from core.errors import ValidationError
 from core.labeling.agreement import (
     LEVELS,
     agreement_by_labeler_pair,
@@ -17,7 +18,6 @@ from core.labeling.agreement import (
     krippendorff_alpha,
     pairwise_agreement,
 )
-from core.errors import ValidationError
 
 
 def units_from_rows(rows: dict[str, str]) -> dict[int, dict[str, int]]:

@@ -12,11 +12,11 @@ import pytest
 
 from core.compare import arena, leaderboard
 from core.compare.leaderboard import Battle
+from core.data.filters import Filters
+from core.data.trainsets import preference_rows
 from core.labeling.identity import ensure_user
 from core.labeling.votes import undo_last_vote
 from core.serving.policies import ensure_base_policy, register_policy, rename_policy
-from core.data.filters import Filters
-from core.data.trainsets import preference_rows
 from storage.db import Database
 from tests.support import ROOT
 from tests.support.processes import free_port
@@ -127,7 +127,8 @@ def test_simulated_tournament_recovers_the_ranking_and_ci_cover_the_truth():
     covered, total = 0, 0
     rng = np.random.default_rng(2)
     for _ in range(30):
-        b = leaderboard.compute_leaderboard(simulate(true, 800, rng), "base", rounds=100, seed=int(rng.integers(1 << 30)))
+        b = leaderboard.compute_leaderboard(simulate(true, 800, rng), "base", rounds=100,
+                                            seed=int(rng.integers(1 << 30)))
         for m, lo, hi in zip(b.models, b.ci_low, b.ci_high):
             if m != "base":
                 covered += lo <= 1000 + true[m] <= hi

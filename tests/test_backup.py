@@ -8,8 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -21,7 +19,7 @@ from core.labeling.votes import CandidateIn, Vote, add_user_message, new_convers
 from core.serving.models import build_tiny_model
 from core.serving.policies import register_policy
 from core.share import backup_service
-from core.share.backup import (BackupRefused, DataDirNotEmpty, DirTarget, HubTarget, restore)
+from core.share.backup import BackupRefused, DataDirNotEmpty, DirTarget, HubTarget, restore
 from core.share.backup_service import BackupService
 from core.studio import Studio
 from storage.db import Database
@@ -152,7 +150,8 @@ def test_corrupt_partial_and_newer_snapshots_are_refused_and_nothing_is_half_loa
     BackupService(studio.db, studio.settings.data_dir, target, every=300).backup_now("test")
     manifest_path = next((tmp_path / "backups" / "snapshots").glob("*.json"))
     manifest = json.loads(manifest_path.read_text())
-    adapter_blob = tmp_path / "backups" / "blobs" / manifest["files"]["runs/v1/adapter/adapter_model.safetensors"]["sha256"]
+    adapter_sha = manifest["files"]["runs/v1/adapter/adapter_model.safetensors"]["sha256"]
+    adapter_blob = tmp_path / "backups" / "blobs" / adapter_sha
     original = adapter_blob.read_bytes()
 
     adapter_blob.write_bytes(original[:-10] + b"0123456789")          # corrupt

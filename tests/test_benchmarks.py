@@ -9,8 +9,15 @@ import sys
 
 import pytest
 
-from core.compare.benchmarks import (AdapterNotApplied, BenchSettings, benchmark_version,
-                                     check_adapter_applied, compare, load_scored_model, probe_logits)
+from core.compare.benchmarks import (
+    AdapterNotApplied,
+    BenchSettings,
+    benchmark_version,
+    check_adapter_applied,
+    compare,
+    load_scored_model,
+    probe_logits,
+)
 from core.serving.models import build_tiny_model
 from core.serving.policies import ensure_base_policy, register_policy
 from storage.db import Database

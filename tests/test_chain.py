@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.chain import contributions as cb
-from core.chain import views
+from core.chain import contributions as cb, views
 from core.chain.errors import ChainError
 from core.chain.local import open_embedded
 from tests.support.chain import seed_labels
@@ -67,7 +66,8 @@ def test_batch_anchor_claim_verify_on_embedded_chain(labels, tmp_path):
     assert alice_amount > 0
     cb.claim(db, ledger, batch_id, labels.alice.id)
     assert ledger.balance_of(labels.alice_key.address) == alice_amount
-    assert views.amounts_of(db, labels.alice.id) == {"pending": 0, "batched": 0, "claimable": 0, "claimed": alice_amount}
+    assert views.amounts_of(db, labels.alice.id) == {"pending": 0, "batched": 0, "claimable": 0,
+                                                     "claimed": alice_amount}
 
     leaf, proof, _ = cb.account_proof(db, batch_id, labels.alice.id)
     subroot = bytes.fromhex(leaf["subroot"][2:])

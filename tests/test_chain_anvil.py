@@ -16,9 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core.chain import contributions as cb
-from core.chain import views
-from core.chain import service as service_module
+from core.chain import contributions as cb, service as service_module, views
 from core.chain.errors import ChainError, ChainUnavailable
 from core.chain.service import ChainService
 from core.config import load_settings

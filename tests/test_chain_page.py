@@ -6,7 +6,6 @@ from pathlib import Path
 
 from eth_account import Account
 
-from storage.db import Database
 from tests.support.chain import sign
 
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "wallet.py")

@@ -22,7 +22,8 @@ def db(tmp_path):
 
 
 def _challenge(db, user, address, **kw):
-    return issue_challenge(db, user, address, domain="studio.test", uri="http://studio.test/wallet", chain_id=31337, **kw)
+    return issue_challenge(db, user, address, domain="studio.test", uri="http://studio.test/wallet", chain_id=31337,
+                           **kw)
 
 
 def test_message_is_eip4361_and_links_once(db):
@@ -33,7 +34,8 @@ def test_message_is_eip4361_and_links_once(db):
     assert lines[1] == key.address  # checksummed
     for field in ("URI: http://studio.test/wallet", "Version: 1", "Chain ID: 31337"):
         assert field in lines
-    assert any(l.startswith("Nonce: ") for l in lines) and any(l.startswith("Expiration Time: ") for l in lines)
+    assert any(line.startswith("Nonce: ") for line in lines)
+    assert any(line.startswith("Expiration Time: ") for line in lines)
     signature = sign(message, key.key)
     assert link_wallet(db, user, message, signature) == key.address
     assert linked_address(db, user.id) == key.address

@@ -7,12 +7,12 @@ import time
 
 import pytest
 
-from core.judging import constitution as cai
-from core.labeling import queue as prompt_queue
 from core.data import trainsets
 from core.errors import ModelError, NotFound, PermissionDenied, ValidationError
-from core.serving.generate import SamplingParams
+from core.judging import constitution as cai
+from core.labeling import queue as prompt_queue
 from core.labeling.identity import ensure_user
+from core.serving.generate import SamplingParams
 from core.serving.policies import register_policy
 
 SHORT = SamplingParams(temperature=0.7, top_p=0.9, max_new_tokens=12)
@@ -230,8 +230,8 @@ def test_bad_inputs_fail_before_any_row_is_written(studio, admin, labeler):
 
 
 def test_people_review_the_pairs_and_redacting_the_prompt_reaches_them(studio, admin, labeler):
-    """The labeling app's Review tab (core.labeling.review) serves the revisions with their critique; a person's review is
-    their own vote, and redacting the queue prompt removes the AI's copy of it and its vote."""
+    """The labeling app's Review tab (core.labeling.review) serves the revisions with their critique; a person's
+    review is their own vote, and redacting the queue prompt removes the AI's copy of it and its vote."""
     from core.labeling import review
     from core.labeling.moderation import redact_item
 

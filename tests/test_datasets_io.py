@@ -13,13 +13,13 @@ import pytest
 
 from core.data import datasets_io
 from core.data.datasets_io import import_file
+from core.data.filters import Filters
 from core.data.import_files import ImportFileError
 from core.data.import_formats import inspect_file
+from core.data.trainsets import build_preference, build_sft, build_unpaired, preference_rows, unpaired_rows
 from core.errors import PermissionDenied, ValidationError
 from core.labeling.identity import User
 from core.labeling.queue import next_prompt
-from core.data.filters import Filters
-from core.data.trainsets import build_preference, build_sft, build_unpaired, preference_rows, unpaired_rows
 from storage.db import Database
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,11 +10,11 @@ import yaml
 from core.config import load_settings
 from core.errors import ValidationError
 from core.labeling.identity import ensure_user
-from core.training.request import JobRequest
 from core.labeling.votes import CandidateIn, Vote, add_user_message, new_conversation, record_vote, save_pair
 from core.serving.models import build_tiny_model
 from core.studio import Studio
 from core.training.launch import LaunchConfig
+from core.training.request import JobRequest
 
 pytestmark = pytest.mark.slow
 DDP = LaunchConfig(mode="ddp", num_processes=2)

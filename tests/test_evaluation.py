@@ -10,15 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from core.compare import active, sidebyside
-from core.compare import evaluation as ev
-from core.labeling import queue as prompt_queue
+from core.compare import active, evaluation as ev, sidebyside
 from core.errors import Conflict, NotFound, ValidationError
+from core.labeling import queue as prompt_queue
 from core.labeling.identity import ensure_user
-from core.training.request import JobRequest
 from core.serving import scoring
 from core.serving.policies import comparable_policies, delete_policy, register_policy
 from core.studio import Studio
+from core.training.request import JobRequest
 from core.training.reward import RewardScorer
 from tests.support.studios import FAST, open_studio, random_adapter
 
@@ -232,7 +231,8 @@ def test_disagreement_picks_are_ranked_with_reasons(studio):
     top = picks[0]
     rows = studio.adapter_rows("base", "v2")[0]
     a_row, b_row = (rows or (None, None))
-    (aa, na), (ba, nb) = scoring.sequence_logprobs(studio, [a_row, a_row], [top.prompt] * 2, [top.answer_a, top.answer_b])
+    (aa, na), (ba, nb) = scoring.sequence_logprobs(studio, [a_row, a_row], [top.prompt] * 2,
+                                                   [top.answer_a, top.answer_b])
     (ab, _), (bb, _) = scoring.sequence_logprobs(studio, [b_row, b_row], [top.prompt] * 2, [top.answer_a, top.answer_b])
     assert top.score == pytest.approx(((aa - ab) + (bb - ba)) / (na + nb), abs=1e-4)
     with pytest.raises(ValidationError, match="with itself"):

@@ -14,7 +14,8 @@ SAPPHIRE_RAPIDS = frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16"})
 
 
 def cpu(flags: frozenset[str] = AVX2_ONLY, ram_gb: float = 16) -> HardwareProfile:
-    return HardwareProfile(cuda_available=False, cpu_model="Test CPU", cpu_cores=2, ram_bytes=int(ram_gb * GB), cpu_flags=flags)
+    return HardwareProfile(cuda_available=False, cpu_model="Test CPU", cpu_cores=2, ram_bytes=int(ram_gb * GB),
+                           cpu_flags=flags)
 
 
 def gpu(name: str, memory_gb: float, bf16: bool) -> HardwareProfile:
@@ -59,7 +60,8 @@ def test_parse_cpuinfo_reads_the_first_cpu_and_keeps_key_flags():
         "flags\t\t: fpu sse2 avx avx2 fma avx512f avx512_bf16 amx_tile amx_bf16\n\n"
         "processor\t: 1\nmodel name\t: Other\nflags\t\t: fpu\n"
     )
-    assert parse_cpuinfo(text) == ("Intel(R) Xeon(R) Gold 6430", frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16"}))
+    assert parse_cpuinfo(text) == ("Intel(R) Xeon(R) Gold 6430",
+                                   frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16"}))
     assert parse_cpuinfo("model name : Old CPU\nflags : sse2 avx avx2\n") == ("Old CPU", frozenset({"avx2"}))
     assert parse_cpuinfo("") == ("", frozenset())
 

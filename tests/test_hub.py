@@ -11,16 +11,16 @@ import pytest
 import torch
 import yaml
 
-from core.share import cards, curves, exports, hub, versions
 from core.config import load_settings
+from core.data.trainsets import preference_rows
 from core.errors import NotFound, PermissionDenied, ValidationError
-from core.serving.generate import SamplingParams, generate_once, generate_pair, prepare_chat
 from core.labeling.identity import ensure_user
 from core.labeling.votes import CandidateIn, Vote, add_user_message, new_conversation, record_vote, save_pair
+from core.serving.generate import SamplingParams, generate_once, generate_pair, prepare_chat
 from core.serving.models import MODELS_SUBDIR, TINY_MODEL_DIR
 from core.serving.policies import register_policy
+from core.share import cards, curves, exports, hub, versions
 from core.studio import Studio
-from core.data.trainsets import preference_rows
 from tests.support.hub_standin import HubStandin
 from tests.support.processes import free_port
 
@@ -152,7 +152,8 @@ def test_exported_adapter_loads_with_peft_and_reproduces_the_apps_greedy_answer(
     assert merged_text == app_answer
     assert greedy_ids(standalone, tokenizer) == greedy_ids(model, tokenizer)  # token for token
     rows = studio.db.query("SELECT kind, version, dtype, path FROM exports ORDER BY id")
-    assert [(r["kind"], r["version"], r["dtype"]) for r in rows] == [("adapter", "v1", None), ("merged", "v1", "float32")]
+    assert [(r["kind"], r["version"], r["dtype"]) for r in rows] == [("adapter", "v1", None),
+                                                                      ("merged", "v1", "float32")]
     assert rows[0]["path"] == str(export.path.resolve())
 
 
@@ -345,7 +346,8 @@ def test_a_version_that_learned_nothing_is_refused_until_an_admin_overrides_with
         with pytest.raises(GateFailed, match="v1 fails its release gate \\(learned\\)") as refused:
             hub.push_export(studio.db, export.id, admin, TOKEN, "ada/gated")
         assert refused.value.code == "gate_failed" and "--override" in refused.value.hint
-        assert ("models", "ada/gated") not in standin.repos and studio.db.scalar("SELECT count(*) FROM hub_pushes") == pushes
+        assert ("models", "ada/gated") not in standin.repos
+        assert studio.db.scalar("SELECT count(*) FROM hub_pushes") == pushes
         hub.push_export(studio.db, export.id, admin, TOKEN, "ada/gated", gate_mode="warn")   # warn: pushed
         result = hub.push_export(studio.db, export.id, admin, TOKEN, "ada/gated", override="a demo for the team")
         card = standin.files_on_disk("ada/gated")["README.md"].decode()
@@ -438,7 +440,8 @@ def test_cli_exports_and_pushes_with_hf_token(tmp_path, tiny_model_dir, standin)
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert "pushed to ada/cli-lora: " in run.stdout and TOKEN not in run.stdout + run.stderr
-    assert {"adapter_config.json", "adapter_model.safetensors", "README.md"} <= set(standin.files_on_disk("ada/cli-lora"))
+    assert {"adapter_config.json", "adapter_model.safetensors", "README.md"} <= set(
+        standin.files_on_disk("ada/cli-lora"))
     assert standin.repo("ada/cli-lora").private           # private unless --public
     listed = subprocess.run([sys.executable, str(ROOT / "launch.py"), "export", "manifest", "--data-dir",
                              str(data_dir)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -446,7 +449,8 @@ def test_cli_exports_and_pushes_with_hf_token(tmp_path, tiny_model_dir, standin)
     bad = subprocess.run([sys.executable, str(ROOT / "launch.py"), "export", "push", "1", "--push", "cli-lora",
                           "--data-dir", str(data_dir)], cwd=ROOT, env={**env, "HF_TOKEN": "hf_badTokenForCli12345"},
                          capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 2 and "error [hub_unauthorized]" in bad.stderr and "hf_badTokenForCli12345" not in bad.stderr
+    assert bad.returncode == 2 and "error [hub_unauthorized]" in bad.stderr
+    assert "hf_badTokenForCli12345" not in bad.stderr
 
 
 @pytest.mark.slow
@@ -465,7 +469,8 @@ def test_a_trained_version_exports_with_its_real_metrics_and_reproduces_the_app(
         for i in range(12):
             conv = new_conversation(s.db, ada, s.base_policy_id)
             turn = add_user_message(s.db, ada, conv, f"Question number {i}?")
-            a, b = save_pair(s.db, conv, turn, None, CandidateIn(f"A clear answer {i}.", 1), CandidateIn(f"meh {i}", 1), None)
+            a, b = save_pair(s.db, conv, turn, None, CandidateIn(f"A clear answer {i}.", 1), CandidateIn(f"meh {i}", 1),
+                             None)
             record_vote(s.db, ada, Vote(a, b, "a"))
         job = s.supervisor.run_blocking(s.supervisor.submit(JobRequest(
             "dpo", "base", {"max_steps": 3, "logging_steps": 1, "max_length": 64, "learning_rate": 0.05}), ada))

@@ -16,9 +16,9 @@ from gradio_client import Client
 from app.label import SAME_POLICY
 from core.config import load_settings
 from core.labeling.identity import ensure_user
-from core.training.request import JobRequest
 from core.serving.models import build_tiny_model
 from core.studio import Studio
+from core.training.request import JobRequest
 from storage.db import Database
 from tests.support import ROOT
 from tests.support.processes import free_port
@@ -100,10 +100,11 @@ def test_cli_trains_headless(tmp_path):
     seed_labels(db)
     db.close()
     out = subprocess.run([sys.executable, str(ROOT / "launch.py"), "train", "--data-dir", str(data_dir),
-                          "--model", "tiny", "--algorithm", "dpo", "--set", "max_steps=2", "--set", "max_length=64"],
+                          "--model", "tiny", "--algorithm", "dpo", "--set", "max_steps=2", "--set", "max_length=64",
+                          "--no-report"],   # the report after training is tested in test_learning
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "succeeded: new version v1" in out.stdout
+    assert "succeeded: new version v1" in out.stdout and "launch.py report v1" in out.stdout
     bad = subprocess.run([sys.executable, str(ROOT / "launch.py"), "train", "--data-dir", str(data_dir),
                           "--model", "tiny", "--algorithm", "dpo", "--set", "learning_rate=-1"],
                          capture_output=True, text=True, timeout=120)

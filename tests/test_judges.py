@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
-from core.judging import judges
 from core.errors import ValidationError
+from core.judging import judges
 from core.labeling.queue import GUIDELINES
 
 PROMPT = [{"role": "user", "content": "What is the capital of France?"}]
@@ -64,9 +64,10 @@ def test_the_rubric_carries_the_guidelines_and_aspects():
 
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory):
-    from tests.support.studios import open_studio, random_adapter
-    from core.serving.policies import register_policy
     from pathlib import Path
+
+    from core.serving.policies import register_policy
+    from tests.support.studios import open_studio, random_adapter
 
     root = tmp_path_factory.mktemp("judges")
     s = open_studio(root / "data")
@@ -139,7 +140,8 @@ def add_unlabeled_pairs(studio, n: int, start: int = 0) -> list[tuple[int, int]]
     for i in range(start, start + n):
         conv = new_conversation(studio.db, bo, studio.base_policy_id)
         turn = add_user_message(studio.db, bo, conv, f"Unlabeled question {i}?")
-        pairs.append(save_pair(studio.db, conv, turn, None, CandidateIn(f"A careful answer {i}.", studio.base_policy_id),
+        pairs.append(save_pair(studio.db, conv, turn, None,
+                               CandidateIn(f"A careful answer {i}.", studio.base_policy_id),
                                CandidateIn(f"nah {i}", studio.base_policy_id), None))
     return pairs
 
@@ -192,9 +194,8 @@ def test_calibration_on_labeled_pairs_measures_agreement_and_opens_training(stud
     """The judge labels pairs people voted on (source labeled): kappa, alpha, confusion and disagreements against
     them; once it shares enough items its labels on unlabeled pairs may go into training."""
     from core.data import trainsets
-    from core.labeling.agreement import cohen_kappa
     from core.judging.runs import judge_agreement, judges_overview
-
+    from core.labeling.agreement import cohen_kappa
     from core.labeling.votes import Vote, submit_labeled_pair
 
     for i in range(4):   # people who prefer B too: with one label only, no kappa can be computed
@@ -349,7 +350,8 @@ def test_the_cli_estimates_and_runs_a_judge(tmp_path, tiny_model_dir):
 
     data_dir = tmp_path / "data"
     shutil.copytree(tiny_model_dir, data_dir / MODELS_SUBDIR / TINY_MODEL_DIR)
-    s = Studio(load_settings({"data_dir": str(data_dir), "model": "tiny"}, env={}), data_dir / MODELS_SUBDIR / TINY_MODEL_DIR)
+    s = Studio(load_settings({"data_dir": str(data_dir), "model": "tiny"}, env={}),
+               data_dir / MODELS_SUBDIR / TINY_MODEL_DIR)
     rm = random_adapter(Path(s.model_path), tmp_path / "rm1", seed=3, task="SEQ_CLS")
     register_policy(s.db, "rm1", s.base_policy_id, "tiny", "reward", None, config={"reward_model_path": str(rm)})
     add_unlabeled_pairs(s, 3)
@@ -433,8 +435,8 @@ def test_the_data_page_shows_agreement_and_runs_judges(studio, admin, monkeypatc
 
 
 def test_review_takes_the_least_seen_pair_and_stores_one_vote_per_person(studio, admin):
-    from core.labeling import review
     from core.errors import Conflict
+    from core.labeling import review
     from core.labeling.identity import ensure_user
 
     add_unlabeled_pairs(studio, 2, start=500)
@@ -454,10 +456,10 @@ def test_review_takes_the_least_seen_pair_and_stores_one_vote_per_person(studio,
 
 
 def test_a_judge_run_on_a_queue_answers_each_prompt_then_labels_the_pair(studio, admin):
-    from core.labeling import queue as pq
     from core.errors import NotFound
-    from core.serving.generate import SamplingParams
     from core.judging.runs import estimate
+    from core.labeling import queue as pq
+    from core.serving.generate import SamplingParams
 
     queue_id = pq.create_queue(studio.db, admin, "judge-me")
     pq.import_prompts(studio.db, admin, queue_id, ["Name a river.", "What is 3 times 3?"], "test")
@@ -518,8 +520,8 @@ def test_ai_weight_thins_or_repeats_ai_votes_the_same_way_on_every_rebuild(studi
 def test_labelers_review_only_ai_made_pairs_and_their_own_chats(studio, admin):
     """A judge labels pairs from everyone's chats; a labeler's Review tab shows none of another person's chat
     text (admins see every pair), and a vote on such a pair is refused."""
-    from core.labeling import review
     from core.errors import PermissionDenied
+    from core.labeling import review
     from core.labeling.identity import ensure_user
 
     bo_pairs = add_unlabeled_pairs(studio, 1, start=800)          # bo's own chat

@@ -6,10 +6,19 @@ import threading
 import pytest
 
 from core.errors import Conflict, NotFound, PermissionDenied, ValidationError
-from core.labeling.identity import ensure_user
-from core.labeling.votes import (CandidateIn, Vote, add_user_message, history, new_conversation, record_vote,
-                           save_pair, submit_labeled_pair, undo_last_vote)
 from core.labeling import queue as pq
+from core.labeling.identity import ensure_user
+from core.labeling.votes import (
+    CandidateIn,
+    Vote,
+    add_user_message,
+    history,
+    new_conversation,
+    record_vote,
+    save_pair,
+    submit_labeled_pair,
+    undo_last_vote,
+)
 from storage.db import Database
 
 

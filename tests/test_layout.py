@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 UI_FILES = sorted([*(ROOT / "app").glob("*.py"), *(ROOT / "pages").glob("*.py"), ROOT / "launch.py"])
 OUR_PACKAGES = ("core", "storage", "app", "tests", "bench")
 MAX_LINES = 500
-SQL = re.compile(r"^\s*(SELECT|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|WITH\s+\w+\s+AS|CREATE\s+(TABLE|INDEX|VIEW|SEQUENCE))\b")
+SQL = re.compile(r"^\s*(SELECT|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|WITH\s+\w+\s+AS"
+                 r"|CREATE\s+(TABLE|INDEX|VIEW|SEQUENCE))\b")
 DB_CALLS = {"query", "scalar", "execute", "executemany", "transaction"}
 
 

@@ -13,21 +13,21 @@ from pathlib import Path
 import httpx
 import pytest
 
+from core.compare.report import badges, compute_report, distinct_n, latest_report
+from core.compare.safety import is_refusal
+from core.compare.signature import FEATURE_NAMES, sign_test
+from core.compare.verdict import drift_warnings
 from core.config import load_settings
+from core.data.split import HELD_OUT_PERCENT, prompt_bucket
 from core.labeling.identity import ensure_user
-from core.training.request import JobRequest
 from core.labeling.votes import Vote, submit_labeled_pair
 from core.serving.models import build_tiny_model
 from core.serving.policies import register_policy
-from core.compare.report import badges, compute_report, distinct_n, latest_report
-from core.compare.verdict import drift_warnings
-from core.compare.signature import FEATURE_NAMES, sign_test
-from core.compare.safety import is_refusal
 from core.studio import Studio
 from core.training import ALGORITHMS
 from core.training.callbacks import selection_score
-from core.training.defaults import MIN_STEPS, plan_defaults
-from core.data.split import HELD_OUT_PERCENT, prompt_bucket
+from core.training.defaults import plan_defaults
+from core.training.request import JobRequest
 from tests.support import ROOT
 from tests.support.processes import free_port
 from tests.support.servers import Server
@@ -129,8 +129,8 @@ def test_a_version_that_moved_the_way_its_labels_prefer_is_learned_even_with_few
 def test_a_coin_flip_labeler_is_never_called_learned():
     """Random labels, a version that moved anyway (KL 0.2): 200 simulated controls, none "learned" more often than
     the 5% the tests allow (Holm keeps the family-wise error at the level)."""
-    from core.compare.verdict import verdict
     from core.compare.signature import label_signature, paired_tests
+    from core.compare.verdict import verdict
 
     rng = random.Random(7)
 
@@ -169,7 +169,7 @@ def test_report_measures():
 
 
 def test_the_console_suggests_a_first_run_then_the_next_round(tmp_path):
-    from core.training.suggest import FIRST_JOB_PAIRS, NEXT_JOB_PAIRS, suggest_next_job
+    from core.training.suggest import FIRST_JOB_PAIRS, suggest_next_job
     from storage.db import Database
 
     db = Database.in_data_dir(tmp_path)
@@ -226,6 +226,14 @@ def learned(tmp_path_factory):
     studio.close()
 
 
+@pytest.fixture(scope="module")
+def v1_report(learned):
+    """v1's report against base, computed once (a report answers 24 prompts twice): the tests read it, the pages
+    and the CLI find it stored."""
+    studio, _, _ = learned
+    return compute_report(studio, "v1")
+
+
 def zero_adapter(base: Path, out: Path) -> Path:
     """A real LoRA adapter that changes nothing (PEFT's default init: B = 0)."""
     import torch
@@ -268,9 +276,9 @@ def test_held_out_curves_start_at_the_parent_and_the_best_step_is_kept(learned):
 
 
 @pytest.mark.slow
-def test_a_version_trained_on_a_clear_preference_is_reported_as_learned(learned):
+def test_a_version_trained_on_a_clear_preference_is_reported_as_learned(learned, v1_report):
     studio, _, _ = learned
-    report = compute_report(studio, "v1")
+    report = v1_report
     m = report["metrics"]
     assert report["verdict"] == "learned" and report["summary"].startswith("learned: ")
     assert any(e["source"] == "held_out_pairs" and e["says"] == "toward" for e in report["evidence"])
@@ -300,13 +308,12 @@ def test_an_untrained_copy_gets_no_measurable_change(learned):
 
 
 @pytest.mark.slow
-def test_runs_train_and_compare_pages_show_the_plan_and_the_report(learned, monkeypatch):
+def test_runs_train_and_compare_pages_show_the_plan_and_the_report(learned, v1_report, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
     import core.studio
 
     studio, dry, _ = learned
-    compute_report(studio, "v1")
     monkeypatch.setattr(core.studio, "_current", studio)
     runs = AppTest.from_file(str(ROOT / "pages" / "runs.py"), default_timeout=60).run()
     assert not runs.exception and not runs.error
@@ -365,9 +372,8 @@ def test_early_stopping_keeps_the_best_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
-def test_report_over_rest_and_cli_with_roles(learned, tmp_path):
+def test_report_over_rest_and_cli_with_roles(learned, v1_report, tmp_path):
     studio, _, _ = learned
-    compute_report(studio, "v1")
     data_dir = studio.settings.data_dir
     studio.close()   # one writer: the CLI and the server open the data dir next
 

@@ -25,7 +25,8 @@ def test_metrics_count_votes_generation_jobs_backlog_and_latencies(shared_server
     url = shared_server.url
     before = scrape(url)
     for i in range(3):
-        assert httpx.post(url + "/api/votes", json={**VOTE, "prompt": f"metrics vote {i}"}, timeout=10).status_code == 201
+        answer = httpx.post(url + "/api/votes", json={**VOTE, "prompt": f"metrics vote {i}"}, timeout=10)
+        assert answer.status_code == 201
     client = Client(url + "/label/", verbose=False)
     client.submit("Hello metrics", "base", SAME_POLICY, 0.7, 0.9, 6, api_name="/send").result()
     client.close()

@@ -14,8 +14,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
-from core.serving import models
 from core.errors import ModelError
+from core.serving import models
 
 
 @pytest.fixture
@@ -43,8 +43,10 @@ def test_committed_tokenizer_is_smollm2_with_its_chat_template():
     assert 2_000_000 < size < 4_000_000
     tokenizer = AutoTokenizer.from_pretrained(models.TOKENIZER_ASSETS)
     assert len(tokenizer) == models.SMOLLM2_VOCAB_SIZE
-    assert (tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token) == ("<|im_start|>", "<|im_end|>", "<|im_end|>")
-    text = tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], add_generation_prompt=True, tokenize=False)
+    assert (tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token) == ("<|im_start|>", "<|im_end|>",
+                                                                               "<|im_end|>")
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], add_generation_prompt=True,
+                                         tokenize=False)
     assert text.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
     assert text.endswith("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
     assert tokenizer.tokenize("in 2024") == ["in", "Ġ", "2", "0", "2", "4"]  # SmolLM2 splits digits
@@ -55,7 +57,8 @@ def test_tiny_model_builds_fast_and_second_build_is_a_noop(data_dir: Path):
     path = models.build_tiny_model(data_dir)
     assert time.perf_counter() - started < 2.0
     assert path == data_dir / "models" / "tiny-llama"
-    for name in ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", models.MARKER_FILE):
+    for name in ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+                 "tokenizer_config.json", models.MARKER_FILE):
         assert (path / name).is_file(), name
     assert [p.name for p in path.parent.iterdir()] == ["tiny-llama"]  # no temp dir left behind
 
@@ -113,9 +116,11 @@ def test_load_model_returns_the_cached_model_for_the_same_path(data_dir: Path):
 def test_auto_dtype_is_bf16_only_where_the_hardware_computes_it_natively(data_dir: Path):
     from core.serving.hardware import HardwareProfile
 
-    assert models.auto_dtype("cpu", HardwareProfile(cuda_available=False, cpu_flags=frozenset({"avx2"}))) == torch.float32
+    assert models.auto_dtype("cpu", HardwareProfile(cuda_available=False,
+                                                    cpu_flags=frozenset({"avx2"}))) == torch.float32
     for flag in ("avx512_bf16", "amx_bf16"):
-        assert models.auto_dtype("cpu", HardwareProfile(cuda_available=False, cpu_flags=frozenset({flag}))) == torch.bfloat16
+        assert models.auto_dtype("cpu", HardwareProfile(cuda_available=False,
+                                                        cpu_flags=frozenset({flag}))) == torch.bfloat16
     assert models.auto_dtype("cuda", HardwareProfile(cuda_available=True, cuda_bf16=False)) == torch.float16
     path = models.build_tiny_model(data_dir)
     expected = models.auto_dtype("cpu", models.detect_hardware())
@@ -189,7 +194,8 @@ def fake_hub(monkeypatch):
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
             found = self.path.startswith("/api/models/org/exists")
-            body = json.dumps({"id": "org/exists", "private": False} if found else {"error": "Repository not found"}).encode()
+            body = json.dumps({"id": "org/exists", "private": False} if found
+                              else {"error": "Repository not found"}).encode()
             self.send_response(200 if found else 404)
             if not found:
                 self.send_header("X-Error-Code", "RepoNotFound")
@@ -271,11 +277,11 @@ def test_default_model_provisions_offline_trainable_and_answers_paris(monkeypatc
     assert model.dtype == models.auto_dtype("cpu", models.detect_hardware())
     assert getattr(model, "hf_quantizer", None) is None and not getattr(model, "is_quantized", False)
 
-    for model in (model, models.load_model(path, "float32")[0]):  # the chat precision here, and exact fp32
+    for each in (model, models.load_model(path, "float32")[0]):  # the chat precision here, and exact fp32
         inputs = chat_inputs(tokenizer, ["What is the capital of France?"])
-        output = model.generate(**inputs, max_new_tokens=20, do_sample=False)
+        output = each.generate(**inputs, max_new_tokens=20, do_sample=False)
         answer = tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-        assert "Paris" in answer, (model.dtype, answer)
+        assert "Paris" in answer, (each.dtype, answer)
 
     started = time.perf_counter()
     assert models.provision_default_model(data_dir) == path

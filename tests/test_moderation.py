@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from core.labeling import analytics
-from core.labeling import moderation
 from core.errors import NotFound, PermissionDenied, ValidationError
+from core.labeling import analytics, moderation
 from core.labeling.moderation import REDACTED, redact_item
 from storage.db import Database
 

@@ -7,8 +7,15 @@ from __future__ import annotations
 import pytest
 
 from tests.support import ARTIFACTS
-from tests.support.browser import (VIEWPORT, SiteWatch, chat_and_vote, console_settled, rendering_fonts,
-                                   set_max_new_tokens, system_fonts_in_label_app)
+from tests.support.browser import (
+    VIEWPORT,
+    SiteWatch,
+    chat_and_vote,
+    console_settled,
+    rendering_fonts,
+    set_max_new_tokens,
+    system_fonts_in_label_app,
+)
 from tests.support.servers import Server
 
 

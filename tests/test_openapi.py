@@ -18,16 +18,16 @@ from starlette.testclient import TestClient
 
 from app.api import create_api
 from app.server import ApiFirst
-from core.labeling import access
 from core.chain.public import contributions_report
+from core.compare.report import latest_report
 from core.config import load_settings
-from core.training.request import JobRequest, job_filters
+from core.labeling import access
 from core.labeling.votes import OUTCOMES
 from core.serving.models import build_tiny_model
 from core.serving.policies import list_policies, register_policy
-from core.compare.report import latest_report
 from core.studio import Studio
 from core.training.launch import LaunchConfig
+from core.training.request import JobRequest, job_filters
 from tests.support.studios import users_file
 
 MAX_BODY = 20_000
@@ -211,8 +211,8 @@ def test_real_answers_validate_and_are_what_core_returns(api, document, tmp_path
     run_dir.mkdir(parents=True)
     (run_dir / "progress.json").write_text(json.dumps({"step": 3, "total": 10}))
     (run_dir / "log.txt").write_text("line 1\nline 2\n")
-    db.write(lambda cur: cur.execute("INSERT INTO jobs (id, algorithm, status, parent_policy_id, config, run_dir, error)"
-                                     " VALUES (77, 'dpo', 'failed', ?, ?, ?, 'boom')",
+    db.write(lambda cur: cur.execute("INSERT INTO jobs (id, algorithm, status, parent_policy_id, config, run_dir,"
+                                     " error) VALUES (77, 'dpo', 'failed', ?, ?, ?, 'boom')",
                                      [studio.base_policy_id, json.dumps({"hyperparams": {"lr": 1}}), str(run_dir)]))
     supervisor = studio.supervisor
     assert call(client, document, "GET", "/jobs", 200) == {"jobs": jsonable_encoder(supervisor.jobs())}

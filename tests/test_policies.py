@@ -3,8 +3,15 @@ import pytest
 
 from core.errors import Conflict, NotFound, PermissionDenied, ValidationError
 from core.labeling.identity import ensure_user
-from core.serving.policies import (delete_policy, ensure_base_policy, get_policy, list_policies, register_policy,
-                           rename_policy, servable_policies)
+from core.serving.policies import (
+    delete_policy,
+    ensure_base_policy,
+    get_policy,
+    list_policies,
+    register_policy,
+    rename_policy,
+    servable_policies,
+)
 from storage.db import Database
 
 

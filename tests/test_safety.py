@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from core.judging import judges
 from core.compare import safety
 from core.errors import NotFound, PermissionDenied, ValidationError
+from core.judging import judges
 from core.labeling.identity import ensure_user
 from core.serving.policies import register_policy
 

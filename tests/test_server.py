@@ -5,11 +5,9 @@ import subprocess
 import sys
 
 import httpx
-import pytest
 from gradio_client import Client
 
 from app.label import SAME_POLICY
-
 from storage.db import Database
 from tests.support import ROOT
 from tests.support.servers import Server

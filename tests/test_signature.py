@@ -7,8 +7,7 @@ import random
 
 import pytest
 
-from core.compare.signature import (FEATURE_NAMES, holm, label_signature, measure, paired_tests, reading_grade,
-                                    two_sided)
+from core.compare.signature import FEATURE_NAMES, holm, label_signature, measure, paired_tests, reading_grade, two_sided
 
 
 def test_each_feature_measures_what_the_readme_says():

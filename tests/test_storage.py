@@ -186,7 +186,8 @@ def test_backup_while_open_restores_into_a_new_data_dir_with_sequences_intact(tm
         restore_backup(tmp_path, tmp_path / "c" / "studio.duckdb")
     restored = Database(restore_backup(folder, tmp_path / "b" / "studio.duckdb"))
     assert [r["text"] for r in restored.query("SELECT text FROM prompts ORDER BY id")] == ["p0", "p1", "p2"]
-    new_id = restored.write(lambda cur: cur.execute("INSERT INTO prompts (text) VALUES ('x') RETURNING id").fetchone()[0])
+    new_id = restored.write(
+        lambda cur: cur.execute("INSERT INTO prompts (text) VALUES ('x') RETURNING id").fetchone()[0])
     assert new_id == 4                                    # the sequence goes on where it was
     restored.close()
 

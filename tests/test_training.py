@@ -344,7 +344,8 @@ def test_dpo_job_logs_preference_metrics_and_its_adapter_loads(base_model: Path,
                        "rewards/accuracies", "logps/chosen", "labeled_logratio", "tokens_per_s")
     first = rows[0]
     beta = DPOConfig().beta
-    assert first["labeled_logratio"] == pytest.approx((first["rewards/chosen"] + first["rewards/rejected"]) / (2 * beta))
+    assert first["labeled_logratio"] == pytest.approx((first["rewards/chosen"] + first["rewards/rejected"])
+                                                      / (2 * beta))
     assert policy_changes_outputs(base_model, Path(result["adapter_path"])) > 0
     assert "base model" in result["setup"]["reference"]
 

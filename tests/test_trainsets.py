@@ -6,10 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import ValidationError
 from core.data.filters import Filters, resolve_aspect_weights
-from core.data.trainsets import (build_preference, build_reward, build_sft, build_unpaired, preference_rows, sft_rows,
-                                 unpaired_rows)
+from core.data.trainsets import (
+    build_preference,
+    build_reward,
+    build_sft,
+    build_unpaired,
+    preference_rows,
+    sft_rows,
+    unpaired_rows,
+)
+from core.errors import ValidationError
 from storage.db import Database
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -448,8 +455,8 @@ def test_empty_database_gives_empty_datasets_with_the_right_columns(lab: Lab):
 def test_hold_out_leaves_the_evaluation_split_out_of_training_data(lab: Lab):
     """``hold_out_percent`` drops exactly the prompts the Compare page evaluates on (same fixed hash split),
     for pairs and SFT rows alike, and the dry run counts them as skipped."""
-    from core.data.training_data import build_rows
     from core.data.split import prompt_bucket
+    from core.data.training_data import build_rows
     from core.training import get_algorithm
 
     for i in range(40):

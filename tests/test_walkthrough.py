@@ -18,9 +18,18 @@ import httpx
 import pytest
 
 from tests.support import ARTIFACTS
-from tests.support.browser import (CONSOLE_TEXT, VIEWPORT, SiteWatch, chat_and_vote, console_rerun,
-                                   console_settled, gradio_login, set_max_new_tokens, system_fonts,
-                                   system_fonts_in_label_app)
+from tests.support.browser import (
+    CONSOLE_TEXT,
+    VIEWPORT,
+    SiteWatch,
+    chat_and_vote,
+    console_rerun,
+    console_settled,
+    gradio_login,
+    set_max_new_tokens,
+    system_fonts,
+    system_fonts_in_label_app,
+)
 from tests.support.servers import Server, team_server
 
 ADA, BOB = ("ada", "pw-ada"), ("bob", "pw-bob")
@@ -109,7 +118,8 @@ def test_every_page_and_tab_as_admin_and_as_labeler(team, chromium):
         else:
             assert "Train" not in titles and "Export" not in titles, titles
             for path in ADMIN_PAGES:    # typed in the address bar: told so, not sent elsewhere
-                walk.console_page(f"typed-{path}", lambda path=path: walk.page.goto(f"{team.url}/{path}"))
+                # console_page calls the lambda at once, in this iteration
+                walk.console_page(f"typed-{path}", lambda path=path: walk.page.goto(f"{team.url}/{path}"))  # noqa: B023
                 assert walk.page.get_by_text("This page is for admins").count() == 1, path
             walk_label_app_as_labeler(walk)
         context.close()

@@ -21,6 +21,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from eth_utils import keccak
@@ -163,14 +164,14 @@ def collect_contributions(db: Database, pause: float = 0.0) -> int:
             ids = [row["id"] for row in rows]
             weights = _vote_weights(db, ids) if table == "preferences" else \
                 _rating_weights(db, ids) if table == "ratings" else {}
-            inserts = []
+            inserts: list[tuple] = []
             for row in rows:
                 row_kind = "arena_vote" if kind == "vote" and row.get("source") == "arena" else kind
                 weight = float(weights.get(row["id"], 1.0))
                 salt = secrets.token_hex(16)
                 inserts.append((row["user_id"], row_kind, table, row["id"], weight, _amount(row_kind, weight, row),
                                 salt, content_hash(salt, table, row), row["created_at"]))
-            added += db.write(lambda cur, inserts=inserts: _insert_contributions(cur, inserts))
+            added += db.write(partial(_insert_contributions, rows=inserts))
             if len(rows) < COLLECT_CHUNK:
                 break
             time.sleep(pause)
@@ -266,7 +267,8 @@ def make_batch(db: Database, trigger: str) -> int | None:
 
 
 def _record_tx(cur, ledger: Ledger, kind: str, args: dict[str, Any], result: TxResult) -> None:
-    cur.execute("INSERT INTO chain_txs (chain_key, kind, args, tx_hash, block_number, gas_used) VALUES (?, ?, ?, ?, ?, ?)",
+    cur.execute("INSERT INTO chain_txs (chain_key, kind, args, tx_hash, block_number, gas_used)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
                 [ledger.chain_key, kind, json.dumps(args), result.tx_hash, result.block_number, result.gas_used])
 
 
@@ -281,10 +283,10 @@ def anchor_batch(db: Database, ledger: Ledger, batch_id: int, policy: BatchPolic
     event), and the contract itself ignores a repeated root for the same batch id.
     """
     policy = policy or load_policy(db)
-    batch = db.query("SELECT * FROM chain_batches WHERE id = ?", [batch_id])
-    if not batch:
+    found = db.query("SELECT * FROM chain_batches WHERE id = ?", [batch_id])
+    if not found:
         raise NotFound(f"Batch {batch_id} does not exist", hint="pick a batch from the Wallet page")
-    batch = batch[0]
+    batch = found[0]
     if batch["status"] == "anchored":
         return batch
     root = _hex_to_bytes(batch["root"])
@@ -442,13 +444,15 @@ def verify_contribution(db: Database, ledger: Ledger | None, contribution_id: in
     except ProofError as exc:
         return Verification(False, contribution_id, c["batch_id"], {"content": content_ok}, exc.message)
     recomputed = proof.recompute_root()
-    checks: dict[str, bool | None] = {"content": content_ok, "proof_to_stored_root": recomputed == _hex_to_bytes(proof.root)}
+    checks: dict[str, bool | None] = {"content": content_ok,
+                                      "proof_to_stored_root": recomputed == _hex_to_bytes(proof.root)}
     if ledger is None:
         return Verification(False, contribution_id, proof.batch_id, checks, "the chain is not reachable")
     on_chain = ledger.root_of(proof.batch_id)
     checks["root_on_chain"] = on_chain is not None and on_chain == recomputed
     checks["contract_verify"] = ledger.verify_leaf(proof.batch_id, proof.account, proof.account_amount,
-                                                   _hex_to_bytes(proof.subroot), [_hex_to_bytes(p) for p in proof.proof])
+                                                   _hex_to_bytes(proof.subroot),
+                                                   [_hex_to_bytes(p) for p in proof.proof])
     ok = all(v is not False for v in checks.values()) and bool(checks["root_on_chain"])
     detail = (f"batch {proof.batch_id}: root {('0x' + on_chain.hex()) if on_chain else 'not anchored'} on chain "
               f"{ledger.chain_id}" + ("" if content_ok is not None else "; content redacted since (hash kept)"))

@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from eth_account import Account
 from eth_utils import to_checksum_address
@@ -70,7 +71,8 @@ def load_operator(env: Mapping[str, str] | None = None) -> Operator:
     if keystore:
         path = Path(keystore).expanduser()
         if not path.is_file():
-            raise ChainError(f"The operator keystore {path} does not exist", hint=f"set {KEYSTORE_ENV} to a keystore file")
+            raise ChainError(f"The operator keystore {path} does not exist",
+                             hint=f"set {KEYSTORE_ENV} to a keystore file")
         if KEYSTORE_PASSWORD_ENV not in env:
             raise ChainError("The operator keystore needs a password",
                              hint=f"set {KEYSTORE_PASSWORD_ENV} in the server's environment")
@@ -150,7 +152,7 @@ class Ledger:
 
     @classmethod
     def deploy(cls, w3: Any, compiled: CompiledContract, operator: Operator,
-               fixed_fees: dict[str, int] | None = None, embedded: bool = False) -> "Ledger":
+               fixed_fees: dict[str, int] | None = None, embedded: bool = False) -> Ledger:
         """Deploy a fresh ledger owned by the operator."""
         factory = w3.eth.contract(abi=compiled.abi, bytecode=compiled.bytecode)
         tx = cls._rpc(lambda: factory.constructor().build_transaction(

@@ -53,7 +53,8 @@ def replay(db: Database, ledger: Ledger) -> int:
             result = ledger.claim(args["batch_id"], args["account"], int(args["amount"]),
                                   bytes.fromhex(args["subroot"][2:]), [bytes.fromhex(p[2:]) for p in args["proof"]])
         else:
-            raise ChainError(f"Unknown recorded transaction kind {row['kind']!r}", hint="the chain_txs table is damaged")
+            raise ChainError(f"Unknown recorded transaction kind {row['kind']!r}",
+                             hint="the chain_txs table is damaged")
         if result.tx_hash != row["tx_hash"] or result.block_number != row["block_number"]:
             raise ChainError(f"Replaying transaction {row['id']} gave {result.tx_hash} in block "
                              f"{result.block_number}, recorded {row['tx_hash']} in block {row['block_number']}",

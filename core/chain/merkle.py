@@ -14,8 +14,9 @@ A single contribution is then provable with two proofs: contribution -> sub-root
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from eth_abi import encode
 from eth_utils import keccak
@@ -58,7 +59,7 @@ class MerkleTree:
     index_of_value: list[int]  # tree index of values[i]
 
     @classmethod
-    def of(cls, values: Sequence[Sequence[Any]], types: Sequence[str]) -> "MerkleTree":
+    def of(cls, values: Sequence[Sequence[Any]], types: Sequence[str]) -> MerkleTree:
         if not values:
             raise ValidationError("A Merkle tree needs at least one leaf", hint="batch at least one contribution")
         hashed = [(leaf_hash(types, v), i) for i, v in enumerate(values)]

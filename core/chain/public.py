@@ -10,8 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from core.chain import contributions as cb
-from core.chain import views
+from core.chain import contributions as cb, views
 from core.chain.wallet import linked_address
 from core.errors import NotFound
 from storage.db import Database
@@ -51,11 +50,12 @@ def proof_report(db: Database, name: str, contribution_id: int, with_secret: boo
     proof = cb.contribution_proof(db, contribution_id).to_dict()
     batch = db.query("SELECT status, chain_id, contract, tx_hash, block_number FROM chain_batches WHERE id = ?",
                      [proof["batch_id"]])[0]
-    report = {"proof": proof, "anchor": batch,
-              "leaf_encoding": {"contribution": ["uint256", "bytes32", "uint256"],
-                                "account": ["address", "uint256", "bytes32"]},
-              "convention": "OpenZeppelin StandardMerkleTree: leaf = keccak256(keccak256(abi.encode(...))), "
-                            "sorted pairs"}
+    report: dict[str, Any] = {
+        "proof": proof, "anchor": batch,
+        "leaf_encoding": {"contribution": ["uint256", "bytes32", "uint256"],
+                          "account": ["address", "uint256", "bytes32"]},
+        "convention": "OpenZeppelin StandardMerkleTree: leaf = keccak256(keccak256(abi.encode(...))), "
+                      "sorted pairs"}
     if with_secret:
         c = db.query("SELECT * FROM contributions WHERE id = ?", [contribution_id])[0]
         source = cb.source_content(db, c)

@@ -32,8 +32,8 @@ def amounts_of(db: Database, user_id: int) -> dict[str, int]:
     """Token amounts (base units): pending (not batched), batched (not anchored), claimable, claimed."""
     pending = db.scalar("SELECT coalesce(sum(amount), 0) FROM contributions WHERE user_id = ? AND batch_id IS NULL",
                         [user_id])
-    rows = db.query("SELECT b.status, l.amount, l.claim_tx FROM batch_leaves l JOIN chain_batches b ON b.id = l.batch_id"
-                    " WHERE l.user_id = ?", [user_id])
+    rows = db.query("SELECT b.status, l.amount, l.claim_tx FROM batch_leaves l"
+                    " JOIN chain_batches b ON b.id = l.batch_id WHERE l.user_id = ?", [user_id])
     out = {"pending": int(pending), "batched": 0, "claimable": 0, "claimed": 0}
     for row in rows:
         key = "batched" if row["status"] != "anchored" else "claimed" if row["claim_tx"] else "claimable"

@@ -71,8 +71,8 @@ def link_wallet(db: Database, user: User, message: str, signature: str, now: dat
                               "produced for this message") from None
 
     def write(cur) -> str:
-        row = cur.execute("SELECT user_id, address, message, expires_at, used_at FROM wallet_challenges WHERE nonce = ?",
-                          [nonce]).fetchone()
+        row = cur.execute("SELECT user_id, address, message, expires_at, used_at FROM wallet_challenges"
+                          " WHERE nonce = ?", [nonce]).fetchone()
         if row is None or row[0] != user.id:
             raise WalletLinkError("Unknown nonce for this account", hint="ask the Wallet page for a new message")
         user_id, address, issued, expires_at, used_at = row

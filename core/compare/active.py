@@ -9,11 +9,20 @@ between the two answers first). Every pick has a reason in words; the picks beco
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
-from core.compare.evaluation import (NO_REWARD_MODEL, CompareSettings, Messages, Progress, check_pair,
-                                     last_user_text, report_progress, reward_scorer)
+from core.compare.evaluation import (
+    NO_REWARD_MODEL,
+    CompareSettings,
+    Messages,
+    Progress,
+    check_pair,
+    last_user_text,
+    report_progress,
+    reward_scorer,
+)
 from core.compare.sidebyside import word_overlap
 from core.errors import Conflict, ValidationError
 from core.labeling import queue as prompt_queue

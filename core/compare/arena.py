@@ -11,9 +11,10 @@ import json
 import math
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,8 +22,7 @@ from core.compare.leaderboard import OUTCOME_TO_WINNER, Battle, battles_from_db,
 from core.errors import NotFound, ValidationError
 from core.labeling.feedback import clean_text
 from core.labeling.identity import User
-from core.labeling.votes import (MAX_MESSAGE_CHARS, Vote, active_aspects, receipt_for_key, validate_vote,
-                                 write_vote)
+from core.labeling.votes import MAX_MESSAGE_CHARS, Vote, active_aspects, receipt_for_key, validate_vote, write_vote
 from core.serving.policies import servable_policies
 from storage.db import Database
 
@@ -41,9 +41,9 @@ def pair_weights(models: Sequence[str], battles: Sequence[Battle]) -> dict[tuple
     ``exp(-|R_i - R_j| / 200)``; versions without battles count as rated like everyone else (close).
     """
     counts: Counter = Counter()
-    for b in battles:
-        counts[b.model_a] += 1
-        counts[b.model_b] += 1
+    for battle in battles:
+        counts[battle.model_a] += 1
+        counts[battle.model_b] += 1
     rated = [b for b in battles if b.model_a in models and b.model_b in models]
     ratings = bt_ratings(rated) if len({m for b in rated for m in (b.model_a, b.model_b)}) >= 2 else {}
     weights = {}
@@ -175,7 +175,7 @@ def blind_check(db: Database, version: str, against: str) -> dict[str, int] | No
     return {"votes": len(rows), "wins": wins, "losses": losses, "ties": len(rows) - wins - losses}
 
 
-def people_comparisons(db: Database, versions: Sequence[str] | None = None) -> list["Comparison"]:
+def people_comparisons(db: Database, versions: Sequence[str] | None = None) -> list[Comparison]:
     """People's arena votes with both answers (for style control), optionally only between ``versions``."""
     from core.compare.style import Comparison
 

@@ -20,14 +20,15 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from core import ASSETS
 from core.errors import StudioError, ValidationError
 from core.serving.policies import BASE_POLICY, comparable_policy, default_against
-from storage.db import Database
+from storage.db import Database, one_value
 
 SUITE_DIR = ASSETS / "benchmarks" / "studio-offline"
 OFFLINE_SUITE = "studio-offline"
@@ -227,11 +228,11 @@ def run_benchmark(db: Database, model_path: str | Path, version: str, settings: 
         cached = latest_benchmark(db, version, key)
         if cached is not None:
             return {**cached, "cached": True}
-    run_id = db.write(lambda cur: cur.execute(
+    run_id = db.write(lambda cur: one_value(cur.execute(
         "INSERT INTO benchmark_runs (policy_id, version, settings_key, settings, status, created_by)"
         " VALUES (?, ?, ?, ?, 'running', ?) RETURNING id",
         [policy["id"], policy["name"], key, json.dumps(settings.recorded()), getattr(user, "id", None)]
-    ).fetchone()[0])
+    )))
     started = time.monotonic()
     try:
         guard, results = evaluate(model_path, policy["adapter_path"], settings, progress)
@@ -243,7 +244,9 @@ def run_benchmark(db: Database, model_path: str | Path, version: str, settings: 
     db.write(lambda cur: cur.execute(
         "UPDATE benchmark_runs SET status = 'done', adapter = ?, results = ?, seconds = ? WHERE id = ?",
         [json.dumps(guard), json.dumps(results), time.monotonic() - started, run_id]))
-    return {**latest_benchmark(db, version, key), "cached": False}
+    latest = latest_benchmark(db, version, key)
+    assert latest is not None  # the run just stored it
+    return {**latest, "cached": False}
 
 
 def latest_benchmark(db: Database, version: str, key: str | None = None) -> dict[str, Any] | None:
@@ -355,14 +358,15 @@ def latest_comparison(db: Database, version: str, against: str | None = None,
 
 def mark_interrupted(db: Database) -> int:
     """Runs left 'running' by a studio that stopped mid-run: they will never finish (a new run starts afresh)."""
-    return db.write(lambda cur: cur.execute("UPDATE benchmark_runs SET status = 'interrupted',"
-                                            " error = 'the studio stopped during the run' WHERE status = 'running'"
-                                            ).fetchone()[0])
+    return db.write(lambda cur: one_value(cur.execute("UPDATE benchmark_runs SET status = 'interrupted',"
+                                                      " error = 'the studio stopped during the run'"
+                                                      " WHERE status = 'running'")))
 
 
 def benchmark_in_background(studio: Any, version: str, against: str | None = None, user: Any = None,
                             progress: Progress | None = None, **options: Any) -> dict[str, Any]:
     """The studio's background worker's task (core.compare.worker), like the safety evaluation."""
-    settings = BenchSettings(**{k: tuple(v) if k == "tasks" else v for k, v in options.items()})
+    values: dict[str, Any] = {k: tuple(v) if k == "tasks" else v for k, v in options.items()}
+    settings = BenchSettings(**values)
     studio.share_cpu()
     return benchmark_version(studio.db, studio.model_path, version, settings, against or None, user, progress)

@@ -15,8 +15,8 @@ from typing import Any
 from core.compare.arena import blind_check
 from core.compare.evaluation import last_user_text
 from core.compare.report import held_out_prompts
-from core.compare.verdict import pairs_needed
 from core.compare.signature import SIGNIFICANCE, two_sided
+from core.compare.verdict import pairs_needed
 from core.errors import StudioError, ValidationError
 from core.serving.policies import newest_version
 from storage.db import Database

@@ -29,17 +29,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
-from core.labeling import queue as prompt_queue
+from core.data.split import HELD_OUT_PERCENT, prompt_bucket, prompt_key  # noqa: F401 - the split is shared with training
 from core.errors import NotFound, StudioError, ValidationError
+from core.labeling import queue as prompt_queue
 from core.serving.generate import SamplingParams
 from core.serving.policies import BASE_POLICY, comparable_policy, live_policy, run_dir_of
 from core.serving.scoring import adapter_names, generate_pair_answers, row_adapter, sequence_logprobs
-from core.training.reward import RewardScorer
-from core.data.split import HELD_OUT_PERCENT, prompt_bucket, prompt_key  # noqa: F401 - the split is shared with training
 from core.training import rundir
+from core.training.reward import RewardScorer
 from storage.db import Database
 
 Progress = Callable[[float, str], None]
@@ -89,7 +90,7 @@ class EvalSettings:
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass.", "min": 0.05, "max": 1.0})
     seed: int = field(default=0, metadata={"help": "Prompt i is sampled with seed + i.", "min": 0, "max": 2**31 - 1})
 
-    def validate(self) -> "EvalSettings":
+    def validate(self) -> EvalSettings:
         for name, f in self.__dataclass_fields__.items():
             value = getattr(self, name)
             if not f.metadata["min"] <= value <= f.metadata["max"]:
@@ -287,7 +288,8 @@ def evaluate_version(studio: Any, name: str, reward_model: str | None = None, se
     texts = [a["answer"] for a in answers]
 
     report_progress(progress, 0.85, f"{name}: KL to the base")
-    logps = sequence_logprobs(studio, [row_adapter(rows, 0)] * len(texts) + [None] * len(texts), sample_prompts * 2, texts * 2)
+    logps = sequence_logprobs(studio, [row_adapter(rows, 0)] * len(texts) + [None] * len(texts), sample_prompts * 2,
+                              texts * 2)
     kl = sum(logps[i][0] - logps[len(texts) + i][0] for i in range(len(texts))) / len(texts)
     gen_reward = None
     if scorer is not None:

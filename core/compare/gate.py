@@ -20,14 +20,15 @@ audit log and the model card, and warns on local exports; ``warn`` only warns; `
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any
 
 from core.compare.arena import blind_check
 from core.compare.report import latest_report
-from core.compare.verdict import KL_WARN
 from core.compare.safety import safety_change
 from core.compare.signature import SIGNIFICANCE, two_sided
+from core.compare.verdict import KL_WARN
 from core.config import RELEASE_GATE_MODES
 from core.errors import Conflict, StudioError, ValidationError
 from core.serving.policies import BASE_POLICY, default_against, get_policy, live_policy

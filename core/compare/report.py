@@ -30,24 +30,25 @@ so it gets "changed, but not toward your labels", never "learned".
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from core.compare import evaluation as ev
 from core.compare.arena import blind_check, people_comparisons
+from core.compare.benchmarks import latest_comparison
 from core.compare.evaluation import Progress, report_progress
 from core.compare.safety import is_refusal, safety_change
-from core.compare.benchmarks import latest_comparison
 from core.compare.sidebyside import word_overlap
-from core.compare.style import Comparison, version_vs_style
 from core.compare.signature import label_signature, paired_tests, two_sided
+from core.compare.style import Comparison, version_vs_style
 from core.compare.verdict import VERDICT_RULE, drift_warnings, evidence, figure, verdict
+from core.data.split import HELD_OUT_PERCENT, prompt_key
 from core.errors import StudioError, ValidationError
 from core.serving.generate import SamplingParams, generate_batch
 from core.serving.policies import default_against
 from core.serving.scoring import adapter_names, row_adapter, sequence_logprobs
 from core.training.reward import RewardScorer
-from core.data.split import HELD_OUT_PERCENT, prompt_key
 from storage.db import Database
 
 EXAMPLES = 5
@@ -70,7 +71,7 @@ class ReportSettings:
     seed: int = field(default=0, metadata={"help": "Prompt i is sampled with seed + i.", "min": 0,
                                            "max": 2**31 - 1})
 
-    def validate(self) -> "ReportSettings":
+    def validate(self) -> ReportSettings:
         for name, f in self.__dataclass_fields__.items():
             value = getattr(self, name)
             if not isinstance(value, int) or not f.metadata["min"] <= value <= f.metadata["max"]:
@@ -187,9 +188,10 @@ def compute_report(studio: Any, version: str, against: str | None = None, settin
     answers = generate_batch(model, tokenizer, prompts * 2, sampling,
                              [v_row] * len(prompts) + [a_row] * len(prompts) if rows else None, settings.seed)
     n_prompts = len(prompts)
-    samples = [{"prompt": prompt, "version": answers[i][0], "against": answers[n_prompts + i][0],
-                "tokens_version": answers[i][1], "tokens_against": answers[n_prompts + i][1]}
-               for i, prompt in enumerate(prompts)]
+    samples: list[dict[str, Any]] = [
+        {"prompt": prompt, "version": answers[i][0], "against": answers[n_prompts + i][0],
+         "tokens_version": answers[i][1], "tokens_against": answers[n_prompts + i][1]}
+        for i, prompt in enumerate(prompts)]
     m["prompts"] = len(samples)
     if samples:
         report_progress(progress, 0.85, f"KL of {version} to {against}")

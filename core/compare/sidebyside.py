@@ -12,11 +12,19 @@ import difflib
 import html
 import io
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
-from core.compare.evaluation import (CompareSettings, Messages, Progress, check_pair, last_user_text,
-                                     report_progress, reward_scorer)
+from core.compare.evaluation import (
+    CompareSettings,
+    Messages,
+    Progress,
+    check_pair,
+    last_user_text,
+    report_progress,
+    reward_scorer,
+)
 from core.errors import ValidationError
 from core.serving.scoring import adapter_names, generate_pair_answers
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import queue
 import threading
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from core.errors import StudioError
 from core.serving.policies import default_against
@@ -31,7 +32,7 @@ class ReportWorker:
         self.studio = studio
         self._compute = compute
         self._name, self._paired = name, paired
-        self._queue: "queue.Queue[tuple[str, str | None, Any, dict[str, Any]]]" = queue.Queue()
+        self._queue: queue.Queue[tuple[str, str | None, Any, dict[str, Any]]] = queue.Queue()
         self._pending: dict[tuple[str, str | None], str] = {}   # (version, against) -> "queued" | "computing"
         self._errors: dict[tuple[str, str | None], StudioError] = {}
         self._progress: dict[tuple[str, str | None], tuple[float, str]] = {}

@@ -23,7 +23,7 @@ from typing import Any
 from core.data.import_formats import Item, Message, Parsed, inspect_file
 from core.errors import PermissionDenied, ValidationError
 from core.labeling.feedback import clean_text
-from storage.db import Database
+from storage.db import Database, one_value
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -168,8 +168,8 @@ def import_parsed(db: Database, parsed: Parsed, *, source: str, skip_bad: bool =
         queue_id = None
         if queue:
             row = cur.execute("SELECT id FROM queues WHERE name = ?", [queue]).fetchone()
-            queue_id = row[0] if row else cur.execute(
-                "INSERT INTO queues (name, created_by) VALUES (?, ?) RETURNING id", [queue, user_id]).fetchone()[0]
+            queue_id = row[0] if row else one_value(cur.execute(
+                "INSERT INTO queues (name, created_by) VALUES (?, ?) RETURNING id", [queue, user_id]))
         pairs = labeled = prompts = 0
         if parsed.format == "prompts":
             prompts, duplicates = _write_prompts(cur, [text for _, text in parsed.prompts], source, queue_id)

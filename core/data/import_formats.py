@@ -98,7 +98,7 @@ def detect_format(records: list[tuple[int, Any]]) -> str:
     if {"chosen", "rejected"} <= keys:
         if {"score_chosen", "score_rejected"} & keys:
             return "ultrafeedback"
-        values = [r.get("chosen") for r in dicts if r.get("chosen") is not None]
+        values: list[Any] = [r.get("chosen") for r in dicts if r.get("chosen") is not None]
         if "prompt" not in keys and values and all(isinstance(v, str) for v in values) \
                 and any(_HH_TURN.search("\n\n" + v.lstrip()) for v in values):
             return "hh"
@@ -218,7 +218,7 @@ def _hh_row(row: int, rec: dict) -> Item:
 def _ultrafeedback_row(row: int, rec: dict) -> Item:
     scores = []
     for key in ("score_chosen", "score_rejected"):
-        value = rec.get(key)
+        value: Any = rec.get(key)
         try:
             scores.append(float(value))
         except (TypeError, ValueError):
@@ -231,7 +231,7 @@ def _ultrafeedback_row(row: int, rec: dict) -> Item:
 
 
 def _kto_row(row: int, rec: dict) -> Item:
-    prompt = _prompt(rec.get("prompt"))
+    prompt: list[Message] | None = _prompt(rec.get("prompt"))
     prompt, completion = _answer(rec.get("completion"), prompt, "completion")
     assert prompt is not None
     return Item(row, prompt, [completion], label=_label(rec.get("label")))
@@ -326,7 +326,7 @@ def _oasst_flat(records: list[tuple[int, Any]], errors: list[dict]) -> list[Item
         if rec.get("parent_id"):
             children[rec["parent_id"]].append(rec)
 
-    def path_to(message_id: str) -> list[Message]:
+    def path_to(message_id: str | None) -> list[Message]:
         path, seen = [], set()
         while message_id:
             if message_id in seen:

@@ -14,7 +14,8 @@ Why it looks like this:
   vote 'b' with source 'judge', the way AI judges store verdicts (core.judging.runs). So training sets leave it out
   unless asked (core.data.filters ``label_kinds``), it earns no contribution reward, and the critique stays readable in
   the vote's note and in the candidates' sampling JSON. There is no confidence: the vote is by construction.
-  People check the pairs in the labeling app's Review tab (core.labeling.review), which shows the critique with answer B.
+  People check the pairs in the labeling app's Review tab (core.labeling.review), which shows the critique with
+  answer B.
 - Everything one prompt writes is one transaction: a run that fails keeps whole pairs only. A revision that is empty
   or identical to the original teaches nothing, so it is counted, not stored.
 """
@@ -23,18 +24,19 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from core import ASSETS
 from core.errors import ModelError, NotFound, PermissionDenied, ValidationError
-from core.serving.policies import comparable_policy
 from core.labeling.feedback import clean_text
-from core.serving.generate import SamplingParams
 from core.labeling.identity import User, ensure_ai_labeler
-from core.labeling.votes import CandidateIn, write_prompt_pair
 from core.labeling.queue import MAX_PROMPT_CHARS
-from storage.db import Database
+from core.labeling.votes import CandidateIn, write_prompt_pair
+from core.serving.generate import SamplingParams
+from core.serving.policies import comparable_policy
+from storage.db import Database, one_value
 
 CONSTITUTION = ASSETS / "constitution.md"
 KV_KEY = "constitution"              # studio_kv row holding the admin-edited text
@@ -48,7 +50,7 @@ CRITIQUE_REQUEST = ("Critique the answer above against these principles:\n{princ
 REVISION_REQUEST = "Rewrite the answer so it follows the principles; reply with the new answer only."
 
 Messages = list[dict[str, str]]
-Progress = Callable[[float, str], None]
+Progress = Callable[[float, str], object]  # what it returns is ignored
 _MARKER = re.compile(r"^(?:[-*+]|\d+[.)])(?:\s+|$)")   # a markdown list marker: "- ", "* ", "+ ", "1. ", "2) "
 
 
@@ -206,10 +208,10 @@ def critique_and_revise(studio: Any, version: str, prompt_messages: Messages, it
 def store_revision(db: Database, labeler: User, prompt: str, revision: Revision, sampling: SamplingParams,
                    items: Sequence[str], prompt_id: int | None = None) -> int | None:
     """Store one revision as a labeled pair in ONE transaction: a one-turn conversation of ``labeler`` with
-    A = original and B = revision (core.labeling.votes.write_prompt_pair, the shape judge runs on a queue store too), and
-    the vote 'b' (source 'judge', note = the critique). ``prompt_id``: the queue prompt it answers, so redacting
-    that prompt (core.labeling.moderation) reaches this copy too. Returns the preference id, or None when the revision is
-    skipped (empty or identical: nothing is written)."""
+    A = original and B = revision (core.labeling.votes.write_prompt_pair, the shape judge runs on a queue store too),
+    and the vote 'b' (source 'judge', note = the critique). ``prompt_id``: the queue prompt it answers, so redacting
+    that prompt (core.labeling.moderation) reaches this copy too. Returns the preference id, or None when the
+    revision is skipped (empty or identical: nothing is written)."""
     if revision.skipped:
         return None
     steps = revision.steps or tuple(Step(t, 0, 0.0, 0) for t in (revision.original, revision.critique,
@@ -226,10 +228,10 @@ def store_revision(db: Database, labeler: User, prompt: str, revision: Revision,
     with db.transaction() as cur:
         conversation, turn, a_id, b_id = write_prompt_pair(cur, labeler, prompt, prompt_id, a, b, meta)
         # the same columns as core.judging.runs.save_verdict writes for an AI judge's vote
-        return cur.execute(
+        return one_value(cur.execute(
             "INSERT INTO preferences (conversation_id, turn, prompt_id, candidate_a, candidate_b, outcome, labeler_id,"
             " source, note, confidence, judge_run_id) VALUES (?, ?, ?, ?, ?, 'b', ?, 'judge', ?, NULL, NULL)"
-            " RETURNING id", [conversation, turn, prompt_id, a_id, b_id, labeler.id, note]).fetchone()[0]
+            " RETURNING id", [conversation, turn, prompt_id, a_id, b_id, labeler.id, note]))
 
 
 # --- runs -----------------------------------------------------------------------------------------------------

@@ -22,8 +22,9 @@ import math
 import os
 import re
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 import httpx
 
@@ -151,7 +152,7 @@ class Backend(Protocol):
     batch: int    # pairs per call: in-process backends batch them; an endpoint takes one at a time, so a failure
                   # mid-run loses no verdict already paid for
 
-    def prefer_first(self, items: Sequence[tuple[Messages, str, str]]) -> list[float | None]:
+    def prefer_first(self, items: Sequence[tuple[Messages, str, str]]) -> Sequence[float | None]:
         """P(first answer better) for each (prompt, first, second); None when the judge named neither."""
 
 

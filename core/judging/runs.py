@@ -20,11 +20,12 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, cast
 
-from core.judging import judges
 from core.errors import NotFound, PermissionDenied, StudioError, ValidationError
+from core.judging import judges
 from core.labeling.identity import User, ensure_ai_labeler
 from storage.db import Database
 
@@ -132,8 +133,8 @@ def pairs_to_judge(db: Database, source: str, judge: judges.JudgeSpec) -> list[P
 
 def backend_for(studio: Any, spec: judges.JudgeSpec, api_key: str | None = None) -> judges.Backend:
     """The judge's backend, with the rubric built from the guidelines and aspects humans label with."""
-    from core.labeling.votes import active_aspects
     from core.labeling.queue import guidelines
+    from core.labeling.votes import active_aspects
 
     instructions = judges.rubric(guidelines(studio.db), active_aspects(studio.db))
     if spec.kind == "rm":
@@ -172,8 +173,9 @@ def estimate(studio: Any, spec_text: str, source: str, api_key: str | None = Non
         seconds = elapsed / len(sample) * len(items)
     else:
         fixed = len(getattr(backend, "instructions", ""))
-        seconds = projected_seconds(elapsed, [pair_chars(i, fixed) for i in sample],
-                                    [pair_chars(i, fixed) for i in items])
+        # not a queue: every item is a PairItem
+        seconds = projected_seconds(elapsed, [pair_chars(cast(PairItem, i), fixed) for i in sample],
+                                    [pair_chars(cast(PairItem, i), fixed) for i in items])
     out.update(seconds=round(seconds, 1), seconds_per_pair=round(seconds / len(items), 4), sample_pairs=len(sample))
     if spec.kind == "endpoint":
         instructions = getattr(backend, "instructions", "")
@@ -308,7 +310,7 @@ class JudgeRuns:
         if thread is not None:
             thread.join(timeout)
 
-    def _run(self, run_id: int, backend: judges.Backend, judge_user: User, items: list[PairItem | QueuedPrompt],
+    def _run(self, run_id: int, backend: judges.Backend, judge_user: User, items: Sequence[PairItem | QueuedPrompt],
              cancel: threading.Event, on_done: Callable[[int], None] | None, sampling: Any = None) -> None:
         db = self.studio.db
         status, error = "succeeded", None
@@ -347,13 +349,14 @@ def _answer_pair(studio: Any, item: QueuedPrompt, sampling: Any = None) -> tuple
     final = None
     for final in updates:
         pass
+    assert final is not None  # a pair stream always yields its finished pair
     return final.text_a, final.text_b, final, ids
 
 
 def _make_pair(studio: Any, judge_user: User, item: QueuedPrompt, sampling: Any = None) -> PairItem:
     """Generate and store the pair for a queued prompt (one transaction: the pair exists whole or not at all)."""
-    from core.serving.generate import SamplingParams
     from core.labeling.votes import CandidateIn, write_prompt_pair
+    from core.serving.generate import SamplingParams
 
     sampling = sampling or SamplingParams()
     text_a, text_b, final, (id_a, id_b) = _answer_pair(studio, item, sampling)
@@ -370,7 +373,8 @@ def save_verdict(db: Database, run_id: int, judge_user: User, item: PairItem, ve
     """One pair: the vote and the run's counters in one transaction (all or nothing)."""
     with db.transaction() as cur:
         cur.execute("INSERT INTO preferences (conversation_id, turn, prompt_id, candidate_a, candidate_b, outcome,"
-                    " labeler_id, source, note, confidence, judge_run_id) VALUES (?, ?, ?, ?, ?, ?, ?, 'judge', ?, ?, ?)",
+                    " labeler_id, source, note, confidence, judge_run_id)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, 'judge', ?, ?, ?)",
                     [item.conversation_id, item.turn, item.prompt_id, item.a_id, item.b_id, verdict.outcome,
                      judge_user.id, json.dumps(verdict.as_dict()), verdict.confidence, run_id])
         cur.execute("UPDATE judge_runs SET done = done + 1, ties = ties + ?, unreadable = unreadable + ?,"
@@ -425,8 +429,13 @@ def judge_agreement(db: Database, judge_name: str, min_shared: int = MIN_CALIBRA
     ``calibrated`` once ``shared`` reaches ``min_shared`` items AND kappa's 95% interval is clear of chance
     (core.labeling.agreement.calibration_verdict; ``calibration`` says why or why not). Measured: a judge with
     kappa 0.08 and 42 of 51 position ties had been called "calibrated on 51 shared items"."""
-    from core.labeling.agreement import (calibration_verdict, cohen_kappa, confusion_matrix, kappa_interval,
-                                         krippendorff_alpha)
+    from core.labeling.agreement import (
+        calibration_verdict,
+        cohen_kappa,
+        confusion_matrix,
+        kappa_interval,
+        krippendorff_alpha,
+    )
 
     rows = db.query(_SHARED, [judge_name])
     pairs = [(_as_preference(r["judge_outcome"]), _as_preference(r["human_outcome"])) for r in rows]

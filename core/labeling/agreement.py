@@ -17,8 +17,9 @@ from __future__ import annotations
 import math
 import numbers
 from collections import Counter
+from collections.abc import Hashable, Mapping, Sequence
 from itertools import combinations
-from typing import TYPE_CHECKING, Hashable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,7 +30,9 @@ if TYPE_CHECKING:
 
 LEVELS = ("nominal", "ordinal", "interval", "ratio")
 
-Units = Mapping[Hashable, Mapping[Hashable, object]]
+# item -> labeler -> label; keys are any hashables (Any: a Mapping is invariant in its key type, so a dict keyed
+# by tuples would not be a Mapping[Hashable, ...])
+Units = Mapping[Any, Mapping[Any, object]]
 
 
 # ----------------------------------------------------------------------------- reading the input
@@ -318,7 +321,7 @@ def calibration_verdict(shared: int, interval: tuple[float, float] | None, min_s
     return True, f"kappa 95% interval {interval[0]:.2f} to {interval[1]:.2f}, clear of chance"
 
 
-def calibrated_judges(db: "Database", min_shared: int) -> list[int]:
+def calibrated_judges(db: Database, min_shared: int) -> list[int]:
     """The AI judges (users.id) whose labels may count: see :func:`calibration_verdict`."""
     per_judge: dict[int, list[tuple[str, str]]] = {}
     units: dict[int, set[tuple[int, int]]] = {}

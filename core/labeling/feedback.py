@@ -45,7 +45,7 @@ class Feedback:
     notes: str | None = None
     source: str = "api"
 
-    def validated(self) -> "Feedback":
+    def validated(self) -> Feedback:
         if isinstance(self.score, bool) or not isinstance(self.score, (int, float)):
             raise ValidationError("score must be a number", hint="send a score between 0 and 1")
         if not 0.0 <= float(self.score) <= 1.0:

@@ -21,9 +21,9 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import duckdb
 
@@ -31,7 +31,7 @@ from core.config import Settings
 from core.errors import ConfigError, PermissionDenied, TooManyAttempts, ValidationError
 from core.labeling.tokens import TokenVerifier
 from core.labeling.users import ROLES, User
-from storage.db import Database
+from storage.db import Database, one_value
 
 LOCAL_USER = "local"
 _PBKDF2_ITERATIONS = 600_000   # OWASP 2023+ for PBKDF2-HMAC-SHA256
@@ -159,8 +159,8 @@ def ensure_user(db: Database, name: str, role: str, source: str) -> User:
     def upsert(cur: duckdb.DuckDBPyConnection) -> int:
         row = cur.execute("SELECT id FROM users WHERE name = ?", [name]).fetchone()
         if row is None:
-            return int(cur.execute("INSERT INTO users (name, role, source, last_seen_at) VALUES (?, ?, ?, now())"
-                                   " RETURNING id", [name, role, source]).fetchone()[0])
+            return int(one_value(cur.execute("INSERT INTO users (name, role, source, last_seen_at)"
+                                             " VALUES (?, ?, ?, now()) RETURNING id", [name, role, source])))
         cur.execute("UPDATE users SET role = ?, last_seen_at = now() WHERE id = ?", [role, row[0]])
         return int(row[0])
 
@@ -174,8 +174,8 @@ def ensure_ai_labeler(db: Database, name: str) -> User:
     with db.transaction() as cur:
         row = cur.execute("SELECT id, kind FROM users WHERE name = ?", [name]).fetchone()
         if row is None:
-            user_id = cur.execute("INSERT INTO users (name, role, source, kind) VALUES (?, 'labeler', 'judge', 'ai')"
-                                  " RETURNING id", [name]).fetchone()[0]
+            user_id = one_value(cur.execute("INSERT INTO users (name, role, source, kind)"
+                                            " VALUES (?, 'labeler', 'judge', 'ai') RETURNING id", [name]))
         elif row[1] != "ai":
             raise ValidationError(f"{name!r} is a person's account, not an AI judge", hint="rename that account")
         else:

@@ -17,7 +17,7 @@ from core import ASSETS
 from core.errors import NotFound, PermissionDenied, ValidationError
 from core.labeling.feedback import clean_text
 from core.labeling.identity import User
-from storage.db import Database
+from storage.db import Database, one_value
 
 SEED_PROMPTS = ASSETS / "seed_prompts.jsonl"
 GUIDELINES = ASSETS / "guidelines.md"
@@ -41,8 +41,8 @@ def create_queue(db: Database, admin: User, name: str, overlap: int = 1, daily_g
         if row:
             cur.execute("UPDATE queues SET overlap = ?, daily_goal = ? WHERE id = ?", [overlap, daily_goal, row[0]])
             return row[0]
-        return cur.execute("INSERT INTO queues (name, overlap, daily_goal, created_by) VALUES (?, ?, ?, ?)"
-                           " RETURNING id", [name, overlap, daily_goal, admin.id]).fetchone()[0]
+        return one_value(cur.execute("INSERT INTO queues (name, overlap, daily_goal, created_by) VALUES (?, ?, ?, ?)"
+                                     " RETURNING id", [name, overlap, daily_goal, admin.id]))
 
 
 def list_queues(db: Database) -> list[dict[str, Any]]:
@@ -102,7 +102,7 @@ def import_prompts(db: Database, admin: User, queue_id: int, prompts: list[str],
     """Add prompts to a queue in one transaction; exact duplicates already in the queue are skipped."""
     _require_admin(admin, "import prompts")
     with db.transaction() as cur:
-        if cur.execute("SELECT count(*) FROM queues WHERE id = ?", [queue_id]).fetchone()[0] == 0:
+        if one_value(cur.execute("SELECT count(*) FROM queues WHERE id = ?", [queue_id])) == 0:
             raise NotFound(f"Queue {queue_id} does not exist", hint="create the queue first")
         existing = {r[0] for r in cur.execute("SELECT text FROM prompts WHERE queue_id = ?", [queue_id]).fetchall()}
         new = list(dict.fromkeys(p for p in prompts if p not in existing))

@@ -17,7 +17,7 @@ from typing import Any
 from core.errors import NotFound, PermissionDenied, Unauthenticated, ValidationError
 from core.labeling.feedback import clean_text
 from core.labeling.users import User
-from storage.db import Database
+from storage.db import Database, one_value
 
 PREFIX = "rlhf_"
 SCOPES = ("label", "admin")
@@ -44,9 +44,9 @@ def create_token(db: Database, owner: User, name: str, scope: str = "label") -> 
     if scope == "admin" and not owner.is_admin:
         raise PermissionDenied("Only admins can create admin tokens", hint="create a 'label' token")
     token = PREFIX + secrets.token_urlsafe(32)
-    token_id = db.write(lambda cur: cur.execute(
+    token_id = db.write(lambda cur: one_value(cur.execute(
         "INSERT INTO api_tokens (user_id, name, scope, token_hash, prefix) VALUES (?, ?, ?, ?, ?) RETURNING id",
-        [owner.id, name, scope, _digest(token), token[:12]]).fetchone()[0])
+        [owner.id, name, scope, _digest(token), token[:12]])))
     return NewToken(token_id, token, name, scope)
 
 

@@ -16,7 +16,7 @@ import duckdb
 from core.errors import Conflict, NotFound, PermissionDenied, ValidationError
 from core.labeling.feedback import clean_text
 from core.labeling.identity import User
-from storage.db import Database
+from storage.db import Database, one_value
 
 OUTCOMES = ("a", "b", "tie", "both_bad")
 OUTCOME_LABELS = {"a": "A is better", "b": "B is better", "tie": "Tie", "both_bad": "Both bad"}
@@ -58,8 +58,8 @@ def save_aspects(db: Database, admin: User, aspects: list[dict[str, Any]]) -> No
 # -- conversations ---------------------------------------------------------------------------------
 def new_conversation(db: Database, user: User, policy_id: int | None, prompt_id: int | None = None) -> int:
     with db.transaction() as cur:
-        return cur.execute("INSERT INTO conversations (user_id, policy_id, prompt_id) VALUES (?, ?, ?)"
-                           " RETURNING id", [user.id, policy_id, prompt_id]).fetchone()[0]
+        return one_value(cur.execute("INSERT INTO conversations (user_id, policy_id, prompt_id) VALUES (?, ?, ?)"
+                                     " RETURNING id", [user.id, policy_id, prompt_id]))
 
 
 def _own_conversation(cur: duckdb.DuckDBPyConnection, conversation_id: int, user: User) -> None:
@@ -107,12 +107,12 @@ def save_pair(db: Database, conversation_id: int | None, turn: int | None, promp
     ids = []
     with db.transaction() as cur:
         for cand in (a, b):
-            ids.append(cur.execute(
+            ids.append(one_value(cur.execute(
                 "INSERT INTO candidates (conversation_id, turn, prompt_id, policy_id, text, sampling,"
                 " latency_ms, new_tokens, truncated_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 [conversation_id, turn, prompt_id, cand.policy_id, cand.text,
                  json.dumps(sampling) if sampling is not None else None, cand.latency_ms, cand.new_tokens,
-                 truncated_tokens]).fetchone()[0])
+                 truncated_tokens])))
     return ids[0], ids[1]
 
 
@@ -121,15 +121,15 @@ def write_prompt_pair(cur: duckdb.DuckDBPyConnection, user: User, prompt_text: s
     """A one-turn conversation of ``user`` (the prompt, then two candidate answers) inside the caller's
     transaction, for pairs made without a chat (AI judges on a queue, constitutional revisions): it exists whole
     or not at all. Returns (conversation id, candidates' turn, candidate A id, candidate B id)."""
-    conversation_id = cur.execute("INSERT INTO conversations (user_id, policy_id, prompt_id) VALUES (?, ?, ?)"
-                                  " RETURNING id", [user.id, a.policy_id, prompt_id]).fetchone()[0]
+    conversation_id = one_value(cur.execute("INSERT INTO conversations (user_id, policy_id, prompt_id) VALUES (?, ?, ?)"
+                                            " RETURNING id", [user.id, a.policy_id, prompt_id]))
     cur.execute("INSERT INTO messages (conversation_id, turn, role, content) VALUES (?, 0, 'user', ?)",
                 [conversation_id, clean_text(prompt_text, "message", max_chars=MAX_MESSAGE_CHARS)])
-    ids = [cur.execute("INSERT INTO candidates (conversation_id, turn, prompt_id, policy_id, text, sampling, latency_ms,"
-                       " new_tokens) VALUES (?, 1, ?, ?, ?, ?, ?, ?) RETURNING id",
-                       [conversation_id, prompt_id, cand.policy_id, cand.text,
-                        json.dumps(sampling) if sampling is not None else None, cand.latency_ms,
-                        cand.new_tokens]).fetchone()[0] for cand in (a, b)]
+    ids = [one_value(cur.execute("INSERT INTO candidates (conversation_id, turn, prompt_id, policy_id, text, sampling,"
+                                 " latency_ms, new_tokens) VALUES (?, 1, ?, ?, ?, ?, ?, ?) RETURNING id",
+                                 [conversation_id, prompt_id, cand.policy_id, cand.text,
+                                  json.dumps(sampling) if sampling is not None else None, cand.latency_ms,
+                                  cand.new_tokens])) for cand in (a, b)]
     return conversation_id, 1, ids[0], ids[1]
 
 
@@ -276,8 +276,8 @@ def _insert_vote(cur: duckdb.DuckDBPyConnection, user: User, vote: Vote, key: st
     conversation_id, turn, prompt_id = a[1], a[2], a[3]
     if conversation_id is not None:
         _own_conversation(cur, conversation_id, user)
-        taken = cur.execute("SELECT count(*) FROM messages WHERE conversation_id = ? AND turn = ?",
-                            [conversation_id, turn]).fetchone()[0]
+        taken = one_value(cur.execute("SELECT count(*) FROM messages WHERE conversation_id = ? AND turn = ?",
+                                      [conversation_id, turn]))
         if taken:
             raise Conflict("This turn already has an accepted answer",
                            hint="undo the last vote first if you want to change it")
@@ -305,8 +305,8 @@ def undo_last_vote(db: Database, user: User) -> dict[str, Any]:
             raise NotFound("You have no vote to undo", hint="vote first")
         preference_id, conversation_id, turn, prompt_id, cand_a, cand_b = row
         if conversation_id is not None:
-            later = cur.execute("SELECT count(*) FROM messages WHERE conversation_id = ? AND turn > ?",
-                                [conversation_id, turn]).fetchone()[0]
+            later = one_value(cur.execute("SELECT count(*) FROM messages WHERE conversation_id = ? AND turn > ?",
+                                          [conversation_id, turn]))
             if later:
                 raise Conflict("The conversation already went on after that vote",
                                hint="undo works until you send the next message")
@@ -317,8 +317,8 @@ def undo_last_vote(db: Database, user: User) -> dict[str, Any]:
         if prompt_id is not None:
             cur.execute("UPDATE assignments SET status = 'served', finished_at = NULL"
                         " WHERE prompt_id = ? AND user_id = ?", [prompt_id, user.id])
-        cur.execute("INSERT INTO audit_log (user_id, action, target_table, target_id) VALUES (?, 'undo', 'preferences', ?)",
-                    [user.id, preference_id])
+        cur.execute("INSERT INTO audit_log (user_id, action, target_table, target_id)"
+                    " VALUES (?, 'undo', 'preferences', ?)", [user.id, preference_id])
     return {"preference_id": preference_id, "conversation_id": conversation_id, "turn": turn,
             "candidate_a": cand_a, "candidate_b": cand_b}
 
@@ -372,7 +372,7 @@ def write_labeled_pairs(cur: duckdb.DuckDBPyConnection, pairs: list[LabeledPair]
     _insert_rows(cur, "candidates", ("id", "prompt_id", "text"),
                  [(cid, prompt_id, text) for i, (prompt_id, c1, c2) in zip(fresh, ids)
                   for cid, text in zip(sorted((c1, c2)), pairs[i].answers)])
-    rows = []
+    rows: list[tuple[User, Vote, str, int | None, int | None, int | None]] = []
     for i, (prompt_id, c1, c2) in zip(fresh, ids):
         pair = pairs[i]
         a, b = sorted((c1, c2))
@@ -388,6 +388,7 @@ def write_labeled_pairs(cur: duckdb.DuckDBPyConnection, pairs: list[LabeledPair]
         elif key in saved:
             receipts.append(VoteReceipt(saved[key], False, None))
         else:  # a repeat of a key first seen earlier in this same group
+            assert key is not None  # a pair without a key always got a new row
             receipts.append(VoteReceipt(created[first_of[key]], False, None))
     return receipts
 

@@ -8,9 +8,13 @@ way.
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from core.errors import ValidationError
+
+if TYPE_CHECKING:
+    import torch
 
 BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed-adapter batch
 
@@ -48,12 +52,12 @@ def resolve_adapter_rows(model: Any, adapter_names: Sequence[str | None] | None,
             raise ValidationError(f"the model has no adapters, cannot use {[a for a in adapter_names if a]}",
                                   hint="load the policy's adapter onto the base model first")
         return None
-    rows = [name or BASE_ADAPTER for name in adapter_names]
-    unknown = sorted({n for n in rows if n != BASE_ADAPTER} - lora_adapter_names(model))
+    names = [name or BASE_ADAPTER for name in adapter_names]
+    unknown = sorted({n for n in names if n != BASE_ADAPTER} - lora_adapter_names(model))
     if unknown:
         raise ValidationError(f"unknown adapter(s): {', '.join(unknown)}",
                               hint="load the adapter onto the model, or pick one of its loaded adapters")
-    return rows
+    return names
 
 
 class mixed_adapters:
@@ -77,6 +81,7 @@ class mixed_adapters:
         from peft.tuners.lora.model import _adapter_names_pre_forward_hook
 
         hook = functools.partial(_adapter_names_pre_forward_hook, adapter_names=self.rows)
+        module: torch.nn.Module  # a LoraLayer is a mixin of nn.Module layers
         for module in self.model.modules():
             if isinstance(module, LoraLayer):
                 self.handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))

@@ -21,8 +21,9 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import httpx
 
@@ -162,7 +163,7 @@ class Engine:
 
     # -- generation ------------------------------------------------------------------------------------
     def _stream(self, model: str, messages: list[dict[str, str]], sampling: SamplingParams,
-                seed: int | None, out: "queue.SimpleQueue[tuple[int, str, Any]]", row: int,
+                seed: int | None, out: queue.SimpleQueue[tuple[int, str, Any]], row: int,
                 cancel: threading.Event) -> None:
         """One streamed chat completion; puts (row, "text", piece), (row, "end", (tokens, finish reason)) or
         (row, "error", exc). Tokens come from the engine's usage report (0 when it sends none: chunks are counted)."""

@@ -26,14 +26,15 @@ import functools
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterator, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import torch
 from transformers.generation.streamers import BaseStreamer
 
-from core.serving.adapters import BASE_ADAPTER, resolve_adapter_rows
 from core.errors import ValidationError
+from core.serving.adapters import BASE_ADAPTER, resolve_adapter_rows
 from core.serving.scheduler import DEFAULT_TOP_K, Decoding, Request, scheduler_for
 
 __all__ = ["BASE_ADAPTER", "SamplingParams", "PairStreamer", "stream_chat", "stream_pair", "generate_pair",
@@ -58,7 +59,7 @@ class SamplingParams:
     max_new_tokens: int = field(default=256, metadata={
         "help": "Longest answer, in tokens.", "min": 1, "max": 2048})
 
-    def validate(self) -> "SamplingParams":
+    def validate(self) -> SamplingParams:
         for name, meta in self.__dataclass_fields__.items():
             value = getattr(self, name)
             lo, hi = meta.metadata["min"], meta.metadata["max"]
@@ -192,7 +193,7 @@ class PairStreamer(BaseStreamer):
     A row stops accumulating once it emits a stop token (eos or pad); the prompt (first ``put``) is skipped.
     """
 
-    def __init__(self, tokenizer: Any, stop_token_ids: Sequence[int], rows: int = 2,
+    def __init__(self, tokenizer: Any, stop_token_ids: Iterable[int], rows: int = 2,
                  timeout: float | None = None, skip_prompt: bool = True) -> None:
         decode = functools.partial(tokenizer.decode, skip_special_tokens=True)
         stops = frozenset(int(t) for t in stop_token_ids)
@@ -309,7 +310,8 @@ def _check_overrides(overrides: dict[str, Any]) -> None:
 
 
 def _submit(model: Any, tokenizer: Any, prompts: list[list[int]], sampling: SamplingParams,
-            adapter_rows: list[str] | None, seed: int | None, overrides: dict[str, Any]) -> tuple[PairStreamer, Request]:
+            adapter_rows: list[str] | None, seed: int | None,
+            overrides: dict[str, Any]) -> tuple[PairStreamer, Request]:
     """Queue rows on the model's scheduler; the streamer that receives them and the request (to cancel it)."""
     stops = _stop_token_ids(model, tokenizer)
     top_k = getattr(getattr(model, "generation_config", None), "top_k", None)

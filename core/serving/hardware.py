@@ -96,7 +96,8 @@ class HardwareProfile:
 
 def parse_cpuinfo(text: str) -> tuple[str, frozenset[str]]:
     """CPU model name and the KEY_CPU_FLAGS present, from the text of /proc/cpuinfo (first CPU listed)."""
-    model, flags = "", frozenset()
+    model = ""
+    flags: frozenset[str] = frozenset()
     for line in text.splitlines():
         key, _, value = line.partition(":")
         key = key.strip().lower()
@@ -109,7 +110,8 @@ def parse_cpuinfo(text: str) -> tuple[str, frozenset[str]]:
 
 def _cpu_model_and_flags() -> tuple[str, frozenset[str]]:
     """Read /proc/cpuinfo on Linux; elsewhere fall back to platform names and no flags (assume no bf16)."""
-    model, flags = "", frozenset()
+    model = ""
+    flags: frozenset[str] = frozenset()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
         try:
@@ -169,7 +171,8 @@ def training_defaults(profile: HardwareProfile, n_params: int) -> dict[str, bool
     memory = profile.accelerator_memory_bytes
     needed = n_params * TRAINING_BYTES_PER_PARAM
     checkpointing = memory > 0 and needed > CHECKPOINTING_MEMORY_SHARE * memory
-    size = f"{n_params / 1e6:,.0f}M-param model" if n_params < SMALL_MODEL_PARAMS else f"{n_params / 1e9:.1f}B-param model"
+    size = (f"{n_params / 1e6:,.0f}M-param model" if n_params < SMALL_MODEL_PARAMS
+            else f"{n_params / 1e9:.1f}B-param model")
     memory_note = (
         f"gradient checkpointing on (needs ~{needed / GB:.0f} GB of {memory / GB:.0f} GB)"
         if checkpointing
@@ -184,7 +187,8 @@ def training_defaults(profile: HardwareProfile, n_params: int) -> dict[str, bool
             "fp16": not bf16,
             "gradient_checkpointing": checkpointing,
             "use_cpu": False,
-            "reason": f"{size} on {profile.cuda_devices[0] if profile.cuda_devices else 'CUDA'}: {precision}, {memory_note}.",
+            "reason": f"{size} on {profile.cuda_devices[0] if profile.cuda_devices else 'CUDA'}: {precision}, "
+                      f"{memory_note}.",
         }
 
     if profile.mps_available:

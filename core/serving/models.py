@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import psutil
 import torch
@@ -43,7 +44,7 @@ from transformers.utils import logging as hf_logging
 try:  # skips random init of weights we overwrite anyway (saves seconds); optional, it is semi-internal
     from transformers.initialization import no_init_weights
 except ImportError:  # pragma: no cover
-    no_init_weights = contextlib.nullcontext
+    no_init_weights = contextlib.nullcontext  # type: ignore[assignment]  # older transformers: no such helper
 
 from core import ASSETS
 from core.errors import ConfigError, ModelError
@@ -61,7 +62,7 @@ SMOLLM2_VOCAB_SIZE = 49152
 SMOLLM2_CONTEXT = 8192
 # Shaped like SmolLM2 (Llama, grouped-query attention, tied embeddings), just very small: ~3.2M params,
 # almost all of them the embedding table that the real vocabulary needs.
-TINY_CONFIG = dict(
+TINY_CONFIG: dict[str, Any] = dict(
     vocab_size=SMOLLM2_VOCAB_SIZE,
     hidden_size=64,
     intermediate_size=128,
@@ -103,13 +104,11 @@ def find_default_gguf() -> Path:
     try:
         dist = importlib.metadata.distribution(GGUF_PACKAGE)
     except importlib.metadata.PackageNotFoundError:
-        raise ModelError(
-            f"the default model {MODEL_NAME} is not installed: package {GGUF_PACKAGE} is missing",
-            hint=SETUP_HINT,
-        ) from None
+        raise ModelError(f"the default model {MODEL_NAME} is not installed: package {GGUF_PACKAGE} is missing",
+                         hint=SETUP_HINT) from None
     for file in dist.files or ():
         if file.name == GGUF_FILE:
-            path = Path(dist.locate_file(file))
+            path = Path(dist.locate_file(file))  # type: ignore[arg-type]  # typeshed: SimplePath; a Path here
             if path.is_file():
                 return path
     raise ModelError(
@@ -129,7 +128,8 @@ def provision_default_model(data_dir: Path, progress: bool = True) -> Path:
         return target
     gguf_path = find_default_gguf()
     if importlib.util.find_spec("gguf") is None:
-        raise ModelError("reading the default model's GGUF file needs the `gguf` package", hint="run `make setup` (or `pip install gguf`)")
+        raise ModelError("reading the default model's GGUF file needs the `gguf` package",
+                         hint="run `make setup` (or `pip install gguf`)")
     return _build_atomically(target, lambda out: _convert_gguf(gguf_path, out, progress), MIN_FREE_BYTES)
 
 
@@ -139,7 +139,8 @@ def _convert_gguf(gguf_path: Path, out_dir: Path, progress: bool) -> dict:
     with tqdm(total=5, desc=f"Provisioning {DEFAULT_MODEL_DIR}", unit="step", disable=not progress) as bar:
         bar.set_postfix_str(next(steps))
         with _transformers_progress_bars(progress):
-            quantized = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+            quantized = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,
+                                                             dtype=torch.float32)
         bar.update()
 
         # A model loaded from GGUF keeps a GGUF "quantizer" and quantization_config, and TRL / Trainer refuse
@@ -208,7 +209,8 @@ def export_gguf_tokenizer(dest: Path, gguf_path: Path | None = None) -> Path:
         "clean_up_tokenization_spaces": False,
         "chat_template": tokenizer.chat_template,
     }
-    (dest / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (dest / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n",
+                                                encoding="utf-8")
     return dest
 
 
@@ -218,8 +220,8 @@ def export_gguf_tokenizer(dest: Path, gguf_path: Path | None = None) -> Path:
 def build_tiny_model(data_dir: Path) -> Path:
     """Build (once) a tiny random Llama with the SmolLM2 tokenizer into ``<data_dir>/models/tiny-llama/``.
 
-    Same seed, same weights: greedy output is reproducible across builds and runs. Needs neither network nor the GGUF package.
-    """
+    Same seed, same weights: greedy output is reproducible across builds and runs. Needs neither network nor the
+    GGUF package."""
     target = Path(data_dir) / MODELS_SUBDIR / TINY_MODEL_DIR
     if is_complete(target):
         return target
@@ -277,7 +279,8 @@ def _check_model_dir(path: Path) -> Path:
 
 
 def _env_offline() -> bool:
-    return any(os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on") for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+               for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
 def _resolve_hub_id(repo_id: str, offline: bool) -> Path | str:
@@ -314,13 +317,13 @@ def _resolve_hub_id(repo_id: str, offline: bool) -> Path | str:
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
     if isinstance(error, GatedRepoError):
-        raise ModelError(f"{repo_id} is gated on the Hugging Face Hub", hint="accept its licence on huggingface.co and set HF_TOKEN")
+        raise ModelError(f"{repo_id} is gated on the Hugging Face Hub",
+                         hint="accept its licence on huggingface.co and set HF_TOKEN")
     if isinstance(error, RepositoryNotFoundError):
-        raise ModelError(f"no model {repo_id} on the Hugging Face Hub", hint="check the spelling; private models need HF_TOKEN")
-    raise ModelError(
-        f"cannot download {repo_id}: the Hugging Face Hub is not reachable ({type(error).__name__})",
-        hint="pass a local path or 'default' (works offline)",
-    )
+        raise ModelError(f"no model {repo_id} on the Hugging Face Hub",
+                         hint="check the spelling; private models need HF_TOKEN")
+    raise ModelError(f"cannot download {repo_id}: the Hugging Face Hub is not reachable ({type(error).__name__})",
+                     hint="pass a local path or 'default' (works offline)")
 
 
 # --- loading ----------------------------------------------------------------------------------------------
@@ -348,7 +351,8 @@ def load_model(
         try:
             with _transformers_progress_bars(False):
                 tokenizer = AutoTokenizer.from_pretrained(source)
-                model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device)
+                # transformers types PreTrainedModel.to through a decorator that loses the bound self
+                model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device)  # type: ignore[arg-type]
         except Exception as exc:
             raise ModelError(
                 f"could not load model from {source}: {exc}",
@@ -422,10 +426,9 @@ def _build_atomically(target: Path, build: Callable[[Path], dict], min_free_byte
         _remove_stale_partials(target)
         free = shutil.disk_usage(target.parent).free
         if free < min_free_bytes:
-            raise ModelError(
-                f"not enough disk space for {target.name}: {free / 1e9:.1f} GB free, {min_free_bytes / 1e9:.1f} GB needed",
-                hint=f"free some space on the disk holding {target.parent}",
-            )
+            raise ModelError(f"not enough disk space for {target.name}: {free / 1e9:.1f} GB free, "
+                             f"{min_free_bytes / 1e9:.1f} GB needed",
+                             hint=f"free some space on the disk holding {target.parent}")
         partial = target.parent / f".{target.name}.partial-{os.getpid()}"
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir()
@@ -444,7 +447,8 @@ def _build_atomically(target: Path, build: Callable[[Path], dict], min_free_byte
         except ModelError:
             raise
         except Exception as exc:
-            raise ModelError(f"building {target} failed: {exc}", hint="check free disk space and permissions of the data dir, then retry") from exc
+            raise ModelError(f"building {target} failed: {exc}",
+                             hint="check free disk space and permissions of the data dir, then retry") from exc
         finally:
             shutil.rmtree(partial, ignore_errors=True)  # nothing left to remove after a successful rename
     return target
@@ -469,7 +473,8 @@ def _copy_tokenizer_assets(out_dir: Path) -> None:
     for name in TOKENIZER_FILES:
         source = TOKENIZER_ASSETS / name
         if not source.is_file():
-            raise ModelError(f"tokenizer file {source} is missing", hint="restore it with `git checkout -- assets/tokenizer`")
+            raise ModelError(f"tokenizer file {source} is missing",
+                             hint="restore it with `git checkout -- assets/tokenizer`")
         shutil.copyfile(source, out_dir / name)
 
 
@@ -485,7 +490,7 @@ def _transformers_progress_bars(enabled: bool) -> Iterator[None]:
     gguf_tqdm = getattr(gguf_utils, "tqdm", None)
     hf_logging.enable_progress_bar() if enabled else hf_logging.disable_progress_bar()
     if gguf_tqdm is not None and not enabled:
-        gguf_utils.tqdm = functools.partial(gguf_tqdm, disable=True)
+        gguf_utils.tqdm = functools.partial(gguf_tqdm, disable=True)  # type: ignore[assignment]  # patched for the step
     try:
         yield
     finally:

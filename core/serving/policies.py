@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import Conflict, NotFound, PermissionDenied, ValidationError
-from storage.db import Database
+from storage.db import Database, one_value
 
 BASE_POLICY = "base"
 
@@ -19,8 +19,8 @@ def ensure_base_policy(db: Database, base_model: str) -> int:
     with db.transaction() as cur:
         row = cur.execute("SELECT id, base_model FROM policies WHERE name = ?", [BASE_POLICY]).fetchone()
         if row is None:
-            return cur.execute("INSERT INTO policies (name, base_model) VALUES (?, ?) RETURNING id",
-                               [BASE_POLICY, base_model]).fetchone()[0]
+            return one_value(cur.execute("INSERT INTO policies (name, base_model) VALUES (?, ?) RETURNING id",
+                                         [BASE_POLICY, base_model]))
         if row[1] != base_model:
             cur.execute("UPDATE policies SET base_model = ? WHERE id = ?", [base_model, row[0]])
         return row[0]
@@ -47,12 +47,12 @@ def register_policy(db: Database, name: str, parent_id: int | None, base_model: 
                     job_id: int | None = None) -> int:
     """Add a trained version (v1, v2, ...) to the registry; its adapter is served by hot-swap."""
     with db.transaction() as cur:
-        return cur.execute(
+        return one_value(cur.execute(
             "INSERT INTO policies (name, parent_id, base_model, algorithm, adapter_path, data_hash, config,"
             " metrics, job_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             [name, parent_id, base_model, algorithm, adapter_path, data_hash,
              json.dumps(config) if config is not None else None,
-             json.dumps(metrics) if metrics is not None else None, job_id]).fetchone()[0]
+             json.dumps(metrics) if metrics is not None else None, job_id]))
 
 
 def servable_policies(db: Database) -> list[dict[str, Any]]:
@@ -138,8 +138,8 @@ def rename_policy(db: Database, admin: Any, name: str, new_name: str) -> None:
         raise Conflict(f"A policy named {new_name!r} already exists", hint="pick another name")
     with db.transaction() as cur:
         cur.execute("UPDATE policies SET name = ? WHERE name = ?", [new_name, name])
-        cur.execute("INSERT INTO audit_log (user_id, action, target_table, details) VALUES (?, 'rename', 'policies', ?)",
-                    [admin.id, json.dumps({"from": name, "to": new_name})])
+        cur.execute("INSERT INTO audit_log (user_id, action, target_table, details)"
+                    " VALUES (?, 'rename', 'policies', ?)", [admin.id, json.dumps({"from": name, "to": new_name})])
 
 
 def delete_policy(db: Database, admin: Any, name: str) -> None:
@@ -150,8 +150,8 @@ def delete_policy(db: Database, admin: Any, name: str) -> None:
     policy = get_policy(db, name)
     with db.transaction() as cur:
         cur.execute("UPDATE policies SET deleted_at = now() WHERE id = ?", [policy["id"]])
-        cur.execute("INSERT INTO audit_log (user_id, action, target_table, target_id) VALUES (?, 'delete', 'policies', ?)",
-                    [admin.id, policy["id"]])
+        cur.execute("INSERT INTO audit_log (user_id, action, target_table, target_id)"
+                    " VALUES (?, 'delete', 'policies', ?)", [admin.id, policy["id"]])
 
 
 def _require_admin(user: Any) -> None:

@@ -52,8 +52,8 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from core.serving.adapters import mixed_adapters
 from core.errors import Busy
+from core.serving.adapters import mixed_adapters
 
 MAX_BATCH_ROWS = 32      # rows decoded together (a pair is 2 rows); a bigger request runs when the batch is empty
 MAX_WAITING = 64         # requests waiting for room; one more is refused with Busy
@@ -139,6 +139,9 @@ class _RoomyLayer(DynamicLayer):
     """A growing cache layer with spare room along the sequence: a decoding step writes its keys and values in
     place instead of copying the whole cache (``DynamicLayer.update``'s ``torch.cat`` took 18% of a 16-row step
     of the default model). ``keys``/``values`` are views of the filled part, as the attention code expects."""
+
+    keys: torch.Tensor  # set from the start (DynamicLayer's begin as None)
+    values: torch.Tensor
 
     def __init__(self, keys: torch.Tensor, values: torch.Tensor, room: int = CACHE_ROOM) -> None:
         super().__init__()
@@ -281,7 +284,8 @@ def _sample(requests: list[Request], logits: torch.Tensor) -> torch.Tensor:
         if request.generated < decoding.min_new_tokens:
             scores[:, sorted(request.stop_ids)] = -float("inf")
         if decoding.do_sample:
-            probs = torch.softmax(request._warpers(None, scores), dim=-1)  # type: ignore[misc]
+            # _warpers is set for sampling requests; transformers' warpers accept input_ids=None (they ignore them)
+            probs = torch.softmax(request._warpers(None, scores), dim=-1)  # type: ignore[misc, arg-type]
             tokens = torch.multinomial(probs, num_samples=1, generator=request._generator).squeeze(1)
         else:
             tokens = scores.argmax(dim=-1)
@@ -440,7 +444,7 @@ class Scheduler:
         return sampled
 
 
-_SCHEDULERS: "weakref.WeakKeyDictionary[Any, Scheduler]" = weakref.WeakKeyDictionary()
+_SCHEDULERS: weakref.WeakKeyDictionary[Any, Scheduler] = weakref.WeakKeyDictionary()
 _REGISTRY_LOCK = threading.Lock()
 
 

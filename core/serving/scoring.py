@@ -20,8 +20,9 @@ leak into a chat generating at the same time.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from core.errors import ValidationError
 from core.serving.adapters import BASE_ADAPTER, lora_adapter_names, mixed_adapters

@@ -27,13 +27,12 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from core import __version__
 from core.errors import StudioError
 from core.share import hub
-from storage.db import (DB_FILENAME, Database, exported_row_counts, latest_schema_version, relocate_paths,
-                        restore_backup)
+from storage.db import DB_FILENAME, Database, exported_row_counts, latest_schema_version, relocate_paths, restore_backup
 
 MANIFEST = "manifest.json"
 FORMAT = "rlhf-studio-backup"
@@ -132,7 +131,8 @@ def data_files(data_dir: Path, running_run_dirs: list[Path] | None = None) -> di
 
 
 def _newest_checkpoint(run_dir: Path) -> str | None:
-    steps = [(int(p.name.split("-")[1]), p.name) for p in run_dir.glob("checkpoint-*") if p.name.split("-")[1].isdigit()]
+    steps = [(int(p.name.split("-")[1]), p.name) for p in run_dir.glob("checkpoint-*")
+             if p.name.split("-")[1].isdigit()]
     return max(steps)[1] if steps else None
 
 
@@ -225,7 +225,8 @@ def check_snapshot(manifest: dict[str, Any], folder: Path) -> None:
     if manifest.get("format") != FORMAT:
         raise BackupRefused("This is not a studio backup (its manifest has no studio format)",
                             hint="pick a snapshot written by `launch.py backup` or the studio's backup")
-    if int(manifest.get("format_version", 0)) > FORMAT_VERSION or int(manifest["schema_version"]) > latest_schema_version():
+    if (int(manifest.get("format_version", 0)) > FORMAT_VERSION
+            or int(manifest["schema_version"]) > latest_schema_version()):
         raise BackupRefused(f"This snapshot comes from a newer studio (schema {manifest['schema_version']}, "
                             f"this studio knows up to {latest_schema_version()})",
                             hint="upgrade the studio (git pull; make setup), then restore again")
@@ -428,7 +429,7 @@ class _clear_errors:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
         if isinstance(exc, OSError) and not isinstance(exc, StudioError):
             if exc.errno == errno.ENOSPC:
                 raise BackupError(f"The disk is full while {self.doing} ({self.where})",

@@ -12,9 +12,10 @@ import logging
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from core.errors import StudioError
 from core.share.backup import BackupTarget, DirTarget, Snapshot, redaction_count, snapshot_title, take_snapshot
@@ -47,7 +48,7 @@ class BackupService:
         self._refreshed = False
 
     # -- control ------------------------------------------------------------------------------------------
-    def start(self) -> "BackupService":
+    def start(self) -> BackupService:
         self._refresh_history()
         self._thread = threading.Thread(target=self._loop, name="backup", daemon=True)
         self._thread.start()
@@ -133,7 +134,7 @@ class BackupService:
     # -- state --------------------------------------------------------------------------------------------
     def _fingerprint(self) -> tuple:
         """Changes since a snapshot: every commit touches the database file or its write-ahead log."""
-        out = []
+        out: list[tuple[int, int] | None] = []
         for name in (DB_FILENAME, DB_FILENAME + ".wal"):
             try:
                 st = (self.data_dir / name).stat()

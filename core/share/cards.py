@@ -113,7 +113,8 @@ def model_card(policy: dict[str, Any], run: dict[str, Any], card: CardOptions, b
         data.model_name = f"{policy['name']} ({form})"
         data.eval_results = eval_results(run["benchmarks"])
     if base_id and form != "adapter":
-        data.base_model_relation = "quantized" if form in ("gguf", "quantized") else "finetune"
+        # ModelCardData keeps any extra field (huggingface_hub does not declare this one)
+        data.base_model_relation = "quantized" if form in ("gguf", "quantized") else "finetune"  # type: ignore[attr-defined]
     record, base_name = run["record"], base_id or policy["base_model"]
     chat = ('\nmessages = [{"role": "user", "content": "Hello! Who are you?"}]\n'
             "inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors=\"pt\",\n"
@@ -173,7 +174,8 @@ def model_card(policy: dict[str, Any], run: dict[str, Any], card: CardOptions, b
         lines.append(f"- training examples: {record['examples']}")
     if record.get("filters"):
         lines.append(f"- data filters: `{json.dumps(record['filters'], sort_keys=True, default=str)}`")
-    lines.append(f"- created: {policy['created_at'].isoformat() if hasattr(policy['created_at'], 'isoformat') else policy['created_at']}")
+    created = policy["created_at"]
+    lines.append(f"- created: {created.isoformat() if hasattr(created, 'isoformat') else created}")
     lines += ["", "## Training configuration", "", "| parameter | value |", "|---|---|"]
     for key, value in sorted((record.get("hyperparams") or {}).items()):
         lines.append(f"| `{key}` | `{json.dumps(value, default=str)}` |")
@@ -237,7 +239,8 @@ def _report_lines(report: dict[str, Any] | None, policy: dict[str, Any]) -> list
 
     def pair(name: str, fmt: str) -> str:
         old, new = m.get(f"{name}_against"), m.get(f"{name}_version")
-        return "n/a" if new is None else f"{fmt.format(old)} -> {fmt.format(new)}" if old is not None else fmt.format(new)
+        return ("n/a" if new is None else f"{fmt.format(old)} -> {fmt.format(new)}" if old is not None
+                else fmt.format(new))
 
     lines = [f"**{report['summary']}**", "",
              f"Measured against `{report['against']}` on {m['held_out_pairs']} labeled pairs and {m.get('prompts', 0)} "

@@ -27,17 +27,18 @@ import re
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from core.errors import NotFound, PermissionDenied, ValidationError
+from core.serving.policies import run_dir_of
 from core.share.cards import CardOptions, dataset_card, model_card, pushed_training_data, run_info
 from core.share.curves import CURVES_FILE, curves_png
 from core.share.versions import base_hub_id, existing_dir, load_policy, load_tokenizer, merged_model
-from core.serving.policies import run_dir_of
 from core.training import rundir
-from storage.db import Database
+from storage.db import Database, one_value
 
 EXPORTS_SUBDIR = "exports"
 DTYPES = ("float32", "float16", "bfloat16")
@@ -197,7 +198,8 @@ def export_quantized(db: Database, data_dir: Path | str, version: str, user: Any
 def export_dataset(db: Database, data_dir: Path | str, kind: str, user: Any, filters: Any = None,
                    formats: Iterable[str] = DATASET_FORMATS, card: CardOptions | None = None,
                    name: str | None = None) -> ExportResult:
-    """A training set built from the labels (a dataset kind of core.data.kinds) as parquet and/or JSONL, with a dataset card."""
+    """A training set built from the labels (a dataset kind of core.data.kinds) as parquet and/or JSONL, with a
+    dataset card."""
     from core.data import kinds, trainsets
     from core.data.filters import Filters, filters_from_dict
     from core.data.training_data import content_hash
@@ -335,7 +337,8 @@ def zip_export(db: Database, export_id: int) -> tuple[str, bytes]:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as zf:
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            compress = zipfile.ZIP_STORED if path.suffix in (".safetensors", ".parquet", ".png") else zipfile.ZIP_DEFLATED
+            compress = (zipfile.ZIP_STORED if path.suffix in (".safetensors", ".parquet", ".png")
+                        else zipfile.ZIP_DEFLATED)
             zf.write(path, f"{folder.name}/{path.relative_to(folder).as_posix()}", compress_type=compress)
     return f"{folder.name}.zip", buffer.getvalue()
 
@@ -375,12 +378,12 @@ def _register(db: Database, data_dir: Path | str, name: str, build: Callable[[Pa
     try:
         values = build(partial)
         with db.transaction() as cur:
-            export_id = cur.execute(
+            export_id = one_value(cur.execute(
                 "INSERT INTO exports (kind, policy_id, version, base_model, dtype, dataset_kind, filters, rows,"
                 " data_hash, path, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?) RETURNING id",
                 [values["kind"], values.get("policy_id"), values.get("version"), values.get("base_model"),
                  values.get("dtype"), values.get("dataset_kind"), values.get("filters"), values.get("rows"),
-                 values.get("data_hash"), getattr(user, "id", None)]).fetchone()[0]
+                 values.get("data_hash"), getattr(user, "id", None)]))
             target = root / f"{export_id:04d}-{_slug(name)}"
             cur.execute("UPDATE exports SET path = ? WHERE id = ?", [str(target.resolve()), export_id])
             os.replace(partial, target)

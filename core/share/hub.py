@@ -17,9 +17,10 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from core.compare.gate import card_section, check_release
 from core.errors import NotFound, StudioError, ValidationError
@@ -200,7 +201,8 @@ def push_export(db: Database, export_id: int, user: Any, token: str, repo_id: st
                 content = (text.rstrip("\n") + "\n\n" + gate_card if gate_card else text).encode()
             op = CommitOperationAdd(path_in_repo=name, path_or_fileobj=content)
             report(0.1 + 0.8 * done / total, f"Uploading {op.path_in_repo} ({_size(path.stat().st_size)})")
-            hub_call(lambda: api.preupload_lfs_files(repo_id, additions=[op], repo_type=repo_type),
+            # hub_call runs the lambda at once, inside this iteration
+            hub_call(lambda: api.preupload_lfs_files(repo_id, additions=[op], repo_type=repo_type),  # noqa: B023
                   token, f"uploading {op.path_in_repo}")
             operations.append(op)
             done += path.stat().st_size
@@ -265,10 +267,12 @@ def hub_call(fn: Callable[[], Any], token: str, doing: str) -> Any:
         if status == 401 and not isinstance(exc, RepositoryNotFoundError):
             raise HubAuthError(f"The Hub rejected the token while {doing}{where}",
                                hint="the token is invalid or expired: create a new write token at "
-                                    "huggingface.co/settings/tokens and use it (HF_TOKEN or the one-off field)") from None
+                                    "huggingface.co/settings/tokens and use it (HF_TOKEN or the one-off field)"
+                               ) from None
         if status == 403:
             raise HubForbidden(f"The token may not do this: {doing}{where}",
-                               hint="use a token with write access, and a namespace (user or org) you belong to") from None
+                               hint="use a token with write access, and a namespace (user or org) you belong to"
+                               ) from None
         if status == 404 or isinstance(exc, RepositoryNotFoundError):
             raise HubNotFound(f"Not found on the Hub while {doing}{where}",
                               hint="check the repo id (owner/name) and that the token can see it") from None
@@ -287,7 +291,8 @@ def hub_call(fn: Callable[[], Any], token: str, doing: str) -> Any:
     except Exception as exc:
         if _is_network_error(exc):
             raise HubUnreachable(f"Cannot reach the Hub at {hub_endpoint()} while {doing} ({type(exc).__name__})",
-                                 hint="check the network connection (and HF_ENDPOINT / proxy settings), then retry") from None
+                                 hint="check the network connection (and HF_ENDPOINT / proxy settings), then retry"
+                                 ) from None
         raise
 
 
@@ -309,7 +314,7 @@ def _commit_message(export: dict[str, Any]) -> str:
     return f"RLHF Studio: {what} of {export['version']}"
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

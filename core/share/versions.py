@@ -13,7 +13,8 @@ from core.errors import NotFound, ValidationError
 from storage.db import Database
 
 # What a model spec means on the Hub, for the card's base_model (local dirs and "tiny" have no Hub id).
-KNOWN_BASES = {"default": "HuggingFaceTB/SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+KNOWN_BASES = {"default": "HuggingFaceTB/SmolLM2-135M-Instruct",
+               "SmolLM2-135M-Instruct": "HuggingFaceTB/SmolLM2-135M-Instruct"}
 
 
 def base_hub_id(spec: str | None) -> str | None:
@@ -78,7 +79,8 @@ def merged_model(policy: dict[str, Any], version: str, data_dir: Path | str) -> 
     if not model_path:
         raise ValidationError(f"{version} has neither an adapter nor its own weights", hint="pick another version")
     source = existing_dir(model_path, version)
-    return AutoModelForCausalLM.from_pretrained(str(source), dtype=torch.float32), load_tokenizer(source, policy, data_dir)
+    return (AutoModelForCausalLM.from_pretrained(str(source), dtype=torch.float32),
+            load_tokenizer(source, policy, data_dir))
 
 
 def load_tokenizer(folder: Path, policy: dict[str, Any], data_dir: Path | str) -> Any:

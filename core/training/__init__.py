@@ -39,6 +39,7 @@ from core.training.orpo import ORPOConfig
 from core.training.reward import RewardConfig
 from core.training.sft import SFTConfig
 
+
 @dataclass(frozen=True)
 class AlgorithmSpec:
     """What the UI and the supervisor need to know about one algorithm."""
@@ -102,7 +103,8 @@ def config_fields(config_class: type[TrainConfig]) -> list[dict[str, Any]]:
     """The form description of a config class: one dict per field (name, type, default, help, min/max/choices)."""
     rows = []
     for f in dataclasses.fields(config_class):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        # every config field has a default or a default_factory
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[operator]
         type_name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
         rows.append({"name": f.name, "type": type_name, "default": default, **dict(f.metadata)})
     return rows

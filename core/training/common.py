@@ -112,7 +112,7 @@ class TrainConfig:
     # --- construction -------------------------------------------------------------------------------------------
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any] | None) -> "TrainConfig":
+    def from_dict(cls, values: dict[str, Any] | None) -> TrainConfig:
         """Build from config.json ``hyperparams``; unknown names and wrong types raise ValidationError."""
         values = dict(values or {})
         known = {f.name: f for f in dataclasses.fields(cls)}
@@ -228,6 +228,15 @@ class CachedReference:
     log-probs once pays off. "auto" caches when training sees the data at least once (or fine-tunes fully),
     because then every example's reference forward would otherwise be recomputed."""
 
+    if TYPE_CHECKING:  # provided by the TrainConfig dataclass this is mixed into
+        precompute_ref_log_probs: str
+        finetune: str
+
+        @property
+        def effective_batch_size(self) -> int: ...
+
+        def planned_steps(self, n_examples: int, num_processes: int = 1) -> int: ...
+
     def uses_precompute(self, n_examples: int) -> bool:
         if self.precompute_ref_log_probs != "auto":
             return self.precompute_ref_log_probs == "on"
@@ -334,11 +343,13 @@ def load_dataset_file(path: Path, cache_dir: Path):
     from datasets import Dataset
 
     if not path.is_file():
-        raise ValidationError(f"training data {path} does not exist", hint="the supervisor must snapshot data/train.parquet")
+        raise ValidationError(f"training data {path} does not exist",
+                              hint="the supervisor must snapshot data/train.parquet")
     try:
         return Dataset.from_parquet(str(path), cache_dir=str(cache_dir))
     except Exception as exc:
-        raise ValidationError(f"could not read {path}: {exc}", hint="write the snapshot with pandas.to_parquet") from exc
+        raise ValidationError(f"could not read {path}: {exc}",
+                              hint="write the snapshot with pandas.to_parquet") from exc
 
 
 def require_columns(dataset, required: tuple[str, ...], optional: tuple[str, ...], kind: str, min_examples: int,
@@ -364,7 +375,7 @@ def log(message: str) -> None:
     print(f"[studio] {message}", file=sys.stdout, flush=True)
 
 
-def trainer_inputs(setup: "ModelSetup", train_dataset: Any, eval_dataset: Any, callbacks: Any) -> dict[str, Any]:
+def trainer_inputs(setup: ModelSetup, train_dataset: Any, eval_dataset: Any, callbacks: Any) -> dict[str, Any]:
     """The constructor arguments every TRL trainer shares (model, data, tokenizer, LoRA, callbacks)."""
     return {"model": setup.model, "train_dataset": train_dataset, "eval_dataset": eval_dataset,
             "processing_class": setup.tokenizer, "peft_config": setup.peft_config, "callbacks": list(callbacks)}

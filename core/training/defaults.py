@@ -165,7 +165,8 @@ def plan_defaults(config_class: type[TrainConfig], n_examples: int,
            f"held-out evaluation and a checkpoint ~{EVALS_PER_RUN} times in {steps} steps (with 40+ held-out "
            "examples, early stopping keeps the best)")
     if "beta" in values:
-        choose("beta", getattr(base, "beta"),
+        choose("beta", getattr(base, "beta"),  # noqa: B009 (a subclass's field: TrainConfig has no beta)
                "the algorithm's usual strength; raise it if the report warns that answers drifted too far, "
                "lower it if nothing changed")
-    return Plan(config_class.algorithm, n, unit, values, settings, config_class.from_dict(values).planned_steps(n, world))
+    return Plan(config_class.algorithm, n, unit, values, settings,
+                config_class.from_dict(values).planned_steps(n, world))

@@ -75,7 +75,8 @@ def estimate(cfg, n_examples: int, model_dir: str | Path, avg_tokens: int | None
         per_position = DECODE_STEP_S[device] + 2 * n_params * cfg.per_device_train_batch_size / throughput
         seconds += cfg.max_completion_length * per_position * micro_steps
 
-    bytes_per_weight = {"qlora4": 0.55, "qlora8": 1.05}.get(cfg.finetune, 4 if (cfg.finetune == "full" or device == "cpu") else 2)
+    bytes_per_weight = {"qlora4": 0.55, "qlora8": 1.05}.get(cfg.finetune,
+                                                            4 if (cfg.finetune == "full" or device == "cpu") else 2)
     weights = n_params * bytes_per_weight
     if cfg.finetune == "full":
         trained = n_params * 12  # fp32 gradients + two AdamW moments

@@ -23,9 +23,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import psutil
 
@@ -39,7 +40,7 @@ from core.training.common import MIN_EVAL_FOR_EARLY_STOPPING, early_stopping
 from core.training.estimate import estimate
 from core.training.launch import LaunchConfig, child_command, cuda_available, trainer_threads
 from core.training.request import DryRun, JobRequest
-from storage.db import Database
+from storage.db import Database, one_value
 
 ACTIVE = ("queued", "running")
 RESUMABLE = ("paused", "interrupted", "failed")
@@ -111,9 +112,9 @@ class Supervisor:
                                   f"{spec.min_examples}", hint="label more, or loosen the data filters")
         reward_path = self._reward_model_path(request) if spec.needs_reward_model else None
         with self.db.transaction() as cur:
-            job_id = cur.execute(
+            job_id = one_value(cur.execute(
                 "INSERT INTO jobs (algorithm, status, parent_policy_id, created_by) VALUES (?, 'queued', ?, ?)"
-                " RETURNING id", [request.algorithm, parent["id"], user.id]).fetchone()[0]
+                " RETURNING id", [request.algorithm, parent["id"], user.id]))
         run_dir = self.runs_dir / str(job_id)
         try:
             rundir.write_data(run_dir, rows, data.eval_rows)
@@ -124,9 +125,9 @@ class Supervisor:
                 hyperparams=cfg.to_dict(), resume=False, seed=cfg.seed)
             rundir.write_config(run_dir, config)
             request.launch.write(run_dir, cuda=cuda_available())
-            record = {**config.to_dict(), "launch": request.launch.to_dict(), "parent_policy": parent["name"], "data_hash": data_hash, "examples": len(rows),
-                      "eval_examples": len(data.eval_rows), "plan": request.plan(len(rows)).rows(),
-                      "notes": data.notes,
+            record = {**config.to_dict(), "launch": request.launch.to_dict(), "parent_policy": parent["name"],
+                      "data_hash": data_hash, "examples": len(rows), "eval_examples": len(data.eval_rows),
+                      "plan": request.plan(len(rows)).rows(), "notes": data.notes,
                       "filters": _jsonable(asdict(request.filters))}
         except BaseException:
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -343,7 +344,7 @@ class Supervisor:
         result = rundir.read_result(run_dir)
         status = result.get("status") if result else None
         clean_exit = exit_code == 0 or (exit_code is None and result is not None)
-        if status == "succeeded" and clean_exit and _artifact_exists(result):
+        if status == "succeeded" and clean_exit and result is not None and _artifact_exists(result):
             version = self._register(job, result)
             self._set_status(job_id, "succeeded", finished=True, error=None)
             if self.on_new_version is not None and job["algorithm"] != "reward":
@@ -432,7 +433,7 @@ def _same_process(pid: int | None, started_at: float | None) -> bool:
 
 def _artifact_exists(result: dict[str, Any]) -> bool:
     path = result.get("adapter_path") or result.get("model_path")
-    return bool(path) and Path(path).exists()
+    return bool(path and Path(path).exists())
 
 
 def _jsonable(value: Any) -> Any:

@@ -67,7 +67,7 @@ class LaunchConfig:
         "min": 1024, "max": 65535, "help": "Port on machine 0 the processes meet on (several machines only)."})
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any] | None) -> "LaunchConfig":
+    def from_dict(cls, values: dict[str, Any] | None) -> LaunchConfig:
         values = dict(values or {})
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
@@ -86,7 +86,7 @@ class LaunchConfig:
     def world_size(self) -> int:
         return 1 if self.mode == "single" else self.num_processes * self.num_machines
 
-    def validate(self, cuda: bool | None = None) -> "LaunchConfig":
+    def validate(self, cuda: bool | None = None) -> LaunchConfig:
         """Check the values; with ``cuda`` given, also that this machine can run the mode."""
         if self.mode not in LAUNCH_MODES:
             raise ValidationError(f"Unknown launch mode {self.mode!r}", hint=f"choose one of {', '.join(LAUNCH_MODES)}")
@@ -182,10 +182,10 @@ def trainer_threads(chat_active: bool = False) -> int:
     return max(1, total - 1) if chat_active else total
 
 
-def child_command(config_path: Path, accelerate_file: Path | None = None) -> list[str]:
+def child_command(config_path: Path, accelerate_file: Path | None = None) -> list[str | Path]:
     """``accelerate launch -m core.training.run CONFIG``: the job's accelerate config (its launch mode), or one
     from env STUDIO_ACCELERATE_CONFIG for jobs launched as a single process."""
-    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
+    cmd: list[str | Path] = [sys.executable, "-m", "accelerate.commands.launch"]
     env_file = os.environ.get("STUDIO_ACCELERATE_CONFIG")
     config_file = env_file if env_file and (accelerate_file is None or _single_process(accelerate_file)) \
         else accelerate_file

@@ -16,7 +16,7 @@ advantages without a value model, and TRL logs KL and reward the same way.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from core.errors import ValidationError
 from core.training.common import ModelSetup, TrainConfig, log, param, require_columns, trainer_inputs
@@ -127,6 +127,7 @@ def build_trainer(cfg: OnlineRLConfig, setup: ModelSetup, train_dataset, eval_da
     setup.reward_model.config._name_or_path = "reward_model"
     # Evaluation samples num_generations answers per prompt too: its batch must hold whole groups.
     args_kwargs = {**args_kwargs, "per_device_eval_batch_size": cfg.num_generations}
+    vllm: dict[str, Any] = {"vllm_mode": "colocate"} if cfg.use_vllm else {}
     args = GRPOConfig(
         **args_kwargs,
         beta=cfg.beta,
@@ -136,7 +137,7 @@ def build_trainer(cfg: OnlineRLConfig, setup: ModelSetup, train_dataset, eval_da
         loss_type=cfg.loss_type,
         scale_rewards=cfg.scale_rewards,
         use_vllm=cfg.use_vllm,
-        **({"vllm_mode": "colocate"} if cfg.use_vllm else {}),
+        **vllm,
     )
     trainer = GRPOTrainer(
         reward_funcs=setup.reward_model,

@@ -19,9 +19,10 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Sequence
+from typing import TYPE_CHECKING, ClassVar
 
 from core.errors import ModelError, NotFound, ValidationError
 from core.training.common import ModelSetup, TrainConfig, param, require_columns, trainer_inputs
@@ -184,7 +185,7 @@ class RewardScorer:
     registry and must not pull in the database or the serving layer.
     """
 
-    _cache: dict[str, "RewardScorer"] = {}
+    _cache: dict[str, RewardScorer] = {}
     _lock = threading.Lock()
 
     def __init__(self, name: str, policy_id: int, path: str) -> None:
@@ -194,7 +195,7 @@ class RewardScorer:
         self.model, self.tokenizer = in_short_thread(lambda: load_reward_model(path))
 
     @classmethod
-    def load(cls, db: Database, name: str) -> "RewardScorer":
+    def load(cls, db: Database, name: str) -> RewardScorer:
         """The scorer of reward model ``name``, loaded on first use (then shared by every caller)."""
         from core.serving.policies import live_policy
 

@@ -107,14 +107,15 @@ def main(argv: list[str] | None = None) -> int:
     if "progress" in live:
         live["progress"].finish(result["status"])
     if result["status"] == "succeeded" and _is_main_process():
-        for scratch in (rundir.CACHE_DIR, rundir.TMP_DIR):  # tokenized copies and cached log-probs: only needed to resume
+        # tokenized copies and cached log-probs: only needed to resume
+        for scratch in (rundir.CACHE_DIR, rundir.TMP_DIR):
             shutil.rmtree(run_dir / scratch, ignore_errors=True)
     _write_result(run_dir, result)
     print(f"[studio] job finished: {result['status']}", flush=True)
     return EXIT_OK
 
 
-def _disk_full(exc: BaseException) -> OSError | None:
+def _disk_full(exc: BaseException | None) -> OSError | None:
     """The ENOSPC / EDQUOT error behind ``exc`` (torch and safetensors wrap the OSError), if any."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
@@ -182,10 +183,21 @@ def _train(config_path: Path, run_dir: Path, live: dict[str, Any]) -> dict[str, 
 def _run_trainer(job, spec, cfg, hardware, run_dir: Path, live: dict[str, Any]) -> dict[str, Any]:
     from transformers import EarlyStoppingCallback, set_seed
 
-    from core.training.callbacks import (ControlCallback, CpuShareCallback, MetricsCallback, ProgressCallback,
-                                         SelectionScoreCallback)
-    from core.training.common import (MIN_EVAL_FOR_EARLY_STOPPING, early_stopping, load_dataset_file, log,
-                                      precision_reason, trainer_kwargs)
+    from core.training.callbacks import (
+        ControlCallback,
+        CpuShareCallback,
+        MetricsCallback,
+        ProgressCallback,
+        SelectionScoreCallback,
+    )
+    from core.training.common import (
+        MIN_EVAL_FOR_EARLY_STOPPING,
+        early_stopping,
+        load_dataset_file,
+        log,
+        precision_reason,
+        trainer_kwargs,
+    )
     from core.training.weights import count_trainable, load_policy, save_trained
 
     started = time.time()
@@ -194,7 +206,8 @@ def _run_trainer(job, spec, cfg, hardware, run_dir: Path, live: dict[str, Any]) 
     cache = run_dir / rundir.CACHE_DIR
     train_dataset = module.prepare_dataset(load_dataset_file(rundir.train_data_path(run_dir), cache), cfg)
     eval_path = rundir.eval_data_path(run_dir)
-    eval_dataset = module.prepare_dataset(load_dataset_file(eval_path, cache), cfg, "eval") if eval_path.is_file() else None
+    eval_dataset = (module.prepare_dataset(load_dataset_file(eval_path, cache), cfg, "eval") if eval_path.is_file()
+                    else None)
 
     setup = load_policy(cfg, job, hardware, len(train_dataset))
     if spec.needs_reward_model:

@@ -85,13 +85,14 @@ class JobConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def read(cls, path: Path) -> "JobConfig":
+    def read(cls, path: Path) -> JobConfig:
         try:
             data = json.loads(Path(path).read_text())
         except FileNotFoundError:
             raise ValidationError(f"config file {path} does not exist", hint="pass runs/<id>/config.json") from None
         except json.JSONDecodeError as exc:
-            raise ValidationError(f"config file {path} is not valid JSON: {exc}", hint="rewrite the job config") from None
+            raise ValidationError(f"config file {path} is not valid JSON: {exc}",
+                                  hint="rewrite the job config") from None
         if not isinstance(data, dict):
             raise ValidationError(f"config file {path} must hold a JSON object", hint="rewrite the job config")
         known = {f.name for f in dataclasses.fields(cls)}

@@ -6,6 +6,7 @@ NEXT_JOB_PAIRS new pairs; the request carries no hyperparameters, so the data-ch
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from core.data import trainsets
 from core.data.filters import Filters
@@ -34,7 +35,7 @@ def suggest_next_job(db: Database) -> Suggestion:
     """The next training the console suggests: a first DPO run after FIRST_JOB_PAIRS pairs, then a new round from
     the newest version after NEXT_JOB_PAIRS new pairs; always with the data-chosen defaults."""
     newest = newest_version(db)
-    parent = {"name": newest["name"], "created_at": newest["trained_at"]} if newest else \
+    parent: dict[str, Any] = {"name": newest["name"], "created_at": newest["trained_at"]} if newest else \
         {"name": BASE_POLICY, "created_at": None}
     rows = trainsets.preference_rows(db, Filters()).rows
     pairs = len(rows)

@@ -43,9 +43,10 @@ def lora_config(cfg: TrainConfig):
     """A fresh LoRA adapter for the config; reward models also train (and save) the score head."""
     from peft import LoraConfig, TaskType
 
-    targets: str | list[str] = cfg.lora_target_modules.strip()
-    if targets.lower() != "all-linear":
-        targets = [t.strip() for t in targets.split(",") if t.strip()]
+    modules = cfg.lora_target_modules.strip()
+    targets: str | list[str] = modules
+    if modules.lower() != "all-linear":
+        targets = [t.strip() for t in modules.split(",") if t.strip()]
     seq_cls = cfg.task == "seq_cls"
     return LoraConfig(
         r=cfg.lora_r,

@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 import shutil
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -122,7 +123,7 @@ class SiteWatch:
         return (url.startswith(("data:", "blob:", "about:blank"))
                 or any(url == o or url.startswith(o + "/") for o in (self.origin, ws_origin)))
 
-    def attach(self, context: Any) -> "SiteWatch":
+    def attach(self, context: Any) -> SiteWatch:
         """Watch ``context`` (a Playwright BrowserContext) and every page opened in it from now on."""
         context.on("request", lambda request: self._url(request.url))
         context.on("response", self._response)

@@ -53,8 +53,8 @@ def seed_labels(data_dir: Path, link_wallets: bool = True) -> Labels:
         cur.execute("INSERT INTO jobs (algorithm, status, created_by, started_at, finished_at) VALUES"
                     " ('dpo', 'succeeded', ?, now() - INTERVAL 25 MINUTE, now())", [alice.id])
         cur.execute("INSERT INTO jobs (algorithm, status, created_by) VALUES ('sft', 'failed', ?)", [alice.id])
-        cur.execute("INSERT INTO audit_log (user_id, action, target_table, target_id) VALUES (?, 'redact', 'preferences', 99)",
-                    [alice.id])
+        cur.execute("INSERT INTO audit_log (user_id, action, target_table, target_id)"
+                    " VALUES (?, 'redact', 'preferences', 99)", [alice.id])
     a_key, b_key = Account.create(), Account.create()
     if link_wallets:
         link(db, alice, a_key)

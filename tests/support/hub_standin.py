@@ -125,7 +125,7 @@ class HubStandin:
         self._server: ThreadingHTTPServer | None = None
 
     # -- control -------------------------------------------------------------------------------------
-    def start(self) -> "HubStandin":
+    def start(self) -> HubStandin:
         standin = self
 
         class Handler(_Handler):
@@ -206,7 +206,8 @@ class HubStandin:
         repo_type = (payload.get("type") or "model") + "s"
         namespace = org or user[0]
         if user[1] != "write" or namespace not in self._namespaces(user[0]):
-            return _error(403, f'You don\'t have the rights to create a {repo_type[:-1]} under the namespace "{namespace}"')
+            return _error(403, f'You don\'t have the rights to create a {repo_type[:-1]} under the namespace '
+                               f'"{namespace}"')
         repo_id = f"{namespace}/{name}"
         prefix = "" if repo_type == "models" else "datasets/"
         url = f"{self.url}/{prefix}{repo_id}"
@@ -325,7 +326,8 @@ class HubStandin:
         for path, content in changes.items():
             target = base / path
             if content is None:
-                repo.files = {p: c for p, c in repo.files.items() if p != path and not p.startswith(path.rstrip("/") + "/")}
+                repo.files = {p: c for p, c in repo.files.items()
+                              if p != path and not p.startswith(path.rstrip("/") + "/")}
                 if target.is_file():
                     target.unlink()
                 continue

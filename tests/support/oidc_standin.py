@@ -51,7 +51,7 @@ class OidcStandin:
     def sign_in_as(self, name: str) -> None:
         self.user = name
 
-    def start(self) -> "OidcStandin":
+    def start(self) -> OidcStandin:
         app = Starlette(routes=[Route("/.well-known/openid-configuration", self._discovery),
                                 Route("/oauth/authorize", self._authorize),
                                 Route("/oauth/token", self._token, methods=["POST"]),

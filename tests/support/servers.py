@@ -8,9 +8,10 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 
@@ -31,7 +32,7 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, *extra: str, timeout: float = 120.0) -> "Server":
+    def start(self, *extra: str, timeout: float = 120.0) -> Server:
         """Start (or restart, on the same data dir and port) and wait for /api/health."""
         self.log_path = self.data_dir.parent / f"server-{self.port}.log"
         command = [sys.executable, str(ROOT / "launch.py"), "--data-dir", str(self.data_dir),
@@ -62,7 +63,7 @@ class MakeRunServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 180.0) -> "MakeRunServer":
+    def start(self, timeout: float = 180.0) -> MakeRunServer:
         args = f"--model tiny --data-dir {self.data_dir} --port {self.port}"
         # its own process group: make, the shell and launch.py are stopped together (and only them)
         self.process = launch(["make", "run", f"ARGS={args}"], self.url + "/api/health", self.log_path,
@@ -103,7 +104,7 @@ class EngineProcess:
     def log_path(self) -> Path:
         return self.work_dir / f"engine-{self.port}.log"
 
-    def start(self, timeout: float = 120.0) -> "EngineProcess":
+    def start(self, timeout: float = 120.0) -> EngineProcess:
         self.port = self.port or free_port()
         cache = self.work_dir / "hf-cache"  # it lists cached Hub models; an empty cache lists none
         cache.mkdir(parents=True, exist_ok=True)
