@@ -299,3 +299,35 @@ def test_compare_page_generates_side_by_side_and_shows_the_versions_table(studio
     versions_table = next(d.value for d in app.dataframe if "kl_to_base" in d.value.columns)
     assert list(versions_table["version"]) == [r["version"] for r in ev.eval_table(studio.db)]
     assert len(app.get("plotly_chart")) == 4
+
+
+def test_a_report_cancelled_while_its_answers_are_generated_stops_within_seconds(tmp_path):
+    """The answers are one long batched call (48 rows x up to 1024 tokens here): a cancel, or a studio shutting
+    down, takes effect at the next decoding step, not after the whole batch (the server's Ctrl-C used to wait ~30 s
+    for a report in progress)."""
+    import time
+
+    from core.compare.report import ReportSettings
+    from core.config import load_settings
+    from core.serving.models import build_tiny_model
+    from tests.support.studios import make_random_adapter
+
+    data_dir = tmp_path / "data"
+    studio = Studio(load_settings({"data_dir": str(data_dir), "model": "tiny"}, env={}), build_tiny_model(data_dir))
+    try:
+        register_policy(studio.db, "v1", studio.base_policy_id, "tiny", "dpo", str(make_random_adapter(data_dir)))
+        studio.reports.request("v1", settings=ReportSettings(max_new_tokens=1024))
+        deadline = time.monotonic() + 120
+        while "done" not in (studio.reports.state("v1").get("message") or ""):   # "answers ...: k of n done"
+            assert time.monotonic() < deadline, studio.reports.state("v1")
+            time.sleep(0.05)
+        assert 0.3 <= studio.reports.state("v1")["progress"] < 0.85
+        cancelled = time.monotonic()
+        assert studio.reports.cancel("v1")
+        while studio.reports.state("v1")["status"] in ("queued", "computing"):
+            assert time.monotonic() - cancelled < 5, "the cancel waited for the whole batch"
+            time.sleep(0.05)
+        state = studio.reports.state("v1")
+        assert state["status"] == "failed" and state["error"]["code"] == "cancelled"
+    finally:
+        studio.close()

@@ -45,7 +45,7 @@ from core.compare.style import Comparison, version_vs_style
 from core.compare.verdict import VERDICT_RULE, drift_warnings, evidence, figure, verdict
 from core.data.split import HELD_OUT_PERCENT, prompt_key
 from core.errors import StudioError, ValidationError
-from core.serving.generate import SamplingParams, generate_batch
+from core.serving.generate import SamplingParams, StreamSnapshot, generate_batch
 from core.serving.policies import default_against
 from core.serving.scoring import adapter_names, row_adapter, sequence_logprobs
 from core.training.reward import RewardScorer
@@ -185,8 +185,16 @@ def compute_report(studio: Any, version: str, against: str | None = None, settin
     report_progress(progress, 0.3, f"{len(prompts)} answers from each version")
     model, tokenizer = studio.model()
     studio.share_cpu()
+
+    def step(snapshot: StreamSnapshot) -> None:   # progress by the rows finished and the longest row's length
+        finished = sum(snapshot.done) / max(1, len(snapshot.done))
+        longest = max(snapshot.new_tokens, default=0) / max(1, settings.max_new_tokens)
+        report_progress(progress, 0.3 + 0.55 * max(finished, longest),
+                        f"{len(prompts)} answers from each version: {sum(snapshot.done)} of {len(snapshot.done)} done")
+
     answers = generate_batch(model, tokenizer, prompts * 2, sampling,
-                             [v_row] * len(prompts) + [a_row] * len(prompts) if rows else None, settings.seed)
+                             [v_row] * len(prompts) + [a_row] * len(prompts) if rows else None, settings.seed,
+                             on_step=step if progress is not None else None)
     n_prompts = len(prompts)
     samples: list[dict[str, Any]] = [
         {"prompt": prompt, "version": answers[i][0], "against": answers[n_prompts + i][0],

@@ -445,8 +445,12 @@ def generate_once(model: Any, tokenizer: Any, messages: list[dict[str, str]],
 
 def generate_batch(model: Any, tokenizer: Any, conversations: Sequence[list[dict[str, str]]],
                    sampling: SamplingParams | None = None, adapter_names: Sequence[str | None] | None = None,
-                   seed: int | None = None) -> list[tuple[str, int]]:
+                   seed: int | None = None,
+                   on_step: Callable[[StreamSnapshot], object] | None = None) -> list[tuple[str, int]]:
     """Complete answers to many conversations as ONE request of many rows: (text, new tokens) per row.
+
+    ``on_step`` sees every snapshot: a caller's progress bar moves during the one long call, and an exception it
+    raises (a stopping studio, a cancel) ends the request at the next decoding step instead of after it.
 
     For evaluations that read whole answers (reports): on a CPU a decoding step of 24 rows costs little more
     than one of 2, so 12 prompts x 2 versions take about the time of one pair. ``adapter_names[i]`` is row i's
@@ -463,7 +467,8 @@ def generate_batch(model: Any, tokenizer: Any, conversations: Sequence[list[dict
     try:
         last: StreamSnapshot | None = None
         for last in streamer.snapshots():
-            pass
+            if on_step is not None:
+                on_step(last)
     finally:
         request.cancel.set()
     assert last is not None
