@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-from votegen import register_random_versions  # noqa: E402
+from tests.support.studios import random_versions  # noqa: E402
 
 
 def say(line: str) -> None:
@@ -45,7 +45,7 @@ def main() -> int:
         model_path = prepare_model(settings)
         db = Database(settings.db_path)
         try:
-            register_random_versions(db, settings.runs_dir, args.model, model_path, 2)
+            random_versions(db, settings.runs_dir, args.model, model_path, 2)
             bench = BenchSettings(tasks=tuple(args.tasks.split(",")), limit=args.limit)
             started = time.monotonic()
             first = benchmark_version(db, model_path, "v1", bench, progress=lambda f, t: None)

@@ -34,7 +34,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-from votegen import StudioProcess, VoteLoad, percentile, register_random_versions, stored_keys  # noqa: E402
+from votegen import StudioProcess, VoteLoad, percentile, stored_keys  # noqa: E402
+
+from tests.support.studios import random_versions  # noqa: E402
 
 TOKEN = "hf_durability_bench_token_0001"
 REPO = "bench/studio-backup"
@@ -67,7 +69,7 @@ def seed(data_dir: Path, model: str, votes: int, versions: int) -> None:
             record_vote(db, who, Vote(a, b, ("a", "b", "tie")[i % 3]))
             if (i + 1) % 2000 == 0:
                 say(f"  {i + 1} votes seeded ({time.monotonic() - started:.0f} s)")
-        register_random_versions(db, settings.runs_dir, model, base_path, versions)
+        random_versions(db, settings.runs_dir, model, base_path, versions)
     finally:
         db.close()
 

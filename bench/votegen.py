@@ -17,7 +17,6 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -165,24 +164,3 @@ def audit(load: VoteLoad, data_dir: Path) -> dict[str, int]:
     return {"acked": len(keys), "lost": sum(1 for key in set(keys) if key not in stored),
             "duplicated": sum(1 for n in stored.values() if n > 1) + len(keys) - len(set(keys)),
             "stored": len(stored), "stored_not_acked": len(set(stored) - set(keys))}
-
-
-def register_random_versions(db: Any, runs_dir: Path, model_spec: str, base_path: Path | str, count: int) -> None:
-    """Versions v1..vN on the base: real LoRA adapters (r=16 on q/v, random weights, seed n) registered as a job
-    registers them, where a training job would write them: what a studio with trained versions holds, without the
-    training."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    from core.serving.policies import ensure_base_policy, register_policy
-
-    base_id = ensure_base_policy(db, model_spec)
-    for n in range(1, count + 1):
-        torch.manual_seed(n)
-        lora = get_peft_model(AutoModelForCausalLM.from_pretrained(base_path),
-                              LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "v_proj"],
-                                         init_lora_weights=False))
-        out = Path(runs_dir) / f"v{n}" / "adapter"
-        lora.save_pretrained(out)
-        register_policy(db, f"v{n}", base_id, model_spec, "dpo", str(out), f"seed{n}", {"beta": 0.1})
