@@ -44,7 +44,7 @@ from core import ASSETS
 from core.compare.evaluation import Progress, report_progress
 from core.errors import NotFound, PermissionDenied, StudioError, ValidationError
 from core.judging import judges
-from core.serving.generate import SamplingParams, generate_batch
+from core.serving.generate import SamplingParams, StreamSnapshot, generate_batch
 from core.serving.policies import comparable_policy, default_against
 from core.serving.scoring import adapter_names, row_adapter, sequence_logprobs
 from storage.db import Database, one_value
@@ -304,12 +304,15 @@ def run_safety_eval(studio: Any, version: str, user: Any, judge: str | judges.Ju
         sampling = SamplingParams(0.0, 1.0, max_new_tokens).validate()
         answers: list[SafetyAnswer] = []
         for start in range(0, len(prompts), CHUNK):
-            report_progress(progress, 0.8 * start / len(prompts), f"{version}: answering prompts {start + 1}-"
-                            f"{min(start + CHUNK, len(prompts))} of {len(prompts)}")
+            text = f"{version}: answering prompts {start + 1}-{min(start + CHUNK, len(prompts))} of {len(prompts)}"
+            report_progress(progress, 0.8 * start / len(prompts), text)
             chunk = prompts[start:start + CHUNK]
             studio.share_cpu()
+            def step(snapshot: StreamSnapshot, start: int = start, text: str = text) -> None:  # cancel/stop here
+                report_progress(progress, 0.8 * (start + sum(snapshot.done)) / len(prompts), text)
             out = generate_batch(model, tokenizer, [[{"role": "user", "content": p.prompt}] for p in chunk], sampling,
-                                 adapters[:len(chunk)] if adapters else None, seed=0)
+                                 adapters[:len(chunk)] if adapters else None, seed=0,
+                                 on_step=step if progress is not None else None)
             for p, (text, tokens) in zip(chunk, out):
                 c = classify(p.kind, text)
                 answers.append(SafetyAnswer(p, text, tokens, c.refused, c.unsafe))
