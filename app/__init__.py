@@ -1,0 +1,11 @@
+"""The studio's HTTP surfaces and command line, thin layers over core.
+
+``server``          assembles the one ASGI app: Streamlit console at ``/``, Gradio at ``/label``, REST at ``/api``
+``auth``            who is calling on every HTTP surface (local, team accounts, a Hugging Face sign-in)
+``api``             the REST API's routes; ``api_backup`` and ``api_benchmarks`` hold two resources' routes
+``schemas``         REST request bodies, answer models and the error statuses each route declares
+``label``           the labeling app (chat, two candidates, vote, rate, edit) with ``arena`` and ``review`` tabs
+``forms``           Gradio form controls generated from config dataclasses
+``cli``             headless commands of ``launch.py`` (train, report, judge, safety-eval, gate, ...);
+                    ``cli_backup`` (backup, restore) and ``cli_bench`` (bench)
+"""
