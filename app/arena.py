@@ -20,6 +20,7 @@ from app.forms import (
     build_config,
     components_for,
     config_names,
+    gradio_errors,
     name_inputs,
     screen_pace,
     waiting_notice,
@@ -67,23 +68,19 @@ def create_arena_tab(get_studio: Callable[[], Studio]) -> tuple[Callable, list[A
         sampling_inputs = components_for(SamplingParams)
 
     def ask(text: str, _pending: Any, request: gr.Request, *sampling_values: Any) -> Iterator[tuple]:
-        try:  # an unvoted battle is simply dropped: nothing was stored for it
+        with gradio_errors():  # an unvoted battle is simply dropped: nothing was stored for it
             s = get_studio()
             label_user(s, request, "arena_ask")
             text = arena.clean_prompt(text or "")
             name_a, name_b = arena.next_pair(s.db)
-        except StudioError as exc:
-            raise gr.Error(str(exc)) from exc
         yield from battle(s, text, name_a, name_b, sampling_values)
 
     def blind_pair(_pending: Any, request: gr.Request, *sampling_values: Any) -> Iterator[tuple]:
         """The next blind-check pair: the newest version against its parent on a held-out prompt, sides at
         random; the prompt shows in the prompt box, the names after the vote."""
-        try:
+        with gradio_errors():
             s = get_studio()
             text, name_a, name_b, _ = blind.next_blind_pair(s.db, label_user(s, request, "blind_check_next"))
-        except StudioError as exc:
-            raise gr.Error(str(exc)) from exc
         for answer_a_text, answer_b_text, notice, shown, pending in battle(s, text, name_a, name_b, sampling_values):
             yield text, answer_a_text, answer_b_text, notice, shown, pending
 
@@ -100,7 +97,7 @@ def create_arena_tab(get_studio: Callable[[], Studio]) -> tuple[Callable, list[A
         return status.text(), gr.update(visible=status.open)
 
     def battle(s: Studio, text: str, name_a: str, name_b: str, sampling_values: tuple) -> Iterator[tuple]:
-        try:
+        with gradio_errors():
             sampling = build_config(SamplingParams, sampling_values).validate()
             updates, (id_a, id_b) = s.pair_stream([{"role": "user", "content": text}], sampling, name_a, name_b,
                                                   interval=screen_pace(s))
@@ -109,8 +106,6 @@ def create_arena_tab(get_studio: Callable[[], Studio]) -> tuple[Callable, list[A
             for final in updates:
                 notice = waiting_notice(final.ahead) if final.ahead is not None else gr.update()
                 yield final.text_a, final.text_b, notice, gr.update(), None
-        except StudioError as exc:
-            raise gr.Error(str(exc)) from exc
         assert final is not None  # a pair stream always ends with the finished pair
         pending = arena.PendingBattle(text, name_a, name_b, id_a, id_b, final.text_a, final.text_b,
                                       sampling.to_dict(), final.latency_ms, (final.new_tokens_a, final.new_tokens_b))
@@ -124,11 +119,9 @@ def create_arena_tab(get_studio: Callable[[], Studio]) -> tuple[Callable, list[A
         def vote(pending: Any, request: gr.Request) -> tuple:
             if pending is None:
                 raise gr.Error("There is no battle to vote on: type a prompt and start one.")
-            try:
+            with gradio_errors():
                 s = get_studio()
                 receipt = arena.record_battle(s.db, label_user(s, request, f"arena_vote_{outcome}"), pending, outcome)
-            except StudioError as exc:
-                raise gr.Error(str(exc)) from exc
             saved = f"✓ Saved: **{OUTCOME_LABELS[outcome]}** (battle #{receipt.battle_id})" + \
                 ("" if receipt.created else " — already saved, not counted twice")
             names = f"Revealed: **A** was **{receipt.model_a}** · **B** was **{receipt.model_b}**"

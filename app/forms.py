@@ -1,14 +1,27 @@
-"""Gradio form controls generated from config dataclasses (one source of truth for fields)."""
+"""Gradio form controls generated from config dataclasses (one source of truth for fields), and the one adapter
+from the studio's errors to Gradio's."""
 from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import gradio as gr
 
+from core.errors import StudioError
 from core.serving.scheduler import MAX_BATCH_ROWS
+
+
+@contextmanager
+def gradio_errors() -> Iterator[None]:
+    """A StudioError raised in the block becomes the labeling app's error notice (its message and hint): the one
+    adapter from the studio's errors to Gradio's, so every handler shows them the same way."""
+    try:
+        yield
+    except StudioError as exc:
+        raise gr.Error(str(exc)) from exc
 
 
 def components_for(config_cls: type) -> list[gr.components.Component]:

@@ -19,6 +19,7 @@ from app.forms import (
     build_config,
     components_for,
     config_names,
+    gradio_errors,
     name_inputs,
     screen_pace,
     waiting_notice,
@@ -206,7 +207,7 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> tuple[Callable, list[A
             raise gr.Error("Type a message first: empty messages are not sent.")
         if st["candidates"]:
             raise gr.Error("Vote on the two answers first (or undo), then write the next message.")
-        try:
+        with gradio_errors():
             s = get_studio()
             user = label_user(s, request, "send")
             if st["conversation_id"] is None:
@@ -215,20 +216,16 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> tuple[Callable, list[A
             yield "", chat_view(st), "", "", "Generating two answers…", st
             for a, b, note_text in generate(st, name_a, name_b, *sampling_values):
                 yield gr.update(), gr.update(), a, b, note_text, st
-        except StudioError as exc:
-            raise gr.Error(str(exc)) from exc
 
     def regenerate(st: dict[str, Any], name_a: str, name_b: str, request: gr.Request,
                    *sampling_values: Any) -> Iterator[tuple]:
         if st["conversation_id"] is None or st["turn"] is None:
             raise gr.Error("Nothing to regenerate: send a message first.")
-        try:
+        with gradio_errors():
             label_user(get_studio(), request, "regenerate")
             st["candidates"] = None
             for a, b, note_text in generate(st, name_a, name_b, *sampling_values):
                 yield a, b, note_text, st
-        except StudioError as exc:
-            raise gr.Error(str(exc)) from exc
 
     feedback_names = [(f"{aspect}_{side}", None) for aspect in aspects for side in ("a", "b")] + [
         ("thumbs_a", None), ("thumbs_b", None), ("flags", None), ("note", None), ("gold_answer", None),
@@ -245,15 +242,13 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> tuple[Callable, list[A
                     if ratings[2 * i + j] is not None:
                         scores[s_name][aspect] = int(ratings[2 * i + j])
             thumbs = {k: v == THUMBS[0] for k, v in (("a", t_a), ("b", t_b)) if v}
-            try:
+            with gradio_errors():
                 s = get_studio()
                 user = label_user(s, request, f"vote_{outcome}")
                 receipt = record_vote(s.db, user, Vote(
                     candidate_a=st["candidates"][0], candidate_b=st["candidates"][1], outcome=outcome,
                     ratings={k: v for k, v in scores.items() if v}, thumbs=thumbs, gold_text=gold_text or None,
                     gold_side=side, note=note_text or None, flags=tuple(flag_values or ())))
-            except StudioError as exc:
-                raise gr.Error(str(exc)) from exc
             saved = f"✓ Saved: **{OUTCOME_LABELS[outcome]}** (vote #{receipt.preference_id})" + \
                 ("" if receipt.created else " — already saved, not counted twice")
             if receipt.continuation is None:
@@ -267,12 +262,10 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> tuple[Callable, list[A
         return vote
 
     def undo(st: dict[str, Any], request: gr.Request) -> tuple:
-        try:
+        with gradio_errors():
             s = get_studio()
             info = undo_last_vote(s.db, label_user(s, request, "undo"))
             texts = candidate_texts(s.db, [info["candidate_a"], info["candidate_b"]])
-        except StudioError as exc:
-            raise gr.Error(str(exc)) from exc
         st.update(conversation_id=info["conversation_id"], turn=info["turn"],
                   candidates=[info["candidate_a"], info["candidate_b"]])
         return (chat_view(st), texts.get(info["candidate_a"], ""), texts.get(info["candidate_b"], ""),
@@ -300,10 +293,8 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> tuple[Callable, list[A
     def label_newest(request: gr.Request) -> Any:
         """One click to the newest version's blind check (the Arena tab): the new version against its parent on
         held-out prompts, sides at random and names hidden until the vote."""
-        try:
+        with gradio_errors():
             label_user(get_studio(), request, "label_newest")
-        except StudioError as exc:
-            raise gr.Error(str(exc)) from exc
         if newest_version(get_studio().db) is None:
             raise gr.Error("No trained version yet: train one on the console's Train page.")
         return gr.Tabs(selected="arena")
@@ -322,7 +313,7 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> tuple[Callable, list[A
     def next_item(name: str, st: dict[str, Any], request: gr.Request) -> tuple:
         if st["candidates"]:
             raise gr.Error("Vote on the current pair first (or skip it).")
-        try:
+        with gradio_errors():
             s = get_studio()
             user = label_user(s, request, "next_prompt")
             qid = queue_id(name)
@@ -331,17 +322,13 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> tuple[Callable, list[A
                 return "", empty_state(), [], "Nothing left for you in this queue.", progress_text(s, user, qid)
             st = empty_state() | {"prompt_id": item["id"]}
             return item["text"], st, [], "Press **Send** to get two answers.", progress_text(s, user, qid)
-        except StudioError as exc:
-            raise gr.Error(str(exc)) from exc
 
     def skip(name: str, st: dict[str, Any], request: gr.Request) -> tuple:
         if st["prompt_id"] is None:
             raise gr.Error("Nothing to skip: take a prompt from a queue first.")
-        try:
+        with gradio_errors():
             s = get_studio()
             prompt_queue.skip_prompt(s.db, label_user(s, request, "skip"), st["prompt_id"])
-        except StudioError as exc:
-            raise gr.Error(str(exc)) from exc
         return next_item(name, empty_state(), request)
 
     def rewards(request: gr.Request) -> str:
@@ -353,10 +340,8 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> tuple[Callable, list[A
             return f"Could not load your rewards: {exc}"
 
     def new_chat(request: gr.Request) -> tuple:
-        try:
+        with gradio_errors():
             label_user(get_studio(), request, "new_chat")
-        except StudioError as exc:
-            raise gr.Error(str(exc)) from exc
         return empty_state(), [], "", "", "", ""
 
     sampling_and_state = [state, policy_a, policy_b, *sampling_inputs]
@@ -376,11 +361,9 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> tuple[Callable, list[A
     def gold_from(side: str) -> Callable:
         def edit(st: dict[str, Any], request: gr.Request) -> tuple[str, str]:
             """Start the gold answer from answer A or B of the current pair."""
-            try:
+            with gradio_errors():
                 s = get_studio()
                 label_user(s, request, f"gold_from_{side}")
-            except StudioError as exc:
-                raise gr.Error(str(exc)) from exc
             return _candidate_text(s, st, "ab".index(side)), side
         return edit
 

@@ -11,7 +11,7 @@ from typing import Any
 import gradio as gr
 
 from app.auth import label_user
-from core.errors import StudioError
+from app.forms import gradio_errors
 from core.labeling import review
 from core.labeling.votes import OUTCOME_LABELS
 from core.studio import Studio
@@ -58,11 +58,9 @@ def create_review_tab(get_studio: Callable[[], Studio]) -> None:
     verdict = gr.Markdown("", elem_id="review-verdict")
 
     def take_next(reveal: bool, request: gr.Request) -> tuple:
-        try:
+        with gradio_errors():
             s = get_studio()
             item = review.next_item(s.db, label_user(s, request, "review_next"))
-        except StudioError as exc:
-            raise gr.Error(str(exc)) from exc
         if item is None:
             return "", "", "", EMPTY, "", None
         seen = (f"{item.human_votes} person(s) reviewed it before you." if item.human_votes
@@ -74,12 +72,10 @@ def create_review_tab(get_studio: Callable[[], Studio]) -> None:
         def vote(item: Any, reveal: bool, request: gr.Request) -> tuple:
             if item is None:
                 raise gr.Error("There is no pair to vote on: press Next pair.")
-            try:
+            with gradio_errors():
                 s = get_studio()
                 user = label_user(s, request, f"review_vote_{outcome}")
                 review.record_review(s.db, user, item.candidate_a, item.candidate_b, outcome, saw_ai_first=reveal)
-            except StudioError as exc:
-                raise gr.Error(str(exc)) from exc
             agreed = "you agree" if item.ai_outcome == outcome else "you disagree"
             return (f"✓ Saved: **{OUTCOME_LABELS[outcome]}** ({agreed} with the AI). Press Next pair.",
                     _verdict(item), None)
