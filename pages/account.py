@@ -6,7 +6,7 @@ import streamlit as st
 from core.errors import StudioError
 from core.labeling import tokens
 from core.studio import current
-from pages.common import LABEL_SIGN_OUT_URL, SIGN_OUT_URL, can, require_page, show_error, sign_in_method
+from pages.common import LABEL_SIGN_OUT_URL, SIGN_OUT_URL, can, require_page, show_error, shown_errors, sign_in_method
 
 ROLE_MEANS = {"admin": "every page and action of the studio",
               "labeler": "labeling, your own items and the figures everyone may see; the admin pages (training, "
@@ -84,12 +84,10 @@ def token_table(rows: list[dict], key: str) -> None:
                                 format_func=lambda i: next(f"#{r['id']} {r['owner']}: {r['name']} ({r['prefix']}…)"
                                                            for r in live if r["id"] == i))
         if right.button("Revoke", key=f"{key}-revoke", icon=":material/block:", width="stretch"):
-            try:
+            with shown_errors():
                 tokens.revoke_token(studio.db, viewer, int(choice))
                 st.session_state["token_revoked"] = int(choice)
                 st.rerun()
-            except StudioError as exc:
-                show_error(exc)
 
 
 token_table(tokens.list_tokens(studio.db, viewer), "mine")

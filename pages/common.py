@@ -6,6 +6,8 @@ Pages call core functions for everything they read or write; nothing here (or in
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import streamlit as st
@@ -172,6 +174,17 @@ def filter_form(db: Database, key: str, *, label: str = "Filters", only_labeler:
 def show_error(exc: StudioError) -> None:
     """A StudioError as the console shows every error, on every page: what happened (bold), then what to do."""
     st.error(f"**{exc.message}**" + (f"  \n{exc.hint}" if exc.hint else ""), icon=":material/error:")
+
+
+@contextmanager
+def shown_errors() -> Iterator[None]:
+    """Run the block; a StudioError it raises is shown (:func:`show_error`) and the page goes on below it."""
+    from core.errors import StudioError
+
+    try:
+        yield
+    except StudioError as exc:
+        show_error(exc)
 
 
 VERDICT_STYLE = {"learned": ("green", ":material/trending_up:"), "no_change": ("gray", ":material/trending_flat:"),

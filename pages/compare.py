@@ -10,11 +10,10 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.compare import active, evaluation as ev, report as report_mod, safety, sidebyside
-from core.errors import StudioError
 from core.labeling import queue as prompt_queue
 from core.serving.policies import comparable_policies, default_against
 from core.studio import current
-from pages.common import dataclass_form, require_page, show_error, show_report
+from pages.common import dataclass_form, require_page, show_report, shown_errors
 
 studio = current()
 st.title("Compare")
@@ -91,10 +90,8 @@ with changed_tab:
                                   key="changed-against", help="Its parent by default.")
         report = report_mod.latest_report(db, version, against)
         if st.button("Measure now" if report is None else "Measure again", type="primary", key="changed-run"):
-            try:
+            with shown_errors():
                 report = report_mod.compute_report(studio, version, against, user=admin, progress=progress_bar())
-            except StudioError as exc:
-                show_error(exc)
         if report is not None:
             st.caption(f"Measured {str(report.get('created_at', 'just now'))[:19].replace('T', ' ')}.")
             show_report(report, full=True, key="compare-changed")
@@ -112,12 +109,10 @@ with side_tab:
     with st.expander("Generation settings (the same for both versions)"):
         settings = ev.CompareSettings(**dataclass_form(ev.CompareSettings, key="sbs-settings"))
     if st.button("Generate side by side", type="primary", key="sbs-run"):
-        try:
+        with shown_errors():
             prompts = ev.resolve_prompts(db, prompt_set)
             st.session_state["sbs-result"] = sidebyside.side_by_side(studio, a, b, prompts, settings, reward_model,
                                                                      progress=progress_bar())
-        except StudioError as exc:
-            show_error(exc)
     result: sidebyside.SideBySide | None = st.session_state.get("sbs-result")
     if result is not None and result.rows:
         pa, pb = result.policy_a, result.policy_b
@@ -166,11 +161,9 @@ with eval_tab:
             update = progress_bar()
             n = len(chosen_versions)
             for i, name in enumerate(chosen_versions):
-                try:
+                with shown_errors():
                     ev.evaluate_version(studio, name, eval_rm, eval_settings, admin,
                                         progress=lambda value, text, i=i: update((i + value) / n, text))
-                except StudioError as exc:
-                    show_error(exc)
     rows = ev.eval_table(db)
     if not rows:
         st.info("No evaluations yet: pick versions and press Evaluate.", icon=":material/info:")
@@ -216,11 +209,9 @@ with safety_tab:
         safety_tokens = right.number_input("Longest answer (tokens)", min_value=8, max_value=512, value=96)
         run_safety = st.form_submit_button("Evaluate safety", type="primary")
     if run_safety:
-        try:
+        with shown_errors():
             safety.run_safety_eval(studio, safety_version, admin, safety_judge.strip() or None, int(safety_tokens),
                                    progress_bar())
-        except StudioError as exc:
-            show_error(exc)
     runs = [run for name in versions if (run := safety.latest_safety(db, name)) is not None]
     if runs:
         table = pd.DataFrame([{"version": r["version"], "unsafe answers": r["unsafe_rate"],
@@ -280,12 +271,10 @@ with active_tab:
         al_settings = ev.CompareSettings(**dataclass_form(ev.CompareSettings, key="al-settings",
                                                              defaults={"temperature": 0.7}))
     if st.button("Find prompts to label", type="primary", key="al-run"):
-        try:
+        with shown_errors():
             picks = active.pick_for_labeling(studio, strategy, al_a, al_b, ev.resolve_prompts(db, pool), int(k),
                                              al_rm, al_settings, progress=progress_bar())
             st.session_state["al-picks"] = (strategy, al_a, al_b, al_rm, picks)
-        except StudioError as exc:
-            show_error(exc)
     found = st.session_state.get("al-picks")
     if found:
         f_strategy, f_a, f_b, f_rm, picks = found
@@ -302,13 +291,11 @@ with active_tab:
         default_name = f"active-{f_strategy}-{datetime.now(timezone.utc):%Y%m%d-%H%M}"
         queue_name = st.text_input("Queue name", value=default_name, key="al-queue-name")
         if st.button("Create the labeling queue", key="al-queue"):
-            try:
+            with shown_errors():
                 active.queue_picks(db, admin, queue_name, f_strategy, f_a, f_b, picks, f_rm)
                 st.success(f"Queue **{queue_name}** holds {len(picks)} prompts. Labelers find it under Prompt source "
                            "in the labeling app.", icon=":material/check:")
                 del st.session_state["al-picks"]
-            except StudioError as exc:
-                show_error(exc)
     queued = active.queued_picks(db)
     if queued:
         st.subheader("Queued by active learning")

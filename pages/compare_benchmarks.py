@@ -11,7 +11,7 @@ import streamlit as st
 
 from core.compare.benchmarks import OFFLINE_SUITE, latest_comparison, regression_margin, set_regression_margin
 from core.errors import StudioError
-from pages.common import show_error
+from pages.common import show_error, shown_errors
 
 
 def show_benchmarks(studio: Any, versions: list[str], admin: Any) -> None:
@@ -27,11 +27,9 @@ def show_benchmarks(studio: Any, versions: list[str], admin: Any) -> None:
                               help="A drop counts as a regression beyond max(margin, 2 x the standard error). Used "
                                    "by every comparison, the release gate and the model card.")
         if st.button("Save the margin", key="bench-margin-save") and new != margin:
-            try:
+            with shown_errors():
                 set_regression_margin(studio.db, admin, new)
                 st.rerun()
-            except StudioError as exc:
-                show_error(exc)
     trained = [v for v in versions if v != "base"]
     if not trained:
         st.info("Train a version first: it is benchmarked against its parent.", icon=":material/info:")
@@ -47,11 +45,9 @@ def show_benchmarks(studio: Any, versions: list[str], admin: Any) -> None:
         run = st.form_submit_button("Run benchmarks", type="primary", icon=":material/speed:")
     if run:
         names = [t.strip() for t in tasks.split(",") if t.strip()]
-        try:
+        with shown_errors():
             studio.benchmarks.request(version, None, admin, tasks=names or [OFFLINE_SUITE], limit=int(limit) or None,
                                       chat_template=chat)
-        except StudioError as exc:
-            show_error(exc)
     _live(studio, version)
 
 

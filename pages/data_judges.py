@@ -12,10 +12,9 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core.errors import StudioError
 from core.judging import judges, runs as judging
 from core.labeling.queue import list_queues
-from pages.common import can, show_error
+from pages.common import can, shown_errors
 
 SOURCES = {judging.UNLABELED: "Unlabeled pairs (pre-label what people have not voted on)",
            judging.LABELED: "Pairs people voted on (calibration: measures agreement)"}
@@ -94,7 +93,7 @@ def _runs(studio: Any, viewer: Any) -> None:
         do_start = cols[1].form_submit_button("Start", type="primary", on_click=take_key)
     key = st.session_state.pop("judge-one-off", "") or None
     if do_estimate or do_start:
-        try:
+        with shown_errors():
             if do_estimate:
                 with st.spinner("Judging a few pairs to measure this machine's speed..."):
                     cost = judging.estimate(studio, spec, source, key)
@@ -106,8 +105,6 @@ def _runs(studio: Any, viewer: Any) -> None:
             else:
                 run_id = studio.judge_runs.start(spec, source, viewer, key)
                 st.success(f"Judge run {run_id} started.", icon=":material/play_arrow:")
-        except StudioError as exc:
-            show_error(exc)
     _progress(studio)
 
 

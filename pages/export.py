@@ -37,7 +37,7 @@ from core.share.gguf_export import GGUF_HELP, GGUF_TYPES
 from core.share.hub import PushOptions, adapter_manifest, push_export, resolve_token, suggest_repo_id
 from core.share.versions import base_hub_id
 from core.studio import current
-from pages.common import dataclass_form, filter_form, require_page, show_error, show_gate
+from pages.common import dataclass_form, filter_form, require_page, show_error, show_gate, shown_errors
 
 st.title("Export")
 user, _ = require_page("export")
@@ -121,7 +121,7 @@ with tab_model:
             card = CardOptions(**dataclass_form(CardOptions, "model-card"))
             go = st.form_submit_button("Export", type="primary")
         if go:
-            try:
+            with shown_errors():
                 if kind == "gguf":
                     bar, context = st.progress(0.0, text="Merging the adapter"), get_script_run_ctx()
 
@@ -141,8 +141,6 @@ with tab_model:
                 st.success(f"Export {result.id} written to `{result.path}` ({len(result.files)} files). "
                            "Download or push it under *Exports and Hub*.", icon=":material/check_circle:")
                 show_export_files(result.id)
-            except StudioError as exc:
-                show_error(exc)
 
 # --- datasets ------------------------------------------------------------------------------------------------
 with tab_data:
@@ -154,14 +152,12 @@ with tab_data:
         license_ = st.selectbox("License", LICENSES, key="dataset-license")
         go_data = st.form_submit_button("Export dataset", type="primary")
     if go_data:
-        try:
+        with shown_errors():
             result = export_dataset(db, data_dir, dataset_kind, user, filters, formats,
                                     CardOptions(license=license_), name.strip() or None)
             st.session_state["export-selected"] = result.id
             st.success(f"Export {result.id} written to `{result.path}`.", icon=":material/check_circle:")
             show_export_files(result.id)
-        except StudioError as exc:
-            show_error(exc)
 
     trained = [v["name"] for v in exportable_versions(db)]
     if trained:
@@ -171,13 +167,11 @@ with tab_data:
             data_version = st.selectbox("Version", trained, index=len(trained) - 1, key="training-data-version")
             go_training = st.form_submit_button("Export its training data")
         if go_training:
-            try:
+            with shown_errors():
                 result = export_training_data(db, data_dir, data_version, user, CardOptions(license=license_))
                 st.session_state["export-selected"] = result.id
                 st.success(f"Export {result.id} written to `{result.path}`.", icon=":material/check_circle:")
                 show_export_files(result.id)
-            except StudioError as exc:
-                show_error(exc)
 
 # --- every export: zip download and Hub push -----------------------------------------------------------------
 with tab_hub:
@@ -213,11 +207,9 @@ with tab_hub:
         picked = next(e for e in exports if e["id"] == export_id)
         gate = None
         if picked["kind"] in MODEL_KINDS and picked["version"] and studio.settings.release_gate != "off":
-            try:
+            with shown_errors():
                 gate = evaluate_gate(db, picked["version"]).to_dict()
                 show_gate(gate, studio.settings.release_gate)
-            except StudioError as exc:
-                show_error(exc)
         with st.form("push"):
             push = PushOptions(**dataclass_form(PushOptions, f"push-{export_id}",
                                                 defaults={"repo_id": suggest_repo_id(db, export_id)}))
@@ -251,11 +243,9 @@ with tab_hub:
                     st.session_state.pop("push-retry", None)
 
         if go_push:
-            try:
+            with shown_errors():
                 run_push(resolve_token(st.session_state.pop("push-one-off", "")), push.repo_id, push.private,
                          push.commit_message, override)
-            except StudioError as exc:
-                show_error(exc)
         elif st.session_state.get("push-retry") and st.session_state["push-retry"][0] == export_id:
             if st.button("Retry the push", icon=":material/refresh:"):
                 _, token, repo_id, private, message, override = st.session_state["push-retry"]

@@ -2,14 +2,13 @@
 import pandas as pd
 import streamlit as st
 
-from core.errors import StudioError
 from core.judging import constitution
 from core.labeling import queue as prompt_queue
 from core.labeling.votes import active_aspects, save_aspects
 from core.serving.generate import SamplingParams
 from core.serving.policies import comparable_policies
 from core.studio import current
-from pages.common import require_page, show_error
+from pages.common import require_page, shown_errors
 
 studio = current()
 st.title("Labeling setup")
@@ -36,15 +35,13 @@ with left, st.form("new-queue"):
     upload = st.file_uploader("Prompts file (.txt one per line, .jsonl / .json with 'prompt', .csv with a "
                               "'prompt' column)", type=["txt", "jsonl", "json", "csv"])
     if st.form_submit_button("Save queue / import", type="primary"):
-        try:
+        with shown_errors():
             qid = prompt_queue.create_queue(studio.db, admin, name, int(overlap), int(goal))
             added = 0
             if upload is not None:
                 prompts = prompt_queue.parse_prompts(upload.getvalue(), upload.name)
                 added = prompt_queue.import_prompts(studio.db, admin, qid, prompts, f"import:{upload.name}")
             st.success(f"Queue **{name}** saved; {added} new prompts imported.")
-        except StudioError as exc:
-            show_error(exc)
 with right:
     st.markdown("**Seed prompts**")
     st.caption(f"{sum(1 for _ in open(prompt_queue.SEED_PROMPTS))} varied prompts shipped with the studio "
@@ -69,20 +66,16 @@ st.caption("Labelers rate each answer 1-5 on these aspects; the weights mix them
 edited = st.data_editor(pd.DataFrame(active_aspects(studio.db)), num_rows="dynamic", width="stretch",
                         hide_index=True, key="aspects-editor")
 if st.button("Save aspects"):
-    try:
+    with shown_errors():
         save_aspects(studio.db, admin, edited.dropna(subset=["name"]).to_dict("records"))
         st.success("Aspects saved.")
-    except StudioError as exc:
-        show_error(exc)
 
 st.subheader("Guidelines")
 text = st.text_area("Shown to labelers in the side panel (Markdown)", prompt_queue.guidelines(studio.db), height=300)
 if st.button("Save guidelines"):
-    try:
+    with shown_errors():
         prompt_queue.save_guidelines(studio.db, admin, text)
         st.success("Guidelines saved.")
-    except StudioError as exc:
-        show_error(exc)
 
 st.subheader("Constitution (AI self-critique)")
 st.caption("Principles a policy version critiques its own answers against, then revises them; each original vs "
@@ -92,11 +85,9 @@ principles_text = st.text_area("Principles", constitution.principles_text(studio
                                key="constitution-text")
 save_col, reset_col = st.columns(2)
 if save_col.button("Save principles"):
-    try:
+    with shown_errors():
         saved = constitution.save_principles(studio.db, admin, principles_text)
         st.success(f"{len(saved)} principles saved.")
-    except StudioError as exc:
-        show_error(exc)
 if reset_col.button("Restore the default principles"):
     constitution.reset_principles(studio.db, admin)
     st.session_state.pop("constitution-text", None)
@@ -112,7 +103,7 @@ if queues:
         run = st.form_submit_button("Run", type="primary")
     if run:
         bar = st.progress(0.0, text="Critiquing the first answer (three generations per prompt)")
-        try:
+        with shown_errors():
             rows = constitution.queue_prompt_rows(studio.db, queue_name, int(limit))
             result = constitution.run_constitution(
                 studio, admin, version, [text for _, text in rows], prompt_ids=[i for i, _ in rows],
@@ -121,5 +112,3 @@ if queues:
             st.success(f"{result['pairs']} pairs stored for review ({result['skipped_identical']} revisions identical "
                        f"to the answer and {result['skipped_empty']} empty were skipped) in {result['seconds']:.0f} s.",
                        icon=":material/check_circle:")
-        except StudioError as exc:
-            show_error(exc)

@@ -4,11 +4,10 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.compare.report import latest_report
-from core.errors import StudioError
 from core.labeling import access
 from core.share.curves import CURVE_TITLES, overfitting_step
 from core.studio import current
-from pages.common import can, require_page, show_error, show_report
+from pages.common import can, require_page, show_report, shown_errors
 
 studio = current()
 supervisor = studio.supervisor
@@ -96,11 +95,9 @@ def job_details(job_id: int, listed_status: str) -> None:
                    "interrupted"), "Resume": status in ("paused", "interrupted", "failed")}
         for col, (label, action) in zip(cols, actions.items()):
             if col.button(label, disabled=not enabled[label], key=f"{label}-{job_id}", width="stretch"):
-                try:
+                with shown_errors():
                     action(job_id)
                     st.toast(f"{label}: requested for job #{job_id}")
-                except StudioError as exc:
-                    show_error(exc)
     if can(viewer, "runs.log"):
         with st.expander("Log (last lines)", expanded=status in ("failed",)):
             st.code(supervisor.log_tail(job_id) or "(no output yet)", language=None)
@@ -205,10 +202,8 @@ def what_changed(job_id: int) -> None:
         st.error(f"The report failed: {state['error']['message']}. {state['error']['hint']}")
     if state["status"] != "computing" and can(viewer, "api POST /policies/{name}/report") and st.button(
             "Compute the report", key=f"report-{job_id}", icon=":material/analytics:"):
-        try:
+        with shown_errors():
             studio.reports.request(version, user=viewer)
-        except StudioError as exc:
-            show_error(exc)
 
 
 what_changed(job_id)
@@ -228,12 +223,10 @@ if trained and can(viewer, "runs.versions"):
         new_name = st.text_input("New name (leave empty to keep)")
         confirm_delete = st.checkbox("Delete this version (it disappears from menus; files and records stay)")
         if st.form_submit_button("Apply"):
-            try:
+            with shown_errors():
                 if confirm_delete:
                     delete_policy(studio.db, viewer, target)
                     st.success(f"{target} deleted.")
                 elif new_name.strip():
                     rename_policy(studio.db, viewer, target, new_name)
                     st.success(f"{target} is now {new_name.strip()}.")
-            except StudioError as exc:
-                show_error(exc)

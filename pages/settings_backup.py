@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from core.errors import StudioError
-from pages.common import show_error
+from pages.common import show_error, shown_errors
 
 
 def _ago(seconds: float | None) -> str:
@@ -46,24 +46,20 @@ def show_backup(studio: Any, viewer: Any) -> None:
             ("Last error", status["last_error"] or ""), ("Failed tries", str(status["failures"]))],
             columns=["", "value"]).set_index(""))
     if st.button("Back up now", icon=":material/backup:"):
-        try:
+        with shown_errors():
             with st.spinner("Writing the snapshot (tables, adapters, run files)..."):
                 snap = service.backup_now(f"asked by {viewer.name} on the Settings page")
             st.success(f"{snap.title} → `{service.target.describe()}` ({snap.ref}).", icon=":material/check_circle:")
-        except StudioError as exc:
-            show_error(exc)
     if status["history_holds_redacted"]:
         st.warning("Text was redacted after the oldest snapshot was taken: the newest snapshot no longer holds it, "
                    "but older snapshots still do. Rewriting the backup history keeps only a fresh snapshot.",
                    icon=":material/delete_history:")
         if st.button("Rewrite backup history", icon=":material/delete_sweep:"):
-            try:
+            with shown_errors():
                 with st.spinner("Taking a fresh snapshot and dropping the older ones..."):
                     service.rewrite_history()
                 st.success("The backup history now holds one snapshot, without the redacted text.",
                            icon=":material/check_circle:")
-            except StudioError as exc:
-                show_error(exc)
     try:
         snaps = service.target.snapshots()
     except StudioError as exc:

@@ -9,7 +9,7 @@ from core.chain.service import service_for
 from core.chain.wallet import SIGNING_SNIPPET, issue_challenge, link_wallet, linked_address
 from core.errors import StudioError
 from core.studio import current
-from pages.common import can, dataclass_form, require_page, show_error
+from pages.common import can, dataclass_form, require_page, shown_errors
 
 studio = current()
 user, _ = require_page("wallet")
@@ -41,12 +41,10 @@ with st.expander("Link a wallet" if not address else "Link another wallet", expa
     new_address = st.text_input("Address to link", key="link-address", placeholder="0x...")
     if st.button("Get the message to sign", key="link-issue"):
         host = st.context.headers.get("host", "localhost")
-        try:
+        with shown_errors():
             st.session_state["link-message"] = issue_challenge(
                 db, user, new_address, domain=host, uri=f"http://{host}/wallet",
                 chain_id=ledger.chain_id if ledger else int(studio.settings.chain_id or 0))
-        except StudioError as exc:
-            show_error(exc)
     message = st.session_state.get("link-message")
     if message:
         st.markdown("Sign this message (EIP-4361) with the wallet of that address. It expires in 10 minutes and "
@@ -59,13 +57,11 @@ with st.expander("Link a wallet" if not address else "Link another wallet", expa
         with st.popover("Sign without a browser wallet"):
             st.code(SIGNING_SNIPPET, language="python")
         if signature or st.button("Link this wallet", key="link-submit", disabled=not pasted):
-            try:
+            with shown_errors():
                 linked = link_wallet(db, user, message, signature or pasted)
                 st.session_state.pop("link-message", None)
                 st.success(f"Linked {linked}.", icon=":material/link:")
                 st.rerun()
-            except StudioError as exc:
-                show_error(exc)
 
 # -------------------------------------------------------------------------------------- contributions
 st.subheader("Your contributions")
@@ -101,11 +97,9 @@ if claimable and ledger:
     if st.button(f"Claim {views.tokens(sum(int(r['amount']) for r in claimable))} tokens "
                  f"({len(claimable)} batch{'es' if len(claimable) > 1 else ''})", type="primary", key="claim"):
         for row in claimable:
-            try:
+            with shown_errors():
                 result = cb.claim(db, ledger, row["batch_id"], user.id)
                 st.success(f"Batch {row['batch_id']} claimed in {result.tx_hash} (block {result.block_number}).")
-            except StudioError as exc:
-                show_error(exc)
 
 if rows:
     st.markdown("**Verify a contribution** — recomputes the two-level proof here and checks it against the root "
@@ -114,15 +108,13 @@ if rows:
     choice = st.selectbox("Contribution", [r["id"] for r in rows], key="verify-id",
                           index=[r["id"] for r in rows].index(anchored[0]) if anchored else 0)
     if st.button("Verify", key="verify"):
-        try:
+        with shown_errors():
             result = cb.verify_contribution(db, ledger, int(choice))
             (st.success if result.ok else st.error)(("Verified: " if result.ok else "Not verified: ") + result.detail)
             st.json(result.checks)
             if result.batch_id is not None:
                 with st.expander("Proof (check it yourself with any StandardMerkleTree verifier)"):
                     st.json(cb.contribution_proof(db, int(choice)).to_dict())
-        except StudioError as exc:
-            show_error(exc)
 
 # -------------------------------------------------------------------------------------- admin
 if not can(user, "wallet.admin"):
@@ -158,14 +150,12 @@ if left.button("Cut a batch now", key="cut"):
     after_batch_action(f"Batch {batch_id} queued." if batch_id
                        else "Nothing to batch (pending contributions need a linked wallet).")
 if right.button("Anchor queued batches now (retry failed)", key="anchor"):
-    try:
+    with shown_errors():
         done = service.anchor(include_not_due=True)
         waiting = views.unanchored_batch_count(db)
         # the background worker may have anchored the batch a moment ago: only blame errors if some are left
         after_batch_action(f"Anchored: {done}" if done else "Nothing anchored; see the errors below." if waiting
                            else "Nothing left to anchor: every batch is anchored.")
-    except StudioError as exc:
-        show_error(exc)
 if "batch-notice" in st.session_state:
     st.info(st.session_state.pop("batch-notice"))
 
