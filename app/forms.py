@@ -10,6 +10,7 @@ from typing import Any
 
 import gradio as gr
 
+from core.config import form_fields, form_value
 from core.errors import StudioError
 from core.serving.scheduler import MAX_BATCH_ROWS
 
@@ -25,34 +26,34 @@ def gradio_errors() -> Iterator[None]:
 
 
 def components_for(config_cls: type) -> list[gr.components.Component]:
-    """One slider / number / checkbox / textbox per dataclass field, with help text from metadata."""
+    """One control per field of a config dataclass (core.config.form_fields, as the console's forms): a dropdown
+    for ``choices``, a slider when bounded, a number, a checkbox, or a text box (comma-separated for a sequence,
+    empty for None), with the field's help."""
     components: list[gr.components.Component] = []
-    defaults = config_cls()
-    for f in dataclasses.fields(config_cls):
-        meta, value = f.metadata, getattr(defaults, f.name)
-        label = f.name.replace("_", " ").capitalize()
-        info = meta.get("help")
+    for f in form_fields(config_cls):
         comp: gr.components.Component
-        if isinstance(value, bool):
-            comp = gr.Checkbox(value=value, label=label, info=info)
-        elif isinstance(value, (int, float)) and "min" in meta and "max" in meta:
-            step = 1 if isinstance(value, int) else 0.05
-            comp = gr.Slider(meta["min"], meta["max"], value=value, step=step, label=label, info=info)
-        elif isinstance(value, (int, float)):
-            comp = gr.Number(value=value, label=label, info=info, precision=0 if isinstance(value, int) else None)
+        if f.kind == "choice":
+            comp = gr.Dropdown(list(f.options), value=f.default, label=f.label, info=f.help)
+        elif f.kind == "bool":
+            comp = gr.Checkbox(value=f.default, label=f.label, info=f.help)
+        elif f.kind in ("int", "float") and f.min is not None and f.max is not None:
+            comp = gr.Slider(f.min, f.max, value=f.default, step=1 if f.kind == "int" else 0.05, label=f.label,
+                             info=f.help)
+        elif f.kind in ("int", "float", "optional_float"):
+            comp = gr.Number(value=f.default, label=f.label, info=f.help, precision=0 if f.kind == "int" else None,
+                             minimum=f.min, maximum=f.max)
+        elif f.kind == "sequence":
+            comp = gr.Textbox(value=", ".join(map(str, f.default)), label=f.label, info=f.help)
         else:
-            comp = gr.Textbox(value=str(value), label=label, info=info)
+            comp = gr.Textbox(value="" if f.default is None else str(f.default), label=f.label, info=f.help)
         components.append(comp)
     return components
 
 
 def build_config(config_cls: type, values: tuple[Any, ...]) -> Any:
-    """Inverse of :func:`components_for`: the dataclass from the components' values, types restored."""
-    kwargs = {}
-    for f, value in zip(dataclasses.fields(config_cls), values):
-        default = getattr(config_cls(), f.name)
-        kwargs[f.name] = type(default)(value) if value is not None else default
-    return config_cls(**kwargs)
+    """Inverse of :func:`components_for`: the dataclass from the components' values, types restored
+    (core.config.form_value)."""
+    return config_cls(**{f.name: form_value(f, value) for f, value in zip(form_fields(config_cls), values)})
 
 
 # --- API names -------------------------------------------------------------------------------------------

@@ -213,3 +213,82 @@ def _validate(s: Settings) -> None:
         raise ConfigError("The backup dir is the data dir", hint="back up to another folder, ideally another disk")
     if not s.model.strip():
         raise ConfigError("The model setting is empty", hint="use 'default', 'tiny', a path or a Hub id")
+
+
+# --- forms ------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FormField:
+    """One field of a config dataclass as every form shows it: the console's (pages.common.dataclass_form) and the
+    labeling app's (app.forms.components_for) read the same description, so the two cannot drift.
+
+    ``kind``: ``choice`` (metadata ``choices``), ``bool``, ``date``, ``optional_float`` (``float | None``: a toggle
+    and a value), ``int``, ``float``, ``sequence`` (a tuple, entered comma-separated) or ``text`` (``None`` is empty).
+    """
+
+    name: str
+    label: str
+    help: str | None
+    default: Any
+    kind: str
+    options: tuple[Any, ...] = ()
+    min: float | None = None
+    max: float | None = None
+
+
+def form_fields(cls: type, defaults: Mapping[str, Any] | None = None, group: str | None = None) -> list[FormField]:
+    """The fields of config dataclass ``cls`` for a form: metadata ``help``, ``choices``, ``min``/``max``; ``defaults``
+    overrides field defaults; ``group`` keeps the fields whose metadata ``group`` matches (``"training"`` when
+    unset), so long forms can be split into tabs."""
+    from collections.abc import Sequence
+    from datetime import date
+
+    defaults = defaults or {}
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        if group is not None and meta.get("group", "training") != group:
+            continue
+        if f.name in defaults:
+            default = defaults[f.name]
+        elif f.default is not dataclasses.MISSING:
+            default = f.default
+        else:
+            default = f.default_factory()  # type: ignore[operator]  # no default: the field has a factory
+        args = typing.get_args(hints[f.name]) or (hints[f.name],)
+        if "choices" in meta:
+            kind = "choice"
+        elif bool in args:
+            kind = "bool"
+        elif date in args or any(getattr(a, "__name__", "") == "datetime" for a in args):
+            kind = "date"
+        elif float in args and type(None) in args:
+            kind = "optional_float"
+        elif int in args or float in args:
+            kind = "int" if int in args and float not in args else "float"
+        elif any(typing.get_origin(a) in (Sequence, list, tuple) for a in args) or isinstance(default, tuple):
+            kind = "sequence"
+        else:
+            kind = "text"
+        out.append(FormField(f.name, f.name.replace("_", " ").capitalize(), meta.get("help"), default, kind,
+                             tuple(meta.get("choices", ())), meta.get("min"), meta.get("max")))
+    return out
+
+
+def form_value(field: FormField, value: Any) -> Any:
+    """A form's raw value back in the field's type: numbers from strings or floats, a comma-separated text as a
+    tuple, an empty text as None, a missing value as the default."""
+    if value is None:
+        return None if field.kind in ("optional_float", "date") else field.default
+    if field.kind == "int":
+        return int(value)
+    if field.kind in ("float", "optional_float"):
+        return float(value)
+    if field.kind == "bool":
+        return bool(value)
+    if field.kind == "sequence":
+        return tuple(value) if isinstance(value, (list, tuple)) else tuple(
+            v.strip() for v in str(value).split(",") if v.strip())
+    if field.kind == "text":
+        return str(value) or None if field.default is None else str(value)
+    return value

@@ -50,3 +50,33 @@ def test_public_settings_never_carry_secrets():
     env = {"HF_TOKEN": "hf_secret_value", "STUDIO_OPERATOR_KEY": "0xdeadbeef"}
     dumped = repr(load_settings({}, env=env).public_dict())
     assert "hf_secret_value" not in dumped and "deadbeef" not in dumped
+
+
+def test_both_uis_generate_one_form_from_a_config_dataclass():
+    """core.config.form_fields is the one reading of a config's fields: the labeling app's controls honour
+    choices and None defaults as the console's do, and their values come back in the fields' types."""
+    from dataclasses import dataclass, field
+
+    import gradio as gr
+
+    from app.forms import build_config, components_for
+    from core.config import form_fields
+
+    @dataclass
+    class Options:
+        loss: str = field(default="ipo", metadata={"choices": ("sigmoid", "ipo"), "help": "which loss"})
+        steps: int = field(default=10, metadata={"min": 1, "max": 100})
+        margin: float | None = None
+        tags: tuple[str, ...] = ("a", "b")
+        note: str | None = None
+        fast: bool = False
+
+    fields = {f.name: f for f in form_fields(Options)}
+    assert {n: f.kind for n, f in fields.items()} == {"loss": "choice", "steps": "int", "margin": "optional_float",
+                                                     "tags": "sequence", "note": "text", "fast": "bool"}
+    controls = components_for(Options)
+    assert [type(c) for c in controls] == [gr.Dropdown, gr.Slider, gr.Number, gr.Textbox, gr.Textbox, gr.Checkbox]
+    assert controls[0].choices == [("sigmoid", "sigmoid"), ("ipo", "ipo")] and controls[0].info == "which loss"
+    assert build_config(Options, ("sigmoid", 7.0, None, "x, y ,", "", True)) == Options(
+        "sigmoid", 7, None, ("x", "y"), None, True)
+    assert build_config(Options, ("ipo", 3, 0.5, "", "hi", False)) == Options("ipo", 3, 0.5, (), "hi", False)
