@@ -10,7 +10,13 @@ Each page is opened twice, one round through the sidebar after the other, and th
 opening of a page in a fresh server compiles its script, imports what it needs and fills the caches, which a
 person pays once per server start, not per visit. Both times and each page's full load (its address typed into a
 fresh tab) are printed and saved to test-artifacts/page-speed.json. "Settled" is what the walkthrough waits for
-(tests/support/browser.console_settled): the script finished and the page shows its content."""
+(tests/support/browser.console_settled): the script finished and the page shows its content.
+
+A new vote changes the fingerprint, so the next visit of the Data and Train pages recomputes their analytics: after
+the two rounds a vote is sent through the REST API (as a labeler's would arrive) and those two pages are clicked
+once each, timed, printed and saved (after_new_vote_s). Not yet held to PAGE_LIMIT_S: in-process (AppTest) the
+Data page's recompute went from 2.4 s to 1.3 s (one read of the votes for the suggestion's pair counts and the
+label signature, each rated answer's text normalized once), but in the browser it still takes 2-3 s."""
 from __future__ import annotations
 
 import json
@@ -18,6 +24,7 @@ import os
 import shutil
 import time
 
+import httpx
 import pytest
 
 from tests.support import ARTIFACTS
@@ -73,6 +80,20 @@ def test_every_console_page_settles_within_the_limit_with_10k_votes(busy_studio,
             clicks[title].append(time.monotonic() - started)
             print(f"{title}: {clicks[title][-1]:.2f} s", flush=True)   # on a failure: how far the walk got
             assert page.locator("[data-testid='stException']").count() == 0, f"{title}: the page shows an exception"
+    fresh: dict[str, float] = {}    # the first visit after a new vote: the pages' caches miss
+    away = next(i for i, title in enumerate(links) if title not in ("Data", "Train"))
+    console_rerun(page, lambda: nav.nth(away).click())
+    reply = httpx.post(busy_studio.url + "/api/votes", timeout=10, json={
+        "prompt": "Is the page fast after a new vote?", "answer_a": "Yes, within the limit.", "answer_b": "No.",
+        "outcome": "a"})
+    assert reply.status_code == 201, reply.text
+    for title in ("Data", "Train"):
+        i = list(links).index(title)
+        started = time.monotonic()
+        console_rerun(page, lambda i=i: nav.nth(i).click())
+        fresh[title] = time.monotonic() - started
+        print(f"{title} after a new vote: {fresh[title]:.2f} s", flush=True)
+        assert page.locator("[data-testid='stException']").count() == 0, f"{title}: the page shows an exception"
     loads = {}
     for title, href in links.items():    # the address typed into a fresh tab: connection, script, first paint
         tab = context.new_page()
@@ -88,12 +109,14 @@ def test_every_console_page_settles_within_the_limit_with_10k_votes(busy_studio,
           f"({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}):")
     for title, times in clicks.items():
         print(f"  {title:16s} click {' / '.join(f'{t:.2f}' for t in times)} s (best {best[title]:.2f} s), "
-              f"full load {loads[title]:.2f} s")
+              f"full load {loads[title]:.2f} s{f', after a new vote {fresh[title]:.2f} s' if title in fresh else ''}")
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "page-speed.json").write_text(json.dumps({
         "votes": VOTES, "versions": VERSIONS, "model": "default", "cpus": os.cpu_count(),
         "load_average": os.getloadavg()[0], "limit_s": PAGE_LIMIT_S,
         "pages": {title: {"click_s": [round(t, 3) for t in clicks[title]], "best_s": round(best[title], 3),
-                          "full_load_s": round(loads[title], 3)} for title in clicks}}, indent=2) + "\n")
+                          "full_load_s": round(loads[title], 3),
+                          **({"after_new_vote_s": round(fresh[title], 3)} if title in fresh else {})}
+                  for title in clicks}}, indent=2) + "\n")
     slow = {title: round(seconds, 2) for title, seconds in best.items() if seconds > PAGE_LIMIT_S}
     assert not slow, f"pages slower than {PAGE_LIMIT_S} s: {slow}"

@@ -353,6 +353,29 @@ def test_filter_by_date_labeler_policy_source_and_flags(lab: Lab):
     assert stats == {"rows": 2, "skipped": {"date": 1, "labeler": 4}}  # first failing filter counts
 
 
+def test_the_pair_texts_and_counts_are_those_of_the_preference_rows(lab: Lab):
+    """preference_texts / preference_pair_counts (the label signature and the guided loop's counts, one read of the
+    votes without prompts) give exactly preference_rows' pairs: picks, gold edits, ties, both bad, identical texts,
+    flags and dates."""
+    from core.data.trainsets import preference_pair_counts, preference_texts
+
+    day = [datetime(2025, 2, d, tzinfo=timezone.utc) for d in range(1, 8)]
+    lab.chat("alice", ["p1"], "short", "a longer answer", "a", at=day[0])
+    lab.chat("bob", ["p2"], "x", "y", "b", gold="a gold answer", gold_side="a", at=day[1])
+    lab.chat("alice", ["p3"], "same", "same", "a", at=day[2])
+    lab.chat("bob", ["p4"], "t1", "t2", "tie", at=day[3])
+    lab.chat("alice", ["p5"], "bad1", "bad2", "both_bad", gold="better", at=day[4])
+    lab.chat("alice", ["p6"], "u1", "u2", "a", flags=("unsafe",), at=day[5])
+    lab.api_pair("bob", "api", "c", "d", "b", at=day[6])
+    for since in (None, day[2], day[5], datetime(2026, 1, 1, tzinfo=timezone.utc)):
+        rows = preference_rows(lab.db, Filters()).rows
+        recent = preference_rows(lab.db, Filters(since=since)).rows if since else rows
+        texts = preference_texts(lab.db, None, since)
+        assert [(c, r) for c, r, _ in texts] == [(row["chosen"][0]["content"], row["rejected"][0]["content"])
+                                                 for row in rows]
+        assert preference_pair_counts(lab.db, since) == (len(rows), len(recent)) and len(rows) >= 5
+
+
 def test_filters_apply_to_feedback_and_lone_signals(lab: Lab):
     lab.feedback("q", "r", 1.0, source="api", at=datetime(2025, 1, 1, tzinfo=timezone.utc))
     assert len(unpaired_rows(lab.db).rows) == 1

@@ -181,6 +181,16 @@ LEFT JOIN vote_gold vg ON vg.preference_id = j.id
 ORDER BY j.created_at, j.id
 """
 
+# the kept votes with what decides the preference pairs each gives, without the prompts
+# (core.data.trainsets.preference_texts), and whether it is on or after $pairs_since (NULL: every vote is recent)
+VOTE_PAIR_TEXTS = _SIGNALS + """
+SELECT j.id, j.outcome, j.a_text, j.b_text, NULL AS a_score, NULL AS b_score, vg.text AS gold, j.ai,
+       ($pairs_since IS NULL OR j.created_at >= $pairs_since) AS recent
+FROM judged j
+LEFT JOIN vote_gold vg ON vg.preference_id = j.id
+WHERE j.skip IS NULL
+ORDER BY j.created_at, j.id
+"""
 LONE_GOLD = _SIGNALS + "SELECT id, skip, prompt, text FROM lone_gold ORDER BY id"
 
 ANSWER_LABELS = _SIGNALS + f"""

@@ -54,7 +54,7 @@ from typing import Any, Callable, NamedTuple
 import datasets
 
 from core.data.filters import Filters
-from core.data.signals import ANSWER_LABELS, FEEDBACK, LONE_GOLD, VOTES, query_params
+from core.data.signals import ANSWER_LABELS, FEEDBACK, LONE_GOLD, VOTE_PAIR_TEXTS, VOTES, query_params
 from storage.db import Database
 
 KTO_GOOD_RATING = 4.0   # weighted mean rating at or above this: a desirable answer
@@ -148,6 +148,37 @@ def preference_rows(db: Database, filters: Filters | None = None, *, margin_from
         _vote_pairs(vote, pair, skipped)
         rows.extend(rows[first:] * (copies - 1))
     return Rows(rows, _stats(rows, skipped))
+
+
+def preference_texts(db: Database, filters: Filters | None = None, since: Any = None) -> list[tuple[str, str, bool]]:
+    """The chosen and rejected texts of :func:`preference_rows` (the same pairs, in the same order), each with whether
+    its vote is on or after ``since`` (always True without it): what the label signature and the guided loop's pair
+    counts need, from one read of the votes that leaves out the prompts and ratings the rows carry. For ``filters``
+    without a window of their own, a vote they keep is kept with ``since`` added exactly when it falls in that window
+    (the date is the first filter a vote meets): the recent pairs are those of ``preference_rows`` with ``since``."""
+    params = query_params(db, filters)
+    params["pairs_since"] = Filters(since=since).params(db)["since"]
+    texts: list[tuple[str, str, bool]] = []
+
+    def pair(vote: dict, chosen: str, rejected: str, *_scores: Any) -> None:
+        if not _same(chosen, rejected):
+            texts.append((chosen, rejected, vote["recent"]))
+
+    for vote in db.query(VOTE_PAIR_TEXTS, params):
+        copies = _copies(vote, params["ai_weight"])
+        if not copies:
+            continue
+        first = len(texts)
+        _vote_pairs(vote, pair, Counter())
+        texts.extend(texts[first:] * (copies - 1))
+    return texts
+
+
+def preference_pair_counts(db: Database, since: Any = None) -> tuple[int, int]:
+    """How many rows :func:`preference_rows` gives without filters, and with ``Filters(since=since)``, from one read
+    of the votes (:func:`preference_texts`): the counts the guided loop (core.training.suggest) shows."""
+    texts = preference_texts(db, None, since)
+    return len(texts), sum(recent for _, _, recent in texts)
 
 
 def _vote_pairs(vote: dict[str, Any], pair: Callable[..., None], skipped: Counter) -> None:

@@ -100,14 +100,17 @@ WITH pref_ctx AS (
 ), live_candidates AS (
     SELECT c.* FROM candidates c LEFT JOIN prompts cp ON cp.id = c.prompt_id
     WHERE c.redacted_at IS NULL AND cp.redacted_at IS NULL
+), rated_answers AS MATERIALIZED (
+    -- each rated answer's text normalized once, not once per rating (an answer has a rating per aspect)
+    SELECT c.id, {_NORMALIZE.format('c.text')} AS answer FROM live_candidates c
+    WHERE c.id IN (SELECT candidate_id FROM ratings)
 ), live_ratings AS (
     SELECT r.id, r.candidate_id, r.aspect, r.score, r.created_at, r.preference_id,
-           coalesce(r.user_id, lp.labeler_id) AS labeler_id, lp.item_key,
-           {_NORMALIZE.format('c.text')} AS answer,
+           coalesce(r.user_id, lp.labeler_id) AS labeler_id, lp.item_key, c.answer,
            CASE WHEN r.candidate_id = lp.candidate_a THEN 'a'
                 WHEN r.candidate_id = lp.candidate_b THEN 'b' END AS side
     FROM ratings r
-    JOIN live_candidates c ON c.id = r.candidate_id
+    JOIN rated_answers c ON c.id = r.candidate_id
     LEFT JOIN live_prefs lp ON lp.id = r.preference_id
     WHERE r.preference_id IS NULL OR lp.id IS NOT NULL
 ), live_thumbs AS (

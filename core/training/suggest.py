@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.data import trainsets
-from core.data.filters import Filters
 from core.serving.policies import BASE_POLICY, newest_version
 from core.training.request import JobRequest
 from storage.db import Database
@@ -37,13 +36,9 @@ def suggest_next_job(db: Database) -> Suggestion:
     newest = newest_version(db)
     parent: dict[str, Any] = {"name": newest["name"], "created_at": newest["trained_at"]} if newest else \
         {"name": BASE_POLICY, "created_at": None}
-    rows = trainsets.preference_rows(db, Filters()).rows
-    pairs = len(rows)
-    if parent["created_at"] is None:
-        new_pairs, target = pairs, FIRST_JOB_PAIRS
-    else:
-        new_pairs = len(trainsets.preference_rows(db, Filters(since=parent["created_at"])).rows)
-        target = NEXT_JOB_PAIRS
+    # the lengths of preference_rows(db, Filters()) and of (since=the parent's training), from one read of the votes
+    pairs, new_pairs = trainsets.preference_pair_counts(db, parent["created_at"])
+    target = FIRST_JOB_PAIRS if parent["created_at"] is None else NEXT_JOB_PAIRS
     request = JobRequest("dpo", parent["name"])
     needed = max(0, target - new_pairs)
     first = parent["name"] == "base"
