@@ -12,8 +12,9 @@ import ipaddress
 import os
 import re
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -239,9 +240,6 @@ def form_fields(cls: type, defaults: Mapping[str, Any] | None = None, group: str
     """The fields of config dataclass ``cls`` for a form: metadata ``help``, ``choices``, ``min``/``max``; ``defaults``
     overrides field defaults; ``group`` keeps the fields whose metadata ``group`` matches (``"training"`` when
     unset), so long forms can be split into tabs."""
-    from collections.abc import Sequence
-    from datetime import date
-
     defaults = defaults or {}
     hints = typing.get_type_hints(cls)
     out = []
