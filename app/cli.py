@@ -70,6 +70,9 @@ def train_command(settings: Settings, args: argparse.Namespace) -> int:
         if not report.ok:
             print(f"error: {report.reason}", file=sys.stderr)
             return 3
+        # The report is computed below, in the foreground; the studio's background evaluations after a job (report,
+        # safety) would repeat it and still be running in threads when this process exits (a C++ abort at exit).
+        studio.supervisor.on_new_version = None
         # whoever can run this command owns the data dir: they act as the admin "operator"
         job_id = studio.supervisor.submit(request, ensure_user(studio.db, "operator", "admin", "cli"))
         bar = tqdm(total=report.estimate.get("steps") or None, desc=f"job {job_id} {args.algorithm}", unit="step")

@@ -216,6 +216,9 @@ class Studio:
         self.safety.stop()
         self.benchmarks.stop()
         self.judge_runs.stop()
+        model = self.loaded_model()
+        if model is not None:   # let the generating thread leave torch before the process exits (else a C++ abort)
+            scheduler_for(model).idle(timeout=10)
         if self.backup is not None:
             self.backup.close()   # a last snapshot of what changed, before the database closes
         self.db.close()
