@@ -14,9 +14,10 @@ fresh tab) are printed and saved to test-artifacts/page-speed.json. "Settled" is
 
 A new vote changes the fingerprint, so the next visit of the Data and Train pages recomputes their analytics: after
 the two rounds a vote is sent through the REST API (as a labeler's would arrive) and those two pages are clicked
-once each, timed, printed and saved (after_new_vote_s). Not yet held to PAGE_LIMIT_S: in-process (AppTest) the
-Data page's recompute went from 2.4 s to 1.3 s (one read of the votes for the suggestion's pair counts and the
-label signature, each rated answer's text normalized once), but in the browser it still takes 2-3 s."""
+once each, twice over; the better time of each is held to PAGE_LIMIT_S too (the Data page's recompute took 2.4 s
+in-process on 12-06, then 1.3 s with one read of the votes for the suggestion and the signature, and 0.7 s with the
+agreement units found in SQL, their check done once, the preference pairs read once and the charts built from
+plotly's graph objects instead of plotly express)."""
 from __future__ import annotations
 
 import json
@@ -80,20 +81,24 @@ def test_every_console_page_settles_within_the_limit_with_10k_votes(busy_studio,
             clicks[title].append(time.monotonic() - started)
             print(f"{title}: {clicks[title][-1]:.2f} s", flush=True)   # on a failure: how far the walk got
             assert page.locator("[data-testid='stException']").count() == 0, f"{title}: the page shows an exception"
-    fresh: dict[str, float] = {}    # the first visit after a new vote: the pages' caches miss
-    away = next(i for i, title in enumerate(links) if title not in ("Data", "Train"))
-    console_rerun(page, lambda: nav.nth(away).click())
-    reply = httpx.post(busy_studio.url + "/api/votes", timeout=10, json={
-        "prompt": "Is the page fast after a new vote?", "answer_a": "Yes, within the limit.", "answer_b": "No.",
-        "outcome": "a"})
-    assert reply.status_code == 201, reply.text
-    for title in ("Data", "Train"):
-        i = list(links).index(title)
-        started = time.monotonic()
-        console_rerun(page, lambda i=i: nav.nth(i).click())
-        fresh[title] = time.monotonic() - started
-        print(f"{title} after a new vote: {fresh[title]:.2f} s", flush=True)
-        assert page.locator("[data-testid='stException']").count() == 0, f"{title}: the page shows an exception"
+    fresh: dict[str, list[float]] = {"Data": [], "Train": []}    # the first visits after a new vote: caches miss
+    away = next(i for i, title in enumerate(links) if title not in fresh)
+    for round_ in range(2):
+        console_rerun(page, lambda: nav.nth(away).click())
+        reply = httpx.post(busy_studio.url + "/api/votes", timeout=10, json={
+            "prompt": f"Is the page fast after new vote {round_ + 1}?", "answer_a": "Yes, within the limit.",
+            "answer_b": "No.", "outcome": "a"})
+        assert reply.status_code == 201, reply.text
+        for title in fresh:
+            i = list(links).index(title)
+            started = time.monotonic()
+            console_rerun(page, lambda i=i: nav.nth(i).click())
+            fresh[title].append(time.monotonic() - started)
+            print(f"{title} after a new vote: {fresh[title][-1]:.2f} s", flush=True)
+            assert page.locator("[data-testid='stException']").count() == 0, f"{title}: the page shows an exception"
+            if title == "Data" and round_ == 0:
+                ARTIFACTS.mkdir(exist_ok=True)
+                page.screenshot(path=str(ARTIFACTS / "page-speed-data.png"), full_page=True)
     loads = {}
     for title, href in links.items():    # the address typed into a fresh tab: connection, script, first paint
         tab = context.new_page()
@@ -109,14 +114,17 @@ def test_every_console_page_settles_within_the_limit_with_10k_votes(busy_studio,
           f"({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}):")
     for title, times in clicks.items():
         print(f"  {title:16s} click {' / '.join(f'{t:.2f}' for t in times)} s (best {best[title]:.2f} s), "
-              f"full load {loads[title]:.2f} s{f', after a new vote {fresh[title]:.2f} s' if title in fresh else ''}")
+              f"full load {loads[title]:.2f} s"
+              f"{f', after a new vote {min(fresh[title]):.2f} s' if title in fresh else ''}")
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "page-speed.json").write_text(json.dumps({
         "votes": VOTES, "versions": VERSIONS, "model": "default", "cpus": os.cpu_count(),
         "load_average": os.getloadavg()[0], "limit_s": PAGE_LIMIT_S,
         "pages": {title: {"click_s": [round(t, 3) for t in clicks[title]], "best_s": round(best[title], 3),
                           "full_load_s": round(loads[title], 3),
-                          **({"after_new_vote_s": round(fresh[title], 3)} if title in fresh else {})}
+                          **({"after_new_vote_s": [round(t, 3) for t in fresh[title]]} if title in fresh else {})}
                   for title in clicks}}, indent=2) + "\n")
     slow = {title: round(seconds, 2) for title, seconds in best.items() if seconds > PAGE_LIMIT_S}
+    slow |= {f"{title} after a new vote": round(min(times), 2) for title, times in fresh.items()
+             if min(times) > PAGE_LIMIT_S}
     assert not slow, f"pages slower than {PAGE_LIMIT_S} s: {slow}"

@@ -354,10 +354,10 @@ def test_filter_by_date_labeler_policy_source_and_flags(lab: Lab):
 
 
 def test_the_pair_texts_and_counts_are_those_of_the_preference_rows(lab: Lab):
-    """preference_texts / preference_pair_counts (the label signature and the guided loop's counts, one read of the
-    votes without prompts) give exactly preference_rows' pairs: picks, gold edits, ties, both bad, identical texts,
-    flags and dates."""
-    from core.data.trainsets import preference_pair_counts, preference_texts
+    """preference_texts (the label signature and the guided loop's counts, one read of the votes without prompts)
+    gives exactly preference_rows' pairs, and marks recent exactly those of preference_rows(since=...): picks, gold
+    edits, ties, both bad, identical texts, flags and dates."""
+    from core.data.trainsets import preference_texts
 
     day = [datetime(2025, 2, d, tzinfo=timezone.utc) for d in range(1, 8)]
     lab.chat("alice", ["p1"], "short", "a longer answer", "a", at=day[0])
@@ -373,7 +373,8 @@ def test_the_pair_texts_and_counts_are_those_of_the_preference_rows(lab: Lab):
         texts = preference_texts(lab.db, None, since)
         assert [(c, r) for c, r, _ in texts] == [(row["chosen"][0]["content"], row["rejected"][0]["content"])
                                                  for row in rows]
-        assert preference_pair_counts(lab.db, since) == (len(rows), len(recent)) and len(rows) >= 5
+        assert [(c, r) for c, r, is_recent in texts if is_recent] == [
+            (row["chosen"][0]["content"], row["rejected"][0]["content"]) for row in recent] and len(rows) >= 5
 
 
 def test_filters_apply_to_feedback_and_lone_signals(lab: Lab):

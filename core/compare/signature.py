@@ -317,5 +317,9 @@ def signature_of_labels(db: Database, filters: object = None) -> Signature:
     from core.data.trainsets import preference_texts
 
     # preference_rows' pairs without their prompts (not used here; reading them was half the time at 10k votes)
-    return label_signature([{"chosen": chosen, "rejected": rejected}
-                            for chosen, rejected, _ in preference_texts(db, filters)])   # type: ignore[arg-type]
+    return signature_of_texts(preference_texts(db, filters))   # type: ignore[arg-type]
+
+
+def signature_of_texts(texts: Sequence[tuple[str, str, object]]) -> Signature:
+    """The signature of ``core.data.trainsets.preference_texts``' pairs (chosen, rejected, recent), read already."""
+    return label_signature([{"chosen": chosen, "rejected": rejected} for chosen, rejected, _ in texts])

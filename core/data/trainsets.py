@@ -174,13 +174,6 @@ def preference_texts(db: Database, filters: Filters | None = None, since: Any = 
     return texts
 
 
-def preference_pair_counts(db: Database, since: Any = None) -> tuple[int, int]:
-    """How many rows :func:`preference_rows` gives without filters, and with ``Filters(since=since)``, from one read
-    of the votes (:func:`preference_texts`): the counts the guided loop (core.training.suggest) shows."""
-    texts = preference_texts(db, None, since)
-    return len(texts), sum(recent for _, _, recent in texts)
-
-
 def _vote_pairs(vote: dict[str, Any], pair: Callable[..., None], skipped: Counter) -> None:
     """The preference pairs one vote gives (see the README table "Labels -> training data")."""
     outcome, gold = vote["outcome"], vote["gold"]

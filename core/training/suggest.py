@@ -30,14 +30,23 @@ class Suggestion:
     request: JobRequest
 
 
-def suggest_next_job(db: Database) -> Suggestion:
-    """The next training the console suggests: a first DPO run after FIRST_JOB_PAIRS pairs, then a new round from
-    the newest version after NEXT_JOB_PAIRS new pairs; always with the data-chosen defaults."""
+def next_parent(db: Database) -> tuple[str, Any]:
+    """The version the next suggested job trains from (the newest chat version, else base) and when it was trained
+    (None for base): the pairs labeled since then are the new ones."""
     newest = newest_version(db)
-    parent: dict[str, Any] = {"name": newest["name"], "created_at": newest["trained_at"]} if newest else \
-        {"name": BASE_POLICY, "created_at": None}
-    # the lengths of preference_rows(db, Filters()) and of (since=the parent's training), from one read of the votes
-    pairs, new_pairs = trainsets.preference_pair_counts(db, parent["created_at"])
+    return (newest["name"], newest["trained_at"]) if newest else (BASE_POLICY, None)
+
+
+def suggest_next_job(db: Database, texts: list[tuple[str, str, bool]] | None = None) -> Suggestion:
+    """The next training the console suggests: a first DPO run after FIRST_JOB_PAIRS pairs, then a new round from
+    the newest version after NEXT_JOB_PAIRS new pairs; always with the data-chosen defaults. ``texts``:
+    ``trainsets.preference_texts(db, None, since=next_parent(db)[1])`` when the caller has read them already (the
+    Data page reads them once for this and the label signature)."""
+    parent = dict(zip(("name", "created_at"), next_parent(db)))
+    if texts is None:
+        texts = trainsets.preference_texts(db, None, parent["created_at"])
+    # the lengths of preference_rows(db, Filters()) and of (since=the parent's training)
+    pairs, new_pairs = len(texts), sum(recent for *_, recent in texts)
     target = FIRST_JOB_PAIRS if parent["created_at"] is None else NEXT_JOB_PAIRS
     request = JobRequest("dpo", parent["name"])
     needed = max(0, target - new_pairs)
