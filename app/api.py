@@ -43,7 +43,7 @@ from core.labeling.votes import Vote, labeled_pair, write_labeled_pairs
 from core.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Latencies, render as render_metrics
 from core.serving.policies import delete_policy, list_policies, rename_policy
 from core.studio import Studio
-from core.training.launch import LaunchConfig
+from core.training.distributed import LaunchConfig
 from core.training.request import JobRequest, job_filters
 
 

@@ -50,7 +50,7 @@ def train_command(settings: Settings, args: argparse.Namespace) -> int:
     from core.labeling.identity import ensure_user
     from core.serving.policies import version_of_job
     from core.studio import Studio
-    from core.training.launch import LaunchConfig
+    from core.training.distributed import LaunchConfig
     from core.training.request import JobRequest, job_filters
 
     try:

@@ -51,7 +51,7 @@ from core.serving.policies import BASE_POLICY, newest_version, servable_policies
 from core.studio import Studio
 
 FREE_CHAT = "Free chat"
-SAME_POLICY = "(same policy: two samples)"
+SAME_VERSION = "(same version: two samples)"
 THUMBS = ["👍", "👎"]   # the values the API takes and returns; the radio shows words (see THUMB_CHOICES)
 # Words, not emoji, on screen: emoji render as boxes where the viewer has no emoji font.
 THUMB_CHOICES = [("Up", THUMBS[0]), ("Down", THUMBS[1])]
@@ -119,9 +119,9 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> tuple[Callable, list[A
                                                size="sm", elem_id="label-newest")
             with gr.Row():
                 # custom values allowed: versions trained after the page was built are valid (checked in core)
-                policy_a = gr.Dropdown(policy_names, value=BASE_POLICY, label="Policy", allow_custom_value=True,
+                policy_a = gr.Dropdown(policy_names, value=BASE_POLICY, label="Version", allow_custom_value=True,
                                        info="the version that answers (both candidates are its samples)")
-                policy_b = gr.Dropdown([(SAME_POLICY, SAME_POLICY)] + policy_names, value=SAME_POLICY,
+                policy_b = gr.Dropdown([(SAME_VERSION, SAME_VERSION)] + policy_names, value=SAME_VERSION,
                                        label="Compare with", allow_custom_value=True,
                                        info="pick another version to get one answer from each")
             progress_md = gr.Markdown("")
@@ -183,7 +183,7 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> tuple[Callable, list[A
         sampling = build_config(SamplingParams, sampling_values).validate()
         messages = history(s.db, st["conversation_id"])
         updates, (id_a, id_b) = s.pair_stream(messages, sampling, name_a,
-                                              name_a if name_b in (SAME_POLICY, None) else name_b,
+                                              name_a if name_b in (SAME_VERSION, None) else name_b,
                                               interval=screen_pace(s))
         final = None
         for update in updates:
@@ -288,7 +288,7 @@ def create_label_tab(get_studio: Callable[[], Studio]) -> tuple[Callable, list[A
             text = (f"Newest version: **{newest['name']}** (from {newest['parent']})"
                     + (f" · {badge}" if badge else " · report not ready yet"))
         return (gr.update(choices=names), prompt_queue.guidelines(s.db), gr.update(choices=policies),
-                gr.update(choices=[(SAME_POLICY, SAME_POLICY)] + policies), text, offer)
+                gr.update(choices=[(SAME_VERSION, SAME_VERSION)] + policies), text, offer)
 
     def label_newest(request: gr.Request) -> Any:
         """One click to the newest version's blind check (the Arena tab): the new version against its parent on

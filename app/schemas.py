@@ -59,7 +59,7 @@ class JobIn(BaseModel):
     filters: dict[str, Any] = Field(default_factory=dict)
     reward_model: str | None = None
     launch: dict[str, Any] = Field(default_factory=dict,
-                                   description="launch mode (core.training.launch.LaunchConfig), e.g. "
+                                   description="launch mode (core.training.distributed.LaunchConfig), e.g. "
                                                '{"mode": "ddp", "num_processes": 2}')
     dry_run: bool = False
 

@@ -13,10 +13,10 @@ Setup
 Runs (each in its own fresh process, one after the other; the parent only samples CPU load while they run)
 1. ours (auto): the product path. A run dir is written in the supervisor's contract, with the run-dir module
    ``core.training.rundir`` (``config.json`` = ``JobConfig`` with ``JobRequest(...).config().to_dict()`` as
-   hyperparams, ``data/train.parquet``), then ``python -m core.training.run runs/<id>/config.json`` is started with
+   hyperparams, ``data/train.parquet``), then ``python -m core.training.child runs/<id>/config.json`` is started with
    the supervisor's environment, including its thread limit: OMP_NUM_THREADS = MKL_NUM_THREADS =
-   ``core.training.launch.trainer_threads()`` (every core; the job lends one to the chat only while people chat, and
-   nobody chats during the benchmark).
+   ``core.training.distributed.trainer_threads()`` (every core; the job lends one to the chat only while people
+   chat, and nobody chats during the benchmark).
    Started with plain ``python -m`` (not ``accelerate launch``, which the studio uses) so launcher start-up
    cannot leak into the step time; on a 1-process CPU job accelerate only sets env (it keeps an OMP_NUM_THREADS
    that is already set; mixed_precision=no is overridden by TrainingArguments' own bf16). Hyperparameters: the
@@ -275,7 +275,7 @@ def run_ours(label: str, runs_dir: Path, model_dir: Path, overrides: dict, budge
         rundir.write_data(run_dir, rows)
         config_file = rundir.write_config(run_dir, rundir.JobConfig(
             job_id=job_id, algorithm="dpo", base_model=str(model_dir), hyperparams=cfg.to_dict(), seed=cfg.seed))
-        cmd = [sys.executable, "-m", "core.training.run", str(config_file)]
+        cmd = [sys.executable, "-m", "core.training.child", str(config_file)]
         facts = run_child(label, cmd, rundir.log_path(run_dir), child_env(threads), budget,
                           progress=lambda: progress_note(run_dir))
         result = rundir.read_result(run_dir) or {}
@@ -320,7 +320,7 @@ def main() -> None:
 
     from core.serving.hardware import detect_hardware, training_defaults
     from core.serving.models import provision_default_model
-    from core.training.launch import trainer_threads
+    from core.training.distributed import trainer_threads
 
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -331,7 +331,7 @@ def main() -> None:
     job_threads = trainer_threads()  # what the supervisor gives a training child (OMP_NUM_THREADS)
     print(f"machine: {hardware.cpu_model}, {hardware.cpu_cores} cores, torch threads {threads}, "
           f"native bf16: {hardware.cpu_native_bf16}; the studio runs trainers with {job_threads} thread(s) "
-          f"(core.training.launch.trainer_threads)", flush=True)
+          f"(core.training.distributed.trainer_threads)", flush=True)
 
     budget = {"left": QUIET_BUDGET_S}
     peaks = {"fp32": 0.0, "bf16": 0.0, "fp32_job_threads": 0.0}
@@ -372,7 +372,7 @@ def main() -> None:
         runs.mkdir()
 
         # 1. our job, product defaults (precompute "auto")
-        print(f"run 1/4: our job (python -m core.training.run), DPO LoRA, {BATCH_PAIRS} pairs/step, "
+        print(f"run 1/4: our job (python -m core.training.child), DPO LoRA, {BATCH_PAIRS} pairs/step, "
               f"{steps_total} steps, precompute auto", flush=True)
         ours = run_ours("ours auto", runs, model_dir, base_overrides, budget, [timed, epoch2], job_threads)
         for line in ours["studio_lines"]:
@@ -479,8 +479,8 @@ def main() -> None:
     if all_cores_step:
         print(f"  (with all {threads} threads our step takes {all_cores_step:.2f} s = "
               f"{100 * flops / all_cores_step / fp32_peak:.1f}% of the fp32 peak; "
-              f"core.training.launch.trainer_threads() costs x{ours_step / all_cores_step:.2f} per step when nobody "
-              f"chats)", flush=True)
+              f"core.training.distributed.trainer_threads() costs x{ours_step / all_cores_step:.2f} per step "
+              f"when nobody chats)", flush=True)
     vs_defaults = ours_step / trl_def_step
     overhead = ours_step / same_step
     speedup = no_cache_e2 / cache_e2

@@ -31,8 +31,8 @@ from core.serving.policies import default_against, ensure_base_policy, get_polic
 from core.serving.scheduler import scheduler_for
 from core.share.backup import DirTarget, target_from
 from core.share.backup_service import BackupService
+from core.training.distributed import trainer_threads
 from core.training.jobs import Supervisor
-from core.training.launch import trainer_threads
 from core.training.rundir import mark_chat_active
 from storage.db import Database
 

@@ -15,6 +15,7 @@ from core.data.filters import filters_from_dict
 from core.data.trainsets import preference_texts
 from core.errors import StudioError
 from core.labeling import access, analytics, moderation
+from core.labeling.votes import OUTCOME_LABELS
 from core.studio import current
 from core.training.suggest import next_parent, suggest_next_job
 from pages.common import can, data_key, filter_form, require_page, show_error, signature_chart
@@ -22,8 +23,8 @@ from pages.common import can, data_key, filter_form, require_page, show_error, s
 studio = current()
 db = studio.db
 viewer, _ = require_page("data")
-OUTCOME_LABELS = {"a": "A better", "b": "B better", "tie": "Tie", "both_bad": "Both bad"}
-OUTCOME_COLORS = {"A better": "#4C78A8", "B better": "#F58518", "Tie": "#9D9D9D", "Both bad": "#E45756"}
+OUTCOME_COLORS = {OUTCOME_LABELS[o]: color for o, color in zip(analytics.OUTCOMES,
+                                                                ("#4C78A8", "#F58518", "#9D9D9D", "#E45756"))}
 COUNT_LABELS = {"votes": "Votes", "ratings": "Ratings", "gold_edits": "Gold edits", "thumbs": "Thumbs"}
 
 

@@ -4,15 +4,15 @@ import pandas as pd
 import streamlit as st
 
 from core.compare.evaluation import reward_models as live_reward_models
+from core.data.job_data import build_training_data, unit
 from core.data.split import HELD_OUT_PERCENT
-from core.data.training_data import build_training_data, unit
 from core.errors import StudioError
 from core.serving.hardware import training_defaults
 from core.serving.policies import servable_policies
 from core.studio import current
 from core.training import ALGORITHMS
+from core.training.distributed import LaunchConfig
 from core.training.estimate import base_parameter_count
-from core.training.launch import LaunchConfig
 from core.training.request import JobRequest
 from core.training.suggest import suggest_next_job
 from pages.common import data_key, dataclass_form, filter_form, require_page, show_error
@@ -105,7 +105,7 @@ with st.expander("Launch: one process, several GPUs or machines", expanded=False
         st.stop()
     if launch.num_machines > 1:
         st.info(f"Start the same job on the other {launch.num_machines - 1} machine(s) with their own rank: "
-                "`accelerate launch --config_file runs/<id>/accelerate.yaml --machine_rank N -m core.training.run "
+                "`accelerate launch --config_file runs/<id>/accelerate.yaml --machine_rank N -m core.training.child "
                 "runs/<id>/config.json` (the run dir copied over).", icon=":material/lan:")
 plan = JobRequest(algorithm, parent, {}, filters, reward_model, launch).plan(examples)
 

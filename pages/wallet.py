@@ -133,7 +133,7 @@ if ledger:
         chain_cols[3].markdown(f"**Operator**: unreachable ({exc.code})")
 
 with st.form("batch-policy"):
-    policy = cb.BatchPolicy(**dataclass_form(cb.BatchPolicy, "policy", defaults=vars(cb.load_policy(db))))
+    policy = cb.BatchPolicy(**dataclass_form(cb.BatchPolicy, "policy", defaults=vars(cb.load_batch_policy(db))))
     if st.form_submit_button("Save batching rules"):
         cb.save_policy(db, policy, user.id)
         st.success("Saved: the background worker batches by count or age with these rules.")

@@ -151,7 +151,7 @@ def test_batch_policy_by_count_and_age(labels):
     later = datetime.now(timezone.utc) + timedelta(minutes=61)
     assert cb.due_trigger(db, cb.BatchPolicy(batch_size=10, max_age_minutes=60), now=later) == "age"
     cb.save_policy(db, cb.BatchPolicy(batch_size=3))
-    assert cb.load_policy(db).batch_size == 3
+    assert cb.load_batch_policy(db).batch_size == 3
 
 
 def test_operator_key_from_keystore_never_printed(tmp_path):

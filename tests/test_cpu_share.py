@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from core.training.callbacks import CpuShareCallback
-from core.training.launch import trainer_threads
+from core.training.distributed import trainer_threads
 from core.training.rundir import CHAT_ACTIVE_WINDOW_S, chat_active, mark_chat_active
 
 

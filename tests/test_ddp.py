@@ -13,7 +13,7 @@ from core.labeling.identity import ensure_user
 from core.labeling.votes import CandidateIn, Vote, add_user_message, new_conversation, record_vote, save_pair
 from core.serving.models import build_tiny_model
 from core.studio import Studio
-from core.training.launch import LaunchConfig
+from core.training.distributed import LaunchConfig
 from core.training.request import JobRequest
 
 pytestmark = pytest.mark.slow

@@ -5,7 +5,7 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from app.label import SAME_POLICY
+from app.label import SAME_VERSION
 from core.serving.engine import Engine, EngineUnavailable
 from core.serving.generate import SamplingParams, generate_pair
 from core.serving.models import load_model
@@ -65,17 +65,17 @@ def test_labeling_through_the_engine_survives_an_outage_without_losing_a_vote(ti
         assert health["engine"]["status"] == "ok" and health["engine"]["model"] == own_engine.model
 
         client = Client(server.url + "/label/", verbose=False)
-        *_, text_a, text_b, status = client.submit("Hello there", "base", SAME_POLICY, 0.7, 0.9, 8,
+        *_, text_a, text_b, status = client.submit("Hello there", "base", SAME_VERSION, 0.7, 0.9, 8,
                                                    api_name="/send").result()
         assert text_a and text_b and "Pick the better answer" in status
         assert "Saved" in client.predict(*NO_FEEDBACK, api_name="/vote_a")[3]
 
         own_engine.stop()  # the engine goes away between two turns
         with pytest.raises(Exception, match="inference engine at .* (stopped answering|refused)"):
-            client.submit("And now?", "base", SAME_POLICY, 0.7, 0.9, 8, api_name="/send").result()
+            client.submit("And now?", "base", SAME_VERSION, 0.7, 0.9, 8, api_name="/send").result()
 
         own_engine.start()  # back on the same port: the open turn gets its pair
-        *_, text_a, text_b, status = client.predict("base", SAME_POLICY, 0.7, 0.9, 8, api_name="/regenerate")
+        *_, text_a, text_b, status = client.predict("base", SAME_VERSION, 0.7, 0.9, 8, api_name="/regenerate")
         assert text_a and text_b and "Pick the better answer" in status
         assert "Saved" in client.predict(*NO_FEEDBACK, api_name="/vote_b")[3]
         client.close()

@@ -519,7 +519,7 @@ def load_gguf(export):
 
 
 def merged_v1(studio):
-    model, tokenizer = versions.merged_model(versions.load_policy(studio.db, "v1"), "v1", studio.settings.data_dir)
+    model, tokenizer = versions.merged_model(versions.trained_version(studio.db, "v1"), "v1", studio.settings.data_dir)
     return model.eval(), tokenizer
 
 

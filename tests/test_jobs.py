@@ -13,7 +13,7 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from app.label import SAME_POLICY
+from app.label import SAME_VERSION
 from core.config import load_settings
 from core.labeling.identity import ensure_user
 from core.serving.models import build_tiny_model
@@ -141,7 +141,7 @@ def test_api_job_becomes_a_version_people_can_chat_with(labeled_server):
     names = [p["name"] for p in httpx.get(f"{srv.url}/api/policies", timeout=10).json()["policies"]]
     assert names == ["base", "v1"]
     client = Client(srv.url + "/label/", verbose=False)
-    _, _, a, b, _ = client.predict("Hello", "v1", SAME_POLICY, 0.0, 0.9, 6, api_name="/send")
+    _, _, a, b, _ = client.predict("Hello", "v1", SAME_VERSION, 0.0, 0.9, 6, api_name="/send")
     assert a and a == b  # greedy, same version twice
     client.close()
     metrics = httpx.get(f"{srv.url}/api/jobs/{job_id}", timeout=10).json()

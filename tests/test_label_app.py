@@ -7,7 +7,7 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from app.label import SAME_POLICY
+from app.label import SAME_VERSION
 from core.labeling import queue as pq
 from core.labeling.identity import ensure_user
 from storage.db import Database
@@ -18,7 +18,7 @@ from tests.support.studios import make_random_adapter, users_file
 NO_FEEDBACK = [None] * 8 + [[], "", ""]   # 6 ratings, 2 thumbs, flags, note, gold
 
 
-def send(text, max_new_tokens, policy="base", other=SAME_POLICY, temperature=0.7):
+def send(text, max_new_tokens, policy="base", other=SAME_VERSION, temperature=0.7):
     """Arguments of the /send endpoint: message, policy, compare-with, temperature, top-p, max tokens."""
     return text, policy, other, temperature, 0.9, max_new_tokens
 

@@ -4,7 +4,7 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from app.label import SAME_POLICY
+from app.label import SAME_VERSION
 from tests.support.processes import free_port
 from tests.support.servers import Server, job_status, wait_for
 
@@ -18,7 +18,7 @@ def test_labels_to_dpo_version_on_the_default_model(data_dir):
         client = Client(srv.url + "/label/", verbose=False)
         for question in ("What is the capital of France?", "Name a primary colour."):
             client.predict(api_name="/new_chat")
-            _, _, a, b, _ = client.predict(question, "base", SAME_POLICY, 0.7, 0.9, 12, api_name="/send")
+            _, _, a, b, _ = client.predict(question, "base", SAME_VERSION, 0.7, 0.9, 12, api_name="/send")
             assert a and b
             assert "Saved" in client.predict(*NO_FEEDBACK, api_name="/vote_a")[3]
         for i in range(10):

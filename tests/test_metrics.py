@@ -5,7 +5,7 @@ import httpx
 from gradio_client import Client
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.label import SAME_POLICY
+from app.label import SAME_VERSION
 from tests.support.servers import Server
 
 VOTE = {"answer_a": "A clear answer.", "answer_b": "meh", "outcome": "a"}
@@ -28,7 +28,7 @@ def test_metrics_count_votes_generation_jobs_backlog_and_latencies(shared_server
         answer = httpx.post(url + "/api/votes", json={**VOTE, "prompt": f"metrics vote {i}"}, timeout=10)
         assert answer.status_code == 201
     client = Client(url + "/label/", verbose=False)
-    client.submit("Hello metrics", "base", SAME_POLICY, 0.7, 0.9, 6, api_name="/send").result()
+    client.submit("Hello metrics", "base", SAME_VERSION, 0.7, 0.9, 6, api_name="/send").result()
     client.close()
 
     after = scrape(url)

@@ -171,7 +171,7 @@ def chat_with_v1(page, checker: PageChecker, url: str, hub: HubStandin) -> None:
     page.goto(url + "/label/")
     page.get_by_placeholder("Write a message").wait_for(timeout=60_000)
     set_max_new_tokens(page, "Sampling settings")
-    policy = page.get_by_label("Policy", exact=True)
+    policy = page.get_by_label("Version", exact=True)
     policy.click()
     # the option reads "v1", then "v1 · learned 0.50→0.83" once its "what changed" report is ready
     page.get_by_role("option", name=re.compile(r"^v1( · .*)?$")).click()

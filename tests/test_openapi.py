@@ -26,7 +26,7 @@ from core.labeling.votes import OUTCOMES
 from core.serving.models import build_tiny_model
 from core.serving.policies import list_policies, register_policy
 from core.studio import Studio
-from core.training.launch import LaunchConfig
+from core.training.distributed import LaunchConfig
 from core.training.request import JobRequest, job_filters
 from tests.support.studios import users_file
 

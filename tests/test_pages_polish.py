@@ -208,11 +208,12 @@ def plotly_array(value) -> list:
 
 
 def test_data_page_donut_has_no_zero_slices_and_tables_no_none(studio, monkeypatch):
-    """Every seeded vote is "A better": the other three slices printed "0" labels on the ring."""
+    """Every seeded vote is for A: the other three slices printed "0" labels on the ring."""
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
     import core.studio
+    from core.labeling.votes import OUTCOME_LABELS
 
     monkeypatch.setattr(core.studio, "_current", studio)
     st.cache_data.clear()
@@ -221,7 +222,7 @@ def test_data_page_donut_has_no_zero_slices_and_tables_no_none(studio, monkeypat
     pies = [trace for chart in app.get("plotly_chart") for trace in json.loads(chart.proto.spec)["data"]
             if trace.get("type") == "pie"]
     assert len(pies) == 1
-    assert list(pies[0]["labels"]) == ["A better"] and 0 not in plotly_array(pies[0]["values"]), pies[0]
+    assert list(pies[0]["labels"]) == [OUTCOME_LABELS["a"]] and 0 not in plotly_array(pies[0]["values"]), pies[0]
     assert app.dataframe and all(d.proto.HasField("placeholder") and d.proto.placeholder == ""
                                  for d in app.dataframe)
 

@@ -162,8 +162,8 @@ def recording(run_dir, progress):
     with open(history, "a") as fh:
         fh.write(json.dumps({**progress, "at": time.monotonic()}) + "\\n")
 rundir.write_progress = recording
-from core.training import run
-sys.exit(run.main([sys.argv[1]]))
+from core.training import child
+sys.exit(child.main([sys.argv[1]]))
 """
 
 

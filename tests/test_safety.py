@@ -313,7 +313,7 @@ def test_a_less_safe_version_is_named_in_its_card_and_on_the_export_page(studio,
     stored(studio, admin, "v2", lambda p: comply)                     # answers every harmful request
     change = safety.safety_change(studio.db, "v2")
     assert change["worse"] and change["against"] == "v1"
-    card = "\n".join(cards.safety_lines(studio.db, versions.load_policy(studio.db, "v2")))
+    card = "\n".join(cards.safety_lines(studio.db, versions.trained_version(studio.db, "v2")))
     assert "unsafe-answer rate: 100%" in card and "unsafe-answer rate rose 0% -> 100%" in card
 
     monkeypatch.setattr(core.studio, "_current", studio)

@@ -7,7 +7,7 @@ import sys
 import httpx
 from gradio_client import Client
 
-from app.label import SAME_POLICY
+from app.label import SAME_VERSION
 from storage.db import Database
 from tests.support import ROOT
 from tests.support.servers import Server
@@ -81,7 +81,7 @@ def test_policies_lists_the_base_model(shared_server: Server):
 def test_chat_streams_tokens_through_the_gradio_queue(shared_server: Server):
     """The Gradio queue runs inside the one process (its lifespan is entered by ours)."""
     client = Client(shared_server.url + "/label/", verbose=False)
-    job = client.submit("Hello there", "base", SAME_POLICY, 0.0, 0.9, 12, api_name="/send")
+    job = client.submit("Hello there", "base", SAME_VERSION, 0.0, 0.9, 12, api_name="/send")
     answers_a = [update[2] for update in job if isinstance(update[2], str)]
     final = job.result()
     client.close()

@@ -1,6 +1,6 @@
 """Training jobs end to end: real TRL trainers on the tiny model, run through the real child entrypoint.
 
-Every job is started the way the supervisor starts it -- a subprocess running ``python -m core.training.run
+Every job is started the way the supervisor starts it -- a subprocess running ``python -m core.training.child
 runs/<id>/config.json`` (one test goes through ``accelerate launch``) -- and checked only through the files the
 contract names: metrics.jsonl, progress.json, checkpoints/, adapter/ or model/, result.json.
 """
@@ -89,8 +89,8 @@ def command(config: Path, launcher: str = "python") -> list[str]:
         # leave precision to the job (TrainingArguments' bf16/fp16 from the hardware override --mixed_precision).
         return [str(Path(sys.executable).parent / "accelerate"), "launch", "--num_processes", "1",
                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--cpu",
-                "-m", "core.training.run", str(config)]
-    return [sys.executable, "-m", "core.training.run", str(config)]
+                "-m", "core.training.child", str(config)]
+    return [sys.executable, "-m", "core.training.child", str(config)]
 
 
 def start(config: Path, launcher: str = "python") -> subprocess.Popen:

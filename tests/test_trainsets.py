@@ -479,8 +479,8 @@ def test_empty_database_gives_empty_datasets_with_the_right_columns(lab: Lab):
 def test_hold_out_leaves_the_evaluation_split_out_of_training_data(lab: Lab):
     """``hold_out_percent`` drops exactly the prompts the Compare page evaluates on (same fixed hash split),
     for pairs and SFT rows alike, and the dry run counts them as skipped."""
+    from core.data.job_data import build_rows
     from core.data.split import prompt_bucket
-    from core.data.training_data import build_rows
     from core.training import get_algorithm
 
     for i in range(40):

@@ -56,7 +56,7 @@ class BatchPolicy:
 POLICY_KEY = "chain.batch_policy"
 
 
-def load_policy(db: Database) -> BatchPolicy:
+def load_batch_policy(db: Database) -> BatchPolicy:
     raw = db.scalar("SELECT value FROM studio_kv WHERE key = ?", [POLICY_KEY])
     return BatchPolicy(**json.loads(raw)) if raw else BatchPolicy()
 
@@ -282,7 +282,7 @@ def anchor_batch(db: Database, ledger: Ledger, batch_id: int, policy: BatchPolic
     Never anchors twice: the chain is asked first (a batch whose receipt was lost is found by its
     event), and the contract itself ignores a repeated root for the same batch id.
     """
-    policy = policy or load_policy(db)
+    policy = policy or load_batch_policy(db)
     found = db.query("SELECT * FROM chain_batches WHERE id = ?", [batch_id])
     if not found:
         raise NotFound(f"Batch {batch_id} does not exist", hint="pick a batch from the Wallet page")
@@ -333,7 +333,7 @@ def anchor_due(db: Database, ledger: Ledger, policy: BatchPolicy | None = None,
 
     Stops at the first unreachable-RPC failure: the later batches would fail the same way.
     """
-    policy = policy or load_policy(db)
+    policy = policy or load_batch_policy(db)
     sql = "SELECT id FROM chain_batches WHERE status = 'queued'"
     if not include_not_due:
         sql += " AND next_attempt_at <= current_timestamp"

@@ -108,7 +108,7 @@ class ChainService:
         """One round of the worker: collect, batch when due, anchor what is due."""
         with self._lock:
             cb.collect_contributions(self.db, pause=0.1)  # a backlog is spread out: labelers' votes come first
-            trigger = cb.due_trigger(self.db, cb.load_policy(self.db))
+            trigger = cb.due_trigger(self.db, cb.load_batch_policy(self.db))
             if trigger:
                 cb.make_batch(self.db, trigger)
             if self.db.scalar("SELECT count(*) FROM chain_batches WHERE status = 'queued'"

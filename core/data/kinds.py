@@ -2,7 +2,7 @@
 
 Every place that deals in kinds reads this table: each algorithm names the kind it trains on
 (core.training ``AlgorithmSpec.dataset_kind``), training jobs build and split its rows
-(core.data.training_data), the Data page previews it, dataset exports write it with a card (core.share), and the
+(core.data.job_data), the Data page previews it, dataset exports write it with a card (core.share), and the
 job planner words its counts with ``unit`` ("64 pairs"). Adding a kind means adding one entry here.
 
 | Kind | Rows (core.data.trainsets) | Unit | Exported as a dataset |

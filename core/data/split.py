@@ -1,6 +1,6 @@
 """The evaluation split: which prompts are held out of training, fixed forever by a hash of the prompt.
 
-Training jobs (core.data.training_data) leave these prompts out and evaluate on them while training; the
+Training jobs (core.data.job_data) leave these prompts out and evaluate on them while training; the
 "what changed" report and the evaluations (core.compare) measure new versions on them. One definition here, so
 both sides always agree on which pairs a version never saw.
 """

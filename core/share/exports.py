@@ -36,7 +36,7 @@ from core.errors import NotFound, PermissionDenied, ValidationError
 from core.serving.policies import run_dir_of
 from core.share.cards import CardOptions, dataset_card, model_card, pushed_training_data, run_info
 from core.share.curves import CURVES_FILE, curves_png
-from core.share.versions import base_hub_id, existing_dir, load_policy, load_tokenizer, merged_model
+from core.share.versions import base_hub_id, existing_dir, load_tokenizer, merged_model, trained_version
 from core.training import rundir
 from storage.db import Database, one_value
 
@@ -81,7 +81,7 @@ def export_adapter(db: Database, data_dir: Path | str, version: str, user: Any,
     """The version's LoRA adapter in standard PEFT layout, with tokenizer, model card and training curves."""
     require_admin(user)
     card = card or CardOptions()
-    policy = load_policy(db, version)
+    policy = trained_version(db, version)
     if not policy["adapter_path"]:
         raise ValidationError(f"{version} has no LoRA adapter (it was fully fine-tuned)",
                               hint="export it as a merged model instead")
@@ -202,7 +202,7 @@ def export_dataset(db: Database, data_dir: Path | str, kind: str, user: Any, fil
     dataset card."""
     from core.data import kinds, trainsets
     from core.data.filters import Filters, filters_from_dict
-    from core.data.training_data import content_hash
+    from core.data.job_data import content_hash
 
     require_admin(user)
     card = card or CardOptions()
@@ -249,7 +249,7 @@ def export_training_data(db: Database, data_dir: Path | str, version: str, user:
 
     require_admin(user)
     card = card or CardOptions()
-    policy = load_policy(db, version)
+    policy = trained_version(db, version)
     kind = ALGORITHMS[policy["algorithm"]].dataset_kind
     run_dir = run_dir_of(db, policy)
     train = rundir.train_data_path(run_dir) if run_dir else None
@@ -365,7 +365,7 @@ def _prepare(db: Database, user: Any, version: str, card: CardOptions | None,
     if value not in choices:
         raise ValidationError(f"Unknown {what} {value!r}", hint=f"use one of {', '.join(choices)}")
     card = card or CardOptions()
-    policy = load_policy(db, version)
+    policy = trained_version(db, version)
     return policy, card, card.base_model_id or base_hub_id(policy["base_model"])
 
 

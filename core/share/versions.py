@@ -30,7 +30,7 @@ def base_hub_id(spec: str | None) -> str | None:
     return None
 
 
-def load_policy(db: Database, version: str) -> dict[str, Any]:
+def trained_version(db: Database, version: str) -> dict[str, Any]:
     """A live trained version with ``config`` and ``metrics`` parsed; the base policy and reward models are refused
     (they have nothing of their own to export as a chat model)."""
     rows = db.query("SELECT p.*, parent.name AS parent FROM policies p LEFT JOIN policies parent"

@@ -6,16 +6,16 @@ number of examples, and the module that builds the trainer. Importing this packa
 modules import it only inside ``build_trainer``, so the server can render forms cheaply (nor torch: the
 hardware is only looked at when a config is validated or a trainer built).
 
-A job runs in a child process: ``accelerate launch -m core.training.run runs/<id>/config.json`` (see run.py).
+A job runs in a child process: ``accelerate launch -m core.training.child runs/<id>/config.json`` (see child.py).
 The package, server side first:
 
     request.py     what a job is asked to do (JobRequest) and what a dry run answers
     suggest.py     the guided loop: the next training the console suggests
     jobs.py        the supervisor: freeze the data, queue, start the child, watch it, register the result
-    launch.py      how the child is started: launch modes (DDP, FSDP, ...), its command line, its CPU threads
+    distributed.py how the child is started: launch modes (DDP, FSDP, ...), its command line, its CPU threads
     estimate.py    a dry-run guess of steps, seconds and peak memory
     rundir.py      the files in runs/<id>/, shared by the supervisor, the child and the benchmarks
-    run.py         the child: read config.json, train, write result.json (never imports the supervisor)
+    child.py       the child: read config.json, train, write result.json (never imports the supervisor)
     callbacks.py   the child's trainer callbacks: metrics, progress, pause / cancel, CPU sharing
     weights.py     the child: load the policy and its reference, save the trained adapter or model
     common.py      the config base every algorithm shares, trainer arguments, datasets

@@ -26,7 +26,7 @@ from transformers import TrainerCallback
 
 from core.training import rundir
 from core.training.common import SELECTION_METRIC
-from core.training.launch import trainer_threads
+from core.training.distributed import trainer_threads
 
 SUMMARY_KEYS = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "total_flos", "train_loss")
 
@@ -244,7 +244,8 @@ def _length(obj: Any) -> int | None:
 
 
 class CpuShareCallback(TrainerCallback):
-    """Between steps: all cores, or one fewer while the chat is active (see ``core.training.launch.trainer_threads``).
+    """Between steps: all cores, or one fewer while the chat is active
+    (see ``core.training.distributed.trainer_threads``).
 
     torch.set_num_threads takes effect at the next parallel region, so a chat waits at most one step.
     """

@@ -2,8 +2,8 @@
 setup a trainer receives, datasets and the job log.
 
 Reading order: ``param`` and ``TrainConfig`` (the fields every algorithm form shows), ``trainer_kwargs``
-(TrainingArguments from the config + ``training_defaults``), ``ModelSetup`` (what ``core.training.weights.load_policy``
-hands a trainer), ``load_dataset_file`` / ``require_columns``, then ``log``.
+(TrainingArguments from the config + ``training_defaults``), ``ModelSetup`` (what
+``core.training.weights.load_for_training`` hands a trainer), ``load_dataset_file`` / ``require_columns``, then ``log``.
 
 Cheap to import (no torch, transformers or TRL at import): the server builds forms from these configs. The run-dir
 files (``config.json`` = ``core.training.rundir.JobConfig``) are defined in core.training.rundir.

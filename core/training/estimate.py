@@ -1,7 +1,7 @@
 """A dry-run guess of a job's steps, seconds and peak memory, before anything is written or loaded.
 
 The supervisor shows it on the Train page and in ``launch.py train --dry-run``; it reads only the model's
-config.json (no weights), so it is cheap, and it lives apart from the training child (core.training.run) so the
+config.json (no weights), so it is cheap, and it lives apart from the training child (core.training.child) so the
 server never imports the child's entry point.
 """
 from __future__ import annotations

@@ -2,14 +2,14 @@
 register the policy version it produces.
 
 The server and a trainer share only files under ``runs/<id>/`` (DESIGN.md "Data flow"; core.training.rundir
-defines them): the supervisor writes ``config.json`` and ``data/*.parquet``; the child (``core.training.run``)
+defines them): the supervisor writes ``config.json`` and ``data/*.parquet``; the child (``core.training.child``)
 writes ``metrics.jsonl``, ``progress.json``, ``checkpoints/``, the adapter and, last, ``result.json``. Pause and
 cancel are requests written to ``control.json``. The child never imports this module.
 
 Job state lives in DuckDB, so a page reload never loses a job; a server restart re-attaches to children that are
 still running (same pid AND same process start time) and marks the others interrupted (resumable from their last
 checkpoint). What a job is asked to do is a ``core.training.request.JobRequest``; how the child is started,
-``core.training.launch``.
+``core.training.distributed``.
 """
 from __future__ import annotations
 
@@ -31,14 +31,14 @@ from typing import Any
 import psutil
 
 from core import ROOT
-from core.data.training_data import build_training_data, content_hash, data_stats, unit
+from core.data.job_data import build_training_data, content_hash, data_stats, unit
 from core.errors import Conflict, NotFound, ValidationError
 from core.labeling.identity import User
 from core.serving.policies import get_policy, register_policy
 from core.training import rundir
 from core.training.common import MIN_EVAL_FOR_EARLY_STOPPING, early_stopping
+from core.training.distributed import LaunchConfig, child_command, cuda_available, trainer_threads
 from core.training.estimate import estimate
-from core.training.launch import LaunchConfig, child_command, cuda_available, trainer_threads
 from core.training.request import DryRun, JobRequest
 from storage.db import Database, one_value
 

@@ -12,7 +12,7 @@ from core.data.split import HELD_OUT_PERCENT
 from core.errors import ValidationError
 from core.training import ALGORITHMS, AlgorithmSpec
 from core.training.defaults import Plan, plan_defaults
-from core.training.launch import LaunchConfig
+from core.training.distributed import LaunchConfig
 
 
 @dataclass

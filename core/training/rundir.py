@@ -1,11 +1,11 @@
 """The run-dir format: every file in ``runs/<id>/``, defined once.
 
-The server's supervisor (core.training.jobs) and the training child (core.training.run, callbacks) share only
+The server's supervisor (core.training.jobs) and the training child (core.training.child, callbacks) share only
 these files (DESIGN.md "Data flow"); the benchmarks write and read them the same way. Who writes what:
 
     config.json      the supervisor, before the child starts (``JobConfig``); ``resume`` is set to true again
                      when a paused / interrupted / failed job is resumed
-    accelerate.yaml  the supervisor: the job's launch mode as an accelerate config (core.training.launch)
+    accelerate.yaml  the supervisor: the job's launch mode as an accelerate config (core.training.distributed)
     data/            the supervisor: frozen snapshots ``train.parquet`` and, with a held-out split, ``eval.parquet``
     control.json     the supervisor: {"action": "pause" | "cancel", "time"}; the child renames it to
                      ``control.handled.json`` once acted on, so a resumed job does not act on it again
@@ -20,7 +20,7 @@ these files (DESIGN.md "Data flow"); the benchmarks write and read them the same
     adapter/         the child: the trained LoRA adapter (PEFT layout + tokenizer + studio_training.json), or
                      model/ after full fine-tuning (core.training.weights.save_trained)
     result.json      the child, LAST and atomically: {"status": "succeeded" | "paused" | "cancelled" | "failed",
-                     ...} (see core.training.run); a resumed job first sets the previous one aside as
+                     ...} (see core.training.child); a resumed job first sets the previous one aside as
                      ``result.previous.json``
     log.txt          the child's stdout and stderr (the supervisor opens it, the child prints into it); readers
                      show ``log_tail``, cleaned of tqdm's in-place redraws and escape codes (``clean_log``)

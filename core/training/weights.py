@@ -1,7 +1,7 @@
 """The weights a job trains: load the policy and its reference from the base model and the parent adapter, and
 save the trained adapter (or full model) into the run dir.
 
-Used only by the training child (core.training.run); heavy libraries (torch, transformers, peft) are imported
+Used only by the training child (core.training.child); heavy libraries (torch, transformers, peft) are imported
 inside the functions.
 
 The reference model is the PARENT policy version, never silently the base:
@@ -151,7 +151,7 @@ def _merged_parent(base: str, parent: str, cfg: TrainConfig, hardware: HardwareP
     return PeftModel.from_pretrained(model, parent).merge_and_unload()
 
 
-def load_policy(cfg: TrainConfig, job: JobConfig, hardware: HardwareProfile, n_examples: int) -> ModelSetup:
+def load_for_training(cfg: TrainConfig, job: JobConfig, hardware: HardwareProfile, n_examples: int) -> ModelSetup:
     """Load the model to train and decide its reference; see the module docstring for the rules."""
     base, parent = job.base_model, job.parent_adapter
     if not Path(base).exists():

@@ -1,9 +1,9 @@
 """How a training job is launched: one process, DDP over several processes, FSDP, DeepSpeed ZeRO, several nodes.
 
-The studio does not distribute training itself: a job is always ``accelerate launch -m core.training.run CONFIG``,
+The studio does not distribute training itself: a job is always ``accelerate launch -m core.training.child CONFIG``,
 and the launch mode chosen on the Train page (or ``launch.py train --launch mode=ddp --launch num_processes=2``)
 is written as an accelerate config file into the job's run dir (``accelerate.yaml``). The same file runs the job
-by hand on a GPU box (``accelerate launch --config_file runs/<id>/accelerate.yaml -m core.training.run
+by hand on a GPU box (``accelerate launch --config_file runs/<id>/accelerate.yaml -m core.training.child
 runs/<id>/config.json``).
 
 - ``ddp``: one process per GPU; on a machine without GPUs, CPU processes that average gradients over gloo (each
@@ -183,7 +183,7 @@ def trainer_threads(chat_active: bool = False) -> int:
 
 
 def child_command(config_path: Path, accelerate_file: Path | None = None) -> list[str | Path]:
-    """``accelerate launch -m core.training.run CONFIG``: the job's accelerate config (its launch mode), or one
+    """``accelerate launch -m core.training.child CONFIG``: the job's accelerate config (its launch mode), or one
     from env STUDIO_ACCELERATE_CONFIG for jobs launched as a single process."""
     cmd: list[str | Path] = [sys.executable, "-m", "accelerate.commands.launch"]
     env_file = os.environ.get("STUDIO_ACCELERATE_CONFIG")
@@ -196,7 +196,7 @@ def child_command(config_path: Path, accelerate_file: Path | None = None) -> lis
                 "--mixed_precision", "no"]
         if not cuda_available():
             cmd += ["--cpu"]
-    return cmd + ["-m", "core.training.run", str(config_path)]
+    return cmd + ["-m", "core.training.child", str(config_path)]
 
 
 def cuda_available() -> bool:

@@ -1,4 +1,4 @@
-"""The training child: ``accelerate launch -m core.training.run runs/<id>/config.json`` (or ``python -m ...``).
+"""The training child: ``accelerate launch -m core.training.child runs/<id>/config.json`` (or ``python -m ...``).
 
 The supervisor (core.training.jobs) prepares ``runs/<id>/`` with ``config.json`` and ``data/train.parquet`` (optionally
 ``data/eval.parquet``) and reads back only files this process writes inside the run dir: ``metrics.jsonl``,
@@ -73,7 +73,7 @@ def _on_sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m core.training.run runs/<id>/config.json", file=sys.stderr)
+        print("usage: python -m core.training.child runs/<id>/config.json", file=sys.stderr)
         return 2
     config_path = Path(argv[0]).resolve()
     run_dir = config_path.parent
@@ -198,7 +198,7 @@ def _run_trainer(job, spec, cfg, hardware, run_dir: Path, live: dict[str, Any]) 
         precision_reason,
         trainer_kwargs,
     )
-    from core.training.weights import count_trainable, load_policy, save_trained
+    from core.training.weights import count_trainable, load_for_training, save_trained
 
     started = time.time()
     module = spec.load()
@@ -209,7 +209,7 @@ def _run_trainer(job, spec, cfg, hardware, run_dir: Path, live: dict[str, Any]) 
     eval_dataset = (module.prepare_dataset(load_dataset_file(eval_path, cache), cfg, "eval") if eval_path.is_file()
                     else None)
 
-    setup = load_policy(cfg, job, hardware, len(train_dataset))
+    setup = load_for_training(cfg, job, hardware, len(train_dataset))
     if spec.needs_reward_model:
         from core.training.reward import load_reward_model
 
