@@ -41,7 +41,7 @@ def show_benchmarks(studio: Any, versions: list[str], admin: Any) -> None:
         limit = right.number_input("Examples per task (0: all)", min_value=0, value=0,
                                    help="A quick look: fewer examples, noisier scores.")
         chat = st.checkbox("Apply the chat template", value=True,
-                           help="The studio's policies are chat models; scores move with this setting.")
+                           help="The studio's versions are chat models; scores move with this setting.")
         run = st.form_submit_button("Run benchmarks", type="primary", icon=":material/speed:")
     if run:
         names = [t.strip() for t in tasks.split(",") if t.strip()]

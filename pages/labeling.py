@@ -78,7 +78,7 @@ if st.button("Save guidelines"):
         st.success("Guidelines saved.")
 
 st.subheader("Constitution (AI self-critique)")
-st.caption("Principles a policy version critiques its own answers against, then revises them; each original vs "
+st.caption("Principles a version critiques its own answers against, then revises them; each original vs "
            "revision becomes a pair labeled 'B is better' by `ai:constitution`, which people check in the labeling "
            "app's Review tab. Such pairs train only when a training set asks for AI labels. One principle per line.")
 principles_text = st.text_area("Principles", constitution.principles_text(studio.db), height=260,

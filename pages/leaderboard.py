@@ -21,7 +21,7 @@ battles = leaderboard.battles_from_db(studio.db)
 models = {m for b in battles for m in (b.model_a, b.model_b)}
 if len(models) < 2:
     st.info(f"No leaderboard yet: {len(battles)} battle(s) so far. Vote in the [Arena tab](/label/) of the "
-            "labeling app (it needs at least two policy versions).", icon=":material/info:")
+            "labeling app (it needs at least two versions).", icon=":material/info:")
     st.stop()
 
 rounds = st.select_slider("Bootstrap rounds", [100, 200, 500, 1000], value=leaderboard.DEFAULT_ROUNDS,

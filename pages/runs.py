@@ -208,7 +208,7 @@ def what_changed(job_id: int) -> None:
 
 what_changed(job_id)
 
-st.subheader("Policy versions")
+st.subheader("Versions")
 from core.serving.policies import delete_policy, list_policies, rename_policy  # noqa: E402
 
 versions = list_policies(studio.db)

@@ -228,7 +228,7 @@ def test_sides_are_random_and_pairs_always_distinct():
     assert 70 < first_is_base < 130
     three = [arena.sample_pair(["base", "v1", "v2"], [], rng) for _ in range(300)]
     assert all(a != b for a, b in three) and len({frozenset(p) for p in three}) == 3
-    with pytest.raises(arena.NotFound, match="at least two policy versions"):
+    with pytest.raises(arena.NotFound, match="at least two versions"):
         arena.sample_pair(["base"], [], rng)
 
 

@@ -58,7 +58,7 @@ def sample_pair(models: Sequence[str], battles: Sequence[Battle],
                 rng: np.random.Generator | None = None) -> tuple[str, str]:
     """Two different versions as (shown as A, shown as B): weighted pair, sides by a coin flip."""
     if len(set(models)) < 2:
-        raise NotFound("The arena needs at least two policy versions",
+        raise NotFound("The arena needs at least two versions",
                        hint="train a version on the Train page (or with `launch.py train`) first")
     rng = rng or np.random.default_rng()
     weights = pair_weights(sorted(set(models)), battles)

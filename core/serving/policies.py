@@ -73,7 +73,7 @@ def newest_version(db: Database) -> dict[str, Any] | None:
 def get_policy(db: Database, name: str) -> dict[str, Any]:
     rows = db.query("SELECT id, name, algorithm, adapter_path, deleted_at FROM policies WHERE name = ?", [name])
     if not rows or rows[0]["deleted_at"] is not None:
-        raise NotFound(f"Policy {name!r} does not exist (or was deleted)", hint="pick another policy version")
+        raise NotFound(f"Version {name!r} does not exist (or was deleted)", hint="pick another version")
     return rows[0]
 
 
@@ -85,10 +85,10 @@ def live_policy(db: Database, name: str) -> dict[str, Any]:
                     " parent.name AS parent FROM policies p LEFT JOIN policies parent ON parent.id = p.parent_id"
                     " WHERE p.name = ?", [name])
     if not rows:
-        raise NotFound(f"Policy version {name!r} does not exist", hint="pick a version from the list")
+        raise NotFound(f"Version {name!r} does not exist", hint="pick a version from the list")
     policy = rows[0]
     if policy["deleted_at"] is not None:
-        raise NotFound(f"Policy version {name!r} was deleted", hint="pick a live version (deleted ones stay "
+        raise NotFound(f"Version {name!r} was deleted", hint="pick a live version (deleted ones stay "
                        "on disk for the record but cannot be compared)")
     policy["config"] = json.loads(policy["config"]) if policy["config"] else {}
     return policy

@@ -124,14 +124,14 @@ def model_card(policy: dict[str, Any], run: dict[str, Any], card: CardOptions, b
     language = "python"
     if form == "merged":
         title = f"{policy['name']} (merged, {precision})"
-        what = (f"The LoRA adapter of policy version `{policy['name']}` merged into the weights of `{base_name}` "
+        what = (f"The LoRA adapter of version `{policy['name']}` merged into the weights of `{base_name}` "
                 f"and saved as {precision} safetensors: a standalone model, no PEFT needed.")
         usage = ("from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
                  "model = AutoModelForCausalLM.from_pretrained(\"REPO_ID\")\n"
                  "tokenizer = AutoTokenizer.from_pretrained(\"REPO_ID\")" + chat)
     elif form == "quantized":
         title = f"{policy['name']} (bitsandbytes {precision})"
-        what = (f"Policy version `{policy['name']}` merged into `{base_name}` and quantized with bitsandbytes "
+        what = (f"Version `{policy['name']}` merged into `{base_name}` and quantized with bitsandbytes "
                 f"({precision}): loads quantized on a CUDA GPU, no PEFT needed.")
         usage = ("from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
                  "model = AutoModelForCausalLM.from_pretrained(\"REPO_ID\", device_map=\"auto\")\n"
@@ -139,7 +139,7 @@ def model_card(policy: dict[str, Any], run: dict[str, Any], card: CardOptions, b
     elif form == "gguf":
         file_name, info = gguf or ("model.gguf", {})
         title = f"{policy['name']} (GGUF, {precision})"
-        what = (f"Policy version `{policy['name']}` merged into `{base_name}` and written as one GGUF file "
+        what = (f"Version `{policy['name']}` merged into `{base_name}` and written as one GGUF file "
                 f"(`{file_name}`, {precision}) for llama.cpp, Ollama and LM Studio; the tokenizer and chat template "
                 "are inside the file. `Modelfile` sets Ollama's template, stop tokens and sampling defaults.")
         language = "sh"
@@ -154,7 +154,7 @@ def model_card(policy: dict[str, Any], run: dict[str, Any], card: CardOptions, b
             what += " Tensor types: " + ", ".join(f"{n} {k}" for k, n in sorted(info["tensor_types"].items())) + "."
     else:
         title = f"{policy['name']} (LoRA adapter)"
-        what = (f"A LoRA adapter (PEFT) for `{base_name}`: policy version `{policy['name']}`, trained with "
+        what = (f"A LoRA adapter (PEFT) for `{base_name}`: version `{policy['name']}`, trained with "
                 f"**{algorithm.upper()}** (TRL) on human feedback collected in RLHF Studio. Only the adapter is "
                 "in this repo; load it onto the base model.")
         usage = ("from peft import PeftModel\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"

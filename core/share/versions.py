@@ -36,12 +36,12 @@ def trained_version(db: Database, version: str) -> dict[str, Any]:
     rows = db.query("SELECT p.*, parent.name AS parent FROM policies p LEFT JOIN policies parent"
                     " ON parent.id = p.parent_id WHERE p.name = ? AND p.deleted_at IS NULL", [version])
     if not rows:
-        raise NotFound(f"Policy version {version!r} does not exist (or was deleted)", hint="pick another version")
+        raise NotFound(f"Version {version!r} does not exist (or was deleted)", hint="pick another version")
     policy = rows[0]
     if policy["algorithm"] is None:
         raise ValidationError("The base policy has nothing to export", hint="pick a trained version (v1, v2, ...)")
     if policy["algorithm"] == "reward":
-        raise ValidationError(f"{version} is a reward model, not a chat policy", hint="pick a policy version")
+        raise ValidationError(f"{version} is a reward model, not a chat version", hint="pick another version")
     policy["config"] = json.loads(policy["config"]) if policy["config"] else {}
     policy["metrics"] = json.loads(policy["metrics"]) if policy["metrics"] else {}
     return policy

@@ -160,7 +160,7 @@ def load_for_training(cfg: TrainConfig, job: JobConfig, hardware: HardwareProfil
     if parent:
         if not Path(parent).exists():
             raise ModelError(f"parent adapter {parent} does not exist",
-                             hint="the parent policy version's adapter directory was moved or deleted")
+                             hint="the parent version's adapter directory was moved or deleted")
         if not is_adapter_dir(parent):
             if (Path(parent) / "config.json").is_file():
                 notes.append(f"parent {parent} holds full weights: it is used as the base model")
