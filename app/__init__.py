@@ -2,6 +2,7 @@
 
 ``server``          assembles the one ASGI app: Streamlit console at ``/``, Gradio at ``/label``, REST at ``/api``
 ``auth``            who is calling on every HTTP surface (local, team accounts, a Hugging Face sign-in)
+``access``          what each role may see and do: the rule per REST route, console page, section and app event
 ``api``             the REST API's routes; ``api_backup`` and ``api_benchmarks`` hold two resources' routes
 ``schemas``         REST request bodies, answer models and the error statuses each route declares
 ``label``           the labeling app (chat, two candidates, vote, rate, edit) with ``arena`` and ``review`` tabs

@@ -34,9 +34,9 @@ from app.schemas import (WRITES, ContributionProof, Contributions, Deleted, Feed
                          JudgeRuns, JudgeStarted, Lineage, Policies, Renamed, RenameIn, ReportAnswer, ReportState,
                          SafetyAnswer, Saved, VoteIn, answers, errors)
 # isort: on
+from app import access
 from core import __version__
 from core.errors import NotFound, PayloadTooLarge, PermissionDenied, StudioError
-from core.labeling import access
 from core.labeling.feedback import Feedback, record_feedback
 from core.labeling.identity import User
 from core.labeling.votes import Vote, labeled_pair, write_labeled_pairs
@@ -141,7 +141,7 @@ class BodyLimit:
 
 def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp:
     async def authorize(request: Request) -> None:
-        """Every route: who is calling (None: anonymous) and what core.labeling.access grants them on this route; the
+        """Every route: who is calling (None: anonymous) and what app.access grants them on this route; the
         handler reads ``request.state.user`` and ``request.state.scope``. Routes without a rule are refused."""
         route = request.scope.get("route")
         studio = get_studio()

@@ -1,4 +1,4 @@
-"""REST routes of the backup (admins only, see core.labeling.access): its state and snapshots, a snapshot now, and
+"""REST routes of the backup (admins only, see app.access): its state and snapshots, a snapshot now, and
 rewriting its history after a redaction. One router, included by :func:`app.api.create_api`."""
 from __future__ import annotations
 

@@ -288,8 +288,8 @@ class SiteGuard:
 
 
 def label_user(studio: Any, request: Any, action: str) -> User:
-    """The caller of a labeling-app action (Gradio request), allowed by core.labeling.access rule ``label:<action>``."""
-    from core.labeling import access
+    """The caller of a labeling-app action (Gradio request), allowed by app.access rule ``label:<action>``."""
+    from app import access
 
     name = getattr(request, "username", None) if request is not None else None   # Gradio's password login
     user = studio.directory.user(name) if name else credentials_user(studio.directory, "", None,

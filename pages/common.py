@@ -68,13 +68,13 @@ def sign_in_method() -> str:
 
 
 def require_page(name: str):
-    """The viewer and their scope on console page ``name`` (core.labeling.access rule ``page:<name>``); a viewer with
+    """The viewer and their scope on console page ``name`` (app.access rule ``page:<name>``); a viewer with
     none gets an error saying so and the page stops there. Every page calls this first.
 
     The console registers every page (pages/console.py) and only hides the ones a viewer may not open, so this is
     what a labeler sees on opening /train, /export or /compare by address: before, such an address was unknown to
     the navigation and Streamlit showed the Data page without a word."""
-    from core.labeling import access
+    from app import access
 
     user = current_user()
     granted = access.scope(user, f"page:{name}")
@@ -86,8 +86,8 @@ def require_page(name: str):
 
 
 def can(user, resource: str) -> bool:
-    """Whether ``user`` may see a section of a page (core.labeling.access rule ``resource``)."""
-    from core.labeling import access
+    """Whether ``user`` may see a section of a page (app.access rule ``resource``)."""
+    from app import access
 
     return access.can(user, resource)
 

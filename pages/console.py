@@ -3,7 +3,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.labeling import access
+from app import access
 from core.studio import current
 from pages.common import current_user
 
@@ -25,7 +25,7 @@ elif studio.settings.storage_is_ephemeral:
                + (f"; last good backup {since / 60:.0f} min ago" if since is not None else "; no backup yet")
                + (" — the last try failed (see Settings)" if backed["failures"] else "") + ".")
 
-# (file, title, icon) per section; each page has a rule "page:<file stem>" in core.labeling.access. The sidebar lists
+# (file, title, icon) per section; each page has a rule "page:<file stem>" in app.access. The sidebar lists
 # only the pages the viewer may open, but every page is registered (the others hidden): a labeler who opens /train
 # directly then gets that page's own refusal ("This page is for admins", pages.common.require_page) instead of
 # Streamlit silently showing the default page for an unknown address.

@@ -10,11 +10,12 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from app import access
 from core.compare.signature import signature_of_labels, signature_of_texts
 from core.data.filters import filters_from_dict
 from core.data.trainsets import preference_texts
 from core.errors import StudioError
-from core.labeling import access, analytics, moderation
+from core.labeling import analytics, moderation
 from core.labeling.votes import OUTCOME_LABELS
 from core.studio import current
 from core.training.suggest import next_parent, suggest_next_job

@@ -3,8 +3,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from app import access
 from core.compare.report import latest_report
-from core.labeling import access
 from core.share.curves import CURVE_TITLES, overfitting_step
 from core.studio import current
 from pages.common import can, require_page, show_report, shown_errors

@@ -2,7 +2,7 @@
 import pandas as pd
 import streamlit as st
 
-from core.labeling import access
+from app import access
 from core.serving.hardware import training_defaults
 from core.studio import current
 from core.training.estimate import base_parameter_count

@@ -1,4 +1,4 @@
-"""The one authorization policy (core.labeling.access): every surface has a rule, and the rules say what the README
+"""The one authorization policy (app.access): every surface has a rule, and the rules say what the README
 says.
 
 These tests read the surfaces themselves (the REST app's routes, the console's page list and each page's source,
@@ -13,9 +13,9 @@ import time
 
 import pytest
 
+from app import access
 from core.config import load_settings
 from core.errors import PermissionDenied, TooManyAttempts, Unauthenticated
-from core.labeling import access
 from core.labeling.identity import Directory, LoginThrottle, User
 from storage.db import Database
 from tests.support import ROOT
@@ -52,7 +52,7 @@ def test_every_console_page_has_a_rule_and_checks_it_first():
     pages = console_pages()
     assert {"data", "train", "runs", "settings", "wallet"} <= set(pages)
     for name in pages:
-        assert f"page:{name}" in access.CONSOLE, f"pages/{name}.py has no rule 'page:{name}' in core/labeling/access.py"
+        assert f"page:{name}" in access.CONSOLE, f"pages/{name}.py has no rule 'page:{name}' in app/access.py"
         source = (PAGES / f"{name}.py").read_text()
         assert f'require_page("{name}")' in source, f"pages/{name}.py does not call require_page({name!r})"
     assert {k.removeprefix("page:") for k in access.CONSOLE if k.startswith("page:")} == set(pages)
@@ -63,7 +63,7 @@ def test_every_section_a_page_asks_about_has_a_rule():
     for path in PAGES.glob("*.py"):
         asked |= set(re.findall(r"""(?:can|access\.scope|access\.owner_filter|access\.can)\(\w+, ["']([^"']+)["']\)""",
                                 path.read_text()))
-    assert asked, "the pages ask core.labeling.access nothing"
+    assert asked, "the pages ask app.access nothing"
     assert asked <= set(access.RULES), asked - set(access.RULES)
     sections = {k for k in access.CONSOLE if not k.startswith("page:")}
     assert sections <= asked, f"rules no page asks about: {sections - asked}"

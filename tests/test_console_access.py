@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from app import access
 from core.config import load_settings
-from core.labeling import access
 from core.labeling.identity import ensure_user
 from tests.support import ROOT
 from tests.support.studios import users_file

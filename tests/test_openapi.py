@@ -16,12 +16,12 @@ from fastapi.encoders import jsonable_encoder
 from starlette.responses import PlainTextResponse
 from starlette.testclient import TestClient
 
+from app import access
 from app.api import create_api
 from app.server import ApiFirst
 from core.chain.public import contributions_report
 from core.compare.report import latest_report
 from core.config import load_settings
-from core.labeling import access
 from core.labeling.votes import OUTCOMES
 from core.serving.models import build_tiny_model
 from core.serving.policies import list_policies, register_policy

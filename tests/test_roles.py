@@ -54,7 +54,7 @@ def test_labelers_reach_no_admin_action_on_the_api(team):
                       timeout=60).status_code != 403   # the admin may (and is told why it is refused, if it is)
 
 
-# One request per REST route (core.labeling.access.API): what each role gets is decided by the rule table alone.
+# One request per REST route (app.access.API): what each role gets is decided by the rule table alone.
 EXAMPLES = {
     "GET /health": ("GET", "/api/health", None),
     "GET /docs": ("GET", "/api/docs", None),
@@ -91,7 +91,7 @@ EXAMPLES = {
 
 
 def test_every_route_answers_each_role_as_its_rule_says(team):
-    from core.labeling import access
+    from app import access
 
     assert set(EXAMPLES) == set(access.API), "add an example request for every new route"
     for key, (method, path, body) in EXAMPLES.items():

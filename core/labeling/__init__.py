@@ -2,7 +2,7 @@
 
 ``users``        a person (or an AI labeler) as every surface sees them: id, name, role
 ``identity``     where users come from: the local user, a team users file or env, a Hugging Face login
-``access``       the one authorization policy: what each role may see and do on every surface
+``roles``        what a role means: roles, scopes, and refusing a scope (the rule table per surface is app/access.py)
 ``tokens``       personal API tokens for scripts (the REST API as their owner)
 ``votes``        conversations, candidate pairs, votes with ratings, thumbs and gold edits; ``OUTCOME_LABELS``
 ``feedback``     validation and storage of what people say about one answer

@@ -1,39 +1,19 @@
-"""Who may see and do what: the one authorization policy every surface asks.
+"""Who may see and do what on every surface: the one rule table every UI asks (roles: core.labeling.roles).
 
-Three roles: ``anonymous`` (no login, team mode only: local mode has one local admin and nobody else),
-``labeler`` and ``admin``. Each resource (a REST route, a console page, a section of a page, an action of the
-labeling app) has one :class:`Rule` that gives every role a scope:
-
-- ``none``     not at all (401 for anonymous clients, 403 for logged-in ones);
-- ``summary``  aggregates and figures that reveal nobody's text, nor paths, endpoints or keys;
-- ``own``      the caller's own items only (their votes, feedback, contributions, chats);
-- ``all``      everything.
-
-Surfaces call :func:`require` (raise unless allowed, return the scope) or :func:`scope` (decide what to
-show). A resource without a rule is refused (fail closed), and ``tests/test_access.py`` fails when a route,
-console page or labeling-app action has no rule here, so a new surface cannot ship without a decision.
+Each resource (a REST route, a console page, a section of a page, an action of the labeling app) has one
+:class:`~core.labeling.roles.Rule`. Surfaces call :func:`require` (raise unless allowed, return the scope) or
+:func:`scope` (decide what to show). A resource without a rule is refused (fail closed), and
+``tests/test_access.py`` fails when a route, console page or labeling-app action has no rule here, so a new
+surface cannot ship without a decision.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from core.errors import PermissionDenied, Unauthenticated
+from core.labeling.roles import ADMIN, ALL, ANONYMOUS, LABELER, NONE, OWN, SUMMARY, Rule, grant, role_of
 
-ANONYMOUS, LABELER, ADMIN = "anonymous", "labeler", "admin"
-ROLES = (ANONYMOUS, LABELER, ADMIN)
-NONE, SUMMARY, OWN, ALL = "none", "summary", "own", "all"
-
-
-@dataclass(frozen=True)
-class Rule:
-    anonymous: str
-    labeler: str
-    admin: str = ALL
-    why: str = ""
-
-    def for_role(self, role: str) -> str:
-        return getattr(self, role)
+__all__ = ["ADMIN", "ALL", "ANONYMOUS", "LABELER", "NONE", "OWN", "SUMMARY", "API", "CONSOLE", "LABEL_APP", "RULES",
+           "Rule", "scope", "require", "can", "owner_filter", "health_view", "job_view", "policy_view"]
 
 
 def _admin(why: str) -> Rule:
@@ -137,13 +117,6 @@ RULES: dict[str, Rule] = {**{f"api {k}": v for k, v in API.items()}, **CONSOLE,
                           **{f"label:{k}": v for k, v in LABEL_APP.items()}}
 
 
-def role_of(user: Any) -> str:
-    """The role of a user (``None`` is an anonymous client)."""
-    if user is None:
-        return ANONYMOUS
-    return ADMIN if user.is_admin else LABELER
-
-
 def scope(user: Any, resource: str) -> str:
     """What ``user`` gets on ``resource``: none | summary | own | all (``none`` for unknown resources)."""
     rule = RULES.get(resource)
@@ -153,18 +126,7 @@ def scope(user: Any, resource: str) -> str:
 def require(user: Any, resource: str, owner: Any = None) -> str:
     """The caller's scope on ``resource``; raises when it is ``none``, or when it is ``own`` and ``owner`` (a
     user id or name) is somebody else."""
-    granted = scope(user, resource)
-    if granted == NONE:
-        if user is None:
-            raise Unauthenticated("Log in first: this needs a team account",
-                                  hint="send your account (HTTP Basic or a personal API token) and try again")
-        if resource not in RULES:
-            raise PermissionDenied(f"No access rule covers {resource!r}", hint="report this: every surface "
-                                   "needs a rule in core/labeling/access.py")
-        raise PermissionDenied("Only admins can do this", hint="ask an admin")
-    if granted == OWN and owner is not None and owner not in (user.id, user.name):
-        raise PermissionDenied("You can only see your own items", hint="ask an admin for anyone else's")
-    return granted
+    return grant(user, RULES.get(resource), resource, owner)
 
 
 def can(user: Any, resource: str) -> bool:
