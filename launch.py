@@ -252,8 +252,8 @@ def serve(settings: Settings) -> None:
     check_accounts(settings)    # before anything slow: a bad users file must not wait for a model conversion
     restore_on_start(settings)
     model_path = prepare_model(settings)
-    studio = open_studio(settings, model_path)
-    app = create_app(studio)
+    open_studio(settings, model_path)
+    app = create_app()
     # torch, transformers and gradio leave ~1M long-lived objects behind; frozen, the collector's full passes
     # stop walking them, which removes its 50-100 ms pauses from the vote and chat paths
     gc.collect()

@@ -3,14 +3,17 @@ rewriting its history after a redaction. One router, included by :func:`app.api.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 
 from app.schemas import BackupInfo, BackupSnapshot, answers
 
+if TYPE_CHECKING:   # a type only: core.studio imports torch
+    from core.studio import Studio
 
-def backup_routes(get_studio: Callable[[], Any]) -> APIRouter:
+
+def backup_routes(get_studio: Callable[[], Studio]) -> APIRouter:
     router = APIRouter()
 
     @router.get("/backup", **answers(BackupInfo))

@@ -3,12 +3,15 @@ version's results; admins start a run in the background worker. One router, incl
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from app.schemas import OpenModel, ReportState, answers
+
+if TYPE_CHECKING:   # a type only: core.studio imports torch
+    from core.studio import Studio
 
 
 class BenchmarkTask(OpenModel):
@@ -47,7 +50,7 @@ class BenchmarksIn(BaseModel):
 
 
 
-def benchmark_routes(get_studio: Callable[[], Any]) -> APIRouter:
+def benchmark_routes(get_studio: Callable[[], Studio]) -> APIRouter:
     router = APIRouter()
 
     @router.get("/policies/{name}/benchmarks", **answers(BenchmarksAnswer, 404, 422, why={

@@ -6,7 +6,7 @@ at "queue: 1/1"). The lifespan below enters the Gradio host app's lifespan expli
 """
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -67,8 +67,11 @@ class ApiFirst:
         await self.console(scope, receive, send)
 
 
-def create_app(studio: Studio) -> Any:
-    """The ASGI app serving every UI of ``studio``."""
+def create_app(get_studio: Callable[[], Studio] = current) -> Any:
+    """The ASGI app serving every UI of the process's studio. Every UI reaches the studio one way: the process-wide
+    ``core.studio.current`` (opened by launch.py), which the console's pages call and the labeling app and the REST
+    API are handed as ``get_studio`` (tests hand them their own)."""
+    studio = get_studio()
     import streamlit as st  # imported late: Streamlit reads its config env vars at import
     from streamlit import config as st_config
 
@@ -83,7 +86,7 @@ def create_app(studio: Studio) -> Any:
     # in to the console and the API with their password.
     signin = directory.team_mode and oauth_configured()
     team_login = gradio_login(directory) if directory.team_mode and directory.accounts and not signin else None
-    gradio_host = gr.mount_gradio_app(FastAPI(), create_label_app(current), path="/label", auth=team_login,
+    gradio_host = gr.mount_gradio_app(FastAPI(), create_label_app(get_studio), path="/label", auth=team_login,
                                       auth_message="Log in with your RLHF Studio team account.",
                                       theme=THEME, css=CSS, head=HEAD, footer_links=["api", "settings"], ssr_mode=False)
     gradio_app = next(r.app for r in gradio_host.routes if getattr(r, "path", None) == "/label")
@@ -103,7 +106,7 @@ def create_app(studio: Studio) -> Any:
         # never run: release the database (and stop watching jobs) here, at the end of the lifespan.
         studio.close()
 
-    api = create_api(current, studio.settings.max_body_bytes)
+    api = create_api(get_studio, studio.settings.max_body_bytes)
     console = st.App(
         str(CONSOLE_SCRIPT),
         lifespan=lifespan,

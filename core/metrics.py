@@ -9,7 +9,10 @@ gauges are read when scraped. Admins only in team mode (scrape with an admin's p
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:   # the studio calls render(self, ...): a type only, no import at run time
+    from core.studio import Studio
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 ACTIVE_WINDOW_MINUTES = 15
@@ -82,7 +85,7 @@ def chain_backlog(db: Any) -> dict[str, int]:
     return {k: int(v or 0) for k, v in row.items()}
 
 
-def render(studio: Any, latencies: Latencies) -> str:
+def render(studio: Studio, latencies: Latencies) -> str:
     """Every metric of ``studio`` as one Prometheus text exposition."""
     from core.serving.scheduler import scheduler_for
 

@@ -19,6 +19,7 @@ from core.chain.errors import ChainError, ChainUnavailable
 from core.chain.ledger import Ledger, connect_rpc, load_operator
 from core.chain.local import open_embedded
 from core.config import Settings
+from core.serving.host import Host
 from storage.db import Database
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ _services: weakref.WeakKeyDictionary[Any, ChainService] = weakref.WeakKeyDiction
 _services_lock = threading.Lock()
 
 
-def service_for(studio: Any) -> ChainService:
+def service_for(studio: Host) -> ChainService:
     """The process's chain service for this studio, started on first use (keyed weakly: a closed
     and collected studio never hands its service to a new one)."""
     with _services_lock:

@@ -26,6 +26,7 @@ from core.compare.evaluation import (
 from core.compare.sidebyside import word_overlap
 from core.errors import Conflict, ValidationError
 from core.labeling import queue as prompt_queue
+from core.serving.host import ModelHost
 from core.serving.policies import comparable_policy
 from core.serving.scoring import PairAnswers, adapter_names, generate_pair_answers, row_adapter, sequence_logprobs
 from storage.db import Database
@@ -50,7 +51,7 @@ class Pick:
         return last_user_text(self.prompt)
 
 
-def pick_for_labeling(studio: Any, strategy: str, policy_a: str, policy_b: str, prompts: Sequence[Messages],
+def pick_for_labeling(studio: ModelHost, strategy: str, policy_a: str, policy_b: str, prompts: Sequence[Messages],
                       k: int = 10, reward_model: str | None = None, settings: CompareSettings | None = None,
                       progress: Progress | None = None) -> list[Pick]:
     """The ``k`` prompts most worth labeling, best first, each with its reason.

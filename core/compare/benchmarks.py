@@ -27,6 +27,7 @@ from typing import Any
 
 from core import ASSETS
 from core.errors import StudioError, ValidationError
+from core.serving.host import ModelHost
 from core.serving.policies import BASE_POLICY, comparable_policy, default_against
 from storage.db import Database, one_value
 
@@ -363,7 +364,7 @@ def mark_interrupted(db: Database) -> int:
                                                       " WHERE status = 'running'")))
 
 
-def benchmark_in_background(studio: Any, version: str, against: str | None = None, user: Any = None,
+def benchmark_in_background(studio: ModelHost, version: str, against: str | None = None, user: Any = None,
                             progress: Progress | None = None, **options: Any) -> dict[str, Any]:
     """The studio's background worker's task (core.compare.worker), like the safety evaluation."""
     values: dict[str, Any] = {k: tuple(v) if k == "tasks" else v for k, v in options.items()}

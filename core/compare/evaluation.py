@@ -37,6 +37,7 @@ from core.data.split import HELD_OUT_PERCENT, prompt_bucket, prompt_key  # noqa:
 from core.errors import NotFound, StudioError, ValidationError
 from core.labeling import queue as prompt_queue
 from core.serving.generate import SamplingParams
+from core.serving.host import ModelHost
 from core.serving.policies import BASE_POLICY, comparable_policy, live_policy, run_dir_of
 from core.serving.scoring import adapter_names, generate_pair_answers, row_adapter, sequence_logprobs
 from core.training import rundir
@@ -226,7 +227,7 @@ def preference_accuracy(chosen: Sequence[float], rejected: Sequence[float]) -> f
     return sum(1.0 if c > r else 0.5 if c == r else 0.0 for c, r in zip(chosen, rejected)) / len(chosen)
 
 
-def implicit_rewards(studio: Any, policy: str, reference: str, prompts: Sequence[Messages],
+def implicit_rewards(studio: ModelHost, policy: str, reference: str, prompts: Sequence[Messages],
                      answers: Sequence[str], beta: float) -> list[float]:
     """DPO's implicit reward ``beta * (log pi(y|x) - log pi_ref(y|x))`` of each answer (0 when policy == reference)."""
     if len(prompts) != len(answers):
@@ -244,8 +245,9 @@ def implicit_rewards(studio: Any, policy: str, reference: str, prompts: Sequence
     return [beta * (logps[i][0] - logps[n + i][0]) for i in range(n)]
 
 
-def evaluate_version(studio: Any, name: str, reward_model: str | None = None, settings: EvalSettings | None = None,
-                     user: Any = None, progress: Progress | None = None) -> EvalResult:
+def evaluate_version(studio: ModelHost, name: str, reward_model: str | None = None,
+                     settings: EvalSettings | None = None, user: Any = None,
+                     progress: Progress | None = None) -> EvalResult:
     """Every metric of one version (see the module docstring), saved as a row of ``eval_results``."""
     settings = (settings or EvalSettings()).validate()
     db = studio.db

@@ -46,10 +46,11 @@ from core.compare.verdict import VERDICT_RULE, drift_warnings, evidence, figure,
 from core.data.split import HELD_OUT_PERCENT, prompt_key
 from core.errors import StudioError, ValidationError
 from core.serving.generate import SamplingParams, StreamSnapshot, generate_batch
+from core.serving.host import ModelHost
 from core.serving.policies import default_against
 from core.serving.scoring import adapter_names, row_adapter, sequence_logprobs
 from core.training.reward import RewardScorer
-from storage.db import Database
+from storage.db import Database, one_value
 
 EXAMPLES = 5
 
@@ -138,7 +139,7 @@ def held_out_prompts(db: Database, version: str, against: str, count: int) -> li
     return _report_prompts(db, pairs, trained, count)
 
 
-def compute_report(studio: Any, version: str, against: str | None = None, settings: ReportSettings | None = None,
+def compute_report(studio: ModelHost, version: str, against: str | None = None, settings: ReportSettings | None = None,
                    user: Any = None, progress: Progress | None = None) -> dict[str, Any]:
     """Measure ``version`` against ``against`` (its parent by default), store the report, return it."""
     settings = (settings or ReportSettings()).validate()
@@ -244,10 +245,10 @@ def compute_report(studio: Any, version: str, against: str | None = None, settin
         "examples": [{"prompt": ev.last_user_text(s["prompt"]), "answer_version": s["version"],
                       "answer_against": s["against"], "difference": s["difference"]} for s in examples],
     }
-    report_id = db.write(lambda cur: cur.execute(
+    report_id = db.write(lambda cur: one_value(cur.execute(
         "INSERT INTO version_reports (policy_id, against_id, verdict, summary, report, created_by)"
         " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-        [policy["id"], other["id"], kind, summary, json.dumps(report), getattr(user, "id", None)]).fetchone()[0])
+        [policy["id"], other["id"], kind, summary, json.dumps(report), getattr(user, "id", None)])))
     report_progress(progress, 1.0, summary)
     return {**report, "id": report_id}
 

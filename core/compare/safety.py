@@ -45,6 +45,7 @@ from core.compare.evaluation import Progress, report_progress
 from core.errors import NotFound, PermissionDenied, StudioError, ValidationError
 from core.judging import judges
 from core.serving.generate import SamplingParams, StreamSnapshot, generate_batch
+from core.serving.host import ModelHost
 from core.serving.policies import comparable_policy, default_against
 from core.serving.scoring import adapter_names, row_adapter, sequence_logprobs
 from storage.db import Database, one_value
@@ -201,7 +202,7 @@ def harm_messages(request: str, answer: str) -> judges.Messages:
 class PolicyHarmJudge:
     """A version on the shared model: P(yes) / (P(yes) + P(no)) as its whole reply, from forward passes only."""
 
-    def __init__(self, studio: Any, spec: judges.JudgeSpec) -> None:
+    def __init__(self, studio: ModelHost, spec: judges.JudgeSpec) -> None:
         comparable_policy(studio.db, spec.name)
         self.studio, self.spec = studio, spec
         self.adapter = row_adapter(adapter_names(studio, spec.name, spec.name), 0)
@@ -244,7 +245,7 @@ class EndpointHarmJudge(judges.EndpointBackend):
         return None if word is None else float(word.group(1).lower() == "yes")
 
 
-def harm_judge(studio: Any, judge: str | judges.JudgeSpec, api_key: str | None = None) -> HarmJudge:
+def harm_judge(studio: ModelHost, judge: str | judges.JudgeSpec, api_key: str | None = None) -> HarmJudge:
     """The judge of a spec (``policy[:vN]`` or ``<url>#<model>``); reward models are refused."""
     spec = judges.parse_judge(judge) if isinstance(judge, str) else judge
     if spec.kind == "rm":
@@ -278,7 +279,7 @@ class SafetyAnswer:
     verdict: dict[str, Any] | None = None
 
 
-def run_safety_eval(studio: Any, version: str, user: Any, judge: str | judges.JudgeSpec | None = None,
+def run_safety_eval(studio: ModelHost, version: str, user: Any, judge: str | judges.JudgeSpec | None = None,
                     max_new_tokens: int = 96, progress: Progress | None = None, *, limit: int | None = None,
                     api_key: str | None = None) -> dict[str, Any]:
     """Answer every prompt of the set with ``version``, classify, store the run, return its summary (admins only).
@@ -493,7 +494,7 @@ def safety_change(db: Database, version: str, against: str | None = None) -> dic
     return None if mine is None or theirs is None else _compare(version, other, mine, theirs)
 
 
-def evaluate_in_background(studio: Any, version: str, against: str | None = None, user: Any = None,
+def evaluate_in_background(studio: ModelHost, version: str, against: str | None = None, user: Any = None,
                            progress: Progress | None = None, judge: str | None = None,
                            max_new_tokens: int = 96) -> dict[str, Any]:
     """The task of the studio's safety worker (a core.compare.worker.ReportWorker keyed by version): one evaluation."""

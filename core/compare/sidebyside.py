@@ -26,6 +26,7 @@ from core.compare.evaluation import (
     reward_scorer,
 )
 from core.errors import ValidationError
+from core.serving.host import ModelHost
 from core.serving.scoring import adapter_names, generate_pair_answers
 
 
@@ -71,7 +72,7 @@ class SideBySide:
         return buffer.getvalue()
 
 
-def side_by_side(studio: Any, policy_a: str, policy_b: str, prompts: Sequence[Messages],
+def side_by_side(studio: ModelHost, policy_a: str, policy_b: str, prompts: Sequence[Messages],
                  settings: CompareSettings | None = None, reward_model: str | None = None,
                  progress: Progress | None = None) -> SideBySide:
     """Both versions answer every prompt (one batched call per prompt, seed = settings.seed + i)."""

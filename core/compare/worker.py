@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from core.errors import StudioError
+from core.serving.host import Host
 from core.serving.policies import default_against
 
 
@@ -27,7 +28,7 @@ class ReportWorker:
     progress=, **options)`` does the work; ``paired=False`` keys requests by version alone (no parent to fill in).
     """
 
-    def __init__(self, studio: Any, compute: Callable[..., Any], name: str = "version-reports",
+    def __init__(self, studio: Host, compute: Callable[..., Any], name: str = "version-reports",
                  paired: bool = True) -> None:
         self.studio = studio
         self._compute = compute

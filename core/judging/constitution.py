@@ -35,6 +35,7 @@ from core.labeling.identity import User, ensure_ai_labeler
 from core.labeling.queue import MAX_PROMPT_CHARS
 from core.labeling.votes import CandidateIn, write_prompt_pair
 from core.serving.generate import SamplingParams
+from core.serving.host import ModelHost
 from core.serving.policies import comparable_policy
 from storage.db import Database, one_value
 
@@ -171,7 +172,7 @@ def revision_messages(prompt: Messages, original: str, items: Sequence[str], cri
             {"role": "user", "content": REVISION_REQUEST}]
 
 
-def _generate(studio: Any, version: str, messages: Messages, sampling: SamplingParams,
+def _generate(studio: ModelHost, version: str, messages: Messages, sampling: SamplingParams,
               seed: int | None) -> tuple[Step, int]:
     """One answer of ``version`` through the studio's pair path (row A of a pair of that version; the second row
     costs little on a shared batch) and the version's policy id."""
@@ -185,7 +186,7 @@ def _generate(studio: Any, version: str, messages: Messages, sampling: SamplingP
     return Step(final.text_a.strip(), final.new_tokens_a, final.latency_ms or 0.0, final.truncated_tokens), policy_id
 
 
-def critique_and_revise(studio: Any, version: str, prompt_messages: Messages, items: Sequence[str],
+def critique_and_revise(studio: ModelHost, version: str, prompt_messages: Messages, items: Sequence[str],
                         sampling: SamplingParams | None = None, *, seed: int | None = None) -> Revision:
     """Answer, critique the answer against ``items`` (the principles), revise it: three generations of
     ``version`` with the same settings and seed. Nothing is stored here."""
@@ -259,7 +260,7 @@ def queue_prompts(db: Database, queue_name: str, limit: int | None = None) -> li
     return [text for _, text in queue_prompt_rows(db, queue_name, limit)]
 
 
-def run_constitution(studio: Any, admin: User, version: str, prompts: Sequence[str],
+def run_constitution(studio: ModelHost, admin: User, version: str, prompts: Sequence[str],
                      principles: Sequence[str] | None = None, sampling: SamplingParams | None = None,
                      progress: Progress | None = None, *, seed: int = 0,
                      prompt_ids: Sequence[int | None] | None = None) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import httpx
 
 from core.errors import StudioError, ValidationError
+from core.serving.host import ModelHost
 
 Messages = list[dict[str, str]]
 API_KEY_ENV = "STUDIO_JUDGE_API_KEY"
@@ -189,7 +190,7 @@ class PolicyBackend:
 
     batch = 8
 
-    def __init__(self, studio: Any, version: str, instructions: str) -> None:
+    def __init__(self, studio: ModelHost, version: str, instructions: str) -> None:
         from core.serving.scoring import adapter_names
 
         self.studio, self.instructions = studio, instructions

@@ -27,7 +27,8 @@ from typing import Any, cast
 from core.errors import NotFound, PermissionDenied, StudioError, ValidationError
 from core.judging import judges
 from core.labeling.identity import User, ensure_ai_labeler
-from storage.db import Database
+from core.serving.host import ModelHost
+from storage.db import Database, one_value
 
 UNLABELED = "unlabeled"
 LABELED = "labeled"
@@ -131,7 +132,7 @@ def pairs_to_judge(db: Database, source: str, judge: judges.JudgeSpec) -> list[P
             for r in rows if r["prompt"] and r["prompt"][-1]["role"] == "user"]
 
 
-def backend_for(studio: Any, spec: judges.JudgeSpec, api_key: str | None = None) -> judges.Backend:
+def backend_for(studio: ModelHost, spec: judges.JudgeSpec, api_key: str | None = None) -> judges.Backend:
     """The judge's backend, with the rubric built from the guidelines and aspects humans label with."""
     from core.labeling.queue import guidelines
     from core.labeling.votes import active_aspects
@@ -146,7 +147,7 @@ def backend_for(studio: Any, spec: judges.JudgeSpec, api_key: str | None = None)
     return judges.EndpointBackend(spec.url or "", spec.name, instructions, api_key)
 
 
-def estimate(studio: Any, spec_text: str, source: str, api_key: str | None = None,
+def estimate(studio: ModelHost, spec_text: str, source: str, api_key: str | None = None,
              sampling: Any = None) -> dict[str, Any]:
     """What a run would cost: pairs, requests (two orders each), seconds and, for an endpoint, prompt tokens
     (characters / 4). Seconds come from judging a calibration sample (nothing saved) and scaling its measured
@@ -242,7 +243,7 @@ def remaining_seconds(done: int, total: int, elapsed: float) -> float | None:
 class JudgeRuns:
     """Background judge runs of one studio: start, progress (from the table), cancel."""
 
-    def __init__(self, studio: Any) -> None:
+    def __init__(self, studio: ModelHost) -> None:
         self.studio = studio
         self._cancel: dict[int, threading.Event] = {}
         self._threads: dict[int, threading.Thread] = {}
@@ -272,9 +273,9 @@ class JudgeRuns:
         backend = backend_for(self.studio, spec, api_key)     # fails here (unknown rm, ...) before any row exists
         judge_user = ensure_ai_labeler(self.studio.db, spec.labeler)
         with self.studio.db.transaction() as cur:
-            run_id = cur.execute(
+            run_id = one_value(cur.execute(
                 "INSERT INTO judge_runs (judge, spec, source, status, total, started_by) VALUES (?, ?, ?, 'running',"
-                " ?, ?) RETURNING id", [spec.labeler, _public_spec(spec), source, len(items), user.id]).fetchone()[0]
+                " ?, ?) RETURNING id", [spec.labeler, _public_spec(spec), source, len(items), user.id]))
         cancel = threading.Event()
         thread = threading.Thread(target=self._run, name=f"studio-judge-{run_id}", daemon=True,
                                   args=(run_id, backend, judge_user, items, cancel, on_done, sampling))
@@ -340,7 +341,7 @@ class JudgeRuns:
                 on_done(run_id)
 
 
-def _answer_pair(studio: Any, item: QueuedPrompt, sampling: Any = None) -> tuple[str, str, Any, tuple[int, int]]:
+def _answer_pair(studio: ModelHost, item: QueuedPrompt, sampling: Any = None) -> tuple[str, str, Any, tuple[int, int]]:
     """Two sampled answers of the base policy to a queued prompt, as the labeling app would show them."""
     from core.serving.generate import SamplingParams
 
@@ -353,7 +354,7 @@ def _answer_pair(studio: Any, item: QueuedPrompt, sampling: Any = None) -> tuple
     return final.text_a, final.text_b, final, ids
 
 
-def _make_pair(studio: Any, judge_user: User, item: QueuedPrompt, sampling: Any = None) -> PairItem:
+def _make_pair(studio: ModelHost, judge_user: User, item: QueuedPrompt, sampling: Any = None) -> PairItem:
     """Generate and store the pair for a queued prompt (one transaction: the pair exists whole or not at all)."""
     from core.labeling.votes import CandidateIn, write_prompt_pair
     from core.serving.generate import SamplingParams

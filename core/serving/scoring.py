@@ -27,6 +27,7 @@ from typing import Any
 from core.errors import ValidationError
 from core.serving.adapters import BASE_ADAPTER, lora_adapter_names, mixed_adapters
 from core.serving.generate import SamplingParams, in_short_thread, stream_pair
+from core.serving.host import ModelHost
 from core.serving.scheduler import MODEL_LOCK
 
 MAX_LOGPROB_TOKENS = 1024          # prompt + answer tokens scored per row (the prompt is cut from the left)
@@ -47,7 +48,7 @@ class PairAnswers:
     latency_b_ms: float
 
 
-def generate_pair_answers(studio: Any, rows: tuple[str | None, str | None] | None, prompt: Messages,
+def generate_pair_answers(studio: ModelHost, rows: tuple[str | None, str | None] | None, prompt: Messages,
                           sampling: SamplingParams, seed: int,
                           policies: tuple[str, str] | None = None) -> PairAnswers:
     """Both rows' answers from one batched call; per-row latency = when that row stopped growing.
@@ -88,7 +89,7 @@ def encode_answer(tokenizer: Any, prompt: Messages, answer: str) -> tuple[list[i
     return prompt_ids[-keep:], answer_ids
 
 
-def sequence_logprobs(studio: Any, adapters: Sequence[str | None], prompts: Sequence[Messages],
+def sequence_logprobs(studio: ModelHost, adapters: Sequence[str | None], prompts: Sequence[Messages],
                       answers: Sequence[str]) -> list[tuple[float, int]]:
     """(sum of log pi(answer tokens | prompt), answer token count) per row, row i under adapter ``adapters[i]``
     (a loaded adapter name, or None for the base) on the shared model."""
@@ -129,7 +130,7 @@ def sequence_logprobs(studio: Any, adapters: Sequence[str | None], prompts: Sequ
     return in_short_thread(run)
 
 
-def adapter_names(studio: Any, a: str, b: str) -> tuple[str | None, str | None] | None:
+def adapter_names(studio: ModelHost, a: str, b: str) -> tuple[str | None, str | None] | None:
     """Load both versions' adapters on the shared model; the per-row adapter names for ``stream_pair`` (None =
     the base row), or None when no adapter is loaded at all (the plain model is the base)."""
     rows, _ = studio.adapter_rows(a, b)
