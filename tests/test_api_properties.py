@@ -195,7 +195,7 @@ def test_oversized_chunked_bodies_get_413(api):
 def test_unexpected_failures_answer_with_the_error_shape(api, monkeypatch, failure, status, code):
     import duckdb  # noqa: F401  (the failures above are built from it)
 
-    import app.api as api_module
+    import app.api_labels as api_module
 
     client, studio = api
     exc = eval(failure) if isinstance(failure, str) else failure
