@@ -77,7 +77,7 @@ from votegen import StudioProcess  # noqa: E402
 # the same cache as bench/labeling.py: the default model is converted there once and linked into each data dir
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "rlhf-studio-bench"
 DEFAULT_MODEL_DIR = "SmolLM2-135M-Instruct"
-SAME_POLICY = "(same policy: two samples)"   # app.label.SAME_POLICY: "Compare with" = two samples of Policy
+SAME_VERSION = "(same version: two samples)"   # app.label.SAME_VERSION: "Compare with" = two samples of Version
 TERMINAL = {"succeeded", "failed", "cancelled", "interrupted"}
 NAN = float("nan")
 
@@ -124,7 +124,7 @@ class Studio:
         self.http = httpx.Client(base_url=url, timeout=60)
         self.label = Client(url + "/label/", verbose=False)
 
-    def pair(self, prompt: str, policy: str = "base", compare_with: str = SAME_POLICY) -> tuple[str, str]:
+    def pair(self, prompt: str, policy: str = "base", compare_with: str = SAME_VERSION) -> tuple[str, str]:
         """Answers A (policy) and B (compare_with, or a second sample of policy): one batched call, as the
         UI's Send button does; then New chat, so the next prompt starts a fresh conversation."""
         s = self.sampling
