@@ -5,7 +5,7 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from app.label import SAME_VERSION
+from app.label_chat import SAME_VERSION
 from core.serving.engine import Engine, EngineUnavailable
 from core.serving.generate import SamplingParams, generate_pair
 from core.serving.models import load_model

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from app.label import SAME_VERSION
+from app.label_chat import SAME_VERSION
 from core.config import load_settings
 from core.labeling.identity import ensure_user
 from core.serving.models import build_tiny_model

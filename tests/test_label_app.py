@@ -7,7 +7,7 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from app.label import SAME_VERSION
+from app.label_chat import SAME_VERSION
 from core.labeling import queue as pq
 from core.labeling.identity import ensure_user
 from storage.db import Database

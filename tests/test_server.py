@@ -7,7 +7,7 @@ import sys
 import httpx
 from gradio_client import Client
 
-from app.label import SAME_VERSION
+from app.label_chat import SAME_VERSION
 from storage.db import Database
 from tests.support import ROOT
 from tests.support.servers import Server
