@@ -3,10 +3,9 @@ anyone's."""
 import pandas as pd
 import streamlit as st
 
-from core.errors import StudioError
 from core.labeling import tokens
 from core.studio import current
-from pages.common import LABEL_SIGN_OUT_URL, SIGN_OUT_URL, can, require_page, show_error, shown_errors, sign_in_method
+from pages.common import LABEL_SIGN_OUT_URL, SIGN_OUT_URL, can, require_page, shown_errors, sign_in_method
 
 ROLE_MEANS = {"admin": "every page and action of the studio",
               "labeler": "labeling, your own items and the figures everyone may see; the admin pages (training, "
@@ -56,11 +55,8 @@ with st.form("new-token", clear_on_submit=True):
     scope = right.selectbox("Scope", scopes, help="label: votes, feedback and your own data; admin: everything "
                             "an admin can do through the API")
     if st.form_submit_button("Create token", type="primary", icon=":material/add:"):
-        try:
+        with shown_errors():
             new = tokens.create_token(studio.db, viewer, name, scope)
-        except StudioError as exc:
-            show_error(exc)
-        else:
             st.session_state["new_token"] = {"name": new.name, "scope": new.scope, "token": new.token}
             st.rerun()
 

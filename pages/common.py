@@ -168,14 +168,17 @@ def show_error(exc: StudioError) -> None:
 
 
 @contextmanager
-def shown_errors() -> Iterator[None]:
-    """Run the block; a StudioError it raises is shown (:func:`show_error`) and the page goes on below it."""
+def shown_errors(stop: bool = False) -> Iterator[None]:
+    """Run the block; a StudioError it raises is shown (:func:`show_error`) and the page goes on below it, or with
+    ``stop`` ends there (what follows needs the block's result)."""
     from core.errors import StudioError
 
     try:
         yield
     except StudioError as exc:
         show_error(exc)
+        if stop:
+            st.stop()
 
 
 VERDICT_STYLE = {"learned": ("green", ":material/trending_up:"), "no_change": ("gray", ":material/trending_flat:"),

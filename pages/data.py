@@ -14,12 +14,11 @@ from app import access
 from core.compare.signature import signature_of_labels, signature_of_texts
 from core.data.filters import filters_from_dict
 from core.data.trainsets import preference_texts
-from core.errors import StudioError
 from core.labeling import analytics, moderation
 from core.labeling.votes import OUTCOME_LABELS
 from core.studio import current
 from core.training.suggest import next_parent, suggest_next_job
-from pages.common import can, data_key, filter_form, require_page, show_error, signature_chart
+from pages.common import can, data_key, filter_form, require_page, shown_errors, signature_chart
 
 studio = current()
 db = studio.db
@@ -308,11 +307,8 @@ else:
         elif not confirm:
             st.warning("Tick the confirmation box first: redaction cannot be undone.")
         else:
-            try:
+            with shown_errors():
                 result = moderation.redact_item(db, user.id, kind, int(item_id), reason)
-            except StudioError as exc:
-                show_error(exc)
-            else:
                 overview.clear()
                 st.session_state["redaction_result"] = {"redacted": result.redacted, "message": result.message}
                 st.rerun()
@@ -360,7 +356,7 @@ with st.form("trainset"):
     filters = filter_form(studio.db, "trainset", only_labeler=viewer.name if own_labels else None)
     build = st.form_submit_button("Build preview")
 if build:
-    try:
+    with shown_errors():
         built = KINDS[kind].dataset(studio.db, filters)
         rows = built.dataset.to_list()
         st.write(f"**{len(rows)} rows.** Skipped: "
@@ -369,8 +365,6 @@ if build:
             st.json(rows[0], expanded=False)
             st.download_button("Download JSONL", "\n".join(_json.dumps(r, default=str) for r in rows),
                                file_name=f"{kind}.jsonl", mime="application/jsonl")
-    except StudioError as exc:
-        show_error(exc)
 
 # -- AI judges -------------------------------------------------------------------------------------
 from pages.data_judges import render_judges  # noqa: E402

@@ -6,7 +6,6 @@ import streamlit as st
 from core.compare.evaluation import reward_models as live_reward_models
 from core.data.job_data import build_training_data, unit
 from core.data.split import HELD_OUT_PERCENT
-from core.errors import StudioError
 from core.serving.hardware import training_defaults
 from core.serving.policies import servable_policies
 from core.studio import current
@@ -15,7 +14,7 @@ from core.training.distributed import LaunchConfig
 from core.training.estimate import base_parameter_count
 from core.training.request import JobRequest
 from core.training.suggest import suggest_next_job
-from pages.common import data_key, dataclass_form, filter_form, require_page, show_error
+from pages.common import data_key, dataclass_form, filter_form, require_page, shown_errors
 
 
 def setting_text(value: object) -> str:
@@ -60,12 +59,10 @@ with st.container(border=True):
                    "20% of prompts are held out, evaluated while training, and used for the 'what changed' "
                    "report when the job ends.")
         if st.button(f"Launch DPO from {suggestion.parent}", icon=":material/rocket_launch:", key="suggested"):
-            try:
+            with shown_errors():
                 job_id = studio.supervisor.submit(suggestion.request, admin)
                 st.success(f"Job #{job_id} queued. Follow it on the Runs page.")
                 st.page_link("runs.py", label="Open Runs", icon=":material/monitoring:")
-            except StudioError as exc:
-                show_error(exc)
     else:
         st.progress(suggestion.new_pairs / (suggestion.new_pairs + suggestion.needed),
                     text=f"{suggestion.needed} more labels to go")
@@ -89,20 +86,14 @@ if spec.needs_reward_model:
 
 filters = filter_form(studio.db, f"filters-{algorithm}", label="Data filters",
                       defaults={"hold_out_percent": HELD_OUT_PERCENT})
-try:
+with shown_errors(stop=True):
     examples = example_count(str(studio.db.path), algorithm, filters, version)
-except StudioError as exc:
-    show_error(exc)
-    st.stop()
 with st.expander("Launch: one process, several GPUs or machines", expanded=False):
     st.caption("Written as the job's accelerate config (runs/<id>/accelerate.yaml). Without GPUs, ddp runs CPU "
                "processes that share the cores; fsdp and DeepSpeed need CUDA GPUs. With several processes each "
                "accumulates fewer micro-batches, so the effective batch and the steps stay the same.")
-    try:
+    with shown_errors(stop=True):
         launch = LaunchConfig.from_dict(dataclass_form(LaunchConfig, "launch"))
-    except StudioError as exc:
-        show_error(exc)
-        st.stop()
     if launch.num_machines > 1:
         st.info(f"Start the same job on the other {launch.num_machines - 1} machine(s) with their own rank: "
                 "`accelerate launch --config_file runs/<id>/accelerate.yaml --machine_rank N -m core.training.child "
@@ -130,11 +121,9 @@ with st.expander("Hyperparameters", expanded=True):
 request = JobRequest(algorithm, parent, hyperparams, filters, reward_model, launch)
 dry_col, launch_col = st.columns([1, 1])
 if dry_col.button("Dry run", icon=":material/fact_check:", width="stretch"):
-    try:
+    with shown_errors():
         report = studio.supervisor.dry_run(request)
         st.session_state["dry-run"] = (algorithm, report)
-    except StudioError as exc:
-        show_error(exc)
 if "dry-run" in st.session_state and st.session_state["dry-run"][0] == algorithm:
     report = st.session_state["dry-run"][1]
     cols = st.columns(4)
@@ -156,9 +145,7 @@ if "dry-run" in st.session_state and st.session_state["dry-run"][0] == algorithm
     # edge; a static table wraps it
     st.table(settings_table(report.settings), hide_index=True)
 if launch_col.button("Launch", type="primary", icon=":material/rocket_launch:", width="stretch"):
-    try:
+    with shown_errors():
         job_id = studio.supervisor.submit(request, admin)
         st.success(f"Job #{job_id} queued: its data is frozen in runs/{job_id}/. Follow it on the Runs page.")
         st.page_link("runs.py", label="Open Runs", icon=":material/monitoring:")
-    except StudioError as exc:
-        show_error(exc)
