@@ -30,7 +30,7 @@ from core.chain.errors import ChainError, ChainUnavailable, ProofError
 from core.chain.ledger import Ledger, TxResult
 from core.chain.merkle import ACCOUNT_LEAF, CONTRIBUTION_LEAF, MerkleTree, leaf_hash, process_proof
 from core.errors import NotFound, ValidationError
-from storage.db import Database
+from storage.db import Database, one_value
 
 TOKEN = 10**18
 # Reward per contribution at full quality, in milli-tokens (1000 = 1 token).
@@ -254,10 +254,10 @@ def make_batch(db: Database, trigger: str) -> int | None:
             leaves.append((user_id, contribs[0]["address"], amount, _subtree(contribs).root))
         tree = MerkleTree.of([(addr, amount, sub) for _, addr, amount, sub in leaves], ACCOUNT_LEAF)
         total = sum(amount for _, _, amount, _ in leaves)
-        batch_id = cur.execute(
+        batch_id = one_value(cur.execute(
             "INSERT INTO chain_batches (trigger, root, contributors, contributions, total_amount)"
             " VALUES (?, ?, ?, ?, ?) RETURNING id",
-            [trigger, "0x" + tree.root.hex(), len(leaves), len(rows), total]).fetchone()[0]
+            [trigger, "0x" + tree.root.hex(), len(leaves), len(rows), total]))
         cur.executemany("INSERT INTO batch_leaves (batch_id, user_id, address, amount, subroot) VALUES (?, ?, ?, ?, ?)",
                         [[batch_id, uid, addr, amount, "0x" + sub.hex()] for uid, addr, amount, sub in leaves])
         cur.executemany("UPDATE contributions SET batch_id = ? WHERE id = ?", [[batch_id, r["id"]] for r in rows])

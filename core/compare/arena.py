@@ -24,7 +24,7 @@ from core.labeling.feedback import clean_text
 from core.labeling.identity import User
 from core.labeling.votes import MAX_MESSAGE_CHARS, Vote, active_aspects, receipt_for_key, validate_vote, write_vote
 from core.serving.policies import servable_policies
-from storage.db import Database
+from storage.db import Database, one_value
 
 if TYPE_CHECKING:
     from core.compare.style import Comparison
@@ -131,23 +131,23 @@ def record_battle(db: Database, user: User, pending: PendingBattle, outcome: str
             row = cur.execute("SELECT id, model_a, model_b, winner FROM battles WHERE preference_id = ?",
                               [seen.preference_id]).fetchone()
             return BattleReceipt(row[0], seen.preference_id, False, row[1], row[2], row[3])
-        prompt_id = cur.execute("INSERT INTO prompts (text, source) VALUES (?, 'arena') RETURNING id",
-                                [prompt]).fetchone()[0]
-        ids = [cur.execute(
+        prompt_id = one_value(cur.execute("INSERT INTO prompts (text, source) VALUES (?, 'arena') RETURNING id",
+                                          [prompt]))
+        ids = [one_value(cur.execute(
             "INSERT INTO candidates (prompt_id, policy_id, text, sampling, latency_ms, new_tokens)"
             " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-            [prompt_id, policy_id, text, sampling, pending.latency_ms, tokens]).fetchone()[0]
+            [prompt_id, policy_id, text, sampling, pending.latency_ms, tokens]))
             for policy_id, text, tokens in ((pending.policy_a_id, answers[0], pending.new_tokens[0]),
                                             (pending.policy_b_id, answers[1], pending.new_tokens[1]))]
         stored = Vote(**{**vote.__dict__, "candidate_a": ids[0], "candidate_b": ids[1]})
         preference_id = write_vote(cur, user, stored, key, None, None, prompt_id)
         winner = OUTCOME_TO_WINNER[outcome]
-        battle_id = cur.execute(
+        battle_id = one_value(cur.execute(
             "INSERT INTO battles (model_a, model_b, policy_a_id, policy_b_id, winner, judge, judge_id,"
             " prompt_id, candidate_a, candidate_b, preference_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " RETURNING id",
             [pending.model_a, pending.model_b, pending.policy_a_id, pending.policy_b_id, winner, user.name,
-             user.id, prompt_id, ids[0], ids[1], preference_id]).fetchone()[0]
+             user.id, prompt_id, ids[0], ids[1], preference_id]))
         return BattleReceipt(battle_id, preference_id, True, pending.model_a, pending.model_b, winner)
 
     return db.write(write)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import ValidationError
-from storage.db import Database
+from storage.db import Database, one_value
 
 MAX_TEXT_CHARS = 100_000
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -74,10 +74,10 @@ def record_feedback(db: Database, feedback: Feedback, labeler_id: int | None = N
                               " AND idempotency_key = ?", [labeler_id, key]).fetchone()
             if row:
                 return row[0], False
-        return cur.execute(
+        return one_value(cur.execute(
             "INSERT INTO feedback (prompt, response, score, run_id, notes, labeler_id, source, idempotency_key)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            [fb.prompt, fb.response, fb.score, fb.run_id, fb.notes, labeler_id, fb.source, key]).fetchone()[0], True
+            [fb.prompt, fb.response, fb.score, fb.run_id, fb.notes, labeler_id, fb.source, key])), True
 
     return db.write(insert)
 

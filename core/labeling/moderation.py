@@ -27,7 +27,7 @@ import pandas as pd
 
 from core.errors import NotFound, PermissionDenied, ValidationError
 from core.labeling.feedback import clean_text
-from storage.db import Database
+from storage.db import Database, one_value
 
 KINDS = ("preference", "prompt", "candidate", "conversation")
 TABLE_OF = {"preference": "preferences", "prompt": "prompts", "candidate": "candidates",
@@ -73,7 +73,7 @@ def redact_item(db: Database, admin_user_id: int, kind: str, item_id: int, reaso
 
     with db.transaction() as cur:
         table = TABLE_OF[kind]
-        exists = cur.execute(f"SELECT count(*) FROM {table} WHERE id = ?", [item_id]).fetchone()[0]
+        exists = one_value(cur.execute(f"SELECT count(*) FROM {table} WHERE id = ?", [item_id]))
         if not exists:
             raise NotFound(f"There is no {kind} with id {item_id}",
                            hint=f"check the id in the recent items table ({table}.id)")
@@ -83,10 +83,10 @@ def redact_item(db: Database, admin_user_id: int, kind: str, item_id: int, reaso
             return RedactionResult(kind, item_id, False,
                                    f"{kind.capitalize()} {item_id} was already redacted; nothing changed.")
         details = {"reason": reason, "kind": kind, "affected": affected}
-        audit_id = cur.execute(
+        audit_id = one_value(cur.execute(
             "INSERT INTO audit_log (user_id, action, target_table, target_id, details)"
             " VALUES (?, 'redact', ?, ?, ?) RETURNING id",
-            [admin_user_id, table, item_id, json.dumps(details)]).fetchone()[0]
+            [admin_user_id, table, item_id, json.dumps(details)]))
     summary = ", ".join(f"{n} {_WORDS[t][n != 1]}" for t, n in affected.items())
     return RedactionResult(kind, item_id, True, f"{kind.capitalize()} {item_id} redacted: {summary}.",
                            affected, audit_id)

@@ -19,7 +19,7 @@ from typing import Any
 from core.errors import Conflict, NotFound, PermissionDenied, ValidationError
 from core.labeling.identity import User
 from core.labeling.votes import OUTCOMES
-from storage.db import Database
+from storage.db import Database, one_value
 
 SOURCE = "review"
 
@@ -93,23 +93,24 @@ def record_review(db: Database, user: User, candidate_a: int, candidate_b: int, 
         found = cur.execute("SELECT conversation_id, turn, prompt_id FROM candidates WHERE id = ? AND redacted_at IS"
                             " NULL", [candidate_a]).fetchone()
         other = cur.execute("SELECT 1 FROM candidates WHERE id = ? AND redacted_at IS NULL", [candidate_b]).fetchone()
-        labeled = cur.execute("SELECT count(*) FROM preferences p JOIN users u ON u.id = p.labeler_id AND u.kind = 'ai'"
-                              " WHERE p.candidate_a = ? AND p.candidate_b = ? AND p.retracted_at IS NULL",
-                              [candidate_a, candidate_b]).fetchone()[0]
+        labeled = one_value(cur.execute(
+            "SELECT count(*) FROM preferences p JOIN users u ON u.id = p.labeler_id AND u.kind = 'ai'"
+            " WHERE p.candidate_a = ? AND p.candidate_b = ? AND p.retracted_at IS NULL", [candidate_a, candidate_b]))
         if found is None or other is None or not labeled:
             raise NotFound("That pair is gone, or no AI labeled it", hint="take the next pair")
         owner = cur.execute("SELECT c.user_id, u.kind FROM conversations c LEFT JOIN users u ON u.id = c.user_id"
                             " WHERE c.id = ?", [found[0]]).fetchone() if found[0] is not None else None
         if owner is not None and not user.is_admin and owner[0] != user.id and owner[1] != "ai":
             raise PermissionDenied("That pair comes from another person's chat", hint="take the next pair")
-        if cur.execute("SELECT count(*) FROM preferences WHERE candidate_a = ? AND candidate_b = ? AND labeler_id = ?"
-                       " AND retracted_at IS NULL", [candidate_a, candidate_b, user.id]).fetchone()[0]:
+        if one_value(cur.execute(
+                "SELECT count(*) FROM preferences WHERE candidate_a = ? AND candidate_b = ? AND labeler_id = ?"
+                " AND retracted_at IS NULL", [candidate_a, candidate_b, user.id])):
             raise Conflict("You already voted on this pair", hint="take the next pair")
-        return cur.execute(
+        return one_value(cur.execute(
             "INSERT INTO preferences (conversation_id, turn, prompt_id, candidate_a, candidate_b, outcome, labeler_id,"
             " source, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             [*found, candidate_a, candidate_b, outcome, user.id, SOURCE,
-             json.dumps({"saw_ai_first": saw_ai_first})]).fetchone()[0]
+             json.dumps({"saw_ai_first": saw_ai_first})]))
 
     return db.write(write)
 
