@@ -3,7 +3,7 @@
 Each resource (a REST route, a console page, a section of a page, an action of the labeling app) has one
 :class:`~core.labeling.roles.Rule`. Surfaces call :func:`require` (raise unless allowed, return the scope) or
 :func:`scope` (decide what to show). A resource without a rule is refused (fail closed), and
-``tests/test_access.py`` fails when a route, console page or labeling-app action has no rule here, so a new
+``tests/labeling/test_access.py`` fails when a route, console page or labeling-app action has no rule here, so a new
 surface cannot ship without a decision.
 """
 from __future__ import annotations

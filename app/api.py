@@ -3,7 +3,7 @@
 Thin: request parsing and error mapping only; rules live in core. Every error is JSON of the shape
 ``{"error": {"code": ..., "message": ..., "hint": ...}}`` (:class:`ErrorBody`) with a 4xx status for bad input.
 Every route declares its answer model and each error status it can give (app/schemas.py), so
-``/api/openapi.json`` is what clients really get (tests/test_openapi.py checks real answers against it).
+``/api/openapi.json`` is what clients really get (tests/app/test_openapi.py checks real answers against it).
 """
 from __future__ import annotations
 

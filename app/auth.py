@@ -67,7 +67,7 @@ def oauth_name(cookie: str | None) -> str | None:
     Gradio's OAuth keeps the sign-in in Starlette's signed session cookie (itsdangerous TimestampSigner keyed by
     sha256(OAUTH_CLIENT_SECRET + "-v4"), base64 JSON with ``oauth_info``). Reading that same cookie here gives
     the console and the REST API the identity the labeling app has, with one sign-in. The format is Gradio's:
-    tests/test_oauth.py signs in through the real flow, so a change there fails the tests, not users."""
+    tests/labeling/test_oauth.py signs in through the real flow, so a change there fails the tests, not users."""
     import itsdangerous
 
     secret = oauth_secret()

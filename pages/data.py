@@ -30,7 +30,7 @@ COUNT_LABELS = {"votes": "Votes", "ratings": "Ratings", "gold_edits": "Gold edit
 
 # Everything above the recent-items table is cached on the labels' fingerprint (pages.common.data_key): computed
 # once per change of the labels, not on every rerun. With 10k votes it took 3.6-5.3 s per rerun (a 5 s time-to-live
-# cache), most of it the label signature; measured figures in tests/test_page_speed.py.
+# cache), most of it the label signature; measured figures in tests/e2e/test_page_speed.py.
 @st.cache_data(max_entries=4, show_spinner=False)
 def overview(db_path: str, version: str) -> dict[str, Any]:
     """The metrics, charts, agreement tables and the training suggestion (keyed by database and labels). The

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from storage.db import Database
 from tests.support.browser import browser_page, chromium_browser
 from tests.support.processes import free_port
 from tests.support.servers import EngineProcess, Server
@@ -51,6 +52,14 @@ def engine(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
+
+
+@pytest.fixture
+def db(data_dir: Path) -> Iterator[Database]:
+    """An empty studio database (every migration applied) in a fresh data dir."""
+    database = Database.in_data_dir(data_dir)
+    yield database
+    database.close()
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ The rules, in the order they depend on each other:
    run, so early stopping can keep the best one).
 
 ``beta`` keeps its algorithm default (DPO/KTO/ORPO 0.1, online RL 0.04, the papers' figures); the dry run says what
-raising it does. Every number here is a module constant, so the table in tests/test_defaults.py documents it.
+raising it does. Every number here is a module constant; tests/compare/test_learning.py checks the plan it gives.
 """
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ from core.labeling.identity import User
 from core.labeling.queue import next_prompt
 from storage.db import Database
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ADMIN = User(0, "admin", "admin")
 
 
@@ -41,13 +41,6 @@ def pair(prompt: list[dict], chosen: str, rejected: str) -> dict:
 def jsonl(path: Path, rows: list) -> Path:
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
     return path
-
-
-@pytest.fixture
-def db(tmp_path: Path):
-    database = Database(tmp_path / "data" / "studio.duckdb")
-    yield database
-    database.close()
 
 
 def counts(db: Database) -> dict[str, int]:

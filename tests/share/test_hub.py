@@ -389,7 +389,7 @@ def test_export_page_exports_and_pushes_with_a_one_off_token(studio, standin, mo
     import core.studio
 
     monkeypatch.setattr(core.studio, "_current", studio)
-    page = str(Path(__file__).resolve().parent.parent / "pages" / "export.py")
+    page = str(Path(__file__).resolve().parents[2] / "pages" / "export.py")
     app = AppTest.from_file(page, default_timeout=60).run()
     assert not app.exception and not app.error
     before = studio.db.scalar("SELECT count(*) FROM exports")
@@ -667,7 +667,7 @@ def test_export_page_writes_a_gguf_and_warns_about_a_base_without_hub_id(studio,
     import core.studio
 
     monkeypatch.setattr(core.studio, "_current", studio)
-    page = str(Path(__file__).resolve().parent.parent / "pages" / "export.py")
+    page = str(Path(__file__).resolve().parents[2] / "pages" / "export.py")
     app = AppTest.from_file(page, default_timeout=60).run()
     assert any("has no Hub id" in w.value for w in app.warning)          # the tiny base: asked for one, and why
     next(r for r in app.radio if r.label == "Export").set_value("gguf").run()   # options follow the kind

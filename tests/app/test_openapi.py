@@ -2,7 +2,7 @@
 can give, errors have one shape (ErrorBody), and real answers validate against the schema, unchanged.
 
 The real API app (app.api.create_api) over a real Studio and DuckDB file, driven in-process with Starlette's
-TestClient as in tests/test_api_properties.py; every answer below is checked against the schema document the
+TestClient as in tests/app/test_api_properties.py; every answer below is checked against the schema document the
 API serves (JSON Schema 2020-12, which OpenAPI 3.1 uses) and compared with what core returns.
 """
 from __future__ import annotations

@@ -19,7 +19,7 @@ from core.data.trainsets import (
 from core.errors import ValidationError
 from storage.db import Database
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
 
 

@@ -8,7 +8,7 @@ from eth_account import Account
 
 from tests.support.chain import sign
 
-PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "wallet.py")
+PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "wallet.py")
 
 
 def _texts(app) -> str:

@@ -21,7 +21,7 @@ from core.training.request import JobRequest
 from core.training.reward import RewardScorer
 from tests.support.studios import FAST, open_studio, random_adapter
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PROMPTS = [[{"role": "user", "content": text}] for text in
            ("Name a colour.", "What is 2 plus 2?", "Say hello.", "Describe the sea.", "Pick a fruit.")]
 SHORT = ev.CompareSettings(temperature=0.0, max_new_tokens=12)

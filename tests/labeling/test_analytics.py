@@ -68,13 +68,6 @@ def seed(db: Database) -> None:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Database:
-    database = Database(tmp_path / "s.duckdb")
-    yield database
-    database.close()
-
-
-@pytest.fixture
 def seeded(db: Database) -> Database:
     seed(db)
     return db
@@ -260,7 +253,7 @@ def test_data_page_renders_empty_and_seeded_without_errors(tmp_path: Path, monke
     import core.studio
     from core.config import load_settings
 
-    page = str(Path(__file__).resolve().parent.parent / "pages" / "data.py")
+    page = str(Path(__file__).resolve().parents[2] / "pages" / "data.py")
     monkeypatch.setattr(core.studio, "_current", None)
     for name in ("empty", "seeded"):
         data_dir = tmp_path / name

@@ -26,7 +26,7 @@ from core.training.estimate import estimate
 from core.training.online_rl import OnlineRLConfig
 from core.training.rundir import JobConfig
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TINY = {"max_steps": 2, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "max_length": 64,
         "logging_steps": 1, "save_steps": 100, "learning_rate": 1e-3}
 JOB_TIMEOUT = 300

@@ -10,15 +10,7 @@ from core.chain.errors import WalletLinkError
 from core.chain.wallet import issue_challenge, link_wallet, linked_address
 from core.errors import Conflict, ValidationError
 from core.labeling.identity import ensure_user
-from storage.db import Database
 from tests.support.chain import sign
-
-
-@pytest.fixture
-def db(tmp_path):
-    db = Database.in_data_dir(tmp_path)
-    yield db
-    db.close()
 
 
 def _challenge(db, user, address, **kw):

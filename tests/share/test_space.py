@@ -35,7 +35,7 @@ def test_dockerfile_command_serves_and_warns_about_ephemeral_storage(tmp_path):
 
 
 def test_a_space_with_a_backup_keeps_its_votes_across_a_restart_on_an_empty_disk(tmp_path):
-    """A free Space: STUDIO_BACKUP_DIR stands in for STUDIO_BACKUP_REPO (tests/test_backup.py covers the Hub). A
+    """A free Space: STUDIO_BACKUP_DIR stands in for STUDIO_BACKUP_REPO (tests/share/test_backup.py covers the Hub). A
     clean shutdown takes a last backup; the restarted Space finds an empty disk, restores, then serves."""
     import shutil
 
