@@ -48,6 +48,7 @@ def queued_server(data_dir):
     srv.stop()
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_pair_streams_then_vote_is_committed_with_ratings(queued_server: Server):
     client = Client(queued_server.url + "/label/", verbose=False)
     job = client.submit(*send("Tell me a joke", 10), api_name="/send")
@@ -76,6 +77,7 @@ def test_pair_streams_then_vote_is_committed_with_ratings(queued_server: Server)
     db.close()
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_labelers_see_their_contributions_and_rewards_in_the_label_app(queued_server: Server):
     client = Client(queued_server.url + "/label/", verbose=False)
     assert "**0 contributions**" in client.predict(api_name="/my_rewards")
@@ -89,6 +91,7 @@ def test_labelers_see_their_contributions_and_rewards_in_the_label_app(queued_se
     client.close()
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_queue_serves_prompts_and_counts_progress(queued_server: Server):
     client = Client(queued_server.url + "/label/", verbose=False)
     text, chat, status, progress = client.predict("team-queue", api_name="/next_prompt")
@@ -102,6 +105,7 @@ def test_queue_serves_prompts_and_counts_progress(queued_server: Server):
     client.close()
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_empty_message_and_vote_without_pair_are_refused(queued_server: Server):
     client = Client(queued_server.url + "/label/", verbose=False)
     with pytest.raises(Exception, match="empty messages are not sent"):
@@ -111,6 +115,7 @@ def test_empty_message_and_vote_without_pair_are_refused(queued_server: Server):
     client.close()
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_rest_votes_are_idempotent_and_validated(queued_server: Server):
     body = {"prompt": "p", "answer_a": "x", "answer_b": "y", "outcome": "tie", "labeler": "bot",
             "idempotency_key": "req-1", "ratings": {"b": {"honesty": 4}}}
@@ -127,6 +132,7 @@ def test_rest_votes_are_idempotent_and_validated(queued_server: Server):
     db.close()
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_team_mode_requires_login_everywhere(tmp_path):
     users = tmp_path / "users.txt"
     users_file(users, "ada:pw-ada:admin", "bob:pw-bob:labeler")
@@ -159,6 +165,7 @@ def test_team_mode_requires_login_everywhere(tmp_path):
     db.close()
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_two_versions_answer_side_by_side_via_adapter_hot_swap(data_dir):
     from core.serving.policies import register_policy
 
@@ -181,6 +188,7 @@ def test_two_versions_answer_side_by_side_via_adapter_hot_swap(data_dir):
     db.close()
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_huge_message_is_truncated_to_the_context_with_a_notice(shared_label_server: Server):
     client = Client(shared_label_server.url + "/label/", verbose=False)
     huge = ("lorem ipsum dolor sit amet " * 4000)[:100_000] + "\x00\x07 what now?"
@@ -212,6 +220,7 @@ def test_api_clients_see_named_parameters_with_defaults_and_no_widget_helpers(sh
     client.close()
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_people_review_pairs_an_ai_judge_labeled(shared_label_server: Server):
     """End to end on a served studio: a chat pair nobody voted on, an AI judge run started over REST (the policy
     judging), then the Review tab shows the pair, hides the AI's verdict until the vote, and stores the vote."""

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import httpx
+import pytest
 from gradio_client import Client
 
 from app.label_chat import SAME_VERSION
@@ -25,6 +26,7 @@ def test_console_label_app_and_api_answer_on_one_port(shared_server: Server):
     assert health["data_dir"] == str(server.data_dir.resolve())
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_feedback_is_committed_and_survives_a_restart(server: Server):
     body = {"prompt": "What is 2+2?", "response": "4", "score": 0.9, "run_id": "r1", "notes": "short"}
     reply = httpx.post(server.url + "/api/feedback", json=body, timeout=10)
@@ -51,6 +53,7 @@ BAD_FEEDBACK = [
 ]
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_bad_feedback_gets_a_4xx_with_a_code_and_stores_nothing(server: Server):
     for body, status, code in BAD_FEEDBACK:
         reply = httpx.post(server.url + "/api/feedback", json=body, timeout=30)

@@ -303,6 +303,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_cli_reads_a_fastchat_file_and_matches_an_independent_fit(tmp_path):
     data = simulate({"gpt-x": 0, "llama-y": 150, "mistral-z": -80}, 400, np.random.default_rng(11))
     data += battles("gpt-x", "llama-y", "tie", 20) + battles("llama-y", "mistral-z", "tie (bothbad)", 10)

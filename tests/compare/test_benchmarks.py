@@ -116,6 +116,7 @@ def test_a_drop_is_a_regression_only_beyond_the_margin_and_twice_the_noise():
     assert not compare(run(0.70, 0.005), run(0.60, 0.005))[0]["regressed"]      # a gain
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_the_cli_prints_the_settings_the_guard_and_both_sides_as_json(tmp_path):
     data_dir = tmp_path / "data"
     model_path = build_tiny_model(data_dir)
@@ -157,6 +158,7 @@ def test_admins_start_a_background_run_over_rest_and_labelers_read_its_scores(tm
         studio.close()
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_the_compare_pages_benchmarks_tab_runs_in_the_background_and_shows_both_sides(tmp_path, monkeypatch):
     import time
 

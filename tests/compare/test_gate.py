@@ -111,6 +111,7 @@ def test_enforce_refuses_a_hub_release_until_an_admin_gives_a_reason(db):
         gates.check_release(db, "v1", admin, "sometimes", to_hub=True)
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_the_cli_exits_1_on_a_failing_gate_and_prints_json(db, tmp_path):
     store_report(db, "v1", "learned")
     db.close()

@@ -181,6 +181,7 @@ def test_a_judge_endpoint_that_is_down_fails_the_run_and_stores_nothing(studio, 
     assert studio.db.scalar("SELECT count(*) FROM safety_runs") == runs
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_an_openai_compatible_endpoint_judges_harm(studio, admin, engine):
     """`transformers serve` on loopback: real requests with the harm question. It ignores `logprobs`, so the reply's
     first yes or no decides; the tiny random model says neither, so the answers stay unjudged: counted, left out of

@@ -333,6 +333,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_cli_dry_run_json_then_import_and_refusal_while_the_database_is_busy(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     path = jsonl(tmp_path / "hh-small.jsonl", [

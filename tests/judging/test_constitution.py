@@ -293,6 +293,7 @@ def test_the_labeling_setup_page_edits_principles_and_runs_a_queue(studio, admin
         cai.reset_principles(studio.db, admin)
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_the_cli_shows_the_principles_and_runs_a_queue(tmp_path, tiny_model_dir):
     import shutil
     import subprocess

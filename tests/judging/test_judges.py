@@ -190,6 +190,7 @@ def test_a_judge_run_labels_unlabeled_pairs_as_its_own_labeler_and_a_rerun_resum
     assert len(pairs_to_judge(studio.db, "unlabeled", judges.parse_judge("policy"))) >= 5   # another judge may
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_calibration_on_labeled_pairs_measures_agreement_and_opens_training(studio, admin):
     """The judge labels pairs people voted on (source labeled): kappa, alpha, confusion and disagreements against
     them; once it shares enough items its labels on unlabeled pairs may go into training."""
@@ -333,6 +334,7 @@ def test_an_endpoint_failing_mid_run_loses_nothing_and_the_next_run_resumes(stud
         proxy.stop()
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_the_cli_estimates_and_runs_a_judge(tmp_path, tiny_model_dir):
     """`launch.py judge --judge rm1 [--estimate] --json` in its own process on a stopped studio's data dir."""
     import json
@@ -481,6 +483,7 @@ def test_a_judge_run_on_a_queue_answers_each_prompt_then_labels_the_pair(studio,
         studio.judge_runs.start("policy", "queue:nope", admin)
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_a_cancelled_run_stops_between_pairs_and_keeps_what_it_judged(studio, admin):
     add_unlabeled_pairs(studio, 24, start=600)
     run_id = studio.judge_runs.start("policy:base", "unlabeled", admin)

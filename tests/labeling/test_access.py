@@ -256,6 +256,7 @@ def seed_judge_disagreement(studio, person) -> None:
                           judges.combine(0.1, 0.9), 0)
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_every_console_page_and_section_as_each_role(tmp_path, tiny_model_dir, monkeypatch):
     """Each console page run as a labeler and as an admin: refused exactly where its rule says none, and each
     section's content present or absent as its rule says; other people's text never reaches a labeler."""

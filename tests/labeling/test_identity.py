@@ -88,6 +88,7 @@ def test_a_new_users_parallel_first_requests_never_conflict(tmp_path):
     db.close()
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_a_plain_text_password_stops_the_server_before_any_model_is_provisioned(tmp_path):
     """Fail fast: the accounts are checked before the (default) model's conversion, not after it."""
     import os

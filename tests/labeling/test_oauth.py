@@ -40,6 +40,7 @@ def space(tmp_path_factory):
     provider.stop()
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_without_a_sign_in_the_console_is_closed_and_the_api_says_only_that_it_is_up(space):
     srv, _ = space
     console = httpx.get(srv.url + "/", timeout=30)

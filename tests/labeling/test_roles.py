@@ -32,6 +32,7 @@ def team(tmp_path_factory):
     srv.stop()
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_anonymous_users_cannot_write_anything(team):
     for path, body in (("/api/votes", {**VOTE, "prompt": "p"}),
                        ("/api/feedback", {"prompt": "p", "response": "r", "score": 1.0}),
@@ -90,6 +91,7 @@ EXAMPLES = {
 }
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_every_route_answers_each_role_as_its_rule_says(team):
     from app import access
 

@@ -77,6 +77,7 @@ def comparable(rows: dict[str, list], old: str, new: str) -> dict[str, list]:
     return {t: [r.replace(old, new) for r in v] for t, v in rows.items()}
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_a_hub_round_trip_restores_every_table_row_for_row_and_the_version_serves(studio, standin, tmp_path):
     data_dir = studio.settings.data_dir
     service = BackupService(studio.db, data_dir, HubTarget("ada/studio-backup"), every=300)
@@ -169,6 +170,7 @@ def test_corrupt_partial_and_newer_snapshots_are_refused_and_nothing_is_half_loa
     assert not list(tmp_path.glob(".restore-*"))
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_injected_hub_failures_delay_the_backup_but_lose_nothing(studio, standin, monkeypatch):
     monkeypatch.setattr(backup_service, "FIRST_RETRY_S", 0.2)
     service = BackupService(studio.db, studio.settings.data_dir, HubTarget("ada/studio-backup"), every=30)
@@ -188,6 +190,7 @@ def test_injected_hub_failures_delay_the_backup_but_lose_nothing(studio, standin
     assert restored.votes == 17      # 12 + 5: nothing acknowledged was lost
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_a_backup_killed_half_way_leaves_the_last_good_snapshot_restorable(studio, tmp_path):
     target_dir = tmp_path / "backups"
     BackupService(studio.db, studio.settings.data_dir, DirTarget(target_dir), every=300).backup_now("good")

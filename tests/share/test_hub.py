@@ -281,6 +281,7 @@ def assert_token_nowhere(studio, exc, caplog, *tokens):
         assert token not in text and token.encode() not in raw
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_push_errors_are_clear_retried_when_transient_and_leave_nothing_registered(studio, admin, standin,
                                                                                    caplog):
     export = exports.export_adapter(studio.db, studio.settings.data_dir, "v1", admin)
@@ -413,6 +414,7 @@ def test_export_page_exports_and_pushes_with_a_one_off_token(studio, standin, mo
     assert any("rejected the token" in e.value for e in app.error)
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_cli_exports_and_pushes_with_hf_token(tmp_path, tiny_model_dir, standin):
     """`launch.py export adapter v1 --push REPO` in its own process, token from HF_TOKEN, real client."""
     import os
@@ -530,6 +532,7 @@ def prompt_logits(model, tokenizer) -> torch.Tensor:
         return model(ids).logits[0]
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_gguf_f16_loads_in_transformers_with_its_tokenizer_and_gives_the_apps_greedy_tokens(studio, gguf_exports,
                                                                                           app_answer):
     import gguf
@@ -553,6 +556,7 @@ def test_gguf_f16_loads_in_transformers_with_its_tokenizer_and_gives_the_apps_gr
     assert text == app_answer
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_gguf_q8_0_and_q4_0_stay_close_to_the_fp32_model(studio, gguf_exports):
     """Stated tolerances, over every logit at every position of a chat prompt, against the merged fp32 model:
     q8_0 correlates above 0.995 with a mean absolute error under 5% of the logits' standard deviation; q4_0
@@ -613,6 +617,7 @@ def test_bitsandbytes_export_needs_cuda_and_says_what_to_do_instead(studio, admi
     assert studio.db.scalar("SELECT count(*) FROM exports") == before
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_pushed_adapter_runs_as_its_card_says_on_another_machine_and_names_its_training_data(
         studio, admin, standin, tmp_path):
     """The base model and the adapter on the Hub stand-in; the card's Python snippet, run as written in a fresh
@@ -678,6 +683,7 @@ def test_export_page_writes_a_gguf_and_warns_about_a_base_without_hub_id(studio,
     assert (row["kind"], row["dtype"]) == ("gguf", "q4_0") and (Path(row["path"]) / "v1-q4_0.gguf").is_file()
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_cli_exports_a_gguf(tmp_path, tiny_model_dir):
     """`launch.py export gguf v1 --quant q8_0` on a full fine-tune (weights of its own, no adapter)."""
     import subprocess

@@ -6,6 +6,7 @@ import os
 import re
 
 import httpx
+import pytest
 
 from tests.support import ROOT
 from tests.support.processes import free_port, launch
@@ -16,6 +17,7 @@ def test_readme_front_matter_declares_a_docker_space_on_7860():
     assert re.search(r"^sdk: docker$", front, re.M) and re.search(r"^app_port: 7860$", front, re.M)
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_dockerfile_command_serves_and_warns_about_ephemeral_storage(tmp_path):
     """No Docker engine here: run the image's CMD with the image's env, as a Space without /data."""
     dockerfile = (ROOT / "Dockerfile").read_text()
@@ -34,6 +36,7 @@ def test_dockerfile_command_serves_and_warns_about_ephemeral_storage(tmp_path):
         proc.wait(timeout=30)
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_a_space_with_a_backup_keeps_its_votes_across_a_restart_on_an_empty_disk(tmp_path):
     """A free Space: STUDIO_BACKUP_DIR stands in for STUDIO_BACKUP_REPO (tests/share/test_backup.py covers the Hub). A
     clean shutdown takes a last backup; the restarted Space finds an empty disk, restores, then serves."""

@@ -287,6 +287,7 @@ def test_estimate_is_a_rough_but_sane_dry_run(base_model: Path):
 # --- every algorithm, end to end -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_sft_job_trains_an_adapter_that_changes_the_policy(base_model: Path, tmp_path: Path):
     config = write_job(tmp_path, "sft", base_model, sft_rows(8), TINY, eval_rows=sft_rows(4))
     code, result = run_job(config)
@@ -305,6 +306,7 @@ def test_sft_job_trains_an_adapter_that_changes_the_policy(base_model: Path, tmp
     assert (tmp_path / "checkpoints" / "checkpoint-2").is_dir()
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_reward_job_learns_from_margins_and_loads_back(reward_run, base_model: Path):
     from core.training.reward import load_reward_model, score
 
@@ -335,6 +337,7 @@ def test_reward_model_on_a_policy_parent_reloads_on_top_of_that_parent(base_mode
     assert math.isfinite(score(*load_reward_model(result["adapter_path"]), [chat])[0])
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_dpo_job_logs_preference_metrics_and_its_adapter_loads(base_model: Path, tmp_path: Path):
     config = write_job(tmp_path, "dpo", base_model, preference_rows(12), {**TINY, "loss_type": "ipo"})
     code, result = run_job(config)
@@ -350,6 +353,7 @@ def test_dpo_job_logs_preference_metrics_and_its_adapter_loads(base_model: Path,
     assert "base model" in result["setup"]["reference"]
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_kto_job_trains_on_thumbs_up_and_down(base_model: Path, tmp_path: Path):
     config = write_job(tmp_path, "kto", base_model, unpaired_rows(12), {**TINY, "per_device_train_batch_size": 4})
     code, result = run_job(config)
@@ -358,6 +362,7 @@ def test_kto_job_trains_on_thumbs_up_and_down(base_model: Path, tmp_path: Path):
     assert policy_changes_outputs(base_model, Path(result["adapter_path"])) > 0
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_orpo_job_trains_without_a_reference(base_model: Path, tmp_path: Path):
     config = write_job(tmp_path, "orpo", base_model, preference_rows(12), TINY)
     code, result = run_job(config)
@@ -382,6 +387,7 @@ def test_online_rl_job_scores_samples_with_the_reward_model(reward_run, base_mod
     assert policy_changes_outputs(base_model, Path(result["adapter_path"])) > 0
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_accelerate_launch_runs_the_same_entrypoint_on_cpu(base_model: Path, tmp_path: Path):
     config = write_job(tmp_path, "sft", base_model, sft_rows(6), TINY)
     code, result = run_job(config, launcher="accelerate")
@@ -401,6 +407,7 @@ def _sequence_logprob(model, tokenizer, messages: list[dict]) -> float:
     return logp.sum().item()
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_dpo_with_a_parent_adapter_uses_the_parent_as_reference(base_model, parent_adapter, tmp_path: Path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -545,6 +552,7 @@ def test_bad_config_fails_with_a_clear_message(base_model: Path, tmp_path: Path,
     assert not (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_too_little_data_fails_before_training(base_model: Path, tmp_path: Path):
     config = write_job(tmp_path, "dpo", base_model, preference_rows(3), TINY)
     code, result = run_job(config)
