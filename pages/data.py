@@ -4,6 +4,7 @@ Thin: every number comes from core.labeling.analytics, every change goes through
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pandas as pd
@@ -35,16 +36,22 @@ COUNT_LABELS = {"votes": "Votes", "ratings": "Ratings", "gold_edits": "Gold edit
 def overview(db_path: str, version: str) -> dict[str, Any]:
     """The metrics, charts, agreement tables and the training suggestion (keyed by database and labels). The
     agreement units are read once for the table and every measure's labeler-pair heatmap."""
-    units = analytics.agreement_units(db)
-    agreement = analytics.agreement_table(db, units)
-    pairs = {measure: analytics.labeler_pair_agreement(db, measure, units)
-             for measure in agreement.loc[agreement["overlapping_items"] > 0, "measure"]}
-    # the preference pairs, read once for the guided loop's counts and what everyone's labels prefer
-    texts = preference_texts(db, None, since=next_parent(db)[1])
-    return {"summary": analytics.summary(db), "counts": analytics.counts_over_time(db),
-            "labelers": analytics.labeler_stats(db), "aspects": analytics.aspect_distributions(db),
-            "outcomes": analytics.outcome_distribution(db), "agreement": agreement, "pairs": pairs,
-            "suggestion": suggest_next_job(db, texts), "signature": signature_of_texts(texts).to_dict()}
+    with ThreadPoolExecutor(max_workers=3) as pool:   # DuckDB runs a query without the GIL: reads overlap
+        # the preference pairs, read once for the guided loop's counts and what everyone's labels prefer
+        texts = pool.submit(preference_texts, db, None, next_parent(db)[1])
+        counts = pool.submit(lambda: {"summary": analytics.summary(db), "counts": analytics.counts_over_time(db),
+                                      "labelers": analytics.labeler_stats(db),
+                                      "aspects": analytics.aspect_distributions(db),
+                                      "outcomes": analytics.outcome_distribution(db)})
+        outcomes = pool.submit(analytics.outcome_units, db)
+        ratings = analytics.rating_units(db)
+        units = analytics.agreement_units(db, outcomes.result(), ratings)
+        agreement = analytics.agreement_table(db, units)
+        pairs = {measure: analytics.labeler_pair_agreement(db, measure, units)
+                 for measure in agreement.loc[agreement["overlapping_items"] > 0, "measure"]}
+        return {**counts.result(), "agreement": agreement, "pairs": pairs,
+                "suggestion": suggest_next_job(db, texts.result()),
+                "signature": signature_of_texts(texts.result()).to_dict()}
 
 
 @st.cache_data(max_entries=16, show_spinner=False)

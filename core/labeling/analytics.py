@@ -329,13 +329,16 @@ def rating_units(db: Database) -> dict[str, dict[str, dict[Any, int]]]:
     return {aspect: dict(by_unit) for aspect, by_unit in units.items()}
 
 
-def agreement_units(db: Database) -> dict[str, dict]:
-    """``{"outcome": units, <aspect>: units, ...}``, outcome first, then aspects in configured order."""
-    by_aspect = rating_units(db)
+def agreement_units(db: Database, outcomes: dict[str, dict[Any, str]] | None = None,
+                    ratings: dict[str, dict[str, dict[Any, int]]] | None = None) -> dict[str, dict]:
+    """``{"outcome": units, <aspect>: units, ...}``, outcome first, then aspects in configured order. ``outcomes``
+    and ``ratings``: :func:`outcome_units` and :func:`rating_units` when the caller read them (concurrently)."""
+    by_aspect = rating_units(db) if ratings is None else ratings
     order = [r["name"] for r in db.query("SELECT name FROM aspects ORDER BY position, name")]
     aspects = [a for a in order if a in by_aspect] + sorted(set(by_aspect) - set(order))
     # checked once here, not again by each measure and heatmap computed from them
-    return {OUTCOME_MEASURE: clean_units(outcome_units(db)), **{a: clean_units(by_aspect[a]) for a in aspects}}
+    outcomes = outcome_units(db) if outcomes is None else outcomes
+    return {OUTCOME_MEASURE: clean_units(outcomes), **{a: clean_units(by_aspect[a]) for a in aspects}}
 
 
 def agreement_table(db: Database, units: dict[str, dict] | None = None) -> pd.DataFrame:
