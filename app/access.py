@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.labeling.roles import ADMIN, ALL, ANONYMOUS, LABELER, NONE, OWN, SUMMARY, Rule, grant, role_of
+from core.labeling.roles import ADMIN, ALL, ANONYMOUS, LABELER, NONE, OWN, SUMMARY, Rule, grant, role_of, scope_of
 
 __all__ = ["ADMIN", "ALL", "ANONYMOUS", "LABELER", "NONE", "OWN", "SUMMARY", "API", "CONSOLE", "LABEL_APP", "RULES",
            "Rule", "scope", "require", "can", "owner_filter", "health_view", "job_view", "policy_view"]
@@ -119,8 +119,7 @@ RULES: dict[str, Rule] = {**{f"api {k}": v for k, v in API.items()}, **CONSOLE,
 
 def scope(user: Any, resource: str) -> str:
     """What ``user`` gets on ``resource``: none | summary | own | all (``none`` for unknown resources)."""
-    rule = RULES.get(resource)
-    return NONE if rule is None else rule.for_role(role_of(user))
+    return scope_of(user, RULES.get(resource))
 
 
 def require(user: Any, resource: str, owner: Any = None) -> str:

@@ -41,10 +41,15 @@ def role_of(user: Any) -> str:
     return ADMIN if user.is_admin else LABELER
 
 
+def scope_of(user: Any, rule: Rule | None) -> str:
+    """The scope ``rule`` gives ``user`` (``none`` without a rule: fail closed)."""
+    return NONE if rule is None else rule.for_role(role_of(user))
+
+
 def grant(user: Any, rule: Rule | None, resource: str, owner: Any = None) -> str:
     """The scope ``rule`` gives ``user``; raises when it is ``none`` (no rule at all: refused, fail closed), or when it
     is ``own`` and ``owner`` (a user id or name) is somebody else."""
-    granted = NONE if rule is None else rule.for_role(role_of(user))
+    granted = scope_of(user, rule)
     if granted == NONE:
         if user is None:
             raise Unauthenticated("Log in first: this needs a team account",

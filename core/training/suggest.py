@@ -42,21 +42,21 @@ def suggest_next_job(db: Database, texts: list[tuple[str, str, bool]] | None = N
     the newest version after NEXT_JOB_PAIRS new pairs; always with the data-chosen defaults. ``texts``:
     ``trainsets.preference_texts(db, None, since=next_parent(db)[1])`` when the caller has read them already (the
     Data page reads them once for this and the label signature)."""
-    parent = dict(zip(("name", "created_at"), next_parent(db)))
+    parent, trained_at = next_parent(db)
     if texts is None:
-        texts = trainsets.preference_texts(db, None, parent["created_at"])
+        texts = trainsets.preference_texts(db, None, trained_at)
     # the lengths of preference_rows(db, Filters()) and of (since=the parent's training)
     pairs, new_pairs = len(texts), sum(recent for *_, recent in texts)
-    target = FIRST_JOB_PAIRS if parent["created_at"] is None else NEXT_JOB_PAIRS
-    request = JobRequest("dpo", parent["name"])
+    target = FIRST_JOB_PAIRS if trained_at is None else NEXT_JOB_PAIRS
+    request = JobRequest("dpo", parent)
     needed = max(0, target - new_pairs)
-    first = parent["name"] == "base"
+    first = parent == "base"
     if needed:
-        text = (f"{new_pairs} preference pair(s) labeled{'' if first else ' since ' + parent['name'] + ' was trained'}"
+        text = (f"{new_pairs} preference pair(s) labeled{'' if first else ' since ' + parent + ' was trained'}"
                 f": {needed} more and the studio suggests {'a first' if first else 'the next'} DPO run"
-                f"{'' if first else ' from ' + parent['name']}.")
+                f"{'' if first else ' from ' + parent}.")
     else:
-        text = (f"{new_pairs} {'preference pairs labeled' if first else 'new pairs since ' + parent['name']}: "
-                f"ready for {'a first' if first else 'the next'} DPO run from {parent['name']}, with settings "
+        text = (f"{new_pairs} {'preference pairs labeled' if first else 'new pairs since ' + parent}: "
+                f"ready for {'a first' if first else 'the next'} DPO run from {parent}, with settings "
                 "chosen for this data.")
-    return Suggestion(not needed, parent["name"], pairs, new_pairs, needed, text, request)
+    return Suggestion(not needed, parent, pairs, new_pairs, needed, text, request)
