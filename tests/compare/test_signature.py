@@ -73,7 +73,6 @@ def test_the_data_page_says_what_the_labels_prefer(tmp_path, monkeypatch):
     """Real votes in a real DuckDB: ada always picks the shorter answer, bob (6 pairs) the longer; the page (admin,
     local mode) shows everyone's signature, and a labeler's own filter gives only theirs."""
     import streamlit as st
-    from streamlit.testing.v1 import AppTest
 
     import core.studio
     from core.compare.signature import signature_of_labels
@@ -82,7 +81,7 @@ def test_the_data_page_says_what_the_labels_prefer(tmp_path, monkeypatch):
     from core.labeling.identity import ensure_user
     from core.labeling.votes import Vote, submit_labeled_pair
     from storage.db import Database
-    from tests.support import ROOT
+    from tests.support.studios import data_page
 
     data_dir = tmp_path / "data"
     db = Database.in_data_dir(data_dir)
@@ -106,7 +105,7 @@ def test_the_data_page_says_what_the_labels_prefer(tmp_path, monkeypatch):
                                      tmp_path / "no-model")
     try:
         st.cache_data.clear()
-        app = AppTest.from_file(str(ROOT / "pages" / "data.py"), default_timeout=30).run()
+        app = data_page("What the labels prefer", timeout=30)
         assert not app.exception and not app.error
         shown = " ".join(m.value for m in app.markdown)
         assert "your labels prefer shorter answers: 30 of 36 pairs, 6 the other way" in shown

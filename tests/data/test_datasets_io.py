@@ -368,10 +368,10 @@ def test_cli_dry_run_json_then_import_and_refusal_while_the_database_is_busy(tmp
 def test_data_page_import_detects_then_imports_only_after_confirmation(tmp_path: Path, monkeypatch) -> None:
     """The real Data page in Streamlit's AppTest: upload -> summary -> refused with bad rows -> skip -> done."""
     import streamlit as st
-    from streamlit.testing.v1 import AppTest
 
     import core.studio
     from core.config import load_settings
+    from tests.support.studios import data_page
 
     monkeypatch.setattr(core.studio, "_current", None)
     studio = core.studio.open_studio(load_settings({"data_dir": str(tmp_path / "data"), "model": "tiny"}, env={}),
@@ -381,7 +381,7 @@ def test_data_page_import_detects_then_imports_only_after_confirmation(tmp_path:
                                                      {"prompt": "2+2?", "chosen": "4", "rejected": "5"}])
     try:
         st.cache_data.clear()
-        app = AppTest.from_file(str(ROOT / "pages" / "data.py"), default_timeout=60).run()
+        app = data_page("Import")
         assert not app.exception
         app.file_uploader(key="import_file").set_value(("team votes.jsonl", content.encode(), "application/jsonl"))
         app.run()
@@ -409,10 +409,10 @@ def test_data_page_imports_a_save_to_disk_folder(tmp_path: Path, monkeypatch) ->
     """Folder upload (the browser sends each file with its relative path)."""
     import datasets
     import streamlit as st
-    from streamlit.testing.v1 import AppTest
 
     import core.studio
     from core.config import load_settings
+    from tests.support.studios import data_page
 
     folder = tmp_path / "kto_saved"
     datasets.Dataset.from_list([{"prompt": "Hi", "completion": "Hello!", "label": True},
@@ -424,7 +424,7 @@ def test_data_page_imports_a_save_to_disk_folder(tmp_path: Path, monkeypatch) ->
                                      tmp_path / "no-model")
     try:
         st.cache_data.clear()
-        app = AppTest.from_file(str(ROOT / "pages" / "data.py"), default_timeout=60).run()
+        app = data_page("Import")
         app.radio(key="import_kind").set_value("a folder saved with save_to_disk").run()
         app.file_uploader(key="import_folder").set_value(files)
         app.run()

@@ -5,6 +5,7 @@ import pytest
 
 from storage.db import Database
 from tests.support import ARTIFACTS
+from tests.support.browser import console_tab
 from tests.support.servers import Server
 
 pytestmark = pytest.mark.slow
@@ -24,6 +25,7 @@ def test_labeler_chats_votes_with_the_keyboard_and_sees_saved(server: Server, pa
     assert "A is better" in page.locator("#save-status").inner_text()
     assert "Traceback" not in page.content()
     page.goto(server.url + "/")
+    console_tab(page, "Items")
     page.wait_for_selector("text=Recent items", timeout=60_000)
     page.screenshot(path=str(ARTIFACTS / "console-data.png"), full_page=True)
     assert "Traceback" not in page.content()

@@ -16,7 +16,7 @@ from eth_account.messages import encode_defunct
 
 from storage.db import Database
 from tests.support import ARTIFACTS
-from tests.support.browser import CHROMIUM, PageChecker, chat_and_vote, set_max_new_tokens
+from tests.support.browser import CHROMIUM, PageChecker, chat_and_vote, console_settled, set_max_new_tokens
 from tests.support.hub_standin import HubStandin
 from tests.support.processes import free_port
 from tests.support.servers import MakeRunServer
@@ -121,7 +121,9 @@ def label_twelve_pairs(page, checker: PageChecker, url: str, hub: HubStandin) ->
 def open_console(page, checker: PageChecker, url: str, hub: HubStandin) -> None:
     """2. The console (Data page)."""
     page.goto(url + "/")
-    page.wait_for_selector("text=Recent items", timeout=60_000)
+    page.get_by_role("tab", name="Overview").wait_for(timeout=60_000)
+    console_settled(page)
+    page.wait_for_selector("text=/preference pair/", timeout=10_000)   # the guided loop's next step
     checker.check("console-data")
 
 

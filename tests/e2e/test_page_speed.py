@@ -13,11 +13,12 @@ fresh tab) are printed and saved to test-artifacts/page-speed.json. "Settled" is
 (tests/support/browser.console_settled): the script finished and the page shows its content.
 
 A new vote changes the fingerprint, so the next visit of the Data and Train pages recomputes their analytics: after
-the two rounds a vote is sent through the REST API (as a labeler's would arrive) and those two pages are clicked
-once each, twice over; the better time of each is held to AFTER_VOTE_LIMIT_S (the Data page's recompute took 2.4 s
-in-process on 12-06, then 1.3 s with one read of the votes for the suggestion and the signature, and 0.6-0.7 s with
-the agreement units found in SQL, their check done once, the preference pairs read once, the reads overlapped and
-the charts built from plotly's graph objects instead of plotly express)."""
+the two rounds, a vote is sent through the REST API (as a labeler's would arrive) before each of those visits, and
+the first visit after it is timed, twice over, the better time held to PAGE_LIMIT_S too. The Data page's tabs run
+lazily, each computing only its own part: the overview (metrics, the guided loop, activity), what the labels
+prefer, agreement and items are each timed after a new vote. With every section computed at once, the Data page
+took 2.4 s in-process after a new vote on 12-06, 0.6-0.7 s after the reads were trimmed and overlapped, and still
+1.1-1.6 s in the browser (the browser drew every section's charts); opened on its overview it takes ~0.65 s."""
 from __future__ import annotations
 
 import json
@@ -35,10 +36,6 @@ from tests.support.servers import Server
 
 pytestmark = pytest.mark.slow
 PAGE_LIMIT_S = 1.5
-# The first visit after a new label recomputes the Data page's analytics: 1.2-1.7 s in the browser across runs on 2
-# cores (the page's script takes ~1.1 s in the served studio, beside the browser, against 0.6-0.7 s in-process),
-# so it is held to a regression guard, not yet to PAGE_LIMIT_S.
-AFTER_VOTE_LIMIT_S = 2.0
 VOTES, VERSIONS = 10_000, 5
 
 
@@ -85,22 +82,28 @@ def test_every_console_page_settles_within_the_limit_with_10k_votes(busy_studio,
             clicks[title].append(time.monotonic() - started)
             print(f"{title}: {clicks[title][-1]:.2f} s", flush=True)   # on a failure: how far the walk got
             assert page.locator("[data-testid='stException']").count() == 0, f"{title}: the page shows an exception"
-    fresh: dict[str, list[float]] = {"Data": [], "Train": []}    # the first visits after a new vote: caches miss
+    # the first visits after a new vote: caches miss. The Data page opens on its overview; each of its other tabs
+    # (they run lazily) computes its own part when opened, so each is timed after a new vote too
+    data_tabs = [f"Data › {name}" for name in ("What the labels prefer", "Agreement", "Items")]
+    fresh: dict[str, list[float]] = {"Data": [], "Train": [], **{name: [] for name in data_tabs}}
     away = next(i for i, title in enumerate(links) if title not in fresh)
     for round_ in range(2):
-        console_rerun(page, lambda: nav.nth(away).click())
-        reply = httpx.post(busy_studio.url + "/api/votes", timeout=10, json={
-            "prompt": f"Is the page fast after new vote {round_ + 1}?", "answer_a": "Yes, within the limit.",
-            "answer_b": "No.", "outcome": "a"})
-        assert reply.status_code == 201, reply.text
-        for title in fresh:
-            i = list(links).index(title)
+        for target in ("Data", *data_tabs, "Train"):
+            console_rerun(page, lambda: nav.nth(away).click())
+            reply = httpx.post(busy_studio.url + "/api/votes", timeout=10, json={
+                "prompt": f"Is the page fast after new vote {round_ + 1} ({target})?",
+                "answer_a": "Yes, within the limit.", "answer_b": "No.", "outcome": "a"})
+            assert reply.status_code == 201, reply.text
+            title, _, tab = target.partition(" › ")
+            if tab:    # the Data page as it was (its overview computed), then the tab, after the vote
+                console_rerun(page, lambda title=title: nav.nth(list(links).index(title)).click())
             started = time.monotonic()
-            console_rerun(page, lambda i=i: nav.nth(i).click())
-            fresh[title].append(time.monotonic() - started)
-            print(f"{title} after a new vote: {fresh[title][-1]:.2f} s", flush=True)
-            assert page.locator("[data-testid='stException']").count() == 0, f"{title}: the page shows an exception"
-            if title == "Data" and round_ == 0:
+            console_rerun(page, (lambda tab=tab: page.get_by_role("tab", name=tab, exact=True).click()) if tab
+                          else (lambda title=title: nav.nth(list(links).index(title)).click()))
+            fresh[target].append(time.monotonic() - started)
+            print(f"{target} after a new vote: {fresh[target][-1]:.2f} s", flush=True)
+            assert page.locator("[data-testid='stException']").count() == 0, f"{target}: the page shows an exception"
+            if target == "Data" and round_ == 0:
                 ARTIFACTS.mkdir(exist_ok=True)
                 page.screenshot(path=str(ARTIFACTS / "page-speed-data.png"), full_page=True)
     loads = {}
@@ -120,6 +123,8 @@ def test_every_console_page_settles_within_the_limit_with_10k_votes(busy_studio,
         print(f"  {title:16s} click {' / '.join(f'{t:.2f}' for t in times)} s (best {best[title]:.2f} s), "
               f"full load {loads[title]:.2f} s"
               f"{f', after a new vote {min(fresh[title]):.2f} s' if title in fresh else ''}")
+    for target in data_tabs:
+        print(f"  {target:16s} after a new vote {' / '.join(f'{t:.2f}' for t in fresh[target])} s")
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "page-speed.json").write_text(json.dumps({
         "votes": VOTES, "versions": VERSIONS, "model": "default", "cpus": os.cpu_count(),
@@ -127,8 +132,10 @@ def test_every_console_page_settles_within_the_limit_with_10k_votes(busy_studio,
         "pages": {title: {"click_s": [round(t, 3) for t in clicks[title]], "best_s": round(best[title], 3),
                           "full_load_s": round(loads[title], 3),
                           **({"after_new_vote_s": [round(t, 3) for t in fresh[title]]} if title in fresh else {})}
-                  for title in clicks}}, indent=2) + "\n")
+                  for title in clicks},
+        "data_tabs_after_new_vote_s": {target: [round(t, 3) for t in fresh[target]] for target in data_tabs}},
+        indent=2) + "\n")
     slow = {title: round(seconds, 2) for title, seconds in best.items() if seconds > PAGE_LIMIT_S}
     slow |= {f"{title} after a new vote": round(min(times), 2) for title, times in fresh.items()
-             if min(times) > AFTER_VOTE_LIMIT_S}
-    assert not slow, f"pages slower than {PAGE_LIMIT_S} s (after a new vote: {AFTER_VOTE_LIMIT_S} s): {slow}"
+             if min(times) > PAGE_LIMIT_S}
+    assert not slow, f"pages slower than {PAGE_LIMIT_S} s: {slow}"

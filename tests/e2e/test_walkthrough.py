@@ -25,6 +25,7 @@ from tests.support.browser import (
     chat_and_vote,
     console_rerun,
     console_settled,
+    console_tab,
     gradio_login,
     set_max_new_tokens,
     system_fonts,
@@ -82,9 +83,13 @@ class Walk:
 
 
 def walk_console(walk: Walk) -> list[str]:
-    """Open the console, then every page its sidebar lists, by clicking (as a person does); the titles seen."""
+    """Open the console and each tab of its first page (Data), then every page its sidebar lists, by clicking (as a
+    person does); the titles seen."""
     page = walk.page
     walk.console_page("console", lambda: page.goto(walk.server.url + "/"))
+    tabs = page.locator("[data-testid='stTabs'] [role='tab']")    # the Data page's: they run lazily, one by one
+    for name in [tabs.nth(i).inner_text().strip() for i in range(tabs.count())][1:]:
+        walk.console_page("data-" + re.sub(r"\W+", "-", name.lower()), lambda name=name: console_tab(page, name))
     nav = page.locator("[data-testid='stSidebarNav'] a")
     titles = [nav.nth(i).inner_text().strip().splitlines()[-1] for i in range(nav.count())]   # after the icon
     assert titles, "the sidebar lists no page"

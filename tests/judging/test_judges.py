@@ -408,17 +408,16 @@ def test_the_rest_api_estimates_starts_polls_and_reads_agreement(studio):
 def test_the_data_page_shows_agreement_and_runs_judges(studio, admin, monkeypatch):
     """The Data page's AI judges section in-process (Streamlit AppTest), as the local admin."""
     import streamlit as st
-    from streamlit.testing.v1 import AppTest
 
     import core.studio
-    from tests.support import ROOT
+    from tests.support.studios import data_page
 
     monkeypatch.setattr(core.studio, "_current", studio)
     st.cache_data.clear()
     add_unlabeled_pairs(studio, 1, start=400)
     studio.judge_runs.run_blocking("rm1", "labeled", admin)           # some agreement to show
     add_unlabeled_pairs(studio, 1, start=401)
-    app = AppTest.from_file(str(ROOT / "pages" / "data.py"), default_timeout=60).run()
+    app = data_page("AI judges")
     assert not app.exception and not app.error
     table = next(frame.value for frame in app.dataframe if "Cohen's kappa" in frame.value.columns)
     assert "ai:rm:rm1" in set(table["judge"])

@@ -266,6 +266,7 @@ def test_every_console_page_and_section_as_each_role(tmp_path, tiny_model_dir, m
     import core.studio
     from core.labeling.feedback import Feedback, record_feedback
     from core.labeling.identity import ensure_user
+    from tests.support.studios import data_page
 
     monkeypatch.setattr(core.studio, "_current", None)
     studio = core.studio.open_studio(load_settings({"data_dir": str(tmp_path / "data"), "model": "tiny"}, env={}),
@@ -286,6 +287,10 @@ def test_every_console_page_and_section_as_each_role(tmp_path, tiny_model_dir, m
                 run = AppTest.from_file(str(PAGES / f"{page}.py"), default_timeout=120).run()
                 assert not run.exception, (page, role, run.exception)
                 text = _page_text(run)
+                for tab in [t.label for t in run.tabs][1:] if page == "data" else []:   # lazy tabs: each one run
+                    run = data_page(tab, timeout=120)
+                    assert not run.exception, (page, tab, role, run.exception)
+                    text += "\n" + _page_text(run)
                 refused = "This page is for admins" in text
                 assert refused == (access.scope(user, f"page:{page}") == access.NONE), (page, role)
                 if refused:

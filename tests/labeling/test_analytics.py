@@ -248,12 +248,11 @@ def test_follow_ups_stay_apart_and_api_pairs_join_free_chat_by_text(db: Database
 def test_data_page_renders_empty_and_seeded_without_errors(tmp_path: Path, monkeypatch) -> None:
     """The console page itself, run in-process by Streamlit's AppTest against a real studio."""
     import streamlit as st
-    from streamlit.testing.v1 import AppTest
 
     import core.studio
     from core.config import load_settings
+    from tests.support.studios import data_page
 
-    page = str(Path(__file__).resolve().parents[2] / "pages" / "data.py")
     monkeypatch.setattr(core.studio, "_current", None)
     for name in ("empty", "seeded"):
         data_dir = tmp_path / name
@@ -265,12 +264,15 @@ def test_data_page_renders_empty_and_seeded_without_errors(tmp_path: Path, monke
                                          tmp_path / "no-model")
         try:
             st.cache_data.clear()
-            app = AppTest.from_file(page, default_timeout=30).run()
+            app = data_page(timeout=30)
             assert not app.exception and not app.error
             if name == "empty":
                 assert any("No labels yet" in info.value for info in app.info)
                 continue
             assert [m.value for m in app.metric][:2] == ["8", "8"]       # votes, ratings
+            assert not app.text_input       # the tabs run lazily: the items' filters only on the Items tab
+            app = data_page("Items", timeout=30)
+            assert [m.value for m in app.metric][:2] == ["8", "8"]       # the metrics head every tab
             app.text_input(key="f_search").input("joke").run()
             assert not app.exception and "2 item(s)" in " ".join(c.value for c in app.caption)
         finally:

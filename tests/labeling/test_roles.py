@@ -12,6 +12,7 @@ from eth_account.messages import encode_defunct
 
 from storage.db import Database
 from tests.support import ARTIFACTS
+from tests.support.browser import console_tab
 from tests.support.servers import team_server
 
 ADA, BOB, CAT = ("ada", "pw-ada"), ("bob", "pw-bob"), ("cat", "pw-cat")
@@ -225,7 +226,7 @@ def test_a_labeler_in_the_console_sees_no_admin_action_no_one_elses_items_and_ca
     ARTIFACTS.mkdir(exist_ok=True)
     page = browser_context(BOB).new_page()
     page.goto(team.url + "/")
-    page.wait_for_selector("text=Recent items", timeout=60_000)
+    page.get_by_role("tab", name="Items").wait_for(timeout=60_000)
     nav = page.locator("[data-testid='stSidebarNav']")
     nav.wait_for(timeout=60_000)
     listed = nav.inner_text()
@@ -240,6 +241,7 @@ def test_a_labeler_in_the_console_sees_no_admin_action_no_one_elses_items_and_ca
     page.screenshot(path=str(ARTIFACTS / "roles-labeler-train.png"), full_page=True)
 
     page.goto(team.url + "/")
+    console_tab(page, "Items")
     page.wait_for_selector("text=Recent items", timeout=60_000)
     page.wait_for_selector("text=Admin only: ask an admin to redact an item", timeout=60_000)
     page.wait_for_selector("text=Your recent scored feedback", timeout=60_000)
@@ -249,6 +251,7 @@ def test_a_labeler_in_the_console_sees_no_admin_action_no_one_elses_items_and_ca
     content = page.content()
     assert "cat's private question" not in content and "cat's private feedback" not in content
     assert page.get_by_text("Audit log").count() == 0
+    console_tab(page, "Training data")
     page.get_by_role("button", name="Build preview").click()
     page.wait_for_selector("text=Built from your own labels only", timeout=60_000)
     page.wait_for_selector(r"text=/\d+ rows\./", timeout=60_000)   # bob's votes only

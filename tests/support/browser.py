@@ -185,8 +185,11 @@ def console_rerun(page: Any, action: Any, timeout: float = 60_000) -> None:
     page.evaluate("""() => {
       const app = document.querySelector("[data-testid='stApp']");
       window.__studioRan = false;
-      new MutationObserver(() => { if (app.dataset.testScriptState === 'running') window.__studioRan = true; })
-        .observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
+      // a run that starts and ends before the callback is delivered shows only in the records' old values
+      new MutationObserver(records => {
+        if (app.dataset.testScriptState === 'running' || records.some(r => r.oldValue === 'running'))
+          window.__studioRan = true;
+      }).observe(app, {attributes: true, attributeOldValue: true, attributeFilter: ['data-test-script-state']});
     }""")
     action()
     page.wait_for_function(f"() => window.__studioRan && ({SETTLED})()", timeout=timeout)
@@ -246,3 +249,10 @@ def system_fonts(page: Any, selector: str) -> dict[str, list[str]]:
 def system_fonts_in_label_app(page: Any) -> dict[str, list[str]]:
     """`system_fonts` of the labeling app's own text on the open tab (model output left out)."""
     return system_fonts(page, LABEL_APP_TEXT)
+
+
+def console_tab(page: Any, name: str) -> None:
+    """Open a tab of a console page whose tabs run lazily (the Data page's): the click reruns the script, and only
+    then does the tab's content exist."""
+    console_settled(page)
+    console_rerun(page, lambda: page.get_by_role("tab", name=name, exact=True).click())

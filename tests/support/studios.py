@@ -6,7 +6,9 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
+from typing import Any
 
+from core import ROOT
 from core.config import load_settings
 from core.labeling.identity import ensure_user, hash_password
 from core.labeling.votes import CandidateIn, Vote, add_user_message, new_conversation, record_vote, save_pair
@@ -207,3 +209,13 @@ def random_versions(db: Database, runs_dir: Path, model_spec: str, base_path: Pa
                                  {"beta": 0.1, "model_path": str(out)}, {"loss": round(0.69 - 0.05 * n, 3)})
         names.append(f"v{n}")
     return names
+
+
+def data_page(tab: str = "Overview", timeout: float = 60) -> Any:
+    """The console's Data page run in Streamlit's AppTest, opened on ``tab``: its tabs run lazily, so only the open
+    tab's content exists (the page reads the studio from core.studio.current)."""
+    from streamlit.testing.v1 import AppTest
+
+    app = AppTest.from_file(str(ROOT / "pages" / "data.py"), default_timeout=timeout)
+    app.session_state["data_tab"] = tab
+    return app.run()
