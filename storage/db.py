@@ -184,9 +184,7 @@ class Database:
 
     def query(self, sql: str, params: list[Any] | tuple[Any, ...] | dict[str, Any] = ()) -> list[dict[str, Any]]:
         """Read-only helper: rows as dicts."""
-        cur = self.cursor().execute(sql, params)
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, row)) for row in cur.fetchall()]
+        return all_rows(self.cursor().execute(sql, params))
 
     def scalar(self, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> Any:
         row = self.cursor().execute(sql, params).fetchone()
@@ -253,6 +251,24 @@ def one_value(cursor: duckdb.DuckDBPyConnection) -> Any:
     if row is None:
         raise StorageError("The statement returned no row", hint="this is a bug in the studio; report it")
     return row[0]
+
+
+def one_row(cursor: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
+    """The first row an executed statement returned, by column name (None: no row). Inside a transaction, where
+    :meth:`Database.query` cannot read: core reads rows by name, never by position."""
+    row = cursor.fetchone()
+    return None if row is None else dict(zip([d[0] for d in cursor.description], row))
+
+
+def all_rows(cursor: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """Every row an executed statement returned, by column name (:meth:`Database.query` inside a transaction)."""
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+def first_column(cursor: duckdb.DuckDBPyConnection) -> list[Any]:
+    """The first column of every row an executed statement returned (ids from ``RETURNING id``, a list of texts)."""
+    return [row[0] for row in cursor.fetchall()]
 
 
 def default_backup_dir(data_dir: Path | str) -> Path:

@@ -30,7 +30,7 @@ from core.chain.errors import ChainError, ChainUnavailable, ProofError
 from core.chain.ledger import Ledger, TxResult
 from core.chain.merkle import ACCOUNT_LEAF, CONTRIBUTION_LEAF, MerkleTree, leaf_hash, process_proof
 from core.errors import NotFound, ValidationError
-from storage.db import Database, one_value
+from storage.db import Database, all_rows, first_column, one_value
 
 TOKEN = 10**18
 # Reward per contribution at full quality, in milli-tokens (1000 = 1 token).
@@ -187,11 +187,11 @@ def _insert_contributions(cur, rows: list[tuple]) -> int:
     columns = {name: [row[i] for row in rows] for i, name in enumerate(names)}
     columns["amount"] = [str(a) for a in columns["amount"]]   # HUGEINT: exact as text, cast in SQL
     new_contributions = pa.table(columns)  # noqa: F841 - scanned by name below (DuckDB replacement scan)
-    return len(cur.execute(
+    return len(first_column(cur.execute(
         "INSERT INTO contributions (user_id, kind, source_table, source_id, weight, amount, salt, content_hash,"
         " created_at) SELECT user_id, kind, source_table, source_id, weight, CAST(amount AS HUGEINT), salt,"
         " content_hash, created_at FROM new_contributions"
-        " ON CONFLICT (source_table, source_id) DO NOTHING RETURNING id").fetchall())
+        " ON CONFLICT (source_table, source_id) DO NOTHING RETURNING id")))
 
 
 def source_content(db: Database, contribution: dict[str, Any]) -> dict[str, Any] | None:
@@ -238,11 +238,9 @@ def make_batch(db: Database, trigger: str) -> int | None:
     One transaction: the batch row, one leaf per contributor and the contributions' batch_id together.
     """
     def write(cur) -> int | None:
-        result = cur.execute(
+        rows = all_rows(cur.execute(
             "SELECT c.id, c.user_id, c.content_hash, c.amount, w.address FROM contributions c"
-            " JOIN wallet_links w ON w.user_id = c.user_id WHERE c.batch_id IS NULL ORDER BY c.user_id, c.id")
-        names = [d[0] for d in result.description]
-        rows = [dict(zip(names, r)) for r in result.fetchall()]
+            " JOIN wallet_links w ON w.user_id = c.user_id WHERE c.batch_id IS NULL ORDER BY c.user_id, c.id"))
         if not rows:
             return None
         by_user: dict[int, list[dict]] = defaultdict(list)

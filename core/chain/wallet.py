@@ -22,7 +22,7 @@ from eth_utils import is_address, to_checksum_address
 from core.chain.errors import WalletLinkError
 from core.errors import Conflict, ValidationError
 from core.labeling.identity import User
-from storage.db import Database
+from storage.db import Database, one_row
 
 CHALLENGE_TTL = timedelta(minutes=10)
 _NONCE = re.compile(r"^Nonce: ([A-Za-z0-9]{8,})$", re.MULTILINE)
@@ -71,11 +71,11 @@ def link_wallet(db: Database, user: User, message: str, signature: str, now: dat
                               "produced for this message") from None
 
     def write(cur) -> str:
-        row = cur.execute("SELECT user_id, address, message, expires_at, used_at FROM wallet_challenges"
-                          " WHERE nonce = ?", [nonce]).fetchone()
-        if row is None or row[0] != user.id:
+        row = one_row(cur.execute("SELECT user_id, address, message, expires_at, used_at FROM wallet_challenges"
+                                  " WHERE nonce = ?", [nonce]))
+        if row is None or row["user_id"] != user.id:
             raise WalletLinkError("Unknown nonce for this account", hint="ask the Wallet page for a new message")
-        user_id, address, issued, expires_at, used_at = row
+        address, issued, expires_at, used_at = row["address"], row["message"], row["expires_at"], row["used_at"]
         if issued != message:
             raise WalletLinkError("The message differs from the one issued", hint="sign the issued text unchanged")
         if used_at is not None:
@@ -85,8 +85,8 @@ def link_wallet(db: Database, user: User, message: str, signature: str, now: dat
         if recovered != address:
             raise WalletLinkError(f"The signature was made by {recovered}, not {address}",
                                   hint="sign with the wallet whose address is in the message")
-        taken = cur.execute("SELECT user_id FROM wallet_links WHERE address = ? AND user_id <> ?",
-                            [address, user.id]).fetchone()
+        taken = one_row(cur.execute("SELECT user_id FROM wallet_links WHERE address = ? AND user_id <> ?",
+                                    [address, user.id]))
         if taken:
             raise Conflict(f"{address} is already linked to another account", hint="use another address")
         cur.execute("UPDATE wallet_challenges SET used_at = ? WHERE nonce = ?", [now, nonce])

@@ -24,7 +24,7 @@ from core.labeling.feedback import clean_text
 from core.labeling.identity import User
 from core.labeling.votes import MAX_MESSAGE_CHARS, Vote, active_aspects, receipt_for_key, validate_vote, write_vote
 from core.serving.policies import servable_policies
-from storage.db import Database, one_value
+from storage.db import Database, one_row, one_value
 
 if TYPE_CHECKING:
     from core.compare.style import Comparison
@@ -128,9 +128,10 @@ def record_battle(db: Database, user: User, pending: PendingBattle, outcome: str
     def write(cur: Any) -> BattleReceipt:
         seen = receipt_for_key(cur, key)
         if seen is not None:
-            row = cur.execute("SELECT id, model_a, model_b, winner FROM battles WHERE preference_id = ?",
-                              [seen.preference_id]).fetchone()
-            return BattleReceipt(row[0], seen.preference_id, False, row[1], row[2], row[3])
+            row = one_row(cur.execute("SELECT id, model_a, model_b, winner FROM battles WHERE preference_id = ?",
+                                      [seen.preference_id]))
+            assert row is not None   # a battle's vote is written with its battle, in one transaction
+            return BattleReceipt(row["id"], seen.preference_id, False, row["model_a"], row["model_b"], row["winner"])
         prompt_id = one_value(cur.execute("INSERT INTO prompts (text, source) VALUES (?, 'arena') RETURNING id",
                                           [prompt]))
         ids = [one_value(cur.execute(

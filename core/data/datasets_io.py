@@ -23,7 +23,7 @@ from typing import Any
 from core.data.import_formats import Item, Message, Parsed, inspect_file
 from core.errors import PermissionDenied, ValidationError
 from core.labeling.feedback import clean_text
-from storage.db import Database, one_value
+from storage.db import Database, first_column, one_row, one_value
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -63,7 +63,7 @@ def _pair_key(source: str, prompt: list[Message], chosen: str, rejected: str) ->
 def _ids(cur, sequence: str, n: int) -> list[int]:
     if n == 0:
         return []
-    return [r[0] for r in cur.execute(f"SELECT nextval('{sequence}') FROM range(?)", [n]).fetchall()]
+    return first_column(cur.execute(f"SELECT nextval('{sequence}') FROM range(?)", [n]))
 
 
 def bulk_insert(cur, table: str, columns: dict[str, list]) -> None:
@@ -82,8 +82,8 @@ def bulk_insert(cur, table: str, columns: dict[str, list]) -> None:
 
 def _write_items(cur, items: list[Item], source: str) -> tuple[int, int, int]:
     """Conversations, messages, candidates, votes and thumbs for the items; (pairs, labeled, duplicates)."""
-    existing = {r[0] for r in cur.execute("SELECT idempotency_key FROM preferences WHERE idempotency_key LIKE ?",
-                                          [source + ":%"]).fetchall()}
+    existing = set(first_column(cur.execute("SELECT idempotency_key FROM preferences WHERE idempotency_key LIKE ?",
+                                            [source + ":%"])))
     plans = []   # (item, [(better, worse, key)]) with duplicate pairs removed
     duplicates = 0
     for item in items:
@@ -140,8 +140,8 @@ def _write_items(cur, items: list[Item], source: str) -> tuple[int, int, int]:
 
 def _write_prompts(cur, prompts: list[str], source: str, queue_id: int | None) -> tuple[int, int]:
     """Prompts rows (into the queue when given); exact repeats in the same queue and source are skipped."""
-    existing = {r[0] for r in cur.execute(
-        "SELECT text FROM prompts WHERE source = ? AND queue_id IS NOT DISTINCT FROM ?", [source, queue_id]).fetchall()}
+    existing = set(first_column(cur.execute(
+        "SELECT text FROM prompts WHERE source = ? AND queue_id IS NOT DISTINCT FROM ?", [source, queue_id])))
     new = [p for p in dict.fromkeys(prompts) if p not in existing]
     bulk_insert(cur, "prompts", {"text": new, "source": [source] * len(new), "queue_id": [queue_id] * len(new)})
     return len(new), len(prompts) - len(new)
@@ -167,8 +167,8 @@ def import_parsed(db: Database, parsed: Parsed, *, source: str, skip_bad: bool =
     with db.transaction() as cur:
         queue_id = None
         if queue:
-            row = cur.execute("SELECT id FROM queues WHERE name = ?", [queue]).fetchone()
-            queue_id = row[0] if row else one_value(cur.execute(
+            row = one_row(cur.execute("SELECT id FROM queues WHERE name = ?", [queue]))
+            queue_id = row["id"] if row else one_value(cur.execute(
                 "INSERT INTO queues (name, created_by) VALUES (?, ?) RETURNING id", [queue, user_id]))
         pairs = labeled = prompts = 0
         if parsed.format == "prompts":

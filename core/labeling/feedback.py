@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import ValidationError
-from storage.db import Database, one_value
+from storage.db import Database, one_row, one_value
 
 MAX_TEXT_CHARS = 100_000
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -70,10 +70,10 @@ def record_feedback(db: Database, feedback: Feedback, labeler_id: int | None = N
 
     def insert(cur: Any) -> tuple[int, bool]:   # writes are serialised: check-then-insert is atomic
         if key:
-            row = cur.execute("SELECT id FROM feedback WHERE labeler_id IS NOT DISTINCT FROM ?"
-                              " AND idempotency_key = ?", [labeler_id, key]).fetchone()
+            row = one_row(cur.execute("SELECT id FROM feedback WHERE labeler_id IS NOT DISTINCT FROM ?"
+                                      " AND idempotency_key = ?", [labeler_id, key]))
             if row:
-                return row[0], False
+                return row["id"], False
         return one_value(cur.execute(
             "INSERT INTO feedback (prompt, response, score, run_id, notes, labeler_id, source, idempotency_key)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",

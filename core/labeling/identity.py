@@ -31,7 +31,7 @@ from core.config import Settings
 from core.errors import ConfigError, PermissionDenied, TooManyAttempts, ValidationError
 from core.labeling.tokens import TokenVerifier
 from core.labeling.users import ROLES, User
-from storage.db import Database, one_value
+from storage.db import Database, one_row, one_value
 
 LOCAL_USER = "local"
 _PBKDF2_ITERATIONS = 600_000   # OWASP 2023+ for PBKDF2-HMAC-SHA256
@@ -157,12 +157,12 @@ def ensure_user(db: Database, name: str, role: str, source: str) -> User:
         return User(int(seen[0]["id"]), name, role)   # seen this minute: no write (a page load sends many requests)
 
     def upsert(cur: duckdb.DuckDBPyConnection) -> int:
-        row = cur.execute("SELECT id FROM users WHERE name = ?", [name]).fetchone()
+        row = one_row(cur.execute("SELECT id FROM users WHERE name = ?", [name]))
         if row is None:
             return int(one_value(cur.execute("INSERT INTO users (name, role, source, last_seen_at)"
                                              " VALUES (?, ?, ?, now()) RETURNING id", [name, role, source])))
-        cur.execute("UPDATE users SET role = ?, last_seen_at = now() WHERE id = ?", [role, row[0]])
-        return int(row[0])
+        cur.execute("UPDATE users SET role = ?, last_seen_at = now() WHERE id = ?", [role, row["id"]])
+        return int(row["id"])
 
     return User(db.write(upsert), name, role)
 
@@ -172,14 +172,14 @@ def ensure_ai_labeler(db: Database, name: str) -> User:
     if not name.startswith(AI_PREFIX):
         raise ValidationError(f"AI judge names start with {AI_PREFIX!r}, got {name!r}", hint="see core.judging.judges")
     with db.transaction() as cur:
-        row = cur.execute("SELECT id, kind FROM users WHERE name = ?", [name]).fetchone()
+        row = one_row(cur.execute("SELECT id, kind FROM users WHERE name = ?", [name]))
         if row is None:
             user_id = one_value(cur.execute("INSERT INTO users (name, role, source, kind)"
                                             " VALUES (?, 'labeler', 'judge', 'ai') RETURNING id", [name]))
-        elif row[1] != "ai":
+        elif row["kind"] != "ai":
             raise ValidationError(f"{name!r} is a person's account, not an AI judge", hint="rename that account")
         else:
-            user_id = row[0]
+            user_id = row["id"]
     return User(user_id, name, "labeler")
 
 

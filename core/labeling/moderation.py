@@ -27,7 +27,7 @@ import pandas as pd
 
 from core.errors import NotFound, PermissionDenied, ValidationError
 from core.labeling.feedback import clean_text
-from storage.db import Database, one_value
+from storage.db import Database, first_column, one_row, one_value
 
 KINDS = ("preference", "prompt", "candidate", "conversation")
 TABLE_OF = {"preference": "preferences", "prompt": "prompts", "candidate": "candidates",
@@ -98,7 +98,7 @@ Cursor = duckdb.DuckDBPyConnection
 
 
 def _ids(cur: Cursor, sql: str, params: list[Any]) -> list[int]:
-    return [row[0] for row in cur.execute(sql, params).fetchall()]
+    return first_column(cur.execute(sql, params))
 
 
 def _redact_preferences(cur: Cursor, ids: list[int]) -> dict[str, int]:
@@ -152,13 +152,13 @@ def _redact_candidates(cur: Cursor, ids: list[int]) -> dict[str, int]:
 
 
 def _redact_prompt(cur: Cursor, prompt_id: int) -> dict[str, int]:
-    text = cur.execute("SELECT text FROM prompts WHERE id = ? AND redacted_at IS NULL", [prompt_id]).fetchone()
-    if text is None:
+    found = one_row(cur.execute("SELECT text FROM prompts WHERE id = ? AND redacted_at IS NULL", [prompt_id]))
+    if found is None:
         return {}
     conversations = _ids(cur, "SELECT id FROM conversations WHERE prompt_id = ?", [prompt_id])
     copies = _ids(cur, "SELECT id FROM messages WHERE role = 'user' AND content = ? AND (conversation_id IN"
                        " (SELECT unnest(?::BIGINT[])) OR conversation_id IN (SELECT conversation_id FROM"
-                       " candidates WHERE prompt_id = ?))", [text[0], conversations, prompt_id])
+                       " candidates WHERE prompt_id = ?))", [found["text"], conversations, prompt_id])
     prompts = _redact_texts(cur, "prompts", "text", [prompt_id])
     messages = _redact_texts(cur, "messages", "content", copies)
     # the answers stay, but a sampling record may quote the prompt (a constitutional critique): cleared

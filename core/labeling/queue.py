@@ -17,7 +17,7 @@ from core import ASSETS
 from core.errors import NotFound, PermissionDenied, ValidationError
 from core.labeling.feedback import clean_text
 from core.labeling.identity import User
-from storage.db import Database, one_value
+from storage.db import Database, first_column, one_row, one_value
 
 SEED_PROMPTS = ASSETS / "seed_prompts.jsonl"
 GUIDELINES = ASSETS / "guidelines.md"
@@ -37,10 +37,10 @@ def create_queue(db: Database, admin: User, name: str, overlap: int = 1, daily_g
     if overlap < 1 or daily_goal < 1:
         raise ValidationError("Overlap and daily goal must be at least 1", hint="use 1 or more")
     with db.transaction() as cur:
-        row = cur.execute("SELECT id FROM queues WHERE name = ?", [name]).fetchone()
+        row = one_row(cur.execute("SELECT id FROM queues WHERE name = ?", [name]))
         if row:
-            cur.execute("UPDATE queues SET overlap = ?, daily_goal = ? WHERE id = ?", [overlap, daily_goal, row[0]])
-            return row[0]
+            cur.execute("UPDATE queues SET overlap = ?, daily_goal = ? WHERE id = ?", [overlap, daily_goal, row["id"]])
+            return row["id"]
         return one_value(cur.execute("INSERT INTO queues (name, overlap, daily_goal, created_by) VALUES (?, ?, ?, ?)"
                                      " RETURNING id", [name, overlap, daily_goal, admin.id]))
 
@@ -104,7 +104,7 @@ def import_prompts(db: Database, admin: User, queue_id: int, prompts: list[str],
     with db.transaction() as cur:
         if one_value(cur.execute("SELECT count(*) FROM queues WHERE id = ?", [queue_id])) == 0:
             raise NotFound(f"Queue {queue_id} does not exist", hint="create the queue first")
-        existing = {r[0] for r in cur.execute("SELECT text FROM prompts WHERE queue_id = ?", [queue_id]).fetchall()}
+        existing = set(first_column(cur.execute("SELECT text FROM prompts WHERE queue_id = ?", [queue_id])))
         new = list(dict.fromkeys(p for p in prompts if p not in existing))
         if new:
             cur.executemany("INSERT INTO prompts (text, source, queue_id) VALUES (?, ?, ?)",
@@ -126,24 +126,24 @@ def load_seed_queue(db: Database, admin: User) -> int:
 def next_prompt(db: Database, user: User, queue_id: int) -> dict[str, Any] | None:
     """The labeler's current prompt, or a new one that still needs labels; None when the queue is done."""
     with _SERVE_LOCK, db.transaction() as cur:
-        open_row = cur.execute(
+        open_row = one_row(cur.execute(
             "SELECT p.id, p.text FROM assignments a JOIN prompts p ON p.id = a.prompt_id"
             " WHERE a.user_id = ? AND a.status = 'served' AND p.queue_id = ? AND p.redacted_at IS NULL"
-            " ORDER BY a.served_at LIMIT 1", [user.id, queue_id]).fetchone()
+            " ORDER BY a.served_at LIMIT 1", [user.id, queue_id]))
         if open_row:
-            return {"id": open_row[0], "text": open_row[1]}
-        row = cur.execute(
+            return open_row
+        row = one_row(cur.execute(
             f"""SELECT p.id, p.text FROM prompts p JOIN queues q ON q.id = p.queue_id
             WHERE p.queue_id = ? AND p.redacted_at IS NULL
               AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.prompt_id = p.id AND a.user_id = ?)
               AND (SELECT count(*) FROM assignments a WHERE a.prompt_id = p.id AND (a.status = 'done'
                    OR (a.status = 'served' AND a.served_at > now() - INTERVAL {ABANDONED_AFTER_MINUTES} MINUTE)))
                   < q.overlap
-            ORDER BY p.id LIMIT 1""", [queue_id, user.id]).fetchone()
+            ORDER BY p.id LIMIT 1""", [queue_id, user.id]))
         if row is None:
             return None
-        cur.execute("INSERT INTO assignments (prompt_id, user_id) VALUES (?, ?)", [row[0], user.id])
-        return {"id": row[0], "text": row[1]}
+        cur.execute("INSERT INTO assignments (prompt_id, user_id) VALUES (?, ?)", [row["id"], user.id])
+        return row
 
 
 def skip_prompt(db: Database, user: User, prompt_id: int) -> None:
@@ -157,17 +157,17 @@ def skip_prompt(db: Database, user: User, prompt_id: int) -> None:
 
 def progress(db: Database, user: User, queue_id: int) -> dict[str, int]:
     """Labeler progress in a queue: done today vs the daily goal, done overall vs what is left for them."""
-    row = db.cursor().execute(
+    found = db.query(
         """SELECT q.daily_goal,
              (SELECT count(*) FROM assignments a JOIN prompts p ON p.id = a.prompt_id WHERE p.queue_id = q.id
                AND a.user_id = ? AND a.status = 'done' AND a.finished_at >= current_date) AS today,
              (SELECT count(*) FROM assignments a JOIN prompts p ON p.id = a.prompt_id WHERE p.queue_id = q.id
                AND a.user_id = ? AND a.status = 'done') AS done,
              (SELECT count(*) FROM prompts p WHERE p.queue_id = q.id AND p.redacted_at IS NULL) AS prompts
-           FROM queues q WHERE q.id = ?""", [user.id, user.id, queue_id]).fetchone()
-    if row is None:
+           FROM queues q WHERE q.id = ?""", [user.id, user.id, queue_id])
+    if not found:
         raise NotFound(f"Queue {queue_id} does not exist", hint="pick another queue")
-    return {"daily_goal": row[0], "today": row[1], "done": row[2], "prompts": row[3]}
+    return found[0]
 
 
 def labeler_progress(db: Database, queue_id: int) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ from typing import Any
 from core.errors import Conflict, NotFound, PermissionDenied, ValidationError
 from core.labeling.identity import User
 from core.labeling.votes import OUTCOMES
-from storage.db import Database, one_value
+from storage.db import Database, one_row, one_value
 
 SOURCE = "review"
 
@@ -90,17 +90,18 @@ def record_review(db: Database, user: User, candidate_a: int, candidate_b: int, 
         raise ValidationError(f"Unknown outcome {outcome!r}", hint=f"use one of {', '.join(OUTCOMES)}")
 
     def write(cur: Any) -> int:
-        found = cur.execute("SELECT conversation_id, turn, prompt_id FROM candidates WHERE id = ? AND redacted_at IS"
-                            " NULL", [candidate_a]).fetchone()
+        found = one_row(cur.execute("SELECT conversation_id, turn, prompt_id FROM candidates WHERE id = ? AND"
+                                    " redacted_at IS NULL", [candidate_a]))
         other = cur.execute("SELECT 1 FROM candidates WHERE id = ? AND redacted_at IS NULL", [candidate_b]).fetchone()
         labeled = one_value(cur.execute(
             "SELECT count(*) FROM preferences p JOIN users u ON u.id = p.labeler_id AND u.kind = 'ai'"
             " WHERE p.candidate_a = ? AND p.candidate_b = ? AND p.retracted_at IS NULL", [candidate_a, candidate_b]))
         if found is None or other is None or not labeled:
             raise NotFound("That pair is gone, or no AI labeled it", hint="take the next pair")
-        owner = cur.execute("SELECT c.user_id, u.kind FROM conversations c LEFT JOIN users u ON u.id = c.user_id"
-                            " WHERE c.id = ?", [found[0]]).fetchone() if found[0] is not None else None
-        if owner is not None and not user.is_admin and owner[0] != user.id and owner[1] != "ai":
+        owner = None if found["conversation_id"] is None else one_row(cur.execute(
+            "SELECT c.user_id, u.kind FROM conversations c LEFT JOIN users u ON u.id = c.user_id WHERE c.id = ?",
+            [found["conversation_id"]]))
+        if owner is not None and not user.is_admin and owner["user_id"] != user.id and owner["kind"] != "ai":
             raise PermissionDenied("That pair comes from another person's chat", hint="take the next pair")
         if one_value(cur.execute(
                 "SELECT count(*) FROM preferences WHERE candidate_a = ? AND candidate_b = ? AND labeler_id = ?"

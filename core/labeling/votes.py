@@ -16,7 +16,7 @@ import duckdb
 from core.errors import Conflict, NotFound, PermissionDenied, ValidationError
 from core.labeling.feedback import clean_text
 from core.labeling.identity import User
-from storage.db import Database, one_value
+from storage.db import Database, all_rows, first_column, one_row, one_value
 
 OUTCOMES = ("a", "b", "tie", "both_bad")
 OUTCOME_LABELS = {"a": "A is better", "b": "B is better", "tie": "Tie", "both_bad": "Both bad"}
@@ -63,10 +63,10 @@ def new_conversation(db: Database, user: User, policy_id: int | None, prompt_id:
 
 
 def _own_conversation(cur: duckdb.DuckDBPyConnection, conversation_id: int, user: User) -> None:
-    row = cur.execute("SELECT user_id FROM conversations WHERE id = ?", [conversation_id]).fetchone()
+    row = one_row(cur.execute("SELECT user_id FROM conversations WHERE id = ?", [conversation_id]))
     if row is None:
         raise NotFound(f"Conversation {conversation_id} does not exist", hint="start a new chat")
-    if row[0] != user.id:
+    if row["user_id"] != user.id:
         raise PermissionDenied("This conversation belongs to another labeler", hint="start your own chat")
 
 
@@ -81,12 +81,12 @@ def add_user_message(db: Database, user: User, conversation_id: int, text: str) 
     text = clean_text(text, "message", max_chars=MAX_MESSAGE_CHARS)
     with db.transaction() as cur:
         _own_conversation(cur, conversation_id, user)
-        last = cur.execute("SELECT turn, role FROM messages WHERE conversation_id = ? ORDER BY turn DESC"
-                           " LIMIT 1", [conversation_id]).fetchone()
-        if last is not None and last[1] == "user":
+        last = one_row(cur.execute("SELECT turn, role FROM messages WHERE conversation_id = ? ORDER BY turn DESC"
+                                   " LIMIT 1", [conversation_id]))
+        if last is not None and last["role"] == "user":
             raise Conflict("The last message has no accepted answer yet",
                            hint="vote on the two answers (or regenerate them) before writing again")
-        turn = 0 if last is None else last[0] + 1
+        turn = 0 if last is None else last["turn"] + 1
         cur.execute("INSERT INTO messages (conversation_id, turn, role, content) VALUES (?, ?, 'user', ?)",
                     [conversation_id, turn, text])
         return turn + 1
@@ -200,14 +200,12 @@ def _continuation(vote: Vote, texts: dict[str, str]) -> tuple[str | None, str | 
 
 
 def _insert_rows(cur: duckdb.DuckDBPyConnection, table: str, columns: tuple[str, ...],
-                 rows: list[tuple[Any, ...]], returning: bool = False) -> list[tuple[Any, ...]]:
-    """One multi-row INSERT: DuckDB's cost is per statement, not per row."""
+                 rows: list[tuple[Any, ...]]) -> None:
+    """One multi-row INSERT: DuckDB's cost is per statement, not per row (the ids are drawn beforehand)."""
     if not rows:
-        return []
+        return
     marks = ", ".join(["(" + ", ".join("?" * len(columns)) + ")"] * len(rows))
-    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES {marks}" + (" RETURNING id" if returning else "")
-    result = cur.execute(sql, [value for row in rows for value in row])
-    return result.fetchall() if returning else []
+    cur.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES {marks}", [value for row in rows for value in row])
 
 
 _PREFERENCE_COLUMNS = ("id", "conversation_id", "turn", "prompt_id", "candidate_a", "candidate_b", "outcome",
@@ -221,7 +219,7 @@ def _write_preferences(cur: duckdb.DuckDBPyConnection,
     ``votes`` holds (user, vote, idempotency key, conversation id, turn, prompt id); returns the new
     preference ids in the same order. A handful of statements whatever the number of votes.
     """
-    ids = [r[0] for r in cur.execute("SELECT nextval('preferences_seq') FROM range(?)", [len(votes)]).fetchall()]
+    ids = first_column(cur.execute("SELECT nextval('preferences_seq') FROM range(?)", [len(votes)]))
     _insert_rows(cur, "preferences", _PREFERENCE_COLUMNS, [
         (pid, conversation_id, turn, prompt_id, vote.candidate_a, vote.candidate_b, vote.outcome, user.id,
          vote.source, vote.note, list(vote.flags), key)
@@ -257,23 +255,23 @@ def record_vote(db: Database, user: User, vote: Vote) -> VoteReceipt:
 
 def receipt_for_key(cur: duckdb.DuckDBPyConnection, key: str) -> VoteReceipt | None:
     """The receipt of a vote already saved under this idempotency key, or None: a repeated request is not a new vote."""
-    row = cur.execute(
+    row = one_row(cur.execute(
         "SELECT p.id, m.content FROM preferences p LEFT JOIN messages m ON m.conversation_id = p.conversation_id"
-        " AND m.turn = p.turn AND m.role = 'assistant' WHERE p.idempotency_key = ?", [key]).fetchone()
-    return None if row is None else VoteReceipt(row[0], False, row[1])
+        " AND m.turn = p.turn AND m.role = 'assistant' WHERE p.idempotency_key = ?", [key]))
+    return None if row is None else VoteReceipt(row["id"], False, row["content"])
 
 
 def _insert_vote(cur: duckdb.DuckDBPyConnection, user: User, vote: Vote, key: str) -> VoteReceipt:
-    rows = cur.execute("SELECT id, conversation_id, turn, prompt_id, text, redacted_at FROM candidates"
-                       " WHERE id IN (?, ?)", [vote.candidate_a, vote.candidate_b]).fetchall()
-    found = {r[0]: r for r in rows}
+    rows = all_rows(cur.execute("SELECT id, conversation_id, turn, prompt_id, text, redacted_at FROM candidates"
+                                " WHERE id IN (?, ?)", [vote.candidate_a, vote.candidate_b]))
+    found = {r["id"]: r for r in rows}
     for cid in (vote.candidate_a, vote.candidate_b):
-        if cid not in found or found[cid][5] is not None:
+        if cid not in found or found[cid]["redacted_at"] is not None:
             raise NotFound(f"Candidate {cid} does not exist (or was deleted)", hint="generate a new pair")
     a, b = found[vote.candidate_a], found[vote.candidate_b]
-    if (a[1], a[2]) != (b[1], b[2]):
+    if (a["conversation_id"], a["turn"]) != (b["conversation_id"], b["turn"]):
         raise ValidationError("The two candidates answer different turns", hint="vote on one pair at a time")
-    conversation_id, turn, prompt_id = a[1], a[2], a[3]
+    conversation_id, turn, prompt_id = a["conversation_id"], a["turn"], a["prompt_id"]
     if conversation_id is not None:
         _own_conversation(cur, conversation_id, user)
         taken = one_value(cur.execute("SELECT count(*) FROM messages WHERE conversation_id = ? AND turn = ?",
@@ -283,7 +281,7 @@ def _insert_vote(cur: duckdb.DuckDBPyConnection, user: User, vote: Vote, key: st
                            hint="undo the last vote first if you want to change it")
     preference_id = write_vote(cur, user, vote, key, conversation_id, turn, prompt_id)
     side_ids = {"a": vote.candidate_a, "b": vote.candidate_b}
-    text, side = _continuation(vote, {"a": a[4], "b": b[4]})
+    text, side = _continuation(vote, {"a": a["text"], "b": b["text"]})
     if conversation_id is not None and text is not None:
         cur.execute("INSERT INTO messages (conversation_id, turn, role, content, candidate_id)"
                     " VALUES (?, ?, 'assistant', ?, ?)",
@@ -297,13 +295,14 @@ def _insert_vote(cur: duckdb.DuckDBPyConnection, user: User, vote: Vote, key: st
 def undo_last_vote(db: Database, user: User) -> dict[str, Any]:
     """Retract the labeler's most recent vote (kept for the record, ignored by builders) and reopen its turn."""
     with db.transaction() as cur:
-        row = cur.execute(
+        row = one_row(cur.execute(
             "SELECT id, conversation_id, turn, prompt_id, candidate_a, candidate_b FROM preferences"
             " WHERE labeler_id = ? AND retracted_at IS NULL AND redacted_at IS NULL ORDER BY id DESC LIMIT 1",
-            [user.id]).fetchone()
+            [user.id]))
         if row is None:
             raise NotFound("You have no vote to undo", hint="vote first")
-        preference_id, conversation_id, turn, prompt_id, cand_a, cand_b = row
+        preference_id, conversation_id, turn = row["id"], row["conversation_id"], row["turn"]
+        prompt_id, cand_a, cand_b = row["prompt_id"], row["candidate_a"], row["candidate_b"]
         if conversation_id is not None:
             later = one_value(cur.execute("SELECT count(*) FROM messages WHERE conversation_id = ? AND turn > ?",
                                           [conversation_id, turn]))

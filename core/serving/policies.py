@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import Conflict, NotFound, PermissionDenied, ValidationError
-from storage.db import Database, one_value
+from storage.db import Database, one_row, one_value
 
 BASE_POLICY = "base"
 
@@ -17,13 +17,13 @@ BASE_POLICY = "base"
 def ensure_base_policy(db: Database, base_model: str) -> int:
     """Register (or re-point) the ``base`` policy at the model the server was started with."""
     with db.transaction() as cur:
-        row = cur.execute("SELECT id, base_model FROM policies WHERE name = ?", [BASE_POLICY]).fetchone()
+        row = one_row(cur.execute("SELECT id, base_model FROM policies WHERE name = ?", [BASE_POLICY]))
         if row is None:
             return one_value(cur.execute("INSERT INTO policies (name, base_model) VALUES (?, ?) RETURNING id",
                                          [BASE_POLICY, base_model]))
-        if row[1] != base_model:
-            cur.execute("UPDATE policies SET base_model = ? WHERE id = ?", [base_model, row[0]])
-        return row[0]
+        if row["base_model"] != base_model:
+            cur.execute("UPDATE policies SET base_model = ? WHERE id = ?", [base_model, row["id"]])
+        return row["id"]
 
 
 def list_policies(db: Database, include_deleted: bool = False) -> list[dict[str, Any]]:
