@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-from tests.support.studios import random_versions  # noqa: E402
+from bench.harness.versions import random_versions  # noqa: E402
 
 
 def say(line: str) -> None:

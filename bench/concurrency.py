@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from votegen import StudioProcess, percentile  # noqa: E402
 
-from tests.support.servers import EngineProcess  # noqa: E402
+from bench.harness.engine import EngineProcess  # noqa: E402
 
 PROMPTS = [
     "Give me three tips for a good night's sleep.",
@@ -160,7 +160,7 @@ def crowd(url: str, prompts: list[str]) -> tuple[list[float], list[str], float]:
 def start_transformers_serve(model_dir: Path, work: Path) -> EngineProcess:
     """`transformers serve` pinned to ``model_dir`` with continuous batching, on a free loopback port.
 
-    The tests' engine launcher (tests/support/servers.py) with the batching option: one start / wait / stop
+    The tests' engine launcher (bench/harness/engine.py) with the batching option: one start / wait / stop
     for both; the first start loads the model, hence the longer wait."""
     return EngineProcess(model_dir, work, args=("--continuous-batching",)).start(timeout=300)
 

@@ -36,7 +36,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 from votegen import StudioProcess, VoteLoad, percentile, stored_keys  # noqa: E402
 
-from tests.support.studios import random_versions  # noqa: E402
+from bench.harness.versions import random_versions  # noqa: E402
 
 TOKEN = "hf_durability_bench_token_0001"
 REPO = "bench/studio-backup"
@@ -87,8 +87,8 @@ def main() -> int:
 
     import httpx
 
+    from bench.harness.hub_standin import HubStandin
     from core.share.backup import HubTarget, restore
-    from tests.support.hub_standin import HubStandin
 
     with tempfile.TemporaryDirectory(prefix="studio-durability-") as tmp:
         tmp_path = Path(tmp)

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.support.processes import free_port, launch, log_tail  # noqa: E402 - the one launcher, shared with tests
+from bench.harness.processes import free_port, launch, log_tail  # noqa: E402 - the one launcher, shared with tests
 
 
 def percentile(sorted_values: list[float], q: float) -> float:

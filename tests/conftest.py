@@ -1,6 +1,7 @@
 """Fixtures: real data dirs, a real server process on a free loopback port, a real browser.
 
-The helpers behind them live in tests/support/ (test modules import from there, never from this file)."""
+The helpers behind them live in tests/support/ and bench/harness/ (test modules import from there, never
+from this file)."""
 from __future__ import annotations
 
 import os
@@ -10,10 +11,11 @@ from typing import Any
 
 import pytest
 
+from bench.harness.engine import EngineProcess
+from bench.harness.processes import free_port
 from storage.db import Database
 from tests.support.browser import browser_page, chromium_browser
-from tests.support.processes import free_port
-from tests.support.servers import EngineProcess, Server
+from tests.support.servers import Server
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")

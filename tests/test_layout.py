@@ -4,7 +4,8 @@
   core's packages import downwards along the loop only, and nothing imports in a circle at any depth.
 - The UIs (app/, pages/, launch.py) run no SQL: they call core functions.
 - No private name (``_x``) is shared between modules: modules that share behaviour share public functions.
-- No test module imports another test module or conftest: shared helpers live in ``tests/support``.
+- No test module imports another test module or conftest: shared helpers live in ``tests/support`` (and, those the
+  benchmarks use too, in ``bench/harness``).
 - No module of the product or the benchmarks is over MAX_LINES unless its docstring says why it is one
   indivisible thing.
 """
@@ -101,6 +102,19 @@ def test_no_test_module_imports_another():
                 if name.startswith("tests.") and (last.startswith("test_") or last == "conftest"):
                     found.append(f"{path.relative_to(ROOT)}:{node.lineno}: imports {name}")
     assert not found, "shared test helpers belong in tests/support:\n" + "\n".join(found)
+
+
+def test_the_benchmarks_never_import_the_tests():
+    """The harness both use (processes, the engine, random versions, the Hub stand-in) is bench/harness: the tests
+    may import the benchmarks' code, never the other way round."""
+    found = []
+    for path in sorted((ROOT / "bench").rglob("*.py")):
+        for node in ast.walk(parse(path)):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                     else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            found += [f"{path.relative_to(ROOT)}:{node.lineno}: imports {name}" for name in names
+                      if name == "tests" or name.startswith("tests.")]
+    assert not found, "move what bench needs into bench/harness:\n" + "\n".join(found)
 
 
 def test_modules_stay_readable_in_size():

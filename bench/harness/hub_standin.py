@@ -1,4 +1,5 @@
-"""A small Hugging Face Hub stand-in for tests: the REAL ``huggingface_hub`` client talks to it via HF_ENDPOINT.
+"""A small Hugging Face Hub stand-in for the tests and the benchmarks: the REAL ``huggingface_hub`` client talks
+to it via HF_ENDPOINT.
 
 It implements just the endpoints ``HfApi`` (huggingface_hub 1.x/2.x) calls to push a folder, read it back at
 any commit and manage the history, as read from the installed client (hf_api.py, _commit_api.py,

@@ -4,8 +4,8 @@ Space's Docker command), the inference engine (`transformers serve`) and the loc
 A launched process writes its output to a log file; it counts as up once a URL answers 200 (or its own
 ``ready`` probe says so: anvil answers JSON-RPC POSTs only); if it exits or
 does not answer in time, the error carries the log's tail, which is what a person needs to see why. It lives
-under tests/ and imports nothing but the standard library and httpx, so bench/ can use it too (bench scripts
-put the checkout on sys.path and `from tests.support.processes import ...`)."""
+in bench/harness/ and imports nothing but the standard library and httpx: bench scripts put the checkout on
+sys.path and `from bench.harness.processes import ...`, and the tests import it the same way."""
 from __future__ import annotations
 
 import os

@@ -8,10 +8,10 @@ import pytest
 from gradio_client import Client
 
 from app.label_chat import SAME_VERSION
+from bench.harness.processes import free_port
 from core.labeling import queue as pq
 from core.labeling.identity import ensure_user
 from storage.db import Database
-from tests.support.processes import free_port
 from tests.support.servers import Server
 from tests.support.studios import make_random_adapter, users_file
 

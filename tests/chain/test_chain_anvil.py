@@ -16,13 +16,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.harness.processes import free_port, launch
 from core.chain import contributions as cb, service as service_module, views
 from core.chain.errors import ChainError, ChainUnavailable
 from core.chain.service import ChainService
 from core.config import load_settings
 from tests.support import ROOT
 from tests.support.chain import seed_labels
-from tests.support.processes import free_port, launch
 
 pytestmark = pytest.mark.slow
 # The platform package's native binary (the npm `.bin/anvil` is a node launcher: signals must reach the node).

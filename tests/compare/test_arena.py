@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.harness.processes import free_port
 from core.compare import arena, leaderboard
 from core.compare.leaderboard import Battle
 from core.data.filters import Filters
@@ -19,7 +20,6 @@ from core.labeling.votes import undo_last_vote
 from core.serving.policies import ensure_base_policy, register_policy, rename_policy
 from storage.db import Database
 from tests.support import ROOT
-from tests.support.processes import free_port
 from tests.support.servers import Server
 
 THREE_TO_ONE = 400 * math.log10(3)   # rating gap when one model takes 3 of every 4 points: 190.85

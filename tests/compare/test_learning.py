@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.harness.processes import free_port
 from core.compare.report import badges, compute_report, distinct_n, latest_report
 from core.compare.safety import is_refusal
 from core.compare.signature import FEATURE_NAMES, sign_test
@@ -29,7 +30,6 @@ from core.training.callbacks import selection_score
 from core.training.defaults import plan_defaults
 from core.training.request import JobRequest
 from tests.support import ROOT
-from tests.support.processes import free_port
 from tests.support.servers import Server
 from tests.support.studios import users_file
 

@@ -5,7 +5,7 @@ import pytest
 from gradio_client import Client
 
 from app.label_chat import SAME_VERSION
-from tests.support.processes import free_port
+from bench.harness.processes import free_port
 from tests.support.servers import Server, job_status, wait_for
 
 pytestmark = pytest.mark.slow

@@ -14,11 +14,11 @@ import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
+from bench.harness.hub_standin import HubStandin
+from bench.harness.processes import free_port
 from storage.db import Database
 from tests.support import ARTIFACTS
 from tests.support.browser import CHROMIUM, PageChecker, chat_and_vote, console_settled, set_max_new_tokens
-from tests.support.hub_standin import HubStandin
-from tests.support.processes import free_port
 from tests.support.servers import MakeRunServer
 
 TOKEN = "hf_newcomerOneOffToken0123456789abcd"

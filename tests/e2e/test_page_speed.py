@@ -29,9 +29,9 @@ import time
 import httpx
 import pytest
 
+from bench.harness.processes import free_port
 from tests.support import ARTIFACTS
 from tests.support.browser import VIEWPORT, console_rerun, console_settled
-from tests.support.processes import free_port
 from tests.support.servers import Server
 
 pytestmark = pytest.mark.slow
@@ -43,10 +43,11 @@ VOTES, VERSIONS = 10_000, 5
 def busy_studio(tmp_path_factory):
     """A studio on the default model (converted once into a cache, hard-linked into the data dir) with VOTES votes
     of eight people and VERSIONS trained versions, written through core's own functions before the server starts."""
+    from bench.harness.versions import random_versions
     from core.chain.contributions import collect_contributions
     from core.serving.models import DEFAULT_MODEL_DIR, MODELS_SUBDIR, provision_default_model
     from storage.db import Database
-    from tests.support.studios import random_versions, seed_votes
+    from tests.support.studios import seed_votes
 
     cached = provision_default_model(tmp_path_factory.mktemp("default-model"), progress=False)
     data_dir = tmp_path_factory.mktemp("busy") / "data"

@@ -13,11 +13,11 @@ import re
 import httpx
 import pytest
 
+from bench.harness.processes import free_port
 from storage.db import Database
 from tests.support import ARTIFACTS
 from tests.support.browser import chat_and_vote, set_max_new_tokens
 from tests.support.oidc_standin import OidcStandin
-from tests.support.processes import free_port
 from tests.support.servers import Server
 from tests.support.studios import users_file
 

@@ -6,12 +6,13 @@ import pytest
 from gradio_client import Client
 
 from app.label_chat import SAME_VERSION
+from bench.harness.engine import EngineProcess
+from bench.harness.processes import free_port
 from core.serving.engine import Engine, EngineUnavailable
 from core.serving.generate import SamplingParams, generate_pair
 from core.serving.models import load_model
 from storage.db import Database
-from tests.support.processes import free_port
-from tests.support.servers import EngineProcess, Server
+from tests.support.servers import Server
 
 MESSAGES = [{"role": "user", "content": "Name three colours of the rainbow."}]
 GREEDY = SamplingParams(temperature=0, max_new_tokens=12)

@@ -12,6 +12,8 @@ import sys
 import httpx
 import pytest
 
+from bench.harness.hub_standin import HubStandin
+from bench.harness.processes import free_port
 from core.config import load_settings
 from core.labeling.identity import ensure_user
 from core.labeling.moderation import redact_item
@@ -24,8 +26,6 @@ from core.share.backup_service import BackupService
 from core.studio import Studio
 from storage.db import Database
 from tests.support import ROOT
-from tests.support.hub_standin import HubStandin
-from tests.support.processes import free_port
 from tests.support.servers import Server, wait_for
 from tests.support.studios import make_random_adapter, open_studio
 

@@ -1,5 +1,5 @@
 """Export and Hub push: PEFT layout that reproduces the app's answers, merged weights, cards, datasets, and
-pushes with the real huggingface_hub client against a Hub stand-in on loopback (tests/support/hub_standin.py)."""
+pushes with the real huggingface_hub client against a Hub stand-in on loopback (bench/harness/hub_standin.py)."""
 from __future__ import annotations
 
 import json
@@ -11,6 +11,8 @@ import pytest
 import torch
 import yaml
 
+from bench.harness.hub_standin import HubStandin
+from bench.harness.processes import free_port
 from core.config import load_settings
 from core.data.trainsets import preference_rows
 from core.errors import NotFound, PermissionDenied, ValidationError
@@ -21,8 +23,6 @@ from core.serving.models import MODELS_SUBDIR, TINY_MODEL_DIR
 from core.serving.policies import register_policy
 from core.share import cards, curves, exports, hub, versions
 from core.studio import Studio
-from tests.support.hub_standin import HubStandin
-from tests.support.processes import free_port
 
 MESSAGES = [{"role": "user", "content": "Name a colour of the sky."}]
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=12)

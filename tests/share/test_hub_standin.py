@@ -13,7 +13,7 @@ import pytest
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, hf_hub_download, snapshot_download
 from huggingface_hub.errors import HfHubHTTPError, RevisionNotFoundError
 
-from tests.support.hub_standin import HubStandin
+from bench.harness.hub_standin import HubStandin
 
 TOKEN, READ_TOKEN, OTHER_TOKEN = "hf_writeTokenForTests0123456789", "hf_readOnlyTokenForTests0123456", "hf_bobTok"
 REPO = "ada/backups"

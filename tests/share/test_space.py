@@ -8,8 +8,8 @@ import re
 import httpx
 import pytest
 
+from bench.harness.processes import free_port, launch
 from tests.support import ROOT
-from tests.support.processes import free_port, launch
 
 
 def test_readme_front_matter_declares_a_docker_space_on_7860():

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse
 from starlette.routing import Route
 
-from tests.support.processes import free_port
+from bench.harness.processes import free_port
 
 
 class OidcStandin:

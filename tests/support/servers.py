@@ -1,6 +1,6 @@
-"""The processes the tests talk to over HTTP, each started the way a person (or a Space) starts it: the studio
-(`python launch.py ...` or the README's `make run`) and an external inference engine (`transformers serve`).
-All three go through the one launcher in tests/support/processes.py; bench/concurrency.py uses EngineProcess.
+"""The studio as a process the tests talk to over HTTP, started the way a person (or a Space) starts it:
+`python launch.py ...` or the README's `make run`, both through the one launcher in bench/harness/processes.py
+(the external inference engine, `transformers serve`, is bench/harness/engine.py, shared with the benchmarks).
 Also the polling the tests do against a running studio (`wait_for`, `job_status`)."""
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from typing import Any
 
 import httpx
 
+from bench.harness.processes import free_port, launch, log_tail, stop
 from tests.support import ROOT
-from tests.support.processes import free_port, launch, log_tail, stop
 
 
 @dataclass
@@ -73,51 +73,6 @@ class MakeRunServer:
     def stop(self) -> None:
         """SIGTERM to the process group (like Ctrl-C in a terminal), SIGKILL after 30 s."""
         stop(self.process, own_group=True)
-
-    def log(self) -> str:
-        return log_tail(self.log_path)
-
-
-@dataclass
-class EngineProcess:
-    """`transformers serve` (an OpenAI-compatible inference server that ships with transformers) on loopback,
-    pinned to one local model: the external engine the studio's --inference-url talks to in tests.
-
-    ``args`` are its serving options: float32 in the tests (greedy answers compared with the in-process model),
-    continuous batching in bench/concurrency.py."""
-
-    model_dir: Path
-    work_dir: Path
-    port: int = 0
-    process: subprocess.Popen | None = None
-    args: tuple[str, ...] = ("--dtype", "float32")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    @property
-    def model(self) -> str:
-        return str(self.model_dir)
-
-    @property
-    def log_path(self) -> Path:
-        return self.work_dir / f"engine-{self.port}.log"
-
-    def start(self, timeout: float = 120.0) -> EngineProcess:
-        self.port = self.port or free_port()
-        cache = self.work_dir / "hf-cache"  # it lists cached Hub models; an empty cache lists none
-        cache.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
-        command = [str(Path(sys.executable).parent / "transformers"), "serve", self.model, "--host", "127.0.0.1",
-                   "--port", str(self.port), *self.args]
-        self.process = launch(command, f"http://127.0.0.1:{self.port}/health", self.log_path,
-                              name="transformers serve", timeout=timeout, cwd=self.work_dir, env=env)
-        return self
-
-    def stop(self) -> None:
-        """SIGKILL: the engine holds no data worth a clean shutdown."""
-        stop(self.process, grace=0)
 
     def log(self) -> str:
         return log_tail(self.log_path)

@@ -1,5 +1,5 @@
 """Studios and their data for the tests: in-process studios on the tiny model, team users files, labels written
-through core's own functions (as the labeling app writes them), random LoRA versions, and the hyperparameters
+through core's own functions (as the labeling app writes them), random LoRA adapters, and the hyperparameters
 that keep a real training job to a few seconds."""
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ def team_studio(data_dir: Path, users: Path) -> tuple[Studio, object]:
 
 
 
-# -- a studio with history: many votes, several versions ---------------------------------------------------------
+# -- a studio with history: many votes (its versions: bench/harness/versions.py) ---------------------------------
 TOPICS = ("the water cycle", "compound interest", "sourdough bread", "black holes", "the French Revolution",
           "public-key cryptography", "photosynthesis", "marathon training", "sorting algorithms", "coral reefs",
           "jazz harmony", "vaccines", "the stock market", "volcanoes", "machine translation", "beekeeping",
@@ -184,31 +184,6 @@ def seed_votes(db: Database, n: int = 10_000, labelers: int = 8, per_prompt: int
     del pairs[n:]
     for start in range(0, n, 1000):
         db.write(functools.partial(write_labeled_pairs, pairs=pairs[start:start + 1000]))
-
-
-def random_versions(db: Database, runs_dir: Path, model_spec: str, base_path: Path, count: int) -> list[str]:
-    """Versions v1..vN on the base ``model_spec`` (loaded from ``base_path``): real LoRA adapters (r=16 on q/v,
-    random weights, seed n) saved where a training job saves them and registered as a job registers them: a
-    studio with a history of trained versions, without the training (~1 s per version on the default model)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    from core.serving.policies import ensure_base_policy, register_policy
-
-    parent = ensure_base_policy(db, model_spec)
-    names = []
-    for n in range(1, count + 1):
-        torch.manual_seed(n)
-        lora = get_peft_model(AutoModelForCausalLM.from_pretrained(base_path),
-                              LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "v_proj"],
-                                         init_lora_weights=False))
-        out = Path(runs_dir) / f"v{n}" / "adapter"
-        lora.save_pretrained(str(out))
-        parent = register_policy(db, f"v{n}", parent, model_spec, "dpo", str(out), f"seed{n}",
-                                 {"beta": 0.1, "model_path": str(out)}, {"loss": round(0.69 - 0.05 * n, 3)})
-        names.append(f"v{n}")
-    return names
 
 
 def data_page(tab: str = "Overview", timeout: float = 60) -> Any:

@@ -14,6 +14,7 @@ import pytest
 from gradio_client import Client
 
 from app.label_chat import SAME_VERSION
+from bench.harness.processes import free_port
 from core.config import load_settings
 from core.labeling.identity import ensure_user
 from core.serving.models import build_tiny_model
@@ -21,7 +22,6 @@ from core.studio import Studio
 from core.training.request import JobRequest
 from storage.db import Database
 from tests.support import ROOT
-from tests.support.processes import free_port
 from tests.support.servers import Server, job_status, wait_for
 from tests.support.studios import FAST, seed_labels
 
