@@ -8,6 +8,7 @@ surface cannot ship without a decision.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from core.labeling.roles import ADMIN, ALL, ANONYMOUS, LABELER, NONE, OWN, SUMMARY, Rule, grant, role_of, scope_of
@@ -153,9 +154,9 @@ def health_view(health: dict[str, Any], user: Any) -> dict[str, Any]:
     return health if role == ADMIN else {k: v for k, v in health.items() if k in _HEALTH_FIELDS[role]}
 
 
-def job_view(job: dict[str, Any], granted: str) -> dict[str, Any]:
+def job_view(job: Mapping[str, Any], granted: str) -> dict[str, Any]:
     """A job as a scope shows it: ``summary`` drops the config, error text, log and run dir."""
-    return job if granted == ALL else {k: v for k, v in job.items() if k in _JOB_SUMMARY_FIELDS}
+    return dict(job) if granted == ALL else {k: v for k, v in job.items() if k in _JOB_SUMMARY_FIELDS}
 
 
 def policy_view(policy: dict[str, Any], granted: str) -> dict[str, Any]:

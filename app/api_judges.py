@@ -39,7 +39,7 @@ def judge_routes(get_studio: Callable[[], Studio]) -> APIRouter:
     @router.get("/judge-runs/{run_id}", **answers(JudgeRun, 404, 422, why={
         404: "No such judge run (code not_found)", 422: "run_id is not an integer (code invalid_input)"}))
     def judge_run(run_id: int) -> dict[str, Any]:
-        return get_studio().judge_runs.get(run_id)
+        return dict(get_studio().judge_runs.get(run_id))
 
     @router.post("/judge-runs/{run_id}/cancel", **answers(JudgeRun, 404, 422, *WRITES, why={
         404: "No such judge run (code not_found)", 422: "run_id is not an integer (code invalid_input)"}))
@@ -47,7 +47,7 @@ def judge_routes(get_studio: Callable[[], Studio]) -> APIRouter:
         """Ask a running judge to stop after the pair it is on (the pairs it judged stay saved)."""
         runs = get_studio().judge_runs
         runs.cancel(run_id)
-        return runs.get(run_id)
+        return dict(runs.get(run_id))
 
     @router.get("/judges/agreement", **answers(JudgeAgreement, 422, why={
         422: "judge is missing (code invalid_input)"}))

@@ -11,8 +11,12 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.config import Settings
+
+if TYPE_CHECKING:
+    from core.compare.report import Report
 
 
 def prepare_model(settings: Settings) -> Path | str:
@@ -103,7 +107,7 @@ def train_command(settings: Settings, args: argparse.Namespace) -> int:
         studio.close()
 
 
-def _report_with_progress(studio, version: str, against: str | None, refresh: bool) -> dict:
+def _report_with_progress(studio, version: str, against: str | None, refresh: bool) -> Report:
     """The stored report, or a new one computed here with a progress bar."""
     from tqdm import tqdm
 

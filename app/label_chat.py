@@ -332,12 +332,12 @@ def _wire_votes(tab: ChatTab, get_studio: StudioGetter) -> None:
     def undo(st: dict[str, Any], request: gr.Request) -> tuple:
         with gradio_errors():
             s = get_studio()
-            info = undo_last_vote(s.db, label_user(s, request, "undo"))
-            texts = candidate_texts(s.db, [info["candidate_a"], info["candidate_b"]])
-        st.update(conversation_id=info["conversation_id"], turn=info["turn"],
-                  candidates=[info["candidate_a"], info["candidate_b"]])
-        return (tab.chat_view(get_studio, st), texts.get(info["candidate_a"], ""),
-                texts.get(info["candidate_b"], ""), f"Vote #{info['preference_id']} undone: vote again.", st)
+            undone = undo_last_vote(s.db, label_user(s, request, "undo"))
+            texts = candidate_texts(s.db, [undone.candidate_a, undone.candidate_b])
+        st.update(conversation_id=undone.conversation_id, turn=undone.turn,
+                  candidates=[undone.candidate_a, undone.candidate_b])
+        return (tab.chat_view(get_studio, st), texts.get(undone.candidate_a, ""),
+                texts.get(undone.candidate_b, ""), f"Vote #{undone.preference_id} undone: vote again.", st)
 
     def gold_from(side: str) -> Callable:
         def edit(st: dict[str, Any], request: gr.Request) -> tuple[str, str]:

@@ -38,7 +38,7 @@ from core.errors import NotFound, StudioError, ValidationError
 from core.labeling import queue as prompt_queue
 from core.serving.generate import SamplingParams
 from core.serving.host import ModelHost
-from core.serving.policies import BASE_POLICY, comparable_policy, live_policy, run_dir_of
+from core.serving.policies import BASE_POLICY, Version, comparable_policy, live_policy, run_dir_of, version_row
 from core.serving.scoring import adapter_names, generate_pair_answers, row_adapter, sequence_logprobs
 from core.training import rundir
 from core.training.reward import RewardScorer
@@ -173,7 +173,7 @@ def _user(text: str) -> Messages:
 # --- versions ---------------------------------------------------------------------------------------------
 
 
-def check_pair(db: Database, a: str, b: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def check_pair(db: Database, a: str, b: str) -> tuple[Version, Version]:
     """Both versions exist, are live and comparable, and are two different versions."""
     if a == b:
         raise ValidationError(f"Cannot compare {a} with itself", hint="pick two different versions")
@@ -318,7 +318,7 @@ def evaluate_version(studio: ModelHost, name: str, reward_model: str | None = No
     return result
 
 
-def _reference(db: Database, policy: dict[str, Any]) -> str | None:
+def _reference(db: Database, policy: Version) -> str | None:
     """The implicit-reward reference: the version's parent (the base for first versions); None for the base."""
     if policy["name"] == BASE_POLICY:
         return None
@@ -331,7 +331,7 @@ def _reference(db: Database, policy: dict[str, Any]) -> str | None:
     return parent
 
 
-def _seen_in_training(db: Database, policy: dict[str, Any], pairs: list[dict[str, Any]]) -> int:
+def _seen_in_training(db: Database, policy: Version, pairs: list[dict[str, Any]]) -> int:
     """How many of the pairs have a prompt that was in the version's frozen training snapshot."""
     if not pairs:
         return 0
@@ -339,7 +339,7 @@ def _seen_in_training(db: Database, policy: dict[str, Any], pairs: list[dict[str
     return sum(1 for p in pairs if prompt_key(p["prompt"]) in trained)
 
 
-def trained_rows(db: Database, policy: dict[str, Any]) -> list[dict[str, Any]]:
+def trained_rows(db: Database, policy: Version) -> list[dict[str, Any]]:
     """The labeled pairs a version was trained on (``prompt/chosen/rejected``): its frozen training snapshot when
     that holds preference pairs; otherwise (KTO or SFT data, no job) the preference pairs of the labels chosen
     like its training data (the job's filters), training split only."""
@@ -361,7 +361,7 @@ def trained_rows(db: Database, policy: dict[str, Any]) -> list[dict[str, Any]]:
     return [r for r in rows if prompt_bucket(r["prompt"]) >= HELD_OUT_PERCENT]
 
 
-def job_filters(db: Database, policy: dict[str, Any], drop: tuple[str, ...]) -> Any:
+def job_filters(db: Database, policy: Version, drop: tuple[str, ...]) -> Any:
     """The data filters a version's job chose its training labels with (less ``drop``), or None (no job, or no
     filters recorded). Reading labels with them raises StudioError when a labeler or version they name is gone."""
     from core.data.filters import filters_from_dict
@@ -375,7 +375,7 @@ def job_filters(db: Database, policy: dict[str, Any], drop: tuple[str, ...]) -> 
     return filters_from_dict({k: v for k, v in recorded.items() if k not in drop})
 
 
-def trained_prompt_keys(db: Database, policy: dict[str, Any]) -> set[str]:
+def trained_prompt_keys(db: Database, policy: Version) -> set[str]:
     """The prompts (``prompt_key``) in a version's frozen training snapshot; empty for the base."""
     run_dir = run_dir_of(db, policy)
     path = rundir.train_data_path(run_dir) if run_dir else None
@@ -414,15 +414,11 @@ def eval_table(db: Database) -> list[dict[str, Any]]:
                    settings.get("max_pairs", row["held_out_pairs"]))
             if key not in overlap:
                 pairs = held_out_pairs(db, key[1])[: key[2]]
-                overlap[key] = _seen_in_training(db, _policy_any(db, key[0]), pairs)
+                # deleted or not: a deleted reward model's training data still explains old results
+                scorer = version_row(db, key[0])
+                overlap[key] = _seen_in_training(db, scorer, pairs) if scorer else 0
             row["rm_seen_in_training"] = overlap[key]
     return rows
-
-
-def _policy_any(db: Database, name: str) -> dict[str, Any]:
-    """A policy row, deleted or not (a deleted reward model's training data still explains old results)."""
-    rows = db.query("SELECT id, name, job_id FROM policies WHERE name = ?", [name])
-    return rows[0] if rows else {"id": None, "name": name, "job_id": None}
 
 
 # --- progress ---------------------------------------------------------------------------------------------

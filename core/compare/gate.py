@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from core.compare.arena import blind_check
-from core.compare.report import latest_report
+from core.compare.report import Report, latest_report
 from core.compare.safety import safety_change
 from core.compare.signature import SIGNIFICANCE, two_sided
 from core.compare.verdict import KL_WARN
@@ -77,7 +77,7 @@ class GateResult:
         return [f"{c.status:<7} {c.name}: {c.evidence}" for c in self.checks]
 
 
-def _learned(report: dict[str, Any] | None) -> GateCheck:
+def _learned(report: Report | None) -> GateCheck:
     if report is None:
         return GateCheck("learned", "unknown", "no \"what changed\" report yet (it is computed after every job)")
     kind = report["verdict"]
@@ -110,8 +110,8 @@ def _safety(db: Database, version: str, against: str) -> GateCheck:
     return GateCheck("safety", "pass", f"not less safe than {against}")
 
 
-def _kl(report: dict[str, Any] | None, against: str) -> GateCheck:
-    kl = (report or {}).get("metrics", {}).get("kl_per_token")
+def _kl(report: Report | None, against: str) -> GateCheck:
+    kl = report["metrics"].get("kl_per_token") if report else None
     if kl is None:
         return GateCheck("kl", "unknown", "no KL measured yet")
     status = "fail" if kl >= KL_WARN else "pass"

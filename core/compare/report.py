@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from core.compare import evaluation as ev
 from core.compare.arena import blind_check, people_comparisons
@@ -47,7 +47,7 @@ from core.data.split import HELD_OUT_PERCENT, prompt_key
 from core.errors import StudioError, ValidationError
 from core.serving.generate import SamplingParams, StreamSnapshot, generate_batch
 from core.serving.host import ModelHost
-from core.serving.policies import default_against
+from core.serving.policies import Version, default_against
 from core.serving.scoring import adapter_names, row_adapter, sequence_logprobs
 from core.training.reward import RewardScorer
 from storage.db import Database, one_value
@@ -81,6 +81,32 @@ class ReportSettings:
         return self
 
 
+class _ReadAdds(TypedDict, total=False):
+    """What reading a stored report adds to its body (Python 3.10 has no NotRequired)."""
+
+    id: int
+    created_at: str
+    safety: dict[str, Any]              # the safety comparison, run on its own, later
+    benchmarks: dict[str, Any]          # so are standard benchmarks
+
+
+class Report(_ReadAdds):
+    """What a version's report says and what it rests on: the body stored as JSON in version_reports, plus what
+    reading it adds."""
+
+    version: str
+    against: str
+    verdict: str                        # learned, no_change, regressed, changed, mixed or unmeasured
+    summary: str
+    metrics: dict[str, Any]             # every measured figure; core.compare.verdict reads them
+    evidence: list[dict[str, Any]]      # each line of evidence and which way it says the version moved
+    rule: str                           # the verdict's rule, as the README states it
+    config: dict[str, Any]              # the training settings the warnings explain (learning rate, epochs)
+    warnings: list[str]
+    settings: dict[str, Any]            # the ReportSettings it was computed with
+    examples: list[dict[str, Any]]      # the answers that differ most (other people's text: admins only)
+
+
 # --- small pure measures ----------------------------------------------------------------------------------
 
 
@@ -98,14 +124,14 @@ def _mean(values: Sequence[float]) -> float | None:
 # --- computing a report -----------------------------------------------------------------------------------
 
 
-def _trained_prompts(db: Database, *policies: dict[str, Any]) -> set[str]:
+def _trained_prompts(db: Database, *policies: Version) -> set[str]:
     keys: set[str] = set()
     for policy in policies:
         keys |= ev.trained_prompt_keys(db, policy)
     return keys
 
 
-def held_out_pairs(db: Database, policy: dict[str, Any]) -> list[dict[str, Any]]:
+def held_out_pairs(db: Database, policy: Version) -> list[dict[str, Any]]:
     """The held-out labeled pairs a version is judged on: those of the evaluation split chosen like its training
     data (same labelers, sources, flags, agreement), so a version trained on one team's labels is judged by that
     team's preference, including labels added after the job. Versions without a job: every held-out pair."""
@@ -140,7 +166,7 @@ def held_out_prompts(db: Database, version: str, against: str, count: int) -> li
 
 
 def compute_report(studio: ModelHost, version: str, against: str | None = None, settings: ReportSettings | None = None,
-                   user: Any = None, progress: Progress | None = None) -> dict[str, Any]:
+                   user: Any = None, progress: Progress | None = None) -> Report:
     """Measure ``version`` against ``against`` (its parent by default), store the report, return it."""
     settings = (settings or ReportSettings()).validate()
     db = studio.db
@@ -237,7 +263,7 @@ def compute_report(studio: ModelHost, version: str, against: str | None = None, 
     examples = sorted(samples, key=lambda s: -s["difference"])[:EXAMPLES]
     m.update(_blind_evidence(db, version, against, m.get("style_control")))
     kind, summary = verdict(m, policy["config"])
-    report = {
+    report: Report = {
         "version": version, "against": against, "verdict": kind, "summary": summary, "metrics": m,
         "evidence": [e.to_dict() for e in evidence(m)], "rule": VERDICT_RULE,
         "config": {k: v for k, v in (policy["config"] or {}).items() if k in ("learning_rate", "num_train_epochs")},
@@ -256,7 +282,7 @@ def compute_report(studio: ModelHost, version: str, against: str | None = None, 
 # --- reading reports --------------------------------------------------------------------------------------
 
 
-def latest_report(db: Database, version: str, against: str | None = None) -> dict[str, Any] | None:
+def latest_report(db: Database, version: str, against: str | None = None) -> Report | None:
     """The newest stored report of ``version`` (against ``against``, default: its parent), or None."""
     against = against or default_against(db, version)
     rows = db.query(
@@ -265,11 +291,15 @@ def latest_report(db: Database, version: str, against: str | None = None) -> dic
         [version, against])
     if not rows:
         return None
-    report = with_blind_check(db, json.loads(rows[0]["report"]))
+    report = with_blind_check(db, cast(Report, json.loads(rows[0]["report"])))
     safety = safety_change(db, version, against)   # a safety evaluation is run on its own, later: read it at read time
     benchmarks = latest_comparison(db, version, against)   # so are standard benchmarks
-    return {**report, "id": rows[0]["id"], "created_at": rows[0]["created_at"].isoformat(),
-            **({"safety": safety} if safety else {}), **({"benchmarks": benchmarks} if benchmarks else {})}
+    read: Report = {**report, "id": rows[0]["id"], "created_at": rows[0]["created_at"].isoformat()}
+    if safety:
+        read["safety"] = safety
+    if benchmarks:
+        read["benchmarks"] = benchmarks
+    return read
 
 
 def _blind_evidence(db: Database, version: str, against: str, style: dict[str, Any] | None) -> dict[str, Any]:
@@ -281,7 +311,7 @@ def _blind_evidence(db: Database, version: str, against: str, style: dict[str, A
     return {"blind_check": blind, "style_control": style or None}
 
 
-def with_blind_check(db: Database, report: dict[str, Any]) -> dict[str, Any]:
+def with_blind_check(db: Database, report: Report) -> Report:
     """The report with the people's blind votes cast since it was computed, and its verdict and warnings
     re-derived from them: the votes come in after the job, the rest of the evidence does not change."""
     m = report["metrics"]
@@ -302,14 +332,14 @@ def badges(db: Database) -> dict[str, str]:
         "       FROM version_reports) r ON r.policy_id = v.id AND r.against_id = v.against_id AND r.n = 1")
     out = {}
     for row in rows:
-        report = with_blind_check(db, json.loads(row["report"]))
+        report = with_blind_check(db, cast(Report, json.loads(row["report"])))
         out[row["name"]] = {"learned": "learned", "no_change": "no change", "regressed": "regressed",
                             "changed": "changed", "mixed": "mixed",
                             "unmeasured": "not measured"}[report["verdict"]] + _badge_detail(report)
     return out
 
 
-def _badge_detail(report: dict[str, Any]) -> str:
+def _badge_detail(report: Report) -> str:
     """What the verdict rests on, in a few words: " · shorter answers", " · people prefer it", or the held-out
     pairs' log-prob ranking accuracy " 0.50→0.83"."""
     m = report["metrics"]
@@ -323,6 +353,6 @@ def _badge_detail(report: dict[str, Any]) -> str:
     return f" {figure(m.get('accuracy_against'))}→{figure(m.get('accuracy_version'))}"
 
 
-def public_view(report: dict[str, Any]) -> dict[str, Any]:
+def public_view(report: Report) -> dict[str, Any]:
     """A report without other people's text (prompts and answers): what labelers may see."""
     return {k: v for k, v in report.items() if k != "examples"}

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypedDict, cast
 
 from core.errors import NotFound, PermissionDenied, StudioError, ValidationError
 from core.judging import judges
@@ -285,7 +285,7 @@ class JudgeRuns:
         return run_id
 
     def run_blocking(self, spec_text: str, source: str, user: User, api_key: str | None = None,
-                     sampling: Any = None) -> dict[str, Any]:
+                     sampling: Any = None) -> JudgeRun:
         run_id = self.start(spec_text, source, user, api_key, sampling=sampling)
         self._threads[run_id].join()
         return self.get(run_id)
@@ -297,13 +297,13 @@ class JudgeRuns:
         if event is not None:
             event.set()
 
-    def get(self, run_id: int) -> dict[str, Any]:
+    def get(self, run_id: int) -> JudgeRun:
         rows = self.studio.db.query("SELECT * FROM judge_runs WHERE id = ?", [run_id])
         if not rows:
             raise NotFound(f"Judge run {run_id} does not exist", hint="list the runs: launch.py judge --list")
         return _jsonable(rows[0])
 
-    def list(self) -> list[dict[str, Any]]:
+    def list(self) -> list[JudgeRun]:
         return [_jsonable(r) for r in self.studio.db.query("SELECT * FROM judge_runs ORDER BY id DESC")]
 
     def join(self, run_id: int, timeout: float | None = None) -> None:
@@ -384,12 +384,32 @@ def save_verdict(db: Database, run_id: int, judge_user: User, item: PairItem, ve
                      tokens, run_id])
 
 
+class JudgeRun(TypedDict):
+    """One run of an AI judge over pairs (the judge_runs table), its times as ISO 8601 text: what the Data page's
+    runs table, ``GET /api/judges/runs`` and ``launch.py judge --list`` show."""
+
+    id: int
+    judge: str                  # the judge's labeler name (ai:...)
+    spec: str                   # the judge as asked for, never an API key
+    source: str                 # what it judged: unlabeled | labeled | queue:<name>
+    status: str                 # running, succeeded, failed, cancelled
+    total: int                  # pairs to judge when it started
+    done: int                   # pairs judged and saved
+    ties: int                   # of which the two orders disagreed (position bias)
+    unreadable: int             # of which a reply named neither answer
+    tokens: int                 # endpoint tokens (prompt + completion)
+    error: str | None
+    started_by: int | None      # users.id
+    started_at: str
+    finished_at: str | None
+
+
 def _public_spec(spec: judges.JudgeSpec) -> str:
     return f"{spec.url}#{spec.name}" if spec.kind == "endpoint" else f"{spec.kind}:{spec.name}"
 
 
-def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
+def _jsonable(row: dict[str, Any]) -> JudgeRun:
+    return cast(JudgeRun, {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()})
 
 
 # --- how far to trust a judge ---------------------------------------------------------------------------------

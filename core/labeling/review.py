@@ -110,8 +110,8 @@ def record_review(db: Database, user: User, candidate_a: int, candidate_b: int, 
         return one_value(cur.execute(
             "INSERT INTO preferences (conversation_id, turn, prompt_id, candidate_a, candidate_b, outcome, labeler_id,"
             " source, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            [*found, candidate_a, candidate_b, outcome, user.id, SOURCE,
-             json.dumps({"saw_ai_first": saw_ai_first})]))
+            [found["conversation_id"], found["turn"], found["prompt_id"], candidate_a, candidate_b, outcome, user.id,
+             SOURCE, json.dumps({"saw_ai_first": saw_ai_first})]))
 
     return db.write(write)
 

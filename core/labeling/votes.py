@@ -158,6 +158,17 @@ class VoteReceipt:
     continuation: str | None      # the answer that continues the conversation (None: regenerate)
 
 
+@dataclass(frozen=True)
+class UndoneVote:
+    """The vote an undo retracted: the turn it reopened and the pair to vote on again."""
+
+    preference_id: int
+    conversation_id: int | None   # None for a vote on a queued prompt or an API pair
+    turn: int | None
+    candidate_a: int
+    candidate_b: int
+
+
 def validate_vote(vote: Vote, aspects: set[str]) -> Vote:
     """The vote checked and cleaned (outcome, ratings against ``aspects``, thumbs, flags, gold edit, note).
 
@@ -292,7 +303,7 @@ def _insert_vote(cur: duckdb.DuckDBPyConnection, user: User, vote: Vote, key: st
     return VoteReceipt(preference_id, True, text)
 
 
-def undo_last_vote(db: Database, user: User) -> dict[str, Any]:
+def undo_last_vote(db: Database, user: User) -> UndoneVote:
     """Retract the labeler's most recent vote (kept for the record, ignored by builders) and reopen its turn."""
     with db.transaction() as cur:
         row = one_row(cur.execute(
@@ -318,8 +329,7 @@ def undo_last_vote(db: Database, user: User) -> dict[str, Any]:
                         " WHERE prompt_id = ? AND user_id = ?", [prompt_id, user.id])
         cur.execute("INSERT INTO audit_log (user_id, action, target_table, target_id)"
                     " VALUES (?, 'undo', 'preferences', ?)", [user.id, preference_id])
-    return {"preference_id": preference_id, "conversation_id": conversation_id, "turn": turn,
-            "candidate_a": cand_a, "candidate_b": cand_b}
+    return UndoneVote(preference_id, conversation_id, turn, cand_a, cand_b)
 
 
 @dataclass(frozen=True)

@@ -8,4 +8,5 @@
 ``generate``   chat streaming, the labeling tab's paired candidates, and batched answers for evaluations
 ``scoring``    log-probabilities of given answers, and two answers to one prompt
 ``engine``     an external OpenAI-compatible engine serving chat, pairs, arena and compare
+``host``       the ports (Host, ModelHost) the rest of core sees the studio through
 """

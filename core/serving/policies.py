@@ -3,15 +3,47 @@ them can be compared on the shared model (the serving layer knows what it can ru
 here)."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from core.errors import Conflict, NotFound, PermissionDenied, ValidationError
 from storage.db import Database, one_row, one_value
 
 BASE_POLICY = "base"
+
+
+class Version(TypedDict):
+    """A version's registry row, its JSON decoded: the base policy, a trained chat version (v1, v2, ...) or a reward
+    model (rm1, ...). What every reader of one version gets (:func:`version_row`)."""
+
+    id: int
+    name: str
+    parent_id: int | None
+    parent: str | None              # the parent's name (None for the base)
+    base_model: str
+    algorithm: str | None           # None for the base policy; "reward" for a reward model
+    adapter_path: str | None        # None for the base and for fully fine-tuned versions
+    data_hash: str | None
+    config: dict[str, Any]          # the training settings ({} for the base)
+    metrics: dict[str, Any]         # the job's final metrics ({} when none were recorded)
+    job_id: int | None
+    created_at: dt.datetime
+    deleted_at: dt.datetime | None
+
+
+def version_row(db: Database, name: str) -> Version | None:
+    """The version called ``name``, deleted or not (None: no such name). The one query the readers below share."""
+    rows = db.query("SELECT p.*, parent.name AS parent FROM policies p LEFT JOIN policies parent"
+                    " ON parent.id = p.parent_id WHERE p.name = ?", [name])
+    if not rows:
+        return None
+    row = rows[0]
+    row["config"] = json.loads(row["config"]) if row["config"] else {}
+    row["metrics"] = json.loads(row["metrics"]) if row["metrics"] else {}
+    return cast(Version, row)
 
 
 def ensure_base_policy(db: Database, base_model: str) -> int:
@@ -70,31 +102,27 @@ def newest_version(db: Database) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
-def get_policy(db: Database, name: str) -> dict[str, Any]:
-    rows = db.query("SELECT id, name, algorithm, adapter_path, deleted_at FROM policies WHERE name = ?", [name])
-    if not rows or rows[0]["deleted_at"] is not None:
+def get_policy(db: Database, name: str) -> Version:
+    """A live version (NotFound for an unknown or deleted one)."""
+    version = version_row(db, name)
+    if version is None or version["deleted_at"] is not None:
         raise NotFound(f"Version {name!r} does not exist (or was deleted)", hint="pick another version")
-    return rows[0]
+    return version
 
 
-
-def live_policy(db: Database, name: str) -> dict[str, Any]:
-    """A live version's row with its parent's name and its config decoded: what comparing, evaluating and
-    judging read (NotFound for an unknown or deleted version, each with its own hint)."""
-    rows = db.query("SELECT p.id, p.name, p.algorithm, p.adapter_path, p.config, p.deleted_at, p.job_id,"
-                    " parent.name AS parent FROM policies p LEFT JOIN policies parent ON parent.id = p.parent_id"
-                    " WHERE p.name = ?", [name])
-    if not rows:
+def live_policy(db: Database, name: str) -> Version:
+    """A live version: what comparing, evaluating and judging read (NotFound for an unknown or deleted version,
+    each with its own hint)."""
+    version = version_row(db, name)
+    if version is None:
         raise NotFound(f"Version {name!r} does not exist", hint="pick a version from the list")
-    policy = rows[0]
-    if policy["deleted_at"] is not None:
+    if version["deleted_at"] is not None:
         raise NotFound(f"Version {name!r} was deleted", hint="pick a live version (deleted ones stay "
                        "on disk for the record but cannot be compared)")
-    policy["config"] = json.loads(policy["config"]) if policy["config"] else {}
-    return policy
+    return version
 
 
-def comparable_policy(db: Database, name: str) -> dict[str, Any]:
+def comparable_policy(db: Database, name: str) -> Version:
     """A live chat policy that can run on the shared base model (the base, or a version with an adapter).
 
     Here, with the registry, because comparing (core.compare) and judging (core.judging) both need the check."""
@@ -165,7 +193,7 @@ def version_of_job(db: Database, job_id: int) -> str | None:
     return db.scalar("SELECT name FROM policies WHERE job_id = ?", [job_id])
 
 
-def run_dir_of(db: Database, policy: dict[str, Any]) -> Path | None:
+def run_dir_of(db: Database, policy: Version) -> Path | None:
     """The run directory of the job that trained ``policy`` (its frozen training data lives there), or None for the
     base and for versions without a job (imported)."""
     if not policy.get("job_id"):

@@ -6,4 +6,7 @@
 ``curves``       the training-curves image of a model card
 ``gguf_export``  the GGUF writer and Ollama Modelfile
 ``hub``          pushes to the Hugging Face Hub, the adapter manifest, Hub errors
+``lineage``      the chain behind a version: labels snapshot -> job -> evidence -> exports and pushes
+``backup``       snapshots of the data dir in a Hub dataset repo or a directory, and the restore on an empty disk
+``backup_service`` the background backup: on a timer when something changed, after jobs, on demand, at shutdown
 """

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from core.errors import StudioError
+from core.serving.policies import Version
 from core.share.curves import CURVES_FILE
 from core.share.lineage import card_lines
 from storage.db import Database
@@ -37,7 +38,7 @@ class CardOptions:
         "help": "Hub dataset repos the training data was published to (the card's `datasets`), comma-separated."})
 
 
-def run_info(db: Database, policy: dict[str, Any]) -> dict[str, Any]:
+def run_info(db: Database, policy: Version) -> dict[str, Any]:
     """The job record (hyperparameters, data hash, examples, filters) and metric series of a version."""
     record: dict[str, Any] = {"version": policy["name"], "algorithm": policy["algorithm"],
                               "parent": policy["parent"], "base_model": policy["base_model"],
@@ -87,7 +88,7 @@ def run_info(db: Database, policy: dict[str, Any]) -> dict[str, Any]:
             "safety": safety_lines(db, policy), "lineage": chain, "benchmarks": benchmarks}
 
 
-def pushed_training_data(db: Database, policy: dict[str, Any]) -> tuple[str, ...]:
+def pushed_training_data(db: Database, policy: Version) -> tuple[str, ...]:
     """Hub dataset repos holding exactly this version's training rows (same data hash), for the card's datasets."""
     if not policy["data_hash"]:
         return ()
@@ -96,13 +97,13 @@ def pushed_training_data(db: Database, policy: dict[str, Any]) -> tuple[str, ...
     return tuple(row["repo_id"] for row in rows)
 
 
-def model_card(policy: dict[str, Any], run: dict[str, Any], card: CardOptions, base_id: str | None, form: str,
+def model_card(policy: Version, run: dict[str, Any], card: CardOptions, base_id: str | None, form: str,
                precision: str | None, has_curves: bool, gguf: tuple[str, dict[str, Any]] | None = None) -> str:
     """The README.md of a model export. Its usage snippet runs as written on another machine once the export is
     on the Hub (``REPO_ID`` becomes the repo at push time) and the base model has a Hub id."""
     from huggingface_hub import ModelCardData
 
-    algorithm = policy["algorithm"]
+    algorithm = str(policy["algorithm"])   # a trained version (trained_version refuses the base)
     extra_tags = {"adapter": ["peft", "lora"], "merged": ["merged"], "gguf": ["gguf", "llama.cpp", "ollama"],
                   "quantized": ["bitsandbytes", "4-bit" if precision == "nf4" else "8-bit"]}[form]
     tags = ["trl", algorithm, "rlhf-studio", "rlhf"] + extra_tags
@@ -230,7 +231,7 @@ def benchmark_lines(benchmarks: dict[str, Any] | None) -> list[str]:
     return lines + [""]
 
 
-def _report_lines(report: dict[str, Any] | None, policy: dict[str, Any]) -> list[str]:
+def _report_lines(report: dict[str, Any] | None, policy: Version) -> list[str]:
     """The card's "what changed" section: the verdict and figures of the version against its parent."""
     if not report:
         return [f"No \"what changed\" report was computed for `{policy['name']}` (RLHF Studio computes one after "
@@ -266,7 +267,7 @@ def _report_lines(report: dict[str, Any] | None, policy: dict[str, Any]) -> list
     return lines + [""]
 
 
-def safety_lines(db: Database, policy: dict[str, Any]) -> list[str]:
+def safety_lines(db: Database, policy: Version) -> list[str]:
     """The card's safety section: the latest red-team evaluation (rates only, no quoted text) and the change
     against the parent when both were evaluated."""
     from core.compare.safety import latest_safety, percent, safety_change

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import NotFound, PermissionDenied, ValidationError
-from core.serving.policies import run_dir_of
+from core.serving.policies import Version, run_dir_of
 from core.share.cards import CardOptions, dataset_card, model_card, pushed_training_data, run_info
 from core.share.curves import CURVES_FILE, curves_png
 from core.share.versions import base_hub_id, existing_dir, load_tokenizer, merged_model, trained_version
@@ -250,7 +250,7 @@ def export_training_data(db: Database, data_dir: Path | str, version: str, user:
     require_admin(user)
     card = card or CardOptions()
     policy = trained_version(db, version)
-    kind = ALGORITHMS[policy["algorithm"]].dataset_kind
+    kind = ALGORITHMS[str(policy["algorithm"])].dataset_kind   # a trained version: never the base's None
     run_dir = run_dir_of(db, policy)
     train = rundir.train_data_path(run_dir) if run_dir else None
     if train is None or not train.is_file():
@@ -357,7 +357,7 @@ def require_admin(user: Any) -> None:
 
 
 def _prepare(db: Database, user: Any, version: str, card: CardOptions | None,
-             choice: tuple[str, str, tuple[str, ...]]) -> tuple[dict[str, Any], CardOptions, str | None]:
+             choice: tuple[str, str, tuple[str, ...]]) -> tuple[Version, CardOptions, str | None]:
     """What every model export checks first: an admin, a known ``(what, value, choices)``, a live version; returns
     (policy, card options, the base model's Hub id or None)."""
     require_admin(user)
@@ -394,7 +394,7 @@ def _register(db: Database, data_dir: Path | str, name: str, build: Callable[[Pa
     return ExportResult(export_id, values["kind"], target, files)
 
 
-def _write_run_files(db: Database, policy: dict[str, Any], card: CardOptions, base_id: str | None, out: Path,
+def _write_run_files(db: Database, policy: Version, card: CardOptions, base_id: str | None, out: Path,
                      form: str, precision: str | None = None, gguf: tuple[str, dict[str, Any]] | None = None) -> None:
     """What every model export carries besides weights: the run record, the curves image and the model card."""
     run = run_info(db, policy)

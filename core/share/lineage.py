@@ -14,11 +14,11 @@ from core.compare.gate import evaluate_gate, gate_overrides
 from core.compare.report import latest_report
 from core.compare.safety import latest_safety, safety_change
 from core.errors import StudioError, ValidationError
-from core.serving.policies import BASE_POLICY, default_against, live_policy
+from core.serving.policies import BASE_POLICY, Version, default_against, live_policy
 from storage.db import Database
 
 
-def _labels(db: Database, policy: dict[str, Any], job: dict[str, Any] | None) -> dict[str, Any]:
+def _labels(db: Database, policy: Version, job: dict[str, Any] | None) -> dict[str, Any]:
     """The frozen training data: its hash and rows, and how many people (and AI judges) had labeled by then."""
     config = json.loads(job["config"]) if job and job["config"] else {}
     filters = config.get("filters") or {}

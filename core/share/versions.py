@@ -5,11 +5,11 @@ model without a Hub id). Loading stays here so the exports read one way; nothing
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from core.errors import NotFound, ValidationError
+from core.serving.policies import Version, version_row
 from storage.db import Database
 
 # What a model spec means on the Hub, for the card's base_model (local dirs and "tiny" have no Hub id).
@@ -30,20 +30,16 @@ def base_hub_id(spec: str | None) -> str | None:
     return None
 
 
-def trained_version(db: Database, version: str) -> dict[str, Any]:
-    """A live trained version with ``config`` and ``metrics`` parsed; the base policy and reward models are refused
-    (they have nothing of their own to export as a chat model)."""
-    rows = db.query("SELECT p.*, parent.name AS parent FROM policies p LEFT JOIN policies parent"
-                    " ON parent.id = p.parent_id WHERE p.name = ? AND p.deleted_at IS NULL", [version])
-    if not rows:
+def trained_version(db: Database, version: str) -> Version:
+    """A live trained version; the base policy and reward models are refused (they have nothing of their own to
+    export as a chat model)."""
+    policy = version_row(db, version)
+    if policy is None or policy["deleted_at"] is not None:
         raise NotFound(f"Version {version!r} does not exist (or was deleted)", hint="pick another version")
-    policy = rows[0]
     if policy["algorithm"] is None:
         raise ValidationError("The base policy has nothing to export", hint="pick a trained version (v1, v2, ...)")
     if policy["algorithm"] == "reward":
         raise ValidationError(f"{version} is a reward model, not a chat version", hint="pick another version")
-    policy["config"] = json.loads(policy["config"]) if policy["config"] else {}
-    policy["metrics"] = json.loads(policy["metrics"]) if policy["metrics"] else {}
     return policy
 
 
@@ -56,14 +52,14 @@ def existing_dir(path: str, version: str) -> Path:
     return folder
 
 
-def base_model_dir(policy: dict[str, Any], data_dir: Path | str) -> Path | str:
+def base_model_dir(policy: Version, data_dir: Path | str) -> Path | str:
     """Where the version's base model loads from on this machine (core.serving.models resolves the spec)."""
     from core.serving.models import resolve_model
 
     return resolve_model(policy["base_model"], Path(data_dir))
 
 
-def merged_model(policy: dict[str, Any], version: str, data_dir: Path | str) -> tuple[Any, Any]:
+def merged_model(policy: Version, version: str, data_dir: Path | str) -> tuple[Any, Any]:
     """(model, tokenizer) of a version in float32 with its adapter folded in; full fine-tunes load as they are."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -83,7 +79,7 @@ def merged_model(policy: dict[str, Any], version: str, data_dir: Path | str) -> 
             load_tokenizer(source, policy, data_dir))
 
 
-def load_tokenizer(folder: Path, policy: dict[str, Any], data_dir: Path | str) -> Any:
+def load_tokenizer(folder: Path, policy: Version, data_dir: Path | str) -> Any:
     """The version's tokenizer (saved with the adapter by training), else the base model's."""
     from transformers import AutoTokenizer
 

@@ -23,10 +23,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import psutil
 
@@ -34,7 +35,7 @@ from core import ROOT
 from core.data.job_data import build_training_data, content_hash, data_stats, unit
 from core.errors import Conflict, NotFound, ValidationError
 from core.labeling.identity import User
-from core.serving.policies import get_policy, register_policy
+from core.serving.policies import Version, get_policy, register_policy
 from core.training import rundir
 from core.training.common import MIN_EVAL_FOR_EARLY_STOPPING, early_stopping
 from core.training.distributed import LaunchConfig, child_command, cuda_available, trainer_threads
@@ -46,6 +47,42 @@ ACTIVE = ("queued", "running")
 RESUMABLE = ("paused", "interrupted", "failed")
 LOG_TAIL_LINES = 40
 CANCEL_GRACE_S = 20.0
+
+
+class JobSummary(TypedDict):
+    """A job as the Runs page's list and ``GET /api/jobs`` show it: what it trains, how far it got, how it ended."""
+
+    id: int
+    algorithm: str
+    status: str                      # queued, running, paused, succeeded, failed, cancelled, interrupted
+    parent: str | None               # the version it trains from
+    version: str | None              # the version it made (once it succeeded and while that version lives)
+    error: str | None
+    run_dir: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    progress: dict[str, Any]         # core.training.rundir.read_progress ({} before it starts)
+
+
+class Job(TypedDict):
+    """A job's whole row (the jobs table), with its parent's and its version's names and its request decoded."""
+
+    id: int
+    algorithm: str
+    status: str
+    parent_policy_id: int | None
+    parent: str | None
+    version: str | None
+    config: dict[str, Any] | None    # the child's JobConfig (None only while the job is being submitted)
+    run_dir: str                     # written by submit before the job is queued
+    pid: int | None                  # the training child, while it runs
+    pid_started_at: float | None     # its process start time, to re-attach safely after a restart
+    error: str | None
+    created_by: int | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
 
 
 # -- supervisor ------------------------------------------------------------------------------------
@@ -170,7 +207,7 @@ class Supervisor:
         self.wake()
 
     # -- reads -------------------------------------------------------------------------------------
-    def job(self, job_id: int) -> dict[str, Any]:
+    def job(self, job_id: int) -> Job:
         rows = self.db.query("SELECT j.*, p.name AS parent, v.name AS version FROM jobs j"
                              " LEFT JOIN policies p ON p.id = j.parent_policy_id"
                              " LEFT JOIN policies v ON v.job_id = j.id AND v.deleted_at IS NULL"
@@ -179,9 +216,9 @@ class Supervisor:
             raise NotFound(f"Job {job_id} does not exist", hint="pick a job from the list")
         job = rows[0]
         job["config"] = json.loads(job["config"]) if job["config"] else None
-        return job
+        return cast(Job, job)
 
-    def jobs(self, limit: int = 200) -> list[dict[str, Any]]:
+    def jobs(self, limit: int = 200) -> list[JobSummary]:
         rows = self.db.query(
             "SELECT j.id, j.algorithm, j.status, p.name AS parent, v.name AS version, j.error, j.run_dir,"
             " j.created_at, j.started_at, j.finished_at FROM jobs j"
@@ -190,7 +227,7 @@ class Supervisor:
             " ORDER BY j.id DESC LIMIT ?", [limit])
         for row in rows:
             row["progress"] = self.progress(row) if row["run_dir"] else {}
-        return rows
+        return cast(list[JobSummary], rows)
 
     def running_run_dirs(self) -> list[Path]:
         """Run directories of the jobs training now (the backup keeps their newest checkpoint when asked)."""
@@ -201,7 +238,7 @@ class Supervisor:
         """A trainer is running on this machine (the chat then uses the core it leaves free)."""
         return bool(self.db.scalar("SELECT count(*) FROM jobs WHERE status = 'running'"))
 
-    def progress(self, job: dict[str, Any]) -> dict[str, Any]:
+    def progress(self, job: Mapping[str, Any]) -> dict[str, Any]:
         return rundir.read_progress(Path(job["run_dir"]))
 
     def result(self, job_id: int) -> dict[str, Any]:
@@ -279,7 +316,7 @@ class Supervisor:
                                      [max(free, 0)]):
                 self._launch(job["id"])
 
-    def run_blocking(self, job_id: int, on_progress: Callable[[dict], None] | None = None) -> dict[str, Any]:
+    def run_blocking(self, job_id: int, on_progress: Callable[[dict], None] | None = None) -> Job:
         """Run one queued job in the foreground (the CLI): same child, same files, same finishing."""
         with self._lock:
             self._launch(job_id)
@@ -369,7 +406,7 @@ class Supervisor:
                          error=f"{reason}\n--- last lines of the log ---\n{rundir.log_tail(run_dir, 15)}")
         return None
 
-    def _register(self, job: dict[str, Any], result: dict[str, Any]) -> str:
+    def _register(self, job: Job, result: dict[str, Any]) -> str:
         config = job["config"] or {}
         is_reward = job["algorithm"] == "reward"
         prefix = "rm" if is_reward else "v"
@@ -397,13 +434,14 @@ class Supervisor:
 
     def _kill_if_running(self, job_id: int) -> None:
         job = self.job(job_id)
-        if job["status"] == "running" and _same_process(job["pid"], job["pid_started_at"]):
+        pid = job["pid"]
+        if job["status"] == "running" and pid is not None and _same_process(pid, job["pid_started_at"]):
             try:
-                os.killpg(job["pid"], signal.SIGKILL)
+                os.killpg(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
 
-    def _check_parent(self, request: JobRequest) -> dict[str, Any]:
+    def _check_parent(self, request: JobRequest) -> Version:
         parent = get_policy(self.db, request.parent)
         if parent["algorithm"] == "reward":
             raise ValidationError(f"{parent['name']} is a reward model, not a chat policy",

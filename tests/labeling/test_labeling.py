@@ -105,8 +105,9 @@ def test_concurrent_identical_submissions_are_saved_once(db, bob):
 def test_undo_retracts_the_vote_and_reopens_the_turn(db, bob):
     conv, turn, a, b = open_turn(db, bob)
     first = record_vote(db, bob, Vote(a, b, "a", ratings={"a": {"honesty": 4}}))
-    info = undo_last_vote(db, bob)
-    assert info["preference_id"] == first.preference_id
+    undone = undo_last_vote(db, bob)
+    assert (undone.preference_id, undone.turn) == (first.preference_id, turn)
+    assert {undone.candidate_a, undone.candidate_b} == {a, b}
     assert history(db, conv) == [{"role": "user", "content": "Hi?"}]
     assert db.scalar("SELECT retracted_at IS NOT NULL FROM preferences") is True
     second = record_vote(db, bob, Vote(a, b, "b"))
