@@ -132,7 +132,7 @@ def activity_charts(db_path: str, version: str) -> dict[str, Any]:
     donut = None
     if not outcomes.empty:
         donut = go.Figure(go.Pie(labels=outcomes["outcome"], values=outcomes["count"], hole=0.45, sort=False,
-                                 textinfo="percent+value",
+                                 textinfo="percent+value", automargin=True,   # outside labels stay whole
                                  marker_colors=[OUTCOME_COLORS[o] for o in outcomes["outcome"]]),
                           layout=dict(title="Outcomes (as clicked)", **LAYOUT))
 
@@ -172,6 +172,14 @@ if summary["retracted"]:
     st.caption(f"{summary['retracted']} undone vote(s) are kept for the record and left out everywhere below.")
 
 
+def no_labels_yet() -> bool:
+    """Says so when nothing is labeled yet (the analytics tabs have nothing to show); True then."""
+    if not has_labels:
+        st.info("No labels yet. Open the [labeling app](/label/) to vote on answers; charts, agreement and "
+                "the item table fill in as votes arrive.", icon=":material/how_to_vote:")
+    return not has_labels
+
+
 def overview_tab() -> None:
     """The guided loop's next step, the activity charts and the labelers table."""
     suggestion = suggestion_for(str(db.path), version)
@@ -182,9 +190,7 @@ def overview_tab() -> None:
         st.progress(suggestion.new_pairs / (suggestion.new_pairs + suggestion.needed),
                     text=f"{suggestion.text} ({suggestion.needed} more labels needed)")
 
-    if not has_labels:
-        st.info("No labels yet. Open the [labeling app](/label/) to vote on answers; charts, agreement and "
-                "the item table fill in as votes arrive.", icon=":material/how_to_vote:")
+    if no_labels_yet():
         return
     charts = activity_charts(str(db.path), version)
     left, right = st.columns([3, 2])
@@ -216,6 +222,8 @@ def overview_tab() -> None:
 
 def preferences_tab() -> None:
     """What the labels prefer, in answer features (core.compare.signature): everyone's, or one labeler's."""
+    if no_labels_yet():
+        return
     own_signature = access.owner_filter(viewer, "data.training_set") is not None
     whose = viewer.name if own_signature else None
     if not own_signature and len(figures["labelers"]) > 1:
@@ -241,6 +249,8 @@ def preferences_tab() -> None:
 
 def agreement_tab() -> None:
     """How far labelers agree: per measure, then per pair of labelers."""
+    if no_labels_yet():
+        return
     found = agreement_cached(str(db.path), version)
     agreement = found["table"]
     if not agreement["overlapping_items"].any():

@@ -149,23 +149,25 @@ def watch_runs(page, checker: PageChecker, url: str, hub: HubStandin) -> None:
     """4. Runs: the curves appear and grow while the job runs, until it succeeds with version v1."""
     page.goto(url + "/runs")
     chart = page.locator(".js-plotly-plot").first
-    chart.wait_for(timeout=180_000)
-    first = checker.check("runs-curves")
-    first_chart = chart.screenshot()
-    steps, deadline = [current_step(page)], time.monotonic() + 180
-    while max(steps) < MAX_STEPS:                     # the page refreshes itself: watch the step count grow
+    # the step count is read from the page's first paint on, the chart caught the moment it appears: on a quick
+    # machine the 16 steps take seconds, and a screenshot taken first could miss every step but the last
+    steps, first_chart, deadline = [], None, time.monotonic() + 180
+    while not steps or max(steps) < MAX_STEPS:      # the page refreshes itself: watch the step count grow
         assert time.monotonic() < deadline, f"the job did not finish in 3 minutes: steps seen {steps}"
-        time.sleep(0.5)
         steps.append(current_step(page))
+        if first_chart is None and chart.count():
+            first_chart = chart.screenshot()
+        time.sleep(0.25)
     steps = [s for s in steps if s]                   # 0: no progress line at that instant (a rerun)
     assert steps[0] < MAX_STEPS and steps == sorted(steps), f"the Runs page never showed progress: {steps}"
+    assert first_chart is not None, "the curves never appeared while the job ran"
     page.wait_for_selector("text=→ v1", timeout=60_000)
     page.wait_for_function(   # the job picker follows the status (its text is an input's value or a div's text)
         "() => [...document.querySelectorAll(\"[data-testid='stSelectbox'], [data-testid='stSelectbox'] input\")]"
         ".some(e => (e.value || e.innerText || '').includes('#1 dpo (succeeded)'))", timeout=10_000)
     time.sleep(3.5)                                    # one more refresh of the curves fragment
-    last = checker.check("runs-done")
-    assert chart.screenshot() != first_chart and first.read_bytes() != last.read_bytes()   # the curves grew
+    checker.check("runs-done")
+    assert chart.screenshot() != first_chart           # the curves grew
 
 
 def chat_with_v1(page, checker: PageChecker, url: str, hub: HubStandin) -> None:

@@ -16,7 +16,7 @@ import pytest
 from bench.harness.processes import free_port
 from storage.db import Database
 from tests.support import ARTIFACTS
-from tests.support.browser import chat_and_vote, set_max_new_tokens
+from tests.support.browser import chat_and_vote, console_tab, set_max_new_tokens
 from tests.support.oidc_standin import OidcStandin
 from tests.support.servers import Server
 from tests.support.studios import users_file
@@ -74,6 +74,7 @@ def test_one_hugging_face_sign_in_labels_opens_the_console_and_the_api_and_admin
 
     # 2. the same sign-in opens the console, as a labeler
     page.goto(srv.url + "/")
+    console_tab(page, "Items")
     page.wait_for_selector("text=Recent items", timeout=60_000)
     listed = page.locator("[data-testid='stSidebarNav']").inner_text()
     assert "Runs" in listed and "Train" not in listed and "Export" not in listed
@@ -97,7 +98,7 @@ def test_one_hugging_face_sign_in_labels_opens_the_console_and_the_api_and_admin
     # 5. someone in STUDIO_ADMINS signs in from the console's sign-in page and gets the admin pages
     provider.sign_in_as("boss")
     page.get_by_role("link", name="Sign in with Hugging Face").click()
-    page.wait_for_selector("text=Recent items", timeout=60_000)
+    page.get_by_role("tab", name="Overview").wait_for(timeout=60_000)    # the Data page
     listed = page.locator("[data-testid='stSidebarNav']").inner_text()
     assert "Train" in listed and "Export" in listed
     page.screenshot(path=str(ARTIFACTS / "oauth-console-boss.png"), full_page=True)

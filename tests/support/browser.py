@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ def chromium_browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = watch_pages(p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS))
         try:
             yield browser
         finally:
@@ -178,21 +179,69 @@ def console_settled(page: Any, timeout: float = 60_000) -> None:
     page.wait_for_function(SETTLED, timeout=timeout)
 
 
+class ScriptRuns:
+    """The full script runs a page's Streamlit console finished, counted from its WebSocket (Streamlit's
+    ``script_finished`` message). The DOM cannot tell: a run that starts and ends within one frame never marks the
+    app 'running' (React renders the two states at once), and a lazy tab's rerun is often that fast."""
+
+    FULL_RUN = (0, 1)   # FINISHED_SUCCESSFULLY, FINISHED_WITH_COMPILE_ERROR; not a fragment's or an interrupted run
+
+    def __init__(self, page: Any) -> None:
+        self.finished = 0
+        page.on("websocket", lambda ws: ws.on("framereceived", self._frame))
+
+    def _frame(self, payload: Any) -> None:
+        if isinstance(payload, str) or len(payload) > 2048:   # script_finished is a small binary message
+            return
+        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+        message = ForwardMsg()
+        try:
+            message.ParseFromString(payload)
+        except Exception:   # noqa: BLE001 - not a ForwardMsg (the labeling app's socket, say): not ours to count
+            return
+        if message.WhichOneof("type") == "script_finished" and message.script_finished in self.FULL_RUN:
+            self.finished += 1
+
+
+_RUNS: weakref.WeakKeyDictionary[Any, ScriptRuns] = weakref.WeakKeyDictionary()
+
+
+def watch_pages(browser: Any) -> Any:
+    """Count every console page's script runs (:class:`ScriptRuns`) for pages ``browser`` opens from now on, directly
+    or through its contexts: the counting must start before the page opens its WebSocket."""
+    def watch(page: Any) -> None:
+        _RUNS.setdefault(page, ScriptRuns(page))
+
+    def new_context(*args: Any, **kwargs: Any) -> Any:
+        context = make_context(*args, **kwargs)
+        context.on("page", watch)
+        return context
+
+    def new_page(*args: Any, **kwargs: Any) -> Any:
+        page = make_page(*args, **kwargs)
+        watch(page)
+        return page
+
+    make_context, make_page = browser.new_context, browser.new_page
+    browser.new_context, browser.new_page = new_context, new_page
+    return browser
+
+
 def console_rerun(page: Any, action: Any, timeout: float = 60_000) -> None:
-    """Do ``action`` (a click in an open console: a sidebar link, a button) and wait until the script run it
-    starts has finished. Without watching for the run itself, the previous page's finished state passes for
-    settled before the new run has even begun."""
-    page.evaluate("""() => {
-      const app = document.querySelector("[data-testid='stApp']");
-      window.__studioRan = false;
-      // a run that starts and ends before the callback is delivered shows only in the records' old values
-      new MutationObserver(records => {
-        if (app.dataset.testScriptState === 'running' || records.some(r => r.oldValue === 'running'))
-          window.__studioRan = true;
-      }).observe(app, {attributes: true, attributeOldValue: true, attributeFilter: ['data-test-script-state']});
-    }""")
+    """Do ``action`` (a click in an open console: a sidebar link, a tab, a button) and wait until the script run it
+    starts has finished and the page shows it. Without watching for the run itself, the previous page's finished
+    state passes for settled before the new run has even begun."""
+    runs = _RUNS.get(page)
+    if runs is None:
+        raise RuntimeError("console_rerun needs a page opened from chromium_browser() (its runs are counted)")
+    before, deadline = runs.finished, time.monotonic() + timeout / 1000
     action()
-    page.wait_for_function(f"() => window.__studioRan && ({SETTLED})()", timeout=timeout)
+    while runs.finished == before:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no script run finished within {timeout / 1000:.0f} s of the action")
+        page.wait_for_timeout(10)   # Playwright delivers the WebSocket's frames while it waits
+    page.wait_for_function(SETTLED, timeout=max(1.0, (deadline - time.monotonic()) * 1000))
 
 
 def gradio_login(page: Any, url: str, credentials: tuple[str, str]) -> None:
