@@ -87,8 +87,9 @@ MIN_FREE_BYTES = 1_000_000_000  # the default model's fp32 safetensors take ~540
 HUB_TIMEOUT_S = 5.0
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
-_BUILD_LOCK = threading.Lock()
-_CACHE_LOCK = threading.Lock()
+_BUILD_LOCK, _CACHE_LOCK = threading.Lock(), threading.Lock()
+# transformers patches process-wide state while it builds a model: two loads at once leave every later model on meta
+LOAD_LOCK = threading.RLock()   # so every model load in the server process holds it (core/training/reward.py too)
 _MODEL_CACHE: dict[tuple[str, str, str], tuple[PreTrainedModel, PreTrainedTokenizerBase]] = {}
 
 
@@ -349,7 +350,7 @@ def load_model(
         if key in _MODEL_CACHE:
             return _MODEL_CACHE[key]
         try:
-            with _transformers_progress_bars(False):
+            with _transformers_progress_bars(False), LOAD_LOCK:
                 tokenizer = AutoTokenizer.from_pretrained(source)
                 # transformers types PreTrainedModel.to through a decorator that loses the bound self
                 model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device)  # type: ignore[arg-type]

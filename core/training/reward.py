@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from core.errors import ModelError, NotFound, ValidationError
+from core.serving.models import LOAD_LOCK
 from core.training.common import ModelSetup, TrainConfig, param, require_columns, trainer_inputs
 
 if TYPE_CHECKING:   # only for type hints: the training child never loads the database
@@ -119,23 +120,24 @@ def _load_reward_model(path: Path, merge: bool, dtype):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
-        if (path / "adapter_config.json").is_file():
-            from peft import PeftModel
+        with LOAD_LOCK:   # see core.serving.models.LOAD_LOCK: one model load at a time in a process
+            tokenizer = AutoTokenizer.from_pretrained(str(path))
+            if (path / "adapter_config.json").is_file():
+                from peft import PeftModel
 
-            base, merged_parent = _reward_base(path)
-            model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, dtype=dtype)
-            if merged_parent:  # trained on base + a policy adapter folded into the backbone
-                from peft import PeftConfig
+                base, merged_parent = _reward_base(path)
+                model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, dtype=dtype)
+                if merged_parent:  # trained on base + a policy adapter folded into the backbone
+                    from peft import PeftConfig
 
-                parent_config = PeftConfig.from_pretrained(merged_parent)
-                parent_config.task_type = None
-                model = PeftModel.from_pretrained(model, merged_parent, config=parent_config).merge_and_unload()
-            model = PeftModel.from_pretrained(model, str(path))
-            if merge:
-                model = model.merge_and_unload()
-        else:
-            model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1, dtype=dtype)
+                    parent_config = PeftConfig.from_pretrained(merged_parent)
+                    parent_config.task_type = None
+                    model = PeftModel.from_pretrained(model, merged_parent, config=parent_config).merge_and_unload()
+                model = PeftModel.from_pretrained(model, str(path))
+                if merge:
+                    model = model.merge_and_unload()
+            else:
+                model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1, dtype=dtype)
     except ModelError:
         raise
     except Exception as exc:
