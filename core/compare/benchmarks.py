@@ -28,6 +28,7 @@ from typing import Any
 from core import ASSETS
 from core.errors import StudioError, ValidationError
 from core.serving.host import ModelHost
+from core.serving.models import LOAD_LOCK
 from core.serving.policies import BASE_POLICY, comparable_policy, default_against
 from storage.db import Database, one_value
 
@@ -113,7 +114,8 @@ def load_scored_model(model_path: str | Path, adapter_path: str | None) -> tuple
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_path))
-    model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch.float32).eval()
+    with LOAD_LOCK:   # the benchmark worker runs beside the chat model's loads: one model load at a time
+        model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch.float32).eval()
     if adapter_path is None:
         return model, tokenizer, {"adapter_applied": None, "identical_to_base": True}
     from peft import PeftModel

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import NotFound, ValidationError
+from core.serving.models import LOAD_LOCK
 from core.serving.policies import Version, version_row
 from storage.db import Database
 
@@ -69,14 +70,16 @@ def merged_model(policy: Version, version: str, data_dir: Path | str) -> tuple[A
         from peft import PeftModel
 
         adapter_dir = existing_dir(policy["adapter_path"], version)
-        base = AutoModelForCausalLM.from_pretrained(str(base_model_dir(policy, data_dir)), dtype=torch.float32)
-        return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload(), \
-            load_tokenizer(adapter_dir, policy, data_dir)
+        with LOAD_LOCK:   # exports run beside the chat model's loads: one model load at a time
+            base = AutoModelForCausalLM.from_pretrained(str(base_model_dir(policy, data_dir)), dtype=torch.float32)
+            merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+        return merged, load_tokenizer(adapter_dir, policy, data_dir)
     if not model_path:
         raise ValidationError(f"{version} has neither an adapter nor its own weights", hint="pick another version")
     source = existing_dir(model_path, version)
-    return (AutoModelForCausalLM.from_pretrained(str(source), dtype=torch.float32),
-            load_tokenizer(source, policy, data_dir))
+    with LOAD_LOCK:
+        model = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch.float32)
+    return model, load_tokenizer(source, policy, data_dir)
 
 
 def load_tokenizer(folder: Path, policy: Version, data_dir: Path | str) -> Any:
