@@ -9,7 +9,8 @@
                     one error answer
 ``schemas``         REST request bodies, answer models and the error statuses each route declares
 ``label``           the labeling app's shell (theme, shortcuts, who is signed in) around its tabs: ``label_chat``
-                    (chat, two candidates, vote, rate, edit; built section by section), ``arena``, ``review``
+                    (chat, two candidates, vote, rate, edit; its sections' layout in ``label_sections``), ``arena``,
+                    ``review``
 ``forms``           Gradio form controls generated from config dataclasses
 ``cli``             headless commands of ``launch.py`` (train, report, judge, safety-eval, gate, ...);
                     ``cli_backup`` (backup, restore) and ``cli_bench`` (bench)

@@ -75,7 +75,7 @@ class Labeler:
     def pair(self, prompt: str) -> tuple[float, str, str]:
         """Press Send; (seconds until both answers are complete, answer A, answer B)."""
         started = time.perf_counter()
-        from app.label_chat import SAME_VERSION
+        from app.label_sections import SAME_VERSION
 
         job = self.client.submit(prompt, "base", SAME_VERSION, 0.0, 0.9, MAX_NEW_TOKENS, api_name="/send")
         outputs = job.result(timeout=600)

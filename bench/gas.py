@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from eth_account import Account  # noqa: E402
 from eth_account.messages import encode_defunct  # noqa: E402
 
-from core.chain import contributions as cb  # noqa: E402
+from core.chain import contributions as cb, proofs  # noqa: E402
 from core.chain.local import open_embedded  # noqa: E402
 from core.chain.wallet import issue_challenge, link_wallet  # noqa: E402
 from core.labeling.identity import ensure_user  # noqa: E402
@@ -55,7 +55,7 @@ def main() -> None:
         ledger = open_embedded(db, Path(tmp) / "build")
         cb.anchor_due(db, ledger)
         anchor_gas = db.scalar("SELECT gas_used FROM chain_batches WHERE id = ?", [batch_id])
-        claim_gas = [cb.claim(db, ledger, batch_id, user.id).gas_used for user, _ in users]
+        claim_gas = [proofs.claim(db, ledger, batch_id, user.id).gas_used for user, _ in users]
         batched_s = time.perf_counter() - t0
         assert all(ledger.balance_of(key.address) > 0 for _, key in users)
         gas_per_contribution = (anchor_gas + sum(claim_gas)) / args.contributions

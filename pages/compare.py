@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.compare import active, evaluation as ev, report as report_mod, safety, sidebyside
+from core.compare import active, evaluation as ev, report as report_mod, safety, safety_prompts, sidebyside
 from core.labeling import queue as prompt_queue
 from core.serving.policies import comparable_policies, default_against
 from core.studio import current
@@ -196,7 +196,8 @@ with eval_tab:
 # --- active learning --------------------------------------------------------------------------------------
 # --- safety -------------------------------------------------------------------------------------------------
 with safety_tab:
-    st.caption(f"{len(safety.load_prompt_set().prompts)} red-team prompts written for the studio: harmful requests "
+    prompt_count = len(safety_prompts.load_prompt_set().prompts)
+    st.caption(f"{prompt_count} red-team prompts written for the studio: harmful requests "
                "in six categories and benign look-alikes that must not be refused. **Unsafe-answer rate**: "
                "harmful requests answered harmfully (as a judge says; without one, every answer that is not a "
                "refusal counts: an upper bound). **Over-refusal rate**: benign requests refused. A version is "

@@ -4,7 +4,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core.chain import contributions as cb, views
+from core.chain import contributions as cb, proofs, views
 from core.chain.service import service_for
 from core.chain.wallet import SIGNING_SNIPPET, issue_challenge, link_wallet, linked_address
 from core.errors import StudioError
@@ -98,7 +98,7 @@ if claimable and ledger:
                  f"({len(claimable)} batch{'es' if len(claimable) > 1 else ''})", type="primary", key="claim"):
         for row in claimable:
             with shown_errors():
-                result = cb.claim(db, ledger, row["batch_id"], user.id)
+                result = proofs.claim(db, ledger, row["batch_id"], user.id)
                 st.success(f"Batch {row['batch_id']} claimed in {result.tx_hash} (block {result.block_number}).")
 
 if rows:
@@ -109,12 +109,12 @@ if rows:
                           index=[r["id"] for r in rows].index(anchored[0]) if anchored else 0)
     if st.button("Verify", key="verify"):
         with shown_errors():
-            result = cb.verify_contribution(db, ledger, int(choice))
+            result = proofs.verify_contribution(db, ledger, int(choice))
             (st.success if result.ok else st.error)(("Verified: " if result.ok else "Not verified: ") + result.detail)
             st.json(result.checks)
             if result.batch_id is not None:
                 with st.expander("Proof (check it yourself with any StandardMerkleTree verifier)"):
-                    st.json(cb.contribution_proof(db, int(choice)).to_dict())
+                    st.json(proofs.contribution_proof(db, int(choice)).to_dict())
 
 # -------------------------------------------------------------------------------------- admin
 if not can(user, "wallet.admin"):

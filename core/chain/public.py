@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from core.chain import contributions as cb, views
+from core.chain import contributions as cb, proofs, views
 from core.chain.wallet import linked_address
 from core.errors import NotFound
 from storage.db import Database
@@ -47,7 +47,7 @@ def proof_report(db: Database, name: str, contribution_id: int, with_secret: boo
     owner = db.scalar("SELECT user_id FROM contributions WHERE id = ?", [contribution_id])
     if owner != user_id:
         raise NotFound(f"{name} has no contribution {contribution_id}", hint="list them at /api/contributions/{user}")
-    proof = cb.contribution_proof(db, contribution_id).to_dict()
+    proof = proofs.contribution_proof(db, contribution_id).to_dict()
     batch = db.query("SELECT status, chain_id, contract, tx_hash, block_number FROM chain_batches WHERE id = ?",
                      [proof["batch_id"]])[0]
     report: dict[str, Any] = {

@@ -6,6 +6,7 @@
 - ``active``: which prompts people should label next (disagreement or reward-model uncertainty).
 - ``report``: the "what changed" report after every training job.
 - ``safety``: the red-team evaluation and the refusal phrases.
+- ``safety_prompts``: the red-team prompt set's file format (its checks and its hash).
 - ``arena``: blind battles and the Bradley-Terry leaderboard.
 - ``blind``: the blind check by people after a job (vN against its parent, sides randomised, names hidden).
 - ``signature``: what the labels prefer in answer features, and whether a version moved that way (sign tests).

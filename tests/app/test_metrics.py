@@ -5,7 +5,7 @@ import httpx
 from gradio_client import Client
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.label_chat import SAME_VERSION
+from app.label_sections import SAME_VERSION
 from tests.support.servers import Server
 
 VOTE = {"answer_a": "A clear answer.", "answer_b": "meh", "outcome": "a"}

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from app.label_chat import SAME_VERSION
+from app.label_sections import SAME_VERSION
 from storage.db import Database
 from tests.support import ROOT
 from tests.support.servers import Server

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.chain import contributions as cb, views
+from core.chain import contributions as cb, proofs, views
 from core.chain.errors import ChainError
 from core.chain.local import open_embedded
 from tests.support.chain import seed_labels
@@ -59,24 +59,24 @@ def test_batch_anchor_claim_verify_on_embedded_chain(labels, tmp_path):
     assert "0x" + ledger.root_of(batch_id).hex() == batch["root"]
 
     for c in db.query("SELECT id FROM contributions WHERE batch_id IS NOT NULL"):
-        result = cb.verify_contribution(db, ledger, c["id"])
+        result = proofs.verify_contribution(db, ledger, c["id"])
         assert result.ok, result
 
     alice_amount = views.amounts_of(db, labels.alice.id)["claimable"]
     assert alice_amount > 0
-    cb.claim(db, ledger, batch_id, labels.alice.id)
+    proofs.claim(db, ledger, batch_id, labels.alice.id)
     assert ledger.balance_of(labels.alice_key.address) == alice_amount
     assert views.amounts_of(db, labels.alice.id) == {"pending": 0, "batched": 0, "claimable": 0,
                                                      "claimed": alice_amount}
 
-    leaf, proof, _ = cb.account_proof(db, batch_id, labels.alice.id)
+    leaf, proof, _ = proofs.account_proof(db, batch_id, labels.alice.id)
     subroot = bytes.fromhex(leaf["subroot"][2:])
     with pytest.raises(ChainError, match="already claimed"):  # on chain, not just the DB check
         ledger.claim(batch_id, leaf["address"], int(leaf["amount"]), subroot, proof)
     assert ledger.balance_of(labels.alice_key.address) == alice_amount
 
     # tampered proofs: bob cannot claim more, or with a forged sibling
-    bob_leaf, bob_proof, _ = cb.account_proof(db, batch_id, labels.bob.id)
+    bob_leaf, bob_proof, _ = proofs.account_proof(db, batch_id, labels.bob.id)
     bob_sub = bytes.fromhex(bob_leaf["subroot"][2:])
     assert ledger.verify_leaf(batch_id, bob_leaf["address"], int(bob_leaf["amount"]), bob_sub, bob_proof)
     assert not ledger.verify_leaf(batch_id, bob_leaf["address"], int(bob_leaf["amount"]) + 1, bob_sub, bob_proof)
@@ -89,7 +89,7 @@ def test_batch_anchor_claim_verify_on_embedded_chain(labels, tmp_path):
     # a contribution whose stored amount was tampered with no longer verifies
     c = db.query("SELECT id FROM contributions WHERE user_id = ? AND batch_id IS NOT NULL LIMIT 1", [labels.bob.id])[0]
     db.write(lambda cur: cur.execute("UPDATE contributions SET amount = amount + 1 WHERE id = ?", [c["id"]]))
-    assert not cb.verify_contribution(db, ledger, c["id"]).ok
+    assert not proofs.verify_contribution(db, ledger, c["id"]).ok
 
 
 def test_restart_rebuilds_the_same_chain_state(labels, tmp_path):
@@ -98,7 +98,7 @@ def test_restart_rebuilds_the_same_chain_state(labels, tmp_path):
     first = cb.make_batch(db, "admin")
     ledger = open_embedded(db, tmp_path / "build")
     cb.anchor_due(db, ledger)
-    cb.claim(db, ledger, first, labels.bob.id)
+    proofs.claim(db, ledger, first, labels.bob.id)
     db.write(lambda cur: cur.execute("INSERT INTO preferences (prompt_id, outcome, labeler_id) VALUES (1, 'a', ?)",
                                      [labels.alice.id]))
     cb.collect_contributions(db)
@@ -118,7 +118,7 @@ def test_restart_rebuilds_the_same_chain_state(labels, tmp_path):
     event = restarted.anchor_event(second)
     assert (event.tx_hash, event.block_number) == tuple(db.query(
         "SELECT tx_hash, block_number FROM chain_batches WHERE id = ?", [second])[0].values())
-    cb.claim(db, restarted, first, labels.alice.id)  # the chain keeps working after the rebuild
+    proofs.claim(db, restarted, first, labels.alice.id)  # the chain keeps working after the rebuild
     assert restarted.is_claimed(first, labels.alice_key.address)
 
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from bench.harness.processes import free_port, launch
-from core.chain import contributions as cb, service as service_module, views
+from core.chain import proofs, service as service_module, views
 from core.chain.errors import ChainError, ChainUnavailable
 from core.chain.service import ChainService
 from core.config import load_settings
@@ -114,17 +114,17 @@ def test_anvil_outage_recovery_claim_verify_and_key_secrecy(anvil, tmp_path, mon
     assert "0x" + ledger.root_of(batch_id).hex() == row["root"]
 
     for c in db.query("SELECT id FROM contributions WHERE batch_id IS NOT NULL"):
-        assert cb.verify_contribution(db, ledger, c["id"]).ok
+        assert proofs.verify_contribution(db, ledger, c["id"]).ok
 
     amount = views.amounts_of(db, labels.bob.id)["claimable"]
-    cb.claim(db, ledger, batch_id, labels.bob.id)
+    proofs.claim(db, ledger, batch_id, labels.bob.id)
     assert ledger.balance_of(labels.bob_key.address) == amount > 0
-    leaf, proof, _ = cb.account_proof(db, batch_id, labels.bob.id)
+    leaf, proof, _ = proofs.account_proof(db, batch_id, labels.bob.id)
     subroot = bytes.fromhex(leaf["subroot"][2:])
     with pytest.raises(ChainError, match="already claimed") as twice:
         ledger.claim(batch_id, leaf["address"], int(leaf["amount"]), subroot, proof)
     errors.append(str(twice.value))
-    a_leaf, a_proof, _ = cb.account_proof(db, batch_id, labels.alice.id)
+    a_leaf, a_proof, _ = proofs.account_proof(db, batch_id, labels.alice.id)
     with pytest.raises(ChainError, match="invalid proof") as tampered:
         ledger.claim(batch_id, a_leaf["address"], int(a_leaf["amount"]) + 1, bytes.fromhex(a_leaf["subroot"][2:]),
                      a_proof)

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from core.compare import arena, gate as gates, safety
+from core.compare import arena, gate as gates, safety, safety_prompts
 from core.errors import NotFound
 from core.labeling.identity import ensure_user
 from core.serving.policies import ensure_base_policy, register_policy
@@ -33,13 +33,13 @@ def store_report(db: Database, version: str, verdict: str, kl: float = 0.1) -> N
 
 def store_safety(db: Database, version: str, unsafe: int, admin) -> None:
     """A safety run on the shipped prompt set where ``unsafe`` harmful requests were answered (the rest refused)."""
-    prompts = safety.load_prompt_set().prompts
+    prompts = safety_prompts.load_prompt_set().prompts
     answers = []
     for p in prompts:
         bad = p.kind == "harmful" and len([a for a in answers if a.unsafe]) < unsafe
         text = "Sure, here is how." if bad else "I'm sorry, but I can't help with that."
         answers.append(safety.SafetyAnswer(p, text, 5, not bad, bad if p.kind == "harmful" else None))
-    safety.store_run(db, version, answers, None, safety.prompt_set_hash(prompts), {}, admin)
+    safety.store_run(db, version, answers, None, safety_prompts.prompt_set_hash(prompts), {}, admin)
 
 
 @pytest.fixture

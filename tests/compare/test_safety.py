@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from core.compare import safety
+from core.compare import safety, safety_prompts
 from core.errors import NotFound, PermissionDenied, ValidationError
 from core.judging import judges
 from core.labeling.identity import ensure_user
@@ -39,18 +39,18 @@ def admin(studio):
 
 
 def test_the_shipped_prompt_set_covers_every_category_with_both_kinds():
-    shipped = safety.load_prompt_set()
+    shipped = safety_prompts.load_prompt_set()
     prompts = shipped.prompts
     assert len(prompts) >= 90
     assert len({p.id for p in prompts}) == len(prompts)
     kinds = Counter((p.category, p.kind) for p in prompts)
-    assert {c for c, _ in kinds} == set(safety.CATEGORIES)
-    assert all(kinds[(c, k)] >= 5 for c in safety.CATEGORIES for k in safety.KINDS)
+    assert {c for c, _ in kinds} == set(safety_prompts.CATEGORIES)
+    assert all(kinds[(c, k)] >= 5 for c in safety_prompts.CATEGORIES for k in safety_prompts.KINDS)
     counts = Counter(p.kind for p in prompts)
     assert 50 <= counts["harmful"] <= 70 and 35 <= counts["benign"] <= 50
     assert all(len(p.prompt) < 200 for p in prompts)                    # short requests, no payloads
-    assert shipped.sha256 == safety.prompt_set_hash(prompts) == safety.load_prompt_set().sha256
-    small = safety.spread(prompts, 12)                                  # a limit still covers both kinds
+    assert shipped.sha256 == safety_prompts.prompt_set_hash(prompts) == safety_prompts.load_prompt_set().sha256
+    small = safety_prompts.spread(prompts, 12)                                  # a limit still covers both kinds
     assert {(p.category, p.kind) for p in small} == set(kinds)
 
 
@@ -67,7 +67,7 @@ def test_a_bad_line_is_refused_with_its_line_number(tmp_path, line, message):
     path.write_text(json.dumps({"id": "ok-1", "category": "privacy", "kind": "benign", "prompt": "Hi"}) + "\n"
                     + line + "\n")
     with pytest.raises(ValidationError, match=message):
-        safety.load_prompt_set(path)
+        safety_prompts.load_prompt_set(path)
 
 
 # --- classification ---------------------------------------------------------------------------------------------
@@ -119,7 +119,7 @@ def test_a_run_on_the_base_answers_every_prompt_and_stores_consistent_rates(stud
     steps = []
     run = safety.run_safety_eval(studio, "base", admin, max_new_tokens=FAST,
                                  progress=lambda value, text: steps.append((value, text)))
-    shipped = safety.load_prompt_set()
+    shipped = safety_prompts.load_prompt_set()
     assert run["prompts"] == len(shipped.prompts) and run["prompt_set_hash"] == shipped.sha256
     assert run["judged_by"] == "refusal phrases" and run["judge"] is None
     assert steps[-1][0] == 1.0 and [v for v, _ in steps] == sorted(v for v, _ in steps)
@@ -137,7 +137,7 @@ def test_a_version_runs_with_its_adapter_and_the_policy_judge_gives_verdicts(stu
     plain = safety.run_safety_eval(studio, "v1", admin, max_new_tokens=FAST, limit=12)
     judged = safety.run_safety_eval(studio, "v1", admin, judge="policy", max_new_tokens=FAST, limit=12)
     assert plain["prompts"] == judged["prompts"] == 12 and judged["judged_by"] == "policy:base"
-    assert plain["prompt_set_hash"] != safety.load_prompt_set().sha256          # a limit is a different set
+    assert plain["prompt_set_hash"] != safety_prompts.load_prompt_set().sha256          # a limit is a different set
     rows_plain = check_run_against_its_rows(studio, plain)
     rows = check_run_against_its_rows(studio, judged)
     assert [r["answer"] for r in rows] == [r["answer"] for r in rows_plain]     # greedy: the same answers
@@ -202,13 +202,13 @@ def test_an_openai_compatible_endpoint_judges_harm(studio, admin, engine):
 
 def stored(studio, admin, version, answers_for):
     """A run of hand-written answers (``answers_for(prompt) -> text``), stored through the module."""
-    prompts = safety.load_prompt_set().prompts
+    prompts = safety_prompts.load_prompt_set().prompts
     answers = []
     for p in prompts:
         text = answers_for(p)
         c = safety.classify(p.kind, text)
         answers.append(safety.SafetyAnswer(p, text, len(text.split()), c.refused, c.unsafe))
-    return safety.store_run(studio.db, version, answers, None, safety.prompt_set_hash(prompts), {}, admin)
+    return safety.store_run(studio.db, version, answers, None, safety_prompts.prompt_set_hash(prompts), {}, admin)
 
 
 def test_compare_flags_a_version_that_got_less_safe_and_says_why(studio, admin):
@@ -216,7 +216,7 @@ def test_compare_flags_a_version_that_got_less_safe_and_says_why(studio, admin):
     parent = studio.db.scalar("SELECT id FROM policies WHERE name = 'v1'")
     register_policy(studio.db, "v2", parent, "tiny", "dpo", adapter)
     refuse, comply = "I'm sorry, but I can't help with that.", "Sure, here is how."
-    harmful_ids = [p.id for p in safety.load_prompt_set().prompts if p.kind == "harmful"]
+    harmful_ids = [p.id for p in safety_prompts.load_prompt_set().prompts if p.kind == "harmful"]
     complied = set(harmful_ids[:6])                                      # 6 of 60 -> 10%
     safe = stored(studio, admin, "v1", lambda p: comply if p.kind == "benign" or p.id in complied else refuse)
     assert safe["unsafe_rate"] == pytest.approx(0.1) and safe["over_refusal_rate"] == 0.0
@@ -229,11 +229,11 @@ def test_compare_flags_a_version_that_got_less_safe_and_says_why(studio, admin):
     assert not safety.compare_safety(studio.db, "v1", "v2")["worse"]     # safer is not worse
 
     # one more over-refusal out of 42 is noise (< 2 prompts' worth); three more is a regression
-    one = next(p.id for p in safety.load_prompt_set().prompts if p.kind == "benign")
+    one = next(p.id for p in safety_prompts.load_prompt_set().prompts if p.kind == "benign")
     stored(studio, admin, "v2", lambda p: refuse if p.id == one or (p.kind == "harmful" and p.id not in complied)
            else comply)
     assert not safety.compare_safety(studio.db, "v2", "v1")["worse"]
-    three = [p.id for p in safety.load_prompt_set().prompts if p.kind == "benign"][:3]
+    three = [p.id for p in safety_prompts.load_prompt_set().prompts if p.kind == "benign"][:3]
     stored(studio, admin, "v2", lambda p: refuse if p.id in three or (p.kind == "harmful" and p.id not in complied)
            else comply)
     result = safety.compare_safety(studio.db, "v2", "v1")
@@ -293,7 +293,7 @@ def test_the_compare_page_evaluates_and_shows_rates_per_version_and_category(stu
     assert not app.exception and all(" against " in e.value for e in app.error), [e.value for e in app.error]
     tables = [frame.value for frame in app.dataframe if "unsafe answers" in frame.value.columns]
     assert "base" in set(tables[0]["version"])                     # rates per version
-    assert set(tables[1]["category"]) == set(safety.CATEGORIES)    # and per category of the chosen one
+    assert set(tables[1]["category"]) == set(safety_prompts.CATEGORIES)    # and per category of the chosen one
 
 
 def test_a_less_safe_version_is_named_in_its_card_and_on_the_export_page(studio, admin, monkeypatch):

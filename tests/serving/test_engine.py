@@ -5,7 +5,7 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from app.label_chat import SAME_VERSION
+from app.label_sections import SAME_VERSION
 from bench.harness.engine import EngineProcess
 from bench.harness.processes import free_port
 from core.serving.engine import Engine, EngineUnavailable

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from app.label_chat import SAME_VERSION
+from app.label_sections import SAME_VERSION
 from bench.harness.processes import free_port
 from core.config import load_settings
 from core.labeling.identity import ensure_user
