@@ -5,8 +5,9 @@ Last line: ``RESULT mfu_pct=... vs_trl_defaults=... overhead=... ref_cache_speed
 Setup
 - The default model is provisioned offline with ``core.serving.models.provision_default_model`` into a cache dir under
   /tmp (``STUDIO_BENCH_CACHE``, default /tmp/rlhf_studio_bench_train_step), so repeated runs do not reconvert it.
-- Data: ``PAIRS`` below, 16 fixed conversational preference pairs (TRL ``prompt/chosen/rejected`` messages,
-  ~100-200 tokens per prompt+answer with the chat template). Every run trains on exactly these rows.
+- Data: ``PAIRS`` of bench/train_step_pairs.py, 16 fixed conversational preference pairs (TRL
+  ``prompt/chosen/rejected`` messages, ~100-200 tokens per prompt+answer with the chat template). Every run
+  trains on exactly these rows.
 - Batch: 4 pairs per optimizer step (per_device_train_batch_size=4, no gradient accumulation). Each run does 8
   optimizer steps (2 epochs over the 16 pairs); steps 1-2 are warm-up, step times are medians.
 
@@ -71,6 +72,7 @@ down 5-10x (OpenMP threads wait for descheduled peers), so foreign load is handl
   most), else its figure is printed with a "!!" flag. Every step time is printed with its foreign load.
 - the process CPU time per step is printed as a diagnostic (with both threads busy it is 2 x the wall time).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -97,6 +99,7 @@ from shared_machine import (  # noqa: E402
     step_times,
     wait_for_quiet,
 )
+from train_step_pairs import PAIRS, preference_rows  # noqa: E402
 
 from core.training import rundir  # noqa: E402  (cheap: no torch or transformers at import)
 
@@ -106,137 +109,6 @@ EPOCHS = 2
 WARMUP_STEPS = 2
 TRL_DEFAULTS_STEPS = 5  # TRL's defaults are much slower per step: 2 warm-up + 3 timed steps
 TRL_SCRIPT = Path(__file__).resolve().parent / "train_step_trl.py"
-
-# 16 fixed preference pairs: a realistic mix of chat requests, a good answer and a worse one each.
-PAIRS = [
-    ("How do I remove duplicates from a Python list but keep the original order?",
-     "Use a dict, since dicts keep insertion order (Python 3.7+):\n\n```python\nitems = [3, 1, 3, 2, 1]\nunique = "
-     "list(dict.fromkeys(items))  # [3, 1, 2]\n```\n\n`dict.fromkeys` keeps the first occurrence of each value and "
-     "drops later ones, in one pass. It needs hashable items. For unhashable ones such as lists, loop and keep a "
-     "`seen` list instead, which is slower but works for any type.",
-     "Just use set(): `unique = list(set(items))`. Sets remove duplicates automatically and it is the fastest way. "
-     "The order might change a bit but that usually does not matter for most programs, so I would not worry about "
-     "it."),
-    ("My homemade bread came out dense and didn't rise much. What went wrong?",
-     "A few usual suspects: 1) Yeast: old or killed by water hotter than about 45 C; proof it in warm water with a "
-     "pinch of sugar and look for foam after 10 minutes. 2) Too little kneading, so the gluten can't hold gas; "
-     "knead until the dough stretches thin without tearing. 3) Too short a rise or a cold kitchen; let it double "
-     "in size rather than watching the clock. 4) Too much flour, which makes a stiff dough. Change one thing at a "
-     "time next bake.",
-     "Bread is tricky. Maybe try a different recipe or buy a bread machine, they do everything for you. Some "
-     "flours just don't work well either, so switching brands could help. Good luck next time!"),
-    ("What should I pack for a three-day hiking trip in the mountains in autumn?",
-     "Plan for cold nights and changing weather. Clothing: moisture-wicking base layers, a fleece, a waterproof "
-     "shell, warm hat, gloves and two pairs of wool socks. Shelter and sleep: tent, a sleeping bag rated near "
-     "freezing, and an insulated pad. Food and water: about 1 kg of food per day, a stove, and a filter. Safety: "
-     "map and compass or GPS, headlamp, first-aid kit, and tell someone your route. Check the forecast the day "
-     "before.",
-     "Bring a backpack with some snacks, a water bottle and a jacket. Autumn is usually nice weather so you don't "
-     "need much. Your phone can handle navigation and light, so there is no need for extra gear."),
-    ("How much water should an adult drink each day?",
-     "There isn't one number for everyone. A common guideline is about 2.7 litres of total water a day for women "
-     "and 3.7 litres for men, from all drinks and food, and food supplies roughly a fifth of that. You need more "
-     "in hot weather, during exercise, or when ill with fever. A practical check: if you rarely feel thirsty and "
-     "your urine is pale yellow, you are probably drinking enough. People with heart or kidney conditions should "
-     "follow their doctor's advice.",
-     "Everyone needs exactly eight glasses of water a day, no more and no less. Coffee and tea don't count "
-     "because they dehydrate you. If you drink less than that you will definitely become dehydrated."),
-    ("What's the difference between a Roth IRA and a traditional IRA?",
-     "The main difference is when you pay tax. Traditional IRA: contributions may be tax-deductible now, the money "
-     "grows tax-deferred, and withdrawals in retirement are taxed as income; required minimum distributions start "
-     "in your 70s. Roth IRA: you contribute after-tax money, and qualified withdrawals in retirement are tax-free, "
-     "with no required distributions for the owner. A Roth tends to win if you expect a higher tax rate later; a "
-     "traditional IRA if you expect a lower one.",
-     "A Roth IRA is for young people and a traditional IRA is for older people. With a Roth you never pay taxes "
-     "on anything, and with a traditional IRA you pay taxes twice, so the Roth is always better."),
-    ("Can you help me write a polite email declining a meeting invitation?",
-     "Sure, here is a short version you can adapt:\n\nSubject: Re: Project sync on Thursday\n\nHi Maria,\n\nThank "
-     "you for the invitation. Unfortunately I can't join on Thursday because of a prior commitment. Could you "
-     "share the notes afterwards? If my input is needed, I'm happy to send comments beforehand or find another "
-     "time that works.\n\nBest regards,\nSam",
-     "Just write: 'I can't come to the meeting.' People are busy, and a short email is fine. No need to explain "
-     "yourself or offer anything else."),
-    ("Why is the sky blue?",
-     "Sunlight contains all colours. As it passes through the atmosphere it scatters off the nitrogen and oxygen "
-     "molecules, and this Rayleigh scattering is much stronger for short wavelengths: blue light scatters roughly "
-     "five times more than red. So blue light reaches your eyes from every direction of the sky. We don't see it "
-     "as violet because sunlight has less violet and our eyes are less sensitive to it. At sunset light travels "
-     "through more air, the blue is scattered away, and reds remain.",
-     "The sky is blue because it reflects the colour of the oceans. Since most of the Earth is covered by water, "
-     "the light bounces off the sea and up into the sky, making it look blue."),
-    ("How do I undo my last git commit but keep the changes?",
-     "Run `git reset --soft HEAD~1`. It moves the branch back one commit and leaves the changes staged, so you can "
-     "edit and commit again. Use `git reset HEAD~1` (mixed, the default) to keep the changes unstaged instead. If "
-     "you already pushed the commit, prefer `git revert HEAD`, which adds a new commit undoing it without "
-     "rewriting shared history. Avoid `--hard` here: it throws the changes away.",
-     "Use `git reset --hard HEAD~1`. That removes the last commit completely. Then just redo your work and "
-     "commit again."),
-    ("Write a SQL query to get the second highest salary from an employees table.",
-     "One portable way:\n\n```sql\nSELECT MAX(salary) AS second_highest\nFROM employees\nWHERE salary < (SELECT "
-     "MAX(salary) FROM employees);\n```\n\nIt returns NULL when there is no second distinct salary. With window "
-     "functions you can generalise to the n-th highest: `SELECT DISTINCT salary FROM (SELECT salary, DENSE_RANK() "
-     "OVER (ORDER BY salary DESC) AS r FROM employees) t WHERE r = 2;`",
-     "SELECT salary FROM employees ORDER BY salary DESC LIMIT 2;\n\nThis gives you the second highest salary."),
-    ("The leaves on my tomato plants are turning yellow from the bottom up. What should I do?",
-     "Yellowing that starts on the lowest leaves is most often a nitrogen shortage or early blight. Check the "
-     "leaves: plain yellowing points to nutrients, so feed with a balanced fertiliser. Brown spots with rings "
-     "suggest early blight: remove affected leaves, water at the base in the morning instead of wetting the "
-     "foliage, and mulch to stop soil splashing. Overwatering causes yellowing too, so let the top few "
-     "centimetres of soil dry between waterings.",
-     "Yellow leaves mean the plant is dying. You should pull it out and plant a new one, because once tomatoes "
-     "start turning yellow there is nothing you can do to save them."),
-    ("Briefly, what were the main causes of World War I?",
-     "Historians usually point to four long-term causes: militarism (an arms race, especially between Britain and "
-     "Germany), alliances (Triple Entente vs Triple Alliance, which turned a local conflict into a continental "
-     "war), imperialism (rivalry over colonies and markets) and nationalism (notably in the Balkans). The trigger "
-     "was the assassination of Archduke Franz Ferdinand in Sarajevo in June 1914, after which Austria-Hungary's "
-     "ultimatum to Serbia set the alliance system in motion.",
-     "World War I started because Germany invaded Poland in 1939. Hitler wanted more land, and the other "
-     "countries had to stop him."),
-    ("Explain the derivative of x squared in an intuitive way.",
-     "Picture a square with side x; its area is x squared. Grow the side by a tiny amount h. The new area gains two "
-     "thin strips of size x by h, plus a tiny corner of h by h. So the area grows by about 2xh, and the corner is "
-     "negligible when h is small. Dividing the growth by h gives the rate of change: 2x. That's why the derivative "
-     "of x squared is 2x: a bigger square gains area faster for the same small stretch of its side.",
-     "The derivative of x squared is 2x. You bring the power down and subtract one. That's just the rule, you "
-     "have to memorise it."),
-    ("I work from home and keep getting distracted. Any tips to focus?",
-     "A few things that help many people: keep a dedicated workspace you only use for work; plan the day the "
-     "evening before with two or three priority tasks; work in focused blocks, such as 50 minutes on and 10 off; "
-     "put your phone in another room and block distracting sites during those blocks; and keep a fixed start and "
-     "stop time so work does not bleed into the evening. Try one or two changes for a week before adding more.",
-     "Just try harder to concentrate. Distraction is mostly a matter of willpower, so if you really want to focus, "
-     "you will."),
-    ("How can I find the largest files on my Linux system?",
-     "From the directory you want to check, run:\n\n```bash\nsudo du -ah . 2>/dev/null | sort -rh | head -n 20\n```"
-     "\n\nIt lists the 20 biggest files and directories. For files only, above a size: `sudo find / -xdev -type f "
-     "-size +500M -exec ls -lh {} +`. The `-xdev` flag keeps find on one filesystem. For an interactive view, "
-     "install `ncdu` and run `ncdu /`.",
-     "Open the file manager and look through the folders to see which ones seem big. You can also delete things "
-     "in /usr if you need space, since it's mostly unused programs."),
-    ("How can I help my six-year-old learn to read?",
-     "Read aloud together every day and let them see you enjoy books. Practise letter sounds (phonics) with short "
-     "games, then blend sounds into simple words like cat and sun. Choose decodable books that match the sounds "
-     "they know, and let them read to you, helping gently rather than correcting every slip. Point out words in "
-     "daily life: signs, labels, menus. Keep sessions short and fun, ten to fifteen minutes, and praise effort.",
-     "Kids learn to read at school, so you don't really need to do anything. Giving them a tablet with reading "
-     "apps is enough."),
-    ("I'm a complete beginner. How should I start running?",
-     "Start with run-walk intervals three times a week: for example, alternate one minute of easy running with two "
-     "minutes of walking for 20 to 30 minutes. Each week, lengthen the running parts a little, and keep the pace "
-     "easy enough that you could talk in full sentences. Take rest days between runs, get shoes that feel "
-     "comfortable, and increase your weekly total by no more than about ten percent. Sharp pain means stop.",
-     "Go out and run as far and as fast as you can every day. The more it hurts, the faster you improve, so push "
-     "through any pain."),
-]
-
-
-def preference_rows() -> list[dict]:
-    """The pairs in TRL's conversational preference format (what core.data.trainsets' preference builder emits)."""
-    return [{"prompt": [{"role": "user", "content": prompt}],
-             "chosen": [{"role": "assistant", "content": chosen}],
-             "rejected": [{"role": "assistant", "content": rejected}]} for prompt, chosen, rejected in PAIRS]
-
 
 # --- children ---------------------------------------------------------------------------------------------------
 
@@ -253,7 +125,7 @@ def child_env(threads: int | None, extra: dict | None = None) -> dict:
 
 
 def progress_note(run_dir: Path) -> str:
-    """", step 3/8" from the job's progress.json ("" before its first step)."""
+    """ ", step 3/8" from the job's progress.json ("" before its first step)."""
     progress = rundir.read_progress(run_dir)
     return f", step {progress.get('step')}/{progress.get('max_steps')}" if progress else ""
 
@@ -261,8 +133,15 @@ def progress_note(run_dir: Path) -> str:
 # --- our job (the product path) ---------------------------------------------------------------------------------
 
 
-def run_ours(label: str, runs_dir: Path, model_dir: Path, overrides: dict, budget: dict,
-             spans: list[tuple[int, int]], threads: int) -> dict:
+def run_ours(
+    label: str,
+    runs_dir: Path,
+    model_dir: Path,
+    overrides: dict,
+    budget: dict,
+    spans: list[tuple[int, int]],
+    threads: int,
+) -> dict:
     from core.training.request import JobRequest
 
     rows = preference_rows()
@@ -273,11 +152,16 @@ def run_ours(label: str, runs_dir: Path, model_dir: Path, overrides: dict, budge
         run_dir = runs_dir / str(job_id)
         run_dir.mkdir(parents=True)
         rundir.write_data(run_dir, rows)
-        config_file = rundir.write_config(run_dir, rundir.JobConfig(
-            job_id=job_id, algorithm="dpo", base_model=str(model_dir), hyperparams=cfg.to_dict(), seed=cfg.seed))
+        config_file = rundir.write_config(
+            run_dir,
+            rundir.JobConfig(
+                job_id=job_id, algorithm="dpo", base_model=str(model_dir), hyperparams=cfg.to_dict(), seed=cfg.seed
+            ),
+        )
         cmd = [sys.executable, "-m", "core.training.child", str(config_file)]
-        facts = run_child(label, cmd, rundir.log_path(run_dir), child_env(threads), budget,
-                          progress=lambda: progress_note(run_dir))
+        facts = run_child(
+            label, cmd, rundir.log_path(run_dir), child_env(threads), budget, progress=lambda: progress_note(run_dir)
+        )
         result = rundir.read_result(run_dir) or {}
         if result.get("status") != "succeeded":
             raise SystemExit(f"{label}: job {result.get('status')}: {result.get('error')}")
@@ -286,8 +170,15 @@ def run_ours(label: str, runs_dir: Path, model_dir: Path, overrides: dict, budge
             if "time" in row and not rundir.is_eval_row(row):
                 stamps.setdefault(int(row["step"]), float(row["time"]))
         log_lines = rundir.log_path(run_dir).read_text(errors="replace").splitlines()
-        return {**facts, "cfg": cfg, "result": result, "stamps": stamps, "times": step_times(stamps),
-                "run_dir": run_dir, "studio_lines": [line for line in log_lines if line.startswith("[studio]")]}
+        return {
+            **facts,
+            "cfg": cfg,
+            "result": result,
+            "stamps": stamps,
+            "times": step_times(stamps),
+            "run_dir": run_dir,
+            "studio_lines": [line for line in log_lines if line.startswith("[studio]")],
+        }
 
     return attempts(label, start, spans)
 
@@ -295,14 +186,37 @@ def run_ours(label: str, runs_dir: Path, model_dir: Path, overrides: dict, budge
 # --- the plain TRL script (bench/train_step_trl.py, run as a child) ----------------------------------------------
 
 
-def run_baseline(label: str, mode: str, work_root: Path, model_dir: Path, parquet: Path, settings: dict,
-                 budget: dict, spans: list[tuple[int, int]], threads: int | None) -> dict:
+def run_baseline(
+    label: str,
+    mode: str,
+    work_root: Path,
+    model_dir: Path,
+    parquet: Path,
+    settings: dict,
+    budget: dict,
+    spans: list[tuple[int, int]],
+    threads: int | None,
+) -> dict:
     def start(attempt: int) -> dict:
         work = work_root / f"{mode}-{attempt}"
         work.mkdir(parents=True)
         out = work / "baseline.json"
-        cmd = [sys.executable, str(TRL_SCRIPT), "--baseline", mode, "--model", str(model_dir),
-               "--data", str(parquet), "--work", str(work), "--out", str(out), "--settings", json.dumps(settings)]
+        cmd = [
+            sys.executable,
+            str(TRL_SCRIPT),
+            "--baseline",
+            mode,
+            "--model",
+            str(model_dir),
+            "--data",
+            str(parquet),
+            "--work",
+            str(work),
+            "--out",
+            str(out),
+            "--settings",
+            json.dumps(settings),
+        ]
         env = child_env(threads, {"HF_DATASETS_CACHE": str(work / "cache")})
         facts = run_child(label, cmd, work / "log.txt", env, budget)
         data = json.loads(out.read_text())
@@ -329,9 +243,12 @@ def main() -> None:
     hardware = detect_hardware()
     threads = torch.get_num_threads()
     job_threads = trainer_threads()  # what the supervisor gives a training child (OMP_NUM_THREADS)
-    print(f"machine: {hardware.cpu_model}, {hardware.cpu_cores} cores, torch threads {threads}, "
-          f"native bf16: {hardware.cpu_native_bf16}; the studio runs trainers with {job_threads} thread(s) "
-          f"(core.training.distributed.trainer_threads)", flush=True)
+    print(
+        f"machine: {hardware.cpu_model}, {hardware.cpu_cores} cores, torch threads {threads}, "
+        f"native bf16: {hardware.cpu_native_bf16}; the studio runs trainers with {job_threads} thread(s) "
+        f"(core.training.distributed.trainer_threads)",
+        flush=True,
+    )
 
     budget = {"left": QUIET_BUDGET_S}
     peaks = {"fp32": 0.0, "bf16": 0.0, "fp32_job_threads": 0.0}
@@ -348,22 +265,32 @@ def main() -> None:
 
     measure_peaks()
     if peaks["fp32"]:
-        print(f"matmul peak (2048^3, best of 10): fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, "
-              f"bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s", flush=True)
+        print(
+            f"matmul peak (2048^3, best of 10): fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, "
+            f"bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s",
+            flush=True,
+        )
     else:
         print("matmul peak: machine busy, measured later (between runs, when quiet)", flush=True)
 
     steps_total = EPOCHS * len(PAIRS) // BATCH_PAIRS
     timed = (WARMUP_STEPS + 1, steps_total)
     epoch2 = (steps_total // EPOCHS + 1, steps_total)
-    base_overrides = {"per_device_train_batch_size": BATCH_PAIRS, "gradient_accumulation_steps": 1,
-                      "num_train_epochs": EPOCHS, "logging_steps": 1}
+    base_overrides = {
+        "per_device_train_batch_size": BATCH_PAIRS,
+        "gradient_accumulation_steps": 1,
+        "num_train_epochs": EPOCHS,
+        "logging_steps": 1,
+    }
 
     def report(label: str, run: dict, span: tuple[int, int]) -> float:
         med = clean_median(label, run, *span)
         cpu = cpu_per_step(run, *span)
-        print(f"  [{label}] process CPU time: median {cpu:.2f} CPU-s per step (both threads busy all step would be "
-              f"{threads} x the wall time)", flush=True)
+        print(
+            f"  [{label}] process CPU time: median {cpu:.2f} CPU-s per step (both threads busy all step would be "
+            f"{threads} x the wall time)",
+            flush=True,
+        )
         return med
 
     with tempfile.TemporaryDirectory(prefix="bench_train_step_") as tmp:
@@ -372,8 +299,11 @@ def main() -> None:
         runs.mkdir()
 
         # 1. our job, product defaults (precompute "auto")
-        print(f"run 1/4: our job (python -m core.training.child), DPO LoRA, {BATCH_PAIRS} pairs/step, "
-              f"{steps_total} steps, precompute auto", flush=True)
+        print(
+            f"run 1/4: our job (python -m core.training.child), DPO LoRA, {BATCH_PAIRS} pairs/step, "
+            f"{steps_total} steps, precompute auto",
+            flush=True,
+        )
         ours = run_ours("ours auto", runs, model_dir, base_overrides, budget, [timed, epoch2], job_threads)
         for line in ours["studio_lines"]:
             if any(key in line for key in ("hardware:", "reference:", "trainable")):
@@ -383,23 +313,39 @@ def main() -> None:
         precompute_on = bool(setup.get("precompute_ref_log_probs"))
         defaults = training_defaults(hardware, n_params)
         ours_step = report("ours auto", ours, timed)
-        print(f"  [ours auto] launch -> end of step 1: {min(ours['stamps'].values()) - ours['started']:.1f} s "
-              f"(imports, tokenize, load, reference pass); end of step {steps_total} -> exit: "
-              f"{ours['ended'] - ours['stamps'][steps_total]:.1f} s (save adapter, result.json)", flush=True)
+        print(
+            f"  [ours auto] launch -> end of step 1: {min(ours['stamps'].values()) - ours['started']:.1f} s "
+            f"(imports, tokenize, load, reference pass); end of step {steps_total} -> exit: "
+            f"{ours['ended'] - ours['stamps'][steps_total]:.1f} s (save adapter, result.json)",
+            flush=True,
+        )
         measure_peaks()
 
         # 2. our job, reference log-probs recomputed every step
         print("run 2/4: our job with precompute_ref_log_probs=off", flush=True)
-        ours_off = run_ours("ours precompute off", runs, model_dir,
-                            {**base_overrides, "precompute_ref_log_probs": "off"}, budget, [timed, epoch2],
-                            job_threads)
+        ours_off = run_ours(
+            "ours precompute off",
+            runs,
+            model_dir,
+            {**base_overrides, "precompute_ref_log_probs": "off"},
+            budget,
+            [timed, epoch2],
+            job_threads,
+        )
         ours_off_step = report("ours precompute off", ours_off, timed)
         if precompute_on:
             cached = ours
         else:  # auto chose off: measure the cached path explicitly
             print("run 2b: our job with precompute_ref_log_probs=on", flush=True)
-            cached = run_ours("ours precompute on", runs, model_dir,
-                              {**base_overrides, "precompute_ref_log_probs": "on"}, budget, [epoch2], job_threads)
+            cached = run_ours(
+                "ours precompute on",
+                runs,
+                model_dir,
+                {**base_overrides, "precompute_ref_log_probs": "on"},
+                budget,
+                [epoch2],
+                job_threads,
+            )
         no_cache_e2 = clean_median("ours precompute off, epoch 2", ours_off, *epoch2)
         cache_e2 = clean_median("ours precompute on, epoch 2", cached, *epoch2)
         measure_peaks()
@@ -408,39 +354,78 @@ def main() -> None:
         cfg = ours["cfg"]
         parquet = rundir.train_data_path(ours["run_dir"])
         same_settings = {
-            "batch": BATCH_PAIRS, "epochs": EPOCHS, "max_steps": steps_total,
-            "bf16": bool(defaults["bf16"]), "gradient_checkpointing": bool(defaults["gradient_checkpointing"]),
-            "precompute": precompute_on, "precompute_batch": BATCH_PAIRS * 4,
-            "learning_rate": cfg.learning_rate, "lr_scheduler_type": cfg.lr_scheduler_type, "beta": cfg.beta,
-            "loss_type": cfg.loss_type, "max_length": cfg.max_length, "seed": cfg.seed,
-            "lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha, "lora_dropout": cfg.lora_dropout,
-            "lora_target_modules": cfg.lora_target_modules if cfg.lora_target_modules == "all-linear"
+            "batch": BATCH_PAIRS,
+            "epochs": EPOCHS,
+            "max_steps": steps_total,
+            "bf16": bool(defaults["bf16"]),
+            "gradient_checkpointing": bool(defaults["gradient_checkpointing"]),
+            "precompute": precompute_on,
+            "precompute_batch": BATCH_PAIRS * 4,
+            "learning_rate": cfg.learning_rate,
+            "lr_scheduler_type": cfg.lr_scheduler_type,
+            "beta": cfg.beta,
+            "loss_type": cfg.loss_type,
+            "max_length": cfg.max_length,
+            "seed": cfg.seed,
+            "lora_r": cfg.lora_r,
+            "lora_alpha": cfg.lora_alpha,
+            "lora_dropout": cfg.lora_dropout,
+            "lora_target_modules": cfg.lora_target_modules
+            if cfg.lora_target_modules == "all-linear"
             else [t.strip() for t in cfg.lora_target_modules.split(",")],
         }
-        print(f"run 3/4: plain TRL DPOTrainer with our job's settings (bf16={same_settings['bf16']}, "
-              f"gradient_checkpointing={same_settings['gradient_checkpointing']}, precompute={precompute_on}, "
-              f"{job_threads} thread(s))", flush=True)
-        same = run_baseline("TRL same settings", "same", tmp / "baselines", model_dir, parquet, same_settings,
-                            budget, [timed], job_threads)
+        print(
+            f"run 3/4: plain TRL DPOTrainer with our job's settings (bf16={same_settings['bf16']}, "
+            f"gradient_checkpointing={same_settings['gradient_checkpointing']}, precompute={precompute_on}, "
+            f"{job_threads} thread(s))",
+            flush=True,
+        )
+        same = run_baseline(
+            "TRL same settings",
+            "same",
+            tmp / "baselines",
+            model_dir,
+            parquet,
+            same_settings,
+            budget,
+            [timed],
+            job_threads,
+        )
         same_step = report("TRL same settings", same, timed)
         measure_peaks()
 
         # 4. plain TRL defaults
         def_span = (WARMUP_STEPS + 1, TRL_DEFAULTS_STEPS)
-        print(f"run 4/4: plain TRL DPOConfig defaults (bf16=True, gradient_checkpointing=True, no precompute), "
-              f"{TRL_DEFAULTS_STEPS} steps, torch's default threads ({threads})", flush=True)
-        trl_def = run_baseline("TRL defaults", "defaults", tmp / "baselines", model_dir, parquet,
-                               {**same_settings, "max_steps": TRL_DEFAULTS_STEPS}, budget, [def_span], None)
-        print(f"  [TRL defaults] resolved: bf16={trl_def['bf16']}, gradient_checkpointing="
-              f"{trl_def['gradient_checkpointing']}, precompute={trl_def['precompute']}, "
-              f"lr={trl_def['learning_rate']}, weights {trl_def['weights_dtype']}", flush=True)
+        print(
+            f"run 4/4: plain TRL DPOConfig defaults (bf16=True, gradient_checkpointing=True, no precompute), "
+            f"{TRL_DEFAULTS_STEPS} steps, torch's default threads ({threads})",
+            flush=True,
+        )
+        trl_def = run_baseline(
+            "TRL defaults",
+            "defaults",
+            tmp / "baselines",
+            model_dir,
+            parquet,
+            {**same_settings, "max_steps": TRL_DEFAULTS_STEPS},
+            budget,
+            [def_span],
+            None,
+        )
+        print(
+            f"  [TRL defaults] resolved: bf16={trl_def['bf16']}, gradient_checkpointing="
+            f"{trl_def['gradient_checkpointing']}, precompute={trl_def['precompute']}, "
+            f"lr={trl_def['learning_rate']}, weights {trl_def['weights_dtype']}",
+            flush=True,
+        )
         trl_def_step = report("TRL defaults", trl_def, def_span)
 
         # 5. context only: our job with every core (what trainer_threads() holds back for chat)
         all_cores_step = None
         if job_threads != threads:
-            print(f"run 5 (context, not in RESULT): our job with {threads} threads instead of {job_threads}",
-                  flush=True)
+            print(
+                f"run 5 (context, not in RESULT): our job with {threads} threads instead of {job_threads}", flush=True
+            )
             measure_peaks()
             all_cores = run_ours("ours auto, all threads", runs, model_dir, base_overrides, budget, [timed], threads)
             all_cores_step = report("ours auto, all threads", all_cores, timed)
@@ -450,13 +435,18 @@ def main() -> None:
         print("  !! the machine was never quiet: matmul peaks measured under load (too low)", flush=True)
         peaks["fp32"], peaks["bf16"] = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
     fp32_peak, bf16_peak = peaks["fp32"], peaks["bf16"]
-    print(f"matmul peak, best of the quiet measurements: fp32 {fp32_peak / 1e9:.0f} GFLOP/s, "
-          f"bf16 {bf16_peak / 1e9:.0f} GFLOP/s", flush=True)
+    print(
+        f"matmul peak, best of the quiet measurements: fp32 {fp32_peak / 1e9:.0f} GFLOP/s, "
+        f"bf16 {bf16_peak / 1e9:.0f} GFLOP/s",
+        flush=True,
+    )
     tokens_per_step = BATCH_PAIRS * statistics.mean(same["pair_tokens"])
     seq = same["seq_tokens"]
-    print(f"tokens: {min(seq)}-{max(seq)} per sequence (mean {statistics.mean(seq):.0f}), "
-          f"{tokens_per_step:.0f} per step (4 chosen + 4 rejected, unpadded); N = {n_params / 1e6:.1f}M params",
-          flush=True)
+    print(
+        f"tokens: {min(seq)}-{max(seq)} per sequence (mean {statistics.mean(seq):.0f}), "
+        f"{tokens_per_step:.0f} per step (4 chosen + 4 rejected, unpadded); N = {n_params / 1e6:.1f}M params",
+        flush=True,
+    )
     if same["n_params"] != n_params:
         print(f"  note: the baseline counts {same['n_params']:,} params, our job {n_params:,}", flush=True)
     ref_term = 0 if precompute_on else 2
@@ -464,30 +454,50 @@ def main() -> None:
     achieved = flops / ours_step
     mfu = 100 * achieved / fp32_peak
     precision = "bf16 autocast (LoRA: frozen base weights in bf16, adapters fp32)" if defaults["bf16"] else "fp32"
-    print(f"our job used: {precision}, gradient checkpointing {'on' if defaults['gradient_checkpointing'] else 'off'}, "
-          f"reference log-probs "
-          f"{'precomputed (no reference forward in the step)' if precompute_on else 'computed each step'}", flush=True)
-    print(f"our step: {6 + ref_term}*N*T = {flops / 1e12:.3f} TFLOP in {ours_step:.2f} s = {achieved / 1e9:.0f} "
-          f"GFLOP/s = {mfu:.1f}% of the fp32 peak, {100 * achieved / bf16_peak:.1f}% of the bf16 peak", flush=True)
+    print(
+        f"our job used: {precision}, gradient checkpointing {'on' if defaults['gradient_checkpointing'] else 'off'}, "
+        f"reference log-probs "
+        f"{'precomputed (no reference forward in the step)' if precompute_on else 'computed each step'}",
+        flush=True,
+    )
+    print(
+        f"our step: {6 + ref_term}*N*T = {flops / 1e12:.3f} TFLOP in {ours_step:.2f} s = {achieved / 1e9:.0f} "
+        f"GFLOP/s = {mfu:.1f}% of the fp32 peak, {100 * achieved / bf16_peak:.1f}% of the bf16 peak",
+        flush=True,
+    )
     off_achieved = 8 * n_params * tokens_per_step / ours_off_step
-    print(f"  (precompute off: 8*N*T in {ours_off_step:.2f} s = {off_achieved / 1e9:.0f} GFLOP/s = "
-          f"{100 * off_achieved / fp32_peak:.1f}% of the fp32 peak)", flush=True)
+    print(
+        f"  (precompute off: 8*N*T in {ours_off_step:.2f} s = {off_achieved / 1e9:.0f} GFLOP/s = "
+        f"{100 * off_achieved / fp32_peak:.1f}% of the fp32 peak)",
+        flush=True,
+    )
     if peaks["fp32_job_threads"]:
-        print(f"  (the trainer runs {job_threads} thread(s): fp32 peak at {job_threads} thread(s) "
-              f"{peaks['fp32_job_threads'] / 1e9:.0f} GFLOP/s, our step is "
-              f"{100 * achieved / peaks['fp32_job_threads']:.1f}% of it)", flush=True)
+        print(
+            f"  (the trainer runs {job_threads} thread(s): fp32 peak at {job_threads} thread(s) "
+            f"{peaks['fp32_job_threads'] / 1e9:.0f} GFLOP/s, our step is "
+            f"{100 * achieved / peaks['fp32_job_threads']:.1f}% of it)",
+            flush=True,
+        )
     if all_cores_step:
-        print(f"  (with all {threads} threads our step takes {all_cores_step:.2f} s = "
-              f"{100 * flops / all_cores_step / fp32_peak:.1f}% of the fp32 peak; "
-              f"core.training.distributed.trainer_threads() costs x{ours_step / all_cores_step:.2f} per step "
-              f"when nobody chats)", flush=True)
+        print(
+            f"  (with all {threads} threads our step takes {all_cores_step:.2f} s = "
+            f"{100 * flops / all_cores_step / fp32_peak:.1f}% of the fp32 peak; "
+            f"core.training.distributed.trainer_threads() costs x{ours_step / all_cores_step:.2f} per step "
+            f"when nobody chats)",
+            flush=True,
+        )
     vs_defaults = ours_step / trl_def_step
     overhead = ours_step / same_step
     speedup = no_cache_e2 / cache_e2
-    print(f"vs TRL defaults: {ours_step:.2f} / {trl_def_step:.2f} s; overhead vs same-settings TRL: "
-          f"{ours_step:.2f} / {same_step:.2f} s; ref cache (epoch 2): {no_cache_e2:.2f} / {cache_e2:.2f} s", flush=True)
-    print(f"RESULT mfu_pct={mfu:.1f} vs_trl_defaults={vs_defaults:.3f} overhead={overhead:.3f} "
-          f"ref_cache_speedup={speedup:.2f}")
+    print(
+        f"vs TRL defaults: {ours_step:.2f} / {trl_def_step:.2f} s; overhead vs same-settings TRL: "
+        f"{ours_step:.2f} / {same_step:.2f} s; ref cache (epoch 2): {no_cache_e2:.2f} / {cache_e2:.2f} s",
+        flush=True,
+    )
+    print(
+        f"RESULT mfu_pct={mfu:.1f} vs_trl_defaults={vs_defaults:.3f} overhead={overhead:.3f} "
+        f"ref_cache_speedup={speedup:.2f}"
+    )
 
 
 def parse_args() -> argparse.Namespace:
