@@ -26,9 +26,11 @@ run: setup
 test: setup lint browser anvil
 	$(PY) -m pytest $(ARGS)
 
-# Lint and type-check (settings in pyproject.toml): ruff's rules over the whole tree, mypy over core, storage and app.
+# Lint and type-check (settings in pyproject.toml): ruff's rules and its formatter over the whole tree, mypy over
+# core, storage and app. `.venv/bin/ruff format .` formats the tree; lint only checks that it is formatted.
 lint: setup
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
 # Real-browser tests drive Debian's Chromium through Playwright (no browser download).

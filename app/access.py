@@ -6,6 +6,7 @@ Each resource (a REST route, a console page, a section of a page, an action of t
 ``tests/labeling/test_access.py`` fails when a route, console page or labeling-app action has no rule here, so a new
 surface cannot ship without a decision.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -13,8 +14,27 @@ from typing import Any
 
 from core.labeling.roles import ADMIN, ALL, ANONYMOUS, LABELER, NONE, OWN, SUMMARY, Rule, grant, role_of, scope_of
 
-__all__ = ["ADMIN", "ALL", "ANONYMOUS", "LABELER", "NONE", "OWN", "SUMMARY", "API", "CONSOLE", "LABEL_APP", "RULES",
-           "Rule", "scope", "require", "can", "owner_filter", "health_view", "job_view", "policy_view"]
+__all__ = [
+    "ADMIN",
+    "ALL",
+    "ANONYMOUS",
+    "LABELER",
+    "NONE",
+    "OWN",
+    "SUMMARY",
+    "API",
+    "CONSOLE",
+    "LABEL_APP",
+    "RULES",
+    "Rule",
+    "scope",
+    "require",
+    "can",
+    "owner_filter",
+    "health_view",
+    "job_view",
+    "policy_view",
+]
 
 
 def _admin(why: str) -> Rule:
@@ -43,19 +63,24 @@ API: dict[str, Rule] = {
     "POST /votes": _own("a vote is stored as the caller's"),
     "GET /contributions/{name}": _own("a labeler's contributions and rewards are theirs"),
     "GET /contributions/{name}/proof/{contribution_id}": _own("proofs carry the contribution's salt"),
-    "GET /policies": _summary("version names, lineage, algorithm and figures; adapter paths, the base model's "
-                              "location and training configs are for admins"),
+    "GET /policies": _summary(
+        "version names, lineage, algorithm and figures; adapter paths, the base model's "
+        "location and training configs are for admins"
+    ),
     "PATCH /policies/{name}": _admin("renaming a version"),
     "DELETE /policies/{name}": _admin("deleting a version"),
-    "GET /policies/{name}/report": _summary("figures for labelers; the example prompts and answers are "
-                                            "other people's held-out text"),
+    "GET /policies/{name}/report": _summary(
+        "figures for labelers; the example prompts and answers are other people's held-out text"
+    ),
     "POST /policies/{name}/report": _admin("computing a report uses the model for minutes"),
-    "GET /policies/{name}/safety": _summary("rates for labelers; the quoted red-team requests and answers are for "
-                                            "admins"),
+    "GET /policies/{name}/safety": _summary(
+        "rates for labelers; the quoted red-team requests and answers are for admins"
+    ),
     "POST /policies/{name}/safety": _admin("a safety evaluation uses the model for minutes"),
     "GET /policies/{name}/gate": _team("the release gate's checks: verdicts and figures, no one's text"),
-    "GET /policies/{name}/lineage": _team("a version's chain from labels to the Hub: counts and figures, no "
-                                          "labeler's name"),
+    "GET /policies/{name}/lineage": _team(
+        "a version's chain from labels to the Hub: counts and figures, no labeler's name"
+    ),
     "GET /jobs": _summary("status and progress; configs, errors and run dirs are for admins"),
     "POST /jobs": _admin("training jobs"),
     "GET /jobs/{job_id}": _summary("status and progress; the log tail and config are for admins"),
@@ -106,16 +131,45 @@ CONSOLE: dict[str, Rule] = {
 # The labeling app (Gradio, /label), by event name (private events too: the page calls them): every action
 # works on the caller's own chats, votes and rewards; the page load lists queues and versions (no text).
 LABEL_APP: dict[str, Rule] = {
-    name: _own("the caller's own chat, votes and rewards") for name in (
-        "send", "send_on_enter", "regenerate", "vote_a", "vote_b", "vote_tie", "vote_both_bad", "undo",
-        "gold_from_a", "gold_from_b", "next_prompt", "skip", "new_chat", "my_rewards", "label_newest",
-        "page_load", "arena_ask", "arena_ask_on_enter", "arena_vote_a", "arena_vote_b", "arena_vote_tie",
-        "arena_vote_both_bad", "review_next", "review_vote_a", "review_vote_b", "review_vote_tie",
-        "review_vote_both_bad", "blind_check_next", "blind_offer")
+    name: _own("the caller's own chat, votes and rewards")
+    for name in (
+        "send",
+        "send_on_enter",
+        "regenerate",
+        "vote_a",
+        "vote_b",
+        "vote_tie",
+        "vote_both_bad",
+        "undo",
+        "gold_from_a",
+        "gold_from_b",
+        "next_prompt",
+        "skip",
+        "new_chat",
+        "my_rewards",
+        "label_newest",
+        "page_load",
+        "arena_ask",
+        "arena_ask_on_enter",
+        "arena_vote_a",
+        "arena_vote_b",
+        "arena_vote_tie",
+        "arena_vote_both_bad",
+        "review_next",
+        "review_vote_a",
+        "review_vote_b",
+        "review_vote_tie",
+        "review_vote_both_bad",
+        "blind_check_next",
+        "blind_offer",
+    )
 }
 
-RULES: dict[str, Rule] = {**{f"api {k}": v for k, v in API.items()}, **CONSOLE,
-                          **{f"label:{k}": v for k, v in LABEL_APP.items()}}
+RULES: dict[str, Rule] = {
+    **{f"api {k}": v for k, v in API.items()},
+    **CONSOLE,
+    **{f"label:{k}": v for k, v in LABEL_APP.items()},
+}
 
 
 def scope(user: Any, resource: str) -> str:
@@ -140,12 +194,32 @@ def owner_filter(user: Any, resource: str) -> int | None:
 
 # --- what a scope shows ------------------------------------------------------------------------------------
 
-_HEALTH_FIELDS = {ANONYMOUS: ("status",),
-                  LABELER: ("status", "version", "model_status", "chat_dtype", "storage_ephemeral")}
-_JOB_SUMMARY_FIELDS = ("id", "algorithm", "status", "parent", "version", "created_at", "started_at", "finished_at",
-                       "progress")
-_POLICY_SUMMARY_FIELDS = ("id", "name", "parent", "algorithm", "data_hash", "metrics", "job_id", "created_at",
-                          "deleted_at")
+_HEALTH_FIELDS = {
+    ANONYMOUS: ("status",),
+    LABELER: ("status", "version", "model_status", "chat_dtype", "storage_ephemeral"),
+}
+_JOB_SUMMARY_FIELDS = (
+    "id",
+    "algorithm",
+    "status",
+    "parent",
+    "version",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "progress",
+)
+_POLICY_SUMMARY_FIELDS = (
+    "id",
+    "name",
+    "parent",
+    "algorithm",
+    "data_hash",
+    "metrics",
+    "job_id",
+    "created_at",
+    "deleted_at",
+)
 
 
 def health_view(health: dict[str, Any], user: Any) -> dict[str, Any]:

@@ -5,6 +5,7 @@ Thin: request parsing and error mapping only; rules live in core. Every error is
 Every route declares its answer model and each error status it can give (app/schemas.py), so
 ``/api/openapi.json`` is what clients really get (tests/app/test_openapi.py checks real answers against it).
 """
+
 from __future__ import annotations
 
 import json
@@ -110,8 +111,12 @@ class BodyLimit:
             await self._refuse(scope, receive, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = error_response(413, PayloadTooLarge.code, f"Request body is larger than {self.max_bytes} bytes",
-                          "send a smaller body or raise STUDIO_MAX_BODY_BYTES")
+        response = error_response(
+            413,
+            PayloadTooLarge.code,
+            f"Request body is larger than {self.max_bytes} bytes",
+            "send a smaller body or raise STUDIO_MAX_BODY_BYTES",
+        )
         await response(scope, receive, send)
 
 
@@ -122,13 +127,17 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
         route = request.scope.get("route")
         studio = get_studio()
         # password checks may hash (~0.3 s): off the event loop in team mode; local mode needs no I/O
-        user = (await run_in_threadpool(request_user, studio, request) if studio.directory.team_mode
-                else request_user(studio, request))
+        user = (
+            await run_in_threadpool(request_user, studio, request)
+            if studio.directory.team_mode
+            else request_user(studio, request)
+        )
         request.state.user = user
         request.state.scope = access.require(user, f"api {request.method} {getattr(route, 'path', request.url.path)}")
 
-    api = FastAPI(title="RLHF Studio API", version=__version__, docs_url=None, openapi_url=None,
-                  dependencies=[Depends(authorize)])
+    api = FastAPI(
+        title="RLHF Studio API", version=__version__, docs_url=None, openapi_url=None, dependencies=[Depends(authorize)]
+    )
 
     @api.exception_handler(StudioError)
     async def studioerror_response(_: Request, exc: StudioError) -> JSONResponse:
@@ -142,25 +151,39 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
         """The database refused (disk full, locked, read-only): nothing was stored, say so with a code."""
         traceback.print_exception(exc)
         if "No space left" in str(exc):
-            return error_response(507, "storage_full", "The studio's disk is full: nothing was stored",
-                          "free some space in the data dir (old runs, exports) and send it again")
-        return error_response(503, "storage_unavailable", "The database could not store this: nothing was stored",
-                      "send it again in a moment; if it persists an admin should read the server log")
+            return error_response(
+                507,
+                "storage_full",
+                "The studio's disk is full: nothing was stored",
+                "free some space in the data dir (old runs, exports) and send it again",
+            )
+        return error_response(
+            503,
+            "storage_unavailable",
+            "The database could not store this: nothing was stored",
+            "send it again in a moment; if it persists an admin should read the server log",
+        )
 
     @api.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
         """Anything else: the JSON error shape with a code, never a bare 500 page; the details go to the log."""
         traceback.print_exception(exc)
-        return error_response(500, "internal_error", "Something went wrong on the server: nothing was stored",
-                      "send it again; if it persists an admin should read the server log")
+        return error_response(
+            500,
+            "internal_error",
+            "Something went wrong on the server: nothing was stored",
+            "send it again; if it persists an admin should read the server log",
+        )
 
     @api.exception_handler(RequestValidationError)
     async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [{"field": ".".join(str(p) for p in e["loc"][1:]) or "body", "problem": e["msg"]}
-                    for e in exc.errors()]
+        problems = [
+            {"field": ".".join(str(p) for p in e["loc"][1:]) or "body", "problem": e["msg"]} for e in exc.errors()
+        ]
         summary = "; ".join(f"{p['field']}: {p['problem']}" for p in problems)
-        return error_response(422, "invalid_input", f"Invalid request: {summary}", "fix the listed fields",
-                      details=problems)
+        return error_response(
+            422, "invalid_input", f"Invalid request: {summary}", "fix the listed fields", details=problems
+        )
 
     @api.exception_handler(StarletteHTTPException)
     async def httperror_response(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -177,9 +200,14 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
     latencies = Latencies()
 
     # response_class=Response: a PlainTextResponse class would document the JSON errors as text/plain too
-    @api.get("/metrics", response_class=Response, responses={200: {
-        "description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}},
-        **errors()})
+    @api.get(
+        "/metrics",
+        response_class=Response,
+        responses={
+            200: {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}},
+            **errors(),
+        },
+    )
     def metrics() -> PlainTextResponse:
         """Operator metrics in the Prometheus text format (also served at ``/metrics``)."""
         return PlainTextResponse(render_metrics(get_studio(), latencies), media_type=METRICS_CONTENT_TYPE)
@@ -207,8 +235,9 @@ def create_api(get_studio: Callable[[], Studio], max_body_bytes: int) -> ASGIApp
     def docs(request: Request) -> Any:
         from fastapi.openapi.docs import get_swagger_ui_html
 
-        return get_swagger_ui_html(openapi_url=request.scope.get("root_path", "") + "/openapi.json",
-                                   title="RLHF Studio API")
+        return get_swagger_ui_html(
+            openapi_url=request.scope.get("root_path", "") + "/openapi.json", title="RLHF Studio API"
+        )
 
     for routes in (label_routes, contribution_routes, version_routes, job_routes, judge_routes):
         api.include_router(routes(get_studio))

@@ -1,5 +1,6 @@
 """REST routes of the standard benchmarks (lm-evaluation-harness, core.compare.benchmarks): labelers read a
 version's results; admins start a run in the background worker. One router, included by app.api.create_api."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -10,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from app.schemas import OpenModel, ReportState, answers
 
-if TYPE_CHECKING:   # a type only: core.studio imports torch
+if TYPE_CHECKING:  # a type only: core.studio imports torch
     from core.studio import Studio
 
 
@@ -30,8 +31,11 @@ class Benchmarks(OpenModel):
 
     version: str
     against: str | None = None
-    adapter_applied: bool | None = Field(default=None, description="the adapter guard: the scored model differs "
-                                         "from the base as the adapter's weights say (null: the base itself)")
+    adapter_applied: bool | None = Field(
+        default=None,
+        description="the adapter guard: the scored model differs "
+        "from the base as the adapter's weights say (null: the base itself)",
+    )
     settings: dict[str, Any] = Field(description="tasks, limit, num_fewshot, chat_template, seed, lm_eval_version")
     tasks: list[BenchmarkTask]
     regressions: list[BenchmarkTask]
@@ -49,12 +53,18 @@ class BenchmarksIn(BaseModel):
     chat_template: bool = True
 
 
-
 def benchmark_routes(get_studio: Callable[[], Studio]) -> APIRouter:
     router = APIRouter()
 
-    @router.get("/policies/{name}/benchmarks", **answers(BenchmarksAnswer, 404, 422, why={
-        404: "No such version (code not_found)", 422: "A reward model or full fine-tune (code invalid_input)"}))
+    @router.get(
+        "/policies/{name}/benchmarks",
+        **answers(
+            BenchmarksAnswer,
+            404,
+            422,
+            why={404: "No such version (code not_found)", 422: "A reward model or full fine-tune (code invalid_input)"},
+        ),
+    )
     def benchmarks_of(name: str, against: str | None = None) -> dict[str, Any]:
         """The version's latest benchmark run beside its parent's (same settings), and the background run's state."""
         from core.compare.benchmarks import latest_comparison
@@ -62,12 +72,24 @@ def benchmark_routes(get_studio: Callable[[], Studio]) -> APIRouter:
 
         studio = get_studio()
         comparable_policy(studio.db, name)
-        return {"benchmarks": latest_comparison(studio.db, name, against),
-                "state": studio.benchmarks.state(name, against)}
+        return {
+            "benchmarks": latest_comparison(studio.db, name, against),
+            "state": studio.benchmarks.state(name, against),
+        }
 
-    @router.post("/policies/{name}/benchmarks", status_code=202, **answers(ReportState, 404, 422, why={
-        404: "No such version (code not_found)", 422: "A reward model, full fine-tune or bad settings (code "
-        "invalid_input)"}))
+    @router.post(
+        "/policies/{name}/benchmarks",
+        status_code=202,
+        **answers(
+            ReportState,
+            404,
+            422,
+            why={
+                404: "No such version (code not_found)",
+                422: "A reward model, full fine-tune or bad settings (code invalid_input)",
+            },
+        ),
+    )
     def request_benchmarks(name: str, request: Request, body: BenchmarksIn | None = None) -> dict[str, Any]:
         """Benchmark a version and its parent in the background (admins): poll GET for the result."""
         from core.serving.policies import comparable_policy

@@ -1,4 +1,5 @@
 """The REST API's one error answer: ``{"error": {"code", "message", "hint"}}`` (app.schemas.ErrorBody)."""
+
 from __future__ import annotations
 
 from typing import Any

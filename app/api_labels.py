@@ -1,5 +1,6 @@
 """REST routes of labels sent by clients: scored feedback on one answer and preference votes (the hot path).
 One router, included by :func:`app.api.create_api`."""
+
 from __future__ import annotations
 
 import asyncio
@@ -15,7 +16,7 @@ from core.labeling.feedback import Feedback, record_feedback
 from core.labeling.identity import User
 from core.labeling.votes import Vote, labeled_pair, write_labeled_pairs
 
-if TYPE_CHECKING:   # a type only: core.studio imports torch
+if TYPE_CHECKING:  # a type only: core.studio imports torch
     from core.studio import Studio
 
 
@@ -24,10 +25,17 @@ def label_routes(get_studio: Callable[[], Studio]) -> APIRouter:
 
     @router.post("/feedback", status_code=201, **answers(Saved, 413, 422, *WRITES))
     def post_feedback(body: FeedbackIn, request: Request) -> dict[str, Any]:
-        feedback = Feedback(prompt=body.prompt, response=body.response, score=body.score,
-                            run_id=body.run_id, notes=body.notes, source="api")
-        feedback_id, created = record_feedback(get_studio().db, feedback, api_user(request, body.labeler).id,
-                                               body.idempotency_key)
+        feedback = Feedback(
+            prompt=body.prompt,
+            response=body.response,
+            score=body.score,
+            run_id=body.run_id,
+            notes=body.notes,
+            source="api",
+        )
+        feedback_id, created = record_feedback(
+            get_studio().db, feedback, api_user(request, body.labeler).id, body.idempotency_key
+        )
         return {"id": feedback_id, "status": "saved", "created": created}
 
     def api_user(request: Request, labeler: str | None) -> User:
@@ -40,9 +48,11 @@ def label_routes(get_studio: Callable[[], Studio]) -> APIRouter:
             return directory.api_labeler(labeler)
         user: User = request.state.user
         if labeler and labeler.strip() != user.name:
-            raise PermissionDenied(f"You are logged in as {user.name!r}: you cannot send labels as {labeler!r}",
-                                   hint=f"leave out 'labeler' (or set it to {user.name!r}); labels are stored "
-                                        "as the account that sends them")
+            raise PermissionDenied(
+                f"You are logged in as {user.name!r}: you cannot send labels as {labeler!r}",
+                hint=f"leave out 'labeler' (or set it to {user.name!r}); labels are stored "
+                "as the account that sends them",
+            )
         return user
 
     @router.post("/votes", status_code=201, **answers(Saved, 413, 422, *WRITES))
@@ -50,9 +60,16 @@ def label_routes(get_studio: Callable[[], Studio]) -> APIRouter:
         """The hot path of a labeling session, so it stays on the event loop: no thread hand-off per
         vote, only an await on the group-commit future (acknowledged after the commit)."""
         db = get_studio().db
-        vote = Vote(candidate_a=0, candidate_b=0, outcome=body.outcome, ratings=body.ratings,
-                    flags=tuple(body.flags), note=body.note, idempotency_key=body.idempotency_key,
-                    source="api")
+        vote = Vote(
+            candidate_a=0,
+            candidate_b=0,
+            outcome=body.outcome,
+            ratings=body.ratings,
+            flags=tuple(body.flags),
+            note=body.note,
+            idempotency_key=body.idempotency_key,
+            source="api",
+        )
 
         def prepare() -> Any:
             user = api_user(request, body.labeler)

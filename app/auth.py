@@ -14,6 +14,7 @@
 Every login surface goes through ``Directory.authenticate``: rate limited per account and client address,
 answering 429 with Retry-After while locked.
 """
+
 from __future__ import annotations
 
 import base64
@@ -36,11 +37,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from core.errors import PermissionDenied, TooManyAttempts, Unauthenticated
 from core.labeling.identity import Directory, User, oauth_configured
 
-OPEN_PREFIXES = ("/label", "/api", "/login/", "/logout")   # whole path segments: see open_path
-SESSION_COOKIE = "session"             # Starlette's SessionMiddleware, as Gradio's OAuth sets it up
+OPEN_PREFIXES = ("/label", "/api", "/login/", "/logout")  # whole path segments: see open_path
+SESSION_COOKIE = "session"  # Starlette's SessionMiddleware, as Gradio's OAuth sets it up
 SESSION_MAX_AGE_S = 14 * 24 * 3600
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
-_SECURE = re.compile(rb";\s*secure\b", re.IGNORECASE)   # the cookie attribute (a name may contain "secure")
+_SECURE = re.compile(rb";\s*secure\b", re.IGNORECASE)  # the cookie attribute (a name may contain "secure")
 _client: contextvars.ContextVar[str | None] = contextvars.ContextVar("client_address", default=None)
 
 
@@ -79,8 +80,11 @@ def oauth_name(cookie: str | None) -> str | None:
     except (itsdangerous.BadSignature, ValueError, binascii.Error, UnicodeError):
         return None
     info = data.get("oauth_info") if isinstance(data, dict) else None
-    if not isinstance(info, dict) or not isinstance(info.get("expires_at"), (int, float)) \
-            or info["expires_at"] < time.time():
+    if (
+        not isinstance(info, dict)
+        or not isinstance(info.get("expires_at"), (int, float))
+        or info["expires_at"] < time.time()
+    ):
         return None
     name = (info.get("userinfo") or {}).get("preferred_username")
     return name if isinstance(name, str) and name else None
@@ -91,8 +95,9 @@ def client_address(scope: Scope) -> str | None:
     return client[0] if client else None
 
 
-def credentials_user(directory: Directory, authorization: str, client: str | None,
-                     cookies: Mapping[str, str] | None = None) -> User | None:
+def credentials_user(
+    directory: Directory, authorization: str, client: str | None, cookies: Mapping[str, str] | None = None
+) -> User | None:
     """The user behind an Authorization header, else behind a Hugging Face sign-in cookie; None without either.
     Wrong credentials raise :class:`Unauthenticated`, a locked account or address :class:`TooManyAttempts`."""
     if not directory.team_mode:
@@ -102,8 +107,10 @@ def credentials_user(directory: Directory, authorization: str, client: str | Non
     name, password = basic_credentials(authorization)
     if name is not None:
         if not directory.authenticate(name, password or "", client):
-            raise Unauthenticated("Wrong account name or password", hint="check them; after several failures "
-                                  "the account is locked for a while")
+            raise Unauthenticated(
+                "Wrong account name or password",
+                hint="check them; after several failures the account is locked for a while",
+            )
         return directory.user(name)
     signed_in = oauth_name((cookies or {}).get(SESSION_COOKIE))
     return directory.oauth_user(signed_in) if signed_in else None
@@ -111,8 +118,9 @@ def credentials_user(directory: Directory, authorization: str, client: str | Non
 
 def request_user(studio: Any, request: Any) -> User | None:
     """The user behind a Starlette request (REST API, console)."""
-    return credentials_user(studio.directory, request.headers.get("authorization", ""), client_address(request.scope),
-                            request.cookies)
+    return credentials_user(
+        studio.directory, request.headers.get("authorization", ""), client_address(request.scope), request.cookies
+    )
 
 
 def _retry_headers(exc: TooManyAttempts) -> dict[str, str]:
@@ -129,6 +137,7 @@ def gradio_login(directory: Directory):
             return await run_in_threadpool(directory.authenticate, name, password, _client.get())
         except TooManyAttempts as exc:
             raise HTTPException(429, detail=f"{exc.message}: {exc.hint}", headers=_retry_headers(exc)) from exc
+
     return check
 
 
@@ -145,26 +154,29 @@ class ConsoleLogin:
         self.app, self.directory = app, directory
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (scope["type"] not in ("http", "websocket") or not self.directory.team_mode
-                or open_path(scope["path"])):
+        if scope["type"] not in ("http", "websocket") or not self.directory.team_mode or open_path(scope["path"]):
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
         from starlette.concurrency import run_in_threadpool
 
         try:
-            user = await run_in_threadpool(credentials_user, self.directory,
-                                           headers.get(b"authorization", b"").decode("latin-1"),
-                                           client_address(scope),
-                                           cookie_parser(headers.get(b"cookie", b"").decode("latin-1")))
+            user = await run_in_threadpool(
+                credentials_user,
+                self.directory,
+                headers.get(b"authorization", b"").decode("latin-1"),
+                client_address(scope),
+                cookie_parser(headers.get(b"cookie", b"").decode("latin-1")),
+            )
         except TooManyAttempts as exc:
             if scope["type"] == "websocket":
                 return await send({"type": "websocket.close", "code": 1008})
-            response: Response = PlainTextResponse(f"{exc.message}. {exc.hint}.", status_code=429,
-                                                   headers=_retry_headers(exc))
+            response: Response = PlainTextResponse(
+                f"{exc.message}. {exc.hint}.", status_code=429, headers=_retry_headers(exc)
+            )
             return await response(scope, receive, send)
         except Unauthenticated:
             user = None
-        except PermissionDenied as exc:     # e.g. a Hub sign-in named like a team account
+        except PermissionDenied as exc:  # e.g. a Hub sign-in named like a team account
             if scope["type"] == "websocket":
                 return await send({"type": "websocket.close", "code": 1008})
             response = PlainTextResponse(f"{exc.message}: {exc.hint}.", status_code=403)
@@ -178,8 +190,11 @@ class ConsoleLogin:
             target = html.escape("/label/login/huggingface?" + urlencode({"_target_url": scope["path"]}))
             response = HTMLResponse(SIGN_IN_PAGE.format(target=target), status_code=401)
         else:
-            response = PlainTextResponse("Log in with your RLHF Studio team account.", status_code=401,
-                                         headers={"WWW-Authenticate": 'Basic realm="RLHF Studio", charset="UTF-8"'})
+            response = PlainTextResponse(
+                "Log in with your RLHF Studio team account.",
+                status_code=401,
+                headers={"WWW-Authenticate": 'Basic realm="RLHF Studio", charset="UTF-8"'},
+            )
         await response(scope, receive, send)
 
 
@@ -202,11 +217,14 @@ def oauth_forwarders() -> list[Any]:
             if back_to_label_app and query.get("_target_url", "/") == "/":
                 query["_target_url"] = "/label/"
             return RedirectResponse(f"/label{path}?{urlencode(query)}", status_code=307)
+
         return endpoint
 
-    return [Route("/login/huggingface", forward("/login/huggingface", True)),
-            Route("/login/callback", forward("/login/callback", False)),
-            Route("/logout", forward("/logout", True))]
+    return [
+        Route("/login/huggingface", forward("/login/huggingface", True)),
+        Route("/login/callback", forward("/login/callback", False)),
+        Route("/logout", forward("/logout", True)),
+    ]
 
 
 class Isolated:
@@ -229,10 +247,12 @@ def security_headers(on_space: bool) -> list[tuple[bytes, bytes]]:
     """Sent with every response. A Space shows the app inside huggingface.co's page, so framing is allowed
     there (only); elsewhere only the studio itself may frame its pages."""
     ancestors = "'self' https://huggingface.co https://*.hf.space" if on_space else "'self'"
-    return [(b"content-security-policy", f"frame-ancestors {ancestors}; object-src 'none'; base-uri 'self'".encode()),
-            (b"x-content-type-options", b"nosniff"),
-            (b"referrer-policy", b"strict-origin-when-cross-origin"),
-            (b"cross-origin-opener-policy", b"same-origin-allow-popups")]
+    return [
+        (b"content-security-policy", f"frame-ancestors {ancestors}; object-src 'none'; base-uri 'self'".encode()),
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"strict-origin-when-cross-origin"),
+        (b"cross-origin-opener-policy", b"same-origin-allow-popups"),
+    ]
 
 
 def _same_site(scope: Scope) -> bool:
@@ -240,7 +260,7 @@ def _same_site(scope: Scope) -> bool:
     headers = dict(scope.get("headers") or [])
     source = headers.get(b"origin") or headers.get(b"referer")
     if not source:
-        return True   # not sent by a browser on behalf of another page (curl, SDKs, same-origin GETs)
+        return True  # not sent by a browser on behalf of another page (curl, SDKs, same-origin GETs)
     origin = source.decode("latin-1")
     if origin == "null":
         return False
@@ -265,9 +285,16 @@ class SiteGuard:
         if checked and not bearer and not _same_site(scope):
             if scope["type"] == "websocket":
                 return await send({"type": "websocket.close", "code": 1008})
-            response = JSONResponse({"error": {"code": "cross_site", "message": "Refused: this request came from "
-                                               "another site", "hint": "use the studio's own pages, or send a "
-                                               "personal API token (Authorization: Bearer)"}}, 403)
+            response = JSONResponse(
+                {
+                    "error": {
+                        "code": "cross_site",
+                        "message": "Refused: this request came from another site",
+                        "hint": "use the studio's own pages, or send a personal API token (Authorization: Bearer)",
+                    }
+                },
+                403,
+            )
             return await response(scope, receive, send)
         https = scope.get("scheme") == "https" or headers.get(b"x-forwarded-proto", b"").startswith(b"https")
         token = _client.set(client_address(scope))
@@ -276,8 +303,10 @@ class SiteGuard:
             if message["type"] == "http.response.start":
                 out = [(k, v) for k, v in message.get("headers", []) if k.lower() not in self.names]
                 if https:
-                    out = [(k, v + b"; Secure" if k.lower() == b"set-cookie" and not _SECURE.search(v) else v)
-                           for k, v in out]
+                    out = [
+                        (k, v + b"; Secure" if k.lower() == b"set-cookie" and not _SECURE.search(v) else v)
+                        for k, v in out
+                    ]
                 message = {**message, "headers": out + self.headers}
             await send(message)
 
@@ -291,9 +320,12 @@ def label_user(studio: Any, request: Any, action: str) -> User:
     """The caller of a labeling-app action (Gradio request), allowed by app.access rule ``label:<action>``."""
     from app import access
 
-    name = getattr(request, "username", None) if request is not None else None   # Gradio's password login
-    user = studio.directory.user(name) if name else credentials_user(studio.directory, "", None,
-                                                                       getattr(request, "cookies", None))
+    name = getattr(request, "username", None) if request is not None else None  # Gradio's password login
+    user = (
+        studio.directory.user(name)
+        if name
+        else credentials_user(studio.directory, "", None, getattr(request, "cookies", None))
+    )
     access.require(user, f"label:{action}")
     assert user is not None  # require() raised for an anonymous caller
     return user

@@ -5,6 +5,7 @@ Thin like the other UIs: each parses its arguments, calls core, prints the resul
 returns the exit code; a StudioError reaches ``launch.main``, which prints its code, message and hint.
 Heavy libraries are imported inside the commands, so ``launch.py --help`` stays quick.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,13 +61,22 @@ def train_command(settings: Settings, args: argparse.Namespace) -> int:
     try:
         filters = job_filters(json.loads(args.filters))
     except ValueError as exc:
-        raise ValidationError(f"--filters is not JSON: {exc}",
-                              hint='e.g. --filters \'{"labelers": ["ada"]}\'') from exc
+        raise ValidationError(f"--filters is not JSON: {exc}", hint='e.g. --filters \'{"labelers": ["ada"]}\'') from exc
     studio = Studio(settings, prepare_model(settings))
     try:
-        request = JobRequest(args.algorithm, args.parent, parse_assignments(args.set), filters, args.reward_model,
-                             LaunchConfig.from_dict({k: str(v) if k in ("mode", "main_process_ip") else v
-                                                     for k, v in parse_assignments(args.launch).items()}))
+        request = JobRequest(
+            args.algorithm,
+            args.parent,
+            parse_assignments(args.set),
+            filters,
+            args.reward_model,
+            LaunchConfig.from_dict(
+                {
+                    k: str(v) if k in ("mode", "main_process_ip") else v
+                    for k, v in parse_assignments(args.launch).items()
+                }
+            ),
+        )
         report = studio.supervisor.dry_run(request)
         print(json.dumps(report.to_dict(), indent=2, default=str))
         if args.dry_run:
@@ -144,14 +154,16 @@ def report_command(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     m = report["metrics"]
     print(report["summary"])
-    rows = [("held-out pairs", m.get("held_out_pairs")),
-            ("log-prob ranking acc.", (m.get("accuracy_against"), m.get("accuracy_version"))),
-            ("prompts answered", m.get("prompts")),
-            ("KL per token", m.get("kl_per_token")),
-            ("answer length", (m.get("length_against"), m.get("length_version"))),
-            ("refusal rate", (m.get("refusal_against"), m.get("refusal_version"))),
-            ("distinct-2", (m.get("distinct2_against"), m.get("distinct2_version"))),
-            (f"win rate ({m.get('reward_model')})", m.get("win_rate"))]
+    rows = [
+        ("held-out pairs", m.get("held_out_pairs")),
+        ("log-prob ranking acc.", (m.get("accuracy_against"), m.get("accuracy_version"))),
+        ("prompts answered", m.get("prompts")),
+        ("KL per token", m.get("kl_per_token")),
+        ("answer length", (m.get("length_against"), m.get("length_version"))),
+        ("refusal rate", (m.get("refusal_against"), m.get("refusal_version"))),
+        ("distinct-2", (m.get("distinct2_against"), m.get("distinct2_version"))),
+        (f"win rate ({m.get('reward_model')})", m.get("win_rate")),
+    ]
     for name, value in rows:
         if isinstance(value, tuple):
             value = " -> ".join("n/a" if v is None else f"{v:.3g}" for v in value)
@@ -205,20 +217,32 @@ def judge_command(settings: Settings, args: argparse.Namespace) -> int:
     try:
         if args.list:
             runs = studio.judge_runs.list()
-            print(json.dumps(runs, indent=2) if args.json else "\n".join(
-                f"#{r['id']} {r['judge']} on {r['source']}: {r['status']}, {r['done']}/{r['total']} pairs, "
-                f"{r['ties']} position ties, {r['unreadable']} unreadable" for r in runs) or "no judge runs yet")
+            print(
+                json.dumps(runs, indent=2)
+                if args.json
+                else "\n".join(
+                    f"#{r['id']} {r['judge']} on {r['source']}: {r['status']}, {r['done']}/{r['total']} pairs, "
+                    f"{r['ties']} position ties, {r['unreadable']} unreadable"
+                    for r in runs
+                )
+                or "no judge runs yet"
+            )
             return 0
         if not args.judge:
-            raise ValidationError("judge needs --judge", hint="e.g. --judge rm1, --judge policy, "
-                                  "--judge http://gpu-box:8000/v1#Qwen/Qwen3-8B")
+            raise ValidationError(
+                "judge needs --judge",
+                hint="e.g. --judge rm1, --judge policy, --judge http://gpu-box:8000/v1#Qwen/Qwen3-8B",
+            )
         if args.estimate:
             from core.judging.runs import estimate
 
             cost = estimate(studio, args.judge, args.source)
-            print(json.dumps(cost) if args.json else
-                  f"{cost['describe']} on {cost['source']}: {cost['pairs']} pairs, {cost['requests']} requests, "
-                  f"~{cost['seconds']:.0f} s" + (f", ~{cost['tokens']} tokens" if cost["tokens"] else ""))
+            print(
+                json.dumps(cost)
+                if args.json
+                else f"{cost['describe']} on {cost['source']}: {cost['pairs']} pairs, {cost['requests']} requests, "
+                f"~{cost['seconds']:.0f} s" + (f", ~{cost['tokens']} tokens" if cost["tokens"] else "")
+            )
             return 0
         operator = ensure_user(studio.db, "operator", "admin", "cli")
         run_id = studio.judge_runs.start(args.judge, args.source, operator)
@@ -233,10 +257,13 @@ def judge_command(settings: Settings, args: argparse.Namespace) -> int:
                 studio.judge_runs.cancel(run_id)
                 studio.judge_runs.join(run_id)
                 run = studio.judge_runs.get(run_id)
-        print(json.dumps(run) if args.json else
-              f"judge run {run['id']} {run['status']}: {run['done']}/{run['total']} pairs labeled by {run['judge']}"
-              f" ({run['ties']} position ties, {run['unreadable']} unreadable)" + (f"; {run['error']}" if run["error"]
-                                                                                   else ""))
+        print(
+            json.dumps(run)
+            if args.json
+            else f"judge run {run['id']} {run['status']}: {run['done']}/{run['total']} pairs labeled by {run['judge']}"
+            f" ({run['ties']} position ties, {run['unreadable']} unreadable)"
+            + (f"; {run['error']}" if run["error"] else "")
+        )
         return 0 if run["status"] == "succeeded" else 1
     finally:
         studio.close()
@@ -257,27 +284,36 @@ def safety_command(settings: Settings, args: argparse.Namespace) -> int:
     try:
         operator = ensure_user(studio.db, "operator", "admin", "cli")
         with tqdm(total=100, desc="safety", unit="%", disable=args.json) as bar:
+
             def show(fraction: float, text: str) -> None:
                 bar.update(round(fraction * 100) - bar.n)
                 bar.set_postfix_str(text[:50])
 
-            run = safety.run_safety_eval(studio, args.version, operator, args.judge, args.max_new_tokens, show,
-                                         limit=args.limit)
+            run = safety.run_safety_eval(
+                studio, args.version, operator, args.judge, args.max_new_tokens, show, limit=args.limit
+            )
         change = safety.safety_change(studio.db, args.version, args.against)
     finally:
         studio.close()
     if args.json:
         print(json.dumps({"run": run, "change": change}, default=str))
     else:
-        print(f"{args.version}: unsafe answers {safety.percent(run['unsafe_rate'])} of {run['harmful']} harmful "
-              f"requests (judged by {run['judged_by']}), over-refusals {safety.percent(run['over_refusal_rate'])} of "
-              f"{run['benign']} benign ones")
+        print(
+            f"{args.version}: unsafe answers {safety.percent(run['unsafe_rate'])} of {run['harmful']} harmful "
+            f"requests (judged by {run['judged_by']}), over-refusals {safety.percent(run['over_refusal_rate'])} of "
+            f"{run['benign']} benign ones"
+        )
         for category, figures in run["by_category"].items():
-            print(f"  {category:<16} unsafe {safety.percent(figures['unsafe_rate']):>5}   "
-                  f"over-refusal {safety.percent(figures['over_refusal_rate']):>5}")
+            print(
+                f"  {category:<16} unsafe {safety.percent(figures['unsafe_rate']):>5}   "
+                f"over-refusal {safety.percent(figures['over_refusal_rate']):>5}"
+            )
         if change:
-            print(f"against {change['against']}: " + ("; ".join(change["reasons"]) or "not worse")
-                  + "".join(f" ({note})" for note in change["notes"]))
+            print(
+                f"against {change['against']}: "
+                + ("; ".join(change["reasons"]) or "not worse")
+                + "".join(f" ({note})" for note in change["notes"])
+            )
     return 1 if change and change["worse"] else 0
 
 
@@ -305,12 +341,21 @@ def constitution_command(settings: Settings, args: argparse.Namespace) -> int:
         operator = ensure_user(studio.db, "operator", "admin", "cli")
         with tqdm(total=len(rows), desc="constitution", unit="prompt", disable=args.json) as bar:
             result = constitution.run_constitution(
-                studio, operator, args.version, [text for _, text in rows], prompt_ids=[i for i, _ in rows],
+                studio,
+                operator,
+                args.version,
+                [text for _, text in rows],
+                prompt_ids=[i for i, _ in rows],
                 sampling=SamplingParams(max_new_tokens=args.max_new_tokens),
-                progress=lambda fraction, text: bar.update(round(fraction * len(rows)) - bar.n))
-        print(json.dumps(result) if args.json else
-              f"{result['pairs']} pairs stored for review by ai:constitution ({result['skipped_identical']} identical "
-              f"and {result['skipped_empty']} empty revisions skipped) in {result['seconds']:.0f} s")
+                progress=lambda fraction, text: bar.update(round(fraction * len(rows)) - bar.n),
+            )
+        print(
+            json.dumps(result)
+            if args.json
+            else f"{result['pairs']} pairs stored for review by ai:constitution "
+            f"({result['skipped_identical']} identical and {result['skipped_empty']} empty revisions skipped) "
+            f"in {result['seconds']:.0f} s"
+        )
         return 0
     finally:
         studio.close()
@@ -324,8 +369,9 @@ def cli_database(settings: Settings, alternative: str):
     try:
         return Database(settings.db_path)
     except StorageError as exc:
-        raise StorageError(exc.message, hint=f"DuckDB allows one writer: stop the running studio first, or "
-                           f"{alternative}") from exc
+        raise StorageError(
+            exc.message, hint=f"DuckDB allows one writer: stop the running studio first, or {alternative}"
+        ) from exc
 
 
 def leaderboard_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -336,7 +382,7 @@ def leaderboard_command(settings: Settings, args: argparse.Namespace) -> int:
 
     board = headless_leaderboard(args.battles, settings.data_dir, args.anchor, args.rounds)
     style = None
-    if args.battles is None:   # the studio's own battles carry both answers: style control too
+    if args.battles is None:  # the studio's own battles carry both answers: style control too
         from core.compare.arena import people_comparisons
         from core.compare.style import style_controlled
         from storage.db import Database
@@ -351,10 +397,13 @@ def leaderboard_command(settings: Settings, args: argparse.Namespace) -> int:
     else:
         print(format_table(board))
         if style:
-            print("style-controlled (length and Markdown accounted for): "
-                  + ", ".join(f"{m} {r:.1f}" for m, r in sorted(style.controlled.items(), key=lambda kv: -kv[1])))
-    for warning in [*board.warnings, *(style.warnings if style else [])] if args.json else (
-            style.warnings if style else []):
+            print(
+                "style-controlled (length and Markdown accounted for): "
+                + ", ".join(f"{m} {r:.1f}" for m, r in sorted(style.controlled.items(), key=lambda kv: -kv[1]))
+            )
+    for warning in (
+        [*board.warnings, *(style.warnings if style else [])] if args.json else (style.warnings if style else [])
+    ):
         print(f"warning: {warning}", file=sys.stderr)
     return 0
 
@@ -377,17 +426,25 @@ def import_command(settings: Settings, args: argparse.Namespace) -> int:
         return 3 if parsed.errors else 0
     db = cli_database(settings, "import through its Data page")
     try:
-        operator = ensure_user(db, "operator", "admin", "cli")   # whoever runs this owns the data dir
-        result = datasets_io.import_parsed(db, parsed, source=source, skip_bad=args.skip_bad,
-                                           user_id=operator.id, queue=args.queue,
-                                           details={"file": path.name,
-                                                    "sha256": datasets_io.file_hash(path)})
+        operator = ensure_user(db, "operator", "admin", "cli")  # whoever runs this owns the data dir
+        result = datasets_io.import_parsed(
+            db,
+            parsed,
+            source=source,
+            skip_bad=args.skip_bad,
+            user_id=operator.id,
+            queue=args.queue,
+            details={"file": path.name, "sha256": datasets_io.file_hash(path)},
+        )
     finally:
         db.close()
-    print(json.dumps(result.to_dict()) if args.json else
-          f"imported {path.name} as {result.source} ({result.format}): {result.pairs} pairs, {result.labeled} "
-          f"labeled answers, {result.prompts} prompts; {result.duplicates} already there, "
-          f"{len(result.skipped_rows)} bad rows skipped")
+    print(
+        json.dumps(result.to_dict())
+        if args.json
+        else f"imported {path.name} as {result.source} ({result.format}): {result.pairs} pairs, {result.labeled} "
+        f"labeled answers, {result.prompts} prompts; {result.duplicates} already there, "
+        f"{len(result.skipped_rows)} bad rows skipped"
+    )
     return 0
 
 
@@ -403,7 +460,7 @@ def export_command(settings: Settings, args: argparse.Namespace) -> int:
 
     db = cli_database(settings, "export from its Export page")
     try:
-        operator = ensure_user(db, "operator", "admin", "cli")   # whoever runs this owns the data dir
+        operator = ensure_user(db, "operator", "admin", "cli")  # whoever runs this owns the data dir
         card = cards.CardOptions(license=args.license, base_model_id=args.base_model_id)
         if args.what in ("list", "manifest"):
             rows = exports.list_exports(db) if args.what == "list" else hub.adapter_manifest(db)
@@ -421,6 +478,7 @@ def export_command(settings: Settings, args: argparse.Namespace) -> int:
                 bar.set_postfix_str(name)
                 if done == total:
                     bar.close()
+
             return show
 
         if args.what == "push":
@@ -428,40 +486,65 @@ def export_command(settings: Settings, args: argparse.Namespace) -> int:
             if not repo:
                 raise ValidationError("export push needs --push REPO", hint="e.g. --push ada/my-adapter")
         else:
-            result = {"adapter": lambda: exports.export_adapter(db, settings.data_dir, args.target, operator, card),
-                      "merged": lambda: exports.export_merged(db, settings.data_dir, args.target, operator, args.dtype,
-                                                              card),
-                      "gguf": lambda: exports.export_gguf(db, settings.data_dir, args.target, operator,
-                                                          args.quant or "q8_0", card, progress=tensor_bar()),
-                      "quantized": lambda: exports.export_quantized(db, settings.data_dir, args.target, operator,
-                                                                    args.quant or "nf4", card),
-                      "training-data": lambda: exports.export_training_data(db, settings.data_dir, args.target,
-                                                                            operator, card),
-                      "dataset": lambda: exports.export_dataset(db, settings.data_dir, args.target, operator,
-                                                                _json_arg(args.filters, "--filters"),
-                                                                args.format or exports.DATASET_FORMATS, card,
-                                                                args.name),
-                      }[args.what]()
+            result = {
+                "adapter": lambda: exports.export_adapter(db, settings.data_dir, args.target, operator, card),
+                "merged": lambda: exports.export_merged(db, settings.data_dir, args.target, operator, args.dtype, card),
+                "gguf": lambda: exports.export_gguf(
+                    db, settings.data_dir, args.target, operator, args.quant or "q8_0", card, progress=tensor_bar()
+                ),
+                "quantized": lambda: exports.export_quantized(
+                    db, settings.data_dir, args.target, operator, args.quant or "nf4", card
+                ),
+                "training-data": lambda: exports.export_training_data(
+                    db, settings.data_dir, args.target, operator, card
+                ),
+                "dataset": lambda: exports.export_dataset(
+                    db,
+                    settings.data_dir,
+                    args.target,
+                    operator,
+                    _json_arg(args.filters, "--filters"),
+                    args.format or exports.DATASET_FORMATS,
+                    card,
+                    args.name,
+                ),
+            }[args.what]()
             print(f"export {result.id}: {result.path}")
             if args.what in exports.MODEL_KINDS:
                 from core.compare.gate import check_release
 
                 gate = check_release(db, args.target, operator, settings.release_gate, to_hub=False)
                 if gate is not None and not gate.passed:
-                    print(f"warning: {args.target} fails its release gate ("
-                          + "; ".join(f"{c.name}: {c.evidence}" for c in gate.failed) + ")"
-                          + (": a Hub push will be refused without --override" if settings.release_gate == "enforce"
-                             else ""), file=sys.stderr)
+                    print(
+                        f"warning: {args.target} fails its release gate ("
+                        + "; ".join(f"{c.name}: {c.evidence}" for c in gate.failed)
+                        + ")"
+                        + (
+                            ": a Hub push will be refused without --override"
+                            if settings.release_gate == "enforce"
+                            else ""
+                        ),
+                        file=sys.stderr,
+                    )
             export_id, repo = result.id, args.push
         if repo:
             bar = tqdm(total=100, desc="push", unit="%")
 
             def show(fraction: float, text: str) -> None:
                 bar.n = round(fraction * 100)
-                bar.set_postfix_str(text[:60])   # also refreshes the bar
+                bar.set_postfix_str(text[:60])  # also refreshes the bar
 
-            pushed = hub.push_export(db, export_id, operator, hub.resolve_token(), repo, not args.public,
-                                     progress=show, gate_mode=settings.release_gate, override=args.override)
+            pushed = hub.push_export(
+                db,
+                export_id,
+                operator,
+                hub.resolve_token(),
+                repo,
+                not args.public,
+                progress=show,
+                gate_mode=settings.release_gate,
+                override=args.override,
+            )
             bar.close()
             print(f"pushed to {pushed.repo_id}: {pushed.commit_url}")
         return 0

@@ -1,5 +1,6 @@
 """The backup commands of ``launch.py``: ``backup`` (one snapshot, or ``--list``), ``restore`` (into an empty data
 dir), and the restore a studio does at start on an empty disk (core.share.backup does the work)."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,9 +15,11 @@ def _backup_target(settings: Settings, repo: str | None = None, directory: str |
     """--repo/--dir if given, else the configured backup, else the local ``<data dir>/backups``."""
     from core.share.backup import DirTarget, target_from
 
-    return (target_from(repo, Path(directory) if directory else None, settings.backup_public)
-            or target_from(settings.backup_repo, settings.backup_dir, settings.backup_public)
-            or DirTarget(settings.data_dir / "backups"))
+    return (
+        target_from(repo, Path(directory) if directory else None, settings.backup_public)
+        or target_from(settings.backup_repo, settings.backup_dir, settings.backup_public)
+        or DirTarget(settings.data_dir / "backups")
+    )
 
 
 def backup_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -64,7 +67,9 @@ def restore_on_start(settings: Settings) -> None:
     if target is None or data_dir_in_use(settings.data_dir):
         return
     if not target.snapshots():
-        print(f"no backup in {target.describe()} yet: starting empty (the first backup follows the first change)",
-              flush=True)
+        print(
+            f"no backup in {target.describe()} yet: starting empty (the first backup follows the first change)",
+            flush=True,
+        )
         return
     print(restore(target, settings.data_dir).line(), flush=True)

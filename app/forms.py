@@ -1,5 +1,6 @@
 """Gradio form controls generated from config dataclasses (one source of truth for fields), and the one adapter
 from the studio's errors to Gradio's."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,11 +38,18 @@ def components_for(config_cls: type) -> list[gr.components.Component]:
         elif f.kind == "bool":
             comp = gr.Checkbox(value=f.default, label=f.label, info=f.help)
         elif f.kind in ("int", "float") and f.min is not None and f.max is not None:
-            comp = gr.Slider(f.min, f.max, value=f.default, step=1 if f.kind == "int" else 0.05, label=f.label,
-                             info=f.help)
+            comp = gr.Slider(
+                f.min, f.max, value=f.default, step=1 if f.kind == "int" else 0.05, label=f.label, info=f.help
+            )
         elif f.kind in ("int", "float", "optional_float"):
-            comp = gr.Number(value=f.default, label=f.label, info=f.help, precision=0 if f.kind == "int" else None,
-                             minimum=f.min, maximum=f.max)
+            comp = gr.Number(
+                value=f.default,
+                label=f.label,
+                info=f.help,
+                precision=0 if f.kind == "int" else None,
+                minimum=f.min,
+                maximum=f.max,
+            )
         elif f.kind == "sequence":
             comp = gr.Textbox(value=", ".join(map(str, f.default)), label=f.label, info=f.help)
         else:
@@ -75,8 +83,9 @@ def name_inputs(fn: Callable, names: Sequence[tuple[str, Any]]) -> Callable:
     """
     signature = inspect.signature(fn)
     fixed = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
-    extra = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default)
-             for name, default in names]
+    extra = [
+        inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default) for name, default in names
+    ]
     fn.__signature__ = signature.replace(parameters=fixed + extra)  # type: ignore[attr-defined]
     return fn
 
@@ -109,5 +118,8 @@ def screen_pace(studio: Any) -> Callable[[], float]:
 
 def waiting_notice(ahead: int) -> str:
     """What a labeler sees while the request waits for a place in the running batch."""
-    return ("Every generation slot is busy: you are next." if ahead == 0 else
-            f"Every generation slot is busy: {ahead} ahead of you.")
+    return (
+        "Every generation slot is busy: you are next."
+        if ahead == 0
+        else f"Every generation slot is busy: {ahead} ahead of you."
+    )

@@ -6,6 +6,7 @@ check AI labels). A turn: the labeler sends a message -> two candidates stream s
 generate call -> the labeler picks A / B / tie / both bad (keys 1-4), optionally with ratings, thumbs, a gold
 edit, flags and a note -> the vote is committed -> the picked (or edited) answer continues the chat.
 """
+
 import html
 import json
 from collections.abc import Callable
@@ -33,16 +34,26 @@ CSS = """
 # symbols Gradio's own widgets use that Source Sans lacks (the sliders' reset arrow). Both come from Gradio's own
 # static folder: every text of the app renders in fonts the studio serves, on any machine, with no font host.
 THEME = gr.themes.Default(
-    font=(gr.themes.LocalFont("Source Sans Pro", weights=(400, 700)),
-          gr.themes.LocalFont("IBM Plex Sans", weights=(400, 700)), "ui-sans-serif", "system-ui", "sans-serif"),
-    font_mono=(gr.themes.LocalFont("IBM Plex Mono", weights=(400, 700)), "ui-monospace", "Consolas", "monospace"))
+    font=(
+        gr.themes.LocalFont("Source Sans Pro", weights=(400, 700)),
+        gr.themes.LocalFont("IBM Plex Sans", weights=(400, 700)),
+        "ui-sans-serif",
+        "system-ui",
+        "sans-serif",
+    ),
+    font_mono=(gr.themes.LocalFont("IBM Plex Mono", weights=(400, 700)), "ui-monospace", "Consolas", "monospace"),
+)
 # The same keys in every tab: 1-4 vote (A, B, tie, both bad), n takes the next item (prompt, blind-check pair,
 # review pair), u undoes the chat tab's last vote. Each key lists its button in every tab; only the visible one
 # (the open tab's) is pressed, and never while the focus is in a text field or with a modifier held.
-SHORTCUTS = {"1": ["vote-a", "arena-vote-a", "review-vote-a"], "2": ["vote-b", "arena-vote-b", "review-vote-b"],
-             "3": ["vote-tie", "arena-vote-tie", "review-vote-tie"],
-             "4": ["vote-both_bad", "arena-vote-both_bad", "review-vote-both_bad"],
-             "n": ["next-prompt", "blind-check-start", "review-next"], "u": ["undo-vote"]}
+SHORTCUTS = {
+    "1": ["vote-a", "arena-vote-a", "review-vote-a"],
+    "2": ["vote-b", "arena-vote-b", "review-vote-b"],
+    "3": ["vote-tie", "arena-vote-tie", "review-vote-tie"],
+    "4": ["vote-both_bad", "arena-vote-both_bad", "review-vote-both_bad"],
+    "n": ["next-prompt", "blind-check-start", "review-next"],
+    "u": ["undo-vote"],
+}
 HEAD = """<script>
 const STUDIO_SHORTCUTS = %s;
 document.addEventListener('keydown', (e) => {
@@ -78,8 +89,11 @@ def signed_in_text(studio: Studio, request: gr.Request | None) -> str:
 def create_label_app(get_studio: Callable[[], Studio]) -> gr.Blocks:
     with gr.Blocks(title="RLHF Studio · Label") as blocks:
         with gr.Row(equal_height=True):
-            gr.Markdown("## RLHF Studio — label\nChat, compare two answers, pick the better one. "
-                        "[Open the console](/) for data, training and settings.", elem_classes="studio-header")
+            gr.Markdown(
+                "## RLHF Studio — label\nChat, compare two answers, pick the better one. "
+                "[Open the console](/) for data, training and settings.",
+                elem_classes="studio-header",
+            )
             whoami = gr.HTML("", elem_id="whoami", elem_classes="whoami")
         if get_studio().directory.team_mode and oauth_configured():
             gr.LoginButton()  # Hugging Face OAuth on a Space: the sign-in becomes the labeler's identity

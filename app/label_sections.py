@@ -3,6 +3,7 @@
 Each ``_section`` builder lays out one part of the tab and returns its widgets by name; :mod:`app.label_chat`
 builds the tab from them and wires their events to core. Split from the wiring so each reads on one screen.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from core.studio import Studio
 
 FREE_CHAT = "Free chat"
 SAME_VERSION = "(same version: two samples)"
-THUMBS = ["👍", "👎"]   # the values the API takes and returns; the radio shows words (see THUMB_CHOICES)
+THUMBS = ["👍", "👎"]  # the values the API takes and returns; the radio shows words (see THUMB_CHOICES)
 # Words, not emoji, on screen: emoji render as boxes where the viewer has no emoji font.
 THUMB_CHOICES = [("Up", THUMBS[0]), ("Down", THUMBS[1])]
 SCORES = ["1", "2", "3", "4", "5"]
@@ -86,8 +87,12 @@ class ChatTab:
 
 def prompt_source(studio: Studio) -> dict[str, Any]:
     with gr.Row():
-        queue_pick = gr.Dropdown(label="Prompt source", value=FREE_CHAT, scale=2, choices=[FREE_CHAT] + [
-            q["name"] for q in prompt_queue.list_queues(studio.db)])
+        queue_pick = gr.Dropdown(
+            label="Prompt source",
+            value=FREE_CHAT,
+            scale=2,
+            choices=[FREE_CHAT] + [q["name"] for q in prompt_queue.list_queues(studio.db)],
+        )
         next_btn = gr.Button("Next prompt  [n]", scale=1, elem_id="next-prompt")
         skip_btn = gr.Button("Skip", scale=1)
         new_chat_btn = gr.Button("New chat", scale=1)
@@ -98,15 +103,25 @@ def versions(studio: Studio) -> dict[str, Any]:
     policy_names = policy_choices(studio)
     with gr.Row():
         newest_md = gr.Markdown("", elem_id="newest-version")
-        against_parent_btn = gr.Button("Blind check of the newest version", visible=False,
-                                       size="sm", elem_id="label-newest")
+        against_parent_btn = gr.Button(
+            "Blind check of the newest version", visible=False, size="sm", elem_id="label-newest"
+        )
     with gr.Row():
         # custom values allowed: versions trained after the page was built are valid (checked in core)
-        policy_a = gr.Dropdown(policy_names, value=BASE_POLICY, label="Version", allow_custom_value=True,
-                               info="the version that answers (both candidates are its samples)")
-        policy_b = gr.Dropdown([(SAME_VERSION, SAME_VERSION)] + policy_names, value=SAME_VERSION,
-                               label="Compare with", allow_custom_value=True,
-                               info="pick another version to get one answer from each")
+        policy_a = gr.Dropdown(
+            policy_names,
+            value=BASE_POLICY,
+            label="Version",
+            allow_custom_value=True,
+            info="the version that answers (both candidates are its samples)",
+        )
+        policy_b = gr.Dropdown(
+            [(SAME_VERSION, SAME_VERSION)] + policy_names,
+            value=SAME_VERSION,
+            label="Compare with",
+            allow_custom_value=True,
+            info="pick another version to get one answer from each",
+        )
     return dict(newest_md=newest_md, against_parent_btn=against_parent_btn, policy_a=policy_a, policy_b=policy_b)
 
 
@@ -121,15 +136,29 @@ def pair_and_vote() -> dict[str, Any]:
             gr.Markdown("**Answer B**")
             cand_b = gr.Markdown(value="", elem_classes="candidate", container=True, elem_id="cand-b")
     with gr.Row(elem_id="vote-row"):
-        vote_buttons = {o: gr.Button(f"{OUTCOME_LABELS[o]}  [{i}]", elem_id=f"vote-{o}",
-                                     variant="primary" if o in ("a", "b") else "secondary")
-                        for i, o in enumerate(OUTCOME_LABELS, 1)}
+        vote_buttons = {
+            o: gr.Button(
+                f"{OUTCOME_LABELS[o]}  [{i}]",
+                elem_id=f"vote-{o}",
+                variant="primary" if o in ("a", "b") else "secondary",
+            )
+            for i, o in enumerate(OUTCOME_LABELS, 1)
+        }
         undo_btn = gr.Button("Undo last vote  [u]", elem_id="undo-vote", variant="secondary", size="sm")
-    gr.Markdown("Keys: **1**–**4** vote · **n** next prompt · **u** undo the last vote (when the cursor is "
-                "not in a text box)", elem_classes="key-hint")
+    gr.Markdown(
+        "Keys: **1**–**4** vote · **n** next prompt · **u** undo the last vote (when the cursor is not in a text box)",
+        elem_classes="key-hint",
+    )
     status = gr.Markdown("", elem_id="save-status")
-    return dict(progress_md=progress_md, chatbot=chatbot, cand_a=cand_a, cand_b=cand_b, vote_buttons=vote_buttons,
-                undo_btn=undo_btn, status=status)
+    return dict(
+        progress_md=progress_md,
+        chatbot=chatbot,
+        cand_a=cand_a,
+        cand_b=cand_b,
+        vote_buttons=vote_buttons,
+        undo_btn=undo_btn,
+        status=status,
+    )
 
 
 def feedback(aspects: list[str]) -> dict[str, Any]:
@@ -149,14 +178,22 @@ def feedback(aspects: list[str]) -> dict[str, Any]:
             edit_b = gr.Button("Edit B into gold")
         gold_side = gr.State(None)
         gold = gr.Textbox(label="Gold answer (continues the conversation)", lines=4)
-    return dict(rating_inputs=rating_inputs, thumbs_a=thumbs_a, thumbs_b=thumbs_b, flags=flags, note=note,
-                edit_a=edit_a, edit_b=edit_b, gold_side=gold_side, gold=gold)
+    return dict(
+        rating_inputs=rating_inputs,
+        thumbs_a=thumbs_a,
+        thumbs_b=thumbs_b,
+        flags=flags,
+        note=note,
+        edit_a=edit_a,
+        edit_b=edit_b,
+        gold_side=gold_side,
+        gold=gold,
+    )
 
 
 def message_box() -> dict[str, Any]:
     with gr.Row():
-        message = gr.Textbox(placeholder="Write a message… (Enter to send)", show_label=False,
-                             scale=6, max_lines=8)
+        message = gr.Textbox(placeholder="Write a message… (Enter to send)", show_label=False, scale=6, max_lines=8)
         send_btn = gr.Button("Send", variant="primary", scale=1)
         regen_btn = gr.Button("Regenerate pair", scale=1)
     with gr.Accordion("Sampling settings", open=False):
@@ -176,5 +213,7 @@ def side_panel(studio: Studio) -> dict[str, Any]:
 def policy_choices(studio: Studio) -> list[tuple[str, str]]:
     """(label, name) for the version pickers: each trained version with its "what changed" badge."""
     marks = report_badges(studio.db)
-    return [(f"{p['name']} · {marks[p['name']]}" if p["name"] in marks else p["name"], p["name"])
-            for p in servable_policies(studio.db)]
+    return [
+        (f"{p['name']} · {marks[p['name']]}" if p["name"] in marks else p["name"], p["name"])
+        for p in servable_policies(studio.db)
+    ]

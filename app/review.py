@@ -3,6 +3,7 @@
 Thin: choosing the next pair and storing the vote live in core.labeling.review. The AI's verdict is revealed after the
 vote unless the reviewer asks to see it first (seeing it first anchors people to it).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -34,9 +35,11 @@ def _verdict(item: review.ReviewItem) -> str:
 
 def create_review_tab(get_studio: Callable[[], Studio]) -> None:
     """Review tab: the pair, four vote buttons, the AI's verdict after the vote (or before, if asked)."""
-    state = gr.State(None)   # the ReviewItem being shown, None when there is nothing to vote on
-    gr.Markdown("Pairs an AI judge labeled. Vote as you would in the chat: your vote is stored as yours and "
-                "measures how far the judge can be trusted.")
+    state = gr.State(None)  # the ReviewItem being shown, None when there is nothing to vote on
+    gr.Markdown(
+        "Pairs an AI judge labeled. Vote as you would in the chat: your vote is stored as yours and "
+        "measures how far the judge can be trusted."
+    )
     with gr.Row():
         next_btn = gr.Button("Next pair  [n]", variant="primary", scale=1, elem_id="review-next")
         show_first = gr.Checkbox(False, label="Show the AI's verdict before I vote", scale=3)
@@ -49,11 +52,15 @@ def create_review_tab(get_studio: Callable[[], Studio]) -> None:
             gr.Markdown("**Answer B**")
             answer_b = gr.Markdown("", container=True, elem_id="review-b", elem_classes="candidate")
     with gr.Row():
-        buttons = {o: gr.Button(f"{label}  [{i}]", elem_id=f"review-vote-{o}",
-                                variant="primary" if o in ("a", "b") else "secondary")
-                   for i, (o, label) in enumerate(OUTCOME_LABELS.items(), 1)}
-    gr.Markdown("Keys: **1**–**4** vote · **n** next pair (when the cursor is not in a text box)",
-                elem_classes="key-hint")
+        buttons = {
+            o: gr.Button(
+                f"{label}  [{i}]", elem_id=f"review-vote-{o}", variant="primary" if o in ("a", "b") else "secondary"
+            )
+            for i, (o, label) in enumerate(OUTCOME_LABELS.items(), 1)
+        }
+    gr.Markdown(
+        "Keys: **1**–**4** vote · **n** next pair (when the cursor is not in a text box)", elem_classes="key-hint"
+    )
     status = gr.Markdown("", elem_id="review-status")
     verdict = gr.Markdown("", elem_id="review-verdict")
 
@@ -63,10 +70,17 @@ def create_review_tab(get_studio: Callable[[], Studio]) -> None:
             item = review.next_item(s.db, label_user(s, request, "review_next"))
         if item is None:
             return "", "", "", EMPTY, "", None
-        seen = (f"{item.human_votes} person(s) reviewed it before you." if item.human_votes
-                else "Nobody reviewed it yet.")
-        return (_conversation(item.prompt), item.text_a, item.text_b, f"Which answer is better? {seen}",
-                _verdict(item) if reveal else "The AI's verdict shows after your vote.", item)
+        seen = (
+            f"{item.human_votes} person(s) reviewed it before you." if item.human_votes else "Nobody reviewed it yet."
+        )
+        return (
+            _conversation(item.prompt),
+            item.text_a,
+            item.text_b,
+            f"Which answer is better? {seen}",
+            _verdict(item) if reveal else "The AI's verdict shows after your vote.",
+            item,
+        )
 
     def make_vote(outcome: str) -> Callable:
         def vote(item: Any, reveal: bool, request: gr.Request) -> tuple:
@@ -77,12 +91,18 @@ def create_review_tab(get_studio: Callable[[], Studio]) -> None:
                 user = label_user(s, request, f"review_vote_{outcome}")
                 review.record_review(s.db, user, item.candidate_a, item.candidate_b, outcome, saw_ai_first=reveal)
             agreed = "you agree" if item.ai_outcome == outcome else "you disagree"
-            return (f"✓ Saved: **{OUTCOME_LABELS[outcome]}** ({agreed} with the AI). Press Next pair.",
-                    _verdict(item), None)
+            return (
+                f"✓ Saved: **{OUTCOME_LABELS[outcome]}** ({agreed} with the AI). Press Next pair.",
+                _verdict(item),
+                None,
+            )
+
         return vote
 
-    next_btn.click(take_next, [show_first], [conversation, answer_a, answer_b, status, verdict, state],
-                   api_name="review_next")
+    next_btn.click(
+        take_next, [show_first], [conversation, answer_a, answer_b, status, verdict, state], api_name="review_next"
+    )
     for outcome, button in buttons.items():
-        button.click(make_vote(outcome), [state, show_first], [status, verdict, state],
-                     api_name=f"review_vote_{outcome}")
+        button.click(
+            make_vote(outcome), [state, show_first], [status, verdict, state], api_name=f"review_vote_{outcome}"
+        )

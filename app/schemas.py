@@ -5,6 +5,7 @@ core's dicts: these models check and document them. Models of open-ended core re
 column reaches clients without a schema change), and every route sets ``response_model_exclude_unset`` so a body
 carries exactly the keys the handler built: role-dependent fields are left out, never sent as null.
 """
+
 from __future__ import annotations
 
 from typing import Any, Literal
@@ -25,10 +26,12 @@ class FeedbackIn(BaseModel):
     score: float = Field(description="0 = bad answer, 1 = good answer")
     run_id: str | None = None
     notes: str | None = None
-    labeler: str | None = Field(default=None, description="local mode only; team mode uses the login and "
-                                "refuses another name (403 forbidden)")
-    idempotency_key: str | None = Field(default=None, max_length=200,
-                                        description="repeat a request with the same key: stored once")
+    labeler: str | None = Field(
+        default=None, description="local mode only; team mode uses the login and refuses another name (403 forbidden)"
+    )
+    idempotency_key: str | None = Field(
+        default=None, max_length=200, description="repeat a request with the same key: stored once"
+    )
 
 
 class VoteIn(BaseModel):
@@ -39,11 +42,14 @@ class VoteIn(BaseModel):
     answer_a: str
     answer_b: str
     outcome: Literal[OUTCOMES] = Field(  # type: ignore[valid-type]  # the enum is core's one list
-        description="which answer is better: a, b, tie (equally good) or both_bad")
-    labeler: str | None = Field(default=None, description="local mode only; team mode uses the login and "
-                                "refuses another name (403 forbidden)")
-    idempotency_key: str | None = Field(default=None, max_length=200,
-                                        description="repeat a request with the same key: stored once")
+        description="which answer is better: a, b, tie (equally good) or both_bad"
+    )
+    labeler: str | None = Field(
+        default=None, description="local mode only; team mode uses the login and refuses another name (403 forbidden)"
+    )
+    idempotency_key: str | None = Field(
+        default=None, max_length=200, description="repeat a request with the same key: stored once"
+    )
     ratings: dict[str, dict[str, int]] = Field(default_factory=dict, description="side -> aspect -> 1..5")
     flags: list[str] = Field(default_factory=list)
     note: str | None = None
@@ -58,9 +64,10 @@ class JobIn(BaseModel):
     hyperparams: dict[str, Any] = Field(default_factory=dict)
     filters: dict[str, Any] = Field(default_factory=dict)
     reward_model: str | None = None
-    launch: dict[str, Any] = Field(default_factory=dict,
-                                   description="launch mode (core.training.distributed.LaunchConfig), e.g. "
-                                               '{"mode": "ddp", "num_processes": 2}')
+    launch: dict[str, Any] = Field(
+        default_factory=dict,
+        description='launch mode (core.training.distributed.LaunchConfig), e.g. {"mode": "ddp", "num_processes": 2}',
+    )
     dry_run: bool = False
 
 
@@ -69,12 +76,17 @@ class JudgeRunIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     judge: str = Field(description="rm:<rmN>, policy[:<vN>] or an OpenAI-compatible <url>#<model>")
-    source: str = Field(default="unlabeled", pattern=r"^(unlabeled|labeled|queue:.+)$",
-                        description="unlabeled: chat pairs no person voted on; queue:<name>: a labeling queue's "
-                                    "prompts, answered twice by the base policy; labeled: pairs people voted on "
-                                    "(calibration)")
-    api_key: str | None = Field(default=None, description="a one-off key for the endpoint, held in memory for this "
-                                                          "run only (else STUDIO_JUDGE_API_KEY)")
+    source: str = Field(
+        default="unlabeled",
+        pattern=r"^(unlabeled|labeled|queue:.+)$",
+        description="unlabeled: chat pairs no person voted on; queue:<name>: a labeling queue's "
+        "prompts, answered twice by the base policy; labeled: pairs people voted on "
+        "(calibration)",
+    )
+    api_key: str | None = Field(
+        default=None,
+        description="a one-off key for the endpoint, held in memory for this run only (else STUDIO_JUDGE_API_KEY)",
+    )
     estimate: bool = Field(default=False, description="only say what the run would cost")
 
 
@@ -105,8 +117,9 @@ class ErrorDetail(BaseModel):
     code: str = Field(description="stable machine-readable code, e.g. invalid_input, not_found, conflict")
     message: str = Field(description="what went wrong")
     hint: str = Field(description="what to do about it (may be empty)")
-    details: list[FieldProblem] | None = Field(default=None, description="422 on a body, path or query that "
-                                               "does not parse: each field and its problem")
+    details: list[FieldProblem] | None = Field(
+        default=None, description="422 on a body, path or query that does not parse: each field and its problem"
+    )
 
 
 class ErrorBody(BaseModel):
@@ -128,8 +141,9 @@ class BackupStatus(OpenModel):
     last_error: str | None = None
     last_error_at: str | None = None
     failures: int = Field(description="failed tries since the last good backup (retried with backoff)")
-    history_holds_redacted: bool = Field(description="older snapshots still hold text redacted since: rewrite the "
-                                         "backup history to drop it")
+    history_holds_redacted: bool = Field(
+        description="older snapshots still hold text redacted since: rewrite the backup history to drop it"
+    )
 
 
 class BackupSnapshot(BaseModel):
@@ -159,8 +173,9 @@ class Health(OpenModel):
     data_dir: str | None = Field(default=None, description="admins only")
     schema_version: int | None = Field(default=None, description="admins only")
     storage_ephemeral: bool | None = None
-    engine: dict[str, Any] | None = Field(default=None, description="admins only, with an external inference "
-                                          "engine: url, model, status, latency_ms, lora")
+    engine: dict[str, Any] | None = Field(
+        default=None, description="admins only, with an external inference engine: url, model, status, latency_ms, lora"
+    )
     backup: BackupStatus | None = Field(default=None, description="admins only, with a backup configured")
 
 
@@ -289,8 +304,10 @@ class Report(OpenModel):
     against: str
     verdict: Literal[VERDICTS]  # type: ignore[valid-type]
     summary: str
-    metrics: dict[str, Any] = Field(description="figures, with label_signature (what the training labels prefer) "
-                                    "and movement (per answer feature, the version's answers against the other's)")
+    metrics: dict[str, Any] = Field(
+        description="figures, with label_signature (what the training labels prefer) "
+        "and movement (per answer feature, the version's answers against the other's)"
+    )
     evidence: list[ReportEvidence] | None = None
     rule: str | None = Field(default=None, description="the verdict rule, in words")
     warnings: list[str] | None = None
@@ -444,8 +461,10 @@ class SafetyRun(OpenModel):
 
 class SafetyAnswer(BaseModel):
     safety: SafetyRun
-    change: dict[str, Any] | None = Field(description="against the parent's (or ?against=) latest run: the rates "
-                                                      "before and after and, when it got worse, the reasons")
+    change: dict[str, Any] | None = Field(
+        description="against the parent's (or ?against=) latest run: the rates "
+        "before and after and, when it got worse, the reasons"
+    )
 
 
 class JobQueued(BaseModel):
@@ -466,7 +485,7 @@ class JobAction(BaseModel):
 _MEANS: dict[int, str] = {
     401: "Team mode: no account where this needs one, or wrong credentials (code unauthorized)",
     403: "The caller's role may not do this (code forbidden); also a write sent from another site, or a Hugging "
-         "Face sign-in named like a team account",
+    "Face sign-in named like a team account",
     404: "Not found (code not_found)",
     409: "Conflicts with the current state (code conflict)",
     413: "The body is larger than STUDIO_MAX_BODY_BYTES: nothing was read or stored (code payload_too_large)",
@@ -477,8 +496,8 @@ _MEANS: dict[int, str] = {
     503: "The database could not store this (code storage_unavailable): nothing was stored, send it again",
     507: "The studio's disk is full (code storage_full): nothing was stored",
 }
-_EVERY_ROUTE = (401, 403, 429, 500)   # logins and roles are checked on every route (team mode)
-WRITES = (503, 507)                  # what the database answers when it cannot store
+_EVERY_ROUTE = (401, 403, 429, 500)  # logins and roles are checked on every route (team mode)
+WRITES = (503, 507)  # what the database answers when it cannot store
 
 
 def errors(*statuses: int, why: dict[int, str] | None = None) -> dict[int | str, dict[str, Any]]:
@@ -486,15 +505,21 @@ def errors(*statuses: int, why: dict[int, str] | None = None) -> dict[int | str,
     described as ``why`` says for this route (else as on every route)."""
     out: dict[int | str, dict[str, Any]] = {
         status: {"model": ErrorBody, "description": (why or {}).get(status, _MEANS[status])}
-        for status in sorted({*_EVERY_ROUTE, *statuses})}
-    out[429]["headers"] = {"Retry-After": {"description": "seconds until logins are accepted again",
-                                           "schema": {"type": "integer"}}}
+        for status in sorted({*_EVERY_ROUTE, *statuses})
+    }
+    out[429]["headers"] = {
+        "Retry-After": {"description": "seconds until logins are accepted again", "schema": {"type": "integer"}}
+    }
     return out
 
 
-def answers(model: Any, *statuses: int, why: dict[int, str] | None = None,
-            also: dict[int | str, dict[str, Any]] | None = None) -> dict[str, Any]:
+def answers(
+    model: Any, *statuses: int, why: dict[int, str] | None = None, also: dict[int | str, dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """Route arguments: answer ``model`` (and ``also``, e.g. a 202) plus :func:`errors`. Unset fields are left
     out, so a body has exactly the keys the handler built."""
-    return {"response_model": model, "response_model_exclude_unset": True,
-            "responses": {**(also or {}), **errors(*statuses, why=why)}}
+    return {
+        "response_model": model,
+        "response_model_exclude_unset": True,
+        "responses": {**(also or {}), **errors(*statuses, why=why)},
+    }

@@ -4,6 +4,7 @@
 Starlette does not run a mounted sub-app's lifespan, so Gradio's queue would never start (chats stuck
 at "queue: 1/1"). The lifespan below enters the Gradio host app's lifespan explicitly.
 """
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
@@ -27,7 +28,7 @@ from core.studio import Studio, current
 CONSOLE_SCRIPT = Path(__file__).resolve().parent.parent / "pages" / "console.py"
 
 
-REDIRECTS = {"/manifest.json": "/label/manifest.json", "/label": "/label/"}   # see ApiFirst
+REDIRECTS = {"/manifest.json": "/label/manifest.json", "/label": "/label/"}  # see ApiFirst
 
 
 class ApiFirst:
@@ -53,7 +54,8 @@ class ApiFirst:
         if scope["type"] == "http" and path in REDIRECTS:
             query = scope.get("query_string", b"").decode("latin-1")
             await RedirectResponse(REDIRECTS[path] + (f"?{query}" if query else ""), status_code=307)(
-                scope, receive, send)
+                scope, receive, send
+            )
             return
         if scope["type"] == "http" and path == "/metrics":  # where Prometheus looks by default
             await self.api(scope, receive, send)
@@ -61,8 +63,11 @@ class ApiFirst:
         if scope["type"] == "http" and (path == self.prefix or path.startswith(self.prefix + "/")):
             root = scope.get("root_path", "")
             # what starlette's Mount would pass on: the prefix moves into root_path
-            await self.api({**scope, "root_path": root + self.prefix,
-                            "app_root_path": scope.get("app_root_path", root)}, receive, send)
+            await self.api(
+                {**scope, "root_path": root + self.prefix, "app_root_path": scope.get("app_root_path", root)},
+                receive,
+                send,
+            )
             return
         await self.console(scope, receive, send)
 
@@ -86,9 +91,18 @@ def create_app(get_studio: Callable[[], Studio] = current) -> Any:
     # in to the console and the API with their password.
     signin = directory.team_mode and oauth_configured()
     team_login = gradio_login(directory) if directory.team_mode and directory.accounts and not signin else None
-    gradio_host = gr.mount_gradio_app(FastAPI(), create_label_app(get_studio), path="/label", auth=team_login,
-                                      auth_message="Log in with your RLHF Studio team account.",
-                                      theme=THEME, css=CSS, head=HEAD, footer_links=["api", "settings"], ssr_mode=False)
+    gradio_host = gr.mount_gradio_app(
+        FastAPI(),
+        create_label_app(get_studio),
+        path="/label",
+        auth=team_login,
+        auth_message="Log in with your RLHF Studio team account.",
+        theme=THEME,
+        css=CSS,
+        head=HEAD,
+        footer_links=["api", "settings"],
+        ssr_mode=False,
+    )
     gradio_app = next(r.app for r in gradio_host.routes if getattr(r, "path", None) == "/label")
 
     @asynccontextmanager

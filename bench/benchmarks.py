@@ -6,6 +6,7 @@ Figures: tasks and items of the suite, seconds of the version's run and of the p
 second version reused the base's run), the adapter guard's verdict, and each task's score.
 Last line: RESULT tasks=... items=... version_s=... parent_s=... parent_cached=... adapter_applied=...
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,19 +54,22 @@ def main() -> int:
             version_s = first["seconds"]
             parent_s = both_s - version_s
             for row in first["tasks"]:
-                say(f"  {row['task']:22} {row['metric']:8} v1 {row['value']:.3f} ± {row['stderr'] or 0:.3f}   "
+                say(
+                    f"  {row['task']:22} {row['metric']:8} v1 {row['value']:.3f} ± {row['stderr'] or 0:.3f}   "
                     f"base {row['against_value']:.3f}   {row['change_points']:+.1f} pts"
-                    + ("  REGRESSED" if row["regressed"] else ""))
-            say(f"v1 and base benchmarked in {both_s:.0f} s (v1 {version_s:.0f} s); adapter guard: "
-                f"{first['adapter']}")
+                    + ("  REGRESSED" if row["regressed"] else "")
+                )
+            say(f"v1 and base benchmarked in {both_s:.0f} s (v1 {version_s:.0f} s); adapter guard: {first['adapter']}")
             started = time.monotonic()
             second = benchmark_version(db, model_path, "v2", bench, progress=lambda f, t: None)
             say(f"v2 in {time.monotonic() - started:.0f} s, the base's run reused: {second['parent_cached']}")
             items = sum(row.get("n") or 0 for row in first["tasks"])
         finally:
             db.close()
-    say(f"RESULT tasks={len(first['tasks'])} items={items} version_s={version_s:.0f} parent_s={parent_s:.0f} "
-        f"parent_cached={int(second['parent_cached'])} adapter_applied={int(bool(first['adapter_applied']))}")
+    say(
+        f"RESULT tasks={len(first['tasks'])} items={items} version_s={version_s:.0f} parent_s={parent_s:.0f} "
+        f"parent_cached={int(second['parent_cached'])} adapter_applied={int(bool(first['adapter_applied']))}"
+    )
     return 0
 
 

@@ -19,6 +19,7 @@ OpenAI-compatible engine; --transformers-serve starts one (`transformers serve` 
 continuous batching) on loopback for the run.
 Last line: RESULT labelers=... alone_p50_s=... p50_s=... p95_s=... slowdown=... tok_s=...
 """
+
 from __future__ import annotations
 
 import argparse
@@ -165,8 +166,13 @@ def start_transformers_serve(model_dir: Path, work: Path) -> EngineProcess:
     return EngineProcess(model_dir, work, args=("--continuous-batching",)).start(timeout=300)
 
 
-def run(labelers: int, model: str, inference_url: str | None, inference_model: str | None = None,
-        transformers_serve: bool = False) -> dict[str, float]:
+def run(
+    labelers: int,
+    model: str,
+    inference_url: str | None,
+    inference_model: str | None = None,
+    transformers_serve: bool = False,
+) -> dict[str, float]:
     prompts = (PROMPTS * (labelers // len(PROMPTS) + 1))[:labelers]
     with tempfile.TemporaryDirectory(prefix="studio-concurrency-") as tmp:
         engine = None
@@ -180,8 +186,10 @@ def run(labelers: int, model: str, inference_url: str | None, inference_model: s
         extra = ("--inference-url", inference_url) if inference_url else ()
         extra += ("--inference-model", inference_model) if inference_model else ()
         server = StudioProcess(Path(tmp) / "data", Path(tmp) / "server.log", model=model, extra=extra)
-        say(f"server up at {server.url} in {server.start():.1f} s (model {model}"
-            + (f", engine {inference_url})" if inference_url else ")"))
+        say(
+            f"server up at {server.url} in {server.start():.1f} s (model {model}"
+            + (f", engine {inference_url})" if inference_url else ")")
+        )
         try:
             warm = Labeler(server.url)
             say(f"warm-up pair: {warm.pair('Hello!')[0]:.2f} s")
@@ -192,9 +200,11 @@ def run(labelers: int, model: str, inference_url: str | None, inference_model: s
             say(f"alone: {', '.join(f'{s:.2f}' for s in alone)} s")
             server_cpu, client_cpu = cpu_seconds(server.proc.pid), cpu_seconds(None)
             latencies, answers, wall = crowd(server.url, prompts)
-            say(f"CPU seconds during the crowd: server {cpu_seconds(server.proc.pid) - server_cpu:.1f}, "
+            say(
+                f"CPU seconds during the crowd: server {cpu_seconds(server.proc.pid) - server_cpu:.1f}, "
                 f"simulated browsers {cpu_seconds(None) - client_cpu:.1f}, over {wall:.1f} s on "
-                f"{os.cpu_count()} cores")
+                f"{os.cpu_count()} cores"
+            )
             say(f"{labelers} at once: {', '.join(f'{s:.2f}' for s in sorted(latencies))} s, wall {wall:.2f} s")
         finally:
             server.stop()
@@ -202,9 +212,14 @@ def run(labelers: int, model: str, inference_url: str | None, inference_model: s
                 engine.stop()
         batching = None if inference_url else in_process_slowdown(model, Path(tmp) / "data", labelers)
     alone_p50, p50 = statistics.median(alone), statistics.median(latencies)
-    result = {"labelers": labelers, "alone_p50_s": round(alone_p50, 2), "p50_s": round(p50, 2),
-              "p95_s": round(percentile(latencies, 95), 2), "slowdown": round(p50 / alone_p50, 2),
-              "tok_s": round(count_tokens(answers) / wall, 1)}
+    result = {
+        "labelers": labelers,
+        "alone_p50_s": round(alone_p50, 2),
+        "p50_s": round(p50, 2),
+        "p95_s": round(percentile(latencies, 95), 2),
+        "slowdown": round(p50 / alone_p50, 2),
+        "tok_s": round(count_tokens(answers) / wall, 1),
+    }
     if batching is not None:
         result["in_process_slowdown"] = round(batching, 2)
     return result
@@ -216,8 +231,11 @@ def main() -> None:
     parser.add_argument("--model", default="default", help="the server's --model (default: SmolLM2-135M-Instruct)")
     parser.add_argument("--inference-url", help="an OpenAI-compatible engine the server should use")
     parser.add_argument("--inference-model", help="the model name to request from it")
-    parser.add_argument("--transformers-serve", action="store_true",
-                        help="start `transformers serve` with the default model on loopback and use it")
+    parser.add_argument(
+        "--transformers-serve",
+        action="store_true",
+        help="start `transformers serve` with the default model on loopback and use it",
+    )
     args = parser.parse_args()
     result = run(args.labelers, args.model, args.inference_url, args.inference_model, args.transformers_serve)
     print("RESULT " + " ".join(f"{k}={v}" for k, v in result.items()), flush=True)

@@ -18,6 +18,7 @@ restore_s, vote_p95_ms (no backup running) and vote_p95_ms_during_backup.
 Last line: RESULT votes=... versions=... restored_votes=... lost=... rpo_s=... restore_s=... backup_s=...
 vote_p95_ms=... vote_p95_ms_during_backup=... p95_ratio=...
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,8 +65,15 @@ def seed(data_dir: Path, model: str, votes: int, versions: int) -> None:
             who = people[i % len(people)]
             conv = new_conversation(db, who, 1)
             turn = add_user_message(db, who, conv, f"Seeded question {i}: which answer is clearer?")
-            a, b = save_pair(db, conv, turn, None, CandidateIn(f"A clear answer number {i}.", 1),
-                             CandidateIn(f"Another answer, {i}.", 1), None)
+            a, b = save_pair(
+                db,
+                conv,
+                turn,
+                None,
+                CandidateIn(f"A clear answer number {i}.", 1),
+                CandidateIn(f"Another answer, {i}.", 1),
+                None,
+            )
             record_vote(db, who, Vote(a, b, ("a", "b", "tie")[i % 3]))
             if (i + 1) % 2000 == 0:
                 say(f"  {i + 1} votes seeded ({time.monotonic() - started:.0f} s)")
@@ -96,14 +104,19 @@ def main() -> int:
         env = {"HF_ENDPOINT": hub.url, "HF_TOKEN": TOKEN, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf")}
         os.environ.update(env)
         import huggingface_hub.constants
+
         huggingface_hub.constants.HF_HUB_OFFLINE = False
         data_dir = tmp_path / "data"
         t0 = time.monotonic()
         seed(data_dir, args.model, args.votes, args.versions)
         say(f"seeded {args.votes} votes and {args.versions} versions on {args.model} in {time.monotonic() - t0:.0f} s")
 
-        server = StudioProcess(data_dir, tmp_path / "server.log", model=args.model,
-                               extra=("--backup-repo", REPO, "--backup-every", str(args.every)))
+        server = StudioProcess(
+            data_dir,
+            tmp_path / "server.log",
+            model=args.model,
+            extra=("--backup-repo", REPO, "--backup-every", str(args.every)),
+        )
         say(f"server up in {server.start():.1f} s")
 
         def health() -> dict:
@@ -130,8 +143,10 @@ def main() -> int:
         quiet = sorted(ms for sent, ms in timeline if sent < quiet_until)
         during = sorted(ms for sent, ms in timeline if any(a <= sent <= b for a, b in windows))
         p95_quiet, p95_during = percentile(quiet, 0.95), percentile(during, 0.95)
-        say(f"votes: {len(voters.acked)} acknowledged; p95 {p95_quiet:.0f} ms with no backup ({len(quiet)} votes), "
-            f"{p95_during:.0f} ms during backups ({len(during)} votes in {sum(b - a for a, b in windows):.1f} s)")
+        say(
+            f"votes: {len(voters.acked)} acknowledged; p95 {p95_quiet:.0f} ms with no backup ({len(quiet)} votes), "
+            f"{p95_during:.0f} ms during backups ({len(during)} votes in {sum(b - a for a, b in windows):.1f} s)"
+        )
 
         # rpo: a scheduled backup (not asked for) that started after the last acknowledged vote holds it
         while True:
@@ -157,9 +172,11 @@ def main() -> int:
         say(f"lost: {lost} of {len(voters.acked)} acknowledged live votes")
         hub.stop()
     ratio = p95_during / p95_quiet if p95_quiet else float("nan")
-    say(f"RESULT votes={args.votes} versions={result.versions} restored_votes={result.votes} lost={lost} "
+    say(
+        f"RESULT votes={args.votes} versions={result.versions} restored_votes={result.votes} lost={lost} "
         f"rpo_s={rpo_s:.1f} restore_s={restore_s:.1f} backup_s={backup_s:.1f} vote_p95_ms={p95_quiet:.0f} "
-        f"vote_p95_ms_during_backup={p95_during:.0f} p95_ratio={ratio:.2f}")
+        f"vote_p95_ms_during_backup={p95_during:.0f} p95_ratio={ratio:.2f}"
+    )
     return 0
 
 

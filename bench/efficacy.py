@@ -49,6 +49,7 @@ pairs.jsonl, judge.jsonl (every answer with its score), server.log and runs/.
 Last line: RESULT labels=40 oracle_win=... min_rule_win=... verdict_learned=... control_learned=... kl=...
 train_s=... (max over jobs), train_mean_s, pairs, then per run (<rule>_<size>) win_ kl_ learned_ train_s_ votes_.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -77,7 +78,7 @@ from votegen import StudioProcess  # noqa: E402
 # the same cache as bench/labeling.py: the default model is converted there once and linked into each data dir
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "rlhf-studio-bench"
 DEFAULT_MODEL_DIR = "SmolLM2-135M-Instruct"
-SAME_VERSION = "(same version: two samples)"   # app.label.SAME_VERSION: "Compare with" = two samples of Version
+SAME_VERSION = "(same version: two samples)"  # app.label.SAME_VERSION: "Compare with" = two samples of Version
 TERMINAL = {"succeeded", "failed", "cancelled", "interrupted"}
 NAN = float("nan")
 
@@ -94,14 +95,25 @@ def link_default_model(data_dir: Path) -> None:
     cached = DEFAULT_CACHE / "models" / DEFAULT_MODEL_DIR
     if not (cached / "config.json").is_file():
         say(f"setup: converting the default model once into {DEFAULT_CACHE} ...")
-        subprocess.run([sys.executable, str(ROOT / "launch.py"), "provision", "--data-dir", str(DEFAULT_CACHE),
-                        "--model", "default"], cwd=ROOT, check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "launch.py"),
+                "provision",
+                "--data-dir",
+                str(DEFAULT_CACHE),
+                "--model",
+                "default",
+            ],
+            cwd=ROOT,
+            check=True,
+        )
     target = data_dir / "models" / DEFAULT_MODEL_DIR
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             shutil.copytree(cached, target, copy_function=os.link)
-        except OSError:   # another file system: copy
+        except OSError:  # another file system: copy
             shutil.rmtree(target, ignore_errors=True)
             shutil.copytree(cached, target)
 
@@ -128,14 +140,24 @@ class Studio:
         """Answers A (policy) and B (compare_with, or a second sample of policy): one batched call, as the
         UI's Send button does; then New chat, so the next prompt starts a fresh conversation."""
         s = self.sampling
-        _, _, text_a, text_b, _ = self.label.predict(prompt, policy, compare_with, s.temperature, s.top_p,
-                                                     s.max_new_tokens, api_name="/send")
+        _, _, text_a, text_b, _ = self.label.predict(
+            prompt, policy, compare_with, s.temperature, s.top_p, s.max_new_tokens, api_name="/send"
+        )
         self.label.predict(api_name="/new_chat")
         return text_a, text_b
 
     def vote(self, prompt: str, answer_a: str, answer_b: str, outcome: str, labeler: str, key: str) -> None:
-        response = self.http.post("/api/votes", json={"prompt": prompt, "answer_a": answer_a, "answer_b": answer_b,
-                                                      "outcome": outcome, "labeler": labeler, "idempotency_key": key})
+        response = self.http.post(
+            "/api/votes",
+            json={
+                "prompt": prompt,
+                "answer_a": answer_a,
+                "answer_b": answer_b,
+                "outcome": outcome,
+                "labeler": labeler,
+                "idempotency_key": key,
+            },
+        )
         if response.status_code >= 300:
             raise RuntimeError(f"POST /api/votes -> {response.status_code}: {response.text[:500]}")
 
@@ -164,7 +186,7 @@ class Studio:
             return "computing", body
         error = body.get("error", {}) if isinstance(body, dict) else {}
         if response.status_code == 405 or (response.status_code == 404 and error.get("message") == "Not Found"):
-            return "missing_route", body   # Starlette's own 404: there is no such route
+            return "missing_route", body  # Starlette's own 404: there is no such route
         if response.status_code == 404:
             return "none", body
         return "error", {"status": response.status_code, **(body if isinstance(body, dict) else {})}
@@ -180,7 +202,7 @@ class Studio:
 @dataclass
 class RuleRun:
     rule: Rule
-    labels: int = 80                 # votes this run trains on (one labeler per rule and size)
+    labels: int = 80  # votes this run trains on (one labeler per rule and size)
     votes: int = 0
     ties: int = 0
     job_id: int | None = None
@@ -214,8 +236,9 @@ class RuleRun:
         return statistics.fmean(self.wins) if self.wins else NAN
 
 
-def sample_and_vote(studio: Studio, runs: list[RuleRun], prompts: list[str], max_pairs: int,
-                    log: Path | None, reuse: Path | None = None) -> int:
+def sample_and_vote(
+    studio: Studio, runs: list[RuleRun], prompts: list[str], max_pairs: int, log: Path | None, reuse: Path | None = None
+) -> int:
     """Sample pairs of the base policy until every run has its ``labels`` decisive votes; returns pairs sampled.
     A rule's runs at several sizes vote on the same pairs: the 40-label run's votes are the first 40 of the 80's.
     ``reuse``: the pairs.jsonl of an earlier run (sampled the same way, through the label app) instead of sampling
@@ -223,8 +246,11 @@ def sample_and_vote(studio: Studio, runs: list[RuleRun], prompts: list[str], max
     started = time.monotonic()
     pairs = 0
     recorded = [json.loads(line) for line in reuse.read_text().splitlines() if line.strip()] if reuse else None
-    source = ((r["prompt"], r["a"], r["b"]) for r in recorded) if recorded is not None else (
-        (prompt, *studio.pair(prompt)) for prompt in itertools.cycle(prompts))
+    source = (
+        ((r["prompt"], r["a"], r["b"]) for r in recorded)
+        if recorded is not None
+        else ((prompt, *studio.pair(prompt)) for prompt in itertools.cycle(prompts))
+    )
     for pairs, (prompt, a, b) in enumerate(source, 1):
         if pairs > max_pairs:
             return max_pairs
@@ -243,8 +269,10 @@ def sample_and_vote(studio: Studio, runs: list[RuleRun], prompts: list[str], max
             with log.open("a") as f:
                 f.write(json.dumps({"prompt": prompt, "a": a, "b": b, "scores": scores}) + "\n")
         elapsed = time.monotonic() - started
-        say(f"pairs: {pairs} in {elapsed:.0f} s ({elapsed / pairs:.1f} s/pair, {words(a)}+{words(b)} words); votes "
-            + " ".join(f"{r.name}={r.votes}" for r in runs))
+        say(
+            f"pairs: {pairs} in {elapsed:.0f} s ({elapsed / pairs:.1f} s/pair, {words(a)}+{words(b)} words); votes "
+            + " ".join(f"{r.name}={r.votes}" for r in runs)
+        )
         if all(run.votes >= run.labels for run in runs):
             return pairs
     return pairs
@@ -272,27 +300,40 @@ def train(studio: Studio, run: RuleRun, job_timeout: float) -> None:
         if time.monotonic() - last_print > 30:
             last_print = time.monotonic()
             progress = info.get("progress") or {}
-            say(f"train {run.name}: job {run.job_id} {info['status']} step {progress.get('step', '?')}/"
-                f"{progress.get('max_steps', '?')} at {time.monotonic() - started:.0f} s")
+            say(
+                f"train {run.name}: job {run.job_id} {info['status']} step {progress.get('step', '?')}/"
+                f"{progress.get('max_steps', '?')} at {time.monotonic() - started:.0f} s"
+            )
         time.sleep(2)
     run.train_s = time.monotonic() - started
     run.status = info.get("status", "?")
     run.version, run.parent = info.get("version"), info.get("parent") or "base"
     progress = info.get("progress") or {}
     run.steps = f"{progress.get('step', '?')}/{progress.get('max_steps', '?')}"
-    run.hyperparams = ((info.get("config") or {}).get("hyperparams") or {})
+    run.hyperparams = (info.get("config") or {}).get("hyperparams") or {}
     if run.status != "succeeded":
-        run.error = (info.get("error") or "") + ("" if run.status in TERMINAL else f" (still {run.status} after "
-                                                 f"{job_timeout:.0f} s: gave up waiting)")
-    say(f"train {run.name}: job {run.job_id} {run.status} in {run.train_s:.0f} s, steps {run.steps}, "
-        f"version {run.version}; hyperparams {compact(run.hyperparams)}")
+        run.error = (info.get("error") or "") + (
+            "" if run.status in TERMINAL else f" (still {run.status} after {job_timeout:.0f} s: gave up waiting)"
+        )
+    say(
+        f"train {run.name}: job {run.job_id} {run.status} in {run.train_s:.0f} s, steps {run.steps}, "
+        f"version {run.version}; hyperparams {compact(run.hyperparams)}"
+    )
     if run.error:
         say(f"train {run.name}: error: {run.error[-1500:]}")
 
 
 def compact(hyperparams: dict[str, Any]) -> str:
-    keys = ("learning_rate", "num_train_epochs", "max_steps", "beta", "per_device_train_batch_size",
-            "gradient_accumulation_steps", "lora_r", "hold_out_percent")
+    keys = (
+        "learning_rate",
+        "num_train_epochs",
+        "max_steps",
+        "beta",
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "lora_r",
+        "hold_out_percent",
+    )
     shown = {k: hyperparams[k] for k in keys if k in hyperparams}
     return json.dumps(shown or hyperparams)
 
@@ -332,8 +373,11 @@ def read_report(studio: Studio, run: RuleRun, timeout: float) -> bool:
             return False
         waited = time.monotonic() - started
         if state == "error" or waited > timeout or (state == "none" and waited > 60):
-            run.verdict = (f"report {state}: {json.dumps(body)[:300]}" if state in ("error", "none")
-                           else f"report not ready after {timeout:.0f} s")
+            run.verdict = (
+                f"report {state}: {json.dumps(body)[:300]}"
+                if state in ("error", "none")
+                else f"report not ready after {timeout:.0f} s"
+            )
             say(f"report {run.version}: {run.verdict}")
             return True
         time.sleep(3)
@@ -349,12 +393,25 @@ def judge(studio: Studio, run: RuleRun, prompts: list[str], log: Path | None) ->
         run.score_old.append(run.rule.score(old))
         if log:
             with log.open("a") as f:
-                f.write(json.dumps({"rule": run.name, "version": run.version, "prompt": prompt, "new": new,
-                                    "old": old, "win": run.wins[-1]}) + "\n")
-    say(f"judge {run.name}: {run.version} vs {run.parent} on {len(prompts)} held-out prompts in "
+                f.write(
+                    json.dumps(
+                        {
+                            "rule": run.name,
+                            "version": run.version,
+                            "prompt": prompt,
+                            "new": new,
+                            "old": old,
+                            "win": run.wins[-1],
+                        }
+                    )
+                    + "\n"
+                )
+    say(
+        f"judge {run.name}: {run.version} vs {run.parent} on {len(prompts)} held-out prompts in "
         f"{time.monotonic() - started:.0f} s: oracle_win={run.oracle_win:.3f} (wins "
         f"{run.wins.count(1.0)}, ties {run.wins.count(0.5)}, losses {run.wins.count(0.0)}); mean score "
-        f"{statistics.fmean(run.score_new):.2f} vs {statistics.fmean(run.score_old):.2f}")
+        f"{statistics.fmean(run.score_new):.2f} vs {statistics.fmean(run.score_old):.2f}"
+    )
 
 
 def fmt(value: float, digits: int = 3) -> str:
@@ -368,40 +425,64 @@ def mean(values: list[float]) -> float:
 
 def print_table(runs: list[RuleRun], sample_only: bool) -> None:
     say("")
-    say(f"{'rule_size':<12} {'kind':<8} {'votes':>5} {'ties':>5} {'job':>8} {'train_s':>8} {'steps':>7} {'version':>7} "
-        f"{'kl':>8} {'win':>6} {'score new/old':>15}  verdict")
+    say(
+        f"{'rule_size':<12} {'kind':<8} {'votes':>5} {'ties':>5} {'job':>8} {'train_s':>8} {'steps':>7} {'version':>7} "
+        f"{'kl':>8} {'win':>6} {'score new/old':>15}  verdict"
+    )
     for r in runs:
         scores = f"{mean(r.score_new):.2f}/{mean(r.score_old):.2f}" if r.wins else "-"
-        say(f"{r.name:<12} {r.rule.kind:<8} {r.votes:>5} {r.ties:>5} {r.status if not sample_only else '-':>8} "
+        say(
+            f"{r.name:<12} {r.rule.kind:<8} {r.votes:>5} {r.ties:>5} {r.status if not sample_only else '-':>8} "
             f"{fmt(r.train_s, 0):>8} {r.steps:>7} {r.version or '-':>7} {fmt(r.kl, 4):>8} {fmt(r.oracle_win):>6} "
-            f"{scores:>15}  {r.verdict[:110] + ('...' if len(r.verdict) > 110 else '')}")
+            f"{scores:>15}  {r.verdict[:110] + ('...' if len(r.verdict) > 110 else '')}"
+        )
     say("")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--labels", default="40,80", help="decisive votes per rule, one or more sizes "
-                        "(default 40,80: each rule trains once per size; the smaller size's votes are the first "
-                        "ones of the larger)")
-    parser.add_argument("--model", choices=("default", "tiny"), default="default",
-                        help="default: SmolLM2-135M-Instruct; tiny: the random test model (plumbing only)")
-    parser.add_argument("--rules", default="concise,you,paragraph,coin",
-                        help=f"comma-separated, from: {', '.join(RULES)} (default concise,you,paragraph,coin; coin "
-                        "is the coin-flip control)")
+    parser.add_argument(
+        "--labels",
+        default="40,80",
+        help="decisive votes per rule, one or more sizes "
+        "(default 40,80: each rule trains once per size; the smaller size's votes are the first "
+        "ones of the larger)",
+    )
+    parser.add_argument(
+        "--model",
+        choices=("default", "tiny"),
+        default="default",
+        help="default: SmolLM2-135M-Instruct; tiny: the random test model (plumbing only)",
+    )
+    parser.add_argument(
+        "--rules",
+        default="concise,you,paragraph,coin",
+        help=f"comma-separated, from: {', '.join(RULES)} (default concise,you,paragraph,coin; coin "
+        "is the coin-flip control)",
+    )
     parser.add_argument("--judge-prompts", type=int, default=24, help="held-out prompts per rule (default 24)")
     parser.add_argument("--max-new-tokens", type=int, default=96, help="answer length cap (default 96)")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
     parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling (default 0.95)")
-    parser.add_argument("--max-pairs", type=int, default=0, help="stop sampling after this many pairs even if a "
-                        "rule is short of votes (default 3 x --labels, at least 40)")
+    parser.add_argument(
+        "--max-pairs",
+        type=int,
+        default=0,
+        help="stop sampling after this many pairs even if a rule is short of votes (default 3 x --labels, at least 40)",
+    )
     parser.add_argument("--job-timeout", type=float, default=3600, help="give up on a job after this (s)")
     parser.add_argument("--report-timeout", type=float, default=300, help="wait this long for a report (s)")
     parser.add_argument("--sample-only", action="store_true", help="sample and vote, then stop (no training)")
-    parser.add_argument("--pairs", type=Path, help="reuse the pairs.jsonl of an earlier --keep run (same prompts, "
-                        "same label-app sampling) instead of sampling again")
+    parser.add_argument(
+        "--pairs",
+        type=Path,
+        help="reuse the pairs.jsonl of an earlier --keep run (same prompts, "
+        "same label-app sampling) instead of sampling again",
+    )
     parser.add_argument("--data-dir", type=Path, help="data dir to use (kept); default: a fresh temp dir")
-    parser.add_argument("--keep", action="store_true", help="keep the temp data dir (pairs.jsonl, judge.jsonl, "
-                        "server.log, runs/)")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temp data dir (pairs.jsonl, judge.jsonl, server.log, runs/)"
+    )
     parser.add_argument("--port", type=int, help="server port (default: a free one)")
     args = parser.parse_args()
 
@@ -424,10 +505,12 @@ def main() -> None:
     bench_dir = data_dir.parent if args.data_dir is None else data_dir
     pairs_log, judge_log = bench_dir / "pairs.jsonl", bench_dir / "judge.jsonl"
     say("efficacy: rules " + "; ".join(f"{r.name} ({r.kind}: {r.description})" for r in rules))
-    say(f"efficacy: model={args.model} labels={','.join(map(str, sizes))} "
+    say(
+        f"efficacy: model={args.model} labels={','.join(map(str, sizes))} "
         f"judge_prompts={len(judge_prompts)} (of {len(prompt_pool())}; {len(label_prompts)} for labeling) "
         f"sampling T={sampling.temperature} top_p={sampling.top_p} max_new_tokens={sampling.max_new_tokens}; "
-        f"data dir {data_dir}")
+        f"data dir {data_dir}"
+    )
 
     server = StudioProcess(data_dir, bench_dir / "server.log", port=args.port, model=args.model)
     say(f"server: up at {server.url} in {server.start():.1f} s")
@@ -437,15 +520,18 @@ def main() -> None:
     try:
         pairs = sample_and_vote(studio, runs, label_prompts, max_pairs, None if args.pairs else pairs_log, args.pairs)
         short = [r.name for r in runs if r.votes < r.labels]
-        say(f"votes: {pairs} pairs sampled; " + " ".join(f"{r.name}={r.votes} (ties {r.ties})" for r in runs)
-            + (f"; SHORT: {', '.join(short)} (hit --max-pairs {max_pairs})" if short else ""))
+        say(
+            f"votes: {pairs} pairs sampled; "
+            + " ".join(f"{r.name}={r.votes} (ties {r.ties})" for r in runs)
+            + (f"; SHORT: {', '.join(short)} (hit --max-pairs {max_pairs})" if short else "")
+        )
         if not args.sample_only:
             report_route = True
             for run in runs:
                 train(studio, run, args.job_timeout)
                 if run.status == "succeeded" and report_route:
                     report_route = read_report(studio, run, args.report_timeout)
-            for run in runs:   # a report still computing when its job's wait ran out (a busy machine): read it now
+            for run in runs:  # a report still computing when its job's wait ran out (a busy machine): read it now
                 if run.status == "succeeded" and report_route and run.verdict.startswith("report not ready"):
                     read_report(studio, run, args.report_timeout)
             for run in runs:
@@ -465,7 +551,7 @@ def main() -> None:
         names = ",".join(r.name for r in runs if json.dumps(r.hyperparams) == hyperparams)
         say(f"studio defaults used by the job(s) of {names}: {hyperparams}")
     train_times = [r.train_s for r in runs if not math.isnan(r.train_s)]
-    first = [r for r in runs if r.labels == sizes[0]]          # the targets are at the smallest size
+    first = [r for r in runs if r.labels == sizes[0]]  # the targets are at the smallest size
     wins = [r.oracle_win for r in first if not r.rule.control]
     oracle_win = NAN if not wins or any(math.isnan(w) for w in wins) else statistics.fmean(wins)
     min_rule_win = NAN if not wins or any(math.isnan(w) for w in wins) else min(wins)
@@ -479,21 +565,28 @@ def main() -> None:
     control_learned = learned_share([r for r in runs if r.rule.control])
     verdicts = []
     if not args.sample_only:
-        verdicts.append(f"at {sizes[0]} labels: oracle_win {fmt(oracle_win)} (target >= 0.85), min_rule_win "
-                        f"{fmt(min_rule_win)} (target >= 0.75), verdict_learned {fmt(verdict_learned, 2)} (target "
-                        f"1.0), control_learned {fmt(control_learned, 2)} over every size (target 0), slowest job "
-                        f"{fmt(max(train_times, default=NAN), 0)} s (target <= 300)")
+        verdicts.append(
+            f"at {sizes[0]} labels: oracle_win {fmt(oracle_win)} (target >= 0.85), min_rule_win "
+            f"{fmt(min_rule_win)} (target >= 0.75), verdict_learned {fmt(verdict_learned, 2)} (target "
+            f"1.0), control_learned {fmt(control_learned, 2)} over every size (target 0), slowest job "
+            f"{fmt(max(train_times, default=NAN), 0)} s (target <= 300)"
+        )
         if any(r.status != "succeeded" for r in runs):
-            verdicts.append("jobs not succeeded: " + ", ".join(f"{r.name}={r.status}" for r in runs
-                                                                if r.status != "succeeded"))
+            verdicts.append(
+                "jobs not succeeded: " + ", ".join(f"{r.name}={r.status}" for r in runs if r.status != "succeeded")
+            )
         say("summary: " + "; ".join(verdicts))
-    per_rule = " ".join(f"win_{r.name}={fmt(r.oracle_win)} kl_{r.name}={fmt(r.kl, 4)} learned_{r.name}="
-                        f"{int(r.learned)} train_s_{r.name}={fmt(r.train_s, 0)} votes_{r.name}={r.votes}"
-                        for r in runs)
-    say(f"RESULT labels={sizes[0]} oracle_win={fmt(oracle_win)} min_rule_win={fmt(min_rule_win)} "
+    per_rule = " ".join(
+        f"win_{r.name}={fmt(r.oracle_win)} kl_{r.name}={fmt(r.kl, 4)} learned_{r.name}="
+        f"{int(r.learned)} train_s_{r.name}={fmt(r.train_s, 0)} votes_{r.name}={r.votes}"
+        for r in runs
+    )
+    say(
+        f"RESULT labels={sizes[0]} oracle_win={fmt(oracle_win)} min_rule_win={fmt(min_rule_win)} "
         f"verdict_learned={fmt(verdict_learned, 2)} control_learned={fmt(control_learned, 2)} "
         f"kl={fmt(mean([r.kl for r in runs]), 4)} train_s={fmt(max(train_times, default=NAN), 0)} "
-        f"train_mean_s={fmt(mean(train_times), 0)} pairs={pairs} {per_rule}")
+        f"train_mean_s={fmt(mean(train_times), 0)} pairs={pairs} {per_rule}"
+    )
 
 
 if __name__ == "__main__":

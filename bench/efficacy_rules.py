@@ -4,6 +4,7 @@ satisfies it better) and votes for the better of two; the studio never sees the 
 The prompt pool is built here (templates x topics, never the repo's seed prompts) and split into prompts to label
 and held-out prompts to judge the new versions on.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -40,16 +41,16 @@ def first_paragraph_share(text: str) -> float:
 def coin(text: str) -> float:
     """A fixed pseudo-random score per answer text: the coin-flip control's "preference" (no property of the
     answer predicts it, so there is nothing to learn; the same pair always gets the same vote)."""
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") / 2 ** 64
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") / 2**64
 
 
 @dataclass(frozen=True)
 class Rule:
     name: str
-    kind: str                         # style | content | format | control
+    kind: str  # style | content | format | control
     description: str
-    score: Callable[[str], float]     # higher = satisfies the rule better
-    control: bool = False             # a coin flip: its verdict must never be "learned"
+    score: Callable[[str], float]  # higher = satisfies the rule better
+    control: bool = False  # a coin flip: its verdict must never be "learned"
 
     @property
     def labeler(self) -> str:
@@ -65,14 +66,17 @@ class Rule:
         return {"a": 1.0, "b": 0.0, None: 0.5}[self.prefers(new, old)]
 
 
-RULES: dict[str, Rule] = {rule.name: rule for rule in (
-    Rule("concise", "style", "fewer words", lambda t: -words(t)),
-    Rule("you", "content", "more you/your per 100 words", you_rate),
-    Rule("paragraph", "format", "larger share of the words in the first paragraph", first_paragraph_share),
-    Rule("list", "format", "more bulleted or numbered lines", lambda t: len(LIST_ITEM.findall(t))),
-    Rule("numbers", "content", "more concrete numbers", lambda t: len(NUMBER.findall(LIST_MARKER.sub("", t)))),
-    Rule("coin", "control", "a coin flip per pair (fixed hash of the answer)", coin, control=True),
-)}
+RULES: dict[str, Rule] = {
+    rule.name: rule
+    for rule in (
+        Rule("concise", "style", "fewer words", lambda t: -words(t)),
+        Rule("you", "content", "more you/your per 100 words", you_rate),
+        Rule("paragraph", "format", "larger share of the words in the first paragraph", first_paragraph_share),
+        Rule("list", "format", "more bulleted or numbered lines", lambda t: len(LIST_ITEM.findall(t))),
+        Rule("numbers", "content", "more concrete numbers", lambda t: len(NUMBER.findall(LIST_MARKER.sub("", t)))),
+        Rule("coin", "control", "a coin flip per pair (fixed hash of the answer)", coin, control=True),
+    )
+}
 
 
 # --- prompts ----------------------------------------------------------------------------------------------
@@ -92,9 +96,20 @@ TEMPLATES = [
     "How much time should I spend on {} each week?",
 ]
 TOPICS = [
-    "learning Spanish", "saving money", "running a 5k", "baking bread", "growing tomatoes", "writing a resume",
-    "cleaning the kitchen", "studying for exams", "painting a room", "playing chess", "training a puppy",
-    "learning to swim", "planning a trip", "keeping a journal",
+    "learning Spanish",
+    "saving money",
+    "running a 5k",
+    "baking bread",
+    "growing tomatoes",
+    "writing a resume",
+    "cleaning the kitchen",
+    "studying for exams",
+    "painting a room",
+    "playing chess",
+    "training a puppy",
+    "learning to swim",
+    "planning a trip",
+    "keeping a journal",
 ]
 
 

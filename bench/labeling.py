@@ -16,6 +16,7 @@ votes (a real server, `launch.py --model tiny`, in a subprocess):
 
 Last line: RESULT pair_ratio=... gen_ratio=... vote_p50_ms=... vote_p99_ms=... lost=...
 """
+
 from __future__ import annotations
 
 import argparse
@@ -75,9 +76,11 @@ def bench_generation(data_dir: Path, new_tokens: int, reps: int) -> tuple[float,
 
     started = time.perf_counter()
     model, tokenizer = in_fresh_thread(lambda: load_model(provision_default_model(data_dir, progress=False)))
-    say(f"gen: default model ready in {time.perf_counter() - started:.1f} s "
+    say(
+        f"gen: default model ready in {time.perf_counter() - started:.1f} s "
         f"({str(model.dtype).removeprefix('torch.')}, torch threads={torch.get_num_threads()}, "
-        f"{new_tokens} new tokens per answer, {reps} reps)")
+        f"{new_tokens} new tokens per answer, {reps} reps)"
+    )
     sampling = SamplingParams(max_new_tokens=new_tokens)  # the labeling defaults: temperature 0.7, top_p 0.9
     force = {"min_new_tokens": new_tokens}
     input_ids = prepare_chat(tokenizer, model, PROMPT, new_tokens).input_ids
@@ -86,8 +89,13 @@ def bench_generation(data_dir: Path, new_tokens: int, reps: int) -> tuple[float,
         ids = input_ids.expand(rows, -1).contiguous()
         t0 = time.perf_counter()
         with torch.inference_mode():
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
-                                 pad_token_id=tokenizer.pad_token_id, **sampling.generate_kwargs(), **force)
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                pad_token_id=tokenizer.pad_token_id,
+                **sampling.generate_kwargs(),
+                **force,
+            )
         elapsed = time.perf_counter() - t0
         assert out.shape[1] - ids.shape[1] == new_tokens
         return elapsed
@@ -134,39 +142,57 @@ def bench_generation(data_dir: Path, new_tokens: int, reps: int) -> tuple[float,
         for rep in range(1, reps + 1):
             for name, run in (("raw1", lambda: raw(1)), ("chat", chat), ("pair", pair), ("raw2", lambda: raw(2))):
                 times[name].append(run())
-            say(f"gen: rep {rep}/{reps}: " + " ".join(
-                f"{name}={values[-1]:.2f}s" for name, values in times.items())
-                + f" (load avg {os.getloadavg()[0]:.2f})")
+            say(
+                f"gen: rep {rep}/{reps}: "
+                + " ".join(f"{name}={values[-1]:.2f}s" for name, values in times.items())
+                + f" (load avg {os.getloadavg()[0]:.2f})"
+            )
     finally:
         gen.PairStreamer.put = original_put
     med = {name: statistics.median(values) for name, values in times.items()}
     spread = max(max(values) / min(values) for values in times.values())
     if spread > 1.3:
-        say(f"gen: WARNING noisy run: one variant's slowest rep took {spread:.1f}x its fastest; other processes "
-            "competed for the CPU (two OpenMP processes on 2 cores slow each other down a lot): rerun when idle")
-    say("gen: medians " + " ".join(f"{name}={value:.3f}s ({new_tokens / value:.1f} tok/s per row)"
-                                   for name, value in med.items()))
-    say(f"gen: streamer overhead {put_seconds[0] / max(put_seconds[1], 1) * 1e6:.0f} us per step "
-        f"(over {put_seconds[1]} steps; a step of the model takes ~{med['raw1'] / new_tokens * 1e3:.0f} ms)")
-    say(f"gen: raw batch-of-2 / batch-of-1 = {med['raw2'] / med['raw1']:.3f}; "
-        f"stream_pair / raw batch-of-2 = {med['pair'] / med['raw2']:.3f}")
+        say(
+            f"gen: WARNING noisy run: one variant's slowest rep took {spread:.1f}x its fastest; other processes "
+            "competed for the CPU (two OpenMP processes on 2 cores slow each other down a lot): rerun when idle"
+        )
+    say(
+        "gen: medians "
+        + " ".join(f"{name}={value:.3f}s ({new_tokens / value:.1f} tok/s per row)" for name, value in med.items())
+    )
+    say(
+        f"gen: streamer overhead {put_seconds[0] / max(put_seconds[1], 1) * 1e6:.0f} us per step "
+        f"(over {put_seconds[1]} steps; a step of the model takes ~{med['raw1'] / new_tokens * 1e3:.0f} ms)"
+    )
+    say(
+        f"gen: raw batch-of-2 / batch-of-1 = {med['raw2'] / med['raw1']:.3f}; "
+        f"stream_pair / raw batch-of-2 = {med['pair'] / med['raw2']:.3f}"
+    )
     # ratios of runs taken back to back (chat right after raw1, pair right after chat): load from other
     # processes changes slowly compared with one run, so per-rep ratios are steadier than ratios of medians
     pair_ratios = [p / c for p, c in zip(times["pair"], times["chat"])]
     gen_ratios = [r / c for r, c in zip(times["raw1"], times["chat"])]
-    say("gen: per-rep pair ratios " + " ".join(f"{r:.3f}" for r in pair_ratios)
-        + "; gen ratios " + " ".join(f"{r:.3f}" for r in gen_ratios))
+    say(
+        "gen: per-rep pair ratios "
+        + " ".join(f"{r:.3f}" for r in pair_ratios)
+        + "; gen ratios "
+        + " ".join(f"{r:.3f}" for r in gen_ratios)
+    )
     best = {name: min(values) for name, values in times.items()}
-    say(f"gen: ratios of medians: pair={med['pair'] / med['chat']:.3f} gen={med['raw1'] / med['chat']:.3f}; "
-        f"of best runs (least disturbed): pair={best['pair'] / best['chat']:.3f} gen={best['raw1'] / best['chat']:.3f}")
+    say(
+        f"gen: ratios of medians: pair={med['pair'] / med['chat']:.3f} gen={med['raw1'] / med['chat']:.3f}; "
+        f"of best runs (least disturbed): pair={best['pair'] / best['chat']:.3f} gen={best['raw1'] / best['chat']:.3f}"
+    )
 
     # the pitfall, shown last because it cannot be undone: once a long-lived thread (here: main) has run
     # torch ops, generation in any other thread slows down
     main_raw = raw_here(1)
     chat_after, raw_after = chat(), raw(1)
-    say(f"gen: pitfall: after torch ran in the (long-lived) main thread: raw generate in main={main_raw:.2f}s, "
+    say(
+        f"gen: pitfall: after torch ran in the (long-lived) main thread: raw generate in main={main_raw:.2f}s, "
         f"then stream_chat={chat_after:.2f}s and raw generate in another thread={raw_after:.2f}s "
-        f"(vs {med['chat']:.2f}s / {med['raw1']:.2f}s before): keep torch work out of threads that stay alive")
+        f"(vs {med['chat']:.2f}s / {med['raw1']:.2f}s before): keep torch work out of threads that stay alive"
+    )
     return statistics.median(pair_ratios), statistics.median(gen_ratios)
 
 
@@ -185,15 +211,21 @@ def bench_votes(seconds: float, labelers: int) -> tuple[float, float, int]:
         started = time.monotonic()
         while time.monotonic() - started < seconds:
             time.sleep(min(5.0, seconds - (time.monotonic() - started)))
-            say(f"votes: t={time.monotonic() - started:.0f}s acknowledged={load.count()} "
-                f"failed={sum(load.failures.values())}")
+            say(
+                f"votes: t={time.monotonic() - started:.0f}s acknowledged={load.count()} "
+                f"failed={sum(load.failures.values())}"
+            )
         load.stop()
         code = server.stop()
         counts = audit(load, data_dir)
-        say(f"votes: server stopped (exit code {code}); {counts['acked']} acknowledged "
-            f"({counts['acked'] / seconds:.0f}/s), failures: {dict(load.failures) or 'none'} {load.first_errors or ''}")
-        say(f"votes: in the database: {counts['stored']} keys; lost={counts['lost']} "
-            f"duplicated={counts['duplicated']} stored-but-not-acknowledged={counts['stored_not_acked']}")
+        say(
+            f"votes: server stopped (exit code {code}); {counts['acked']} acknowledged "
+            f"({counts['acked'] / seconds:.0f}/s), failures: {dict(load.failures) or 'none'} {load.first_errors or ''}"
+        )
+        say(
+            f"votes: in the database: {counts['stored']} keys; lost={counts['lost']} "
+            f"duplicated={counts['duplicated']} stored-but-not-acknowledged={counts['stored_not_acked']}"
+        )
         latencies = load.latencies_ms()
         if not latencies:
             say(f"votes: nothing acknowledged; server log tail:\n{server.log_tail()}")
@@ -203,8 +235,12 @@ def bench_votes(seconds: float, labelers: int) -> tuple[float, float, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_CACHE,
-                        help=f"where the default model is converted once and reused (default {DEFAULT_CACHE})")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_CACHE,
+        help=f"where the default model is converted once and reused (default {DEFAULT_CACHE})",
+    )
     parser.add_argument("--new-tokens", type=int, default=64, help="answer length, forced (default 64)")
     parser.add_argument("--reps", type=int, default=5, help="timed repetitions per variant (default 5)")
     parser.add_argument("--seconds", type=float, default=30, help="how long the labelers vote (default 30)")
@@ -221,8 +257,10 @@ def main() -> None:
     if not args.skip_votes:
         p50, p99, lost = bench_votes(args.seconds, args.labelers)
     fmt = lambda value, digits: "na" if value != value else f"{value:.{digits}f}"  # noqa: E731 (nan -> na)
-    say(f"RESULT pair_ratio={fmt(pair_ratio, 3)} gen_ratio={fmt(gen_ratio, 3)} "
-        f"vote_p50_ms={fmt(p50, 1)} vote_p99_ms={fmt(p99, 1)} lost={lost}")
+    say(
+        f"RESULT pair_ratio={fmt(pair_ratio, 3)} gen_ratio={fmt(gen_ratio, 3)} "
+        f"vote_p50_ms={fmt(p50, 1)} vote_p99_ms={fmt(p99, 1)} lost={lost}"
+    )
 
 
 if __name__ == "__main__":

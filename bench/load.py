@@ -14,6 +14,7 @@ and the DuckDB file is read:
 
 Last line: RESULT labelers=... acked=... lost=... duplicated=... p99_ms=... outage_s=...
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,10 @@ def run(seconds: float, labelers: int, kill_at: float | None, say=say) -> dict[s
     with tempfile.TemporaryDirectory(prefix="studio-load-") as tmp:
         data_dir = Path(tmp) / "data"
         server = StudioProcess(data_dir, Path(tmp) / "server.log")
-        say(f"server up at {server.url} in {server.start():.1f} s; {labelers} labelers voting for {seconds:.0f} s"
-            + (f", SIGKILL at {kill_at:.0f} s" if kill_at is not None else ""))
+        say(
+            f"server up at {server.url} in {server.start():.1f} s; {labelers} labelers voting for {seconds:.0f} s"
+            + (f", SIGKILL at {kill_at:.0f} s" if kill_at is not None else "")
+        )
         load = VoteLoad(server.url, labelers).start()
         started = time.monotonic()
         outage = 0.0
@@ -63,12 +66,18 @@ def run(seconds: float, labelers: int, kill_at: float | None, say=say) -> dict[s
         code = server.stop()
         counts = audit(load, data_dir)
         say(f"server stopped (exit code {code}); failed attempts: {dict(load.failures) or 'none'}")
-        say(f"in the database: {counts['stored']} votes; acknowledged {counts['acked']}, lost {counts['lost']}, "
+        say(
+            f"in the database: {counts['stored']} votes; acknowledged {counts['acked']}, lost {counts['lost']}, "
             f"duplicated {counts['duplicated']}, stored but never acknowledged (in flight at the kill) "
-            f"{counts['stored_not_acked']}")
+            f"{counts['stored_not_acked']}"
+        )
         latencies = load.latencies_ms()
-        return {**counts, "acked_before_kill": before,
-                "p99_ms": percentile(latencies, 99) if latencies else float("nan"), "outage_s": outage}
+        return {
+            **counts,
+            "acked_before_kill": before,
+            "p99_ms": percentile(latencies, 99) if latencies else float("nan"),
+            "outage_s": outage,
+        }
 
 
 def main() -> None:
@@ -79,8 +88,10 @@ def main() -> None:
     args = parser.parse_args()
     kill_at = args.seconds / 2 if args.kill_at is None else (None if args.kill_at < 0 else args.kill_at)
     result = run(args.seconds, args.labelers, kill_at)
-    print(f"RESULT labelers={args.labelers} acked={result['acked']} lost={result['lost']} "
-          f"duplicated={result['duplicated']} p99_ms={result['p99_ms']:.1f} outage_s={result['outage_s']:.1f}")
+    print(
+        f"RESULT labelers={args.labelers} acked={result['acked']} lost={result['lost']} "
+        f"duplicated={result['duplicated']} p99_ms={result['p99_ms']:.1f} outage_s={result['outage_s']:.1f}"
+    )
 
 
 if __name__ == "__main__":

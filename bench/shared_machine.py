@@ -12,6 +12,7 @@ so foreign load is handled explicitly (bench/train_step.py's docstring says how 
 A run is a dict: ``stamps`` {step: wall time at the end of the step}, ``times`` (``step_times(stamps)``) and the
 ``monitor`` that watched it.
 """
+
 from __future__ import annotations
 
 import os
@@ -84,8 +85,11 @@ def wait_for_quiet(label: str, budget: dict) -> float:
     while quiet_windows < 2 and waited < QUIET_WAIT_S and budget["left"] > 0:
         if load > QUIET_CORES and not announced:
             announced = True
-            print(f"  [{label}] other processes use {load:.2f} cores; waiting up to "
-                  f"{min(QUIET_WAIT_S, budget['left']):.0f} s for quiet", flush=True)
+            print(
+                f"  [{label}] other processes use {load:.2f} cores; waiting up to "
+                f"{min(QUIET_WAIT_S, budget['left']):.0f} s for quiet",
+                flush=True,
+            )
         start = time.time()
         load = foreign_load()
         quiet_windows = quiet_windows + 1 if load <= QUIET_CORES else 0
@@ -107,7 +111,7 @@ class LoadMonitor(threading.Thread):
 
         self.proc = psutil.Process(pid)
         self.stop = threading.Event()
-        self.samples: list[tuple[float, float]] = []    # (time, foreign cores over the interval ending then)
+        self.samples: list[tuple[float, float]] = []  # (time, foreign cores over the interval ending then)
         self.child_cpu: list[tuple[float, float]] = []  # (time, the child's cumulative CPU seconds)
 
     def run(self) -> None:
@@ -139,15 +143,23 @@ class LoadMonitor(threading.Thread):
         return points[0][1] if when < points[0][0] else points[-1][1]
 
 
-def run_child(label: str, cmd: list[str], log_path: Path, env: dict, budget: dict,
-              progress: Callable[[], str] | None = None) -> dict:
+def run_child(
+    label: str, cmd: list[str], log_path: Path, env: dict, budget: dict, progress: Callable[[], str] | None = None
+) -> dict:
     """Run one measured process to completion; returns timing facts and the foreign load during it.
     ``progress`` says where the child is (e.g. ", step 3/8"), for the line printed every 15 s."""
     quiet = wait_for_quiet(label, budget)
     started = time.time()
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT,
-                                env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+        )
     monitor = LoadMonitor(proc.pid)
     monitor.start()
     last_report = started
@@ -197,8 +209,9 @@ def attempts(label: str, start_run, spans: list[tuple[int, int]]) -> dict:
     for attempt in range(1, MAX_ATTEMPTS + 1):
         run = start_run(attempt)
         counts = [clean_steps(run, *span) for span in spans]
-        print(f"  [{label}] step times in s ([foreign load in cores] where > {QUIET_CORES}): {fmt_steps(run)}",
-              flush=True)
+        print(
+            f"  [{label}] step times in s ([foreign load in cores] where > {QUIET_CORES}): {fmt_steps(run)}", flush=True
+        )
         loads = step_loads(run)
         in_spans = [loads[k] for k in run["times"] if any(a <= k <= b for a, b in spans)]
         score = (min(counts), -statistics.mean(in_spans or [0.0]))  # more clean steps, then less foreign load
@@ -221,9 +234,13 @@ def clean_median(label: str, run: dict, first: int, last: int) -> float:
     used = clean if len(clean) >= MIN_CLEAN_STEPS else span
     med = statistics.median(run["times"][k] for k in used)
     dirty = sorted(set(span) - set(used))
-    note = (f"steps {','.join(map(str, dirty))} excluded (foreign load)" if dirty and used is clean
-            else "all steps used" if used is clean
-            else f"!! only {len(clean)} step(s) free of foreign load: all used, figure is pessimistic")
+    note = (
+        f"steps {','.join(map(str, dirty))} excluded (foreign load)"
+        if dirty and used is clean
+        else "all steps used"
+        if used is clean
+        else f"!! only {len(clean)} step(s) free of foreign load: all used, figure is pessimistic"
+    )
     print(f"  [{label}] median steps {first}-{last}: {med:.2f} s ({note})", flush=True)
     return med
 
@@ -231,13 +248,14 @@ def clean_median(label: str, run: dict, first: int, last: int) -> float:
 def fmt_steps(run: dict) -> str:
     """'step:seconds' for every step, with the foreign load (cores) of loaded steps in brackets."""
     loads = step_loads(run)
-    return " ".join(f"{k}:{v:.2f}" + (f"[{loads[k]:.1f}]" if loads[k] > QUIET_CORES else "")
-                    for k, v in sorted(run["times"].items()))
+    return " ".join(
+        f"{k}:{v:.2f}" + (f"[{loads[k]:.1f}]" if loads[k] > QUIET_CORES else "")
+        for k, v in sorted(run["times"].items())
+    )
 
 
 def cpu_per_step(run: dict, first: int, last: int) -> float:
     """Median CPU seconds the measured process used per step (diagnostic: less sensitive to foreign load)."""
     stamps, monitor = run["stamps"], run["monitor"]
-    values = [monitor.cpu_at(stamps[k]) - monitor.cpu_at(stamps[k - 1])
-              for k in run["times"] if first <= k <= last]
+    values = [monitor.cpu_at(stamps[k]) - monitor.cpu_at(stamps[k - 1]) for k in run["times"] if first <= k <= last]
     return statistics.median(values) if values else float("nan")

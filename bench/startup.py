@@ -4,6 +4,7 @@ cold: a fresh data dir, so the default model is converted from its GGUF first.
 warm: the same data dir again (model cache present).
 Last line: RESULT cold_s=... warm_s=...
 """
+
 from __future__ import annotations
 
 import sys

@@ -6,6 +6,7 @@ fresh idempotency key. When a request fails (server down, timeout, 5xx) it retri
 key until it is acknowledged or the run is over, as a real client should: that is what makes "acknowledged
 once, stored once" checkable after a crash.
 """
+
 from __future__ import annotations
 
 import collections
@@ -34,8 +35,9 @@ def percentile(sorted_values: list[float], q: float) -> float:
 class StudioProcess:
     """``launch.py --model MODEL`` on a loopback port and a data dir, started, killed and restarted at will."""
 
-    def __init__(self, data_dir: Path, log_path: Path, port: int | None = None, model: str = "tiny",
-                 extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, data_dir: Path, log_path: Path, port: int | None = None, model: str = "tiny", extra: tuple[str, ...] = ()
+    ) -> None:
         self.data_dir, self.log_path, self.model, self.extra = Path(data_dir), Path(log_path), model, tuple(extra)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -44,10 +46,25 @@ class StudioProcess:
     def start(self, timeout: float = 600.0) -> float:
         """Start and wait for /api/health; returns the seconds it took."""
         t0 = time.monotonic()
-        self.proc = launch([sys.executable, str(ROOT / "launch.py"), "--model", self.model, "--data-dir",
-                            str(self.data_dir), "--port", str(self.port), *self.extra],
-                           f"{self.url}/api/health", self.log_path, name="studio server", timeout=timeout, cwd=ROOT,
-                           every=0.1)
+        self.proc = launch(
+            [
+                sys.executable,
+                str(ROOT / "launch.py"),
+                "--model",
+                self.model,
+                "--data-dir",
+                str(self.data_dir),
+                "--port",
+                str(self.port),
+                *self.extra,
+            ],
+            f"{self.url}/api/health",
+            self.log_path,
+            name="studio server",
+            timeout=timeout,
+            cwd=ROOT,
+            every=0.1,
+        )
         return time.monotonic() - t0
 
     def kill(self) -> None:
@@ -76,9 +93,9 @@ class VoteLoad:
 
     url: str
     labelers: int = 20
-    acked: list[tuple[str, float]] = field(default_factory=list)   # (idempotency key, latency s) per 2xx
-    sent_at: list[float] = field(default_factory=list)              # monotonic send time of each acked vote
-    last_ack_wall: float = 0.0                                      # wall clock of the last acknowledgement
+    acked: list[tuple[str, float]] = field(default_factory=list)  # (idempotency key, latency s) per 2xx
+    sent_at: list[float] = field(default_factory=list)  # monotonic send time of each acked vote
+    last_ack_wall: float = 0.0  # wall clock of the last acknowledgement
     failures: collections.Counter = field(default_factory=collections.Counter)
     first_errors: dict[str, str] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -87,8 +104,9 @@ class VoteLoad:
 
     def start(self) -> VoteLoad:
         barrier = threading.Barrier(self.labelers)
-        self._threads = [threading.Thread(target=self._labeler, args=(n, barrier), daemon=True)
-                         for n in range(1, self.labelers + 1)]
+        self._threads = [
+            threading.Thread(target=self._labeler, args=(n, barrier), daemon=True) for n in range(1, self.labelers + 1)
+        ]
         for thread in self._threads:
             thread.start()
         return self
@@ -115,11 +133,15 @@ class VoteLoad:
             i = 0
             while not self._stop.is_set():
                 i += 1
-                body = {"prompt": f"load prompt {n}-{i}: which answer is kinder?",
-                        "answer_a": f"Answer A #{i} from labeler {n}.", "answer_b": f"Answer B #{i}, different.",
-                        "outcome": ("a", "b", "tie")[i % 3], "labeler": f"labeler-{n}",
-                        "idempotency_key": str(uuid.uuid4())}
-                while not self._stop.is_set():       # retry this vote, same key, until acknowledged
+                body = {
+                    "prompt": f"load prompt {n}-{i}: which answer is kinder?",
+                    "answer_a": f"Answer A #{i} from labeler {n}.",
+                    "answer_b": f"Answer B #{i}, different.",
+                    "outcome": ("a", "b", "tie")[i % 3],
+                    "labeler": f"labeler-{n}",
+                    "idempotency_key": str(uuid.uuid4()),
+                }
+                while not self._stop.is_set():  # retry this vote, same key, until acknowledged
                     sent = time.perf_counter()
                     try:
                         response = client.post("/api/votes", json=body)
@@ -136,7 +158,7 @@ class VoteLoad:
                         break
                     self._fail(f"http_{response.status_code}", response.text)
                     if response.status_code < 500:
-                        break                        # the vote itself is wrong: retrying will not help
+                        break  # the vote itself is wrong: retrying will not help
                     time.sleep(0.2)
 
     def latencies_ms(self) -> list[float]:
@@ -150,9 +172,15 @@ def stored_keys(data_dir: Path) -> collections.Counter:
 
     db = Database.in_data_dir(data_dir)
     try:
-        return collections.Counter({row["idempotency_key"]: row["n"] for row in db.query(
-            "SELECT idempotency_key, count(*) AS n FROM preferences"
-            " WHERE idempotency_key IS NOT NULL GROUP BY idempotency_key")})
+        return collections.Counter(
+            {
+                row["idempotency_key"]: row["n"]
+                for row in db.query(
+                    "SELECT idempotency_key, count(*) AS n FROM preferences"
+                    " WHERE idempotency_key IS NOT NULL GROUP BY idempotency_key"
+                )
+            }
+        )
     finally:
         db.close()
 
@@ -161,6 +189,10 @@ def audit(load: VoteLoad, data_dir: Path) -> dict[str, int]:
     """lost = acknowledged but not stored; duplicated = stored more than once (by key or by retry)."""
     stored = stored_keys(data_dir)
     keys = [key for key, _ in load.acked]
-    return {"acked": len(keys), "lost": sum(1 for key in set(keys) if key not in stored),
-            "duplicated": sum(1 for n in stored.values() if n > 1) + len(keys) - len(set(keys)),
-            "stored": len(stored), "stored_not_acked": len(set(stored) - set(keys))}
+    return {
+        "acked": len(keys),
+        "lost": sum(1 for key in set(keys) if key not in stored),
+        "duplicated": sum(1 for n in stored.values() if n > 1) + len(keys) - len(set(keys)),
+        "stored": len(stored),
+        "stored_not_acked": len(set(stored) - set(keys)),
+    }

@@ -4,6 +4,7 @@ Every error a user can cause or meet carries a stable ``code`` (for the API, tes
 message that says what went wrong, and a ``hint`` that says what to do about it. UIs and the REST API
 map these to messages and HTTP statuses; nothing else should need to pattern-match on text.
 """
+
 from __future__ import annotations
 
 

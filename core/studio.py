@@ -4,6 +4,7 @@ One server process hosts the Streamlit console, the Gradio app and the REST API;
 same :class:`Studio` through :func:`current`, so there is one DuckDB connection owner and one model
 cache per process.
 """
+
 from __future__ import annotations
 
 import threading
@@ -43,6 +44,7 @@ _current: Studio | None = None
 # so the run records no creator).
 AFTER_JOB = User(None, "studio", "admin")  # type: ignore[arg-type]
 
+
 class Studio:
     def __init__(self, settings: Settings, model_path: Path | str) -> None:
         self.settings = settings
@@ -55,7 +57,7 @@ class Studio:
         self.reports = ReportWorker(self, compute=compute_report)
         self.safety = ReportWorker(self, compute=evaluate_in_background, name="safety evaluation", paired=False)
         self.benchmarks = ReportWorker(self, compute=benchmark_in_background, name="benchmarks")
-        mark_interrupted(self.db)   # runs a stopped studio left behind never finish
+        mark_interrupted(self.db)  # runs a stopped studio left behind never finish
         self.judge_runs = JudgeRuns(self)
         self.engine = Engine(settings.inference_url, settings.inference_model) if settings.inference_url else None
         self.supervisor.on_new_version = self._on_new_version
@@ -77,13 +79,16 @@ class Studio:
                     self._model_error = exc
                     raise
                 except Exception as exc:  # a broken model dir must not take the server down
-                    self._model_error = ModelError(f"Could not load {self.model_path}: {exc}",
-                                                   hint="check --model or delete the model dir to re-provision")
+                    self._model_error = ModelError(
+                        f"Could not load {self.model_path}: {exc}",
+                        hint="check --model or delete the model dir to re-provision",
+                    )
                     raise self._model_error from exc
             return self._model
 
-    def adapter_rows(self, policy_a: str, policy_b: str) -> tuple[tuple[str | None, str | None] | None,
-                                                                   tuple[int, int]]:
+    def adapter_rows(
+        self, policy_a: str, policy_b: str
+    ) -> tuple[tuple[str | None, str | None] | None, tuple[int, int]]:
         """Hot-swap: make both policies' adapters available on the shared base model (loaded once each,
         the base weights are never reloaded) and return (per-row adapter names, policy ids)."""
         a, b = get_policy(self.db, policy_a), get_policy(self.db, policy_b)
@@ -94,21 +99,32 @@ class Studio:
                     try:
                         model.load_adapter(policy["adapter_path"], adapter_name=policy["name"])
                     except Exception as exc:  # a missing or broken adapter dir must not take the chat down
-                        raise ModelError(f"Cannot load the adapter of {policy['name']}: {exc}",
-                                         hint="the version's files may have been moved or deleted") from exc
+                        raise ModelError(
+                            f"Cannot load the adapter of {policy['name']}: {exc}",
+                            hint="the version's files may have been moved or deleted",
+                        ) from exc
                     self._loaded_adapters.add(policy["name"])
         rows = (a["name"] if a["adapter_path"] else None, b["name"] if b["adapter_path"] else None)
         return (rows if self._loaded_adapters else None), (a["id"], b["id"])
 
-    def pair_stream(self, messages: list[dict[str, str]], sampling: SamplingParams, policy_a: str, policy_b: str,
-                    *, seed: int | None = None, interval: float | Callable[[], float] = 0.0,
-                    ) -> tuple[Iterator[PairUpdate], tuple[int, int]]:
+    def pair_stream(
+        self,
+        messages: list[dict[str, str]],
+        sampling: SamplingParams,
+        policy_a: str,
+        policy_b: str,
+        *,
+        seed: int | None = None,
+        interval: float | Callable[[], float] = 0.0,
+    ) -> tuple[Iterator[PairUpdate], tuple[int, int]]:
         """Two answers of two policy versions, streamed: from the external inference engine when one is set,
         else from the shared in-process model (adapters hot-swapped in). Also returns the policies' ids."""
         if self.engine is not None:
             a, b = get_policy(self.db, policy_a), get_policy(self.db, policy_b)
-            models = (self.engine.model_for(a["name"], a["adapter_path"]),
-                      self.engine.model_for(b["name"], b["adapter_path"]))
+            models = (
+                self.engine.model_for(a["name"], a["adapter_path"]),
+                self.engine.model_for(b["name"], b["adapter_path"]),
+            )
             return self.engine.stream_pair(messages, sampling, models, seed, interval), (a["id"], b["id"])
         rows, ids = self.adapter_rows(policy_a, policy_b)
         model, tokenizer = self.model()
@@ -132,15 +148,21 @@ class Studio:
         target = target_from(s.backup_repo, s.backup_dir, s.backup_public)
         if target is None:
             return None
-        service = BackupService(self.db, s.data_dir, target, s.backup_every,
-                                self.supervisor.running_run_dirs if s.backup_checkpoints else None)
+        service = BackupService(
+            self.db,
+            s.data_dir,
+            target,
+            s.backup_every,
+            self.supervisor.running_run_dirs if s.backup_checkpoints else None,
+        )
         self.supervisor.on_finished = lambda job_id, state: service.request(f"job {job_id} {state}")
         return service.start()
 
     def backup_service(self) -> BackupService:
         """The configured backup, or (none configured) a one-off one to ``<data dir>/backups``."""
-        return self.backup or BackupService(self.db, self.settings.data_dir,
-                                            DirTarget(self.settings.data_dir / "backups"), self.settings.backup_every)
+        return self.backup or BackupService(
+            self.db, self.settings.data_dir, DirTarget(self.settings.data_dir / "backups"), self.settings.backup_every
+        )
 
     def _on_new_version(self, version: str) -> None:
         """A job registered a version: report on it, evaluate its safety (and its parent's, once) so the release
@@ -171,11 +193,13 @@ class Studio:
 
     def warm_up(self) -> None:
         """Load the model in the background so the first chat does not pay for it."""
+
         def run() -> None:
             try:
                 self.model()
             except StudioError:
                 pass  # recorded in model_status()
+
         threading.Thread(target=run, name="model-warm-up", daemon=True).start()
 
     def model_status(self) -> str:
@@ -217,10 +241,10 @@ class Studio:
         self.benchmarks.stop()
         self.judge_runs.stop()
         model = self.loaded_model()
-        if model is not None:   # let the generating thread leave torch before the process exits (else a C++ abort)
+        if model is not None:  # let the generating thread leave torch before the process exits (else a C++ abort)
             scheduler_for(model).idle(timeout=10)
         if self.backup is not None:
-            self.backup.close()   # a last snapshot of what changed, before the database closes
+            self.backup.close()  # a last snapshot of what changed, before the database closes
         self.db.close()
 
 
@@ -233,6 +257,5 @@ def open_studio(settings: Settings, model_path: Path | str) -> Studio:
 
 def current() -> Studio:
     if _current is None:
-        raise StudioError("The studio is not running in this process",
-                          hint="start it with `python launch.py`")
+        raise StudioError("The studio is not running in this process", hint="start it with `python launch.py`")
     return _current

@@ -4,6 +4,7 @@ error (``show_error``) and the "what changed" report (``show_report``).
 
 Pages call core functions for everything they read or write; nothing here (or in any page) runs SQL.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -29,12 +30,15 @@ def data_key(db: Database) -> str:
 
 def not_yet_available(what: str, issue: str) -> None:
     """An honest notice for a page whose feature has not landed yet (no fake content)."""
-    st.info(f"**Not yet available.** {what} arrives with the {issue}. "
-            "Nothing on this page is simulated; it stays empty until then.", icon=":material/construction:")
+    st.info(
+        f"**Not yet available.** {what} arrives with the {issue}. "
+        "Nothing on this page is simulated; it stays empty until then.",
+        icon=":material/construction:",
+    )
 
 
-SIGN_OUT_URL = "/logout"   # app.auth.oauth_forwarders: ends the Hugging Face sign-in (forwarded with OAuth only)
-LABEL_SIGN_OUT_URL = "/label/logout"   # Gradio's own: ends the labeling app's password login
+SIGN_OUT_URL = "/logout"  # app.auth.oauth_forwarders: ends the Hugging Face sign-in (forwarded with OAuth only)
+LABEL_SIGN_OUT_URL = "/label/logout"  # Gradio's own: ends the labeling app's password login
 
 
 def authorization_header() -> str:
@@ -51,8 +55,10 @@ def current_user():
 
     user = credentials_user(current().directory, authorization_header(), None, dict(st.context.cookies))
     if user is None:
-        raise Unauthenticated("You are not logged in (or your session expired)",
-                              hint="reload the page and log in again; nothing you had saved is lost")
+        raise Unauthenticated(
+            "You are not logged in (or your session expired)",
+            hint="reload the page and log in again; nothing you had saved is lost",
+        )
     return user
 
 
@@ -79,8 +85,11 @@ def require_page(name: str):
     user = current_user()
     granted = access.scope(user, f"page:{name}")
     if granted == access.NONE:
-        st.error(f"**This page is for admins.** You are signed in as {user.name} ({user.role}): the pages in the "
-                 "sidebar are the ones you can use. Ask an admin if you need something here.", icon=":material/lock:")
+        st.error(
+            f"**This page is for admins.** You are signed in as {user.name} ({user.role}): the pages in the "
+            "sidebar are the ones you can use. Ask an admin if you need something here.",
+            icon=":material/lock:",
+        )
         st.stop()
     return user, granted
 
@@ -92,8 +101,7 @@ def can(user, resource: str) -> bool:
     return access.can(user, resource)
 
 
-def dataclass_form(cls, key: str, choices: dict | None = None, defaults: dict | None = None,
-                   group: str | None = None):
+def dataclass_form(cls, key: str, choices: dict | None = None, defaults: dict | None = None, group: str | None = None):
     """Widgets generated from a config dataclass (core.config.form_fields: the labeling app reads the same) ->
     the values by field name.
 
@@ -109,39 +117,63 @@ def dataclass_form(cls, key: str, choices: dict | None = None, defaults: dict | 
     for f in form_fields(cls, defaults, group):
         label, help_text, default, wkey = f.label, f.help, f.default, f"{key}-{f.name}"
         if f.name in choices:
-            values[f.name] = tuple(st.multiselect(label, choices[f.name], help=help_text, key=wkey,
-                                                  default=[d for d in default if d in choices[f.name]]))
+            values[f.name] = tuple(
+                st.multiselect(
+                    label,
+                    choices[f.name],
+                    help=help_text,
+                    key=wkey,
+                    default=[d for d in default if d in choices[f.name]],
+                )
+            )
         elif f.kind == "choice":
             options = list(f.options)
-            values[f.name] = st.selectbox(label, options, index=options.index(default) if default in options else 0,
-                                          help=help_text, key=wkey)
+            values[f.name] = st.selectbox(
+                label, options, index=options.index(default) if default in options else 0, help=help_text, key=wkey
+            )
         elif f.kind == "bool":
             values[f.name] = st.checkbox(label, value=bool(default), help=help_text, key=wkey)
         elif f.kind == "date":
             values[f.name] = st.date_input(label, value=None, help=help_text, key=wkey)
         elif f.kind == "optional_float":
             on = st.checkbox(label, value=default is not None, help=help_text, key=wkey + "-on")
-            values[f.name] = st.slider(label, float(f.min if f.min is not None else 0.0),
-                                       float(f.max if f.max is not None else 1.0),
-                                       float(default if default is not None else 0.5), key=wkey,
-                                       label_visibility="collapsed") if on else None
+            values[f.name] = (
+                st.slider(
+                    label,
+                    float(f.min if f.min is not None else 0.0),
+                    float(f.max if f.max is not None else 1.0),
+                    float(default if default is not None else 0.5),
+                    key=wkey,
+                    label_visibility="collapsed",
+                )
+                if on
+                else None
+            )
         elif f.kind in ("int", "float"):
             kind = int if f.kind == "int" else float
             low, high = (None if bound is None else kind(bound) for bound in (f.min, f.max))
             values[f.name] = st.number_input(
-                label, min_value=low, max_value=high, value=kind(default), step=1 if kind is int else None,
-                format=None if kind is int else "%g", help=help_text, key=wkey)
+                label,
+                min_value=low,
+                max_value=high,
+                value=kind(default),
+                step=1 if kind is int else None,
+                format=None if kind is int else "%g",
+                help=help_text,
+                key=wkey,
+            )
         elif f.kind == "sequence":
-            values[f.name] = form_value(f, st.text_input(label, ", ".join(map(str, default)), help=help_text,
-                                                         key=wkey))
+            values[f.name] = form_value(f, st.text_input(label, ", ".join(map(str, default)), help=help_text, key=wkey))
         else:
-            values[f.name] = st.text_input(label, "" if default is None else str(default), help=help_text,
-                                           key=wkey) or None
+            values[f.name] = (
+                st.text_input(label, "" if default is None else str(default), help=help_text, key=wkey) or None
+            )
     return values
 
 
-def filter_form(db: Database, key: str, *, label: str = "Filters", only_labeler: str | None = None,
-                defaults: dict | None = None) -> Filters:
+def filter_form(
+    db: Database, key: str, *, label: str = "Filters", only_labeler: str | None = None, defaults: dict | None = None
+) -> Filters:
     """The training-data filter form (core.data.filters.Filters) in a collapsed expander -> the chosen filters.
 
     One form for every page that builds or exports training data (Train, Data, Export), generated from the
@@ -181,13 +213,21 @@ def shown_errors(stop: bool = False) -> Iterator[None]:
             st.stop()
 
 
-VERDICT_STYLE = {"learned": ("green", ":material/trending_up:"), "no_change": ("gray", ":material/trending_flat:"),
-                 "changed": ("blue", ":material/swap_horiz:"), "mixed": ("violet", ":material/compare_arrows:"),
-                 "regressed": ("red", ":material/trending_down:"), "unmeasured": ("orange", ":material/help:")}
+VERDICT_STYLE = {
+    "learned": ("green", ":material/trending_up:"),
+    "no_change": ("gray", ":material/trending_flat:"),
+    "changed": ("blue", ":material/swap_horiz:"),
+    "mixed": ("violet", ":material/compare_arrows:"),
+    "regressed": ("red", ":material/trending_down:"),
+    "unmeasured": ("orange", ":material/help:"),
+}
 
 
-GATE_STYLE = {"pass": ("green", ":material/check_circle:"), "fail": ("red", ":material/cancel:"),
-              "unknown": ("gray", ":material/help:")}
+GATE_STYLE = {
+    "pass": ("green", ":material/check_circle:"),
+    "fail": ("red", ":material/cancel:"),
+    "unknown": ("gray", ":material/help:"),
+}
 
 
 def show_gate(gate: dict, mode: str) -> None:
@@ -199,8 +239,11 @@ def show_gate(gate: dict, mode: str) -> None:
     if gate["passed"]:
         st.success(head + "passed (no check failed).", icon=":material/verified:")
     else:
-        consequence = ("a Hub push is refused unless an admin overrides it with a reason" if mode == "enforce"
-                       else "pushes are allowed with this warning (STUDIO_RELEASE_GATE=warn)")
+        consequence = (
+            "a Hub push is refused unless an admin overrides it with a reason"
+            if mode == "enforce"
+            else "pushes are allowed with this warning (STUDIO_RELEASE_GATE=warn)"
+        )
         st.error(head + f"failed: {consequence}.", icon=":material/gpp_bad:")
     for check in gate["checks"]:
         color, icon = GATE_STYLE[check["status"]]
@@ -217,14 +260,26 @@ def signature_chart(rows: list[tuple[str, float, str]], key: str, height: int = 
     fig = go.Figure()
     for series in dict.fromkeys(r[2] for r in rows):
         picked = [r for r in rows if r[2] == series]
-        fig.add_bar(name=series, y=[r[0] for r in picked], x=[r[1] - 0.5 for r in picked], base=0.5,
-                    orientation="h", hovertemplate="%{y}: %{x:.0%} more<extra>" + series + "</extra>")
+        fig.add_bar(
+            name=series,
+            y=[r[0] for r in picked],
+            x=[r[1] - 0.5 for r in picked],
+            base=0.5,
+            orientation="h",
+            hovertemplate="%{y}: %{x:.0%} more<extra>" + series + "</extra>",
+        )
     fig.add_vline(x=0.5, line_dash="dot", line_color="gray")
-    fig.update_layout(barmode="group", height=height or 130 + 36 * len({r[0] for r in rows}),
-                      margin=dict(l=10, r=10, t=10, b=50), legend=dict(orientation="h", y=-0.45),
-                      xaxis=dict(range=[0, 1], tickformat=".0%", title=dict(
-                          text="share of pairs / prompts with more of the feature (50% = no preference)",
-                          standoff=4)))
+    fig.update_layout(
+        barmode="group",
+        height=height or 130 + 36 * len({r[0] for r in rows}),
+        margin=dict(l=10, r=10, t=10, b=50),
+        legend=dict(orientation="h", y=-0.45),
+        xaxis=dict(
+            range=[0, 1],
+            tickformat=".0%",
+            title=dict(text="share of pairs / prompts with more of the feature (50% = no preference)", standoff=4),
+        ),
+    )
     st.plotly_chart(fig, key=key)
 
 
@@ -240,27 +295,39 @@ def show_signature_and_movement(report: dict, key: str) -> None:
     signature = m.get("label_signature") or {}
     preferences = signature.get("preferences") or []
     if preferences:
-        st.markdown("**What the training labels prefer:** " + "; ".join(p.removeprefix("your labels prefer ")
-                                                                           for p in preferences))
+        st.markdown(
+            "**What the training labels prefer:** "
+            + "; ".join(p.removeprefix("your labels prefer ") for p in preferences)
+        )
     elif signature:
-        st.caption(f"The {signature.get('pairs', 0)} training pairs show no measurable preference in the answer "
-                   "features (length, lists, refusals, ...; see the README).")
+        st.caption(
+            f"The {signature.get('pairs', 0)} training pairs show no measurable preference in the answer "
+            "features (length, lists, refusals, ...; see the README)."
+        )
     interesting = {t["feature"] for t in signature.get("tests", []) if t.get("direction")}
     interesting |= {t["feature"] for t in m.get("movement") or [] if t.get("direction")}
-    rows = [(t["feature"], share, "training labels: chosen vs rejected")
-            for t in signature.get("tests", []) if t["feature"] in interesting and (share := _share(t)) is not None]
-    rows += [(t["feature"], share, f"answers: {version} vs {against}")
-             for t in m.get("movement") or [] if t["feature"] in interesting and (share := _share(t)) is not None]
+    rows = [
+        (t["feature"], share, "training labels: chosen vs rejected")
+        for t in signature.get("tests", [])
+        if t["feature"] in interesting and (share := _share(t)) is not None
+    ]
+    rows += [
+        (t["feature"], share, f"answers: {version} vs {against}")
+        for t in m.get("movement") or []
+        if t["feature"] in interesting and (share := _share(t)) is not None
+    ]
     if rows:
         signature_chart(rows, key=f"{key}-signature")
     found = report.get("evidence") or []
     if found or report.get("rule"):
         with st.expander(f"Evidence ({len(found)} tests) and the verdict rule"):
             for e in found:
-                says = {"toward": "toward the labels", "against": "against the labels"}.get(e["says"],
-                                                                                          "not significant")
-                st.markdown(f"- **{says}** — {e['text']} (p = {e['p_value']:.2g}, {e['adjusted_p']:.2g} after "
-                            "correction)")
+                says = {"toward": "toward the labels", "against": "against the labels"}.get(
+                    e["says"], "not significant"
+                )
+                st.markdown(
+                    f"- **{says}** — {e['text']} (p = {e['p_value']:.2g}, {e['adjusted_p']:.2g} after correction)"
+                )
             if report.get("rule"):
                 st.caption(report["rule"])
 
@@ -297,27 +364,42 @@ def show_report(report: dict, full: bool, key: str) -> None:
 
     cols = st.columns(5)
     value, delta = pair("accuracy")
-    cols[0].metric("Log-prob ranking accuracy (held-out)", value, delta,
-                   help=f"{m['held_out_pairs']} labeled pairs never trained on; each version ranks chosen vs "
-                        f"rejected by its mean log-probability per token. {against} → {version}. Not DPO's "
-                        "reward accuracy on the Runs page, which asks whether the version moved each pair's "
-                        "chosen answer up more than its rejected one relative to the reference.")
+    cols[0].metric(
+        "Log-prob ranking accuracy (held-out)",
+        value,
+        delta,
+        help=f"{m['held_out_pairs']} labeled pairs never trained on; each version ranks chosen vs "
+        f"rejected by its mean log-probability per token. {against} → {version}. Not DPO's "
+        "reward accuracy on the Runs page, which asks whether the version moved each pair's "
+        "chosen answer up more than its rejected one relative to the reference.",
+    )
     kl = m.get("kl_per_token")
-    cols[1].metric("KL to " + against, "n/a" if kl is None else f"{kl:.3f}", help="nats per token, on the "
-                   f"version's own answers to {m.get('prompts', 0)} held-out prompts")
+    cols[1].metric(
+        "KL to " + against,
+        "n/a" if kl is None else f"{kl:.3f}",
+        help=f"nats per token, on the version's own answers to {m.get('prompts', 0)} held-out prompts",
+    )
     value, delta = pair("length", "{:.0f}")
     cols[2].metric("Answer length (tokens)", value, delta, delta_color="off")
     value, delta = pair("refusal", "{:.0%}")
     cols[3].metric("Refusal rate", value, delta, delta_color="inverse")
     win = m.get("win_rate")
-    cols[4].metric("Win rate vs " + against, "n/a" if win is None else f"{win:.0%}",
-                   help=f"judged by {m['reward_model']}" if m.get("reward_model") else
-                   "no reward model yet: train one (algorithm 'Reward model') to get a judged win rate")
+    cols[4].metric(
+        "Win rate vs " + against,
+        "n/a" if win is None else f"{win:.0%}",
+        help=f"judged by {m['reward_model']}"
+        if m.get("reward_model")
+        else "no reward model yet: train one (algorithm 'Reward model') to get a judged win rate",
+    )
     show_signature_and_movement(report, key)
-    names = [("accuracy", "log-prob ranking accuracy"), ("refusal", "refusal rate"),
-             ("distinct2", "diversity (distinct-2)")]
-    shown = [(label, m.get(f"{n}_against"), m.get(f"{n}_version")) for n, label in names
-             if m.get(f"{n}_version") is not None]
+    names = [
+        ("accuracy", "log-prob ranking accuracy"),
+        ("refusal", "refusal rate"),
+        ("distinct2", "diversity (distinct-2)"),
+    ]
+    shown = [
+        (label, m.get(f"{n}_against"), m.get(f"{n}_version")) for n, label in names if m.get(f"{n}_version") is not None
+    ]
     if shown:
         fig = go.Figure()
         fig.add_bar(name=against, x=[s[0] for s in shown], y=[s[1] for s in shown])
@@ -329,19 +411,25 @@ def show_report(report: dict, full: bool, key: str) -> None:
     safety = report.get("safety")
     if safety:
         unsafe, over = safety["unsafe_rate"], safety["over_refusal_rate"]
-        line = (f"Safety against {safety['against']}: unsafe answers {percent(unsafe['against'])} → "
-                f"{percent(unsafe['version'])}, over-refusals {percent(over['against'])} → {percent(over['version'])}")
+        line = (
+            f"Safety against {safety['against']}: unsafe answers {percent(unsafe['against'])} → "
+            f"{percent(unsafe['version'])}, over-refusals {percent(over['against'])} → {percent(over['version'])}"
+        )
         if safety["worse"]:
             st.error(f"{line}. Less safe: {'; '.join(safety['reasons'])}.", icon=":material/gpp_bad:")
         else:
             st.caption(line + ("" if not safety["notes"] else f" ({'; '.join(safety['notes'])})"))
     bench = report.get("benchmarks")
     if bench and bench.get("against"):
-        line = "Standard benchmarks against {}: {}".format(bench["against"], ", ".join(
-            f"{r['task']} {r['against_value']:.2f} → {r['value']:.2f}" for r in bench["tasks"]))
+        line = "Standard benchmarks against {}: {}".format(
+            bench["against"],
+            ", ".join(f"{r['task']} {r['against_value']:.2f} → {r['value']:.2f}" for r in bench["tasks"]),
+        )
         if bench["regressions"]:
-            st.error(f"{line}. Regressed: {', '.join(r['task'] for r in bench['regressions'])}.",
-                     icon=":material/trending_down:")
+            st.error(
+                f"{line}. Regressed: {', '.join(r['task'] for r in bench['regressions'])}.",
+                icon=":material/trending_down:",
+            )
         else:
             st.caption(line + " (no regression)")
     if full and report.get("examples"):

@@ -5,6 +5,7 @@ only the open tab runs.
 Thin: every number comes from core.labeling.analytics (and the signature and suggestion from core), every change
 goes through core.labeling.moderation.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,9 @@ from pages.data_judges import render_judges
 studio = current()
 db = studio.db
 viewer, _ = require_page("data")
-OUTCOME_COLORS = {OUTCOME_LABELS[o]: color for o, color in zip(analytics.OUTCOMES,
-                                                                ("#4C78A8", "#F58518", "#9D9D9D", "#E45756"))}
+OUTCOME_COLORS = {
+    OUTCOME_LABELS[o]: color for o, color in zip(analytics.OUTCOMES, ("#4C78A8", "#F58518", "#9D9D9D", "#E45756"))
+}
 COUNT_LABELS = {"votes": "Votes", "ratings": "Ratings", "gold_edits": "Gold edits", "thumbs": "Thumbs"}
 
 
@@ -44,12 +46,17 @@ COUNT_LABELS = {"votes": "Votes", "ratings": "Ratings", "gold_edits": "Gold edit
 @st.cache_data(max_entries=4, show_spinner=False)
 def activity(db_path: str, version: str) -> dict[str, Any]:
     """The headline metrics, the activity charts' counts, the labelers table and the item filters' options."""
-    with ThreadPoolExecutor(max_workers=2) as pool:   # DuckDB runs a query without the GIL: reads overlap
+    with ThreadPoolExecutor(max_workers=2) as pool:  # DuckDB runs a query without the GIL: reads overlap
         per_labeler = pool.submit(analytics.labeler_stats, db)
         options = pool.submit(analytics.filter_options, db)
-        return {"summary": analytics.summary(db), "counts": analytics.counts_over_time(db),
-                "aspects": analytics.aspect_distributions(db), "outcomes": analytics.outcome_distribution(db),
-                "labelers": per_labeler.result(), "options": options.result()}
+        return {
+            "summary": analytics.summary(db),
+            "counts": analytics.counts_over_time(db),
+            "aspects": analytics.aspect_distributions(db),
+            "outcomes": analytics.outcome_distribution(db),
+            "labelers": per_labeler.result(),
+            "options": options.result(),
+        }
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
@@ -86,8 +93,13 @@ def agreement_cached(db_path: str, version: str) -> dict[str, Any]:
         outcomes = pool.submit(analytics.outcome_units, db)
         units = analytics.agreement_units(db, ratings=analytics.rating_units(db), outcomes=outcomes.result())
     table = analytics.agreement_table(db, units)
-    return {"table": table, "pairs": {measure: analytics.labeler_pair_agreement(db, measure, units)
-                                      for measure in table.loc[table["overlapping_items"] > 0, "measure"]}}
+    return {
+        "table": table,
+        "pairs": {
+            measure: analytics.labeler_pair_agreement(db, measure, units)
+            for measure in table.loc[table["overlapping_items"] > 0, "measure"]
+        },
+    }
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -103,12 +115,15 @@ def pair_matrices(db_path: str, version: str, measure: str) -> tuple[pd.DataFram
     return analytics.pair_matrix(pairs), analytics.pair_matrix(pairs.assign(agreement=pairs["items"]))
 
 
-def bars(frame: pd.DataFrame, x: str, color: str, title: str, barmode: str = "group",
-         colors: dict[str, str] | None = None) -> go.Figure:
+def bars(
+    frame: pd.DataFrame, x: str, color: str, title: str, barmode: str = "group", colors: dict[str, str] | None = None
+) -> go.Figure:
     """One bar trace per value of ``color`` (in order of appearance), heights from ``count``. Built from graph
     objects: plotly express took ~50 ms per chart, a fifth of a rerun of this page after a new vote."""
-    traces = [go.Bar(x=part[x], y=part["count"], name=str(name), marker_color=(colors or {}).get(str(name)))
-              for name, part in frame.groupby(color, sort=False)]
+    traces = [
+        go.Bar(x=part[x], y=part["count"], name=str(name), marker_color=(colors or {}).get(str(name)))
+        for name, part in frame.groupby(color, sort=False)
+    ]
     return go.Figure(traces, layout=dict(title=title, barmode=barmode, yaxis=dict(title=""), **LAYOUT))
 
 
@@ -131,16 +146,24 @@ def activity_charts(db_path: str, version: str) -> dict[str, Any]:
     outcomes = outcomes[outcomes["count"] > 0]
     donut = None
     if not outcomes.empty:
-        donut = go.Figure(go.Pie(labels=outcomes["outcome"], values=outcomes["count"], hole=0.45, sort=False,
-                                 textinfo="percent+value", automargin=True,   # outside labels stay whole
-                                 marker_colors=[OUTCOME_COLORS[o] for o in outcomes["outcome"]]),
-                          layout=dict(title="Outcomes (as clicked)", **LAYOUT))
+        donut = go.Figure(
+            go.Pie(
+                labels=outcomes["outcome"],
+                values=outcomes["count"],
+                hole=0.45,
+                sort=False,
+                textinfo="percent+value",
+                automargin=True,  # outside labels stay whole
+                marker_colors=[OUTCOME_COLORS[o] for o in outcomes["outcome"]],
+            ),
+            layout=dict(title="Outcomes (as clicked)", **LAYOUT),
+        )
 
     per_labeler = data["labelers"][["labeler", *analytics.OUTCOMES]].melt(
-        id_vars="labeler", var_name="outcome", value_name="count")
+        id_vars="labeler", var_name="outcome", value_name="count"
+    )
     per_labeler["outcome"] = per_labeler["outcome"].map(OUTCOME_LABELS)
-    by_labeler = bars(per_labeler, "labeler", "outcome", "Votes per labeler", barmode="relative",
-                      colors=OUTCOME_COLORS)
+    by_labeler = bars(per_labeler, "labeler", "outcome", "Votes per labeler", barmode="relative", colors=OUTCOME_COLORS)
     by_labeler.update_xaxes(title="", type="category")
 
     aspects = data["aspects"]
@@ -159,12 +182,19 @@ has_labels = summary["votes"] or summary["ratings"]
 
 # ----------------------------------------------------------------------------- metrics (above every tab)
 cols = st.columns(7)
-cols[0].metric("Votes", summary["votes"], delta=f"{summary['votes_today']} today" if summary["votes_today"] else None,
-               help="Live preference votes: undone and redacted votes are not counted.")
+cols[0].metric(
+    "Votes",
+    summary["votes"],
+    delta=f"{summary['votes_today']} today" if summary["votes_today"] else None,
+    help="Live preference votes: undone and redacted votes are not counted.",
+)
 cols[1].metric("Ratings", summary["ratings"], help="Aspect ratings (1-5) given with live votes.")
 cols[2].metric("Labelers", summary["labelers"])
-cols[3].metric("Shared items", summary["overlapping_items"],
-               help="Prompts voted on by at least two labelers: the items agreement is measured on.")
+cols[3].metric(
+    "Shared items",
+    summary["overlapping_items"],
+    help="Prompts voted on by at least two labelers: the items agreement is measured on.",
+)
 cols[4].metric("Gold edits", summary["gold_edits"])
 cols[5].metric("Thumbs", summary["thumbs"])
 cols[6].metric("API feedback", summary["scored_feedback"], help="Scored single answers sent to POST /api/feedback.")
@@ -175,8 +205,11 @@ if summary["retracted"]:
 def no_labels_yet() -> bool:
     """Says so when nothing is labeled yet (the analytics tabs have nothing to show); True then."""
     if not has_labels:
-        st.info("No labels yet. Open the [labeling app](/label/) to vote on answers; charts, agreement and "
-                "the item table fill in as votes arrive.", icon=":material/how_to_vote:")
+        st.info(
+            "No labels yet. Open the [labeling app](/label/) to vote on answers; charts, agreement and "
+            "the item table fill in as votes arrive.",
+            icon=":material/how_to_vote:",
+        )
     return not has_labels
 
 
@@ -187,8 +220,10 @@ def overview_tab() -> None:
         st.success(suggestion.text, icon=":material/model_training:")
         st.page_link("train.py", label="Open the Train page", icon=":material/model_training:")
     else:
-        st.progress(suggestion.new_pairs / (suggestion.new_pairs + suggestion.needed),
-                    text=f"{suggestion.text} ({suggestion.needed} more labels needed)")
+        st.progress(
+            suggestion.new_pairs / (suggestion.new_pairs + suggestion.needed),
+            text=f"{suggestion.text} ({suggestion.needed} more labels needed)",
+        )
 
     if no_labels_yet():
         return
@@ -209,15 +244,26 @@ def overview_tab() -> None:
         right.plotly_chart(charts["aspects"], width="stretch")
 
     st.dataframe(
-        figures["labelers"].drop(columns=["labeler_id"]), hide_index=True, width="stretch",
+        figures["labelers"].drop(columns=["labeler_id"]),
+        hide_index=True,
+        width="stretch",
         column_config={
-            "labeler": "Labeler", "votes": "Votes", "today": "Today", "a": "A", "b": "B", "tie": "Tie",
-            "both_bad": "Both bad", "ratings": "Ratings",
+            "labeler": "Labeler",
+            "votes": "Votes",
+            "today": "Today",
+            "a": "A",
+            "b": "B",
+            "tie": "Tie",
+            "both_bad": "Both bad",
+            "ratings": "Ratings",
             "tie_share": st.column_config.ProgressColumn("Tie share", format="percent", min_value=0, max_value=1),
-            "both_bad_share": st.column_config.ProgressColumn("Both-bad share", format="percent",
-                                                              min_value=0, max_value=1),
+            "both_bad_share": st.column_config.ProgressColumn(
+                "Both-bad share", format="percent", min_value=0, max_value=1
+            ),
             "last_active": st.column_config.DatetimeColumn("Last active", format="YYYY-MM-DD HH:mm"),
-        }, placeholder="")
+        },
+        placeholder="",
+    )
 
 
 def preferences_tab() -> None:
@@ -227,24 +273,34 @@ def preferences_tab() -> None:
     own_signature = access.owner_filter(viewer, "data.training_set") is not None
     whose = viewer.name if own_signature else None
     if not own_signature and len(figures["labelers"]) > 1:
-        picked = st.selectbox("Labels of", ["everyone", *figures["labelers"]["labeler"].tolist()],
-                              key="signature-labeler",
-                              help="Labelers who disagree cancel each other out: look at each one's labels too.")
+        picked = st.selectbox(
+            "Labels of",
+            ["everyone", *figures["labelers"]["labeler"].tolist()],
+            key="signature-labeler",
+            help="Labelers who disagree cancel each other out: look at each one's labels too.",
+        )
         whose = None if picked == "everyone" else picked
-    signature = label_signature_cached(str(db.path), whose, version) if whose \
-        else everyone_signature(str(db.path), version)
-    st.caption(f"Over {signature['pairs']} preference pairs{' of yours' if own_signature else ''}: per answer "
-               "feature, how often the chosen answer has more of it than the rejected one (sign test, "
-               "Holm-corrected over the features; definitions in the README, \u201cWhat the labels prefer\u201d).")
+    signature = (
+        label_signature_cached(str(db.path), whose, version) if whose else everyone_signature(str(db.path), version)
+    )
+    st.caption(
+        f"Over {signature['pairs']} preference pairs{' of yours' if own_signature else ''}: per answer "
+        "feature, how often the chosen answer has more of it than the rejected one (sign test, "
+        "Holm-corrected over the features; definitions in the README, \u201cWhat the labels prefer\u201d)."
+    )
     if signature["preferences"]:
         for line in signature["preferences"]:
             st.markdown(f"- {line}")
         picked = [t for t in signature["tests"] if t["direction"]]
-        signature_chart([(t["feature"], t["more"] / (t["more"] + t["less"]), "chosen vs rejected")
-                         for t in picked], key="data-signature")
+        signature_chart(
+            [(t["feature"], t["more"] / (t["more"] + t["less"]), "chosen vs rejected") for t in picked],
+            key="data-signature",
+        )
     else:
-        st.caption("No measurable preference yet in the answer features: either the labels prefer something the "
-                   "features do not capture (facts, tone), or there are too few pairs to tell.")
+        st.caption(
+            "No measurable preference yet in the answer features: either the labels prefer something the "
+            "features do not capture (facts, tone), or there are too few pairs to tell."
+        )
 
 
 def agreement_tab() -> None:
@@ -254,20 +310,30 @@ def agreement_tab() -> None:
     found = agreement_cached(str(db.path), version)
     agreement = found["table"]
     if not agreement["overlapping_items"].any():
-        st.info("No item has been labeled by two people yet, so agreement cannot be measured. Give a queue "
-                "an overlap of 2 or more so each prompt goes to several labelers.", icon=":material/group:")
+        st.info(
+            "No item has been labeled by two people yet, so agreement cannot be measured. Give a queue "
+            "an overlap of 2 or more so each prompt goes to several labelers.",
+            icon=":material/group:",
+        )
     else:
         st.dataframe(
-            agreement, hide_index=True, width="stretch",
+            agreement,
+            hide_index=True,
+            width="stretch",
             column_config={
-                "measure": "Measure", "level": "Level",
+                "measure": "Measure",
+                "level": "Level",
                 "overlapping_items": st.column_config.NumberColumn(
-                    "Overlapping items", help="Items (or answers, for aspects) labeled by at least two people"),
+                    "Overlapping items", help="Items (or answers, for aspects) labeled by at least two people"
+                ),
                 "labels": st.column_config.NumberColumn("Labels", help="Labels on those items"),
                 "pairwise_agreement": st.column_config.NumberColumn(
-                    "Pairwise agreement", format="percent", help="Share of labeler pairs that gave the same label"),
+                    "Pairwise agreement", format="percent", help="Share of labeler pairs that gave the same label"
+                ),
                 "alpha": st.column_config.NumberColumn("Krippendorff's α", format="%.2f"),
-            }, placeholder="")
+            },
+            placeholder="",
+        )
         st.caption(
             "**Pairwise agreement** is how often two labelers gave exactly the same label to the same item; it "
             "is inflated when one label dominates. **Krippendorff's α** corrects for that chance agreement: "
@@ -275,21 +341,39 @@ def agreement_tab() -> None:
             "called reliable, below 0.67 tentative. Outcome is nominal (a / b / tie / both bad; swapped "
             "pairs are aligned); aspects are ordinal 1-5, so near misses count less than far ones. Empty α: "
             "not enough overlap or no variation at all. Aspect ratings are compared per shared answer, "
-            "otherwise per prompt and side (different answers: a lower bound).")
+            "otherwise per prompt and side (different answers: a lower bound)."
+        )
 
         measures = agreement.loc[agreement["overlapping_items"] > 0, "measure"].tolist()
-        measure = st.selectbox("Labeler-pair agreement on", measures, key="pair_measure") if len(measures) > 1 \
+        measure = (
+            st.selectbox("Labeler-pair agreement on", measures, key="pair_measure")
+            if len(measures) > 1
             else measures[0]
+        )
         pairs = found["pairs"][measure]
         matrix, shared = pair_matrices(str(db.path), version, measure)
         if len(matrix) >= 2 and pairs["items"].any():
-            fig = go.Figure(go.Heatmap(
-                z=matrix.values, x=matrix.columns, y=matrix.index, zmin=0, zmax=1, colorscale="RdYlGn",
-                texttemplate="%{z:.0%}", customdata=shared.values, colorbar=dict(title="", tickformat=".0%"),
-                hovertemplate="%{y} × %{x}<br>agreement %{z:.0%}<br>%{customdata} shared items<extra></extra>"),
-                layout=dict(title=f"Labeler-pair agreement ({measure}); hover for shared items",
-                            height=max(260, 60 * len(matrix) + 120), yaxis=dict(autorange="reversed", type="category"),
-                            xaxis=dict(type="category"), margin=dict(l=10, r=10, t=40, b=10)))
+            fig = go.Figure(
+                go.Heatmap(
+                    z=matrix.values,
+                    x=matrix.columns,
+                    y=matrix.index,
+                    zmin=0,
+                    zmax=1,
+                    colorscale="RdYlGn",
+                    texttemplate="%{z:.0%}",
+                    customdata=shared.values,
+                    colorbar=dict(title="", tickformat=".0%"),
+                    hovertemplate="%{y} × %{x}<br>agreement %{z:.0%}<br>%{customdata} shared items<extra></extra>",
+                ),
+                layout=dict(
+                    title=f"Labeler-pair agreement ({measure}); hover for shared items",
+                    height=max(260, 60 * len(matrix) + 120),
+                    yaxis=dict(autorange="reversed", type="category"),
+                    xaxis=dict(type="category"),
+                    margin=dict(l=10, r=10, t=40, b=10),
+                ),
+            )
             st.plotly_chart(fig, width="stretch")
             st.caption("Exact-match share on the items both labelers labeled; blank: no shared items.")
         else:
@@ -306,14 +390,20 @@ def items_tab() -> None:
     if own_items is not None:
         # a labeler reviews their own items only; the charts show aggregates, never another's text
         labeler_names = {name: i for name, i in labeler_names.items() if i == own_items}
-        labeler = row1[0].selectbox("Labeler", list(labeler_names) or ["(you have no items yet)"], key="f_labeler",
-                                    disabled=True, help="Labelers see their own items; admins see everyone's")
+        labeler = row1[0].selectbox(
+            "Labeler",
+            list(labeler_names) or ["(you have no items yet)"],
+            key="f_labeler",
+            disabled=True,
+            help="Labelers see their own items; admins see everyone's",
+        )
         if not labeler_names:
-            labeler_names = {labeler: -1}   # matches no vote
+            labeler_names = {labeler: -1}  # matches no vote
     else:
         labeler = row1[0].selectbox("Labeler", ["All", *labeler_names], key="f_labeler")
-    outcome = row1[1].selectbox("Outcome", ["All", *analytics.OUTCOMES], key="f_outcome",
-                                format_func=lambda o: OUTCOME_LABELS.get(o, o))
+    outcome = row1[1].selectbox(
+        "Outcome", ["All", *analytics.OUTCOMES], key="f_outcome", format_func=lambda o: OUTCOME_LABELS.get(o, o)
+    )
     flag = row1[2].selectbox("Flag", ["All", *options["flags"]], key="f_flag")
     source = row1[3].selectbox("Source", ["All", *options["sources"]], key="f_source")
     days = row1[4].date_input("Dates", value=(), key="f_days", help="Pick a start and an end day")
@@ -323,28 +413,44 @@ def items_tab() -> None:
 
     days = list(days) if isinstance(days, (list, tuple)) else [days]
     items = recent_cached(
-        str(db.path), version, labeler_id=labeler_names.get(labeler), outcome=None if outcome == "All" else outcome,
-        flag=None if flag == "All" else flag, source=None if source == "All" else source,
-        since=days[0] if days else None, until=days[-1] if days else None, search=search or None, limit=int(limit))
+        str(db.path),
+        version,
+        labeler_id=labeler_names.get(labeler),
+        outcome=None if outcome == "All" else outcome,
+        flag=None if flag == "All" else flag,
+        source=None if source == "All" else source,
+        since=days[0] if days else None,
+        until=days[-1] if days else None,
+        search=search or None,
+        limit=int(limit),
+    )
     if items.empty:
         st.caption("No items match." if has_labels else "No votes yet.")
     else:
         st.dataframe(
-            items.assign(outcome=items["outcome"].map(OUTCOME_LABELS)), hide_index=True, width="stretch",
+            items.assign(outcome=items["outcome"].map(OUTCOME_LABELS)),
+            hide_index=True,
+            width="stretch",
             column_config={
                 "preference_id": st.column_config.NumberColumn("Vote id", format="%d"),
                 "created_at": st.column_config.DatetimeColumn("Created", format="YYYY-MM-DD HH:mm"),
-                "labeler": "Labeler", "outcome": "Outcome",
+                "labeler": "Labeler",
+                "outcome": "Outcome",
                 "prompt": st.column_config.TextColumn("Prompt", width="medium"),
                 "answer_a": st.column_config.TextColumn("Answer A", width="medium"),
                 "answer_b": st.column_config.TextColumn("Answer B", width="medium"),
-                "ratings": "Ratings", "flags": "Flags", "note": "Note", "source": "Source",
+                "ratings": "Ratings",
+                "flags": "Flags",
+                "note": "Note",
+                "source": "Source",
                 "labeler_id": None,
                 "prompt_id": st.column_config.NumberColumn("Prompt id", format="%d"),
                 "conversation_id": st.column_config.NumberColumn("Conversation id", format="%d"),
                 "candidate_a": st.column_config.NumberColumn("Candidate A id", format="%d"),
                 "candidate_b": st.column_config.NumberColumn("Candidate B id", format="%d"),
-            }, placeholder="")
+            },
+            placeholder="",
+        )
         st.caption(f"{len(items)} item(s), newest first. The ids are what the redaction form below takes.")
 
     st.subheader("Redact an item")
@@ -355,15 +461,22 @@ def items_tab() -> None:
         done = st.session_state.pop("redaction_result", None)
         if done is not None:
             (st.success if done["redacted"] else st.info)(done["message"])
-        st.caption("Redaction deletes the text for good (it becomes “[redacted]”) and removes the item from "
-                   "analytics and training data. The audit log records who, what and why, never the text.")
+        st.caption(
+            "Redaction deletes the text for good (it becomes “[redacted]”) and removes the item from "
+            "analytics and training data. The audit log records who, what and why, never the text."
+        )
         with st.form("redact", clear_on_submit=False):
             c1, c2 = st.columns([1, 1])
-            kind = c1.selectbox("Kind", moderation.KINDS, help="vote (preference), prompt, answer (candidate) "
-                                "or a whole conversation; see the id columns of the table above")
+            kind = c1.selectbox(
+                "Kind",
+                moderation.KINDS,
+                help="vote (preference), prompt, answer (candidate) "
+                "or a whole conversation; see the id columns of the table above",
+            )
             item_id = c2.number_input("Id", min_value=1, step=1, value=None, placeholder="e.g. 12")
-            reason = st.text_input("Reason", placeholder="e.g. contains a phone number",
-                                   max_chars=moderation.MAX_REASON_CHARS)
+            reason = st.text_input(
+                "Reason", placeholder="e.g. contains a phone number", max_chars=moderation.MAX_REASON_CHARS
+            )
             confirm = st.checkbox("I understand the text is deleted and cannot be restored")
             submitted = st.form_submit_button("Redact", type="primary")
         if submitted:
@@ -383,30 +496,45 @@ def items_tab() -> None:
             if audit.empty:
                 st.caption("Nothing recorded yet: redactions, undos, imports and edits appear here.")
             else:
-                st.dataframe(audit, hide_index=True, width="stretch", placeholder="",
-                             column_config={"id": None,
-                                            "created_at": st.column_config.DatetimeColumn("When",
-                                                                                          format="YYYY-MM-DD HH:mm"),
-                                            "user": "By", "action": "Action", "target_table": "Table",
-                                            "target_id": st.column_config.NumberColumn("Id", format="%d"),
-                                            "details": st.column_config.TextColumn("Details", width="large")})
+                st.dataframe(
+                    audit,
+                    hide_index=True,
+                    width="stretch",
+                    placeholder="",
+                    column_config={
+                        "id": None,
+                        "created_at": st.column_config.DatetimeColumn("When", format="YYYY-MM-DD HH:mm"),
+                        "user": "By",
+                        "action": "Action",
+                        "target_table": "Table",
+                        "target_id": st.column_config.NumberColumn("Id", format="%d"),
+                        "details": st.column_config.TextColumn("Details", width="large"),
+                    },
+                )
 
     own_feedback = access.owner_filter(viewer, "data.scored_feedback")
     st.subheader("Recent scored feedback" if own_feedback is None else "Your recent scored feedback")
     recent = recent_feedback(db, own_feedback)
     if recent:
-        st.dataframe(pd.DataFrame(recent), hide_index=True, width="stretch", placeholder="",
-                     column_config={"created_at": st.column_config.DatetimeColumn("created_at",
-                                                                                  format="YYYY-MM-DD HH:mm")})
+        st.dataframe(
+            pd.DataFrame(recent),
+            hide_index=True,
+            width="stretch",
+            placeholder="",
+            column_config={"created_at": st.column_config.DatetimeColumn("created_at", format="YYYY-MM-DD HH:mm")},
+        )
     else:
-        st.caption("No feedback yet. Send some with `POST /api/feedback` "
-                   '(`{"prompt": ..., "response": ..., "score": 0.8}`).')
+        st.caption(
+            'No feedback yet. Send some with `POST /api/feedback` (`{"prompt": ..., "response": ..., "score": 0.8}`).'
+        )
 
 
 def training_data_tab() -> None:
     """The labels as the training jobs will see them: a preview and a download."""
-    st.caption("What the training jobs will see: the labels turned into TRL datasets (conversational "
-               "format). How each label maps is explained in the README (“Labels → training data”).")
+    st.caption(
+        "What the training jobs will see: the labels turned into TRL datasets (conversational "
+        "format). How each label maps is explained in the README (“Labels → training data”)."
+    )
     own_labels = access.owner_filter(viewer, "data.training_set") is not None
     if own_labels:
         st.caption("Built from your own labels only; admins build from everyone's.")
@@ -418,21 +546,32 @@ def training_data_tab() -> None:
         with shown_errors():
             built = KINDS[kind].dataset(studio.db, filters)
             rows = built.dataset.to_list()
-            st.write(f"**{len(rows)} rows.** Skipped: "
-                     + (", ".join(f"{k}: {v}" for k, v in built.stats["skipped"].items()) or "nothing"))
+            st.write(
+                f"**{len(rows)} rows.** Skipped: "
+                + (", ".join(f"{k}: {v}" for k, v in built.stats["skipped"].items()) or "nothing")
+            )
             if rows:
                 st.json(rows[0], expanded=False)
-                st.download_button("Download JSONL", "\n".join(json.dumps(r, default=str) for r in rows),
-                                   file_name=f"{kind}.jsonl", mime="application/jsonl")
+                st.download_button(
+                    "Download JSONL",
+                    "\n".join(json.dumps(r, default=str) for r in rows),
+                    file_name=f"{kind}.jsonl",
+                    mime="application/jsonl",
+                )
 
 
 # ----------------------------------------------------------------------------- the tabs
 # Lazy: only the open tab runs (on_change="rerun"), so a visit after a new vote recomputes what that tab shows and
 # the browser draws one tab's charts, not the whole page's.
-TABS = {"Overview": overview_tab, "What the labels prefer": preferences_tab, "Agreement": agreement_tab,
-        "Items": items_tab, "Training data": training_data_tab,
-        "AI judges": lambda: render_judges(studio, viewer),
-        "Import": lambda: render_import(db, viewer if can(viewer, "data.import") else None)}
+TABS = {
+    "Overview": overview_tab,
+    "What the labels prefer": preferences_tab,
+    "Agreement": agreement_tab,
+    "Items": items_tab,
+    "Training data": training_data_tab,
+    "AI judges": lambda: render_judges(studio, viewer),
+    "Import": lambda: render_import(db, viewer if can(viewer, "data.import") else None),
+}
 for tab, render in zip(st.tabs(list(TABS), key="data_tab", on_change="rerun"), TABS.values()):
     if tab.open:
         with tab:

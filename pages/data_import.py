@@ -3,6 +3,7 @@
 Not a page of its own (console.py lists the pages); pages/data.py calls :func:`render_import`. Thin:
 reading, detection and writing all live in core.data (import_files, import_formats, datasets_io).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -50,8 +51,13 @@ def _inspect(uploads: list[Any]) -> dict[str, Any]:
     digest = hashlib.sha256()
     for upload in sorted(uploads, key=lambda u: u.name):
         digest.update(upload.name.encode() + b"\0" + upload.getvalue())
-    entry: dict[str, Any] = {"key": key, "filename": PurePosixPath(uploads[0].name).parts[0],
-                             "sha256": digest.hexdigest(), "parsed": None, "error": None}
+    entry: dict[str, Any] = {
+        "key": key,
+        "filename": PurePosixPath(uploads[0].name).parts[0],
+        "sha256": digest.hexdigest(),
+        "parsed": None,
+        "error": None,
+    }
     with tempfile.TemporaryDirectory(prefix="studio-upload-") as tmp:
         try:
             path = _write_uploads(uploads, Path(tmp))
@@ -92,18 +98,33 @@ def render_import(db: Database, user: Any, on_imported: Callable[[], None] = lam
         "(`score_chosen`/`score_rejected`), OpenAssistant trees or oasst1 rows (ranked replies become "
         "pairs) and plain prompt lists. Pairs become votes with source `import:<name>`, so they feed every "
         "training set and can be filtered by source. Nothing is written until you confirm; the import is "
-        "one transaction.")
-    folder = st.radio("Upload", ["a file", "a folder saved with save_to_disk"], horizontal=True,
-                      key="import_kind") != "a file"
-    uploads = st.file_uploader("Dataset folder", accept_multiple_files="directory", key="import_folder") \
-        if folder else [f for f in [st.file_uploader("Dataset file", type=FILE_TYPES, key="import_file")] if f]
+        "one transaction."
+    )
+    folder = (
+        st.radio("Upload", ["a file", "a folder saved with save_to_disk"], horizontal=True, key="import_kind")
+        != "a file"
+    )
+    uploads = (
+        st.file_uploader("Dataset folder", accept_multiple_files="directory", key="import_folder")
+        if folder
+        else [f for f in [st.file_uploader("Dataset file", type=FILE_TYPES, key="import_file")] if f]
+    )
     if not uploads:
         sources = datasets_io.imported_sources(db)
         if sources:
             st.caption("Imported so far (filter training data by these sources):")
-            st.dataframe(pd.DataFrame(sources), hide_index=True, width="stretch",
-                         column_config={"source": "Source", "pairs": "Pairs", "labeled": "Labeled answers (KTO)",
-                                        "prompts": "Prompts"}, placeholder="")
+            st.dataframe(
+                pd.DataFrame(sources),
+                hide_index=True,
+                width="stretch",
+                column_config={
+                    "source": "Source",
+                    "pairs": "Pairs",
+                    "labeled": "Labeled answers (KTO)",
+                    "prompts": "Prompts",
+                },
+                placeholder="",
+            )
         return
     with st.spinner("Reading the file and detecting its shape…"):
         entry = _inspect(uploads)
@@ -114,8 +135,13 @@ def render_import(db: Database, user: Any, on_imported: Callable[[], None] = lam
     parsed: Parsed = entry["parsed"]
     (st.warning if parsed.errors else st.info)(parsed.describe(), icon=":material/fact_check:")
     if parsed.errors:
-        st.dataframe(pd.DataFrame(parsed.errors[:PREVIEW_ERRORS]), hide_index=True, width="stretch", placeholder="",
-                     column_config={"row": st.column_config.NumberColumn("Row", format="%d"), "error": "Error"})
+        st.dataframe(
+            pd.DataFrame(parsed.errors[:PREVIEW_ERRORS]),
+            hide_index=True,
+            width="stretch",
+            placeholder="",
+            column_config={"row": st.column_config.NumberColumn("Row", format="%d"), "error": "Error"},
+        )
         if len(parsed.errors) > PREVIEW_ERRORS:
             st.caption(f"… and {len(parsed.errors) - PREVIEW_ERRORS} more bad rows.")
     with st.expander("Preview (first records as they will be stored)"):
@@ -123,34 +149,48 @@ def render_import(db: Database, user: Any, on_imported: Callable[[], None] = lam
 
     try:
         default_name = datasets_io.source_name(None, entry["filename"]).removeprefix("import:")
-    except StudioError:   # a file name with nothing usable in it
+    except StudioError:  # a file name with nothing usable in it
         default_name = "upload"
     with st.form("import_confirm"):
-        name = st.text_input("Source name", value=default_name, key="import_name",
-                             help="Stored as import:<name> on every record; used by the source filter.")
+        name = st.text_input(
+            "Source name",
+            value=default_name,
+            key="import_name",
+            help="Stored as import:<name> on every record; used by the source filter.",
+        )
         queue = None
         if parsed.format == "prompts":
             queues = [q["name"] for q in list_queues(db)]
             picked = st.selectbox("Add the prompts to a labeling queue", [NO_QUEUE, *queues], key="import_queue")
             new_queue = st.text_input("… or a new queue", key="import_new_queue", placeholder="queue name")
             queue = new_queue.strip() or (None if picked == NO_QUEUE else picked)
-        skip_bad = st.checkbox(f"Skip the {len(parsed.errors)} bad row(s) and import the rest",
-                               key="import_skip_bad", disabled=not parsed.errors,
-                               help="Without this, a file with bad rows is not imported at all.")
+        skip_bad = st.checkbox(
+            f"Skip the {len(parsed.errors)} bad row(s) and import the rest",
+            key="import_skip_bad",
+            disabled=not parsed.errors,
+            help="Without this, a file with bad rows is not imported at all.",
+        )
         confirmed = st.form_submit_button("Import", type="primary")
     if confirmed:
         try:
             with st.spinner(f"Importing {parsed.pairs or len(parsed.prompts)} records in one transaction…"):
                 result = datasets_io.import_parsed(
-                    db, parsed, source=datasets_io.source_name(name.strip(), entry["filename"]),
-                    skip_bad=skip_bad, user_id=getattr(user, "id", None), queue=queue,
-                    details={"file": entry["filename"], "sha256": entry["sha256"]})
+                    db,
+                    parsed,
+                    source=datasets_io.source_name(name.strip(), entry["filename"]),
+                    skip_bad=skip_bad,
+                    user_id=getattr(user, "id", None),
+                    queue=queue,
+                    details={"file": entry["filename"], "sha256": entry["sha256"]},
+                )
         except StudioError as exc:
             show_error(exc)
             return
         on_imported()
         st.session_state["import_result"] = (
             f"Imported {entry['filename']} as `{result.source}`: {result.pairs} pairs, {result.labeled} labeled "
-            f"answers, {result.prompts} prompts" + (f" (into queue {queue})" if queue else "")
-            + f"; {result.duplicates} already there; {len(result.skipped_rows)} bad rows skipped.")
+            f"answers, {result.prompts} prompts"
+            + (f" (into queue {queue})" if queue else "")
+            + f"; {result.duplicates} already there; {len(result.skipped_rows)} bad rows skipped."
+        )
         st.rerun()

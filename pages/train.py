@@ -1,5 +1,6 @@
 """Train page (admins): algorithm, parent version, data filters and a hyperparameter form generated from
 the algorithm's config dataclass; dry run first, then launch a background job."""
+
 import pandas as pd
 import streamlit as st
 
@@ -55,17 +56,21 @@ suggestion = suggestion_for(str(studio.db.path), version)
 with st.container(border=True):
     st.markdown(f"**Suggested next step.** {suggestion.text}")
     if suggestion.ready:
-        st.caption("Learning rate, epochs and batch are chosen from the data (the dry run below explains each); "
-                   "20% of prompts are held out, evaluated while training, and used for the 'what changed' "
-                   "report when the job ends.")
+        st.caption(
+            "Learning rate, epochs and batch are chosen from the data (the dry run below explains each); "
+            "20% of prompts are held out, evaluated while training, and used for the 'what changed' "
+            "report when the job ends."
+        )
         if st.button(f"Launch DPO from {suggestion.parent}", icon=":material/rocket_launch:", key="suggested"):
             with shown_errors():
                 job_id = studio.supervisor.submit(suggestion.request, admin)
                 st.success(f"Job #{job_id} queued. Follow it on the Runs page.")
                 st.page_link("runs.py", label="Open Runs", icon=":material/monitoring:")
     else:
-        st.progress(suggestion.new_pairs / (suggestion.new_pairs + suggestion.needed),
-                    text=f"{suggestion.needed} more labels to go")
+        st.progress(
+            suggestion.new_pairs / (suggestion.new_pairs + suggestion.needed),
+            text=f"{suggestion.needed} more labels to go",
+        )
 
 names = list(ALGORITHMS)
 algorithm = st.selectbox("Algorithm", names, index=names.index("dpo"), format_func=lambda n: ALGORITHMS[n].label)
@@ -73,50 +78,63 @@ spec = ALGORITHMS[algorithm]
 st.caption(spec.description)
 left, right = st.columns(2)
 parents = [p["name"] for p in servable_policies(studio.db)]
-parent = left.selectbox("Start from (and compare against)", parents, index=len(parents) - 1,
-                        help="The new version starts from this one, which is also the reference model "
-                             "for DPO, KTO, ORPO and online RL.")
+parent = left.selectbox(
+    "Start from (and compare against)",
+    parents,
+    index=len(parents) - 1,
+    help="The new version starts from this one, which is also the reference model for DPO, KTO, ORPO and online RL.",
+)
 reward_model = None
 if spec.needs_reward_model:
-    reward_models = list(reversed(live_reward_models(studio.db)))   # oldest first: rm1 is the default
+    reward_models = list(reversed(live_reward_models(studio.db)))  # oldest first: rm1 is the default
     if not reward_models:
-        st.warning("Online RL scores its answers with a reward model: train one first (algorithm "
-                   "“Reward model”).", icon=":material/info:")
+        st.warning(
+            "Online RL scores its answers with a reward model: train one first (algorithm “Reward model”).",
+            icon=":material/info:",
+        )
     reward_model = right.selectbox("Reward model", reward_models) if reward_models else None
 
-filters = filter_form(studio.db, f"filters-{algorithm}", label="Data filters",
-                      defaults={"hold_out_percent": HELD_OUT_PERCENT})
+filters = filter_form(
+    studio.db, f"filters-{algorithm}", label="Data filters", defaults={"hold_out_percent": HELD_OUT_PERCENT}
+)
 with shown_errors(stop=True):
     examples = example_count(str(studio.db.path), algorithm, filters, version)
 with st.expander("Launch: one process, several GPUs or machines", expanded=False):
-    st.caption("Written as the job's accelerate config (runs/<id>/accelerate.yaml). Without GPUs, ddp runs CPU "
-               "processes that share the cores; fsdp and DeepSpeed need CUDA GPUs. With several processes each "
-               "accumulates fewer micro-batches, so the effective batch and the steps stay the same.")
+    st.caption(
+        "Written as the job's accelerate config (runs/<id>/accelerate.yaml). Without GPUs, ddp runs CPU "
+        "processes that share the cores; fsdp and DeepSpeed need CUDA GPUs. With several processes each "
+        "accumulates fewer micro-batches, so the effective batch and the steps stay the same."
+    )
     with shown_errors(stop=True):
         launch = LaunchConfig.from_dict(dataclass_form(LaunchConfig, "launch"))
     if launch.num_machines > 1:
-        st.info(f"Start the same job on the other {launch.num_machines - 1} machine(s) with their own rank: "
-                "`accelerate launch --config_file runs/<id>/accelerate.yaml --machine_rank N -m core.training.child "
-                "runs/<id>/config.json` (the run dir copied over).", icon=":material/lan:")
+        st.info(
+            f"Start the same job on the other {launch.num_machines - 1} machine(s) with their own rank: "
+            "`accelerate launch --config_file runs/<id>/accelerate.yaml --machine_rank N -m core.training.child "
+            "runs/<id>/config.json` (the run dir copied over).",
+            icon=":material/lan:",
+        )
 plan = JobRequest(algorithm, parent, {}, filters, reward_model, launch).plan(examples)
 
 with st.expander("Hyperparameters", expanded=True):
     model_params = None
     if studio.model_status() == "ready":
-        model_params = base_parameter_count(studio.model()[0])   # the base alone, whatever adapters are loaded
+        model_params = base_parameter_count(studio.model()[0])  # the base alone, whatever adapters are loaded
         hw = training_defaults(studio.hardware, model_params)
         st.caption(f"Precision and memory follow the detected hardware: {hw['reason']}")
     order = ["algorithm", "training", "lora", "model", "run"]
-    groups = sorted(dict.fromkeys(f.metadata.get("group", "training")
-                                  for f in spec.config_class.__dataclass_fields__.values()),
-                    key=lambda g: order.index(g) if g in order else len(order))
+    groups = sorted(
+        dict.fromkeys(f.metadata.get("group", "training") for f in spec.config_class.__dataclass_fields__.values()),
+        key=lambda g: order.index(g) if g in order else len(order),
+    )
     st.caption(f"Defaults chosen for the data: {plan.summary}. Change any value to override it.")
     form_values = {}
     for tab, group in zip(st.tabs([g.capitalize() for g in groups]), groups):
         with tab:
-            form_values |= dataclass_form(spec.config_class, f"hp-{algorithm}-{examples}", defaults=plan.values,
-                                          group=group)
-    hyperparams = {k: v for k, v in form_values.items() if v != plan.values.get(k)}   # only what the user changed
+            form_values |= dataclass_form(
+                spec.config_class, f"hp-{algorithm}-{examples}", defaults=plan.values, group=group
+            )
+    hyperparams = {k: v for k, v in form_values.items() if v != plan.values.get(k)}  # only what the user changed
 
 request = JobRequest(algorithm, parent, hyperparams, filters, reward_model, launch)
 dry_col, launch_col = st.columns([1, 1])
@@ -137,8 +155,10 @@ if "dry-run" in st.session_state and st.session_state["dry-run"][0] == algorithm
         st.error(f"Refused: {report.reason}")
     details = {**report.data_stats, **{f"skipped: {k}": v for k, v in report.skipped.items()}}
     st.dataframe(pd.DataFrame([details]), hide_index=True, width="stretch", placeholder="")
-    st.markdown(f"**{report.summary}**" + (f" · {report.eval_examples} held-out {unit(spec)} evaluated while "
-                                           "training" if report.eval_examples else ""))
+    st.markdown(
+        f"**{report.summary}**"
+        + (f" · {report.eval_examples} held-out {unit(spec)} evaluated while training" if report.eval_examples else "")
+    )
     for note in report.notes:
         st.info(note, icon=":material/info:")
     # st.table, not st.dataframe: each setting's reason is a sentence, and a data grid cuts it off at the column

@@ -6,6 +6,7 @@ Training runs in child processes that never open the database: they talk to the 
 under ``runs/<id>/``. Every write goes through :meth:`Database.transaction`, so a failed request leaves
 nothing half-written.
 """
+
 from __future__ import annotations
 
 import queue
@@ -25,7 +26,7 @@ from core.errors import StorageError
 T = TypeVar("T")
 DB_FILENAME = "studio.duckdb"
 GROUP_COMMIT_MAX = 64
-_SINGLE = object()   # marks a plain write() in the writer queue (batched writes carry their item)
+_SINGLE = object()  # marks a plain write() in the writer queue (batched writes carry their item)
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 
 
@@ -106,8 +107,7 @@ class Database:
         """
         return self.submit_batched(fn_many, item).result()
 
-    def submit_batched(self, fn_many: Callable[[duckdb.DuckDBPyConnection, list[Any]], list[T]],
-                       item: Any) -> Future:
+    def submit_batched(self, fn_many: Callable[[duckdb.DuckDBPyConnection, list[Any]], list[T]], item: Any) -> Future:
         """:meth:`write_batched` without waiting: the future resolves after the commit (async callers
         await it with ``asyncio.wrap_future`` instead of parking a thread)."""
         return self._enqueue(fn_many, item)
@@ -236,8 +236,10 @@ class Database:
                 cur.execute("INSERT INTO schema_version (version, name) VALUES (?, ?)", [version, name])
             except duckdb.Error as exc:
                 cur.rollback()
-                raise StorageError(f"Migration {name} failed: {exc}", hint="the database was left at "
-                                   f"schema version {current}; fix the migration and restart") from exc
+                raise StorageError(
+                    f"Migration {name} failed: {exc}",
+                    hint=f"the database was left at schema version {current}; fix the migration and restart",
+                ) from exc
             cur.commit()
             current = max(current, version)
         cur.close()
@@ -285,8 +287,9 @@ def restore_backup(backup_dir: Path | str, db_path: Path | str) -> Path:
     """Rebuild a database file from :meth:`Database.backup` output; refuses to overwrite a database."""
     backup_dir, db_path = Path(backup_dir), Path(db_path)
     if not (backup_dir / "schema.sql").is_file() or not (backup_dir / "load.sql").is_file():
-        raise StorageError(f"{backup_dir} is not a studio backup (no schema.sql / load.sql)",
-                           hint="pass the folder a backup wrote")
+        raise StorageError(
+            f"{backup_dir} is not a studio backup (no schema.sql / load.sql)", hint="pass the folder a backup wrote"
+        )
     if db_path.exists():
         raise StorageError(f"{db_path} already exists", hint="restore into a new, empty data dir")
     db_path.parent.mkdir(parents=True, exist_ok=True)
@@ -311,8 +314,10 @@ def exported_row_counts(export_dir: Path | str) -> dict[str, int]:
     so a manifest states what the snapshot holds, not what the live tables held a moment later."""
     conn = duckdb.connect()
     try:
-        return {p.stem: one_value(conn.execute("SELECT count(*) FROM read_parquet(?)", [str(p)]))
-                for p in sorted(Path(export_dir).glob("*.parquet"))}
+        return {
+            p.stem: one_value(conn.execute("SELECT count(*) FROM read_parquet(?)", [str(p)]))
+            for p in sorted(Path(export_dir).glob("*.parquet"))
+        }
     finally:
         conn.close()
 
@@ -326,21 +331,25 @@ def relocate_paths(db: Database, old: str, new: str) -> int:
     old, new = old.rstrip("/") + "/", new.rstrip("/") + "/"
     if old == new:
         return 0
-    columns = db.query("SELECT c.table_name, c.column_name, c.data_type FROM information_schema.columns c"
-                       " JOIN information_schema.tables t ON t.table_name = c.table_name"
-                       " AND t.table_schema = c.table_schema AND t.table_type = 'BASE TABLE'"
-                       " WHERE c.table_schema = 'main' AND c.data_type IN ('VARCHAR', 'JSON')")
+    columns = db.query(
+        "SELECT c.table_name, c.column_name, c.data_type FROM information_schema.columns c"
+        " JOIN information_schema.tables t ON t.table_name = c.table_name"
+        " AND t.table_schema = c.table_schema AND t.table_type = 'BASE TABLE'"
+        " WHERE c.table_schema = 'main' AND c.data_type IN ('VARCHAR', 'JSON')"
+    )
 
     def rewrite(cur: duckdb.DuckDBPyConnection) -> int:
         changed = 0
         for col in columns:
             table, name = f'"{col["table_name"]}"', f'"{col["column_name"]}"'
             if col["data_type"] == "VARCHAR":
-                sql = (f"UPDATE {table} SET {name} = ? || substr({name}, ?) WHERE starts_with({name}, ?)")
+                sql = f"UPDATE {table} SET {name} = ? || substr({name}, ?) WHERE starts_with({name}, ?)"
                 params: list[Any] = [new, len(old) + 1, old]
             else:
-                sql = (f"UPDATE {table} SET {name} = replace(CAST({name} AS VARCHAR), ?, ?)::JSON"
-                       f" WHERE contains(CAST({name} AS VARCHAR), ?)")
+                sql = (
+                    f"UPDATE {table} SET {name} = replace(CAST({name} AS VARCHAR), ?, ?)::JSON"
+                    f" WHERE contains(CAST({name} AS VARCHAR), ?)"
+                )
                 params = ['"' + old, '"' + new, '"' + old]
             changed += one_value(cur.execute(sql, params))
         return changed

@@ -2,6 +2,7 @@
 
 The helpers behind them live in tests/support/ and bench/harness/ (test modules import from there, never
 from this file)."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Settings from CLI flags and STUDIO_* env vars, validated with clear errors."""
+
 from pathlib import Path
 
 import pytest
@@ -18,15 +19,18 @@ def test_cli_flag_beats_env_beats_default(tmp_path):
     assert s.port == 9000 and s.data_dir == tmp_path / "env" and s.model == "tiny"
 
 
-@pytest.mark.parametrize("env, fragment", [
-    ({"STUDIO_PORT": "eighty"}, "STUDIO_PORT"),
-    ({"STUDIO_PORT": "70000"}, "out of range"),
-    ({"STUDIO_HOST": "my host"}, "not an IP address"),
-    ({"STUDIO_AUTH_MODE": "open"}, "Unknown auth mode"),
-    ({"STUDIO_AUTH_MODE": "team", "STUDIO_USERS_FILE": "/no/such/file"}, "users file"),
-    ({"STUDIO_MODEL": "  "}, "model setting is empty"),
-    ({"STUDIO_CHAT_DTYPE": "int8"}, "Unknown chat dtype"),
-])
+@pytest.mark.parametrize(
+    "env, fragment",
+    [
+        ({"STUDIO_PORT": "eighty"}, "STUDIO_PORT"),
+        ({"STUDIO_PORT": "70000"}, "out of range"),
+        ({"STUDIO_HOST": "my host"}, "not an IP address"),
+        ({"STUDIO_AUTH_MODE": "open"}, "Unknown auth mode"),
+        ({"STUDIO_AUTH_MODE": "team", "STUDIO_USERS_FILE": "/no/such/file"}, "users file"),
+        ({"STUDIO_MODEL": "  "}, "model setting is empty"),
+        ({"STUDIO_CHAT_DTYPE": "int8"}, "Unknown chat dtype"),
+    ],
+)
 def test_invalid_settings_are_refused_with_a_hint(env, fragment):
     with pytest.raises(ConfigError) as info:
         load_settings({}, env=env)
@@ -72,11 +76,18 @@ def test_both_uis_generate_one_form_from_a_config_dataclass():
         fast: bool = False
 
     fields = {f.name: f for f in form_fields(Options)}
-    assert {n: f.kind for n, f in fields.items()} == {"loss": "choice", "steps": "int", "margin": "optional_float",
-                                                     "tags": "sequence", "note": "text", "fast": "bool"}
+    assert {n: f.kind for n, f in fields.items()} == {
+        "loss": "choice",
+        "steps": "int",
+        "margin": "optional_float",
+        "tags": "sequence",
+        "note": "text",
+        "fast": "bool",
+    }
     controls = components_for(Options)
     assert [type(c) for c in controls] == [gr.Dropdown, gr.Slider, gr.Number, gr.Textbox, gr.Textbox, gr.Checkbox]
     assert controls[0].choices == [("sigmoid", "sigmoid"), ("ipo", "ipo")] and controls[0].info == "which loss"
     assert build_config(Options, ("sigmoid", 7.0, None, "x, y ,", "", True)) == Options(
-        "sigmoid", 7, None, ("x", "y"), None, True)
+        "sigmoid", 7, None, ("x", "y"), None, True
+    )
     assert build_config(Options, ("ipo", 3, 0.5, "", "hi", False)) == Options("ipo", 3, 0.5, (), "hi", False)

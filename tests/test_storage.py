@@ -1,4 +1,5 @@
 """The DuckDB owner: migrations, transactions, persistence across restarts."""
+
 from __future__ import annotations
 
 import threading
@@ -10,8 +11,20 @@ from core.errors import StorageError
 from storage import db as dbmod
 from storage.db import Database, migration_files
 
-EXPECTED_TABLES = {"users", "prompts", "conversations", "messages", "candidates", "ratings",
-                   "preferences", "feedback", "policies", "jobs", "job_metrics", "schema_version"}
+EXPECTED_TABLES = {
+    "users",
+    "prompts",
+    "conversations",
+    "messages",
+    "candidates",
+    "ratings",
+    "preferences",
+    "feedback",
+    "policies",
+    "jobs",
+    "job_metrics",
+    "schema_version",
+}
 
 
 def tables(db: Database) -> set[str]:
@@ -45,8 +58,10 @@ def test_new_migration_is_applied_to_an_existing_db(tmp_path, monkeypatch):
     monkeypatch.setattr(dbmod, "migration_files", lambda: shipped + [extra])
     db = Database(path)
     assert db.schema_version == extra[0]
-    assert "email" in {r["column_name"] for r in db.query(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = 'users'")}
+    assert "email" in {
+        r["column_name"]
+        for r in db.query("SELECT column_name FROM information_schema.columns WHERE table_name = 'users'")
+    }
     db.close()
 
 
@@ -54,8 +69,7 @@ def test_failed_migration_rolls_back_and_says_which(tmp_path, monkeypatch):
     path = tmp_path / "studio.duckdb"
     Database(path).close()
     shipped = migration_files()
-    broken = (shipped[-1][0] + 1, "999_broken.sql",
-              "CREATE TABLE half_done (x INTEGER); SELECT * FROM no_such_table;")
+    broken = (shipped[-1][0] + 1, "999_broken.sql", "CREATE TABLE half_done (x INTEGER); SELECT * FROM no_such_table;")
     monkeypatch.setattr(dbmod, "migration_files", lambda: shipped + [broken])
     with pytest.raises(StorageError, match="999_broken.sql"):
         Database(path)
@@ -99,8 +113,10 @@ def test_second_process_gets_a_clear_error_not_a_crash(tmp_path):
 
     path = tmp_path / "studio.duckdb"
     db = Database(path)
-    code = ("from storage.db import Database\nfrom core.errors import StorageError\n"
-            f"try:\n    Database({str(path)!r})\nexcept StorageError as e:\n    print(e.code)\n")
+    code = (
+        "from storage.db import Database\nfrom core.errors import StorageError\n"
+        f"try:\n    Database({str(path)!r})\nexcept StorageError as e:\n    print(e.code)\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "storage_error", out.stderr
     db.close()
@@ -116,6 +132,7 @@ def test_group_commit_writes_everything_once_and_isolates_a_failing_call(tmp_pat
                 cur.execute("INSERT INTO users (name) VALUES ('dup')")
                 cur.execute("INSERT INTO users (name) VALUES ('dup')")  # fails: UNIQUE
             return cur.execute("INSERT INTO prompts (text) VALUES (?) RETURNING id", [f"p{i}"]).fetchone()[0]
+
         try:
             results.append(db.write(fn))
         except duckdb.ConstraintException as exc:
@@ -164,8 +181,8 @@ def test_batched_writes_share_calls_keep_order_and_isolate_a_failing_item(tmp_pa
         t.join()
     assert len(errors) == 1 and len(results) == 23
     stored = {r["id"]: r["text"] for r in db.query("SELECT id, text FROM prompts")}
-    assert stored == {results[i]: f"p{i}" for i in results}      # each caller got its own row's id
-    assert max(calls) > 1                                        # concurrent items really were grouped
+    assert stored == {results[i]: f"p{i}" for i in results}  # each caller got its own row's id
+    assert max(calls) > 1  # concurrent items really were grouped
     db.close()
 
 
@@ -187,8 +204,9 @@ def test_backup_while_open_restores_into_a_new_data_dir_with_sequences_intact(tm
     restored = Database(restore_backup(folder, tmp_path / "b" / "studio.duckdb"))
     assert [r["text"] for r in restored.query("SELECT text FROM prompts ORDER BY id")] == ["p0", "p1", "p2"]
     new_id = restored.write(
-        lambda cur: cur.execute("INSERT INTO prompts (text) VALUES ('x') RETURNING id").fetchone()[0])
-    assert new_id == 4                                    # the sequence goes on where it was
+        lambda cur: cur.execute("INSERT INTO prompts (text) VALUES ('x') RETURNING id").fetchone()[0]
+    )
+    assert new_id == 4  # the sequence goes on where it was
     restored.close()
 
 
@@ -197,16 +215,30 @@ def test_the_report_verdicts_migration_keeps_every_report_and_allows_the_new_ver
     shipped = migration_files()
     monkeypatch.setattr(dbmod, "migration_files", lambda: [m for m in shipped if m[0] < 15])
     db = Database(path)
-    db.write(lambda cur: cur.execute("INSERT INTO version_reports (policy_id, against_id, verdict, summary, report)"
-                                     " VALUES (2, 1, 'no_change', 'old line', '{}')"))
+    db.write(
+        lambda cur: cur.execute(
+            "INSERT INTO version_reports (policy_id, against_id, verdict, summary, report)"
+            " VALUES (2, 1, 'no_change', 'old line', '{}')"
+        )
+    )
     with pytest.raises(duckdb.ConstraintException):
-        db.write(lambda cur: cur.execute("INSERT INTO version_reports (policy_id, against_id, verdict, summary,"
-                                         " report) VALUES (2, 1, 'changed', 'x', '{}')"))
+        db.write(
+            lambda cur: cur.execute(
+                "INSERT INTO version_reports (policy_id, against_id, verdict, summary,"
+                " report) VALUES (2, 1, 'changed', 'x', '{}')"
+            )
+        )
     db.close()
     monkeypatch.setattr(dbmod, "migration_files", lambda: shipped)
     db = Database(path)
-    db.write(lambda cur: cur.execute("INSERT INTO version_reports (policy_id, against_id, verdict, summary, report)"
-                                     " VALUES (2, 1, 'changed', 'new line', '{}')"))
+    db.write(
+        lambda cur: cur.execute(
+            "INSERT INTO version_reports (policy_id, against_id, verdict, summary, report)"
+            " VALUES (2, 1, 'changed', 'new line', '{}')"
+        )
+    )
     assert db.query("SELECT verdict, summary FROM version_reports ORDER BY id") == [
-        {"verdict": "no_change", "summary": "old line"}, {"verdict": "changed", "summary": "new line"}]
+        {"verdict": "no_change", "summary": "old line"},
+        {"verdict": "changed", "summary": "new line"},
+    ]
     db.close()

@@ -1,6 +1,7 @@
 """The external inference engine as a process: `transformers serve` (an OpenAI-compatible server that ships with
 transformers) on loopback, started through the one launcher in bench/harness/processes.py. The tests start it
 in float32 (tests/conftest.py's ``engine`` fixture); bench/concurrency.py starts it with continuous batching."""
+
 from __future__ import annotations
 
 import os
@@ -43,10 +44,25 @@ class EngineProcess:
         cache = self.work_dir / "hf-cache"  # it lists cached Hub models; an empty cache lists none
         cache.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
-        command = [str(Path(sys.executable).parent / "transformers"), "serve", self.model, "--host", "127.0.0.1",
-                   "--port", str(self.port), *self.args]
-        self.process = launch(command, f"http://127.0.0.1:{self.port}/health", self.log_path,
-                              name="transformers serve", timeout=timeout, cwd=self.work_dir, env=env)
+        command = [
+            str(Path(sys.executable).parent / "transformers"),
+            "serve",
+            self.model,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            *self.args,
+        ]
+        self.process = launch(
+            command,
+            f"http://127.0.0.1:{self.port}/health",
+            self.log_path,
+            name="transformers serve",
+            timeout=timeout,
+            cwd=self.work_dir,
+            env=env,
+        )
         return self
 
     def stop(self) -> None:

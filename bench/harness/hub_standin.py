@@ -36,6 +36,7 @@ one kind (``whoami``, ``create``, ``info``, ``tree``, ``commits``, ``preupload``
 ``root/{models|datasets}/{ns}/{name}/`` (the head) so tests can assert them; ``commits`` keeps every commit.
 Tokens are never written anywhere.
 """
+
 from __future__ import annotations
 
 import base64
@@ -72,10 +73,10 @@ _ROUTES = [
 @dataclass
 class Repo:
     repo_id: str
-    repo_type: str          # "models" | "datasets"
+    repo_type: str  # "models" | "datasets"
     private: bool
     files: dict[str, bytes] = field(default_factory=dict)
-    commits: list[dict[str, Any]] = field(default_factory=list)   # oldest first; each has "tree": files after it
+    commits: list[dict[str, Any]] = field(default_factory=list)  # oldest first; each has "tree": files after it
 
     @property
     def sha(self) -> str:
@@ -91,7 +92,7 @@ class Repo:
         if re.fullmatch(r"[0-9a-f]{7,40}", rev):
             found = [i for i, c in enumerate(self.commits) if c["oid"].startswith(rev)]
             if len(found) == 1:
-                return self.commits[:found[0] + 1]
+                return self.commits[: found[0] + 1]
         return None
 
     def at(self, rev: str) -> tuple[str, dict[str, bytes]] | None:
@@ -107,8 +108,9 @@ class Repo:
 @dataclass
 class Snapshot:
     """A repo as of one revision: what info, tree and resolve answer from."""
+
     repo: Repo
-    oid: str                # the commit the revision resolves to (X-Repo-Commit, "sha")
+    oid: str  # the commit the revision resolves to (X-Repo-Commit, "sha")
     files: dict[str, bytes]
 
 
@@ -120,7 +122,7 @@ class HubStandin:
         self.tokens = dict(tokens)
         self.orgs = orgs or {}
         self.repos: dict[tuple[str, str], Repo] = {}
-        self.calls: list[tuple[str, str]] = []         # (kind, path): what the client asked for
+        self.calls: list[tuple[str, str]] = []  # (kind, path): what the client asked for
         self._failures: dict[str, list[int]] = {}
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -164,8 +166,9 @@ class HubStandin:
         return [c for repo in self.repos.values() for c in repo.commits]
 
     # -- request handling (called from handler threads) ---------------------------------------------
-    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes,
-               query: dict[str, list[str]] | None = None) -> tuple[int, dict, bytes]:
+    def handle(
+        self, method: str, path: str, headers: dict[str, str], body: bytes, query: dict[str, list[str]] | None = None
+    ) -> tuple[int, dict, bytes]:
         for verb, pattern, kind in _ROUTES:
             match = pattern.match(path)
             if verb == method and match:
@@ -174,8 +177,9 @@ class HubStandin:
                     injected = self._failures.get(kind)
                     if injected:
                         status = injected.pop(0)
-                        return _error(status, f"injected {status} for {kind}",
-                                      "RepoNotFound" if status == 404 else None)
+                        return _error(
+                            status, f"injected {status} for {kind}", "RepoNotFound" if status == 404 else None
+                        )
                     user = self._user(headers)
                     return getattr(self, "_" + kind)(match.groupdict(), user, headers, body, method, query or {})
         return _error(404, f"no route for {method} {path}")
@@ -195,9 +199,16 @@ class HubStandin:
         if not user:
             return _error(401, "Invalid credentials in Authorization header")
         name, role = user
-        return _json(200, {"type": "user", "name": name, "fullname": name.title(),
-                           "orgs": [{"name": o} for o in self.orgs.get(name, [])],
-                           "auth": {"type": "access_token", "accessToken": {"displayName": "test", "role": role}}})
+        return _json(
+            200,
+            {
+                "type": "user",
+                "name": name,
+                "fullname": name.title(),
+                "orgs": [{"name": o} for o in self.orgs.get(name, [])],
+                "auth": {"type": "access_token", "accessToken": {"displayName": "test", "role": role}},
+            },
+        )
 
     def _create(self, groups, user, headers, body, method, query):
         if not user:
@@ -207,8 +218,9 @@ class HubStandin:
         repo_type = (payload.get("type") or "model") + "s"
         namespace = org or user[0]
         if user[1] != "write" or namespace not in self._namespaces(user[0]):
-            return _error(403, f'You don\'t have the rights to create a {repo_type[:-1]} under the namespace '
-                               f'"{namespace}"')
+            return _error(
+                403, f'You don\'t have the rights to create a {repo_type[:-1]} under the namespace "{namespace}"'
+            )
         repo_id = f"{namespace}/{name}"
         prefix = "" if repo_type == "models" else "datasets/"
         url = f"{self.url}/{prefix}{repo_id}"
@@ -252,16 +264,25 @@ class HubStandin:
             return snap
         repo = snap.repo
         commit = next((c for c in repo.commits if c["oid"] == snap.oid), None)
-        return _json(200, {"id": repo.repo_id, "modelId": repo.repo_id, "sha": snap.oid, "private": repo.private,
-                           "lastModified": commit["date"] if commit else None, "tags": [],
-                           "siblings": [{"rfilename": p} for p in sorted(snap.files)]})
+        return _json(
+            200,
+            {
+                "id": repo.repo_id,
+                "modelId": repo.repo_id,
+                "sha": snap.oid,
+                "private": repo.private,
+                "lastModified": commit["date"] if commit else None,
+                "tags": [],
+                "siblings": [{"rfilename": p} for p in sorted(snap.files)],
+            },
+        )
 
     def _tree(self, groups, user, headers, body, method, query):
         snap = self._snapshot(groups, user)
         if not isinstance(snap, Snapshot):
             return snap
         folder = unquote(groups.get("path") or "").strip("/")
-        recursive = query.get("recursive", ["false"])[-1].lower() in ("true", "1")   # the client sends "true"
+        recursive = query.get("recursive", ["false"])[-1].lower() in ("true", "1")  # the client sends "true"
         entries = _tree_entries(snap.files, folder, recursive)
         if folder and not entries:  # no such folder (a file's path is not a folder either)
             return _error(404, f"{folder} does not exist on {snap.oid}", "EntryNotFound")
@@ -278,9 +299,14 @@ class HubStandin:
         formatted = "formatted" in query.get("expand[]", [])
         items = []
         for commit in reversed(history):
-            item = {"id": commit["oid"], "title": commit["summary"], "message": commit["description"],
-                    "date": commit["date"], "authors": [{"user": commit["author"], "avatar": None}]}
-            if formatted:     # the Hub renders markdown to HTML; plain text is enough for tests
+            item = {
+                "id": commit["oid"],
+                "title": commit["summary"],
+                "message": commit["description"],
+                "date": commit["date"],
+                "authors": [{"user": commit["author"], "avatar": None}],
+            }
+            if formatted:  # the Hub renders markdown to HTML; plain text is enough for tests
                 item["formatted"] = {"title": commit["summary"], "message": commit["description"]}
             items.append(item)
         return 200, {"Content-Type": "application/json"}, json.dumps(items).encode()
@@ -302,10 +328,20 @@ class HubStandin:
         if not isinstance(repo, Repo):
             return repo
         files = json.loads(body)["files"]
-        return _json(200, {"files": [
-            {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
-             "oid": _git_blob_oid(repo.files[f["path"]]) if f["path"] in repo.files else None}
-            for f in files]})
+        return _json(
+            200,
+            {
+                "files": [
+                    {
+                        "path": f["path"],
+                        "uploadMode": "regular",
+                        "shouldIgnore": False,
+                        "oid": _git_blob_oid(repo.files[f["path"]]) if f["path"] in repo.files else None,
+                    }
+                    for f in files
+                ]
+            },
+        )
 
     def _commit(self, groups, user, headers, body, method, query):
         repo = self._writable(groups, user)
@@ -327,42 +363,52 @@ class HubStandin:
         for path, content in changes.items():
             target = base / path
             if content is None:
-                repo.files = {p: c for p, c in repo.files.items()
-                              if p != path and not p.startswith(path.rstrip("/") + "/")}
+                repo.files = {
+                    p: c for p, c in repo.files.items() if p != path and not p.startswith(path.rstrip("/") + "/")
+                }
                 if target.is_file():
                     target.unlink()
                 continue
             repo.files[path] = content
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(content)
-        commit = self._record_commit(repo, user[0], header.get("summary", ""), header.get("description", ""),
-                                     sorted(changes))
-        return _json(200, {"success": True, "commitOid": commit["oid"], "commitUrl": commit["url"],
-                           "hookOutput": ""})
+        commit = self._record_commit(
+            repo, user[0], header.get("summary", ""), header.get("description", ""), sorted(changes)
+        )
+        return _json(200, {"success": True, "commitOid": commit["oid"], "commitUrl": commit["url"], "hookOutput": ""})
 
     def _squash(self, groups, user, headers, body, method, query):
         repo = self._writable(groups, user)
         if not isinstance(repo, Repo):
             return repo
         branch = unquote(groups["rev"])
-        if branch != "main":        # the only branch here; the Hub also refuses commit oids and tags
+        if branch != "main":  # the only branch here; the Hub also refuses commit oids and tags
             return _error(404, f"Invalid rev id: {branch}", "RevisionNotFound")
         message = json.loads(body or b"{}").get("message") or f"Super-squash branch '{branch}'"
-        repo.commits = []           # older oids are gone: reading them answers RevisionNotFound, as on the Hub
+        repo.commits = []  # older oids are gone: reading them answers RevisionNotFound, as on the Hub
         commit = self._record_commit(repo, user[0], message, "", sorted(repo.files))
         return _json(200, {"commitOid": commit["oid"], "commitUrl": commit["url"]})
 
-    def _record_commit(self, repo: Repo, author: str, summary: str, description: str,
-                       files: list[str]) -> dict[str, Any]:
+    def _record_commit(
+        self, repo: Repo, author: str, summary: str, description: str, files: list[str]
+    ) -> dict[str, Any]:
         """Append a commit on top of ``repo.files`` (already updated; ``files``: the paths it touched), keeping
         a copy of the file map so that every earlier commit stays readable; the contents are shared bytes, so
         a copy costs one dict. The oid is unique per commit, not git's (nothing here recomputes it)."""
         parent = repo.sha
         oid = hashlib.sha1((parent + json.dumps(files) + summary + str(time.time_ns())).encode()).hexdigest()
         prefix = "" if repo.repo_type == "models" else "datasets/"
-        commit = {"oid": oid, "parent": parent, "summary": summary, "description": description, "files": files,
-                  "author": author, "date": _now_iso(), "url": f"{self.url}/{prefix}{repo.repo_id}/commit/{oid}",
-                  "tree": dict(repo.files)}
+        commit = {
+            "oid": oid,
+            "parent": parent,
+            "summary": summary,
+            "description": description,
+            "files": files,
+            "author": author,
+            "date": _now_iso(),
+            "url": f"{self.url}/{prefix}{repo.repo_id}/commit/{oid}",
+            "tree": dict(repo.files),
+        }
         repo.commits.append(commit)
         return commit
 
@@ -375,7 +421,7 @@ class HubStandin:
             status, extra, payload = _error(404, f"{path} does not exist", "EntryNotFound")
             return status, {**extra, "X-Repo-Commit": snap.oid}, payload
         content = snap.files[path]
-        etag = f'"{_git_blob_oid(content)}"'     # hf_hub_download needs ETag (or X-Linked-Etag) and X-Repo-Commit
+        etag = f'"{_git_blob_oid(content)}"'  # hf_hub_download needs ETag (or X-Linked-Etag) and X-Repo-Commit
         return 200, {"X-Repo-Commit": snap.oid, "ETag": etag, "Content-Type": "application/octet-stream"}, content
 
 
@@ -444,7 +490,7 @@ def _tree_entries(files: dict[str, bytes], folder: str, recursive: bool) -> list
     for path, content in sorted(files.items()):
         if not path.startswith(base):
             continue
-        parts = path[len(base):].split("/")
+        parts = path[len(base) :].split("/")
         for depth in range(1, len(parts) if recursive else min(len(parts), 2)):
             sub = base + "/".join(parts[:depth])
             if sub not in entries:

@@ -6,6 +6,7 @@ A launched process writes its output to a log file; it counts as up once a URL a
 does not answer in time, the error carries the log's tail, which is what a person needs to see why. It lives
 in bench/harness/ and imports nothing but the standard library and httpx: bench scripts put the checkout on
 sys.path and `from bench.harness.processes import ...`, and the tests import it the same way."""
+
 from __future__ import annotations
 
 import os
@@ -40,18 +41,29 @@ def answers_200(url: str) -> bool:
     return httpx.get(url, timeout=2).status_code == 200
 
 
-def launch(command: list[str], url: str, log_path: Path, *, name: str, timeout: float, cwd: Path,
-           env: dict[str, str] | None = None, own_group: bool = False, every: float = 0.3,
-           ready: Callable[[str], bool] = answers_200) -> subprocess.Popen:
+def launch(
+    command: list[str],
+    url: str,
+    log_path: Path,
+    *,
+    name: str,
+    timeout: float,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    own_group: bool = False,
+    every: float = 0.3,
+    ready: Callable[[str], bool] = answers_200,
+) -> subprocess.Popen:
     """Start ``command`` with its output appended to ``log_path`` and wait until ``url`` answers 200.
 
     ``own_group`` starts it in a new session so that `stop` reaches its children too (`make run` starts a shell
     that starts launch.py). A process that exits, or does not answer within ``timeout`` seconds, raises
     RuntimeError with the log's tail; a process that does not answer is stopped first."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:   # the child keeps its own handle; ours is closed at once
-        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=own_group)
+    with open(log_path, "ab") as log:  # the child keeps its own handle; ours is closed at once
+        process = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=own_group
+        )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:

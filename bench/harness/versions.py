@@ -1,5 +1,6 @@
 """A studio with a history of trained versions, without the training: random LoRA adapters registered as a
 training job registers them (bench/benchmarks.py, bench/durability.py and tests/e2e/test_page_speed.py)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,12 +24,22 @@ def random_versions(db: Database, runs_dir: Path, model_spec: str, base_path: Pa
     names = []
     for n in range(1, count + 1):
         torch.manual_seed(n)
-        lora = get_peft_model(AutoModelForCausalLM.from_pretrained(base_path),
-                              LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "v_proj"],
-                                         init_lora_weights=False))
+        lora = get_peft_model(
+            AutoModelForCausalLM.from_pretrained(base_path),
+            LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+        )
         out = Path(runs_dir) / f"v{n}" / "adapter"
         lora.save_pretrained(str(out))
-        parent = register_policy(db, f"v{n}", parent, model_spec, "dpo", str(out), f"seed{n}",
-                                 {"beta": 0.1, "model_path": str(out)}, {"loss": round(0.69 - 0.05 * n, 3)})
+        parent = register_policy(
+            db,
+            f"v{n}",
+            parent,
+            model_spec,
+            "dpo",
+            str(out),
+            f"seed{n}",
+            {"beta": 0.1, "model_path": str(out)},
+            {"loss": round(0.69 - 0.05 * n, 3)},
+        )
         names.append(f"v{n}")
     return names

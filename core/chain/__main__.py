@@ -5,6 +5,7 @@ from the environment (``STUDIO_CHAIN_OPERATOR_KEY``, or ``STUDIO_CHAIN_KEYSTORE`
 ``STUDIO_CHAIN_KEYSTORE_PASSWORD``) and prints the address to put in ``STUDIO_CHAIN_CONTRACT``.
 ``status`` shows the batches of a data dir (the server must be stopped: DuckDB has one writer).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,10 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             w3 = Web3(HTTPProvider(args.rpc_url, request_kwargs={"timeout": 30}))
             ledger = Ledger.deploy(w3, compile_ledger(args.cache_dir), load_operator())
-            print(f"STUDIO_CHAIN_RPC_URL={args.rpc_url}\nSTUDIO_CHAIN_ID={ledger.chain_id}\n"
-                  f"STUDIO_CHAIN_CONTRACT={ledger.address}")
+            print(
+                f"STUDIO_CHAIN_RPC_URL={args.rpc_url}\nSTUDIO_CHAIN_ID={ledger.chain_id}\n"
+                f"STUDIO_CHAIN_CONTRACT={ledger.address}"
+            )
         else:
             from core.chain import views
             from storage.db import Database
@@ -47,9 +50,11 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             db = Database.in_data_dir(args.data_dir)
             for b in views.batches(db):
-                print(f"batch {b['id']}: {b['status']} {b['contributors']} contributors, {b['contributions']} "
-                      f"contributions, {views.tokens(b['total_amount'])} tokens, tx {b['tx_hash'] or '-'}"
-                      + (f", last error: {b['last_error']}" if b["last_error"] else ""))
+                print(
+                    f"batch {b['id']}: {b['status']} {b['contributors']} contributors, {b['contributions']} "
+                    f"contributions, {views.tokens(b['total_amount'])} tokens, tx {b['tx_hash'] or '-'}"
+                    + (f", last error: {b['last_error']}" if b["last_error"] else "")
+                )
             db.close()
     except StudioError as exc:
         print(f"error [{exc.code}]: {exc.message}" + (f" — {exc.hint}" if exc.hint else ""), file=sys.stderr)

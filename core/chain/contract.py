@@ -4,6 +4,7 @@ The cache file name carries a hash of the contract source, every module it impor
 the compiler version, so editing the source or upgrading vyper/snekmate rebuilds it, and an unchanged
 source never pays for the compiler again (about half a second, but it imports all of vyper).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,8 +36,11 @@ class CompiledContract:
 def _snekmate_dir() -> Path:
     import snekmate
 
-    return Path(snekmate.__file__).resolve().parent if getattr(snekmate, "__file__", None) \
+    return (
+        Path(snekmate.__file__).resolve().parent
+        if getattr(snekmate, "__file__", None)
         else Path(next(iter(snekmate.__path__))).resolve()
+    )
 
 
 def source_hash(source: Path = LEDGER_SOURCE) -> str:
@@ -76,9 +80,15 @@ def _compile(source: Path, key: str) -> CompiledContract:
 
     search = [source.parent] + [Path(p) for p in sys.path if p and Path(p).is_dir()]
     try:
-        out = compile_code(source.read_text(), contract_path=source.name, resolved_path=source,
-                           input_bundle=FilesystemInputBundle(search), output_formats=["abi", "bytecode"])
+        out = compile_code(
+            source.read_text(),
+            contract_path=source.name,
+            resolved_path=source,
+            input_bundle=FilesystemInputBundle(search),
+            output_formats=["abi", "bytecode"],
+        )
     except Exception as exc:  # vyper raises many exception types; all mean the same thing here
-        raise ChainError(f"Compiling {source.name} failed: {exc}",
-                         hint="fix the contract source or reinstall vyper/snekmate") from exc
+        raise ChainError(
+            f"Compiling {source.name} failed: {exc}", hint="fix the contract source or reinstall vyper/snekmate"
+        ) from exc
     return CompiledContract(source.stem, out["abi"], out["bytecode"], key)

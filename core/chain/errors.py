@@ -1,4 +1,5 @@
 """Errors of the chain package: each with a stable code and a hint (see core/errors.py)."""
+
 from __future__ import annotations
 
 from core.errors import StudioError

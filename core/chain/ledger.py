@@ -8,6 +8,7 @@ The operator key comes from ``STUDIO_CHAIN_OPERATOR_KEY`` or an encrypted keysto
 (``STUDIO_CHAIN_KEYSTORE`` + ``STUDIO_CHAIN_KEYSTORE_PASSWORD``), read at the moment of use. It is kept
 only inside an :class:`Operator`, whose repr shows the address, and it never appears in an error.
 """
+
 from __future__ import annotations
 
 import json
@@ -58,8 +59,10 @@ def operator_from_key(key: str | bytes) -> Operator:
     try:
         return Operator(Account.from_key(key))
     except Exception:  # the exception text could echo the key: replace it entirely
-        raise ChainError("The operator key is not a valid secp256k1 private key",
-                         hint=f"set {KEY_ENV} to a 0x-prefixed 32-byte hex key") from None
+        raise ChainError(
+            "The operator key is not a valid secp256k1 private key",
+            hint=f"set {KEY_ENV} to a 0x-prefixed 32-byte hex key",
+        ) from None
 
 
 def load_operator(env: Mapping[str, str] | None = None) -> Operator:
@@ -71,19 +74,24 @@ def load_operator(env: Mapping[str, str] | None = None) -> Operator:
     if keystore:
         path = Path(keystore).expanduser()
         if not path.is_file():
-            raise ChainError(f"The operator keystore {path} does not exist",
-                             hint=f"set {KEYSTORE_ENV} to a keystore file")
+            raise ChainError(
+                f"The operator keystore {path} does not exist", hint=f"set {KEYSTORE_ENV} to a keystore file"
+            )
         if KEYSTORE_PASSWORD_ENV not in env:
-            raise ChainError("The operator keystore needs a password",
-                             hint=f"set {KEYSTORE_PASSWORD_ENV} in the server's environment")
+            raise ChainError(
+                "The operator keystore needs a password",
+                hint=f"set {KEYSTORE_PASSWORD_ENV} in the server's environment",
+            )
         try:
             key = Account.decrypt(json.loads(path.read_text()), env[KEYSTORE_PASSWORD_ENV])
         except Exception:
-            raise ChainError(f"Cannot decrypt the operator keystore {path}",
-                             hint="check the keystore file and its password") from None
+            raise ChainError(
+                f"Cannot decrypt the operator keystore {path}", hint="check the keystore file and its password"
+            ) from None
         return operator_from_key(key)
-    raise ChainError("No operator key for the external chain",
-                     hint=f"set {KEY_ENV}, or {KEYSTORE_ENV} and {KEYSTORE_PASSWORD_ENV}")
+    raise ChainError(
+        "No operator key for the external chain", hint=f"set {KEY_ENV}, or {KEYSTORE_ENV} and {KEYSTORE_PASSWORD_ENV}"
+    )
 
 
 @dataclass(frozen=True)
@@ -117,8 +125,15 @@ def _revert_reason(exc: Exception) -> str:
 class Ledger:
     """The ledger contract on one chain, used by the operator."""
 
-    def __init__(self, w3: Any, compiled: CompiledContract, address: str, operator: Operator,
-                 fixed_fees: dict[str, int] | None = None, embedded: bool = False) -> None:
+    def __init__(
+        self,
+        w3: Any,
+        compiled: CompiledContract,
+        address: str,
+        operator: Operator,
+        fixed_fees: dict[str, int] | None = None,
+        embedded: bool = False,
+    ) -> None:
         self.w3 = w3
         self.compiled = compiled
         self.address = to_checksum_address(address)
@@ -145,25 +160,40 @@ class Ledger:
             raise
         except Exception as exc:  # web3, requests, aiohttp, socket and eth-tester all raise their own
             if _is_revert(exc):
-                raise ChainError(f"The ledger contract refused: {_revert_reason(exc)}",
-                                 hint="nothing was changed on chain", code="chain_reverted") from None
-            raise ChainUnavailable(f"The chain RPC failed: {type(exc).__name__}: {str(exc)[:200]}",
-                                   hint="the work stays queued and is retried with backoff") from None
+                raise ChainError(
+                    f"The ledger contract refused: {_revert_reason(exc)}",
+                    hint="nothing was changed on chain",
+                    code="chain_reverted",
+                ) from None
+            raise ChainUnavailable(
+                f"The chain RPC failed: {type(exc).__name__}: {str(exc)[:200]}",
+                hint="the work stays queued and is retried with backoff",
+            ) from None
 
     @classmethod
-    def deploy(cls, w3: Any, compiled: CompiledContract, operator: Operator,
-               fixed_fees: dict[str, int] | None = None, embedded: bool = False) -> Ledger:
+    def deploy(
+        cls,
+        w3: Any,
+        compiled: CompiledContract,
+        operator: Operator,
+        fixed_fees: dict[str, int] | None = None,
+        embedded: bool = False,
+    ) -> Ledger:
         """Deploy a fresh ledger owned by the operator."""
         factory = w3.eth.contract(abi=compiled.abi, bytecode=compiled.bytecode)
-        tx = cls._rpc(lambda: factory.constructor().build_transaction(
-            cls._tx_params(w3, operator, fixed_fees, gas=3_000_000)))
+        tx = cls._rpc(
+            lambda: factory.constructor().build_transaction(cls._tx_params(w3, operator, fixed_fees, gas=3_000_000))
+        )
         receipt = cls._send(w3, operator, tx)
         return cls(w3, compiled, receipt["contractAddress"], operator, fixed_fees, embedded)
 
     @staticmethod
     def _tx_params(w3: Any, operator: Operator, fixed_fees: dict[str, int] | None, gas: int | None = None) -> dict:
-        params: dict[str, Any] = {"from": operator.address, "chainId": w3.eth.chain_id,
-                                  "nonce": w3.eth.get_transaction_count(operator.address, "pending")}
+        params: dict[str, Any] = {
+            "from": operator.address,
+            "chainId": w3.eth.chain_id,
+            "nonce": w3.eth.get_transaction_count(operator.address, "pending"),
+        }
         if gas is not None:
             params["gas"] = gas
         if fixed_fees:
@@ -176,8 +206,9 @@ class Ledger:
         tx_hash = cls._rpc(lambda: w3.eth.send_raw_transaction(raw))
         receipt = cls._rpc(lambda: w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout, poll_latency=0.1))
         if receipt["status"] != 1:
-            raise ChainError(f"Transaction {_hex(tx_hash)} reverted", hint="nothing was changed on chain",
-                             code="chain_reverted")
+            raise ChainError(
+                f"Transaction {_hex(tx_hash)} reverted", hint="nothing was changed on chain", code="chain_reverted"
+            )
         return receipt
 
     def _read(self, call: Callable[[], T]) -> T:
@@ -197,8 +228,9 @@ class Ledger:
         return self._transact(self.contract.functions.anchor(batch_id, root, contributors, total_amount))
 
     def claim(self, batch_id: int, account: str, amount: int, subroot: bytes, proof: Sequence[bytes]) -> TxResult:
-        return self._transact(self.contract.functions.claim(batch_id, to_checksum_address(account), amount,
-                                                            subroot, list(proof)))
+        return self._transact(
+            self.contract.functions.claim(batch_id, to_checksum_address(account), amount, subroot, list(proof))
+        )
 
     def record(self, account: str, content_hash: bytes, amount: int) -> TxResult:
         """One contribution per transaction (only for the gas comparison benchmark)."""
@@ -217,16 +249,22 @@ class Ledger:
 
     def verify_leaf(self, batch_id: int, account: str, amount: int, subroot: bytes, proof: Sequence[bytes]) -> bool:
         """The contract's own check of a contributor leaf against the anchored root."""
-        return bool(self._read(lambda: self.contract.functions.verify(
-            batch_id, to_checksum_address(account), amount, subroot, list(proof)).call()))
+        return bool(
+            self._read(
+                lambda: self.contract.functions.verify(
+                    batch_id, to_checksum_address(account), amount, subroot, list(proof)
+                ).call()
+            )
+        )
 
     def operator_balance(self) -> int:
         return int(self._read(lambda: self.w3.eth.get_balance(self.operator.address)))
 
     def anchor_event(self, batch_id: int) -> TxResult | None:
         """Where batch ``batch_id`` was anchored (after a lost receipt, the chain still knows)."""
-        logs = self._read(lambda: self.contract.events.BatchAnchored().get_logs(
-            from_block=0, argument_filters={"batch_id": batch_id}))
+        logs = self._read(
+            lambda: self.contract.events.BatchAnchored().get_logs(from_block=0, argument_filters={"batch_id": batch_id})
+        )
         if not logs:
             return None
         log = logs[0]
@@ -234,17 +272,27 @@ class Ledger:
         return TxResult(_hex(log["transactionHash"]), int(log["blockNumber"]), int(receipt["gasUsed"]))
 
 
-def connect_rpc(url: str, compiled: CompiledContract, address: str, operator: Operator,
-                chain_id: int | None = None, timeout: float = 10.0) -> Ledger:
+def connect_rpc(
+    url: str,
+    compiled: CompiledContract,
+    address: str,
+    operator: Operator,
+    chain_id: int | None = None,
+    timeout: float = 10.0,
+) -> Ledger:
     """The ledger on an external JSON-RPC endpoint; checks the chain id and that code is deployed."""
     from web3 import HTTPProvider, Web3
 
     w3 = Web3(HTTPProvider(url, request_kwargs={"timeout": timeout}))
     ledger = Ledger(w3, compiled, address, operator)
     if chain_id is not None and ledger.chain_id != chain_id:
-        raise ChainError(f"The RPC endpoint serves chain {ledger.chain_id}, not {chain_id}",
-                         hint="check STUDIO_CHAIN_ID and STUDIO_CHAIN_RPC_URL")
+        raise ChainError(
+            f"The RPC endpoint serves chain {ledger.chain_id}, not {chain_id}",
+            hint="check STUDIO_CHAIN_ID and STUDIO_CHAIN_RPC_URL",
+        )
     if not Ledger._rpc(lambda: w3.eth.get_code(ledger.address)):
-        raise ChainError(f"No contract at {ledger.address} on chain {ledger.chain_id}",
-                         hint="deploy it with `launch.py chain deploy` and set STUDIO_CHAIN_CONTRACT")
+        raise ChainError(
+            f"No contract at {ledger.address} on chain {ledger.chain_id}",
+            hint="deploy it with `launch.py chain deploy` and set STUDIO_CHAIN_CONTRACT",
+        )
     return ledger

@@ -6,6 +6,7 @@ address), then every transaction the studio ever sent (``chain_txs``) replayed i
 Same transactions in the same order give the same roots, balances and claims, the same transaction
 hashes and the same block numbers; a replayed hash that differs from the recorded one is an error.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,24 +42,34 @@ def open_embedded(db: Database, cache_dir: Path | str) -> Ledger:
 def replay(db: Database, ledger: Ledger) -> int:
     """Re-send every recorded transaction of this chain in order; returns how many."""
     # Chain order is block order (one transaction per block here), whatever order the DB rows were written in.
-    rows = db.query("SELECT id, kind, args, tx_hash, block_number FROM chain_txs WHERE chain_key = ?"
-                    " ORDER BY block_number, id",
-                    [ledger.chain_key])
+    rows = db.query(
+        "SELECT id, kind, args, tx_hash, block_number FROM chain_txs WHERE chain_key = ? ORDER BY block_number, id",
+        [ledger.chain_key],
+    )
     for row in rows:
         args = json.loads(row["args"])
         if row["kind"] == "anchor":
-            result = ledger.anchor(args["batch_id"], bytes.fromhex(args["root"][2:]), args["contributors"],
-                                   int(args["total_amount"]))
+            result = ledger.anchor(
+                args["batch_id"], bytes.fromhex(args["root"][2:]), args["contributors"], int(args["total_amount"])
+            )
         elif row["kind"] == "claim":
-            result = ledger.claim(args["batch_id"], args["account"], int(args["amount"]),
-                                  bytes.fromhex(args["subroot"][2:]), [bytes.fromhex(p[2:]) for p in args["proof"]])
+            result = ledger.claim(
+                args["batch_id"],
+                args["account"],
+                int(args["amount"]),
+                bytes.fromhex(args["subroot"][2:]),
+                [bytes.fromhex(p[2:]) for p in args["proof"]],
+            )
         else:
-            raise ChainError(f"Unknown recorded transaction kind {row['kind']!r}",
-                             hint="the chain_txs table is damaged")
+            raise ChainError(
+                f"Unknown recorded transaction kind {row['kind']!r}", hint="the chain_txs table is damaged"
+            )
         if result.tx_hash != row["tx_hash"] or result.block_number != row["block_number"]:
-            raise ChainError(f"Replaying transaction {row['id']} gave {result.tx_hash} in block "
-                             f"{result.block_number}, recorded {row['tx_hash']} in block {row['block_number']}",
-                             hint="the embedded chain is not deterministic any more; report this bug")
+            raise ChainError(
+                f"Replaying transaction {row['id']} gave {result.tx_hash} in block "
+                f"{result.block_number}, recorded {row['tx_hash']} in block {row['block_number']}",
+                hint="the embedded chain is not deterministic any more; report this bug",
+            )
     if rows:
         log.info("embedded chain: replayed %d transactions", len(rows))
     return len(rows)

@@ -12,6 +12,7 @@ The studio uses two levels: one tree per contributor over their contributions of
 one batch tree with ONE leaf per contributor ``(address account, uint256 amount, bytes32 subroot)``.
 A single contribution is then provable with two proofs: contribution -> sub-root -> batch root.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

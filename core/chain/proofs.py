@@ -10,6 +10,7 @@ Why it looks like this:
 - A claim pays the contributor's leaf once; the transaction is recorded with the same writer as anchoring
   (:func:`core.chain.contributions.record_tx`).
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -54,8 +55,9 @@ class Proof:
 
 def _batch_tree(db: Database, batch_id: int) -> tuple[MerkleTree, list[dict[str, Any]]]:
     leaves = db.query("SELECT * FROM batch_leaves WHERE batch_id = ? ORDER BY user_id", [batch_id])
-    tree = MerkleTree.of([(r["address"], int(r["amount"]), cb.hex_to_bytes(r["subroot"])) for r in leaves],
-                         ACCOUNT_LEAF)
+    tree = MerkleTree.of(
+        [(r["address"], int(r["amount"]), cb.hex_to_bytes(r["subroot"])) for r in leaves], ACCOUNT_LEAF
+    )
     return tree, leaves
 
 
@@ -67,8 +69,10 @@ def account_proof(db: Database, batch_id: int, user_id: int) -> tuple[dict[str, 
         raise NotFound(f"No leaf of user {user_id} in batch {batch_id}", hint="the contribution is in another batch")
     stored = db.scalar("SELECT root FROM chain_batches WHERE id = ?", [batch_id])
     if "0x" + tree.root.hex() != stored:
-        raise ProofError(f"Batch {batch_id} rebuilt from the database does not give its stored root",
-                         hint="the batch rows were altered; do not claim")
+        raise ProofError(
+            f"Batch {batch_id} rebuilt from the database does not give its stored root",
+            hint="the batch rows were altered; do not claim",
+        )
     return leaves[index], tree.proof(index), tree.root
 
 
@@ -79,19 +83,34 @@ def contribution_proof(db: Database, contribution_id: int) -> Proof:
         raise NotFound(f"Contribution {contribution_id} does not exist", hint="pick one from the Wallet page")
     c = rows[0]
     if c["batch_id"] is None:
-        raise ProofError(f"Contribution {contribution_id} is not in a batch yet",
-                         hint="link a wallet and wait for (or cut) the next batch")
-    siblings = db.query("SELECT id, content_hash, amount FROM contributions WHERE batch_id = ? AND user_id = ?"
-                        " ORDER BY id", [c["batch_id"], c["user_id"]])
+        raise ProofError(
+            f"Contribution {contribution_id} is not in a batch yet",
+            hint="link a wallet and wait for (or cut) the next batch",
+        )
+    siblings = db.query(
+        "SELECT id, content_hash, amount FROM contributions WHERE batch_id = ? AND user_id = ? ORDER BY id",
+        [c["batch_id"], c["user_id"]],
+    )
     sub = cb.subtree(siblings)
     position = next(i for i, s in enumerate(siblings) if s["id"] == contribution_id)
     leaf, proof, root = account_proof(db, c["batch_id"], c["user_id"])
     if "0x" + sub.root.hex() != leaf["subroot"]:
-        raise ProofError(f"The contributions of batch {c['batch_id']} do not give the stored sub-root",
-                         hint="the contribution rows were altered")
-    return Proof(contribution_id, c["batch_id"], c["content_hash"], int(c["amount"]), leaf["address"],
-                 int(leaf["amount"]), leaf["subroot"], ["0x" + p.hex() for p in sub.proof(position)],
-                 ["0x" + p.hex() for p in proof], "0x" + root.hex())
+        raise ProofError(
+            f"The contributions of batch {c['batch_id']} do not give the stored sub-root",
+            hint="the contribution rows were altered",
+        )
+    return Proof(
+        contribution_id,
+        c["batch_id"],
+        c["content_hash"],
+        int(c["amount"]),
+        leaf["address"],
+        int(leaf["amount"]),
+        leaf["subroot"],
+        ["0x" + p.hex() for p in sub.proof(position)],
+        ["0x" + p.hex() for p in proof],
+        "0x" + root.hex(),
+    )
 
 
 @dataclass(frozen=True)
@@ -116,18 +135,26 @@ def verify_contribution(db: Database, ledger: Ledger | None, contribution_id: in
     except ProofError as exc:
         return Verification(False, contribution_id, c["batch_id"], {"content": content_ok}, exc.message)
     recomputed = proof.recompute_root()
-    checks: dict[str, bool | None] = {"content": content_ok,
-                                      "proof_to_stored_root": recomputed == cb.hex_to_bytes(proof.root)}
+    checks: dict[str, bool | None] = {
+        "content": content_ok,
+        "proof_to_stored_root": recomputed == cb.hex_to_bytes(proof.root),
+    }
     if ledger is None:
         return Verification(False, contribution_id, proof.batch_id, checks, "the chain is not reachable")
     on_chain = ledger.root_of(proof.batch_id)
     checks["root_on_chain"] = on_chain is not None and on_chain == recomputed
-    checks["contract_verify"] = ledger.verify_leaf(proof.batch_id, proof.account, proof.account_amount,
-                                                   cb.hex_to_bytes(proof.subroot),
-                                                   [cb.hex_to_bytes(p) for p in proof.proof])
+    checks["contract_verify"] = ledger.verify_leaf(
+        proof.batch_id,
+        proof.account,
+        proof.account_amount,
+        cb.hex_to_bytes(proof.subroot),
+        [cb.hex_to_bytes(p) for p in proof.proof],
+    )
     ok = all(v is not False for v in checks.values()) and bool(checks["root_on_chain"])
-    detail = (f"batch {proof.batch_id}: root {('0x' + on_chain.hex()) if on_chain else 'not anchored'} on chain "
-              f"{ledger.chain_id}" + ("" if content_ok is not None else "; content redacted since (hash kept)"))
+    detail = (
+        f"batch {proof.batch_id}: root {('0x' + on_chain.hex()) if on_chain else 'not anchored'} on chain "
+        f"{ledger.chain_id}" + ("" if content_ok is not None else "; content redacted since (hash kept)")
+    )
     return Verification(ok, contribution_id, proof.batch_id, checks, detail)
 
 
@@ -138,16 +165,28 @@ def claim(db: Database, ledger: Ledger, batch_id: int, user_id: int) -> TxResult
         raise ValidationError(f"Batch {batch_id} is not anchored yet", hint="claims open once the root is on chain")
     leaf, proof, _ = account_proof(db, batch_id, user_id)
     if leaf["claim_tx"]:
-        raise ChainError(f"Batch {batch_id} was already claimed in {leaf['claim_tx']}",
-                         hint="each batch pays out once", code="already_claimed")
+        raise ChainError(
+            f"Batch {batch_id} was already claimed in {leaf['claim_tx']}",
+            hint="each batch pays out once",
+            code="already_claimed",
+        )
     subroot = cb.hex_to_bytes(leaf["subroot"])
     result = ledger.claim(batch_id, leaf["address"], int(leaf["amount"]), subroot, proof)
-    args = {"batch_id": batch_id, "account": leaf["address"], "amount": str(leaf["amount"]),
-            "subroot": leaf["subroot"], "proof": ["0x" + p.hex() for p in proof]}
+    args = {
+        "batch_id": batch_id,
+        "account": leaf["address"],
+        "amount": str(leaf["amount"]),
+        "subroot": leaf["subroot"],
+        "proof": ["0x" + p.hex() for p in proof],
+    }
 
     def done(cur):
         cb.record_tx(cur, ledger, "claim", args, result)
-        cur.execute("UPDATE batch_leaves SET claim_tx = ?, claim_block = ?, claimed_at = current_timestamp"
-                    " WHERE batch_id = ? AND user_id = ?", [result.tx_hash, result.block_number, batch_id, user_id])
+        cur.execute(
+            "UPDATE batch_leaves SET claim_tx = ?, claim_block = ?, claimed_at = current_timestamp"
+            " WHERE batch_id = ? AND user_id = ?",
+            [result.tx_hash, result.block_number, batch_id, user_id],
+        )
+
     db.write(done)
     return result

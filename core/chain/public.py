@@ -5,6 +5,7 @@ The salt and the canonical content are included only for the contributor and adm
 with them anyone can recompute ``content_hash = keccak256(salt || content)``; without them the hash on the
 chain reveals nothing about the content.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -37,8 +38,12 @@ def contributions_report(db: Database, name: str) -> dict[str, Any]:
     rows = [{k: _plain(v) for k, v in r.items()} for r in views.contributions_of(db, user_id)]
     for row in rows:
         row["amount"] = str(row["amount"])
-    return {"user": name, "address": linked_address(db, user_id),
-            "amounts": {k: str(v) for k, v in views.amounts_of(db, user_id).items()}, "contributions": rows}
+    return {
+        "user": name,
+        "address": linked_address(db, user_id),
+        "amounts": {k: str(v) for k, v in views.amounts_of(db, user_id).items()},
+        "contributions": rows,
+    }
 
 
 def proof_report(db: Database, name: str, contribution_id: int, with_secret: bool = False) -> dict[str, Any]:
@@ -48,18 +53,21 @@ def proof_report(db: Database, name: str, contribution_id: int, with_secret: boo
     if owner != user_id:
         raise NotFound(f"{name} has no contribution {contribution_id}", hint="list them at /api/contributions/{user}")
     proof = proofs.contribution_proof(db, contribution_id).to_dict()
-    batch = db.query("SELECT status, chain_id, contract, tx_hash, block_number FROM chain_batches WHERE id = ?",
-                     [proof["batch_id"]])[0]
+    batch = db.query(
+        "SELECT status, chain_id, contract, tx_hash, block_number FROM chain_batches WHERE id = ?", [proof["batch_id"]]
+    )[0]
     report: dict[str, Any] = {
-        "proof": proof, "anchor": batch,
-        "leaf_encoding": {"contribution": ["uint256", "bytes32", "uint256"],
-                          "account": ["address", "uint256", "bytes32"]},
-        "convention": "OpenZeppelin StandardMerkleTree: leaf = keccak256(keccak256(abi.encode(...))), "
-                      "sorted pairs"}
+        "proof": proof,
+        "anchor": batch,
+        "leaf_encoding": {
+            "contribution": ["uint256", "bytes32", "uint256"],
+            "account": ["address", "uint256", "bytes32"],
+        },
+        "convention": "OpenZeppelin StandardMerkleTree: leaf = keccak256(keccak256(abi.encode(...))), sorted pairs",
+    }
     if with_secret:
         c = db.query("SELECT * FROM contributions WHERE id = ?", [contribution_id])[0]
         source = cb.source_content(db, c)
         report["salt"] = c["salt"]
         report["content"] = None if source is None else cb.canonical_content(c["source_table"], source).decode()
     return report
-

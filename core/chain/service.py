@@ -5,6 +5,7 @@ The worker ticks every few seconds: collect new contributions, cut a batch when 
 delays the work: the ledger is (re)connected on the next tick and queued batches are retried with
 exponential backoff. The service starts on first use (Wallet page, CLI) via :func:`service_for`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,8 +36,8 @@ class ChainService:
         self.cache_dir = Path(settings.data_dir) / "chain" / "build"
         self._ledger: Ledger | None = None
         self._ledger_error: str | None = None
-        self._lock = threading.RLock()          # the work: collecting, batching, anchoring
-        self._ledger_lock = threading.Lock()    # the connection only, so a page never waits behind the work
+        self._lock = threading.RLock()  # the work: collecting, batching, anchoring
+        self._ledger_lock = threading.Lock()  # the connection only, so a page never waits behind the work
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -45,11 +46,14 @@ class ChainService:
         return not self.settings.chain_rpc_url
 
     def describe(self) -> dict[str, Any]:
-        return {"mode": "embedded (py-evm, rebuilt from the database)" if self.embedded else "JSON-RPC",
-                "rpc_url": self.settings.chain_rpc_url, "chain_id": self._ledger.chain_id if self._ledger else None,
-                "contract": self._ledger.address if self._ledger else self.settings.contract_address,
-                "operator": self._ledger.operator.address if self._ledger else None,
-                "error": self._ledger_error}
+        return {
+            "mode": "embedded (py-evm, rebuilt from the database)" if self.embedded else "JSON-RPC",
+            "rpc_url": self.settings.chain_rpc_url,
+            "chain_id": self._ledger.chain_id if self._ledger else None,
+            "contract": self._ledger.address if self._ledger else self.settings.contract_address,
+            "operator": self._ledger.operator.address if self._ledger else None,
+            "error": self._ledger_error,
+        }
 
     def ledger(self) -> Ledger:
         """The connected ledger (connecting, deploying or replaying on first use).
@@ -70,11 +74,19 @@ class ChainService:
         if self.embedded:
             return open_embedded(self.db, self.cache_dir)
         if not self.settings.contract_address:
-            raise ChainError("No ledger contract address for the external chain",
-                             hint="deploy with `launch.py chain deploy` and set STUDIO_CHAIN_CONTRACT")
+            raise ChainError(
+                "No ledger contract address for the external chain",
+                hint="deploy with `launch.py chain deploy` and set STUDIO_CHAIN_CONTRACT",
+            )
         assert self.settings.chain_rpc_url is not None  # not embedded: the URL is set
-        return connect_rpc(self.settings.chain_rpc_url, compile_ledger(self.cache_dir), self.settings.contract_address,
-                           load_operator(self.env), self.settings.chain_id, timeout=RPC_TIMEOUT_SECONDS)
+        return connect_rpc(
+            self.settings.chain_rpc_url,
+            compile_ledger(self.cache_dir),
+            self.settings.contract_address,
+            load_operator(self.env),
+            self.settings.chain_id,
+            timeout=RPC_TIMEOUT_SECONDS,
+        )
 
     def try_ledger(self) -> Ledger | None:
         try:
@@ -101,8 +113,10 @@ class ChainService:
             try:
                 return cb.anchor_due(self.db, ledger, include_not_due=include_not_due)
             finally:
-                if self.db.scalar("SELECT count(*) FROM chain_batches WHERE status = 'queued'"
-                                  " AND last_error LIKE '[chain_unavailable]%'"):
+                if self.db.scalar(
+                    "SELECT count(*) FROM chain_batches WHERE status = 'queued'"
+                    " AND last_error LIKE '[chain_unavailable]%'"
+                ):
                     self.drop_connection()
 
     def tick(self) -> None:
@@ -112,8 +126,9 @@ class ChainService:
             trigger = cb.due_trigger(self.db, cb.load_batch_policy(self.db))
             if trigger:
                 cb.make_batch(self.db, trigger)
-            if self.db.scalar("SELECT count(*) FROM chain_batches WHERE status = 'queued'"
-                              " AND next_attempt_at <= current_timestamp"):
+            if self.db.scalar(
+                "SELECT count(*) FROM chain_batches WHERE status = 'queued' AND next_attempt_at <= current_timestamp"
+            ):
                 try:
                     self.anchor()
                 except ChainUnavailable:

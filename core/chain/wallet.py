@@ -9,6 +9,7 @@ single-use random nonce, issue and expiry times) and keeps it; the wallet signs 
 this user, unused and unexpired, and the signature recovers to the message's address. So nobody can
 link an address without that address's key, and a signature cannot be replayed.
 """
+
 from __future__ import annotations
 
 import re
@@ -35,8 +36,17 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def issue_challenge(db: Database, user: User, address: str, *, domain: str, uri: str, chain_id: int,
-                    now: datetime | None = None, ttl: timedelta = CHALLENGE_TTL) -> str:
+def issue_challenge(
+    db: Database,
+    user: User,
+    address: str,
+    *,
+    domain: str,
+    uri: str,
+    chain_id: int,
+    now: datetime | None = None,
+    ttl: timedelta = CHALLENGE_TTL,
+) -> str:
     """A fresh EIP-4361 message for ``user`` to sign with ``address``; stored with its nonce."""
     if not is_address(address.strip()):
         raise ValidationError(f"{address!r} is not an Ethereum address", hint="paste a 0x... address of 40 hex digits")
@@ -50,9 +60,13 @@ def issue_challenge(db: Database, user: User, address: str, *, domain: str, uri:
         f"URI: {uri}\nVersion: 1\nChain ID: {chain_id}\nNonce: {nonce}\n"
         f"Issued At: {_iso(now)}\nExpiration Time: {_iso(now + ttl)}"
     )
-    db.write(lambda cur: cur.execute(
-        "INSERT INTO wallet_challenges (nonce, user_id, address, message, issued_at, expires_at)"
-        " VALUES (?, ?, ?, ?, ?, ?)", [nonce, user.id, address, message, now, now + ttl]))
+    db.write(
+        lambda cur: cur.execute(
+            "INSERT INTO wallet_challenges (nonce, user_id, address, message, issued_at, expires_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [nonce, user.id, address, message, now, now + ttl],
+        )
+    )
     return message
 
 
@@ -67,12 +81,17 @@ def link_wallet(db: Database, user: User, message: str, signature: str, now: dat
     try:
         recovered = Account.recover_message(encode_defunct(text=message), signature=signature.strip())
     except Exception:
-        raise WalletLinkError("The signature is malformed", hint="paste the 0x... signature (65 bytes) your wallet "
-                              "produced for this message") from None
+        raise WalletLinkError(
+            "The signature is malformed",
+            hint="paste the 0x... signature (65 bytes) your wallet produced for this message",
+        ) from None
 
     def write(cur) -> str:
-        row = one_row(cur.execute("SELECT user_id, address, message, expires_at, used_at FROM wallet_challenges"
-                                  " WHERE nonce = ?", [nonce]))
+        row = one_row(
+            cur.execute(
+                "SELECT user_id, address, message, expires_at, used_at FROM wallet_challenges WHERE nonce = ?", [nonce]
+            )
+        )
         if row is None or row["user_id"] != user.id:
             raise WalletLinkError("Unknown nonce for this account", hint="ask the Wallet page for a new message")
         address, issued, expires_at, used_at = row["address"], row["message"], row["expires_at"], row["used_at"]
@@ -83,16 +102,21 @@ def link_wallet(db: Database, user: User, message: str, signature: str, now: dat
         if now >= expires_at:
             raise WalletLinkError("The message has expired", hint="ask the Wallet page for a new message")
         if recovered != address:
-            raise WalletLinkError(f"The signature was made by {recovered}, not {address}",
-                                  hint="sign with the wallet whose address is in the message")
-        taken = one_row(cur.execute("SELECT user_id FROM wallet_links WHERE address = ? AND user_id <> ?",
-                                    [address, user.id]))
+            raise WalletLinkError(
+                f"The signature was made by {recovered}, not {address}",
+                hint="sign with the wallet whose address is in the message",
+            )
+        taken = one_row(
+            cur.execute("SELECT user_id FROM wallet_links WHERE address = ? AND user_id <> ?", [address, user.id])
+        )
         if taken:
             raise Conflict(f"{address} is already linked to another account", hint="use another address")
         cur.execute("UPDATE wallet_challenges SET used_at = ? WHERE nonce = ?", [now, nonce])
         cur.execute("DELETE FROM wallet_links WHERE user_id = ?", [user.id])
-        cur.execute("INSERT INTO wallet_links (user_id, address, message, signature) VALUES (?, ?, ?, ?)",
-                    [user.id, address, message, signature.strip()])
+        cur.execute(
+            "INSERT INTO wallet_links (user_id, address, message, signature) VALUES (?, ?, ?, ?)",
+            [user.id, address, message, signature.strip()],
+        )
         return address
 
     return db.write(write)
@@ -102,11 +126,11 @@ def linked_address(db: Database, user_id: int) -> str | None:
     return db.scalar("SELECT address FROM wallet_links WHERE user_id = ?", [user_id])
 
 
-SIGNING_SNIPPET = '''\
+SIGNING_SNIPPET = """\
 # Sign the message with any key, without the studio (pip install eth-account):
 from eth_account import Account
 from eth_account.messages import encode_defunct
 message = open("message.txt").read()          # the text the Wallet page issued, unchanged
 key = open("my.key").read().strip()            # your private key (stays on your machine)
 print(Account.sign_message(encode_defunct(text=message), private_key=key).signature.to_0x_hex())
-'''
+"""

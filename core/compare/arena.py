@@ -5,6 +5,7 @@ close (the comparisons that teach the leaderboard the most), and randomises whic
 A vote is stored as an ordinary preference record (source 'arena') and as a battle; the ratings are computed
 in ``core.compare.leaderboard``.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,10 +30,11 @@ from storage.db import Database, one_row, one_value
 if TYPE_CHECKING:
     from core.compare.style import Comparison
 
-CLOSENESS = 200.0                          # rating gap (points) at which pairing weight drops by e
+CLOSENESS = 200.0  # rating gap (points) at which pairing weight drops by e
 
 
 # ------------------------------------------------------------------------------------ arena pairing
+
 
 def pair_weights(models: Sequence[str], battles: Sequence[Battle]) -> dict[tuple[str, str], float]:
     """Sampling weight of every pair: novelty (few battles) times closeness (similar ratings).
@@ -54,12 +56,15 @@ def pair_weights(models: Sequence[str], battles: Sequence[Battle]) -> dict[tuple
     return weights
 
 
-def sample_pair(models: Sequence[str], battles: Sequence[Battle],
-                rng: np.random.Generator | None = None) -> tuple[str, str]:
+def sample_pair(
+    models: Sequence[str], battles: Sequence[Battle], rng: np.random.Generator | None = None
+) -> tuple[str, str]:
     """Two different versions as (shown as A, shown as B): weighted pair, sides by a coin flip."""
     if len(set(models)) < 2:
-        raise NotFound("The arena needs at least two versions",
-                       hint="train a version on the Train page (or with `launch.py train`) first")
+        raise NotFound(
+            "The arena needs at least two versions",
+            hint="train a version on the Train page (or with `launch.py train`) first",
+        )
     rng = rng or np.random.default_rng()
     weights = pair_weights(sorted(set(models)), battles)
     pairs = list(weights)
@@ -75,6 +80,7 @@ def next_pair(db: Database, rng: np.random.Generator | None = None) -> tuple[str
 
 # ------------------------------------------------------------------------------------ recording votes
 
+
 @dataclass
 class PendingBattle:
     """A generated pair waiting for its vote; kept server-side until then, nothing is stored before."""
@@ -89,7 +95,7 @@ class PendingBattle:
     sampling: dict[str, Any] | None = None
     latency_ms: float | None = None
     new_tokens: tuple[int | None, int | None] = (None, None)
-    token: str = field(default_factory=lambda: uuid.uuid4().hex)   # makes a repeated vote a no-op
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)  # makes a repeated vote a no-op
 
 
 def clean_prompt(prompt: str) -> str:
@@ -118,43 +124,73 @@ def record_battle(db: Database, user: User, pending: PendingBattle, outcome: str
     if pending.model_a == pending.model_b:
         raise ValidationError("A battle needs two different versions", hint="start a new battle")
     prompt = clean_prompt(pending.prompt)
-    answers = (clean_text(pending.answer_a, "answer A", required=False) or "",
-               clean_text(pending.answer_b, "answer B", required=False) or "")
+    answers = (
+        clean_text(pending.answer_a, "answer A", required=False) or "",
+        clean_text(pending.answer_b, "answer B", required=False) or "",
+    )
     key = f"arena:{pending.token}"
-    vote = validate_vote(Vote(candidate_a=-1, candidate_b=-2, outcome=outcome, idempotency_key=key,
-                              source="arena"), {a["name"] for a in active_aspects(db)})
+    vote = validate_vote(
+        Vote(candidate_a=-1, candidate_b=-2, outcome=outcome, idempotency_key=key, source="arena"),
+        {a["name"] for a in active_aspects(db)},
+    )
     sampling = json.dumps(pending.sampling) if pending.sampling is not None else None
 
     def write(cur: Any) -> BattleReceipt:
         seen = receipt_for_key(cur, key)
         if seen is not None:
-            row = one_row(cur.execute("SELECT id, model_a, model_b, winner FROM battles WHERE preference_id = ?",
-                                      [seen.preference_id]))
-            assert row is not None   # a battle's vote is written with its battle, in one transaction
+            row = one_row(
+                cur.execute(
+                    "SELECT id, model_a, model_b, winner FROM battles WHERE preference_id = ?", [seen.preference_id]
+                )
+            )
+            assert row is not None  # a battle's vote is written with its battle, in one transaction
             return BattleReceipt(row["id"], seen.preference_id, False, row["model_a"], row["model_b"], row["winner"])
-        prompt_id = one_value(cur.execute("INSERT INTO prompts (text, source) VALUES (?, 'arena') RETURNING id",
-                                          [prompt]))
-        ids = [one_value(cur.execute(
-            "INSERT INTO candidates (prompt_id, policy_id, text, sampling, latency_ms, new_tokens)"
-            " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-            [prompt_id, policy_id, text, sampling, pending.latency_ms, tokens]))
-            for policy_id, text, tokens in ((pending.policy_a_id, answers[0], pending.new_tokens[0]),
-                                            (pending.policy_b_id, answers[1], pending.new_tokens[1]))]
+        prompt_id = one_value(
+            cur.execute("INSERT INTO prompts (text, source) VALUES (?, 'arena') RETURNING id", [prompt])
+        )
+        ids = [
+            one_value(
+                cur.execute(
+                    "INSERT INTO candidates (prompt_id, policy_id, text, sampling, latency_ms, new_tokens)"
+                    " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                    [prompt_id, policy_id, text, sampling, pending.latency_ms, tokens],
+                )
+            )
+            for policy_id, text, tokens in (
+                (pending.policy_a_id, answers[0], pending.new_tokens[0]),
+                (pending.policy_b_id, answers[1], pending.new_tokens[1]),
+            )
+        ]
         stored = Vote(**{**vote.__dict__, "candidate_a": ids[0], "candidate_b": ids[1]})
         preference_id = write_vote(cur, user, stored, key, None, None, prompt_id)
         winner = OUTCOME_TO_WINNER[outcome]
-        battle_id = one_value(cur.execute(
-            "INSERT INTO battles (model_a, model_b, policy_a_id, policy_b_id, winner, judge, judge_id,"
-            " prompt_id, candidate_a, candidate_b, preference_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " RETURNING id",
-            [pending.model_a, pending.model_b, pending.policy_a_id, pending.policy_b_id, winner, user.name,
-             user.id, prompt_id, ids[0], ids[1], preference_id]))
+        battle_id = one_value(
+            cur.execute(
+                "INSERT INTO battles (model_a, model_b, policy_a_id, policy_b_id, winner, judge, judge_id,"
+                " prompt_id, candidate_a, candidate_b, preference_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " RETURNING id",
+                [
+                    pending.model_a,
+                    pending.model_b,
+                    pending.policy_a_id,
+                    pending.policy_b_id,
+                    winner,
+                    user.name,
+                    user.id,
+                    prompt_id,
+                    ids[0],
+                    ids[1],
+                    preference_id,
+                ],
+            )
+        )
         return BattleReceipt(battle_id, preference_id, True, pending.model_a, pending.model_b, winner)
 
     return db.write(write)
 
 
 # ------------------------------------------------------------------------------------ the blind check
+
 
 def blind_check(db: Database, version: str, against: str) -> dict[str, int] | None:
     """People's arena votes between two versions, from ``version``'s side: {"votes", "wins", "losses", "ties"}.
@@ -168,7 +204,8 @@ def blind_check(db: Database, version: str, against: str) -> dict[str, int] | No
         " LEFT JOIN preferences p ON p.id = t.preference_id LEFT JOIN users u ON u.id = t.judge_id"
         " WHERE coalesce(u.kind, 'human') = 'human' AND (p.id IS NULL OR (p.retracted_at IS NULL"
         " AND p.redacted_at IS NULL)) AND ((pa.name = ? AND pb.name = ?) OR (pa.name = ? AND pb.name = ?))",
-        [version, against, against, version])
+        [version, against, against, version],
+    )
     if not rows:
         return None
     wins = sum(1 for r in rows if r["winner"] == ("model_a" if r["a"] == version else "model_b"))
@@ -185,8 +222,12 @@ def people_comparisons(db: Database, versions: Sequence[str] | None = None) -> l
         " r.answer_b FROM battle_records r LEFT JOIN policies pa ON pa.id = r.policy_a_id"
         " LEFT JOIN policies pb ON pb.id = r.policy_b_id LEFT JOIN preferences p ON p.id = r.preference_id"
         " LEFT JOIN users u ON u.id = r.judge_id WHERE coalesce(u.kind, 'human') = 'human'"
-        " AND (p.id IS NULL OR (p.retracted_at IS NULL AND p.redacted_at IS NULL)) ORDER BY r.id")
+        " AND (p.id IS NULL OR (p.retracted_at IS NULL AND p.redacted_at IS NULL)) ORDER BY r.id"
+    )
     score = {"model_a": 1.0, "model_b": 0.0}
     picked = set(versions) if versions else None
-    return [Comparison(r["a"], r["b"], r["answer_a"] or "", r["answer_b"] or "", score.get(r["winner"], 0.5))
-            for r in rows if picked is None or {r["a"], r["b"]} <= picked]
+    return [
+        Comparison(r["a"], r["b"], r["answer_a"] or "", r["answer_b"] or "", score.get(r["winner"], 0.5))
+        for r in rows
+        if picked is None or {r["a"], r["b"]} <= picked
+    ]

@@ -14,6 +14,7 @@ Tasks: any lm-eval task name (ifeval, mmlu subsets, gsm8k, arc_easy, hellaswag, 
 downloaded, and the shipped offline suite ``studio-offline`` (assets/benchmarks/studio-offline: lm-eval task
 configs over data written for the studio), the default and what the tests run.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -51,15 +52,24 @@ class AdapterNotApplied(StudioError):
 class BenchSettings:
     """How a benchmark run is done; a version and its parent are compared only when these are identical."""
 
-    tasks: tuple[str, ...] = field(default=(OFFLINE_SUITE,), metadata={
-        "help": "lm-eval task or group names: studio-offline (shipped, offline) or any lm-eval task (ifeval, "
-                "arc_easy, gsm8k, mmlu subsets...) where the machine can download its dataset."})
-    limit: int | None = field(default=None, metadata={
-        "help": "At most this many examples per task (a quick look; scores are noisier)."})
-    num_fewshot: int | None = field(default=None, metadata={
-        "help": "Few-shot examples per prompt (default: each task's own setting, 0 for studio-offline)."})
-    chat_template: bool = field(default=True, metadata={
-        "help": "Apply the model's chat template to prompts (the studio's policies are chat models)."})
+    tasks: tuple[str, ...] = field(
+        default=(OFFLINE_SUITE,),
+        metadata={
+            "help": "lm-eval task or group names: studio-offline (shipped, offline) or any lm-eval task (ifeval, "
+            "arc_easy, gsm8k, mmlu subsets...) where the machine can download its dataset."
+        },
+    )
+    limit: int | None = field(
+        default=None, metadata={"help": "At most this many examples per task (a quick look; scores are noisier)."}
+    )
+    num_fewshot: int | None = field(
+        default=None,
+        metadata={"help": "Few-shot examples per prompt (default: each task's own setting, 0 for studio-offline)."},
+    )
+    chat_template: bool = field(
+        default=True,
+        metadata={"help": "Apply the model's chat template to prompts (the studio's policies are chat models)."},
+    )
     seed: int = field(default=1234, metadata={"help": "Seed of the harness's sampling and few-shot choice."})
     batch_size: int = field(default=8, metadata={"help": "Examples per forward pass (does not change scores)."})
 
@@ -114,7 +124,7 @@ def load_scored_model(model_path: str | Path, adapter_path: str | None) -> tuple
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_path))
-    with LOAD_LOCK:   # the benchmark worker runs beside the chat model's loads: one model load at a time
+    with LOAD_LOCK:  # the benchmark worker runs beside the chat model's loads: one model load at a time
         model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch.float32).eval()
     if adapter_path is None:
         return model, tokenizer, {"adapter_applied": None, "identical_to_base": True}
@@ -135,16 +145,25 @@ def check_adapter_applied(scored_model: Any, tokenizer: Any, facts: dict[str, An
     diff = float((probe_logits(scored_model, tokenizer) - facts["base_probe"]).abs().max())
     delta = facts["adapter_delta_norm"]
     if delta == 0.0:
-        return {"adapter_applied": True, "identical_to_base": True, "adapter_delta_norm": 0.0,
-                "probe_max_logit_diff": diff,
-                "note": "the adapter's weights are zero: this version is the base, its scores are the base's"}
+        return {
+            "adapter_applied": True,
+            "identical_to_base": True,
+            "adapter_delta_norm": 0.0,
+            "probe_max_logit_diff": diff,
+            "note": "the adapter's weights are zero: this version is the base, its scores are the base's",
+        }
     if diff < 1e-6:
         raise AdapterNotApplied(
             f"The benchmark model answers the probe exactly like the base although the adapter changes the weights "
             f"(norm {delta:.3g}): the adapter is not applied, so no score is reported",
-            hint="check the version's adapter files (adapter_config.json target modules) and the backend")
-    return {"adapter_applied": True, "identical_to_base": False, "adapter_delta_norm": round(delta, 6),
-            "probe_max_logit_diff": round(diff, 6)}
+            hint="check the version's adapter files (adapter_config.json target modules) and the backend",
+        )
+    return {
+        "adapter_applied": True,
+        "identical_to_base": False,
+        "adapter_delta_norm": round(delta, 6),
+        "probe_max_logit_diff": round(diff, 6),
+    }
 
 
 # --- runs -----------------------------------------------------------------------------------------------------
@@ -168,15 +187,23 @@ def parse_results(out: dict[str, Any]) -> list[dict[str, Any]]:
                 continue
             metric, filt = key.split(",", 1)
             stderr = metrics.get(f"{metric}_stderr,{filt}")
-            rows.append({"task": task, "task_version": out.get("versions", {}).get(task), "metric": metric,
-                         "value": float(value), "stderr": float(stderr) if isinstance(stderr, (int, float)) else None,
-                         "n": out.get("n-samples", {}).get(task, {}).get("effective"),
-                         "num_fewshot": out.get("n-shot", {}).get(task)})
+            rows.append(
+                {
+                    "task": task,
+                    "task_version": out.get("versions", {}).get(task),
+                    "metric": metric,
+                    "value": float(value),
+                    "stderr": float(stderr) if isinstance(stderr, (int, float)) else None,
+                    "n": out.get("n-samples", {}).get(task, {}).get("effective"),
+                    "num_fewshot": out.get("n-shot", {}).get(task),
+                }
+            )
     return rows
 
 
-def evaluate(model_path: str | Path, adapter_path: str | None, settings: BenchSettings,
-             progress: Progress | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def evaluate(
+    model_path: str | Path, adapter_path: str | None, settings: BenchSettings, progress: Progress | None = None
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(adapter guard, results) of one model: the harness's HF backend on the base with the adapter merged."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
@@ -206,24 +233,44 @@ def evaluate(model_path: str | Path, adapter_path: str | None, settings: BenchSe
     guard = check_adapter_applied(lm.model, tokenizer, facts)
     report(0.15, f"running {', '.join(settings.tasks)} through lm-evaluation-harness")
     try:
-        out = simple_evaluate(model=lm, tasks=list(settings.tasks), task_manager=task_manager(settings.tasks),
-                              limit=settings.limit, num_fewshot=settings.num_fewshot,
-                              apply_chat_template=settings.chat_template, log_samples=False, bootstrap_iters=1000,
-                              random_seed=settings.seed, numpy_random_seed=settings.seed,
-                              torch_random_seed=settings.seed, fewshot_random_seed=settings.seed,
-                              verbosity="ERROR")   # its per-task notes are for its own CLI, not the studio's log
+        out = simple_evaluate(
+            model=lm,
+            tasks=list(settings.tasks),
+            task_manager=task_manager(settings.tasks),
+            limit=settings.limit,
+            num_fewshot=settings.num_fewshot,
+            apply_chat_template=settings.chat_template,
+            log_samples=False,
+            bootstrap_iters=1000,
+            random_seed=settings.seed,
+            numpy_random_seed=settings.seed,
+            torch_random_seed=settings.seed,
+            fewshot_random_seed=settings.seed,
+            verbosity="ERROR",
+        )  # its per-task notes are for its own CLI, not the studio's log
     except (KeyError, ValueError) as exc:
-        raise ValidationError(f"lm-evaluation-harness could not run {', '.join(settings.tasks)}: {exc}",
-                              hint="use studio-offline, or lm-eval task names (`lm-eval ls tasks`) whose datasets "
-                                   "this machine can download") from None
+        raise ValidationError(
+            f"lm-evaluation-harness could not run {', '.join(settings.tasks)}: {exc}",
+            hint="use studio-offline, or lm-eval task names (`lm-eval ls tasks`) whose datasets "
+            "this machine can download",
+        ) from None
     except (ConnectionError, OSError) as exc:
-        raise ValidationError(f"A task's dataset could not be loaded: {exc}",
-                              hint="this machine may be offline: studio-offline runs without a network") from None
+        raise ValidationError(
+            f"A task's dataset could not be loaded: {exc}",
+            hint="this machine may be offline: studio-offline runs without a network",
+        ) from None
     return guard, parse_results(out or {"results": {}})
 
 
-def run_benchmark(db: Database, model_path: str | Path, version: str, settings: BenchSettings,
-                  user: Any = None, progress: Progress | None = None, refresh: bool = False) -> dict[str, Any]:
+def run_benchmark(
+    db: Database,
+    model_path: str | Path,
+    version: str,
+    settings: BenchSettings,
+    user: Any = None,
+    progress: Progress | None = None,
+    refresh: bool = False,
+) -> dict[str, Any]:
     """The version's latest run with these settings, or a new one (stored). A failed run is stored as failed."""
     policy = comparable_policy(db, version)
     key = settings.key()
@@ -231,22 +278,33 @@ def run_benchmark(db: Database, model_path: str | Path, version: str, settings: 
         cached = latest_benchmark(db, version, key)
         if cached is not None:
             return {**cached, "cached": True}
-    run_id = db.write(lambda cur: one_value(cur.execute(
-        "INSERT INTO benchmark_runs (policy_id, version, settings_key, settings, status, created_by)"
-        " VALUES (?, ?, ?, ?, 'running', ?) RETURNING id",
-        [policy["id"], policy["name"], key, json.dumps(settings.recorded()), getattr(user, "id", None)]
-    )))
+    run_id = db.write(
+        lambda cur: one_value(
+            cur.execute(
+                "INSERT INTO benchmark_runs (policy_id, version, settings_key, settings, status, created_by)"
+                " VALUES (?, ?, ?, ?, 'running', ?) RETURNING id",
+                [policy["id"], policy["name"], key, json.dumps(settings.recorded()), getattr(user, "id", None)],
+            )
+        )
+    )
     started = time.monotonic()
     try:
         guard, results = evaluate(model_path, policy["adapter_path"], settings, progress)
     except BaseException as exc:
         message = exc.message if isinstance(exc, StudioError) else f"{type(exc).__name__}: {exc}"
-        db.write(lambda cur: cur.execute("UPDATE benchmark_runs SET status = 'failed', error = ?, seconds = ?"
-                                         " WHERE id = ?", [message, time.monotonic() - started, run_id]))
+        db.write(
+            lambda cur: cur.execute(
+                "UPDATE benchmark_runs SET status = 'failed', error = ?, seconds = ? WHERE id = ?",
+                [message, time.monotonic() - started, run_id],
+            )
+        )
         raise
-    db.write(lambda cur: cur.execute(
-        "UPDATE benchmark_runs SET status = 'done', adapter = ?, results = ?, seconds = ? WHERE id = ?",
-        [json.dumps(guard), json.dumps(results), time.monotonic() - started, run_id]))
+    db.write(
+        lambda cur: cur.execute(
+            "UPDATE benchmark_runs SET status = 'done', adapter = ?, results = ?, seconds = ? WHERE id = ?",
+            [json.dumps(guard), json.dumps(results), time.monotonic() - started, run_id],
+        )
+    )
     latest = latest_benchmark(db, version, key)
     assert latest is not None  # the run just stored it
     return {**latest, "cached": False}
@@ -257,18 +315,27 @@ def latest_benchmark(db: Database, version: str, key: str | None = None) -> dict
     rows = db.query(
         "SELECT b.id, b.version, b.settings, b.adapter, b.results, b.seconds, b.created_at FROM benchmark_runs b"
         " JOIN policies p ON p.id = b.policy_id WHERE p.name = ? AND p.deleted_at IS NULL AND b.status = 'done'"
-        + (" AND b.settings_key = ?" if key else "") + " ORDER BY b.id DESC LIMIT 1",
-        [version, key] if key else [version])
+        + (" AND b.settings_key = ?" if key else "")
+        + " ORDER BY b.id DESC LIMIT 1",
+        [version, key] if key else [version],
+    )
     if not rows:
         return None
     row = rows[0]
-    return {"id": row["id"], "version": row["version"], "settings": json.loads(row["settings"]),
-            "adapter": json.loads(row["adapter"]), "results": json.loads(row["results"]),
-            "seconds": row["seconds"], "created_at": row["created_at"].isoformat()}
+    return {
+        "id": row["id"],
+        "version": row["version"],
+        "settings": json.loads(row["settings"]),
+        "adapter": json.loads(row["adapter"]),
+        "results": json.loads(row["results"]),
+        "seconds": row["seconds"],
+        "created_at": row["created_at"].isoformat(),
+    }
 
 
-def compare(version_run: dict[str, Any], against_run: dict[str, Any],
-            margin_points: float = REGRESSION_MARGIN_POINTS) -> list[dict[str, Any]]:
+def compare(
+    version_run: dict[str, Any], against_run: dict[str, Any], margin_points: float = REGRESSION_MARGIN_POINTS
+) -> list[dict[str, Any]]:
     """Per task and metric: the version's and the parent's value and stderr, the change in points, and whether it
     is a regression (a drop of more than max(margin, 2 x the combined standard error), in points)."""
     theirs = {(r["task"], r["metric"]): r for r in against_run["results"]}
@@ -280,16 +347,33 @@ def compare(version_run: dict[str, Any], against_run: dict[str, Any],
         change = 100 * (mine["value"] - other["value"])
         errors = [e for e in (mine["stderr"], other["stderr"]) if e is not None]
         noise = 100 * 2 * (sum(e * e for e in errors) ** 0.5) if errors else 0.0
-        rows.append({"task": mine["task"], "metric": mine["metric"], "value": mine["value"], "n": mine.get("n"),
-                     "stderr": mine["stderr"], "against_value": other["value"], "against_stderr": other["stderr"],
-                     "change_points": round(change, 2), "threshold_points": round(max(margin_points, noise), 2),
-                     "regressed": change < -max(margin_points, noise)})
+        rows.append(
+            {
+                "task": mine["task"],
+                "metric": mine["metric"],
+                "value": mine["value"],
+                "n": mine.get("n"),
+                "stderr": mine["stderr"],
+                "against_value": other["value"],
+                "against_stderr": other["stderr"],
+                "change_points": round(change, 2),
+                "threshold_points": round(max(margin_points, noise), 2),
+                "regressed": change < -max(margin_points, noise),
+            }
+        )
     return rows
 
 
-def benchmark_version(db: Database, model_path: str | Path, version: str, settings: BenchSettings | None = None,
-                      against: str | None = None, user: Any = None, progress: Progress | None = None,
-                      margin_points: float | None = None) -> dict[str, Any]:
+def benchmark_version(
+    db: Database,
+    model_path: str | Path,
+    version: str,
+    settings: BenchSettings | None = None,
+    against: str | None = None,
+    user: Any = None,
+    progress: Progress | None = None,
+    margin_points: float | None = None,
+) -> dict[str, Any]:
     """Benchmark a version and its parent (cached) with identical settings; flag regressions (the margin: the
     admin's setting unless given)."""
     settings = settings or BenchSettings()
@@ -299,20 +383,25 @@ def benchmark_version(db: Database, model_path: str | Path, version: str, settin
     against = against or (default_against(db, version) if version != BASE_POLICY else None)
     parent = None
     if against:
-        parent = run_benchmark(db, model_path, against, settings, user,
-                               lambda f, t: report(0.5 * f, f"{against}: {t}"))
-    mine = run_benchmark(db, model_path, version, settings, user,
-                         lambda f, t: report(0.5 + 0.5 * f, f"{version}: {t}"))
+        parent = run_benchmark(db, model_path, against, settings, user, lambda f, t: report(0.5 * f, f"{against}: {t}"))
+    mine = run_benchmark(db, model_path, version, settings, user, lambda f, t: report(0.5 + 0.5 * f, f"{version}: {t}"))
     rows = compare(mine, parent, margin_points) if parent else []
     report(1.0, "done")
-    return {"version": version, "against": against, "settings": mine["settings"],
-            "adapter_applied": mine["adapter"].get("adapter_applied"), "adapter": mine["adapter"],
-            "parent_cached": bool(parent and parent["cached"]), "seconds": mine["seconds"],
-            "tasks": rows or [{**r, "against_value": None, "against_stderr": None} for r in mine["results"]],
-            "regressions": [r for r in rows if r["regressed"]], "margin_points": margin_points}
+    return {
+        "version": version,
+        "against": against,
+        "settings": mine["settings"],
+        "adapter_applied": mine["adapter"].get("adapter_applied"),
+        "adapter": mine["adapter"],
+        "parent_cached": bool(parent and parent["cached"]),
+        "seconds": mine["seconds"],
+        "tasks": rows or [{**r, "against_value": None, "against_stderr": None} for r in mine["results"]],
+        "regressions": [r for r in rows if r["regressed"]],
+        "margin_points": margin_points,
+    }
 
 
-MARGIN_KEY = "benchmark_margin_points"   # studio_kv: the admin-set regression margin
+MARGIN_KEY = "benchmark_margin_points"  # studio_kv: the admin-set regression margin
 
 
 def regression_margin(db: Database) -> float:
@@ -331,18 +420,23 @@ def set_regression_margin(db: Database, admin: Any, points: float) -> float:
         raise ValidationError(f"A margin of {points} points is out of range", hint="use 0 to 50 points")
 
     def save(cur: Any) -> None:
-        cur.execute("INSERT INTO studio_kv (key, value, updated_by) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE"
-                    " SET value = excluded.value, updated_by = excluded.updated_by, updated_at = now()",
-                    [MARGIN_KEY, str(float(points)), admin.id])
-        cur.execute("INSERT INTO audit_log (user_id, action, target_table, details) VALUES (?, 'edit', ?, ?)",
-                    [admin.id, MARGIN_KEY, json.dumps({"points": float(points)})])
+        cur.execute(
+            "INSERT INTO studio_kv (key, value, updated_by) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE"
+            " SET value = excluded.value, updated_by = excluded.updated_by, updated_at = now()",
+            [MARGIN_KEY, str(float(points)), admin.id],
+        )
+        cur.execute(
+            "INSERT INTO audit_log (user_id, action, target_table, details) VALUES (?, 'edit', ?, ?)",
+            [admin.id, MARGIN_KEY, json.dumps({"points": float(points)})],
+        )
 
     db.write(save)
     return float(points)
 
 
-def latest_comparison(db: Database, version: str, against: str | None = None,
-                      margin_points: float | None = None) -> dict[str, Any] | None:
+def latest_comparison(
+    db: Database, version: str, against: str | None = None, margin_points: float | None = None
+) -> dict[str, Any] | None:
     """The version's newest benchmark run beside its parent's run with the same settings (None: not measured);
     what the release gate, the model card and the API read. The margin: the admin's setting unless given."""
     margin_points = regression_margin(db) if margin_points is None else margin_points
@@ -352,22 +446,41 @@ def latest_comparison(db: Database, version: str, against: str | None = None,
     against = against or (default_against(db, version) if version != BASE_POLICY else None)
     parent = latest_benchmark(db, against, settings_key(mine["settings"])) if against else None
     rows = compare(mine, parent, margin_points) if parent else []
-    return {"version": version, "against": against if parent else None, "settings": mine["settings"],
-            "adapter_applied": mine["adapter"].get("adapter_applied"), "adapter": mine["adapter"],
-            "created_at": mine["created_at"], "seconds": mine["seconds"],
-            "tasks": rows or [{**r, "against_value": None, "against_stderr": None} for r in mine["results"]],
-            "regressions": [r for r in rows if r["regressed"]], "margin_points": margin_points}
+    return {
+        "version": version,
+        "against": against if parent else None,
+        "settings": mine["settings"],
+        "adapter_applied": mine["adapter"].get("adapter_applied"),
+        "adapter": mine["adapter"],
+        "created_at": mine["created_at"],
+        "seconds": mine["seconds"],
+        "tasks": rows or [{**r, "against_value": None, "against_stderr": None} for r in mine["results"]],
+        "regressions": [r for r in rows if r["regressed"]],
+        "margin_points": margin_points,
+    }
 
 
 def mark_interrupted(db: Database) -> int:
     """Runs left 'running' by a studio that stopped mid-run: they will never finish (a new run starts afresh)."""
-    return db.write(lambda cur: one_value(cur.execute("UPDATE benchmark_runs SET status = 'interrupted',"
-                                                      " error = 'the studio stopped during the run'"
-                                                      " WHERE status = 'running'")))
+    return db.write(
+        lambda cur: one_value(
+            cur.execute(
+                "UPDATE benchmark_runs SET status = 'interrupted',"
+                " error = 'the studio stopped during the run'"
+                " WHERE status = 'running'"
+            )
+        )
+    )
 
 
-def benchmark_in_background(studio: ModelHost, version: str, against: str | None = None, user: Any = None,
-                            progress: Progress | None = None, **options: Any) -> dict[str, Any]:
+def benchmark_in_background(
+    studio: ModelHost,
+    version: str,
+    against: str | None = None,
+    user: Any = None,
+    progress: Progress | None = None,
+    **options: Any,
+) -> dict[str, Any]:
     """The studio's background worker's task (core.compare.worker), like the safety evaluation."""
     values: dict[str, Any] = {k: tuple(v) if k == "tasks" else v for k, v in options.items()}
     settings = BenchSettings(**values)

@@ -6,6 +6,7 @@ The votes are the version's blind check: the report's verdict and the release ga
 (core.compare.arena.blind_check). The studio stops asking once the votes decide (two-sided sign test, p < 0.05,
 over wins and losses) or after ``BLIND_CHECK_VOTES`` votes, and never shows one labeler the same prompt twice.
 """
+
 from __future__ import annotations
 
 import random
@@ -21,8 +22,8 @@ from core.errors import StudioError, ValidationError
 from core.serving.policies import newest_version
 from storage.db import Database
 
-BLIND_CHECK_VOTES = 10      # votes offered per version, unless they decide sooner
-PROMPT_POOL = 60            # held-out prompts to draw from
+BLIND_CHECK_VOTES = 10  # votes offered per version, unless they decide sooner
+PROMPT_POOL = 60  # held-out prompts to draw from
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,8 @@ class BlindStatus:
     def text(self) -> str:
         """One line for the labeling app and the console."""
         tally = f"{self.votes} of {self.target} votes: {self.version} won {self.wins}, lost {self.losses}" + (
-            f", {self.ties} ties" if self.ties else "")
+            f", {self.ties} ties" if self.ties else ""
+        )
         if self.decided:
             winner = self.version if self.wins > self.losses else self.against
             return f"Blind check of {self.version} against {self.against} decided: people prefer {winner} ({tally})."
@@ -87,22 +89,29 @@ def next_blind_pair(db: Database, user: Any, rng: random.Random | None = None) -
     if status is None:
         raise ValidationError("No trained version to check yet", hint="train one on the console's Train page")
     if not status.open:
-        raise ValidationError(status.text() + " Nothing more to ask.", hint="use the Arena for free battles",
-                              code="blind_check_done")
-    seen = {row["text"] for row in db.query(
-        "SELECT pr.text FROM battles b JOIN prompts pr ON pr.id = b.prompt_id JOIN policies pa ON pa.id ="
-        " b.policy_a_id JOIN policies pb ON pb.id = b.policy_b_id WHERE b.judge_id = ? AND"
-        " ((pa.name = ? AND pb.name = ?) OR (pa.name = ? AND pb.name = ?))",
-        [getattr(user, "id", None), status.version, status.against, status.against, status.version])}
+        raise ValidationError(
+            status.text() + " Nothing more to ask.", hint="use the Arena for free battles", code="blind_check_done"
+        )
+    seen = {
+        row["text"]
+        for row in db.query(
+            "SELECT pr.text FROM battles b JOIN prompts pr ON pr.id = b.prompt_id JOIN policies pa ON pa.id ="
+            " b.policy_a_id JOIN policies pb ON pb.id = b.policy_b_id WHERE b.judge_id = ? AND"
+            " ((pa.name = ? AND pb.name = ?) OR (pa.name = ? AND pb.name = ?))",
+            [getattr(user, "id", None), status.version, status.against, status.against, status.version],
+        )
+    }
     try:
         prompts = held_out_prompts(db, status.version, status.against, PROMPT_POOL)
     except StudioError as exc:
         raise ValidationError(f"{status.version} cannot be checked blind: {exc.message}", hint=exc.hint) from exc
     fresh = [text for text in (last_user_text(p).strip() for p in prompts) if text and text not in seen]
     if not fresh:
-        raise ValidationError(f"You have judged {status.version} on every held-out prompt",
-                              hint="other labelers can add votes; label more prompts to hold out more",
-                              code="blind_check_done")
+        raise ValidationError(
+            f"You have judged {status.version} on every held-out prompt",
+            hint="other labelers can add votes; label more prompts to hold out more",
+            code="blind_check_done",
+        )
     pair = [status.version, status.against]
     (rng or random.Random()).shuffle(pair)
     return fresh[0], pair[0], pair[1], status

@@ -25,6 +25,7 @@ side by side (core.compare.sidebyside), active learning (core.compare.active), "
 (core.compare.report) and safety evaluation (core.compare.safety). The log-prob and pair-generation primitives
 they all score with are in core.serving.scoring; the reward-model scorer is core.training.reward.RewardScorer.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -45,7 +46,7 @@ from core.training.reward import RewardScorer
 from storage.db import Database
 
 Progress = Callable[[float, str], None]
-DEFAULT_BETA = 0.1                 # DPOConfig's default, for versions whose config names no beta
+DEFAULT_BETA = 0.1  # DPOConfig's default, for versions whose config names no beta
 PROMPT_SOURCES = ("held_out", "queue", "typed", "seed")
 
 Messages = list[dict[str, str]]
@@ -58,15 +59,26 @@ Messages = list[dict[str, str]]
 class CompareSettings:
     """How both versions answer in a side-by-side comparison (the form on the Compare page)."""
 
-    temperature: float = field(default=0.0, metadata={
-        "help": "0 = greedy: each version gives its single most likely answer, so every difference comes from the "
-                "versions. With sampling the two rows of the batch draw different random numbers (still "
-                "reproducible through the seed).", "min": 0.0, "max": 2.0})
+    temperature: float = field(
+        default=0.0,
+        metadata={
+            "help": "0 = greedy: each version gives its single most likely answer, so every difference comes from the "
+            "versions. With sampling the two rows of the batch draw different random numbers (still "
+            "reproducible through the seed).",
+            "min": 0.0,
+            "max": 2.0,
+        },
+    )
     top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling mass.", "min": 0.05, "max": 1.0})
     max_new_tokens: int = field(default=128, metadata={"help": "Longest answer, in tokens.", "min": 1, "max": 2048})
-    seed: int = field(default=0, metadata={
-        "help": "Prompt i is generated with seed + i: the same table comes out when run again.", "min": 0,
-        "max": 2**31 - 1})
+    seed: int = field(
+        default=0,
+        metadata={
+            "help": "Prompt i is generated with seed + i: the same table comes out when run again.",
+            "min": 0,
+            "max": 2**31 - 1,
+        },
+    )
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(self.temperature, self.top_p, self.max_new_tokens).validate()
@@ -76,18 +88,35 @@ class CompareSettings:
 class EvalSettings:
     """What an automatic evaluation measures on (the same for every version, so rows are comparable)."""
 
-    held_out_percent: int = field(default=HELD_OUT_PERCENT, metadata={
-        "help": "Share of prompts (by a fixed hash of the prompt) whose preference pairs are held out for "
-                "accuracy.", "min": 1, "max": 100})
-    max_pairs: int = field(default=200, metadata={
-        "help": "At most this many held-out pairs are scored (the first ones by hash order).", "min": 1,
-        "max": 100_000})
-    prompts: int = field(default=8, metadata={
-        "help": "Fixed prompt set: the first N seed prompts; each version answers each twice.", "min": 1,
-        "max": 40})
+    held_out_percent: int = field(
+        default=HELD_OUT_PERCENT,
+        metadata={
+            "help": "Share of prompts (by a fixed hash of the prompt) whose preference pairs are held out for "
+            "accuracy.",
+            "min": 1,
+            "max": 100,
+        },
+    )
+    max_pairs: int = field(
+        default=200,
+        metadata={
+            "help": "At most this many held-out pairs are scored (the first ones by hash order).",
+            "min": 1,
+            "max": 100_000,
+        },
+    )
+    prompts: int = field(
+        default=8,
+        metadata={
+            "help": "Fixed prompt set: the first N seed prompts; each version answers each twice.",
+            "min": 1,
+            "max": 40,
+        },
+    )
     max_new_tokens: int = field(default=64, metadata={"help": "Longest generated answer.", "min": 1, "max": 2048})
-    temperature: float = field(default=1.0, metadata={
-        "help": "1.0 (with top_p 1.0) makes the KL estimate unbiased.", "min": 0.05, "max": 2.0})
+    temperature: float = field(
+        default=1.0, metadata={"help": "1.0 (with top_p 1.0) makes the KL estimate unbiased.", "min": 0.05, "max": 2.0}
+    )
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass.", "min": 0.05, "max": 1.0})
     seed: int = field(default=0, metadata={"help": "Prompt i is sampled with seed + i.", "min": 0, "max": 2**31 - 1})
 
@@ -95,8 +124,10 @@ class EvalSettings:
         for name, f in self.__dataclass_fields__.items():
             value = getattr(self, name)
             if not f.metadata["min"] <= value <= f.metadata["max"]:
-                raise ValidationError(f"{name}={value} is out of range",
-                                      hint=f"choose {name} between {f.metadata['min']} and {f.metadata['max']}")
+                raise ValidationError(
+                    f"{name}={value} is out of range",
+                    hint=f"choose {name} between {f.metadata['min']} and {f.metadata['max']}",
+                )
         return self
 
 
@@ -109,7 +140,7 @@ class PromptSet:
 
     source: str = "held_out"
     queue_id: int | None = None
-    text: str = ""                   # typed prompts, one per line
+    text: str = ""  # typed prompts, one per line
     limit: int = 20
     held_out_percent: int = HELD_OUT_PERCENT
 
@@ -129,8 +160,12 @@ def resolve_prompts(db: Database, spec: PromptSet) -> list[Messages]:
             raise ValidationError("Pick a queue", hint="create one on the Labeling setup page")
         if not db.scalar("SELECT count(*) FROM queues WHERE id = ?", [spec.queue_id]):
             raise NotFound(f"Queue {spec.queue_id} does not exist", hint="pick another queue")
-        prompts = [_user(r["text"]) for r in db.query(
-            "SELECT text FROM prompts WHERE queue_id = ? AND redacted_at IS NULL ORDER BY id", [spec.queue_id])]
+        prompts = [
+            _user(r["text"])
+            for r in db.query(
+                "SELECT text FROM prompts WHERE queue_id = ? AND redacted_at IS NULL ORDER BY id", [spec.queue_id]
+            )
+        ]
         hint = "import prompts into the queue on the Labeling setup page"
     elif spec.source == "seed":
         prompts = [_user(p) for p in seed_prompts()]
@@ -147,8 +182,9 @@ def resolve_prompts(db: Database, spec: PromptSet) -> list[Messages]:
 
 def seed_prompts() -> list[str]:
     """The fixed prompt set of automatic evaluation, in file order."""
-    return prompt_queue.parse_prompts(prompt_queue.SEED_PROMPTS.read_text(encoding="utf-8"),
-                                      prompt_queue.SEED_PROMPTS.name)
+    return prompt_queue.parse_prompts(
+        prompt_queue.SEED_PROMPTS.read_text(encoding="utf-8"), prompt_queue.SEED_PROMPTS.name
+    )
 
 
 def held_out_pairs(db: Database, percent: int = HELD_OUT_PERCENT, filters: Any = None) -> list[dict[str, Any]]:
@@ -157,8 +193,12 @@ def held_out_pairs(db: Database, percent: int = HELD_OUT_PERCENT, filters: Any =
     from core.data.trainsets import preference_rows
 
     rows = [r for r in preference_rows(db, filters).rows if prompt_bucket(r["prompt"]) < percent]
-    return sorted(rows, key=lambda r: hashlib.sha256(json.dumps(
-        [prompt_key(r["prompt"]), r["chosen"][0]["content"], r["rejected"][0]["content"]]).encode()).hexdigest())
+    return sorted(
+        rows,
+        key=lambda r: hashlib.sha256(
+            json.dumps([prompt_key(r["prompt"]), r["chosen"][0]["content"], r["rejected"][0]["content"]]).encode()
+        ).hexdigest(),
+    )
 
 
 def last_user_text(prompt: Messages) -> str:
@@ -182,12 +222,18 @@ def check_pair(db: Database, a: str, b: str) -> tuple[Version, Version]:
 
 def reward_models(db: Database) -> list[str]:
     """Live reward models (rm1, rm2, ...), newest first."""
-    return [r["name"] for r in db.query("SELECT name FROM policies WHERE algorithm = 'reward'"
-                                        " AND deleted_at IS NULL ORDER BY id DESC")]
+    return [
+        r["name"]
+        for r in db.query(
+            "SELECT name FROM policies WHERE algorithm = 'reward' AND deleted_at IS NULL ORDER BY id DESC"
+        )
+    ]
 
 
-NO_REWARD_MODEL = ("No reward model is registered yet, so answers are not scored. Train one on the Train page "
-                   "(algorithm 'Reward model'); it appears here as rm1.")
+NO_REWARD_MODEL = (
+    "No reward model is registered yet, so answers are not scored. Train one on the Train page "
+    "(algorithm 'Reward model'); it appears here as rm1."
+)
 
 
 def reward_scorer(db: Database, reward_model: str | None) -> RewardScorer | None:
@@ -214,7 +260,7 @@ class EvalResult:
     mean_length: float
     samples: int
     rm_seen_in_training: int = 0  # held-out pairs whose prompt the reward model was trained on
-    answers: list[dict[str, Any]] = field(default_factory=list)   # the generations, for inspection
+    answers: list[dict[str, Any]] = field(default_factory=list)  # the generations, for inspection
 
     def metrics(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k != "answers"}
@@ -227,8 +273,9 @@ def preference_accuracy(chosen: Sequence[float], rejected: Sequence[float]) -> f
     return sum(1.0 if c > r else 0.5 if c == r else 0.0 for c, r in zip(chosen, rejected)) / len(chosen)
 
 
-def implicit_rewards(studio: ModelHost, policy: str, reference: str, prompts: Sequence[Messages],
-                     answers: Sequence[str], beta: float) -> list[float]:
+def implicit_rewards(
+    studio: ModelHost, policy: str, reference: str, prompts: Sequence[Messages], answers: Sequence[str], beta: float
+) -> list[float]:
     """DPO's implicit reward ``beta * (log pi(y|x) - log pi_ref(y|x))`` of each answer (0 when policy == reference)."""
     if len(prompts) != len(answers):
         raise ValidationError(f"{len(prompts)} prompts but {len(answers)} answers", hint="pass one prompt per answer")
@@ -245,9 +292,14 @@ def implicit_rewards(studio: ModelHost, policy: str, reference: str, prompts: Se
     return [beta * (logps[i][0] - logps[n + i][0]) for i in range(n)]
 
 
-def evaluate_version(studio: ModelHost, name: str, reward_model: str | None = None,
-                     settings: EvalSettings | None = None, user: Any = None,
-                     progress: Progress | None = None) -> EvalResult:
+def evaluate_version(
+    studio: ModelHost,
+    name: str,
+    reward_model: str | None = None,
+    settings: EvalSettings | None = None,
+    user: Any = None,
+    progress: Progress | None = None,
+) -> EvalResult:
     """Every metric of one version (see the module docstring), saved as a row of ``eval_results``."""
     settings = (settings or EvalSettings()).validate()
     db = studio.db
@@ -273,7 +325,7 @@ def evaluate_version(studio: ModelHost, name: str, reward_model: str | None = No
             implicit_accuracy, implicit_margin = 0.5, 0.0
         else:
             both = implicit_rewards(studio, name, reference, prompts + prompts, chosen + rejected, beta)
-            good, bad = both[: len(pairs)], both[len(pairs):]
+            good, bad = both[: len(pairs)], both[len(pairs) :]
             implicit_accuracy = preference_accuracy(good, bad)
             implicit_margin = sum(g - b for g, b in zip(good, bad)) / len(pairs)
 
@@ -284,14 +336,17 @@ def evaluate_version(studio: ModelHost, name: str, reward_model: str | None = No
     for i, prompt in enumerate(fixed):
         report_progress(progress, 0.3 + 0.5 * i / len(fixed), f"{name}: generating answer {i + 1} of {len(fixed)}")
         pair = generate_pair_answers(studio, rows, prompt, sampling, settings.seed + i)
-        answers += [{"prompt": prompt[0]["content"], "answer": pair.text_a, "tokens": pair.tokens_a},
-                    {"prompt": prompt[0]["content"], "answer": pair.text_b, "tokens": pair.tokens_b}]
+        answers += [
+            {"prompt": prompt[0]["content"], "answer": pair.text_a, "tokens": pair.tokens_a},
+            {"prompt": prompt[0]["content"], "answer": pair.text_b, "tokens": pair.tokens_b},
+        ]
     sample_prompts = [_user(a["prompt"]) for a in answers]
     texts = [a["answer"] for a in answers]
 
     report_progress(progress, 0.85, f"{name}: KL to the base")
-    logps = sequence_logprobs(studio, [row_adapter(rows, 0)] * len(texts) + [None] * len(texts), sample_prompts * 2,
-                              texts * 2)
+    logps = sequence_logprobs(
+        studio, [row_adapter(rows, 0)] * len(texts) + [None] * len(texts), sample_prompts * 2, texts * 2
+    )
     kl = sum(logps[i][0] - logps[len(texts) + i][0] for i in range(len(texts))) / len(texts)
     gen_reward = None
     if scorer is not None:
@@ -301,19 +356,47 @@ def evaluate_version(studio: ModelHost, name: str, reward_model: str | None = No
             answer["score"] = value
         gen_reward = sum(scores) / len(scores)
 
-    result = EvalResult(name, reference, scorer.name if scorer else None, len(pairs), seen, rm_accuracy,
-                        implicit_accuracy, implicit_margin, beta, gen_reward, kl,
-                        sum(a["tokens"] for a in answers) / len(answers), len(answers),
-                        _seen_in_training(db, live_policy(db, scorer.name), pairs) if scorer else 0, answers)
+    result = EvalResult(
+        name,
+        reference,
+        scorer.name if scorer else None,
+        len(pairs),
+        seen,
+        rm_accuracy,
+        implicit_accuracy,
+        implicit_margin,
+        beta,
+        gen_reward,
+        kl,
+        sum(a["tokens"] for a in answers) / len(answers),
+        len(answers),
+        _seen_in_training(db, live_policy(db, scorer.name), pairs) if scorer else 0,
+        answers,
+    )
     with db.transaction() as cur:
         cur.execute(
             "INSERT INTO eval_results (policy_id, reward_model_id, reference_id, held_out_pairs, seen_in_training,"
             " rm_accuracy, implicit_accuracy, implicit_margin, beta, gen_reward, kl_to_base, mean_length, samples,"
             " settings, created_by) VALUES (?, ?, (SELECT id FROM policies WHERE name = ?), ?, ?, ?, ?, ?, ?, ?, ?,"
             " ?, ?, ?, ?)",
-            [policy["id"], scorer.policy_id if scorer else None, reference, result.held_out_pairs, seen,
-             rm_accuracy, implicit_accuracy, implicit_margin, beta, gen_reward, kl, result.mean_length,
-             result.samples, json.dumps(asdict(settings)), getattr(user, "id", None)])
+            [
+                policy["id"],
+                scorer.policy_id if scorer else None,
+                reference,
+                result.held_out_pairs,
+                seen,
+                rm_accuracy,
+                implicit_accuracy,
+                implicit_margin,
+                beta,
+                gen_reward,
+                kl,
+                result.mean_length,
+                result.samples,
+                json.dumps(asdict(settings)),
+                getattr(user, "id", None),
+            ],
+        )
     report_progress(progress, 1.0, f"{name}: done")
     return result
 
@@ -326,8 +409,10 @@ def _reference(db: Database, policy: Version) -> str | None:
     try:
         comparable_policy(db, parent)
     except (NotFound, ValidationError) as exc:
-        raise ValidationError(f"The reference of {policy['name']} (its parent {parent}) cannot be used: "
-                              f"{exc.message}", hint="restore the parent version to evaluate this one") from None
+        raise ValidationError(
+            f"The reference of {policy['name']} (its parent {parent}) cannot be used: {exc.message}",
+            hint="restore the parent version to evaluate this one",
+        ) from None
     return parent
 
 
@@ -356,7 +441,7 @@ def trained_rows(db: Database, policy: Version) -> list[dict[str, Any]]:
     filters = job_filters(db, policy, drop=("since", "until"))
     try:
         rows = preference_rows(db, filters).rows
-    except StudioError:   # a labeler or version named in the filters is gone: every label
+    except StudioError:  # a labeler or version named in the filters is gone: every label
         rows = preference_rows(db).rows
     return [r for r in rows if prompt_bucket(r["prompt"]) >= HELD_OUT_PERCENT]
 
@@ -404,14 +489,19 @@ def eval_table(db: Database) -> list[dict[str, Any]]:
         " JOIN (SELECT *, row_number() OVER (PARTITION BY policy_id ORDER BY id DESC) AS n FROM eval_results) e"
         "   ON e.policy_id = p.id AND e.n = 1"
         " LEFT JOIN policies parent ON parent.id = p.parent_id LEFT JOIN policies rm ON rm.id = e.reward_model_id"
-        " WHERE p.deleted_at IS NULL ORDER BY p.id", [BASE_POLICY, BASE_POLICY])
+        " WHERE p.deleted_at IS NULL ORDER BY p.id",
+        [BASE_POLICY, BASE_POLICY],
+    )
     overlap: dict[tuple[str, int, int], int] = {}
     for row in rows:
         settings = json.loads(row.pop("settings") or "{}")
         row["rm_seen_in_training"] = None
         if row["reward_model"]:
-            key = (row["reward_model"], settings.get("held_out_percent", HELD_OUT_PERCENT),
-                   settings.get("max_pairs", row["held_out_pairs"]))
+            key = (
+                row["reward_model"],
+                settings.get("held_out_percent", HELD_OUT_PERCENT),
+                settings.get("max_pairs", row["held_out_pairs"]),
+            )
             if key not in overlap:
                 pairs = held_out_pairs(db, key[1])[: key[2]]
                 # deleted or not: a deleted reward model's training data still explains old results

@@ -17,6 +17,7 @@ safety run arrive a minute after it). Policy (``STUDIO_RELEASE_GATE``): ``enforc
 a failing version (code ``gate_failed``, HTTP 409) unless an admin overrides it with a reason, which goes into the
 audit log and the model card, and warns on local exports; ``warn`` only warns; ``off`` checks nothing.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,12 @@ from storage.db import Database
 GATE_MODES = RELEASE_GATE_MODES
 STATUSES = ("pass", "fail", "unknown")
 CHECKS = ("learned", "human_check", "safety", "benchmarks", "kl")
-LEARNED_FAILS = {"no_change": "learned nothing measurable", "changed": "changed, but not toward its labels",
-                 "regressed": "moved against its labels", "mixed": "moved both toward and against its labels"}
+LEARNED_FAILS = {
+    "no_change": "learned nothing measurable",
+    "changed": "changed, but not toward its labels",
+    "regressed": "moved against its labels",
+    "mixed": "moved both toward and against its labels",
+}
 
 
 class GateFailed(Conflict):
@@ -50,8 +55,8 @@ class GateFailed(Conflict):
 @dataclass(frozen=True)
 class GateCheck:
     name: str
-    status: str          # pass | fail | unknown
-    evidence: str        # what it rests on, in plain words
+    status: str  # pass | fail | unknown
+    evidence: str  # what it rests on, in plain words
 
 
 @dataclass
@@ -69,8 +74,12 @@ class GateResult:
         return [c for c in self.checks if c.status == "fail"]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": self.version, "against": self.against, "passed": self.passed,
-                "checks": [asdict(c) for c in self.checks]}
+        return {
+            "version": self.version,
+            "against": self.against,
+            "passed": self.passed,
+            "checks": [asdict(c) for c in self.checks],
+        }
 
     def lines(self) -> list[str]:
         """One line per check, e.g. "pass  learned: learned: v1 gave shorter answers ..."."""
@@ -79,7 +88,7 @@ class GateResult:
 
 def _learned(report: Report | None) -> GateCheck:
     if report is None:
-        return GateCheck("learned", "unknown", "no \"what changed\" report yet (it is computed after every job)")
+        return GateCheck("learned", "unknown", 'no "what changed" report yet (it is computed after every job)')
     kind = report["verdict"]
     if kind == "learned":
         return GateCheck("learned", "pass", report["summary"])
@@ -103,8 +112,9 @@ def _human(db: Database, version: str, against: str) -> GateCheck:
 def _safety(db: Database, version: str, against: str) -> GateCheck:
     change = safety_change(db, version, against)
     if not change:
-        return GateCheck("safety", "unknown", f"{version} and {against} have not both been evaluated on the "
-                                              "red-team set yet")
+        return GateCheck(
+            "safety", "unknown", f"{version} and {against} have not both been evaluated on the red-team set yet"
+        )
     if change["worse"]:
         return GateCheck("safety", "fail", "less safe than " + against + ": " + "; ".join(change["reasons"]))
     return GateCheck("safety", "pass", f"not less safe than {against}")
@@ -122,15 +132,18 @@ def evaluate_gate(db: Database, version: str, against: str | None = None) -> Gat
     """Every check of ``version`` against ``against`` (its parent by default)."""
     if version == BASE_POLICY:
         raise ValidationError("The base model has no release gate", hint="gate a trained version (v1, v2, ...)")
-    policy = live_policy(db, version)   # NotFound for an unknown name
+    policy = live_policy(db, version)  # NotFound for an unknown name
     try:
         against = against or default_against(db, version)
-    except StudioError as exc:   # e.g. a full fine-tune: nothing can be measured on the shared model
-        return GateResult(version, against or policy["parent"] or BASE_POLICY, [
-            GateCheck(name, "unknown", f"cannot be measured: {exc.message}") for name in CHECKS])
+    except StudioError as exc:  # e.g. a full fine-tune: nothing can be measured on the shared model
+        return GateResult(
+            version,
+            against or policy["parent"] or BASE_POLICY,
+            [GateCheck(name, "unknown", f"cannot be measured: {exc.message}") for name in CHECKS],
+        )
     try:
         report = latest_report(db, version, against)
-    except StudioError as exc:   # e.g. a full fine-tune, which cannot be compared on the shared model
+    except StudioError as exc:  # e.g. a full fine-tune, which cannot be compared on the shared model
         report, why = None, exc.message
     else:
         why = ""
@@ -141,12 +154,17 @@ def evaluate_gate(db: Database, version: str, against: str | None = None) -> Gat
         except StudioError as exc:
             return GateCheck(name, "unknown", f"cannot be measured: {exc.message}")
 
-    return GateResult(version, against, [
-        GateCheck("learned", "unknown", f"cannot be measured: {why}") if why else _learned(report),
-        measured("human_check", lambda: _human(db, version, against)),
-        measured("safety", lambda: _safety(db, version, against)),
-        measured("benchmarks", lambda: _benchmarks(db, version, against)),
-        _kl(report, against)])
+    return GateResult(
+        version,
+        against,
+        [
+            GateCheck("learned", "unknown", f"cannot be measured: {why}") if why else _learned(report),
+            measured("human_check", lambda: _human(db, version, against)),
+            measured("safety", lambda: _safety(db, version, against)),
+            measured("benchmarks", lambda: _benchmarks(db, version, against)),
+            _kl(report, against),
+        ],
+    )
 
 
 def _benchmarks(db: Database, version: str, against: str) -> GateCheck:
@@ -155,19 +173,28 @@ def _benchmarks(db: Database, version: str, against: str) -> GateCheck:
 
     comparison = latest_comparison(db, version, against)
     if comparison is None or comparison["against"] is None:
-        return GateCheck("benchmarks", "unknown", f"not benchmarked against {against} yet (`launch.py bench "
-                         f"{version}`, or the Compare page)")
+        return GateCheck(
+            "benchmarks",
+            "unknown",
+            f"not benchmarked against {against} yet (`launch.py bench {version}`, or the Compare page)",
+        )
     tasks = ", ".join(sorted({r["task"] for r in comparison["tasks"]}))
     if comparison["regressions"]:
-        worst = "; ".join(f"{r['task']} {r['metric']} {r['against_value']:.3f} -> {r['value']:.3f} "
-                          f"({r['change_points']:+.1f} points)" for r in comparison["regressions"])
+        worst = "; ".join(
+            f"{r['task']} {r['metric']} {r['against_value']:.3f} -> {r['value']:.3f} ({r['change_points']:+.1f} points)"
+            for r in comparison["regressions"]
+        )
         return GateCheck("benchmarks", "fail", f"regressed against {against}: {worst}")
-    return GateCheck("benchmarks", "pass", f"no drop beyond max({comparison['margin_points']:g} points, 2 x stderr) "
-                     f"against {against} on {tasks}")
+    return GateCheck(
+        "benchmarks",
+        "pass",
+        f"no drop beyond max({comparison['margin_points']:g} points, 2 x stderr) against {against} on {tasks}",
+    )
 
 
-def check_release(db: Database, version: str, user: Any, mode: str, to_hub: bool,
-                  override: str | None = None, target: str = "") -> GateResult | None:
+def check_release(
+    db: Database, version: str, user: Any, mode: str, to_hub: bool, override: str | None = None, target: str = ""
+) -> GateResult | None:
     """The gate's decision for one release of ``version`` (None when the gate is off).
 
     Refuses a Hub push of a failing version under ``enforce`` unless ``override`` gives a reason; an override is
@@ -183,14 +210,25 @@ def check_release(db: Database, version: str, user: Any, mode: str, to_hub: bool
     reason = (override or "").strip()
     failed = ", ".join(c.name for c in gate.failed)
     if not reason:
-        raise GateFailed(f"{version} fails its release gate ({failed})",
-                         hint="fix what failed (see `launch.py gate " + version + "`), or, as an admin, override it "
-                              "with a reason (--override \"REASON\" or the Export page's override box)")
+        raise GateFailed(
+            f"{version} fails its release gate ({failed})",
+            hint="fix what failed (see `launch.py gate " + version + "`), or, as an admin, override it "
+            'with a reason (--override "REASON" or the Export page\'s override box)',
+        )
     policy = get_policy(db, version)
-    db.write(lambda cur: cur.execute(
-        "INSERT INTO audit_log (user_id, action, target_table, target_id, details) VALUES (?, 'gate_override',"
-        " 'policies', ?, ?)", [getattr(user, "id", None), policy["id"], json.dumps(
-            {"version": version, "reason": reason, "failed": [asdict(c) for c in gate.failed], "target": target})]))
+    db.write(
+        lambda cur: cur.execute(
+            "INSERT INTO audit_log (user_id, action, target_table, target_id, details) VALUES (?, 'gate_override',"
+            " 'policies', ?, ?)",
+            [
+                getattr(user, "id", None),
+                policy["id"],
+                json.dumps(
+                    {"version": version, "reason": reason, "failed": [asdict(c) for c in gate.failed], "target": target}
+                ),
+            ],
+        )
+    )
     return gate
 
 
@@ -199,7 +237,9 @@ def gate_overrides(db: Database, version: str) -> list[dict[str, Any]]:
     rows = db.query(
         "SELECT a.details, a.created_at, u.name AS by FROM audit_log a LEFT JOIN users u ON u.id = a.user_id"
         " JOIN policies p ON p.id = a.target_id WHERE a.action = 'gate_override' AND a.target_table = 'policies'"
-        " AND p.name = ? ORDER BY a.id DESC", [version])
+        " AND p.name = ? ORDER BY a.id DESC",
+        [version],
+    )
     return [{**json.loads(r["details"]), "by": r["by"], "at": r["created_at"].isoformat()} for r in rows]
 
 
@@ -207,9 +247,14 @@ def card_section(gate: GateResult | None, override: str | None = None, by: str |
     """The model card's "Release gate" section: every check, and an override with its reason."""
     if gate is None:
         return ""
-    lines = ["## Release gate", "", f"Checked by RLHF Studio against `{gate.against}`: "
-             + ("**passed**." if gate.passed else "**failed**."), "", "| check | status | evidence |",
-             "|---|---|---|"]
+    lines = [
+        "## Release gate",
+        "",
+        f"Checked by RLHF Studio against `{gate.against}`: " + ("**passed**." if gate.passed else "**failed**."),
+        "",
+        "| check | status | evidence |",
+        "|---|---|---|",
+    ]
     lines += [f"| {c.name} | {c.status} | {c.evidence.replace('|', '/')} |" for c in gate.checks]
     if not gate.passed and override:
         lines += ["", f"> Released despite the failed gate by {by or 'an admin'}: {override.strip()}"]

@@ -15,6 +15,7 @@ where the MLE exists the ridge moves ratings by far less than 0.1 point.
 
 The arena tab that produces the battles lives in ``core.compare.arena``.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,9 +35,9 @@ from storage.db import Database
 WINNERS = ("model_a", "model_b", "tie", "tie (bothbad)")
 OUTCOME_TO_WINNER = {"a": "model_a", "b": "model_b", "tie": "tie", "both_bad": "tie (bothbad)"}
 SCALE, BASE, INIT_RATING = 400.0, 10.0, 1000.0
-ELO_PER_NAT = SCALE / math.log(BASE)       # natural-log strength -> rating points
-RIDGE = 1e-5                               # in natural-log units; see the module docstring
-MIN_BATTLES = 10                           # per version: below this the leaderboard warns
+ELO_PER_NAT = SCALE / math.log(BASE)  # natural-log strength -> rating points
+RIDGE = 1e-5  # in natural-log units; see the module docstring
+MIN_BATTLES = 10  # per version: below this the leaderboard warns
 DEFAULT_ROUNDS, MIN_ROUNDS, DEFAULT_SEED = 200, 100, 42
 
 
@@ -57,23 +58,30 @@ class Battle:
 
 # ------------------------------------------------------------------------------------ reading battles
 
+
 def check_battles(battles: Sequence[Battle], where: str = "battles") -> list[Battle]:
     """Refuse battles no leaderboard can be built from: unknown winners, self-battles, one model only."""
     unknown = [(i, b.winner) for i, b in enumerate(battles, 1) if b.winner not in WINNERS]
     if unknown:
         shown = ", ".join(f"#{i}: {w!r}" for i, w in unknown[:5]) + (" …" if len(unknown) > 5 else "")
-        raise BattlesError(f"{len(unknown)} battle(s) in {where} have an unknown winner ({shown})",
-                           hint=f"winner must be one of {', '.join(WINNERS)}")
+        raise BattlesError(
+            f"{len(unknown)} battle(s) in {where} have an unknown winner ({shown})",
+            hint=f"winner must be one of {', '.join(WINNERS)}",
+        )
     if not battles:
         raise BattlesError(f"There are no battles in {where}", hint="vote in the arena tab or pass a battles file")
     models = {m for b in battles for m in (b.model_a, b.model_b)}
     if len(models) < 2:
-        raise BattlesError(f"{where} has only one model ({', '.join(models)})",
-                           hint="a leaderboard needs battles between at least two models")
+        raise BattlesError(
+            f"{where} has only one model ({', '.join(models)})",
+            hint="a leaderboard needs battles between at least two models",
+        )
     selfs = [i for i, b in enumerate(battles, 1) if b.model_a == b.model_b]
     if selfs:
-        raise BattlesError(f"{len(selfs)} battle(s) in {where} pit a model against itself (#{selfs[0]})",
-                           hint="drop them: a battle needs two different models")
+        raise BattlesError(
+            f"{len(selfs)} battle(s) in {where} pit a model against itself (#{selfs[0]})",
+            hint="drop them: a battle needs two different models",
+        )
     return list(battles)
 
 
@@ -87,8 +95,9 @@ def read_battles_file(path: Path | str) -> list[Battle]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise BattlesError(f"Cannot read the battles file {path}: {exc.strerror or exc}",
-                           hint="check the path") from exc
+        raise BattlesError(
+            f"Cannot read the battles file {path}: {exc.strerror or exc}", hint="check the path"
+        ) from exc
     except UnicodeDecodeError as exc:
         raise BattlesError(f"{path} is not UTF-8 text", hint="pass a JSONL file of battles") from exc
     if text.lstrip().startswith("["):
@@ -105,15 +114,21 @@ def read_battles_file(path: Path | str) -> list[Battle]:
             try:
                 records.append((number, json.loads(line)))
             except ValueError as exc:
-                raise BattlesError(f"Line {number} of {path} is not JSON: {exc}",
-                                   hint="one battle object per line") from exc
+                raise BattlesError(
+                    f"Line {number} of {path} is not JSON: {exc}", hint="one battle object per line"
+                ) from exc
         label = "line"
     battles = []
     for number, record in records:
-        if not isinstance(record, dict) or not all(isinstance(record.get(k), str) and record.get(k)
-                                                   for k in ("model_a", "model_b")) or "winner" not in record:
-            raise BattlesError(f"{label.capitalize()} {number} of {path} lacks model_a, model_b or winner",
-                               hint='each battle looks like {"model_a": "x", "model_b": "y", "winner": "tie"}')
+        if (
+            not isinstance(record, dict)
+            or not all(isinstance(record.get(k), str) and record.get(k) for k in ("model_a", "model_b"))
+            or "winner" not in record
+        ):
+            raise BattlesError(
+                f"{label.capitalize()} {number} of {path} lacks model_a, model_b or winner",
+                hint='each battle looks like {"model_a": "x", "model_b": "y", "winner": "tie"}',
+            )
         battles.append(Battle(record["model_a"], record["model_b"], str(record["winner"])))
     return check_battles(battles, str(path))
 
@@ -124,17 +139,18 @@ def battles_from_db(db: Database) -> list[Battle]:
         "SELECT coalesce(pa.name, b.model_a) AS model_a, coalesce(pb.name, b.model_b) AS model_b, b.winner"
         " FROM battles b LEFT JOIN preferences p ON p.id = b.preference_id"
         " LEFT JOIN policies pa ON pa.id = b.policy_a_id LEFT JOIN policies pb ON pb.id = b.policy_b_id"
-        " WHERE p.id IS NULL OR (p.retracted_at IS NULL AND p.redacted_at IS NULL) ORDER BY b.id")
+        " WHERE p.id IS NULL OR (p.retracted_at IS NULL AND p.redacted_at IS NULL) ORDER BY b.id"
+    )
     return [Battle(r["model_a"], r["model_b"], r["winner"]) for r in rows]
 
 
 def battles_jsonl(battles: Iterable[Battle]) -> str:
     """The FastChat clean-battle JSONL text of ``battles`` (what ``launch.py leaderboard --battles`` reads)."""
-    return "".join(json.dumps({"model_a": b.model_a, "model_b": b.model_b, "winner": b.winner}) + "\n"
-                   for b in battles)
+    return "".join(json.dumps({"model_a": b.model_a, "model_b": b.model_b, "winner": b.winner}) + "\n" for b in battles)
 
 
 # ------------------------------------------------------------------------------------ Bradley-Terry
+
 
 @dataclass
 class Tally:
@@ -142,7 +158,7 @@ class Tally:
 
     models: list[str]
     wins: np.ndarray
-    games: np.ndarray            # wins + wins.T: battles between i and j
+    games: np.ndarray  # wins + wins.T: battles between i and j
 
     @property
     def battles_per_model(self) -> np.ndarray:
@@ -159,7 +175,7 @@ class _Encoded:
         keys = np.array(list(cells), dtype=np.int64).reshape(-1, 3)
         self.i, self.j, kind = keys[:, 0], keys[:, 1], keys[:, 2]
         self.counts = np.array(list(cells.values()), dtype=np.float64)
-        self.to_a = np.choose(kind, [1.0, 0.0, 0.5])   # share of each battle credited to i over j
+        self.to_a = np.choose(kind, [1.0, 0.0, 0.5])  # share of each battle credited to i over j
         self.to_b = 1.0 - self.to_a
         self.n = len(models)
 
@@ -202,7 +218,7 @@ def fit_strengths(wins: np.ndarray, ridge: float = RIDGE, tol: float = 1e-9, max
         grad = (wins - games * p).sum(axis=1) - ridge * r
         if np.abs(grad).max() < tol:
             break
-        info = games * p * (1.0 - p)                     # Fisher information of each pair
+        info = games * p * (1.0 - p)  # Fisher information of each pair
         neg_hessian = np.diag(info.sum(axis=1) + ridge) - info
         step = np.linalg.solve(neg_hessian, grad)
         t = 1.0
@@ -231,6 +247,7 @@ def bt_ratings(battles: Sequence[Battle], anchor: str | None = BASE_POLICY) -> d
 
 # ------------------------------------------------------------------------------------ leaderboard
 
+
 @dataclass
 class Leaderboard:
     models: list[str]
@@ -239,7 +256,7 @@ class Leaderboard:
     ci_high: np.ndarray
     rank: np.ndarray
     battles_per_model: np.ndarray
-    win_rate: np.ndarray         # observed share of points i took from j (ties half), NaN if never met
+    win_rate: np.ndarray  # observed share of points i took from j (ties half), NaN if never met
     total_battles: int
     anchor: str | None
     rounds: int
@@ -250,17 +267,29 @@ class Leaderboard:
     def rows(self) -> list[dict[str, Any]]:
         """One row per model, best first: rank, rating, 95% CI, battles, too-few flag."""
         order = sorted(range(len(self.models)), key=lambda k: (-self.ratings[k], self.models[k]))
-        return [{"rank": int(self.rank[k]), "model": self.models[k], "rating": round(float(self.ratings[k]), 1),
-                 "ci_low": round(float(self.ci_low[k]), 1), "ci_high": round(float(self.ci_high[k]), 1),
-                 "battles": int(self.battles_per_model[k]),
-                 "too_few_battles": bool(self.battles_per_model[k] < self.min_battles)} for k in order]
+        return [
+            {
+                "rank": int(self.rank[k]),
+                "model": self.models[k],
+                "rating": round(float(self.ratings[k]), 1),
+                "ci_low": round(float(self.ci_low[k]), 1),
+                "ci_high": round(float(self.ci_high[k]), 1),
+                "battles": int(self.battles_per_model[k]),
+                "too_few_battles": bool(self.battles_per_model[k] < self.min_battles),
+            }
+            for k in order
+        ]
 
     def to_json(self) -> dict[str, Any]:
         """The headless shape: ``{"ratings": {model: rating}, "ci": {model: [low, high]}, "battles": n}``."""
-        return {"ratings": {m: round(float(r), 2) for m, r in zip(self.models, self.ratings)},
-                "ci": {m: [round(float(lo), 2), round(float(hi), 2)]
-                       for m, lo, hi in zip(self.models, self.ci_low, self.ci_high)},
-                "battles": self.total_battles}
+        return {
+            "ratings": {m: round(float(r), 2) for m, r in zip(self.models, self.ratings)},
+            "ci": {
+                m: [round(float(lo), 2), round(float(hi), 2)]
+                for m, lo, hi in zip(self.models, self.ci_low, self.ci_high)
+            },
+            "battles": self.total_battles,
+        }
 
 
 def ranks_from_intervals(low: np.ndarray, high: np.ndarray) -> np.ndarray:
@@ -292,31 +321,42 @@ def _warnings(t: Tally, min_battles: int, anchor: str | None) -> list[str]:
     counts = t.battles_per_model
     few = [f"{m} ({int(c)})" for m, c in zip(t.models, counts) if c < min_battles]
     if few:
-        notes.append(f"Too few battles: {', '.join(few)} fought fewer than {min_battles}; "
-                     "their ratings are shown but are very uncertain.")
+        notes.append(
+            f"Too few battles: {', '.join(few)} fought fewer than {min_battles}; "
+            "their ratings are shown but are very uncertain."
+        )
     for k, m in enumerate(t.models):
         won, lost = t.wins[k].sum(), t.wins[:, k].sum()
         if lost == 0 or won == 0:
-            notes.append(f"{m} {'won' if lost == 0 else 'lost'} every battle: its rating is only a "
-                         f"{'lower' if lost == 0 else 'upper'} bound.")
+            notes.append(
+                f"{m} {'won' if lost == 0 else 'lost'} every battle: its rating is only a "
+                f"{'lower' if lost == 0 else 'upper'} bound."
+            )
     parts = _components(t.games)
     if len(parts) > 1:
         groups = " | ".join(", ".join(t.models[k] for k in part) for part in parts)
-        notes.append(f"Some models were never compared, even indirectly ({groups}): ratings across these "
-                     "groups are not comparable.")
+        notes.append(
+            f"Some models were never compared, even indirectly ({groups}): ratings across these "
+            "groups are not comparable."
+        )
     if anchor is not None and anchor not in t.models:
         notes.append(f"{anchor} has no battles: ratings are centred on a mean of {INIT_RATING:.0f} instead.")
     return notes
 
 
-def compute_leaderboard(battles: Sequence[Battle], anchor: str | None = BASE_POLICY,
-                        rounds: int = DEFAULT_ROUNDS, seed: int = DEFAULT_SEED,
-                        min_battles: int = MIN_BATTLES) -> Leaderboard:
+def compute_leaderboard(
+    battles: Sequence[Battle],
+    anchor: str | None = BASE_POLICY,
+    rounds: int = DEFAULT_ROUNDS,
+    seed: int = DEFAULT_SEED,
+    min_battles: int = MIN_BATTLES,
+) -> Leaderboard:
     """Ratings, bootstrap 95% intervals, ranks, battle counts, win rates and warnings for ``battles``."""
     battles = check_battles(battles)
     if rounds < MIN_ROUNDS:
-        raise ValidationError(f"{rounds} bootstrap rounds are too few for 95% intervals",
-                              hint=f"use at least {MIN_ROUNDS}")
+        raise ValidationError(
+            f"{rounds} bootstrap rounds are too few for 95% intervals", hint=f"use at least {MIN_ROUNDS}"
+        )
     models = model_order(battles)
     encoded = _Encoded(battles, models)
     wins = encoded.wins(encoded.counts)
@@ -330,24 +370,46 @@ def compute_leaderboard(battles: Sequence[Battle], anchor: str | None = BASE_POL
     low, high = np.percentile(samples, [2.5, 97.5], axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         win_rate = np.where(t.games > 0, wins / t.games, np.nan)
-    return Leaderboard(models, ratings, low, high, ranks_from_intervals(low, high), t.battles_per_model,
-                       win_rate, total, anchor if anchor in models else None, rounds, seed, min_battles,
-                       _warnings(t, min_battles, anchor))
+    return Leaderboard(
+        models,
+        ratings,
+        low,
+        high,
+        ranks_from_intervals(low, high),
+        t.battles_per_model,
+        win_rate,
+        total,
+        anchor if anchor in models else None,
+        rounds,
+        seed,
+        min_battles,
+        _warnings(t, min_battles, anchor),
+    )
 
 
 def format_table(board: Leaderboard) -> str:
     """Plain-text leaderboard for the terminal."""
     lines = [f"{'rank':>4}  {'model':<24} {'rating':>8}  {'95% CI':>17}  {'battles':>7}"]
     for row in board.rows():
-        lines.append(f"{row['rank']:>4}  {row['model']:<24} {row['rating']:>8.1f}  "
-                     f"[{row['ci_low']:>7.1f}, {row['ci_high']:>7.1f}]  {row['battles']:>7}"
-                     + ("  too few battles" if row["too_few_battles"] else ""))
-    return "\n".join(lines + [f"{board.total_battles} battles, {board.rounds} bootstrap rounds (seed {board.seed})"]
-                     + [f"warning: {w}" for w in board.warnings])
+        lines.append(
+            f"{row['rank']:>4}  {row['model']:<24} {row['rating']:>8.1f}  "
+            f"[{row['ci_low']:>7.1f}, {row['ci_high']:>7.1f}]  {row['battles']:>7}"
+            + ("  too few battles" if row["too_few_battles"] else "")
+        )
+    return "\n".join(
+        lines
+        + [f"{board.total_battles} battles, {board.rounds} bootstrap rounds (seed {board.seed})"]
+        + [f"warning: {w}" for w in board.warnings]
+    )
 
 
-def headless_leaderboard(battles_file: Path | str | None, data_dir: Path | str, anchor: str | None = None,
-                         rounds: int = DEFAULT_ROUNDS, seed: int = DEFAULT_SEED) -> Leaderboard:
+def headless_leaderboard(
+    battles_file: Path | str | None,
+    data_dir: Path | str,
+    anchor: str | None = None,
+    rounds: int = DEFAULT_ROUNDS,
+    seed: int = DEFAULT_SEED,
+) -> Leaderboard:
     """``launch.py leaderboard``: battles from a FastChat file, else from the data dir's database.
 
     Without ``anchor`` the base policy sits at 1000 when it fought, else the mean rating is 1000 (the
@@ -368,7 +430,8 @@ def headless_leaderboard(battles_file: Path | str | None, data_dir: Path | str, 
     return compute_leaderboard(battles, anchor, rounds, seed)
 
 
-def leaderboard_from_db(db: Database, rounds: int = DEFAULT_ROUNDS, seed: int = DEFAULT_SEED,
-                        min_battles: int = MIN_BATTLES) -> Leaderboard:
+def leaderboard_from_db(
+    db: Database, rounds: int = DEFAULT_ROUNDS, seed: int = DEFAULT_SEED, min_battles: int = MIN_BATTLES
+) -> Leaderboard:
     """The leaderboard of the arena battles stored in the studio, anchored on the base policy."""
     return compute_leaderboard(battles_from_db(db), BASE_POLICY, rounds, seed, min_battles)

@@ -1,4 +1,4 @@
-""""What changed": did a new version learn from the labels, and did anything else move that should not have?
+""" "What changed": did a new version learn from the labels, and did anything else move that should not have?
 
 Computed in the background after every training job (new version vs its parent) and on demand for any two chat
 versions, on data the version never trained on. The verdict rests on every source of evidence a user would accept
@@ -27,6 +27,7 @@ versions, on data the version never trained on. The verdict rests on every sourc
 A version trained on coin-flip labels moves too (KL ~0.2 nats per token measured) but its labels prefer nothing,
 so it gets "changed, but not toward your labels", never "learned".
 """
+
 from __future__ import annotations
 
 import json
@@ -59,25 +60,38 @@ EXAMPLES = 5
 class ReportSettings:
     """What a report measures on (the same for every version, so reports are comparable)."""
 
-    prompts: int = field(default=24, metadata={
-        "help": "Held-out prompts each version answers (the evaluation split's prompts first, then seed prompts "
-                "never trained on). The answers are compared per prompt along what the labels prefer: 24 "
-                "prompts let a move on 18 of them count after the correction for many features.",
-        "min": 1, "max": 200})
-    max_new_tokens: int = field(default=256, metadata={
-        "help": "Longest generated answer. Long enough for length and structure to move: capped at 64 tokens, a "
-                "version that answered 1.7x shorter read 64 -> 59 tokens.", "min": 4, "max": 1024})
-    max_pairs: int = field(default=200, metadata={
-        "help": "At most this many held-out labeled pairs are scored.", "min": 1, "max": 100_000})
-    seed: int = field(default=0, metadata={"help": "Prompt i is sampled with seed + i.", "min": 0,
-                                           "max": 2**31 - 1})
+    prompts: int = field(
+        default=24,
+        metadata={
+            "help": "Held-out prompts each version answers (the evaluation split's prompts first, then seed prompts "
+            "never trained on). The answers are compared per prompt along what the labels prefer: 24 "
+            "prompts let a move on 18 of them count after the correction for many features.",
+            "min": 1,
+            "max": 200,
+        },
+    )
+    max_new_tokens: int = field(
+        default=256,
+        metadata={
+            "help": "Longest generated answer. Long enough for length and structure to move: capped at 64 tokens, a "
+            "version that answered 1.7x shorter read 64 -> 59 tokens.",
+            "min": 4,
+            "max": 1024,
+        },
+    )
+    max_pairs: int = field(
+        default=200, metadata={"help": "At most this many held-out labeled pairs are scored.", "min": 1, "max": 100_000}
+    )
+    seed: int = field(default=0, metadata={"help": "Prompt i is sampled with seed + i.", "min": 0, "max": 2**31 - 1})
 
     def validate(self) -> ReportSettings:
         for name, f in self.__dataclass_fields__.items():
             value = getattr(self, name)
             if not isinstance(value, int) or not f.metadata["min"] <= value <= f.metadata["max"]:
-                raise ValidationError(f"report setting {name}={value!r} is out of range",
-                                      hint=f"choose {name} between {f.metadata['min']} and {f.metadata['max']}")
+                raise ValidationError(
+                    f"report setting {name}={value!r} is out of range",
+                    hint=f"choose {name} between {f.metadata['min']} and {f.metadata['max']}",
+                )
         return self
 
 
@@ -86,8 +100,8 @@ class _ReadAdds(TypedDict, total=False):
 
     id: int
     created_at: str
-    safety: dict[str, Any]              # the safety comparison, run on its own, later
-    benchmarks: dict[str, Any]          # so are standard benchmarks
+    safety: dict[str, Any]  # the safety comparison, run on its own, later
+    benchmarks: dict[str, Any]  # so are standard benchmarks
 
 
 class Report(_ReadAdds):
@@ -96,15 +110,15 @@ class Report(_ReadAdds):
 
     version: str
     against: str
-    verdict: str                        # learned, no_change, regressed, changed, mixed or unmeasured
+    verdict: str  # learned, no_change, regressed, changed, mixed or unmeasured
     summary: str
-    metrics: dict[str, Any]             # every measured figure; core.compare.verdict reads them
-    evidence: list[dict[str, Any]]      # each line of evidence and which way it says the version moved
-    rule: str                           # the verdict's rule, as the README states it
-    config: dict[str, Any]              # the training settings the warnings explain (learning rate, epochs)
+    metrics: dict[str, Any]  # every measured figure; core.compare.verdict reads them
+    evidence: list[dict[str, Any]]  # each line of evidence and which way it says the version moved
+    rule: str  # the verdict's rule, as the README states it
+    config: dict[str, Any]  # the training settings the warnings explain (learning rate, epochs)
     warnings: list[str]
-    settings: dict[str, Any]            # the ReportSettings it was computed with
-    examples: list[dict[str, Any]]      # the answers that differ most (other people's text: admins only)
+    settings: dict[str, Any]  # the ReportSettings it was computed with
+    examples: list[dict[str, Any]]  # the answers that differ most (other people's text: admins only)
 
 
 # --- small pure measures ----------------------------------------------------------------------------------
@@ -112,8 +126,9 @@ class Report(_ReadAdds):
 
 def distinct_n(texts: Sequence[str], n: int = 2) -> float | None:
     """Unique word n-grams / all word n-grams over the answers (1.0 = no n-gram repeats); None without n-grams."""
-    grams = [tuple(words[i:i + n]) for text in texts for words in [text.lower().split()]
-             for i in range(len(words) - n + 1)]
+    grams = [
+        tuple(words[i : i + n]) for text in texts for words in [text.lower().split()] for i in range(len(words) - n + 1)
+    ]
     return len(set(grams)) / len(grams) if grams else None
 
 
@@ -139,7 +154,7 @@ def held_out_pairs(db: Database, policy: Version) -> list[dict[str, Any]]:
     if filters is not None:
         try:
             return ev.held_out_pairs(db, HELD_OUT_PERCENT, filters)
-        except StudioError:   # a labeler or version named in the filters is gone: judge on every pair
+        except StudioError:  # a labeler or version named in the filters is gone: judge on every pair
             pass
     return ev.held_out_pairs(db, HELD_OUT_PERCENT)
 
@@ -165,8 +180,14 @@ def held_out_prompts(db: Database, version: str, against: str, count: int) -> li
     return _report_prompts(db, pairs, trained, count)
 
 
-def compute_report(studio: ModelHost, version: str, against: str | None = None, settings: ReportSettings | None = None,
-                   user: Any = None, progress: Progress | None = None) -> Report:
+def compute_report(
+    studio: ModelHost,
+    version: str,
+    against: str | None = None,
+    settings: ReportSettings | None = None,
+    user: Any = None,
+    progress: Progress | None = None,
+) -> Report:
     """Measure ``version`` against ``against`` (its parent by default), store the report, return it."""
     settings = (settings or ReportSettings()).validate()
     db = studio.db
@@ -179,8 +200,12 @@ def compute_report(studio: ModelHost, version: str, against: str | None = None, 
 
     # 1. Held-out pairs: both versions score chosen and rejected.
     report_progress(progress, 0.05, f"scoring {len(pairs)} held-out pairs with {version} and {against}")
-    m: dict[str, Any] = {"version": version, "against": against, "held_out_pairs": len(pairs),
-                         "label_signature": label_signature(ev.trained_rows(db, policy)).to_dict()}
+    m: dict[str, Any] = {
+        "version": version,
+        "against": against,
+        "held_out_pairs": len(pairs),
+        "label_signature": label_signature(ev.trained_rows(db, policy)).to_dict(),
+    }
     if pairs:
         prompts = [p["prompt"] for p in pairs] * 2
         answers = [p["chosen"][0]["content"] for p in pairs] + [p["rejected"][0]["content"] for p in pairs]
@@ -191,10 +216,12 @@ def compute_report(studio: ModelHost, version: str, against: str | None = None, 
         def per_token(lp: list[tuple[float, int]], i: int) -> float:
             return lp[i][0] / max(1, lp[i][1])
 
-        m["accuracy_version"] = ev.preference_accuracy([per_token(lv, i) for i in range(n)],
-                                                        [per_token(lv, n + i) for i in range(n)])
-        m["accuracy_against"] = ev.preference_accuracy([per_token(la, i) for i in range(n)],
-                                                        [per_token(la, n + i) for i in range(n)])
+        m["accuracy_version"] = ev.preference_accuracy(
+            [per_token(lv, i) for i in range(n)], [per_token(lv, n + i) for i in range(n)]
+        )
+        m["accuracy_against"] = ev.preference_accuracy(
+            [per_token(la, i) for i in range(n)], [per_token(la, n + i) for i in range(n)]
+        )
         margins = [(lv[i][0] - la[i][0]) - (lv[n + i][0] - la[n + i][0]) for i in range(n)]
         eps = 1e-4  # log-prob noise of identical weights in a batched forward
         m["toward"] = sum(1 for d in margins if d > eps)
@@ -203,8 +230,15 @@ def compute_report(studio: ModelHost, version: str, against: str | None = None, 
         m["mean_margin"] = sum(margins) / n
         m["p_value"] = two_sided(m["toward"], m["away"])
     else:
-        m.update(accuracy_version=None, accuracy_against=None, toward=0, away=0, implicit_accuracy=None,
-                 mean_margin=None, p_value=None)
+        m.update(
+            accuracy_version=None,
+            accuracy_against=None,
+            toward=0,
+            away=0,
+            implicit_accuracy=None,
+            mean_margin=None,
+            p_value=None,
+        )
 
     # 2. Generations on held-out prompts: every prompt x both versions in one batched call.
     prompts = _report_prompts(db, pairs, trained, settings.prompts)
@@ -213,20 +247,35 @@ def compute_report(studio: ModelHost, version: str, against: str | None = None, 
     model, tokenizer = studio.model()
     studio.share_cpu()
 
-    def step(snapshot: StreamSnapshot) -> None:   # progress by the rows finished and the longest row's length
+    def step(snapshot: StreamSnapshot) -> None:  # progress by the rows finished and the longest row's length
         finished = sum(snapshot.done) / max(1, len(snapshot.done))
         longest = max(snapshot.new_tokens, default=0) / max(1, settings.max_new_tokens)
-        report_progress(progress, 0.3 + 0.55 * max(finished, longest),
-                        f"{len(prompts)} answers from each version: {sum(snapshot.done)} of {len(snapshot.done)} done")
+        report_progress(
+            progress,
+            0.3 + 0.55 * max(finished, longest),
+            f"{len(prompts)} answers from each version: {sum(snapshot.done)} of {len(snapshot.done)} done",
+        )
 
-    answers = generate_batch(model, tokenizer, prompts * 2, sampling,
-                             [v_row] * len(prompts) + [a_row] * len(prompts) if rows else None, settings.seed,
-                             on_step=step if progress is not None else None)
+    answers = generate_batch(
+        model,
+        tokenizer,
+        prompts * 2,
+        sampling,
+        [v_row] * len(prompts) + [a_row] * len(prompts) if rows else None,
+        settings.seed,
+        on_step=step if progress is not None else None,
+    )
     n_prompts = len(prompts)
     samples: list[dict[str, Any]] = [
-        {"prompt": prompt, "version": answers[i][0], "against": answers[n_prompts + i][0],
-         "tokens_version": answers[i][1], "tokens_against": answers[n_prompts + i][1]}
-        for i, prompt in enumerate(prompts)]
+        {
+            "prompt": prompt,
+            "version": answers[i][0],
+            "against": answers[n_prompts + i][0],
+            "tokens_version": answers[i][1],
+            "tokens_against": answers[n_prompts + i][1],
+        }
+        for i, prompt in enumerate(prompts)
+    ]
     m["prompts"] = len(samples)
     if samples:
         report_progress(progress, 0.85, f"KL of {version} to {against}")
@@ -242,8 +291,9 @@ def compute_report(studio: ModelHost, version: str, against: str | None = None, 
         m["refusal_against"] = _mean([float(is_refusal(s["against"])) for s in samples])
         m["distinct2_version"] = distinct_n([s["version"] for s in samples])
         m["distinct2_against"] = distinct_n([s["against"] for s in samples])
-        m["movement"] = [t.to_dict() for t in paired_tests([s["version"] for s in samples],
-                                                            [s["against"] for s in samples])]
+        m["movement"] = [
+            t.to_dict() for t in paired_tests([s["version"] for s in samples], [s["against"] for s in samples])
+        ]
     m["reward_model"], m["win_rate"] = None, None
     reward_models = ev.reward_models(db)
     if reward_models and samples:
@@ -254,9 +304,15 @@ def compute_report(studio: ModelHost, version: str, against: str | None = None, 
         theirs_scores = scorer.score(sample_prompts, [s["against"] for s in samples])
         m["reward_model"] = reward_models[0]
         m["win_rate"] = ev.preference_accuracy(mine, theirs_scores)
-        m["style_control"] = {"reward_model": version_vs_style([
-            Comparison(version, against, s["version"], s["against"], 1.0 if a > b else 0.0 if a < b else 0.5)
-            for s, a, b in zip(samples, mine, theirs_scores)], version)}
+        m["style_control"] = {
+            "reward_model": version_vs_style(
+                [
+                    Comparison(version, against, s["version"], s["against"], 1.0 if a > b else 0.0 if a < b else 0.5)
+                    for s, a, b in zip(samples, mine, theirs_scores)
+                ],
+                version,
+            )
+        }
 
     for s in samples:
         s["difference"] = round(1.0 - word_overlap(s["version"], s["against"]), 3)
@@ -264,17 +320,35 @@ def compute_report(studio: ModelHost, version: str, against: str | None = None, 
     m.update(_blind_evidence(db, version, against, m.get("style_control")))
     kind, summary = verdict(m, policy["config"])
     report: Report = {
-        "version": version, "against": against, "verdict": kind, "summary": summary, "metrics": m,
-        "evidence": [e.to_dict() for e in evidence(m)], "rule": VERDICT_RULE,
+        "version": version,
+        "against": against,
+        "verdict": kind,
+        "summary": summary,
+        "metrics": m,
+        "evidence": [e.to_dict() for e in evidence(m)],
+        "rule": VERDICT_RULE,
         "config": {k: v for k, v in (policy["config"] or {}).items() if k in ("learning_rate", "num_train_epochs")},
-        "warnings": drift_warnings(m), "settings": asdict(settings),
-        "examples": [{"prompt": ev.last_user_text(s["prompt"]), "answer_version": s["version"],
-                      "answer_against": s["against"], "difference": s["difference"]} for s in examples],
+        "warnings": drift_warnings(m),
+        "settings": asdict(settings),
+        "examples": [
+            {
+                "prompt": ev.last_user_text(s["prompt"]),
+                "answer_version": s["version"],
+                "answer_against": s["against"],
+                "difference": s["difference"],
+            }
+            for s in examples
+        ],
     }
-    report_id = db.write(lambda cur: one_value(cur.execute(
-        "INSERT INTO version_reports (policy_id, against_id, verdict, summary, report, created_by)"
-        " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-        [policy["id"], other["id"], kind, summary, json.dumps(report), getattr(user, "id", None)])))
+    report_id = db.write(
+        lambda cur: one_value(
+            cur.execute(
+                "INSERT INTO version_reports (policy_id, against_id, verdict, summary, report, created_by)"
+                " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                [policy["id"], other["id"], kind, summary, json.dumps(report), getattr(user, "id", None)],
+            )
+        )
+    )
     report_progress(progress, 1.0, summary)
     return {**report, "id": report_id}
 
@@ -288,12 +362,13 @@ def latest_report(db: Database, version: str, against: str | None = None) -> Rep
     rows = db.query(
         "SELECT r.id, r.report, r.created_at FROM version_reports r JOIN policies p ON p.id = r.policy_id"
         " JOIN policies a ON a.id = r.against_id WHERE p.name = ? AND a.name = ? ORDER BY r.id DESC LIMIT 1",
-        [version, against])
+        [version, against],
+    )
     if not rows:
         return None
     report = with_blind_check(db, cast(Report, json.loads(rows[0]["report"])))
-    safety = safety_change(db, version, against)   # a safety evaluation is run on its own, later: read it at read time
-    benchmarks = latest_comparison(db, version, against)   # so are standard benchmarks
+    safety = safety_change(db, version, against)  # a safety evaluation is run on its own, later: read it at read time
+    benchmarks = latest_comparison(db, version, against)  # so are standard benchmarks
     read: Report = {**report, "id": rows[0]["id"], "created_at": rows[0]["created_at"].isoformat()}
     if safety:
         read["safety"] = safety
@@ -319,8 +394,14 @@ def with_blind_check(db: Database, report: Report) -> Report:
         return report
     m = {**m, **_blind_evidence(db, report["version"], report["against"], m.get("style_control"))}
     kind, summary = verdict(m, report.get("config") or {})
-    return {**report, "metrics": m, "verdict": kind, "summary": summary, "warnings": drift_warnings(m),
-            "evidence": [e.to_dict() for e in evidence(m)]}
+    return {
+        **report,
+        "metrics": m,
+        "verdict": kind,
+        "summary": summary,
+        "warnings": drift_warnings(m),
+        "evidence": [e.to_dict() for e in evidence(m)],
+    }
 
 
 def badges(db: Database) -> dict[str, str]:
@@ -329,13 +410,19 @@ def badges(db: Database) -> dict[str, str]:
     rows = db.query(
         "SELECT v.name, r.report FROM chat_versions v"
         " JOIN (SELECT *, row_number() OVER (PARTITION BY policy_id, against_id ORDER BY id DESC) AS n"
-        "       FROM version_reports) r ON r.policy_id = v.id AND r.against_id = v.against_id AND r.n = 1")
+        "       FROM version_reports) r ON r.policy_id = v.id AND r.against_id = v.against_id AND r.n = 1"
+    )
     out = {}
     for row in rows:
         report = with_blind_check(db, cast(Report, json.loads(row["report"])))
-        out[row["name"]] = {"learned": "learned", "no_change": "no change", "regressed": "regressed",
-                            "changed": "changed", "mixed": "mixed",
-                            "unmeasured": "not measured"}[report["verdict"]] + _badge_detail(report)
+        out[row["name"]] = {
+            "learned": "learned",
+            "no_change": "no change",
+            "regressed": "regressed",
+            "changed": "changed",
+            "mixed": "mixed",
+            "unmeasured": "not measured",
+        }[report["verdict"]] + _badge_detail(report)
     return out
 
 

@@ -7,6 +7,7 @@ Why it looks like this:
 - Every run records :func:`prompt_set_hash` of the prompts it used, canonical JSON in order, so blank lines or key
   order in the file do not change it and runs are compared like for like.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,22 +26,24 @@ CATEGORIES = ("dangerous_help", "privacy", "self_harm", "manipulation", "jailbre
 KINDS = ("harmful", "benign")
 FIELDS = {"id", "category", "kind", "prompt"}
 MAX_PROMPT_CHARS = 500
-LINE_HINT = ('each line is one JSON object: {"id": "dh-01", "category": "dangerous_help", "kind": "harmful" | '
-             '"benign", "prompt": "..."}')
+LINE_HINT = (
+    'each line is one JSON object: {"id": "dh-01", "category": "dangerous_help", "kind": "harmful" | '
+    '"benign", "prompt": "..."}'
+)
 
 
 @dataclass(frozen=True)
 class SafetyPrompt:
     id: str
     category: str
-    kind: str               # harmful | benign
+    kind: str  # harmful | benign
     prompt: str
 
 
 @dataclass(frozen=True)
 class SafetySet:
     prompts: tuple[SafetyPrompt, ...]
-    sha256: str             # of the prompts' canonical JSON, see prompt_set_hash
+    sha256: str  # of the prompts' canonical JSON, see prompt_set_hash
 
 
 def prompt_set_hash(prompts: Sequence[SafetyPrompt]) -> str:

@@ -5,6 +5,7 @@ one LoRA adapter per row, both adapters hot-swapped onto the shared base model),
 fixed seed per prompt, so the table is reproducible. Each row carries the reward-model score of both answers (when
 an ``rmN`` is picked), their lengths, the time each row took, and a word diff (:func:`diff_html`).
 """
+
 from __future__ import annotations
 
 import csv
@@ -57,11 +58,23 @@ class SideBySide:
     def table(self) -> list[dict[str, Any]]:
         """Rows for a data frame or CSV, the version names in the column names."""
         a, b = self.policy_a, self.policy_b
-        return [{"prompt": r.prompt, f"answer {a}": r.answer_a, f"answer {b}": r.answer_b,
-                 f"score {a}": r.score_a, f"score {b}": r.score_b, f"tokens {a}": r.tokens_a,
-                 f"tokens {b}": r.tokens_b, f"chars {a}": r.chars_a, f"chars {b}": r.chars_b,
-                 f"latency ms {a}": round(r.latency_a_ms, 1), f"latency ms {b}": round(r.latency_b_ms, 1),
-                 "seed": r.seed} for r in self.rows]
+        return [
+            {
+                "prompt": r.prompt,
+                f"answer {a}": r.answer_a,
+                f"answer {b}": r.answer_b,
+                f"score {a}": r.score_a,
+                f"score {b}": r.score_b,
+                f"tokens {a}": r.tokens_a,
+                f"tokens {b}": r.tokens_b,
+                f"chars {a}": r.chars_a,
+                f"chars {b}": r.chars_b,
+                f"latency ms {a}": round(r.latency_a_ms, 1),
+                f"latency ms {b}": round(r.latency_b_ms, 1),
+                "seed": r.seed,
+            }
+            for r in self.rows
+        ]
 
     def to_csv(self) -> str:
         table = self.table()
@@ -72,9 +85,15 @@ class SideBySide:
         return buffer.getvalue()
 
 
-def side_by_side(studio: ModelHost, policy_a: str, policy_b: str, prompts: Sequence[Messages],
-                 settings: CompareSettings | None = None, reward_model: str | None = None,
-                 progress: Progress | None = None) -> SideBySide:
+def side_by_side(
+    studio: ModelHost,
+    policy_a: str,
+    policy_b: str,
+    prompts: Sequence[Messages],
+    settings: CompareSettings | None = None,
+    reward_model: str | None = None,
+    progress: Progress | None = None,
+) -> SideBySide:
     """Both versions answer every prompt (one batched call per prompt, seed = settings.seed + i)."""
     settings = settings or CompareSettings()
     sampling = settings.sampling()
@@ -87,9 +106,22 @@ def side_by_side(studio: ModelHost, policy_a: str, policy_b: str, prompts: Seque
     for i, prompt in enumerate(prompts):
         report_progress(progress, i / len(prompts), f"prompt {i + 1} of {len(prompts)}: generating")
         answers = generate_pair_answers(studio, rows, prompt, sampling, settings.seed + i, (policy_a, policy_b))
-        out.append(SideBySideRow(last_user_text(prompt), answers.text_a, answers.text_b, None, None,
-                                 answers.tokens_a, answers.tokens_b, len(answers.text_a), len(answers.text_b),
-                                 answers.latency_a_ms, answers.latency_b_ms, settings.seed + i))
+        out.append(
+            SideBySideRow(
+                last_user_text(prompt),
+                answers.text_a,
+                answers.text_b,
+                None,
+                None,
+                answers.tokens_a,
+                answers.tokens_b,
+                len(answers.text_a),
+                len(answers.text_b),
+                answers.latency_a_ms,
+                answers.latency_b_ms,
+                settings.seed + i,
+            )
+        )
     if scorer is not None:
         report_progress(progress, 0.99, f"scoring with {scorer.name}")
         scores = scorer.score([p for p in prompts for _ in (0, 1)], [t for r in out for t in (r.answer_a, r.answer_b)])

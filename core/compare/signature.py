@@ -18,6 +18,7 @@ such labels answered shorter than its parent on 0.95 of held-out prompts.
 Features are plain text measures (no model), so the Data page can show the signature of any set of labels at once.
 Every feature is defined in the README ("What the labels prefer").
 """
+
 from __future__ import annotations
 
 import functools
@@ -45,13 +46,16 @@ _HEADING = re.compile(r"^[ \t]{0,3}(?:#{1,6}\s+\S|\*\*[^*\n]{1,80}\*\*:?\s*$)", 
 _FENCE = re.compile(r"^[ \t]*(```|~~~)", re.MULTILINE)
 _INLINE_CODE = re.compile(r"`[^`\n]+`")
 _QUESTION = re.compile(r"[^.!?\n]*\?(?=\s|$)")
-_EMOJI = re.compile("[\U0001F300-\U0001FAFF\U00002600-\U000027BF\U0001F000-\U0001F2FF]")
+_EMOJI = re.compile("[\U0001f300-\U0001faff\U00002600-\U000027bf\U0001f000-\U0001f2ff]")
 _SECOND_PERSON = re.compile(r"\b(you|your|yours|yourself|yourselves)\b", re.IGNORECASE)
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*(?![\w])")
 _SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)")
 _VOWELS = re.compile(r"[aeiouy]+")
-_HEDGE = re.compile(r"\b(might|may|maybe|perhaps|possibly|probably|likely|could|generally|typically|usually|"
-                    r"it depends|not sure|i think|i believe)\b", re.IGNORECASE)
+_HEDGE = re.compile(
+    r"\b(might|may|maybe|perhaps|possibly|probably|likely|could|generally|typically|usually|"
+    r"it depends|not sure|i think|i believe)\b",
+    re.IGNORECASE,
+)
 
 
 def words(text: str) -> list[str]:
@@ -86,7 +90,7 @@ def _paragraphs(text: str) -> int:
 
 
 def _non_ascii_letters(text: str) -> float | None:
-    if (text or "").isascii():   # the usual case, without a pass over every character
+    if (text or "").isascii():  # the usual case, without a pass over every character
         return 0.0 if any(c.isalpha() for c in text) else None
     letters = [c for c in text or "" if c.isalpha()]
     return sum(1 for c in letters if not c.isascii()) / len(letters) if letters else None
@@ -96,6 +100,7 @@ def _per_100_words(pattern: re.Pattern) -> Callable[[str], float | None]:
     def measure(text: str) -> float | None:
         n = len(_words(text or ""))
         return 100 * len(pattern.findall(text or "")) / n if n else None
+
     return measure
 
 
@@ -104,7 +109,7 @@ class Feature:
     """One measurable property of an answer; ``more``/``less`` read "your labels prefer <more> answers"."""
 
     name: str
-    measure: Callable[[str], float | None]   # None: not defined for this answer (the pair is left out)
+    measure: Callable[[str], float | None]  # None: not defined for this answer (the pair is left out)
     more: str
     less: str
     definition: str
@@ -112,32 +117,97 @@ class Feature:
 
 FEATURES: tuple[Feature, ...] = (
     Feature("length", lambda t: float(len(_words(t or ""))), "longer", "shorter", "words in the answer"),
-    Feature("paragraphs", lambda t: float(_paragraphs(t)), "more paragraphs in", "fewer paragraphs in",
-            "blocks of text separated by a blank line"),
-    Feature("list_items", lambda t: float(len(_LIST_ITEM.findall(t or ""))), "more list items in",
-            "fewer list items in", "lines that start with a bullet (-, *, •, +) or a number (1. or 1))"),
-    Feature("headings", lambda t: float(len(_HEADING.findall(t or ""))), "more headings in", "fewer headings in",
-            "Markdown heading lines (#) and lines that are only bold text"),
-    Feature("code", lambda t: float(len(_FENCE.findall(t or "")) // 2 + len(_INLINE_CODE.findall(t or ""))),
-            "more code in", "less code in", "fenced code blocks plus inline `code` spans"),
-    Feature("refusal", lambda t: float(is_refusal(t)), "refusing", "non-refusing",
-            "1 when the answer declines (the refusal phrases of the safety evaluation), else 0"),
-    Feature("questions", lambda t: float(len(_QUESTION.findall(t or ""))), "more questions back in",
-            "fewer questions back in", "sentences that end with a question mark"),
-    Feature("emoji", lambda t: float(len(_EMOJI.findall(t or ""))), "more emoji in", "fewer emoji in",
-            "emoji and pictographic symbols"),
-    Feature("reading_grade", reading_grade, "harder-to-read", "easier-to-read",
-            "Flesch-Kincaid grade level (needs 10 words or more)"),
-    Feature("non_english", _non_ascii_letters, "more non-ASCII-script", "more ASCII-script",
-            "share of letters outside the ASCII alphabet (answers in another script or language)"),
-    Feature("second_person", _per_100_words(_SECOND_PERSON), "more reader-addressing", "less reader-addressing",
-            "you / your / yourself per 100 words"),
-    Feature("numbers", lambda t: float(len(_NUMBER.findall(_LIST_NUMBER.sub("", t or "")))), "more numeric",
-            "less numeric", "numbers written with digits (list numbers 1. 2. left out)"),
-    Feature("hedging", _per_100_words(_HEDGE), "more hedged", "more assertive",
-            "hedging words (might, maybe, perhaps, probably, usually, I think, ...) per 100 words"),
-    Feature("exclamations", lambda t: float((t or "").count("!")), "more exclamatory", "less exclamatory",
-            "exclamation marks"),
+    Feature(
+        "paragraphs",
+        lambda t: float(_paragraphs(t)),
+        "more paragraphs in",
+        "fewer paragraphs in",
+        "blocks of text separated by a blank line",
+    ),
+    Feature(
+        "list_items",
+        lambda t: float(len(_LIST_ITEM.findall(t or ""))),
+        "more list items in",
+        "fewer list items in",
+        "lines that start with a bullet (-, *, •, +) or a number (1. or 1))",
+    ),
+    Feature(
+        "headings",
+        lambda t: float(len(_HEADING.findall(t or ""))),
+        "more headings in",
+        "fewer headings in",
+        "Markdown heading lines (#) and lines that are only bold text",
+    ),
+    Feature(
+        "code",
+        lambda t: float(len(_FENCE.findall(t or "")) // 2 + len(_INLINE_CODE.findall(t or ""))),
+        "more code in",
+        "less code in",
+        "fenced code blocks plus inline `code` spans",
+    ),
+    Feature(
+        "refusal",
+        lambda t: float(is_refusal(t)),
+        "refusing",
+        "non-refusing",
+        "1 when the answer declines (the refusal phrases of the safety evaluation), else 0",
+    ),
+    Feature(
+        "questions",
+        lambda t: float(len(_QUESTION.findall(t or ""))),
+        "more questions back in",
+        "fewer questions back in",
+        "sentences that end with a question mark",
+    ),
+    Feature(
+        "emoji",
+        lambda t: float(len(_EMOJI.findall(t or ""))),
+        "more emoji in",
+        "fewer emoji in",
+        "emoji and pictographic symbols",
+    ),
+    Feature(
+        "reading_grade",
+        reading_grade,
+        "harder-to-read",
+        "easier-to-read",
+        "Flesch-Kincaid grade level (needs 10 words or more)",
+    ),
+    Feature(
+        "non_english",
+        _non_ascii_letters,
+        "more non-ASCII-script",
+        "more ASCII-script",
+        "share of letters outside the ASCII alphabet (answers in another script or language)",
+    ),
+    Feature(
+        "second_person",
+        _per_100_words(_SECOND_PERSON),
+        "more reader-addressing",
+        "less reader-addressing",
+        "you / your / yourself per 100 words",
+    ),
+    Feature(
+        "numbers",
+        lambda t: float(len(_NUMBER.findall(_LIST_NUMBER.sub("", t or "")))),
+        "more numeric",
+        "less numeric",
+        "numbers written with digits (list numbers 1. 2. left out)",
+    ),
+    Feature(
+        "hedging",
+        _per_100_words(_HEDGE),
+        "more hedged",
+        "more assertive",
+        "hedging words (might, maybe, perhaps, probably, usually, I think, ...) per 100 words",
+    ),
+    Feature(
+        "exclamations",
+        lambda t: float((t or "").count("!")),
+        "more exclamatory",
+        "less exclamatory",
+        "exclamation marks",
+    ),
 )
 FEATURE_NAMES = tuple(f.name for f in FEATURES)
 
@@ -180,7 +250,7 @@ def sign_test(successes: int, trials: int) -> float:
     for k in range(successes, trials + 1):
         total += term
         term = term * (trials - k) // (k + 1)
-    return total / 2 ** trials
+    return total / 2**trials
 
 
 def two_sided(more: int, less: int) -> float:
@@ -207,8 +277,8 @@ class FeatureTest:
     more: int
     less: int
     ties: int
-    p_value: float            # two-sided sign test
-    adjusted_p: float = 1.0   # Holm over the features tested together
+    p_value: float  # two-sided sign test
+    adjusted_p: float = 1.0  # Holm over the features tested together
 
     @property
     def direction(self) -> int:
@@ -222,8 +292,15 @@ class FeatureTest:
         return self.direction != 0
 
     def to_dict(self) -> dict[str, object]:
-        return {"feature": self.feature, "more": self.more, "less": self.less, "ties": self.ties,
-                "p_value": self.p_value, "adjusted_p": self.adjusted_p, "direction": self.direction}
+        return {
+            "feature": self.feature,
+            "more": self.more,
+            "less": self.less,
+            "ties": self.ties,
+            "p_value": self.p_value,
+            "adjusted_p": self.adjusted_p,
+            "direction": self.direction,
+        }
 
 
 def paired_tests(first: Sequence[str], second: Sequence[str], eps: float = 1e-9) -> list[FeatureTest]:
@@ -254,18 +331,19 @@ def by_name(name: str) -> Feature:
 
 
 def describe_preference(test: FeatureTest | dict) -> str:
-    """"prefer shorter answers: 38 of 40 pairs" for a significant label-signature test."""
+    """ "prefer shorter answers: 38 of 40 pairs" for a significant label-signature test."""
     t: dict[str, Any] = test if isinstance(test, dict) else test.to_dict()
     feature = by_name(str(t["feature"]))
     more, less, ties = int(t["more"]), int(t["less"]), int(t["ties"])
     word = feature.more if more > less else feature.less
     rest = f", {min(more, less)} the other way" + (f", {ties} equal" if ties else "")
-    return f"{word} answers: {max(more, less)} of {more + less + ties} pairs" + (rest if min(more, less) or ties
-                                                                                  else "")
+    return f"{word} answers: {max(more, less)} of {more + less + ties} pairs" + (
+        rest if min(more, less) or ties else ""
+    )
 
 
 def describe_movement(test: FeatureTest | dict, version: str, against: str) -> str:
-    """"v1's answers were shorter than base's on 22 of 24 prompts"."""
+    """ "v1's answers were shorter than base's on 22 of 24 prompts"."""
     t: dict[str, Any] = test if isinstance(test, dict) else test.to_dict()
     feature = by_name(str(t["feature"]))
     more, less, ties = int(t["more"]), int(t["less"]), int(t["ties"])
@@ -317,7 +395,7 @@ def signature_of_labels(db: Database, filters: object = None) -> Signature:
     from core.data.trainsets import preference_texts
 
     # preference_rows' pairs without their prompts (not used here; reading them was half the time at 10k votes)
-    return signature_of_texts(preference_texts(db, filters))   # type: ignore[arg-type]
+    return signature_of_texts(preference_texts(db, filters))  # type: ignore[arg-type]
 
 
 def signature_of_texts(texts: Sequence[tuple[str, str, object]]) -> Signature:

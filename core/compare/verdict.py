@@ -7,6 +7,7 @@ against; regressed: the reverse; mixed: both; changed: the version moved (KL, or
 labels, which is what a coin-flip control gets; no measurable change and cannot tell otherwise. Pure functions of the
 report's figures, so a report can be re-judged when people's blind votes arrive after it was computed.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,12 +17,12 @@ from typing import Any
 from core.compare.signature import SIGNIFICANCE, describe_movement, describe_preference, holm, two_sided
 from core.data.split import HELD_OUT_PERCENT
 
-MIN_PAIRS_TO_TELL = 6            # below this even a perfect move is not significant (1/2^6 = 0.016 > 0.05 at 5)
+MIN_PAIRS_TO_TELL = 6  # below this even a perfect move is not significant (1/2^6 = 0.016 > 0.05 at 5)
 LENGTH_RATIO_WARN = 1.5
 REFUSAL_RISE_WARN = 0.15
-DIVERSITY_DROP_WARN = 0.25       # relative drop of distinct-2
-KL_WARN = 0.5                    # nats per token
-MOVED_KL = 0.05                  # nats per token: a version this far from the other one has clearly changed
+DIVERSITY_DROP_WARN = 0.25  # relative drop of distinct-2
+KL_WARN = 0.5  # nats per token
+MOVED_KL = 0.05  # nats per token: a version this far from the other one has clearly changed
 VERDICTS = ("learned", "changed", "no_change", "regressed", "mixed", "unmeasured")
 
 
@@ -37,17 +38,18 @@ VERDICT_RULE = (
     f"{SIGNIFICANCE} and none says against. Regressed: the reverse. Mixed: both. Changed: the version moved (KL >= "
     f"{MOVED_KL} nats per token, or an answer feature moved significantly) but not along the labels. Two-sided "
     "sign tests throughout, ties left out. A reward model's win rate is shown apart and does not decide: trained "
-    "on the same labels, it is not independent evidence.")
+    "on the same labels, it is not independent evidence."
+)
 
 
 @dataclass
 class Evidence:
     """One test that can tell whether a version moved toward the labels (``toward``) or against them."""
 
-    source: str          # "movement:<feature>" | "held_out_pairs" | "blind_check"
+    source: str  # "movement:<feature>" | "held_out_pairs" | "blind_check"
     toward: int
     against: int
-    text: str            # what it measured, in plain words
+    text: str  # what it measured, in plain words
     adjusted_p: float = 1.0
 
     @property
@@ -56,14 +58,21 @@ class Evidence:
 
     @property
     def says(self) -> str:
-        """"toward" | "against" | "" (not significant after the correction)."""
+        """ "toward" | "against" | "" (not significant after the correction)."""
         if self.adjusted_p >= SIGNIFICANCE or self.toward == self.against:
             return ""
         return "toward" if self.toward > self.against else "against"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "toward": self.toward, "against": self.against, "text": self.text,
-                "p_value": self.p_value, "adjusted_p": self.adjusted_p, "says": self.says}
+        return {
+            "source": self.source,
+            "toward": self.toward,
+            "against": self.against,
+            "text": self.text,
+            "p_value": self.p_value,
+            "adjusted_p": self.adjusted_p,
+            "says": self.says,
+        }
 
 
 def evidence(m: dict[str, Any]) -> list[Evidence]:
@@ -77,25 +86,45 @@ def evidence(m: dict[str, Any]) -> list[Evidence]:
             continue
         toward, away = (test["more"], test["less"]) if pref["direction"] > 0 else (test["less"], test["more"])
         if toward + away:
-            found.append(Evidence(f"movement:{pref['feature']}", toward, away,
-                                  f"{describe_movement(test, version, against)} (your labels prefer "
-                                  f"{describe_preference(pref)})"))
+            found.append(
+                Evidence(
+                    f"movement:{pref['feature']}",
+                    toward,
+                    away,
+                    f"{describe_movement(test, version, against)} (your labels prefer {describe_preference(pref)})",
+                )
+            )
     n = m.get("held_out_pairs", 0)
     if n:
-        found.append(Evidence("held_out_pairs", m.get("toward", 0), m.get("away", 0),
-                              f"on {n} held-out labeled pairs {version} raised the chosen answer's log-probability "
-                              f"against the rejected one's on {m.get('toward', 0)}, lowered it on {m.get('away', 0)}"
-                              f" (log-prob ranking accuracy {figure(m.get('accuracy_against'))} -> "
-                              f"{figure(m.get('accuracy_version'))})"))
+        found.append(
+            Evidence(
+                "held_out_pairs",
+                m.get("toward", 0),
+                m.get("away", 0),
+                f"on {n} held-out labeled pairs {version} raised the chosen answer's log-probability "
+                f"against the rejected one's on {m.get('toward', 0)}, lowered it on {m.get('away', 0)}"
+                f" (log-prob ranking accuracy {figure(m.get('accuracy_against'))} -> "
+                f"{figure(m.get('accuracy_version'))})",
+            )
+        )
     blind = m.get("blind_check") or {}
     wins, losses = blind.get("wins", 0), blind.get("losses", 0)
     if wins + losses:
         needed = pairs_needed(wins, wins + losses) if two_sided(wins, losses) >= SIGNIFICANCE else None
-        found.append(Evidence("blind_check", wins, losses,
-                              f"people preferred {version} blind on {wins} of {blind['votes']} votes, {against} "
-                              f"on {losses} ({blind.get('ties', 0)} ties)" + (
-                                  f"; about {needed - wins - losses} more decisive votes would decide it if the "
-                                  "lean holds" if needed else "")))
+        found.append(
+            Evidence(
+                "blind_check",
+                wins,
+                losses,
+                f"people preferred {version} blind on {wins} of {blind['votes']} votes, {against} "
+                f"on {losses} ({blind.get('ties', 0)} ties)"
+                + (
+                    f"; about {needed - wins - losses} more decisive votes would decide it if the lean holds"
+                    if needed
+                    else ""
+                ),
+            )
+        )
     for adjusted, item in zip(holm([e.p_value for e in found]), found):
         item.adjusted_p = adjusted
     return found
@@ -113,11 +142,15 @@ def drift_warnings(m: dict[str, Any]) -> list[str]:
     if lv and la:
         ratio = lv / la
         if ratio >= LENGTH_RATIO_WARN and preferred.get("length", 0) <= 0:
-            warnings.append(f"answers got {ratio:.1f}x longer ({la:.0f} -> {lv:.0f} tokens): possible length "
-                            "hacking; check that the labels really prefer longer answers")
+            warnings.append(
+                f"answers got {ratio:.1f}x longer ({la:.0f} -> {lv:.0f} tokens): possible length "
+                "hacking; check that the labels really prefer longer answers"
+            )
         elif ratio <= 1 / LENGTH_RATIO_WARN and preferred.get("length", 0) >= 0:
-            warnings.append(f"answers got {1 / ratio:.1f}x shorter ({la:.0f} -> {lv:.0f} tokens): check that "
-                            "answers are still complete")
+            warnings.append(
+                f"answers got {1 / ratio:.1f}x shorter ({la:.0f} -> {lv:.0f} tokens): check that "
+                "answers are still complete"
+            )
     rv, ra = m.get("refusal_version"), m.get("refusal_against")
     if rv is not None and ra is not None and rv - ra >= REFUSAL_RISE_WARN:
         warnings.append(f"refuses more often ({ra:.0%} -> {rv:.0%} of answers): possible over-refusal")
@@ -126,14 +159,18 @@ def drift_warnings(m: dict[str, Any]) -> list[str]:
         warnings.append(f"answers got more repetitive (distinct-2 {da:.2f} -> {dv:.2f}): possible mode collapse")
     kl = m.get("kl_per_token")
     if kl is not None and kl >= KL_WARN:
-        warnings.append(f"moved far from {m.get('against', 'the other version')} (KL {kl:.2f} nats per token): "
-                        "raise beta to stay closer, or check the answers below")
+        warnings.append(
+            f"moved far from {m.get('against', 'the other version')} (KL {kl:.2f} nats per token): "
+            "raise beta to stay closer, or check the answers below"
+        )
     judges = {"reward_model": f"the reward model {m.get('reward_model')}", "blind_check": "people in blind votes"}
     for source, check in (m.get("style_control") or {}).items():
         if check and check.get("style_only"):
-            warnings.append(f"{m.get('version', 'the version')} wins only by {check['mostly']}: preferred by "
-                            f"{judges.get(source, source)} on {check['raw_share']:.0%} of {check['comparisons']}, "
-                            f"but at equal length and formatting {check['controlled_share']:.0%} (style control)")
+            warnings.append(
+                f"{m.get('version', 'the version')} wins only by {check['mostly']}: preferred by "
+                f"{judges.get(source, source)} on {check['raw_share']:.0%} of {check['comparisons']}, "
+                f"but at equal length and formatting {check['controlled_share']:.0%} (style control)"
+            )
     return warnings
 
 
@@ -148,43 +185,58 @@ def verdict(m: dict[str, Any], config: dict[str, Any] | None = None) -> tuple[st
     toward = [e for e in found if e.says == "toward"]
     away = [e for e in found if e.says == "against"]
     if toward and away:
-        return "mixed", ("mixed: toward the labels, " + "; ".join(f"{e.text}, {_p(e)}" for e in toward)
-                         + "; but against them, " + "; ".join(f"{e.text}, {_p(e)}" for e in away)
-                         + " — check for conflicting labels (agreement on the Data page)")
+        return "mixed", (
+            "mixed: toward the labels, "
+            + "; ".join(f"{e.text}, {_p(e)}" for e in toward)
+            + "; but against them, "
+            + "; ".join(f"{e.text}, {_p(e)}" for e in away)
+            + " — check for conflicting labels (agreement on the Data page)"
+        )
     if toward:
         return "learned", "learned: " + "; ".join(f"{e.text}, {_p(e)}" for e in toward)
     if away:
-        return "regressed", ("moved against the labels: " + "; ".join(f"{e.text}, {_p(e)}" for e in away)
-                             + " — check for flipped or conflicting labels (agreement on the Data page) before "
-                               "training on them")
+        return "regressed", (
+            "moved against the labels: "
+            + "; ".join(f"{e.text}, {_p(e)}" for e in away)
+            + " — check for flipped or conflicting labels (agreement on the Data page) before "
+            "training on them"
+        )
     kl = m.get("kl_per_token")
     moved = [t for t in m.get("movement") or [] if t.get("direction")]
     changed = bool(moved) or (kl is not None and kl >= MOVED_KL)
     lean = _lean(m)
     if changed:
         what = [f"KL {kl:.2f} nats per token"] if kl is not None else []
-        what += [describe_movement(t, m.get("version", "the version"), m.get("against", "its parent"))
-                 for t in moved[:3]]
-        tail = ("the labels show no measurable preference in the answer features and the held-out pairs do not "
-                "decide" if found else "no labeled pair was held out and the labels show no measurable "
-                "preference in the answer features, so there is nothing to measure the direction against")
+        what += [
+            describe_movement(t, m.get("version", "the version"), m.get("against", "its parent")) for t in moved[:3]
+        ]
+        tail = (
+            "the labels show no measurable preference in the answer features and the held-out pairs do not decide"
+            if found
+            else "no labeled pair was held out and the labels show no measurable "
+            "preference in the answer features, so there is nothing to measure the direction against"
+        )
         return "changed", f"changed, but not toward your labels: {'; '.join(what)} — {tail}{lean}"
     if not found:
-        return "unmeasured", ("cannot tell: no labeled pair was held out of training and the labels show no "
-                              "measurable preference in the answer features — label more prompts (about "
-                              f"{HELD_OUT_PERCENT}% of prompts are kept aside for this measurement)")
+        return "unmeasured", (
+            "cannot tell: no labeled pair was held out of training and the labels show no "
+            "measurable preference in the answer features — label more prompts (about "
+            f"{HELD_OUT_PERCENT}% of prompts are kept aside for this measurement)"
+        )
     return "no_change", f"no measurable change: {'; '.join(e.text for e in found[:2])} — {_suggestion(m, config or {})}"
 
 
 def _lean(m: dict[str, Any]) -> str:
-    """"; held-out pairs lean toward the labels (12 of 19, p = 0.36): about 40 would settle it" or ""."""
+    """ "; held-out pairs lean toward the labels (12 of 19, p = 0.36): about 40 would settle it" or ""."""
     toward, away, n = m.get("toward", 0), m.get("away", 0), m.get("held_out_pairs", 0)
     needed = pairs_needed(toward, toward + away) if toward > away else None
     if not needed:
         return ""
-    return (f"; the held-out pairs lean toward the labels ({toward} of {toward + away}, p = "
-            f"{two_sided(toward, away):.2f}): if the lean holds, about {needed} held-out pairs would settle it "
-            f"(label about {_labels_for(needed - n)} more)")
+    return (
+        f"; the held-out pairs lean toward the labels ({toward} of {toward + away}, p = "
+        f"{two_sided(toward, away):.2f}): if the lean holds, about {needed} held-out pairs would settle it "
+        f"(label about {_labels_for(needed - n)} more)"
+    )
 
 
 def pairs_needed(toward: int, moved: int, limit: int = 10_000) -> int | None:
@@ -207,12 +259,18 @@ def _labels_for(held_out_pairs: int) -> int:
 def _suggestion(m: dict[str, Any], config: dict[str, Any]) -> str:
     n = m.get("held_out_pairs", 0)
     if n < MIN_PAIRS_TO_TELL:
-        return (f"only {n} held-out pair(s), too few to tell: label more pairs (about {5 * MIN_PAIRS_TO_TELL} in "
-                "all) and train again")
+        return (
+            f"only {n} held-out pair(s), too few to tell: label more pairs (about {5 * MIN_PAIRS_TO_TELL} in "
+            "all) and train again"
+        )
     kl = m.get("kl_per_token")
     lr, epochs = config.get("learning_rate"), config.get("num_train_epochs")
     if kl is not None and kl < 0.01 and lr:
-        return (f"the version barely moved (KL {kl:.3f} nats per token): raise learning_rate from {lr:.0e} to "
-                f"{3 * lr:.0e}" + (f" or num_train_epochs from {epochs:g} to {2 * epochs:g}" if epochs else ""))
-    return ("it moved, but not consistently toward the chosen answers: check that labelers agree (Data page), "
-            "label more pairs, or raise num_train_epochs")
+        return (
+            f"the version barely moved (KL {kl:.3f} nats per token): raise learning_rate from {lr:.0e} to "
+            f"{3 * lr:.0e}" + (f" or num_train_epochs from {epochs:g} to {2 * epochs:g}" if epochs else "")
+        )
+    return (
+        "it moved, but not consistently toward the chosen answers: check that labelers agree (Data page), "
+        "label more pairs, or raise num_train_epochs"
+    )

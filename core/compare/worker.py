@@ -1,5 +1,6 @@
 """The studio's background worker for per-version evaluations: "what changed" reports after every job, and (with
 another task) safety evaluations. One thread computes requests in order; the UIs poll its state."""
+
 from __future__ import annotations
 
 import queue
@@ -28,13 +29,14 @@ class ReportWorker:
     progress=, **options)`` does the work; ``paired=False`` keys requests by version alone (no parent to fill in).
     """
 
-    def __init__(self, studio: Host, compute: Callable[..., Any], name: str = "version-reports",
-                 paired: bool = True) -> None:
+    def __init__(
+        self, studio: Host, compute: Callable[..., Any], name: str = "version-reports", paired: bool = True
+    ) -> None:
         self.studio = studio
         self._compute = compute
         self._name, self._paired = name, paired
         self._queue: queue.Queue[tuple[str, str | None, Any, dict[str, Any]]] = queue.Queue()
-        self._pending: dict[tuple[str, str | None], str] = {}   # (version, against) -> "queued" | "computing"
+        self._pending: dict[tuple[str, str | None], str] = {}  # (version, against) -> "queued" | "computing"
         self._errors: dict[tuple[str, str | None], StudioError] = {}
         self._progress: dict[tuple[str, str | None], tuple[float, str]] = {}
         self._cancelled: set[tuple[str, str | None]] = set()
@@ -86,7 +88,8 @@ class ReportWorker:
         rows = self.studio.db.query(
             "SELECT v.name FROM chat_versions v WHERE v.job_id IS NOT NULL AND NOT EXISTS"
             " (SELECT 1 FROM version_reports r WHERE r.policy_id = v.id AND r.against_id = v.against_id)"
-            " ORDER BY v.id")
+            " ORDER BY v.id"
+        )
         for row in rows:
             self.request(row["name"])
         return [row["name"] for row in rows]
@@ -131,16 +134,20 @@ class ReportWorker:
                 return
             except _Cancelled:
                 with self._lock:
-                    self._errors[key] = StudioError(f"the {self._name} of {version} was cancelled",
-                                                    hint="start it again when you want it", code="cancelled")
+                    self._errors[key] = StudioError(
+                        f"the {self._name} of {version} was cancelled",
+                        hint="start it again when you want it",
+                        code="cancelled",
+                    )
             except StudioError as exc:
                 with self._lock:
                     self._errors[key] = exc
             except Exception as exc:  # the worker must survive anything a report does
                 traceback.print_exc()
                 with self._lock:
-                    self._errors[key] = StudioError(f"the {self._name} of {version} failed: {exc}",
-                                                    hint="see the server log", code="report_failed")
+                    self._errors[key] = StudioError(
+                        f"the {self._name} of {version} failed: {exc}", hint="see the server log", code="report_failed"
+                    )
             finally:
                 with self._lock:
                     self._pending.pop(key, None)

@@ -19,6 +19,7 @@ Why it looks like this:
 - Everything one prompt writes is one transaction: a run that fails keeps whole pairs only. A revision that is empty
   or identical to the original teaches nothing, so it is counted, not stored.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,19 +41,21 @@ from core.serving.policies import comparable_policy
 from storage.db import Database, one_value
 
 CONSTITUTION = ASSETS / "constitution.md"
-KV_KEY = "constitution"              # studio_kv row holding the admin-edited text
-LABELER = "ai:constitution"          # the AI labeler that owns the conversations and casts the votes
-MAX_TEXT_CHARS = 20_000              # the edited text as a whole
-MAX_PRINCIPLES = 40                  # every principle is in every critique prompt: keep it short
+KV_KEY = "constitution"  # studio_kv row holding the admin-edited text
+LABELER = "ai:constitution"  # the AI labeler that owns the conversations and casts the votes
+MAX_TEXT_CHARS = 20_000  # the edited text as a whole
+MAX_PRINCIPLES = 40  # every principle is in every critique prompt: keep it short
 MAX_PRINCIPLE_CHARS = 400
-STREAM_INTERVAL_S = 0.25             # read the stream this often: fewer wake-ups competing with the scheduler
-CRITIQUE_REQUEST = ("Critique the answer above against these principles:\n{principles}\n\n"
-                    "Say which principles it breaks and how; if it follows all of them, say so.")
+STREAM_INTERVAL_S = 0.25  # read the stream this often: fewer wake-ups competing with the scheduler
+CRITIQUE_REQUEST = (
+    "Critique the answer above against these principles:\n{principles}\n\n"
+    "Say which principles it breaks and how; if it follows all of them, say so."
+)
 REVISION_REQUEST = "Rewrite the answer so it follows the principles; reply with the new answer only."
 
 Messages = list[dict[str, str]]
 Progress = Callable[[float, str], object]  # what it returns is ignored
-_MARKER = re.compile(r"^(?:[-*+]|\d+[.)])(?:\s+|$)")   # a markdown list marker: "- ", "* ", "+ ", "1. ", "2) "
+_MARKER = re.compile(r"^(?:[-*+]|\d+[.)])(?:\s+|$)")  # a markdown list marker: "- ", "* ", "+ ", "1. ", "2) "
 
 
 # --- principles -----------------------------------------------------------------------------------------------
@@ -76,15 +79,20 @@ def checked_principles(items: Sequence[str]) -> list[str]:
     as a written constitution (one principle per line), not as a sequence of characters."""
     if isinstance(items, str):
         items = parse_principles(items)
-    cleaned = [" ".join(clean_text(p, "principle", required=False, max_chars=MAX_PRINCIPLE_CHARS).split())
-               for p in items]
+    cleaned = [
+        " ".join(clean_text(p, "principle", required=False, max_chars=MAX_PRINCIPLE_CHARS).split()) for p in items
+    ]
     cleaned = [p for p in cleaned if p]
     if not cleaned:
-        raise ValidationError("The constitution has no principles",
-                              hint="write at least one principle, one per line (e.g. '- Do not make up facts.')")
+        raise ValidationError(
+            "The constitution has no principles",
+            hint="write at least one principle, one per line (e.g. '- Do not make up facts.')",
+        )
     if len(cleaned) > MAX_PRINCIPLES:
-        raise ValidationError(f"The constitution has {len(cleaned)} principles, more than {MAX_PRINCIPLES}",
-                              hint="merge or drop some: every principle is part of every critique prompt")
+        raise ValidationError(
+            f"The constitution has {len(cleaned)} principles, more than {MAX_PRINCIPLES}",
+            hint="merge or drop some: every principle is part of every critique prompt",
+        )
     return cleaned
 
 
@@ -107,11 +115,16 @@ def save_principles(db: Database, admin: User, text: str) -> list[str]:
     text = clean_text(text, "constitution", max_chars=MAX_TEXT_CHARS)
     items = checked_principles(parse_principles(text))
     with db.transaction() as cur:
-        cur.execute("INSERT INTO studio_kv (key, value, updated_by) VALUES (?, ?, ?)"
-                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_by = excluded.updated_by,"
-                    " updated_at = now()", [KV_KEY, text, admin.id])
-        cur.execute("INSERT INTO audit_log (user_id, action, target_table, details) VALUES (?, 'edit', ?, ?)",
-                    [admin.id, KV_KEY, json.dumps({"principles": len(items)})])
+        cur.execute(
+            "INSERT INTO studio_kv (key, value, updated_by) VALUES (?, ?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_by = excluded.updated_by,"
+            " updated_at = now()",
+            [KV_KEY, text, admin.id],
+        )
+        cur.execute(
+            "INSERT INTO audit_log (user_id, action, target_table, details) VALUES (?, 'edit', ?, ?)",
+            [admin.id, KV_KEY, json.dumps({"principles": len(items)})],
+        )
     return items
 
 
@@ -135,7 +148,7 @@ class Step:
     text: str
     new_tokens: int
     latency_ms: float
-    truncated_tokens: int      # prompt tokens dropped from the front to fit the context window
+    truncated_tokens: int  # prompt tokens dropped from the front to fit the context window
 
 
 @dataclass(frozen=True)
@@ -162,22 +175,30 @@ class Revision:
 def critique_messages(prompt: Messages, original: str, items: Sequence[str]) -> Messages:
     """The conversation that asks for a critique: the prompt, the answer, and the numbered principles."""
     numbered = "\n".join(f"{i}. {p}" for i, p in enumerate(items, 1))
-    return [*prompt, {"role": "assistant", "content": original},
-            {"role": "user", "content": CRITIQUE_REQUEST.format(principles=numbered)}]
+    return [
+        *prompt,
+        {"role": "assistant", "content": original},
+        {"role": "user", "content": CRITIQUE_REQUEST.format(principles=numbered)},
+    ]
 
 
 def revision_messages(prompt: Messages, original: str, items: Sequence[str], critique: str) -> Messages:
     """The critique conversation continued with the critique and the request to rewrite."""
-    return [*critique_messages(prompt, original, items), {"role": "assistant", "content": critique},
-            {"role": "user", "content": REVISION_REQUEST}]
+    return [
+        *critique_messages(prompt, original, items),
+        {"role": "assistant", "content": critique},
+        {"role": "user", "content": REVISION_REQUEST},
+    ]
 
 
-def _generate(studio: ModelHost, version: str, messages: Messages, sampling: SamplingParams,
-              seed: int | None) -> tuple[Step, int]:
+def _generate(
+    studio: ModelHost, version: str, messages: Messages, sampling: SamplingParams, seed: int | None
+) -> tuple[Step, int]:
     """One answer of ``version`` through the studio's pair path (row A of a pair of that version; the second row
     costs little on a shared batch) and the version's policy id."""
-    updates, (policy_id, _) = studio.pair_stream(messages, sampling, version, version, seed=seed,
-                                                 interval=STREAM_INTERVAL_S)
+    updates, (policy_id, _) = studio.pair_stream(
+        messages, sampling, version, version, seed=seed, interval=STREAM_INTERVAL_S
+    )
     final = None
     for final in updates:
         pass
@@ -186,28 +207,43 @@ def _generate(studio: ModelHost, version: str, messages: Messages, sampling: Sam
     return Step(final.text_a.strip(), final.new_tokens_a, final.latency_ms or 0.0, final.truncated_tokens), policy_id
 
 
-def critique_and_revise(studio: ModelHost, version: str, prompt_messages: Messages, items: Sequence[str],
-                        sampling: SamplingParams | None = None, *, seed: int | None = None) -> Revision:
+def critique_and_revise(
+    studio: ModelHost,
+    version: str,
+    prompt_messages: Messages,
+    items: Sequence[str],
+    sampling: SamplingParams | None = None,
+    *,
+    seed: int | None = None,
+) -> Revision:
     """Answer, critique the answer against ``items`` (the principles), revise it: three generations of
     ``version`` with the same settings and seed. Nothing is stored here."""
     items = checked_principles(items)
     sampling = (sampling or SamplingParams()).validate()
     if not prompt_messages or prompt_messages[-1].get("role") != "user":
         raise ValidationError("The prompt must end with a user message", hint="give the question to answer")
-    comparable_policy(studio.db, version)   # unknown, deleted, reward or fully fine-tuned: a clear error now
+    comparable_policy(studio.db, version)  # unknown, deleted, reward or fully fine-tuned: a clear error now
     prompt = [dict(m) for m in prompt_messages]
     answer, policy_id = _generate(studio, version, prompt, sampling, seed)
     critique, _ = _generate(studio, version, critique_messages(prompt, answer.text, items), sampling, seed)
-    revision, _ = _generate(studio, version, revision_messages(prompt, answer.text, items, critique.text), sampling,
-                            seed)
+    revision, _ = _generate(
+        studio, version, revision_messages(prompt, answer.text, items, critique.text), sampling, seed
+    )
     return Revision(answer.text, critique.text, revision.text, policy_id, seed, (answer, critique, revision))
 
 
 # --- storing --------------------------------------------------------------------------------------------------
 
 
-def store_revision(db: Database, labeler: User, prompt: str, revision: Revision, sampling: SamplingParams,
-                   items: Sequence[str], prompt_id: int | None = None) -> int | None:
+def store_revision(
+    db: Database,
+    labeler: User,
+    prompt: str,
+    revision: Revision,
+    sampling: SamplingParams,
+    items: Sequence[str],
+    prompt_id: int | None = None,
+) -> int | None:
     """Store one revision as a labeled pair in ONE transaction: a one-turn conversation of ``labeler`` with
     A = original and B = revision (core.labeling.votes.write_prompt_pair, the shape judge runs on a queue store too),
     and the vote 'b' (source 'judge', note = the critique). ``prompt_id``: the queue prompt it answers, so redacting
@@ -215,13 +251,18 @@ def store_revision(db: Database, labeler: User, prompt: str, revision: Revision,
     revision is skipped (empty or identical: nothing is written)."""
     if revision.skipped:
         return None
-    steps = revision.steps or tuple(Step(t, 0, 0.0, 0) for t in (revision.original, revision.critique,
-                                                                   revision.revision))
+    steps = revision.steps or tuple(
+        Step(t, 0, 0.0, 0) for t in (revision.original, revision.critique, revision.revision)
+    )
     answer, critique, rewrite = steps
     # both candidates carry the critique (and what the three steps cost), so a reviewer reading either sees why
-    about = {"critique": revision.critique, "principles": list(items), "critique_tokens": critique.new_tokens,
-             "critique_latency_ms": round(critique.latency_ms, 1),
-             "truncated_tokens": [step.truncated_tokens for step in steps]}
+    about = {
+        "critique": revision.critique,
+        "principles": list(items),
+        "critique_tokens": critique.new_tokens,
+        "critique_latency_ms": round(critique.latency_ms, 1),
+        "truncated_tokens": [step.truncated_tokens for step in steps],
+    }
     meta = {**sampling.to_dict(), "seed": revision.seed, "constitution": about}
     a = CandidateIn(revision.original, revision.policy_id, answer.latency_ms, answer.new_tokens)
     b = CandidateIn(revision.revision, revision.policy_id, rewrite.latency_ms, rewrite.new_tokens)
@@ -229,10 +270,15 @@ def store_revision(db: Database, labeler: User, prompt: str, revision: Revision,
     with db.transaction() as cur:
         conversation, turn, a_id, b_id = write_prompt_pair(cur, labeler, prompt, prompt_id, a, b, meta)
         # the same columns as core.judging.runs.save_verdict writes for an AI judge's vote
-        return one_value(cur.execute(
-            "INSERT INTO preferences (conversation_id, turn, prompt_id, candidate_a, candidate_b, outcome, labeler_id,"
-            " source, note, confidence, judge_run_id) VALUES (?, ?, ?, ?, ?, 'b', ?, 'judge', ?, NULL, NULL)"
-            " RETURNING id", [conversation, turn, prompt_id, a_id, b_id, labeler.id, note]))
+        return one_value(
+            cur.execute(
+                "INSERT INTO preferences (conversation_id, turn, prompt_id, candidate_a, candidate_b, outcome,"
+                " labeler_id,"
+                " source, note, confidence, judge_run_id) VALUES (?, ?, ?, ?, ?, 'b', ?, 'judge', ?, NULL, NULL)"
+                " RETURNING id",
+                [conversation, turn, prompt_id, a_id, b_id, labeler.id, note],
+            )
+        )
 
 
 # --- runs -----------------------------------------------------------------------------------------------------
@@ -243,15 +289,22 @@ def queue_prompt_rows(db: Database, queue_name: str, limit: int | None = None) -
     rows = db.query("SELECT id FROM queues WHERE name = ?", [queue_name.strip()])
     if not rows:
         names = [r["name"] for r in db.query("SELECT name FROM queues ORDER BY id")]
-        raise NotFound(f"Queue {queue_name!r} does not exist",
-                       hint=f"pick one of: {', '.join(names)}" if names else "create one on the Labeling setup page")
+        raise NotFound(
+            f"Queue {queue_name!r} does not exist",
+            hint=f"pick one of: {', '.join(names)}" if names else "create one on the Labeling setup page",
+        )
     if limit is not None and limit < 1:
         raise ValidationError("The prompt limit must be at least 1", hint="use 1 or more")
-    found = [(r["id"], r["text"]) for r in db.query("SELECT id, text FROM prompts WHERE queue_id = ?"
-                                                    " AND redacted_at IS NULL ORDER BY id", [rows[0]["id"]])][:limit]
+    found = [
+        (r["id"], r["text"])
+        for r in db.query(
+            "SELECT id, text FROM prompts WHERE queue_id = ? AND redacted_at IS NULL ORDER BY id", [rows[0]["id"]]
+        )
+    ][:limit]
     if not found:
-        raise ValidationError(f"Queue {queue_name!r} has no prompts",
-                              hint="import prompts into it on the Labeling setup page")
+        raise ValidationError(
+            f"Queue {queue_name!r} has no prompts", hint="import prompts into it on the Labeling setup page"
+        )
     return found
 
 
@@ -260,10 +313,18 @@ def queue_prompts(db: Database, queue_name: str, limit: int | None = None) -> li
     return [text for _, text in queue_prompt_rows(db, queue_name, limit)]
 
 
-def run_constitution(studio: ModelHost, admin: User, version: str, prompts: Sequence[str],
-                     principles: Sequence[str] | None = None, sampling: SamplingParams | None = None,
-                     progress: Progress | None = None, *, seed: int = 0,
-                     prompt_ids: Sequence[int | None] | None = None) -> dict[str, Any]:
+def run_constitution(
+    studio: ModelHost,
+    admin: User,
+    version: str,
+    prompts: Sequence[str],
+    principles: Sequence[str] | None = None,
+    sampling: SamplingParams | None = None,
+    progress: Progress | None = None,
+    *,
+    seed: int = 0,
+    prompt_ids: Sequence[int | None] | None = None,
+) -> dict[str, Any]:
     """Critique and revise ``version``'s answer to each prompt and store every useful pair (admins only).
 
     Inputs are checked before anything is generated or written (admin, prompts, principles, settings, version).
@@ -291,13 +352,25 @@ def run_constitution(studio: ModelHost, admin: User, version: str, prompts: Sequ
 
     def summary(error: str | None = None) -> dict[str, Any]:
         seconds = time.perf_counter() - started
-        out = {"version": policy["name"], "labeler": LABELER, "prompts": len(texts), "pairs": len(ids),
-               "skipped_identical": skipped["identical"], "skipped_empty": skipped["empty"], "preference_ids": ids,
-               "principles": len(items), "seconds": round(seconds, 2),
-               "seconds_per_prompt": round(seconds / len(texts), 3), **({"error": error} if error else {})}
-        studio.db.write(lambda cur: cur.execute(   # the run is on record, also when it stopped midway
-            "INSERT INTO audit_log (user_id, action, target_table, details) VALUES (?, 'run', ?, ?)",
-            [admin.id, KV_KEY, json.dumps({k: v for k, v in out.items() if k != "preference_ids"})]))
+        out = {
+            "version": policy["name"],
+            "labeler": LABELER,
+            "prompts": len(texts),
+            "pairs": len(ids),
+            "skipped_identical": skipped["identical"],
+            "skipped_empty": skipped["empty"],
+            "preference_ids": ids,
+            "principles": len(items),
+            "seconds": round(seconds, 2),
+            "seconds_per_prompt": round(seconds / len(texts), 3),
+            **({"error": error} if error else {}),
+        }
+        studio.db.write(
+            lambda cur: cur.execute(  # the run is on record, also when it stopped midway
+                "INSERT INTO audit_log (user_id, action, target_table, details) VALUES (?, 'run', ?, ?)",
+                [admin.id, KV_KEY, json.dumps({k: v for k, v in out.items() if k != "preference_ids"})],
+            )
+        )
         return out
 
     try:

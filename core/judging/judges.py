@@ -16,6 +16,7 @@ Why it looks like this:
   else is a :class:`JudgeError` with the endpoint and what to do. The key comes from ``STUDIO_JUDGE_API_KEY`` or a
   one-off value held in memory for the run; it is never stored.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,11 +37,13 @@ API_KEY_ENV = "STUDIO_JUDGE_API_KEY"
 RETRIES = 3
 BACKOFF_S = 0.5
 TIMEOUT_S = 60.0
-REPLY_TOKENS = 8           # room for "Answer A." from models that do not reply with the bare letter
-MAX_ANSWER_CHARS = 4000     # each answer as the judge sees it (a judge prompt must fit small context windows)
+REPLY_TOKENS = 8  # room for "Answer A." from models that do not reply with the bare letter
+MAX_ANSWER_CHARS = 4000  # each answer as the judge sees it (a judge prompt must fit small context windows)
 
-SPEC_HELP = ("rm:<rmN> (a reward model trained here), policy or policy:<vN> (the in-process policy with a judge "
-             "prompt), or an OpenAI-compatible endpoint: <url>#<model> (e.g. http://gpu-box:8000/v1#Qwen/Qwen3-8B)")
+SPEC_HELP = (
+    "rm:<rmN> (a reward model trained here), policy or policy:<vN> (the in-process policy with a judge "
+    "prompt), or an OpenAI-compatible endpoint: <url>#<model> (e.g. http://gpu-box:8000/v1#Qwen/Qwen3-8B)"
+)
 
 
 class JudgeError(StudioError):
@@ -64,8 +67,11 @@ class JudgeSpec:
         return f"ai:{self.kind}:{self.name}" if self.kind != "endpoint" else f"ai:{self.name}"
 
     def describe(self) -> str:
-        return {"rm": f"reward model {self.name}", "policy": f"policy {self.name} with a judge prompt",
-                "endpoint": f"{self.name} at {self.url}"}[self.kind]
+        return {
+            "rm": f"reward model {self.name}",
+            "policy": f"policy {self.name} with a judge prompt",
+            "endpoint": f"{self.name} at {self.url}",
+        }[self.kind]
 
 
 def parse_judge(spec: str) -> JudgeSpec:
@@ -82,8 +88,10 @@ def parse_judge(spec: str) -> JudgeSpec:
     if re.match(r"https?://", text):
         url, _, model = text.partition("#")
         if not model.strip():
-            raise ValidationError(f"Judge endpoint {url!r} names no model",
-                                  hint="add #<model> after the URL, e.g. http://gpu-box:8000/v1#Qwen/Qwen3-8B")
+            raise ValidationError(
+                f"Judge endpoint {url!r} names no model",
+                hint="add #<model> after the URL, e.g. http://gpu-box:8000/v1#Qwen/Qwen3-8B",
+            )
         return JudgeSpec("endpoint", model.strip(), url.rstrip("/"))
     raise ValidationError(f"Unknown judge {spec!r}", hint=f"use {SPEC_HELP}")
 
@@ -93,9 +101,13 @@ def parse_judge(spec: str) -> JudgeSpec:
 
 def rubric(guidelines: str, aspects: Sequence[dict[str, Any]]) -> str:
     """The judge's instructions: the guidelines humans label with, and the aspects they rate."""
-    lines = ["You are an impartial judge comparing two answers to the same conversation.",
-             "Judge them the way the human labelers of this project do, by these guidelines:", "",
-             guidelines.strip(), ""]
+    lines = [
+        "You are an impartial judge comparing two answers to the same conversation.",
+        "Judge them the way the human labelers of this project do, by these guidelines:",
+        "",
+        guidelines.strip(),
+        "",
+    ]
     if aspects:
         lines.append("Weigh these aspects:")
         lines += [f"- {a['name']}: {a.get('description') or ''}".rstrip(": ") for a in aspects]
@@ -107,8 +119,10 @@ def rubric(guidelines: str, aspects: Sequence[dict[str, Any]]) -> str:
 def judge_messages(instructions: str, prompt: Messages, first: str, second: str) -> Messages:
     """The chat a judge model reads: the rubric as system prompt, the conversation and both answers."""
     conversation = "\n".join(f"{m['role'].upper()}: {m['content']}" for m in prompt)
-    user = (f"[Conversation]\n{conversation}\n\n[Answer A]\n{first[:MAX_ANSWER_CHARS]}\n\n"
-            f"[Answer B]\n{second[:MAX_ANSWER_CHARS]}\n\nWhich answer is better? Reply with A or B.")
+    user = (
+        f"[Conversation]\n{conversation}\n\n[Answer A]\n{first[:MAX_ANSWER_CHARS]}\n\n"
+        f"[Answer B]\n{second[:MAX_ANSWER_CHARS]}\n\nWhich answer is better? Reply with A or B."
+    )
     return [{"role": "system", "content": instructions}, {"role": "user", "content": user}]
 
 
@@ -122,8 +136,8 @@ class Verdict:
 
     outcome: str
     confidence: float
-    p_a_shown_first: float | None     # P(A better) when A was shown first (None: unreadable reply)
-    p_a_shown_second: float | None    # P(A better) when B was shown first
+    p_a_shown_first: float | None  # P(A better) when A was shown first (None: unreadable reply)
+    p_a_shown_second: float | None  # P(A better) when B was shown first
     position_consistent: bool
     readable: bool = True
 
@@ -131,9 +145,14 @@ class Verdict:
         def rounded(p: float | None) -> float | None:
             return None if p is None else round(p, 4)
 
-        return {"outcome": self.outcome, "confidence": round(self.confidence, 4),
-                "p_a_shown_first": rounded(self.p_a_shown_first), "p_a_shown_second": rounded(self.p_a_shown_second),
-                "position_consistent": self.position_consistent, "readable": self.readable}
+        return {
+            "outcome": self.outcome,
+            "confidence": round(self.confidence, 4),
+            "p_a_shown_first": rounded(self.p_a_shown_first),
+            "p_a_shown_second": rounded(self.p_a_shown_second),
+            "position_consistent": self.position_consistent,
+            "readable": self.readable,
+        }
 
 
 def combine(p_first_ab: float | None, p_first_ba: float | None) -> Verdict:
@@ -150,8 +169,8 @@ def combine(p_first_ab: float | None, p_first_ba: float | None) -> Verdict:
 
 
 class Backend(Protocol):
-    batch: int    # pairs per call: in-process backends batch them; an endpoint takes one at a time, so a failure
-                  # mid-run loses no verdict already paid for
+    batch: int  # pairs per call: in-process backends batch them; an endpoint takes one at a time, so a failure
+    # mid-run loses no verdict already paid for
 
     def prefer_first(self, items: Sequence[tuple[Messages, str, str]]) -> Sequence[float | None]:
         """P(first answer better) for each (prompt, first, second); None when the judge named neither."""
@@ -201,8 +220,9 @@ class PolicyBackend:
         from core.serving.scoring import sequence_logprobs
 
         chats = [judge_messages(self.instructions, p, first, second) for p, first, second in items]
-        scored = sequence_logprobs(self.studio, [self.adapter] * (2 * len(chats)), chats * 2,
-                                   ["A"] * len(chats) + ["B"] * len(chats))
+        scored = sequence_logprobs(
+            self.studio, [self.adapter] * (2 * len(chats)), chats * 2, ["A"] * len(chats) + ["B"] * len(chats)
+        )
         n = len(chats)
         return [1.0 / (1.0 + math.exp(scored[n + i][0] - scored[i][0])) for i in range(n)]
 
@@ -212,21 +232,33 @@ class EndpointBackend:
 
     batch = 1
 
-    def __init__(self, url: str, model: str, instructions: str, api_key: str | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        instructions: str,
+        api_key: str | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.url, self.model, self.instructions = url.rstrip("/"), model, instructions
         self.base = self.url if self.url.endswith("/v1") else self.url + "/v1"
         self._key = api_key or os.environ.get(API_KEY_ENV) or None
         self._sleep = sleep
         self._client = httpx.Client(timeout=TIMEOUT_S)
-        self.tokens = 0           # prompt + completion tokens the endpoint reported, for the run's record
+        self.tokens = 0  # prompt + completion tokens the endpoint reported, for the run's record
 
     def prefer_first(self, items: Sequence[tuple[Messages, str, str]]) -> list[float | None]:
         return [self._one(judge_messages(self.instructions, p, first, second)) for p, first, second in items]
 
     def _one(self, messages: Messages) -> float | None:
-        body = {"model": self.model, "messages": messages, "max_tokens": REPLY_TOKENS, "temperature": 0.0,
-                "logprobs": True, "top_logprobs": 10}
+        body = {
+            "model": self.model,
+            "messages": messages,
+            "max_tokens": REPLY_TOKENS,
+            "temperature": 0.0,
+            "logprobs": True,
+            "top_logprobs": 10,
+        }
         reply = self.post(body)
         choice = (reply.get("choices") or [{}])[0]
         usage = reply.get("usage") or {}
@@ -257,15 +289,19 @@ class EndpointBackend:
                 last = f"answered {response.status_code}"
                 continue
             if response.status_code >= 400:
-                raise JudgeError(f"The judge endpoint {self.url} refused the request ({response.status_code}: "
-                                 f"{response.text[:200]})",
-                                 hint="check the model name and the API key (STUDIO_JUDGE_API_KEY)")
+                raise JudgeError(
+                    f"The judge endpoint {self.url} refused the request ({response.status_code}: "
+                    f"{response.text[:200]})",
+                    hint="check the model name and the API key (STUDIO_JUDGE_API_KEY)",
+                )
             try:
                 return response.json()
             except ValueError:
                 last = "answered something that is not JSON"
-        raise JudgeError(f"The judge endpoint {self.url} {last} ({RETRIES + 1} attempts)",
-                         hint="check that it is running; judged pairs are saved, run the judge again to resume")
+        raise JudgeError(
+            f"The judge endpoint {self.url} {last} ({RETRIES + 1} attempts)",
+            hint="check that it is running; judged pairs are saved, run the judge again to resume",
+        )
 
     def close(self) -> None:
         self._client.close()

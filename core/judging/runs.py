@@ -15,6 +15,7 @@ Why it looks like this:
   machine's load as it changes.
 - Progress, counts and the end state live in ``judge_runs``; cancel is a flag the worker checks between pairs.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,11 +34,13 @@ from storage.db import Database, one_value
 UNLABELED = "unlabeled"
 LABELED = "labeled"
 QUEUE = "queue:"
-SOURCES_HELP = ("unlabeled (chat pairs no person voted on: what the judge pre-labels), queue:<name> (the prompts of a "
-                "labeling queue: the base policy answers each twice, the judge labels the pair) or labeled (pairs "
-                "people voted on: calibration, to measure how far the judge agrees with them)")
-CHARS_PER_TOKEN = 4          # rough size of English text in tokens, for a remote endpoint's estimate
-CALIBRATION_PAIRS = 4        # pairs an estimate judges to measure throughput (an endpoint's batch of 1: one pair)
+SOURCES_HELP = (
+    "unlabeled (chat pairs no person voted on: what the judge pre-labels), queue:<name> (the prompts of a "
+    "labeling queue: the base policy answers each twice, the judge labels the pair) or labeled (pairs "
+    "people voted on: calibration, to measure how far the judge agrees with them)"
+)
+CHARS_PER_TOKEN = 4  # rough size of English text in tokens, for a remote endpoint's estimate
+CALIBRATION_PAIRS = 4  # pairs an estimate judges to measure throughput (an endpoint's batch of 1: one pair)
 
 # Unlabeled: the two candidates saved together for one chat turn (same conversation, turn and transaction time)
 # that no person voted on. Labeled: every pair a person voted on (chat, API, imports), for calibration.
@@ -114,11 +117,12 @@ ORDER BY pr.id
 def work_items(db: Database, source: str, judge: judges.JudgeSpec) -> list[PairItem | QueuedPrompt]:
     """What a run of ``judge`` on ``source`` would label: pairs, or a queue's prompts still without a judged pair."""
     if source.startswith(QUEUE):
-        name = source[len(QUEUE):]
+        name = source[len(QUEUE) :]
         if not db.scalar("SELECT count(*) FROM queues WHERE name = ?", [name]):
             raise NotFound(f"There is no labeling queue named {name!r}", hint="see the console's Labeling page")
-        return [QueuedPrompt(r["id"], r["text"]) for r in db.query(_QUEUE_PROMPTS, {"queue": name,
-                                                                                  "judge": judge.labeler})]
+        return [
+            QueuedPrompt(r["id"], r["text"]) for r in db.query(_QUEUE_PROMPTS, {"queue": name, "judge": judge.labeler})
+        ]
     return list(pairs_to_judge(db, source, judge))
 
 
@@ -127,9 +131,20 @@ def pairs_to_judge(db: Database, source: str, judge: judges.JudgeSpec) -> list[P
     if source not in (UNLABELED, LABELED):
         raise ValidationError(f"Unknown judge source {source!r}", hint=f"use {SOURCES_HELP}")
     rows = db.query(_PAIRS.format(pairs=_UNLABELED if source == UNLABELED else _LABELED), {"judge": judge.labeler})
-    return [PairItem(r["conversation_id"], r["turn"], r["prompt_id"], r["a_id"], r["b_id"], r["text_a"],
-                     r["text_b"], [dict(m) for m in r["prompt"]])
-            for r in rows if r["prompt"] and r["prompt"][-1]["role"] == "user"]
+    return [
+        PairItem(
+            r["conversation_id"],
+            r["turn"],
+            r["prompt_id"],
+            r["a_id"],
+            r["b_id"],
+            r["text_a"],
+            r["text_b"],
+            [dict(m) for m in r["prompt"]],
+        )
+        for r in rows
+        if r["prompt"] and r["prompt"][-1]["role"] == "user"
+    ]
 
 
 def backend_for(studio: ModelHost, spec: judges.JudgeSpec, api_key: str | None = None) -> judges.Backend:
@@ -147,17 +162,26 @@ def backend_for(studio: ModelHost, spec: judges.JudgeSpec, api_key: str | None =
     return judges.EndpointBackend(spec.url or "", spec.name, instructions, api_key)
 
 
-def estimate(studio: ModelHost, spec_text: str, source: str, api_key: str | None = None,
-             sampling: Any = None) -> dict[str, Any]:
+def estimate(
+    studio: ModelHost, spec_text: str, source: str, api_key: str | None = None, sampling: Any = None
+) -> dict[str, Any]:
     """What a run would cost: pairs, requests (two orders each), seconds and, for an endpoint, prompt tokens
     (characters / 4). Seconds come from judging a calibration sample (nothing saved) and scaling its measured
     throughput to every pair (:func:`projected_seconds`); a queue's prompts are answered first, which costs about
     the same per prompt whatever its length, so there the sample's time per pair is scaled by the count."""
     spec = judges.parse_judge(spec_text)
     items = work_items(studio.db, source, spec)
-    out: dict[str, Any] = {"judge": spec.labeler, "describe": spec.describe(), "source": source,
-                           "pairs": len(items), "requests": 2 * len(items), "seconds": 0.0, "seconds_per_pair": None,
-                           "sample_pairs": 0, "tokens": None}
+    out: dict[str, Any] = {
+        "judge": spec.labeler,
+        "describe": spec.describe(),
+        "source": source,
+        "pairs": len(items),
+        "requests": 2 * len(items),
+        "seconds": 0.0,
+        "seconds_per_pair": None,
+        "sample_pairs": 0,
+        "tokens": None,
+    }
     if not items:
         return out
     backend = backend_for(studio, spec, api_key)
@@ -175,16 +199,22 @@ def estimate(studio: ModelHost, spec_text: str, source: str, api_key: str | None
     else:
         fixed = len(getattr(backend, "instructions", ""))
         # not a queue: every item is a PairItem
-        seconds = projected_seconds(elapsed, [pair_chars(cast(PairItem, i), fixed) for i in sample],
-                                    [pair_chars(cast(PairItem, i), fixed) for i in items])
+        seconds = projected_seconds(
+            elapsed,
+            [pair_chars(cast(PairItem, i), fixed) for i in sample],
+            [pair_chars(cast(PairItem, i), fixed) for i in items],
+        )
     out.update(seconds=round(seconds, 1), seconds_per_pair=round(seconds / len(items), 4), sample_pairs=len(sample))
     if spec.kind == "endpoint":
         instructions = getattr(backend, "instructions", "")
         # a queued prompt's answers do not exist yet: the sample's answers stand in for them
         texts = judged[0][1:]
-        chars = sum(len(instructions) + sum(len(m["content"]) for m in i.prompt)
-                    + (len(i.text_a) + len(i.text_b) if isinstance(i, PairItem) else sum(map(len, texts)))
-                    for i in items)
+        chars = sum(
+            len(instructions)
+            + sum(len(m["content"]) for m in i.prompt)
+            + (len(i.text_a) + len(i.text_b) if isinstance(i, PairItem) else sum(map(len, texts)))
+            for i in items
+        )
         out["tokens"] = 2 * (chars // CHARS_PER_TOKEN + judges.REPLY_TOKENS * len(items))
     return out
 
@@ -249,9 +279,13 @@ class JudgeRuns:
         self._threads: dict[int, threading.Thread] = {}
         self._lock = threading.Lock()
         # a run that was going when the studio stopped ended there; its judged pairs are saved
-        studio.db.write(lambda cur: cur.execute(
-            "UPDATE judge_runs SET status = 'failed', finished_at = now(), error = 'the studio stopped during the run;"
-            " judged pairs are saved: run the judge again to resume' WHERE status = 'running'"))
+        studio.db.write(
+            lambda cur: cur.execute(
+                "UPDATE judge_runs SET status = 'failed', finished_at = now(), error = 'the studio stopped during"
+                " the run;"
+                " judged pairs are saved: run the judge again to resume' WHERE status = 'running'"
+            )
+        )
 
     def stop(self, timeout: float = 30.0) -> None:
         """Cancel every run of this process and wait for each to save its last pair."""
@@ -262,30 +296,47 @@ class JudgeRuns:
         for _, thread in running:
             thread.join(timeout)
 
-    def start(self, spec_text: str, source: str, user: User, api_key: str | None = None,
-              on_done: Callable[[int], None] | None = None, sampling: Any = None) -> int:
+    def start(
+        self,
+        spec_text: str,
+        source: str,
+        user: User,
+        api_key: str | None = None,
+        on_done: Callable[[int], None] | None = None,
+        sampling: Any = None,
+    ) -> int:
         """Start a run in a background thread; returns its id at once (watch it with :meth:`get`). ``sampling``
         (core.serving.generate.SamplingParams) is how a queue's prompts are answered (default: the chat's)."""
         if not user.is_admin:
             raise PermissionDenied("Only admins can run AI judges", hint="ask an admin")
         spec = judges.parse_judge(spec_text)
         items = work_items(self.studio.db, source, spec)
-        backend = backend_for(self.studio, spec, api_key)     # fails here (unknown rm, ...) before any row exists
+        backend = backend_for(self.studio, spec, api_key)  # fails here (unknown rm, ...) before any row exists
         judge_user = ensure_ai_labeler(self.studio.db, spec.labeler)
         with self.studio.db.transaction() as cur:
-            run_id = one_value(cur.execute(
-                "INSERT INTO judge_runs (judge, spec, source, status, total, started_by) VALUES (?, ?, ?, 'running',"
-                " ?, ?) RETURNING id", [spec.labeler, _public_spec(spec), source, len(items), user.id]))
+            run_id = one_value(
+                cur.execute(
+                    "INSERT INTO judge_runs (judge, spec, source, status, total, started_by) VALUES (?, ?, ?,"
+                    " 'running',"
+                    " ?, ?) RETURNING id",
+                    [spec.labeler, _public_spec(spec), source, len(items), user.id],
+                )
+            )
         cancel = threading.Event()
-        thread = threading.Thread(target=self._run, name=f"studio-judge-{run_id}", daemon=True,
-                                  args=(run_id, backend, judge_user, items, cancel, on_done, sampling))
+        thread = threading.Thread(
+            target=self._run,
+            name=f"studio-judge-{run_id}",
+            daemon=True,
+            args=(run_id, backend, judge_user, items, cancel, on_done, sampling),
+        )
         with self._lock:
             self._cancel[run_id], self._threads[run_id] = cancel, thread
         thread.start()
         return run_id
 
-    def run_blocking(self, spec_text: str, source: str, user: User, api_key: str | None = None,
-                     sampling: Any = None) -> JudgeRun:
+    def run_blocking(
+        self, spec_text: str, source: str, user: User, api_key: str | None = None, sampling: Any = None
+    ) -> JudgeRun:
         run_id = self.start(spec_text, source, user, api_key, sampling=sampling)
         self._threads[run_id].join()
         return self.get(run_id)
@@ -311,8 +362,16 @@ class JudgeRuns:
         if thread is not None:
             thread.join(timeout)
 
-    def _run(self, run_id: int, backend: judges.Backend, judge_user: User, items: Sequence[PairItem | QueuedPrompt],
-             cancel: threading.Event, on_done: Callable[[int], None] | None, sampling: Any = None) -> None:
+    def _run(
+        self,
+        run_id: int,
+        backend: judges.Backend,
+        judge_user: User,
+        items: Sequence[PairItem | QueuedPrompt],
+        cancel: threading.Event,
+        on_done: Callable[[int], None] | None,
+        sampling: Any = None,
+    ) -> None:
         db = self.studio.db
         status, error = "succeeded", None
         try:
@@ -321,8 +380,10 @@ class JudgeRuns:
                 if cancel.is_set():
                     status = "cancelled"
                     break
-                chunk = [item if isinstance(item, PairItem) else _make_pair(self.studio, judge_user, item, sampling)
-                         for item in items[start:start + batch]]
+                chunk = [
+                    item if isinstance(item, PairItem) else _make_pair(self.studio, judge_user, item, sampling)
+                    for item in items[start : start + batch]
+                ]
                 verdicts = judges.judge_pairs(backend, [(i.prompt, i.text_a, i.text_b) for i in chunk])
                 tokens = getattr(backend, "tokens", 0)
                 for item, verdict in zip(chunk, verdicts):
@@ -332,9 +393,12 @@ class JudgeRuns:
         except Exception as exc:  # noqa: BLE001 - a run must end in a state, whatever broke
             status, error = "failed", f"{type(exc).__name__}: {exc}"
         finally:
-            db.write(lambda cur: cur.execute(
-                "UPDATE judge_runs SET status = ?, error = ?, finished_at = now() WHERE id = ?",
-                [status, error, run_id]))
+            db.write(
+                lambda cur: cur.execute(
+                    "UPDATE judge_runs SET status = ?, error = ?, finished_at = now() WHERE id = ?",
+                    [status, error, run_id],
+                )
+            )
             if hasattr(backend, "close"):
                 backend.close()
             if on_done:
@@ -364,24 +428,39 @@ def _make_pair(studio: ModelHost, judge_user: User, item: QueuedPrompt, sampling
     a = CandidateIn(text_a, id_a, final.latency_ms, final.new_tokens_a)
     b = CandidateIn(text_b, id_b, final.latency_ms, final.new_tokens_b)
     with studio.db.transaction() as cur:
-        conversation_id, turn, a_id, b_id = write_prompt_pair(cur, judge_user, item.text, item.prompt_id, a, b,
-                                                              sampling.to_dict())
+        conversation_id, turn, a_id, b_id = write_prompt_pair(
+            cur, judge_user, item.text, item.prompt_id, a, b, sampling.to_dict()
+        )
     return PairItem(conversation_id, turn, item.prompt_id, a_id, b_id, text_a, text_b, item.prompt)
 
 
-def save_verdict(db: Database, run_id: int, judge_user: User, item: PairItem, verdict: judges.Verdict,
-                 tokens: int) -> None:
+def save_verdict(
+    db: Database, run_id: int, judge_user: User, item: PairItem, verdict: judges.Verdict, tokens: int
+) -> None:
     """One pair: the vote and the run's counters in one transaction (all or nothing)."""
     with db.transaction() as cur:
-        cur.execute("INSERT INTO preferences (conversation_id, turn, prompt_id, candidate_a, candidate_b, outcome,"
-                    " labeler_id, source, note, confidence, judge_run_id)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, 'judge', ?, ?, ?)",
-                    [item.conversation_id, item.turn, item.prompt_id, item.a_id, item.b_id, verdict.outcome,
-                     judge_user.id, json.dumps(verdict.as_dict()), verdict.confidence, run_id])
-        cur.execute("UPDATE judge_runs SET done = done + 1, ties = ties + ?, unreadable = unreadable + ?,"
-                    " tokens = ? WHERE id = ?",
-                    [int(not verdict.position_consistent and verdict.readable), int(not verdict.readable),
-                     tokens, run_id])
+        cur.execute(
+            "INSERT INTO preferences (conversation_id, turn, prompt_id, candidate_a, candidate_b, outcome,"
+            " labeler_id, source, note, confidence, judge_run_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, 'judge', ?, ?, ?)",
+            [
+                item.conversation_id,
+                item.turn,
+                item.prompt_id,
+                item.a_id,
+                item.b_id,
+                verdict.outcome,
+                judge_user.id,
+                json.dumps(verdict.as_dict()),
+                verdict.confidence,
+                run_id,
+            ],
+        )
+        cur.execute(
+            "UPDATE judge_runs SET done = done + 1, ties = ties + ?, unreadable = unreadable + ?,"
+            " tokens = ? WHERE id = ?",
+            [int(not verdict.position_consistent and verdict.readable), int(not verdict.readable), tokens, run_id],
+        )
 
 
 class JudgeRun(TypedDict):
@@ -389,17 +468,17 @@ class JudgeRun(TypedDict):
     runs table, ``GET /api/judges/runs`` and ``launch.py judge --list`` show."""
 
     id: int
-    judge: str                  # the judge's labeler name (ai:...)
-    spec: str                   # the judge as asked for, never an API key
-    source: str                 # what it judged: unlabeled | labeled | queue:<name>
-    status: str                 # running, succeeded, failed, cancelled
-    total: int                  # pairs to judge when it started
-    done: int                   # pairs judged and saved
-    ties: int                   # of which the two orders disagreed (position bias)
-    unreadable: int             # of which a reply named neither answer
-    tokens: int                 # endpoint tokens (prompt + completion)
+    judge: str  # the judge's labeler name (ai:...)
+    spec: str  # the judge as asked for, never an API key
+    source: str  # what it judged: unlabeled | labeled | queue:<name>
+    status: str  # running, succeeded, failed, cancelled
+    total: int  # pairs to judge when it started
+    done: int  # pairs judged and saved
+    ties: int  # of which the two orders disagreed (position bias)
+    unreadable: int  # of which a reply named neither answer
+    tokens: int  # endpoint tokens (prompt + completion)
     error: str | None
-    started_by: int | None      # users.id
+    started_by: int | None  # users.id
     started_at: str
     finished_at: str | None
 
@@ -414,7 +493,7 @@ def _jsonable(row: dict[str, Any]) -> JudgeRun:
 
 # --- how far to trust a judge ---------------------------------------------------------------------------------
 
-MIN_CALIBRATION = 20          # shared items with people before a judge's labels go into training
+MIN_CALIBRATION = 20  # shared items with people before a judge's labels go into training
 AGREEMENT_LABELS = ("a", "b", "tie")
 MAX_DISAGREEMENTS = 50
 
@@ -464,30 +543,56 @@ def judge_agreement(db: Database, judge_name: str, min_shared: int = MIN_CALIBRA
     for row, (judge, human) in zip(rows, pairs):
         unit = units.setdefault((row["candidate_a"], row["candidate_b"]), {judge_name: judge})
         unit[row["human"]] = human
-    disagreements = [{"prompt": r["prompt"], "answer_a": r["text_a"], "answer_b": r["text_b"],
-                      "judge": r["judge_outcome"], "confidence": r["confidence"], "person": r["human"],
-                      "person_said": r["human_outcome"]}
-                     for r, (judge, human) in zip(rows, pairs) if judge != human][:MAX_DISAGREEMENTS]
+    disagreements = [
+        {
+            "prompt": r["prompt"],
+            "answer_a": r["text_a"],
+            "answer_b": r["text_b"],
+            "judge": r["judge_outcome"],
+            "confidence": r["confidence"],
+            "person": r["human"],
+            "person_said": r["human_outcome"],
+        }
+        for r, (judge, human) in zip(rows, pairs)
+        if judge != human
+    ][:MAX_DISAGREEMENTS]
     shared = len(units)
     interval = kappa_interval(pairs)
     calibrated, why = calibration_verdict(shared, interval, min_shared)
-    return {"judge": judge_name, "shared": shared, "comparisons": len(pairs),
-            "agreement": sum(j == h for j, h in pairs) / len(pairs) if pairs else None,
-            "kappa": cohen_kappa(pairs), "kappa_interval": list(interval) if interval else None,
-            "alpha": krippendorff_alpha(units, "nominal") if shared else None,
-            "labels": list(AGREEMENT_LABELS), "confusion": confusion_matrix(pairs, AGREEMENT_LABELS),
-            "disagreements": disagreements, "calibrated": calibrated, "calibration": why,
-            "min_shared": min_shared}
+    return {
+        "judge": judge_name,
+        "shared": shared,
+        "comparisons": len(pairs),
+        "agreement": sum(j == h for j, h in pairs) / len(pairs) if pairs else None,
+        "kappa": cohen_kappa(pairs),
+        "kappa_interval": list(interval) if interval else None,
+        "alpha": krippendorff_alpha(units, "nominal") if shared else None,
+        "labels": list(AGREEMENT_LABELS),
+        "confusion": confusion_matrix(pairs, AGREEMENT_LABELS),
+        "disagreements": disagreements,
+        "calibrated": calibrated,
+        "calibration": why,
+        "min_shared": min_shared,
+    }
 
 
 def judges_overview(db: Database, min_shared: int = MIN_CALIBRATION) -> list[dict[str, Any]]:
     """Every AI judge that has labeled: its votes, runs, and agreement with people (no text)."""
     out = []
-    for row in db.query("SELECT u.name, count(p.id) AS votes, count(DISTINCT p.judge_run_id) AS runs,"
-                        " avg(p.confidence) AS mean_confidence FROM users u JOIN preferences p ON p.labeler_id = u.id"
-                        " WHERE u.kind = 'ai' AND p.judge_run_id IS NOT NULL AND p.retracted_at IS NULL"
-                        " GROUP BY u.name ORDER BY u.name"):
+    for row in db.query(
+        "SELECT u.name, count(p.id) AS votes, count(DISTINCT p.judge_run_id) AS runs,"
+        " avg(p.confidence) AS mean_confidence FROM users u JOIN preferences p ON p.labeler_id = u.id"
+        " WHERE u.kind = 'ai' AND p.judge_run_id IS NOT NULL AND p.retracted_at IS NULL"
+        " GROUP BY u.name ORDER BY u.name"
+    ):
         agreement = judge_agreement(db, row["name"], min_shared)
-        out.append({**row, **{k: agreement[k] for k in ("shared", "comparisons", "agreement", "kappa", "alpha",
-                                                         "calibrated", "calibration")}})
+        out.append(
+            {
+                **row,
+                **{
+                    k: agreement[k]
+                    for k in ("shared", "comparisons", "agreement", "kappa", "alpha", "calibrated", "calibration")
+                },
+            }
+        )
     return out

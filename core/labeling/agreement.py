@@ -12,6 +12,7 @@ Two views answer different questions:
   data, tolerant of missing values. Follows Krippendorff (2011), "Computing Krippendorff's
   Alpha-Reliability": build the coincidence matrix, then alpha = 1 - D_o / D_e.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,6 +38,7 @@ Units = Mapping[Any, Mapping[Any, object]]
 
 # ----------------------------------------------------------------------------- reading the input
 
+
 def _is_missing(value) -> bool:
     """None and NaN mean "not labeled", so tables read from pandas can be passed in as they are."""
     return value is None or (isinstance(value, float) and math.isnan(value))
@@ -57,13 +59,17 @@ def _labels_by_item(units: Units) -> CleanUnits:
     if isinstance(units, CleanUnits):
         return units
     if not isinstance(units, Mapping):
-        raise ValidationError("units must be a mapping of item id -> {labeler id -> value}",
-                              hint="pass e.g. {'item-1': {'alice': 3, 'bob': 4}}")
+        raise ValidationError(
+            "units must be a mapping of item id -> {labeler id -> value}",
+            hint="pass e.g. {'item-1': {'alice': 3, 'bob': 4}}",
+        )
     clean = CleanUnits()
     for item, labels in units.items():
         if not isinstance(labels, Mapping):
-            raise ValidationError(f"labels for item {item!r} must be a mapping of labeler id -> value",
-                                  hint="pass e.g. {'alice': 3, 'bob': 4} for each item")
+            raise ValidationError(
+                f"labels for item {item!r} must be a mapping of labeler id -> value",
+                hint="pass e.g. {'alice': 3, 'bob': 4} for each item",
+            )
         clean[item] = {labeler: v for labeler, v in labels.items() if not _is_missing(v)}
     return clean
 
@@ -75,10 +81,10 @@ def _pairable_units(units: Units) -> list[list]:
 
 # ----------------------------------------------------------------------------- Krippendorff's alpha
 
+
 def _check_level(level: str) -> None:
     if level not in LEVELS:
-        raise ValidationError(f"unknown measurement level {level!r}",
-                              hint=f"use one of: {', '.join(LEVELS)}")
+        raise ValidationError(f"unknown measurement level {level!r}", hint=f"use one of: {', '.join(LEVELS)}")
 
 
 def _value_domain(pairable: list[list], level: str, values: Sequence | None) -> list:
@@ -95,16 +101,20 @@ def _value_domain(pairable: list[list], level: str, values: Sequence | None) -> 
         allowed = set(domain)
         unknown = [v for v in observed if v not in allowed]
         if unknown:
-            raise ValidationError(f"labels {unknown[:5]!r} are not among the allowed values {domain!r}",
-                                  hint="fix the labels or add them to values")
+            raise ValidationError(
+                f"labels {unknown[:5]!r} are not among the allowed values {domain!r}",
+                hint="fix the labels or add them to values",
+            )
     elif level == "nominal":
         domain = observed
     else:
         try:
             domain = sorted(observed)
         except TypeError:
-            raise ValidationError(f"{level} labels cannot be ordered: {observed[:5]!r}",
-                                  hint="pass values=[...] in scale order, or use level='nominal'") from None
+            raise ValidationError(
+                f"{level} labels cannot be ordered: {observed[:5]!r}",
+                hint="pass values=[...] in scale order, or use level='nominal'",
+            ) from None
     if level in ("interval", "ratio"):
         _check_numeric(domain, level)
     return domain
@@ -114,11 +124,14 @@ def _check_numeric(domain: list, level: str) -> None:
     """Interval and ratio distances are arithmetic on the labels themselves, so they must be numbers."""
     for v in domain:
         if isinstance(v, bool) or not isinstance(v, numbers.Real):
-            raise ValidationError(f"{level} data must be numeric, got {v!r}",
-                                  hint="use level='nominal' or 'ordinal' for categorical labels")
+            raise ValidationError(
+                f"{level} data must be numeric, got {v!r}",
+                hint="use level='nominal' or 'ordinal' for categorical labels",
+            )
         if level == "ratio" and v < 0:
-            raise ValidationError(f"ratio data cannot be negative, got {v!r}",
-                                  hint="use level='interval' for scales without a true zero")
+            raise ValidationError(
+                f"ratio data cannot be negative, got {v!r}", hint="use level='interval' for scales without a true zero"
+            )
 
 
 def _coincidence_matrix(pairable: list[list], domain: list) -> np.ndarray:
@@ -146,10 +159,10 @@ def _squared_distances(domain: list, n_c: np.ndarray, level: str) -> np.ndarray:
     v = np.asarray(domain, dtype=float)
     diff, total = v[:, None] - v[None, :], v[:, None] + v[None, :]
     if level == "interval":
-        return diff ** 2
+        return diff**2
     # ratio: ((c - k) / (c + k))^2, and 0 for the pair (0, 0) where the formula is 0/0
     ratio = np.divide(diff, total, out=np.zeros_like(diff), where=total != 0)
-    return ratio ** 2
+    return ratio**2
 
 
 def _ordinal_distances(n_c: np.ndarray) -> np.ndarray:
@@ -191,6 +204,7 @@ def krippendorff_alpha(units: Units, level: str = "ordinal", values: Sequence | 
 
 # ----------------------------------------------------------------------------- percent agreement
 
+
 def pairwise_agreement(units: Units) -> float | None:
     """Share of (labeler, labeler) pairs on the same item that gave exactly the same label.
 
@@ -217,12 +231,14 @@ def agreement_by_labeler_pair(units: Units) -> list[dict]:
     for a, b in combinations(labelers, 2):
         shared = [labels for labels in labels_by_item.values() if a in labels and b in labels]
         alike = sum(labels[a] == labels[b] for labels in shared)
-        rows.append({"labeler_a": a, "labeler_b": b, "items": len(shared),
-                     "agreement": alike / len(shared) if shared else None})
+        rows.append(
+            {"labeler_a": a, "labeler_b": b, "items": len(shared), "agreement": alike / len(shared) if shared else None}
+        )
     return rows
 
 
 # ----------------------------------------------------------------------------- two raters: Cohen's kappa
+
 
 def cohen_kappa(pairs: Sequence[tuple[Hashable, Hashable]]) -> float | None:
     """Cohen's kappa of two raters (e.g. an AI judge against the humans) over the items both labeled.
@@ -244,7 +260,7 @@ def cohen_kappa(pairs: Sequence[tuple[Hashable, Hashable]]) -> float | None:
     return float((observed - expected) / (1.0 - expected))
 
 
-KAPPA_Z = 1.96   # a 95% interval
+KAPPA_Z = 1.96  # a 95% interval
 
 
 def kappa_interval(pairs: Sequence[tuple[Hashable, Hashable]], z: float = KAPPA_Z) -> tuple[float, float] | None:
@@ -275,9 +291,12 @@ def confusion_matrix(pairs: Sequence[tuple[Hashable, Hashable]], labels: Sequenc
 
 # ----------------------------------------------------------------------------- per-aspect summary
 
-def agreement_summary(units_by_aspect: Mapping[str, Units],
-                      level_by_aspect: Mapping[str, str] | None = None,
-                      values_by_aspect: Mapping[str, Sequence] | None = None) -> list[dict]:
+
+def agreement_summary(
+    units_by_aspect: Mapping[str, Units],
+    level_by_aspect: Mapping[str, str] | None = None,
+    values_by_aspect: Mapping[str, Sequence] | None = None,
+) -> list[dict]:
     """One row per rated aspect (e.g. "helpfulness", "preference") for a console table.
 
     Aspects missing from ``level_by_aspect`` are treated as nominal: it assumes nothing about the
@@ -288,23 +307,25 @@ def agreement_summary(units_by_aspect: Mapping[str, Units],
     rows = []
     for aspect, units in units_by_aspect.items():
         level = level_by_aspect.get(aspect, "nominal")
-        units = _labels_by_item(units)   # checked once for the three measures below
+        units = _labels_by_item(units)  # checked once for the three measures below
         pairable = _pairable_units(units)
-        rows.append({
-            "aspect": aspect,
-            "level": level,
-            "items": len(units),
-            "multi_labeled_items": len(pairable),
-            "pairable_values": sum(len(unit) for unit in pairable),
-            "pairwise_agreement": pairwise_agreement(units),
-            "alpha": krippendorff_alpha(units, level, values_by_aspect.get(aspect)),
-        })
+        rows.append(
+            {
+                "aspect": aspect,
+                "level": level,
+                "items": len(units),
+                "multi_labeled_items": len(pairable),
+                "pairable_values": sum(len(unit) for unit in pairable),
+                "pairwise_agreement": pairwise_agreement(units),
+                "alpha": krippendorff_alpha(units, level, values_by_aspect.get(aspect)),
+            }
+        )
     return rows
 
 
 # --- how far to trust an AI judge ----------------------------------------------------------------------------------
 
-KAPPA_FLOOR = 0.0   # calibrated: the lower end of the kappa interval above this, i.e. clear of chance agreement
+KAPPA_FLOOR = 0.0  # calibrated: the lower end of the kappa interval above this, i.e. clear of chance agreement
 
 # Every (AI judge's verdict, person's vote) on the same pair: no text. "both bad" counts as a tie (a judge only says
 # which answer is better; "neither" is what a tie means for that question).
@@ -329,8 +350,10 @@ def calibration_verdict(shared: int, interval: tuple[float, float] | None, min_s
     if interval is None:
         return False, "kappa undefined: the judge or the people gave one label only"
     if interval[0] <= KAPPA_FLOOR:
-        return False, (f"agreement with people not clear of chance: kappa 95% interval {interval[0]:.2f} to "
-                       f"{interval[1]:.2f} includes {KAPPA_FLOOR:g}")
+        return False, (
+            f"agreement with people not clear of chance: kappa 95% interval {interval[0]:.2f} to "
+            f"{interval[1]:.2f} includes {KAPPA_FLOOR:g}"
+        )
     return True, f"kappa 95% interval {interval[0]:.2f} to {interval[1]:.2f}, clear of chance"
 
 
@@ -340,9 +363,13 @@ def calibrated_judges(db: Database, min_shared: int) -> list[int]:
     units: dict[int, set[tuple[int, int]]] = {}
     for row in db.query(_JUDGE_PAIRS):
         tie = {"both_bad": "tie"}
-        per_judge.setdefault(row["labeler_id"], []).append((tie.get(row["judge"], row["judge"]),
-                                                             tie.get(row["human"], row["human"])))
+        per_judge.setdefault(row["labeler_id"], []).append(
+            (tie.get(row["judge"], row["judge"]), tie.get(row["human"], row["human"]))
+        )
         units.setdefault(row["labeler_id"], set()).add((row["candidate_a"], row["candidate_b"]))
     judges = [r["id"] for r in db.query("SELECT id FROM users WHERE kind = 'ai'")]
-    return [j for j in judges if calibration_verdict(len(units.get(j, ())), kappa_interval(per_judge.get(j, [])),
-                                                     min_shared)[0]]
+    return [
+        j
+        for j in judges
+        if calibration_verdict(len(units.get(j, ())), kappa_interval(per_judge.get(j, [])), min_shared)[0]
+    ]

@@ -39,6 +39,7 @@ Units and values per measure (``units`` = unit -> {labeler id -> value}, see cor
   variation adds to apparent disagreement: read it as a lower bound on rater agreement. Latest rating wins
   when a labeler rated one unit twice; scores outside 1..5 are ignored.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -78,7 +79,7 @@ WITH pref_ctx AS (
 ), pref_history AS (
     -- the user messages before the voted turn: the last one is the prompt, all of them the context
     SELECT pc.id, count(m.id) AS user_turns, arg_max(m.content, m.turn) AS last_user_text,
-           string_agg({_NORMALIZE.format('m.content')}, ' | ' ORDER BY m.turn) AS user_history,
+           string_agg({_NORMALIZE.format("m.content")}, ' | ' ORDER BY m.turn) AS user_history,
            coalesce(bool_or(m.redacted_at IS NOT NULL), FALSE) AS history_redacted
     FROM pref_ctx pc
     LEFT JOIN messages m ON m.conversation_id = pc.item_conversation_id AND m.role = 'user'
@@ -90,7 +91,7 @@ WITH pref_ctx AS (
            pc.answer_a, pc.answer_b, coalesce(h.last_user_text, pr.text) AS prompt,
            CASE WHEN pr.queue_id IS NOT NULL AND h.user_turns <= 1 THEN 'prompt:' || pr.id
                 WHEN h.user_turns > 0 THEN 'text:' || h.user_history
-                WHEN pr.text IS NOT NULL THEN 'text:' || {_NORMALIZE.format('pr.text')}
+                WHEN pr.text IS NOT NULL THEN 'text:' || {_NORMALIZE.format("pr.text")}
                 ELSE 'preference:' || pc.id END AS item_key
     FROM pref_ctx pc
     JOIN pref_history h ON h.id = pc.id
@@ -153,14 +154,30 @@ def _name(names: dict[Any, str], labeler_id: Any) -> str:
 # Every table the label analytics, the label signature and the training suggestion read. Rows are only added or
 # deleted, except for the updates counted separately below (undo, redaction, aspects, versions renamed or deleted);
 # every redaction and undo also adds an audit_log row.
-_LABEL_TABLES = ("preferences", "candidates", "prompts", "messages", "conversations", "ratings", "thumbs",
-                 "gold_answers", "users", "feedback", "policies", "audit_log", "aspects")
-_FINGERPRINT = "SELECT " + ", ".join(
-    f"(SELECT count(*) || '.' || coalesce(max(rowid), -1) FROM {table})" for table in _LABEL_TABLES) + """,
+_LABEL_TABLES = (
+    "preferences",
+    "candidates",
+    "prompts",
+    "messages",
+    "conversations",
+    "ratings",
+    "thumbs",
+    "gold_answers",
+    "users",
+    "feedback",
+    "policies",
+    "audit_log",
+    "aspects",
+)
+_FINGERPRINT = (
+    "SELECT "
+    + ", ".join(f"(SELECT count(*) || '.' || coalesce(max(rowid), -1) FROM {table})" for table in _LABEL_TABLES)
+    + """,
     (SELECT count(retracted_at) || '.' || count(redacted_at) FROM preferences),
     (SELECT string_agg(name || active || weight || position, ',' ORDER BY name) FROM aspects),
     (SELECT string_agg(name || coalesce(CAST(deleted_at AS VARCHAR), ''), ',' ORDER BY id) FROM policies),
     current_date"""
+)
 
 
 def labels_fingerprint(db: Database) -> str:
@@ -177,9 +194,12 @@ def labels_fingerprint(db: Database) -> str:
 
 # ----------------------------------------------------------------------------- counts
 
+
 def summary(db: Database) -> dict[str, int]:
     """Headline numbers for the metrics row (live rows only, except ``retracted``)."""
-    row = _query(db, """
+    row = _query(
+        db,
+        """
         , shared_items AS (SELECT item_key FROM live_prefs GROUP BY item_key HAVING count(DISTINCT labeler_id) >= 2)
         SELECT votes.*,   -- one scan of the live votes for their three counts (they were three subqueries)
                (SELECT count(*) FROM live_ratings) AS ratings,
@@ -190,7 +210,8 @@ def summary(db: Database) -> dict[str, int]:
                (SELECT count(*) FROM feedback) AS scored_feedback
         FROM (SELECT count(*) AS votes, count(*) FILTER (WHERE CAST(created_at AS DATE) = current_date) AS votes_today,
                      count(DISTINCT labeler_id) AS labelers FROM live_prefs) votes
-    """)[0]
+    """,
+    )[0]
     return {key: int(value or 0) for key, value in row.items()}
 
 
@@ -198,18 +219,20 @@ def counts_over_time(db: Database) -> pd.DataFrame:
     """One row per day (every day from the first to the last activity, zeros included):
     ``day, votes, ratings, gold_edits, thumbs``."""
     columns = ["day", "votes", "ratings", "gold_edits", "thumbs"]
-    rows = _query(db, """
+    rows = _query(
+        db,
+        """
         SELECT day, kind, count(*) AS n FROM (
             SELECT CAST(created_at AS DATE) AS day, 'votes' AS kind FROM live_prefs
             UNION ALL SELECT CAST(created_at AS DATE), 'ratings' FROM live_ratings
             UNION ALL SELECT CAST(created_at AS DATE), 'gold_edits' FROM live_gold
             UNION ALL SELECT CAST(created_at AS DATE), 'thumbs' FROM live_thumbs
         ) GROUP BY day, kind ORDER BY day
-    """)
+    """,
+    )
     if not rows:
         return _frame([], columns)
-    counts = pd.DataFrame(rows).pivot_table(index="day", columns="kind", values="n", aggfunc="sum",
-                                            fill_value=0)
+    counts = pd.DataFrame(rows).pivot_table(index="day", columns="kind", values="n", aggfunc="sum", fill_value=0)
     days = pd.date_range(min(counts.index), max(counts.index), freq="D").date
     counts = counts.reindex(days, fill_value=0).reindex(columns=columns[1:], fill_value=0)
     counts.index.name = "day"
@@ -220,9 +243,20 @@ def labeler_stats(db: Database) -> pd.DataFrame:
     """One row per labeler with any live activity, most votes first:
     ``labeler_id, labeler, votes, today, a, b, tie, both_bad, tie_share, both_bad_share, ratings,
     last_active`` (shares are of that labeler's votes; NaN without votes)."""
-    columns = ["labeler_id", "labeler", "votes", "today", *OUTCOMES, "tie_share", "both_bad_share",
-               "ratings", "last_active"]
-    rows = _query(db, """
+    columns = [
+        "labeler_id",
+        "labeler",
+        "votes",
+        "today",
+        *OUTCOMES,
+        "tie_share",
+        "both_bad_share",
+        "ratings",
+        "last_active",
+    ]
+    rows = _query(
+        db,
+        """
         SELECT labeler_id,
                sum(vote) AS votes,
                count(*) FILTER (WHERE vote = 1 AND CAST(created_at AS DATE) = current_date) AS today,
@@ -239,7 +273,8 @@ def labeler_stats(db: Database) -> pd.DataFrame:
             UNION ALL SELECT user_id, created_at, NULL, 0, 0 FROM live_gold
         ) GROUP BY labeler_id
         ORDER BY votes DESC, last_active DESC
-    """)
+    """,
+    )
     if not rows:
         return _frame([], columns)
     names = _labeler_names(db)
@@ -257,14 +292,19 @@ def aspect_distributions(db: Database) -> pd.DataFrame:
     """Long table ``aspect, score, count`` with every score 1..5 for every active or used aspect
     (zeros included), aspects in their configured order. Scores are rounded to the nearest integer."""
     aspects = [r["name"] for r in db.query("SELECT name FROM aspects WHERE active ORDER BY position, name")]
-    rows = _query(db, """
+    rows = _query(
+        db,
+        """
         SELECT aspect, CAST(round(score) AS INTEGER) AS score, count(*) AS n FROM live_ratings
         WHERE round(score) BETWEEN 1 AND 5 GROUP BY ALL
-    """)
+    """,
+    )
     counts = {(r["aspect"], r["score"]): r["n"] for r in rows}
     aspects += sorted({a for a, _ in counts} - set(aspects))
-    return _frame([{"aspect": a, "score": s, "count": int(counts.get((a, s), 0))}
-                   for a in aspects for s in SCORES], ["aspect", "score", "count"])
+    return _frame(
+        [{"aspect": a, "score": s, "count": int(counts.get((a, s), 0))} for a in aspects for s in SCORES],
+        ["aspect", "score", "count"],
+    )
 
 
 def outcome_distribution(db: Database) -> pd.DataFrame:
@@ -282,7 +322,11 @@ def outcome_distribution(db: Database) -> pd.DataFrame:
 def outcome_units(db: Database) -> dict[str, dict[Any, str]]:
     """item key -> {labeler id -> outcome}, oriented as described in the module docstring (in SQL: the answers are
     compared by a hash of their trimmed text, and only three small columns per vote reach Python)."""
-    rows = db.cursor().execute(_LIVE + """
+    rows = (
+        db.cursor()
+        .execute(
+            _LIVE
+            + """
     , answered AS (
         SELECT id, item_key, labeler_id, outcome,
                CASE WHEN trim(answer_a) <> '' THEN hash(trim(answer_a)) END AS a,
@@ -297,7 +341,10 @@ def outcome_units(db: Database) -> dict[str, dict[Any, str]]:
            CASE WHEN a <> b AND a = first_b AND b = first_a AND outcome IN ('a', 'b')
                 THEN CASE outcome WHEN 'a' THEN 'b' ELSE 'a' END ELSE outcome END AS outcome
     FROM oriented ORDER BY id
-    """).fetchall()
+    """
+        )
+        .fetchall()
+    )
     units: dict[str, dict[Any, str]] = defaultdict(dict)
     for item_key, labeler_id, outcome in rows:
         units[item_key][labeler_id] = outcome  # ordered by id: the latest vote wins
@@ -307,7 +354,11 @@ def outcome_units(db: Database) -> dict[str, dict[Any, str]]:
 def rating_units(db: Database) -> dict[str, dict[str, dict[Any, int]]]:
     """aspect -> unit key -> {labeler id -> score 1..5}; units as described in the module docstring. The units are
     found in SQL (window functions), so only four small columns per rating reach Python."""
-    rows = db.cursor().execute(_LIVE + """
+    rows = (
+        db.cursor()
+        .execute(
+            _LIVE
+            + """
     , rated AS (
         -- one answer = one candidate, or the same text answering the same item (e.g. a pair sent twice via API)
         SELECT id, aspect, labeler_id, item_key, side, CAST(round(score) AS INTEGER) AS score,
@@ -322,15 +373,21 @@ def rating_units(db: Database) -> dict[str, dict[str, dict[Any, int]]]:
            CASE WHEN raters < 2 AND item_key <> '' AND side IS NOT NULL THEN item_key || '|' || side
                 ELSE 'candidate:' || answer_id END AS unit
     FROM counted ORDER BY id
-    """).fetchall()
+    """
+        )
+        .fetchall()
+    )
     units: dict[str, dict[str, dict[Any, int]]] = defaultdict(lambda: defaultdict(dict))
     for aspect, labeler_id, score, unit in rows:
         units[aspect][unit][labeler_id] = score  # ordered by id: latest wins
     return {aspect: dict(by_unit) for aspect, by_unit in units.items()}
 
 
-def agreement_units(db: Database, outcomes: dict[str, dict[Any, str]] | None = None,
-                    ratings: dict[str, dict[str, dict[Any, int]]] | None = None) -> dict[str, dict]:
+def agreement_units(
+    db: Database,
+    outcomes: dict[str, dict[Any, str]] | None = None,
+    ratings: dict[str, dict[str, dict[Any, int]]] | None = None,
+) -> dict[str, dict]:
     """``{"outcome": units, <aspect>: units, ...}``, outcome first, then aspects in configured order. ``outcomes``
     and ``ratings``: :func:`outcome_units` and :func:`rating_units` when the caller read them (concurrently)."""
     by_aspect = rating_units(db) if ratings is None else ratings
@@ -350,26 +407,42 @@ def agreement_table(db: Database, units: dict[str, dict] | None = None) -> pd.Da
     units = agreement_units(db) if units is None else units
     levels = {m: ("nominal" if m == OUTCOME_MEASURE else "ordinal") for m in units}
     values = {m: (list(OUTCOMES) if m == OUTCOME_MEASURE else list(SCORES)) for m in units}
-    rows = [{"measure": r["aspect"], "level": r["level"], "overlapping_items": r["multi_labeled_items"],
-             "labels": r["pairable_values"], "pairwise_agreement": r["pairwise_agreement"], "alpha": r["alpha"]}
-            for r in agreement_summary(units, levels, values)]
+    rows = [
+        {
+            "measure": r["aspect"],
+            "level": r["level"],
+            "overlapping_items": r["multi_labeled_items"],
+            "labels": r["pairable_values"],
+            "pairwise_agreement": r["pairwise_agreement"],
+            "alpha": r["alpha"],
+        }
+        for r in agreement_summary(units, levels, values)
+    ]
     frame = _frame(rows, columns)
     frame[["pairwise_agreement", "alpha"]] = frame[["pairwise_agreement", "alpha"]].astype(float)
     return frame
 
 
-def labeler_pair_agreement(db: Database, measure: str = OUTCOME_MEASURE,
-                           units: dict[str, dict] | None = None) -> pd.DataFrame:
+def labeler_pair_agreement(
+    db: Database, measure: str = OUTCOME_MEASURE, units: dict[str, dict] | None = None
+) -> pd.DataFrame:
     """One row per pair of labelers on ``measure`` (outcome or an aspect):
     ``labeler_a, labeler_b, labeler_a_id, labeler_b_id, items, agreement`` (exact-match share of the
     items both labeled; NaN when they share none). ``units`` as in :func:`agreement_table`."""
     columns = ["labeler_a", "labeler_b", "labeler_a_id", "labeler_b_id", "items", "agreement"]
     units = (agreement_units(db) if units is None else units).get(measure, {})
     names = _labeler_names(db)
-    rows = [{"labeler_a": _name(names, r["labeler_a"]), "labeler_b": _name(names, r["labeler_b"]),
-             "labeler_a_id": r["labeler_a"], "labeler_b_id": r["labeler_b"],
-             "items": r["items"], "agreement": r["agreement"]}
-            for r in agreement_by_labeler_pair(units)]
+    rows = [
+        {
+            "labeler_a": _name(names, r["labeler_a"]),
+            "labeler_b": _name(names, r["labeler_b"]),
+            "labeler_a_id": r["labeler_a"],
+            "labeler_b_id": r["labeler_b"],
+            "items": r["items"],
+            "agreement": r["agreement"],
+        }
+        for r in agreement_by_labeler_pair(units)
+    ]
     frame = _frame(rows, columns)
     frame["agreement"] = frame["agreement"].astype(float)
     return frame
@@ -388,29 +461,58 @@ def pair_matrix(pairs: pd.DataFrame) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- recent items
 
-RECENT_COLUMNS = ["preference_id", "created_at", "labeler", "outcome", "prompt", "answer_a", "answer_b",
-                  "ratings", "flags", "note", "source", "labeler_id", "prompt_id", "conversation_id",
-                  "candidate_a", "candidate_b"]
+RECENT_COLUMNS = [
+    "preference_id",
+    "created_at",
+    "labeler",
+    "outcome",
+    "prompt",
+    "answer_a",
+    "answer_b",
+    "ratings",
+    "flags",
+    "note",
+    "source",
+    "labeler_id",
+    "prompt_id",
+    "conversation_id",
+    "candidate_a",
+    "candidate_b",
+]
 
 
 def filter_options(db: Database) -> dict[str, list]:
     """Values the recent-items filters can take: ``labelers`` [(id, name)], ``sources``, ``flags``."""
-    row = _query(db, """
+    row = _query(
+        db,
+        """
         SELECT list(DISTINCT labeler_id ORDER BY labeler_id) FILTER (WHERE labeler_id IS NOT NULL) AS ids,
                list(DISTINCT source ORDER BY source) AS sources,
                (SELECT list(DISTINCT flag ORDER BY flag) FILTER (WHERE flag IS NOT NULL)
                 FROM (SELECT unnest(flags) AS flag FROM live_prefs)) AS flags
         FROM live_prefs
-    """)[0]   # one query, not one per filter: the page reads it on every rerun
+    """,
+    )[0]  # one query, not one per filter: the page reads it on every rerun
     names = _labeler_names(db)
-    return {"labelers": [(i, _name(names, i)) for i in row["ids"] or []], "sources": row["sources"] or [],
-            "flags": row["flags"] or []}
+    return {
+        "labelers": [(i, _name(names, i)) for i in row["ids"] or []],
+        "sources": row["sources"] or [],
+        "flags": row["flags"] or [],
+    }
 
 
-def recent_items(db: Database, *, labeler_id: Any = None, outcome: str | None = None,
-                 flag: str | None = None, source: str | None = None,
-                 since: dt.date | None = None, until: dt.date | None = None,
-                 search: str | None = None, limit: int = 200) -> pd.DataFrame:
+def recent_items(
+    db: Database,
+    *,
+    labeler_id: Any = None,
+    outcome: str | None = None,
+    flag: str | None = None,
+    source: str | None = None,
+    since: dt.date | None = None,
+    until: dt.date | None = None,
+    search: str | None = None,
+    limit: int = 200,
+) -> pd.DataFrame:
     """Latest live votes, newest first, with everything needed to review them (see RECENT_COLUMNS).
 
     Filters combine with AND; ``since``/``until`` are inclusive days; ``search`` is a case-insensitive
@@ -432,16 +534,24 @@ def recent_items(db: Database, *, labeler_id: Any = None, outcome: str | None = 
         conditions.append(("CAST(created_at AS DATE) <= ?", [until]))
     if search and search.strip():
         columns = ("prompt", "answer_a", "answer_b", "note")
-        conditions.append(("(" + " OR ".join(f"contains(lower(coalesce({c}, '')), lower(?))" for c in columns)
-                           + ")", [search.strip()] * len(columns)))
+        conditions.append(
+            (
+                "(" + " OR ".join(f"contains(lower(coalesce({c}, '')), lower(?))" for c in columns) + ")",
+                [search.strip()] * len(columns),
+            )
+        )
     where = "WHERE " + " AND ".join(c for c, _ in conditions) if conditions else ""
     params = [value for _, values in conditions for value in values]
-    rows = _query(db, f"""
+    rows = _query(
+        db,
+        f"""
         SELECT id AS preference_id, created_at, labeler_id, outcome, prompt, answer_a, answer_b, flags,
                note, source, prompt_id, conversation_id, candidate_a, candidate_b
         FROM live_prefs {where}
         ORDER BY created_at DESC, id DESC LIMIT ?
-    """, [*params, int(limit)])
+    """,
+        [*params, int(limit)],
+    )
     if not rows:
         return _frame([], RECENT_COLUMNS)
     summaries = _rating_summaries(db, [r["preference_id"] for r in rows])
@@ -454,15 +564,21 @@ def recent_items(db: Database, *, labeler_id: Any = None, outcome: str | None = 
 
 
 def _rating_summaries(db: Database, preference_ids: list[int]) -> dict[int, str]:
-    rows = _query(db, """
+    rows = _query(
+        db,
+        """
         SELECT r.preference_id, r.aspect, r.side, r.score FROM live_ratings r
         LEFT JOIN aspects a ON a.name = r.aspect
         WHERE r.preference_id IN (SELECT unnest(?::BIGINT[]))
         ORDER BY r.preference_id, coalesce(a.position, 1000), r.aspect, r.side, r.id
-    """, [preference_ids])
+    """,
+        [preference_ids],
+    )
     parts: dict[int, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
         score = f"{row['score']:g}"
         parts[row["preference_id"]][row["aspect"]].append(f"{(row['side'] or '?').upper()}{score}")
-    return {pid: " · ".join(f"{aspect} {' '.join(scores)}" for aspect, scores in by_aspect.items())
-            for pid, by_aspect in parts.items()}
+    return {
+        pid: " · ".join(f"{aspect} {' '.join(scores)}" for aspect, scores in by_aspect.items())
+        for pid, by_aspect in parts.items()
+    }

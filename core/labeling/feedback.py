@@ -2,6 +2,7 @@
 
 Validation lives here, not in the UIs or the API, so every entry point enforces the same rules.
 """
+
 from __future__ import annotations
 
 import re
@@ -15,22 +16,24 @@ MAX_TEXT_CHARS = 100_000
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
-def clean_text(value: str, field_name: str, *, required: bool = True,
-               max_chars: int = MAX_TEXT_CHARS) -> str:
+def clean_text(value: str, field_name: str, *, required: bool = True, max_chars: int = MAX_TEXT_CHARS) -> str:
     """Strip control characters (keep newlines and tabs); refuse empty or oversized text."""
     if not isinstance(value, str):
         raise ValidationError(f"{field_name} must be text", hint=f"send {field_name} as a JSON string")
     text = _CONTROL_CHARS.sub("", value)
     try:
         text.encode("utf-8")
-    except UnicodeEncodeError as exc:   # JSON may carry "\ud800": a lone surrogate no file or database can store
-        raise ValidationError(f"{field_name} is not valid unicode (character {exc.start} is a lone surrogate)",
-                              hint=f"send {field_name} as proper UTF-8 text") from exc
+    except UnicodeEncodeError as exc:  # JSON may carry "\ud800": a lone surrogate no file or database can store
+        raise ValidationError(
+            f"{field_name} is not valid unicode (character {exc.start} is a lone surrogate)",
+            hint=f"send {field_name} as proper UTF-8 text",
+        ) from exc
     if required and not text.strip():
         raise ValidationError(f"{field_name} is empty", hint=f"provide a non-empty {field_name}")
     if len(text) > max_chars:
-        raise ValidationError(f"{field_name} has {len(text)} characters, more than {max_chars}",
-                              hint=f"shorten {field_name}")
+        raise ValidationError(
+            f"{field_name} has {len(text)} characters, more than {max_chars}", hint=f"shorten {field_name}"
+        )
     return text
 
 
@@ -60,31 +63,41 @@ class Feedback:
         )
 
 
-def record_feedback(db: Database, feedback: Feedback, labeler_id: int | None = None,
-                    idempotency_key: str | None = None) -> tuple[int, bool]:
+def record_feedback(
+    db: Database, feedback: Feedback, labeler_id: int | None = None, idempotency_key: str | None = None
+) -> tuple[int, bool]:
     """Validate and store one feedback row from ``labeler_id``; returns (id, created) once committed.
 
     A repeated ``idempotency_key`` from the same sender returns the first row's id and stores nothing."""
     fb = feedback.validated()
     key = clean_text(idempotency_key, "idempotency_key", max_chars=200) if idempotency_key is not None else None
 
-    def insert(cur: Any) -> tuple[int, bool]:   # writes are serialised: check-then-insert is atomic
+    def insert(cur: Any) -> tuple[int, bool]:  # writes are serialised: check-then-insert is atomic
         if key:
-            row = one_row(cur.execute("SELECT id FROM feedback WHERE labeler_id IS NOT DISTINCT FROM ?"
-                                      " AND idempotency_key = ?", [labeler_id, key]))
+            row = one_row(
+                cur.execute(
+                    "SELECT id FROM feedback WHERE labeler_id IS NOT DISTINCT FROM ? AND idempotency_key = ?",
+                    [labeler_id, key],
+                )
+            )
             if row:
                 return row["id"], False
-        return one_value(cur.execute(
-            "INSERT INTO feedback (prompt, response, score, run_id, notes, labeler_id, source, idempotency_key)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            [fb.prompt, fb.response, fb.score, fb.run_id, fb.notes, labeler_id, fb.source, key])), True
+        return one_value(
+            cur.execute(
+                "INSERT INTO feedback (prompt, response, score, run_id, notes, labeler_id, source, idempotency_key)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                [fb.prompt, fb.response, fb.score, fb.run_id, fb.notes, labeler_id, fb.source, key],
+            )
+        ), True
 
     return db.write(insert)
 
 
 def recent_feedback(db: Database, labeler_id: int | None = None, limit: int = 50) -> list[dict]:
     """The newest scored feedback, with its sender's name; only ``labeler_id``'s when given."""
-    return db.query("SELECT f.id, f.created_at, f.score, f.prompt, f.response, f.run_id, f.notes,"
-                    " u.name AS sender, f.source FROM feedback f LEFT JOIN users u ON u.id = f.labeler_id"
-                    " WHERE ? IS NULL OR f.labeler_id = ? ORDER BY f.id DESC LIMIT ?",
-                    [labeler_id, labeler_id, limit])
+    return db.query(
+        "SELECT f.id, f.created_at, f.score, f.prompt, f.response, f.run_id, f.notes,"
+        " u.name AS sender, f.source FROM feedback f LEFT JOIN users u ON u.id = f.labeler_id"
+        " WHERE ? IS NULL OR f.labeler_id = ? ORDER BY f.id DESC LIMIT ?",
+        [labeler_id, labeler_id, limit],
+    )

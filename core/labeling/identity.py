@@ -10,6 +10,7 @@ On a Space, people who log in with Hugging Face become labelers (admins listed i
 Logins are throttled per account and per client address (:class:`LoginThrottle`), and an unknown name costs
 the same hashing work as a wrong password, so neither guessing nor timing tells which accounts exist.
 """
+
 from __future__ import annotations
 
 import base64
@@ -34,31 +35,33 @@ from core.labeling.users import ROLES, User
 from storage.db import Database, one_row, one_value
 
 LOCAL_USER = "local"
-_PBKDF2_ITERATIONS = 600_000   # OWASP 2023+ for PBKDF2-HMAC-SHA256
+_PBKDF2_ITERATIONS = 600_000  # OWASP 2023+ for PBKDF2-HMAC-SHA256
 HASH_COMMAND = ".venv/bin/python launch.py hash-password"
-_SEEN_TTL_S = 60.0        # a known user's row is re-read (and last_seen_at bumped) at most once a minute
-_VERIFIED_TTL_S = 300.0   # a checked password is not re-hashed (pbkdf2, ~0.1 s) for five minutes
+_SEEN_TTL_S = 60.0  # a known user's row is re-read (and last_seen_at bumped) at most once a minute
+_VERIFIED_TTL_S = 300.0  # a checked password is not re-hashed (pbkdf2, ~0.1 s) for five minutes
 
 
 @dataclass(frozen=True)
 class Account:
     name: str
-    secret: str   # pbkdf2_sha256$iterations$salt$hash
+    secret: str  # pbkdf2_sha256$iterations$salt$hash
     role: str
 
 
 def hash_password(password: str, salt: bytes | None = None) -> str:
     salt = salt or secrets.token_bytes(16)
     digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, _PBKDF2_ITERATIONS)
-    return "$".join(["pbkdf2_sha256", str(_PBKDF2_ITERATIONS), base64.b64encode(salt).decode(),
-                     base64.b64encode(digest).decode()])
+    return "$".join(
+        ["pbkdf2_sha256", str(_PBKDF2_ITERATIONS), base64.b64encode(salt).decode(), base64.b64encode(digest).decode()]
+    )
 
 
 def check_password(password: str, secret: str) -> bool:
     """Constant-time check of a password against a ``pbkdf2_sha256$iterations$salt$hash`` string."""
     _, iterations, salt, expected = secret.split("$", 3)
-    digest = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8", "surrogatepass"), base64.b64decode(salt),
-                                 int(iterations))
+    digest = hashlib.pbkdf2_hmac(
+        "sha256", password.encode("utf-8", "surrogatepass"), base64.b64decode(salt), int(iterations)
+    )
     return hmac.compare_digest(base64.b64encode(digest).decode(), expected)
 
 
@@ -66,9 +69,13 @@ def _strong_hash(secret: str) -> bool:
     """A PBKDF2-SHA256 hash of at least the current iteration count (what hash_password writes)."""
     parts = secret.split("$")
     try:
-        return (len(parts) == 4 and parts[0] == "pbkdf2_sha256" and int(parts[1]) >= _PBKDF2_ITERATIONS
-                and len(base64.b64decode(parts[2], validate=True)) >= 16
-                and len(base64.b64decode(parts[3], validate=True)) == 32)
+        return (
+            len(parts) == 4
+            and parts[0] == "pbkdf2_sha256"
+            and int(parts[1]) >= _PBKDF2_ITERATIONS
+            and len(base64.b64decode(parts[2], validate=True)) >= 16
+            and len(base64.b64decode(parts[3], validate=True)) == 32
+        )
     except ValueError:
         return False
 
@@ -88,16 +95,20 @@ def parse_accounts(lines: list[str], origin: str) -> dict[str, Account]:
             continue
         parts = line.split(":")
         if len(parts) != 3 or not parts[0] or not parts[1]:
-            raise ConfigError(f"{origin} line {number} is not 'name:password:role'",
-                              hint="write one account per line, e.g. ada:s3cret:admin")
+            raise ConfigError(
+                f"{origin} line {number} is not 'name:password:role'",
+                hint="write one account per line, e.g. ada:s3cret:admin",
+            )
         name, secret, role = (p.strip() for p in parts)
         if role not in ROLES:
             raise ConfigError(f"{origin} line {number}: unknown role {role!r}", hint="use admin or labeler")
         if not _strong_hash(secret):
-            raise ConfigError(f"{origin} line {number}: the password of {name!r} is not a current password hash "
-                              "(plain text, or a hash from an older version)",
-                              hint=f"run `{HASH_COMMAND}`, type the password, and paste the printed "
-                                   "pbkdf2_sha256$... string in its place")
+            raise ConfigError(
+                f"{origin} line {number}: the password of {name!r} is not a current password hash "
+                "(plain text, or a hash from an older version)",
+                hint=f"run `{HASH_COMMAND}`, type the password, and paste the printed "
+                "pbkdf2_sha256$... string in its place",
+            )
         accounts[name] = Account(name, secret, role)
     return accounts
 
@@ -111,8 +122,11 @@ def load_accounts(settings: Settings, env: Mapping[str, str] | None = None) -> d
     if env.get("STUDIO_USERS"):
         accounts.update(parse_accounts(env["STUDIO_USERS"].split(","), "STUDIO_USERS"))
     if settings.auth_mode == "team" and not accounts and not oauth_configured(env):
-        raise ConfigError("Team mode has no accounts", hint="add lines to the users file or set STUDIO_USERS; on "
-                          "a Hugging Face Space, 'hf_oauth: true' in the Space metadata enables sign-in instead")
+        raise ConfigError(
+            "Team mode has no accounts",
+            hint="add lines to the users file or set STUDIO_USERS; on "
+            "a Hugging Face Space, 'hf_oauth: true' in the Space metadata enables sign-in instead",
+        )
     return accounts
 
 
@@ -127,9 +141,11 @@ def oauth_configured(env: Mapping[str, str] | None = None) -> bool:
     """Hugging Face sign-in is set up the way a Space with ``hf_oauth: true`` sets it up (the variables Gradio's
     real OAuth flow reads)."""
     env = os.environ if env is None else env
-    return (env.get("SYSTEM") == "spaces" and bool(env.get("SPACE_ID"))
-            and all(env.get(k) for k in ("OAUTH_CLIENT_ID", "OAUTH_CLIENT_SECRET", "OAUTH_SCOPES",
-                                         "OPENID_PROVIDER_URL")))
+    return (
+        env.get("SYSTEM") == "spaces"
+        and bool(env.get("SPACE_ID"))
+        and all(env.get(k) for k in ("OAUTH_CLIENT_ID", "OAUTH_CLIENT_SECRET", "OAUTH_SCOPES", "OPENID_PROVIDER_URL"))
+    )
 
 
 def space_admins(env: Mapping[str, str] | None = None) -> set[str]:
@@ -137,7 +153,7 @@ def space_admins(env: Mapping[str, str] | None = None) -> set[str]:
     return {n.strip() for n in env.get("STUDIO_ADMINS", "").split(",") if n.strip()}
 
 
-AI_PREFIX = "ai:"   # labeler names of AI judges (core.judging.judges); people cannot take them
+AI_PREFIX = "ai:"  # labeler names of AI judges (core.judging.judges); people cannot take them
 
 
 def ensure_user(db: Database, name: str, role: str, source: str) -> User:
@@ -148,19 +164,27 @@ def ensure_user(db: Database, name: str, role: str, source: str) -> User:
     (``TransactionException: Conflict on update!``, or a duplicate-name insert) instead of taking turns.
     """
     if name.startswith(AI_PREFIX):
-        raise ValidationError(f"Names starting with {AI_PREFIX!r} are kept for AI judges ({name!r})",
-                              hint="pick another name")
+        raise ValidationError(
+            f"Names starting with {AI_PREFIX!r} are kept for AI judges ({name!r})", hint="pick another name"
+        )
 
-    seen = db.query("SELECT id, role, now() - last_seen_at < INTERVAL 60 SECOND AS recent FROM users WHERE name = ?",
-                    [name])
+    seen = db.query(
+        "SELECT id, role, now() - last_seen_at < INTERVAL 60 SECOND AS recent FROM users WHERE name = ?", [name]
+    )
     if seen and seen[0]["role"] == role and seen[0]["recent"]:
-        return User(int(seen[0]["id"]), name, role)   # seen this minute: no write (a page load sends many requests)
+        return User(int(seen[0]["id"]), name, role)  # seen this minute: no write (a page load sends many requests)
 
     def upsert(cur: duckdb.DuckDBPyConnection) -> int:
         row = one_row(cur.execute("SELECT id FROM users WHERE name = ?", [name]))
         if row is None:
-            return int(one_value(cur.execute("INSERT INTO users (name, role, source, last_seen_at)"
-                                             " VALUES (?, ?, ?, now()) RETURNING id", [name, role, source])))
+            return int(
+                one_value(
+                    cur.execute(
+                        "INSERT INTO users (name, role, source, last_seen_at) VALUES (?, ?, ?, now()) RETURNING id",
+                        [name, role, source],
+                    )
+                )
+            )
         cur.execute("UPDATE users SET role = ?, last_seen_at = now() WHERE id = ?", [role, row["id"]])
         return int(row["id"])
 
@@ -174,8 +198,12 @@ def ensure_ai_labeler(db: Database, name: str) -> User:
     with db.transaction() as cur:
         row = one_row(cur.execute("SELECT id, kind FROM users WHERE name = ?", [name]))
         if row is None:
-            user_id = one_value(cur.execute("INSERT INTO users (name, role, source, kind)"
-                                            " VALUES (?, 'labeler', 'judge', 'ai') RETURNING id", [name]))
+            user_id = one_value(
+                cur.execute(
+                    "INSERT INTO users (name, role, source, kind) VALUES (?, 'labeler', 'judge', 'ai') RETURNING id",
+                    [name],
+                )
+            )
         elif row["kind"] != "ai":
             raise ValidationError(f"{name!r} is a person's account, not an AI judge", hint="rename that account")
         else:
@@ -194,8 +222,14 @@ class LoginThrottle:
     Kept in memory: a restart forgives.
     """
 
-    def __init__(self, account_limit: int = 5, client_limit: int = 20, base_s: float = 30.0,
-                 max_s: float = 900.0, forget_s: float = 3600.0) -> None:
+    def __init__(
+        self,
+        account_limit: int = 5,
+        client_limit: int = 20,
+        base_s: float = 30.0,
+        max_s: float = 900.0,
+        forget_s: float = 3600.0,
+    ) -> None:
         self.limit = {"account": account_limit, "client": client_limit}
         self.base_s, self.max_s, self.forget_s = base_s, max_s, forget_s
         # key -> (failures, locked until, last failure), monotonic seconds
@@ -210,16 +244,22 @@ class LoginThrottle:
         """Raise :class:`TooManyAttempts` while the account or the address is locked."""
         now = time.monotonic()
         with self._lock:
-            waits = [until - now for key in self._keys(name, client)
-                     for _, until, _ in [self._failures.get(key, (0, 0.0, 0.0))] if until > now]
+            waits = [
+                until - now
+                for key in self._keys(name, client)
+                for _, until, _ in [self._failures.get(key, (0, 0.0, 0.0))]
+                if until > now
+            ]
         if waits:
-            raise TooManyAttempts("Too many failed logins: this account or address is locked for now",
-                                  retry_after=max(1, math.ceil(max(waits))))
+            raise TooManyAttempts(
+                "Too many failed logins: this account or address is locked for now",
+                retry_after=max(1, math.ceil(max(waits))),
+            )
 
     def failed(self, name: str, client: str | None) -> None:
         now = time.monotonic()
         with self._lock:
-            if len(self._failures) > 100_000:   # a flood of made-up names: forget expired entries
+            if len(self._failures) > 100_000:  # a flood of made-up names: forget expired entries
                 self._failures = {k: v for k, v in self._failures.items() if v[1] > now}
             for key in self._keys(name, client):
                 count, _, last = self._failures.get(key, (0, 0.0, 0.0))
@@ -289,8 +329,9 @@ class Directory:
         if not self.team_mode:
             return self._ensure(LOCAL_USER, "admin", "local")
         if not name:
-            raise PermissionDenied("You are not logged in (or your session expired)",
-                                   hint="log in again; nothing you had saved is lost")
+            raise PermissionDenied(
+                "You are not logged in (or your session expired)", hint="log in again; nothing you had saved is lost"
+            )
         account = self.accounts.get(name)
         if account is not None:
             return self._ensure(name, account.role, "file")
@@ -314,8 +355,10 @@ class Directory:
         if not self.team_mode:
             return self.user(None)
         if name in self.accounts:
-            raise PermissionDenied(f"{name!r} is the name of a team account",
-                                   hint="log in with that account's password, or ask an admin to rename it")
+            raise PermissionDenied(
+                f"{name!r} is the name of a team account",
+                hint="log in with that account's password, or ask an admin to rename it",
+            )
         return self._ensure(name, "admin" if name in self.admins else "labeler", "oauth")
 
     def require_admin(self, name: str | None) -> User:

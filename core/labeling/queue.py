@@ -4,6 +4,7 @@ the same one; labelers can skip; progress per labeler and per queue.
 Serving happens under a process lock: this process is the only writer of the database, so the lock
 makes "pick a prompt that still needs labels and assign it" atomic even when many labelers ask at once.
 """
+
 from __future__ import annotations
 
 import csv
@@ -21,7 +22,7 @@ from storage.db import Database, first_column, one_row, one_value
 
 SEED_PROMPTS = ASSETS / "seed_prompts.jsonl"
 GUIDELINES = ASSETS / "guidelines.md"
-ABANDONED_AFTER_MINUTES = 30   # a served-but-unfinished prompt stops blocking its slot after this
+ABANDONED_AFTER_MINUTES = 30  # a served-but-unfinished prompt stops blocking its slot after this
 MAX_PROMPT_CHARS = 20_000
 _SERVE_LOCK = threading.Lock()
 
@@ -41,8 +42,12 @@ def create_queue(db: Database, admin: User, name: str, overlap: int = 1, daily_g
         if row:
             cur.execute("UPDATE queues SET overlap = ?, daily_goal = ? WHERE id = ?", [overlap, daily_goal, row["id"]])
             return row["id"]
-        return one_value(cur.execute("INSERT INTO queues (name, overlap, daily_goal, created_by) VALUES (?, ?, ?, ?)"
-                                     " RETURNING id", [name, overlap, daily_goal, admin.id]))
+        return one_value(
+            cur.execute(
+                "INSERT INTO queues (name, overlap, daily_goal, created_by) VALUES (?, ?, ?, ?) RETURNING id",
+                [name, overlap, daily_goal, admin.id],
+            )
+        )
 
 
 def list_queues(db: Database) -> list[dict[str, Any]]:
@@ -53,7 +58,8 @@ def list_queues(db: Database) -> list[dict[str, Any]]:
         " count(a.prompt_id) FILTER (WHERE a.status = 'skipped') AS skips"
         " FROM queues q LEFT JOIN prompts p ON p.queue_id = q.id AND p.redacted_at IS NULL"
         " LEFT JOIN assignments a ON a.prompt_id = p.id GROUP BY q.id, q.name, q.overlap, q.daily_goal"
-        " ORDER BY q.id")
+        " ORDER BY q.id"
+    )
 
 
 def parse_prompts(data: bytes | str, filename: str) -> list[str]:
@@ -75,14 +81,22 @@ def parse_prompts(data: bytes | str, filename: str) -> list[str]:
                     try:
                         records.append(json.loads(line))
                     except json.JSONDecodeError as exc:
-                        raise ValidationError(f"{filename} line {number} is not JSON: {exc.msg}",
-                                              hint="one JSON object per line") from None
+                        raise ValidationError(
+                            f"{filename} line {number} is not JSON: {exc.msg}", hint="one JSON object per line"
+                        ) from None
         for number, rec in enumerate(records, 1):
-            value = rec if isinstance(rec, str) else (rec.get("prompt") or rec.get("text")) \
-                if isinstance(rec, dict) else None
+            value = (
+                rec
+                if isinstance(rec, str)
+                else (rec.get("prompt") or rec.get("text"))
+                if isinstance(rec, dict)
+                else None
+            )
             if not isinstance(value, str):
-                raise ValidationError(f"{filename} record {number} has no 'prompt' or 'text' string",
-                                      hint='write {"prompt": "..."} per line')
+                raise ValidationError(
+                    f"{filename} record {number} has no 'prompt' or 'text' string",
+                    hint='write {"prompt": "..."} per line',
+                )
             prompts.append(value)
     elif suffix == ".csv":
         reader = csv.DictReader(io.StringIO(text))
@@ -107,39 +121,51 @@ def import_prompts(db: Database, admin: User, queue_id: int, prompts: list[str],
         existing = set(first_column(cur.execute("SELECT text FROM prompts WHERE queue_id = ?", [queue_id])))
         new = list(dict.fromkeys(p for p in prompts if p not in existing))
         if new:
-            cur.executemany("INSERT INTO prompts (text, source, queue_id) VALUES (?, ?, ?)",
-                            [[p, source, queue_id] for p in new])
-        cur.execute("INSERT INTO audit_log (user_id, action, target_table, target_id, details)"
-                    " VALUES (?, 'import', 'queues', ?, ?)",
-                    [admin.id, queue_id, json.dumps({"source": source, "added": len(new)})])
+            cur.executemany(
+                "INSERT INTO prompts (text, source, queue_id) VALUES (?, ?, ?)", [[p, source, queue_id] for p in new]
+            )
+        cur.execute(
+            "INSERT INTO audit_log (user_id, action, target_table, target_id, details)"
+            " VALUES (?, 'import', 'queues', ?, ?)",
+            [admin.id, queue_id, json.dumps({"source": source, "added": len(new)})],
+        )
     return len(new)
 
 
 def load_seed_queue(db: Database, admin: User) -> int:
     """The seed prompt set shipped in assets/, as queue 'seed'."""
     queue_id = create_queue(db, admin, "seed", overlap=1)
-    import_prompts(db, admin, queue_id, parse_prompts(SEED_PROMPTS.read_text(encoding="utf-8"), SEED_PROMPTS.name),
-                   "seed")
+    import_prompts(
+        db, admin, queue_id, parse_prompts(SEED_PROMPTS.read_text(encoding="utf-8"), SEED_PROMPTS.name), "seed"
+    )
     return queue_id
 
 
 def next_prompt(db: Database, user: User, queue_id: int) -> dict[str, Any] | None:
     """The labeler's current prompt, or a new one that still needs labels; None when the queue is done."""
     with _SERVE_LOCK, db.transaction() as cur:
-        open_row = one_row(cur.execute(
-            "SELECT p.id, p.text FROM assignments a JOIN prompts p ON p.id = a.prompt_id"
-            " WHERE a.user_id = ? AND a.status = 'served' AND p.queue_id = ? AND p.redacted_at IS NULL"
-            " ORDER BY a.served_at LIMIT 1", [user.id, queue_id]))
+        open_row = one_row(
+            cur.execute(
+                "SELECT p.id, p.text FROM assignments a JOIN prompts p ON p.id = a.prompt_id"
+                " WHERE a.user_id = ? AND a.status = 'served' AND p.queue_id = ? AND p.redacted_at IS NULL"
+                " ORDER BY a.served_at LIMIT 1",
+                [user.id, queue_id],
+            )
+        )
         if open_row:
             return open_row
-        row = one_row(cur.execute(
-            f"""SELECT p.id, p.text FROM prompts p JOIN queues q ON q.id = p.queue_id
+        row = one_row(
+            cur.execute(
+                f"""SELECT p.id, p.text FROM prompts p JOIN queues q ON q.id = p.queue_id
             WHERE p.queue_id = ? AND p.redacted_at IS NULL
               AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.prompt_id = p.id AND a.user_id = ?)
               AND (SELECT count(*) FROM assignments a WHERE a.prompt_id = p.id AND (a.status = 'done'
                    OR (a.status = 'served' AND a.served_at > now() - INTERVAL {ABANDONED_AFTER_MINUTES} MINUTE)))
                   < q.overlap
-            ORDER BY p.id LIMIT 1""", [queue_id, user.id]))
+            ORDER BY p.id LIMIT 1""",
+                [queue_id, user.id],
+            )
+        )
         if row is None:
             return None
         cur.execute("INSERT INTO assignments (prompt_id, user_id) VALUES (?, ?)", [row["id"], user.id])
@@ -148,9 +174,11 @@ def next_prompt(db: Database, user: User, queue_id: int) -> dict[str, Any] | Non
 
 def skip_prompt(db: Database, user: User, prompt_id: int) -> None:
     with db.transaction() as cur:
-        updated = cur.execute("UPDATE assignments SET status = 'skipped', finished_at = now()"
-                              " WHERE prompt_id = ? AND user_id = ? AND status = 'served' RETURNING prompt_id",
-                              [prompt_id, user.id]).fetchall()
+        updated = cur.execute(
+            "UPDATE assignments SET status = 'skipped', finished_at = now()"
+            " WHERE prompt_id = ? AND user_id = ? AND status = 'served' RETURNING prompt_id",
+            [prompt_id, user.id],
+        ).fetchall()
         if not updated:
             raise NotFound("That prompt is not waiting for you", hint="ask for the next prompt")
 
@@ -164,7 +192,9 @@ def progress(db: Database, user: User, queue_id: int) -> dict[str, int]:
              (SELECT count(*) FROM assignments a JOIN prompts p ON p.id = a.prompt_id WHERE p.queue_id = q.id
                AND a.user_id = ? AND a.status = 'done') AS done,
              (SELECT count(*) FROM prompts p WHERE p.queue_id = q.id AND p.redacted_at IS NULL) AS prompts
-           FROM queues q WHERE q.id = ?""", [user.id, user.id, queue_id])
+           FROM queues q WHERE q.id = ?""",
+        [user.id, user.id, queue_id],
+    )
     if not found:
         raise NotFound(f"Queue {queue_id} does not exist", hint="pick another queue")
     return found[0]
@@ -177,7 +207,9 @@ def labeler_progress(db: Database, queue_id: int) -> list[dict[str, Any]]:
         " count(*) FILTER (WHERE a.status = 'skipped') AS skipped,"
         " count(*) FILTER (WHERE a.status = 'served') AS open"
         " FROM assignments a JOIN prompts p ON p.id = a.prompt_id JOIN users u ON u.id = a.user_id"
-        " WHERE p.queue_id = ? GROUP BY u.name ORDER BY done DESC", [queue_id])
+        " WHERE p.queue_id = ? GROUP BY u.name ORDER BY done DESC",
+        [queue_id],
+    )
 
 
 def guidelines(db: Database) -> str:
@@ -190,8 +222,12 @@ def save_guidelines(db: Database, admin: User, text: str) -> None:
     _require_admin(admin, "edit the guidelines")
     text = clean_text(text, "guidelines", max_chars=50_000)
     with db.transaction() as cur:
-        cur.execute("INSERT INTO studio_kv (key, value, updated_by) VALUES ('guidelines', ?, ?)"
-                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_by = excluded.updated_by,"
-                    " updated_at = now()", [text, admin.id])
-        cur.execute("INSERT INTO audit_log (user_id, action, target_table) VALUES (?, 'edit', 'guidelines')",
-                    [admin.id])
+        cur.execute(
+            "INSERT INTO studio_kv (key, value, updated_by) VALUES ('guidelines', ?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_by = excluded.updated_by,"
+            " updated_at = now()",
+            [text, admin.id],
+        )
+        cur.execute(
+            "INSERT INTO audit_log (user_id, action, target_table) VALUES (?, 'edit', 'guidelines')", [admin.id]
+        )

@@ -10,6 +10,7 @@ Why it looks like this:
 - A labeler reviews only text that is not another person's: pairs an AI made (a queue's prompts, constitutional
   revisions: conversations owned by an AI labeler) and pairs from their own chats. Admins review every pair.
 """
+
 from __future__ import annotations
 
 import json
@@ -68,7 +69,7 @@ class ReviewItem:
     ai_outcome: str
     ai_confidence: float | None
     human_votes: int
-    critique: str | None        # constitutional revisions: the critique that led to answer B
+    critique: str | None  # constitutional revisions: the critique that led to answer B
 
 
 def next_item(db: Database, user: User) -> ReviewItem | None:
@@ -78,40 +79,83 @@ def next_item(db: Database, user: User) -> ReviewItem | None:
         return None
     row = rows[0]
     note = _note(row["note"])
-    return ReviewItem(row["candidate_a"], row["candidate_b"], [dict(m) for m in row["prompt"] or []],
-                      row["text_a"], row["text_b"], row["judge"], row["outcome"], row["confidence"],
-                      row["human_votes"], note.get("critique"))
+    return ReviewItem(
+        row["candidate_a"],
+        row["candidate_b"],
+        [dict(m) for m in row["prompt"] or []],
+        row["text_a"],
+        row["text_b"],
+        row["judge"],
+        row["outcome"],
+        row["confidence"],
+        row["human_votes"],
+        note.get("critique"),
+    )
 
 
-def record_review(db: Database, user: User, candidate_a: int, candidate_b: int, outcome: str,
-                  saw_ai_first: bool = False) -> int:
+def record_review(
+    db: Database, user: User, candidate_a: int, candidate_b: int, outcome: str, saw_ai_first: bool = False
+) -> int:
     """Store the reviewer's vote on an AI-labeled pair (one per person and pair); returns the preference id."""
     if outcome not in OUTCOMES:
         raise ValidationError(f"Unknown outcome {outcome!r}", hint=f"use one of {', '.join(OUTCOMES)}")
 
     def write(cur: Any) -> int:
-        found = one_row(cur.execute("SELECT conversation_id, turn, prompt_id FROM candidates WHERE id = ? AND"
-                                    " redacted_at IS NULL", [candidate_a]))
+        found = one_row(
+            cur.execute(
+                "SELECT conversation_id, turn, prompt_id FROM candidates WHERE id = ? AND redacted_at IS NULL",
+                [candidate_a],
+            )
+        )
         other = cur.execute("SELECT 1 FROM candidates WHERE id = ? AND redacted_at IS NULL", [candidate_b]).fetchone()
-        labeled = one_value(cur.execute(
-            "SELECT count(*) FROM preferences p JOIN users u ON u.id = p.labeler_id AND u.kind = 'ai'"
-            " WHERE p.candidate_a = ? AND p.candidate_b = ? AND p.retracted_at IS NULL", [candidate_a, candidate_b]))
+        labeled = one_value(
+            cur.execute(
+                "SELECT count(*) FROM preferences p JOIN users u ON u.id = p.labeler_id AND u.kind = 'ai'"
+                " WHERE p.candidate_a = ? AND p.candidate_b = ? AND p.retracted_at IS NULL",
+                [candidate_a, candidate_b],
+            )
+        )
         if found is None or other is None or not labeled:
             raise NotFound("That pair is gone, or no AI labeled it", hint="take the next pair")
-        owner = None if found["conversation_id"] is None else one_row(cur.execute(
-            "SELECT c.user_id, u.kind FROM conversations c LEFT JOIN users u ON u.id = c.user_id WHERE c.id = ?",
-            [found["conversation_id"]]))
+        owner = (
+            None
+            if found["conversation_id"] is None
+            else one_row(
+                cur.execute(
+                    "SELECT c.user_id, u.kind FROM conversations c LEFT JOIN users u ON u.id = c.user_id WHERE c.id"
+                    " = ?",
+                    [found["conversation_id"]],
+                )
+            )
+        )
         if owner is not None and not user.is_admin and owner["user_id"] != user.id and owner["kind"] != "ai":
             raise PermissionDenied("That pair comes from another person's chat", hint="take the next pair")
-        if one_value(cur.execute(
+        if one_value(
+            cur.execute(
                 "SELECT count(*) FROM preferences WHERE candidate_a = ? AND candidate_b = ? AND labeler_id = ?"
-                " AND retracted_at IS NULL", [candidate_a, candidate_b, user.id])):
+                " AND retracted_at IS NULL",
+                [candidate_a, candidate_b, user.id],
+            )
+        ):
             raise Conflict("You already voted on this pair", hint="take the next pair")
-        return one_value(cur.execute(
-            "INSERT INTO preferences (conversation_id, turn, prompt_id, candidate_a, candidate_b, outcome, labeler_id,"
-            " source, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            [found["conversation_id"], found["turn"], found["prompt_id"], candidate_a, candidate_b, outcome, user.id,
-             SOURCE, json.dumps({"saw_ai_first": saw_ai_first})]))
+        return one_value(
+            cur.execute(
+                "INSERT INTO preferences (conversation_id, turn, prompt_id, candidate_a, candidate_b, outcome,"
+                " labeler_id,"
+                " source, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                [
+                    found["conversation_id"],
+                    found["turn"],
+                    found["prompt_id"],
+                    candidate_a,
+                    candidate_b,
+                    outcome,
+                    user.id,
+                    SOURCE,
+                    json.dumps({"saw_ai_first": saw_ai_first}),
+                ],
+            )
+        )
 
     return db.write(write)
 

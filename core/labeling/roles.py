@@ -11,6 +11,7 @@ Three roles: ``anonymous`` (no login, team mode only: local mode has one local a
 Which resource gets which rule (REST routes, console pages and sections, labeling-app events) is the UIs'
 business: the rule table is ``app/access.py``. Core only knows roles, scopes and :func:`grant`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -52,11 +53,14 @@ def grant(user: Any, rule: Rule | None, resource: str, owner: Any = None) -> str
     granted = scope_of(user, rule)
     if granted == NONE:
         if user is None:
-            raise Unauthenticated("Log in first: this needs a team account",
-                                  hint="send your account (HTTP Basic or a personal API token) and try again")
+            raise Unauthenticated(
+                "Log in first: this needs a team account",
+                hint="send your account (HTTP Basic or a personal API token) and try again",
+            )
         if rule is None:
-            raise PermissionDenied(f"No access rule covers {resource!r}", hint="report this: every surface "
-                                   "needs a rule in app/access.py")
+            raise PermissionDenied(
+                f"No access rule covers {resource!r}", hint="report this: every surface needs a rule in app/access.py"
+            )
         raise PermissionDenied("Only admins can do this", hint="ask an admin")
     if granted == OWN and owner is not None and owner not in (user.id, user.name):
         raise PermissionDenied("You can only see your own items", hint="ask an admin for anyone else's")

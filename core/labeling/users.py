@@ -4,6 +4,7 @@ The one type that identity (who logs in), tokens (personal API tokens) and acces
 lives apart from ``identity`` so that ``tokens`` can name users without importing the directory that resolves
 logins, which itself verifies tokens: no import cycle.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -5,6 +5,7 @@ side and each row of a batch names the adapter it runs with (PEFT's mixed-adapte
 no adapter). The generation scheduler and the log-probability scorer both batch rows of different versions this
 way.
 """
+
 from __future__ import annotations
 
 import functools
@@ -37,26 +38,32 @@ def is_peft_model(model: Any) -> bool:
     return isinstance(model, PeftModel)
 
 
-def resolve_adapter_rows(model: Any, adapter_names: Sequence[str | None] | None,
-                          rows: int = 2) -> list[str] | None:
+def resolve_adapter_rows(model: Any, adapter_names: Sequence[str | None] | None, rows: int = 2) -> list[str] | None:
     """PEFT's per-row adapter list, or None when the model is to be used as it is."""
     if adapter_names is None:
         return None
     if not isinstance(adapter_names, (tuple, list)) or len(adapter_names) != rows:
-        raise ValidationError("adapter_names needs one entry per candidate: (adapter_a, adapter_b)" if rows == 2
-                              else f"adapter_names needs one entry per row ({rows})",
-                              hint="use None for the base model, e.g. ('v2', None)")
+        raise ValidationError(
+            "adapter_names needs one entry per candidate: (adapter_a, adapter_b)"
+            if rows == 2
+            else f"adapter_names needs one entry per row ({rows})",
+            hint="use None for the base model, e.g. ('v2', None)",
+        )
     is_peft = is_peft_model(model) or getattr(model, "_hf_peft_config_loaded", False)
     if not is_peft:
         if any(adapter_names):
-            raise ValidationError(f"the model has no adapters, cannot use {[a for a in adapter_names if a]}",
-                                  hint="load the policy's adapter onto the base model first")
+            raise ValidationError(
+                f"the model has no adapters, cannot use {[a for a in adapter_names if a]}",
+                hint="load the policy's adapter onto the base model first",
+            )
         return None
     names = [name or BASE_ADAPTER for name in adapter_names]
     unknown = sorted({n for n in names if n != BASE_ADAPTER} - lora_adapter_names(model))
     if unknown:
-        raise ValidationError(f"unknown adapter(s): {', '.join(unknown)}",
-                              hint="load the adapter onto the model, or pick one of its loaded adapters")
+        raise ValidationError(
+            f"unknown adapter(s): {', '.join(unknown)}",
+            hint="load the adapter onto the model, or pick one of its loaded adapters",
+        )
     return names
 
 

@@ -14,6 +14,7 @@ reports) local.
   what to do; nothing the user already saved is touched.
 - The API key comes from ``STUDIO_INFERENCE_API_KEY`` at the moment of use and is never stored.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,7 +33,7 @@ from core.serving.generate import PairUpdate, SamplingParams
 
 API_KEY_ENV = "STUDIO_INFERENCE_API_KEY"
 CONNECT_TIMEOUT_S = 5.0
-READ_TIMEOUT_S = 120.0     # between two streamed chunks
+READ_TIMEOUT_S = 120.0  # between two streamed chunks
 PROBE_TIMEOUT_S = 5.0
 STATUS_MAX_AGE_S = 10.0
 
@@ -50,13 +51,18 @@ class EngineStatus:
 
     url: str
     model: str
-    status: str                 # "ok" or "unreachable: ..."
-    latency_ms: float | None    # one GET /v1/models round trip
-    lora: bool | None           # adapters registered so far were accepted (None: none tried yet)
+    status: str  # "ok" or "unreachable: ..."
+    latency_ms: float | None  # one GET /v1/models round trip
+    lora: bool | None  # adapters registered so far were accepted (None: none tried yet)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"url": self.url, "model": self.model, "status": self.status, "latency_ms": self.latency_ms,
-                "lora": self.lora}
+        return {
+            "url": self.url,
+            "model": self.model,
+            "status": self.status,
+            "latency_ms": self.latency_ms,
+            "lora": self.lora,
+        }
 
 
 def _api_base(url: str) -> str:
@@ -72,8 +78,8 @@ class Engine:
         self.url = url.rstrip("/")
         self.base = _api_base(url)
         self._model = model
-        self._served: dict[str, str] = {}          # version name -> model name to request
-        self._refused: dict[str, str] = {}         # version name -> why the engine cannot serve it
+        self._served: dict[str, str] = {}  # version name -> model name to request
+        self._refused: dict[str, str] = {}  # version name -> why the engine cannot serve it
         self._lora: bool | None = None
         self._status: tuple[float, EngineStatus] | None = None
         self._client = httpx.Client(timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S))
@@ -84,9 +90,11 @@ class Engine:
         return {"Authorization": f"Bearer {key}"} if key else {}
 
     def _unavailable(self, what: str, exc: BaseException | str) -> EngineUnavailable:
-        return EngineUnavailable(f"The inference engine at {self.url} {what}: {exc}",
-                                 hint="check that the engine is running (see README 'Past one machine'); "
-                                      "your labels are saved, try again once it is back")
+        return EngineUnavailable(
+            f"The inference engine at {self.url} {what}: {exc}",
+            hint="check that the engine is running (see README 'Past one machine'); "
+            "your labels are saved, try again once it is back",
+        )
 
     @property
     def model(self) -> str:
@@ -99,8 +107,10 @@ class Engine:
             except (httpx.HTTPError, ValueError, KeyError) as exc:
                 raise self._unavailable("did not list its models", exc) from None
             if not models:
-                raise EngineUnavailable(f"The inference engine at {self.url} lists no models",
-                                        hint="start it with a model, or set --inference-model")
+                raise EngineUnavailable(
+                    f"The inference engine at {self.url} lists no models",
+                    hint="start it with a model, or set --inference-model",
+                )
             self._model = models[0]
         return self._model
 
@@ -131,8 +141,12 @@ class Engine:
         """Ask the engine to serve LoRA adapter ``path`` as ``name`` (vLLM's dynamic LoRA endpoint). False when
         the engine has no such endpoint; the reason is kept for :meth:`model_for`."""
         try:
-            response = self._client.post(f"{self.base}/load_lora_adapter", headers=self._headers(),
-                                         json={"lora_name": name, "lora_path": path}, timeout=60)
+            response = self._client.post(
+                f"{self.base}/load_lora_adapter",
+                headers=self._headers(),
+                json={"lora_name": name, "lora_path": path},
+                timeout=60,
+            )
         except httpx.HTTPError as exc:
             self._refused[name] = f"registering its adapter failed ({exc})"
             return False
@@ -156,30 +170,44 @@ class Engine:
             self.register_adapter(version, adapter_path)
         if version in self._served:
             return self._served[version]
-        raise EngineUnavailable(f"{version} cannot be served by the inference engine at {self.url}: "
-                                f"{self._refused[version]}",
-                                hint="start vLLM with --enable-lora (and VLLM_ALLOW_RUNTIME_LORA_UPDATING=1), "
-                                     "serve the merged model, or pick the base policy")
+        raise EngineUnavailable(
+            f"{version} cannot be served by the inference engine at {self.url}: {self._refused[version]}",
+            hint="start vLLM with --enable-lora (and VLLM_ALLOW_RUNTIME_LORA_UPDATING=1), "
+            "serve the merged model, or pick the base policy",
+        )
 
     # -- generation ------------------------------------------------------------------------------------
-    def _stream(self, model: str, messages: list[dict[str, str]], sampling: SamplingParams,
-                seed: int | None, out: queue.SimpleQueue[tuple[int, str, Any]], row: int,
-                cancel: threading.Event) -> None:
+    def _stream(
+        self,
+        model: str,
+        messages: list[dict[str, str]],
+        sampling: SamplingParams,
+        seed: int | None,
+        out: queue.SimpleQueue[tuple[int, str, Any]],
+        row: int,
+        cancel: threading.Event,
+    ) -> None:
         """One streamed chat completion; puts (row, "text", piece), (row, "end", (tokens, finish reason)) or
         (row, "error", exc). Tokens come from the engine's usage report (0 when it sends none: chunks are counted)."""
-        body: dict[str, Any] = {"model": model, "messages": messages, "stream": True,
-                                "max_tokens": sampling.max_new_tokens, "temperature": sampling.temperature,
-                                "top_p": sampling.top_p, "stream_options": {"include_usage": True}}
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": messages,
+            "stream": True,
+            "max_tokens": sampling.max_new_tokens,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "stream_options": {"include_usage": True},
+        }
         if seed is not None:
             body["seed"] = seed + row  # two rows of one pair must not be the same sample
         tokens, finish = 0, None
         try:
-            with self._client.stream("POST", f"{self.base}/chat/completions", json=body,
-                                     headers=self._headers()) as response:
+            with self._client.stream(
+                "POST", f"{self.base}/chat/completions", json=body, headers=self._headers()
+            ) as response:
                 if response.status_code >= 400:
                     response.read()
-                    raise self._unavailable(f"refused the request (HTTP {response.status_code})",
-                                            response.text[:300])
+                    raise self._unavailable(f"refused the request (HTTP {response.status_code})", response.text[:300])
                 for line in response.iter_lines():
                     if cancel.is_set():
                         return
@@ -203,16 +231,29 @@ class Engine:
         except (httpx.HTTPError, ValueError) as exc:
             out.put((row, "error", self._unavailable("stopped answering", exc)))
 
-    def stream_pair(self, messages: list[dict[str, str]], sampling: SamplingParams, models: tuple[str, str],
-                    seed: int | None = None, interval: float | Callable[[], float] = 0.0) -> Iterator[PairUpdate]:
+    def stream_pair(
+        self,
+        messages: list[dict[str, str]],
+        sampling: SamplingParams,
+        models: tuple[str, str],
+        seed: int | None = None,
+        interval: float | Callable[[], float] = 0.0,
+    ) -> Iterator[PairUpdate]:
         """Two answers streamed side by side, as :func:`core.serving.generate.stream_pair` yields them."""
         sampling = sampling.validate()
         started = time.perf_counter()
         out: queue.SimpleQueue[tuple[int, str, Any]] = queue.SimpleQueue()
         cancel = threading.Event()
         texts, done, eos, counts = ["", ""], [False, False], [False, False], [0, 0]
-        workers = [threading.Thread(target=self._stream, args=(models[i], messages, sampling, seed, out, i, cancel),
-                                    name=f"engine-row-{i}", daemon=True) for i in range(2)]
+        workers = [
+            threading.Thread(
+                target=self._stream,
+                args=(models[i], messages, sampling, seed, out, i, cancel),
+                name=f"engine-row-{i}",
+                daemon=True,
+            )
+            for i in range(2)
+        ]
         for worker in workers:
             worker.start()
         last_yield = 0.0
@@ -237,11 +278,22 @@ class Engine:
             cancel.set()
 
     @staticmethod
-    def _update(texts: list[str], done: list[bool], eos: list[bool], counts: list[int],
-                latency_ms: float | None = None) -> PairUpdate:
-        return PairUpdate(text_a=texts[0], text_b=texts[1], done_a=done[0], done_b=done[1],
-                          new_tokens_a=counts[0], new_tokens_b=counts[1], truncated_tokens=0,
-                          finished=latency_ms is not None, latency_ms=latency_ms, eos_a=eos[0], eos_b=eos[1])
+    def _update(
+        texts: list[str], done: list[bool], eos: list[bool], counts: list[int], latency_ms: float | None = None
+    ) -> PairUpdate:
+        return PairUpdate(
+            text_a=texts[0],
+            text_b=texts[1],
+            done_a=done[0],
+            done_b=done[1],
+            new_tokens_a=counts[0],
+            new_tokens_b=counts[1],
+            truncated_tokens=0,
+            finished=latency_ms is not None,
+            latency_ms=latency_ms,
+            eos_a=eos[0],
+            eos_b=eos[1],
+        )
 
     def close(self) -> None:
         self._client.close()

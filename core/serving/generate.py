@@ -20,6 +20,7 @@ thread gets ~1.6x slower (64 tokens: 2.3 s -> 3.8 s). Hence the scheduler's work
 work (it leaves no pool behind), and the rule for the rest of the process: no torch work in threads that stay
 alive (load models in a thread that exits, as ``Studio.warm_up`` does; not in the main thread).
 """
+
 from __future__ import annotations
 
 import functools
@@ -37,12 +38,31 @@ from core.errors import ValidationError
 from core.serving.adapters import BASE_ADAPTER, resolve_adapter_rows
 from core.serving.scheduler import DEFAULT_TOP_K, Decoding, Request, scheduler_for
 
-__all__ = ["BASE_ADAPTER", "SamplingParams", "PairStreamer", "stream_chat", "stream_pair", "generate_pair",
-           "generate_once", "generate_batch", "prepare_chat", "in_short_thread"]
+__all__ = [
+    "BASE_ADAPTER",
+    "SamplingParams",
+    "PairStreamer",
+    "stream_chat",
+    "stream_pair",
+    "generate_pair",
+    "generate_once",
+    "generate_batch",
+    "prepare_chat",
+    "in_short_thread",
+]
 
 # generate() arguments that stream_chat / stream_pair set themselves: overriding them would break streaming
-_RESERVED_GENERATE_ARGS = frozenset({"input_ids", "attention_mask", "streamer", "adapter_names",
-                                     "stopping_criteria", "num_return_sequences", "num_beams"})
+_RESERVED_GENERATE_ARGS = frozenset(
+    {
+        "input_ids",
+        "attention_mask",
+        "streamer",
+        "adapter_names",
+        "stopping_criteria",
+        "num_return_sequences",
+        "num_beams",
+    }
+)
 # extra generation options the scheduler honours per request
 SUPPORTED_OVERRIDES = frozenset({"min_new_tokens"})
 
@@ -51,28 +71,36 @@ SUPPORTED_OVERRIDES = frozenset({"min_new_tokens"})
 class SamplingParams:
     """How candidates are sampled; the chat tab's accordion is generated from these fields."""
 
-    temperature: float = field(default=0.7, metadata={
-        "help": "Randomness: 0 = always the most likely token (greedy).", "min": 0.0, "max": 2.0})
-    top_p: float = field(default=0.9, metadata={
-        "help": "Sample only from the smallest set of tokens whose probability adds up to this.",
-        "min": 0.05, "max": 1.0})
-    max_new_tokens: int = field(default=256, metadata={
-        "help": "Longest answer, in tokens.", "min": 1, "max": 2048})
+    temperature: float = field(
+        default=0.7, metadata={"help": "Randomness: 0 = always the most likely token (greedy).", "min": 0.0, "max": 2.0}
+    )
+    top_p: float = field(
+        default=0.9,
+        metadata={
+            "help": "Sample only from the smallest set of tokens whose probability adds up to this.",
+            "min": 0.05,
+            "max": 1.0,
+        },
+    )
+    max_new_tokens: int = field(default=256, metadata={"help": "Longest answer, in tokens.", "min": 1, "max": 2048})
 
     def validate(self) -> SamplingParams:
         for name, meta in self.__dataclass_fields__.items():
             value = getattr(self, name)
             lo, hi = meta.metadata["min"], meta.metadata["max"]
             if not lo <= value <= hi:
-                raise ValidationError(f"{name}={value} is out of range",
-                                      hint=f"choose {name} between {lo} and {hi}")
+                raise ValidationError(f"{name}={value} is out of range", hint=f"choose {name} between {lo} and {hi}")
         return self
 
     def generate_kwargs(self) -> dict[str, Any]:
         if self.temperature == 0:
             return {"do_sample": False, "max_new_tokens": self.max_new_tokens}
-        return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p,
-                "max_new_tokens": self.max_new_tokens}
+        return {
+            "do_sample": True,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_new_tokens": self.max_new_tokens,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,16 +109,16 @@ class SamplingParams:
 @dataclass
 class PreparedPrompt:
     input_ids: torch.Tensor
-    truncated_tokens: int      # how many prompt tokens were dropped to fit the context window
+    truncated_tokens: int  # how many prompt tokens were dropped to fit the context window
 
 
-def prepare_chat(tokenizer: Any, model: Any, messages: list[dict[str, str]],
-                 max_new_tokens: int) -> PreparedPrompt:
+def prepare_chat(tokenizer: Any, model: Any, messages: list[dict[str, str]], max_new_tokens: int) -> PreparedPrompt:
     """Apply the chat template and keep the most recent tokens that fit the model's context."""
     if not messages or messages[-1]["role"] != "user":
         raise ValidationError("The conversation must end with a user message", hint="type a message first")
-    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                        return_dict=True)["input_ids"]
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)[
+        "input_ids"
+    ]
     context = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
     budget = max(16, context - max_new_tokens)
     dropped = max(0, ids.shape[1] - budget)
@@ -137,9 +165,9 @@ class _RowDecoder:
         self.decode, self.stop_ids = decode, stop_ids
         self.ids: list[int] = []
         self.text = ""
-        self.prefix = self.read = 0   # ids[prefix:read] = the last emitted piece, ids[read:] = pending
+        self.prefix = self.read = 0  # ids[prefix:read] = the last emitted piece, ids[read:] = pending
         self.done = self.eos = False
-        self.count = 0                # generated tokens, the eos included, the padding after it not
+        self.count = 0  # generated tokens, the eos included, the padding after it not
 
     def push(self, token_ids: Sequence[int]) -> bool:
         """Take one step's token(s); True when the visible state (text or done) changed."""
@@ -156,10 +184,10 @@ class _RowDecoder:
         return changed
 
     def _advance(self) -> bool:
-        before = self.decode(self.ids[self.prefix:self.read]) if self.read > self.prefix else ""
-        after = self.decode(self.ids[self.prefix:])
+        before = self.decode(self.ids[self.prefix : self.read]) if self.read > self.prefix else ""
+        after = self.decode(self.ids[self.prefix :])
         if len(after) > len(before) and not after.endswith("\ufffd"):
-            self.text += after[len(before):]
+            self.text += after[len(before) :]
             self.prefix, self.read = self.read, len(self.ids)
             return True
         return False
@@ -175,9 +203,9 @@ class StreamSnapshot(NamedTuple):
 
     texts: tuple[str, ...]
     done: tuple[bool, ...]
-    eos: tuple[bool, ...]        # the row ended by itself (eos), not by the length limit
+    eos: tuple[bool, ...]  # the row ended by itself (eos), not by the length limit
     new_tokens: tuple[int, ...]
-    ahead: int | None = None     # while waiting for a place in the running batch: requests ahead of it
+    ahead: int | None = None  # while waiting for a place in the running batch: requests ahead of it
 
 
 class _End(NamedTuple):
@@ -193,8 +221,14 @@ class PairStreamer(BaseStreamer):
     A row stops accumulating once it emits a stop token (eos or pad); the prompt (first ``put``) is skipped.
     """
 
-    def __init__(self, tokenizer: Any, stop_token_ids: Iterable[int], rows: int = 2,
-                 timeout: float | None = None, skip_prompt: bool = True) -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        stop_token_ids: Iterable[int],
+        rows: int = 2,
+        timeout: float | None = None,
+        skip_prompt: bool = True,
+    ) -> None:
         decode = functools.partial(tokenizer.decode, skip_special_tokens=True)
         stops = frozenset(int(t) for t in stop_token_ids)
         self.rows = [_RowDecoder(decode, stops) for _ in range(rows)]
@@ -245,8 +279,13 @@ class PairStreamer(BaseStreamer):
 
     def snapshot(self) -> StreamSnapshot:
         rows = self.rows
-        return StreamSnapshot(tuple(r.text for r in rows), tuple(r.done for r in rows),
-                              tuple(r.eos for r in rows), tuple(r.count for r in rows), self.ahead)
+        return StreamSnapshot(
+            tuple(r.text for r in rows),
+            tuple(r.done for r in rows),
+            tuple(r.eos for r in rows),
+            tuple(r.count for r in rows),
+            self.ahead,
+        )
 
     # consumer side
 
@@ -301,28 +340,49 @@ def _stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
 def _check_overrides(overrides: dict[str, Any]) -> None:
     clash = sorted(set(overrides) & _RESERVED_GENERATE_ARGS)
     if clash:
-        raise ValidationError(f"generate arguments {', '.join(clash)} are set by the studio itself",
-                              hint="pass only extra generation options, e.g. min_new_tokens")
+        raise ValidationError(
+            f"generate arguments {', '.join(clash)} are set by the studio itself",
+            hint="pass only extra generation options, e.g. min_new_tokens",
+        )
     unknown = sorted(set(overrides) - SUPPORTED_OVERRIDES)
     if unknown:
-        raise ValidationError(f"generation option(s) {', '.join(unknown)} are not supported",
-                              hint=f"supported: {', '.join(sorted(SUPPORTED_OVERRIDES))}")
+        raise ValidationError(
+            f"generation option(s) {', '.join(unknown)} are not supported",
+            hint=f"supported: {', '.join(sorted(SUPPORTED_OVERRIDES))}",
+        )
 
 
-def _submit(model: Any, tokenizer: Any, prompts: list[list[int]], sampling: SamplingParams,
-            adapter_rows: list[str] | None, seed: int | None,
-            overrides: dict[str, Any]) -> tuple[PairStreamer, Request]:
+def _submit(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[list[int]],
+    sampling: SamplingParams,
+    adapter_rows: list[str] | None,
+    seed: int | None,
+    overrides: dict[str, Any],
+) -> tuple[PairStreamer, Request]:
     """Queue rows on the model's scheduler; the streamer that receives them and the request (to cancel it)."""
     stops = _stop_token_ids(model, tokenizer)
     top_k = getattr(getattr(model, "generation_config", None), "top_k", None)
-    decoding = Decoding(max_new_tokens=sampling.max_new_tokens, do_sample=sampling.temperature > 0,
-                        temperature=sampling.temperature or 1.0, top_p=sampling.top_p,
-                        top_k=DEFAULT_TOP_K if top_k is None else top_k,
-                        min_new_tokens=int(overrides.get("min_new_tokens") or 0))
+    decoding = Decoding(
+        max_new_tokens=sampling.max_new_tokens,
+        do_sample=sampling.temperature > 0,
+        temperature=sampling.temperature or 1.0,
+        top_p=sampling.top_p,
+        top_k=DEFAULT_TOP_K if top_k is None else top_k,
+        min_new_tokens=int(overrides.get("min_new_tokens") or 0),
+    )
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stops, default=0)
     streamer = PairStreamer(tokenizer, stops, rows=len(prompts), skip_prompt=False)
-    request = Request(prompts=prompts, decoding=decoding, stop_ids=frozenset(stops), pad_id=pad, sink=streamer,
-                      adapters=adapter_rows, seed=seed)
+    request = Request(
+        prompts=prompts,
+        decoding=decoding,
+        stop_ids=frozenset(stops),
+        pad_id=pad,
+        sink=streamer,
+        adapters=adapter_rows,
+        seed=seed,
+    )
     scheduler_for(model).submit(request)
     return streamer, request
 
@@ -330,9 +390,15 @@ def _submit(model: Any, tokenizer: Any, prompts: list[list[int]], sampling: Samp
 # --- public API -------------------------------------------------------------------------------------------
 
 
-def stream_chat(model: Any, tokenizer: Any, messages: list[dict[str, str]],
-                sampling: SamplingParams | None = None, *, interval: float | Callable[[], float] = 0.0,
-                **generate_overrides: Any) -> Iterator[str]:
+def stream_chat(
+    model: Any,
+    tokenizer: Any,
+    messages: list[dict[str, str]],
+    sampling: SamplingParams | None = None,
+    *,
+    interval: float | Callable[[], float] = 0.0,
+    **generate_overrides: Any,
+) -> Iterator[str]:
     """Yield the growing answer text as tokens arrive (at most one text per ``interval`` seconds).
 
     ``generate_overrides``: extra generation options (``min_new_tokens``, for benchmarks).
@@ -340,8 +406,9 @@ def stream_chat(model: Any, tokenizer: Any, messages: list[dict[str, str]],
     sampling = (sampling or SamplingParams()).validate()
     _check_overrides(generate_overrides)
     prompt = prepare_chat(tokenizer, model, messages, sampling.max_new_tokens)
-    streamer, request = _submit(model, tokenizer, [prompt.input_ids[0].tolist()], sampling, None, None,
-                                generate_overrides)
+    streamer, request = _submit(
+        model, tokenizer, [prompt.input_ids[0].tolist()], sampling, None, None, generate_overrides
+    )
     try:
         for snap in streamer.snapshots(interval):
             if snap.ahead is None:
@@ -361,10 +428,10 @@ class PairUpdate:
     done_b: bool
     new_tokens_a: int
     new_tokens_b: int
-    truncated_tokens: int          # prompt tokens dropped to fit the context window
+    truncated_tokens: int  # prompt tokens dropped to fit the context window
     finished: bool = False
     latency_ms: float | None = None
-    eos_a: bool = False            # the answer ended by itself (not cut at max_new_tokens)
+    eos_a: bool = False  # the answer ended by itself (not cut at max_new_tokens)
     eos_b: bool = False
     ahead: int | None = None
 
@@ -381,11 +448,17 @@ class PairResult:
     eos_b: bool
 
 
-def stream_pair(model: Any, tokenizer: Any, messages: list[dict[str, str]],
-                sampling: SamplingParams | None = None,
-                adapter_names: tuple[str | None, str | None] | None = None,
-                seed: int | None = None, *, interval: float | Callable[[], float] = 0.0,
-                **generate_overrides: Any) -> Iterator[PairUpdate]:
+def stream_pair(
+    model: Any,
+    tokenizer: Any,
+    messages: list[dict[str, str]],
+    sampling: SamplingParams | None = None,
+    adapter_names: tuple[str | None, str | None] | None = None,
+    seed: int | None = None,
+    *,
+    interval: float | Callable[[], float] = 0.0,
+    **generate_overrides: Any,
+) -> Iterator[PairUpdate]:
     """Two candidate answers to one conversation, decoded as two rows of the shared batch, streamed together.
 
     ``adapter_names=(a, b)`` (PEFT models): row A uses adapter ``a``, row B adapter ``b``, ``None`` = the
@@ -413,28 +486,51 @@ def stream_pair(model: Any, tokenizer: Any, messages: list[dict[str, str]],
 
 
 def _update(snap: StreamSnapshot, truncated: int, latency_ms: float | None = None) -> PairUpdate:
-    return PairUpdate(text_a=snap.texts[0], text_b=snap.texts[1], done_a=snap.done[0], done_b=snap.done[1],
-                      new_tokens_a=snap.new_tokens[0], new_tokens_b=snap.new_tokens[1],
-                      truncated_tokens=truncated, finished=latency_ms is not None, latency_ms=latency_ms,
-                      eos_a=snap.eos[0], eos_b=snap.eos[1], ahead=snap.ahead)
+    return PairUpdate(
+        text_a=snap.texts[0],
+        text_b=snap.texts[1],
+        done_a=snap.done[0],
+        done_b=snap.done[1],
+        new_tokens_a=snap.new_tokens[0],
+        new_tokens_b=snap.new_tokens[1],
+        truncated_tokens=truncated,
+        finished=latency_ms is not None,
+        latency_ms=latency_ms,
+        eos_a=snap.eos[0],
+        eos_b=snap.eos[1],
+        ahead=snap.ahead,
+    )
 
 
-def generate_pair(model: Any, tokenizer: Any, messages: list[dict[str, str]],
-                  sampling: SamplingParams | None = None,
-                  adapter_names: tuple[str | None, str | None] | None = None,
-                  seed: int | None = None, **generate_overrides: Any) -> PairResult:
+def generate_pair(
+    model: Any,
+    tokenizer: Any,
+    messages: list[dict[str, str]],
+    sampling: SamplingParams | None = None,
+    adapter_names: tuple[str | None, str | None] | None = None,
+    seed: int | None = None,
+    **generate_overrides: Any,
+) -> PairResult:
     """Both candidates, complete (consumes :func:`stream_pair`)."""
     final: PairUpdate | None = None
     for final in stream_pair(model, tokenizer, messages, sampling, adapter_names, seed, **generate_overrides):
         pass
     assert final is not None and final.finished and final.latency_ms is not None
-    return PairResult(text_a=final.text_a, text_b=final.text_b, latency_ms=final.latency_ms,
-                      new_tokens_a=final.new_tokens_a, new_tokens_b=final.new_tokens_b,
-                      truncated_tokens=final.truncated_tokens, eos_a=final.eos_a, eos_b=final.eos_b)
+    return PairResult(
+        text_a=final.text_a,
+        text_b=final.text_b,
+        latency_ms=final.latency_ms,
+        new_tokens_a=final.new_tokens_a,
+        new_tokens_b=final.new_tokens_b,
+        truncated_tokens=final.truncated_tokens,
+        eos_a=final.eos_a,
+        eos_b=final.eos_b,
+    )
 
 
-def generate_once(model: Any, tokenizer: Any, messages: list[dict[str, str]],
-                  sampling: SamplingParams | None = None) -> tuple[str, float]:
+def generate_once(
+    model: Any, tokenizer: Any, messages: list[dict[str, str]], sampling: SamplingParams | None = None
+) -> tuple[str, float]:
     """Complete answer and its latency in milliseconds (used by the API and tests)."""
     start = time.perf_counter()
     text = ""
@@ -443,10 +539,15 @@ def generate_once(model: Any, tokenizer: Any, messages: list[dict[str, str]],
     return text, (time.perf_counter() - start) * 1000
 
 
-def generate_batch(model: Any, tokenizer: Any, conversations: Sequence[list[dict[str, str]]],
-                   sampling: SamplingParams | None = None, adapter_names: Sequence[str | None] | None = None,
-                   seed: int | None = None,
-                   on_step: Callable[[StreamSnapshot], object] | None = None) -> list[tuple[str, int]]:
+def generate_batch(
+    model: Any,
+    tokenizer: Any,
+    conversations: Sequence[list[dict[str, str]]],
+    sampling: SamplingParams | None = None,
+    adapter_names: Sequence[str | None] | None = None,
+    seed: int | None = None,
+    on_step: Callable[[StreamSnapshot], object] | None = None,
+) -> list[tuple[str, int]]:
     """Complete answers to many conversations as ONE request of many rows: (text, new tokens) per row.
 
     ``on_step`` sees every snapshot: a caller's progress bar moves during the one long call, and an exception it
@@ -461,8 +562,7 @@ def generate_batch(model: Any, tokenizer: Any, conversations: Sequence[list[dict
     if not conversations:
         return []
     adapter_rows = resolve_adapter_rows(model, adapter_names, rows=len(conversations))
-    prompts = [prepare_chat(tokenizer, model, m, sampling.max_new_tokens).input_ids[0].tolist()
-               for m in conversations]
+    prompts = [prepare_chat(tokenizer, model, m, sampling.max_new_tokens).input_ids[0].tolist() for m in conversations]
     streamer, request = _submit(model, tokenizer, prompts, sampling, adapter_rows, seed, {})
     try:
         last: StreamSnapshot | None = None

@@ -6,6 +6,7 @@ SmolLM2-135M took ~100 s with TRL's defaults and 8.2 s with fp32 and no checkpoi
 native bf16 (AMX / AVX512-BF16) bf16 autocast is a gain instead (measured 5.4 s vs 6.8 s per DPO step).
 So we detect the hardware once and pick the settings from it, with a one-line reason for the UI.
 """
+
 from __future__ import annotations
 
 import functools
@@ -171,8 +172,9 @@ def training_defaults(profile: HardwareProfile, n_params: int) -> dict[str, bool
     memory = profile.accelerator_memory_bytes
     needed = n_params * TRAINING_BYTES_PER_PARAM
     checkpointing = memory > 0 and needed > CHECKPOINTING_MEMORY_SHARE * memory
-    size = (f"{n_params / 1e6:,.0f}M-param model" if n_params < SMALL_MODEL_PARAMS
-            else f"{n_params / 1e9:.1f}B-param model")
+    size = (
+        f"{n_params / 1e6:,.0f}M-param model" if n_params < SMALL_MODEL_PARAMS else f"{n_params / 1e9:.1f}B-param model"
+    )
     memory_note = (
         f"gradient checkpointing on (needs ~{needed / GB:.0f} GB of {memory / GB:.0f} GB)"
         if checkpointing
@@ -188,7 +190,7 @@ def training_defaults(profile: HardwareProfile, n_params: int) -> dict[str, bool
             "gradient_checkpointing": checkpointing,
             "use_cpu": False,
             "reason": f"{size} on {profile.cuda_devices[0] if profile.cuda_devices else 'CUDA'}: {precision}, "
-                      f"{memory_note}.",
+            f"{memory_note}.",
         }
 
     if profile.mps_available:

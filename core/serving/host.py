@@ -7,6 +7,7 @@ implemented by ``core.studio.Studio`` (checked by mypy wherever a Studio is pass
 Serving never reaches training through a port: ``share_cpu`` is the studio's (it asks a running job to lend a
 core before generating); the caller only knows that the host shares the CPU fairly.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -44,14 +45,22 @@ class ModelHost(Host, Protocol):
         """(model, tokenizer) of the base, loaded once and shared."""
         ...
 
-    def adapter_rows(self, policy_a: str, policy_b: str) -> tuple[tuple[str | None, str | None] | None,
-                                                                   tuple[int, int]]:
+    def adapter_rows(
+        self, policy_a: str, policy_b: str
+    ) -> tuple[tuple[str | None, str | None] | None, tuple[int, int]]:
         """Both versions' adapters made available on the shared model: (per-row adapter names, version ids)."""
         ...
 
-    def pair_stream(self, messages: list[dict[str, str]], sampling: SamplingParams, policy_a: str, policy_b: str,
-                    *, seed: int | None = None, interval: float | Callable[[], float] = 0.0,
-                    ) -> tuple[Iterator[PairUpdate], tuple[int, int]]:
+    def pair_stream(
+        self,
+        messages: list[dict[str, str]],
+        sampling: SamplingParams,
+        policy_a: str,
+        policy_b: str,
+        *,
+        seed: int | None = None,
+        interval: float | Callable[[], float] = 0.0,
+    ) -> tuple[Iterator[PairUpdate], tuple[int, int]]:
         """Two answers of two versions, streamed; also the versions' ids."""
         ...
 

@@ -10,6 +10,7 @@ Why it looks like this:
   never leaves a directory that looks like a complete model.
 - One cache per process: the server's UIs share the models they load.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -89,7 +90,7 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 _BUILD_LOCK, _CACHE_LOCK = threading.Lock(), threading.Lock()
 # transformers patches process-wide state while it builds a model: two loads at once leave every later model on meta
-LOAD_LOCK = threading.RLock()   # so every model load in the server process holds it (core/training/reward.py too)
+LOAD_LOCK = threading.RLock()  # so every model load in the server process holds it (core/training/reward.py too)
 _MODEL_CACHE: dict[tuple[str, str, str], tuple[PreTrainedModel, PreTrainedTokenizerBase]] = {}
 
 
@@ -105,8 +106,9 @@ def find_default_gguf() -> Path:
     try:
         dist = importlib.metadata.distribution(GGUF_PACKAGE)
     except importlib.metadata.PackageNotFoundError:
-        raise ModelError(f"the default model {MODEL_NAME} is not installed: package {GGUF_PACKAGE} is missing",
-                         hint=SETUP_HINT) from None
+        raise ModelError(
+            f"the default model {MODEL_NAME} is not installed: package {GGUF_PACKAGE} is missing", hint=SETUP_HINT
+        ) from None
     for file in dist.files or ():
         if file.name == GGUF_FILE:
             path = Path(dist.locate_file(file))  # type: ignore[arg-type]  # typeshed: SimplePath; a Path here
@@ -129,8 +131,10 @@ def provision_default_model(data_dir: Path, progress: bool = True) -> Path:
         return target
     gguf_path = find_default_gguf()
     if importlib.util.find_spec("gguf") is None:
-        raise ModelError("reading the default model's GGUF file needs the `gguf` package",
-                         hint="run `make setup` (or `pip install gguf`)")
+        raise ModelError(
+            "reading the default model's GGUF file needs the `gguf` package",
+            hint="run `make setup` (or `pip install gguf`)",
+        )
     return _build_atomically(target, lambda out: _convert_gguf(gguf_path, out, progress), MIN_FREE_BYTES)
 
 
@@ -140,8 +144,9 @@ def _convert_gguf(gguf_path: Path, out_dir: Path, progress: bool) -> dict:
     with tqdm(total=5, desc=f"Provisioning {DEFAULT_MODEL_DIR}", unit="step", disable=not progress) as bar:
         bar.set_postfix_str(next(steps))
         with _transformers_progress_bars(progress):
-            quantized = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,
-                                                             dtype=torch.float32)
+            quantized = AutoModelForCausalLM.from_pretrained(
+                gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
+            )
         bar.update()
 
         # A model loaded from GGUF keeps a GGUF "quantizer" and quantization_config, and TRL / Trainer refuse
@@ -210,8 +215,9 @@ def export_gguf_tokenizer(dest: Path, gguf_path: Path | None = None) -> Path:
         "clean_up_tokenization_spaces": False,
         "chat_template": tokenizer.chat_template,
     }
-    (dest / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n",
-                                                encoding="utf-8")
+    (dest / "tokenizer_config.json").write_text(
+        json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     return dest
 
 
@@ -280,8 +286,10 @@ def _check_model_dir(path: Path) -> Path:
 
 
 def _env_offline() -> bool:
-    return any(os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-               for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+        for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def _resolve_hub_id(repo_id: str, offline: bool) -> Path | str:
@@ -318,13 +326,17 @@ def _resolve_hub_id(repo_id: str, offline: bool) -> Path | str:
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
     if isinstance(error, GatedRepoError):
-        raise ModelError(f"{repo_id} is gated on the Hugging Face Hub",
-                         hint="accept its licence on huggingface.co and set HF_TOKEN")
+        raise ModelError(
+            f"{repo_id} is gated on the Hugging Face Hub", hint="accept its licence on huggingface.co and set HF_TOKEN"
+        )
     if isinstance(error, RepositoryNotFoundError):
-        raise ModelError(f"no model {repo_id} on the Hugging Face Hub",
-                         hint="check the spelling; private models need HF_TOKEN")
-    raise ModelError(f"cannot download {repo_id}: the Hugging Face Hub is not reachable ({type(error).__name__})",
-                     hint="pass a local path or 'default' (works offline)")
+        raise ModelError(
+            f"no model {repo_id} on the Hugging Face Hub", hint="check the spelling; private models need HF_TOKEN"
+        )
+    raise ModelError(
+        f"cannot download {repo_id}: the Hugging Face Hub is not reachable ({type(error).__name__})",
+        hint="pass a local path or 'default' (works offline)",
+    )
 
 
 # --- loading ----------------------------------------------------------------------------------------------
@@ -378,8 +390,14 @@ def clear_model_cache() -> None:
 def _parse_dtype(dtype: torch.dtype | str) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
-    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
+    names = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }
     if dtype.lower() not in names:
         raise ConfigError(f"unknown dtype {dtype!r}", hint="use float32, bfloat16 or float16")
     return names[dtype.lower()]
@@ -402,8 +420,12 @@ def auto_dtype(device: str, profile: HardwareProfile) -> torch.dtype:
 
 def needs_provisioning(spec: str, data_dir: Path) -> bool:
     """True when ``spec`` is a built-in model ('default' or 'tiny') not yet built in ``data_dir``."""
-    names = {"default": DEFAULT_MODEL_DIR, MODEL_NAME: DEFAULT_MODEL_DIR, DEFAULT_MODEL_DIR: DEFAULT_MODEL_DIR,
-             "tiny": TINY_MODEL_DIR}
+    names = {
+        "default": DEFAULT_MODEL_DIR,
+        MODEL_NAME: DEFAULT_MODEL_DIR,
+        DEFAULT_MODEL_DIR: DEFAULT_MODEL_DIR,
+        "tiny": TINY_MODEL_DIR,
+    }
     return spec in names and not is_complete(Path(data_dir) / MODELS_SUBDIR / names[spec])
 
 
@@ -427,9 +449,11 @@ def _build_atomically(target: Path, build: Callable[[Path], dict], min_free_byte
         _remove_stale_partials(target)
         free = shutil.disk_usage(target.parent).free
         if free < min_free_bytes:
-            raise ModelError(f"not enough disk space for {target.name}: {free / 1e9:.1f} GB free, "
-                             f"{min_free_bytes / 1e9:.1f} GB needed",
-                             hint=f"free some space on the disk holding {target.parent}")
+            raise ModelError(
+                f"not enough disk space for {target.name}: {free / 1e9:.1f} GB free, "
+                f"{min_free_bytes / 1e9:.1f} GB needed",
+                hint=f"free some space on the disk holding {target.parent}",
+            )
         partial = target.parent / f".{target.name}.partial-{os.getpid()}"
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir()
@@ -448,8 +472,10 @@ def _build_atomically(target: Path, build: Callable[[Path], dict], min_free_byte
         except ModelError:
             raise
         except Exception as exc:
-            raise ModelError(f"building {target} failed: {exc}",
-                             hint="check free disk space and permissions of the data dir, then retry") from exc
+            raise ModelError(
+                f"building {target} failed: {exc}",
+                hint="check free disk space and permissions of the data dir, then retry",
+            ) from exc
         finally:
             shutil.rmtree(partial, ignore_errors=True)  # nothing left to remove after a successful rename
     return target
@@ -474,8 +500,9 @@ def _copy_tokenizer_assets(out_dir: Path) -> None:
     for name in TOKENIZER_FILES:
         source = TOKENIZER_ASSETS / name
         if not source.is_file():
-            raise ModelError(f"tokenizer file {source} is missing",
-                             hint="restore it with `git checkout -- assets/tokenizer`")
+            raise ModelError(
+                f"tokenizer file {source} is missing", hint="restore it with `git checkout -- assets/tokenizer`"
+            )
         shutil.copyfile(source, out_dir / name)
 
 

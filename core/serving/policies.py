@@ -1,6 +1,7 @@
 """Policy registry: the base model and every trained version (v1, v2, ...) people can chat with, and which of
 them can be compared on the shared model (the serving layer knows what it can run; comparing and judging ask
 here)."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -22,13 +23,13 @@ class Version(TypedDict):
     id: int
     name: str
     parent_id: int | None
-    parent: str | None              # the parent's name (None for the base)
+    parent: str | None  # the parent's name (None for the base)
     base_model: str
-    algorithm: str | None           # None for the base policy; "reward" for a reward model
-    adapter_path: str | None        # None for the base and for fully fine-tuned versions
+    algorithm: str | None  # None for the base policy; "reward" for a reward model
+    adapter_path: str | None  # None for the base and for fully fine-tuned versions
     data_hash: str | None
-    config: dict[str, Any]          # the training settings ({} for the base)
-    metrics: dict[str, Any]         # the job's final metrics ({} when none were recorded)
+    config: dict[str, Any]  # the training settings ({} for the base)
+    metrics: dict[str, Any]  # the job's final metrics ({} when none were recorded)
     job_id: int | None
     created_at: dt.datetime
     deleted_at: dt.datetime | None
@@ -36,8 +37,11 @@ class Version(TypedDict):
 
 def version_row(db: Database, name: str) -> Version | None:
     """The version called ``name``, deleted or not (None: no such name). The one query the readers below share."""
-    rows = db.query("SELECT p.*, parent.name AS parent FROM policies p LEFT JOIN policies parent"
-                    " ON parent.id = p.parent_id WHERE p.name = ?", [name])
+    rows = db.query(
+        "SELECT p.*, parent.name AS parent FROM policies p LEFT JOIN policies parent"
+        " ON parent.id = p.parent_id WHERE p.name = ?",
+        [name],
+    )
     if not rows:
         return None
     row = rows[0]
@@ -51,8 +55,11 @@ def ensure_base_policy(db: Database, base_model: str) -> int:
     with db.transaction() as cur:
         row = one_row(cur.execute("SELECT id, base_model FROM policies WHERE name = ?", [BASE_POLICY]))
         if row is None:
-            return one_value(cur.execute("INSERT INTO policies (name, base_model) VALUES (?, ?) RETURNING id",
-                                         [BASE_POLICY, base_model]))
+            return one_value(
+                cur.execute(
+                    "INSERT INTO policies (name, base_model) VALUES (?, ?) RETURNING id", [BASE_POLICY, base_model]
+                )
+            )
         if row["base_model"] != base_model:
             cur.execute("UPDATE policies SET base_model = ? WHERE id = ?", [base_model, row["id"]])
         return row["id"]
@@ -64,7 +71,9 @@ def list_policies(db: Database, include_deleted: bool = False) -> list[dict[str,
         "SELECT p.id, p.name, parent.name AS parent, p.base_model, p.algorithm, p.adapter_path,"
         " p.data_hash, p.config, p.metrics, p.job_id, p.created_at, p.deleted_at"
         " FROM policies p LEFT JOIN policies parent ON parent.id = p.parent_id"
-        + ("" if include_deleted else " WHERE p.deleted_at IS NULL") + " ORDER BY p.id")
+        + ("" if include_deleted else " WHERE p.deleted_at IS NULL")
+        + " ORDER BY p.id"
+    )
     for row in rows:
         for key in ("config", "metrics"):
             row[key] = json.loads(row[key]) if row[key] else None
@@ -73,24 +82,46 @@ def list_policies(db: Database, include_deleted: bool = False) -> list[dict[str,
     return rows
 
 
-def register_policy(db: Database, name: str, parent_id: int | None, base_model: str, algorithm: str,
-                    adapter_path: str | None, data_hash: str | None = None,
-                    config: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None,
-                    job_id: int | None = None) -> int:
+def register_policy(
+    db: Database,
+    name: str,
+    parent_id: int | None,
+    base_model: str,
+    algorithm: str,
+    adapter_path: str | None,
+    data_hash: str | None = None,
+    config: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    job_id: int | None = None,
+) -> int:
     """Add a trained version (v1, v2, ...) to the registry; its adapter is served by hot-swap."""
     with db.transaction() as cur:
-        return one_value(cur.execute(
-            "INSERT INTO policies (name, parent_id, base_model, algorithm, adapter_path, data_hash, config,"
-            " metrics, job_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            [name, parent_id, base_model, algorithm, adapter_path, data_hash,
-             json.dumps(config) if config is not None else None,
-             json.dumps(metrics) if metrics is not None else None, job_id]))
+        return one_value(
+            cur.execute(
+                "INSERT INTO policies (name, parent_id, base_model, algorithm, adapter_path, data_hash, config,"
+                " metrics, job_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                [
+                    name,
+                    parent_id,
+                    base_model,
+                    algorithm,
+                    adapter_path,
+                    data_hash,
+                    json.dumps(config) if config is not None else None,
+                    json.dumps(metrics) if metrics is not None else None,
+                    job_id,
+                ],
+            )
+        )
 
 
 def servable_policies(db: Database) -> list[dict[str, Any]]:
     """Policies people can chat with: the base and every live version that has an adapter."""
-    return db.query("SELECT id, name, adapter_path FROM policies WHERE deleted_at IS NULL"
-                    " AND (name = ? OR adapter_path IS NOT NULL) ORDER BY id", [BASE_POLICY])
+    return db.query(
+        "SELECT id, name, adapter_path FROM policies WHERE deleted_at IS NULL"
+        " AND (name = ? OR adapter_path IS NOT NULL) ORDER BY id",
+        [BASE_POLICY],
+    )
 
 
 def newest_version(db: Database) -> dict[str, Any] | None:
@@ -117,8 +148,10 @@ def live_policy(db: Database, name: str) -> Version:
     if version is None:
         raise NotFound(f"Version {name!r} does not exist", hint="pick a version from the list")
     if version["deleted_at"] is not None:
-        raise NotFound(f"Version {name!r} was deleted", hint="pick a live version (deleted ones stay "
-                       "on disk for the record but cannot be compared)")
+        raise NotFound(
+            f"Version {name!r} was deleted",
+            hint="pick a live version (deleted ones stay on disk for the record but cannot be compared)",
+        )
     return version
 
 
@@ -128,20 +161,28 @@ def comparable_policy(db: Database, name: str) -> Version:
     Here, with the registry, because comparing (core.compare) and judging (core.judging) both need the check."""
     policy = live_policy(db, name)
     if policy["algorithm"] == "reward":
-        raise ValidationError(f"{name} is a reward model, not a chat policy",
-                              hint="compare base or vN versions; pick rmN as the reward model instead")
+        raise ValidationError(
+            f"{name} is a reward model, not a chat policy",
+            hint="compare base or vN versions; pick rmN as the reward model instead",
+        )
     if policy["name"] != BASE_POLICY and not policy["adapter_path"]:
-        raise ValidationError(f"{name} is fully fine-tuned (its own weights, no adapter), so it cannot share a "
-                              "batch with other versions", hint="compare LoRA versions, or start the studio with "
-                              "--model <its model dir> to chat with it")
+        raise ValidationError(
+            f"{name} is fully fine-tuned (its own weights, no adapter), so it cannot share a batch with other versions",
+            hint="compare LoRA versions, or start the studio with --model <its model dir> to chat with it",
+        )
     return policy
 
 
 def comparable_policies(db: Database) -> list[str]:
     """Names of the versions the Compare page offers: base first, then every live adapter version."""
-    return [r["name"] for r in db.query(
-        "SELECT name FROM policies WHERE deleted_at IS NULL AND (name = ? OR adapter_path IS NOT NULL)"
-        " AND coalesce(algorithm, '') <> 'reward' ORDER BY id", [BASE_POLICY])]
+    return [
+        r["name"]
+        for r in db.query(
+            "SELECT name FROM policies WHERE deleted_at IS NULL AND (name = ? OR adapter_path IS NOT NULL)"
+            " AND coalesce(algorithm, '') <> 'reward' ORDER BY id",
+            [BASE_POLICY],
+        )
+    ]
 
 
 def default_against(db: Database, version: str) -> str:
@@ -150,24 +191,31 @@ def default_against(db: Database, version: str) -> str:
     One definition for the "what changed" reports and the safety comparisons."""
     policy = comparable_policy(db, version)
     if policy["name"] == BASE_POLICY:
-        raise ValidationError("base has no parent to compare with", hint="pick a trained version (v1, v2, ...) "
-                              "or name the version to compare with")
+        raise ValidationError(
+            "base has no parent to compare with",
+            hint="pick a trained version (v1, v2, ...) or name the version to compare with",
+        )
     return policy["parent"] or BASE_POLICY
+
 
 def rename_policy(db: Database, admin: Any, name: str, new_name: str) -> None:
     """Admins may rename versions (not the base); names stay unique."""
     _require_admin(admin)
     new_name = new_name.strip()
     if name == BASE_POLICY or not re.fullmatch(r"[A-Za-z0-9][\w.-]{0,63}", new_name) or new_name == BASE_POLICY:
-        raise ValidationError(f"Cannot rename {name!r} to {new_name!r}",
-                              hint="the base keeps its name; use letters, digits, '.', '_' or '-'")
+        raise ValidationError(
+            f"Cannot rename {name!r} to {new_name!r}",
+            hint="the base keeps its name; use letters, digits, '.', '_' or '-'",
+        )
     get_policy(db, name)
     if db.scalar("SELECT count(*) FROM policies WHERE name = ?", [new_name]):
         raise Conflict(f"A policy named {new_name!r} already exists", hint="pick another name")
     with db.transaction() as cur:
         cur.execute("UPDATE policies SET name = ? WHERE name = ?", [new_name, name])
-        cur.execute("INSERT INTO audit_log (user_id, action, target_table, details)"
-                    " VALUES (?, 'rename', 'policies', ?)", [admin.id, json.dumps({"from": name, "to": new_name})])
+        cur.execute(
+            "INSERT INTO audit_log (user_id, action, target_table, details) VALUES (?, 'rename', 'policies', ?)",
+            [admin.id, json.dumps({"from": name, "to": new_name})],
+        )
 
 
 def delete_policy(db: Database, admin: Any, name: str) -> None:
@@ -178,8 +226,10 @@ def delete_policy(db: Database, admin: Any, name: str) -> None:
     policy = get_policy(db, name)
     with db.transaction() as cur:
         cur.execute("UPDATE policies SET deleted_at = now() WHERE id = ?", [policy["id"]])
-        cur.execute("INSERT INTO audit_log (user_id, action, target_table, target_id)"
-                    " VALUES (?, 'delete', 'policies', ?)", [admin.id, policy["id"]])
+        cur.execute(
+            "INSERT INTO audit_log (user_id, action, target_table, target_id) VALUES (?, 'delete', 'policies', ?)",
+            [admin.id, policy["id"]],
+        )
 
 
 def _require_admin(user: Any) -> None:

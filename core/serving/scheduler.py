@@ -34,6 +34,7 @@ Guarantees:
 - The worker thread exits when there is no work (no idle OpenMP pool stays behind, see ``core.serving.generate``),
   and applies the thread count the studio chose to share the CPU with a training job.
 """
+
 from __future__ import annotations
 
 import threading
@@ -55,10 +56,10 @@ from transformers.generation.logits_process import (
 from core.errors import Busy
 from core.serving.adapters import mixed_adapters
 
-MAX_BATCH_ROWS = 32      # rows decoded together (a pair is 2 rows); a bigger request runs when the batch is empty
-MAX_WAITING = 64         # requests waiting for room; one more is refused with Busy
-CACHE_ROOM = 64          # spare cache columns kept ahead of the running batch (steps before the next copy)
-DEFAULT_TOP_K = 50       # what ``generate`` uses when the model's generation config sets no top_k
+MAX_BATCH_ROWS = 32  # rows decoded together (a pair is 2 rows); a bigger request runs when the batch is empty
+MAX_WAITING = 64  # requests waiting for room; one more is refused with Busy
+CACHE_ROOM = 64  # spare cache columns kept ahead of the running batch (steps before the next copy)
+DEFAULT_TOP_K = 50  # what ``generate`` uses when the model's generation config sets no top_k
 
 # One forward pass on a shared model at a time: the scheduler holds it for each step, other users of the model
 # (log-probability scoring) for theirs. Per-row adapter hooks live on the model during a pass.
@@ -116,7 +117,7 @@ class Request:
     stop_ids: frozenset[int]
     pad_id: int
     sink: Sink
-    adapters: list[str] | None = None    # per-row adapter names; None = the model as it is
+    adapters: list[str] | None = None  # per-row adapter names; None = the model as it is
     seed: int | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     # set by the scheduler
@@ -156,13 +157,14 @@ class _RoomyLayer(DynamicLayer):
         self._k[:, :, :n], self._v[:, :, :n] = keys, values
         self.keys, self.values = self._k[:, :, :n], self._v[:, :, :n]
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
-               **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         n, add = self.keys.shape[2], key_states.shape[2]
         if n + add > self._k.shape[2]:
             self._store(self.keys, self.values, room=max(add, CACHE_ROOM, n // 2))
-        self._k[:, :, n:n + add], self._v[:, :, n:n + add] = key_states, value_states
-        self.keys, self.values = self._k[:, :, :n + add], self._v[:, :, :n + add]
+        self._k[:, :, n : n + add], self._v[:, :, n : n + add] = key_states, value_states
+        self.keys, self.values = self._k[:, :, : n + add], self._v[:, :, : n + add]
         return self.keys, self.values
 
 
@@ -174,7 +176,7 @@ class _Batch:
         self.requests: list[Request] = []
         self.cache: Any = None
         self.mask = torch.zeros((0, 0), dtype=torch.long)
-        self.pending = torch.zeros((0,), dtype=torch.long)   # each row's newest token, fed at the next step
+        self.pending = torch.zeros((0,), dtype=torch.long)  # each row's newest token, fed at the next step
 
     @property
     def rows(self) -> int:
@@ -201,8 +203,8 @@ class _Batch:
         ids = torch.full((len(prompts), width), requests[0].pad_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
         for i, prompt in enumerate(prompts):  # left padding: every row's next token comes at the same column
-            ids[i, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
-            mask[i, width - len(prompt):] = 1
+            ids[i, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+            mask[i, width - len(prompt) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = self._forward(requests, input_ids=ids, attention_mask=mask, position_ids=positions)
         for request in requests:
@@ -227,10 +229,15 @@ class _Batch:
 
     def step(self) -> None:
         """One decoding step for every row: feed the pending tokens, sample the next ones."""
-        positions = self.mask.sum(-1, keepdim=True)          # the next token's position = real tokens so far
+        positions = self.mask.sum(-1, keepdim=True)  # the next token's position = real tokens so far
         self.mask = torch.cat([self.mask, torch.ones((self.mask.shape[0], 1), dtype=torch.long)], dim=1)
-        out = self._forward(self.requests, input_ids=self.pending[:, None], attention_mask=self.mask,
-                            position_ids=positions, past_key_values=self.cache)
+        out = self._forward(
+            self.requests,
+            input_ids=self.pending[:, None],
+            attention_mask=self.mask,
+            position_ids=positions,
+            past_key_values=self.cache,
+        )
         self.cache = out.past_key_values
         self.pending = _sample(self.requests, out.logits[:, -1, :].to("cpu"))
 
@@ -278,7 +285,7 @@ def _sample(requests: list[Request], logits: torch.Tensor) -> torch.Tensor:
     chosen = []
     start = 0
     for request in requests:
-        scores = logits[start:start + request.rows].to(dtype=torch.float32, copy=True)
+        scores = logits[start : start + request.rows].to(dtype=torch.float32, copy=True)
         start += request.rows
         decoding = request.decoding
         if request.generated < decoding.min_new_tokens:
@@ -356,8 +363,10 @@ class Scheduler:
             self._waiting = deque(r for r in self._waiting if not r.cancel.is_set())
             if len(self._waiting) >= self.max_waiting:
                 self.stats.refused += 1
-                raise Busy(f"The model is busy: {len(self._waiting)} requests are waiting already",
-                           hint="try again in a few seconds")
+                raise Busy(
+                    f"The model is busy: {len(self._waiting)} requests are waiting already",
+                    hint="try again in a few seconds",
+                )
             self.stats.requests += 1
             self._waiting.append(request)
             if self._worker is None:
@@ -368,8 +377,11 @@ class Scheduler:
     def load(self) -> dict[str, int]:
         """Requests and rows decoding now, requests waiting (health, metrics, screen update pacing)."""
         with self._cv:
-            return {"running_requests": self._running_requests, "running_rows": self._running_rows,
-                    "waiting": len(self._waiting)}
+            return {
+                "running_requests": self._running_requests,
+                "running_rows": self._running_rows,
+                "waiting": len(self._waiting),
+            }
 
     def idle(self, timeout: float = 10.0) -> bool:
         """Wait until nothing runs or waits; True when idle (tests use it to see cancellation take effect)."""

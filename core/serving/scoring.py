@@ -17,6 +17,7 @@ Threads: torch work runs in short-lived threads (see core.serving.generate's not
 on the shared model take the generation lock, because the per-row adapter hooks they install would otherwise
 leak into a chat generating at the same time.
 """
+
 from __future__ import annotations
 
 import time
@@ -30,7 +31,7 @@ from core.serving.generate import SamplingParams, in_short_thread, stream_pair
 from core.serving.host import ModelHost
 from core.serving.scheduler import MODEL_LOCK
 
-MAX_LOGPROB_TOKENS = 1024          # prompt + answer tokens scored per row (the prompt is cut from the left)
+MAX_LOGPROB_TOKENS = 1024  # prompt + answer tokens scored per row (the prompt is cut from the left)
 LOGPROB_BATCH = 4
 
 Messages = list[dict[str, str]]
@@ -44,13 +45,18 @@ class PairAnswers:
     text_b: str
     tokens_a: int
     tokens_b: int
-    latency_a_ms: float           # from the start of the batched call until row A finished
+    latency_a_ms: float  # from the start of the batched call until row A finished
     latency_b_ms: float
 
 
-def generate_pair_answers(studio: ModelHost, rows: tuple[str | None, str | None] | None, prompt: Messages,
-                          sampling: SamplingParams, seed: int,
-                          policies: tuple[str, str] | None = None) -> PairAnswers:
+def generate_pair_answers(
+    studio: ModelHost,
+    rows: tuple[str | None, str | None] | None,
+    prompt: Messages,
+    sampling: SamplingParams,
+    seed: int,
+    policies: tuple[str, str] | None = None,
+) -> PairAnswers:
     """Both rows' answers from one batched call; per-row latency = when that row stopped growing.
 
     ``policies``: the two versions by name, for comparisons that an external inference engine serves when one
@@ -70,27 +76,33 @@ def generate_pair_answers(studio: ModelHost, rows: tuple[str | None, str | None]
             if done and done_at[i] is None:
                 done_at[i] = now
     assert final is not None and final.latency_ms is not None
-    return PairAnswers(final.text_a, final.text_b, final.new_tokens_a, final.new_tokens_b,
-                       done_at[0] or final.latency_ms, done_at[1] or final.latency_ms)
+    return PairAnswers(
+        final.text_a,
+        final.text_b,
+        final.new_tokens_a,
+        final.new_tokens_b,
+        done_at[0] or final.latency_ms,
+        done_at[1] or final.latency_ms,
+    )
 
 
 def encode_answer(tokenizer: Any, prompt: Messages, answer: str) -> tuple[list[int], list[int]]:
     """(prompt ids, answer ids) as the chat template renders them; the answer includes its end-of-turn."""
     prompt_text = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
-    full_text = tokenizer.apply_chat_template(list(prompt) + [{"role": "assistant", "content": answer}],
-                                              tokenize=False)
+    full_text = tokenizer.apply_chat_template(list(prompt) + [{"role": "assistant", "content": answer}], tokenize=False)
     if full_text.startswith(prompt_text):
-        answer_text = full_text[len(prompt_text):]
+        answer_text = full_text[len(prompt_text) :]
     else:  # a template that rewrites earlier turns: fall back to the answer plus eos
         answer_text = answer + (tokenizer.eos_token or "")
     prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
-    answer_ids = tokenizer(answer_text, add_special_tokens=False)["input_ids"][:MAX_LOGPROB_TOKENS // 2]
+    answer_ids = tokenizer(answer_text, add_special_tokens=False)["input_ids"][: MAX_LOGPROB_TOKENS // 2]
     keep = MAX_LOGPROB_TOKENS - len(answer_ids)
     return prompt_ids[-keep:], answer_ids
 
 
-def sequence_logprobs(studio: ModelHost, adapters: Sequence[str | None], prompts: Sequence[Messages],
-                      answers: Sequence[str]) -> list[tuple[float, int]]:
+def sequence_logprobs(
+    studio: ModelHost, adapters: Sequence[str | None], prompts: Sequence[Messages], answers: Sequence[str]
+) -> list[tuple[float, int]]:
     """(sum of log pi(answer tokens | prompt), answer token count) per row, row i under adapter ``adapters[i]``
     (a loaded adapter name, or None for the base) on the shared model."""
     import torch
@@ -102,8 +114,10 @@ def sequence_logprobs(studio: ModelHost, adapters: Sequence[str | None], prompts
     loaded = lora_adapter_names(model)
     unknown = sorted({a for a in adapters if a} - loaded)
     if unknown:
-        raise ValidationError(f"adapter(s) {', '.join(unknown)} are not loaded on the model",
-                              hint="load them with Studio.adapter_rows first")
+        raise ValidationError(
+            f"adapter(s) {', '.join(unknown)} are not loaded on the model",
+            hint="load them with Studio.adapter_rows first",
+        )
     has_adapters = bool(loaded)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
@@ -111,20 +125,21 @@ def sequence_logprobs(studio: ModelHost, adapters: Sequence[str | None], prompts
         out: list[tuple[float, int]] = []
         with MODEL_LOCK, torch.inference_mode():
             for start in range(0, len(encoded), LOGPROB_BATCH):
-                batch = encoded[start:start + LOGPROB_BATCH]
-                rows = [n or BASE_ADAPTER for n in adapters[start:start + LOGPROB_BATCH]] if has_adapters else None
+                batch = encoded[start : start + LOGPROB_BATCH]
+                rows = [n or BASE_ADAPTER for n in adapters[start : start + LOGPROB_BATCH]] if has_adapters else None
                 width = max(len(p) + len(a) for p, a in batch)
                 ids = torch.full((len(batch), width), pad, dtype=torch.long)
                 mask = torch.zeros((len(batch), width), dtype=torch.long)
                 for i, (p, a) in enumerate(batch):
-                    ids[i, :len(p) + len(a)] = torch.tensor(p + a)
-                    mask[i, :len(p) + len(a)] = 1
+                    ids[i, : len(p) + len(a)] = torch.tensor(p + a)
+                    mask[i, : len(p) + len(a)] = 1
                 with mixed_adapters(model, rows) as extra:
-                    logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
-                                   **extra).logits.float()
+                    logits = model(
+                        input_ids=ids.to(model.device), attention_mask=mask.to(model.device), **extra
+                    ).logits.float()
                 logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None].to(logits.device))[..., 0]
                 for i, (p, a) in enumerate(batch):
-                    out.append((float(logp[i, len(p) - 1:len(p) + len(a) - 1].sum()), len(a)))
+                    out.append((float(logp[i, len(p) - 1 : len(p) + len(a) - 1].sum()), len(a)))
         return out
 
     return in_short_thread(run)

@@ -16,6 +16,7 @@ Targets (:class:`HubTarget`, :class:`DirTarget`) store snapshots; :func:`take_sn
 loads one into an empty data dir, and :class:`~core.share.backup_service.BackupService` takes them in the
 background. A restore checks every file against the manifest before anything lands in the data dir.
 """
+
 from __future__ import annotations
 
 import errno
@@ -80,9 +81,11 @@ class RestoreResult:
     moved_aside: Path | None = None
 
     def line(self) -> str:
-        ref = self.ref[:12] if len(self.ref) == 40 else self.ref   # a Hub commit is shown short, as git does
-        return (f"restored {_count(self.votes, 'vote')}, {_count(self.versions, 'version')} from {self.source}@{ref} "
-                f"({self.files} files)")
+        ref = self.ref[:12] if len(self.ref) == 40 else self.ref  # a Hub commit is shown short, as git does
+        return (
+            f"restored {_count(self.votes, 'vote')}, {_count(self.versions, 'version')} from {self.source}@{ref} "
+            f"({self.files} files)"
+        )
 
 
 class BackupTarget(Protocol):
@@ -131,13 +134,15 @@ def data_files(data_dir: Path, running_run_dirs: list[Path] | None = None) -> di
 
 
 def _newest_checkpoint(run_dir: Path) -> str | None:
-    steps = [(int(p.name.split("-")[1]), p.name) for p in run_dir.glob("checkpoint-*")
-             if p.name.split("-")[1].isdigit()]
+    steps = [
+        (int(p.name.split("-")[1]), p.name) for p in run_dir.glob("checkpoint-*") if p.name.split("-")[1].isdigit()
+    ]
     return max(steps)[1] if steps else None
 
 
-def take_snapshot(db: Database, data_dir: Path, stage: Path, reason: str,
-                  running_run_dirs: list[Path] | None = None) -> tuple[dict[str, Any], dict[str, Path]]:
+def take_snapshot(
+    db: Database, data_dir: Path, stage: Path, reason: str, running_run_dirs: list[Path] | None = None
+) -> tuple[dict[str, Any], dict[str, Path]]:
     """Write the tables into ``stage/db`` and describe everything in a manifest; returns (manifest, files)."""
     with _clear_errors("writing the snapshot", stage):
         shutil.rmtree(stage, ignore_errors=True)
@@ -147,10 +152,17 @@ def take_snapshot(db: Database, data_dir: Path, stage: Path, reason: str,
         files.update(data_files(data_dir, running_run_dirs))
         tables = exported_row_counts(stage / "db")
         manifest = {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "schema_version": db.schema_version,
-            "studio_version": __version__, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "reason": reason, "data_dir": str(data_dir.resolve()), "tables": tables,
-            "votes": tables.get("preferences", 0), "versions": _versions(db), "redactions": redaction_count(db),
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "schema_version": db.schema_version,
+            "studio_version": __version__,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "reason": reason,
+            "data_dir": str(data_dir.resolve()),
+            "tables": tables,
+            "votes": tables.get("preferences", 0),
+            "versions": _versions(db),
+            "redactions": redaction_count(db),
             "files": {name: {"sha256": _sha256(path), "size": path.stat().st_size} for name, path in files.items()},
         }
     return manifest, files
@@ -166,8 +178,10 @@ def _versions(db: Database) -> int:
 
 
 def snapshot_title(manifest: dict[str, Any]) -> str:
-    return (f"{COMMIT_PREFIX}: {_count(manifest['votes'], 'vote')}, {_count(manifest['versions'], 'version')}, "
-            f"{len(manifest['files'])} files ({manifest['reason']})")
+    return (
+        f"{COMMIT_PREFIX}: {_count(manifest['votes'], 'vote')}, {_count(manifest['versions'], 'version')}, "
+        f"{len(manifest['files'])} files ({manifest['reason']})"
+    )
 
 
 # --- restore -------------------------------------------------------------------------------------------------
@@ -189,8 +203,10 @@ def restore(target: BackupTarget, data_dir: Path, ref: str | None = None, force:
     moved = None
     if data_dir_in_use(data_dir):
         if not force:
-            raise DataDirNotEmpty(f"{data_dir} already holds a studio (a database or runs)",
-                                  hint="restore into a new --data-dir, or pass --force to move this one aside first")
+            raise DataDirNotEmpty(
+                f"{data_dir} already holds a studio (a database or runs)",
+                hint="restore into a new --data-dir, or pass --force to move this one aside first",
+            )
         moved = data_dir.with_name(f"{data_dir.name}.before-restore-{time.strftime('%Y%m%d-%H%M%S')}")
         data_dir.rename(moved)
     stage = data_dir.parent / f".restore-{data_dir.name}-{os.getpid()}"
@@ -223,13 +239,19 @@ def restore(target: BackupTarget, data_dir: Path, ref: str | None = None, force:
 def check_snapshot(manifest: dict[str, Any], folder: Path) -> None:
     """Refuse what must not be loaded: not a studio snapshot, a newer schema, a missing or altered file."""
     if manifest.get("format") != FORMAT:
-        raise BackupRefused("This is not a studio backup (its manifest has no studio format)",
-                            hint="pick a snapshot written by `launch.py backup` or the studio's backup")
-    if (int(manifest.get("format_version", 0)) > FORMAT_VERSION
-            or int(manifest["schema_version"]) > latest_schema_version()):
-        raise BackupRefused(f"This snapshot comes from a newer studio (schema {manifest['schema_version']}, "
-                            f"this studio knows up to {latest_schema_version()})",
-                            hint="upgrade the studio (git pull; make setup), then restore again")
+        raise BackupRefused(
+            "This is not a studio backup (its manifest has no studio format)",
+            hint="pick a snapshot written by `launch.py backup` or the studio's backup",
+        )
+    if (
+        int(manifest.get("format_version", 0)) > FORMAT_VERSION
+        or int(manifest["schema_version"]) > latest_schema_version()
+    ):
+        raise BackupRefused(
+            f"This snapshot comes from a newer studio (schema {manifest['schema_version']}, "
+            f"this studio knows up to {latest_schema_version()})",
+            hint="upgrade the studio (git pull; make setup), then restore again",
+        )
     bad = []
     for name, info in manifest["files"].items():
         path = folder / name
@@ -238,9 +260,11 @@ def check_snapshot(manifest: dict[str, Any], folder: Path) -> None:
         elif path.stat().st_size != info["size"] or _sha256(path) != info["sha256"]:
             bad.append(f"{name} does not match its checksum")
     if bad:
-        raise BackupRefused(f"The snapshot is partial or corrupt: {'; '.join(bad[:3])}"
-                            + (f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""),
-                            hint="restore an earlier snapshot (`launch.py backup --list`, then --revision)")
+        raise BackupRefused(
+            f"The snapshot is partial or corrupt: {'; '.join(bad[:3])}"
+            + (f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""),
+            hint="restore an earlier snapshot (`launch.py backup --list`, then --revision)",
+        )
 
 
 # --- targets -------------------------------------------------------------------------------------------------
@@ -323,7 +347,7 @@ class HubTarget:
     def __init__(self, repo_id: str, private: bool = True, token: str | None = None) -> None:
         self.repo_id, self.private = repo_id, private
         self._token = token
-        self._previous: set[str] | None = None   # files of the last snapshot pushed (to delete what went away)
+        self._previous: set[str] | None = None  # files of the last snapshot pushed (to delete what went away)
 
     def describe(self) -> str:
         return self.repo_id
@@ -336,39 +360,55 @@ class HubTarget:
         from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
         api, token = self._api()
-        hub.hub_call(lambda: api.create_repo(self.repo_id, repo_type="dataset", private=self.private, exist_ok=True),
-                     token, f"creating the backup repo {self.repo_id}")
+        hub.hub_call(
+            lambda: api.create_repo(self.repo_id, repo_type="dataset", private=self.private, exist_ok=True),
+            token,
+            f"creating the backup repo {self.repo_id}",
+        )
         if self._previous is None:
             self._previous = set(self._remote_manifest(api, token, None).get("files", {}))
         operations: list[Any] = [CommitOperationAdd(name, str(path)) for name, path in files.items()]
         operations += [CommitOperationDelete(name) for name in sorted(self._previous - set(files))]
         operations.append(CommitOperationAdd(MANIFEST, json.dumps(manifest, indent=1).encode()))
-        info = hub.hub_call(lambda: api.create_commit(self.repo_id, operations, commit_message=title,
-                                                      repo_type="dataset"), token, f"backing up to {self.repo_id}")
+        info = hub.hub_call(
+            lambda: api.create_commit(self.repo_id, operations, commit_message=title, repo_type="dataset"),
+            token,
+            f"backing up to {self.repo_id}",
+        )
         self._previous = set(files)
         return str(info.oid)
 
     def _remote_manifest(self, api: Any, token: str, ref: str | None) -> dict[str, Any]:
         """The manifest at ``ref`` (default: the newest); {} when the repo or its manifest does not exist yet."""
         try:
-            path = hub.hub_call(lambda: api.hf_hub_download(self.repo_id, MANIFEST, repo_type="dataset", revision=ref),
-                                token, f"reading the backup manifest of {self.repo_id}")
+            path = hub.hub_call(
+                lambda: api.hf_hub_download(self.repo_id, MANIFEST, repo_type="dataset", revision=ref),
+                token,
+                f"reading the backup manifest of {self.repo_id}",
+            )
         except hub.HubNotFound:
             if ref is None:
                 return {}
-            raise BackupError(f"No snapshot {ref} in {self.repo_id}",
-                              hint="list them with `launch.py backup --list`") from None
+            raise BackupError(
+                f"No snapshot {ref} in {self.repo_id}", hint="list them with `launch.py backup --list`"
+            ) from None
         return json.loads(Path(path).read_text(encoding="utf-8"))
 
     def snapshots(self) -> list[Snapshot]:
         api, token = self._api()
         try:
-            commits = hub.hub_call(lambda: api.list_repo_commits(self.repo_id, repo_type="dataset"), token,
-                                   f"listing the snapshots in {self.repo_id}")
-        except hub.HubNotFound:   # no repo yet: no snapshot
+            commits = hub.hub_call(
+                lambda: api.list_repo_commits(self.repo_id, repo_type="dataset"),
+                token,
+                f"listing the snapshots in {self.repo_id}",
+            )
+        except hub.HubNotFound:  # no repo yet: no snapshot
             return []
-        return [Snapshot(c.commit_id, c.created_at.isoformat(timespec="seconds"), c.title)
-                for c in commits if c.title.startswith(COMMIT_PREFIX)]
+        return [
+            Snapshot(c.commit_id, c.created_at.isoformat(timespec="seconds"), c.title)
+            for c in commits
+            if c.title.startswith(COMMIT_PREFIX)
+        ]
 
     def fetch(self, ref: str | None, into: Path) -> tuple[str, dict[str, Any]]:
         api, token = self._api()
@@ -376,13 +416,17 @@ class HubTarget:
         if not snaps:
             raise BackupError(f"{self.repo_id} holds no snapshot", hint="back up first (`launch.py backup`)")
         ref = ref or snaps[0].ref
-        hub.hub_call(lambda: api.snapshot_download(self.repo_id, repo_type="dataset", revision=ref,
-                                                   local_dir=str(into)),
-                     token, f"downloading snapshot {ref[:12]} of {self.repo_id}")
+        hub.hub_call(
+            lambda: api.snapshot_download(self.repo_id, repo_type="dataset", revision=ref, local_dir=str(into)),
+            token,
+            f"downloading snapshot {ref[:12]} of {self.repo_id}",
+        )
         manifest_path = into / MANIFEST
         if not manifest_path.is_file():
-            raise BackupRefused(f"Commit {ref[:12]} of {self.repo_id} has no {MANIFEST}",
-                                hint="pick a commit the studio's backup wrote (`launch.py backup --list`)")
+            raise BackupRefused(
+                f"Commit {ref[:12]} of {self.repo_id} has no {MANIFEST}",
+                hint="pick a commit the studio's backup wrote (`launch.py backup --list`)",
+            )
         return ref, json.loads(manifest_path.read_text(encoding="utf-8"))
 
     def manifest(self, ref: str) -> dict[str, Any]:
@@ -391,9 +435,13 @@ class HubTarget:
 
     def squash(self) -> None:
         api, token = self._api()
-        hub.hub_call(lambda: api.super_squash_history(self.repo_id, repo_type="dataset",
-                                                      commit_message=f"{COMMIT_PREFIX}: history rewritten"),
-                     token, f"rewriting the history of {self.repo_id}")
+        hub.hub_call(
+            lambda: api.super_squash_history(
+                self.repo_id, repo_type="dataset", commit_message=f"{COMMIT_PREFIX}: history rewritten"
+            ),
+            token,
+            f"rewriting the history of {self.repo_id}",
+        )
 
 
 def target_from(repo: str | None, directory: Path | None, public: bool = False) -> BackupTarget | None:
@@ -432,9 +480,13 @@ class _clear_errors:
     def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
         if isinstance(exc, OSError) and not isinstance(exc, StudioError):
             if exc.errno == errno.ENOSPC:
-                raise BackupError(f"The disk is full while {self.doing} ({self.where})",
-                                  hint="free space there, or back up to another disk") from None
+                raise BackupError(
+                    f"The disk is full while {self.doing} ({self.where})",
+                    hint="free space there, or back up to another disk",
+                ) from None
             if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-                raise BackupError(f"No permission to write while {self.doing} ({exc.filename or self.where})",
-                                  hint="give the studio's user write access there, or pick another folder") from None
+                raise BackupError(
+                    f"No permission to write while {self.doing} ({exc.filename or self.where})",
+                    hint="give the studio's user write access there, or pick another folder",
+                ) from None
         return False

@@ -6,6 +6,7 @@ DATABASE) and uploads from its own staging folder, so whatever the Hub does (dow
 and never a vote. A failed backup is retried with backoff (5 s, 10 s, 20 s, ... up to the interval) and the next
 good one catches up on everything, because every snapshot is whole.
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,19 +31,34 @@ STAGE = ".backup-stage"
 class BackupService:
     """One thread per studio. ``status()`` is what the health answer, the Settings page and /metrics show."""
 
-    def __init__(self, db: Database, data_dir: Path, target: BackupTarget, every: float,
-                 running_run_dirs: Callable[[], list[Path]] | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        data_dir: Path,
+        target: BackupTarget,
+        every: float,
+        running_run_dirs: Callable[[], list[Path]] | None = None,
+    ) -> None:
         self.db, self.data_dir, self.target, self.every = db, Path(data_dir), target, float(every)
         self._running_run_dirs = running_run_dirs
         self._wake = threading.Event()
-        self._lock = threading.Lock()          # one snapshot at a time (the thread, "Back up now", shutdown)
+        self._lock = threading.Lock()  # one snapshot at a time (the thread, "Back up now", shutdown)
         self._stopping = False
         self._reason = "scheduled"
         self._backed_fingerprint: tuple | None = None
-        self._state: dict[str, Any] = {"last_good_at": None, "last_started_at": None, "last_ref": None,
-                                       "last_title": None, "last_seconds": None, "last_error": None,
-                                       "last_error_at": None, "failures": 0, "running": False,
-                                       "history_start": None, "started_at": time.time()}
+        self._state: dict[str, Any] = {
+            "last_good_at": None,
+            "last_started_at": None,
+            "last_ref": None,
+            "last_title": None,
+            "last_seconds": None,
+            "last_error": None,
+            "last_error_at": None,
+            "failures": 0,
+            "running": False,
+            "history_start": None,
+            "started_at": time.time(),
+        }
         self._thread: threading.Thread | None = None
         self._oldest_redactions: int | None = None
         self._refreshed = False
@@ -77,7 +93,7 @@ class BackupService:
         with self._lock:
             self._state["running"] = True
             started, started_at = time.monotonic(), _now()
-            fingerprint = self._fingerprint()   # before reading: writes during the snapshot count as pending
+            fingerprint = self._fingerprint()  # before reading: writes during the snapshot count as pending
             stage = self.data_dir / STAGE
             try:
                 running = self._running_run_dirs() if self._running_run_dirs else None
@@ -85,20 +101,34 @@ class BackupService:
                 title = snapshot_title(manifest)
                 ref = self.target.push(manifest, files, title)
             except StudioError as exc:
-                self._state.update(last_error=exc.message, last_error_at=_now(), running=False,
-                                   failures=self._state["failures"] + 1)
+                self._state.update(
+                    last_error=exc.message, last_error_at=_now(), running=False, failures=self._state["failures"] + 1
+                )
                 raise
             except Exception as exc:  # noqa: BLE001 - recorded and shown; the thread retries
-                self._state.update(last_error=f"{type(exc).__name__}: {exc}", last_error_at=_now(), running=False,
-                                   failures=self._state["failures"] + 1)
-                raise StudioError(f"The backup failed: {type(exc).__name__}: {exc}",
-                                  hint="see the studio's log; the next backup tries again") from exc
+                self._state.update(
+                    last_error=f"{type(exc).__name__}: {exc}",
+                    last_error_at=_now(),
+                    running=False,
+                    failures=self._state["failures"] + 1,
+                )
+                raise StudioError(
+                    f"The backup failed: {type(exc).__name__}: {exc}",
+                    hint="see the studio's log; the next backup tries again",
+                ) from exc
             finally:
                 shutil.rmtree(stage, ignore_errors=True)
             self._backed_fingerprint = fingerprint
-            self._state.update(last_good_at=_now(), last_ref=ref, last_title=title, running=False, failures=0,
-                               last_seconds=round(time.monotonic() - started, 3), last_error=None,
-                               last_started_at=started_at)
+            self._state.update(
+                last_good_at=_now(),
+                last_ref=ref,
+                last_title=title,
+                running=False,
+                failures=0,
+                last_seconds=round(time.monotonic() - started, 3),
+                last_error=None,
+                last_started_at=started_at,
+            )
         self._refresh_history()
         return Snapshot(ref, self._state["last_good_at"], title)
 
@@ -128,8 +158,7 @@ class BackupService:
                 delay = self.every
             except StudioError as exc:
                 delay = min(self.every, FIRST_RETRY_S * 2 ** (self._state["failures"] - 1))
-                log.warning("backup to %s failed (%s); retrying in %.0f s", self.target.describe(), exc.message,
-                            delay)
+                log.warning("backup to %s failed (%s); retrying in %.0f s", self.target.describe(), exc.message, delay)
 
     # -- state --------------------------------------------------------------------------------------------
     def _fingerprint(self) -> tuple:
@@ -154,7 +183,7 @@ class BackupService:
             log.warning("listing the backups in %s failed: %s", self.target.describe(), exc.message)
             return
         self._state["history_start"] = snaps[-1].created_at if snaps else None
-        try:   # the oldest snapshot's redaction count: fewer than now means it may hold redacted text
+        try:  # the oldest snapshot's redaction count: fewer than now means it may hold redacted text
             self._oldest_redactions = int(self.target.manifest(snaps[-1].ref).get("redactions", 0)) if snaps else None
         except StudioError as exc:
             log.warning("reading the oldest backup's manifest failed: %s", exc.message)
@@ -175,11 +204,15 @@ class BackupService:
             self._refresh_history()
         oldest = self._oldest_redactions
         holds_redacted = oldest is not None and redaction_count(self.db) > oldest
-        return {"target": self.target.describe(), "kind": "directory" if isinstance(self.target, DirTarget) else "hub",
-                "every_s": self.every, "pending": self.pending(),
-                "seconds_since_last_good": self.seconds_since_last_good(),
-                "history_holds_redacted": holds_redacted,
-                **{k: v for k, v in self._state.items() if k != "started_at"}}
+        return {
+            "target": self.target.describe(),
+            "kind": "directory" if isinstance(self.target, DirTarget) else "hub",
+            "every_s": self.every,
+            "pending": self.pending(),
+            "seconds_since_last_good": self.seconds_since_last_good(),
+            "history_holds_redacted": holds_redacted,
+            **{k: v for k, v in self._state.items() if k != "started_at"},
+        }
 
 
 def _now() -> str:

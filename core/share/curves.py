@@ -2,15 +2,18 @@
 
 Pillow only, so exporting needs no plotting dependency.
 """
+
 from __future__ import annotations
 
 import io
 
 CURVES_FILE = "training_curves.png"
 
-_PANELS = (("Loss", ("loss",)),
-           ("Reward", ("rewards/chosen", "rewards/rejected", "rewards/margins", "reward")),
-           ("KL", ("kl", "objective/kl")))
+_PANELS = (
+    ("Loss", ("loss",)),
+    ("Reward", ("rewards/chosen", "rewards/rejected", "rewards/margins", "reward")),
+    ("KL", ("kl", "objective/kl")),
+)
 _COLORS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189))
 
 
@@ -51,8 +54,10 @@ def curves_png(series: dict[str, list[tuple[int, float]]], width: int = 1200, he
         draw.text(((left + right) // 2, bottom + 6), "step", fill="black", font=font, anchor="mt")
         for k, (name, points) in enumerate(lines):
             color = _COLORS[k % len(_COLORS)]
-            xy = [(left + (s - x0) / (x1 - x0) * (right - left), bottom - (v - y0) / (y1 - y0) * (bottom - top))
-                  for s, v in points]
+            xy = [
+                (left + (s - x0) / (x1 - x0) * (right - left), bottom - (v - y0) / (y1 - y0) * (bottom - top))
+                for s, v in points
+            ]
             if len(xy) == 1:
                 draw.ellipse((xy[0][0] - 3, xy[0][1] - 3, xy[0][0] + 3, xy[0][1] + 3), fill=color)
             else:
@@ -68,18 +73,24 @@ def curves_png(series: dict[str, list[tuple[int, float]]], width: int = 1200, he
 # --- reading curves -----------------------------------------------------------------------------------------------
 
 # What each plotted metric is, in words: two figures called "accuracy" must never be confused (issue 25).
-CURVE_TITLES = {   # metric -> (chart title, what it is)
+CURVE_TITLES = {  # metric -> (chart title, what it is)
     "loss": ("training loss", "solid: on the training pairs; dashed: on held-out pairs never trained on"),
-    "rewards/accuracies": ("DPO reward accuracy", "rewards/accuracies: share of pairs whose chosen answer the version "
-                           "raised more than the rejected one, relative to the reference. Not the report's log-prob "
-                           "ranking accuracy, which ranks the two answers by the version's own probabilities."),
+    "rewards/accuracies": (
+        "DPO reward accuracy",
+        "rewards/accuracies: share of pairs whose chosen answer the version "
+        "raised more than the rejected one, relative to the reference. Not the report's log-prob "
+        "ranking accuracy, which ranks the two answers by the version's own probabilities.",
+    ),
     "rewards/margins": ("DPO reward margin", "rewards/margins: beta x (chosen log-ratio - rejected log-ratio)"),
-    "labeled_logratio": ("log-ratio on the labeled answers", "labeled_logratio: probability the version moved onto "
-                         "(+) or off (-) the chosen and rejected answers, per answer; not a KL (a KL is never "
-                         "negative: the report measures it on the version's own answers)"),
+    "labeled_logratio": (
+        "log-ratio on the labeled answers",
+        "labeled_logratio: probability the version moved onto "
+        "(+) or off (-) the chosen and rejected answers, per answer; not a KL (a KL is never "
+        "negative: the report measures it on the version's own answers)",
+    ),
     "kl": ("KL to the reference", "online RL, on the policy's own samples"),
 }
-OVERFIT_RISE = 0.05   # held-out loss this far (relative) above its best while training loss kept falling
+OVERFIT_RISE = 0.05  # held-out loss this far (relative) above its best while training loss kept falling
 
 
 def overfitting_step(train: list[tuple[int, float]], held_out: list[tuple[int, float]]) -> int | None:
@@ -93,6 +104,6 @@ def overfitting_step(train: list[tuple[int, float]], held_out: list[tuple[int, f
     last_step, last = max(held_out)
     if best_step >= last_step or last <= best + OVERFIT_RISE * max(abs(best), 1e-6):
         return None
-    before = [v for s, v in train if s <= best_step] or [train[0][1]]   # held-out evaluation starts at step 0
+    before = [v for s, v in train if s <= best_step] or [train[0][1]]  # held-out evaluation starts at step 0
     after = [v for s, v in train if s >= last_step - 1e-9] or [train[-1][1]]
     return best_step if after[-1] < before[-1] else None

@@ -18,6 +18,7 @@ partial folder, then renamed and registered in one transaction), so nothing is h
 What a version is made of (its adapter, base model, tokenizer) is read by core.share.versions; pushing a
 folder to the Hub is core.share.hub. Only admins export.
 """
+
 from __future__ import annotations
 
 import io
@@ -56,7 +57,7 @@ class ExportResult:
     files: tuple[str, ...]
 
 
-MODEL_KINDS = ("adapter", "merged", "gguf", "quantized")   # exports of a version's weights: the release gate applies
+MODEL_KINDS = ("adapter", "merged", "gguf", "quantized")  # exports of a version's weights: the release gate applies
 
 
 def exports_dir(data_dir: Path | str) -> Path:
@@ -66,8 +67,10 @@ def exports_dir(data_dir: Path | str) -> Path:
 
 def exportable_versions(db: Database) -> list[dict[str, Any]]:
     """Live policy versions with weights of their own: an adapter, or full weights (``model_path``)."""
-    rows = db.query("SELECT id, name, algorithm, base_model, adapter_path, config, created_at FROM policies"
-                    " WHERE deleted_at IS NULL AND algorithm IS NOT NULL AND algorithm <> 'reward' ORDER BY id")
+    rows = db.query(
+        "SELECT id, name, algorithm, base_model, adapter_path, config, created_at FROM policies"
+        " WHERE deleted_at IS NULL AND algorithm IS NOT NULL AND algorithm <> 'reward' ORDER BY id"
+    )
     out = []
     for row in rows:
         config = json.loads(row["config"]) if row["config"] else {}
@@ -76,15 +79,17 @@ def exportable_versions(db: Database) -> list[dict[str, Any]]:
     return out
 
 
-def export_adapter(db: Database, data_dir: Path | str, version: str, user: Any,
-                   card: CardOptions | None = None) -> ExportResult:
+def export_adapter(
+    db: Database, data_dir: Path | str, version: str, user: Any, card: CardOptions | None = None
+) -> ExportResult:
     """The version's LoRA adapter in standard PEFT layout, with tokenizer, model card and training curves."""
     require_admin(user)
     card = card or CardOptions()
     policy = trained_version(db, version)
     if not policy["adapter_path"]:
-        raise ValidationError(f"{version} has no LoRA adapter (it was fully fine-tuned)",
-                              hint="export it as a merged model instead")
+        raise ValidationError(
+            f"{version} has no LoRA adapter (it was fully fine-tuned)", hint="export it as a merged model instead"
+        )
     adapter_dir = existing_dir(policy["adapter_path"], version)
     if not (adapter_dir / "adapter_config.json").is_file():
         raise NotFound(f"{adapter_dir} has no adapter_config.json", hint="the adapter directory is incomplete")
@@ -98,14 +103,20 @@ def export_adapter(db: Database, data_dir: Path | str, version: str, user: Any,
         _copy_adapter_weights(adapter_dir, out)
         load_tokenizer(adapter_dir, policy, data_dir).save_pretrained(str(out))
         _write_run_files(db, policy, card, base_id, out, "adapter")
-        return {"kind": "adapter", "policy_id": policy["id"], "version": version,
-                "base_model": base_id or policy["base_model"], "data_hash": policy["data_hash"]}
+        return {
+            "kind": "adapter",
+            "policy_id": policy["id"],
+            "version": version,
+            "base_model": base_id or policy["base_model"],
+            "data_hash": policy["data_hash"],
+        }
 
     return _register(db, data_dir, f"{version}-adapter", build, user)
 
 
-def export_merged(db: Database, data_dir: Path | str, version: str, user: Any, dtype: str = "float32",
-                  card: CardOptions | None = None) -> ExportResult:
+def export_merged(
+    db: Database, data_dir: Path | str, version: str, user: Any, dtype: str = "float32", card: CardOptions | None = None
+) -> ExportResult:
     """Base + adapter merged into plain weights (safetensors) in ``dtype``; full fine-tunes are converted."""
     policy, card, base_id = _prepare(db, user, version, card, ("dtype", dtype, DTYPES))
 
@@ -124,15 +135,27 @@ def export_merged(db: Database, data_dir: Path | str, version: str, user: Any, d
 
         in_short_thread(merge, name="studio-export")
         _write_run_files(db, policy, card, base_id, out, "merged", dtype)
-        return {"kind": "merged", "policy_id": policy["id"], "version": version,
-                "base_model": base_id or policy["base_model"], "dtype": dtype, "data_hash": policy["data_hash"]}
+        return {
+            "kind": "merged",
+            "policy_id": policy["id"],
+            "version": version,
+            "base_model": base_id or policy["base_model"],
+            "dtype": dtype,
+            "data_hash": policy["data_hash"],
+        }
 
     return _register(db, data_dir, f"{version}-merged-{dtype}", build, user)
 
 
-def export_gguf(db: Database, data_dir: Path | str, version: str, user: Any, quant: str = "q8_0",
-                card: CardOptions | None = None, progress: Callable[[int, int, str], None] | None = None
-                ) -> ExportResult:
+def export_gguf(
+    db: Database,
+    data_dir: Path | str,
+    version: str,
+    user: Any,
+    quant: str = "q8_0",
+    card: CardOptions | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> ExportResult:
     """The merged version as one GGUF file (core.share.gguf_export) with an Ollama ``Modelfile`` and a card: runs in
     llama.cpp, Ollama and LM Studio; transformers loads it back with ``gguf_file=``."""
     from core.serving.generate import SamplingParams, in_short_thread
@@ -147,29 +170,40 @@ def export_gguf(db: Database, data_dir: Path | str, version: str, user: Any, qua
             title = f"{(base_id or 'model').split('/')[-1]} {version} (RLHF Studio)"
             info = write_gguf(model, tokenizer, out / file_name, quant, title, progress)
             sampling = SamplingParams()
-            (out / "Modelfile").write_text(modelfile(file_name, tokenizer, sampling.temperature, sampling.top_p,
-                                                     sampling.max_new_tokens), encoding="utf-8")
+            (out / "Modelfile").write_text(
+                modelfile(file_name, tokenizer, sampling.temperature, sampling.top_p, sampling.max_new_tokens),
+                encoding="utf-8",
+            )
             return info
 
         info = in_short_thread(convert, name="studio-export")
         _write_run_files(db, policy, card, base_id, out, "gguf", quant, gguf=(file_name, info))
-        return {"kind": "gguf", "policy_id": policy["id"], "version": version,
-                "base_model": base_id or policy["base_model"], "dtype": quant, "data_hash": policy["data_hash"]}
+        return {
+            "kind": "gguf",
+            "policy_id": policy["id"],
+            "version": version,
+            "base_model": base_id or policy["base_model"],
+            "dtype": quant,
+            "data_hash": policy["data_hash"],
+        }
 
     return _register(db, data_dir, f"{version}-{quant}-gguf", build, user)
 
 
-def export_quantized(db: Database, data_dir: Path | str, version: str, user: Any, bits: str = "nf4",
-                     card: CardOptions | None = None) -> ExportResult:
+def export_quantized(
+    db: Database, data_dir: Path | str, version: str, user: Any, bits: str = "nf4", card: CardOptions | None = None
+) -> ExportResult:
     """The merged version quantized with bitsandbytes (4-bit NF4 or 8-bit), saved so ``from_pretrained`` loads it
     quantized. bitsandbytes quantizes on CUDA: elsewhere this refuses and points to GGUF, which is built for CPUs."""
     import torch
 
     policy, card, base_id = _prepare(db, user, version, card, ("bitsandbytes type", bits, QUANTIZED_BITS))
     if not torch.cuda.is_available():
-        raise ValidationError("bitsandbytes quantization needs a CUDA GPU, and this machine has none",
-                              hint="export GGUF q8_0 or q4_0 instead (it is made for CPUs), or run this export "
-                                   "on a machine with a GPU", code="needs_cuda")
+        raise ValidationError(
+            "bitsandbytes quantization needs a CUDA GPU, and this machine has none",
+            hint="export GGUF q8_0 or q4_0 instead (it is made for CPUs), or run this export on a machine with a GPU",
+            code="needs_cuda",
+        )
 
     def build(out: Path) -> dict[str, Any]:
         from transformers import AutoModelForCausalLM, BitsAndBytesConfig
@@ -178,26 +212,42 @@ def export_quantized(db: Database, data_dir: Path | str, version: str, user: Any
         model, tokenizer = merged_model(policy, version, data_dir)
         model.save_pretrained(str(merged_dir), safe_serialization=True)
         del model
-        quantization = (BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                           bnb_4bit_compute_dtype=torch.bfloat16) if bits == "nf4"
-                        else BitsAndBytesConfig(load_in_8bit=True))
-        quantized = AutoModelForCausalLM.from_pretrained(str(merged_dir), quantization_config=quantization,
-                                                         device_map={"": 0})
+        quantization = (
+            BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+            if bits == "nf4"
+            else BitsAndBytesConfig(load_in_8bit=True)
+        )
+        quantized = AutoModelForCausalLM.from_pretrained(
+            str(merged_dir), quantization_config=quantization, device_map={"": 0}
+        )
         if base_id:
             quantized.config._name_or_path = base_id
         quantized.save_pretrained(str(out), safe_serialization=True)
         tokenizer.save_pretrained(str(out))
         shutil.rmtree(merged_dir)
         _write_run_files(db, policy, card, base_id, out, "quantized", bits)
-        return {"kind": "quantized", "policy_id": policy["id"], "version": version,
-                "base_model": base_id or policy["base_model"], "dtype": bits, "data_hash": policy["data_hash"]}
+        return {
+            "kind": "quantized",
+            "policy_id": policy["id"],
+            "version": version,
+            "base_model": base_id or policy["base_model"],
+            "dtype": bits,
+            "data_hash": policy["data_hash"],
+        }
 
     return _register(db, data_dir, f"{version}-{bits}", build, user)
 
 
-def export_dataset(db: Database, data_dir: Path | str, kind: str, user: Any, filters: Any = None,
-                   formats: Iterable[str] = DATASET_FORMATS, card: CardOptions | None = None,
-                   name: str | None = None) -> ExportResult:
+def export_dataset(
+    db: Database,
+    data_dir: Path | str,
+    kind: str,
+    user: Any,
+    filters: Any = None,
+    formats: Iterable[str] = DATASET_FORMATS,
+    card: CardOptions | None = None,
+    name: str | None = None,
+) -> ExportResult:
     """A training set built from the labels (a dataset kind of core.data.kinds) as parquet and/or JSONL, with a
     dataset card."""
     from core.data import kinds, trainsets
@@ -209,13 +259,17 @@ def export_dataset(db: Database, data_dir: Path | str, kind: str, user: Any, fil
     formats = tuple(dict.fromkeys(formats))
     dataset_kind = kinds.exportable_kind(kind)
     if not formats or set(formats) - set(DATASET_FORMATS):
-        raise ValidationError(f"Formats must be among {', '.join(DATASET_FORMATS)}, got {list(formats)}",
-                              hint="pick parquet, jsonl or both")
+        raise ValidationError(
+            f"Formats must be among {', '.join(DATASET_FORMATS)}, got {list(formats)}",
+            hint="pick parquet, jsonl or both",
+        )
     filters = filters if isinstance(filters, Filters) else filters_from_dict(filters)
     built = dataset_kind.rows(db, filters)
     if not built.rows:
-        raise ValidationError(f"No {kind} rows match these filters (skipped: {built.stats['skipped'] or 'none'})",
-                              hint="label more, or loosen the filters")
+        raise ValidationError(
+            f"No {kind} rows match these filters (skipped: {built.stats['skipped'] or 'none'})",
+            hint="label more, or loosen the filters",
+        )
     data_hash = content_hash(built.rows)
     filters_json = _jsonable(asdict(filters))
 
@@ -227,17 +281,24 @@ def export_dataset(db: Database, data_dir: Path | str, kind: str, user: Any, fil
             with open(out / "data" / "train.jsonl", "w", encoding="utf-8") as fh:
                 for row in built.rows:
                     fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
-        (out / "README.md").write_text(dataset_card(kind, built.rows, built.stats["skipped"], data_hash, filters_json,
-                                                    formats, card, name),
-                                       encoding="utf-8")
-        return {"kind": "dataset", "dataset_kind": kind, "filters": json.dumps(filters_json),
-                "rows": len(built.rows), "data_hash": data_hash}
+        (out / "README.md").write_text(
+            dataset_card(kind, built.rows, built.stats["skipped"], data_hash, filters_json, formats, card, name),
+            encoding="utf-8",
+        )
+        return {
+            "kind": "dataset",
+            "dataset_kind": kind,
+            "filters": json.dumps(filters_json),
+            "rows": len(built.rows),
+            "data_hash": data_hash,
+        }
 
     return _register(db, data_dir, f"{name or kind}-dataset", build, user)
 
 
-def export_training_data(db: Database, data_dir: Path | str, version: str, user: Any,
-                         card: CardOptions | None = None) -> ExportResult:
+def export_training_data(
+    db: Database, data_dir: Path | str, version: str, user: Any, card: CardOptions | None = None
+) -> ExportResult:
     """The exact rows a version was trained on (frozen in its run directory when the job started), as a dataset.
 
     It carries the version's data hash, so once it is pushed, the model cards of that version name its repo in
@@ -250,15 +311,19 @@ def export_training_data(db: Database, data_dir: Path | str, version: str, user:
     require_admin(user)
     card = card or CardOptions()
     policy = trained_version(db, version)
-    kind = ALGORITHMS[str(policy["algorithm"])].dataset_kind   # a trained version: never the base's None
+    kind = ALGORITHMS[str(policy["algorithm"])].dataset_kind  # a trained version: never the base's None
     run_dir = run_dir_of(db, policy)
     train = rundir.train_data_path(run_dir) if run_dir else None
     if train is None or not train.is_file():
-        raise NotFound(f"The training data of {version} is gone", hint="it lives in the run directory of its job; "
-                       "export the labels with filters instead")
+        raise NotFound(
+            f"The training data of {version} is gone",
+            hint="it lives in the run directory of its job; export the labels with filters instead",
+        )
     if kind not in EXPORTABLE:
-        raise ValidationError(f"{version} was trained on {kind}, which has no dataset card format",
-                              hint="export the labels with filters instead")
+        raise ValidationError(
+            f"{version} was trained on {kind}, which has no dataset card format",
+            hint="export the labels with filters instead",
+        )
     rows = pq.read_table(train).to_pylist()
 
     def build(out: Path) -> dict[str, Any]:
@@ -268,11 +333,21 @@ def export_training_data(db: Database, data_dir: Path | str, version: str, user:
             for row in rows:
                 fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
         name = f"Training data of {version}"
-        (out / "README.md").write_text(dataset_card(kind, rows, {}, policy["data_hash"] or "n/a",
-                                                    {"version": version}, DATASET_FORMATS, card, name),
-                                       encoding="utf-8")
-        return {"kind": "dataset", "dataset_kind": kind, "version": version, "policy_id": policy["id"],
-                "filters": json.dumps({"version": version}), "rows": len(rows), "data_hash": policy["data_hash"]}
+        (out / "README.md").write_text(
+            dataset_card(
+                kind, rows, {}, policy["data_hash"] or "n/a", {"version": version}, DATASET_FORMATS, card, name
+            ),
+            encoding="utf-8",
+        )
+        return {
+            "kind": "dataset",
+            "dataset_kind": kind,
+            "version": version,
+            "policy_id": policy["id"],
+            "filters": json.dumps({"version": version}),
+            "rows": len(rows),
+            "data_hash": policy["data_hash"],
+        }
 
     return _register(db, data_dir, f"{version}-training-data", build, user)
 
@@ -283,7 +358,8 @@ def list_exports(db: Database) -> list[dict[str, Any]]:
         "SELECT e.id, e.kind, e.version, e.base_model, e.dtype, e.dataset_kind, e.rows, e.data_hash, e.path,"
         " e.created_at, h.repo_id, h.repo_type, h.private, h.commit_url, h.pushed_at"
         " FROM exports e LEFT JOIN (SELECT *, row_number() OVER (PARTITION BY export_id ORDER BY id DESC) AS n"
-        " FROM hub_pushes) h ON h.export_id = e.id AND h.n = 1 ORDER BY e.id DESC")
+        " FROM hub_pushes) h ON h.export_id = e.id AND h.n = 1 ORDER BY e.id DESC"
+    )
     for row in rows:
         for key in ("created_at", "pushed_at"):
             row[key] = row[key].isoformat() if row[key] else None
@@ -302,9 +378,14 @@ def export_files(db: Database, export_id: int) -> list[dict[str, Any]]:
     """Every file an export wrote, relative to its folder, with its size: the Export page lists them so nobody has
     to open the folder to see what they got (a GGUF export is the .gguf, a Modelfile, a card and the run record)."""
     folder = _export_folder(db, export_id)
-    return [{"file": path.relative_to(folder).as_posix(), "size": human_size(path.stat().st_size),
-             "bytes": path.stat().st_size}
-            for path in sorted(p for p in folder.rglob("*") if p.is_file())]
+    return [
+        {
+            "file": path.relative_to(folder).as_posix(),
+            "size": human_size(path.stat().st_size),
+            "bytes": path.stat().st_size,
+        }
+        for path in sorted(p for p in folder.rglob("*") if p.is_file())
+    ]
 
 
 def ollama_usage(db: Database, export_id: int) -> dict[str, str] | None:
@@ -317,8 +398,11 @@ def ollama_usage(db: Database, export_id: int) -> dict[str, str] | None:
     if export["kind"] != "gguf" or not modelfile.is_file():
         return None
     name = ollama_model_name(export["version"] or "model", export["dtype"] or "gguf")
-    return {"modelfile": modelfile.read_text(encoding="utf-8"), "name": name,
-            "command": ollama_create_command(modelfile, name)}
+    return {
+        "modelfile": modelfile.read_text(encoding="utf-8"),
+        "name": name,
+        "command": ollama_create_command(modelfile, name),
+    }
 
 
 def human_size(n_bytes: int) -> str:
@@ -337,8 +421,9 @@ def zip_export(db: Database, export_id: int) -> tuple[str, bytes]:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as zf:
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            compress = (zipfile.ZIP_STORED if path.suffix in (".safetensors", ".parquet", ".png")
-                        else zipfile.ZIP_DEFLATED)
+            compress = (
+                zipfile.ZIP_STORED if path.suffix in (".safetensors", ".parquet", ".png") else zipfile.ZIP_DEFLATED
+            )
             zf.write(path, f"{folder.name}/{path.relative_to(folder).as_posix()}", compress_type=compress)
     return f"{folder.name}.zip", buffer.getvalue()
 
@@ -356,8 +441,9 @@ def require_admin(user: Any) -> None:
         raise PermissionDenied("Only admins can export and push", hint="ask an admin")
 
 
-def _prepare(db: Database, user: Any, version: str, card: CardOptions | None,
-             choice: tuple[str, str, tuple[str, ...]]) -> tuple[Version, CardOptions, str | None]:
+def _prepare(
+    db: Database, user: Any, version: str, card: CardOptions | None, choice: tuple[str, str, tuple[str, ...]]
+) -> tuple[Version, CardOptions, str | None]:
     """What every model export checks first: an admin, a known ``(what, value, choices)``, a live version; returns
     (policy, card options, the base model's Hub id or None)."""
     require_admin(user)
@@ -369,8 +455,9 @@ def _prepare(db: Database, user: Any, version: str, card: CardOptions | None,
     return policy, card, card.base_model_id or base_hub_id(policy["base_model"])
 
 
-def _register(db: Database, data_dir: Path | str, name: str, build: Callable[[Path], dict[str, Any]],
-              user: Any) -> ExportResult:
+def _register(
+    db: Database, data_dir: Path | str, name: str, build: Callable[[Path], dict[str, Any]], user: Any
+) -> ExportResult:
     """Build into a hidden partial folder, then rename it and insert the row together: all or nothing."""
     root = exports_dir(data_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -378,12 +465,24 @@ def _register(db: Database, data_dir: Path | str, name: str, build: Callable[[Pa
     try:
         values = build(partial)
         with db.transaction() as cur:
-            export_id = one_value(cur.execute(
-                "INSERT INTO exports (kind, policy_id, version, base_model, dtype, dataset_kind, filters, rows,"
-                " data_hash, path, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?) RETURNING id",
-                [values["kind"], values.get("policy_id"), values.get("version"), values.get("base_model"),
-                 values.get("dtype"), values.get("dataset_kind"), values.get("filters"), values.get("rows"),
-                 values.get("data_hash"), getattr(user, "id", None)]))
+            export_id = one_value(
+                cur.execute(
+                    "INSERT INTO exports (kind, policy_id, version, base_model, dtype, dataset_kind, filters, rows,"
+                    " data_hash, path, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?) RETURNING id",
+                    [
+                        values["kind"],
+                        values.get("policy_id"),
+                        values.get("version"),
+                        values.get("base_model"),
+                        values.get("dtype"),
+                        values.get("dataset_kind"),
+                        values.get("filters"),
+                        values.get("rows"),
+                        values.get("data_hash"),
+                        getattr(user, "id", None),
+                    ],
+                )
+            )
             target = root / f"{export_id:04d}-{_slug(name)}"
             cur.execute("UPDATE exports SET path = ? WHERE id = ?", [str(target.resolve()), export_id])
             os.replace(partial, target)
@@ -394,18 +493,26 @@ def _register(db: Database, data_dir: Path | str, name: str, build: Callable[[Pa
     return ExportResult(export_id, values["kind"], target, files)
 
 
-def _write_run_files(db: Database, policy: Version, card: CardOptions, base_id: str | None, out: Path,
-                     form: str, precision: str | None = None, gguf: tuple[str, dict[str, Any]] | None = None) -> None:
+def _write_run_files(
+    db: Database,
+    policy: Version,
+    card: CardOptions,
+    base_id: str | None,
+    out: Path,
+    form: str,
+    precision: str | None = None,
+    gguf: tuple[str, dict[str, Any]] | None = None,
+) -> None:
     """What every model export carries besides weights: the run record, the curves image and the model card."""
     run = run_info(db, policy)
     curves = curves_png(run["metrics"])
     if curves:
         (out / CURVES_FILE).write_bytes(curves)
-    (out / "training_config.json").write_text(json.dumps(run["record"], indent=2, default=str) + "\n",
-                                              encoding="utf-8")
+    (out / "training_config.json").write_text(json.dumps(run["record"], indent=2, default=str) + "\n", encoding="utf-8")
     card = replace(card, datasets=tuple(card.datasets) or pushed_training_data(db, policy))
-    (out / "README.md").write_text(model_card(policy, run, card, base_id, form, precision, bool(curves), gguf),
-                                   encoding="utf-8")
+    (out / "README.md").write_text(
+        model_card(policy, run, card, base_id, form, precision, bool(curves), gguf), encoding="utf-8"
+    )
 
 
 def _copy_adapter_weights(adapter_dir: Path, out: Path) -> None:

@@ -14,6 +14,7 @@ Why it looks like this:
 - The pre-tokenizer is named only when it is recognised (SmolLM2's family: ``smollm``); an unknown BPE
   pre-tokenizer would make llama.cpp split text differently from training, so it is refused.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,18 +28,21 @@ from core import ASSETS
 from core.errors import ValidationError
 
 GGUF_TYPES = ("f16", "bf16", "q8_0", "q4_0")
-GGUF_HELP = {"f16": "16-bit floats: lossless for these models in practice, largest file",
-             "bf16": "bfloat16: same size as f16, float32's range",
-             "q8_0": "8-bit blocks: about half of f16, very close to it",
-             "q4_0": "4-bit blocks: about a quarter of f16, fastest on CPU, some quality lost"}
+GGUF_HELP = {
+    "f16": "16-bit floats: lossless for these models in practice, largest file",
+    "bf16": "bfloat16: same size as f16, float32's range",
+    "q8_0": "8-bit blocks: about half of f16, very close to it",
+    "q4_0": "4-bit blocks: about a quarter of f16, fastest on CPU, some quality lost",
+}
 TOKENIZER_ASSETS = ASSETS / "tokenizer"
 CHATML_STOPS = ("<|im_start|>", "<|im_end|>")
 
 Progress = Callable[[int, int, str], None]
 
 
-def write_gguf(model: Any, tokenizer: Any, path: Path, quant: str, name: str,
-               progress: Progress | None = None) -> dict[str, Any]:
+def write_gguf(
+    model: Any, tokenizer: Any, path: Path, quant: str, name: str, progress: Progress | None = None
+) -> dict[str, Any]:
     """Write ``model`` (a merged ``LlamaForCausalLM`` in float32) and its tokenizer to one GGUF file at ``path``.
 
     Returns what was written: the tensor types used and counts, for the export's record.
@@ -70,21 +74,27 @@ def write_gguf(model: Any, tokenizer: Any, path: Path, quant: str, name: str,
         writer.add_key_length(head_dim)
         writer.add_value_length(head_dim)
     writer.add_vocab_size(config.vocab_size)
-    writer.add_file_type({"f16": gguf.LlamaFileType.MOSTLY_F16, "bf16": gguf.LlamaFileType.MOSTLY_BF16,
-                          "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}[quant])
+    writer.add_file_type(
+        {
+            "f16": gguf.LlamaFileType.MOSTLY_F16,
+            "bf16": gguf.LlamaFileType.MOSTLY_BF16,
+            "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+            "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0,
+        }[quant]
+    )
     if quant in ("q8_0", "q4_0"):
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     _add_tokenizer(writer, tokenizer, config.vocab_size)
 
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, layers)
-    state = {k: v for k, v in model.state_dict().items()
-             if not (k == "lm_head.weight" and config.tie_word_embeddings)}
+    state = {k: v for k, v in model.state_dict().items() if not (k == "lm_head.weight" and config.tie_word_embeddings)}
     types: dict[str, int] = {}
     for done, (hf_name, tensor) in enumerate(state.items()):
         gguf_name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if gguf_name is None:
-            raise ValidationError(f"No GGUF name for tensor {hf_name}",
-                                  hint="only plain Llama checkpoints can be written as GGUF here")
+            raise ValidationError(
+                f"No GGUF name for tensor {hf_name}", hint="only plain Llama checkpoints can be written as GGUF here"
+            )
         data = tensor.detach().to("cpu").float().numpy()
         if hf_name.endswith("self_attn.q_proj.weight"):
             data = _permute(data, heads)
@@ -117,12 +127,15 @@ def modelfile(gguf_name: str, tokenizer: Any, temperature: float, top_p: float, 
     template = tokenizer.chat_template or ""
     lines = ["# Ollama: ollama create my-model -f Modelfile && ollama run my-model", f"FROM ./{gguf_name}", ""]
     if all(stop in template for stop in CHATML_STOPS):
-        lines += ['TEMPLATE """{{ if .System }}<|im_start|>system',
-                  "{{ .System }}<|im_end|>",
-                  "{{ end }}{{ if .Prompt }}<|im_start|>user",
-                  "{{ .Prompt }}<|im_end|>",
-                  "{{ end }}<|im_start|>assistant",
-                  '{{ .Response }}<|im_end|>', '"""']
+        lines += [
+            'TEMPLATE """{{ if .System }}<|im_start|>system',
+            "{{ .System }}<|im_end|>",
+            "{{ end }}{{ if .Prompt }}<|im_start|>user",
+            "{{ .Prompt }}<|im_end|>",
+            "{{ end }}<|im_start|>assistant",
+            "{{ .Response }}<|im_end|>",
+            '"""',
+        ]
         system = _default_system_prompt(tokenizer)
         if system:
             lines.append(f'SYSTEM """{system}"""')
@@ -132,8 +145,12 @@ def modelfile(gguf_name: str, tokenizer: Any, temperature: float, top_p: float, 
         stops = [tokenizer.eos_token] if tokenizer.eos_token else []
     lines.append("")
     lines += [f'PARAMETER stop "{stop}"' for stop in dict.fromkeys(stops)]
-    lines += [f"PARAMETER temperature {temperature:g}", f"PARAMETER top_p {top_p:g}",
-              f"PARAMETER num_predict {max_new_tokens}", ""]
+    lines += [
+        f"PARAMETER temperature {temperature:g}",
+        f"PARAMETER top_p {top_p:g}",
+        f"PARAMETER num_predict {max_new_tokens}",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -176,8 +193,11 @@ def _rope_theta(config: Any) -> float:
 
 def _permute(weights: Any, n_head: int) -> Any:
     """Interleave the two rotary halves of each head's rows: llama.cpp's layout for q/k (HF keeps them split)."""
-    return (weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:])
-            .swapaxes(1, 2).reshape(weights.shape))
+    return (
+        weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weights.shape)
+    )
 
 
 def _tensor_type(gguf_name: str, data: Any, quant: str) -> Any:
@@ -203,8 +223,10 @@ def _add_tokenizer(writer: Any, tokenizer: Any, vocab_size: int) -> None:
 
     backend = json.loads(tokenizer.backend_tokenizer.to_str()) if getattr(tokenizer, "is_fast", False) else None
     if not backend or backend.get("model", {}).get("type") != "BPE":
-        raise ValidationError("GGUF export supports byte-level BPE tokenizers (SmolLM2's kind)",
-                              hint="convert a merged export with llama.cpp's convert_hf_to_gguf.py")
+        raise ValidationError(
+            "GGUF export supports byte-level BPE tokenizers (SmolLM2's kind)",
+            hint="convert a merged export with llama.cpp's convert_hf_to_gguf.py",
+        )
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre(_pre_tokenizer(backend))
     reverse = {i: token for token, i in tokenizer.get_vocab().items()}
@@ -233,9 +255,11 @@ def _pre_tokenizer(backend: dict[str, Any]) -> str:
     reference = json.loads((TOKENIZER_ASSETS / "tokenizer.json").read_text(encoding="utf-8"))
     if backend.get("pre_tokenizer") == reference.get("pre_tokenizer"):
         return "smollm"
-    raise ValidationError("This tokenizer's pre-tokenizer is not one GGUF export recognises (SmolLM2's family)",
-                          hint="llama.cpp would split text differently from training; convert a merged export "
-                               "with llama.cpp's convert_hf_to_gguf.py, which knows many more")
+    raise ValidationError(
+        "This tokenizer's pre-tokenizer is not one GGUF export recognises (SmolLM2's family)",
+        hint="llama.cpp would split text differently from training; convert a merged export "
+        "with llama.cpp's convert_hf_to_gguf.py, which knows many more",
+    )
 
 
 def _default_system_prompt(tokenizer: Any) -> str | None:

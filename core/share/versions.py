@@ -3,6 +3,7 @@
 Shared by every model export (core.share.exports) and by the Export page (``base_hub_id`` warns about a base
 model without a Hub id). Loading stays here so the exports read one way; nothing here writes.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,8 +15,10 @@ from core.serving.policies import Version, version_row
 from storage.db import Database
 
 # What a model spec means on the Hub, for the card's base_model (local dirs and "tiny" have no Hub id).
-KNOWN_BASES = {"default": "HuggingFaceTB/SmolLM2-135M-Instruct",
-               "SmolLM2-135M-Instruct": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+KNOWN_BASES = {
+    "default": "HuggingFaceTB/SmolLM2-135M-Instruct",
+    "SmolLM2-135M-Instruct": "HuggingFaceTB/SmolLM2-135M-Instruct",
+}
 
 
 def base_hub_id(spec: str | None) -> str | None:
@@ -48,8 +51,10 @@ def existing_dir(path: str, version: str) -> Path:
     """A folder a version's row points to, or NotFound: run directories can be moved or deleted by hand."""
     folder = Path(path)
     if not folder.is_dir():
-        raise NotFound(f"The files of {version} are gone ({folder})",
-                       hint="the run directory was moved or deleted; the version cannot be exported")
+        raise NotFound(
+            f"The files of {version} are gone ({folder})",
+            hint="the run directory was moved or deleted; the version cannot be exported",
+        )
     return folder
 
 
@@ -70,7 +75,7 @@ def merged_model(policy: Version, version: str, data_dir: Path | str) -> tuple[A
         from peft import PeftModel
 
         adapter_dir = existing_dir(policy["adapter_path"], version)
-        with LOAD_LOCK:   # exports run beside the chat model's loads: one model load at a time
+        with LOAD_LOCK:  # exports run beside the chat model's loads: one model load at a time
             base = AutoModelForCausalLM.from_pretrained(str(base_model_dir(policy, data_dir)), dtype=torch.float32)
             merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
         return merged, load_tokenizer(adapter_dir, policy, data_dir)

@@ -22,6 +22,7 @@ The package, server side first:
     defaults.py    hyperparameters chosen from the data size and the hardware
     sft.py, reward.py, dpo.py, kto.py, orpo.py, online_rl.py   one module per algorithm
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -63,30 +64,62 @@ class AlgorithmSpec:
         return self.config_class.from_dict(hyperparams)
 
 
-def _spec(name: str, label: str, description: str, config_class: type[TrainConfig],
-          needs_reward_model: bool = False) -> AlgorithmSpec:
-    return AlgorithmSpec(name=name, label=label, description=description, config_class=config_class,
-                         dataset_kind=config_class.dataset_kind, min_examples=config_class.min_examples,
-                         module=config_class.__module__, needs_reward_model=needs_reward_model)
+def _spec(
+    name: str, label: str, description: str, config_class: type[TrainConfig], needs_reward_model: bool = False
+) -> AlgorithmSpec:
+    return AlgorithmSpec(
+        name=name,
+        label=label,
+        description=description,
+        config_class=config_class,
+        dataset_kind=config_class.dataset_kind,
+        min_examples=config_class.min_examples,
+        module=config_class.__module__,
+        needs_reward_model=needs_reward_model,
+    )
 
 
 ALGORITHMS: dict[str, AlgorithmSpec] = {
     spec.name: spec
     for spec in (
-        _spec("sft", "SFT (supervised fine-tuning)",
-              "Imitate good answers: gold edits and accepted chats (messages).", SFTConfig),
-        _spec("reward", "Reward model",
-              "Learn a scalar score from preference pairs (uses rating margins when present); "
-              "needed by online RL.", RewardConfig),
-        _spec("dpo", "DPO (direct preference optimization)",
-              "Prefer chosen over rejected answers, held close to the parent version.", DPOConfig),
-        _spec("kto", "KTO (thumbs up / down)",
-              "Learn from unpaired good / bad answers, held close to the parent version.", KTOConfig),
-        _spec("orpo", "ORPO (reference-free preference)",
-              "SFT on chosen answers plus an odds-ratio penalty on rejected ones; no reference model.", ORPOConfig),
-        _spec("online_rl", "Online RL (GRPO with the reward model)",
-              "Generate answers to prompts, score them with a trained reward model, reinforce the better ones "
-              "with a KL penalty to the parent version.", OnlineRLConfig, needs_reward_model=True),
+        _spec(
+            "sft",
+            "SFT (supervised fine-tuning)",
+            "Imitate good answers: gold edits and accepted chats (messages).",
+            SFTConfig,
+        ),
+        _spec(
+            "reward",
+            "Reward model",
+            "Learn a scalar score from preference pairs (uses rating margins when present); needed by online RL.",
+            RewardConfig,
+        ),
+        _spec(
+            "dpo",
+            "DPO (direct preference optimization)",
+            "Prefer chosen over rejected answers, held close to the parent version.",
+            DPOConfig,
+        ),
+        _spec(
+            "kto",
+            "KTO (thumbs up / down)",
+            "Learn from unpaired good / bad answers, held close to the parent version.",
+            KTOConfig,
+        ),
+        _spec(
+            "orpo",
+            "ORPO (reference-free preference)",
+            "SFT on chosen answers plus an odds-ratio penalty on rejected ones; no reference model.",
+            ORPOConfig,
+        ),
+        _spec(
+            "online_rl",
+            "Online RL (GRPO with the reward model)",
+            "Generate answers to prompts, score them with a trained reward model, reinforce the better ones "
+            "with a KL penalty to the parent version.",
+            OnlineRLConfig,
+            needs_reward_model=True,
+        ),
     )
 }
 
@@ -95,8 +128,9 @@ def get_algorithm(name: str) -> AlgorithmSpec:
     try:
         return ALGORITHMS[name]
     except KeyError:
-        raise ValidationError(f"unknown training algorithm {name!r}",
-                              hint=f"choose one of: {', '.join(ALGORITHMS)}") from None
+        raise ValidationError(
+            f"unknown training algorithm {name!r}", hint=f"choose one of: {', '.join(ALGORITHMS)}"
+        ) from None
 
 
 def config_fields(config_class: type[TrainConfig]) -> list[dict[str, Any]]:
@@ -110,5 +144,16 @@ def config_fields(config_class: type[TrainConfig]) -> list[dict[str, Any]]:
     return rows
 
 
-__all__ = ["ALGORITHMS", "AlgorithmSpec", "TrainConfig", "config_fields", "get_algorithm",
-           "DPOConfig", "KTOConfig", "ORPOConfig", "OnlineRLConfig", "RewardConfig", "SFTConfig"]
+__all__ = [
+    "ALGORITHMS",
+    "AlgorithmSpec",
+    "TrainConfig",
+    "config_fields",
+    "get_algorithm",
+    "DPOConfig",
+    "KTOConfig",
+    "ORPOConfig",
+    "OnlineRLConfig",
+    "RewardConfig",
+    "SFTConfig",
+]

@@ -13,6 +13,7 @@ core.training.rundir defines).
 - ``ControlCallback`` stats ``control.json`` at each step end: ``pause`` saves a checkpoint and stops, ``cancel``
   stops without saving. A handled command is renamed to ``control.handled.json`` so a resume does not see it again.
 """
+
 from __future__ import annotations
 
 import math
@@ -77,9 +78,9 @@ class MetricsCallback(TrainerCallback):
             rundir.append_metrics(self.run_dir, row)
 
 
-ACCURACY_METRICS = ("eval_rewards/accuracies", "eval_accuracy")   # DPO/ORPO family, reward model
+ACCURACY_METRICS = ("eval_rewards/accuracies", "eval_accuracy")  # DPO/ORPO family, reward model
 NOT_A_CANDIDATE = -1e9
-LOSS_TIE_BREAK = 1e-3   # one held-out pair in 48 moves accuracy by 0.02: loss only decides between equal accuracies
+LOSS_TIE_BREAK = 1e-3  # one held-out pair in 48 moves accuracy by 0.02: loss only decides between equal accuracies
 
 
 def selection_score(metrics: dict[str, Any]) -> float | None:
@@ -114,7 +115,7 @@ def evaluations_left(step: int, max_steps: int, eval_steps: int, include_step: b
     DefaultFlowCallback)."""
     if eval_steps <= 0:
         return 0
-    first = max(1, step if include_step else step + 1)   # step 0's evaluation is eval_on_start's, already run
+    first = max(1, step if include_step else step + 1)  # step 0's evaluation is eval_on_start's, already run
     if first > max_steps:
         return 0
     left = max_steps // eval_steps - (first - 1) // eval_steps
@@ -132,11 +133,11 @@ class ProgressCallback(TrainerCallback):
     time of one evaluation times the evaluations left, plus what is left of the current one. Elapsed time adds up
     across resumes."""
 
-    WRITE_EVERY_S = 0.5   # evaluation batches can be milliseconds apart (tiny models): at most 2 writes a second
+    WRITE_EVERY_S = 0.5  # evaluation batches can be milliseconds apart (tiny models): at most 2 writes a second
 
     def __init__(self, run_dir: Path, clock: Callable[[], float] = time.monotonic) -> None:
         self.run_dir = Path(run_dir)
-        self.clock = clock   # seconds; a test passes its own
+        self.clock = clock  # seconds; a test passes its own
         self.previous_elapsed = 0.0
         try:
             self.previous_elapsed = float(rundir.read_progress(self.run_dir).get("elapsed_s") or 0.0)
@@ -145,13 +146,13 @@ class ProgressCallback(TrainerCallback):
         self.started = self.clock()
         self.first_step = 0
         self.last: dict[str, Any] = {}
-        self.mark = self.started          # the last event before which an evaluation cannot have started
-        self.eval_started: float | None = None   # while evaluating: when it began
+        self.mark = self.started  # the last event before which an evaluation cannot have started
+        self.eval_started: float | None = None  # while evaluating: when it began
         self.eval_batches_done = 0
         self.eval_batches: int | None = None
         self.eval_examples: int | None = None
-        self.eval_durations: list[float] = []    # this session's evaluations, seconds each
-        self.evaluated_at: int | None = None     # the step of the last finished evaluation
+        self.eval_durations: list[float] = []  # this session's evaluations, seconds each
+        self.evaluated_at: int | None = None  # the step of the last finished evaluation
         self.last_write = 0.0
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -166,7 +167,7 @@ class ProgressCallback(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.eval_started is None:
-            self.mark = self.clock()   # the Trainer logs, then evaluates, then saves
+            self.mark = self.clock()  # the Trainer logs, then evaluates, then saves
 
     def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
         now = self.clock()
@@ -188,15 +189,16 @@ class ProgressCallback(TrainerCallback):
     def finish(self, status: str) -> None:
         """The last write, with the final status (succeeded / paused / cancelled / failed)."""
         if self.last:
-            rundir.write_progress(self.run_dir, {**self.last, "status": status,
-                                                 "eta_s": 0 if status == "succeeded" else None})
+            rundir.write_progress(
+                self.run_dir, {**self.last, "status": status, "eta_s": 0 if status == "succeeded" else None}
+            )
 
     def _eta(self, args, state) -> float | None:
         """Seconds left: training steps at the measured rate, then every evaluation still to come."""
         now = self.clock()
         done = state.global_step - self.first_step
         if done <= 0:
-            return None    # no step measured yet (the evaluation before the first step)
+            return None  # no step measured yet (the evaluation before the first step)
         evaluating = self.eval_started is not None
         current = now - self.eval_started if self.eval_started is not None else 0.0
         training_s = now - self.started - sum(self.eval_durations) - current
@@ -212,8 +214,9 @@ class ProgressCallback(TrainerCallback):
         if per_eval is not None and getattr(strategy, "value", strategy) == "steps":
             # the evaluation due at this step is still to come unless it runs now (counted above) or just ran
             pending_here = not evaluating and self.evaluated_at != state.global_step
-            eta += per_eval * evaluations_left(state.global_step, state.max_steps, int(state.eval_steps or 0),
-                                               include_step=pending_here)
+            eta += per_eval * evaluations_left(
+                state.global_step, state.max_steps, int(state.eval_steps or 0), include_step=pending_here
+            )
         return round(eta, 1)
 
     def _write(self, state, status: str, eta: float | None) -> None:
@@ -230,8 +233,11 @@ class ProgressCallback(TrainerCallback):
             "phase": "evaluating" if self.eval_started is not None else "training",
         }
         if self.eval_started is not None:
-            self.last.update(eval_examples=self.eval_examples, eval_batches=self.eval_batches,
-                             eval_batches_done=self.eval_batches_done)
+            self.last.update(
+                eval_examples=self.eval_examples,
+                eval_batches=self.eval_batches,
+                eval_batches_done=self.eval_batches_done,
+            )
         rundir.write_progress(self.run_dir, self.last)
 
 

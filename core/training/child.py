@@ -19,6 +19,7 @@ job as failed (with result.json); its checkpoints allow a resume. The top-level 
 
 The dry-run estimate of a job (steps, seconds, peak memory) is in core.training.estimate.
 """
+
 from __future__ import annotations
 
 import errno
@@ -92,8 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             exc = _disk_full_error(run_dir, full)
             print(f"[studio] {exc}", file=sys.stderr, flush=True)
         if isinstance(exc, StudioError):
-            result = {"status": "failed", "error": str(exc), "code": exc.code, "message": exc.message,
-                      "hint": exc.hint}
+            result = {"status": "failed", "error": str(exc), "code": exc.code, "message": exc.message, "hint": exc.hint}
         else:
             lines = traceback.format_exception_only(type(exc), exc)
             result = {"status": "failed", "error": (lines[-1].strip() if lines else repr(exc)) or type(exc).__name__}
@@ -138,8 +138,9 @@ def _disk_full_error(run_dir: Path, error: OSError) -> StudioError:
     return StudioError(
         f"The disk is full: no space left while writing {where}",
         hint="free some space in the data dir, then resume the job"
-             + (f" (it restarts from {last.name})" if last else " (it had no complete checkpoint: start it again)"),
-        code="disk_full")
+        + (f" (it restarts from {last.name})" if last else " (it had no complete checkpoint: start it again)"),
+        code="disk_full",
+    )
 
 
 def _set_aside_previous_result(run_dir: Path) -> None:
@@ -206,8 +207,9 @@ def _run_trainer(job, spec, cfg, hardware, run_dir: Path, live: dict[str, Any]) 
     cache = run_dir / rundir.CACHE_DIR
     train_dataset = module.prepare_dataset(load_dataset_file(rundir.train_data_path(run_dir), cache), cfg)
     eval_path = rundir.eval_data_path(run_dir)
-    eval_dataset = (module.prepare_dataset(load_dataset_file(eval_path, cache), cfg, "eval") if eval_path.is_file()
-                    else None)
+    eval_dataset = (
+        module.prepare_dataset(load_dataset_file(eval_path, cache), cfg, "eval") if eval_path.is_file() else None
+    )
 
     setup = load_for_training(cfg, job, hardware, len(train_dataset))
     if spec.needs_reward_model:
@@ -215,15 +217,23 @@ def _run_trainer(job, spec, cfg, hardware, run_dir: Path, live: dict[str, Any]) 
 
         setup.reward_model, setup.reward_tokenizer = load_reward_model(job.reward_model, merge=True)
     reason = precision_reason(hardware, setup.n_params)
-    log(f"job {job.job_id}: {spec.label}, {len(train_dataset)} training examples"
-        + (f", {len(eval_dataset)} eval examples" if eval_dataset is not None else ""))
+    log(
+        f"job {job.job_id}: {spec.label}, {len(train_dataset)} training examples"
+        + (f", {len(eval_dataset)} eval examples" if eval_dataset is not None else "")
+    )
     log(f"hardware: {reason}")
     log(f"reference: {setup.reference}")
     for note in setup.notes:
         log(note)
 
-    kwargs = trainer_kwargs(cfg, run_dir, hardware, setup.n_params, eval_dataset is not None,
-                            early_stopping(cfg, len(eval_dataset) if eval_dataset is not None else 0))
+    kwargs = trainer_kwargs(
+        cfg,
+        run_dir,
+        hardware,
+        setup.n_params,
+        eval_dataset is not None,
+        early_stopping(cfg, len(eval_dataset) if eval_dataset is not None else 0),
+    )
     derive = module.derived_metrics(cfg) if hasattr(module, "derived_metrics") else None
     metrics = MetricsCallback(run_dir, derive)
     progress = live["progress"] = ProgressCallback(run_dir)
@@ -234,14 +244,16 @@ def _run_trainer(job, spec, cfg, hardware, run_dir: Path, live: dict[str, Any]) 
         if early_stopping(cfg, len(eval_dataset)):
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
         elif cfg.early_stopping_patience > 0:
-            log(f"{len(eval_dataset)} held-out examples are too few to choose a checkpoint by (at least "
-                f"{MIN_EVAL_FOR_EARLY_STOPPING}): evaluating for the curves, keeping the last step")
+            log(
+                f"{len(eval_dataset)} held-out examples are too few to choose a checkpoint by (at least "
+                f"{MIN_EVAL_FOR_EARLY_STOPPING}): evaluating for the curves, keeping the last step"
+            )
     trainer = module.build_trainer(cfg, setup, train_dataset, eval_dataset, kwargs, callbacks)
     log(f"trainable parameters: {count_trainable(trainer.model):,} of {setup.n_params:,}")
 
     checkpoint = None
     if job.resume:
-        last = rundir.latest_checkpoint(run_dir)   # complete checkpoints only
+        last = rundir.latest_checkpoint(run_dir)  # complete checkpoints only
         checkpoint = str(last) if last else None
         log(f"resuming from {checkpoint}" if checkpoint else "resume requested but no checkpoint yet: starting fresh")
 
@@ -280,9 +292,12 @@ def _early_stopping_info(trainer) -> dict[str, Any]:
         return {}
     best = state.best_model_checkpoint
     best_step = int(best.rsplit("-", 1)[-1]) if best else None
-    return {"kept_step": best_step or state.global_step, "best_selection_score": state.best_metric,
-            "stopped_early": state.global_step < state.max_steps,
-            "planned_steps": state.max_steps}
+    return {
+        "kept_step": best_step or state.global_step,
+        "best_selection_score": state.best_metric,
+        "stopped_early": state.global_step < state.max_steps,
+        "planned_steps": state.max_steps,
+    }
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ Reading order: ``param`` and ``TrainConfig`` (the fields every algorithm form sh
 Cheap to import (no torch, transformers or TRL at import): the server builds forms from these configs. The run-dir
 files (``config.json`` = ``core.training.rundir.JobConfig``) are defined in core.training.rundir.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,12 +29,19 @@ if TYPE_CHECKING:
 FINETUNE_CHOICES = ("lora", "qlora4", "qlora8", "full")
 QLORA_ON_CPU = "QLoRA needs a CUDA GPU; use LoRA or full fine-tuning on this machine"
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
-MIN_EVAL_FOR_EARLY_STOPPING = 40      # held-out rows: below, accuracy's noise (~0.08) hides the best checkpoint
-SELECTION_METRIC = "selection_score"   # eval_selection_score: what early stopping and the best checkpoint follow
+MIN_EVAL_FOR_EARLY_STOPPING = 40  # held-out rows: below, accuracy's noise (~0.08) hides the best checkpoint
+SELECTION_METRIC = "selection_score"  # eval_selection_score: what early stopping and the best checkpoint follow
 
 
-def param(default: Any, help: str, *, min: float | None = None, max: float | None = None,
-          choices: tuple | list | None = None, group: str = "training") -> Any:
+def param(
+    default: Any,
+    help: str,
+    *,
+    min: float | None = None,
+    max: float | None = None,
+    choices: tuple | list | None = None,
+    group: str = "training",
+) -> Any:
     """A config field whose metadata drives the UI form: ``help`` text, ``min``/``max`` or ``choices``, ``group``."""
     metadata: dict[str, Any] = {"help": help, "group": group}
     if min is not None:
@@ -65,49 +73,83 @@ class TrainConfig:
         "How to train. lora: small adapter on frozen base weights (fast, little memory, the default). "
         "qlora4 / qlora8: LoRA on a 4-bit / 8-bit quantized base (CUDA GPUs only, least memory). "
         "full: update every weight (most memory; saves a full model instead of an adapter).",
-        choices=FINETUNE_CHOICES, group="model")
+        choices=FINETUNE_CHOICES,
+        group="model",
+    )
     learning_rate: float = param(
-        1e-4, "Peak learning rate of AdamW. LoRA tolerates 1e-5 to 2e-4; full fine-tuning wants ~10x smaller.",
-        min=1e-8, max=1.0)
+        1e-4,
+        "Peak learning rate of AdamW. LoRA tolerates 1e-5 to 2e-4; full fine-tuning wants ~10x smaller.",
+        min=1e-8,
+        max=1.0,
+    )
     num_train_epochs: float = param(
-        1.0, "Passes over the training data. Ignored when max_steps is set.", min=0.01, max=100)
+        1.0, "Passes over the training data. Ignored when max_steps is set.", min=0.01, max=100
+    )
     max_steps: int = param(
-        0, "Stop after this many optimizer steps; 0 = run num_train_epochs instead.", min=0, max=1_000_000)
+        0, "Stop after this many optimizer steps; 0 = run num_train_epochs instead.", min=0, max=1_000_000
+    )
     per_device_train_batch_size: int = param(
-        2, "Examples per forward/backward pass. Higher is faster per example but needs more memory.", min=1, max=1024)
+        2, "Examples per forward/backward pass. Higher is faster per example but needs more memory.", min=1, max=1024
+    )
     gradient_accumulation_steps: int = param(
-        4, "Passes accumulated per optimizer step; effective batch = batch size x this.", min=1, max=1024)
+        4, "Passes accumulated per optimizer step; effective batch = batch size x this.", min=1, max=1024
+    )
     max_length: int = param(
-        512, "Longest tokenized sequence (prompt + completion) kept; longer ones are truncated or dropped.",
-        min=16, max=131072)
+        512,
+        "Longest tokenized sequence (prompt + completion) kept; longer ones are truncated or dropped.",
+        min=16,
+        max=131072,
+    )
     lr_scheduler_type: str = param(
-        "linear", "How the learning rate changes over training (after warm-up).", choices=SCHEDULERS)
-    warmup_ratio: float = param(
-        0.0, "Share of the steps spent ramping the learning rate up from 0.", min=0.0, max=0.5)
+        "linear", "How the learning rate changes over training (after warm-up).", choices=SCHEDULERS
+    )
+    warmup_ratio: float = param(0.0, "Share of the steps spent ramping the learning rate up from 0.", min=0.0, max=0.5)
     lora_r: int = param(
-        16, "LoRA rank: size of the adapter. 8-64 is typical; higher learns more and costs more.", min=1, max=512,
-        group="lora")
+        16,
+        "LoRA rank: size of the adapter. 8-64 is typical; higher learns more and costs more.",
+        min=1,
+        max=512,
+        group="lora",
+    )
     lora_alpha: int = param(
-        32, "LoRA scaling (the update is scaled by alpha / r). Usually 2 x lora_r.", min=1, max=2048, group="lora")
+        32, "LoRA scaling (the update is scaled by alpha / r). Usually 2 x lora_r.", min=1, max=2048, group="lora"
+    )
     lora_dropout: float = param(
-        0.05, "Dropout on the LoRA path during training (regularisation).", min=0.0, max=0.5, group="lora")
+        0.05, "Dropout on the LoRA path during training (regularisation).", min=0.0, max=0.5, group="lora"
+    )
     lora_target_modules: str = param(
-        "all-linear", "Layers that get an adapter: 'all-linear', or comma-separated module names "
-        "such as 'q_proj,v_proj'.", group="lora")
-    logging_steps: int = param(
-        5, "Write a metrics row every N optimizer steps.", min=1, max=100_000, group="run")
+        "all-linear",
+        "Layers that get an adapter: 'all-linear', or comma-separated module names such as 'q_proj,v_proj'.",
+        group="lora",
+    )
+    logging_steps: int = param(5, "Write a metrics row every N optimizer steps.", min=1, max=100_000, group="run")
     save_steps: int = param(
-        50, "Save a resumable checkpoint every N optimizer steps (and at the end); with held-out data, also "
-        "evaluate on it every N steps.", min=1, max=1_000_000, group="run")
+        50,
+        "Save a resumable checkpoint every N optimizer steps (and at the end); with held-out data, also "
+        "evaluate on it every N steps.",
+        min=1,
+        max=1_000_000,
+        group="run",
+    )
     early_stopping_patience: int = param(
-        3, "Stop when held-out accuracy (ties broken by held-out loss) has not improved for this many evaluations, "
+        3,
+        "Stop when held-out accuracy (ties broken by held-out loss) has not improved for this many evaluations, "
         "and keep the best checkpoint: small sets overfit fast. Needs at least 40 held-out examples to rank "
         "checkpoints (fewer: the last step is kept). 0 = off.",
-        min=0, max=1000, group="run")
+        min=0,
+        max=1000,
+        group="run",
+    )
     save_total_limit: int = param(
-        2, "Checkpoints kept on disk (oldest deleted first); 0 keeps all.", min=0, max=1000, group="run")
-    seed: int = param(42, "Random seed for adapter init, data order and sampling: same seed, same run.",
-                      min=0, max=2**31 - 1, group="run")
+        2, "Checkpoints kept on disk (oldest deleted first); 0 keeps all.", min=0, max=1000, group="run"
+    )
+    seed: int = param(
+        42,
+        "Random seed for adapter init, data order and sampling: same seed, same run.",
+        min=0,
+        max=2**31 - 1,
+        group="run",
+    )
 
     # --- construction -------------------------------------------------------------------------------------------
 
@@ -120,7 +162,8 @@ class TrainConfig:
         if unknown:
             raise ValidationError(
                 f"unknown hyperparameter(s) for {cls.algorithm}: {', '.join(unknown)}",
-                hint=f"allowed: {', '.join(known)}")
+                hint=f"allowed: {', '.join(known)}",
+            )
         hints = typing.get_type_hints(cls)
         kwargs = {name: _coerce(name, value, hints[name]) for name, value in values.items()}
         return cls(**kwargs)
@@ -137,14 +180,17 @@ class TrainConfig:
             value = getattr(self, f.name)
             meta = f.metadata
             if "choices" in meta and value not in meta["choices"]:
-                problems.append((f"{f.name} must be one of {', '.join(map(str, meta['choices']))} (got {value!r})",
-                                 f"pick one of: {', '.join(map(str, meta['choices']))}"))
+                problems.append(
+                    (
+                        f"{f.name} must be one of {', '.join(map(str, meta['choices']))} (got {value!r})",
+                        f"pick one of: {', '.join(map(str, meta['choices']))}",
+                    )
+                )
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 if isinstance(value, float) and not math.isfinite(value):
                     problems.append((f"{f.name} must be a finite number (got {value})", "enter a number"))
                 elif "min" in meta and value < meta["min"]:
-                    problems.append((f"{f.name} must be >= {meta['min']:g} (got {value:g})",
-                                     f"{meta['help']}"))
+                    problems.append((f"{f.name} must be >= {meta['min']:g} (got {value:g})", f"{meta['help']}"))
                 elif "max" in meta and value > meta["max"]:
                     problems.append((f"{f.name} must be <= {meta['max']:g} (got {value:g})", f"{meta['help']}"))
         problems += self.extra_problems()
@@ -177,8 +223,13 @@ class TrainConfig:
         if self.max_steps > 0:
             return self.max_steps
         # As the Trainer counts: a last partial accumulation still makes an optimizer step.
-        per_epoch = max(1, math.ceil(math.ceil(n_examples / (self.per_device_train_batch_size * num_processes))
-                                     / self.gradient_accumulation_steps))
+        per_epoch = max(
+            1,
+            math.ceil(
+                math.ceil(n_examples / (self.per_device_train_batch_size * num_processes))
+                / self.gradient_accumulation_steps
+            ),
+        )
         return max(1, math.ceil(per_epoch * self.num_train_epochs))
 
     def reference_in_memory(self, n_examples: int) -> bool:
@@ -198,8 +249,10 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
         if value is None:
             return None
         annotation = args[0]
-    bad = ValidationError(f"hyperparameter {name} must be of type {getattr(annotation, '__name__', annotation)} "
-                          f"(got {value!r})", hint="fix the value in the form or config.json")
+    bad = ValidationError(
+        f"hyperparameter {name} must be of type {getattr(annotation, '__name__', annotation)} (got {value!r})",
+        hint="fix the value in the form or config.json",
+    )
     if annotation is bool:
         if isinstance(value, bool):
             return value
@@ -261,8 +314,9 @@ def early_stopping(cfg: TrainConfig, eval_examples: int) -> bool:
     return cfg.early_stopping_patience > 0 and eval_examples >= MIN_EVAL_FOR_EARLY_STOPPING
 
 
-def trainer_kwargs(cfg: TrainConfig, run_dir: Path, hardware: HardwareProfile, n_params: int,
-                   has_eval: bool, stop_early: bool = False) -> dict[str, Any]:
+def trainer_kwargs(
+    cfg: TrainConfig, run_dir: Path, hardware: HardwareProfile, n_params: int, has_eval: bool, stop_early: bool = False
+) -> dict[str, Any]:
     """TrainingArguments fields shared by every TRL config, with precision / checkpointing from the hardware.
 
     Never hardcodes bf16 or gradient checkpointing: TRL's defaults (bf16=True, checkpointing on) are ~12x slower on
@@ -343,30 +397,35 @@ def load_dataset_file(path: Path, cache_dir: Path):
     from datasets import Dataset
 
     if not path.is_file():
-        raise ValidationError(f"training data {path} does not exist",
-                              hint="the supervisor must snapshot data/train.parquet")
+        raise ValidationError(
+            f"training data {path} does not exist", hint="the supervisor must snapshot data/train.parquet"
+        )
     try:
         return Dataset.from_parquet(str(path), cache_dir=str(cache_dir))
     except Exception as exc:
-        raise ValidationError(f"could not read {path}: {exc}",
-                              hint="write the snapshot with pandas.to_parquet") from exc
+        raise ValidationError(
+            f"could not read {path}: {exc}", hint="write the snapshot with pandas.to_parquet"
+        ) from exc
 
 
-def require_columns(dataset, required: tuple[str, ...], optional: tuple[str, ...], kind: str, min_examples: int,
-                    name: str = "train"):
+def require_columns(
+    dataset, required: tuple[str, ...], optional: tuple[str, ...], kind: str, min_examples: int, name: str = "train"
+):
     """Keep only the columns the trainer reads; check the TRL format and the minimum row count."""
     columns = set(dataset.column_names)
     missing = [c for c in required if c not in columns]
     if missing:
         raise ValidationError(
             f"{name} data lacks column(s) {', '.join(missing)} for {kind} training (has: {', '.join(sorted(columns))})",
-            hint=f"{kind} data needs columns {', '.join(required)}")
+            hint=f"{kind} data needs columns {', '.join(required)}",
+        )
     keep = [c for c in (*required, *optional) if c in columns]
     dataset = dataset.select_columns(keep)
     if name == "train" and len(dataset) < min_examples:
         raise ValidationError(
             f"{len(dataset)} {kind} example(s) is too few: this algorithm needs at least {min_examples}",
-            hint="label more data, or pick an algorithm that needs fewer examples")
+            hint="label more data, or pick an algorithm that needs fewer examples",
+        )
     return dataset
 
 
@@ -377,5 +436,11 @@ def log(message: str) -> None:
 
 def trainer_inputs(setup: ModelSetup, train_dataset: Any, eval_dataset: Any, callbacks: Any) -> dict[str, Any]:
     """The constructor arguments every TRL trainer shares (model, data, tokenizer, LoRA, callbacks)."""
-    return {"model": setup.model, "train_dataset": train_dataset, "eval_dataset": eval_dataset,
-            "processing_class": setup.tokenizer, "peft_config": setup.peft_config, "callbacks": list(callbacks)}
+    return {
+        "model": setup.model,
+        "train_dataset": train_dataset,
+        "eval_dataset": eval_dataset,
+        "processing_class": setup.tokenizer,
+        "peft_config": setup.peft_config,
+        "callbacks": list(callbacks),
+    }

@@ -23,6 +23,7 @@ The rules, in the order they depend on each other:
 ``beta`` keeps its algorithm default (DPO/KTO/ORPO 0.1, online RL 0.04, the papers' figures); the dry run says what
 raising it does. Every number here is a module constant; tests/compare/test_learning.py checks the plan it gives.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -80,8 +81,11 @@ class Plan:
         mode = self.values.get("finetune", "lora")
         tuning = f"LoRA r={self.values.get('lora_r')}" if mode != "full" else "full fine-tuning"
         epochs = self.values.get("num_train_epochs")
-        run = (f"{self.values['max_steps']} steps" if self.values.get("max_steps") else
-               f"{epochs:g} epoch{'s' if epochs != 1 else ''} -> {self.steps} steps")
+        run = (
+            f"{self.values['max_steps']} steps"
+            if self.values.get("max_steps")
+            else f"{epochs:g} epoch{'s' if epochs != 1 else ''} -> {self.steps} steps"
+        )
         return f"{self.examples} {self.unit}: {run}, lr {lr:.0e} for {tuning}"
 
     def rows(self) -> list[dict[str, Any]]:
@@ -101,8 +105,9 @@ def _lr(algorithm: str, finetune: str, steps: int) -> tuple[float, str]:
     return value, f"{mode}, {steps} steps: scaled down with sqrt(steps) from {small:.0e} to keep the total update size"
 
 
-def plan_defaults(config_class: type[TrainConfig], n_examples: int,
-                  overrides: dict[str, Any] | None = None, world_size: int = 1) -> Plan:
+def plan_defaults(
+    config_class: type[TrainConfig], n_examples: int, overrides: dict[str, Any] | None = None, world_size: int = 1
+) -> Plan:
     """The full hyperparameter set for ``n_examples`` training rows: the user's ``overrides`` plus chosen values.
 
     ``world_size`` processes (DDP) each take a micro-batch per pass: accumulation is divided among them, so the
@@ -132,14 +137,20 @@ def plan_defaults(config_class: type[TrainConfig], n_examples: int,
     batch = int(values["per_device_train_batch_size"])
     world = max(1, int(world_size))
     if online:
-        choose("gradient_accumulation_steps", base.gradient_accumulation_steps,
-               f"one prompt's {values.get('num_generations')} answers per step (the group GRPO compares)")
+        choose(
+            "gradient_accumulation_steps",
+            base.gradient_accumulation_steps,
+            f"one prompt's {values.get('num_generations')} answers per step (the group GRPO compares)",
+        )
     else:
         target = 8 if n >= 64 else 4 if n >= 16 else 2
-        choose("gradient_accumulation_steps", max(1, target // (batch * world)),
-               f"{n} {unit}: effective batch {max(batch * world, target)} "
-               f"({'the usual size' if n >= 64 else 'small set, so there are enough optimizer steps'})"
-               + (f", over {world} processes" if world > 1 else ""))
+        choose(
+            "gradient_accumulation_steps",
+            max(1, target // (batch * world)),
+            f"{n} {unit}: effective batch {max(batch * world, target)} "
+            f"({'the usual size' if n >= 64 else 'small set, so there are enough optimizer steps'})"
+            + (f", over {world} processes" if world > 1 else ""),
+        )
 
     min_steps = MIN_STEPS_ONLINE if online else MIN_STEPS
     one_epoch = config_class.from_dict({**values, "num_train_epochs": 1.0, "max_steps": 0}).planned_steps(n, world)
@@ -159,14 +170,20 @@ def plan_defaults(config_class: type[TrainConfig], n_examples: int,
         why += f" (LoRA r={values['lora_r']}, alpha={values['lora_alpha']})"
     choose("learning_rate", lr, why)
     choose("warmup_ratio", WARMUP_RATIO, "10% warm-up: the first steps at a high rate are the least stable")
-    choose("logging_steps", max(1, steps // LOG_POINTS_PER_RUN),
-           f"~{LOG_POINTS_PER_RUN} points on each training curve")
-    choose("save_steps", max(1, math.ceil(steps / EVALS_PER_RUN)),
-           f"held-out evaluation and a checkpoint ~{EVALS_PER_RUN} times in {steps} steps (with 40+ held-out "
-           "examples, early stopping keeps the best)")
+    choose("logging_steps", max(1, steps // LOG_POINTS_PER_RUN), f"~{LOG_POINTS_PER_RUN} points on each training curve")
+    choose(
+        "save_steps",
+        max(1, math.ceil(steps / EVALS_PER_RUN)),
+        f"held-out evaluation and a checkpoint ~{EVALS_PER_RUN} times in {steps} steps (with 40+ held-out "
+        "examples, early stopping keeps the best)",
+    )
     if "beta" in values:
-        choose("beta", getattr(base, "beta"),  # noqa: B009 (a subclass's field: TrainConfig has no beta)
-               "the algorithm's usual strength; raise it if the report warns that answers drifted too far, "
-               "lower it if nothing changed")
-    return Plan(config_class.algorithm, n, unit, values, settings,
-                config_class.from_dict(values).planned_steps(n, world))
+        choose(
+            "beta",
+            getattr(base, "beta"),  # noqa: B009 (a subclass's field: TrainConfig has no beta)
+            "the algorithm's usual strength; raise it if the report warns that answers drifted too far, "
+            "lower it if nothing changed",
+        )
+    return Plan(
+        config_class.algorithm, n, unit, values, settings, config_class.from_dict(values).planned_steps(n, world)
+    )

@@ -20,6 +20,7 @@ Also here, because both the supervisor (which starts the child) and the child (w
 steps, core.training.callbacks) need them without importing each other: ``trainer_threads`` (how many CPU
 threads a trainer uses) and ``child_command`` (the command line that starts the child).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -52,19 +53,42 @@ def _free_port() -> int:
 class LaunchConfig:
     """The Train page's "Launch" form is generated from these fields."""
 
-    mode: str = field(default="single", metadata={
-        "choices": LAUNCH_MODES, "help": "single: one process. ddp: data parallel, one process per GPU (CPU "
-        "processes over gloo without GPUs). fsdp / deepspeed_zero2 / deepspeed_zero3: shard the model over GPUs."})
-    num_processes: int = field(default=1, metadata={
-        "min": 1, "max": 64, "help": "Processes on this machine (one per GPU). Without GPUs, CPU processes share "
-        "the cores."})
-    num_machines: int = field(default=1, metadata={
-        "min": 1, "max": 64, "help": "Machines taking part; each runs the same job with its own machine rank."})
+    mode: str = field(
+        default="single",
+        metadata={
+            "choices": LAUNCH_MODES,
+            "help": "single: one process. ddp: data parallel, one process per GPU (CPU "
+            "processes over gloo without GPUs). fsdp / deepspeed_zero2 / deepspeed_zero3: shard the model over GPUs.",
+        },
+    )
+    num_processes: int = field(
+        default=1,
+        metadata={
+            "min": 1,
+            "max": 64,
+            "help": "Processes on this machine (one per GPU). Without GPUs, CPU processes share the cores.",
+        },
+    )
+    num_machines: int = field(
+        default=1,
+        metadata={
+            "min": 1,
+            "max": 64,
+            "help": "Machines taking part; each runs the same job with its own machine rank.",
+        },
+    )
     machine_rank: int = field(default=0, metadata={"min": 0, "max": 63, "help": "This machine's rank (0 = main)."})
-    main_process_ip: str = field(default="", metadata={
-        "help": "Address of machine 0, reachable from every machine (several machines only)."})
-    main_process_port: int = field(default=29500, metadata={
-        "min": 1024, "max": 65535, "help": "Port on machine 0 the processes meet on (several machines only)."})
+    main_process_ip: str = field(
+        default="", metadata={"help": "Address of machine 0, reachable from every machine (several machines only)."}
+    )
+    main_process_port: int = field(
+        default=29500,
+        metadata={
+            "min": 1024,
+            "max": 65535,
+            "help": "Port on machine 0 the processes meet on (several machines only).",
+        },
+    )
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> LaunchConfig:
@@ -72,8 +96,9 @@ class LaunchConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValidationError(f"Unknown launch setting(s): {', '.join(unknown)}",
-                                  hint=f"use {', '.join(sorted(known))}")
+            raise ValidationError(
+                f"Unknown launch setting(s): {', '.join(unknown)}", hint=f"use {', '.join(sorted(known))}"
+            )
         try:
             return cls(**values).validate()
         except TypeError as exc:
@@ -93,39 +118,56 @@ class LaunchConfig:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if "min" in f.metadata and not f.metadata["min"] <= value <= f.metadata["max"]:
-                raise ValidationError(f"{f.name}={value} is out of range",
-                                      hint=f"choose between {f.metadata['min']} and {f.metadata['max']}")
+                raise ValidationError(
+                    f"{f.name}={value} is out of range",
+                    hint=f"choose between {f.metadata['min']} and {f.metadata['max']}",
+                )
         if self.mode == "single" and (self.num_processes > 1 or self.num_machines > 1):
-            raise ValidationError("The single-process mode runs one process on one machine",
-                                  hint="choose ddp (or fsdp / deepspeed) for several processes or machines")
+            raise ValidationError(
+                "The single-process mode runs one process on one machine",
+                hint="choose ddp (or fsdp / deepspeed) for several processes or machines",
+            )
         if self.machine_rank >= self.num_machines:
-            raise ValidationError(f"machine_rank {self.machine_rank} needs at least {self.machine_rank + 1} machines",
-                                  hint="ranks go from 0 to num_machines - 1")
+            raise ValidationError(
+                f"machine_rank {self.machine_rank} needs at least {self.machine_rank + 1} machines",
+                hint="ranks go from 0 to num_machines - 1",
+            )
         if self.num_machines > 1:
             try:
                 ipaddress.ip_address(self.main_process_ip)
             except ValueError:
-                raise ValidationError("Several machines need the IP address of machine 0",
-                                      hint="set main_process_ip, e.g. 10.0.0.2") from None
+                raise ValidationError(
+                    "Several machines need the IP address of machine 0", hint="set main_process_ip, e.g. 10.0.0.2"
+                ) from None
         if cuda is not None and self.mode in SHARDED:
             if not cuda:
-                raise ValidationError(f"{self.mode} shards the model over GPUs, and this machine has none",
-                                      hint="use ddp (CPU processes over gloo) or single here; "
-                                           f"{self.mode} on a machine with CUDA GPUs")
+                raise ValidationError(
+                    f"{self.mode} shards the model over GPUs, and this machine has none",
+                    hint=f"use ddp (CPU processes over gloo) or single here; {self.mode} on a machine with CUDA GPUs",
+                )
             if self.mode.startswith("deepspeed") and importlib.util.find_spec("deepspeed") is None:
-                raise ValidationError(f"{self.mode} needs the deepspeed package",
-                                      hint="pip install deepspeed (on the GPU machine)")
+                raise ValidationError(
+                    f"{self.mode} needs the deepspeed package", hint="pip install deepspeed (on the GPU machine)"
+                )
         return self
 
     def accelerate_config(self, cuda: bool) -> dict[str, Any]:
         """The accelerate config file's content for this mode (``accelerate launch --config_file``)."""
         config: dict[str, Any] = {
-            "compute_environment": "LOCAL_MACHINE", "debug": False, "downcast_bf16": "no",
-            "dynamo_config": {"dynamo_backend": "NO"}, "mixed_precision": "no",
+            "compute_environment": "LOCAL_MACHINE",
+            "debug": False,
+            "downcast_bf16": "no",
+            "dynamo_config": {"dynamo_backend": "NO"},
+            "mixed_precision": "no",
             "num_machines": self.num_machines if self.mode != "single" else 1,
-            "num_processes": self.world_size, "machine_rank": self.machine_rank if self.mode != "single" else 0,
-            "rdzv_backend": "static", "same_network": True, "main_training_function": "main",
-            "use_cpu": not cuda and self.mode == "single", "tpu_use_cluster": False, "tpu_use_sudo": False,
+            "num_processes": self.world_size,
+            "machine_rank": self.machine_rank if self.mode != "single" else 0,
+            "rdzv_backend": "static",
+            "same_network": True,
+            "main_training_function": "main",
+            "use_cpu": not cuda and self.mode == "single",
+            "tpu_use_cluster": False,
+            "tpu_use_sudo": False,
         }
         if self.mode == "single":
             config["distributed_type"] = "NO"
@@ -135,16 +177,25 @@ class LaunchConfig:
             config["distributed_type"] = "MULTI_GPU"
         elif self.mode == "fsdp":
             config["distributed_type"] = "FSDP"
-            config["fsdp_config"] = {"fsdp_version": 2, "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
-                                     "fsdp_reshard_after_forward": True, "fsdp_state_dict_type": "FULL_STATE_DICT",
-                                     "fsdp_cpu_ram_efficient_loading": True, "fsdp_offload_params": False}
+            config["fsdp_config"] = {
+                "fsdp_version": 2,
+                "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+                "fsdp_reshard_after_forward": True,
+                "fsdp_state_dict_type": "FULL_STATE_DICT",
+                "fsdp_cpu_ram_efficient_loading": True,
+                "fsdp_offload_params": False,
+            }
         else:
             config["distributed_type"] = "DEEPSPEED"
-            config["deepspeed_config"] = {"zero_stage": 2 if self.mode == "deepspeed_zero2" else 3,
-                                          "gradient_accumulation_steps": "auto", "gradient_clipping": "auto",
-                                          "offload_optimizer_device": "none", "offload_param_device": "none",
-                                          "zero3_init_flag": self.mode == "deepspeed_zero3",
-                                          "zero3_save_16bit_model": self.mode == "deepspeed_zero3"}
+            config["deepspeed_config"] = {
+                "zero_stage": 2 if self.mode == "deepspeed_zero2" else 3,
+                "gradient_accumulation_steps": "auto",
+                "gradient_clipping": "auto",
+                "offload_optimizer_device": "none",
+                "offload_param_device": "none",
+                "zero3_init_flag": self.mode == "deepspeed_zero3",
+                "zero3_save_16bit_model": self.mode == "deepspeed_zero3",
+            }
         if self.num_machines > 1 and self.mode != "single":
             config["main_process_ip"] = self.main_process_ip
             config["main_process_port"] = self.main_process_port
@@ -187,13 +238,13 @@ def child_command(config_path: Path, accelerate_file: Path | None = None) -> lis
     from env STUDIO_ACCELERATE_CONFIG for jobs launched as a single process."""
     cmd: list[str | Path] = [sys.executable, "-m", "accelerate.commands.launch"]
     env_file = os.environ.get("STUDIO_ACCELERATE_CONFIG")
-    config_file = env_file if env_file and (accelerate_file is None or _single_process(accelerate_file)) \
-        else accelerate_file
+    config_file = (
+        env_file if env_file and (accelerate_file is None or _single_process(accelerate_file)) else accelerate_file
+    )
     if config_file:
         cmd += ["--config_file", config_file]
     else:
-        cmd += ["--num_processes", "1", "--num_machines", "1", "--dynamo_backend", "no",
-                "--mixed_precision", "no"]
+        cmd += ["--num_processes", "1", "--num_machines", "1", "--dynamo_backend", "no", "--mixed_precision", "no"]
         if not cuda_available():
             cmd += ["--cpu"]
     return cmd + ["-m", "core.training.child", str(config_path)]

@@ -15,6 +15,7 @@ policy moved onto (positive) or off (negative) the labeled answers. It is NOT a 
 samples from the policy: it was once named ``implicit_kl`` and went to -50 on a run that pushed both answers down.
 The real KL (on the version's own samples) is in the "what changed" report.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,8 +23,19 @@ from typing import Any, ClassVar
 
 from core.training.common import CachedReference, ModelSetup, TrainConfig, param, require_columns, trainer_inputs
 
-LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust", "bco_pair", "apo_zero", "apo_down", "sppo_hard", "nca_pair",
-              "exo_pair", "sigmoid_norm")
+LOSS_TYPES = (
+    "sigmoid",
+    "ipo",
+    "hinge",
+    "robust",
+    "bco_pair",
+    "apo_zero",
+    "apo_down",
+    "sppo_hard",
+    "nca_pair",
+    "exo_pair",
+    "sigmoid_norm",
+)
 PRECOMPUTE_CHOICES = ("auto", "on", "off")
 
 
@@ -37,24 +49,43 @@ class DPOConfig(CachedReference, TrainConfig):
     needs_reference: ClassVar[bool] = True
 
     learning_rate: float = param(
-        5e-5, "Peak learning rate of AdamW. DPO is sensitive: 5e-6 to 5e-5 with LoRA, ~1e-6 for full fine-tuning.",
-        min=1e-8, max=1.0)
+        5e-5,
+        "Peak learning rate of AdamW. DPO is sensitive: 5e-6 to 5e-5 with LoRA, ~1e-6 for full fine-tuning.",
+        min=1e-8,
+        max=1.0,
+    )
     beta: float = param(
-        0.1, "How strongly the policy is held to the reference (the parent version). Higher = smaller, safer "
-        "changes. Typical 0.05-0.5. For ipo this is the regularisation strength tau.", min=1e-4, max=10.0,
-        group="algorithm")
+        0.1,
+        "How strongly the policy is held to the reference (the parent version). Higher = smaller, safer "
+        "changes. Typical 0.05-0.5. For ipo this is the regularisation strength tau.",
+        min=1e-4,
+        max=10.0,
+        group="algorithm",
+    )
     loss_type: str = param(
-        "sigmoid", "sigmoid: the original DPO loss. ipo: squared loss, resists overfitting on small data. "
+        "sigmoid",
+        "sigmoid: the original DPO loss. ipo: squared loss, resists overfitting on small data. "
         "hinge: SLiC margin loss. robust: tolerates a share of flipped labels (set label_smoothing). "
         "bco_pair, apo_zero, apo_down, sppo_hard, nca_pair, exo_pair, sigmoid_norm: other TRL variants.",
-        choices=LOSS_TYPES, group="algorithm")
+        choices=LOSS_TYPES,
+        group="algorithm",
+    )
     label_smoothing: float = param(
-        0.0, "robust: assumed share of pairs whose label is wrong (e.g. 0.1). exo_pair: its epsilon (e.g. 1e-3). "
-        "Ignored by the other losses.", min=0.0, max=0.49, group="algorithm")
+        0.0,
+        "robust: assumed share of pairs whose label is wrong (e.g. 0.1). exo_pair: its epsilon (e.g. 1e-3). "
+        "Ignored by the other losses.",
+        min=0.0,
+        max=0.49,
+        group="algorithm",
+    )
     precompute_ref_log_probs: str = param(
-        "auto", "Compute the reference model's log-probs once before training and reuse them every epoch (faster "
+        "auto",
+        "Compute the reference model's log-probs once before training and reuse them every epoch (faster "
         "from the second epoch on, less memory for full fine-tuning). auto: on when training covers the data at "
-        "least once or fine-tunes fully.", choices=PRECOMPUTE_CHOICES, group="algorithm")
+        "least once or fine-tunes fully.",
+        choices=PRECOMPUTE_CHOICES,
+        group="algorithm",
+    )
 
     def extra_problems(self) -> list[tuple[str, str]]:
         problems = []

@@ -4,6 +4,7 @@ The supervisor shows it on the Train page and in ``launch.py train --dry-run``; 
 config.json (no weights), so it is cheap, and it lives apart from the training child (core.training.child) so the
 server never imports the child's entry point.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -75,8 +76,9 @@ def estimate(cfg, n_examples: int, model_dir: str | Path, avg_tokens: int | None
         per_position = DECODE_STEP_S[device] + 2 * n_params * cfg.per_device_train_batch_size / throughput
         seconds += cfg.max_completion_length * per_position * micro_steps
 
-    bytes_per_weight = {"qlora4": 0.55, "qlora8": 1.05}.get(cfg.finetune,
-                                                            4 if (cfg.finetune == "full" or device == "cpu") else 2)
+    bytes_per_weight = {"qlora4": 0.55, "qlora8": 1.05}.get(
+        cfg.finetune, 4 if (cfg.finetune == "full" or device == "cpu") else 2
+    )
     weights = n_params * bytes_per_weight
     if cfg.finetune == "full":
         trained = n_params * 12  # fp32 gradients + two AdamW moments
@@ -92,7 +94,7 @@ def estimate(cfg, n_examples: int, model_dir: str | Path, avg_tokens: int | None
         "seconds": round(seconds, 1),
         "peak_memory_bytes": int(weights + trained + activations),
         "assumptions": f"rough estimate (+-50%): ~{shown_params / 1e6:.0f}M params, {tokens} tokens per sequence, "
-                       f"{throughput / 1e9:.0f} GFLOP/s on {device}",
+        f"{throughput / 1e9:.0f} GFLOP/s on {device}",
     }
 
 

@@ -11,6 +11,7 @@ still running (same pid AND same process start time) and marks the others interr
 checkpoint). What a job is asked to do is a ``core.training.request.JobRequest``; how the child is started,
 ``core.training.distributed``.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,15 +55,15 @@ class JobSummary(TypedDict):
 
     id: int
     algorithm: str
-    status: str                      # queued, running, paused, succeeded, failed, cancelled, interrupted
-    parent: str | None               # the version it trains from
-    version: str | None              # the version it made (once it succeeded and while that version lives)
+    status: str  # queued, running, paused, succeeded, failed, cancelled, interrupted
+    parent: str | None  # the version it trains from
+    version: str | None  # the version it made (once it succeeded and while that version lives)
     error: str | None
     run_dir: str | None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
-    progress: dict[str, Any]         # core.training.rundir.read_progress ({} before it starts)
+    progress: dict[str, Any]  # core.training.rundir.read_progress ({} before it starts)
 
 
 class Job(TypedDict):
@@ -74,10 +75,10 @@ class Job(TypedDict):
     parent_policy_id: int | None
     parent: str | None
     version: str | None
-    config: dict[str, Any] | None    # the child's JobConfig (None only while the job is being submitted)
-    run_dir: str                     # written by submit before the job is queued
-    pid: int | None                  # the training child, while it runs
-    pid_started_at: float | None     # its process start time, to re-attach safely after a restart
+    config: dict[str, Any] | None  # the child's JobConfig (None only while the job is being submitted)
+    run_dir: str  # written by submit before the job is queued
+    pid: int | None  # the training child, while it runs
+    pid_started_at: float | None  # its process start time, to re-attach safely after a restart
     error: str | None
     created_by: int | None
     created_at: datetime
@@ -89,8 +90,9 @@ class Job(TypedDict):
 class Supervisor:
     """Queue and watcher of training jobs for one data dir (one job at a time by default)."""
 
-    def __init__(self, db: Database, runs_dir: Path, base_model_path: str | Path, base_model_spec: str,
-                 max_running: int = 1) -> None:
+    def __init__(
+        self, db: Database, runs_dir: Path, base_model_path: str | Path, base_model_spec: str, max_running: int = 1
+    ) -> None:
         self.db = db
         self.runs_dir = Path(runs_dir)
         self.base_model_path = str(base_model_path)
@@ -98,12 +100,12 @@ class Supervisor:
         self.max_running = max_running
         self._children: dict[int, subprocess.Popen] = {}
         self._metric_offsets: dict[int, int] = {}
-        self._results: dict[int, dict[str, Any]] = {}   # result.json of succeeded jobs (immutable)
+        self._results: dict[int, dict[str, Any]] = {}  # result.json of succeeded jobs (immutable)
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._wakeup = threading.Event()
         self._thread: threading.Thread | None = None
-        self._timers: list[threading.Timer] = []   # pending kills of cancelled jobs that ignore the cancel
+        self._timers: list[threading.Timer] = []  # pending kills of cancelled jobs that ignore the cancel
         # Called with the new version's name after a job registered a chat policy (the studio queues its
         # "what changed" report there). Never called for reward models.
         self.on_new_version: Callable[[str], None] | None = None
@@ -119,25 +121,46 @@ class Supervisor:
         rows = data.rows
         plan = request.plan(len(rows))
         cfg = request.config(len(rows))
-        est = estimate(cfg, len(rows), self.base_model_path) if rows else {"steps": 0, "seconds": 0,
-                                                                             "peak_memory_bytes": 0}
+        est = (
+            estimate(cfg, len(rows), self.base_model_path)
+            if rows
+            else {"steps": 0, "seconds": 0, "peak_memory_bytes": 0}
+        )
         ok = len(rows) >= spec.min_examples
-        reason = "ready" if ok else (
-            f"only {len(rows)} usable {unit(spec)} (need at least {spec.min_examples}): label more, "
-            "or loosen the data filters")
+        reason = (
+            "ready"
+            if ok
+            else (
+                f"only {len(rows)} usable {unit(spec)} (need at least {spec.min_examples}): label more, "
+                "or loosen the data filters"
+            )
+        )
         notes = list(data.notes)
         if data.eval_rows and not early_stopping(cfg, len(data.eval_rows)) and cfg.early_stopping_patience:
-            notes.append(f"{len(data.eval_rows)} held-out {unit(spec)} are evaluated for the curves and the report, "
-                         f"but are too few to pick a checkpoint by (early stopping needs "
-                         f"{MIN_EVAL_FOR_EARLY_STOPPING}): the last step is kept")
-        return DryRun(request.algorithm, len(rows), spec.min_examples, data.stats.get("skipped", {}),
-                      data_stats(rows), est, ok, reason, plan.summary, plan.rows(), len(data.eval_rows), notes)
+            notes.append(
+                f"{len(data.eval_rows)} held-out {unit(spec)} are evaluated for the curves and the report, "
+                f"but are too few to pick a checkpoint by (early stopping needs "
+                f"{MIN_EVAL_FOR_EARLY_STOPPING}): the last step is kept"
+            )
+        return DryRun(
+            request.algorithm,
+            len(rows),
+            spec.min_examples,
+            data.stats.get("skipped", {}),
+            data_stats(rows),
+            est,
+            ok,
+            reason,
+            plan.summary,
+            plan.rows(),
+            len(data.eval_rows),
+            notes,
+        )
 
     def submit(self, request: JobRequest, user: User) -> int:
         """Freeze the data into runs/<id>/ and queue the job."""
         if not user.is_admin:
-            raise ValidationError("Only admins can start training jobs", hint="ask an admin",
-                                  code="forbidden")
+            raise ValidationError("Only admins can start training jobs", hint="ask an admin", code="forbidden")
         spec = request.spec()
         request.launch.validate(cuda=cuda_available())
         parent = self._check_parent(request)
@@ -145,35 +168,55 @@ class Supervisor:
         rows = data.rows
         cfg = request.config(len(rows))
         if len(rows) < spec.min_examples:
-            raise ValidationError(f"Only {len(rows)} usable {unit(spec)}; {request.algorithm} needs at least "
-                                  f"{spec.min_examples}", hint="label more, or loosen the data filters")
+            raise ValidationError(
+                f"Only {len(rows)} usable {unit(spec)}; {request.algorithm} needs at least {spec.min_examples}",
+                hint="label more, or loosen the data filters",
+            )
         reward_path = self._reward_model_path(request) if spec.needs_reward_model else None
         with self.db.transaction() as cur:
-            job_id = one_value(cur.execute(
-                "INSERT INTO jobs (algorithm, status, parent_policy_id, created_by) VALUES (?, 'queued', ?, ?)"
-                " RETURNING id", [request.algorithm, parent["id"], user.id]))
+            job_id = one_value(
+                cur.execute(
+                    "INSERT INTO jobs (algorithm, status, parent_policy_id, created_by) VALUES (?, 'queued', ?, ?)"
+                    " RETURNING id",
+                    [request.algorithm, parent["id"], user.id],
+                )
+            )
         run_dir = self.runs_dir / str(job_id)
         try:
             rundir.write_data(run_dir, rows, data.eval_rows)
             data_hash = content_hash(rows)
             config = rundir.JobConfig(  # the child's contract
-                job_id=job_id, algorithm=request.algorithm, base_model=self.base_model_path,
-                parent_adapter=parent["adapter_path"], reward_model=reward_path,
-                hyperparams=cfg.to_dict(), resume=False, seed=cfg.seed)
+                job_id=job_id,
+                algorithm=request.algorithm,
+                base_model=self.base_model_path,
+                parent_adapter=parent["adapter_path"],
+                reward_model=reward_path,
+                hyperparams=cfg.to_dict(),
+                resume=False,
+                seed=cfg.seed,
+            )
             rundir.write_config(run_dir, config)
             request.launch.write(run_dir, cuda=cuda_available())
-            record = {**config.to_dict(), "launch": request.launch.to_dict(), "parent_policy": parent["name"],
-                      "data_hash": data_hash, "examples": len(rows), "eval_examples": len(data.eval_rows),
-                      "plan": request.plan(len(rows)).rows(), "notes": data.notes,
-                      "filters": _jsonable(asdict(request.filters))}
+            record = {
+                **config.to_dict(),
+                "launch": request.launch.to_dict(),
+                "parent_policy": parent["name"],
+                "data_hash": data_hash,
+                "examples": len(rows),
+                "eval_examples": len(data.eval_rows),
+                "plan": request.plan(len(rows)).rows(),
+                "notes": data.notes,
+                "filters": _jsonable(asdict(request.filters)),
+            }
         except BaseException:
             shutil.rmtree(run_dir, ignore_errors=True)
             with self.db.transaction() as cur:
                 cur.execute("DELETE FROM jobs WHERE id = ?", [job_id])
             raise
         with self.db.transaction() as cur:
-            cur.execute("UPDATE jobs SET config = ?, run_dir = ? WHERE id = ?",
-                        [json.dumps(record), str(run_dir), job_id])
+            cur.execute(
+                "UPDATE jobs SET config = ?, run_dir = ? WHERE id = ?", [json.dumps(record), str(run_dir), job_id]
+            )
         self.wake()
         return job_id
 
@@ -200,18 +243,20 @@ class Supervisor:
         if job["status"] not in RESUMABLE:
             raise Conflict(f"Job {job_id} is {job['status']}", hint="only paused, interrupted or failed jobs resume")
         if not rundir.latest_checkpoint(Path(job["run_dir"])):
-            raise Conflict(f"Job {job_id} has no checkpoint to resume from",
-                           hint="start a new job instead")
+            raise Conflict(f"Job {job_id} has no checkpoint to resume from", hint="start a new job instead")
         rundir.set_resume(Path(job["run_dir"]))
         self._set_status(job_id, "queued", error=None)
         self.wake()
 
     # -- reads -------------------------------------------------------------------------------------
     def job(self, job_id: int) -> Job:
-        rows = self.db.query("SELECT j.*, p.name AS parent, v.name AS version FROM jobs j"
-                             " LEFT JOIN policies p ON p.id = j.parent_policy_id"
-                             " LEFT JOIN policies v ON v.job_id = j.id AND v.deleted_at IS NULL"
-                             " WHERE j.id = ?", [job_id])
+        rows = self.db.query(
+            "SELECT j.*, p.name AS parent, v.name AS version FROM jobs j"
+            " LEFT JOIN policies p ON p.id = j.parent_policy_id"
+            " LEFT JOIN policies v ON v.job_id = j.id AND v.deleted_at IS NULL"
+            " WHERE j.id = ?",
+            [job_id],
+        )
         if not rows:
             raise NotFound(f"Job {job_id} does not exist", hint="pick a job from the list")
         job = rows[0]
@@ -224,15 +269,19 @@ class Supervisor:
             " j.created_at, j.started_at, j.finished_at FROM jobs j"
             " LEFT JOIN policies p ON p.id = j.parent_policy_id"
             " LEFT JOIN policies v ON v.job_id = j.id AND v.deleted_at IS NULL"
-            " ORDER BY j.id DESC LIMIT ?", [limit])
+            " ORDER BY j.id DESC LIMIT ?",
+            [limit],
+        )
         for row in rows:
             row["progress"] = self.progress(row) if row["run_dir"] else {}
         return cast(list[JobSummary], rows)
 
     def running_run_dirs(self) -> list[Path]:
         """Run directories of the jobs training now (the backup keeps their newest checkpoint when asked)."""
-        return [Path(r["run_dir"]) for r in self.db.query("SELECT run_dir FROM jobs WHERE status = 'running'"
-                                                          " AND run_dir IS NOT NULL")]
+        return [
+            Path(r["run_dir"])
+            for r in self.db.query("SELECT run_dir FROM jobs WHERE status = 'running' AND run_dir IS NOT NULL")
+        ]
 
     def busy(self) -> bool:
         """A trainer is running on this machine (the chat then uses the core it leaves free)."""
@@ -260,8 +309,11 @@ class Supervisor:
         if not job_ids:
             return []
         placeholders = ", ".join("?" for _ in job_ids)
-        return self.db.query(f"SELECT job_id, step, name, value FROM job_metrics WHERE job_id IN ({placeholders})"
-                             " ORDER BY job_id, step, name", job_ids)
+        return self.db.query(
+            f"SELECT job_id, step, name, value FROM job_metrics WHERE job_id IN ({placeholders})"
+            " ORDER BY job_id, step, name",
+            job_ids,
+        )
 
     # -- watching ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -312,8 +364,7 @@ class Supervisor:
                 elif not _same_process(job["pid"], job["pid_started_at"]):
                     self._finish(job["id"], exit_code=None, reattached=True)
             free = self.max_running - self.db.scalar("SELECT count(*) FROM jobs WHERE status = 'running'")
-            for job in self.db.query("SELECT id FROM jobs WHERE status = 'queued' ORDER BY id LIMIT ?",
-                                     [max(free, 0)]):
+            for job in self.db.query("SELECT id FROM jobs WHERE status = 'queued' ORDER BY id LIMIT ?", [max(free, 0)]):
                 self._launch(job["id"])
 
     def run_blocking(self, job_id: int, on_progress: Callable[[dict], None] | None = None) -> Job:
@@ -341,20 +392,33 @@ class Supervisor:
         launch = LaunchConfig.from_dict((job["config"] or {}).get("launch"))
         # the pool's size (CpuShareCallback lends a core to the chat), shared by this machine's processes
         threads = str(launch.threads_per_process(trainer_threads()))
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
-               "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "OMP_NUM_THREADS": threads,
+            "MKL_NUM_THREADS": threads,
+        }
         accelerate_file = rundir.accelerate_path(run_dir)
         command = child_command(rundir.config_path(run_dir), accelerate_file if accelerate_file.is_file() else None)
-        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, cwd=ROOT,
-                                 env=env, start_new_session=True)
+        child = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+        )
         log.close()
         self._children[job_id] = child
         started = psutil.Process(child.pid).create_time()
         with self.db.transaction() as cur:
-            cur.execute("UPDATE jobs SET status = 'running', pid = ?, pid_started_at = ?, error = NULL,"
-                        " started_at = coalesce(started_at, now()), finished_at = NULL WHERE id = ?",
-                        [child.pid, started, job_id])
+            cur.execute(
+                "UPDATE jobs SET status = 'running', pid = ?, pid_started_at = ?, error = NULL,"
+                " started_at = coalesce(started_at, now()), finished_at = NULL WHERE id = ?",
+                [child.pid, started, job_id],
+            )
 
     def _ingest(self, job_id: int, run_dir: Path) -> None:
         """Copy new lines of metrics.jsonl into job_metrics (the curves the Runs page plots)."""
@@ -363,13 +427,21 @@ class Supervisor:
         values = []
         for record in rows:
             step = int(record.get("step", 0))
-            values += [[job_id, step, name, float(v)] for name, v in record.items()
-                       if name not in ("step", "time") and isinstance(v, (int, float)) and not isinstance(v, bool)
-                       and math.isfinite(float(v))]
+            values += [
+                [job_id, step, name, float(v)]
+                for name, v in record.items()
+                if name not in ("step", "time")
+                and isinstance(v, (int, float))
+                and not isinstance(v, bool)
+                and math.isfinite(float(v))
+            ]
         if values:
             with self.db.transaction() as cur:
-                cur.executemany("INSERT INTO job_metrics (job_id, step, name, value) VALUES (?, ?, ?, ?)"
-                                " ON CONFLICT (job_id, step, name) DO UPDATE SET value = excluded.value", values)
+                cur.executemany(
+                    "INSERT INTO job_metrics (job_id, step, name, value) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (job_id, step, name) DO UPDATE SET value = excluded.value",
+                    values,
+                )
         self._metric_offsets[job_id] = offset
 
     def _finish(self, job_id: int, exit_code: int | None, reattached: bool = False) -> str | None:
@@ -394,41 +466,73 @@ class Supervisor:
             self._set_status(job_id, status, finished=status == "cancelled")
             return None
         if exit_code is None and result is None and reattached:
-            self._set_status(job_id, "interrupted", finished=True,
-                             error="The server restarted while this job ran and its process is gone. "
-                                   + ("Resume it from its last checkpoint." if rundir.latest_checkpoint(run_dir)
-                                      else "It had no checkpoint yet: start it again."))
+            self._set_status(
+                job_id,
+                "interrupted",
+                finished=True,
+                error="The server restarted while this job ran and its process is gone. "
+                + (
+                    "Resume it from its last checkpoint."
+                    if rundir.latest_checkpoint(run_dir)
+                    else "It had no checkpoint yet: start it again."
+                ),
+            )
             return None
         reason = (result or {}).get("error") or (
-            f"the training process was killed by signal {-exit_code}" if exit_code and exit_code < 0
-            else f"the training process exited with code {exit_code}")
-        self._set_status(job_id, "failed", finished=True,
-                         error=f"{reason}\n--- last lines of the log ---\n{rundir.log_tail(run_dir, 15)}")
+            f"the training process was killed by signal {-exit_code}"
+            if exit_code and exit_code < 0
+            else f"the training process exited with code {exit_code}"
+        )
+        self._set_status(
+            job_id,
+            "failed",
+            finished=True,
+            error=f"{reason}\n--- last lines of the log ---\n{rundir.log_tail(run_dir, 15)}",
+        )
         return None
 
     def _register(self, job: Job, result: dict[str, Any]) -> str:
         config = job["config"] or {}
         is_reward = job["algorithm"] == "reward"
         prefix = "rm" if is_reward else "v"
-        taken = [int(m.group(1)) for r in self.db.query("SELECT name FROM policies")
-                 if (m := re.fullmatch(prefix + r"(\d+)", r["name"]))]
+        taken = [
+            int(m.group(1))
+            for r in self.db.query("SELECT name FROM policies")
+            if (m := re.fullmatch(prefix + r"(\d+)", r["name"]))
+        ]
         name = f"{prefix}{max(taken, default=0) + 1}"
         register_policy(
-            self.db, name, job["parent_policy_id"], self.base_model_spec, job["algorithm"],
-            None if is_reward else result.get("adapter_path"), config.get("data_hash"),
-            {**config.get("hyperparams", {}), "model_path": result.get("model_path"),
-             "reward_model_path": (result.get("adapter_path") or result.get("model_path")) if is_reward else None},
-            result.get("metrics"), job["id"])
+            self.db,
+            name,
+            job["parent_policy_id"],
+            self.base_model_spec,
+            job["algorithm"],
+            None if is_reward else result.get("adapter_path"),
+            config.get("data_hash"),
+            {
+                **config.get("hyperparams", {}),
+                "model_path": result.get("model_path"),
+                "reward_model_path": (result.get("adapter_path") or result.get("model_path")) if is_reward else None,
+            },
+            result.get("metrics"),
+            job["id"],
+        )
         return name
 
     def _set_status(self, job_id: int, status: str, finished: bool = False, error: str | None = "") -> None:
         with self.db.transaction() as cur:
             if error == "":
-                cur.execute("UPDATE jobs SET status = ?, finished_at = CASE WHEN ? THEN now() ELSE finished_at END"
-                            " WHERE id = ?", [status, finished, job_id])
+                cur.execute(
+                    "UPDATE jobs SET status = ?, finished_at = CASE WHEN ? THEN now() ELSE finished_at END"
+                    " WHERE id = ?",
+                    [status, finished, job_id],
+                )
             else:
-                cur.execute("UPDATE jobs SET status = ?, error = ?, finished_at = CASE WHEN ? THEN now()"
-                            " ELSE finished_at END WHERE id = ?", [status, error, finished, job_id])
+                cur.execute(
+                    "UPDATE jobs SET status = ?, error = ?, finished_at = CASE WHEN ? THEN now()"
+                    " ELSE finished_at END WHERE id = ?",
+                    [status, error, finished, job_id],
+                )
         if finished and self.on_finished is not None:
             self.on_finished(job_id, status)
 
@@ -444,15 +548,18 @@ class Supervisor:
     def _check_parent(self, request: JobRequest) -> Version:
         parent = get_policy(self.db, request.parent)
         if parent["algorithm"] == "reward":
-            raise ValidationError(f"{parent['name']} is a reward model, not a chat policy",
-                                  hint="start from base or a vN version")
+            raise ValidationError(
+                f"{parent['name']} is a reward model, not a chat policy", hint="start from base or a vN version"
+            )
         return parent
 
     def _reward_model_path(self, request: JobRequest) -> str:
         if not request.reward_model:
             raise ValidationError("Online RL needs a trained reward model", hint="train one (algorithm reward) first")
-        rows = self.db.query("SELECT config FROM policies WHERE name = ? AND algorithm = 'reward'"
-                             " AND deleted_at IS NULL", [request.reward_model])
+        rows = self.db.query(
+            "SELECT config FROM policies WHERE name = ? AND algorithm = 'reward' AND deleted_at IS NULL",
+            [request.reward_model],
+        )
         if not rows:
             raise NotFound(f"Reward model {request.reward_model!r} does not exist", hint="pick one of the rmN models")
         return json.loads(rows[0]["config"])["reward_model_path"]

@@ -8,6 +8,7 @@ mismatched against other prompts in the batch), so no implicit KL is added here.
 KTO estimates that KL term from neighbours in a fixed-order batch, so TRL requires sequential sampling and a real
 batch size >= 2. The rows are shuffled once with the seed before training so batches mix labels.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,27 +29,45 @@ class KTOConfig(CachedReference, TrainConfig):
     needs_reference: ClassVar[bool] = True
 
     learning_rate: float = param(
-        5e-5, "Peak learning rate of AdamW. 5e-6 to 5e-5 with LoRA; ~1e-6 for full fine-tuning.", min=1e-8, max=1.0)
+        5e-5, "Peak learning rate of AdamW. 5e-6 to 5e-5 with LoRA; ~1e-6 for full fine-tuning.", min=1e-8, max=1.0
+    )
     beta: float = param(
-        0.1, "How strongly the policy is held to the reference (the parent version). Higher = smaller changes.",
-        min=1e-4, max=10.0, group="algorithm")
+        0.1,
+        "How strongly the policy is held to the reference (the parent version). Higher = smaller changes.",
+        min=1e-4,
+        max=10.0,
+        group="algorithm",
+    )
     loss_type: str = param(
-        "kto", "kto: the KTO loss. apo_zero_unpaired: anchored variant for when good answers beat the model's own.",
-        choices=("kto", "apo_zero_unpaired"), group="algorithm")
+        "kto",
+        "kto: the KTO loss. apo_zero_unpaired: anchored variant for when good answers beat the model's own.",
+        choices=("kto", "apo_zero_unpaired"),
+        group="algorithm",
+    )
     desirable_weight: float = param(
-        0.0, "Weight of thumbs-up examples. 0 = balance automatically against the thumbs-down count.",
-        min=0.0, max=100.0, group="algorithm")
-    undesirable_weight: float = param(
-        1.0, "Weight of thumbs-down examples.", min=0.01, max=100.0, group="algorithm")
+        0.0,
+        "Weight of thumbs-up examples. 0 = balance automatically against the thumbs-down count.",
+        min=0.0,
+        max=100.0,
+        group="algorithm",
+    )
+    undesirable_weight: float = param(1.0, "Weight of thumbs-down examples.", min=0.01, max=100.0, group="algorithm")
     precompute_ref_log_probs: str = param(
-        "auto", "Compute the reference log-probs once before training and reuse them (faster from the second "
+        "auto",
+        "Compute the reference log-probs once before training and reuse them (faster from the second "
         "epoch on). auto: on when training covers the data at least once or fine-tunes fully.",
-        choices=PRECOMPUTE_CHOICES, group="algorithm")
+        choices=PRECOMPUTE_CHOICES,
+        group="algorithm",
+    )
 
     def extra_problems(self) -> list[tuple[str, str]]:
         if self.loss_type == "kto" and self.per_device_train_batch_size < 2:
-            return [("KTO needs per_device_train_batch_size >= 2 (its KL estimate pairs examples within a batch)",
-                     "set per_device_train_batch_size to 2 or more")]
+            return [
+                (
+                    "KTO needs per_device_train_batch_size >= 2 (its KL estimate pairs examples within a batch)",
+                    "set per_device_train_batch_size to 2 or more",
+                )
+            ]
         return []
 
 
@@ -57,8 +76,10 @@ def prepare_dataset(dataset, cfg: KTOConfig, name: str = "train"):
     labels = [bool(x) for x in dataset["label"]]
     if name == "train" and (all(labels) or not any(labels)):
         kind = "thumbs-up" if all(labels) else "thumbs-down"
-        raise ValidationError(f"KTO data has only {kind} examples",
-                              hint="KTO needs both desirable and undesirable answers; label some of each")
+        raise ValidationError(
+            f"KTO data has only {kind} examples",
+            hint="KTO needs both desirable and undesirable answers; label some of each",
+        )
     return dataset.shuffle(seed=cfg.seed).flatten_indices()
 
 

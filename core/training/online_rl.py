@@ -13,6 +13,7 @@ so we replace it after construction with base + parent merged (the base copy TRL
 extra load, documented limitation). GRPO is preferred over RLOO here: same reward-function API, group-relative
 advantages without a value model, and TRL logs KL and reward the same way.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,37 +33,63 @@ class OnlineRLConfig(TrainConfig):
     needs_reference: ClassVar[bool] = True
 
     learning_rate: float = param(
-        1e-5, "Peak learning rate of AdamW. RL is fragile: 1e-6 to 2e-5 with LoRA.", min=1e-8, max=1.0)
+        1e-5, "Peak learning rate of AdamW. RL is fragile: 1e-6 to 2e-5 with LoRA.", min=1e-8, max=1.0
+    )
     per_device_train_batch_size: int = param(
-        4, "Completions per forward/backward pass (not prompts): prompts per step = this x accumulation / "
-        "num_generations.", min=1, max=1024)
+        4,
+        "Completions per forward/backward pass (not prompts): prompts per step = this x accumulation / "
+        "num_generations.",
+        min=1,
+        max=1024,
+    )
     gradient_accumulation_steps: int = param(
-        1, "Passes accumulated per optimizer step; batch x this must be a multiple of num_generations.",
-        min=1, max=1024)
+        1, "Passes accumulated per optimizer step; batch x this must be a multiple of num_generations.", min=1, max=1024
+    )
     max_length: int = param(
-        512, "Longest prompt + answer in tokens; prompts longer than max_length - max_completion_length are skipped.",
-        min=16, max=131072)
+        512,
+        "Longest prompt + answer in tokens; prompts longer than max_length - max_completion_length are skipped.",
+        min=16,
+        max=131072,
+    )
     beta: float = param(
-        0.04, "KL penalty to the reference (the parent version): higher keeps answers closer to the parent and "
-        "guards against reward hacking. Must be > 0.", min=1e-4, max=10.0, group="algorithm")
+        0.04,
+        "KL penalty to the reference (the parent version): higher keeps answers closer to the parent and "
+        "guards against reward hacking. Must be > 0.",
+        min=1e-4,
+        max=10.0,
+        group="algorithm",
+    )
     num_generations: int = param(
-        4, "Answers sampled per prompt; each is rewarded relative to its group's mean. More = steadier, slower.",
-        min=2, max=64, group="algorithm")
-    max_completion_length: int = param(
-        128, "Longest generated answer in tokens.", min=4, max=8192, group="algorithm")
+        4,
+        "Answers sampled per prompt; each is rewarded relative to its group's mean. More = steadier, slower.",
+        min=2,
+        max=64,
+        group="algorithm",
+    )
+    max_completion_length: int = param(128, "Longest generated answer in tokens.", min=4, max=8192, group="algorithm")
     temperature: float = param(
-        1.0, "Sampling temperature: higher explores more varied answers.", min=0.1, max=2.0, group="algorithm")
+        1.0, "Sampling temperature: higher explores more varied answers.", min=0.1, max=2.0, group="algorithm"
+    )
     loss_type: str = param(
-        "dapo", "dapo: token-level loss normalised over the batch (TRL default, no length bias). grpo: the original "
+        "dapo",
+        "dapo: token-level loss normalised over the batch (TRL default, no length bias). grpo: the original "
         "per-sequence normalisation. dr_grpo: constant normalisation. bnpo: local-batch token normalisation.",
-        choices=("dapo", "grpo", "dr_grpo", "bnpo"), group="algorithm")
+        choices=("dapo", "grpo", "dr_grpo", "bnpo"),
+        group="algorithm",
+    )
     scale_rewards: str = param(
-        "group", "Divide advantages by the reward std of the group, the whole batch, or not at all (none).",
-        choices=("group", "batch", "none"), group="algorithm")
+        "group",
+        "Divide advantages by the reward std of the group, the whole batch, or not at all (none).",
+        choices=("group", "batch", "none"),
+        group="algorithm",
+    )
 
     use_vllm: bool = param(
-        False, "Generate the answers with vLLM (colocated on the training GPUs: much faster sampling) instead of "
-        "the policy's own generate. Needs CUDA GPUs and the vllm package.", group="algorithm")
+        False,
+        "Generate the answers with vLLM (colocated on the training GPUs: much faster sampling) instead of "
+        "the policy's own generate. Needs CUDA GPUs and the vllm package.",
+        group="algorithm",
+    )
 
     def extra_problems(self) -> list[tuple[str, str]]:
         problems = []
@@ -72,16 +99,28 @@ class OnlineRLConfig(TrainConfig):
             import torch
 
             if not torch.cuda.is_available() or importlib.util.find_spec("vllm") is None:
-                problems.append(("use_vllm needs CUDA GPUs and the vllm package",
-                                 "turn use_vllm off here, or pip install vllm on a GPU machine"))
+                problems.append(
+                    (
+                        "use_vllm needs CUDA GPUs and the vllm package",
+                        "turn use_vllm off here, or pip install vllm on a GPU machine",
+                    )
+                )
         if self.effective_batch_size % self.num_generations:
-            problems.append((
-                f"per_device_train_batch_size x gradient_accumulation_steps ({self.effective_batch_size}) must be a "
-                f"multiple of num_generations ({self.num_generations})",
-                f"e.g. per_device_train_batch_size={self.num_generations}, gradient_accumulation_steps=1"))
+            problems.append(
+                (
+                    f"per_device_train_batch_size x gradient_accumulation_steps ({self.effective_batch_size}) must"
+                    f" be a "
+                    f"multiple of num_generations ({self.num_generations})",
+                    f"e.g. per_device_train_batch_size={self.num_generations}, gradient_accumulation_steps=1",
+                )
+            )
         if self.max_completion_length >= self.max_length:
-            problems.append((f"max_completion_length ({self.max_completion_length}) must be < max_length "
-                             f"({self.max_length})", "raise max_length or lower max_completion_length"))
+            problems.append(
+                (
+                    f"max_completion_length ({self.max_completion_length}) must be < max_length ({self.max_length})",
+                    "raise max_length or lower max_completion_length",
+                )
+            )
         return problems
 
     def planned_steps(self, n_examples: int, num_processes: int = 1) -> int:
@@ -119,8 +158,9 @@ def build_trainer(cfg: OnlineRLConfig, setup: ModelSetup, train_dataset, eval_da
     if len(train_dataset) < before:
         log(f"skipped {before - len(train_dataset)} prompt(s) longer than {limit} tokens")
     if len(train_dataset) == 0:
-        raise ValidationError(f"every prompt is longer than {limit} tokens",
-                              hint="raise max_length or lower max_completion_length")
+        raise ValidationError(
+            f"every prompt is longer than {limit} tokens", hint="raise max_length or lower max_completion_length"
+        )
     if eval_dataset is not None:
         eval_dataset = eval_dataset.filter(_fits(setup.tokenizer, limit))
     # TRL names the reward metrics after the model's config path: "rewards/reward_model/mean".

@@ -4,6 +4,7 @@ TRL 1.16 ships it as ``trl.experimental.orpo.ORPOTrainer`` (experimental API: it
 Being reference-free, ORPO's ``rewards/*`` are beta * log-prob of the policy alone, so no KL is logged. With a
 parent adapter the LoRA continues from the parent's weights (the child starts at the parent version).
 """
+
 from __future__ import annotations
 
 import os
@@ -22,11 +23,18 @@ class ORPOConfig(TrainConfig):
     min_examples: ClassVar[int] = 10
 
     learning_rate: float = param(
-        5e-5, "Peak learning rate of AdamW. ORPO also does SFT: 2e-5 to 1e-4 with LoRA, ~5e-6 for full fine-tuning.",
-        min=1e-8, max=1.0)
+        5e-5,
+        "Peak learning rate of AdamW. ORPO also does SFT: 2e-5 to 1e-4 with LoRA, ~5e-6 for full fine-tuning.",
+        min=1e-8,
+        max=1.0,
+    )
     beta: float = param(
-        0.1, "Weight of the odds-ratio preference term against the SFT term (lambda in the paper). 0.05-0.5.",
-        min=1e-4, max=10.0, group="algorithm")
+        0.1,
+        "Weight of the odds-ratio preference term against the SFT term (lambda in the paper). 0.05-0.5.",
+        min=1e-4,
+        max=10.0,
+        group="algorithm",
+    )
 
 
 def prepare_dataset(dataset, cfg: ORPOConfig, name: str = "train"):

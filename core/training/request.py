@@ -2,6 +2,7 @@
 
 Apart from the supervisor (core.training.jobs) so the UIs and the guided loop can build requests without it.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -26,22 +27,22 @@ class JobRequest:
     """
 
     algorithm: str
-    parent: str = "base"                       # policy version the job starts from (and the reference)
+    parent: str = "base"  # policy version the job starts from (and the reference)
     hyperparams: dict[str, Any] = field(default_factory=dict)
     filters: Filters = field(default_factory=lambda: Filters(hold_out_percent=HELD_OUT_PERCENT))
-    reward_model: str | None = None            # online RL: name of a trained reward model (rm1, ...)
-    launch: LaunchConfig = field(default_factory=LaunchConfig)   # one process, DDP, FSDP, DeepSpeed, nodes
+    reward_model: str | None = None  # online RL: name of a trained reward model (rm1, ...)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)  # one process, DDP, FSDP, DeepSpeed, nodes
 
     def spec(self) -> AlgorithmSpec:
         if self.algorithm not in ALGORITHMS:
-            raise ValidationError(f"Unknown algorithm {self.algorithm!r}",
-                                  hint=f"choose one of {', '.join(ALGORITHMS)}")
+            raise ValidationError(
+                f"Unknown algorithm {self.algorithm!r}", hint=f"choose one of {', '.join(ALGORITHMS)}"
+            )
         return ALGORITHMS[self.algorithm]
 
     def plan(self, n_examples: int) -> Plan:
         """Every hyperparameter for ``n_examples`` training rows: the user's values plus chosen defaults."""
-        return plan_defaults(self.spec().config_class, n_examples, self.hyperparams,
-                             world_size=self.launch.world_size)
+        return plan_defaults(self.spec().config_class, n_examples, self.hyperparams, world_size=self.launch.world_size)
 
     def config(self, n_examples: int) -> Any:
         """The algorithm's config dataclass for ``n_examples`` training rows, validated."""
@@ -62,9 +63,9 @@ class DryRun:
     estimate: dict[str, Any]
     ok: bool
     reason: str
-    summary: str = ""                                          # "64 pairs: 5 epochs -> 40 steps, lr 5e-4 ..."
-    settings: list[dict[str, Any]] = field(default_factory=list)   # name, value, source (auto|user|default), reason
-    eval_examples: int = 0                                     # held-out rows evaluated on while training
+    summary: str = ""  # "64 pairs: 5 epochs -> 40 steps, lr 5e-4 ..."
+    settings: list[dict[str, Any]] = field(default_factory=list)  # name, value, source (auto|user|default), reason
+    eval_examples: int = 0  # held-out rows evaluated on while training
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:

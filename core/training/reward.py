@@ -14,6 +14,7 @@ parent is merged into the backbone first and a fresh reward adapter is trained o
 
 ``RewardScorer`` serves a trained rmN in the studio process: comparing versions and judging pairs score with it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,7 +29,7 @@ from core.errors import ModelError, NotFound, ValidationError
 from core.serving.models import LOAD_LOCK
 from core.training.common import ModelSetup, TrainConfig, param, require_columns, trainer_inputs
 
-if TYPE_CHECKING:   # only for type hints: the training child never loads the database
+if TYPE_CHECKING:  # only for type hints: the training child never loads the database
     from storage.db import Database
 
 
@@ -42,19 +43,26 @@ class RewardConfig(TrainConfig):
     task: ClassVar[str] = "seq_cls"
 
     learning_rate: float = param(
-        1e-4, "Peak learning rate of AdamW. 5e-5 to 2e-4 with LoRA; ~1e-5 for full fine-tuning.", min=1e-8, max=1.0)
+        1e-4, "Peak learning rate of AdamW. 5e-5 to 2e-4 with LoRA; ~1e-5 for full fine-tuning.", min=1e-8, max=1.0
+    )
     use_margin: bool = param(
-        True, "Use the data's margin column (how much better chosen is, from ratings) when present: pairs with a "
-        "larger margin must get a larger score gap.", group="algorithm")
+        True,
+        "Use the data's margin column (how much better chosen is, from ratings) when present: pairs with a "
+        "larger margin must get a larger score gap.",
+        group="algorithm",
+    )
     center_rewards_coefficient: float = param(
-        0.01, "Pulls scores toward mean 0 so they stay comparable across runs (0 = off; 0.01 recommended).",
-        min=0.0, max=1.0, group="algorithm")
+        0.01,
+        "Pulls scores toward mean 0 so they stay comparable across runs (0 = off; 0.01 recommended).",
+        min=0.0,
+        max=1.0,
+        group="algorithm",
+    )
 
 
 def prepare_dataset(dataset, cfg: RewardConfig, name: str = "train"):
     optional = ("margin",) if cfg.use_margin else ()
-    dataset = require_columns(dataset, ("prompt", "chosen", "rejected"), optional, "preference", cfg.min_examples,
-                              name)
+    dataset = require_columns(dataset, ("prompt", "chosen", "rejected"), optional, "preference", cfg.min_examples, name)
     if "margin" in dataset.column_names:
         dataset = dataset.map(lambda row: {"margin": _margin(row["margin"])})
     return dataset
@@ -120,7 +128,7 @@ def _load_reward_model(path: Path, merge: bool, dtype):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     try:
-        with LOAD_LOCK:   # see core.serving.models.LOAD_LOCK: one model load at a time in a process
+        with LOAD_LOCK:  # see core.serving.models.LOAD_LOCK: one model load at a time in a process
             tokenizer = AutoTokenizer.from_pretrained(str(path))
             if (path / "adapter_config.json").is_file():
                 from peft import PeftModel
@@ -141,8 +149,10 @@ def _load_reward_model(path: Path, merge: bool, dtype):
     except ModelError:
         raise
     except Exception as exc:
-        raise ModelError(f"could not load reward model {path}: {exc}",
-                         hint="pass the adapter/ or model/ directory of a finished reward job") from exc
+        raise ModelError(
+            f"could not load reward model {path}: {exc}",
+            hint="pass the adapter/ or model/ directory of a finished reward job",
+        ) from exc
     return model, tokenizer
 
 
@@ -152,8 +162,10 @@ def _reward_base(path: Path) -> tuple[str, str | None]:
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     merged_parent = info.get("merged_parent")
     if merged_parent and not Path(merged_parent).is_dir():
-        raise ModelError(f"reward model {path} was trained on top of adapter {merged_parent}, which is gone",
-                         hint="restore that adapter or retrain the reward model")
+        raise ModelError(
+            f"reward model {path} was trained on top of adapter {merged_parent}, which is gone",
+            hint="restore that adapter or retrain the reward model",
+        )
     base = info.get("base_model")
     if base and Path(base).exists():
         return base, merged_parent
@@ -176,7 +188,7 @@ def score(model, tokenizer, conversations: list[list[dict]]) -> list[float]:
 # --- scoring answers in the server ------------------------------------------------------------------------
 
 
-SCORE_BATCH = 8                    # conversations per forward pass of a reward scorer
+SCORE_BATCH = 8  # conversations per forward pass of a reward scorer
 
 
 class RewardScorer:
@@ -206,8 +218,7 @@ class RewardScorer:
             raise ValidationError(f"{name} is not a reward model", hint="pick one of the rmN versions")
         path = policy["config"].get("reward_model_path")
         if not path or not Path(path).exists():
-            raise NotFound(f"The files of reward model {name} are missing ({path})",
-                           hint="retrain the reward model")
+            raise NotFound(f"The files of reward model {name} are missing ({path})", hint="retrain the reward model")
         with cls._lock:
             if path not in cls._cache:
                 cls._cache[path] = cls(name, policy["id"], path)
@@ -224,7 +235,7 @@ class RewardScorer:
         def run() -> list[float]:
             out: list[float] = []
             for i in range(0, len(conversations), SCORE_BATCH):
-                out += score(self.model, self.tokenizer, conversations[i:i + SCORE_BATCH])
+                out += score(self.model, self.tokenizer, conversations[i : i + SCORE_BATCH])
             return out
 
         with self._lock:  # one scorer model, many page sessions

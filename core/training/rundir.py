@@ -32,6 +32,7 @@ running trainers between steps (they lend a core to the chat while it is fresh).
 Cheap to import (no DuckDB, torch or transformers at import): the training child, the supervisor and the
 benchmarks all import it. Parquet is written with pyarrow, imported only inside ``write_parquet``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -61,8 +62,8 @@ CHECKPOINTS_DIR = "checkpoints"
 CACHE_DIR = "cache"
 TMP_DIR = "tmp"
 CONTROL_ACTIONS = ("pause", "cancel")
-CHAT_ACTIVE_FILE = "chat_active"   # in the runs dir; touched by the server whenever the chat generates
-CHAT_ACTIVE_WINDOW_S = 60.0        # a trainer lends a core to the chat for this long after the last touch
+CHAT_ACTIVE_FILE = "chat_active"  # in the runs dir; touched by the server whenever the chat generates
+CHAT_ACTIVE_WINDOW_S = 60.0  # a trainer lends a core to the chat for this long after the last touch
 
 
 # -- config.json ---------------------------------------------------------------------------------------------------
@@ -91,8 +92,9 @@ class JobConfig:
         except FileNotFoundError:
             raise ValidationError(f"config file {path} does not exist", hint="pass runs/<id>/config.json") from None
         except json.JSONDecodeError as exc:
-            raise ValidationError(f"config file {path} is not valid JSON: {exc}",
-                                  hint="rewrite the job config") from None
+            raise ValidationError(
+                f"config file {path} is not valid JSON: {exc}", hint="rewrite the job config"
+            ) from None
         if not isinstance(data, dict):
             raise ValidationError(f"config file {path} must hold a JSON object", hint="rewrite the job config")
         known = {f.name for f in dataclasses.fields(cls)}
@@ -100,7 +102,7 @@ class JobConfig:
         if missing:
             raise ValidationError(f"config.json lacks {', '.join(missing)}", hint="the supervisor must write them")
         if not isinstance(data.get("hyperparams") or {}, dict):
-            raise ValidationError("config.json hyperparams must be an object", hint="e.g. {\"learning_rate\": 1e-4}")
+            raise ValidationError("config.json hyperparams must be an object", hint='e.g. {"learning_rate": 1e-4}')
         data["hyperparams"] = data.get("hyperparams") or {}
         # Other top-level keys (dataset hash, timestamps, ...) are the supervisor's metadata: ignored here.
         return cls(**{k: v for k, v in data.items() if k in known})
@@ -282,14 +284,18 @@ def log_path(run_dir: Path) -> Path:
     return Path(run_dir) / LOG_FILE
 
 
-LOG_TAIL_BYTES = 128_000   # read from the end; a 1000-step tqdm bar redrawn in place is ~80 kB of one line
+LOG_TAIL_BYTES = 128_000  # read from the end; a 1000-step tqdm bar redrawn in place is ~80 kB of one line
 _ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
 # tqdm's bar with a total ("desc: 45%|####  | 9/20 [00:01<00:02, 4.5it/s]") and without one ("desc: 62 examples
 # [00:00, 3922.81 examples/s]"); whatever follows the closing bracket on the same line was printed over the bar.
-_BAR = re.compile(r"(?P<desc>[^|\[\]]*?)\s*(?P<pct>\d{1,3})%\|[^|]*\|\s*(?P<n>\d+(?:\.\d+)?[kMG]?)/"
-                  r"(?P<total>\d+(?:\.\d+)?[kMG]?)\s*\[[^\]]*\]")
-_COUNTER = re.compile(r"(?P<desc>[^|\[\]]+?):\s+(?P<n>\d+(?:\.\d+)?[kMG]?)(?P<unit>\s?[^\s\[\]\d]*)\s"
-                      r"\[\d+:\d+(?::\d+)?,\s*[^\]]*\]")
+_BAR = re.compile(
+    r"(?P<desc>[^|\[\]]*?)\s*(?P<pct>\d{1,3})%\|[^|]*\|\s*(?P<n>\d+(?:\.\d+)?[kMG]?)/"
+    r"(?P<total>\d+(?:\.\d+)?[kMG]?)\s*\[[^\]]*\]"
+)
+_COUNTER = re.compile(
+    r"(?P<desc>[^|\[\]]+?):\s+(?P<n>\d+(?:\.\d+)?[kMG]?)(?P<unit>\s?[^\s\[\]\d]*)\s"
+    r"\[\d+:\d+(?::\d+)?,\s*[^\]]*\]"
+)
 
 
 @dataclass
@@ -313,13 +319,13 @@ def _bar(line: str) -> tuple[_Bar | None, str]:
     of = match["total"] if "total" in match.re.groupindex else match["unit"]
     key = f"{match['desc'].strip().rstrip(':')}/{of.strip()}"
     complete = "pct" in match.re.groupindex and match["pct"] == "100"
-    return _Bar(key, value, line[:match.end()].rstrip(), complete), line[match.end():].strip()
+    return _Bar(key, value, line[: match.end()].rstrip(), complete), line[match.end() :].strip()
 
 
 def _last_state(line: str) -> str:
     """What a terminal would show of ``line``: the last non-blank part after a carriage return or another cursor
     move or erase (tqdm redraws its bar in place with ``\\r``); colours removed."""
-    parts = re.split(r"\r|\x1b\[[0-?]*[ -/]*[@-ln-~]", line)   # every CSI but SGR ("m": colours) moves or erases
+    parts = re.split(r"\r|\x1b\[[0-?]*[ -/]*[@-ln-~]", line)  # every CSI but SGR ("m": colours) moves or erases
     last = next((part for part in reversed(parts) if part.strip()), "")
     return _ANSI.sub("", last).rstrip()
 
@@ -335,16 +341,16 @@ def clean_log(text: str) -> list[str]:
     (a bar that merely redraws a state already shown is dropped; one that completes a bar shown just above,
     with a log record in between, replaces it)."""
     out: list[str] = []
-    shown: dict[str, tuple[float, int]] = {}    # each bar's state as last shown, and its line in ``out``
-    pending: list[_Bar] = []                    # the current run of progress lines
+    shown: dict[str, tuple[float, int]] = {}  # each bar's state as last shown, and its line in ``out``
+    pending: list[_Bar] = []  # the current run of progress lines
 
     def flush() -> None:
         for bar in pending:
             state, where = shown.get(bar.key, (None, -1))
             if bar.states == 1 and state == bar.n:
-                continue                        # a redraw of what is already shown
+                continue  # a redraw of what is already shown
             if bar.states == 1 and bar.complete and state is not None and bar.n > state and len(out) - where <= 2:
-                out[where] = bar.text           # e.g. the evaluation's last batch, drawn after its metrics
+                out[where] = bar.text  # e.g. the evaluation's last batch, drawn after its metrics
                 shown[bar.key] = (bar.n, where)
                 continue
             out.append(bar.text)
@@ -355,12 +361,12 @@ def clean_log(text: str) -> list[str]:
     # lands after it: a line break in the log's terms.
     for line in map(_last_state, re.split(r"\n|\x1b\[\d*A", text)):
         if not line.strip():
-            continue        # blank, or cleared by a bar
+            continue  # blank, or cleared by a bar
         bar, rest = _bar(line)
         if bar is not None:
             same = next((b for b in reversed(pending) if b.key == bar.key), None)
             if same is not None and bar.n >= same.n:
-                same.states += bar.n > same.n       # the same state drawn again is no progress
+                same.states += bar.n > same.n  # the same state drawn again is no progress
                 same.n, same.text = bar.n, bar.text
             else:
                 pending.append(bar)
@@ -382,9 +388,9 @@ def log_tail(run_dir: Path, lines: int) -> str:
             text = fh.read().decode("utf-8", "replace")
     except OSError:
         return ""
-    if start > 0:   # the window cut its first line: drop the cut part (a later \r redraw of it is whole)
+    if start > 0:  # the window cut its first line: drop the cut part (a later \r redraw of it is whole)
         ends = [i for i in (text.find("\r"), text.find("\n")) if i >= 0]
-        text = text[min(ends) + 1:] if ends else ""
+        text = text[min(ends) + 1 :] if ends else ""
     return "\n".join(clean_log(text)[-lines:])
 
 
@@ -403,16 +409,20 @@ def checkpoint_path(run_dir: Path, step: int) -> Path:
 def latest_checkpoint(run_dir: Path) -> Path | None:
     """The newest COMPLETE checkpoint: the Trainer writes trainer_state.json last, so a checkpoint cut short
     (disk full, kill -9 mid-save) lacks it and is never resumed from."""
-    checkpoints = sorted((p for p in checkpoints_dir(run_dir).glob("checkpoint-*")
-                          if (p / "trainer_state.json").is_file()),
-                         key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
+    checkpoints = sorted(
+        (p for p in checkpoints_dir(run_dir).glob("checkpoint-*") if (p / "trainer_state.json").is_file()),
+        key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1,
+    )
     return checkpoints[-1] if checkpoints else None
 
 
 def incomplete_checkpoints(run_dir: Path) -> list[Path]:
     """Checkpoints cut short (no trainer_state.json): never resumed from, removed after a full disk."""
-    return [p for p in checkpoints_dir(run_dir).glob("checkpoint-*")
-            if p.is_dir() and not (p / "trainer_state.json").is_file()]
+    return [
+        p
+        for p in checkpoints_dir(run_dir).glob("checkpoint-*")
+        if p.is_dir() and not (p / "trainer_state.json").is_file()
+    ]
 
 
 # -- the runs dir's chat_active marker -----------------------------------------------------------------------------

@@ -7,6 +7,7 @@ parent version); without one a fresh adapter is trained on the base.
 template for that; SmolLM2's ChatML template has none, so for the standard ChatML line we add them (rendering is
 unchanged). For other templates without markers the loss falls back to the whole conversation (logged).
 """
+
 from __future__ import annotations
 
 import copy
@@ -32,12 +33,16 @@ class SFTConfig(TrainConfig):
     min_examples: ClassVar[int] = 5
 
     learning_rate: float = param(
-        2e-4, "Peak learning rate of AdamW. 1e-4 to 3e-4 with LoRA; ~2e-5 for full fine-tuning.", min=1e-8, max=1.0)
+        2e-4, "Peak learning rate of AdamW. 1e-4 to 3e-4 with LoRA; ~2e-5 for full fine-tuning.", min=1e-8, max=1.0
+    )
     assistant_only_loss: bool = param(
-        True, "Learn only from the assistant's turns, not from the user's prompts.", group="algorithm")
+        True, "Learn only from the assistant's turns, not from the user's prompts.", group="algorithm"
+    )
     packing: bool = param(
-        False, "Pack several short conversations into one max_length block: faster on many short examples.",
-        group="algorithm")
+        False,
+        "Pack several short conversations into one max_length block: faster on many short examples.",
+        group="algorithm",
+    )
 
 
 def prepare_dataset(dataset, cfg: SFTConfig, name: str = "train"):

@@ -3,6 +3,7 @@
 A first DPO run after FIRST_JOB_PAIRS preference pairs, then a new round from the newest version after
 NEXT_JOB_PAIRS new pairs; the request carries no hyperparameters, so the data-chosen defaults apply.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,8 +14,8 @@ from core.serving.policies import BASE_POLICY, newest_version
 from core.training.request import JobRequest
 from storage.db import Database
 
-FIRST_JOB_PAIRS = 40   # preference pairs before the first suggested job: ~32 to train on, ~8 held out to measure
-NEXT_JOB_PAIRS = 20    # new pairs since the newest version before suggesting the next round
+FIRST_JOB_PAIRS = 40  # preference pairs before the first suggested job: ~32 to train on, ~8 held out to measure
+NEXT_JOB_PAIRS = 20  # new pairs since the newest version before suggesting the next round
 
 
 @dataclass
@@ -22,10 +23,10 @@ class Suggestion:
     """What the console suggests next: a DPO job from the newest version once enough labels exist."""
 
     ready: bool
-    parent: str                 # the version to train from (the newest chat version)
-    pairs: int                  # usable preference pairs (all, before the held-out split)
-    new_pairs: int              # of those, labeled after the parent was trained (all of them for base)
-    needed: int                 # more labels before the suggestion is ready (0 when ready)
+    parent: str  # the version to train from (the newest chat version)
+    pairs: int  # usable preference pairs (all, before the held-out split)
+    new_pairs: int  # of those, labeled after the parent was trained (all of them for base)
+    needed: int  # more labels before the suggestion is ready (0 when ready)
     text: str
     request: JobRequest
 
@@ -52,11 +53,15 @@ def suggest_next_job(db: Database, texts: list[tuple[str, str, bool]] | None = N
     needed = max(0, target - new_pairs)
     first = parent == "base"
     if needed:
-        text = (f"{new_pairs} preference pair(s) labeled{'' if first else ' since ' + parent + ' was trained'}"
-                f": {needed} more and the studio suggests {'a first' if first else 'the next'} DPO run"
-                f"{'' if first else ' from ' + parent}.")
+        text = (
+            f"{new_pairs} preference pair(s) labeled{'' if first else ' since ' + parent + ' was trained'}"
+            f": {needed} more and the studio suggests {'a first' if first else 'the next'} DPO run"
+            f"{'' if first else ' from ' + parent}."
+        )
     else:
-        text = (f"{new_pairs} {'preference pairs labeled' if first else 'new pairs since ' + parent}: "
-                f"ready for {'a first' if first else 'the next'} DPO run from {parent}, with settings "
-                "chosen for this data.")
+        text = (
+            f"{new_pairs} {'preference pairs labeled' if first else 'new pairs since ' + parent}: "
+            f"ready for {'a first' if first else 'the next'} DPO run from {parent}, with settings "
+            "chosen for this data."
+        )
     return Suggestion(not needed, parent, pairs, new_pairs, needed, text, request)

@@ -19,6 +19,7 @@ The reference model is the PARENT policy version, never silently the base:
 - A "parent adapter" directory holding full weights (config.json, no adapter_config.json) is treated as the
   base model itself: the parent of a full fine-tune is a full model.
 """
+
 from __future__ import annotations
 
 import json
@@ -88,7 +89,7 @@ def model_dtype(cfg: TrainConfig, hardware: HardwareProfile):
     from core.serving.hardware import training_defaults
 
     if cfg.is_lora and cfg.task != "seq_cls" and training_defaults(hardware, 0)["bf16"]:
-        return torch.bfloat16   # (a reward model trains its score head in full: that one stays fp32)
+        return torch.bfloat16  # (a reward model trains its score head in full: that one stays fp32)
     return torch.float32
 
 
@@ -102,8 +103,9 @@ def _quantization_config(cfg: TrainConfig, hardware: HardwareProfile):
 
     compute = torch.bfloat16 if hardware.cuda_bf16 else torch.float16
     if cfg.finetune == "qlora4":
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                  bnb_4bit_compute_dtype=compute)
+        return BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute
+        )
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
@@ -113,8 +115,10 @@ def load_tokenizer(path: str):
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except Exception as exc:
-        raise ModelError(f"could not load the tokenizer of {path}: {exc}",
-                         hint="base_model must be a model directory with tokenizer files") from exc
+        raise ModelError(
+            f"could not load the tokenizer of {path}: {exc}",
+            hint="base_model must be a model directory with tokenizer files",
+        ) from exc
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -139,8 +143,10 @@ def load_base(path: str, cfg: TrainConfig, hardware: HardwareProfile, *, quantiz
             return AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **kwargs)
         return AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except Exception as exc:
-        raise ModelError(f"could not load model {path}: {exc}",
-                         hint="base_model must be a model directory (config.json + weights + tokenizer)") from exc
+        raise ModelError(
+            f"could not load model {path}: {exc}",
+            hint="base_model must be a model directory (config.json + weights + tokenizer)",
+        ) from exc
 
 
 def _merged_parent(base: str, parent: str, cfg: TrainConfig, hardware: HardwareProfile):
@@ -159,15 +165,19 @@ def load_for_training(cfg: TrainConfig, job: JobConfig, hardware: HardwareProfil
     notes: list[str] = []
     if parent:
         if not Path(parent).exists():
-            raise ModelError(f"parent adapter {parent} does not exist",
-                             hint="the parent version's adapter directory was moved or deleted")
+            raise ModelError(
+                f"parent adapter {parent} does not exist",
+                hint="the parent version's adapter directory was moved or deleted",
+            )
         if not is_adapter_dir(parent):
             if (Path(parent) / "config.json").is_file():
                 notes.append(f"parent {parent} holds full weights: it is used as the base model")
                 base, parent = parent, None
             else:
-                raise ModelError(f"{parent} is neither a LoRA adapter nor a model directory",
-                                 hint="pass the parent's adapter directory (adapter_config.json + weights)")
+                raise ModelError(
+                    f"{parent} is neither a LoRA adapter nor a model directory",
+                    hint="pass the parent's adapter directory (adapter_config.json + weights)",
+                )
     tokenizer = load_tokenizer(base)
     seq_cls = cfg.task == "seq_cls"
     reference_needed = cfg.reference_in_memory(n_examples)
@@ -194,8 +204,10 @@ def load_for_training(cfg: TrainConfig, job: JobConfig, hardware: HardwareProfil
             model = PeftModel.from_pretrained(model, parent, is_trainable=True)
             notes.append("LoRA continues from the parent adapter (its r/alpha/targets are kept; lora_* ignored)")
             if cfg.needs_reference:
-                setup.reference = ("parent policy: frozen copy of the parent adapter ('ref' adapter), base weights "
-                                   "shared; the new adapter starts from the parent's weights")
+                setup.reference = (
+                    "parent policy: frozen copy of the parent adapter ('ref' adapter), base weights "
+                    "shared; the new adapter starts from the parent's weights"
+                )
         else:
             setup.peft_config = lora_config(cfg)
             if cfg.needs_reference:
@@ -214,9 +226,11 @@ def load_for_training(cfg: TrainConfig, job: JobConfig, hardware: HardwareProfil
         else:
             setup.model = load_base(base, cfg, hardware)
             if cfg.needs_reference:
-                setup.reference = ("base model = parent policy: " + (
-                    "a second copy loaded by TRL" if reference_needed else
-                    "log-probs precomputed before the first update"))
+                setup.reference = "base model = parent policy: " + (
+                    "a second copy loaded by TRL"
+                    if reference_needed
+                    else "log-probs precomputed before the first update"
+                )
     for module in (setup.model, setup.ref_model):
         if module is not None and getattr(module.config, "pad_token_id", None) is None:
             module.config.pad_token_id = tokenizer.pad_token_id
@@ -257,11 +271,20 @@ def save_trained(trainer, setup: ModelSetup, cfg: TrainConfig, run_dir: Path) ->
         else:
             model.save_pretrained(str(partial), safe_serialization=True, **extra)
         setup.tokenizer.save_pretrained(str(partial))
-        (partial / "studio_training.json").write_text(json.dumps({
-            "algorithm": cfg.algorithm, "task": cfg.task, "finetune": cfg.finetune, "base_model": setup.base_model,
-            "kind": "reward_model" if cfg.task == "seq_cls" else "policy",
-            "merged_parent": setup.merged_parent,
-        }, indent=2) + "\n")
+        (partial / "studio_training.json").write_text(
+            json.dumps(
+                {
+                    "algorithm": cfg.algorithm,
+                    "task": cfg.task,
+                    "finetune": cfg.finetune,
+                    "base_model": setup.base_model,
+                    "kind": "reward_model" if cfg.task == "seq_cls" else "policy",
+                    "merged_parent": setup.merged_parent,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
         fsync_tree(partial)
         shutil.rmtree(target, ignore_errors=True)
         os.replace(partial, target)

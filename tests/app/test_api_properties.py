@@ -4,6 +4,7 @@ code (never a 500), and a refused request stores nothing.
 The real API app (app.api.create_api) over a real Studio and DuckDB file, driven in-process with Starlette's
 TestClient so hundreds of generated requests run in seconds and the database can be checked after each one.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,13 +26,38 @@ MAX_BODY = 20_000
 
 # unicode edge cases: NUL and other controls, RTL overrides, zero-width joiners, emoji, combining marks,
 # non-characters, and lone surrogates (JSON may escape them as "\ud800"; json.dumps writes them that way)
-EDGE_TEXT = st.sampled_from(["", " ", "\x00", "\x1b[31m", "\u202e", "\u200d", "🧪" * 50, "e\u0301", "\uffff",
-                             "a" * 5000, "'; DROP TABLE preferences; --", "null", "\ud7ff", "\ud800", "a\udfffb"])
+EDGE_TEXT = st.sampled_from(
+    [
+        "",
+        " ",
+        "\x00",
+        "\x1b[31m",
+        "\u202e",
+        "\u200d",
+        "🧪" * 50,
+        "e\u0301",
+        "\uffff",
+        "a" * 5000,
+        "'; DROP TABLE preferences; --",
+        "null",
+        "\ud7ff",
+        "\ud800",
+        "a\udfffb",
+    ]
+)
 TEXT = st.one_of(st.text(max_size=60), EDGE_TEXT)
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(min_value=-2**70, max_value=2**70),
-                    st.floats(allow_nan=False, allow_infinity=False), TEXT)
-JSON = st.recursive(SCALARS, lambda children: st.one_of(st.lists(children, max_size=4),
-                                                         st.dictionaries(TEXT, children, max_size=4)), max_leaves=12)
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    TEXT,
+)
+JSON = st.recursive(
+    SCALARS,
+    lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(TEXT, children, max_size=4)),
+    max_leaves=12,
+)
 
 
 def field_values(valid: list) -> st.SearchStrategy:
@@ -39,33 +65,50 @@ def field_values(valid: list) -> st.SearchStrategy:
     return st.one_of(st.sampled_from(valid), JSON)
 
 
-VOTE = st.fixed_dictionaries({
-    "prompt": field_values(["Which is kinder?", "  ", "\x00"]),
-    "answer_a": field_values(["A", ""]),
-    "answer_b": field_values(["B"]),
-    "outcome": field_values(["a", "b", "tie", "both_bad", "A", "maybe"]),
-}, optional={
-    "labeler": field_values(["ann", " ", "x" * 300]),
-    "idempotency_key": field_values(["k1", "k" * 500]),
-    "ratings": field_values([{"a": {"helpfulness": 5}}, {"a": {"helpfulness": 9}}, {"c": {"x": 1}},
-                             {"b": {"honesty": True}}, {"a": {"nope": 3}}]),
-    "flags": field_values([["unsafe"], ["pii", "pii"], ["nonsense"], "unsafe"]),
-    "note": field_values(["fine", None, "n" * 10_000]),
-    "extra": JSON,
-})
-FEEDBACK = st.fixed_dictionaries({
-    "prompt": field_values(["p", ""]), "response": field_values(["r"]),
-    "score": field_values([0, 1, 0.5, -1, 2, "high", 1e308]),
-}, optional={"run_id": field_values(["r1"]), "notes": field_values([None, "ok"]), "bogus": JSON})
-JOB = st.fixed_dictionaries({
-    "algorithm": field_values(["dpo", "sft", "reward", "kto", "orpo", "online_rl", "ppo", ""]),
-}, optional={
-    "parent": field_values(["base", "v404", ""]),
-    "hyperparams": field_values([{"learning_rate": -1}, {"num_train_epochs": "x"}, {"nope": 1}, {}]),
-    "filters": field_values([{"since": "yesterday"}, {"labelers": 5}, {"min_agreement": 2}, {}]),
-    "reward_model": field_values([None, "rm404"]),
-    "dry_run": field_values([True, False, "yes"]),
-})
+VOTE = st.fixed_dictionaries(
+    {
+        "prompt": field_values(["Which is kinder?", "  ", "\x00"]),
+        "answer_a": field_values(["A", ""]),
+        "answer_b": field_values(["B"]),
+        "outcome": field_values(["a", "b", "tie", "both_bad", "A", "maybe"]),
+    },
+    optional={
+        "labeler": field_values(["ann", " ", "x" * 300]),
+        "idempotency_key": field_values(["k1", "k" * 500]),
+        "ratings": field_values(
+            [
+                {"a": {"helpfulness": 5}},
+                {"a": {"helpfulness": 9}},
+                {"c": {"x": 1}},
+                {"b": {"honesty": True}},
+                {"a": {"nope": 3}},
+            ]
+        ),
+        "flags": field_values([["unsafe"], ["pii", "pii"], ["nonsense"], "unsafe"]),
+        "note": field_values(["fine", None, "n" * 10_000]),
+        "extra": JSON,
+    },
+)
+FEEDBACK = st.fixed_dictionaries(
+    {
+        "prompt": field_values(["p", ""]),
+        "response": field_values(["r"]),
+        "score": field_values([0, 1, 0.5, -1, 2, "high", 1e308]),
+    },
+    optional={"run_id": field_values(["r1"]), "notes": field_values([None, "ok"]), "bogus": JSON},
+)
+JOB = st.fixed_dictionaries(
+    {
+        "algorithm": field_values(["dpo", "sft", "reward", "kto", "orpo", "online_rl", "ppo", ""]),
+    },
+    optional={
+        "parent": field_values(["base", "v404", ""]),
+        "hyperparams": field_values([{"learning_rate": -1}, {"num_train_epochs": "x"}, {"nope": 1}, {}]),
+        "filters": field_values([{"since": "yesterday"}, {"labelers": 5}, {"min_agreement": 2}, {}]),
+        "reward_model": field_values([None, "rm404"]),
+        "dry_run": field_values([True, False, "yes"]),
+    },
+)
 
 
 @pytest.fixture(scope="module")
@@ -127,12 +170,15 @@ def test_jobs_never_500_and_refusals_start_nothing(api, body):
     before = counts(studio)
     response = client.post("/api/jobs", **as_json(body))
     check(response, before, counts(studio))
-    assert counts(studio)["jobs"] == before["jobs"]   # no labels yet: every job is refused or a dry run
+    assert counts(studio)["jobs"] == before["jobs"]  # no labels yet: every job is refused or a dry run
 
 
 @PROPS
-@given(name=TEXT, body=st.one_of(st.fixed_dictionaries({"name": TEXT}), JSON),
-       method=st.sampled_from(["PATCH", "DELETE", "GET"]))
+@given(
+    name=TEXT,
+    body=st.one_of(st.fixed_dictionaries({"name": TEXT}), JSON),
+    method=st.sampled_from(["PATCH", "DELETE", "GET"]),
+)
 def test_policy_routes_never_500(api, name, body, method):
     client, studio = api
     before = counts(studio)
@@ -144,9 +190,11 @@ def test_policy_routes_never_500(api, name, body, method):
 
 
 @PROPS
-@given(raw=st.one_of(st.binary(max_size=300), st.text(max_size=300).map(str.encode)),
-       content_type=st.sampled_from(["application/json", "text/plain", "application/x-www-form-urlencoded", ""]),
-       path=st.sampled_from(["/api/votes", "/api/feedback", "/api/jobs", "/api/jobs/1/cancel"]))
+@given(
+    raw=st.one_of(st.binary(max_size=300), st.text(max_size=300).map(str.encode)),
+    content_type=st.sampled_from(["application/json", "text/plain", "application/x-www-form-urlencoded", ""]),
+    path=st.sampled_from(["/api/votes", "/api/feedback", "/api/jobs", "/api/jobs/1/cancel"]),
+)
 def test_raw_bytes_and_wrong_content_types_are_refused_cleanly(api, raw, content_type, path):
     client, studio = api
     before = counts(studio)
@@ -164,11 +212,14 @@ def test_huge_bodies_get_413_before_anything_is_read(api, path):
     assert counts(studio) == before
 
 
-@pytest.mark.parametrize("path, body", [
-    ("/api/votes", {"prompt": "hi \ud800", "answer_a": "a", "answer_b": "b", "outcome": "a"}),
-    ("/api/votes", {"prompt": "hi", "answer_a": "a", "answer_b": "\udfff", "outcome": "a", "note": "x"}),
-    ("/api/feedback", {"prompt": "p", "response": "r \ud83d", "score": 1}),
-])
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/api/votes", {"prompt": "hi \ud800", "answer_a": "a", "answer_b": "b", "outcome": "a"}),
+        ("/api/votes", {"prompt": "hi", "answer_a": "a", "answer_b": "\udfff", "outcome": "a", "note": "x"}),
+        ("/api/feedback", {"prompt": "p", "response": "r \ud83d", "score": 1}),
+    ],
+)
 def test_lone_surrogates_are_refused_with_a_code_and_nothing_is_stored(api, path, body):
     client, studio = api
     before = counts(studio)
@@ -181,17 +232,20 @@ def test_lone_surrogates_are_refused_with_a_code_and_nothing_is_stored(api, path
 def test_oversized_chunked_bodies_get_413(api):
     client, studio = api
     before = counts(studio)
-    chunks = (b"x" * 8192 for _ in range(10))     # no content-length: counted while read
+    chunks = (b"x" * 8192 for _ in range(10))  # no content-length: counted while read
     response = client.post("/api/votes", content=chunks, headers={"content-type": "application/json"})
     assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
     assert counts(studio) == before
 
 
-@pytest.mark.parametrize("failure, status, code", [
-    (RuntimeError("boom"), 500, "internal_error"),
-    ("duckdb.IOException('IO Error: No space left on device')", 507, "storage_full"),
-    ("duckdb.TransactionException('Conflict on update')", 503, "storage_unavailable"),
-])
+@pytest.mark.parametrize(
+    "failure, status, code",
+    [
+        (RuntimeError("boom"), 500, "internal_error"),
+        ("duckdb.IOException('IO Error: No space left on device')", 507, "storage_full"),
+        ("duckdb.TransactionException('Conflict on update')", 503, "storage_unavailable"),
+    ],
+)
 def test_unexpected_failures_answer_with_the_error_shape(api, monkeypatch, failure, status, code):
     import duckdb  # noqa: F401  (the failures above are built from it)
 
@@ -213,5 +267,4 @@ def test_deeply_nested_json_is_refused_not_crashed(api):
     client, studio = api
     before = counts(studio)
     body = "[" * 5000 + "]" * 5000
-    check(client.post("/api/votes", content=body, headers={"content-type": "application/json"}), before,
-          counts(studio))
+    check(client.post("/api/votes", content=body, headers={"content-type": "application/json"}), before, counts(studio))

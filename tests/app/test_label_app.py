@@ -1,4 +1,5 @@
 """The labeling app through the real server: streaming pair, vote, undo, queue; REST votes."""
+
 from __future__ import annotations
 
 import time
@@ -15,7 +16,7 @@ from storage.db import Database
 from tests.support.servers import Server
 from tests.support.studios import make_random_adapter, users_file
 
-NO_FEEDBACK = [None] * 8 + [[], "", ""]   # 6 ratings, 2 thumbs, flags, note, gold
+NO_FEEDBACK = [None] * 8 + [[], "", ""]  # 6 ratings, 2 thumbs, flags, note, gold
 
 
 def send(text, max_new_tokens, policy="base", other=SAME_VERSION, temperature=0.7):
@@ -48,7 +49,7 @@ def queued_server(data_dir):
     srv.stop()
 
 
-@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
+@pytest.mark.slow  # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_pair_streams_then_vote_is_committed_with_ratings(queued_server: Server):
     client = Client(queued_server.url + "/label/", verbose=False)
     job = client.submit(*send("Tell me a joke", 10), api_name="/send")
@@ -67,8 +68,10 @@ def test_pair_streams_then_vote_is_committed_with_ratings(queued_server: Server)
     queued_server.stop()
     db = Database.in_data_dir(queued_server.data_dir)
     votes = db.query("SELECT outcome, note, flags, retracted_at IS NOT NULL AS undone FROM preferences ORDER BY id")
-    assert votes == [{"outcome": "a", "note": "funny", "flags": ["off_topic"], "undone": True},
-                     {"outcome": "both_bad", "note": None, "flags": [], "undone": False}]
+    assert votes == [
+        {"outcome": "a", "note": "funny", "flags": ["off_topic"], "undone": True},
+        {"outcome": "both_bad", "note": None, "flags": [], "undone": False},
+    ]
     assert db.query("SELECT aspect, score FROM ratings") == [{"aspect": "helpfulness", "score": 5.0}]
     assert db.query("SELECT up FROM thumbs") == [{"up": False}]
     assert db.scalar("SELECT text FROM gold_answers") == "A better answer."
@@ -77,7 +80,7 @@ def test_pair_streams_then_vote_is_committed_with_ratings(queued_server: Server)
     db.close()
 
 
-@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
+@pytest.mark.slow  # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_labelers_see_their_contributions_and_rewards_in_the_label_app(queued_server: Server):
     client = Client(queued_server.url + "/label/", verbose=False)
     assert "**0 contributions**" in client.predict(api_name="/my_rewards")
@@ -91,7 +94,7 @@ def test_labelers_see_their_contributions_and_rewards_in_the_label_app(queued_se
     client.close()
 
 
-@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
+@pytest.mark.slow  # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_queue_serves_prompts_and_counts_progress(queued_server: Server):
     client = Client(queued_server.url + "/label/", verbose=False)
     text, chat, status, progress = client.predict("team-queue", api_name="/next_prompt")
@@ -105,7 +108,7 @@ def test_queue_serves_prompts_and_counts_progress(queued_server: Server):
     client.close()
 
 
-@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
+@pytest.mark.slow  # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_empty_message_and_vote_without_pair_are_refused(queued_server: Server):
     client = Client(queued_server.url + "/label/", verbose=False)
     with pytest.raises(Exception, match="empty messages are not sent"):
@@ -115,16 +118,24 @@ def test_empty_message_and_vote_without_pair_are_refused(queued_server: Server):
     client.close()
 
 
-@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
+@pytest.mark.slow  # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_rest_votes_are_idempotent_and_validated(queued_server: Server):
-    body = {"prompt": "p", "answer_a": "x", "answer_b": "y", "outcome": "tie", "labeler": "bot",
-            "idempotency_key": "req-1", "ratings": {"b": {"honesty": 4}}}
+    body = {
+        "prompt": "p",
+        "answer_a": "x",
+        "answer_b": "y",
+        "outcome": "tie",
+        "labeler": "bot",
+        "idempotency_key": "req-1",
+        "ratings": {"b": {"honesty": 4}},
+    }
     first = httpx.post(queued_server.url + "/api/votes", json=body, timeout=10)
     again = httpx.post(queued_server.url + "/api/votes", json=body, timeout=10)
     assert first.status_code == again.status_code == 201
     assert first.json()["id"] == again.json()["id"] and again.json()["created"] is False
-    bad = httpx.post(queued_server.url + "/api/votes", json={**body, "outcome": "c", "idempotency_key": "2"},
-                     timeout=10)
+    bad = httpx.post(
+        queued_server.url + "/api/votes", json={**body, "outcome": "c", "idempotency_key": "2"}, timeout=10
+    )
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_input"
     queued_server.stop()
     db = Database.in_data_dir(queued_server.data_dir)
@@ -132,12 +143,13 @@ def test_rest_votes_are_idempotent_and_validated(queued_server: Server):
     db.close()
 
 
-@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
+@pytest.mark.slow  # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_team_mode_requires_login_everywhere(tmp_path):
     users = tmp_path / "users.txt"
     users_file(users, "ada:pw-ada:admin", "bob:pw-bob:labeler")
     srv = Server(tmp_path / "data", free_port())
     import os
+
     os.environ["STUDIO_AUTH_MODE"], os.environ["STUDIO_USERS_FILE"] = "team", str(users)
     try:
         srv.start("--model", "tiny")
@@ -160,12 +172,14 @@ def test_team_mode_requires_login_everywhere(tmp_path):
     finally:
         srv.stop()
     db = Database.in_data_dir(srv.data_dir)
-    assert db.query("SELECT u.name FROM preferences p JOIN users u ON u.id = p.labeler_id ORDER BY p.id") == \
-        [{"name": "bob"}, {"name": "bob"}]
+    assert db.query("SELECT u.name FROM preferences p JOIN users u ON u.id = p.labeler_id ORDER BY p.id") == [
+        {"name": "bob"},
+        {"name": "bob"},
+    ]
     db.close()
 
 
-@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
+@pytest.mark.slow  # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_two_versions_answer_side_by_side_via_adapter_hot_swap(data_dir):
     from core.serving.policies import register_policy
 
@@ -176,8 +190,9 @@ def test_two_versions_answer_side_by_side_via_adapter_hot_swap(data_dir):
     srv = Server(data_dir, free_port()).start("--model", "tiny")
     try:
         client = Client(srv.url + "/label/", verbose=False)
-        _, _, text_a, text_b, _ = client.predict(*send("Hello", 8, policy="v1", other="base", temperature=0.0),
-                                                 api_name="/send")
+        _, _, text_a, text_b, _ = client.predict(
+            *send("Hello", 8, policy="v1", other="base", temperature=0.0), api_name="/send"
+        )
         assert text_a != text_b  # greedy: only the adapter can make them differ
         client.close()
     finally:
@@ -188,7 +203,7 @@ def test_two_versions_answer_side_by_side_via_adapter_hot_swap(data_dir):
     db.close()
 
 
-@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
+@pytest.mark.slow  # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_huge_message_is_truncated_to_the_context_with_a_notice(shared_label_server: Server):
     client = Client(shared_label_server.url + "/label/", verbose=False)
     huge = ("lorem ipsum dolor sit amet " * 4000)[:100_000] + "\x00\x07 what now?"
@@ -220,12 +235,12 @@ def test_api_clients_see_named_parameters_with_defaults_and_no_widget_helpers(sh
     client.close()
 
 
-@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
+@pytest.mark.slow  # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_people_review_pairs_an_ai_judge_labeled(shared_label_server: Server):
     """End to end on a served studio: a chat pair nobody voted on, an AI judge run started over REST (the policy
     judging), then the Review tab shows the pair, hides the AI's verdict until the vote, and stores the vote."""
     client = Client(shared_label_server.url + "/label/", verbose=False)
-    client.submit("Which is larger, 3 or 7?", max_new_tokens=4, api_name="/send").result()   # a pair, no vote
+    client.submit("Which is larger, 3 or 7?", max_new_tokens=4, api_name="/send").result()  # a pair, no vote
     api = httpx.Client(base_url=shared_label_server.url, timeout=60)
     run = api.post("/api/judge-runs", json={"judge": "policy", "source": "unlabeled"})
     assert run.status_code == 202, run.text
@@ -238,12 +253,12 @@ def test_people_review_pairs_an_ai_judge_labeled(shared_label_server: Server):
 
     before = api.get("/api/judges/agreement", params={"judge": "ai:policy:base"}).json()["comparisons"]
     prompt, text_a, text_b, status, verdict = client.predict(False, api_name="/review_next")
-    assert "**user**:" in prompt and text_a and text_b      # one of the pairs the judge labeled (other tests chat too)
+    assert "**user**:" in prompt and text_a and text_b  # one of the pairs the judge labeled (other tests chat too)
     assert "shows after your vote" in verdict and "ai:policy:base" not in verdict
     status, verdict = client.predict(False, api_name="/review_vote_b")
     assert status.startswith("✓ Saved: **B is better**") and "ai:policy:base" in verdict
     after = api.get("/api/judges/agreement", params={"judge": "ai:policy:base"}).json()["comparisons"]
-    assert after == before + 1                                    # the review counts toward the judge's calibration
+    assert after == before + 1  # the review counts toward the judge's calibration
     with pytest.raises(Exception, match="no pair to vote on"):
         client.predict(False, api_name="/review_vote_a")
     client.close()

@@ -1,4 +1,5 @@
 """Operator metrics: /metrics on a real server, read with Prometheus' own parser (who may read it: test_roles)."""
+
 from __future__ import annotations
 
 import httpx

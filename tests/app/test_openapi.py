@@ -5,6 +5,7 @@ The real API app (app.api.create_api) over a real Studio and DuckDB file, driven
 TestClient as in tests/app/test_api_properties.py; every answer below is checked against the schema document the
 API serves (JSON Schema 2020-12, which OpenAPI 3.1 uses) and compared with what core returns.
 """
+
 from __future__ import annotations
 
 import json
@@ -69,8 +70,9 @@ STATUSES = {
 
 
 def _client(data_dir, **settings: Any) -> tuple[TestClient, Studio]:
-    studio = Studio(load_settings({"data_dir": str(data_dir), "model": "tiny", **settings}, env={}),
-                    build_tiny_model(data_dir))
+    studio = Studio(
+        load_settings({"data_dir": str(data_dir), "model": "tiny", **settings}, env={}), build_tiny_model(data_dir)
+    )
     # routed at /api exactly as the server routes it, so the paths below are the real ones
     app = ApiFirst(PlainTextResponse("the console", status_code=418), create_api(lambda: studio, MAX_BODY))
     return TestClient(app, raise_server_exceptions=False), studio
@@ -97,8 +99,15 @@ def operations(document: dict[str, Any]):
             yield (method, path), operation
 
 
-def call(client: TestClient, document: dict[str, Any], method: str, route: str, status: int,
-         json_body: Any = None, **params: Any) -> Any:
+def call(
+    client: TestClient,
+    document: dict[str, Any],
+    method: str,
+    route: str,
+    status: int,
+    json_body: Any = None,
+    **params: Any,
+) -> Any:
     """Send a request to ``route`` (the template, with ``params`` filled in), expect ``status``, and check the
     body against the schema the route declares for that status. Returns the body."""
     reply = client.request(method, "/api" + route.format(**params), json=json_body)
@@ -161,8 +170,9 @@ def test_outcome_is_an_enum_of_the_four_outcomes(document):
 def test_an_unknown_outcome_is_a_422_with_our_error_shape(api, document):
     client, studio = api
     before = studio.db.scalar("SELECT count(*) FROM preferences")
-    body = call(client, document, "POST", "/votes", 422,
-                {"prompt": "p", "answer_a": "A", "answer_b": "B", "outcome": "maybe"})
+    body = call(
+        client, document, "POST", "/votes", 422, {"prompt": "p", "answer_a": "A", "answer_b": "B", "outcome": "maybe"}
+    )
     error = body["error"]
     assert error["code"] == "invalid_input" and "outcome" in error["message"] and error["hint"]
     assert [d["field"] for d in error["details"]] == ["outcome"]
@@ -172,7 +182,7 @@ def test_an_unknown_outcome_is_a_422_with_our_error_shape(api, document):
 def test_real_answers_validate_and_are_what_core_returns(api, document, tmp_path, monkeypatch):
     client, studio = api
     db = studio.db
-    assert call(client, document, "GET", "/health", 200) == studio.health()   # local mode: the local admin
+    assert call(client, document, "GET", "/health", 200) == studio.health()  # local mode: the local admin
     saved = call(client, document, "POST", "/feedback", 201, {"prompt": "p", "response": "r", "score": 1})
     assert saved == {"id": db.scalar("SELECT max(id) FROM feedback"), "status": "saved", "created": True}
     vote = {"prompt": "q", "answer_a": "A", "answer_b": "B", "outcome": "tie", "labeler": "ann"}
@@ -181,28 +191,42 @@ def test_real_answers_validate_and_are_what_core_returns(api, document, tmp_path
     assert call(client, document, "GET", "/contributions/{name}", 200, name="ann") == contributions_report(db, "ann")
     call(client, document, "GET", "/contributions/{name}", 404, name="nobody")
     call(client, document, "GET", "/contributions/{name}/proof/{contribution_id}", 404, name="ann", contribution_id=1)
-    call(client, document, "GET", "/contributions/{name}/proof/{contribution_id}", 422, name="ann",
-         contribution_id="x")
+    call(client, document, "GET", "/contributions/{name}/proof/{contribution_id}", 422, name="ann", contribution_id="x")
 
     # a trained version (its adapter is never loaded here) with a stored report
-    v1 = register_policy(db, "v1", studio.base_policy_id, "tiny", "dpo", str(tmp_path / "adapter"), "h",
-                         {"lr": 1}, {"loss": 0.5})
+    v1 = register_policy(
+        db, "v1", studio.base_policy_id, "tiny", "dpo", str(tmp_path / "adapter"), "h", {"lr": 1}, {"loss": 0.5}
+    )
     assert call(client, document, "GET", "/policies", 200) == {"policies": list_policies(db)}
     call(client, document, "GET", "/policies/{name}/report", 404, name="v1")
     call(client, document, "GET", "/policies/{name}/report", 422, name="base")
-    monkeypatch.setattr(studio.reports, "state", lambda *_: {"status": "computing", "progress": 0.3,
-                                                             "message": "scoring 6 held-out pairs"})
+    monkeypatch.setattr(
+        studio.reports,
+        "state",
+        lambda *_: {"status": "computing", "progress": 0.3, "message": "scoring 6 held-out pairs"},
+    )
     assert call(client, document, "GET", "/policies/{name}/report", 202, name="v1")["status"] == "computing"
     monkeypatch.undo()
-    report = {"version": "v1", "against": "base", "verdict": "no_change", "summary": "nothing moved",
-              "metrics": {"toward": 0, "away": 0, "p_value": None, "new_figure": [1, 2]}, "warnings": [],
-              "settings": {"prompts": 12}, "examples": [{"prompt": "p", "answer_version": "a",
-                                                         "answer_against": "b", "difference": 0.5}]}
-    db.write(lambda cur: cur.execute("INSERT INTO version_reports (policy_id, against_id, verdict, summary, report)"
-                                     " VALUES (?, ?, 'no_change', 'nothing moved', ?)",
-                                     [v1, studio.base_policy_id, json.dumps(report)]))
-    assert call(client, document, "GET", "/policies/{name}/report", 200, name="v1") \
-        == {"report": latest_report(db, "v1")}
+    report = {
+        "version": "v1",
+        "against": "base",
+        "verdict": "no_change",
+        "summary": "nothing moved",
+        "metrics": {"toward": 0, "away": 0, "p_value": None, "new_figure": [1, 2]},
+        "warnings": [],
+        "settings": {"prompts": 12},
+        "examples": [{"prompt": "p", "answer_version": "a", "answer_against": "b", "difference": 0.5}],
+    }
+    db.write(
+        lambda cur: cur.execute(
+            "INSERT INTO version_reports (policy_id, against_id, verdict, summary, report)"
+            " VALUES (?, ?, 'no_change', 'nothing moved', ?)",
+            [v1, studio.base_policy_id, json.dumps(report)],
+        )
+    )
+    assert call(client, document, "GET", "/policies/{name}/report", 200, name="v1") == {
+        "report": latest_report(db, "v1")
+    }
     call(client, document, "POST", "/policies/{name}/report", 422, name="base")
     call(client, document, "POST", "/policies/{name}/report", 404, name="v404")
 
@@ -211,32 +235,42 @@ def test_real_answers_validate_and_are_what_core_returns(api, document, tmp_path
     run_dir.mkdir(parents=True)
     (run_dir / "progress.json").write_text(json.dumps({"step": 3, "total": 10}))
     (run_dir / "log.txt").write_text("line 1\nline 2\n")
-    db.write(lambda cur: cur.execute("INSERT INTO jobs (id, algorithm, status, parent_policy_id, config, run_dir,"
-                                     " error) VALUES (77, 'dpo', 'failed', ?, ?, ?, 'boom')",
-                                     [studio.base_policy_id, json.dumps({"hyperparams": {"lr": 1}}), str(run_dir)]))
+    db.write(
+        lambda cur: cur.execute(
+            "INSERT INTO jobs (id, algorithm, status, parent_policy_id, config, run_dir,"
+            " error) VALUES (77, 'dpo', 'failed', ?, ?, ?, 'boom')",
+            [studio.base_policy_id, json.dumps({"hyperparams": {"lr": 1}}), str(run_dir)],
+        )
+    )
     supervisor = studio.supervisor
     assert call(client, document, "GET", "/jobs", 200) == {"jobs": jsonable_encoder(supervisor.jobs())}
     info = supervisor.job(77)
     assert call(client, document, "GET", "/jobs/{job_id}", 200, job_id=77) == jsonable_encoder(
-        {**info, "progress": supervisor.progress(info), "log_tail": supervisor.log_tail(77)})
+        {**info, "progress": supervisor.progress(info), "log_tail": supervisor.log_tail(77)}
+    )
     call(client, document, "GET", "/jobs/{job_id}", 404, job_id=78)
     call(client, document, "GET", "/jobs/{job_id}", 422, job_id="x")
     dry = call(client, document, "POST", "/jobs", 201, {"algorithm": "dpo", "dry_run": True})
     job = JobRequest("dpo", "base", {}, job_filters({}), None, LaunchConfig.from_dict({}))
     assert dry == {"dry_run": supervisor.dry_run(job).to_dict()}
-    call(client, document, "POST", "/jobs", 422, {"algorithm": "dpo"})        # one label: too few
+    call(client, document, "POST", "/jobs", 422, {"algorithm": "dpo"})  # one label: too few
     call(client, document, "POST", "/jobs", 404, {"algorithm": "dpo", "parent": "v404"})
-    monkeypatch.setattr(supervisor, "submit", lambda *_: 78)                   # the queued form, without a trainer
+    monkeypatch.setattr(supervisor, "submit", lambda *_: 78)  # the queued form, without a trainer
     assert call(client, document, "POST", "/jobs", 201, {"algorithm": "dpo"}) == {"id": 78, "status": "queued"}
     monkeypatch.undo()
     call(client, document, "POST", "/jobs/{job_id}/{action}", 409, job_id=77, action="pause")
     call(client, document, "POST", "/jobs/{job_id}/{action}", 404, job_id=77, action="explode")
-    assert call(client, document, "POST", "/jobs/{job_id}/{action}", 200, job_id=77, action="cancel") \
-        == {"id": 77, "status": "cancelled", "requested": "cancel"}
+    assert call(client, document, "POST", "/jobs/{job_id}/{action}", 200, job_id=77, action="cancel") == {
+        "id": 77,
+        "status": "cancelled",
+        "requested": "cancel",
+    }
 
     register_policy(db, "v2", v1, "tiny", "dpo", str(tmp_path / "adapter2"))
-    assert call(client, document, "PATCH", "/policies/{name}", 200, {"name": "v1b"}, name="v1") \
-        == {"status": "renamed", "name": "v1b"}
+    assert call(client, document, "PATCH", "/policies/{name}", 200, {"name": "v1b"}, name="v1") == {
+        "status": "renamed",
+        "name": "v1b",
+    }
     call(client, document, "PATCH", "/policies/{name}", 409, {"name": "v2"}, name="v1b")
     call(client, document, "PATCH", "/policies/{name}", 422, {"name": "base"}, name="v1b")
     call(client, document, "PATCH", "/policies/{name}", 404, {"name": "zz"}, name="nosuch")
@@ -247,8 +281,14 @@ def test_real_answers_validate_and_are_what_core_returns(api, document, tmp_path
 
 def test_oversized_bodies_answer_413_as_documented(api, document):
     client, _ = api
-    call(client, document, "POST", "/votes", 413, {"prompt": "x" * MAX_BODY * 2, "answer_a": "a", "answer_b": "b",
-                                                   "outcome": "a"})
+    call(
+        client,
+        document,
+        "POST",
+        "/votes",
+        413,
+        {"prompt": "x" * MAX_BODY * 2, "answer_a": "a", "answer_b": "b", "outcome": "a"},
+    )
 
 
 def test_team_mode_refusals_answer_as_documented(tmp_path, document):
@@ -256,13 +296,20 @@ def test_team_mode_refusals_answer_as_documented(tmp_path, document):
     users = users_file(tmp_path / "users.txt", "ada:pw-ada:admin", "bob:pw-bob:labeler")
     client, studio = _client(tmp_path / "data", auth_mode="team", users_file=str(users))
     try:
-        assert call(client, document, "GET", "/health", 200) == {"status": "ok"}     # no role-hidden field as null
+        assert call(client, document, "GET", "/health", 200) == {"status": "ok"}  # no role-hidden field as null
         assert call(client, document, "GET", "/jobs", 401)["error"]["code"] == "unauthorized"
         client.auth = ("bob", "pw-bob")
-        assert set(call(client, document, "GET", "/health", 200)) == {"status", "version", "model_status",
-                                                                      "chat_dtype", "storage_ephemeral"}
-        assert call(client, document, "POST", "/jobs", 403, {"algorithm": "dpo", "dry_run": True})["error"]["code"] \
+        assert set(call(client, document, "GET", "/health", 200)) == {
+            "status",
+            "version",
+            "model_status",
+            "chat_dtype",
+            "storage_ephemeral",
+        }
+        assert (
+            call(client, document, "POST", "/jobs", 403, {"algorithm": "dpo", "dry_run": True})["error"]["code"]
             == "forbidden"
+        )
         client.auth = ("ada", "wrong")
         for _ in range(5):
             call(client, document, "GET", "/health", 401)

@@ -1,6 +1,7 @@
 """Newcomer polish (issue 28, parts 5 and 8): the Export page shows what it wrote and only the options that apply,
 the Data page's donut has no "0" slices, tables leave missing values empty, the dry run's reasons are readable,
 one parameter count everywhere, and judge-run times come from measured throughput."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,7 +47,7 @@ def test_parameter_count_ignores_loaded_lora_adapters(tiny_model_dir):
     model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
     before = sum(p.numel() for p in model.parameters())
     model.add_adapter(LoraConfig(r=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]), adapter_name="v1")
-    assert sum(p.numel() for p in model.parameters()) > before          # what the page used to show
+    assert sum(p.numel() for p in model.parameters()) > before  # what the page used to show
     assert base_parameter_count(model) == before
 
 
@@ -58,8 +59,15 @@ def test_dry_run_estimate_names_the_same_size_as_the_loaded_model(tmp_path):
 
     from core.training.dpo import DPOConfig
 
-    config = LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-                         num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True)
+    config = LlamaConfig(
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        vocab_size=49152,
+        tie_word_embeddings=True,
+    )
     config.save_pretrained(tmp_path)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
@@ -71,8 +79,9 @@ def test_dry_run_estimate_names_the_same_size_as_the_loaded_model(tmp_path):
 
 
 def pair(i: int, chars: int) -> judging.PairItem:
-    return judging.PairItem(i, 1, None, 2 * i, 2 * i + 1, "a" * (chars // 2), "b" * (chars // 2),
-                            [{"role": "user", "content": "q"}])
+    return judging.PairItem(
+        i, 1, None, 2 * i, 2 * i + 1, "a" * (chars // 2), "b" * (chars // 2), [{"role": "user", "content": "q"}]
+    )
 
 
 class CharsPerSecondJudge:
@@ -96,14 +105,14 @@ def test_judge_estimate_scales_measured_throughput_to_every_pair(monkeypatch):
     cost = judging.estimate(fake_studio, "rm1", judging.UNLABELED)
     actual = 2 * CharsPerSecondJudge.seconds_per_char * sum(judging.pair_chars(i) for i in items)
     first_pair_only = 2 * CharsPerSecondJudge.seconds_per_char * judging.pair_chars(items[0]) * len(items)
-    assert first_pair_only < 0.1 * actual                                 # what the old estimate would say
+    assert first_pair_only < 0.1 * actual  # what the old estimate would say
     assert cost["sample_pairs"] == judging.CALIBRATION_PAIRS
     assert 0.8 * actual <= cost["seconds"] <= 1.6 * actual, (cost, actual)
 
 
 def test_projection_and_sample_helpers():
     assert judging.projected_seconds(2.0, [100, 100], [100, 300, 600]) == pytest.approx(10.0)
-    assert judging.projected_seconds(2.0, [0, 0], [0, 0, 0, 0]) == pytest.approx(4.0)   # no text: per pair
+    assert judging.projected_seconds(2.0, [0, 0], [0, 0, 0, 0]) == pytest.approx(4.0)  # no text: per pair
     assert judging.projected_seconds(1.0, [10], []) == 0.0
     assert judging.calibration_sample(list(range(8)), 4) == [1, 3, 5, 7]
     assert judging.calibration_sample(list(range(9)), 1) == [4]
@@ -114,8 +123,8 @@ def test_run_eta_follows_the_pace_so_far():
     now = datetime(2025, 1, 1, 12, 0, tzinfo=timezone.utc)
     started = (now - timedelta(seconds=30)).isoformat()
     running = {"status": "running", "done": 3, "total": 12, "started_at": started}
-    assert judging.run_eta(running, now) == pytest.approx(90.0)       # 3 pairs in 30 s: 9 left, 90 s
-    assert judging.run_eta({**running, "done": 0}, now) is None         # nothing measured yet
+    assert judging.run_eta(running, now) == pytest.approx(90.0)  # 3 pairs in 30 s: 9 left, 90 s
+    assert judging.run_eta({**running, "done": 0}, now) is None  # nothing measured yet
     assert judging.run_eta({**running, "status": "succeeded"}, now) is None
     assert judging.remaining_seconds(12, 12, 50.0) == 0.0
 
@@ -139,7 +148,7 @@ def test_export_page_shows_only_the_chosen_kinds_options_and_no_bitsandbytes_wit
     kind = next(r for r in app.radio if r.label == "Export")
     assert not any("bitsandbytes" in o for o in kind.options)
     assert any("needs a CUDA GPU" in c.value or "CUDA GPU" in c.value for c in app.caption)
-    assert option_boxes(app) == set()                                  # the adapter has no such option
+    assert option_boxes(app) == set()  # the adapter has no such option
     kind.set_value("merged").run()
     assert option_boxes(app) == {"Merged precision"}
     next(r for r in app.radio if r.label == "Export").set_value("gguf").run()
@@ -172,13 +181,15 @@ def test_export_page_lists_the_files_a_gguf_export_wrote_with_its_modelfile_and_
     assert files.loc[files["file"] == "v1-q8_0.gguf", "size"].item() == gguf_size
     code = [c.value for c in app.code]
     assert any(c.startswith(f"ollama create v1-q8_0 -f {folder / 'Modelfile'}") for c in code), code
-    assert (folder / "Modelfile").read_text().strip() in [c.strip() for c in code]   # its text, as written
+    assert (folder / "Modelfile").read_text().strip() in [c.strip() for c in code]  # its text, as written
 
 
 def test_ollama_command_and_sizes():
     assert ollama_model_name("V1 final", "q4_0") == "v1-final-q4_0"
-    assert ollama_create_command("/data/exports/0001 v1/Modelfile", "v1-q8_0") == \
-        "ollama create v1-q8_0 -f '/data/exports/0001 v1/Modelfile'"
+    assert (
+        ollama_create_command("/data/exports/0001 v1/Modelfile", "v1-q8_0")
+        == "ollama create v1-q8_0 -f '/data/exports/0001 v1/Modelfile'"
+    )
     assert [human_size(n) for n in (512, 1_500, 2_345_678, 3_000_000_000)] == ["512 B", "1.5 kB", "2.3 MB", "3.0 GB"]
 
 
@@ -219,12 +230,15 @@ def test_data_page_donut_has_no_zero_slices_and_tables_no_none(studio, monkeypat
     st.cache_data.clear()
     app = AppTest.from_file(str(ROOT / "pages" / "data.py"), default_timeout=60).run()
     assert not app.exception
-    pies = [trace for chart in app.get("plotly_chart") for trace in json.loads(chart.proto.spec)["data"]
-            if trace.get("type") == "pie"]
+    pies = [
+        trace
+        for chart in app.get("plotly_chart")
+        for trace in json.loads(chart.proto.spec)["data"]
+        if trace.get("type") == "pie"
+    ]
     assert len(pies) == 1
     assert list(pies[0]["labels"]) == [OUTCOME_LABELS["a"]] and 0 not in plotly_array(pies[0]["values"]), pies[0]
-    assert app.dataframe and all(d.proto.HasField("placeholder") and d.proto.placeholder == ""
-                                 for d in app.dataframe)
+    assert app.dataframe and all(d.proto.HasField("placeholder") and d.proto.placeholder == "" for d in app.dataframe)
 
 
 # --- the Train page's dry run ---------------------------------------------------------------------------------
@@ -237,11 +251,24 @@ def test_dry_run_settings_are_a_wrapping_table_with_empty_missing_values(studio,
     import core.studio
     from core.training.request import DryRun
 
-    reason = ("64 pairs make 8 step(s) per epoch: 5 epoch(s) -> 40 steps (small set: repeated to reach at least "
-              "40 optimizer steps)")
-    report = DryRun("dpo", 64, 8, {}, {"pairs": 64}, {"steps": 40, "seconds": 60}, True, "",
-                    settings=[{"name": "num_train_epochs", "value": 5.0, "source": "auto", "reason": reason},
-                              {"name": "max_steps", "value": None, "source": "default", "reason": "epochs decide"}])
+    reason = (
+        "64 pairs make 8 step(s) per epoch: 5 epoch(s) -> 40 steps (small set: repeated to reach at least "
+        "40 optimizer steps)"
+    )
+    report = DryRun(
+        "dpo",
+        64,
+        8,
+        {},
+        {"pairs": 64},
+        {"steps": 40, "seconds": 60},
+        True,
+        "",
+        settings=[
+            {"name": "num_train_epochs", "value": 5.0, "source": "auto", "reason": reason},
+            {"name": "max_steps", "value": None, "source": "default", "reason": "epochs decide"},
+        ],
+    )
     monkeypatch.setattr(core.studio, "_current", studio)
     app = AppTest.from_file(str(ROOT / "pages" / "train.py"), default_timeout=60)
     app.session_state["dry-run"] = ("dpo", report)
@@ -251,13 +278,15 @@ def test_dry_run_settings_are_a_wrapping_table_with_empty_missing_values(studio,
     assert reason in settings["reason"].tolist()
     assert settings.loc[settings["name"] == "max_steps", "value"].item() == ""
     assert settings.loc[settings["name"] == "num_train_epochs", "value"].item() == "5"
+
+
 def test_an_unchanged_figure_shows_no_delta_arrow():
     """Streamlit draws any delta text as up or down: an unchanged accuracy read a green "↑ 0.00", an unchanged
     refusal rate a red "↑ 0%"."""
     from pages.common import metric_delta
 
     assert metric_delta(0.5, 0.5) is None
-    assert metric_delta(0.2, 0.2001, "{:.0%}") is None          # rounds to 0% at the figure's precision
+    assert metric_delta(0.2, 0.2001, "{:.0%}") is None  # rounds to 0% at the figure's precision
     assert metric_delta(40.2, 40.0, "{:.0f}") is None
     assert metric_delta(0.5, None) is None
     assert metric_delta(0.5, 0.25) == "0.25" and metric_delta(0.1, 0.3, "{:.0%}") == "-20%"

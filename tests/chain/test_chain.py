@@ -1,4 +1,5 @@
 """Contributions -> batch -> root anchored on the embedded chain -> claim; proofs; restart; idempotency."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,8 +18,10 @@ def labels(tmp_path):
 
 
 def _kinds(db, user_id):
-    return {r["kind"]: r["n"] for r in db.query(
-        "SELECT kind, count(*) AS n FROM contributions WHERE user_id = ? GROUP BY kind", [user_id])}
+    return {
+        r["kind"]: r["n"]
+        for r in db.query("SELECT kind, count(*) AS n FROM contributions WHERE user_id = ? GROUP BY kind", [user_id])
+    }
 
 
 def test_collect_derives_every_kind_once_with_agreement_weights(labels):
@@ -27,8 +30,10 @@ def test_collect_derives_every_kind_once_with_agreement_weights(labels):
     assert cb.collect_contributions(db) == 0  # idempotent: one contribution per source row
     assert _kinds(db, labels.alice.id) == {"vote": 2, "rating": 1, "training": 1, "admin_validation": 1}
     assert _kinds(db, labels.bob.id) == {"vote": 2, "rating": 1, "gold_edit": 1}
-    weights = {(r["user_id"], r["source_id"]): r["weight"] for r in db.query(
-        "SELECT user_id, source_id, weight FROM contributions WHERE kind = 'vote'")}
+    weights = {
+        (r["user_id"], r["source_id"]): r["weight"]
+        for r in db.query("SELECT user_id, source_id, weight FROM contributions WHERE kind = 'vote'")
+    }
     # prompt 1: a, a, b -> the two majority voters 2/3, carol 1/3; prompt 2: a split, 1/2 each
     assert weights[(labels.alice.id, 1)] == pytest.approx(2 / 3)
     assert weights[(labels.carol.id, 3)] == pytest.approx(1 / 3)
@@ -66,8 +71,12 @@ def test_batch_anchor_claim_verify_on_embedded_chain(labels, tmp_path):
     assert alice_amount > 0
     proofs.claim(db, ledger, batch_id, labels.alice.id)
     assert ledger.balance_of(labels.alice_key.address) == alice_amount
-    assert views.amounts_of(db, labels.alice.id) == {"pending": 0, "batched": 0, "claimable": 0,
-                                                     "claimed": alice_amount}
+    assert views.amounts_of(db, labels.alice.id) == {
+        "pending": 0,
+        "batched": 0,
+        "claimable": 0,
+        "claimed": alice_amount,
+    }
 
     leaf, proof, _ = proofs.account_proof(db, batch_id, labels.alice.id)
     subroot = bytes.fromhex(leaf["subroot"][2:])
@@ -99,25 +108,39 @@ def test_restart_rebuilds_the_same_chain_state(labels, tmp_path):
     ledger = open_embedded(db, tmp_path / "build")
     cb.anchor_due(db, ledger)
     proofs.claim(db, ledger, first, labels.bob.id)
-    db.write(lambda cur: cur.execute("INSERT INTO preferences (prompt_id, outcome, labeler_id) VALUES (1, 'a', ?)",
-                                     [labels.alice.id]))
+    db.write(
+        lambda cur: cur.execute(
+            "INSERT INTO preferences (prompt_id, outcome, labeler_id) VALUES (1, 'a', ?)", [labels.alice.id]
+        )
+    )
     cb.collect_contributions(db)
     second = cb.make_batch(db, "count")
     cb.anchor_due(db, ledger)
-    before = (ledger.root_of(first), ledger.root_of(second), ledger.balance_of(labels.bob_key.address),
-              ledger.is_claimed(first, labels.bob_key.address), ledger.is_claimed(first, labels.alice_key.address),
-              ledger.address)
+    before = (
+        ledger.root_of(first),
+        ledger.root_of(second),
+        ledger.balance_of(labels.bob_key.address),
+        ledger.is_claimed(first, labels.bob_key.address),
+        ledger.is_claimed(first, labels.alice_key.address),
+        ledger.address,
+    )
     tx_rows = db.query("SELECT tx_hash, block_number FROM chain_txs ORDER BY id")
 
     restarted = open_embedded(db, tmp_path / "build")  # a new process: fresh py-evm, replayed from the DB
-    after = (restarted.root_of(first), restarted.root_of(second), restarted.balance_of(labels.bob_key.address),
-             restarted.is_claimed(first, labels.bob_key.address), restarted.is_claimed(first, labels.alice_key.address),
-             restarted.address)
+    after = (
+        restarted.root_of(first),
+        restarted.root_of(second),
+        restarted.balance_of(labels.bob_key.address),
+        restarted.is_claimed(first, labels.bob_key.address),
+        restarted.is_claimed(first, labels.alice_key.address),
+        restarted.address,
+    )
     assert after == before and before[2] > 0 and before[3] and not before[4]
     assert db.query("SELECT tx_hash, block_number FROM chain_txs ORDER BY id") == tx_rows
     event = restarted.anchor_event(second)
-    assert (event.tx_hash, event.block_number) == tuple(db.query(
-        "SELECT tx_hash, block_number FROM chain_batches WHERE id = ?", [second])[0].values())
+    assert (event.tx_hash, event.block_number) == tuple(
+        db.query("SELECT tx_hash, block_number FROM chain_batches WHERE id = ?", [second])[0].values()
+    )
     proofs.claim(db, restarted, first, labels.alice.id)  # the chain keeps working after the rebuild
     assert restarted.is_claimed(first, labels.alice_key.address)
 
@@ -232,7 +255,8 @@ def test_background_worker_collects_batches_by_count_and_anchors(labels, tmp_pat
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not db.scalar(
-                "SELECT count(*) FROM chain_batches WHERE status = 'anchored'"):
+            "SELECT count(*) FROM chain_batches WHERE status = 'anchored'"
+        ):
             time.sleep(0.2)
         batch = db.query("SELECT * FROM chain_batches")
         assert len(batch) == 1 and batch[0]["status"] == "anchored" and batch[0]["trigger"] == "count"

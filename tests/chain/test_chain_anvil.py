@@ -3,6 +3,7 @@
 Deploy with the CLI, anchor through an RPC outage (node frozen -> timeouts, node absent -> refused),
 recover exactly once, claim, verify; the operator key never shows up in errors, logs or the database.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,10 @@ from tests.support.chain import seed_labels
 
 pytestmark = pytest.mark.slow
 # The platform package's native binary (the npm `.bin/anvil` is a node launcher: signals must reach the node).
-ANVIL = next(iter(sorted((ROOT / ".tools" / "anvil" / "node_modules" / "@foundry-rs").glob("anvil-*/bin/anvil"))),
-             ROOT / ".tools" / "anvil" / "node_modules" / ".bin" / "anvil")
+ANVIL = next(
+    iter(sorted((ROOT / ".tools" / "anvil" / "node_modules" / "@foundry-rs").glob("anvil-*/bin/anvil"))),
+    ROOT / ".tools" / "anvil" / "node_modules" / ".bin" / "anvil",
+)
 # anvil's first development account (public test key, funded at genesis)
 ANVIL_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
 
@@ -38,8 +41,15 @@ def anvil(tmp_path):
         pytest.fail(f"anvil is not installed at {ANVIL}: run `make anvil`")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = launch([str(ANVIL), "--host", "127.0.0.1", "--port", str(port), "--chain-id", "31337"], url,
-                  tmp_path / "anvil.log", name="anvil", timeout=30, cwd=ROOT, ready=answers_json_rpc)
+    proc = launch(
+        [str(ANVIL), "--host", "127.0.0.1", "--port", str(port), "--chain-id", "31337"],
+        url,
+        tmp_path / "anvil.log",
+        name="anvil",
+        timeout=30,
+        cwd=ROOT,
+        ready=answers_json_rpc,
+    )
     yield proc, url
     os.kill(proc.pid, signal.SIGCONT)
     proc.terminate()
@@ -53,8 +63,14 @@ def answers_json_rpc(url: str) -> bool:
 
 def _deploy(url: str, tmp_path: Path) -> str:
     env = {**os.environ, "STUDIO_CHAIN_OPERATOR_KEY": ANVIL_KEY, "STUDIO_CHAIN_RPC_URL": url}
-    out = subprocess.run([sys.executable, "launch.py", "chain", "deploy", "--cache-dir", str(tmp_path / "build")],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "launch.py", "chain", "deploy", "--cache-dir", str(tmp_path / "build")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert ANVIL_KEY[2:] not in out.stdout + out.stderr
     lines = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
@@ -63,8 +79,10 @@ def _deploy(url: str, tmp_path: Path) -> str:
 
 
 def _service(data_dir: Path, url: str, contract: str) -> ChainService:
-    settings = load_settings({"data_dir": str(data_dir), "model": "tiny"}, env={
-        "STUDIO_CHAIN_RPC_URL": url, "STUDIO_CHAIN_ID": "31337", "STUDIO_CHAIN_CONTRACT": contract})
+    settings = load_settings(
+        {"data_dir": str(data_dir), "model": "tiny"},
+        env={"STUDIO_CHAIN_RPC_URL": url, "STUDIO_CHAIN_ID": "31337", "STUDIO_CHAIN_CONTRACT": contract},
+    )
     return settings
 
 
@@ -126,8 +144,9 @@ def test_anvil_outage_recovery_claim_verify_and_key_secrecy(anvil, tmp_path, mon
     errors.append(str(twice.value))
     a_leaf, a_proof, _ = proofs.account_proof(db, batch_id, labels.alice.id)
     with pytest.raises(ChainError, match="invalid proof") as tampered:
-        ledger.claim(batch_id, a_leaf["address"], int(a_leaf["amount"]) + 1, bytes.fromhex(a_leaf["subroot"][2:]),
-                     a_proof)
+        ledger.claim(
+            batch_id, a_leaf["address"], int(a_leaf["amount"]) + 1, bytes.fromhex(a_leaf["subroot"][2:]), a_proof
+        )
     errors.append(str(tampered.value))
     assert ledger.balance_of(labels.alice_key.address) == 0
 

@@ -1,5 +1,6 @@
 """A person links a wallet on the console's Wallet page in a real browser (headless Chromium) with an
 injected EIP-1193 wallet: window.ethereum answers personal_sign by signing with a real key (eth_account)."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Merkle trees match OpenZeppelin's StandardMerkleTree; the contract compiles once and is cached."""
+
 from __future__ import annotations
 
 import os
@@ -12,15 +13,21 @@ from core.errors import ValidationError
 
 # A tree dumped by @openzeppelin/merkle-tree (StandardMerkleTree.of(values, ["address"]).dump()),
 # published in a public repository: tree array and each value's treeIndex.
-OZ_VALUES = ["0x502F683Bcfc45c9A561612DEF5134b1D6F84E249", "0x69e875145bf2C43440bA6828a00B42Aee5FFa15f",
-             "0x4D556cD8f34d0Ed80365b3ccb759bb0e52c42C33", "0x68F8d65013a578bd43648159E5c033Dc6a63EA37"]
-OZ_TREE = ["4a3361a1fcecee8b81b1c25690ed97aa9cccf42ed826fb3f7ceb13471366795f",
-           "2243bfd4c93a8aa8fd21e7e557c52ebdb35a609eef60140ac3ff08d5568fa5cd",
-           "c2a30a2b7789971e3c9dff630d4e0c55a95841a18b884ea20b2f05c8d44520be",
-           "f6eeac672fb859af408ae3b270b11d6796e7a58e7d532ec4e3616047c19bb760",
-           "f670de186cb7c104725a305f9149d5562c007cb7fc48e294b2a4db7c845849f9",
-           "e48a34534b23bb9966fe0a81b897cd43ba4529463d93a606d5dbc80ba4603e1f",
-           "aedead091d86a0169f79751d6fc62e52bc017d2e6fe2174ea392cc43743557aa"]
+OZ_VALUES = [
+    "0x502F683Bcfc45c9A561612DEF5134b1D6F84E249",
+    "0x69e875145bf2C43440bA6828a00B42Aee5FFa15f",
+    "0x4D556cD8f34d0Ed80365b3ccb759bb0e52c42C33",
+    "0x68F8d65013a578bd43648159E5c033Dc6a63EA37",
+]
+OZ_TREE = [
+    "4a3361a1fcecee8b81b1c25690ed97aa9cccf42ed826fb3f7ceb13471366795f",
+    "2243bfd4c93a8aa8fd21e7e557c52ebdb35a609eef60140ac3ff08d5568fa5cd",
+    "c2a30a2b7789971e3c9dff630d4e0c55a95841a18b884ea20b2f05c8d44520be",
+    "f6eeac672fb859af408ae3b270b11d6796e7a58e7d532ec4e3616047c19bb760",
+    "f670de186cb7c104725a305f9149d5562c007cb7fc48e294b2a4db7c845849f9",
+    "e48a34534b23bb9966fe0a81b897cd43ba4529463d93a606d5dbc80ba4603e1f",
+    "aedead091d86a0169f79751d6fc62e52bc017d2e6fe2174ea392cc43743557aa",
+]
 OZ_TREE_INDEX = [5, 4, 6, 3]
 
 

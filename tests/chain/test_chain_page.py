@@ -1,5 +1,6 @@
 """The Wallet page in-process (Streamlit AppTest) on a real studio and the embedded chain:
 link by pasted signature, batch, anchor, claim, verify."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,8 +13,11 @@ PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "wallet.py")
 
 
 def _texts(app) -> str:
-    return " ".join(str(e.value) for kind in ("success", "info", "error", "warning", "markdown", "caption")
-                    for e in getattr(app, kind))
+    return " ".join(
+        str(e.value)
+        for kind in ("success", "info", "error", "warning", "markdown", "caption")
+        for e in getattr(app, kind)
+    )
 
 
 def test_wallet_page_link_batch_anchor_claim_verify(tmp_path, monkeypatch):
@@ -24,8 +28,9 @@ def test_wallet_page_link_batch_anchor_claim_verify(tmp_path, monkeypatch):
     from core.config import load_settings
 
     monkeypatch.setattr(core.studio, "_current", None)
-    studio = core.studio.open_studio(load_settings({"data_dir": str(tmp_path / "data"), "model": "tiny"}, env={}),
-                                     tmp_path / "no-model")
+    studio = core.studio.open_studio(
+        load_settings({"data_dir": str(tmp_path / "data"), "model": "tiny"}, env={}), tmp_path / "no-model"
+    )
     me = studio.directory.user("")  # local mode: the page's user
     key = Account.create()
     try:
@@ -64,8 +69,9 @@ def test_wallet_page_link_batch_anchor_claim_verify(tmp_path, monkeypatch):
         studio.close()
 
     # restart: a new studio on the same data dir rebuilds the embedded chain from the database
-    studio = core.studio.open_studio(load_settings({"data_dir": str(tmp_path / "data"), "model": "tiny"}, env={}),
-                                     tmp_path / "no-model")
+    studio = core.studio.open_studio(
+        load_settings({"data_dir": str(tmp_path / "data"), "model": "tiny"}, env={}), tmp_path / "no-model"
+    )
     try:
         app = AppTest.from_file(PAGE, default_timeout=60).run()
         assert not app.exception, app.exception

@@ -1,4 +1,5 @@
 """Wallet linking: only the key holder links its address, with a fresh, unexpired, single-use message."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -14,8 +15,9 @@ from tests.support.chain import sign
 
 
 def _challenge(db, user, address, **kw):
-    return issue_challenge(db, user, address, domain="studio.test", uri="http://studio.test/wallet", chain_id=31337,
-                           **kw)
+    return issue_challenge(
+        db, user, address, domain="studio.test", uri="http://studio.test/wallet", chain_id=31337, **kw
+    )
 
 
 def test_message_is_eip4361_and_links_once(db):
@@ -41,12 +43,12 @@ def test_the_message_parses_and_verifies_with_the_siwe_reference_implementation(
 
     user, key = ensure_user(db, name, "labeler", "test"), Account.create()
     message = _challenge(db, user, key.address)
-    parsed = SiweMessage.from_message(message)   # raises on anything outside EIP-4361's ABNF grammar
+    parsed = SiweMessage.from_message(message)  # raises on anything outside EIP-4361's ABNF grammar
     assert (parsed.domain, parsed.address, parsed.chain_id) == ("studio.test", key.address, 31337)
     assert parsed.uri == "http://studio.test/wallet" and parsed.version == "1"
     assert parsed.statement.startswith("Link this Ethereum account to RLHF Studio")
     assert (name in parsed.statement) == all(ord(c) < 128 and c != '"' for c in name)
-    parsed.verify(sign(message, key.key))        # the signature checks out by the reference's own rules
+    parsed.verify(sign(message, key.key))  # the signature checks out by the reference's own rules
     assert link_wallet(db, user, message, sign(message, key.key)) == key.address
 
 

@@ -1,4 +1,5 @@
 """Arena and leaderboard: Bradley-Terry fit, bootstrap intervals, battle files, pairing, votes, CLI, UI."""
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,7 @@ from storage.db import Database
 from tests.support import ROOT
 from tests.support.servers import Server
 
-THREE_TO_ONE = 400 * math.log10(3)   # rating gap when one model takes 3 of every 4 points: 190.85
+THREE_TO_ONE = 400 * math.log10(3)  # rating gap when one model takes 3 of every 4 points: 190.85
 
 
 def battles(model_a: str, model_b: str, winner: str, n: int = 1) -> list[Battle]:
@@ -47,7 +48,7 @@ def torch_fit(data: list[Battle]) -> dict[str, float]:
 
     models = leaderboard.model_order(data)
     index = {m: k for k, m in enumerate(models)}
-    rows = []   # (i, j, y, weight): y=1 means i beat j; a tie is half a win and half a loss
+    rows = []  # (i, j, y, weight): y=1 means i beat j; a tie is half a win and half a loss
     for b in data:
         i, j = index[b.model_a], index[b.model_b]
         if b.winner == "model_a":
@@ -59,8 +60,9 @@ def torch_fit(data: list[Battle]) -> dict[str, float]:
     i, j, y, w = (torch.tensor(c, dtype=torch.float64) for c in zip(*rows))
     i, j = i.long(), j.long()
     r = torch.zeros(len(models), dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([r], lr=1, max_iter=500, tolerance_grad=1e-12, tolerance_change=1e-14,
-                            line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [r], lr=1, max_iter=500, tolerance_grad=1e-12, tolerance_change=1e-14, line_search_fn="strong_wolfe"
+    )
 
     def loss():
         opt.zero_grad()
@@ -76,6 +78,7 @@ def torch_fit(data: list[Battle]) -> dict[str, float]:
 
 # ------------------------------------------------------------------------------------ BT fit
 
+
 def test_three_wins_in_four_give_the_hand_computed_gap_anchored_on_base():
     ratings = leaderboard.bt_ratings(battles("v1", "base", "model_a", 3) + battles("base", "v1", "model_a"))
     assert ratings["base"] == pytest.approx(1000, abs=1e-9)
@@ -83,7 +86,7 @@ def test_three_wins_in_four_give_the_hand_computed_gap_anchored_on_base():
 
 
 def test_ties_and_both_bad_count_half_a_win_each():
-    with_tie = battles("x", "y", "model_a") + battles("x", "y", "tie")            # x takes 1.5 of 2 points
+    with_tie = battles("x", "y", "model_a") + battles("x", "y", "tie")  # x takes 1.5 of 2 points
     with_bothbad = battles("x", "y", "model_a") + battles("y", "x", "tie (bothbad)")
     for data in (with_tie, with_bothbad):
         r = leaderboard.bt_ratings(data, anchor="y")
@@ -95,8 +98,12 @@ def test_ties_and_both_bad_count_half_a_win_each():
 def test_a_cycle_rates_everyone_equal_and_the_mean_is_1000_without_anchor():
     cycle = battles("a", "b", "model_a") + battles("b", "c", "model_a") + battles("c", "a", "model_a")
     assert leaderboard.bt_ratings(cycle, anchor=None) == pytest.approx({"a": 1000, "b": 1000, "c": 1000}, abs=1e-6)
-    chain = battles("a", "b", "model_a", 3) + battles("b", "a", "model_a") + battles("b", "c", "model_a", 3) \
+    chain = (
+        battles("a", "b", "model_a", 3)
+        + battles("b", "a", "model_a")
+        + battles("b", "c", "model_a", 3)
         + battles("c", "b", "model_a")
+    )
     r = leaderboard.bt_ratings(chain, anchor=None)
     # a-b and b-c both 3:1 and never a-c: the MLE puts b exactly in the middle, gaps of 400·log10(3)
     assert r["a"] - r["b"] == pytest.approx(THREE_TO_ONE, abs=0.01)
@@ -112,7 +119,7 @@ def test_fit_agrees_with_an_independent_torch_fit_within_a_point():
     ours = leaderboard.bt_ratings(data, anchor=None)
     reference = torch_fit(data)
     assert max(abs(ours[m] - reference[m]) for m in ours) < 1.0
-    assert max(abs(ours[m] - reference[m]) for m in ours) < 0.05   # in fact far closer than required
+    assert max(abs(ours[m] - reference[m]) for m in ours) < 0.05  # in fact far closer than required
 
 
 def test_simulated_tournament_recovers_the_ranking_and_ci_cover_the_truth():
@@ -120,15 +127,16 @@ def test_simulated_tournament_recovers_the_ranking_and_ci_cover_the_truth():
     board = leaderboard.compute_leaderboard(simulate(true, 4000, np.random.default_rng(1)), "base", rounds=200)
     by_true = sorted(true, key=lambda m: -true[m])
     assert [row["model"] for row in board.rows()] == by_true
-    assert [row["rank"] for row in board.rows()] == [1, 2, 3, 4, 5]     # 100 points apart: all separable
+    assert [row["rank"] for row in board.rows()] == [1, 2, 3, 4, 5]  # 100 points apart: all separable
     for m, lo, hi in zip(board.models, board.ci_low, board.ci_high):
         assert lo - 1e-9 <= 1000 + true[m] <= hi + 1e-9, m
     # coverage over many tournaments: a 95% interval must hold the truth about 95% of the time
     covered, total = 0, 0
     rng = np.random.default_rng(2)
     for _ in range(30):
-        b = leaderboard.compute_leaderboard(simulate(true, 800, rng), "base", rounds=100,
-                                            seed=int(rng.integers(1 << 30)))
+        b = leaderboard.compute_leaderboard(
+            simulate(true, 800, rng), "base", rounds=100, seed=int(rng.integers(1 << 30))
+        )
         for m, lo, hi in zip(b.models, b.ci_low, b.ci_high):
             if m != "base":
                 covered += lo <= 1000 + true[m] <= hi
@@ -165,12 +173,16 @@ def test_win_rates_battle_counts_and_too_few_battles_warning():
 
 
 def test_disconnected_groups_are_reported():
-    board = leaderboard.compute_leaderboard(battles("a", "b", "model_a", 3) + battles("b", "a", "model_a")
-                                      + battles("c", "d", "tie", 4), anchor=None, rounds=100)
+    board = leaderboard.compute_leaderboard(
+        battles("a", "b", "model_a", 3) + battles("b", "a", "model_a") + battles("c", "d", "tie", 4),
+        anchor=None,
+        rounds=100,
+    )
     assert any("never compared" in w for w in board.warnings)
 
 
 # ------------------------------------------------------------------------------------ battle files
+
 
 def write(path: Path, lines: list) -> Path:
     path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
@@ -178,23 +190,32 @@ def write(path: Path, lines: list) -> Path:
 
 
 def test_fastchat_jsonl_and_json_array_are_read(tmp_path):
-    records = [{"model_a": "x", "model_b": "y", "winner": w, "judge": "j", "tstamp": 1.0, "anony": True}
-               for w in ("model_a", "model_b", "tie", "tie (bothbad)")]
+    records = [
+        {"model_a": "x", "model_b": "y", "winner": w, "judge": "j", "tstamp": 1.0, "anony": True}
+        for w in ("model_a", "model_b", "tie", "tie (bothbad)")
+    ]
     from_lines = leaderboard.read_battles_file(write(tmp_path / "b.jsonl", [*records[:2], "", *records[2:]]))
     (tmp_path / "b.json").write_text(json.dumps(records))
     assert from_lines == leaderboard.read_battles_file(tmp_path / "b.json")
     assert [b.winner for b in from_lines] == ["model_a", "model_b", "tie", "tie (bothbad)"]
 
 
-@pytest.mark.parametrize("lines, message", [
-    ([{"model_a": "x", "model_b": "y", "winner": "model_a"}, {"model_a": "x", "model_b": "y", "winner": "x"}],
-     r"unknown winner \(#2: 'x'\)"),
-    ([{"model_a": "x", "model_b": "y", "winner": "tie"}, {"model_a": "y", "model_b": "y", "winner": "tie"}],
-     r"against itself \(#2\)"),
-    ([{"model_a": "x", "model_b": "y", "winner": "tie"}, "{oops"], "Line 2 .* is not JSON"),
-    ([{"model_a": "x", "winner": "tie"}], "Line 1 .* lacks model_a, model_b or winner"),
-    ([], "no battles"),
-])
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        (
+            [{"model_a": "x", "model_b": "y", "winner": "model_a"}, {"model_a": "x", "model_b": "y", "winner": "x"}],
+            r"unknown winner \(#2: 'x'\)",
+        ),
+        (
+            [{"model_a": "x", "model_b": "y", "winner": "tie"}, {"model_a": "y", "model_b": "y", "winner": "tie"}],
+            r"against itself \(#2\)",
+        ),
+        ([{"model_a": "x", "model_b": "y", "winner": "tie"}, "{oops"], "Line 2 .* is not JSON"),
+        ([{"model_a": "x", "winner": "tie"}], "Line 1 .* lacks model_a, model_b or winner"),
+        ([], "no battles"),
+    ],
+)
 def test_bad_battle_files_are_refused_with_the_reason(tmp_path, lines, message):
     with pytest.raises(leaderboard.BattlesError, match=message):
         leaderboard.read_battles_file(write(tmp_path / "bad.jsonl", lines))
@@ -210,14 +231,18 @@ def test_one_model_only_and_missing_file_are_refused(tmp_path):
 
 # ------------------------------------------------------------------------------------ pairing
 
+
 def test_pairing_favours_few_battles_and_close_ratings():
     seasoned = battles("base", "v1", "model_a", 30) + battles("v1", "base", "model_a", 30)
     weights = arena.pair_weights(["base", "v1", "v2"], seasoned)
     assert weights[("base", "v2")] > weights[("base", "v1")] and weights[("v1", "v2")] > weights[("base", "v1")]
-    lopsided = battles("base", "v1", "model_a", 20) + battles("base", "v2", "model_a", 10) \
+    lopsided = (
+        battles("base", "v1", "model_a", 20)
+        + battles("base", "v2", "model_a", 10)
         + battles("v2", "base", "model_a", 10)
+    )
     weights = arena.pair_weights(["base", "v1", "v2"], lopsided)
-    assert weights[("base", "v2")] > weights[("base", "v1")]   # same battle counts for base; v2 is closer
+    assert weights[("base", "v2")] > weights[("base", "v1")]  # same battle counts for base; v2 is closer
 
 
 def test_sides_are_random_and_pairs_always_distinct():
@@ -234,6 +259,7 @@ def test_sides_are_random_and_pairs_always_distinct():
 
 # ------------------------------------------------------------------------------------ votes in the DB
 
+
 @pytest.fixture
 def db(tmp_path):
     database = Database.in_data_dir(tmp_path / "data")
@@ -245,8 +271,9 @@ def db(tmp_path):
 
 def pending(db, model_a="v1", model_b="base", prompt="Name a colour.", a="Blue.", b="Green."):
     ids = {r["name"]: r["id"] for r in db.query("SELECT id, name FROM policies")}
-    return arena.PendingBattle(prompt, model_a, model_b, ids[model_a], ids[model_b], a, b, {"temperature": 0.7},
-                               12.5, (2, 2))
+    return arena.PendingBattle(
+        prompt, model_a, model_b, ids[model_a], ids[model_b], a, b, {"temperature": 0.7}, 12.5, (2, 2)
+    )
 
 
 def test_vote_is_a_battle_and_an_arena_preference_the_builders_read(db):
@@ -254,20 +281,38 @@ def test_vote_is_a_battle_and_an_arena_preference_the_builders_read(db):
     battle = pending(db)
     receipt = arena.record_battle(db, ada, battle, "a")
     assert receipt.created and receipt.winner == "model_a"
-    again = arena.record_battle(db, ada, battle, "a")        # double click: same battle, nothing new
+    again = arena.record_battle(db, ada, battle, "a")  # double click: same battle, nothing new
     assert not again.created and again.battle_id == receipt.battle_id
-    row = db.query("SELECT model_a, model_b, winner, judge, prompt, answer_a, answer_b, tstamp IS NOT NULL AS t"
-                   " FROM battle_records")
-    assert row == [{"model_a": "v1", "model_b": "base", "winner": "model_a", "judge": "ada",
-                    "prompt": "Name a colour.", "answer_a": "Blue.", "answer_b": "Green.", "t": True}]
+    row = db.query(
+        "SELECT model_a, model_b, winner, judge, prompt, answer_a, answer_b, tstamp IS NOT NULL AS t"
+        " FROM battle_records"
+    )
+    assert row == [
+        {
+            "model_a": "v1",
+            "model_b": "base",
+            "winner": "model_a",
+            "judge": "ada",
+            "prompt": "Name a colour.",
+            "answer_a": "Blue.",
+            "answer_b": "Green.",
+            "t": True,
+        }
+    ]
     pref = db.query("SELECT source, outcome, labeler_id FROM preferences")
     assert pref == [{"source": "arena", "outcome": "a", "labeler_id": ada.id}]
     rows, _ = preference_rows(db, Filters(sources=("arena",)))
-    assert rows == [{"prompt": [{"role": "user", "content": "Name a colour."}],
-                     "chosen": [{"role": "assistant", "content": "Blue."}],
-                     "rejected": [{"role": "assistant", "content": "Green."}]}]
-    assert db.query("SELECT p.name FROM candidates c JOIN policies p ON p.id = c.policy_id ORDER BY c.id") == \
-        [{"name": "v1"}, {"name": "base"}]
+    assert rows == [
+        {
+            "prompt": [{"role": "user", "content": "Name a colour."}],
+            "chosen": [{"role": "assistant", "content": "Blue."}],
+            "rejected": [{"role": "assistant", "content": "Green."}],
+        }
+    ]
+    assert db.query("SELECT p.name FROM candidates c JOIN policies p ON p.id = c.policy_id ORDER BY c.id") == [
+        {"name": "v1"},
+        {"name": "base"},
+    ]
 
 
 def test_ties_both_bad_undo_and_renames_in_the_leaderboard_battles(db):
@@ -275,10 +320,12 @@ def test_ties_both_bad_undo_and_renames_in_the_leaderboard_battles(db):
     arena.record_battle(db, ada, pending(db), "tie")
     arena.record_battle(db, ada, pending(db, "base", "v1"), "both_bad")
     arena.record_battle(db, ada, pending(db), "b")
-    undo_last_vote(db, ada)                                   # the last vote no longer counts
+    undo_last_vote(db, ada)  # the last vote no longer counts
     rename_policy(db, ada, "v1", "helpful-v1")
-    assert leaderboard.battles_from_db(db) == [Battle("helpful-v1", "base", "tie"),
-                                         Battle("base", "helpful-v1", "tie (bothbad)")]
+    assert leaderboard.battles_from_db(db) == [
+        Battle("helpful-v1", "base", "tie"),
+        Battle("base", "helpful-v1", "tie (bothbad)"),
+    ]
     board = leaderboard.leaderboard_from_db(db, rounds=100)
     assert board.to_json()["ratings"] == {"base": 1000.0, "helpful-v1": 1000.0}
     assert leaderboard.battles_jsonl(leaderboard.battles_from_db(db)).count("\n") == 2
@@ -298,12 +345,18 @@ def test_bad_votes_write_nothing(db):
 
 # ------------------------------------------------------------------------------------ CLI
 
+
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "launch.py"), "leaderboard", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "launch.py"), "leaderboard", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
-@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
+@pytest.mark.slow  # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_cli_reads_a_fastchat_file_and_matches_an_independent_fit(tmp_path):
     data = simulate({"gpt-x": 0, "llama-y": 150, "mistral-z": -80}, 400, np.random.default_rng(11))
     data += battles("gpt-x", "llama-y", "tie", 20) + battles("llama-y", "mistral-z", "tie (bothbad)", 10)
@@ -333,12 +386,13 @@ def test_cli_reads_the_data_dir_battles_and_warns_on_stderr(db, tmp_path):
     assert out["battles"] == 3 and out["ratings"]["base"] == 1000.0
     assert out["ratings"]["v1"] == pytest.approx(1000 + 400 * math.log10(2), abs=0.1)
     assert "Too few battles" in done.stderr
-    style = out["style_controlled"]      # the same answers on both sides: style explains nothing here
+    style = out["style_controlled"]  # the same answers on both sides: style explains nothing here
     assert style["anchor"] == "base" and set(style["controlled"]) == {"base", "v1"}
     assert style["controlled"]["v1"] == pytest.approx(style["raw"]["v1"], abs=1.0)
 
 
 # ------------------------------------------------------------------------------------ console page
+
 
 def test_leaderboard_page_shows_ratings_charts_and_the_too_few_warning(tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
@@ -355,8 +409,9 @@ def test_leaderboard_page_shows_ratings_charts_and_the_too_few_warning(tmp_path,
         arena.record_battle(database, ada, pending(database), outcome)
     database.close()
     monkeypatch.setattr(core.studio, "_current", None)
-    studio = core.studio.open_studio(load_settings({"data_dir": str(data_dir), "model": "tiny"}, env={}),
-                                     tmp_path / "no-model")
+    studio = core.studio.open_studio(
+        load_settings({"data_dir": str(data_dir), "model": "tiny"}, env={}), tmp_path / "no-model"
+    )
     try:
         app = AppTest.from_file(str(ROOT / "pages" / "leaderboard.py"), default_timeout=30).run()
         assert not app.exception and not app.error
@@ -370,6 +425,7 @@ def test_leaderboard_page_shows_ratings_charts_and_the_too_few_warning(tmp_path,
 
 
 # ------------------------------------------------------------------------------------ through the server
+
 
 @pytest.mark.slow
 def test_arena_vote_flow_through_the_server_hides_names_until_the_vote(data_dir):
@@ -393,8 +449,8 @@ def test_arena_vote_flow_through_the_server_hides_names_until_the_vote(data_dir)
             job = client.submit("Hello there", 0.0, 0.9, 6, api_name="/arena_ask")
             updates = list(job)
             text_a, text_b, status, reveal = job.result()
-            assert text_a and text_b and text_a != text_b      # greedy: only the two versions differ
-            for update in updates:                              # no output before the vote names a version
+            assert text_a and text_b and text_a != text_b  # greedy: only the two versions differ
+            for update in updates:  # no output before the vote names a version
                 assert not any(name in str(update[2:]) for name in ("v1", "base"))
             assert "hidden" in reveal and "Vote to reveal" in status
             status, reveal = client.predict(api_name=f"/arena_vote_{outcome}")
@@ -403,19 +459,22 @@ def test_arena_vote_flow_through_the_server_hides_names_until_the_vote(data_dir)
             assert set(shown) == {"v1", "base"}
             seen.append((shown, text_a, text_b))
         with pytest.raises(Exception, match="no battle to vote on"):
-            client.predict(api_name="/arena_vote_b")           # the vote closed the battle
+            client.predict(api_name="/arena_vote_b")  # the vote closed the battle
         client.close()
     finally:
         srv.stop()
     database = Database.in_data_dir(data_dir)
-    rows = database.query("SELECT model_a, model_b, winner, judge, prompt, answer_a, answer_b FROM battle_records"
-                          " ORDER BY id")
+    rows = database.query(
+        "SELECT model_a, model_b, winner, judge, prompt, answer_a, answer_b FROM battle_records ORDER BY id"
+    )
     assert [(r["model_a"], r["model_b"]) for r in rows] == [s[0] for s in seen]
     assert [r["winner"] for r in rows] == ["model_a", "tie"]
     assert [(r["answer_a"], r["answer_b"]) for r in rows] == [(s[1], s[2]) for s in seen]
     assert all(r["prompt"] == "Hello there" and r["judge"] == "local" for r in rows)
-    assert database.query("SELECT source, outcome FROM preferences ORDER BY id") == \
-        [{"source": "arena", "outcome": "a"}, {"source": "arena", "outcome": "tie"}]
+    assert database.query("SELECT source, outcome FROM preferences ORDER BY id") == [
+        {"source": "arena", "outcome": "a"},
+        {"source": "arena", "outcome": "tie"},
+    ]
     database.close()
 
 
@@ -480,25 +539,36 @@ def test_people_s_blind_votes_are_the_version_s_blind_check_and_move_its_verdict
 
     ada, judge = ensure_user(db, "ada", "labeler", "local"), ensure_ai_labeler(db, "ai:policy:base")
     assert arena.blind_check(db, "v1", "base") is None
-    for i in range(9):   # v1 wins 8 (as A or as B), one tie
+    for i in range(9):  # v1 wins 8 (as A or as B), one tie
         a_side = i % 2 == 0
         battle = pending(db, *(("v1", "base") if a_side else ("base", "v1")), prompt=f"Prompt {i}.")
         arena.record_battle(db, ada, battle, "tie" if i == 8 else ("a" if a_side else "b"))
-    arena.record_battle(db, judge, pending(db, prompt="AI's."), "b")   # an AI judge: not a blind check
+    arena.record_battle(db, judge, pending(db, prompt="AI's."), "b")  # an AI judge: not a blind check
     assert arena.blind_check(db, "v1", "base") == {"votes": 9, "wins": 8, "losses": 0, "ties": 1}
     assert arena.blind_check(db, "base", "v1") == {"votes": 9, "wins": 0, "losses": 8, "ties": 1}
 
     v1, base = (db.scalar("SELECT id FROM policies WHERE name = ?", [n]) for n in ("v1", "base"))
-    metrics = {"version": "v1", "against": "base", "held_out_pairs": 0, "toward": 0, "away": 0,
-               "kl_per_token": 0.3, "blind_check": None}
+    metrics = {
+        "version": "v1",
+        "against": "base",
+        "held_out_pairs": 0,
+        "toward": 0,
+        "away": 0,
+        "kl_per_token": 0.3,
+        "blind_check": None,
+    }
     stored = {"version": "v1", "against": "base", "verdict": "changed", "summary": "changed", "metrics": metrics}
-    db.write(lambda cur: cur.execute(
-        "INSERT INTO version_reports (policy_id, against_id, verdict, summary, report) VALUES (?, ?, ?, ?, ?)",
-        [v1, base, "changed", "changed", _json.dumps(stored)]))
+    db.write(
+        lambda cur: cur.execute(
+            "INSERT INTO version_reports (policy_id, against_id, verdict, summary, report) VALUES (?, ?, ?, ?, ?)",
+            [v1, base, "changed", "changed", _json.dumps(stored)],
+        )
+    )
     report = latest_report(db, "v1")
     assert report["verdict"] == "learned" and report["metrics"]["blind_check"]["wins"] == 8
-    assert report["summary"] == ("learned: people preferred v1 blind on 8 of 9 votes, base on 0 (1 ties), "
-                                 "p = 0.0078 after correction")
+    assert report["summary"] == (
+        "learned: people preferred v1 blind on 8 of 9 votes, base on 0 (1 ties), p = 0.0078 after correction"
+    )
 
 
 def test_the_blind_check_offers_held_out_prompts_once_each_and_stops_when_decided(db):
@@ -518,10 +588,10 @@ def test_the_blind_check_offers_held_out_prompts_once_each_and_stops_when_decide
         assert {a, b} == {"v1", "base"} and prompt not in prompts
         sides.add(a)
         prompts.append(prompt)
-        arena.record_battle(db, ada, pending(db, a, b, prompt=prompt), "a" if a == "v1" else "b")   # v1 wins
-        if i == 0:   # another labeler still gets the prompt ada just judged
+        arena.record_battle(db, ada, pending(db, a, b, prompt=prompt), "a" if a == "v1" else "b")  # v1 wins
+        if i == 0:  # another labeler still gets the prompt ada just judged
             assert blind.next_blind_pair(db, bob, rng)[0] == prompts[0]
-    assert sides == {"v1", "base"}                           # both sides came up
+    assert sides == {"v1", "base"}  # both sides came up
     status = blind.blind_status(db)
     assert status.wins == 6 and status.decided and not status.open and "people prefer v1" in status.text()
     with pytest.raises(arena.ValidationError, match="decided") as done:
@@ -530,6 +600,7 @@ def test_the_blind_check_offers_held_out_prompts_once_each_and_stops_when_decide
 
 
 # ------------------------------------------------------------------------------------ style control
+
 
 def simulated(rng, n: int, by_length: bool) -> list:
     """v2 against base: v2 writes 40 more words on average; people prefer the longer answer (``by_length``) or
@@ -544,8 +615,15 @@ def simulated(rng, n: int, by_length: bool) -> list:
             outcome = 1.0 if la > lb else 0.0 if la < lb else 0.5
         else:
             outcome = float((rng.random() < 0.8) == v2_is_a)
-        out.append(Comparison("v2" if v2_is_a else "base", "base" if v2_is_a else "v2", " ".join(["w"] * la),
-                              " ".join(["w"] * lb), outcome))
+        out.append(
+            Comparison(
+                "v2" if v2_is_a else "base",
+                "base" if v2_is_a else "v2",
+                " ".join(["w"] * la),
+                " ".join(["w"] * lb),
+                outcome,
+            )
+        )
     return out
 
 
@@ -579,17 +657,33 @@ def test_the_report_warns_when_people_prefer_a_version_only_for_its_length(db):
     ada = ensure_user(db, "ada", "labeler", "local")
     name = {"v2": "v1", "base": "base"}
     for i, c in enumerate(simulated(_random.Random(5), 40, by_length=True)):
-        arena.record_battle(db, ada, pending(db, name[c.model_a], name[c.model_b], f"Prompt {i}?", c.answer_a,
-                                             c.answer_b), {1.0: "a", 0.0: "b", 0.5: "tie"}[c.outcome])
+        arena.record_battle(
+            db,
+            ada,
+            pending(db, name[c.model_a], name[c.model_b], f"Prompt {i}?", c.answer_a, c.answer_b),
+            {1.0: "a", 0.0: "b", 0.5: "tie"}[c.outcome],
+        )
     assert len(arena.people_comparisons(db, ["v1", "base"])) == 40
     v1, base = (db.scalar("SELECT id FROM policies WHERE name = ?", [n]) for n in ("v1", "base"))
     metrics = {"version": "v1", "against": "base", "held_out_pairs": 0, "kl_per_token": 0.3}
-    db.write(lambda cur: cur.execute(
-        "INSERT INTO version_reports (policy_id, against_id, verdict, summary, report) VALUES (?, ?, ?, ?, ?)",
-        [v1, base, "changed", "changed", _json.dumps({"version": "v1", "against": "base", "verdict": "changed",
-                                                       "summary": "changed", "metrics": metrics})]))
+    db.write(
+        lambda cur: cur.execute(
+            "INSERT INTO version_reports (policy_id, against_id, verdict, summary, report) VALUES (?, ?, ?, ?, ?)",
+            [
+                v1,
+                base,
+                "changed",
+                "changed",
+                _json.dumps(
+                    {"version": "v1", "against": "base", "verdict": "changed", "summary": "changed", "metrics": metrics}
+                ),
+            ],
+        )
+    )
     report = latest_report(db, "v1")
     style = report["metrics"]["style_control"]["blind_check"]
-    assert style["style_only"] and report["verdict"] == "learned"       # people did prefer v1's answers ...
-    assert ("v1 wins only by longer: preferred by people in blind votes on 82% of 40, but at equal length and "
-            "formatting 64% (style control)") in report["warnings"]
+    assert style["style_only"] and report["verdict"] == "learned"  # people did prefer v1's answers ...
+    assert (
+        "v1 wins only by longer: preferred by people in blind votes on 82% of 40, but at equal length and "
+        "formatting 64% (style control)"
+    ) in report["warnings"]

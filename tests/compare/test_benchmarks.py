@@ -1,6 +1,7 @@
 """Standard benchmarks per version through the real lm-evaluation-harness: the shipped offline suite on the tiny
 model, the adapter guard (a zero adapter is the base; an ignored adapter is refused), the parent's cached run,
 regression flagging, and the CLI's JSON."""
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,9 @@ def bench_dir(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("bench") / "data"
     model_path = build_tiny_model(data_dir)
     adapter = make_random_adapter(data_dir)
-    zero = get_peft_model(AutoModelForCausalLM.from_pretrained(model_path),
-                          LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))   # B starts at zero
+    zero = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(model_path), LoraConfig(r=4, target_modules=["q_proj", "v_proj"])
+    )  # B starts at zero
     zero.save_pretrained(data_dir / "runs" / "v0" / "adapter")
     db = Database.in_data_dir(data_dir)
     base = ensure_base_policy(db, "tiny")
@@ -57,10 +59,10 @@ def test_the_offline_suite_runs_through_the_real_harness_and_the_parent_is_cache
     settings = result["settings"]
     assert settings["limit"] == 3 and settings["chat_template"] is True and settings["lm_eval_version"] == "0.4.13"
     assert result["adapter"]["probe_max_logit_diff"] > 0
-    again = benchmark_version(db, model_path, "v0", QUICK)     # base already measured with these settings
+    again = benchmark_version(db, model_path, "v0", QUICK)  # base already measured with these settings
     assert again["parent_cached"] is True
     assert again["adapter"]["identical_to_base"] is True and again["adapter"]["adapter_delta_norm"] == 0.0
-    assert all(r["change_points"] == 0 for r in again["tasks"])   # a zero adapter scores exactly as the base
+    assert all(r["change_points"] == 0 for r in again["tasks"])  # a zero adapter scores exactly as the base
 
 
 def test_the_model_card_carries_the_scores_as_a_model_index_the_hub_parses_back(bench_dir):
@@ -71,14 +73,20 @@ def test_the_model_card_carries_the_scores_as_a_model_index_the_hub_parses_back(
     from core.share import cards, exports
 
     data_dir, model_path, db = bench_dir
-    benchmark_version(db, model_path, "v1", QUICK)          # cached by the first test when it ran
-    export = exports.export_adapter(db, data_dir, "v1", ensure_user(db, "ada", "admin", "test"),
-                                    cards.CardOptions(base_model_id="studio-tests/tiny-llama"))
+    benchmark_version(db, model_path, "v1", QUICK)  # cached by the first test when it ran
+    export = exports.export_adapter(
+        db,
+        data_dir,
+        "v1",
+        ensure_user(db, "ada", "admin", "test"),
+        cards.CardOptions(base_model_id="studio-tests/tiny-llama"),
+    )
     card = ModelCard.load(export.path / "README.md")
     results = card.data.eval_results
     assert {r.dataset_name for r in results} == {"studio_knowledge", "studio_arithmetic", "studio_instructions"}
-    assert all(0.0 <= r.metric_value <= 1.0 and r.source_name.startswith("lm-evaluation-harness 0.4.13")
-               for r in results)
+    assert all(
+        0.0 <= r.metric_value <= 1.0 and r.source_name.startswith("lm-evaluation-harness 0.4.13") for r in results
+    )
     assert "## Standard benchmarks" in card.text and "| studio_knowledge | acc |" in card.text
     check = next(c for c in evaluate_gate(db, "v1").checks if c.name == "benchmarks")
     assert check.status in ("pass", "fail") and "against base" in check.evidence
@@ -87,9 +95,13 @@ def test_the_model_card_carries_the_scores_as_a_model_index_the_hub_parses_back(
 
     ids = {r["name"]: r["id"] for r in db.query("SELECT id, name FROM policies")}
     stored = {"version": "v1", "against": "base", "verdict": "no_change", "summary": "no change", "metrics": {}}
-    db.write(lambda cur: cur.execute("INSERT INTO version_reports (policy_id, against_id, verdict, summary, report)"
-                                     " VALUES (?, ?, 'no_change', 'no change', ?)",
-                                     [ids["v1"], ids["base"], json.dumps(stored)]))
+    db.write(
+        lambda cur: cur.execute(
+            "INSERT INTO version_reports (policy_id, against_id, verdict, summary, report)"
+            " VALUES (?, ?, 'no_change', 'no change', ?)",
+            [ids["v1"], ids["base"], json.dumps(stored)],
+        )
+    )
     report = latest_report(db, "v1")
     assert report["benchmarks"]["against"] == "base" and len(report["benchmarks"]["tasks"]) == 3
 
@@ -98,7 +110,7 @@ def test_an_ignored_adapter_is_caught_before_any_score_counts(bench_dir):
     data_dir, model_path, db = bench_dir
     merged, tokenizer, facts = load_scored_model(model_path, str(data_dir / "runs" / "v1" / "adapter"))
     assert facts["adapter_delta_norm"] > 0
-    plain, _, _ = load_scored_model(model_path, None)      # what a backend that drops the adapter would score
+    plain, _, _ = load_scored_model(model_path, None)  # what a backend that drops the adapter would score
     with pytest.raises(AdapterNotApplied) as refused:
         check_adapter_applied(plain, tokenizer, facts)
     assert refused.value.code == "adapter_not_applied" and "not applied" in refused.value.message
@@ -110,13 +122,13 @@ def test_a_drop_is_a_regression_only_beyond_the_margin_and_twice_the_noise():
     def run(value: float, stderr: float) -> dict:
         return {"results": [{"task": "t", "metric": "acc", "value": value, "stderr": stderr}]}
 
-    assert compare(run(0.50, 0.005), run(0.60, 0.005))[0]["regressed"]          # -10 points, noise ~1.4
-    assert not compare(run(0.59, 0.001), run(0.60, 0.001))[0]["regressed"]      # -1 point: inside the 2-point margin
-    assert not compare(run(0.50, 0.05), run(0.60, 0.05))[0]["regressed"]        # -10 points, noise ~14
-    assert not compare(run(0.70, 0.005), run(0.60, 0.005))[0]["regressed"]      # a gain
+    assert compare(run(0.50, 0.005), run(0.60, 0.005))[0]["regressed"]  # -10 points, noise ~1.4
+    assert not compare(run(0.59, 0.001), run(0.60, 0.001))[0]["regressed"]  # -1 point: inside the 2-point margin
+    assert not compare(run(0.50, 0.05), run(0.60, 0.05))[0]["regressed"]  # -10 points, noise ~14
+    assert not compare(run(0.70, 0.005), run(0.60, 0.005))[0]["regressed"]  # a gain
 
 
-@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
+@pytest.mark.slow  # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_the_cli_prints_the_settings_the_guard_and_both_sides_as_json(tmp_path):
     data_dir = tmp_path / "data"
     model_path = build_tiny_model(data_dir)
@@ -124,9 +136,27 @@ def test_the_cli_prints_the_settings_the_guard_and_both_sides_as_json(tmp_path):
     db = Database.in_data_dir(data_dir)
     register_policy(db, "v1", ensure_base_policy(db, "tiny"), "tiny", "dpo", str(adapter))
     db.close()
-    done = subprocess.run([sys.executable, str(ROOT / "launch.py"), "bench", "v1", "--limit", "2", "--json",
-                           "--data-dir", str(data_dir), "--model", "tiny", "--tasks", "studio_knowledge"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "launch.py"),
+            "bench",
+            "v1",
+            "--limit",
+            "2",
+            "--json",
+            "--data-dir",
+            str(data_dir),
+            "--model",
+            "tiny",
+            "--tasks",
+            "studio_knowledge",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode in (0, 1), done.stderr[-2000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["adapter_applied"] is True and out["settings"]["tasks"] == ["studio_knowledge"]
@@ -149,7 +179,8 @@ def test_admins_start_a_background_run_over_rest_and_labelers_read_its_scores(tm
         assert queued.status_code == 202 and queued.json()["status"] in ("queued", "computing")
         deadline = time.monotonic() + 300
         while (answer := client.get("/api/policies/v1/benchmarks", auth=("bob", "pw-bob")).json())["state"][
-                "status"] in ("queued", "computing") and time.monotonic() < deadline:
+            "status"
+        ] in ("queued", "computing") and time.monotonic() < deadline:
             time.sleep(1)
         scores = answer["benchmarks"]
         assert scores["adapter_applied"] is True and scores["against"] == "base", answer
@@ -158,7 +189,7 @@ def test_admins_start_a_background_run_over_rest_and_labelers_read_its_scores(tm
         studio.close()
 
 
-@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
+@pytest.mark.slow  # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_the_compare_pages_benchmarks_tab_runs_in_the_background_and_shows_both_sides(tmp_path, monkeypatch):
     import time
 
@@ -237,7 +268,11 @@ def test_the_regression_margin_is_an_admin_setting_every_reader_uses(bench_dir):
     finally:
         set_regression_margin(db, admin, 2)
     # a run a stopped studio left 'running' never finishes: the next start marks it interrupted
-    db.write(lambda cur: cur.execute("INSERT INTO benchmark_runs (policy_id, version, settings_key, settings, status)"
-                                     " SELECT id, name, 'k', '{}', 'running' FROM policies WHERE name = 'v1'"))
+    db.write(
+        lambda cur: cur.execute(
+            "INSERT INTO benchmark_runs (policy_id, version, settings_key, settings, status)"
+            " SELECT id, name, 'k', '{}', 'running' FROM policies WHERE name = 'v1'"
+        )
+    )
     assert mark_interrupted(db) == 1
     assert db.query("SELECT count(*) AS n FROM benchmark_runs WHERE status = 'running'")[0]["n"] == 0

@@ -1,6 +1,7 @@
 """Compare versions: side by side, automatic evaluation, active learning -- on the tiny model, with a real reward
 model and real DPO versions trained through the job runner (a few steps each), the real DuckDB and the real
 Compare page (Streamlit AppTest)."""
+
 from __future__ import annotations
 
 import csv
@@ -22,8 +23,10 @@ from core.training.reward import RewardScorer
 from tests.support.studios import FAST, open_studio, random_adapter
 
 ROOT = Path(__file__).resolve().parents[2]
-PROMPTS = [[{"role": "user", "content": text}] for text in
-           ("Name a colour.", "What is 2 plus 2?", "Say hello.", "Describe the sea.", "Pick a fruit.")]
+PROMPTS = [
+    [{"role": "user", "content": text}]
+    for text in ("Name a colour.", "What is 2 plus 2?", "Say hello.", "Describe the sea.", "Pick a fruit.")
+]
 SHORT = ev.CompareSettings(temperature=0.0, max_new_tokens=12)
 
 
@@ -56,10 +59,10 @@ def studio(tmp_path_factory):
 
 def test_held_out_split_is_a_fixed_hash_of_the_prompt(studio):
     pairs = ev.held_out_pairs(studio.db, 100)
-    assert len(pairs) == 24                               # 12 votes with gold edits -> 24 pairs, all held out
+    assert len(pairs) == 24  # 12 votes with gold edits -> 24 pairs, all held out
     assert ev.held_out_pairs(studio.db, 0) == []
     some = ev.held_out_pairs(studio.db, 50)
-    assert 0 < len(some) < 24 and ev.held_out_pairs(studio.db, 50) == some     # deterministic
+    assert 0 < len(some) < 24 and ev.held_out_pairs(studio.db, 50) == some  # deterministic
     keys = {ev.prompt_key(p["prompt"]) for p in some}
     assert all((ev.prompt_key(p["prompt"]) in keys) == (ev.prompt_bucket(p["prompt"]) < 50) for p in pairs)
     # both pairs of a prompt land on the same side, and a smaller split is a subset of a larger one
@@ -77,8 +80,9 @@ def test_preference_accuracy_counts_ties_half():
 
 def test_side_by_side_scores_measures_and_exports_every_prompt(studio):
     steps = []
-    result = sidebyside.side_by_side(studio, "base", "v1", PROMPTS[:3], SHORT, "rm1",
-                             progress=lambda value, text: steps.append(value))
+    result = sidebyside.side_by_side(
+        studio, "base", "v1", PROMPTS[:3], SHORT, "rm1", progress=lambda value, text: steps.append(value)
+    )
     assert [r.prompt for r in result.rows] == [p[0]["content"] for p in PROMPTS[:3]]
     assert steps[-1] == 1.0 and steps == sorted(steps)
     for row in result.rows:
@@ -91,11 +95,12 @@ def test_side_by_side_scores_measures_and_exports_every_prompt(studio):
     scorer = RewardScorer.load(studio.db, "rm1")
     first = result.rows[0]
     assert scorer.score([PROMPTS[0]] * 2, [first.answer_a, first.answer_b]) == pytest.approx(
-        [first.score_a, first.score_b], abs=1e-4)
+        [first.score_a, first.score_b], abs=1e-4
+    )
     # greedy with fixed seeds: the same table again
     again = sidebyside.side_by_side(studio, "base", "v1", PROMPTS[:3], SHORT)
     assert [(r.answer_a, r.answer_b) for r in again.rows] == [(r.answer_a, r.answer_b) for r in result.rows]
-    assert again.rows[0].score_a is None                    # no reward model picked: not scored
+    assert again.rows[0].score_a is None  # no reward model picked: not scored
     exported = list(csv.DictReader(io.StringIO(result.to_csv())))
     assert len(exported) == 3 and exported[1]["answer v1"] == result.rows[1].answer_b
     assert float(exported[0]["score base"]) == pytest.approx(first.score_a)
@@ -134,7 +139,9 @@ def test_prompt_sets_come_from_held_out_pairs_queues_and_typed_text(studio):
     qid = prompt_queue.create_queue(studio.db, admin, "compare-me")
     prompt_queue.import_prompts(studio.db, admin, qid, ["First?", "Second?"], "import:test")
     assert ev.resolve_prompts(studio.db, ev.PromptSet("queue", queue_id=qid)) == [
-        [{"role": "user", "content": "First?"}], [{"role": "user", "content": "Second?"}]]
+        [{"role": "user", "content": "First?"}],
+        [{"role": "user", "content": "Second?"}],
+    ]
     assert len(ev.resolve_prompts(studio.db, ev.PromptSet("typed", text="a\n\nb\nc", limit=2))) == 2
 
 
@@ -155,7 +162,8 @@ def test_implicit_reward_is_zero_against_itself_and_not_against_the_parent(studi
     assert all(math.isfinite(r) for r in against_parent) and any(abs(r) > 1e-4 for r in against_parent)
     # beta scales it linearly
     assert ev.implicit_rewards(studio, "v2", "v1", PROMPTS[:2], answers, 0.2) == pytest.approx(
-        [2 * r for r in against_parent], rel=1e-4)
+        [2 * r for r in against_parent], rel=1e-4
+    )
 
 
 def test_evaluation_numbers_are_computed_sane_and_tabled(studio):
@@ -165,12 +173,12 @@ def test_evaluation_numbers_are_computed_sane_and_tabled(studio):
     assert base.reference is None and base.kl_to_base == pytest.approx(0.0, abs=1e-4)
     assert base.implicit_accuracy == 0.5 and base.implicit_margin == 0.0
     v2 = ev.evaluate_version(studio, "v2", "rm1", settings, admin)
-    assert v2.reference == "v1" and v2.beta == 0.2          # parent as reference, beta from the version's config
+    assert v2.reference == "v1" and v2.beta == 0.2  # parent as reference, beta from the version's config
     for result in (base, v2):
         assert result.held_out_pairs == 8 and result.samples == 4 and result.seen_in_training == 0
         assert 0.0 <= result.rm_accuracy <= 1.0 and 0.0 <= result.implicit_accuracy <= 1.0
         assert math.isfinite(result.gen_reward) and 0 < result.mean_length <= 12
-    assert v2.rm_accuracy == base.rm_accuracy           # the same reward model on the same pairs
+    assert v2.rm_accuracy == base.rm_accuracy  # the same reward model on the same pairs
     assert v2.implicit_margin != 0.0
     # the KL estimate is the mean log-ratio of its own samples, recomputed here independently; a random
     # adapter moves far from the base, so it is clearly positive
@@ -183,11 +191,12 @@ def test_evaluation_numbers_are_computed_sane_and_tabled(studio):
 
     with pytest.raises(ValidationError, match="out of range"):
         ev.evaluate_version(studio, "v1", None, ev.EvalSettings(prompts=0))
-    unscored = ev.evaluate_version(studio, "v1", None, ev.EvalSettings(held_out_percent=100, max_pairs=4,
-                                                                        prompts=1, max_new_tokens=4))
+    unscored = ev.evaluate_version(
+        studio, "v1", None, ev.EvalSettings(held_out_percent=100, max_pairs=4, prompts=1, max_new_tokens=4)
+    )
     assert unscored.rm_accuracy is None and unscored.gen_reward is None and unscored.implicit_accuracy is not None
     table = ev.eval_table(studio.db)
-    assert [r["version"] for r in table] == ["base", "v1", "v2"]   # latest row per version, in version order
+    assert [r["version"] for r in table] == ["base", "v1", "v2"]  # latest row per version, in version order
     assert table[1]["reward_model"] is None and table[2]["parent"] == "v1" and table[2]["reward_model"] == "rm1"
     assert table[1]["rm_seen_in_training"] is None and table[2]["rm_seen_in_training"] == 0
 
@@ -199,20 +208,22 @@ def test_versions_trained_by_the_job_runner_evaluate_end_to_end(tmp_path):
     try:
         assert train(studio, "reward") == "rm1"
         assert train(studio, "dpo", learning_rate=5e-3) == "v1"
-        result = ev.evaluate_version(studio, "v1", "rm1", ev.EvalSettings(held_out_percent=100, max_pairs=8,
-                                                                          prompts=2, max_new_tokens=8))
+        result = ev.evaluate_version(
+            studio, "v1", "rm1", ev.EvalSettings(held_out_percent=100, max_pairs=8, prompts=2, max_new_tokens=8)
+        )
         assert result.reference == "base" and result.held_out_pairs == 8
         # jobs hold out the evaluation split (20% of prompts) but train on the rest: those pairs are counted
         trained = sum(1 for p in ev.held_out_pairs(studio.db, 100)[:8] if ev.prompt_bucket(p["prompt"]) >= 20)
         assert 0 < trained < 8
         assert result.seen_in_training == result.rm_seen_in_training == trained
-        assert ev.eval_table(studio.db)[-1]["rm_seen_in_training"] == trained   # reported, not hidden
+        assert ev.eval_table(studio.db)[-1]["rm_seen_in_training"] == trained  # reported, not hidden
         assert 0 <= result.rm_accuracy <= 1 and 0 <= result.implicit_accuracy <= 1
         assert math.isfinite(result.kl_to_base) and math.isfinite(result.gen_reward)
         table = sidebyside.side_by_side(studio, "base", "v1", PROMPTS[:2], SHORT, "rm1")
         assert all(math.isfinite(r.score_a) and math.isfinite(r.score_b) for r in table.rows)
-        picks = active.pick_for_labeling(studio, "uncertainty", "base", "v1", PROMPTS, k=3, reward_model="rm1",
-                                     settings=SHORT)
+        picks = active.pick_for_labeling(
+            studio, "uncertainty", "base", "v1", PROMPTS, k=3, reward_model="rm1", settings=SHORT
+        )
         assert [p.score for p in picks] == sorted(p.score for p in picks)
     finally:
         studio.close()
@@ -222,17 +233,19 @@ def test_versions_trained_by_the_job_runner_evaluate_end_to_end(tmp_path):
 
 
 def test_disagreement_picks_are_ranked_with_reasons(studio):
-    picks = active.pick_for_labeling(studio, "disagreement", "base", "v2", PROMPTS, k=3, reward_model="rm1",
-                                 settings=SHORT)
+    picks = active.pick_for_labeling(
+        studio, "disagreement", "base", "v2", PROMPTS, k=3, reward_model="rm1", settings=SHORT
+    )
     assert len(picks) == 3 and [p.score for p in picks] == sorted((p.score for p in picks), reverse=True)
     assert all("base and v2 disagree" in p.reason and "nats/token" in p.reason for p in picks)
     assert all(f"rm1 scores them {p.score_a:.3f} vs {p.score_b:.3f}" in p.reason for p in picks)
     # the score is the symmetric cross log-likelihood per token of the two answers
     top = picks[0]
     rows = studio.adapter_rows("base", "v2")[0]
-    a_row, b_row = (rows or (None, None))
-    (aa, na), (ba, nb) = scoring.sequence_logprobs(studio, [a_row, a_row], [top.prompt] * 2,
-                                                   [top.answer_a, top.answer_b])
+    a_row, b_row = rows or (None, None)
+    (aa, na), (ba, nb) = scoring.sequence_logprobs(
+        studio, [a_row, a_row], [top.prompt] * 2, [top.answer_a, top.answer_b]
+    )
     (ab, _), (bb, _) = scoring.sequence_logprobs(studio, [b_row, b_row], [top.prompt] * 2, [top.answer_a, top.answer_b])
     assert top.score == pytest.approx(((aa - ab) + (bb - ba)) / (na + nb), abs=1e-4)
     with pytest.raises(ValidationError, match="with itself"):
@@ -241,14 +254,19 @@ def test_disagreement_picks_are_ranked_with_reasons(studio):
 
 def test_uncertainty_picks_smallest_gaps_first_and_become_a_served_queue(studio):
     settings = ev.CompareSettings(temperature=1.0, max_new_tokens=10, seed=3)
-    picks = active.pick_for_labeling(studio, "uncertainty", "v1", "v1", PROMPTS, k=4, reward_model="rm1",
-                                 settings=settings)
+    picks = active.pick_for_labeling(
+        studio, "uncertainty", "v1", "v1", PROMPTS, k=4, reward_model="rm1", settings=settings
+    )
     assert len(picks) == 4 and [p.score for p in picks] == sorted(p.score for p in picks)
     for pick in picks:
         assert pick.score == pytest.approx(abs(pick.score_a - pick.score_b))
         assert "rm1 is unsure" in pick.reason and f"gap {pick.score:.3f}" in pick.reason
-    for bad, match in ((dict(reward_model=None), "needs a reward model"), (dict(k=0), "at least one"),
-                       (dict(prompts=[]), "empty"), (dict(settings=SHORT), "greedy answers of v1 are identical")):
+    for bad, match in (
+        (dict(reward_model=None), "needs a reward model"),
+        (dict(k=0), "at least one"),
+        (dict(prompts=[]), "empty"),
+        (dict(settings=SHORT), "greedy answers of v1 are identical"),
+    ):
         kwargs = {"k": 2, "reward_model": "rm1", "prompts": PROMPTS, "settings": settings, **bad}
         with pytest.raises(ValidationError, match=match):
             active.pick_for_labeling(studio, "uncertainty", "v1", "v1", kwargs.pop("prompts"), **kwargs)
@@ -261,7 +279,7 @@ def test_uncertainty_picks_smallest_gaps_first_and_become_a_served_queue(studio)
     # a normal queue: the labeling app serves its prompts, smallest gap first
     bo = ensure_user(studio.db, "bo", "labeler", "test")
     assert prompt_queue.next_prompt(studio.db, bo, qid)["text"] == picks[0].text
-    with pytest.raises(Conflict, match="already exists"):    # one queue per batch, picks never mixed
+    with pytest.raises(Conflict, match="already exists"):  # one queue per batch, picks never mixed
         active.queue_picks(studio.db, admin, "active-test", "uncertainty", "v1", "v1", picks, "rm1")
     assert len(active.queued_picks(studio.db, qid)) == 4
     with pytest.raises(ValidationError, match="Nothing to queue"):
@@ -318,7 +336,7 @@ def test_a_report_cancelled_while_its_answers_are_generated_stops_within_seconds
         register_policy(studio.db, "v1", studio.base_policy_id, "tiny", "dpo", str(make_random_adapter(data_dir)))
         studio.reports.request("v1", settings=ReportSettings(max_new_tokens=1024))
         deadline = time.monotonic() + 120
-        while "done" not in (studio.reports.state("v1").get("message") or ""):   # "answers ...: k of n done"
+        while "done" not in (studio.reports.state("v1").get("message") or ""):  # "answers ...: k of n done"
             assert time.monotonic() < deadline, studio.reports.state("v1")
             time.sleep(0.05)
         assert 0.3 <= studio.reports.state("v1")["progress"] < 0.85

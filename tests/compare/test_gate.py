@@ -4,6 +4,7 @@ codes and JSON, the REST route per role, and a Hub push refused, overridden (aud
 Real parts: a DuckDB file, the studio's own tables written by their own writers, `launch.py gate` in a subprocess,
 the REST API in-process, the Hub stand-in with the real huggingface_hub client.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,13 +23,20 @@ from tests.support import ROOT
 
 def store_report(db: Database, version: str, verdict: str, kl: float = 0.1) -> None:
     ids = {r["name"]: r["id"] for r in db.query("SELECT id, name FROM policies")}
-    metrics = {"version": version, "against": "base", "held_out_pairs": 8, "toward": 7, "away": 1,
-               "kl_per_token": kl}
-    report = {"version": version, "against": "base", "verdict": verdict, "summary": f"{verdict}: stored",
-              "metrics": metrics}
-    db.write(lambda cur: cur.execute(
-        "INSERT INTO version_reports (policy_id, against_id, verdict, summary, report) VALUES (?, ?, ?, ?, ?)",
-        [ids[version], ids["base"], verdict, report["summary"], json.dumps(report)]))
+    metrics = {"version": version, "against": "base", "held_out_pairs": 8, "toward": 7, "away": 1, "kl_per_token": kl}
+    report = {
+        "version": version,
+        "against": "base",
+        "verdict": verdict,
+        "summary": f"{verdict}: stored",
+        "metrics": metrics,
+    }
+    db.write(
+        lambda cur: cur.execute(
+            "INSERT INTO version_reports (policy_id, against_id, verdict, summary, report) VALUES (?, ?, ?, ?, ?)",
+            [ids[version], ids["base"], verdict, report["summary"], json.dumps(report)],
+        )
+    )
 
 
 def store_safety(db: Database, version: str, unsafe: int, admin) -> None:
@@ -57,8 +65,13 @@ def statuses(result: gates.GateResult) -> dict[str, str]:
 
 def test_a_version_without_evidence_is_unknown_everywhere_and_passes(db):
     result = gates.evaluate_gate(db, "v1")
-    assert statuses(result) == {"learned": "unknown", "human_check": "unknown", "safety": "unknown",
-                                "benchmarks": "unknown", "kl": "unknown"}
+    assert statuses(result) == {
+        "learned": "unknown",
+        "human_check": "unknown",
+        "safety": "unknown",
+        "benchmarks": "unknown",
+        "kl": "unknown",
+    }
     assert result.passed and result.to_dict()["against"] == "base"
     with pytest.raises(gates.ValidationError, match="base model has no release gate"):
         gates.evaluate_gate(db, "base")
@@ -66,8 +79,17 @@ def test_a_version_without_evidence_is_unknown_everywhere_and_passes(db):
         gates.evaluate_gate(db, "v9")
 
 
-@pytest.mark.parametrize("verdict, status", [("learned", "pass"), ("changed", "fail"), ("no_change", "fail"),
-                                             ("regressed", "fail"), ("mixed", "fail"), ("unmeasured", "unknown")])
+@pytest.mark.parametrize(
+    "verdict, status",
+    [
+        ("learned", "pass"),
+        ("changed", "fail"),
+        ("no_change", "fail"),
+        ("regressed", "fail"),
+        ("mixed", "fail"),
+        ("unmeasured", "unknown"),
+    ],
+)
 def test_the_learned_check_follows_the_report(db, verdict, status):
     store_report(db, "v1", verdict)
     result = gates.evaluate_gate(db, "v1")
@@ -78,25 +100,29 @@ def test_the_learned_check_follows_the_report(db, verdict, status):
 def test_kl_people_and_safety_decide_their_checks(db):
     admin = ensure_user(db, "ada", "admin", "local")
     store_report(db, "v1", "learned", kl=0.9)
-    for i in range(8):   # people prefer v1 blind, 8 of 8
+    for i in range(8):  # people prefer v1 blind, 8 of 8
         battle = arena.PendingBattle(f"Prompt {i}?", "v1", "base", 2, 1, "a", "b", None, 1.0, (1, 1))
         arena.record_battle(db, admin, battle, "a")
     store_safety(db, "base", 0, admin)
     store_safety(db, "v1", 20, admin)
     result = gates.evaluate_gate(db, "v1")
-    assert statuses(result) == {"learned": "pass", "human_check": "pass", "safety": "fail",
-                                "benchmarks": "unknown", "kl": "fail"}
+    assert statuses(result) == {
+        "learned": "pass",
+        "human_check": "pass",
+        "safety": "fail",
+        "benchmarks": "unknown",
+        "kl": "fail",
+    }
     assert not result.passed and [c.name for c in result.failed] == ["safety", "kl"]
-    assert "people preferred v1 on 8, base on 0" in next(c.evidence for c in result.checks
-                                                         if c.name == "human_check")
+    assert "people preferred v1 on 8, base on 0" in next(c.evidence for c in result.checks if c.name == "human_check")
 
 
 def test_enforce_refuses_a_hub_release_until_an_admin_gives_a_reason(db):
     admin = ensure_user(db, "ada", "admin", "local")
     store_report(db, "v1", "no_change")
     assert gates.check_release(db, "v1", admin, "off", to_hub=True) is None
-    assert not gates.check_release(db, "v1", admin, "warn", to_hub=True).passed          # warned, not refused
-    assert not gates.check_release(db, "v1", admin, "enforce", to_hub=False).passed      # local files: warned
+    assert not gates.check_release(db, "v1", admin, "warn", to_hub=True).passed  # warned, not refused
+    assert not gates.check_release(db, "v1", admin, "enforce", to_hub=False).passed  # local files: warned
     with pytest.raises(gates.GateFailed) as refused:
         gates.check_release(db, "v1", admin, "enforce", to_hub=True, override="   ")
     assert refused.value.code == "gate_failed" and refused.value.http_status == 409
@@ -111,12 +137,20 @@ def test_enforce_refuses_a_hub_release_until_an_admin_gives_a_reason(db):
         gates.check_release(db, "v1", admin, "sometimes", to_hub=True)
 
 
-@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
+@pytest.mark.slow  # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_the_cli_exits_1_on_a_failing_gate_and_prints_json(db, tmp_path):
     store_report(db, "v1", "learned")
     db.close()
-    command = [sys.executable, str(ROOT / "launch.py"), "gate", "v1", "--data-dir", str(tmp_path / "data"),
-               "--model", "tiny"]
+    command = [
+        sys.executable,
+        str(ROOT / "launch.py"),
+        "gate",
+        "v1",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--model",
+        "tiny",
+    ]
     passing = subprocess.run(command + ["--json"], capture_output=True, text=True, timeout=120)
     assert passing.returncode == 0, passing.stderr
     answer = json.loads(passing.stdout)
@@ -142,8 +176,11 @@ def test_the_rest_route_answers_each_role(tmp_path):
         for auth in (("ada", "pw-ada"), ("bob", "pw-bob")):
             answer = client.get("/api/policies/v1/gate", auth=auth)
             assert answer.status_code == 200 and answer.json()["passed"] is False
-            assert answer.json()["checks"][0] == {"name": "learned", "status": "fail",
-                                                  "evidence": "moved against its labels: regressed: stored"}
+            assert answer.json()["checks"][0] == {
+                "name": "learned",
+                "status": "fail",
+                "evidence": "moved against its labels: regressed: stored",
+            }
         chain = client.get("/api/policies/v1/lineage", auth=("bob", "pw-bob")).json()
         assert chain["report"] == {"verdict": "regressed", "summary": "regressed: stored"}
         assert chain["gate"]["passed"] is False and chain["pushes"] == [] and chain["benchmarks"] is None
@@ -165,11 +202,24 @@ def test_the_card_tells_the_chain_from_labels_to_gate(db, tmp_path):
     ada, bob = ensure_user(db, "ada", "admin", "local"), ensure_user(db, "bob", "labeler", "local")
     for user in (ada, bob):
         submit_labeled_pair(db, user, f"Question from {user.name}?", "Good.", "Bad.", Vote(0, 0, "a"))
-    job_id = db.write(lambda cur: cur.execute(
-        "INSERT INTO jobs (algorithm, status, config) VALUES ('dpo', 'succeeded', ?) RETURNING id",
-        [json.dumps({"examples": 2, "eval_examples": 0, "filters": {"labelers": ["bob"]}})]).fetchone()[0])
-    register_policy(db, "v2", db.scalar("SELECT id FROM policies WHERE name = 'base'"), "tiny", "dpo",
-                    str(tmp_path / "a2"), "e" * 64, {}, {}, job_id)
+    job_id = db.write(
+        lambda cur: cur.execute(
+            "INSERT INTO jobs (algorithm, status, config) VALUES ('dpo', 'succeeded', ?) RETURNING id",
+            [json.dumps({"examples": 2, "eval_examples": 0, "filters": {"labelers": ["bob"]}})],
+        ).fetchone()[0]
+    )
+    register_policy(
+        db,
+        "v2",
+        db.scalar("SELECT id FROM policies WHERE name = 'base'"),
+        "tiny",
+        "dpo",
+        str(tmp_path / "a2"),
+        "e" * 64,
+        {},
+        {},
+        job_id,
+    )
     store_report(db, "v2", "learned")
     chain = lineage(db, "v2")
     assert chain["labels"]["labelers"] == {"people": 1, "ai_judges": 0} and chain["labels"]["examples"] == 2

@@ -1,5 +1,6 @@
 """The loop must learn: defaults chosen from the data, held-out evaluation and early stopping while training, and
 the "what changed" report -- on the tiny model with real TRL jobs, the real DuckDB, the real server and the CLI."""
+
 from __future__ import annotations
 
 import json
@@ -38,25 +39,33 @@ MARKER = "Sure thing! Banana banana banana."
 
 # --- the defaults rule --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("algorithm, n, finetune, epochs, steps, lr, accumulation", [
-    ("dpo", 80, "lora", 4, 40, 5e-4, 4),         # the issue's case: 80 pairs -> ~40 steps at a LoRA rate
-    ("dpo", 12, "lora", 7, 42, 5e-4, 1),         # tiny set: small batches, many epochs
-    ("dpo", 3, "lora", 8, 16, 5e-4, 1),          # capped at MAX_EPOCHS
-    ("dpo", 300, "lora", 2, 76, 4e-4, 4),        # the rate falls with sqrt(steps)
-    ("dpo", 100_000, "lora", 1, 12_500, 5e-5, 4),  # large data keeps the old figures: 1 epoch, 5e-5
-    ("dpo", 80, "full", 4, 40, 5e-6, 4),         # full fine-tuning: ~100x lower than LoRA
-    ("sft", 64, "lora", 5, 40, 3e-4, 4),
-    ("reward", 1000, "lora", 1, 125, 2e-4, 4),
-    ("kto", 160, "lora", 2, 40, 5e-4, 4),
-    ("orpo", 80, "lora", 4, 40, 5e-4, 4),
-    ("online_rl", 12, "lora", 2, 24, 5e-5, 1),   # fewer, costlier steps
-])
+
+@pytest.mark.parametrize(
+    "algorithm, n, finetune, epochs, steps, lr, accumulation",
+    [
+        ("dpo", 80, "lora", 4, 40, 5e-4, 4),  # the issue's case: 80 pairs -> ~40 steps at a LoRA rate
+        ("dpo", 12, "lora", 7, 42, 5e-4, 1),  # tiny set: small batches, many epochs
+        ("dpo", 3, "lora", 8, 16, 5e-4, 1),  # capped at MAX_EPOCHS
+        ("dpo", 300, "lora", 2, 76, 4e-4, 4),  # the rate falls with sqrt(steps)
+        ("dpo", 100_000, "lora", 1, 12_500, 5e-5, 4),  # large data keeps the old figures: 1 epoch, 5e-5
+        ("dpo", 80, "full", 4, 40, 5e-6, 4),  # full fine-tuning: ~100x lower than LoRA
+        ("sft", 64, "lora", 5, 40, 3e-4, 4),
+        ("reward", 1000, "lora", 1, 125, 2e-4, 4),
+        ("kto", 160, "lora", 2, 40, 5e-4, 4),
+        ("orpo", 80, "lora", 4, 40, 5e-4, 4),
+        ("online_rl", 12, "lora", 2, 24, 5e-5, 1),  # fewer, costlier steps
+    ],
+)
 def test_defaults_follow_the_data_size(algorithm, n, finetune, epochs, steps, lr, accumulation):
     overrides = {} if finetune == "lora" else {"finetune": finetune}
     plan = plan_defaults(ALGORITHMS[algorithm].config_class, n, overrides)
     values = plan.values
-    assert (values["num_train_epochs"], plan.steps, values["learning_rate"],
-            values["gradient_accumulation_steps"]) == (epochs, steps, lr, accumulation)
+    assert (values["num_train_epochs"], plan.steps, values["learning_rate"], values["gradient_accumulation_steps"]) == (
+        epochs,
+        steps,
+        lr,
+        accumulation,
+    )
     assert values["warmup_ratio"] == 0.1 and values["save_steps"] == -(-steps // 8)
     cfg = ALGORITHMS[algorithm].config_class.from_dict(values)
     cfg.validate()
@@ -77,9 +86,11 @@ def test_every_chosen_value_has_a_reason_and_user_values_win():
 
 
 def test_selection_score_prefers_accuracy_then_lower_loss():
-    assert selection_score({"eval_rewards/accuracies": 0.75, "eval_loss": 0.5}) > \
-        selection_score({"eval_rewards/accuracies": 0.75, "eval_loss": 0.6}) > \
-        selection_score({"eval_rewards/accuracies": 0.70, "eval_loss": 0.01})
+    assert (
+        selection_score({"eval_rewards/accuracies": 0.75, "eval_loss": 0.5})
+        > selection_score({"eval_rewards/accuracies": 0.75, "eval_loss": 0.6})
+        > selection_score({"eval_rewards/accuracies": 0.70, "eval_loss": 0.01})
+    )
     assert selection_score({"eval_loss": 0.5}) == -0.5 and selection_score({}) is None
 
 
@@ -89,7 +100,7 @@ def test_the_verdict_says_what_the_held_out_pairs_can_and_cannot_tell():
     base = {"held_out_pairs": 19, "accuracy_against": 0.63, "accuracy_version": 0.68}
     assert verdict({**base, "toward": 15, "away": 4, "kl_per_token": 0.2})[0] == "learned"
     assert verdict({**base, "toward": 3, "away": 15, "kl_per_token": 0.2})[0] == "regressed"
-    kind, text = verdict({**base, "toward": 12, "away": 7, "kl_per_token": 0.3})   # the bench's "concise" v1
+    kind, text = verdict({**base, "toward": 12, "away": 7, "kl_per_token": 0.3})  # the bench's "concise" v1
     assert kind == "changed" and text.startswith("changed, but not toward your labels: KL 0.30")
     assert "p = 0.36" in text and f"about {pairs_needed(12, 19)} held-out pairs" in text and pairs_needed(12, 19) > 19
     kind, text = verdict({**base, "toward": 0, "away": 0, "kl_per_token": 0.0}, {"learning_rate": 5e-4})
@@ -107,13 +118,22 @@ def test_a_version_that_moved_the_way_its_labels_prefer_is_learned_even_with_few
     shorter than base's on 22 of 24 prompts: learned, with no "label more" in the line."""
     from core.compare.verdict import evidence, verdict
 
-    m = {"version": "v1", "against": "base", "held_out_pairs": 7, "toward": 5, "away": 2, "kl_per_token": 0.2,
-         "label_signature": {"pairs": 44, "tests": [preference("length", 3, 41, -1), preference("emoji", 1, 0, 0)]},
-         "movement": [preference("length", 2, 22, -1), preference("emoji", 0, 0, 0)]}
+    m = {
+        "version": "v1",
+        "against": "base",
+        "held_out_pairs": 7,
+        "toward": 5,
+        "away": 2,
+        "kl_per_token": 0.2,
+        "label_signature": {"pairs": 44, "tests": [preference("length", 3, 41, -1), preference("emoji", 1, 0, 0)]},
+        "movement": [preference("length", 2, 22, -1), preference("emoji", 0, 0, 0)],
+    }
     kind, text = verdict(m)
     assert kind == "learned" and "label" not in text.split("(your labels")[0]
-    assert text.startswith("learned: v1 gave shorter answers than base on 22 of 24 prompts (your labels prefer "
-                           "shorter answers: 41 of 44 pairs, 3 the other way)")
+    assert text.startswith(
+        "learned: v1 gave shorter answers than base on 22 of 24 prompts (your labels prefer "
+        "shorter answers: 41 of 44 pairs, 3 the other way)"
+    )
     assert [e.source for e in evidence(m) if e.says] == ["movement:length"]
     # the same move against the labels: regressed; along a feature the labels do not care about: changed
     flipped = {**m, "movement": [preference("length", 22, 2, 1)], "toward": 2, "away": 5}
@@ -143,10 +163,18 @@ def test_a_coin_flip_labeler_is_never_called_learned():
         rows = [{"chosen": answer(), "rejected": answer()} for _ in range(40)]
         held = 8
         toward = sum(rng.random() < 0.5 for _ in range(held))
-        m = {"version": "v1", "against": "base", "held_out_pairs": held, "toward": toward, "away": held - toward,
-             "kl_per_token": 0.2, "label_signature": label_signature(rows).to_dict(),
-             "movement": [t.to_dict() for t in paired_tests([answer() for _ in range(24)],
-                                                             [answer() for _ in range(24)])]}
+        m = {
+            "version": "v1",
+            "against": "base",
+            "held_out_pairs": held,
+            "toward": toward,
+            "away": held - toward,
+            "kl_per_token": 0.2,
+            "label_signature": label_signature(rows).to_dict(),
+            "movement": [
+                t.to_dict() for t in paired_tests([answer() for _ in range(24)], [answer() for _ in range(24)])
+            ],
+        }
         learned += verdict(m)[0] == "learned"
     assert learned <= 10
 
@@ -154,16 +182,28 @@ def test_a_coin_flip_labeler_is_never_called_learned():
 def test_report_measures():
     assert is_refusal("I'm sorry, but I can't help with that.") and not is_refusal("Sure, here is a recipe.")
     assert distinct_n(["a b a b a b"]) == 0.4 and distinct_n(["one"]) is None
-    assert sign_test(10, 10) == 2 ** -10 and sign_test(0, 0) == 1.0
-    warnings = drift_warnings({"length_version": 100, "length_against": 40, "refusal_version": 0.5,
-                               "refusal_against": 0.1, "distinct2_version": 0.3, "distinct2_against": 0.9,
-                               "kl_per_token": 0.9, "against": "v1"})
+    assert sign_test(10, 10) == 2**-10 and sign_test(0, 0) == 1.0
+    warnings = drift_warnings(
+        {
+            "length_version": 100,
+            "length_against": 40,
+            "refusal_version": 0.5,
+            "refusal_against": 0.1,
+            "distinct2_version": 0.3,
+            "distinct2_against": 0.9,
+            "kl_per_token": 0.9,
+            "against": "v1",
+        }
+    )
     assert [w.split(" ")[0] for w in warnings] == ["answers", "refuses", "answers", "moved"]
     assert "2.5x longer" in warnings[0] and "length hacking" in warnings[0]
     assert drift_warnings({"length_version": 50, "length_against": 45, "kl_per_token": 0.05}) == []
     # 1.7x shorter is what these labels asked for: no warning (the verdict says it moved their way)
-    shorter = {"length_version": 33, "length_against": 57, "label_signature": {"tests": [
-        {"feature": "length", "more": 2, "less": 42, "ties": 0, "direction": -1}]}}
+    shorter = {
+        "length_version": 33,
+        "length_against": 57,
+        "label_signature": {"tests": [{"feature": "length", "more": 2, "less": 42, "ties": 0, "direction": -1}]},
+    }
     assert drift_warnings(shorter) == []
     assert "1.7x shorter" in drift_warnings({**shorter, "label_signature": {}})[0]
 
@@ -187,6 +227,7 @@ def test_the_console_suggests_a_first_run_then_the_next_round(tmp_path):
 
 # --- a studio with a clear preference -----------------------------------------------------------------------
 
+
 def label_pairs(db, n: int, start: int = 0, held_out_prefers_marker: bool = True) -> None:
     """n pairs, one per prompt: the answer with MARKER wins (on held-out prompts: as ``held_out_prefers_marker``).
     A and B sides are shuffled, so the side never predicts the label."""
@@ -199,8 +240,9 @@ def label_pairs(db, n: int, start: int = 0, held_out_prefers_marker: bool = True
         if held and not held_out_prefers_marker:
             good, bad = bad, good
         a_wins = rng.random() < 0.5
-        submit_labeled_pair(db, ada, prompt, good if a_wins else bad, bad if a_wins else good,
-                            Vote(0, 0, "a" if a_wins else "b"))
+        submit_labeled_pair(
+            db, ada, prompt, good if a_wins else bad, bad if a_wins else good, Vote(0, 0, "a" if a_wins else "b")
+        )
 
 
 def open_studio(data_dir: Path) -> Studio:
@@ -212,10 +254,10 @@ def learned(tmp_path_factory):
     """v1: DPO with the studio's defaults on 100 marker pairs; v2: an untrained copy of the base (zero LoRA)."""
     data_dir = tmp_path_factory.mktemp("learning") / "data"
     studio = open_studio(data_dir)
-    studio.reports.stop()   # reports are computed in the tests, in the foreground
+    studio.reports.stop()  # reports are computed in the tests, in the foreground
     label_pairs(studio.db, 100)
     admin = ensure_user(studio.db, "ada", "admin", "t")
-    request = JobRequest("dpo", "base", {"max_length": 64})   # only the sequence length, for speed
+    request = JobRequest("dpo", "base", {"max_length": 64})  # only the sequence length, for speed
     dry = studio.supervisor.dry_run(request)
     job = studio.supervisor.run_blocking(studio.supervisor.submit(request, admin))
     assert job["status"] == "succeeded", job["error"]
@@ -263,12 +305,15 @@ def test_the_dry_run_explains_the_defaults_and_holds_out_an_evaluation_split(lea
 @pytest.mark.slow
 def test_held_out_curves_start_at_the_parent_and_the_best_step_is_kept(learned):
     studio, dry, job = learned
-    evals = [r for r in map(json.loads, (Path(job["run_dir"]) / "metrics.jsonl").read_text().splitlines())
-             if "eval_loss" in r]
-    assert evals[0]["step"] == 0 and evals[0]["eval_rewards/accuracies"] == 0.0   # policy == reference at step 0
+    evals = [
+        r
+        for r in map(json.loads, (Path(job["run_dir"]) / "metrics.jsonl").read_text().splitlines())
+        if "eval_loss" in r
+    ]
+    assert evals[0]["step"] == 0 and evals[0]["eval_rewards/accuracies"] == 0.0  # policy == reference at step 0
     assert max(r["eval_rewards/accuracies"] for r in evals) >= 0.9
     names = {r["name"] for r in studio.supervisor.metrics([job["id"]])}
-    assert {"eval_loss", "eval_rewards/accuracies"} <= names                      # the Runs page plots them
+    assert {"eval_loss", "eval_rewards/accuracies"} <= names  # the Runs page plots them
     # 22 held-out pairs are too few to rank checkpoints by: the job runs its planned steps and keeps the last
     setup = json.loads((Path(job["run_dir"]) / "result.json").read_text())["setup"]
     assert "kept_step" not in setup and evals[-1]["step"] == dry.estimate["steps"]
@@ -283,7 +328,7 @@ def test_a_version_trained_on_a_clear_preference_is_reported_as_learned(learned,
     assert report["verdict"] == "learned" and report["summary"].startswith("learned: ")
     assert any(e["source"] == "held_out_pairs" and e["says"] == "toward" for e in report["evidence"])
     assert "Holm" in report["rule"]
-    signature = m["label_signature"]   # the marker answers are longer and exclaim: the labels say so
+    signature = m["label_signature"]  # the marker answers are longer and exclaim: the labels say so
     assert signature["pairs"] > 50 and "your labels prefer longer answers" in " ".join(signature["preferences"])
     assert {t["feature"] for t in m["movement"]} == set(FEATURE_NAMES)
     assert m["against"] == "base" and m["held_out_pairs"] > 10
@@ -320,7 +365,7 @@ def test_runs_train_and_compare_pages_show_the_plan_and_the_report(learned, v1_r
     text = " ".join(m.value for m in runs.markdown)
     assert "**learned: " in text and "What the training labels prefer:" in text
     assert any(m.label == "Log-prob ranking accuracy (held-out)" for m in runs.metric)
-    assert len(runs.expander) >= 5   # the log, and the prompts where v1 and base differ most (admin, local mode)
+    assert len(runs.expander) >= 5  # the log, and the prompts where v1 and base differ most (admin, local mode)
 
     train = AppTest.from_file(str(ROOT / "pages" / "train.py"), default_timeout=60).run()
     assert not train.exception and not train.error
@@ -349,8 +394,18 @@ def test_early_stopping_keeps_the_best_checkpoint(tmp_path):
     studio.reports.stop()
     label_pairs(studio.db, 230, held_out_prefers_marker=False)
     admin = ensure_user(studio.db, "ada", "admin", "t")
-    request = JobRequest("dpo", "base", {"max_length": 64, "learning_rate": 5e-3, "max_steps": 12, "save_steps": 1,
-                                         "early_stopping_patience": 2, "warmup_ratio": 0.0})
+    request = JobRequest(
+        "dpo",
+        "base",
+        {
+            "max_length": 64,
+            "learning_rate": 5e-3,
+            "max_steps": 12,
+            "save_steps": 1,
+            "early_stopping_patience": 2,
+            "warmup_ratio": 0.0,
+        },
+    )
     job = studio.supervisor.run_blocking(studio.supervisor.submit(request, admin))
     assert job["status"] == "succeeded", job["error"]
     run_dir = Path(job["run_dir"])
@@ -375,15 +430,33 @@ def test_early_stopping_keeps_the_best_checkpoint(tmp_path):
 def test_report_over_rest_and_cli_with_roles(learned, v1_report, tmp_path):
     studio, _, _ = learned
     data_dir = studio.settings.data_dir
-    studio.close()   # one writer: the CLI and the server open the data dir next
+    studio.close()  # one writer: the CLI and the server open the data dir next
 
-    cli = subprocess.run([sys.executable, str(ROOT / "launch.py"), "report", "v1", "--json", "--data-dir",
-                          str(data_dir), "--model", "tiny"], capture_output=True, text=True, timeout=300)
+    cli = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "launch.py"),
+            "report",
+            "v1",
+            "--json",
+            "--data-dir",
+            str(data_dir),
+            "--model",
+            "tiny",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert cli.returncode == 0, cli.stderr
     report = json.loads(cli.stdout)
     assert report["verdict"] == "learned" and report["metrics"]["against"] == "base"
-    text = subprocess.run([sys.executable, str(ROOT / "launch.py"), "report", "v1", "--data-dir", str(data_dir),
-                           "--model", "tiny"], capture_output=True, text=True, timeout=300)
+    text = subprocess.run(
+        [sys.executable, str(ROOT / "launch.py"), "report", "v1", "--data-dir", str(data_dir), "--model", "tiny"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert text.stdout.startswith("learned: ") and "KL per token" in text.stdout and "evidence: toward" in text.stdout
 
     users = tmp_path / "users.txt"
@@ -402,7 +475,7 @@ def test_report_over_rest_and_cli_with_roles(learned, v1_report, tmp_path):
         assert full.status_code == 200 and full.json()["report"]["summary"] == report["summary"]
         assert len(full.json()["report"]["examples"]) == 5
         public = httpx.get(f"{url}/v1/report", auth=labeler, timeout=30).json()["report"]
-        assert "examples" not in public and public["verdict"] == "learned"     # no one else's text
+        assert "examples" not in public and public["verdict"] == "learned"  # no one else's text
         assert httpx.get(f"{url}/v1/report", timeout=30).status_code == 401
         missing = httpx.get(f"{url}/v2/report", params={"against": "v1"}, auth=admin, timeout=30)
         assert missing.status_code == 404 and "POST" in missing.json()["error"]["hint"]
@@ -412,11 +485,12 @@ def test_report_over_rest_and_cli_with_roles(learned, v1_report, tmp_path):
         started = httpx.post(f"{url}/v2/report", params={"against": "v1"}, auth=admin, timeout=30)
         assert started.status_code == 202 and started.json()["status"] in ("queued", "computing")
         deadline = time.monotonic() + 180
-        while (reply := httpx.get(f"{url}/v2/report", params={"against": "v1"}, auth=admin, timeout=30)
-               ).status_code == 202 and time.monotonic() < deadline:
+        while (
+            reply := httpx.get(f"{url}/v2/report", params={"against": "v1"}, auth=admin, timeout=30)
+        ).status_code == 202 and time.monotonic() < deadline:
             time.sleep(0.5)
         assert reply.status_code == 200 and reply.json()["report"]["against"] == "v1"
-        assert reply.json()["report"]["verdict"] == "regressed"     # v2 (= base) vs v1: the preference undone
+        assert reply.json()["report"]["verdict"] == "regressed"  # v2 (= base) vs v1: the preference undone
 
         from gradio_client import Client
 

@@ -1,5 +1,6 @@
 """Safety evaluation: the shipped red-team prompt set, runs on the tiny model (base and a random-LoRA version) with
 and without the policy judge, classification by refusal phrases, comparisons, and who may run it."""
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,7 @@ from core.judging import judges
 from core.labeling.identity import ensure_user
 from core.serving.policies import register_policy
 
-FAST = 8           # tokens per answer: the tiny model's answers are noise anyway, the plumbing is what is tested
+FAST = 8  # tokens per answer: the tiny model's answers are noise anyway, the plumbing is what is tested
 
 
 @pytest.fixture(scope="module")
@@ -48,24 +49,28 @@ def test_the_shipped_prompt_set_covers_every_category_with_both_kinds():
     assert all(kinds[(c, k)] >= 5 for c in safety_prompts.CATEGORIES for k in safety_prompts.KINDS)
     counts = Counter(p.kind for p in prompts)
     assert 50 <= counts["harmful"] <= 70 and 35 <= counts["benign"] <= 50
-    assert all(len(p.prompt) < 200 for p in prompts)                    # short requests, no payloads
+    assert all(len(p.prompt) < 200 for p in prompts)  # short requests, no payloads
     assert shipped.sha256 == safety_prompts.prompt_set_hash(prompts) == safety_prompts.load_prompt_set().sha256
-    small = safety_prompts.spread(prompts, 12)                                  # a limit still covers both kinds
+    small = safety_prompts.spread(prompts, 12)  # a limit still covers both kinds
     assert {(p.category, p.kind) for p in small} == set(kinds)
 
 
-@pytest.mark.parametrize("line, message", [
-    ("not json", "line 2 is not JSON"),
-    ('{"id": "x-1", "category": "privacy", "kind": "harmful"}', "exactly the string fields"),
-    ('{"id": "x-1", "category": "weather", "kind": "harmful", "prompt": "Hi"}', "unknown category 'weather'"),
-    ('{"id": "x-1", "category": "privacy", "kind": "evil", "prompt": "Hi"}', "kind must be harmful or benign"),
-    ('{"id": "ok-1", "category": "privacy", "kind": "benign", "prompt": "Again"}', "used twice"),
-    ('{"id": "x-1", "category": "privacy", "kind": "benign", "prompt": "  "}', "empty"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("not json", "line 2 is not JSON"),
+        ('{"id": "x-1", "category": "privacy", "kind": "harmful"}', "exactly the string fields"),
+        ('{"id": "x-1", "category": "weather", "kind": "harmful", "prompt": "Hi"}', "unknown category 'weather'"),
+        ('{"id": "x-1", "category": "privacy", "kind": "evil", "prompt": "Hi"}', "kind must be harmful or benign"),
+        ('{"id": "ok-1", "category": "privacy", "kind": "benign", "prompt": "Again"}', "used twice"),
+        ('{"id": "x-1", "category": "privacy", "kind": "benign", "prompt": "  "}', "empty"),
+    ],
+)
 def test_a_bad_line_is_refused_with_its_line_number(tmp_path, line, message):
     path = tmp_path / "prompts.jsonl"
-    path.write_text(json.dumps({"id": "ok-1", "category": "privacy", "kind": "benign", "prompt": "Hi"}) + "\n"
-                    + line + "\n")
+    path.write_text(
+        json.dumps({"id": "ok-1", "category": "privacy", "kind": "benign", "prompt": "Hi"}) + "\n" + line + "\n"
+    )
     with pytest.raises(ValidationError, match=message):
         safety_prompts.load_prompt_set(path)
 
@@ -77,11 +82,11 @@ def test_answers_are_classified_by_the_report_refusal_phrases():
     refusal = "I'm sorry, but I can't help with that. If you are in danger, please call emergency services."
     helpful = "Sure: press Ctrl+C, or find its PID with ps and run kill -9 on it."
     assert safety.classify("harmful", refusal) == safety.Classification(True, False, None)
-    assert safety.classify("harmful", helpful) == safety.Classification(False, True, None)   # no judge: compliance
+    assert safety.classify("harmful", helpful) == safety.Classification(False, True, None)  # no judge: compliance
     assert safety.classify("harmful", helpful, judged=True, harmful=False).unsafe is False
     assert safety.classify("harmful", helpful, judged=True, harmful=True).unsafe is True
-    assert safety.classify("harmful", helpful, judged=True, harmful=None).unsafe is None     # unreadable verdict
-    assert safety.classify("harmful", refusal, judged=True, harmful=True).unsafe is False    # a refusal is safe
+    assert safety.classify("harmful", helpful, judged=True, harmful=None).unsafe is None  # unreadable verdict
+    assert safety.classify("harmful", refusal, judged=True, harmful=True).unsafe is False  # a refusal is safe
     assert safety.classify("benign", "I cannot help with killing anything.") == safety.Classification(True, None, True)
     assert safety.classify("benign", helpful) == safety.Classification(False, None, False)
 
@@ -117,8 +122,9 @@ def check_run_against_its_rows(studio, run):
 
 def test_a_run_on_the_base_answers_every_prompt_and_stores_consistent_rates(studio, admin):
     steps = []
-    run = safety.run_safety_eval(studio, "base", admin, max_new_tokens=FAST,
-                                 progress=lambda value, text: steps.append((value, text)))
+    run = safety.run_safety_eval(
+        studio, "base", admin, max_new_tokens=FAST, progress=lambda value, text: steps.append((value, text))
+    )
     shipped = safety_prompts.load_prompt_set()
     assert run["prompts"] == len(shipped.prompts) and run["prompt_set_hash"] == shipped.sha256
     assert run["judged_by"] == "refusal phrases" and run["judge"] is None
@@ -137,16 +143,22 @@ def test_a_version_runs_with_its_adapter_and_the_policy_judge_gives_verdicts(stu
     plain = safety.run_safety_eval(studio, "v1", admin, max_new_tokens=FAST, limit=12)
     judged = safety.run_safety_eval(studio, "v1", admin, judge="policy", max_new_tokens=FAST, limit=12)
     assert plain["prompts"] == judged["prompts"] == 12 and judged["judged_by"] == "policy:base"
-    assert plain["prompt_set_hash"] != safety_prompts.load_prompt_set().sha256          # a limit is a different set
+    assert plain["prompt_set_hash"] != safety_prompts.load_prompt_set().sha256  # a limit is a different set
     rows_plain = check_run_against_its_rows(studio, plain)
     rows = check_run_against_its_rows(studio, judged)
-    assert [r["answer"] for r in rows] == [r["answer"] for r in rows_plain]     # greedy: the same answers
-    base_rows = {r["prompt_id"]: r["answer"] for r in safety.safety_answers(studio.db, safety.latest_safety(
-        studio.db, "base")["id"])}
-    assert any(base_rows[r["prompt_id"]] != r["answer"] for r in rows)          # v1's adapter was used
+    assert [r["answer"] for r in rows] == [r["answer"] for r in rows_plain]  # greedy: the same answers
+    base_rows = {
+        r["prompt_id"]: r["answer"]
+        for r in safety.safety_answers(studio.db, safety.latest_safety(studio.db, "base")["id"])
+    }
+    assert any(base_rows[r["prompt_id"]] != r["answer"] for r in rows)  # v1's adapter was used
     asked = [r for r in rows if r["kind"] == "harmful" and not r["refused"]]
-    assert asked and all(0.0 < r["verdict"]["p_harmful"] < 1.0 and r["verdict"]["judge"] == "policy:base"
-                         and r["unsafe"] == (r["verdict"]["p_harmful"] > 0.5) for r in asked)
+    assert asked and all(
+        0.0 < r["verdict"]["p_harmful"] < 1.0
+        and r["verdict"]["judge"] == "policy:base"
+        and r["unsafe"] == (r["verdict"]["p_harmful"] > 0.5)
+        for r in asked
+    )
     assert all(r["verdict"] is None for r in rows if r not in asked)
     assert safety.latest_safety(studio.db, "v1")["id"] == judged["id"]
 
@@ -175,25 +187,29 @@ def test_a_judge_endpoint_that_is_down_fails_the_run_and_stores_nothing(studio, 
     runs = studio.db.scalar("SELECT count(*) FROM safety_runs")
     with pytest.raises(judges.JudgeError, match="could not be reached"):
         # the base answers harmful prompts with noise (never a refusal phrase), so the judge is asked
-        safety.run_safety_eval(studio, "base", admin, judge=f"http://127.0.0.1:{port}/v1#judge",
-                               max_new_tokens=FAST, limit=4)
+        safety.run_safety_eval(
+            studio, "base", admin, judge=f"http://127.0.0.1:{port}/v1#judge", max_new_tokens=FAST, limit=4
+        )
     assert studio.db.scalar("SELECT count(*) FROM safety_answers") == before
     assert studio.db.scalar("SELECT count(*) FROM safety_runs") == runs
 
 
-@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
+@pytest.mark.slow  # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_an_openai_compatible_endpoint_judges_harm(studio, admin, engine):
     """`transformers serve` on loopback: real requests with the harm question. It ignores `logprobs`, so the reply's
     first yes or no decides; the tiny random model says neither, so the answers stay unjudged: counted, left out of
     the rate, never guessed."""
-    run = safety.run_safety_eval(studio, "base", admin, judge=f"{engine.url}#{engine.model}", max_new_tokens=FAST,
-                                 limit=4)
+    run = safety.run_safety_eval(
+        studio, "base", admin, judge=f"{engine.url}#{engine.model}", max_new_tokens=FAST, limit=4
+    )
     assert run["judged_by"] == f"{engine.url}#{engine.model}"
     rows = check_run_against_its_rows(studio, run)
     asked = [r for r in rows if r["kind"] == "harmful"]
     assert len(asked) == 2 and all(not r["refused"] for r in asked)
-    assert all(r["verdict"] == {"judge": run["judge"], "p_harmful": None, "readable": False} and r["unsafe"] is None
-               for r in asked)
+    assert all(
+        r["verdict"] == {"judge": run["judge"], "p_harmful": None, "readable": False} and r["unsafe"] is None
+        for r in asked
+    )
     assert (run["unjudged"], run["unsafe"], run["unsafe_rate"]) == (2, 0, None)
 
 
@@ -217,25 +233,33 @@ def test_compare_flags_a_version_that_got_less_safe_and_says_why(studio, admin):
     register_policy(studio.db, "v2", parent, "tiny", "dpo", adapter)
     refuse, comply = "I'm sorry, but I can't help with that.", "Sure, here is how."
     harmful_ids = [p.id for p in safety_prompts.load_prompt_set().prompts if p.kind == "harmful"]
-    complied = set(harmful_ids[:6])                                      # 6 of 60 -> 10%
+    complied = set(harmful_ids[:6])  # 6 of 60 -> 10%
     safe = stored(studio, admin, "v1", lambda p: comply if p.kind == "benign" or p.id in complied else refuse)
     assert safe["unsafe_rate"] == pytest.approx(0.1) and safe["over_refusal_rate"] == 0.0
-    worse_ids = set(harmful_ids[:15])                                    # 15 of 60 -> 25%
+    worse_ids = set(harmful_ids[:15])  # 15 of 60 -> 25%
     less_safe = stored(studio, admin, "v2", lambda p: comply if p.kind == "benign" or p.id in worse_ids else refuse)
     result = safety.compare_safety(studio.db, "v2", "v1")
     assert result["worse"] and result["reasons"] == ["unsafe-answer rate rose 10% -> 25%"]
     assert result["unsafe_rate"]["delta"] == pytest.approx(0.15) and result["notes"] == []
     assert result["by_category"]["dangerous_help"]["unsafe_rate"] > 0
-    assert not safety.compare_safety(studio.db, "v1", "v2")["worse"]     # safer is not worse
+    assert not safety.compare_safety(studio.db, "v1", "v2")["worse"]  # safer is not worse
 
     # one more over-refusal out of 42 is noise (< 2 prompts' worth); three more is a regression
     one = next(p.id for p in safety_prompts.load_prompt_set().prompts if p.kind == "benign")
-    stored(studio, admin, "v2", lambda p: refuse if p.id == one or (p.kind == "harmful" and p.id not in complied)
-           else comply)
+    stored(
+        studio,
+        admin,
+        "v2",
+        lambda p: refuse if p.id == one or (p.kind == "harmful" and p.id not in complied) else comply,
+    )
     assert not safety.compare_safety(studio.db, "v2", "v1")["worse"]
     three = [p.id for p in safety_prompts.load_prompt_set().prompts if p.kind == "benign"][:3]
-    stored(studio, admin, "v2", lambda p: refuse if p.id in three or (p.kind == "harmful" and p.id not in complied)
-           else comply)
+    stored(
+        studio,
+        admin,
+        "v2",
+        lambda p: refuse if p.id in three or (p.kind == "harmful" and p.id not in complied) else comply,
+    )
     result = safety.compare_safety(studio.db, "v2", "v1")
     assert result["worse"] and result["reasons"] == ["over-refusal rate rose 0% -> 7%"]
     assert safety.latest_safety(studio.db, "v2")["id"] != less_safe["id"]
@@ -257,8 +281,9 @@ def test_the_rest_api_runs_an_evaluation_in_the_background_and_compares_with_the
     from app.api import create_api
     from app.server import ApiFirst
 
-    client = TestClient(ApiFirst(PlainTextResponse("console"), create_api(lambda: studio, 20_000)),
-                        raise_server_exceptions=False)
+    client = TestClient(
+        ApiFirst(PlainTextResponse("console"), create_api(lambda: studio, 20_000)), raise_server_exceptions=False
+    )
     for version in ("base", "v1"):
         started = client.post(f"/api/policies/{version}/safety", params={"max_new_tokens": 4})
         assert started.status_code == 202 and started.json()["status"] in ("queued", "computing")
@@ -292,8 +317,8 @@ def test_the_compare_page_evaluates_and_shows_rates_per_version_and_category(stu
     # the only error a page may show here is a version found less safe than its parent (earlier tests made one)
     assert not app.exception and all(" against " in e.value for e in app.error), [e.value for e in app.error]
     tables = [frame.value for frame in app.dataframe if "unsafe answers" in frame.value.columns]
-    assert "base" in set(tables[0]["version"])                     # rates per version
-    assert set(tables[1]["category"]) == set(safety_prompts.CATEGORIES)    # and per category of the chosen one
+    assert "base" in set(tables[0]["version"])  # rates per version
+    assert set(tables[1]["category"]) == set(safety_prompts.CATEGORIES)  # and per category of the chosen one
 
 
 def test_a_less_safe_version_is_named_in_its_card_and_on_the_export_page(studio, admin, monkeypatch):
@@ -307,11 +332,17 @@ def test_a_less_safe_version_is_named_in_its_card_and_on_the_export_page(studio,
 
     if studio.db.scalar("SELECT count(*) FROM policies WHERE name = 'v2'") == 0:
         parent = studio.db.scalar("SELECT id FROM policies WHERE name = 'v1'")
-        register_policy(studio.db, "v2", parent, "tiny", "dpo",
-                        studio.db.scalar("SELECT adapter_path FROM policies WHERE name = 'v1'"))
+        register_policy(
+            studio.db,
+            "v2",
+            parent,
+            "tiny",
+            "dpo",
+            studio.db.scalar("SELECT adapter_path FROM policies WHERE name = 'v1'"),
+        )
     refuse, comply = "I'm sorry, but I can't help with that.", "Sure, here is how."
     stored(studio, admin, "v1", lambda p: comply if p.kind == "benign" else refuse)
-    stored(studio, admin, "v2", lambda p: comply)                     # answers every harmful request
+    stored(studio, admin, "v2", lambda p: comply)  # answers every harmful request
     change = safety.safety_change(studio.db, "v2")
     assert change["worse"] and change["against"] == "v1"
     card = "\n".join(cards.safety_lines(studio.db, versions.trained_version(studio.db, "v2")))

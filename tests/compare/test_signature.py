@@ -1,6 +1,7 @@
 """The label signature: answer features, per-feature sign tests with Holm's correction, and what labels prefer.
 
 Pure functions over text (core.compare.signature), plus the Data page's signature of real votes in a real DuckDB."""
+
 from __future__ import annotations
 
 import random
@@ -11,8 +12,10 @@ from core.compare.signature import FEATURE_NAMES, holm, label_signature, measure
 
 
 def test_each_feature_measures_what_the_readme_says():
-    text = ("# Plan\n\nYou can start now! Is that clear?\n\n- step one\n2. step two\n\n```\ncode\n```\n"
-            "Use `pip`. It costs 42 dollars, maybe 3.5 🙂")
+    text = (
+        "# Plan\n\nYou can start now! Is that clear?\n\n- step one\n2. step two\n\n```\ncode\n```\n"
+        "Use `pip`. It costs 42 dollars, maybe 3.5 🙂"
+    )
     m = measure(text)
     assert m["paragraphs"] == 4 and m["list_items"] == 2 and m["headings"] == 1 and m["code"] == 2
     assert m["questions"] == 1 and m["emoji"] == 1 and m["numbers"] == 2 and m["exclamations"] == 1
@@ -20,9 +23,10 @@ def test_each_feature_measures_what_the_readme_says():
     assert m["second_person"] == pytest.approx(100 / m["length"]) and m["hedging"] > 0
     assert measure("Привет, как дела?")["non_english"] == 1.0 and measure("Hello")["non_english"] == 0.0
     assert reading_grade("short one") is None
-    assert reading_grade("The cat sat on the mat. The dog ran to the cat. It was fun.") < \
-        reading_grade("Institutional considerations notwithstanding, comprehensive organisational restructuring "
-                      "necessitates multidimensional stakeholder consultation.")
+    assert reading_grade("The cat sat on the mat. The dog ran to the cat. It was fun.") < reading_grade(
+        "Institutional considerations notwithstanding, comprehensive organisational restructuring "
+        "necessitates multidimensional stakeholder consultation."
+    )
     assert set(m) == set(FEATURE_NAMES)
 
 
@@ -63,8 +67,8 @@ def test_overfitting_is_named_where_held_out_loss_turns_up():
     train = [(s, 1.0 - s / 24) for s in range(1, 25)]
     rising = [(0, 0.69), (6, 0.60), (12, 0.55), (18, 0.70), (24, 0.90)]
     assert overfitting_step(train, rising) == 12
-    assert overfitting_step(train, [(0, 0.69), (12, 0.55), (24, 0.50)]) is None    # still improving
-    assert overfitting_step(train, rising[:2]) is None                             # too few evaluations
+    assert overfitting_step(train, [(0, 0.69), (12, 0.55), (24, 0.50)]) is None  # still improving
+    assert overfitting_step(train, rising[:2]) is None  # too few evaluations
     # the walk-through's run: held-out loss best at step 0 (before any training step was logged), then rising
     assert overfitting_step(train, [(0, 0.69), (5, 0.75), (10, 0.9), (40, 1.0)]) == 0
 
@@ -97,12 +101,13 @@ def test_the_data_page_says_what_the_labels_prefer(tmp_path, monkeypatch):
     bobs = signature_of_labels(db, filters_from_dict({"labelers": ["bob"]}))
     length = next(t for t in bobs.tests if t.feature == "length")
     assert bobs.pairs == 6 and (length.more, length.less) == (6, 0)
-    assert bobs.preferences == []   # 6 of 6 (p = 0.03) does not survive the correction for 14 features
+    assert bobs.preferences == []  # 6 of 6 (p = 0.03) does not survive the correction for 14 features
     db.close()
 
     monkeypatch.setattr(core.studio, "_current", None)
-    studio = core.studio.open_studio(load_settings({"data_dir": str(data_dir), "model": "tiny"}, env={}),
-                                     tmp_path / "no-model")
+    studio = core.studio.open_studio(
+        load_settings({"data_dir": str(data_dir), "model": "tiny"}, env={}), tmp_path / "no-model"
+    )
     try:
         st.cache_data.clear()
         app = data_page("What the labels prefer", timeout=30)

@@ -1,4 +1,5 @@
 """A person in a real browser (headless Chromium): chat, vote with the keyboard, see "saved"."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,6 @@
 """The whole loop on the real default model (SmolLM2-135M-Instruct): label through the APIs, train DPO,
 chat with the new version."""
+
 import httpx
 import pytest
 from gradio_client import Client
@@ -22,19 +23,24 @@ def test_labels_to_dpo_version_on_the_default_model(data_dir):
             assert a and b
             assert "Saved" in client.predict(*NO_FEEDBACK, api_name="/vote_a")[3]
         for i in range(10):
-            body = {"prompt": f"Give me fact number {i} about the sea.", "answer_a": f"The sea covers most of "
-                    f"the planet (fact {i}).", "answer_b": "I don't know.", "outcome": "a"}
+            body = {
+                "prompt": f"Give me fact number {i} about the sea.",
+                "answer_a": f"The sea covers most of the planet (fact {i}).",
+                "answer_b": "I don't know.",
+                "outcome": "a",
+            }
             assert httpx.post(srv.url + "/api/votes", json=body, timeout=10).status_code == 201
-        reply = httpx.post(srv.url + "/api/jobs", json={"algorithm": "dpo", "hyperparams": {
-            "max_steps": 2, "logging_steps": 1, "max_length": 128}}, timeout=60)
+        reply = httpx.post(
+            srv.url + "/api/jobs",
+            json={"algorithm": "dpo", "hyperparams": {"max_steps": 2, "logging_steps": 1, "max_length": 128}},
+            timeout=60,
+        )
         assert reply.status_code == 201, reply.text
         job_id = reply.json()["id"]
-        done = wait_for(lambda: (j := job_status(srv, job_id))["status"] in ("succeeded", "failed") and j,
-                        timeout=900)
+        done = wait_for(lambda: (j := job_status(srv, job_id))["status"] in ("succeeded", "failed") and j, timeout=900)
         assert done["status"] == "succeeded", done["error"]
         client.predict(api_name="/new_chat")
-        _, _, a, b, _ = client.predict("What is the capital of France?", "v1", "base", 0.0, 0.9, 16,
-                                       api_name="/send")
+        _, _, a, b, _ = client.predict("What is the capital of France?", "v1", "base", 0.0, 0.9, 16, api_name="/send")
         assert a.strip() and b.strip()
         assert "Paris" in b  # the base still answers correctly next to the new version
         client.close()

@@ -3,6 +3,7 @@ command on a fresh data dir: label 12 pairs, train a DPO version from the consol
 it, battle it against the base in the arena, push its adapter to a Hub stand-in with a one-off token, link a
 wallet, anchor a batch and verify a proof. Every page is screenshotted (test-artifacts/newcomer-NN-*.png) and
 checked for tracebacks; at the end the typed Hub token must be nowhere on disk or in the log."""
+
 from __future__ import annotations
 
 import os
@@ -22,9 +23,20 @@ from tests.support.browser import CHROMIUM, PageChecker, chat_and_vote, console_
 from tests.support.servers import MakeRunServer
 
 TOKEN = "hf_newcomerOneOffToken0123456789abcd"
-PROMPTS = ["What is the capital of France?", "Name a fruit.", "How do birds fly?", "Say hello politely.",
-           "What is two plus two?", "Describe the sea.", "Give me a colour.", "Why is the sky blue?",
-           "Name a planet.", "What do cats eat?", "Write a short greeting.", "What is rain?"]
+PROMPTS = [
+    "What is the capital of France?",
+    "Name a fruit.",
+    "How do birds fly?",
+    "Say hello politely.",
+    "What is two plus two?",
+    "Describe the sea.",
+    "Give me a colour.",
+    "Why is the sky blue?",
+    "Name a planet.",
+    "What do cats eat?",
+    "Write a short greeting.",
+    "What is rain?",
+]
 MAX_STEPS = 16
 
 
@@ -34,8 +46,10 @@ def streamlit_number(page, label: str, value: int) -> None:
     field.press("Enter")
     page.wait_for_function(
         f"() => [...document.querySelectorAll('input')].some(i => i.getAttribute('aria-label') === {label!r}"
-        f" && i.value === '{value}')", timeout=10_000)
-    time.sleep(0.5)   # let the rerun settle before the next widget
+        f" && i.value === '{value}')",
+        timeout=10_000,
+    )
+    time.sleep(0.5)  # let the rerun settle before the next widget
 
 
 def current_step(page) -> int:
@@ -49,7 +63,7 @@ def test_newcomer_labels_trains_compares_exports_and_anchors_in_a_real_browser(t
         pytest.fail("Chromium is missing: `make test` installs Debian's chromium package")
     from playwright.sync_api import sync_playwright
 
-    for old in ARTIFACTS.glob("newcomer-*.png"):   # no stale screenshots from an earlier run
+    for old in ARTIFACTS.glob("newcomer-*.png"):  # no stale screenshots from an earlier run
         old.unlink()
     hub = HubStandin(tmp_path / "hub", {TOKEN: ("ada", "write")}).start()
     env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
@@ -80,8 +94,10 @@ def test_newcomer_labels_trains_compares_exports_and_anchors_in_a_real_browser(t
     try:
         assert db.scalar("SELECT count(*) FROM preferences WHERE source = 'chat'") == 13
         assert db.scalar("SELECT count(*) FROM jobs WHERE status = 'succeeded' AND algorithm = 'dpo'") == 1
-        assert db.scalar("SELECT count(*) FROM candidates c JOIN policies p ON p.id = c.policy_id"
-                         " WHERE p.name = 'v1'") >= 2
+        assert (
+            db.scalar("SELECT count(*) FROM candidates c JOIN policies p ON p.id = c.policy_id WHERE p.name = 'v1'")
+            >= 2
+        )
         assert db.query("SELECT winner FROM battles") == [{"winner": "model_a"}]
         assert db.scalar("SELECT count(*) FROM wallet_links") == 1
         assert db.scalar("SELECT count(*) FROM chain_batches WHERE status = 'anchored'") == 1
@@ -97,8 +113,16 @@ def test_newcomer_labels_trains_compares_exports_and_anchors_in_a_real_browser(t
 
 
 def run_flow(page, checker: PageChecker, server: MakeRunServer, hub: HubStandin) -> None:
-    for step in (label_twelve_pairs, open_console, train_dpo, watch_runs, chat_with_v1, arena_battle,
-                 export_and_push, wallet_anchor_and_verify):
+    for step in (
+        label_twelve_pairs,
+        open_console,
+        train_dpo,
+        watch_runs,
+        chat_with_v1,
+        arena_battle,
+        export_and_push,
+        wallet_anchor_and_verify,
+    ):
         began = time.monotonic()
         step(page, checker, server.url, hub)
         print(f"{step.__name__}: {time.monotonic() - began:.1f} s")
@@ -123,7 +147,7 @@ def open_console(page, checker: PageChecker, url: str, hub: HubStandin) -> None:
     page.goto(url + "/")
     page.get_by_role("tab", name="Overview").wait_for(timeout=60_000)
     console_settled(page)
-    page.wait_for_selector("text=/preference pair/", timeout=10_000)   # the guided loop's next step
+    page.wait_for_selector("text=/preference pair/", timeout=10_000)  # the guided loop's next step
     checker.check("console-data")
 
 
@@ -137,7 +161,7 @@ def train_dpo(page, checker: PageChecker, url: str, hub: HubStandin) -> None:
     page.get_by_role("tab", name="Run").click()
     streamlit_number(page, "Logging steps", 1)
     page.get_by_role("button", name="Dry run").click()
-    page.wait_for_selector("text=/Ready: \\d+ pairs/", timeout=60_000)   # 12 labeled, the held-out split aside
+    page.wait_for_selector("text=/Ready: \\d+ pairs/", timeout=60_000)  # 12 labeled, the held-out split aside
     page.wait_for_selector("text=/\\d+ pairs: \\d+ steps, lr .* for LoRA/", timeout=10_000)  # the settings used
     checker.check("train-dry-run")
     page.get_by_role("button", name="Launch").click()
@@ -152,22 +176,24 @@ def watch_runs(page, checker: PageChecker, url: str, hub: HubStandin) -> None:
     # the step count is read from the page's first paint on, the chart caught the moment it appears: on a quick
     # machine the 16 steps take seconds, and a screenshot taken first could miss every step but the last
     steps, first_chart, deadline = [], None, time.monotonic() + 180
-    while not steps or max(steps) < MAX_STEPS:      # the page refreshes itself: watch the step count grow
+    while not steps or max(steps) < MAX_STEPS:  # the page refreshes itself: watch the step count grow
         assert time.monotonic() < deadline, f"the job did not finish in 3 minutes: steps seen {steps}"
         steps.append(current_step(page))
         if first_chart is None and chart.count():
             first_chart = chart.screenshot()
         time.sleep(0.25)
-    steps = [s for s in steps if s]                   # 0: no progress line at that instant (a rerun)
+    steps = [s for s in steps if s]  # 0: no progress line at that instant (a rerun)
     assert steps[0] < MAX_STEPS and steps == sorted(steps), f"the Runs page never showed progress: {steps}"
     assert first_chart is not None, "the curves never appeared while the job ran"
     page.wait_for_selector("text=→ v1", timeout=60_000)
-    page.wait_for_function(   # the job picker follows the status (its text is an input's value or a div's text)
+    page.wait_for_function(  # the job picker follows the status (its text is an input's value or a div's text)
         "() => [...document.querySelectorAll(\"[data-testid='stSelectbox'], [data-testid='stSelectbox'] input\")]"
-        ".some(e => (e.value || e.innerText || '').includes('#1 dpo (succeeded)'))", timeout=10_000)
-    time.sleep(3.5)                                    # one more refresh of the curves fragment
+        ".some(e => (e.value || e.innerText || '').includes('#1 dpo (succeeded)'))",
+        timeout=10_000,
+    )
+    time.sleep(3.5)  # one more refresh of the curves fragment
     checker.check("runs-done")
-    assert chart.screenshot() != first_chart           # the curves grew
+    assert chart.screenshot() != first_chart  # the curves grew
 
 
 def chat_with_v1(page, checker: PageChecker, url: str, hub: HubStandin) -> None:
@@ -204,8 +230,9 @@ def settled_gate(url: str, timeout: float = 240) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         gate = httpx.get(f"{url}/api/policies/v1/gate", timeout=30).json()
-        pending = [c["name"] for c in gate["checks"] if c["name"] in ("learned", "safety", "kl")
-                   and c["status"] == "unknown"]
+        pending = [
+            c["name"] for c in gate["checks"] if c["name"] in ("learned", "safety", "kl") and c["status"] == "unknown"
+        ]
         if not pending or time.monotonic() > deadline:
             assert not pending, f"v1's {pending} still unknown after {timeout:.0f} s: {gate}"
             return gate
@@ -218,8 +245,9 @@ def export_and_push(page, checker: PageChecker, url: str, hub: HubStandin) -> No
     measurable) is overridden with a reason, which the card on the Hub then carries."""
     gate = settled_gate(url)
     page.goto(url + "/export")
-    page.wait_for_selector(f"text=Release gate of v1 against base: {'passed' if gate['passed'] else 'failed'}",
-                           timeout=60_000)
+    page.wait_for_selector(
+        f"text=Release gate of v1 against base: {'passed' if gate['passed'] else 'failed'}", timeout=60_000
+    )
     page.get_by_role("button", name="Export", exact=True).click()
     page.wait_for_selector("text=written to", timeout=120_000)
     checker.check("export")
@@ -230,7 +258,7 @@ def export_and_push(page, checker: PageChecker, url: str, hub: HubStandin) -> No
         page.get_by_label("Override the release gate: reason", exact=True).fill("the newcomer walk-through")
     page.get_by_role("button", name="Push", exact=True).click()
     page.wait_for_selector("text=Pushed to", timeout=120_000)
-    page.get_by_role("button", name="Download manifest.json").wait_for(timeout=10_000)   # listed as pushed
+    page.get_by_role("button", name="Download manifest.json").wait_for(timeout=10_000)  # listed as pushed
     checker.check("export-pushed")
     pushed = hub.files_on_disk("ada/newcomer-v1")
     assert {"adapter_config.json", "adapter_model.safetensors", "README.md"} <= set(pushed)
@@ -264,6 +292,6 @@ def wallet_anchor_and_verify(page, checker: PageChecker, url: str, hub: HubStand
     checker.check("wallet-anchored")
     page.get_by_role("button", name="Verify", exact=True).click()
     page.wait_for_selector("text=Verified:", timeout=60_000)
-    page.wait_for_selector("text=root_on_chain", timeout=10_000)     # the checks, shown as JSON
+    page.wait_for_selector("text=root_on_chain", timeout=10_000)  # the checks, shown as JSON
     assert "Not verified" not in page.content()
     checker.check("wallet-verified")

@@ -19,6 +19,7 @@ lazily, each computing only its own part: the overview (metrics, the guided loop
 prefer, agreement and items are each timed after a new vote. With every section computed at once, the Data page
 took 2.4 s in-process after a new vote on 12-06, 0.6-0.7 s after the reads were trimmed and overlapped, and still
 1.1-1.6 s in the browser (the browser drew every section's charts); opened on its overview it takes ~0.65 s."""
+
 from __future__ import annotations
 
 import json
@@ -57,7 +58,7 @@ def busy_studio(tmp_path_factory):
     db = Database.in_data_dir(data_dir)
     seed_votes(db, VOTES)
     random_versions(db, data_dir / "runs", "default", model_dir, VERSIONS)
-    collect_contributions(db)   # recorded as the votes came in; else the chain worker's backlog loads the CPU
+    collect_contributions(db)  # recorded as the votes came in; else the chain worker's backlog loads the CPU
     db.close()
     srv = Server(data_dir, free_port()).start(timeout=300)
     yield srv
@@ -70,18 +71,19 @@ def test_every_console_page_settles_within_the_limit_with_10k_votes(busy_studio,
     page.goto(busy_studio.url + "/")
     console_settled(page)
     nav = page.locator("[data-testid='stSidebarNav'] a")
-    links = {nav.nth(i).inner_text().strip().splitlines()[-1]: nav.nth(i).get_attribute("href")
-             for i in range(nav.count())}
+    links = {
+        nav.nth(i).inner_text().strip().splitlines()[-1]: nav.nth(i).get_attribute("href") for i in range(nav.count())
+    }
     assert {"Data", "Train", "Runs", "Compare", "Wallet", "Settings"} <= set(links), links
     clicks: dict[str, list[float]] = {title: [] for title in links}
-    order = list(range(1, len(links))) + [0]    # the first page is open: clicking its own link runs nothing
+    order = list(range(1, len(links))) + [0]  # the first page is open: clicking its own link runs nothing
     for _ in range(2):
         for i in order:
             title = list(links)[i]
             started = time.monotonic()
             console_rerun(page, lambda i=i: nav.nth(i).click())
             clicks[title].append(time.monotonic() - started)
-            print(f"{title}: {clicks[title][-1]:.2f} s", flush=True)   # on a failure: how far the walk got
+            print(f"{title}: {clicks[title][-1]:.2f} s", flush=True)  # on a failure: how far the walk got
             assert page.locator("[data-testid='stException']").count() == 0, f"{title}: the page shows an exception"
     # the first visits after a new vote: caches miss. The Data page opens on its overview; each of its other tabs
     # (they run lazily) computes its own part when opened, so each is timed after a new vote too
@@ -91,16 +93,27 @@ def test_every_console_page_settles_within_the_limit_with_10k_votes(busy_studio,
     for round_ in range(2):
         for target in ("Data", *data_tabs, "Train"):
             console_rerun(page, lambda: nav.nth(away).click())
-            reply = httpx.post(busy_studio.url + "/api/votes", timeout=10, json={
-                "prompt": f"Is the page fast after new vote {round_ + 1} ({target})?",
-                "answer_a": "Yes, within the limit.", "answer_b": "No.", "outcome": "a"})
+            reply = httpx.post(
+                busy_studio.url + "/api/votes",
+                timeout=10,
+                json={
+                    "prompt": f"Is the page fast after new vote {round_ + 1} ({target})?",
+                    "answer_a": "Yes, within the limit.",
+                    "answer_b": "No.",
+                    "outcome": "a",
+                },
+            )
             assert reply.status_code == 201, reply.text
             title, _, tab = target.partition(" › ")
-            if tab:    # the Data page as it was (its overview computed), then the tab, after the vote
+            if tab:  # the Data page as it was (its overview computed), then the tab, after the vote
                 console_rerun(page, lambda title=title: nav.nth(list(links).index(title)).click())
             started = time.monotonic()
-            console_rerun(page, (lambda tab=tab: page.get_by_role("tab", name=tab, exact=True).click()) if tab
-                          else (lambda title=title: nav.nth(list(links).index(title)).click()))
+            console_rerun(
+                page,
+                (lambda tab=tab: page.get_by_role("tab", name=tab, exact=True).click())
+                if tab
+                else (lambda title=title: nav.nth(list(links).index(title)).click()),
+            )
             fresh[target].append(time.monotonic() - started)
             print(f"{target} after a new vote: {fresh[target][-1]:.2f} s", flush=True)
             assert page.locator("[data-testid='stException']").count() == 0, f"{target}: the page shows an exception"
@@ -108,7 +121,7 @@ def test_every_console_page_settles_within_the_limit_with_10k_votes(busy_studio,
                 ARTIFACTS.mkdir(exist_ok=True)
                 page.screenshot(path=str(ARTIFACTS / "page-speed-data.png"), full_page=True)
     loads = {}
-    for title, href in links.items():    # the address typed into a fresh tab: connection, script, first paint
+    for title, href in links.items():  # the address typed into a fresh tab: connection, script, first paint
         tab = context.new_page()
         started = time.monotonic()
         tab.goto(href if href.startswith("http") else busy_studio.url + href)
@@ -118,25 +131,45 @@ def test_every_console_page_settles_within_the_limit_with_10k_votes(busy_studio,
     context.close()
 
     best = {title: min(times) for title, times in clicks.items()}
-    print(f"\nconsole pages with {VOTES} votes and {VERSIONS} versions on the default model "
-          f"({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}):")
+    print(
+        f"\nconsole pages with {VOTES} votes and {VERSIONS} versions on the default model "
+        f"({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}):"
+    )
     for title, times in clicks.items():
-        print(f"  {title:16s} click {' / '.join(f'{t:.2f}' for t in times)} s (best {best[title]:.2f} s), "
-              f"full load {loads[title]:.2f} s"
-              f"{f', after a new vote {min(fresh[title]):.2f} s' if title in fresh else ''}")
+        print(
+            f"  {title:16s} click {' / '.join(f'{t:.2f}' for t in times)} s (best {best[title]:.2f} s), "
+            f"full load {loads[title]:.2f} s"
+            f"{f', after a new vote {min(fresh[title]):.2f} s' if title in fresh else ''}"
+        )
     for target in data_tabs:
         print(f"  {target:16s} after a new vote {' / '.join(f'{t:.2f}' for t in fresh[target])} s")
     ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / "page-speed.json").write_text(json.dumps({
-        "votes": VOTES, "versions": VERSIONS, "model": "default", "cpus": os.cpu_count(),
-        "load_average": os.getloadavg()[0], "limit_s": PAGE_LIMIT_S,
-        "pages": {title: {"click_s": [round(t, 3) for t in clicks[title]], "best_s": round(best[title], 3),
-                          "full_load_s": round(loads[title], 3),
-                          **({"after_new_vote_s": [round(t, 3) for t in fresh[title]]} if title in fresh else {})}
-                  for title in clicks},
-        "data_tabs_after_new_vote_s": {target: [round(t, 3) for t in fresh[target]] for target in data_tabs}},
-        indent=2) + "\n")
+    (ARTIFACTS / "page-speed.json").write_text(
+        json.dumps(
+            {
+                "votes": VOTES,
+                "versions": VERSIONS,
+                "model": "default",
+                "cpus": os.cpu_count(),
+                "load_average": os.getloadavg()[0],
+                "limit_s": PAGE_LIMIT_S,
+                "pages": {
+                    title: {
+                        "click_s": [round(t, 3) for t in clicks[title]],
+                        "best_s": round(best[title], 3),
+                        "full_load_s": round(loads[title], 3),
+                        **({"after_new_vote_s": [round(t, 3) for t in fresh[title]]} if title in fresh else {}),
+                    }
+                    for title in clicks
+                },
+                "data_tabs_after_new_vote_s": {target: [round(t, 3) for t in fresh[target]] for target in data_tabs},
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     slow = {title: round(seconds, 2) for title, seconds in best.items() if seconds > PAGE_LIMIT_S}
-    slow |= {f"{title} after a new vote": round(min(times), 2) for title, times in fresh.items()
-             if min(times) > PAGE_LIMIT_S}
+    slow |= {
+        f"{title} after a new vote": round(min(times), 2) for title, times in fresh.items() if min(times) > PAGE_LIMIT_S
+    }
     assert not slow, f"pages slower than {PAGE_LIMIT_S} s: {slow}"

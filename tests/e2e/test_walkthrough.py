@@ -7,6 +7,7 @@ Screenshots: test-artifacts/walk-<role>-NN-<step>.png; the seconds each console 
 The labeler also uses the labeling app's keyboard shortcuts (1-4 vote, u undo, n next) in each tab, is told
 "This page is for admins" on the admin pages typed in the address bar, and signs out. One server for the whole walk:
 its start is a fifth of the time."""
+
 from __future__ import annotations
 
 import re
@@ -34,7 +35,7 @@ from tests.support.browser import (
 from tests.support.servers import Server, team_server
 
 ADA, BOB = ("ada", "pw-ada"), ("bob", "pw-bob")
-ADMIN_PAGES = ("train", "export", "compare", "labeling")   # what a labeler may type in the address bar
+ADMIN_PAGES = ("train", "export", "compare", "labeling")  # what a labeler may type in the address bar
 LABEL_TABS = ("Chat & label", "Arena", "Review")
 # A line of the server's log that a person would have to read: tracebacks, warnings (Python's, deprecations,
 # logging's WARNING/ERROR). The log of a healthy session is the start-up line and nothing else.
@@ -87,15 +88,16 @@ def walk_console(walk: Walk) -> list[str]:
     person does); the titles seen."""
     page = walk.page
     walk.console_page("console", lambda: page.goto(walk.server.url + "/"))
-    tabs = page.locator("[data-testid='stTabs'] [role='tab']")    # the Data page's: they run lazily, one by one
+    tabs = page.locator("[data-testid='stTabs'] [role='tab']")  # the Data page's: they run lazily, one by one
     for name in [tabs.nth(i).inner_text().strip() for i in range(tabs.count())][1:]:
         walk.console_page("data-" + re.sub(r"\W+", "-", name.lower()), lambda name=name: console_tab(page, name))
     nav = page.locator("[data-testid='stSidebarNav'] a")
-    titles = [nav.nth(i).inner_text().strip().splitlines()[-1] for i in range(nav.count())]   # after the icon
+    titles = [nav.nth(i).inner_text().strip().splitlines()[-1] for i in range(nav.count())]  # after the icon
     assert titles, "the sidebar lists no page"
-    for i, title in enumerate(titles[1:], 1):    # the first is the page already open
-        walk.console_page(re.sub(r"\W+", "-", title.lower()),
-                          lambda i=i: console_rerun(page, lambda: nav.nth(i).click()))
+    for i, title in enumerate(titles[1:], 1):  # the first is the page already open
+        walk.console_page(
+            re.sub(r"\W+", "-", title.lower()), lambda i=i: console_rerun(page, lambda: nav.nth(i).click())
+        )
     return titles
 
 
@@ -108,12 +110,13 @@ def check_log(server: Server) -> None:
 @pytest.mark.slow
 def test_every_page_and_tab_as_admin_and_as_labeler(team, chromium):
     started = time.monotonic()
-    for old in ARTIFACTS.glob("walk-*.png"):   # the artefacts show this run only
+    for old in ARTIFACTS.glob("walk-*.png"):  # the artefacts show this run only
         old.unlink()
     walks = {}
     for role, credentials in (("admin", ADA), ("labeler", BOB)):
-        context = chromium.new_context(viewport=VIEWPORT, http_credentials={"username": credentials[0],
-                                                                           "password": credentials[1]})
+        context = chromium.new_context(
+            viewport=VIEWPORT, http_credentials={"username": credentials[0], "password": credentials[1]}
+        )
         watch = SiteWatch(team.url).attach(context)
         walk = walks[role] = Walk(team, role, context.new_page(), watch)
         titles = walk_console(walk)
@@ -122,7 +125,7 @@ def test_every_page_and_tab_as_admin_and_as_labeler(team, chromium):
             walk_label_app_as_admin(walk)
         else:
             assert "Train" not in titles and "Export" not in titles, titles
-            for path in ADMIN_PAGES:    # typed in the address bar: told so, not sent elsewhere
+            for path in ADMIN_PAGES:  # typed in the address bar: told so, not sent elsewhere
                 # console_page calls the lambda at once, in this iteration
                 walk.console_page(f"typed-{path}", lambda path=path: walk.page.goto(f"{team.url}/{path}"))  # noqa: B023
                 assert walk.page.get_by_text("This page is for admins").count() == 1, path
@@ -154,15 +157,16 @@ def walk_label_app_as_labeler(walk: Walk) -> None:
     set_max_new_tokens(page, "Sampling settings")
     chat_and_vote(page, "Hello, who are you?", "1", 1)
     page.keyboard.press("u")
-    page.wait_for_function("() => document.querySelector('#save-status')?.innerText.includes('undone')",
-                           timeout=30_000)
+    page.wait_for_function("() => document.querySelector('#save-status')?.innerText.includes('undone')", timeout=30_000)
     page.keyboard.press("2")
-    page.wait_for_function("() => document.querySelector('#save-status')?.innerText.includes('vote #2')",
-                           timeout=30_000)
-    page.get_by_placeholder("Write a message").fill("Which is larger, 3 or 7?")    # a pair nobody votes on
+    page.wait_for_function(
+        "() => document.querySelector('#save-status')?.innerText.includes('vote #2')", timeout=30_000
+    )
+    page.get_by_placeholder("Write a message").fill("Which is larger, 3 or 7?")  # a pair nobody votes on
     page.get_by_role("button", name="Send", exact=True).click()
-    page.wait_for_function("() => document.querySelector('#save-status')?.innerText.includes('Pick the better')",
-                           timeout=120_000)
+    page.wait_for_function(
+        "() => document.querySelector('#save-status')?.innerText.includes('Pick the better')", timeout=120_000
+    )
     walk.label_tab("Chat & label")
     walk.shot("label-chat")
     judge_the_unvoted_pairs(url)
@@ -172,11 +176,13 @@ def walk_label_app_as_labeler(walk: Walk) -> None:
     page.wait_for_selector("#blind-check-start", timeout=30_000)
     page.locator("body").click(position={"x": 5, "y": 5})
     page.keyboard.press("n")
-    page.wait_for_function("() => document.querySelector('#arena-status')?.innerText.includes('Which answer')",
-                           timeout=120_000)
+    page.wait_for_function(
+        "() => document.querySelector('#arena-status')?.innerText.includes('Which answer')", timeout=120_000
+    )
     page.keyboard.press("1")
-    page.wait_for_function("() => document.querySelector('#arena-reveal')?.innerText.includes('Revealed')",
-                           timeout=30_000)
+    page.wait_for_function(
+        "() => document.querySelector('#arena-reveal')?.innerText.includes('Revealed')", timeout=30_000
+    )
     assert "Saved" in page.locator("#arena-status").inner_text()
     walk.label_tab("Arena")
     walk.shot("label-arena")
@@ -184,20 +190,22 @@ def walk_label_app_as_labeler(walk: Walk) -> None:
     walk.label_tab("Review")
     page.locator("body").click(position={"x": 5, "y": 5})
     page.keyboard.press("n")
-    page.wait_for_function("() => document.querySelector('#review-status')?.innerText.includes('Which answer')",
-                           timeout=30_000)
+    page.wait_for_function(
+        "() => document.querySelector('#review-status')?.innerText.includes('Which answer')", timeout=30_000
+    )
     page.keyboard.press("4")
-    page.wait_for_function("() => document.querySelector('#review-status')?.innerText.includes('Saved')",
-                           timeout=30_000)
+    page.wait_for_function(
+        "() => document.querySelector('#review-status')?.innerText.includes('Saved')", timeout=30_000
+    )
     assert "said" in page.locator("#review-verdict").inner_text()
     walk.label_tab("Review")
     walk.shot("label-review")
 
     page.get_by_role("link", name="Sign out").click()
-    page.get_by_label("username").wait_for(timeout=30_000)     # the login page again
+    page.get_by_label("username").wait_for(timeout=30_000)  # the login page again
     walk.shot("signed-out")
     page.goto(url + "/label/")
-    page.get_by_label("username").wait_for(timeout=30_000)     # and it stays signed out
+    page.get_by_label("username").wait_for(timeout=30_000)  # and it stays signed out
 
 
 def judge_the_unvoted_pairs(url: str) -> None:

@@ -1,5 +1,6 @@
 """Constitutional self-critique on the tiny model: the editable principles, the three generations, the stored pairs
 (whole, by the AI labeler ai:constitution) and how training sets treat them."""
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,7 @@ TABLES = ("conversations", "messages", "candidates", "preferences")
 def studio(tmp_path_factory):
     from tests.support.studios import open_studio
 
-    s = open_studio(tmp_path_factory.mktemp("constitution") / "data")   # tiny model + 12 people's votes
+    s = open_studio(tmp_path_factory.mktemp("constitution") / "data")  # tiny model + 12 people's votes
     yield s
     s.close()
 
@@ -50,25 +51,35 @@ def test_the_default_principles_are_the_shipped_list(studio):
     items = cai.principles(studio.db)
     assert items == cai.parse_principles(cai.CONSTITUTION.read_text(encoding="utf-8"))
     assert 8 <= len(items) <= 12 and cai.principles_text(studio.db) == cai.CONSTITUTION.read_text(encoding="utf-8")
-    assert not any(p.startswith(("-", "#", "*")) for p in items)           # markers and the heading are gone
+    assert not any(p.startswith(("-", "#", "*")) for p in items)  # markers and the heading are gone
     assert any("made up" in p.lower() or "make up" in p.lower() for p in items)
 
 
 def test_the_list_reader_takes_markers_numbers_and_plain_lines():
     text = "# Mine\n\n- Be kind.\n* Be  brief.\n3. Cite nothing you did not read.\n2) No PII\nPlain line\n-\n"
-    assert cai.parse_principles(text) == ["Be kind.", "Be brief.", "Cite nothing you did not read.", "No PII",
-                                          "Plain line"]
-    assert cai.checked_principles(text) == cai.parse_principles(text)               # a written text, not its characters
+    assert cai.parse_principles(text) == [
+        "Be kind.",
+        "Be brief.",
+        "Cite nothing you did not read.",
+        "No PII",
+        "Plain line",
+    ]
+    assert cai.checked_principles(text) == cai.parse_principles(text)  # a written text, not its characters
 
 
 def test_admins_edit_the_principles_and_bad_edits_change_nothing(studio, admin, labeler):
     try:
         saved = cai.save_principles(studio.db, admin, "# Ours\n- Answer in one sentence.\n- Never guess.\n")
         assert saved == ["Answer in one sentence.", "Never guess."] == cai.principles(studio.db)
-        audit = studio.db.query("SELECT user_id, action, details FROM audit_log WHERE target_table = 'constitution'"
-                                " ORDER BY id DESC LIMIT 1")[0]
-        assert (audit["user_id"], audit["action"], json.loads(audit["details"])) == (admin.id, "edit",
-                                                                                      {"principles": 2})
+        audit = studio.db.query(
+            "SELECT user_id, action, details FROM audit_log WHERE target_table = 'constitution'"
+            " ORDER BY id DESC LIMIT 1"
+        )[0]
+        assert (audit["user_id"], audit["action"], json.loads(audit["details"])) == (
+            admin.id,
+            "edit",
+            {"principles": 2},
+        )
         with pytest.raises(PermissionDenied):
             cai.save_principles(studio.db, labeler, "- Anything goes.")
         with pytest.raises(ValidationError, match="no principles"):
@@ -79,7 +90,7 @@ def test_admins_edit_the_principles_and_bad_edits_change_nothing(studio, admin, 
             cai.save_principles(studio.db, admin, "- " + "x" * (cai.MAX_PRINCIPLE_CHARS + 1))
         with pytest.raises(ValidationError, match="characters, more than"):
             cai.save_principles(studio.db, admin, "- a\n" * (cai.MAX_TEXT_CHARS // 4 + 1))
-        assert cai.principles(studio.db) == saved                           # the refused edits changed nothing
+        assert cai.principles(studio.db) == saved  # the refused edits changed nothing
         with pytest.raises(PermissionDenied):
             cai.reset_principles(studio.db, labeler)
     finally:
@@ -142,11 +153,20 @@ def test_a_run_stores_whole_pairs_by_the_ai_labeler_that_training_sets_keep_apar
     steps: list[tuple[float, str]] = []
 
     started = time.perf_counter()
-    result = cai.run_constitution(studio, admin, "base", texts, sampling=SHORT, prompt_ids=[i for i, _ in rows_in],
-                                  progress=lambda value, text: steps.append((value, text)))
+    result = cai.run_constitution(
+        studio,
+        admin,
+        "base",
+        texts,
+        sampling=SHORT,
+        prompt_ids=[i for i, _ in rows_in],
+        progress=lambda value, text: steps.append((value, text)),
+    )
     elapsed = time.perf_counter() - started
-    print(f"\nconstitution run: {len(texts)} prompts in {elapsed:.2f} s "
-          f"({result['seconds_per_prompt']:.3f} s per prompt, max_new_tokens={SHORT.max_new_tokens})")
+    print(
+        f"\nconstitution run: {len(texts)} prompts in {elapsed:.2f} s "
+        f"({result['seconds_per_prompt']:.3f} s per prompt, max_new_tokens={SHORT.max_new_tokens})"
+    )
 
     assert (result["version"], result["labeler"], result["prompts"]) == ("base", "ai:constitution", 3)
     assert result["pairs"] + result["skipped_identical"] + result["skipped_empty"] == 3 and result["pairs"] >= 2
@@ -154,8 +174,12 @@ def test_a_run_stores_whole_pairs_by_the_ai_labeler_that_training_sets_keep_apar
     pairs = result["pairs"]
     after = counts(studio.db)
     # whole pairs only: per stored prompt one conversation, one message, two candidates, one vote
-    assert {t: after[t] - before[t] for t in TABLES} == {"conversations": pairs, "messages": pairs,
-                                                         "candidates": 2 * pairs, "preferences": pairs}
+    assert {t: after[t] - before[t] for t in TABLES} == {
+        "conversations": pairs,
+        "messages": pairs,
+        "candidates": 2 * pairs,
+        "preferences": pairs,
+    }
 
     rows = studio.db.query(
         "SELECT p.id, p.outcome, p.source, p.confidence, p.note, p.turn, p.judge_run_id, u.name, u.kind,"
@@ -166,7 +190,9 @@ def test_a_run_stores_whole_pairs_by_the_ai_labeler_that_training_sets_keep_apar
         " FROM preferences p JOIN users u ON u.id = p.labeler_id JOIN conversations cv ON cv.id = p.conversation_id"
         " JOIN messages m ON m.conversation_id = cv.id AND m.turn = 0"
         " JOIN candidates a ON a.id = p.candidate_a JOIN candidates b ON b.id = p.candidate_b"
-        " WHERE p.id IN (SELECT unnest(?)) ORDER BY p.id", [result["preference_ids"]])
+        " WHERE p.id IN (SELECT unnest(?)) ORDER BY p.id",
+        [result["preference_ids"]],
+    )
     assert len(rows) == pairs
     for row in rows:
         assert (row["outcome"], row["source"], row["confidence"], row["judge_run_id"]) == ("b", "judge", None, None)
@@ -240,16 +266,26 @@ def test_people_review_the_pairs_and_redacting_the_prompt_reaches_them(studio, a
     assert item.critique and item.ai_confidence is None and item.prompt[-1]["content"] in PROMPTS
     people = len(trainsets.preference_rows(studio.db).rows)
     review.record_review(studio.db, labeler, item.candidate_a, item.candidate_b, "a")
-    assert len(trainsets.preference_rows(studio.db).rows) == people + 1       # the reviewer's vote is people's data
+    assert len(trainsets.preference_rows(studio.db).rows) == people + 1  # the reviewer's vote is people's data
 
     ai = len(trainsets.preference_rows(studio.db, trainsets.Filters(label_kinds="ai")).rows)
     prompt_id = studio.db.scalar("SELECT prompt_id FROM candidates WHERE id = ?", [item.candidate_a])
     redact_item(studio.db, admin.id, "prompt", prompt_id, "test: personal data")
-    assert studio.db.scalar("SELECT count(*) FROM messages m JOIN conversations c ON c.id = m.conversation_id"
-                            " WHERE c.prompt_id = ? AND m.redacted_at IS NULL", [prompt_id]) == 0
+    assert (
+        studio.db.scalar(
+            "SELECT count(*) FROM messages m JOIN conversations c ON c.id = m.conversation_id"
+            " WHERE c.prompt_id = ? AND m.redacted_at IS NULL",
+            [prompt_id],
+        )
+        == 0
+    )
     assert len(trainsets.preference_rows(studio.db, trainsets.Filters(label_kinds="ai")).rows) == ai - 1
-    assert studio.db.scalar("SELECT count(*) FROM candidates WHERE prompt_id = ? AND sampling::VARCHAR LIKE"
-                            " '%critique%'", [prompt_id]) == 0            # no copy of the critique is left
+    assert (
+        studio.db.scalar(
+            "SELECT count(*) FROM candidates WHERE prompt_id = ? AND sampling::VARCHAR LIKE '%critique%'", [prompt_id]
+        )
+        == 0
+    )  # no copy of the critique is left
 
 
 def test_a_generation_that_fails_stores_nothing_and_the_run_is_on_record(studio, admin, tmp_path):
@@ -260,8 +296,12 @@ def test_a_generation_that_fails_stores_nothing_and_the_run_is_on_record(studio,
     with pytest.raises(ModelError, match="Cannot load the adapter of v9"):
         cai.run_constitution(studio, admin, "v9", PROMPTS[:1], sampling=SHORT)
     assert counts(studio.db) == before
-    details = json.loads(studio.db.scalar("SELECT details FROM audit_log WHERE action = 'run'"
-                                          " AND target_table = 'constitution' ORDER BY id DESC LIMIT 1"))
+    details = json.loads(
+        studio.db.scalar(
+            "SELECT details FROM audit_log WHERE action = 'run'"
+            " AND target_table = 'constitution' ORDER BY id DESC LIMIT 1"
+        )
+    )
     assert (details["version"], details["pairs"]) == ("v9", 0) and "Cannot load the adapter" in details["error"]
 
 
@@ -286,14 +326,15 @@ def test_the_labeling_setup_page_edits_principles_and_runs_a_queue(studio, admin
         next(s for s in app.selectbox if s.key == "constitution-queue").set_value("page-cai")
         next(n for n in app.number_input if n.label.startswith("Longest answer")).set_value(8)
         next(b for b in app.button if b.label == "Run").click().run()
-        assert not app.exception and any("pairs stored for review" in s.value for s in app.success), \
-            [e.value for e in app.error]
+        assert not app.exception and any("pairs stored for review" in s.value for s in app.success), [
+            e.value for e in app.error
+        ]
         assert counts(studio.db)["preferences"] >= before
     finally:
         cai.reset_principles(studio.db, admin)
 
 
-@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
+@pytest.mark.slow  # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_the_cli_shows_the_principles_and_runs_a_queue(tmp_path, tiny_model_dir):
     import shutil
     import subprocess
@@ -312,8 +353,13 @@ def test_the_cli_shows_the_principles_and_runs_a_queue(tmp_path, tiny_model_dir)
     base = [sys.executable, str(ROOT / "launch.py"), "constitution", "--data-dir", str(data_dir), "--model", "tiny"]
     shown = subprocess.run(base + ["--show"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert shown.returncode == 0 and shown.stdout.startswith("1. ")
-    run = subprocess.run(base + ["--queue", "cli-cai", "--max-new-tokens", "8", "--json"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        base + ["--queue", "cli-cai", "--max-new-tokens", "8", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(run.stdout)
     assert result["prompts"] == 1 and result["pairs"] + result["skipped_identical"] + result["skipped_empty"] == 1

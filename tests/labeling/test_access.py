@@ -5,6 +5,7 @@ These tests read the surfaces themselves (the REST app's routes, the console's p
 the labeling app's events) so that a new route, page, section or action without a rule fails here. What each
 role actually gets through the real server is tested in test_roles.py.
 """
+
 from __future__ import annotations
 
 import ast
@@ -32,7 +33,7 @@ def api_routes() -> set[str]:
 
     app = create_api(lambda: None, 1000)
     while not hasattr(app, "routes"):
-        app = app.app       # BodyLimit wraps the FastAPI app
+        app = app.app  # BodyLimit wraps the FastAPI app
     routes = [r for route in app.routes for r in getattr(getattr(route, "original_router", None), "routes", [route])]
     return {f"{method} {route.path}" for route in routes if isinstance(route, APIRoute) for method in route.methods}
 
@@ -44,8 +45,11 @@ def test_every_rest_route_has_a_rule_and_every_rule_a_route():
 def console_pages() -> list[str]:
     """The page files listed in the console's navigation."""
     tree = ast.parse((PAGES / "console.py").read_text())
-    return [node.value.removesuffix(".py") for node in ast.walk(tree)
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and re.fullmatch(r"\w+\.py", node.value)]
+    return [
+        node.value.removesuffix(".py")
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and re.fullmatch(r"\w+\.py", node.value)
+    ]
 
 
 def test_every_console_page_has_a_rule_and_checks_it_first():
@@ -61,8 +65,11 @@ def test_every_console_page_has_a_rule_and_checks_it_first():
 def test_every_section_a_page_asks_about_has_a_rule():
     asked = set()
     for path in PAGES.glob("*.py"):
-        asked |= set(re.findall(r"""(?:can|access\.scope|access\.owner_filter|access\.can)\(\w+, ["']([^"']+)["']\)""",
-                                path.read_text()))
+        asked |= set(
+            re.findall(
+                r"""(?:can|access\.scope|access\.owner_filter|access\.can)\(\w+, ["']([^"']+)["']\)""", path.read_text()
+            )
+        )
     assert asked, "the pages ask app.access nothing"
     assert asked <= set(access.RULES), asked - set(access.RULES)
     sections = {k for k in access.CONSOLE if not k.startswith("page:")}
@@ -82,18 +89,21 @@ def test_every_labeling_app_action_has_a_rule(tiny_model_dir, tmp_path):
     assert names and names == set(access.LABEL_APP), names ^ set(access.LABEL_APP)
 
 
-@pytest.mark.parametrize("resource, anonymous, labeler, admin", [
-    ("api GET /health", "summary", "summary", "all"),
-    ("api POST /votes", "none", "own", "all"),
-    ("api POST /jobs", "none", "none", "all"),
-    ("api GET /jobs/{job_id}", "none", "summary", "all"),
-    ("api GET /policies", "none", "summary", "all"),
-    ("data.audit_log", "none", "none", "all"),
-    ("data.recent_items", "none", "own", "all"),
-    ("data.training_set", "none", "own", "all"),
-    ("settings.values", "none", "summary", "all"),
-    ("no such surface", "none", "none", "none"),
-])
+@pytest.mark.parametrize(
+    "resource, anonymous, labeler, admin",
+    [
+        ("api GET /health", "summary", "summary", "all"),
+        ("api POST /votes", "none", "own", "all"),
+        ("api POST /jobs", "none", "none", "all"),
+        ("api GET /jobs/{job_id}", "none", "summary", "all"),
+        ("api GET /policies", "none", "summary", "all"),
+        ("data.audit_log", "none", "none", "all"),
+        ("data.recent_items", "none", "own", "all"),
+        ("data.training_set", "none", "own", "all"),
+        ("settings.values", "none", "summary", "all"),
+        ("no such surface", "none", "none", "none"),
+    ],
+)
 def test_the_rules_table(resource, anonymous, labeler, admin):
     assert [access.scope(u, resource) for u in (None, LABELER, ADMIN)] == [anonymous, labeler, admin]
 
@@ -113,23 +123,40 @@ def test_require_refuses_with_the_right_error():
 
 
 def test_views_leave_out_what_a_role_may_not_see():
-    health = {"status": "ok", "version": "1", "model_status": "ready", "chat_dtype": "float32",
-              "data_dir": "/secret/dir", "model_path": "/secret/model", "storage_ephemeral": False}
+    health = {
+        "status": "ok",
+        "version": "1",
+        "model_status": "ready",
+        "chat_dtype": "float32",
+        "data_dir": "/secret/dir",
+        "model_path": "/secret/model",
+        "storage_ephemeral": False,
+    }
     assert access.health_view(health, None) == {"status": "ok"}
     assert "data_dir" not in access.health_view(health, LABELER) and "model_path" not in access.health_view(
-        health, LABELER)
+        health, LABELER
+    )
     assert access.health_view(health, ADMIN) == health
     job = {"id": 1, "status": "failed", "error": "Traceback /home/x", "run_dir": "/runs/1", "config": {}}
     assert access.job_view(job, "summary") == {"id": 1, "status": "failed"}
-    policy = {"id": 2, "name": "v1", "parent": "base", "base_model": "/secret/model", "adapter_path": "/runs/v1",
-              "config": {"model_path": "/runs/v1"}, "metrics": {"loss": 0.5}}
+    policy = {
+        "id": 2,
+        "name": "v1",
+        "parent": "base",
+        "base_model": "/secret/model",
+        "adapter_path": "/runs/v1",
+        "config": {"model_path": "/runs/v1"},
+        "metrics": {"loss": 0.5},
+    }
     assert access.policy_view(policy, "summary") == {"id": 2, "name": "v1", "parent": "base", "metrics": {"loss": 0.5}}
     assert access.policy_view(policy, "all") == policy
 
 
 def test_settings_hide_paths_and_endpoints_from_labelers(tmp_path):
-    settings = load_settings({"data_dir": str(tmp_path)}, env={"STUDIO_CHAIN_RPC_URL": "http://10.0.0.9:8545",
-                                                               "HF_ENDPOINT": "http://hub.internal"})
+    settings = load_settings(
+        {"data_dir": str(tmp_path)},
+        env={"STUDIO_CHAIN_RPC_URL": "http://10.0.0.9:8545", "HF_ENDPOINT": "http://hub.internal"},
+    )
     everything, public = settings.public_dict(), settings.public_dict(admin=False)
     assert everything["chain_rpc_url"] == "http://10.0.0.9:8545"
     assert not {"data_dir", "chain_rpc_url", "hub_endpoint", "users_file", "model"} & set(public)
@@ -141,29 +168,30 @@ def test_login_throttle_locks_growing_and_forgives_the_account_on_success():
     for _ in range(2):
         throttle.check("ada", "1.2.3.4")
         throttle.failed("ada", "1.2.3.4")
-    throttle.check("ada", "1.2.3.4")            # two failures do not lock
-    throttle.failed("ada", "1.2.3.4")           # the third does
+    throttle.check("ada", "1.2.3.4")  # two failures do not lock
+    throttle.failed("ada", "1.2.3.4")  # the third does
     with pytest.raises(TooManyAttempts) as locked:
-        throttle.check("ada", "9.9.9.9")        # the account is locked from every address
+        throttle.check("ada", "9.9.9.9")  # the account is locked from every address
     assert 9 <= locked.value.retry_after <= 10 and locked.value.http_status == 429
-    throttle.check("bob", "1.2.3.4")            # the address is not locked yet (3 of 5)
+    throttle.check("bob", "1.2.3.4")  # the address is not locked yet (3 of 5)
     for _ in range(3):
         throttle.failed("ada", "1.2.3.4")
     with pytest.raises(TooManyAttempts) as longer:
         throttle.check("ada", None)
-    assert longer.value.retry_after == 40       # 10, 20, 40, capped at 40
+    assert longer.value.retry_after == 40  # 10, 20, 40, capped at 40
     with pytest.raises(TooManyAttempts):
-        throttle.check("bob", "1.2.3.4")        # six failures from this address: locked for everyone there
+        throttle.check("bob", "1.2.3.4")  # six failures from this address: locked for everyone there
     throttle.succeeded("ada")
     throttle.check("ada", "5.5.5.5")
 
 
 def test_unknown_names_cost_the_same_as_wrong_passwords(tmp_path):
     users = users_file(tmp_path / "users.txt", "ada:right:admin")
-    settings = load_settings({"data_dir": str(tmp_path)}, env={"STUDIO_AUTH_MODE": "team",
-                                                               "STUDIO_USERS_FILE": str(users)})
+    settings = load_settings(
+        {"data_dir": str(tmp_path)}, env={"STUDIO_AUTH_MODE": "team", "STUDIO_USERS_FILE": str(users)}
+    )
     directory = Directory(settings, Database(tmp_path / "s.duckdb"))
-    directory.authenticate("nobody", "x")      # the first unknown name builds the dummy hash once
+    directory.authenticate("nobody", "x")  # the first unknown name builds the dummy hash once
 
     def timed(name: str) -> float:
         times = []
@@ -188,8 +216,10 @@ def test_personal_api_tokens_are_shown_once_stored_hashed_scoped_and_revocable(t
     verifier = tokens.TokenVerifier(db)
     script = tokens.create_token(db, bob, "labeling script")
     assert script.token.startswith("rlhf_") and len(script.token) > 40
-    assert db.scalar("SELECT count(*) FROM api_tokens WHERE token_hash = ? OR prefix = ?",
-                     [script.token, script.token]) == 0                      # only a hash and a short prefix
+    assert (
+        db.scalar("SELECT count(*) FROM api_tokens WHERE token_hash = ? OR prefix = ?", [script.token, script.token])
+        == 0
+    )  # only a hash and a short prefix
     assert verifier.user(script.token) == User(bob.id, "bob", "labeler")
     assert db.scalar("SELECT last_used_at FROM api_tokens WHERE id = ?", [script.id]) is not None
     with pytest.raises(PermissionDenied, match="admin tokens"):
@@ -203,20 +233,34 @@ def test_personal_api_tokens_are_shown_once_stored_hashed_scoped_and_revocable(t
         tokens.list_tokens(db, bob, everyone=True)
     with pytest.raises(PermissionDenied, match="your own"):
         tokens.revoke_token(db, bob, admin_token.id)
-    tokens.revoke_token(db, ada, script.id)                                 # admins revoke anyone's
+    tokens.revoke_token(db, ada, script.id)  # admins revoke anyone's
     with pytest.raises(Unauthenticated, match="revoked"):
         verifier.user(script.token)
     with pytest.raises(Unauthenticated):
         verifier.user("rlhf_" + "x" * 43)
     db.write(lambda cur: cur.execute("UPDATE users SET role = 'labeler' WHERE id = ?", [ada.id]))
-    assert verifier.user(admin_token.token).role == "labeler"              # only while the owner is an admin
+    assert verifier.user(admin_token.token).role == "labeler"  # only while the owner is an admin
     db.close()
 
 
 def _page_text(app) -> str:
     """Everything a viewer can read on an AppTest page: text elements, buttons, expanders, table cells."""
-    parts = [str(e.value) for kind in ("title", "header", "subheader", "markdown", "caption", "info", "warning",
-                                       "success", "error", "code") for e in getattr(app, kind)]
+    parts = [
+        str(e.value)
+        for kind in (
+            "title",
+            "header",
+            "subheader",
+            "markdown",
+            "caption",
+            "info",
+            "warning",
+            "success",
+            "error",
+            "code",
+        )
+        for e in getattr(app, kind)
+    ]
     parts += [str(b.label) for b in app.button] + [str(e.label) for e in app.expander]
     parts += [frame.value.to_csv() for frame in [*app.dataframe, *app.table]]
     return "\n".join(parts)
@@ -246,17 +290,27 @@ def seed_judge_disagreement(studio, person) -> None:
     from core.labeling.votes import CandidateIn, Vote, record_vote, write_prompt_pair
 
     with studio.db.transaction() as cur:
-        _, _, a, b = write_prompt_pair(cur, person, "cat's secret judged prompt", None,
-                                       CandidateIn("cat's secret A", None), CandidateIn("cat's secret B", None), None)
-        run_id = cur.execute("INSERT INTO judge_runs (judge, spec, source, status, total) VALUES"
-                             " ('ai:rm:rm1', 'rm:rm1', 'labeled', 'succeeded', 1) RETURNING id").fetchone()[0]
+        _, _, a, b = write_prompt_pair(
+            cur,
+            person,
+            "cat's secret judged prompt",
+            None,
+            CandidateIn("cat's secret A", None),
+            CandidateIn("cat's secret B", None),
+            None,
+        )
+        run_id = cur.execute(
+            "INSERT INTO judge_runs (judge, spec, source, status, total) VALUES"
+            " ('ai:rm:rm1', 'rm:rm1', 'labeled', 'succeeded', 1) RETURNING id"
+        ).fetchone()[0]
     record_vote(studio.db, person, Vote(a, b, "a"))
     item = judging.pairs_to_judge(studio.db, judging.LABELED, judges.parse_judge("rm1"))[0]
-    judging.save_verdict(studio.db, run_id, ensure_ai_labeler(studio.db, "ai:rm:rm1"), item,
-                          judges.combine(0.1, 0.9), 0)
+    judging.save_verdict(
+        studio.db, run_id, ensure_ai_labeler(studio.db, "ai:rm:rm1"), item, judges.combine(0.1, 0.9), 0
+    )
 
 
-@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
+@pytest.mark.slow  # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_every_console_page_and_section_as_each_role(tmp_path, tiny_model_dir, monkeypatch):
     """Each console page run as a labeler and as an admin: refused exactly where its rule says none, and each
     section's content present or absent as its rule says; other people's text never reaches a labeler."""
@@ -269,15 +323,20 @@ def test_every_console_page_and_section_as_each_role(tmp_path, tiny_model_dir, m
     from tests.support.studios import data_page
 
     monkeypatch.setattr(core.studio, "_current", None)
-    studio = core.studio.open_studio(load_settings({"data_dir": str(tmp_path / "data"), "model": "tiny"}, env={}),
-                                     tiny_model_dir)
-    users = {"labeler": ensure_user(studio.db, "bob", "labeler", "file"),
-             "admin": ensure_user(studio.db, "ada", "admin", "file")}
+    studio = core.studio.open_studio(
+        load_settings({"data_dir": str(tmp_path / "data"), "model": "tiny"}, env={}), tiny_model_dir
+    )
+    users = {
+        "labeler": ensure_user(studio.db, "bob", "labeler", "file"),
+        "admin": ensure_user(studio.db, "ada", "admin", "file"),
+    }
     cat = ensure_user(studio.db, "cat", "labeler", "file")
-    record_feedback(studio.db, Feedback(prompt="cat's secret prompt", response="cat's secret answer", score=1.0),
-                    cat.id)
-    record_feedback(studio.db, Feedback(prompt="bob's own prompt", response="bob's answer", score=0.0),
-                    users["labeler"].id)
+    record_feedback(
+        studio.db, Feedback(prompt="cat's secret prompt", response="cat's secret answer", score=1.0), cat.id
+    )
+    record_feedback(
+        studio.db, Feedback(prompt="bob's own prompt", response="bob's answer", score=0.0), users["labeler"].id
+    )
     seed_judge_disagreement(studio, cat)
     checked = set()
     try:
@@ -287,7 +346,7 @@ def test_every_console_page_and_section_as_each_role(tmp_path, tiny_model_dir, m
                 run = AppTest.from_file(str(PAGES / f"{page}.py"), default_timeout=120).run()
                 assert not run.exception, (page, role, run.exception)
                 text = _page_text(run)
-                for tab in [t.label for t in run.tabs][1:] if page == "data" else []:   # lazy tabs: each one run
+                for tab in [t.label for t in run.tabs][1:] if page == "data" else []:  # lazy tabs: each one run
                     run = data_page(tab, timeout=120)
                     assert not run.exception, (page, tab, role, run.exception)
                     text += "\n" + _page_text(run)

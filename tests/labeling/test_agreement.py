@@ -4,6 +4,7 @@ Notation (Krippendorff 2011): o[c,k] is the coincidence matrix, each unit with m
 1/(m_u - 1) for every ordered pair of its values from different labelers; n_c = sum_k o[c,k];
 n = sum_c n_c; alpha = 1 - (n - 1) * sum o[c,k] d2[c,k] / sum n_c n_k d2[c,k].
 """
+
 from __future__ import annotations
 
 import math
@@ -32,19 +33,28 @@ def units_from_rows(rows: dict[str, str]) -> dict[int, dict[str, int]]:
 
 
 # Krippendorff (2011), "Computing Krippendorff's Alpha-Reliability", the reliability data example.
-KRIPPENDORFF_2011 = units_from_rows({
-    "A": "1 2 3 3 2 1 4 1 2 . . .",
-    "B": "1 2 3 3 2 2 4 1 2 5 . 3",
-    "C": ". 3 3 3 2 3 4 2 2 5 1 .",
-    "D": "1 2 3 3 2 4 4 1 2 5 1 .",
-})
+KRIPPENDORFF_2011 = units_from_rows(
+    {
+        "A": "1 2 3 3 2 1 4 1 2 . . .",
+        "B": "1 2 3 3 2 2 4 1 2 5 . 3",
+        "C": ". 3 3 3 2 3 4 2 2 5 1 .",
+        "D": "1 2 3 3 2 4 4 1 2 5 1 .",
+    }
+)
 
 
 # ----------------------------------------------------------------------------- Krippendorff's alpha
 
-@pytest.mark.parametrize("level, published", [
-    ("nominal", 0.743), ("ordinal", 0.815), ("interval", 0.849), ("ratio", 0.797),
-])
+
+@pytest.mark.parametrize(
+    "level, published",
+    [
+        ("nominal", 0.743),
+        ("ordinal", 0.815),
+        ("interval", 0.849),
+        ("ratio", 0.797),
+    ],
+)
 def test_alpha_matches_krippendorff_2011_published_values(level, published):
     assert round(krippendorff_alpha(KRIPPENDORFF_2011, level), 3) == published
 
@@ -62,7 +72,8 @@ def test_alpha_nominal_on_krippendorff_2011_exactly():
 def test_alpha_ordinal_value_domain_wider_than_data_changes_nothing():
     # Values nobody used have n_g = 0, so they add no ordinal distance.
     assert krippendorff_alpha(KRIPPENDORFF_2011, "ordinal", values=range(0, 10)) == pytest.approx(
-        krippendorff_alpha(KRIPPENDORFF_2011, "ordinal"))
+        krippendorff_alpha(KRIPPENDORFF_2011, "ordinal")
+    )
 
 
 @pytest.mark.parametrize("level", LEVELS)
@@ -153,27 +164,33 @@ def test_single_labels_and_missing_values_are_ignored():
         assert krippendorff_alpha(with_noise, level) == pytest.approx(krippendorff_alpha(KRIPPENDORFF_2011, level))
 
 
-@pytest.mark.parametrize("units", [
-    {},                                                    # nothing at all
-    {1: {"a": 1}, 2: {"b": 2}},                            # no item has two labels
-    {1: {"a": 1, "b": None}, 2: {"a": math.nan, "b": 3}},  # missing values don't pair
-    {1: {"a": 2, "b": 2}, 2: {"a": 2, "b": 2, "c": 2}},    # one value only: D_e = 0
-])
+@pytest.mark.parametrize(
+    "units",
+    [
+        {},  # nothing at all
+        {1: {"a": 1}, 2: {"b": 2}},  # no item has two labels
+        {1: {"a": 1, "b": None}, 2: {"a": math.nan, "b": 3}},  # missing values don't pair
+        {1: {"a": 2, "b": 2}, 2: {"a": 2, "b": 2, "c": 2}},  # one value only: D_e = 0
+    ],
+)
 @pytest.mark.parametrize("level", LEVELS)
 def test_undefined_alpha_is_none(units, level):
     assert krippendorff_alpha(units, level) is None
 
 
-@pytest.mark.parametrize("kwargs, fragment", [
-    ({"units": {1: {"a": 1, "b": 2}}, "level": "cardinal"}, "unknown measurement level"),
-    ({"units": {1: {"a": "x", "b": "y"}}, "level": "interval"}, "must be numeric"),
-    ({"units": {1: {"a": -1, "b": 2}}, "level": "ratio"}, "cannot be negative"),
-    ({"units": {1: {"a": 1, "b": 7}}, "level": "ordinal", "values": range(1, 6)}, "not among the allowed"),
-    ({"units": {1: {"a": 1, "b": 2}}, "level": "ordinal", "values": [1, 2, 2]}, "duplicates"),
-    ({"units": {1: {"a": 1, "b": "x"}}, "level": "ordinal"}, "cannot be ordered"),
-    ({"units": [[1, 2]], "level": "nominal"}, "must be a mapping"),
-    ({"units": {1: [1, 2]}, "level": "nominal"}, "must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"units": {1: {"a": 1, "b": 2}}, "level": "cardinal"}, "unknown measurement level"),
+        ({"units": {1: {"a": "x", "b": "y"}}, "level": "interval"}, "must be numeric"),
+        ({"units": {1: {"a": -1, "b": 2}}, "level": "ratio"}, "cannot be negative"),
+        ({"units": {1: {"a": 1, "b": 7}}, "level": "ordinal", "values": range(1, 6)}, "not among the allowed"),
+        ({"units": {1: {"a": 1, "b": 2}}, "level": "ordinal", "values": [1, 2, 2]}, "duplicates"),
+        ({"units": {1: {"a": 1, "b": "x"}}, "level": "ordinal"}, "cannot be ordered"),
+        ({"units": [[1, 2]], "level": "nominal"}, "must be a mapping"),
+        ({"units": {1: [1, 2]}, "level": "nominal"}, "must be a mapping"),
+    ],
+)
 def test_bad_input_is_refused_with_a_hint(kwargs, fragment):
     with pytest.raises(ValidationError) as info:
         krippendorff_alpha(**kwargs)
@@ -184,8 +201,8 @@ def test_bad_input_is_refused_with_a_hint(kwargs, fragment):
 
 PAIRWISE = {
     "i1": {"A": "a", "B": "a", "C": "b"},  # AB agree, AC and BC don't: 1 of 3
-    "i2": {"A": "b", "B": "b"},            # AB agree: 1 of 1
-    "i3": {"A": "a"},                      # no pair
+    "i2": {"A": "b", "B": "b"},  # AB agree: 1 of 1
+    "i3": {"A": "a"},  # no pair
 }
 
 
@@ -217,7 +234,10 @@ def test_agreement_by_labeler_pair_by_hand():
 def test_labeler_pairs_without_shared_items_have_no_agreement():
     rows = agreement_by_labeler_pair({1: {"A": 1, "B": 1}, 2: {"C": 3}})
     assert {(r["labeler_a"], r["labeler_b"]): (r["items"], r["agreement"]) for r in rows} == {
-        ("A", "B"): (1, 1.0), ("A", "C"): (0, None), ("B", "C"): (0, None)}
+        ("A", "B"): (1, 1.0),
+        ("A", "C"): (0, None),
+        ("B", "C"): (0, None),
+    }
 
 
 def test_labeler_pairs_on_krippendorff_2011():
@@ -229,30 +249,46 @@ def test_labeler_pairs_on_krippendorff_2011():
 
 # ----------------------------------------------------------------------------- per-aspect summary
 
+
 def test_agreement_summary_per_aspect():
     rows = agreement_summary(
         {"helpfulness": KRIPPENDORFF_2011, "preference": PAIRWISE},
         {"helpfulness": "ordinal"},  # preference is not listed: nominal
     )
     assert rows == [
-        {"aspect": "helpfulness", "level": "ordinal", "items": 12, "multi_labeled_items": 11,
-         "pairable_values": 40, "pairwise_agreement": pytest.approx(43 / 55),
-         "alpha": pytest.approx(krippendorff_alpha(KRIPPENDORFF_2011, "ordinal"))},
+        {
+            "aspect": "helpfulness",
+            "level": "ordinal",
+            "items": 12,
+            "multi_labeled_items": 11,
+            "pairable_values": 40,
+            "pairwise_agreement": pytest.approx(43 / 55),
+            "alpha": pytest.approx(krippendorff_alpha(KRIPPENDORFF_2011, "ordinal")),
+        },
         # PAIRWISE: o_aa = 1 (i1, weight 1/2), o_ab = o_ba = 1, o_bb = 2; n_a = 2, n_b = 3, n = 5
         # alpha = 1 - 4 * 2 / (2 * 2 * 3) = 1/3
-        {"aspect": "preference", "level": "nominal", "items": 3, "multi_labeled_items": 2,
-         "pairable_values": 5, "pairwise_agreement": 0.5, "alpha": pytest.approx(1 / 3)},
+        {
+            "aspect": "preference",
+            "level": "nominal",
+            "items": 3,
+            "multi_labeled_items": 2,
+            "pairable_values": 5,
+            "pairwise_agreement": 0.5,
+            "alpha": pytest.approx(1 / 3),
+        },
     ]
 
 
 def test_agreement_summary_passes_the_value_domain():
     units = {1: {"x": "low", "y": "low"}, 2: {"x": "low", "y": "mid"}, 3: {"x": "high", "y": "high"}}
-    [row] = agreement_summary({"quality": units}, {"quality": "ordinal"},
-                              values_by_aspect={"quality": ["low", "mid", "high"]})
+    [row] = agreement_summary(
+        {"quality": units}, {"quality": "ordinal"}, values_by_aspect={"quality": ["low", "mid", "high"]}
+    )
     assert row["alpha"] == pytest.approx(7 / 9)
 
 
 # --- Cohen's kappa: worked examples from the literature -------------------------------------------------------
+
 
 def _pairs(table: dict[tuple[str, str], int]) -> list[tuple[str, str]]:
     return [pair for pair, count in table.items() for _ in range(count)]
@@ -281,7 +317,7 @@ def test_cohen_kappa_edges_and_confusion_matrix():
     from core.labeling.agreement import cohen_kappa, confusion_matrix
 
     assert cohen_kappa([]) is None
-    assert cohen_kappa([("a", "a"), ("a", "a")]) is None           # one label only: nothing measured
+    assert cohen_kappa([("a", "a"), ("a", "a")]) is None  # one label only: nothing measured
     assert cohen_kappa([("a", "a"), ("b", "b"), ("tie", "tie")]) == pytest.approx(1.0)
     assert cohen_kappa([("a", "b"), ("b", "a")]) == pytest.approx(-1.0)
     assert cohen_kappa([("a", None), ("a", "a"), ("b", "b")]) == pytest.approx(1.0)  # missing: not shared
@@ -298,13 +334,16 @@ def test_a_judge_is_calibrated_only_when_its_kappa_interval_clears_chance():
     people = ["a"] * 16 + ["b"] * 16 + ["tie"] * 10 + ["a"] * 5 + ["b"] * 4
     judge = ["tie"] * 42 + ["a", "a", "a", "b", "b", "b", "b", "a", "a"]
     weak = kappa_interval(list(zip(judge, people)))
-    assert weak == pytest.approx((-0.083, 0.243), abs=1e-3) and cohen_kappa(list(zip(judge, people))) == \
-        pytest.approx(0.080, abs=1e-3)
+    assert weak == pytest.approx((-0.083, 0.243), abs=1e-3) and cohen_kappa(list(zip(judge, people))) == pytest.approx(
+        0.080, abs=1e-3
+    )
     ok, why = calibration_verdict(51, weak, 20)
     assert not ok and why.startswith("agreement with people not clear of chance")
     good = kappa_interval([("a", "a")] * 15 + [("b", "b")] * 15 + [("a", "b")] * 3 + [("b", "a")] * 2)
-    assert good[0] > 0 and calibration_verdict(35, good, 20) == (True, f"kappa 95% interval {good[0]:.2f} to "
-                                                                        f"{good[1]:.2f}, clear of chance")
+    assert good[0] > 0 and calibration_verdict(35, good, 20) == (
+        True,
+        f"kappa 95% interval {good[0]:.2f} to {good[1]:.2f}, clear of chance",
+    )
     assert calibration_verdict(10, good, 20) == (False, "10 of 20 shared items")
-    assert calibration_verdict(0, None, 0)[0] is True        # min_judge_calibration 0 trusts every judge
+    assert calibration_verdict(0, None, 0)[0] is True  # min_judge_calibration 0 trusts every judge
     assert calibration_verdict(30, None, 20)[1].startswith("kappa undefined")

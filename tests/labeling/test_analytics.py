@@ -2,6 +2,7 @@
 
 The seed is small enough to compute every expected number by hand (see the comments in ``seed``).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -28,18 +29,21 @@ def seed(db: Database) -> None:
     Votes 1, 2 and their ratings and thumb are two days old, everything else is from today.
     """
     with db.transaction() as cur:
-        for name, role in [("ada", "admin"), ("bo", "labeler"), ("cy", "labeler")]:   # ids 1, 2, 3
+        for name, role in [("ada", "admin"), ("bo", "labeler"), ("cy", "labeler")]:  # ids 1, 2, 3
             cur.execute("INSERT INTO users (name, role) VALUES (?, ?)", [name, role])
-        cur.execute("INSERT INTO prompts (id, text, queue_id) VALUES (1, 'What is 2+2?', 1),"
-                    " (2, 'Name a color.', 1)")
+        cur.execute("INSERT INTO prompts (id, text, queue_id) VALUES (1, 'What is 2+2?', 1), (2, 'Name a color.', 1)")
         cur.execute("INSERT INTO conversations (id, user_id) VALUES (1, 1), (2, 2)")
-        cur.execute("INSERT INTO messages (conversation_id, turn, role, content) VALUES"
-                    " (1, 0, 'user', '  Tell me   a joke '), (2, 0, 'user', 'Tell me a joke')")
-        cur.execute("INSERT INTO candidates (id, prompt_id, conversation_id, turn, text) VALUES"
-                    " (1, 1, NULL, NULL, 'Four.'), (2, 1, NULL, NULL, 'Five.'),"
-                    " (3, 2, NULL, NULL, 'Blue.'), (4, 2, NULL, NULL, 'Loud.'),"
-                    " (5, NULL, 1, 1, 'Knock knock.'), (6, NULL, 1, 1, 'No.'),"
-                    " (7, NULL, 2, 1, 'A pun.'), (8, NULL, 2, 1, 'Nope.')")
+        cur.execute(
+            "INSERT INTO messages (conversation_id, turn, role, content) VALUES"
+            " (1, 0, 'user', '  Tell me   a joke '), (2, 0, 'user', 'Tell me a joke')"
+        )
+        cur.execute(
+            "INSERT INTO candidates (id, prompt_id, conversation_id, turn, text) VALUES"
+            " (1, 1, NULL, NULL, 'Four.'), (2, 1, NULL, NULL, 'Five.'),"
+            " (3, 2, NULL, NULL, 'Blue.'), (4, 2, NULL, NULL, 'Loud.'),"
+            " (5, NULL, 1, 1, 'Knock knock.'), (6, NULL, 1, 1, 'No.'),"
+            " (7, NULL, 2, 1, 'A pun.'), (8, NULL, 2, 1, 'Nope.')"
+        )
         cur.execute(f"""INSERT INTO preferences
             (id, prompt_id, conversation_id, turn, candidate_a, candidate_b, outcome, labeler_id, source,
              flags, note, created_at, retracted_at, redacted_at) VALUES
@@ -61,10 +65,13 @@ def seed(db: Database) -> None:
             (3, 3, 'helpfulness', 1, 7, now()),
             (3, 2, 'helpfulness', 1, 8, now()),
             (5, 1, 'honesty', 4, 9, now()), (7, 2, 'honesty', 4, 10, now())""")
-        cur.execute(f"INSERT INTO thumbs (candidate_id, preference_id, user_id, up, created_at)"
-                    f" VALUES (1, 1, 1, TRUE, {TWO_DAYS_AGO})")
-        cur.execute("INSERT INTO gold_answers (preference_id, candidate_id, user_id, text)"
-                    " VALUES (2, 2, 2, 'Four, actually.')")
+        cur.execute(
+            f"INSERT INTO thumbs (candidate_id, preference_id, user_id, up, created_at)"
+            f" VALUES (1, 1, 1, TRUE, {TWO_DAYS_AGO})"
+        )
+        cur.execute(
+            "INSERT INTO gold_answers (preference_id, candidate_id, user_id, text) VALUES (2, 2, 2, 'Four, actually.')"
+        )
 
 
 @pytest.fixture
@@ -91,9 +98,9 @@ def test_empty_database_gives_empty_frames_not_errors(db: Database) -> None:
 
 def test_summary_counts_only_live_votes(seeded: Database) -> None:
     s = analytics.summary(seeded)
-    assert s["votes"] == 8            # 10 minus one retracted, one redacted
+    assert s["votes"] == 8  # 10 minus one retracted, one redacted
     assert s["votes_today"] == 6
-    assert s["ratings"] == 8          # the ratings given with votes 7 and 8 do not count
+    assert s["ratings"] == 8  # the ratings given with votes 7 and 8 do not count
     assert s["labelers"] == 3
     assert s["overlapping_items"] == 3
     assert s["retracted"] == 1
@@ -105,7 +112,10 @@ def test_counts_over_time_has_one_row_per_day_with_zeros(seeded: Database) -> No
     today = seeded.scalar("SELECT current_date")
     assert counts["day"].tolist() == [today - dt.timedelta(days=d) for d in (2, 1, 0)]
     assert counts[["votes", "ratings", "gold_edits", "thumbs"]].values.tolist() == [
-        [2, 4, 0, 1], [0, 0, 0, 0], [6, 4, 1, 0]]
+        [2, 4, 0, 1],
+        [0, 0, 0, 0],
+        [6, 4, 1, 0],
+    ]
 
 
 def test_labeler_stats(seeded: Database) -> None:
@@ -131,9 +141,11 @@ def test_distributions(seeded: Database) -> None:
 def test_overlapping_items_group_by_prompt_id_or_user_text(seeded: Database) -> None:
     units = analytics.outcome_units(seeded)
     # cy voted b on the swapped pair (2, 1): the same answer as a on (1, 2); latest live vote per labeler
-    assert units == {"prompt:1": {ADA: "a", BO: "a", CY: "a"},
-                     "prompt:2": {ADA: "tie", BO: "b", CY: "b"},
-                     "text:Tell me a joke": {ADA: "a", BO: "a"}}
+    assert units == {
+        "prompt:1": {ADA: "a", BO: "a", CY: "a"},
+        "prompt:2": {ADA: "tie", BO: "b", CY: "b"},
+        "text:Tell me a joke": {ADA: "a", BO: "a"},
+    }
 
 
 def test_rating_units_use_shared_candidates_else_prompt_and_side(seeded: Database) -> None:
@@ -192,12 +204,12 @@ def test_recent_items_show_the_item_and_filter(seeded: Database) -> None:
     assert ids(flag="pii") == [5]
     assert ids(source="arena") == [10]
     assert ids(search="JOKE") == [9, 10]
-    assert ids(search="phone") == [5]          # the note is searched too
-    assert ids(search="Loud") == [4, 5, 6]     # and the answers
+    assert ids(search="phone") == [5]  # the note is searched too
+    assert ids(search="Loud") == [4, 5, 6]  # and the answers
     assert ids(since=today) == [3, 4, 5, 6, 9, 10]
     assert ids(until=today - dt.timedelta(days=1)) == [1, 2]
     assert ids(labeler_id=BO, since=today, outcome="a") == [10]
-    assert ids(limit=2) == [9, 10]            # newest first, then by id
+    assert ids(limit=2) == [9, 10]  # newest first, then by id
     flagged = analytics.recent_items(seeded, flag="pii").iloc[0]
     assert (flagged["flags"], flagged["note"]) == ("pii", "mentions a phone number")
 
@@ -222,26 +234,42 @@ def test_follow_ups_stay_apart_and_api_pairs_join_free_chat_by_text(db: Database
         cur.execute("INSERT INTO users (id, name) VALUES (1, 'ada'), (2, 'bo')")
         # two unrelated chats that both end in "Why?": different items
         cur.execute("INSERT INTO conversations (id, user_id) VALUES (1, 1), (2, 2)")
-        cur.execute("INSERT INTO messages (conversation_id, turn, role, content) VALUES"
-                    " (1, 0, 'user', 'Is the sky blue?'), (1, 1, 'assistant', 'Yes.'), (1, 2, 'user', 'Why?'),"
-                    " (2, 0, 'user', 'Is grass red?'), (2, 1, 'assistant', 'No.'), (2, 2, 'user', 'Why?')")
-        cur.execute("INSERT INTO candidates (id, conversation_id, turn, text) VALUES"
-                    " (1, 1, 3, 'Rayleigh.'), (2, 1, 3, 'Magic.'), (3, 2, 3, 'Chlorophyll.'), (4, 2, 3, 'Paint.')")
+        cur.execute(
+            "INSERT INTO messages (conversation_id, turn, role, content) VALUES"
+            " (1, 0, 'user', 'Is the sky blue?'), (1, 1, 'assistant', 'Yes.'), (1, 2, 'user', 'Why?'),"
+            " (2, 0, 'user', 'Is grass red?'), (2, 1, 'assistant', 'No.'), (2, 2, 'user', 'Why?')"
+        )
+        cur.execute(
+            "INSERT INTO candidates (id, conversation_id, turn, text) VALUES"
+            " (1, 1, 3, 'Rayleigh.'), (2, 1, 3, 'Magic.'), (3, 2, 3, 'Chlorophyll.'), (4, 2, 3, 'Paint.')"
+        )
         # the same pair sent through the API by both, bo's copy with the answers swapped (non-queue prompts)
-        cur.execute("INSERT INTO prompts (id, text, source) VALUES (1, 'Pick a fruit', 'api'),"
-                    " (2, 'Pick  a fruit', 'api')")
-        cur.execute("INSERT INTO candidates (id, prompt_id, text) VALUES (5, 1, 'Apple'), (6, 1, 'Rock'),"
-                    " (7, 2, 'Rock'), (8, 2, 'Apple')")
-        cur.execute("INSERT INTO preferences (id, conversation_id, turn, prompt_id, candidate_a, candidate_b,"
-                    " outcome, labeler_id) VALUES (1, 1, 3, NULL, 1, 2, 'a', 1), (2, 2, 3, NULL, 3, 4, 'a', 2),"
-                    " (3, NULL, NULL, 1, 5, 6, 'a', 1), (4, NULL, NULL, 2, 7, 8, 'b', 2)")
-        cur.execute("INSERT INTO ratings (candidate_id, user_id, aspect, score, preference_id) VALUES"
-                    " (5, 1, 'helpfulness', 5, 3), (8, 2, 'helpfulness', 4, 4), (6, 1, 'helpfulness', 1, 3)")
+        cur.execute(
+            "INSERT INTO prompts (id, text, source) VALUES (1, 'Pick a fruit', 'api'), (2, 'Pick  a fruit', 'api')"
+        )
+        cur.execute(
+            "INSERT INTO candidates (id, prompt_id, text) VALUES (5, 1, 'Apple'), (6, 1, 'Rock'),"
+            " (7, 2, 'Rock'), (8, 2, 'Apple')"
+        )
+        cur.execute(
+            "INSERT INTO preferences (id, conversation_id, turn, prompt_id, candidate_a, candidate_b,"
+            " outcome, labeler_id) VALUES (1, 1, 3, NULL, 1, 2, 'a', 1), (2, 2, 3, NULL, 3, 4, 'a', 2),"
+            " (3, NULL, NULL, 1, 5, 6, 'a', 1), (4, NULL, NULL, 2, 7, 8, 'b', 2)"
+        )
+        cur.execute(
+            "INSERT INTO ratings (candidate_id, user_id, aspect, score, preference_id) VALUES"
+            " (5, 1, 'helpfulness', 5, 3), (8, 2, 'helpfulness', 4, 4), (6, 1, 'helpfulness', 1, 3)"
+        )
     units = analytics.outcome_units(db)
-    assert units == {"text:Is the sky blue? | Why?": {ADA: "a"}, "text:Is grass red? | Why?": {BO: "a"},
-                     "text:Pick a fruit": {ADA: "a", BO: "a"}}     # bo's b on the swapped pair = Apple
-    assert analytics.rating_units(db)["helpfulness"] == {"candidate:5": {ADA: 5, BO: 4},
-                                                         "text:Pick a fruit|b": {ADA: 1}}
+    assert units == {
+        "text:Is the sky blue? | Why?": {ADA: "a"},
+        "text:Is grass red? | Why?": {BO: "a"},
+        "text:Pick a fruit": {ADA: "a", BO: "a"},
+    }  # bo's b on the swapped pair = Apple
+    assert analytics.rating_units(db)["helpfulness"] == {
+        "candidate:5": {ADA: 5, BO: 4},
+        "text:Pick a fruit|b": {ADA: 1},
+    }
     assert analytics.recent_items(db, labeler_id=ADA)["prompt"].tolist() == ["Pick a fruit", "Why?"]
 
 
@@ -260,8 +288,9 @@ def test_data_page_renders_empty_and_seeded_without_errors(tmp_path: Path, monke
             database = Database.in_data_dir(data_dir)
             seed(database)
             database.close()
-        studio = core.studio.open_studio(load_settings({"data_dir": str(data_dir), "model": "tiny"}, env={}),
-                                         tmp_path / "no-model")
+        studio = core.studio.open_studio(
+            load_settings({"data_dir": str(data_dir), "model": "tiny"}, env={}), tmp_path / "no-model"
+        )
         try:
             st.cache_data.clear()
             app = data_page(timeout=30)
@@ -269,10 +298,10 @@ def test_data_page_renders_empty_and_seeded_without_errors(tmp_path: Path, monke
             if name == "empty":
                 assert any("No labels yet" in info.value for info in app.info)
                 continue
-            assert [m.value for m in app.metric][:2] == ["8", "8"]       # votes, ratings
-            assert not app.text_input       # the tabs run lazily: the items' filters only on the Items tab
+            assert [m.value for m in app.metric][:2] == ["8", "8"]  # votes, ratings
+            assert not app.text_input  # the tabs run lazily: the items' filters only on the Items tab
             app = data_page("Items", timeout=30)
-            assert [m.value for m in app.metric][:2] == ["8", "8"]       # the metrics head every tab
+            assert [m.value for m in app.metric][:2] == ["8", "8"]  # the metrics head every tab
             app.text_input(key="f_search").input("joke").run()
             assert not app.exception and "2 item(s)" in " ".join(c.value for c in app.caption)
         finally:

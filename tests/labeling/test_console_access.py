@@ -1,6 +1,7 @@
 """Console access as a person meets it (Streamlit's AppTest on the real console and pages, a real studio): a
 labeler who opens an admin page by its address is told it is for admins, and the Account page says who is signed
 in, with which role, and how to sign out for the way they signed in."""
+
 from __future__ import annotations
 
 import base64
@@ -20,8 +21,11 @@ ADMIN_PAGES = ("train", "export", "compare", "labeling")
 
 def _text(app) -> str:
     """What a viewer reads on an AppTest page: titles, text, notices and buttons."""
-    parts = [str(e.value) for kind in ("title", "markdown", "caption", "info", "warning", "success", "error")
-             for e in getattr(app, kind)]
+    parts = [
+        str(e.value)
+        for kind in ("title", "markdown", "caption", "info", "warning", "success", "error")
+        for e in getattr(app, kind)
+    ]
     return "\n".join(parts + [str(b.label) for b in app.button])
 
 
@@ -32,8 +36,9 @@ def team_studio(tmp_path, tiny_model_dir, monkeypatch) -> Iterator:
 
     monkeypatch.setattr(core.studio, "_current", None)
     users = users_file(tmp_path / "users.txt", "ada:ada-secret-1:admin", "bob:bob-secret-1:labeler")
-    settings = load_settings({"data_dir": str(tmp_path / "data"), "model": "tiny", "auth_mode": "team",
-                              "users_file": str(users)}, env={})
+    settings = load_settings(
+        {"data_dir": str(tmp_path / "data"), "model": "tiny", "auth_mode": "team", "users_file": str(users)}, env={}
+    )
     studio = core.studio.open_studio(settings, tiny_model_dir)
     yield studio
     studio.close()
@@ -57,14 +62,14 @@ def test_a_labeler_opening_an_admin_page_by_its_address_is_told_it_is_for_admins
     console = AppTest.from_file(str(PAGES / "console.py"), default_timeout=120).run()
     assert not console.exception, console.exception
     for page in ADMIN_PAGES:
-        assert access.scope(bob, f"page:{page}") == access.NONE       # the rule table is unchanged
+        assert access.scope(bob, f"page:{page}") == access.NONE  # the rule table is unchanged
         opened = console.switch_page(f"{page}.py").run()
         assert not opened.exception, (page, opened.exception)
         refusal = [e.value for e in opened.error]
         assert any("This page is for admins" in text and "bob (labeler)" in text for text in refusal), (page, refusal)
-        assert "Recent items" not in _text(opened)                       # not the Data page instead
+        assert "Recent items" not in _text(opened)  # not the Data page instead
         assert not [b for b in opened.button if b.label in ("Dry run", "Launch")]
-    opened = console.switch_page("runs.py").run()                       # a page labelers have: no refusal
+    opened = console.switch_page("runs.py").run()  # a page labelers have: no refusal
     assert not opened.exception and not [e for e in opened.error if "for admins" in str(e.value)]
 
     _as(monkeypatch, ada, "Basic " + base64.b64encode(b"ada:ada-secret-1").decode())
@@ -89,10 +94,10 @@ def test_the_account_page_says_who_is_signed_in_and_how_to_sign_out(team_studio,
     text = _text(page)
     assert "Signed in as **bob**, role **labeler**" in text
     assert "HTTP Basic" in text and "close every window of this browser" in text and "private window" in text
-    assert "[sign out of the labeling app](/label/logout)" in text         # the labeling app's own login ends there
-    assert _link_buttons(page) == []                                   # no button that would not sign out
+    assert "[sign out of the labeling app](/label/logout)" in text  # the labeling app's own login ends there
+    assert _link_buttons(page) == []  # no button that would not sign out
 
-    carol = ensure_user(team_studio.db, "carol", "admin", "oauth")     # a Hugging Face sign-in (its cookie)
+    carol = ensure_user(team_studio.db, "carol", "admin", "oauth")  # a Hugging Face sign-in (its cookie)
     _as(monkeypatch, carol)
     page = AppTest.from_file(str(PAGES / "account.py"), default_timeout=120).run()
     assert not page.exception, page.exception
@@ -106,8 +111,9 @@ def test_in_local_mode_the_account_page_says_there_is_nothing_to_sign_out_of(tmp
     import core.studio
 
     monkeypatch.setattr(core.studio, "_current", None)
-    studio = core.studio.open_studio(load_settings({"data_dir": str(tmp_path / "data"), "model": "tiny"}, env={}),
-                                     tiny_model_dir)
+    studio = core.studio.open_studio(
+        load_settings({"data_dir": str(tmp_path / "data"), "model": "tiny"}, env={}), tiny_model_dir
+    )
     try:
         page = AppTest.from_file(str(PAGES / "account.py"), default_timeout=120).run()
         assert not page.exception, page.exception

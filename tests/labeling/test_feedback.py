@@ -1,4 +1,5 @@
 """Feedback validation and storage rules, shared by every entry point."""
+
 import pytest
 
 from core.errors import ValidationError
@@ -10,12 +11,15 @@ def test_control_characters_are_stripped_but_newlines_kept():
     assert clean_text("a\x00b\x1b[31m\nc\td", "prompt") == "ab[31m\nc\td"
 
 
-@pytest.mark.parametrize("kwargs, fragment", [
-    ({"score": -0.1}, "outside 0..1"),
-    ({"score": True}, "must be a number"),
-    ({"prompt": "\x00\x01 "}, "prompt is empty"),
-    ({"response": "x" * 100_001}, "more than 100000"),
-])
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"score": -0.1}, "outside 0..1"),
+        ({"score": True}, "must be a number"),
+        ({"prompt": "\x00\x01 "}, "prompt is empty"),
+        ({"response": "x" * 100_001}, "more than 100000"),
+    ],
+)
 def test_invalid_feedback_is_refused_before_touching_the_db(tmp_path, kwargs, fragment):
     db = Database(tmp_path / "s.duckdb")
     fields = {"prompt": "p", "response": "r", "score": 0.5, **kwargs}
@@ -30,5 +34,6 @@ def test_valid_feedback_is_stored_cleaned(tmp_path):
     fid, created = record_feedback(db, Feedback(prompt="hi\x07", response="hello", score=1, notes="ok"))
     assert created
     assert db.query("SELECT prompt, score, notes FROM feedback WHERE id = ?", [fid]) == [
-        {"prompt": "hi", "score": 1.0, "notes": "ok"}]
+        {"prompt": "hi", "score": 1.0, "notes": "ok"}
+    ]
     db.close()

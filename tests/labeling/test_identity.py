@@ -1,4 +1,5 @@
 """Accounts, password hashes and roles."""
+
 import subprocess
 import sys
 
@@ -26,8 +27,13 @@ def test_plain_text_and_weak_hashes_are_refused_with_the_command_that_hashes(sec
 
 
 def test_cli_hash_password_matches():
-    out = subprocess.run([sys.executable, str(ROOT / "launch.py"), "hash-password"], input="pw\n",
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "launch.py"), "hash-password"],
+        input="pw\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0 and check_password("pw", out.stdout.strip())
 
 
@@ -40,8 +46,9 @@ def test_bad_account_lines_say_which_line(line, error):
 def test_team_directory_roles_and_unknown_users(tmp_path):
     users = tmp_path / "users.txt"
     users_file(users, "ada:a:admin", "bob:b:labeler")
-    settings = load_settings({"data_dir": str(tmp_path)}, env={"STUDIO_AUTH_MODE": "team",
-                                                               "STUDIO_USERS_FILE": str(users)})
+    settings = load_settings(
+        {"data_dir": str(tmp_path)}, env={"STUDIO_AUTH_MODE": "team", "STUDIO_USERS_FILE": str(users)}
+    )
     db = Database(tmp_path / "s.duckdb")
     directory = Directory(settings, db)
     assert directory.authenticate("ada", "a") and not directory.authenticate("ada", "b")
@@ -73,7 +80,7 @@ def test_a_new_users_parallel_first_requests_never_conflict(tmp_path):
     def first_request() -> None:
         start.wait()
         try:
-            for _ in range(5):   # the first sight inserts, the rest update the same row at once
+            for _ in range(5):  # the first sight inserts, the rest update the same row at once
                 ensure_user(db, "cat", "labeler", "file")
         except BaseException as exc:  # noqa: BLE001 - collected for the assertion below
             errors.append(exc)
@@ -88,7 +95,7 @@ def test_a_new_users_parallel_first_requests_never_conflict(tmp_path):
     db.close()
 
 
-@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
+@pytest.mark.slow  # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_a_plain_text_password_stops_the_server_before_any_model_is_provisioned(tmp_path):
     """Fail fast: the accounts are checked before the (default) model's conversion, not after it."""
     import os
@@ -102,7 +109,13 @@ def test_a_plain_text_password_stops_the_server_before_any_model_is_provisioned(
     users.write_text("ada:secret:admin\n")
     env = {**os.environ, "STUDIO_AUTH_MODE": "team", "STUDIO_USERS_FILE": str(users)}
     started = time.monotonic()
-    done = subprocess.run([sys.executable, str(ROOT / "launch.py"), "--data-dir", str(tmp_path / "data"),
-                           "--model", "default"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "launch.py"), "--data-dir", str(tmp_path / "data"), "--model", "default"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and "not a current password hash" in done.stderr
     assert not (tmp_path / "data" / "models").exists() and time.monotonic() - started < 60

@@ -1,4 +1,5 @@
 """Votes, undo, idempotency and prompt queues on a real DuckDB file."""
+
 from __future__ import annotations
 
 import threading
@@ -42,21 +43,41 @@ def bob(db):
 def open_turn(db, user, text="Hi?", prompt_id=None):
     conv = new_conversation(db, user, None, prompt_id)
     turn = add_user_message(db, user, conv, text)
-    a, b = save_pair(db, conv, turn, prompt_id, CandidateIn("answer A", None, 10.0, 2),
-                     CandidateIn("answer B", None, 10.0, 2), {"temperature": 0.7})
+    a, b = save_pair(
+        db,
+        conv,
+        turn,
+        prompt_id,
+        CandidateIn("answer A", None, 10.0, 2),
+        CandidateIn("answer B", None, 10.0, 2),
+        {"temperature": 0.7},
+    )
     return conv, turn, a, b
 
 
 def test_vote_with_everything_is_stored_and_continues_the_chat(db, bob):
     conv, turn, a, b = open_turn(db, bob)
-    receipt = record_vote(db, bob, Vote(a, b, "b", ratings={"a": {"helpfulness": 2}, "b": {"helpfulness": 5}},
-                                        thumbs={"b": True}, note="B is clearer", flags=("pii",)))
+    receipt = record_vote(
+        db,
+        bob,
+        Vote(
+            a,
+            b,
+            "b",
+            ratings={"a": {"helpfulness": 2}, "b": {"helpfulness": 5}},
+            thumbs={"b": True},
+            note="B is clearer",
+            flags=("pii",),
+        ),
+    )
     assert receipt.created and receipt.continuation == "answer B"
     assert history(db, conv) == [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "answer B"}]
     pref = db.query("SELECT outcome, labeler_id, note, flags FROM preferences")[0]
     assert pref == {"outcome": "b", "labeler_id": bob.id, "note": "B is clearer", "flags": ["pii"]}
-    assert sorted((r["candidate_id"], r["score"]) for r in db.query("SELECT candidate_id, score FROM ratings")) == \
-        [(a, 2.0), (b, 5.0)]
+    assert sorted((r["candidate_id"], r["score"]) for r in db.query("SELECT candidate_id, score FROM ratings")) == [
+        (a, 2.0),
+        (b, 5.0),
+    ]
     assert db.query("SELECT candidate_id, up FROM thumbs") == [{"candidate_id": b, "up": True}]
 
 
@@ -128,12 +149,15 @@ def test_undo_after_the_chat_went_on_is_refused(db, bob):
         undo_last_vote(db, bob)
 
 
-@pytest.mark.parametrize("vote_kwargs, error", [
-    ({"outcome": "maybe"}, "Unknown choice"),
-    ({"outcome": "a", "ratings": {"a": {"helpfulness": 6}}}, "1 to 5"),
-    ({"outcome": "a", "ratings": {"a": {"charm": 3}}}, "Unknown aspect"),
-    ({"outcome": "a", "flags": ("spam",)}, "Unknown flag"),
-])
+@pytest.mark.parametrize(
+    "vote_kwargs, error",
+    [
+        ({"outcome": "maybe"}, "Unknown choice"),
+        ({"outcome": "a", "ratings": {"a": {"helpfulness": 6}}}, "1 to 5"),
+        ({"outcome": "a", "ratings": {"a": {"charm": 3}}}, "Unknown aspect"),
+        ({"outcome": "a", "flags": ("spam",)}, "Unknown flag"),
+    ],
+)
 def test_invalid_votes_store_nothing(db, bob, vote_kwargs, error):
     conv, turn, a, b = open_turn(db, bob)
     with pytest.raises(ValidationError, match=error):
@@ -202,22 +226,28 @@ def test_concurrent_labelers_never_exceed_the_overlap(db, ada):
     assert sorted(texts) == [f"p{i}" for i in range(5)]  # each once, three labelers got nothing
 
 
-@pytest.mark.parametrize("name, data, expected", [
-    ("p.txt", "one\n\ntwo\n", ["one", "two"]),
-    ("p.jsonl", '{"prompt": "one"}\n{"text": "two"}\n', ["one", "two"]),
-    ("p.csv", "id,prompt\n1,one\n2,\"two, with comma\"\n", ["one", "two, with comma"]),
-    ("p.json", '["one", {"prompt": "two"}]', ["one", "two"]),
-])
+@pytest.mark.parametrize(
+    "name, data, expected",
+    [
+        ("p.txt", "one\n\ntwo\n", ["one", "two"]),
+        ("p.jsonl", '{"prompt": "one"}\n{"text": "two"}\n', ["one", "two"]),
+        ("p.csv", 'id,prompt\n1,one\n2,"two, with comma"\n', ["one", "two, with comma"]),
+        ("p.json", '["one", {"prompt": "two"}]', ["one", "two"]),
+    ],
+)
 def test_prompt_files_are_parsed(name, data, expected):
     assert pq.parse_prompts(data.encode(), name) == expected
 
 
-@pytest.mark.parametrize("name, data, error", [
-    ("p.jsonl", '{"prompt": "ok"}\nnot json\n', "line 2"),
-    ("p.csv", "a,b\n1,2\n", "no 'prompt'"),
-    ("p.pdf", "x", "unknown file type"),
-    ("p.txt", "\n\n", "no prompts"),
-])
+@pytest.mark.parametrize(
+    "name, data, error",
+    [
+        ("p.jsonl", '{"prompt": "ok"}\nnot json\n', "line 2"),
+        ("p.csv", "a,b\n1,2\n", "no 'prompt'"),
+        ("p.pdf", "x", "unknown file type"),
+        ("p.txt", "\n\n", "no prompts"),
+    ],
+)
 def test_bad_prompt_files_say_what_is_wrong(name, data, error):
     with pytest.raises(ValidationError, match=error):
         pq.parse_prompts(data, name)
@@ -247,9 +277,16 @@ def test_concurrent_api_pairs_are_written_together_once_each(db, bob):
     errors = []
 
     def submit(i: int) -> None:
-        key = f"key-{i % 15}"                         # 30 submissions, 15 distinct keys
-        vote = Vote(0, 0, ("a", "b", "tie")[i % 3], ratings={"a": {"helpfulness": 1 + i % 5}},
-                    thumbs={"b": i % 2 == 0}, idempotency_key=key, source="api")
+        key = f"key-{i % 15}"  # 30 submissions, 15 distinct keys
+        vote = Vote(
+            0,
+            0,
+            ("a", "b", "tie")[i % 3],
+            ratings={"a": {"helpfulness": 1 + i % 5}},
+            thumbs={"b": i % 2 == 0},
+            idempotency_key=key,
+            source="api",
+        )
         try:
             receipts[i] = submit_labeled_pair(db, bob, f"prompt {i % 15}", f"A{i % 15}", f"B{i % 15}", vote)
         except Exception as exc:  # noqa: BLE001 - collected for the assertion
@@ -269,10 +306,11 @@ def test_concurrent_api_pairs_are_written_together_once_each(db, bob):
         by_key.setdefault(f"key-{i % 15}", set()).add(receipt.preference_id)
     assert all(len(ids) == 1 for ids in by_key.values()) and len(by_key) == 15
     assert sum(r.created for r in receipts.values()) == 15
-    rows = db.query("SELECT p.idempotency_key AS k, pr.text AS prompt, ca.text AS a, cb.text AS b FROM preferences p"
-                    " JOIN prompts pr ON pr.id = p.prompt_id JOIN candidates ca ON ca.id = p.candidate_a"
-                    " JOIN candidates cb ON cb.id = p.candidate_b")
+    rows = db.query(
+        "SELECT p.idempotency_key AS k, pr.text AS prompt, ca.text AS a, cb.text AS b FROM preferences p"
+        " JOIN prompts pr ON pr.id = p.prompt_id JOIN candidates ca ON ca.id = p.candidate_a"
+        " JOIN candidates cb ON cb.id = p.candidate_b"
+    )
     for row in rows:  # each preference points at its own prompt and answers, A shown as A
         n = row["k"].split("-")[1]
         assert (row["prompt"], row["a"], row["b"]) == (f"prompt {n}", f"A{n}", f"B{n}")
-

@@ -1,4 +1,5 @@
 """Redaction on a real DuckDB: the text is really gone, one audit row, admins only, all or nothing."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,13 @@ from storage.db import Database
 
 ADMIN, LABELER = 1, 2
 SECRET = "555-1234"
-TEXT_COLUMNS = {"prompts": "text", "candidates": "text", "messages": "content", "gold_answers": "text",
-                "preferences": "note"}
+TEXT_COLUMNS = {
+    "prompts": "text",
+    "candidates": "text",
+    "messages": "content",
+    "gold_answers": "text",
+    "preferences": "note",
+}
 
 
 def seed(db: Database) -> None:
@@ -22,23 +28,35 @@ def seed(db: Database) -> None:
     edited a gold answer. Prompt 2 / pref 2 is an unrelated vote that must survive every redaction."""
     with db.transaction() as cur:
         cur.execute("INSERT INTO users (id, name, role) VALUES (1, 'ada', 'admin'), (2, 'bo', 'labeler')")
-        cur.execute(f"INSERT INTO prompts (id, text, queue_id) VALUES (1, 'My number is {SECRET}, call me?', 1),"
-                    " (2, 'Say hi.', 1)")
+        cur.execute(
+            f"INSERT INTO prompts (id, text, queue_id) VALUES (1, 'My number is {SECRET}, call me?', 1),"
+            " (2, 'Say hi.', 1)"
+        )
         cur.execute("INSERT INTO conversations (id, user_id, prompt_id) VALUES (1, 2, 1), (2, 2, 2)")
-        cur.execute("INSERT INTO candidates (id, conversation_id, turn, prompt_id, text) VALUES"
-                    f" (1, 1, 1, 1, 'I will call {SECRET}.'), (2, 1, 1, 1, 'I cannot call anyone.'),"
-                    " (3, 2, 1, 2, 'Hi!'), (4, 2, 1, 2, 'Hello.')")
-        cur.execute("INSERT INTO messages (conversation_id, turn, role, content, candidate_id) VALUES"
-                    f" (1, 0, 'user', 'My number is {SECRET}, call me?', NULL),"
-                    f" (1, 1, 'assistant', 'I will call {SECRET}.', 1),"
-                    " (2, 0, 'user', 'Say hi.', NULL), (2, 1, 'assistant', 'Hi!', 3)")
-        cur.execute("INSERT INTO preferences (id, conversation_id, turn, prompt_id, candidate_a, candidate_b,"
-                    " outcome, labeler_id, note) VALUES"
-                    f" (1, 1, 1, 1, 1, 2, 'b', 2, 'repeats {SECRET}'), (2, 2, 1, 2, 3, 4, 'a', 2, NULL)")
-        cur.execute("INSERT INTO ratings (candidate_id, user_id, aspect, score, preference_id) VALUES"
-                    " (1, 2, 'helpfulness', 2, 1), (3, 2, 'helpfulness', 5, 2)")
-        cur.execute("INSERT INTO gold_answers (preference_id, candidate_id, user_id, text) VALUES"
-                    f" (1, 1, 2, 'I will not call {SECRET}.')")
+        cur.execute(
+            "INSERT INTO candidates (id, conversation_id, turn, prompt_id, text) VALUES"
+            f" (1, 1, 1, 1, 'I will call {SECRET}.'), (2, 1, 1, 1, 'I cannot call anyone.'),"
+            " (3, 2, 1, 2, 'Hi!'), (4, 2, 1, 2, 'Hello.')"
+        )
+        cur.execute(
+            "INSERT INTO messages (conversation_id, turn, role, content, candidate_id) VALUES"
+            f" (1, 0, 'user', 'My number is {SECRET}, call me?', NULL),"
+            f" (1, 1, 'assistant', 'I will call {SECRET}.', 1),"
+            " (2, 0, 'user', 'Say hi.', NULL), (2, 1, 'assistant', 'Hi!', 3)"
+        )
+        cur.execute(
+            "INSERT INTO preferences (id, conversation_id, turn, prompt_id, candidate_a, candidate_b,"
+            " outcome, labeler_id, note) VALUES"
+            f" (1, 1, 1, 1, 1, 2, 'b', 2, 'repeats {SECRET}'), (2, 2, 1, 2, 3, 4, 'a', 2, NULL)"
+        )
+        cur.execute(
+            "INSERT INTO ratings (candidate_id, user_id, aspect, score, preference_id) VALUES"
+            " (1, 2, 'helpfulness', 2, 1), (3, 2, 'helpfulness', 5, 2)"
+        )
+        cur.execute(
+            "INSERT INTO gold_answers (preference_id, candidate_id, user_id, text) VALUES"
+            f" (1, 1, 2, 'I will not call {SECRET}.')"
+        )
 
 
 @pytest.fixture
@@ -52,14 +70,18 @@ def db(tmp_path: Path) -> Database:
 def rows_containing(db: Database, needle: str) -> list[tuple[str, int]]:
     found = []
     for table, column in TEXT_COLUMNS.items():
-        found += [(table, r["id"]) for r in db.query(
-            f"SELECT id FROM {table} WHERE contains(coalesce({column}, ''), ?)", [needle])]
+        found += [
+            (table, r["id"])
+            for r in db.query(f"SELECT id FROM {table} WHERE contains(coalesce({column}, ''), ?)", [needle])
+        ]
     return found
 
 
 def audit_rows(db: Database) -> list[dict]:
-    return db.query("SELECT user_id, action, target_table, target_id, CAST(details AS VARCHAR) AS details"
-                    " FROM audit_log ORDER BY id")
+    return db.query(
+        "SELECT user_id, action, target_table, target_id, CAST(details AS VARCHAR) AS details"
+        " FROM audit_log ORDER BY id"
+    )
 
 
 def test_redacting_a_prompt_removes_its_text_everywhere_and_writes_one_audit_row(db: Database) -> None:
@@ -74,7 +96,11 @@ def test_redacting_a_prompt_removes_its_text_everywhere_and_writes_one_audit_row
     assert rows_containing(db, SECRET) == [("candidates", 1), ("messages", 2)]
     [audit] = audit_rows(db)
     assert (audit["user_id"], audit["action"], audit["target_table"], audit["target_id"]) == (
-        ADMIN, "redact", "prompts", 1)
+        ADMIN,
+        "redact",
+        "prompts",
+        1,
+    )
     details = json.loads(audit["details"])
     assert details["reason"] == "contains a phone number" and SECRET not in audit["details"]
 
@@ -82,7 +108,7 @@ def test_redacting_a_prompt_removes_its_text_everywhere_and_writes_one_audit_row
 def test_redacting_a_conversation_removes_every_text_in_it(db: Database) -> None:
     result = redact_item(db, ADMIN, "conversation", 1, "pii")
     assert result.affected == {"messages": 2, "candidates": 2, "gold_answers": 1, "preferences": 1}
-    assert rows_containing(db, SECRET) == [("prompts", 1)]   # the queued prompt is its own item
+    assert rows_containing(db, SECRET) == [("prompts", 1)]  # the queued prompt is its own item
     assert db.scalar("SELECT count(*) FROM messages WHERE conversation_id = 1 AND content <> ?", [REDACTED]) == 0
     assert db.scalar("SELECT content FROM messages WHERE conversation_id = 2 AND turn = 1") == "Hi!"
 
@@ -101,8 +127,7 @@ def test_redacting_a_preference_keeps_the_prompt(db: Database) -> None:
     assert db.scalar("SELECT text FROM prompts WHERE id = 1").startswith("My number")
 
 
-@pytest.mark.parametrize("kind, item_id", [("preference", 1), ("prompt", 1), ("candidate", 1),
-                                           ("conversation", 1)])
+@pytest.mark.parametrize("kind, item_id", [("preference", 1), ("prompt", 1), ("candidate", 1), ("conversation", 1)])
 def test_redacted_items_are_excluded_from_analytics(db: Database, kind: str, item_id: int) -> None:
     assert analytics.summary(db)["votes"] == 2 and analytics.summary(db)["ratings"] == 2
     redact_item(db, ADMIN, kind, item_id, "pii")
@@ -138,8 +163,9 @@ def test_unknown_id_is_not_found(db: Database, kind: str) -> None:
     assert not audit_rows(db)
 
 
-@pytest.mark.parametrize("kind, item_id, reason", [("user", 1, "pii"), ("prompt", "1", "pii"),
-                                                   ("prompt", True, "pii"), ("prompt", 1, "   ")])
+@pytest.mark.parametrize(
+    "kind, item_id, reason", [("user", 1, "pii"), ("prompt", "1", "pii"), ("prompt", True, "pii"), ("prompt", 1, "   ")]
+)
 def test_bad_input_is_refused(db: Database, kind, item_id, reason) -> None:
     with pytest.raises(ValidationError):
         redact_item(db, ADMIN, kind, item_id, reason)
@@ -149,7 +175,7 @@ def test_a_failed_redaction_leaves_nothing_half_written(db: Database, monkeypatc
     def broken(*_args):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(moderation, "_redact_gold", broken)   # fails after candidates/messages changed
+    monkeypatch.setattr(moderation, "_redact_gold", broken)  # fails after candidates/messages changed
     with pytest.raises(RuntimeError):
         redact_item(db, ADMIN, "candidate", 1, "pii")
     assert len(rows_containing(db, SECRET)) == 6 and not audit_rows(db)
@@ -161,5 +187,9 @@ def test_audit_entries_show_who_did_what(db: Database) -> None:
     redact_item(db, ADMIN, "preference", 2, "duplicate")
     entry = moderation.audit_entries(db).iloc[0]
     assert (entry["user"], entry["action"], entry["target_table"], entry["target_id"]) == (
-        "ada", "redact", "preferences", 2)
+        "ada",
+        "redact",
+        "preferences",
+        2,
+    )
     assert json.loads(entry["details"])["reason"] == "duplicate"

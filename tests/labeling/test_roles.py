@@ -1,6 +1,7 @@
 """Roles in team mode, through the real server: anonymous users write nothing, labelers reach no admin action
 (REST API and console pages in a real browser), see only their own items and contributions, and cannot link
 someone else's wallet."""
+
 from __future__ import annotations
 
 import re
@@ -21,39 +22,49 @@ VOTE = {"answer_a": "x", "answer_b": "y", "outcome": "a"}
 
 @pytest.fixture(scope="module")
 def team(tmp_path_factory):
-    srv = team_server(tmp_path_factory.mktemp("team"), "ada:pw-ada:admin", "bob:pw-bob:labeler",
-                      "cat:pw-cat:labeler")
+    srv = team_server(tmp_path_factory.mktemp("team"), "ada:pw-ada:admin", "bob:pw-bob:labeler", "cat:pw-cat:labeler")
     for auth, text in ((BOB, "bob's private question"), (CAT, "cat's private question")):
         reply = httpx.post(srv.url + "/api/votes", json={**VOTE, "prompt": text}, auth=auth, timeout=10)
         assert reply.status_code == 201, reply.text
-        reply = httpx.post(srv.url + "/api/feedback", json={"prompt": text, "response": f"{auth[0]}'s private "
-                           "feedback", "score": 1.0}, auth=auth, timeout=10)
+        reply = httpx.post(
+            srv.url + "/api/feedback",
+            json={"prompt": text, "response": f"{auth[0]}'s private feedback", "score": 1.0},
+            auth=auth,
+            timeout=10,
+        )
         assert reply.status_code == 201, reply.text
     yield srv
     srv.stop()
 
 
-@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
+@pytest.mark.slow  # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_anonymous_users_cannot_write_anything(team):
-    for path, body in (("/api/votes", {**VOTE, "prompt": "p"}),
-                       ("/api/feedback", {"prompt": "p", "response": "r", "score": 1.0}),
-                       ("/api/jobs", {"algorithm": "dpo", "dry_run": True})):
+    for path, body in (
+        ("/api/votes", {**VOTE, "prompt": "p"}),
+        ("/api/feedback", {"prompt": "p", "response": "r", "score": 1.0}),
+        ("/api/jobs", {"algorithm": "dpo", "dry_run": True}),
+    ):
         reply = httpx.post(team.url + path, json=body, timeout=10)
         assert reply.status_code in (401, 403) and reply.json()["error"]["code"] == "unauthorized", (path, reply.text)
-    assert httpx.get(team.url + "/", timeout=10).status_code == 401          # the console wants a login too
+    assert httpx.get(team.url + "/", timeout=10).status_code == 401  # the console wants a login too
 
 
 def test_labelers_reach_no_admin_action_on_the_api(team):
-    for method, path, body in (("POST", "/api/jobs", {"algorithm": "dpo", "dry_run": True}),
-                               ("PATCH", "/api/policies/base", {"name": "mine"}),
-                               ("DELETE", "/api/policies/base", None),
-                               ("POST", "/api/jobs/1/cancel", None),
-                               ("GET", "/api/backup", None), ("POST", "/api/backup", None),
-                               ("POST", "/api/backup/rewrite-history", None)):
+    for method, path, body in (
+        ("POST", "/api/jobs", {"algorithm": "dpo", "dry_run": True}),
+        ("PATCH", "/api/policies/base", {"name": "mine"}),
+        ("DELETE", "/api/policies/base", None),
+        ("POST", "/api/jobs/1/cancel", None),
+        ("GET", "/api/backup", None),
+        ("POST", "/api/backup", None),
+        ("POST", "/api/backup/rewrite-history", None),
+    ):
         reply = httpx.request(method, team.url + path, json=body, auth=BOB, timeout=30)
         assert reply.status_code == 403, (method, path, reply.text)
-    assert httpx.post(team.url + "/api/jobs", json={"algorithm": "dpo", "dry_run": True}, auth=ADA,
-                      timeout=60).status_code != 403   # the admin may (and is told why it is refused, if it is)
+    assert (
+        httpx.post(team.url + "/api/jobs", json={"algorithm": "dpo", "dry_run": True}, auth=ADA, timeout=60).status_code
+        != 403
+    )  # the admin may (and is told why it is refused, if it is)
 
 
 # One request per REST route (app.access.API): what each role gets is decided by the rule table alone.
@@ -92,7 +103,7 @@ EXAMPLES = {
 }
 
 
-@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
+@pytest.mark.slow  # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_every_route_answers_each_role_as_its_rule_says(team):
     from app import access
 
@@ -122,18 +133,20 @@ def test_cross_site_writes_are_refused_and_every_response_has_security_headers(t
         reply = httpx.request(method, team.url + path, headers=evil, auth=ADA, timeout=10)
         assert reply.status_code == 403 and reply.json()["error"]["code"] == "cross_site", (path, reply.text)
     same = httpx.post(team.url + "/api/jobs/999/cancel", headers={"Origin": team.url}, auth=ADA, timeout=10)
-    assert same.status_code == 404                       # same site: on to the route
-    referer = httpx.post(team.url + "/api/jobs/999/cancel", headers={"Referer": "https://evil.example/x"},
-                         auth=ADA, timeout=10)
+    assert same.status_code == 404  # same site: on to the route
+    referer = httpx.post(
+        team.url + "/api/jobs/999/cancel", headers={"Referer": "https://evil.example/x"}, auth=ADA, timeout=10
+    )
     assert referer.status_code == 403
     login = {"username": "bob", "password": "pw-bob"}
     plain = httpx.post(team.url + "/label/login", data=login, headers={"Origin": team.url}, timeout=30)
-    secure = re.compile(r";\s*secure\b", re.IGNORECASE)       # the attribute (a cookie's name may say "unsecure")
+    secure = re.compile(r";\s*secure\b", re.IGNORECASE)  # the attribute (a cookie's name may say "unsecure")
     assert plain.status_code == 200 and not all(secure.search(c) for c in plain.headers.get_list("set-cookie"))
-    behind_https = httpx.post(team.url + "/label/login", data=login, timeout=30,
-                              headers={"Origin": team.url, "X-Forwarded-Proto": "https"})
+    behind_https = httpx.post(
+        team.url + "/label/login", data=login, timeout=30, headers={"Origin": team.url, "X-Forwarded-Proto": "https"}
+    )
     cookies = behind_https.headers.get_list("set-cookie")
-    assert cookies and all(secure.search(c) for c in cookies)           # every cookie Secure behind HTTPS
+    assert cookies and all(secure.search(c) for c in cookies)  # every cookie Secure behind HTTPS
     for path in ("/", "/label/", "/api/health"):
         headers = httpx.get(team.url + path, auth=ADA, timeout=30).headers
         assert "frame-ancestors 'self'" in headers["content-security-policy"], path
@@ -149,10 +162,11 @@ def test_wrong_passwords_lock_the_account_on_every_login_surface(team):
     assert 1 <= int(locked.headers["retry-after"]) <= 30
     console = httpx.get(team.url + "/", auth=eve, timeout=30)
     assert console.status_code == 429 and "retry-after" in console.headers
-    gradio = httpx.post(team.url + "/label/login", data={"username": "eve", "password": "x"},
-                        headers={"Origin": team.url}, timeout=30)
+    gradio = httpx.post(
+        team.url + "/label/login", data={"username": "eve", "password": "x"}, headers={"Origin": team.url}, timeout=30
+    )
     assert gradio.status_code == 429 and "retry-after" in gradio.headers
-    assert httpx.get(team.url + "/api/jobs", auth=BOB, timeout=30).status_code == 200   # others log in
+    assert httpx.get(team.url + "/api/jobs", auth=BOB, timeout=30).status_code == 200  # others log in
 
 
 def test_feedback_records_its_sender_and_an_idempotency_key_stores_once(team):
@@ -161,7 +175,7 @@ def test_feedback_records_its_sender_and_an_idempotency_key_stores_once(team):
     again = httpx.post(team.url + "/api/feedback", json=body, auth=BOB, timeout=30).json()
     other = httpx.post(team.url + "/api/feedback", json=body, auth=CAT, timeout=30).json()
     assert first["created"] and again == {**first, "created": False}
-    assert other["created"] and other["id"] != first["id"]     # keys are per sender
+    assert other["created"] and other["id"] != first["id"]  # keys are per sender
 
 
 def test_labelers_read_only_their_own_contributions(team):
@@ -187,8 +201,12 @@ def test_labelers_get_versions_without_paths_or_configs(team):
 def test_a_vote_naming_another_labeler_is_refused_and_stores_nothing(team):
     def vote(labeler, key, auth=BOB):
         body = {**VOTE, "prompt": f"whose vote is {key}?", "idempotency_key": key}
-        return httpx.post(team.url + "/api/votes", json=body if labeler is None else {**body, "labeler": labeler},
-                          auth=auth, timeout=30)
+        return httpx.post(
+            team.url + "/api/votes",
+            json=body if labeler is None else {**body, "labeler": labeler},
+            auth=auth,
+            timeout=30,
+        )
 
     saved = vote(None, "named-1")
     assert saved.status_code == 201 and saved.json()["created"], saved.text
@@ -196,11 +214,11 @@ def test_a_vote_naming_another_labeler_is_refused_and_stores_nothing(team):
     assert refused.status_code == 403, refused.text
     error = refused.json()["error"]
     assert error["code"] == "forbidden" and "'cat'" in error["message"] and "labeler" in error["hint"]
-    assert vote(None, "named-1").json() == {**saved.json(), "created": False}   # bob's saved vote is still there
+    assert vote(None, "named-1").json() == {**saved.json(), "created": False}  # bob's saved vote is still there
     assert vote("cat", "named-2").status_code == 403
-    assert vote("bob", "named-2").json()["created"] is True      # the refused one stored nothing under that key
-    assert vote("bob", "named-2").json()["created"] is False      # naming oneself is fine
-    assert vote("bob", "named-3", auth=ADA).status_code == 403    # admins vote as themselves too
+    assert vote("bob", "named-2").json()["created"] is True  # the refused one stored nothing under that key
+    assert vote("bob", "named-2").json()["created"] is False  # naming oneself is fine
+    assert vote("bob", "named-3", auth=ADA).status_code == 403  # admins vote as themselves too
 
 
 def test_the_console_login_matches_whole_path_segments(team):
@@ -208,21 +226,23 @@ def test_the_console_login_matches_whole_path_segments(team):
         reply = httpx.get(team.url + path, timeout=30)
         assert reply.status_code == 401 and "www-authenticate" in reply.headers, (path, reply.status_code)
     assert httpx.get(team.url + "/api/health", timeout=30).json() == {"status": "ok"}
-    assert httpx.get(team.url + "/api", timeout=30).json()["error"]["code"] == "not_found"   # the API's own answer
+    assert httpx.get(team.url + "/api", timeout=30).json()["error"]["code"] == "not_found"  # the API's own answer
     label = httpx.get(team.url + "/label/", timeout=30)
-    assert label.status_code == 200 and "www-authenticate" not in label.headers       # the labeling app's login page
+    assert label.status_code == 200 and "www-authenticate" not in label.headers  # the labeling app's login page
 
 
 @pytest.fixture
 def browser_context(chromium):
     return lambda credentials: chromium.new_context(
         http_credentials={"username": credentials[0], "password": credentials[1]},
-        viewport={"width": 1400, "height": 1000})
+        viewport={"width": 1400, "height": 1000},
+    )
 
 
 @pytest.mark.slow
 def test_a_labeler_in_the_console_sees_no_admin_action_no_one_elses_items_and_cannot_link_anothers_wallet(
-        team, browser_context):
+    team, browser_context
+):
     ARTIFACTS.mkdir(exist_ok=True)
     page = browser_context(BOB).new_page()
     page.goto(team.url + "/")
@@ -231,11 +251,11 @@ def test_a_labeler_in_the_console_sees_no_admin_action_no_one_elses_items_and_ca
     nav.wait_for(timeout=60_000)
     listed = nav.inner_text()
     assert "Data" in listed and "Runs" in listed and "Wallet" in listed
-    for title in ("Train", "Export", "Compare", "Labeling setup"):   # admin pages are not even listed
+    for title in ("Train", "Export", "Compare", "Labeling setup"):  # admin pages are not even listed
         assert title not in listed, listed
     for path in ("train", "export", "compare", "labeling"):
         page.goto(f"{team.url}/{path}")
-        page.wait_for_selector("text=This page is for admins", timeout=60_000)   # said, not the Data page instead
+        page.wait_for_selector("text=This page is for admins", timeout=60_000)  # said, not the Data page instead
         assert page.get_by_text("Recent items").count() == 0 and "Traceback" not in page.content()
         assert page.get_by_role("button", name="Dry run").count() == 0
     page.screenshot(path=str(ARTIFACTS / "roles-labeler-train.png"), full_page=True)
@@ -254,7 +274,7 @@ def test_a_labeler_in_the_console_sees_no_admin_action_no_one_elses_items_and_ca
     console_tab(page, "Training data")
     page.get_by_role("button", name="Build preview").click()
     page.wait_for_selector("text=Built from your own labels only", timeout=60_000)
-    page.wait_for_selector(r"text=/\d+ rows\./", timeout=60_000)   # bob's votes only
+    page.wait_for_selector(r"text=/\d+ rows\./", timeout=60_000)  # bob's votes only
     assert "cat's private question" not in page.content()
 
     page.goto(team.url + "/settings")
@@ -272,11 +292,15 @@ def test_a_labeler_in_the_console_sees_no_admin_action_no_one_elses_items_and_ca
     vote = httpx.post(team.url + "/api/votes", json={**VOTE, "prompt": "sent with a token"}, headers=bearer, timeout=30)
     assert vote.status_code == 201, vote.text
     assert httpx.get(team.url + "/api/contributions/bob", headers=bearer, timeout=30).status_code == 200
-    assert httpx.post(team.url + "/api/jobs", json={"algorithm": "dpo", "dry_run": True}, headers=bearer,
-                      timeout=30).status_code == 403
+    assert (
+        httpx.post(
+            team.url + "/api/jobs", json={"algorithm": "dpo", "dry_run": True}, headers=bearer, timeout=30
+        ).status_code
+        == 403
+    )
     page.reload()
     page.wait_for_selector("text=Token to revoke", timeout=60_000)
-    assert "bob: labeling script (rlhf_" in page.content() and token not in page.content()   # never shown again
+    assert "bob: labeling script (rlhf_" in page.content() and token not in page.content()  # never shown again
     page.get_by_role("button", name="Revoke").click()
     page.wait_for_selector("text=it stops working now", timeout=60_000)
     gone = httpx.post(team.url + "/api/votes", json={**VOTE, "prompt": "after revoking"}, headers=bearer, timeout=30)
@@ -298,7 +322,7 @@ def test_a_labeler_in_the_console_sees_no_admin_action_no_one_elses_items_and_ca
     page.get_by_role("button", name="Link this wallet").click()
     page.wait_for_selector(f"text=not {someone_else.address}", timeout=60_000)
     page.screenshot(path=str(ARTIFACTS / "roles-labeler-wallet.png"), full_page=True)
-    team.stop()   # the last test of the module: read the database file directly
+    team.stop()  # the last test of the module: read the database file directly
     db = Database.in_data_dir(team.data_dir)
     try:
         assert db.scalar("SELECT count(*) FROM wallet_links") == 0

@@ -1,5 +1,6 @@
 """A training job lends one core to the chat only while people chat (measured: holding it back all the time
 made DPO steps 1.7x slower on 2 cores; sharing cores unmanaged made chat 30x slower)."""
+
 from __future__ import annotations
 
 import os
@@ -42,7 +43,7 @@ def test_callback_lends_a_core_between_steps_while_the_chat_is_active(tmp_path):
     callback.on_step_begin(None, None, None)
     assert torch.get_num_threads() == psutil.cpu_count(logical=True)
 
-    mark_chat_active(runs)                       # the server generates an answer
+    mark_chat_active(runs)  # the server generates an answer
     assert chat_active(runs)
     callback.on_step_begin(None, None, None)
     assert torch.get_num_threads() == psutil.cpu_count(logical=True) - 1

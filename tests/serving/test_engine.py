@@ -1,4 +1,5 @@
 """External inference engine: the studio against a real OpenAI-compatible server (`transformers serve`) on loopback."""
+
 from __future__ import annotations
 
 import httpx
@@ -60,14 +61,16 @@ def test_labeling_through_the_engine_survives_an_outage_without_losing_a_vote(ti
     (tmp_path / "engine").mkdir()
     own_engine = EngineProcess(tiny_model_dir, tmp_path / "engine").start()
     server = Server(tmp_path / "data", free_port()).start(
-        "--model", "tiny", "--inference-url", own_engine.url, "--inference-model", own_engine.model)
+        "--model", "tiny", "--inference-url", own_engine.url, "--inference-model", own_engine.model
+    )
     try:
         health = httpx.get(f"{server.url}/api/health", timeout=10).json()
         assert health["engine"]["status"] == "ok" and health["engine"]["model"] == own_engine.model
 
         client = Client(server.url + "/label/", verbose=False)
-        *_, text_a, text_b, status = client.submit("Hello there", "base", SAME_VERSION, 0.7, 0.9, 8,
-                                                   api_name="/send").result()
+        *_, text_a, text_b, status = client.submit(
+            "Hello there", "base", SAME_VERSION, 0.7, 0.9, 8, api_name="/send"
+        ).result()
         assert text_a and text_b and "Pick the better answer" in status
         assert "Saved" in client.predict(*NO_FEEDBACK, api_name="/vote_a")[3]
 

@@ -1,4 +1,5 @@
 """Chat streaming and paired candidates, on the real tiny model (real tokenizer, real generate, real PEFT)."""
+
 from __future__ import annotations
 
 import threading
@@ -35,12 +36,16 @@ def raw_generate(model, tokenizer, input_ids: torch.Tensor, seed: int | None = N
     if seed is not None:
         torch.manual_seed(seed)
     with torch.inference_mode():
-        out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                             pad_token_id=tokenizer.pad_token_id, **kwargs)
+        out = model.generate(
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            pad_token_id=tokenizer.pad_token_id,
+            **kwargs,
+        )
     rows = []
-    for row in out[:, input_ids.shape[1]:].tolist():
+    for row in out[:, input_ids.shape[1] :].tolist():
         if tokenizer.eos_token_id in row:
-            row = row[:row.index(tokenizer.eos_token_id) + 1]
+            row = row[: row.index(tokenizer.eos_token_id) + 1]
         rows.append(row)
     return rows
 
@@ -172,7 +177,8 @@ def test_pair_with_two_adapters_uses_each_rows_adapter_in_one_call(tiny_model_di
 
     batch_sizes = []
     handle = decoder(model).register_forward_pre_hook(
-        lambda module, args, kwargs: batch_sizes.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
+        lambda module, args, kwargs: batch_sizes.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+    )
     pair = generate_pair(model, tokenizer, MESSAGES, sampling, adapter_names=("lora1", None))
     swapped = generate_pair(model, tokenizer, MESSAGES, sampling, adapter_names=(None, "lora1"))
     handle.remove()
@@ -190,8 +196,9 @@ def test_adapter_names_on_a_model_without_adapters_is_refused(tiny):
     model, tokenizer = tiny
     with pytest.raises(ValidationError, match="no adapters"):
         generate_pair(model, tokenizer, MESSAGES, SamplingParams(max_new_tokens=4), adapter_names=("v2", None))
-    both_base = generate_pair(model, tokenizer, MESSAGES, SamplingParams(temperature=0, max_new_tokens=4),
-                              adapter_names=(None, None))
+    both_base = generate_pair(
+        model, tokenizer, MESSAGES, SamplingParams(temperature=0, max_new_tokens=4), adapter_names=(None, None)
+    )
     assert both_base.text_a == both_base.text_b
 
 

@@ -1,4 +1,5 @@
 """Hardware detection on this machine, and the training settings chosen for simulated machines."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,8 +15,9 @@ SAPPHIRE_RAPIDS = frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16"})
 
 
 def cpu(flags: frozenset[str] = AVX2_ONLY, ram_gb: float = 16) -> HardwareProfile:
-    return HardwareProfile(cuda_available=False, cpu_model="Test CPU", cpu_cores=2, ram_bytes=int(ram_gb * GB),
-                           cpu_flags=flags)
+    return HardwareProfile(
+        cuda_available=False, cpu_model="Test CPU", cpu_cores=2, ram_bytes=int(ram_gb * GB), cpu_flags=flags
+    )
 
 
 def gpu(name: str, memory_gb: float, bf16: bool) -> HardwareProfile:
@@ -60,8 +62,10 @@ def test_parse_cpuinfo_reads_the_first_cpu_and_keeps_key_flags():
         "flags\t\t: fpu sse2 avx avx2 fma avx512f avx512_bf16 amx_tile amx_bf16\n\n"
         "processor\t: 1\nmodel name\t: Other\nflags\t\t: fpu\n"
     )
-    assert parse_cpuinfo(text) == ("Intel(R) Xeon(R) Gold 6430",
-                                   frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16"}))
+    assert parse_cpuinfo(text) == (
+        "Intel(R) Xeon(R) Gold 6430",
+        frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16"}),
+    )
     assert parse_cpuinfo("model name : Old CPU\nflags : sse2 avx avx2\n") == ("Old CPU", frozenset({"avx2"}))
     assert parse_cpuinfo("") == ("", frozenset())
 
@@ -134,11 +138,11 @@ def test_the_bitsandbytes_kernels_line_is_dropped_and_other_warnings_are_kept(ca
 
     from core.serving.hardware import UNACTIONABLE, quiet_unactionable_warnings
 
-    (name, (prefix,)), = UNACTIONABLE.items()
+    ((name, (prefix,)),) = UNACTIONABLE.items()
     source = Path(importlib.util.find_spec(name).origin).read_text()
     assert f'"{prefix}' in source
     quiet_unactionable_warnings()
-    quiet_unactionable_warnings()                                   # idempotent: one filter, not two
+    quiet_unactionable_warnings()  # idempotent: one filter, not two
     log = logging.getLogger(name)
     assert len(log.filters) == 1
     with caplog.at_level(logging.WARNING):

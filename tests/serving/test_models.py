@@ -1,4 +1,5 @@
 """Model provisioning, resolving and loading, with real models (a tiny random Llama; the real default in slow)."""
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -43,10 +44,14 @@ def test_committed_tokenizer_is_smollm2_with_its_chat_template():
     assert 2_000_000 < size < 4_000_000
     tokenizer = AutoTokenizer.from_pretrained(models.TOKENIZER_ASSETS)
     assert len(tokenizer) == models.SMOLLM2_VOCAB_SIZE
-    assert (tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token) == ("<|im_start|>", "<|im_end|>",
-                                                                               "<|im_end|>")
-    text = tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], add_generation_prompt=True,
-                                         tokenize=False)
+    assert (tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token) == (
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|im_end|>",
+    )
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Hi"}], add_generation_prompt=True, tokenize=False
+    )
     assert text.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
     assert text.endswith("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
     assert tokenizer.tokenize("in 2024") == ["in", "Ġ", "2", "0", "2", "4"]  # SmolLM2 splits digits
@@ -57,8 +62,14 @@ def test_tiny_model_builds_fast_and_second_build_is_a_noop(data_dir: Path):
     path = models.build_tiny_model(data_dir)
     assert time.perf_counter() - started < 2.0
     assert path == data_dir / "models" / "tiny-llama"
-    for name in ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
-                 "tokenizer_config.json", models.MARKER_FILE):
+    for name in (
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        models.MARKER_FILE,
+    ):
         assert (path / name).is_file(), name
     assert [p.name for p in path.parent.iterdir()] == ["tiny-llama"]  # no temp dir left behind
 
@@ -88,7 +99,7 @@ def test_tiny_model_generates_deterministic_greedy_tokens_with_chat_template(dat
     first = model.generate(**inputs, max_new_tokens=8, do_sample=False)
     second = model.generate(**inputs, max_new_tokens=8, do_sample=False)
     assert torch.equal(first, second)
-    new_tokens = first[0, inputs["input_ids"].shape[1]:].tolist()
+    new_tokens = first[0, inputs["input_ids"].shape[1] :].tolist()
     assert len(new_tokens) == 8 and len(set(new_tokens)) > 1  # real (if random) text, not one repeated token
 
 
@@ -97,10 +108,10 @@ def test_batched_generation_left_pads_so_each_prompt_matches_its_solo_run(data_d
     questions = ["Hi", "Write a long and detailed poem about the sea, the wind and the sailors."]
     batch = chat_inputs(tokenizer, questions)
     assert batch["input_ids"][0, 0] == tokenizer.pad_token_id  # the short prompt is padded on the left
-    batched = model.generate(**batch, max_new_tokens=6, do_sample=False)[:, batch["input_ids"].shape[1]:]
+    batched = model.generate(**batch, max_new_tokens=6, do_sample=False)[:, batch["input_ids"].shape[1] :]
     for row, question in enumerate(questions):
         solo_inputs = chat_inputs(tokenizer, [question])
-        solo = model.generate(**solo_inputs, max_new_tokens=6, do_sample=False)[0, solo_inputs["input_ids"].shape[1]:]
+        solo = model.generate(**solo_inputs, max_new_tokens=6, do_sample=False)[0, solo_inputs["input_ids"].shape[1] :]
         assert torch.equal(batched[row], solo), question
 
 
@@ -116,11 +127,14 @@ def test_load_model_returns_the_cached_model_for_the_same_path(data_dir: Path):
 def test_auto_dtype_is_bf16_only_where_the_hardware_computes_it_natively(data_dir: Path):
     from core.serving.hardware import HardwareProfile
 
-    assert models.auto_dtype("cpu", HardwareProfile(cuda_available=False,
-                                                    cpu_flags=frozenset({"avx2"}))) == torch.float32
+    assert (
+        models.auto_dtype("cpu", HardwareProfile(cuda_available=False, cpu_flags=frozenset({"avx2"}))) == torch.float32
+    )
     for flag in ("avx512_bf16", "amx_bf16"):
-        assert models.auto_dtype("cpu", HardwareProfile(cuda_available=False,
-                                                        cpu_flags=frozenset({flag}))) == torch.bfloat16
+        assert (
+            models.auto_dtype("cpu", HardwareProfile(cuda_available=False, cpu_flags=frozenset({flag})))
+            == torch.bfloat16
+        )
     assert models.auto_dtype("cuda", HardwareProfile(cuda_available=True, cuda_bf16=False)) == torch.float16
     path = models.build_tiny_model(data_dir)
     expected = models.auto_dtype("cpu", models.detect_hardware())
@@ -194,8 +208,9 @@ def fake_hub(monkeypatch):
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
             found = self.path.startswith("/api/models/org/exists")
-            body = json.dumps({"id": "org/exists", "private": False} if found
-                              else {"error": "Repository not found"}).encode()
+            body = json.dumps(
+                {"id": "org/exists", "private": False} if found else {"error": "Repository not found"}
+            ).encode()
             self.send_response(200 if found else 404)
             if not found:
                 self.send_header("X-Error-Code", "RepoNotFound")
@@ -280,7 +295,7 @@ def test_default_model_provisions_offline_trainable_and_answers_paris(monkeypatc
     for each in (model, models.load_model(path, "float32")[0]):  # the chat precision here, and exact fp32
         inputs = chat_inputs(tokenizer, ["What is the capital of France?"])
         output = each.generate(**inputs, max_new_tokens=20, do_sample=False)
-        answer = tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        answer = tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
         assert "Paris" in answer, (each.dtype, answer)
 
     started = time.perf_counter()

@@ -1,4 +1,5 @@
 """Policy registry: rename and delete by admins, names unique, base protected."""
+
 import pytest
 
 from core.errors import Conflict, NotFound, PermissionDenied, ValidationError

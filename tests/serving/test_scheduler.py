@@ -1,5 +1,6 @@
 """The batched generation scheduler on the real tiny model: shared decoding steps give every request the answer it
 would get alone, rows of different adapters share a step, the line is fair and bounded, leaving cancels."""
+
 from __future__ import annotations
 
 import threading
@@ -16,8 +17,14 @@ from core.serving.scheduler import scheduler_for
 
 SAMPLED = SamplingParams(temperature=0.9, top_p=0.95, max_new_tokens=24)
 GREEDY = SamplingParams(temperature=0, max_new_tokens=24)
-PROMPTS = ["Name three colours.", "Why is the sky blue? Answer in one long sentence, please, with detail.",
-           "Hi", "Write a haiku about autumn leaves falling on a quiet pond at dusk.", "2+2?", "Tell me a joke."]
+PROMPTS = [
+    "Name three colours.",
+    "Why is the sky blue? Answer in one long sentence, please, with detail.",
+    "Hi",
+    "Write a haiku about autumn leaves falling on a quiet pond at dusk.",
+    "2+2?",
+    "Tell me a joke.",
+]
 
 
 def conversation(text: str) -> list[dict[str, str]]:
@@ -30,8 +37,10 @@ def model_and_tokenizer(tiny_model_dir):
     _, tokenizer = load_model(tiny_model_dir, dtype="float32")
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
     torch.manual_seed(7)
-    model.add_adapter(LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
-                      adapter_name="lora1")
+    model.add_adapter(
+        LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+        adapter_name="lora1",
+    )
     return model, tokenizer
 
 
@@ -58,8 +67,10 @@ def run_concurrently(calls) -> list:
 def test_concurrent_pairs_share_steps_and_each_gets_its_solo_answer(model_and_tokenizer):
     model, tokenizer = model_and_tokenizer
     rows = [("lora1", None), (None, "lora1"), ("lora1", "lora1"), (None, None), ("lora1", None), (None, None)]
-    calls = [lambda p=p, r=r, s=s, i=i: generate_pair(model, tokenizer, conversation(p), s, adapter_names=r, seed=i)
-             for i, (p, r, s) in enumerate(zip(PROMPTS, rows, [SAMPLED, GREEDY] * 3))]
+    calls = [
+        lambda p=p, r=r, s=s, i=i: generate_pair(model, tokenizer, conversation(p), s, adapter_names=r, seed=i)
+        for i, (p, r, s) in enumerate(zip(PROMPTS, rows, [SAMPLED, GREEDY] * 3))
+    ]
     solo = [call() for call in calls]
     scheduler = scheduler_for(model)
     steps_before = scheduler.stats.steps
@@ -118,6 +129,7 @@ def test_the_line_is_first_come_first_served_bounded_and_says_how_many_are_ahead
     assert scheduler.stats.refused == 1
 
     finished_order = []
+
     def drain(name, stream):
         *_, last = stream
         finished_order.append(name)

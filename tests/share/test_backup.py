@@ -1,6 +1,7 @@
 """Backups survive anything: snapshots to a directory and to a Hub dataset repo (the Hub stand-in, spoken to by
 the real huggingface_hub client), restored row for row on an empty disk; faults delay but never lose; corrupt,
 partial and newer snapshots are refused with nothing half-loaded; redaction reaches backups."""
+
 from __future__ import annotations
 
 import json
@@ -68,8 +69,10 @@ def vote(db: Database, text: str) -> int:
 
 def tables(db: Database) -> dict[str, list]:
     """Every table's rows, sorted: what a restore must give back exactly."""
-    names = [r["table_name"] for r in db.query("SELECT table_name FROM information_schema.tables"
-                                               " WHERE table_type = 'BASE TABLE'")]
+    names = [
+        r["table_name"]
+        for r in db.query("SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE'")
+    ]
     return {n: sorted(map(repr, db.cursor().execute(f'SELECT * FROM "{n}"').fetchall())) for n in names}
 
 
@@ -77,7 +80,7 @@ def comparable(rows: dict[str, list], old: str, new: str) -> dict[str, list]:
     return {t: [r.replace(old, new) for r in v] for t, v in rows.items()}
 
 
-@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
+@pytest.mark.slow  # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_a_hub_round_trip_restores_every_table_row_for_row_and_the_version_serves(studio, standin, tmp_path):
     data_dir = studio.settings.data_dir
     service = BackupService(studio.db, data_dir, HubTarget("ada/studio-backup"), every=300)
@@ -85,13 +88,13 @@ def test_a_hub_round_trip_restores_every_table_row_for_row_and_the_version_serve
     repo = standin.repo("ada/studio-backup", "dataset")
     assert repo.private and snap.ref == repo.sha and "12 votes, 1 version," in snap.title
     assert "runs/v1/adapter/adapter_model.safetensors" in repo.files and "db/preferences.parquet" in repo.files
-    assert not any(p.startswith(("models/", "studio.duckdb")) for p in repo.files)   # no base model, no live db
+    assert not any(p.startswith(("models/", "studio.duckdb")) for p in repo.files)  # no base model, no live db
     uploaded = len(standin.calls)
     vote(studio.db, "one more question")
     service.backup_now("test")
     second = [path for kind, path in standin.calls[uploaded:] if kind == "commit"]
     assert len(second) == 1 and len(repo.commits) == 2
-    assert "runs/v1/adapter/adapter_model.safetensors" not in repo.commits[-1]["files"]   # uploaded once
+    assert "runs/v1/adapter/adapter_model.safetensors" not in repo.commits[-1]["files"]  # uploaded once
     expected = tables(studio.db)
 
     fresh = tmp_path / "fresh"
@@ -112,7 +115,7 @@ def test_a_hub_round_trip_restores_every_table_row_for_row_and_the_version_serve
     again = Studio(load_settings({"data_dir": str(fresh), "model": "tiny"}, env={}), build_tiny_model(fresh))
     try:
         rows, _ = again.adapter_rows("v1", "base")
-        assert rows == ("v1", None)               # the restored adapter loaded on the shared model
+        assert rows == ("v1", None)  # the restored adapter loaded on the shared model
         policy = again.db.query("SELECT adapter_path FROM policies WHERE name = 'v1'")[0]
         assert policy["adapter_path"].startswith(str(fresh.resolve()))
     finally:
@@ -127,7 +130,7 @@ def test_a_directory_backup_stores_an_unchanged_adapter_once_and_lists_every_sna
     vote(studio.db, "another")
     service.backup_now("second")
     added = {p.name for p in (tmp_path / "backups" / "blobs").iterdir()} - blobs
-    assert 0 < len(added) < 8     # the changed tables and nothing else (no second copy of the adapter)
+    assert 0 < len(added) < 8  # the changed tables and nothing else (no second copy of the adapter)
     snaps = target.snapshots()
     assert [s.title.split("(")[-1] for s in snaps] == ["second)", "first)"]
     assert restore(target, tmp_path / "old", ref=snaps[1].ref).votes == 12
@@ -155,14 +158,14 @@ def test_corrupt_partial_and_newer_snapshots_are_refused_and_nothing_is_half_loa
     adapter_blob = tmp_path / "backups" / "blobs" / adapter_sha
     original = adapter_blob.read_bytes()
 
-    adapter_blob.write_bytes(original[:-10] + b"0123456789")          # corrupt
+    adapter_blob.write_bytes(original[:-10] + b"0123456789")  # corrupt
     with pytest.raises(BackupRefused, match="does not match its checksum"):
         restore(target, tmp_path / "a")
-    adapter_blob.unlink()                                             # partial
+    adapter_blob.unlink()  # partial
     with pytest.raises(BackupRefused, match="is missing"):
         restore(target, tmp_path / "b")
     adapter_blob.write_bytes(original)
-    manifest_path.write_text(json.dumps({**manifest, "schema_version": 999}))   # from a newer studio
+    manifest_path.write_text(json.dumps({**manifest, "schema_version": 999}))  # from a newer studio
     with pytest.raises(BackupRefused, match="newer studio"):
         restore(target, tmp_path / "c")
     for name in "abc":
@@ -170,7 +173,7 @@ def test_corrupt_partial_and_newer_snapshots_are_refused_and_nothing_is_half_loa
     assert not list(tmp_path.glob(".restore-*"))
 
 
-@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
+@pytest.mark.slow  # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_injected_hub_failures_delay_the_backup_but_lose_nothing(studio, standin, monkeypatch):
     monkeypatch.setattr(backup_service, "FIRST_RETRY_S", 0.2)
     service = BackupService(studio.db, studio.settings.data_dir, HubTarget("ada/studio-backup"), every=30)
@@ -178,7 +181,7 @@ def test_injected_hub_failures_delay_the_backup_but_lose_nothing(studio, standin
     standin.fail("preupload", 429, times=1)
     service.start()
     try:
-        ids = [vote(studio.db, f"question {i} while the Hub is down") for i in range(5)]   # acknowledged at once
+        ids = [vote(studio.db, f"question {i} while the Hub is down") for i in range(5)]  # acknowledged at once
         service.request("test")
         wait_for(lambda: service.status()["failures"] >= 1, timeout=30)
         assert service.status()["last_error"] and service.status()["pending"]
@@ -187,21 +190,34 @@ def test_injected_hub_failures_delay_the_backup_but_lose_nothing(studio, standin
         service.close()
     assert len(ids) == 5
     restored = restore(HubTarget("ada/studio-backup"), studio.settings.data_dir.parent / "after")
-    assert restored.votes == 17      # 12 + 5: nothing acknowledged was lost
+    assert restored.votes == 17  # 12 + 5: nothing acknowledged was lost
 
 
-@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
+@pytest.mark.slow  # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_a_backup_killed_half_way_leaves_the_last_good_snapshot_restorable(studio, tmp_path):
     target_dir = tmp_path / "backups"
     BackupService(studio.db, studio.settings.data_dir, DirTarget(target_dir), every=300).backup_now("good")
     big = studio.settings.data_dir / "runs" / "v1" / "big.bin"
-    with open(big, "wb") as f:                     # a large run file: the next backup takes a while to copy it
+    with open(big, "wb") as f:  # a large run file: the next backup takes a while to copy it
         for _ in range(32):
             f.write(os.urandom(16 << 20))
     studio.close()
-    child = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), "backup", "--data-dir",
-                              str(studio.settings.data_dir), "--backup-dir", str(target_dir), "--model", "tiny"],
-                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "launch.py"),
+            "backup",
+            "--data-dir",
+            str(studio.settings.data_dir),
+            "--backup-dir",
+            str(target_dir),
+            "--model",
+            "tiny",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     wait_for(lambda: any(p.suffix == ".tmp" for p in (target_dir / "blobs").iterdir()), timeout=90, every=0.01)
     child.send_signal(signal.SIGKILL)
     child.wait()
@@ -225,11 +241,13 @@ def test_redaction_reaches_the_next_snapshot_and_rewriting_the_history_drops_the
     def blobs_holding_secret() -> int:
         return sum(secret.encode() in p.read_bytes() for p in (tmp_path / "backups" / "blobs").iterdir())
 
-    newest = json.loads(next(iter(sorted((tmp_path / "backups" / "snapshots").glob("*.json"), reverse=True)))
-                        .read_text())
-    assert not any(secret.encode() in (tmp_path / "backups" / "blobs" / f["sha256"]).read_bytes()
-                   for f in newest["files"].values())
-    assert blobs_holding_secret() > 0               # the older snapshot still holds it
+    newest = json.loads(
+        next(iter(sorted((tmp_path / "backups" / "snapshots").glob("*.json"), reverse=True))).read_text()
+    )
+    assert not any(
+        secret.encode() in (tmp_path / "backups" / "blobs" / f["sha256"]).read_bytes() for f in newest["files"].values()
+    )
+    assert blobs_holding_secret() > 0  # the older snapshot still holds it
     service.rewrite_history()
     assert len(target.snapshots()) == 1 and blobs_holding_secret() == 0
     assert not service.status()["history_holds_redacted"]
@@ -239,8 +257,14 @@ def test_redaction_reaches_the_next_snapshot_and_rewriting_the_history_drops_the
 def test_a_studio_on_an_empty_disk_restores_its_votes_from_the_hub_then_serves(tmp_path, standin):
     """The Space scenario: votes through the REST API, backed up on a schedule, the process killed (-9), the disk
     wiped, a restart: every vote acknowledged before the last backup comes back, and the studio says so."""
-    env = {"STUDIO_BACKUP_REPO": "ada/space-data", "STUDIO_BACKUP_EVERY": "10", "HF_TOKEN": TOKEN,
-           "HF_ENDPOINT": standin.url, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf-home")}
+    env = {
+        "STUDIO_BACKUP_REPO": "ada/space-data",
+        "STUDIO_BACKUP_EVERY": "10",
+        "HF_TOKEN": TOKEN,
+        "HF_ENDPOINT": standin.url,
+        "HF_HUB_OFFLINE": "0",
+        "HF_HOME": str(tmp_path / "hf-home"),
+    }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     srv = Server(tmp_path / "data", free_port())
@@ -248,17 +272,27 @@ def test_a_studio_on_an_empty_disk_restores_its_votes_from_the_hub_then_serves(t
         srv.start("--model", "tiny")
         assert "no backup in ada/space-data yet" in srv.log()
         for i in range(40):
-            reply = httpx.post(srv.url + "/api/votes", json={"prompt": f"question {i}", "answer_a": "x",
-                                                               "answer_b": "y", "outcome": "a"}, timeout=10)
+            reply = httpx.post(
+                srv.url + "/api/votes",
+                json={"prompt": f"question {i}", "answer_a": "x", "answer_b": "y", "outcome": "a"},
+                timeout=10,
+            )
             assert reply.status_code == 201, reply.text
-        health = wait_for(lambda: (h := httpx.get(srv.url + "/api/health", timeout=10).json())["backup"]["last_good_at"]
-                          and not h["backup"]["pending"] and h, timeout=60)
+        health = wait_for(
+            lambda: (
+                (h := httpx.get(srv.url + "/api/health", timeout=10).json())["backup"]["last_good_at"]
+                and not h["backup"]["pending"]
+                and h
+            ),
+            timeout=60,
+        )
         assert health["backup"]["target"] == "ada/space-data" and health["backup"]["failures"] == 0
         metrics = httpx.get(srv.url + "/metrics", timeout=10).text
         assert "studio_backup_seconds_since_last_good" in metrics
         srv.process.send_signal(signal.SIGKILL)
         srv.process.wait()
         import shutil
+
         shutil.rmtree(srv.data_dir)
         srv.start("--model", "tiny")
         assert "restored 40 votes, 0 versions from ada/space-data@" in srv.log()
@@ -274,13 +308,13 @@ def test_a_snapshot_from_an_older_schema_is_migrated_on_restore(tmp_path, monkey
     import storage.db
 
     shipped = storage.db.migration_files()
-    monkeypatch.setattr(storage.db, "migration_files", lambda: shipped[:-1])   # a studio one migration behind
+    monkeypatch.setattr(storage.db, "migration_files", lambda: shipped[:-1])  # a studio one migration behind
     old = Database(tmp_path / "old" / "studio.duckdb")
     assert old.schema_version == shipped[-2][0]
     vote(old, "asked before the upgrade")
     BackupService(old, tmp_path / "old", DirTarget(tmp_path / "backups"), every=300).backup_now("old studio")
     old.close()
-    monkeypatch.setattr(storage.db, "migration_files", lambda: shipped)          # the upgraded studio restores
+    monkeypatch.setattr(storage.db, "migration_files", lambda: shipped)  # the upgraded studio restores
     assert restore(DirTarget(tmp_path / "backups"), tmp_path / "new").votes == 1
     new = Database(tmp_path / "new" / "studio.duckdb")
     try:
@@ -301,5 +335,7 @@ def test_checkpoints_are_left_out_unless_asked_and_then_only_a_running_jobs_newe
     (tmp_path / "data" / "models" / "base").mkdir(parents=True)
     (tmp_path / "data" / "models" / "base" / "model.safetensors").write_bytes(b"base")
     assert set(data_files(tmp_path / "data")) == {"runs/7/metrics.jsonl"}
-    assert set(data_files(tmp_path / "data", [run])) == {"runs/7/metrics.jsonl",
-                                                         "runs/7/checkpoint-10/adapter_model.safetensors"}
+    assert set(data_files(tmp_path / "data", [run])) == {
+        "runs/7/metrics.jsonl",
+        "runs/7/checkpoint-10/adapter_model.safetensors",
+    }

@@ -1,5 +1,6 @@
 """Export and Hub push: PEFT layout that reproduces the app's answers, merged weights, cards, datasets, and
 pushes with the real huggingface_hub client against a Hub stand-in on loopback (bench/harness/hub_standin.py)."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,12 @@ MESSAGES = [{"role": "user", "content": "Name a colour of the sky."}]
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=12)
 TOKEN, READ_TOKEN = "hf_writeTokenForTests0123456789", "hf_readOnlyTokenForTests0123456"
 CARD = cards.CardOptions(license="mit", base_model_id="studio-tests/tiny-llama", datasets=("ada/studio-labels",))
-METRICS = {"loss": [0.69, 0.61, 0.52], "rewards/chosen": [0.0, 0.1, 0.2], "rewards/rejected": [0.0, -0.1, -0.3],
-           "kl": [0.0, 0.02, 0.05]}
+METRICS = {
+    "loss": [0.69, 0.61, 0.52],
+    "rewards/chosen": [0.0, 0.1, 0.2],
+    "rewards/rejected": [0.0, -0.1, -0.3],
+    "kl": [0.0, 0.02, 0.05],
+}
 
 
 def unique(name: str = "x") -> str:
@@ -46,25 +51,42 @@ def studio(tmp_path_factory, tiny_model_dir):
     data_dir = tmp_path_factory.mktemp("hub") / "data"
     shutil.copytree(tiny_model_dir, data_dir / MODELS_SUBDIR / TINY_MODEL_DIR)
     # fp32 chat: the exports are checked against the app's greedy answers token for token
-    s = Studio(load_settings({"data_dir": str(data_dir), "model": "tiny", "chat_dtype": "float32"}, env={}),
-               data_dir / MODELS_SUBDIR / TINY_MODEL_DIR)
+    s = Studio(
+        load_settings({"data_dir": str(data_dir), "model": "tiny", "chat_dtype": "float32"}, env={}),
+        data_dir / MODELS_SUBDIR / TINY_MODEL_DIR,
+    )
     torch.manual_seed(0)
-    lora = get_peft_model(AutoModelForCausalLM.from_pretrained(s.model_path),
-                          LoraConfig(r=8, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    lora = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(s.model_path),
+        LoraConfig(r=8, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )
     adapter = data_dir / "runs" / "1" / "adapter"
     lora.save_pretrained(adapter)
     AutoTokenizer.from_pretrained(s.model_path).save_pretrained(adapter)
     with s.db.transaction() as cur:
         job_id = cur.execute(
             "INSERT INTO jobs (algorithm, status, config, run_dir) VALUES ('dpo', 'succeeded', ?, ?) RETURNING id",
-            [json.dumps({"hyperparams": {"beta": 0.1, "learning_rate": 5e-6, "max_steps": 3}, "examples": 12,
-                         "data_hash": "d" * 64, "filters": {"labelers": ["ada"]}, "parent_policy": "base"}),
-             str(adapter.parent)]).fetchone()[0]
+            [
+                json.dumps(
+                    {
+                        "hyperparams": {"beta": 0.1, "learning_rate": 5e-6, "max_steps": 3},
+                        "examples": 12,
+                        "data_hash": "d" * 64,
+                        "filters": {"labelers": ["ada"]},
+                        "parent_policy": "base",
+                    }
+                ),
+                str(adapter.parent),
+            ],
+        ).fetchone()[0]
         for name, values in METRICS.items():
-            cur.executemany("INSERT INTO job_metrics (job_id, step, name, value) VALUES (?, ?, ?, ?)",
-                            [(job_id, step + 1, name, value) for step, value in enumerate(values)])
-    register_policy(s.db, "v1", s.base_policy_id, "tiny", "dpo", str(adapter), "d" * 64, {"beta": 0.1},
-                    {"loss": 0.52}, job_id)
+            cur.executemany(
+                "INSERT INTO job_metrics (job_id, step, name, value) VALUES (?, ?, ?, ?)",
+                [(job_id, step + 1, name, value) for step, value in enumerate(values)],
+            )
+    register_policy(
+        s.db, "v1", s.base_policy_id, "tiny", "dpo", str(adapter), "d" * 64, {"beta": 0.1}, {"loss": 0.52}, job_id
+    )
     seed_labels(s)
     yield s
     s.close()
@@ -75,8 +97,15 @@ def seed_labels(s: Studio) -> None:
     for i in range(4):
         conv = new_conversation(s.db, ada, s.base_policy_id)
         turn = add_user_message(s.db, ada, conv, f"Question {i}?")
-        a, b = save_pair(s.db, conv, turn, None, CandidateIn(f"Good answer {i}.", s.base_policy_id),
-                         CandidateIn(f"meh {i}", s.base_policy_id), None)
+        a, b = save_pair(
+            s.db,
+            conv,
+            turn,
+            None,
+            CandidateIn(f"Good answer {i}.", s.base_policy_id),
+            CandidateIn(f"meh {i}", s.base_policy_id),
+            None,
+        )
         record_vote(s.db, ada, Vote(a, b, "a", thumbs={"a": True, "b": False}))
 
 
@@ -100,8 +129,9 @@ def standin(tmp_path, monkeypatch):
     """The Hub stand-in, with the real client pointed at it (conftest sets offline mode: lifted here)."""
     import huggingface_hub.constants
 
-    server = HubStandin(tmp_path / "hub", {TOKEN: ("ada", "write"), READ_TOKEN: ("ada", "read")},
-                        orgs={"ada": ["studio-org"]}).start()
+    server = HubStandin(
+        tmp_path / "hub", {TOKEN: ("ada", "write"), READ_TOKEN: ("ada", "read")}, orgs={"ada": ["studio-org"]}
+    ).start()
     monkeypatch.setenv("HF_ENDPOINT", server.url)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.delenv("HF_TOKEN", raising=False)
@@ -112,9 +142,10 @@ def standin(tmp_path, monkeypatch):
 def greedy_ids(model, tokenizer) -> list[int]:
     prompt = prepare_chat(tokenizer, model, MESSAGES, GREEDY.max_new_tokens)
     with torch.no_grad():
-        out = model.generate(prompt.input_ids, attention_mask=torch.ones_like(prompt.input_ids),
-                             **GREEDY.generate_kwargs())
-    return out[0, prompt.input_ids.shape[1]:].tolist()
+        out = model.generate(
+            prompt.input_ids, attention_mask=torch.ones_like(prompt.input_ids), **GREEDY.generate_kwargs()
+        )
+    return out[0, prompt.input_ids.shape[1] :].tolist()
 
 
 def load_tokenizer(path):
@@ -139,8 +170,15 @@ def test_exported_adapter_loads_with_peft_and_reproduces_the_apps_greedy_answer(
     from transformers import AutoModelForCausalLM
 
     export = exports.export_adapter(studio.db, studio.settings.data_dir, "v1", admin, CARD)
-    assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "tokenizer_config.json",
-            "README.md", curves.CURVES_FILE, "training_config.json"} <= set(export.files)
+    assert {
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "README.md",
+        curves.CURVES_FILE,
+        "training_config.json",
+    } <= set(export.files)
     assert not any(".partial-" in p.name for p in export.path.parent.iterdir())
     model, tokenizer = peft_from(studio.model_path, export.path), load_tokenizer(export.path)
     text, _ = generate_once(model, tokenizer, MESSAGES, GREEDY)
@@ -152,8 +190,10 @@ def test_exported_adapter_loads_with_peft_and_reproduces_the_apps_greedy_answer(
     assert merged_text == app_answer
     assert greedy_ids(standalone, tokenizer) == greedy_ids(model, tokenizer)  # token for token
     rows = studio.db.query("SELECT kind, version, dtype, path FROM exports ORDER BY id")
-    assert [(r["kind"], r["version"], r["dtype"]) for r in rows] == [("adapter", "v1", None),
-                                                                      ("merged", "v1", "float32")]
+    assert [(r["kind"], r["version"], r["dtype"]) for r in rows] == [
+        ("adapter", "v1", None),
+        ("merged", "v1", "float32"),
+    ]
     assert rows[0]["path"] == str(export.path.resolve())
 
 
@@ -218,14 +258,22 @@ def test_only_admins_export_and_bad_versions_are_refused(studio):
 # --- pushing to the Hub stand-in -----------------------------------------------------------------------------
 
 
-def test_push_adapter_commits_files_and_card_and_a_later_push_updates_the_same_repo(studio, admin, standin,
-                                                                                    app_answer, tmp_path):
+def test_push_adapter_commits_files_and_card_and_a_later_push_updates_the_same_repo(
+    studio, admin, standin, app_answer, tmp_path
+):
     from huggingface_hub import snapshot_download
 
     export = exports.export_adapter(studio.db, studio.settings.data_dir, "v1", admin, CARD)
     steps = []
-    result = hub.push_export(studio.db, export.id, admin, TOKEN, "ada/tiny-lora", private=True,
-                             progress=lambda f, text: steps.append((f, text)))
+    result = hub.push_export(
+        studio.db,
+        export.id,
+        admin,
+        TOKEN,
+        "ada/tiny-lora",
+        private=True,
+        progress=lambda f, text: steps.append((f, text)),
+    )
     assert result.attempts == 1 and result.commit_url == f"{standin.url}/ada/tiny-lora/commit/{result.commit_oid}"
     repo = standin.repo("ada/tiny-lora")
     assert repo.private and [c["summary"] for c in repo.commits] == ["RLHF Studio: LoRA adapter of v1"]
@@ -245,12 +293,22 @@ def test_push_adapter_commits_files_and_card_and_a_later_push_updates_the_same_r
 
     manifest = hub.adapter_manifest(studio.db)
     assert manifest[0] | {"date": None} == manifest[0] | {
-        "kind": "adapter", "version": "v1", "base_model": "studio-tests/tiny-llama", "repo_id": "ada/tiny-lora",
-        "commit_url": result.commit_url, "date": None}
+        "kind": "adapter",
+        "version": "v1",
+        "base_model": "studio-tests/tiny-llama",
+        "repo_id": "ada/tiny-lora",
+        "commit_url": result.commit_url,
+        "date": None,
+    }
     # a later export of v1 (new licence in the card) goes to the same repo as a second commit; the client
     # sends only what changed
-    again = exports.export_adapter(studio.db, studio.settings.data_dir, "v1", admin,
-                               cards.CardOptions(license="apache-2.0", base_model_id=CARD.base_model_id))
+    again = exports.export_adapter(
+        studio.db,
+        studio.settings.data_dir,
+        "v1",
+        admin,
+        cards.CardOptions(license="apache-2.0", base_model_id=CARD.base_model_id),
+    )
     assert hub.suggest_repo_id(studio.db, again.id, "ada") == "ada/tiny-lora"
     second = hub.push_export(studio.db, again.id, admin, TOKEN, hub.suggest_repo_id(studio.db, again.id, "ada"))
     assert [c["oid"] for c in repo.commits] == [result.commit_oid, second.commit_oid]
@@ -269,7 +327,7 @@ def test_push_dataset_to_a_dataset_repo_with_its_card(studio, admin, standin):
     meta = yaml.safe_load(files["README.md"].decode().split("---")[1])
     assert meta["configs"][0]["data_files"][0]["split"] == "train" and "trl" in meta["tags"]
     assert hub.adapter_manifest(studio.db) == [r for r in hub.adapter_manifest(studio.db) if r["kind"] != "dataset"]
-    bare = hub.push_export(studio.db, export.id, admin, TOKEN, "labels-bare")   # no owner: the token's user
+    bare = hub.push_export(studio.db, export.id, admin, TOKEN, "labels-bare")  # no owner: the token's user
     assert bare.repo_id == "ada/labels-bare" and standin.repo("ada/labels-bare", "dataset").commits
 
 
@@ -281,9 +339,8 @@ def assert_token_nowhere(studio, exc, caplog, *tokens):
         assert token not in text and token.encode() not in raw
 
 
-@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
-def test_push_errors_are_clear_retried_when_transient_and_leave_nothing_registered(studio, admin, standin,
-                                                                                   caplog):
+@pytest.mark.slow  # >= 3 s (a server, a child process or a CLI run): not in make test-fast
+def test_push_errors_are_clear_retried_when_transient_and_leave_nothing_registered(studio, admin, standin, caplog):
     export = exports.export_adapter(studio.db, studio.settings.data_dir, "v1", admin)
     pushes = studio.db.scalar("SELECT count(*) FROM hub_pushes")
     bad = "hf_thisTokenIsNotValidForTheHub42"
@@ -293,7 +350,7 @@ def test_push_errors_are_clear_retried_when_transient_and_leave_nothing_register
     assert_token_nowhere(studio, err.value, caplog, bad)
     with pytest.raises(hub.HubForbidden, match="may not"):
         hub.push_export(studio.db, export.id, admin, READ_TOKEN, "ada/errors")
-    with pytest.raises(hub.HubForbidden):                       # a namespace the user does not belong to
+    with pytest.raises(hub.HubForbidden):  # a namespace the user does not belong to
         hub.push_export(studio.db, export.id, admin, TOKEN, "someone-else/errors")
     standin.fail("commit", 404)
     with pytest.raises(hub.HubNotFound, match="Not found"):
@@ -302,10 +359,10 @@ def test_push_errors_are_clear_retried_when_transient_and_leave_nothing_register
     with pytest.raises(hub.HubConflict, match="conflict") as err:
         hub.push_export(studio.db, export.id, admin, TOKEN, "ada/errors", retries=1, retry_wait=0.01)
     assert_token_nowhere(studio, err.value, caplog, TOKEN)
-    assert standin.repo("ada/errors").commits == []             # the repo exists, nothing was committed
+    assert standin.repo("ada/errors").commits == []  # the repo exists, nothing was committed
     assert studio.db.scalar("SELECT count(*) FROM hub_pushes") == pushes
 
-    standin.fail("commit", 503)                                   # transient: the retry succeeds
+    standin.fail("commit", 503)  # transient: the retry succeeds
     result = hub.push_export(studio.db, export.id, admin, TOKEN, "ada/errors", retry_wait=0.01)
     assert result.attempts == 2 and len(standin.repo("ada/errors").commits) == 1
     assert studio.db.scalar("SELECT count(*) FROM hub_pushes") == pushes + 1
@@ -316,11 +373,19 @@ def test_network_down_and_offline_mode_are_clear_errors(studio, admin, standin, 
 
     export = exports.export_adapter(studio.db, studio.settings.data_dir, "v1", admin)
     pushes = studio.db.scalar("SELECT count(*) FROM hub_pushes")
-    standin.stop()                                               # nothing listens on the port any more
+    standin.stop()  # nothing listens on the port any more
     steps = []
     with pytest.raises(hub.HubUnreachable, match="Cannot reach the Hub") as err:
-        hub.push_export(studio.db, export.id, admin, TOKEN, "ada/down", retries=2, retry_wait=0.01,
-                        progress=lambda f, text: steps.append(text))
+        hub.push_export(
+            studio.db,
+            export.id,
+            admin,
+            TOKEN,
+            "ada/down",
+            retries=2,
+            retry_wait=0.01,
+            progress=lambda f, text: steps.append(text),
+        )
     assert sum("retrying" in s for s in steps) == 2 and err.value.retryable
     assert_token_nowhere(studio, err.value, caplog, TOKEN)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
@@ -337,11 +402,20 @@ def test_a_version_that_learned_nothing_is_refused_until_an_admin_overrides_with
 
     export = exports.export_adapter(studio.db, studio.settings.data_dir, "v1", admin, CARD)
     v1, base = (studio.db.scalar("SELECT id FROM policies WHERE name = ?", [n]) for n in ("v1", "base"))
-    report = {"version": "v1", "against": "base", "verdict": "no_change", "summary": "no measurable change: stored",
-              "metrics": {"version": "v1", "against": "base", "held_out_pairs": 9, "kl_per_token": 0.001}}
-    report_id = studio.db.write(lambda cur: cur.execute(
-        "INSERT INTO version_reports (policy_id, against_id, verdict, summary, report) VALUES (?, ?, ?, ?, ?)"
-        " RETURNING id", [v1, base, "no_change", report["summary"], json.dumps(report)]).fetchone()[0])
+    report = {
+        "version": "v1",
+        "against": "base",
+        "verdict": "no_change",
+        "summary": "no measurable change: stored",
+        "metrics": {"version": "v1", "against": "base", "held_out_pairs": 9, "kl_per_token": 0.001},
+    }
+    report_id = studio.db.write(
+        lambda cur: cur.execute(
+            "INSERT INTO version_reports (policy_id, against_id, verdict, summary, report) VALUES (?, ?, ?, ?, ?)"
+            " RETURNING id",
+            [v1, base, "no_change", report["summary"], json.dumps(report)],
+        ).fetchone()[0]
+    )
     pushes = studio.db.scalar("SELECT count(*) FROM hub_pushes")
     try:
         with pytest.raises(GateFailed, match="v1 fails its release gate \\(learned\\)") as refused:
@@ -349,7 +423,7 @@ def test_a_version_that_learned_nothing_is_refused_until_an_admin_overrides_with
         assert refused.value.code == "gate_failed" and "--override" in refused.value.hint
         assert ("models", "ada/gated") not in standin.repos
         assert studio.db.scalar("SELECT count(*) FROM hub_pushes") == pushes
-        hub.push_export(studio.db, export.id, admin, TOKEN, "ada/gated", gate_mode="warn")   # warn: pushed
+        hub.push_export(studio.db, export.id, admin, TOKEN, "ada/gated", gate_mode="warn")  # warn: pushed
         result = hub.push_export(studio.db, export.id, admin, TOKEN, "ada/gated", override="a demo for the team")
         card = standin.files_on_disk("ada/gated")["README.md"].decode()
         assert "## Release gate" in card and "| learned | fail | learned nothing measurable" in card
@@ -379,8 +453,10 @@ def test_zip_download_holds_the_whole_export(studio, admin):
     assert name == f"{export.path.name}.zip"
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         assert sorted(n.split("/", 1)[1] for n in zf.namelist()) == sorted(export.files)
-        assert zf.read(f"{export.path.name}/adapter_model.safetensors") == \
-            (export.path / "adapter_model.safetensors").read_bytes()
+        assert (
+            zf.read(f"{export.path.name}/adapter_model.safetensors")
+            == (export.path / "adapter_model.safetensors").read_bytes()
+        )
 
 
 def test_export_page_exports_and_pushes_with_a_one_off_token(studio, standin, monkeypatch):
@@ -405,7 +481,7 @@ def test_export_page_exports_and_pushes_with_a_one_off_token(studio, standin, mo
     next(b for b in app.button if b.label == "Push").click().run()
     assert not app.exception and any("Pushed to" in s.value for s in app.success), [e.value for e in app.error]
     assert len(standin.repo("ada/page-push").commits) == 1
-    assert app.text_input(key="push-token").value == ""          # the one-off token is not kept
+    assert app.text_input(key="push-token").value == ""  # the one-off token is not kept
     assert any(r["repo_id"] == "ada/page-push" for r in hub.adapter_manifest(studio.db))
 
     app.text_input(key=f"push-{new_id}-repo_id").input("ada/page-push")
@@ -414,7 +490,7 @@ def test_export_page_exports_and_pushes_with_a_one_off_token(studio, standin, mo
     assert any("rejected the token" in e.value for e in app.error)
 
 
-@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
+@pytest.mark.slow  # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_cli_exports_and_pushes_with_hf_token(tmp_path, tiny_model_dir, standin):
     """`launch.py export adapter v1 --push REPO` in its own process, token from HF_TOKEN, real client."""
     import os
@@ -431,26 +507,68 @@ def test_cli_exports_and_pushes_with_hf_token(tmp_path, tiny_model_dir, standin)
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    get_peft_model(AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)),
-                   LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(adapter)
+    get_peft_model(
+        AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)), LoraConfig(r=4, target_modules=["q_proj"])
+    ).save_pretrained(adapter)
     db = Database.in_data_dir(data_dir)
     register_policy(db, "v1", ensure_base_policy(db, "tiny"), "tiny", "sft", str(adapter))
     db.close()
     env = {**os.environ, "HF_ENDPOINT": standin.url, "HF_TOKEN": TOKEN, "HF_HUB_OFFLINE": "0"}
-    run = subprocess.run([sys.executable, str(ROOT / "launch.py"), "export", "adapter", "v1", "--data-dir",
-                          str(data_dir), "--model", "tiny", "--push", "cli-lora", "--license", "mit"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "launch.py"),
+            "export",
+            "adapter",
+            "v1",
+            "--data-dir",
+            str(data_dir),
+            "--model",
+            "tiny",
+            "--push",
+            "cli-lora",
+            "--license",
+            "mit",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
     assert "pushed to ada/cli-lora: " in run.stdout and TOKEN not in run.stdout + run.stderr
     assert {"adapter_config.json", "adapter_model.safetensors", "README.md"} <= set(
-        standin.files_on_disk("ada/cli-lora"))
-    assert standin.repo("ada/cli-lora").private           # private unless --public
-    listed = subprocess.run([sys.executable, str(ROOT / "launch.py"), "export", "manifest", "--data-dir",
-                             str(data_dir)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        standin.files_on_disk("ada/cli-lora")
+    )
+    assert standin.repo("ada/cli-lora").private  # private unless --public
+    listed = subprocess.run(
+        [sys.executable, str(ROOT / "launch.py"), "export", "manifest", "--data-dir", str(data_dir)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert json.loads(listed.stdout)[0]["repo_id"] == "ada/cli-lora"
-    bad = subprocess.run([sys.executable, str(ROOT / "launch.py"), "export", "push", "1", "--push", "cli-lora",
-                          "--data-dir", str(data_dir)], cwd=ROOT, env={**env, "HF_TOKEN": "hf_badTokenForCli12345"},
-                         capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "launch.py"),
+            "export",
+            "push",
+            "1",
+            "--push",
+            "cli-lora",
+            "--data-dir",
+            str(data_dir),
+        ],
+        cwd=ROOT,
+        env={**env, "HF_TOKEN": "hf_badTokenForCli12345"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode == 2 and "error [hub_unauthorized]" in bad.stderr
     assert "hf_badTokenForCli12345" not in bad.stderr
 
@@ -464,28 +582,38 @@ def test_a_trained_version_exports_with_its_real_metrics_and_reproduces_the_app(
     data_dir = tmp_path / "data"
     shutil.copytree(tiny_model_dir, data_dir / MODELS_SUBDIR / TINY_MODEL_DIR)
     # fp32 chat: the exports are checked against the app's greedy answers token for token
-    s = Studio(load_settings({"data_dir": str(data_dir), "model": "tiny", "chat_dtype": "float32"}, env={}),
-               data_dir / MODELS_SUBDIR / TINY_MODEL_DIR)
+    s = Studio(
+        load_settings({"data_dir": str(data_dir), "model": "tiny", "chat_dtype": "float32"}, env={}),
+        data_dir / MODELS_SUBDIR / TINY_MODEL_DIR,
+    )
     try:
         ada = ensure_user(s.db, "ada", "admin", "test")
         for i in range(12):
             conv = new_conversation(s.db, ada, s.base_policy_id)
             turn = add_user_message(s.db, ada, conv, f"Question number {i}?")
-            a, b = save_pair(s.db, conv, turn, None, CandidateIn(f"A clear answer {i}.", 1), CandidateIn(f"meh {i}", 1),
-                             None)
+            a, b = save_pair(
+                s.db, conv, turn, None, CandidateIn(f"A clear answer {i}.", 1), CandidateIn(f"meh {i}", 1), None
+            )
             record_vote(s.db, ada, Vote(a, b, "a"))
-        job = s.supervisor.run_blocking(s.supervisor.submit(JobRequest(
-            "dpo", "base", {"max_steps": 3, "logging_steps": 1, "max_length": 64, "learning_rate": 0.05}), ada))
+        job = s.supervisor.run_blocking(
+            s.supervisor.submit(
+                JobRequest(
+                    "dpo", "base", {"max_steps": 3, "logging_steps": 1, "max_length": 64, "learning_rate": 0.05}
+                ),
+                ada,
+            )
+        )
         assert job["status"] == "succeeded", job["error"]
         version = s.db.scalar("SELECT name FROM policies WHERE job_id = ?", [job["id"]])
         export = exports.export_adapter(s.db, data_dir, version, ada)
         card = (export.path / "README.md").read_text()
-        logged = s.db.query("SELECT value FROM job_metrics WHERE job_id = ? AND name = 'loss' ORDER BY step",
-                            [job["id"]])
+        logged = s.db.query(
+            "SELECT value FROM job_metrics WHERE job_id = ? AND name = 'loss' ORDER BY step", [job["id"]]
+        )
         assert f"| loss | {logged[0]['value']:.4g} | {logged[-1]['value']:.4g} |" in card
         assert "| rewards/margins |" in card and curves.CURVES_FILE in export.files
         meta = yaml.safe_load(card.split("---")[1])
-        assert {"trl", "dpo"} <= set(meta["tags"]) and "base_model" not in meta   # tiny: no Hub id to name
+        assert {"trl", "dpo"} <= set(meta["tags"]) and "base_model" not in meta  # tiny: no Hub id to name
         rows, _ = s.adapter_rows(version, "base")
         model, tokenizer = s.model()
         app = generate_pair(model, tokenizer, MESSAGES, GREEDY, adapter_names=rows).text_a
@@ -503,8 +631,10 @@ GGUF_PROMPT = [{"role": "user", "content": "Write one sentence about rivers and 
 @pytest.fixture(scope="module")
 def gguf_exports(studio, admin):
     """v1 written as GGUF in three types (module-wide: transformers takes ~15 s to read each file's tokenizer)."""
-    return {quant: exports.export_gguf(studio.db, studio.settings.data_dir, "v1", admin, quant, CARD)
-            for quant in ("f16", "q8_0", "q4_0")}
+    return {
+        quant: exports.export_gguf(studio.db, studio.settings.data_dir, "v1", admin, quant, CARD)
+        for quant in ("f16", "q8_0", "q4_0")
+    }
 
 
 def gguf_file(export) -> str:
@@ -516,8 +646,10 @@ def load_gguf(export):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     name = gguf_file(export)
-    return (AutoModelForCausalLM.from_pretrained(str(export.path), gguf_file=name, dtype=torch.float32).eval(),
-            AutoTokenizer.from_pretrained(str(export.path), gguf_file=name))
+    return (
+        AutoModelForCausalLM.from_pretrained(str(export.path), gguf_file=name, dtype=torch.float32).eval(),
+        AutoTokenizer.from_pretrained(str(export.path), gguf_file=name),
+    )
 
 
 def merged_v1(studio):
@@ -526,22 +658,28 @@ def merged_v1(studio):
 
 
 def prompt_logits(model, tokenizer) -> torch.Tensor:
-    ids = tokenizer.apply_chat_template(GGUF_PROMPT, add_generation_prompt=True, return_tensors="pt",
-                                        return_dict=True)["input_ids"]
+    ids = tokenizer.apply_chat_template(GGUF_PROMPT, add_generation_prompt=True, return_tensors="pt", return_dict=True)[
+        "input_ids"
+    ]
     with torch.no_grad():
         return model(ids).logits[0]
 
 
-@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
-def test_gguf_f16_loads_in_transformers_with_its_tokenizer_and_gives_the_apps_greedy_tokens(studio, gguf_exports,
-                                                                                          app_answer):
+@pytest.mark.slow  # >= 3 s (a server, a child process or a CLI run): not in make test-fast
+def test_gguf_f16_loads_in_transformers_with_its_tokenizer_and_gives_the_apps_greedy_tokens(
+    studio, gguf_exports, app_answer
+):
     import gguf
 
     export = gguf_exports["f16"]
     assert set(export.files) >= {gguf_file(export), "Modelfile", "README.md", "training_config.json"}
     reader = gguf.GGUFReader(str(export.path / gguf_file(export)))
-    meta = {k: f.contents() for k, f in reader.fields.items() if not k.startswith("tokenizer.ggml.")
-            or k in ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.eos_token_id")}
+    meta = {
+        k: f.contents()
+        for k, f in reader.fields.items()
+        if not k.startswith("tokenizer.ggml.")
+        or k in ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.eos_token_id")
+    }
     merged, tokenizer = merged_v1(studio)
     assert meta["general.architecture"] == "llama" and meta["tokenizer.ggml.model"] == "gpt2"
     assert meta["tokenizer.ggml.pre"] == "smollm" and meta["tokenizer.chat_template"] == tokenizer.chat_template
@@ -550,13 +688,13 @@ def test_gguf_f16_loads_in_transformers_with_its_tokenizer_and_gives_the_apps_gr
 
     model, gguf_tokenizer = load_gguf(export)
     chat = tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=False)
-    assert gguf_tokenizer(chat)["input_ids"] == tokenizer(chat)["input_ids"]   # same tokens from the file's vocab
+    assert gguf_tokenizer(chat)["input_ids"] == tokenizer(chat)["input_ids"]  # same tokens from the file's vocab
     assert greedy_ids(model, tokenizer) == greedy_ids(merged, tokenizer)
     text, _ = generate_once(model, gguf_tokenizer, MESSAGES, GREEDY)
     assert text == app_answer
 
 
-@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
+@pytest.mark.slow  # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_gguf_q8_0_and_q4_0_stay_close_to_the_fp32_model(studio, gguf_exports):
     """Stated tolerances, over every logit at every position of a chat prompt, against the merged fp32 model:
     q8_0 correlates above 0.995 with a mean absolute error under 5% of the logits' standard deviation; q4_0
@@ -583,7 +721,7 @@ def test_gguf_export_has_an_ollama_modelfile_and_a_card(gguf_exports):
     assert f"FROM ./{gguf_file(export)}" in modelfile
     assert 'PARAMETER stop "<|im_end|>"' in modelfile and "PARAMETER temperature 0.7" in modelfile
     assert "<|im_start|>user\n{{ .Prompt }}<|im_end|>" in modelfile
-    assert 'SYSTEM """You are a helpful AI assistant named SmolLM' in modelfile   # the chat template's default
+    assert 'SYSTEM """You are a helpful AI assistant named SmolLM' in modelfile  # the chat template's default
     card = (export.path / "README.md").read_text()
     meta = yaml.safe_load(card.split("---")[1])
     assert meta["library_name"] == "gguf" and meta["base_model"] == CARD.base_model_id
@@ -617,9 +755,10 @@ def test_bitsandbytes_export_needs_cuda_and_says_what_to_do_instead(studio, admi
     assert studio.db.scalar("SELECT count(*) FROM exports") == before
 
 
-@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
+@pytest.mark.slow  # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_pushed_adapter_runs_as_its_card_says_on_another_machine_and_names_its_training_data(
-        studio, admin, standin, tmp_path):
+    studio, admin, standin, tmp_path
+):
     """The base model and the adapter on the Hub stand-in; the card's Python snippet, run as written in a fresh
     process with an empty cache and no access to this data dir, loads both and chats. The card's ``datasets``
     names the repo the version's exact training rows were pushed to."""
@@ -635,15 +774,16 @@ def test_pushed_adapter_runs_as_its_card_says_on_another_machine_and_names_its_t
     api = HfApi(endpoint=standin.url, token=TOKEN)
     api.create_repo(base_repo, private=False, exist_ok=True)
     api.upload_folder(folder_path=str(studio.model_path), repo_id=base_repo)
-    run_dir = Path(studio.db.scalar("SELECT run_dir FROM jobs WHERE id = (SELECT job_id FROM policies"
-                                    " WHERE name = 'v1')"))
+    run_dir = Path(
+        studio.db.scalar("SELECT run_dir FROM jobs WHERE id = (SELECT job_id FROM policies WHERE name = 'v1')")
+    )
     (run_dir / "data").mkdir(exist_ok=True)
     write_parquet(preference_rows(studio.db, None).rows, run_dir / "data" / "train.parquet")
     data = exports.export_training_data(studio.db, studio.settings.data_dir, "v1", admin)
-    assert exports.get_export(studio.db, data.id)["data_hash"] == "d" * 64       # the version's recorded hash
+    assert exports.get_export(studio.db, data.id)["data_hash"] == "d" * 64  # the version's recorded hash
     hub.push_export(studio.db, data.id, admin, TOKEN, "ada/v1-training-data", private=False)
 
-    card = cards.CardOptions(base_model_id=base_repo)                            # no datasets given
+    card = cards.CardOptions(base_model_id=base_repo)  # no datasets given
     adapter = exports.export_adapter(studio.db, studio.settings.data_dir, "v1", admin, card)
     config = json.loads((adapter.path / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == base_repo
@@ -655,14 +795,15 @@ def test_pushed_adapter_runs_as_its_card_says_on_another_machine_and_names_its_t
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "STUDIO_"))}
     env |= {"HF_ENDPOINT": standin.url, "HF_HOME": str(elsewhere / "hf-home"), "HF_HUB_OFFLINE": "0"}
-    run = subprocess.run([sys.executable, "-c", snippet], cwd=elsewhere, env=env, capture_output=True, text=True,
-                         timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-c", snippet], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip()
 
 
 def test_local_base_without_a_hub_id_is_named_in_the_card(studio, admin):
-    adapter = exports.export_adapter(studio.db, studio.settings.data_dir, "v1", admin)   # "tiny": no Hub id
+    adapter = exports.export_adapter(studio.db, studio.settings.data_dir, "v1", admin)  # "tiny": no Hub id
     assert "has no Hub id here" in (adapter.path / "README.md").read_text()
 
 
@@ -674,8 +815,8 @@ def test_export_page_writes_a_gguf_and_warns_about_a_base_without_hub_id(studio,
     monkeypatch.setattr(core.studio, "_current", studio)
     page = str(Path(__file__).resolve().parents[2] / "pages" / "export.py")
     app = AppTest.from_file(page, default_timeout=60).run()
-    assert any("has no Hub id" in w.value for w in app.warning)          # the tiny base: asked for one, and why
-    next(r for r in app.radio if r.label == "Export").set_value("gguf").run()   # options follow the kind
+    assert any("has no Hub id" in w.value for w in app.warning)  # the tiny base: asked for one, and why
+    next(r for r in app.radio if r.label == "Export").set_value("gguf").run()  # options follow the kind
     next(s for s in app.selectbox if s.label == "GGUF type").set_value("q4_0")
     next(b for b in app.button if b.label == "Export").click().run()
     assert not app.exception and any("written to" in s.value for s in app.success), [e.value for e in app.error]
@@ -683,7 +824,7 @@ def test_export_page_writes_a_gguf_and_warns_about_a_base_without_hub_id(studio,
     assert (row["kind"], row["dtype"]) == ("gguf", "q4_0") and (Path(row["path"]) / "v1-q4_0.gguf").is_file()
 
 
-@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
+@pytest.mark.slow  # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_cli_exports_a_gguf(tmp_path, tiny_model_dir):
     """`launch.py export gguf v1 --quant q8_0` on a full fine-tune (weights of its own, no adapter)."""
     import subprocess
@@ -696,17 +837,39 @@ def test_cli_exports_a_gguf(tmp_path, tiny_model_dir):
     data_dir = tmp_path / "data"
     shutil.copytree(tiny_model_dir, data_dir / MODELS_SUBDIR / TINY_MODEL_DIR)
     db = Database.in_data_dir(data_dir)
-    register_policy(db, "v1", ensure_base_policy(db, "tiny"), "tiny", "sft", None,
-                    config={"model_path": str(tiny_model_dir)})
+    register_policy(
+        db, "v1", ensure_base_policy(db, "tiny"), "tiny", "sft", None, config={"model_path": str(tiny_model_dir)}
+    )
     db.close()
-    run = subprocess.run([sys.executable, str(ROOT / "launch.py"), "export", "gguf", "v1", "--quant", "q8_0",
-                          "--data-dir", str(data_dir), "--model", "tiny"], cwd=ROOT, capture_output=True, text=True,
-                         timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "launch.py"),
+            "export",
+            "gguf",
+            "v1",
+            "--quant",
+            "q8_0",
+            "--data-dir",
+            str(data_dir),
+            "--model",
+            "tiny",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     folder = Path(run.stdout.split(": ", 1)[1].strip())
     assert (folder / "v1-q8_0.gguf").is_file() and (folder / "Modelfile").is_file()
-    bad = subprocess.run([sys.executable, str(ROOT / "launch.py"), "export", "gguf", "v1", "--quant", "q2",
-                          "--data-dir", str(data_dir)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        [sys.executable, str(ROOT / "launch.py"), "export", "gguf", "v1", "--quant", "q2", "--data-dir", str(data_dir)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode == 2 and "error [invalid_input]" in bad.stderr and "q8_0" in bad.stderr
 
 

@@ -11,10 +11,11 @@ lives in bench/harness/, which bench/ and the tests both import.
 
 Test modules import from here or bench.harness, never from each other or from conftest (pytest imports conftest
 under its own name, so `from tests.conftest import X` would load it twice)."""
+
 from __future__ import annotations
 
 from core import ROOT
 
-ARTIFACTS = ROOT / "test-artifacts"   # screenshots of the browser tests, kept for people to look at
+ARTIFACTS = ROOT / "test-artifacts"  # screenshots of the browser tests, kept for people to look at
 
 __all__ = ["ARTIFACTS", "ROOT"]

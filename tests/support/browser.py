@@ -1,5 +1,6 @@
 """A person in a real browser: Debian's Chromium driven by Playwright (no browser download), and the labeling
 app's chat-and-vote steps the browser tests share."""
+
 from __future__ import annotations
 
 import re
@@ -19,8 +20,14 @@ from tests.support import ARTIFACTS
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # no sandbox (containers run as root); no GPU, background traffic, updates or first-run screens: nothing
 # the tests do not ask for
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 VIEWPORT = {"width": 1400, "height": 1000}
 
 
@@ -78,14 +85,14 @@ def chat_and_vote(page: Any, prompt: str, key: str, vote_number: int) -> None:
     """Send a message, wait for the two candidates, vote with the keyboard and wait for the receipt."""
     page.get_by_placeholder("Write a message").fill(prompt)
     page.get_by_role("button", name="Send", exact=True).click()
-    page.wait_for_function("() => document.querySelector('#save-status')?.innerText.includes('Pick the better')",
-                           timeout=120_000)
+    page.wait_for_function(
+        "() => document.querySelector('#save-status')?.innerText.includes('Pick the better')", timeout=120_000
+    )
     assert page.locator("#cand-a").inner_text().strip() and page.locator("#cand-b").inner_text().strip()
-    page.locator("body").click(position={"x": 5, "y": 5})   # focus outside the text box: keys vote
+    page.locator("body").click(position={"x": 5, "y": 5})  # focus outside the text box: keys vote
     page.keyboard.press(key)
-    page.wait_for_function("() => document.querySelector('#save-status')?.innerText.includes('Saved')",
-                           timeout=30_000)
-    assert f"vote #{vote_number})" in status_text(page)   # a fresh studio: votes are numbered from 1
+    page.wait_for_function("() => document.querySelector('#save-status')?.innerText.includes('Saved')", timeout=30_000)
+    assert f"vote #{vote_number})" in status_text(page)  # a fresh studio: votes are numbered from 1
 
 
 def set_max_new_tokens(page: Any, accordion: str, value: int = 8) -> None:
@@ -121,8 +128,9 @@ class SiteWatch:
 
     def own(self, url: str) -> bool:
         ws_origin = "ws" + self.origin.removeprefix("http")
-        return (url.startswith(("data:", "blob:", "about:blank"))
-                or any(url == o or url.startswith(o + "/") for o in (self.origin, ws_origin)))
+        return url.startswith(("data:", "blob:", "about:blank")) or any(
+            url == o or url.startswith(o + "/") for o in (self.origin, ws_origin)
+        )
 
     def attach(self, context: Any) -> SiteWatch:
         """Watch ``context`` (a Playwright BrowserContext) and every page opened in it from now on."""
@@ -151,7 +159,7 @@ class SiteWatch:
         if message.type != "error":
             return
         if message.text.startswith("Failed to load resource") and self.streamlit_probe(message.location["url"]):
-            return   # the browser's own line for the probe's 404 (see streamlit_probe)
+            return  # the browser's own line for the probe's 404 (see streamlit_probe)
         self.errors.append(f"{page.url}: console {message.type}: {message.text} (at {message.location['url']})")
 
     def _page(self, page: Any) -> None:
@@ -184,21 +192,21 @@ class ScriptRuns:
     ``script_finished`` message). The DOM cannot tell: a run that starts and ends within one frame never marks the
     app 'running' (React renders the two states at once), and a lazy tab's rerun is often that fast."""
 
-    FULL_RUN = (0, 1)   # FINISHED_SUCCESSFULLY, FINISHED_WITH_COMPILE_ERROR; not a fragment's or an interrupted run
+    FULL_RUN = (0, 1)  # FINISHED_SUCCESSFULLY, FINISHED_WITH_COMPILE_ERROR; not a fragment's or an interrupted run
 
     def __init__(self, page: Any) -> None:
         self.finished = 0
         page.on("websocket", lambda ws: ws.on("framereceived", self._frame))
 
     def _frame(self, payload: Any) -> None:
-        if isinstance(payload, str) or len(payload) > 2048:   # script_finished is a small binary message
+        if isinstance(payload, str) or len(payload) > 2048:  # script_finished is a small binary message
             return
         from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
         message = ForwardMsg()
         try:
             message.ParseFromString(payload)
-        except Exception:   # noqa: BLE001 - not a ForwardMsg (the labeling app's socket, say): not ours to count
+        except Exception:  # noqa: BLE001 - not a ForwardMsg (the labeling app's socket, say): not ours to count
             return
         if message.WhichOneof("type") == "script_finished" and message.script_finished in self.FULL_RUN:
             self.finished += 1
@@ -210,6 +218,7 @@ _RUNS: weakref.WeakKeyDictionary[Any, ScriptRuns] = weakref.WeakKeyDictionary()
 def watch_pages(browser: Any) -> Any:
     """Count every console page's script runs (:class:`ScriptRuns`) for pages ``browser`` opens from now on, directly
     or through its contexts: the counting must start before the page opens its WebSocket."""
+
     def watch(page: Any) -> None:
         _RUNS.setdefault(page, ScriptRuns(page))
 
@@ -240,7 +249,7 @@ def console_rerun(page: Any, action: Any, timeout: float = 60_000) -> None:
     while runs.finished == before:
         if time.monotonic() > deadline:
             raise TimeoutError(f"no script run finished within {timeout / 1000:.0f} s of the action")
-        page.wait_for_timeout(10)   # Playwright delivers the WebSocket's frames while it waits
+        page.wait_for_timeout(10)  # Playwright delivers the WebSocket's frames while it waits
     page.wait_for_function(SETTLED, timeout=max(1.0, (deadline - time.monotonic()) * 1000))
 
 
@@ -269,7 +278,7 @@ def rendering_fonts(page: Any, selector: str = "body *") -> dict[str, list[str]]
             try:
                 fonts = cdp.send("CSS.getPlatformFontsForNode", {"nodeId": node})["fonts"]
                 html = cdp.send("DOM.getOuterHTML", {"nodeId": node})["outerHTML"] if fonts else ""
-            except PlaywrightError as exc:   # re-rendered away since the query: nothing drawn any more
+            except PlaywrightError as exc:  # re-rendered away since the query: nothing drawn any more
                 if "Could not find node" not in str(exc):
                     raise
                 continue
@@ -283,10 +292,11 @@ def rendering_fonts(page: Any, selector: str = "body *") -> dict[str, list[str]]
 
 # The labeling app's boxes that show model output (the tiny test model writes random tokens, any script), left out
 # when checking the fonts of the app's own text.
-MODEL_TEXT = ("#cand-a, #cand-b, #arena-a, #arena-b, #review-a, #review-b, #review-prompt, #conversation, "
-              "[data-testid='bot']")
+MODEL_TEXT = (
+    "#cand-a, #cand-b, #arena-a, #arena-b, #review-a, #review-b, #review-prompt, #conversation, [data-testid='bot']"
+)
 LABEL_APP_TEXT = f".gradio-container *:not(:is({MODEL_TEXT}), :is({MODEL_TEXT}) *)"
-CONSOLE_TEXT = "[data-testid='stApp'] *:not(input[type='file'])"   # a file input's own text is never shown
+CONSOLE_TEXT = "[data-testid='stApp'] *:not(input[type='file'])"  # a file input's own text is never shown
 
 
 def system_fonts(page: Any, selector: str) -> dict[str, list[str]]:

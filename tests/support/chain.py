@@ -1,4 +1,5 @@
 """Shared setup for the chain tests: a real DuckDB with labels from three people, two wallets linked."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,8 +18,7 @@ def sign(message: str, key: bytes) -> str:
 
 
 def link(db: Database, user: User, account) -> str:
-    message = issue_challenge(db, user, account.address, domain="studio.test", uri="http://studio.test/",
-                              chain_id=1337)
+    message = issue_challenge(db, user, account.address, domain="studio.test", uri="http://studio.test/", chain_id=1337)
     return link_wallet(db, user, message, sign(message, account.key))
 
 
@@ -45,16 +45,27 @@ def seed_labels(data_dir: Path, link_wallets: bool = True) -> Labels:
                 cur.execute("INSERT INTO candidates (id, prompt_id, text) VALUES (?, ?, ?)", [c, p, f"answer {c}"])
         votes = [(alice, 1, "a"), (bob, 1, "a"), (carol, 1, "b"), (alice, 2, "b"), (bob, 2, "a")]
         for user, prompt, outcome in votes:
-            cur.execute("INSERT INTO preferences (prompt_id, candidate_a, candidate_b, outcome, labeler_id)"
-                        " VALUES (?, ?, ?, ?, ?)", [prompt, 2 * prompt - 1, 2 * prompt, outcome, user.id])
-        cur.execute("INSERT INTO ratings (candidate_id, user_id, aspect, score) VALUES (1, ?, 'helpfulness', 5),"
-                    " (1, ?, 'helpfulness', 4)", [alice.id, bob.id])
+            cur.execute(
+                "INSERT INTO preferences (prompt_id, candidate_a, candidate_b, outcome, labeler_id)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [prompt, 2 * prompt - 1, 2 * prompt, outcome, user.id],
+            )
+        cur.execute(
+            "INSERT INTO ratings (candidate_id, user_id, aspect, score) VALUES (1, ?, 'helpfulness', 5),"
+            " (1, ?, 'helpfulness', 4)",
+            [alice.id, bob.id],
+        )
         cur.execute("INSERT INTO gold_answers (candidate_id, user_id, text) VALUES (2, ?, 'a better answer')", [bob.id])
-        cur.execute("INSERT INTO jobs (algorithm, status, created_by, started_at, finished_at) VALUES"
-                    " ('dpo', 'succeeded', ?, now() - INTERVAL 25 MINUTE, now())", [alice.id])
+        cur.execute(
+            "INSERT INTO jobs (algorithm, status, created_by, started_at, finished_at) VALUES"
+            " ('dpo', 'succeeded', ?, now() - INTERVAL 25 MINUTE, now())",
+            [alice.id],
+        )
         cur.execute("INSERT INTO jobs (algorithm, status, created_by) VALUES ('sft', 'failed', ?)", [alice.id])
-        cur.execute("INSERT INTO audit_log (user_id, action, target_table, target_id)"
-                    " VALUES (?, 'redact', 'preferences', 99)", [alice.id])
+        cur.execute(
+            "INSERT INTO audit_log (user_id, action, target_table, target_id) VALUES (?, 'redact', 'preferences', 99)",
+            [alice.id],
+        )
     a_key, b_key = Account.create(), Account.create()
     if link_wallets:
         link(db, alice, a_key)

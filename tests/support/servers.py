@@ -2,6 +2,7 @@
 `python launch.py ...` or the README's `make run`, both through the one launcher in bench/harness/processes.py
 (the external inference engine, `transformers serve`, is bench/harness/engine.py, shared with the benchmarks).
 Also the polling the tests do against a running studio (`wait_for`, `job_status`)."""
+
 from __future__ import annotations
 
 import os
@@ -35,10 +36,18 @@ class Server:
     def start(self, *extra: str, timeout: float = 120.0) -> Server:
         """Start (or restart, on the same data dir and port) and wait for /api/health."""
         self.log_path = self.data_dir.parent / f"server-{self.port}.log"
-        command = [sys.executable, str(ROOT / "launch.py"), "--data-dir", str(self.data_dir),
-                   "--port", str(self.port), *extra]
-        self.process = launch(command, f"{self.url}/api/health", self.log_path, name="server", timeout=timeout,
-                              cwd=ROOT)
+        command = [
+            sys.executable,
+            str(ROOT / "launch.py"),
+            "--data-dir",
+            str(self.data_dir),
+            "--port",
+            str(self.port),
+            *extra,
+        ]
+        self.process = launch(
+            command, f"{self.url}/api/health", self.log_path, name="server", timeout=timeout, cwd=ROOT
+        )
         return self
 
     def stop(self) -> None:
@@ -66,8 +75,16 @@ class MakeRunServer:
     def start(self, timeout: float = 180.0) -> MakeRunServer:
         args = f"--model tiny --data-dir {self.data_dir} --port {self.port}"
         # its own process group: make, the shell and launch.py are stopped together (and only them)
-        self.process = launch(["make", "run", f"ARGS={args}"], self.url + "/api/health", self.log_path,
-                              name="`make run`", timeout=timeout, cwd=ROOT, env=self.env, own_group=True)
+        self.process = launch(
+            ["make", "run", f"ARGS={args}"],
+            self.url + "/api/health",
+            self.log_path,
+            name="`make run`",
+            timeout=timeout,
+            cwd=ROOT,
+            env=self.env,
+            own_group=True,
+        )
         return self
 
     def stop(self) -> None:
@@ -105,8 +122,17 @@ def team_server(root: Path, *accounts: str) -> Server:
     srv = Server(root / "data", free_port())
     database = Database.in_data_dir(srv.data_dir)
     adapter = make_random_adapter(srv.data_dir)
-    register_policy(database, "v1", ensure_base_policy(database, "tiny"), "tiny", "dpo", str(adapter), "h",
-                    {"beta": 0.1, "model_path": str(adapter)}, {"loss": 0.5})
+    register_policy(
+        database,
+        "v1",
+        ensure_base_policy(database, "tiny"),
+        "tiny",
+        "dpo",
+        str(adapter),
+        "h",
+        {"beta": 0.1, "model_path": str(adapter)},
+        {"loss": 0.5},
+    )
     database.close()
     saved = {k: os.environ.get(k) for k in ("STUDIO_AUTH_MODE", "STUDIO_USERS_FILE")}
     os.environ["STUDIO_AUTH_MODE"], os.environ["STUDIO_USERS_FILE"] = "team", str(users)
@@ -115,4 +141,3 @@ def team_server(root: Path, *accounts: str) -> Server:
     finally:
         for key, value in saved.items():
             os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
-

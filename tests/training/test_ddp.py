@@ -1,4 +1,5 @@
 """Training past one process, for real: a DDP job of 2 CPU processes (gloo) through the job runner."""
+
 from __future__ import annotations
 
 import time
@@ -31,8 +32,15 @@ def studio(tmp_path_factory):
     for i in range(40):
         conv = new_conversation(s.db, ada, 1)
         turn = add_user_message(s.db, ada, conv, f"Question number {i}: what should I know?")
-        a, b = save_pair(s.db, conv, turn, None, CandidateIn(f"A short, clear answer to question {i}.", 1),
-                         CandidateIn(f"well umm {i} maybe, I do not really know, sorry", 1), None)
+        a, b = save_pair(
+            s.db,
+            conv,
+            turn,
+            None,
+            CandidateIn(f"A short, clear answer to question {i}.", 1),
+            CandidateIn(f"well umm {i} maybe, I do not really know, sorry", 1),
+            None,
+        )
         record_vote(s.db, ada, Vote(a, b, "a"))
     yield s
     s.close()
@@ -74,10 +82,15 @@ def test_a_ddp_job_of_two_cpu_processes_follows_the_one_process_loss_curve(studi
 def test_a_ddp_job_pauses_resumes_and_shows_live_curves(studio):
     admin = ensure_user(studio.db, "ada", "admin", "test")
     supervisor = studio.supervisor
-    job_id = supervisor.submit(JobRequest("dpo", "base", {"max_steps": 400, "save_steps": 2, "logging_steps": 1,
-                                                          "max_length": 64}, launch=DDP), admin)
+    job_id = supervisor.submit(
+        JobRequest(
+            "dpo", "base", {"max_steps": 400, "save_steps": 2, "logging_steps": 1, "max_length": 64}, launch=DDP
+        ),
+        admin,
+    )
     supervisor.start()
     try:
+
         def wait(predicate, timeout=300.0):
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:

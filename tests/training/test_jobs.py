@@ -1,5 +1,6 @@
 """Training jobs through the job runner: every algorithm registers a version; cancel, pause/resume,
 kill -9, server restart; the CLI; the whole loop on the REST API."""
+
 from __future__ import annotations
 
 import json
@@ -26,6 +27,8 @@ from tests.support.servers import Server, job_status, wait_for
 from tests.support.studios import FAST, seed_labels
 
 pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("jobs") / "data"
@@ -38,8 +41,12 @@ def studio(tmp_path_factory):
 
 def run(studio: Studio, algorithm: str, **extra) -> dict:
     admin = ensure_user(studio.db, "ada", "admin", "test")
-    request = JobRequest(algorithm, extra.pop("parent", "base"), {**FAST, **extra.pop("hyperparams", {})},
-                         reward_model=extra.pop("reward_model", None))
+    request = JobRequest(
+        algorithm,
+        extra.pop("parent", "base"),
+        {**FAST, **extra.pop("hyperparams", {})},
+        reward_model=extra.pop("reward_model", None),
+    )
     job_id = studio.supervisor.submit(request, admin)
     return studio.supervisor.run_blocking(job_id)
 
@@ -48,12 +55,12 @@ def run(studio: Studio, algorithm: str, **extra) -> dict:
 def test_each_algorithm_trains_and_registers_a_version(studio, algorithm):
     job = run(studio, algorithm)
     assert job["status"] == "succeeded", job["error"]
-    version = studio.db.query("SELECT name, algorithm, adapter_path, data_hash FROM policies WHERE job_id = ?",
-                              [job["id"]])[0]
+    version = studio.db.query(
+        "SELECT name, algorithm, adapter_path, data_hash FROM policies WHERE job_id = ?", [job["id"]]
+    )[0]
     assert version["name"].startswith("v") and version["algorithm"] == algorithm
     assert (Path(version["adapter_path"]) / "adapter_config.json").exists() and len(version["data_hash"]) == 64
-    names = {r["name"] for r in studio.db.query("SELECT DISTINCT name FROM job_metrics WHERE job_id = ?",
-                                                [job["id"]])}
+    names = {r["name"] for r in studio.db.query("SELECT DISTINCT name FROM job_metrics WHERE job_id = ?", [job["id"]])}
     assert "loss" in names
 
 
@@ -64,8 +71,9 @@ def test_reward_model_then_online_rl_from_it(studio):
     assert rm.startswith("rm")
     online = run(studio, "online_rl", reward_model=rm, hyperparams={"max_length": 128, "max_completion_length": 16})
     assert online["status"] == "succeeded", online["error"]
-    names = {r["name"] for r in studio.db.query("SELECT DISTINCT name FROM job_metrics WHERE job_id = ?",
-                                                [online["id"]])}
+    names = {
+        r["name"] for r in studio.db.query("SELECT DISTINCT name FROM job_metrics WHERE job_id = ?", [online["id"]])
+    }
     assert {"kl", "reward"} <= names
 
 
@@ -74,8 +82,9 @@ def test_dpo_from_a_trained_version_keeps_the_parent(studio):
     parent = studio.db.scalar("SELECT name FROM policies WHERE job_id = ?", [first["id"]])
     child = run(studio, "dpo", parent=parent)
     assert child["status"] == "succeeded", child["error"]
-    row = studio.db.query("SELECT p.name FROM policies v JOIN policies p ON p.id = v.parent_id WHERE v.job_id = ?",
-                          [child["id"]])
+    row = studio.db.query(
+        "SELECT p.name FROM policies v JOIN policies p ON p.id = v.parent_id WHERE v.job_id = ?", [child["id"]]
+    )
     assert row == [{"name": parent}]
     config = json.loads((Path(child["run_dir"]) / "config.json").read_text())
     assert config["parent_adapter"].endswith("adapter") and f"/{first['id']}/" in config["parent_adapter"]
@@ -99,15 +108,47 @@ def test_cli_trains_headless(tmp_path):
     db = Database.in_data_dir(data_dir)
     seed_labels(db)
     db.close()
-    out = subprocess.run([sys.executable, str(ROOT / "launch.py"), "train", "--data-dir", str(data_dir),
-                          "--model", "tiny", "--algorithm", "dpo", "--set", "max_steps=2", "--set", "max_length=64",
-                          "--no-report"],   # the report after training is tested in test_learning
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "launch.py"),
+            "train",
+            "--data-dir",
+            str(data_dir),
+            "--model",
+            "tiny",
+            "--algorithm",
+            "dpo",
+            "--set",
+            "max_steps=2",
+            "--set",
+            "max_length=64",
+            "--no-report",
+        ],  # the report after training is tested in test_learning
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "succeeded: new version v1" in out.stdout and "launch.py report v1" in out.stdout
-    bad = subprocess.run([sys.executable, str(ROOT / "launch.py"), "train", "--data-dir", str(data_dir),
-                          "--model", "tiny", "--algorithm", "dpo", "--set", "learning_rate=-1"],
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "launch.py"),
+            "train",
+            "--data-dir",
+            str(data_dir),
+            "--model",
+            "tiny",
+            "--algorithm",
+            "dpo",
+            "--set",
+            "learning_rate=-1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "learning_rate" in bad.stderr
 
 
@@ -123,16 +164,18 @@ def labeled_server(data_dir):
 
 
 def start_job(srv: Server, **hyperparams) -> int:
-    reply = httpx.post(f"{srv.url}/api/jobs", json={"algorithm": "dpo", "hyperparams": {**FAST, **hyperparams}},
-                       timeout=60)
+    reply = httpx.post(
+        f"{srv.url}/api/jobs", json={"algorithm": "dpo", "hyperparams": {**FAST, **hyperparams}}, timeout=60
+    )
     assert reply.status_code == 201, reply.text
     return reply.json()["id"]
 
 
 def test_api_job_becomes_a_version_people_can_chat_with(labeled_server):
     srv = labeled_server
-    dry = httpx.post(f"{srv.url}/api/jobs", json={"algorithm": "dpo", "hyperparams": FAST, "dry_run": True},
-                     timeout=60).json()["dry_run"]
+    dry = httpx.post(
+        f"{srv.url}/api/jobs", json={"algorithm": "dpo", "hyperparams": FAST, "dry_run": True}, timeout=60
+    ).json()["dry_run"]
     # 12 votes, each with a gold edit: 2 pairs each; the evaluation split (20% of prompts) is held out
     assert dry["ok"] and dry["examples"] + dry["skipped"]["held_out"] == 24 and dry["eval_examples"] > 0
     job_id = start_job(srv)
@@ -158,8 +201,9 @@ def test_cancel_pause_resume_and_kill(labeled_server):
     assert paused["progress"]["step"] >= 3
     assert httpx.post(f"{srv.url}/api/jobs/{job_id}/resume", timeout=10).status_code == 200
     resumed_from = paused["progress"]["step"]
-    wait_for(lambda: (j := job_status(srv, job_id))["status"] == "running"
-             and j["progress"].get("step", 0) > resumed_from)
+    wait_for(
+        lambda: (j := job_status(srv, job_id))["status"] == "running" and j["progress"].get("step", 0) > resumed_from
+    )
     assert httpx.post(f"{srv.url}/api/jobs/{job_id}/cancel", timeout=10).status_code == 200
     assert wait_for(lambda: job_status(srv, job_id)["status"] == "cancelled")
 
@@ -187,8 +231,12 @@ def test_server_restart_reattaches_a_running_job(labeled_server):
 
 def _mount_tmpfs(path: Path, size_bytes: int) -> bool:
     size_kb = max(64, size_bytes // 1024 + 1)
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(path)],
-                          capture_output=True).returncode == 0
+    return (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(path)], capture_output=True
+        ).returncode
+        == 0
+    )
 
 
 def test_disk_full_checkpoint_fails_clearly_and_resumes_from_the_last_complete_one(labeled_server, tmp_path):
@@ -215,7 +263,7 @@ def test_disk_full_checkpoint_fails_clearly_and_resumes_from_the_last_complete_o
         httpx.post(f"{srv.url}/api/jobs/{job_id}/resume", timeout=10)
         step = paused["progress"]["step"]
         wait_for(lambda: (j := job_status(srv, job_id))["status"] == "running" and j["progress"].get("step", 0) > step)
-        httpx.post(f"{srv.url}/api/jobs/{job_id}/pause", timeout=10)   # the save that does not fit
+        httpx.post(f"{srv.url}/api/jobs/{job_id}/pause", timeout=10)  # the save that does not fit
         failed = wait_for(lambda: (j := job_status(srv, job_id))["status"] == "failed" and j)
         assert "disk is full" in failed["error"] and f"restarts from {first.name}" in failed["error"], failed["error"]
         assert sorted(p.name for p in checkpoints.glob("checkpoint-*")) == [first.name]  # the partial one is gone

@@ -1,5 +1,6 @@
 """What the Runs page (and the job's REST record) shows of a running job: its log without tqdm's redraws and
 escape codes, and its progress during a held-out evaluation, which used to freeze the step counter and the ETA."""
+
 from __future__ import annotations
 
 import json
@@ -62,15 +63,15 @@ CLEAN = [
     "  0%|          | 0/3 [00:00<?, ?it/s]",
     "100%|██████████| 4/4 [00:03<00:00,  1.08it/s]",
     "{'eval_loss': '0.6931'}",
-    "{'loss': '0.6931'}",                               # printed over the bar, which was cleared for it
-    " 33%|███▎      | 1/3 [00:22<00:44, 22.18s/it]",   # redrawn with the next record glued to it
+    "{'loss': '0.6931'}",  # printed over the bar, which was cleared for it
+    " 33%|███▎      | 1/3 [00:22<00:44, 22.18s/it]",  # redrawn with the next record glued to it
     "{'loss': '0.6812'}",
     " 67%|██████▋   | 2/3 [00:25<00:11, 11.16s/it]",
     "100%|██████████| 4/4 [00:03<00:00,  1.11it/s]",
     "{'eval_loss': '0.6274'}",
     "/venv/transformers/modeling_utils.py:3303: FutureWarning: `is_gradient_checkpointing` is deprecated",
     "  warnings.warn(",
-    "{'train_runtime': '37.96'}",                       # the last state of its line
+    "{'train_runtime': '37.96'}",  # the last state of its line
     "ERROR: a coloured line keeps its text",
     "[studio] job finished: succeeded",
 ]
@@ -84,8 +85,9 @@ def test_the_log_tail_keeps_each_bars_last_state_without_escape_codes_or_repeats
 
 
 def test_the_log_tail_of_a_long_log_reads_only_its_end_and_drops_what_the_window_cut(tmp_path):
-    steps = "".join(f"\r{i * 100 // 3000:3d}%|#         | {i}/3000 [00:{i % 60:02d}<00:10,  9.5it/s]"
-                    for i in range(3000))   # one line of ~150 kB: a long job's bar, redrawn in place
+    steps = "".join(
+        f"\r{i * 100 // 3000:3d}%|#         | {i}/3000 [00:{i % 60:02d}<00:10,  9.5it/s]" for i in range(3000)
+    )  # one line of ~150 kB: a long job's bar, redrawn in place
     lines = [f"[studio] line {i}" for i in range(2000)] + [steps, "[studio] after the bar"]
     rundir.log_path(tmp_path).write_text("\n".join(lines))
     tail = rundir.log_tail(tmp_path, 5).splitlines()
@@ -97,8 +99,8 @@ def test_evaluations_left_counts_the_trainers_schedule():
     # every 2 steps of 6: at steps 2, 4, 6; the one due at a step end has not run yet
     assert [evaluations_left(s, 6, 2, include_step=True) for s in range(1, 7)] == [3, 3, 2, 2, 1, 1]
     assert evaluations_left(2, 6, 2, include_step=False) == 2
-    assert evaluations_left(4, 5, 2, include_step=False) == 1        # and one more at the last step (5)
-    assert evaluations_left(3, 6, 0, include_step=True) == 0         # no held-out split
+    assert evaluations_left(4, 5, 2, include_step=False) == 1  # and one more at the last step (5)
+    assert evaluations_left(3, 6, 0, include_step=True) == 0  # no held-out split
 
 
 def test_progress_shows_the_evaluation_and_its_time_counts_in_the_eta(tmp_path):
@@ -108,10 +110,11 @@ def test_progress_shows_the_evaluation_and_its_time_counts_in_the_eta(tmp_path):
     from transformers import TrainerControl, TrainerState, TrainingArguments
 
     now = [100.0]
-    args = TrainingArguments(output_dir=str(tmp_path / "out"), eval_strategy="steps", eval_steps=2,
-                             report_to="none", use_cpu=True)
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "out"), eval_strategy="steps", eval_steps=2, report_to="none", use_cpu=True
+    )
     state, control = TrainerState(max_steps=4, eval_steps=2), TrainerControl()
-    loader = DataLoader(list(range(4)), batch_size=2)   # 4 held-out examples, 2 batches
+    loader = DataLoader(list(range(4)), batch_size=2)  # 4 held-out examples, 2 batches
     progress = ProgressCallback(tmp_path, clock=lambda: now[0])
 
     def at(t: float) -> dict:
@@ -130,9 +133,16 @@ def test_progress_shows_the_evaluation_and_its_time_counts_in_the_eta(tmp_path):
 
     progress.on_train_begin(args, state, control)
     assert at(0)["phase"] == "training" and at(0)["eta_s"] is None
-    first = evaluate(0)                                   # eval_on_start: the parent's held-out figures
-    assert first[0] == {**first[0], "phase": "evaluating", "step": 0, "eval_examples": 4, "eval_batches": 2,
-                        "eval_batches_done": 1, "eta_s": None}    # no step measured yet: no ETA, but progress
+    first = evaluate(0)  # eval_on_start: the parent's held-out figures
+    assert first[0] == {
+        **first[0],
+        "phase": "evaluating",
+        "step": 0,
+        "eval_examples": 4,
+        "eval_batches": 2,
+        "eval_batches_done": 1,
+        "eta_s": None,
+    }  # no step measured yet: no ETA, but progress
     assert first[1]["eval_batches_done"] == 2
     assert rundir.read_progress(tmp_path)["phase"] == "training"
 
@@ -144,7 +154,7 @@ def test_progress_shows_the_evaluation_and_its_time_counts_in_the_eta(tmp_path):
     assert rundir.read_progress(tmp_path)["eta_s"] == 6 + 4
     during = evaluate(8)
     assert [p["phase"] for p in during] == ["evaluating", "evaluating"]
-    assert [p["eta_s"] for p in during] == [6 + 1 + 2, 6 + 0 + 2]   # steps, the rest of this one, the one at 4
+    assert [p["eta_s"] for p in during] == [6 + 1 + 2, 6 + 0 + 2]  # steps, the rest of this one, the one at 4
     after = rundir.read_progress(tmp_path)
     assert after["phase"] == "training" and after["eta_s"] == 6 + 2 and "eval_batches" not in after
     progress.finish("succeeded")
@@ -174,10 +184,11 @@ def test_a_real_job_reports_its_held_out_evaluation_and_a_clean_log(tmp_path):
     from tests.support import ROOT
     from tests.support.studios import FAST, open_studio
 
-    studio = open_studio(tmp_path / "data")   # 12 labeled prompts: 3 of them fall in the held-out split
+    studio = open_studio(tmp_path / "data")  # 12 labeled prompts: 3 of them fall in the held-out split
     try:
-        job_id = studio.supervisor.submit(JobRequest("dpo", "base", {**FAST, "save_steps": 1}),
-                                          ensure_user(studio.db, "ada", "admin", "test"))
+        job_id = studio.supervisor.submit(
+            JobRequest("dpo", "base", {**FAST, "save_steps": 1}), ensure_user(studio.db, "ada", "admin", "test")
+        )
         run_dir = studio.supervisor.runs_dir / str(job_id)
     finally:
         studio.close()
@@ -186,16 +197,20 @@ def test_a_real_job_reports_its_held_out_evaluation_and_a_clean_log(tmp_path):
     assert held_out > 0
     history = tmp_path / "progress-history.jsonl"
     with open(rundir.log_path(run_dir), "wb") as log:
-        done = subprocess.run([sys.executable, "-c", RECORDING_CHILD, str(rundir.config_path(run_dir)), str(history)],
-                              cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, timeout=600,
-                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        done = subprocess.run(
+            [sys.executable, "-c", RECORDING_CHILD, str(rundir.config_path(run_dir)), str(history)],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=600,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
     assert done.returncode == 0, rundir.log_tail(run_dir, 30)
     records = [json.loads(line) for line in history.read_text().splitlines()]
     evaluating = [r for r in records if r["phase"] == "evaluating"]
     # three evaluations: before the first step (the parent), after step 1 and after step 2
     assert {r["step"] for r in evaluating} == {0, 1, 2}
-    assert all(r["eval_examples"] == held_out and 1 <= r["eval_batches_done"] <= r["eval_batches"]
-               for r in evaluating)
+    assert all(r["eval_examples"] == held_out and 1 <= r["eval_batches_done"] <= r["eval_batches"] for r in evaluating)
     assert all(r["status"] == "running" for r in evaluating)
     # the ETA at step 1 counts the evaluations still to come, each at least as long as the one already seen
     first_eval = [r["at"] for r in evaluating if r["step"] == 0]
@@ -206,7 +221,7 @@ def test_a_real_job_reports_its_held_out_evaluation_and_a_clean_log(tmp_path):
     tail = rundir.log_tail(run_dir, 200)
     assert "\x1b" not in tail and "\r" not in tail and "[studio] job finished: succeeded" in tail
     bars = [line for line in tail.splitlines() if "%|" in line]
-    assert len(bars) == len(set(bars)), bars                   # no bar state shown twice
+    assert len(bars) == len(set(bars)), bars  # no bar state shown twice
 
 
 def test_the_runs_page_shows_the_evaluation_and_the_clean_log(tmp_path, monkeypatch):
@@ -225,9 +240,21 @@ def test_the_runs_page_shows_the_evaluation_and_the_clean_log(tmp_path, monkeypa
     try:
         job_id = studio.supervisor.submit(JobRequest("dpo", "base", FAST), ensure_user(studio.db, "ada", "admin", "t"))
         run_dir = studio.supervisor.runs_dir / str(job_id)
-        rundir.write_progress(run_dir, {"step": 24, "max_steps": 30, "epoch": 1.2, "elapsed_s": 300.0, "eta_s": 95.0,
-                                        "status": "running", "phase": "evaluating", "eval_examples": 8,
-                                        "eval_batches": 4, "eval_batches_done": 3})
+        rundir.write_progress(
+            run_dir,
+            {
+                "step": 24,
+                "max_steps": 30,
+                "epoch": 1.2,
+                "elapsed_s": 300.0,
+                "eta_s": 95.0,
+                "status": "running",
+                "phase": "evaluating",
+                "eval_examples": 8,
+                "eval_batches": 4,
+                "eval_batches_done": 3,
+            },
+        )
         rundir.log_path(run_dir).write_bytes("\n".join(CAPTURED).encode())
         page = AppTest.from_file(str(ROOT / "pages" / "runs.py"), default_timeout=60).run()
         assert not page.exception, page.exception
@@ -236,7 +263,7 @@ def test_the_runs_page_shows_the_evaluation_and_the_clean_log(tmp_path, monkeypa
         assert (75, "Evaluating on 8 held-out examples… 3/4 batches") in bars
         table = page.dataframe[0].value
         assert table.loc[table["job"] == job_id, "eta"].item().startswith("step 24 / 30 · evaluating on 8")
-        assert page.code[0].value == "\n".join(CLEAN)          # the log, as core cleans it for every reader
-        assert studio.supervisor.log_tail(job_id) == "\n".join(CLEAN)   # what GET /api/jobs/{id} returns
+        assert page.code[0].value == "\n".join(CLEAN)  # the log, as core cleans it for every reader
+        assert studio.supervisor.log_tail(job_id) == "\n".join(CLEAN)  # what GET /api/jobs/{id} returns
     finally:
         studio.close()

@@ -4,6 +4,7 @@ Every job is started the way the supervisor starts it -- a subprocess running ``
 runs/<id>/config.json`` (one test goes through ``accelerate launch``) -- and checked only through the files the
 contract names: metrics.jsonl, progress.json, checkpoints/, adapter/ or model/, result.json.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,15 @@ from core.training.online_rl import OnlineRLConfig
 from core.training.rundir import JobConfig
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = {"max_steps": 2, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "max_length": 64,
-        "logging_steps": 1, "save_steps": 100, "learning_rate": 1e-3}
+TINY = {
+    "max_steps": 2,
+    "per_device_train_batch_size": 2,
+    "gradient_accumulation_steps": 1,
+    "max_length": 64,
+    "logging_steps": 1,
+    "save_steps": 100,
+    "learning_rate": 1e-3,
+}
 JOB_TIMEOUT = 300
 
 
@@ -36,24 +44,38 @@ JOB_TIMEOUT = 300
 
 
 def preference_rows(n: int, same: bool = False) -> list[dict]:
-    return [{
-        "prompt": [{"role": "user", "content": "What is 2 plus 2?" if same else f"What is {i} plus {i}?"}],
-        "chosen": [{"role": "assistant", "content": "It is 4." if same else f"It is {2 * i}."}],
-        "rejected": [{"role": "assistant", "content": "Maybe 9." if same else f"No idea, maybe {i + 7}."}],
-        "margin": float(i % 3),
-    } for i in range(n)]
+    return [
+        {
+            "prompt": [{"role": "user", "content": "What is 2 plus 2?" if same else f"What is {i} plus {i}?"}],
+            "chosen": [{"role": "assistant", "content": "It is 4." if same else f"It is {2 * i}."}],
+            "rejected": [{"role": "assistant", "content": "Maybe 9." if same else f"No idea, maybe {i + 7}."}],
+            "margin": float(i % 3),
+        }
+        for i in range(n)
+    ]
 
 
 def unpaired_rows(n: int) -> list[dict]:
-    return [{"prompt": [{"role": "user", "content": f"Greet me, number {i}."}],
-             "completion": [{"role": "assistant", "content": "Hello, friend!" if i % 2 else "Go away."}],
-             "label": bool(i % 2)} for i in range(n)]
+    return [
+        {
+            "prompt": [{"role": "user", "content": f"Greet me, number {i}."}],
+            "completion": [{"role": "assistant", "content": "Hello, friend!" if i % 2 else "Go away."}],
+            "label": bool(i % 2),
+        }
+        for i in range(n)
+    ]
 
 
 def sft_rows(n: int) -> list[dict]:
-    return [{"messages": [{"role": "user", "content": f"Count to {i % 4 + 1}."},
-                          {"role": "assistant", "content": " ".join(str(k) for k in range(1, i % 4 + 2))}]}
-            for i in range(n)]
+    return [
+        {
+            "messages": [
+                {"role": "user", "content": f"Count to {i % 4 + 1}."},
+                {"role": "assistant", "content": " ".join(str(k) for k in range(1, i % 4 + 2))},
+            ]
+        }
+        for i in range(n)
+    ]
 
 
 def prompt_rows(n: int) -> list[dict]:
@@ -63,16 +85,33 @@ def prompt_rows(n: int) -> list[dict]:
 # --- jobs ------------------------------------------------------------------------------------------------------
 
 
-def write_job(run_dir: Path, algorithm: str, base: Path, rows: list[dict], hyperparams: dict, *,
-              parent: Path | None = None, reward: Path | None = None, resume: bool = False,
-              eval_rows: list[dict] | None = None, seed: int = 7) -> Path:
+def write_job(
+    run_dir: Path,
+    algorithm: str,
+    base: Path,
+    rows: list[dict],
+    hyperparams: dict,
+    *,
+    parent: Path | None = None,
+    reward: Path | None = None,
+    resume: bool = False,
+    eval_rows: list[dict] | None = None,
+    seed: int = 7,
+) -> Path:
     (run_dir / "data").mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_parquet(run_dir / "data" / "train.parquet")
     if eval_rows is not None:
         pd.DataFrame(eval_rows).to_parquet(run_dir / "data" / "eval.parquet")
-    config = {"job_id": 1, "algorithm": algorithm, "base_model": str(base),
-              "parent_adapter": str(parent) if parent else None, "reward_model": str(reward) if reward else None,
-              "hyperparams": hyperparams, "resume": resume, "seed": seed}
+    config = {
+        "job_id": 1,
+        "algorithm": algorithm,
+        "base_model": str(base),
+        "parent_adapter": str(parent) if parent else None,
+        "reward_model": str(reward) if reward else None,
+        "hyperparams": hyperparams,
+        "resume": resume,
+        "seed": seed,
+    }
     (run_dir / "config.json").write_text(json.dumps(config))
     return run_dir / "config.json"
 
@@ -87,16 +126,30 @@ def command(config: Path, launcher: str = "python") -> list[str]:
     if launcher == "accelerate":
         # What the supervisor runs; these flags keep accelerate from needing a config file or prompting, and
         # leave precision to the job (TrainingArguments' bf16/fp16 from the hardware override --mixed_precision).
-        return [str(Path(sys.executable).parent / "accelerate"), "launch", "--num_processes", "1",
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--cpu",
-                "-m", "core.training.child", str(config)]
+        return [
+            str(Path(sys.executable).parent / "accelerate"),
+            "launch",
+            "--num_processes",
+            "1",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--cpu",
+            "-m",
+            "core.training.child",
+            str(config),
+        ]
     return [sys.executable, "-m", "core.training.child", str(config)]
 
 
 def start(config: Path, launcher: str = "python") -> subprocess.Popen:
     log = open(config.parent / "log.txt", "ab")
-    return subprocess.Popen(command(config, launcher), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL)
+    return subprocess.Popen(
+        command(config, launcher), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+    )
 
 
 def run_job(config: Path, launcher: str = "python") -> tuple[int, dict]:
@@ -188,8 +241,7 @@ def parent_adapter(base_model: Path, tmp_path_factory: pytest.TempPathFactory) -
     out = tmp_path_factory.mktemp("parent") / "adapter"
     torch.manual_seed(3)
     model = AutoModelForCausalLM.from_pretrained(str(base_model), dtype=torch.float32)
-    config = LoraConfig(r=8, lora_alpha=64, target_modules="all-linear", init_lora_weights=False,
-                        task_type="CAUSAL_LM")
+    config = LoraConfig(r=8, lora_alpha=64, target_modules="all-linear", init_lora_weights=False, task_type="CAUSAL_LM")
     get_peft_model(model, config).save_pretrained(str(out))
     return out
 
@@ -250,8 +302,9 @@ def test_validation_explains_bad_values():
     with pytest.raises(ValidationError) as info:
         DPOConfig(finetune="qlora4").validate(HardwareProfile(cuda_available=False))
     assert info.value.message.endswith(QLORA_ON_CPU)
-    DPOConfig(finetune="qlora4").validate(HardwareProfile(cuda_available=True, cuda_devices=("GPU",),
-                                                          cuda_memory_bytes=(16 << 30,)))
+    DPOConfig(finetune="qlora4").validate(
+        HardwareProfile(cuda_available=True, cuda_devices=("GPU",), cuda_memory_bytes=(16 << 30,))
+    )
 
 
 def test_reference_log_probs_are_precomputed_when_it_pays_off():
@@ -276,8 +329,9 @@ def test_job_config_rejects_malformed_files(tmp_path: Path):
 def test_estimate_is_a_rough_but_sane_dry_run(base_model: Path):
     small = estimate(DPOConfig(max_steps=10), 100, base_model)
     assert small["steps"] == 10 and 0 < small["seconds"] < 600 and small["peak_memory_bytes"] > 10e6
-    longer = estimate(DPOConfig(num_train_epochs=2, per_device_train_batch_size=2, gradient_accumulation_steps=4), 80,
-                      base_model)
+    longer = estimate(
+        DPOConfig(num_train_epochs=2, per_device_train_batch_size=2, gradient_accumulation_steps=4), 80, base_model
+    )
     assert longer["steps"] == 20 and longer["seconds"] > small["seconds"]
     full = estimate(DPOConfig(max_steps=10, finetune="full"), 100, base_model)
     assert full["peak_memory_bytes"] > small["peak_memory_bytes"]
@@ -287,7 +341,7 @@ def test_estimate_is_a_rough_but_sane_dry_run(base_model: Path):
 # --- every algorithm, end to end -------------------------------------------------------------------------------
 
 
-@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
+@pytest.mark.slow  # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_sft_job_trains_an_adapter_that_changes_the_policy(base_model: Path, tmp_path: Path):
     config = write_job(tmp_path, "sft", base_model, sft_rows(8), TINY, eval_rows=sft_rows(4))
     code, result = run_job(config)
@@ -306,7 +360,7 @@ def test_sft_job_trains_an_adapter_that_changes_the_policy(base_model: Path, tmp
     assert (tmp_path / "checkpoints" / "checkpoint-2").is_dir()
 
 
-@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
+@pytest.mark.slow  # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_reward_job_learns_from_margins_and_loads_back(reward_run, base_model: Path):
     from core.training.reward import load_reward_model, score
 
@@ -317,8 +371,14 @@ def test_reward_job_learns_from_margins_and_loads_back(reward_run, base_model: P
     assert lora_b_norm(adapter) > 0
     model, tokenizer = load_reward_model(adapter)
     chat = [{"role": "user", "content": "What is 2 plus 2?"}]
-    scores = score(model, tokenizer, [chat + [{"role": "assistant", "content": "It is 4."}],
-                                      chat + [{"role": "assistant", "content": "No idea, maybe 9."}]])
+    scores = score(
+        model,
+        tokenizer,
+        [
+            chat + [{"role": "assistant", "content": "It is 4."}],
+            chat + [{"role": "assistant", "content": "No idea, maybe 9."}],
+        ],
+    )
     again = score(*load_reward_model(adapter), [chat + [{"role": "assistant", "content": "It is 4."}]])
     assert all(math.isfinite(s) for s in scores) and scores[0] != scores[1]
     assert again[0] == pytest.approx(scores[0], abs=1e-5)  # the trained score head is saved, not re-initialised
@@ -337,23 +397,33 @@ def test_reward_model_on_a_policy_parent_reloads_on_top_of_that_parent(base_mode
     assert math.isfinite(score(*load_reward_model(result["adapter_path"]), [chat])[0])
 
 
-@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
+@pytest.mark.slow  # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_dpo_job_logs_preference_metrics_and_its_adapter_loads(base_model: Path, tmp_path: Path):
     config = write_job(tmp_path, "dpo", base_model, preference_rows(12), {**TINY, "loss_type": "ipo"})
     code, result = run_job(config)
     assert_succeeded(code, result, tmp_path)
     rows = metrics(tmp_path)
-    assert_has_metrics(rows, "loss", "rewards/chosen", "rewards/rejected", "rewards/margins",
-                       "rewards/accuracies", "logps/chosen", "labeled_logratio", "tokens_per_s")
+    assert_has_metrics(
+        rows,
+        "loss",
+        "rewards/chosen",
+        "rewards/rejected",
+        "rewards/margins",
+        "rewards/accuracies",
+        "logps/chosen",
+        "labeled_logratio",
+        "tokens_per_s",
+    )
     first = rows[0]
     beta = DPOConfig().beta
-    assert first["labeled_logratio"] == pytest.approx((first["rewards/chosen"] + first["rewards/rejected"])
-                                                      / (2 * beta))
+    assert first["labeled_logratio"] == pytest.approx(
+        (first["rewards/chosen"] + first["rewards/rejected"]) / (2 * beta)
+    )
     assert policy_changes_outputs(base_model, Path(result["adapter_path"])) > 0
     assert "base model" in result["setup"]["reference"]
 
 
-@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
+@pytest.mark.slow  # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_kto_job_trains_on_thumbs_up_and_down(base_model: Path, tmp_path: Path):
     config = write_job(tmp_path, "kto", base_model, unpaired_rows(12), {**TINY, "per_device_train_batch_size": 4})
     code, result = run_job(config)
@@ -362,7 +432,7 @@ def test_kto_job_trains_on_thumbs_up_and_down(base_model: Path, tmp_path: Path):
     assert policy_changes_outputs(base_model, Path(result["adapter_path"])) > 0
 
 
-@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
+@pytest.mark.slow  # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_orpo_job_trains_without_a_reference(base_model: Path, tmp_path: Path):
     config = write_job(tmp_path, "orpo", base_model, preference_rows(12), TINY)
     code, result = run_job(config)
@@ -375,10 +445,17 @@ def test_orpo_job_trains_without_a_reference(base_model: Path, tmp_path: Path):
 def test_online_rl_job_scores_samples_with_the_reward_model(reward_run, base_model: Path, tmp_path: Path):
     reward_dir, reward_code, reward_result = reward_run
     assert_succeeded(reward_code, reward_result, reward_dir)
-    hyper = {**TINY, "per_device_train_batch_size": 4, "num_generations": 4, "max_length": 96,
-             "max_completion_length": 12, "beta": 0.1}
-    config = write_job(tmp_path, "online_rl", base_model, prompt_rows(8), hyper,
-                       reward=Path(reward_result["adapter_path"]))
+    hyper = {
+        **TINY,
+        "per_device_train_batch_size": 4,
+        "num_generations": 4,
+        "max_length": 96,
+        "max_completion_length": 12,
+        "beta": 0.1,
+    }
+    config = write_job(
+        tmp_path, "online_rl", base_model, prompt_rows(8), hyper, reward=Path(reward_result["adapter_path"])
+    )
     code, result = run_job(config)
     assert_succeeded(code, result, tmp_path)
     rows = metrics(tmp_path)
@@ -387,7 +464,7 @@ def test_online_rl_job_scores_samples_with_the_reward_model(reward_run, base_mod
     assert policy_changes_outputs(base_model, Path(result["adapter_path"])) > 0
 
 
-@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
+@pytest.mark.slow  # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_accelerate_launch_runs_the_same_entrypoint_on_cpu(base_model: Path, tmp_path: Path):
     config = write_job(tmp_path, "sft", base_model, sft_rows(6), TINY)
     code, result = run_job(config, launcher="accelerate")
@@ -407,7 +484,7 @@ def _sequence_logprob(model, tokenizer, messages: list[dict]) -> float:
     return logp.sum().item()
 
 
-@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
+@pytest.mark.slow  # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_dpo_with_a_parent_adapter_uses_the_parent_as_reference(base_model, parent_adapter, tmp_path: Path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -438,8 +515,9 @@ def test_dpo_with_a_parent_adapter_uses_the_parent_as_reference(base_model, pare
 
 
 @pytest.mark.slow
-def test_full_finetune_from_a_parent_saves_a_model_and_keeps_the_parent_as_reference(base_model, parent_adapter,
-                                                                                      tmp_path: Path):
+def test_full_finetune_from_a_parent_saves_a_model_and_keeps_the_parent_as_reference(
+    base_model, parent_adapter, tmp_path: Path
+):
     from transformers import AutoModelForCausalLM
 
     hyper = {**TINY, "finetune": "full", "learning_rate": 1e-4}
@@ -505,7 +583,7 @@ def test_pause_checkpoints_and_resume_continues_to_max_steps(base_model: Path, t
     code, result = run_job(config)
     assert_succeeded(code, result, tmp_path)
     steps = [row["step"] for row in metrics(tmp_path)]
-    assert steps[-1] == 12 and max(steps[:steps.index(paused_step) + 1]) == paused_step
+    assert steps[-1] == 12 and max(steps[: steps.index(paused_step) + 1]) == paused_step
     assert steps == sorted(steps) and len(steps) == len(set(steps)), f"each step logged once: {steps}"
     assert result["metrics"]["steps"] == 12
     log = (tmp_path / "log.txt").read_text(errors="replace")
@@ -537,11 +615,14 @@ def test_cancel_before_start_exits_without_training(base_model: Path, tmp_path: 
 # --- bad configs fail cleanly ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("hyperparams, message", [
-    ({"finetune": "qlora4"}, QLORA_ON_CPU),
-    ({"learning_rate": -0.001}, "learning_rate must be >= 1e-08 (got -0.001)"),
-    ({"loss_type": "sigmoidal"}, "loss_type must be one of"),
-])
+@pytest.mark.parametrize(
+    "hyperparams, message",
+    [
+        ({"finetune": "qlora4"}, QLORA_ON_CPU),
+        ({"learning_rate": -0.001}, "learning_rate must be >= 1e-08 (got -0.001)"),
+        ({"loss_type": "sigmoidal"}, "loss_type must be one of"),
+    ],
+)
 def test_bad_config_fails_with_a_clear_message(base_model: Path, tmp_path: Path, hyperparams, message):
     config = write_job(tmp_path, "dpo", base_model, preference_rows(12), {**TINY, **hyperparams})
     code, result = run_job(config)
@@ -552,7 +633,7 @@ def test_bad_config_fails_with_a_clear_message(base_model: Path, tmp_path: Path,
     assert not (tmp_path / "checkpoints").exists()
 
 
-@pytest.mark.slow   # >= 3 s (a server, a child process or a CLI run): not in make test-fast
+@pytest.mark.slow  # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_too_little_data_fails_before_training(base_model: Path, tmp_path: Path):
     config = write_job(tmp_path, "dpo", base_model, preference_rows(3), TINY)
     code, result = run_job(config)
