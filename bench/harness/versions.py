@@ -37,9 +37,9 @@ def random_versions(db: Database, runs_dir: Path, model_spec: str, base_path: Pa
             model_spec,
             "dpo",
             str(out),
-            f"seed{n}",
-            {"beta": 0.1, "model_path": str(out)},
-            {"loss": round(0.69 - 0.05 * n, 3)},
+            data_hash=f"seed{n}",
+            config={"beta": 0.1, "model_path": str(out)},
+            metrics={"loss": round(0.69 - 0.05 * n, 3)},
         )
         names.append(f"v{n}")
     return names

@@ -89,12 +89,15 @@ def register_policy(
     base_model: str,
     algorithm: str,
     adapter_path: str | None,
+    *,
     data_hash: str | None = None,
     config: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
     job_id: int | None = None,
 ) -> int:
-    """Add a trained version (v1, v2, ...) to the registry; its adapter is served by hot-swap."""
+    """Add a trained version (v1, v2, ...) to the registry; its adapter is served by hot-swap. What says where it
+    came from (the data's hash, the config, the metrics, the job) is keyword-only: four optional values in a row
+    are too easy to pass in the wrong order."""
     with db.transaction() as cur:
         return one_value(
             cur.execute(

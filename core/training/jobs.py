@@ -508,14 +508,14 @@ class Supervisor:
             self.base_model_spec,
             job["algorithm"],
             None if is_reward else result.get("adapter_path"),
-            config.get("data_hash"),
-            {
+            data_hash=config.get("data_hash"),
+            config={
                 **config.get("hyperparams", {}),
                 "model_path": result.get("model_path"),
                 "reward_model_path": (result.get("adapter_path") or result.get("model_path")) if is_reward else None,
             },
-            result.get("metrics"),
-            job["id"],
+            metrics=result.get("metrics"),
+            job_id=job["id"],
         )
         return name
 

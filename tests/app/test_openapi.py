@@ -195,7 +195,15 @@ def test_real_answers_validate_and_are_what_core_returns(api, document, tmp_path
 
     # a trained version (its adapter is never loaded here) with a stored report
     v1 = register_policy(
-        db, "v1", studio.base_policy_id, "tiny", "dpo", str(tmp_path / "adapter"), "h", {"lr": 1}, {"loss": 0.5}
+        db,
+        "v1",
+        studio.base_policy_id,
+        "tiny",
+        "dpo",
+        str(tmp_path / "adapter"),
+        data_hash="h",
+        config={"lr": 1},
+        metrics={"loss": 0.5},
     )
     assert call(client, document, "GET", "/policies", 200) == {"policies": list_policies(db)}
     call(client, document, "GET", "/policies/{name}/report", 404, name="v1")

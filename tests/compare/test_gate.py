@@ -215,10 +215,10 @@ def test_the_card_tells_the_chain_from_labels_to_gate(db, tmp_path):
         "tiny",
         "dpo",
         str(tmp_path / "a2"),
-        "e" * 64,
-        {},
-        {},
-        job_id,
+        data_hash="e" * 64,
+        config={},
+        metrics={},
+        job_id=job_id,
     )
     store_report(db, "v2", "learned")
     chain = lineage(db, "v2")

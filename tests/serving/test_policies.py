@@ -20,8 +20,19 @@ from storage.db import Database
 def db(tmp_path):
     database = Database(tmp_path / "s.duckdb")
     base = ensure_base_policy(database, "tiny")
-    register_policy(database, "v1", base, "tiny", "dpo", "/runs/1/adapter", "h" * 64, {"beta": 0.1}, {"loss": 0.5}, 1)
-    register_policy(database, "rm1", base, "tiny", "reward", None, None, {"reward_model_path": "/x"}, None, 2)
+    register_policy(
+        database,
+        "v1",
+        base,
+        "tiny",
+        "dpo",
+        "/runs/1/adapter",
+        data_hash="h" * 64,
+        config={"beta": 0.1},
+        metrics={"loss": 0.5},
+        job_id=1,
+    )
+    register_policy(database, "rm1", base, "tiny", "reward", None, config={"reward_model_path": "/x"}, job_id=2)
     yield database
     database.close()
 

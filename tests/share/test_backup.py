@@ -52,7 +52,9 @@ def studio(tmp_path):
     """A studio on the tiny model with twelve votes and a version v1 (a real LoRA adapter in runs/v1)."""
     studio = open_studio(tmp_path / "data")
     adapter = make_random_adapter(studio.settings.data_dir)
-    register_policy(studio.db, "v1", studio.base_policy_id, "tiny", "dpo", str(adapter), "h", {"beta": 0.1})
+    register_policy(
+        studio.db, "v1", studio.base_policy_id, "tiny", "dpo", str(adapter), data_hash="h", config={"beta": 0.1}
+    )
     yield studio
     studio.close()
 

@@ -85,7 +85,16 @@ def studio(tmp_path_factory, tiny_model_dir):
                 [(job_id, step + 1, name, value) for step, value in enumerate(values)],
             )
     register_policy(
-        s.db, "v1", s.base_policy_id, "tiny", "dpo", str(adapter), "d" * 64, {"beta": 0.1}, {"loss": 0.52}, job_id
+        s.db,
+        "v1",
+        s.base_policy_id,
+        "tiny",
+        "dpo",
+        str(adapter),
+        data_hash="d" * 64,
+        config={"beta": 0.1},
+        metrics={"loss": 0.52},
+        job_id=job_id,
     )
     seed_labels(s)
     yield s

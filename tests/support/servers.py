@@ -129,9 +129,9 @@ def team_server(root: Path, *accounts: str) -> Server:
         "tiny",
         "dpo",
         str(adapter),
-        "h",
-        {"beta": 0.1, "model_path": str(adapter)},
-        {"loss": 0.5},
+        data_hash="h",
+        config={"beta": 0.1, "model_path": str(adapter)},
+        metrics={"loss": 0.5},
     )
     database.close()
     saved = {k: os.environ.get(k) for k in ("STUDIO_AUTH_MODE", "STUDIO_USERS_FILE")}
