@@ -112,10 +112,9 @@ def create_app(get_studio: Callable[[], Studio] = current) -> Any:
         studio.warm_up()
         studio.supervisor.start()  # re-attach to running jobs, then watch the queue
         studio.reports.catch_up()  # "what changed" of versions whose job ended while the server was down
-        chain = service_for(studio)  # its worker collects contributions, cuts batches, anchors with retries
+        service_for(studio)  # its worker collects contributions, cuts batches, anchors (studio.close stops it)
         async with gradio_host.router.lifespan_context(gradio_host):
             yield
-        chain.stop()
         # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, so code after uvicorn.run() may
         # never run: release the database (and stop watching jobs) here, at the end of the lifespan.
         studio.close()

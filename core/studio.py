@@ -15,6 +15,7 @@ from typing import Any
 import psutil
 
 from core import __version__
+from core.chain.service import stop_service
 from core.compare.benchmarks import benchmark_in_background, mark_interrupted
 from core.compare.report import compute_report
 from core.compare.safety import evaluate_in_background
@@ -240,6 +241,7 @@ class Studio:
         self.safety.stop()
         self.benchmarks.stop()
         self.judge_runs.stop()
+        stop_service(self)
         model = self.loaded_model()
         if model is not None:  # let the generating thread leave torch before the process exits (else a C++ abort)
             scheduler_for(model).idle(timeout=10)

@@ -143,6 +143,11 @@ class ChainService:
                 self._thread = threading.Thread(target=self._run, name="chain-worker", daemon=True)
                 self._thread.start()
 
+    @property
+    def running(self) -> bool:
+        """Whether the worker is ticking."""
+        return self._thread is not None and self._thread.is_alive()
+
     def _run(self) -> None:
         while not self._stop.wait(TICK_SECONDS):
             try:
@@ -171,3 +176,12 @@ def service_for(studio: Host) -> ChainService:
             service = _services[studio] = ChainService(studio.settings, studio.db)
             service.start()
         return service
+
+
+def stop_service(studio: Host) -> None:
+    """Stop this studio's chain worker, if one started: the studio is closing and its database goes next (a worker
+    left ticking on a closed database logs 'Connection already closed' every few seconds until the process ends)."""
+    with _services_lock:
+        service = _services.pop(studio, None)
+    if service is not None:
+        service.stop()

@@ -65,8 +65,9 @@ def test_wallet_page_link_batch_anchor_claim_verify(tmp_path, monkeypatch):
         app.button(key="verify").click().run()
         assert any(s.value.startswith("Verified: batch 1") for s in app.success), _texts(app)
     finally:
-        service_for(studio).stop()
+        worker = service_for(studio)
         studio.close()
+    assert not worker.running  # closing the studio stopped the worker the page started
 
     # restart: a new studio on the same data dir rebuilds the embedded chain from the database
     studio = core.studio.open_studio(
@@ -80,5 +81,4 @@ def test_wallet_page_link_batch_anchor_claim_verify(tmp_path, monkeypatch):
         app.button(key="verify").click().run()
         assert any(s.value.startswith("Verified: batch 1") for s in app.success), _texts(app)
     finally:
-        service_for(studio).stop()
         studio.close()
