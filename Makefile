@@ -23,8 +23,15 @@ $(STAMP): pyproject.toml Makefile
 run: setup
 	$(PY) launch.py $(ARGS)
 
+# The tests use every core: pytest-xdist runs one worker per core, each takes whole test files (a file's shared
+# fixtures are built once) and gives torch one thread (tests/conftest.py). The tests marked `alone` time the studio,
+# so they run afterwards with the machine to themselves. Exit status 5 is "no test selected": an ARGS that picks
+# tests of only one of the two runs.
+XDIST := -n logical --dist loadfile
+
 test: setup lint browser anvil
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest $(XDIST) -m "not alone" $(ARGS) || [ $$? -eq 5 ]
+	$(PY) -m pytest -m alone $(ARGS) || [ $$? -eq 5 ]
 
 # Lint and type-check (settings in pyproject.toml): ruff's rules and its formatter over the whole tree, mypy over
 # core, storage and app. `.venv/bin/ruff format .` formats the tree; lint only checks that it is formatted.
@@ -55,7 +62,7 @@ llama-cpp: setup
 	$(PY) -m pip install --quiet llama-cpp-python==0.3.36
 
 test-fast: setup
-	$(PY) -m pytest -m "not slow" $(ARGS)
+	$(PY) -m pytest $(XDIST) -m "not slow" $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -20,6 +20,12 @@ from tests.support.servers import Server
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one pytest-xdist worker per core: each worker, and the servers and training children it
+    # starts, gets one torch thread, so two workers on two cores do not fight over both (measured: the suite's
+    # parallel part 30.4 -> 27.3 min on 2 cores). Set before anything imports torch.
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "STUDIO_TRAIN_THREADS"):
+        os.environ.setdefault(_name, "1")
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ pytest.importorskip("httpx")
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # it needs >100 votes acknowledged in the 16 s after the restart: a busy machine restarts slower
 def test_acknowledged_votes_survive_kill_9_and_none_is_stored_twice():
     lines: list[str] = []
     result = run(seconds=24, labelers=20, kill_at=8, say=lines.append)

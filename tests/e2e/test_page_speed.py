@@ -35,7 +35,7 @@ from tests.support import ARTIFACTS
 from tests.support.browser import VIEWPORT, console_rerun, console_settled
 from tests.support.servers import Server
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.alone]
 PAGE_LIMIT_S = 1.5
 VOTES, VERSIONS = 10_000, 5
 
