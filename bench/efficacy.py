@@ -42,6 +42,7 @@ oracle_win >= 0.85, every rule >= 0.75, verdict_learned = 1.0, control_learned =
 
 Run: `.venv/bin/python bench/efficacy.py` (~40+ minutes on 2 cores per size). --pairs FILE reuses the pairs.jsonl
 of an earlier --keep run to re-run training and judging on identical pairs.
+--hyperparams JSON measures a candidate default: it is sent with every job on top of the studio's own.
 Options: --model tiny: the tiny random test model (plumbing only; its random text never says "you"), e.g.
 `--model tiny --labels 12` (~5 minutes). --sample-only votes but trains nothing. --keep / --data-dir keep
 pairs.jsonl, judge.jsonl (every answer with its score), server.log and runs/.
@@ -161,8 +162,10 @@ class Studio:
         if response.status_code >= 300:
             raise RuntimeError(f"POST /api/votes -> {response.status_code}: {response.text[:500]}")
 
-    def submit_job(self, labeler: str) -> int:
-        body = {"algorithm": "dpo", "parent": "base", "filters": {"labelers": [labeler]}}
+    def submit_job(self, labeler: str, hyperparams: dict[str, Any] | None = None) -> int:
+        body: dict[str, Any] = {"algorithm": "dpo", "parent": "base", "filters": {"labelers": [labeler]}}
+        if hyperparams:
+            body["hyperparams"] = hyperparams
         response = self.http.post("/api/jobs", json=body)
         if response.status_code >= 300:
             raise RuntimeError(f"POST /api/jobs -> {response.status_code}: {response.text[:500]}")
@@ -278,15 +281,16 @@ def sample_and_vote(
     return pairs
 
 
-def train(studio: Studio, run: RuleRun, job_timeout: float) -> None:
-    """One DPO job with the studio's defaults on this rule's votes; waits for its final state."""
+def train(studio: Studio, run: RuleRun, job_timeout: float, hyperparams: dict[str, Any] | None = None) -> None:
+    """One DPO job with the studio's defaults (plus a candidate's ``hyperparams``) on this rule's votes; waits for
+    its final state."""
     if run.votes == 0:
         run.status, run.error = "no votes", "every pair was a tie for this rule: nothing to train on"
         say(f"train {run.name}: skipped, {run.error}")
         return
     started = time.monotonic()
     try:
-        run.job_id = studio.submit_job(run.labeler)
+        run.job_id = studio.submit_job(run.labeler, hyperparams)
     except RuntimeError as exc:
         run.status, run.error = "refused", str(exc)
         say(f"train {run.name}: {exc}")
@@ -484,7 +488,16 @@ def main() -> None:
         "--keep", action="store_true", help="keep the temp data dir (pairs.jsonl, judge.jsonl, server.log, runs/)"
     )
     parser.add_argument("--port", type=int, help="server port (default: a free one)")
+    parser.add_argument(
+        "--hyperparams",
+        type=json.loads,
+        default={},
+        help="a candidate default to measure, as JSON sent with every job, e.g. '{\"num_train_epochs\": 3}' "
+        "(default: none, the studio's own defaults); with --pairs, compares it with them on the same pairs",
+    )
     args = parser.parse_args()
+    if not isinstance(args.hyperparams, dict):
+        parser.error("--hyperparams takes a JSON object, e.g. '{\"num_train_epochs\": 3}'")
 
     unknown = [name for name in args.rules.split(",") if name not in RULES]
     if unknown:
@@ -528,7 +541,7 @@ def main() -> None:
         if not args.sample_only:
             report_route = True
             for run in runs:
-                train(studio, run, args.job_timeout)
+                train(studio, run, args.job_timeout, args.hyperparams)
                 if run.status == "succeeded" and report_route:
                     report_route = read_report(studio, run, args.report_timeout)
             for run in runs:  # a report still computing when its job's wait ran out (a busy machine): read it now
@@ -575,6 +588,8 @@ def main() -> None:
             verdicts.append(
                 "jobs not succeeded: " + ", ".join(f"{r.name}={r.status}" for r in runs if r.status != "succeeded")
             )
+        if args.hyperparams:
+            verdicts.append(f"candidate hyperparams {json.dumps(args.hyperparams)} on top of the studio's defaults")
         say("summary: " + "; ".join(verdicts))
     per_rule = " ".join(
         f"win_{r.name}={fmt(r.oracle_win)} kl_{r.name}={fmt(r.kl, 4)} learned_{r.name}="

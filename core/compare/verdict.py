@@ -210,12 +210,18 @@ def verdict(m: dict[str, Any], config: dict[str, Any] | None = None) -> tuple[st
         what += [
             describe_movement(t, m.get("version", "the version"), m.get("against", "its parent")) for t in moved[:3]
         ]
-        tail = (
-            "the labels show no measurable preference in the answer features and the held-out pairs do not decide"
-            if found
-            else "no labeled pair was held out and the labels show no measurable "
-            "preference in the answer features, so there is nothing to measure the direction against"
-        )
+        along = [e for e in found if e.source.startswith("movement:")]
+        if along:  # the labels do prefer something: say so, and that the version did not measurably follow
+            tail = "not measurably along what your labels prefer: " + "; ".join(f"{e.text}, {_p(e)}" for e in along)
+        elif found:
+            tail = (
+                "the labels show no measurable preference in the answer features and the held-out pairs do not decide"
+            )
+        else:
+            tail = (
+                "no labeled pair was held out and the labels show no measurable "
+                "preference in the answer features, so there is nothing to measure the direction against"
+            )
         return "changed", f"changed, but not toward your labels: {'; '.join(what)} — {tail}{lean}"
     if not found:
         return "unmeasured", (

@@ -141,6 +141,12 @@ def test_a_version_that_moved_the_way_its_labels_prefer_is_learned_even_with_few
     unrelated = {**m, "label_signature": {"pairs": 44, "tests": [preference("length", 20, 24, 0)]}}
     kind, text = verdict(unrelated)
     assert kind == "changed" and "v1 gave shorter answers than base on 22 of 24 prompts" in text
+    # the labels prefer shorter answers but the version barely moved that way (the bench's 12-07 concise run):
+    # "changed", saying what the labels prefer and how little the version followed -- never "no preference"
+    unmoved = {**m, "movement": [preference("length", 10, 14, 0)]}
+    kind, text = verdict(unmoved)
+    assert kind == "changed" and "not measurably along what your labels prefer: v1 gave shorter" in text
+    assert "14 of 24 prompts" in text and "no measurable preference" not in text
     # both ways at once
     both = {**m, "toward": 0, "away": 19, "held_out_pairs": 19}
     assert verdict(both)[0] == "mixed"
