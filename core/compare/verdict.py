@@ -23,6 +23,7 @@ REFUSAL_RISE_WARN = 0.15
 DIVERSITY_DROP_WARN = 0.25  # relative drop of distinct-2
 KL_WARN = 0.5  # nats per token
 MOVED_KL = 0.05  # nats per token: a version this far from the other one has clearly changed
+LEAN_PAIRS_CAP = 60  # held-out pairs (~300 labels): past this, "label N more" extrapolates a lean that is noise
 VERDICTS = ("learned", "changed", "no_change", "regressed", "mixed", "unmeasured")
 
 
@@ -238,6 +239,8 @@ def _lean(m: dict[str, Any]) -> str:
     needed = pairs_needed(toward, toward + away) if toward > away else None
     if not needed:
         return ""
+    if needed > LEAN_PAIRS_CAP:  # 4 of 7 "needs" 184 pairs: a figure that large only says the lean is weak
+        return f"; the held-out pairs barely lean toward the labels ({toward} of {toward + away})"
     return (
         f"; the held-out pairs lean toward the labels ({toward} of {toward + away}, p = "
         f"{two_sided(toward, away):.2f}): if the lean holds, about {needed} held-out pairs would settle it "

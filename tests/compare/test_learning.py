@@ -103,6 +103,10 @@ def test_the_verdict_says_what_the_held_out_pairs_can_and_cannot_tell():
     kind, text = verdict({**base, "toward": 12, "away": 7, "kl_per_token": 0.3})  # the bench's "concise" v1
     assert kind == "changed" and text.startswith("changed, but not toward your labels: KL 0.30")
     assert "p = 0.36" in text and f"about {pairs_needed(12, 19)} held-out pairs" in text and pairs_needed(12, 19) > 19
+    # a weak lean (4 of 7) would "need" 184 held-out pairs: no such figure, just that the lean is weak
+    kind, text = verdict({"held_out_pairs": 7, "toward": 4, "away": 3, "kl_per_token": 0.07})
+    assert kind == "changed" and text.endswith("the held-out pairs barely lean toward the labels (4 of 7)")
+    assert "label about" not in text
     kind, text = verdict({**base, "toward": 0, "away": 0, "kl_per_token": 0.0}, {"learning_rate": 5e-4})
     assert text.startswith("no measurable change") and "raise learning_rate from 5e-04 to 2e-03" in text
     assert verdict({"held_out_pairs": 0})[0] == "unmeasured"
