@@ -169,6 +169,21 @@ def train_dpo(page, checker: PageChecker, url: str, hub: HubStandin) -> None:
     checker.check("train-launched")
 
 
+def chart_screenshot(chart) -> bytes | None:
+    """The chart's pixels, or None when the page redrew it mid-capture (the curves fragment refreshes itself and
+    replaces the element: "Element is not attached to the DOM", seen on a busy machine); the caller looks again."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    for _ in range(3):
+        try:
+            return chart.screenshot(timeout=10_000)
+        except PlaywrightError as exc:
+            if "not attached" not in str(exc):
+                raise
+            time.sleep(0.5)
+    return None
+
+
 def watch_runs(page, checker: PageChecker, url: str, hub: HubStandin) -> None:
     """4. Runs: the curves appear and grow while the job runs, until it succeeds with version v1."""
     page.goto(url + "/runs")
@@ -180,7 +195,7 @@ def watch_runs(page, checker: PageChecker, url: str, hub: HubStandin) -> None:
         assert time.monotonic() < deadline, f"the job did not finish in 3 minutes: steps seen {steps}"
         steps.append(current_step(page))
         if first_chart is None and chart.count():
-            first_chart = chart.screenshot()
+            first_chart = chart_screenshot(chart)
         time.sleep(0.25)
     steps = [s for s in steps if s]  # 0: no progress line at that instant (a rerun)
     assert steps[0] < MAX_STEPS and steps == sorted(steps), f"the Runs page never showed progress: {steps}"
@@ -193,7 +208,8 @@ def watch_runs(page, checker: PageChecker, url: str, hub: HubStandin) -> None:
     )
     time.sleep(3.5)  # one more refresh of the curves fragment
     checker.check("runs-done")
-    assert chart.screenshot() != first_chart  # the curves grew
+    final_chart = chart_screenshot(chart)
+    assert final_chart is not None and final_chart != first_chart  # the curves grew
 
 
 def chat_with_v1(page, checker: PageChecker, url: str, hub: HubStandin) -> None:
