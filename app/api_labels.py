@@ -73,7 +73,7 @@ def label_routes(get_studio: Callable[[], Studio]) -> APIRouter:
 
         def prepare() -> Any:
             user = api_user(request, body.labeler)
-            return labeled_pair(db, user, body.prompt, body.answer_a, body.answer_b, vote)
+            return labeled_pair(db, user, body.prompt, body.answer_a, body.answer_b, vote, cut=(body.cut_a, body.cut_b))
 
         # vote checks without ratings need no I/O; aspect reads and a new labeler's row do
         slow = bool(body.ratings) or (body.labeler is not None and not get_studio().directory.team_mode)

@@ -129,6 +129,7 @@ def create_arena_tab(get_studio: Callable[[], Studio]) -> tuple[Callable, list[A
             sampling.to_dict(),
             final.latency_ms,
             (final.new_tokens_a, final.new_tokens_b),
+            final.cut,
         )
         notice = "Which answer is better? Vote to reveal the versions."
         if final.truncated_tokens:
@@ -136,6 +137,7 @@ def create_arena_tab(get_studio: Callable[[], Studio]) -> tuple[Callable, list[A
                 f" Note: the prompt was longer than the model's context: its first {final.truncated_tokens} "
                 "tokens were left out."
             )
+        notice += final.cut_note(sampling.max_new_tokens)
         yield final.text_a, final.text_b, notice, HIDDEN, pending
 
     def make_vote(outcome: str) -> Callable:

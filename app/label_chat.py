@@ -120,8 +120,8 @@ def _wire_chat(tab: ChatTab, get_studio: StudioGetter) -> None:
             st["conversation_id"],
             st["turn"],
             st["prompt_id"],
-            CandidateIn(final.text_a, id_a, final.latency_ms, final.new_tokens_a),
-            CandidateIn(final.text_b, id_b, final.latency_ms, final.new_tokens_b),
+            CandidateIn(final.text_a, id_a, final.latency_ms, final.new_tokens_a, final.cut[0]),
+            CandidateIn(final.text_b, id_b, final.latency_ms, final.new_tokens_b, final.cut[1]),
             sampling.to_dict(),
             final.truncated_tokens,
         )
@@ -132,6 +132,7 @@ def _wire_chat(tab: ChatTab, get_studio: StudioGetter) -> None:
             if final.truncated_tokens
             else ""
         )
+        notice += final.cut_note(sampling.max_new_tokens)
         yield final.text_a, final.text_b, notice
 
     def send(

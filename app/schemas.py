@@ -53,6 +53,12 @@ class VoteIn(BaseModel):
     ratings: dict[str, dict[str, int]] = Field(default_factory=dict, description="side -> aspect -> 1..5")
     flags: list[str] = Field(default_factory=list)
     note: str | None = None
+    cut_a: bool | None = Field(
+        default=None,
+        description="answer A stopped at a length limit (an OpenAI finish_reason 'length'): DPO trains it as the "
+        "start of an answer, SFT and KTO never imitate it; null: unknown, counted as finished",
+    )
+    cut_b: bool | None = Field(default=None, description="the same for answer B")
 
 
 class JobIn(BaseModel):

@@ -4,7 +4,10 @@ What it measures, end to end through ONE real studio server (`launch.py`, local 
   1. Pairs: prompts from a deterministic pool built here (templates x topics, never the repo's seed prompts)
      are sent through the Gradio labeling app at /label/ (gradio_client, the `/send` endpoint the UI's Send
      button calls): ONE batched call samples answers A and B of the base policy, temperature 1.0, top_p 0.95,
-     --max-new-tokens (default 96). Each pair is sampled once and shown to every synthetic labeler.
+     --max-new-tokens (default: the labeling app's own, 256, so labelers see what the studio's users see and
+     the report measures answers of the length that was labeled). Each pair is sampled once and shown to every
+     synthetic labeler. Which answers hit the limit is read off the status line, as a person reads it, and sent
+     with the votes (cut_a / cut_b), so training treats them as the studio treats cut answers.
   2. Votes: each rule below is a synthetic labeler that POSTs a decisive vote (a | b) to /api/votes (equal scores
      are skipped) until it has --labels of them (or --max-pairs, reported).
   3. Training: ONE DPO job per rule via POST /api/jobs, parent base, filtered to that labeler's votes, with
@@ -71,10 +74,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT))
 
 from efficacy_rules import RULES, Rule, prompt_pool, split_prompts, words  # noqa: E402
 from efficacy_studio import TERMINAL, Sampling, Studio, link_default_model, say  # noqa: E402
 from votegen import StudioProcess  # noqa: E402
+
+from core.serving.generate import SamplingParams  # noqa: E402
 
 NAN = float("nan")
 
@@ -130,11 +136,11 @@ def sample_and_vote(
     pairs = 0
     recorded = [json.loads(line) for line in reuse.read_text().splitlines() if line.strip()] if reuse else None
     source = (
-        ((r["prompt"], r["a"], r["b"]) for r in recorded)
+        ((r["prompt"], r["a"], r["b"], tuple(r.get("cut", (None, None)))) for r in recorded)
         if recorded is not None
         else ((prompt, *studio.pair(prompt)) for prompt in itertools.cycle(prompts))
     )
-    for pairs, (prompt, a, b) in enumerate(source, 1):
+    for pairs, (prompt, a, b, cut) in enumerate(source, 1):
         if pairs > max_pairs:
             return max_pairs
         scores = {}
@@ -146,15 +152,15 @@ def sample_and_vote(
             if outcome is None:
                 run.ties += 1
                 continue
-            studio.vote(prompt, a, b, outcome, run.labeler, key=f"efficacy-{run.name}-{pairs}")
+            studio.vote(prompt, a, b, outcome, run.labeler, key=f"efficacy-{run.name}-{pairs}", cut=cut)
             run.votes += 1
         if log:
             with log.open("a") as f:
-                f.write(json.dumps({"prompt": prompt, "a": a, "b": b, "scores": scores}) + "\n")
+                f.write(json.dumps({"prompt": prompt, "a": a, "b": b, "cut": cut, "scores": scores}) + "\n")
         elapsed = time.monotonic() - started
         say(
-            f"pairs: {pairs} in {elapsed:.0f} s ({elapsed / pairs:.1f} s/pair, {words(a)}+{words(b)} words); votes "
-            + " ".join(f"{r.name}={r.votes}" for r in runs)
+            f"pairs: {pairs} in {elapsed:.0f} s ({elapsed / pairs:.1f} s/pair, {words(a)}+{words(b)} words, "
+            f"{sum(map(bool, cut))} cut); votes " + " ".join(f"{r.name}={r.votes}" for r in runs)
         )
         if all(run.votes >= run.labels for run in runs):
             return pairs
@@ -271,7 +277,7 @@ def judge(studio: Studio, run: RuleRun, prompts: list[str], log: Path | None) ->
     """New version vs its parent on the held-out prompts: one answer each per prompt, scored by the rule."""
     started = time.monotonic()
     for prompt in prompts:
-        new, old = studio.pair(prompt, policy=run.version or "", compare_with=run.parent)
+        new, old, _ = studio.pair(prompt, policy=run.version or "", compare_with=run.parent)
         run.wins.append(run.rule.win(new, old))
         run.score_new.append(run.rule.score(new))
         run.score_old.append(run.rule.score(old))
@@ -345,7 +351,14 @@ def main() -> None:
         "is the coin-flip control)",
     )
     parser.add_argument("--judge-prompts", type=int, default=24, help="held-out prompts per rule (default 24)")
-    parser.add_argument("--max-new-tokens", type=int, default=96, help="answer length cap (default 96)")
+    studio_length = SamplingParams().max_new_tokens
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=studio_length,
+        help=f"answer length cap (default {studio_length}, the labeling app's; answers labeled at one length and "
+        "reported at another measured the cap, not the labels: bench 12-07 at 96)",
+    )
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
     parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling (default 0.95)")
     parser.add_argument(

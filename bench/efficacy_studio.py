@@ -5,13 +5,14 @@ votes, jobs and reports. Also the default model, converted once into a cache and
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 # the same cache as bench/labeling.py: the default model is converted there once and linked into each data dir
@@ -63,6 +64,16 @@ class Sampling:
     max_new_tokens: int
 
 
+# the label app's status line when an answer hit max_new_tokens (core.serving.generate.PairUpdate.cut_note)
+CUT_NOTE = re.compile(r"(Both answers were|Answer [AB] was) cut at the length limit")
+
+
+class Pair(NamedTuple):
+    a: str
+    b: str
+    cut: tuple[bool, bool]  # each answer stopped at max_new_tokens
+
+
 class Studio:
     """The two doors a labeler uses: the Gradio label app (sampling) and the REST API (votes, jobs, reports)."""
 
@@ -74,17 +85,33 @@ class Studio:
         self.http = httpx.Client(base_url=url, timeout=60)
         self.label = Client(url + "/label/", verbose=False)
 
-    def pair(self, prompt: str, policy: str = "base", compare_with: str = SAME_VERSION) -> tuple[str, str]:
+    def pair(self, prompt: str, policy: str = "base", compare_with: str = SAME_VERSION) -> Pair:
         """Answers A (policy) and B (compare_with, or a second sample of policy): one batched call, as the
-        UI's Send button does; then New chat, so the next prompt starts a fresh conversation."""
+        UI's Send button does; then New chat, so the next prompt starts a fresh conversation. Which answers hit
+        the length limit is read from the status line the labeler sees."""
         s = self.sampling
-        _, _, text_a, text_b, _ = self.label.predict(
+        _, _, text_a, text_b, status = self.label.predict(
             prompt, policy, compare_with, s.temperature, s.top_p, s.max_new_tokens, api_name="/send"
         )
         self.label.predict(api_name="/new_chat")
-        return text_a, text_b
+        said = CUT_NOTE.search(status or "")
+        which = said.group(1) if said else ""
+        return Pair(
+            text_a,
+            text_b,
+            (which in ("Both answers were", "Answer A was"), which in ("Both answers were", "Answer B was")),
+        )
 
-    def vote(self, prompt: str, answer_a: str, answer_b: str, outcome: str, labeler: str, key: str) -> None:
+    def vote(
+        self,
+        prompt: str,
+        answer_a: str,
+        answer_b: str,
+        outcome: str,
+        labeler: str,
+        key: str,
+        cut: tuple[bool | None, bool | None] = (None, None),
+    ) -> None:
         response = self.http.post(
             "/api/votes",
             json={
@@ -94,6 +121,8 @@ class Studio:
                 "outcome": outcome,
                 "labeler": labeler,
                 "idempotency_key": key,
+                "cut_a": cut[0],
+                "cut_b": cut[1],
             },
         )
         if response.status_code >= 300:

@@ -95,6 +95,7 @@ class PendingBattle:
     sampling: dict[str, Any] | None = None
     latency_ms: float | None = None
     new_tokens: tuple[int | None, int | None] = (None, None)
+    cut: tuple[bool | None, bool | None] = (None, None)  # each answer stopped at the length limit
     token: str = field(default_factory=lambda: uuid.uuid4().hex)  # makes a repeated vote a no-op
 
 
@@ -151,14 +152,14 @@ def record_battle(db: Database, user: User, pending: PendingBattle, outcome: str
         ids = [
             one_value(
                 cur.execute(
-                    "INSERT INTO candidates (prompt_id, policy_id, text, sampling, latency_ms, new_tokens)"
-                    " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-                    [prompt_id, policy_id, text, sampling, pending.latency_ms, tokens],
+                    "INSERT INTO candidates (prompt_id, policy_id, text, sampling, latency_ms, new_tokens, cut)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                    [prompt_id, policy_id, text, sampling, pending.latency_ms, tokens, cut],
                 )
             )
-            for policy_id, text, tokens in (
-                (pending.policy_a_id, answers[0], pending.new_tokens[0]),
-                (pending.policy_b_id, answers[1], pending.new_tokens[1]),
+            for policy_id, text, tokens, cut in (
+                (pending.policy_a_id, answers[0], pending.new_tokens[0], pending.cut[0]),
+                (pending.policy_b_id, answers[1], pending.new_tokens[1], pending.cut[1]),
             )
         ]
         stored = Vote(**{**vote.__dict__, "candidate_a": ids[0], "candidate_b": ids[1]})

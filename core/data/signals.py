@@ -62,7 +62,7 @@ history AS (
     GROUP BY c.id
 ),
 cand AS (
-    SELECT c.id, c.text, pol.name AS policy,
+    SELECT c.id, c.text, coalesce(c.cut, false) AS cut, pol.name AS policy,
            CASE WHEN c.conversation_id IS NULL THEN 'api' ELSE coalesce(cv.source, 'chat') END AS origin,
            CASE WHEN c.conversation_id IS NOT NULL THEN h.messages
                 WHEN pr.id IS NOT NULL THEN [{{'role': 'user', 'content': pr.text}}] END AS prompt,
@@ -79,7 +79,7 @@ cand AS (
 vote AS (
     SELECT p.id, p.outcome, p.labeler_id, p.created_at, a.prompt, to_json(a.prompt)::VARCHAR AS prompt_key,
            {_kind_ok(_VOTER_KIND, 'p.confidence')} AS kind_ok, {_VOTER_KIND} = 'ai' AS ai,
-           a.id AS a_id, a.text AS a_text, b.id AS b_id, b.text AS b_text,
+           a.id AS a_id, a.text AS a_text, a.cut AS a_cut, b.id AS b_id, b.text AS b_text, b.cut AS b_cut,
            CASE WHEN p.retracted_at IS NOT NULL THEN 'retracted'
                 WHEN p.redacted_at IS NOT NULL OR a.problem = 'redacted' OR b.problem = 'redacted' THEN 'redacted'
                 WHEN a.id IS NULL OR b.id IS NULL OR a.problem IS NOT NULL OR b.problem IS NOT NULL
@@ -173,7 +173,7 @@ vote_label AS (   -- per answer: how many kept votes called it good / bad (ties 
 
 VOTES = _SIGNALS + """
 SELECT j.id, j.skip, j.outcome, j.prompt, j.a_text, j.b_text, sa.score AS a_score, sb.score AS b_score,
-       vg.text AS gold, j.ai
+       vg.text AS gold, j.ai, j.a_cut, j.b_cut
 FROM judged j
 LEFT JOIN score sa ON sa.candidate_id = j.a_id
 LEFT JOIN score sb ON sb.candidate_id = j.b_id
@@ -184,7 +184,7 @@ ORDER BY j.created_at, j.id
 # the kept votes with what decides the preference pairs each gives, without the prompts
 # (core.data.trainsets.preference_texts), and whether it is on or after $pairs_since (NULL: every vote is recent)
 VOTE_PAIR_TEXTS = _SIGNALS + """
-SELECT j.id, j.outcome, j.a_text, j.b_text, NULL AS a_score, NULL AS b_score, vg.text AS gold, j.ai,
+SELECT j.id, j.outcome, j.a_text, j.b_text, NULL AS a_score, NULL AS b_score, vg.text AS gold, j.ai, j.a_cut, j.b_cut,
        ($pairs_since IS NULL OR j.created_at >= $pairs_since) AS recent
 FROM judged j
 LEFT JOIN vote_gold vg ON vg.preference_id = j.id
@@ -194,7 +194,7 @@ ORDER BY j.created_at, j.id
 LONE_GOLD = _SIGNALS + "SELECT id, skip, prompt, text FROM lone_gold ORDER BY id"
 
 ANSWER_LABELS = _SIGNALS + f"""
-SELECT c.id, c.prompt, c.text, coalesce(t.up, 0) AS up, coalesce(t.down, 0) AS down,
+SELECT c.id, c.prompt, c.text, c.cut, coalesce(t.up, 0) AS up, coalesce(t.down, 0) AS down,
        coalesce(v.good, 0) AS good, coalesce(v.bad, 0) AS bad, s.score,
        CASE WHEN c.problem IS NOT NULL THEN c.problem WHEN NOT {_by_policy('c.policy')} THEN 'policy' END AS skip
 FROM cand c

@@ -6,7 +6,7 @@ which builder is the dataset-kind registry, core.data.kinds). `stats` is
 `{"rows": n, "skipped": {reason: count}}`; a skipped vote counts once, under the first reason that
 applies (`retracted`, `redacted`, `no_prompt`, `date`, `labeler`, `source`, `policy`, `flagged`,
 `low_agreement`, `minority`, then per builder `tie`, `both_bad_without_gold`, `no_gold`,
-`identical_answers`, `no_clear_label`).
+`identical_answers`, `no_clear_label`, `cut_answer`).
 
 | Builder | Columns | TRL trainers |
 |---|---|---|
@@ -41,6 +41,10 @@ How labels become rows
   from the `aspects` table (active aspects) unless `aspect_weights` is given; `Filters.aspects` restricts
   which aspects count.
 * Gold edits, thumbs and ratings given without a vote use the prompt of the answer they refer to.
+* Answers cut at the length limit (`candidates.cut`): a preference row marks each such side with `chosen_cut` /
+  `rejected_cut` = `True` (the keys are absent otherwise, so exports keep the TRL schema); DPO trains that side
+  as the start of an answer, without the chat template's end-of-turn (core.training.cut). A cut answer is never a
+  finished one to imitate: SFT skips a picked answer that was cut, and KTO a desirable one (`cut_answer`).
 
 Filters (`Filters`, core.data.filters) choose which labels count; core.data.signals holds the SQL that applies
 them; the held-out evaluation split is core.data.split.
@@ -126,11 +130,14 @@ def preference_rows(db: Database, filters: Filters | None = None, *, margin_from
     rows: list[dict[str, Any]] = []
     skipped: Counter = Counter()
 
-    def pair(vote: dict, chosen: str, rejected: str, chosen_score=None, rejected_score=None) -> None:
+    def pair(vote: dict, chosen: str, rejected: str, chosen_score=None, rejected_score=None,
+             chosen_cut: bool = False, rejected_cut: bool = False) -> None:
         if _same(chosen, rejected):
             skipped["identical_answers"] += 1
             return
         row = {"prompt": vote["prompt"], "chosen": _assistant(chosen), "rejected": _assistant(rejected)}
+        row |= {"chosen_cut": True} if chosen_cut else {}
+        row |= {"rejected_cut": True} if rejected_cut else {}
         if margin_from_ratings:
             both_rated = chosen_score is not None and rejected_score is not None
             row["margin"] = max(0.0, chosen_score - rejected_score) if both_rated else 0.0
@@ -160,7 +167,7 @@ def preference_texts(db: Database, filters: Filters | None = None, since: Any = 
     params["pairs_since"] = Filters(since=since).params(db)["since"]
     texts: list[tuple[str, str, bool]] = []
 
-    def pair(vote: dict, chosen: str, rejected: str, *_scores: Any) -> None:
+    def pair(vote: dict, chosen: str, rejected: str, *_scores_and_cuts: Any) -> None:
         if not _same(chosen, rejected):
             texts.append((chosen, rejected, vote["recent"]))
 
@@ -179,12 +186,13 @@ def _vote_pairs(vote: dict[str, Any], pair: Callable[..., None], skipped: Counte
     outcome, gold = vote["outcome"], vote["gold"]
     if outcome in ("a", "b"):
         won, lost = ("a", "b") if outcome == "a" else ("b", "a")
-        pair(vote, vote[f"{won}_text"], vote[f"{lost}_text"], vote[f"{won}_score"], vote[f"{lost}_score"])
+        pair(vote, vote[f"{won}_text"], vote[f"{lost}_text"], vote[f"{won}_score"], vote[f"{lost}_score"],
+             bool(vote[f"{won}_cut"]), bool(vote[f"{lost}_cut"]))
         if gold is not None and not _same(gold, vote[f"{won}_text"]):
-            pair(vote, gold, vote[f"{lost}_text"])
+            pair(vote, gold, vote[f"{lost}_text"], None, None, False, bool(vote[f"{lost}_cut"]))
     elif outcome == "both_bad" and gold is not None:
-        pair(vote, gold, vote["a_text"])
-        pair(vote, gold, vote["b_text"])
+        pair(vote, gold, vote["a_text"], None, None, False, bool(vote["a_cut"]))
+        pair(vote, gold, vote["b_text"], None, None, False, bool(vote["b_cut"]))
     else:
         skipped["tie" if outcome == "tie" else "both_bad_without_gold"] += 1
 
@@ -228,6 +236,9 @@ def unpaired_rows(db: Database, filters: Filters | None = None, *, use_ratings: 
         label = None if answer["skip"] else _answer_label(answer, use_ratings)
         if label is None:
             skipped[answer["skip"] or "no_clear_label"] += 1
+            continue
+        if label and answer["cut"]:
+            skipped["cut_answer"] += 1
             continue
         rows.append({"prompt": answer["prompt"], "completion": _assistant(answer["text"]), "label": label})
 
@@ -275,6 +286,9 @@ def sft_rows(db: Database, filters: Filters | None = None, *, only_gold: bool = 
             continue
         answer = vote["gold"]
         if answer is None and not only_gold and vote["outcome"] in ("a", "b"):
+            if vote[f"{vote['outcome']}_cut"]:
+                skipped["cut_answer"] += 1
+                continue
             answer = vote[f"{vote['outcome']}_text"]
         if answer is None:
             skipped[{"tie": "tie", "both_bad": "both_bad_without_gold"}.get(vote["outcome"], "no_gold")] += 1

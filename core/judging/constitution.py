@@ -149,6 +149,7 @@ class Step:
     new_tokens: int
     latency_ms: float
     truncated_tokens: int  # prompt tokens dropped from the front to fit the context window
+    cut: bool | None = None  # stopped at the length limit (None: not generated here)
 
 
 @dataclass(frozen=True)
@@ -204,7 +205,8 @@ def _generate(
         pass
     if final is None or not final.finished:
         raise ModelError(f"{version} gave no answer", hint="try again; check the model on the Settings page")
-    return Step(final.text_a.strip(), final.new_tokens_a, final.latency_ms or 0.0, final.truncated_tokens), policy_id
+    step = Step(final.text_a.strip(), final.new_tokens_a, final.latency_ms or 0.0, final.truncated_tokens, final.cut[0])
+    return step, policy_id
 
 
 def critique_and_revise(
@@ -264,8 +266,8 @@ def store_revision(
         "truncated_tokens": [step.truncated_tokens for step in steps],
     }
     meta = {**sampling.to_dict(), "seed": revision.seed, "constitution": about}
-    a = CandidateIn(revision.original, revision.policy_id, answer.latency_ms, answer.new_tokens)
-    b = CandidateIn(revision.revision, revision.policy_id, rewrite.latency_ms, rewrite.new_tokens)
+    a = CandidateIn(revision.original, revision.policy_id, answer.latency_ms, answer.new_tokens, answer.cut)
+    b = CandidateIn(revision.revision, revision.policy_id, rewrite.latency_ms, rewrite.new_tokens, rewrite.cut)
     note = json.dumps({"kind": "constitution", "critique": revision.critique})
     with db.transaction() as cur:
         conversation, turn, a_id, b_id = write_prompt_pair(cur, labeler, prompt, prompt_id, a, b, meta)

@@ -425,8 +425,8 @@ def _make_pair(studio: ModelHost, judge_user: User, item: QueuedPrompt, sampling
 
     sampling = sampling or SamplingParams()
     text_a, text_b, final, (id_a, id_b) = _answer_pair(studio, item, sampling)
-    a = CandidateIn(text_a, id_a, final.latency_ms, final.new_tokens_a)
-    b = CandidateIn(text_b, id_b, final.latency_ms, final.new_tokens_b)
+    a = CandidateIn(text_a, id_a, final.latency_ms, final.new_tokens_a, final.cut[0])
+    b = CandidateIn(text_b, id_b, final.latency_ms, final.new_tokens_b, final.cut[1])
     with studio.db.transaction() as cur:
         conversation_id, turn, a_id, b_id = write_prompt_pair(
             cur, judge_user, item.text, item.prompt_id, a, b, sampling.to_dict()

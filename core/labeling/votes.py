@@ -114,6 +114,7 @@ class CandidateIn:
     policy_id: int | None
     latency_ms: float | None = None
     new_tokens: int | None = None
+    cut: bool | None = None  # stopped at the length limit (None: unknown); see migration 017
 
 
 def save_pair(
@@ -134,7 +135,8 @@ def save_pair(
                 one_value(
                     cur.execute(
                         "INSERT INTO candidates (conversation_id, turn, prompt_id, policy_id, text, sampling,"
-                        " latency_ms, new_tokens, truncated_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                        " latency_ms, new_tokens, truncated_tokens, cut) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                        " RETURNING id",
                         [
                             conversation_id,
                             turn,
@@ -145,6 +147,7 @@ def save_pair(
                             cand.latency_ms,
                             cand.new_tokens,
                             truncated_tokens,
+                            cand.cut,
                         ],
                     )
                 )
@@ -178,7 +181,7 @@ def write_prompt_pair(
         one_value(
             cur.execute(
                 "INSERT INTO candidates (conversation_id, turn, prompt_id, policy_id, text, sampling,"
-                " latency_ms, new_tokens) VALUES (?, 1, ?, ?, ?, ?, ?, ?) RETURNING id",
+                " latency_ms, new_tokens, cut) VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 [
                     conversation_id,
                     prompt_id,
@@ -187,6 +190,7 @@ def write_prompt_pair(
                     json.dumps(sampling) if sampling is not None else None,
                     cand.latency_ms,
                     cand.new_tokens,
+                    cand.cut,
                 ],
             )
         )
@@ -476,24 +480,41 @@ class LabeledPair:
     prompt: str
     answers: tuple[str, str]
     vote: Vote
+    cut: tuple[bool | None, bool | None] = (None, None)  # each answer stopped at a length limit (None: unknown)
 
 
-def labeled_pair(db: Database, user: User, prompt: str, answer_a: str, answer_b: str, vote: Vote) -> LabeledPair:
+def labeled_pair(
+    db: Database,
+    user: User,
+    prompt: str,
+    answer_a: str,
+    answer_b: str,
+    vote: Vote,
+    cut: tuple[bool | None, bool | None] = (None, None),
+) -> LabeledPair:
     """Validate a pair labeled outside the chat (REST API, scripts). Reads the DB only to check ratings."""
     prompt = clean_text(prompt, "prompt")
     answers = (clean_text(answer_a, "answer_a"), clean_text(answer_b, "answer_b"))
     aspects = {a["name"] for a in active_aspects(db)} if vote.ratings else set()
     vote = validate_vote(Vote(**{**vote.__dict__, "candidate_a": -1, "candidate_b": -2}), aspects)
-    return LabeledPair(user, prompt, answers, vote)
+    return LabeledPair(user, prompt, answers, vote, cut)
 
 
-def submit_labeled_pair(db: Database, user: User, prompt: str, answer_a: str, answer_b: str, vote: Vote) -> VoteReceipt:
+def submit_labeled_pair(
+    db: Database,
+    user: User,
+    prompt: str,
+    answer_a: str,
+    answer_b: str,
+    vote: Vote,
+    cut: tuple[bool | None, bool | None] = (None, None),
+) -> VoteReceipt:
     """Store a prompt, both answers and the vote at once; returns after the commit.
 
     ``vote.candidate_a/b`` are ignored: the candidates are created here, in the same transaction.
     Concurrent submissions are written together (:meth:`Database.write_batched`).
     """
-    return db.write_batched(write_labeled_pairs, labeled_pair(db, user, prompt, answer_a, answer_b, vote))
+    return db.write_batched(write_labeled_pairs, labeled_pair(db, user, prompt, answer_a, answer_b, vote, cut))
 
 
 def write_labeled_pairs(cur: duckdb.DuckDBPyConnection, pairs: list[LabeledPair]) -> list[VoteReceipt]:
@@ -533,11 +554,11 @@ def write_labeled_pairs(cur: duckdb.DuckDBPyConnection, pairs: list[LabeledPair]
     _insert_rows(
         cur,
         "candidates",
-        ("id", "prompt_id", "text"),
+        ("id", "prompt_id", "text", "cut"),
         [
-            (cid, prompt_id, text)
+            (cid, prompt_id, text, cut)
             for i, (prompt_id, c1, c2) in zip(fresh, ids)
-            for cid, text in zip(sorted((c1, c2)), pairs[i].answers)
+            for cid, text, cut in zip(sorted((c1, c2)), pairs[i].answers, pairs[i].cut)
         ],
     )
     rows: list[tuple[User, Vote, str, int | None, int | None, int | None]] = []

@@ -435,6 +435,23 @@ class PairUpdate:
     eos_b: bool = False
     ahead: int | None = None
 
+    @property
+    def cut(self) -> tuple[bool, bool]:
+        """Whether each answer of the finished pair stopped at the length limit instead of ending by itself: stored
+        with the answer, so that training never teaches a cut answer as a finished one."""
+        return (self.finished and not self.eos_a, self.finished and not self.eos_b)
+
+    def cut_note(self, max_new_tokens: int) -> str:
+        """A sentence for the person comparing the answers when one was cut (empty when neither was)."""
+        sides = [side for side, cut in zip("AB", self.cut, strict=True) if cut]
+        if not sides:
+            return ""
+        which = "Both answers were" if len(sides) == 2 else f"Answer {sides[0]} was"
+        return (
+            f" {which} cut at the length limit ({max_new_tokens} tokens): judge what you can read; "
+            "a longer limit is under Sampling."
+        )
+
 
 @dataclass(frozen=True)
 class PairResult:

@@ -14,6 +14,8 @@ sequence log-ratio log(pi/pi_ref) over the batch's chosen and rejected completio
 policy moved onto (positive) or off (negative) the labeled answers. It is NOT a KL, which is never negative and needs
 samples from the policy: it was once named ``implicit_kl`` and went to -50 on a run that pushed both answers down.
 The real KL (on the version's own samples) is in the "what changed" report.
+
+Answers cut at the length limit are trained without the chat template's end-of-turn (core.training.cut).
 """
 
 from __future__ import annotations
@@ -95,7 +97,8 @@ class DPOConfig(CachedReference, TrainConfig):
 
 
 def prepare_dataset(dataset, cfg: DPOConfig, name: str = "train"):
-    return require_columns(dataset, ("prompt", "chosen", "rejected"), (), "preference", cfg.min_examples, name)
+    cut_flags = ("chosen_cut", "rejected_cut")  # answers cut at the length limit (core.training.cut)
+    return require_columns(dataset, ("prompt", "chosen", "rejected"), cut_flags, "preference", cfg.min_examples, name)
 
 
 def derived_metrics(cfg: DPOConfig):
@@ -110,7 +113,9 @@ def derived_metrics(cfg: DPOConfig):
 
 
 def build_trainer(cfg: DPOConfig, setup: ModelSetup, train_dataset, eval_dataset, args_kwargs: dict, callbacks):
-    from trl import DPOConfig as TRLDPOConfig, DPOTrainer
+    from trl import DPOConfig as TRLDPOConfig
+
+    from core.training.cut import cut_aware_dpo_trainer
 
     precompute = cfg.uses_precompute(len(train_dataset))
     args = TRLDPOConfig(
@@ -123,7 +128,7 @@ def build_trainer(cfg: DPOConfig, setup: ModelSetup, train_dataset, eval_dataset
         # A no-grad forward fits a larger batch than a training step.
         precompute_ref_batch_size=cfg.per_device_train_batch_size * 4,
     )
-    return DPOTrainer(
+    return cut_aware_dpo_trainer()(
         ref_model=setup.ref_model,
         args=args,
         **trainer_inputs(setup, train_dataset, eval_dataset, callbacks),

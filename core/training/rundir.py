@@ -142,12 +142,14 @@ def eval_data_path(run_dir: Path) -> Path:
 
 
 def write_parquet(rows: list[dict], path: Path) -> None:
-    """Rows as one parquet file, written under a temporary name and renamed (never half a file)."""
+    """Rows as one parquet file, written under a temporary name and renamed (never half a file). Its columns are
+    every key any row has (a key some rows leave out, such as ``chosen_cut``, is null there)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     tmp = Path(path).with_suffix(".tmp")
-    pq.write_table(pa.Table.from_pylist(rows), tmp)
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    pq.write_table(pa.Table.from_pydict({name: [row.get(name) for row in rows] for name in columns}), tmp)
     os.replace(tmp, path)
 
 

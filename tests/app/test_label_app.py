@@ -57,6 +57,7 @@ def test_pair_streams_then_vote_is_committed_with_ratings(queued_server: Server)
     message_box, chat, text_a, text_b, status = job.result()
     assert len(updates) >= 3 and text_a and text_b and updates[0][0] == ""  # message box cleared at once
     assert "Pick the better answer" in status
+    first_status = status
     chat, a, b, status, *_ = client.predict(*feedback("5", "👎", ["off_topic"], "funny"), api_name="/vote_a")
     assert "Saved" in status and "A is better" in status
     assert chat[-1]["role"] == "assistant"
@@ -77,6 +78,10 @@ def test_pair_streams_then_vote_is_committed_with_ratings(queued_server: Server)
     assert db.scalar("SELECT text FROM gold_answers") == "A better answer."
     sampling = db.query("SELECT sampling->>'max_new_tokens' AS n, latency_ms > 0 AS timed FROM candidates")
     assert sampling == [{"n": "10", "timed": True}] * 2
+    # whether each answer ended by itself or hit the 10-token limit is stored, and the labeler was told
+    cut = db.query("SELECT cut, new_tokens FROM candidates ORDER BY id")
+    assert all(row["cut"] is not None and (not row["cut"] or row["new_tokens"] == 10) for row in cut), cut
+    assert ("cut at the length limit (10 tokens)" in first_status) == any(row["cut"] for row in cut)
     db.close()
 
 
@@ -128,6 +133,7 @@ def test_rest_votes_are_idempotent_and_validated(queued_server: Server):
         "labeler": "bot",
         "idempotency_key": "req-1",
         "ratings": {"b": {"honesty": 4}},
+        "cut_b": True,  # B hit the length limit
     }
     first = httpx.post(queued_server.url + "/api/votes", json=body, timeout=10)
     again = httpx.post(queued_server.url + "/api/votes", json=body, timeout=10)
@@ -140,6 +146,10 @@ def test_rest_votes_are_idempotent_and_validated(queued_server: Server):
     queued_server.stop()
     db = Database.in_data_dir(queued_server.data_dir)
     assert db.scalar("SELECT count(*) FROM preferences") == 1
+    assert db.query("SELECT text, cut FROM candidates ORDER BY id") == [
+        {"text": "x", "cut": None},
+        {"text": "y", "cut": True},
+    ]
     db.close()
 
 

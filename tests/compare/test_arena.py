@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -278,7 +279,7 @@ def pending(db, model_a="v1", model_b="base", prompt="Name a colour.", a="Blue."
 
 def test_vote_is_a_battle_and_an_arena_preference_the_builders_read(db):
     ada = ensure_user(db, "ada", "labeler", "local")
-    battle = pending(db)
+    battle = replace(pending(db), cut=(False, True))  # B hit the length limit
     receipt = arena.record_battle(db, ada, battle, "a")
     assert receipt.created and receipt.winner == "model_a"
     again = arena.record_battle(db, ada, battle, "a")  # double click: same battle, nothing new
@@ -307,11 +308,12 @@ def test_vote_is_a_battle_and_an_arena_preference_the_builders_read(db):
             "prompt": [{"role": "user", "content": "Name a colour."}],
             "chosen": [{"role": "assistant", "content": "Blue."}],
             "rejected": [{"role": "assistant", "content": "Green."}],
+            "rejected_cut": True,
         }
     ]
-    assert db.query("SELECT p.name FROM candidates c JOIN policies p ON p.id = c.policy_id ORDER BY c.id") == [
-        {"name": "v1"},
-        {"name": "base"},
+    assert db.query("SELECT p.name, c.cut FROM candidates c JOIN policies p ON p.id = c.policy_id ORDER BY c.id") == [
+        {"name": "v1", "cut": False},
+        {"name": "base", "cut": True},
     ]
 
 

@@ -497,3 +497,29 @@ def test_hold_out_leaves_the_evaluation_split_out_of_training_data(lab: Lab):
     assert len(full) == len(everything) and "held_out" not in stats["skipped"]
     with pytest.raises(ValidationError, match="hold_out_percent"):
         preference_rows(lab.db, Filters(hold_out_percent=100))
+
+
+def test_answers_cut_at_the_length_limit_are_marked_for_dpo_and_never_imitated(lab: Lab):
+    """An answer that hit max_new_tokens stops mid-thought: preference rows say which side was cut (DPO trains it
+    without the end-of-turn), exports keep the TRL schema, and SFT / KTO never take it as an answer to imitate."""
+    owls = lab.chat("alice", ["Tell me about owls."], "Owls are birds that hunt at", "Owls hoot.", "a")
+    colour = lab.chat("alice", ["Name a colour."], "Blue.", "Seven, and then on the other", "a")
+    lab.execute("UPDATE candidates SET cut = true WHERE id IN (?, ?)", [owls["a"], colour["b"]])
+
+    rows, stats = preference_rows(lab.db)
+    assert rows == [
+        {"prompt": [user("Tell me about owls.")], "chosen": [bot("Owls are birds that hunt at")],
+         "rejected": [bot("Owls hoot.")], "chosen_cut": True},
+        {"prompt": [user("Name a colour.")], "chosen": [bot("Blue.")],
+         "rejected": [bot("Seven, and then on the other")], "rejected_cut": True},
+    ]
+    assert build_preference(lab.db).dataset.column_names == ["prompt", "chosen", "rejected"]
+
+    sft = sft_rows(lab.db)
+    assert [row["messages"][-1] for row in sft.rows] == [bot("Blue.")]
+    assert sft.stats["skipped"] == {"cut_answer": 1}
+
+    kto = unpaired_rows(lab.db)
+    assert [(row["completion"][0]["content"], row["label"]) for row in kto.rows] == [
+        ("Owls hoot.", False), ("Blue.", True), ("Seven, and then on the other", False)]
+    assert kto.stats["skipped"] == {"cut_answer": 1}

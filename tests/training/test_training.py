@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import torch
 
@@ -25,7 +24,7 @@ from core.training.common import QLORA_ON_CPU
 from core.training.dpo import DPOConfig
 from core.training.estimate import estimate
 from core.training.online_rl import OnlineRLConfig
-from core.training.rundir import JobConfig
+from core.training.rundir import JobConfig, write_parquet
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {
@@ -99,9 +98,9 @@ def write_job(
     seed: int = 7,
 ) -> Path:
     (run_dir / "data").mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_parquet(run_dir / "data" / "train.parquet")
+    write_parquet(rows, run_dir / "data" / "train.parquet")  # as the supervisor writes it
     if eval_rows is not None:
-        pd.DataFrame(eval_rows).to_parquet(run_dir / "data" / "eval.parquet")
+        write_parquet(eval_rows, run_dir / "data" / "eval.parquet")
     config = {
         "job_id": 1,
         "algorithm": algorithm,
@@ -399,9 +398,12 @@ def test_reward_model_on_a_policy_parent_reloads_on_top_of_that_parent(base_mode
 
 @pytest.mark.slow  # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_dpo_job_logs_preference_metrics_and_its_adapter_loads(base_model: Path, tmp_path: Path):
-    config = write_job(tmp_path, "dpo", base_model, preference_rows(12), {**TINY, "loss_type": "ipo"})
+    rows = preference_rows(12)
+    rows[0]["chosen_cut"] = rows[1]["rejected_cut"] = True  # answers that hit the length limit (core.training.cut)
+    config = write_job(tmp_path, "dpo", base_model, rows, {**TINY, "loss_type": "ipo"})
     code, result = run_job(config)
     assert_succeeded(code, result, tmp_path)
+    assert "train: 2 answer(s) cut at the length limit are trained as the start of an answer" in log_tail(tmp_path)
     rows = metrics(tmp_path)
     assert_has_metrics(
         rows,
