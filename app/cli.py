@@ -160,6 +160,7 @@ def report_command(settings: Settings, args: argparse.Namespace) -> int:
         ("prompts answered", m.get("prompts")),
         ("KL per token", m.get("kl_per_token")),
         ("answer length", (m.get("length_against"), m.get("length_version"))),
+        ("cut at the length limit", (m.get("cut_against"), m.get("cut_version"))),
         ("refusal rate", (m.get("refusal_against"), m.get("refusal_version"))),
         ("distinct-2", (m.get("distinct2_against"), m.get("distinct2_version"))),
         (f"win rate ({m.get('reward_model')})", m.get("win_rate")),

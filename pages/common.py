@@ -380,7 +380,17 @@ def show_report(report: dict, full: bool, key: str) -> None:
         help=f"nats per token, on the version's own answers to {m.get('prompts', 0)} held-out prompts",
     )
     value, delta = pair("length", "{:.0f}")
-    cols[2].metric("Answer length (tokens)", value, delta, delta_color="off")
+    cut = m.get("cut_version")
+    cols[2].metric(
+        "Answer length (tokens)",
+        value,
+        delta,
+        delta_color="off",
+        help=None
+        if cut is None
+        else f"{cut:.0%} of {version}'s answers and {m.get('cut_against') or 0:.0%} of {against}'s stopped at the "
+        f"{m.get('max_new_tokens')}-token limit",
+    )
     value, delta = pair("refusal", "{:.0%}")
     cols[3].metric("Refusal rate", value, delta, delta_color="inverse")
     win = m.get("win_rate")

@@ -274,9 +274,16 @@ def preference_accuracy(chosen: Sequence[float], rejected: Sequence[float]) -> f
 
 
 def implicit_rewards(
-    studio: ModelHost, policy: str, reference: str, prompts: Sequence[Messages], answers: Sequence[str], beta: float
+    studio: ModelHost,
+    policy: str,
+    reference: str,
+    prompts: Sequence[Messages],
+    answers: Sequence[str],
+    beta: float,
+    cut: Sequence[bool] | None = None,
 ) -> list[float]:
-    """DPO's implicit reward ``beta * (log pi(y|x) - log pi_ref(y|x))`` of each answer (0 when policy == reference)."""
+    """DPO's implicit reward ``beta * (log pi(y|x) - log pi_ref(y|x))`` of each answer (0 when policy == reference);
+    ``cut[i]``: answer i stopped at the length limit (scored without an end-of-turn, as DPO trained it)."""
     if len(prompts) != len(answers):
         raise ValidationError(f"{len(prompts)} prompts but {len(answers)} answers", hint="pass one prompt per answer")
     comparable_policy(studio.db, policy)
@@ -287,7 +294,8 @@ def implicit_rewards(
     else:
         rows = adapter_names(studio, policy, reference)
         names = [row_adapter(rows, 0)] * len(answers) + [row_adapter(rows, 1)] * len(answers)
-    logps = sequence_logprobs(studio, names, list(prompts) * 2, list(answers) * 2)
+    flags = list(cut) if cut is not None else [False] * len(answers)
+    logps = sequence_logprobs(studio, names, list(prompts) * 2, list(answers) * 2, flags * 2)
     n = len(answers)
     return [beta * (logps[i][0] - logps[n + i][0]) for i in range(n)]
 
@@ -310,6 +318,7 @@ def evaluate_version(
     prompts = [p["prompt"] for p in pairs]
     chosen = [p["chosen"][0]["content"] for p in pairs]
     rejected = [p["rejected"][0]["content"] for p in pairs]
+    cut = [bool(p.get("chosen_cut")) for p in pairs] + [bool(p.get("rejected_cut")) for p in pairs]
 
     report_progress(progress, 0.02, f"{name}: reward-model accuracy on {len(pairs)} held-out pairs")
     rm_accuracy = None
@@ -324,7 +333,7 @@ def evaluate_version(
         if reference is None:  # the base: no reference, no preference -- every pair is a tie
             implicit_accuracy, implicit_margin = 0.5, 0.0
         else:
-            both = implicit_rewards(studio, name, reference, prompts + prompts, chosen + rejected, beta)
+            both = implicit_rewards(studio, name, reference, prompts + prompts, chosen + rejected, beta, cut)
             good, bad = both[: len(pairs)], both[len(pairs) :]
             implicit_accuracy = preference_accuracy(good, bad)
             implicit_margin = sum(g - b for g, b in zip(good, bad)) / len(pairs)
@@ -337,15 +346,16 @@ def evaluate_version(
         report_progress(progress, 0.3 + 0.5 * i / len(fixed), f"{name}: generating answer {i + 1} of {len(fixed)}")
         pair = generate_pair_answers(studio, rows, prompt, sampling, settings.seed + i)
         answers += [
-            {"prompt": prompt[0]["content"], "answer": pair.text_a, "tokens": pair.tokens_a},
-            {"prompt": prompt[0]["content"], "answer": pair.text_b, "tokens": pair.tokens_b},
+            {"prompt": prompt[0]["content"], "answer": pair.text_a, "tokens": pair.tokens_a, "cut": pair.cut_a},
+            {"prompt": prompt[0]["content"], "answer": pair.text_b, "tokens": pair.tokens_b, "cut": pair.cut_b},
         ]
     sample_prompts = [_user(a["prompt"]) for a in answers]
     texts = [a["answer"] for a in answers]
 
     report_progress(progress, 0.85, f"{name}: KL to the base")
+    cut = [a["cut"] for a in answers]  # the end-of-turn a cut answer never wrote is not in its KL
     logps = sequence_logprobs(
-        studio, [row_adapter(rows, 0)] * len(texts) + [None] * len(texts), sample_prompts * 2, texts * 2
+        studio, [row_adapter(rows, 0)] * len(texts) + [None] * len(texts), sample_prompts * 2, texts * 2, cut * 2
     )
     kl = sum(logps[i][0] - logps[len(texts) + i][0] for i in range(len(texts))) / len(texts)
     gen_reward = None

@@ -18,7 +18,8 @@ versions, on data the version never trained on. The verdict rests on every sourc
   decide) is shown beside it; it is not DPO's reward accuracy on the training curves.
 * **The blind check by people**, when votes were cast (``blind_check`` in the metrics).
 * From the same samples: KL to the other version per token (mean over the version's samples of log pi_v(y|x) -
-  log pi_against(y|x), divided by the tokens; unbiased at temperature 1), answer length (tokens), refusal rate (the
+  log pi_against(y|x), divided by the tokens; unbiased at temperature 1; a sample cut at max_new_tokens is scored
+  without the end-of-turn it never wrote), answer length (tokens) and the share cut at the limit, refusal rate (the
   refusal phrases of ``core.compare.safety.is_refusal``), diversity (distinct-2), a win rate judged by the newest
   reward model (rmN) when one exists, and the prompts where the two answers differ most, side by side.
 * **Warnings** when something moved suspiciously (2x longer answers the labels did not ask for, more refusals,
@@ -209,8 +210,9 @@ def compute_report(
     if pairs:
         prompts = [p["prompt"] for p in pairs] * 2
         answers = [p["chosen"][0]["content"] for p in pairs] + [p["rejected"][0]["content"] for p in pairs]
-        lv = sequence_logprobs(studio, [v_row] * len(answers), prompts, answers)
-        la = sequence_logprobs(studio, [a_row] * len(answers), prompts, answers)
+        cut = [bool(p.get("chosen_cut")) for p in pairs] + [bool(p.get("rejected_cut")) for p in pairs]
+        lv = sequence_logprobs(studio, [v_row] * len(answers), prompts, answers, cut)
+        la = sequence_logprobs(studio, [a_row] * len(answers), prompts, answers, cut)
         n = len(pairs)
 
         def per_token(lp: list[tuple[float, int]], i: int) -> float:
@@ -273,6 +275,8 @@ def compute_report(
             "against": answers[n_prompts + i][0],
             "tokens_version": answers[i][1],
             "tokens_against": answers[n_prompts + i][1],
+            "cut_version": answers[i].cut,
+            "cut_against": answers[n_prompts + i].cut,
         }
         for i, prompt in enumerate(prompts)
     ]
@@ -281,12 +285,16 @@ def compute_report(
         report_progress(progress, 0.85, f"KL of {version} to {against}")
         texts = [s["version"] for s in samples]
         sample_prompts = [s["prompt"] for s in samples]
-        own = sequence_logprobs(studio, [v_row] * len(texts), sample_prompts, texts)
-        theirs = sequence_logprobs(studio, [a_row] * len(texts), sample_prompts, texts)
+        cut = [s["cut_version"] for s in samples]  # the end-of-turn a cut sample never wrote is not in its KL
+        own = sequence_logprobs(studio, [v_row] * len(texts), sample_prompts, texts, cut)
+        theirs = sequence_logprobs(studio, [a_row] * len(texts), sample_prompts, texts, cut)
         tokens = sum(t for _, t in own)
         m["kl_per_token"] = sum(o - t for (o, _), (t, _) in zip(own, theirs)) / max(1, tokens)
         m["length_version"] = _mean([s["tokens_version"] for s in samples])
         m["length_against"] = _mean([s["tokens_against"] for s in samples])
+        m["cut_version"] = _mean([float(s["cut_version"]) for s in samples])  # stopped at max_new_tokens
+        m["cut_against"] = _mean([float(s["cut_against"]) for s in samples])
+        m["max_new_tokens"] = settings.max_new_tokens
         m["refusal_version"] = _mean([float(is_refusal(s["version"])) for s in samples])
         m["refusal_against"] = _mean([float(is_refusal(s["against"])) for s in samples])
         m["distinct2_version"] = distinct_n([s["version"] for s in samples])

@@ -261,7 +261,7 @@ def run_safety_eval(
                 seed=0,
                 on_step=step if progress is not None else None,
             )
-            for p, (text, tokens) in zip(chunk, out):
+            for p, (text, tokens, _cut) in zip(chunk, out):
                 c = classify(p.kind, text)
                 answers.append(SafetyAnswer(p, text, tokens, c.refused, c.unsafe))
         if judge_impl is not None:

@@ -22,6 +22,7 @@ LENGTH_RATIO_WARN = 1.5
 REFUSAL_RISE_WARN = 0.15
 DIVERSITY_DROP_WARN = 0.25  # relative drop of distinct-2
 KL_WARN = 0.5  # nats per token
+CUT_SHARE_WARN = 0.5  # share of a version's answers that stopped at the length limit
 MOVED_KL = 0.05  # nats per token: a version this far from the other one has clearly changed
 LEAN_PAIRS_CAP = 60  # held-out pairs (~300 labels): past this, "label N more" extrapolates a lean that is noise
 VERDICTS = ("learned", "changed", "no_change", "regressed", "mixed", "unmeasured")
@@ -163,6 +164,14 @@ def drift_warnings(m: dict[str, Any]) -> list[str]:
         warnings.append(
             f"moved far from {m.get('against', 'the other version')} (KL {kl:.2f} nats per token): "
             "raise beta to stay closer, or check the answers below"
+        )
+    cut = [(name, m.get(key)) for name, key in ((m.get("version"), "cut_version"), (m.get("against"), "cut_against"))]
+    if any(share is not None and share >= CUT_SHARE_WARN for _, share in cut):
+        shares = " and ".join(f"{share:.0%} of {name}'s" for name, share in cut if share is not None)
+        warnings.append(
+            f"{shares} answers stopped at the {m.get('max_new_tokens')}-token limit: lengths (and the length the "
+            "labels may have taught) are measured on cut answers; a report with a higher max_new_tokens shows "
+            "how long they really run"
         )
     judges = {"reward_model": f"the reward model {m.get('reward_model')}", "blind_check": "people in blind votes"}
     for source, check in (m.get("style_control") or {}).items():

@@ -556,6 +556,14 @@ def generate_once(
     return text, (time.perf_counter() - start) * 1000
 
 
+class Generated(NamedTuple):
+    """One row of :func:`generate_batch`."""
+
+    text: str
+    new_tokens: int
+    cut: bool  # stopped at max_new_tokens instead of ending by itself
+
+
 def generate_batch(
     model: Any,
     tokenizer: Any,
@@ -564,8 +572,8 @@ def generate_batch(
     adapter_names: Sequence[str | None] | None = None,
     seed: int | None = None,
     on_step: Callable[[StreamSnapshot], object] | None = None,
-) -> list[tuple[str, int]]:
-    """Complete answers to many conversations as ONE request of many rows: (text, new tokens) per row.
+) -> list[Generated]:
+    """Complete answers to many conversations as ONE request of many rows: (text, new tokens, cut) per row.
 
     ``on_step`` sees every snapshot: a caller's progress bar moves during the one long call, and an exception it
     raises (a stopping studio, a cancel) ends the request at the next decoding step instead of after it.
@@ -589,4 +597,4 @@ def generate_batch(
     finally:
         request.cancel.set()
     assert last is not None
-    return list(zip(last.texts, last.new_tokens))
+    return [Generated(text, n, not eos) for text, n, eos in zip(last.texts, last.new_tokens, last.eos)]

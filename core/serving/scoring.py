@@ -47,6 +47,8 @@ class PairAnswers:
     tokens_b: int
     latency_a_ms: float  # from the start of the batched call until row A finished
     latency_b_ms: float
+    cut_a: bool = False  # row A stopped at the length limit
+    cut_b: bool = False
 
 
 def generate_pair_answers(
@@ -83,17 +85,32 @@ def generate_pair_answers(
         final.new_tokens_b,
         done_at[0] or final.latency_ms,
         done_at[1] or final.latency_ms,
+        *final.cut,
     )
 
 
-def encode_answer(tokenizer: Any, prompt: Messages, answer: str) -> tuple[list[int], list[int]]:
-    """(prompt ids, answer ids) as the chat template renders them; the answer includes its end-of-turn."""
+END_MARK = "MARK7319"  # plain text any template keeps as it is: what follows it is the end of an assistant turn
+
+
+def end_of_turn_text(tokenizer: Any) -> str:
+    """What the chat template writes after an assistant message's text ("<|im_end|>\\n" for SmolLM2; "" if nothing):
+    the part a cut answer never produced."""
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": END_MARK}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    return text[text.rindex(END_MARK) + len(END_MARK) :] if END_MARK in text else ""
+
+
+def encode_answer(tokenizer: Any, prompt: Messages, answer: str, cut: bool = False) -> tuple[list[int], list[int]]:
+    """(prompt ids, answer ids) as the chat template renders them; the answer includes its end-of-turn, unless it
+    was ``cut`` at the length limit: a cut answer never wrote one (core.training.cut trains it the same way)."""
     prompt_text = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
     full_text = tokenizer.apply_chat_template(list(prompt) + [{"role": "assistant", "content": answer}], tokenize=False)
+    end = end_of_turn_text(tokenizer) if cut else ""
     if full_text.startswith(prompt_text):
         answer_text = full_text[len(prompt_text) :]
+        answer_text = answer_text[: -len(end)] if end and answer_text.endswith(end) else answer_text
     else:  # a template that rewrites earlier turns: fall back to the answer plus eos
-        answer_text = answer + (tokenizer.eos_token or "")
+        answer_text = answer + ("" if cut else tokenizer.eos_token or "")
     prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
     answer_ids = tokenizer(answer_text, add_special_tokens=False)["input_ids"][: MAX_LOGPROB_TOKENS // 2]
     keep = MAX_LOGPROB_TOKENS - len(answer_ids)
@@ -101,14 +118,20 @@ def encode_answer(tokenizer: Any, prompt: Messages, answer: str) -> tuple[list[i
 
 
 def sequence_logprobs(
-    studio: ModelHost, adapters: Sequence[str | None], prompts: Sequence[Messages], answers: Sequence[str]
+    studio: ModelHost,
+    adapters: Sequence[str | None],
+    prompts: Sequence[Messages],
+    answers: Sequence[str],
+    cut: Sequence[bool] | None = None,
 ) -> list[tuple[float, int]]:
     """(sum of log pi(answer tokens | prompt), answer token count) per row, row i under adapter ``adapters[i]``
-    (a loaded adapter name, or None for the base) on the shared model."""
+    (a loaded adapter name, or None for the base) on the shared model. ``cut[i]``: answer i stopped at the length
+    limit, so its end-of-turn (a token it never produced) is not scored, as training leaves it out too."""
     import torch
 
     model, tokenizer = studio.model()
-    encoded = [encode_answer(tokenizer, p, a) for p, a in zip(prompts, answers)]
+    flags = list(cut) if cut is not None else [False] * len(answers)
+    encoded = [encode_answer(tokenizer, p, a, c) for p, a, c in zip(prompts, answers, flags)]
     # Once any adapter is loaded on the shared model, every row names its adapter (BASE_ADAPTER = none):
     # a plain forward would apply whichever adapter happens to be active.
     loaded = lora_adapter_names(model)

@@ -16,18 +16,13 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from core.serving.scoring import end_of_turn_text
 from core.training.common import log
-
-MARK = "MARK7319"  # plain text that survives any template unchanged, so the text after it is the end-of-turn
 
 
 def end_of_turn_ids(tokenizer: Any) -> list[int]:
     """The tokens the chat template writes after an assistant message's text ([] when it writes none)."""
-    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": MARK}]
-    text = tokenizer.apply_chat_template(messages, tokenize=False)
-    if MARK not in text:
-        return []
-    tail = text[text.rindex(MARK) + len(MARK) :]
+    tail = end_of_turn_text(tokenizer)
     return list(tokenizer(tail, add_special_tokens=False)["input_ids"]) if tail else []
 
 

@@ -185,8 +185,12 @@ def test_evaluation_numbers_are_computed_sane_and_tabled(studio):
     rows = studio.adapter_rows("v2", "base")[0]
     prompts = [[{"role": "user", "content": a["prompt"]}] for a in v2.answers]
     texts = [a["answer"] for a in v2.answers]
-    lp = scoring.sequence_logprobs(studio, [rows[0]] * 4 + [None] * 4, prompts * 2, texts * 2)
+    cut = [a["cut"] for a in v2.answers]  # stopped at the 12-token limit: scored without an end-of-turn
+    assert any(cut)
+    lp = scoring.sequence_logprobs(studio, [rows[0]] * 4 + [None] * 4, prompts * 2, texts * 2, cut * 2)
     assert v2.kl_to_base == pytest.approx(sum(lp[i][0] - lp[4 + i][0] for i in range(4)) / 4, abs=1e-3)
+    whole = scoring.sequence_logprobs(studio, [None] * 4, prompts, texts)
+    assert [n for _, n in whole] == [n + (2 if c else 0) for (_, n), c in zip(lp[4:], cut)]  # <|im_end|>, newline
     assert v2.kl_to_base > 1.0
 
     with pytest.raises(ValidationError, match="out of range"):

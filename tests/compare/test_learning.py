@@ -216,6 +216,14 @@ def test_report_measures():
     }
     assert drift_warnings(shorter) == []
     assert "1.7x shorter" in drift_warnings({**shorter, "label_signature": {}})[0]
+    # most answers stopped at the length limit: their lengths are capped, and the report says so
+    capped = {"version": "v1", "against": "base", "cut_version": 0.75, "cut_against": 0.5, "max_new_tokens": 256}
+    assert drift_warnings(capped) == [
+        "75% of v1's and 50% of base's answers stopped at the 256-token limit: lengths (and the length the labels "
+        "may have taught) are measured on cut answers; a report with a higher max_new_tokens shows how long they "
+        "really run"
+    ]
+    assert drift_warnings({**capped, "cut_version": 0.25, "cut_against": 0.4}) == []
 
 
 def test_the_console_suggests_a_first_run_then_the_next_round(tmp_path):

@@ -105,9 +105,9 @@ def test_batch_of_many_rows_equals_each_row_alone(model_and_tokenizer):
     model, tokenizer = model_and_tokenizer
     adapters = ["lora1" if i % 2 else None for i in range(len(PROMPTS))]
     batch = generate_batch(model, tokenizer, [conversation(p) for p in PROMPTS], GREEDY, adapter_names=adapters)
-    for (text, tokens), prompt, adapter in zip(batch, PROMPTS, adapters):
+    for (text, tokens, cut), prompt, adapter in zip(batch, PROMPTS, adapters):
         alone = generate_pair(model, tokenizer, conversation(prompt), GREEDY, adapter_names=(adapter, adapter))
-        assert (text, tokens) == (alone.text_a, alone.new_tokens_a)
+        assert (text, tokens, cut) == (alone.text_a, alone.new_tokens_a, not alone.eos_a)
 
 
 def test_the_line_is_first_come_first_served_bounded_and_says_how_many_are_ahead(model_and_tokenizer):
