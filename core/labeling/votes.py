@@ -500,21 +500,13 @@ def labeled_pair(
     return LabeledPair(user, prompt, answers, vote, cut)
 
 
-def submit_labeled_pair(
-    db: Database,
-    user: User,
-    prompt: str,
-    answer_a: str,
-    answer_b: str,
-    vote: Vote,
-    cut: tuple[bool | None, bool | None] = (None, None),
-) -> VoteReceipt:
+def submit_labeled_pair(db: Database, user: User, prompt: str, answer_a: str, answer_b: str, vote: Vote) -> VoteReceipt:
     """Store a prompt, both answers and the vote at once; returns after the commit.
 
     ``vote.candidate_a/b`` are ignored: the candidates are created here, in the same transaction.
     Concurrent submissions are written together (:meth:`Database.write_batched`).
     """
-    return db.write_batched(write_labeled_pairs, labeled_pair(db, user, prompt, answer_a, answer_b, vote, cut))
+    return db.write_batched(write_labeled_pairs, labeled_pair(db, user, prompt, answer_a, answer_b, vote))
 
 
 def write_labeled_pairs(cur: duckdb.DuckDBPyConnection, pairs: list[LabeledPair]) -> list[VoteReceipt]:

@@ -67,7 +67,7 @@ def cut_aware_dpo_trainer() -> type:
             dataset, counts = trim_cut_endings(dataset, tokenizer, ("chosen", "rejected"))
             if counts:
                 log(
-                    f"{dataset_name}: {counts['trimmed']} answer(s) cut at the length limit are trained as the start "
+                    f"{dataset_name}: {counts['trimmed']} answer(s) cut at the length limit count as the start "
                     f"of an answer (end-of-turn left out)"
                     + (
                         f"; {counts['untrimmed']} did not end as the chat template ends a turn and were kept whole"

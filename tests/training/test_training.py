@@ -403,7 +403,7 @@ def test_dpo_job_logs_preference_metrics_and_its_adapter_loads(base_model: Path,
     config = write_job(tmp_path, "dpo", base_model, rows, {**TINY, "loss_type": "ipo"})
     code, result = run_job(config)
     assert_succeeded(code, result, tmp_path)
-    assert "train: 2 answer(s) cut at the length limit are trained as the start of an answer" in log_tail(tmp_path)
+    assert "train: 2 answer(s) cut at the length limit count as the start of an answer" in log_tail(tmp_path)
     rows = metrics(tmp_path)
     assert_has_metrics(
         rows,
