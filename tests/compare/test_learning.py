@@ -365,7 +365,9 @@ def test_an_untrained_copy_gets_no_measurable_change(learned):
     m = report["metrics"]
     assert report["verdict"] == "no_change" and report["summary"].startswith("no measurable change")
     assert m["toward"] == m["away"] == 0 and m["accuracy_version"] == m["accuracy_against"]
-    assert abs(m["kl_per_token"]) < 1e-3 and report["warnings"] == []
+    assert abs(m["kl_per_token"]) < 1e-3
+    # the tiny random model rarely ends an answer: the only warning says the lengths are capped
+    assert m["cut_version"] == m["cut_against"] and all("-token limit" in w for w in report["warnings"])
     # any two versions, on demand
     assert compute_report(studio, "v1", against="v2")["verdict"] == "learned"
 

@@ -69,6 +69,23 @@ def vote(db: Database, text: str) -> int:
     return conv
 
 
+def vote_in_an_older_schema(db: Database, text: str) -> None:
+    """Like :func:`vote`, but the answers are written with the columns every schema has had (``save_pair`` writes
+    the newest ones, which a studio one migration behind may not have)."""
+    ada = ensure_user(db, "ada", "admin", "test")
+    conv = new_conversation(db, ada, 1)
+    turn = add_user_message(db, ada, conv, text)
+    with db.transaction() as cur:
+        a, b = (
+            cur.execute(
+                "INSERT INTO candidates (conversation_id, turn, policy_id, text) VALUES (?, ?, 1, ?) RETURNING id",
+                [conv, turn, answer],
+            ).fetchone()[0]
+            for answer in (f"answer to {text}", "meh")
+        )
+    record_vote(db, ada, Vote(a, b, "a"))
+
+
 def tables(db: Database) -> dict[str, list]:
     """Every table's rows, sorted: what a restore must give back exactly."""
     names = [
@@ -313,7 +330,7 @@ def test_a_snapshot_from_an_older_schema_is_migrated_on_restore(tmp_path, monkey
     monkeypatch.setattr(storage.db, "migration_files", lambda: shipped[:-1])  # a studio one migration behind
     old = Database(tmp_path / "old" / "studio.duckdb")
     assert old.schema_version == shipped[-2][0]
-    vote(old, "asked before the upgrade")
+    vote_in_an_older_schema(old, "asked before the upgrade")
     BackupService(old, tmp_path / "old", DirTarget(tmp_path / "backups"), every=300).backup_now("old studio")
     old.close()
     monkeypatch.setattr(storage.db, "migration_files", lambda: shipped)  # the upgraded studio restores
