@@ -100,12 +100,15 @@ def end_of_turn_text(tokenizer: Any) -> str:
     return text[text.rindex(END_MARK) + len(END_MARK) :] if END_MARK in text else ""
 
 
-def encode_answer(tokenizer: Any, prompt: Messages, answer: str, cut: bool = False) -> tuple[list[int], list[int]]:
+def encode_answer(
+    tokenizer: Any, prompt: Messages, answer: str, cut: bool = False, end: str = ""
+) -> tuple[list[int], list[int]]:
     """(prompt ids, answer ids) as the chat template renders them; the answer includes its end-of-turn, unless it
-    was ``cut`` at the length limit: a cut answer never wrote one (core.training.cut trains it the same way)."""
+    was ``cut`` at the length limit: a cut answer never wrote one (core.training.cut trains it the same way).
+    ``end``: :func:`end_of_turn_text` of ``tokenizer`` when the caller has it already (read here otherwise)."""
     prompt_text = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
     full_text = tokenizer.apply_chat_template(list(prompt) + [{"role": "assistant", "content": answer}], tokenize=False)
-    end = end_of_turn_text(tokenizer) if cut else ""
+    end = (end or end_of_turn_text(tokenizer)) if cut else ""
     if full_text.startswith(prompt_text):
         answer_text = full_text[len(prompt_text) :]
         answer_text = answer_text[: -len(end)] if end and answer_text.endswith(end) else answer_text
@@ -131,7 +134,8 @@ def sequence_logprobs(
 
     model, tokenizer = studio.model()
     flags = list(cut) if cut is not None else [False] * len(answers)
-    encoded = [encode_answer(tokenizer, p, a, c) for p, a, c in zip(prompts, answers, flags)]
+    end = end_of_turn_text(tokenizer) if any(flags) else ""  # the template is read once, not per cut answer
+    encoded = [encode_answer(tokenizer, p, a, c, end) for p, a, c in zip(prompts, answers, flags)]
     # Once any adapter is loaded on the shared model, every row names its adapter (BASE_ADAPTER = none):
     # a plain forward would apply whichever adapter happens to be active.
     loaded = lora_adapter_names(model)
