@@ -199,10 +199,12 @@ def _run_trainer(job, spec, cfg, hardware, run_dir: Path, live: dict[str, Any]) 
         precision_reason,
         trainer_kwargs,
     )
+    from core.training.logprob import use_dense_logprobs_on_cpu
     from core.training.weights import count_trainable, load_for_training, save_trained
 
     started = time.time()
     module = spec.load()
+    use_dense_logprobs_on_cpu()  # TRL's chunked log-prob kernel is 2x slower on CPU (core.training.logprob)
     set_seed(cfg.seed)
     cache = run_dir / rundir.CACHE_DIR
     train_dataset = module.prepare_dataset(load_dataset_file(rundir.train_data_path(run_dir), cache), cfg)
