@@ -40,7 +40,7 @@ def _logits(hidden, weight, bias, scale: float, softcap: float | None, inv_t: fl
 
 class _Dense(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, scale, softcap, inv_t, outputs, dtype):  # type: ignore[override]
+    def forward(ctx, hidden, weight, bias, targets, scale, softcap, inv_t, outputs, dtype):
         ctx.set_materialize_grads(False)
         weight_c, bias_c = weight.to(dtype), None if bias is None else bias.to(dtype)
         block = max(1, BLOCK_ELEMENTS // weight.shape[0])
@@ -54,26 +54,26 @@ class _Dense(torch.autograd.Function):
                 fields[3].append(z.mean(-1))
             e = z.sub(top_z).exp_()  # exp(z - max)
             total = e.sum(-1)
-            log_z = top_z.squeeze(-1) + total.log()
-            fields[0].append(target_z - log_z)
+            block_log_z = top_z.squeeze(-1) + total.log()
+            fields[0].append(target_z - block_log_z)
             if "entropy" in outputs:
-                fields[1].append(log_z - torch.linalg.vecdot(e, z) / total)
+                fields[1].append(block_log_z - torch.linalg.vecdot(e, z) / total)
             if "log_sum_sq_probs" in outputs:
                 fields[2].append(torch.linalg.vecdot(e, e).log() - 2 * total.log())
             fields[4].append((top == t).squeeze(-1))
-            fields[5].append(log_z)
+            fields[5].append(block_log_z)
             del z, e
-        log_probs, entropy, log_sum_sq, mean_logits, is_top1, log_z = (
+        log_probs, entropy, log_sum_sq, mean_logits, top1, log_z = (
             torch.cat(parts) if parts else None for parts in fields
         )
-        is_top1 = is_top1 if "is_top1" in outputs else None
+        is_top1 = top1 if "is_top1" in outputs else None
         ctx.save_for_backward(hidden, weight, bias, targets, log_z, log_z if entropy is None else entropy)
         ctx.args = (scale, softcap, inv_t, dtype, entropy is not None)
         ctx.mark_non_differentiable(*(x for x in (log_sum_sq, mean_logits, is_top1) if x is not None))
         return log_probs, entropy, log_sum_sq, mean_logits, is_top1
 
     @staticmethod
-    def backward(ctx, grad_log_probs, grad_entropy, *_):  # type: ignore[override]
+    def backward(ctx, grad_log_probs, grad_entropy, *_):
         hidden, weight, bias, targets, log_z, entropy = ctx.saved_tensors
         scale, softcap, inv_t, dtype, has_entropy = ctx.args
         if not has_entropy:
@@ -101,6 +101,7 @@ class _Dense(torch.autograd.Function):
                     g.add_(g_lp)
                 g.mul_(p).neg_()
             else:
+                assert g_lp is not None  # the early return above: one of the two gradients is set
                 g = p.mul_(g_lp).neg_()
             if g_lp is not None:
                 g.scatter_add_(-1, targets[start:end].unsqueeze(-1), g_lp)
@@ -156,8 +157,8 @@ def use_dense_logprobs_on_cpu() -> None:
     """Score on CPU with :class:`DenseLogProbFunction` in every TRL trainer built after this call (idempotent)."""
     from trl.trainer import utils
 
-    current = utils._ChunkedLogProbFunction
+    current: Any = utils._ChunkedLogProbFunction
     if current is DenseLogProbFunction:
         return
     DenseLogProbFunction.chunked = current
-    utils._ChunkedLogProbFunction = DenseLogProbFunction
+    setattr(utils, "_ChunkedLogProbFunction", DenseLogProbFunction)  # noqa: B010 - a module global TRL reads per call
