@@ -198,7 +198,11 @@ def test_export_tables_leave_missing_values_empty(studio, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
     import core.studio
+    from core.labeling.identity import ensure_user
+    from core.share.exports import export_adapter
 
+    # its own never-pushed export, so the test holds alone or after the GGUF one above
+    export_adapter(studio.db, studio.settings.data_dir, "v1", ensure_user(studio.db, "ada", "admin", "test"))
     monkeypatch.setattr(core.studio, "_current", studio)
     app = AppTest.from_file(EXPORT_PAGE, default_timeout=60).run()
     assert app.dataframe and all(d.proto.HasField("placeholder") and d.proto.placeholder == "" for d in app.dataframe)
