@@ -26,6 +26,11 @@ BLOCK_ELEMENTS = 2**25
 ALL_OUTPUTS = ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1")
 
 
+def _block_rows(weight: torch.Tensor) -> int:
+    """Tokens per block: as many as keep one block's logits within BLOCK_ELEMENTS."""
+    return max(1, BLOCK_ELEMENTS // weight.shape[0])
+
+
 def _logits(hidden, weight, bias, scale: float, softcap: float | None, inv_t: float) -> torch.Tensor:
     """fp32 logits after the model's scaling, soft-capping and the temperature (TRL's transform)."""
     z = F.linear(hidden, weight, bias).float()
@@ -43,7 +48,7 @@ class _Dense(torch.autograd.Function):
     def forward(ctx, hidden, weight, bias, targets, scale, softcap, inv_t, outputs, dtype):
         ctx.set_materialize_grads(False)
         weight_c, bias_c = weight.to(dtype), None if bias is None else bias.to(dtype)
-        block = max(1, BLOCK_ELEMENTS // weight.shape[0])
+        block = _block_rows(weight)
         fields: list[list[torch.Tensor]] = [[] for _ in range(6)]  # the five outputs, then log Z
         for start in range(0, hidden.shape[0], block):
             z = _logits(hidden[start : start + block].to(dtype), weight_c, bias_c, scale, softcap, inv_t)
@@ -85,11 +90,13 @@ class _Dense(torch.autograd.Function):
         grad_b = torch.zeros(weight.shape[0], dtype=torch.float32) if want_b and bias is not None else None
         if grad_log_probs is None and grad_entropy is None:
             return grad_h, grad_w, grad_b, None, None, None, None, None, None
-        block = max(1, BLOCK_ELEMENTS // weight.shape[0])
+        block = _block_rows(weight)
         for start in range(0, hidden.shape[0], block):
             end = min(start + block, hidden.shape[0])
             h = hidden[start:end].to(dtype)
             z = _logits(h, weight_c, bias_c, scale, softcap, inv_t)
+            # z = inv_t * c * tanh(scale * x / c), so d tanh / d(its argument) = 1 - (z / (inv_t * c))^2
+            cap_slope = None if softcap is None else z.div(inv_t * softcap).square_().neg_().add_(1.0)
             lz = log_z[start:end].unsqueeze(-1)
             p = z.sub(lz).exp_()
             g_lp = grad_log_probs[start:end].float().unsqueeze(-1) if grad_log_probs is not None else None
@@ -105,13 +112,12 @@ class _Dense(torch.autograd.Function):
                 g = p.mul_(g_lp).neg_()
             if g_lp is not None:
                 g.scatter_add_(-1, targets[start:end].unsqueeze(-1), g_lp)
-            if softcap is not None:  # z = inv_t * c * tanh(scale * x / c): recompute tanh from the logits
-                capped = _logits(h, weight_c, bias_c, scale, softcap, 1.0).div_(softcap)
-                g.mul_(capped.square_().neg_().add_(1.0))
+            if cap_slope is not None:
+                g.mul_(cap_slope)
             if scale * inv_t != 1.0:
                 g.mul_(scale * inv_t)
             g_c = g.to(dtype)
-            del z, p, g
+            del z, p, g, cap_slope
             if grad_h is not None:
                 grad_h[start:end] = (g_c @ weight_c).to(hidden.dtype)
             if grad_w is not None:
