@@ -19,7 +19,7 @@ from core.chain.service import stop_service
 from core.compare.benchmarks import benchmark_in_background, mark_interrupted
 from core.compare.report import compute_report
 from core.compare.safety import evaluate_in_background
-from core.compare.worker import ReportWorker
+from core.compare.worker import CpuTurns, ReportWorker
 from core.config import Settings
 from core.errors import ModelError, StudioError
 from core.judging.runs import JudgeRuns
@@ -30,7 +30,7 @@ from core.serving.generate import PairUpdate, SamplingParams, stream_pair
 from core.serving.hardware import HardwareProfile, detect_hardware
 from core.serving.models import auto_dtype, load_model
 from core.serving.policies import default_against, ensure_base_policy, get_policy
-from core.serving.scheduler import scheduler_for
+from core.serving.scheduler import clear_background_hold, scheduler_for, set_background_hold
 from core.share.backup import DirTarget, target_from
 from core.share.backup_service import BackupService
 from core.training.distributed import trainer_threads
@@ -55,9 +55,16 @@ class Studio:
         self.base_policy_id = ensure_base_policy(self.db, settings.model)
         self.directory = Directory(settings, self.db)
         self.supervisor = Supervisor(self.db, settings.runs_dir, model_path, settings.model)
-        self.reports = ReportWorker(self, compute=compute_report)
-        self.safety = ReportWorker(self, compute=evaluate_in_background, name="safety evaluation", paired=False)
-        self.benchmarks = ReportWorker(self, compute=benchmark_in_background, name="benchmarks")
+        # Without a GPU the background evaluations take turns and wait for training (CpuTurns says why).
+        turns = None if self.hardware.cuda_available else CpuTurns(self.training_on_cpu)
+        self._hold = turns.training if turns is not None else None
+        if self._hold is not None:
+            set_background_hold(self._hold)  # their generation waits too, even mid-answer
+        self.reports = ReportWorker(self, compute=compute_report, turns=turns)
+        self.safety = ReportWorker(
+            self, compute=evaluate_in_background, name="safety evaluation", paired=False, turns=turns
+        )
+        self.benchmarks = ReportWorker(self, compute=benchmark_in_background, name="benchmarks", turns=turns)
         mark_interrupted(self.db)  # runs a stopped studio left behind never finish
         self.judge_runs = JudgeRuns(self)
         self.engine = Engine(settings.inference_url, settings.inference_model) if settings.inference_url else None
@@ -181,6 +188,11 @@ class Studio:
             if policy["adapter_path"]:
                 self.engine.register_adapter(policy["name"], str(Path(policy["adapter_path"]).resolve()))
 
+    def training_on_cpu(self) -> str | None:
+        """ "job N is training on this CPU" while a job trains on a machine without a GPU, else None."""
+        job = None if self.hardware.cuda_available else self.supervisor.running_job()
+        return None if job is None else f"job {job} is training on this CPU"
+
     def share_cpu(self) -> None:
         """Before generating: while a job trains, ask it to lend a core and use only what it leaves free."""
         from core.serving.scheduler import set_generation_threads
@@ -234,6 +246,8 @@ class Studio:
         }
 
     def close(self) -> None:
+        if self._hold is not None:  # held evaluations go on to their next step, where they see the stop
+            clear_background_hold(self._hold)
         if self.engine is not None:
             self.engine.close()
         self.supervisor.stop()

@@ -1,24 +1,23 @@
 """Chat generation: token streaming for the chat tab, and paired candidates for the labeling tab.
 
-One model is shared by every user of the process. Every request (a chat answer, a pair of candidates, a batch
-of evaluation answers) goes to the model's generation scheduler (``core.serving.scheduler``), which decodes the rows of
-all concurrent requests together, one shared step at a time: eight labelers asking at once wait about as long
-as one.
+One model is shared by every user of the process. Every request (a chat answer, a pair of candidates, a batch of
+evaluation answers) goes to the model's generation scheduler (``core.serving.scheduler``), which decodes the rows of
+all concurrent requests together, one shared step at a time: eight labelers asking at once wait about as long as one.
 
-Paired candidates (two answers to one prompt, shown side by side) are two rows of the same prompt. With LoRA
-adapters loaded, each row can use its own adapter (PEFT's mixed-adapter batches), which is how two policy
-versions trained on one base are compared in one pair.
+Paired candidates (two answers to one prompt, shown side by side) are two rows of the same prompt. With LoRA adapters
+loaded, each row can use its own adapter (PEFT's mixed-adapter batches), which is how two policy versions trained on
+one base are compared in one pair.
 
-Streaming: the scheduler hands every step's tokens to a :class:`PairStreamer`, which decodes each row
-incrementally (a small window of tokens per step, never the whole answer) and queues text snapshots for the
-caller. Errors in the scheduler are re-raised in the caller's thread; a caller that stops iterating (closed
-browser tab) cancels its request at the next step.
+Streaming: the scheduler hands every step's tokens to a :class:`PairStreamer`, which decodes each row incrementally (a
+small window of tokens per step, never the whole answer) and queues text snapshots for the caller. Errors in the
+scheduler are re-raised in the caller's thread; a caller that stops iterating (closed browser tab) cancels its request
+at the next step.
 
-Threads and speed (measured, 2-core CPU): every thread that runs torch ops keeps an idle OpenMP thread
-pool while it lives, and once two pools exist libgomp stops spin-waiting, so every op in the generating
-thread gets ~1.6x slower (64 tokens: 2.3 s -> 3.8 s). Hence the scheduler's worker thread exits when it has no
-work (it leaves no pool behind), and the rule for the rest of the process: no torch work in threads that stay
-alive (load models in a thread that exits, as ``Studio.warm_up`` does; not in the main thread).
+Threads and speed (measured, 2-core CPU): every thread that runs torch ops keeps an idle OpenMP thread pool while it
+lives, and once two pools exist libgomp stops spin-waiting, so every op in the generating thread gets ~1.6x slower (64
+tokens: 2.3 s -> 3.8 s). Hence the scheduler's worker thread exits when it has no work (it leaves no pool behind), and
+the rule for the rest of the process: no torch work in threads that stay alive (load models in a thread that exits, as
+``Studio.warm_up`` does; not in the main thread).
 """
 
 from __future__ import annotations
@@ -152,11 +151,10 @@ def in_short_thread(fn: Callable[[], Any], name: str = "studio-torch") -> Any:
 class _RowDecoder:
     """Text of one generated sequence, decoded incrementally.
 
-    Each step decodes only a short window (the tokens since the last emitted piece plus the piece before
-    it, for context), the scheme used by TGI and vLLM: a piece is emitted once it decodes to complete
-    characters, so a multi-byte character split over several byte-level tokens never shows up as
-    U+FFFD. Decoding the whole answer every step, as ``TextIteratorStreamer`` does within a line, costs
-    O(n^2) over long answers.
+    Each step decodes only a short window (the tokens since the last emitted piece plus the piece before it, for
+    context), the scheme used by TGI and vLLM: a piece is emitted once it decodes to complete characters, so a
+    multi-byte character split over several byte-level tokens never shows up as U+FFFD. Decoding the whole answer
+    every step, as ``TextIteratorStreamer`` does within a line, costs O(n^2) over long answers.
     """
 
     __slots__ = ("decode", "stop_ids", "ids", "text", "prefix", "read", "done", "eos", "count")
@@ -293,9 +291,9 @@ class PairStreamer(BaseStreamer):
         """Full snapshots (texts, done flags, token counts), latest first when the consumer lags.
 
         ``interval``: at most one snapshot per that many seconds (a callable is asked after every snapshot; the
-        final snapshot is never held back). The
-        consumer sleeps in between instead of waking at every decoding step: with many streams at once,
-        those wake-ups compete with the scheduler for the interpreter (see bench/concurrency.py).
+        final snapshot is never held back). The consumer sleeps in between instead of waking at every decoding
+        step: with many streams at once, those wake-ups compete with the scheduler for the interpreter (see
+        bench/concurrency.py).
         """
         while True:
             item = self._queue.get(timeout=self.timeout)
@@ -360,6 +358,7 @@ def _submit(
     adapter_rows: list[str] | None,
     seed: int | None,
     overrides: dict[str, Any],
+    background: bool = False,
 ) -> tuple[PairStreamer, Request]:
     """Queue rows on the model's scheduler; the streamer that receives them and the request (to cancel it)."""
     stops = _stop_token_ids(model, tokenizer)
@@ -382,6 +381,7 @@ def _submit(
         sink=streamer,
         adapters=adapter_rows,
         seed=seed,
+        background=background,
     )
     scheduler_for(model).submit(request)
     return streamer, request
@@ -579,16 +579,16 @@ def generate_batch(
     raises (a stopping studio, a cancel) ends the request at the next decoding step instead of after it.
 
     For evaluations that read whole answers (reports): on a CPU a decoding step of 24 rows costs little more
-    than one of 2, so 12 prompts x 2 versions take about the time of one pair. ``adapter_names[i]`` is row i's
-    adapter (None = the base), as in :func:`stream_pair`. One ``seed`` for the whole batch: the same batch gives
-    the same answers.
+    than one of 2, so 12 prompts x 2 versions take about the time of one pair; they wait while a job trains on the
+    CPU (``scheduler.set_background_hold``). ``adapter_names[i]`` is row i's adapter (None = the base), as in
+    :func:`stream_pair`. One ``seed`` for the whole batch: the same batch gives the same answers.
     """
     sampling = (sampling or SamplingParams()).validate()
     if not conversations:
         return []
     adapter_rows = resolve_adapter_rows(model, adapter_names, rows=len(conversations))
     prompts = [prepare_chat(tokenizer, model, m, sampling.max_new_tokens).input_ids[0].tolist() for m in conversations]
-    streamer, request = _submit(model, tokenizer, prompts, sampling, adapter_rows, seed, {})
+    streamer, request = _submit(model, tokenizer, prompts, sampling, adapter_rows, seed, {}, background=True)
     try:
         last: StreamSnapshot | None = None
         for last in streamer.snapshots():

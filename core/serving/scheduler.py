@@ -33,6 +33,9 @@ Guarantees:
 - An error in a forward pass fails the requests of that batch only; the worker goes on with the others.
 - The worker thread exits when there is no work (no idle OpenMP pool stays behind, see ``core.serving.generate``),
   and applies the thread count the studio chose to share the CPU with a training job.
+- Background rows wait for training: when every request running or waiting is an evaluation's (``background``)
+  and the hold the studio set says a job is training on this CPU (``set_background_hold``), the worker waits
+  instead of stepping; a chat or labeling request arriving runs at once (and takes the evaluation's rows along).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import threading
 import time
 import weakref
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -66,6 +70,8 @@ DEFAULT_TOP_K = 50  # what ``generate`` uses when the model's generation config 
 MODEL_LOCK = threading.Lock()
 
 _wanted_threads: int | None = None
+_background_hold: Callable[[], object] | None = None
+HOLD_RECHECK_S = 1.0  # how often held background rows ask again whether they may go on
 
 
 def set_generation_threads(threads: int) -> None:
@@ -73,6 +79,30 @@ def set_generation_threads(threads: int) -> None:
     global _wanted_threads
     _wanted_threads = max(1, int(threads))
     torch.set_num_threads(_wanted_threads)
+
+
+def set_background_hold(hold: Callable[[], object] | None) -> None:
+    """While ``hold()`` is truthy, background requests alone do not step (the studio: a job is training on the CPU).
+    None: never hold."""
+    global _background_hold
+    _background_hold = hold
+
+
+def clear_background_hold(hold: Callable[[], object]) -> None:
+    """Remove ``hold`` if it is the one set (a closing studio, leaving another studio's hold alone)."""
+    global _background_hold
+    if _background_hold == hold:
+        _background_hold = None
+
+
+def _hold_background() -> bool:
+    hold = _background_hold
+    if hold is None:
+        return False
+    try:
+        return bool(hold())
+    except Exception:  # noqa: BLE001 - a hold that cannot answer (a closing studio) must not stop generation
+        return False
 
 
 class Sink(Protocol):
@@ -120,6 +150,7 @@ class Request:
     adapters: list[str] | None = None  # per-row adapter names; None = the model as it is
     seed: int | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+    background: bool = False  # an evaluation's rows: they may wait while a job trains (set_background_hold)
     # set by the scheduler
     generated: int = 0
     finished: list[bool] = field(default_factory=list)
@@ -420,6 +451,9 @@ class Scheduler:
         batch = _Batch(self.model, self.joinable)
         while True:
             with self._cv:
+                if self._held(batch):
+                    self._cv.wait(HOLD_RECHECK_S)  # a new request wakes it at once
+                    continue
                 admitted = self._admit(batch)
                 self._running_rows = batch.rows + sum(r.rows for r in admitted)
                 self._running_requests = len(batch.requests) + len(admitted)
@@ -439,6 +473,13 @@ class Scheduler:
             self.stats.steps += 1
             self.stats.tokens += sampled
             self.stats.busy_s += time.perf_counter() - started
+
+    def _held(self, batch: _Batch) -> bool:
+        """Only background requests, none cancelled, and the studio holds them (call with the lock held)."""
+        requests = [*batch.requests, *self._waiting]
+        if not requests or not all(r.background and not r.cancel.is_set() for r in requests):
+            return False
+        return _hold_background()
 
     @torch.inference_mode()
     def _iterate(self, batch: _Batch, admitted: list[Request]) -> int:

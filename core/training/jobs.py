@@ -285,7 +285,11 @@ class Supervisor:
 
     def busy(self) -> bool:
         """A trainer is running on this machine (the chat then uses the core it leaves free)."""
-        return bool(self.db.scalar("SELECT count(*) FROM jobs WHERE status = 'running'"))
+        return self.running_job() is not None
+
+    def running_job(self) -> int | None:
+        """The id of the job training now, if any (one runs at a time)."""
+        return self.db.scalar("SELECT min(id) FROM jobs WHERE status = 'running'")
 
     def progress(self, job: Mapping[str, Any]) -> dict[str, Any]:
         return rundir.read_progress(Path(job["run_dir"]))

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import httpx
@@ -18,6 +19,7 @@ from app.label_sections import SAME_VERSION
 from bench.harness.processes import free_port
 from core.config import load_settings
 from core.labeling.identity import ensure_user
+from core.serving.generate import SamplingParams, generate_batch, stream_chat
 from core.serving.models import build_tiny_model
 from core.studio import Studio
 from core.training.request import JobRequest
@@ -275,3 +277,37 @@ def test_disk_full_checkpoint_fails_clearly_and_resumes_from_the_last_complete_o
         assert wait_for(lambda: job_status(srv, job_id)["status"] == "cancelled")
     finally:
         subprocess.run(["umount", "-l", str(checkpoints)], capture_output=True)
+
+
+def test_evaluations_wait_while_a_job_trains_on_the_cpu_and_the_chat_does_not(studio):
+    """On a machine without a GPU an evaluation's answers (reports, safety runs) wait while a job trains; a chat
+    answer does not (core.compare.worker.CpuTurns)."""
+    if studio.hardware.cuda_available:
+        pytest.skip("with a GPU, evaluations and training do not share the CPU")
+    admin = ensure_user(studio.db, "ada", "admin", "test")
+    job_id = studio.supervisor.submit(JobRequest("dpo", "base", {**FAST, "max_steps": 400, "save_steps": 400}), admin)
+    model, tokenizer = studio.model()
+    conversations = [[{"role": "user", "content": "Name a colour."}]] * 2
+    greedy = SamplingParams(0.0, 1.0, 6)
+
+    def status() -> str:
+        studio.supervisor.tick()  # what the server's watcher does every second: start, follow, finish
+        return studio.supervisor.job(job_id)["status"]
+
+    try:
+        assert status() == "running"
+        assert studio.training_on_cpu() == f"job {job_id} is training on this CPU"
+        result: dict = {}
+        evaluation = threading.Thread(
+            target=lambda: result.update(answers=generate_batch(model, tokenizer, conversations, greedy, seed=0))
+        )
+        evaluation.start()
+        evaluation.join(3)
+        assert evaluation.is_alive() and not result  # held while the job trains
+        chat = "".join(stream_chat(model, tokenizer, conversations[0], greedy))
+        assert chat  # a person's answer runs at once
+    finally:
+        studio.supervisor.cancel(job_id)
+    assert wait_for(lambda: status() == "cancelled")
+    evaluation.join(60)
+    assert result["answers"] == generate_batch(model, tokenizer, conversations, greedy, seed=0)  # as if never held
