@@ -80,6 +80,15 @@ class DPOConfig(CachedReference, TrainConfig):
         max=0.49,
         group="algorithm",
     )
+    sft_weight: float = param(
+        0.0,
+        "Adds the chosen answers' negative log-likelihood per token, times this weight, to the loss (RPO, Pang et "
+        "al. 2024): the chosen answers stay likely while the margin over the rejected ones grows, instead of both "
+        "falling. 0 = plain DPO; the paper uses 1.",
+        min=0.0,
+        max=10.0,
+        group="algorithm",
+    )
     precompute_ref_log_probs: str = param(
         "auto",
         "Compute the reference model's log-probs once before training and reuse them every epoch (faster "
@@ -121,7 +130,8 @@ def build_trainer(cfg: DPOConfig, setup: ModelSetup, train_dataset, eval_dataset
     args = TRLDPOConfig(
         **args_kwargs,
         beta=cfg.beta,
-        loss_type=[cfg.loss_type],
+        loss_type=[cfg.loss_type, "sft"] if cfg.sft_weight > 0 else [cfg.loss_type],
+        loss_weights=[1.0, cfg.sft_weight] if cfg.sft_weight > 0 else None,
         label_smoothing=cfg.label_smoothing,
         max_length=cfg.max_length,
         precompute_ref_log_probs=precompute,

@@ -426,6 +426,21 @@ def test_dpo_job_logs_preference_metrics_and_its_adapter_loads(base_model: Path,
 
 
 @pytest.mark.slow  # >= 3 s (a server, a child process or a CLI run): not in make test-fast
+def test_dpo_sft_weight_adds_the_chosen_answers_likelihood_to_the_loss(base_model: Path, tmp_path: Path):
+    """RPO: the first step's loss (policy = reference, so the DPO part is ln 2) grows by the weighted per-token
+    negative log-likelihood of the chosen answers, which the logged log-probs give."""
+    one = {**TINY, "max_steps": 1}
+    plain, rpo = tmp_path / "plain", tmp_path / "rpo"
+    for run_dir, extra in ((plain, {}), (rpo, {"sft_weight": 0.5})):
+        code, result = run_job(write_job(run_dir, "dpo", base_model, preference_rows(12), {**one, **extra}))
+        assert_succeeded(code, result, run_dir)
+    first_plain, first_rpo = metrics(plain)[0], metrics(rpo)[0]
+    assert first_plain["loss"] == pytest.approx(math.log(2), abs=1e-3)
+    assert first_rpo["logps/chosen"] == pytest.approx(first_plain["logps/chosen"])  # same batch, same policy
+    assert first_rpo["loss"] - first_plain["loss"] > 0.5 * 1.0  # a random tiny model: > 1 nat per token
+
+
+@pytest.mark.slow  # >= 3 s (a server, a child process or a CLI run): not in make test-fast
 def test_kto_job_trains_on_thumbs_up_and_down(base_model: Path, tmp_path: Path):
     config = write_job(tmp_path, "kto", base_model, unpaired_rows(12), {**TINY, "per_device_train_batch_size": 4})
     code, result = run_job(config)
