@@ -60,11 +60,13 @@ class Studio:
         self._hold = turns.training if turns is not None else None
         if self._hold is not None:
             set_background_hold(self._hold)  # their generation waits too, even mid-answer
-        self.reports = ReportWorker(self, compute=compute_report, turns=turns)
+        self.reports = ReportWorker(self, compute=compute_report, turns=turns)  # first: what people look at
         self.safety = ReportWorker(
-            self, compute=evaluate_in_background, name="safety evaluation", paired=False, turns=turns
+            self, compute=evaluate_in_background, name="safety evaluation", paired=False, turns=turns, priority=1
         )
-        self.benchmarks = ReportWorker(self, compute=benchmark_in_background, name="benchmarks", turns=turns)
+        self.benchmarks = ReportWorker(
+            self, compute=benchmark_in_background, name="benchmarks", turns=turns, priority=2
+        )
         mark_interrupted(self.db)  # runs a stopped studio left behind never finish
         self.judge_runs = JudgeRuns(self)
         self.engine = Engine(settings.inference_url, settings.inference_model) if settings.inference_url else None

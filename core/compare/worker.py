@@ -4,6 +4,8 @@ another task) safety evaluations. One thread computes requests in order; the UIs
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import queue
 import threading
 import time
@@ -38,9 +40,38 @@ class CpuTurns:
 
     def __init__(self, training: Callable[[], str | None]) -> None:
         self._training = training  # why to wait now ("job 7 is training on the CPU"), or None
-        self.lock = threading.Lock()
+        self._cv = threading.Condition()
+        self._busy = False
+        self._line: list[tuple[int, int]] = []  # heap of (priority, arrival) waiting for a turn
+        self._arrivals = itertools.count()
         self._checked = float("-inf")
         self._why: str | None = None
+
+    @contextlib.contextmanager
+    def turn(self, priority: int, waiting: Callable[[], None]) -> Iterator[None]:
+        """Hold the CPU for one evaluation. The lowest ``priority`` goes first, then the earliest: a new version's
+        report (what its user looks at) does not queue behind the safety runs of older versions that waited out a
+        job. ``waiting()`` is called about once a second while waiting; what it raises leaves the line."""
+        ticket = (priority, next(self._arrivals))
+        with self._cv:
+            heapq.heappush(self._line, ticket)
+            try:
+                while self._busy or self._line[0] != ticket:
+                    waiting()
+                    self._cv.wait(self.RECHECK_S)
+            except BaseException:
+                self._line.remove(ticket)
+                heapq.heapify(self._line)
+                self._cv.notify_all()
+                raise
+            heapq.heappop(self._line)
+            self._busy = True
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._busy = False
+                self._cv.notify_all()
 
     def training(self) -> str | None:
         """Why to pause now, asked at most once a second (generation reports progress after every token)."""
@@ -64,11 +95,12 @@ class ReportWorker:
         name: str = "version-reports",
         paired: bool = True,
         turns: CpuTurns | None = None,
+        priority: int = 0,
     ) -> None:
         self.studio = studio
         self._compute = compute
         self._name, self._paired = name, paired
-        self._turns = turns  # shared by the studio's workers on a machine without a GPU
+        self._turns, self._priority = turns, priority  # shared by the studio's workers without a GPU; lower first
         self._queue: queue.Queue[tuple[str, str | None, Any, dict[str, Any]]] = queue.Queue()
         self._pending: dict[tuple[str, str | None], str] = {}  # (version, against) -> "queued" | "computing"
         self._errors: dict[tuple[str, str | None], StudioError] = {}
@@ -126,13 +158,13 @@ class ReportWorker:
         if self._turns is None:
             yield
             return
-        while not self._turns.lock.acquire(timeout=CpuTurns.RECHECK_S):
+
+        def waiting() -> None:
             self._check(key)
             self._progress[key] = (0.0, "waiting for another evaluation to finish (on a CPU they take turns)")
-        try:
+
+        with self._turns.turn(self._priority, waiting):
             yield
-        finally:
-            self._turns.lock.release()
 
     def _key(self, version: str, against: str | None) -> tuple[str, str]:
         """(version, against) with the default spelled out, so "v2" and "v2 against v1" are one report."""

@@ -82,3 +82,18 @@ def test_without_turns_evaluations_never_wait():
     worker = ReportWorker(None, compute=compute, paired=False)  # type: ignore[arg-type]
     worker.request("v1")
     assert compute.done.wait(10)
+
+
+def test_a_report_waiting_for_its_turn_goes_before_older_safety_runs():
+    turns = CpuTurns(lambda: None)
+    compute = Recorder(steps=10, step_s=0.1)
+    reports = ReportWorker(None, compute=compute, paired=False, turns=turns)  # type: ignore[arg-type]
+    safety = ReportWorker(None, compute=compute, name="safety", paired=False, turns=turns, priority=1)  # type: ignore[arg-type]
+    other = ReportWorker(None, compute=compute, name="safety 2", paired=False, turns=turns, priority=1)  # type: ignore[arg-type]
+    safety.request("v1")  # holds the turn for ~1 s
+    wait_until(lambda: safety.state("v1")["progress"] > 0)
+    other.request("v2")  # the older safety run waits...
+    time.sleep(0.2)
+    reports.request("v3")  # ...and the new version's report, asked later, goes first
+    wait_until(lambda: len(compute.spans) == 3)
+    assert [version for version, _, _ in sorted(compute.spans, key=lambda s: s[1])] == ["v1", "v3", "v2"]
