@@ -37,7 +37,7 @@ PROMPTS = [
     "Write a short greeting.",
     "What is rain?",
 ]
-MAX_STEPS = 16
+MAX_STEPS = 48  # ~0.15-0.35 s each on 2 cores: several refreshes of the Runs page's curves (every 3 s) while it runs
 
 
 def streamlit_number(page, label: str, value: int) -> None:
@@ -169,37 +169,38 @@ def train_dpo(page, checker: PageChecker, url: str, hub: HubStandin) -> None:
     checker.check("train-launched")
 
 
-def chart_screenshot(chart) -> bytes | None:
-    """The chart's pixels, or None when the page redrew it mid-capture (the curves fragment refreshes itself and
-    replaces the element: "Element is not attached to the DOM", seen on a busy machine); the caller looks again."""
+def last_drawn_step(chart) -> int | None:
+    """The last step the chart draws (Plotly's own copy of the plotted data), or None while there is no chart or
+    the page is replacing it (the curves fragment redraws itself every few seconds)."""
     from playwright.sync_api import Error as PlaywrightError
 
-    for _ in range(3):
-        try:
-            return chart.screenshot(timeout=10_000)
-        except PlaywrightError as exc:
-            if "not attached" not in str(exc):
-                raise
-            time.sleep(0.5)
-    return None
+    try:
+        if not chart.count():
+            return None
+        return chart.evaluate(
+            "e => Math.max(-1, ...(e._fullData || []).map(t => t.x && t.x.length ? Number(t.x[t.x.length - 1]) : -1))",
+            timeout=5_000,
+        )
+    except PlaywrightError:
+        return None
 
 
 def watch_runs(page, checker: PageChecker, url: str, hub: HubStandin) -> None:
     """4. Runs: the curves appear and grow while the job runs, until it succeeds with version v1."""
     page.goto(url + "/runs")
     chart = page.locator(".js-plotly-plot").first
-    # the step count is read from the page's first paint on, the chart caught the moment it appears: on a quick
-    # machine the 16 steps take seconds, and a screenshot taken first could miss every step but the last
-    steps, first_chart, deadline = [], None, time.monotonic() + 180
+    # the step count is read from the page's first paint on, and the last step the chart draws at every look: on a
+    # quick machine the steps take seconds, so the chart must be seen mid-run, not only at its first appearance
+    steps, drawn, deadline = [], [], time.monotonic() + 180
     while not steps or max(steps) < MAX_STEPS:  # the page refreshes itself: watch the step count grow
         assert time.monotonic() < deadline, f"the job did not finish in 3 minutes: steps seen {steps}"
         steps.append(current_step(page))
-        if first_chart is None and chart.count():
-            first_chart = chart_screenshot(chart)
+        drawn.append(last_drawn_step(chart))
         time.sleep(0.25)
     steps = [s for s in steps if s]  # 0: no progress line at that instant (a rerun)
     assert steps[0] < MAX_STEPS and steps == sorted(steps), f"the Runs page never showed progress: {steps}"
-    assert first_chart is not None, "the curves never appeared while the job ran"
+    drawn = [d for d in drawn if d is not None and d >= 0]  # -1: a chart without points yet
+    assert drawn and min(drawn) < MAX_STEPS, f"the curves never appeared while the job ran: last steps drawn {drawn}"
     page.wait_for_selector("text=→ v1", timeout=60_000)
     page.wait_for_function(  # the job picker follows the status (its text is an input's value or a div's text)
         "() => [...document.querySelectorAll(\"[data-testid='stSelectbox'], [data-testid='stSelectbox'] input\")]"
@@ -208,8 +209,7 @@ def watch_runs(page, checker: PageChecker, url: str, hub: HubStandin) -> None:
     )
     time.sleep(3.5)  # one more refresh of the curves fragment
     checker.check("runs-done")
-    final_chart = chart_screenshot(chart)
-    assert final_chart is not None and final_chart != first_chart  # the curves grew
+    assert last_drawn_step(chart) == MAX_STEPS, f"the curves stopped at {last_drawn_step(chart)}"  # they grew
 
 
 def chat_with_v1(page, checker: PageChecker, url: str, hub: HubStandin) -> None:
