@@ -25,8 +25,11 @@ Guarantees:
   temperature, top-k, top-p) and one ``torch.Generator`` seeded like ``torch.manual_seed(seed)``, sampled
   with one ``multinomial`` call over the request's rows per step as ``generate`` does; so a seeded request
   gives the same answer alone or in a busy batch (the other rows do not touch its random stream).
-- Fairness: admission is first come, first served and nobody overtakes the head of the line, so no request
-  starves; every request ends after ``max_new_tokens`` steps at most.
+- Fairness: people before evaluations. A chat or labeling request goes before every waiting evaluation
+  (``background``) and joins even a batch whose rows an evaluation fills (``MAX_BATCH_ROWS`` caps each kind's
+  rows): a report's 96 rows would otherwise keep a labeler's pair waiting for minutes. Within each kind
+  admission is first come, first served and nobody overtakes the head of its line, so no chat starves; an
+  evaluation waits while people keep the batch full. Every request ends after ``max_new_tokens`` steps at most.
 - Back-pressure: at most ``MAX_WAITING`` requests wait; one more gets :class:`core.errors.Busy` (HTTP 503).
   Waiting requests are told how many are ahead of them.
 - Cancellation: a request whose consumer went away (closed tab) leaves the batch at the next step.
@@ -426,21 +429,36 @@ class Scheduler:
 
     # -- the worker ------------------------------------------------------------------------------------
     def _admit(self, batch: _Batch) -> list[Request]:
-        """Pop the requests that may join now: in order, while they fit and agree with the batch's key."""
+        """Pop the requests that may join now. People go first: a chat or labeling request is admitted before any
+        evaluation (``background``) that waits, and the rows cap counts only its own kind, so it joins a batch
+        that an evaluation's many rows fill instead of waiting minutes for them. An evaluation joins while the
+        whole batch fits. Within each kind, in arrival order, nobody overtaking the head of that kind's line."""
+        line: list[Request] = []
+        for request in self._waiting:
+            if request.cancel.is_set():
+                request.sink.end()
+            else:
+                line.append(request)
+        line.sort(key=lambda r: r.background)  # stable: people first, each kind in arrival order
         admitted: list[Request] = []
-        rows, key = batch.rows, batch.key()
-        if batch.requests and not self.joinable:
-            return admitted
-        while self._waiting:
-            head = self._waiting[0]
-            if head.cancel.is_set():
-                self._waiting.popleft().sink.end()
-                continue
-            fits = rows + head.rows <= self.max_rows or (rows == 0 and not admitted)
-            if not fits or (key is not None and head.batch_key() != key):
-                break
-            admitted.append(self._waiting.popleft())
-            rows, key = rows + head.rows, head.batch_key()
+        if not batch.requests or self.joinable:
+            rows, key = batch.rows, batch.key()
+            people = rows - sum(r.rows for r in batch.requests if r.background)
+            stuck: set[bool] = set()  # kinds whose head cannot join: nobody of that kind overtakes it
+            for request in line:
+                if request.background in stuck:
+                    continue
+                own = rows if request.background else people  # the rows this kind is capped by
+                first = not any(a.background == request.background for a in admitted)
+                fits = own + request.rows <= self.max_rows or (own == 0 and first)
+                if not fits or (key is not None and request.batch_key() != key):
+                    stuck.add(request.background)
+                    continue
+                admitted.append(request)
+                rows, key = rows + request.rows, request.batch_key()
+                people += 0 if request.background else request.rows
+        taken = {id(r) for r in admitted}
+        self._waiting = deque(r for r in line if id(r) not in taken)
         for position, request in enumerate(self._waiting):
             if request.ahead != position:
                 request.ahead = position

@@ -158,3 +158,34 @@ def test_a_waiting_request_that_leaves_is_dropped_from_the_line(model_and_tokeni
     *_, last = after
     assert last.finished
     assert scheduler.idle(5)
+
+
+def test_a_chat_joins_a_batch_an_evaluation_fills_instead_of_waiting_for_it(model_and_tokenizer):
+    """A report asks for 96 rows at once, more than the batch's cap: a labeler's request arriving meanwhile joins
+    at the next step (it used to wait until the whole evaluation ended) and still gets its solo answer, and so do
+    the evaluation's rows."""
+    model, tokenizer = model_and_tokenizer
+    scheduler = scheduler_for(model)
+    scheduler.max_rows = 4
+    long = SamplingParams(temperature=0, max_new_tokens=400)
+    prompts = [conversation(p) for p in PROMPTS]  # 6 rows: more than the cap
+    alone_chat = list(stream_chat(model, tokenizer, conversation("Hi there"), GREEDY))[-1]
+    alone_batch = generate_batch(model, tokenizer, prompts, long)
+
+    running, rows_done_when_chat_ended = threading.Event(), []
+    evaluation: list = []
+    thread = threading.Thread(
+        target=lambda: evaluation.append(
+            generate_batch(model, tokenizer, prompts, long, on_step=lambda snapshot: running.set())
+        )
+    )
+    thread.start()
+    assert running.wait(60)
+    chat = list(stream_chat(model, tokenizer, conversation("Hi there"), GREEDY))[-1]
+    rows_done_when_chat_ended.append(thread.is_alive())
+    thread.join(120)
+
+    assert chat == alone_chat and evaluation == [alone_batch]
+    assert rows_done_when_chat_ended == [True], "the chat waited for the evaluation to end"
+    assert scheduler.stats.max_rows == len(PROMPTS) + 1, "the chat did not join the evaluation's batch"
+    assert scheduler.idle(5)
