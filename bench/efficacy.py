@@ -368,7 +368,9 @@ def main() -> None:
         help="stop sampling after this many pairs even if a rule is short of votes (default 3 x --labels, at least 40)",
     )
     parser.add_argument("--job-timeout", type=float, default=3600, help="give up on a job after this (s)")
-    parser.add_argument("--report-timeout", type=float, default=300, help="wait this long for a report (s)")
+    parser.add_argument(
+        "--report-timeout", type=float, default=600, help="wait this long for a report (s; 48 prompts x 2 versions)"
+    )
     parser.add_argument("--sample-only", action="store_true", help="sample and vote, then stop (no training)")
     parser.add_argument(
         "--pairs",

@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from core import ASSETS
 from core.data.split import HELD_OUT_PERCENT, prompt_bucket, prompt_key  # noqa: F401 - the split is shared with training
 from core.errors import NotFound, StudioError, ValidationError
 from core.labeling import queue as prompt_queue
@@ -48,6 +49,7 @@ from storage.db import Database
 Progress = Callable[[float, str], None]
 DEFAULT_BETA = 0.1  # DPOConfig's default, for versions whose config names no beta
 PROMPT_SOURCES = ("held_out", "queue", "typed", "seed")
+REPORT_PROMPTS = ASSETS / "report_prompts.jsonl"  # never a labeling queue: see report_prompts()
 
 Messages = list[dict[str, str]]
 
@@ -185,6 +187,12 @@ def seed_prompts() -> list[str]:
     return prompt_queue.parse_prompts(
         prompt_queue.SEED_PROMPTS.read_text(encoding="utf-8"), prompt_queue.SEED_PROMPTS.name
     )
+
+
+def report_prompts() -> list[str]:
+    """Prompts only reports ask, after the held-out and seed prompts. Why: the seed prompts are also the first
+    labeling queue, so a user who labeled them would leave a report too few prompts never trained on."""
+    return prompt_queue.parse_prompts(REPORT_PROMPTS.read_text(encoding="utf-8"), REPORT_PROMPTS.name)
 
 
 def held_out_pairs(db: Database, percent: int = HELD_OUT_PERCENT, filters: Any = None) -> list[dict[str, Any]]:

@@ -62,11 +62,13 @@ class ReportSettings:
     """What a report measures on (the same for every version, so reports are comparable)."""
 
     prompts: int = field(
-        default=24,
+        default=48,
         metadata={
-            "help": "Held-out prompts each version answers (the evaluation split's prompts first, then seed prompts "
-            "never trained on). The answers are compared per prompt along what the labels prefer: 24 "
-            "prompts let a move on 18 of them count after the correction for many features.",
+            "help": "Held-out prompts each version answers (the evaluation split's prompts first, then seed and "
+            "report prompts never trained on). The answers are compared per prompt along what the labels prefer. "
+            "48 rather than 24: at 40 labels, a version that addressed the reader more, as labeled, did so on 14 "
+            "of 24 prompts (p = 0.13, not enough) and on 26 of 48 (p = 0.003); a coin-flip control stayed "
+            "unlearned at both.",
             "min": 1,
             "max": 200,
         },
@@ -83,7 +85,15 @@ class ReportSettings:
     max_pairs: int = field(
         default=200, metadata={"help": "At most this many held-out labeled pairs are scored.", "min": 1, "max": 100_000}
     )
-    seed: int = field(default=0, metadata={"help": "Prompt i is sampled with seed + i.", "min": 0, "max": 2**31 - 1})
+    seed: int = field(
+        default=0,
+        metadata={
+            "help": "Seed of the one sampling generator of the report's batch: the same prompts and versions give "
+            "the same answers.",
+            "min": 0,
+            "max": 2**31 - 1,
+        },
+    )
 
     def validate(self) -> ReportSettings:
         for name, f in self.__dataclass_fields__.items():
@@ -164,7 +174,7 @@ def _report_prompts(db: Database, pairs: list[dict[str, Any]], trained: set[str]
     prompts: dict[str, list[dict]] = {}
     for pair in pairs:
         prompts.setdefault(prompt_key(pair["prompt"]), pair["prompt"])
-    for text in ev.seed_prompts():
+    for text in ev.seed_prompts() + ev.report_prompts():
         prompt = [{"role": "user", "content": text}]
         key = prompt_key(prompt)
         if key not in trained:

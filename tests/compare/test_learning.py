@@ -15,12 +15,13 @@ import httpx
 import pytest
 
 from bench.harness.processes import free_port
-from core.compare.report import badges, compute_report, distinct_n, latest_report
+from core.compare import evaluation as ev
+from core.compare.report import ReportSettings, _report_prompts, badges, compute_report, distinct_n, latest_report
 from core.compare.safety import is_refusal
 from core.compare.signature import FEATURE_NAMES, sign_test
 from core.compare.verdict import drift_warnings
 from core.config import load_settings
-from core.data.split import HELD_OUT_PERCENT, prompt_bucket
+from core.data.split import HELD_OUT_PERCENT, prompt_bucket, prompt_key
 from core.labeling.identity import ensure_user
 from core.labeling.votes import Vote, submit_labeled_pair
 from core.serving.models import build_tiny_model
@@ -288,10 +289,21 @@ def learned(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def v1_report(learned):
-    """v1's report against base, computed once (a report answers 24 prompts twice): the tests read it, the pages
+    """v1's report against base, computed once (a report answers 48 prompts twice): the tests read it, the pages
     and the CLI find it stored."""
     studio, _, _ = learned
     return compute_report(studio, "v1")
+
+
+def test_a_report_has_its_48_prompts_after_the_user_labeled_every_seed_prompt():
+    """The seed prompts are also the first labeling queue: once all were trained on, the report's own pool gives it
+    the prompts it needs, none of them trained on, and the held-out split's prompts come first."""
+    trained = {prompt_key([{"role": "user", "content": text}]) for text in ev.seed_prompts()}
+    held_out = {"prompt": [{"role": "user", "content": "A held-out question?"}]}
+    prompts = _report_prompts(None, [held_out], trained, ReportSettings().prompts)  # type: ignore[arg-type]
+    assert len(prompts) == 48 and prompts[0] == held_out["prompt"]
+    assert not {prompt_key(p) for p in prompts} & trained
+    assert len({prompt_key(p) for p in prompts}) == 48
 
 
 def zero_adapter(base: Path, out: Path) -> Path:
@@ -351,7 +363,7 @@ def test_a_version_trained_on_a_clear_preference_is_reported_as_learned(learned,
     assert {t["feature"] for t in m["movement"]} == set(FEATURE_NAMES)
     assert m["against"] == "base" and m["held_out_pairs"] > 10
     assert m["accuracy_version"] > m["accuracy_against"] and m["toward"] > m["away"]
-    assert m["kl_per_token"] > 0 and m["prompts"] == 24 and len(report["examples"]) == 5
+    assert m["kl_per_token"] > 0 and m["prompts"] == 48 and len(report["examples"]) == 5
     assert {"length_version", "refusal_version", "distinct2_version"} <= set(m)
     stored = latest_report(studio.db, "v1")
     assert stored["summary"] == report["summary"] and stored["id"] == report["id"]
@@ -398,7 +410,7 @@ def test_runs_train_and_compare_pages_show_the_plan_and_the_report(learned, v1_r
     compare.selectbox(key="changed-against").select("base").run()
     assert "**learned: " in " ".join(m.value for m in compare.markdown)
     compare.selectbox(key="changed-against").select("v2").run()
-    compare.button(key="changed-run").click().run()
+    compare.button(key="changed-run").click().run(timeout=300)  # a report: 48 prompts x 2 versions, here
     assert not compare.exception and not compare.error
     assert latest_report(studio.db, "v1", "v2") is not None
 
