@@ -170,7 +170,9 @@ def held_out_pairs(db: Database, policy: Version) -> list[dict[str, Any]]:
     return ev.held_out_pairs(db, HELD_OUT_PERCENT)
 
 
-def _report_prompts(db: Database, pairs: list[dict[str, Any]], trained: set[str], count: int) -> list[list[dict]]:
+def prompts_never_trained(pairs: list[dict[str, Any]], trained: set[str], count: int) -> list[list[dict]]:
+    """The first ``count`` prompts a report asks: the held-out pairs' prompts, then seed and report prompts, none
+    in ``trained`` (prompt keys)."""
     prompts: dict[str, list[dict]] = {}
     for pair in pairs:
         prompts.setdefault(prompt_key(pair["prompt"]), pair["prompt"])
@@ -188,7 +190,7 @@ def held_out_prompts(db: Database, version: str, against: str, count: int) -> li
     policy, other = ev.check_pair(db, version, against)
     trained = _trained_prompts(db, policy, other)
     pairs = [p for p in held_out_pairs(db, policy) if prompt_key(p["prompt"]) not in trained]
-    return _report_prompts(db, pairs, trained, count)
+    return prompts_never_trained(pairs, trained, count)
 
 
 def compute_report(
@@ -253,7 +255,7 @@ def compute_report(
         )
 
     # 2. Generations on held-out prompts: every prompt x both versions in one batched call.
-    prompts = _report_prompts(db, pairs, trained, settings.prompts)
+    prompts = prompts_never_trained(pairs, trained, settings.prompts)
     sampling = SamplingParams(1.0, 1.0, settings.max_new_tokens).validate()
     report_progress(progress, 0.3, f"{len(prompts)} answers from each version")
     model, tokenizer = studio.model()

@@ -16,7 +16,14 @@ import pytest
 
 from bench.harness.processes import free_port
 from core.compare import evaluation as ev
-from core.compare.report import ReportSettings, _report_prompts, badges, compute_report, distinct_n, latest_report
+from core.compare.report import (
+    ReportSettings,
+    badges,
+    compute_report,
+    distinct_n,
+    latest_report,
+    prompts_never_trained,
+)
 from core.compare.safety import is_refusal
 from core.compare.signature import FEATURE_NAMES, sign_test
 from core.compare.verdict import drift_warnings
@@ -300,7 +307,7 @@ def test_a_report_has_its_48_prompts_after_the_user_labeled_every_seed_prompt():
     the prompts it needs, none of them trained on, and the held-out split's prompts come first."""
     trained = {prompt_key([{"role": "user", "content": text}]) for text in ev.seed_prompts()}
     held_out = {"prompt": [{"role": "user", "content": "A held-out question?"}]}
-    prompts = _report_prompts(None, [held_out], trained, ReportSettings().prompts)  # type: ignore[arg-type]
+    prompts = prompts_never_trained([held_out], trained, ReportSettings().prompts)
     assert len(prompts) == 48 and prompts[0] == held_out["prompt"]
     assert not {prompt_key(p) for p in prompts} & trained
     assert len({prompt_key(p) for p in prompts}) == 48
@@ -373,7 +380,8 @@ def test_a_version_trained_on_a_clear_preference_is_reported_as_learned(learned,
 @pytest.mark.slow
 def test_an_untrained_copy_gets_no_measurable_change(learned):
     studio, _, _ = learned
-    report = compute_report(studio, "v2")
+    few = ReportSettings(prompts=12)  # identical weights answer identically: a dozen prompts show it, and save minutes
+    report = compute_report(studio, "v2", settings=few)
     m = report["metrics"]
     assert report["verdict"] == "no_change" and report["summary"].startswith("no measurable change")
     assert m["toward"] == m["away"] == 0 and m["accuracy_version"] == m["accuracy_against"]
@@ -381,7 +389,7 @@ def test_an_untrained_copy_gets_no_measurable_change(learned):
     # the tiny random model rarely ends an answer: the only warning says the lengths are capped
     assert m["cut_version"] == m["cut_against"] and all("-token limit" in w for w in report["warnings"])
     # any two versions, on demand
-    assert compute_report(studio, "v1", against="v2")["verdict"] == "learned"
+    assert compute_report(studio, "v1", against="v2", settings=few)["verdict"] == "learned"
 
 
 @pytest.mark.slow
