@@ -172,6 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--against", help="the version to compare with (default: its parent)")
     rep.add_argument("--json", action="store_true", help="print the whole report as JSON")
     rep.add_argument("--refresh", action="store_true", help="compute it again even if one is stored")
+    for flag, what in (
+        ("--prompts", "held-out prompts each version answers"),
+        ("--max-new-tokens", "longest generated answer"),
+        ("--max-pairs", "most held-out labeled pairs scored"),
+        ("--seed", "seed of the report's sampling"),
+    ):  # core.compare.report.ReportSettings (importing it here would load torch for every command)
+        rep.add_argument(flag, type=int, help=f"{what} (default: as the reports after every job); implies --refresh")
     gate = sub.add_parser(
         "gate",
         parents=[_options(serving=False, top_level=False)],

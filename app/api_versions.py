@@ -27,7 +27,7 @@ from app.schemas import (
 from core.compare import safety
 from core.compare.evaluation import check_pair
 from core.compare.gate import evaluate_gate
-from core.compare.report import latest_report, public_view
+from core.compare.report import ReportSettings, latest_report, public_view
 from core.errors import NotFound
 from core.serving.policies import comparable_policy, default_against, delete_policy, list_policies, rename_policy
 from core.share.lineage import lineage
@@ -128,19 +128,31 @@ def version_routes(get_studio: Callable[[], Studio]) -> APIRouter:
             why={
                 404: "No such version (code not_found)",
                 422: (
-                    "The versions cannot be compared: the base, a reward model, a version with itself (code"
-                    " invalid_input)"
+                    "The versions cannot be compared (the base, a reward model, a version with itself), or a report"
+                    " setting is out of range (code invalid_input)"
                 ),
             },
         ),
     )
-    def request_report(name: str, request: Request, against: str | None = None) -> dict[str, Any]:
-        """Compute a report now, in the background (admins): poll GET for it."""
+    def request_report(
+        name: str,
+        request: Request,
+        against: str | None = None,
+        prompts: int | None = None,
+        max_new_tokens: int | None = None,
+        max_pairs: int | None = None,
+        seed: int | None = None,
+    ) -> dict[str, Any]:
+        """Compute a report now, in the background (admins): poll GET for it. ``prompts``, ``max_new_tokens``,
+        ``max_pairs`` and ``seed`` override the report's defaults (core.compare.report.ReportSettings: more prompts
+        decide smaller changes, where answers are cheap)."""
 
         user = request.state.user
         studio = get_studio()
+        settings = ReportSettings.chosen(prompts=prompts, max_new_tokens=max_new_tokens, max_pairs=max_pairs, seed=seed)
         check_pair(studio.db, name, against or default_against(studio.db, name))
-        return {**studio.reports.state(name, against), "status": studio.reports.request(name, against, user)}
+        status = studio.reports.request(name, against, user, settings=settings)
+        return {**studio.reports.state(name, against), "status": status}
 
     @router.get(
         "/policies/{name}/safety",

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from core.config import Settings
 
 if TYPE_CHECKING:
-    from core.compare.report import Report
+    from core.compare.report import Report, ReportSettings
 
 
 def prepare_model(settings: Settings) -> Path | str:
@@ -106,7 +106,7 @@ def train_command(settings: Settings, args: argparse.Namespace) -> int:
                 print(f"what changed: skipped (--no-report); later: launch.py report {version}")
             elif args.algorithm != "reward":
                 assert version is not None  # a succeeded job registered its version
-                changes = _report_with_progress(studio, version, None, refresh=True)
+                changes = _report_with_progress(studio, version, None, fresh=True)
                 print(f"what changed: {changes['summary']}")
                 for warning in changes["warnings"]:
                     print(f"warning: {warning}")
@@ -117,13 +117,15 @@ def train_command(settings: Settings, args: argparse.Namespace) -> int:
         studio.close()
 
 
-def _report_with_progress(studio, version: str, against: str | None, refresh: bool) -> Report:
-    """The stored report, or a new one computed here with a progress bar."""
+def _report_with_progress(
+    studio, version: str, against: str | None, fresh: bool, settings: ReportSettings | None = None
+) -> Report:
+    """The stored report, or (when none is stored, or ``fresh``) a new one computed here with a progress bar."""
     from tqdm import tqdm
 
     from core.compare.report import compute_report, latest_report
 
-    report = None if refresh else latest_report(studio.db, version, against)
+    report = None if fresh else latest_report(studio.db, version, against)
     if report is None:
         bar = tqdm(total=100, desc=f"report {version}", unit="%", file=sys.stderr)
 
@@ -132,21 +134,27 @@ def _report_with_progress(studio, version: str, against: str | None, refresh: bo
             bar.set_postfix_str(text[:60])
             bar.refresh()
 
-        report = compute_report(studio, version, against, progress=show)
+        report = compute_report(studio, version, against, settings=settings, progress=show)
         bar.close()
     return report
 
 
 def report_command(settings: Settings, args: argparse.Namespace) -> int:
-    """What changed in a version: stored after its job, computed here when missing (or with --refresh)."""
+    """What changed in a version: stored after its job, computed here when missing (or with --refresh, or with
+    report settings chosen on the command line)."""
     import json
 
+    from core.compare.report import ReportSettings
     from core.studio import Studio
 
+    names = ("prompts", "max_new_tokens", "max_pairs", "seed")
+    chosen = {name: getattr(args, name) for name in names}
+    fresh = args.refresh or any(value is not None for value in chosen.values())
+    report_settings = ReportSettings.chosen(**chosen)  # checked before the model loads
     cli_database(settings, f"ask the running studio: GET /api/policies/{args.version}/report").close()
     studio = Studio(settings, prepare_model(settings))
     try:
-        report = _report_with_progress(studio, args.version, args.against, args.refresh)
+        report = _report_with_progress(studio, args.version, args.against, fresh, report_settings)
     finally:
         studio.close()
     if args.json:

@@ -112,9 +112,15 @@ with changed_tab:
             help="Its parent by default.",
         )
         report = report_mod.latest_report(db, version, against)
+        with st.expander("Report settings", icon=":material/tune:"):
+            st.caption("The defaults are what every report after a job uses; more prompts decide smaller changes.")
+            chosen = dataclass_form(report_mod.ReportSettings, key="changed-settings")
         if st.button("Measure now" if report is None else "Measure again", type="primary", key="changed-run"):
             with shown_errors():
-                report = report_mod.compute_report(studio, version, against, user=admin, progress=progress_bar())
+                settings = report_mod.ReportSettings.chosen(**chosen)
+                report = report_mod.compute_report(
+                    studio, version, against, settings=settings, user=admin, progress=progress_bar()
+                )
         if report is not None:
             st.caption(f"Measured {str(report.get('created_at', 'just now'))[:19].replace('T', ' ')}.")
             show_report(report, full=True, key="compare-changed")

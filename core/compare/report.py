@@ -95,6 +95,12 @@ class ReportSettings:
         },
     )
 
+    @classmethod
+    def chosen(cls, **values: int | None) -> ReportSettings:
+        """The defaults with what someone chose on demand (``None``: the default), validated: the REST route, the
+        CLI and the Compare page read the same fields."""
+        return cls(**{name: value for name, value in values.items() if value is not None}).validate()
+
     def validate(self) -> ReportSettings:
         for name, f in self.__dataclass_fields__.items():
             value = getattr(self, name)

@@ -29,6 +29,7 @@ from core.compare.signature import FEATURE_NAMES, sign_test
 from core.compare.verdict import drift_warnings
 from core.config import load_settings
 from core.data.split import HELD_OUT_PERCENT, prompt_bucket, prompt_key
+from core.errors import ValidationError
 from core.labeling.identity import ensure_user
 from core.labeling.votes import Vote, submit_labeled_pair
 from core.serving.models import build_tiny_model
@@ -313,6 +314,15 @@ def test_a_report_has_its_48_prompts_after_the_user_labeled_every_seed_prompt():
     assert len({prompt_key(p) for p in prompts}) == 48
 
 
+def test_report_settings_chosen_on_demand_keep_the_defaults_for_the_rest_and_refuse_out_of_range():
+    chosen = ReportSettings.chosen(prompts=96, max_new_tokens=None, max_pairs=None, seed=7)
+    assert chosen == ReportSettings(prompts=96, seed=7) and chosen.max_new_tokens == ReportSettings().max_new_tokens
+    for wrong in ({"prompts": 0}, {"prompts": 201}, {"max_new_tokens": 2048}, {"seed": -1}):
+        with pytest.raises(ValidationError, match="is out of range") as raised:
+            ReportSettings.chosen(**wrong)
+        assert raised.value.code == "invalid_input" and "choose" in raised.value.hint
+
+
 def zero_adapter(base: Path, out: Path) -> Path:
     """A real LoRA adapter that changes nothing (PEFT's default init: B = 0)."""
     import torch
@@ -418,9 +428,10 @@ def test_runs_train_and_compare_pages_show_the_plan_and_the_report(learned, v1_r
     compare.selectbox(key="changed-against").select("base").run()
     assert "**learned: " in " ".join(m.value for m in compare.markdown)
     compare.selectbox(key="changed-against").select("v2").run()
-    compare.button(key="changed-run").click().run(timeout=300)  # a report: 48 prompts x 2 versions, here
+    compare.number_input(key="changed-settings-prompts").set_value(12)  # the report settings the admin chose
+    compare.button(key="changed-run").click().run(timeout=300)
     assert not compare.exception and not compare.error
-    assert latest_report(studio.db, "v1", "v2") is not None
+    assert latest_report(studio.db, "v1", "v2")["metrics"]["prompts"] == 12
 
 
 @pytest.mark.slow
@@ -498,6 +509,13 @@ def test_report_over_rest_and_cli_with_roles(learned, v1_report, tmp_path):
         timeout=300,
     )
     assert text.stdout.startswith("learned: ") and "KL per token" in text.stdout and "evidence: toward" in text.stdout
+    wrong = subprocess.run(
+        [sys.executable, str(ROOT / "launch.py"), "report", "v1", "--prompts", "0", "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert wrong.returncode != 0 and "prompts=0 is out of range" in wrong.stderr and "between 1 and 200" in wrong.stderr
 
     users = tmp_path / "users.txt"
     users_file(users, "ada:pw-ada:admin", "bob:pw-bob:labeler")
@@ -522,7 +540,11 @@ def test_report_over_rest_and_cli_with_roles(learned, v1_report, tmp_path):
         assert httpx.get(f"{url}/nope/report", auth=admin, timeout=30).json()["error"]["code"] == "not_found"
         assert httpx.get(f"{url}/base/report", auth=admin, timeout=30).status_code == 422
         assert httpx.post(f"{url}/v2/report", params={"against": "v1"}, auth=labeler, timeout=30).status_code == 403
-        started = httpx.post(f"{url}/v2/report", params={"against": "v1"}, auth=admin, timeout=30)
+        too_many = httpx.post(f"{url}/v2/report", params={"against": "v1", "prompts": 201}, auth=admin, timeout=30)
+        assert too_many.status_code == 422 and too_many.json()["error"]["code"] == "invalid_input"
+        assert httpx.get(f"{url}/v2/report", params={"against": "v1"}, auth=admin, timeout=30).status_code == 404
+        ask = {"against": "v1", "prompts": 12}  # fewer than the default: v2 is base, so a dozen prompts tell
+        started = httpx.post(f"{url}/v2/report", params=ask, auth=admin, timeout=30)
         assert started.status_code == 202 and started.json()["status"] in ("queued", "computing")
         deadline = time.monotonic() + 180
         while (
@@ -530,6 +552,7 @@ def test_report_over_rest_and_cli_with_roles(learned, v1_report, tmp_path):
         ).status_code == 202 and time.monotonic() < deadline:
             time.sleep(0.5)
         assert reply.status_code == 200 and reply.json()["report"]["against"] == "v1"
+        assert reply.json()["report"]["metrics"]["prompts"] == 12
         assert reply.json()["report"]["verdict"] == "regressed"  # v2 (= base) vs v1: the preference undone
 
         from gradio_client import Client
