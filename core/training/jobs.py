@@ -469,6 +469,11 @@ class Supervisor:
         if status in ("paused", "cancelled") and clean_exit:
             self._set_status(job_id, status, finished=status == "cancelled")
             return None
+        if rundir.read_control(run_dir) == "cancel" and exit_code is not None and exit_code < 0:
+            # Cancelled, and the child had not stopped CANCEL_GRACE_S later (it looks for requests between steps,
+            # not while it loads the model or prepares the data), so it was killed: as the user asked.
+            self._set_status(job_id, "cancelled", finished=True, error=None)
+            return None
         if exit_code is None and result is None and reattached:
             self._set_status(
                 job_id,

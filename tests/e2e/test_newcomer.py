@@ -239,7 +239,7 @@ def arena_battle(page, checker: PageChecker, url: str, hub: HubStandin) -> None:
     checker.check("arena")
 
 
-def settled_gate(url: str, timeout: float = 240) -> dict:
+def settled_gate(url: str, timeout: float = 480) -> dict:
     """v1's release gate once its report and both safety runs (computed after the job) are in."""
     import httpx
 

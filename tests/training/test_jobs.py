@@ -218,6 +218,27 @@ def test_cancel_pause_resume_and_kill(labeled_server):
     assert names == ["base"]  # nothing registered from a cancelled or killed job
 
 
+def test_a_cancel_the_trainer_does_not_answer_in_time_kills_it_and_the_job_reads_cancelled(studio, monkeypatch):
+    """A child still loading (it looks for requests only between steps) is killed after the grace time: the job
+    the user cancelled says "cancelled", not "failed: killed by signal 9"."""
+    import core.training.jobs
+
+    monkeypatch.setattr(core.training.jobs, "CANCEL_GRACE_S", 0.2)
+    admin = ensure_user(studio.db, "ada", "admin", "test")
+    job_id = studio.supervisor.submit(JobRequest("dpo", "base", {**FAST, "max_steps": 400}), admin)
+
+    def status() -> str:
+        studio.supervisor.tick()
+        return studio.supervisor.job(job_id)["status"]
+
+    assert status() == "running"
+    studio.supervisor.cancel(job_id)  # within a second of the start: the child is still importing torch
+    assert wait_for(lambda: status() != "running", timeout=60)
+    job = studio.supervisor.job(job_id)
+    assert job["status"] == "cancelled" and job["error"] is None
+    assert job["pid"] is not None and not Path(f"/proc/{job['pid']}").exists()
+
+
 def test_server_restart_reattaches_a_running_job(labeled_server):
     srv = labeled_server
     job_id = start_job(srv, max_steps=12, save_steps=4)
