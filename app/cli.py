@@ -142,13 +142,13 @@ def _report_with_progress(
 def report_command(settings: Settings, args: argparse.Namespace) -> int:
     """What changed in a version: stored after its job, computed here when missing (or with --refresh, or with
     report settings chosen on the command line)."""
+    import dataclasses
     import json
 
     from core.compare.report import ReportSettings
     from core.studio import Studio
 
-    names = ("prompts", "max_new_tokens", "max_pairs", "seed")
-    chosen = {name: getattr(args, name) for name in names}
+    chosen = {f.name: getattr(args, f.name) for f in dataclasses.fields(ReportSettings)}  # launch.py: one flag each
     fresh = args.refresh or any(value is not None for value in chosen.values())
     report_settings = ReportSettings.chosen(**chosen)  # checked before the model loads
     cli_database(settings, f"ask the running studio: GET /api/policies/{args.version}/report").close()
