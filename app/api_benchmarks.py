@@ -83,9 +83,11 @@ def benchmark_routes(get_studio: Callable[[], Studio]) -> APIRouter:
         **answers(
             ReportState,
             404,
+            409,
             422,
             why={
                 404: "No such version (code not_found)",
+                409: "A run of this version with other settings is computing: wait for it or cancel it (code conflict)",
                 422: "A reward model, full fine-tune or bad settings (code invalid_input)",
             },
         ),

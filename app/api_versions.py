@@ -124,9 +124,11 @@ def version_routes(get_studio: Callable[[], Studio]) -> APIRouter:
         **answers(
             ReportState,
             404,
+            409,
             422,
             why={
                 404: "No such version (code not_found)",
+                409: "A run of this version with other settings is computing: wait for it or cancel it (code conflict)",
                 422: (
                     "The versions cannot be compared (the base, a reward model, a version with itself), or a report"
                     " setting is out of range (code invalid_input)"
@@ -151,7 +153,8 @@ def version_routes(get_studio: Callable[[], Studio]) -> APIRouter:
         studio = get_studio()
         settings = ReportSettings.chosen(prompts=prompts, max_new_tokens=max_new_tokens, max_pairs=max_pairs, seed=seed)
         check_pair(studio.db, name, against or default_against(studio.db, name))
-        status = studio.reports.request(name, against, user, settings=settings)
+        asked = None if settings == ReportSettings() else settings  # the defaults: the same ask as the runs after jobs
+        status = studio.reports.request(name, against, user, settings=asked)
         return {**studio.reports.state(name, against), "status": status}
 
     @router.get(
@@ -193,9 +196,11 @@ def version_routes(get_studio: Callable[[], Studio]) -> APIRouter:
         **answers(
             ReportState,
             404,
+            409,
             422,
             why={
                 404: "No such version (code not_found)",
+                409: "A run of this version with other settings is computing: wait for it or cancel it (code conflict)",
                 422: "An unusable judge or max_new_tokens (code invalid_input)",
             },
         ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import inspect
 import itertools
 import queue
 import threading
@@ -13,7 +14,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from core.errors import StudioError
+from core.errors import Conflict, StudioError
 from core.serving.host import Host
 from core.serving.policies import default_against
 
@@ -92,7 +93,7 @@ class ReportWorker:
         self,
         studio: Host,
         compute: Callable[..., Any],
-        name: str = "version-reports",
+        name: str = "report",
         paired: bool = True,
         turns: CpuTurns | None = None,
         priority: int = 0,
@@ -101,8 +102,9 @@ class ReportWorker:
         self._compute = compute
         self._name, self._paired = name, paired
         self._turns, self._priority = turns, priority  # shared by the studio's workers without a GPU; lower first
-        self._queue: queue.Queue[tuple[str, str | None, Any, dict[str, Any]]] = queue.Queue()
+        self._queue: queue.Queue[tuple[str, str | None]] = queue.Queue()
         self._pending: dict[tuple[str, str | None], str] = {}  # (version, against) -> "queued" | "computing"
+        self._asks: dict[tuple[str, str | None], tuple[Any, dict[str, Any]]] = {}  # pending key -> (user, options)
         self._errors: dict[tuple[str, str | None], StudioError] = {}
         self._progress: dict[tuple[str, str | None], tuple[float, str]] = {}
         self._cancelled: set[tuple[str, str | None]] = set()
@@ -118,20 +120,42 @@ class ReportWorker:
             thread.join(timeout)
 
     def request(self, version: str, against: str | None = None, user: Any = None, **options: Any) -> str:
-        """Queue a report (once); returns its state: "queued" or "computing"."""
-        key = self._key(version, against)
+        """Queue a report (once); returns its state: "queued" or "computing".
+
+        Why each case: a request without options joins whatever is pending for the version (the runs after every job
+        ask so). One with options replaces the options of a queued run (the newest ask wins: it has not started), and
+        is refused with ``Conflict`` while a run with other options computes, rather than silently answered with
+        settings nobody asked for."""
+        key, options = self._key(version, against), self._explicit(options)
         if self._stopped.is_set():
             raise StudioError("the studio is shutting down", hint="ask again after the restart", code="stopping")
         with self._lock:
             if key in self._pending:
-                return self._pending[key]
+                state = self._pending[key]
+                if options and options != self._asks[key][1]:
+                    if state == "queued":
+                        self._asks[key] = (user, options)
+                    else:
+                        raise Conflict(
+                            f"a {self._name} run of {' against '.join(filter(None, key))} is already computing with"
+                            " other settings",
+                            hint="wait for it to finish, or cancel it, then ask again",
+                        )
+                return state
             self._pending[key] = "queued"
+            self._asks[key] = (user, options)
             self._errors.pop(key, None)
-            self._queue.put((*key, user, options))
+            self._queue.put(key)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
                 self._thread.start()
         return "queued"
+
+    def _explicit(self, options: dict[str, Any]) -> dict[str, Any]:
+        """``options`` less those equal to the compute function's own defaults: asking for the defaults by name is
+        the same request as asking for nothing."""
+        params = inspect.signature(self._compute).parameters
+        return {k: v for k, v in options.items() if k not in params or v != params[k].default}
 
     def cancel(self, version: str, against: str | None = None) -> bool:
         """Stop a queued or computing request at its next progress report; False when none is pending."""
@@ -201,7 +225,7 @@ class ReportWorker:
     def _loop(self) -> None:
         while not self._stopped.is_set():
             try:
-                version, against, user, options = self._queue.get(timeout=1)
+                version, against = self._queue.get(timeout=1)
             except queue.Empty:
                 with self._lock:
                     if self._queue.empty():
@@ -211,6 +235,7 @@ class ReportWorker:
             key = (version, against)
             with self._lock:
                 self._pending[key] = "computing"
+                user, options = self._asks[key]
 
             def progress(value: float, text: str, key: tuple[str, str | None] = key) -> None:
                 self._check(key)
@@ -245,5 +270,6 @@ class ReportWorker:
             finally:
                 with self._lock:
                     self._pending.pop(key, None)
+                    self._asks.pop(key, None)
                     self._progress.pop(key, None)
                     self._cancelled.discard(key)

@@ -6,7 +6,10 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from core.compare.worker import CpuTurns, ReportWorker
+from core.errors import Conflict
 
 
 def wait_until(predicate, timeout: float = 10.0):
@@ -97,3 +100,29 @@ def test_a_report_waiting_for_its_turn_goes_before_older_safety_runs():
     reports.request("v3")  # ...and the new version's report, asked later, goes first
     wait_until(lambda: len(compute.spans) == 3)
     assert [version for version, _, _ in sorted(compute.spans, key=lambda s: s[1])] == ["v1", "v3", "v2"]
+
+
+def test_a_request_with_other_settings_replaces_a_queued_run_and_is_refused_while_one_computes():
+    release, ran = threading.Event(), []
+
+    def compute(studio, version, against, user=None, progress=None, size=5):
+        progress(0.0, "started")
+        release.wait(10)
+        ran.append((version, user, size))
+
+    worker = ReportWorker(None, compute=compute, paired=False)  # type: ignore[arg-type]
+    assert worker.request("v1") == "queued"
+    wait_until(lambda: worker.state("v1")["status"] == "computing")
+    assert worker.request("v1", user="admin") == "computing"  # no settings: joins the run
+    assert worker.request("v1", size=5) == "computing"  # the compute function's default is no other setting
+    with pytest.raises(Conflict) as refused:
+        worker.request("v1", user="admin", size=12)
+    assert refused.value.http_status == 409 and "already computing with other settings" in refused.value.message
+
+    assert worker.request("v2", user="a", size=1) == "queued"  # waits behind v1
+    assert worker.request("v2", user="b", size=2) == "queued"  # not started: the newest ask wins
+    assert worker.request("v2") == "queued"  # a plain request keeps it
+    release.set()
+    wait_until(lambda: len(ran) == 2)
+    assert ran == [("v1", None, 5), ("v2", "b", 2)]
+    assert worker.state("v1") == {"status": "idle"} and worker.state("v2") == {"status": "idle"}
