@@ -253,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
         "is harmful (default: refusal phrases only, an upper bound)",
     )
     saf.add_argument("--against", help="compare with this version's latest run (default: its parent's, if any)")
-    saf.add_argument("--max-new-tokens", type=int, default=96, help="longest answer")
+    saf.add_argument("--max-new-tokens", type=int, default=96, help="longest answer")  # safety.MAX_NEW_TOKENS
     saf.add_argument("--limit", type=int, help="only this many prompts, spread over categories (a quick look)")
     saf.add_argument("--json", action="store_true", help="print the run (and the comparison) as JSON")
     con = sub.add_parser(

@@ -206,7 +206,7 @@ def version_routes(get_studio: Callable[[], Studio]) -> APIRouter:
         ),
     )
     def request_safety(
-        name: str, request: Request, judge: str | None = None, max_new_tokens: int = 96
+        name: str, request: Request, judge: str | None = None, max_new_tokens: int = safety.MAX_NEW_TOKENS
     ) -> dict[str, Any]:
         """Evaluate a version on the red-team prompts in the background (admins): poll GET for it."""
 

@@ -145,7 +145,7 @@ def report_command(settings: Settings, args: argparse.Namespace) -> int:
     import dataclasses
     import json
 
-    from core.compare.report import ReportSettings
+    from core.compare.report import QUICK_REPORT, ReportSettings, thorough
     from core.studio import Studio
 
     chosen = {f.name: getattr(args, f.name) for f in dataclasses.fields(ReportSettings)}  # launch.py: one flag each
@@ -162,6 +162,8 @@ def report_command(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     m = report["metrics"]
     print(report["summary"])
+    if not thorough(report):
+        print(QUICK_REPORT)
     rows = [
         ("held-out pairs", m.get("held_out_pairs")),
         ("log-prob ranking acc.", (m.get("accuracy_against"), m.get("accuracy_version"))),

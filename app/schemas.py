@@ -318,6 +318,11 @@ class Report(OpenModel):
     rule: str | None = Field(default=None, description="the verdict rule, in words")
     warnings: list[str] | None = None
     settings: dict[str, Any] | None = None
+    thorough: bool = Field(
+        default=True,
+        description="measured at least as thoroughly as the defaults; the release gate and the badge read the "
+        "newest thorough report, so a quick one (false) never replaces it",
+    )
     examples: list[ReportExample] | None = Field(default=None, description="admins only")
     created_at: str
 

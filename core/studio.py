@@ -179,11 +179,11 @@ class Studio:
         gate knows, and offer its adapter to the external engine."""
         self.reports.request(version)
         if get_policy(self.db, version)["algorithm"] != "reward":
-            from core.compare.safety import latest_safety
+            from core.compare.safety import default_conditions, has_run
 
             self.safety.request(version, user=AFTER_JOB)
             parent = default_against(self.db, version)
-            if latest_safety(self.db, parent) is None:
+            if not has_run(self.db, parent, default_conditions()):  # the gate compares runs made alike
                 self.safety.request(parent, user=AFTER_JOB)
         if self.engine is not None:
             policy = get_policy(self.db, version)

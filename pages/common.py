@@ -348,6 +348,7 @@ def show_report(report: dict, full: bool, key: str) -> None:
     held-out prompts."""
     import plotly.graph_objects as go
 
+    from core.compare.report import QUICK_REPORT, thorough
     from core.compare.safety import percent
     from core.compare.sidebyside import diff_html
 
@@ -355,6 +356,8 @@ def show_report(report: dict, full: bool, key: str) -> None:
     color, icon = VERDICT_STYLE.get(report["verdict"], ("gray", None))
     st.badge(report["verdict"].replace("_", " "), color=color, icon=icon)
     st.markdown(f"**{report['summary']}**")
+    if not thorough(report):
+        st.caption(QUICK_REPORT)
 
     def pair(name: str, fmt: str = "{:.2f}") -> tuple[str, str | None]:
         old, new = m.get(f"{name}_against"), m.get(f"{name}_version")

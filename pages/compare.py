@@ -277,7 +277,9 @@ with safety_tab:
             placeholder="policy, policy:v2 or <url>#<model>",
             help="Says whether an answer that is not a refusal is harmful.",
         )
-        safety_tokens = right.number_input("Longest answer (tokens)", min_value=8, max_value=512, value=96)
+        safety_tokens = right.number_input(
+            "Longest answer (tokens)", min_value=8, max_value=512, value=safety.MAX_NEW_TOKENS
+        )
         run_safety = st.form_submit_button("Evaluate safety", type="primary")
     if run_safety:
         with shown_errors():

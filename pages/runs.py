@@ -251,7 +251,7 @@ def what_changed(job_id: int) -> None:
             "evaluation)"
             + (": stopped early, held-out accuracy had stopped improving" if setup.get("stopped_early") else "")
         )
-    report = latest_report(studio.db, version)
+    report = latest_report(studio.db, version, thorough_first=True)
     if report is not None:
         show_report(report, access.scope(viewer, "runs.report") == access.ALL, key=f"runs-{job_id}")
         return

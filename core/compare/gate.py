@@ -90,11 +90,14 @@ def _learned(report: Report | None) -> GateCheck:
     if report is None:
         return GateCheck("learned", "unknown", 'no "what changed" report yet (it is computed after every job)')
     kind = report["verdict"]
+    said = report["summary"] + (
+        "" if report.get("thorough", True) else " (a quick report: none made with the defaults)"
+    )
     if kind == "learned":
-        return GateCheck("learned", "pass", report["summary"])
+        return GateCheck("learned", "pass", said)
     if kind in LEARNED_FAILS:
-        return GateCheck("learned", "fail", f"{LEARNED_FAILS[kind]}: {report['summary']}")
-    return GateCheck("learned", "unknown", report["summary"])
+        return GateCheck("learned", "fail", f"{LEARNED_FAILS[kind]}: {said}")
+    return GateCheck("learned", "unknown", said)
 
 
 def _human(db: Database, version: str, against: str) -> GateCheck:
@@ -114,6 +117,13 @@ def _safety(db: Database, version: str, against: str) -> GateCheck:
     if not change:
         return GateCheck(
             "safety", "unknown", f"{version} and {against} have not both been evaluated on the red-team set yet"
+        )
+    if not change["comparable"]:
+        return GateCheck(
+            "safety",
+            "unknown",
+            f"{version} and {against} were not evaluated alike ({'; '.join(change['notes'])}): evaluate both with "
+            "the same settings, or with the defaults",
         )
     if change["worse"]:
         return GateCheck("safety", "fail", "less safe than " + against + ": " + "; ".join(change["reasons"]))
@@ -142,7 +152,7 @@ def evaluate_gate(db: Database, version: str, against: str | None = None) -> Gat
             [GateCheck(name, "unknown", f"cannot be measured: {exc.message}") for name in CHECKS],
         )
     try:
-        report = latest_report(db, version, against)
+        report = latest_report(db, version, against, thorough_first=True)
     except StudioError as exc:  # e.g. a full fine-tune, which cannot be compared on the shared model
         report, why = None, exc.message
     else:

@@ -119,6 +119,7 @@ class _ReadAdds(TypedDict, total=False):
     created_at: str
     safety: dict[str, Any]  # the safety comparison, run on its own, later
     benchmarks: dict[str, Any]  # so are standard benchmarks
+    thorough: bool  # measured at least as thoroughly as the defaults (see thorough())
 
 
 class Report(_ReadAdds):
@@ -382,20 +383,56 @@ def compute_report(
 # --- reading reports --------------------------------------------------------------------------------------
 
 
-def latest_report(db: Database, version: str, against: str | None = None) -> Report | None:
-    """The newest stored report of ``version`` (against ``against``, default: its parent), or None."""
+THOROUGH = ("prompts", "max_new_tokens", "max_pairs")  # the settings that make a report's evidence larger
+QUICK_REPORT = (
+    "A quick report: measured on fewer prompts, shorter answers or fewer held-out pairs than the defaults. The "
+    "release gate, the badges and the model card read the newest report measured at least as thoroughly."
+)
+
+
+def thorough(report: Report) -> bool:
+    """Measured at least as thoroughly as the defaults every report after a job uses (as many prompts, answers as
+    long, as many held-out pairs). A quick report asked for on demand (say 12 prompts) is shown where it was asked
+    for, but the verdict the studio acts on (the release gate, the badge, the model card) rests on a thorough one.
+    Reports stored before their settings were kept count as thorough: they were the automatic ones."""
+    settings, defaults = report.get("settings") or {}, asdict(ReportSettings())
+    return all(settings.get(name, defaults[name]) >= defaults[name] for name in THOROUGH)
+
+
+def _picked(bodies: list[Report], thorough_first: bool) -> int | None:
+    """Index of the report to read among ``bodies`` (newest first): the newest, or the newest thorough one."""
+    if not bodies:
+        return None
+    return next((i for i, b in enumerate(bodies) if thorough(b)), 0) if thorough_first else 0
+
+
+def latest_report(
+    db: Database, version: str, against: str | None = None, thorough_first: bool = False
+) -> Report | None:
+    """The newest stored report of ``version`` (against ``against``, default: its parent), or None.
+
+    ``thorough_first``: the newest :func:`thorough` report when there is one (what the gate, the badge, the model
+    card and the lineage read), so a quick look on demand never replaces the evidence a release rests on."""
     against = against or default_against(db, version)
     rows = db.query(
         "SELECT r.id, r.report, r.created_at FROM version_reports r JOIN policies p ON p.id = r.policy_id"
-        " JOIN policies a ON a.id = r.against_id WHERE p.name = ? AND a.name = ? ORDER BY r.id DESC LIMIT 1",
+        " JOIN policies a ON a.id = r.against_id WHERE p.name = ? AND a.name = ? ORDER BY r.id DESC",
         [version, against],
     )
-    if not rows:
+    bodies = [cast(Report, json.loads(row["report"])) for row in rows]
+    picked = _picked(bodies, thorough_first)
+    if picked is None:
         return None
-    report = with_blind_check(db, cast(Report, json.loads(rows[0]["report"])))
+    row, body = rows[picked], bodies[picked]
+    report = with_blind_check(db, body)
     safety = safety_change(db, version, against)  # a safety evaluation is run on its own, later: read it at read time
     benchmarks = latest_comparison(db, version, against)  # so are standard benchmarks
-    read: Report = {**report, "id": rows[0]["id"], "created_at": rows[0]["created_at"].isoformat()}
+    read: Report = {
+        **report,
+        "id": row["id"],
+        "created_at": row["created_at"].isoformat(),
+        "thorough": thorough(body),
+    }
     if safety:
         read["safety"] = safety
     if benchmarks:
@@ -431,17 +468,21 @@ def with_blind_check(db: Database, report: Report) -> Report:
 
 
 def badges(db: Database) -> dict[str, str]:
-    """A short badge per version, from its latest report against its parent: "learned · shorter answers",
-    "learned 0.50→0.83" (held-out pairs), "changed", ..."""
+    """A short badge per version, from its newest thorough report against its parent (:func:`latest_report`):
+    "learned · shorter answers", "learned 0.50→0.83" (held-out pairs), "changed", ..."""
     rows = db.query(
-        "SELECT v.name, r.report FROM chat_versions v"
-        " JOIN (SELECT *, row_number() OVER (PARTITION BY policy_id, against_id ORDER BY id DESC) AS n"
-        "       FROM version_reports) r ON r.policy_id = v.id AND r.against_id = v.against_id AND r.n = 1"
+        "SELECT v.name, r.report FROM chat_versions v JOIN version_reports r"
+        " ON r.policy_id = v.id AND r.against_id = v.against_id ORDER BY r.id DESC"
     )
-    out = {}
+    bodies: dict[str, list[Report]] = {}
     for row in rows:
-        report = with_blind_check(db, cast(Report, json.loads(row["report"])))
-        out[row["name"]] = {
+        bodies.setdefault(row["name"], []).append(cast(Report, json.loads(row["report"])))
+    out = {}
+    for name, reports in bodies.items():
+        picked = _picked(reports, thorough_first=True)
+        assert picked is not None
+        report = with_blind_check(db, reports[picked])
+        out[name] = {
             "learned": "learned",
             "no_change": "no change",
             "regressed": "regressed",

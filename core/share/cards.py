@@ -93,7 +93,7 @@ def run_info(db: Database, policy: Version) -> dict[str, Any]:
     report = None
     if policy["algorithm"] != "reward":
         try:
-            report = latest_report(db, policy["name"])
+            report = latest_report(db, policy["name"], thorough_first=True)
         except StudioError:
             report = None
     # A card is public: the report goes in without its example answers (other people's prompts).

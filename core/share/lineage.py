@@ -61,7 +61,7 @@ def lineage(db: Database, version: str) -> dict[str, Any]:
     except StudioError:  # a full fine-tune: compared with nothing on the shared model
         against = policy["parent"] or BASE_POLICY
     try:
-        report = latest_report(db, version, against)
+        report = latest_report(db, version, against, thorough_first=True)
     except StudioError:
         report = None
     safety = latest_safety(db, version)

@@ -7,6 +7,7 @@ the REST API in-process, the Hub stand-in with the real huggingface_hub client.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from storage.db import Database
 from tests.support import ROOT
 
 
-def store_report(db: Database, version: str, verdict: str, kl: float = 0.1) -> None:
+def store_report(db: Database, version: str, verdict: str, kl: float = 0.1, settings: dict | None = None) -> None:
     ids = {r["name"]: r["id"] for r in db.query("SELECT id, name FROM policies")}
     metrics = {"version": version, "against": "base", "held_out_pairs": 8, "toward": 7, "away": 1, "kl_per_token": kl}
     report = {
@@ -30,6 +31,7 @@ def store_report(db: Database, version: str, verdict: str, kl: float = 0.1) -> N
         "verdict": verdict,
         "summary": f"{verdict}: stored",
         "metrics": metrics,
+        **({"settings": settings} if settings else {}),
     }
     db.write(
         lambda cur: cur.execute(
@@ -39,7 +41,7 @@ def store_report(db: Database, version: str, verdict: str, kl: float = 0.1) -> N
     )
 
 
-def store_safety(db: Database, version: str, unsafe: int, admin) -> None:
+def store_safety(db: Database, version: str, unsafe: int, admin, max_new_tokens: int | None = None) -> None:
     """A safety run on the shipped prompt set where ``unsafe`` harmful requests were answered (the rest refused)."""
     prompts = safety_prompts.load_prompt_set().prompts
     answers = []
@@ -47,7 +49,8 @@ def store_safety(db: Database, version: str, unsafe: int, admin) -> None:
         bad = p.kind == "harmful" and len([a for a in answers if a.unsafe]) < unsafe
         text = "Sure, here is how." if bad else "I'm sorry, but I can't help with that."
         answers.append(safety.SafetyAnswer(p, text, 5, not bad, bad if p.kind == "harmful" else None))
-    safety.store_run(db, version, answers, None, safety_prompts.prompt_set_hash(prompts), {}, admin)
+    settings = {} if max_new_tokens is None else {"max_new_tokens": max_new_tokens, "limit": None}
+    safety.store_run(db, version, answers, None, safety_prompts.prompt_set_hash(prompts), settings, admin)
 
 
 @pytest.fixture
@@ -115,6 +118,43 @@ def test_kl_people_and_safety_decide_their_checks(db):
     }
     assert not result.passed and [c.name for c in result.failed] == ["safety", "kl"]
     assert "people preferred v1 on 8, base on 0" in next(c.evidence for c in result.checks if c.name == "human_check")
+
+
+def test_a_quick_look_on_demand_never_replaces_the_evidence_a_release_rests_on(db, tmp_path):
+    """A 12-prompt report after the automatic 48-prompt one is what the Compare page shows, not what the gate and
+    the badge read; an 8-token safety run is compared with the parent's 8-token run, never with its 96-token one."""
+    from core.compare.report import ReportSettings, badges, latest_report
+
+    admin = ensure_user(db, "ada", "admin", "local")
+    defaults = dataclasses.asdict(ReportSettings())
+    store_report(db, "v1", "learned", settings=defaults)
+    store_report(db, "v1", "no_change", settings={**defaults, "prompts": 12, "max_new_tokens": 64})
+    newest = latest_report(db, "v1")
+    assert newest["verdict"] == "no_change" and newest["thorough"] is False
+    assert latest_report(db, "v1", thorough_first=True)["verdict"] == "learned"
+    assert statuses(gates.evaluate_gate(db, "v1"))["learned"] == "pass"
+    assert badges(db)["v1"].startswith("learned")
+    store_report(db, "v1", "changed", settings={**defaults, "prompts": 96})  # more evidence than the defaults
+    assert statuses(gates.evaluate_gate(db, "v1"))["learned"] == "fail"
+
+    default = safety.MAX_NEW_TOKENS
+    store_safety(db, "base", 0, admin, default)
+    store_safety(db, "v1", 0, admin, default)
+    assert safety.has_run(db, "base", safety.default_conditions())
+    store_safety(db, "v1", 20, admin, 8)  # a quick look: 8-token answers that never reach a refusal
+    change = safety.safety_change(db, "v1")
+    assert change["comparable"] and not change["worse"] and change["notes"] == []
+    assert statuses(gates.evaluate_gate(db, "v1"))["safety"] == "pass"
+    store_safety(db, "base", 0, admin, 8)  # base looked at alike: now the quick runs compare
+    assert safety.safety_change(db, "v1")["worse"]
+    assert statuses(gates.evaluate_gate(db, "v1"))["safety"] == "fail"
+
+    register_policy(db, "v2", db.scalar("SELECT id FROM policies WHERE name = 'base'"), "tiny", "dpo", str(tmp_path))
+    store_safety(db, "v2", 0, admin, 32)  # nothing of base's was evaluated with 32 tokens
+    change = safety.safety_change(db, "v2")
+    assert not change["comparable"] and "answers were cut at different lengths (32 and 8 tokens)" in change["notes"]
+    check = next(c for c in gates.evaluate_gate(db, "v2").checks if c.name == "safety")
+    assert check.status == "unknown" and "not evaluated alike" in check.evidence
 
 
 def test_enforce_refuses_a_hub_release_until_an_admin_gives_a_reason(db):
