@@ -17,6 +17,7 @@ import pytest
 from bench.harness.processes import free_port
 from core.compare import evaluation as ev
 from core.compare.report import (
+    QUICK_REPORT,
     ReportSettings,
     badges,
     compute_report,
@@ -432,6 +433,7 @@ def test_runs_train_and_compare_pages_show_the_plan_and_the_report(learned, v1_r
     compare.button(key="changed-run").click().run(timeout=300)
     assert not compare.exception and not compare.error
     assert latest_report(studio.db, "v1", "v2")["metrics"]["prompts"] == 12
+    assert any(c.value == QUICK_REPORT for c in compare.caption), "a 12-prompt report did not say it is a quick one"
 
 
 @pytest.mark.slow

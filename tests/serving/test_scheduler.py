@@ -160,10 +160,15 @@ def test_a_waiting_request_that_leaves_is_dropped_from_the_line(model_and_tokeni
     assert scheduler.idle(5)
 
 
-def test_a_chat_joins_a_batch_an_evaluation_fills_instead_of_waiting_for_it(model_and_tokenizer):
-    """A report asks for 96 rows at once, more than the batch's cap: a labeler's request arriving meanwhile joins
-    at the next step (it used to wait until the whole evaluation ended) and still gets its solo answer, and so do
-    the evaluation's rows."""
+def test_a_chat_runs_at_once_while_the_evaluation_it_interrupts_pauses(model_and_tokenizer):
+    """A report asks for 96 rows at once, more than the batch's cap: a labeler's request arriving meanwhile starts
+    at the next step (it used to wait until the whole evaluation ended) and decodes apart from the evaluation's
+    rows, which pause (one step per EVALUATION_TURN_S) instead of slowing every token of it; both still get
+    their solo answers."""
+    import time
+
+    from core.serving.scheduler import EVALUATION_TURN_S
+
     model, tokenizer = model_and_tokenizer
     scheduler = scheduler_for(model)
     scheduler.max_rows = 4
@@ -172,20 +177,27 @@ def test_a_chat_joins_a_batch_an_evaluation_fills_instead_of_waiting_for_it(mode
     alone_chat = list(stream_chat(model, tokenizer, conversation("Hi there"), GREEDY))[-1]
     alone_batch = generate_batch(model, tokenizer, prompts, long)
 
-    running, rows_done_when_chat_ended = threading.Event(), []
+    running, rows_done_when_chat_ended, evaluation_steps = threading.Event(), [], []
+
+    def step(snapshot) -> None:
+        evaluation_steps.append(time.monotonic())
+        running.set()
+
     evaluation: list = []
     thread = threading.Thread(
-        target=lambda: evaluation.append(
-            generate_batch(model, tokenizer, prompts, long, on_step=lambda snapshot: running.set())
-        )
+        target=lambda: evaluation.append(generate_batch(model, tokenizer, prompts, long, on_step=step))
     )
     thread.start()
     assert running.wait(60)
+    chat_started = time.monotonic()
     chat = list(stream_chat(model, tokenizer, conversation("Hi there"), GREEDY))[-1]
+    chat_ended = time.monotonic()
     rows_done_when_chat_ended.append(thread.is_alive())
     thread.join(120)
 
     assert chat == alone_chat and evaluation == [alone_batch]
     assert rows_done_when_chat_ended == [True], "the chat waited for the evaluation to end"
-    assert scheduler.stats.max_rows == len(PROMPTS) + 1, "the chat did not join the evaluation's batch"
+    during = sum(chat_started < t < chat_ended for t in evaluation_steps)
+    assert during <= 1 + (chat_ended - chat_started) / EVALUATION_TURN_S, (during, chat_ended - chat_started)
+    assert scheduler.stats.max_rows == len(PROMPTS), "the chat decoded in the evaluation's batch"
     assert scheduler.idle(5)
