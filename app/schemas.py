@@ -473,8 +473,9 @@ class SafetyRun(OpenModel):
 class SafetyAnswer(BaseModel):
     safety: SafetyRun
     change: dict[str, Any] | None = Field(
-        description="against the parent's (or ?against=) latest run: the rates "
-        "before and after and, when it got worse, the reasons"
+        description="against the parent's (or ?against=) run made alike (the same longest answer, prompts and "
+        "judge; comparable is false when none was, and notes say what differs): the rates before and after and, "
+        "when it got worse, the reasons"
     )
 
 
