@@ -399,11 +399,16 @@ def thorough(report: Report) -> bool:
     return all(settings.get(name, defaults[name]) >= defaults[name] for name in THOROUGH)
 
 
-def _picked(bodies: list[Report], thorough_first: bool) -> int | None:
-    """Index of the report to read among ``bodies`` (newest first): the newest, or the newest thorough one."""
-    if not bodies:
-        return None
-    return next((i for i, b in enumerate(bodies) if thorough(b)), 0) if thorough_first else 0
+def _picked(rows: list[dict[str, Any]], thorough_first: bool) -> tuple[int, Report] | None:
+    """The report to read among stored ``rows`` (newest first, each with its JSON ``report``) and its index: the
+    newest, or the newest thorough one. Parses only as far as it has to look."""
+    first: tuple[int, Report] | None = None
+    for i, row in enumerate(rows):
+        body = cast(Report, json.loads(row["report"]))
+        first = first or (i, body)
+        if not thorough_first or thorough(body):
+            return i, body
+    return first
 
 
 def latest_report(
@@ -416,14 +421,14 @@ def latest_report(
     against = against or default_against(db, version)
     rows = db.query(
         "SELECT r.id, r.report, r.created_at FROM version_reports r JOIN policies p ON p.id = r.policy_id"
-        " JOIN policies a ON a.id = r.against_id WHERE p.name = ? AND a.name = ? ORDER BY r.id DESC",
+        " JOIN policies a ON a.id = r.against_id WHERE p.name = ? AND a.name = ? ORDER BY r.id DESC"
+        + ("" if thorough_first else " LIMIT 1"),
         [version, against],
     )
-    bodies = [cast(Report, json.loads(row["report"])) for row in rows]
-    picked = _picked(bodies, thorough_first)
+    picked = _picked(rows, thorough_first)
     if picked is None:
         return None
-    row, body = rows[picked], bodies[picked]
+    row, body = rows[picked[0]], picked[1]
     report = with_blind_check(db, body)
     safety = safety_change(db, version, against)  # a safety evaluation is run on its own, later: read it at read time
     benchmarks = latest_comparison(db, version, against)  # so are standard benchmarks
@@ -474,14 +479,14 @@ def badges(db: Database) -> dict[str, str]:
         "SELECT v.name, r.report FROM chat_versions v JOIN version_reports r"
         " ON r.policy_id = v.id AND r.against_id = v.against_id ORDER BY r.id DESC"
     )
-    bodies: dict[str, list[Report]] = {}
+    stored: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
-        bodies.setdefault(row["name"], []).append(cast(Report, json.loads(row["report"])))
+        stored.setdefault(row["name"], []).append(row)
     out = {}
-    for name, reports in bodies.items():
+    for name, reports in stored.items():
         picked = _picked(reports, thorough_first=True)
         assert picked is not None
-        report = with_blind_check(db, reports[picked])
+        report = with_blind_check(db, picked[1])
         out[name] = {
             "learned": "learned",
             "no_change": "no change",
